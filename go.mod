@@ -1,0 +1,3 @@
+module raftkv
+
+go 1.26

@@ -1,0 +1,167 @@
+package raft
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Config holds everything a core or a Node needs to start. Zero values of the limits
+// take the defaults below; Validate rejects values that cannot work, with a message that
+// names the field, the value and what to do.
+type Config struct {
+	// ID is this node's id; it must be non-zero and appear in Peers.
+	ID uint64
+	// Peers lists every voting member, this node included. Membership is fixed for the
+	// life of the cluster.
+	Peers []uint64
+
+	// ElectionTicks is the election timeout in ticks. Each time a follower's timer is
+	// reset it draws a fresh timeout at random from [ElectionTicks, 2*ElectionTicks)
+	// (design rule 3). It must be well above HeartbeatTicks: broadcastTime ≪
+	// electionTimeout. Default 10.
+	ElectionTicks int
+	// HeartbeatTicks is how often a leader sends heartbeats, in ticks. Default 1.
+	HeartbeatTicks int
+	// TickInterval is the length of one tick in wall time; used by Node only.
+	// Default 100ms.
+	TickInterval time.Duration
+
+	// Storage is the node's stable storage. Required.
+	Storage Storage
+	// Applied is the last index the application has already applied (from its own
+	// durable state). Zero means the application holds nothing: the Node then delivers
+	// Storage's snapshot, if any, before the entries after it.
+	Applied uint64
+
+	// RandSeed seeds the randomized election timeouts. The same seed and inputs give
+	// the same behaviour (design rule 2). Zero means seed from ID.
+	RandSeed int64
+
+	// DisablePreVote turns PreVote (thesis §9.6) off. It is on by default so that a
+	// node rejoining after a partition does not raise the term of a healthy leader.
+	DisablePreVote bool
+	// DisableCheckQuorum turns CheckQuorum off. It is on by default: a leader that has
+	// not heard from a majority within an election timeout steps down, and followers
+	// that hear from a live leader ignore vote requests (thesis §4.2.3).
+	DisableCheckQuorum bool
+
+	// MaxSizePerMsg limits the bytes of entries in one append message. Default 1 MiB.
+	MaxSizePerMsg uint64
+	// MaxInflightMsgs limits the append messages in flight to one follower. Default 256.
+	MaxInflightMsgs int
+	// MaxUncommittedEntriesBytes limits the bytes of entries a leader holds that have not
+	// committed; proposals past it fail with ErrTooManyUncommitted. Default 64 MiB.
+	MaxUncommittedEntriesBytes uint64
+	// MaxCommittedBytesPerReady limits the committed entries handed out in one Ready.
+	// Default 16 MiB.
+	MaxCommittedBytesPerReady uint64
+
+	// MaxPendingProposals bounds the Node's queue of proposals waiting for the core.
+	// Default 4096. Node only.
+	MaxPendingProposals int
+	// MaxApplyBatches bounds the Node's queue of committed batches the application has
+	// not read yet; while it is full the Node holds further committed entries back.
+	// Default 64. Node only.
+	MaxApplyBatches int
+
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Defaults for zero-valued Config fields.
+const (
+	DefaultElectionTicks              = 10
+	DefaultHeartbeatTicks             = 1
+	DefaultTickInterval               = 100 * time.Millisecond
+	DefaultMaxSizePerMsg              = 1 << 20
+	DefaultMaxInflightMsgs            = 256
+	DefaultMaxUncommittedEntriesBytes = 64 << 20
+	DefaultMaxCommittedBytesPerReady  = 16 << 20
+	DefaultMaxPendingProposals        = 4096
+	DefaultMaxApplyBatches            = 64
+)
+
+// withDefaults returns a copy of c with zero limits replaced by the defaults.
+func (c Config) withDefaults() Config {
+	if c.ElectionTicks == 0 {
+		c.ElectionTicks = DefaultElectionTicks
+	}
+	if c.HeartbeatTicks == 0 {
+		c.HeartbeatTicks = DefaultHeartbeatTicks
+	}
+	if c.TickInterval == 0 {
+		c.TickInterval = DefaultTickInterval
+	}
+	if c.MaxSizePerMsg == 0 {
+		c.MaxSizePerMsg = DefaultMaxSizePerMsg
+	}
+	if c.MaxInflightMsgs == 0 {
+		c.MaxInflightMsgs = DefaultMaxInflightMsgs
+	}
+	if c.MaxUncommittedEntriesBytes == 0 {
+		c.MaxUncommittedEntriesBytes = DefaultMaxUncommittedEntriesBytes
+	}
+	if c.MaxCommittedBytesPerReady == 0 {
+		c.MaxCommittedBytesPerReady = DefaultMaxCommittedBytesPerReady
+	}
+	if c.MaxPendingProposals == 0 {
+		c.MaxPendingProposals = DefaultMaxPendingProposals
+	}
+	if c.MaxApplyBatches == 0 {
+		c.MaxApplyBatches = DefaultMaxApplyBatches
+	}
+	if c.RandSeed == 0 {
+		c.RandSeed = int64(c.ID)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports the first setting that cannot work. Zero limits are fine: they take
+// the defaults.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if c.ID == None {
+		return fmt.Errorf("raft config: ID is 0; give every node a distinct non-zero id")
+	}
+	seen := make(map[uint64]bool, len(c.Peers))
+	isMember := false
+	for _, p := range c.Peers {
+		if p == None {
+			return fmt.Errorf("raft config: Peers %v holds id 0; ids must be non-zero", c.Peers)
+		}
+		if seen[p] {
+			return fmt.Errorf("raft config: Peers %v lists id %d twice; list each member once", c.Peers, p)
+		}
+		seen[p] = true
+		isMember = isMember || p == c.ID
+	}
+	if !isMember {
+		return fmt.Errorf("raft config: ID %d is not in Peers %v; list this node among the members", c.ID, c.Peers)
+	}
+	if c.HeartbeatTicks < 0 || c.ElectionTicks < 0 {
+		return fmt.Errorf("raft config: HeartbeatTicks %d and ElectionTicks %d must be positive", c.HeartbeatTicks, c.ElectionTicks)
+	}
+	if c.ElectionTicks <= c.HeartbeatTicks {
+		return fmt.Errorf("raft config: ElectionTicks %d must be greater than HeartbeatTicks %d (several heartbeats should fit in one election timeout; 10x is usual)",
+			c.ElectionTicks, c.HeartbeatTicks)
+	}
+	if c.TickInterval < 0 {
+		return fmt.Errorf("raft config: TickInterval %v is negative", c.TickInterval)
+	}
+	if c.Storage == nil {
+		return fmt.Errorf("raft config: Storage is nil; pass raft.NewMemoryStorage() or a durable storage")
+	}
+	if c.MaxInflightMsgs < 0 || c.MaxPendingProposals < 0 || c.MaxApplyBatches < 0 {
+		return fmt.Errorf("raft config: MaxInflightMsgs %d, MaxPendingProposals %d and MaxApplyBatches %d must not be negative",
+			c.MaxInflightMsgs, c.MaxPendingProposals, c.MaxApplyBatches)
+	}
+	if c.MaxUncommittedEntriesBytes < c.MaxSizePerMsg {
+		return fmt.Errorf("raft config: MaxUncommittedEntriesBytes %d is below MaxSizePerMsg %d; a single full message could never be proposed",
+			c.MaxUncommittedEntriesBytes, c.MaxSizePerMsg)
+	}
+	return nil
+}

@@ -1,0 +1,32 @@
+package raft
+
+import "errors"
+
+// Expected conditions, testable with errors.Is.
+var (
+	// ErrNotLeader: the node is not the leader; send the request to the leader.
+	ErrNotLeader = errors.New("raft: not the leader")
+	// ErrProposalDropped: the proposal was not appended (no leader known, a leadership
+	// transfer is under way, or the node is stopping). Retry later or elsewhere.
+	ErrProposalDropped = errors.New("raft: proposal dropped")
+	// ErrTooManyUncommitted: the leader already holds Config.MaxUncommittedEntriesBytes
+	// of entries that have not committed; back off and retry.
+	ErrTooManyUncommitted = errors.New("raft: too many uncommitted entries")
+	// ErrEntryTooLarge: one proposal is larger than Config.MaxSizePerMsg allows.
+	ErrEntryTooLarge = errors.New("raft: entry larger than the message size limit")
+	// ErrStopped: the node has been stopped.
+	ErrStopped = errors.New("raft: node stopped")
+	// ErrReadIndexNotReady: the leader has not yet committed an entry of its term, so
+	// it cannot name a safe read point (thesis §6.4); retry shortly.
+	ErrReadIndexNotReady = errors.New("raft: leader has not committed an entry in its term yet")
+	// ErrLeadershipLost: leadership changed while the request waited.
+	ErrLeadershipLost = errors.New("raft: leadership lost while waiting")
+
+	// ErrCompacted: Storage no longer holds the requested index; it was compacted into
+	// a snapshot.
+	ErrCompacted = errors.New("raft: requested index is compacted")
+	// ErrUnavailable: Storage does not hold the requested index yet.
+	ErrUnavailable = errors.New("raft: requested index is unavailable")
+	// ErrSnapOutOfDate: the snapshot is older than the one Storage already holds.
+	ErrSnapOutOfDate = errors.New("raft: snapshot is older than the current one")
+)

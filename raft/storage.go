@@ -1,0 +1,43 @@
+package raft
+
+// Storage is the node's stable storage: the log, the HardState and the latest snapshot.
+//
+// The core only reads from it (the LogReader half); the Node writes to it, and a write
+// method returns only once what it wrote is durable, because the Node sends messages
+// that depend on it as soon as it returns (rule 1 of the design: persist before you
+// speak). A write error is fatal: the Node stops rather than run on state it could not
+// persist.
+//
+// Storage implementations must be safe for use by one writer and concurrent readers.
+type Storage interface {
+	LogReader
+
+	// Save persists st (if not empty) and appends ents. If ents[0].Index is at or below
+	// LastIndex, the entries from there on are replaced: a follower overwriting a
+	// conflicting suffix (§5.3).
+	Save(st HardState, ents []Entry) error
+	// ApplySnapshot replaces the whole log with snap, received from the leader (§7).
+	ApplySnapshot(snap Snapshot) error
+	// CreateSnapshot records the application's snapshot data up to and including index,
+	// which must be at most the applied index, and discards the log up to it.
+	CreateSnapshot(index uint64, data []byte) (Snapshot, error)
+}
+
+// LogReader is the read half of Storage, all the core needs.
+type LogReader interface {
+	// InitialState returns the persisted HardState.
+	InitialState() (HardState, error)
+	// Entries returns entries in [lo, hi), at most maxBytes in total but always at least
+	// one if any is in range. It returns ErrCompacted if lo is below FirstIndex, and
+	// ErrUnavailable if hi-1 is above LastIndex.
+	Entries(lo, hi, maxBytes uint64) ([]Entry, error)
+	// Term returns the term of entry i, which must be in [FirstIndex-1, LastIndex]
+	// (the snapshot's own index answers with its term).
+	Term(i uint64) (uint64, error)
+	// FirstIndex is the index of the first entry still in the log (snapshot index + 1).
+	FirstIndex() (uint64, error)
+	// LastIndex is the index of the last entry in the log.
+	LastIndex() (uint64, error)
+	// Snapshot returns the latest snapshot.
+	Snapshot() (Snapshot, error)
+}
