@@ -1,5 +1,7 @@
 package raft
 
+import "fmt"
+
 // Ready is what the core asks its driver to do, all of it data (the core performs no
 // I/O). The driver must, in this order:
 //  1. persist Snapshot (Storage.ApplySnapshot) if not empty, then HardState and Entries
@@ -42,4 +44,163 @@ type Status struct {
 	LastIndex uint64
 	Lead      uint64
 	State     StateType
+}
+
+// RawNode drives one core: the caller feeds it ticks, messages and proposals, and
+// carries out each Ready it hands back. It is not safe for concurrent use; Node wraps it
+// with a goroutine, a clock, Storage and a Transport.
+type RawNode struct {
+	raft       *raft
+	prevSoft   SoftState
+	prevHard   HardState
+	maxEntSize uint64
+}
+
+// NewRawNode returns a core that resumes from what cfg.Storage holds.
+func NewRawNode(cfg Config) (*RawNode, error) {
+	r, err := newRaft(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &RawNode{raft: r, prevSoft: r.softState(), prevHard: r.hardState(), maxEntSize: r.maxMsgSize}, nil
+}
+
+// Tick advances the logical clock by one tick.
+func (rn *RawNode) Tick() { rn.raft.tick() }
+
+// Campaign starts an election now, as if the election timer had fired.
+func (rn *RawNode) Campaign() error {
+	return rn.raft.Step(Message{Type: MsgHup, From: rn.raft.id})
+}
+
+// Propose appends a command to the leader's log and returns the index and term it will
+// have if it commits. A non-leader returns ErrNotLeader; the limits of Config return
+// ErrEntryTooLarge or ErrTooManyUncommitted.
+func (rn *RawNode) Propose(data []byte) (index, term uint64, err error) {
+	r := rn.raft
+	if r.state != StateLeader {
+		return 0, 0, ErrNotLeader
+	}
+	e := Entry{Type: EntryCommand, Data: data}
+	if e.size() > rn.maxEntSize {
+		return 0, 0, ErrEntryTooLarge
+	}
+	ents := []Entry{e}
+	if err := r.appendEntries(ents); err != nil {
+		return 0, 0, err
+	}
+	return ents[0].Index, ents[0].Term, nil
+}
+
+// Step delivers a message from a peer. Local message types are refused: use Tick and
+// Campaign instead.
+func (rn *RawNode) Step(m Message) error {
+	if m.Type.IsLocal() {
+		return fmt.Errorf("raft: Step given local message type %s; use Tick, Campaign or the Report methods", m.Type)
+	}
+	if m.Type >= numMessageTypes {
+		return fmt.Errorf("raft: Step given unknown message type %d", m.Type)
+	}
+	if m.To != rn.raft.id || !rn.raft.isMember(m.From) {
+		// Misaddressed, or from a node outside the cluster: not ours to act on.
+		return nil
+	}
+	return rn.raft.Step(m)
+}
+
+// ReadIndex asks for a linearizable read point; rctx identifies the request and comes
+// back in the Ready.ReadStates entry that answers it.
+func (rn *RawNode) ReadIndex(rctx []byte) error {
+	return rn.raft.Step(Message{Type: MsgReadIndex, From: rn.raft.id, Context: rctx})
+}
+
+// HasReady reports whether Ready would return anything to do.
+func (rn *RawNode) HasReady() bool {
+	r := rn.raft
+	if r.needBroadcast || len(r.msgs) > 0 || len(r.readStates) > 0 ||
+		len(r.log.unstable.entries) > 0 || r.log.unstable.snapshot != nil ||
+		r.log.hasNextCommittedEnts() {
+		return true
+	}
+	if r.softState() != rn.prevSoft {
+		return true
+	}
+	hs := r.hardState()
+	return !hs.IsEmpty() && hs != rn.prevHard
+}
+
+// Ready returns what the caller must persist, send and apply, and hands it over:
+// the next Ready holds only what is new. Call Advance once it is done.
+func (rn *RawNode) Ready() Ready {
+	r := rn.raft
+	r.flushBroadcast()
+	rd := Ready{
+		Entries:          r.log.unstable.entries,
+		CommittedEntries: r.log.nextCommittedEnts(),
+		Messages:         r.msgs,
+		ReadStates:       r.readStates,
+	}
+	if r.log.unstable.snapshot != nil {
+		rd.Snapshot = *r.log.unstable.snapshot
+	}
+	if ss := r.softState(); ss != rn.prevSoft {
+		rd.SoftState = &ss
+		rn.prevSoft = ss
+	}
+	if hs := r.hardState(); hs != rn.prevHard {
+		rd.HardState = hs
+		rn.prevHard = hs
+	}
+	r.msgs = nil
+	r.readStates = nil
+	if n := len(rd.CommittedEntries); n > 0 {
+		r.log.acceptApplying(rd.CommittedEntries[n-1].Index)
+	}
+	return rd
+}
+
+// Advance tells the core that rd has been carried out: its entries and snapshot are
+// durable and its committed entries applied.
+func (rn *RawNode) Advance(rd Ready) {
+	r := rn.raft
+	if !rd.Snapshot.IsEmpty() {
+		r.log.unstable.stableSnapTo(rd.Snapshot.Index)
+		r.log.appliedTo(rd.Snapshot.Index)
+	}
+	if n := len(rd.Entries); n > 0 {
+		last := rd.Entries[n-1]
+		r.log.unstable.stableTo(last.Index, last.Term)
+		if r.state == StateLeader && r.log.matchTerm(last.Index, last.Term) {
+			// The leader's own copy counts towards a majority only once it is
+			// durable (Figure 2: "respond after entry applied to state machine";
+			// thesis §10.2.1 lets the write overlap the sends, not the count).
+			if r.progress[r.id].maybeUpdate(last.Index) && r.maybeCommit() {
+				r.bcastAppend()
+			}
+		}
+	}
+	if n := len(rd.CommittedEntries); n > 0 {
+		r.log.appliedTo(rd.CommittedEntries[n-1].Index)
+		r.reduceUncommittedSize(rd.CommittedEntries)
+	}
+}
+
+// Status returns the core's current state.
+func (rn *RawNode) Status() Status {
+	r := rn.raft
+	return Status{
+		ID: r.id, Term: r.term, Vote: r.vote, Commit: r.log.committed, Applied: r.log.applied,
+		LastIndex: r.log.lastIndex(), Lead: r.lead, State: r.state,
+	}
+}
+
+// ReportUnreachable tells the leader that a message to id could not be delivered, so it
+// stops streaming to it optimistically.
+func (rn *RawNode) ReportUnreachable(id uint64) {
+	_ = rn.raft.Step(Message{Type: MsgUnreachable, From: id})
+}
+
+// ReportSnapshot tells the leader how sending a snapshot to id ended.
+func (rn *RawNode) ReportSnapshot(id uint64, failed bool) {
+	_ = rn.raft.Step(Message{Type: MsgSnapStatus, From: id, Reject: failed})
 }

@@ -100,8 +100,6 @@ const (
 	MsgReadIndex
 	// MsgReadIndexResp carries the read point in Index back to the follower that asked.
 	MsgReadIndexResp
-	// MsgTimeoutNow tells the receiver to campaign at once (leadership transfer, §3.10).
-	MsgTimeoutNow
 	// MsgUnreachable is local: the transport could not deliver to From.
 	MsgUnreachable
 	// MsgSnapStatus is local: a snapshot sent to From finished (Reject means it failed).
@@ -116,8 +114,8 @@ var messageTypeNames = [...]string{
 	MsgPreVote: "MsgPreVote", MsgPreVoteResp: "MsgPreVoteResp", MsgSnap: "MsgSnap",
 	MsgHeartbeat: "MsgHeartbeat", MsgHeartbeatResp: "MsgHeartbeatResp",
 	MsgReadIndex: "MsgReadIndex", MsgReadIndexResp: "MsgReadIndexResp",
-	MsgTimeoutNow: "MsgTimeoutNow", MsgUnreachable: "MsgUnreachable",
-	MsgSnapStatus: "MsgSnapStatus",
+	MsgUnreachable: "MsgUnreachable",
+	MsgSnapStatus:  "MsgSnapStatus",
 }
 
 func (t MessageType) String() string {

@@ -1,0 +1,325 @@
+package raft
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/bits"
+)
+
+// This file is the binary codec for Entry, HardState, Snapshot and Message: the bytes
+// that storage writes to its log and that transport sends between nodes.
+//
+// The format is a fixed sequence of fields, integers as canonical (shortest) uvarints,
+// byte strings as a uvarint length followed by the bytes, enums and booleans as one byte:
+//
+//	Entry:     Term Index Type(1) len(Data) Data
+//	HardState: Term Vote Commit
+//	Snapshot:  Index Term len(Data) Data
+//	Message:   Type(1) To From Term LogTerm Index Commit Reject(1) RejectHint
+//	           count(Entries) Entry... hasSnapshot(1) [Snapshot] len(Context) Context
+//
+// Encoding is canonical and decoding is strict (no overlong varints, booleans only 0 or
+// 1, no trailing bytes), so every input that decodes re-encodes to the same bytes. Nil
+// and empty byte slices and entry lists encode alike and decode as nil.
+//
+// Decoding aliases its input: Entry.Data, Snapshot.Data and Message.Context of a decoded
+// value point into the buffer given to Unmarshal, they are not copied. That keeps a
+// decoded batch of entries to one allocation (the Entries slice), but the caller must
+// not modify or reuse the buffer while the decoded value is in use; use bytes.Clone on
+// the fields that must outlive it.
+//
+// Decoding never panics and bounds every length and count by the input that remains
+// before allocating, so a forged length cannot make it allocate more than the input's
+// size. Every decoding error wraps ErrCorruptMessage.
+
+// ErrCorruptMessage is wrapped by every decoding error: the bytes are not a valid
+// encoding (truncated, overlong, trailing bytes, an unknown message type). The error
+// text says which field was wrong and where.
+var ErrCorruptMessage = errors.New("raft: corrupt encoding")
+
+// Smallest encodings, used to bound counts read from the input before allocating.
+const (
+	minEntryBytes = 4 // Term, Index, Type, len(Data) of an empty entry
+)
+
+// uvarintSize returns the length of the canonical uvarint encoding of v.
+func uvarintSize(v uint64) int {
+	return (bits.Len64(v|1) + 6) / 7
+}
+
+// bytesSize returns the encoded size of a length-prefixed byte string.
+func bytesSize(b []byte) int {
+	return uvarintSize(uint64(len(b))) + len(b)
+}
+
+func boolByte(v bool) byte {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// Size returns the length of e's encoding.
+func (e *Entry) Size() int {
+	return uvarintSize(e.Term) + uvarintSize(e.Index) + 1 + bytesSize(e.Data)
+}
+
+// MarshalTo appends e's encoding to b and returns the extended slice. It allocates only
+// if b lacks the capacity; pass b[:0] of a buffer of cap >= e.Size() to avoid that.
+func (e *Entry) MarshalTo(b []byte) []byte {
+	b = binary.AppendUvarint(b, e.Term)
+	b = binary.AppendUvarint(b, e.Index)
+	b = append(b, byte(e.Type))
+	b = binary.AppendUvarint(b, uint64(len(e.Data)))
+	return append(b, e.Data...)
+}
+
+// Unmarshal decodes data, which must hold exactly one encoded Entry, into e.
+// e.Data aliases data (see the file comment). The type byte is carried unchanged, known
+// or not: judging it is the reader's business. On error e is left unspecified.
+func (e *Entry) Unmarshal(data []byte) error {
+	d := decoder{buf: data, what: "entry"}
+	d.entry(e)
+	return d.finish()
+}
+
+// Size returns the length of hs's encoding.
+func (hs *HardState) Size() int {
+	return uvarintSize(hs.Term) + uvarintSize(hs.Vote) + uvarintSize(hs.Commit)
+}
+
+// MarshalTo appends hs's encoding to b and returns the extended slice.
+func (hs *HardState) MarshalTo(b []byte) []byte {
+	b = binary.AppendUvarint(b, hs.Term)
+	b = binary.AppendUvarint(b, hs.Vote)
+	return binary.AppendUvarint(b, hs.Commit)
+}
+
+// Unmarshal decodes data, which must hold exactly one encoded HardState, into hs.
+func (hs *HardState) Unmarshal(data []byte) error {
+	d := decoder{buf: data, what: "hard state"}
+	hs.Term = d.uvarint("Term")
+	hs.Vote = d.uvarint("Vote")
+	hs.Commit = d.uvarint("Commit")
+	return d.finish()
+}
+
+// Size returns the length of s's encoding.
+func (s *Snapshot) Size() int {
+	return uvarintSize(s.Index) + uvarintSize(s.Term) + bytesSize(s.Data)
+}
+
+// MarshalTo appends s's encoding to b and returns the extended slice.
+func (s *Snapshot) MarshalTo(b []byte) []byte {
+	b = binary.AppendUvarint(b, s.Index)
+	b = binary.AppendUvarint(b, s.Term)
+	b = binary.AppendUvarint(b, uint64(len(s.Data)))
+	return append(b, s.Data...)
+}
+
+// Unmarshal decodes data, which must hold exactly one encoded Snapshot, into s.
+// s.Data aliases data (see the file comment).
+func (s *Snapshot) Unmarshal(data []byte) error {
+	d := decoder{buf: data, what: "snapshot"}
+	d.snapshot(s)
+	return d.finish()
+}
+
+// Size returns the length of m's encoding.
+func (m *Message) Size() int {
+	n := 1 + uvarintSize(m.To) + uvarintSize(m.From) + uvarintSize(m.Term) +
+		uvarintSize(m.LogTerm) + uvarintSize(m.Index) + uvarintSize(m.Commit) + 1 +
+		uvarintSize(m.RejectHint) + uvarintSize(uint64(len(m.Entries)))
+	for i := range m.Entries {
+		n += m.Entries[i].Size()
+	}
+	n++ // hasSnapshot
+	if m.Snapshot != nil {
+		n += m.Snapshot.Size()
+	}
+	return n + bytesSize(m.Context)
+}
+
+// MarshalTo appends m's encoding to b and returns the extended slice.
+func (m *Message) MarshalTo(b []byte) []byte {
+	b = append(b, byte(m.Type))
+	b = binary.AppendUvarint(b, m.To)
+	b = binary.AppendUvarint(b, m.From)
+	b = binary.AppendUvarint(b, m.Term)
+	b = binary.AppendUvarint(b, m.LogTerm)
+	b = binary.AppendUvarint(b, m.Index)
+	b = binary.AppendUvarint(b, m.Commit)
+	b = append(b, boolByte(m.Reject))
+	b = binary.AppendUvarint(b, m.RejectHint)
+	b = binary.AppendUvarint(b, uint64(len(m.Entries)))
+	for i := range m.Entries {
+		b = m.Entries[i].MarshalTo(b)
+	}
+	b = append(b, boolByte(m.Snapshot != nil))
+	if m.Snapshot != nil {
+		b = m.Snapshot.MarshalTo(b)
+	}
+	b = binary.AppendUvarint(b, uint64(len(m.Context)))
+	return append(b, m.Context...)
+}
+
+// Unmarshal decodes data, which must hold exactly one encoded Message, into m. The
+// byte fields of m, of its entries and of its snapshot alias data (see the file
+// comment); m.Entries and m.Snapshot are freshly allocated. A message type this
+// version does not know is an error.
+func (m *Message) Unmarshal(data []byte) error {
+	d := decoder{buf: data, what: "message"}
+	t := d.byte("Type")
+	if d.err == nil && t >= byte(numMessageTypes) {
+		d.fail("Type", fmt.Sprintf("unknown message type %d", t))
+	}
+	m.Type = MessageType(t)
+	m.To = d.uvarint("To")
+	m.From = d.uvarint("From")
+	m.Term = d.uvarint("Term")
+	m.LogTerm = d.uvarint("LogTerm")
+	m.Index = d.uvarint("Index")
+	m.Commit = d.uvarint("Commit")
+	m.Reject = d.bool("Reject")
+	m.RejectHint = d.uvarint("RejectHint")
+	m.Entries = nil
+	count := d.count("Entries", minEntryBytes)
+	if count > 0 {
+		m.Entries = make([]Entry, count)
+		for i := range m.Entries {
+			d.entry(&m.Entries[i])
+			if d.err != nil {
+				break
+			}
+		}
+	}
+	m.Snapshot = nil
+	if d.bool("hasSnapshot") {
+		m.Snapshot = new(Snapshot)
+		d.snapshot(m.Snapshot)
+	}
+	m.Context = d.bytes("Context")
+	return d.finish()
+}
+
+// decoder reads fields from buf in order. After the first error every read returns
+// zero values and the error sticks, so decoding code reads straight through and checks
+// once at the end.
+type decoder struct {
+	buf  []byte
+	off  int
+	what string
+	err  error
+}
+
+func (d *decoder) fail(field, problem string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s field %s at byte %d of %d: %s",
+			ErrCorruptMessage, d.what, field, d.off, len(d.buf), problem)
+	}
+}
+
+func (d *decoder) remaining() int { return len(d.buf) - d.off }
+
+func (d *decoder) byte(field string) byte {
+	if d.err != nil {
+		return 0
+	}
+	if d.remaining() < 1 {
+		d.fail(field, "input ends")
+		return 0
+	}
+	v := d.buf[d.off]
+	d.off++
+	return v
+}
+
+func (d *decoder) bool(field string) bool {
+	v := d.byte(field)
+	if v > 1 {
+		d.off--
+		d.fail(field, fmt.Sprintf("boolean byte is %d, not 0 or 1", v))
+		return false
+	}
+	return v == 1
+}
+
+// uvarint reads a canonical uvarint: at most 10 bytes, no overflow, and no redundant
+// trailing zero groups (so that re-encoding gives the same bytes).
+func (d *decoder) uvarint(field string) uint64 {
+	if d.err != nil {
+		return 0
+	}
+	var v uint64
+	var shift uint
+	for i := 0; ; i++ {
+		if d.off+i >= len(d.buf) {
+			d.fail(field, "input ends inside a varint")
+			return 0
+		}
+		c := d.buf[d.off+i]
+		if i == binary.MaxVarintLen64-1 && c > 1 {
+			d.fail(field, "varint overflows 64 bits")
+			return 0
+		}
+		if c < 0x80 {
+			if c == 0 && i > 0 {
+				d.fail(field, "overlong varint")
+				return 0
+			}
+			d.off += i + 1
+			return v | uint64(c)<<shift
+		}
+		v |= uint64(c&0x7f) << shift
+		shift += 7
+	}
+}
+
+// count reads a byte length or an element count and checks that the rest of the input
+// can hold that many elements of at least minElemBytes each.
+func (d *decoder) count(field string, minElemBytes int) int {
+	start := d.off
+	n := d.uvarint(field)
+	if d.err != nil {
+		return 0
+	}
+	if n > uint64(d.remaining()/minElemBytes) {
+		d.off = start
+		d.fail(field, fmt.Sprintf("length %d cannot fit in the %d bytes left", n, d.remaining()))
+		return 0
+	}
+	return int(n)
+}
+
+// bytes reads a length-prefixed byte string, aliasing buf. Empty strings decode as nil.
+func (d *decoder) bytes(field string) []byte {
+	n := d.count(field, 1)
+	if d.err != nil || n == 0 {
+		return nil
+	}
+	b := d.buf[d.off : d.off+n : d.off+n]
+	d.off += n
+	return b
+}
+
+func (d *decoder) entry(e *Entry) {
+	e.Term = d.uvarint("Entry.Term")
+	e.Index = d.uvarint("Entry.Index")
+	e.Type = EntryType(d.byte("Entry.Type"))
+	e.Data = d.bytes("Entry.Data")
+}
+
+func (d *decoder) snapshot(s *Snapshot) {
+	s.Index = d.uvarint("Snapshot.Index")
+	s.Term = d.uvarint("Snapshot.Term")
+	s.Data = d.bytes("Snapshot.Data")
+}
+
+// finish reports the first error, or trailing bytes if the input was not consumed.
+func (d *decoder) finish() error {
+	if d.err == nil && d.off != len(d.buf) {
+		d.fail("(end)", fmt.Sprintf("%d trailing bytes", d.remaining()))
+	}
+	return d.err
+}

@@ -1,0 +1,267 @@
+package raft
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"reflect"
+	"testing"
+)
+
+func sampleMessages() []Message {
+	return []Message{
+		{},
+		{Type: MsgHup},
+		{Type: MsgApp, To: 2, From: 1, Term: 7, LogTerm: 6, Index: 100, Commit: 99,
+			Entries: []Entry{
+				{Term: 7, Index: 101, Type: EntryNoOp},
+				{Term: 7, Index: 102, Type: EntryCommand, Data: []byte("put x=1")},
+				{Term: math.MaxUint64, Index: math.MaxUint64, Type: EntryType(200), Data: bytes.Repeat([]byte{0xff}, 300)},
+			}},
+		{Type: MsgAppResp, To: 1, From: 3, Term: 7, Index: 40, LogTerm: 5, Reject: true, RejectHint: 31},
+		{Type: MsgSnap, To: 3, From: 1, Term: 9, Snapshot: &Snapshot{Index: 1 << 40, Term: 8, Data: []byte("state")}},
+		{Type: MsgSnap, To: 3, From: 1, Term: 9, Snapshot: &Snapshot{}},
+		{Type: MsgReadIndex, To: 1, From: 2, Term: 3, Context: []byte{1, 2, 3, 4, 5, 6, 7, 8}},
+		{Type: MsgSnapStatus, To: math.MaxUint64, From: math.MaxUint64, Term: math.MaxUint64, LogTerm: math.MaxUint64,
+			Index: math.MaxUint64, Commit: math.MaxUint64, Reject: true, RejectHint: math.MaxUint64},
+	}
+}
+
+func TestMessageRoundTrip(t *testing.T) {
+	for i, m := range sampleMessages() {
+		b := m.MarshalTo(nil)
+		if len(b) != m.Size() {
+			t.Errorf("message %d: Size() = %d, MarshalTo wrote %d bytes", i, m.Size(), len(b))
+		}
+		var got Message
+		if err := got.Unmarshal(b); err != nil {
+			t.Fatalf("message %d (%v): Unmarshal: %v", i, m, err)
+		}
+		if !reflect.DeepEqual(got, m) {
+			t.Errorf("message %d: round trip\n got %#v\nwant %#v", i, got, m)
+		}
+		// Appending after existing bytes leaves them alone.
+		prefix := []byte("prefix")
+		b2 := m.MarshalTo(append([]byte(nil), prefix...))
+		if !bytes.HasPrefix(b2, prefix) || !bytes.Equal(b2[len(prefix):], b) {
+			t.Errorf("message %d: MarshalTo after a prefix wrote different bytes", i)
+		}
+	}
+}
+
+func TestEmptySlicesDecodeAsNil(t *testing.T) {
+	m := Message{Type: MsgApp, Entries: []Entry{}, Context: []byte{}}
+	var got Message
+	if err := got.Unmarshal(m.MarshalTo(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if got.Entries != nil || got.Context != nil {
+		t.Errorf("empty slices decoded as %#v, %#v; want nil", got.Entries, got.Context)
+	}
+	e := Entry{Data: []byte{}}
+	var ge Entry
+	if err := ge.Unmarshal(e.MarshalTo(nil)); err != nil || ge.Data != nil {
+		t.Errorf("empty entry data decoded as %#v (err %v); want nil", ge.Data, err)
+	}
+}
+
+func TestEntryHardStateSnapshotRoundTrip(t *testing.T) {
+	entries := []Entry{{}, {Term: 1, Index: 1, Data: []byte("a")}, {Term: 1 << 63, Index: 1<<63 + 5, Type: EntryNoOp}}
+	for _, e := range entries {
+		b := e.MarshalTo(nil)
+		if len(b) != e.Size() {
+			t.Errorf("entry %v: Size %d, wrote %d", e, e.Size(), len(b))
+		}
+		var got Entry
+		if err := got.Unmarshal(b); err != nil || !reflect.DeepEqual(got, e) {
+			t.Errorf("entry %v: got %v, err %v", e, got, err)
+		}
+	}
+	for _, hs := range []HardState{{}, {Term: 5, Vote: 2, Commit: 17}, {Term: math.MaxUint64, Vote: math.MaxUint64, Commit: math.MaxUint64}} {
+		b := hs.MarshalTo(nil)
+		if len(b) != hs.Size() {
+			t.Errorf("hard state %v: Size %d, wrote %d", hs, hs.Size(), len(b))
+		}
+		var got HardState
+		if err := got.Unmarshal(b); err != nil || got != hs {
+			t.Errorf("hard state %v: got %v, err %v", hs, got, err)
+		}
+	}
+	for _, s := range []Snapshot{{}, {Index: 10, Term: 3, Data: []byte("snap")}} {
+		b := s.MarshalTo(nil)
+		if len(b) != s.Size() {
+			t.Errorf("snapshot %v: Size %d, wrote %d", s, s.Size(), len(b))
+		}
+		var got Snapshot
+		if err := got.Unmarshal(b); err != nil || !reflect.DeepEqual(got, s) {
+			t.Errorf("snapshot %v: got %v, err %v", s, got, err)
+		}
+	}
+}
+
+func TestUnmarshalAliasesInput(t *testing.T) {
+	e := Entry{Term: 1, Index: 2, Data: []byte("payload")}
+	b := e.MarshalTo(nil)
+	var got Entry
+	if err := got.Unmarshal(b); err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-1] = 'X'
+	if string(got.Data) != "payloaX" {
+		t.Errorf("decoded Data = %q; the codec documents that it aliases the input", got.Data)
+	}
+	// Appending to the decoded slice must not write over the input that follows it.
+	if cap(got.Data) != len(got.Data) {
+		t.Errorf("decoded Data has cap %d > len %d; appends would scribble on the input", cap(got.Data), len(got.Data))
+	}
+}
+
+func TestUnmarshalRejectsBadInput(t *testing.T) {
+	valid := sampleMessages()[2]
+	enc := valid.MarshalTo(nil)
+	cases := map[string][]byte{
+		"empty":             {},
+		"unknown type":      {byte(numMessageTypes)},
+		"overlong varint":   {byte(MsgApp), 0x80, 0x00},
+		"varint overflow":   append([]byte{byte(MsgApp)}, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02),
+		"unterminated":      {byte(MsgApp), 0xff, 0xff},
+		"bad bool":          {byte(MsgApp), 0, 0, 0, 0, 0, 0, 2},
+		"huge entry count":  {byte(MsgApp), 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f},
+		"huge context":      {byte(MsgApp), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f},
+		"bad hasSnapshot":   {byte(MsgApp), 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0},
+		"trailing bytes":    append(append([]byte(nil), enc...), 0),
+		"truncated by one":  enc[:len(enc)-1],
+		"truncated in half": enc[:len(enc)/2],
+	}
+	for name, in := range cases {
+		var m Message
+		err := m.Unmarshal(in)
+		if !errors.Is(err, ErrCorruptMessage) {
+			t.Errorf("%s: Unmarshal(%x) = %v; want an error wrapping ErrCorruptMessage", name, in, err)
+		}
+	}
+	var e Entry
+	if err := e.Unmarshal([]byte{1, 1, 0, 0x80, 0x80, 0x80, 0x80, 0x08}); !errors.Is(err, ErrCorruptMessage) {
+		t.Errorf("entry with a forged 2 GiB length: err = %v; want ErrCorruptMessage", err)
+	}
+	var hs HardState
+	if err := hs.Unmarshal([]byte{1, 2}); !errors.Is(err, ErrCorruptMessage) {
+		t.Errorf("short hard state: err = %v; want ErrCorruptMessage", err)
+	}
+}
+
+// TestEveryTruncationFails checks that no proper prefix of a valid encoding decodes:
+// the format carries its own lengths, so a cut anywhere must be noticed.
+func TestEveryTruncationFails(t *testing.T) {
+	for i, m := range sampleMessages() {
+		enc := m.MarshalTo(nil)
+		for n := 0; n < len(enc); n++ {
+			var got Message
+			if err := got.Unmarshal(enc[:n]); err == nil {
+				t.Fatalf("message %d: prefix of %d/%d bytes decoded without error", i, n, len(enc))
+			}
+		}
+	}
+}
+
+func TestMarshalDoesNotAllocateWithRoom(t *testing.T) {
+	m := sampleMessages()[2]
+	buf := make([]byte, 0, m.Size())
+	allocs := testing.AllocsPerRun(100, func() { buf = m.MarshalTo(buf[:0]) })
+	if allocs != 0 {
+		t.Errorf("MarshalTo into a buffer with room allocated %v times per run; want 0", allocs)
+	}
+	var got Message
+	enc := m.MarshalTo(nil)
+	allocs = testing.AllocsPerRun(100, func() {
+		if err := got.Unmarshal(enc); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 1 {
+		t.Errorf("Unmarshal of a message with entries allocated %v times per run; want 1 (the Entries slice)", allocs)
+	}
+}
+
+func FuzzUnmarshalMessage(f *testing.F) {
+	for _, m := range sampleMessages() {
+		f.Add(m.MarshalTo(nil))
+	}
+	f.Add([]byte{})
+	f.Add([]byte{byte(MsgApp), 0x80, 0x00})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var m Message
+		if err := m.Unmarshal(data); err != nil {
+			if !errors.Is(err, ErrCorruptMessage) {
+				t.Fatalf("error %v does not wrap ErrCorruptMessage", err)
+			}
+			return
+		}
+		if m.Size() != len(data) {
+			t.Fatalf("decoded message has Size %d, input was %d bytes", m.Size(), len(data))
+		}
+		if re := m.MarshalTo(nil); !bytes.Equal(re, data) {
+			t.Fatalf("re-encoding differs:\n in %x\nout %x", data, re)
+		}
+	})
+}
+
+func FuzzUnmarshalEntry(f *testing.F) {
+	for _, m := range sampleMessages() {
+		for _, e := range m.Entries {
+			f.Add(e.MarshalTo(nil))
+		}
+	}
+	f.Add([]byte{})
+	f.Add([]byte{1, 1, 0, 0x80, 0x80, 0x80, 0x80, 0x08})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var e Entry
+		if err := e.Unmarshal(data); err != nil {
+			if !errors.Is(err, ErrCorruptMessage) {
+				t.Fatalf("error %v does not wrap ErrCorruptMessage", err)
+			}
+			return
+		}
+		if e.Size() != len(data) {
+			t.Fatalf("decoded entry has Size %d, input was %d bytes", e.Size(), len(data))
+		}
+		if re := e.MarshalTo(nil); !bytes.Equal(re, data) {
+			t.Fatalf("re-encoding differs:\n in %x\nout %x", data, re)
+		}
+	})
+}
+
+func benchMessage() Message {
+	m := Message{Type: MsgApp, To: 2, From: 1, Term: 12, LogTerm: 12, Index: 1 << 20, Commit: 1<<20 - 3}
+	payload := bytes.Repeat([]byte{0xab}, 256)
+	for i := range 64 {
+		m.Entries = append(m.Entries, Entry{Term: 12, Index: 1<<20 + uint64(i) + 1, Data: payload})
+	}
+	return m
+}
+
+// BenchmarkMessageMarshal encodes an append of 64 entries of 256 bytes into a reused
+// buffer.
+func BenchmarkMessageMarshal(b *testing.B) {
+	m := benchMessage()
+	buf := make([]byte, 0, m.Size())
+	b.SetBytes(int64(m.Size()))
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = m.MarshalTo(buf[:0])
+	}
+}
+
+// BenchmarkMessageUnmarshal decodes an append of 64 entries of 256 bytes.
+func BenchmarkMessageUnmarshal(b *testing.B) {
+	m := benchMessage()
+	enc := m.MarshalTo(nil)
+	b.SetBytes(int64(len(enc)))
+	b.ReportAllocs()
+	var got Message
+	for b.Loop() {
+		if err := got.Unmarshal(enc); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

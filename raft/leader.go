@@ -1,0 +1,334 @@
+package raft
+
+import (
+	"bytes"
+	"slices"
+)
+
+// appendEntries appends new entries of this leader's term to its own log. It fails
+// when the uncommitted entries would exceed MaxUncommittedEntriesBytes.
+func (r *raft) appendEntries(ents []Entry) error {
+	var size uint64
+	for i := range ents {
+		size += ents[i].size()
+	}
+	// An empty no-op always goes through: a new leader needs it to commit anything.
+	if r.uncommittedSize > 0 && r.uncommittedSize+size > r.maxUncommittedSize {
+		return ErrTooManyUncommitted
+	}
+	r.uncommittedSize += size
+	last := r.log.lastIndex()
+	for i := range ents {
+		ents[i].Term = r.term
+		ents[i].Index = last + 1 + uint64(i)
+	}
+	r.log.append(ents...)
+	r.needBroadcast = true
+	return nil
+}
+
+// reduceUncommittedSize releases the weight of entries that have been applied.
+func (r *raft) reduceUncommittedSize(ents []Entry) {
+	if r.state != StateLeader {
+		return
+	}
+	var size uint64
+	for i := range ents {
+		size += ents[i].size()
+	}
+	r.uncommittedSize -= min(size, r.uncommittedSize)
+}
+
+// flushBroadcast sends the appends that proposals since the last Ready asked for.
+func (r *raft) flushBroadcast() {
+	if r.needBroadcast {
+		r.needBroadcast = false
+		if r.state == StateLeader {
+			r.bcastAppend()
+		}
+	}
+}
+
+func (r *raft) bcastAppend() {
+	for _, id := range r.peers {
+		if id != r.id {
+			r.sendAppend(id)
+		}
+	}
+}
+
+// sendAppend sends AppendEntries to a follower if flow control allows, with whatever
+// entries it lacks, even none (the message then carries the commit index).
+func (r *raft) sendAppend(to uint64) { r.maybeSendAppend(to, true) }
+
+// maybeSendAppend sends entries the follower lacks, or a snapshot if they are
+// compacted. With sendIfEmpty false it sends nothing when there are no new entries.
+// It reports whether a message went out.
+func (r *raft) maybeSendAppend(to uint64, sendIfEmpty bool) bool {
+	pr := r.progress[to]
+	if pr.isPaused() {
+		return false
+	}
+	prevIndex := pr.next - 1
+	prevTerm, errTerm := r.log.term(prevIndex)
+	ents, errEnts := r.log.entries(pr.next, r.maxMsgSize)
+	if len(ents) == 0 && !sendIfEmpty {
+		return false
+	}
+	if errTerm != nil || errEnts != nil {
+		return r.sendSnapshot(to, pr)
+	}
+	r.send(Message{
+		To:      to,
+		Type:    MsgApp,
+		Index:   prevIndex,
+		LogTerm: prevTerm,
+		Entries: ents,
+		Commit:  r.log.committed,
+	})
+	var last uint64
+	if n := len(ents); n > 0 {
+		last = ents[n-1].Index
+	}
+	pr.sentEntries(last, len(ents))
+	return true
+}
+
+// sendSnapshot sends InstallSnapshot (§7) to a follower whose next entries are
+// compacted.
+func (r *raft) sendSnapshot(to uint64, pr *progress) bool {
+	if !pr.recentActive {
+		// Do not ship a snapshot to a node we have not heard from lately.
+		return false
+	}
+	snap, err := r.log.snapshot()
+	if err != nil {
+		panic("raft: snapshot unavailable while the log is compacted: " + err.Error())
+	}
+	if snap.IsEmpty() {
+		panic("raft: log compacted but storage holds no snapshot")
+	}
+	r.logger.Info("raft: sending snapshot", "term", r.term, "to", to, "snapshot_index", snap.Index,
+		"match", pr.match, "next", pr.next)
+	pr.becomeSnapshot(snap.Index)
+	r.send(Message{To: to, Type: MsgSnap, Snapshot: &snap})
+	return true
+}
+
+// bcastHeartbeat sends heartbeats carrying ctx, the newest pending ReadIndex request.
+func (r *raft) bcastHeartbeat(ctx []byte) {
+	for _, id := range r.peers {
+		if id == r.id {
+			continue
+		}
+		// A follower may not commit past what it is known to hold: send
+		// min(matchIndex, commitIndex).
+		commit := min(r.progress[id].match, r.log.committed)
+		r.send(Message{To: id, Type: MsgHeartbeat, Commit: commit, Context: ctx})
+	}
+}
+
+// maybeCommit sets commitIndex to the highest index replicated on a majority, if that
+// entry is of the current term (§5.4.2, Figure 8).
+func (r *raft) maybeCommit() bool {
+	matches := make([]uint64, 0, 8)
+	for _, id := range r.peers {
+		matches = append(matches, r.progress[id].match)
+	}
+	slices.Sort(matches)
+	// With n sorted ascending, the entry at n-quorum is held by a quorum.
+	majorityMatch := matches[len(matches)-r.quorum()]
+	return r.log.maybeCommit(majorityMatch, r.term)
+}
+
+func (r *raft) committedEntryInCurrentTerm() bool {
+	return zeroTermOnOutOfRange(r.log.term(r.log.committed)) == r.term
+}
+
+func stepLeader(r *raft, m Message) error {
+	switch m.Type {
+	case MsgBeat:
+		r.bcastHeartbeat(r.reads.lastContext())
+		return nil
+	case MsgProp:
+		if len(m.Entries) == 0 {
+			return nil
+		}
+		return r.appendEntries(m.Entries)
+	case MsgReadIndex:
+		return r.handleReadIndex(m)
+	}
+
+	pr := r.progress[m.From]
+	if pr == nil {
+		return nil
+	}
+	switch m.Type {
+	case MsgAppResp:
+		pr.recentActive = true
+		if m.Reject {
+			if pr.maybeDecrTo(m.Index, r.fastBackupNext(m)) {
+				r.sendAppend(m.From)
+			}
+			return nil
+		}
+		wasPaused := pr.isPaused()
+		if !pr.maybeUpdate(m.Index) {
+			return nil
+		}
+		switch pr.state {
+		case progressProbe:
+			pr.becomeReplicate()
+		case progressSnapshot:
+			if pr.match >= pr.pendingSnapshot {
+				pr.becomeProbe()
+				pr.becomeReplicate()
+			}
+		case progressReplicate:
+			pr.inflights.freeLE(m.Index)
+		}
+		if r.maybeCommit() {
+			r.bcastAppend()
+		} else if wasPaused {
+			r.sendAppend(m.From)
+		}
+		// Keep the pipe full while the follower lags and flow control allows.
+		for r.maybeSendAppend(m.From, false) {
+		}
+	case MsgHeartbeatResp:
+		pr.recentActive = true
+		pr.probeSent = false
+		if pr.state == progressReplicate && pr.inflights.full() {
+			// The follower is alive but acknowledged nothing in flight: the appends
+			// were probably lost. Free one slot so an append goes out; if it leaves
+			// a gap the follower rejects it and we fall back to probing.
+			pr.inflights.freeFirst()
+		}
+		if pr.state == progressSnapshot {
+			pr.snapshotWaitTicks += r.heartbeatTicks
+			if pr.snapshotWaitTicks >= r.electionTicks {
+				// No answer to the snapshot for an election timeout: presume it lost.
+				pr.becomeProbe()
+			}
+		}
+		if pr.match < r.log.lastIndex() {
+			r.sendAppend(m.From)
+		}
+		if len(m.Context) > 0 {
+			r.ackRead(m.From, m.Context)
+		}
+	case MsgSnapStatus:
+		if pr.state != progressSnapshot {
+			return nil
+		}
+		if m.Reject {
+			pr.pendingSnapshot = 0
+		}
+		pr.becomeProbe()
+		// Wait for a heartbeat answer before probing again.
+		pr.probeSent = true
+	case MsgUnreachable:
+		if pr.state == progressReplicate {
+			pr.becomeProbe()
+		}
+	}
+	return nil
+}
+
+// fastBackupNext is the leader's half of the fast back-up: given a rejection that names
+// the follower's conflicting term and the first index it holds of that term, the next
+// index to try is just past our last entry of that term if we have it, else the
+// follower's first index of the term.
+func (r *raft) fastBackupNext(m Message) uint64 {
+	if m.LogTerm == 0 {
+		return max(m.RejectHint, 1)
+	}
+	if i := r.log.lastIndexOfTerm(min(m.Index, r.log.lastIndex()), m.LogTerm); i > 0 {
+		return i + 1
+	}
+	return max(m.RejectHint, 1)
+}
+
+// handleReadIndex answers a linearizable read request (thesis §6.4): note the commit
+// index, confirm leadership with a heartbeat round, then release the read point.
+func (r *raft) handleReadIndex(m Message) error {
+	if !r.committedEntryInCurrentTerm() {
+		// Until the no-op of this term commits, our commit index may lag what an
+		// earlier leader committed.
+		if m.From != r.id && m.From != None {
+			r.send(Message{To: m.From, Type: MsgReadIndexResp, Reject: true, Context: m.Context})
+		}
+		return ErrReadIndexNotReady
+	}
+	if len(r.peers) == 1 {
+		r.releaseRead(m, r.log.committed)
+		return nil
+	}
+	if !r.reads.add(m, r.log.committed, r.id) {
+		return ErrProposalDropped
+	}
+	r.bcastHeartbeat(m.Context)
+	return nil
+}
+
+func (r *raft) ackRead(from uint64, ctx []byte) {
+	released := r.reads.ack(from, ctx, r.quorum())
+	for _, rs := range released {
+		r.releaseRead(rs.req, rs.index)
+	}
+}
+
+func (r *raft) releaseRead(req Message, index uint64) {
+	if req.From == None || req.From == r.id {
+		r.readStates = append(r.readStates, ReadState{Index: index, RequestCtx: req.Context})
+		return
+	}
+	r.send(Message{To: req.From, Type: MsgReadIndexResp, Index: index, Context: req.Context})
+}
+
+// readQueue holds ReadIndex requests waiting for a heartbeat round to confirm that
+// the leader is still the leader. Requests are confirmed in order: an acknowledgement
+// of one confirms every request queued before it too.
+type readQueue struct {
+	pending []pendingRead
+	limit   int
+}
+
+type pendingRead struct {
+	req   Message
+	index uint64
+	acks  map[uint64]bool
+}
+
+func (q *readQueue) add(req Message, index, self uint64) bool {
+	if q.limit > 0 && len(q.pending) >= q.limit {
+		return false
+	}
+	q.pending = append(q.pending, pendingRead{req: req, index: index, acks: map[uint64]bool{self: true}})
+	return true
+}
+
+func (q *readQueue) lastContext() []byte {
+	if len(q.pending) == 0 {
+		return nil
+	}
+	return q.pending[len(q.pending)-1].req.Context
+}
+
+// ack records that from answered the heartbeat carrying ctx and returns the requests
+// it releases.
+func (q *readQueue) ack(from uint64, ctx []byte, quorum int) []pendingRead {
+	i := slices.IndexFunc(q.pending, func(p pendingRead) bool { return bytes.Equal(p.req.Context, ctx) })
+	if i < 0 {
+		return nil
+	}
+	q.pending[i].acks[from] = true
+	if len(q.pending[i].acks) < quorum {
+		return nil
+	}
+	released := slices.Clone(q.pending[:i+1])
+	q.pending = slices.Delete(q.pending, 0, i+1)
+	return released
+}
+
+func (q *readQueue) reset() { q.pending = q.pending[:0] }

@@ -1,0 +1,203 @@
+package raft
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+)
+
+// testNetwork runs cores in lock step: every message is delivered at once, in order,
+// unless its link is cut. It is the smallest driver that obeys the Ready contract.
+type testNetwork struct {
+	t        *testing.T
+	nodes    map[uint64]*RawNode
+	storages map[uint64]*MemoryStorage
+	ids      []uint64
+	cut      map[[2]uint64]bool
+	applied  map[uint64][]Entry
+	sent     int
+}
+
+func newTestNetwork(t *testing.T, n int, mutate func(*Config)) *testNetwork {
+	t.Helper()
+	nw := &testNetwork{t: t, nodes: map[uint64]*RawNode{}, storages: map[uint64]*MemoryStorage{},
+		cut: map[[2]uint64]bool{}, applied: map[uint64][]Entry{}}
+	for i := 1; i <= n; i++ {
+		nw.ids = append(nw.ids, uint64(i))
+	}
+	for _, id := range nw.ids {
+		nw.storages[id] = NewMemoryStorage()
+		nw.start(id, mutate)
+	}
+	return nw
+}
+
+func (nw *testNetwork) start(id uint64, mutate func(*Config)) {
+	cfg := Config{ID: id, Peers: nw.ids, ElectionTicks: 10, HeartbeatTicks: 1, Storage: nw.storages[id]}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	rn, err := NewRawNode(cfg)
+	if err != nil {
+		nw.t.Fatal(err)
+	}
+	nw.nodes[id] = rn
+}
+
+func (nw *testNetwork) isolate(id uint64) {
+	for _, other := range nw.ids {
+		if other != id {
+			nw.cut[[2]uint64{id, other}] = true
+			nw.cut[[2]uint64{other, id}] = true
+		}
+	}
+}
+
+func (nw *testNetwork) heal() { clear(nw.cut) }
+
+// settle runs Ready cycles and deliveries until no node has anything left to do.
+func (nw *testNetwork) settle() {
+	for round := 0; ; round++ {
+		if round > 10000 {
+			nw.t.Fatal("network did not settle")
+		}
+		var msgs []Message
+		busy := false
+		for _, id := range nw.ids {
+			rn := nw.nodes[id]
+			if rn == nil || !rn.HasReady() {
+				continue
+			}
+			busy = true
+			rd := rn.Ready()
+			st := nw.storages[id]
+			if !rd.Snapshot.IsEmpty() {
+				if err := st.ApplySnapshot(rd.Snapshot); err != nil {
+					nw.t.Fatal(err)
+				}
+			}
+			if err := st.Save(rd.HardState, rd.Entries); err != nil {
+				nw.t.Fatal(err)
+			}
+			msgs = append(msgs, rd.Messages...)
+			nw.applied[id] = append(nw.applied[id], rd.CommittedEntries...)
+			rn.Advance(rd)
+		}
+		if !busy {
+			return
+		}
+		for _, m := range msgs {
+			nw.sent++
+			if nw.cut[[2]uint64{m.From, m.To}] || nw.nodes[m.To] == nil {
+				continue
+			}
+			_ = nw.nodes[m.To].Step(m)
+		}
+	}
+}
+
+func (nw *testNetwork) tickAll(n int) {
+	for range n {
+		for _, id := range nw.ids {
+			if rn := nw.nodes[id]; rn != nil {
+				rn.Tick()
+			}
+		}
+		nw.settle()
+	}
+}
+
+func (nw *testNetwork) leader() uint64 {
+	var lead uint64
+	for _, id := range nw.ids {
+		if rn := nw.nodes[id]; rn != nil && rn.Status().State == StateLeader {
+			if lead != 0 && nw.nodes[lead].Status().Term == rn.Status().Term {
+				nw.t.Fatalf("two leaders in term %d: %d and %d", rn.Status().Term, lead, id)
+			}
+			if lead == 0 || rn.Status().Term > nw.nodes[lead].Status().Term {
+				lead = id
+			}
+		}
+	}
+	return lead
+}
+
+func commands(ents []Entry) [][]byte {
+	var out [][]byte
+	for _, e := range ents {
+		if e.Type == EntryCommand {
+			out = append(out, e.Data)
+		}
+	}
+	return out
+}
+
+// Reference: §5.2. A single node elects itself and commits on its own.
+func TestSingleNodeCommits(t *testing.T) {
+	nw := newTestNetwork(t, 1, nil)
+	nw.tickAll(25)
+	if nw.leader() != 1 {
+		t.Fatalf("single node did not become leader: %+v", nw.nodes[1].Status())
+	}
+	idx, term, err := nw.nodes[1].Propose([]byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw.settle()
+	got := commands(nw.applied[1])
+	if len(got) != 1 || !bytes.Equal(got[0], []byte("x")) {
+		t.Fatalf("applied %q, want [x]", got)
+	}
+	if last := nw.applied[1][len(nw.applied[1])-1]; last.Index != idx || last.Term != term {
+		t.Fatalf("applied at %d/%d, Propose said %d/%d", last.Index, last.Term, idx, term)
+	}
+}
+
+// Reference: §5.2, §5.3. Three nodes elect one leader, and every proposal reaches every
+// node at the index Propose returned.
+func TestThreeNodesReplicate(t *testing.T) {
+	nw := newTestNetwork(t, 3, nil)
+	nw.tickAll(30)
+	lead := nw.leader()
+	if lead == 0 {
+		t.Fatal("no leader after 30 ticks")
+	}
+	for i := range 10 {
+		if _, _, err := nw.nodes[lead].Propose(fmt.Appendf(nil, "cmd%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nw.tickAll(3)
+	for _, id := range nw.ids {
+		if got := commands(nw.applied[id]); len(got) != 10 {
+			t.Fatalf("node %d applied %d commands, want 10", id, len(got))
+		}
+	}
+}
+
+// Reference: §5.2, §5.4.1, thesis §9.6. A cut-off leader is replaced; on return it
+// steps down and the isolated node's campaigns (PreVote) never raised anyone's term.
+func TestReelectionAndPreVote(t *testing.T) {
+	nw := newTestNetwork(t, 3, nil)
+	nw.tickAll(30)
+	old := nw.leader()
+	oldTerm := nw.nodes[old].Status().Term
+	nw.isolate(old)
+	nw.tickAll(40)
+	lead := nw.leader()
+	if lead == old || lead == 0 {
+		t.Fatalf("no new leader after isolating %d (leader now %d)", old, lead)
+	}
+	// The old leader stepped down by CheckQuorum and, campaigning with PreVote while
+	// cut off, never incremented its term.
+	if st := nw.nodes[old].Status(); st.State == StateLeader || st.Term != oldTerm {
+		t.Fatalf("isolated old leader: %+v, want follower/pre-candidate at term %d", st, oldTerm)
+	}
+	newTerm := nw.nodes[lead].Status().Term
+	nw.heal()
+	nw.tickAll(40)
+	if nw.leader() != lead || nw.nodes[lead].Status().Term != newTerm {
+		t.Fatalf("rejoining node disturbed the leader: leader %d term %d, want %d term %d",
+			nw.leader(), nw.nodes[nw.leader()].Status().Term, lead, newTerm)
+	}
+}
