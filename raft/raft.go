@@ -437,7 +437,13 @@ func stepFollower(r *raft, m Message) error {
 		m.To = r.lead
 		r.send(m)
 	case MsgReadIndexResp:
-		r.readStates = append(r.readStates, ReadState{Index: m.Index, RequestCtx: m.Context})
+		// A refusal (the leader has not committed in its term yet) comes through as
+		// index 0, which is never a valid read point.
+		index := m.Index
+		if m.Reject {
+			index = 0
+		}
+		r.readStates = append(r.readStates, ReadState{Index: index, RequestCtx: m.Context})
 	}
 	return nil
 }

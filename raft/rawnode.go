@@ -54,6 +54,9 @@ type RawNode struct {
 	prevSoft   SoftState
 	prevHard   HardState
 	maxEntSize uint64
+	// holdCommitted keeps committed entries out of Ready while the Node's apply queue
+	// is full.
+	holdCommitted bool
 }
 
 // NewRawNode returns a core that resumes from what cfg.Storage holds.
@@ -119,7 +122,7 @@ func (rn *RawNode) HasReady() bool {
 	r := rn.raft
 	if r.needBroadcast || len(r.msgs) > 0 || len(r.readStates) > 0 ||
 		len(r.log.unstable.entries) > 0 || r.log.unstable.snapshot != nil ||
-		r.log.hasNextCommittedEnts() {
+		(!rn.holdCommitted && r.log.hasNextCommittedEnts()) {
 		return true
 	}
 	if r.softState() != rn.prevSoft {
@@ -136,9 +139,11 @@ func (rn *RawNode) Ready() Ready {
 	r.flushBroadcast()
 	rd := Ready{
 		Entries:          r.log.unstable.entries,
-		CommittedEntries: r.log.nextCommittedEnts(),
 		Messages:         r.msgs,
 		ReadStates:       r.readStates,
+	}
+	if !rn.holdCommitted {
+		rd.CommittedEntries = r.log.nextCommittedEnts()
 	}
 	if r.log.unstable.snapshot != nil {
 		rd.Snapshot = *r.log.unstable.snapshot

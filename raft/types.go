@@ -164,6 +164,8 @@ func (m Message) String() string {
 
 // ReadState is a confirmed linearizable read point: once the application has applied
 // Index, a read of its state is linearizable for the request named by RequestCtx.
+// Index 0 means the leader refused the request (it has not yet committed an entry of
+// its term); retry.
 type ReadState struct {
 	Index      uint64
 	RequestCtx []byte

@@ -1,0 +1,478 @@
+package raft
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ApplyType says what an ApplyMsg carries.
+type ApplyType uint8
+
+const (
+	// ApplyCommand: Command is a committed command, to be executed.
+	ApplyCommand ApplyType = iota
+	// ApplyNoOp: a committed entry that is not a command (a leader's no-op). It holds
+	// an index, so the application sees every index once, but there is nothing to do.
+	ApplyNoOp
+	// ApplySnapshot: Snapshot holds the application state up to Index; replace the
+	// state with it.
+	ApplySnapshot
+)
+
+// ApplyMsg is one committed log entry, or an installed snapshot, handed to the
+// application in index order, exactly once.
+type ApplyMsg struct {
+	Type     ApplyType
+	Index    uint64
+	Term     uint64
+	Command  []byte
+	Snapshot []byte
+}
+
+// Transport carries messages to other nodes. Send must not block: a message it cannot
+// deliver may be dropped, and Raft's retries recover it. The receiving side hands each
+// message to its Node's Step.
+type Transport interface {
+	Send(msgs []Message)
+}
+
+// Node runs one Raft member: a goroutine that drives the core with a clock, persists
+// each Ready to Storage before sending its messages through Transport, and delivers
+// committed entries on the Apply channel. It is the seed's interface.
+type Node struct {
+	rn        *RawNode
+	storage   Storage
+	transport Transport
+	cfg       Config
+	logger    loggerFunc
+
+	propc   chan proposal
+	recvc   chan Message
+	readc   chan chan readResult
+	snapc   chan snapshotRequest
+	statusc chan chan Status
+
+	applyq    chan []ApplyMsg
+	applyWake chan struct{}
+	applyc    chan ApplyMsg
+
+	term     atomic.Uint64
+	isLeader atomic.Bool
+
+	stopOnce sync.Once
+	stopc    chan struct{}
+	done     chan struct{}
+	wg       sync.WaitGroup
+	// err is the fatal error that stopped the node, if any.
+	err atomic.Pointer[error]
+}
+
+type loggerFunc func(msg string, args ...any)
+
+type proposal struct {
+	data  []byte
+	reply chan proposalResult
+}
+
+type proposalResult struct {
+	index, term uint64
+	err         error
+}
+
+type readResult struct {
+	index uint64
+	err   error
+}
+
+type snapshotRequest struct {
+	index uint64
+	data  []byte
+}
+
+// NewNode starts a node that resumes from what cfg.Storage holds. Stop it with Stop.
+func NewNode(cfg Config, transport Transport) (*Node, error) {
+	if transport == nil {
+		return nil, fmt.Errorf("raft: NewNode needs a Transport")
+	}
+	rn, err := NewRawNode(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	n := &Node{
+		rn:        rn,
+		storage:   cfg.Storage,
+		transport: transport,
+		cfg:       cfg,
+		logger:    cfg.Logger.With("raft_id", cfg.ID).Error,
+		propc:     make(chan proposal, cfg.MaxPendingProposals),
+		recvc:     make(chan Message, cfg.MaxPendingProposals),
+		readc:     make(chan chan readResult, cfg.MaxPendingProposals),
+		snapc:     make(chan snapshotRequest, 1),
+		statusc:   make(chan chan Status),
+		applyq:    make(chan []ApplyMsg, cfg.MaxApplyBatches),
+		applyWake: make(chan struct{}, 1),
+		applyc:    make(chan ApplyMsg),
+		stopc:     make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	st := rn.Status()
+	n.term.Store(st.Term)
+	if cfg.Applied == 0 {
+		// The application starts empty: give it the stored snapshot first.
+		snap, err := cfg.Storage.Snapshot()
+		if err != nil {
+			return nil, fmt.Errorf("raft: reading snapshot: %w", err)
+		}
+		if !snap.IsEmpty() {
+			n.applyq <- []ApplyMsg{{Type: ApplySnapshot, Index: snap.Index, Term: snap.Term, Snapshot: snap.Data}}
+		}
+	}
+	n.wg.Add(2)
+	go n.run()
+	go n.deliver()
+	return n, nil
+}
+
+// Start proposes cmd. It returns at once, without waiting for the command to commit:
+// index and term are where it will appear if it commits. A node that is not the
+// leader returns isLeader false and does nothing; the caller finds the leader. The
+// command is committed only if the ApplyMsg at index carries it.
+func (n *Node) Start(cmd []byte) (index, term uint64, isLeader bool) {
+	index, term, err := n.Propose(context.Background(), cmd)
+	return index, term, err == nil
+}
+
+// Propose is Start with the reason for a refusal: ErrNotLeader, ErrTooManyUncommitted,
+// ErrEntryTooLarge, ErrStopped, or the context's error.
+func (n *Node) Propose(ctx context.Context, cmd []byte) (index, term uint64, err error) {
+	if !n.isLeader.Load() {
+		return 0, n.term.Load(), ErrNotLeader
+	}
+	reply := make(chan proposalResult, 1)
+	select {
+	case n.propc <- proposal{data: cmd, reply: reply}:
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	case <-n.done:
+		return 0, 0, ErrStopped
+	}
+	select {
+	case res := <-reply:
+		return res.index, res.term, res.err
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	case <-n.done:
+		return 0, 0, ErrStopped
+	}
+}
+
+// State returns the current term and whether this node believes it is the leader.
+func (n *Node) State() (term uint64, isLeader bool) {
+	return n.term.Load(), n.isLeader.Load()
+}
+
+// Apply returns the channel of committed entries and installed snapshots, in index
+// order, exactly once. The channel is closed when the node stops.
+func (n *Node) Apply() <-chan ApplyMsg { return n.applyc }
+
+// Snapshot tells the node that the application's state up to and including index is
+// in data, so the log up to index may be discarded. index must have been applied.
+func (n *Node) Snapshot(index uint64, data []byte) {
+	select {
+	case n.snapc <- snapshotRequest{index: index, data: data}:
+	case <-n.done:
+	}
+}
+
+// ReadIndex returns a linearizable read point (thesis §6.4): once the application has
+// applied the returned index, reading its state is linearizable. It confirms
+// leadership with a heartbeat round and writes nothing to the log. Concurrent calls
+// share heartbeat rounds.
+func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
+	reply := make(chan readResult, 1)
+	select {
+	case n.readc <- reply:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-n.done:
+		return 0, ErrStopped
+	}
+	select {
+	case res := <-reply:
+		return res.index, res.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-n.done:
+		return 0, ErrStopped
+	}
+}
+
+// Step hands the node a message from a peer. It blocks while the node's inbox is
+// full, until ctx ends.
+func (n *Node) Step(ctx context.Context, m Message) error {
+	select {
+	case n.recvc <- m:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.done:
+		return ErrStopped
+	}
+}
+
+// tryStep hands over a message without blocking; it reports false if the inbox is full.
+func (n *Node) tryStep(m Message) bool {
+	select {
+	case n.recvc <- m:
+		return true
+	default:
+		return false
+	}
+}
+
+// Status returns the core's state.
+func (n *Node) Status() Status {
+	reply := make(chan Status, 1)
+	select {
+	case n.statusc <- reply:
+		return <-reply
+	case <-n.done:
+		return Status{ID: n.cfg.ID}
+	}
+}
+
+// Stop stops the node and waits until every goroutine it started has returned. It is
+// safe to call more than once.
+func (n *Node) Stop() {
+	n.stopOnce.Do(func() { close(n.stopc) })
+	n.wg.Wait()
+}
+
+// Done is closed once the node has stopped, by Stop or by a fatal error.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Err returns the fatal error that stopped the node, or nil.
+func (n *Node) Err() error {
+	if p := n.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// run is the node's one goroutine that touches the core.
+func (n *Node) run() {
+	defer n.wg.Done()
+	defer close(n.done)
+	ticker := time.NewTicker(n.cfg.TickInterval)
+	defer ticker.Stop()
+
+	var (
+		readSeq uint64
+		// readsWaiting have asked but not yet been given to the core; readsInFlight
+		// are keyed by the request context of the round that serves them.
+		readsWaiting  []chan readResult
+		readsInFlight = map[uint64][]chan readResult{}
+	)
+	failReads := func(err error) {
+		for _, r := range readsWaiting {
+			r <- readResult{err: err}
+		}
+		readsWaiting = readsWaiting[:0]
+		for k, rs := range readsInFlight {
+			for _, r := range rs {
+				r <- readResult{err: err}
+			}
+			delete(readsInFlight, k)
+		}
+	}
+	defer failReads(ErrStopped)
+
+	for {
+		if len(readsWaiting) > 0 {
+			// One ReadIndex round serves every read that arrived since the last one.
+			readSeq++
+			rctx := binary.BigEndian.AppendUint64(nil, readSeq)
+			if err := n.rn.ReadIndex(rctx); err != nil {
+				if err == ErrProposalDropped {
+					err = ErrNotLeader
+				}
+				for _, r := range readsWaiting {
+					r <- readResult{err: err}
+				}
+			} else {
+				readsInFlight[readSeq] = readsWaiting
+			}
+			readsWaiting = nil
+		}
+
+		n.rn.holdCommitted = len(n.applyq) == cap(n.applyq)
+		if n.rn.HasReady() {
+			rd := n.rn.Ready()
+			if err := n.handleReady(rd); err != nil {
+				n.fail(err)
+				return
+			}
+			for _, rs := range rd.ReadStates {
+				if len(rs.RequestCtx) != 8 {
+					continue
+				}
+				seq := binary.BigEndian.Uint64(rs.RequestCtx)
+				res := readResult{index: rs.Index}
+				if rs.Index == 0 {
+					res.err = ErrReadIndexNotReady
+				}
+				for _, r := range readsInFlight[seq] {
+					r <- res
+				}
+				delete(readsInFlight, seq)
+			}
+			if rd.SoftState != nil {
+				n.isLeader.Store(rd.SoftState.State == StateLeader)
+				// Reads waiting on a round led by a lost leadership will never be
+				// answered: fail them so callers retry.
+				failReads(ErrLeadershipLost)
+			}
+			if !rd.HardState.IsEmpty() {
+				n.term.Store(rd.HardState.Term)
+			}
+			n.rn.Advance(rd)
+			continue
+		}
+
+		select {
+		case <-ticker.C:
+			n.rn.Tick()
+		case p := <-n.propc:
+			n.propose(p)
+			// Take every proposal already queued, so they share one Ready: one
+			// write, one fsync and one append message per follower.
+			for drained := false; !drained; {
+				select {
+				case p := <-n.propc:
+					n.propose(p)
+				default:
+					drained = true
+				}
+			}
+		case m := <-n.recvc:
+			_ = n.rn.Step(m)
+			for drained := false; !drained; {
+				select {
+				case m := <-n.recvc:
+					_ = n.rn.Step(m)
+				default:
+					drained = true
+				}
+			}
+		case r := <-n.readc:
+			readsWaiting = append(readsWaiting, r)
+		case s := <-n.snapc:
+			if err := n.createSnapshot(s); err != nil {
+				n.fail(err)
+				return
+			}
+		case reply := <-n.statusc:
+			reply <- n.rn.Status()
+		case <-n.applyWake:
+		case <-n.stopc:
+			return
+		}
+	}
+}
+
+func (n *Node) propose(p proposal) {
+	index, term, err := n.rn.Propose(p.data)
+	p.reply <- proposalResult{index: index, term: term, err: err}
+}
+
+// handleReady persists, sends and queues for applying, in the order Ready requires.
+func (n *Node) handleReady(rd Ready) error {
+	if !rd.Snapshot.IsEmpty() {
+		if err := n.storage.ApplySnapshot(rd.Snapshot); err != nil {
+			return fmt.Errorf("raft: persisting snapshot at index %d: %w", rd.Snapshot.Index, err)
+		}
+	}
+	if !rd.HardState.IsEmpty() || len(rd.Entries) > 0 {
+		if err := n.storage.Save(rd.HardState, rd.Entries); err != nil {
+			return fmt.Errorf("raft: persisting %d entries and HardState %+v: %w", len(rd.Entries), rd.HardState, err)
+		}
+	}
+	if len(rd.Messages) > 0 {
+		n.transport.Send(rd.Messages)
+	}
+	var batch []ApplyMsg
+	if !rd.Snapshot.IsEmpty() {
+		batch = append(batch, ApplyMsg{Type: ApplySnapshot, Index: rd.Snapshot.Index, Term: rd.Snapshot.Term, Snapshot: rd.Snapshot.Data})
+	}
+	for _, e := range rd.CommittedEntries {
+		msg := ApplyMsg{Type: ApplyCommand, Index: e.Index, Term: e.Term, Command: e.Data}
+		if e.Type != EntryCommand {
+			msg.Type, msg.Command = ApplyNoOp, nil
+		}
+		batch = append(batch, msg)
+	}
+	if len(batch) > 0 {
+		// The loop holds committed entries back while the queue is full, so this
+		// waits only for a snapshot that arrives then.
+		select {
+		case n.applyq <- batch:
+		case <-n.stopc:
+		}
+	}
+	return nil
+}
+
+func (n *Node) createSnapshot(s snapshotRequest) error {
+	current, err := n.storage.Snapshot()
+	if err != nil {
+		return fmt.Errorf("raft: reading snapshot: %w", err)
+	}
+	if s.index <= current.Index {
+		return nil
+	}
+	if applied := n.rn.Status().Applied; s.index > applied {
+		n.logger("raft: ignoring snapshot past the applied index", "index", s.index, "applied", applied)
+		return nil
+	}
+	if _, err := n.storage.CreateSnapshot(s.index, s.data); err != nil {
+		return fmt.Errorf("raft: saving snapshot at index %d: %w", s.index, err)
+	}
+	return nil
+}
+
+// fail stops the node after a storage error: it must not run on state it could not
+// persist (design rule 6).
+func (n *Node) fail(err error) {
+	n.err.Store(&err)
+	n.logger("raft: fatal storage error, node stopping", "err", err)
+}
+
+// deliver hands batches of committed entries to the application, so that a slow
+// application never stalls the consensus loop.
+func (n *Node) deliver() {
+	defer n.wg.Done()
+	defer close(n.applyc)
+	for {
+		select {
+		case batch := <-n.applyq:
+			select {
+			case n.applyWake <- struct{}{}:
+			default:
+			}
+			for _, msg := range batch {
+				select {
+				case n.applyc <- msg:
+				case <-n.done:
+					return
+				}
+			}
+		case <-n.done:
+			return
+		}
+	}
+}

@@ -1,0 +1,295 @@
+package raft
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// checkNoGoroutineLeak fails the test if goroutines started during it outlive it.
+func checkNoGoroutineLeak(t *testing.T) {
+	t.Helper()
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for runtime.NumGoroutine() > before {
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				n := runtime.Stack(buf, true)
+				t.Errorf("goroutines leaked: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:n])
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+// testCluster is a cluster of Nodes on a LocalNetwork, each with an application that
+// records what it applied.
+type testCluster struct {
+	t        *testing.T
+	net      *LocalNetwork
+	peers    []uint64
+	nodes    map[uint64]*Node
+	storages map[uint64]*MemoryStorage
+	apps     map[uint64]*testApp
+}
+
+// testApp is a state machine that is the list of commands applied, checking that
+// indices arrive in order, each exactly once.
+type testApp struct {
+	done     chan struct{}
+	mu       chan struct{} // a one-slot lock usable in select
+	applied  map[uint64][]byte
+	lastIdx  uint64
+	problems []string
+}
+
+func newTestCluster(t *testing.T, n int) *testCluster {
+	c := &testCluster{t: t, net: NewLocalNetwork(), nodes: map[uint64]*Node{},
+		storages: map[uint64]*MemoryStorage{}, apps: map[uint64]*testApp{}}
+	for i := 1; i <= n; i++ {
+		c.peers = append(c.peers, uint64(i))
+	}
+	for _, id := range c.peers {
+		c.storages[id] = NewMemoryStorage()
+		c.start(id, 0)
+	}
+	t.Cleanup(c.stopAll)
+	return c
+}
+
+func (c *testCluster) start(id, applied uint64) {
+	node, err := NewNode(Config{ID: id, Peers: c.peers, Storage: c.storages[id], Applied: applied,
+		TickInterval: 5 * time.Millisecond, RandSeed: int64(id)*7919 + time.Now().UnixNano()}, c.net.Transport(id))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	app := &testApp{done: make(chan struct{}), mu: make(chan struct{}, 1), applied: map[uint64][]byte{}}
+	go func() {
+		defer close(app.done)
+		for msg := range node.Apply() {
+			app.mu <- struct{}{}
+			switch {
+			case msg.Type == ApplySnapshot:
+				// The snapshot holds nothing but its index for this app.
+				app.lastIdx = msg.Index
+			case msg.Index != app.lastIdx+1:
+				app.problems = append(app.problems, fmt.Sprintf("applied index %d after %d", msg.Index, app.lastIdx))
+				app.lastIdx = msg.Index
+			default:
+				app.lastIdx = msg.Index
+				if msg.Type == ApplyCommand {
+					app.applied[msg.Index] = msg.Command
+				}
+			}
+			<-app.mu
+		}
+	}()
+	c.net.Attach(id, node)
+	c.nodes[id] = node
+	c.apps[id] = app
+}
+
+func (c *testCluster) stop(id uint64) {
+	c.net.Attach(id, nil)
+	c.nodes[id].Stop()
+	<-c.apps[id].done
+	if p := c.apps[id].problems; len(p) > 0 {
+		c.t.Errorf("node %d apply order: %v", id, p)
+	}
+	delete(c.nodes, id)
+}
+
+func (c *testCluster) stopAll() {
+	for id := range c.nodes {
+		c.stop(id)
+	}
+}
+
+func (c *testCluster) appliedAt(id, index uint64) ([]byte, bool) {
+	app := c.apps[id]
+	app.mu <- struct{}{}
+	defer func() { <-app.mu }()
+	cmd, ok := app.applied[index]
+	return cmd, ok
+}
+
+func (c *testCluster) lastApplied(id uint64) uint64 {
+	app := c.apps[id]
+	app.mu <- struct{}{}
+	defer func() { <-app.mu }()
+	return app.lastIdx
+}
+
+// propose starts cmd on whichever node leads, retrying for a while.
+func (c *testCluster) propose(cmd []byte) (leader, index uint64) {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for id, node := range c.nodes {
+			if i, _, isLeader := node.Start(cmd); isLeader {
+				return id, i
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.t.Fatalf("no leader accepted %q within 10s", cmd)
+	return 0, 0
+}
+
+// waitApplied waits until every node in ids has applied cmd at index.
+func (c *testCluster) waitApplied(index uint64, cmd []byte, ids ...uint64) {
+	c.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, id := range ids {
+		for {
+			got, ok := c.appliedAt(id, index)
+			if ok {
+				if !bytes.Equal(got, cmd) {
+					c.t.Fatalf("node %d applied %q at %d, want %q", id, got, index, cmd)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				c.t.Fatalf("node %d did not apply %q at index %d within 10s (last applied %d)", id, cmd, index, c.lastApplied(id))
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+}
+
+func TestNodeCommitAndFailover(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	c := newTestCluster(t, 3)
+	lead, index := c.propose([]byte("one"))
+	c.waitApplied(index, []byte("one"), c.peers...)
+
+	c.net.Isolate(lead)
+	c.stop(lead)
+	var rest []uint64
+	for _, id := range c.peers {
+		if id != lead {
+			rest = append(rest, id)
+		}
+	}
+	newLead, index := c.propose([]byte("two"))
+	if newLead == lead {
+		t.Fatalf("stopped node %d still leads", lead)
+	}
+	c.waitApplied(index, []byte("two"), rest...)
+}
+
+// Apply delivers every index exactly once across a restart after a snapshot: the
+// snapshot first, then the entries after it, none twice and none skipped.
+func TestNodeRestartAfterSnapshotAppliesOnce(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	c := newTestCluster(t, 1)
+	var last uint64
+	for i := range 20 {
+		cmd := fmt.Appendf(nil, "c%d", i)
+		_, index := c.propose(cmd)
+		c.waitApplied(index, cmd, 1)
+		last = index
+		if i == 9 {
+			c.nodes[1].Snapshot(index, []byte("state"))
+		}
+	}
+	snapDeadline := time.Now().Add(5 * time.Second)
+	for {
+		snap, _ := c.storages[1].Snapshot()
+		if !snap.IsEmpty() {
+			break
+		}
+		if time.Now().After(snapDeadline) {
+			t.Fatal("snapshot was not taken")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.stop(1)
+	c.start(1, 0)
+	snap, _ := c.storages[1].Snapshot()
+	// After the restart the app sees the snapshot, then last-snap.Index entries.
+	deadline := time.Now().Add(10 * time.Second)
+	for c.lastApplied(1) < last {
+		if time.Now().After(deadline) {
+			t.Fatalf("restarted node applied up to %d, want %d", c.lastApplied(1), last)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	for i := snap.Index + 1; i <= last; i++ {
+		if _, ok := c.appliedAt(1, i); !ok {
+			if cmd, _ := c.storages[1].Entries(i, i+1, 1<<20); len(cmd) == 1 && cmd[0].Type == EntryCommand {
+				t.Errorf("index %d not applied after restart", i)
+			}
+		}
+	}
+}
+
+func TestNodeReadIndex(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	c := newTestCluster(t, 3)
+	lead, index := c.propose([]byte("w"))
+	c.waitApplied(index, []byte("w"), lead)
+	for _, id := range c.peers {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var read uint64
+		var err error
+		for {
+			read, err = c.nodes[id].ReadIndex(ctx)
+			if !errors.Is(err, ErrReadIndexNotReady) && !errors.Is(err, ErrLeadershipLost) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel()
+		if err != nil {
+			t.Fatalf("ReadIndex on node %d: %v", id, err)
+		}
+		if read < index {
+			t.Fatalf("ReadIndex on node %d = %d, below the acknowledged write at %d", id, read, index)
+		}
+	}
+}
+
+func TestNodeStopIsIdempotentAndRefusesWork(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	node, err := NewNode(Config{ID: 1, Peers: []uint64{1}, Storage: NewMemoryStorage()}, NewLocalNetwork().Transport(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.Stop()
+	node.Stop()
+	if _, err := node.ReadIndex(context.Background()); !errors.Is(err, ErrStopped) {
+		t.Fatalf("ReadIndex after Stop: %v, want ErrStopped", err)
+	}
+	if _, ok := <-node.Apply(); ok {
+		t.Fatal("Apply channel still open after Stop")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	st := NewMemoryStorage()
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{ID: 0, Peers: []uint64{1}, Storage: st}, "ID is 0"},
+		{Config{ID: 4, Peers: []uint64{1, 2, 3}, Storage: st}, "not in Peers"},
+		{Config{ID: 1, Peers: []uint64{1, 1}, Storage: st}, "twice"},
+		{Config{ID: 1, Peers: []uint64{1}, Storage: st, ElectionTicks: 2, HeartbeatTicks: 2}, "must be greater than HeartbeatTicks"},
+		{Config{ID: 1, Peers: []uint64{1}}, "Storage is nil"},
+		{Config{ID: 1, Peers: []uint64{1}, Storage: st, MaxSizePerMsg: 10 << 20, MaxUncommittedEntriesBytes: 1 << 20}, "below MaxSizePerMsg"},
+	} {
+		err := tc.cfg.Validate()
+		if err == nil || !bytes.Contains([]byte(err.Error()), []byte(tc.want)) {
+			t.Errorf("Validate(%+v) = %v, want an error containing %q", tc.cfg, err, tc.want)
+		}
+	}
+	if err := (Config{ID: 1, Peers: []uint64{1}, Storage: st}).Validate(); err != nil {
+		t.Errorf("valid config refused: %v", err)
+	}
+}
