@@ -138,9 +138,9 @@ func (rn *RawNode) Ready() Ready {
 	r := rn.raft
 	r.flushBroadcast()
 	rd := Ready{
-		Entries:          r.log.unstable.entries,
-		Messages:         r.msgs,
-		ReadStates:       r.readStates,
+		Entries:    r.log.unstable.entries,
+		Messages:   r.msgs,
+		ReadStates: r.readStates,
 	}
 	if !rn.holdCommitted {
 		rd.CommittedEntries = r.log.nextCommittedEnts()
