@@ -55,6 +55,8 @@ type Node struct {
 	readc   chan chan readResult
 	snapc   chan snapshotRequest
 	statusc chan chan Status
+	// reportc carries transport reports (unreachable peers, snapshot outcomes).
+	reportc chan Message
 
 	applyq    chan []ApplyMsg
 	applyWake chan struct{}
@@ -114,6 +116,7 @@ func NewNode(cfg Config, transport Transport) (*Node, error) {
 		readc:     make(chan chan readResult, cfg.MaxPendingProposals),
 		snapc:     make(chan snapshotRequest, 1),
 		statusc:   make(chan chan Status),
+		reportc:   make(chan Message, 256),
 		applyq:    make(chan []ApplyMsg, cfg.MaxApplyBatches),
 		applyWake: make(chan struct{}, 1),
 		applyc:    make(chan ApplyMsg),
@@ -232,6 +235,24 @@ func (n *Node) tryStep(m Message) bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// ReportUnreachable tells the node that a message to peer id could not be sent, so
+// the leader stops streaming to it optimistically. It never blocks.
+func (n *Node) ReportUnreachable(id uint64) {
+	select {
+	case n.reportc <- Message{Type: MsgUnreachable, From: id}:
+	default:
+	}
+}
+
+// ReportSnapshot tells the node how sending a snapshot to peer id ended. It never
+// blocks.
+func (n *Node) ReportSnapshot(id uint64, failed bool) {
+	select {
+	case n.reportc <- Message{Type: MsgSnapStatus, From: id, Reject: failed}:
+	default:
 	}
 }
 
@@ -375,6 +396,12 @@ func (n *Node) run() {
 			if err := n.createSnapshot(s); err != nil {
 				n.fail(err)
 				return
+			}
+		case m := <-n.reportc:
+			if m.Type == MsgUnreachable {
+				n.rn.ReportUnreachable(m.From)
+			} else {
+				n.rn.ReportSnapshot(m.From, m.Reject)
 			}
 		case reply := <-n.statusc:
 			reply <- n.rn.Status()
