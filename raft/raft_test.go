@@ -16,12 +16,15 @@ type testNetwork struct {
 	cut      map[[2]uint64]bool
 	applied  map[uint64][]Entry
 	sent     int
+	// readStates collects each node's Ready.ReadStates.
+	readStates map[uint64][]ReadState
 }
 
 func newTestNetwork(t *testing.T, n int, mutate func(*Config)) *testNetwork {
 	t.Helper()
 	nw := &testNetwork{t: t, nodes: map[uint64]*RawNode{}, storages: map[uint64]*MemoryStorage{},
-		cut: map[[2]uint64]bool{}, applied: map[uint64][]Entry{}}
+		cut: map[[2]uint64]bool{}, applied: map[uint64][]Entry{},
+		readStates: map[uint64][]ReadState{}}
 	for i := 1; i <= n; i++ {
 		nw.ids = append(nw.ids, uint64(i))
 	}
@@ -55,34 +58,45 @@ func (nw *testNetwork) isolate(id uint64) {
 
 func (nw *testNetwork) heal() { clear(nw.cut) }
 
+// collect carries out every node's Ready and returns the messages to deliver.
+func (nw *testNetwork) collect() []Message {
+	var msgs []Message
+	for _, id := range nw.ids {
+		rn := nw.nodes[id]
+		if rn == nil || !rn.HasReady() {
+			continue
+		}
+		rd := rn.Ready()
+		st := nw.storages[id]
+		if !rd.Snapshot.IsEmpty() {
+			if err := st.ApplySnapshot(rd.Snapshot); err != nil {
+				nw.t.Fatal(err)
+			}
+		}
+		if err := st.Save(rd.HardState, rd.Entries); err != nil {
+			nw.t.Fatal(err)
+		}
+		msgs = append(msgs, rd.Messages...)
+		nw.applied[id] = append(nw.applied[id], rd.CommittedEntries...)
+		nw.readStates[id] = append(nw.readStates[id], rd.ReadStates...)
+		rn.Advance(rd)
+	}
+	return msgs
+}
+
 // settle runs Ready cycles and deliveries until no node has anything left to do.
 func (nw *testNetwork) settle() {
 	for round := 0; ; round++ {
 		if round > 10000 {
 			nw.t.Fatal("network did not settle")
 		}
-		var msgs []Message
 		busy := false
 		for _, id := range nw.ids {
-			rn := nw.nodes[id]
-			if rn == nil || !rn.HasReady() {
-				continue
+			if rn := nw.nodes[id]; rn != nil && rn.HasReady() {
+				busy = true
 			}
-			busy = true
-			rd := rn.Ready()
-			st := nw.storages[id]
-			if !rd.Snapshot.IsEmpty() {
-				if err := st.ApplySnapshot(rd.Snapshot); err != nil {
-					nw.t.Fatal(err)
-				}
-			}
-			if err := st.Save(rd.HardState, rd.Entries); err != nil {
-				nw.t.Fatal(err)
-			}
-			msgs = append(msgs, rd.Messages...)
-			nw.applied[id] = append(nw.applied[id], rd.CommittedEntries...)
-			rn.Advance(rd)
 		}
+		msgs := nw.collect()
 		if !busy {
 			return
 		}
