@@ -151,10 +151,18 @@ func stepLeader(r *raft, m Message) error {
 		r.bcastHeartbeat(r.reads.lastContext())
 		return nil
 	case MsgProp:
-		if len(m.Entries) == 0 {
+		// Proposals forwarded by followers: each must be a command within the
+		// message size limit; the leader assigns term and index.
+		ents := make([]Entry, 0, len(m.Entries))
+		for _, e := range m.Entries {
+			if e.size() <= r.maxMsgSize {
+				ents = append(ents, Entry{Type: EntryCommand, Data: e.Data})
+			}
+		}
+		if len(ents) == 0 {
 			return nil
 		}
-		return r.appendEntries(m.Entries)
+		return r.appendEntries(ents)
 	case MsgReadIndex:
 		return r.handleReadIndex(m)
 	}

@@ -76,8 +76,10 @@ type Node struct {
 type loggerFunc func(msg string, args ...any)
 
 type proposal struct {
-	data  []byte
-	reply chan proposalResult
+	data []byte
+	// forward: send to the leader if this node is not it (Node.Forward).
+	forward bool
+	reply   chan proposalResult
 }
 
 type proposalResult struct {
@@ -171,6 +173,30 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (index, term uint64, err
 		return 0, 0, ctx.Err()
 	case <-n.done:
 		return 0, 0, ErrStopped
+	}
+}
+
+// Forward proposes cmd from any node, leader or not: a follower sends it to the leader
+// through Raft. It returns once the command is handed over, with no index: the caller
+// recognises its command in Apply by content, and must retry (with deduplication) if
+// it does not appear, since a forwarded proposal can be lost. ErrProposalDropped
+// means no leader is known yet.
+func (n *Node) Forward(ctx context.Context, cmd []byte) error {
+	reply := make(chan proposalResult, 1)
+	select {
+	case n.propc <- proposal{data: cmd, forward: true, reply: reply}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.done:
+		return ErrStopped
+	}
+	select {
+	case res := <-reply:
+		return res.err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.done:
+		return ErrStopped
 	}
 }
 
@@ -413,6 +439,10 @@ func (n *Node) run() {
 }
 
 func (n *Node) propose(p proposal) {
+	if p.forward {
+		p.reply <- proposalResult{err: n.rn.Forward(p.data)}
+		return
+	}
 	index, term, err := n.rn.Propose(p.data)
 	p.reply <- proposalResult{index: index, term: term, err: err}
 }

@@ -293,3 +293,37 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("valid config refused: %v", err)
 	}
 }
+
+// A follower's Forward reaches the leader through Raft and commits everywhere.
+func TestNodeForwardFromFollower(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	c := newTestCluster(t, 3)
+	lead, index := c.propose([]byte("first"))
+	c.waitApplied(index, []byte("first"), c.peers...)
+	var follower uint64
+	for _, id := range c.peers {
+		if id != lead {
+			follower = id
+			break
+		}
+	}
+	if err := c.nodes[follower].Forward(context.Background(), []byte("forwarded")); err != nil {
+		t.Fatalf("Forward from follower %d: %v", follower, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		found := false
+		for i := index + 1; i <= index+3; i++ {
+			if cmd, ok := c.appliedAt(follower, i); ok && string(cmd) == "forwarded" {
+				found = true
+			}
+		}
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("forwarded command never applied on the follower")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}

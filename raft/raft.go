@@ -417,6 +417,8 @@ func (r *raft) handleVoteRequest(m Message) {
 func stepFollower(r *raft, m Message) error {
 	switch m.Type {
 	case MsgProp:
+		// A proposal forwarded by a node that thought we led: drop it rather than
+		// pass it around; the proposer retries.
 		return ErrNotLeader
 	case MsgApp:
 		r.resetElectionTimer()

@@ -95,6 +95,28 @@ func (rn *RawNode) Propose(data []byte) (index, term uint64, err error) {
 	return ents[0].Index, ents[0].Term, nil
 }
 
+// Forward proposes data from any node: the leader appends it as Propose does, and a
+// follower sends it to the leader it knows. No index is known until the entry
+// commits, so the caller recognises its command in the committed entries by content.
+// It returns ErrProposalDropped when no leader is known. A forwarded proposal can be
+// lost on the way like any message: the caller retries after a timeout, and
+// deduplicates if retries must not apply twice.
+func (rn *RawNode) Forward(data []byte) error {
+	r := rn.raft
+	if r.state == StateLeader {
+		_, _, err := rn.Propose(data)
+		return err
+	}
+	if r.lead == None {
+		return ErrProposalDropped
+	}
+	if e := (Entry{Data: data}); e.size() > rn.maxEntSize {
+		return ErrEntryTooLarge
+	}
+	r.send(Message{To: r.lead, Type: MsgProp, Entries: []Entry{{Type: EntryCommand, Data: data}}})
+	return nil
+}
+
 // Step delivers a message from a peer. Local message types are refused: use Tick and
 // Campaign instead.
 func (rn *RawNode) Step(m Message) error {
