@@ -1,0 +1,68 @@
+package kv
+
+import "fmt"
+
+// Defaults and hard caps for Config. The caps exist because the codec must bound
+// what it will decode before it knows the config (see maxTxnDepth).
+const (
+	// DefaultMaxTxnOps is etcd's default --max-txn-ops.
+	DefaultMaxTxnOps = 128
+	// DefaultMaxSessions bounds the exactly-once session table.
+	DefaultMaxSessions = 10000
+	// DefaultMaxCommandBytes sits above etcd's default --max-request-bytes
+	// (1.5 MiB) so that any request etcd accepts fits, with room for our framing.
+	DefaultMaxCommandBytes = 2 << 20
+
+	maxTxnOpsCap       = maxTxnDepth - 1
+	maxSessionsCap     = 1 << 22
+	maxCommandBytesCap = 64 << 20
+)
+
+// Config holds the limits of the state machine. A zero field takes its default.
+// Every replica must use the same Config: the limits decide which commands fail
+// and which sessions are evicted, so they are part of the replicated state.
+type Config struct {
+	// MaxTxnOps bounds the compares, success ops and failure ops of one txn, each
+	// counted separately, exactly as etcd's --max-txn-ops does (a nested txn gets
+	// what its parent left). Default 128, at most 1023.
+	MaxTxnOps int
+	// MaxSessions bounds the exactly-once session table. When a new client would
+	// exceed it, the session used least recently (in log order) is dropped; a
+	// retry from that client is then applied again. Size it above the number of
+	// clients that can have a request in flight at once. Default 10000.
+	MaxSessions int
+	// MaxCommandBytes bounds the size of one encoded command in Apply. The server
+	// should enforce etcd's request-size limit before proposing; this is the
+	// state machine's own backstop. Default 2 MiB, at most 64 MiB.
+	MaxCommandBytes int
+}
+
+// withDefaults returns c with zero fields set to their defaults, or an error
+// naming the first field that is out of range.
+func (c Config) withDefaults() (Config, error) {
+	fields := []struct {
+		name     string
+		value    *int
+		def, max int
+	}{
+		{"MaxTxnOps", &c.MaxTxnOps, DefaultMaxTxnOps, maxTxnOpsCap},
+		{"MaxSessions", &c.MaxSessions, DefaultMaxSessions, maxSessionsCap},
+		{"MaxCommandBytes", &c.MaxCommandBytes, DefaultMaxCommandBytes, maxCommandBytesCap},
+	}
+	for _, f := range fields {
+		if *f.value == 0 {
+			*f.value = f.def
+		}
+		if *f.value < 1 || *f.value > f.max {
+			return Config{}, fmt.Errorf("%w: %s is %d; it must be between 1 and %d (0 selects the default %d)",
+				ErrInvalidConfig, f.name, *f.value, f.max, f.def)
+		}
+	}
+	return c, nil
+}
+
+// Validate reports whether c (with defaults filled in) is usable.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}

@@ -1,0 +1,21 @@
+// Package kv is raftkv's replicated state machine: an MVCC key/value store with
+// etcd v3 semantics plus exactly-once client sessions, deterministic and free of I/O.
+//
+// Writes reach the store only through the replicated log: the server encodes a
+// Command, raft commits it, and every replica calls Store.Apply with the same
+// (index, bytes) in the same order, so every replica reaches the same state. Apply
+// must therefore be a pure function of the store's state and its input: nothing in
+// this package reads a clock, draws a random number, iterates a map in an order that
+// matters, or touches the disk or network. Reads (Store.Range and read-only
+// Store.Txn) do not go through the log; the server makes them linearizable with
+// raft's ReadIndex and waits until AppliedIndex has caught up before calling them.
+//
+// The request and response types mirror the fields of etcd's etcdserverpb messages
+// that the KV service needs, and the behaviour mirrors etcd's (v3.5+) down to its
+// quirks, because raftkv is tested differentially against a real etcd. Where this
+// package deliberately differs from etcd, the difference is documented beside the
+// code that makes it.
+//
+// All replicas must run with the same Config: its limits decide which commands are
+// rejected and which sessions are evicted, and so are part of the state machine.
+package kv

@@ -1,0 +1,80 @@
+package kv
+
+import "errors"
+
+// Errors that requests can fail with. Where etcd has an error for the same
+// condition, the message is etcd's, word for word, so the server can hand it to
+// clients unchanged (wrapped in etcd's gRPC status codes). Callers test them with
+// errors.Is.
+var (
+	// ErrCompacted: the requested revision is older than the last compaction.
+	ErrCompacted = errors.New("mvcc: required revision has been compacted")
+	// ErrFutureRev: the requested revision is newer than the store's revision.
+	ErrFutureRev = errors.New("mvcc: required revision is a future revision")
+	// ErrEmptyKey: a request, compare or op has no key.
+	ErrEmptyKey = errors.New("etcdserver: key is not provided")
+	// ErrKeyNotFound: a put with IgnoreValue or IgnoreLease names a key that does
+	// not exist, or a txn holds an op with no request in it (etcd's answer to both).
+	ErrKeyNotFound = errors.New("etcdserver: key not found")
+	// ErrValueProvided: a put sets both IgnoreValue and a value.
+	ErrValueProvided = errors.New("etcdserver: value is provided")
+	// ErrLeaseProvided: a put sets both IgnoreLease and a lease.
+	ErrLeaseProvided = errors.New("etcdserver: lease is provided")
+	// ErrTooManyOps: a txn has more compares or ops than Config.MaxTxnOps.
+	ErrTooManyOps = errors.New("etcdserver: too many operations in txn request")
+	// ErrDuplicateKey: a txn writes the same key twice (put/put or put/delete).
+	ErrDuplicateKey = errors.New("etcdserver: duplicate key given in txn request")
+	// ErrInvalidSortOption: a range has a sort order or target etcd does not define.
+	ErrInvalidSortOption = errors.New("etcdserver: invalid sort option")
+	// ErrRequestTooLarge: a command is larger than Config.MaxCommandBytes.
+	ErrRequestTooLarge = errors.New("etcdserver: request is too large")
+
+	// ErrStaleSequence: a session command carries a sequence number lower than the
+	// last one applied for its client. Its response is no longer kept, and
+	// applying it again would break exactly-once, so it is not applied.
+	ErrStaleSequence = errors.New("kv: request sequence number is below the last one applied for this client; it was applied before and its response is gone, send requests with increasing sequence numbers")
+	// ErrAlreadyApplied: Apply was called with a log index at or below the last
+	// applied index, as happens when raft replays entries a snapshot already holds.
+	// The entry is skipped.
+	ErrAlreadyApplied = errors.New("kv: log index already applied; entry skipped")
+	// ErrInvalidCommand: a command or txn op sets no request or more than one.
+	ErrInvalidCommand = errors.New("kv: command must hold exactly one request (and a txn op at most one)")
+	// ErrNotReadOnly: Store.Txn was given a txn with writes; writes go through Apply.
+	ErrNotReadOnly = errors.New("kv: txn has writes; propose it through the log and Apply it instead")
+	// ErrCorruptCommand: command bytes do not decode. Wrapped with the reason.
+	ErrCorruptCommand = errors.New("kv: corrupt command")
+	// ErrCorruptSnapshot: snapshot bytes fail their checksum or do not decode into
+	// a consistent store. Wrapped with the reason.
+	ErrCorruptSnapshot = errors.New("kv: corrupt snapshot")
+	// ErrInvalidConfig: a Config field is out of range. Wrapped with the field.
+	ErrInvalidConfig = errors.New("kv: invalid config")
+)
+
+// resultErrors lists every error a Result can carry, so that session responses
+// can be written into snapshots as a small code. The position is the code: append
+// only, never reorder. Code 0 is "no error".
+var resultErrors = []error{
+	nil,
+	ErrCompacted,
+	ErrFutureRev,
+	ErrEmptyKey,
+	ErrKeyNotFound,
+	ErrValueProvided,
+	ErrLeaseProvided,
+	ErrTooManyOps,
+	ErrDuplicateKey,
+	ErrInvalidSortOption,
+	ErrRequestTooLarge,
+	ErrStaleSequence,
+	ErrInvalidCommand,
+}
+
+// errorCode returns the snapshot code of err, which must be one of resultErrors.
+func errorCode(err error) (byte, bool) {
+	for i, e := range resultErrors {
+		if e == err {
+			return byte(i), true
+		}
+	}
+	return 0, false
+}

@@ -1,0 +1,121 @@
+package kv
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+func newTestStore(t testing.TB, cfg Config) *Store {
+	t.Helper()
+	s, err := NewStore(cfg)
+	if err != nil {
+		t.Fatalf("NewStore(%+v): %v", cfg, err)
+	}
+	return s
+}
+
+// apply encodes cmd and applies it at the next log index, as the server would.
+func apply(t testing.TB, s *Store, cmd *Command) Result {
+	t.Helper()
+	data, err := cmd.Encode()
+	if err != nil {
+		t.Fatalf("Encode(%+v): %v", cmd, err)
+	}
+	return s.Apply(s.AppliedIndex()+1, data)
+}
+
+func mustPut(t testing.TB, s *Store, key, value string) *PutResponse {
+	t.Helper()
+	res := apply(t, s, &Command{Put: &PutRequest{Key: []byte(key), Value: []byte(value)}})
+	if res.Err != nil {
+		t.Fatalf("put %q: %v", key, res.Err)
+	}
+	return res.Put
+}
+
+func mustDelete(t testing.TB, s *Store, key, rangeEnd string) *DeleteRangeResponse {
+	t.Helper()
+	res := apply(t, s, &Command{DeleteRange: &DeleteRangeRequest{Key: []byte(key), RangeEnd: bytesOrNil(rangeEnd)}})
+	if res.Err != nil {
+		t.Fatalf("delete %q..%q: %v", key, rangeEnd, res.Err)
+	}
+	return res.DeleteRange
+}
+
+func mustTxn(t testing.TB, s *Store, txn *TxnRequest) *TxnResponse {
+	t.Helper()
+	res := apply(t, s, &Command{Txn: txn})
+	if res.Err != nil {
+		t.Fatalf("txn: %v", res.Err)
+	}
+	return res.Txn
+}
+
+func mustRange(t testing.TB, s *Store, r *RangeRequest) *RangeResponse {
+	t.Helper()
+	resp, err := s.Range(r)
+	if err != nil {
+		t.Fatalf("range %+v: %v", r, err)
+	}
+	return resp
+}
+
+// get returns the key at rev (0: current), or nil if it does not exist.
+func get(t testing.TB, s *Store, key string, rev int64) *KeyValue {
+	t.Helper()
+	resp := mustRange(t, s, &RangeRequest{Key: []byte(key), Revision: rev})
+	if len(resp.Kvs) == 0 {
+		return nil
+	}
+	return &resp.Kvs[0]
+}
+
+func bytesOrNil(s string) []byte {
+	if s == "" {
+		return nil
+	}
+	return []byte(s)
+}
+
+func keysOf(kvs []KeyValue) []string {
+	out := make([]string, len(kvs))
+	for i, kv := range kvs {
+		out[i] = string(kv.Key)
+	}
+	return out
+}
+
+func wantErr(t testing.TB, what string, got, want error) {
+	t.Helper()
+	if !errors.Is(got, want) {
+		t.Fatalf("%s: error %v, want %v", what, got, want)
+	}
+}
+
+func wantKV(t testing.TB, what string, got *KeyValue, key, value string, create, mod, version int64) {
+	t.Helper()
+	if got == nil {
+		t.Fatalf("%s: key %q missing", what, key)
+	}
+	if string(got.Key) != key || !bytes.Equal(got.Value, bytesOrNil(value)) ||
+		got.CreateRevision != create || got.ModRevision != mod || got.Version != version {
+		t.Fatalf("%s: got %q=%q create %d mod %d version %d, want %q=%q create %d mod %d version %d",
+			what, got.Key, got.Value, got.CreateRevision, got.ModRevision, got.Version,
+			key, value, create, mod, version)
+	}
+}
+
+func putOp(key, value string) RequestOp {
+	return RequestOp{Put: &PutRequest{Key: []byte(key), Value: bytesOrNil(value)}}
+}
+
+func delOp(key, rangeEnd string) RequestOp {
+	return RequestOp{DeleteRange: &DeleteRangeRequest{Key: []byte(key), RangeEnd: bytesOrNil(rangeEnd)}}
+}
+
+func rangeOp(key, rangeEnd string) RequestOp {
+	return RequestOp{Range: &RangeRequest{Key: []byte(key), RangeEnd: bytesOrNil(rangeEnd)}}
+}
+
+func txnOp(txn *TxnRequest) RequestOp { return RequestOp{Txn: txn} }

@@ -1,0 +1,150 @@
+package kv
+
+// keyIndex holds the whole retained history of one key: a slice of generations,
+// oldest first. A generation is one lifetime of the key, from the put that
+// created it to the delete that ended it (its tombstone). Only the last
+// generation can be live.
+//
+// Invariant: every generation has at least one revision.
+// Invariant: only the last generation may have tombstoneRev == 0.
+// Invariant: mod revisions never decrease along gens and revs, and each
+// generation's tombstone is >= its last mod revision (equal when one txn put and
+// then deleted the key).
+type keyIndex struct {
+	key  []byte
+	gens []generation
+}
+
+// generation is one lifetime of a key.
+type generation struct {
+	createRev int64
+	// firstVersion is the Version of revs[0]. It is 1 until compaction drops the
+	// older revisions of the generation; storing it keeps Version exact without
+	// storing it on every revision.
+	firstVersion int64
+	// tombstoneRev is the revision of the delete that ended the generation, or 0
+	// while the key is live.
+	tombstoneRev int64
+	revs         []keyRev
+}
+
+// keyRev is one put: the value and lease the key held from modRev on.
+type keyRev struct {
+	modRev int64
+	lease  int64
+	// value is owned by the store and never modified after the put, which is why
+	// reads can hand it out without copying.
+	value []byte
+}
+
+// at finds the revision of the key visible at rev: the generation and the index
+// of the last put at or before rev, unless the key was deleted by then.
+func (ki *keyIndex) at(rev int64) (*generation, int, bool) {
+	for gi := len(ki.gens) - 1; gi >= 0; gi-- {
+		g := &ki.gens[gi]
+		if g.revs[0].modRev > rev {
+			continue // created after rev; an older generation may be visible
+		}
+		if g.tombstoneRev != 0 && g.tombstoneRev <= rev {
+			return nil, 0, false
+		}
+		return g, g.lastAtOrBefore(rev), true
+	}
+	return nil, 0, false
+}
+
+// lastAtOrBefore returns the index of the last revision with modRev <= rev. The
+// caller ensures revs[0].modRev <= rev. Reading at the current revision is the
+// common case, so the last revision is tried first.
+func (g *generation) lastAtOrBefore(rev int64) int {
+	last := len(g.revs) - 1
+	if g.revs[last].modRev <= rev {
+		return last
+	}
+	lo, hi := 0, last // revs[lo] <= rev < revs[hi]
+	for hi-lo > 1 {
+		mid := int(uint(lo+hi) >> 1)
+		if g.revs[mid].modRev <= rev {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return lo
+}
+
+// kvAt returns the key as it was at rev.
+func (ki *keyIndex) kvAt(rev int64) (KeyValue, bool) {
+	g, i, ok := ki.at(rev)
+	if !ok {
+		return KeyValue{}, false
+	}
+	r := &g.revs[i]
+	return KeyValue{
+		Key:            ki.key,
+		CreateRevision: g.createRev,
+		ModRevision:    r.modRev,
+		Version:        g.firstVersion + int64(i),
+		Value:          r.value,
+		Lease:          r.lease,
+	}, true
+}
+
+// isLive reports whether the key exists at the newest revision.
+func (ki *keyIndex) isLive() bool {
+	n := len(ki.gens)
+	return n > 0 && ki.gens[n-1].tombstoneRev == 0
+}
+
+// put records a put at rev, starting a new generation if the key is not live.
+// value must already be owned by the store.
+func (ki *keyIndex) put(rev int64, value []byte, lease int64) {
+	if !ki.isLive() {
+		ki.gens = append(ki.gens, generation{
+			createRev:    rev,
+			firstVersion: 1,
+			revs:         []keyRev{{modRev: rev, lease: lease, value: value}},
+		})
+		return
+	}
+	g := &ki.gens[len(ki.gens)-1]
+	if last := g.revs[len(g.revs)-1].modRev; rev < last {
+		panic("kv: put at revision below the key's last revision")
+	}
+	g.revs = append(g.revs, keyRev{modRev: rev, lease: lease, value: value})
+}
+
+// tombstone ends the live generation at rev.
+func (ki *keyIndex) tombstone(rev int64) {
+	if !ki.isLive() {
+		panic("kv: delete of a key that is not live: " + string(ki.key))
+	}
+	ki.gens[len(ki.gens)-1].tombstoneRev = rev
+}
+
+// compact drops the history that no read at or after rev can see: generations
+// deleted at or before rev (tombstone included, as etcd does), and within the
+// generation visible at rev, the puts before the one visible at rev. It reports
+// whether any history is left.
+func (ki *keyIndex) compact(rev int64) bool {
+	dead := 0
+	for dead < len(ki.gens) && ki.gens[dead].tombstoneRev != 0 && ki.gens[dead].tombstoneRev <= rev {
+		dead++
+	}
+	if dead > 0 {
+		// Copy rather than reslice so the dropped generations' values can be freed.
+		ki.gens = append([]generation(nil), ki.gens[dead:]...)
+	}
+	if len(ki.gens) == 0 {
+		return false
+	}
+	g := &ki.gens[0]
+	if g.revs[0].modRev > rev {
+		return true
+	}
+	if keep := g.lastAtOrBefore(rev); keep > 0 {
+		g.revs = append([]keyRev(nil), g.revs[keep:]...)
+		g.firstVersion += int64(keep)
+	}
+	return true
+}

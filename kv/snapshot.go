@@ -1,0 +1,203 @@
+package kv
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+)
+
+// The snapshot format, version 1, in the codec's conventions:
+//
+//	snapshot = magic:"RKVS" version:uvarint appliedIndex:uvarint
+//	           revision:varint compactRevision:varint
+//	           nKeys:uvarint key*nKeys nSessions:uvarint session*nSessions
+//	           crc32c:4 (little-endian, over every byte before it)
+//	key      = key:bytes nGens:uvarint generation*nGens
+//	generation = create:varint firstVersion:varint tombstone:varint
+//	           nRevs:uvarint (mod:varint lease:varint value:bytes)*nRevs
+//	session  = clientID:uvarint seq:uvarint result
+//
+// Keys are in key order and sessions from least to most recently used, so the
+// same state always gives the same bytes, and the eviction order survives.
+const (
+	snapshotMagic   = "RKVS"
+	snapshotVersion = 1
+	crcBytes        = 4
+	// Smallest encodings, for bounding list lengths.
+	minKeyBytes        = 3 // one-byte key, its length, nGens
+	minGenerationBytes = 4 // three varints, nRevs
+	minKeyRevBytes     = 3 // two varints, an empty value
+	minSessionBytes    = 4 // two varints, error code, result kind
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Snapshot returns the whole state: every key's retained history, the
+// revision, the compaction revision, the applied index and the session table.
+// Apply waits while it runs.
+func (s *Store) Snapshot() ([]byte, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.mu.st.encode()
+}
+
+// Restore replaces the store's state with the one in data, a Snapshot from a
+// store with the same Config. On error the store is unchanged. Restore keeps
+// no reference to data.
+func (s *Store) Restore(data []byte) error {
+	st, err := decodeState(data, s.cfg)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mu.st = st
+	return nil
+}
+
+func (st *state) encode() ([]byte, error) {
+	e := encoder{buf: make([]byte, 0, 4096)}
+	e.buf = append(e.buf, snapshotMagic...)
+	e.uvarint(snapshotVersion)
+	e.uvarint(st.appliedIndex)
+	e.varint(st.rev)
+	e.varint(st.compactRev)
+	e.uvarint(uint64(st.index.length))
+	st.index.ascend(nil, func(ki *keyIndex) bool {
+		e.bytes(ki.key)
+		e.uvarint(uint64(len(ki.gens)))
+		for gi := range ki.gens {
+			g := &ki.gens[gi]
+			e.varint(g.createRev)
+			e.varint(g.firstVersion)
+			e.varint(g.tombstoneRev)
+			e.uvarint(uint64(len(g.revs)))
+			for _, r := range g.revs {
+				e.varint(r.modRev)
+				e.varint(r.lease)
+				e.bytes(r.value)
+			}
+		}
+		return true
+	})
+	e.uvarint(uint64(st.sessions.len()))
+	st.sessions.oldestFirst(func(s *session) {
+		e.uvarint(s.clientID)
+		e.uvarint(s.seq)
+		e.result(&s.result)
+	})
+	if e.err != nil {
+		return nil, e.err
+	}
+	return binary.LittleEndian.AppendUint32(e.buf, crc32.Checksum(e.buf, castagnoli)), nil
+}
+
+// decodeState decodes and checks a snapshot. Everything read is checked against
+// the invariants the store relies on, so a snapshot that passed its CRC but was
+// written by a buggy or different build is refused rather than trusted.
+func decodeState(data []byte, cfg Config) (*state, error) {
+	if len(data) < len(snapshotMagic)+crcBytes || string(data[:len(snapshotMagic)]) != snapshotMagic {
+		return nil, fmt.Errorf("%w: no %q header; this is not a raftkv kv snapshot", ErrCorruptSnapshot, snapshotMagic)
+	}
+	body := data[:len(data)-crcBytes]
+	want := binary.LittleEndian.Uint32(data[len(body):])
+	if got := crc32.Checksum(body, castagnoli); got != want {
+		return nil, fmt.Errorf("%w: CRC-32C is %08x, the snapshot says %08x", ErrCorruptSnapshot, got, want)
+	}
+	d := decoder{buf: body, off: len(snapshotMagic), copyBytes: true}
+	if v := d.uvarint(); d.err == nil && v != snapshotVersion {
+		return nil, fmt.Errorf("%w: format version %d, this build reads %d", ErrCorruptSnapshot, v, snapshotVersion)
+	}
+	st := newState(cfg)
+	st.appliedIndex = d.uvarint()
+	st.rev = d.varint()
+	st.compactRev = d.varint()
+	if d.err == nil && (st.rev < 1 || st.compactRev < -1 || st.compactRev > st.rev) {
+		d.fail("revision %d and compaction revision %d are inconsistent", st.rev, st.compactRev)
+	}
+	nKeys := d.count(minKeyBytes, int(^uint(0)>>1))
+	var prevKey []byte
+	for i := 0; i < nKeys && d.err == nil; i++ {
+		ki := d.keyIndex(st.rev)
+		if d.err == nil && i > 0 && bytes.Compare(prevKey, ki.key) >= 0 {
+			d.fail("key %q follows %q out of order", ki.key, prevKey)
+		}
+		if d.err == nil {
+			// Keys arrive in order, so each insert lands at the right edge.
+			st.index.insert(ki)
+			prevKey = ki.key
+		}
+	}
+	nSessions := d.count(minSessionBytes, int(^uint(0)>>1))
+	if d.err == nil && nSessions > cfg.MaxSessions {
+		// Restoring would evict sessions the other replicas keep.
+		d.fail("%d sessions but MaxSessions is %d; every replica must run with the same Config", nSessions, cfg.MaxSessions)
+	}
+	for i := 0; i < nSessions && d.err == nil; i++ {
+		clientID, seq := d.uvarint(), d.uvarint()
+		result := d.result()
+		if d.err == nil && (clientID == 0 || st.sessions.get(clientID) != nil) {
+			d.fail("session client id %d is zero or repeated", clientID)
+		}
+		if d.err == nil {
+			st.sessions.record(clientID, seq, result)
+		}
+	}
+	d.end()
+	if d.err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorruptSnapshot, d.err)
+	}
+	return st, nil
+}
+
+// keyIndex reads one key's history and checks the keyIndex invariants.
+func (d *decoder) keyIndex(rev int64) *keyIndex {
+	ki := &keyIndex{key: d.bytes()}
+	if d.err == nil && len(ki.key) == 0 {
+		d.fail("empty key")
+	}
+	nGens := d.count(minGenerationBytes, int(^uint(0)>>1))
+	if d.err == nil && nGens == 0 {
+		d.fail("key %q has no history", ki.key)
+	}
+	if d.err != nil {
+		return ki
+	}
+	ki.gens = make([]generation, nGens)
+	var lastRev int64 // the newest revision seen so far in this key's history
+	for gi := range ki.gens {
+		g := &ki.gens[gi]
+		g.createRev, g.firstVersion, g.tombstoneRev = d.varint(), d.varint(), d.varint()
+		nRevs := d.count(minKeyRevBytes, int(^uint(0)>>1))
+		if d.err != nil {
+			return ki
+		}
+		if nRevs == 0 || g.createRev < max(lastRev, 1) || g.firstVersion < 1 {
+			d.fail("key %q generation %d is inconsistent", ki.key, gi)
+			return ki
+		}
+		g.revs = make([]keyRev, nRevs)
+		lastRev = g.createRev
+		for ri := range g.revs {
+			r := &g.revs[ri]
+			r.modRev, r.lease, r.value = d.varint(), d.varint(), d.bytes()
+			if d.err == nil && (r.modRev < lastRev || r.modRev > rev) {
+				d.fail("key %q revision %d out of order (after %d, store at %d)", ki.key, r.modRev, lastRev, rev)
+			}
+			lastRev = r.modRev
+		}
+		isLast := gi == len(ki.gens)-1
+		switch {
+		case d.err != nil:
+			return ki
+		case g.tombstoneRev == 0 && !isLast:
+			d.fail("key %q generation %d is live but not the last", ki.key, gi)
+		case g.tombstoneRev != 0 && (g.tombstoneRev < lastRev || g.tombstoneRev > rev):
+			d.fail("key %q tombstone %d out of order", ki.key, g.tombstoneRev)
+		case g.tombstoneRev != 0:
+			lastRev = g.tombstoneRev
+		}
+	}
+	return ki
+}

@@ -1,0 +1,244 @@
+package kv
+
+import (
+	"fmt"
+	"sync"
+)
+
+// Store is the KV state machine of one replica. Apply and Restore change it;
+// Range, Txn (read-only), Snapshot and the accessors read it, and may run
+// concurrently with each other and with Apply.
+type Store struct {
+	cfg Config
+	mu  struct {
+		sync.RWMutex
+		// st is replaced whole by Restore.
+		st *state
+	}
+}
+
+// state is the store itself, with no lock: every method is deterministic and
+// assumes its caller holds the Store's lock as needed.
+//
+// Invariant: compactRev <= rev.
+type state struct {
+	cfg   Config
+	index btree
+	// rev is the revision of the last write; 1 for an empty store, as in etcd.
+	rev int64
+	// compactRev is the revision of the last compaction; -1 before the first one,
+	// as in etcd, which is why Compact(0) succeeds once on a new store.
+	compactRev   int64
+	appliedIndex uint64
+	sessions     sessionTable
+}
+
+func newState(cfg Config) *state {
+	return &state{cfg: cfg, rev: 1, compactRev: -1, sessions: newSessionTable(cfg.MaxSessions)}
+}
+
+// Result is the outcome of one applied command: the response matching its
+// request, or Err. The responses are shared with the session table, which hands
+// the same Result to a retry, so they must not be modified.
+type Result struct {
+	Put         *PutResponse
+	DeleteRange *DeleteRangeResponse
+	Txn         *TxnResponse
+	Compact     *CompactionResponse
+	Err         error
+}
+
+// NewStore returns an empty store: revision 1, nothing compacted, nothing
+// applied. Zero fields of cfg take their defaults.
+func NewStore(cfg Config) (*Store, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{cfg: cfg}
+	s.mu.st = newState(cfg)
+	return s, nil
+}
+
+// Config returns the store's config with defaults filled in.
+func (s *Store) Config() Config { return s.cfg }
+
+// Apply applies the committed log entry at index. data is an encoded Command;
+// empty data is an entry with no command (a new leader's no-op), which only
+// advances the applied index. Apply keeps no reference to data.
+//
+// Apply must see entries in index order. An index at or below the last applied
+// one (raft replaying what a restored snapshot holds) is skipped with
+// ErrAlreadyApplied. Bytes that do not decode, or are too large, fail with
+// ErrCorruptCommand or ErrRequestTooLarge: every replica fails the same way.
+func (s *Store) Apply(index uint64, data []byte) Result {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.mu.st
+	if index <= st.appliedIndex {
+		return Result{Err: ErrAlreadyApplied}
+	}
+	st.appliedIndex = index
+	if len(data) == 0 {
+		return Result{}
+	}
+	if len(data) > s.cfg.MaxCommandBytes {
+		return Result{Err: ErrRequestTooLarge}
+	}
+	// Decoding into values on the stack saves two allocations per put.
+	var cmd Command
+	var put PutRequest
+	if err := cmd.decode(data, &put); err != nil {
+		return Result{Err: err}
+	}
+	return st.applyCommand(&cmd)
+}
+
+// ApplyCommand is Apply for a command already decoded (tests and the
+// simulator use it). It keeps no reference to cmd.
+func (s *Store) ApplyCommand(index uint64, cmd *Command) Result {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.mu.st
+	if index <= st.appliedIndex {
+		return Result{Err: ErrAlreadyApplied}
+	}
+	st.appliedIndex = index
+	return st.applyCommand(cmd)
+}
+
+// Check runs the checks that depend only on the request and the config, the
+// ones etcd makes before proposing, so the server can refuse a bad request
+// without spending a log entry. Apply runs them again.
+func (s *Store) Check(cmd *Command) error {
+	return cmd.check(s.cfg.MaxTxnOps)
+}
+
+// Range answers a read at the store's current state, as etcd's Range does.
+func (s *Store) Range(r *RangeRequest) (*RangeResponse, error) {
+	if err := checkRange(r); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	st := s.mu.st
+	return st.rangeAt(r, st.rev)
+}
+
+// Txn answers a read-only txn (see IsTxnReadOnly) without the log, as etcd
+// does. A txn with writes fails with ErrNotReadOnly.
+func (s *Store) Txn(r *TxnRequest) (*TxnResponse, error) {
+	if !IsTxnReadOnly(r) {
+		return nil, ErrNotReadOnly
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	// With only ranges in it, the txn changes nothing, so a read lock suffices.
+	return s.mu.st.txn(r)
+}
+
+// Revision returns the store's current revision.
+func (s *Store) Revision() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.mu.st.rev
+}
+
+// CompactRevision returns the revision of the last compaction, -1 if none.
+func (s *Store) CompactRevision() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.mu.st.compactRev
+}
+
+// AppliedIndex returns the index of the last log entry applied.
+func (s *Store) AppliedIndex() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.mu.st.appliedIndex
+}
+
+// applyCommand answers a retry from the session table, or executes the
+// command and records its result for the client.
+func (st *state) applyCommand(cmd *Command) Result {
+	if cmd.ClientID != 0 {
+		if sess := st.sessions.get(cmd.ClientID); sess != nil {
+			switch {
+			case cmd.Seq == sess.seq:
+				st.sessions.touch(sess)
+				return sess.result
+			case cmd.Seq < sess.seq:
+				st.sessions.touch(sess)
+				return Result{Err: ErrStaleSequence}
+			}
+		}
+	}
+	res := st.execute(cmd)
+	if cmd.ClientID != 0 {
+		st.sessions.record(cmd.ClientID, cmd.Seq, res)
+	}
+	return res
+}
+
+// execute checks and applies one command.
+func (st *state) execute(cmd *Command) Result {
+	if err := cmd.check(st.cfg.MaxTxnOps); err != nil {
+		return Result{Err: err}
+	}
+	switch {
+	case cmd.Put != nil:
+		w := st.beginWrite()
+		resp, err := w.put(cmd.Put)
+		w.end()
+		return Result{Put: resp, Err: err}
+	case cmd.DeleteRange != nil:
+		w := st.beginWrite()
+		resp := w.deleteRange(cmd.DeleteRange)
+		w.end()
+		return Result{DeleteRange: resp}
+	case cmd.Txn != nil:
+		resp, err := st.txn(cmd.Txn)
+		return Result{Txn: resp, Err: err}
+	case cmd.Compact != nil:
+		resp, err := st.compact(cmd.Compact.Revision)
+		return Result{Compact: resp, Err: err}
+	}
+	// Not formatted with cmd: that would make every decoded command escape to the heap.
+	panic(fmt.Sprintf("kv: command of client %d seq %d passed its checks but holds no request", cmd.ClientID, cmd.Seq))
+}
+
+// compact mirrors etcd's Compact: the revision must be above the last
+// compaction and at most the current revision, and afterwards reads below it
+// fail with ErrCompacted. Compaction does not change the store's revision.
+func (st *state) compact(rev int64) (*CompactionResponse, error) {
+	if rev <= st.compactRev {
+		return nil, ErrCompacted
+	}
+	if rev > st.rev {
+		return nil, ErrFutureRev
+	}
+	var emptied bool
+	st.index.ascend(nil, func(ki *keyIndex) bool {
+		if !ki.compact(rev) {
+			emptied = true
+		}
+		return true
+	})
+	if emptied {
+		st.index = rebuildWithout(&st.index, func(ki *keyIndex) bool { return len(ki.gens) == 0 })
+	}
+	st.compactRev = rev
+	return &CompactionResponse{Header: ResponseHeader{Revision: st.rev}}, nil
+}
+
+// rebuildWithout returns a tree of old's entries except those drop selects.
+func rebuildWithout(old *btree, drop func(*keyIndex) bool) btree {
+	var t btree
+	old.ascend(nil, func(ki *keyIndex) bool {
+		if !drop(ki) {
+			t.insert(ki)
+		}
+		return true
+	})
+	return t
+}
