@@ -1,0 +1,158 @@
+package transport
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// Config holds everything a Transport needs. Zero values of the limits and timeouts
+// take the defaults below; Validate rejects values that cannot work, naming the field,
+// the value and what to do.
+type Config struct {
+	// ID is this node's Raft id; it must be non-zero.
+	ID uint64
+	// ClusterID names the cluster; it must be non-zero and the same on every member.
+	// A stream from another cluster is refused at the handshake.
+	ClusterID uint64
+	// Peers maps each member's id to the "host:port" of its peer listener. An entry
+	// for ID itself is allowed and ignored.
+	Peers map[uint64]string
+
+	// MaxFrameBytes limits the payload of one frame, in both directions. A message
+	// whose encoding is larger is dropped with a log line; set it above the Raft
+	// MaxSizePerMsg plus some room. Snapshots are chunked and not bound by it.
+	// Default 16 MiB.
+	MaxFrameBytes int
+	// SendQueueLen is the number of messages queued for one peer; Send drops what does
+	// not fit. Default 4096.
+	SendQueueLen int
+	// SnapshotChunkBytes is the size of the pieces a snapshot is sent in; it must not
+	// exceed MaxFrameBytes (on the receiving nodes too). Default 1 MiB.
+	SnapshotChunkBytes int
+	// MaxSnapshotBytes is the largest snapshot this node accepts. Default 4 GiB.
+	MaxSnapshotBytes int64
+
+	// DialTimeout bounds a dial and its handshake. Default 5s.
+	DialTimeout time.Duration
+	// IOTimeout bounds each write to a peer that makes no progress, each read of a
+	// snapshot in transfer, and the wait for a snapshot's acknowledgement. Default 10s.
+	IOTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the wait before redialling a peer: it starts at
+	// MinBackoff, doubles on each failure up to MaxBackoff, and is jittered by up to
+	// half. Defaults 50ms and 2s.
+	MinBackoff time.Duration
+	MaxBackoff time.Duration
+
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Defaults for zero-valued Config fields.
+const (
+	DefaultMaxFrameBytes      = 16 << 20
+	DefaultSendQueueLen       = 4096
+	DefaultSnapshotChunkBytes = 1 << 20
+	DefaultMaxSnapshotBytes   = 4 << 30
+	DefaultDialTimeout        = 5 * time.Second
+	DefaultIOTimeout          = 10 * time.Second
+	DefaultMinBackoff         = 50 * time.Millisecond
+	DefaultMaxBackoff         = 2 * time.Second
+)
+
+// Bounds that Validate enforces.
+const (
+	// minFrameBytes leaves room for any message without entries and a status frame.
+	minFrameBytes = 1 << 10
+	// maxFrameBytesLimit keeps a frame length within the uint32 of the header with room
+	// to spare; no Raft message should come close.
+	maxFrameBytesLimit = 1 << 30
+)
+
+// withDefaults returns a copy of c with zero limits replaced by the defaults.
+func (c Config) withDefaults() Config {
+	if c.MaxFrameBytes == 0 {
+		c.MaxFrameBytes = DefaultMaxFrameBytes
+	}
+	if c.SendQueueLen == 0 {
+		c.SendQueueLen = DefaultSendQueueLen
+	}
+	if c.SnapshotChunkBytes == 0 {
+		c.SnapshotChunkBytes = min(DefaultSnapshotChunkBytes, c.MaxFrameBytes)
+	}
+	if c.MaxSnapshotBytes == 0 {
+		c.MaxSnapshotBytes = DefaultMaxSnapshotBytes
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.IOTimeout == 0 {
+		c.IOTimeout = DefaultIOTimeout
+	}
+	if c.MinBackoff == 0 {
+		c.MinBackoff = DefaultMinBackoff
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = max(DefaultMaxBackoff, c.MinBackoff)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports the first setting that cannot work. Zero limits are fine: they take
+// the defaults.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if c.ID == 0 {
+		return fmt.Errorf("transport config: ID is 0; give every node a distinct non-zero id")
+	}
+	if c.ClusterID == 0 {
+		return fmt.Errorf("transport config: ClusterID is 0; choose one when the cluster is created and give every member the same")
+	}
+	for id, addr := range c.Peers {
+		if id == 0 {
+			return fmt.Errorf("transport config: Peers holds id 0 (address %q); ids must be non-zero", addr)
+		}
+		if err := checkAddr(addr); err != nil {
+			return fmt.Errorf("transport config: Peers[%d] = %q: %v; give the host:port of its peer listener", id, addr, err)
+		}
+	}
+	if c.MaxFrameBytes < minFrameBytes || c.MaxFrameBytes > maxFrameBytesLimit {
+		return fmt.Errorf("transport config: MaxFrameBytes %d is outside [%d, %d]; set it a little above the Raft MaxSizePerMsg",
+			c.MaxFrameBytes, minFrameBytes, maxFrameBytesLimit)
+	}
+	if c.SendQueueLen < 0 {
+		return fmt.Errorf("transport config: SendQueueLen %d is negative; leave it 0 for the default %d", c.SendQueueLen, DefaultSendQueueLen)
+	}
+	if c.SnapshotChunkBytes < 0 || c.SnapshotChunkBytes > c.MaxFrameBytes {
+		return fmt.Errorf("transport config: SnapshotChunkBytes %d must be positive and at most MaxFrameBytes %d", c.SnapshotChunkBytes, c.MaxFrameBytes)
+	}
+	if c.MaxSnapshotBytes < 0 {
+		return fmt.Errorf("transport config: MaxSnapshotBytes %d is negative; leave it 0 for the default %d", c.MaxSnapshotBytes, int64(DefaultMaxSnapshotBytes))
+	}
+	if c.DialTimeout < 0 || c.IOTimeout < 0 {
+		return fmt.Errorf("transport config: DialTimeout %v and IOTimeout %v must not be negative", c.DialTimeout, c.IOTimeout)
+	}
+	if c.MinBackoff < 0 || c.MaxBackoff < c.MinBackoff {
+		return fmt.Errorf("transport config: MinBackoff %v and MaxBackoff %v must satisfy 0 <= MinBackoff <= MaxBackoff", c.MinBackoff, c.MaxBackoff)
+	}
+	return nil
+}
+
+// checkAddr reports whether addr looks like a dialable host:port.
+func checkAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host == "" {
+		return fmt.Errorf("host is empty")
+	}
+	if port == "" || port == "0" {
+		return fmt.Errorf("port %q is not a fixed port", port)
+	}
+	return nil
+}

@@ -1,0 +1,25 @@
+package transport
+
+import "errors"
+
+// Expected conditions, testable with errors.Is. Most surface in logs and in the
+// reasons a stream is closed; Serve returns ErrClosed.
+var (
+	// ErrClosed: the Transport has been closed.
+	ErrClosed = errors.New("transport: closed")
+	// ErrFrameTooLarge: a frame's length is above Config.MaxFrameBytes. The reader
+	// closes the stream without reading the payload.
+	ErrFrameTooLarge = errors.New("transport: frame larger than the limit")
+	// ErrCorruptFrame: a frame failed its checksum, has an unknown type, does not
+	// decode, or breaks the protocol (a message addressed to another node, a chunk
+	// past the announced snapshot size). The reader closes the stream.
+	ErrCorruptFrame = errors.New("transport: corrupt frame")
+	// ErrHandshake: a stream's handshake was malformed or refused (wrong magic,
+	// protocol version, cluster id or node id). The refusal names the reason.
+	ErrHandshake = errors.New("transport: handshake refused")
+	// ErrSnapshotTooLarge: a snapshot is larger than the receiver's
+	// Config.MaxSnapshotBytes.
+	ErrSnapshotTooLarge = errors.New("transport: snapshot larger than the limit")
+	// ErrSnapshotFailed: the receiver reported that it could not take a snapshot.
+	ErrSnapshotFailed = errors.New("transport: snapshot refused by the receiver")
+)

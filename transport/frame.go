@@ -1,0 +1,325 @@
+package transport
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"unicode/utf8"
+
+	"raftkv/raft"
+)
+
+// This file is the wire format: the handshake that opens a stream, the frames that
+// follow, and the payloads of the frames that are not plain messages. The package doc
+// draws the layout. Every reader here bounds what it allocates by a limit checked
+// before allocating, and none of them panics on any input.
+
+// frameType says what a frame's payload holds.
+type frameType uint8
+
+const (
+	// frameMessage: one encoded raft.Message.
+	frameMessage frameType = 1 + iota
+	// frameStatus: the receiver's answer to a handshake or a snapshot: a status byte
+	// (0 accepted, 1 refused) and a UTF-8 reason.
+	frameStatus
+	// frameSnapHeader: the snapshot's size as a big-endian uint64, then its MsgSnap
+	// encoded with empty Snapshot.Data.
+	frameSnapHeader
+	// frameSnapChunk: the next bytes of the snapshot's data.
+	frameSnapChunk
+	// frameSnapEnd: the CRC-32C of the whole snapshot data, big-endian uint32.
+	frameSnapEnd
+
+	numFrameTypes = iota
+)
+
+func (t frameType) String() string {
+	switch t {
+	case frameMessage:
+		return "message"
+	case frameStatus:
+		return "status"
+	case frameSnapHeader:
+		return "snapshot header"
+	case frameSnapChunk:
+		return "snapshot chunk"
+	case frameSnapEnd:
+		return "snapshot end"
+	}
+	return fmt.Sprintf("frameType(%d)", uint8(t))
+}
+
+// frameHeaderLen is the size of a frame's header: length(4) type(1) crc(4).
+const frameHeaderLen = 9
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// typeCRC[t] is the CRC-32C of the single byte t: the checksum of a frame starts from
+// it, so that a flipped type byte fails the check too.
+var typeCRC = func() (crcs [256]uint32) {
+	for t := range crcs {
+		crcs[t] = crc32.Update(0, castagnoli, []byte{byte(t)})
+	}
+	return crcs
+}()
+
+// frameChecksum returns the checksum a frame of type t and this payload carries.
+func frameChecksum(t frameType, payload []byte) uint32 {
+	return crc32.Update(typeCRC[t], castagnoli, payload)
+}
+
+// putFrameHeader fills hdr, of length frameHeaderLen, for a frame of type t.
+func putFrameHeader(hdr []byte, t frameType, payload []byte) {
+	binary.BigEndian.PutUint32(hdr[0:4], uint32(len(payload)))
+	hdr[4] = byte(t)
+	binary.BigEndian.PutUint32(hdr[5:9], frameChecksum(t, payload))
+}
+
+// writeFrame writes one frame to w. The caller has checked the payload against the
+// frame size limit.
+func writeFrame(w *bufio.Writer, t frameType, payload []byte) error {
+	var hdr [frameHeaderLen]byte
+	putFrameHeader(hdr[:], t, payload)
+	if _, err := w.Write(hdr[:]); err != nil {
+		return err
+	}
+	_, err := w.Write(payload)
+	return err
+}
+
+// frameHeader is a decoded frame header whose length and type have been checked.
+type frameHeader struct {
+	typ    frameType
+	length int
+	crc    uint32
+}
+
+// frameReader reads frames from r, refusing payloads over maxPayload bytes.
+type frameReader struct {
+	r          io.Reader
+	maxPayload int
+	hdr        [frameHeaderLen]byte
+}
+
+// readHeader reads the next frame header. It returns io.EOF if the stream ends cleanly
+// between frames, ErrFrameTooLarge or ErrCorruptFrame for a header it refuses.
+func (fr *frameReader) readHeader() (frameHeader, error) {
+	if n, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
+		if err == io.ErrUnexpectedEOF {
+			return frameHeader{}, fmt.Errorf("%w: stream ends after %d of %d header bytes", ErrCorruptFrame, n, frameHeaderLen)
+		}
+		return frameHeader{}, err
+	}
+	length := binary.BigEndian.Uint32(fr.hdr[0:4])
+	h := frameHeader{typ: frameType(fr.hdr[4]), crc: binary.BigEndian.Uint32(fr.hdr[5:9])}
+	if h.typ == 0 || h.typ > numFrameTypes {
+		return frameHeader{}, fmt.Errorf("%w: unknown frame type %d", ErrCorruptFrame, h.typ)
+	}
+	if uint64(length) > uint64(fr.maxPayload) {
+		return frameHeader{}, fmt.Errorf("%w: %s frame of %d bytes, limit %d", ErrFrameTooLarge, h.typ, length, fr.maxPayload)
+	}
+	h.length = int(length)
+	return h, nil
+}
+
+// readPayload reads h's payload into dst, which must be h.length bytes long, and
+// checks it against the header's checksum.
+func (fr *frameReader) readPayload(h frameHeader, dst []byte) error {
+	if _, err := io.ReadFull(fr.r, dst); err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return fmt.Errorf("%w: stream ends inside a %s frame of %d bytes", ErrCorruptFrame, h.typ, h.length)
+		}
+		return err
+	}
+	if got := frameChecksum(h.typ, dst); got != h.crc {
+		return fmt.Errorf("%w: %s frame of %d bytes has checksum %08x, header says %08x", ErrCorruptFrame, h.typ, h.length, got, h.crc)
+	}
+	return nil
+}
+
+// next reads the next frame into a freshly allocated payload, which the caller owns:
+// a decoded message aliases it.
+func (fr *frameReader) next() (frameType, []byte, error) {
+	h, err := fr.readHeader()
+	if err != nil {
+		return 0, nil, err
+	}
+	payload := make([]byte, h.length)
+	if err := fr.readPayload(h, payload); err != nil {
+		return 0, nil, err
+	}
+	return h.typ, payload, nil
+}
+
+// decodeMessage decodes a message frame's payload. m aliases payload.
+func decodeMessage(payload []byte) (raft.Message, error) {
+	var m raft.Message
+	if err := m.Unmarshal(payload); err != nil {
+		return raft.Message{}, fmt.Errorf("%w: %w", ErrCorruptFrame, err)
+	}
+	return m, nil
+}
+
+// The handshake: magic(4) version(1) kind(1) clusterID(8) from(8) to(8), integers
+// big-endian. It has a fixed size so that a receiver can read it whole before it
+// trusts anything about the stream.
+const (
+	handshakeLen    = 30
+	protocolVersion = 1
+)
+
+var handshakeMagic = [4]byte{'R', 'K', 'V', 'P'}
+
+// streamKind says what a stream carries.
+type streamKind uint8
+
+const (
+	// streamMessages: message frames, for as long as the connection lives.
+	streamMessages streamKind = 1
+	// streamSnapshot: one snapshot (header, chunks, end), then the receiver's status.
+	streamSnapshot streamKind = 2
+)
+
+func (k streamKind) String() string {
+	switch k {
+	case streamMessages:
+		return "messages"
+	case streamSnapshot:
+		return "snapshot"
+	}
+	return fmt.Sprintf("streamKind(%d)", uint8(k))
+}
+
+// handshake opens a stream: who is calling whom, in which cluster, for what.
+type handshake struct {
+	kind      streamKind
+	clusterID uint64
+	from, to  uint64
+}
+
+func (h handshake) marshal() [handshakeLen]byte {
+	var b [handshakeLen]byte
+	copy(b[0:4], handshakeMagic[:])
+	b[4] = protocolVersion
+	b[5] = byte(h.kind)
+	binary.BigEndian.PutUint64(b[6:14], h.clusterID)
+	binary.BigEndian.PutUint64(b[14:22], h.from)
+	binary.BigEndian.PutUint64(b[22:30], h.to)
+	return b
+}
+
+// parseHandshake decodes b and checks what it can without knowing the receiver: the
+// magic, the version, the stream kind, non-zero ids. The receiver checks the cluster
+// and its own id.
+func parseHandshake(b []byte) (handshake, error) {
+	if len(b) != handshakeLen {
+		return handshake{}, fmt.Errorf("%w: handshake of %d bytes, want %d", ErrHandshake, len(b), handshakeLen)
+	}
+	if [4]byte(b[0:4]) != handshakeMagic {
+		return handshake{}, fmt.Errorf("%w: magic %q is not %q; is this a raftkv peer port?", ErrHandshake, b[0:4], handshakeMagic[:])
+	}
+	if b[4] != protocolVersion {
+		return handshake{}, fmt.Errorf("%w: peer speaks protocol version %d, this node %d; run the same raftkv version on every node", ErrHandshake, b[4], protocolVersion)
+	}
+	h := handshake{
+		kind:      streamKind(b[5]),
+		clusterID: binary.BigEndian.Uint64(b[6:14]),
+		from:      binary.BigEndian.Uint64(b[14:22]),
+		to:        binary.BigEndian.Uint64(b[22:30]),
+	}
+	if h.kind != streamMessages && h.kind != streamSnapshot {
+		return handshake{}, fmt.Errorf("%w: unknown stream kind %d", ErrHandshake, b[5])
+	}
+	if h.from == 0 || h.to == 0 {
+		return handshake{}, fmt.Errorf("%w: node id 0 (from %d, to %d)", ErrHandshake, h.from, h.to)
+	}
+	return h, nil
+}
+
+// maxReasonBytes bounds the reason a status frame carries, and maxStatusBytes the
+// whole status payload a sender will read.
+const (
+	maxReasonBytes = 512
+	maxStatusBytes = 1 + maxReasonBytes
+)
+
+// encodeStatus returns the payload of a status frame: accepted if refusal is nil,
+// refused with its text as the reason otherwise.
+func encodeStatus(refusal error) []byte {
+	if refusal == nil {
+		return []byte{0}
+	}
+	reason := refusal.Error()
+	if len(reason) > maxReasonBytes {
+		reason = reason[:maxReasonBytes]
+		for !utf8.ValidString(reason) {
+			reason = reason[:len(reason)-1]
+		}
+	}
+	return append([]byte{1}, reason...)
+}
+
+// errRefused carries the reason a peer gave for refusing.
+type errRefused struct{ reason string }
+
+func (e *errRefused) Error() string { return "peer refused: " + e.reason }
+
+// decodeStatus returns nil for an accepted status, an *errRefused for a refusal, and
+// ErrCorruptFrame for a payload that is neither.
+func decodeStatus(payload []byte) error {
+	if len(payload) == 0 || payload[0] > 1 || (payload[0] == 0 && len(payload) > 1) {
+		return fmt.Errorf("%w: status payload % x", ErrCorruptFrame, payload[:min(len(payload), 16)])
+	}
+	if payload[0] == 0 {
+		return nil
+	}
+	return &errRefused{reason: string(payload[1:])}
+}
+
+// readStatus reads one status frame from fr.
+func readStatus(fr *frameReader) error {
+	t, payload, err := fr.next()
+	if err != nil {
+		return err
+	}
+	if t != frameStatus {
+		return fmt.Errorf("%w: %s frame where a status was due", ErrCorruptFrame, t)
+	}
+	return decodeStatus(payload)
+}
+
+// snapHeaderPrefix is the size field in front of a snapshot header's message.
+const snapHeaderPrefix = 8
+
+// encodeSnapHeader returns the payload of a snapshot header frame for m, whose
+// Snapshot.Data is sent separately in chunks.
+func encodeSnapHeader(m raft.Message) []byte {
+	snap := *m.Snapshot
+	size := len(snap.Data)
+	snap.Data = nil
+	m.Snapshot = &snap
+	b := make([]byte, snapHeaderPrefix, snapHeaderPrefix+m.Size())
+	binary.BigEndian.PutUint64(b, uint64(size))
+	return m.MarshalTo(b)
+}
+
+// decodeSnapHeader decodes a snapshot header frame's payload: the size of the data to
+// follow and the message, which must be a MsgSnap with empty data.
+func decodeSnapHeader(payload []byte) (raft.Message, uint64, error) {
+	if len(payload) < snapHeaderPrefix {
+		return raft.Message{}, 0, fmt.Errorf("%w: snapshot header of %d bytes", ErrCorruptFrame, len(payload))
+	}
+	size := binary.BigEndian.Uint64(payload)
+	m, err := decodeMessage(payload[snapHeaderPrefix:])
+	if err != nil {
+		return raft.Message{}, 0, err
+	}
+	if m.Type != raft.MsgSnap || m.Snapshot == nil || len(m.Snapshot.Data) != 0 {
+		return raft.Message{}, 0, fmt.Errorf("%w: snapshot header holds %s (snapshot present: %v), want a MsgSnap with its data sent apart",
+			ErrCorruptFrame, m.Type, m.Snapshot != nil)
+	}
+	return m, size, nil
+}

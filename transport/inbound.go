@@ -1,0 +1,171 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"raftkv/raft"
+)
+
+// readBufferBytes is the size of an inbound stream's read buffer.
+const readBufferBytes = 64 << 10
+
+// statusWriteTimeout bounds the write of a status frame to a peer we are about to
+// hang up on: the reason is a courtesy, not worth waiting for.
+const statusWriteTimeout = time.Second
+
+// serveConn runs one inbound connection: the handshake, then the stream it opens.
+func (t *Transport) serveConn(conn net.Conn) {
+	defer conn.Close()
+	stop := afterFuncClose(t.ctx, conn)
+	defer stop()
+	remote := conn.RemoteAddr().String()
+
+	conn.SetReadDeadline(time.Now().Add(t.cfg.IOTimeout))
+	var raw [handshakeLen]byte
+	if _, err := io.ReadFull(conn, raw[:]); err != nil {
+		// A port scanner or a peer that gave up: nothing worth a warning.
+		t.logger.Debug("transport: inbound connection closed before its handshake", "remote", remote, "err", err)
+		return
+	}
+	hs, err := parseHandshake(raw[:])
+	if err == nil {
+		err = t.checkHandshake(hs)
+	}
+	if err != nil {
+		t.streamsRefused.Add(1)
+		t.logger.Warn("transport: refusing inbound stream", "remote", remote, "err", err)
+		writeStatus(conn, err)
+		return
+	}
+	if hs.kind == streamMessages {
+		// Registered before the dialler hears it was accepted, so that of two streams
+		// from one peer the one accepted last is the one kept.
+		if !t.addInbound(hs.from, conn) {
+			return
+		}
+		defer t.removeInbound(hs.from, conn)
+	}
+	if err := writeStatus(conn, nil); err != nil {
+		return
+	}
+	conn.SetReadDeadline(time.Time{})
+	t.streamsAccepted.Add(1)
+	if hs.kind == streamSnapshot {
+		t.receiveSnapshot(conn, hs.from)
+		return
+	}
+
+	err = t.readMessages(t.ctx, bufio.NewReaderSize(conn, readBufferBytes), hs.from)
+	logger := t.logger.With("peer", hs.from, "remote", remote)
+	switch {
+	case t.ctx.Err() != nil:
+		// Closing: every stream ends this way.
+	case errors.Is(err, ErrFrameTooLarge) || errors.Is(err, ErrCorruptFrame):
+		t.streamsBroken.Add(1)
+		logger.Warn("transport: closing inbound stream on a bad frame", "err", err)
+		writeStatus(conn, err)
+	case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
+		// The peer hung up, or a newer stream from it replaced this one.
+		logger.Debug("transport: inbound stream closed", "err", err)
+	default:
+		logger.Info("transport: inbound stream failed", "err", err)
+	}
+}
+
+// checkHandshake refuses a stream that is not meant for this node.
+func (t *Transport) checkHandshake(hs handshake) error {
+	if hs.clusterID != t.cfg.ClusterID {
+		return fmt.Errorf("%w: stream from node %d of cluster %x, this is cluster %x; check the peer addresses and the cluster id",
+			ErrHandshake, hs.from, hs.clusterID, t.cfg.ClusterID)
+	}
+	if hs.to != t.cfg.ID {
+		return fmt.Errorf("%w: node %d dialled node %d, but this is node %d; check node %d's peer addresses",
+			ErrHandshake, hs.from, hs.to, t.cfg.ID, hs.from)
+	}
+	if hs.from == t.cfg.ID {
+		return fmt.Errorf("%w: stream claims to come from node %d, which is this node; two nodes share an id", ErrHandshake, hs.from)
+	}
+	return nil
+}
+
+// writeStatus sends a status frame directly on conn: accepted if refusal is nil.
+func writeStatus(conn net.Conn, refusal error) error {
+	payload := encodeStatus(refusal)
+	frame := make([]byte, frameHeaderLen, frameHeaderLen+len(payload))
+	putFrameHeader(frame, frameStatus, payload)
+	frame = append(frame, payload...)
+	conn.SetWriteDeadline(time.Now().Add(statusWriteTimeout))
+	_, err := conn.Write(frame)
+	conn.SetWriteDeadline(time.Time{})
+	return err
+}
+
+// addInbound records conn as the live message stream from peer from, closing the one
+// it replaces: a peer that redials has given up on the old stream, which may be half
+// open. It reports false if the Transport is closed.
+func (t *Transport) addInbound(from uint64, conn net.Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.mu.isClosed {
+		return false
+	}
+	if old := t.mu.inbound[from]; old != nil {
+		old.Close()
+	}
+	t.mu.inbound[from] = conn
+	return true
+}
+
+func (t *Transport) removeInbound(from uint64, conn net.Conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.mu.inbound[from] == conn {
+		delete(t.mu.inbound, from)
+	}
+}
+
+// readMessages decodes message frames from r, a stream from peer from, and hands each
+// to the handler, until the stream ends, a frame is bad, or the handler fails.
+func (t *Transport) readMessages(ctx context.Context, r io.Reader, from uint64) error {
+	fr := frameReader{r: r, maxPayload: t.cfg.MaxFrameBytes}
+	for {
+		typ, payload, err := fr.next()
+		if err != nil {
+			return err
+		}
+		if typ != frameMessage {
+			return fmt.Errorf("%w: %s frame on a message stream", ErrCorruptFrame, typ)
+		}
+		m, err := decodeMessage(payload)
+		if err != nil {
+			return err
+		}
+		if err := t.checkInbound(&m, from); err != nil {
+			return err
+		}
+		if err := t.h.Step(ctx, m); err != nil {
+			return fmt.Errorf("handler refused %s from %d: %w", m.Type, m.From, err)
+		}
+		t.received.Add(1)
+	}
+}
+
+// checkInbound refuses a message that could not have been sent to this node by the
+// peer at the other end of the stream.
+func (t *Transport) checkInbound(m *raft.Message, from uint64) error {
+	switch {
+	case m.Type.IsLocal():
+		return fmt.Errorf("%w: %s is local to a node and never crosses the network", ErrCorruptFrame, m.Type)
+	case m.To != t.cfg.ID:
+		return fmt.Errorf("%w: %s addressed to node %d arrived at node %d", ErrCorruptFrame, m.Type, m.To, t.cfg.ID)
+	case m.From != from:
+		return fmt.Errorf("%w: %s claims to come from node %d on the stream from node %d", ErrCorruptFrame, m.Type, m.From, from)
+	}
+	return nil
+}

@@ -1,0 +1,159 @@
+package transport
+
+import (
+	"bytes"
+	"encoding/binary"
+	"hash/crc32"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"raftkv/raft"
+)
+
+func TestSnapshotSentInChunks(t *testing.T) {
+	// Frames of at most 1 MiB: a 6 MiB snapshot can only arrive in chunks.
+	nodes := startCluster(t, []uint64{1, 2}, func(c *Config) {
+		c.MaxFrameBytes = 1 << 20
+		c.SnapshotChunkBytes = 256 << 10
+	})
+	waitConnected(t, nodes)
+	data := make([]byte, 6<<20+123)
+	seed := rand.Uint64()
+	t.Logf("snapshot data seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	nodes[1].tr.Send([]raft.Message{snapMsg(1, 2, data), {Type: raft.MsgHeartbeat, From: 1, To: 2}})
+	waitFor(t, 10*time.Second, "the snapshot report", func() bool { return len(nodes[1].h.snapshotReports()) == 1 })
+	if r := nodes[1].h.snapshotReports()[0]; r != (snapReport{id: 2, isFailed: false}) {
+		t.Fatalf("ReportSnapshot%+v, want (2, false)", r)
+	}
+	waitFor(t, 5*time.Second, "the heartbeat", func() bool { return nodes[2].h.count() == 2 })
+	var snap *raft.Message
+	for _, m := range nodes[2].h.messages() {
+		if m.Type == raft.MsgSnap {
+			snap = &m
+		}
+	}
+	if snap == nil {
+		t.Fatalf("no MsgSnap delivered")
+	}
+	if snap.From != 1 || snap.To != 2 || snap.Term != 3 || snap.Snapshot.Index != 100 || snap.Snapshot.Term != 2 {
+		t.Fatalf("delivered %v with snapshot index %d term %d", snap, snap.Snapshot.Index, snap.Snapshot.Term)
+	}
+	if !bytes.Equal(snap.Snapshot.Data, data) {
+		t.Fatalf("snapshot data differs: %d bytes delivered, %d sent", len(snap.Snapshot.Data), len(data))
+	}
+	if st := nodes[1].tr.Stats().Peers[2]; st.SnapshotsSent != 1 || st.SnapshotsFailed != 0 {
+		t.Fatalf("sender stats %+v", st)
+	}
+	if st := nodes[2].tr.Stats(); st.SnapshotsReceived != 1 || st.Received != 2 {
+		t.Fatalf("receiver stats %+v", st)
+	}
+}
+
+func TestEmptySnapshot(t *testing.T) {
+	nodes := startCluster(t, []uint64{1, 2}, nil)
+	nodes[1].tr.Send([]raft.Message{snapMsg(1, 2, nil)})
+	waitFor(t, 5*time.Second, "the snapshot", func() bool { return nodes[2].h.count() == 1 })
+	waitFor(t, 5*time.Second, "the report", func() bool { return len(nodes[1].h.snapshotReports()) == 1 })
+	if r := nodes[1].h.snapshotReports()[0]; r.isFailed {
+		t.Fatalf("empty snapshot reported failed")
+	}
+}
+
+func TestSnapshotToDownPeerFails(t *testing.T) {
+	n1 := startNode(t, testConfig(1, map[uint64]string{2: deadAddr(t)}, newLogCapture()), listen(t))
+	n1.tr.Send([]raft.Message{snapMsg(1, 2, make([]byte, 1<<20))})
+	waitFor(t, 5*time.Second, "the snapshot report", func() bool { return len(n1.h.snapshotReports()) == 1 })
+	if r := n1.h.snapshotReports()[0]; r != (snapReport{id: 2, isFailed: true}) {
+		t.Fatalf("ReportSnapshot%+v, want (2, true)", r)
+	}
+	if st := n1.tr.Stats().Peers[2]; st.SnapshotsFailed != 1 {
+		t.Fatalf("stats %+v, want one failed snapshot", st)
+	}
+}
+
+func TestSnapshotOverLimitRefused(t *testing.T) {
+	nodes := startCluster(t, []uint64{1, 2}, func(c *Config) { c.MaxSnapshotBytes = 1 << 20 })
+	nodes[1].tr.Send([]raft.Message{snapMsg(1, 2, make([]byte, 2<<20))})
+	waitFor(t, 5*time.Second, "the snapshot report", func() bool { return len(nodes[1].h.snapshotReports()) == 1 })
+	if r := nodes[1].h.snapshotReports()[0]; !r.isFailed {
+		t.Fatalf("snapshot over the receiver's limit reported success")
+	}
+	if nodes[2].h.count() != 0 || nodes[2].tr.Stats().SnapshotsRefused != 1 {
+		t.Fatalf("receiver took %d messages, refused %d snapshots", nodes[2].h.count(), nodes[2].tr.Stats().SnapshotsRefused)
+	}
+	// The sender logs the receiver's reason.
+	if nodes[1].logs.find("sending snapshot failed", "node 2 accepts at most 1048576; raise its MaxSnapshotBytes") == "" {
+		t.Fatalf("the sender did not log the receiver's reason")
+	}
+}
+
+func TestOneSnapshotAtATime(t *testing.T) {
+	nodes := startCluster(t, []uint64{1, 2}, nil)
+	gate := nodes[2].h.hold()
+	nodes[1].tr.Send([]raft.Message{snapMsg(1, 2, []byte("first"))})
+	nodes[1].tr.Send([]raft.Message{snapMsg(1, 2, []byte("second"))})
+	if r := nodes[1].h.snapshotReports(); len(r) != 1 || !r[0].isFailed {
+		t.Fatalf("a second snapshot while one is in flight: reports %+v, want one failure at once", r)
+	}
+	close(gate)
+	waitFor(t, 5*time.Second, "the first snapshot", func() bool { return len(nodes[1].h.snapshotReports()) == 2 })
+	if r := nodes[1].h.snapshotReports()[1]; r.isFailed {
+		t.Fatalf("the first snapshot failed")
+	}
+	if got := string(nodes[2].h.messages()[0].Snapshot.Data); got != "first" {
+		t.Fatalf("delivered %q, want the first snapshot", got)
+	}
+}
+
+func TestCorruptSnapshotStreams(t *testing.T) {
+	n1 := startNode(t, testConfig(1, nil, newLogCapture()), listen(t))
+	header := func(m raft.Message, size uint64) []byte {
+		p := encodeSnapHeader(m)
+		binary.BigEndian.PutUint64(p, size)
+		return rawFrame(frameSnapHeader, p)
+	}
+	end := func(data []byte) []byte {
+		return rawFrame(frameSnapEnd, binary.BigEndian.AppendUint32(nil, crc32.Checksum(data, castagnoli)))
+	}
+	snap := snapMsg(2, 1, nil)
+	tests := []struct {
+		name   string
+		header []byte
+		rest   []byte
+		want   string
+	}{
+		{"not a header", rawFrame(frameMessage, encodeMsg(appMsg(2, 1, 1, nil))), nil, "where a snapshot header was due"},
+		{"not a MsgSnap", rawFrame(frameSnapHeader, append(make([]byte, 8), encodeMsg(appMsg(2, 1, 1, nil))...)), nil, "want a MsgSnap"},
+		{"to another node", header(snapMsg(2, 3, nil), 4), nil, "addressed to node 3"},
+		{"whole CRC wrong", header(snap, 4), append(rawFrame(frameSnapChunk, []byte("abcd")), end([]byte("abce"))...), "has CRC"},
+		{"chunk overruns", header(snap, 4), rawFrame(frameSnapChunk, []byte("abcde")), "still to come"},
+		{"empty chunk", header(snap, 4), rawFrame(frameSnapChunk, nil), "still to come"},
+		{"no end", header(snap, 4), append(rawFrame(frameSnapChunk, []byte("abcd")), rawFrame(frameSnapChunk, []byte("e"))...), "where the snapshot's end was due"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn := rawStream(t, n1, 2, streamSnapshot)
+			defer conn.Close()
+			conn.Write(tt.header)
+			if tt.rest != nil {
+				conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if err := readStatus(&frameReader{r: conn, maxPayload: maxStatusBytes}); err != nil {
+					t.Fatalf("header refused: %v", err)
+				}
+				conn.Write(tt.rest)
+			}
+			if reason := readRefusal(t, conn); !strings.Contains(reason, tt.want) {
+				t.Fatalf("refusal %q, want it to contain %q", reason, tt.want)
+			}
+			if n1.h.count() != 0 {
+				t.Fatalf("a corrupt snapshot reached the handler")
+			}
+		})
+	}
+}
