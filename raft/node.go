@@ -112,7 +112,7 @@ func NewNode(cfg Config, transport Transport) (*Node, error) {
 		storage:   cfg.Storage,
 		transport: transport,
 		cfg:       cfg,
-		logger:    cfg.Logger.With("raft_id", cfg.ID).Error,
+		logger:    cfg.Logger.With("raft_id", fmt.Sprintf("%x", cfg.ID)).Error,
 		propc:     make(chan proposal, cfg.MaxPendingProposals),
 		recvc:     make(chan Message, cfg.MaxPendingProposals),
 		readc:     make(chan chan readResult, cfg.MaxPendingProposals),
@@ -447,8 +447,16 @@ func (n *Node) propose(p proposal) {
 	p.reply <- proposalResult{index: index, term: term, err: err}
 }
 
-// handleReady persists, sends and queues for applying, in the order Ready requires.
+// handleReady persists, sends and queues for applying, in the order Ready requires,
+// except that a leader's appends and heartbeats go out before its own disk write
+// (thesis §10.2.1): they depend on nothing this Ready persists (the leader's term and
+// vote were durable before it campaigned), and the leader counts its own copy only
+// after Advance, so the write overlaps the round trip without weakening Figure 2.
 func (n *Node) handleReady(rd Ready) error {
+	early, late := splitLeaderMessages(rd.Messages)
+	if len(early) > 0 {
+		n.transport.Send(early)
+	}
 	if !rd.Snapshot.IsEmpty() {
 		if err := n.storage.ApplySnapshot(rd.Snapshot); err != nil {
 			return fmt.Errorf("raft: persisting snapshot at index %d: %w", rd.Snapshot.Index, err)
@@ -459,8 +467,8 @@ func (n *Node) handleReady(rd Ready) error {
 			return fmt.Errorf("raft: persisting %d entries and HardState %+v: %w", len(rd.Entries), rd.HardState, err)
 		}
 	}
-	if len(rd.Messages) > 0 {
-		n.transport.Send(rd.Messages)
+	if len(late) > 0 {
+		n.transport.Send(late)
 	}
 	var batch []ApplyMsg
 	if !rd.Snapshot.IsEmpty() {
@@ -482,6 +490,20 @@ func (n *Node) handleReady(rd Ready) error {
 		}
 	}
 	return nil
+}
+
+// splitLeaderMessages separates the messages only a leader sends (appends, heartbeats,
+// snapshots), which may leave before the Ready is persisted, from the answers (votes,
+// acknowledgements) that must wait for it. It keeps each group's order.
+func splitLeaderMessages(msgs []Message) (early, late []Message) {
+	for _, m := range msgs {
+		if m.Type == MsgApp || m.Type == MsgHeartbeat || m.Type == MsgSnap {
+			early = append(early, m)
+		} else {
+			late = append(late, m)
+		}
+	}
+	return early, late
 }
 
 func (n *Node) createSnapshot(s snapshotRequest) error {

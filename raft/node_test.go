@@ -327,3 +327,24 @@ func TestNodeForwardFromFollower(t *testing.T) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+func TestSplitLeaderMessagesKeepsOrder(t *testing.T) {
+	msgs := []Message{
+		{Type: MsgApp, To: 2}, {Type: MsgVoteResp, To: 3}, {Type: MsgHeartbeat, To: 3},
+		{Type: MsgAppResp, To: 2}, {Type: MsgSnap, To: 2},
+	}
+	early, late := splitLeaderMessages(msgs)
+	want := func(ms []Message, types ...MessageType) {
+		t.Helper()
+		if len(ms) != len(types) {
+			t.Fatalf("got %d messages, want %v", len(ms), types)
+		}
+		for i := range ms {
+			if ms[i].Type != types[i] {
+				t.Fatalf("message %d is %s, want %s", i, ms[i].Type, types[i])
+			}
+		}
+	}
+	want(early, MsgApp, MsgHeartbeat, MsgSnap)
+	want(late, MsgVoteResp, MsgAppResp)
+}

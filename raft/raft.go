@@ -92,7 +92,7 @@ func newRaft(c Config) (*raft, error) {
 		maxInflight:        c.MaxInflightMsgs,
 		maxUncommittedSize: c.MaxUncommittedEntriesBytes,
 		rand:               rand.New(rand.NewSource(c.RandSeed)),
-		logger:             c.Logger.With("raft_id", c.ID),
+		logger:             c.Logger.With("raft_id", fmt.Sprintf("%x", c.ID)),
 	}
 	r.reads.limit = c.MaxPendingProposals
 	for _, id := range r.peers {
