@@ -79,6 +79,9 @@ func (e *Entry) MarshalTo(b []byte) []byte {
 // e.Data aliases data (see the file comment). The type byte is carried unchanged, known
 // or not: judging it is the reader's business. On error e is left unspecified.
 func (e *Entry) Unmarshal(data []byte) error {
+	if n := entryPrefix(data, e); n > 0 && n == len(data) {
+		return nil
+	}
 	d := decoder{buf: data, what: "entry"}
 	d.entry(e)
 	return d.finish()
@@ -251,29 +254,29 @@ func (d *decoder) uvarint(field string) uint64 {
 	if d.err != nil {
 		return 0
 	}
-	var v uint64
-	var shift uint
-	for i := 0; ; i++ {
-		if d.off+i >= len(d.buf) {
-			d.fail(field, "input ends inside a varint")
-			return 0
-		}
-		c := d.buf[d.off+i]
-		if i == binary.MaxVarintLen64-1 && c > 1 {
-			d.fail(field, "varint overflows 64 bits")
-			return 0
-		}
-		if c < 0x80 {
-			if c == 0 && i > 0 {
-				d.fail(field, "overlong varint")
-				return 0
-			}
-			d.off += i + 1
-			return v | uint64(c)<<shift
-		}
-		v |= uint64(c&0x7f) << shift
-		shift += 7
+	if d.off < len(d.buf) && d.buf[d.off] < 0x80 {
+		v := uint64(d.buf[d.off]) // the common one-byte case
+		d.off++
+		return v
 	}
+	return d.uvarintSlow(field)
+}
+
+func (d *decoder) uvarintSlow(field string) uint64 {
+	v, n := binary.Uvarint(d.buf[d.off:])
+	switch {
+	case n == 0:
+		d.fail(field, "input ends inside a varint")
+		return 0
+	case n < 0:
+		d.fail(field, "varint overflows 64 bits")
+		return 0
+	case d.buf[d.off+n-1] == 0:
+		d.fail(field, "overlong varint")
+		return 0
+	}
+	d.off += n
+	return v
 }
 
 // count reads a byte length or an element count and checks that the rest of the input
@@ -304,6 +307,12 @@ func (d *decoder) bytes(field string) []byte {
 }
 
 func (d *decoder) entry(e *Entry) {
+	if d.err == nil {
+		if n := entryPrefix(d.buf[d.off:], e); n > 0 {
+			d.off += n
+			return
+		}
+	}
 	e.Term = d.uvarint("Entry.Term")
 	e.Index = d.uvarint("Entry.Index")
 	e.Type = EntryType(d.byte("Entry.Type"))
@@ -314,6 +323,51 @@ func (d *decoder) snapshot(s *Snapshot) {
 	s.Index = d.uvarint("Snapshot.Index")
 	s.Term = d.uvarint("Snapshot.Term")
 	s.Data = d.bytes("Snapshot.Data")
+}
+
+// entryPrefix decodes the entry at the start of b by the same rules as decoder.entry,
+// on a fast path with no error reporting: it returns the bytes used, or 0 if b does
+// not start with a valid entry (the decoder then says why). Entries are most of what
+// is decoded, in messages and in the WAL at start-up, so this is the hot path.
+func entryPrefix(b []byte, e *Entry) int {
+	term, n1 := canonicalUvarint(b)
+	if n1 <= 0 {
+		return 0
+	}
+	index, n2 := canonicalUvarint(b[n1:])
+	if n2 <= 0 {
+		return 0
+	}
+	p := n1 + n2
+	if p >= len(b) {
+		return 0
+	}
+	typ := b[p]
+	p++
+	size, n3 := canonicalUvarint(b[p:])
+	if n3 <= 0 || size > uint64(len(b)-p-n3) {
+		return 0
+	}
+	p += n3
+	e.Term, e.Index, e.Type, e.Data = term, index, EntryType(typ), nil
+	if size > 0 {
+		end := p + int(size)
+		e.Data = b[p:end:end]
+	}
+	return p + int(size)
+}
+
+// canonicalUvarint reads a uvarint under decoder.uvarint's rules, returning n <= 0 on
+// any failure.
+func canonicalUvarint(b []byte) (uint64, int) {
+	if len(b) > 0 && b[0] < 0x80 {
+		return uint64(b[0]), 1
+	}
+	v, n := binary.Uvarint(b)
+	if n <= 1 || b[n-1] == 0 {
+		return 0, -1
+	}
+	return v, n
 }
 
 // finish reports the first error, or trailing bytes if the input was not consumed.

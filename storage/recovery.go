@@ -1,0 +1,356 @@
+package storage
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sync"
+
+	"raftkv/raft"
+)
+
+// Recovery reads every segment in order and replays its records.
+//
+// A segment other than the last is read strictly: its successor's start record says
+// where its records end (prevEnd), and every record up to there must be sound. A
+// segment is only ever followed by another once it was synced, so any failure there
+// is damage, not a crash.
+//
+// In the last segment a crash can leave a torn write. Writes not yet synced reach the
+// disk in order (the model MemFS implements), so a torn tail is a bad record followed
+// by nothing: after the last sound record there is at most one bad record (its header
+// torn, or its payload), then only the zeros of the preallocated space. Recovery cuts
+// that off and starts with the sound prefix, which holds at least every record that
+// was synced. A bad record followed by anything else (another record, stray bytes)
+// cannot come from a torn append: that is damage, and recovery refuses to start,
+// naming the file and offset, rather than drop what follows. (A disk that persisted
+// unsynced writes out of order could leave such a hole after a power loss; recovery
+// then fails closed, refusing rather than guessing which records were synced.)
+//
+// A bit flip inside the very last record looks exactly like a torn write and is cut
+// off with it, and so would a record of another cluster spliced onto the very end (its
+// checksums, seeded with another cluster's id, fail ours): no log can tell those apart
+// from a tear without another copy. Anywhere else they are found and refused.
+
+// walRecovery is what recoverWAL found.
+type walRecovery struct {
+	replay
+	fresh     bool   // no segment at all
+	lastSeq   uint64 // the last segment
+	lastEnd   int64  // where its sound records end
+	lastClean bool   // nothing but zeros after lastEnd: appends can continue there
+}
+
+// segmentFile is a segment being recovered.
+type segmentFile struct {
+	seq      uint64
+	path     string
+	f        File
+	size     int64
+	start    segmentStart
+	startEnd int64 // where the start record ends
+	end      int64 // where the records end, as the next segment says (not for the last)
+}
+
+// recoverWAL reads the WAL in dir and replays it.
+func recoverWAL(fsys FS, dataDir, dir string, clusterID uint64, logger *slog.Logger) (*walRecovery, error) {
+	names, err := fsys.List(dir)
+	if err != nil {
+		return nil, fmt.Errorf("storage: listing WAL directory: %w", err)
+	}
+	var segs []*segmentFile
+	for _, name := range sortedNames(names) {
+		seq, ok := parseSegmentName(name)
+		if !ok {
+			logger.Warn("ignoring a file in the WAL directory that is not a segment", "file", filepath.Join(dir, name))
+			continue
+		}
+		segs = append(segs, &segmentFile{seq: seq, path: filepath.Join(dir, name)})
+	}
+	if len(segs) == 0 {
+		return &walRecovery{fresh: true}, nil
+	}
+	defer func() {
+		for _, s := range segs {
+			if s.f != nil {
+				s.f.Close()
+			}
+		}
+	}()
+	for i := 1; i < len(segs); i++ {
+		if segs[i].seq != segs[i-1].seq+1 {
+			return nil, corruptf(segs[i].path, 0, "the segments before it end at %s: segment %s is missing",
+				segmentName(segs[i-1].seq), segmentName(segs[i-1].seq+1))
+		}
+	}
+	seed := clusterSeed(clusterID)
+	for i, s := range segs {
+		if err := openSegment(fsys, s, i == 0, dataDir, clusterID, seed); err != nil {
+			return nil, err
+		}
+	}
+
+	for i, s := range segs[:len(segs)-1] {
+		end := int64(segs[i+1].start.prevEnd)
+		if end < s.startEnd || end > s.size {
+			return nil, corruptf(s.path, s.size, "the next segment says this one's records end at offset %d, but the file is %d bytes",
+				end, s.size)
+		}
+		s.end = end
+	}
+
+	// Every segment but the last goes through the pipeline (pipeline.go), which reads
+	// them and replays their records into rec; the last segment is scanned meanwhile
+	// on a goroutine of its own, then replayed. Both are joined before the files close.
+	rec := &walRecovery{}
+	last := segs[len(segs)-1]
+	var tail lastSegment
+	var tailDone sync.WaitGroup
+	tailDone.Go(func() { tail = scanLast(last, seed, logger) })
+	defer tailDone.Wait()
+	if err := replaySegments(segs[:len(segs)-1], seed, &rec.replay); err != nil {
+		return nil, err
+	}
+	tailDone.Wait()
+	if tail.err != nil {
+		return nil, tail.err
+	}
+	rec.lastSeq, rec.lastEnd, rec.lastClean = last.seq, tail.end, tail.clean
+	whole := func(int64) ([]byte, error) { return tail.buf, nil }
+	if err := replayRecords(tail.buf, last, len(segs) == 1, seed, false, whole, &rec.replay); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// lastSegment is what scanLast found in the last segment.
+type lastSegment struct {
+	buf   []byte // its contents up to end
+	end   int64
+	clean bool
+	err   error
+}
+
+func scanLast(s *segmentFile, seed uint32, logger *slog.Logger) lastSegment {
+	buf, end, clean, err := scanLastSegment(s, seed, logger)
+	if err != nil {
+		return lastSegment{err: err}
+	}
+	return lastSegment{buf: buf[:end], end: end, clean: clean}
+}
+
+// openSegment opens a segment and checks its header and start record.
+func openSegment(fsys FS, s *segmentFile, first bool, dataDir string, clusterID uint64, seed uint32) error {
+	f, err := fsys.Open(s.path)
+	if err != nil {
+		return fmt.Errorf("storage: opening WAL segment: %w", err)
+	}
+	s.f = f
+	if s.size, err = f.Size(); err != nil {
+		return fmt.Errorf("storage: WAL segment %s: %w", s.path, err)
+	}
+	head := make([]byte, min(s.size, maxSegmentInit))
+	if _, err := f.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("storage: reading WAL segment %s: %w", s.path, err)
+	}
+	h, problem := parseSegmentHeader(head)
+	if problem != "" {
+		return corruptf(s.path, 0, "%s", problem)
+	}
+	if h.clusterID != clusterID {
+		if first {
+			return fmt.Errorf("%w: data dir %q holds a WAL of cluster %x, not %x; point --data-dir elsewhere",
+				ErrClusterMismatch, dataDir, h.clusterID, clusterID)
+		}
+		return corruptf(s.path, 16, "segment of cluster %x in the WAL of cluster %x", h.clusterID, clusterID)
+	}
+	if h.seq != s.seq {
+		return corruptf(s.path, 24, "header says segment %d, the name says %d", h.seq, s.seq)
+	}
+	r, status := readRecord(head, segmentHeaderSize, seed, maxSegmentStartPayload)
+	if status != recordOK || r.typ != recSegmentStart {
+		return corruptf(s.path, segmentHeaderSize, "no segment start record after the header (%v, %v)", status, r.typ)
+	}
+	if s.start, err = decodeSegmentStart(r.payload); err != nil {
+		return corruptf(s.path, segmentHeaderSize, "segment start record: %v", err)
+	}
+	s.startEnd = r.end
+	return nil
+}
+
+// scanChunk is how much of the last segment is read at a time.
+const scanChunk = 1 << 20
+
+// scanLastSegment reads the last segment up to the end of its sound records, and
+// decides whether what follows is clean (zeros), a torn write to cut off, or damage
+// (an error). It reads the file a chunk at a time and keeps only the part holding
+// records: most of a preallocated last segment is zeros, checked and dropped.
+func scanLastSegment(s *segmentFile, seed uint32, logger *slog.Logger) (buf []byte, end int64, clean bool, err error) {
+	var fileOff int64 // how much of the file buf holds
+	readMore := func() error {
+		n := min(scanChunk, s.size-fileOff)
+		if need := len(buf) + int(n); need > cap(buf) {
+			grown := make([]byte, len(buf), min(s.size, int64(max(need, 2*cap(buf)))))
+			copy(grown, buf)
+			buf = grown
+		}
+		buf = buf[:len(buf)+int(n)]
+		_, err := s.f.ReadAt(buf[fileOff:], fileOff)
+		fileOff += n
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("storage: reading WAL segment %s: %w", s.path, err)
+		}
+		return nil
+	}
+	off := s.startEnd
+	var r record
+	var status recordStatus
+	for {
+		r, status = readRecord(buf, off, seed, MaxSegmentSize)
+		if status == recordOK {
+			off = r.end
+			continue
+		}
+		// Decide only on whole data: a header or payload cut by the end of what was
+		// read so far may be whole in the file.
+		cut := status == recordTruncated || int64(len(buf))-off < recordHeaderSize
+		if cut && fileOff < s.size {
+			if err := readMore(); err != nil {
+				return nil, 0, false, err
+			}
+			continue
+		}
+		break
+	}
+	var skip int64
+	switch status {
+	case recordEnd:
+		skip = off
+	case recordBadHeader:
+		skip = off + recordHeaderSize
+	case recordTruncated, recordBadPayload:
+		skip = r.end
+	default:
+		return nil, 0, false, corruptf(s.path, off, "%v", status)
+	}
+	next, err := firstNonZero(s, buf, fileOff, skip)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	switch {
+	case next < 0 && status == recordEnd:
+		clean = true
+	case next >= 0 && status == recordEnd:
+		return nil, 0, false, corruptf(s.path, off, "no record here but data at offset %d, so it is not a write torn by a crash", next)
+	case next >= 0:
+		return nil, 0, false, corruptf(s.path, off, "%v, and data follows at offset %d, so it is not a write torn by a crash", status, next)
+	default:
+		logger.Warn("cutting off a torn write at the end of the WAL (a crash interrupted it; it was never reported durable)",
+			"file", s.path, "offset", off, "problem", status.String())
+	}
+	if off < int64(cap(buf))/2 {
+		// Entries alias the buffer; do not pin more than they need.
+		buf = bytes.Clone(buf[:off])
+	}
+	return buf, off, clean, nil
+}
+
+// firstNonZero returns the offset of the first non-zero byte of the segment at or
+// after from, or -1 if there is none. buf holds the file's first fileOff bytes.
+func firstNonZero(s *segmentFile, buf []byte, fileOff, from int64) (int64, error) {
+	if from < fileOff {
+		if i := slices.IndexFunc(buf[from:fileOff], func(b byte) bool { return b != 0 }); i >= 0 {
+			return from + int64(i), nil
+		}
+		from = fileOff
+	}
+	chunk := make([]byte, min(scanChunk, max(s.size-from, 0)))
+	for from < s.size {
+		n := min(int64(len(chunk)), s.size-from)
+		if _, err := s.f.ReadAt(chunk[:n], from); err != nil && !errors.Is(err, io.EOF) {
+			return 0, fmt.Errorf("storage: reading WAL segment %s: %w", s.path, err)
+		}
+		if !allZero(chunk[:n]) {
+			return from + int64(slices.IndexFunc(chunk[:n], func(b byte) bool { return b != 0 })), nil
+		}
+		from += n
+	}
+	return -1, nil
+}
+
+// replayRecords replays a segment: its start record, then the records of buf after
+// it, up to exactly len(buf). Entries go straight into the replayed log, their Data
+// aliasing buf. verify checks the payload checksums (scanLastSegment has already
+// checked those of the last segment); decoding runs right after the check, while the
+// bytes are still in the CPU's caches.
+//
+// The segment may still be arriving: readable(n) waits until at least the first n
+// bytes of buf (n <= len(buf)) hold the file's contents and returns the prefix that
+// does; replayRecords touches nothing beyond it.
+func replayRecords(buf []byte, s *segmentFile, first bool, seed uint32, verify bool,
+	readable func(n int64) ([]byte, error), r *replay) error {
+	if err := r.segmentStart(s.start, first, s.seq, location{s.path, segmentHeaderSize}); err != nil {
+		return err
+	}
+	size := int64(len(buf))
+	off := s.startEnd
+	for {
+		view, err := readable(min(off+recordHeaderSize, size))
+		if err != nil {
+			return err
+		}
+		rec, status := parseRecord(view, off, seed, MaxSegmentSize)
+		if status == recordTruncated && rec.end <= size {
+			if view, err = readable(rec.end); err != nil {
+				return err
+			}
+		}
+		if verify {
+			rec, status = readRecord(view, off, seed, MaxSegmentSize)
+		} else {
+			rec, status = parseRecord(view, off, seed, MaxSegmentSize)
+		}
+		if status == recordEnd && off == size {
+			return nil
+		}
+		if status != recordOK {
+			return corruptf(s.path, off, "%v, before the end of the segment's records at offset %d", status, size)
+		}
+		loc := location{s.path, off}
+		switch rec.typ {
+		case recBatch:
+			hs, err := decodeBatch(rec.payload, func(enc []byte, _ int) error {
+				var e raft.Entry
+				if err := e.Unmarshal(enc); err != nil {
+					return corruptf(s.path, off, "entry of the batch: %v", err)
+				}
+				return r.entry(&e, loc)
+			})
+			var ce *CorruptError
+			switch {
+			case errors.As(err, &ce):
+				return err
+			case err != nil:
+				return corruptf(s.path, off, "%v", err)
+			}
+			if hs != nil {
+				r.hs = *hs
+			}
+		case recSnapshot:
+			m, err := decodeSnapMarker(rec.payload)
+			if err != nil {
+				return corruptf(s.path, off, "%v", err)
+			}
+			if err := r.marker(m, s.seq, loc); err != nil {
+				return err
+			}
+		default:
+			return corruptf(s.path, off, "a %v record in the middle of a segment", rec.typ)
+		}
+		off = rec.end
+	}
+}

@@ -1,0 +1,133 @@
+package storage
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"path/filepath"
+	"strconv"
+)
+
+// A segment is one file of the WAL, named by its sequence number in hex
+// ("000000000000002a.wal"), preallocated to Options.SegmentSize. It starts with a
+// 64-byte header, little-endian:
+//
+//	0   [8]  magic "raftkvWL"
+//	8   u32  format version
+//	12  u32  zero
+//	16  u64  cluster id
+//	24  u64  sequence number (the same as in the name)
+//	32  u32  CRC-32C of bytes [0, 32)
+//	36  [28] zero
+//
+// then a segmentStart record, then records up to the segment's end; the preallocated
+// space after the last record reads as zeros. A segment only appears under its final
+// name once its header and first record are synced (see createSegment), so recovery
+// never meets a half-made one.
+const (
+	segmentHeaderSize = 64
+	segmentVersion    = 1
+	segmentExt        = ".wal"
+)
+
+var segmentMagic = [8]byte{'r', 'a', 'f', 't', 'k', 'v', 'W', 'L'}
+
+// maxSegmentInit bounds a segment's header and start record.
+const maxSegmentInit = segmentHeaderSize + recordHeaderSize + maxSegmentStartPayload
+
+func segmentName(seq uint64) string { return fmt.Sprintf("%016x%s", seq, segmentExt) }
+
+// parseSegmentName returns the sequence number of a segment's file name.
+func parseSegmentName(name string) (uint64, bool) {
+	if len(name) != 16+len(segmentExt) || filepath.Ext(name) != segmentExt {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(name[:16], 16, 64)
+	if err != nil || seq == 0 || segmentName(seq) != name {
+		return 0, false
+	}
+	return seq, true
+}
+
+func appendSegmentHeader(b []byte, clusterID, seq uint64) []byte {
+	start := len(b)
+	b = append(b, make([]byte, segmentHeaderSize)...)
+	h := b[start:]
+	copy(h[0:8], segmentMagic[:])
+	binary.LittleEndian.PutUint32(h[8:12], segmentVersion)
+	binary.LittleEndian.PutUint64(h[16:24], clusterID)
+	binary.LittleEndian.PutUint64(h[24:32], seq)
+	binary.LittleEndian.PutUint32(h[32:36], crc32.Checksum(h[:32], castagnoli))
+	return b
+}
+
+type segmentHeader struct {
+	clusterID uint64
+	seq       uint64
+}
+
+// parseSegmentHeader checks a header; on failure it says what is wrong.
+func parseSegmentHeader(b []byte) (segmentHeader, string) {
+	if len(b) < segmentHeaderSize {
+		return segmentHeader{}, fmt.Sprintf("file is %d bytes, shorter than a segment header", len(b))
+	}
+	h := b[:segmentHeaderSize]
+	if [8]byte(h[0:8]) != segmentMagic {
+		return segmentHeader{}, fmt.Sprintf("no segment magic (found %q): not a WAL segment", h[0:8])
+	}
+	if crc32.Checksum(h[:32], castagnoli) != binary.LittleEndian.Uint32(h[32:36]) {
+		return segmentHeader{}, "segment header fails its checksum"
+	}
+	if !allZero(h[12:16]) || !allZero(h[36:]) {
+		return segmentHeader{}, "reserved bytes of the segment header are not zero"
+	}
+	if v := binary.LittleEndian.Uint32(h[8:12]); v != segmentVersion {
+		return segmentHeader{}, fmt.Sprintf("segment format version %d, this build reads version %d", v, segmentVersion)
+	}
+	return segmentHeader{
+		clusterID: binary.LittleEndian.Uint64(h[16:24]),
+		seq:       binary.LittleEndian.Uint64(h[24:32]),
+	}, ""
+}
+
+// segmentInit returns the first bytes of a new segment: header and start record.
+func segmentInit(clusterID uint64, seed uint32, seq uint64, start segmentStart) []byte {
+	b := appendSegmentHeader(make([]byte, 0, maxSegmentInit), clusterID, seq)
+	return appendSegmentStartRecord(b, seed, start)
+}
+
+// createSegment makes segment seq in dir durable before anyone uses it: it writes init
+// to a temporary file, preallocates it to size, syncs it, renames it to its final name
+// and syncs the directory. A crash at any point leaves either no segment seq (the
+// temporary file is removed at the next open) or a complete one. It returns the file,
+// open for writing.
+func createSegment(fsys FS, dir string, seq uint64, init []byte, size int64) (File, error) {
+	final := filepath.Join(dir, segmentName(seq))
+	tmp := final + tmpSuffix
+	f, err := fsys.Create(tmp)
+	if err != nil {
+		return nil, fatalError("create of WAL segment "+tmp, err)
+	}
+	fail := func(what string, err error) (File, error) {
+		f.Close()
+		fsys.Remove(tmp) // best effort; the next open removes it anyway
+		return nil, fatalError(what, err)
+	}
+	if err := f.Preallocate(size); err != nil {
+		return fail(fmt.Sprintf("preallocation of %d bytes for WAL segment %s", size, tmp), err)
+	}
+	if _, err := f.WriteAt(init, 0); err != nil {
+		return fail("write of WAL segment header "+tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail("fdatasync of new WAL segment "+tmp, err)
+	}
+	if err := fsys.Rename(tmp, final); err != nil {
+		return fail("rename of new WAL segment to "+final, err)
+	}
+	if err := fsys.SyncDir(dir); err != nil {
+		f.Close()
+		return nil, fatalError("fsync of WAL directory "+dir, err)
+	}
+	return f, nil
+}

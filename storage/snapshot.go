@@ -1,0 +1,223 @@
+package storage
+
+import (
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strconv"
+
+	"raftkv/raft"
+)
+
+// A snapshot file is named "<index>-<term>.snap" (16 hex digits each) and holds, in
+// little-endian:
+//
+//	0   [8]  magic "raftkvSN"
+//	8   u32  format version
+//	12  u8   kind: 1 made here (CreateSnapshot), 2 received from the leader (ApplySnapshot)
+//	13  [3]  zero
+//	16  u64  cluster id
+//	24  u64  index
+//	32  u64  term
+//	40  u64  data length
+//	48  ...  data
+//	    u32  CRC-32C of every byte before it
+//
+// It is written under a temporary name, synced, renamed and its directory synced, so
+// a snapshot file that exists under its final name was complete when it got there;
+// the checksum catches what happened to it since.
+const (
+	snapHeaderSize  = 48
+	snapTrailerSize = 4
+	snapVersion     = 1
+	snapExt         = ".snap"
+)
+
+var snapMagic = [8]byte{'r', 'a', 'f', 't', 'k', 'v', 'S', 'N'}
+
+// snapFile is a snapshot file known by its name.
+type snapFile struct {
+	name  string
+	index uint64
+	term  uint64
+}
+
+func snapshotName(index, term uint64) string {
+	return fmt.Sprintf("%016x-%016x%s", index, term, snapExt)
+}
+
+func parseSnapshotName(name string) (snapFile, bool) {
+	if len(name) != 33+len(snapExt) || name[16] != '-' || filepath.Ext(name) != snapExt {
+		return snapFile{}, false
+	}
+	index, err1 := strconv.ParseUint(name[:16], 16, 64)
+	term, err2 := strconv.ParseUint(name[17:33], 16, 64)
+	if err1 != nil || err2 != nil || snapshotName(index, term) != name {
+		return snapFile{}, false
+	}
+	return snapFile{name: name, index: index, term: term}, true
+}
+
+// listSnapshots returns the snapshot files in dir, newest (highest index) first.
+func listSnapshots(fsys FS, dir string) ([]snapFile, error) {
+	names, err := fsys.List(dir)
+	if err != nil {
+		return nil, err
+	}
+	var files []snapFile
+	for _, name := range names {
+		if f, ok := parseSnapshotName(name); ok {
+			files = append(files, f)
+		}
+	}
+	slices.SortFunc(files, func(a, b snapFile) int {
+		return cmp.Or(cmp.Compare(b.index, a.index), cmp.Compare(b.term, a.term))
+	})
+	return files, nil
+}
+
+// writeSnapshot makes snap durable in dir. Its errors are fatal errors (fatalError).
+func writeSnapshot(fsys FS, dir string, clusterID uint64, snap raft.Snapshot, kind snapKind) error {
+	final := filepath.Join(dir, snapshotName(snap.Index, snap.Term))
+	tmp := final + tmpSuffix
+	var header [snapHeaderSize]byte
+	copy(header[0:8], snapMagic[:])
+	binary.LittleEndian.PutUint32(header[8:12], snapVersion)
+	header[12] = byte(kind)
+	binary.LittleEndian.PutUint64(header[16:24], clusterID)
+	binary.LittleEndian.PutUint64(header[24:32], snap.Index)
+	binary.LittleEndian.PutUint64(header[32:40], snap.Term)
+	binary.LittleEndian.PutUint64(header[40:48], uint64(len(snap.Data)))
+	crc := crc32.Update(crc32.Update(0, castagnoli, header[:]), castagnoli, snap.Data)
+	var trailer [snapTrailerSize]byte
+	binary.LittleEndian.PutUint32(trailer[:], crc)
+
+	f, err := fsys.Create(tmp)
+	if err != nil {
+		return fatalError("create of snapshot file "+tmp, err)
+	}
+	fail := func(what string, err error) error {
+		f.Close()
+		fsys.Remove(tmp) // best effort; the next open removes it anyway
+		return fatalError(what+" of snapshot file "+tmp, err)
+	}
+	size := int64(snapHeaderSize + len(snap.Data) + snapTrailerSize)
+	if err := f.Preallocate(size); err != nil {
+		return fail("preallocation", err)
+	}
+	if _, err := f.WriteAt(header[:], 0); err != nil {
+		return fail("write", err)
+	}
+	if _, err := f.WriteAt(snap.Data, snapHeaderSize); err != nil {
+		return fail("write", err)
+	}
+	if _, err := f.WriteAt(trailer[:], size-snapTrailerSize); err != nil {
+		return fail("write", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail("fdatasync", err)
+	}
+	if err := f.Close(); err != nil {
+		return fail("close", err)
+	}
+	if err := fsys.Rename(tmp, final); err != nil {
+		return fatalError("rename of snapshot file to "+final, err)
+	}
+	if err := fsys.SyncDir(dir); err != nil {
+		return fatalError("fsync of snapshot directory "+dir, err)
+	}
+	return nil
+}
+
+// errBadSnapshot is wrapped by the errors of readSnapshot for files that fail a check.
+var errBadSnapshot = errors.New("snapshot file fails its checks")
+
+// readSnapshot reads and checks a snapshot file. The returned Data is freshly read.
+func readSnapshot(fsys FS, dir string, sf snapFile, clusterID uint64) (raft.Snapshot, snapKind, error) {
+	path := filepath.Join(dir, sf.name)
+	bad := func(format string, args ...any) (raft.Snapshot, snapKind, error) {
+		return raft.Snapshot{}, 0, fmt.Errorf("%w: %s: %s", errBadSnapshot, path, fmt.Sprintf(format, args...))
+	}
+	f, err := fsys.Open(path)
+	if err != nil {
+		return raft.Snapshot{}, 0, err
+	}
+	defer f.Close()
+	size, err := f.Size()
+	if err != nil {
+		return raft.Snapshot{}, 0, err
+	}
+	if size < snapHeaderSize+snapTrailerSize {
+		return bad("file is %d bytes, shorter than an empty snapshot", size)
+	}
+	buf := make([]byte, size)
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		return raft.Snapshot{}, 0, fmt.Errorf("reading snapshot %s: %w", path, err)
+	}
+	body := buf[:size-snapTrailerSize]
+	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(buf[size-snapTrailerSize:]) {
+		return bad("checksum mismatch")
+	}
+	h := buf[:snapHeaderSize]
+	if [8]byte(h[0:8]) != snapMagic {
+		return bad("no snapshot magic")
+	}
+	if v := binary.LittleEndian.Uint32(h[8:12]); v != snapVersion {
+		return bad("format version %d, this build reads version %d", v, snapVersion)
+	}
+	kind := snapKind(h[12])
+	if kind != snapCompact && kind != snapInstall {
+		return bad("unknown kind %d", kind)
+	}
+	if id := binary.LittleEndian.Uint64(h[16:24]); id != clusterID {
+		return bad("snapshot of cluster %x, not %x", id, clusterID)
+	}
+	snap := raft.Snapshot{
+		Index: binary.LittleEndian.Uint64(h[24:32]),
+		Term:  binary.LittleEndian.Uint64(h[32:40]),
+	}
+	if snap.Index != sf.index || snap.Term != sf.term {
+		return bad("holds index %d term %d, its name says index %d term %d", snap.Index, snap.Term, sf.index, sf.term)
+	}
+	if n := binary.LittleEndian.Uint64(h[40:48]); n != uint64(size-snapHeaderSize-snapTrailerSize) {
+		return bad("says %d bytes of data, the file holds %d", n, size-snapHeaderSize-snapTrailerSize)
+	}
+	if len(body) > snapHeaderSize {
+		snap.Data = body[snapHeaderSize:]
+	}
+	return snap, kind, nil
+}
+
+// pruneSnapshots removes all but the newest keep snapshot files in dir, and returns
+// the index of the oldest one kept. Failing to remove an old snapshot loses nothing,
+// so it is only logged; failing to sync the directory is fatal, like every failed
+// sync.
+func pruneSnapshots(fsys FS, dir string, keep int, logger *slog.Logger) (uint64, error) {
+	files, err := listSnapshots(fsys, dir)
+	if err != nil {
+		logger.Warn("listing snapshots to prune failed", "dir", dir, "err", err)
+		return 0, nil
+	}
+	if len(files) == 0 {
+		return 0, nil
+	}
+	kept := files[:min(keep, len(files))]
+	for _, f := range files[len(kept):] {
+		path := filepath.Join(dir, f.name)
+		if err := fsys.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			logger.Warn("removing an old snapshot failed", "file", path, "err", err)
+		}
+	}
+	if len(files) > len(kept) {
+		if err := fsys.SyncDir(dir); err != nil {
+			return 0, fatalError("fsync of snapshot directory "+dir, err)
+		}
+	}
+	return kept[len(kept)-1].index, nil
+}

@@ -1,0 +1,388 @@
+// Package storage is the durable raft.Storage: a segmented, checksummed write-ahead
+// log with group commit, plus snapshot files, behind a small FS seam that tests swap
+// for a file system that crashes (MemFS) or fails chosen calls (FaultFS).
+//
+// A data dir holds a LOCK file (flock: one node at a time), wal/ with the segments
+// (segment.go, record.go) and snap/ with the snapshot files (snapshot.go). The log is
+// also kept in memory, so reads never touch the disk: the entries after the latest
+// snapshot, which compaction (CreateSnapshot) bounds.
+//
+// Save is durable when it returns: its records, then one fdatasync. Writes that arrive
+// together share that fdatasync (group commit): concurrent Saves, or SaveAsync calls
+// followed by one WaitDurable. Recovery (recovery.go) cuts off a torn last write and
+// refuses anything else that fails its checks.
+//
+// Failure policy: a failed write or sync is fatal. The Storage logs it once and
+// refuses every later call with that first error (wrapping ErrFailed, and ErrDiskFull
+// when the disk was full); the node must stop and restart, and recovers what was
+// synced. Corruption found at open (anything but a torn tail) refuses the start with
+// a *CorruptError naming the file and offset.
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"raftkv/raft"
+)
+
+// Limits and defaults of Options.
+const (
+	// DefaultSegmentSize is the WAL segment size when Options.SegmentSize is 0.
+	DefaultSegmentSize = 64 << 20
+	// MinSegmentSize is the smallest Options.SegmentSize (tests use it to make many
+	// segments out of little data).
+	MinSegmentSize = 4 << 10
+	// MaxSegmentSize is the largest Options.SegmentSize.
+	MaxSegmentSize = 1 << 30
+	// DefaultSnapshotsToKeep is the number of snapshot files kept when
+	// Options.SnapshotsToKeep is 0.
+	DefaultSnapshotsToKeep = 2
+)
+
+// Options configures Open. Zero values take the defaults.
+type Options struct {
+	// ClusterID is stamped in every WAL segment and snapshot, and seeds every record
+	// checksum: a data dir of another cluster is refused. Required (non-zero).
+	ClusterID uint64
+	// SegmentSize is the size WAL segments are preallocated to, in bytes; it also
+	// bounds the size of one entry. Default DefaultSegmentSize (64 MiB).
+	SegmentSize int64
+	// SnapshotsToKeep is how many snapshot files are kept. WAL segments are kept back
+	// to the oldest of them, so that if the newest fails its checksum at start-up the
+	// node falls back to an older one and still finds every entry after it. Default
+	// DefaultSnapshotsToKeep (2); 1 drops the log below each new snapshot at once.
+	SnapshotsToKeep int
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.SegmentSize == 0 {
+		o.SegmentSize = DefaultSegmentSize
+	}
+	if o.SnapshotsToKeep == 0 {
+		o.SnapshotsToKeep = DefaultSnapshotsToKeep
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// Validate reports the first option that cannot work. Zero values are fine except
+// ClusterID: they take the defaults.
+func (o Options) Validate() error {
+	o = o.withDefaults()
+	if o.ClusterID == 0 {
+		return errors.New("storage options: ClusterID is 0; give the cluster a non-zero id, the same on every node")
+	}
+	if o.SegmentSize < MinSegmentSize || o.SegmentSize > MaxSegmentSize {
+		return fmt.Errorf("storage options: SegmentSize %d is outside [%d, %d]", o.SegmentSize, MinSegmentSize, MaxSegmentSize)
+	}
+	if o.SnapshotsToKeep < 1 {
+		return fmt.Errorf("storage options: SnapshotsToKeep %d must be at least 1", o.SnapshotsToKeep)
+	}
+	return nil
+}
+
+// Storage is the durable raft.Storage. Its methods are safe for concurrent use; Save
+// calls from several goroutines share fdatasyncs (group commit).
+type Storage struct {
+	fs            FS
+	dir           string
+	snapDir       string
+	clusterID     uint64
+	keepSnapshots int
+	logger        *slog.Logger
+	lock          io.Closer
+	wal           *wal
+
+	// snapMu serializes CreateSnapshot and ApplySnapshot, which write a file between
+	// checking the log and updating it.
+	snapMu sync.Mutex
+
+	mu struct {
+		sync.RWMutex
+		hs   raft.HardState
+		snap raft.Snapshot
+		// ents is the log after the snapshot: ents[i].Index == snap.Index+1+i.
+		// Invariant: an element readers may hold is never written again; a truncation
+		// copies to a new array, and Entries returns slices capped at their length.
+		ents   []raft.Entry
+		closed bool
+	}
+}
+
+var _ raft.Storage = (*Storage)(nil)
+
+// Open opens the data dir dir on fsys, creating it if needed, and recovers its state:
+// it takes the dir's lock (ErrLocked if another node holds it), replays the WAL,
+// cuts off a torn last write, and loads the newest snapshot that passes its checks.
+// Corruption anywhere else is an error (ErrCorrupt, ErrClusterMismatch).
+func Open(fsys FS, dir string, opts Options) (*Storage, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	began := time.Now()
+	dir = filepath.Clean(dir)
+	logger := opts.Logger.With("data_dir", dir)
+	if err := makeDir(fsys, dir); err != nil {
+		return nil, err
+	}
+	lockPath := filepath.Join(dir, lockFileName)
+	lock, err := fsys.Lock(lockPath)
+	if err != nil {
+		if errors.Is(err, ErrLocked) {
+			return nil, fmt.Errorf("%w: data dir %q is in use by another running node (it holds the lock on %s); "+
+				"stop that node first, or point --data-dir elsewhere", ErrLocked, dir, lockPath)
+		}
+		return nil, fmt.Errorf("storage: locking data dir: %w", err)
+	}
+	s := &Storage{
+		fs: fsys, dir: dir, snapDir: filepath.Join(dir, "snap"), clusterID: opts.ClusterID,
+		keepSnapshots: opts.SnapshotsToKeep, logger: logger, lock: lock,
+	}
+	if err := s.recover(opts, began); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// makeDir creates dir and any missing parents, and makes each new directory's entry
+// durable in its parent.
+func makeDir(fsys FS, dir string) error {
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := fsys.List(d); err == nil || d == filepath.Dir(d) {
+			break
+		}
+		missing = append(missing, d)
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if err := fsys.MkdirAll(dir); err != nil {
+		return fmt.Errorf("storage: creating %s: %w", dir, err)
+	}
+	for _, d := range slices.Backward(missing) {
+		if err := fsys.SyncDir(filepath.Dir(d)); err != nil {
+			return fmt.Errorf("storage: fsync of %s: %w", filepath.Dir(d), err)
+		}
+	}
+	return nil
+}
+
+func (s *Storage) recover(opts Options, began time.Time) error {
+	walDir := filepath.Join(s.dir, "wal")
+	for _, d := range []string{walDir, s.snapDir} {
+		if err := makeDir(s.fs, d); err != nil {
+			return err
+		}
+		n, err := removeTemps(s.fs, d)
+		if err != nil {
+			return fmt.Errorf("storage: removing leftover temporary files: %w", err)
+		}
+		if n > 0 {
+			if err := s.fs.SyncDir(d); err != nil {
+				return fmt.Errorf("storage: fsync of %s: %w", d, err)
+			}
+		}
+	}
+	rec, err := recoverWAL(s.fs, s.dir, walDir, s.clusterID, s.logger)
+	if err != nil {
+		return err
+	}
+	if rec.fresh {
+		files, err := listSnapshots(s.fs, s.snapDir)
+		if err != nil {
+			return fmt.Errorf("storage: listing snapshot directory: %w", err)
+		}
+		if len(files) > 0 {
+			return corruptf(walDir, 0, "the WAL directory holds no segment but %s holds %d snapshots: the WAL was lost", s.snapDir, len(files))
+		}
+	}
+	snap, adopt, err := chooseSnapshot(s.fs, s.snapDir, s.clusterID, &rec.replay, s.logger)
+	if err != nil {
+		return err
+	}
+	if last := max(snap.Index, rec.lastIndex()); rec.hs.Commit > last {
+		return corruptf(walDir, 0, "the hard state commits index %d, but the log ends at %d", rec.hs.Commit, last)
+	}
+	s.mu.hs, s.mu.snap, s.mu.ents = rec.hs, snap, rec.ents
+	if n := len(s.mu.ents); n > 0 && (s.mu.ents[0].Index != snap.Index+1 || s.mu.ents[n-1].Index != snap.Index+uint64(n)) {
+		panic(fmt.Sprintf("storage: recovered log [%d, %d] of %d entries does not follow snapshot %d",
+			s.mu.ents[0].Index, s.mu.ents[n-1].Index, n, snap.Index))
+	}
+
+	w := &wal{
+		fs: s.fs, dir: walDir, clusterID: s.clusterID, seed: clusterSeed(s.clusterID),
+		segmentSize: opts.SegmentSize, maxEntrySize: int(opts.SegmentSize) - maxSegmentInit - batchRecordOverhead,
+		logger: s.logger,
+	}
+	w.init()
+	w.mu.segments, w.mu.lastInstallSeq = rec.segments, rec.lastInstallSeq
+	w.mu.state = segmentStart{hs: rec.hs, markIndex: rec.markIndex, markTerm: rec.markTerm, base: rec.base, baseTerm: rec.baseTerm}
+	w.mu.seq, w.mu.offset = rec.lastSeq, rec.lastEnd
+	s.wal = w
+	var tickets []uint64
+	switch {
+	case rec.lastClean:
+		f, err := s.fs.OpenReadWrite(w.segmentPath(rec.lastSeq))
+		if err != nil {
+			return fmt.Errorf("storage: opening the last WAL segment for appending: %w", err)
+		}
+		w.file, w.fileSeq, w.fileOffset = f, rec.lastSeq, rec.lastEnd
+	default:
+		// A fresh WAL, or one whose last segment ends in a torn write: start a new
+		// segment, which names where the sound records of the old one end.
+		tickets = append(tickets, w.startSegment())
+	}
+	if adopt != nil {
+		t, _, err := w.appendMarker(*adopt)
+		if err != nil {
+			return err
+		}
+		tickets = append(tickets, t)
+	}
+	for _, t := range tickets {
+		if err := w.waitDurable(t); err != nil {
+			w.close()
+			return err
+		}
+	}
+	first, _ := s.FirstIndex()
+	last, _ := s.LastIndex()
+	s.logger.Info("storage opened", "first_index", first, "last_index", last, "snapshot_index", snap.Index,
+		"term", rec.hs.Term, "commit", rec.hs.Commit, "segments", len(w.mu.segments), "took", time.Since(began))
+	return nil
+}
+
+// Close syncs anything buffered, closes the files and releases the data dir's lock.
+// Every call after it fails with ErrClosed.
+func (s *Storage) Close() error {
+	s.mu.Lock()
+	if s.mu.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.mu.closed = true
+	s.mu.Unlock()
+	err := s.wal.close()
+	if lerr := s.lock.Close(); err == nil && lerr != nil {
+		err = fmt.Errorf("storage: releasing the data dir lock: %w", lerr)
+	}
+	return err
+}
+
+// checkLocked returns the fatal error, if any, or ErrClosed after Close.
+func (s *Storage) checkLocked() error {
+	if err := s.wal.err(); err != nil {
+		return err
+	}
+	if s.mu.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+func (s *Storage) lastIndexLocked() uint64 { return s.mu.snap.Index + uint64(len(s.mu.ents)) }
+
+func (s *Storage) termLocked(i uint64) (uint64, error) {
+	switch {
+	case i < s.mu.snap.Index:
+		return 0, raft.ErrCompacted
+	case i == s.mu.snap.Index:
+		return s.mu.snap.Term, nil
+	case i > s.lastIndexLocked():
+		return 0, raft.ErrUnavailable
+	}
+	return s.mu.ents[i-s.mu.snap.Index-1].Term, nil
+}
+
+// InitialState implements raft.LogReader.
+func (s *Storage) InitialState() (raft.HardState, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.checkLocked(); err != nil {
+		return raft.HardState{}, err
+	}
+	return s.mu.hs, nil
+}
+
+// Entries implements raft.LogReader. The entries and their Data are shared with the
+// Storage: the caller must not modify them.
+func (s *Storage) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.checkLocked(); err != nil {
+		return nil, err
+	}
+	if lo > hi {
+		panic(fmt.Sprintf("storage: Entries(%d, %d): lo > hi", lo, hi))
+	}
+	if lo <= s.mu.snap.Index {
+		return nil, raft.ErrCompacted
+	}
+	if hi > s.lastIndexLocked()+1 {
+		return nil, raft.ErrUnavailable
+	}
+	ents := s.mu.ents[lo-s.mu.snap.Index-1 : hi-s.mu.snap.Index-1]
+	var size uint64
+	for i := range ents {
+		size += uint64(ents[i].Size())
+		if i > 0 && size > maxBytes {
+			ents = ents[:i]
+			break
+		}
+	}
+	return ents[:len(ents):len(ents)], nil
+}
+
+// Term implements raft.LogReader.
+func (s *Storage) Term(i uint64) (uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.checkLocked(); err != nil {
+		return 0, err
+	}
+	return s.termLocked(i)
+}
+
+// FirstIndex implements raft.LogReader.
+func (s *Storage) FirstIndex() (uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.checkLocked(); err != nil {
+		return 0, err
+	}
+	return s.mu.snap.Index + 1, nil
+}
+
+// LastIndex implements raft.LogReader.
+func (s *Storage) LastIndex() (uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.checkLocked(); err != nil {
+		return 0, err
+	}
+	return s.lastIndexLocked(), nil
+}
+
+// Snapshot implements raft.LogReader. Its Data is shared: do not modify it.
+func (s *Storage) Snapshot() (raft.Snapshot, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.checkLocked(); err != nil {
+		return raft.Snapshot{}, err
+	}
+	return s.mu.snap, nil
+}

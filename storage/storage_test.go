@@ -1,0 +1,521 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"raftkv/raft"
+)
+
+// fsCases runs a test on the OS file system and on MemFS.
+func fsCases(t *testing.T, fn func(t *testing.T, fsys FS, dir string)) {
+	t.Run("os", func(t *testing.T) { fn(t, NewOSFS(), filepath.Join(t.TempDir(), "data")) })
+	t.Run("mem", func(t *testing.T) { fn(t, NewMemFS(), "/data/node1") })
+}
+
+func TestSaveAndReopen(t *testing.T) {
+	fsCases(t, func(t *testing.T, fsys FS, dir string) {
+		opts, _ := testOptions(t, 8<<10)
+		s := mustOpen(t, fsys, dir, opts)
+		if got := readState(t, s); got.First != 1 || got.Last != 0 || !got.HS.IsEmpty() {
+			t.Fatalf("fresh storage: %v; want an empty log from 1", got)
+		}
+		var m model
+		for i := range 40 {
+			ents := makeEntries(uint64(i*5+1), 5, 1+uint64(i/10), 100)
+			hs := raft.HardState{Term: 1 + uint64(i/10), Vote: 2, Commit: uint64(i * 5)}
+			if err := s.Save(hs, ents); err != nil {
+				t.Fatalf("Save %d: %v", i, err)
+			}
+			m.save(hs, ents)
+		}
+		want := m.state()
+		if got := readState(t, s); !equalState(got, want) {
+			t.Fatalf("before reopen: got %v, want %v", got, want)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s = mustOpen(t, fsys, dir, opts)
+		defer s.Close()
+		if got := readState(t, s); !equalState(got, want) {
+			t.Fatalf("after reopen: got %v, want %v", got, want)
+		}
+		if segs := len(s.wal.mu.segments); segs < 3 {
+			t.Errorf("%d segments after 20 KB of entries with 8 KiB segments; the test wants several", segs)
+		}
+	})
+}
+
+func TestConflictingSuffixIsReplaced(t *testing.T) {
+	fsys := NewMemFS()
+	opts, _ := testOptions(t, 4<<10)
+	s := mustOpen(t, fsys, "/d", opts)
+	var m model
+	steps := []struct {
+		hs   raft.HardState
+		ents []raft.Entry
+	}{
+		{raft.HardState{Term: 1, Commit: 3}, makeEntries(1, 10, 1, 50)},
+		{raft.HardState{Term: 2, Commit: 4}, makeEntries(5, 3, 2, 60)},  // replaces 5..10
+		{raft.HardState{Term: 3, Commit: 6}, makeEntries(7, 20, 3, 70)}, // replaces 7, extends
+		{raft.HardState{}, makeEntries(27, 1, 3, 0)},
+	}
+	for _, st := range steps {
+		if err := s.Save(st.hs, st.ents); err != nil {
+			t.Fatal(err)
+		}
+		m.save(st.hs, st.ents)
+	}
+	want := m.state()
+	if got := readState(t, s); !equalState(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	s.Close()
+	fsys.Crash()
+	s = mustOpen(t, fsys, "/d", opts)
+	defer s.Close()
+	if got := readState(t, s); !equalState(got, want) {
+		t.Fatalf("after crash and reopen: got %v, want %v", got, want)
+	}
+}
+
+func TestEntriesAndTermBounds(t *testing.T) {
+	s := mustOpen(t, NewMemFS(), "/d", Options{ClusterID: testClusterID})
+	defer s.Close()
+	if err := s.Save(raft.HardState{Term: 1, Commit: 10}, makeEntries(1, 10, 1, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateSnapshot(4, []byte("state@4")); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		lo, hi uint64
+		want   error
+	}{{3, 6, raft.ErrCompacted}, {4, 6, raft.ErrCompacted}, {5, 12, raft.ErrUnavailable}} {
+		if _, err := s.Entries(c.lo, c.hi, 1<<30); !errors.Is(err, c.want) {
+			t.Errorf("Entries(%d, %d) error %v; want %v", c.lo, c.hi, err, c.want)
+		}
+	}
+	ents, err := s.Entries(5, 11, 1<<30)
+	if err != nil || len(ents) != 6 || ents[0].Index != 5 || ents[5].Index != 10 {
+		t.Fatalf("Entries(5, 11) = %d entries, err %v; want 5..10", len(ents), err)
+	}
+	if cap(ents) != len(ents) {
+		t.Errorf("Entries returned cap %d > len %d: a caller's append would write into the storage", cap(ents), len(ents))
+	}
+	one := uint64(ents[0].Size())
+	if got, _ := s.Entries(5, 11, 0); len(got) != 1 {
+		t.Errorf("Entries with maxBytes 0 returned %d entries; want exactly 1", len(got))
+	}
+	if got, _ := s.Entries(5, 11, 2*one); len(got) != 2 {
+		t.Errorf("Entries with room for 2 returned %d", len(got))
+	}
+	for _, c := range []struct {
+		i    uint64
+		term uint64
+		err  error
+	}{{3, 0, raft.ErrCompacted}, {4, 1, nil}, {10, 1, nil}, {11, 0, raft.ErrUnavailable}} {
+		term, err := s.Term(c.i)
+		if term != c.term || !errors.Is(err, c.err) {
+			t.Errorf("Term(%d) = %d, %v; want %d, %v", c.i, term, err, c.term, c.err)
+		}
+	}
+	if first, _ := s.FirstIndex(); first != 5 {
+		t.Errorf("FirstIndex = %d; want 5", first)
+	}
+	if _, err := s.CreateSnapshot(4, nil); !errors.Is(err, raft.ErrSnapOutOfDate) {
+		t.Errorf("CreateSnapshot at the current snapshot: %v; want ErrSnapOutOfDate", err)
+	}
+	if _, err := s.CreateSnapshot(11, nil); err == nil {
+		t.Errorf("CreateSnapshot above the commit index succeeded")
+	}
+}
+
+func TestCreateSnapshotDropsSegmentsAndSurvivesReopen(t *testing.T) {
+	fsCases(t, func(t *testing.T, fsys FS, dir string) {
+		opts, _ := testOptions(t, 4<<10)
+		s := mustOpen(t, fsys, dir, opts)
+		var m model
+		index := uint64(1)
+		for round := range 6 {
+			ents := makeEntries(index, 30, 1, 200)
+			index += 30
+			hs := raft.HardState{Term: 1, Commit: index - 1}
+			if err := s.Save(hs, ents); err != nil {
+				t.Fatal(err)
+			}
+			m.save(hs, ents)
+			data := []byte(fmt.Sprintf("state after round %d", round))
+			snap, err := s.CreateSnapshot(index-5, data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if snap.Index != index-5 || snap.Term != 1 {
+				t.Fatalf("CreateSnapshot returned %d/%d", snap.Index, snap.Term)
+			}
+			m.createSnapshot(index-5, data)
+		}
+		segments, _ := fsys.List(filepath.Join(dir, "wal"))
+		snaps, _ := fsys.List(filepath.Join(dir, "snap"))
+		// 180 entries of ~220 bytes is ~40 KB, ten 4 KiB segments; the log kept back to
+		// the older of two snapshots (30 entries back) fits in three or four.
+		if len(segments) > 4 {
+			t.Errorf("%d segments left after compaction: %v", len(segments), segments)
+		}
+		if len(snaps) != DefaultSnapshotsToKeep {
+			t.Errorf("snapshot files %v; want the newest %d", snaps, DefaultSnapshotsToKeep)
+		}
+		want := m.state()
+		if got := readState(t, s); !equalState(got, want) {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+		s.Close()
+		s = mustOpen(t, fsys, dir, opts)
+		defer s.Close()
+		if got := readState(t, s); !equalState(got, want) {
+			t.Fatalf("after reopen: got %v, want %v", got, want)
+		}
+	})
+}
+
+func TestApplySnapshotReplacesLog(t *testing.T) {
+	fsys := NewMemFS()
+	opts, _ := testOptions(t, 4<<10)
+	s := mustOpen(t, fsys, "/d", opts)
+	var m model
+	save := func(hs raft.HardState, ents []raft.Entry) {
+		t.Helper()
+		if err := s.Save(hs, ents); err != nil {
+			t.Fatal(err)
+		}
+		m.save(hs, ents)
+	}
+	save(raft.HardState{Term: 1, Commit: 20}, makeEntries(1, 60, 1, 150))
+	snap := raft.Snapshot{Index: 500, Term: 4, Data: []byte("leader state")}
+	if err := s.ApplySnapshot(snap); err != nil {
+		t.Fatal(err)
+	}
+	m.applySnapshot(snap)
+	if err := s.ApplySnapshot(raft.Snapshot{Index: 400, Term: 3}); !errors.Is(err, raft.ErrSnapOutOfDate) {
+		t.Errorf("older ApplySnapshot: %v; want ErrSnapOutOfDate", err)
+	}
+	save(raft.HardState{Term: 4, Commit: 502}, makeEntries(501, 5, 4, 10))
+	want := m.state()
+	if got := readState(t, s); !equalState(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	if segs, _ := fsys.List("/d/wal"); len(segs) != 1 {
+		t.Errorf("segments after install %v; want only the one holding the install marker", segs)
+	}
+	s.Close()
+	fsys.Crash()
+	s = mustOpen(t, fsys, "/d", opts)
+	defer s.Close()
+	if got := readState(t, s); !equalState(got, want) {
+		t.Fatalf("after crash and reopen: got %v, want %v", got, want)
+	}
+}
+
+func TestSnapshotFailingChecksumFallsBackToOlder(t *testing.T) {
+	fsys := NewMemFS()
+	opts, logs := testOptions(t, 4<<10)
+	s := mustOpen(t, fsys, "/d", opts)
+	var m model
+	if err := s.Save(raft.HardState{Term: 2, Commit: 50}, makeEntries(1, 60, 2, 100)); err != nil {
+		t.Fatal(err)
+	}
+	m.save(raft.HardState{Term: 2, Commit: 50}, makeEntries(1, 60, 2, 100))
+	if _, err := s.CreateSnapshot(20, []byte("state@20")); err != nil {
+		t.Fatal(err)
+	}
+	older := m.clone()
+	older.createSnapshot(20, []byte("state@20"))
+	if _, err := s.CreateSnapshot(45, []byte("state@45")); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	flipByte(t, fsys, "/d/snap/"+snapshotName(45, 2), snapHeaderSize+3)
+	s = mustOpen(t, fsys, "/d", opts)
+	defer s.Close()
+	if got, want := readState(t, s), older.state(); !equalState(got, want) {
+		t.Fatalf("after the newest snapshot went bad: got %v, want the older snapshot and the log after it %v", got, want)
+	}
+	if lines := logs.find("WARN", "skipping a snapshot", snapshotName(45, 2)); len(lines) != 1 {
+		t.Errorf("want one warning naming the bad snapshot, got %q", lines)
+	}
+}
+
+// flipByte inverts one byte of a file, durably.
+func flipByte(t testing.TB, fsys FS, path string, off int64) {
+	t.Helper()
+	f, err := fsys.OpenReadWrite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatalf("read %s at %d: %v", path, off, err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSecondOpenIsRefusedByLock(t *testing.T) {
+	fsCases(t, func(t *testing.T, fsys FS, dir string) {
+		opts, _ := testOptions(t, 0)
+		s := mustOpen(t, fsys, dir, opts)
+		_, err := Open(fsys, dir, opts)
+		if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "in use by another running node") ||
+			!strings.Contains(err.Error(), dir) {
+			t.Fatalf("second Open: %v; want ErrLocked naming the dir", err)
+		}
+		s.Close()
+		s = mustOpen(t, fsys, dir, opts) // released by Close
+		s.Close()
+	})
+}
+
+func TestOtherClusterIsRefused(t *testing.T) {
+	fsys := NewMemFS()
+	s := mustOpen(t, fsys, "/d", Options{ClusterID: 0x3f2a})
+	s.Close()
+	_, err := Open(fsys, "/d", Options{ClusterID: 0x91bc})
+	want := `data dir "/d" holds a WAL of cluster 3f2a, not 91bc; point --data-dir elsewhere`
+	if !errors.Is(err, ErrClusterMismatch) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Open with another cluster id: %v; want ErrClusterMismatch saying %q", err, want)
+	}
+}
+
+func TestMissingSegmentIsCorruption(t *testing.T) {
+	fsys := NewMemFS()
+	opts, _ := testOptions(t, 4<<10)
+	s := mustOpen(t, fsys, "/d", opts)
+	if err := s.Save(raft.HardState{Term: 1}, makeEntries(1, 100, 1, 200)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := fsys.Remove("/d/wal/" + segmentName(3)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(fsys, "/d", opts)
+	var ce *CorruptError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), segmentName(3)+" is missing") {
+		t.Fatalf("Open with a segment missing: %v; want a CorruptError naming it", err)
+	}
+}
+
+func TestWriteErrorIsFatal(t *testing.T) {
+	for _, op := range []Op{OpWrite, OpSync} {
+		t.Run(op.String(), func(t *testing.T) {
+			mem := NewMemFS()
+			ffs := NewFaultFS(mem)
+			opts, logs := testOptions(t, 0)
+			s := mustOpen(t, ffs, "/d", opts)
+			if err := s.Save(raft.HardState{Term: 1, Commit: 1}, makeEntries(1, 3, 1, 10)); err != nil {
+				t.Fatal(err)
+			}
+			ffs.FailNth(op, 1, syscall.EIO)
+			err := s.Save(raft.HardState{Term: 1, Commit: 2}, makeEntries(4, 3, 1, 10))
+			if !errors.Is(err, ErrFailed) || !errors.Is(err, syscall.EIO) {
+				t.Fatalf("Save with a failing %v: %v; want ErrFailed wrapping EIO", op, err)
+			}
+			// Every later call gets the same error: the storage never carries on.
+			if err2 := s.Save(raft.HardState{}, makeEntries(7, 1, 1, 10)); err2 != err {
+				t.Errorf("Save after the failure: %v; want the first error %v", err2, err)
+			}
+			if _, err2 := s.Entries(1, 2, 100); err2 != err {
+				t.Errorf("Entries after the failure: %v; want the first error", err2)
+			}
+			if _, err2 := s.CreateSnapshot(1, nil); err2 != err {
+				t.Errorf("CreateSnapshot after the failure: %v; want the first error", err2)
+			}
+			if lines := logs.find("ERROR", "storage stopped"); len(lines) != 1 {
+				t.Errorf("want exactly one error log line, got %q", lines)
+			}
+			s.Close()
+			mem.Crash()
+			s = mustOpen(t, mem, "/d", opts)
+			defer s.Close()
+			if last, _ := s.LastIndex(); last < 3 {
+				t.Errorf("after restart the log ends at %d; the synced entries 1..3 are lost", last)
+			}
+		})
+	}
+}
+
+func TestDiskFullStopsWritesAndKeepsSyncedData(t *testing.T) {
+	mem := NewMemFS()
+	ffs := NewFaultFS(mem)
+	opts, _ := testOptions(t, 4<<10)
+	s := mustOpen(t, ffs, "/d", opts)
+	var m model
+	// The next segment's preallocation is where a full disk shows up.
+	ffs.FailNth(OpPreallocate, 1, syscall.ENOSPC)
+	var err error
+	var failed workOp
+	for i := uint64(1); err == nil; i += 5 {
+		failed = workOp{kind: "save", hs: raft.HardState{Term: 1, Commit: i}, ents: makeEntries(i, 5, 1, 100)}
+		if err = failed.run(s); err == nil {
+			failed.apply(&m)
+		}
+	}
+	if !errors.Is(err, ErrDiskFull) || !strings.Contains(err.Error(), "free space") {
+		t.Fatalf("Save on a full disk: %v; want ErrDiskFull saying what to do", err)
+	}
+	if _, err2 := s.LastIndex(); err2 != err {
+		t.Errorf("LastIndex after disk full: %v; want the first error", err2)
+	}
+	s.Close()
+	mem.Crash()
+	s = mustOpen(t, mem, "/d", opts)
+	defer s.Close()
+	// Every synced save survives; of the failed one, entries written before the
+	// failure may survive too, never anything else.
+	if got := readState(t, s); !matchesAny(got, failed.outcomes(&m)) {
+		t.Fatalf("after disk full and restart: got %v, want every synced save %v (plus maybe a prefix of %v)", got, m.state(), failed)
+	}
+}
+
+func TestConcurrentSavesShareSyncs(t *testing.T) {
+	mem := NewMemFS()
+	ffs := NewFaultFS(mem)
+	s := mustOpen(t, ffs, "/d", Options{ClusterID: testClusterID})
+	before := ffs.Calls(OpSync)
+	// Concurrent writers must not interleave conflicting indexes; each appends its own
+	// range through SaveAsync under a shared lock, then waits outside it.
+	const writers, perWriter = 8, 50
+	var mu sync.Mutex
+	next := uint64(1)
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Go(func() {
+			for range perWriter {
+				mu.Lock()
+				ticket, err := s.SaveAsync(raft.HardState{}, makeEntries(next, 1, 1, 64))
+				next++
+				mu.Unlock()
+				if err == nil {
+					err = s.WaitDurable(ticket)
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	syncs := ffs.Calls(OpSync) - before
+	t.Logf("%d saves, %d fdatasyncs", writers*perWriter, syncs)
+	if syncs > writers*perWriter {
+		t.Errorf("%d fdatasyncs for %d saves", syncs, writers*perWriter)
+	}
+	s.Close()
+	mem.Crash()
+	s = mustOpen(t, mem, "/d", Options{ClusterID: testClusterID})
+	defer s.Close()
+	if last, _ := s.LastIndex(); last != writers*perWriter {
+		t.Fatalf("after crash the log ends at %d; every one of the %d acknowledged saves must survive", last, writers*perWriter)
+	}
+}
+
+func TestEntryTooLargeIsRefusedWithoutHarm(t *testing.T) {
+	s := mustOpen(t, NewMemFS(), "/d", Options{ClusterID: testClusterID, SegmentSize: MinSegmentSize})
+	defer s.Close()
+	err := s.Save(raft.HardState{Term: 1}, makeEntries(1, 1, 1, MinSegmentSize))
+	if !errors.Is(err, ErrRecordTooLarge) {
+		t.Fatalf("Save of an entry bigger than a segment: %v; want ErrRecordTooLarge", err)
+	}
+	if err := s.Save(raft.HardState{Term: 1}, makeEntries(1, 1, 1, 100)); err != nil {
+		t.Fatalf("Save after a refused one: %v", err)
+	}
+}
+
+func TestCallsAfterCloseFail(t *testing.T) {
+	s := mustOpen(t, NewMemFS(), "/d", Options{ClusterID: testClusterID})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(raft.HardState{Term: 1}, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("Save after Close: %v; want ErrClosed", err)
+	}
+	if _, err := s.LastIndex(); !errors.Is(err, ErrClosed) {
+		t.Errorf("LastIndex after Close: %v; want ErrClosed", err)
+	}
+	if err := s.Close(); !errors.Is(err, ErrClosed) {
+		t.Errorf("second Close: %v; want ErrClosed", err)
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	for _, o := range []Options{{}, {ClusterID: 1, SegmentSize: 100}, {ClusterID: 1, SnapshotsToKeep: -1}} {
+		if err := o.Validate(); err == nil {
+			t.Errorf("Options %+v validated", o)
+		}
+		if _, err := Open(NewMemFS(), "/d", o); err == nil {
+			t.Errorf("Open with options %+v succeeded", o)
+		}
+	}
+	if err := (Options{ClusterID: 1}).Validate(); err != nil {
+		t.Errorf("minimal options: %v", err)
+	}
+}
+
+func TestSaveAsyncTicketsAndOneSync(t *testing.T) {
+	mem := NewMemFS()
+	ffs := NewFaultFS(mem)
+	s := mustOpen(t, ffs, "/d", Options{ClusterID: testClusterID})
+	syncs := ffs.Calls(OpSync)
+	var tickets []Ticket
+	for i := range 5 {
+		ticket, err := s.SaveAsync(raft.HardState{Term: 1, Commit: uint64(i)}, makeEntries(uint64(i+1), 1, 1, 10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tickets = append(tickets, ticket)
+	}
+	if !slices.IsSorted(tickets) || tickets[0] == 0 {
+		t.Fatalf("tickets %v; want non-zero and growing", tickets)
+	}
+	if s.IsDurable(tickets[0]) {
+		t.Fatalf("a write is durable before anyone waited for it")
+	}
+	if last, _ := s.LastIndex(); last != 5 {
+		t.Errorf("LastIndex = %d after 5 queued saves; readers see queued writes", last)
+	}
+	if err := s.WaitDurable(tickets[4]); err != nil {
+		t.Fatal(err)
+	}
+	if got := ffs.Calls(OpSync) - syncs; got != 1 {
+		t.Errorf("%d fdatasyncs for 5 queued saves; want 1", got)
+	}
+	for _, ticket := range tickets {
+		if !s.IsDurable(ticket) {
+			t.Errorf("ticket %d not durable after a later one was waited for", ticket)
+		}
+	}
+	if ticket, err := s.SaveAsync(raft.HardState{Term: 1, Commit: 4}, nil); ticket != 0 || err != nil {
+		t.Errorf("SaveAsync of nothing new: ticket %d, err %v; want 0, nil", ticket, err)
+	}
+	s.Close()
+	mem.Crash()
+	s = mustOpen(t, mem, "/d", Options{ClusterID: testClusterID})
+	defer s.Close()
+	if last, _ := s.LastIndex(); last != 5 {
+		t.Errorf("after a crash the log ends at %d; want the 5 durable entries", last)
+	}
+}

@@ -1,0 +1,250 @@
+package storage
+
+import (
+	"fmt"
+	"slices"
+
+	"raftkv/raft"
+)
+
+// The write half of Storage: Save and its group-commit form, and the two ways a
+// snapshot arrives. Each queues WAL records and updates the in-memory log under s.mu,
+// then waits for durability without it.
+
+// Save implements raft.Storage: it appends ents (replacing the log from ents[0].Index
+// on, if that is not past the end) and then st, if not empty, and returns once they
+// are durable. Entries at or below the snapshot are ignored. The Storage keeps the
+// entries' Data (it copies the slice, not the bytes): the caller must not modify it
+// afterwards.
+func (s *Storage) Save(st raft.HardState, ents []raft.Entry) error {
+	ticket, err := s.SaveAsync(st, ents)
+	if err != nil || ticket == 0 {
+		return err
+	}
+	return s.wal.waitDurable(uint64(ticket))
+}
+
+// A Ticket names a write of SaveAsync; WaitDurable(t) returns once it is durable.
+// Tickets grow with every write, and a durable ticket makes every earlier one durable.
+// The zero Ticket names no write and is always durable.
+type Ticket uint64
+
+// SaveAsync is Save without the wait: it queues the write, updates the log that
+// readers see, and returns a ticket for WaitDurable (0 if there was nothing to write).
+// Several writes queued before one WaitDurable share a single fdatasync. Until the
+// wait returns, nothing that depends on the write may leave the node. The queue is
+// bounded: once 64 MiB wait unflushed, SaveAsync flushes its own write before it
+// returns.
+func (s *Storage) SaveAsync(st raft.HardState, ents []raft.Entry) (Ticket, error) {
+	t, err := s.queueSave(st, ents)
+	if err == nil && t != 0 && s.wal.overPending() {
+		err = s.wal.waitDurable(uint64(t))
+	}
+	return t, err
+}
+
+func (s *Storage) queueSave(st raft.HardState, ents []raft.Entry) (Ticket, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkLocked(); err != nil {
+		return 0, err
+	}
+	if !st.IsEmpty() && st.Term < s.mu.hs.Term {
+		panic(fmt.Sprintf("storage: Save of hard state %+v would lower the term of %+v", st, s.mu.hs))
+	}
+	if len(ents) > 0 && ents[0].Index <= s.mu.snap.Index {
+		skip := s.mu.snap.Index + 1 - ents[0].Index
+		ents = ents[min(skip, uint64(len(ents))):]
+	}
+	if len(ents) > 0 {
+		if err := s.checkAppendLocked(ents); err != nil {
+			return 0, err
+		}
+	}
+	var hs *raft.HardState
+	if !st.IsEmpty() && st != s.mu.hs {
+		hs = &st
+	}
+	if hs == nil && len(ents) == 0 {
+		return 0, nil
+	}
+	ticket, err := s.wal.appendBatch(ents, hs)
+	if err != nil {
+		return 0, err
+	}
+	if len(ents) > 0 {
+		if off := ents[0].Index - s.mu.snap.Index - 1; off < uint64(len(s.mu.ents)) {
+			// Clip makes the append copy: readers may hold the entries being replaced.
+			s.mu.ents = appendEntries(slices.Clip(s.mu.ents[:off]), ents)
+		} else {
+			s.mu.ents = appendEntries(s.mu.ents, ents)
+		}
+	}
+	if hs != nil {
+		s.mu.hs = st
+	}
+	return Ticket(ticket), nil
+}
+
+// appendEntries appends to the cached log, doubling its capacity when it runs out.
+// (append grows large slices by a quarter at a time, which would copy the whole log
+// about five times over as it grows between compactions.)
+func appendEntries(dst, src []raft.Entry) []raft.Entry {
+	if n := len(dst) + len(src); n > cap(dst) {
+		grown := make([]raft.Entry, len(dst), max(n, 2*cap(dst), 256))
+		copy(grown, dst)
+		dst = grown
+	}
+	return append(dst, src...)
+}
+
+// compactEntries drops the first n cached entries. It copies the rest to a new array
+// rather than reslicing, so that the compacted entries and their data are not kept
+// alive; the new array has the room the old one had left, so appends carry on
+// without growing it again.
+func compactEntries(ents []raft.Entry, n uint64) []raft.Entry {
+	rest := ents[n:]
+	if len(rest) == 0 && cap(rest) == 0 {
+		return nil
+	}
+	out := make([]raft.Entry, len(rest), cap(rest))
+	copy(out, rest)
+	return out
+}
+
+// checkAppendLocked checks ents against the log. A gap or a rewrite of a committed
+// entry is a bug in the caller and panics; an entry too big is an error.
+func (s *Storage) checkAppendLocked(ents []raft.Entry) error {
+	first, last := ents[0].Index, s.lastIndexLocked()
+	if first > last+1 {
+		panic(fmt.Sprintf("storage: Save of entries from %d leaves a gap after the last index %d", first, last))
+	}
+	for i := 1; i < len(ents); i++ {
+		if ents[i].Index != ents[i-1].Index+1 {
+			panic(fmt.Sprintf("storage: Save of non-consecutive entries: %d follows %d", ents[i].Index, ents[i-1].Index))
+		}
+	}
+	if first <= s.mu.hs.Commit {
+		if t, err := s.termLocked(first); err == nil && t != ents[0].Term {
+			panic(fmt.Sprintf("storage: Save of entry %d term %d replaces a committed entry of term %d (commit %d)",
+				first, ents[0].Term, t, s.mu.hs.Commit))
+		}
+	}
+	for i := range ents {
+		if err := s.wal.checkEntrySize(&ents[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WaitDurable returns once the write of ticket t, and every one before it, is
+// durable, or the fatal error if the Storage failed.
+func (s *Storage) WaitDurable(t Ticket) error { return s.wal.waitDurable(uint64(t)) }
+
+// IsDurable reports, without waiting, whether the write of ticket t is durable.
+func (s *Storage) IsDurable(t Ticket) bool { return s.wal.isDurable(uint64(t)) }
+
+// CreateSnapshot implements raft.Storage: it writes data as the snapshot at index
+// (which must be committed), records it in the WAL, drops the log up to it from
+// memory, then removes the snapshot files beyond Options.SnapshotsToKeep and the WAL
+// segments wholly below the oldest snapshot kept. The Storage keeps data.
+func (s *Storage) CreateSnapshot(index uint64, data []byte) (raft.Snapshot, error) {
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	s.mu.RLock()
+	snap, err := s.checkSnapshotLocked(index)
+	s.mu.RUnlock()
+	if err != nil {
+		return raft.Snapshot{}, err
+	}
+	snap.Data = data
+	if err := writeSnapshot(s.fs, s.snapDir, s.clusterID, snap, snapCompact); err != nil {
+		return raft.Snapshot{}, s.wal.fail(err)
+	}
+
+	s.mu.Lock()
+	if again, err := s.checkSnapshotLocked(index); err != nil || again.Term != snap.Term {
+		s.mu.Unlock()
+		return raft.Snapshot{}, fmt.Errorf("storage: the log changed under CreateSnapshot(%d): %v", index, err)
+	}
+	ticket, seq, err := s.wal.appendMarker(snapMarker{kind: snapCompact, index: snap.Index, term: snap.Term})
+	if err != nil {
+		s.mu.Unlock()
+		return raft.Snapshot{}, err
+	}
+	s.mu.ents = compactEntries(s.mu.ents, index-s.mu.snap.Index)
+	s.mu.snap = snap
+	s.mu.Unlock()
+
+	if err := s.wal.waitDurable(ticket); err != nil {
+		return raft.Snapshot{}, err
+	}
+	return snap, s.retain(seq)
+}
+
+func (s *Storage) checkSnapshotLocked(index uint64) (raft.Snapshot, error) {
+	if err := s.checkLocked(); err != nil {
+		return raft.Snapshot{}, err
+	}
+	if index <= s.mu.snap.Index {
+		return raft.Snapshot{}, raft.ErrSnapOutOfDate
+	}
+	if index > s.mu.hs.Commit {
+		return raft.Snapshot{}, fmt.Errorf("storage: CreateSnapshot(%d): index is above the commit index %d; snapshot only applied entries",
+			index, s.mu.hs.Commit)
+	}
+	term, err := s.termLocked(index)
+	if err != nil {
+		return raft.Snapshot{}, fmt.Errorf("storage: CreateSnapshot(%d): %w (log ends at %d)", index, err, s.lastIndexLocked())
+	}
+	return raft.Snapshot{Index: index, Term: term}, nil
+}
+
+// ApplySnapshot implements raft.Storage: it persists snap, received from the leader,
+// and replaces the whole log with it. The Storage keeps snap.Data.
+func (s *Storage) ApplySnapshot(snap raft.Snapshot) error {
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	s.mu.RLock()
+	err := s.checkLocked()
+	current := s.mu.snap.Index
+	s.mu.RUnlock()
+	if err != nil {
+		return err
+	}
+	if snap.Index <= current {
+		return raft.ErrSnapOutOfDate
+	}
+	if err := writeSnapshot(s.fs, s.snapDir, s.clusterID, snap, snapInstall); err != nil {
+		return s.wal.fail(err)
+	}
+
+	s.mu.Lock()
+	if snap.Index <= s.mu.snap.Index {
+		s.mu.Unlock()
+		return raft.ErrSnapOutOfDate
+	}
+	ticket, seq, err := s.wal.appendMarker(snapMarker{kind: snapInstall, index: snap.Index, term: snap.Term})
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	s.mu.snap, s.mu.ents = snap, nil
+	s.mu.Unlock()
+
+	if err := s.wal.waitDurable(ticket); err != nil {
+		return err
+	}
+	return s.retain(seq)
+}
+
+// retain prunes old snapshot files and the WAL segments before seq that the oldest
+// snapshot kept makes unnecessary. Only after the newer snapshot is durable.
+func (s *Storage) retain(seq uint64) error {
+	oldest, err := pruneSnapshots(s.fs, s.snapDir, s.keepSnapshots, s.logger)
+	if err != nil {
+		return s.wal.fail(err)
+	}
+	return s.wal.dropSegments(seq, oldest)
+}
