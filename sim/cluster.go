@@ -1,0 +1,519 @@
+package sim
+
+import (
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"time"
+
+	"raftkv/raft"
+)
+
+// Options configure a Cluster. The zero value of each field takes the default named in
+// its comment.
+type Options struct {
+	// Nodes is the cluster size; ids are 1..Nodes. Default 5.
+	Nodes int
+	// Seed drives every random choice: network delays and faults, election timeouts,
+	// client timing. The same Options give the same run.
+	Seed int64
+	// TickInterval is the virtual length of one raft tick. Default 100ms.
+	TickInterval time.Duration
+	// Net is the message model at start. Default ReliableNet().
+	Net NetConfig
+	// SnapshotEvery makes each node's application compact the log every this many
+	// applied entries. Zero never compacts.
+	SnapshotEvery int
+	// Clients is the number of background clients, each with one request outstanding at
+	// a time: proposals and, at ReadRate, ReadIndex reads.
+	Clients int
+	// ReadRate is the fraction of client requests that are reads.
+	ReadRate float64
+	// ClientTimeout is how long a client waits for its command to apply on the node it
+	// proposed to before giving up on it. Default 3s.
+	ClientTimeout time.Duration
+	// LivenessBound is how long a connected, stable majority may take to elect a leader
+	// and commit a fresh proposal on every member. Default 10s.
+	LivenessBound time.Duration
+	// Configure, if set, adjusts each node's raft.Config before it starts (after the
+	// simulator has filled it in: ElectionTicks 10, HeartbeatTicks 1).
+	Configure func(*raft.Config)
+	// Trace, if set, receives a line for every event and the cores' debug logs.
+	Trace io.Writer
+}
+
+func (o Options) withDefaults() Options {
+	if o.Nodes == 0 {
+		o.Nodes = 5
+	}
+	if o.TickInterval == 0 {
+		o.TickInterval = 100 * time.Millisecond
+	}
+	if o.Net == (NetConfig{}) {
+		o.Net = ReliableNet()
+	}
+	if o.ClientTimeout == 0 {
+		o.ClientTimeout = 3 * time.Second
+	}
+	if o.LivenessBound == 0 {
+		o.LivenessBound = 10 * time.Second
+	}
+	return o
+}
+
+// Cluster is a whole Raft cluster simulated in one goroutine: Nodes cores, their
+// storage and applications, the network between them and the clients in front of them,
+// all driven by one event queue in virtual time. Every event is followed by the
+// invariant checks; the first violation stops the run and is returned by Err.
+//
+// A Cluster is not safe for concurrent use; run many clusters in parallel instead.
+type Cluster struct {
+	opts  Options
+	rng   *rand.Rand
+	now   time.Duration
+	queue eventQueue
+	nodes []*node
+	peers []uint64
+	net   network
+	check checker
+
+	clients []*client
+	acks    []Ack
+	// clientsStopped: clients send no new requests. acksFrozen: no more commands are
+	// acknowledged, so that CheckFinal sees a fixed set.
+	clientsStopped bool
+	acksFrozen     bool
+	probe          *livenessProbe
+	readSeq        uint64
+	// readResults holds the answers to reads issued through ReadIndex.
+	readResults map[string]uint64
+	readsServed int
+
+	counters Counters
+
+	onSend    func(raft.Message)
+	intercept func(*raft.Message) bool
+	err       error
+	trace     io.Writer
+}
+
+// node is one member: its durable storage, which survives crashes, and everything
+// volatile, which does not.
+type node struct {
+	id      uint64
+	storage *raft.MemoryStorage
+	// rn is nil while the node is down.
+	rn *raft.RawNode
+	// incarnation changes at every crash and restart; events and messages that belong
+	// to an older incarnation are discarded.
+	incarnation uint64
+	app         appState
+	// durable is the HardState last made durable, the one a restart reads back.
+	durable raft.HardState
+	// crashAt, if set, crashes the node at that point of its next Ready.
+	crashAt crashPoint
+	// pendingProposals maps an index to the client command proposed there.
+	pendingProposals map[uint64]*proposal
+	// pendingReads maps a ReadIndex request context to the read waiting for it.
+	pendingReads map[string]*pendingRead
+	// lastState and leaderTerm are the role last seen and the last term it was seen
+	// leading in, so that each term's leader is checked once.
+	lastState  raft.StateType
+	leaderTerm uint64
+}
+
+// crashPoint names a place inside Ready handling where a node can crash.
+type crashPoint uint8
+
+const (
+	noCrash crashPoint = iota
+	// crashAfterPersist: the Ready's state is durable, its messages never leave.
+	crashAfterPersist
+	// crashAfterSend: messages left, nothing was applied and Advance never ran.
+	crashAfterSend
+)
+
+// Counters count what happened in a run, to show which paths a seed exercised.
+type Counters struct {
+	// Crashes counts crashes, CrashesMidReady those that hit inside a Ready.
+	Crashes, CrashesMidReady int
+	// Restarts counts nodes brought back from their storage.
+	Restarts int
+	// Elections counts terms that got a leader.
+	Elections int
+	// SnapshotsInstalled counts snapshots from a leader applied by a follower;
+	// Compactions counts snapshots taken by applications.
+	SnapshotsInstalled, Compactions int
+	// LivenessChecks counts AwaitLiveness checks passed.
+	LivenessChecks int
+}
+
+// Counters returns what the run has done so far.
+func (c *Cluster) Counters() Counters { return c.counters }
+
+// NewCluster starts a cluster with every node up and connected.
+func NewCluster(opts Options) *Cluster {
+	opts = opts.withDefaults()
+	c := &Cluster{
+		opts:        opts,
+		rng:         rand.New(rand.NewPCG(uint64(opts.Seed), 0x5eed5eed)),
+		trace:       opts.Trace,
+		readResults: map[string]uint64{},
+	}
+	c.net = network{cfg: opts.Net, group: make([]int, opts.Nodes)}
+	c.check = newChecker()
+	for i := range opts.Nodes {
+		c.peers = append(c.peers, uint64(i+1))
+	}
+	for _, id := range c.peers {
+		n := &node{id: id, storage: raft.NewMemoryStorage()}
+		c.nodes = append(c.nodes, n)
+	}
+	for _, n := range c.nodes {
+		c.start(n)
+	}
+	for i := range opts.Clients {
+		c.startClient(i + 1)
+	}
+	return c
+}
+
+// Now is the virtual time since the cluster started.
+func (c *Cluster) Now() time.Duration { return c.now }
+
+// Seed is the seed the cluster runs with.
+func (c *Cluster) Seed() int64 { return c.opts.Seed }
+
+// Size is the number of nodes.
+func (c *Cluster) Size() int { return len(c.nodes) }
+
+// Err returns the first invariant violation, or nil.
+func (c *Cluster) Err() error { return c.err }
+
+// OnSend registers fn to see every message a node hands to the network, before the
+// network decides its fate. Tests use it to count messages.
+func (c *Cluster) OnSend(fn func(raft.Message)) { c.onSend = fn }
+
+// RunFor runs every event in the next d of virtual time and returns the first
+// violation, if any.
+func (c *Cluster) RunFor(d time.Duration) error {
+	end := c.now + d
+	for c.err == nil && c.queue.len() > 0 && c.queue.peekTime() <= end {
+		c.step()
+	}
+	if c.err == nil {
+		c.now = end
+	}
+	return c.err
+}
+
+// RunUntil runs until cond holds (checked after every event) or limit of virtual time
+// has passed. It reports whether cond held; the error is the first violation.
+func (c *Cluster) RunUntil(limit time.Duration, cond func() bool) (bool, error) {
+	end := c.now + limit
+	for c.err == nil {
+		if cond() {
+			return true, nil
+		}
+		if c.queue.len() == 0 || c.queue.peekTime() > end {
+			c.now = end
+			return cond(), c.err
+		}
+		c.step()
+	}
+	return false, c.err
+}
+
+func (c *Cluster) step() {
+	ev := c.queue.pop()
+	c.now = ev.at
+	ev.run()
+}
+
+// after schedules fn at d from now.
+func (c *Cluster) after(d time.Duration, fn func()) { c.queue.push(c.now+d, fn) }
+
+func (c *Cluster) node(id uint64) *node {
+	if id == 0 || id > uint64(len(c.nodes)) {
+		panic(fmt.Sprintf("sim: no node %d in a cluster of %d", id, len(c.nodes)))
+	}
+	return c.nodes[id-1]
+}
+
+// start brings node n up on what its storage holds: a new core, and an application
+// rebuilt from the storage's snapshot.
+func (c *Cluster) start(n *node) {
+	snap, err := n.storage.Snapshot()
+	if err != nil {
+		c.violate("storage", "node %d: Snapshot: %v", n.id, err)
+		return
+	}
+	n.app = appState{hash: initialHash}
+	if !snap.IsEmpty() {
+		if !c.restoreApp(n, snap) {
+			return
+		}
+	}
+	hs, err := n.storage.InitialState()
+	if err != nil {
+		c.violate("storage", "node %d: InitialState: %v", n.id, err)
+		return
+	}
+	n.durable = hs
+	cfg := raft.Config{
+		ID:             n.id,
+		Peers:          c.peers,
+		ElectionTicks:  10,
+		HeartbeatTicks: 1,
+		Storage:        n.storage,
+		Applied:        snap.Index,
+		RandSeed:       c.rng.Int64N(1<<62) + 1,
+	}
+	if c.trace != nil {
+		cfg.Logger = c.logger(n.id)
+	}
+	if c.opts.Configure != nil {
+		c.opts.Configure(&cfg)
+	}
+	rn, err := raft.NewRawNode(cfg)
+	if err != nil {
+		c.violate("restart", "node %d: NewRawNode on its own storage (hs=%+v snap=%d): %v", n.id, hs, snap.Index, err)
+		return
+	}
+	n.rn = rn
+	n.incarnation++
+	n.crashAt = noCrash
+	n.pendingProposals = map[uint64]*proposal{}
+	n.pendingReads = map[string]*pendingRead{}
+	n.lastState = raft.StateFollower
+	n.leaderTerm = 0
+	c.tracef("n%d up: hs=%+v snapshot=%d applied=%d", n.id, hs, snap.Index, n.app.applied)
+	// Nodes tick at the same rate but out of phase, as real clocks would.
+	inc := n.incarnation
+	c.after(time.Duration(c.rng.Int64N(int64(c.opts.TickInterval)))+1, func() { c.tick(n, inc) })
+	c.handleReady(n)
+}
+
+func (c *Cluster) tick(n *node, inc uint64) {
+	if n.incarnation != inc || n.rn == nil {
+		return
+	}
+	n.rn.Tick()
+	c.handleReady(n)
+	c.after(c.opts.TickInterval, func() { c.tick(n, inc) })
+}
+
+// Crash stops node id at once: the core, the application and every message to or from
+// it in flight are lost; its storage, which holds exactly what it made durable, stays.
+func (c *Cluster) Crash(id uint64) {
+	n := c.node(id)
+	if n.rn == nil {
+		return
+	}
+	c.crash(n)
+}
+
+// CrashDuringReady makes node id crash in the middle of handling its next Ready: after
+// persisting but before sending (afterSend false), or after sending but before applying
+// and Advance (afterSend true). If no Ready comes within a second it crashes then.
+func (c *Cluster) CrashDuringReady(id uint64, afterSend bool) {
+	n := c.node(id)
+	if n.rn == nil {
+		return
+	}
+	n.crashAt = crashAfterPersist
+	if afterSend {
+		n.crashAt = crashAfterSend
+	}
+	inc := n.incarnation
+	c.after(time.Second, func() {
+		if n.incarnation == inc && n.rn != nil && n.crashAt != noCrash {
+			c.crash(n)
+		}
+	})
+}
+
+func (c *Cluster) crash(n *node) {
+	c.tracef("n%d crash (hs=%+v applied=%d)", n.id, n.durable, n.app.applied)
+	c.counters.Crashes++
+	n.rn = nil
+	n.incarnation++
+	n.crashAt = noCrash
+	n.app = appState{}
+	c.abandonAll(n, "crash")
+	n.pendingProposals = nil
+	n.pendingReads = nil
+}
+
+// Restart brings a crashed node id back up from its storage.
+func (c *Cluster) Restart(id uint64) {
+	n := c.node(id)
+	if n.rn != nil {
+		return
+	}
+	c.counters.Restarts++
+	c.start(n)
+}
+
+// IsUp reports whether node id is running.
+func (c *Cluster) IsUp(id uint64) bool { return c.node(id).rn != nil }
+
+// Status returns node id's core status; a node that is down reports only its ID and
+// durable HardState.
+func (c *Cluster) Status(id uint64) raft.Status {
+	n := c.node(id)
+	if n.rn == nil {
+		return raft.Status{ID: id, Term: n.durable.Term, Vote: n.durable.Vote, Commit: n.durable.Commit}
+	}
+	return n.rn.Status()
+}
+
+// Leader returns the leader with the highest term among running nodes.
+func (c *Cluster) Leader() (uint64, bool) {
+	var leader, term uint64
+	for _, n := range c.nodes {
+		if n.rn == nil {
+			continue
+		}
+		if st := n.rn.Status(); st.State == raft.StateLeader && st.Term >= term {
+			leader, term = n.id, st.Term
+		}
+	}
+	return leader, leader != 0
+}
+
+// Propose proposes data at node id and processes the resulting Ready.
+func (c *Cluster) Propose(id uint64, data []byte) (index, term uint64, err error) {
+	n := c.node(id)
+	if n.rn == nil {
+		return 0, 0, raft.ErrStopped
+	}
+	index, term, err = n.rn.Propose(data)
+	c.tracef("n%d propose %q: index=%d term=%d err=%v", id, data, index, term, err)
+	c.handleReady(n)
+	return index, term, err
+}
+
+// Campaign makes node id start an election now.
+func (c *Cluster) Campaign(id uint64) error {
+	n := c.node(id)
+	if n.rn == nil {
+		return raft.ErrStopped
+	}
+	err := n.rn.Campaign()
+	c.handleReady(n)
+	return err
+}
+
+// AppliedIndex is the last index node id's application has applied (0 when down).
+func (c *Cluster) AppliedIndex(id uint64) uint64 { return c.node(id).app.applied }
+
+// Command returns the command committed at index, as the first node to apply it saw it
+// (the checker makes sure every other node saw the same), and whether any node has
+// applied that index yet. A no-op entry returns nil, true.
+func (c *Cluster) Command(index uint64) ([]byte, bool) {
+	if index == 0 || index >= uint64(len(c.check.committed)) {
+		return nil, false
+	}
+	rec := c.check.committed[index]
+	if rec.entryType != raft.EntryCommand {
+		return nil, true
+	}
+	return []byte(rec.data), true
+}
+
+// CommittedIndex is the highest index any node has applied.
+func (c *Cluster) CommittedIndex() uint64 { return uint64(len(c.check.committed) - 1) }
+
+// handleReady drives node n through every Ready it has, in the order the contract in
+// raft/rawnode.go demands, checking invariants at each stage.
+func (c *Cluster) handleReady(n *node) {
+	for c.err == nil && n.rn != nil && n.rn.HasReady() {
+		rd := n.rn.Ready()
+		c.tracef("n%d ready: %s", n.id, describeReady(&rd))
+		if !c.persist(n, &rd) {
+			return
+		}
+		if n.crashAt == crashAfterPersist {
+			c.counters.CrashesMidReady++
+			c.crash(n)
+			return
+		}
+		for _, m := range rd.Messages {
+			c.send(n, m)
+		}
+		if n.crashAt == crashAfterSend {
+			c.counters.CrashesMidReady++
+			c.crash(n)
+			return
+		}
+		c.checkRole(n)
+		if !rd.Snapshot.IsEmpty() {
+			if !c.restoreApp(n, rd.Snapshot) {
+				return
+			}
+			c.counters.SnapshotsInstalled++
+		}
+		for _, e := range rd.CommittedEntries {
+			if !c.applyEntry(n, e) {
+				return
+			}
+		}
+		for _, rs := range rd.ReadStates {
+			c.readDone(n, rs)
+		}
+		n.rn.Advance(rd)
+		c.maybeCompact(n)
+	}
+}
+
+// persist makes the Ready's snapshot, HardState and entries durable, checking first
+// that nothing durable is about to be broken and then that the log still matches.
+func (c *Cluster) persist(n *node, rd *raft.Ready) bool {
+	if !rd.Snapshot.IsEmpty() {
+		if err := n.storage.ApplySnapshot(rd.Snapshot); err != nil {
+			c.violate("storage", "node %d: ApplySnapshot(index=%d term=%d): %v", n.id, rd.Snapshot.Index, rd.Snapshot.Term, err)
+			return false
+		}
+		c.checkSnapshotPersisted(n, rd.Snapshot)
+	}
+	c.checkHardState(n, rd.HardState)
+	c.checkOverwrite(n, rd.Entries)
+	if c.err != nil {
+		return false
+	}
+	if err := n.storage.Save(rd.HardState, rd.Entries); err != nil {
+		c.violate("storage", "node %d: Save(hs=%+v, %d entries): %v", n.id, rd.HardState, len(rd.Entries), err)
+		return false
+	}
+	if !rd.HardState.IsEmpty() {
+		n.durable = rd.HardState
+		c.checkCommit(n, rd.HardState)
+	}
+	c.checkLogMatching(n, rd.Entries)
+	return c.err == nil
+}
+
+func describeReady(rd *raft.Ready) string {
+	s := ""
+	if rd.SoftState != nil {
+		s += fmt.Sprintf("soft=%+v ", *rd.SoftState)
+	}
+	if !rd.HardState.IsEmpty() {
+		s += fmt.Sprintf("hs=%+v ", rd.HardState)
+	}
+	if len(rd.Entries) > 0 {
+		s += fmt.Sprintf("entries=[%d..%d] ", rd.Entries[0].Index, rd.Entries[len(rd.Entries)-1].Index)
+	}
+	if !rd.Snapshot.IsEmpty() {
+		s += fmt.Sprintf("snapshot=%d/%d ", rd.Snapshot.Index, rd.Snapshot.Term)
+	}
+	if len(rd.CommittedEntries) > 0 {
+		s += fmt.Sprintf("committed=[%d..%d] ", rd.CommittedEntries[0].Index, rd.CommittedEntries[len(rd.CommittedEntries)-1].Index)
+	}
+	if len(rd.ReadStates) > 0 {
+		s += fmt.Sprintf("reads=%d ", len(rd.ReadStates))
+	}
+	s += fmt.Sprintf("msgs=%d", len(rd.Messages))
+	return s
+}

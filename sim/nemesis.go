@@ -1,0 +1,202 @@
+package sim
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"runtime/debug"
+	"time"
+
+	"raftkv/raft"
+)
+
+// Simulate runs one seed of the randomized simulation that TestSimulate runs for many
+// seeds: a cluster built by RandomOptions (then adjusted by configure, if not nil),
+// duration of virtual time under RunChaos, then Settle and CheckFinal. It returns the
+// cluster and the first violation; a panic in the core is returned as a violation
+// too, so that its seed is reported.
+func Simulate(seed int64, duration time.Duration, configure func(*Options)) (c *Cluster, err error) {
+	opts := RandomOptions(seed)
+	if configure != nil {
+		configure(&opts)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			var at time.Duration
+			if c != nil {
+				at = c.now
+			}
+			err = &Violation{Seed: seed, At: at, Property: "panic", Detail: panicDetail(r)}
+		}
+	}()
+	c = NewCluster(opts)
+	if err := c.RunChaos(duration); err != nil {
+		return c, err
+	}
+	if err := c.Settle(); err != nil {
+		return c, err
+	}
+	return c, c.CheckFinal()
+}
+
+// RandomOptions draws a 5-node cluster's options from seed: how often applications
+// compact, how many clients and how much of their traffic is reads, and a few core
+// settings (small message and inflight limits, PreVote or CheckQuorum off) that steer
+// the core into its less travelled paths.
+func RandomOptions(seed int64) Options {
+	rng := rand.New(rand.NewPCG(uint64(seed), 0x09710115))
+	opts := Options{
+		Nodes:         5,
+		Seed:          seed,
+		SnapshotEvery: 5 + rng.IntN(60),
+		Clients:       1 + rng.IntN(4),
+		ReadRate:      0.25 * rng.Float64(),
+		Net:           randomNet(rng),
+	}
+	if rng.IntN(8) == 0 {
+		opts.SnapshotEvery = 0
+	}
+	var (
+		disablePreVote     = rng.IntN(10) == 0
+		disableCheckQuorum = rng.IntN(10) == 0
+		smallMessages      = rng.IntN(4) == 0
+		fewInflight        = rng.IntN(4) == 0
+		smallReadies       = rng.IntN(4) == 0
+	)
+	if disablePreVote {
+		// Without PreVote a candidate whose log is too short to win still raises
+		// everyone's term and resets their timers, so the one node that can win must
+		// time out first: a race it loses with probability 1-1/k per round among k
+		// nodes. Allow far more rounds.
+		opts.LivenessBound = 60 * time.Second
+	}
+	opts.Configure = func(cfg *raft.Config) {
+		cfg.DisablePreVote = disablePreVote
+		cfg.DisableCheckQuorum = disableCheckQuorum
+		if smallMessages {
+			cfg.MaxSizePerMsg = 128
+		}
+		if fewInflight {
+			cfg.MaxInflightMsgs = 2
+		}
+		if smallReadies {
+			cfg.MaxCommittedBytesPerReady = 200
+		}
+	}
+	return opts
+}
+
+// randomNet draws a message model, from a clean LAN to a badly lossy, reordering one.
+func randomNet(rng *rand.Rand) NetConfig {
+	pick := func(choices ...float64) float64 { return choices[rng.IntN(len(choices))] }
+	return NetConfig{
+		MinDelay:      time.Millisecond,
+		MaxDelay:      time.Duration(pick(3, 10, 30, 60)) * time.Millisecond,
+		LossRate:      pick(0, 0, 0.02, 0.1, 0.3),
+		DuplicateRate: pick(0, 0, 0.05, 0.2),
+		ReorderRate:   pick(0, 0, 0.05, 0.2),
+		ReorderDelay:  time.Duration(pick(100, 500, 2000)) * time.Millisecond,
+	}
+}
+
+// RunChaos runs the cluster for d of virtual time under a random fault schedule drawn
+// from the seed. Chaos phases of a few seconds, with a fault every 0.1-3 s (partitions
+// into random groups, a cut-off or crashed leader, crashes at any point of Ready
+// handling, restarts, a change of loss, duplication, reordering and delay), alternate
+// with calm phases, in which a random majority is restarted, connected and given a
+// clean network while the rest stay cut off or down: the majority must then pass
+// AwaitLiveness.
+func (c *Cluster) RunChaos(d time.Duration) error {
+	end := c.now + d
+	for c.err == nil && c.now < end {
+		chaosEnd := min(end, c.now+randDuration(c.rng, 2*time.Second, 12*time.Second))
+		for c.err == nil && c.now < chaosEnd {
+			c.randomFault()
+			c.RunFor(min(chaosEnd-c.now, randDuration(c.rng, 100*time.Millisecond, 3*time.Second)))
+		}
+		if c.err != nil || c.now >= end {
+			break
+		}
+		group := c.calm()
+		if c.AwaitLiveness(group) != nil {
+			break
+		}
+		c.RunFor(min(end-c.now, randDuration(c.rng, 0, 3*time.Second)))
+	}
+	return c.err
+}
+
+func randDuration(rng *rand.Rand, lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(rng.Int64N(int64(hi-lo)+1))
+}
+
+// calm picks a random majority, restarts its crashed members, connects it and cuts every
+// other node off, and makes the network clean. It returns the majority.
+func (c *Cluster) calm() []uint64 {
+	size := len(c.nodes)/2 + 1 + c.rng.IntN(len(c.nodes)-len(c.nodes)/2)
+	order := c.rng.Perm(len(c.nodes))
+	var group []uint64
+	for _, i := range order[:size] {
+		group = append(group, uint64(i+1))
+	}
+	c.tracef("calm: majority %v", group)
+	for _, id := range group {
+		c.Restart(id)
+		// A crash the chaos phase scheduled must not hit the stable majority.
+		c.node(id).crashAt = noCrash
+	}
+	c.Partition(group)
+	net := ReliableNet()
+	net.DuplicateRate = c.net.cfg.DuplicateRate
+	c.SetNet(net)
+	return group
+}
+
+// randomFault applies one fault drawn from the seed.
+func (c *Cluster) randomFault() {
+	id := uint64(c.rng.IntN(len(c.nodes)) + 1)
+	switch roll := c.rng.IntN(100); {
+	case roll < 20:
+		groups := 2 + c.rng.IntN(2)
+		parts := make([][]uint64, groups)
+		for _, n := range c.nodes {
+			g := c.rng.IntN(groups)
+			parts[g] = append(parts[g], n.id)
+		}
+		c.Partition(parts...)
+	case roll < 30:
+		if lead, ok := c.Leader(); ok {
+			c.Disconnect(lead)
+		}
+	case roll < 45:
+		c.Heal()
+	case roll < 55:
+		c.Crash(id)
+	case roll < 62:
+		if c.IsUp(id) {
+			c.tracef("nemesis: n%d to crash during its next Ready", id)
+			c.CrashDuringReady(id, c.rng.IntN(2) == 0)
+		}
+	case roll < 67:
+		if lead, ok := c.Leader(); ok {
+			c.Crash(lead)
+		}
+	case roll < 82:
+		c.Restart(id)
+	case roll < 85:
+		for _, n := range c.peers {
+			c.Restart(n)
+		}
+	case roll < 95:
+		c.SetNet(randomNet(c.rng))
+	default:
+		if c.IsUp(id) {
+			c.tracef("nemesis: n%d campaigns", id)
+			_ = c.Campaign(id)
+		}
+	}
+}
+
+// panicDetail formats a recovered panic with the stack that raised it.
+func panicDetail(r any) string {
+	return fmt.Sprintf("%v\n%s", r, debug.Stack())
+}

@@ -1,0 +1,287 @@
+package sim
+
+import (
+	"time"
+
+	"raftkv/raft"
+)
+
+// NetConfig says how the simulated network treats each message. Every message that
+// crosses between connected, running nodes is lost with probability LossRate; if not,
+// it arrives after a delay drawn uniformly from [MinDelay, MaxDelay], plus with
+// probability ReorderRate an extra delay drawn from [0, ReorderDelay] so that later
+// messages overtake it; with probability DuplicateRate a second copy travels with its
+// own delay.
+type NetConfig struct {
+	MinDelay      time.Duration
+	MaxDelay      time.Duration
+	LossRate      float64
+	DuplicateRate float64
+	ReorderRate   float64
+	ReorderDelay  time.Duration
+}
+
+// ReliableNet is a LAN that neither loses, duplicates nor reorders by much: 1-5 ms.
+func ReliableNet() NetConfig {
+	return NetConfig{MinDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond}
+}
+
+// UnreliableNet mirrors MIT 6.824's unreliable network: a tenth of messages lost, some
+// duplicated, and a fifth held back long enough to arrive after much later traffic.
+func UnreliableNet() NetConfig {
+	return NetConfig{
+		MinDelay:      time.Millisecond,
+		MaxDelay:      27 * time.Millisecond,
+		LossRate:      0.1,
+		DuplicateRate: 0.05,
+		ReorderRate:   0.2,
+		ReorderDelay:  800 * time.Millisecond,
+	}
+}
+
+// NetStats counts what the network did since the cluster started.
+type NetStats struct {
+	// Sent counts messages handed to the network, by raft.MessageType.
+	Sent [32]int
+	// Delivered counts messages stepped into a receiver (duplicates included).
+	Delivered int
+	// Dropped counts messages lost to a partition, a crash or LossRate.
+	Dropped int
+	// Duplicated counts the extra copies the network made.
+	Duplicated int
+}
+
+// TotalSent is the number of messages of every type handed to the network.
+func (s NetStats) TotalSent() int {
+	total := 0
+	for _, n := range s.Sent {
+		total += n
+	}
+	return total
+}
+
+// network holds the fault state: which group each node is in and the message model.
+// Two nodes can talk when they are in the same group; a partition is any assignment of
+// nodes to groups.
+type network struct {
+	cfg NetConfig
+	// group[id-1] is the partition group of node id.
+	group     []int
+	nextGroup int
+	stats     NetStats
+}
+
+func (n *network) connected(a, b uint64) bool { return n.group[a-1] == n.group[b-1] }
+
+// Partition splits the cluster into the given groups; nodes in the same group can talk,
+// nodes in different groups cannot. A node listed in no group is cut off from everyone.
+func (c *Cluster) Partition(groups ...[]uint64) {
+	for i := range c.net.group {
+		c.net.group[i] = c.freshGroup()
+	}
+	for _, g := range groups {
+		id := c.freshGroup()
+		for _, member := range g {
+			c.net.group[member-1] = id
+		}
+	}
+	c.tracef("net: partition %v", groups)
+}
+
+// Heal reconnects every node with every other.
+func (c *Cluster) Heal() {
+	for i := range c.net.group {
+		c.net.group[i] = 0
+	}
+	c.tracef("net: heal")
+}
+
+// Disconnect cuts node id off from every other node (MIT 6.824's disconnect).
+func (c *Cluster) Disconnect(id uint64) {
+	c.net.group[id-1] = c.freshGroup()
+	c.tracef("net: disconnect %d", id)
+}
+
+// Connect puts node id back into the main group, the one Heal puts everyone in.
+func (c *Cluster) Connect(id uint64) {
+	c.net.group[id-1] = 0
+	c.tracef("net: connect %d", id)
+}
+
+// Connected reports whether nodes a and b can currently exchange messages.
+func (c *Cluster) Connected(a, b uint64) bool { return c.net.connected(a, b) }
+
+// SetNet changes the message model from now on; messages in flight keep their delay.
+func (c *Cluster) SetNet(cfg NetConfig) {
+	c.net.cfg = cfg
+	c.tracef("net: %+v", cfg)
+}
+
+// Intercept lets fn see, and rewrite, every message before the network decides its
+// fate; a message for which fn returns false is dropped. nil removes the hook. Tests
+// use it to stage exact scenarios: fn may drop a message or shorten its Entries (the
+// result must still be a message the sender could have sent), never write into them.
+func (c *Cluster) Intercept(fn func(m *raft.Message) bool) { c.intercept = fn }
+
+// Stats returns the network counters.
+func (c *Cluster) Stats() NetStats { return c.net.stats }
+
+func (c *Cluster) freshGroup() int {
+	c.net.nextGroup++
+	return c.net.nextGroup
+}
+
+// delay draws one message's transit time.
+func (c *Cluster) delay() time.Duration {
+	cfg := &c.net.cfg
+	d := cfg.MinDelay
+	if cfg.MaxDelay > cfg.MinDelay {
+		d += time.Duration(c.rng.Int64N(int64(cfg.MaxDelay - cfg.MinDelay + 1)))
+	}
+	if cfg.ReorderRate > 0 && cfg.ReorderDelay > 0 && c.rng.Float64() < cfg.ReorderRate {
+		d += time.Duration(c.rng.Int64N(int64(cfg.ReorderDelay) + 1))
+	}
+	return d
+}
+
+// send hands one message from node from to the network. Messages to a node that is down
+// or cut off are dropped at once and the sender hears that the peer is unreachable, as a
+// real transport notices a broken stream; a dropped snapshot is reported as failed.
+func (c *Cluster) send(from *node, m raft.Message) {
+	c.checkOutgoing(from, m)
+	if m.Type.IsLocal() || m.To == raft.None || m.To > uint64(len(c.nodes)) {
+		c.violate("message", "node %d sent %v: a local type or an unknown recipient", from.id, m)
+		return
+	}
+	c.net.stats.Sent[m.Type%32]++
+	if c.onSend != nil {
+		c.onSend(m)
+	}
+	if c.intercept != nil && !c.intercept(&m) {
+		c.net.stats.Dropped++
+		c.tracef("drop %v (filtered)", m)
+		c.reportLater(from, m.To, false, snapReportFor(m, true))
+		return
+	}
+	to := c.nodes[m.To-1]
+	if to.rn == nil || !c.net.connected(from.id, to.id) {
+		c.net.stats.Dropped++
+		c.tracef("drop %v (unreachable)", m)
+		c.reportLater(from, m.To, true, snapReportFor(m, true))
+		return
+	}
+	if c.net.cfg.LossRate > 0 && c.rng.Float64() < c.net.cfg.LossRate {
+		c.net.stats.Dropped++
+		c.tracef("drop %v (lost)", m)
+		c.reportLater(from, m.To, false, snapReportFor(m, true))
+		return
+	}
+	copies := 1
+	if c.net.cfg.DuplicateRate > 0 && c.rng.Float64() < c.net.cfg.DuplicateRate {
+		copies = 2
+		c.net.stats.Duplicated++
+	}
+	for i := range copies {
+		msg := copyMessage(m)
+		isFirst := i == 0
+		fromInc, toInc := from.incarnation, to.incarnation
+		c.queue.push(c.now+c.delay(), func() { c.deliver(msg, fromInc, toInc, isFirst) })
+	}
+}
+
+// deliver steps a message into its recipient, unless either end crashed since it was
+// sent or a partition now separates them.
+func (c *Cluster) deliver(m raft.Message, fromInc, toInc uint64, isFirst bool) {
+	from, to := c.nodes[m.From-1], c.nodes[m.To-1]
+	isSnap := m.Type == raft.MsgSnap && isFirst
+	if from.incarnation != fromInc {
+		// The sender crashed after sending: the crash takes its in-flight messages.
+		c.net.stats.Dropped++
+		c.tracef("drop %v (sender crashed)", m)
+		return
+	}
+	if to.incarnation != toInc || to.rn == nil || !c.net.connected(from.id, to.id) {
+		c.net.stats.Dropped++
+		c.tracef("drop %v (receiver down or cut off)", m)
+		if isSnap {
+			c.reportLater(from, to.id, false, snapFailed)
+		}
+		return
+	}
+	c.net.stats.Delivered++
+	c.tracef("recv %v", m)
+	if err := to.rn.Step(m); err != nil {
+		c.tracef("n%d step %v: %v", to.id, m.Type, err)
+	}
+	c.handleReady(to)
+	if isSnap {
+		c.reportLater(from, to.id, false, snapDone)
+	}
+}
+
+// snapReport is what the transport tells a leader about a snapshot it sent.
+type snapReport uint8
+
+const (
+	noSnapReport snapReport = iota
+	snapFailed
+	snapDone
+)
+
+func snapReportFor(m raft.Message, failed bool) snapReport {
+	switch {
+	case m.Type != raft.MsgSnap:
+		return noSnapReport
+	case failed:
+		return snapFailed
+	}
+	return snapDone
+}
+
+// reportLater tells node from, a moment from now and if it has not crashed meanwhile,
+// that its messages to peer cannot get through and how a snapshot to peer went.
+func (c *Cluster) reportLater(from *node, peer uint64, unreachable bool, snap snapReport) {
+	if !unreachable && snap == noSnapReport {
+		return
+	}
+	inc := from.incarnation
+	c.queue.push(c.now+time.Millisecond, func() {
+		if from.incarnation != inc || from.rn == nil {
+			return
+		}
+		if unreachable {
+			from.rn.ReportUnreachable(peer)
+		}
+		if snap != noSnapReport {
+			from.rn.ReportSnapshot(peer, snap == snapFailed)
+		}
+		c.handleReady(from)
+	})
+}
+
+// copyMessage deep-copies m, as serialising it onto a wire would: the receiver must
+// never share memory with the sender's log.
+func copyMessage(m raft.Message) raft.Message {
+	if len(m.Entries) > 0 {
+		ents := make([]raft.Entry, len(m.Entries))
+		for i, e := range m.Entries {
+			e.Data = cloneBytes(e.Data)
+			ents[i] = e
+		}
+		m.Entries = ents
+	}
+	if m.Snapshot != nil {
+		snap := *m.Snapshot
+		snap.Data = cloneBytes(snap.Data)
+		m.Snapshot = &snap
+	}
+	m.Context = cloneBytes(m.Context)
+	return m
+}
+
+func cloneBytes(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}
