@@ -1,0 +1,195 @@
+package server
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Config is a member's configuration, validated by New. Its fields follow etcd's flags
+// of the same names.
+type Config struct {
+	// Name is this member's name in InitialCluster.
+	Name string
+	// DataDir holds the WAL and snapshots.
+	DataDir string
+
+	// ListenClientURLs are where the gRPC client API listens ("http://host:port").
+	ListenClientURLs []string
+	// AdvertiseClientURLs are the client URLs published to the other members.
+	AdvertiseClientURLs []string
+	// ListenPeerURLs are where the peer transport listens.
+	ListenPeerURLs []string
+	// InitialCluster maps each member's name to its advertised peer URLs.
+	InitialCluster map[string][]string
+	// InitialClusterState is "new" to bootstrap, or "existing" to join a cluster
+	// whose members already run (the data dir then holds the member's state).
+	InitialClusterState string
+	// InitialClusterToken makes the cluster id of two clusters with the same members
+	// differ.
+	InitialClusterToken string
+
+	// HeartbeatInterval is the leader's heartbeat period; ElectionTimeout the base
+	// election timeout, drawn at random from [ElectionTimeout, 2*ElectionTimeout).
+	HeartbeatInterval time.Duration
+	ElectionTimeout   time.Duration
+
+	// MaxRequestBytes limits a client request. Default 1.5 MiB, as in etcd.
+	MaxRequestBytes int
+	// MaxTxnOps limits the operations in one Txn. Default 128, as in etcd.
+	MaxTxnOps int
+	// SnapshotCount is the number of applied entries between snapshots. Default 10000.
+	SnapshotCount uint64
+	// RequestTimeout bounds how long a write or a linearizable read waits. Default
+	// 5s plus twice the election timeout.
+	RequestTimeout time.Duration
+
+	Logger *slog.Logger
+}
+
+// Defaults, matching etcd's where etcd has one.
+const (
+	DefaultName                = "default"
+	DefaultHeartbeatInterval   = 100 * time.Millisecond
+	DefaultElectionTimeout     = 1000 * time.Millisecond
+	DefaultMaxRequestBytes     = 1536 * 1024
+	DefaultMaxTxnOps           = 128
+	DefaultSnapshotCount       = 10000
+	DefaultInitialClusterToken = "raftkv-cluster"
+)
+
+func (c Config) withDefaults() Config {
+	if c.Name == "" {
+		c.Name = DefaultName
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.ElectionTimeout == 0 {
+		c.ElectionTimeout = DefaultElectionTimeout
+	}
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if c.MaxTxnOps == 0 {
+		c.MaxTxnOps = DefaultMaxTxnOps
+	}
+	if c.SnapshotCount == 0 {
+		c.SnapshotCount = DefaultSnapshotCount
+	}
+	if c.InitialClusterToken == "" {
+		c.InitialClusterToken = DefaultInitialClusterToken
+	}
+	if c.InitialClusterState == "" {
+		c.InitialClusterState = "new"
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 5*time.Second + 2*c.ElectionTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports the first setting that cannot work, naming the flag.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if c.DataDir == "" {
+		return fmt.Errorf("--data-dir is empty; give a directory for the member's data")
+	}
+	for _, group := range []struct {
+		flag string
+		urls []string
+	}{
+		{"--listen-client-urls", c.ListenClientURLs},
+		{"--advertise-client-urls", c.AdvertiseClientURLs},
+		{"--listen-peer-urls", c.ListenPeerURLs},
+	} {
+		if len(group.urls) == 0 {
+			return fmt.Errorf("%s is empty; give at least one URL like http://127.0.0.1:2379", group.flag)
+		}
+		for _, u := range group.urls {
+			if _, err := hostPort(u); err != nil {
+				return fmt.Errorf("%s: %w", group.flag, err)
+			}
+		}
+	}
+	if len(c.InitialCluster) == 0 {
+		return fmt.Errorf("--initial-cluster is empty; list every member as name=http://host:port")
+	}
+	if _, ok := c.InitialCluster[c.Name]; !ok {
+		return fmt.Errorf("--initial-cluster has no member named %q (--name); add %s=<peer URL> or fix --name",
+			c.Name, c.Name)
+	}
+	for name, urls := range c.InitialCluster {
+		if len(urls) == 0 {
+			return fmt.Errorf("--initial-cluster: member %q has no peer URL", name)
+		}
+		for _, u := range urls {
+			if _, err := hostPort(u); err != nil {
+				return fmt.Errorf("--initial-cluster: member %q: %w", name, err)
+			}
+		}
+	}
+	if c.InitialClusterState != "new" && c.InitialClusterState != "existing" {
+		return fmt.Errorf("--initial-cluster-state is %q; use \"new\" or \"existing\"", c.InitialClusterState)
+	}
+	if c.HeartbeatInterval <= 0 || c.ElectionTimeout < 5*c.HeartbeatInterval {
+		return fmt.Errorf("--election-timeout %v must be at least 5 times --heartbeat-interval %v (10x is usual)",
+			c.ElectionTimeout, c.HeartbeatInterval)
+	}
+	if c.MaxRequestBytes < 1024 {
+		return fmt.Errorf("--max-request-bytes %d is too small; use at least 1024", c.MaxRequestBytes)
+	}
+	if c.MaxTxnOps < 1 {
+		return fmt.Errorf("--max-txn-ops %d must be at least 1", c.MaxTxnOps)
+	}
+	return nil
+}
+
+// hostPort returns the host:port of an http URL.
+func hostPort(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("URL %q does not parse: %v", raw, err)
+	}
+	if u.Scheme != "http" {
+		return "", fmt.Errorf("URL %q: scheme %q is not supported; use http:// (TLS is not implemented yet)", raw, u.Scheme)
+	}
+	if u.Port() == "" {
+		return "", fmt.Errorf("URL %q has no port", raw)
+	}
+	return u.Host, nil
+}
+
+// memberID derives a member's id from its peer URLs and the cluster token, as etcd
+// does, so every member computes the same ids from the same --initial-cluster.
+func memberID(peerURLs []string, token string) uint64 {
+	urls := slices.Sorted(slices.Values(peerURLs))
+	sum := sha256.Sum256([]byte(strings.Join(urls, ",") + "|" + token))
+	id := binary.BigEndian.Uint64(sum[:8])
+	if id == 0 {
+		id = 1
+	}
+	return id
+}
+
+// clusterID derives the cluster's id from its members' ids and the token.
+func clusterID(ids []uint64, token string) uint64 {
+	h := sha256.New()
+	for _, id := range slices.Sorted(slices.Values(ids)) {
+		h.Write(binary.BigEndian.AppendUint64(nil, id))
+	}
+	h.Write([]byte(token))
+	id := binary.BigEndian.Uint64(h.Sum(nil)[:8])
+	if id == 0 {
+		id = 1
+	}
+	return id
+}

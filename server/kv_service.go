@@ -1,0 +1,226 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"strconv"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"raftkv/kv"
+)
+
+// Exactly-once metadata: a client that sends both keys has a retried request with the
+// same pair answered from the session table instead of applied again. Sequence numbers
+// of one client id must increase, one request at a time.
+const (
+	MetadataClientID = "raftkv-client-id"
+	MetadataSequence = "raftkv-seq"
+)
+
+type kvService struct {
+	pb.UnimplementedKVServer
+	s *Server
+}
+
+func (k *kvService) header(revision int64) *pb.ResponseHeader {
+	term, _ := k.s.node.State()
+	return header{clusterID: k.s.clusterID, memberID: k.s.id, raftTerm: term}.pb(revision)
+}
+
+func (k *kvService) hdr() header {
+	term, _ := k.s.node.State()
+	return header{clusterID: k.s.clusterID, memberID: k.s.id, raftTerm: term}
+}
+
+func (k *kvService) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+	if err := k.checkSize(r); err != nil {
+		return nil, err
+	}
+	if !r.Serializable {
+		if err := k.s.linearizableRead(ctx); err != nil {
+			return nil, toGRPC(err)
+		}
+	}
+	resp, err := k.s.sm.store.Range(rangeFromPB(r))
+	if err != nil {
+		return nil, toGRPC(err)
+	}
+	return rangeToPB(k.hdr(), resp), nil
+}
+
+func (k *kvService) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
+	res, err := k.write(ctx, r, &kv.Command{Put: putFromPB(r)})
+	if err != nil {
+		return nil, err
+	}
+	return putToPB(k.hdr(), res.Put), nil
+}
+
+func (k *kvService) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
+	res, err := k.write(ctx, r, &kv.Command{DeleteRange: deleteFromPB(r)})
+	if err != nil {
+		return nil, err
+	}
+	return deleteToPB(k.hdr(), res.DeleteRange), nil
+}
+
+func (k *kvService) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
+	txn := txnFromPB(r)
+	if kv.IsTxnReadOnly(txn) {
+		if err := k.checkSize(r); err != nil {
+			return nil, err
+		}
+		if err := k.s.sm.store.Check(&kv.Command{Txn: txn}); err != nil {
+			return nil, toGRPC(err)
+		}
+		if !isSerializableTxn(txn) {
+			if err := k.s.linearizableRead(ctx); err != nil {
+				return nil, toGRPC(err)
+			}
+		}
+		resp, err := k.s.sm.store.Txn(txn)
+		if err != nil {
+			return nil, toGRPC(err)
+		}
+		return txnToPB(k.hdr(), resp), nil
+	}
+	res, err := k.write(ctx, r, &kv.Command{Txn: txn})
+	if err != nil {
+		return nil, err
+	}
+	return txnToPB(k.hdr(), res.Txn), nil
+}
+
+// isSerializableTxn: etcd serves a read-only txn locally when every range in it asks
+// for serializable reads.
+func isSerializableTxn(t *kv.TxnRequest) bool {
+	for _, ops := range [2][]kv.RequestOp{t.Success, t.Failure} {
+		for _, op := range ops {
+			if op.Range != nil && !op.Range.Serializable {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (k *kvService) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
+	res, err := k.write(ctx, r, &kv.Command{Compact: &kv.CompactionRequest{Revision: r.Revision, Physical: r.Physical}})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.CompactionResponse{Header: k.header(res.Compact.Header.Revision)}, nil
+}
+
+// write checks a request, replicates it and returns the state machine's result.
+// Nothing is proposed for a request that fails its checks, so nothing is half-applied.
+func (k *kvService) write(ctx context.Context, req proto.Message, cmd *kv.Command) (kv.Result, error) {
+	if err := k.checkSize(req); err != nil {
+		return kv.Result{}, err
+	}
+	if err := k.s.sm.store.Check(cmd); err != nil {
+		return kv.Result{}, toGRPC(err)
+	}
+	clientID, seq, err := sessionFromMetadata(ctx)
+	if err != nil {
+		return kv.Result{}, err
+	}
+	cmd.ClientID, cmd.Seq = clientID, seq
+	payload, err := cmd.Encode()
+	if err != nil {
+		return kv.Result{}, toGRPC(err)
+	}
+	res, err := k.s.propose(ctx, kindKV, payload)
+	if err != nil {
+		return kv.Result{}, toGRPC(err)
+	}
+	if res.Err != nil {
+		return kv.Result{}, toGRPC(res.Err)
+	}
+	return res, nil
+}
+
+func (k *kvService) checkSize(req proto.Message) error {
+	if proto.Size(req) > k.s.cfg.MaxRequestBytes {
+		return rpctypes.ErrGRPCRequestTooLarge
+	}
+	return nil
+}
+
+func sessionFromMetadata(ctx context.Context) (clientID, seq uint64, err error) {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return 0, 0, nil
+	}
+	ids, seqs := md.Get(MetadataClientID), md.Get(MetadataSequence)
+	if len(ids) == 0 && len(seqs) == 0 {
+		return 0, 0, nil
+	}
+	if len(ids) != 1 || len(seqs) != 1 {
+		return 0, 0, status.Errorf(codes.InvalidArgument,
+			"raftkv: send exactly one %s and one %s, or neither (got %d and %d)", MetadataClientID, MetadataSequence, len(ids), len(seqs))
+	}
+	clientID, err1 := strconv.ParseUint(ids[0], 10, 64)
+	seq, err2 := strconv.ParseUint(seqs[0], 10, 64)
+	if err1 != nil || err2 != nil || clientID == 0 || seq == 0 {
+		return 0, 0, status.Errorf(codes.InvalidArgument,
+			"raftkv: %s=%q and %s=%q must be positive decimal integers", MetadataClientID, ids[0], MetadataSequence, seqs[0])
+	}
+	return clientID, seq, nil
+}
+
+// toGRPC maps an error to the gRPC status etcd would return, so etcd clients
+// recognise it (clientv3 matches on these messages).
+func toGRPC(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, kv.ErrEmptyKey):
+		return rpctypes.ErrGRPCEmptyKey
+	case errors.Is(err, kv.ErrKeyNotFound):
+		return rpctypes.ErrGRPCKeyNotFound
+	case errors.Is(err, kv.ErrValueProvided):
+		return rpctypes.ErrGRPCValueProvided
+	case errors.Is(err, kv.ErrLeaseProvided):
+		return rpctypes.ErrGRPCLeaseProvided
+	case errors.Is(err, kv.ErrTooManyOps):
+		return rpctypes.ErrGRPCTooManyOps
+	case errors.Is(err, kv.ErrDuplicateKey):
+		return rpctypes.ErrGRPCDuplicateKey
+	case errors.Is(err, kv.ErrInvalidSortOption):
+		return rpctypes.ErrGRPCInvalidSortOption
+	case errors.Is(err, kv.ErrCompacted):
+		return rpctypes.ErrGRPCCompacted
+	case errors.Is(err, kv.ErrFutureRev):
+		return rpctypes.ErrGRPCFutureRev
+	case errors.Is(err, kv.ErrRequestTooLarge):
+		return rpctypes.ErrGRPCRequestTooLarge
+	case errors.Is(err, errNoLeader):
+		return rpctypes.ErrGRPCNoLeader
+	case errors.Is(err, errTimeout):
+		return rpctypes.ErrGRPCTimeout
+	case errors.Is(err, errLostEntry):
+		return rpctypes.ErrGRPCLeaderChanged
+	case errors.Is(err, errStopped):
+		return rpctypes.ErrGRPCStopped
+	case errors.Is(err, errTooManyRequests):
+		return rpctypes.ErrGRPCRequestTooManyRequests
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, kv.ErrStaleSequence):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return status.Error(codes.Unknown, err.Error())
+}

@@ -1,0 +1,92 @@
+package server
+
+import (
+	"context"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Version is the raftkv version reported by Maintenance.Status.
+const Version = "0.1.0"
+
+type maintenanceService struct {
+	pb.UnimplementedMaintenanceServer
+	s *Server
+}
+
+func (m *maintenanceService) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
+	st := m.s.node.Status()
+	return &pb.StatusResponse{
+		Header:           header{clusterID: m.s.clusterID, memberID: m.s.id, raftTerm: st.Term}.pb(m.s.sm.store.Revision()),
+		Version:          Version,
+		Leader:           st.Lead,
+		RaftIndex:        st.Commit,
+		RaftTerm:         st.Term,
+		RaftAppliedIndex: m.s.applied.get(),
+		StorageVersion:   Version,
+	}, nil
+}
+
+type clusterService struct {
+	pb.UnimplementedClusterServer
+	s *Server
+}
+
+func (c *clusterService) MemberList(ctx context.Context, r *pb.MemberListRequest) (*pb.MemberListResponse, error) {
+	if r.Linearizable {
+		if err := c.s.linearizableRead(ctx); err != nil {
+			return nil, toGRPC(err)
+		}
+	}
+	term, _ := c.s.node.State()
+	resp := &pb.MemberListResponse{Header: header{clusterID: c.s.clusterID, memberID: c.s.id, raftTerm: term}.pb(c.s.sm.store.Revision())}
+	for _, m := range c.s.sm.members() {
+		resp.Members = append(resp.Members, &pb.Member{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs})
+	}
+	return resp, nil
+}
+
+// registerUnimplemented answers the etcd services raftkv does not serve yet with
+// Unimplemented and a message that says so, instead of gRPC's "unknown service".
+func registerUnimplemented(g *grpc.Server) {
+	pb.RegisterWatchServer(g, watchService{})
+	pb.RegisterLeaseServer(g, leaseService{})
+	pb.RegisterAuthServer(g, authService{})
+}
+
+func notYet(service string) error {
+	return status.Errorf(codes.Unimplemented,
+		"raftkv does not implement the etcd %s service yet; only KV, Maintenance.Status and Cluster.MemberList are served", service)
+}
+
+type watchService struct{ pb.UnimplementedWatchServer }
+
+func (watchService) Watch(pb.Watch_WatchServer) error { return notYet("Watch") }
+
+type leaseService struct{ pb.UnimplementedLeaseServer }
+
+func (leaseService) LeaseGrant(context.Context, *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
+	return nil, notYet("Lease")
+}
+func (leaseService) LeaseRevoke(context.Context, *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
+	return nil, notYet("Lease")
+}
+func (leaseService) LeaseKeepAlive(pb.Lease_LeaseKeepAliveServer) error { return notYet("Lease") }
+func (leaseService) LeaseTimeToLive(context.Context, *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	return nil, notYet("Lease")
+}
+func (leaseService) LeaseLeases(context.Context, *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
+	return nil, notYet("Lease")
+}
+
+type authService struct{ pb.UnimplementedAuthServer }
+
+func (authService) Authenticate(context.Context, *pb.AuthenticateRequest) (*pb.AuthenticateResponse, error) {
+	return nil, notYet("Auth")
+}
+func (authService) AuthStatus(context.Context, *pb.AuthStatusRequest) (*pb.AuthStatusResponse, error) {
+	return nil, notYet("Auth")
+}

@@ -1,0 +1,456 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
+
+	"raftkv/kv"
+	"raftkv/raft"
+	"raftkv/storage"
+	"raftkv/transport"
+)
+
+// Server is one raftkv member: a raft.Node over durable storage and the peer
+// transport, the state machine it applies to, and the etcd v3 gRPC API.
+type Server struct {
+	cfg       Config
+	id        uint64
+	clusterID uint64
+	peers     map[uint64]member
+	logger    *slog.Logger
+
+	storage   *storage.Storage
+	transport *transport.Transport
+	node      *raft.Node
+	sm        *stateMachine
+	waits     *waitRegistry
+	applied   *appliedNotifier
+	nextReqID atomic.Uint64
+
+	grpc          *grpc.Server
+	clientListens []net.Listener
+	peerListens   []net.Listener
+
+	stopOnce sync.Once
+	stopc    chan struct{}
+	wg       sync.WaitGroup
+}
+
+// New opens the member's data dir and starts it: the Raft node, the peer listeners and
+// the client API. Stop it with Stop.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	s := &Server{cfg: cfg, peers: map[uint64]member{}, waits: newWaitRegistry(), stopc: make(chan struct{})}
+	var ids []uint64
+	for name, urls := range cfg.InitialCluster {
+		id := memberID(urls, cfg.InitialClusterToken)
+		if other, dup := s.peers[id]; dup {
+			return nil, fmt.Errorf("--initial-cluster: members %q and %q have the same peer URLs %v", name, other.Name, urls)
+		}
+		s.peers[id] = member{ID: id, Name: name, PeerURLs: slices.Clone(urls)}
+		ids = append(ids, id)
+	}
+	s.id = memberID(cfg.InitialCluster[cfg.Name], cfg.InitialClusterToken)
+	s.clusterID = clusterID(ids, cfg.InitialClusterToken)
+	s.logger = cfg.Logger.With("member", fmt.Sprintf("%x", s.id), "name", cfg.Name)
+
+	var err error
+	s.storage, err = storage.Open(storage.NewOSFS(), filepath.Join(cfg.DataDir, "member"),
+		storage.Options{ClusterID: s.clusterID, Logger: s.logger})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.start(ids); err != nil {
+		s.closeAll()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) start(ids []uint64) error {
+	cfg := s.cfg
+	initial := make([]member, 0, len(s.peers))
+	for _, m := range s.peers {
+		initial = append(initial, m)
+	}
+	var err error
+	s.sm, err = newStateMachine(kv.Config{MaxTxnOps: cfg.MaxTxnOps, MaxCommandBytes: cfg.MaxRequestBytes + 4096}, initial)
+	if err != nil {
+		return err
+	}
+	s.applied = newAppliedNotifier(0)
+
+	peerAddrs := map[uint64]string{}
+	for id, m := range s.peers {
+		addr, err := hostPort(m.PeerURLs[0])
+		if err != nil {
+			return err
+		}
+		peerAddrs[id] = addr
+	}
+	tickInterval := cfg.HeartbeatInterval
+	electionTicks := int(cfg.ElectionTimeout / tickInterval)
+	nodeCfg := raft.Config{
+		ID: s.id, Peers: ids, Storage: s.storage,
+		TickInterval: tickInterval, HeartbeatTicks: 1, ElectionTicks: electionTicks,
+		RandSeed: time.Now().UnixNano(), Logger: s.logger,
+	}
+	handler := &transportHandler{}
+	s.transport, err = transport.New(transport.Config{ID: s.id, ClusterID: s.clusterID, Peers: peerAddrs, Logger: s.logger},
+		handler)
+	if err != nil {
+		return err
+	}
+	for _, u := range cfg.ListenPeerURLs {
+		addr, _ := hostPort(u)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("--listen-peer-urls %s: %w; is another member or process using the port?", u, err)
+		}
+		s.peerListens = append(s.peerListens, l)
+	}
+	for _, u := range cfg.ListenClientURLs {
+		addr, _ := hostPort(u)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("--listen-client-urls %s: %w; is another member or process using the port?", u, err)
+		}
+		s.clientListens = append(s.clientListens, l)
+	}
+	s.node, err = raft.NewNode(nodeCfg, s.transport)
+	if err != nil {
+		return err
+	}
+	handler.node.Store(s.node)
+	for _, l := range s.peerListens {
+		s.goTracked(func() { _ = s.transport.Serve(l) })
+	}
+	s.goTracked(s.applyLoop)
+	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(cfg.MaxRequestBytes+grpcOverheadBytes), grpc.MaxSendMsgSize(1<<31-1))
+	pb.RegisterKVServer(s.grpc, &kvService{s: s})
+	pb.RegisterMaintenanceServer(s.grpc, &maintenanceService{s: s})
+	pb.RegisterClusterServer(s.grpc, &clusterService{s: s})
+	registerUnimplemented(s.grpc)
+	for _, l := range s.clientListens {
+		s.goTracked(func() { _ = s.grpc.Serve(l) })
+	}
+	s.goTracked(s.publishMember)
+	s.logger.Info("raftkv member started", "cluster", fmt.Sprintf("%x", s.clusterID),
+		"client_urls", cfg.AdvertiseClientURLs, "peer_urls", s.peers[s.id].PeerURLs)
+	return nil
+}
+
+// grpcOverheadBytes is the room gRPC's own message limit leaves above
+// MaxRequestBytes, as etcd does, so an oversized request reaches our check and gets
+// etcd's "request is too large" rather than a transport error.
+const grpcOverheadBytes = 512 * 1024
+
+func (s *Server) goTracked(fn func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn()
+	}()
+}
+
+// ID returns this member's id.
+func (s *Server) ID() uint64 { return s.id }
+
+// ClusterID returns the cluster's id.
+func (s *Server) ClusterID() uint64 { return s.clusterID }
+
+// Done is closed when the member stopped on its own after a fatal error.
+func (s *Server) Done() <-chan struct{} { return s.node.Done() }
+
+// Err returns the fatal error that stopped the member, if any.
+func (s *Server) Err() error { return s.node.Err() }
+
+// Stop shuts the member down: client API, Raft node, transport, storage.
+func (s *Server) Stop() {
+	s.stopOnce.Do(func() {
+		close(s.stopc)
+		s.closeAll()
+	})
+}
+
+func (s *Server) closeAll() {
+	if s.grpc != nil {
+		// Let in-flight requests finish for a moment, then cut them off.
+		done := make(chan struct{})
+		go func() { s.grpc.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			s.grpc.Stop()
+			<-done
+		}
+	}
+	for _, l := range s.clientListens {
+		_ = l.Close()
+	}
+	if s.node != nil {
+		s.node.Stop()
+	}
+	if s.transport != nil {
+		_ = s.transport.Close()
+	}
+	for _, l := range s.peerListens {
+		_ = l.Close()
+	}
+	s.wg.Wait()
+	if s.storage != nil {
+		if err := s.storage.Close(); err != nil {
+			s.logger.Error("closing storage", "err", err)
+		}
+	}
+}
+
+// applyLoop applies committed entries to the state machine, wakes the requests
+// waiting for them, and takes a snapshot every SnapshotCount entries.
+func (s *Server) applyLoop() {
+	var lastSnapshot uint64
+	for msg := range s.node.Apply() {
+		switch msg.Type {
+		case raft.ApplySnapshot:
+			if err := s.sm.restore(msg.Snapshot); err != nil {
+				// The snapshot passed the storage's checksum; failing now means a bug
+				// or a version mismatch, and applying on top of a wrong state would
+				// diverge from the other members.
+				panic(fmt.Sprintf("server: restoring snapshot at index %d: %v", msg.Index, err))
+			}
+			lastSnapshot = msg.Index
+		case raft.ApplyNoOp:
+			s.sm.store.Apply(msg.Index, nil)
+			s.waits.applied(msg.Index, 0, kv.Result{})
+		case raft.ApplyCommand:
+			s.applyCommand(msg.Index, msg.Command)
+		}
+		s.applied.set(msg.Index)
+		if msg.Index-lastSnapshot >= s.cfg.SnapshotCount {
+			data, err := s.sm.snapshot()
+			if err != nil {
+				panic(fmt.Sprintf("server: snapshot of the state machine at %d: %v", msg.Index, err))
+			}
+			s.node.Snapshot(msg.Index, data)
+			lastSnapshot = msg.Index
+		}
+	}
+}
+
+func (s *Server) applyCommand(index uint64, data []byte) {
+	kind, reqID, payload, err := decodeEnvelope(data)
+	if err != nil {
+		s.logger.Error("skipping undecodable log entry", "index", index, "err", err)
+		s.sm.store.Apply(index, nil)
+		s.waits.applied(index, 0, kv.Result{})
+		return
+	}
+	switch kind {
+	case kindKV:
+		res := s.sm.store.Apply(index, payload)
+		s.waits.applied(index, reqID, res)
+	case kindMember:
+		if m, _, err := decodeMember(payload); err == nil {
+			s.sm.setMember(m)
+		}
+		s.sm.store.Apply(index, nil)
+		s.waits.applied(index, reqID, kv.Result{})
+	default:
+		s.sm.store.Apply(index, nil)
+		s.waits.applied(index, reqID, kv.Result{Err: fmt.Errorf("server: unknown entry kind %d", kind)})
+	}
+}
+
+// newRequestID returns an id unique across the cluster: this member's id in the high
+// bits keeps members apart, and a counter seeded from the clock keeps restarts apart.
+func (s *Server) newRequestID() uint64 {
+	if s.nextReqID.Load() == 0 {
+		s.nextReqID.CompareAndSwap(0, uint64(time.Now().UnixNano())&(1<<40-1))
+	}
+	return s.id<<40 ^ s.nextReqID.Add(1)
+}
+
+// Errors a write or read can end with besides the state machine's own.
+var (
+	errNoLeader  = errors.New("etcdserver: no leader")
+	errTimeout   = errors.New("etcdserver: request timed out")
+	errLostEntry = errors.New("etcdserver: leader changed")
+	errStopped   = errors.New("etcdserver: server stopped")
+)
+
+// propose replicates a kind/payload through Raft and waits until it applies here,
+// returning the state machine's result. On the leader it uses Start and the seed's
+// rule: the request completes only if the entry at the index Start returned is its
+// own. On a follower it forwards to the leader and waits for its request id.
+func (s *Server) propose(ctx context.Context, kind byte, payload []byte) (kv.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	reqID := s.newRequestID()
+	data := encodeEnvelope(kind, reqID, payload)
+	wt := s.waits.register(reqID)
+	defer s.waits.cancel(reqID)
+
+	index, _, err := s.node.Propose(ctx, data)
+	switch {
+	case err == nil:
+		s.waits.expectAt(reqID, index)
+	case errors.Is(err, raft.ErrNotLeader):
+		if err := s.forward(ctx, data); err != nil {
+			return kv.Result{}, err
+		}
+	default:
+		return kv.Result{}, s.raftError(err)
+	}
+	select {
+	case res := <-wt.ch:
+		if res.lost {
+			return kv.Result{}, errLostEntry
+		}
+		return res.result, nil
+	case <-ctx.Done():
+		return kv.Result{}, s.contextError(ctx)
+	case <-s.stopc:
+		return kv.Result{}, errStopped
+	}
+}
+
+// forward hands data to the leader, waiting for one to be known.
+func (s *Server) forward(ctx context.Context, data []byte) error {
+	for {
+		err := s.node.Forward(ctx, data)
+		if !errors.Is(err, raft.ErrProposalDropped) {
+			return s.raftError(err)
+		}
+		select {
+		case <-time.After(s.cfg.HeartbeatInterval):
+		case <-ctx.Done():
+			return errNoLeader
+		case <-s.stopc:
+			return errStopped
+		}
+	}
+}
+
+// linearizableRead waits until this member has applied everything committed before
+// the call (thesis §6.4: ReadIndex, then wait for apply).
+func (s *Server) linearizableRead(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	for {
+		index, err := s.node.ReadIndex(ctx)
+		if err == nil {
+			if err := s.applied.wait(ctx, index); err != nil {
+				return s.contextError(ctx)
+			}
+			return nil
+		}
+		if !errors.Is(err, raft.ErrReadIndexNotReady) && !errors.Is(err, raft.ErrLeadershipLost) &&
+			!errors.Is(err, raft.ErrNotLeader) {
+			return s.raftError(err)
+		}
+		// No leader yet, or one that has not committed in its term: wait a beat.
+		select {
+		case <-time.After(s.cfg.HeartbeatInterval / 2):
+		case <-ctx.Done():
+			if errors.Is(err, raft.ErrNotLeader) {
+				return errNoLeader
+			}
+			return s.contextError(ctx)
+		case <-s.stopc:
+			return errStopped
+		}
+	}
+}
+
+func (s *Server) raftError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrStopped):
+		return errStopped
+	case errors.Is(err, context.DeadlineExceeded):
+		return errTimeout
+	case errors.Is(err, raft.ErrTooManyUncommitted):
+		return errTooManyRequests
+	case errors.Is(err, raft.ErrEntryTooLarge):
+		return kv.ErrRequestTooLarge
+	}
+	return err
+}
+
+func (s *Server) contextError(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if _, lead := s.leader(); lead == 0 {
+			return errNoLeader
+		}
+		return errTimeout
+	}
+	return ctx.Err()
+}
+
+var errTooManyRequests = errors.New("etcdserver: too many requests")
+
+// leader returns the raft term and the leader this member knows of (0 if none).
+func (s *Server) leader() (term, lead uint64) {
+	st := s.node.Status()
+	return st.Term, st.Lead
+}
+
+// publishMember proposes this member's name and client URLs, so MemberList on any
+// member shows them. It retries until the entry applies or the server stops.
+func (s *Server) publishMember() {
+	m := member{ID: s.id, Name: s.cfg.Name, ClientURLs: s.cfg.AdvertiseClientURLs}
+	for {
+		_, err := s.propose(context.Background(), kindMember, m.encode())
+		if err == nil {
+			return
+		}
+		select {
+		case <-time.After(s.cfg.HeartbeatInterval):
+		case <-s.stopc:
+			return
+		}
+	}
+}
+
+// transportHandler is the transport's Handler: messages go to the node. The transport
+// starts dialling before the node exists (the node needs the transport to start), so
+// until the node is set, messages are refused and reports dropped; Raft retries.
+type transportHandler struct {
+	node atomic.Pointer[raft.Node]
+}
+
+var errNodeStarting = errors.New("server: raft node is starting")
+
+func (h *transportHandler) Step(ctx context.Context, m raft.Message) error {
+	if n := h.node.Load(); n != nil {
+		return n.Step(ctx, m)
+	}
+	return errNodeStarting
+}
+
+func (h *transportHandler) ReportUnreachable(id uint64) {
+	if n := h.node.Load(); n != nil {
+		n.ReportUnreachable(id)
+	}
+}
+
+func (h *transportHandler) ReportSnapshot(id uint64, failed bool) {
+	if n := h.node.Load(); n != nil {
+		n.ReportSnapshot(id, failed)
+	}
+}

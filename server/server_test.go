@@ -1,0 +1,270 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// freePorts returns n loopback ports that were free a moment ago.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ports []int
+	var ls []net.Listener
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
+
+type testMember struct {
+	cfg    Config
+	srv    *Server
+	client pb.KVClient
+	conn   *grpc.ClientConn
+}
+
+// startTestCluster starts n members in this process on loopback.
+func startTestCluster(t *testing.T, n int, mutate func(*Config)) []*testMember {
+	t.Helper()
+	ports := freePorts(t, 2*n)
+	dir := t.TempDir()
+	initial := map[string][]string{}
+	for i := range n {
+		initial[fmt.Sprintf("m%d", i)] = []string{fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1])}
+	}
+	members := make([]*testMember, n)
+	for i := range n {
+		client := fmt.Sprintf("http://127.0.0.1:%d", ports[2*i])
+		cfg := Config{
+			Name:                fmt.Sprintf("m%d", i),
+			DataDir:             filepath.Join(dir, fmt.Sprintf("m%d", i)),
+			ListenClientURLs:    []string{client},
+			AdvertiseClientURLs: []string{client},
+			ListenPeerURLs:      initial[fmt.Sprintf("m%d", i)],
+			InitialCluster:      initial,
+			HeartbeatInterval:   10 * time.Millisecond,
+			ElectionTimeout:     100 * time.Millisecond,
+		}
+		if mutate != nil {
+			mutate(&cfg)
+		}
+		members[i] = &testMember{cfg: cfg}
+	}
+	for _, m := range members {
+		m.start(t)
+	}
+	t.Cleanup(func() {
+		for _, m := range members {
+			m.stop()
+		}
+	})
+	return members
+}
+
+func (m *testMember) start(t *testing.T) {
+	t.Helper()
+	srv, err := New(m.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(m.cfg.ListenClientURLs[0][len("http://"):], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.srv, m.conn, m.client = srv, conn, pb.NewKVClient(conn)
+}
+
+func (m *testMember) stop() {
+	if m.srv != nil {
+		m.conn.Close()
+		m.srv.Stop()
+		m.srv = nil
+	}
+}
+
+// retry runs op until it succeeds or 10s pass; writes may fail while no leader exists.
+func retry(t *testing.T, op func(ctx context.Context) error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := op(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still failing after 10s: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestClusterPutGetOnEveryMember(t *testing.T) {
+	members := startTestCluster(t, 3, nil)
+	for i, m := range members {
+		key := fmt.Appendf(nil, "k%d", i)
+		retry(t, func(ctx context.Context) error {
+			_, err := m.client.Put(ctx, &pb.PutRequest{Key: key, Value: []byte("v")})
+			return err
+		})
+	}
+	// A linearizable read on any member sees every acknowledged write.
+	for _, m := range members {
+		resp, err := m.client.Range(context.Background(), &pb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Kvs) != 3 || resp.Count != 3 {
+			t.Fatalf("member %s sees %d keys, want 3", m.cfg.Name, len(resp.Kvs))
+		}
+		if resp.Header.ClusterId != members[0].srv.ClusterID() || resp.Header.MemberId != m.srv.ID() || resp.Header.RaftTerm == 0 {
+			t.Fatalf("header %+v lacks cluster id, member id or term", resp.Header)
+		}
+	}
+}
+
+func TestBadRequestsRefusedWithEtcdErrors(t *testing.T) {
+	members := startTestCluster(t, 1, func(c *Config) { c.MaxRequestBytes = 4096 })
+	c := members[0].client
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		call func() error
+		want error
+	}{
+		{"empty key", func() error { _, err := c.Put(ctx, &pb.PutRequest{Value: []byte("v")}); return err }, rpctypes.ErrGRPCEmptyKey},
+		{"too large", func() error {
+			_, err := c.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: make([]byte, 8192)})
+			return err
+		}, rpctypes.ErrGRPCRequestTooLarge},
+		{"too many ops", func() error {
+			txn := &pb.TxnRequest{}
+			for i := range 129 {
+				txn.Success = append(txn.Success, &pb.RequestOp{Request: &pb.RequestOp_RequestPut{
+					RequestPut: &pb.PutRequest{Key: fmt.Appendf(nil, "k%d", i)}}})
+			}
+			_, err := c.Txn(ctx, txn)
+			return err
+		}, rpctypes.ErrGRPCTooManyOps},
+	} {
+		err := tc.call()
+		if status.Code(err) != status.Code(tc.want) || status.Convert(err).Message() != status.Convert(tc.want).Message() {
+			t.Errorf("%s: got %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	// Nothing above was applied: the store is still at revision 1.
+	resp, err := c.Range(ctx, &pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Header.Revision != 1 || len(resp.Kvs) != 0 {
+		t.Fatalf("after refused requests: revision %d, %d keys; want 1 and 0", resp.Header.Revision, len(resp.Kvs))
+	}
+}
+
+// A retried request with the same client id and sequence is applied once.
+func TestExactlyOnceSessions(t *testing.T) {
+	members := startTestCluster(t, 1, nil)
+	c := members[0].client
+	ctx := metadata.AppendToOutgoingContext(context.Background(), MetadataClientID, "7", MetadataSequence, "1")
+	var first *pb.PutResponse
+	retry(t, func(context.Context) error {
+		var err error
+		first, err = c.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+		return err
+	})
+	again, err := c.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Header.Revision != first.Header.Revision {
+		t.Fatalf("retry applied again: revision %d then %d", first.Header.Revision, again.Header.Revision)
+	}
+	resp, err := c.Range(context.Background(), &pb.RangeRequest{Key: []byte("k")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Kvs[0].Version != 1 {
+		t.Fatalf("key version %d after a retried put, want 1", resp.Kvs[0].Version)
+	}
+}
+
+// Restarting every member on its data dir keeps every acknowledged write, across a
+// snapshot too.
+func TestRestartKeepsAcknowledgedWrites(t *testing.T) {
+	members := startTestCluster(t, 3, func(c *Config) { c.SnapshotCount = 20 })
+	for i := range 50 {
+		retry(t, func(ctx context.Context) error {
+			_, err := members[i%3].client.Put(ctx, &pb.PutRequest{Key: fmt.Appendf(nil, "k%02d", i), Value: []byte("v")})
+			return err
+		})
+	}
+	for _, m := range members {
+		m.stop()
+	}
+	for _, m := range members {
+		m.start(t)
+	}
+	for _, m := range members {
+		var resp *pb.RangeResponse
+		retry(t, func(ctx context.Context) error {
+			var err error
+			resp, err = m.client.Range(ctx, &pb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")})
+			return err
+		})
+		if resp.Count != 50 {
+			t.Fatalf("member %s has %d keys after restart, want 50", m.cfg.Name, resp.Count)
+		}
+	}
+}
+
+func TestStoppedLeaderIsReplaced(t *testing.T) {
+	members := startTestCluster(t, 3, nil)
+	retry(t, func(ctx context.Context) error {
+		_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("a"), Value: []byte("1")})
+		return err
+	})
+	var leader *testMember
+	for _, m := range members {
+		if _, isLeader := m.srv.node.State(); isLeader {
+			leader = m
+		}
+	}
+	if leader == nil {
+		t.Fatal("no leader after a committed write")
+	}
+	leader.stop()
+	for _, m := range members {
+		if m == leader {
+			continue
+		}
+		retry(t, func(ctx context.Context) error {
+			_, err := m.client.Put(ctx, &pb.PutRequest{Key: []byte("b"), Value: []byte("2")})
+			if errors.Is(err, context.DeadlineExceeded) {
+				return err
+			}
+			return err
+		})
+	}
+}

@@ -1,0 +1,115 @@
+package server
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"sync"
+
+	"raftkv/kv"
+)
+
+// stateMachine is everything the log builds: the KV store and the member list. Its
+// snapshot is both, so a member restored from a snapshot lists members too.
+type stateMachine struct {
+	store *kv.Store
+	mu    struct {
+		sync.RWMutex
+		members map[uint64]member
+	}
+}
+
+func newStateMachine(cfg kv.Config, initial []member) (*stateMachine, error) {
+	store, err := kv.NewStore(cfg)
+	if err != nil {
+		return nil, err
+	}
+	sm := &stateMachine{store: store}
+	sm.mu.members = map[uint64]member{}
+	for _, m := range initial {
+		sm.mu.members[m.ID] = m
+	}
+	return sm, nil
+}
+
+// setMember records a member's published attributes. Members are fixed at bootstrap,
+// so attributes of an unknown id are ignored.
+func (sm *stateMachine) setMember(m member) {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	old, ok := sm.mu.members[m.ID]
+	if !ok {
+		return
+	}
+	old.Name, old.ClientURLs = m.Name, m.ClientURLs
+	sm.mu.members[m.ID] = old
+}
+
+func (sm *stateMachine) members() []member {
+	sm.mu.RLock()
+	defer sm.mu.RUnlock()
+	out := make([]member, 0, len(sm.mu.members))
+	for _, m := range sm.mu.members {
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b member) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// snapshotMagic opens every state machine snapshot, with its format version.
+var snapshotMagic = []byte("RKVSM1")
+
+func (sm *stateMachine) snapshot() ([]byte, error) {
+	kvData, err := sm.store.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	members := sm.members()
+	b := append([]byte(nil), snapshotMagic...)
+	b = binary.AppendUvarint(b, uint64(len(members)))
+	for i := range members {
+		rec := members[i].encode()
+		b = binary.AppendUvarint(b, uint64(len(rec)))
+		b = append(b, rec...)
+	}
+	return append(b, kvData...), nil
+}
+
+func (sm *stateMachine) restore(data []byte) error {
+	if len(data) < len(snapshotMagic) || string(data[:len(snapshotMagic)]) != string(snapshotMagic) {
+		return fmt.Errorf("server: snapshot does not start with %q; it was not written by this raftkv version", snapshotMagic)
+	}
+	data = data[len(snapshotMagic):]
+	n, data, ok := readUvarint(data)
+	if !ok || n > 1<<16 {
+		return fmt.Errorf("server: snapshot member count is corrupt")
+	}
+	members := map[uint64]member{}
+	for range n {
+		var size uint64
+		if size, data, ok = readUvarint(data); !ok || size > uint64(len(data)) {
+			return fmt.Errorf("server: snapshot member record is corrupt")
+		}
+		m, _, err := decodeMember(data[:size])
+		if err != nil {
+			return err
+		}
+		members[m.ID] = m
+		data = data[size:]
+	}
+	if err := sm.store.Restore(data); err != nil {
+		return err
+	}
+	sm.mu.Lock()
+	sm.mu.members = members
+	sm.mu.Unlock()
+	return nil
+}
