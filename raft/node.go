@@ -343,7 +343,9 @@ func (n *Node) run() {
 		if len(readsWaiting) > 0 {
 			// One ReadIndex round serves every read that arrived since the last one.
 			readSeq++
-			rctx := binary.BigEndian.AppendUint64(nil, readSeq)
+			// The node id makes the context unique in the leader's queue, which
+			// holds requests from every member.
+			rctx := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, n.cfg.ID), readSeq)
 			if err := n.rn.ReadIndex(rctx); err != nil {
 				if err == ErrProposalDropped {
 					err = ErrNotLeader
@@ -365,10 +367,10 @@ func (n *Node) run() {
 				return
 			}
 			for _, rs := range rd.ReadStates {
-				if len(rs.RequestCtx) != 8 {
+				if len(rs.RequestCtx) != 16 || binary.BigEndian.Uint64(rs.RequestCtx) != n.cfg.ID {
 					continue
 				}
-				seq := binary.BigEndian.Uint64(rs.RequestCtx)
+				seq := binary.BigEndian.Uint64(rs.RequestCtx[8:])
 				res := readResult{index: rs.Index}
 				if rs.Index == 0 {
 					res.err = ErrReadIndexNotReady
