@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"io/fs"
+	"path/filepath"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
@@ -19,7 +21,12 @@ type maintenanceService struct {
 
 func (m *maintenanceService) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
 	st := m.s.node.Status()
+	// etcd reports its database file; ours is the data dir. Tools divide by it, so
+	// it is never 0.
+	dbSize := max(dirSize(m.s.cfg.DataDir), 1)
 	return &pb.StatusResponse{
+		DbSize:           dbSize,
+		DbSizeInUse:      dbSize,
 		Header:           header{clusterID: m.s.clusterID, memberID: m.s.id, raftTerm: st.Term}.pb(m.s.sm.store.Revision()),
 		Version:          Version,
 		Leader:           st.Lead,
@@ -28,6 +35,30 @@ func (m *maintenanceService) Status(ctx context.Context, r *pb.StatusRequest) (*
 		RaftAppliedIndex: m.s.applied.get(),
 		StorageVersion:   Version,
 	}, nil
+}
+
+// Alarm answers that no alarm is raised: raftkv raises none (a full disk stops the
+// member instead). etcdctl endpoint health asks for them.
+func (m *maintenanceService) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	if r.Action != pb.AlarmRequest_GET {
+		return nil, status.Error(codes.Unimplemented, "raftkv raises no alarms, so it has none to activate or deactivate")
+	}
+	term, _ := m.s.node.State()
+	return &pb.AlarmResponse{Header: header{clusterID: m.s.clusterID, memberID: m.s.id, raftTerm: term}.pb(m.s.sm.store.Revision())}, nil
+}
+
+// dirSize returns the bytes of the files under dir.
+func dirSize(dir string) int64 {
+	var total int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if info, err := d.Info(); err == nil {
+				total += info.Size()
+			}
+		}
+		return nil
+	})
+	return total
 }
 
 type clusterService struct {

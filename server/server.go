@@ -108,6 +108,8 @@ func (s *Server) start(ids []uint64) error {
 		ID: s.id, Peers: ids, Storage: s.storage,
 		TickInterval: tickInterval, HeartbeatTicks: 1, ElectionTicks: electionTicks,
 		RandSeed: time.Now().UnixNano(), Logger: s.logger,
+		// One append must be able to carry the largest request a client may send.
+		MaxSizePerMsg: max(raft.DefaultMaxSizePerMsg, uint64(cfg.MaxRequestBytes)+grpcOverheadBytes),
 	}
 	handler := &transportHandler{}
 	s.transport, err = transport.New(transport.Config{ID: s.id, ClusterID: s.clusterID, Peers: peerAddrs, Logger: s.logger},
