@@ -1,0 +1,272 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// opKind is what a workload's clients send.
+type opKind int
+
+const (
+	opPut opKind = iota
+	opGetLinearizable
+	opGetSerializable
+	opMixed // getPercent linearizable gets, the rest puts
+)
+
+// workload is one row of the table.
+type workload struct {
+	letter      string // the issue's (a)..(g)
+	name        string
+	description string
+	op          opKind
+	clients     int // goroutines issuing requests back to back
+	conns       int // clientv3 clients (gRPC connections) they share
+	keySpace    int // puts cycle through this many keys; gets pick one at random
+	getPercent  int // for opMixed
+}
+
+const (
+	keyBytes   = 8
+	valueBytes = 256
+	// readKeySpace is how many keys are written before the first workload, so that
+	// every get finds its key.
+	readKeySpace = 1000
+	// requestTimeout bounds one request; a request that takes longer counts as an error.
+	requestTimeout = 10 * time.Second
+)
+
+var workloads = []workload{
+	{"a", "put-1c", "put, 1 client on 1 connection", opPut, 1, 1, readKeySpace, 0},
+	{"b", "put-100c", "put, 100 clients on 10 connections", opPut, 100, 10, readKeySpace, 0},
+	{"c", "put-1000c", "put, 1000 clients on 100 connections", opPut, 1000, 100, readKeySpace, 0},
+	{"d", "get-lin-100c", "linearizable get, 100 clients on 10 connections", opGetLinearizable, 100, 10, readKeySpace, 0},
+	{"e", "get-ser-100c", "serializable get, 100 clients on 10 connections", opGetSerializable, 100, 10, readKeySpace, 0},
+	{"f", "put-100k-keys", "put, 100 clients on 10 connections, cycling through 100,000 distinct keys", opPut, 100, 10, 100_000, 0},
+	{"g", "mixed-90get", "90% linearizable get / 10% put, 100 clients on 10 connections", opMixed, 100, 10, readKeySpace, 90},
+}
+
+// selectWorkloads parses --workloads: names or letters, comma-separated; empty means all.
+func selectWorkloads(list string) ([]workload, error) {
+	if strings.TrimSpace(list) == "" || list == "all" {
+		return workloads, nil
+	}
+	want := map[string]bool{}
+	for _, w := range strings.Split(list, ",") {
+		w = strings.TrimSpace(w)
+		found := false
+		for _, known := range workloads {
+			if w == known.name || w == known.letter {
+				want[known.name] = true
+				found = true
+			}
+		}
+		if !found {
+			var names []string
+			for _, known := range workloads {
+				names = append(names, known.name)
+			}
+			return nil, fmt.Errorf("--workloads: unknown workload %q; use letters a-g or names %s", w, strings.Join(names, ","))
+		}
+	}
+	var out []workload
+	for _, w := range workloads { // in the table's order, whatever the flag's order
+		if want[w.name] {
+			out = append(out, w)
+		}
+	}
+	return out, nil
+}
+
+// benchKey returns the i-th key: 8 bytes, lowercase hex.
+func benchKey(i int) string { return fmt.Sprintf("%0*x", keyBytes, i) }
+
+var benchValue = strings.Repeat("v", valueBytes)
+
+// loadTiming is how long a workload runs: a warm-up whose requests are not recorded,
+// then the measured window.
+type loadTiming struct {
+	warmup, duration time.Duration
+}
+
+// loadResult is what the clients saw during the measured window.
+type loadResult struct {
+	requests   int64 // completed without error inside the window
+	errors     int64
+	firstError string
+	window     time.Duration
+	hist       *Histogram
+}
+
+// windowHooks run when the measured window opens and closes (for /proc samples and
+// profiles); either may be nil.
+type windowHooks struct {
+	atStart, atEnd func()
+}
+
+// dialConns opens n clientv3 clients of endpoint.
+func dialConns(endpoint string, n int) ([]*clientv3.Client, error) {
+	conns := make([]*clientv3.Client, 0, n)
+	for range n {
+		cli, err := clientv3.New(clientv3.Config{
+			Endpoints:   []string{endpoint},
+			DialTimeout: 5 * time.Second,
+			Logger:      zap.NewNop(),
+		})
+		if err != nil {
+			closeConns(conns)
+			return nil, fmt.Errorf("connecting to %s: %w", endpoint, err)
+		}
+		conns = append(conns, cli)
+	}
+	return conns, nil
+}
+
+func closeConns(conns []*clientv3.Client) {
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// preload writes keys 0..n-1 so that gets find them, with 20 writers on one connection.
+func preload(ctx context.Context, endpoint string, n int) error {
+	conns, err := dialConns(endpoint, 1)
+	if err != nil {
+		return err
+	}
+	defer closeConns(conns)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for range 20 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+				_, err := conns[0].Put(rctx, benchKey(i), benchValue)
+				cancel()
+				if err != nil {
+					errs <- fmt.Errorf("preloading key %d: %w", i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// runLoad drives endpoint with w's clients for the warm-up and the window. Each client
+// issues its next request as soon as the previous one returns (a closed loop), so the
+// throughput is what the server sustains at that concurrency, and the latencies are
+// those of requests that completed inside the window.
+func runLoad(ctx context.Context, w workload, endpoint string, timing loadTiming, hooks windowHooks) (loadResult, error) {
+	conns, err := dialConns(endpoint, w.conns)
+	if err != nil {
+		return loadResult{}, err
+	}
+	defer closeConns(conns)
+
+	start := time.Now()
+	windowStart := start.Add(timing.warmup)
+	windowEnd := windowStart.Add(timing.duration)
+	var nextKey atomic.Int64 // puts cycle through the key space in order
+	hists := make([]*Histogram, w.clients)
+	errCounts := make([]int64, w.clients)
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for i := range w.clients {
+		hists[i] = NewHistogram()
+		cli := conns[i%len(conns)]
+		rng := rand.New(rand.NewPCG(uint64(i), uint64(start.UnixNano())))
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				begin := time.Now()
+				if !begin.Before(windowEnd) {
+					return
+				}
+				op := w.op
+				if op == opMixed {
+					op = opPut
+					if rng.IntN(100) < w.getPercent {
+						op = opGetLinearizable
+					}
+				}
+				rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+				var err error
+				switch op {
+				case opPut:
+					key := benchKey(int(nextKey.Add(1)-1) % w.keySpace)
+					_, err = cli.Put(rctx, key, benchValue)
+				case opGetLinearizable:
+					_, err = cli.Get(rctx, benchKey(rng.IntN(readKeySpace)))
+				case opGetSerializable:
+					_, err = cli.Get(rctx, benchKey(rng.IntN(readKeySpace)), clientv3.WithSerializable())
+				}
+				cancel()
+				end := time.Now()
+				if end.Before(windowStart) || !end.Before(windowEnd) {
+					continue
+				}
+				if err != nil {
+					if ctx.Err() == nil {
+						errCounts[i]++
+						firstErr.CompareAndSwap(nil, err.Error())
+					}
+					continue
+				}
+				hists[i].Record(end.Sub(begin))
+			}
+		})
+	}
+
+	// The hooks run on their own clock so that a slow request cannot delay them.
+	var hookWG sync.WaitGroup
+	hookWG.Go(func() {
+		for _, at := range []struct {
+			when time.Time
+			fn   func()
+		}{{windowStart, hooks.atStart}, {windowEnd, hooks.atEnd}} {
+			select {
+			case <-time.After(time.Until(at.when)):
+			case <-ctx.Done():
+				return
+			}
+			if at.fn != nil {
+				at.fn()
+			}
+		}
+	})
+	wg.Wait()
+	hookWG.Wait()
+	if ctx.Err() != nil {
+		return loadResult{}, errInterrupted
+	}
+
+	res := loadResult{window: timing.duration, hist: NewHistogram()}
+	for i, h := range hists {
+		res.hist.Merge(h)
+		res.errors += errCounts[i]
+	}
+	res.requests = int64(res.hist.Count())
+	if s, ok := firstErr.Load().(string); ok {
+		res.firstError = s
+	}
+	return res, nil
+}

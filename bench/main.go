@@ -1,0 +1,474 @@
+// Command bench compares raftkv with etcd: it starts a 3-member cluster of each as
+// processes on loopback, one after the other, drives both with the same clientv3 load,
+// and prints throughput, latency, CPU and memory side by side (and writes them as JSON).
+//
+//	cd bench && go run . [--quick] [--rounds N] [--workloads a,b,...] [--json path]
+//
+// It is a module of its own so that the main module does not depend on the etcd
+// server. Linux only: it reads /proc for CPU and memory.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "etcd-member":
+			os.Exit(runEtcdMember(os.Args[2:]))
+		case "raftkv-member":
+			os.Exit(runRaftkvMember(os.Args[2:]))
+		}
+	}
+	os.Exit(runBench(os.Args[1:]))
+}
+
+type options struct {
+	quick         bool
+	rounds        int
+	workloads     []workload
+	systems       []string
+	jsonPath      string
+	keepData      bool
+	timing        loadTiming
+	raftkvBin     string
+	cpuProfileDir string
+}
+
+func parseOptions(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.BoolVar(&o.quick, "quick", false, "short runs for CI: 2s per workload after 0.5s of warm-up")
+	fs.IntVar(&o.rounds, "rounds", 1, "run each system this many times, alternating etcd and raftkv; the table shows medians")
+	workloadList := fs.String("workloads", "all", "comma-separated workloads to run, by letter (a-g) or name")
+	systemList := fs.String("systems", "etcd,raftkv", "which systems to run: etcd, raftkv or both")
+	fs.StringVar(&o.jsonPath, "json", "bench-result.json", "write the results as JSON to this file; empty for none")
+	fs.BoolVar(&o.keepData, "keep-data", false, "keep the members' data dirs and logs (printed at the end) instead of deleting them")
+	duration := fs.Duration("duration", 0, "measured time per workload (default 10s, or 2s with --quick)")
+	warmup := fs.Duration("warmup", -1, "unmeasured warm-up per workload (default 2s, or 0.5s with --quick)")
+	fs.StringVar(&o.raftkvBin, "raftkv-bin", "", "use this raftkv binary instead of building ../cmd/raftkv (to compare builds)")
+	fs.StringVar(&o.cpuProfileDir, "cpuprofile", "", "write a CPU profile of every member over each measured window to this dir;\n"+
+		"raftkv members then run in-process in this binary (the raftkv binary has no pprof endpoint)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: go run . [flags]   (in the bench directory)\n\nWorkloads:\n")
+		for _, w := range workloads {
+			fmt.Fprintf(fs.Output(), "  %s  %-14s %s\n", w.letter, w.name, w.description)
+		}
+		fmt.Fprintf(fs.Output(), "\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q; flags start with --", fs.Arg(0))
+	}
+	if o.rounds < 1 {
+		return nil, fmt.Errorf("--rounds %d: run at least 1 round", o.rounds)
+	}
+	var err error
+	if o.workloads, err = selectWorkloads(*workloadList); err != nil {
+		return nil, err
+	}
+	for _, s := range strings.Split(*systemList, ",") {
+		switch s = strings.TrimSpace(s); s {
+		case "etcd", "raftkv":
+			o.systems = append(o.systems, s)
+		default:
+			return nil, fmt.Errorf("--systems: unknown system %q; use etcd, raftkv or etcd,raftkv", s)
+		}
+	}
+	o.timing = loadTiming{warmup: 2 * time.Second, duration: 10 * time.Second}
+	if o.quick {
+		o.timing = loadTiming{warmup: 500 * time.Millisecond, duration: 2 * time.Second}
+	}
+	if *duration > 0 {
+		o.timing.duration = *duration
+	}
+	if *warmup >= 0 {
+		o.timing.warmup = *warmup
+	}
+	if o.cpuProfileDir != "" {
+		if o.raftkvBin != "" {
+			return nil, fmt.Errorf("--cpuprofile runs raftkv in-process, so --raftkv-bin %s would be ignored; give one of them", o.raftkvBin)
+		}
+		if o.timing.duration < time.Second {
+			return nil, fmt.Errorf("--cpuprofile needs --duration of at least 1s, not %v", o.timing.duration)
+		}
+	}
+	return o, nil
+}
+
+func runBench(args []string) int {
+	opts, err := parseOptions(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		return 2
+	}
+	tmp, err := os.MkdirTemp("", "raftkv-bench-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		return 1
+	}
+	var cleanupOnce sync.Once
+	cleanup := func() {
+		cleanupOnce.Do(func() {
+			children.killAll()
+			if opts.keepData {
+				fmt.Fprintf(os.Stderr, "bench: data dirs and member logs kept in %s\n", tmp)
+			} else {
+				os.RemoveAll(tmp)
+			}
+		})
+	}
+	defer cleanup()
+	defer func() {
+		// A panic on this goroutine still stops the members and removes the data
+		// (members also die with the harness through Pdeathsig, whichever goroutine panics).
+		if r := recover(); r != nil {
+			cleanup()
+			panic(r)
+		}
+	}()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		sig, ok := <-sigs
+		if !ok {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "\nbench: %v: stopping the members (again to kill them at once)\n", sig)
+		cancel()
+		// The run unwinds and cleans up on its own; if it does not within 15s, or a second
+		// signal comes, kill everything here.
+		select {
+		case <-sigs:
+		case <-time.After(15 * time.Second):
+		}
+		cleanup()
+		os.Exit(130)
+	}()
+
+	if err := benchMain(ctx, opts, tmp); err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(os.Stderr, "bench: interrupted")
+			return 130
+		}
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func benchMain(ctx context.Context, opts *options, tmp string) error {
+	started := time.Now()
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("cannot find this program's executable to start etcd members: %w", err)
+	}
+	commands := map[string]memberCommand{"etcd": {path: self, args: []string{"etcd-member"}}}
+	rep := &report{
+		Started: started.Format(time.RFC3339), Quick: opts.quick, Rounds: opts.rounds,
+		WarmupSeconds: opts.timing.warmup.Seconds(), DurationSeconds: opts.timing.duration.Seconds(),
+		Machine: machineInfo{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), LoadAvgAtStart: loadAverage()},
+	}
+	switch {
+	case opts.cpuProfileDir != "":
+		if err := os.MkdirAll(opts.cpuProfileDir, 0o755); err != nil {
+			return err
+		}
+		commands["raftkv"] = memberCommand{path: self, args: []string{"raftkv-member"}}
+		rep.Machine.RaftkvServer = "in-process in the bench binary (profiling)"
+	case opts.raftkvBin != "":
+		commands["raftkv"] = memberCommand{path: opts.raftkvBin}
+		rep.Machine.RaftkvServer = "binary " + opts.raftkvBin
+	default:
+		bin, err := buildRaftkv(ctx, tmp)
+		if err != nil {
+			return err
+		}
+		commands["raftkv"] = memberCommand{path: bin}
+		rep.Machine.RaftkvServer = "binary built from ../cmd/raftkv"
+	}
+
+	for round := 1; round <= opts.rounds; round++ {
+		for _, system := range opts.systems {
+			run, err := runSystem(ctx, opts, clusterSpec{
+				system:    system,
+				command:   commands[system],
+				dir:       filepath.Join(tmp, fmt.Sprintf("r%d-%s", round, system)),
+				pprofPort: opts.cpuProfileDir != "",
+			}, round)
+			if err != nil {
+				return fmt.Errorf("round %d, %s: %w", round, system, err)
+			}
+			rep.Runs = append(rep.Runs, run)
+		}
+	}
+
+	rep.Machine.LoadAvgAtEnd = loadAverage()
+	rep.WallSeconds = math.Round(time.Since(started).Seconds()*10) / 10
+	rep.summarize(opts.workloads)
+	fmt.Print("\n" + formatTable(rep))
+	fmt.Printf("wall time %.0fs\n", rep.WallSeconds)
+	if opts.jsonPath != "" {
+		out, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(opts.jsonPath, append(out, '\n'), 0o644); err != nil {
+			return fmt.Errorf("writing --json %s: %w", opts.jsonPath, err)
+		}
+		fmt.Printf("results written to %s\n", opts.jsonPath)
+	}
+	return nil
+}
+
+// buildRaftkv builds ../cmd/raftkv into dir through the replace directive in go.mod,
+// from this module's source directory when it can be found (so that "go run ." works
+// from anywhere), else from the working directory.
+func buildRaftkv(ctx context.Context, dir string) (string, error) {
+	out := filepath.Join(dir, "raftkv")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "raftkv/cmd/raftkv")
+	if _, file, _, ok := runtime.Caller(0); ok {
+		if _, err := os.Stat(filepath.Join(filepath.Dir(file), "go.mod")); err == nil {
+			cmd.Dir = filepath.Dir(file)
+		}
+	}
+	start := time.Now()
+	fmt.Fprintf(os.Stderr, "building raftkv/cmd/raftkv ... ")
+	if output, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintln(os.Stderr)
+		return "", fmt.Errorf("go build raftkv/cmd/raftkv (in %q): %v\n%s\nrun from the bench directory, or give --raftkv-bin", cmd.Dir, err, output)
+	}
+	fmt.Fprintf(os.Stderr, "%.1fs\n", time.Since(start).Seconds())
+	return out, nil
+}
+
+// runSystem starts one cluster, runs every selected workload against it, and stops it.
+func runSystem(ctx context.Context, opts *options, spec clusterSpec, round int) (*systemRun, error) {
+	fmt.Fprintf(os.Stderr, "round %d/%d %s: starting 3 members ... ", round, opts.rounds, spec.system)
+	start := time.Now()
+	c, err := startCluster(ctx, spec)
+	if err != nil {
+		fmt.Fprintln(os.Stderr)
+		return nil, err
+	}
+	defer func() {
+		// An interrupted run kills at once; a finished one lets members shut down.
+		grace := 5 * time.Second
+		if ctx.Err() != nil {
+			grace = 0
+		}
+		stopStart := time.Now()
+		c.stop(grace)
+		fmt.Fprintf(os.Stderr, "  stopped in %.1fs\n", time.Since(stopStart).Seconds())
+		if !opts.keepData {
+			os.RemoveAll(spec.dir) // a full run writes hundreds of MiB per cluster
+		}
+	}()
+	run := &systemRun{Round: round, System: spec.system, StartSeconds: math.Round(time.Since(start).Seconds()*100) / 100}
+	leader, err := c.waitLeader(ctx, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(os.Stderr, "ready in %.1fs, leader %s\n", run.StartSeconds, leader.name)
+	if err := preload(ctx, leader.endpoint(), readKeySpace); err != nil {
+		return nil, fmt.Errorf("preloading %d keys: %w", readKeySpace, err)
+	}
+
+	cpuByMember := map[string]float64{}
+	var last []procSample
+	for _, w := range opts.workloads {
+		leader, err := c.waitLeader(ctx, 30*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		wr, samples, err := runWorkload(ctx, opts, c, w, leader, round)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", w.name, err)
+		}
+		run.Workloads = append(run.Workloads, wr)
+		for _, m := range wr.Members {
+			cpuByMember[m.Name] += m.CPUSeconds
+		}
+		last = samples
+		fmt.Fprintf(os.Stderr, "  %-14s %8.0f req/s  p50 %-7s p99 %-7s cpu %5.2fs  rss %5.1f MiB",
+			w.name, wr.RequestsPerSec, formatLatency(wr.P50Ms), formatLatency(wr.P99Ms), wr.CPUSeconds, wr.PeakRSSMiB)
+		if wr.Errors > 0 {
+			fmt.Fprintf(os.Stderr, "  %d errors, first: %s", wr.Errors, wr.FirstError)
+		}
+		if wr.LeaderChanged {
+			fmt.Fprintf(os.Stderr, "  (leader changed)")
+		}
+		fmt.Fprintln(os.Stderr)
+	}
+
+	// Members leader first, then by name, so that per-member columns line up across rounds.
+	finalLeader, _ := c.leader(ctx)
+	for i, m := range c.members {
+		if last == nil {
+			break
+		}
+		total := memberTotal{Name: m.name, IsLeader: m == finalLeader, CPUSeconds: round2(cpuByMember[m.name]),
+			LifetimeCPUSeconds: round2(last[i].cpuSeconds()), PeakRSSMiB: round2(kibToMiB(last[i].peakRSSKiB))}
+		if total.IsLeader {
+			run.Members = append([]memberTotal{total}, run.Members...)
+		} else {
+			run.Members = append(run.Members, total)
+		}
+	}
+	return run, nil
+}
+
+// runWorkload runs w against the leader and samples every member's CPU and memory at
+// the measured window's start and end. It returns the end samples too.
+func runWorkload(ctx context.Context, opts *options, c *cluster, w workload, leader *member, round int) (*workloadRun, []procSample, error) {
+	var before, after []procSample
+	var sampleErr error
+	var profiles sync.WaitGroup
+	var profilePaths []string
+	hooks := windowHooks{
+		atStart: func() {
+			before, sampleErr = c.sample()
+			if opts.cpuProfileDir == "" {
+				return
+			}
+			for _, m := range c.members {
+				path := profilePath(opts.cpuProfileDir, round, c.spec.system, w.name, m, leader, "cpu")
+				profilePaths = append(profilePaths, path)
+				seconds := max(int(math.Round(opts.timing.duration.Seconds())), 1)
+				profiles.Go(func() {
+					url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", m.pprofAddr, seconds)
+					if err := fetchProfile(ctx, url, path); err != nil {
+						fmt.Fprintf(os.Stderr, "bench: CPU profile of %s %s: %v\n", c.spec.system, m.name, err)
+					}
+				})
+			}
+		},
+		atEnd: func() {
+			if sampleErr == nil {
+				after, sampleErr = c.sample()
+			}
+			if opts.cpuProfileDir == "" {
+				return
+			}
+			// The heap as the window closes, for the RSS column.
+			for _, m := range c.members {
+				path := profilePath(opts.cpuProfileDir, round, c.spec.system, w.name, m, leader, "heap")
+				profilePaths = append(profilePaths, path)
+				profiles.Go(func() {
+					if err := fetchProfile(ctx, "http://"+m.pprofAddr+"/debug/pprof/heap", path); err != nil {
+						fmt.Fprintf(os.Stderr, "bench: heap profile of %s %s: %v\n", c.spec.system, m.name, err)
+					}
+				})
+			}
+		},
+	}
+	res, err := runLoad(ctx, w, leader.endpoint(), opts.timing, hooks)
+	profiles.Wait()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := c.checkAlive(); err != nil {
+		return nil, nil, err
+	}
+	if sampleErr != nil {
+		return nil, nil, fmt.Errorf("reading /proc: %w", sampleErr)
+	}
+	if before == nil || after == nil {
+		return nil, nil, errors.New("the measured window's /proc samples are missing")
+	}
+	h := res.hist
+	wr := &workloadRun{
+		Workload: w.name, Requests: res.requests, Errors: res.errors, FirstError: res.firstError,
+		WindowSeconds:  res.window.Seconds(),
+		RequestsPerSec: round2(float64(res.requests) / res.window.Seconds()),
+		P50Ms:          round3(ms(h.Percentile(50))), P90Ms: round3(ms(h.Percentile(90))),
+		P99Ms: round3(ms(h.Percentile(99))), P999Ms: round3(ms(h.Percentile(99.9))),
+		MaxMs: round3(ms(h.Max())), MeanMs: round3(ms(h.Mean())),
+		Leader:   leader.name,
+		Profiles: profilePaths,
+	}
+	if now, err := c.leader(ctx); err != nil || now != leader {
+		wr.LeaderChanged = true
+	}
+	var cpu float64
+	for i, m := range c.members {
+		usage := memberUsage{
+			Name: m.name, IsLeader: m == leader,
+			CPUSeconds: round2(after[i].cpuSeconds() - before[i].cpuSeconds()),
+			PeakRSSMiB: round2(kibToMiB(after[i].peakRSSKiB)),
+		}
+		wr.Members = append(wr.Members, usage)
+		cpu += usage.CPUSeconds
+		wr.PeakRSSMiB = max(wr.PeakRSSMiB, usage.PeakRSSMiB)
+	}
+	wr.CPUSeconds = round2(cpu)
+	if res.requests > 0 {
+		wr.CPUMicrosPerRequest = round2(cpu * 1e6 / float64(res.requests))
+	}
+	return wr, after, nil
+}
+
+// profilePath names a profile file: r1-raftkv-put-100c-m2-leader.cpu.pprof.
+func profilePath(dir string, round int, system, workload string, m, leader *member, kind string) string {
+	role := ""
+	if m == leader {
+		role = "-leader"
+	}
+	return filepath.Join(dir, fmt.Sprintf("r%d-%s-%s-%s%s.%s.pprof", round, system, workload, m.name, role, kind))
+}
+
+// fetchProfile saves the profile that url serves to path.
+func fetchProfile(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func round2(x float64) float64 { return math.Round(x*100) / 100 }
+func round3(x float64) float64 { return math.Round(x*1000) / 1000 }

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestMedian(t *testing.T) {
+	for _, tc := range []struct {
+		in   []float64
+		want float64
+	}{
+		{[]float64{3}, 3},
+		{[]float64{5, 1, 3}, 3},
+		{[]float64{4, 1, 3, 2}, 2.5},
+	} {
+		if got := median(tc.in); got != tc.want {
+			t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+	if !math.IsNaN(median(nil)) {
+		t.Error("median of nothing is not NaN")
+	}
+	in := []float64{3, 1, 2}
+	median(in)
+	if in[0] != 3 {
+		t.Error("median sorted its argument in place")
+	}
+}
+
+func TestFormatLatency(t *testing.T) {
+	for _, tc := range []struct {
+		ms   float64
+		want string
+	}{
+		{0.0423, "42µs"}, {0.85, "850µs"}, {1.123, "1.12ms"}, {12.34, "12.3ms"}, {123.4, "123ms"}, {1234, "1.23s"}, {math.NaN(), "-"},
+	} {
+		if got := formatLatency(tc.ms); got != tc.want {
+			t.Errorf("formatLatency(%v) = %q, want %q", tc.ms, got, tc.want)
+		}
+	}
+}
+
+// testRun is a run of one system with one workload, for the summary tests.
+func testRun(system string, round int, rps, p50, p99 float64, leaderRSS float64) *systemRun {
+	return &systemRun{
+		Round: round, System: system,
+		Workloads: []*workloadRun{{Workload: "put-1c", RequestsPerSec: rps, P50Ms: p50, P99Ms: p99, CPUSeconds: 1, CPUMicrosPerRequest: 1e6 / rps, PeakRSSMiB: leaderRSS}},
+		Members: []memberTotal{
+			{Name: "m2", IsLeader: true, CPUSeconds: 0.6, PeakRSSMiB: leaderRSS},
+			{Name: "m1", CPUSeconds: 0.2, PeakRSSMiB: 20},
+			{Name: "m3", CPUSeconds: 0.2, PeakRSSMiB: 21},
+		},
+	}
+}
+
+func TestSummarizeTakesMediansOfRounds(t *testing.T) {
+	r := &report{Rounds: 3, Runs: []*systemRun{
+		testRun("etcd", 1, 900, 1.0, 2.0, 50), testRun("raftkv", 1, 1800, 0.5, 1.0, 30),
+		testRun("etcd", 2, 1000, 1.2, 9.0, 52), testRun("raftkv", 2, 2200, 0.4, 1.1, 31),
+		testRun("etcd", 3, 1100, 1.1, 3.0, 51), testRun("raftkv", 3, 2000, 0.6, 1.2, 32),
+	}}
+	r.summarize(workloads[:1])
+	if len(r.Workloads) != 1 {
+		t.Fatalf("%d workload rows, want 1", len(r.Workloads))
+	}
+	w := r.Workloads[0]
+	if w.Etcd.RequestsPerSec != 1000 || w.Etcd.P50Ms != 1.1 || w.Etcd.P99Ms != 3.0 {
+		t.Errorf("etcd medians = %+v, want 1000 req/s, p50 1.1, p99 3.0", *w.Etcd)
+	}
+	if w.Raftkv.RequestsPerSec != 2000 || w.RatioRequestsPerSec != 2 {
+		t.Errorf("raftkv median %v req/s, ratio %v; want 2000 and 2", w.Raftkv.RequestsPerSec, w.RatioRequestsPerSec)
+	}
+	res := r.Resources["etcd"]
+	if res.PeakRSSMiB != 51 || res.PeakRSSMiBByMember[0] != 51 || res.CPUSeconds != 1 {
+		t.Errorf("etcd resources = %+v, want peak 51 MiB (the leader), 1 CPU second", *res)
+	}
+}
+
+func TestFormatTableLinesUp(t *testing.T) {
+	r := &report{Rounds: 3, DurationSeconds: 10, WarmupSeconds: 2, Machine: machineInfo{CPUs: 2, LoadAvgAtStart: "1 1 1", LoadAvgAtEnd: "1 1 1"},
+		Runs: []*systemRun{testRun("etcd", 1, 880, 1.1, 2.0, 50), testRun("raftkv", 1, 1760, 0.85, 12.5, 30)}}
+	r.summarize(workloads[:1])
+	out := formatTable(r)
+	lines := strings.Split(out, "\n")
+	var header, row string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "workload ") {
+			header = l
+		}
+		if strings.HasPrefix(l, "put-1c ") && header != "" && row == "" {
+			row = l
+		}
+	}
+	if header == "" || row == "" {
+		t.Fatalf("no header or put-1c row in:\n%s", out)
+	}
+	// Columns are right-aligned, so each header label ends where its value ends.
+	if utf8.RuneCountInString(header) != utf8.RuneCountInString(row) {
+		t.Errorf("header and row differ in width:\n%s\n%s", header, row)
+	}
+	for _, want := range []string{"880", "1.10ms", "2.00ms", "1760", "850µs", "12.5ms", "2.00x"} {
+		if !strings.Contains(row, want) {
+			t.Errorf("row %q lacks %q", row, want)
+		}
+	}
+	for _, l := range lines {
+		if strings.HasSuffix(l, " ") {
+			t.Errorf("line %q ends in a space", l)
+		}
+	}
+	if !strings.Contains(out, "50.0 / 20.0 / 21.0") {
+		t.Errorf("footer lacks the per-member RSS, leader first:\n%s", out)
+	}
+}
+
+func TestFormatTableWithOneSystem(t *testing.T) {
+	r := &report{Rounds: 1, Runs: []*systemRun{testRun("raftkv", 1, 1000, 1, 2, 30)}}
+	r.summarize(workloads[:1])
+	out := formatTable(r)
+	if !strings.Contains(out, "put-1c") || !strings.Contains(out, "1000") {
+		t.Fatalf("the raftkv-only table lacks its row:\n%s", out)
+	}
+	if r.Workloads[0].RatioRequestsPerSec != 0 {
+		t.Errorf("a ratio with no etcd run: %v", r.Workloads[0].RatioRequestsPerSec)
+	}
+}
+
+func TestSelectWorkloads(t *testing.T) {
+	got, err := selectWorkloads("g, put-1c,b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, w := range got {
+		names = append(names, w.name)
+	}
+	if strings.Join(names, ",") != "put-1c,put-100c,mixed-90get" {
+		t.Errorf("selected %v, want put-1c,put-100c,mixed-90get in table order", names)
+	}
+	if _, err := selectWorkloads("put-2c"); err == nil || !strings.Contains(err.Error(), "put-2c") {
+		t.Errorf("an unknown workload gave %v, want an error naming it", err)
+	}
+	all, _ := selectWorkloads("")
+	if len(all) != 7 {
+		t.Errorf("an empty list selected %d workloads, want all 7", len(all))
+	}
+}
+
+func TestDropFlags(t *testing.T) {
+	got := dropFlags([]string{"etcd-member", "--name", "m1", "--initial-cluster-state", "new", "--data-dir", "d"}, "--initial-cluster-state")
+	if strings.Join(got, " ") != "etcd-member --name m1 --data-dir d" {
+		t.Errorf("dropFlags = %v", got)
+	}
+}
