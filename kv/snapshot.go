@@ -37,9 +37,16 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // revision, the compaction revision, the applied index and the session table.
 // Apply waits while it runs.
 func (s *Store) Snapshot() ([]byte, error) {
+	return s.AppendSnapshot(nil)
+}
+
+// AppendSnapshot appends the Snapshot to dst and returns the extended slice, so a
+// caller that frames the snapshot (or knows its size from the last one) copies it
+// only once. The bytes appended are exactly those Snapshot returns.
+func (s *Store) AppendSnapshot(dst []byte) ([]byte, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.mu.st.encode()
+	return s.mu.st.encode(dst)
 }
 
 // Restore replaces the store's state with the one in data, a Snapshot from a
@@ -56,8 +63,12 @@ func (s *Store) Restore(data []byte) error {
 	return nil
 }
 
-func (st *state) encode() ([]byte, error) {
-	e := encoder{buf: make([]byte, 0, 4096)}
+func (st *state) encode(dst []byte) ([]byte, error) {
+	if dst == nil {
+		dst = make([]byte, 0, 4096)
+	}
+	start := len(dst)
+	e := encoder{buf: dst}
 	e.buf = append(e.buf, snapshotMagic...)
 	e.uvarint(snapshotVersion)
 	e.uvarint(st.appliedIndex)
@@ -90,7 +101,7 @@ func (st *state) encode() ([]byte, error) {
 	if e.err != nil {
 		return nil, e.err
 	}
-	return binary.LittleEndian.AppendUint32(e.buf, crc32.Checksum(e.buf, castagnoli)), nil
+	return binary.LittleEndian.AppendUint32(e.buf, crc32.Checksum(e.buf[start:], castagnoli)), nil
 }
 
 // decodeState decodes and checks a snapshot. Everything read is checked against

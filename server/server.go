@@ -222,10 +222,16 @@ func (s *Server) closeAll() {
 }
 
 // applyLoop applies committed entries to the state machine, wakes the requests
-// waiting for them, and takes a snapshot every SnapshotCount entries.
+// waiting for them, and takes snapshots (see snapshotDue).
 func (s *Server) applyLoop() {
-	var lastSnapshot uint64
+	var (
+		lastSnapshot     uint64
+		lastSnapshotSize int
+		// logBytes counts the command bytes applied since the last snapshot.
+		logBytes int
+	)
 	for msg := range s.node.Apply() {
+		logBytes += len(msg.Command)
 		switch msg.Type {
 		case raft.ApplySnapshot:
 			if err := s.sm.restore(msg.Snapshot); err != nil {
@@ -242,15 +248,29 @@ func (s *Server) applyLoop() {
 			s.applyCommand(msg.Index, msg.Command)
 		}
 		s.applied.set(msg.Index)
-		if msg.Index-lastSnapshot >= s.cfg.SnapshotCount {
-			data, err := s.sm.snapshot()
+		if msg.Type == raft.ApplySnapshot {
+			lastSnapshotSize, logBytes = len(msg.Snapshot), 0
+			continue
+		}
+		if snapshotDue(msg.Index-lastSnapshot, s.cfg.SnapshotCount, logBytes, lastSnapshotSize) {
+			data, err := s.sm.snapshot(lastSnapshotSize)
 			if err != nil {
 				panic(fmt.Sprintf("server: snapshot of the state machine at %d: %v", msg.Index, err))
 			}
 			s.node.Snapshot(msg.Index, data)
-			lastSnapshot = msg.Index
+			lastSnapshot, lastSnapshotSize, logBytes = msg.Index, len(data), 0
 		}
 	}
+}
+
+// snapshotDue decides when to snapshot: after SnapshotCount entries, and only once
+// the log written since the last snapshot is at least a quarter of that snapshot's
+// size. A snapshot encodes the whole state on the apply path, so taking one every
+// SnapshotCount entries regardless would cost time in proportion to the state's size
+// per SnapshotCount writes; tying it to log growth keeps the cost per byte written
+// constant, and the log after a snapshot stays within a quarter of the state.
+func snapshotDue(entriesSince, snapshotCount uint64, logBytesSince, lastSnapshotSize int) bool {
+	return entriesSince >= snapshotCount && logBytesSince >= lastSnapshotSize/4
 }
 
 func (s *Server) applyCommand(index uint64, data []byte) {

@@ -268,3 +268,22 @@ func TestStoppedLeaderIsReplaced(t *testing.T) {
 		})
 	}
 }
+
+func TestSnapshotDue(t *testing.T) {
+	for _, tc := range []struct {
+		entries  uint64
+		logBytes int
+		lastSize int
+		want     bool
+	}{
+		{entries: 9999, logBytes: 1 << 20, lastSize: 0, want: false},        // too few entries
+		{entries: 10000, logBytes: 0, lastSize: 0, want: true},              // first snapshot
+		{entries: 10000, logBytes: 1 << 20, lastSize: 8 << 20, want: false}, // log small next to the state
+		{entries: 10000, logBytes: 2 << 20, lastSize: 8 << 20, want: true},
+	} {
+		if got := snapshotDue(tc.entries, 10000, tc.logBytes, tc.lastSize); got != tc.want {
+			t.Errorf("snapshotDue(%d entries, %d log bytes, last %d) = %v, want %v",
+				tc.entries, tc.logBytes, tc.lastSize, got, tc.want)
+		}
+	}
+}

@@ -67,20 +67,19 @@ func (sm *stateMachine) members() []member {
 // snapshotMagic opens every state machine snapshot, with its format version.
 var snapshotMagic = []byte("RKVSM1")
 
-func (sm *stateMachine) snapshot() ([]byte, error) {
-	kvData, err := sm.store.Snapshot()
-	if err != nil {
-		return nil, err
-	}
+// snapshot encodes the state machine; sizeHint (the last snapshot's size) lets it
+// allocate once.
+func (sm *stateMachine) snapshot(sizeHint int) ([]byte, error) {
 	members := sm.members()
-	b := append([]byte(nil), snapshotMagic...)
+	b := make([]byte, 0, sizeHint+sizeHint/8+4096)
+	b = append(b, snapshotMagic...)
 	b = binary.AppendUvarint(b, uint64(len(members)))
 	for i := range members {
 		rec := members[i].encode()
 		b = binary.AppendUvarint(b, uint64(len(rec)))
 		b = append(b, rec...)
 	}
-	return append(b, kvData...), nil
+	return sm.store.AppendSnapshot(b)
 }
 
 func (sm *stateMachine) restore(data []byte) error {
