@@ -65,6 +65,11 @@ type Node struct {
 	term     atomic.Uint64
 	isLeader atomic.Bool
 
+	// savedHardState is the last HardState written to storage; pendingHardState one
+	// whose only change, the commit index, has not been written yet. Run loop only.
+	savedHardState   HardState
+	pendingHardState HardState
+
 	stopOnce sync.Once
 	stopc    chan struct{}
 	done     chan struct{}
@@ -127,6 +132,9 @@ func NewNode(cfg Config, transport Transport) (*Node, error) {
 	}
 	st := rn.Status()
 	n.term.Store(st.Term)
+	if n.savedHardState, err = cfg.Storage.InitialState(); err != nil {
+		return nil, fmt.Errorf("raft: reading HardState: %w", err)
+	}
 	if cfg.Applied == 0 {
 		// The application starts empty: give it the stored snapshot first.
 		snap, err := cfg.Storage.Snapshot()
@@ -464,9 +472,12 @@ func (n *Node) handleReady(rd Ready) error {
 			return fmt.Errorf("raft: persisting snapshot at index %d: %w", rd.Snapshot.Index, err)
 		}
 	}
-	if !rd.HardState.IsEmpty() || len(rd.Entries) > 0 {
-		if err := n.storage.Save(rd.HardState, rd.Entries); err != nil {
-			return fmt.Errorf("raft: persisting %d entries and HardState %+v: %w", len(rd.Entries), rd.HardState, err)
+	if hs, ok := n.hardStateToSave(rd); ok || len(rd.Entries) > 0 {
+		if err := n.storage.Save(hs, rd.Entries); err != nil {
+			return fmt.Errorf("raft: persisting %d entries and HardState %+v: %w", len(rd.Entries), hs, err)
+		}
+		if !hs.IsEmpty() {
+			n.savedHardState = hs
 		}
 	}
 	if len(late) > 0 {
@@ -494,6 +505,27 @@ func (n *Node) handleReady(rd Ready) error {
 	return nil
 }
 
+// hardStateToSave returns the HardState to persist with rd, and whether it must be
+// written even with no entries. A change of the commit index alone is not written
+// (and so costs no fsync on the commit path): Figure 2 keeps commitIndex volatile, a
+// restart learns it again from the leader, and it rides along with the next write of
+// entries or of term and vote.
+func (n *Node) hardStateToSave(rd Ready) (HardState, bool) {
+	hs := rd.HardState
+	if hs.IsEmpty() {
+		hs = n.pendingHardState
+	}
+	if hs.IsEmpty() {
+		return hs, false
+	}
+	n.pendingHardState = HardState{}
+	if hs.Term == n.savedHardState.Term && hs.Vote == n.savedHardState.Vote && len(rd.Entries) == 0 {
+		n.pendingHardState = hs
+		return HardState{}, false
+	}
+	return hs, true
+}
+
 // splitLeaderMessages separates the messages only a leader sends (appends, heartbeats,
 // snapshots), which may leave before the Ready is persisted, from the answers (votes,
 // acknowledgements) that must wait for it. It keeps each group's order.
@@ -519,6 +551,14 @@ func (n *Node) createSnapshot(s snapshotRequest) error {
 	if applied := n.rn.Status().Applied; s.index > applied {
 		n.logger("raft: ignoring snapshot past the applied index", "index", s.index, "applied", applied)
 		return nil
+	}
+	if hs := n.pendingHardState; !hs.IsEmpty() {
+		// A snapshot is of committed entries; storage may check that against the
+		// commit index it holds, so write the one not yet written.
+		if err := n.storage.Save(hs, nil); err != nil {
+			return fmt.Errorf("raft: persisting HardState %+v: %w", hs, err)
+		}
+		n.savedHardState, n.pendingHardState = hs, HardState{}
 	}
 	if _, err := n.storage.CreateSnapshot(s.index, s.data); err != nil {
 		return fmt.Errorf("raft: saving snapshot at index %d: %w", s.index, err)

@@ -99,18 +99,23 @@ func newRaft(c Config) (*raft, error) {
 		r.progress[id] = &progress{inflights: newInflights(r.maxInflight)}
 	}
 	if !hs.IsEmpty() {
-		if hs.Commit < log.committed || hs.Commit > log.lastIndex() {
-			return nil, fmt.Errorf("raft: stored commit index %d is outside the stored log [%d, %d]; the storage is corrupt",
-				hs.Commit, log.committed, log.lastIndex())
+		if hs.Commit > log.lastIndex() {
+			return nil, fmt.Errorf("raft: stored commit index %d is past the stored log's last index %d; the storage is corrupt",
+				hs.Commit, log.lastIndex())
 		}
 		r.term, r.vote = hs.Term, hs.Vote
-		log.committed = hs.Commit
+		// The commit index is persisted lazily (Node skips a write that would change
+		// only it), so it may lag the snapshot, which is committed by definition.
+		log.committed = max(hs.Commit, log.committed)
 	}
 	if c.Applied > 0 {
-		if c.Applied > log.committed {
-			return nil, fmt.Errorf("raft: Config.Applied %d is past the stored commit index %d; the application's state is newer than the log",
-				c.Applied, log.committed)
+		if c.Applied > log.lastIndex() {
+			return nil, fmt.Errorf("raft: Config.Applied %d is past the stored log's last index %d; the application's state is newer than the log",
+				c.Applied, log.lastIndex())
 		}
+		// What the application applied was committed, even if the lazily written
+		// commit index had not caught up when the node stopped.
+		log.committed = max(log.committed, c.Applied)
 		if c.Applied > log.applied {
 			log.applied, log.applying = c.Applied, c.Applied
 		}

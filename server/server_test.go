@@ -217,6 +217,9 @@ func TestRestartKeepsAcknowledgedWrites(t *testing.T) {
 	for i := range 50 {
 		retry(t, func(ctx context.Context) error {
 			_, err := members[i%3].client.Put(ctx, &pb.PutRequest{Key: fmt.Appendf(nil, "k%02d", i), Value: []byte("v")})
+			if ferr := members[i%3].srv.Err(); ferr != nil {
+				t.Fatalf("member %s stopped: %v", members[i%3].cfg.Name, ferr)
+			}
 			return err
 		})
 	}
@@ -229,10 +232,16 @@ func TestRestartKeepsAcknowledgedWrites(t *testing.T) {
 	for _, m := range members {
 		var resp *pb.RangeResponse
 		retry(t, func(ctx context.Context) error {
+			if err := m.srv.Err(); err != nil {
+				t.Fatalf("member %s stopped: %v", m.cfg.Name, err)
+			}
 			var err error
 			resp, err = m.client.Range(ctx, &pb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")})
 			return err
 		})
+		if err := m.srv.Err(); err != nil {
+			t.Fatalf("member %s stopped: %v", m.cfg.Name, err)
+		}
 		if resp.Count != 50 {
 			t.Fatalf("member %s has %d keys after restart, want 50", m.cfg.Name, resp.Count)
 		}
