@@ -1,0 +1,162 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+
+	"raftkv/server"
+)
+
+// startEtcd starts a single-member embedded etcd on loopback with its data in a temp
+// dir, and returns its client endpoint (host:port). It stops when the test ends.
+func startEtcd(t *testing.T) string {
+	t.Helper()
+	ports := freePorts(t, 2)
+	clientURL, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", ports[0]))
+	peerURL, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", ports[1]))
+	cfg := embed.NewConfig()
+	cfg.Name = "oracle"
+	cfg.Dir = t.TempDir()
+	cfg.ListenClientUrls = []url.URL{*clientURL}
+	cfg.AdvertiseClientUrls = []url.URL{*clientURL}
+	cfg.ListenPeerUrls = []url.URL{*peerURL}
+	cfg.AdvertisePeerUrls = []url.URL{*peerURL}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	// Only a crash of the oracle is worth printing; shutdown logs errors that are not.
+	cfg.LogLevel = "panic"
+	// The oracle never restarts, so its fsyncs buy nothing but time.
+	cfg.UnsafeNoFsync = true
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		t.Fatalf("starting embedded etcd: %v", err)
+	}
+	t.Cleanup(e.Close)
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		t.Fatalf("embedded etcd failed while starting: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("embedded etcd was not ready within 30s")
+	}
+	return clientURL.Host
+}
+
+// inProcessMember is one raftkv member run with server.New in the test process.
+type inProcessMember struct {
+	cfg       server.Config
+	srv       *server.Server
+	clientURL string
+}
+
+// restart stops the member and starts it again on its data dir, then waits until it
+// serves a linearizable read.
+func (m *inProcessMember) restart(t *testing.T) {
+	t.Helper()
+	m.srv.Stop()
+	srv, err := server.New(m.cfg)
+	if err != nil {
+		t.Fatalf("restarting raftkv member %s: %v", m.cfg.Name, err)
+	}
+	t.Cleanup(srv.Stop)
+	m.srv = srv
+	waitServing(t, m.clientURL)
+}
+
+func waitServing(t *testing.T, clientURL string) {
+	t.Helper()
+	cli := newClient(t, hostPort(clientURL))
+	defer cli.Close()
+	err := eventually(20*time.Second, 50*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := cli.Get(ctx, "ready-probe")
+		return err
+	})
+	if err != nil {
+		t.Fatalf("raftkv member at %s did not serve a linearizable read within 20s: %v", clientURL, err)
+	}
+}
+
+// startRaftkv starts an n-member raftkv cluster in this process on loopback, with
+// short timings and a snapshot every snapshotCount entries, and waits until every
+// member serves a linearizable read. It does not write, so the store's revision is
+// still 1 when it returns.
+func startRaftkv(t *testing.T, n int, snapshotCount uint64) []*inProcessMember {
+	t.Helper()
+	ports := freePorts(t, 2*n)
+	dir := t.TempDir()
+	initial := map[string][]string{}
+	for i := range n {
+		initial[fmt.Sprintf("m%d", i)] = []string{fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1])}
+	}
+	members := make([]*inProcessMember, n)
+	for i := range n {
+		name := fmt.Sprintf("m%d", i)
+		clientURL := fmt.Sprintf("http://127.0.0.1:%d", ports[2*i])
+		cfg := server.Config{
+			Name:                name,
+			DataDir:             filepath.Join(dir, name),
+			ListenClientURLs:    []string{clientURL},
+			AdvertiseClientURLs: []string{clientURL},
+			ListenPeerURLs:      initial[name],
+			InitialCluster:      initial,
+			HeartbeatInterval:   10 * time.Millisecond,
+			ElectionTimeout:     100 * time.Millisecond,
+			SnapshotCount:       snapshotCount,
+		}
+		srv, err := server.New(cfg)
+		if err != nil {
+			t.Fatalf("starting raftkv member %s: %v", name, err)
+		}
+		t.Cleanup(srv.Stop)
+		members[i] = &inProcessMember{cfg: cfg, srv: srv, clientURL: clientURL}
+	}
+	for _, m := range members {
+		waitServing(t, m.clientURL)
+	}
+	return members
+}
+
+// follower returns a member that is not the leader.
+func follower(t *testing.T, members []*inProcessMember) *inProcessMember {
+	t.Helper()
+	return memberByRole(t, members, false)
+}
+
+// leader returns the member that leads.
+func leader(t *testing.T, members []*inProcessMember) *inProcessMember {
+	t.Helper()
+	return memberByRole(t, members, true)
+}
+
+func memberByRole(t *testing.T, members []*inProcessMember, isLeader bool) *inProcessMember {
+	t.Helper()
+	cli := newClient(t, hostPort(members[0].clientURL))
+	defer cli.Close()
+	var found *inProcessMember
+	err := eventually(10*time.Second, 50*time.Millisecond, func() error {
+		for _, m := range members {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			st, err := cli.Status(ctx, hostPort(m.clientURL))
+			cancel()
+			if err != nil {
+				return err
+			}
+			if st.Leader != 0 && (st.Leader == st.Header.MemberId) == isLeader {
+				found = m
+				return nil
+			}
+		}
+		return fmt.Errorf("no member has the role (leader: %v)", isLeader)
+	})
+	if err != nil {
+		t.Fatalf("finding a member (leader: %v): %v", isLeader, err)
+	}
+	return found
+}
