@@ -74,6 +74,13 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.InitialClusterState == "existing" {
+		if last, _ := s.storage.LastIndex(); last == 0 {
+			s.closeAll()
+			return nil, fmt.Errorf("--initial-cluster-state existing, but --data-dir %q holds no state of this member; "+
+				"raftkv cannot add members to a running cluster yet, so a member restarts from its own data dir", cfg.DataDir)
+		}
+	}
 	if err := s.start(ids); err != nil {
 		s.closeAll()
 		return nil, err

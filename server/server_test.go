@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -294,5 +295,18 @@ func TestSnapshotDue(t *testing.T) {
 			t.Errorf("snapshotDue(%d entries, %d log bytes, last %d) = %v, want %v",
 				tc.entries, tc.logBytes, tc.lastSize, got, tc.want)
 		}
+	}
+}
+
+func TestExistingClusterStateNeedsData(t *testing.T) {
+	ports := freePorts(t, 2)
+	peer := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	client := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	_, err := New(Config{
+		Name: "a", DataDir: t.TempDir(), ListenClientURLs: []string{client}, AdvertiseClientURLs: []string{client},
+		ListenPeerURLs: []string{peer}, InitialCluster: map[string][]string{"a": {peer}}, InitialClusterState: "existing",
+	})
+	if err == nil || !strings.Contains(err.Error(), "holds no state") {
+		t.Fatalf("New with state existing on an empty data dir: %v, want a refusal", err)
 	}
 }
