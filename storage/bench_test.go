@@ -76,7 +76,7 @@ func benchmarkAppend(b *testing.B, batch int) {
 	for i := range sample {
 		sample[i] = raft.Entry{Term: 1, Index: 1<<20 + uint64(i), Data: payload}
 	}
-	rawBatch := appendBatchRecord(nil, seed, sample, nil) // the bytes one Save writes
+	rawBatch := appendBatchRecord(nil, seed, sample, nil, nil) // the bytes one Save writes
 	raw, err := os.Create(filepath.Join(dir, "raw"))
 	if err != nil {
 		b.Fatal(err)
@@ -236,7 +236,7 @@ func buildBenchWAL(b *testing.B, dir string, opts Options, size int64) int64 {
 			ents[i] = raft.Entry{Term: 1, Index: next, Data: payload}
 			next++
 		}
-		written += int64(len(appendBatchRecord(nil, 0, ents, nil)))
+		written += int64(len(appendBatchRecord(nil, 0, ents, nil, nil)))
 		if err := s.Save(raft.HardState{Term: 1, Vote: 1, Commit: next - 1}, ents); err != nil {
 			b.Fatal(err)
 		}

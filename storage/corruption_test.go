@@ -52,7 +52,7 @@ func newCorruptionFixture(t *testing.T) *corruptionFixture {
 			t.Fatalf("%v: %v", op, err)
 		}
 	}
-	f.lastRecord = s.wal.fileOffset - int64(len(appendBatchRecord(nil, 0, lastOp.ents, nil)))
+	f.lastRecord = s.wal.fileOffset - int64(len(appendBatchRecord(nil, 0, lastOp.ents, nil, nil)))
 	s.Close()
 	names, _ := f.disk.List("/data/wal")
 	for _, n := range names {

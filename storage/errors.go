@@ -12,7 +12,8 @@ var (
 	// than a torn tail. The node must not start on it. Errors that wrap it are
 	// *CorruptError values naming the file and offset.
 	ErrCorrupt = errors.New("storage: data is corrupt")
-	// ErrClusterMismatch: the data dir holds the WAL of another cluster.
+	// ErrClusterMismatch: the data dir holds the WAL of another cluster. Errors that
+	// wrap it also match ErrCorrupt: the node must not start on that data either.
 	ErrClusterMismatch = errors.New("storage: data dir belongs to another cluster")
 	// ErrLocked: another running process holds the data dir's lock.
 	ErrLocked = errors.New("storage: data dir is locked by another process")
@@ -49,6 +50,21 @@ func (e *CorruptError) Error() string {
 
 // Is reports whether target is ErrCorrupt.
 func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
+
+// clusterMismatchError says whose WAL the data dir holds.
+type clusterMismatchError struct {
+	dataDir     string
+	found, want uint64
+}
+
+func (e *clusterMismatchError) Error() string {
+	return fmt.Sprintf("storage: data dir %q holds a WAL of cluster %x, not %x; point --data-dir elsewhere",
+		e.dataDir, e.found, e.want)
+}
+
+func (e *clusterMismatchError) Is(target error) bool {
+	return target == ErrClusterMismatch || target == ErrCorrupt
+}
 
 func corruptf(file string, offset int64, format string, args ...any) error {
 	return &CorruptError{File: file, Offset: offset, Reason: fmt.Sprintf(format, args...)}

@@ -228,3 +228,16 @@ func TestFaultFSCrashAfterTearsAndStops(t *testing.T) {
 		t.Errorf("file holds %q; want the torn write's first 2 bytes after abc", got)
 	}
 }
+
+func TestMemFSFileInUnsyncedDirectoryIsLost(t *testing.T) {
+	m := NewMemFS()
+	m.MkdirAll("/a/b")
+	f, _ := m.Create("/a/b/f")
+	mustWrite(t, f, "x", 0)
+	f.Sync()
+	m.SyncDir("/a/b") // the file's name, but not /a/b's own entry in /a
+	m.Crash()
+	if _, err := m.Open("/a/b/f"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a file in a directory whose entry was never synced survived: %v", err)
+	}
+}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"sync"
-
-	"raftkv/raft"
 )
 
 // Recovery replays the segments before the last through a pipeline, a chunk at a
@@ -113,10 +111,10 @@ func reserveLog(r *replay, segs []*segmentFile, firstBytes int) {
 	for _, s := range segs {
 		total += s.end
 	}
-	want := int(float64(len(r.ents))/float64(max(firstBytes, 1))*float64(total)*1.05) + 1024
-	if want > cap(r.ents) {
-		grown := make([]raft.Entry, len(r.ents), want)
-		copy(grown, r.ents)
-		r.ents = grown
+	want := int(float64(len(r.refs))/float64(max(firstBytes, 1))*float64(total)*1.05) + 1024
+	if want > cap(r.refs) {
+		grown := make([]entryRef, len(r.refs), want)
+		copy(grown, r.refs)
+		r.refs = grown
 	}
 }

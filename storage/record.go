@@ -129,8 +129,9 @@ func batchPayloadSize(entrySizes []int, hs *raft.HardState) int {
 	return n
 }
 
-// appendBatchRecord appends a batch record of ents and hs (nil for none).
-func appendBatchRecord(b []byte, seed uint32, ents []raft.Entry, hs *raft.HardState) []byte {
+// appendBatchRecord appends a batch record of ents and hs (nil for none). sizes[i]
+// is ents[i].Size(), or sizes is nil to have them computed.
+func appendBatchRecord(b []byte, seed uint32, ents []raft.Entry, sizes []int, hs *raft.HardState) []byte {
 	b, start := beginRecord(b)
 	if hs == nil {
 		b = append(b, 0)
@@ -141,7 +142,13 @@ func appendBatchRecord(b []byte, seed uint32, ents []raft.Entry, hs *raft.HardSt
 	}
 	b = binary.AppendUvarint(b, uint64(len(ents)))
 	for i := range ents {
-		b = binary.AppendUvarint(b, uint64(ents[i].Size()))
+		size := 0
+		if sizes != nil {
+			size = sizes[i]
+		} else {
+			size = ents[i].Size()
+		}
+		b = binary.AppendUvarint(b, uint64(size))
 		b = ents[i].MarshalTo(b)
 	}
 	return finishRecord(b, start, recBatch, seed)

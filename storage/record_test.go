@@ -12,9 +12,9 @@ func sampleRecords(seed uint32) [][]byte {
 	ents := []raft.Entry{{Term: 3, Index: 42, Type: raft.EntryNoOp, Data: []byte("hello")}, {Term: 3, Index: 43}}
 	hs := raft.HardState{Term: 3, Vote: 1, Commit: 40}
 	return [][]byte{
-		appendBatchRecord(nil, seed, ents, &hs),
-		appendBatchRecord(nil, seed, ents[:1], nil),
-		appendBatchRecord(nil, seed, nil, &hs),
+		appendBatchRecord(nil, seed, ents, nil, &hs),
+		appendBatchRecord(nil, seed, ents[:1], nil, nil),
+		appendBatchRecord(nil, seed, nil, nil, &hs),
 		appendSnapshotRecord(nil, seed, snapMarker{kind: snapCompact, index: 30, term: 2}),
 		appendSnapshotRecord(nil, seed, snapMarker{kind: snapInstall, index: math.MaxUint64, term: 9}),
 		appendSegmentStartRecord(nil, seed, segmentStart{prevEnd: 4096, hs: hs, markIndex: 30, markTerm: 2, base: 10, baseTerm: 1}),
@@ -83,7 +83,7 @@ func reencode(t testing.TB, rec record, seed uint32) []byte {
 		if err != nil {
 			return nil
 		}
-		return appendBatchRecord(nil, seed, ents, hs)
+		return appendBatchRecord(nil, seed, ents, nil, hs)
 	case recSnapshot:
 		m, err := decodeSnapMarker(rec.payload)
 		if err != nil {

@@ -163,8 +163,7 @@ func openSegment(fsys FS, s *segmentFile, first bool, dataDir string, clusterID 
 	}
 	if h.clusterID != clusterID {
 		if first {
-			return fmt.Errorf("%w: data dir %q holds a WAL of cluster %x, not %x; point --data-dir elsewhere",
-				ErrClusterMismatch, dataDir, h.clusterID, clusterID)
+			return &clusterMismatchError{dataDir: dataDir, found: h.clusterID, want: clusterID}
 		}
 		return corruptf(s.path, 16, "segment of cluster %x in the WAL of cluster %x", h.clusterID, clusterID)
 	}
@@ -283,8 +282,8 @@ func firstNonZero(s *segmentFile, buf []byte, fileOff, from int64) (int64, error
 }
 
 // replayRecords replays a segment: its start record, then the records of buf after
-// it, up to exactly len(buf). Entries go straight into the replayed log, their Data
-// aliasing buf. verify checks the payload checksums (scanLastSegment has already
+// it, up to exactly len(buf). Entries go straight into the replayed log (as entryRefs
+// into buf). verify checks the payload checksums (scanLastSegment has already
 // checked those of the last segment); decoding runs right after the check, while the
 // bytes are still in the CPU's caches.
 //
@@ -296,6 +295,7 @@ func replayRecords(buf []byte, s *segmentFile, first bool, seed uint32, verify b
 	if err := r.segmentStart(s.start, first, s.seq, location{s.path, segmentHeaderSize}); err != nil {
 		return err
 	}
+	bufID := r.addBuffer(buf)
 	size := int64(len(buf))
 	off := s.startEnd
 	for {
@@ -323,12 +323,16 @@ func replayRecords(buf []byte, s *segmentFile, first bool, seed uint32, verify b
 		loc := location{s.path, off}
 		switch rec.typ {
 		case recBatch:
-			hs, err := decodeBatch(rec.payload, func(enc []byte, _ int) error {
+			payloadOff := off + recordHeaderSize
+			hs, err := decodeBatch(rec.payload, func(enc []byte, at int) error {
 				var e raft.Entry
 				if err := e.Unmarshal(enc); err != nil {
 					return corruptf(s.path, off, "entry of the batch: %v", err)
 				}
-				return r.entry(&e, loc)
+				// Data is the tail of the entry's encoding.
+				dataOff := payloadOff + int64(at+len(enc)-len(e.Data))
+				ref := entryRef{term: e.Term, buf: bufID, dataOff: uint32(dataOff), dataLen: uint32(len(e.Data)), typ: e.Type}
+				return r.entry(e.Index, ref, loc)
 			})
 			var ce *CorruptError
 			switch {

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"sync"
 
 	"raftkv/raft"
 )
@@ -15,13 +17,29 @@ type location struct {
 	offset int64
 }
 
+// entryRef is a replayed entry: its term and type, and where its Data lies in the
+// segment buffers. Replay keeps these rather than raft.Entry values because they hold
+// no pointers: while a log of millions of entries is rebuilt, the garbage collector
+// has nothing to scan in it (a raft.Entry's Data pointer into a large buffer costs
+// every collection a lookup). materialize builds the raft.Entry values once, at the
+// end, without touching the entries' bytes again.
+type entryRef struct {
+	term    uint64
+	buf     uint32 // index in replay.bufs
+	dataOff uint32 // offset of the entry's Data in the buffer
+	dataLen uint32
+	typ     raft.EntryType
+}
+
 // replay rebuilds the log from records in WAL order.
 type replay struct {
 	hs raft.HardState
-	// ents is the run of consecutive entries read so far; runStart is where the
-	// first of them was read. Their Data alias the segments' contents.
-	ents     []raft.Entry
+	// refs is the run of consecutive entries read so far, from index first; runStart
+	// is where the first of them was read.
+	first    uint64
+	refs     []entryRef
 	runStart location
+	bufs     [][]byte // segment contents the refs point into
 	// base and baseTerm: the last installed snapshot; nothing of the log before it
 	// survives.
 	base, baseTerm uint64
@@ -36,10 +54,10 @@ type replay struct {
 
 // lastIndex is the index of the last entry, or the base if there is none.
 func (r *replay) lastIndex() uint64 {
-	if len(r.ents) == 0 {
+	if len(r.refs) == 0 {
 		return r.base
 	}
-	return r.ents[len(r.ents)-1].Index
+	return r.first + uint64(len(r.refs)) - 1
 }
 
 // term returns the term of entry i if the replayed log knows it.
@@ -47,10 +65,16 @@ func (r *replay) term(i uint64) (uint64, bool) {
 	if i == r.base {
 		return r.baseTerm, true
 	}
-	if len(r.ents) > 0 && i >= r.ents[0].Index && i <= r.lastIndex() {
-		return r.ents[i-r.ents[0].Index].Term, true
+	if len(r.refs) > 0 && i >= r.first && i <= r.lastIndex() {
+		return r.refs[i-r.first].term, true
 	}
 	return 0, false
+}
+
+// addBuffer registers a segment's contents; refs into it carry the returned number.
+func (r *replay) addBuffer(buf []byte) uint32 {
+	r.bufs = append(r.bufs, buf)
+	return uint32(len(r.bufs) - 1)
 }
 
 func (r *replay) segmentStart(s segmentStart, first bool, seq uint64, loc location) error {
@@ -74,45 +98,45 @@ func (r *replay) segmentStart(s segmentStart, first bool, seq uint64, loc locati
 	return nil
 }
 
-// entry replays e, read at loc.
-func (r *replay) entry(e *raft.Entry, loc location) error {
+// entry replays entry index, described by ref, read at loc.
+func (r *replay) entry(index uint64, ref entryRef, loc location) error {
 	seg := &r.segments[len(r.segments)-1]
-	if n := len(r.ents); n > 0 && n < cap(r.ents) && e.Index == r.ents[n-1].Index+1 && e.Term >= r.ents[n-1].Term {
+	if n := len(r.refs); n > 0 && n < cap(r.refs) && index == r.first+uint64(n) && ref.term >= r.refs[n-1].term {
 		// The common case, kept short: the entry extends the log.
-		r.ents = append(r.ents, *e)
-		seg.maxEntryIndex = max(seg.maxEntryIndex, e.Index)
+		r.refs = append(r.refs, ref)
+		seg.maxEntryIndex = max(seg.maxEntryIndex, index)
 		return nil
 	}
-	if e.Index <= r.base {
-		return corruptf(loc.file, loc.offset, "entry %d is at or below the installed snapshot %d", e.Index, r.base)
+	if index <= r.base {
+		return corruptf(loc.file, loc.offset, "entry %d is at or below the installed snapshot %d", index, r.base)
 	}
-	seg.maxEntryIndex = max(seg.maxEntryIndex, e.Index)
-	if len(r.ents) == cap(r.ents) {
+	seg.maxEntryIndex = max(seg.maxEntryIndex, index)
+	if len(r.refs) == cap(r.refs) {
 		// Grow by doubling: append grows long slices by a quarter, which would copy a
 		// big log several times over.
-		r.ents = slices.Grow(r.ents, max(len(r.ents), 1024))
+		r.refs = slices.Grow(r.refs, max(len(r.refs), 1024))
 	}
-	if len(r.ents) == 0 {
-		r.ents, r.runStart = append(r.ents, *e), loc
+	if len(r.refs) == 0 {
+		r.first, r.refs, r.runStart = index, append(r.refs, ref), loc
 		return nil
 	}
-	first, last := r.ents[0].Index, r.lastIndex()
+	last := r.lastIndex()
 	switch {
-	case e.Index == last+1:
-		if prev := r.ents[len(r.ents)-1].Term; e.Term < prev {
-			return corruptf(loc.file, loc.offset, "entry %d has term %d, below the term %d of the entry before it", e.Index, e.Term, prev)
+	case index == last+1:
+		if prev := r.refs[len(r.refs)-1].term; ref.term < prev {
+			return corruptf(loc.file, loc.offset, "entry %d has term %d, below the term %d of the entry before it", index, ref.term, prev)
 		}
-		r.ents = append(r.ents, *e)
-	case e.Index > last+1:
-		return corruptf(loc.file, loc.offset, "entry %d follows entry %d: entries %d to %d are missing", e.Index, last, last+1, e.Index-1)
-	case e.Index > first:
+		r.refs = append(r.refs, ref)
+	case index > last+1:
+		return corruptf(loc.file, loc.offset, "entry %d follows entry %d: entries %d to %d are missing", index, last, last+1, index-1)
+	case index > r.first:
 		// A follower overwrote a conflicting suffix (§5.3).
-		if prev := r.ents[e.Index-first-1].Term; e.Term < prev {
-			return corruptf(loc.file, loc.offset, "entry %d replaces the log with term %d, below the term %d of the entry before it", e.Index, e.Term, prev)
+		if prev := r.refs[index-r.first-1].term; ref.term < prev {
+			return corruptf(loc.file, loc.offset, "entry %d replaces the log with term %d, below the term %d of the entry before it", index, ref.term, prev)
 		}
-		r.ents = append(r.ents[:e.Index-first], *e)
+		r.refs = append(r.refs[:index-r.first], ref)
 	default:
-		r.ents, r.runStart = append(r.ents[:0], *e), loc
+		r.first, r.refs, r.runStart = index, append(r.refs[:0], ref), loc
 	}
 	return nil
 }
@@ -128,7 +152,7 @@ func (r *replay) marker(m snapMarker, seq uint64, loc location) error {
 			return corruptf(loc.file, loc.offset, "snapshot marker says entry %d has term %d, the log says %d", m.index, m.term, t)
 		}
 	case snapInstall:
-		r.ents = r.ents[:0]
+		r.refs = r.refs[:0]
 		r.base, r.baseTerm = m.index, m.term
 		r.lastInstallSeq = seq
 	}
@@ -138,12 +162,45 @@ func (r *replay) marker(m snapMarker, seq uint64, loc location) error {
 // trim drops the entries at or below index.
 func (r *replay) trim(index uint64) {
 	switch {
-	case len(r.ents) == 0 || index < r.ents[0].Index:
+	case len(r.refs) == 0 || index < r.first:
 	case index >= r.lastIndex():
-		r.ents = nil
+		r.refs = nil
 	default:
-		r.ents = r.ents[index-r.ents[0].Index+1:]
+		r.refs = r.refs[index-r.first+1:]
+		r.first = index + 1
 	}
+}
+
+// materialize builds the log's entries, their Data aliasing the segment buffers.
+// Long logs are built by several goroutines, each a slice of it, joined before it
+// returns.
+func (r *replay) materialize() []raft.Entry {
+	if len(r.refs) == 0 {
+		return nil
+	}
+	ents := make([]raft.Entry, len(r.refs))
+	workers := 1
+	if len(r.refs) >= 1<<16 {
+		workers = min(runtime.GOMAXPROCS(0), 4)
+	}
+	per := (len(r.refs) + workers - 1) / workers
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := w*per, min((w+1)*per, len(r.refs))
+		wg.Go(func() {
+			for i := lo; i < hi; i++ {
+				ref := &r.refs[i]
+				e := &ents[i]
+				e.Term, e.Index, e.Type = ref.term, r.first+uint64(i), ref.typ
+				if ref.dataLen > 0 {
+					end := ref.dataOff + ref.dataLen
+					e.Data = r.bufs[ref.buf][ref.dataOff:end:end]
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return ents
 }
 
 // chooseSnapshot picks the newest snapshot file that passes its checks and fits the
@@ -171,10 +228,10 @@ func chooseSnapshot(fsys FS, dir string, clusterID uint64, r *replay, logger *sl
 			// Received from the leader, persisted, then the crash came before its
 			// marker: finish the job, the whole log gives way to it. The base stays
 			// as the WAL has it until the marker, appended at open, moves it.
-			r.ents = nil
+			r.refs = nil
 			return snap, &snapMarker{kind: snapInstall, index: snap.Index, term: snap.Term}, nil
 		}
-		if len(r.ents) > 0 && r.ents[0].Index > snap.Index+1 {
+		if len(r.refs) > 0 && r.first > snap.Index+1 {
 			continue // the entries between it and the log are gone
 		}
 		if t, ok := r.term(snap.Index); ok && t != snap.Term {
@@ -192,12 +249,12 @@ func chooseSnapshot(fsys FS, dir string, clusterID uint64, r *replay, logger *sl
 		}
 		return snap, adopt, nil
 	}
-	if r.base == 0 && (len(r.ents) == 0 || r.ents[0].Index == 1) {
+	if r.base == 0 && (len(r.refs) == 0 || r.first == 1) {
 		return raft.Snapshot{}, nil, nil // the log is whole from the start
 	}
 	need := r.base
-	if len(r.ents) > 0 {
-		need = max(need, r.ents[0].Index-1)
+	if len(r.refs) > 0 {
+		need = max(need, r.first-1)
 	}
 	return raft.Snapshot{}, nil, corruptf(dir, 0,
 		"the WAL's log starts after index %d (first entry read at %s offset %d), so it needs a snapshot at index %d or later, "+

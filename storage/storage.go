@@ -217,7 +217,7 @@ func (s *Storage) recover(opts Options, began time.Time) error {
 	if last := max(snap.Index, rec.lastIndex()); rec.hs.Commit > last {
 		return corruptf(walDir, 0, "the hard state commits index %d, but the log ends at %d", rec.hs.Commit, last)
 	}
-	s.mu.hs, s.mu.snap, s.mu.ents = rec.hs, snap, rec.ents
+	s.mu.hs, s.mu.snap, s.mu.ents = rec.hs, snap, rec.materialize()
 	if n := len(s.mu.ents); n > 0 && (s.mu.ents[0].Index != snap.Index+1 || s.mu.ents[n-1].Index != snap.Index+uint64(n)) {
 		panic(fmt.Sprintf("storage: recovered log [%d, %d] of %d entries does not follow snapshot %d",
 			s.mu.ents[0].Index, s.mu.ents[n-1].Index, n, snap.Index))

@@ -118,16 +118,6 @@ func (w *wal) checkLocked() error {
 	return nil
 }
 
-// checkEntrySize reports, with an error saying what to do, an entry too big for a
-// segment.
-func (w *wal) checkEntrySize(e *raft.Entry) error {
-	if n := e.Size(); n > w.maxEntrySize {
-		return fmt.Errorf("%w: entry %d is %d bytes encoded, a WAL segment of %d bytes holds at most %d; raise Options.SegmentSize",
-			ErrRecordTooLarge, e.Index, n, w.segmentSize, w.maxEntrySize)
-	}
-	return nil
-}
-
 // reserveLocked makes room for a record of n bytes, opening the next segment if it
 // does not fit in this one, and returns the buffer to append it to.
 func (w *wal) reserveLocked(n int) *[]byte {
@@ -166,7 +156,8 @@ func (w *wal) bufferLocked() []byte {
 // appendBatch queues ents and then hs, if not nil, as one batch record, or as several
 // if they do not fit in the room left in the segment: the HardState goes in the last,
 // so that a crash in the middle never keeps a commit index whose entries are lost.
-// The caller has checked each entry with checkEntrySize.
+// An entry too big for a segment is refused with ErrRecordTooLarge before anything
+// is queued.
 func (w *wal) appendBatch(ents []raft.Entry, hs *raft.HardState) (ticket uint64, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -175,7 +166,12 @@ func (w *wal) appendBatch(ents []raft.Entry, hs *raft.HardState) (ticket uint64,
 	}
 	sizes := w.mu.sizes[:0]
 	for i := range ents {
-		sizes = append(sizes, ents[i].Size())
+		size := ents[i].Size()
+		if size > w.maxEntrySize {
+			return 0, fmt.Errorf("%w: entry %d is %d bytes encoded, a WAL segment of %d bytes holds at most %d; raise Options.SegmentSize",
+				ErrRecordTooLarge, ents[i].Index, size, w.segmentSize, w.maxEntrySize)
+		}
+		sizes = append(sizes, size)
 	}
 	w.mu.sizes = sizes[:0]
 	hsRoom := 0
@@ -207,7 +203,7 @@ func (w *wal) appendBatch(ents []raft.Entry, hs *raft.HardState) (ticket uint64,
 			recHS = hs
 		}
 		buf := w.reserveLocked(recordHeaderSize + batchPayloadSize(sizes[:n], recHS))
-		*buf = appendBatchRecord(*buf, w.seed, ents[:n], recHS)
+		*buf = appendBatchRecord(*buf, w.seed, ents[:n], sizes[:n], recHS)
 		if n > 0 {
 			seg := &w.mu.segments[len(w.mu.segments)-1]
 			seg.maxEntryIndex = max(seg.maxEntryIndex, ents[n-1].Index)

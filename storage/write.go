@@ -57,9 +57,7 @@ func (s *Storage) queueSave(st raft.HardState, ents []raft.Entry) (Ticket, error
 		ents = ents[min(skip, uint64(len(ents))):]
 	}
 	if len(ents) > 0 {
-		if err := s.checkAppendLocked(ents); err != nil {
-			return 0, err
-		}
+		s.checkAppendLocked(ents)
 	}
 	var hs *raft.HardState
 	if !st.IsEmpty() && st != s.mu.hs {
@@ -113,8 +111,9 @@ func compactEntries(ents []raft.Entry, n uint64) []raft.Entry {
 }
 
 // checkAppendLocked checks ents against the log. A gap or a rewrite of a committed
-// entry is a bug in the caller and panics; an entry too big is an error.
-func (s *Storage) checkAppendLocked(ents []raft.Entry) error {
+// entry is a bug in the caller and panics. (An entry too big for a segment is the
+// WAL's to refuse.)
+func (s *Storage) checkAppendLocked(ents []raft.Entry) {
 	first, last := ents[0].Index, s.lastIndexLocked()
 	if first > last+1 {
 		panic(fmt.Sprintf("storage: Save of entries from %d leaves a gap after the last index %d", first, last))
@@ -130,12 +129,6 @@ func (s *Storage) checkAppendLocked(ents []raft.Entry) error {
 				first, ents[0].Term, t, s.mu.hs.Commit))
 		}
 	}
-	for i := range ents {
-		if err := s.wal.checkEntrySize(&ents[i]); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // WaitDurable returns once the write of ticket t, and every one before it, is
