@@ -126,7 +126,7 @@ func (c *Cluster) maybeCompact(n *node) {
 		return
 	}
 	if _, err := n.storage.CreateSnapshot(n.app.applied, encodeSnapshot(n.app.applied, n.app.hash)); err != nil {
-		if errors.Is(err, raft.ErrSnapOutOfDate) {
+		if errors.Is(err, raft.ErrSnapOutOfDate) || c.crashedInStorage(n, err) {
 			return
 		}
 		c.violate("storage", "node %d: CreateSnapshot(%d): %v", n.id, n.app.applied, err)

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -40,6 +41,25 @@ type Options struct {
 	Configure func(*raft.Config)
 	// Trace, if set, receives a line for every event and the cores' debug logs.
 	Trace io.Writer
+	// Storage, if set, gives each node its durable storage, to run the simulator over
+	// a real Storage (package storage's tests do, on a crashable file system). Nil
+	// means raft.MemoryStorage, whose writes are durable the moment they return.
+	Storage StorageFactory
+}
+
+// ErrStorageCrash, wrapped in an error from a storage write, says the storage crashed
+// in the middle of that write (a StorageFactory injecting power losses): the
+// simulator crashes the node there, as the power loss would have.
+var ErrStorageCrash = errors.New("sim: storage crashed mid-write")
+
+// StorageFactory makes and crashes nodes' storage.
+type StorageFactory interface {
+	// Open returns node id's storage holding what survived its crashes (empty the
+	// first time).
+	Open(id uint64) (raft.Storage, error)
+	// Crash makes node id's storage lose whatever it had not made durable; the
+	// simulator then opens it again.
+	Crash(id uint64)
 }
 
 func (o Options) withDefaults() Options {
@@ -101,7 +121,7 @@ type Cluster struct {
 // volatile, which does not.
 type node struct {
 	id      uint64
-	storage *raft.MemoryStorage
+	storage raft.Storage
 	// rn is nil while the node is down.
 	rn *raft.RawNode
 	// incarnation changes at every crash and restart; events and messages that belong
@@ -137,6 +157,8 @@ const (
 type Counters struct {
 	// Crashes counts crashes, CrashesMidReady those that hit inside a Ready.
 	Crashes, CrashesMidReady int
+	// CrashesInStorage counts crashes injected by a StorageFactory inside a write.
+	CrashesInStorage int
 	// Restarts counts nodes brought back from their storage.
 	Restarts int
 	// Elections counts terms that got a leader.
@@ -166,7 +188,16 @@ func NewCluster(opts Options) *Cluster {
 		c.peers = append(c.peers, uint64(i+1))
 	}
 	for _, id := range c.peers {
-		n := &node{id: id, storage: raft.NewMemoryStorage()}
+		n := &node{id: id}
+		if opts.Storage == nil {
+			n.storage = raft.NewMemoryStorage()
+		} else {
+			st, err := opts.Storage.Open(id)
+			if err != nil {
+				panic(fmt.Sprintf("sim: opening storage of node %d: %v", id, err))
+			}
+			n.storage = st
+		}
 		c.nodes = append(c.nodes, n)
 	}
 	for _, n := range c.nodes {
@@ -343,6 +374,17 @@ func (c *Cluster) crash(n *node) {
 	c.abandonAll(n, "crash")
 	n.pendingProposals = nil
 	n.pendingReads = nil
+	if c.opts.Storage != nil {
+		// The storage loses what it had not made durable and recovers what it had,
+		// as after a power loss; a node that cannot recover violates durability.
+		c.opts.Storage.Crash(n.id)
+		st, err := c.opts.Storage.Open(n.id)
+		if err != nil {
+			c.violate("storage", "node %d: reopening its storage after a crash: %v", n.id, err)
+			return
+		}
+		n.storage = st
+	}
 }
 
 // Restart brings a crashed node id back up from its storage.
@@ -472,6 +514,9 @@ func (c *Cluster) handleReady(n *node) {
 func (c *Cluster) persist(n *node, rd *raft.Ready) bool {
 	if !rd.Snapshot.IsEmpty() {
 		if err := n.storage.ApplySnapshot(rd.Snapshot); err != nil {
+			if c.crashedInStorage(n, err) {
+				return false
+			}
 			c.violate("storage", "node %d: ApplySnapshot(index=%d term=%d): %v", n.id, rd.Snapshot.Index, rd.Snapshot.Term, err)
 			return false
 		}
@@ -483,6 +528,9 @@ func (c *Cluster) persist(n *node, rd *raft.Ready) bool {
 		return false
 	}
 	if err := n.storage.Save(rd.HardState, rd.Entries); err != nil {
+		if c.crashedInStorage(n, err) {
+			return false
+		}
 		c.violate("storage", "node %d: Save(hs=%+v, %d entries): %v", n.id, rd.HardState, len(rd.Entries), err)
 		return false
 	}
@@ -492,6 +540,24 @@ func (c *Cluster) persist(n *node, rd *raft.Ready) bool {
 	}
 	c.checkLogMatching(n, rd.Entries)
 	return c.err == nil
+}
+
+// crashedInStorage crashes n if err is an injected crash of its storage.
+func (c *Cluster) crashedInStorage(n *node, err error) bool {
+	if !errors.Is(err, ErrStorageCrash) {
+		return false
+	}
+	c.tracef("n%d storage crashed mid-write: %v", n.id, err)
+	c.counters.CrashesInStorage++
+	c.crash(n)
+	// The machine comes back after a power loss; nothing else knows it went down.
+	inc := n.incarnation
+	c.after(time.Second, func() {
+		if n.incarnation == inc && n.rn == nil {
+			c.Restart(n.id)
+		}
+	})
+	return true
 }
 
 func describeReady(rd *raft.Ready) string {
