@@ -1,0 +1,123 @@
+package raft
+
+import "fmt"
+
+// The Node's handling of one Ready: what it persists, in which order it sends, and
+// what it queues for the application.
+
+// handleReady persists, sends and queues for applying, in the order Ready requires,
+// except that a leader's appends and heartbeats go out before its own disk write
+// (thesis §10.2.1): they depend on nothing this Ready persists (the leader's term and
+// vote were durable before it campaigned), and the leader counts its own copy only
+// after Advance, so the write overlaps the round trip without weakening Figure 2.
+func (n *Node) handleReady(rd Ready) error {
+	early, late := splitLeaderMessages(rd.Messages)
+	if len(early) > 0 {
+		n.transport.Send(early)
+	}
+	if !rd.Snapshot.IsEmpty() {
+		if err := n.storage.ApplySnapshot(rd.Snapshot); err != nil {
+			return fmt.Errorf("raft: persisting snapshot at index %d: %w", rd.Snapshot.Index, err)
+		}
+	}
+	if hs, ok := n.hardStateToSave(rd); ok || len(rd.Entries) > 0 {
+		if err := n.storage.Save(hs, rd.Entries); err != nil {
+			return fmt.Errorf("raft: persisting %d entries and HardState %+v: %w", len(rd.Entries), hs, err)
+		}
+		if !hs.IsEmpty() {
+			n.savedHardState = hs
+		}
+	}
+	if len(late) > 0 {
+		n.transport.Send(late)
+	}
+	var batch []ApplyMsg
+	if !rd.Snapshot.IsEmpty() {
+		batch = append(batch, ApplyMsg{Type: ApplySnapshot, Index: rd.Snapshot.Index, Term: rd.Snapshot.Term, Snapshot: rd.Snapshot.Data})
+	}
+	for _, e := range rd.CommittedEntries {
+		msg := ApplyMsg{Type: ApplyCommand, Index: e.Index, Term: e.Term, Command: e.Data}
+		if e.Type != EntryCommand {
+			msg.Type, msg.Command = ApplyNoOp, nil
+		}
+		batch = append(batch, msg)
+	}
+	if len(batch) > 0 {
+		// The loop holds committed entries back while the queue is full, so this
+		// waits only for a snapshot that arrives then.
+		select {
+		case n.applyq <- batch:
+		case <-n.stopc:
+		}
+	}
+	return nil
+}
+
+// hardStateToSave returns the HardState to persist with rd, and whether it must be
+// written even with no entries. A change of the commit index alone is not written
+// (and so costs no fsync on the commit path): Figure 2 keeps commitIndex volatile, a
+// restart learns it again from the leader, and it rides along with the next write of
+// entries or of term and vote.
+func (n *Node) hardStateToSave(rd Ready) (HardState, bool) {
+	hs := rd.HardState
+	if hs.IsEmpty() {
+		hs = n.pendingHardState
+	}
+	if hs.IsEmpty() {
+		return hs, false
+	}
+	n.pendingHardState = HardState{}
+	if hs.Term == n.savedHardState.Term && hs.Vote == n.savedHardState.Vote && len(rd.Entries) == 0 {
+		n.pendingHardState = hs
+		return HardState{}, false
+	}
+	return hs, true
+}
+
+// splitLeaderMessages separates the messages only a leader sends (appends, heartbeats,
+// snapshots), which may leave before the Ready is persisted, from the answers (votes,
+// acknowledgements) that must wait for it. It keeps each group's order.
+func splitLeaderMessages(msgs []Message) (early, late []Message) {
+	for _, m := range msgs {
+		if m.Type == MsgApp || m.Type == MsgHeartbeat || m.Type == MsgSnap {
+			early = append(early, m)
+		} else {
+			late = append(late, m)
+		}
+	}
+	return early, late
+}
+
+func (n *Node) createSnapshot(s snapshotRequest) error {
+	current, err := n.storage.Snapshot()
+	if err != nil {
+		return fmt.Errorf("raft: reading snapshot: %w", err)
+	}
+	if s.index <= current.Index {
+		return nil
+	}
+	if applied := n.rn.Status().Applied; s.index > applied {
+		n.logger("raft: ignoring snapshot past the applied index", "index", s.index, "applied", applied)
+		return nil
+	}
+	if hs := n.pendingHardState; !hs.IsEmpty() {
+		// A snapshot is of committed entries; storage may check that against the
+		// commit index it holds, so write the one not yet written.
+		if err := n.storage.Save(hs, nil); err != nil {
+			return fmt.Errorf("raft: persisting HardState %+v: %w", hs, err)
+		}
+		n.savedHardState, n.pendingHardState = hs, HardState{}
+	}
+	if _, err := n.storage.CreateSnapshot(s.index, s.data); err != nil {
+		return fmt.Errorf("raft: saving snapshot at index %d: %w", s.index, err)
+	}
+	return nil
+}
+
+// fail stops the node after a storage error: it must not run on state it could not
+// persist (design rule 6).
+func (n *Node) fail(err error) {
+	n.err.Store(&err)
+	n.logger("raft: fatal storage error, node stopping", "err", err)
+}
+
