@@ -120,4 +120,3 @@ func (n *Node) fail(err error) {
 	n.err.Store(&err)
 	n.logger("raft: fatal storage error, node stopping", "err", err)
 }
-
