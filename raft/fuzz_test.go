@@ -39,30 +39,28 @@ func runFuzzInput(t *testing.T, input []byte) {
 	}
 }
 
-// TestFuzzStepRegressions replays inputs FuzzStep found. Each names the core bug it
-// shows and is skipped until that bug is fixed; then drop the skip and keep the input.
+// TestFuzzStepRegressions replays inputs FuzzStep found; each names the core bug it
+// showed, since fixed.
 func TestFuzzStepRegressions(t *testing.T) {
 	for _, tc := range []struct {
-		name, bug string
-		input     []byte
+		name, fixed string
+		input       []byte
 	}{
 		{
 			name: "term-zero-MsgApp-rewinds-term",
-			bug: "RawNode.Step takes a network message with Term 0 as term-less: a MsgApp of term 0 " +
+			fixed: "RawNode.Step took a network message with Term 0 as term-less: a MsgApp of term 0 " +
 				"makes a pre-candidate at term 88 becomeFollower(0), so its durable term goes back",
 			input: []byte("\"100X00000&00000000B02000070090010200007000070090010200002000000B1000000000000000000002000000\"110\x000000000000\"1000"),
 		},
 		{
 			name: "misnumbered-MsgApp-entries-panic",
-			bug: "a MsgApp whose entries are not numbered Index+1, Index+2, ... panics in raftLog.commitTo " +
+			fixed: "a MsgApp whose entries were not numbered Index+1, Index+2, ... panics in raftLog.commitTo " +
 				"(commit index past last index) instead of being rejected as malformed",
 			input: []byte("\"0100\x00\x0000001"),
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.bug != "" {
-				t.Skip("open core bug: " + tc.bug)
-			}
+			// Fixed by checkNetworkMessage: the input must now run clean.
 			runFuzzInput(t, tc.input)
 		})
 	}

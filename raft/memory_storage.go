@@ -115,8 +115,13 @@ func (ms *MemoryStorage) Save(st HardState, ents []Entry) error {
 		panic(fmt.Sprintf("raft: MemoryStorage.Save of index %d leaves a gap after last index %d",
 			ents[0].Index, ms.lastIndexLocked()))
 	}
-	// Copy so that the caller's slice and ours never share an array.
-	ms.mu.ents = append(ms.mu.ents[:offset:offset], ents...)
+	if offset < uint64(len(ms.mu.ents)) {
+		// Replacing a suffix: copy, since readers may hold the entries replaced.
+		ms.mu.ents = append(ms.mu.ents[:offset:offset], ents...)
+	} else {
+		// Appending copies the structs into our array, never sharing the caller's.
+		ms.mu.ents = append(ms.mu.ents, ents...)
+	}
 	return nil
 }
 

@@ -1,6 +1,9 @@
 package raft
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // Ready is what the core asks its driver to do, all of it data (the core performs no
 // I/O). The driver must, in this order:
@@ -130,7 +133,40 @@ func (rn *RawNode) Step(m Message) error {
 		// Misaddressed, or from a node outside the cluster: not ours to act on.
 		return nil
 	}
+	if err := checkNetworkMessage(&m); err != nil {
+		return err
+	}
 	return rn.raft.Step(m)
+}
+
+// ErrMalformedMessage: a message from the network breaks the protocol's rules (a
+// term of 0, entries not numbered in sequence). It is dropped; a correct peer never
+// sends one.
+var ErrMalformedMessage = errors.New("raft: malformed message")
+
+// checkNetworkMessage rejects messages no correct peer sends, before they reach the
+// core, which trusts the shape of what it is given.
+func checkNetworkMessage(m *Message) error {
+	if m.Term == 0 && m.Type != MsgProp && m.Type != MsgReadIndex {
+		// Only proposals and read requests travel without a term; anything else with
+		// term 0 would be taken for a local message and could move the term back.
+		return fmt.Errorf("%w: %s from %d has term 0", ErrMalformedMessage, m.Type, m.From)
+	}
+	if m.Type == MsgApp {
+		prevTerm := m.LogTerm
+		for i, e := range m.Entries {
+			if e.Index != m.Index+1+uint64(i) || e.Term < prevTerm || e.Term > m.Term || e.Term == 0 {
+				return fmt.Errorf("%w: MsgApp from %d after (%d, %d) holds entry %d (%d, %d) out of sequence",
+					ErrMalformedMessage, m.From, m.Index, m.LogTerm, i, e.Index, e.Term)
+			}
+			prevTerm = e.Term
+		}
+	}
+	if m.Type == MsgSnap && m.Snapshot != nil && (m.Snapshot.Index == 0 || m.Snapshot.Term == 0 || m.Snapshot.Term > m.Term) {
+		return fmt.Errorf("%w: MsgSnap from %d with snapshot (%d, %d) in term %d",
+			ErrMalformedMessage, m.From, m.Snapshot.Index, m.Snapshot.Term, m.Term)
+	}
+	return nil
 }
 
 // ReadIndex asks for a linearizable read point; rctx identifies the request and comes
