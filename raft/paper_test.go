@@ -6,6 +6,17 @@ import (
 	"testing"
 )
 
+// otherThan returns the first node that is not id.
+func (nw *testNetwork) otherThan(id uint64) uint64 {
+	for _, other := range nw.ids {
+		if other != id {
+			return other
+		}
+	}
+	nw.t.Fatalf("no node other than %d", id)
+	return 0
+}
+
 // electLeader ticks until a leader exists and returns it.
 func (nw *testNetwork) electLeader() uint64 {
 	nw.t.Helper()
@@ -23,13 +34,7 @@ func (nw *testNetwork) electLeader() uint64 {
 func TestElectionRestriction(t *testing.T) {
 	nw := newTestNetwork(t, 3, nil)
 	lead := nw.electLeader()
-	var behind uint64
-	for _, id := range nw.ids {
-		if id != lead {
-			behind = id
-			break
-		}
-	}
+	behind := nw.otherThan(lead)
 	nw.isolate(behind)
 	for i := range 5 {
 		if _, _, err := nw.nodes[lead].Propose(fmt.Appendf(nil, "%d", i)); err != nil {
@@ -166,13 +171,7 @@ func TestProposalLimits(t *testing.T) {
 func TestSnapshotToLaggingFollower(t *testing.T) {
 	nw := newTestNetwork(t, 3, nil)
 	lead := nw.electLeader()
-	var lagging uint64
-	for _, id := range nw.ids {
-		if id != lead {
-			lagging = id
-			break
-		}
-	}
+	lagging := nw.otherThan(lead)
 	nw.isolate(lagging)
 	for i := range 20 {
 		if _, _, err := nw.nodes[lead].Propose(fmt.Appendf(nil, "%d", i)); err != nil {
