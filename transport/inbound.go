@@ -62,7 +62,7 @@ func (t *Transport) serveConn(conn net.Conn) {
 	}
 
 	err = t.readMessages(t.ctx, bufio.NewReaderSize(conn, readBufferBytes), hs.from)
-	logger := t.logger.With("peer", hs.from, "remote", remote)
+	logger := t.logger.With("peer", hexID(hs.from), "remote", remote)
 	switch {
 	case t.ctx.Err() != nil:
 		// Closing: every stream ends this way.

@@ -73,7 +73,7 @@ func (t *Transport) newPeer(id uint64, addr string) *peer {
 	p := &peer{
 		t:      t,
 		id:     id,
-		logger: t.logger.With("peer", id),
+		logger: t.logger.With("peer", hexID(id)),
 		queue:  make(chan raft.Message, t.cfg.SendQueueLen),
 		redial: make(chan struct{}, 1),
 	}

@@ -119,7 +119,7 @@ func snapshotStatus(err error) error {
 // receiveSnapshot runs an inbound snapshot stream from peer from: it reads the
 // snapshot, hands it to the handler, and tells the sender the outcome.
 func (t *Transport) receiveSnapshot(conn net.Conn, from uint64) {
-	logger := t.logger.With("peer", from, "remote", conn.RemoteAddr().String())
+	logger := t.logger.With("peer", hexID(from), "remote", conn.RemoteAddr().String())
 	r := bufio.NewReaderSize(&deadlineReader{conn: conn, timeout: t.cfg.IOTimeout}, readBufferBytes)
 	accept := func() error { return writeStatus(conn, nil) }
 	m, err := t.readSnapshot(r, from, accept)

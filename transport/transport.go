@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,7 +78,7 @@ func New(cfg Config, h Handler) (*Transport, error) {
 	t := &Transport{
 		cfg:    cfg,
 		h:      h,
-		logger: cfg.Logger.With("raft_id", cfg.ID),
+		logger: cfg.Logger.With("raft_id", hexID(cfg.ID)),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.mu.inbound = map[uint64]net.Conn{}
@@ -313,3 +314,6 @@ func (t *Transport) Stats() Stats {
 	}
 	return s
 }
+
+// hexID formats a node id for logs as the server and raft packages do.
+func hexID(id uint64) string { return strconv.FormatUint(id, 16) }
