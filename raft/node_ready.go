@@ -101,11 +101,13 @@ func splitLeaderMessages(msgs []Message) (early, late []Message) {
 }
 
 func (n *Node) createSnapshot(s snapshotRequest) error {
-	current, err := n.storage.Snapshot()
+	// The current snapshot's index is FirstIndex-1; asking Storage for the snapshot
+	// itself could mean reading its data back from disk.
+	first, err := n.storage.FirstIndex()
 	if err != nil {
-		return fmt.Errorf("raft: reading snapshot: %w", err)
+		return fmt.Errorf("raft: reading first index: %w", err)
 	}
-	if s.index <= current.Index {
+	if s.index < first {
 		return nil
 	}
 	if applied := n.rn.Status().Applied; s.index > applied {

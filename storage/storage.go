@@ -218,6 +218,7 @@ func (s *Storage) recover(opts Options, began time.Time) error {
 		return corruptf(walDir, 0, "the hard state commits index %d, but the log ends at %d", rec.hs.Commit, last)
 	}
 	s.mu.hs, s.mu.snap, s.mu.ents = rec.hs, snap, rec.materialize()
+	s.mu.snap.Data = nil // read back from its file when asked for
 	if n := len(s.mu.ents); n > 0 && (s.mu.ents[0].Index != snap.Index+1 || s.mu.ents[n-1].Index != snap.Index+uint64(n)) {
 		panic(fmt.Sprintf("storage: recovered log [%d, %d] of %d entries does not follow snapshot %d",
 			s.mu.ents[0].Index, s.mu.ents[n-1].Index, n, snap.Index))
@@ -377,12 +378,31 @@ func (s *Storage) LastIndex() (uint64, error) {
 	return s.lastIndexLocked(), nil
 }
 
-// Snapshot implements raft.LogReader. Its Data is shared: do not modify it.
+// Snapshot implements raft.LogReader. The Storage keeps only the snapshot's index and
+// term in memory (its data can be as large as the whole state, and is needed only to
+// catch up a lagging follower or restart the application), so Snapshot reads the data
+// back from its file, checking it again.
 func (s *Storage) Snapshot() (raft.Snapshot, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if err := s.checkLocked(); err != nil {
-		return raft.Snapshot{}, err
+	// A newer snapshot may replace the one named under the lock and prune its file
+	// before it is read; then read the newer one.
+	for attempt := 0; ; attempt++ {
+		s.mu.RLock()
+		err := s.checkLocked()
+		meta := s.mu.snap
+		s.mu.RUnlock()
+		if err != nil || meta.Index == 0 {
+			return raft.Snapshot{}, err
+		}
+		sf := snapFile{name: snapshotName(meta.Index, meta.Term), index: meta.Index, term: meta.Term}
+		snap, _, err := readSnapshot(s.fs, s.snapDir, sf, s.clusterID)
+		if err == nil {
+			return snap, nil
+		}
+		s.mu.RLock()
+		replaced := s.mu.snap.Index != meta.Index
+		s.mu.RUnlock()
+		if !replaced || attempt >= 3 {
+			return raft.Snapshot{}, fmt.Errorf("storage: reading snapshot %d back: %w", meta.Index, err)
+		}
 	}
-	return s.mu.snap, nil
 }

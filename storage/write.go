@@ -141,7 +141,8 @@ func (s *Storage) IsDurable(t Ticket) bool { return s.wal.isDurable(uint64(t)) }
 // CreateSnapshot implements raft.Storage: it writes data as the snapshot at index
 // (which must be committed), records it in the WAL, drops the log up to it from
 // memory, then removes the snapshot files beyond Options.SnapshotsToKeep and the WAL
-// segments wholly below the oldest snapshot kept. The Storage keeps data.
+// segments wholly below the oldest snapshot kept. The Storage keeps only the index and
+// term in memory; Snapshot reads the data back from the file.
 func (s *Storage) CreateSnapshot(index uint64, data []byte) (raft.Snapshot, error) {
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
@@ -167,7 +168,7 @@ func (s *Storage) CreateSnapshot(index uint64, data []byte) (raft.Snapshot, erro
 		return raft.Snapshot{}, err
 	}
 	s.mu.ents = compactEntries(s.mu.ents, index-s.mu.snap.Index)
-	s.mu.snap = snap
+	s.mu.snap = raft.Snapshot{Index: snap.Index, Term: snap.Term}
 	s.mu.Unlock()
 
 	if err := s.wal.waitDurable(ticket); err != nil {
@@ -195,7 +196,8 @@ func (s *Storage) checkSnapshotLocked(index uint64) (raft.Snapshot, error) {
 }
 
 // ApplySnapshot implements raft.Storage: it persists snap, received from the leader,
-// and replaces the whole log with it. The Storage keeps snap.Data.
+// and replaces the whole log with it. The Storage keeps only its index and term in
+// memory; Snapshot reads the data back from the file.
 func (s *Storage) ApplySnapshot(snap raft.Snapshot) error {
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
@@ -223,7 +225,7 @@ func (s *Storage) ApplySnapshot(snap raft.Snapshot) error {
 		s.mu.Unlock()
 		return err
 	}
-	s.mu.snap, s.mu.ents = snap, nil
+	s.mu.snap, s.mu.ents = raft.Snapshot{Index: snap.Index, Term: snap.Term}, nil
 	s.mu.Unlock()
 
 	if err := s.wal.waitDurable(ticket); err != nil {
