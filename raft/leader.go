@@ -131,10 +131,11 @@ func (r *raft) bcastHeartbeat(ctx []byte) {
 // maybeCommit sets commitIndex to the highest index replicated on a majority, if that
 // entry is of the current term (§5.4.2, Figure 8).
 func (r *raft) maybeCommit() bool {
-	matches := make([]uint64, 0, 8)
+	matches := r.matchBuf[:0]
 	for _, id := range r.peers {
 		matches = append(matches, r.progress[id].match)
 	}
+	r.matchBuf = matches
 	slices.Sort(matches)
 	// With n sorted ascending, the entry at n-quorum is held by a quorum.
 	majorityMatch := matches[len(matches)-r.quorum()]

@@ -27,6 +27,8 @@ type raft struct {
 	peers    []uint64
 	progress map[uint64]*progress
 	votes    map[uint64]bool
+	// matchBuf is maybeCommit's scratch space, reused on every acknowledgement.
+	matchBuf []uint64
 
 	state StateType
 	lead  uint64

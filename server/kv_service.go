@@ -28,16 +28,6 @@ type kvService struct {
 	s *Server
 }
 
-func (k *kvService) header(revision int64) *pb.ResponseHeader {
-	term, _ := k.s.node.State()
-	return header{clusterID: k.s.clusterID, memberID: k.s.id, raftTerm: term}.pb(revision)
-}
-
-func (k *kvService) hdr() header {
-	term, _ := k.s.node.State()
-	return header{clusterID: k.s.clusterID, memberID: k.s.id, raftTerm: term}
-}
-
 func (k *kvService) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
 	if err := k.checkSize(r); err != nil {
 		return nil, err
@@ -51,7 +41,7 @@ func (k *kvService) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeRes
 	if err != nil {
 		return nil, toGRPC(err)
 	}
-	return rangeToPB(k.hdr(), resp), nil
+	return rangeToPB(k.s.header(), resp), nil
 }
 
 func (k *kvService) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
@@ -59,7 +49,7 @@ func (k *kvService) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse,
 	if err != nil {
 		return nil, err
 	}
-	return putToPB(k.hdr(), res.Put), nil
+	return putToPB(k.s.header(), res.Put), nil
 }
 
 func (k *kvService) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
@@ -67,7 +57,7 @@ func (k *kvService) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (
 	if err != nil {
 		return nil, err
 	}
-	return deleteToPB(k.hdr(), res.DeleteRange), nil
+	return deleteToPB(k.s.header(), res.DeleteRange), nil
 }
 
 func (k *kvService) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
@@ -88,13 +78,13 @@ func (k *kvService) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse,
 		if err != nil {
 			return nil, toGRPC(err)
 		}
-		return txnToPB(k.hdr(), resp), nil
+		return txnToPB(k.s.header(), resp), nil
 	}
 	res, err := k.write(ctx, r, &kv.Command{Txn: txn})
 	if err != nil {
 		return nil, err
 	}
-	return txnToPB(k.hdr(), res.Txn), nil
+	return txnToPB(k.s.header(), res.Txn), nil
 }
 
 // isSerializableTxn: etcd serves a read-only txn locally when every range in it asks
@@ -115,7 +105,7 @@ func (k *kvService) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.C
 	if err != nil {
 		return nil, err
 	}
-	return &pb.CompactionResponse{Header: k.header(res.Compact.Header.Revision)}, nil
+	return &pb.CompactionResponse{Header: k.s.header().pb(res.Compact.Header.Revision)}, nil
 }
 
 // write checks a request, replicates it and returns the state machine's result.

@@ -27,7 +27,7 @@ func (m *maintenanceService) Status(ctx context.Context, r *pb.StatusRequest) (*
 	return &pb.StatusResponse{
 		DbSize:           dbSize,
 		DbSizeInUse:      dbSize,
-		Header:           header{clusterID: m.s.clusterID, memberID: m.s.id, raftTerm: st.Term}.pb(m.s.sm.store.Revision()),
+		Header:           m.s.header().pb(m.s.sm.store.Revision()),
 		Version:          Version,
 		Leader:           st.Lead,
 		RaftIndex:        st.Commit,
@@ -43,8 +43,7 @@ func (m *maintenanceService) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb
 	if r.Action != pb.AlarmRequest_GET {
 		return nil, status.Error(codes.Unimplemented, "raftkv raises no alarms, so it has none to activate or deactivate")
 	}
-	term, _ := m.s.node.State()
-	return &pb.AlarmResponse{Header: header{clusterID: m.s.clusterID, memberID: m.s.id, raftTerm: term}.pb(m.s.sm.store.Revision())}, nil
+	return &pb.AlarmResponse{Header: m.s.header().pb(m.s.sm.store.Revision())}, nil
 }
 
 // dirSize returns the bytes of the files under dir.
@@ -72,8 +71,7 @@ func (c *clusterService) MemberList(ctx context.Context, r *pb.MemberListRequest
 			return nil, toGRPC(err)
 		}
 	}
-	term, _ := c.s.node.State()
-	resp := &pb.MemberListResponse{Header: header{clusterID: c.s.clusterID, memberID: c.s.id, raftTerm: term}.pb(c.s.sm.store.Revision())}
+	resp := &pb.MemberListResponse{Header: c.s.header().pb(c.s.sm.store.Revision())}
 	for _, m := range c.s.sm.members() {
 		resp.Members = append(resp.Members, &pb.Member{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs})
 	}

@@ -100,6 +100,7 @@ func (s *Server) start(ids []uint64) error {
 		return err
 	}
 	s.applied = newAppliedNotifier(0)
+	s.nextReqID.Store(uint64(time.Now().UnixNano()) & (1<<40 - 1))
 
 	peerAddrs := map[uint64]string{}
 	for id, m := range s.peers {
@@ -281,36 +282,42 @@ func snapshotDue(entriesSince, snapshotCount uint64, logBytesSince, lastSnapshot
 }
 
 func (s *Server) applyCommand(index uint64, data []byte) {
+	reqID, res := s.execute(index, data)
+	s.waits.applied(index, reqID, res)
+}
+
+// execute applies one command entry and returns the request id it carried and its
+// result.
+func (s *Server) execute(index uint64, data []byte) (reqID uint64, res kv.Result) {
 	kind, reqID, payload, err := decodeEnvelope(data)
-	if err != nil {
+	switch {
+	case err != nil:
 		s.logger.Error("skipping undecodable log entry", "index", index, "err", err)
-		s.sm.store.Apply(index, nil)
-		s.waits.applied(index, 0, kv.Result{})
-		return
-	}
-	switch kind {
-	case kindKV:
-		res := s.sm.store.Apply(index, payload)
-		s.waits.applied(index, reqID, res)
-	case kindMember:
+		reqID = 0
+	case kind == kindKV:
+		return reqID, s.sm.store.Apply(index, payload)
+	case kind == kindMember:
 		if m, _, err := decodeMember(payload); err == nil {
 			s.sm.setMember(m)
 		}
-		s.sm.store.Apply(index, nil)
-		s.waits.applied(index, reqID, kv.Result{})
 	default:
-		s.sm.store.Apply(index, nil)
-		s.waits.applied(index, reqID, kv.Result{Err: fmt.Errorf("server: unknown entry kind %d", kind)})
+		res = kv.Result{Err: fmt.Errorf("server: unknown entry kind %d", kind)}
 	}
+	// An entry that is not a kv command still moves the store's applied index.
+	s.sm.store.Apply(index, nil)
+	return reqID, res
 }
 
 // newRequestID returns an id unique across the cluster: this member's id in the high
 // bits keeps members apart, and a counter seeded from the clock keeps restarts apart.
 func (s *Server) newRequestID() uint64 {
-	if s.nextReqID.Load() == 0 {
-		s.nextReqID.CompareAndSwap(0, uint64(time.Now().UnixNano())&(1<<40-1))
-	}
 	return s.id<<40 ^ s.nextReqID.Add(1)
+}
+
+// header is the response header of this member at the current term.
+func (s *Server) header() header {
+	term, _ := s.node.State()
+	return header{clusterID: s.clusterID, memberID: s.id, raftTerm: term}
 }
 
 // Errors a write or read can end with besides the state machine's own.

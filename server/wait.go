@@ -87,6 +87,9 @@ type appliedNotifier struct {
 	mu      sync.Mutex
 	index   uint64
 	changed chan struct{}
+	// waited: a reader holds changed. The apply loop closes and replaces the
+	// channel only then, so applying an entry with no reader waiting allocates nothing.
+	waited bool
 }
 
 func newAppliedNotifier(index uint64) *appliedNotifier {
@@ -97,8 +100,11 @@ func (a *appliedNotifier) set(index uint64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.index = index
-	close(a.changed)
-	a.changed = make(chan struct{})
+	if a.waited {
+		close(a.changed)
+		a.changed = make(chan struct{})
+		a.waited = false
+	}
 }
 
 func (a *appliedNotifier) get() uint64 {
@@ -112,6 +118,7 @@ func (a *appliedNotifier) wait(ctx context.Context, index uint64) error {
 	for {
 		a.mu.Lock()
 		applied, changed := a.index, a.changed
+		a.waited = a.waited || applied < index
 		a.mu.Unlock()
 		if applied >= index {
 			return nil
