@@ -30,13 +30,6 @@ type Ready struct {
 	Messages []Message
 }
 
-// containsUpdates reports whether rd asks the driver to do anything.
-func (rd *Ready) containsUpdates() bool {
-	return rd.SoftState != nil || !rd.HardState.IsEmpty() || len(rd.ReadStates) > 0 ||
-		len(rd.Entries) > 0 || !rd.Snapshot.IsEmpty() || len(rd.CommittedEntries) > 0 ||
-		len(rd.Messages) > 0
-}
-
 // Status is a snapshot of a core's state for observers and tests.
 type Status struct {
 	ID        uint64

@@ -130,15 +130,6 @@ func (t MessageType) IsLocal() bool {
 	return t == MsgHup || t == MsgBeat || t == MsgUnreachable || t == MsgSnapStatus
 }
 
-// isResponse reports whether the type answers a request of the sender's term.
-func (t MessageType) isResponse() bool {
-	switch t {
-	case MsgAppResp, MsgVoteResp, MsgPreVoteResp, MsgHeartbeatResp, MsgReadIndexResp:
-		return true
-	}
-	return false
-}
-
 // Message is what nodes send each other. One struct serves every type; the comments on
 // MessageType say which fields each uses.
 type Message struct {
