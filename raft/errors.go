@@ -1,6 +1,9 @@
 package raft
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Expected conditions, testable with errors.Is.
 var (
@@ -19,7 +22,8 @@ var (
 	// ErrReadIndexNotReady: the leader has not yet committed an entry of its term, so
 	// it cannot name a safe read point (thesis §6.4); retry shortly.
 	ErrReadIndexNotReady = errors.New("raft: leader has not committed an entry in its term yet")
-	// ErrLeadershipLost: leadership changed while the request waited.
+	// ErrLeadershipLost: leadership changed, or could not be confirmed within an
+	// election timeout, while the request waited; retry.
 	ErrLeadershipLost = errors.New("raft: leadership lost while waiting")
 
 	// ErrCompacted: Storage no longer holds the requested index; it was compacted into
@@ -30,3 +34,7 @@ var (
 	// ErrSnapOutOfDate: the snapshot is older than the one Storage already holds.
 	ErrSnapOutOfDate = errors.New("raft: snapshot is older than the current one")
 )
+
+// errReadRoundLost fails reads whose ReadIndex round got no answer within an election
+// timeout: the request or its answer was lost, so leadership is unconfirmed.
+var errReadRoundLost = fmt.Errorf("%w: no answer to the ReadIndex round within an election timeout", ErrLeadershipLost)

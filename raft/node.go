@@ -328,28 +328,29 @@ func (n *Node) run() {
 
 	var (
 		readSeq uint64
-		// readsWaiting have asked but not yet been given to the core; readsInFlight
-		// are keyed by the request context of the round that serves them.
+		ticks   uint64
+		// readsWaiting have asked but not yet been given to the core. At most one
+		// round is in flight (readsInFlight, from readSeq, started at tick
+		// roundStarted): reads that arrive meanwhile wait and share the next round,
+		// so a heartbeat round serves every read that arrived during the last one.
 		readsWaiting  []chan readResult
-		readsInFlight = map[uint64][]chan readResult{}
+		readsInFlight []chan readResult
+		roundStarted  uint64
 	)
+	answerReads := func(rs []chan readResult, res readResult) {
+		for _, r := range rs {
+			r <- res
+		}
+	}
 	failReads := func(err error) {
-		for _, r := range readsWaiting {
-			r <- readResult{err: err}
-		}
-		readsWaiting = readsWaiting[:0]
-		for k, rs := range readsInFlight {
-			for _, r := range rs {
-				r <- readResult{err: err}
-			}
-			delete(readsInFlight, k)
-		}
+		answerReads(readsWaiting, readResult{err: err})
+		answerReads(readsInFlight, readResult{err: err})
+		readsWaiting, readsInFlight = readsWaiting[:0], nil
 	}
 	defer failReads(ErrStopped)
 
 	for {
-		if len(readsWaiting) > 0 {
-			// One ReadIndex round serves every read that arrived since the last one.
+		if len(readsWaiting) > 0 && readsInFlight == nil {
 			readSeq++
 			// The node id makes the context unique in the leader's queue, which
 			// holds requests from every member.
@@ -358,11 +359,9 @@ func (n *Node) run() {
 				if err == ErrProposalDropped {
 					err = ErrNotLeader
 				}
-				for _, r := range readsWaiting {
-					r <- readResult{err: err}
-				}
+				answerReads(readsWaiting, readResult{err: err})
 			} else {
-				readsInFlight[readSeq] = readsWaiting
+				readsInFlight, roundStarted = readsWaiting, ticks
 			}
 			readsWaiting = nil
 		}
@@ -375,18 +374,16 @@ func (n *Node) run() {
 				return
 			}
 			for _, rs := range rd.ReadStates {
-				if len(rs.RequestCtx) != 16 || binary.BigEndian.Uint64(rs.RequestCtx) != n.cfg.ID {
-					continue
+				if len(rs.RequestCtx) != 16 || binary.BigEndian.Uint64(rs.RequestCtx) != n.cfg.ID ||
+					binary.BigEndian.Uint64(rs.RequestCtx[8:]) != readSeq || readsInFlight == nil {
+					continue // an answer to a round already given up on
 				}
-				seq := binary.BigEndian.Uint64(rs.RequestCtx[8:])
 				res := readResult{index: rs.Index}
 				if rs.Index == 0 {
 					res.err = ErrReadIndexNotReady
 				}
-				for _, r := range readsInFlight[seq] {
-					r <- res
-				}
-				delete(readsInFlight, seq)
+				answerReads(readsInFlight, res)
+				readsInFlight = nil
 			}
 			if rd.SoftState != nil {
 				n.isLeader.Store(rd.SoftState.State == StateLeader)
@@ -404,6 +401,14 @@ func (n *Node) run() {
 		select {
 		case <-ticker.C:
 			n.rn.Tick()
+			ticks++
+			if readsInFlight != nil && ticks-roundStarted > uint64(n.cfg.ElectionTicks) {
+				// The round's request or its answer was lost (a forwarded read
+				// whose leader went away): give up on it, so later reads are not
+				// held behind it, and let the callers retry.
+				answerReads(readsInFlight, readResult{err: errReadRoundLost})
+				readsInFlight = nil
+			}
 		case p := <-n.propc:
 			n.propose(p)
 			// Take every proposal already queued, so they share one Ready: one
@@ -428,6 +433,14 @@ func (n *Node) run() {
 			}
 		case r := <-n.readc:
 			readsWaiting = append(readsWaiting, r)
+			for drained := false; !drained; {
+				select {
+				case r := <-n.readc:
+					readsWaiting = append(readsWaiting, r)
+				default:
+					drained = true
+				}
+			}
 		case s := <-n.snapc:
 			if err := n.createSnapshot(s); err != nil {
 				n.fail(err)

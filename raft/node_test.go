@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -37,6 +39,8 @@ type testCluster struct {
 	nodes    map[uint64]*Node
 	storages map[uint64]*MemoryStorage
 	apps     map[uint64]*testApp
+	// wrap, if set, wraps each node's transport (to watch or drop its messages).
+	wrap func(id uint64, t Transport) Transport
 }
 
 // testApp is a state machine that is the list of commands applied, checking that
@@ -50,8 +54,12 @@ type testApp struct {
 }
 
 func newTestCluster(t *testing.T, n int) *testCluster {
+	return newWrappedTestCluster(t, n, nil)
+}
+
+func newWrappedTestCluster(t *testing.T, n int, wrap func(uint64, Transport) Transport) *testCluster {
 	c := &testCluster{t: t, net: NewLocalNetwork(), nodes: map[uint64]*Node{},
-		storages: map[uint64]*MemoryStorage{}, apps: map[uint64]*testApp{}}
+		storages: map[uint64]*MemoryStorage{}, apps: map[uint64]*testApp{}, wrap: wrap}
 	for i := 1; i <= n; i++ {
 		c.peers = append(c.peers, uint64(i))
 	}
@@ -64,8 +72,12 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 }
 
 func (c *testCluster) start(id, applied uint64) {
+	tr := c.net.Transport(id)
+	if c.wrap != nil {
+		tr = c.wrap(id, tr)
+	}
 	node, err := NewNode(Config{ID: id, Peers: c.peers, Storage: c.storages[id], Applied: applied,
-		TickInterval: 5 * time.Millisecond, RandSeed: int64(id)*7919 + time.Now().UnixNano()}, c.net.Transport(id))
+		TickInterval: 5 * time.Millisecond, RandSeed: int64(id)*7919 + time.Now().UnixNano()}, tr)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -347,4 +359,125 @@ func TestSplitLeaderMessagesKeepsOrder(t *testing.T) {
 	}
 	want(early, MsgApp, MsgHeartbeat, MsgSnap)
 	want(late, MsgVoteResp, MsgAppResp)
+}
+
+// filterTransport passes messages on unless drop says otherwise, and counts the
+// heartbeats that carry a ReadIndex context.
+type filterTransport struct {
+	next       Transport
+	drop       func(Message) bool
+	readRounds *sync.Map // distinct heartbeat contexts seen
+	// delayResp holds heartbeat responses back this long, as a slower network would.
+	delayResp time.Duration
+}
+
+func (f filterTransport) Send(msgs []Message) {
+	kept := msgs[:0:0]
+	for _, m := range msgs {
+		if m.Type == MsgHeartbeat && len(m.Context) > 0 && f.readRounds != nil {
+			f.readRounds.Store(string(m.Context), true)
+		}
+		switch {
+		case f.drop != nil && f.drop(m):
+		case f.delayResp > 0 && m.Type == MsgHeartbeatResp:
+			time.AfterFunc(f.delayResp, func() { f.next.Send([]Message{m}) })
+		default:
+			kept = append(kept, m)
+		}
+	}
+	f.next.Send(kept)
+}
+
+// Concurrent reads share heartbeat rounds (thesis §6.4): with one round in flight at
+// a time, reads that arrive during a round share the next, so many reads cost a few
+// rounds, not one each. Heartbeat responses are delayed by 2ms so that a round lasts
+// longer than the reads take to arrive.
+func TestNodeReadIndexBatchesRounds(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	var rounds sync.Map
+	c := newWrappedTestCluster(t, 3, func(_ uint64, tr Transport) Transport {
+		return filterTransport{next: tr, readRounds: &rounds, delayResp: 2 * time.Millisecond}
+	})
+	lead, index := c.propose([]byte("w"))
+	c.waitApplied(index, []byte("w"), lead)
+	// The first read waits for the leader's no-op to be known committed.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		if _, err := c.nodes[lead].ReadIndex(ctx); err == nil {
+			break
+		} else if !errors.Is(err, ErrReadIndexNotReady) {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	rounds.Clear()
+
+	const reads = 1000
+	start := make(chan struct{})
+	errs := make(chan error, reads)
+	for range reads {
+		go func() {
+			<-start
+			read, err := c.nodes[lead].ReadIndex(ctx)
+			if err == nil && read < index {
+				err = fmt.Errorf("read index %d below the applied write at %d", read, index)
+			}
+			errs <- err
+		}()
+	}
+	close(start)
+	for range reads {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := 0
+	rounds.Range(func(_, _ any) bool { n++; return true })
+	if n == 0 || n > reads/4 {
+		t.Fatalf("%d reads used %d heartbeat rounds, want between 1 and %d", reads, n, reads/4)
+	}
+	t.Logf("%d reads, %d heartbeat rounds", reads, n)
+}
+
+// A read round whose request is lost does not hold later reads: it fails with
+// ErrLeadershipLost after an election timeout, and the next round is answered.
+func TestNodeReadIndexLostRoundFails(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	var dropReads atomic.Bool
+	c := newWrappedTestCluster(t, 3, func(_ uint64, tr Transport) Transport {
+		return filterTransport{next: tr, drop: func(m Message) bool {
+			return dropReads.Load() && m.Type == MsgReadIndex
+		}}
+	})
+	lead, index := c.propose([]byte("w"))
+	c.waitApplied(index, []byte("w"), c.peers...)
+	var follower uint64
+	for _, id := range c.peers {
+		if id != lead {
+			follower = id
+			break
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dropReads.Store(true)
+	began := time.Now()
+	if _, err := c.nodes[follower].ReadIndex(ctx); !errors.Is(err, ErrLeadershipLost) {
+		t.Fatalf("read whose request was dropped: %v after %v, want ErrLeadershipLost", err, time.Since(began))
+	}
+	dropReads.Store(false)
+	for {
+		read, err := c.nodes[follower].ReadIndex(ctx)
+		if err == nil {
+			if read < index {
+				t.Fatalf("read index %d below the applied write at %d", read, index)
+			}
+			return
+		}
+		if !errors.Is(err, ErrReadIndexNotReady) && !errors.Is(err, ErrLeadershipLost) {
+			t.Fatalf("read after the drop ended: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
