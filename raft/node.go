@@ -62,6 +62,20 @@ type Node struct {
 	applyWake chan struct{}
 	applyc    chan ApplyMsg
 
+	// With an AsyncStorage, writes are queued from the run loop and waited for by
+	// the persist goroutine (node_ready.go): persistq carries each write's ticket and
+	// the messages that must wait for it; durablec wakes the run loop when a write
+	// is durable, and durable holds the last entry it wrote.
+	async    AsyncStorage
+	persistq chan persistItem
+	durablec chan struct{}
+	// persistFailed is closed when the persist goroutine stops on a write error.
+	persistFailed chan struct{}
+	durable       struct {
+		sync.Mutex
+		index, term uint64
+	}
+
 	term     atomic.Uint64
 	isLeader atomic.Bool
 
@@ -127,8 +141,14 @@ func NewNode(cfg Config, transport Transport) (*Node, error) {
 		applyq:    make(chan []ApplyMsg, cfg.MaxApplyBatches),
 		applyWake: make(chan struct{}, 1),
 		applyc:    make(chan ApplyMsg),
+		durablec:  make(chan struct{}, 1),
 		stopc:     make(chan struct{}),
 		done:      make(chan struct{}),
+	}
+	if as, ok := cfg.Storage.(AsyncStorage); ok {
+		n.async = as
+		n.persistq = make(chan persistItem, cfg.MaxApplyBatches)
+		n.persistFailed = make(chan struct{})
 	}
 	st := rn.Status()
 	n.term.Store(st.Term)
@@ -148,6 +168,10 @@ func NewNode(cfg Config, transport Transport) (*Node, error) {
 	n.wg.Add(2)
 	go n.run()
 	go n.deliver()
+	if n.async != nil {
+		n.wg.Add(1)
+		go n.persist()
+	}
 	return n, nil
 }
 
@@ -394,7 +418,11 @@ func (n *Node) run() {
 			if !rd.HardState.IsEmpty() {
 				n.term.Store(rd.HardState.Term)
 			}
-			n.rn.Advance(rd)
+			if n.async != nil {
+				n.rn.AdvanceQueued(rd)
+			} else {
+				n.rn.Advance(rd)
+			}
 			continue
 		}
 
@@ -455,6 +483,14 @@ func (n *Node) run() {
 		case reply := <-n.statusc:
 			reply <- n.rn.Status()
 		case <-n.applyWake:
+		case <-n.durablec:
+			if n.Err() != nil {
+				return // the persist goroutine's write failed
+			}
+			n.durable.Lock()
+			index, term := n.durable.index, n.durable.term
+			n.durable.Unlock()
+			n.rn.AckDurable(index, term)
 		case <-n.stopc:
 			return
 		}

@@ -28,7 +28,12 @@ func (n *Node) handleReady(rd Ready) error {
 			return fmt.Errorf("raft: persisting snapshot at index %d: %w", rd.Snapshot.Index, err)
 		}
 	}
-	if hs, ok := n.hardStateToSave(rd); ok || len(rd.Entries) > 0 {
+	hs, ok := n.hardStateToSave(rd)
+	write := ok || len(rd.Entries) > 0
+	if n.async != nil {
+		return n.queueWrite(hs, write, rd.Entries, late)
+	}
+	if write {
 		if err := n.storage.Save(hs, rd.Entries); err != nil {
 			return fmt.Errorf("raft: persisting %d entries and HardState %+v: %w", len(rd.Entries), hs, err)
 		}
@@ -40,6 +45,105 @@ func (n *Node) handleReady(rd Ready) error {
 		n.transport.Send(late)
 	}
 	return nil
+}
+
+// persistItem is one queued write and the messages that wait for it.
+type persistItem struct {
+	ticket uint64
+	msgs   []Message
+	// index and term of the last entry written, if any.
+	index, term uint64
+}
+
+// queueWrite queues a Ready's write with an AsyncStorage and hands the persist
+// goroutine what waits for it. Every late message goes through the queue, even with
+// nothing to write: an acknowledgement may name entries that an earlier, queued write
+// holds, so it may leave only once that write is durable.
+func (n *Node) queueWrite(hs HardState, write bool, ents []Entry, late []Message) error {
+	var item persistItem
+	if write {
+		t, err := n.async.SaveAsync(hs, ents)
+		if err != nil {
+			return fmt.Errorf("raft: persisting %d entries and HardState %+v: %w", len(ents), hs, err)
+		}
+		if !hs.IsEmpty() {
+			n.savedHardState = hs
+		}
+		item.ticket = t
+		if k := len(ents); k > 0 {
+			item.index, item.term = ents[k-1].Index, ents[k-1].Term
+		}
+	}
+	if item.ticket == 0 && item.index == 0 && len(late) == 0 {
+		return nil
+	}
+	item.msgs = late
+	select {
+	case n.persistq <- item:
+	case <-n.persistFailed:
+		return n.Err()
+	case <-n.stopc:
+	}
+	return nil
+}
+
+// persist waits for queued writes to become durable, in order, then sends what waited
+// for them and tells the run loop how far the log is durable. One wait covers every
+// write queued so far (the storage commits them as a group).
+func (n *Node) persist() {
+	defer n.wg.Done()
+	var batch []persistItem
+	for {
+		select {
+		case item := <-n.persistq:
+			batch = append(batch[:0], item)
+		case <-n.stopc:
+			return
+		}
+		for drained := false; !drained; {
+			select {
+			case item := <-n.persistq:
+				batch = append(batch, item)
+			default:
+				drained = true
+			}
+		}
+		var ticket, index, term uint64
+		for _, it := range batch {
+			ticket = max(ticket, it.ticket)
+			if it.index != 0 {
+				index, term = it.index, it.term
+			}
+		}
+		if ticket != 0 {
+			if err := n.async.WaitDurable(ticket); err != nil {
+				n.fail(fmt.Errorf("raft: waiting for a write to be durable: %w", err))
+				close(n.persistFailed)
+				n.wakeRun()
+				return
+			}
+		}
+		for _, it := range batch {
+			if len(it.msgs) > 0 {
+				n.transport.Send(it.msgs)
+			}
+		}
+		if index != 0 {
+			n.durable.Lock()
+			n.durable.index, n.durable.term = index, term
+			n.durable.Unlock()
+			n.wakeRun()
+		}
+		clear(batch) // drop the messages for the collector
+	}
+}
+
+// wakeRun pokes the run loop to read n.durable (or n.err).
+func (n *Node) wakeRun() {
+	select {
+	case n.durablec <- struct{}{}:
+	default:
+	}
 }
 
 // queueApply hands rd's snapshot and committed entries to the delivery goroutine.

@@ -41,6 +41,8 @@ type testCluster struct {
 	apps     map[uint64]*testApp
 	// wrap, if set, wraps each node's transport (to watch or drop its messages).
 	wrap func(id uint64, t Transport) Transport
+	// async, if set, gives each node an AsyncStorage over its MemoryStorage.
+	async map[uint64]*asyncTestStorage
 }
 
 // testApp is a state machine that is the list of commands applied, checking that
@@ -57,14 +59,24 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 	return newWrappedTestCluster(t, n, nil)
 }
 
-func newWrappedTestCluster(t *testing.T, n int, wrap func(uint64, Transport) Transport) *testCluster {
+// newWrappedTestCluster is newTestCluster with each transport wrapped by wrap (if not
+// nil), and opts applied to the cluster before any node starts.
+func newWrappedTestCluster(t *testing.T, n int, wrap func(uint64, Transport) Transport, opts ...func(*testCluster)) *testCluster {
 	c := &testCluster{t: t, net: NewLocalNetwork(), nodes: map[uint64]*Node{},
 		storages: map[uint64]*MemoryStorage{}, apps: map[uint64]*testApp{}, wrap: wrap}
+	for _, o := range opts {
+		o(c)
+	}
 	for i := 1; i <= n; i++ {
 		c.peers = append(c.peers, uint64(i))
 	}
 	for _, id := range c.peers {
 		c.storages[id] = NewMemoryStorage()
+		if c.async != nil {
+			c.async[id] = &asyncTestStorage{MemoryStorage: c.storages[id], delay: time.Millisecond}
+		}
+	}
+	for _, id := range c.peers {
 		c.start(id, 0)
 	}
 	t.Cleanup(c.stopAll)
@@ -76,7 +88,11 @@ func (c *testCluster) start(id, applied uint64) {
 	if c.wrap != nil {
 		tr = c.wrap(id, tr)
 	}
-	node, err := NewNode(Config{ID: id, Peers: c.peers, Storage: c.storages[id], Applied: applied,
+	var st Storage = c.storages[id]
+	if c.async != nil {
+		st = c.async[id]
+	}
+	node, err := NewNode(Config{ID: id, Peers: c.peers, Storage: st, Applied: applied,
 		TickInterval: 5 * time.Millisecond, RandSeed: int64(id)*7919 + time.Now().UnixNano()}, tr)
 	if err != nil {
 		c.t.Fatal(err)
@@ -480,4 +496,121 @@ func TestNodeReadIndexLostRoundFails(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// asyncTestStorage is an AsyncStorage over a MemoryStorage whose writes become
+// "durable" only when WaitDurable is called a delay after they were queued. It records
+// how far the log and the HardState are durable, for checking what a node says.
+type asyncTestStorage struct {
+	*MemoryStorage
+	delay time.Duration
+	mu    sync.Mutex
+	// queued[i] is write i+1: when it was queued and what it wrote.
+	queued []asyncWrite
+	// durableN writes are durable; lastIndex and hs are as of the last of them.
+	durableN  int
+	lastIndex uint64
+	hs        HardState
+}
+
+type asyncWrite struct {
+	at        time.Time
+	lastIndex uint64
+	hs        HardState
+}
+
+func (s *asyncTestStorage) SaveAsync(st HardState, ents []Entry) (uint64, error) {
+	if err := s.MemoryStorage.Save(st, ents); err != nil {
+		return 0, err
+	}
+	last, _ := s.MemoryStorage.LastIndex()
+	hs, _ := s.MemoryStorage.InitialState()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.queued = append(s.queued, asyncWrite{at: time.Now(), lastIndex: last, hs: hs})
+	return uint64(len(s.queued)), nil
+}
+
+func (s *asyncTestStorage) WaitDurable(ticket uint64) error {
+	s.mu.Lock()
+	at := s.queued[ticket-1].at
+	s.mu.Unlock()
+	time.Sleep(time.Until(at.Add(s.delay)))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if int(ticket) > s.durableN {
+		w := s.queued[ticket-1]
+		s.durableN, s.lastIndex, s.hs = int(ticket), w.lastIndex, w.hs
+	}
+	return nil
+}
+
+func (s *asyncTestStorage) durable() (lastIndex uint64, hs HardState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastIndex, s.hs
+}
+
+// With asynchronous storage writes, a node acknowledges only what is durable: no
+// append is acknowledged past the durable log, no vote granted before it is durable,
+// and the cluster still commits, fails over and applies every index once.
+func TestNodeAsyncStorageAcknowledgesOnlyDurableWrites(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	var mu sync.Mutex
+	var problems []string
+	async := map[uint64]*asyncTestStorage{} // filled before any node starts, then only read
+	c := newWrappedTestCluster(t, 3, func(id uint64, tr Transport) Transport {
+		return checkTransport{next: tr, check: func(m Message) {
+			durableLast, hs := async[id].durable()
+			var p string
+			switch {
+			case m.Type == MsgAppResp && !m.Reject && m.Index > durableLast:
+				p = fmt.Sprintf("node %d acknowledged index %d with only %d durable", id, m.Index, durableLast)
+			case m.Type == MsgVoteResp && !m.Reject && (hs.Term != m.Term || hs.Vote != m.To):
+				p = fmt.Sprintf("node %d granted its vote to %d in term %d with durable %+v", id, m.To, m.Term, hs)
+			}
+			if p != "" {
+				mu.Lock()
+				problems = append(problems, p)
+				mu.Unlock()
+			}
+		}}
+	}, func(c *testCluster) { c.async = async })
+	var lastLead uint64
+	for round := range 3 {
+		var index uint64
+		for i := range 50 {
+			cmd := fmt.Appendf(nil, "r%d-%d", round, i)
+			lastLead, index = c.propose(cmd)
+			if i == 49 {
+				c.waitApplied(index, cmd, c.peers...)
+			}
+		}
+		// Fail over: stop the leader, then bring it back.
+		c.net.Isolate(lastLead)
+		c.stop(lastLead)
+		c.net.Heal()
+		c.start(lastLead, 0)
+	}
+	cmd := []byte("last")
+	_, index := c.propose(cmd)
+	c.waitApplied(index, cmd, c.peers...)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(problems) > 0 {
+		t.Fatalf("%d acknowledgements ahead of durable state, first: %s", len(problems), problems[0])
+	}
+}
+
+// checkTransport calls check on each message before passing it on.
+type checkTransport struct {
+	next  Transport
+	check func(Message)
+}
+
+func (ct checkTransport) Send(msgs []Message) {
+	for _, m := range msgs {
+		ct.check(m)
+	}
+	ct.next.Send(msgs)
 }

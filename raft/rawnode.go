@@ -218,6 +218,18 @@ func (rn *RawNode) Ready() Ready {
 // Advance tells the core that rd has been carried out: its entries and snapshot are
 // durable and its committed entries applied.
 func (rn *RawNode) Advance(rd Ready) {
+	rn.AdvanceQueued(rd)
+	if n := len(rd.Entries); n > 0 {
+		rn.AckDurable(rd.Entries[n-1].Index, rd.Entries[n-1].Term)
+	}
+}
+
+// AdvanceQueued is Advance for a caller whose storage writes are asynchronous
+// (AsyncStorage): rd's entries and HardState are queued and readable from Storage, but
+// may not be durable yet. Until they are, the caller holds back every message of rd
+// and of later Readies except a leader's appends, heartbeats and snapshots, and then
+// reports the last entry written with AckDurable.
+func (rn *RawNode) AdvanceQueued(rd Ready) {
 	r := rn.raft
 	if !rd.Snapshot.IsEmpty() {
 		r.log.unstable.stableSnapTo(rd.Snapshot.Index)
@@ -226,18 +238,24 @@ func (rn *RawNode) Advance(rd Ready) {
 	if n := len(rd.Entries); n > 0 {
 		last := rd.Entries[n-1]
 		r.log.unstable.stableTo(last.Index, last.Term)
-		if r.state == StateLeader && r.log.matchTerm(last.Index, last.Term) {
-			// The leader's own copy counts towards a majority only once it is
-			// durable (Figure 2: "respond after entry applied to state machine";
-			// thesis §10.2.1 lets the write overlap the sends, not the count).
-			if r.progress[r.id].maybeUpdate(last.Index) && r.maybeCommit() {
-				r.bcastAppend()
-			}
-		}
 	}
 	if n := len(rd.CommittedEntries); n > 0 {
 		r.log.appliedTo(rd.CommittedEntries[n-1].Index)
 		r.reduceUncommittedSize(rd.CommittedEntries)
+	}
+}
+
+// AckDurable records that the log up to entry index, of term term, is durable. A
+// leader counts its own copy towards a majority only then (Figure 2: a server
+// responds only after persisting; thesis §10.2.1 lets the leader's write overlap its
+// sends, not the count). An entry since replaced (its term no longer matches) is
+// ignored: what was durable then is not the log now.
+func (rn *RawNode) AckDurable(index, term uint64) {
+	r := rn.raft
+	if r.state == StateLeader && r.log.matchTerm(index, term) {
+		if r.progress[r.id].maybeUpdate(index) && r.maybeCommit() {
+			r.bcastAppend()
+		}
 	}
 }
 

@@ -23,6 +23,20 @@ type Storage interface {
 	CreateSnapshot(index uint64, data []byte) (Snapshot, error)
 }
 
+// AsyncStorage is a Storage whose writes can be queued, so that the Node keeps
+// stepping messages while a write's fsync is in flight. The Node uses it when its
+// Storage implements it.
+type AsyncStorage interface {
+	Storage
+	// SaveAsync is Save without the wait: it queues the write, makes the entries
+	// visible to the LogReader methods at once, and returns a ticket for WaitDurable
+	// (0 if there was nothing to write). Writes become durable in the order queued.
+	SaveAsync(st HardState, ents []Entry) (ticket uint64, err error)
+	// WaitDurable returns once the write of ticket, and every write queued before
+	// it, is durable; an error is fatal, as for Save.
+	WaitDurable(ticket uint64) error
+}
+
 // LogReader is the read half of Storage, all the core needs.
 type LogReader interface {
 	// InitialState returns the persisted HardState.

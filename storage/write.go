@@ -26,8 +26,9 @@ func (s *Storage) Save(st raft.HardState, ents []raft.Entry) error {
 
 // A Ticket names a write of SaveAsync; WaitDurable(t) returns once it is durable.
 // Tickets grow with every write, and a durable ticket makes every earlier one durable.
-// The zero Ticket names no write and is always durable.
-type Ticket uint64
+// The zero Ticket names no write and is always durable. (An alias, so that Storage
+// implements raft.AsyncStorage.)
+type Ticket = uint64
 
 // SaveAsync is Save without the wait: it queues the write, updates the log that
 // readers see, and returns a ticket for WaitDurable (0 if there was nothing to write).
