@@ -31,6 +31,14 @@
 // survive a crash. A leader counts its own copy of an entry towards a majority only
 // after Advance reports it durable.
 //
+// A driver whose storage writes are asynchronous (AsyncStorage) may go on stepping
+// while a write is in flight: it queues the write, calls AdvanceQueued instead of
+// Advance, and sends at once only a leader's appends, heartbeats and snapshots, which
+// claim nothing about its own disk (thesis §10.2.1). Every other message, of this
+// Ready and of later ones, waits until every write queued before it is durable; then
+// the driver sends them, in order, and calls AckDurable with the last entry written,
+// which is when a leader counts its own copy.
+//
 // # The Node
 //
 // Node runs that loop for you with a real clock (Config.TickInterval), a Storage and a
@@ -43,11 +51,15 @@
 //     otherwise leadership was lost and the client should retry.
 //   - Snapshot(index, data) lets the log up to index be discarded.
 //   - ReadIndex(ctx) returns a read point confirmed by a heartbeat round: once the
-//     application has applied it, a local read is linearizable.
+//     application has applied it, a local read is linearizable. One round is in
+//     flight per node at a time; reads that arrive during it share the next.
 //   - Step(ctx, msg) takes messages from the transport; Stop stops every goroutine.
 //
 // MemoryStorage is an in-memory Storage and LocalNetwork an in-process Transport; the
-// durable Storage is package storage.
+// durable Storage is package storage. It is an AsyncStorage, so the Node pipelines
+// its writes: the run loop queues each Ready's write and goes on stepping messages
+// and proposals, while a second goroutine waits for the fsync (one for every write
+// queued meanwhile), then sends what waited for it.
 //
 // # Limits
 //
