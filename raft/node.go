@@ -33,8 +33,9 @@ type ApplyMsg struct {
 	Snapshot []byte
 }
 
-// Transport carries messages to other nodes. Send must not block: a message it cannot
-// deliver may be dropped, and Raft's retries recover it. The receiving side hands each
+// Transport carries messages to other nodes. Send must not block, nor keep msgs after
+// it returns: a message it cannot deliver may be dropped, and Raft's retries recover
+// it. The receiving side hands each
 // message to its Node's Step.
 type Transport interface {
 	Send(msgs []Message)
@@ -65,7 +66,8 @@ type Node struct {
 	// With an AsyncStorage, writes are queued from the run loop and waited for by
 	// the persist goroutine (node_ready.go): persistq carries each write's ticket and
 	// the messages that must wait for it; durablec wakes the run loop when a write
-	// is durable, and durable holds the last entry it wrote.
+	// is durable, and durable holds the last entry it wrote and its ticket.
+	// queuedTicket (run loop only) is the last ticket queued.
 	async    AsyncStorage
 	persistq chan persistItem
 	durablec chan struct{}
@@ -73,8 +75,9 @@ type Node struct {
 	persistFailed chan struct{}
 	durable       struct {
 		sync.Mutex
-		index, term uint64
+		index, term, ticket uint64
 	}
+	queuedTicket uint64
 
 	term     atomic.Uint64
 	isLeader atomic.Bool
@@ -360,6 +363,8 @@ func (n *Node) run() {
 		readsWaiting  []chan readResult
 		readsInFlight []chan readResult
 		roundStarted  uint64
+		// durableTicket is the last write the persist goroutine reported durable.
+		durableTicket uint64
 	)
 	answerReads := func(rs []chan readResult, res readResult) {
 		for _, r := range rs {
@@ -426,6 +431,14 @@ func (n *Node) run() {
 			continue
 		}
 
+		propc := n.propc
+		if n.queuedTicket > durableTicket && n.isLeader.Load() && len(propc) < cap(propc)/2 {
+			// A leader whose last write is still in flight lets proposals gather
+			// while it waits: they then share the next Ready, with one write and one
+			// append per follower, instead of one each. Acknowledgements, reads and
+			// commits go on meanwhile.
+			propc = nil
+		}
 		select {
 		case <-ticker.C:
 			n.rn.Tick()
@@ -437,7 +450,7 @@ func (n *Node) run() {
 				answerReads(readsInFlight, readResult{err: errReadRoundLost})
 				readsInFlight = nil
 			}
-		case p := <-n.propc:
+		case p := <-propc:
 			n.propose(p)
 			// Take every proposal already queued, so they share one Ready: one
 			// write, one fsync and one append message per follower.
@@ -489,6 +502,7 @@ func (n *Node) run() {
 			}
 			n.durable.Lock()
 			index, term := n.durable.index, n.durable.term
+			durableTicket = n.durable.ticket
 			n.durable.Unlock()
 			n.rn.AckDurable(index, term)
 		case <-n.stopc:

@@ -70,6 +70,7 @@ func (n *Node) queueWrite(hs HardState, write bool, ents []Entry, late []Message
 			n.savedHardState = hs
 		}
 		item.ticket = t
+		n.queuedTicket = max(n.queuedTicket, t)
 		if k := len(ents); k > 0 {
 			item.index, item.term = ents[k-1].Index, ents[k-1].Term
 		}
@@ -92,7 +93,10 @@ func (n *Node) queueWrite(hs HardState, write bool, ents []Entry, late []Message
 // write queued so far (the storage commits them as a group).
 func (n *Node) persist() {
 	defer n.wg.Done()
-	var batch []persistItem
+	var (
+		batch []persistItem
+		msgs  []Message
+	)
 	for {
 		select {
 		case item := <-n.persistq:
@@ -123,19 +127,43 @@ func (n *Node) persist() {
 				return
 			}
 		}
+		msgs = msgs[:0]
 		for _, it := range batch {
-			if len(it.msgs) > 0 {
-				n.transport.Send(it.msgs)
-			}
+			msgs = appendCoalescingAcks(msgs, it.msgs)
 		}
-		if index != 0 {
+		if len(msgs) > 0 {
+			n.transport.Send(msgs)
+		}
+		if ticket != 0 {
 			n.durable.Lock()
-			n.durable.index, n.durable.term = index, term
+			if index != 0 {
+				n.durable.index, n.durable.term = index, term
+			}
+			n.durable.ticket = ticket
 			n.durable.Unlock()
 			n.wakeRun()
 		}
 		clear(batch) // drop the messages for the collector
+		clear(msgs)
 	}
+}
+
+// appendCoalescingAcks appends msgs to dst, in order, except that a successful
+// MsgAppResp replaces one to the same peer in the same term that is still the last
+// message in dst: acknowledgements are cumulative (the leader frees everything up to
+// the index acknowledged), so only the newest of a run of them needs to leave.
+func appendCoalescingAcks(dst, msgs []Message) []Message {
+	for _, m := range msgs {
+		if k := len(dst); k > 0 && m.Type == MsgAppResp && !m.Reject {
+			if last := &dst[k-1]; last.Type == MsgAppResp && !last.Reject && last.To == m.To &&
+				last.Term == m.Term && last.Index <= m.Index {
+				*last = m
+				continue
+			}
+		}
+		dst = append(dst, m)
+	}
+	return dst
 }
 
 // wakeRun pokes the run loop to read n.durable (or n.err).

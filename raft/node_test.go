@@ -614,3 +614,17 @@ func (ct checkTransport) Send(msgs []Message) {
 	}
 	ct.next.Send(msgs)
 }
+
+func TestAppendCoalescingAcks(t *testing.T) {
+	ack := func(to, term, index uint64) Message {
+		return Message{Type: MsgAppResp, To: to, Term: term, Index: index}
+	}
+	reject := Message{Type: MsgAppResp, To: 1, Term: 2, Index: 4, Reject: true}
+	vote := Message{Type: MsgVoteResp, To: 3, Term: 2}
+	got := appendCoalescingAcks(nil, []Message{ack(1, 2, 5), ack(1, 2, 7)})
+	got = appendCoalescingAcks(got, []Message{ack(1, 2, 9), ack(2, 2, 9), ack(2, 3, 10), reject, ack(1, 2, 11), vote, ack(1, 2, 12)})
+	want := []Message{ack(1, 2, 9), ack(2, 2, 9), ack(2, 3, 10), reject, ack(1, 2, 11), vote, ack(1, 2, 12)}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("coalesced\n got %v\nwant %v", got, want)
+	}
+}

@@ -27,6 +27,8 @@ import (
 // between records and every segment's start record restates the state at that point
 // of the log.
 type wal struct {
+	// syncs counts fdatasyncs of WAL segments, for benchmarks.
+	syncs        atomic.Uint64
 	fs           FS
 	dir          string
 	clusterID    uint64
@@ -329,6 +331,7 @@ func (w *wal) writeChunks(chunks []walChunk) error {
 	if err := w.file.Sync(); err != nil {
 		return fatalError("fdatasync of WAL segment "+w.segmentPath(w.fileSeq), err)
 	}
+	w.syncs.Add(1)
 	return nil
 }
 
