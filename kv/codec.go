@@ -386,6 +386,15 @@ func (d *decoder) bytes() []byte {
 	return b
 }
 
+// bytesNoCopy is bytes without the copy, for a caller that copies them itself.
+func (d *decoder) bytesNoCopy() []byte {
+	copyBytes := d.copyBytes
+	d.copyBytes = false
+	b := d.bytes()
+	d.copyBytes = copyBytes
+	return b
+}
+
 // count reads a list length, refusing one that could not fit in what is left
 // at minSize bytes per element or that is longer than maxLen.
 func (d *decoder) count(minSize, maxLen int) int {

@@ -1,12 +1,14 @@
 // Package kv is raftkv's replicated state machine: an MVCC key/value store with
-// etcd v3 semantics plus exactly-once client sessions, deterministic and free of I/O.
+// etcd v3 semantics plus exactly-once client sessions, deterministic and free of I/O
+// but for one file that may hold the values' bytes (NewFileBackedStore).
 //
 // Writes reach the store only through the replicated log: the server encodes a
 // Command, raft commits it, and every replica calls Store.Apply with the same
 // (index, bytes) in the same order, so every replica reaches the same state. Apply
 // must therefore be a pure function of the store's state and its input: nothing in
 // this package reads a clock, draws a random number, iterates a map in an order that
-// matters, or touches the disk or network. Reads (Store.Range and read-only
+// matters, or touches the network; the disk only as a place to keep values out of
+// memory (values.go), which changes no answer. Reads (Store.Range and read-only
 // Store.Txn) do not go through the log; the server makes them linearizable with
 // raft's ReadIndex and waits until AppliedIndex has caught up before calling them.
 //

@@ -6,12 +6,32 @@ import (
 	"testing"
 )
 
+// newTestStore returns a store that keeps its values in a file, as the server's
+// does; newTestStoreOn chooses.
 func newTestStore(t testing.TB, cfg Config) *Store {
 	t.Helper()
-	s, err := NewStore(cfg)
-	if err != nil {
-		t.Fatalf("NewStore(%+v): %v", cfg, err)
+	return newTestStoreOn(t, cfg, "file")
+}
+
+// backends are the valueLogs a store can use, by the name newTestStoreOn takes.
+var backends = []string{"file", "mem"}
+
+func newTestStoreOn(t testing.TB, cfg Config, backend string) *Store {
+	t.Helper()
+	var s *Store
+	var err error
+	switch backend {
+	case "file":
+		s, err = NewFileBackedStore(cfg, t.TempDir())
+	case "mem":
+		s, err = NewStore(cfg)
+	default:
+		t.Fatalf("unknown backend %q", backend)
 	}
+	if err != nil {
+		t.Fatalf("new %s store (%+v): %v", backend, cfg, err)
+	}
+	t.Cleanup(func() { s.Close() })
 	return s
 }
 

@@ -28,13 +28,13 @@ type generation struct {
 	revs         []keyRev
 }
 
-// keyRev is one put: the value and lease the key held from modRev on.
+// keyRev is one put: the value and lease the key held from modRev on. It holds no
+// pointer (the value is in the store's valueLog), so the collector skips the slices
+// of them, which hold most of a store's memory.
 type keyRev struct {
 	modRev int64
 	lease  int64
-	// value is owned by the store and never modified after the put, which is why
-	// reads can hand it out without copying.
-	value []byte
+	value  valueRef
 }
 
 // at finds the revision of the key visible at rev: the generation and the index
@@ -73,21 +73,25 @@ func (g *generation) lastAtOrBefore(rev int64) int {
 	return lo
 }
 
-// kvAt returns the key as it was at rev.
-func (ki *keyIndex) kvAt(rev int64) (KeyValue, bool) {
+// kvAt returns the key as it was at rev, its value read from vals; with vals nil
+// the value is left out (for counting and compares that do not look at it).
+func (ki *keyIndex) kvAt(rev int64, vals valueLog) (KeyValue, bool) {
 	g, i, ok := ki.at(rev)
 	if !ok {
 		return KeyValue{}, false
 	}
 	r := &g.revs[i]
-	return KeyValue{
+	kv := KeyValue{
 		Key:            ki.key,
 		CreateRevision: g.createRev,
 		ModRevision:    r.modRev,
 		Version:        g.firstVersion + int64(i),
-		Value:          r.value,
 		Lease:          r.lease,
-	}, true
+	}
+	if vals != nil {
+		kv.Value = vals.read(r.value)
+	}
+	return kv, true
 }
 
 // isLive reports whether the key exists at the newest revision.
@@ -97,8 +101,8 @@ func (ki *keyIndex) isLive() bool {
 }
 
 // put records a put at rev, starting a new generation if the key is not live.
-// value must already be owned by the store.
-func (ki *keyIndex) put(rev int64, value []byte, lease int64) {
+// value is already in the store's valueLog.
+func (ki *keyIndex) put(rev int64, value valueRef, lease int64) {
 	if !ki.isLive() {
 		ki.gens = append(ki.gens, generation{
 			createRev:    rev,

@@ -71,9 +71,18 @@ func TestStoreAgainstModel(t *testing.T) {
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
+	for _, backend := range backends {
+		t.Run(backend, func(t *testing.T) { testStoreAgainstModel(t, seed, backend) })
+	}
+}
+
+func testStoreAgainstModel(t *testing.T, seed uint64, backend string) {
 	t.Logf("seed %d; replay with: go test ./kv -run TestStoreAgainstModel -kv.seed=%d", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
-	s := newTestStore(t, Config{})
+	// Rewrite the value log at the slightest garbage, so compactions exercise it.
+	defer func(old int64) { minValueGarbageBytes = old }(minValueGarbageBytes)
+	minValueGarbageBytes = 16
+	s := newTestStoreOn(t, Config{}, backend)
 	m := &model{events: map[string][]modelEvent{}, rev: 1, compactRev: -1}
 	randKey := func() string {
 		k := string(rune('a' + rng.IntN(8)))
@@ -163,7 +172,11 @@ func TestStoreAgainstModel(t *testing.T) {
 			if err != nil {
 				fail("snapshot: %v", err)
 			}
-			restored := newTestStore(t, Config{})
+			var streamed bytes.Buffer
+			if n, err := s.WriteSnapshot(&streamed); err != nil || n != int64(len(snap)) || !bytes.Equal(streamed.Bytes(), snap) {
+				fail("WriteSnapshot wrote %d bytes (%v), not the %d of Snapshot", n, err, len(snap))
+			}
+			restored := newTestStoreOn(t, Config{}, backend)
 			if err := restored.Restore(snap); err != nil {
 				fail("restore: %v", err)
 			}

@@ -22,12 +22,14 @@ func parseRangeEnd(rangeEnd []byte) (end []byte, single bool) {
 }
 
 // visit calls fn for every key in the range that exists at rev, in key order,
-// until fn returns false.
-func (st *state) visit(key, rangeEnd []byte, rev int64, fn func(kv KeyValue) bool) {
+// until fn returns false. The KeyValues carry their values only if withValues:
+// reading a value can cost a read from the value file.
+func (st *state) visit(key, rangeEnd []byte, rev int64, withValues bool, fn func(kv KeyValue) bool) {
+	vals := st.valuesIf(withValues)
 	end, single := parseRangeEnd(rangeEnd)
 	if single {
 		if ki := st.index.get(key); ki != nil {
-			if kv, ok := ki.kvAt(rev); ok {
+			if kv, ok := ki.kvAt(rev, vals); ok {
 				fn(kv)
 			}
 		}
@@ -37,7 +39,7 @@ func (st *state) visit(key, rangeEnd []byte, rev int64, fn func(kv KeyValue) boo
 		if end != nil && bytes.Compare(ki.key, end) >= 0 {
 			return false
 		}
-		if kv, ok := ki.kvAt(rev); ok {
+		if kv, ok := ki.kvAt(rev, vals); ok {
 			return fn(kv)
 		}
 		return true
@@ -45,12 +47,14 @@ func (st *state) visit(key, rangeEnd []byte, rev int64, fn func(kv KeyValue) boo
 }
 
 // collect returns up to limit (all if limit <= 0) keys of the range at rev and
-// the total number of keys in it, like etcd's treeIndex.Revisions.
-func (st *state) collect(key, rangeEnd []byte, rev int64, limit int64) ([]KeyValue, int64) {
-	if _, single := parseRangeEnd(rangeEnd); single {
+// the total number of keys in it, like etcd's treeIndex.Revisions. The keys
+// collected carry their values only if withValues.
+func (st *state) collect(key, rangeEnd []byte, rev int64, limit int64, withValues bool) ([]KeyValue, int64) {
+	end, single := parseRangeEnd(rangeEnd)
+	if single {
 		// The common case gets no closure and an exactly sized result.
 		if ki := st.index.get(key); ki != nil {
-			if kv, ok := ki.kvAt(rev); ok {
+			if kv, ok := ki.kvAt(rev, st.valuesIf(withValues)); ok {
 				return []KeyValue{kv}, 1
 			}
 		}
@@ -58,8 +62,17 @@ func (st *state) collect(key, rangeEnd []byte, rev int64, limit int64) ([]KeyVal
 	}
 	var kvs []KeyValue
 	var total int64
-	st.visit(key, rangeEnd, rev, func(kv KeyValue) bool {
-		if limit <= 0 || int64(len(kvs)) < limit {
+	st.index.ascend(key, func(ki *keyIndex) bool {
+		if end != nil && bytes.Compare(ki.key, end) >= 0 {
+			return false
+		}
+		// Values are read only for the keys kept, not for every key counted.
+		keep := limit <= 0 || int64(len(kvs)) < limit
+		kv, ok := ki.kvAt(rev, st.valuesIf(keep && withValues))
+		if !ok {
+			return true
+		}
+		if keep {
 			kvs = append(kvs, kv)
 		}
 		total++
@@ -68,10 +81,18 @@ func (st *state) collect(key, rangeEnd []byte, rev int64, limit int64) ([]KeyVal
 	return kvs, total
 }
 
+// valuesIf returns the store's valueLog if withValues, else nil.
+func (st *state) valuesIf(withValues bool) valueLog {
+	if withValues {
+		return st.vals
+	}
+	return nil
+}
+
 // count returns the number of keys in the range at rev.
 func (st *state) count(key, rangeEnd []byte, rev int64) int64 {
 	var total int64
-	st.visit(key, rangeEnd, rev, func(KeyValue) bool {
+	st.visit(key, rangeEnd, rev, false, func(KeyValue) bool {
 		total++
 		return true
 	})
@@ -99,7 +120,8 @@ func (st *state) rangeAt(r *RangeRequest, curRev int64) (*RangeResponse, error) 
 		resp.Count = st.count(r.Key, r.RangeEnd, rev)
 		return resp, nil
 	}
-	kvs, total := st.collect(r.Key, r.RangeEnd, rev, rangeLimit(r))
+	// KeysOnly drops the values, but only after a sort by value has used them.
+	kvs, total := st.collect(r.Key, r.RangeEnd, rev, rangeLimit(r), !r.KeysOnly || r.SortTarget == SortByValue)
 	kvs = filterRevisions(kvs, r)
 	sortKVs(kvs, r.SortTarget, r.SortOrder)
 	if r.Limit > 0 && int64(len(kvs)) > r.Limit {
@@ -128,7 +150,7 @@ func (st *state) rangeSingle(r *RangeRequest, rev, curRev int64) *RangeResponse 
 	if ki == nil {
 		return &box.resp
 	}
-	kv, ok := ki.kvAt(rev)
+	kv, ok := ki.kvAt(rev, st.valuesIf(!r.KeysOnly))
 	if !ok {
 		return &box.resp
 	}

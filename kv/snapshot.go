@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"io"
 )
 
 // The snapshot format, version 1, in the codec's conventions:
@@ -46,35 +47,83 @@ func (s *Store) Snapshot() ([]byte, error) {
 func (s *Store) AppendSnapshot(dst []byte) ([]byte, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.mu.st.encode(dst)
+	if s.mu.closed {
+		return nil, ErrClosed
+	}
+	if dst == nil {
+		dst = make([]byte, 0, 4096)
+	}
+	return s.mu.st.encode(dst, nil)
+}
+
+// WriteSnapshot writes the Snapshot to w a piece at a time, so that a snapshot
+// bound for a file never sits in memory whole, and returns the bytes written. The
+// bytes are exactly those Snapshot returns. Apply waits while it runs.
+func (s *Store) WriteSnapshot(w io.Writer) (int64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.mu.closed {
+		return 0, ErrClosed
+	}
+	cw := &countingWriter{w: w}
+	_, err := s.mu.st.encode(make([]byte, 0, 2*snapshotChunkBytes), cw)
+	return cw.n, err
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // Restore replaces the store's state with the one in data, a Snapshot from a
 // store with the same Config. On error the store is unchanged. Restore keeps
 // no reference to data.
 func (s *Store) Restore(data []byte) error {
-	st, err := decodeState(data, s.cfg)
+	st, err := decodeState(data, s.cfg, s.newValues)
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	old := s.mu.st
 	s.mu.st = st
+	s.mu.Unlock()
+	// Nothing refers to the old state's values any more; a failed close of a log no
+	// longer used loses nothing.
+	_ = old.vals.close()
 	return nil
 }
 
-func (st *state) encode(dst []byte) ([]byte, error) {
-	if dst == nil {
-		dst = make([]byte, 0, 4096)
-	}
+// snapshotChunkBytes is how much WriteSnapshot gathers before writing.
+const snapshotChunkBytes = 256 << 10
+
+// encode appends the snapshot to dst and returns it, or, with w set, writes it to
+// w in pieces of about snapshotChunkBytes, dst being only the buffer for them.
+func (st *state) encode(dst []byte, w io.Writer) ([]byte, error) {
 	start := len(dst)
 	e := encoder{buf: dst}
+	var crc uint32
+	var werr error
+	flush := func() {
+		if w == nil || werr != nil {
+			return
+		}
+		crc = crc32.Update(crc, castagnoli, e.buf)
+		_, werr = w.Write(e.buf)
+		e.buf = e.buf[:0]
+	}
 	e.buf = append(e.buf, snapshotMagic...)
 	e.uvarint(snapshotVersion)
 	e.uvarint(st.appliedIndex)
 	e.varint(st.rev)
 	e.varint(st.compactRev)
 	e.uvarint(uint64(st.index.length))
+	var value []byte // reused: each value is copied into e.buf before the next read
 	st.index.ascend(nil, func(ki *keyIndex) bool {
 		e.bytes(ki.key)
 		e.uvarint(uint64(len(ki.gens)))
@@ -87,10 +136,14 @@ func (st *state) encode(dst []byte) ([]byte, error) {
 			for _, r := range g.revs {
 				e.varint(r.modRev)
 				e.varint(r.lease)
-				e.bytes(r.value)
+				value = st.vals.readInto(r.value, value)
+				e.bytes(value)
 			}
 		}
-		return true
+		if len(e.buf) >= snapshotChunkBytes {
+			flush()
+		}
+		return werr == nil
 	})
 	e.uvarint(uint64(st.sessions.len()))
 	st.sessions.oldestFirst(func(s *session) {
@@ -101,13 +154,24 @@ func (st *state) encode(dst []byte) ([]byte, error) {
 	if e.err != nil {
 		return nil, e.err
 	}
-	return binary.LittleEndian.AppendUint32(e.buf, crc32.Checksum(e.buf[start:], castagnoli)), nil
+	if w == nil {
+		return binary.LittleEndian.AppendUint32(e.buf, crc32.Checksum(e.buf[start:], castagnoli)), nil
+	}
+	if werr == nil {
+		crc = crc32.Update(crc, castagnoli, e.buf)
+		e.buf = binary.LittleEndian.AppendUint32(e.buf, crc)
+		_, werr = w.Write(e.buf)
+	}
+	if werr != nil {
+		return nil, fmt.Errorf("kv: writing snapshot: %w", werr)
+	}
+	return nil, nil
 }
 
 // decodeState decodes and checks a snapshot. Everything read is checked against
 // the invariants the store relies on, so a snapshot that passed its CRC but was
 // written by a buggy or different build is refused rather than trusted.
-func decodeState(data []byte, cfg Config) (*state, error) {
+func decodeState(data []byte, cfg Config, newValues func() (valueLog, error)) (st *state, err error) {
 	if len(data) < len(snapshotMagic)+crcBytes || string(data[:len(snapshotMagic)]) != snapshotMagic {
 		return nil, fmt.Errorf("%w: no %q header; this is not a raftkv kv snapshot", ErrCorruptSnapshot, snapshotMagic)
 	}
@@ -120,7 +184,16 @@ func decodeState(data []byte, cfg Config) (*state, error) {
 	if v := d.uvarint(); d.err == nil && v != snapshotVersion {
 		return nil, fmt.Errorf("%w: format version %d, this build reads %d", ErrCorruptSnapshot, v, snapshotVersion)
 	}
-	st := newState(cfg)
+	st, err = newState(cfg, newValues)
+	if err != nil {
+		return nil, err
+	}
+	vals := st.vals
+	defer func() {
+		if err != nil {
+			_ = vals.close()
+		}
+	}()
 	st.appliedIndex = d.uvarint()
 	st.rev = d.varint()
 	st.compactRev = d.varint()
@@ -130,7 +203,7 @@ func decodeState(data []byte, cfg Config) (*state, error) {
 	nKeys := d.count(minKeyBytes, int(^uint(0)>>1))
 	var prevKey []byte
 	for i := 0; i < nKeys && d.err == nil; i++ {
-		ki := d.keyIndex(st.rev)
+		ki := d.keyIndex(st.rev, st.vals)
 		if d.err == nil && i > 0 && bytes.Compare(prevKey, ki.key) >= 0 {
 			d.fail("key %q follows %q out of order", ki.key, prevKey)
 		}
@@ -163,7 +236,7 @@ func decodeState(data []byte, cfg Config) (*state, error) {
 }
 
 // keyIndex reads one key's history and checks the keyIndex invariants.
-func (d *decoder) keyIndex(rev int64) *keyIndex {
+func (d *decoder) keyIndex(rev int64, vals valueLog) *keyIndex {
 	ki := &keyIndex{key: d.bytes()}
 	if d.err == nil && len(ki.key) == 0 {
 		d.fail("empty key")
@@ -192,7 +265,8 @@ func (d *decoder) keyIndex(rev int64) *keyIndex {
 		lastRev = g.createRev
 		for ri := range g.revs {
 			r := &g.revs[ri]
-			r.modRev, r.lease, r.value = d.varint(), d.varint(), d.bytes()
+			r.modRev, r.lease = d.varint(), d.varint()
+			r.value = vals.append(d.bytesNoCopy())
 			if d.err == nil && (r.modRev < lastRev || r.modRev > rev) {
 				d.fail("key %q revision %d out of order (after %d, store at %d)", ki.key, r.modRev, lastRev, rev)
 			}

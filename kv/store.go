@@ -10,10 +10,14 @@ import (
 // concurrently with each other and with Apply.
 type Store struct {
 	cfg Config
-	mu  struct {
+	// newValues makes the valueLog of a new state (NewStore, Restore).
+	newValues func() (valueLog, error)
+	mu        struct {
 		sync.RWMutex
 		// st is replaced whole by Restore.
 		st *state
+		// closed is set by Close, after which reads fail.
+		closed bool
 	}
 }
 
@@ -24,6 +28,9 @@ type Store struct {
 type state struct {
 	cfg   Config
 	index btree
+	// vals holds the values the index points to.
+	vals      valueLog
+	newValues func() (valueLog, error)
 	// rev is the revision of the last write; 1 for an empty store, as in etcd.
 	rev int64
 	// compactRev is the revision of the last compaction; -1 before the first one,
@@ -33,8 +40,13 @@ type state struct {
 	sessions     sessionTable
 }
 
-func newState(cfg Config) *state {
-	return &state{cfg: cfg, rev: 1, compactRev: -1, sessions: newSessionTable(cfg.MaxSessions)}
+func newState(cfg Config, newValues func() (valueLog, error)) (*state, error) {
+	vals, err := newValues()
+	if err != nil {
+		return nil, err
+	}
+	return &state{cfg: cfg, vals: vals, newValues: newValues, rev: 1, compactRev: -1,
+		sessions: newSessionTable(cfg.MaxSessions)}, nil
 }
 
 // Result is the outcome of one applied command: the response matching its
@@ -48,16 +60,46 @@ type Result struct {
 	Err         error
 }
 
-// NewStore returns an empty store: revision 1, nothing compacted, nothing
-// applied. Zero fields of cfg take their defaults.
+// NewStore returns an empty store that keeps its values on the Go heap:
+// revision 1, nothing compacted, nothing applied. Zero fields of cfg take their
+// defaults.
 func NewStore(cfg Config) (*Store, error) {
+	return newStore(cfg, func() (valueLog, error) { return newMemValues(), nil })
+}
+
+// NewFileBackedStore is NewStore for a store that keeps its values in a file in
+// dir rather than in memory, so that the process's resident memory holds the index
+// but not every revision's value: the kernel's page cache holds the values it reads
+// often. The file is unlinked as soon as it is created (nothing is left in dir,
+// even after a crash) and Close releases it. It is no state of its own: a store is
+// rebuilt from a snapshot and the log. A failed write or read of the file panics,
+// as the store cannot answer without its values.
+func NewFileBackedStore(cfg Config, dir string) (*Store, error) {
+	return newStore(cfg, func() (valueLog, error) { return newFileValues(dir) })
+}
+
+func newStore(cfg Config, newValues func() (valueLog, error)) (*Store, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{cfg: cfg}
-	s.mu.st = newState(cfg)
+	s := &Store{cfg: cfg, newValues: newValues}
+	if s.mu.st, err = newState(cfg, newValues); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// Close releases the store's values. Reads and snapshots after it fail with
+// ErrClosed; the accessors still answer; Apply and Restore must not be called.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.closed {
+		return ErrClosed
+	}
+	s.mu.closed = true
+	return s.mu.st.vals.close()
 }
 
 // Config returns the store's config with defaults filled in.
@@ -121,6 +163,9 @@ func (s *Store) Range(r *RangeRequest) (*RangeResponse, error) {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	if s.mu.closed {
+		return nil, ErrClosed
+	}
 	st := s.mu.st
 	return st.rangeAt(r, st.rev)
 }
@@ -133,6 +178,9 @@ func (s *Store) Txn(r *TxnRequest) (*TxnResponse, error) {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	if s.mu.closed {
+		return nil, ErrClosed
+	}
 	// With only ranges in it, the txn changes nothing, so a read lock suffices.
 	return s.mu.st.txn(r)
 }
@@ -228,6 +276,7 @@ func (st *state) compact(rev int64) (*CompactionResponse, error) {
 		st.index = rebuildWithout(&st.index, func(ki *keyIndex) bool { return len(ki.gens) == 0 })
 	}
 	st.compactRev = rev
+	st.collectValues()
 	return &CompactionResponse{Header: ResponseHeader{Revision: st.rev}}, nil
 }
 
@@ -241,4 +290,65 @@ func rebuildWithout(old *btree, drop func(*keyIndex) bool) btree {
 		return true
 	})
 	return t
+}
+
+// minValueGarbageBytes is the least garbage for which collectValues rewrites the
+// value log (a variable so that tests can make it small).
+var minValueGarbageBytes int64 = 4 << 20
+
+// collectValues rewrites the value log without the values compaction dropped, once
+// they outweigh the live ones, so that the log stays within twice the live values
+// (plus minValueGarbageBytes). The rewrite costs time in proportion to the live
+// values, and comes after at least as many bytes were dropped, so it adds a constant
+// cost per byte written.
+func (st *state) collectValues() {
+	size := st.vals.size()
+	if size < 2*minValueGarbageBytes {
+		return
+	}
+	var live int64
+	st.eachRev(func(r *keyRev, sameAsPrev bool) {
+		if !sameAsPrev {
+			live += int64(r.value.n)
+		}
+	})
+	if garbage := size - live; garbage < live || garbage < minValueGarbageBytes {
+		return
+	}
+	vals, err := st.newValues()
+	if err != nil {
+		// Without a new log the old one stays, garbage and all: nothing is lost.
+		return
+	}
+	var last valueRef
+	var buf []byte
+	st.eachRev(func(r *keyRev, sameAsPrev bool) {
+		if sameAsPrev {
+			r.value = last
+			return
+		}
+		buf = st.vals.readInto(r.value, buf)
+		r.value = vals.append(buf)
+		last = r.value
+	})
+	_ = st.vals.close() // a failed close of a log no longer used loses nothing
+	st.vals = vals
+}
+
+// eachRev calls fn for every retained revision of every key, in key order.
+// sameAsPrev says the revision shares its value with the one before it in its
+// generation (a put with IgnoreValue), which must be copied once, not twice.
+func (st *state) eachRev(fn func(r *keyRev, sameAsPrev bool)) {
+	st.index.ascend(nil, func(ki *keyIndex) bool {
+		for gi := range ki.gens {
+			revs := ki.gens[gi].revs
+			var prev valueRef // as it was before fn ran: fn may move it
+			for i := range revs {
+				cur := revs[i].value
+				fn(&revs[i], i > 0 && cur == prev && cur.n > 0)
+				prev = cur
+			}
+		}
+		return true
+	})
 }

@@ -140,7 +140,7 @@ func (w *writeTxn) txn(r *TxnRequest, path []bool, pos *int) *TxnResponse {
 // compare evaluates one compare at rev, as etcd's applyCompare does.
 func (st *state) compare(c *Compare, rev int64) bool {
 	found, holds := false, true
-	st.visit(c.Key, c.RangeEnd, rev, func(kv KeyValue) bool {
+	st.visit(c.Key, c.RangeEnd, rev, c.Target == CompareValue, func(kv KeyValue) bool {
 		found = true
 		holds = compareKV(c, &kv)
 		return holds

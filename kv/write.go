@@ -35,22 +35,27 @@ func (w *writeTxn) end() {
 // Validation (checkPut) has already run.
 func (w *writeTxn) put(p *PutRequest) (*PutResponse, error) {
 	resp := &PutResponse{}
-	value, lease := p.Value, p.Lease
-	valueOwned := false
+	lease := p.Lease
 	var ki *keyIndex
+	var prevValue *valueRef
 	if p.IgnoreValue || p.IgnoreLease || p.PrevKv {
 		ki = w.st.index.get(p.Key)
+		var vals valueLog
+		if p.PrevKv {
+			vals = w.st.vals
+		}
 		var prev KeyValue
 		found := false
 		if ki != nil {
-			prev, found = ki.kvAt(w.readRev())
+			prev, found = ki.kvAt(w.readRev(), vals)
 		}
 		if (p.IgnoreValue || p.IgnoreLease) && !found {
 			return nil, ErrKeyNotFound
 		}
 		if p.IgnoreValue {
-			// Stored values are immutable, so the new revision can share the slice.
-			value, valueOwned = prev.Value, true
+			// Stored values are immutable, so the new revision can share the old one's.
+			g, i, _ := ki.at(w.readRev())
+			prevValue = &g.revs[i].value
 		}
 		if p.IgnoreLease {
 			lease = prev.Lease
@@ -59,14 +64,20 @@ func (w *writeTxn) put(p *PutRequest) (*PutResponse, error) {
 			resp.PrevKv = &prev
 		}
 	}
-	resp.Header.Revision = w.putKey(ki, p.Key, value, lease, valueOwned)
+	var value valueRef
+	if prevValue != nil {
+		value = *prevValue
+	} else {
+		// The log copies the bytes: the caller's may alias a log entry.
+		value = w.st.vals.append(p.Value)
+	}
+	resp.Header.Revision = w.putKey(ki, p.Key, value, lease)
 	return resp, nil
 }
 
 // putKey writes key at the txn's revision and returns that revision. ki is the
-// key's entry if the caller already looked it up, else nil. Unless valueOwned,
-// the value is copied: the caller's bytes may alias a log entry.
-func (w *writeTxn) putKey(ki *keyIndex, key, value []byte, lease int64, valueOwned bool) int64 {
+// key's entry if the caller already looked it up, else nil.
+func (w *writeTxn) putKey(ki *keyIndex, key []byte, value valueRef, lease int64) int64 {
 	rev := w.beginRev + 1
 	if ki == nil {
 		ki = w.st.index.get(key)
@@ -74,9 +85,6 @@ func (w *writeTxn) putKey(ki *keyIndex, key, value []byte, lease int64, valueOwn
 			ki = &keyIndex{key: bytes.Clone(key)}
 			w.st.index.insert(ki)
 		}
-	}
-	if !valueOwned {
-		value = cloneBytes(value)
 	}
 	ki.put(rev, value, lease)
 	w.changes++
@@ -89,7 +97,7 @@ func (w *writeTxn) putKey(ki *keyIndex, key, value []byte, lease int64, valueOwn
 func (w *writeTxn) deleteRange(d *DeleteRangeRequest) *DeleteRangeResponse {
 	resp := &DeleteRangeResponse{}
 	if d.PrevKv {
-		resp.PrevKvs, _ = w.st.collect(d.Key, d.RangeEnd, w.readRev(), 0)
+		resp.PrevKvs, _ = w.st.collect(d.Key, d.RangeEnd, w.readRev(), 0, true)
 	}
 	rev := w.beginRev + 1
 	readRev := w.readRev()
@@ -117,13 +125,4 @@ func (w *writeTxn) deleteRange(d *DeleteRangeRequest) *DeleteRangeResponse {
 	w.changes += int(resp.Deleted)
 	resp.Header.Revision = w.readRev()
 	return resp
-}
-
-// cloneBytes copies b; an empty value is stored as nil so that snapshots and
-// comparisons do not tell nil from empty.
-func cloneBytes(b []byte) []byte {
-	if len(b) == 0 {
-		return nil
-	}
-	return append([]byte(nil), b...)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -95,7 +96,8 @@ func (s *Server) start(ids []uint64) error {
 		initial = append(initial, m)
 	}
 	var err error
-	s.sm, err = newStateMachine(kv.Config{MaxTxnOps: cfg.MaxTxnOps, MaxCommandBytes: cfg.MaxRequestBytes + 4096}, initial)
+	s.sm, err = newStateMachine(kv.Config{MaxTxnOps: cfg.MaxTxnOps, MaxCommandBytes: cfg.MaxRequestBytes + 4096},
+		filepath.Join(cfg.DataDir, "member"), initial)
 	if err != nil {
 		return err
 	}
@@ -222,6 +224,12 @@ func (s *Server) closeAll() {
 		_ = l.Close()
 	}
 	s.wg.Wait()
+	if s.sm != nil {
+		// The apply loop and the client API are done with the store.
+		if err := s.sm.store.Close(); err != nil {
+			s.logger.Error("closing the kv store", "err", err)
+		}
+	}
 	if s.storage != nil {
 		if err := s.storage.Close(); err != nil {
 			s.logger.Error("closing storage", "err", err)
@@ -261,14 +269,40 @@ func (s *Server) applyLoop() {
 			continue
 		}
 		if snapshotDue(msg.Index-lastSnapshot, s.cfg.SnapshotCount, logBytes, lastSnapshotSize) {
-			data, err := s.sm.snapshot(lastSnapshotSize)
+			size, err := s.snapshot(msg.Index)
 			if err != nil {
-				panic(fmt.Sprintf("server: snapshot of the state machine at %d: %v", msg.Index, err))
+				// The storage failed and refuses every later call, so the node stops at
+				// its next write; until then the log just grows.
+				s.logger.Error("snapshot failed", "index", msg.Index, "err", err)
+				continue
 			}
-			s.node.Snapshot(msg.Index, data)
-			lastSnapshot, lastSnapshotSize, logBytes = msg.Index, len(data), 0
+			lastSnapshot, lastSnapshotSize, logBytes = msg.Index, int(size), 0
 		}
 	}
+}
+
+// snapshot streams the state machine, as of index (applied), into a snapshot file
+// and has the storage drop the log up to it, returning the snapshot's size. Streaming
+// keeps the snapshot out of memory: encoded into one buffer it would take as much
+// memory as the store again, at the moment the store is largest. The server does this
+// itself rather than through the node's Snapshot, which takes the data as one slice:
+// the node asks only that the storage's first index moves, and it reads that back.
+func (s *Server) snapshot(index uint64) (int64, error) {
+	var size int64
+	_, err := s.storage.CreateSnapshotFrom(index, func(w io.Writer) error {
+		var err error
+		size, err = s.sm.writeSnapshot(w)
+		if err != nil && !errors.Is(err, errSnapshotWrite) {
+			// Not the file's fault: a bug or a broken invariant of the state machine.
+			panic(fmt.Sprintf("server: snapshot of the state machine at %d: %v", index, err))
+		}
+		return err
+	})
+	if errors.Is(err, raft.ErrSnapOutOfDate) {
+		// A snapshot from the leader at or past index arrived meanwhile: nothing to do.
+		return size, nil
+	}
+	return size, err
 }
 
 // snapshotDue decides when to snapshot: after SnapshotCount entries, and only once

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -227,6 +229,7 @@ func TestRestartKeepsAcknowledgedWrites(t *testing.T) {
 	for _, m := range members {
 		m.stop()
 	}
+	checkNoValueFiles(t, filepath.Dir(members[0].cfg.DataDir))
 	for _, m := range members {
 		m.start(t)
 	}
@@ -245,6 +248,35 @@ func TestRestartKeepsAcknowledgedWrites(t *testing.T) {
 		}
 		if resp.Count != 50 {
 			t.Fatalf("member %s has %d keys after restart, want 50", m.cfg.Name, resp.Count)
+		}
+		for _, kv := range resp.Kvs {
+			if string(kv.Value) != "v" {
+				t.Fatalf("member %s reads %q=%q after restart, want \"v\"", m.cfg.Name, kv.Key, kv.Value)
+			}
+		}
+	}
+}
+
+// checkNoValueFiles fails if a kv value file is left in dir, or still open in this
+// process, once every member under dir has stopped.
+func checkNoValueFiles(t *testing.T, dir string) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && strings.Contains(d.Name(), "kv-values") {
+			t.Errorf("value file %s left behind", path)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot list open files: %v", err)
+	}
+	for _, fd := range fds {
+		if target, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && strings.HasPrefix(target, dir) {
+			t.Errorf("file %s is still open after every member stopped", target)
 		}
 	}
 }

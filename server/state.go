@@ -2,7 +2,9 @@ package server
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 
@@ -19,8 +21,10 @@ type stateMachine struct {
 	}
 }
 
-func newStateMachine(cfg kv.Config, initial []member) (*stateMachine, error) {
-	store, err := kv.NewStore(cfg)
+// newStateMachine returns an empty state machine whose store keeps its values in a
+// file in valueDir (unlinked at once: nothing is left there), off the Go heap.
+func newStateMachine(cfg kv.Config, valueDir string, initial []member) (*stateMachine, error) {
+	store, err := kv.NewFileBackedStore(cfg, valueDir)
 	if err != nil {
 		return nil, err
 	}
@@ -67,19 +71,46 @@ func (sm *stateMachine) members() []member {
 // snapshotMagic opens every state machine snapshot, with its format version.
 var snapshotMagic = []byte("RKVSM1")
 
-// snapshot encodes the state machine; sizeHint (the last snapshot's size) lets it
-// allocate once.
-func (sm *stateMachine) snapshot(sizeHint int) ([]byte, error) {
+// errSnapshotWrite wraps the errors of the writer a snapshot goes to, to tell them
+// from the state machine's own.
+var errSnapshotWrite = errors.New("server: writing snapshot")
+
+// writeSnapshot writes the state machine's snapshot to w and returns its size.
+func (sm *stateMachine) writeSnapshot(w io.Writer) (int64, error) {
 	members := sm.members()
-	b := make([]byte, 0, sizeHint+sizeHint/8+4096)
-	b = append(b, snapshotMagic...)
+	b := append([]byte(nil), snapshotMagic...)
 	b = binary.AppendUvarint(b, uint64(len(members)))
 	for i := range members {
 		rec := members[i].encode()
 		b = binary.AppendUvarint(b, uint64(len(rec)))
 		b = append(b, rec...)
 	}
-	return sm.store.AppendSnapshot(b)
+	ew := &errWrapWriter{w: w}
+	if _, err := ew.Write(b); err != nil {
+		return 0, err
+	}
+	n, err := sm.store.WriteSnapshot(ew)
+	if ew.err != nil {
+		return 0, ew.err
+	}
+	return int64(len(b)) + n, err
+}
+
+// errWrapWriter marks the errors of w with errSnapshotWrite.
+type errWrapWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWrapWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil && e.err == nil {
+		e.err = fmt.Errorf("%w: %w", errSnapshotWrite, err)
+	}
+	if err != nil {
+		return n, e.err
+	}
+	return n, nil
 }
 
 func (sm *stateMachine) restore(data []byte) error {

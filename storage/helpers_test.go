@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"reflect"
 	"slices"
@@ -227,7 +228,7 @@ func (m *model) clone() *model {
 
 // workOp is one call of a scripted workload.
 type workOp struct {
-	kind  string // "save", "create", "apply"
+	kind  string // "save", "create", "stream" (CreateSnapshotFrom), "apply"
 	hs    raft.HardState
 	ents  []raft.Entry
 	index uint64
@@ -242,8 +243,8 @@ func (o workOp) String() string {
 			return fmt.Sprintf("save hs=%+v", o.hs)
 		}
 		return fmt.Sprintf("save hs=%+v ents=[%d,%d] term %d", o.hs, o.ents[0].Index, o.ents[len(o.ents)-1].Index, o.ents[0].Term)
-	case "create":
-		return fmt.Sprintf("create snapshot %d", o.index)
+	case "create", "stream":
+		return fmt.Sprintf("%s snapshot %d", o.kind, o.index)
 	default:
 		return fmt.Sprintf("apply snapshot %d/%d", o.snap.Index, o.snap.Term)
 	}
@@ -256,6 +257,18 @@ func (o workOp) run(s *Storage) error {
 	case "create":
 		_, err := s.CreateSnapshot(o.index, o.data)
 		return err
+	case "stream":
+		_, err := s.CreateSnapshotFrom(o.index, func(w io.Writer) error {
+			for data := o.data; len(data) > 0; {
+				n := min(len(data), 100)
+				if _, err := w.Write(data[:n]); err != nil {
+					return err
+				}
+				data = data[n:]
+			}
+			return nil
+		})
+		return err
 	default:
 		return s.ApplySnapshot(o.snap)
 	}
@@ -265,7 +278,7 @@ func (o workOp) apply(m *model) {
 	switch o.kind {
 	case "save":
 		m.save(o.hs, o.ents)
-	case "create":
+	case "create", "stream":
 		m.createSnapshot(o.index, o.data)
 	default:
 		m.applySnapshot(o.snap)

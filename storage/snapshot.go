@@ -1,11 +1,13 @@
 package storage
 
 import (
+	"bufio"
 	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"io/fs"
 	"log/slog"
 	"path/filepath"
@@ -84,40 +86,79 @@ func listSnapshots(fsys FS, dir string) ([]snapFile, error) {
 
 // writeSnapshot makes snap durable in dir. Its errors are fatal errors (fatalError).
 func writeSnapshot(fsys FS, dir string, clusterID uint64, snap raft.Snapshot, kind snapKind) error {
-	final := filepath.Join(dir, snapshotName(snap.Index, snap.Term))
+	_, err := writeSnapshotFrom(fsys, dir, clusterID, snap.Index, snap.Term, kind, int64(len(snap.Data)),
+		func(w io.Writer) error {
+			_, err := w.Write(snap.Data)
+			return err
+		})
+	return err
+}
+
+// snapWriteBufferBytes is the buffer between a streamed snapshot and its file.
+const snapWriteBufferBytes = 1 << 20
+
+// writeSnapshotFrom makes a snapshot durable in dir whose data write streams into
+// it, and returns the data's length. size is the data's length if known, for
+// preallocation, or -1. An error of write is returned as it is and the file removed;
+// the other errors are fatal errors (fatalError).
+//
+// The checksum covers the header, whose data length is known only at the end. CRC-32C
+// is affine over equal-length messages, so the checksum of the header with the length
+// and the data is that of the header without it, streamed with the data, xor that of
+// the length alone in place (every other byte zero), xor that of all zeros.
+func writeSnapshotFrom(fsys FS, dir string, clusterID, index, term uint64, kind snapKind, size int64,
+	write func(io.Writer) error) (int64, error) {
+	final := filepath.Join(dir, snapshotName(index, term))
 	tmp := final + tmpSuffix
 	var header [snapHeaderSize]byte
 	copy(header[0:8], snapMagic[:])
 	binary.LittleEndian.PutUint32(header[8:12], snapVersion)
 	header[12] = byte(kind)
 	binary.LittleEndian.PutUint64(header[16:24], clusterID)
-	binary.LittleEndian.PutUint64(header[24:32], snap.Index)
-	binary.LittleEndian.PutUint64(header[32:40], snap.Term)
-	binary.LittleEndian.PutUint64(header[40:48], uint64(len(snap.Data)))
-	crc := crc32.Update(crc32.Update(0, castagnoli, header[:]), castagnoli, snap.Data)
-	var trailer [snapTrailerSize]byte
-	binary.LittleEndian.PutUint32(trailer[:], crc)
+	binary.LittleEndian.PutUint64(header[24:32], index)
+	binary.LittleEndian.PutUint64(header[32:40], term)
 
 	f, err := fsys.Create(tmp)
 	if err != nil {
-		return fatalError("create of snapshot file "+tmp, err)
+		return 0, fatalError("create of snapshot file "+tmp, err)
 	}
-	fail := func(what string, err error) error {
+	fail := func(what string, err error) (int64, error) {
 		f.Close()
 		fsys.Remove(tmp) // best effort; the next open removes it anyway
-		return fatalError(what+" of snapshot file "+tmp, err)
+		return 0, fatalError(what+" of snapshot file "+tmp, err)
 	}
-	size := int64(snapHeaderSize + len(snap.Data) + snapTrailerSize)
-	if err := f.Preallocate(size); err != nil {
-		return fail("preallocation", err)
+	if size >= 0 {
+		if err := f.Preallocate(snapHeaderSize + size + snapTrailerSize); err != nil {
+			return fail("preallocation", err)
+		}
 	}
+	sw := &snapDataWriter{f: f, off: snapHeaderSize, crc: crc32.Update(0, castagnoli, header[:])}
+	bw := bufio.NewWriterSize(sw, snapWriteBufferBytes)
+	if err := write(bw); err != nil {
+		if sw.err != nil {
+			return fail("write", sw.err)
+		}
+		f.Close()
+		fsys.Remove(tmp)
+		return 0, err
+	}
+	if err := bw.Flush(); err != nil {
+		return fail("write", err)
+	}
+	n := sw.off - snapHeaderSize
+	if size >= 0 && n != size {
+		panic(fmt.Sprintf("storage: snapshot data of %d bytes was announced as %d", n, size))
+	}
+	binary.LittleEndian.PutUint64(header[40:48], uint64(n))
+	var lengthOnly [snapHeaderSize]byte
+	copy(lengthOnly[40:48], header[40:48])
+	crc := sw.crc ^ crcWithZeros(lengthOnly[:], n) ^ crcWithZeros(make([]byte, snapHeaderSize), n)
+	var trailer [snapTrailerSize]byte
+	binary.LittleEndian.PutUint32(trailer[:], crc)
 	if _, err := f.WriteAt(header[:], 0); err != nil {
 		return fail("write", err)
 	}
-	if _, err := f.WriteAt(snap.Data, snapHeaderSize); err != nil {
-		return fail("write", err)
-	}
-	if _, err := f.WriteAt(trailer[:], size-snapTrailerSize); err != nil {
+	if _, err := f.WriteAt(trailer[:], snapHeaderSize+n); err != nil {
 		return fail("write", err)
 	}
 	if err := f.Sync(); err != nil {
@@ -127,12 +168,46 @@ func writeSnapshot(fsys FS, dir string, clusterID uint64, snap raft.Snapshot, ki
 		return fail("close", err)
 	}
 	if err := fsys.Rename(tmp, final); err != nil {
-		return fatalError("rename of snapshot file to "+final, err)
+		return 0, fatalError("rename of snapshot file to "+final, err)
 	}
 	if err := fsys.SyncDir(dir); err != nil {
-		return fatalError("fsync of snapshot directory "+dir, err)
+		return 0, fatalError("fsync of snapshot directory "+dir, err)
 	}
-	return nil
+	return n, nil
+}
+
+// crcWithZeros returns the CRC-32C of prefix followed by n zero bytes.
+func crcWithZeros(prefix []byte, n int64) uint32 {
+	var zeros [64 << 10]byte
+	crc := crc32.Update(0, castagnoli, prefix)
+	for n > 0 {
+		k := min(n, int64(len(zeros)))
+		crc = crc32.Update(crc, castagnoli, zeros[:k])
+		n -= k
+	}
+	return crc
+}
+
+// snapDataWriter writes a snapshot's data at increasing offsets of its file,
+// checksumming it as it goes.
+type snapDataWriter struct {
+	f   File
+	off int64
+	crc uint32
+	err error
+}
+
+func (w *snapDataWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n, err := w.f.WriteAt(p, w.off)
+	w.crc = crc32.Update(w.crc, castagnoli, p[:n])
+	w.off += int64(n)
+	if err != nil {
+		w.err = err
+	}
+	return n, err
 }
 
 // errBadSnapshot is wrapped by the errors of readSnapshot for files that fail a check.

@@ -1,7 +1,9 @@
 package storage
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 
 	"raftkv/raft"
@@ -145,21 +147,46 @@ func (s *Storage) IsDurable(t Ticket) bool { return s.wal.isDurable(uint64(t)) }
 // segments wholly below the oldest snapshot kept. The Storage keeps only the index and
 // term in memory; Snapshot reads the data back from the file.
 func (s *Storage) CreateSnapshot(index uint64, data []byte) (raft.Snapshot, error) {
+	snap, err := s.createSnapshot(index, true, int64(len(data)), func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+	snap.Data = data
+	return snap, err
+}
+
+// CreateSnapshotFrom is CreateSnapshot for an application whose state is too large
+// to encode into memory at once: write streams the data into the snapshot file
+// through a buffer. The returned Snapshot has no Data.
+//
+// The application calls it itself, rather than through the raft node, with the index
+// it has applied: that it applied it vouches that it is committed, so unlike
+// CreateSnapshot this does not require the commit index this Storage holds to have
+// caught up (the node writes it lazily). After a restart the node takes the snapshot's
+// index as committed. An error of write is returned unwrapped and changes nothing;
+// raft.ErrSnapOutOfDate says a snapshot at or after index exists already.
+func (s *Storage) CreateSnapshotFrom(index uint64, write func(io.Writer) error) (raft.Snapshot, error) {
+	return s.createSnapshot(index, false, -1, write)
+}
+
+func (s *Storage) createSnapshot(index uint64, mustBeCommitted bool, size int64, write func(io.Writer) error) (raft.Snapshot, error) {
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
 	s.mu.RLock()
-	snap, err := s.checkSnapshotLocked(index)
+	snap, err := s.checkSnapshotLocked(index, mustBeCommitted)
 	s.mu.RUnlock()
 	if err != nil {
 		return raft.Snapshot{}, err
 	}
-	snap.Data = data
-	if err := writeSnapshot(s.fs, s.snapDir, s.clusterID, snap, snapCompact); err != nil {
+	if _, err := writeSnapshotFrom(s.fs, s.snapDir, s.clusterID, snap.Index, snap.Term, snapCompact, size, write); err != nil {
+		if !errors.Is(err, ErrFailed) {
+			return raft.Snapshot{}, err // the application's, not the disk's
+		}
 		return raft.Snapshot{}, s.wal.fail(err)
 	}
 
 	s.mu.Lock()
-	if again, err := s.checkSnapshotLocked(index); err != nil || again.Term != snap.Term {
+	if again, err := s.checkSnapshotLocked(index, mustBeCommitted); err != nil || again.Term != snap.Term {
 		s.mu.Unlock()
 		return raft.Snapshot{}, fmt.Errorf("storage: the log changed under CreateSnapshot(%d): %v", index, err)
 	}
@@ -178,14 +205,14 @@ func (s *Storage) CreateSnapshot(index uint64, data []byte) (raft.Snapshot, erro
 	return snap, s.retain(seq)
 }
 
-func (s *Storage) checkSnapshotLocked(index uint64) (raft.Snapshot, error) {
+func (s *Storage) checkSnapshotLocked(index uint64, mustBeCommitted bool) (raft.Snapshot, error) {
 	if err := s.checkLocked(); err != nil {
 		return raft.Snapshot{}, err
 	}
 	if index <= s.mu.snap.Index {
 		return raft.Snapshot{}, raft.ErrSnapOutOfDate
 	}
-	if index > s.mu.hs.Commit {
+	if mustBeCommitted && index > s.mu.hs.Commit {
 		return raft.Snapshot{}, fmt.Errorf("storage: CreateSnapshot(%d): index is above the commit index %d; snapshot only applied entries",
 			index, s.mu.hs.Commit)
 	}

@@ -1,0 +1,200 @@
+package kv
+
+import (
+	"errors"
+	"fmt"
+	"os"
+)
+
+// A store keeps the bytes of its values apart from its index, in a valueLog: an
+// append-only log of byte strings that the index points into with valueRefs. The
+// index then holds no pointer per revision, so the garbage collector has nothing to
+// scan in it, and the values can live outside the Go heap altogether (fileValues),
+// which is what keeps a store holding every revision of a busy key space from
+// growing the process by twice its size (the heap plus the collector's headroom).
+//
+// The log is not state: it is rebuilt from a snapshot and the raft log like the
+// rest of the store, so it needs no durability and is never read back after a
+// restart. Which log a replica uses changes nothing that Apply or a read returns.
+
+// valueRef locates a value in the store's valueLog. The zero valueRef is the empty
+// value, which takes no room in the log.
+type valueRef struct {
+	off int64
+	n   uint32
+}
+
+// valueLog holds the bytes of a store's values. It is used under the Store's lock:
+// append and close with it held for writing, read with it held at least for reading,
+// so reads may run concurrently with each other but never with append.
+type valueLog interface {
+	// append stores b and returns where it went. It keeps no reference to b.
+	append(b []byte) valueRef
+	// read returns the value at ref. The slice may alias the log's memory, so it is
+	// read-only; values are never modified once appended.
+	read(ref valueRef) []byte
+	// readInto is read for a caller that is done with the value before its next
+	// read: it may return buf, grown as needed, instead of allocating.
+	readInto(ref valueRef, buf []byte) []byte
+	// size returns the bytes appended so far, garbage included.
+	size() int64
+	// close releases the log; nothing may use it afterwards.
+	close() error
+}
+
+// ErrClosed is returned by reads of a Store after Close.
+var ErrClosed = errors.New("kv: store is closed")
+
+// memValues is the valueLog on the Go heap: values packed into chunks, so that a
+// revision costs no allocation of its own and the chunks hold no pointers.
+type memValues struct {
+	chunks [][]byte
+	// filling is the number of the chunk small values go to, -1 before the first.
+	filling int
+	// total is the bytes appended, which size reports.
+	total int64
+}
+
+// memChunkBytes is the size of a chunk of memValues. A value larger than a quarter
+// of it gets a chunk of its own, so a chunk wastes at most a quarter at its end.
+const memChunkBytes = 1 << 20
+
+// A memValues offset is the chunk number in the high bits and the position in the
+// chunk in the low memChunkShift bits (chunks of big values are as large as a
+// value, at most maxCommandBytesCap, which fits).
+const memChunkShift = 32
+
+func newMemValues() *memValues { return &memValues{filling: -1} }
+
+func (m *memValues) append(b []byte) valueRef {
+	if len(b) == 0 {
+		return valueRef{}
+	}
+	m.total += int64(len(b))
+	if len(b) > memChunkBytes/4 {
+		m.chunks = append(m.chunks, append([]byte(nil), b...))
+		return valueRef{off: int64(len(m.chunks)-1) << memChunkShift, n: uint32(len(b))}
+	}
+	if m.filling < 0 || len(m.chunks[m.filling])+len(b) > cap(m.chunks[m.filling]) {
+		m.chunks = append(m.chunks, make([]byte, 0, memChunkBytes))
+		m.filling = len(m.chunks) - 1
+	}
+	i := m.filling
+	pos := len(m.chunks[i])
+	m.chunks[i] = append(m.chunks[i], b...)
+	return valueRef{off: int64(i)<<memChunkShift | int64(pos), n: uint32(len(b))}
+}
+
+func (m *memValues) read(ref valueRef) []byte {
+	if ref.n == 0 {
+		return nil
+	}
+	c := m.chunks[ref.off>>memChunkShift]
+	pos := int(ref.off & (1<<memChunkShift - 1))
+	end := pos + int(ref.n)
+	return c[pos:end:end]
+}
+
+func (m *memValues) readInto(ref valueRef, _ []byte) []byte { return m.read(ref) }
+func (m *memValues) size() int64                            { return m.total }
+func (m *memValues) close() error                           { m.chunks = nil; return nil }
+
+// fileValues is the valueLog in a file, so values take page cache, which the kernel
+// reclaims as it needs to, rather than resident memory. The file is unlinked as
+// soon as it is created: it has no name to leave behind, whether the process stops
+// or crashes, and its space returns to the file system when the descriptor closes.
+//
+// Appends gather in buf and reach the file a buffer at a time; a read of a value
+// still in buf copies it from there. A failed write or read panics: the store
+// cannot carry on without its values, and a restart rebuilds them from the raft
+// log (the file system's errors are as fatal here as a failed fsync is to storage).
+type fileValues struct {
+	f    *os.File
+	path string // for messages; the name no longer exists
+	// flushed is the bytes written to the file; buf holds those after it.
+	flushed int64
+	buf     []byte
+}
+
+// fileValuesBufBytes is the size of fileValues' write buffer.
+const fileValuesBufBytes = 256 << 10
+
+// newFileValues creates an unlinked value file in dir.
+func newFileValues(dir string) (*fileValues, error) {
+	f, err := os.CreateTemp(dir, ".kv-values-*")
+	if err != nil {
+		return nil, fmt.Errorf("kv: creating the value file in %q: %w; the directory must exist and be writable", dir, err)
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("kv: unlinking the value file %q: %w", f.Name(), err)
+	}
+	return &fileValues{f: f, path: f.Name(), buf: make([]byte, 0, fileValuesBufBytes)}, nil
+}
+
+func (v *fileValues) append(b []byte) valueRef {
+	if len(b) == 0 {
+		return valueRef{}
+	}
+	if len(v.buf)+len(b) > cap(v.buf) {
+		v.flush()
+	}
+	ref := valueRef{off: v.flushed + int64(len(v.buf)), n: uint32(len(b))}
+	if len(b) > cap(v.buf)/2 {
+		v.writeAt(b, v.flushed) // buf is empty: flush ran
+		v.flushed += int64(len(b))
+		return ref
+	}
+	v.buf = append(v.buf, b...)
+	return ref
+}
+
+func (v *fileValues) flush() {
+	if len(v.buf) == 0 {
+		return
+	}
+	v.writeAt(v.buf, v.flushed)
+	v.flushed += int64(len(v.buf))
+	v.buf = v.buf[:0]
+}
+
+func (v *fileValues) writeAt(b []byte, off int64) {
+	if _, err := v.f.WriteAt(b, off); err != nil {
+		panic(fmt.Sprintf("kv: writing %d bytes at offset %d of the value file %s: %v", len(b), off, v.path, err))
+	}
+}
+
+func (v *fileValues) read(ref valueRef) []byte {
+	if ref.n == 0 {
+		return nil
+	}
+	return v.readInto(ref, make([]byte, ref.n))
+}
+
+func (v *fileValues) readInto(ref valueRef, buf []byte) []byte {
+	if ref.n == 0 {
+		return nil
+	}
+	if cap(buf) < int(ref.n) {
+		buf = make([]byte, ref.n)
+	}
+	buf = buf[:ref.n]
+	if ref.off >= v.flushed {
+		copy(buf, v.buf[ref.off-v.flushed:])
+		return buf
+	}
+	if _, err := v.f.ReadAt(buf, ref.off); err != nil {
+		panic(fmt.Sprintf("kv: reading %d bytes at offset %d of the value file %s: %v", ref.n, ref.off, v.path, err))
+	}
+	return buf
+}
+
+func (v *fileValues) size() int64 { return v.flushed + int64(len(v.buf)) }
+
+func (v *fileValues) close() error {
+	v.buf = nil
+	if err := v.f.Close(); err != nil {
+		return fmt.Errorf("kv: closing the value file %s: %w", v.path, err)
+	}
+	return nil
+}
