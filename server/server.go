@@ -150,7 +150,7 @@ func (s *Server) start(ids []uint64) error {
 		s.goTracked(func() { _ = s.transport.Serve(l) })
 	}
 	s.goTracked(s.applyLoop)
-	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(cfg.MaxRequestBytes+grpcOverheadBytes), grpc.MaxSendMsgSize(1<<31-1))
+	s.grpc = newGRPCServer(cfg)
 	pb.RegisterKVServer(s.grpc, &kvService{s: s})
 	pb.RegisterMaintenanceServer(s.grpc, &maintenanceService{s: s})
 	pb.RegisterClusterServer(s.grpc, &clusterService{s: s})
