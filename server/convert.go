@@ -104,7 +104,31 @@ func (h header) pb(revision int64) *pb.ResponseHeader {
 }
 
 func rangeToPB(h header, r *kv.RangeResponse) *pb.RangeResponse {
-	return &pb.RangeResponse{Header: h.pb(r.Header.Revision), Kvs: kvsToPB(r.Kvs), More: r.More, Count: r.Count}
+	if len(r.Kvs) > 1 {
+		return &pb.RangeResponse{Header: h.pb(r.Header.Revision), Kvs: kvsToPB(r.Kvs), More: r.More, Count: r.Count}
+	}
+	// Most reads are of one key or none: one allocation holds the response, its
+	// header and the key, instead of four.
+	one := &singleRangeResponse{}
+	one.header = pb.ResponseHeader{ClusterId: h.clusterID, MemberId: h.memberID, Revision: r.Header.Revision, RaftTerm: h.raftTerm}
+	one.resp.Header, one.resp.More, one.resp.Count = &one.header, r.More, r.Count
+	if len(r.Kvs) == 1 {
+		k := &r.Kvs[0]
+		one.kv = mvccpb.KeyValue{Key: k.Key, CreateRevision: k.CreateRevision, ModRevision: k.ModRevision,
+			Version: k.Version, Value: k.Value, Lease: k.Lease}
+		one.kvs[0] = &one.kv
+		one.resp.Kvs = one.kvs[:]
+	}
+	return &one.resp
+}
+
+// singleRangeResponse is a RangeResponse of at most one key with everything it
+// points to, allocated together.
+type singleRangeResponse struct {
+	resp   pb.RangeResponse
+	header pb.ResponseHeader
+	kvs    [1]*mvccpb.KeyValue
+	kv     mvccpb.KeyValue
 }
 
 func putToPB(h header, r *kv.PutResponse) *pb.PutResponse {

@@ -37,6 +37,7 @@ type Server struct {
 	sm        *stateMachine
 	waits     *waitRegistry
 	applied   *appliedNotifier
+	reads     *readBatcher
 	nextReqID atomic.Uint64
 
 	grpc          *grpc.Server
@@ -55,7 +56,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, peers: map[uint64]member{}, waits: newWaitRegistry(), stopc: make(chan struct{})}
+	s := &Server{cfg: cfg, peers: map[uint64]member{}, waits: newWaitRegistry(), reads: newReadBatcher(), stopc: make(chan struct{})}
 	var ids []uint64
 	for name, urls := range cfg.InitialCluster {
 		id := memberID(urls, cfg.InitialClusterToken)
@@ -152,7 +153,8 @@ func (s *Server) start(ids []uint64) error {
 		s.goTracked(func() { _ = s.transport.Serve(l) })
 	}
 	s.goTracked(s.applyLoop)
-	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(cfg.MaxRequestBytes+grpcOverheadBytes), grpc.MaxSendMsgSize(1<<31-1))
+	s.goTracked(s.readLoop)
+	s.grpc = newGRPCServer(cfg)
 	pb.RegisterKVServer(s.grpc, &kvService{s: s})
 	pb.RegisterMaintenanceServer(s.grpc, &maintenanceService{s: s})
 	pb.RegisterClusterServer(s.grpc, &clusterService{s: s})
@@ -409,37 +411,6 @@ func (s *Server) forward(ctx context.Context, data []byte) error {
 		case <-time.After(s.cfg.HeartbeatInterval):
 		case <-ctx.Done():
 			return errNoLeader
-		case <-s.stopc:
-			return errStopped
-		}
-	}
-}
-
-// linearizableRead waits until this member has applied everything committed before
-// the call (thesis §6.4: ReadIndex, then wait for apply).
-func (s *Server) linearizableRead(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-	defer cancel()
-	for {
-		index, err := s.node.ReadIndex(ctx)
-		if err == nil {
-			if err := s.applied.wait(ctx, index); err != nil {
-				return s.contextError(ctx)
-			}
-			return nil
-		}
-		if !errors.Is(err, raft.ErrReadIndexNotReady) && !errors.Is(err, raft.ErrLeadershipLost) &&
-			!errors.Is(err, raft.ErrNotLeader) {
-			return s.raftError(err)
-		}
-		// No leader yet, or one that has not committed in its term: wait a beat.
-		select {
-		case <-time.After(s.cfg.HeartbeatInterval / 2):
-		case <-ctx.Done():
-			if errors.Is(err, raft.ErrNotLeader) {
-				return errNoLeader
-			}
-			return s.contextError(ctx)
 		case <-s.stopc:
 			return errStopped
 		}

@@ -21,7 +21,7 @@ import (
 )
 
 // freePorts returns n loopback ports that were free a moment ago.
-func freePorts(t *testing.T, n int) []int {
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ports []int
 	var ls []net.Listener
@@ -47,7 +47,7 @@ type testMember struct {
 }
 
 // startTestCluster starts n members in this process on loopback.
-func startTestCluster(t *testing.T, n int, mutate func(*Config)) []*testMember {
+func startTestCluster(t testing.TB, n int, mutate func(*Config)) []*testMember {
 	t.Helper()
 	ports := freePorts(t, 2*n)
 	dir := t.TempDir()
@@ -84,7 +84,7 @@ func startTestCluster(t *testing.T, n int, mutate func(*Config)) []*testMember {
 	return members
 }
 
-func (m *testMember) start(t *testing.T) {
+func (m *testMember) start(t testing.TB) {
 	t.Helper()
 	srv, err := New(m.cfg)
 	if err != nil {
@@ -106,7 +106,7 @@ func (m *testMember) stop() {
 }
 
 // retry runs op until it succeeds or 10s pass; writes may fail while no leader exists.
-func retry(t *testing.T, op func(ctx context.Context) error) {
+func retry(t testing.TB, op func(ctx context.Context) error) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -1,0 +1,108 @@
+//go:build unix
+
+package server
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// The read path as bench/ drives it (get-lin-100c, get-ser-100c): a three-member
+// cluster with the default heartbeat, 1,000 keys of 256-byte values, and 100 clients
+// sharing 10 connections to the leader, each with its own deadline per request. The
+// clients run in this process, so ns/op is the cost of a request to server and client
+// together, which is what bounds throughput on a small machine. The machine is often
+// shared, so the process's CPU time per request (cpu-ns/op) is the figure to compare;
+// ns/op moves with whatever else runs.
+
+func BenchmarkRangeSerializable(b *testing.B) { benchmarkRange(b, true) }
+
+func BenchmarkRangeLinearizable(b *testing.B) { benchmarkRange(b, false) }
+
+const (
+	benchKeys        = 1000
+	benchClients     = 100
+	benchConnections = 10
+)
+
+func benchmarkRange(b *testing.B, serializable bool) {
+	members := startTestCluster(b, 3, func(c *Config) {
+		c.HeartbeatInterval, c.ElectionTimeout = DefaultHeartbeatInterval, DefaultElectionTimeout
+	})
+	leader := waitForLeader(b, members)
+	value := make([]byte, 256)
+	for i := range benchKeys {
+		retry(b, func(ctx context.Context) error {
+			_, err := leader.client.Put(ctx, &pb.PutRequest{Key: benchKey(i), Value: value})
+			return err
+		})
+	}
+	clients := make([]pb.KVClient, benchConnections)
+	for i := range clients {
+		conn, err := grpc.NewClient(leader.cfg.ListenClientURLs[0][len("http://"):],
+			grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { conn.Close() })
+		clients[i] = pb.NewKVClient(conn)
+	}
+	var next atomic.Int64
+	b.SetParallelism(max(1, benchClients/runtime.GOMAXPROCS(0)))
+	b.ResetTimer()
+	cpuBefore := processCPU(b)
+	b.RunParallel(func(p *testing.PB) {
+		client := clients[next.Add(1)%int64(len(clients))]
+		for p.Next() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			resp, err := client.Range(ctx, &pb.RangeRequest{Key: benchKey(rand.IntN(benchKeys)), Serializable: serializable})
+			cancel()
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if len(resp.Kvs) != 1 {
+				b.Errorf("got %d keys, want 1", len(resp.Kvs))
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64((processCPU(b)-cpuBefore).Nanoseconds())/float64(b.N), "cpu-ns/op")
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU(t testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func benchKey(i int) []byte { return fmt.Appendf(nil, "%08x", i) }
+
+// waitForLeader returns the member that leads once one does.
+func waitForLeader(t testing.TB, members []*testMember) *testMember {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, m := range members {
+			if _, isLeader := m.srv.node.State(); isLeader {
+				return m
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("no leader after 10s")
+	return nil
+}
