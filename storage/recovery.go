@@ -331,7 +331,7 @@ func replayRecords(buf []byte, s *segmentFile, first bool, seed uint32, verify b
 				}
 				// Data is the tail of the entry's encoding.
 				dataOff := payloadOff + int64(at+len(enc)-len(e.Data))
-				ref := entryRef{term: e.Term, buf: bufID, dataOff: uint32(dataOff), dataLen: uint32(len(e.Data)), typ: e.Type}
+				ref := entryRef{term: e.Term, buf: bufID, dataOff: uint32(dataOff), dataLen: uint32(len(e.Data)), recOff: uint32(off), typ: e.Type}
 				return r.entry(e.Index, ref, loc)
 			})
 			var ce *CorruptError

@@ -1,12 +1,12 @@
 package storage
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"runtime"
 	"slices"
-	"sync"
 
 	"raftkv/raft"
 )
@@ -28,6 +28,7 @@ type entryRef struct {
 	buf     uint32 // index in replay.bufs
 	dataOff uint32 // offset of the entry's Data in the buffer
 	dataLen uint32
+	recOff  uint32 // offset of the entry's batch record in its segment
 	typ     raft.EntryType
 }
 
@@ -171,35 +172,44 @@ func (r *replay) trim(index uint64) {
 	}
 }
 
-// materialize builds the log's entries, their Data aliasing the segment buffers.
-// Long logs are built by several goroutines, each a slice of it, joined before it
-// returns.
-func (r *replay) materialize() []raft.Entry {
-	if len(r.refs) == 0 {
-		return nil
+// index builds the log index of the replayed log, which follows snapshot base.
+func (r *replay) index(base uint64) logIndex {
+	var x logIndex
+	x.reset(base)
+	if len(r.bufs) != len(r.segments) {
+		panic(fmt.Sprintf("storage: replay read %d segment buffers for %d segments", len(r.bufs), len(r.segments)))
 	}
-	ents := make([]raft.Entry, len(r.refs))
-	workers := 1
-	if len(r.refs) >= 1<<16 {
-		workers = min(runtime.GOMAXPROCS(0), 4)
+	for i := range r.refs {
+		ref := &r.refs[i]
+		x.appendEntry(ref.term, r.segments[ref.buf].seq, int64(ref.recOff))
 	}
-	per := (len(r.refs) + workers - 1) / workers
-	var wg sync.WaitGroup
-	for w := range workers {
-		lo, hi := w*per, min((w+1)*per, len(r.refs))
-		wg.Go(func() {
-			for i := lo; i < hi; i++ {
-				ref := &r.refs[i]
-				e := &ents[i]
-				e.Term, e.Index, e.Type = ref.term, r.first+uint64(i), ref.typ
-				if ref.dataLen > 0 {
-					end := ref.dataOff + ref.dataLen
-					e.Data = r.bufs[ref.buf][ref.dataOff:end:end]
-				}
-			}
-		})
+	return x
+}
+
+// materializeTail builds the last entries of the log, as many as fit in maxBytes
+// (counting their encoded size), with their Data copied: the segment buffers are not
+// kept.
+func (r *replay) materializeTail(maxBytes int64) []raft.Entry {
+	n, size := 0, int64(0)
+	for n < len(r.refs) {
+		ref := &r.refs[len(r.refs)-1-n]
+		// Bound the encoding: index, term, type and length as varints, then data.
+		size += int64(ref.dataLen) + 4*binary.MaxVarintLen64
+		if size > maxBytes {
+			break
+		}
+		n++
 	}
-	wg.Wait()
+	ents := make([]raft.Entry, n)
+	start := len(r.refs) - n
+	for i := range ents {
+		ref := &r.refs[start+i]
+		e := &ents[i]
+		e.Term, e.Index, e.Type = ref.term, r.first+uint64(start+i), ref.typ
+		if ref.dataLen > 0 {
+			e.Data = bytes.Clone(r.bufs[ref.buf][ref.dataOff : ref.dataOff+ref.dataLen])
+		}
+	}
 	return ents
 }
 

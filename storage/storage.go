@@ -44,6 +44,8 @@ const (
 	// DefaultSnapshotsToKeep is the number of snapshot files kept when
 	// Options.SnapshotsToKeep is 0.
 	DefaultSnapshotsToKeep = 2
+	// DefaultLogCacheBytes is Options.LogCacheBytes when it is 0.
+	DefaultLogCacheBytes = 8 << 20
 )
 
 // Options configures Open. Zero values take the defaults.
@@ -59,6 +61,12 @@ type Options struct {
 	// node falls back to an older one and still finds every entry after it. Default
 	// DefaultSnapshotsToKeep (2); 1 drops the log below each new snapshot at once.
 	SnapshotsToKeep int
+	// LogCacheBytes bounds the raft log entries kept in memory, in bytes of their
+	// encoding: the newest entries (those being replicated and applied) stay there,
+	// older ones are read back from the WAL when asked for. Entries not yet durable
+	// are always kept, so the bound can be exceeded while writes wait for a flush.
+	// Default DefaultLogCacheBytes (8 MiB).
+	LogCacheBytes int64
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -69,6 +77,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.SnapshotsToKeep == 0 {
 		o.SnapshotsToKeep = DefaultSnapshotsToKeep
+	}
+	if o.LogCacheBytes == 0 {
+		o.LogCacheBytes = DefaultLogCacheBytes
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -86,6 +97,9 @@ func (o Options) Validate() error {
 	if o.SegmentSize < MinSegmentSize || o.SegmentSize > MaxSegmentSize {
 		return fmt.Errorf("storage options: SegmentSize %d is outside [%d, %d]", o.SegmentSize, MinSegmentSize, MaxSegmentSize)
 	}
+	if o.LogCacheBytes < 0 {
+		return fmt.Errorf("storage options: LogCacheBytes %d is negative", o.LogCacheBytes)
+	}
 	if o.SnapshotsToKeep < 1 {
 		return fmt.Errorf("storage options: SnapshotsToKeep %d must be at least 1", o.SnapshotsToKeep)
 	}
@@ -100,6 +114,7 @@ type Storage struct {
 	snapDir       string
 	clusterID     uint64
 	keepSnapshots int
+	cacheBytes    int64 // Options.LogCacheBytes
 	logger        *slog.Logger
 	lock          io.Closer
 	wal           *wal
@@ -112,11 +127,21 @@ type Storage struct {
 		sync.RWMutex
 		hs   raft.HardState
 		snap raft.Snapshot
-		// ents is the log after the snapshot: ents[i].Index == snap.Index+1+i.
+		// log knows the term and WAL record of every entry after the snapshot:
+		// log.first == snap.Index+1.
+		log logIndex
+		// cache is the log's tail: cache[i].Index == log.last-len(cache)+1+i. Every
+		// entry before it is durable in the WAL, where Entries reads it back.
 		// Invariant: an element readers may hold is never written again; a truncation
-		// copies to a new array, and Entries returns slices capped at their length.
-		ents   []raft.Entry
-		closed bool
+		// or an eviction copies to a new array, and Entries returns slices capped at
+		// their length.
+		cache      []raft.Entry
+		cachedSize int64 // sum of the cached entries' Size
+		// unflushed lists the writes of entries not known to be durable, oldest
+		// first: their entries may not leave the cache.
+		unflushed []unflushedWrite
+		places    []placement // scratch for queueSave
+		closed    bool
 	}
 }
 
@@ -148,7 +173,7 @@ func Open(fsys FS, dir string, opts Options) (*Storage, error) {
 	}
 	s := &Storage{
 		fs: fsys, dir: dir, snapDir: filepath.Join(dir, "snap"), clusterID: opts.ClusterID,
-		keepSnapshots: opts.SnapshotsToKeep, logger: logger, lock: lock,
+		keepSnapshots: opts.SnapshotsToKeep, cacheBytes: opts.LogCacheBytes, logger: logger, lock: lock,
 	}
 	if err := s.recover(opts, began); err != nil {
 		lock.Close()
@@ -217,11 +242,16 @@ func (s *Storage) recover(opts Options, began time.Time) error {
 	if last := max(snap.Index, rec.lastIndex()); rec.hs.Commit > last {
 		return corruptf(walDir, 0, "the hard state commits index %d, but the log ends at %d", rec.hs.Commit, last)
 	}
-	s.mu.hs, s.mu.snap, s.mu.ents = rec.hs, snap, rec.materialize()
+	s.mu.hs, s.mu.snap = rec.hs, snap
 	s.mu.snap.Data = nil // read back from its file when asked for
-	if n := len(s.mu.ents); n > 0 && (s.mu.ents[0].Index != snap.Index+1 || s.mu.ents[n-1].Index != snap.Index+uint64(n)) {
-		panic(fmt.Sprintf("storage: recovered log [%d, %d] of %d entries does not follow snapshot %d",
-			s.mu.ents[0].Index, s.mu.ents[n-1].Index, n, snap.Index))
+	if len(rec.refs) > 0 && rec.first != snap.Index+1 {
+		panic(fmt.Sprintf("storage: recovered log from %d of %d entries does not follow snapshot %d",
+			rec.first, len(rec.refs), snap.Index))
+	}
+	s.mu.log = rec.index(snap.Index)
+	s.mu.cache = rec.materializeTail(s.cacheBytes)
+	for i := range s.mu.cache {
+		s.mu.cachedSize += int64(s.mu.cache[i].Size())
 	}
 
 	w := &wal{
@@ -295,7 +325,10 @@ func (s *Storage) checkLocked() error {
 	return nil
 }
 
-func (s *Storage) lastIndexLocked() uint64 { return s.mu.snap.Index + uint64(len(s.mu.ents)) }
+func (s *Storage) lastIndexLocked() uint64 { return s.mu.log.last }
+
+// cacheFirstLocked is the index of the first cached entry.
+func (s *Storage) cacheFirstLocked() uint64 { return s.mu.log.last + 1 - uint64(len(s.mu.cache)) }
 
 func (s *Storage) termLocked(i uint64) (uint64, error) {
 	switch {
@@ -306,7 +339,7 @@ func (s *Storage) termLocked(i uint64) (uint64, error) {
 	case i > s.lastIndexLocked():
 		return 0, raft.ErrUnavailable
 	}
-	return s.mu.ents[i-s.mu.snap.Index-1].Term, nil
+	return s.mu.log.term(i), nil
 }
 
 // InitialState implements raft.LogReader.
@@ -320,32 +353,75 @@ func (s *Storage) InitialState() (raft.HardState, error) {
 }
 
 // Entries implements raft.LogReader. The entries and their Data are shared with the
-// Storage: the caller must not modify them.
+// Storage: the caller must not modify them. Entries older than the cache are read
+// back from the WAL, without the lock.
 func (s *Storage) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 	s.mu.RLock()
-	defer s.mu.RUnlock()
 	if err := s.checkLocked(); err != nil {
+		s.mu.RUnlock()
 		return nil, err
 	}
 	if lo > hi {
+		s.mu.RUnlock()
 		panic(fmt.Sprintf("storage: Entries(%d, %d): lo > hi", lo, hi))
 	}
 	if lo <= s.mu.snap.Index {
+		s.mu.RUnlock()
 		return nil, raft.ErrCompacted
 	}
 	if hi > s.lastIndexLocked()+1 {
+		s.mu.RUnlock()
 		return nil, raft.ErrUnavailable
 	}
-	ents := s.mu.ents[lo-s.mu.snap.Index-1 : hi-s.mu.snap.Index-1]
+	cacheFirst := s.cacheFirstLocked()
+	if lo >= cacheFirst {
+		ents := limitSize(s.mu.cache[lo-cacheFirst:hi-cacheFirst], maxBytes)
+		s.mu.RUnlock()
+		return ents[:len(ents):len(ents)], nil
+	}
+	locs := s.mu.log.locate(lo, min(hi, cacheFirst))
+	var cached []raft.Entry
+	if hi > cacheFirst {
+		cached = s.mu.cache[: hi-cacheFirst : hi-cacheFirst]
+	}
+	s.mu.RUnlock()
+
+	ents, size, err := s.readEntries(lo, locs, maxBytes)
+	if err != nil {
+		s.mu.RLock()
+		compacted := lo <= s.mu.snap.Index
+		s.mu.RUnlock()
+		if compacted {
+			// A snapshot replaced them while they were read (and its retention
+			// removed their segment): say so, as if it had come first.
+			return nil, raft.ErrCompacted
+		}
+		return nil, err
+	}
+	if len(ents) < len(locs) {
+		return ents, nil
+	}
+	for i := range cached {
+		size += uint64(cached[i].Size())
+		if size > maxBytes {
+			break
+		}
+		ents = append(ents, cached[i])
+	}
+	return ents, nil
+}
+
+// limitSize returns the longest prefix of ents, at least one entry, whose encoded
+// size is at most maxBytes.
+func limitSize(ents []raft.Entry, maxBytes uint64) []raft.Entry {
 	var size uint64
 	for i := range ents {
 		size += uint64(ents[i].Size())
 		if i > 0 && size > maxBytes {
-			ents = ents[:i]
-			break
+			return ents[:i]
 		}
 	}
-	return ents[:len(ents):len(ents)], nil
+	return ents
 }
 
 // Term implements raft.LogReader.

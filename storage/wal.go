@@ -62,7 +62,8 @@ type wal struct {
 		segments       []segmentInfo
 		lastInstallSeq uint64 // segment of the last install marker; all before it are dead
 
-		sizes []int // scratch for appendBatch
+		sizes      []int // scratch for appendBatch
+		reservedAt int64 // offset of the record reserveLocked made room for last
 
 		appended uint64 // ticket of the last append
 		durable  uint64 // every ticket up to this is synced
@@ -126,6 +127,7 @@ func (w *wal) reserveLocked(n int) *[]byte {
 	if w.mu.offset+int64(n) > w.segmentSize {
 		w.rollLocked()
 	}
+	w.mu.reservedAt = w.mu.offset
 	if len(w.mu.chunks) == 0 {
 		w.mu.chunks = append(w.mu.chunks, walChunk{data: w.bufferLocked()})
 	}
@@ -159,18 +161,18 @@ func (w *wal) bufferLocked() []byte {
 // if they do not fit in the room left in the segment: the HardState goes in the last,
 // so that a crash in the middle never keeps a commit index whose entries are lost.
 // An entry too big for a segment is refused with ErrRecordTooLarge before anything
-// is queued.
-func (w *wal) appendBatch(ents []raft.Entry, hs *raft.HardState) (ticket uint64, err error) {
+// is queued. It appends to places where each run of entries went.
+func (w *wal) appendBatch(ents []raft.Entry, hs *raft.HardState, places []placement) (ticket uint64, _ []placement, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.checkLocked(); err != nil {
-		return 0, err
+		return 0, places, err
 	}
 	sizes := w.mu.sizes[:0]
 	for i := range ents {
 		size := ents[i].Size()
 		if size > w.maxEntrySize {
-			return 0, fmt.Errorf("%w: entry %d is %d bytes encoded, a WAL segment of %d bytes holds at most %d; raise Options.SegmentSize",
+			return 0, places, fmt.Errorf("%w: entry %d is %d bytes encoded, a WAL segment of %d bytes holds at most %d; raise Options.SegmentSize",
 				ErrRecordTooLarge, ents[i].Index, size, w.segmentSize, w.maxEntrySize)
 		}
 		sizes = append(sizes, size)
@@ -207,6 +209,7 @@ func (w *wal) appendBatch(ents []raft.Entry, hs *raft.HardState) (ticket uint64,
 		buf := w.reserveLocked(recordHeaderSize + batchPayloadSize(sizes[:n], recHS))
 		*buf = appendBatchRecord(*buf, w.seed, ents[:n], sizes[:n], recHS)
 		if n > 0 {
+			places = append(places, placement{seq: w.mu.seq, offset: w.mu.reservedAt, n: n})
 			seg := &w.mu.segments[len(w.mu.segments)-1]
 			seg.maxEntryIndex = max(seg.maxEntryIndex, ents[n-1].Index)
 		}
@@ -220,7 +223,7 @@ func (w *wal) appendBatch(ents []raft.Entry, hs *raft.HardState) (ticket uint64,
 		w.mu.state.hs = *hs
 	}
 	w.mu.appended++
-	return w.mu.appended, nil
+	return w.mu.appended, places, nil
 }
 
 // appendMarker queues a snapshot marker and returns its ticket and segment.

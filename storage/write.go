@@ -69,22 +69,104 @@ func (s *Storage) queueSave(st raft.HardState, ents []raft.Entry) (Ticket, error
 	if hs == nil && len(ents) == 0 {
 		return 0, nil
 	}
-	ticket, err := s.wal.appendBatch(ents, hs)
+	ticket, places, err := s.wal.appendBatch(ents, hs, s.mu.places[:0])
+	s.mu.places = places[:0]
 	if err != nil {
 		return 0, err
 	}
 	if len(ents) > 0 {
-		if off := ents[0].Index - s.mu.snap.Index - 1; off < uint64(len(s.mu.ents)) {
-			// Clip makes the append copy: readers may hold the entries being replaced.
-			s.mu.ents = appendEntries(slices.Clip(s.mu.ents[:off]), ents)
-		} else {
-			s.mu.ents = appendEntries(s.mu.ents, ents)
-		}
+		s.appendLocked(ents, places)
+		s.mu.unflushed = append(s.mu.unflushed, unflushedWrite{ticket: ticket, first: ents[0].Index})
+		s.evictLocked()
 	}
 	if hs != nil {
 		s.mu.hs = st
 	}
 	return Ticket(ticket), nil
+}
+
+// unflushedWrite is a write of entries from first on, durable once ticket is.
+type unflushedWrite struct {
+	ticket, first uint64
+}
+
+// appendLocked adds ents, placed in the WAL at places, to the log, replacing the log
+// from ents[0].Index on.
+func (s *Storage) appendLocked(ents []raft.Entry, places []placement) {
+	first := ents[0].Index
+	cacheFirst := s.cacheFirstLocked()
+	var keep []raft.Entry
+	if first > cacheFirst {
+		// The cache reaches back before first: its entries up to there stay.
+		n := first - cacheFirst
+		for i := n; i < uint64(len(s.mu.cache)); i++ {
+			s.mu.cachedSize -= int64(s.mu.cache[i].Size())
+		}
+		keep = s.mu.cache[:n]
+		if n < uint64(len(s.mu.cache)) {
+			// Clip makes the append copy: readers may hold the entries being replaced.
+			keep = slices.Clip(keep)
+		}
+	} else {
+		// The cache starts at first now; every entry before it is durable.
+		s.mu.cachedSize = 0
+	}
+	s.mu.log.truncate(first - 1)
+	k := 0
+	for _, p := range places {
+		for range p.n {
+			s.mu.log.appendEntry(ents[k].Term, p.seq, p.offset)
+			k++
+		}
+	}
+	if k != len(ents) || s.mu.log.last != ents[len(ents)-1].Index {
+		panic(fmt.Sprintf("storage: the WAL placed %d of %d entries; the log ends at %d, not %d",
+			k, len(ents), s.mu.log.last, ents[len(ents)-1].Index))
+	}
+	s.mu.cache = appendEntries(keep, ents)
+	for i := range ents {
+		s.mu.cachedSize += int64(ents[i].Size())
+	}
+}
+
+// evictLocked drops the oldest cached entries once the cache holds more than
+// Options.LogCacheBytes, down to three quarters of it (so that the copy eviction
+// makes is paid once per quarter of the bound appended). It keeps every entry not yet
+// durable: Entries could not read it back from the WAL.
+func (s *Storage) evictLocked() {
+	if s.mu.cachedSize <= s.cacheBytes {
+		return
+	}
+	n := 0
+	for n < len(s.mu.unflushed) && s.wal.isDurable(s.mu.unflushed[n].ticket) {
+		n++
+	}
+	s.mu.unflushed = append(s.mu.unflushed[:0], s.mu.unflushed[n:]...)
+	limit := s.mu.log.last + 1 // entries from limit on may not go
+	for _, w := range s.mu.unflushed {
+		limit = min(limit, w.first)
+	}
+	cacheFirst := s.cacheFirstLocked()
+	drop, size := uint64(0), s.mu.cachedSize
+	for drop < uint64(len(s.mu.cache)) && size > s.cacheBytes/4*3 && cacheFirst+drop < limit {
+		size -= int64(s.mu.cache[drop].Size())
+		drop++
+	}
+	if drop > 0 {
+		s.mu.cache, s.mu.cachedSize = compactEntries(s.mu.cache, drop), size
+	}
+}
+
+// compactLocked drops the log up to index, which is in it.
+func (s *Storage) compactLocked(index uint64) {
+	if cacheFirst := s.cacheFirstLocked(); index >= cacheFirst {
+		drop := index + 1 - cacheFirst
+		for i := range drop {
+			s.mu.cachedSize -= int64(s.mu.cache[i].Size())
+		}
+		s.mu.cache = compactEntries(s.mu.cache, drop)
+	}
+	s.mu.log.compact(index)
 }
 
 // appendEntries appends to the cached log, doubling its capacity when it runs out.
@@ -195,7 +277,7 @@ func (s *Storage) createSnapshot(index uint64, mustBeCommitted bool, size int64,
 		s.mu.Unlock()
 		return raft.Snapshot{}, err
 	}
-	s.mu.ents = compactEntries(s.mu.ents, index-s.mu.snap.Index)
+	s.compactLocked(index)
 	s.mu.snap = raft.Snapshot{Index: snap.Index, Term: snap.Term}
 	s.mu.Unlock()
 
@@ -253,7 +335,9 @@ func (s *Storage) ApplySnapshot(snap raft.Snapshot) error {
 		s.mu.Unlock()
 		return err
 	}
-	s.mu.snap, s.mu.ents = raft.Snapshot{Index: snap.Index, Term: snap.Term}, nil
+	s.mu.snap = raft.Snapshot{Index: snap.Index, Term: snap.Term}
+	s.mu.log.reset(snap.Index)
+	s.mu.cache, s.mu.cachedSize = nil, 0
 	s.mu.Unlock()
 
 	if err := s.wal.waitDurable(ticket); err != nil {
