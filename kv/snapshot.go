@@ -3,6 +3,7 @@ package kv
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -89,13 +90,16 @@ func (s *Store) Restore(data []byte) error {
 	if err != nil {
 		return err
 	}
+	st.snapMu = &s.snapMu
 	s.mu.Lock()
 	old := s.mu.st
 	s.mu.st = st
 	s.mu.Unlock()
-	// Nothing refers to the old state's values any more; a failed close of a log no
-	// longer used loses nothing.
+	// Nothing refers to the old state's values any more, once a SnapshotView of it
+	// is released; a failed close of a log no longer used loses nothing.
+	s.snapMu.Lock()
 	_ = old.vals.close()
+	s.snapMu.Unlock()
 	return nil
 }
 
@@ -125,32 +129,13 @@ func (st *state) encode(dst []byte, w io.Writer) ([]byte, error) {
 	e.uvarint(uint64(st.index.length))
 	var value []byte // reused: each value is copied into e.buf before the next read
 	st.index.ascend(nil, func(ki *keyIndex) bool {
-		e.bytes(ki.key)
-		e.uvarint(uint64(len(ki.gens)))
-		for gi := range ki.gens {
-			g := &ki.gens[gi]
-			e.varint(g.createRev)
-			e.varint(g.firstVersion)
-			e.varint(g.tombstoneRev)
-			e.uvarint(uint64(len(g.revs)))
-			for _, r := range g.revs {
-				e.varint(r.modRev)
-				e.varint(r.lease)
-				value = st.vals.readInto(r.value, value)
-				e.bytes(value)
-			}
-		}
+		value = e.keyHistory(ki.key, ki.gens, st.vals, value)
 		if len(e.buf) >= snapshotChunkBytes {
 			flush()
 		}
 		return werr == nil
 	})
-	e.uvarint(uint64(st.sessions.len()))
-	st.sessions.oldestFirst(func(s *session) {
-		e.uvarint(s.clientID)
-		e.uvarint(s.seq)
-		e.result(&s.result)
-	})
+	st.encodeSessions(&e)
 	if e.err != nil {
 		return nil, e.err
 	}
@@ -166,6 +151,146 @@ func (st *state) encode(dst []byte, w io.Writer) ([]byte, error) {
 		return nil, fmt.Errorf("kv: writing snapshot: %w", werr)
 	}
 	return nil, nil
+}
+
+// keyHistory encodes one key and its generations, reading values from vals into
+// value (returned for reuse).
+func (e *encoder) keyHistory(key []byte, gens []generation, vals valueReader, value []byte) []byte {
+	e.bytes(key)
+	e.uvarint(uint64(len(gens)))
+	for gi := range gens {
+		g := &gens[gi]
+		e.varint(g.createRev)
+		e.varint(g.firstVersion)
+		e.varint(g.tombstoneRev)
+		e.uvarint(uint64(len(g.revs)))
+		for _, r := range g.revs {
+			e.varint(r.modRev)
+			e.varint(r.lease)
+			value = vals.readInto(r.value, value)
+			e.bytes(value)
+		}
+	}
+	return value
+}
+
+// encodeSessions encodes the session table, least recently used first.
+func (st *state) encodeSessions(e *encoder) {
+	e.uvarint(uint64(st.sessions.len()))
+	st.sessions.oldestFirst(func(s *session) {
+		e.uvarint(s.clientID)
+		e.uvarint(s.seq)
+		e.result(&s.result)
+	})
+}
+
+// A SnapshotView is the store frozen at the index it had applied when the view was
+// taken, to be written out (WriteTo) while Apply goes on: a snapshot of a large
+// store takes long to write, and Apply would otherwise wait for all of it. Taking the
+// view costs a copy of each key's list of generations; the revisions and values are
+// shared, which is safe because Apply only ever appends to them. Until Release, the
+// store holds off what would change them in place: compaction's rewrite of the value
+// log (Apply of a compaction waits), Restore's and Close's release of the values.
+type SnapshotView struct {
+	release func()
+	// head is the snapshot's bytes before the keys; tail the session table's.
+	head, tail []byte
+	keys       [][]byte
+	// gens[genEnds[i-1]:genEnds[i]] are keys[i]'s generations (genEnds[-1] = 0).
+	genEnds []int
+	gens    []generation
+	vals    valueReader
+}
+
+// errSnapshotInProgress: a SnapshotView is out already.
+var errSnapshotInProgress = errors.New("kv: a snapshot view is already out; Release it first")
+
+// SnapshotView freezes the store for WriteTo; Release it when done. Only one view
+// may be out at a time. The bytes WriteTo writes are exactly those Snapshot would
+// have returned when the view was taken.
+func (s *Store) SnapshotView() (*SnapshotView, error) {
+	if !s.snapMu.TryLock() {
+		return nil, errSnapshotInProgress
+	}
+	s.mu.Lock() // frozen() flushes the value log's buffer, which reads use
+	defer s.mu.Unlock()
+	if s.mu.closed {
+		s.snapMu.Unlock()
+		return nil, ErrClosed
+	}
+	st := s.mu.st
+	v := &SnapshotView{release: s.snapMu.Unlock, vals: st.vals.frozen()}
+	e := encoder{buf: make([]byte, 0, 64)}
+	e.buf = append(e.buf, snapshotMagic...)
+	e.uvarint(snapshotVersion)
+	e.uvarint(st.appliedIndex)
+	e.varint(st.rev)
+	e.varint(st.compactRev)
+	e.uvarint(uint64(st.index.length))
+	v.head = e.buf
+	v.keys = make([][]byte, 0, st.index.length)
+	v.genEnds = make([]int, 0, st.index.length)
+	v.gens = make([]generation, 0, st.index.length)
+	st.index.ascend(nil, func(ki *keyIndex) bool {
+		v.keys = append(v.keys, ki.key)
+		v.gens = append(v.gens, ki.gens...)
+		v.genEnds = append(v.genEnds, len(v.gens))
+		return true
+	})
+	e = encoder{}
+	st.encodeSessions(&e)
+	if e.err != nil {
+		s.snapMu.Unlock()
+		return nil, e.err
+	}
+	v.tail = e.buf
+	return v, nil
+}
+
+// WriteTo writes the snapshot to w a piece at a time and returns the bytes written.
+func (v *SnapshotView) WriteTo(w io.Writer) (int64, error) {
+	cw := &countingWriter{w: w}
+	crc := crc32.Checksum(v.head, castagnoli)
+	_, werr := cw.Write(v.head)
+	e := encoder{buf: make([]byte, 0, 2*snapshotChunkBytes)}
+	flush := func() {
+		if werr == nil {
+			crc = crc32.Update(crc, castagnoli, e.buf)
+			_, werr = cw.Write(e.buf)
+		}
+		e.buf = e.buf[:0]
+	}
+	var value []byte
+	start := 0
+	for i, key := range v.keys {
+		value = e.keyHistory(key, v.gens[start:v.genEnds[i]], v.vals, value)
+		start = v.genEnds[i]
+		if len(e.buf) >= snapshotChunkBytes {
+			flush()
+			if werr != nil {
+				break
+			}
+		}
+	}
+	e.buf = append(e.buf, v.tail...)
+	flush()
+	e.buf = binary.LittleEndian.AppendUint32(e.buf, crc)
+	flush()
+	if e.err != nil {
+		return cw.n, e.err
+	}
+	if werr != nil {
+		return cw.n, fmt.Errorf("kv: writing snapshot: %w", werr)
+	}
+	return cw.n, nil
+}
+
+// Release ends the view; the store may change its values in place again.
+func (v *SnapshotView) Release() {
+	if v.release != nil {
+		v.release()
+		v.release = nil
+	}
 }
 
 // decodeState decodes and checks a snapshot. Everything read is checked against

@@ -12,7 +12,10 @@ type Store struct {
 	cfg Config
 	// newValues makes the valueLog of a new state (NewStore, Restore).
 	newValues func() (valueLog, error)
-	mu        struct {
+	// snapMu is held while a SnapshotView is out (see SnapshotView); the
+	// rewrite of the value log, Restore and Close wait for it.
+	snapMu sync.Mutex
+	mu     struct {
 		sync.RWMutex
 		// st is replaced whole by Restore.
 		st *state
@@ -38,6 +41,9 @@ type state struct {
 	compactRev   int64
 	appliedIndex uint64
 	sessions     sessionTable
+	// snapMu is the Store's, held while a SnapshotView is out; nil for a state
+	// no Store holds.
+	snapMu *sync.Mutex
 }
 
 func newState(cfg Config, newValues func() (valueLog, error)) (*state, error) {
@@ -87,6 +93,7 @@ func newStore(cfg Config, newValues func() (valueLog, error)) (*Store, error) {
 	if s.mu.st, err = newState(cfg, newValues); err != nil {
 		return nil, err
 	}
+	s.mu.st.snapMu = &s.snapMu
 	return s, nil
 }
 
@@ -99,6 +106,8 @@ func (s *Store) Close() error {
 		return ErrClosed
 	}
 	s.mu.closed = true
+	s.snapMu.Lock() // a SnapshotView out still reads the values
+	defer s.snapMu.Unlock()
 	return s.mu.st.vals.close()
 }
 
@@ -314,6 +323,11 @@ func (st *state) collectValues() {
 	})
 	if garbage := size - live; garbage < live || garbage < minValueGarbageBytes {
 		return
+	}
+	if st.snapMu != nil {
+		// A SnapshotView reads the revisions' values where they are now.
+		st.snapMu.Lock()
+		defer st.snapMu.Unlock()
 	}
 	vals, err := st.newValues()
 	if err != nil {

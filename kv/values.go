@@ -38,8 +38,17 @@ type valueLog interface {
 	readInto(ref valueRef, buf []byte) []byte
 	// size returns the bytes appended so far, garbage included.
 	size() int64
+	// frozen returns a reader of the values appended so far that may be used
+	// without the Store's lock, concurrently with later appends, until the log is
+	// closed or rewritten (which the Store holds off while a SnapshotView is out).
+	frozen() valueReader
 	// close releases the log; nothing may use it afterwards.
 	close() error
+}
+
+// valueReader reads values; readInto is valueLog's.
+type valueReader interface {
+	readInto(ref valueRef, buf []byte) []byte
 }
 
 // ErrClosed is returned by reads of a Store after Close.
@@ -97,7 +106,13 @@ func (m *memValues) read(ref valueRef) []byte {
 
 func (m *memValues) readInto(ref valueRef, _ []byte) []byte { return m.read(ref) }
 func (m *memValues) size() int64                            { return m.total }
-func (m *memValues) close() error                           { m.chunks = nil; return nil }
+
+// frozen copies the chunk list: appends after it write past the ends of the
+// chunks' copies, or into new chunks, never into what the copy reads.
+func (m *memValues) frozen() valueReader {
+	return &memValues{chunks: append([][]byte(nil), m.chunks...), filling: -1, total: m.total}
+}
+func (m *memValues) close() error { m.chunks = nil; return nil }
 
 // fileValues is the valueLog in a file, so values take page cache, which the kernel
 // reclaims as it needs to, rather than resident memory. The file is unlinked as
@@ -190,6 +205,13 @@ func (v *fileValues) readInto(ref valueRef, buf []byte) []byte {
 }
 
 func (v *fileValues) size() int64 { return v.flushed + int64(len(v.buf)) }
+
+// frozen writes out the buffer, so that every value appended so far is in the file,
+// where positioned reads may run concurrently with later appends past them.
+func (v *fileValues) frozen() valueReader {
+	v.flush()
+	return &fileValues{f: v.f, path: v.path, flushed: v.flushed}
+}
 
 func (v *fileValues) close() error {
 	v.buf = nil

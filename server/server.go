@@ -37,8 +37,13 @@ type Server struct {
 	sm        *stateMachine
 	waits     *waitRegistry
 	applied   *appliedNotifier
-	reads     *readBatcher
-	nextReqID atomic.Uint64
+	// snapshotting is set while a snapshot is written in the background, and
+	// lastSnapshotSize is the size of the last one taken or installed (see
+	// snapshotDue).
+	snapshotting     atomic.Bool
+	lastSnapshotSize atomic.Int64
+	reads            *readBatcher
+	nextReqID        atomic.Uint64
 
 	grpc          *grpc.Server
 	clientListens []net.Listener
@@ -240,11 +245,10 @@ func (s *Server) closeAll() {
 }
 
 // applyLoop applies committed entries to the state machine, wakes the requests
-// waiting for them, and takes snapshots (see snapshotDue).
+// waiting for them, and starts snapshots (see snapshotDue).
 func (s *Server) applyLoop() {
 	var (
-		lastSnapshot     uint64
-		lastSnapshotSize int
+		lastSnapshot uint64
 		// logBytes counts the command bytes applied since the last snapshot.
 		logBytes int
 	)
@@ -267,33 +271,56 @@ func (s *Server) applyLoop() {
 		}
 		s.applied.set(msg.Index)
 		if msg.Type == raft.ApplySnapshot {
-			lastSnapshotSize, logBytes = len(msg.Snapshot), 0
+			s.lastSnapshotSize.Store(int64(len(msg.Snapshot)))
+			logBytes = 0
 			continue
 		}
-		if snapshotDue(msg.Index-lastSnapshot, s.cfg.SnapshotCount, logBytes, lastSnapshotSize) {
-			size, err := s.snapshot(msg.Index)
-			if err != nil {
-				// The storage failed and refuses every later call, so the node stops at
-				// its next write; until then the log just grows.
+		if !s.snapshotting.Load() &&
+			snapshotDue(msg.Index-lastSnapshot, s.cfg.SnapshotCount, logBytes, int(s.lastSnapshotSize.Load())) {
+			if err := s.startSnapshot(msg.Index); err != nil {
 				s.logger.Error("snapshot failed", "index", msg.Index, "err", err)
 				continue
 			}
-			lastSnapshot, lastSnapshotSize, logBytes = msg.Index, int(size), 0
+			lastSnapshot, logBytes = msg.Index, 0
 		}
 	}
 }
 
-// snapshot streams the state machine, as of index (applied), into a snapshot file
-// and has the storage drop the log up to it, returning the snapshot's size. Streaming
+// startSnapshot freezes the state machine as of index (just applied) and writes it
+// out in the background, so that applying goes on while a large state is written.
+// One snapshot runs at a time (s.snapshotting).
+func (s *Server) startSnapshot(index uint64) error {
+	frozen, err := s.sm.freeze()
+	if err != nil {
+		return err
+	}
+	s.snapshotting.Store(true)
+	s.goTracked(func() {
+		defer s.snapshotting.Store(false)
+		defer frozen.release()
+		size, err := s.snapshot(index, frozen)
+		if err != nil {
+			// The storage failed and refuses every later call, so the node stops at
+			// its next write; until then the log just grows.
+			s.logger.Error("snapshot failed", "index", index, "err", err)
+			return
+		}
+		s.lastSnapshotSize.Store(size)
+	})
+	return nil
+}
+
+// snapshot streams the frozen state machine, as of index, into a snapshot file and
+// has the storage drop the log up to it, returning the snapshot's size. Streaming
 // keeps the snapshot out of memory: encoded into one buffer it would take as much
 // memory as the store again, at the moment the store is largest. The server does this
 // itself rather than through the node's Snapshot, which takes the data as one slice:
 // the node asks only that the storage's first index moves, and it reads that back.
-func (s *Server) snapshot(index uint64) (int64, error) {
+func (s *Server) snapshot(index uint64, frozen *frozenState) (int64, error) {
 	var size int64
 	_, err := s.storage.CreateSnapshotFrom(index, func(w io.Writer) error {
 		var err error
-		size, err = s.sm.writeSnapshot(w)
+		size, err = frozen.writeTo(w)
 		if err != nil && !errors.Is(err, errSnapshotWrite) {
 			// Not the file's fault: a bug or a broken invariant of the state machine.
 			panic(fmt.Sprintf("server: snapshot of the state machine at %d: %v", index, err))
@@ -309,9 +336,9 @@ func (s *Server) snapshot(index uint64) (int64, error) {
 
 // snapshotDue decides when to snapshot: after SnapshotCount entries, and only once
 // the log written since the last snapshot is at least a quarter of that snapshot's
-// size. A snapshot encodes the whole state on the apply path, so taking one every
-// SnapshotCount entries regardless would cost time in proportion to the state's size
-// per SnapshotCount writes; tying it to log growth keeps the cost per byte written
+// size. A snapshot writes the whole state, so taking one every SnapshotCount entries
+// regardless would cost time and disk writes in proportion to the state's size per
+// SnapshotCount writes; tying it to log growth keeps the cost per byte written
 // constant, and the log after a snapshot stays within a quarter of the state.
 func snapshotDue(entriesSince, snapshotCount uint64, logBytesSince, lastSnapshotSize int) bool {
 	return entriesSince >= snapshotCount && logBytesSince >= lastSnapshotSize/4

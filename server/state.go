@@ -77,6 +77,24 @@ var errSnapshotWrite = errors.New("server: writing snapshot")
 
 // writeSnapshot writes the state machine's snapshot to w and returns its size.
 func (sm *stateMachine) writeSnapshot(w io.Writer) (int64, error) {
+	frozen, err := sm.freeze()
+	if err != nil {
+		return 0, err
+	}
+	defer frozen.release()
+	return frozen.writeTo(w)
+}
+
+// frozenState is the state machine as of one applied index, to be written out while
+// the apply loop goes on (kv.SnapshotView): the member records, encoded, and a view
+// of the store.
+type frozenState struct {
+	head []byte
+	view *kv.SnapshotView
+}
+
+// freeze takes a frozenState; release it when done.
+func (sm *stateMachine) freeze() (*frozenState, error) {
 	members := sm.members()
 	b := append([]byte(nil), snapshotMagic...)
 	b = binary.AppendUvarint(b, uint64(len(members)))
@@ -85,16 +103,27 @@ func (sm *stateMachine) writeSnapshot(w io.Writer) (int64, error) {
 		b = binary.AppendUvarint(b, uint64(len(rec)))
 		b = append(b, rec...)
 	}
+	view, err := sm.store.SnapshotView()
+	if err != nil {
+		return nil, err
+	}
+	return &frozenState{head: b, view: view}, nil
+}
+
+// writeTo writes the snapshot to w and returns its size.
+func (f *frozenState) writeTo(w io.Writer) (int64, error) {
 	ew := &errWrapWriter{w: w}
-	if _, err := ew.Write(b); err != nil {
+	if _, err := ew.Write(f.head); err != nil {
 		return 0, err
 	}
-	n, err := sm.store.WriteSnapshot(ew)
+	n, err := f.view.WriteTo(ew)
 	if ew.err != nil {
 		return 0, ew.err
 	}
-	return int64(len(b)) + n, err
+	return int64(len(f.head)) + n, err
 }
+
+func (f *frozenState) release() { f.view.Release() }
 
 // errWrapWriter marks the errors of w with errSnapshotWrite.
 type errWrapWriter struct {

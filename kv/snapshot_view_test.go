@@ -1,0 +1,78 @@
+package kv
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// A SnapshotView writes exactly the snapshot of the moment it was taken, while
+// writes go on meanwhile: puts to old and new keys, deletes, and a compaction, which
+// waits for the view's release before it rewrites the value log.
+func TestSnapshotViewIsTheStoreWhenTaken(t *testing.T) {
+	defer func(old int64) { minValueGarbageBytes = old }(minValueGarbageBytes)
+	minValueGarbageBytes = 1 << 10 // so the compaction below rewrites the value log
+	for _, backend := range backends {
+		t.Run(backend, func(t *testing.T) {
+			s := newTestStoreOn(t, Config{}, backend)
+			for i := range 5000 {
+				apply(t, s, &Command{Put: &PutRequest{Key: fmt.Appendf(nil, "k%03d", i%400), Value: bytes.Repeat([]byte{byte(i)}, i%300)}})
+			}
+			mustDelete(t, s, "k100", "k150")
+			want, err := s.Snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			view, err := s.SnapshotView()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.SnapshotView(); !errors.Is(err, errSnapshotInProgress) {
+				t.Fatalf("a second view while one is out: %v, want errSnapshotInProgress", err)
+			}
+			// Writes after the view: new keys (the index grows under it), more
+			// revisions of old keys (their slices grow), deletes (tombstones).
+			for i := range 3000 {
+				apply(t, s, &Command{Put: &PutRequest{Key: fmt.Appendf(nil, "k%03d", (i*7)%900), Value: []byte("after")}})
+			}
+			mustDelete(t, s, "k2", "k3")
+			compacted := make(chan struct{})
+			go func() {
+				defer close(compacted)
+				apply(t, s, &Command{Compact: &CompactionRequest{Revision: s.Revision()}})
+			}()
+			select {
+			case <-compacted:
+				t.Fatal("the compaction rewrote the value log while a view was out")
+			case <-time.After(50 * time.Millisecond):
+			}
+			var got bytes.Buffer
+			n, err := view.WriteTo(&got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != int64(got.Len()) || !bytes.Equal(got.Bytes(), want) {
+				t.Fatalf("view wrote %d bytes (counted %d), want the %d of the snapshot when it was taken", got.Len(), n, len(want))
+			}
+			view.Release()
+			<-compacted
+			// The view's bytes restore to the store as it was.
+			restored := newTestStoreOn(t, Config{}, backend)
+			if err := restored.Restore(got.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+			again, err := restored.Snapshot()
+			if err != nil || !bytes.Equal(again, want) {
+				t.Fatalf("restored store's snapshot differs (err %v)", err)
+			}
+			// A new view may be taken once the last is released.
+			view, err = s.SnapshotView()
+			if err != nil {
+				t.Fatal(err)
+			}
+			view.Release()
+		})
+	}
+}
