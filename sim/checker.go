@@ -142,7 +142,7 @@ func (c *Cluster) checkHardState(n *node, hs raft.HardState) {
 	if hs.IsEmpty() {
 		return
 	}
-	old := n.durable
+	old := n.written
 	switch {
 	case hs.Term < old.Term:
 		c.violate("durable state", "node %d: term goes back from %d to %d", n.id, old.Term, hs.Term)
@@ -156,13 +156,13 @@ func (c *Cluster) checkHardState(n *node, hs raft.HardState) {
 // checkOverwrite runs before entries are persisted: a node never replaces an entry it
 // has durably recorded as committed.
 func (c *Cluster) checkOverwrite(n *node, ents []raft.Entry) {
-	if len(ents) == 0 || ents[0].Index > n.durable.Commit {
+	if len(ents) == 0 || ents[0].Index > n.written.Commit {
 		return
 	}
 	first, _ := n.storage.FirstIndex()
 	last, _ := n.storage.LastIndex()
 	for _, e := range ents {
-		if e.Index > n.durable.Commit || e.Index > last {
+		if e.Index > n.written.Commit || e.Index > last {
 			return
 		}
 		if e.Index < first {
@@ -204,8 +204,8 @@ func (c *Cluster) checkLogMatching(n *node, ents []raft.Entry) {
 
 // checkSnapshotPersisted runs after a snapshot from the leader became durable.
 func (c *Cluster) checkSnapshotPersisted(n *node, snap raft.Snapshot) {
-	if snap.Index < n.durable.Commit {
-		c.violate("committed entries never change", "node %d: installs snapshot %d below its durable commit %d", n.id, snap.Index, n.durable.Commit)
+	if snap.Index < n.written.Commit {
+		c.violate("committed entries never change", "node %d: installs snapshot %d below its recorded commit %d", n.id, snap.Index, n.written.Commit)
 	}
 }
 
