@@ -315,17 +315,18 @@ func (c *Cluster) syncTo(n *node, cut int) bool {
 	}
 	writes := 0
 	for _, w := range d.queue[d.synced:cut] {
-		if !w.isWrite {
-			continue
+		if w.isWrite {
+			writes++
+			if err := d.durable.Save(w.hs, w.ents); err != nil {
+				c.violate("storage", "node %d: durable copy: Save: %v", n.id, err)
+				return false
+			}
+			if !w.hs.IsEmpty() {
+				n.durable = w.hs
+			}
 		}
-		writes++
-		if err := d.durable.Save(w.hs, w.ents); err != nil {
-			c.violate("storage", "node %d: durable copy: Save: %v", n.id, err)
-			return false
-		}
-		if !w.hs.IsEmpty() {
-			n.durable = w.hs
-		}
+		// The durable copy is now what the node held when it made these messages.
+		c.checkHeld(n, w.held)
 	}
 	if writes > 1 {
 		c.counters.GroupCommits++
@@ -343,9 +344,12 @@ func (c *Cluster) release(n *node) {
 	k := 0
 	for ; k < len(d.queue) && (k < d.synced || !d.queue[k].isWrite); k++ {
 		w := &d.queue[k]
+		if k >= d.synced {
+			// Nothing was queued between these messages and the last durable write.
+			c.checkHeld(n, w.held)
+		}
 		for _, h := range w.held {
-			c.checkHeld(n, h)
-			c.send(n, h.m)
+			c.transmit(n, h.m, true)
 		}
 		if len(w.ents) > 0 {
 			last := w.ents[len(w.ents)-1]
@@ -360,22 +364,28 @@ func (c *Cluster) release(n *node) {
 	}
 }
 
-// checkHeld runs as a held message leaves: an acknowledgement of entries must find the
-// entry it names durable, with the term the log had when it was held (persist before
-// you speak, judged against what is durable, not what is merely queued).
-func (c *Cluster) checkHeld(n *node, h heldMessage) {
-	m := h.m
-	if m.Type != raft.MsgAppResp || m.Reject || h.logTerm == 0 {
-		return
+// checkHeld runs as the write that held messages wait for becomes durable, when the
+// durable copy is what the node held as it made them: what they claim must be durable
+// then (persist before you speak, judged against what is durable, not what is merely
+// queued). They may leave after later writes made durable in the same flush changed
+// the node's state again; what they claim was durable, which is what counts.
+func (c *Cluster) checkHeld(n *node, held []heldMessage) {
+	for _, h := range held {
+		c.checkClaims(n, h.m, h.logTerm)
 	}
+}
+
+// checkAckDurable checks an acknowledgement of the log through index, whose entry
+// there had logTerm (0: compacted) when it was made, against the durable copy.
+func (c *Cluster) checkAckDurable(n *node, index, logTerm uint64) {
 	durable := n.disk.durable
-	if first, _ := durable.FirstIndex(); m.Index < first-1 {
+	if first, _ := durable.FirstIndex(); logTerm == 0 || index < first-1 {
 		return // under the durable snapshot: committed, and durable
 	}
-	if t, err := durable.Term(m.Index); err != nil || t != h.logTerm {
+	if t, err := durable.Term(index); err != nil || t != logTerm {
 		last, _ := durable.LastIndex()
 		c.violate("persist before speak", "node %d acknowledges entry %d (term %d) but its durable log has term %d there (err %v, durable through %d)",
-			n.id, m.Index, h.logTerm, t, err, last)
+			n.id, index, logTerm, t, err, last)
 	}
 }
 

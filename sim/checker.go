@@ -279,12 +279,23 @@ func (c *Cluster) checkCommit(n *node, hs raft.HardState) {
 }
 
 // checkOutgoing runs for every message as it leaves: what it claims must already be
-// durable (design rule 1, persist before you speak).
-func (c *Cluster) checkOutgoing(n *node, m raft.Message) {
+// durable (design rule 1, persist before you speak). A message that waited for a
+// write in AsyncWrites mode was judged when that write became durable (checkHeld);
+// held is true for it.
+func (c *Cluster) checkOutgoing(n *node, m raft.Message, held bool) {
 	if m.From != n.id {
 		c.violate("message", "node %d sent a message claiming to be from %d: %v", n.id, m.From, m)
 		return
 	}
+	if !held {
+		c.checkClaims(n, m, 0)
+	}
+}
+
+// checkClaims checks that what m claims is durable: the vote it grants, the entries it
+// acknowledges (in AsyncWrites mode, the entry at m.Index with logTerm, the term it had
+// when m was made), its term.
+func (c *Cluster) checkClaims(n *node, m raft.Message, logTerm uint64) {
 	switch m.Type {
 	case raft.MsgPreVote, raft.MsgPreVoteResp:
 		// A pre-vote names a term nobody has entered yet.
@@ -296,12 +307,17 @@ func (c *Cluster) checkOutgoing(n *node, m raft.Message) {
 			return
 		}
 	case raft.MsgAppResp:
-		if !m.Reject {
-			if last, _ := n.storage.LastIndex(); m.Index > last {
-				c.violate("persist before speak", "node %d acknowledges entries through %d but has made durable only through %d",
-					n.id, m.Index, last)
-				return
-			}
+		if m.Reject {
+			break
+		}
+		if n.disk != nil {
+			c.checkAckDurable(n, m.Index, logTerm)
+		} else if last, _ := n.storage.LastIndex(); m.Index > last {
+			c.violate("persist before speak", "node %d acknowledges entries through %d but has made durable only through %d",
+				n.id, m.Index, last)
+		}
+		if c.err != nil {
+			return
 		}
 	}
 	if m.Term > n.durable.Term {

@@ -93,22 +93,29 @@ func runSeed(t *testing.T, seed int64) {
 
 // TestSimulateIsDeterministic runs one seed twice and requires identical traces: replay
 // is only as good as the simulator's determinism.
+// It does so once with synchronous writes and once with AsyncWrites.
 func TestSimulateIsDeterministic(t *testing.T) {
 	seed := int64(7)
 	if *flagSeed >= 0 {
 		seed = *flagSeed
 	}
-	run := func() string {
-		var b traceBuffer
-		if _, err := Simulate(seed, 20*time.Second, func(o *Options) { o.Trace = &b }); err != nil {
-			t.Fatalf("%v\nreplay: %s", err, replayCommand(t.Name(), seed))
+	for _, async := range []bool{false, true} {
+		run := func() string {
+			var b traceBuffer
+			configure := func(o *Options) {
+				o.Trace = &b
+				o.AsyncWrites = async
+			}
+			if _, err := Simulate(seed, 20*time.Second, configure); err != nil {
+				t.Fatalf("AsyncWrites=%v: %v\nreplay: %s", async, err, replayCommand(t.Name(), seed))
+			}
+			return b.String()
 		}
-		return b.String()
-	}
-	first, second := run(), run()
-	if first != second {
-		t.Fatalf("seed %d gave two different traces (%d and %d bytes); something depends on map order or wall time\nreplay: %s",
-			seed, len(first), len(second), replayCommand(t.Name(), seed))
+		first, second := run(), run()
+		if first != second {
+			t.Fatalf("seed %d (AsyncWrites=%v) gave two different traces (%d and %d bytes); something depends on map order or wall time\nreplay: %s",
+				seed, async, len(first), len(second), replayCommand(t.Name(), seed))
+		}
 	}
 }
 
