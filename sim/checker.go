@@ -287,9 +287,14 @@ func (c *Cluster) checkOutgoing(n *node, m raft.Message, held bool) {
 		c.violate("message", "node %d sent a message claiming to be from %d: %v", n.id, m.From, m)
 		return
 	}
-	if !held {
-		c.checkClaims(n, m, 0)
+	if held {
+		return
 	}
+	var logTerm uint64
+	if n.disk != nil && m.Type == raft.MsgAppResp && !m.Reject {
+		logTerm = c.hold(n, m).logTerm
+	}
+	c.checkClaims(n, m, logTerm)
 }
 
 // checkClaims checks that what m claims is durable: the vote it grants, the entries it
