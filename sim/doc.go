@@ -20,6 +20,13 @@
 // A restart is raft.NewRawNode on the same storage, with the application rebuilt from
 // the storage's snapshot.
 //
+// Each node's application folds every command into a running hash; its snapshot is
+// (index, hash), taken every Options.SnapshotEvery applied entries, so lagging and
+// restarted followers are brought up to date by InstallSnapshot. Clients propose unique
+// commands to the node they believe leads and record a command as acknowledged when, by
+// the seed's rule, that node applies it at the index Propose returned. They also issue
+// ReadIndex reads.
+//
 // # Asynchronous writes
 //
 // With Options.AsyncWrites (half of TestSimulate's seeds) each node pipelines its
@@ -34,7 +41,8 @@
 // shorter one: a group commit of one or more writes, never out of order), then sends
 // the messages that waited for it, in order, and calls AckDurable with the last entry
 // written. An application's compaction, like storage.Storage's CreateSnapshot, makes
-// every queued write durable first.
+// every queued write durable first. (Unlike the Node, the simulator writes a HardState
+// whose commit index alone changed, as it does with synchronous writes.)
 //
 // A copy of each node's durable state (a MemoryStorage fed each write as it becomes
 // durable) is what the node restarts from after a crash, so a crash loses every
@@ -44,13 +52,6 @@
 // must be a raft.AsyncStorage: writes go through SaveAsync, a flush calls WaitDurable,
 // and the crash is the storage's own; what recovers must hold at least the HardState
 // the node waited for.
-//
-// Each node's application folds every command into a running hash; its snapshot is
-// (index, hash), taken every Options.SnapshotEvery applied entries, so lagging and
-// restarted followers are brought up to date by InstallSnapshot. Clients propose unique
-// commands to the node they believe leads and record a command as acknowledged when, by
-// the seed's rule, that node applies it at the index Propose returned. They also issue
-// ReadIndex reads.
 //
 // # What is checked
 //
@@ -62,9 +63,10 @@
 // every index exactly once, in order, across snapshots and restarts (State Machine
 // Safety); nothing durably committed is overwritten, terms and commit indexes never go
 // back; every message leaves only after what it claims is durable (persist before you
-// speak: with asynchronous writes, judged against the durable copy when the message
-// leaves, so that a vote needs a durable vote and an acknowledgement of entries the
-// durable entry it names); a ReadIndex read point is at least every index applied anywhere before the
+// speak: with asynchronous writes, a held message is judged against the durable copy
+// as the write it waits for becomes durable, so that a vote needs a durable vote and
+// an acknowledgement the durable entry it names, with the same term); a ReadIndex read
+// point is at least every index applied anywhere before the
 // read was issued (linearizable reads). Liveness: whenever a majority is connected and
 // stable, a leader among it must commit a fresh proposal on every member within
 // Options.LivenessBound (10 virtual seconds). At the end of a run every fault is healed,
