@@ -154,7 +154,7 @@ func (c *Cluster) checkHardState(n *node, hs raft.HardState) {
 }
 
 // checkOverwrite runs before entries are persisted: a node never replaces an entry it
-// has durably recorded as committed.
+// has recorded as committed (durably, or in a write still queued in AsyncWrites mode).
 func (c *Cluster) checkOverwrite(n *node, ents []raft.Entry) {
 	if len(ents) == 0 || ents[0].Index > n.written.Commit {
 		return
