@@ -132,6 +132,7 @@ func (c *Cluster) maybeCompact(n *node) {
 		c.violate("storage", "node %d: CreateSnapshot(%d): %v", n.id, n.app.applied, err)
 		return
 	}
+	c.compactDurable(n, n.app.applied, encodeSnapshot(n.app.applied, n.app.hash))
 	c.tracef("n%d compact through %d", n.id, n.app.applied)
 	c.counters.Compactions++
 }

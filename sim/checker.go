@@ -142,7 +142,7 @@ func (c *Cluster) checkHardState(n *node, hs raft.HardState) {
 	if hs.IsEmpty() {
 		return
 	}
-	old := n.durable
+	old := n.written
 	switch {
 	case hs.Term < old.Term:
 		c.violate("durable state", "node %d: term goes back from %d to %d", n.id, old.Term, hs.Term)
@@ -154,15 +154,15 @@ func (c *Cluster) checkHardState(n *node, hs raft.HardState) {
 }
 
 // checkOverwrite runs before entries are persisted: a node never replaces an entry it
-// has durably recorded as committed.
+// has recorded as committed (durably, or in a write still queued in AsyncWrites mode).
 func (c *Cluster) checkOverwrite(n *node, ents []raft.Entry) {
-	if len(ents) == 0 || ents[0].Index > n.durable.Commit {
+	if len(ents) == 0 || ents[0].Index > n.written.Commit {
 		return
 	}
 	first, _ := n.storage.FirstIndex()
 	last, _ := n.storage.LastIndex()
 	for _, e := range ents {
-		if e.Index > n.durable.Commit || e.Index > last {
+		if e.Index > n.written.Commit || e.Index > last {
 			return
 		}
 		if e.Index < first {
@@ -204,8 +204,8 @@ func (c *Cluster) checkLogMatching(n *node, ents []raft.Entry) {
 
 // checkSnapshotPersisted runs after a snapshot from the leader became durable.
 func (c *Cluster) checkSnapshotPersisted(n *node, snap raft.Snapshot) {
-	if snap.Index < n.durable.Commit {
-		c.violate("committed entries never change", "node %d: installs snapshot %d below its durable commit %d", n.id, snap.Index, n.durable.Commit)
+	if snap.Index < n.written.Commit {
+		c.violate("committed entries never change", "node %d: installs snapshot %d below its recorded commit %d", n.id, snap.Index, n.written.Commit)
 	}
 }
 
@@ -279,12 +279,28 @@ func (c *Cluster) checkCommit(n *node, hs raft.HardState) {
 }
 
 // checkOutgoing runs for every message as it leaves: what it claims must already be
-// durable (design rule 1, persist before you speak).
-func (c *Cluster) checkOutgoing(n *node, m raft.Message) {
+// durable (design rule 1, persist before you speak). A message that waited for a
+// write in AsyncWrites mode was judged when that write became durable (checkHeld);
+// held is true for it.
+func (c *Cluster) checkOutgoing(n *node, m raft.Message, held bool) {
 	if m.From != n.id {
 		c.violate("message", "node %d sent a message claiming to be from %d: %v", n.id, m.From, m)
 		return
 	}
+	if held {
+		return
+	}
+	var logTerm uint64
+	if n.disk != nil && m.Type == raft.MsgAppResp && !m.Reject {
+		logTerm = c.hold(n, m).logTerm
+	}
+	c.checkClaims(n, m, logTerm)
+}
+
+// checkClaims checks that what m claims is durable: the vote it grants, the entries it
+// acknowledges (in AsyncWrites mode, the entry at m.Index with logTerm, the term it had
+// when m was made), its term.
+func (c *Cluster) checkClaims(n *node, m raft.Message, logTerm uint64) {
 	switch m.Type {
 	case raft.MsgPreVote, raft.MsgPreVoteResp:
 		// A pre-vote names a term nobody has entered yet.
@@ -296,12 +312,17 @@ func (c *Cluster) checkOutgoing(n *node, m raft.Message) {
 			return
 		}
 	case raft.MsgAppResp:
-		if !m.Reject {
-			if last, _ := n.storage.LastIndex(); m.Index > last {
-				c.violate("persist before speak", "node %d acknowledges entries through %d but has made durable only through %d",
-					n.id, m.Index, last)
-				return
-			}
+		if m.Reject {
+			break
+		}
+		if n.disk != nil {
+			c.checkAckDurable(n, m.Index, logTerm)
+		} else if last, _ := n.storage.LastIndex(); m.Index > last {
+			c.violate("persist before speak", "node %d acknowledges entries through %d but has made durable only through %d",
+				n.id, m.Index, last)
+		}
+		if c.err != nil {
+			return
 		}
 	}
 	if m.Term > n.durable.Term {

@@ -28,7 +28,7 @@ func expectViolation(t *testing.T, c *Cluster, property string, limit time.Durat
 // TestCheckerCatchesForgedVotes: a network that turns every refused vote into a grant
 // elects two leaders in one term; election safety must flag it.
 func TestCheckerCatchesForgedVotes(t *testing.T) {
-	h := newHarness(t, 3, Options{Configure: func(cfg *raft.Config) { cfg.DisablePreVote = true }})
+	h := newSyncHarness(t, 3, Options{Configure: func(cfg *raft.Config) { cfg.DisablePreVote = true }})
 	h.Intercept(func(m *raft.Message) bool {
 		if m.Type == raft.MsgVoteResp {
 			m.Reject = false

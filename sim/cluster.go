@@ -45,6 +45,12 @@ type Options struct {
 	// a real Storage (package storage's tests do, on a crashable file system). Nil
 	// means raft.MemoryStorage, whose writes are durable the moment they return.
 	Storage StorageFactory
+	// AsyncWrites makes each node pipeline its writes as raft.Node does over a
+	// raft.AsyncStorage: a write is queued and becomes durable at a later flush of
+	// the node's simulated disk, the messages that depend on it wait for that flush,
+	// and a crash loses what was not yet durable (see async.go). With a Storage, the
+	// storage must implement raft.AsyncStorage.
+	AsyncWrites bool
 }
 
 // ErrStorageCrash, wrapped in an error from a storage write, says the storage crashed
@@ -128,8 +134,11 @@ type node struct {
 	// to an older incarnation are discarded.
 	incarnation uint64
 	app         appState
-	// durable is the HardState last made durable, the one a restart reads back.
-	durable raft.HardState
+	// durable is the HardState last made durable, the one a restart reads back;
+	// written is the last one written, which in AsyncWrites mode may still be queued.
+	durable, written raft.HardState
+	// disk holds the writes queued and not yet durable, in AsyncWrites mode.
+	disk *asyncDisk
 	// crashAt, if set, crashes the node at that point of its next Ready.
 	crashAt crashPoint
 	// pendingProposals maps an index to the client command proposed there.
@@ -151,6 +160,9 @@ const (
 	crashAfterPersist
 	// crashAfterSend: messages left, nothing was applied and Advance never ran.
 	crashAfterSend
+	// crashBeforeRelease (AsyncWrites): at the node's next flush, its writes are
+	// durable but the messages waiting for them never leave and AckDurable never runs.
+	crashBeforeRelease
 )
 
 // Counters count what happened in a run, to show which paths a seed exercised.
@@ -168,6 +180,10 @@ type Counters struct {
 	SnapshotsInstalled, Compactions int
 	// LivenessChecks counts AwaitLiveness checks passed.
 	LivenessChecks int
+	// In AsyncWrites mode: WritesQueued counts writes queued, WritesLost those a
+	// crash lost before they were durable, GroupCommits flushes that made several
+	// writes durable at once, MessagesHeld messages that waited for a write.
+	WritesQueued, WritesLost, GroupCommits, MessagesHeld int
 }
 
 // Counters returns what the run has done so far.
@@ -290,7 +306,15 @@ func (c *Cluster) start(n *node) {
 		c.violate("storage", "node %d: InitialState: %v", n.id, err)
 		return
 	}
-	n.durable = hs
+	n.durable, n.written = hs, hs
+	if c.opts.AsyncWrites {
+		disk, err := c.newAsyncDisk(n)
+		if err != nil {
+			c.violate("storage", "node %d: %v", n.id, err)
+			return
+		}
+		n.disk = disk
+	}
 	cfg := raft.Config{
 		ID:             n.id,
 		Peers:          c.peers,
@@ -332,69 +356,6 @@ func (c *Cluster) tick(n *node, inc uint64) {
 	n.rn.Tick()
 	c.handleReady(n)
 	c.after(c.opts.TickInterval, func() { c.tick(n, inc) })
-}
-
-// Crash stops node id at once: the core, the application and every message to or from
-// it in flight are lost; its storage, which holds exactly what it made durable, stays.
-func (c *Cluster) Crash(id uint64) {
-	n := c.node(id)
-	if n.rn == nil {
-		return
-	}
-	c.crash(n)
-}
-
-// CrashDuringReady makes node id crash in the middle of handling its next Ready: after
-// persisting but before sending (afterSend false), or after sending but before applying
-// and Advance (afterSend true). If no Ready comes within a second it crashes then.
-func (c *Cluster) CrashDuringReady(id uint64, afterSend bool) {
-	n := c.node(id)
-	if n.rn == nil {
-		return
-	}
-	n.crashAt = crashAfterPersist
-	if afterSend {
-		n.crashAt = crashAfterSend
-	}
-	inc := n.incarnation
-	c.after(time.Second, func() {
-		if n.incarnation == inc && n.rn != nil && n.crashAt != noCrash {
-			c.crash(n)
-		}
-	})
-}
-
-func (c *Cluster) crash(n *node) {
-	c.tracef("n%d crash (hs=%+v applied=%d)", n.id, n.durable, n.app.applied)
-	c.counters.Crashes++
-	n.rn = nil
-	n.incarnation++
-	n.crashAt = noCrash
-	n.app = appState{}
-	c.abandonAll(n, "crash")
-	n.pendingProposals = nil
-	n.pendingReads = nil
-	if c.opts.Storage != nil {
-		// The storage loses what it had not made durable and recovers what it had,
-		// as after a power loss; a node that cannot recover violates durability.
-		c.opts.Storage.Crash(n.id)
-		st, err := c.opts.Storage.Open(n.id)
-		if err != nil {
-			c.violate("storage", "node %d: reopening its storage after a crash: %v", n.id, err)
-			return
-		}
-		n.storage = st
-	}
-}
-
-// Restart brings a crashed node id back up from its storage.
-func (c *Cluster) Restart(id uint64) {
-	n := c.node(id)
-	if n.rn != nil {
-		return
-	}
-	c.counters.Restarts++
-	c.start(n)
 }
 
 // IsUp reports whether node id is running.
@@ -473,6 +434,13 @@ func (c *Cluster) handleReady(n *node) {
 	for c.err == nil && n.rn != nil && n.rn.HasReady() {
 		rd := n.rn.Ready()
 		c.tracef("n%d ready: %s", n.id, describeReady(&rd))
+		if n.disk != nil {
+			if !c.handleReadyAsync(n, rd) {
+				return
+			}
+			c.maybeCompact(n)
+			continue
+		}
 		if !c.persist(n, &rd) {
 			return
 		}
@@ -489,24 +457,33 @@ func (c *Cluster) handleReady(n *node) {
 			c.crash(n)
 			return
 		}
-		c.checkRole(n)
-		if !rd.Snapshot.IsEmpty() {
-			if !c.restoreApp(n, rd.Snapshot) {
-				return
-			}
-			c.counters.SnapshotsInstalled++
-		}
-		for _, e := range rd.CommittedEntries {
-			if !c.applyEntry(n, e) {
-				return
-			}
-		}
-		for _, rs := range rd.ReadStates {
-			c.readDone(n, rs)
+		if !c.applyReady(n, &rd) {
+			return
 		}
 		n.rn.Advance(rd)
 		c.maybeCompact(n)
 	}
+}
+
+// applyReady checks the node's role, then hands the Ready's snapshot, committed
+// entries and read states to the application and the clients.
+func (c *Cluster) applyReady(n *node, rd *raft.Ready) bool {
+	c.checkRole(n)
+	if !rd.Snapshot.IsEmpty() {
+		if !c.restoreApp(n, rd.Snapshot) {
+			return false
+		}
+		c.counters.SnapshotsInstalled++
+	}
+	for _, e := range rd.CommittedEntries {
+		if !c.applyEntry(n, e) {
+			return false
+		}
+	}
+	for _, rs := range rd.ReadStates {
+		c.readDone(n, rs)
+	}
+	return c.err == nil
 }
 
 // persist makes the Ready's snapshot, HardState and entries durable, checking first
@@ -535,29 +512,11 @@ func (c *Cluster) persist(n *node, rd *raft.Ready) bool {
 		return false
 	}
 	if !rd.HardState.IsEmpty() {
-		n.durable = rd.HardState
+		n.durable, n.written = rd.HardState, rd.HardState
 		c.checkCommit(n, rd.HardState)
 	}
 	c.checkLogMatching(n, rd.Entries)
 	return c.err == nil
-}
-
-// crashedInStorage crashes n if err is an injected crash of its storage.
-func (c *Cluster) crashedInStorage(n *node, err error) bool {
-	if !errors.Is(err, ErrStorageCrash) {
-		return false
-	}
-	c.tracef("n%d storage crashed mid-write: %v", n.id, err)
-	c.counters.CrashesInStorage++
-	c.crash(n)
-	// The machine comes back after a power loss; nothing else knows it went down.
-	inc := n.incarnation
-	c.after(time.Second, func() {
-		if n.incarnation == inc && n.rn == nil {
-			c.Restart(n.id)
-		}
-	})
-	return true
 }
 
 func describeReady(rd *raft.Ready) string {

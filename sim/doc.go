@@ -10,7 +10,7 @@
 // message a node sends becomes a delivery event after a delay; clients and faults are
 // events too. After any event that touches a node, the simulator carries out the node's
 // Ready exactly as raft/rawnode.go demands: persist (snapshot, HardState, entries), send,
-// apply, Advance.
+// apply, Advance; or, with asynchronous writes (below), as raft.Node pipelines it.
 //
 // The network (NetConfig) loses, duplicates, delays and reorders messages, and
 // partitions the nodes into arbitrary groups. A crash drops the RawNode, the application
@@ -27,6 +27,32 @@
 // the seed's rule, that node applies it at the index Propose returned. They also issue
 // ReadIndex reads.
 //
+// # Asynchronous writes
+//
+// With Options.AsyncWrites (half of TestSimulate's seeds) each node pipelines its
+// writes the way raft.Node does over a raft.AsyncStorage (raft/node_ready.go). A
+// Ready's snapshot is installed at once, which makes every earlier write durable; its
+// HardState and entries are queued, readable at once, and the core is told with
+// AdvanceQueued. The leader's appends, heartbeats and snapshots leave at once; every
+// other message waits in the node's queue behind every write queued before it, even
+// when its own Ready wrote nothing. Committed entries are applied without waiting. A
+// flush event of the node's simulated disk, 0.1-5 ms after a write is queued (now and
+// then up to 100 ms), makes a prefix of the queue durable (all of it, or at random a
+// shorter one: a group commit of one or more writes, never out of order), then sends
+// the messages that waited for it, in order, and calls AckDurable with the last entry
+// written. An application's compaction, like storage.Storage's CreateSnapshot, makes
+// every queued write durable first. (Unlike the Node, the simulator writes a HardState
+// whose commit index alone changed, as it does with synchronous writes.)
+//
+// A copy of each node's durable state (a MemoryStorage fed each write as it becomes
+// durable) is what the node restarts from after a crash, so a crash loses every
+// queued write; it can hit with writes queued, after queueing and before sending, after
+// sending and before applying, or at a flush between the write becoming durable and
+// its messages leaving (CrashBeforeRelease). With a StorageFactory the node's storage
+// must be a raft.AsyncStorage: writes go through SaveAsync, a flush calls WaitDurable,
+// and the crash is the storage's own; what recovers must hold at least the HardState
+// the node waited for.
+//
 // # What is checked
 //
 // After every event, incrementally (O(1) per entry or message): at most one leader per
@@ -37,7 +63,10 @@
 // every index exactly once, in order, across snapshots and restarts (State Machine
 // Safety); nothing durably committed is overwritten, terms and commit indexes never go
 // back; every message leaves only after what it claims is durable (persist before you
-// speak); a ReadIndex read point is at least every index applied anywhere before the
+// speak: with asynchronous writes, a held message is judged against the durable copy
+// as the write it waits for becomes durable, so that a vote needs a durable vote and
+// an acknowledgement the durable entry it names, with the same term); a ReadIndex read
+// point is at least every index applied anywhere before the
 // read was issued (linearizable reads). Liveness: whenever a majority is connected and
 // stable, a leader among it must commit a fresh proposal on every member within
 // Options.LivenessBound (10 virtual seconds). At the end of a run every fault is healed,
@@ -55,8 +84,10 @@
 //	go test ./sim -run TestSimulate -seeds=1000 -seedstart=5000
 //	go test ./sim -run TestSimulate -seed=42 -simtrace      # replay one seed with a full trace
 //	go test ./sim -run TestSimulate -duration=300s        # longer runs per seed
+//	go test ./sim -run TestSimulate -writes=async         # every seed with AsyncWrites (or sync)
 //
 // A failing seed prints its violation and the command that replays it. The scenario
 // tests (TestInitialElection, TestFigure8Unreliable, ...) mirror the MIT 6.824 Raft lab
-// tests, made deterministic; -seed and -simtrace apply to them as well.
+// tests, made deterministic; -seed, -simtrace and -writes apply to them as well (but for
+// the two that are staged on the timing or durability of synchronous writes).
 package sim

@@ -13,7 +13,7 @@ import (
 // leader's no-op (§8) shifts indexes by one against the figure; MaxSizePerMsg lets
 // one entry through per message so that X can be replicated without the no-op.
 func TestFigure8Paper(t *testing.T) {
-	h := newHarness(t, 5, Options{Configure: func(cfg *raft.Config) { cfg.MaxSizePerMsg = 40 }})
+	h := newSyncHarness(t, 5, Options{Configure: func(cfg *raft.Config) { cfg.MaxSizePerMsg = 40 }})
 	h.one("base", 5, true)
 	s1 := h.checkOneLeader()
 

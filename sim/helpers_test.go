@@ -21,8 +21,23 @@ type harness struct {
 const defaultScenarioSeed = 1
 
 // newHarness starts a cluster of n nodes for a scenario test, on a reliable network,
-// with no background clients unless opts says otherwise.
+// with no background clients unless opts says otherwise; -writes=async runs it with
+// Options.AsyncWrites.
 func newHarness(t *testing.T, n int, opts Options) *harness {
+	t.Helper()
+	applyWritesFlag(&opts)
+	return startHarness(t, n, opts)
+}
+
+// newSyncHarness is newHarness for a scenario staged on the timing of synchronous
+// writes, or on what they make durable (a node seen to hold an entry is crashed and
+// must come back with it): it ignores -writes.
+func newSyncHarness(t *testing.T, n int, opts Options) *harness {
+	t.Helper()
+	return startHarness(t, n, opts)
+}
+
+func startHarness(t *testing.T, n int, opts Options) *harness {
 	t.Helper()
 	opts.Nodes = n
 	opts.Seed = defaultScenarioSeed

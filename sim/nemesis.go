@@ -82,6 +82,8 @@ func RandomOptions(seed int64) Options {
 			cfg.MaxCommittedBytesPerReady = 200
 		}
 	}
+	// Drawn last, so that the other draws of a seed are those it had before.
+	opts.AsyncWrites = rng.IntN(2) == 0
 	return opts
 }
 
@@ -173,8 +175,13 @@ func (c *Cluster) randomFault() {
 		c.Crash(id)
 	case roll < 62:
 		if c.IsUp(id) {
-			c.tracef("nemesis: n%d to crash during its next Ready", id)
-			c.CrashDuringReady(id, c.rng.IntN(2) == 0)
+			if c.opts.AsyncWrites && c.rng.IntN(3) == 0 {
+				c.tracef("nemesis: n%d to crash at its next flush, before sending", id)
+				c.CrashBeforeRelease(id)
+			} else {
+				c.tracef("nemesis: n%d to crash during its next Ready", id)
+				c.CrashDuringReady(id, c.rng.IntN(2) == 0)
+			}
 		}
 	case roll < 67:
 		if lead, ok := c.Leader(); ok {

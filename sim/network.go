@@ -147,8 +147,12 @@ func (c *Cluster) delay() time.Duration {
 // send hands one message from node from to the network. Messages to a node that is down
 // or cut off are dropped at once and the sender hears that the peer is unreachable, as a
 // real transport notices a broken stream; a dropped snapshot is reported as failed.
-func (c *Cluster) send(from *node, m raft.Message) {
-	c.checkOutgoing(from, m)
+func (c *Cluster) send(from *node, m raft.Message) { c.transmit(from, m, false) }
+
+// transmit is send; held says the message waited for a write in AsyncWrites mode, and
+// what it claims was checked when that write became durable.
+func (c *Cluster) transmit(from *node, m raft.Message, held bool) {
+	c.checkOutgoing(from, m, held)
 	if m.Type.IsLocal() || m.To == raft.None || m.To > uint64(len(c.nodes)) {
 		c.violate("message", "node %d sent %v: a local type or an unknown recipient", from.id, m)
 		return
