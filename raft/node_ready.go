@@ -70,7 +70,9 @@ func (n *Node) queueWrite(hs HardState, write bool, ents []Entry, late []Message
 			n.savedHardState = hs
 		}
 		item.ticket = t
-		n.queuedTicket = max(n.queuedTicket, t)
+		if t != 0 {
+			n.queuedTickets = append(n.queuedTickets, t)
+		}
 		if k := len(ents); k > 0 {
 			item.index, item.term = ents[k-1].Index, ents[k-1].Term
 		}
