@@ -335,13 +335,17 @@ func (s *Server) snapshot(index uint64, frozen *frozenState) (int64, error) {
 }
 
 // snapshotDue decides when to snapshot: after SnapshotCount entries, and only once
-// the log written since the last snapshot is at least a quarter of that snapshot's
-// size. A snapshot writes the whole state, so taking one every SnapshotCount entries
+// the log written since the last snapshot is at least as large as that snapshot. A
+// snapshot writes the whole state, so taking one every SnapshotCount entries
 // regardless would cost time and disk writes in proportion to the state's size per
-// SnapshotCount writes; tying it to log growth keeps the cost per byte written
-// constant, and the log after a snapshot stays within a quarter of the state.
+// SnapshotCount writes; tying it to log growth bounds the snapshot bytes written to
+// one per log byte, and the log after a snapshot to the state's size. (The log is on
+// disk; storage keeps only its tail in memory.) Side by side on put-100c, put-1000c
+// and put-100k-keys (bench/, 2 rounds), this threshold rather than a quarter of the
+// snapshot took 5-15% more requests per second and cut put-1000c's p99 from
+// 129-146 ms to 107-113 ms, level with taking no snapshots at all.
 func snapshotDue(entriesSince, snapshotCount uint64, logBytesSince, lastSnapshotSize int) bool {
-	return entriesSince >= snapshotCount && logBytesSince >= lastSnapshotSize/4
+	return entriesSince >= snapshotCount && logBytesSince >= lastSnapshotSize
 }
 
 func (s *Server) applyCommand(index uint64, data []byte) {

@@ -321,7 +321,8 @@ func TestSnapshotDue(t *testing.T) {
 		{entries: 9999, logBytes: 1 << 20, lastSize: 0, want: false},        // too few entries
 		{entries: 10000, logBytes: 0, lastSize: 0, want: true},              // first snapshot
 		{entries: 10000, logBytes: 1 << 20, lastSize: 8 << 20, want: false}, // log small next to the state
-		{entries: 10000, logBytes: 2 << 20, lastSize: 8 << 20, want: true},
+		{entries: 10000, logBytes: 8<<20 - 1, lastSize: 8 << 20, want: false},
+		{entries: 10000, logBytes: 8 << 20, lastSize: 8 << 20, want: true},
 	} {
 		if got := snapshotDue(tc.entries, 10000, tc.logBytes, tc.lastSize); got != tc.want {
 			t.Errorf("snapshotDue(%d entries, %d log bytes, last %d) = %v, want %v",
