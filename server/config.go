@@ -43,7 +43,9 @@ type Config struct {
 	MaxRequestBytes int
 	// MaxTxnOps limits the operations in one Txn. Default 128, as in etcd.
 	MaxTxnOps int
-	// SnapshotCount is the number of applied entries between snapshots. Default 10000.
+	// SnapshotCount is the least number of applied entries between snapshots (a
+	// snapshot also waits for the log since the last one to be as large as it; see
+	// snapshotDue). Default 10000.
 	SnapshotCount uint64
 	// RequestTimeout bounds how long a write or a linearizable read waits. Default
 	// 5s plus twice the election timeout.

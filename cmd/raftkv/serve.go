@@ -45,7 +45,7 @@ func parseServeFlags(args []string) (*serveFlags, *flag.FlagSet, error) {
 	fs.IntVar(&f.electionMs, "election-timeout", int(server.DefaultElectionTimeout/time.Millisecond), "election timeout in milliseconds (drawn at random from [t, 2t) on every reset)")
 	fs.IntVar(&f.maxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes, "largest client request in bytes")
 	fs.IntVar(&f.maxTxnOps, "max-txn-ops", server.DefaultMaxTxnOps, "most operations in one transaction")
-	fs.Uint64Var(&f.snapshotCount, "snapshot-count", server.DefaultSnapshotCount, "applied entries between snapshots")
+	fs.Uint64Var(&f.snapshotCount, "snapshot-count", server.DefaultSnapshotCount, "least applied entries between snapshots; a snapshot also waits until the log since the last one is as large as it")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage+"\nServe flags:\n")
