@@ -349,11 +349,13 @@ func runSystem(ctx context.Context, opts *options, spec clusterSpec, round int) 
 // the measured window's start and end. It returns the end samples too.
 func runWorkload(ctx context.Context, opts *options, c *cluster, w workload, leader *member, round int) (*workloadRun, []procSample, error) {
 	var before, after []procSample
+	var genBefore, genAfter procSample
 	var sampleErr error
 	var profiles sync.WaitGroup
 	var profilePaths []string
 	hooks := windowHooks{
 		atStart: func() {
+			genBefore, _ = readProc(os.Getpid())
 			before, sampleErr = c.sample()
 			if opts.cpuProfileDir == "" {
 				return
@@ -371,6 +373,7 @@ func runWorkload(ctx context.Context, opts *options, c *cluster, w workload, lea
 			}
 		},
 		atEnd: func() {
+			genAfter, _ = readProc(os.Getpid())
 			if sampleErr == nil {
 				after, sampleErr = c.sample()
 			}
@@ -431,6 +434,8 @@ func runWorkload(ctx context.Context, opts *options, c *cluster, w workload, lea
 	wr.CPUSeconds = round2(cpu)
 	if res.requests > 0 {
 		wr.CPUMicrosPerRequest = round2(cpu * 1e6 / float64(res.requests))
+		// The load generator is this process (members in it too with --cpuprofile).
+		wr.LoadGenMicrosPerRequest = round2((genAfter.cpuSeconds() - genBefore.cpuSeconds()) * 1e6 / float64(res.requests))
 	}
 	return wr, after, nil
 }

@@ -48,8 +48,10 @@ type summary struct {
 	P99Ms               float64 `json:"p99_ms"`
 	CPUSeconds          float64 `json:"cpu_s"`
 	CPUMicrosPerRequest float64 `json:"cpu_us_per_request"`
-	PeakRSSMiB          float64 `json:"peak_rss_mib"`
-	Errors              int64   `json:"errors"` // over all rounds
+	// LoadGenMicrosPerRequest: the load generator's CPU per request.
+	LoadGenMicrosPerRequest float64 `json:"loadgen_cpu_us_per_request"`
+	PeakRSSMiB              float64 `json:"peak_rss_mib"`
+	Errors                  int64   `json:"errors"` // over all rounds
 }
 
 // resourceSummary is the footer: medians over rounds, members ordered leader first.
@@ -79,25 +81,28 @@ type memberTotal struct {
 }
 
 type workloadRun struct {
-	Workload            string        `json:"workload"`
-	Requests            int64         `json:"requests"`
-	Errors              int64         `json:"errors"`
-	FirstError          string        `json:"first_error,omitempty"`
-	WindowSeconds       float64       `json:"window_s"`
-	RequestsPerSec      float64       `json:"requests_per_s"`
-	P50Ms               float64       `json:"p50_ms"`
-	P90Ms               float64       `json:"p90_ms"`
-	P99Ms               float64       `json:"p99_ms"`
-	P999Ms              float64       `json:"p999_ms"`
-	MaxMs               float64       `json:"max_ms"`
-	MeanMs              float64       `json:"mean_ms"`
-	Leader              string        `json:"leader"`
-	LeaderChanged       bool          `json:"leader_changed,omitempty"`
-	CPUSeconds          float64       `json:"cpu_s"` // all members, over the window
-	CPUMicrosPerRequest float64       `json:"cpu_us_per_request"`
-	PeakRSSMiB          float64       `json:"peak_rss_mib"` // the largest member's VmHWM at the window's end
-	Members             []memberUsage `json:"members"`
-	Profiles            []string      `json:"profiles,omitempty"`
+	Workload            string  `json:"workload"`
+	Requests            int64   `json:"requests"`
+	Errors              int64   `json:"errors"`
+	FirstError          string  `json:"first_error,omitempty"`
+	WindowSeconds       float64 `json:"window_s"`
+	RequestsPerSec      float64 `json:"requests_per_s"`
+	P50Ms               float64 `json:"p50_ms"`
+	P90Ms               float64 `json:"p90_ms"`
+	P99Ms               float64 `json:"p99_ms"`
+	P999Ms              float64 `json:"p999_ms"`
+	MaxMs               float64 `json:"max_ms"`
+	MeanMs              float64 `json:"mean_ms"`
+	Leader              string  `json:"leader"`
+	LeaderChanged       bool    `json:"leader_changed,omitempty"`
+	CPUSeconds          float64 `json:"cpu_s"` // all members, over the window
+	CPUMicrosPerRequest float64 `json:"cpu_us_per_request"`
+	// LoadGenMicrosPerRequest is the load generator's own CPU per request (with
+	// --cpuprofile the raftkv members run in its process and are counted too).
+	LoadGenMicrosPerRequest float64       `json:"loadgen_cpu_us_per_request"`
+	PeakRSSMiB              float64       `json:"peak_rss_mib"` // the largest member's VmHWM at the window's end
+	Members                 []memberUsage `json:"members"`
+	Profiles                []string      `json:"profiles,omitempty"`
 }
 
 type memberUsage struct {
@@ -131,7 +136,7 @@ func (r *report) summarize(selected []workload) {
 	for _, w := range selected {
 		ws := workloadSummary{Name: w.name, Description: w.description}
 		for _, system := range []string{"etcd", "raftkv"} {
-			var rps, p50, p99, cpu, cpuPerReq, rss []float64
+			var rps, p50, p99, cpu, cpuPerReq, genPerReq, rss []float64
 			var errs int64
 			for _, run := range r.Runs {
 				if run.System != system {
@@ -146,6 +151,7 @@ func (r *report) summarize(selected []workload) {
 					p99 = append(p99, wr.P99Ms)
 					cpu = append(cpu, wr.CPUSeconds)
 					cpuPerReq = append(cpuPerReq, wr.CPUMicrosPerRequest)
+					genPerReq = append(genPerReq, wr.LoadGenMicrosPerRequest)
 					rss = append(rss, wr.PeakRSSMiB)
 					errs += wr.Errors
 				}
@@ -156,7 +162,8 @@ func (r *report) summarize(selected []workload) {
 			s := &summary{
 				RequestsPerSec: median(rps), P50Ms: median(p50), P99Ms: median(p99),
 				CPUSeconds: median(cpu), CPUMicrosPerRequest: median(cpuPerReq), PeakRSSMiB: median(rss),
-				Errors: errs,
+				LoadGenMicrosPerRequest: median(genPerReq),
+				Errors:                  errs,
 			}
 			if system == "etcd" {
 				ws.Etcd = s
@@ -267,13 +274,14 @@ func formatTable(r *report) string {
 	}
 
 	b.WriteString("\n")
-	const cpuRow = "%-15s %12s %8s %8s %14s %8s %8s\n"
-	fmt.Fprintf(&b, cpuRow, "servers", "etcd CPU s", "µs/req", "RSS MiB", "raftkv CPU s", "µs/req", "RSS MiB")
+	const cpuRow = "%-15s %12s %8s %8s %8s %14s %8s %8s %8s\n"
+	fmt.Fprintf(&b, cpuRow, "servers", "etcd CPU s", "µs/req", "gen µs", "RSS MiB", "raftkv CPU s", "µs/req", "gen µs", "RSS MiB")
 	for _, w := range r.Workloads {
-		fmt.Fprintf(&b, cpuRow, w.Name, cpuSec(w.Etcd), cpuPerReq(w.Etcd), rssMiB(w.Etcd),
-			cpuSec(w.Raftkv), cpuPerReq(w.Raftkv), rssMiB(w.Raftkv))
+		fmt.Fprintf(&b, cpuRow, w.Name, cpuSec(w.Etcd), cpuPerReq(w.Etcd), genPerReq(w.Etcd), rssMiB(w.Etcd),
+			cpuSec(w.Raftkv), cpuPerReq(w.Raftkv), genPerReq(w.Raftkv), rssMiB(w.Raftkv))
 	}
 	b.WriteString("CPU s: all three members over the measured window; µs/req: that CPU per request;\n")
+	b.WriteString("gen µs: the load generator's own CPU per request (it shares the machine's CPUs);\n")
 	b.WriteString("RSS MiB: the largest member's peak resident set so far (VmHWM)\n\n")
 
 	const footRow = "%-34s %-26s %-26s\n"
@@ -316,6 +324,13 @@ func lat(s *summary, field func(*summary) float64) string {
 		return "-"
 	}
 	return formatLatency(field(s))
+}
+
+func genPerReq(s *summary) string {
+	if s == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", s.LoadGenMicrosPerRequest)
 }
 
 func cpuSec(s *summary) string {
