@@ -72,6 +72,12 @@ type Node struct {
 	async    AsyncStorage
 	persistq chan persistItem
 	durablec chan struct{}
+	// persistPending counts the items queued to the persist goroutine that it has
+	// not finished with.
+	persistPending atomic.Int64
+	// inlineDurable is the last entry of a write the run loop waited for itself,
+	// for AckDurable after AdvanceQueued (run loop only).
+	inlineDurable [2]uint64
 	// persistFailed is closed when the persist goroutine stops on a write error.
 	persistFailed chan struct{}
 	durable       struct {
@@ -429,6 +435,10 @@ func (n *Node) run() {
 			}
 			if n.async != nil {
 				n.rn.AdvanceQueued(rd)
+				if d := n.inlineDurable; d[0] != 0 {
+					n.inlineDurable = [2]uint64{}
+					n.rn.AckDurable(d[0], d[1])
+				}
 			} else {
 				n.rn.Advance(rd)
 			}
