@@ -9,27 +9,33 @@ import (
 	"io"
 )
 
-// The snapshot format, version 1, in the codec's conventions:
+// The snapshot format, version 2, in the codec's conventions:
 //
 //	snapshot = magic:"RKVS" version:uvarint appliedIndex:uvarint
 //	           revision:varint compactRevision:varint
+//	           valuesLen:uvarint values:valuesLen bytes
 //	           nKeys:uvarint key*nKeys nSessions:uvarint session*nSessions
 //	           crc32c:4 (little-endian, over every byte before it)
 //	key      = key:bytes nGens:uvarint generation*nGens
 //	generation = create:varint firstVersion:varint tombstone:varint
-//	           nRevs:uvarint (mod:varint lease:varint value:bytes)*nRevs
+//	           nRevs:uvarint (mod:varint lease:varint valueOff:uvarint valueLen:uvarint)*nRevs
 //	session  = clientID:uvarint seq:uvarint result
 //
-// Keys are in key order and sessions from least to most recently used, so the
-// same state always gives the same bytes, and the eviction order survives.
+// values is the store's value log as appended (compaction's garbage included, which
+// the log's rewrite keeps below the live values), and each revision names its value
+// by position in it: writing a snapshot copies the log in large sequential reads
+// rather than reading each value on its own (version 1 inlined the values, and a
+// snapshot of a file-backed store cost a read per revision). Keys are in key order
+// and sessions from least to most recently used, so the same state always gives the
+// same bytes, and the eviction order survives.
 const (
 	snapshotMagic   = "RKVS"
-	snapshotVersion = 1
+	snapshotVersion = 2
 	crcBytes        = 4
 	// Smallest encodings, for bounding list lengths.
 	minKeyBytes        = 3 // one-byte key, its length, nGens
 	minGenerationBytes = 4 // three varints, nRevs
-	minKeyRevBytes     = 3 // two varints, an empty value
+	minKeyRevBytes     = 4 // four varints
 	minSessionBytes    = 4 // two varints, error code, result kind
 )
 
@@ -106,56 +112,111 @@ func (s *Store) Restore(data []byte) error {
 // snapshotChunkBytes is how much WriteSnapshot gathers before writing.
 const snapshotChunkBytes = 256 << 10
 
+// snapshotSource is what a snapshot is written from: the live state, under the
+// store's lock, or a SnapshotView.
+type snapshotSource struct {
+	appliedIndex    uint64
+	rev, compactRev int64
+	vals            valueReader
+	valuesLen       int64
+	nKeys           int
+	// eachKey calls fn for every key in key order until fn returns false.
+	eachKey func(fn func(key []byte, gens []generation) bool)
+	// sessions encodes the session table.
+	sessions func(e *encoder)
+}
+
+func (st *state) snapshotSource() *snapshotSource {
+	return &snapshotSource{
+		appliedIndex: st.appliedIndex, rev: st.rev, compactRev: st.compactRev,
+		vals: st.vals, valuesLen: st.vals.size(), nKeys: st.index.length,
+		eachKey: func(fn func([]byte, []generation) bool) {
+			st.index.ascend(nil, func(ki *keyIndex) bool { return fn(ki.key, ki.gens) })
+		},
+		sessions: st.encodeSessions,
+	}
+}
+
 // encode appends the snapshot to dst and returns it, or, with w set, writes it to
 // w in pieces of about snapshotChunkBytes, dst being only the buffer for them.
 func (st *state) encode(dst []byte, w io.Writer) ([]byte, error) {
-	start := len(dst)
-	e := encoder{buf: dst}
-	var crc uint32
+	if w != nil {
+		_, err := writeSnapshot(w, st.snapshotSource(), dst)
+		return nil, err
+	}
+	sw := &sliceWriter{b: dst}
+	_, err := writeSnapshot(sw, st.snapshotSource(), nil)
+	return sw.b, err
+}
+
+// sliceWriter appends what is written to b.
+type sliceWriter struct{ b []byte }
+
+func (s *sliceWriter) Write(p []byte) (int, error) { s.b = append(s.b, p...); return len(p), nil }
+
+// writeSnapshot writes the snapshot of src to w a piece at a time, buf being the
+// buffer for the pieces, and returns the bytes written.
+func writeSnapshot(w io.Writer, src *snapshotSource, buf []byte) (int64, error) {
+	cw := &crcWriter{w: w}
+	e := encoder{buf: buf[:0]}
+	if cap(e.buf) < snapshotChunkBytes {
+		e.buf = make([]byte, 0, 2*snapshotChunkBytes)
+	}
 	var werr error
 	flush := func() {
-		if w == nil || werr != nil {
-			return
+		if werr == nil {
+			_, werr = cw.Write(e.buf)
 		}
-		crc = crc32.Update(crc, castagnoli, e.buf)
-		_, werr = w.Write(e.buf)
 		e.buf = e.buf[:0]
 	}
 	e.buf = append(e.buf, snapshotMagic...)
 	e.uvarint(snapshotVersion)
-	e.uvarint(st.appliedIndex)
-	e.varint(st.rev)
-	e.varint(st.compactRev)
-	e.uvarint(uint64(st.index.length))
-	var value []byte // reused: each value is copied into e.buf before the next read
-	st.index.ascend(nil, func(ki *keyIndex) bool {
-		value = e.keyHistory(ki.key, ki.gens, st.vals, value)
+	e.uvarint(src.appliedIndex)
+	e.varint(src.rev)
+	e.varint(src.compactRev)
+	e.uvarint(uint64(src.valuesLen))
+	flush()
+	if werr == nil {
+		werr = src.vals.writeRange(cw, src.valuesLen)
+	}
+	e.uvarint(uint64(src.nKeys))
+	src.eachKey(func(key []byte, gens []generation) bool {
+		e.keyHistory(key, gens)
 		if len(e.buf) >= snapshotChunkBytes {
 			flush()
 		}
 		return werr == nil
 	})
-	st.encodeSessions(&e)
+	src.sessions(&e)
 	if e.err != nil {
-		return nil, e.err
+		return cw.n, e.err
 	}
-	if w == nil {
-		return binary.LittleEndian.AppendUint32(e.buf, crc32.Checksum(e.buf[start:], castagnoli)), nil
-	}
-	if werr == nil {
-		crc = crc32.Update(crc, castagnoli, e.buf)
-		e.buf = binary.LittleEndian.AppendUint32(e.buf, crc)
-		_, werr = w.Write(e.buf)
-	}
+	flush()
+	e.buf = binary.LittleEndian.AppendUint32(e.buf, cw.crc)
+	flush()
 	if werr != nil {
-		return nil, fmt.Errorf("kv: writing snapshot: %w", werr)
+		return cw.n, fmt.Errorf("kv: writing snapshot: %w", werr)
 	}
-	return nil, nil
+	return cw.n, nil
 }
 
-// keyHistory encodes one key and its generations, reading values from vals into
-// value (returned for reuse).
-func (e *encoder) keyHistory(key []byte, gens []generation, vals valueReader, value []byte) []byte {
+// crcWriter counts and checksums what it passes on to w.
+type crcWriter struct {
+	w   io.Writer
+	n   int64
+	crc uint32
+}
+
+func (c *crcWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.crc = crc32.Update(c.crc, castagnoli, p[:n])
+	c.n += int64(n)
+	return n, err
+}
+
+// keyHistory encodes one key and its generations; each revision names its value by
+// position in the snapshot's values.
+func (e *encoder) keyHistory(key []byte, gens []generation) {
 	e.bytes(key)
 	e.uvarint(uint64(len(gens)))
 	for gi := range gens {
@@ -167,11 +228,10 @@ func (e *encoder) keyHistory(key []byte, gens []generation, vals valueReader, va
 		for _, r := range g.revs {
 			e.varint(r.modRev)
 			e.varint(r.lease)
-			value = vals.readInto(r.value, value)
-			e.bytes(value)
+			e.uvarint(uint64(r.value.off))
+			e.uvarint(uint64(r.value.n))
 		}
 	}
-	return value
 }
 
 // encodeSessions encodes the session table, least recently used first.
@@ -193,13 +253,7 @@ func (st *state) encodeSessions(e *encoder) {
 // log (Apply of a compaction waits), Restore's and Close's release of the values.
 type SnapshotView struct {
 	release func()
-	// head is the snapshot's bytes before the keys; tail the session table's.
-	head, tail []byte
-	keys       [][]byte
-	// gens[genEnds[i-1]:genEnds[i]] are keys[i]'s generations (genEnds[-1] = 0).
-	genEnds []int
-	gens    []generation
-	vals    valueReader
+	src     snapshotSource
 }
 
 // errSnapshotInProgress: a SnapshotView is out already.
@@ -219,70 +273,44 @@ func (s *Store) SnapshotView() (*SnapshotView, error) {
 		return nil, ErrClosed
 	}
 	st := s.mu.st
-	v := &SnapshotView{release: s.snapMu.Unlock, vals: st.vals.frozen()}
-	e := encoder{buf: make([]byte, 0, 64)}
-	e.buf = append(e.buf, snapshotMagic...)
-	e.uvarint(snapshotVersion)
-	e.uvarint(st.appliedIndex)
-	e.varint(st.rev)
-	e.varint(st.compactRev)
-	e.uvarint(uint64(st.index.length))
-	v.head = e.buf
-	v.keys = make([][]byte, 0, st.index.length)
-	v.genEnds = make([]int, 0, st.index.length)
-	v.gens = make([]generation, 0, st.index.length)
+	// The keys' generations are copied into one array, keys[i]'s being
+	// gens[ends[i-1]:ends[i]].
+	keys := make([][]byte, 0, st.index.length)
+	ends := make([]int, 0, st.index.length)
+	gens := make([]generation, 0, st.index.length)
 	st.index.ascend(nil, func(ki *keyIndex) bool {
-		v.keys = append(v.keys, ki.key)
-		v.gens = append(v.gens, ki.gens...)
-		v.genEnds = append(v.genEnds, len(v.gens))
+		keys = append(keys, ki.key)
+		gens = append(gens, ki.gens...)
+		ends = append(ends, len(gens))
 		return true
 	})
-	e = encoder{}
+	var e encoder
 	st.encodeSessions(&e)
 	if e.err != nil {
 		s.snapMu.Unlock()
 		return nil, e.err
 	}
-	v.tail = e.buf
-	return v, nil
+	sessions := e.buf
+	vals := st.vals.frozen()
+	return &SnapshotView{release: s.snapMu.Unlock, src: snapshotSource{
+		appliedIndex: st.appliedIndex, rev: st.rev, compactRev: st.compactRev,
+		vals: vals, valuesLen: st.vals.size(), nKeys: len(keys),
+		eachKey: func(fn func([]byte, []generation) bool) {
+			start := 0
+			for i, key := range keys {
+				if !fn(key, gens[start:ends[i]]) {
+					return
+				}
+				start = ends[i]
+			}
+		},
+		sessions: func(e *encoder) { e.buf = append(e.buf, sessions...) },
+	}}, nil
 }
 
 // WriteTo writes the snapshot to w a piece at a time and returns the bytes written.
 func (v *SnapshotView) WriteTo(w io.Writer) (int64, error) {
-	cw := &countingWriter{w: w}
-	crc := crc32.Checksum(v.head, castagnoli)
-	_, werr := cw.Write(v.head)
-	e := encoder{buf: make([]byte, 0, 2*snapshotChunkBytes)}
-	flush := func() {
-		if werr == nil {
-			crc = crc32.Update(crc, castagnoli, e.buf)
-			_, werr = cw.Write(e.buf)
-		}
-		e.buf = e.buf[:0]
-	}
-	var value []byte
-	start := 0
-	for i, key := range v.keys {
-		value = e.keyHistory(key, v.gens[start:v.genEnds[i]], v.vals, value)
-		start = v.genEnds[i]
-		if len(e.buf) >= snapshotChunkBytes {
-			flush()
-			if werr != nil {
-				break
-			}
-		}
-	}
-	e.buf = append(e.buf, v.tail...)
-	flush()
-	e.buf = binary.LittleEndian.AppendUint32(e.buf, crc)
-	flush()
-	if e.err != nil {
-		return cw.n, e.err
-	}
-	if werr != nil {
-		return cw.n, fmt.Errorf("kv: writing snapshot: %w", werr)
-	}
-	return cw.n, nil
+	return writeSnapshot(w, &v.src, nil)
 }
 
 // Release ends the view; the store may change its values in place again.
@@ -325,10 +353,25 @@ func decodeState(data []byte, cfg Config, newValues func() (valueLog, error)) (s
 	if d.err == nil && (st.rev < 1 || st.compactRev < -1 || st.compactRev > st.rev) {
 		d.fail("revision %d and compaction revision %d are inconsistent", st.rev, st.compactRev)
 	}
+	valuesLen := d.uvarint()
+	if d.err == nil && valuesLen > uint64(d.remaining()) {
+		d.fail("values section of %d bytes runs past the end", valuesLen)
+	}
+	if d.err == nil {
+		// Appended in pieces, each at the position after the last, so that every
+		// value lands at the offset the revisions name.
+		values := d.buf[d.off : d.off+int(valuesLen)]
+		d.off += int(valuesLen)
+		for len(values) > 0 {
+			k := min(len(values), valueRangeChunk)
+			st.vals.append(values[:k])
+			values = values[k:]
+		}
+	}
 	nKeys := d.count(minKeyBytes, int(^uint(0)>>1))
 	var prevKey []byte
 	for i := 0; i < nKeys && d.err == nil; i++ {
-		ki := d.keyIndex(st.rev, st.vals)
+		ki := d.keyIndex(st.rev, int64(valuesLen))
 		if d.err == nil && i > 0 && bytes.Compare(prevKey, ki.key) >= 0 {
 			d.fail("key %q follows %q out of order", ki.key, prevKey)
 		}
@@ -361,7 +404,7 @@ func decodeState(data []byte, cfg Config, newValues func() (valueLog, error)) (s
 }
 
 // keyIndex reads one key's history and checks the keyIndex invariants.
-func (d *decoder) keyIndex(rev int64, vals valueLog) *keyIndex {
+func (d *decoder) keyIndex(rev, valuesLen int64) *keyIndex {
 	ki := &keyIndex{key: d.bytes()}
 	if d.err == nil && len(ki.key) == 0 {
 		d.fail("empty key")
@@ -391,7 +434,14 @@ func (d *decoder) keyIndex(rev int64, vals valueLog) *keyIndex {
 		for ri := range g.revs {
 			r := &g.revs[ri]
 			r.modRev, r.lease = d.varint(), d.varint()
-			r.value = vals.append(d.bytesNoCopy())
+			off, n := d.uvarint(), d.uvarint()
+			switch {
+			case d.err != nil:
+			case n > maxCommandBytesCap || off > uint64(valuesLen) || off+n > uint64(valuesLen) || (n == 0 && off != 0):
+				d.fail("key %q revision %d names value bytes [%d, +%d) outside the %d of the snapshot", ki.key, r.modRev, off, n, valuesLen)
+			default:
+				r.value = valueRef{off: int64(off), n: uint32(n)}
+			}
 			if d.err == nil && (r.modRev < lastRev || r.modRev > rev) {
 				d.fail("key %q revision %d out of order (after %d, store at %d)", ki.key, r.modRev, lastRev, rev)
 			}

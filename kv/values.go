@@ -3,7 +3,9 @@ package kv
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"sort"
 )
 
 // A store keeps the bytes of its values apart from its index, in a valueLog: an
@@ -28,7 +30,9 @@ type valueRef struct {
 // append and close with it held for writing, read with it held at least for reading,
 // so reads may run concurrently with each other but never with append.
 type valueLog interface {
-	// append stores b and returns where it went. It keeps no reference to b.
+	valueReader
+	// append stores b and returns where it went: its offset is the number of
+	// bytes appended before it. It keeps no reference to b.
 	append(b []byte) valueRef
 	// read returns the value at ref. The slice may alias the log's memory, so it is
 	// read-only; values are never modified once appended.
@@ -49,17 +53,23 @@ type valueLog interface {
 // valueReader reads values; readInto is valueLog's.
 type valueReader interface {
 	readInto(ref valueRef, buf []byte) []byte
+	// writeRange writes the first n bytes appended (n at most size), in order:
+	// every value at its position, which is its valueRef's offset.
+	writeRange(w io.Writer, n int64) error
 }
 
 // ErrClosed is returned by reads of a Store after Close.
 var ErrClosed = errors.New("kv: store is closed")
 
 // memValues is the valueLog on the Go heap: values packed into chunks, so that a
-// revision costs no allocation of its own and the chunks hold no pointers.
+// revision costs no allocation of its own and the chunks hold no pointers. Like the
+// file, it numbers values by their position in the sequence of bytes appended, so
+// both logs give the same valueRefs (and snapshots the same bytes).
 type memValues struct {
+	// chunks hold the bytes appended, in order; starts[i] is the position of
+	// chunks[i][0]. Only the last chunk is appended to.
 	chunks [][]byte
-	// filling is the number of the chunk small values go to, -1 before the first.
-	filling int
+	starts []int64
 	// total is the bytes appended, which size reports.
 	total int64
 }
@@ -68,40 +78,37 @@ type memValues struct {
 // of it gets a chunk of its own, so a chunk wastes at most a quarter at its end.
 const memChunkBytes = 1 << 20
 
-// A memValues offset is the chunk number in the high bits and the position in the
-// chunk in the low memChunkShift bits (chunks of big values are as large as a
-// value, at most maxCommandBytesCap, which fits).
-const memChunkShift = 32
-
-func newMemValues() *memValues { return &memValues{filling: -1} }
+func newMemValues() *memValues { return &memValues{} }
 
 func (m *memValues) append(b []byte) valueRef {
 	if len(b) == 0 {
 		return valueRef{}
 	}
-	m.total += int64(len(b))
-	if len(b) > memChunkBytes/4 {
+	ref := valueRef{off: m.total, n: uint32(len(b))}
+	last := len(m.chunks) - 1
+	switch {
+	case len(b) > memChunkBytes/4:
+		// Full from the start, so the next value opens a chunk after it.
 		m.chunks = append(m.chunks, append([]byte(nil), b...))
-		return valueRef{off: int64(len(m.chunks)-1) << memChunkShift, n: uint32(len(b))}
+		m.starts = append(m.starts, m.total)
+	case last < 0 || len(m.chunks[last])+len(b) > cap(m.chunks[last]):
+		m.chunks = append(m.chunks, append(make([]byte, 0, memChunkBytes), b...))
+		m.starts = append(m.starts, m.total)
+	default:
+		m.chunks[last] = append(m.chunks[last], b...)
 	}
-	if m.filling < 0 || len(m.chunks[m.filling])+len(b) > cap(m.chunks[m.filling]) {
-		m.chunks = append(m.chunks, make([]byte, 0, memChunkBytes))
-		m.filling = len(m.chunks) - 1
-	}
-	i := m.filling
-	pos := len(m.chunks[i])
-	m.chunks[i] = append(m.chunks[i], b...)
-	return valueRef{off: int64(i)<<memChunkShift | int64(pos), n: uint32(len(b))}
+	m.total += int64(len(b))
+	return ref
 }
 
 func (m *memValues) read(ref valueRef) []byte {
 	if ref.n == 0 {
 		return nil
 	}
-	c := m.chunks[ref.off>>memChunkShift]
-	pos := int(ref.off & (1<<memChunkShift - 1))
+	i := sort.Search(len(m.starts), func(i int) bool { return m.starts[i] > ref.off }) - 1
+	pos := int(ref.off - m.starts[i])
 	end := pos + int(ref.n)
-	return c[pos:end:end]
+	return m.chunks[i][pos:end:end]
 }
 
 func (m *memValues) readInto(ref valueRef, _ []byte) []byte { return m.read(ref) }
@@ -110,9 +117,24 @@ func (m *memValues) size() int64                            { return m.total }
 // frozen copies the chunk list: appends after it write past the ends of the
 // chunks' copies, or into new chunks, never into what the copy reads.
 func (m *memValues) frozen() valueReader {
-	return &memValues{chunks: append([][]byte(nil), m.chunks...), filling: -1, total: m.total}
+	return &memValues{chunks: append([][]byte(nil), m.chunks...), starts: append([]int64(nil), m.starts...), total: m.total}
 }
-func (m *memValues) close() error { m.chunks = nil; return nil }
+
+func (m *memValues) writeRange(w io.Writer, n int64) error {
+	for _, c := range m.chunks {
+		if n <= 0 {
+			break
+		}
+		c = c[:min(int64(len(c)), n)]
+		if _, err := w.Write(c); err != nil {
+			return err
+		}
+		n -= int64(len(c))
+	}
+	return nil
+}
+
+func (m *memValues) close() error { m.chunks, m.starts = nil, nil; return nil }
 
 // fileValues is the valueLog in a file, so values take page cache, which the kernel
 // reclaims as it needs to, rather than resident memory. The file is unlinked as
@@ -205,6 +227,29 @@ func (v *fileValues) readInto(ref valueRef, buf []byte) []byte {
 }
 
 func (v *fileValues) size() int64 { return v.flushed + int64(len(v.buf)) }
+
+// valueRangeChunk is how much fileValues.writeRange reads at a time.
+const valueRangeChunk = 1 << 20
+
+func (v *fileValues) writeRange(w io.Writer, n int64) error {
+	buf := make([]byte, min(n, valueRangeChunk))
+	for off := int64(0); off < n; {
+		k := min(n-off, valueRangeChunk)
+		if off < v.flushed {
+			k = min(k, v.flushed-off)
+			if _, err := v.f.ReadAt(buf[:k], off); err != nil {
+				panic(fmt.Sprintf("kv: reading %d bytes at offset %d of the value file %s: %v", k, off, v.path, err))
+			}
+			if _, err := w.Write(buf[:k]); err != nil {
+				return err
+			}
+		} else if _, err := w.Write(v.buf[off-v.flushed : off-v.flushed+k]); err != nil {
+			return err
+		}
+		off += k
+	}
+	return nil
+}
 
 // frozen writes out the buffer, so that every value appended so far is in the file,
 // where positioned reads may run concurrently with later appends past them.
