@@ -20,4 +20,9 @@
 //
 // All replicas must run with the same Config: its limits decide which commands are
 // rejected and which sessions are evicted, and so are part of the state machine.
+//
+// Snapshots (snapshot.go) carry the whole retained history. Store.SnapshotView
+// freezes the store at its applied index in time proportional to its key count, and
+// the view is then written out while Apply goes on; the format copies the value log
+// whole, so writing one costs sequential reads rather than a read per value.
 package kv
