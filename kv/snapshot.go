@@ -36,6 +36,7 @@ const (
 	minKeyBytes        = 3 // one-byte key, its length, nGens
 	minGenerationBytes = 4 // three varints, nRevs
 	minKeyRevBytes     = 4 // four varints
+	minKeyRevBytesV1   = 3 // two varints, an empty value
 	minSessionBytes    = 4 // two varints, error code, result kind
 )
 
@@ -334,8 +335,9 @@ func decodeState(data []byte, cfg Config, newValues func() (valueLog, error)) (s
 		return nil, fmt.Errorf("%w: CRC-32C is %08x, the snapshot says %08x", ErrCorruptSnapshot, got, want)
 	}
 	d := decoder{buf: body, off: len(snapshotMagic), copyBytes: true}
-	if v := d.uvarint(); d.err == nil && v != snapshotVersion {
-		return nil, fmt.Errorf("%w: format version %d, this build reads %d", ErrCorruptSnapshot, v, snapshotVersion)
+	version := d.uvarint()
+	if d.err == nil && version != snapshotVersion && version != 1 {
+		return nil, fmt.Errorf("%w: format version %d, this build reads 1 and %d", ErrCorruptSnapshot, version, snapshotVersion)
 	}
 	st, err = newState(cfg, newValues)
 	if err != nil {
@@ -353,7 +355,10 @@ func decodeState(data []byte, cfg Config, newValues func() (valueLog, error)) (s
 	if d.err == nil && (st.rev < 1 || st.compactRev < -1 || st.compactRev > st.rev) {
 		d.fail("revision %d and compaction revision %d are inconsistent", st.rev, st.compactRev)
 	}
-	valuesLen := d.uvarint()
+	var valuesLen uint64
+	if version >= 2 {
+		valuesLen = d.uvarint()
+	}
 	if d.err == nil && valuesLen > uint64(d.remaining()) {
 		d.fail("values section of %d bytes runs past the end", valuesLen)
 	}
@@ -371,7 +376,7 @@ func decodeState(data []byte, cfg Config, newValues func() (valueLog, error)) (s
 	nKeys := d.count(minKeyBytes, int(^uint(0)>>1))
 	var prevKey []byte
 	for i := 0; i < nKeys && d.err == nil; i++ {
-		ki := d.keyIndex(st.rev, int64(valuesLen))
+		ki := d.keyIndex(st.rev, int64(valuesLen), version, st.vals)
 		if d.err == nil && i > 0 && bytes.Compare(prevKey, ki.key) >= 0 {
 			d.fail("key %q follows %q out of order", ki.key, prevKey)
 		}
@@ -403,8 +408,24 @@ func decodeState(data []byte, cfg Config, newValues func() (valueLog, error)) (s
 	return st, nil
 }
 
+// valueRef reads a version 2 revision's place in the values section and checks it
+// lies inside.
+func (d *decoder) valueRef(key []byte, modRev, valuesLen int64) valueRef {
+	off, n := d.uvarint(), d.uvarint()
+	switch {
+	case d.err != nil:
+	case n > maxCommandBytesCap || off > uint64(valuesLen) || off+n > uint64(valuesLen) || (n == 0 && off != 0):
+		d.fail("key %q revision %d names value bytes [%d, +%d) outside the %d of the snapshot", key, modRev, off, n, valuesLen)
+	default:
+		return valueRef{off: int64(off), n: uint32(n)}
+	}
+	return valueRef{}
+}
+
 // keyIndex reads one key's history and checks the keyIndex invariants.
-func (d *decoder) keyIndex(rev, valuesLen int64) *keyIndex {
+// Version 1 snapshots carry each value inline, appended to vals as it is read;
+// version 2 ones name a place in the values section, valuesLen bytes long.
+func (d *decoder) keyIndex(rev, valuesLen int64, version uint64, vals valueLog) *keyIndex {
 	ki := &keyIndex{key: d.bytes()}
 	if d.err == nil && len(ki.key) == 0 {
 		d.fail("empty key")
@@ -421,7 +442,11 @@ func (d *decoder) keyIndex(rev, valuesLen int64) *keyIndex {
 	for gi := range ki.gens {
 		g := &ki.gens[gi]
 		g.createRev, g.firstVersion, g.tombstoneRev = d.varint(), d.varint(), d.varint()
-		nRevs := d.count(minKeyRevBytes, int(^uint(0)>>1))
+		minRevBytes := minKeyRevBytes
+		if version == 1 {
+			minRevBytes = minKeyRevBytesV1
+		}
+		nRevs := d.count(minRevBytes, int(^uint(0)>>1))
 		if d.err != nil {
 			return ki
 		}
@@ -434,13 +459,12 @@ func (d *decoder) keyIndex(rev, valuesLen int64) *keyIndex {
 		for ri := range g.revs {
 			r := &g.revs[ri]
 			r.modRev, r.lease = d.varint(), d.varint()
-			off, n := d.uvarint(), d.uvarint()
-			switch {
-			case d.err != nil:
-			case n > maxCommandBytesCap || off > uint64(valuesLen) || off+n > uint64(valuesLen) || (n == 0 && off != 0):
-				d.fail("key %q revision %d names value bytes [%d, +%d) outside the %d of the snapshot", ki.key, r.modRev, off, n, valuesLen)
-			default:
-				r.value = valueRef{off: int64(off), n: uint32(n)}
+			if version == 1 {
+				if v := d.bytesNoCopy(); d.err == nil {
+					r.value = vals.append(v)
+				}
+			} else {
+				r.value = d.valueRef(ki.key, r.modRev, valuesLen)
 			}
 			if d.err == nil && (r.modRev < lastRev || r.modRev > rev) {
 				d.fail("key %q revision %d out of order (after %d, store at %d)", ki.key, r.modRev, lastRev, rev)

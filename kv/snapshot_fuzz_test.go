@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"os"
 	"testing"
 )
 
@@ -21,6 +22,9 @@ func FuzzRestore(f *testing.F) {
 	mustDelete(f, s, "k3", "")
 	snap := mustSnapshot(f, s)
 	f.Add(snap[:len(snap)-crcBytes])
+	if v1, err := os.ReadFile("testdata/snapshot-v1.bin"); err == nil {
+		f.Add(v1[:len(v1)-crcBytes])
+	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		data := binary.LittleEndian.AppendUint32(append([]byte(nil), body...), crc32.Checksum(body, castagnoli))
 		r := newTestStoreOn(t, Config{}, "mem")
