@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 
 	"raftkv/raft"
@@ -134,14 +135,19 @@ func (s *Storage) appendLocked(ents []raft.Entry, places []placement) {
 // makes is paid once per quarter of the bound appended). It keeps every entry not yet
 // durable: Entries could not read it back from the WAL.
 func (s *Storage) evictLocked() {
-	if s.mu.cachedSize <= s.cacheBytes {
-		return
-	}
+	// Forget the writes that became durable first, whether or not anything is
+	// evicted: the list would otherwise grow by one per write while the cache stays
+	// under its bound (a small store that snapshots often).
 	n := 0
 	for n < len(s.mu.unflushed) && s.wal.isDurable(s.mu.unflushed[n].ticket) {
 		n++
 	}
-	s.mu.unflushed = append(s.mu.unflushed[:0], s.mu.unflushed[n:]...)
+	if n > 0 {
+		s.mu.unflushed = append(s.mu.unflushed[:0], s.mu.unflushed[n:]...)
+	}
+	if s.mu.cachedSize <= s.cacheBytes {
+		return
+	}
 	limit := s.mu.log.last + 1 // entries from limit on may not go
 	for _, w := range s.mu.unflushed {
 		limit = min(limit, w.first)
@@ -269,6 +275,13 @@ func (s *Storage) createSnapshot(index uint64, mustBeCommitted bool, size int64,
 
 	s.mu.Lock()
 	if again, err := s.checkSnapshotLocked(index, mustBeCommitted); err != nil || again.Term != snap.Term {
+		// The file just written is of a log that is gone; left in place it would
+		// count among the snapshots kept and push out a good one. (Unless a
+		// snapshot installed meanwhile has the same index and term, and so the
+		// same name: that file is not ours to remove.)
+		if s.mu.snap.Index != snap.Index || s.mu.snap.Term != snap.Term {
+			_ = s.fs.Remove(filepath.Join(s.snapDir, snapshotName(snap.Index, snap.Term)))
+		}
 		s.mu.Unlock()
 		return raft.Snapshot{}, fmt.Errorf("storage: the log changed under CreateSnapshot(%d): %v", index, err)
 	}
