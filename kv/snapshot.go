@@ -264,14 +264,15 @@ var errSnapshotInProgress = errors.New("kv: a snapshot view is already out; Rele
 // may be out at a time. The bytes WriteTo writes are exactly those Snapshot would
 // have returned when the view was taken.
 func (s *Store) SnapshotView() (*SnapshotView, error) {
-	if !s.snapMu.TryLock() {
-		return nil, errSnapshotInProgress
-	}
-	s.mu.Lock() // frozen() flushes the value log's buffer, which reads use
+	// s.mu before snapMu, the order Apply (compaction) and Close take them in.
+	// frozen() flushes the value log's buffer, which reads use: hence the write lock.
+	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.mu.closed {
-		s.snapMu.Unlock()
 		return nil, ErrClosed
+	}
+	if !s.snapMu.TryLock() {
+		return nil, errSnapshotInProgress
 	}
 	st := s.mu.st
 	// The keys' generations are copied into one array, keys[i]'s being
