@@ -42,8 +42,10 @@ type Server struct {
 	// snapshotDue).
 	snapshotting     atomic.Bool
 	lastSnapshotSize atomic.Int64
-	reads            *readBatcher
-	nextReqID        atomic.Uint64
+	// snapshotFailed tells the apply loop the last snapshot failed.
+	snapshotFailed atomic.Bool
+	reads          *readBatcher
+	nextReqID      atomic.Uint64
 
 	grpc          *grpc.Server
 	clientListens []net.Listener
@@ -251,9 +253,23 @@ func (s *Server) applyLoop() {
 		lastSnapshot uint64
 		// logBytes counts the command bytes applied since the last snapshot.
 		logBytes int
+		// undo puts lastSnapshot and logBytes back if the snapshot in flight
+		// fails; no new one starts before retryAt.
+		undo struct {
+			lastSnapshot uint64
+			logBytes     int
+		}
+		retryAt uint64
 	)
 	for msg := range s.node.Apply() {
 		logBytes += len(msg.Command)
+		if s.snapshotFailed.Swap(false) {
+			// As if it had not been started, but wait a little before the next try:
+			// a snapshot of an entry this follower has applied but not yet stored
+			// (committed entries are applied before they are written) fails.
+			lastSnapshot, logBytes = undo.lastSnapshot, logBytes+undo.logBytes
+			retryAt = msg.Index + min(s.cfg.SnapshotCount, 1000)
+		}
 		switch msg.Type {
 		case raft.ApplySnapshot:
 			if err := s.sm.restore(msg.Snapshot); err != nil {
@@ -275,12 +291,14 @@ func (s *Server) applyLoop() {
 			logBytes = 0
 			continue
 		}
-		if !s.snapshotting.Load() &&
+		if !s.snapshotting.Load() && msg.Index >= retryAt &&
 			snapshotDue(msg.Index-lastSnapshot, s.cfg.SnapshotCount, logBytes, int(s.lastSnapshotSize.Load())) {
 			if err := s.startSnapshot(msg.Index); err != nil {
 				s.logger.Error("snapshot failed", "index", msg.Index, "err", err)
+				retryAt = msg.Index + min(s.cfg.SnapshotCount, 1000)
 				continue
 			}
+			undo.lastSnapshot, undo.logBytes = lastSnapshot, logBytes
 			lastSnapshot, logBytes = msg.Index, 0
 		}
 	}
@@ -300,9 +318,11 @@ func (s *Server) startSnapshot(index uint64) error {
 		defer frozen.release()
 		size, err := s.snapshot(index, frozen)
 		if err != nil {
-			// The storage failed and refuses every later call, so the node stops at
-			// its next write; until then the log just grows.
-			s.logger.Error("snapshot failed", "index", index, "err", err)
+			// Either the storage failed, and refuses every later call, so the node
+			// stops at its next write; or the log is not yet what the snapshot
+			// needs (see applyLoop), and a later one will do.
+			s.logger.Warn("snapshot failed", "index", index, "err", err)
+			s.snapshotFailed.Store(true)
 			return
 		}
 		s.lastSnapshotSize.Store(size)
