@@ -10,8 +10,6 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 // BenchmarkPut is the write path as bench/ drives put-100c: three members on the real
@@ -23,16 +21,7 @@ func BenchmarkPut(b *testing.B) {
 		c.HeartbeatInterval, c.ElectionTimeout = DefaultHeartbeatInterval, DefaultElectionTimeout
 	})
 	leader := waitForLeader(b, members)
-	clients := make([]pb.KVClient, benchConnections)
-	for i := range clients {
-		conn, err := grpc.NewClient(leader.cfg.ListenClientURLs[0][len("http://"):],
-			grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { conn.Close() })
-		clients[i] = pb.NewKVClient(conn)
-	}
+	clients := benchClientsTo(b, leader)
 	value := make([]byte, 256)
 	var next, key atomic.Int64
 	b.SetParallelism(max(1, benchClients/runtime.GOMAXPROCS(0)))

@@ -47,16 +47,7 @@ func benchmarkRange(b *testing.B, serializable bool) {
 			return err
 		})
 	}
-	clients := make([]pb.KVClient, benchConnections)
-	for i := range clients {
-		conn, err := grpc.NewClient(leader.cfg.ListenClientURLs[0][len("http://"):],
-			grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { conn.Close() })
-		clients[i] = pb.NewKVClient(conn)
-	}
+	clients := benchClientsTo(b, leader)
 	var next atomic.Int64
 	b.SetParallelism(max(1, benchClients/runtime.GOMAXPROCS(0)))
 	b.ResetTimer()
@@ -78,6 +69,21 @@ func benchmarkRange(b *testing.B, serializable bool) {
 		}
 	})
 	b.ReportMetric(float64((processCPU(b)-cpuBefore).Nanoseconds())/float64(b.N), "cpu-ns/op")
+}
+
+// benchClientsTo opens benchConnections client connections to m, closed at cleanup.
+func benchClientsTo(b *testing.B, m *testMember) []pb.KVClient {
+	clients := make([]pb.KVClient, benchConnections)
+	for i := range clients {
+		conn, err := grpc.NewClient(m.cfg.ListenClientURLs[0][len("http://"):],
+			grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { conn.Close() })
+		clients[i] = pb.NewKVClient(conn)
+	}
+	return clients
 }
 
 // processCPU is the user and system CPU time this process has used.
