@@ -58,10 +58,9 @@ func (s *Store) AppendSnapshot(dst []byte) ([]byte, error) {
 	if s.mu.closed {
 		return nil, ErrClosed
 	}
-	if dst == nil {
-		dst = make([]byte, 0, 4096)
-	}
-	return s.mu.st.encode(dst, nil)
+	sw := &sliceWriter{b: dst}
+	_, err := writeSnapshot(sw, s.mu.st.snapshotSource())
+	return sw.b, err
 }
 
 // WriteSnapshot writes the Snapshot to w a piece at a time, so that a snapshot
@@ -73,20 +72,7 @@ func (s *Store) WriteSnapshot(w io.Writer) (int64, error) {
 	if s.mu.closed {
 		return 0, ErrClosed
 	}
-	cw := &countingWriter{w: w}
-	_, err := s.mu.st.encode(make([]byte, 0, 2*snapshotChunkBytes), cw)
-	return cw.n, err
-}
-
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
+	return writeSnapshot(w, s.mu.st.snapshotSource())
 }
 
 // Restore replaces the store's state with the one in data, a Snapshot from a
@@ -138,31 +124,16 @@ func (st *state) snapshotSource() *snapshotSource {
 	}
 }
 
-// encode appends the snapshot to dst and returns it, or, with w set, writes it to
-// w in pieces of about snapshotChunkBytes, dst being only the buffer for them.
-func (st *state) encode(dst []byte, w io.Writer) ([]byte, error) {
-	if w != nil {
-		_, err := writeSnapshot(w, st.snapshotSource(), dst)
-		return nil, err
-	}
-	sw := &sliceWriter{b: dst}
-	_, err := writeSnapshot(sw, st.snapshotSource(), nil)
-	return sw.b, err
-}
-
 // sliceWriter appends what is written to b.
 type sliceWriter struct{ b []byte }
 
 func (s *sliceWriter) Write(p []byte) (int, error) { s.b = append(s.b, p...); return len(p), nil }
 
-// writeSnapshot writes the snapshot of src to w a piece at a time, buf being the
-// buffer for the pieces, and returns the bytes written.
-func writeSnapshot(w io.Writer, src *snapshotSource, buf []byte) (int64, error) {
+// writeSnapshot writes the snapshot of src to w in pieces of about
+// snapshotChunkBytes and returns the bytes written.
+func writeSnapshot(w io.Writer, src *snapshotSource) (int64, error) {
 	cw := &crcWriter{w: w}
-	e := encoder{buf: buf[:0]}
-	if cap(e.buf) < snapshotChunkBytes {
-		e.buf = make([]byte, 0, 2*snapshotChunkBytes)
-	}
+	e := encoder{buf: make([]byte, 0, 2*snapshotChunkBytes)}
 	var werr error
 	flush := func() {
 		if werr == nil {
@@ -312,7 +283,7 @@ func (s *Store) SnapshotView() (*SnapshotView, error) {
 
 // WriteTo writes the snapshot to w a piece at a time and returns the bytes written.
 func (v *SnapshotView) WriteTo(w io.Writer) (int64, error) {
-	return writeSnapshot(w, &v.src, nil)
+	return writeSnapshot(w, &v.src)
 }
 
 // Release ends the view; the store may change its values in place again.
