@@ -154,6 +154,17 @@ func (c *testCluster) lastApplied(id uint64) uint64 {
 	return app.lastIdx
 }
 
+// others returns the cluster's members other than id.
+func (c *testCluster) others(id uint64) []uint64 {
+	var rest []uint64
+	for _, p := range c.peers {
+		if p != id {
+			rest = append(rest, p)
+		}
+	}
+	return rest
+}
+
 // propose starts cmd on whichever node leads, retrying for a while.
 func (c *testCluster) propose(cmd []byte) (leader, index uint64) {
 	deadline := time.Now().Add(10 * time.Second)
@@ -198,12 +209,7 @@ func TestNodeCommitAndFailover(t *testing.T) {
 
 	c.net.Isolate(lead)
 	c.stop(lead)
-	var rest []uint64
-	for _, id := range c.peers {
-		if id != lead {
-			rest = append(rest, id)
-		}
-	}
+	rest := c.others(lead)
 	newLead, index := c.propose([]byte("two"))
 	if newLead == lead {
 		t.Fatalf("stopped node %d still leads", lead)
@@ -328,13 +334,7 @@ func TestNodeForwardFromFollower(t *testing.T) {
 	c := newTestCluster(t, 3)
 	lead, index := c.propose([]byte("first"))
 	c.waitApplied(index, []byte("first"), c.peers...)
-	var follower uint64
-	for _, id := range c.peers {
-		if id != lead {
-			follower = id
-			break
-		}
-	}
+	follower := c.others(lead)[0]
 	if err := c.nodes[follower].Forward(context.Background(), []byte("forwarded")); err != nil {
 		t.Fatalf("Forward from follower %d: %v", follower, err)
 	}
@@ -468,13 +468,7 @@ func TestNodeReadIndexLostRoundFails(t *testing.T) {
 	})
 	lead, index := c.propose([]byte("w"))
 	c.waitApplied(index, []byte("w"), c.peers...)
-	var follower uint64
-	for _, id := range c.peers {
-		if id != lead {
-			follower = id
-			break
-		}
-	}
+	follower := c.others(lead)[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	dropReads.Store(true)

@@ -4,10 +4,8 @@ package server
 
 import (
 	"context"
-	"runtime"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 )
@@ -23,21 +21,9 @@ func BenchmarkPut(b *testing.B) {
 	leader := waitForLeader(b, members)
 	clients := benchClientsTo(b, leader)
 	value := make([]byte, 256)
-	var next, key atomic.Int64
-	b.SetParallelism(max(1, benchClients/runtime.GOMAXPROCS(0)))
-	b.ResetTimer()
-	cpuBefore := processCPU(b)
-	b.RunParallel(func(p *testing.PB) {
-		client := clients[next.Add(1)%int64(len(clients))]
-		for p.Next() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_, err := client.Put(ctx, &pb.PutRequest{Key: benchKey(int(key.Add(1) % benchKeys)), Value: value})
-			cancel()
-			if err != nil {
-				b.Error(err)
-				return
-			}
-		}
+	var key atomic.Int64
+	runClients(b, clients, func(ctx context.Context, client pb.KVClient) error {
+		_, err := client.Put(ctx, &pb.PutRequest{Key: benchKey(int(key.Add(1) % benchKeys)), Value: value})
+		return err
 	})
-	b.ReportMetric(float64((processCPU(b)-cpuBefore).Nanoseconds())/float64(b.N), "cpu-ns/op")
 }
