@@ -141,8 +141,10 @@ func (m *memValues) close() error { m.chunks, m.starts = nil, nil; return nil }
 // soon as it is created: it has no name to leave behind, whether the process stops
 // or crashes, and its space returns to the file system when the descriptor closes.
 //
-// Appends gather in buf and reach the file a buffer at a time; a read of a value
-// still in buf copies it from there. A failed write or read panics: the store
+// Appends gather in buf and reach the file a buffer at a time. The last few buffers
+// written stay in memory (recent), since reads favour what was written lately: a
+// value still in buf or recent is read without a system call or a copy, which was 4%
+// of a leader's CPU under 100 clients of gets. A failed write or read panics: the store
 // cannot carry on without its values, and a restart rebuilds them from the raft
 // log (the file system's errors are as fatal here as a failed fsync is to storage).
 type fileValues struct {
@@ -151,10 +153,23 @@ type fileValues struct {
 	// flushed is the bytes written to the file; buf holds those after it.
 	flushed int64
 	buf     []byte
+	// recent holds the last buffers written to the file, oldest first. A buffer is
+	// never written to again once it leaves buf, so reads may return slices of it.
+	recent []recentValues
 }
 
-// fileValuesBufBytes is the size of fileValues' write buffer.
-const fileValuesBufBytes = 256 << 10
+// recentValues is a buffer of fileValues already in the file, at offset off.
+type recentValues struct {
+	off int64
+	b   []byte
+}
+
+const (
+	// fileValuesBufBytes is the size of fileValues' write buffer.
+	fileValuesBufBytes = 256 << 10
+	// fileValuesRecentBufs is how many written buffers stay in memory: 1 MiB.
+	fileValuesRecentBufs = 4
+)
 
 // newFileValues creates an unlinked value file in dir.
 func newFileValues(dir string) (*fileValues, error) {
@@ -191,8 +206,13 @@ func (v *fileValues) flush() {
 		return
 	}
 	v.writeAt(v.buf, v.flushed)
+	if len(v.recent) == fileValuesRecentBufs {
+		v.recent = append(v.recent[:0], v.recent[1:]...)
+	}
+	v.recent = append(v.recent, recentValues{off: v.flushed, b: v.buf})
 	v.flushed += int64(len(v.buf))
-	v.buf = v.buf[:0]
+	// A new buffer, not the old one emptied: reads may hold slices of the old one.
+	v.buf = make([]byte, 0, fileValuesBufBytes)
 }
 
 func (v *fileValues) writeAt(b []byte, off int64) {
@@ -205,7 +225,30 @@ func (v *fileValues) read(ref valueRef) []byte {
 	if ref.n == 0 {
 		return nil
 	}
+	if b := v.inMemory(ref); b != nil {
+		return b
+	}
 	return v.readInto(ref, make([]byte, ref.n))
+}
+
+// inMemory returns the value at ref if buf or recent holds it, else nil. The slice
+// is read-only: bytes before len(buf) are never overwritten, since a flush replaces
+// the buffer rather than reusing it.
+func (v *fileValues) inMemory(ref valueRef) []byte {
+	end := ref.off + int64(ref.n)
+	if ref.off >= v.flushed {
+		return v.buf[ref.off-v.flushed : end-v.flushed : end-v.flushed]
+	}
+	for i := len(v.recent) - 1; i >= 0; i-- {
+		r := v.recent[i]
+		if ref.off >= r.off {
+			if end <= r.off+int64(len(r.b)) {
+				return r.b[ref.off-r.off : end-r.off : end-r.off]
+			}
+			return nil
+		}
+	}
+	return nil
 }
 
 func (v *fileValues) readInto(ref valueRef, buf []byte) []byte {
@@ -216,8 +259,8 @@ func (v *fileValues) readInto(ref valueRef, buf []byte) []byte {
 		buf = make([]byte, ref.n)
 	}
 	buf = buf[:ref.n]
-	if ref.off >= v.flushed {
-		copy(buf, v.buf[ref.off-v.flushed:])
+	if b := v.inMemory(ref); b != nil {
+		copy(buf, b)
 		return buf
 	}
 	if _, err := v.f.ReadAt(buf, ref.off); err != nil {
@@ -259,7 +302,7 @@ func (v *fileValues) frozen() valueReader {
 }
 
 func (v *fileValues) close() error {
-	v.buf = nil
+	v.buf, v.recent = nil, nil
 	if err := v.f.Close(); err != nil {
 		return fmt.Errorf("kv: closing the value file %s: %w", v.path, err)
 	}

@@ -76,6 +76,52 @@ func TestValueLogsReadBackWhatWasAppended(t *testing.T) {
 	}
 }
 
+// TestFileValuesKeepsRecentBuffers: the last fileValuesRecentBufs buffers written are
+// read from memory (here, with the file closed), older values from the file, and a
+// value read from memory stays as it was while later appends flush its buffer.
+func TestFileValuesKeepsRecentBuffers(t *testing.T) {
+	v, err := newFileValues(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := func(i int) []byte { return fmt.Appendf(nil, "%0250d", i) }
+	var refs []valueRef
+	held := map[int][]byte{}
+	const n = (fileValuesRecentBufs + 3) * fileValuesBufBytes / 250
+	for i := range n {
+		refs = append(refs, v.append(value(i)))
+		if i%1000 == 0 {
+			held[i] = v.read(refs[i]) // from buf, then flushed under it
+		}
+	}
+	for i, b := range held {
+		if !bytes.Equal(b, value(i)) {
+			t.Fatalf("value %d read before later appends changed to %q", i, b)
+		}
+	}
+	if err := v.f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	inMemory := 0
+	for i, ref := range refs {
+		if v.inMemory(ref) == nil {
+			if ref.off >= v.recent[0].off {
+				t.Fatalf("value %d at offset %d is not in memory, though the oldest recent buffer starts at %d",
+					i, ref.off, v.recent[0].off)
+			}
+			continue
+		}
+		inMemory++
+		if got := v.read(ref); !bytes.Equal(got, value(i)) {
+			t.Fatalf("value %d read from memory as %q", i, got)
+		}
+	}
+	// A value never straddles two buffers: each full buffer holds 1,048 of them.
+	if want := fileValuesRecentBufs * (fileValuesBufBytes / 250); inMemory < want {
+		t.Fatalf("%d values in memory, want at least %d", inMemory, want)
+	}
+}
+
 // TestFileBackedStoreLeavesNoFile: the value file has no name from the start, so
 // neither a stop nor a crash leaves one; after Close reads fail cleanly.
 func TestFileBackedStoreLeavesNoFile(t *testing.T) {
