@@ -15,6 +15,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -210,6 +211,36 @@ func TestExactlyOnceSessions(t *testing.T) {
 	}
 	if resp.Kvs[0].Version != 1 {
 		t.Fatalf("key version %d after a retried put, want 1", resp.Kvs[0].Version)
+	}
+}
+
+// A write with half a session, or one that is not a number, is refused with
+// InvalidArgument and applies nothing.
+func TestSessionMetadataRefused(t *testing.T) {
+	members := startTestCluster(t, 1, nil)
+	c := members[0].client
+	retry(t, func(ctx context.Context) error {
+		_, err := c.Put(ctx, &pb.PutRequest{Key: []byte("warm"), Value: []byte("v")})
+		return err
+	})
+	for _, md := range [][]string{
+		{MetadataClientID, "7"},
+		{MetadataClientID, "7", MetadataClientID, "8", MetadataSequence, "1"},
+		{MetadataClientID, "seven", MetadataSequence, "1"},
+		{MetadataClientID, "7", MetadataSequence, "0"},
+	} {
+		ctx := metadata.AppendToOutgoingContext(context.Background(), md...)
+		_, err := c.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("metadata %q: got %v, want InvalidArgument", md, err)
+		}
+	}
+	resp, err := c.Range(context.Background(), &pb.RangeRequest{Key: []byte("k")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Count != 0 {
+		t.Fatalf("a refused write applied: %d keys", resp.Count)
 	}
 }
 
