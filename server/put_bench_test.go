@@ -22,6 +22,7 @@ func BenchmarkPut(b *testing.B) {
 	clients := benchClientsTo(b, leader)
 	value := make([]byte, 256)
 	var key atomic.Int64
+	defer reportPeerWrites(b, members)()
 	runClients(b, clients, func(ctx context.Context, client pb.KVClient) error {
 		_, err := client.Put(ctx, &pb.PutRequest{Key: benchKey(int(key.Add(1) % benchKeys)), Value: value})
 		return err

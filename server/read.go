@@ -141,6 +141,7 @@ var errReadIndexUnanswered = errors.New("server: ReadIndex round unanswered")
 func (s *Server) readIndexAttempt(ctx context.Context) (uint64, error) {
 	attempt, cancel := context.WithTimeout(ctx, s.readAttemptTimeout())
 	defer cancel()
+	s.readRounds.Add(1)
 	index, err := s.node.ReadIndex(attempt)
 	if err != nil && attempt.Err() != nil && ctx.Err() == nil {
 		return 0, errReadIndexUnanswered

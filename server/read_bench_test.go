@@ -48,6 +48,8 @@ func benchmarkRange(b *testing.B, serializable bool) {
 		})
 	}
 	clients := benchClientsTo(b, leader)
+	roundsBefore := leader.srv.readRounds.Load()
+	defer reportPeerWrites(b, members)()
 	runClients(b, clients, func(ctx context.Context, client pb.KVClient) error {
 		resp, err := client.Range(ctx, &pb.RangeRequest{Key: benchKey(rand.IntN(benchKeys)), Serializable: serializable})
 		if err == nil && len(resp.Kvs) != 1 {
@@ -55,6 +57,9 @@ func benchmarkRange(b *testing.B, serializable bool) {
 		}
 		return err
 	})
+	if !serializable {
+		b.ReportMetric(float64(leader.srv.readRounds.Load()-roundsBefore)/float64(b.N), "rounds/op")
+	}
 }
 
 // runClients runs benchClients concurrent clients over the connections, each
@@ -93,6 +98,28 @@ func benchClientsTo(b *testing.B, m *testMember) []pb.KVClient {
 		clients[i] = pb.NewKVClient(conn)
 	}
 	return clients
+}
+
+// reportPeerWrites counts the peer messages the members send and the writes they
+// take from when it is called until the function it returns is, and reports both per
+// request: on a small machine each write wakes another process, which costs more CPU
+// than the message itself.
+func reportPeerWrites(b *testing.B, members []*testMember) func() {
+	count := func() (msgs, writes uint64) {
+		for _, m := range members {
+			for _, p := range m.srv.transport.Stats().Peers {
+				msgs += p.Sent
+				writes += p.Flushes
+			}
+		}
+		return msgs, writes
+	}
+	msgs0, writes0 := count()
+	return func() {
+		msgs, writes := count()
+		b.ReportMetric(float64(msgs-msgs0)/float64(b.N), "peer-msgs/op")
+		b.ReportMetric(float64(writes-writes0)/float64(b.N), "peer-writes/op")
+	}
 }
 
 // processCPU is the user and system CPU time this process has used.

@@ -45,7 +45,9 @@ type Server struct {
 	// snapshotFailed tells the apply loop the last snapshot failed.
 	snapshotFailed atomic.Bool
 	reads          *readBatcher
-	nextReqID      atomic.Uint64
+	// readRounds counts the ReadIndex rounds started, for the benchmarks.
+	readRounds atomic.Uint64
+	nextReqID  atomic.Uint64
 
 	grpc          *grpc.Server
 	clientListens []net.Listener
