@@ -65,6 +65,12 @@ type Config struct {
 	// Default 64. Node only.
 	MaxApplyBatches int
 
+	// CommitDelay is how long a leader's Node waits to send followers a commit index
+	// that no append has carried to them yet (RawNode.SendCommit): under load the
+	// next append carries it, and an idle follower learns it this much later.
+	// Default TickInterval/50, at most 2ms. Node only.
+	CommitDelay time.Duration
+
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -111,6 +117,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxApplyBatches == 0 {
 		c.MaxApplyBatches = DefaultMaxApplyBatches
 	}
+	if c.CommitDelay == 0 {
+		c.CommitDelay = max(min(c.TickInterval/50, 2*time.Millisecond), time.Microsecond)
+	}
 	if c.RandSeed == 0 {
 		c.RandSeed = int64(c.ID)
 	}
@@ -151,6 +160,10 @@ func (c Config) Validate() error {
 	}
 	if c.TickInterval < 0 {
 		return fmt.Errorf("raft config: TickInterval %v is negative", c.TickInterval)
+	}
+	if c.CommitDelay < 0 || c.CommitDelay > c.TickInterval {
+		return fmt.Errorf("raft config: CommitDelay %v must be between 0 (the default, %v) and TickInterval %v: a heartbeat carries the commit index anyway",
+			c.CommitDelay, min(c.TickInterval/50, 2*time.Millisecond), c.TickInterval)
 	}
 	if c.Storage == nil {
 		return fmt.Errorf("raft config: Storage is nil; pass raft.NewMemoryStorage() or a durable storage")

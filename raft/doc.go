@@ -39,6 +39,13 @@
 // the driver sends them, in order, and calls AckDurable with the last entry written,
 // which is when a leader counts its own copy.
 //
+// A leader tells followers of a new commit index in the next append it sends them
+// (§5.3), not in an empty append of its own, which would double the messages per
+// write at low load. A follower waiting for a proposal it forwarded hears at once;
+// for the rest, when HasUnsentCommit is true the driver calls SendCommit a moment
+// later (the Node after Config.CommitDelay), and the next heartbeat carries the
+// commit index in any case.
+//
 // # The Node
 //
 // Node runs that loop for you with a real clock (Config.TickInterval), a Storage and a

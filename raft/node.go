@@ -364,6 +364,12 @@ func (n *Node) run() {
 	defer close(n.done)
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
+	// commitTimer runs while the core holds a commit index back from a follower
+	// (RawNode.SendCommit); commitc is its channel then, else nil.
+	commitTimer := time.NewTimer(time.Hour)
+	commitTimer.Stop()
+	defer commitTimer.Stop()
+	var commitc <-chan time.Time
 
 	var (
 		readSeq uint64
@@ -445,6 +451,10 @@ func (n *Node) run() {
 			continue
 		}
 
+		if commitc == nil && n.rn.HasUnsentCommit() {
+			commitTimer.Reset(n.cfg.CommitDelay)
+			commitc = commitTimer.C
+		}
 		propc := n.propc
 		if len(n.queuedTickets) >= maxLeaderWritesInFlight && n.isLeader.Load() && len(propc) < cap(propc)/2 {
 			// A leader with writes in flight lets proposals gather while it waits:
@@ -454,6 +464,9 @@ func (n *Node) run() {
 			propc = nil
 		}
 		select {
+		case <-commitc:
+			commitc = nil
+			n.rn.SendCommit()
 		case <-ticker.C:
 			n.rn.Tick()
 			ticks++

@@ -43,6 +43,8 @@ type testCluster struct {
 	wrap func(id uint64, t Transport) Transport
 	// async, if set, gives each node an AsyncStorage over its MemoryStorage.
 	async map[uint64]*asyncTestStorage
+	// tick is the nodes' TickInterval; 5ms unless set.
+	tick time.Duration
 }
 
 // testApp is a state machine that is the list of commands applied, checking that
@@ -92,8 +94,12 @@ func (c *testCluster) start(id, applied uint64) {
 	if c.async != nil {
 		st = c.async[id]
 	}
+	tick := c.tick
+	if tick == 0 {
+		tick = 5 * time.Millisecond
+	}
 	node, err := NewNode(Config{ID: id, Peers: c.peers, Storage: st, Applied: applied,
-		TickInterval: 5 * time.Millisecond, RandSeed: int64(id)*7919 + time.Now().UnixNano()}, tr)
+		TickInterval: tick, RandSeed: int64(id)*7919 + time.Now().UnixNano()}, tr)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -316,6 +322,8 @@ func TestConfigValidate(t *testing.T) {
 		{Config{ID: 1, Peers: []uint64{1, 1}, Storage: st}, "twice"},
 		{Config{ID: 1, Peers: []uint64{1}, Storage: st, ElectionTicks: 2, HeartbeatTicks: 2}, "must be greater than HeartbeatTicks"},
 		{Config{ID: 1, Peers: []uint64{1}}, "Storage is nil"},
+		{Config{ID: 1, Peers: []uint64{1}, Storage: st, CommitDelay: time.Second}, "CommitDelay 1s must be between"},
+		{Config{ID: 1, Peers: []uint64{1}, Storage: st, CommitDelay: -time.Millisecond}, "CommitDelay -1ms must be between"},
 		{Config{ID: 1, Peers: []uint64{1}, Storage: st, MaxSizePerMsg: 10 << 20, MaxUncommittedEntriesBytes: 1 << 20}, "below MaxSizePerMsg"},
 	} {
 		err := tc.cfg.Validate()
@@ -375,6 +383,39 @@ func TestSplitLeaderMessagesKeepsOrder(t *testing.T) {
 	}
 	want(early, MsgApp, MsgHeartbeat, MsgSnap)
 	want(late, MsgVoteResp, MsgAppResp)
+}
+
+// A commit that no append carries reaches the followers after CommitDelay, not at
+// the next heartbeat: with heartbeats every 100ms, and none at all while the write is
+// in flight, followers apply a lone write well before one is due.
+func TestNodeSendsHeldCommitAfterCommitDelay(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	var quiet atomic.Bool // drop heartbeats
+	c := newWrappedTestCluster(t, 3, func(_ uint64, next Transport) Transport {
+		return filterTransport{next: next, drop: func(m Message) bool { return quiet.Load() && m.Type == MsgHeartbeat }}
+	}, func(c *testCluster) { c.tick = 100 * time.Millisecond })
+	lead, index := c.propose([]byte("warm-up"))
+	c.waitApplied(index, []byte("warm-up"), c.peers...)
+	term, _ := c.nodes[lead].State()
+
+	// With heartbeats dropped, a follower learns the commit only from the held
+	// commit being sent; it would otherwise campaign after an election timeout
+	// (1-2s), which the term check below would see.
+	quiet.Store(true)
+	index, _, isLeader := c.nodes[lead].Start([]byte("lone"))
+	if !isLeader {
+		t.Skip("leadership moved during the warm-up")
+	}
+	start := time.Now()
+	c.waitApplied(index, []byte("lone"), c.others(lead)...)
+	took := time.Since(start)
+	quiet.Store(false)
+	for _, id := range c.peers {
+		if got, _ := c.nodes[id].State(); got != term {
+			t.Fatalf("node %d at term %d, want %d: the followers campaigned instead of learning the commit", id, got, term)
+		}
+	}
+	t.Logf("followers applied a lone write %v after Start", took)
 }
 
 // filterTransport passes messages on unless drop says otherwise, and counts the

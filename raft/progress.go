@@ -39,6 +39,10 @@ type progress struct {
 	snapshotWaitTicks int
 	// recentActive: the follower has been heard from since the last CheckQuorum.
 	recentActive bool
+	// sentCommit is the highest commitIndex sent to the follower. awaitsCommit is
+	// the last entry the follower forwarded a proposal for that it has not been
+	// told is committed: it waits for that commit to answer its client.
+	sentCommit, awaitsCommit uint64
 
 	inflights *inflights
 }

@@ -62,6 +62,9 @@ type raft struct {
 	// needBroadcast is set by proposals; appends go out once, at the next Ready, so a
 	// burst of proposals travels in one message per follower.
 	needBroadcast bool
+	// commitUnsent is set when the commit index advanced and some follower was
+	// not told (see bcastCommit); SendCommit clears it.
+	commitUnsent bool
 
 	rand   *rand.Rand
 	logger *slog.Logger
@@ -171,10 +174,12 @@ func (r *raft) reset(term uint64) {
 	r.reads.reset()
 	r.uncommittedSize = 0
 	r.needBroadcast = false
+	r.commitUnsent = false
 	for _, id := range r.peers {
 		pr := r.progress[id]
 		pr.resetState(progressProbe)
 		pr.match = 0
+		pr.sentCommit, pr.awaitsCommit = 0, 0
 		pr.next = r.log.lastIndex() + 1
 		pr.recentActive = false
 	}

@@ -189,6 +189,93 @@ func TestThreeNodesReplicate(t *testing.T) {
 	}
 }
 
+// Reference: §5.3 (followers learn commitIndex from the next AppendEntries). A commit
+// that no append carries is held back from the followers until SendCommit, rather
+// than costing an empty append per follower per write; the next append carries it
+// when there is one, and a follower that forwarded the proposal hears at once.
+func TestCommitIndexRidesTheNextAppend(t *testing.T) {
+	nw := newTestNetwork(t, 3, nil)
+	nw.tickAll(30)
+	lead := nw.leader()
+	if lead == 0 {
+		t.Fatal("no leader after 30 ticks")
+	}
+	followers := []uint64{}
+	for _, id := range nw.ids {
+		if id != lead {
+			followers = append(followers, id)
+		}
+	}
+	commitOf := func(id uint64) uint64 { return nw.nodes[id].Status().Commit }
+
+	// A proposal on the leader: committed there, held back from the followers.
+	index, _, err := nw.nodes[lead].Propose([]byte("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sentBefore := nw.sent
+	nw.settle()
+	if commitOf(lead) != index {
+		t.Fatalf("leader commit %d, want %d", commitOf(lead), index)
+	}
+	// Two appends and two acknowledgements, nothing more.
+	if got := nw.sent - sentBefore; got != 4 {
+		t.Fatalf("%d messages for one write, want 4 (an append and an ack per follower)", got)
+	}
+	for _, id := range followers {
+		if commitOf(id) >= index {
+			t.Fatalf("follower %d already knows commit %d, before any append carried it", id, commitOf(id))
+		}
+	}
+	if !nw.nodes[lead].HasUnsentCommit() {
+		t.Fatal("HasUnsentCommit false while the followers lack the commit index")
+	}
+
+	// The next append carries it.
+	next, _, err := nw.nodes[lead].Propose([]byte("b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw.settle()
+	for _, id := range followers {
+		if commitOf(id) < index {
+			t.Fatalf("follower %d commit %d after the next append, want at least %d", id, commitOf(id), index)
+		}
+	}
+
+	// SendCommit tells the followers the rest, once.
+	nw.nodes[lead].SendCommit()
+	nw.settle()
+	for _, id := range followers {
+		if commitOf(id) != next {
+			t.Fatalf("follower %d commit %d after SendCommit, want %d", id, commitOf(id), next)
+		}
+	}
+	if nw.nodes[lead].HasUnsentCommit() {
+		t.Fatal("HasUnsentCommit still true after SendCommit")
+	}
+	sentBefore = nw.sent
+	nw.nodes[lead].SendCommit()
+	nw.settle()
+	if nw.sent != sentBefore {
+		t.Fatalf("SendCommit with nothing to tell sent %d messages", nw.sent-sentBefore)
+	}
+
+	// A proposal forwarded by a follower: that follower hears of the commit at once.
+	fwd := followers[0]
+	if err := nw.nodes[fwd].Forward([]byte("c")); err != nil {
+		t.Fatal(err)
+	}
+	nw.settle()
+	want := commitOf(lead)
+	if got := commitOf(fwd); got != want || want != next+1 {
+		t.Fatalf("forwarding follower's commit %d, leader's %d, want both %d", got, want, next+1)
+	}
+	if got := commitOf(followers[1]); got >= want {
+		t.Fatalf("the other follower already knows commit %d", got)
+	}
+}
+
 // Reference: §5.2, §5.4.1, thesis §9.6. A cut-off leader is replaced; on return it
 // steps down and the isolated node's campaigns (PreVote) never raised anyone's term.
 func TestReelectionAndPreVote(t *testing.T) {

@@ -254,10 +254,22 @@ func (rn *RawNode) AckDurable(index, term uint64) {
 	r := rn.raft
 	if r.state == StateLeader && r.log.matchTerm(index, term) {
 		if r.progress[r.id].maybeUpdate(index) && r.maybeCommit() {
-			r.bcastAppend()
+			r.bcastCommit()
 		}
 	}
 }
+
+// HasUnsentCommit reports whether a leader holds back a commit index from some
+// follower (see SendCommit).
+func (rn *RawNode) HasUnsentCommit() bool { return rn.raft.commitUnsent }
+
+// SendCommit sends the commit index to the followers not yet told it. A leader
+// tells followers of a new commit index with the next append it sends them, so
+// that a write costs one message per follower rather than two; the application
+// calls SendCommit a moment after HasUnsentCommit turns true (the Node after
+// CommitDelay), so that followers apply without waiting for more writes or the next
+// heartbeat.
+func (rn *RawNode) SendCommit() { rn.raft.sendCommit() }
 
 // Status returns the core's current state.
 func (rn *RawNode) Status() Status {

@@ -149,6 +149,8 @@ type node struct {
 	// leading in, so that each term's leader is checked once.
 	lastState  raft.StateType
 	leaderTerm uint64
+	// commitScheduled: a SendCommit is due, as the Node's commit timer would run it.
+	commitScheduled bool
 }
 
 // crashPoint names a place inside Ready handling where a node can crash.
@@ -342,6 +344,7 @@ func (c *Cluster) start(n *node) {
 	n.pendingReads = map[string]*pendingRead{}
 	n.lastState = raft.StateFollower
 	n.leaderTerm = 0
+	n.commitScheduled = false
 	c.tracef("n%d up: hs=%+v snapshot=%d applied=%d", n.id, hs, snap.Index, n.app.applied)
 	// Nodes tick at the same rate but out of phase, as real clocks would.
 	inc := n.incarnation
@@ -431,6 +434,7 @@ func (c *Cluster) CommittedIndex() uint64 { return uint64(len(c.check.committed)
 // handleReady drives node n through every Ready it has, in the order the contract in
 // raft/rawnode.go demands, checking invariants at each stage.
 func (c *Cluster) handleReady(n *node) {
+	defer c.scheduleSendCommit(n)
 	for c.err == nil && n.rn != nil && n.rn.HasReady() {
 		rd := n.rn.Ready()
 		c.tracef("n%d ready: %s", n.id, describeReady(&rd))
@@ -463,6 +467,25 @@ func (c *Cluster) handleReady(n *node) {
 		n.rn.Advance(rd)
 		c.maybeCompact(n)
 	}
+}
+
+// scheduleSendCommit does what the Node's commit timer does: a leader holding a
+// commit index back from a follower sends it a moment later (raft.Config.CommitDelay),
+// here up to a tenth of a tick, drawn from the seed.
+func (c *Cluster) scheduleSendCommit(n *node) {
+	if c.err != nil || n.rn == nil || n.commitScheduled || !n.rn.HasUnsentCommit() {
+		return
+	}
+	n.commitScheduled = true
+	inc := n.incarnation
+	c.after(time.Duration(c.rng.Int64N(int64(c.opts.TickInterval)/10))+1, func() {
+		if n.incarnation != inc || n.rn == nil {
+			return
+		}
+		n.commitScheduled = false
+		n.rn.SendCommit()
+		c.handleReady(n)
+	})
 }
 
 // applyReady checks the node's role, then hands the Ready's snapshot, committed
