@@ -167,8 +167,8 @@ type recentValues struct {
 const (
 	// fileValuesBufBytes is the size of fileValues' write buffer.
 	fileValuesBufBytes = 256 << 10
-	// fileValuesRecentBufs is how many written buffers stay in memory: 1 MiB.
-	fileValuesRecentBufs = 4
+	// fileValuesRecentBufs is how many written buffers stay in memory: 512 KiB.
+	fileValuesRecentBufs = 2
 )
 
 // newFileValues creates an unlinked value file in dir.
