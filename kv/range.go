@@ -29,7 +29,7 @@ func (st *state) visit(key, rangeEnd []byte, rev int64, withValues bool, fn func
 	end, single := parseRangeEnd(rangeEnd)
 	if single {
 		if ki := st.index.get(key); ki != nil {
-			if kv, ok := ki.kvAt(rev, vals); ok {
+			if kv, ok := ki.kvAt(rev, vals, &st.leases); ok {
 				fn(kv)
 			}
 		}
@@ -39,7 +39,7 @@ func (st *state) visit(key, rangeEnd []byte, rev int64, withValues bool, fn func
 		if end != nil && bytes.Compare(ki.key, end) >= 0 {
 			return false
 		}
-		if kv, ok := ki.kvAt(rev, vals); ok {
+		if kv, ok := ki.kvAt(rev, vals, &st.leases); ok {
 			return fn(kv)
 		}
 		return true
@@ -54,7 +54,7 @@ func (st *state) collect(key, rangeEnd []byte, rev int64, limit int64, withValue
 	if single {
 		// The common case gets no closure and an exactly sized result.
 		if ki := st.index.get(key); ki != nil {
-			if kv, ok := ki.kvAt(rev, st.valuesIf(withValues)); ok {
+			if kv, ok := ki.kvAt(rev, st.valuesIf(withValues), &st.leases); ok {
 				return []KeyValue{kv}, 1
 			}
 		}
@@ -68,7 +68,7 @@ func (st *state) collect(key, rangeEnd []byte, rev int64, limit int64, withValue
 		}
 		// Values are read only for the keys kept, not for every key counted.
 		keep := limit <= 0 || int64(len(kvs)) < limit
-		kv, ok := ki.kvAt(rev, st.valuesIf(keep && withValues))
+		kv, ok := ki.kvAt(rev, st.valuesIf(keep && withValues), &st.leases)
 		if !ok {
 			return true
 		}
@@ -150,7 +150,7 @@ func (st *state) rangeSingle(r *RangeRequest, rev, curRev int64) *RangeResponse 
 	if ki == nil {
 		return &box.resp
 	}
-	kv, ok := ki.kvAt(rev, st.valuesIf(!r.KeysOnly))
+	kv, ok := ki.kvAt(rev, st.valuesIf(!r.KeysOnly), &st.leases)
 	if !ok {
 		return &box.resp
 	}

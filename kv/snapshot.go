@@ -107,6 +107,8 @@ type snapshotSource struct {
 	vals            valueReader
 	valuesLen       int64
 	nKeys           int
+	// leases are the ids the revisions' lease indexes name.
+	leases []int64
 	// eachKey calls fn for every key in key order until fn returns false.
 	eachKey func(fn func(key []byte, gens []generation) bool)
 	// sessions encodes the session table.
@@ -116,7 +118,7 @@ type snapshotSource struct {
 func (st *state) snapshotSource() *snapshotSource {
 	return &snapshotSource{
 		appliedIndex: st.appliedIndex, rev: st.rev, compactRev: st.compactRev,
-		vals: st.vals, valuesLen: st.vals.size(), nKeys: st.index.length,
+		vals: st.vals, valuesLen: st.vals.size(), nKeys: st.index.length, leases: st.leases.ids,
 		eachKey: func(fn func([]byte, []generation) bool) {
 			st.index.ascend(nil, func(ki *keyIndex) bool { return fn(ki.key, ki.gens) })
 		},
@@ -153,7 +155,7 @@ func writeSnapshot(w io.Writer, src *snapshotSource) (int64, error) {
 	}
 	e.uvarint(uint64(src.nKeys))
 	src.eachKey(func(key []byte, gens []generation) bool {
-		e.keyHistory(key, gens)
+		e.keyHistory(key, gens, src.leases)
 		if len(e.buf) >= snapshotChunkBytes {
 			flush()
 		}
@@ -188,7 +190,7 @@ func (c *crcWriter) Write(p []byte) (int, error) {
 
 // keyHistory encodes one key and its generations; each revision names its value by
 // position in the snapshot's values.
-func (e *encoder) keyHistory(key []byte, gens []generation) {
+func (e *encoder) keyHistory(key []byte, gens []generation, leases []int64) {
 	e.bytes(key)
 	e.uvarint(uint64(len(gens)))
 	for gi := range gens {
@@ -199,9 +201,9 @@ func (e *encoder) keyHistory(key []byte, gens []generation) {
 		e.uvarint(uint64(len(g.revs)))
 		for _, r := range g.revs {
 			e.varint(r.modRev)
-			e.varint(r.lease)
-			e.uvarint(uint64(r.value.off))
-			e.uvarint(uint64(r.value.n))
+			e.varint(leaseID(leases, r.lease))
+			e.uvarint(uint64(r.valueOff))
+			e.uvarint(uint64(r.valueLen))
 		}
 	}
 }
@@ -267,7 +269,7 @@ func (s *Store) SnapshotView() (*SnapshotView, error) {
 	vals := st.vals.frozen()
 	return &SnapshotView{release: s.snapMu.Unlock, src: snapshotSource{
 		appliedIndex: st.appliedIndex, rev: st.rev, compactRev: st.compactRev,
-		vals: vals, valuesLen: st.vals.size(), nKeys: len(keys),
+		vals: vals, valuesLen: st.vals.size(), nKeys: len(keys), leases: st.leases.ids,
 		eachKey: func(fn func([]byte, []generation) bool) {
 			start := 0
 			for i, key := range keys {
@@ -348,7 +350,7 @@ func decodeState(data []byte, cfg Config, newValues func() (valueLog, error)) (s
 	nKeys := d.count(minKeyBytes, int(^uint(0)>>1))
 	var prevKey []byte
 	for i := 0; i < nKeys && d.err == nil; i++ {
-		ki := d.keyIndex(st.rev, int64(valuesLen), version, st.vals)
+		ki := d.keyIndex(st.rev, int64(valuesLen), version, st.vals, &st.leases)
 		if d.err == nil && i > 0 && bytes.Compare(prevKey, ki.key) >= 0 {
 			d.fail("key %q follows %q out of order", ki.key, prevKey)
 		}
@@ -397,7 +399,7 @@ func (d *decoder) valueRef(key []byte, modRev, valuesLen int64) valueRef {
 // keyIndex reads one key's history and checks the keyIndex invariants.
 // Version 1 snapshots carry each value inline, appended to vals as it is read;
 // version 2 ones name a place in the values section, valuesLen bytes long.
-func (d *decoder) keyIndex(rev, valuesLen int64, version uint64, vals valueLog) *keyIndex {
+func (d *decoder) keyIndex(rev, valuesLen int64, version uint64, vals valueLog, leases *leaseTable) *keyIndex {
 	ki := &keyIndex{key: d.bytes()}
 	if d.err == nil && len(ki.key) == 0 {
 		d.fail("empty key")
@@ -430,13 +432,14 @@ func (d *decoder) keyIndex(rev, valuesLen int64, version uint64, vals valueLog) 
 		lastRev = g.createRev
 		for ri := range g.revs {
 			r := &g.revs[ri]
-			r.modRev, r.lease = d.varint(), d.varint()
+			r.modRev = d.varint()
+			r.lease = leases.intern(d.varint())
 			if version == 1 {
 				if v := d.bytesNoCopy(); d.err == nil {
-					r.value = vals.append(v)
+					r.setValue(vals.append(v))
 				}
 			} else {
-				r.value = d.valueRef(ki.key, r.modRev, valuesLen)
+				r.setValue(d.valueRef(ki.key, r.modRev, valuesLen))
 			}
 			if d.err == nil && (r.modRev < lastRev || r.modRev > rev) {
 				d.fail("key %q revision %d out of order (after %d, store at %d)", ki.key, r.modRev, lastRev, rev)

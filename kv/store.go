@@ -41,6 +41,8 @@ type state struct {
 	compactRev   int64
 	appliedIndex uint64
 	sessions     sessionTable
+	// leases holds the lease ids the index's revisions name.
+	leases leaseTable
 	// snapMu is the Store's, held while a SnapshotView is out; nil for a state
 	// no Store holds.
 	snapMu *sync.Mutex
@@ -318,7 +320,7 @@ func (st *state) collectValues() {
 	var live int64
 	st.eachRev(func(r *keyRev, sameAsPrev bool) {
 		if !sameAsPrev {
-			live += int64(r.value.n)
+			live += int64(r.valueLen)
 		}
 	})
 	if garbage := size - live; garbage < live || garbage < minValueGarbageBytes {
@@ -338,12 +340,12 @@ func (st *state) collectValues() {
 	var buf []byte
 	st.eachRev(func(r *keyRev, sameAsPrev bool) {
 		if sameAsPrev {
-			r.value = last
+			r.setValue(last)
 			return
 		}
-		buf = st.vals.readInto(r.value, buf)
-		r.value = vals.append(buf)
-		last = r.value
+		buf = st.vals.readInto(r.value(), buf)
+		last = vals.append(buf)
+		r.setValue(last)
 	})
 	_ = st.vals.close() // a failed close of a log no longer used loses nothing
 	st.vals = vals
@@ -358,7 +360,7 @@ func (st *state) eachRev(fn func(r *keyRev, sameAsPrev bool)) {
 			revs := ki.gens[gi].revs
 			var prev valueRef // as it was before fn ran: fn may move it
 			for i := range revs {
-				cur := revs[i].value
+				cur := revs[i].value()
 				fn(&revs[i], i > 0 && cur == prev && cur.n > 0)
 				prev = cur
 			}

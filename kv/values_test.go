@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"testing"
+	"unsafe"
 )
 
 // TestValueLogsReadBackWhatWasAppended appends values of every size class (empty,
@@ -224,5 +225,22 @@ func TestSnapshotAcrossBackends(t *testing.T) {
 	got := mustRange(t, restored, &RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), Revision: 2000})
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("restored store reads differently at revision 2000")
+	}
+}
+
+// TestKeyRevSize: a revision takes 24 bytes in the index, which holds one per write
+// since the last compaction; the lease and the valueRef's fields share the space.
+func TestKeyRevSize(t *testing.T) {
+	if got := unsafe.Sizeof(keyRev{}); got != 24 {
+		t.Fatalf("keyRev is %d bytes, want 24", got)
+	}
+	var leases leaseTable
+	for _, id := range []int64{0, 7, -3, 7, 1 << 62} {
+		if got := leaseID(leases.ids, leases.intern(id)); got != id {
+			t.Fatalf("lease %d interned and read back as %d", id, got)
+		}
+	}
+	if len(leases.ids) != 4 { // 0, 7, -3, 1<<62
+		t.Fatalf("lease table holds %v, want each distinct id once after the no-lease 0", leases.ids)
 	}
 }

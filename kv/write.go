@@ -37,7 +37,7 @@ func (w *writeTxn) put(p *PutRequest) (*PutResponse, error) {
 	resp := &PutResponse{}
 	lease := p.Lease
 	var ki *keyIndex
-	var prevValue *valueRef
+	var prevValue *valueRef // set to the value of the revision read
 	if p.IgnoreValue || p.IgnoreLease || p.PrevKv {
 		ki = w.st.index.get(p.Key)
 		var vals valueLog
@@ -47,7 +47,7 @@ func (w *writeTxn) put(p *PutRequest) (*PutResponse, error) {
 		var prev KeyValue
 		found := false
 		if ki != nil {
-			prev, found = ki.kvAt(w.readRev(), vals)
+			prev, found = ki.kvAt(w.readRev(), vals, &w.st.leases)
 		}
 		if (p.IgnoreValue || p.IgnoreLease) && !found {
 			return nil, ErrKeyNotFound
@@ -55,7 +55,8 @@ func (w *writeTxn) put(p *PutRequest) (*PutResponse, error) {
 		if p.IgnoreValue {
 			// Stored values are immutable, so the new revision can share the old one's.
 			g, i, _ := ki.at(w.readRev())
-			prevValue = &g.revs[i].value
+			v := g.revs[i].value()
+			prevValue = &v
 		}
 		if p.IgnoreLease {
 			lease = prev.Lease
@@ -86,7 +87,7 @@ func (w *writeTxn) putKey(ki *keyIndex, key []byte, value valueRef, lease int64)
 			w.st.index.insert(ki)
 		}
 	}
-	ki.put(rev, value, lease)
+	ki.put(rev, value, w.st.leases.intern(lease))
 	w.changes++
 	return rev
 }
