@@ -88,6 +88,12 @@ const (
 	DefaultMaxApplyBatches            = 64
 )
 
+// defaultCommitDelay is CommitDelay's default for a tick: a fiftieth of it, at most
+// 2ms, at least 1µs.
+func defaultCommitDelay(tick time.Duration) time.Duration {
+	return max(min(tick/50, 2*time.Millisecond), time.Microsecond)
+}
+
 // withDefaults returns a copy of c with zero limits replaced by the defaults.
 func (c Config) withDefaults() Config {
 	if c.ElectionTicks == 0 {
@@ -118,7 +124,7 @@ func (c Config) withDefaults() Config {
 		c.MaxApplyBatches = DefaultMaxApplyBatches
 	}
 	if c.CommitDelay == 0 {
-		c.CommitDelay = max(min(c.TickInterval/50, 2*time.Millisecond), time.Microsecond)
+		c.CommitDelay = defaultCommitDelay(c.TickInterval)
 	}
 	if c.RandSeed == 0 {
 		c.RandSeed = int64(c.ID)
@@ -163,7 +169,7 @@ func (c Config) Validate() error {
 	}
 	if c.CommitDelay < 0 || c.CommitDelay > c.TickInterval {
 		return fmt.Errorf("raft config: CommitDelay %v must be between 0 (the default, %v) and TickInterval %v: a heartbeat carries the commit index anyway",
-			c.CommitDelay, min(c.TickInterval/50, 2*time.Millisecond), c.TickInterval)
+			c.CommitDelay, defaultCommitDelay(c.TickInterval), c.TickInterval)
 	}
 	if c.Storage == nil {
 		return fmt.Errorf("raft config: Storage is nil; pass raft.NewMemoryStorage() or a durable storage")
