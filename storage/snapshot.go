@@ -109,7 +109,9 @@ const snapWriteBufferBytes = 1 << 20
 func writeSnapshotFrom(fsys FS, dir string, clusterID, index, term uint64, kind snapKind, size int64,
 	write func(io.Writer) error) (int64, error) {
 	final := filepath.Join(dir, snapshotName(index, term))
-	tmp := final + tmpSuffix
+	// The kind in the name keeps an installed snapshot and one of this node's own,
+	// written at once, apart even at the same index and term (see createSnapshot).
+	tmp := fmt.Sprintf("%s.%d%s", final, kind, tmpSuffix)
 	var header [snapHeaderSize]byte
 	copy(header[0:8], snapMagic[:])
 	binary.LittleEndian.PutUint32(header[8:12], snapVersion)

@@ -122,9 +122,11 @@ type Storage struct {
 	lock          io.Closer
 	wal           *wal
 
-	// snapMu serializes CreateSnapshot and ApplySnapshot, which write a file between
-	// checking the log and updating it.
-	snapMu sync.Mutex
+	// snapMu serializes installing a snapshot (ApplySnapshot, which writes its file
+	// between checking the log and updating it) with committing one of this node's
+	// own. createMu serializes this node's own snapshots, whose files are written
+	// under it alone (see createSnapshot), each under a name of its kind.
+	snapMu, createMu sync.Mutex
 
 	mu struct {
 		sync.RWMutex

@@ -3,6 +3,7 @@ package storage
 import (
 	"io"
 	"testing"
+	"time"
 
 	"raftkv/raft"
 )
@@ -63,6 +64,60 @@ func TestSnapshotOfAChangedLogLeavesNoFile(t *testing.T) {
 	for _, name := range names {
 		if name == snapshotName(4, 1) {
 			t.Fatalf("the refused snapshot's file %s is still in %s", name, s.snapDir)
+		}
+	}
+}
+
+// A leader's snapshot is installed while one of this node's own is still being
+// written: ApplySnapshot runs on the node's run loop and must not wait for the stream,
+// which takes as long as the state is large. The own snapshot, of a log that is gone
+// once it ends, is then refused and leaves no file.
+func TestApplySnapshotDoesNotWaitForAnOwnSnapshot(t *testing.T) {
+	fsys := NewMemFS()
+	s := mustOpen(t, fsys, "/data", Options{ClusterID: testClusterID})
+	defer s.Close()
+	if err := s.Save(raft.HardState{Term: 1, Vote: 1, Commit: 5}, makeEntries(1, 5, 1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	streaming, release := make(chan struct{}), make(chan struct{})
+	created := make(chan error, 1)
+	go func() {
+		_, err := s.CreateSnapshotFrom(4, func(w io.Writer) error {
+			close(streaming)
+			<-release
+			_, err := w.Write([]byte("state at 4"))
+			return err
+		})
+		created <- err
+	}()
+	<-streaming
+	applied := make(chan error, 1)
+	go func() {
+		applied <- s.ApplySnapshot(raft.Snapshot{Index: 20, Term: 2, Data: []byte("state at 20")})
+	}()
+	select {
+	case err := <-applied:
+		if err != nil {
+			t.Fatalf("ApplySnapshot: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("ApplySnapshot waited for the node's own snapshot to finish streaming")
+	}
+	close(release)
+	if err := <-created; err == nil {
+		t.Fatal("the own snapshot of index 4 was taken after a snapshot of index 20 was installed")
+	}
+	if snap, err := s.Snapshot(); err != nil || snap.Index != 20 || string(snap.Data) != "state at 20" {
+		t.Fatalf("Snapshot() = index %d data %q, %v; want the installed one at 20", snap.Index, snap.Data, err)
+	}
+	names, err := fsys.List(s.snapDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range names {
+		if name != snapshotName(20, 2) {
+			t.Fatalf("%s holds %v, want only the installed snapshot", s.snapDir, names)
 		}
 	}
 }

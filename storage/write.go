@@ -258,8 +258,12 @@ func (s *Storage) CreateSnapshotFrom(index uint64, write func(io.Writer) error) 
 }
 
 func (s *Storage) createSnapshot(index uint64, mustBeCommitted bool, size int64, write func(io.Writer) error) (raft.Snapshot, error) {
-	s.snapMu.Lock()
-	defer s.snapMu.Unlock()
+	// The file is written under createMu alone, and snapMu taken only to commit it:
+	// a leader's snapshot (ApplySnapshot, on the node's run loop) must not wait for
+	// this node's own one to stream, which takes as long as the state is large. If
+	// one is installed meanwhile, the check below refuses this one.
+	s.createMu.Lock()
+	defer s.createMu.Unlock()
 	s.mu.RLock()
 	snap, err := s.checkSnapshotLocked(index, mustBeCommitted)
 	s.mu.RUnlock()
@@ -273,6 +277,8 @@ func (s *Storage) createSnapshot(index uint64, mustBeCommitted bool, size int64,
 		return raft.Snapshot{}, s.wal.fail(err)
 	}
 
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
 	s.mu.Lock()
 	if again, err := s.checkSnapshotLocked(index, mustBeCommitted); err != nil || again.Term != snap.Term {
 		// The file just written is of a log that is gone; left in place it would
