@@ -70,10 +70,16 @@ func BenchmarkPutNewKey(b *testing.B) {
 // BenchmarkRangeSingle measures a linearizable-path single-key read among 100k keys.
 func BenchmarkRangeSingle(b *testing.B) {
 	s := benchStore(b)
-	rng := rand.New(rand.NewPCG(2, 2))
+	benchSingleKeyReads(b, s, 2, func(rng *rand.Rand) []byte { return benchKey(rng.IntN(benchKeys)) })
+}
+
+// benchSingleKeyReads times reads of one key each, the keys drawn by key from a
+// generator seeded with seed; each must find its key.
+func benchSingleKeyReads(b *testing.B, s *Store, seed uint64, key func(*rand.Rand) []byte) {
+	rng := rand.New(rand.NewPCG(seed, seed))
 	reqs := make([]RangeRequest, 4096)
 	for i := range reqs {
-		reqs[i] = RangeRequest{Key: benchKey(rng.IntN(benchKeys))}
+		reqs[i] = RangeRequest{Key: key(rng)}
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -131,17 +137,5 @@ func BenchmarkRangeHot(b *testing.B) {
 	for i := range 20_000 {
 		apply(b, s, &Command{Put: &PutRequest{Key: fmt.Appendf(nil, "%08x", i%1000), Value: value}})
 	}
-	rng := rand.New(rand.NewPCG(3, 3))
-	reqs := make([]RangeRequest, 4096)
-	for i := range reqs {
-		reqs[i] = RangeRequest{Key: fmt.Appendf(nil, "%08x", rng.IntN(1000))}
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := range b.N {
-		resp, err := s.Range(&reqs[i%len(reqs)])
-		if err != nil || len(resp.Kvs) != 1 {
-			b.Fatal(err)
-		}
-	}
+	benchSingleKeyReads(b, s, 3, func(rng *rand.Rand) []byte { return fmt.Appendf(nil, "%08x", rng.IntN(1000)) })
 }

@@ -121,6 +121,18 @@ func (nw *testNetwork) tickAll(n int) {
 	}
 }
 
+// newElectedNetwork is newTestNetwork with n default nodes, ticked until one leads.
+func newElectedNetwork(t *testing.T, n int) (*testNetwork, uint64) {
+	t.Helper()
+	nw := newTestNetwork(t, n, nil)
+	nw.tickAll(30)
+	lead := nw.leader()
+	if lead == 0 {
+		t.Fatal("no leader after 30 ticks")
+	}
+	return nw, lead
+}
+
 func (nw *testNetwork) leader() uint64 {
 	var lead uint64
 	for _, id := range nw.ids {
@@ -170,12 +182,7 @@ func TestSingleNodeCommits(t *testing.T) {
 // Reference: §5.2, §5.3. Three nodes elect one leader, and every proposal reaches every
 // node at the index Propose returned.
 func TestThreeNodesReplicate(t *testing.T) {
-	nw := newTestNetwork(t, 3, nil)
-	nw.tickAll(30)
-	lead := nw.leader()
-	if lead == 0 {
-		t.Fatal("no leader after 30 ticks")
-	}
+	nw, lead := newElectedNetwork(t, 3)
 	for i := range 10 {
 		if _, _, err := nw.nodes[lead].Propose(fmt.Appendf(nil, "cmd%d", i)); err != nil {
 			t.Fatal(err)
@@ -194,12 +201,7 @@ func TestThreeNodesReplicate(t *testing.T) {
 // than costing an empty append per follower per write; the next append carries it
 // when there is one, and a follower that forwarded the proposal hears at once.
 func TestCommitIndexRidesTheNextAppend(t *testing.T) {
-	nw := newTestNetwork(t, 3, nil)
-	nw.tickAll(30)
-	lead := nw.leader()
-	if lead == 0 {
-		t.Fatal("no leader after 30 ticks")
-	}
+	nw, lead := newElectedNetwork(t, 3)
 	followers := []uint64{}
 	for _, id := range nw.ids {
 		if id != lead {
