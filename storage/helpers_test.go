@@ -190,6 +190,15 @@ func (m *model) term(i uint64) uint64 {
 	return m.ents[i-m.snap.Index-1].Term
 }
 
+// saveWithModel saves to s and to the model m alike.
+func saveWithModel(t *testing.T, s *Storage, m *model, hs raft.HardState, ents []raft.Entry) {
+	t.Helper()
+	if err := s.Save(hs, ents); err != nil {
+		t.Fatal(err)
+	}
+	m.save(hs, ents)
+}
+
 func (m *model) save(st raft.HardState, ents []raft.Entry) {
 	for len(ents) > 0 && ents[0].Index <= m.snap.Index {
 		ents = ents[1:]

@@ -60,13 +60,7 @@ func TestLogCacheReadsEvictedEntriesBack(t *testing.T) {
 	defer func() { s.Close() }()
 	r := rand.New(rand.NewPCG(1, 2))
 	var m model
-	save := func(hs raft.HardState, ents []raft.Entry) {
-		t.Helper()
-		if err := s.Save(hs, ents); err != nil {
-			t.Fatal(err)
-		}
-		m.save(hs, ents)
-	}
+	save := func(hs raft.HardState, ents []raft.Entry) { t.Helper(); saveWithModel(t, s, &m, hs, ents) }
 	for i := uint64(1); i <= 300; i += 10 {
 		save(raft.HardState{Term: 1, Vote: 1, Commit: 50}, makeEntries(i, 10, 1, 50+int(i%7)*40))
 	}

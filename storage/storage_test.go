@@ -266,13 +266,7 @@ func TestApplySnapshotReplacesLog(t *testing.T) {
 	opts, _ := testOptions(t, 4<<10)
 	s := mustOpen(t, fsys, "/d", opts)
 	var m model
-	save := func(hs raft.HardState, ents []raft.Entry) {
-		t.Helper()
-		if err := s.Save(hs, ents); err != nil {
-			t.Fatal(err)
-		}
-		m.save(hs, ents)
-	}
+	save := func(hs raft.HardState, ents []raft.Entry) { t.Helper(); saveWithModel(t, s, &m, hs, ents) }
 	save(raft.HardState{Term: 1, Commit: 20}, makeEntries(1, 60, 1, 150))
 	snap := raft.Snapshot{Index: 500, Term: 4, Data: []byte("leader state")}
 	if err := s.ApplySnapshot(snap); err != nil {
