@@ -110,11 +110,7 @@ func BenchmarkRangeLimit10(b *testing.B) {
 // keys with 200 revisions each of a 256-byte value (put-100c's history after 200,000
 // puts) to io.Discard; MB/s is of snapshot bytes.
 func BenchmarkWriteSnapshot(b *testing.B) {
-	s := newTestStoreOn(b, Config{}, "file")
-	value := make([]byte, 256)
-	for i := range 200_000 {
-		apply(b, s, &Command{Put: &PutRequest{Key: fmt.Appendf(nil, "%08x", i%1000), Value: value}})
-	}
+	s := hotKeyStore(b, 200_000)
 	n, err := s.WriteSnapshot(io.Discard)
 	if err != nil {
 		b.Fatal(err)
@@ -132,10 +128,17 @@ func BenchmarkWriteSnapshot(b *testing.B) {
 // to keys written lately, as bench/'s gets do: 1,000 keys of 256-byte values, each
 // written 20 times.
 func BenchmarkRangeHot(b *testing.B) {
+	s := hotKeyStore(b, 20_000)
+	benchSingleKeyReads(b, s, 3, func(rng *rand.Rand) []byte { return fmt.Appendf(nil, "%08x", rng.IntN(1000)) })
+}
+
+// hotKeyStore returns a file-backed store after puts of 256-byte values cycling
+// through 1,000 keys named "%08x", as bench/'s put workloads write them.
+func hotKeyStore(b *testing.B, puts int) *Store {
 	s := newTestStoreOn(b, Config{}, "file")
 	value := make([]byte, 256)
-	for i := range 20_000 {
+	for i := range puts {
 		apply(b, s, &Command{Put: &PutRequest{Key: fmt.Appendf(nil, "%08x", i%1000), Value: value}})
 	}
-	benchSingleKeyReads(b, s, 3, func(rng *rand.Rand) []byte { return fmt.Appendf(nil, "%08x", rng.IntN(1000)) })
+	return s
 }

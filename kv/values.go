@@ -228,7 +228,7 @@ func (v *fileValues) read(ref valueRef) []byte {
 	if b := v.inMemory(ref); b != nil {
 		return b
 	}
-	return v.readInto(ref, make([]byte, ref.n))
+	return v.readFile(ref, make([]byte, ref.n))
 }
 
 // inMemory returns the value at ref if buf or recent holds it, else nil. The slice
@@ -263,6 +263,11 @@ func (v *fileValues) readInto(ref valueRef, buf []byte) []byte {
 		copy(buf, b)
 		return buf
 	}
+	return v.readFile(ref, buf)
+}
+
+// readFile reads the value at ref from the file into buf, ref.n bytes long.
+func (v *fileValues) readFile(ref valueRef, buf []byte) []byte {
 	if _, err := v.f.ReadAt(buf, ref.off); err != nil {
 		panic(fmt.Sprintf("kv: reading %d bytes at offset %d of the value file %s: %v", ref.n, ref.off, v.path, err))
 	}
