@@ -18,6 +18,19 @@ type Config struct {
 	Name string
 	// DataDir holds the WAL and snapshots.
 	DataDir string
+	// WALDir, if set, holds the WAL apart from DataDir (etcd's --wal-dir), e.g. on a
+	// disk of its own.
+	WALDir string
+	// ForceNewCluster starts this member, with its data, as the only member of the
+	// cluster (etcd's --force-new-cluster): disaster recovery after losing quorum.
+	ForceNewCluster bool
+
+	// AutoCompactionMode is "periodic" or "revision" (etcd's --auto-compaction-mode);
+	// AutoCompactionRetention is, for periodic, how much history to keep as a
+	// duration ("1h", "30m"; a bare number means hours, as in etcd), and for
+	// revision, how many revisions to keep. "" or "0" turns auto-compaction off.
+	AutoCompactionMode      string
+	AutoCompactionRetention string
 
 	// ListenClientURLs are where the gRPC client API listens ("http://host:port").
 	ListenClientURLs []string
@@ -43,6 +56,9 @@ type Config struct {
 	MaxRequestBytes int
 	// MaxTxnOps limits the operations in one Txn. Default 128, as in etcd.
 	MaxTxnOps int
+	// MaxResponseBytes bounds the bytes of one Range response, so that a range over
+	// a large store cannot make the member build a response of any size in memory.
+	MaxResponseBytes int
 	// SnapshotCount is the least number of applied entries between snapshots (a
 	// snapshot also waits for the log since the last one to be as large as it; see
 	// snapshotDue). Default 10000.
