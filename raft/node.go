@@ -9,30 +9,6 @@ import (
 	"time"
 )
 
-// ApplyType says what an ApplyMsg carries.
-type ApplyType uint8
-
-const (
-	// ApplyCommand: Command is a committed command, to be executed.
-	ApplyCommand ApplyType = iota
-	// ApplyNoOp: a committed entry that is not a command (a leader's no-op). It holds
-	// an index, so the application sees every index once, but there is nothing to do.
-	ApplyNoOp
-	// ApplySnapshot: Snapshot holds the application state up to Index; replace the
-	// state with it.
-	ApplySnapshot
-)
-
-// ApplyMsg is one committed log entry, or an installed snapshot, handed to the
-// application in index order, exactly once.
-type ApplyMsg struct {
-	Type     ApplyType
-	Index    uint64
-	Term     uint64
-	Command  []byte
-	Snapshot []byte
-}
-
 // Transport carries messages to other nodes. Send must not block, nor keep msgs after
 // it returns: a message it cannot deliver may be dropped, and Raft's retries recover
 // it. The receiving side hands each
@@ -51,15 +27,23 @@ type Node struct {
 	cfg       Config
 	logger    loggerFunc
 
-	propc   chan proposal
-	recvc   chan Message
-	readc   chan chan readResult
-	snapc   chan snapshotRequest
+	propc chan proposal
+	recvc chan Message
+	readc chan chan readResult
+	// snapc wakes the run loop to take the request in snapReq (Node.Snapshot).
+	snapc   chan struct{}
+	snapReq struct {
+		sync.Mutex
+		snapshotRequest
+	}
 	statusc chan chan Status
 	// reportc carries transport reports (unreachable peers, snapshot outcomes).
 	reportc chan Message
 
-	applyq    chan []ApplyMsg
+	// applyq carries committed batches from the run loop to the delivery goroutine,
+	// which hands them to the application on applyc and pokes applyWake each time it
+	// takes one, so the run loop looks again at whether to hold committed entries.
+	applyq    applyQueue
 	applyWake chan struct{}
 	applyc    chan ApplyMsg
 
@@ -121,11 +105,6 @@ type readResult struct {
 	err   error
 }
 
-type snapshotRequest struct {
-	index uint64
-	data  []byte
-}
-
 // maxLeaderWritesInFlight is how many writes a leader queues before it lets
 // proposals gather for the next one. Side by side on put-1c/100c/1000c (bench/, 3
 // rounds), 1 did as well as 2 with one client and 2-11% better with 100 and 1000.
@@ -150,10 +129,10 @@ func NewNode(cfg Config, transport Transport) (*Node, error) {
 		propc:     make(chan proposal, cfg.MaxPendingProposals),
 		recvc:     make(chan Message, cfg.MaxPendingProposals),
 		readc:     make(chan chan readResult, cfg.MaxPendingProposals),
-		snapc:     make(chan snapshotRequest, 1),
+		snapc:     make(chan struct{}, 1),
 		statusc:   make(chan chan Status),
 		reportc:   make(chan Message, 256),
-		applyq:    make(chan []ApplyMsg, cfg.MaxApplyBatches),
+		applyq:    newApplyQueue(cfg.MaxApplyBatches),
 		applyWake: make(chan struct{}, 1),
 		applyc:    make(chan ApplyMsg, applyBuffer),
 		durablec:  make(chan struct{}, 1),
@@ -177,7 +156,7 @@ func NewNode(cfg Config, transport Transport) (*Node, error) {
 			return nil, fmt.Errorf("raft: reading snapshot: %w", err)
 		}
 		if !snap.IsEmpty() {
-			n.applyq <- []ApplyMsg{{Type: ApplySnapshot, Index: snap.Index, Term: snap.Term, Snapshot: snap.Data}}
+			n.applyq.push([]ApplyMsg{{Type: ApplySnapshot, Index: snap.Index, Term: snap.Term, Snapshot: snap.Data}})
 		}
 	}
 	n.wg.Add(2)
@@ -192,15 +171,30 @@ func NewNode(cfg Config, transport Transport) (*Node, error) {
 
 // Start proposes cmd. It returns at once, without waiting for the command to commit:
 // index and term are where it will appear if it commits. A node that is not the
-// leader returns isLeader false and does nothing; the caller finds the leader. The
-// command is committed only if the ApplyMsg at index carries it.
+// leader returns isLeader false and does nothing; the caller finds the leader.
+//
+// The command is committed only if the ApplyMsg at index has Term term (it then
+// carries cmd); any other entry there means leadership was lost before the command
+// committed, and the caller retries. Indices count every entry of the log, not only
+// commands: each new leader's no-op takes one too, so the indices Start returns rise
+// but skip (see the package doc for an application that numbers its commands
+// densely).
+//
+// When Start returns, the entry is in the leader's memory only, not yet in its
+// Storage: the run loop writes it with the next batch. It is durable on a majority
+// (which need not include this node yet) once it commits, that is by the time Apply
+// delivers it; a crash before then may lose it.
+//
+// Start may be called from the apply goroutine: it waits only for the run loop to
+// append the entry, and the run loop never waits on the application.
 func (n *Node) Start(cmd []byte) (index, term uint64, isLeader bool) {
 	index, term, err := n.Propose(context.Background(), cmd)
 	return index, term, err == nil
 }
 
 // Propose is Start with the reason for a refusal: ErrNotLeader, ErrTooManyUncommitted,
-// ErrEntryTooLarge, ErrStopped, or the context's error.
+// ErrEntryTooLarge, ErrStopped, or the context's error. Like Start, it may be called
+// from the apply goroutine.
 func (n *Node) Propose(ctx context.Context, cmd []byte) (index, term uint64, err error) {
 	if !n.isLeader.Load() {
 		return 0, n.term.Load(), ErrNotLeader
@@ -227,7 +221,8 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (index, term uint64, err
 // through Raft. It returns once the command is handed over, with no index: the caller
 // recognises its command in Apply by content, and must retry (with deduplication) if
 // it does not appear, since a forwarded proposal can be lost. ErrProposalDropped
-// means no leader is known yet.
+// means no leader is known yet. It may be called from the apply goroutine: it waits
+// only for the run loop to hand the command over.
 func (n *Node) Forward(ctx context.Context, cmd []byte) error {
 	reply := make(chan proposalResult, 1)
 	select {
@@ -247,33 +242,21 @@ func (n *Node) Forward(ctx context.Context, cmd []byte) error {
 	}
 }
 
-// State returns the current term and whether this node believes it is the leader.
+// State returns the current term and whether this node believes it is the leader. It
+// never blocks (it reads what the run loop last published), so it may be called from
+// the apply goroutine.
 func (n *Node) State() (term uint64, isLeader bool) {
 	return n.term.Load(), n.isLeader.Load()
-}
-
-// applyBuffer is the room in the Apply channel. Unbuffered, it cost a hand-off
-// between the Node and the application per entry; with room for a batch, the
-// application takes a batch's entries without waiting on the Node for each.
-const applyBuffer = 256
-
-// Apply returns the channel of committed entries and installed snapshots, in index
-// order, exactly once. The channel is closed when the node stops.
-func (n *Node) Apply() <-chan ApplyMsg { return n.applyc }
-
-// Snapshot tells the node that the application's state up to and including index is
-// in data, so the log up to index may be discarded. index must have been applied.
-func (n *Node) Snapshot(index uint64, data []byte) {
-	select {
-	case n.snapc <- snapshotRequest{index: index, data: data}:
-	case <-n.done:
-	}
 }
 
 // ReadIndex returns a linearizable read point (thesis §6.4): once the application has
 // applied the returned index, reading its state is linearizable. It confirms
 // leadership with a heartbeat round and writes nothing to the log. Concurrent calls
 // share heartbeat rounds.
+//
+// It may be called from the apply goroutine, since the round needs only the run loop
+// and the peers; but that goroutine must not then wait for the index to be applied,
+// since it is the one that applies.
 func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	reply := make(chan readResult, 1)
 	select {
@@ -293,9 +276,16 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	}
 }
 
-// Step hands the node a message from a peer. It blocks while the node's inbox is
-// full, until ctx ends.
+// Step hands the node a message from a peer. If the inbox has room the message is
+// taken, even when ctx has ended; otherwise Step waits for room until ctx ends. The run
+// loop empties the inbox without waiting on the application, so Step may be called
+// from the apply goroutine (a transport does not usually need to).
 func (n *Node) Step(ctx context.Context, m Message) error {
+	select {
+	case n.recvc <- m:
+		return nil
+	default:
+	}
 	select {
 	case n.recvc <- m:
 		return nil
@@ -334,7 +324,10 @@ func (n *Node) ReportSnapshot(id uint64, failed bool) {
 	}
 }
 
-// Status returns the core's state.
+// Status returns the core's state. The run loop answers it, and never waits on the
+// application to do so, so it may be called from the apply goroutine. Applied in it
+// counts the entries handed to the apply queue, which the application may not have
+// read yet.
 func (n *Node) Status() Status {
 	reply := make(chan Status, 1)
 	select {
@@ -346,7 +339,8 @@ func (n *Node) Status() Status {
 }
 
 // Stop stops the node and waits until every goroutine it started has returned. It is
-// safe to call more than once.
+// safe to call more than once, and from the apply goroutine: the Apply channel is
+// closed then, without waiting for the application to read what it still holds.
 func (n *Node) Stop() {
 	n.stopOnce.Do(func() { close(n.stopc) })
 	n.wg.Wait()
@@ -416,7 +410,7 @@ func (n *Node) run() {
 			readsWaiting = nil
 		}
 
-		n.rn.holdCommitted = len(n.applyq) == cap(n.applyq)
+		n.rn.holdCommitted = n.applyq.full()
 		if n.rn.HasReady() {
 			rd := n.rn.Ready()
 			if err := n.handleReady(rd); err != nil {
@@ -514,8 +508,8 @@ func (n *Node) run() {
 					drained = true
 				}
 			}
-		case s := <-n.snapc:
-			if err := n.createSnapshot(s); err != nil {
+		case <-n.snapc:
+			if err := n.createSnapshot(n.takeSnapshotRequest()); err != nil {
 				n.fail(err)
 				return
 			}
@@ -555,29 +549,4 @@ func (n *Node) propose(p proposal) {
 	}
 	index, term, err := n.rn.Propose(p.data)
 	p.reply <- proposalResult{index: index, term: term, err: err}
-}
-
-// deliver hands batches of committed entries to the application, so that a slow
-// application never stalls the consensus loop.
-func (n *Node) deliver() {
-	defer n.wg.Done()
-	defer close(n.applyc)
-	for {
-		select {
-		case batch := <-n.applyq:
-			select {
-			case n.applyWake <- struct{}{}:
-			default:
-			}
-			for _, msg := range batch {
-				select {
-				case n.applyc <- msg:
-				case <-n.done:
-					return
-				}
-			}
-		case <-n.done:
-			return
-		}
-	}
 }

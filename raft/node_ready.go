@@ -198,29 +198,6 @@ func (n *Node) wakeRun() {
 	}
 }
 
-// queueApply hands rd's snapshot and committed entries to the delivery goroutine.
-func (n *Node) queueApply(rd Ready) {
-	var batch []ApplyMsg
-	if !rd.Snapshot.IsEmpty() {
-		batch = append(batch, ApplyMsg{Type: ApplySnapshot, Index: rd.Snapshot.Index, Term: rd.Snapshot.Term, Snapshot: rd.Snapshot.Data})
-	}
-	for _, e := range rd.CommittedEntries {
-		msg := ApplyMsg{Type: ApplyCommand, Index: e.Index, Term: e.Term, Command: e.Data}
-		if e.Type != EntryCommand {
-			msg.Type, msg.Command = ApplyNoOp, nil
-		}
-		batch = append(batch, msg)
-	}
-	if len(batch) > 0 {
-		// The loop holds committed entries back while the queue is full, so this
-		// waits only for a snapshot that arrives then.
-		select {
-		case n.applyq <- batch:
-		case <-n.stopc:
-		}
-	}
-}
-
 // hardStateToSave returns the HardState to persist with rd, and whether it must be
 // written even with no entries. A change of the commit index alone is not written
 // (and so costs no fsync on the commit path): Figure 2 keeps commitIndex volatile, a
@@ -254,34 +231,6 @@ func splitLeaderMessages(msgs []Message) (early, late []Message) {
 		}
 	}
 	return early, late
-}
-
-func (n *Node) createSnapshot(s snapshotRequest) error {
-	// The current snapshot's index is FirstIndex-1; asking Storage for the snapshot
-	// itself could mean reading its data back from disk.
-	first, err := n.storage.FirstIndex()
-	if err != nil {
-		return fmt.Errorf("raft: reading first index: %w", err)
-	}
-	if s.index < first {
-		return nil
-	}
-	if applied := n.rn.Status().Applied; s.index > applied {
-		n.logger("raft: ignoring snapshot past the applied index", "index", s.index, "applied", applied)
-		return nil
-	}
-	if hs := n.pendingHardState; !hs.IsEmpty() {
-		// A snapshot is of committed entries; storage may check that against the
-		// commit index it holds, so write the one not yet written.
-		if err := n.storage.Save(hs, nil); err != nil {
-			return fmt.Errorf("raft: persisting HardState %+v: %w", hs, err)
-		}
-		n.savedHardState, n.pendingHardState = hs, HardState{}
-	}
-	if _, err := n.storage.CreateSnapshot(s.index, s.data); err != nil {
-		return fmt.Errorf("raft: saving snapshot at index %d: %w", s.index, err)
-	}
-	return nil
 }
 
 // fail stops the node after a storage error: it must not run on state it could not
