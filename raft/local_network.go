@@ -1,6 +1,9 @@
 package raft
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // LocalNetwork connects Nodes in one process, for examples, tests and embedded
 // clusters. Delivery never blocks: a message to a node whose inbox is full, to a node
@@ -8,7 +11,7 @@ import "sync"
 type LocalNetwork struct {
 	mu struct {
 		sync.Mutex
-		nodes map[uint64]*Node
+		nodes map[uint64]Handler
 		cut   map[[2]uint64]bool
 	}
 }
@@ -16,24 +19,27 @@ type LocalNetwork struct {
 // NewLocalNetwork returns a network with no nodes attached.
 func NewLocalNetwork() *LocalNetwork {
 	ln := &LocalNetwork{}
-	ln.mu.nodes = map[uint64]*Node{}
+	ln.mu.nodes = map[uint64]Handler{}
 	ln.mu.cut = map[[2]uint64]bool{}
 	return ln
 }
 
-// Transport returns the transport for node id; pass it to NewNode, then Attach the
-// node.
-func (ln *LocalNetwork) Transport(id uint64) Transport { return localEndpoint{net: ln, id: id} }
+// Transport returns the NewTransport for node id: pass it to NewNode, which attaches
+// the node as id (replacing a node attached as id before, such as a stopped one).
+func (ln *LocalNetwork) Transport(id uint64) NewTransport {
+	return func(h Handler) (Transport, error) {
+		ln.mu.Lock()
+		defer ln.mu.Unlock()
+		ln.mu.nodes[id] = h
+		return localEndpoint{net: ln, id: id}, nil
+	}
+}
 
-// Attach makes node reachable as id; attaching nil detaches it.
-func (ln *LocalNetwork) Attach(id uint64, node *Node) {
+// Detach makes id unreachable, as for a node that stopped.
+func (ln *LocalNetwork) Detach(id uint64) {
 	ln.mu.Lock()
 	defer ln.mu.Unlock()
-	if node == nil {
-		delete(ln.mu.nodes, id)
-		return
-	}
-	ln.mu.nodes[id] = node
+	delete(ln.mu.nodes, id)
 }
 
 // Isolate cuts every link to and from id.
@@ -60,6 +66,14 @@ type localEndpoint struct {
 	id  uint64
 }
 
+// offerOnly is an ended context: Handler.Step takes a message given with it only if
+// the node's inbox has room, so Send never waits.
+var offerOnly = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
 func (e localEndpoint) Send(msgs []Message) {
 	e.net.mu.Lock()
 	defer e.net.mu.Unlock()
@@ -68,7 +82,7 @@ func (e localEndpoint) Send(msgs []Message) {
 			continue
 		}
 		if dst := e.net.mu.nodes[m.To]; dst != nil {
-			dst.tryStep(m)
+			_ = dst.Step(offerOnly, m)
 		}
 	}
 }

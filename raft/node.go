@@ -9,13 +9,32 @@ import (
 	"time"
 )
 
-// Transport carries messages to other nodes. Send must not block, nor keep msgs after
-// it returns: a message it cannot deliver may be dropped, and Raft's retries recover
-// it. The receiving side hands each
-// message to its Node's Step.
+// Transport carries messages to other nodes. Send must not block: a message it cannot
+// deliver may be dropped, and Raft's retries recover it. It must not keep the msgs
+// slice, which the node reuses, but may keep the messages themselves until they are
+// sent: the node never modifies a message, its entries or their data once sent. The
+// receiving side hands each message to its node's Handler.Step.
 type Transport interface {
 	Send(msgs []Message)
 }
+
+// Handler is what a Transport delivers to: the Node, seen from its transport.
+type Handler interface {
+	// Step takes a message received from a peer (Node.Step).
+	Step(ctx context.Context, m Message) error
+	// ReportUnreachable says a message to peer id could not be delivered. It never
+	// blocks.
+	ReportUnreachable(id uint64)
+	// ReportSnapshot says how sending a snapshot to peer id ended. It never blocks.
+	ReportSnapshot(id uint64, failed bool)
+}
+
+// NewTransport makes a Node's Transport, given the Handler that the messages it
+// receives go to. NewNode calls it once, after the Node can take messages and before
+// it sends any, so neither side ever sees the other half-built. It may start the
+// transport's goroutines and call the Handler at once. The Transport is the caller's
+// to close, after Node.Stop.
+type NewTransport func(h Handler) (Transport, error)
 
 // Node runs one Raft member: a goroutine that drives the core with a clock, persists
 // each Ready to Storage before sending its messages through Transport, and delivers
@@ -110,10 +129,17 @@ type readResult struct {
 // rounds), 1 did as well as 2 with one client and 2-11% better with 100 and 1000.
 const maxLeaderWritesInFlight = 1
 
-// NewNode starts a node that resumes from what cfg.Storage holds. Stop it with Stop.
-func NewNode(cfg Config, transport Transport) (*Node, error) {
-	if transport == nil {
-		return nil, fmt.Errorf("raft: NewNode needs a Transport")
+// NewNode starts a node that resumes from what cfg.Storage holds, with the Transport
+// that newTransport makes for it. Stop it with Stop.
+//
+// The order cannot race: NewNode first reads the storage and makes the Node's queues,
+// then calls newTransport with the Node as its Handler (from then on the Node takes
+// messages and reports, which wait in its queues), and only then starts the run loop,
+// which is what calls Transport.Send. A transport therefore never needs the Node
+// before it exists, and the Node never sends on a transport that does not.
+func NewNode(cfg Config, newTransport NewTransport) (*Node, error) {
+	if newTransport == nil {
+		return nil, fmt.Errorf("raft: NewNode needs a NewTransport function to make its transport")
 	}
 	rn, err := NewRawNode(cfg)
 	if err != nil {
@@ -123,7 +149,6 @@ func NewNode(cfg Config, transport Transport) (*Node, error) {
 	n := &Node{
 		rn:        rn,
 		storage:   cfg.Storage,
-		transport: transport,
 		cfg:       cfg,
 		logger:    cfg.Logger.With("raft_id", fmt.Sprintf("%x", cfg.ID)).Error,
 		propc:     make(chan proposal, cfg.MaxPendingProposals),
@@ -158,6 +183,12 @@ func NewNode(cfg Config, transport Transport) (*Node, error) {
 		if !snap.IsEmpty() {
 			n.applyq.push([]ApplyMsg{{Type: ApplySnapshot, Index: snap.Index, Term: snap.Term, Snapshot: snap.Data}})
 		}
+	}
+	if n.transport, err = newTransport(n); err != nil {
+		return nil, fmt.Errorf("raft: making the transport: %w", err)
+	}
+	if n.transport == nil {
+		return nil, fmt.Errorf("raft: NewTransport returned no Transport and no error")
 	}
 	n.wg.Add(2)
 	go n.run()
@@ -293,16 +324,6 @@ func (n *Node) Step(ctx context.Context, m Message) error {
 		return ctx.Err()
 	case <-n.done:
 		return ErrStopped
-	}
-}
-
-// tryStep hands over a message without blocking; it reports false if the inbox is full.
-func (n *Node) tryStep(m Message) bool {
-	select {
-	case n.recvc <- m:
-		return true
-	default:
-		return false
 	}
 }
 

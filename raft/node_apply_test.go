@@ -38,6 +38,11 @@ func (rt *recordingTransport) count(typ MessageType) int {
 	return n
 }
 
+// sendingTo returns a NewTransport that hands every node tr.
+func sendingTo(tr Transport) NewTransport {
+	return func(Handler) (Transport, error) { return tr, nil }
+}
+
 // waitFor polls cond until it holds, failing the test with what after the deadline.
 func waitFor(t *testing.T, deadline time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -88,7 +93,7 @@ func fillApplyQueue(t *testing.T, tick time.Duration) (*Node, *recordingTranspor
 	t.Helper()
 	tr := &recordingTransport{}
 	node, err := NewNode(Config{ID: 2, Peers: []uint64{1, 2}, Storage: NewMemoryStorage(),
-		MaxApplyBatches: 1, TickInterval: tick}, tr)
+		MaxApplyBatches: 1, TickInterval: tick}, sendingTo(tr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +250,7 @@ func TestApplyQueueBound(t *testing.T) {
 func TestNodeCallsFromApplyGoroutine(t *testing.T) {
 	checkNoGoroutineLeak(t)
 	node, err := NewNode(Config{ID: 1, Peers: []uint64{1}, Storage: NewMemoryStorage(),
-		MaxApplyBatches: 1, TickInterval: 5 * time.Millisecond}, &recordingTransport{})
+		MaxApplyBatches: 1, TickInterval: 5 * time.Millisecond}, sendingTo(&recordingTransport{}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -86,9 +86,15 @@ func newWrappedTestCluster(t *testing.T, n int, wrap func(uint64, Transport) Tra
 }
 
 func (c *testCluster) start(id, applied uint64) {
-	tr := c.net.Transport(id)
+	newTransport := c.net.Transport(id)
 	if c.wrap != nil {
-		tr = c.wrap(id, tr)
+		newTransport = func(h Handler) (Transport, error) {
+			tr, err := c.net.Transport(id)(h)
+			if err != nil {
+				return nil, err
+			}
+			return c.wrap(id, tr), nil
+		}
 	}
 	var st Storage = c.storages[id]
 	if c.async != nil {
@@ -99,7 +105,7 @@ func (c *testCluster) start(id, applied uint64) {
 		tick = 5 * time.Millisecond
 	}
 	node, err := NewNode(Config{ID: id, Peers: c.peers, Storage: st, Applied: applied,
-		TickInterval: tick, RandSeed: int64(id)*7919 + time.Now().UnixNano()}, tr)
+		TickInterval: tick, RandSeed: int64(id)*7919 + time.Now().UnixNano()}, newTransport)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -124,13 +130,12 @@ func (c *testCluster) start(id, applied uint64) {
 			<-app.mu
 		}
 	}()
-	c.net.Attach(id, node)
 	c.nodes[id] = node
 	c.apps[id] = app
 }
 
 func (c *testCluster) stop(id uint64) {
-	c.net.Attach(id, nil)
+	c.net.Detach(id)
 	c.nodes[id].Stop()
 	<-c.apps[id].done
 	if p := c.apps[id].problems; len(p) > 0 {

@@ -131,12 +131,6 @@ func (s *Server) start(ids []uint64) error {
 		// One append must be able to carry the largest request a client may send.
 		MaxSizePerMsg: max(raft.DefaultMaxSizePerMsg, uint64(cfg.MaxRequestBytes)+grpcOverheadBytes),
 	}
-	handler := &transportHandler{}
-	s.transport, err = transport.New(transport.Config{ID: s.id, ClusterID: s.clusterID, Peers: peerAddrs, Logger: s.logger},
-		handler)
-	if err != nil {
-		return err
-	}
 	for _, u := range cfg.ListenPeerURLs {
 		addr, _ := hostPort(u)
 		l, err := net.Listen("tcp", addr)
@@ -153,11 +147,19 @@ func (s *Server) start(ids []uint64) error {
 		}
 		s.clientListens = append(s.clientListens, l)
 	}
-	s.node, err = raft.NewNode(nodeCfg, s.transport)
+	// The node makes its transport once it can take messages, so the transport has
+	// the node from the start.
+	s.node, err = raft.NewNode(nodeCfg, func(h raft.Handler) (raft.Transport, error) {
+		t, err := transport.New(transport.Config{ID: s.id, ClusterID: s.clusterID, Peers: peerAddrs, Logger: s.logger}, h)
+		if err != nil {
+			return nil, err
+		}
+		s.transport = t
+		return t, nil
+	})
 	if err != nil {
 		return err
 	}
-	handler.node.Store(s.node)
 	for _, l := range s.peerListens {
 		s.goTracked(func() { _ = s.transport.Serve(l) })
 	}
@@ -518,33 +520,5 @@ func (s *Server) publishMember() {
 		case <-s.stopc:
 			return
 		}
-	}
-}
-
-// transportHandler is the transport's Handler: messages go to the node. The transport
-// starts dialling before the node exists (the node needs the transport to start), so
-// until the node is set, messages are refused and reports dropped; Raft retries.
-type transportHandler struct {
-	node atomic.Pointer[raft.Node]
-}
-
-var errNodeStarting = errors.New("server: raft node is starting")
-
-func (h *transportHandler) Step(ctx context.Context, m raft.Message) error {
-	if n := h.node.Load(); n != nil {
-		return n.Step(ctx, m)
-	}
-	return errNodeStarting
-}
-
-func (h *transportHandler) ReportUnreachable(id uint64) {
-	if n := h.node.Load(); n != nil {
-		n.ReportUnreachable(id)
-	}
-}
-
-func (h *transportHandler) ReportSnapshot(id uint64, failed bool) {
-	if n := h.node.Load(); n != nil {
-		n.ReportSnapshot(id, failed)
 	}
 }

@@ -75,7 +75,6 @@ func benchmarkNodeCommit(b *testing.B, clients int, async bool) {
 				app.cond.Broadcast()
 			}
 		}()
-		net.Attach(id, node)
 		nodes[id], apps[id] = node, app
 	}
 	defer func() {

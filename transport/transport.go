@@ -15,7 +15,12 @@ import (
 	"raftkv/raft"
 )
 
-// Handler is the node a Transport serves: raft.Node satisfies it.
+// Handler is the node a Transport serves: the raft.Handler that raft.NewNode gives the
+// function making its transport, which calls New with it:
+//
+//	node, err := raft.NewNode(cfg, func(h raft.Handler) (raft.Transport, error) {
+//		return transport.New(tcfg, h)
+//	})
 type Handler interface {
 	// Step takes a message from a peer. It may block, which holds up that peer's stream
 	// and so, through TCP, the peer's writer, until ctx ends; ctx ends when the

@@ -15,8 +15,12 @@ import (
 	"raftkv/raft"
 )
 
-// raft.Node is the Handler the server passes to New.
-var _ Handler = (*raft.Node)(nil)
+// raft.NewNode hands its transport a raft.Handler (a *raft.Node), which New takes.
+var (
+	_ Handler      = (*raft.Node)(nil)
+	_ Handler      = raft.Handler(nil)
+	_ raft.Handler = Handler(nil)
+)
 
 // checkInOrder checks that msgs from one sender carry indexes first, first+1, ...
 func checkInOrder(t *testing.T, msgs []raft.Message, from uint64, first uint64, n int) {
