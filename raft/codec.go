@@ -8,20 +8,39 @@ import (
 )
 
 // This file is the binary codec for Entry, HardState, Snapshot and Message: the bytes
-// that storage writes to its log and that transport sends between nodes.
+// that storage writes to its log and that transport sends between nodes, and that an
+// embedder may store beside data of its own.
 //
-// The format is a fixed sequence of fields, integers as canonical (shortest) uvarints,
-// byte strings as a uvarint length followed by the bytes, enums and booleans as one byte:
+// Every encoding starts with one byte, the format version (EncodingVersion, 1 in this
+// release), followed by the fields of that version in a fixed order: integers as
+// canonical (shortest) uvarints, byte strings as a uvarint length followed by the
+// bytes, enums and booleans as one byte:
 //
-//	Entry:     Term Index Type(1) len(Data) Data
-//	HardState: Term Vote Commit
-//	Snapshot:  Index Term len(Data) Data
-//	Message:   Type(1) To From Term LogTerm Index Commit Reject(1) RejectHint
+//	Entry:     version Term Index Type(1) len(Data) Data
+//	HardState: version Term Vote Commit
+//	Snapshot:  version Index Term len(Data) Data
+//	Message:   version Type(1) To From Term LogTerm Index Commit Reject(1) RejectHint
 //	           count(Entries) Entry... hasSnapshot(1) [Snapshot] len(Context) Context
 //
+// The entries and the snapshot inside a Message are encoded as above but without a
+// version byte of their own: the message's governs them.
+//
+// Every encoding is self-delimiting: its fields say where it ends, so a value can be
+// read from the front of a longer buffer (UnmarshalPrefix) and values can be stored
+// back to back with nothing between them. Size gives the exact length beforehand; a
+// HardState takes at most MaxHardStateSize bytes.
+//
+// The version is how a field is added later: the next version appends it to its
+// type's fields, MarshalTo writes the new version, and Unmarshal goes on reading every
+// earlier one. A version newer than this build reads fails with an error wrapping
+// ErrUnknownVersion, never a misreading. (Version 1 is the first. What raftkv wrote
+// before it had no version byte and was otherwise the same; package storage reads
+// that itself, in WAL segments of its own format 1.)
+//
 // Encoding is canonical and decoding is strict (no overlong varints, booleans only 0 or
-// 1, no trailing bytes), so every input that decodes re-encodes to the same bytes. Nil
-// and empty byte slices and entry lists encode alike and decode as nil.
+// 1, no bytes after the value for Unmarshal), so every input that decodes re-encodes
+// to the same bytes. Nil and empty byte slices and entry lists encode alike and decode
+// as nil.
 //
 // Decoding aliases its input: Entry.Data, Snapshot.Data and Message.Context of a decoded
 // value point into the buffer given to Unmarshal, they are not copied. That keeps a
@@ -33,14 +52,27 @@ import (
 // before allocating, so a forged length cannot make it allocate more than the input's
 // size. Every decoding error wraps ErrCorruptMessage.
 
+// EncodingVersion is the format version this package writes at the start of every
+// encoding, and the newest it reads.
+const EncodingVersion = 1
+
+// MaxHardStateSize is the most bytes a HardState's encoding takes: the version byte
+// and three uvarints of at most 10 bytes each.
+const MaxHardStateSize = 1 + 3*binary.MaxVarintLen64
+
 // ErrCorruptMessage is wrapped by every decoding error: the bytes are not a valid
-// encoding (truncated, overlong, trailing bytes, an unknown message type). The error
-// text says which field was wrong and where.
+// encoding (truncated, overlong, trailing bytes, an unknown message type, a version
+// this build does not read). The error text says which field was wrong and where.
 var ErrCorruptMessage = errors.New("raft: corrupt encoding")
+
+// ErrUnknownVersion is wrapped, besides ErrCorruptMessage, by the decoding error for
+// an encoding whose format version this build does not read: one written by a later
+// release, or bytes that are not an encoding of this package at all.
+var ErrUnknownVersion = errors.New("raft: unknown encoding version")
 
 // Smallest encodings, used to bound counts read from the input before allocating.
 const (
-	minEntryBytes = 4 // Term, Index, Type, len(Data) of an empty entry
+	minEntryBodyBytes = 4 // Term, Index, Type, len(Data) of an empty entry
 )
 
 // uvarintSize returns the length of the canonical uvarint encoding of v.
@@ -61,13 +93,19 @@ func boolByte(v bool) byte {
 }
 
 // Size returns the length of e's encoding.
-func (e *Entry) Size() int {
+func (e *Entry) Size() int { return 1 + e.bodySize() }
+
+func (e *Entry) bodySize() int {
 	return uvarintSize(e.Term) + uvarintSize(e.Index) + 1 + bytesSize(e.Data)
 }
 
 // MarshalTo appends e's encoding to b and returns the extended slice. It allocates only
 // if b lacks the capacity; pass b[:0] of a buffer of cap >= e.Size() to avoid that.
 func (e *Entry) MarshalTo(b []byte) []byte {
+	return e.marshalBody(append(b, EncodingVersion))
+}
+
+func (e *Entry) marshalBody(b []byte) []byte {
 	b = binary.AppendUvarint(b, e.Term)
 	b = binary.AppendUvarint(b, e.Index)
 	b = append(b, byte(e.Type))
@@ -79,21 +117,34 @@ func (e *Entry) MarshalTo(b []byte) []byte {
 // e.Data aliases data (see the file comment). The type byte is carried unchanged, known
 // or not: judging it is the reader's business. On error e is left unspecified.
 func (e *Entry) Unmarshal(data []byte) error {
-	if n := entryPrefix(data, e); n > 0 && n == len(data) {
-		return nil
+	if len(data) > 0 && data[0] == EncodingVersion {
+		if n := entryBodyPrefix(data[1:], e); n > 0 && 1+n == len(data) {
+			return nil // the fast path
+		}
 	}
 	d := decoder{buf: data, what: "entry"}
+	d.version()
 	d.entry(e)
 	return d.finish()
 }
 
-// Size returns the length of hs's encoding.
+// UnmarshalPrefix decodes the Entry encoded at the start of data, which may go on with
+// other bytes, into e, and returns the length of its encoding. e.Data aliases data.
+func (e *Entry) UnmarshalPrefix(data []byte) (n int, err error) {
+	d := decoder{buf: data, what: "entry"}
+	d.version()
+	d.entry(e)
+	return d.prefixLen()
+}
+
+// Size returns the length of hs's encoding, at most MaxHardStateSize.
 func (hs *HardState) Size() int {
-	return uvarintSize(hs.Term) + uvarintSize(hs.Vote) + uvarintSize(hs.Commit)
+	return 1 + uvarintSize(hs.Term) + uvarintSize(hs.Vote) + uvarintSize(hs.Commit)
 }
 
 // MarshalTo appends hs's encoding to b and returns the extended slice.
 func (hs *HardState) MarshalTo(b []byte) []byte {
+	b = append(b, EncodingVersion)
 	b = binary.AppendUvarint(b, hs.Term)
 	b = binary.AppendUvarint(b, hs.Vote)
 	return binary.AppendUvarint(b, hs.Commit)
@@ -102,19 +153,38 @@ func (hs *HardState) MarshalTo(b []byte) []byte {
 // Unmarshal decodes data, which must hold exactly one encoded HardState, into hs.
 func (hs *HardState) Unmarshal(data []byte) error {
 	d := decoder{buf: data, what: "hard state"}
-	hs.Term = d.uvarint("Term")
-	hs.Vote = d.uvarint("Vote")
-	hs.Commit = d.uvarint("Commit")
+	d.hardState(hs)
 	return d.finish()
 }
 
+// UnmarshalPrefix decodes the HardState encoded at the start of data, which may go on
+// with other bytes, into hs, and returns the length of its encoding.
+func (hs *HardState) UnmarshalPrefix(data []byte) (n int, err error) {
+	d := decoder{buf: data, what: "hard state"}
+	d.hardState(hs)
+	return d.prefixLen()
+}
+
+func (d *decoder) hardState(hs *HardState) {
+	d.version()
+	hs.Term = d.uvarint("Term")
+	hs.Vote = d.uvarint("Vote")
+	hs.Commit = d.uvarint("Commit")
+}
+
 // Size returns the length of s's encoding.
-func (s *Snapshot) Size() int {
+func (s *Snapshot) Size() int { return 1 + s.bodySize() }
+
+func (s *Snapshot) bodySize() int {
 	return uvarintSize(s.Index) + uvarintSize(s.Term) + bytesSize(s.Data)
 }
 
 // MarshalTo appends s's encoding to b and returns the extended slice.
 func (s *Snapshot) MarshalTo(b []byte) []byte {
+	return s.marshalBody(append(b, EncodingVersion))
+}
+
+func (s *Snapshot) marshalBody(b []byte) []byte {
 	b = binary.AppendUvarint(b, s.Index)
 	b = binary.AppendUvarint(b, s.Term)
 	b = binary.AppendUvarint(b, uint64(len(s.Data)))
@@ -125,28 +195,39 @@ func (s *Snapshot) MarshalTo(b []byte) []byte {
 // s.Data aliases data (see the file comment).
 func (s *Snapshot) Unmarshal(data []byte) error {
 	d := decoder{buf: data, what: "snapshot"}
+	d.version()
 	d.snapshot(s)
 	return d.finish()
 }
 
+// UnmarshalPrefix decodes the Snapshot encoded at the start of data, which may go on
+// with other bytes, into s, and returns the length of its encoding. s.Data aliases
+// data.
+func (s *Snapshot) UnmarshalPrefix(data []byte) (n int, err error) {
+	d := decoder{buf: data, what: "snapshot"}
+	d.version()
+	d.snapshot(s)
+	return d.prefixLen()
+}
+
 // Size returns the length of m's encoding.
 func (m *Message) Size() int {
-	n := 1 + uvarintSize(m.To) + uvarintSize(m.From) + uvarintSize(m.Term) +
+	n := 2 + uvarintSize(m.To) + uvarintSize(m.From) + uvarintSize(m.Term) +
 		uvarintSize(m.LogTerm) + uvarintSize(m.Index) + uvarintSize(m.Commit) + 1 +
 		uvarintSize(m.RejectHint) + uvarintSize(uint64(len(m.Entries)))
 	for i := range m.Entries {
-		n += m.Entries[i].Size()
+		n += m.Entries[i].bodySize()
 	}
 	n++ // hasSnapshot
 	if m.Snapshot != nil {
-		n += m.Snapshot.Size()
+		n += m.Snapshot.bodySize()
 	}
 	return n + bytesSize(m.Context)
 }
 
 // MarshalTo appends m's encoding to b and returns the extended slice.
 func (m *Message) MarshalTo(b []byte) []byte {
-	b = append(b, byte(m.Type))
+	b = append(b, EncodingVersion, byte(m.Type))
 	b = binary.AppendUvarint(b, m.To)
 	b = binary.AppendUvarint(b, m.From)
 	b = binary.AppendUvarint(b, m.Term)
@@ -157,11 +238,11 @@ func (m *Message) MarshalTo(b []byte) []byte {
 	b = binary.AppendUvarint(b, m.RejectHint)
 	b = binary.AppendUvarint(b, uint64(len(m.Entries)))
 	for i := range m.Entries {
-		b = m.Entries[i].MarshalTo(b)
+		b = m.Entries[i].marshalBody(b)
 	}
 	b = append(b, boolByte(m.Snapshot != nil))
 	if m.Snapshot != nil {
-		b = m.Snapshot.MarshalTo(b)
+		b = m.Snapshot.marshalBody(b)
 	}
 	b = binary.AppendUvarint(b, uint64(len(m.Context)))
 	return append(b, m.Context...)
@@ -173,8 +254,24 @@ func (m *Message) MarshalTo(b []byte) []byte {
 // version does not know is an error.
 func (m *Message) Unmarshal(data []byte) error {
 	d := decoder{buf: data, what: "message"}
+	d.message(m)
+	return d.finish()
+}
+
+// UnmarshalPrefix decodes the Message encoded at the start of data, which may go on
+// with other bytes, into m, and returns the length of its encoding. It aliases data as
+// Unmarshal does.
+func (m *Message) UnmarshalPrefix(data []byte) (n int, err error) {
+	d := decoder{buf: data, what: "message"}
+	d.message(m)
+	return d.prefixLen()
+}
+
+func (d *decoder) message(m *Message) {
+	d.version()
 	t := d.byte("Type")
 	if d.err == nil && t >= byte(numMessageTypes) {
+		d.off--
 		d.fail("Type", fmt.Sprintf("unknown message type %d", t))
 	}
 	m.Type = MessageType(t)
@@ -187,7 +284,7 @@ func (m *Message) Unmarshal(data []byte) error {
 	m.Reject = d.bool("Reject")
 	m.RejectHint = d.uvarint("RejectHint")
 	m.Entries = nil
-	count := d.count("Entries", minEntryBytes)
+	count := d.count("Entries", minEntryBodyBytes)
 	if count > 0 {
 		m.Entries = make([]Entry, count)
 		for i := range m.Entries {
@@ -203,7 +300,6 @@ func (m *Message) Unmarshal(data []byte) error {
 		d.snapshot(m.Snapshot)
 	}
 	m.Context = d.bytes("Context")
-	return d.finish()
 }
 
 // decoder reads fields from buf in order. After the first error every read returns
@@ -220,6 +316,25 @@ func (d *decoder) fail(field, problem string) {
 	if d.err == nil {
 		d.err = fmt.Errorf("%w: %s field %s at byte %d of %d: %s",
 			ErrCorruptMessage, d.what, field, d.off, len(d.buf), problem)
+	}
+}
+
+// prefixLen is what UnmarshalPrefix returns: the bytes decoded, or the error.
+func (d *decoder) prefixLen() (int, error) {
+	if d.err != nil {
+		return 0, d.err
+	}
+	return d.off, nil
+}
+
+// version reads the format version byte and checks that this build reads it. There
+// is one version so far, so nothing else depends on it yet.
+func (d *decoder) version() {
+	v := d.byte("version")
+	if d.err == nil && v != EncodingVersion {
+		d.off--
+		d.err = fmt.Errorf("%w: %w: %s at byte %d: format version %d, this build reads version %d; was it written by a later release?",
+			ErrCorruptMessage, ErrUnknownVersion, d.what, d.off, v, EncodingVersion)
 	}
 }
 
@@ -306,9 +421,10 @@ func (d *decoder) bytes(field string) []byte {
 	return b
 }
 
+// entry reads an entry's fields (its body: the version is read before).
 func (d *decoder) entry(e *Entry) {
 	if d.err == nil {
-		if n := entryPrefix(d.buf[d.off:], e); n > 0 {
+		if n := entryBodyPrefix(d.buf[d.off:], e); n > 0 {
 			d.off += n
 			return
 		}
@@ -325,11 +441,12 @@ func (d *decoder) snapshot(s *Snapshot) {
 	s.Data = d.bytes("Snapshot.Data")
 }
 
-// entryPrefix decodes the entry at the start of b by the same rules as decoder.entry,
-// on a fast path with no error reporting: it returns the bytes used, or 0 if b does
-// not start with a valid entry (the decoder then says why). Entries are most of what
-// is decoded, in messages and in the WAL at start-up, so this is the hot path.
-func entryPrefix(b []byte, e *Entry) int {
+// entryBodyPrefix decodes the entry body at the start of b by the same rules as
+// decoder.entry, on a fast path with no error reporting: it returns the bytes used, or
+// 0 if b does not start with a valid entry body (the decoder then says why). Entries
+// are most of what is decoded, in messages and in the WAL at start-up, so this is the
+// hot path.
+func entryBodyPrefix(b []byte, e *Entry) int {
 	term, n1 := canonicalUvarint(b)
 	if n1 <= 0 {
 		return 0

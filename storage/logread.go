@@ -42,13 +42,13 @@ func (s *Storage) readEntries(lo uint64, locs []entryLoc, maxBytes uint64) ([]ra
 		}
 		// Take every wanted entry this record holds: those after i that point to it.
 		full := false
-		_, err = decodeBatch(payload, func(enc []byte, _ int) error {
+		version := uint32(segmentVersion)
+		if loc.seq < s.wal.oldFormatBelow {
+			version = 1
+		}
+		_, err = decodeBatch(payload, version, func(e *raft.Entry, _ []byte, _ int) error {
 			if full || i >= len(locs) || locs[i] != loc {
 				return nil
-			}
-			var e raft.Entry
-			if err := e.Unmarshal(enc); err != nil {
-				return err
 			}
 			want := lo + uint64(i)
 			if e.Index < want {
@@ -62,7 +62,7 @@ func (s *Storage) readEntries(lo uint64, locs []entryLoc, maxBytes uint64) ([]ra
 				full = true
 				return nil
 			}
-			ents = append(ents, e)
+			ents = append(ents, *e)
 			i++
 			return nil
 		})

@@ -114,6 +114,11 @@ func finishRecord(b []byte, start int, t recordType, seed uint32) []byte {
 // the HardState (raft codec), then a uvarint count and count times a uvarint length
 // and an Entry (raft codec). One checksum covers the lot: a Save of many entries costs
 // one CRC over a long buffer, not one per entry.
+//
+// In segments of format 1 (segment.go) the HardState and the entries are in the
+// encoding raftkv wrote before raft's encodings were versioned: the same fields
+// without the leading version byte. decodeBatch reads both; only the current one is
+// written.
 const batchHasHardState = 1
 
 // batchPayloadSize returns the payload size of a batch record; entrySizes[i] is
@@ -334,10 +339,10 @@ func (r *payloadReader) bytes() []byte {
 	return v
 }
 
-// decodeBatch decodes a batch payload, calling entry with each entry's encoding (raft
-// codec, aliasing p) and its offset in p, in order. It returns the HardState, or nil
-// if the batch has none.
-func decodeBatch(p []byte, entry func(enc []byte, off int) error) (*raft.HardState, error) {
+// decodeBatch decodes a batch payload of a segment of format version, calling entry
+// with each entry (its Data aliasing p), its encoding and the encoding's offset in p,
+// in order. It returns the HardState, or nil if the batch has none.
+func decodeBatch(p []byte, version uint32, entry func(e *raft.Entry, enc []byte, off int) error) (*raft.HardState, error) {
 	r := payloadReader{b: p}
 	flags := r.byte()
 	if flags&^batchHasHardState != 0 {
@@ -346,17 +351,21 @@ func decodeBatch(p []byte, entry func(enc []byte, off int) error) (*raft.HardSta
 	var hs *raft.HardState
 	if flags&batchHasHardState != 0 {
 		hs = new(raft.HardState)
-		if err := hs.Unmarshal(r.bytes()); err != nil {
+		if err := unmarshalHardState(r.bytes(), version, hs); err != nil {
 			return nil, fmt.Errorf("%w: batch hard state: %w", errBadPayload, err)
 		}
 	}
 	count := r.uvarint()
+	var e raft.Entry
 	for i := uint64(0); i < count && !r.bad; i++ {
 		enc := r.bytes()
 		if r.bad {
 			break
 		}
-		if err := entry(enc, len(p)-len(r.b)-len(enc)); err != nil {
+		if err := unmarshalEntry(enc, version, &e); err != nil {
+			return nil, fmt.Errorf("%w: entry %d of the batch: %w", errBadPayload, i, err)
+		}
+		if err := entry(&e, enc, len(p)-len(r.b)-len(enc)); err != nil {
 			return nil, err
 		}
 	}
@@ -389,4 +398,30 @@ func decodeSegmentStart(p []byte) (segmentStart, error) {
 		return segmentStart{}, err
 	}
 	return s, nil
+}
+
+// unmarshalEntry decodes an entry of a batch record in a segment of format version.
+func unmarshalEntry(enc []byte, version uint32, e *raft.Entry) error {
+	if version >= 2 {
+		return e.Unmarshal(enc)
+	}
+	// Format 1: Term Index Type(1) len(Data) Data, canonical uvarints.
+	r := payloadReader{b: enc}
+	e.Term, e.Index, e.Type = r.uvarint(), r.uvarint(), raft.EntryType(r.byte())
+	if e.Data = r.bytes(); len(e.Data) == 0 {
+		e.Data = nil
+	}
+	return r.done("entry of format 1")
+}
+
+// unmarshalHardState decodes the hard state of a batch record in a segment of format
+// version.
+func unmarshalHardState(enc []byte, version uint32, hs *raft.HardState) error {
+	if version >= 2 {
+		return hs.Unmarshal(enc)
+	}
+	// Format 1: Term Vote Commit, canonical uvarints.
+	r := payloadReader{b: enc}
+	hs.Term, hs.Vote, hs.Commit = r.uvarint(), r.uvarint(), r.uvarint()
+	return r.done("hard state of format 1")
 }

@@ -72,12 +72,8 @@ func reencode(t testing.TB, rec record, seed uint32) []byte {
 	switch rec.typ {
 	case recBatch:
 		var ents []raft.Entry
-		hs, err := decodeBatch(rec.payload, func(enc []byte, _ int) error {
-			var e raft.Entry
-			if err := e.Unmarshal(enc); err != nil {
-				return err
-			}
-			ents = append(ents, e)
+		hs, err := decodeBatch(rec.payload, segmentVersion, func(e *raft.Entry, _ []byte, _ int) error {
+			ents = append(ents, *e)
 			return nil
 		})
 		if err != nil {

@@ -43,6 +43,9 @@ type walRecovery struct {
 	lastSeq   uint64 // the last segment
 	lastEnd   int64  // where its sound records end
 	lastClean bool   // nothing but zeros after lastEnd: appends can continue there
+	// oldFormatBelow: the segments numbered below it are of format 1 (segment.go);
+	// the rest, and every one made from now on, of the current format.
+	oldFormatBelow uint64
 }
 
 // segmentFile is a segment being recovered.
@@ -51,6 +54,7 @@ type segmentFile struct {
 	path     string
 	f        File
 	size     int64
+	version  uint32 // format version (segment.go)
 	start    segmentStart
 	startEnd int64 // where the start record ends
 	end      int64 // where the records end, as the next segment says (not for the last)
@@ -88,9 +92,16 @@ func recoverWAL(fsys FS, dataDir, dir string, clusterID uint64, logger *slog.Log
 		}
 	}
 	seed := clusterSeed(clusterID)
+	oldFormatBelow := segs[len(segs)-1].seq + 1
 	for i, s := range segs {
 		if err := openSegment(fsys, s, i == 0, dataDir, clusterID, seed); err != nil {
 			return nil, err
+		}
+		if s.version == segmentVersion {
+			oldFormatBelow = min(oldFormatBelow, s.seq)
+		} else if s.seq > oldFormatBelow {
+			return nil, corruptf(s.path, 8, "a segment of format %d after one of format %d: formats only move forward",
+				s.version, segmentVersion)
 		}
 	}
 
@@ -119,7 +130,10 @@ func recoverWAL(fsys FS, dataDir, dir string, clusterID uint64, logger *slog.Log
 	if tail.err != nil {
 		return nil, tail.err
 	}
-	rec.lastSeq, rec.lastEnd, rec.lastClean = last.seq, tail.end, tail.clean
+	rec.lastSeq, rec.lastEnd, rec.oldFormatBelow = last.seq, tail.end, oldFormatBelow
+	// Appends continue in the last segment only if it is of the current format;
+	// after a segment of format 1, Open starts a new one.
+	rec.lastClean = tail.clean && last.version == segmentVersion
 	whole := func(int64) ([]byte, error) { return tail.buf, nil }
 	if err := replayRecords(tail.buf, last, len(segs) == 1, seed, false, whole, &rec.replay); err != nil {
 		return nil, err
@@ -170,6 +184,7 @@ func openSegment(fsys FS, s *segmentFile, first bool, dataDir string, clusterID 
 	if h.seq != s.seq {
 		return corruptf(s.path, 24, "header says segment %d, the name says %d", h.seq, s.seq)
 	}
+	s.version = h.version
 	r, status := readRecord(head, segmentHeaderSize, seed, maxSegmentStartPayload)
 	if status != recordOK || r.typ != recSegmentStart {
 		return corruptf(s.path, segmentHeaderSize, "no segment start record after the header (%v, %v)", status, r.typ)
@@ -324,11 +339,7 @@ func replayRecords(buf []byte, s *segmentFile, first bool, seed uint32, verify b
 		switch rec.typ {
 		case recBatch:
 			payloadOff := off + recordHeaderSize
-			hs, err := decodeBatch(rec.payload, func(enc []byte, at int) error {
-				var e raft.Entry
-				if err := e.Unmarshal(enc); err != nil {
-					return corruptf(s.path, off, "entry of the batch: %v", err)
-				}
+			hs, err := decodeBatch(rec.payload, s.version, func(e *raft.Entry, enc []byte, at int) error {
 				// Data is the tail of the entry's encoding.
 				dataOff := payloadOff + int64(at+len(enc)-len(e.Data))
 				ref := entryRef{term: e.Term, buf: bufID, dataOff: uint32(dataOff), dataLen: uint32(len(e.Data)), recOff: uint32(off), typ: e.Type}

@@ -13,7 +13,7 @@ import (
 // 64-byte header, little-endian:
 //
 //	0   [8]  magic "raftkvWL"
-//	8   u32  format version
+//	8   u32  format version (segmentVersion; see below)
 //	12  u32  zero
 //	16  u64  cluster id
 //	24  u64  sequence number (the same as in the name)
@@ -24,11 +24,21 @@ import (
 // space after the last record reads as zeros. A segment only appears under its final
 // name once its header and first record are synced (see createSegment), so recovery
 // never meets a half-made one.
+//
+// The format version says how batch records encode entries and hard states (see
+// record.go): format 2 in raft's encodings, which begin with their own version byte;
+// format 1, what raftkv wrote before those were versioned, in the same fields without
+// that byte. New segments are of format 2. Format 1 segments are still read, so a data
+// dir written before keeps opening; they are never appended to (Open starts a new
+// segment after one), and none follows a segment of format 2.
 const (
 	segmentHeaderSize = 64
-	segmentVersion    = 1
+	segmentVersion    = 2
 	segmentExt        = ".wal"
 )
+
+// oldestSegmentVersion is the oldest segment format this build reads.
+const oldestSegmentVersion = 1
 
 var segmentMagic = [8]byte{'r', 'a', 'f', 't', 'k', 'v', 'W', 'L'}
 
@@ -64,6 +74,7 @@ func appendSegmentHeader(b []byte, clusterID, seq uint64) []byte {
 type segmentHeader struct {
 	clusterID uint64
 	seq       uint64
+	version   uint32
 }
 
 // parseSegmentHeader checks a header; on failure it says what is wrong.
@@ -81,12 +92,15 @@ func parseSegmentHeader(b []byte) (segmentHeader, string) {
 	if !allZero(h[12:16]) || !allZero(h[36:]) {
 		return segmentHeader{}, "reserved bytes of the segment header are not zero"
 	}
-	if v := binary.LittleEndian.Uint32(h[8:12]); v != segmentVersion {
-		return segmentHeader{}, fmt.Sprintf("segment format version %d, this build reads version %d", v, segmentVersion)
+	v := binary.LittleEndian.Uint32(h[8:12])
+	if v < oldestSegmentVersion || v > segmentVersion {
+		return segmentHeader{}, fmt.Sprintf("segment format version %d, this build reads versions %d to %d; was it written by a later raftkv?",
+			v, oldestSegmentVersion, segmentVersion)
 	}
 	return segmentHeader{
 		clusterID: binary.LittleEndian.Uint64(h[16:24]),
 		seq:       binary.LittleEndian.Uint64(h[24:32]),
+		version:   v,
 	}, ""
 }
 

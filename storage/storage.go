@@ -262,7 +262,7 @@ func (s *Storage) recover(opts Options, began time.Time) error {
 	w := &wal{
 		fs: s.fs, dir: walDir, clusterID: s.clusterID, seed: clusterSeed(s.clusterID),
 		segmentSize: opts.SegmentSize, maxEntrySize: int(opts.SegmentSize) - maxSegmentInit - batchRecordOverhead,
-		logger: s.logger,
+		logger: s.logger, oldFormatBelow: rec.oldFormatBelow,
 	}
 	w.init()
 	w.mu.segments, w.mu.lastInstallSeq = rec.segments, rec.lastInstallSeq

@@ -36,6 +36,9 @@ type wal struct {
 	segmentSize  int64
 	maxEntrySize int // the largest encoded entry a batch record in an empty segment holds
 	logger       *slog.Logger
+	// oldFormatBelow: segments numbered below it are of format 1 (segment.go), the
+	// rest of the current format. Set by Open, never changed after.
+	oldFormatBelow uint64
 
 	// Owned by the flusher: only the goroutine that set mu.flushing touches these
 	// (or Open and close, when no flush can run).

@@ -166,9 +166,14 @@ func decodeMessage(payload []byte) (raft.Message, error) {
 // The handshake: magic(4) version(1) kind(1) clusterID(8) from(8) to(8), integers
 // big-endian. It has a fixed size so that a receiver can read it whole before it
 // trusts anything about the stream.
+//
+// protocolVersion 2 carries messages in the raft package's versioned encoding (format
+// 1, which starts every message with its format version); version 1 carried them
+// without that byte. A node refuses a peer of another protocol version at the
+// handshake, naming both, rather than misread its messages.
 const (
 	handshakeLen    = 30
-	protocolVersion = 1
+	protocolVersion = 2
 )
 
 var handshakeMagic = [4]byte{'R', 'K', 'V', 'P'}
