@@ -29,9 +29,16 @@ type Config struct {
 
 	// Storage is the node's stable storage. Required.
 	Storage Storage
-	// Applied is the last index the application has already applied (from its own
-	// durable state). Zero means the application holds nothing: the Node then delivers
-	// Storage's snapshot, if any, before the entries after it.
+	// Applied is the last index whose effect the application's own durable state
+	// already holds, when it restarts with that state; zero means it holds nothing.
+	// The Node delivers on Apply only what the application lacks: Storage's snapshot
+	// if Applied is below it (always, if Applied is 0), then every committed entry
+	// after the later of Applied and the snapshot, in order. Entries the log holds
+	// past the stored commit index are delivered once the node learns they committed,
+	// from the leader or by leading. Applied must not be past the stored log's last
+	// index, and the entries up to it must have committed (they were applied).
+	// An application that keeps no durable state passes 0 and rebuilds from the
+	// snapshot and the log at every start.
 	Applied uint64
 
 	// RandSeed seeds the randomized election timeouts. The same seed and inputs give

@@ -53,20 +53,71 @@
 //
 //   - Start(cmd) (index, term, isLeader) returns at once; only the leader accepts.
 //   - Apply() delivers every committed entry, and every installed snapshot, as an
-//     ApplyMsg in index order, exactly once, across restarts too. A command proposed by
-//     Start committed only if the ApplyMsg at the index Start returned carries it;
-//     otherwise leadership was lost and the client should retry.
+//     ApplyMsg in index order, exactly once, across restarts too.
 //   - Snapshot(index, data) lets the log up to index be discarded.
 //   - ReadIndex(ctx) returns a read point confirmed by a heartbeat round: once the
 //     application has applied it, a local read is linearizable. One round is in
 //     flight per node at a time; reads that arrive during it share the next.
-//   - Step(ctx, msg) takes messages from the transport; Stop stops every goroutine.
+//   - Stop stops every goroutine.
+//
+// NewNode makes the node's Transport itself, by calling the NewTransport function it
+// is given with the node as the transport's Handler (Step, ReportUnreachable,
+// ReportSnapshot). It does so after the node can take messages and before the node
+// sends any, so a transport never needs a node that does not exist yet and the node
+// never sends on a transport that does not: no pointer has to be filled in later.
+// The example shows a TCP transport written that way.
 //
 // MemoryStorage is an in-memory Storage and LocalNetwork an in-process Transport; the
 // durable Storage is package storage. It is an AsyncStorage, so the Node pipelines
 // its writes: the run loop queues each Ready's write and goes on stepping messages
 // and proposals, while a second goroutine waits for the fsync (one for every write
 // queued meanwhile), then sends what waited for it.
+//
+// # What the Node promises
+//
+// Indices. Start returns the index the command will have in the log. Every entry of
+// the log takes an index, not only commands: a new leader appends an empty entry at
+// the start of its term (§5.4.2, §8), so the indices of commands rise but skip. Apply
+// delivers every index once: commands as ApplyCommand, with the bytes given to Start;
+// everything else as ApplyNoOp, with no command (today only the leaders' no-ops: the
+// membership is fixed, so there are no configuration entries); or, for a range of
+// indices at once, an ApplySnapshot that replaces the state up to its index. An
+// application that wants its own dense numbering of commands counts the ApplyCommand
+// messages, and keeps that count in its state and its snapshots
+// (Example_denseCommandNumbers).
+//
+// Commitment. A command is committed if and only if the ApplyMsg at the index Start
+// returned has the term Start returned: Log Matching (§5.3) makes an entry's index
+// and term name it. Any other entry there means leadership was lost first; retry,
+// with deduplication if a retry must not apply twice. A command given to Forward has
+// no index: recognise it by content.
+//
+// Durability. When Start returns, the entry is in the leader's memory only; the run
+// loop writes it to Storage with the next batch. Start says nothing about this node's
+// disk. An entry is durable on a majority once it commits, which is by the time
+// Apply delivers it; that majority need not include this node yet (committed entries
+// are applied while this node's own write may still be in flight, see the Ready
+// loop). A crash before commitment may lose the entry; a crash after may lose only
+// the application's state, which the node re-delivers on restart.
+//
+// Restart. Config.Applied is the last index whose effect the application's durable
+// state already holds (0: it holds nothing). The node delivers what that state lacks:
+// the stored snapshot if Applied is below it, then every committed entry after it,
+// then what commits next. Entries in the log past the commit index last stored are
+// delivered once the node learns again that they committed (the commit index is
+// written lazily; Figure 2 keeps it volatile).
+//
+// The apply goroutine. The application reads Apply on a goroutine of its own and may
+// call any method of the Node from it: Snapshot, State, ReportUnreachable and
+// ReportSnapshot never wait; Start, Propose, Forward, ReadIndex, Status and Step wait
+// only for the run loop, which never waits on the application (a full apply queue
+// holds back committed entries, never the run loop); Stop closes Apply without
+// waiting for it to be read. The one thing that goroutine must not do is wait, in
+// itself, for an entry it has yet to apply (for example, the index ReadIndex
+// returned). A slow application slows only the delivery of committed entries: the
+// node goes on electing, replicating and answering, and a leader refuses proposals
+// with ErrTooManyUncommitted once Config.MaxUncommittedEntriesBytes of entries wait to
+// be handed to it.
 //
 // # Limits
 //

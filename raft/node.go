@@ -174,8 +174,14 @@ func NewNode(cfg Config, newTransport NewTransport) (*Node, error) {
 	if n.savedHardState, err = cfg.Storage.InitialState(); err != nil {
 		return nil, fmt.Errorf("raft: reading HardState: %w", err)
 	}
-	if cfg.Applied == 0 {
-		// The application starts empty: give it the stored snapshot first.
+	first, err := cfg.Storage.FirstIndex()
+	if err != nil {
+		return nil, fmt.Errorf("raft: reading first index: %w", err)
+	}
+	if cfg.Applied < first-1 {
+		// The application's state is older than the stored snapshot (empty, if
+		// Applied is 0), and the log before the snapshot is gone: give it the
+		// snapshot first. The core delivers the entries after it.
 		snap, err := cfg.Storage.Snapshot()
 		if err != nil {
 			return nil, fmt.Errorf("raft: reading snapshot: %w", err)
