@@ -27,13 +27,15 @@ const (
 	grpcConnWindowBytes   = 16 << 20
 )
 
-// newGRPCServer returns the client API's gRPC server, not yet serving.
-func newGRPCServer(cfg Config) *grpc.Server {
+// newGRPCServer returns the client API's gRPC server, not yet serving; unknown answers
+// the calls of methods no registered service serves.
+func newGRPCServer(cfg Config, unknown grpc.StreamHandler) *grpc.Server {
 	return grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes+grpcOverheadBytes),
 		grpc.MaxSendMsgSize(1<<31-1),
 		grpc.NumStreamWorkers(grpcStreamWorkers),
 		grpc.InitialWindowSize(grpcStreamWindowBytes),
 		grpc.InitialConnWindowSize(grpcConnWindowBytes),
+		grpc.UnknownServiceHandler(unknown),
 	)
 }

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -76,46 +75,4 @@ func (c *clusterService) MemberList(ctx context.Context, r *pb.MemberListRequest
 		resp.Members = append(resp.Members, &pb.Member{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs})
 	}
 	return resp, nil
-}
-
-// registerUnimplemented answers the etcd services raftkv does not serve yet with
-// Unimplemented and a message that says so, instead of gRPC's "unknown service".
-func registerUnimplemented(g *grpc.Server) {
-	pb.RegisterWatchServer(g, watchService{})
-	pb.RegisterLeaseServer(g, leaseService{})
-	pb.RegisterAuthServer(g, authService{})
-}
-
-func notYet(service string) error {
-	return status.Errorf(codes.Unimplemented,
-		"raftkv does not implement the etcd %s service yet; only KV, Maintenance.Status and Cluster.MemberList are served", service)
-}
-
-type watchService struct{ pb.UnimplementedWatchServer }
-
-func (watchService) Watch(pb.Watch_WatchServer) error { return notYet("Watch") }
-
-type leaseService struct{ pb.UnimplementedLeaseServer }
-
-func (leaseService) LeaseGrant(context.Context, *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
-	return nil, notYet("Lease")
-}
-func (leaseService) LeaseRevoke(context.Context, *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
-	return nil, notYet("Lease")
-}
-func (leaseService) LeaseKeepAlive(pb.Lease_LeaseKeepAliveServer) error { return notYet("Lease") }
-func (leaseService) LeaseTimeToLive(context.Context, *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
-	return nil, notYet("Lease")
-}
-func (leaseService) LeaseLeases(context.Context, *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
-	return nil, notYet("Lease")
-}
-
-type authService struct{ pb.UnimplementedAuthServer }
-
-func (authService) Authenticate(context.Context, *pb.AuthenticateRequest) (*pb.AuthenticateResponse, error) {
-	return nil, notYet("Auth")
-}
-func (authService) AuthStatus(context.Context, *pb.AuthStatusRequest) (*pb.AuthStatusResponse, error) {
-	return nil, notYet("Auth")
 }

@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 
 	"raftkv/kv"
@@ -165,11 +164,10 @@ func (s *Server) start(ids []uint64) error {
 	}
 	s.goTracked(s.applyLoop)
 	s.goTracked(s.readLoop)
-	s.grpc = newGRPCServer(cfg)
-	pb.RegisterKVServer(s.grpc, &kvService{s: s})
-	pb.RegisterMaintenanceServer(s.grpc, &maintenanceService{s: s})
-	pb.RegisterClusterServer(s.grpc, &clusterService{s: s})
-	registerUnimplemented(s.grpc)
+	unknown := &unserved{}
+	s.grpc = newGRPCServer(cfg, unknown.handle)
+	unknown.g = s.grpc
+	registerServices(s.grpc, s)
 	for _, l := range s.clientListens {
 		s.goTracked(func() { _ = s.grpc.Serve(l) })
 	}
