@@ -196,7 +196,11 @@ func testStoreAgainstModel(t *testing.T, seed uint64, backend string) {
 		if s.Revision() != m.rev || s.CompactRevision() != m.compactRev {
 			fail("store at revision %d compacted %d; model %d, %d", s.Revision(), s.CompactRevision(), m.rev, m.compactRev)
 		}
+		if step%100 == 0 {
+			checkSizeCounters(t, s)
+		}
 	}
+	checkSizeCounters(t, s)
 }
 
 func describe(kvs []KeyValue) string {

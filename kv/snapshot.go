@@ -379,6 +379,7 @@ func decodeState(data []byte, cfg Config, newValues func() (valueLog, error)) (s
 	if d.err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorruptSnapshot, d.err)
 	}
+	st.recountSizes()
 	return st, nil
 }
 

@@ -41,6 +41,8 @@ type state struct {
 	compactRev   int64
 	appliedIndex uint64
 	sessions     sessionTable
+	// sizes count what Sizes reports.
+	sizes sizeCounters
 	// leases holds the lease ids the index's revisions name.
 	leases leaseTable
 	// snapMu is the Store's, held while a SnapshotView is out; nil for a state
@@ -288,6 +290,7 @@ func (st *state) compact(rev int64) (*CompactionResponse, error) {
 	}
 	st.compactRev = rev
 	st.collectValues()
+	st.recountSizes()
 	return &CompactionResponse{Header: ResponseHeader{Revision: st.rev}}, nil
 }
 

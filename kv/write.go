@@ -71,6 +71,7 @@ func (w *writeTxn) put(p *PutRequest) (*PutResponse, error) {
 	} else {
 		// The log copies the bytes: the caller's may alias a log entry.
 		value = w.st.vals.append(p.Value)
+		w.st.sizes.liveValues += int64(value.n)
 	}
 	resp.Header.Revision = w.putKey(ki, p.Key, value, lease)
 	return resp, nil
@@ -85,9 +86,11 @@ func (w *writeTxn) putKey(ki *keyIndex, key []byte, value valueRef, lease int64)
 		if ki == nil {
 			ki = &keyIndex{key: bytes.Clone(key)}
 			w.st.index.insert(ki)
+			w.st.sizes.keyBytes += int64(len(key))
 		}
 	}
 	ki.put(rev, value, w.st.leases.intern(lease))
+	w.st.sizes.revs++
 	w.changes++
 	return rev
 }

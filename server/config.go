@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -181,7 +182,10 @@ func hostPort(raw string) (string, error) {
 		return "", fmt.Errorf("URL %q: scheme %q is not supported; use http:// (TLS is not implemented yet)", raw, u.Scheme)
 	}
 	if u.Port() == "" {
-		return "", fmt.Errorf("URL %q has no port", raw)
+		return "", fmt.Errorf("URL %q has no port; add one, like http://127.0.0.1:2379", raw)
+	}
+	if port, err := strconv.Atoi(u.Port()); err != nil || port < 1 || port > 65535 {
+		return "", fmt.Errorf("URL %q: port %s is outside 1-65535; use a port in that range", raw, u.Port())
 	}
 	return u.Host, nil
 }

@@ -2,16 +2,14 @@ package server
 
 import (
 	"context"
-	"io/fs"
-	"path/filepath"
+	"strings"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-)
 
-// Version is the raftkv version reported by Maintenance.Status.
-const Version = "0.1.0"
+	"raftkv/version"
+)
 
 type maintenanceService struct {
 	pb.UnimplementedMaintenanceServer
@@ -20,20 +18,35 @@ type maintenanceService struct {
 
 func (m *maintenanceService) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
 	st := m.s.node.Status()
-	// etcd reports its database file; ours is the data dir. Tools divide by it, so
-	// it is never 0.
-	dbSize := max(dirSize(m.s.cfg.DataDir), 1)
+	// etcd reports its bbolt file and the part of it in use; the store's counterpart
+	// is its value log and index (kv.Sizes). The WAL is not part of it, as etcd's is
+	// not of its database size. Tools divide by it, so it is never 0.
+	sizes := m.s.sm.store.Sizes()
 	return &pb.StatusResponse{
-		DbSize:           dbSize,
-		DbSizeInUse:      dbSize,
-		Header:           m.s.header().pb(m.s.sm.store.Revision()),
-		Version:          Version,
+		DbSize:      max(sizes.TotalBytes, 1),
+		DbSizeInUse: max(sizes.InUseBytes, 1),
+		Header:      m.s.header().pb(m.s.sm.store.Revision()),
+		// Clients read Version as the etcd release they talk to and pick features by
+		// it (clientv3's and Kubernetes' version checks, etcdctl's output), so it is
+		// the etcd API version raftkv speaks; raftkv's own version would read as an
+		// etcd from 2013. StorageVersion, which etcd derives from its release the same
+		// way (major.minor.0), follows it.
+		Version:          version.APIVersion,
+		StorageVersion:   storageVersion(version.APIVersion),
 		Leader:           st.Lead,
 		RaftIndex:        st.Commit,
 		RaftTerm:         st.Term,
 		RaftAppliedIndex: m.s.applied.get(),
-		StorageVersion:   Version,
 	}, nil
+}
+
+// storageVersion returns "major.minor.0" of an etcd version "major.minor.patch".
+func storageVersion(apiVersion string) string {
+	parts := strings.SplitN(apiVersion, ".", 3)
+	if len(parts) < 2 {
+		return apiVersion
+	}
+	return parts[0] + "." + parts[1] + ".0"
 }
 
 // Alarm answers that no alarm is raised: raftkv raises none (a full disk stops the
@@ -43,20 +56,6 @@ func (m *maintenanceService) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb
 		return nil, status.Error(codes.Unimplemented, "raftkv raises no alarms, so it has none to activate or deactivate")
 	}
 	return &pb.AlarmResponse{Header: m.s.header().pb(m.s.sm.store.Revision())}, nil
-}
-
-// dirSize returns the bytes of the files under dir.
-func dirSize(dir string) int64 {
-	var total int64
-	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			if info, err := d.Info(); err == nil {
-				total += info.Size()
-			}
-		}
-		return nil
-	})
-	return total
 }
 
 type clusterService struct {

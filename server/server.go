@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -78,24 +79,40 @@ func New(cfg Config) (*Server, error) {
 	s.clusterID = clusterID(ids, cfg.InitialClusterToken)
 	s.logger = cfg.Logger.With("member", fmt.Sprintf("%x", s.id), "name", cfg.Name)
 
+	// The ports first: a port in use is the likeliest mistake, and must be reported
+	// before anything is written to the data dir.
+	if err := s.listen(); err != nil {
+		s.closeAll()
+		return nil, err
+	}
+	created := missingDirs(cfg.DataDir)
+	if err := s.open(ids); err != nil {
+		s.closeAll()
+		// Leave nothing behind: a data dir this call created holds nothing of value.
+		for _, dir := range created {
+			_ = os.RemoveAll(dir)
+		}
+		return nil, err
+	}
+	return s, nil
+}
+
+// open opens the storage and starts the member.
+func (s *Server) open(ids []uint64) error {
+	cfg := s.cfg
 	var err error
 	s.storage, err = storage.Open(storage.NewOSFS(), filepath.Join(cfg.DataDir, "member"),
 		storage.Options{ClusterID: s.clusterID, Logger: s.logger})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if cfg.InitialClusterState == "existing" {
 		if last, _ := s.storage.LastIndex(); last == 0 {
-			s.closeAll()
-			return nil, fmt.Errorf("--initial-cluster-state existing, but --data-dir %q holds no state of this member; "+
+			return fmt.Errorf("--initial-cluster-state existing, but --data-dir %q holds no state of this member; "+
 				"raftkv cannot add members to a running cluster yet, so a member restarts from its own data dir", cfg.DataDir)
 		}
 	}
-	if err := s.start(ids); err != nil {
-		s.closeAll()
-		return nil, err
-	}
-	return s, nil
+	return s.start(ids)
 }
 
 func (s *Server) start(ids []uint64) error {
@@ -129,22 +146,6 @@ func (s *Server) start(ids []uint64) error {
 		RandSeed: time.Now().UnixNano(), Logger: s.logger,
 		// One append must be able to carry the largest request a client may send.
 		MaxSizePerMsg: max(raft.DefaultMaxSizePerMsg, uint64(cfg.MaxRequestBytes)+grpcOverheadBytes),
-	}
-	for _, u := range cfg.ListenPeerURLs {
-		addr, _ := hostPort(u)
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("--listen-peer-urls %s: %w; is another member or process using the port?", u, err)
-		}
-		s.peerListens = append(s.peerListens, l)
-	}
-	for _, u := range cfg.ListenClientURLs {
-		addr, _ := hostPort(u)
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("--listen-client-urls %s: %w; is another member or process using the port?", u, err)
-		}
-		s.clientListens = append(s.clientListens, l)
 	}
 	// The node makes its transport once it can take messages, so the transport has
 	// the node from the start.

@@ -1,0 +1,134 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"raftkv/version"
+)
+
+// oneMemberConfig is the Config of a single member on free loopback ports.
+func oneMemberConfig(t *testing.T, dataDir string) Config {
+	ports := freePorts(t, 2)
+	peer := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	client := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	return Config{
+		Name: "a", DataDir: dataDir, ListenClientURLs: []string{client}, AdvertiseClientURLs: []string{client},
+		ListenPeerURLs: []string{peer}, InitialCluster: map[string][]string{"a": {peer}},
+	}
+}
+
+// A port outside 1-65535 is refused by Validate with the value and the range, not
+// with a guess about another process.
+func TestBadPortRefused(t *testing.T) {
+	for _, port := range []string{"99999", "0", "65536"} {
+		cfg := oneMemberConfig(t, t.TempDir())
+		cfg.ListenClientURLs = []string{"http://127.0.0.1:" + port}
+		err := cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), "port "+port+" is outside 1-65535") ||
+			!strings.Contains(err.Error(), "--listen-client-urls") || strings.Contains(err.Error(), "another") {
+			t.Errorf("port %s: Validate says %v; want --listen-client-urls and \"port %s is outside 1-65535\"", port, err, port)
+		}
+	}
+}
+
+// A client or peer port in use fails New with that reason, before the data dir is
+// created: nothing is left behind.
+func TestPortInUseLeavesNothingBehind(t *testing.T) {
+	for _, which := range []string{"client", "peer"} {
+		t.Run(which, func(t *testing.T) {
+			busy, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer busy.Close()
+			parent := t.TempDir()
+			cfg := oneMemberConfig(t, filepath.Join(parent, "new", "data"))
+			url := "http://" + busy.Addr().String()
+			if which == "client" {
+				cfg.ListenClientURLs, cfg.AdvertiseClientURLs = []string{url}, []string{url}
+			} else {
+				cfg.ListenPeerURLs, cfg.InitialCluster = []string{url}, map[string][]string{"a": {url}}
+			}
+			srv, err := New(cfg)
+			if err == nil {
+				srv.Stop()
+				t.Fatal("New on a port in use succeeded")
+			}
+			if !strings.Contains(err.Error(), "another member or process is using the port") {
+				t.Errorf("New on a port in use: %v; want it to say the port is in use", err)
+			}
+			if _, err := os.Stat(filepath.Join(parent, "new")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("after the failed start, %s exists (%v); want nothing created", filepath.Join(parent, "new"), err)
+			}
+			// The other port is free again: a member starts on it at once.
+			if which == "client" {
+				cfg.ListenClientURLs = []string{fmt.Sprintf("http://127.0.0.1:%d", freePorts(t, 1)[0])}
+				cfg.AdvertiseClientURLs = cfg.ListenClientURLs
+				srv, err := New(cfg)
+				if err != nil {
+					t.Fatalf("New after freeing the port: %v", err)
+				}
+				srv.Stop()
+			}
+		})
+	}
+}
+
+// A failed start after the data dir was created (here: existing state asked of an
+// empty dir) removes the dir it created.
+func TestFailedStartRemovesCreatedDataDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "fresh")
+	cfg := oneMemberConfig(t, dir)
+	cfg.InitialClusterState = "existing"
+	if _, err := New(cfg); err == nil {
+		t.Fatal("New with state existing on an empty data dir succeeded")
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("after the failed start, %s exists (%v)", dir, err)
+	}
+}
+
+// Status reports the store's size, not the WAL's preallocated segments (64 MiB on an
+// empty store), and the etcd API version as the server version.
+func TestStatusReportsStoreSizeAndAPIVersion(t *testing.T) {
+	members := startTestCluster(t, 1, nil)
+	maint := pb.NewMaintenanceClient(members[0].conn)
+	var empty *pb.StatusResponse
+	retry(t, func(ctx context.Context) error {
+		var err error
+		empty, err = maint.Status(ctx, &pb.StatusRequest{})
+		return err
+	})
+	if empty.DbSize > 64<<10 || empty.DbSize < 1 {
+		t.Fatalf("empty store: DbSize %d, want between 1 and 64 KiB", empty.DbSize)
+	}
+	if empty.Version != version.APIVersion || empty.StorageVersion == "" {
+		t.Fatalf("Version %q StorageVersion %q, want %q and a storage version", empty.Version, empty.StorageVersion, version.APIVersion)
+	}
+	value := make([]byte, 64<<10)
+	for i := range 32 {
+		retry(t, func(ctx context.Context) error {
+			_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: fmt.Appendf(nil, "k%d", i), Value: value})
+			return err
+		})
+	}
+	full, err := maint.Status(context.Background(), &pb.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if grown := full.DbSize - empty.DbSize; grown < 2<<20 || grown > 3<<20 {
+		t.Fatalf("after 2 MiB of values DbSize grew by %d bytes, want about 2 MiB", grown)
+	}
+	if full.DbSizeInUse < 2<<20 || full.DbSizeInUse > full.DbSize {
+		t.Fatalf("DbSizeInUse %d, want at least 2 MiB and at most DbSize %d", full.DbSizeInUse, full.DbSize)
+	}
+}
