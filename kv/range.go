@@ -100,8 +100,15 @@ func (st *state) count(key, rangeEnd []byte, rev int64) int64 {
 }
 
 // rangeAt answers a range as etcd's executeRange does over a read view whose
-// revision is curRev. Validation (checkRange) has already run.
-func (st *state) rangeAt(r *RangeRequest, curRev int64) (*RangeResponse, error) {
+// revision is curRev. Validation (checkRange) has already run. A budget, if not
+// nil, bounds the response's bytes (see responseBudget).
+//
+// No value is read before the response is known to fit: the keys are collected
+// with their values' places and lengths, filtered, sorted and cut to the limit,
+// the response's size is counted from them, and only then are the values read.
+// (A sort by value reads the values of every key collected, once they are known
+// to fit the budget.)
+func (st *state) rangeAt(r *RangeRequest, curRev int64, budget *responseBudget) (*RangeResponse, error) {
 	rev := r.Revision
 	if rev > curRev {
 		return nil, ErrFutureRev
@@ -113,27 +120,57 @@ func (st *state) rangeAt(r *RangeRequest, curRev int64) (*RangeResponse, error) 
 		return nil, ErrCompacted
 	}
 	if _, single := parseRangeEnd(r.RangeEnd); single && !r.CountOnly {
-		return st.rangeSingle(r, rev, curRev), nil
+		return st.rangeSingle(r, rev, curRev, budget)
 	}
 	resp := &RangeResponse{Header: ResponseHeader{Revision: curRev}}
 	if r.CountOnly {
 		resp.Count = st.count(r.Key, r.RangeEnd, rev)
 		return resp, nil
 	}
-	// KeysOnly drops the values, but only after a sort by value has used them.
-	kvs, total := st.collect(r.Key, r.RangeEnd, rev, rangeLimit(r), !r.KeysOnly || r.SortTarget == SortByValue)
-	kvs = filterRevisions(kvs, r)
-	sortKVs(kvs, r.SortTarget, r.SortOrder)
-	if r.Limit > 0 && int64(len(kvs)) > r.Limit {
-		kvs = kvs[:r.Limit]
-		resp.More = true
+	// In the index's order and unfiltered, the keys collected are the response's
+	// first ones, so collecting can stop keeping keys once they pass the budget.
+	inIndexOrder := !hasRevisionFilters(r) && r.SortTarget == SortByKey && r.SortOrder != SortDescend
+	var keepWithin *responseBudget
+	if inIndexOrder {
+		keepWithin = budget
 	}
-	if r.KeysOnly {
-		for i := range kvs {
-			kvs[i].Value = nil
+	entries, total, tooLarge := st.collectEntries(r, rev, rangeLimit(r), keepWithin)
+	if tooLarge > 0 {
+		return nil, &ResponseTooLargeError{Bytes: tooLarge, Limit: budget.limit}
+	}
+	entries = filterRevisions(entries, r)
+	if r.SortTarget == SortByValue {
+		// Sorting by value needs every value collected, in memory, before the limit
+		// cuts any: they must fit the budget too.
+		if err := budget.check(entriesSize(entries, false), true); err != nil {
+			return nil, err
+		}
+		for i := range entries {
+			entries[i].kv.Value = st.vals.read(entries[i].ref)
 		}
 	}
-	resp.Kvs = kvs
+	sortEntries(entries, r.SortTarget, r.SortOrder)
+	if r.Limit > 0 && int64(len(entries)) > r.Limit {
+		entries = entries[:r.Limit]
+		resp.More = true
+	}
+	if err := budget.take(entriesSize(entries, r.KeysOnly)); err != nil {
+		return nil, err
+	}
+	resp.Kvs = make([]KeyValue, len(entries))
+	for i := range entries {
+		kv := entries[i].kv
+		switch {
+		case r.KeysOnly:
+			kv.Value = nil
+		case kv.Value == nil:
+			kv.Value = st.vals.read(entries[i].ref)
+		}
+		resp.Kvs[i] = kv
+	}
+	if len(resp.Kvs) == 0 {
+		resp.Kvs = nil
+	}
 	resp.Count = total
 	return resp, nil
 }
@@ -141,26 +178,68 @@ func (st *state) rangeAt(r *RangeRequest, curRev int64) (*RangeResponse, error) 
 // rangeSingle is rangeAt for one key, the most common read. The response and
 // its one KeyValue share one allocation. Limit and sorting cannot change a
 // result of one key; the revision filters and KeysOnly still apply.
-func (st *state) rangeSingle(r *RangeRequest, rev, curRev int64) *RangeResponse {
+func (st *state) rangeSingle(r *RangeRequest, rev, curRev int64, budget *responseBudget) (*RangeResponse, error) {
 	box := &struct {
 		resp RangeResponse
 		kv   [1]KeyValue
 	}{resp: RangeResponse{Header: ResponseHeader{Revision: curRev}}}
 	ki := st.index.get(r.Key)
 	if ki == nil {
-		return &box.resp
+		return &box.resp, nil
 	}
-	kv, ok := ki.kvAt(rev, st.valuesIf(!r.KeysOnly), &st.leases)
+	e, ok := ki.entryAt(rev, &st.leases)
 	if !ok {
-		return &box.resp
+		return &box.resp, nil
 	}
-	box.kv[0] = kv
 	box.resp.Count = 1
-	box.resp.Kvs = filterRevisions(box.kv[:], r)
-	if r.KeysOnly && len(box.resp.Kvs) == 1 {
-		box.resp.Kvs[0].Value = nil
+	if !passesRevisionFilters(&e.kv, r) {
+		return &box.resp, nil
 	}
-	return &box.resp
+	if budget != nil {
+		if err := budget.take(e.size(r.KeysOnly)); err != nil {
+			return nil, err
+		}
+	}
+	if !r.KeysOnly {
+		e.kv.Value = st.vals.read(e.ref)
+	}
+	box.kv[0] = e.kv
+	box.resp.Kvs = box.kv[:]
+	return &box.resp, nil
+}
+
+// collectEntries returns up to limit (all if limit <= 0) keys of r's range at rev,
+// without their values, and the total number of keys in it, like etcd's
+// treeIndex.Revisions. With a budget (given only when the keys collected are the
+// response's first ones), it stops keeping keys once the response's would pass the
+// budget, and goes on counting them: tooLarge is then the size of the whole
+// response, to report.
+func (st *state) collectEntries(r *RangeRequest, rev, limit int64, budget *responseBudget) (entries []rangeEntry, total, tooLarge int64) {
+	end, _ := parseRangeEnd(r.RangeEnd)
+	var size int64
+	over := false
+	st.index.ascend(r.Key, func(ki *keyIndex) bool {
+		if end != nil && bytes.Compare(ki.key, end) >= 0 {
+			return false
+		}
+		e, ok := ki.entryAt(rev, &st.leases)
+		if !ok {
+			return true
+		}
+		total++
+		if budget != nil && (r.Limit <= 0 || total <= r.Limit) {
+			size += e.size(r.KeysOnly)
+			over = over || budget.wouldExceed(size)
+		}
+		if !over && (limit <= 0 || int64(len(entries)) < limit) {
+			entries = append(entries, e)
+		}
+		return true
+	})
+	if over {
+		return nil, total, budget.used + size
+	}
+	return entries, total, 0
 }
 
 // rangeLimit is how many keys to fetch: everything when the result will be
@@ -192,23 +271,28 @@ func hasRevisionFilters(r *RangeRequest) bool {
 }
 
 // filterRevisions drops, in place, keys outside the request's revision bounds.
-func filterRevisions(kvs []KeyValue, r *RangeRequest) []KeyValue {
+func filterRevisions(entries []rangeEntry, r *RangeRequest) []rangeEntry {
 	if !hasRevisionFilters(r) {
-		return kvs
+		return entries
 	}
-	return slices.DeleteFunc(kvs, func(kv KeyValue) bool {
-		return (r.MaxModRevision != 0 && kv.ModRevision > r.MaxModRevision) ||
-			(r.MinModRevision != 0 && kv.ModRevision < r.MinModRevision) ||
-			(r.MaxCreateRevision != 0 && kv.CreateRevision > r.MaxCreateRevision) ||
-			(r.MinCreateRevision != 0 && kv.CreateRevision < r.MinCreateRevision)
-	})
+	return slices.DeleteFunc(entries, func(e rangeEntry) bool { return !passesRevisionFilters(&e.kv, r) })
 }
 
-// sortKVs sorts as etcd does. The sort is not stable, and keys that tie on the
+// passesRevisionFilters reports whether kv is within the request's revision bounds.
+func passesRevisionFilters(kv *KeyValue, r *RangeRequest) bool {
+	return (r.MaxModRevision == 0 || kv.ModRevision <= r.MaxModRevision) &&
+		(r.MinModRevision == 0 || kv.ModRevision >= r.MinModRevision) &&
+		(r.MaxCreateRevision == 0 || kv.CreateRevision <= r.MaxCreateRevision) &&
+		(r.MinCreateRevision == 0 || kv.CreateRevision >= r.MinCreateRevision)
+}
+
+// sortEntries sorts as etcd does. The sort is not stable, and keys that tie on the
 // target come out in whatever order pdqsort leaves them. etcd sorts with
 // sort.Sort (v3.5, v3.6) or slices.SortFunc (later), which run the same pdqsort
-// on the same comparisons, so using it here reproduces etcd's order of ties too.
-func sortKVs(kvs []KeyValue, target SortTarget, order SortOrder) {
+// on the same comparisons, so using it here reproduces etcd's order of ties too
+// (pdqsort's moves depend only on the length and the comparisons, not on the
+// element type). A sort by value needs the entries' values read first.
+func sortEntries(entries []rangeEntry, target SortTarget, order SortOrder) {
 	if target != SortByKey && order == SortNone {
 		order = SortAscend
 	}
@@ -216,27 +300,27 @@ func sortKVs(kvs []KeyValue, target SortTarget, order SortOrder) {
 		return
 	}
 	if target == SortByKey && order == SortDescend {
-		slices.Reverse(kvs) // keys are unique and already ascending
+		slices.Reverse(entries) // keys are unique and already ascending
 		return
 	}
-	var compare func(a, b KeyValue) int
+	var compare func(a, b *KeyValue) int
 	switch target {
 	case SortByKey:
-		compare = func(a, b KeyValue) int { return bytes.Compare(a.Key, b.Key) }
+		compare = func(a, b *KeyValue) int { return bytes.Compare(a.Key, b.Key) }
 	case SortByVersion:
-		compare = func(a, b KeyValue) int { return cmp.Compare(a.Version, b.Version) }
+		compare = func(a, b *KeyValue) int { return cmp.Compare(a.Version, b.Version) }
 	case SortByCreate:
-		compare = func(a, b KeyValue) int { return cmp.Compare(a.CreateRevision, b.CreateRevision) }
+		compare = func(a, b *KeyValue) int { return cmp.Compare(a.CreateRevision, b.CreateRevision) }
 	case SortByMod:
-		compare = func(a, b KeyValue) int { return cmp.Compare(a.ModRevision, b.ModRevision) }
+		compare = func(a, b *KeyValue) int { return cmp.Compare(a.ModRevision, b.ModRevision) }
 	case SortByValue:
-		compare = func(a, b KeyValue) int { return bytes.Compare(a.Value, b.Value) }
+		compare = func(a, b *KeyValue) int { return bytes.Compare(a.Value, b.Value) }
 	default:
 		panic("kv: sort target passed validation but is unknown")
 	}
 	if order == SortDescend {
-		ascending := compare
-		compare = func(a, b KeyValue) int { return ascending(b, a) }
+		slices.SortFunc(entries, func(a, b rangeEntry) int { return compare(&b.kv, &a.kv) })
+		return
 	}
-	slices.SortFunc(kvs, compare)
+	slices.SortFunc(entries, func(a, b rangeEntry) int { return compare(&a.kv, &b.kv) })
 }

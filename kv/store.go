@@ -171,6 +171,13 @@ func (s *Store) Check(cmd *Command) error {
 
 // Range answers a read at the store's current state, as etcd's Range does.
 func (s *Store) Range(r *RangeRequest) (*RangeResponse, error) {
+	return s.RangeLimited(r, 0)
+}
+
+// RangeLimited is Range with the response's key-values bounded to maxResponseBytes
+// in etcd's encoding (no bound if 0 or less): a larger one fails with a
+// *ResponseTooLargeError (ErrResponseTooLarge) before any value is read.
+func (s *Store) RangeLimited(r *RangeRequest, maxResponseBytes int64) (*RangeResponse, error) {
 	if err := checkRange(r); err != nil {
 		return nil, err
 	}
@@ -180,12 +187,18 @@ func (s *Store) Range(r *RangeRequest) (*RangeResponse, error) {
 		return nil, ErrClosed
 	}
 	st := s.mu.st
-	return st.rangeAt(r, st.rev)
+	return st.rangeAt(r, st.rev, newBudget(maxResponseBytes))
 }
 
 // Txn answers a read-only txn (see IsTxnReadOnly) without the log, as etcd
 // does. A txn with writes fails with ErrNotReadOnly.
 func (s *Store) Txn(r *TxnRequest) (*TxnResponse, error) {
+	return s.TxnLimited(r, 0)
+}
+
+// TxnLimited is Txn with the key-values of all its ranges together bounded as
+// RangeLimited bounds one range's.
+func (s *Store) TxnLimited(r *TxnRequest, maxResponseBytes int64) (*TxnResponse, error) {
 	if !IsTxnReadOnly(r) {
 		return nil, ErrNotReadOnly
 	}
@@ -195,7 +208,7 @@ func (s *Store) Txn(r *TxnRequest) (*TxnResponse, error) {
 		return nil, ErrClosed
 	}
 	// With only ranges in it, the txn changes nothing, so a read lock suffices.
-	return s.mu.st.txn(r)
+	return s.mu.st.readTxn(r, newBudget(maxResponseBytes))
 }
 
 // Revision returns the store's current revision.

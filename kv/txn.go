@@ -32,6 +32,30 @@ func (st *state) txn(r *TxnRequest) (*TxnResponse, error) {
 	return resp, nil
 }
 
+// readTxn answers a txn whose ops are all ranges (IsTxnReadOnly), as txn would,
+// with the ranges' key-values bounded by budget together. It changes nothing.
+func (st *state) readTxn(r *TxnRequest, budget *responseBudget) (*TxnResponse, error) {
+	if err := checkTxn(r, st.cfg.MaxTxnOps); err != nil {
+		return nil, err
+	}
+	path := st.compareToPath(r, nil)
+	pos := 0
+	var fromKeyDeletes [][]byte
+	if err := st.checkPath(r, path, &pos, &fromKeyDeletes); err != nil {
+		return nil, err
+	}
+	ops := branch(r, path[0])
+	resp := &TxnResponse{Header: ResponseHeader{Revision: st.rev}, Succeeded: path[0], Responses: make([]ResponseOp, len(ops))}
+	for i := range ops {
+		rr, err := st.rangeAt(ops[i].Range, st.rev, budget)
+		if err != nil {
+			return nil, err
+		}
+		resp.Responses[i].Range = rr
+	}
+	return resp, nil
+}
+
 // compareToPath appends, in the order the txn will run them, the outcome of
 // this txn's compares and then those of the nested txns on the branch taken.
 func (st *state) compareToPath(r *TxnRequest, path []bool) []bool {
@@ -116,7 +140,7 @@ func (w *writeTxn) txn(r *TxnRequest, path []bool, pos *int) *TxnResponse {
 		op, out := &ops[i], &resp.Responses[i]
 		switch {
 		case op.Range != nil:
-			rr, err := w.st.rangeAt(op.Range, w.readRev())
+			rr, err := w.st.rangeAt(op.Range, w.readRev(), nil)
 			if err != nil {
 				panic(fmt.Sprintf("kv: txn range failed after its checks passed: %v (revision %d, store revision %d, compacted %d)",
 					err, op.Range.Revision, w.st.rev, w.st.compactRev))

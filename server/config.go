@@ -57,8 +57,14 @@ type Config struct {
 	MaxRequestBytes int
 	// MaxTxnOps limits the operations in one Txn. Default 128, as in etcd.
 	MaxTxnOps int
-	// MaxResponseBytes bounds the bytes of one Range response, so that a range over
-	// a large store cannot make the member build a response of any size in memory.
+	// MaxResponseBytes bounds the key-values of one Range response, or of all the
+	// ranges of one read-only Txn, in bytes of their encoding, so that a range over
+	// a large store cannot make the member build a response of any size in memory: a
+	// larger one is refused (ResourceExhausted, naming the size, the limit and the
+	// remedy) before any value is read. Default DefaultMaxResponseBytes (512 MiB);
+	// at least MaxRequestBytes, so any one key can be read, and at most
+	// MaxMaxResponseBytes, under gRPC's message limit. A write Txn's ranges are not
+	// bounded: they are answered as the txn applies, on every member alike.
 	MaxResponseBytes int
 	// SnapshotCount is the least number of applied entries between snapshots (a
 	// snapshot also waits for the log since the last one to be as large as it; see
@@ -80,6 +86,21 @@ const (
 	DefaultMaxTxnOps           = 128
 	DefaultSnapshotCount       = 10000
 	DefaultInitialClusterToken = "raftkv-cluster"
+
+	// DefaultMaxResponseBytes is MaxResponseBytes's default. etcd has no such limit:
+	// it sends up to gRPC's 2 GiB message limit, and clientv3 receives as much by
+	// default, so any limit refuses some reads etcd answers. 512 MiB sits far above
+	// what a workload that runs well on etcd asks in one request (etcd's guidance is
+	// to keep responses small and page with limits; Kubernetes pages its lists by
+	// 500 keys), and low enough that one request, which holds its response about
+	// twice over (the values read, then the encoded message), cannot take a member
+	// of an ordinary machine down. Answering the first 512 MiB with more=true
+	// instead would change answers silently: a client that does not look at More
+	// (etcdctl get --prefix does not) would take part of the keys for all of them.
+	DefaultMaxResponseBytes = 512 << 20
+	// MaxMaxResponseBytes is the largest MaxResponseBytes: gRPC's message limit,
+	// 2 GiB - 1, less room for the response's header.
+	MaxMaxResponseBytes = 2047 << 20
 )
 
 func (c Config) withDefaults() Config {
@@ -97,6 +118,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxTxnOps == 0 {
 		c.MaxTxnOps = DefaultMaxTxnOps
+	}
+	if c.MaxResponseBytes == 0 {
+		c.MaxResponseBytes = DefaultMaxResponseBytes
 	}
 	if c.SnapshotCount == 0 {
 		c.SnapshotCount = DefaultSnapshotCount
@@ -168,6 +192,10 @@ func (c Config) Validate() error {
 	}
 	if c.MaxTxnOps < 1 {
 		return fmt.Errorf("--max-txn-ops %d must be at least 1", c.MaxTxnOps)
+	}
+	if c.MaxResponseBytes < c.MaxRequestBytes || c.MaxResponseBytes > MaxMaxResponseBytes {
+		return fmt.Errorf("--max-response-bytes %d must be between --max-request-bytes (%d), so that any one key can be read, "+
+			"and %d (gRPC's message limit less room for the header)", c.MaxResponseBytes, c.MaxRequestBytes, MaxMaxResponseBytes)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -42,7 +43,7 @@ func (k *kvService) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeRes
 			return nil, toGRPC(err)
 		}
 	}
-	resp, err := k.s.sm.store.Range(rangeFromPB(r))
+	resp, err := k.s.sm.store.RangeLimited(rangeFromPB(r), int64(k.s.cfg.MaxResponseBytes))
 	if err != nil {
 		return nil, toGRPC(err)
 	}
@@ -79,7 +80,7 @@ func (k *kvService) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse,
 				return nil, toGRPC(err)
 			}
 		}
-		resp, err := k.s.sm.store.Txn(txn)
+		resp, err := k.s.sm.store.TxnLimited(txn, int64(k.s.cfg.MaxResponseBytes))
 		if err != nil {
 			return nil, toGRPC(err)
 		}
@@ -220,5 +221,22 @@ func toGRPC(err error) error {
 	case errors.Is(err, kv.ErrStaleSequence):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	}
+	var tooLarge *kv.ResponseTooLargeError
+	if errors.As(err, &tooLarge) {
+		return responseTooLarge(tooLarge)
+	}
 	return status.Error(codes.Unknown, err.Error())
+}
+
+// responseTooLarge is the answer to a read over MaxResponseBytes. ResourceExhausted is
+// the code gRPC gives a message over its own limit, which is what etcd answers past
+// 2 GiB; the message says what to do instead.
+func responseTooLarge(e *kv.ResponseTooLargeError) error {
+	what := fmt.Sprintf("the response would carry %d bytes of keys and values", e.Bytes)
+	if e.SortByValue {
+		what = fmt.Sprintf("sorting by value would read %d bytes of keys and values into memory", e.Bytes)
+	}
+	return status.Errorf(codes.ResourceExhausted,
+		"raftkv: %s, over --max-response-bytes (%d); read the range in pages (a --limit per request, "+
+			"each page starting just after the last key of the one before), or raise --max-response-bytes", what, e.Limit)
 }

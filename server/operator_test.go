@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"raftkv/version"
 )
@@ -130,5 +132,65 @@ func TestStatusReportsStoreSizeAndAPIVersion(t *testing.T) {
 	}
 	if full.DbSizeInUse < 2<<20 || full.DbSizeInUse > full.DbSize {
 		t.Fatalf("DbSizeInUse %d, want at least 2 MiB and at most DbSize %d", full.DbSizeInUse, full.DbSize)
+	}
+}
+
+// A Range or read-only Txn over MaxResponseBytes is refused with ResourceExhausted,
+// naming the size, the limit and what to do; pages of it are served.
+func TestRangeOverMaxResponseBytesRefused(t *testing.T) {
+	members := startTestCluster(t, 1, func(c *Config) { c.MaxRequestBytes, c.MaxResponseBytes = 8192, 64<<10 })
+	c := members[0].client
+	value := make([]byte, 4000)
+	for i := range 32 {
+		retry(t, func(ctx context.Context) error {
+			_, err := c.Put(ctx, &pb.PutRequest{Key: fmt.Appendf(nil, "k%02d", i), Value: value})
+			return err
+		})
+	}
+	ctx := context.Background()
+	whole := &pb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")}
+	_, err := c.Range(ctx, whole)
+	st := status.Convert(err)
+	// 32 key-values of a 3-byte key, a 4000-byte value and three small revisions.
+	if st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "carry 128") ||
+		!strings.Contains(st.Message(), "over --max-response-bytes (65536)") || !strings.Contains(st.Message(), "--limit") {
+		t.Fatalf("range of 128 KB with a 64 KiB limit: %v; want ResourceExhausted naming the size, the limit and --limit", err)
+	}
+	_, err = c.Txn(ctx, &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestRange{RequestRange: whole}}}})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("read-only txn of the same range: %v, want ResourceExhausted", err)
+	}
+	// Paging through it works, and so does the range without values.
+	var keys int
+	for from := []byte("k"); ; {
+		resp, err := c.Range(ctx, &pb.RangeRequest{Key: from, RangeEnd: []byte("l"), Limit: 8})
+		if err != nil {
+			t.Fatalf("page from %q: %v", from, err)
+		}
+		keys += len(resp.Kvs)
+		if !resp.More {
+			break
+		}
+		from = append(resp.Kvs[len(resp.Kvs)-1].Key, 0)
+	}
+	if keys != 32 {
+		t.Fatalf("paging found %d keys, want 32", keys)
+	}
+	if resp, err := c.Range(ctx, &pb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), KeysOnly: true}); err != nil || len(resp.Kvs) != 32 {
+		t.Fatalf("keys-only range: %v", err)
+	}
+}
+
+func TestMaxResponseBytesValidated(t *testing.T) {
+	for _, tc := range []struct{ request, response int }{{4096, 4095}, {0, 1 << 20}, {0, MaxMaxResponseBytes + 1}} {
+		cfg := oneMemberConfig(t, t.TempDir())
+		cfg.MaxRequestBytes, cfg.MaxResponseBytes = tc.request, tc.response
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "--max-response-bytes") {
+			t.Errorf("--max-request-bytes %d --max-response-bytes %d: Validate says %v", tc.request, tc.response, err)
+		}
+	}
+	cfg := oneMemberConfig(t, t.TempDir())
+	if err := cfg.Validate(); err != nil || cfg.withDefaults().MaxResponseBytes != DefaultMaxResponseBytes {
+		t.Fatalf("default --max-response-bytes: %v, %d", err, cfg.withDefaults().MaxResponseBytes)
 	}
 }
