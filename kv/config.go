@@ -9,13 +9,21 @@ const (
 	DefaultMaxTxnOps = 128
 	// DefaultMaxSessions bounds the exactly-once session table.
 	DefaultMaxSessions = 10000
+	// DefaultMaxProposers bounds the proposers the proposal table keeps (a server
+	// process is one proposer; see proposalTable).
+	DefaultMaxProposers = 256
+	// DefaultMaxProposalResults bounds the results the proposal table keeps per
+	// proposer: about the requests one member may forward at once.
+	DefaultMaxProposalResults = 16384
 	// DefaultMaxCommandBytes sits above etcd's default --max-request-bytes
 	// (1.5 MiB) so that any request etcd accepts fits, with room for our framing.
 	DefaultMaxCommandBytes = 2 << 20
 
-	maxTxnOpsCap       = maxTxnDepth - 1
-	maxSessionsCap     = 1 << 22
-	maxCommandBytesCap = 64 << 20
+	maxTxnOpsCap          = maxTxnDepth - 1
+	maxSessionsCap        = 1 << 22
+	maxProposersCap       = 1 << 16
+	maxProposalResultsCap = 1 << 22
+	maxCommandBytesCap    = 64 << 20
 )
 
 // Config holds the limits of the state machine. A zero field takes its default.
@@ -31,6 +39,14 @@ type Config struct {
 	// retry from that client is then applied again. Size it above the number of
 	// clients that can have a request in flight at once. Default 10000.
 	MaxSessions int
+	// MaxProposers bounds the proposers whose proposals ApplyOnce deduplicates;
+	// the least recently used is dropped beyond it (see proposalTable for the
+	// price). Default 256.
+	MaxProposers int
+	// MaxProposalResults bounds the results ApplyOnce keeps per proposer; beyond
+	// it the oldest is dropped and a copy of that proposal, or of any pending one
+	// below it, is refused (see proposalTable). Default 16384.
+	MaxProposalResults int
 	// MaxCommandBytes bounds the size of one encoded command in Apply. The server
 	// should enforce etcd's request-size limit before proposing; this is the
 	// state machine's own backstop. Default 2 MiB, at most 64 MiB.
@@ -48,6 +64,8 @@ func (c Config) withDefaults() (Config, error) {
 		{"MaxTxnOps", &c.MaxTxnOps, DefaultMaxTxnOps, maxTxnOpsCap},
 		{"MaxSessions", &c.MaxSessions, DefaultMaxSessions, maxSessionsCap},
 		{"MaxCommandBytes", &c.MaxCommandBytes, DefaultMaxCommandBytes, maxCommandBytesCap},
+		{"MaxProposers", &c.MaxProposers, DefaultMaxProposers, maxProposersCap},
+		{"MaxProposalResults", &c.MaxProposalResults, DefaultMaxProposalResults, maxProposalResultsCap},
 	}
 	for _, f := range fields {
 		if *f.value == 0 {

@@ -67,6 +67,7 @@ var resultErrors = []error{
 	ErrRequestTooLarge,
 	ErrStaleSequence,
 	ErrInvalidCommand,
+	ErrProposalExpired,
 }
 
 // errorCode returns the snapshot code of err, which must be one of resultErrors.

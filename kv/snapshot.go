@@ -9,28 +9,31 @@ import (
 	"io"
 )
 
-// The snapshot format, version 2, in the codec's conventions:
+// The snapshot format, version 3, in the codec's conventions:
 //
 //	snapshot = magic:"RKVS" version:uvarint appliedIndex:uvarint
 //	           revision:varint compactRevision:varint
 //	           valuesLen:uvarint values:valuesLen bytes
 //	           nKeys:uvarint key*nKeys nSessions:uvarint session*nSessions
+//	           nProposers:uvarint proposer*nProposers
 //	           crc32c:4 (little-endian, over every byte before it)
 //	key      = key:bytes nGens:uvarint generation*nGens
 //	generation = create:varint firstVersion:varint tombstone:varint
 //	           nRevs:uvarint (mod:varint lease:varint valueOff:uvarint valueLen:uvarint)*nRevs
 //	session  = clientID:uvarint seq:uvarint result
+//	proposer = id:uvarint lowest:uvarint nResults:uvarint (seq:uvarint result)*nResults
 //
 // values is the store's value log as appended (compaction's garbage included, which
 // the log's rewrite keeps below the live values), and each revision names its value
 // by position in it: writing a snapshot copies the log in large sequential reads
 // rather than reading each value on its own (version 1 inlined the values, and a
-// snapshot of a file-backed store cost a read per revision). Keys are in key order
-// and sessions from least to most recently used, so the same state always gives the
-// same bytes, and the eviction order survives.
+// snapshot of a file-backed store cost a read per revision). Keys are in key order,
+// sessions and proposers from least to most recently used, and a proposer's results
+// in increasing seq, so the same state always gives the same bytes, and the eviction
+// order survives. Version 2 had no proposers (an empty table).
 const (
 	snapshotMagic   = "RKVS"
-	snapshotVersion = 2
+	snapshotVersion = 3
 	crcBytes        = 4
 	// Smallest encodings, for bounding list lengths.
 	minKeyBytes        = 3 // one-byte key, its length, nGens
@@ -38,6 +41,8 @@ const (
 	minKeyRevBytes     = 4 // four varints
 	minKeyRevBytesV1   = 3 // two varints, an empty value
 	minSessionBytes    = 4 // two varints, error code, result kind
+	minProposerBytes   = 3 // three varints
+	minProposalBytes   = 3 // a varint, error code, result kind
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -111,7 +116,7 @@ type snapshotSource struct {
 	leases []int64
 	// eachKey calls fn for every key in key order until fn returns false.
 	eachKey func(fn func(key []byte, gens []generation) bool)
-	// sessions encodes the session table.
+	// sessions encodes the session table and the proposal table.
 	sessions func(e *encoder)
 }
 
@@ -208,13 +213,24 @@ func (e *encoder) keyHistory(key []byte, gens []generation, leases []int64) {
 	}
 }
 
-// encodeSessions encodes the session table, least recently used first.
+// encodeSessions encodes the session table, then the proposal table, least
+// recently used first.
 func (st *state) encodeSessions(e *encoder) {
 	e.uvarint(uint64(st.sessions.len()))
 	st.sessions.oldestFirst(func(s *session) {
 		e.uvarint(s.clientID)
 		e.uvarint(s.seq)
 		e.result(&s.result)
+	})
+	e.uvarint(uint64(st.proposals.len()))
+	st.proposals.oldestFirst(func(p *proposer) {
+		e.uvarint(p.id)
+		e.uvarint(p.lowest)
+		e.uvarint(uint64(len(p.results)))
+		for i := range p.results {
+			e.uvarint(p.results[i].seq)
+			e.result(&p.results[i].result)
+		}
 	})
 }
 
@@ -310,8 +326,8 @@ func decodeState(data []byte, cfg Config, newValues func() (valueLog, error)) (s
 	}
 	d := decoder{buf: body, off: len(snapshotMagic), copyBytes: true}
 	version := d.uvarint()
-	if d.err == nil && version != snapshotVersion && version != 1 {
-		return nil, fmt.Errorf("%w: format version %d, this build reads 1 and %d", ErrCorruptSnapshot, version, snapshotVersion)
+	if d.err == nil && (version < 1 || version > snapshotVersion) {
+		return nil, fmt.Errorf("%w: format version %d, this build reads 1 to %d", ErrCorruptSnapshot, version, snapshotVersion)
 	}
 	st, err = newState(cfg, newValues)
 	if err != nil {
@@ -374,6 +390,9 @@ func decodeState(data []byte, cfg Config, newValues func() (valueLog, error)) (s
 		if d.err == nil {
 			st.sessions.record(clientID, seq, result)
 		}
+	}
+	if version >= 3 {
+		d.proposals(&st.proposals)
 	}
 	d.end()
 	if d.err != nil {
@@ -460,4 +479,31 @@ func (d *decoder) keyIndex(rev, valuesLen int64, version uint64, vals valueLog, 
 		}
 	}
 	return ki
+}
+
+// proposals reads the proposal table and checks it.
+func (d *decoder) proposals(t *proposalTable) {
+	n := d.count(minProposerBytes, int(^uint(0)>>1))
+	if d.err == nil && n > t.maxProposers {
+		d.fail("%d proposers but MaxProposers is %d; every replica must run with the same Config", n, t.maxProposers)
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		id, lowest := d.uvarint(), d.uvarint()
+		if d.err == nil && (id == 0 || t.byProposer[id] != nil) {
+			d.fail("proposer id %d is zero or repeated", id)
+		}
+		nResults := d.count(minProposalBytes, t.maxResults)
+		if d.err != nil {
+			return
+		}
+		p := t.lookup(ProposalID{Proposer: id, LowestPending: lowest})
+		p.results = make([]proposalResult, nResults)
+		for j := range p.results {
+			seq := d.uvarint()
+			p.results[j] = proposalResult{seq: seq, result: d.result()}
+			if d.err == nil && (seq < lowest || (j > 0 && seq <= p.results[j-1].seq)) {
+				d.fail("proposer %d: result of proposal %d is below its floor %d or out of order", id, seq, lowest)
+			}
+		}
+	}
 }

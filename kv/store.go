@@ -41,6 +41,8 @@ type state struct {
 	compactRev   int64
 	appliedIndex uint64
 	sessions     sessionTable
+	// proposals deduplicates proposals that may be in the log twice (ApplyOnce).
+	proposals proposalTable
 	// sizes count what Sizes reports.
 	sizes sizeCounters
 	// leases holds the lease ids the index's revisions name.
@@ -56,7 +58,7 @@ func newState(cfg Config, newValues func() (valueLog, error)) (*state, error) {
 		return nil, err
 	}
 	return &state{cfg: cfg, vals: vals, newValues: newValues, rev: 1, compactRev: -1,
-		sessions: newSessionTable(cfg.MaxSessions)}, nil
+		sessions: newSessionTable(cfg.MaxSessions), proposals: newProposalTable(cfg.MaxProposers, cfg.MaxProposalResults)}, nil
 }
 
 // Result is the outcome of one applied command: the response matching its
@@ -134,10 +136,15 @@ func (s *Store) Apply(index uint64, data []byte) Result {
 		return Result{Err: ErrAlreadyApplied}
 	}
 	st.appliedIndex = index
+	return st.applyData(data)
+}
+
+// applyData decodes and applies one command; empty data is no command.
+func (st *state) applyData(data []byte) Result {
 	if len(data) == 0 {
 		return Result{}
 	}
-	if len(data) > s.cfg.MaxCommandBytes {
+	if len(data) > st.cfg.MaxCommandBytes {
 		return Result{Err: ErrRequestTooLarge}
 	}
 	// Decoding into values on the stack saves two allocations per put.

@@ -6,38 +6,93 @@ import (
 	"fmt"
 )
 
-// Every log entry the server proposes is an envelope: a kind byte, the proposing
-// member's request id (so a waiting request recognises its own entry, wherever it was
-// proposed), and the payload.
+// Every log entry the server proposes is an envelope: a kind byte, who proposed it
+// and its number among that proposer's proposals (so a waiting request recognises its
+// own entry, wherever it was proposed), and the payload. A proposal forwarded to the
+// leader may be sent again (see proposeResending); its envelope is marked resendable
+// and carries the proposer's lowest pending number, which the state machine needs to
+// apply it at most once (kv.ProposalID).
 //
-//	kind(1) | uvarint requestID | payload
+//	v2: kind|envelopeV2[|resendable](1) proposer(8, big-endian) uvarint seq
+//	    [uvarint lowestPending, if resendable] payload
+//	v1: kind(1) uvarint requestID payload
+//
+// Version 1 is what members before it wrote; it is still read, as an entry of no
+// proposer this member knows.
 const (
 	// kindKV carries an encoded kv.Command.
 	kindKV byte = 1
 	// kindMember carries a member's attributes (name and URLs), published by each
 	// member when it starts so every member can list them.
 	kindMember byte = 2
+
+	// envelopeV2 and envelopeResendable are flags in the kind byte.
+	envelopeV2         byte = 0x40
+	envelopeResendable byte = 0x80
+	kindMask           byte = 0x3f
 )
 
 var errBadEnvelope = errors.New("server: log entry is not a valid envelope")
 
-func encodeEnvelope(kind byte, requestID uint64, payload []byte) []byte {
-	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(payload))
-	b = append(b, kind)
-	b = binary.AppendUvarint(b, requestID)
-	return append(b, payload...)
+// envelope is a decoded log entry.
+type envelope struct {
+	kind byte
+	// proposer is the proposing server's random id (Server.proposer), 0 for a
+	// version 1 entry; seq numbers the proposer's proposals.
+	proposer, seq uint64
+	// resendable: the proposer may put copies of this entry in the log; it carries
+	// lowestPending, the lowest seq the proposer still waited for when it sent it.
+	resendable    bool
+	lowestPending uint64
+	payload       []byte
 }
 
-func decodeEnvelope(data []byte) (kind byte, requestID uint64, payload []byte, err error) {
+func encodeEnvelope(e envelope) []byte {
+	b := make([]byte, 0, 1+8+2*binary.MaxVarintLen64+len(e.payload))
+	head := e.kind | envelopeV2
+	if e.resendable {
+		head |= envelopeResendable
+	}
+	b = append(b, head)
+	b = binary.BigEndian.AppendUint64(b, e.proposer)
+	b = binary.AppendUvarint(b, e.seq)
+	if e.resendable {
+		b = binary.AppendUvarint(b, e.lowestPending)
+	}
+	return append(b, e.payload...)
+}
+
+func decodeEnvelope(data []byte) (envelope, error) {
 	if len(data) < 2 {
-		return 0, 0, nil, errBadEnvelope
+		return envelope{}, errBadEnvelope
 	}
-	kind = data[0]
-	requestID, n := binary.Uvarint(data[1:])
-	if n <= 0 {
-		return 0, 0, nil, errBadEnvelope
+	head := data[0]
+	e := envelope{kind: head & kindMask}
+	if head&envelopeV2 == 0 {
+		requestID, n := binary.Uvarint(data[1:])
+		if n <= 0 || head&envelopeResendable != 0 {
+			return envelope{}, errBadEnvelope
+		}
+		e.seq, e.payload = requestID, data[1+n:]
+		return e, nil
 	}
-	return kind, requestID, data[1+n:], nil
+	if len(data) < 1+8+1 {
+		return envelope{}, errBadEnvelope
+	}
+	e.proposer = binary.BigEndian.Uint64(data[1:9])
+	rest := data[9:]
+	var ok bool
+	if e.seq, rest, ok = readUvarint(rest); !ok {
+		return envelope{}, errBadEnvelope
+	}
+	if head&envelopeResendable != 0 {
+		e.resendable = true
+		if e.lowestPending, rest, ok = readUvarint(rest); !ok {
+			return envelope{}, errBadEnvelope
+		}
+	}
+	e.payload = rest
+	return e, nil
 }
 
 // member is what the cluster knows of one member.

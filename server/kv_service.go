@@ -214,6 +214,9 @@ func toGRPC(err error) error {
 		return rpctypes.ErrGRPCStopped
 	case errors.Is(err, errTooManyRequests):
 		return rpctypes.ErrGRPCRequestTooManyRequests
+	case errors.Is(err, errProposalExpired):
+		// Not applied, and safe to send again: what Unavailable tells clients.
+		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):

@@ -47,7 +47,11 @@ type Server struct {
 	reads          *readBatcher
 	// readRounds counts the ReadIndex rounds started, for the benchmarks.
 	readRounds atomic.Uint64
-	nextReqID  atomic.Uint64
+	// proposer is this process's id among the cluster's proposers (kv.ProposalID):
+	// random, drawn at start, so no two processes share one.
+	proposer uint64
+	// terms tells forwarded proposals that a newer term's entry has applied.
+	terms *appliedTerm
 
 	grpc          *grpc.Server
 	clientListens []net.Listener
@@ -128,7 +132,7 @@ func (s *Server) start(ids []uint64) error {
 		return err
 	}
 	s.applied = newAppliedNotifier(0)
-	s.nextReqID.Store(uint64(time.Now().UnixNano()) & (1<<40 - 1))
+	s.proposer, s.terms = newProposerID(), newAppliedTerm()
 
 	peerAddrs := map[uint64]string{}
 	for id, m := range s.peers {
@@ -265,6 +269,7 @@ func (s *Server) applyLoop() {
 		retryAt uint64
 	)
 	for msg := range s.node.Apply() {
+		s.terms.set(msg.Term)
 		logBytes += len(msg.Command)
 		if s.snapshotFailed.Swap(false) {
 			// As if it had not been started, but wait a little before the next try:
@@ -284,7 +289,7 @@ func (s *Server) applyLoop() {
 			lastSnapshot = msg.Index
 		case raft.ApplyNoOp:
 			s.sm.store.Apply(msg.Index, nil)
-			s.waits.applied(msg.Index, 0, kv.Result{})
+			s.waits.applied(msg.Index, false, 0, kv.Result{})
 		case raft.ApplyCommand:
 			s.applyCommand(msg.Index, msg.Command)
 		}
@@ -371,39 +376,6 @@ func snapshotDue(entriesSince, snapshotCount uint64, logBytesSince, lastSnapshot
 	return entriesSince >= snapshotCount && logBytesSince >= lastSnapshotSize
 }
 
-func (s *Server) applyCommand(index uint64, data []byte) {
-	reqID, res := s.execute(index, data)
-	s.waits.applied(index, reqID, res)
-}
-
-// execute applies one command entry and returns the request id it carried and its
-// result.
-func (s *Server) execute(index uint64, data []byte) (reqID uint64, res kv.Result) {
-	kind, reqID, payload, err := decodeEnvelope(data)
-	switch {
-	case err != nil:
-		s.logger.Error("skipping undecodable log entry", "index", index, "err", err)
-		reqID = 0
-	case kind == kindKV:
-		return reqID, s.sm.store.Apply(index, payload)
-	case kind == kindMember:
-		if m, _, err := decodeMember(payload); err == nil {
-			s.sm.setMember(m)
-		}
-	default:
-		res = kv.Result{Err: fmt.Errorf("server: unknown entry kind %d", kind)}
-	}
-	// An entry that is not a kv command still moves the store's applied index.
-	s.sm.store.Apply(index, nil)
-	return reqID, res
-}
-
-// newRequestID returns an id unique across the cluster: this member's id in the high
-// bits keeps members apart, and a counter seeded from the clock keeps restarts apart.
-func (s *Server) newRequestID() uint64 {
-	return s.id<<40 ^ s.nextReqID.Add(1)
-}
-
 // header is the response header of this member at the current term.
 func (s *Server) header() header {
 	term, _ := s.node.State()
@@ -417,59 +389,6 @@ var (
 	errLostEntry = errors.New("etcdserver: leader changed")
 	errStopped   = errors.New("etcdserver: server stopped")
 )
-
-// propose replicates a kind/payload through Raft and waits until it applies here,
-// returning the state machine's result. On the leader it uses Start and the seed's
-// rule: the request completes only if the entry at the index Start returned is its
-// own. On a follower it forwards to the leader and waits for its request id.
-func (s *Server) propose(ctx context.Context, kind byte, payload []byte) (kv.Result, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-	defer cancel()
-	reqID := s.newRequestID()
-	data := encodeEnvelope(kind, reqID, payload)
-	wt := s.waits.register(reqID)
-	defer s.waits.cancel(reqID)
-
-	index, _, err := s.node.Propose(ctx, data)
-	switch {
-	case err == nil:
-		s.waits.expectAt(reqID, index)
-	case errors.Is(err, raft.ErrNotLeader):
-		if err := s.forward(ctx, data); err != nil {
-			return kv.Result{}, err
-		}
-	default:
-		return kv.Result{}, s.raftError(err)
-	}
-	select {
-	case res := <-wt.ch:
-		if res.lost {
-			return kv.Result{}, errLostEntry
-		}
-		return res.result, nil
-	case <-ctx.Done():
-		return kv.Result{}, s.contextError(ctx)
-	case <-s.stopc:
-		return kv.Result{}, errStopped
-	}
-}
-
-// forward hands data to the leader, waiting for one to be known.
-func (s *Server) forward(ctx context.Context, data []byte) error {
-	for {
-		err := s.node.Forward(ctx, data)
-		if !errors.Is(err, raft.ErrProposalDropped) {
-			return s.raftError(err)
-		}
-		select {
-		case <-time.After(s.cfg.HeartbeatInterval):
-		case <-ctx.Done():
-			return errNoLeader
-		case <-s.stopc:
-			return errStopped
-		}
-	}
-}
 
 func (s *Server) raftError(err error) error {
 	switch {

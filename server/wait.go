@@ -3,19 +3,26 @@ package server
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"raftkv/kv"
 )
 
 // waitRegistry connects requests waiting for their entry to apply with the apply loop.
-// A request is found by its request id; a request proposed on the leader also knows
-// its index, so if another entry is applied there, it learns at once that its own was
-// lost (the seed's rule) instead of waiting for its deadline.
+// It numbers this member's proposals (seq), and finds a waiting request by its
+// number when an entry of this member's applies; a request proposed on the leader
+// also knows its index, so if another entry is applied there, it learns at once that
+// its own was lost (the seed's rule) instead of waiting for its deadline.
 type waitRegistry struct {
 	mu struct {
 		sync.Mutex
+		// next is the number the next request gets; numbers start at 1.
+		next uint64
+		// lowest is a cursor: no request numbered below it is waiting. See
+		// lowestPending.
+		lowest  uint64
 		byID    map[uint64]*waiter
-		byIndex map[uint64]uint64 // index -> request id expected there
+		byIndex map[uint64]uint64 // index -> request number expected there
 	}
 }
 
@@ -31,17 +38,35 @@ type applyResult struct {
 
 func newWaitRegistry() *waitRegistry {
 	w := &waitRegistry{}
+	w.mu.next, w.mu.lowest = 1, 1
 	w.mu.byID = map[uint64]*waiter{}
 	w.mu.byIndex = map[uint64]uint64{}
 	return w
 }
 
-func (w *waitRegistry) register(id uint64) *waiter {
+// register numbers a new request and registers its waiter. Numbering and
+// registering under one lock is what makes lowestPending sound: every number below
+// next is either waiting or done.
+func (w *waitRegistry) register() (uint64, *waiter) {
 	wt := &waiter{ch: make(chan applyResult, 1)}
 	w.mu.Lock()
+	id := w.mu.next
+	w.mu.next++
 	w.mu.byID[id] = wt
 	w.mu.Unlock()
-	return wt
+	return id, wt
+}
+
+// lowestPending returns the lowest number of a request still waiting (next, if
+// none is). The cursor only moves up, past numbers done, so each number is passed
+// once.
+func (w *waitRegistry) lowestPending() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.mu.lowest < w.mu.next && w.mu.byID[w.mu.lowest] == nil {
+		w.mu.lowest++
+	}
+	return w.mu.lowest
 }
 
 // expectAt records the index Start returned for request id.
@@ -60,26 +85,68 @@ func (w *waitRegistry) cancel(id uint64) {
 }
 
 // applied is called by the apply loop for the entry at index, which carried request
-// id (0 for entries that are not requests).
-func (w *waitRegistry) applied(index, id uint64, res kv.Result) {
+// id of this member if mine (anything else: another member's entry, or one that is
+// not a request).
+func (w *waitRegistry) applied(index uint64, mine bool, id uint64, res kv.Result) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if expected, ok := w.mu.byIndex[index]; ok {
 		delete(w.mu.byIndex, index)
-		if expected != id {
+		if !mine || expected != id {
 			if wt, ok := w.mu.byID[expected]; ok {
 				delete(w.mu.byID, expected)
 				wt.ch <- applyResult{lost: true}
 			}
 		}
 	}
-	if id == 0 {
+	if !mine {
 		return
 	}
 	if wt, ok := w.mu.byID[id]; ok {
 		delete(w.mu.byID, id)
 		wt.ch <- applyResult{result: res}
 	}
+}
+
+// appliedTerm is the term of the last entry applied, and a channel closed when it
+// grows: a forwarded proposal still waiting when an entry of a newer term than the
+// one it was sent in applies was lost with the old leader, or is in the new leader's
+// log and applied by then (a leader commits the entries of earlier terms with its
+// first entry, Raft §5.4.2), so it is sent again (proposeResending).
+type appliedTerm struct {
+	term atomic.Uint64
+	mu   struct {
+		sync.Mutex
+		changed chan struct{}
+	}
+}
+
+func newAppliedTerm() *appliedTerm {
+	a := &appliedTerm{}
+	a.mu.changed = make(chan struct{})
+	return a
+}
+
+// set records the term of an entry applied. Terms change rarely; the common case
+// is one atomic load.
+func (a *appliedTerm) set(term uint64) {
+	if term <= a.term.Load() {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if term > a.term.Load() {
+		a.term.Store(term)
+		close(a.mu.changed)
+		a.mu.changed = make(chan struct{})
+	}
+}
+
+// get returns the term and a channel closed when it next grows.
+func (a *appliedTerm) get() (uint64, <-chan struct{}) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.term.Load(), a.mu.changed
 }
 
 // appliedNotifier lets readers wait until the applied index reaches a read point.

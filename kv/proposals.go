@@ -1,0 +1,206 @@
+package kv
+
+import (
+	"errors"
+	"slices"
+)
+
+// proposalTable makes a proposal that its proposer may put in the log more than
+// once apply at most once. The server proposes a write it forwarded to the leader
+// again when it learns of a new leader (the old one may have died with it), under
+// the same ProposalID; both copies can commit, and the second must not apply again.
+//
+// Each proposer (a server process: it draws a new random Proposer id each time it
+// starts) numbers its proposals 1, 2, 3..., and tells with each one the lowest
+// number it still waits for (LowestPending): every proposal below it has been
+// answered, applied or not. The table keeps, per proposer, that floor and the
+// Results of the proposals at or above it that have applied. A proposal applies if
+// it is new; a copy of one that applied returns the first copy's Result; a copy below
+// the floor is not applied at all (ErrProposalExpired): its proposer has stopped
+// waiting for it, so either it applied before or its client was told the outcome is
+// unknown. Nothing here depends on time: the floor and the Results move only with the
+// entries applied, in log order, so every replica keeps the same table.
+//
+// Bounds, and what each costs:
+//   - Results per proposer: at most MaxProposalResults. A proposer's results are
+//     those of its proposals applied while an earlier one is still pending, so the
+//     table holds about as many as the proposer has in flight. Past the bound, the
+//     floor rises above the lowest result, which is dropped: any pending proposal
+//     below the new floor is then refused (ErrProposalExpired) rather than applied,
+//     so the price of the bound is a failed request, never a second application.
+//   - Proposers: at most MaxProposers. A new one beyond that evicts the proposer
+//     whose proposal applied longest ago (in log order). If a copy of one of the
+//     evicted proposer's proposals applies later, it is taken as new, and a proposal
+//     that had applied applies a second time. A server starts a new proposer at each
+//     start, so this needs MaxProposers restarts (or members) to propose after the
+//     evicted one's last proposal while one of its copies is still to commit.
+type proposalTable struct {
+	maxProposers, maxResults int
+	byProposer               map[uint64]*proposer
+	// The proposers form a list ordered by last use, as the session table's do:
+	// head is the most recent, tail the next to evict.
+	head, tail *proposer
+}
+
+// proposer is one proposer's entry.
+type proposer struct {
+	id uint64
+	// lowest is the floor: proposals numbered below it are not applied.
+	lowest uint64
+	// results are the Results of the proposals numbered lowest or above that have
+	// applied, in increasing seq. They are shared with the callers who got them
+	// first, so nobody may modify them.
+	results    []proposalResult
+	prev, next *proposer
+}
+
+type proposalResult struct {
+	seq    uint64
+	result Result
+}
+
+// ProposalID names a proposal its proposer may put in the log more than once; see
+// proposalTable.
+type ProposalID struct {
+	// Proposer is the proposer's id, unique in the cluster's life (the server draws
+	// 64 random bits when it starts). Non-zero.
+	Proposer uint64
+	// Seq numbers the proposer's proposals, increasing; a copy keeps its number.
+	Seq uint64
+	// LowestPending is the lowest Seq the proposer still waited for when it sent
+	// this copy: it has answered every proposal below it.
+	LowestPending uint64
+}
+
+// ErrProposalExpired: a copy of a proposal whose proposer had stopped waiting for
+// it, or whose result the table had to drop (see proposalTable), reached the log. It
+// was not applied.
+var ErrProposalExpired = errors.New("kv: proposal expired: its proposer no longer waits for it, or dropped it from the deduplication window; it was not applied")
+
+func newProposalTable(maxProposers, maxResults int) proposalTable {
+	return proposalTable{maxProposers: maxProposers, maxResults: maxResults, byProposer: map[uint64]*proposer{}}
+}
+
+func (t *proposalTable) len() int { return len(t.byProposer) }
+
+// lookup finds id's proposer, adding it (and evicting the least recently used one
+// if the table is full) if it is new, raises its floor to id.LowestPending, and
+// marks it used.
+func (t *proposalTable) lookup(id ProposalID) *proposer {
+	p := t.byProposer[id.Proposer]
+	if p == nil {
+		if len(t.byProposer) >= t.maxProposers {
+			oldest := t.tail
+			t.unlink(oldest)
+			delete(t.byProposer, oldest.id)
+		}
+		p = &proposer{id: id.Proposer}
+		t.byProposer[id.Proposer] = p
+		t.pushFront(p)
+	} else if t.head != p {
+		t.unlink(p)
+		t.pushFront(p)
+	}
+	p.raiseFloor(id.LowestPending)
+	return p
+}
+
+// raiseFloor moves the floor up to lowest and drops the results below it.
+func (p *proposer) raiseFloor(lowest uint64) {
+	if lowest <= p.lowest {
+		return
+	}
+	p.lowest = lowest
+	i, _ := slices.BinarySearchFunc(p.results, lowest, func(r proposalResult, seq uint64) int {
+		switch {
+		case r.seq < seq:
+			return -1
+		case r.seq > seq:
+			return 1
+		}
+		return 0
+	})
+	p.results = slices.Delete(p.results, 0, i)
+}
+
+// find returns the result of proposal seq, if it applied and is kept.
+func (p *proposer) find(seq uint64) (int, bool) {
+	return slices.BinarySearchFunc(p.results, seq, func(r proposalResult, seq uint64) int {
+		switch {
+		case r.seq < seq:
+			return -1
+		case r.seq > seq:
+			return 1
+		}
+		return 0
+	})
+}
+
+// record keeps the result of proposal seq, which was not in the table, dropping the
+// lowest result (and raising the floor past it) if the proposer has too many.
+func (p *proposer) record(seq uint64, result Result, maxResults int) {
+	i, _ := p.find(seq)
+	p.results = slices.Insert(p.results, i, proposalResult{seq: seq, result: result})
+	if len(p.results) > maxResults {
+		p.raiseFloor(p.results[0].seq + 1)
+	}
+}
+
+func (t *proposalTable) pushFront(p *proposer) {
+	p.prev, p.next = nil, t.head
+	if t.head != nil {
+		t.head.prev = p
+	}
+	t.head = p
+	if t.tail == nil {
+		t.tail = p
+	}
+}
+
+func (t *proposalTable) unlink(p *proposer) {
+	if p.prev != nil {
+		p.prev.next = p.next
+	} else {
+		t.head = p.next
+	}
+	if p.next != nil {
+		p.next.prev = p.prev
+	} else {
+		t.tail = p.prev
+	}
+	p.prev, p.next = nil, nil
+}
+
+// oldestFirst calls fn for each proposer from least to most recently used.
+func (t *proposalTable) oldestFirst(fn func(*proposer)) {
+	for p := t.tail; p != nil; p = p.prev {
+		fn(p)
+	}
+}
+
+// ApplyOnce is Apply for a command proposed under id, which may be in the log more
+// than once: it applies the first copy to arrive and returns its Result, returns that
+// same Result for a later copy, and refuses (ErrProposalExpired) a copy its proposer
+// no longer waits for. See proposalTable.
+func (s *Store) ApplyOnce(index uint64, id ProposalID, data []byte) Result {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.mu.st
+	if index <= st.appliedIndex {
+		return Result{Err: ErrAlreadyApplied}
+	}
+	st.appliedIndex = index
+	if id.Proposer == 0 {
+		return Result{Err: ErrInvalidCommand}
+	}
+	p := st.proposals.lookup(id)
+	if id.Seq < p.lowest {
+		return Result{Err: ErrProposalExpired}
+	}
+	if i, ok := p.find(id.Seq); ok {
+		return p.results[i].result
+	}
+	res := st.applyData(data)
+	p.record(id.Seq, res, st.proposals.maxResults)
+	return res
+}

@@ -1,0 +1,198 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"raftkv/kv"
+	"raftkv/raft"
+)
+
+// This file is the write path: a request becomes a proposal, the proposal an entry
+// in the log, and the entry a result the request waits for.
+//
+// On the leader a proposal follows the seed's rule: Propose returns the index it will
+// take, and the request completes only if the entry applied at that index is its own;
+// if another one is, leadership was lost and the client hears "leader changed".
+//
+// A follower forwards the proposal to the leader, which gives no index back. If the
+// leader dies with it, nothing would ever tell the follower, and the request would
+// wait for its whole timeout even with a new leader elected within a second. So a
+// forwarded proposal is sent again, to the new leader (or proposed by this member, if
+// it is the new leader), as soon as an entry of a newer term than the one it was sent
+// in applies here: by then the new leader has committed every entry of the old terms
+// it kept (Raft §5.4.2), so a proposal not applied yet was lost, or is about to be
+// applied anyway. It is sent again, too, if no answer comes within
+// resendAfterElections election timeouts, for a forwarded message the network lost.
+// Every copy carries the same kv.ProposalID, and the state machine applies only the
+// first to commit (kv.Store.ApplyOnce): a copy that commits too returns the first's
+// result, so a write never applies twice, and its waiter gets the first application's
+// result.
+
+// resendAfterElections is how many election timeouts a forwarded proposal waits for
+// its answer, with no change of term, before it is sent again. A commit normally takes
+// one round trip; two election timeouts is far past what a live leader needs.
+const resendAfterElections = 2
+
+// errProposalExpired: a forwarded request was dropped by the state machine's
+// deduplication bound (kv.ErrProposalExpired) and not applied.
+var errProposalExpired = errors.New("raftkv: the forwarded request was not applied: too many of this member's later " +
+	"requests were applied while it waited (kv.Config.MaxProposalResults); send it again")
+
+// newProposerID draws this process's random, non-zero proposer id.
+func newProposerID() uint64 {
+	var b [8]byte
+	for {
+		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+		if id := binary.BigEndian.Uint64(b[:]); id != 0 {
+			return id
+		}
+	}
+}
+
+// propose replicates a kind/payload through Raft and waits until it applies here,
+// returning the state machine's result. On the leader it uses Start and the seed's
+// rule; on a follower it forwards the proposal and sends it again as needed (see the
+// top of this file).
+func (s *Server) propose(ctx context.Context, kind byte, payload []byte) (kv.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	seq, wt := s.waits.register()
+	defer s.waits.cancel(seq)
+
+	data := encodeEnvelope(envelope{kind: kind, proposer: s.proposer, seq: seq, payload: payload})
+	index, _, err := s.node.Propose(ctx, data)
+	switch {
+	case err == nil:
+		s.waits.expectAt(seq, index)
+		return s.wait(ctx, wt, nil)
+	case errors.Is(err, raft.ErrNotLeader):
+		return s.proposeResending(ctx, wt, kind, seq, payload)
+	}
+	return kv.Result{}, s.raftError(err)
+}
+
+// proposeResending forwards a proposal and waits for it, sending it again whenever a
+// newer term's entry applies first, or no answer comes for a while.
+func (s *Server) proposeResending(ctx context.Context, wt *waiter, kind byte, seq uint64, payload []byte) (kv.Result, error) {
+	resendAfter := resendAfterElections * s.cfg.ElectionTimeout
+	for sends := 1; ; sends++ {
+		sentTerm, _ := s.node.State()
+		data := encodeEnvelope(envelope{kind: kind, proposer: s.proposer, seq: seq, payload: payload,
+			resendable: true, lowestPending: s.waits.lowestPending()})
+		if err := s.forward(ctx, data); err != nil {
+			return kv.Result{}, err
+		}
+		resend := &resendTrigger{s: s, sentTerm: sentTerm, timer: time.NewTimer(resendAfter)}
+		res, err := s.wait(ctx, wt, resend)
+		resend.timer.Stop()
+		if !errors.Is(err, errResend) {
+			return res, err
+		}
+		s.logger.Debug("sending a forwarded proposal again", "seq", seq, "sends", sends+1, "sent_in_term", sentTerm,
+			"why", resend.why)
+	}
+}
+
+// errResend: wait stopped because the proposal should be sent again.
+var errResend = errors.New("server: send the proposal again")
+
+// resendTrigger says when a forwarded proposal waiting for its result is to be sent
+// again: an entry of a term after sentTerm has applied, or the timer fired.
+type resendTrigger struct {
+	s        *Server
+	sentTerm uint64
+	timer    *time.Timer
+	why      string
+}
+
+// wait waits for the request's result. With a resend trigger, it returns errResend
+// when the trigger fires first.
+func (s *Server) wait(ctx context.Context, wt *waiter, resend *resendTrigger) (kv.Result, error) {
+	var termChanged <-chan struct{}
+	var timerFired <-chan time.Time
+	for {
+		if resend != nil {
+			var term uint64
+			term, termChanged = s.terms.get()
+			if term > resend.sentTerm {
+				resend.why = fmt.Sprintf("an entry of term %d applied", term)
+				return kv.Result{}, errResend
+			}
+			timerFired = resend.timer.C
+		}
+		select {
+		case res := <-wt.ch:
+			switch {
+			case res.lost:
+				return kv.Result{}, errLostEntry
+			case errors.Is(res.result.Err, kv.ErrProposalExpired):
+				return kv.Result{}, errProposalExpired
+			}
+			return res.result, nil
+		case <-termChanged:
+		case <-timerFired:
+			resend.why = "no answer in " + (resendAfterElections * s.cfg.ElectionTimeout).String()
+			return kv.Result{}, errResend
+		case <-ctx.Done():
+			return kv.Result{}, s.contextError(ctx)
+		case <-s.stopc:
+			return kv.Result{}, errStopped
+		}
+	}
+}
+
+// forward hands data to the leader, or proposes it if this member leads, waiting for
+// a leader to be known.
+func (s *Server) forward(ctx context.Context, data []byte) error {
+	for {
+		err := s.node.Forward(ctx, data)
+		if !errors.Is(err, raft.ErrProposalDropped) {
+			return s.raftError(err)
+		}
+		select {
+		case <-time.After(s.cfg.HeartbeatInterval):
+		case <-ctx.Done():
+			return errNoLeader
+		case <-s.stopc:
+			return errStopped
+		}
+	}
+}
+
+// applyCommand applies one command entry and wakes the request waiting for it, if it
+// is this member's.
+func (s *Server) applyCommand(index uint64, data []byte) {
+	env, res := s.execute(index, data)
+	s.waits.applied(index, env.proposer == s.proposer, env.seq, res)
+}
+
+// execute applies one command entry and returns its envelope and result.
+func (s *Server) execute(index uint64, data []byte) (envelope, kv.Result) {
+	env, err := decodeEnvelope(data)
+	var res kv.Result
+	switch {
+	case err != nil:
+		s.logger.Error("skipping undecodable log entry", "index", index, "err", err)
+		env = envelope{}
+	case env.kind == kindKV && env.resendable:
+		id := kv.ProposalID{Proposer: env.proposer, Seq: env.seq, LowestPending: env.lowestPending}
+		return env, s.sm.store.ApplyOnce(index, id, env.payload)
+	case env.kind == kindKV:
+		return env, s.sm.store.Apply(index, env.payload)
+	case env.kind == kindMember:
+		// Setting a member's attributes twice is the same as once: no deduplication.
+		if m, _, err := decodeMember(env.payload); err == nil {
+			s.sm.setMember(m)
+		}
+	default:
+		res = kv.Result{Err: fmt.Errorf("server: unknown entry kind %d", env.kind)}
+	}
+	// An entry that is not a kv command still moves the store's applied index.
+	s.sm.store.Apply(index, nil)
+	return env, res
+}
