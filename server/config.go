@@ -20,7 +20,8 @@ type Config struct {
 	// DataDir holds the WAL and snapshots.
 	DataDir string
 	// WALDir, if set, holds the WAL apart from DataDir (etcd's --wal-dir), e.g. on a
-	// disk of its own.
+	// disk of its own. The data dir records it on first use, and a later start with
+	// another WAL dir, or none, is refused (it would find no log).
 	WALDir string
 	// ForceNewCluster starts this member, with its data, as the only member of the
 	// cluster (etcd's --force-new-cluster): disaster recovery after losing quorum.

@@ -194,3 +194,39 @@ func TestMaxResponseBytesValidated(t *testing.T) {
 		t.Fatalf("default --max-response-bytes: %v, %d", err, cfg.withDefaults().MaxResponseBytes)
 	}
 }
+
+// With WALDir the WAL lives there: the member writes its segments there, restarts
+// from them with its data, and refuses to start without it.
+func TestWALDirHoldsTheLog(t *testing.T) {
+	walDir := filepath.Join(t.TempDir(), "wal")
+	members := startTestCluster(t, 1, func(c *Config) { c.WALDir = walDir })
+	m := members[0]
+	retry(t, func(ctx context.Context) error {
+		_, err := m.client.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+		return err
+	})
+	m.stop()
+	names, err := os.ReadDir(walDir)
+	if err != nil || len(names) < 2 { // the lock and a segment
+		t.Fatalf("WAL dir %s holds %v (%v); want the member's segments", walDir, names, err)
+	}
+	if names, _ := os.ReadDir(filepath.Join(m.cfg.DataDir, "member", "wal")); len(names) != 0 {
+		t.Fatalf("the data dir's own wal/ holds %v", names)
+	}
+	withoutWAL := m.cfg
+	withoutWAL.WALDir = ""
+	if srv, err := New(withoutWAL); err == nil || !strings.Contains(err.Error(), "--wal-dir") {
+		if srv != nil {
+			srv.Stop()
+		}
+		t.Fatalf("restart without the WAL dir: %v; want a refusal naming --wal-dir", err)
+	}
+	m.start(t)
+	retry(t, func(ctx context.Context) error {
+		resp, err := m.client.Range(ctx, &pb.RangeRequest{Key: []byte("k")})
+		if err == nil && len(resp.Kvs) != 1 {
+			t.Fatalf("after a restart on the WAL dir: %d keys, want 1", len(resp.Kvs))
+		}
+		return err
+	})
+}

@@ -90,6 +90,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	created := missingDirs(cfg.DataDir)
+	if cfg.WALDir != "" {
+		created = append(created, missingDirs(cfg.WALDir)...)
+	}
 	if err := s.open(ids); err != nil {
 		s.closeAll()
 		// Leave nothing behind: a data dir this call created holds nothing of value.
@@ -106,7 +109,7 @@ func (s *Server) open(ids []uint64) error {
 	cfg := s.cfg
 	var err error
 	s.storage, err = storage.Open(storage.NewOSFS(), filepath.Join(cfg.DataDir, "member"),
-		storage.Options{ClusterID: s.clusterID, Logger: s.logger})
+		storage.Options{ClusterID: s.clusterID, Logger: s.logger, WALDir: cfg.WALDir})
 	if err != nil {
 		return err
 	}

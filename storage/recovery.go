@@ -69,6 +69,9 @@ func recoverWAL(fsys FS, dataDir, dir string, clusterID uint64, logger *slog.Log
 	var segs []*segmentFile
 	for _, name := range sortedNames(names) {
 		seq, ok := parseSegmentName(name)
+		if !ok && name == lockFileName {
+			continue // a WAL dir of its own (Options.WALDir) has a lock
+		}
 		if !ok {
 			logger.Warn("ignoring a file in the WAL directory that is not a segment", "file", filepath.Join(dir, name))
 			continue

@@ -3,7 +3,9 @@
 // for a file system that crashes (MemFS) or fails chosen calls (FaultFS).
 //
 // A data dir holds a LOCK file (flock: one node at a time), wal/ with the segments
-// (segment.go, record.go) and snap/ with the snapshot files (snapshot.go). The log is
+// (segment.go, record.go) and snap/ with the snapshot files (snapshot.go). The WAL may
+// live in a directory of its own instead (Options.WALDir, e.g. on a faster disk); it
+// then has a LOCK file too, and the data dir records where it is (walDirMarker). The log is
 // also kept in memory, so reads never touch the disk: the entries after the latest
 // snapshot, which compaction (CreateSnapshot) bounds.
 //
@@ -70,6 +72,11 @@ type Options struct {
 	// are always kept, so the bound can be exceeded while writes wait for a flush.
 	// Default DefaultLogCacheBytes (2 MiB).
 	LogCacheBytes int64
+	// WALDir, if set, is where the WAL segments live instead of <dir>/wal. The data
+	// dir records it when it is first used, and Open refuses a WALDir (or none) that
+	// differs from the one recorded: the WAL would look empty, and the node would
+	// start without its log.
+	WALDir string
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -120,7 +127,10 @@ type Storage struct {
 	cacheBytes    int64 // Options.LogCacheBytes
 	logger        *slog.Logger
 	lock          io.Closer
-	wal           *wal
+	// walDir holds the WAL segments; walLock is its own lock if it is not in dir.
+	walDir  string
+	walLock io.Closer
+	wal     *wal
 
 	// snapMu serializes installing a snapshot (ApplySnapshot, which writes its file
 	// between checking the log and updating it) with committing one of this node's
@@ -179,12 +189,28 @@ func Open(fsys FS, dir string, opts Options) (*Storage, error) {
 	s := &Storage{
 		fs: fsys, dir: dir, snapDir: filepath.Join(dir, "snap"), clusterID: opts.ClusterID,
 		keepSnapshots: opts.SnapshotsToKeep, cacheBytes: opts.LogCacheBytes, logger: logger, lock: lock,
+		walDir: filepath.Join(dir, "wal"),
+	}
+	if err := s.useWALDir(opts.WALDir); err != nil {
+		s.closeLocks()
+		return nil, err
 	}
 	if err := s.recover(opts, began); err != nil {
-		lock.Close()
+		s.closeLocks()
 		return nil, err
 	}
 	return s, nil
+}
+
+// closeLocks releases the data dir's lock and the WAL dir's.
+func (s *Storage) closeLocks() error {
+	err := s.lock.Close()
+	if s.walLock != nil {
+		if werr := s.walLock.Close(); err == nil {
+			err = werr
+		}
+	}
+	return err
 }
 
 // makeDir creates dir and any missing parents, and makes each new directory's entry
@@ -212,7 +238,7 @@ func makeDir(fsys FS, dir string) error {
 }
 
 func (s *Storage) recover(opts Options, began time.Time) error {
-	walDir := filepath.Join(s.dir, "wal")
+	walDir := s.walDir
 	for _, d := range []string{walDir, s.snapDir} {
 		if err := makeDir(s.fs, d); err != nil {
 			return err
@@ -313,7 +339,7 @@ func (s *Storage) Close() error {
 	s.mu.closed = true
 	s.mu.Unlock()
 	err := s.wal.close()
-	if lerr := s.lock.Close(); err == nil && lerr != nil {
+	if lerr := s.closeLocks(); err == nil && lerr != nil {
 		err = fmt.Errorf("storage: releasing the data dir lock: %w", lerr)
 	}
 	return err
