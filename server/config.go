@@ -27,10 +27,11 @@ type Config struct {
 	// cluster (etcd's --force-new-cluster): disaster recovery after losing quorum.
 	ForceNewCluster bool
 
-	// AutoCompactionMode is "periodic" or "revision" (etcd's --auto-compaction-mode);
-	// AutoCompactionRetention is, for periodic, how much history to keep as a
-	// duration ("1h", "30m"; a bare number means hours, as in etcd), and for
-	// revision, how many revisions to keep. "" or "0" turns auto-compaction off.
+	// AutoCompactionMode is "periodic" (the default, as in etcd) or "revision"
+	// (etcd's --auto-compaction-mode); AutoCompactionRetention is, for periodic, how
+	// much history to keep as a duration ("1h", "30m"; a bare number means hours, as
+	// in etcd), and for revision, how many revisions to keep. "" or "0" turns
+	// auto-compaction off. The semantics are etcd's; see compactor.go.
 	AutoCompactionMode      string
 	AutoCompactionRetention string
 
@@ -193,6 +194,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxTxnOps < 1 {
 		return fmt.Errorf("--max-txn-ops %d must be at least 1", c.MaxTxnOps)
+	}
+	if _, err := parseAutoCompaction(c.AutoCompactionMode, c.AutoCompactionRetention); err != nil {
+		return err
 	}
 	if c.MaxResponseBytes < c.MaxRequestBytes || c.MaxResponseBytes > MaxMaxResponseBytes {
 		return fmt.Errorf("--max-response-bytes %d must be between --max-request-bytes (%d), so that any one key can be read, "+

@@ -180,6 +180,7 @@ func (s *Server) start(ids []uint64) error {
 		s.goTracked(func() { _ = s.grpc.Serve(l) })
 	}
 	s.goTracked(s.publishMember)
+	s.startCompactor()
 	s.logger.Info("raftkv member started", "cluster", fmt.Sprintf("%x", s.clusterID),
 		"client_urls", cfg.AdvertiseClientURLs, "peer_urls", s.peers[s.id].PeerURLs)
 	return nil
