@@ -71,6 +71,9 @@ func (c *clusterService) MemberList(ctx context.Context, r *pb.MemberListRequest
 	}
 	resp := &pb.MemberListResponse{Header: c.s.header().pb(c.s.sm.store.Revision())}
 	for _, m := range c.s.sm.members() {
+		if _, voter := c.s.peers[m.ID]; !voter {
+			continue // removed by --force-new-cluster
+		}
 		resp.Members = append(resp.Members, &pb.Member{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs})
 	}
 	return resp, nil

@@ -230,3 +230,44 @@ func TestWALDirHoldsTheLog(t *testing.T) {
 		return err
 	})
 }
+
+// A 3-member cluster loses two members for good; the survivor, restarted with
+// ForceNewCluster, is a cluster of one: it takes writes and keeps every key, lists
+// itself alone, and stays so when restarted without the flag.
+func TestForceNewClusterRecoversFromLostQuorum(t *testing.T) {
+	members := startTestCluster(t, 3, func(c *Config) { c.SnapshotCount = 20 })
+	for i := range 50 {
+		retry(t, func(ctx context.Context) error {
+			_, err := members[i%3].client.Put(ctx, &pb.PutRequest{Key: fmt.Appendf(nil, "k%02d", i), Value: []byte("v")})
+			return err
+		})
+	}
+	for _, m := range members {
+		m.stop()
+	}
+	survivor := members[1]
+	survivor.cfg.ForceNewCluster = true
+	for restart := range 2 {
+		survivor.start(t)
+		retry(t, func(ctx context.Context) error {
+			_, err := survivor.client.Put(ctx, &pb.PutRequest{Key: fmt.Appendf(nil, "after%d", restart), Value: []byte("v")})
+			return err
+		})
+		resp, err := survivor.client.Range(context.Background(), &pb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Count != 50 {
+			t.Fatalf("start %d after losing quorum: %d of the 50 keys", restart, resp.Count)
+		}
+		list, err := pb.NewClusterClient(survivor.conn).MemberList(context.Background(), &pb.MemberListRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list.Members) != 1 || list.Members[0].ID != survivor.srv.ID() {
+			t.Fatalf("start %d: member list %v, want only the survivor %x", restart, list.Members, survivor.srv.ID())
+		}
+		survivor.stop()
+		survivor.cfg.ForceNewCluster = false // the recorded membership holds without it
+	}
+}

@@ -104,10 +104,19 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// open opens the storage and starts the member.
+// open opens the storage and starts the member, with the membership forced by
+// --force-new-cluster if one is recorded or asked for (membership.go).
 func (s *Server) open(ids []uint64) error {
 	cfg := s.cfg
-	var err error
+	forced, err := readMembership(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if forced != nil {
+		if ids, err = s.useMembership(forced); err != nil {
+			return err
+		}
+	}
 	s.storage, err = storage.Open(storage.NewOSFS(), filepath.Join(cfg.DataDir, "member"),
 		storage.Options{ClusterID: s.clusterID, Logger: s.logger, WALDir: cfg.WALDir})
 	if err != nil {
@@ -118,6 +127,17 @@ func (s *Server) open(ids []uint64) error {
 			return fmt.Errorf("--initial-cluster-state existing, but --data-dir %q holds no state of this member; "+
 				"raftkv cannot add members to a running cluster yet, so a member restarts from its own data dir", cfg.DataDir)
 		}
+	}
+	if cfg.ForceNewCluster {
+		m := &membership{clusterID: s.clusterID, voters: []uint64{s.id}}
+		if err := writeMembership(cfg.DataDir, *m); err != nil {
+			return err
+		}
+		if ids, err = s.useMembership(m); err != nil {
+			return err
+		}
+		s.logger.Warn("--force-new-cluster: this member is now the only member of its cluster; "+
+			"never restart the other members on their old data dirs", "cluster", fmt.Sprintf("%x", s.clusterID))
 	}
 	return s.start(ids)
 }
