@@ -19,7 +19,19 @@
 // code that makes it.
 //
 // All replicas must run with the same Config: its limits decide which commands are
-// rejected and which sessions are evicted, and so are part of the state machine.
+// rejected and which sessions and proposals are evicted, and so are part of the
+// state machine.
+//
+// Two tables make repeated commands harmless. Client sessions (session.go) give a
+// client that numbers its requests exactly-once writes. The proposal table
+// (proposals.go) makes a command its proposer may put in the log more than once (the
+// server sends a forwarded write again when leadership changes) apply at most once:
+// Store.ApplyOnce applies the first copy and answers later ones with its Result.
+// Both are replicated state, in the snapshots, with documented bounds.
+//
+// Reads can be bounded: Store.RangeLimited and Store.TxnLimited refuse a response
+// whose key-values would pass a byte limit (in etcd's encoding), before reading any
+// value (budget.go). Store.Sizes says how much the store takes.
 //
 // Snapshots (snapshot.go) carry the whole retained history. Store.SnapshotView
 // freezes the store at its applied index in time proportional to its key count, and

@@ -1,0 +1,21 @@
+// Package server is one raftkv member: a raft.Node over durable storage and the peer
+// transport, the kv state machine it applies to, and the etcd v3 gRPC API on top.
+//
+// It serves KV (Range, Put, DeleteRange, Txn, Compact), Maintenance.Status and
+// Maintenance.Alarm, and Cluster.MemberList. Every other method of the etcd API
+// answers Unimplemented with a message that names it, says why, and lists what is
+// served (unserved.go).
+//
+// Writes (propose.go) follow the seed's rule on the leader: the request completes
+// only if the entry applied at the index Start returned is its own. A follower
+// forwards the write to the leader, and sends it again when an entry of a newer term
+// applies first (the leader it went to may have died with it) or no answer comes in
+// two election timeouts; the copies share a kv.ProposalID, and the state machine
+// applies only the first (kv.Store.ApplyOnce). Linearizable reads (read.go) share
+// ReadIndex rounds; a read's response is bounded by Config.MaxResponseBytes.
+//
+// Operator settings follow etcd's flags (Config): a WAL dir of its own (WALDir),
+// auto-compaction in etcd's periodic and revision modes (compactor.go), disaster
+// recovery with ForceNewCluster (membership.go). New opens the listeners before it
+// touches the data dir, so that a port in use fails with nothing written.
+package server
