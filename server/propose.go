@@ -81,10 +81,10 @@ func (s *Server) propose(ctx context.Context, kind byte, payload []byte) (kv.Res
 func (s *Server) proposeResending(ctx context.Context, wt *waiter, kind byte, seq uint64, payload []byte) (kv.Result, error) {
 	resendAfter := resendAfterElections * s.cfg.ElectionTimeout
 	for sends := 1; ; sends++ {
-		sentTerm, _ := s.node.State()
 		data := encodeEnvelope(envelope{kind: kind, proposer: s.proposer, seq: seq, payload: payload,
 			resendable: true, lowestPending: s.waits.lowestPending()})
-		if err := s.forward(ctx, data); err != nil {
+		sentTerm, err := s.forward(ctx, data)
+		if err != nil {
 			return kv.Result{}, err
 		}
 		resend := &resendTrigger{s: s, sentTerm: sentTerm, timer: time.NewTimer(resendAfter)}
@@ -147,19 +147,23 @@ func (s *Server) wait(ctx context.Context, wt *waiter, resend *resendTrigger) (k
 }
 
 // forward hands data to the leader, or proposes it if this member leads, waiting for
-// a leader to be known.
-func (s *Server) forward(ctx context.Context, data []byte) error {
+// a leader to be known. It returns the term this member was in just before the
+// attempt that went through: the term of the leader it went to, or an older one (a
+// term read too early costs at most one needless copy; one read too late could miss
+// a change of leader).
+func (s *Server) forward(ctx context.Context, data []byte) (term uint64, err error) {
 	for {
+		term, _ = s.node.State()
 		err := s.node.Forward(ctx, data)
 		if !errors.Is(err, raft.ErrProposalDropped) {
-			return s.raftError(err)
+			return term, s.raftError(err)
 		}
 		select {
 		case <-time.After(s.cfg.HeartbeatInterval):
 		case <-ctx.Done():
-			return errNoLeader
+			return 0, errNoLeader
 		case <-s.stopc:
-			return errStopped
+			return 0, errStopped
 		}
 	}
 }
