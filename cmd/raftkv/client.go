@@ -2,138 +2,228 @@ package main
 
 import (
 	"context"
-	"flag"
+	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 )
 
-const defaultEndpoints = "127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379"
+// defaultEndpoints are where the client commands look when --endpoints is not given:
+// the client URLs of "raftkv cluster"'s first three members, etcd's local-cluster
+// ports, the first of which is also where a member started with no flags listens.
+// A command is served by the first that answers, and "raftkv status" leaves out the
+// ones that do not answer and are not members of the cluster that does, so the
+// defaults work against a single member as well as against the local cluster.
+var defaultEndpoints = []string{"127.0.0.1:2379", "127.0.0.1:22379", "127.0.0.1:32379"}
 
-func runClient(command string, args []string) int {
-	fs := flag.NewFlagSet("raftkv "+command, flag.ContinueOnError)
-	endpoints := fs.String("endpoints", defaultEndpoints, "comma-separated client endpoints (host:port)")
-	timeout := fs.Duration("timeout", 5*time.Second, "how long to try before giving up")
-	prefix := fs.Bool("prefix", false, "get/del: every key with KEY as prefix")
-	if err := fs.Parse(reorderFlags(args)); err != nil {
-		if err == flag.ErrHelp {
-			return 0
-		}
-		return 2
-	}
-	want := map[string]int{"put": 2, "get": 1, "del": 1, "status": 0}[command]
-	if fs.NArg() != want {
-		fmt.Fprintf(os.Stderr, "raftkv %s: takes %d argument(s), got %d; see raftkv help\n", command, want, fs.NArg())
-		return 2
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
-	var lastErr error
-	for _, ep := range splitURLs(*endpoints) {
-		ep = strings.TrimPrefix(ep, "http://")
-		conn, err := grpc.NewClient(ep, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		err = clientCommand(ctx, conn, ep, command, fs.Args(), *prefix)
-		conn.Close()
-		if err == nil {
-			if command != "status" {
-				return 0
-			}
-			continue
-		}
-		lastErr = fmt.Errorf("%s: %w", ep, err)
-		if command == "status" {
-			fmt.Fprintf(os.Stderr, "%v\n", lastErr)
-		}
-	}
-	if command == "status" && lastErr == nil {
-		return 0
-	}
-	fmt.Fprintf(os.Stderr, "raftkv %s: %v\n", command, lastErr)
-	return 1
+// Client defaults. A Range page aims at pageTargetBytes, which keeps the CLI's
+// memory flat on a store of any size; the receive limit is etcdctl's default of
+// MaxInt32 cut to what a page can need: a page of one key holds at most one value,
+// and a value is at most the server's --max-request-bytes (1.5 MiB by default, and
+// etcd advises against more than 10 MiB).
+const (
+	defaultDialTimeout    = 2 * time.Second
+	defaultCommandTimeout = 5 * time.Second
+	defaultMaxRecvBytes   = 64 << 20
+)
+
+// clientFlags are the flags every client command takes, with etcdctl's names.
+type clientFlags struct {
+	endpoints      []string
+	dialTimeout    time.Duration
+	commandTimeout time.Duration
+	writeOut       string
+	maxRecvBytes   int
+	// endpointsGiven is whether the user chose the endpoints; set by begin.
+	endpointsGiven bool
 }
 
-func clientCommand(ctx context.Context, conn *grpc.ClientConn, ep, command string, args []string, prefix bool) error {
-	kvc := pb.NewKVClient(conn)
-	// An empty key with --prefix means every key, as in etcdctl: ["\x00", "\x00").
-	keyOf := func(key string) []byte {
-		if prefix && key == "" {
-			return []byte{0}
+// register adds the client flags to a client command. outputs are the -w formats the
+// command prints, its default first.
+func (c *clientFlags) register(cmd *cobra.Command, outputs ...string) {
+	fs := cmd.Flags()
+	fs.StringSliceVar(&c.endpoints, "endpoints", defaultEndpoints, "Comma-separated gRPC endpoints (host:port) of the members to ask; the first that answers serves the command.")
+	setHelpDefault(fs, "endpoints", strings.Join(defaultEndpoints, ","))
+	fs.DurationVar(&c.dialTimeout, "dial-timeout", defaultDialTimeout, "How long to wait for a connection to one endpoint before trying the next.")
+	fs.DurationVar(&c.commandTimeout, "command-timeout", defaultCommandTimeout, "How long the whole command may take, over every endpoint it tries.")
+	fs.StringVarP(&c.writeOut, "write-out", "w", "", "Output format: "+strings.Join(outputs, " or ")+".")
+	setHelpDefault(fs, "write-out", outputs[0])
+	fs.IntVar(&c.maxRecvBytes, "max-recv-bytes", defaultMaxRecvBytes, "Largest response message the client accepts, in bytes.")
+	setGroup(fs, groupClient, "endpoints", "dial-timeout", "command-timeout", "write-out", "max-recv-bytes")
+	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
+		if c.writeOut == "" {
+			c.writeOut = outputs[0]
 		}
-		return []byte(key)
+		for _, o := range outputs {
+			if c.writeOut == o {
+				return c.begin(cmd)
+			}
+		}
+		return usageErrorf("-w %q: %s prints %s", c.writeOut, cmd.CommandPath(), strings.Join(outputs, " or "))
 	}
-	rangeEnd := func(key string) []byte {
-		if !prefix {
-			return nil
+}
+
+func (c *clientFlags) begin(cmd *cobra.Command) error {
+	c.endpointsGiven = cmd.Flags().Changed("endpoints")
+	var eps []string
+	for _, ep := range c.endpoints {
+		ep = strings.TrimSpace(ep)
+		switch {
+		case ep == "":
+			continue
+		case strings.HasPrefix(ep, "https://"):
+			return usageErrorf("--endpoints %s: raftkv does not serve TLS yet; use http:// or host:port", ep)
 		}
-		return prefixEnd([]byte(key))
+		eps = append(eps, strings.TrimPrefix(ep, "http://"))
 	}
-	switch command {
-	case "put":
-		if _, err := kvc.Put(ctx, &pb.PutRequest{Key: []byte(args[0]), Value: []byte(args[1])}, grpc.WaitForReady(true)); err != nil {
-			return err
-		}
-		fmt.Println("OK")
-	case "get":
-		resp, err := kvc.Range(ctx, &pb.RangeRequest{Key: keyOf(args[0]), RangeEnd: rangeEnd(args[0])}, grpc.WaitForReady(true))
-		if err != nil {
-			return err
-		}
-		for _, kv := range resp.Kvs {
-			fmt.Printf("%s\n%s\n", kv.Key, kv.Value)
-		}
-	case "del":
-		resp, err := kvc.DeleteRange(ctx, &pb.DeleteRangeRequest{Key: keyOf(args[0]), RangeEnd: rangeEnd(args[0])}, grpc.WaitForReady(true))
-		if err != nil {
-			return err
-		}
-		fmt.Println(resp.Deleted)
-	case "status":
-		resp, err := pb.NewMaintenanceClient(conn).Status(ctx, &pb.StatusRequest{})
-		if err != nil {
-			return err
-		}
-		fmt.Printf("%s, member %x, leader %x, term %d, raft index %d, applied %d, revision %d\n",
-			ep, resp.Header.MemberId, resp.Leader, resp.RaftTerm, resp.RaftIndex, resp.RaftAppliedIndex, resp.Header.Revision)
+	if len(eps) == 0 {
+		return usageErrorf("--endpoints is empty; give host:port of at least one member")
+	}
+	c.endpoints = eps
+	if c.dialTimeout <= 0 || c.commandTimeout <= 0 {
+		return usageErrorf("--dial-timeout %v and --command-timeout %v must be positive", c.dialTimeout, c.commandTimeout)
+	}
+	if c.maxRecvBytes < 1024 {
+		return usageErrorf("--max-recv-bytes %d is too small; use at least 1024", c.maxRecvBytes)
 	}
 	return nil
 }
 
-// prefixEnd is the range end that selects every key with the given prefix.
-func prefixEnd(prefix []byte) []byte {
-	end := append([]byte(nil), prefix...)
-	for i := len(end) - 1; i >= 0; i-- {
-		if end[i] < 0xff {
-			end[i]++
-			return end[:i+1]
-		}
-	}
-	return []byte{0}
+// endpointError is what went wrong at one endpoint.
+type endpointError struct {
+	endpoint string
+	err      error
 }
 
-// reorderFlags moves flags after positional arguments to the front, so that
-// "raftkv get foo --prefix" works as etcdctl users expect.
-func reorderFlags(args []string) []string {
-	var flags, positional []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if strings.HasPrefix(a, "-") {
-			flags = append(flags, a)
-			if !strings.Contains(a, "=") && a != "--prefix" && a != "-prefix" && i+1 < len(args) {
-				i++
-				flags = append(flags, args[i])
+// endpointErrors is the error of a command that no endpoint served: each endpoint's
+// own error, so that the cause is not hidden behind the last endpoint's timeout.
+type endpointErrors []endpointError
+
+func (e endpointErrors) Error() string {
+	if len(e) == 1 {
+		return fmt.Sprintf("%s: %v", e[0].endpoint, e[0].err)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "none of %d endpoints served the command:", len(e))
+	for _, x := range e {
+		fmt.Fprintf(&b, "\n  %s: %v", x.endpoint, x.err)
+	}
+	return b.String()
+}
+
+// dialError is a connection that never came up: the request was not sent, so any
+// command may go on to the next endpoint.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return e.err.Error() }
+
+// dial connects to ep, waiting at most --dial-timeout for the connection.
+func (c *clientFlags) dial(ctx context.Context, ep string) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(ep,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(c.maxRecvBytes)))
+	if err != nil {
+		return nil, &dialError{err}
+	}
+	dialCtx, cancel := context.WithTimeout(ctx, c.dialTimeout)
+	defer cancel()
+	conn.Connect()
+	for {
+		state := conn.GetState()
+		switch state {
+		case connectivity.Ready:
+			return conn, nil
+		case connectivity.TransientFailure:
+			// The state does not say why; a call that does not wait for the
+			// connection fails at once with the dialer's error.
+			_, err := pb.NewMaintenanceClient(conn).Status(dialCtx, &pb.StatusRequest{})
+			conn.Close()
+			if err == nil {
+				err = errors.New("the connection failed")
 			}
+			return nil, &dialError{fmt.Errorf("cannot connect: %s", dialReason(err))}
+		}
+		if !conn.WaitForStateChange(dialCtx, state) {
+			conn.Close()
+			return nil, &dialError{fmt.Errorf("no connection within --dial-timeout %v", c.dialTimeout)}
+		}
+	}
+}
+
+// dialReason cuts gRPC's wrapping off a dial error: "dial tcp 127.0.0.1:2379:
+// connect: connection refused".
+func dialReason(err error) string {
+	msg := status.Convert(err).Message()
+	if _, after, ok := strings.Cut(msg, "Error while dialing: "); ok {
+		msg = strings.TrimSuffix(after, `"`)
+	}
+	return msg
+}
+
+// rpcError says what a failed call means, with a hint where the CLI knows one.
+func (c *clientFlags) rpcError(err error) error {
+	var de *dialError
+	if errors.As(err, &de) {
+		return err
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	switch {
+	case st.Code() == codes.ResourceExhausted && strings.Contains(st.Message(), "received message larger than max"):
+		return fmt.Errorf("%s; one key's value is larger than the client accepts: raise --max-recv-bytes (now %d)", st.Message(), c.maxRecvBytes)
+	case st.Code() == codes.DeadlineExceeded:
+		return fmt.Errorf("no answer within --command-timeout %v (%s)", c.commandTimeout, st.Message())
+	case st.Code() == codes.Unavailable && strings.Contains(st.Message(), "Error while dialing"):
+		return fmt.Errorf("connection lost: %s", dialReason(err))
+	}
+	return fmt.Errorf("%s (%s)", st.Message(), st.Code())
+}
+
+// retryable reports whether a read that failed with err may go to the next endpoint.
+func retryable(err error) bool {
+	var de *dialError
+	if errors.As(err, &de) {
+		return true
+	}
+	code := status.Code(err)
+	return code == codes.Unavailable || code == codes.DeadlineExceeded
+}
+
+// first runs call against the endpoints in order until one serves it, within
+// --command-timeout in all. A call that failed after its request was sent goes to
+// the next endpoint only if isRead: a write might have been applied already.
+func (c *clientFlags) first(cmd *cobra.Command, isRead bool, call func(ctx context.Context, conn *grpc.ClientConn) error) error {
+	ctx, cancel := context.WithTimeout(cmd.Context(), c.commandTimeout)
+	defer cancel()
+	var errs endpointErrors
+	for _, ep := range c.endpoints {
+		if ctx.Err() != nil {
+			errs = append(errs, endpointError{ep, fmt.Errorf("not tried: --command-timeout %v had passed", c.commandTimeout)})
 			continue
 		}
-		positional = append(positional, a)
+		conn, err := c.dial(ctx, ep)
+		if err == nil {
+			err = call(ctx, conn)
+			conn.Close()
+			if err == nil {
+				return nil
+			}
+		}
+		errs = append(errs, endpointError{ep, c.rpcError(err)})
+		var de *dialError
+		if !errors.As(err, &de) && !(isRead && retryable(err)) {
+			return errs
+		}
 	}
-	return append(flags, positional...)
+	return errs
 }

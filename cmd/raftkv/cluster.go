@@ -1,143 +1,211 @@
 package main
 
 import (
-	"flag"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"net"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
-	"syscall"
-	"time"
+
+	"github.com/spf13/cobra"
 )
 
-// localMember is one member of "raftkv cluster".
+// clusterOptions are the flags of "raftkv cluster".
+type clusterOptions struct {
+	members   int
+	basePort  int
+	dir       string
+	noRestart bool
+	// memberArgs are the flags after "--", given to every member.
+	memberArgs []string
+}
+
+// maxLocalMembers bounds --members: etcd advises at most 7 voting members, and more
+// only slows every write.
+const maxLocalMembers = 7
+
+func (a *app) newClusterCommand() *cobra.Command {
+	var opts clusterOptions
+	cmd := &cobra.Command{
+		Use:   "cluster [flags] [-- member flags]",
+		Short: "start a local cluster of 3 members (--members N), restart any that dies, stop them all on Ctrl-C",
+		Long: "The members are child processes of this one, named infra1, infra2, ... with their data in\n" +
+			"--dir/<name>. Member k listens for clients on etcd's local-cluster ports: --base-port for\n" +
+			"the first, --base-port + 10000*k for the others (2379, 22379, 32379, 42379, 52379), and for\n" +
+			"peers on the client port + 1. A member that exits is restarted after 2s (longer if it keeps\n" +
+			"failing) unless --no-restart; the others keep serving. SIGINT, SIGTERM or SIGHUP stops every\n" +
+			"member; if this process dies some other way, the members stop too. Flags after \"--\" go to\n" +
+			"every member, e.g. raftkv cluster -- --snapshot-count 1000.",
+		Example: "  raftkv cluster\n  raftkv cluster --members 5\n  raftkv cluster --base-port 0 --dir /tmp/c   # free ports, listed in the banner",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if at := cmd.ArgsLenAtDash(); len(args) > 0 && at != 0 {
+				return usageErrorf("unexpected argument %q; member flags go after \"--\"", args[0])
+			}
+			opts.memberArgs = args
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.runCluster(opts)
+		},
+	}
+	fs := cmd.Flags()
+	fs.IntVar(&opts.members, "members", 3, fmt.Sprintf("Number of members, 1 to %d.", maxLocalMembers))
+	fs.IntVar(&opts.basePort, "base-port", 2379, "Client port of the first member; see above for the others. 0 picks free ports\n(the same again when --dir holds a cluster that ran on free ports).")
+	fs.StringVar(&opts.dir, "dir", "raftkv-cluster", "Directory for the members' data dirs, their pid files and the cluster's layout.")
+	fs.BoolVar(&opts.noRestart, "no-restart", false, "Leave a member that exits down instead of restarting it.")
+	return cmd
+}
+
+// localMember is one member of the local cluster as cluster.json records it.
 type localMember struct {
-	name                 string
-	clientPort, peerPort int
+	Name      string `json:"name"`
+	ClientURL string `json:"client-url"`
+	PeerURL   string `json:"peer-url"`
 }
 
-// localMembers are the three members, on etcd's conventional local-cluster ports.
-func localMembers(basePort int) []localMember {
-	return []localMember{
-		{"infra1", basePort, basePort + 1},
-		{"infra2", basePort + 20000, basePort + 20001},
-		{"infra3", basePort + 30000, basePort + 30001},
-	}
-}
+func (m localMember) endpoint() string { return strings.TrimPrefix(m.ClientURL, "http://") }
 
-func runCluster(args []string) int {
-	fs := flag.NewFlagSet("raftkv cluster", flag.ContinueOnError)
-	dir := fs.String("dir", "raftkv-cluster", "directory for the members' data dirs")
-	basePort := fs.Int("base-port", 2379, "client port of the first member; the others add 20000 and 30000, peers add 1")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: raftkv cluster [--dir D] [--base-port P]\n\nStarts three members as child processes and stops them on Ctrl-C.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return 0
+// localPorts returns the ports of n members on etcd's local-cluster layout: the
+// first member on basePort, member k on basePort + 10000*k, each peer port one above
+// its client port. etcd's Procfile uses 2379, 22379 and 32379; 42379 and 52379 go on
+// in the same way.
+func localPorts(n, basePort int) (client, peer []int, err error) {
+	for k := 1; k <= n; k++ {
+		c := basePort
+		if k > 1 {
+			c = basePort + 10000*k
 		}
-		return 2
+		if c < 1 || c+1 > 65535 {
+			return nil, nil, fmt.Errorf("--members %d with --base-port %d puts infra%d on port %d, outside 1-65535; use a lower --base-port, or 0 for free ports",
+				n, basePort, k, c)
+		}
+		client, peer = append(client, c), append(peer, c+1)
 	}
-	if *basePort < 1 || *basePort+30001 > 65535 {
-		fmt.Fprintf(os.Stderr, "raftkv cluster: --base-port %d leaves the third member's ports outside 1..65535; use 1..35534\n", *basePort)
-		return 2
+	return client, peer, nil
+}
+
+// freeLocalPorts returns 2n loopback ports that were free a moment ago.
+func freeLocalPorts(n int) (client, peer []int, err error) {
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+	for range 2 * n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, nil, fmt.Errorf("finding a free port: %v", err)
+		}
+		listeners = append(listeners, l)
+	}
+	for i := range n {
+		client = append(client, listeners[2*i].Addr().(*net.TCPAddr).Port)
+		peer = append(peer, listeners[2*i+1].Addr().(*net.TCPAddr).Port)
+	}
+	return client, peer, nil
+}
+
+const layoutFile = "cluster.json"
+
+// planCluster decides the members' names and URLs. A --dir that already holds a
+// cluster keeps its layout: its members' ids and cluster id derive from their peer
+// URLs, so other ports would make every data dir refuse to open. Asking for another
+// layout on such a dir is an error that says what the dir holds.
+func planCluster(opts clusterOptions) ([]localMember, error) {
+	if opts.members < 1 || opts.members > maxLocalMembers {
+		return nil, fmt.Errorf("--members %d: use 1 to %d", opts.members, maxLocalMembers)
+	}
+	path := filepath.Join(opts.dir, layoutFile)
+	var saved []localMember
+	switch data, err := os.ReadFile(path); {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, err
+	default:
+		if err := json.Unmarshal(data, &saved); err != nil || len(saved) == 0 {
+			return nil, fmt.Errorf("%s is not a cluster layout (%v); remove it, or use another --dir", path, err)
+		}
+	}
+	if saved != nil && opts.basePort == 0 && len(saved) == opts.members {
+		return saved, nil
+	}
+	var client, peer []int
+	var err error
+	if opts.basePort == 0 {
+		client, peer, err = freeLocalPorts(opts.members)
+	} else {
+		client, peer, err = localPorts(opts.members, opts.basePort)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var plan []localMember
+	for i := range opts.members {
+		plan = append(plan, localMember{
+			Name:      fmt.Sprintf("infra%d", i+1),
+			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", client[i]),
+			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", peer[i]),
+		})
+	}
+	if saved != nil && !slices.Equal(saved, plan) {
+		var was []string
+		for _, m := range saved {
+			was = append(was, m.Name+" "+m.ClientURL)
+		}
+		return nil, fmt.Errorf("%s holds a cluster of %d members (%s), not the %d members on --base-port %d asked for; "+
+			"run with the --members and --base-port it was started with (--base-port 0 reuses its ports), "+
+			"or use another --dir, or remove %s to start afresh",
+			opts.dir, len(saved), strings.Join(was, ", "), opts.members, opts.basePort, opts.dir)
+	}
+	if err := os.MkdirAll(opts.dir, 0o755); err != nil {
+		return nil, err
+	}
+	data, err := json.MarshalIndent(plan, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
+		return nil, err
+	}
+	return plan, nil
+}
+
+func (a *app) runCluster(opts clusterOptions) error {
+	plan, err := planCluster(opts)
+	if err != nil {
+		return &usageError{err}
 	}
 	self, err := os.Executable()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "raftkv cluster: cannot find own executable: %v\n", err)
-		return 1
+		return fmt.Errorf("cannot find raftkv's own executable to start the members: %v", err)
 	}
-	members := localMembers(*basePort)
 	var initial []string
-	for _, m := range members {
-		initial = append(initial, fmt.Sprintf("%s=http://127.0.0.1:%d", m.name, m.peerPort))
+	for _, m := range plan {
+		initial = append(initial, m.Name+"="+m.PeerURL)
 	}
-	var children []*exec.Cmd
-	exited := make(chan string, len(members))
-	for _, m := range members {
-		cmd := exec.Command(self,
-			"--name", m.name,
-			"--data-dir", filepath.Join(*dir, m.name),
-			"--listen-client-urls", fmt.Sprintf("http://127.0.0.1:%d", m.clientPort),
-			"--advertise-client-urls", fmt.Sprintf("http://127.0.0.1:%d", m.clientPort),
-			"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", m.peerPort),
-			"--initial-advertise-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", m.peerPort),
-			"--initial-cluster", strings.Join(initial, ","),
-			"--initial-cluster-token", "raftkv-local-cluster",
-		)
-		cmd.Stdout = os.Stdout
-		cmd.Stderr = &prefixWriter{prefix: m.name + " | ", w: os.Stderr}
-		if err := cmd.Start(); err != nil {
-			fmt.Fprintf(os.Stderr, "raftkv cluster: starting %s: %v\n", m.name, err)
-			stopChildren(children)
-			return 1
-		}
-		children = append(children, cmd)
-		go func(name string, cmd *exec.Cmd) {
-			_ = cmd.Wait()
-			exited <- name
-		}(m.name, cmd)
+	s := newSupervisor(a, opts)
+	for _, m := range plan {
+		s.members = append(s.members, &supervisedMember{
+			localMember: m,
+			dataDir:     filepath.Join(opts.dir, m.Name),
+			pidFile:     filepath.Join(opts.dir, m.Name+".pid"),
+			args: append([]string{self,
+				"--name", m.Name,
+				"--data-dir", filepath.Join(opts.dir, m.Name),
+				"--listen-client-urls", m.ClientURL,
+				"--advertise-client-urls", m.ClientURL,
+				"--listen-peer-urls", m.PeerURL,
+				"--initial-advertise-peer-urls", m.PeerURL,
+				"--initial-cluster", strings.Join(initial, ","),
+				"--initial-cluster-token", "raftkv-local-cluster",
+			}, opts.memberArgs...),
+			restartDelay: firstRestartDelay,
+		})
 	}
-	var endpoints []string
-	for _, m := range members {
-		endpoints = append(endpoints, fmt.Sprintf("127.0.0.1:%d", m.clientPort))
-	}
-	fmt.Printf("raftkv: 3-member cluster starting, data under %s/\n", *dir)
-	fmt.Printf("  endpoints: %s\n", strings.Join(endpoints, ","))
-	fmt.Printf("  try:       etcdctl --endpoints=%s put foo bar\n", endpoints[0])
-	fmt.Printf("             raftkv put foo bar && raftkv get foo\n")
-	fmt.Printf("  Ctrl-C stops all three.\n")
-
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	select {
-	case <-sigs:
-		fmt.Println("raftkv: stopping the cluster")
-		stopChildren(children)
-		return 0
-	case name := <-exited:
-		fmt.Fprintf(os.Stderr, "raftkv cluster: member %s exited; stopping the others\n", name)
-		stopChildren(children)
-		return 1
-	}
-}
-
-// stopChildren sends SIGTERM to every child and waits up to 10s before killing.
-func stopChildren(children []*exec.Cmd) {
-	for _, c := range children {
-		_ = c.Process.Signal(syscall.SIGTERM)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for _, c := range children {
-		for c.ProcessState == nil && time.Now().Before(deadline) {
-			if err := c.Process.Signal(syscall.Signal(0)); err != nil {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		_ = c.Process.Kill()
-	}
-}
-
-// prefixWriter prefixes each line a member logs with its name.
-type prefixWriter struct {
-	prefix  string
-	w       *os.File
-	partial []byte
-}
-
-func (p *prefixWriter) Write(b []byte) (int, error) {
-	p.partial = append(p.partial, b...)
-	for {
-		i := strings.IndexByte(string(p.partial), '\n')
-		if i < 0 {
-			return len(b), nil
-		}
-		fmt.Fprintf(p.w, "%s%s\n", p.prefix, p.partial[:i])
-		p.partial = p.partial[i+1:]
-	}
+	return s.run()
 }

@@ -1,48 +1,147 @@
-// Command raftkv runs a member of a raftkv cluster, a local three-member cluster, or
-// client commands against one.
+// Command raftkv runs a member of a raftkv cluster, supervises a local cluster of
+// members, or sends client commands to one.
 //
-//	raftkv [flags]                 serve one member (etcd-compatible flags)
-//	raftkv cluster                 a local 3-member cluster, stopped by Ctrl-C
-//	raftkv put|get|del|status ...  client commands
+//	raftkv [flags]                  serve one member: etcd's flags, RAFTKV_* or ETCD_*
+//	                                environment variables, or etcd's --config-file
+//	raftkv cluster [--members N]    a local cluster on etcd's ports; a member that dies
+//	                                is restarted, and none outlives the supervisor
+//	raftkv put|get|del|status ...   client commands; their flags (--endpoints, -w)
+//	                                go before or after the command
+//
+// The command line is built with cobra, as etcdctl's is. Every command is one
+// constructor in its own file and one line in (*app).commands: a new client command
+// is a func (a *app) newXCommand(c *clientFlags) *cobra.Command that calls
+// c.register(cmd) for the client flags and c.each or c.first to reach the endpoints.
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"raftkv/version"
 )
 
-const usage = `raftkv: a replicated, linearizable key/value store that speaks the etcd v3 API.
-
-Usage:
-  raftkv [flags]                      serve one member (see "raftkv --help" for flags)
-  raftkv cluster [--dir D] [--base-port P]
-                                      start a local 3-member cluster; Ctrl-C stops it
-  raftkv put KEY VALUE                write a key
-  raftkv get KEY [--prefix]           read a key, or every key with the prefix
-  raftkv del KEY [--prefix]           delete a key, or every key with the prefix
-  raftkv status                       show each endpoint's member id, leader, term, index
-
-Client commands take --endpoints (default 127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379)
-and --timeout (default 5s).
-`
-
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
 }
 
-func run(args []string) int {
-	if len(args) > 0 {
-		switch args[0] {
-		case "cluster":
-			return runCluster(args[1:])
-		case "put", "get", "del", "status":
-			return runClient(args[0], args[1:])
-		case "help":
-			fmt.Print(usage)
-			return 0
-		case "serve":
-			return runServe(args[1:])
+// Exit codes, as etcdctl's: a command that failed, and a command line that cannot work.
+const (
+	exitError   = 1
+	exitBadArgs = 2
+)
+
+// usageError is a command line that cannot be right (an unknown flag, a missing
+// argument): run prints it with a hint to the command's --help and exits 2.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usageErrorf(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+// app is what every command writes to and reads its environment from, so that tests
+// run the whole command line in process.
+type app struct {
+	stdout, stderr io.Writer
+	environ        []string
+}
+
+// run executes the command line args and returns the process exit code. An error is
+// printed once, here, as etcdctl prints it ("Error: ..."); a usage error adds one
+// line that says where the help is, never the whole usage.
+func run(args, environ []string, stdout, stderr io.Writer) int {
+	a := &app{stdout: stdout, stderr: stderr, environ: environ}
+	root := a.newRootCommand()
+	root.SetArgs(args)
+	cmd, err := root.ExecuteC()
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "Error: %v\n", err)
+	if ue := (*usageError)(nil); errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+		return exitBadArgs
+	}
+	return exitError
+}
+
+func (a *app) newRootCommand() *cobra.Command {
+	serve := &serveFlags{}
+	root := &cobra.Command{
+		Use:   "raftkv",
+		Short: "a replicated, linearizable key/value store that speaks the etcd v3 API",
+		Long: "Start a member with etcd's flags. Every flag can also be set by an environment variable\n" +
+			"(RAFTKV_NAME or etcd's ETCD_NAME for --name) or in an etcd YAML --config-file;\n" +
+			"a flag wins over the environment, the environment over the file.",
+		Args: rootArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.serve(cmd, serve)
+		},
+		SilenceErrors:     true,
+		SilenceUsage:      true,
+		Version:           version.Version,
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+	}
+	root.SuggestionsMinimumDistance = 2
+	cobra.EnableCommandSorting = false // the order of commands()
+	root.SetVersionTemplate(strings.ReplaceAll(version.String(), "{{", "{{`{{`}}"))
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	root.SetHelpFunc(a.help)
+	serve.register(root.Flags())
+	root.Flags().BoolP("version", "", false, "Print the version and exit.")
+	setGroup(root.Flags(), groupOther, "version")
+	root.AddCommand(a.commands(&clientFlags{})...)
+	return root
+}
+
+// commands are raftkv's subcommands; the help lists them in this order. The client
+// commands share one clientFlags (only one command runs).
+func (a *app) commands(c *clientFlags) []*cobra.Command {
+	return []*cobra.Command{
+		a.newClusterCommand(),
+		a.newPutCommand(c),
+		a.newGetCommand(c),
+		a.newDelCommand(c),
+		a.newStatusCommand(c),
+	}
+}
+
+// rootArgs refuses words after "raftkv" that are not a command: the member takes
+// flags only, so a word there is a mistyped command or a flag without its dashes.
+func rootArgs(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	var names []string
+	for _, c := range cmd.Commands() {
+		if c.IsAvailableCommand() {
+			names = append(names, c.Name())
 		}
 	}
-	return runServe(args)
+	hint := ""
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		hint = fmt.Sprintf("; did you mean %q?", s[0])
+	}
+	return usageErrorf("unknown command %q%s (commands: %s; flags start with --)", args[0], hint, strings.Join(names, ", "))
+}
+
+// exactArgs is cobra.ExactArgs as a usage error that names the arguments.
+func exactArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != len(names) {
+			return usageErrorf("%s takes %d argument(s) (%s), got %d: %q",
+				cmd.CommandPath(), len(names), strings.Join(names, " "), len(args), args)
+		}
+		return nil
+	}
 }

@@ -1,18 +1,49 @@
 package main
 
 import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/spf13/pflag"
+
+	"raftkv/server"
+	"raftkv/version"
 )
 
-func TestServeFlagsDefaults(t *testing.T) {
-	f, _, err := parseServeFlags(nil)
+// runCLI runs the command line in process with the given environment.
+func runCLI(t *testing.T, environ []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(args, environ, &out, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+// parseServe parses the member's flags, applies the environment and the config file,
+// and returns the resulting config and warnings.
+func parseServe(args, environ []string) (server.Config, []string, error) {
+	f := &serveFlags{}
+	fs := pflag.NewFlagSet("raftkv", pflag.ContinueOnError)
+	fs.SetOutput(&bytes.Buffer{})
+	f.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return server.Config{}, nil, err
+	}
+	warnings, err := applySources(fs, environ)
 	if err != nil {
-		t.Fatal(err)
+		return server.Config{}, warnings, err
 	}
 	cfg, err := f.config()
-	if err != nil {
-		t.Fatal(err)
+	return cfg, warnings, err
+}
+
+func TestServeFlagsDefaults(t *testing.T) {
+	cfg, warnings, err := parseServe(nil, nil)
+	if err != nil || len(warnings) > 0 {
+		t.Fatalf("defaults: %v, warnings %q", err, warnings)
 	}
 	if cfg.Name != "default" || cfg.DataDir != "default.raftkv" ||
 		cfg.ListenClientURLs[0] != "http://127.0.0.1:2379" || cfg.ListenPeerURLs[0] != "http://127.0.0.1:2380" {
@@ -21,34 +52,220 @@ func TestServeFlagsDefaults(t *testing.T) {
 	if got := cfg.InitialCluster["default"]; len(got) != 1 || got[0] != "http://127.0.0.1:2380" {
 		t.Fatalf("default --initial-cluster: %v", cfg.InitialCluster)
 	}
+	if cfg.AutoCompactionMode != "periodic" || cfg.AutoCompactionRetention != "0" || cfg.WALDir != "" || cfg.ForceNewCluster || cfg.MaxResponseBytes != 0 {
+		t.Fatalf("defaults of the operator flags: %+v", cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("default config does not validate: %v", err)
+	}
+}
+
+// TestServeOperatorFlags checks that etcd's operator flags reach server.Config.
+func TestServeOperatorFlags(t *testing.T) {
+	cfg, _, err := parseServe([]string{
+		"--wal-dir", "/wal", "--force-new-cluster", "--auto-compaction-mode", "revision",
+		"--auto-compaction-retention", "1000", "--max-response-bytes", "1048576", "--log-level", "debug",
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.WALDir != "/wal" || !cfg.ForceNewCluster || cfg.AutoCompactionMode != "revision" ||
+		cfg.AutoCompactionRetention != "1000" || cfg.MaxResponseBytes != 1048576 {
+		t.Fatalf("operator flags did not reach the config: %+v", cfg)
+	}
+	if !cfg.Logger.Enabled(t.Context(), -4) {
+		t.Fatal("--log-level debug: the logger does not log at debug")
+	}
+	for _, retention := range []string{"0", "5", "1h", "30m"} {
+		if _, _, err := parseServe([]string{"--auto-compaction-retention", retention}, nil); err != nil {
+			t.Errorf("--auto-compaction-retention %s (periodic): %v", retention, err)
+		}
 	}
 }
 
 func TestServeFlagsRefuseBadInput(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
+		env  []string
 		want string
 	}{
-		{[]string{"--initial-cluster", "a"}, "not name=URL"},
-		{[]string{"--name", "a", "--initial-cluster", "a=http://127.0.0.1:1", "--initial-advertise-peer-urls", "http://127.0.0.1:2"}, "make them agree"},
-		{[]string{"--heartbeat-interval", "0"}, "must be positive"},
-		{[]string{"--log-level", "loud"}, "--log-level"},
+		{args: []string{"--initial-cluster", "a"}, want: "not name=URL"},
+		{args: []string{"--name", "a", "--initial-cluster", "a=http://127.0.0.1:1", "--initial-advertise-peer-urls", "http://127.0.0.1:2"}, want: "make them agree"},
+		{args: []string{"--heartbeat-interval", "0"}, want: "must be positive"},
+		{args: []string{"--log-level", "loud"}, want: "--log-level"},
+		{args: []string{"--log-format", "xml"}, want: "--log-format"},
+		{args: []string{"--listen-client-urls", "http://127.0.0.1:99999"}, want: "port 99999 in \"http://127.0.0.1:99999\" is not a TCP port; use 1-65535"},
+		{args: []string{"--initial-cluster", "default=http://127.0.0.1:70000"}, want: "port 70000"},
+		{args: []string{"--auto-compaction-mode", "weekly"}, want: "use 'periodic' or 'revision'"},
+		{args: []string{"--auto-compaction-retention", "1 hour"}, want: "is not a duration"},
+		{args: []string{"--auto-compaction-mode", "revision", "--auto-compaction-retention", "1h"}, want: "not a number of revisions"},
+		{args: []string{"--max-response-bytes", "-1"}, want: "is negative"},
+		{args: []string{"--cert-file", "server.crt"}, want: "--cert-file \"server.crt\" (from the command line) cannot be served: raftkv does not serve TLS"},
+		{args: []string{"--pre-vote=false"}, want: "always runs Pre-Vote"},
+		{args: []string{"--unsafe-no-fsync"}, want: "always fsyncs"},
+		{env: []string{"ETCD_DISCOVERY_SRV=example.com"}, want: "(from ETCD_DISCOVERY_SRV) cannot be served"},
+		{env: []string{"RAFTKV_NAME=a", "ETCD_NAME=b"}, want: `RAFTKV_NAME="a" and ETCD_NAME="b" disagree`},
+		{env: []string{"ETCD_HEARTBEAT_INTERVAL=fast"}, want: `ETCD_HEARTBEAT_INTERVAL="fast" is not a valid --heartbeat-interval (int)`},
 	} {
-		f, _, err := parseServeFlags(tc.args)
-		if err == nil {
-			_, err = f.config()
-		}
+		_, _, err := parseServe(tc.args, tc.env)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%v: got %v, want an error containing %q", tc.args, err, tc.want)
+			t.Errorf("%v %v: got %v, want an error containing %q", tc.args, tc.env, err, tc.want)
 		}
 	}
-	if code := run([]string{"--no-such-flag"}); code != 2 {
-		t.Errorf("unknown flag exits %d, want 2", code)
+}
+
+// TestServeSourcesPrecedence checks flag > environment > config file > default, and
+// that each override is reported (etcd would have ignored the flag or refused).
+func TestServeSourcesPrecedence(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "etcd.yaml")
+	writeFile(t, file, `
+name: from-file
+data-dir: /data/from-file
+snapshot-count: 500
+heartbeat-interval: 50
+election-timeout: 500
+initial-cluster-state: new
+force-new-cluster: true
+log-outputs: [stderr]
+auto-compaction-mode: revision
+auto-compaction-retention: "100"
+enable-v2: false
+quota-backend-bytes: 8589934592
+client-transport-security:
+  cert-file:
+  client-cert-auth: false
+`)
+	get := func(cfg server.Config) string {
+		return cfg.Name + " " + cfg.DataDir
 	}
-	if code := run([]string{"--election-timeout", "100", "--heartbeat-interval", "100", "--data-dir", t.TempDir()}); code != 2 && code != 1 {
-		t.Errorf("election timeout equal to the heartbeat exits %d, want non-zero", code)
+	for _, tc := range []struct {
+		what         string
+		args, env    []string
+		want         string
+		wantWarnings []string
+	}{
+		{what: "default", want: "default default.raftkv"},
+		{what: "file", args: []string{"--config-file", file}, want: "from-file /data/from-file",
+			wantWarnings: []string{`unknown key "enable-v2" ignored`, `--quota-backend-bytes "8589934592" (from --config-file`}},
+		{what: "file named by ETCD_CONFIG_FILE", env: []string{"ETCD_CONFIG_FILE=" + file}, want: "from-file /data/from-file"},
+		{what: "env over file", args: []string{"--config-file", file}, env: []string{"ETCD_NAME=from-env"}, want: "from-env /data/from-file",
+			wantWarnings: []string{`--name "from-env" from ETCD_NAME overrides name: "from-file" in --config-file`}},
+		{what: "RAFTKV_ and ETCD_ agreeing", env: []string{"RAFTKV_NAME=same", "ETCD_NAME=same"}, want: "same same.raftkv"},
+		{what: "flag over env over file", args: []string{"--config-file", file, "--name", "from-flag"},
+			env: []string{"RAFTKV_NAME=from-env", "RAFTKV_DATA_DIR=/data/from-env"}, want: "from-flag /data/from-env",
+			wantWarnings: []string{`--name "from-flag" from the command line overrides RAFTKV_NAME="from-env"`,
+				`--data-dir "/data/from-env" from RAFTKV_DATA_DIR overrides data-dir: "/data/from-file"`}},
+		{what: "unknown variable", env: []string{"ETCD_NO_SUCH_FLAG=1"}, want: "default default.raftkv",
+			wantWarnings: []string{"unrecognized environment variable ETCD_NO_SUCH_FLAG"}},
+		{what: "ignored etcd flag", args: []string{"--enable-pprof", "--pre-vote"}, want: "default default.raftkv",
+			wantWarnings: []string{`--enable-pprof "true" (from the command line) is accepted for etcd compatibility and ignored`,
+				`--pre-vote "true" (from the command line) is accepted`}},
+	} {
+		cfg, warnings, err := parseServe(tc.args, tc.env)
+		if err != nil {
+			t.Errorf("%s: %v", tc.what, err)
+			continue
+		}
+		if got := get(cfg); got != tc.want {
+			t.Errorf("%s: name and data dir %q, want %q", tc.what, got, tc.want)
+		}
+		for _, w := range tc.wantWarnings {
+			if !strings.Contains(strings.Join(warnings, "\n"), w) {
+				t.Errorf("%s: no warning containing %q in %q", tc.what, w, warnings)
+			}
+		}
+	}
+	cfg, _, err := parseServe([]string{"--config-file", file}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.SnapshotCount != 500 || cfg.HeartbeatInterval.Milliseconds() != 50 || cfg.ElectionTimeout.Milliseconds() != 500 ||
+		!cfg.ForceNewCluster || cfg.AutoCompactionMode != "revision" || cfg.AutoCompactionRetention != "100" {
+		t.Fatalf("config file values did not all reach the config: %+v", cfg)
+	}
+
+	tls := filepath.Join(t.TempDir(), "tls.yaml")
+	writeFile(t, tls, "client-transport-security:\n  cert-file: /etc/etcd/server.crt\n")
+	if _, _, err := parseServe([]string{"--config-file", tls}, nil); err == nil || !strings.Contains(err.Error(), "sets cert-file, but raftkv does not serve TLS") {
+		t.Fatalf("TLS in the config file: %v, want a refusal", err)
+	}
+	if _, _, err := parseServe([]string{"--config-file", filepath.Join(t.TempDir(), "missing.yaml")}, nil); err == nil || !strings.Contains(err.Error(), "--config-file") {
+		t.Fatalf("missing config file: %v", err)
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBadPortIsReportedBeforeTheDataDir: a port out of range is a usage error that
+// names it, and the member does not create its data dir first.
+func TestBadPortIsReportedBeforeTheDataDir(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "member")
+	_, stderr, code := runCLI(t, nil, "--data-dir", dataDir, "--listen-client-urls", "http://127.0.0.1:99999")
+	if code != exitBadArgs {
+		t.Errorf("exit code %d, want %d", code, exitBadArgs)
+	}
+	want := "Error: --listen-client-urls: port 99999 in \"http://127.0.0.1:99999\" is not a TCP port; use 1-65535\nRun 'raftkv --help' for usage.\n"
+	if stderr != want {
+		t.Errorf("stderr:\n%s\nwant:\n%s", stderr, want)
+	}
+	if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
+		t.Errorf("the data dir exists after a refused port (stat: %v)", err)
+	}
+}
+
+// TestUnknownFlagIsOneLineAndAHint: no usage dump, the exit code of a bad command line.
+func TestUnknownFlagIsOneLineAndAHint(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--no-such-flag"}, "Error: unknown flag: --no-such-flag\nRun 'raftkv --help' for usage.\n"},
+		{[]string{"get", "foo", "--no-such-flag"}, "Error: unknown flag: --no-such-flag\nRun 'raftkv get --help' for usage.\n"},
+		{[]string{"cluster", "--no-such-flag"}, "Error: unknown flag: --no-such-flag\nRun 'raftkv cluster --help' for usage.\n"},
+		{[]string{"gte", "foo"}, "Error: unknown command \"gte\"; did you mean \"get\"? (commands: cluster, put, get, del, status; flags start with --)\nRun 'raftkv --help' for usage.\n"},
+		{[]string{"put", "foo"}, "Error: raftkv put takes 2 argument(s) (KEY VALUE), got 1: [\"foo\"]\nRun 'raftkv put --help' for usage.\n"},
+	} {
+		stdout, stderr, code := runCLI(t, nil, tc.args...)
+		if code != exitBadArgs || stderr != tc.want || stdout != "" {
+			t.Errorf("%q: exit %d, stdout %q, stderr\n%q\nwant exit %d and stderr\n%q", tc.args, code, stdout, stderr, exitBadArgs, tc.want)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	stdout, stderr, code := runCLI(t, nil, "--version")
+	if code != 0 || stdout != version.String() || stderr != "" {
+		t.Fatalf("--version: exit %d, stdout %q, stderr %q; want %q", code, stdout, stderr, version.String())
+	}
+}
+
+// TestHelpIsInEtcdStyle: each flag as --name 'default' with its meaning below, as
+// etcd --help prints it, and the unserved etcd flags hidden.
+func TestHelpIsInEtcdStyle(t *testing.T) {
+	stdout, _, code := runCLI(t, nil, "--help")
+	for _, want := range []string{
+		"\n  --name 'default'\n    Human-readable name for this member",
+		"\n  --data-dir '${name}.raftkv'\n",
+		"\n  --force-new-cluster\n    Start this member",
+		"\n  raftkv cluster [flags] [-- member flags]\n",
+		"\n  raftkv --version\n",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("raftkv --help has no %q", want)
+		}
+	}
+	if code != 0 || strings.Contains(stdout, "--cert-file") || strings.Contains(stdout, "--name string") {
+		t.Errorf("raftkv --help: exit %d, or it shows a hidden flag or cobra's layout:\n%s", code, stdout)
+	}
+	stdout, _, _ = runCLI(t, nil, "get", "--help")
+	if !strings.Contains(stdout, "\n  --endpoints '127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379'\n") ||
+		!strings.Contains(stdout, "\n  -w, --write-out 'simple'\n") || !strings.Contains(stdout, "\n  --prefix\n") {
+		t.Errorf("raftkv get --help:\n%s", stdout)
 	}
 }
 
@@ -60,9 +277,44 @@ func TestPrefixEnd(t *testing.T) {
 	}
 }
 
-func TestReorderFlags(t *testing.T) {
-	got := strings.Join(reorderFlags([]string{"foo", "--prefix", "--endpoints", "x:1"}), " ")
-	if got != "--prefix --endpoints x:1 foo" {
-		t.Fatalf("reorderFlags = %q", got)
+// TestReadmeEtcdFlagTable: README.md's table of etcd's flags says of each flag what
+// the code does (served, ignored, refused), and lists each flag the code knows once.
+func TestReadmeEtcdFlagTable(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `--([a-z0-9-]+)` \\| (served|ignored|refused)[^|]*\\|").FindAllStringSubmatch(string(readme), -1) {
+		if _, dup := rows[m[1]]; dup {
+			t.Errorf("README.md lists --%s twice", m[1])
+		}
+		rows[m[1]] = m[2]
+	}
+	want := map[string]string{}
+	f := &serveFlags{}
+	fs := pflag.NewFlagSet("raftkv", pflag.ContinueOnError)
+	f.register(fs)
+	for _, name := range servedEtcdFlags {
+		want[name] = "served"
+		if flag := fs.Lookup(name); name != "version" && (flag == nil || flag.Hidden) {
+			t.Errorf("--%s is listed as served but the member has no visible flag of that name", name)
+		}
+	}
+	for _, e := range etcdFlags {
+		want[e.name] = "ignored"
+		if e.refused {
+			want[e.name] = "refused"
+		}
+	}
+	for name, disposition := range want {
+		if rows[name] != disposition {
+			t.Errorf("README.md says --%s is %q; the code: %s", name, rows[name], disposition)
+		}
+	}
+	for name := range rows {
+		if want[name] == "" {
+			t.Errorf("README.md lists --%s, which the code does not know as an etcd flag", name)
+		}
 	}
 }

@@ -2,63 +2,91 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"raftkv/server"
+	"raftkv/version"
 )
 
-// serveFlags are etcd's flags for the common case, with etcd's defaults where etcd has
-// them (except the data dir, ./<name>.raftkv).
+// serveFlags are the member's flags: etcd's names and defaults (except the data dir,
+// ./<name>.raftkv, and the cluster token), each also settable from the environment
+// or a config file (see sources.go).
 type serveFlags struct {
-	name, dataDir                       string
+	name, dataDir, walDir               string
 	listenClient, advertiseClient       string
 	listenPeer, initialAdvertisePeer    string
 	initialCluster, initialClusterState string
 	initialClusterToken                 string
 	heartbeatMs, electionMs             int
 	maxRequestBytes, maxTxnOps          int
+	maxResponseBytes                    int
 	snapshotCount                       uint64
-	logLevel                            string
+	autoCompactionMode                  string
+	autoCompactionRetention             string
+	forceNewCluster                     bool
+	logLevel, logFormat, logOutputs     string
+	configFile                          string
+	// supervisorFD is the read end of a pipe from "raftkv cluster": the member stops
+	// when it reads EOF, that is when the supervisor has died (see watchSupervisor).
+	supervisorFD int
 }
 
-func parseServeFlags(args []string) (*serveFlags, *flag.FlagSet, error) {
-	f := &serveFlags{}
-	fs := flag.NewFlagSet("raftkv", flag.ContinueOnError)
-	fs.StringVar(&f.name, "name", server.DefaultName, "human-readable name of this member; must appear in --initial-cluster")
-	fs.StringVar(&f.dataDir, "data-dir", "", "directory for the member's WAL and snapshots (default ./<name>.raftkv)")
-	fs.StringVar(&f.listenClient, "listen-client-urls", "http://127.0.0.1:2379", "comma-separated URLs to serve clients (the etcd v3 gRPC API) on")
-	fs.StringVar(&f.advertiseClient, "advertise-client-urls", "", "comma-separated client URLs published to the cluster (default: --listen-client-urls)")
-	fs.StringVar(&f.listenPeer, "listen-peer-urls", "http://127.0.0.1:2380", "comma-separated URLs to listen on for peer traffic")
-	fs.StringVar(&f.initialAdvertisePeer, "initial-advertise-peer-urls", "", "this member's peer URLs as the others reach them (default: --listen-peer-urls)")
-	fs.StringVar(&f.initialCluster, "initial-cluster", "", "every member as name=peerURL, comma-separated (default: <name>=<initial-advertise-peer-urls>)")
-	fs.StringVar(&f.initialClusterState, "initial-cluster-state", "new", `"new" to bootstrap a cluster, "existing" to restart a member of one`)
-	fs.StringVar(&f.initialClusterToken, "initial-cluster-token", server.DefaultInitialClusterToken, "token that makes this cluster's id unique")
-	fs.IntVar(&f.heartbeatMs, "heartbeat-interval", int(server.DefaultHeartbeatInterval/time.Millisecond), "leader heartbeat period in milliseconds")
-	fs.IntVar(&f.electionMs, "election-timeout", int(server.DefaultElectionTimeout/time.Millisecond), "election timeout in milliseconds (drawn at random from [t, 2t) on every reset)")
-	fs.IntVar(&f.maxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes, "largest client request in bytes")
-	fs.IntVar(&f.maxTxnOps, "max-txn-ops", server.DefaultMaxTxnOps, "most operations in one transaction")
-	fs.Uint64Var(&f.snapshotCount, "snapshot-count", server.DefaultSnapshotCount, "least applied entries between snapshots; a snapshot also waits until the log since the last one is as large as it")
-	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage+"\nServe flags:\n")
-		fs.PrintDefaults()
+func (f *serveFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.name, "name", server.DefaultName, "Human-readable name for this member; must appear in --initial-cluster.")
+	fs.StringVar(&f.dataDir, "data-dir", "", "Path to the data directory.")
+	setHelpDefault(fs, "data-dir", "${name}.raftkv")
+	fs.StringVar(&f.walDir, "wal-dir", "", "Path to a dedicated WAL directory (e.g. on a disk of its own); empty keeps the WAL in the data directory.")
+	fs.Uint64Var(&f.snapshotCount, "snapshot-count", server.DefaultSnapshotCount, "Least number of applied entries between snapshots (a snapshot also waits until the log since the last one is as large as it).")
+	fs.IntVar(&f.heartbeatMs, "heartbeat-interval", int(server.DefaultHeartbeatInterval/time.Millisecond), "Time (in milliseconds) of a heartbeat interval.")
+	fs.IntVar(&f.electionMs, "election-timeout", int(server.DefaultElectionTimeout/time.Millisecond), "Time (in milliseconds) for an election to timeout; each timeout is drawn from [t, 2t).")
+	fs.StringVar(&f.listenPeer, "listen-peer-urls", "http://127.0.0.1:2380", "List of URLs to listen on for peer traffic.")
+	fs.StringVar(&f.listenClient, "listen-client-urls", "http://127.0.0.1:2379", "List of URLs to listen on for client gRPC traffic (the etcd v3 API).")
+	fs.IntVar(&f.maxTxnOps, "max-txn-ops", server.DefaultMaxTxnOps, "Maximum number of operations permitted in a transaction.")
+	fs.IntVar(&f.maxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes, "Maximum client request size in bytes the server will accept.")
+	fs.IntVar(&f.maxResponseBytes, "max-response-bytes", 0, "Most bytes of keys and values one Range response may carry; a larger range answers part\nof the keys with more=true (page on with the last key). 0: raftkv's default.")
+	setGroup(fs, groupMember, "name", "data-dir", "wal-dir", "snapshot-count", "heartbeat-interval", "election-timeout",
+		"listen-peer-urls", "listen-client-urls", "max-txn-ops", "max-request-bytes", "max-response-bytes")
+
+	fs.StringVar(&f.initialAdvertisePeer, "initial-advertise-peer-urls", "", "List of this member's peer URLs to advertise to the rest of the cluster (default: --listen-peer-urls).")
+	fs.StringVar(&f.initialCluster, "initial-cluster", "", "Initial cluster configuration for bootstrapping: name=peerURL,... (default: ${name}=${initial-advertise-peer-urls}).")
+	fs.StringVar(&f.initialClusterState, "initial-cluster-state", "new", "'new' when bootstrapping a new cluster, 'existing' to restart a member of a running one.")
+	fs.StringVar(&f.initialClusterToken, "initial-cluster-token", server.DefaultInitialClusterToken, "Initial cluster token; makes the ids of two clusters with the same members differ.")
+	fs.StringVar(&f.advertiseClient, "advertise-client-urls", "", "List of this member's client URLs to advertise to the cluster (default: --listen-client-urls).")
+	setGroup(fs, groupClustering, "initial-advertise-peer-urls", "initial-cluster", "initial-cluster-state", "initial-cluster-token", "advertise-client-urls")
+
+	fs.StringVar(&f.autoCompactionMode, "auto-compaction-mode", "periodic", "How to read --auto-compaction-retention: 'periodic' (a duration, hours if no unit, e.g. '5m')\nor 'revision' (a number of revisions).")
+	fs.StringVar(&f.autoCompactionRetention, "auto-compaction-retention", "0", "Auto compaction retention; 0 disables auto compaction.")
+	fs.BoolVar(&f.forceNewCluster, "force-new-cluster", false, "Start this member, with its data, as the only member of a new cluster: recovery after a lost quorum.")
+	setGroup(fs, groupOperations, "auto-compaction-mode", "auto-compaction-retention", "force-new-cluster")
+
+	fs.StringVar(&f.logLevel, "log-level", "info", "Log level: debug, info, warn or error (etcd's panic and fatal mean error).")
+	fs.StringVar(&f.logFormat, "log-format", "console", "Log format: console (key=value text) or json.")
+	fs.StringVar(&f.logOutputs, "log-outputs", "default", "Where logs go: default (stderr), stderr or stdout.")
+	setGroup(fs, groupLogging, "log-level", "log-format", "log-outputs")
+
+	fs.StringVar(&f.configFile, "config-file", "", "Path to an etcd YAML configuration file. Unlike etcd, flags and environment variables\nstill apply and win over the file's settings.")
+	setGroup(fs, groupOther, "config-file")
+
+	fs.IntVar(&f.supervisorFD, supervisorFDFlag, -1, "File descriptor of the pipe from raftkv cluster (internal).")
+	if err := fs.MarkHidden(supervisorFDFlag); err != nil {
+		panic(err)
 	}
-	if err := fs.Parse(args); err != nil {
-		return nil, fs, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fs, fmt.Errorf("unexpected argument %q; flags start with --, and subcommands are cluster, put, get, del, status", fs.Arg(0))
-	}
-	return f, fs, nil
+	registerEtcdFlags(fs)
 }
+
+const supervisorFDFlag = "supervisor-fd"
 
 func splitURLs(s string) []string {
 	var out []string
@@ -70,6 +98,25 @@ func splitURLs(s string) []string {
 	return out
 }
 
+// checkURLs checks the syntax of a URL list flag, so that a mistyped port is reported
+// before the member touches its data dir (the server checks the rest).
+func checkURLs(flag, list string) error {
+	for _, raw := range splitURLs(list) {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return fmt.Errorf("--%s: %q is not a URL: %v", flag, raw, err)
+		}
+		if p := u.Port(); p != "" {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				return fmt.Errorf("--%s: port %s in %q is not a TCP port; use 1-65535", flag, p, raw)
+			}
+		}
+	}
+	return nil
+}
+
+// config turns the flags into a server.Config, checking what the server cannot: the
+// syntax of each value, in the words of the flag that carries it.
 func (f *serveFlags) config() (server.Config, error) {
 	if f.dataDir == "" {
 		f.dataDir = f.name + ".raftkv"
@@ -83,11 +130,22 @@ func (f *serveFlags) config() (server.Config, error) {
 	if f.initialCluster == "" {
 		f.initialCluster = f.name + "=" + f.initialAdvertisePeer
 	}
+	for _, urls := range []struct{ flag, list string }{
+		{"listen-client-urls", f.listenClient}, {"advertise-client-urls", f.advertiseClient},
+		{"listen-peer-urls", f.listenPeer}, {"initial-advertise-peer-urls", f.initialAdvertisePeer},
+	} {
+		if err := checkURLs(urls.flag, urls.list); err != nil {
+			return server.Config{}, err
+		}
+	}
 	cluster := map[string][]string{}
 	for _, part := range splitURLs(f.initialCluster) {
 		name, u, ok := strings.Cut(part, "=")
 		if !ok || name == "" || u == "" {
 			return server.Config{}, fmt.Errorf("--initial-cluster entry %q is not name=URL", part)
+		}
+		if err := checkURLs("initial-cluster", u); err != nil {
+			return server.Config{}, err
 		}
 		cluster[name] = append(cluster[name], u)
 	}
@@ -100,60 +158,157 @@ func (f *serveFlags) config() (server.Config, error) {
 	if f.heartbeatMs <= 0 || f.electionMs <= 0 {
 		return server.Config{}, fmt.Errorf("--heartbeat-interval %d and --election-timeout %d must be positive milliseconds", f.heartbeatMs, f.electionMs)
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return server.Config{}, fmt.Errorf("--log-level %q: use debug, info, warn or error", f.logLevel)
+	if f.maxResponseBytes < 0 {
+		return server.Config{}, fmt.Errorf("--max-response-bytes %d is negative; use 0 for the default or a number of bytes", f.maxResponseBytes)
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if err := checkAutoCompaction(f.autoCompactionMode, f.autoCompactionRetention); err != nil {
+		return server.Config{}, err
+	}
+	logger, err := f.logger()
+	if err != nil {
+		return server.Config{}, err
+	}
 	return server.Config{
-		Name:                f.name,
-		DataDir:             f.dataDir,
-		ListenClientURLs:    splitURLs(f.listenClient),
-		AdvertiseClientURLs: splitURLs(f.advertiseClient),
-		ListenPeerURLs:      splitURLs(f.listenPeer),
-		InitialCluster:      cluster,
-		InitialClusterState: f.initialClusterState,
-		InitialClusterToken: f.initialClusterToken,
-		HeartbeatInterval:   time.Duration(f.heartbeatMs) * time.Millisecond,
-		ElectionTimeout:     time.Duration(f.electionMs) * time.Millisecond,
-		MaxRequestBytes:     f.maxRequestBytes,
-		MaxTxnOps:           f.maxTxnOps,
-		SnapshotCount:       f.snapshotCount,
-		Logger:              logger,
+		Name:                    f.name,
+		DataDir:                 f.dataDir,
+		WALDir:                  f.walDir,
+		ForceNewCluster:         f.forceNewCluster,
+		AutoCompactionMode:      f.autoCompactionMode,
+		AutoCompactionRetention: f.autoCompactionRetention,
+		ListenClientURLs:        splitURLs(f.listenClient),
+		AdvertiseClientURLs:     splitURLs(f.advertiseClient),
+		ListenPeerURLs:          splitURLs(f.listenPeer),
+		InitialCluster:          cluster,
+		InitialClusterState:     f.initialClusterState,
+		InitialClusterToken:     f.initialClusterToken,
+		HeartbeatInterval:       time.Duration(f.heartbeatMs) * time.Millisecond,
+		ElectionTimeout:         time.Duration(f.electionMs) * time.Millisecond,
+		MaxRequestBytes:         f.maxRequestBytes,
+		MaxTxnOps:               f.maxTxnOps,
+		MaxResponseBytes:        f.maxResponseBytes,
+		SnapshotCount:           f.snapshotCount,
+		Logger:                  logger,
 	}, nil
 }
 
-func runServe(args []string) int {
-	f, _, err := parseServeFlags(args)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
+// checkAutoCompaction checks the syntax of etcd's two auto-compaction flags: the
+// server decides what they do.
+func checkAutoCompaction(mode, retention string) error {
+	switch mode {
+	case "periodic":
+		if _, err := strconv.ParseUint(retention, 10, 63); err == nil {
+			return nil // a bare number is hours, as in etcd
+		}
+		if d, err := time.ParseDuration(retention); err != nil || d < 0 {
+			return fmt.Errorf("--auto-compaction-retention %q is not a duration; with --auto-compaction-mode periodic use e.g. '1h', '30m' or '5' (hours), 0 for off", retention)
+		}
+	case "revision":
+		if _, err := strconv.ParseUint(retention, 10, 63); err != nil {
+			return fmt.Errorf("--auto-compaction-retention %q is not a number of revisions; with --auto-compaction-mode revision use e.g. '1000', 0 for off", retention)
+		}
+	default:
+		return fmt.Errorf("--auto-compaction-mode %q: use 'periodic' or 'revision'", mode)
 	}
+	return nil
+}
+
+func (f *serveFlags) logger() (*slog.Logger, error) {
+	var level slog.Level
+	switch f.logLevel {
+	case "panic", "fatal":
+		level = slog.LevelError
+	default:
+		if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+			return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", f.logLevel)
+		}
+	}
+	var out *os.File
+	switch f.logOutputs {
+	case "default", "stderr", "":
+		out = os.Stderr
+	case "stdout":
+		out = os.Stdout
+	default:
+		return nil, fmt.Errorf("--log-outputs %q: raftkv logs to one of default, stderr or stdout; redirect it to write a file", f.logOutputs)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch f.logFormat {
+	case "console", "text":
+		return slog.New(slog.NewTextHandler(out, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(out, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format %q: use console or json", f.logFormat)
+	}
+}
+
+// serve runs a member until SIGTERM or SIGINT (or the death of its supervisor), then
+// stops it cleanly.
+func (a *app) serve(cmd *cobra.Command, f *serveFlags) error {
+	warnings, err := applySources(cmd.Flags(), a.environ)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "raftkv: %v\n", err)
-		return 2
+		return &usageError{err}
 	}
 	cfg, err := f.config()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "raftkv: %v\n", err)
-		return 2
+		return &usageError{err}
 	}
+	for _, w := range warnings {
+		cfg.Logger.Warn(w)
+	}
+	if err := cfg.Validate(); err != nil {
+		return &usageError{err}
+	}
+	cfg.Logger.Info("starting raftkv", "version", version.Version, "etcd-api", version.APIVersion, "git-sha", version.GitSHA(),
+		"name", cfg.Name, "data-dir", cfg.DataDir, "listen-client-urls", cfg.ListenClientURLs, "listen-peer-urls", cfg.ListenPeerURLs)
 	srv, err := server.New(cfg)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "raftkv: %v\n", err)
-		return 1
+		return err
 	}
+	stop := make(chan string, 1)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
+	if f.supervisorFD >= 0 {
+		// The member's output is a pipe to the supervisor. Once the supervisor is
+		// gone, a write to it must fail rather than kill the member with SIGPIPE
+		// before it has stopped cleanly.
+		signal.Ignore(syscall.SIGPIPE)
+		go watchSupervisor(f.supervisorFD, stop)
+	}
 	select {
 	case sig := <-sigs:
 		cfg.Logger.Info("shutting down", "signal", sig.String())
-		srv.Stop()
-		return 0
+	case why := <-stop:
+		cfg.Logger.Info("shutting down", "reason", why)
 	case <-srv.Done():
 		err := srv.Err()
 		srv.Stop()
-		fmt.Fprintf(os.Stderr, "raftkv: member stopped: %v\n", err)
-		return 1
+		return fmt.Errorf("member stopped: %w", err)
+	}
+	srv.Stop()
+	return nil
+}
+
+// watchSupervisor reads the pipe "raftkv cluster" handed the member until it ends:
+// the supervisor holds the write end, so EOF means the supervisor exited, however it
+// died, and the member must not outlive it. (On Linux the member also gets SIGTERM
+// as its parent-death signal; the pipe covers the other systems and the case where
+// the thread that started the member is gone.)
+func watchSupervisor(fd int, stop chan<- string) {
+	pipe := os.NewFile(uintptr(fd), "supervisor pipe")
+	if pipe == nil {
+		stop <- fmt.Sprintf("--%s %d is not an open file", supervisorFDFlag, fd)
+		return
+	}
+	buf := make([]byte, 1)
+	for {
+		if _, err := pipe.Read(buf); err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return
+			}
+			stop <- "the supervisor (raftkv cluster) exited"
+			return
+		}
 	}
 }

@@ -1,0 +1,223 @@
+package main
+
+import (
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
+)
+
+// applySources fills in the member's flags that the command line left unset: from
+// the environment (RAFTKV_NAME, or etcd's ETCD_NAME, for --name), then from the
+// YAML file of --config-file (etcd's keys: name, data-dir, ...). A flag wins over
+// the environment, the environment over the file, the file over the default.
+//
+// etcd's own rule differs (etcdmain/config.go and pkg/flags in etcd 3.7): with a
+// config file, etcd ignores every other flag and environment variable; without one,
+// a setting given both as a flag and as an ETCD_ variable makes it exit. raftkv
+// layers the sources instead, so that one setting can be changed without rewriting
+// the file, and returns a warning for every setting one source overrides in another:
+// a configuration that worked with etcd starts the same, and one that etcd would
+// have read differently says so in the log.
+//
+// It returns the warnings to log once the logger exists, and the first setting
+// that cannot be applied as an error that names its source.
+func applySources(fs *pflag.FlagSet, environ []string) (warnings []string, err error) {
+	origin := map[string]string{}
+	fs.Visit(func(f *pflag.Flag) { origin[f.Name] = "the command line" })
+
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	used := map[string]bool{}
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || !settable(f) {
+			return
+		}
+		key, value, ok, conflict := envValue(env, f.Name, used)
+		if conflict != nil {
+			err = conflict
+			return
+		}
+		if !ok {
+			return
+		}
+		if f.Changed {
+			warnings = append(warnings, fmt.Sprintf("--%s %q from the command line overrides %s=%q (etcd refuses to start when both are set)",
+				f.Name, f.Value.String(), key, value))
+			return
+		}
+		if serr := fs.Set(f.Name, value); serr != nil {
+			err = fmt.Errorf("environment variable %s=%q is not a valid --%s (%s): %v", key, value, f.Name, f.Value.Type(), serr)
+			return
+		}
+		origin[f.Name] = key
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		if (strings.HasPrefix(k, "RAFTKV_") || strings.HasPrefix(k, "ETCD_")) && !used[k] && env[k] != "" {
+			warnings = append(warnings, fmt.Sprintf("unrecognized environment variable %s ignored: no flag of that name", k))
+		}
+	}
+
+	if path := fs.Lookup("config-file").Value.String(); path != "" {
+		fileWarnings, err := applyConfigFile(fs, path, origin)
+		if err != nil {
+			return nil, err
+		}
+		warnings = append(warnings, fileWarnings...)
+	}
+	etcdWarnings, err := checkEtcdFlags(fs, origin)
+	if err != nil {
+		return nil, err
+	}
+	return append(warnings, etcdWarnings...), nil
+}
+
+// settable reports whether a flag can come from the environment or a file: every
+// member flag except the internal ones.
+func settable(f *pflag.Flag) bool {
+	return f.Name != "help" && f.Name != "version" && f.Name != supervisorFDFlag
+}
+
+// envValue returns the environment's value for a flag: RAFTKV_<NAME> or etcd's
+// ETCD_<NAME>, with dashes as underscores. Both set to different values is an
+// error, since neither can be assumed to be the one meant.
+func envValue(env map[string]string, flag string, used map[string]bool) (key, value string, ok bool, err error) {
+	suffix := strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+	rKey, eKey := "RAFTKV_"+suffix, "ETCD_"+suffix
+	rValue, rOK := env[rKey]
+	eValue, eOK := env[eKey]
+	rOK, eOK = rOK && rValue != "", eOK && eValue != "" // as etcd: an empty variable is unset
+	used[rKey], used[eKey] = true, true
+	switch {
+	case rOK && eOK && rValue != eValue:
+		return "", "", false, fmt.Errorf("%s=%q and %s=%q disagree; unset one of them", rKey, rValue, eKey, eValue)
+	case rOK:
+		return rKey, rValue, true, nil
+	case eOK:
+		return eKey, eValue, true, nil
+	}
+	return "", "", false, nil
+}
+
+// transportSecurityKeys are the sections of etcd's config file that hold its TLS
+// settings; raftkv serves no TLS, so any setting in them is refused.
+var transportSecurityKeys = []string{"client-transport-security", "peer-transport-security"}
+
+// applyConfigFile sets each flag the command line and the environment left unset
+// from etcd's YAML config file at path.
+func applyConfigFile(fs *pflag.FlagSet, path string, origin map[string]string) (warnings []string, err error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--config-file: %v", err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("--config-file %s is not YAML: %v", path, err)
+	}
+	for _, key := range slices.Sorted(maps.Keys(doc)) {
+		raw := doc[key]
+		if raw == nil {
+			continue // "key:" with no value, as etcd's sample file has many
+		}
+		if slices.Contains(transportSecurityKeys, key) {
+			if set := nonEmptyKeys(raw); len(set) > 0 {
+				return nil, fmt.Errorf("--config-file %s: %s sets %s, but raftkv does not serve TLS yet (plaintext http:// only); remove the section",
+					path, key, strings.Join(set, ", "))
+			}
+			continue
+		}
+		f := fs.Lookup(key)
+		if f == nil || !settable(f) {
+			warnings = append(warnings, fmt.Sprintf("--config-file %s: unknown key %q ignored", path, key))
+			continue
+		}
+		value, err := yamlScalar(raw)
+		if err != nil {
+			return nil, fmt.Errorf("--config-file %s: %s: %v", path, key, err)
+		}
+		if f.Changed {
+			warnings = append(warnings, fmt.Sprintf("--%s %q from %s overrides %s: %q in --config-file %s (etcd would ignore everything but the file)",
+				key, f.Value.String(), origin[key], key, value, path))
+			continue
+		}
+		if err := fs.Set(key, value); err != nil {
+			return nil, fmt.Errorf("--config-file %s: %s: %q is not a valid %s: %v", path, key, value, f.Value.Type(), err)
+		}
+		origin[key] = "--config-file " + path
+	}
+	return warnings, nil
+}
+
+// yamlScalar renders a YAML value as the flag text it stands for: a list (etcd's
+// log-outputs) joins with commas, as the flag takes it.
+func yamlScalar(v any) (string, error) {
+	switch v := v.(type) {
+	case string:
+		return v, nil
+	case bool:
+		return strconv.FormatBool(v), nil
+	case int:
+		return strconv.Itoa(v), nil
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64), nil
+	case []any:
+		var parts []string
+		for _, e := range v {
+			s, err := yamlScalar(e)
+			if err != nil {
+				return "", err
+			}
+			parts = append(parts, s)
+		}
+		return strings.Join(parts, ","), nil
+	default:
+		return "", fmt.Errorf("a %T is not a flag value; give a string, number, boolean or list", v)
+	}
+}
+
+// nonEmptyKeys returns the keys of a YAML mapping whose values are set (not empty,
+// false or zero).
+func nonEmptyKeys(v any) []string {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return []string{"a value"}
+	}
+	var set []string
+	for k, e := range m {
+		switch e := e.(type) {
+		case nil:
+		case string:
+			if e != "" {
+				set = append(set, k)
+			}
+		case bool:
+			if e {
+				set = append(set, k)
+			}
+		case int:
+			if e != 0 {
+				set = append(set, k)
+			}
+		case []any:
+			if len(e) > 0 {
+				set = append(set, k)
+			}
+		default:
+			set = append(set, k)
+		}
+	}
+	slices.Sort(set)
+	return set
+}
