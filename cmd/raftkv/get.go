@@ -37,7 +37,8 @@ func (a *app) newGetCommand(c *clientFlags) *cobra.Command {
 		Use:   "get KEY [RANGE_END]",
 		Short: "read a key, or the keys of a range or prefix",
 		Long: "A range is read in pages (each page starts after the last key of the one before, at the\n" +
-			"revision of the first page), so a range of any size is printed with bounded memory.",
+			"revision of the first page), so a range of any size is printed with bounded memory.\n" +
+			"With -w json each page is printed as one RangeResponse, on a line of its own.",
 		Args: keyArgs,
 	}
 	c.register(cmd, "simple", "json")

@@ -166,7 +166,11 @@ func newStatusReport(rows []statusRow, endpointsGiven bool) *statusReport {
 
 func (r *statusReport) printTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ENDPOINT\tNAME\tID\tROLE\tTERM\tINDEX\tAPPLIED\tDB SIZE\tERROR")
+	header := "ENDPOINT\tNAME\tID\tROLE\tTERM\tINDEX\tAPPLIED\tDB SIZE"
+	if slices.ContainsFunc(r.rows, func(row statusRow) bool { return row.Status == nil }) {
+		header += "\tERROR"
+	}
+	fmt.Fprintln(tw, header)
 	for _, row := range r.rows {
 		name, id := orDash(row.Name), orDash(row.ID)
 		if row.Status == nil {
@@ -174,7 +178,7 @@ func (r *statusReport) printTable(w io.Writer) error {
 			continue
 		}
 		st := row.Status
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t\n", row.Endpoint, name, id, row.Role,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", row.Endpoint, name, id, row.Role,
 			st.RaftTerm, st.RaftIndex, st.RaftAppliedIndex, humanBytes(st.DbSize))
 	}
 	if err := tw.Flush(); err != nil {
