@@ -21,7 +21,7 @@ trap 'rm -rf "$context"' EXIT
 # -s -w drop the symbol table and DWARF (stack traces still name every function and
 # line). No -trimpath: it changes the build cache key of every package, so a build
 # could not reuse the cache of `go build`/`go test` and took 100 s instead of 30 s
-# on a cold 2-core CI machine. The binary records its commit (vcs.revision).
+# on a 2-core machine whose cache held only those builds. The binary records its commit (vcs.revision).
 (cd "$repo" && CGO_ENABLED=0 GOOS=linux go build -ldflags='-s -w' -o "$context/raftkv" ./cmd/raftkv)
 mkdir "$context/data"
 
