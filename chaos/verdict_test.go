@@ -26,6 +26,10 @@ func finalReads(c *cluster, cli *clientv3.Client, history []porcupine.Operation,
 		resp, err := cli.Get(ctx, keyPrefix, clientv3.WithPrefix())
 		cancel()
 		ret := now()
+		if err == nil && resp.More {
+			t.Fatalf("the final read of prefix %s answered %d of %d keys (more=true); raise the members' --max-response-bytes",
+				keyPrefix, len(resp.Kvs), resp.Count)
+		}
 		if err == nil {
 			final := map[string]string{}
 			for _, kv := range resp.Kvs {
@@ -63,6 +67,9 @@ func view(cli *clientv3.Client, serializable bool) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if all.More {
+		return "", fmt.Errorf("a range over every key answered %d of %d keys (more=true)", len(all.Kvs), all.Count)
+	}
 	rev := all.Header.Revision
 	var b strings.Builder
 	fmt.Fprintf(&b, "revision %d\n", rev)
@@ -73,6 +80,9 @@ func view(cli *clientv3.Client, serializable bool) (string, error) {
 	values, err := cli.Get(ctx, keyPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev), clientv3.WithSerializable())
 	if err != nil {
 		return "", err
+	}
+	if values.More {
+		return "", fmt.Errorf("a range over prefix %s answered %d of %d keys (more=true)", keyPrefix, len(values.Kvs), values.Count)
 	}
 	for _, kv := range values.Kvs {
 		fmt.Fprintf(&b, "%s = %s\n", kv.Key, kv.Value)
