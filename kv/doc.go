@@ -33,6 +33,13 @@
 // whose key-values would pass a byte limit (in etcd's encoding), before reading any
 // value (budget.go). Store.Sizes says how much the store takes.
 //
+// History (history.go): every put and delete is noted, in order, by the one function
+// all writes go through (writeTxn.record in write.go), and Store.Events reads the
+// history back as etcd's watch events, from any revision since the last compaction.
+// Events is all a watcher needs of the store: the server learns what an applied
+// entry changed by reading the history from the revision before it, so another
+// storage engine serves watchers by implementing Events alone.
+//
 // Snapshots (snapshot.go) carry the whole retained history. Store.SnapshotView
 // freezes the store at its applied index in time proportional to its key count, and
 // the view is then written out while Apply goes on; the format copies the value log

@@ -88,6 +88,7 @@ func (s *Store) Restore(data []byte) error {
 	if err != nil {
 		return err
 	}
+	st.rebuildHistory()
 	st.snapMu = &s.snapMu
 	s.mu.Lock()
 	old := s.mu.st

@@ -47,6 +47,8 @@ type state struct {
 	sizes sizeCounters
 	// leases holds the lease ids the index's revisions name.
 	leases leaseTable
+	// history lists each revision's changes in order, for Events (history.go).
+	history history
 	// snapMu is the Store's, held while a SnapshotView is out; nil for a state
 	// no Store holds.
 	snapMu *sync.Mutex
@@ -309,6 +311,7 @@ func (st *state) compact(rev int64) (*CompactionResponse, error) {
 		st.index = rebuildWithout(&st.index, func(ki *keyIndex) bool { return len(ki.gens) == 0 })
 	}
 	st.compactRev = rev
+	st.history.compact(rev)
 	st.collectValues()
 	st.recountSizes()
 	return &CompactionResponse{Header: ResponseHeader{Revision: st.rev}}, nil

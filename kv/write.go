@@ -91,8 +91,25 @@ func (w *writeTxn) putKey(ki *keyIndex, key []byte, value valueRef, lease int64)
 	}
 	ki.put(rev, value, w.st.leases.intern(lease))
 	w.st.sizes.revs++
-	w.changes++
+	w.record(ki, false)
 	return rev
+}
+
+// deleteKey ends ki's live generation at the txn's revision. Every delete goes
+// through here, so that it reaches the history.
+func (w *writeTxn) deleteKey(ki *keyIndex) {
+	ki.tombstone(w.beginRev + 1)
+	w.record(ki, true)
+}
+
+// record counts a change the txn made to ki and notes it in the store's history,
+// in the order the command made it: every put and delete, whatever the command
+// (Put, DeleteRange, Txn, and any later one that writes through putKey or
+// deleteKey), passes through here, and the history is where Store.Events, and so
+// every watcher, learns of it.
+func (w *writeTxn) record(ki *keyIndex, deleted bool) {
+	w.st.history.record(w.beginRev+1, ki, deleted)
+	w.changes++
 }
 
 // deleteRange mirrors etcd's deleteRange(): PrevKvs are read before the delete,
@@ -103,13 +120,12 @@ func (w *writeTxn) deleteRange(d *DeleteRangeRequest) *DeleteRangeResponse {
 	if d.PrevKv {
 		resp.PrevKvs, _ = w.st.collect(d.Key, d.RangeEnd, w.readRev(), 0, true)
 	}
-	rev := w.beginRev + 1
 	readRev := w.readRev()
 	end, single := parseRangeEnd(d.RangeEnd)
 	if single {
 		if ki := w.st.index.get(d.Key); ki != nil {
 			if _, _, ok := ki.at(readRev); ok {
-				ki.tombstone(rev)
+				w.deleteKey(ki)
 				resp.Deleted++
 			}
 		}
@@ -120,13 +136,12 @@ func (w *writeTxn) deleteRange(d *DeleteRangeRequest) *DeleteRangeResponse {
 				return false
 			}
 			if _, _, ok := ki.at(readRev); ok {
-				ki.tombstone(rev)
+				w.deleteKey(ki)
 				resp.Deleted++
 			}
 			return true
 		})
 	}
-	w.changes += int(resp.Deleted)
 	resp.Header.Revision = w.readRev()
 	return resp
 }

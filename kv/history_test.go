@@ -1,0 +1,318 @@
+package kv
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func mustEvents(t testing.TB, s *Store, r *EventsRequest) *EventsResponse {
+	t.Helper()
+	resp, err := s.Events(r)
+	if err != nil {
+		t.Fatalf("Events(%d..%d): %v", r.FromRevision, r.ToRevision, err)
+	}
+	return resp
+}
+
+// describeEvents renders events as "PUT a=1@2 DELETE b@3" for failure messages and
+// comparisons.
+func describeEvents(evs []Event) string {
+	var parts []string
+	for _, ev := range evs {
+		switch ev.Type {
+		case EventPut:
+			parts = append(parts, fmt.Sprintf("PUT %s=%s@%d", ev.Kv.Key, ev.Kv.Value, ev.Kv.ModRevision))
+		case EventDelete:
+			parts = append(parts, fmt.Sprintf("DELETE %s@%d", ev.Kv.Key, ev.Kv.ModRevision))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+func TestEventsInCommandOrder(t *testing.T) {
+	for _, backend := range backends {
+		t.Run(backend, func(t *testing.T) {
+			s := newTestStoreOn(t, Config{}, backend)
+			mustPut(t, s, "c", "0")                                                            // 2
+			mustTxn(t, s, &TxnRequest{Success: []RequestOp{putOp("b", "1"), putOp("a", "1")}}) // 3
+			mustDelete(t, s, "a", "z")                                                         // 4: a, b, c in key order
+			// etcd's duplicate check misses a from-key delete: the put of x and its
+			// delete share revision 5, put first.
+			mustTxn(t, s, &TxnRequest{Success: []RequestOp{putOp("x", "2"), delOp("w", "\x00")}}) // 5
+			mustTxn(t, s, &TxnRequest{Success: []RequestOp{delOp("w", "\x00"), putOp("y", "3")}}) // 6: nothing to delete
+			got := describeEvents(mustEvents(t, s, &EventsRequest{FromRevision: 1}).Events)
+			want := "PUT c=0@2 PUT b=1@3 PUT a=1@3 DELETE a@4 DELETE b@4 DELETE c@4 PUT x=2@5 DELETE x@5 PUT y=3@6"
+			if got != want {
+				t.Fatalf("events:\n got %s\nwant %s", got, want)
+			}
+		})
+	}
+}
+
+func TestEventsFields(t *testing.T) {
+	s := newTestStore(t, Config{})
+	mustPut(t, s, "k", "v1")                                                                 // 2
+	apply(t, s, &Command{Put: &PutRequest{Key: []byte("k"), Value: []byte("v2"), Lease: 7}}) // 3
+	mustDelete(t, s, "k", "")                                                                // 4
+	mustPut(t, s, "k", "v3")                                                                 // 5
+	evs := mustEvents(t, s, &EventsRequest{FromRevision: 2, PrevKv: true}).Events
+	if len(evs) != 4 {
+		t.Fatalf("got %d events (%s), want 4", len(evs), describeEvents(evs))
+	}
+	wantKV(t, "create", &evs[0].Kv, "k", "v1", 2, 2, 1)
+	if evs[0].PrevKv != nil {
+		t.Fatalf("the put that creates a key has prev_kv %+v; etcd sends none", evs[0].PrevKv)
+	}
+	wantKV(t, "update", &evs[1].Kv, "k", "v2", 2, 3, 2)
+	if evs[1].Kv.Lease != 7 {
+		t.Fatalf("update lease %d, want 7", evs[1].Kv.Lease)
+	}
+	wantKV(t, "update's prev", evs[1].PrevKv, "k", "v1", 2, 2, 1)
+	if evs[2].Type != EventDelete || string(evs[2].Kv.Key) != "k" {
+		t.Fatalf("event %+v, want the delete of k", evs[2])
+	}
+	if kv := evs[2].Kv; kv.CreateRevision != 0 || kv.Version != 0 || kv.Value != nil || kv.ModRevision != 4 || kv.Lease != 0 {
+		t.Fatalf("delete event's kv %+v holds more than key and mod revision 4", kv)
+	}
+	wantKV(t, "delete's prev", evs[2].PrevKv, "k", "v2", 2, 3, 2)
+	wantKV(t, "re-create", &evs[3].Kv, "k", "v3", 5, 5, 1)
+	if evs[3].PrevKv != nil {
+		t.Fatalf("re-create has prev_kv %+v", evs[3].PrevKv)
+	}
+	// Without PrevKv none is filled in.
+	for _, ev := range mustEvents(t, s, &EventsRequest{FromRevision: 2}).Events {
+		if ev.PrevKv != nil {
+			t.Fatalf("prev_kv filled in without being asked: %+v", ev)
+		}
+	}
+}
+
+func TestEventsBoundsAndLimit(t *testing.T) {
+	s := newTestStore(t, Config{})
+	mustPut(t, s, "a", "1")                                                                             // 2
+	mustTxn(t, s, &TxnRequest{Success: []RequestOp{putOp("a", "2"), putOp("b", "2"), putOp("c", "2")}}) // 3
+	mustPut(t, s, "b", "3")                                                                             // 4
+	mustPut(t, s, "a", "4")                                                                             // 5
+	for _, tc := range []struct {
+		from, to  int64
+		max       int
+		contains  string // prefix the keys must have; "" for all
+		want      string
+		wantNext  int64
+		wantError error
+	}{
+		{from: 0, want: "PUT a=1@2 PUT a=2@3 PUT b=2@3 PUT c=2@3 PUT b=3@4 PUT a=4@5", wantNext: 6},
+		{from: 3, to: 4, want: "PUT a=2@3 PUT b=2@3 PUT c=2@3 PUT b=3@4", wantNext: 5},
+		{from: 3, to: 99, contains: "b", want: "PUT b=2@3 PUT b=3@4", wantNext: 6},
+		// The limit never splits a revision: 3's three events come whole.
+		{from: 2, max: 2, want: "PUT a=1@2 PUT a=2@3 PUT b=2@3 PUT c=2@3", wantNext: 4},
+		{from: 2, max: 1, want: "PUT a=1@2", wantNext: 3},
+		{from: 3, max: 1, contains: "c", want: "PUT c=2@3", wantNext: 4},
+		// Revisions with no selected event still count as read.
+		{from: 4, max: 1, contains: "c", want: "", wantNext: 6},
+		{from: 6, want: "", wantNext: 6},
+		{from: 9, to: 7, want: "", wantNext: 9},
+	} {
+		r := &EventsRequest{FromRevision: tc.from, ToRevision: tc.to, MaxEvents: tc.max}
+		if tc.contains != "" {
+			r.Contains = func(k []byte) bool { return bytes.HasPrefix(k, []byte(tc.contains)) }
+		}
+		resp := mustEvents(t, s, r)
+		if got := describeEvents(resp.Events); got != tc.want || resp.NextRevision != tc.wantNext {
+			t.Errorf("%+v: got %q next %d, want %q next %d", tc, got, resp.NextRevision, tc.want, tc.wantNext)
+		}
+		if resp.Revision != 5 || resp.CompactRevision != -1 {
+			t.Errorf("%+v: store revision %d compacted %d, want 5 and -1", tc, resp.Revision, resp.CompactRevision)
+		}
+	}
+}
+
+func TestEventsAtCompaction(t *testing.T) {
+	s := newTestStore(t, Config{})
+	mustPut(t, s, "a", "1")                                                           // 2
+	mustPut(t, s, "b", "1")                                                           // 3
+	mustTxn(t, s, &TxnRequest{Success: []RequestOp{delOp("a", ""), putOp("c", "1")}}) // 4
+	mustPut(t, s, "y", "1")                                                           // 5
+	// The from-key delete takes x, put just before it, and y.
+	mustTxn(t, s, &TxnRequest{Success: []RequestOp{putOp("x", "1"), delOp("w", "\x00"), putOp("e", "1")}}) // 6
+	mustPut(t, s, "b", "2")                                                                                // 7
+	if got, want := describeEvents(mustEvents(t, s, &EventsRequest{FromRevision: 4}).Events),
+		"DELETE a@4 PUT c=1@4 PUT y=1@5 PUT x=1@6 DELETE x@6 DELETE y@6 PUT e=1@6 PUT b=2@7"; got != want {
+		t.Fatalf("before compaction:\n got %s\nwant %s", got, want)
+	}
+
+	apply(t, s, &Command{Compact: &CompactionRequest{Revision: 4}})
+	// etcd keeps, at the compaction revision, the delete and the put still visible.
+	if got, want := describeEvents(mustEvents(t, s, &EventsRequest{FromRevision: 4}).Events),
+		"DELETE a@4 PUT c=1@4 PUT y=1@5 PUT x=1@6 DELETE x@6 DELETE y@6 PUT e=1@6 PUT b=2@7"; got != want {
+		t.Fatalf("from the compaction revision 4:\n got %s\nwant %s", got, want)
+	}
+	_, err := s.Events(&EventsRequest{FromRevision: 3})
+	wantErr(t, "Events below the compaction", err, ErrCompacted)
+
+	apply(t, s, &Command{Compact: &CompactionRequest{Revision: 6}})
+	// ... but not a put deleted again in the compaction revision.
+	if got, want := describeEvents(mustEvents(t, s, &EventsRequest{FromRevision: 6}).Events),
+		"DELETE x@6 DELETE y@6 PUT e=1@6 PUT b=2@7"; got != want {
+		t.Fatalf("from the compaction revision 6:\n got %s\nwant %s", got, want)
+	}
+	// A delete's prev_kv at the compaction revision would be read below it: none.
+	for _, ev := range mustEvents(t, s, &EventsRequest{FromRevision: 6, PrevKv: true}).Events {
+		if ev.PrevKv != nil && ev.Kv.ModRevision == 6 {
+			t.Fatalf("event %s has prev_kv %+v read below the compaction", describeEvents([]Event{ev}), ev.PrevKv)
+		}
+	}
+
+	// A restored store has no tombstones at the compaction revision (Events' doc).
+	snap, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newTestStore(t, Config{})
+	if err := r.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := describeEvents(mustEvents(t, r, &EventsRequest{FromRevision: 6}).Events), "PUT e=1@6 PUT b=2@7"; got != want {
+		t.Fatalf("restored, from the compaction revision 6:\n got %s\nwant %s", got, want)
+	}
+	mustPut(t, r, "f", "1")
+	if got, want := describeEvents(mustEvents(t, r, &EventsRequest{FromRevision: 7}).Events), "PUT b=2@7 PUT f=1@8"; got != want {
+		t.Fatalf("restored, then written:\n got %s\nwant %s", got, want)
+	}
+}
+
+// TestEventsAgainstState drives a store with random writes and compactions and
+// checks the history against the store's own reads: applying each revision's events
+// to the state at the revision before gives the state at that revision, each
+// prev_kv is the key at the revision before, reads in pieces (MaxEvents) add up to
+// one read, and a store restored from a snapshot has the same history, each
+// revision's events in key order.
+func TestEventsAgainstState(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	keys := []string{"a", "a/1", "a/2", "b", "b/1", "c"}
+	randKey := func() string { return keys[rng.IntN(len(keys))] }
+	s := newTestStore(t, Config{})
+	for i := 0; i < 600; i++ {
+		switch p := rng.IntN(100); {
+		case p < 45:
+			apply(t, s, &Command{Put: &PutRequest{Key: []byte(randKey()), Value: []byte(fmt.Sprint(i)), Lease: rng.Int64N(2)}})
+		case p < 60:
+			apply(t, s, &Command{DeleteRange: &DeleteRangeRequest{Key: []byte(randKey()),
+				RangeEnd: bytesOrNil([]string{"", "\x00", "b"}[rng.IntN(3)])}})
+		case p < 99:
+			var ops []RequestOp
+			used := map[string]bool{}
+			for range 1 + rng.IntN(4) {
+				if k := randKey(); !used[k] {
+					used[k] = true
+					if rng.IntN(3) == 0 {
+						ops = append(ops, delOp(k, ""))
+					} else {
+						ops = append(ops, putOp(k, fmt.Sprint(i)))
+					}
+				}
+			}
+			apply(t, s, &Command{Txn: &TxnRequest{Success: ops}})
+		default:
+			if rev := s.Revision() - rng.Int64N(300); rev > s.CompactRevision() {
+				apply(t, s, &Command{Compact: &CompactionRequest{Revision: rev}})
+			}
+		}
+	}
+	from, last := max(s.CompactRevision(), 1), s.Revision()
+	t.Logf("revisions %d..%d", from, last)
+	all := mustEvents(t, s, &EventsRequest{FromRevision: from, PrevKv: true})
+	byRev := map[int64][]Event{}
+	for _, ev := range all.Events {
+		byRev[ev.Kv.ModRevision] = append(byRev[ev.Kv.ModRevision], ev)
+	}
+	state := map[string]KeyValue{}
+	for _, kv := range mustRange(t, s, &RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: from}).Kvs {
+		state[string(kv.Key)] = kv
+	}
+	for rev := from + 1; rev <= last; rev++ {
+		evs := byRev[rev]
+		if len(evs) == 0 {
+			t.Fatalf("revision %d has no events; every revision after the compaction changed something", rev)
+		}
+		for _, ev := range evs {
+			key := string(ev.Kv.Key)
+			if before, ok := state[key]; ok && !(ev.Type == EventPut && ev.Kv.CreateRevision == rev) {
+				if ev.PrevKv == nil || !kvEqual(*ev.PrevKv, before) {
+					t.Fatalf("revision %d: %s has prev_kv %+v, want %+v", rev, describeEvents([]Event{ev}), ev.PrevKv, before)
+				}
+			}
+			if ev.Type == EventPut {
+				state[key] = ev.Kv
+			} else {
+				delete(state, key)
+			}
+		}
+		want := mustRange(t, s, &RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: rev}).Kvs
+		if len(want) != len(state) {
+			t.Fatalf("revision %d: events give %d keys, the store has %d", rev, len(state), len(want))
+		}
+		for _, kv := range want {
+			if got, ok := state[string(kv.Key)]; !ok || !kvEqual(got, kv) {
+				t.Fatalf("revision %d: events give %q = %+v, the store has %+v", rev, kv.Key, got, kv)
+			}
+		}
+	}
+
+	// In pieces, the same events.
+	var pieces []Event
+	for next := from; next <= last; {
+		resp := mustEvents(t, s, &EventsRequest{FromRevision: next, PrevKv: true, MaxEvents: 1 + rng.IntN(5)})
+		if resp.NextRevision <= next {
+			t.Fatalf("read from %d made no progress (next %d)", next, resp.NextRevision)
+		}
+		pieces = append(pieces, resp.Events...)
+		next = resp.NextRevision
+	}
+	if describeEvents(pieces) != describeEvents(all.Events) {
+		t.Fatalf("read in pieces:\n%s\nread whole:\n%s", describeEvents(pieces), describeEvents(all.Events))
+	}
+
+	// Restored, the same events in key order within each revision (deletes at the
+	// compaction revision aside).
+	snap, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newTestStore(t, Config{})
+	if err := r.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	inKeyOrder := func(evs []Event) string {
+		evs = slices.Clone(evs)
+		slices.SortStableFunc(evs, func(a, b Event) int {
+			if a.Kv.ModRevision != b.Kv.ModRevision {
+				return int(a.Kv.ModRevision - b.Kv.ModRevision)
+			}
+			return bytes.Compare(a.Kv.Key, b.Kv.Key)
+		})
+		return describeEvents(evs)
+	}
+	want := mustEvents(t, s, &EventsRequest{FromRevision: from + 1}).Events
+	got := mustEvents(t, r, &EventsRequest{FromRevision: from + 1}).Events
+	if inKeyOrder(got) != inKeyOrder(want) {
+		t.Fatalf("restored history:\n%s\nwant:\n%s", inKeyOrder(got), inKeyOrder(want))
+	}
+	_, err = r.Events(&EventsRequest{FromRevision: from - 1})
+	if from > 1 && !errors.Is(err, ErrCompacted) {
+		t.Fatalf("restored store read below its compaction %d: error %v", from, err)
+	}
+}
+
+func kvEqual(a, b KeyValue) bool {
+	return bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value) && a.CreateRevision == b.CreateRevision &&
+		a.ModRevision == b.ModRevision && a.Version == b.Version && a.Lease == b.Lease
+}
