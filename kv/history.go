@@ -33,6 +33,20 @@ type Event struct {
 	PrevKv *KeyValue
 }
 
+// eventOverheadBytes approximates the memory of an Event beside its keys and
+// values: the struct, a KeyValue for PrevKv, and a pointer to it in a response.
+const eventOverheadBytes = 200
+
+// Size is the memory the event holds: its keys and values, and an estimate of the
+// rest.
+func (ev *Event) Size() int {
+	n := eventOverheadBytes + len(ev.Kv.Key) + len(ev.Kv.Value)
+	if ev.PrevKv != nil {
+		n += len(ev.PrevKv.Key) + len(ev.PrevKv.Value)
+	}
+	return n
+}
+
 // EventsRequest selects a stretch of history.
 type EventsRequest struct {
 	// FromRevision and ToRevision bound the revisions read, both included. A
@@ -43,11 +57,11 @@ type EventsRequest struct {
 	Contains func(key []byte) bool
 	// PrevKv fills in Event.PrevKv.
 	PrevKv bool
-	// MaxEvents, when above 0, ends the read after the first revision that brings
-	// the events returned to MaxEvents or more. A revision's events are never split
-	// between two reads, so one revision with more events than MaxEvents is returned
-	// whole.
-	MaxEvents int
+	// MaxEvents and MaxBytes, when above 0, end the read after the first revision
+	// that brings the events returned to MaxEvents or more, or their Size to
+	// MaxBytes or more. A revision's events are never split between two reads, so
+	// one revision with more is returned whole.
+	MaxEvents, MaxBytes int
 }
 
 // EventsResponse is a stretch of history.
@@ -94,8 +108,9 @@ func (st *state) events(r *EventsRequest) (*EventsResponse, error) {
 	}
 	h := &st.history
 	resp.NextRevision = max(to+1, r.FromRevision)
+	size := 0
 	for rev := max(r.FromRevision, h.first); rev <= to && rev < h.next(); rev++ {
-		if r.MaxEvents > 0 && len(resp.Events) >= r.MaxEvents {
+		if (r.MaxEvents > 0 && len(resp.Events) >= r.MaxEvents) || (r.MaxBytes > 0 && size >= r.MaxBytes) {
 			resp.NextRevision = rev
 			break
 		}
@@ -107,6 +122,7 @@ func (st *state) events(r *EventsRequest) (*EventsResponse, error) {
 			}
 			if ev, ok := st.eventAt(ki, rev, h.deleted[i], r.PrevKv); ok {
 				resp.Events = append(resp.Events, ev)
+				size += ev.Size()
 			}
 		}
 	}

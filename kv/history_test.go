@@ -102,6 +102,7 @@ func TestEventsBoundsAndLimit(t *testing.T) {
 	for _, tc := range []struct {
 		from, to  int64
 		max       int
+		maxBytes  int
 		contains  string // prefix the keys must have; "" for all
 		want      string
 		wantNext  int64
@@ -114,12 +115,14 @@ func TestEventsBoundsAndLimit(t *testing.T) {
 		{from: 2, max: 2, want: "PUT a=1@2 PUT a=2@3 PUT b=2@3 PUT c=2@3", wantNext: 4},
 		{from: 2, max: 1, want: "PUT a=1@2", wantNext: 3},
 		{from: 3, max: 1, contains: "c", want: "PUT c=2@3", wantNext: 4},
+		{from: 2, maxBytes: 1, want: "PUT a=1@2", wantNext: 3},
+		{from: 2, maxBytes: 2 * eventOverheadBytes, want: "PUT a=1@2 PUT a=2@3 PUT b=2@3 PUT c=2@3", wantNext: 4},
 		// Revisions with no selected event still count as read.
 		{from: 4, max: 1, contains: "c", want: "", wantNext: 6},
 		{from: 6, want: "", wantNext: 6},
 		{from: 9, to: 7, want: "", wantNext: 9},
 	} {
-		r := &EventsRequest{FromRevision: tc.from, ToRevision: tc.to, MaxEvents: tc.max}
+		r := &EventsRequest{FromRevision: tc.from, ToRevision: tc.to, MaxEvents: tc.max, MaxBytes: tc.maxBytes}
 		if tc.contains != "" {
 			r.Contains = func(k []byte) bool { return bytes.HasPrefix(k, []byte(tc.contains)) }
 		}
