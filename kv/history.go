@@ -33,6 +33,13 @@ type Event struct {
 	PrevKv *KeyValue
 }
 
+// IsCompaction reports whether data, an encoded Command, is a compaction, without
+// decoding it: the server lets its watchers take the history a compaction drops
+// before applying one.
+func IsCompaction(data []byte) bool {
+	return len(data) >= 2 && data[0] == commandVersion && opKind(data[1]) == opCompact
+}
+
 // eventOverheadBytes approximates the memory of an Event beside its keys and
 // values: the struct, a KeyValue for PrevKv, and a pointer to it in a response.
 const eventOverheadBytes = 200

@@ -319,3 +319,27 @@ func kvEqual(a, b KeyValue) bool {
 	return bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value) && a.CreateRevision == b.CreateRevision &&
 		a.ModRevision == b.ModRevision && a.Version == b.Version && a.Lease == b.Lease
 }
+
+func TestIsCompaction(t *testing.T) {
+	for _, c := range []struct {
+		cmd  *Command
+		want bool
+	}{
+		{&Command{Compact: &CompactionRequest{Revision: 5}}, true},
+		{&Command{ClientID: 300, Seq: 9, Compact: &CompactionRequest{Revision: 1 << 40, Physical: true}}, true},
+		{&Command{Put: &PutRequest{Key: []byte("k")}}, false},
+		{&Command{DeleteRange: &DeleteRangeRequest{Key: []byte("k")}}, false},
+		{&Command{Txn: &TxnRequest{}}, false},
+	} {
+		data, err := c.cmd.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := IsCompaction(data); got != c.want {
+			t.Errorf("IsCompaction(%+v) = %v, want %v", c.cmd, got, c.want)
+		}
+	}
+	if IsCompaction(nil) || IsCompaction([]byte{commandVersion}) {
+		t.Error("IsCompaction of a truncated command is true")
+	}
+}

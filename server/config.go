@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"raftkv/watch"
 )
 
 // Config is a member's configuration, validated by New. Its fields follow etcd's flags
@@ -75,6 +77,11 @@ type Config struct {
 	// snapshot also waits for the log since the last one to be as large as it; see
 	// snapshotDue). Default 10000.
 	SnapshotCount uint64
+	// WatchProgressNotifyInterval is how often a watch created with progress_notify
+	// hears the revision it has reached when no event came (etcd's
+	// --experimental-watch-progress-notify-interval). Default 10 minutes; below
+	// 100ms it is raised to 100ms, as in etcd.
+	WatchProgressNotifyInterval time.Duration
 	// RequestTimeout bounds how long a write or a linearizable read waits. Default
 	// 5s plus twice the election timeout.
 	RequestTimeout time.Duration
@@ -136,6 +143,9 @@ func (c Config) withDefaults() Config {
 	if c.InitialClusterState == "" {
 		c.InitialClusterState = "new"
 	}
+	if c.WatchProgressNotifyInterval == 0 {
+		c.WatchProgressNotifyInterval = watch.DefaultProgressNotifyInterval
+	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 5*time.Second + 2*c.ElectionTimeout
 	}
@@ -194,6 +204,10 @@ func (c Config) Validate() error {
 	}
 	if c.MaxRequestBytes < 1024 {
 		return fmt.Errorf("--max-request-bytes %d is too small; use at least 1024", c.MaxRequestBytes)
+	}
+	if c.WatchProgressNotifyInterval < 0 {
+		return fmt.Errorf("--experimental-watch-progress-notify-interval %v is negative; give a duration such as 10m",
+			c.WatchProgressNotifyInterval)
 	}
 	if c.MaxTxnOps < 1 {
 		return fmt.Errorf("--max-txn-ops %d must be at least 1", c.MaxTxnOps)

@@ -20,6 +20,7 @@ import (
 	"raftkv/raft"
 	"raftkv/storage"
 	"raftkv/transport"
+	"raftkv/watch"
 )
 
 // Server is one raftkv member: a raft.Node over durable storage and the peer
@@ -45,6 +46,8 @@ type Server struct {
 	// snapshotFailed tells the apply loop the last snapshot failed.
 	snapshotFailed atomic.Bool
 	reads          *readBatcher
+	// watches serves the Watch streams from the store's history (server/watch.go).
+	watches *watch.Hub
 	// readRounds counts the ReadIndex rounds started, for the benchmarks.
 	readRounds atomic.Uint64
 	// proposer is this process's id among the cluster's proposers (kv.ProposalID):
@@ -156,6 +159,7 @@ func (s *Server) start(ids []uint64) error {
 	}
 	s.applied = newAppliedNotifier(0)
 	s.proposer, s.terms = newProposerID(), newAppliedTerm()
+	s.watches = watch.NewHub(s.sm.store, watch.Config{ProgressNotifyInterval: cfg.WatchProgressNotifyInterval, Logger: s.logger})
 
 	peerAddrs := map[uint64]string{}
 	for id, m := range s.peers {
@@ -240,6 +244,10 @@ func (s *Server) Stop() {
 }
 
 func (s *Server) closeAll() {
+	if s.watches != nil {
+		// Ends the watch streams, which would otherwise hold up GracefulStop.
+		s.watches.Close()
+	}
 	if s.grpc != nil {
 		// Let in-flight requests finish for a moment, then cut them off.
 		done := make(chan struct{})
@@ -304,6 +312,7 @@ func (s *Server) applyLoop() {
 		}
 		switch msg.Type {
 		case raft.ApplySnapshot:
+			s.watches.Flush() // the watchers take what the restore replaces
 			if err := s.sm.restore(msg.Snapshot); err != nil {
 				// The snapshot passed the storage's checksum; failing now means a bug
 				// or a version mismatch, and applying on top of a wrong state would
@@ -315,9 +324,11 @@ func (s *Server) applyLoop() {
 			s.sm.store.Apply(msg.Index, nil)
 			s.waits.applied(msg.Index, false, 0, kv.Result{})
 		case raft.ApplyCommand:
+			s.flushWatchesBeforeCompaction(msg.Command)
 			s.applyCommand(msg.Index, msg.Command)
 		}
 		s.applied.set(msg.Index)
+		s.watches.Notify()
 		if msg.Type == raft.ApplySnapshot {
 			s.lastSnapshotSize.Store(int64(len(msg.Snapshot)))
 			logBytes = 0

@@ -27,15 +27,15 @@ var servedMethods = map[string][]string{
 	"etcdserverpb.KV":          {"Range", "Put", "DeleteRange", "Txn", "Compact"},
 	"etcdserverpb.Maintenance": {"Status", "Alarm"},
 	"etcdserverpb.Cluster":     {"MemberList"},
+	"etcdserverpb.Watch":       {"Watch"},
 }
 
 // unservedReasons says why a service or one of its methods is not served. A method's
 // own reason ("Service/Method") wins over its service's. When a service is
 // implemented, it is registered in registerServices and its line here goes.
 var unservedReasons = map[string]string{
-	// Watch and Lease are being implemented (issue 12); drop these two lines when
-	// their services are registered.
-	"etcdserverpb.Watch": "watches are not implemented yet",
+	// Lease is being implemented (issue 12); drop this line when its service is
+	// registered.
 	"etcdserverpb.Lease": "leases are not implemented yet (a put's lease id is stored and returned as given, and never expires)",
 
 	"etcdserverpb.Auth": "authentication is not implemented: raftkv has no users, roles or tokens, and serves every client",
@@ -62,6 +62,7 @@ func registerServices(g *grpc.Server, s *Server) {
 		{&pb.KV_ServiceDesc, &kvService{s: s}},
 		{&pb.Maintenance_ServiceDesc, &maintenanceService{s: s}},
 		{&pb.Cluster_ServiceDesc, &clusterService{s: s}},
+		{&pb.Watch_ServiceDesc, &watchService{s: s}},
 	} {
 		g.RegisterService(servedOnly(svc.desc), svc.impl)
 	}
