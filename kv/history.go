@@ -89,12 +89,13 @@ type EventsResponse struct {
 // before it. Events at the compaction revision itself are kept as etcd keeps them:
 // every delete, and every put that was not deleted again in the same revision.
 //
-// A store restored from a snapshot knows the order of one revision's events only
-// where the revision changed one key: snapshots carry each key's history, not the
-// order of the changes within a revision, so after a Restore the events of a
-// revision that changed several keys (a txn, a DeleteRange) come in key order, and
-// a delete at exactly the compaction revision is lost. Every member starts from its
-// own log, so this shows only on a member that installed a leader's snapshot.
+// Snapshots carry each key's history, not the order of the changes within a
+// revision nor the deletes at the compaction revision. So a store restored from a
+// snapshot (a member's restart, or a snapshot from the leader) returns the events
+// of a revision before the snapshot that changed several keys (a txn, a
+// DeleteRange) in key order rather than in the order the command made them, and
+// until its next compaction it refuses a read from exactly the compaction revision
+// with ErrCompacted, where etcd would replay it, rather than miss a delete there.
 func (s *Store) Events(r *EventsRequest) (*EventsResponse, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -106,7 +107,7 @@ func (s *Store) Events(r *EventsRequest) (*EventsResponse, error) {
 
 func (st *state) events(r *EventsRequest) (*EventsResponse, error) {
 	resp := &EventsResponse{Revision: st.rev, CompactRevision: st.compactRev}
-	if r.FromRevision < st.compactRev {
+	if r.FromRevision < st.compactRev || (r.FromRevision == st.compactRev && st.history.boundaryLost) {
 		return resp, ErrCompacted
 	}
 	to := r.ToRevision
@@ -194,6 +195,9 @@ type history struct {
 	starts  []uint32
 	keys    []*keyIndex
 	deleted []bool
+	// boundaryLost says the history was rebuilt from a snapshot, which lacks the
+	// deletes at the compaction revision; the next compaction clears it.
+	boundaryLost bool
 }
 
 // next is the revision after the last one the history holds.
@@ -232,6 +236,7 @@ func (h *history) record(rev int64, ki *keyIndex, deleted bool) {
 // compact drops the revisions below rev, into new slices so that the memory of the
 // dropped ones is freed.
 func (h *history) compact(rev int64) {
+	h.boundaryLost = false
 	if rev <= h.first || len(h.starts) == 0 {
 		return
 	}
@@ -276,7 +281,7 @@ func (st *state) rebuildHistory() {
 		return true
 	})
 	slices.SortStableFunc(changes, func(a, b change) int { return cmp.Compare(a.rev, b.rev) })
-	h := history{}
+	h := history{boundaryLost: st.compactRev > 1}
 	if len(changes) > 0 {
 		h.first = changes[0].rev
 		h.keys = make([]*keyIndex, 0, len(changes))

@@ -308,9 +308,20 @@ func (h *Hub) catchUp() bool {
 	resp, err := h.history.Events(&kv.EventsRequest{FromRevision: minRev, ToRevision: h.mu.pos,
 		Contains: chosen.contains, PrevKv: chosen.prevKVs > 0,
 		MaxEvents: maxEventsPerRead, MaxBytes: h.cfg.MaxQueuedBytes})
-	if err != nil {
-		// Compacted meanwhile (the next round tells them), or the store is closed.
+	if errors.Is(err, kv.ErrCompacted) {
+		// Compacted meanwhile, or a restored store that cannot serve its compaction
+		// revision (kv.Store.Events): the watchers that need it are told.
+		for w := range chosen.all {
+			if w.nextRev <= resp.CompactRevision && w.stream.queueEvents(
+				Response{WatchID: w.id, CompactRevision: resp.CompactRevision, Canceled: true}) {
+				h.removeLocked(w)
+				moved = true
+			}
+		}
 		return moved && len(h.mu.unsynced) > 0
+	}
+	if err != nil {
+		return false // the store is closed: the server is stopping
 	}
 	upTo := resp.NextRevision - 1
 	matched := h.matchLocked(chosen, resp.Events)
