@@ -1,0 +1,350 @@
+package e2e
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
+)
+
+var (
+	watchDiffOps  = flag.Int("watchdiff.ops", 0, "writes per watch differential run (default 10000 against one member, 2000 against a follower of three; a fifth with -short)")
+	watchDiffSeed = flag.Uint64("watchdiff.seed", 0, "seed of the watch differential test (default: drawn from the clock)")
+)
+
+// TestWatchDifferential runs one seeded random sequence of writes (Put, DeleteRange,
+// Txn, Compact) against an embedded etcd and raftkv, and opens watches on both, with
+// the same random key, range or prefix, start revision (now, past, compacted,
+// future), filters, prev_kv and fragment, before, during and after the writes;
+// some are canceled on the way. Each watch must deliver the same stream on both:
+// the Created revision, every event with its kv and prev_kv, in the same order,
+// and the same compaction or cancel. Events may be grouped into responses
+// differently (that depends on when each server reads), but on raftkv no revision
+// is ever split between two responses.
+func TestWatchDifferential(t *testing.T) {
+	seed := *watchDiffSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	for _, run := range []struct {
+		members    int
+		defaultOps int
+	}{{1, 10000}, {3, 2000}} {
+		t.Run(fmt.Sprintf("members=%d", run.members), func(t *testing.T) {
+			ops := *watchDiffOps
+			if ops == 0 {
+				ops = run.defaultOps
+				if testing.Short() {
+					ops /= 5
+				}
+			}
+			t.Logf("seed %d, %d writes; replay with: go test -run 'TestWatchDifferential/members=%d' -watchdiff.seed=%d -watchdiff.ops=%d",
+				seed, ops, run.members, seed, ops)
+			oracle := newClient(t, startEtcd(t))
+			members := startRaftkv(t, run.members, 300)
+			writer, watched := members[0], members[0]
+			if run.members > 1 {
+				// Writes through the leader, watches on a follower: events from the
+				// follower's own apply.
+				writer, watched = leader(t, members), follower(t, members)
+			}
+			subject := [2]*clientv3.Client{newClient(t, hostPort(writer.clientURL)), newClient(t, hostPort(watched.clientURL))}
+			runWatchDifferential(t, seed, ops, oracle, subject)
+		})
+	}
+}
+
+// watchRecord is what one watch delivered.
+type watchRecord struct {
+	mu           sync.Mutex
+	created      int64 // header revision of the Created response
+	events       []string
+	lastRev      int64 // of the last event
+	lastProgress int64
+	compactRev   int64
+	canceled     bool
+	cancelReason string
+	closed       bool
+	// split names a revision whose events came in two responses (not fragments).
+	split    string
+	startRev int64
+}
+
+func describeWatchEvent(ev *mvccpb.Event) string {
+	kv := ev.Kv
+	s := fmt.Sprintf("%s %q c=%d m=%d v=%d val=%q lease=%d", ev.Type, kv.Key, kv.CreateRevision, kv.ModRevision, kv.Version, kv.Value, kv.Lease)
+	if p := ev.PrevKv; p != nil {
+		s += fmt.Sprintf(" prev{c=%d m=%d v=%d val=%q}", p.CreateRevision, p.ModRevision, p.Version, p.Value)
+	}
+	return s
+}
+
+// recordWatch reads ch, a watch from startRev (0: now), until it closes.
+func recordWatch(ch clientv3.WatchChan, startRev int64) *watchRecord {
+	r := &watchRecord{created: -1, startRev: startRev}
+	go func() {
+		var prevRespRevs []int64
+		for resp := range ch {
+			r.mu.Lock()
+			switch {
+			case resp.Created:
+				r.created = resp.Header.Revision
+			case resp.IsProgressNotify():
+				r.lastProgress = max(r.lastProgress, resp.Header.Revision)
+			}
+			var revs []int64
+			for _, ev := range resp.Events {
+				r.events = append(r.events, describeWatchEvent(ev))
+				r.lastRev = ev.Kv.ModRevision
+				if len(revs) == 0 || revs[len(revs)-1] != ev.Kv.ModRevision {
+					revs = append(revs, ev.Kv.ModRevision)
+				}
+			}
+			if len(revs) > 0 && len(prevRespRevs) > 0 && prevRespRevs[len(prevRespRevs)-1] == revs[0] && r.split == "" {
+				r.split = fmt.Sprintf("revision %d", revs[0])
+			}
+			if len(revs) > 0 {
+				prevRespRevs = revs
+			}
+			if resp.CompactRevision != 0 {
+				r.compactRev = resp.CompactRevision
+			}
+			if resp.Canceled {
+				r.canceled, r.cancelReason = true, resp.CancelReason
+			}
+			r.mu.Unlock()
+		}
+		r.mu.Lock()
+		r.closed = true
+		r.mu.Unlock()
+	}()
+	return r
+}
+
+// caughtUp reports whether the watch has everything up to rev, or ended.
+func (r *watchRecord) caughtUp(rev int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed || r.canceled || r.lastProgress >= rev || r.lastRev >= rev || r.startRev > rev
+}
+
+func (r *watchRecord) summary() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return fmt.Sprintf("created at %d, %d events, compacted at %d, canceled %v %q", r.created, len(r.events), r.compactRev, r.canceled, r.cancelReason)
+}
+
+// watchPair is one watch opened on both servers, each on a stream of its own (a
+// progress request is answered only when every watch of its stream is synced and
+// past its start revision, and a watch may start in the future).
+type watchPair struct {
+	desc   string
+	ctx    [2]context.Context
+	cancel [2]context.CancelFunc
+	rec    [2]*watchRecord
+}
+
+// watchSide is one server's clients: writes go through write, watches through
+// watch (the same client on one member; a follower's on three).
+type watchSide struct {
+	name   string
+	write  *clientv3.Client
+	watch  *clientv3.Client
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func runWatchDifferential(t *testing.T, seed uint64, ops int, oracle *clientv3.Client, subject [2]*clientv3.Client) {
+	g := &opGen{rng: rand.New(rand.NewPCG(seed, 0x3a7c4)), rev: 1}
+	sides := [2]*watchSide{{name: "etcd", write: oracle, watch: oracle}, {name: "raftkv", write: subject[0], watch: subject[1]}}
+	for _, s := range sides {
+		s.ctx, s.cancel = context.WithCancel(context.Background())
+		defer s.cancel()
+	}
+	var pairs, open []*watchPair
+	openWatch := func() {
+		key, opts, startRev, desc := g.watchShape()
+		p := &watchPair{desc: desc}
+		for _, s := range sides {
+			// A linearizable read first: a follower then has applied every write
+			// acknowledged so far, so a watch from now starts where etcd's does.
+			ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+			_, err := s.watch.Get(ctx, "sync-probe")
+			cancel()
+			if err != nil {
+				t.Fatalf("read before a watch on %s: %v", s.name, err)
+			}
+		}
+		for i, s := range sides {
+			// clientv3 shares a stream between watches whose contexts carry the same
+			// metadata: this gives the pair's watches a stream each.
+			ctx := metadata.AppendToOutgoingContext(s.ctx, "watch-pair", fmt.Sprint(len(pairs)))
+			p.ctx[i], p.cancel[i] = context.WithCancel(ctx)
+			p.rec[i] = recordWatch(s.watch.Watch(p.ctx[i], key, append(opts, clientv3.WithCreatedNotify())...), startRev)
+		}
+		// Both Created responses before the next write, so both watches start at the
+		// same revision.
+		for i := range sides {
+			err := eventually(10*time.Second, time.Millisecond, func() error {
+				r := p.rec[i]
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				if r.created < 0 && !r.closed {
+					return fmt.Errorf("not created")
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("watch %s on %s: no Created response within 10s", desc, sides[i].name)
+			}
+		}
+		pairs, open = append(pairs, p), append(open, p)
+	}
+	// waitCaughtUp waits until every open watch on both sides has everything up to
+	// the current revision, asking for progress: before a compaction (a watch still
+	// replaying would race it in etcd, whose prev_kv is read at send time), before a
+	// cancel, and at the end.
+	waitCaughtUp := func(why string) {
+		for i, s := range sides {
+			err := eventually(30*time.Second, 5*time.Millisecond, func() error {
+				behind := 0
+				for _, p := range open {
+					if !p.rec[i].caughtUp(g.rev) {
+						behind++
+						// etcd answers only when the watch is synced: ask again.
+						_ = s.watch.RequestProgress(p.ctx[i])
+					}
+				}
+				if behind == 0 {
+					return nil
+				}
+				return fmt.Errorf("%d watches behind revision %d", behind, g.rev)
+			})
+			if err != nil {
+				t.Fatalf("%s, on %s: %v", why, s.name, err)
+			}
+		}
+	}
+
+	start := time.Now()
+	writes := 0
+	openWatch() // before the writes
+	for writes < ops {
+		switch p := g.rng.Float64(); {
+		case p < 0.03:
+			openWatch()
+		case p < 0.04 && len(open) > 0:
+			waitCaughtUp("before a cancel")
+			i := g.rng.IntN(len(open))
+			open[i].cancel[0]()
+			open[i].cancel[1]()
+			open = slices.Delete(open, i, i+1)
+		default:
+			op := g.next()
+			if op.kind == "get" {
+				continue
+			}
+			if op.kind == "compact" {
+				waitCaughtUp("before a compaction")
+			}
+			want, wantErr := op.run(sides[0].write)
+			got, gotErr := op.run(sides[1].write)
+			if errString(wantErr) != errString(gotErr) {
+				t.Fatalf("write #%d %s: etcd error %v, raftkv error %v", writes, op.desc, wantErr, gotErr)
+			}
+			if wantErr == nil {
+				normalizeHeaders(want)
+				normalizeHeaders(got)
+				if headerOf(want).Revision != headerOf(got).Revision {
+					t.Fatalf("write #%d %s: etcd at revision %d, raftkv at %d", writes, op.desc, headerOf(want).Revision, headerOf(got).Revision)
+				}
+				g.observe(op, want)
+			}
+			writes++
+		}
+	}
+	for range 3 {
+		openWatch() // after the writes: replays only
+	}
+	waitCaughtUp("at the end")
+	events := 0
+	for i, p := range pairs {
+		w, r := p.rec[0], p.rec[1]
+		w.mu.Lock()
+		r.mu.Lock()
+		if w.created != r.created || w.compactRev != r.compactRev || w.canceled != r.canceled || w.cancelReason != r.cancelReason {
+			t.Fatalf("watch #%d %s (seed %d):\n  etcd:   created at %d, compacted at %d, canceled %v %q\n  raftkv: created at %d, compacted at %d, canceled %v %q",
+				i, p.desc, seed, w.created, w.compactRev, w.canceled, w.cancelReason, r.created, r.compactRev, r.canceled, r.cancelReason)
+		}
+		if d := firstDifference(w.events, r.events); d != "" {
+			t.Fatalf("watch #%d %s (seed %d): events differ (etcd %d, raftkv %d)\n%s", i, p.desc, seed, len(w.events), len(r.events), d)
+		}
+		if r.split != "" {
+			t.Fatalf("watch #%d %s: raftkv split %s between two responses", i, p.desc, r.split)
+		}
+		events += len(w.events)
+		w.mu.Unlock()
+		r.mu.Unlock()
+	}
+	t.Logf("%d writes, %d watches (%d canceled on the way), %d events matched in %v; final revision %d, compacted at %d",
+		writes, len(pairs), len(pairs)-len(open), events, time.Since(start).Round(time.Millisecond), g.rev, g.compacted)
+}
+
+func firstDifference(want, got []string) string {
+	for i := range max(len(want), len(got)) {
+		var w, g string
+		if i < len(want) {
+			w = want[i]
+		}
+		if i < len(got) {
+			g = got[i]
+		}
+		if w != g {
+			from := max(0, i-3)
+			return fmt.Sprintf("at event %d:\n  etcd:   %s\n  raftkv: %s\nthe events before it (etcd):\n  %s",
+				i, orNone(w), orNone(g), strings.Join(want[from:i], "\n  "))
+		}
+	}
+	return ""
+}
+
+// watchShape draws a watch: what it covers, from which revision, with which
+// options.
+func (g *opGen) watchShape() (key string, opts []clientv3.OpOption, rev int64, desc string) {
+	key, opts, desc = g.rangeShape(0.4)
+	if g.chance(0.55) {
+		switch p := g.rng.Float64(); {
+		case p < 0.5:
+			rev = 1 + g.rng.Int64N(g.rev)
+		case p < 0.75:
+			rev = max(1, g.compacted-1+g.rng.Int64N(3)) // just below, at and above the compaction
+		case p < 0.95:
+			rev = g.rev + 1 + g.rng.Int64N(3) // future
+		default:
+			rev = -1 // refused as compacted
+		}
+		opts = append(opts, clientv3.WithRev(rev))
+		desc += fmt.Sprintf(" rev=%d", rev)
+	}
+	for _, o := range []struct {
+		p    float64
+		opt  clientv3.OpOption
+		name string
+	}{{0.5, clientv3.WithPrevKV(), "prev_kv"}, {0.1, clientv3.WithFilterPut(), "noput"},
+		{0.1, clientv3.WithFilterDelete(), "nodelete"}, {0.1, clientv3.WithFragment(), "fragment"}} {
+		if g.chance(o.p) {
+			opts = append(opts, o.opt)
+			desc += " " + o.name
+		}
+	}
+	return key, opts, rev, desc
+}
