@@ -21,11 +21,15 @@ const (
 	opGetLinearizable
 	opGetSerializable
 	opMixed // getPercent linearizable gets, the rest puts
+	// The watch workloads (watch.go): clients is the number of watchers, keySpace
+	// the keys they watch.
+	opWatchLatency
+	opWatchFanout
 )
 
 // workload is one row of the table.
 type workload struct {
-	letter      string // the (a)..(g)
+	letter      string // the issues' (a)..(i)
 	name        string
 	description string
 	op          opKind
@@ -53,6 +57,8 @@ var workloads = []workload{
 	{"e", "get-ser-100c", "serializable get, 100 clients on 10 connections", opGetSerializable, 100, 10, readKeySpace, 0},
 	{"f", "put-100k-keys", "put, 100 clients on 10 connections, cycling through 100,000 distinct keys", opPut, 100, 10, 100_000, 0},
 	{"g", "mixed-90get", "90% linearizable get / 10% put, 100 clients on 10 connections", opMixed, 100, 10, readKeySpace, 90},
+	{"h", "watch-latency", "1 writer, 1,000 watchers of one key on 10 connections: put until all have the event", opWatchLatency, 1000, 10, 1, 0},
+	{"i", "watch-fanout", "10,000 watchers over 1,000 keys on 20 connections, 1,000 puts/s: events delivered", opWatchFanout, 10000, 20, readKeySpace, 0},
 }
 
 // selectWorkloads parses --workloads: names or letters, comma-separated; empty means all.
@@ -75,7 +81,7 @@ func selectWorkloads(list string) ([]workload, error) {
 			for _, known := range workloads {
 				names = append(names, known.name)
 			}
-			return nil, fmt.Errorf("--workloads: unknown workload %q; use letters a-g or names %s", w, strings.Join(names, ","))
+			return nil, fmt.Errorf("--workloads: unknown workload %q; use letters a-i or names %s", w, strings.Join(names, ","))
 		}
 	}
 	var out []workload
@@ -182,6 +188,12 @@ func runLoad(ctx context.Context, w workload, endpoint string, timing loadTiming
 		return loadResult{}, err
 	}
 	defer closeConns(conns)
+	switch w.op {
+	case opWatchLatency:
+		return runWatchLatency(ctx, w, conns, timing, hooks)
+	case opWatchFanout:
+		return runWatchFanout(ctx, w, conns, timing, hooks)
+	}
 
 	start := time.Now()
 	windowStart := start.Add(timing.warmup)
