@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"raftkv/watch"
 )
 
 // openWatch opens a Watch stream on m that ends with the test.
@@ -220,5 +222,74 @@ func TestWatchCompactionAndStop(t *testing.T) {
 	_, err := s.Recv()
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("after the member stopped, the stream ended with %v, want Unavailable", err)
+	}
+}
+
+// A client that stops reading: the writes and another client's watch go on, the
+// member holds a bounded queue for the stalled stream (gRPC's flow-control window
+// fills first, then the hub's queue), and when the client reads again it gets every
+// event in order.
+func TestWatchClientStopsReading(t *testing.T) {
+	m := startTestCluster(t, 1, nil)[0]
+	retry(t, func(ctx context.Context) error {
+		_, err := m.client.Put(ctx, &pb.PutRequest{Key: []byte("warm"), Value: []byte("up")})
+		return err
+	})
+	stalled, live := openWatch(t, m), openWatch(t, m)
+	createWatch(t, stalled, &pb.WatchCreateRequest{Key: []byte("s/"), RangeEnd: []byte("s0"), PrevKv: true})
+	createWatch(t, live, &pb.WatchCreateRequest{Key: []byte("s/"), RangeEnd: []byte("s0")})
+	liveRevs := make(chan []int64, 1)
+	const writes = 1500
+	go func() {
+		var revs []int64
+		for len(revs) < writes {
+			resp, err := live.Recv()
+			if err != nil {
+				break
+			}
+			for _, ev := range resp.Events {
+				revs = append(revs, ev.Kv.ModRevision)
+			}
+		}
+		liveRevs <- revs
+	}()
+	value := []byte(strings.Repeat("v", 4096))
+	var first, last int64
+	maxStream := 0
+	for i := range writes {
+		resp, err := m.client.Put(context.Background(), &pb.PutRequest{Key: fmt.Appendf(nil, "s/%d", i%50), Value: value})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = resp.Header.Revision
+		}
+		last = resp.Header.Revision
+		maxStream = max(maxStream, m.srv.watches.Stats().MaxStreamBytes)
+	}
+	revs := <-liveRevs
+	if len(revs) != writes || revs[0] != first || revs[len(revs)-1] != last {
+		t.Fatalf("the reading client got %d events (%v..), want %d from %d to %d", len(revs), revs[:min(3, len(revs))], writes, first, last)
+	}
+	// 1,500 events of 8 KiB with prev_kv are 12 MiB; the member held at most its
+	// queue's 4 MiB plus one revision's event.
+	if limit := watch.DefaultMaxQueuedBytes + 2*len(value) + 1000; maxStream > limit {
+		t.Fatalf("the stalled stream's queue reached %d bytes, over %d", maxStream, limit)
+	}
+	if st := m.srv.watches.Stats(); st.Unsynced != 1 {
+		t.Fatalf("hub %+v: want the stalled watch unsynced", st)
+	}
+	next := first
+	for next <= last {
+		resp := recvWatch(t, stalled)
+		for _, ev := range resp.Events {
+			if ev.Kv.ModRevision != next {
+				t.Fatalf("the stalled client, reading again, got revision %d, want %d", ev.Kv.ModRevision, next)
+			}
+			if ev.Kv.Version > 1 && (ev.PrevKv == nil || ev.PrevKv.ModRevision != ev.Kv.ModRevision-50) {
+				t.Fatalf("event at %d has prev_kv %v", next, ev.PrevKv)
+			}
+			next++
+		}
 	}
 }

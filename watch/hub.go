@@ -130,18 +130,30 @@ func (h *Hub) Close() {
 	}
 }
 
-// Stats counts the hub's watchers, for tests and metrics.
+// Stats counts the hub's watchers and what its streams hold, for tests and metrics.
 type Stats struct {
 	Streams, Synced, Unsynced int
 	// Revision is the hub's position: the synced watchers have every event up to it.
 	Revision int64
+	// QueuedResponses and QueuedBytes add up the event responses queued on every
+	// stream and their size (kv.Event.Size); MaxStreamBytes is the most one stream
+	// holds.
+	QueuedResponses, QueuedBytes, MaxStreamBytes int
 }
 
 // Stats returns the hub's counts now.
 func (h *Hub) Stats() Stats {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return Stats{Streams: len(h.mu.streams), Synced: h.mu.synced.len(), Unsynced: len(h.mu.unsynced), Revision: h.mu.pos}
+	st := Stats{Streams: len(h.mu.streams), Synced: h.mu.synced.len(), Unsynced: len(h.mu.unsynced), Revision: h.mu.pos}
+	for s := range h.mu.streams {
+		s.mu.Lock()
+		st.QueuedResponses += s.mu.events
+		st.QueuedBytes += s.mu.eventBytes
+		st.MaxStreamBytes = max(st.MaxStreamBytes, s.mu.eventBytes)
+		s.mu.Unlock()
+	}
+	return st
 }
 
 func (h *Hub) run() {
