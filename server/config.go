@@ -79,7 +79,7 @@ type Config struct {
 	SnapshotCount uint64
 	// WatchProgressNotifyInterval is how often a watch created with progress_notify
 	// hears the revision it has reached when no event came (etcd's
-	// --experimental-watch-progress-notify-interval). Default 10 minutes; below
+	// --watch-progress-notify-interval). Default 10 minutes; below
 	// 100ms it is raised to 100ms, as in etcd.
 	WatchProgressNotifyInterval time.Duration
 	// RequestTimeout bounds how long a write or a linearizable read waits. Default
@@ -206,7 +206,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--max-request-bytes %d is too small; use at least 1024", c.MaxRequestBytes)
 	}
 	if c.WatchProgressNotifyInterval < 0 {
-		return fmt.Errorf("--experimental-watch-progress-notify-interval %v is negative; give a duration such as 10m",
+		return fmt.Errorf("--watch-progress-notify-interval %v is negative; give a duration such as 10m",
 			c.WatchProgressNotifyInterval)
 	}
 	if c.MaxTxnOps < 1 {

@@ -21,7 +21,7 @@ type Config struct {
 	MaxWatchesPerStream int
 	// ProgressNotifyInterval is how often a watch created with progress_notify hears
 	// the revision it has reached when no event came in the meantime (etcd's
-	// --experimental-watch-progress-notify-interval), plus up to a tenth of it at
+	// --watch-progress-notify-interval), plus up to a tenth of it at
 	// random so that streams do not all fire together.
 	ProgressNotifyInterval time.Duration
 	Logger                 *slog.Logger
