@@ -1,7 +1,10 @@
 package server
 
 import (
+	"time"
+
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 )
 
 // The client API's gRPC settings. Each is chosen for what it saves per request; the
@@ -25,6 +28,18 @@ const (
 	// requests are at most MaxRequestBytes, so a large one still streams through.
 	grpcStreamWindowBytes = 1 << 20
 	grpcConnWindowBytes   = 16 << 20
+
+	// grpcKeepaliveMinTime is the shortest interval between a client's keepalive
+	// pings that the server tolerates, etcd's --grpc-keepalive-min-time default. gRPC's
+	// own default, 5 minutes, answers a client that pings more often (clientv3 with
+	// DialKeepAliveTime, Kubernetes every 30 s) with GOAWAY after its third ping,
+	// dropping every stream on the connection, watches included.
+	grpcKeepaliveMinTime = 5 * time.Second
+	// grpcKeepaliveInterval and grpcKeepaliveTimeout are etcd's defaults for the
+	// server's own pings (--grpc-keepalive-interval, --grpc-keepalive-timeout): a
+	// connection silent for 2 hours is pinged, and closed if no answer comes in 20 s.
+	grpcKeepaliveInterval = 2 * time.Hour
+	grpcKeepaliveTimeout  = 20 * time.Second
 )
 
 // newGRPCServer returns the client API's gRPC server, not yet serving; unknown answers
@@ -37,5 +52,7 @@ func newGRPCServer(cfg Config, unknown grpc.StreamHandler) *grpc.Server {
 		grpc.InitialWindowSize(grpcStreamWindowBytes),
 		grpc.InitialConnWindowSize(grpcConnWindowBytes),
 		grpc.UnknownServiceHandler(unknown),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: grpcKeepaliveMinTime}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: grpcKeepaliveInterval, Timeout: grpcKeepaliveTimeout}),
 	)
 }
