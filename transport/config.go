@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,9 +17,16 @@ type Config struct {
 	// ClusterID names the cluster; it must be non-zero and the same on every member.
 	// A stream from another cluster is refused at the handshake.
 	ClusterID uint64
-	// Peers maps each member's id to the "host:port" of its peer listener. An entry
-	// for ID itself is allowed and ignored.
+	// Peers maps each member's id to the "host:port" of its peer listener, or to
+	// "https://host:port" for a peer dialled with TLS (see TLS). An entry for ID itself
+	// is allowed and ignored.
 	Peers map[uint64]string
+	// TLS is the client side of TLS, for the peers whose address is https://: the
+	// certificate this node presents (if the peers ask for one), the CAs it trusts
+	// with their certificates, versions and cipher suites. Its ServerName, if empty,
+	// is the host dialled. Serve takes TLS streams from a listener made by
+	// tls.NewListener, whose tls.Config decides which peers may connect.
+	TLS *tls.Config
 
 	// MaxFrameBytes limits the payload of one frame, in both directions. A message
 	// whose encoding is larger is dropped with a log line; set it above the Raft
@@ -116,8 +124,8 @@ func (c Config) Validate() error {
 		if id == 0 {
 			return fmt.Errorf("transport config: Peers holds id 0 (address %q); ids must be non-zero", addr)
 		}
-		if err := checkAddr(addr); err != nil {
-			return fmt.Errorf("transport config: Peers[%d] = %q: %v; give the host:port of its peer listener", id, addr, err)
+		if err := c.checkPeerAddr(addr); err != nil {
+			return fmt.Errorf("transport config: Peers[%d] = %q: %v", id, addr, err)
 		}
 	}
 	if c.MaxFrameBytes < minFrameBytes || c.MaxFrameBytes > maxFrameBytesLimit {
@@ -138,6 +146,18 @@ func (c Config) Validate() error {
 	}
 	if c.MinBackoff < 0 || c.MaxBackoff < c.MinBackoff {
 		return fmt.Errorf("transport config: MinBackoff %v and MaxBackoff %v must satisfy 0 <= MinBackoff <= MaxBackoff", c.MinBackoff, c.MaxBackoff)
+	}
+	return nil
+}
+
+// checkPeerAddr reports whether addr is a peer address the Transport can dial.
+func (c Config) checkPeerAddr(addr string) error {
+	hostPort, isTLS := splitAddr(addr)
+	if err := checkAddr(hostPort); err != nil {
+		return fmt.Errorf("%v; give the host:port of its peer listener (https://host:port to dial it with TLS)", err)
+	}
+	if isTLS && c.TLS == nil {
+		return fmt.Errorf("an https:// peer, but Config.TLS is nil; give the TLS settings to dial it with")
 	}
 	return nil
 }

@@ -22,6 +22,16 @@
 // or claiming another sender) closes that stream and logs the reason; the dialer
 // reconnects. Decoding never panics; FuzzReadFrame checks that.
 //
+// # TLS
+//
+// A peer whose address is "https://host:port" is dialled with TLS (Config.TLS), and
+// a listener made by tls.NewListener, given to Serve, accepts TLS: the TLS handshake
+// comes first, within Config.IOTimeout on the accepting side and DialTimeout on the
+// dialling side, and the stream handshake and frames then run inside it unchanged.
+// Which certificates are accepted is for the tls.Config to say (the server builds it
+// from etcd's --peer-* flags); a refused handshake is logged at WARN with the remote
+// address and the reason, on both sides.
+//
 // # Sending
 //
 // Send never blocks. It puts each message on its peer's bounded queue

@@ -26,7 +26,12 @@ func (t *Transport) serveConn(conn net.Conn) {
 	defer stop()
 	remote := conn.RemoteAddr().String()
 
-	conn.SetReadDeadline(time.Now().Add(t.cfg.IOTimeout))
+	// The TLS handshake, if any, and the stream's own share one deadline; a TLS
+	// handshake writes too, to a dialler that may not read.
+	conn.SetDeadline(time.Now().Add(t.cfg.IOTimeout))
+	if !t.acceptTLS(conn) {
+		return
+	}
 	var raw [handshakeLen]byte
 	if _, err := io.ReadFull(conn, raw[:]); err != nil {
 		// A port scanner or a peer that gave up: nothing worth a warning.
@@ -116,7 +121,7 @@ func (t *Transport) addInbound(from uint64, conn net.Conn) bool {
 		return false
 	}
 	if old := t.mu.inbound[from]; old != nil {
-		old.Close()
+		closeNow(old)
 	}
 	t.mu.inbound[from] = conn
 	return true

@@ -216,10 +216,18 @@ func (p *peer) dial(ctx context.Context, addr string, kind streamKind) (net.Conn
 	cfg := &p.t.cfg
 	dialCtx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
+	hostPort, isTLS := splitAddr(addr)
 	var d net.Dialer
-	conn, err := d.DialContext(dialCtx, "tcp", addr)
+	conn, err := d.DialContext(dialCtx, "tcp", hostPort)
 	if err != nil {
 		return nil, err
+	}
+	if isTLS {
+		tc, err := dialTLS(dialCtx, conn, hostPort, cfg.TLS)
+		if err != nil {
+			return nil, err
+		}
+		conn = tc
 	}
 	// The handshake shares the dial's deadline and its cancellation.
 	stop := afterFuncClose(dialCtx, conn)
@@ -416,5 +424,5 @@ func (b *backoff) reset() { b.current = 0 }
 
 // afterFuncClose closes conn when ctx ends, unless the returned stop is called first.
 func afterFuncClose(ctx context.Context, conn net.Conn) (stop func() bool) {
-	return context.AfterFunc(ctx, func() { conn.Close() })
+	return context.AfterFunc(ctx, func() { closeNow(conn) })
 }

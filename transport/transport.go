@@ -218,8 +218,8 @@ func (t *Transport) UpdatePeer(id uint64, addr string) error {
 	if id == 0 || id == t.cfg.ID {
 		return fmt.Errorf("transport: UpdatePeer(%d, %q): id must be non-zero and not this node's", id, addr)
 	}
-	if err := checkAddr(addr); err != nil {
-		return fmt.Errorf("transport: UpdatePeer(%d, %q): %v; give the host:port of its peer listener", id, addr, err)
+	if err := t.cfg.checkPeerAddr(addr); err != nil {
+		return fmt.Errorf("transport: UpdatePeer(%d, %q): %v", id, addr, err)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
