@@ -86,6 +86,23 @@ type Config struct {
 	// 5s plus twice the election timeout.
 	RequestTimeout time.Duration
 
+	// ClientTLS and PeerTLS are the TLS of the client API and of the peer transport
+	// (etcd's --cert-file, ... and --peer-cert-file, ...; see TLSInfo and tls.go). A
+	// side's https:// URLs use them, its http:// URLs do not; a peer is dialled
+	// with TLS when its URL in InitialCluster is https://.
+	ClientTLS TLSInfo
+	PeerTLS   TLSInfo
+	// CipherSuites are the TLS 1.2 cipher suites both sides accept, by Go's names
+	// (etcd's --cipher-suites); empty, Go's defaults. TLS 1.3's are not chosen.
+	CipherSuites []string
+	// TLSMinVersion and TLSMaxVersion bound the TLS versions both sides speak:
+	// "TLS1.2" or "TLS1.3"; empty, TLS 1.2 and Go's newest (etcd's
+	// --tls-min-version, --tls-max-version).
+	TLSMinVersion, TLSMaxVersion string
+	// SelfSignedCertValidity is how many years the certificates of AutoTLS are valid.
+	// Default 1, as in etcd.
+	SelfSignedCertValidity uint
+
 	Logger *slog.Logger
 }
 
@@ -148,6 +165,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 5*time.Second + 2*c.ElectionTimeout
+	}
+	if c.SelfSignedCertValidity == 0 {
+		c.SelfSignedCertValidity = 1
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -219,17 +239,20 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--max-response-bytes %d must be between --max-request-bytes (%d), so that any one key can be read, "+
 			"and %d (gRPC's message limit less room for the header)", c.MaxResponseBytes, c.MaxRequestBytes, MaxMaxResponseBytes)
 	}
+	if _, err := c.buildTLS(false); err != nil {
+		return err
+	}
 	return nil
 }
 
-// hostPort returns the host:port of an http URL.
+// hostPort returns the host:port of an http:// or https:// URL.
 func hostPort(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", fmt.Errorf("URL %q does not parse: %v", raw, err)
 	}
-	if u.Scheme != "http" {
-		return "", fmt.Errorf("URL %q: scheme %q is not supported; use http:// (TLS is not implemented yet)", raw, u.Scheme)
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "", fmt.Errorf("URL %q: scheme %q is not supported; use http:// or https://", raw, u.Scheme)
 	}
 	if u.Port() == "" {
 		return "", fmt.Errorf("URL %q has no port; add one, like http://127.0.0.1:2379", raw)
@@ -238,6 +261,19 @@ func hostPort(raw string) (string, error) {
 		return "", fmt.Errorf("URL %q: port %s is outside 1-65535; use a port in that range", raw, u.Port())
 	}
 	return u.Host, nil
+}
+
+// peerAddr is a peer URL as the transport dials it: host:port, or https://host:port
+// for TLS.
+func peerAddr(raw string) (string, error) {
+	addr, err := hostPort(raw)
+	if err != nil {
+		return "", err
+	}
+	if strings.HasPrefix(raw, "https://") {
+		return "https://" + addr, nil
+	}
+	return addr, nil
 }
 
 // memberID derives a member's id from its peer URLs and the cluster token, as etcd

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 )
 
@@ -43,9 +44,11 @@ const (
 )
 
 // newGRPCServer returns the client API's gRPC server, not yet serving; unknown answers
-// the calls of methods no registered service serves.
-func newGRPCServer(cfg Config, unknown grpc.StreamHandler) *grpc.Server {
+// the calls of methods no registered service serves, and creds completes the TLS of
+// the listeners' connections.
+func newGRPCServer(cfg Config, unknown grpc.StreamHandler, creds credentials.TransportCredentials) *grpc.Server {
 	return grpc.NewServer(
+		grpc.Creds(creds),
 		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes+grpcOverheadBytes),
 		grpc.MaxSendMsgSize(1<<31-1),
 		grpc.NumStreamWorkers(grpcStreamWorkers),

@@ -57,6 +57,7 @@ type Server struct {
 	terms *appliedTerm
 
 	grpc          *grpc.Server
+	tls           tlsConfigs
 	clientListens []net.Listener
 	peerListens   []net.Listener
 
@@ -86,6 +87,13 @@ func New(cfg Config) (*Server, error) {
 	s.clusterID = clusterID(ids, cfg.InitialClusterToken)
 	s.logger = cfg.Logger.With("member", fmt.Sprintf("%x", s.id), "name", cfg.Name)
 
+	var err error
+	if s.tls, err = cfg.buildTLS(true); err != nil {
+		return nil, err
+	}
+	for _, w := range s.tls.warnings {
+		s.logger.Warn(w)
+	}
 	// The ports first: a port in use is the likeliest mistake, and must be reported
 	// before anything is written to the data dir.
 	if err := s.listen(); err != nil {
@@ -163,7 +171,7 @@ func (s *Server) start(ids []uint64) error {
 
 	peerAddrs := map[uint64]string{}
 	for id, m := range s.peers {
-		addr, err := hostPort(m.PeerURLs[0])
+		addr, err := peerAddr(m.PeerURLs[0])
 		if err != nil {
 			return err
 		}
@@ -181,7 +189,7 @@ func (s *Server) start(ids []uint64) error {
 	// The node makes its transport once it can take messages, so the transport has
 	// the node from the start.
 	s.node, err = raft.NewNode(nodeCfg, func(h raft.Handler) (raft.Transport, error) {
-		t, err := transport.New(transport.Config{ID: s.id, ClusterID: s.clusterID, Peers: peerAddrs, Logger: s.logger}, h)
+		t, err := transport.New(transport.Config{ID: s.id, ClusterID: s.clusterID, Peers: peerAddrs, TLS: s.tls.peerDial, Logger: s.logger}, h)
 		if err != nil {
 			return nil, err
 		}
@@ -197,7 +205,7 @@ func (s *Server) start(ids []uint64) error {
 	s.goTracked(s.applyLoop)
 	s.goTracked(s.readLoop)
 	unknown := &unserved{}
-	s.grpc = newGRPCServer(cfg, unknown.handle)
+	s.grpc = newGRPCServer(cfg, unknown.handle, listenerTLS{logger: s.logger})
 	unknown.g = s.grpc
 	registerServices(s.grpc, s)
 	for _, l := range s.clientListens {

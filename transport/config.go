@@ -124,6 +124,9 @@ func (c Config) Validate() error {
 		if id == 0 {
 			return fmt.Errorf("transport config: Peers holds id 0 (address %q); ids must be non-zero", addr)
 		}
+		if id == c.ID {
+			continue // ignored
+		}
 		if err := c.checkPeerAddr(addr); err != nil {
 			return fmt.Errorf("transport config: Peers[%d] = %q: %v", id, addr, err)
 		}
