@@ -16,7 +16,10 @@ var servedEtcdFlags = []string{
 	"initial-advertise-peer-urls", "initial-cluster", "initial-cluster-state", "initial-cluster-token",
 	"advertise-client-urls", "auto-compaction-retention", "auto-compaction-mode",
 	"log-level", "log-format", "log-outputs", "force-new-cluster", "config-file", "version",
+	// and servedTLSFlags, added by init
 }
+
+func init() { servedEtcdFlags = append(servedEtcdFlags, servedTLSFlags...) }
 
 // etcdFlag is a flag of etcd 3.7's `etcd --help` that raftkv does not serve. raftkv
 // accepts it (as a flag, an ETCD_ variable or a config file key) so that etcd's
@@ -32,7 +35,7 @@ type etcdFlag struct {
 }
 
 const (
-	noTLS       = "raftkv does not serve TLS yet: clients and peers speak plaintext http://"
+	noSelfDial  = "raftkv never dials its own client URLs (etcd does, for its gateway), so it presents no client certificate"
 	noDiscovery = "raftkv has no discovery service: list the members in --initial-cluster"
 	noGateway   = "raftkv serves the etcd API over gRPC only, without etcd's HTTP endpoints"
 	noBbolt     = "raftkv's store does not use bbolt"
@@ -85,31 +88,10 @@ var etcdFlags = []etcdFlag{
 	{name: "pre-vote", etcdDefault: "true", isBool: true, refused: true, why: "raftkv always runs Pre-Vote and CheckQuorum (Ongaro's thesis §9.6)"},
 	{name: "v2-deprecation", etcdDefault: "write-only", why: "raftkv never had the v2 store"},
 	// Security
-	{name: "cert-file", refused: true, why: noTLS},
-	{name: "key-file", refused: true, why: noTLS},
-	{name: "client-cert-auth", etcdDefault: "false", isBool: true, refused: true, why: noTLS},
-	{name: "client-cert-file", refused: true, why: noTLS},
-	{name: "client-key-file", refused: true, why: noTLS},
-	{name: "client-crl-file", refused: true, why: noTLS},
-	{name: "client-cert-allowed-hostname", refused: true, why: noTLS},
-	{name: "trusted-ca-file", refused: true, why: noTLS},
-	{name: "auto-tls", etcdDefault: "false", isBool: true, refused: true, why: noTLS},
-	{name: "peer-cert-file", refused: true, why: noTLS},
-	{name: "peer-key-file", refused: true, why: noTLS},
-	{name: "peer-client-cert-auth", etcdDefault: "false", isBool: true, refused: true, why: noTLS},
-	{name: "peer-client-cert-file", refused: true, why: noTLS},
-	{name: "peer-client-key-file", refused: true, why: noTLS},
-	{name: "peer-trusted-ca-file", refused: true, why: noTLS},
-	{name: "peer-cert-allowed-cn", refused: true, why: noTLS},
-	{name: "peer-cert-allowed-hostname", refused: true, why: noTLS},
-	{name: "peer-auto-tls", etcdDefault: "false", isBool: true, refused: true, why: noTLS},
-	{name: "self-signed-cert-validity", etcdDefault: "1", why: noTLS},
-	{name: "peer-crl-file", refused: true, why: noTLS},
-	{name: "cipher-suites", why: noTLS},
+	{name: "client-cert-file", why: noSelfDial},
+	{name: "client-key-file", why: noSelfDial},
 	{name: "cors", etcdDefault: "*", why: noGateway},
 	{name: "host-whitelist", etcdDefault: "*", why: noGateway},
-	{name: "tls-min-version", etcdDefault: "TLS1.2", why: noTLS},
-	{name: "tls-max-version", why: noTLS},
 	// Auth
 	{name: "auth-token", etcdDefault: "simple", why: noAuth},
 	{name: "bcrypt-cost", etcdDefault: "10", why: noAuth},
@@ -133,7 +115,6 @@ var etcdFlags = []etcdFlag{
 	{name: "corrupt-check-time", etcdDefault: "0s", why: "raftkv has no corruption check between members yet"},
 	{name: "compact-hash-check-time", etcdDefault: "1m", why: "raftkv has no corruption check between members yet"},
 	{name: "compaction-batch-limit", etcdDefault: "1000", why: notTunable + ": a compaction applies as one entry"},
-	{name: "peer-skip-client-san-verification", etcdDefault: "false", isBool: true, why: noTLS},
 	{name: "watch-progress-notify-interval", etcdDefault: "10m", why: notTunable},
 	{name: "warning-apply-duration", etcdDefault: "100ms", why: notTunable},
 	{name: "bootstrap-defrag-threshold-megabytes", etcdDefault: "0", why: noBbolt},

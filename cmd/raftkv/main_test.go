@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -100,7 +102,9 @@ func TestServeFlagsRefuseBadInput(t *testing.T) {
 		{args: []string{"--auto-compaction-retention", "1 hour"}, want: "is not a duration"},
 		{args: []string{"--auto-compaction-mode", "revision", "--auto-compaction-retention", "1h"}, want: "not a number of revisions"},
 		{args: []string{"--max-response-bytes", "-1"}, want: "is negative"},
-		{args: []string{"--cert-file", "server.crt"}, want: "--cert-file \"server.crt\" (from the command line) cannot be served: raftkv does not serve TLS"},
+		{args: []string{"--discovery", "https://discovery.example"}, want: "--discovery \"https://discovery.example\" (from the command line) cannot be served: raftkv has no discovery service"},
+		{args: []string{"--self-signed-cert-validity", "0"}, want: "--self-signed-cert-validity 0"},
+		{args: []string{"--client-cert-auth=maybe"}, want: "client-cert-auth"},
 		{args: []string{"--pre-vote=false"}, want: "always runs Pre-Vote"},
 		{args: []string{"--unsafe-no-fsync"}, want: "always fsyncs"},
 		{env: []string{"ETCD_DISCOVERY_SRV=example.com"}, want: "(from ETCD_DISCOVERY_SRV) cannot be served"},
@@ -185,9 +189,42 @@ client-transport-security:
 	}
 
 	tls := filepath.Join(t.TempDir(), "tls.yaml")
-	writeFile(t, tls, "client-transport-security:\n  cert-file: /etc/etcd/server.crt\n")
-	if _, _, err := parseServe([]string{"--config-file", tls}, nil); err == nil || !strings.Contains(err.Error(), "sets cert-file, but raftkv does not serve TLS") {
-		t.Fatalf("TLS in the config file: %v, want a refusal", err)
+	writeFile(t, tls, `
+client-transport-security:
+  cert-file: /etc/etcd/server.crt
+  key-file: /etc/etcd/server.key
+  client-cert-auth: true
+  trusted-ca-file: /etc/etcd/ca.crt
+  allowed-cn: [alice]
+  no-such-key: 1
+peer-transport-security:
+  cert-file: /etc/etcd/peer.crt
+  key-file: /etc/etcd/peer.key
+  client-cert-auth: true
+  trusted-ca-file: /etc/etcd/peer-ca.crt
+  allowed-cn: [m1, m2]
+  skip-client-san-verification: true
+  auto-tls: false
+cipher-suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]
+tls-min-version: TLS1.3
+`)
+	cfg, warnings, err := parseServe([]string{"--config-file", tls, "--peer-key-file", "/flag/peer.key"}, nil)
+	if err != nil {
+		t.Fatalf("TLS in the config file: %v", err)
+	}
+	wantClient := server.TLSInfo{CertFile: "/etc/etcd/server.crt", KeyFile: "/etc/etcd/server.key", ClientCertAuth: true,
+		TrustedCAFile: "/etc/etcd/ca.crt", AllowedCNs: []string{"alice"}}
+	wantPeer := server.TLSInfo{CertFile: "/etc/etcd/peer.crt", KeyFile: "/flag/peer.key", ClientCertAuth: true,
+		TrustedCAFile: "/etc/etcd/peer-ca.crt", AllowedCNs: []string{"m1", "m2"}, SkipClientSANVerify: true}
+	if !reflect.DeepEqual(cfg.ClientTLS, wantClient) || !reflect.DeepEqual(cfg.PeerTLS, wantPeer) ||
+		!slices.Equal(cfg.CipherSuites, []string{"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"}) || cfg.TLSMinVersion != "TLS1.3" {
+		t.Fatalf("TLS from the config file:\nclient %+v\npeer   %+v\nciphers %v, min %q", cfg.ClientTLS, cfg.PeerTLS, cfg.CipherSuites, cfg.TLSMinVersion)
+	}
+	for _, w := range []string{`unknown key "client-transport-security.no-such-key" ignored`,
+		`--peer-key-file "/flag/peer.key" from the command line overrides peer-transport-security.key-file: "/etc/etcd/peer.key"`} {
+		if !strings.Contains(strings.Join(warnings, "\n"), w) {
+			t.Errorf("no warning containing %q in %q", w, warnings)
+		}
 	}
 	if _, _, err := parseServe([]string{"--config-file", filepath.Join(t.TempDir(), "missing.yaml")}, nil); err == nil || !strings.Contains(err.Error(), "--config-file") {
 		t.Fatalf("missing config file: %v", err)
@@ -254,12 +291,14 @@ func TestHelpIsInEtcdStyle(t *testing.T) {
 		"\n  --force-new-cluster\n    Start this member",
 		"\n  raftkv cluster [flags] [-- member flags]\n",
 		"\n  raftkv --version\n",
+		"\nSecurity:\n  --cert-file ''\n    Path to the client server TLS cert file",
+		"\n  --tls-min-version 'TLS1.2'\n",
 	} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("raftkv --help has no %q", want)
 		}
 	}
-	if code != 0 || strings.Contains(stdout, "--cert-file") || strings.Contains(stdout, "--name string") {
+	if code != 0 || strings.Contains(stdout, "--quota-backend-bytes") || strings.Contains(stdout, "--name string") {
 		t.Errorf("raftkv --help: exit %d, or it shows a hidden flag or cobra's layout:\n%s", code, stdout)
 	}
 	stdout, _, _ = runCLI(t, nil, "get", "--help")
@@ -316,5 +355,31 @@ func TestReadmeEtcdFlagTable(t *testing.T) {
 		if want[name] == "" {
 			t.Errorf("README.md lists --%s, which the code does not know as an etcd flag", name)
 		}
+	}
+}
+
+// TestServeTLSFlags: etcd's TLS flags reach server.Config.
+func TestServeTLSFlags(t *testing.T) {
+	cfg, warnings, err := parseServe([]string{
+		"--listen-client-urls", "https://127.0.0.1:2379", "--cert-file", "s.crt", "--key-file", "s.key",
+		"--trusted-ca-file", "ca.crt", "--client-cert-auth", "--client-crl-file", "c.crl", "--client-cert-allowed-hostname", "a.example,b.example",
+		"--peer-cert-file", "p.crt", "--peer-key-file", "p.key", "--peer-client-cert-file", "pc.crt", "--peer-client-key-file", "pc.key",
+		"--peer-trusted-ca-file", "pca.crt", "--peer-client-cert-auth", "--peer-cert-allowed-cn", "m1, m2",
+		"--peer-skip-client-san-verification", "--peer-crl-file", "p.crl", "--auto-tls", "--peer-auto-tls",
+		"--self-signed-cert-validity", "3", "--cipher-suites", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+		"--tls-min-version", "TLS1.2", "--tls-max-version", "TLS1.3",
+	}, nil)
+	if err != nil || len(warnings) > 0 {
+		t.Fatalf("%v, warnings %q", err, warnings)
+	}
+	wantClient := server.TLSInfo{CertFile: "s.crt", KeyFile: "s.key", TrustedCAFile: "ca.crt", ClientCertAuth: true, CRLFile: "c.crl",
+		AllowedHostnames: []string{"a.example", "b.example"}, AutoTLS: true}
+	wantPeer := server.TLSInfo{CertFile: "p.crt", KeyFile: "p.key", ClientCertFile: "pc.crt", ClientKeyFile: "pc.key", TrustedCAFile: "pca.crt",
+		ClientCertAuth: true, CRLFile: "p.crl", AllowedCNs: []string{"m1", "m2"}, SkipClientSANVerify: true, AutoTLS: true}
+	if !reflect.DeepEqual(cfg.ClientTLS, wantClient) || !reflect.DeepEqual(cfg.PeerTLS, wantPeer) {
+		t.Fatalf("client %+v\npeer   %+v", cfg.ClientTLS, cfg.PeerTLS)
+	}
+	if len(cfg.CipherSuites) != 2 || cfg.TLSMinVersion != "TLS1.2" || cfg.TLSMaxVersion != "TLS1.3" || cfg.SelfSignedCertValidity != 3 {
+		t.Fatalf("ciphers %v, versions %q-%q, validity %d", cfg.CipherSuites, cfg.TLSMinVersion, cfg.TLSMaxVersion, cfg.SelfSignedCertValidity)
 	}
 }

@@ -36,6 +36,7 @@ type serveFlags struct {
 	autoCompactionMode                  string
 	autoCompactionRetention             string
 	forceNewCluster                     bool
+	tls                                 tlsFlags
 	logLevel, logFormat, logOutputs     string
 	configFile                          string
 	// supervisorFD is the read end of a pipe from "raftkv cluster": the member stops
@@ -70,6 +71,8 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.autoCompactionRetention, "auto-compaction-retention", "0", "Auto compaction retention; 0 disables auto compaction.")
 	fs.BoolVar(&f.forceNewCluster, "force-new-cluster", false, "Start this member, with its data, as the only member of a new cluster: recovery after a lost quorum.")
 	setGroup(fs, groupOperations, "auto-compaction-mode", "auto-compaction-retention", "force-new-cluster")
+
+	f.tls.register(fs)
 
 	fs.StringVar(&f.logLevel, "log-level", "info", "Log level: debug, info, warn or error (etcd's panic and fatal mean error).")
 	fs.StringVar(&f.logFormat, "log-format", "console", "Log format: console (key=value text) or json.")
@@ -168,7 +171,7 @@ func (f *serveFlags) config() (server.Config, error) {
 	if err != nil {
 		return server.Config{}, err
 	}
-	return server.Config{
+	cfg := server.Config{
 		Name:                    f.name,
 		DataDir:                 f.dataDir,
 		WALDir:                  f.walDir,
@@ -188,7 +191,11 @@ func (f *serveFlags) config() (server.Config, error) {
 		MaxResponseBytes:        f.maxResponseBytes,
 		SnapshotCount:           f.snapshotCount,
 		Logger:                  logger,
-	}, nil
+	}
+	if err := f.tls.apply(&cfg); err != nil {
+		return server.Config{}, err
+	}
+	return cfg, nil
 }
 
 // checkAutoCompaction checks the syntax of etcd's two auto-compaction flags: the

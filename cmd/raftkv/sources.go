@@ -111,12 +111,10 @@ func envValue(env map[string]string, flag string, used map[string]bool) (key, va
 	return "", "", false, nil
 }
 
-// transportSecurityKeys are the sections of etcd's config file that hold its TLS
-// settings; raftkv serves no TLS, so any setting in them is refused.
-var transportSecurityKeys = []string{"client-transport-security", "peer-transport-security"}
-
 // applyConfigFile sets each flag the command line and the environment left unset
-// from etcd's YAML config file at path.
+// from etcd's YAML config file at path. The keys of the sections
+// client-transport-security and peer-transport-security set the TLS flags they
+// stand for (transportSecurityFlags).
 func applyConfigFile(fs *pflag.FlagSet, path string, origin map[string]string) (warnings []string, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -131,33 +129,59 @@ func applyConfigFile(fs *pflag.FlagSet, path string, origin map[string]string) (
 		if raw == nil {
 			continue // "key:" with no value, as etcd's sample file has many
 		}
-		if slices.Contains(transportSecurityKeys, key) {
-			if set := nonEmptyKeys(raw); len(set) > 0 {
-				return nil, fmt.Errorf("--config-file %s: %s sets %s, but raftkv does not serve TLS yet (plaintext http:// only); remove the section",
-					path, key, strings.Join(set, ", "))
+		section, isSection := transportSecurityFlags[key]
+		if !isSection {
+			w, err := applyConfigKey(fs, path, key, key, raw, origin)
+			if err != nil {
+				return nil, err
 			}
+			warnings = append(warnings, w...)
 			continue
 		}
-		f := fs.Lookup(key)
-		if f == nil || !settable(f) {
-			warnings = append(warnings, fmt.Sprintf("--config-file %s: unknown key %q ignored", path, key))
-			continue
+		fields, ok := raw.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("--config-file %s: %s is a %T; give a mapping of its keys (cert-file: ..., key-file: ...)", path, key, raw)
 		}
-		value, err := yamlScalar(raw)
-		if err != nil {
-			return nil, fmt.Errorf("--config-file %s: %s: %v", path, key, err)
+		for _, field := range slices.Sorted(maps.Keys(fields)) {
+			name := key + "." + field
+			flag, known := section[field]
+			switch {
+			case fields[field] == nil:
+				continue
+			case !known:
+				warnings = append(warnings, fmt.Sprintf("--config-file %s: unknown key %q ignored", path, name))
+				continue
+			}
+			w, err := applyConfigKey(fs, path, name, flag, fields[field], origin)
+			if err != nil {
+				return nil, err
+			}
+			warnings = append(warnings, w...)
 		}
-		if f.Changed {
-			warnings = append(warnings, fmt.Sprintf("--%s %q from %s overrides %s: %q in --config-file %s (etcd would ignore everything but the file)",
-				key, f.Value.String(), origin[key], key, value, path))
-			continue
-		}
-		if err := fs.Set(key, value); err != nil {
-			return nil, fmt.Errorf("--config-file %s: %s: %q is not a valid %s: %v", path, key, value, f.Value.Type(), err)
-		}
-		origin[key] = "--config-file " + path
 	}
 	return warnings, nil
+}
+
+// applyConfigKey sets flag from the config file's key, unless the command line or
+// the environment already set it.
+func applyConfigKey(fs *pflag.FlagSet, path, key, flag string, raw any, origin map[string]string) (warnings []string, err error) {
+	f := fs.Lookup(flag)
+	if f == nil || !settable(f) {
+		return []string{fmt.Sprintf("--config-file %s: unknown key %q ignored", path, key)}, nil
+	}
+	value, err := yamlScalar(raw)
+	if err != nil {
+		return nil, fmt.Errorf("--config-file %s: %s: %v", path, key, err)
+	}
+	if f.Changed {
+		return []string{fmt.Sprintf("--%s %q from %s overrides %s: %q in --config-file %s (etcd would ignore everything but the file)",
+			flag, f.Value.String(), origin[flag], key, value, path)}, nil
+	}
+	if err := fs.Set(flag, value); err != nil {
+		return nil, fmt.Errorf("--config-file %s: %s: %q is not a valid %s: %v", path, key, value, f.Value.Type(), err)
+	}
+	origin[flag] = "--config-file " + path
+	return nil, nil
 }
 
 // yamlScalar renders a YAML value as the flag text it stands for: a list (etcd's
@@ -185,39 +209,4 @@ func yamlScalar(v any) (string, error) {
 	default:
 		return "", fmt.Errorf("a %T is not a flag value; give a string, number, boolean or list", v)
 	}
-}
-
-// nonEmptyKeys returns the keys of a YAML mapping whose values are set (not empty,
-// false or zero).
-func nonEmptyKeys(v any) []string {
-	m, ok := v.(map[string]any)
-	if !ok {
-		return []string{"a value"}
-	}
-	var set []string
-	for k, e := range m {
-		switch e := e.(type) {
-		case nil:
-		case string:
-			if e != "" {
-				set = append(set, k)
-			}
-		case bool:
-			if e {
-				set = append(set, k)
-			}
-		case int:
-			if e != 0 {
-				set = append(set, k)
-			}
-		case []any:
-			if len(e) > 0 {
-				set = append(set, k)
-			}
-		default:
-			set = append(set, k)
-		}
-	}
-	slices.Sort(set)
-	return set
 }
