@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
@@ -44,6 +45,7 @@ type clientFlags struct {
 	maxRecvBytes   int
 	// endpointsGiven is whether the user chose the endpoints; set by begin.
 	endpointsGiven bool
+	tls            clientTLSFlags
 }
 
 // register adds the client flags to a client command. outputs are the -w formats the
@@ -58,6 +60,7 @@ func (c *clientFlags) register(cmd *cobra.Command, outputs ...string) {
 	setHelpDefault(fs, "write-out", outputs[0])
 	fs.IntVar(&c.maxRecvBytes, "max-recv-bytes", defaultMaxRecvBytes, "Largest response message the client accepts, in bytes.")
 	setGroup(fs, groupClient, "endpoints", "dial-timeout", "command-timeout", "write-out", "max-recv-bytes")
+	c.tls.register(fs)
 	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
 		if c.writeOut == "" {
 			c.writeOut = outputs[0]
@@ -73,16 +76,27 @@ func (c *clientFlags) register(cmd *cobra.Command, outputs ...string) {
 
 func (c *clientFlags) begin(cmd *cobra.Command) error {
 	c.endpointsGiven = cmd.Flags().Changed("endpoints")
+	if err := c.tls.begin(); err != nil {
+		return &usageError{err}
+	}
 	var eps []string
 	for _, ep := range c.endpoints {
 		ep = strings.TrimSpace(ep)
-		switch {
-		case ep == "":
+		if ep == "" {
 			continue
-		case strings.HasPrefix(ep, "https://"):
-			return usageErrorf("--endpoints %s: raftkv does not serve TLS yet; use http:// or host:port", ep)
 		}
-		eps = append(eps, strings.TrimPrefix(ep, "http://"))
+		addr := endpointAddr(ep)
+		switch {
+		case strings.HasPrefix(ep, "https://"):
+			c.tls.secure[addr] = true
+		case strings.HasPrefix(ep, "http://"):
+			c.tls.secure[addr] = false
+		case strings.Contains(ep, "://"):
+			return usageErrorf("--endpoints %s: use host:port, http://host:port or https://host:port", ep)
+		default:
+			c.tls.secure[addr] = c.tls.isGiven
+		}
+		eps = append(eps, addr)
 	}
 	if len(eps) == 0 {
 		return usageErrorf("--endpoints is empty; give host:port of at least one member")
@@ -127,8 +141,12 @@ func (e *dialError) Error() string { return e.err.Error() }
 
 // dial connects to ep, waiting at most --dial-timeout for the connection.
 func (c *clientFlags) dial(ctx context.Context, ep string) (*grpc.ClientConn, error) {
+	creds := insecure.NewCredentials()
+	if c.tls.secure[ep] {
+		creds = credentials.NewTLS(c.tls.config.Clone())
+	}
 	conn, err := grpc.NewClient(ep,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(c.maxRecvBytes)))
 	if err != nil {
 		return nil, &dialError{err}
@@ -149,7 +167,7 @@ func (c *clientFlags) dial(ctx context.Context, ep string) (*grpc.ClientConn, er
 			if err == nil {
 				err = errors.New("the connection failed")
 			}
-			return nil, &dialError{fmt.Errorf("cannot connect: %s", dialReason(err))}
+			return nil, &dialError{fmt.Errorf("cannot connect: %s%s", dialReason(err), c.tls.hint(err, c.tls.secure[ep]))}
 		}
 		if !conn.WaitForStateChange(dialCtx, state) {
 			conn.Close()

@@ -139,7 +139,7 @@ func newStatusReport(rows []statusRow, endpointsGiven bool) *statusReport {
 	byEndpoint := map[string]*pb.Member{}
 	for _, m := range r.members {
 		for _, u := range m.ClientURLs {
-			byEndpoint[strings.TrimPrefix(u, "http://")] = m
+			byEndpoint[endpointAddr(u)] = m
 		}
 	}
 	for _, row := range rows {
@@ -196,7 +196,7 @@ func (r *statusReport) leaderLine() string {
 	where := r.leaderAt
 	m := r.members[r.leader]
 	if where == "" && m != nil && len(m.ClientURLs) > 0 {
-		where = strings.TrimPrefix(m.ClientURLs[0], "http://")
+		where = endpointAddr(m.ClientURLs[0])
 	}
 	name := fmt.Sprintf("%x", r.leader)
 	if m != nil && m.Name != "" {
