@@ -46,11 +46,11 @@ type fileStamp struct {
 // or a pair that does not match with the flags that named them.
 func loadKeyPair(certFlag, certFile, keyFlag, keyFile string, logger *slog.Logger) (*keyPairFile, error) {
 	k := &keyPairFile{certFlag: certFlag, certFile: certFile, keyFlag: keyFlag, keyFile: keyFile, logger: logger}
-	stamps, err := k.stat()
+	cert, err := k.read()
 	if err != nil {
 		return nil, err
 	}
-	cert, err := k.read()
+	stamps, err := k.stat()
 	if err != nil {
 		return nil, err
 	}
