@@ -101,7 +101,7 @@ func startSupervisedCluster(t *testing.T, viaGoRun bool, args ...string) *superv
 	return c
 }
 
-var bannerRow = regexp.MustCompile(`(?m)^(infra\d+)\s+(\d+)\s+http://(\S+)\s`)
+var bannerRow = regexp.MustCompile(`(?m)^(infra\d+)\s+(\d+)\s+https?://(\S+)\s`)
 
 func parseBanner(t *testing.T, out string) []bannerMember {
 	t.Helper()

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -245,5 +246,36 @@ func TestBadTLSInputExitsAtStart(t *testing.T) {
 		if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
 			t.Errorf("raftkv %v left its data dir behind (%v)", tc.args, err)
 		}
+	}
+}
+
+// TestClusterWithTLS: "raftkv cluster --tls" runs its members on https:// URLs with
+// self-signed certificates; the client commands reach them with
+// --insecure-skip-tls-verify, a plaintext client does not, and the same --dir is
+// refused without --tls.
+func TestClusterWithTLS(t *testing.T) {
+	c := startSupervisedCluster(t, false, "--tls")
+	if !strings.Contains(c.stdout.String(), "https://127.0.0.1:") || !strings.Contains(c.stdout.String(), "--insecure-skip-tls-verify put foo bar") {
+		t.Fatalf("the banner shows no https:// URL or TLS flag:\n%s", c.stdout.String())
+	}
+	eps := strings.Join(c.endpoints(), ",")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, raftkvBinary(t), "--insecure-skip-tls-verify", "--endpoints", eps, "put", "foo", "bar").CombinedOutput()
+	if err != nil || string(out) != "OK\n" {
+		t.Fatalf("raftkv put --insecure-skip-tls-verify: %v\n%s", err, out)
+	}
+	out, err = exec.CommandContext(ctx, raftkvBinary(t), "--endpoints", eps, "get", "foo").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "if the member serves TLS, use an https:// endpoint") {
+		t.Fatalf("raftkv get without TLS: %v, want a refusal with a hint\n%s", err, out)
+	}
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-c.exited
+	again := exec.CommandContext(ctx, raftkvBinary(t), "cluster", "--base-port", "0", "--dir", filepath.Join(c.dir, "data"))
+	out, _ = again.CombinedOutput()
+	if again.ProcessState.ExitCode() != 2 || !strings.Contains(string(out), "holds a cluster on https:// (--tls) URLs, not http://") {
+		t.Fatalf("raftkv cluster without --tls on a --tls dir: %v\n%s", again.ProcessState, out)
 	}
 }

@@ -16,6 +16,9 @@
 //
 // Operator settings follow etcd's flags (Config): a WAL dir of its own (WALDir),
 // auto-compaction in etcd's periodic and revision modes (compactor.go), disaster
-// recovery with ForceNewCluster (membership.go). New opens the listeners before it
-// touches the data dir, so that a port in use fails with nothing written.
+// recovery with ForceNewCluster (membership.go), TLS and mutual TLS on the client
+// API and between members (Config.ClientTLS, PeerTLS; tls.go), with the verified
+// client certificate's common name for the call (ClientCertCommonName). New reads
+// the certificate files and opens the listeners before it touches the data dir, so
+// that a bad file or a port in use fails with nothing written.
 package server

@@ -72,8 +72,37 @@ func (f *clientTLSFlags) hint(err error, isTLS bool) string {
 		return "; the member serves plaintext: use an http:// endpoint, or leave out the TLS flags"
 	case !isTLS && (strings.Contains(msg, "EOF") || strings.Contains(msg, "connection reset")):
 		return "; if the member serves TLS, use an https:// endpoint or give --cacert"
+	case isTLS && f.cert == "" && (strings.Contains(msg, "EOF") || strings.Contains(msg, "connection reset") || strings.Contains(msg, "broken pipe")):
+		// With TLS 1.3 the client may finish first and learn of the refusal only as a
+		// closed connection.
+		return "; the member closed the connection: if it requires a client certificate, give --cert and --key"
 	}
 	return ""
+}
+
+// clientBoolFlags are the client commands' boolean flags. The root command knows them
+// too, hidden: cobra finds the command word by skipping flags, and takes an unknown
+// flag before it to have a value, so "raftkv --insecure-skip-tls-verify get foo"
+// would read "get" as the flag's value. A member refuses them (checkClientBoolFlags).
+var clientBoolFlags = []string{"insecure-skip-tls-verify"}
+
+func registerClientBoolFlags(fs *pflag.FlagSet) {
+	for _, name := range clientBoolFlags {
+		fs.Bool(name, false, "A client command's flag.")
+		if err := fs.MarkHidden(name); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// checkClientBoolFlags refuses a client command's flag given to a member.
+func checkClientBoolFlags(fs *pflag.FlagSet) error {
+	for _, name := range clientBoolFlags {
+		if f := fs.Lookup(name); f != nil && f.Changed {
+			return fmt.Errorf("--%s is a flag of the client commands (put, get, del, status), not of a member", name)
+		}
+	}
+	return nil
 }
 
 // endpointAddr is the host:port of an endpoint or client URL.

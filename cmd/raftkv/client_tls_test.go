@@ -46,6 +46,14 @@ func TestClientCommandsOverTLS(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	hostPort := strings.TrimPrefix(clientURL, "https://")
+	// The boolean flag before the command, as etcdctl takes it: the server's
+	// certificate is not checked (the member's is of a CA the command is not given).
+	if stdout, stderr, code := runCLI(t, nil, "--insecure-skip-tls-verify", "--endpoints", hostPort, "--cert", clientCert, "--key", clientKey, "get", "foo"); code != 0 || stdout != "foo\nbar\n" {
+		t.Fatalf("get --insecure-skip-tls-verify before the command: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if _, stderr, code := runCLI(t, nil, "--insecure-skip-tls-verify"); code != 2 || !strings.Contains(stderr, "a flag of the client commands") {
+		t.Fatalf("a member given --insecure-skip-tls-verify: exit %d\n%s", code, stderr)
+	}
 	// A bare host:port takes TLS when the TLS flags are given.
 	bare := []string{"--endpoints", hostPort, "--cacert", caFile, "--cert", clientCert, "--key", clientKey}
 	if stdout, stderr, code := runCLI(t, nil, append([]string{"get", "foo"}, bare...)...); code != 0 || stdout != "foo\nbar\n" {

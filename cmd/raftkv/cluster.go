@@ -20,6 +20,8 @@ type clusterOptions struct {
 	basePort  int
 	dir       string
 	noRestart bool
+	// tls runs the members on https:// URLs with self-signed certificates.
+	tls bool
 	// memberArgs are the flags after "--", given to every member.
 	memberArgs []string
 }
@@ -57,6 +59,7 @@ func (a *app) newClusterCommand() *cobra.Command {
 	fs.IntVar(&opts.basePort, "base-port", 2379, "Client port of the first member; see above for the others. 0 picks free ports\n(the same again when --dir holds a cluster that ran on free ports).")
 	fs.StringVar(&opts.dir, "dir", "raftkv-cluster", "Directory for the members' data dirs, their pid files and the cluster's layout.")
 	fs.BoolVar(&opts.noRestart, "no-restart", false, "Leave a member that exits down instead of restarting it.")
+	fs.BoolVar(&opts.tls, "tls", false, "Serve clients and peers on https:// URLs with self-signed certificates (--auto-tls,\n--peer-auto-tls): encrypted, not authenticated. Clients need --insecure-skip-tls-verify.")
 	return cmd
 }
 
@@ -67,7 +70,10 @@ type localMember struct {
 	PeerURL   string `json:"peer-url"`
 }
 
-func (m localMember) endpoint() string { return strings.TrimPrefix(m.ClientURL, "http://") }
+func (m localMember) endpoint() string { return endpointAddr(m.ClientURL) }
+
+// isTLS reports whether the member serves https://.
+func (m localMember) isTLS() bool { return strings.HasPrefix(m.ClientURL, "https://") }
 
 // localPorts returns the ports of n members on etcd's local-cluster layout: the
 // first member on basePort, member k on basePort + 10000*k, each peer port one above
@@ -131,6 +137,14 @@ func planCluster(opts clusterOptions) ([]localMember, error) {
 			return nil, fmt.Errorf("%s is not a cluster layout (%v); remove it, or use another --dir", path, err)
 		}
 	}
+	if saved != nil && saved[0].isTLS() != opts.tls {
+		was, want := "https:// (--tls)", "http://"
+		if opts.tls {
+			was, want = want, was
+		}
+		return nil, fmt.Errorf("%s holds a cluster on %s URLs, not %s as asked; run it as it was started, "+
+			"or use another --dir, or remove %s to start afresh", opts.dir, was, want, opts.dir)
+	}
 	if saved != nil && opts.basePort == 0 && len(saved) == opts.members {
 		return saved, nil
 	}
@@ -144,12 +158,16 @@ func planCluster(opts clusterOptions) ([]localMember, error) {
 	if err != nil {
 		return nil, err
 	}
+	scheme := "http"
+	if opts.tls {
+		scheme = "https"
+	}
 	var plan []localMember
 	for i := range opts.members {
 		plan = append(plan, localMember{
 			Name:      fmt.Sprintf("infra%d", i+1),
-			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", client[i]),
-			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", peer[i]),
+			ClientURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, client[i]),
+			PeerURL:   fmt.Sprintf("%s://127.0.0.1:%d", scheme, peer[i]),
 		})
 	}
 	if saved != nil && !slices.Equal(saved, plan) {
@@ -188,6 +206,10 @@ func (a *app) runCluster(opts clusterOptions) error {
 	for _, m := range plan {
 		initial = append(initial, m.Name+"="+m.PeerURL)
 	}
+	var tlsArgs []string
+	if opts.tls {
+		tlsArgs = []string{"--auto-tls", "--peer-auto-tls"}
+	}
 	s := newSupervisor(a, opts)
 	for _, m := range plan {
 		s.members = append(s.members, &supervisedMember{
@@ -203,7 +225,7 @@ func (a *app) runCluster(opts clusterOptions) error {
 				"--initial-advertise-peer-urls", m.PeerURL,
 				"--initial-cluster", strings.Join(initial, ","),
 				"--initial-cluster-token", "raftkv-local-cluster",
-			}, opts.memberArgs...),
+			}, append(tlsArgs, opts.memberArgs...)...),
 			restartDelay: firstRestartDelay,
 		})
 	}

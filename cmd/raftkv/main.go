@@ -100,6 +100,7 @@ func (a *app) newRootCommand() *cobra.Command {
 	serve.register(root.Flags())
 	root.Flags().BoolP("version", "", false, "Print the version and exit.")
 	setGroup(root.Flags(), groupOther, "version")
+	registerClientBoolFlags(root.Flags())
 	root.AddCommand(a.commands(&clientFlags{})...)
 	return root
 }

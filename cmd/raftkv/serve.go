@@ -252,6 +252,9 @@ func (f *serveFlags) logger() (*slog.Logger, error) {
 // serve runs a member until SIGTERM or SIGINT (or the death of its supervisor), then
 // stops it cleanly.
 func (a *app) serve(cmd *cobra.Command, f *serveFlags) error {
+	if err := checkClientBoolFlags(cmd.Flags()); err != nil {
+		return &usageError{err}
+	}
 	warnings, err := applySources(cmd.Flags(), a.environ)
 	if err != nil {
 		return &usageError{err}

@@ -87,7 +87,7 @@ func applySources(fs *pflag.FlagSet, environ []string) (warnings []string, err e
 // settable reports whether a flag can come from the environment or a file: every
 // member flag except the internal ones.
 func settable(f *pflag.Flag) bool {
-	return f.Name != "help" && f.Name != "version" && f.Name != supervisorFDFlag
+	return f.Name != "help" && f.Name != "version" && f.Name != supervisorFDFlag && !slices.Contains(clientBoolFlags, f.Name)
 }
 
 // envValue returns the environment's value for a flag: RAFTKV_<NAME> or etcd's

@@ -265,10 +265,16 @@ func (s *supervisor) printBanner() {
 	if !slices.Equal(s.endpoints(), defaultEndpoints) {
 		flag = " --endpoints " + eps
 	}
+	ctlFlags := ""
+	if s.members[0].isTLS() {
+		// Self-signed certificates (--tls): encrypted, nothing to verify them by.
+		flag += " --insecure-skip-tls-verify"
+		ctlFlags = " --insecure-transport=false --insecure-skip-tls-verify"
+	}
 	for i, try := range []string{"put foo bar", "get foo", "status"} {
 		fmt.Fprintf(&b, "%-5s raftkv%s %s\n", map[bool]string{true: "try:"}[i == 0], flag, try)
 	}
-	fmt.Fprintf(&b, "      etcdctl --endpoints=%s endpoint status -w table\n", eps)
+	fmt.Fprintf(&b, "      etcdctl%s --endpoints=%s endpoint status -w table\n", ctlFlags, eps)
 	fmt.Fprintf(&b, "each member's pid is also in %s/<name>.pid", filepath.Dir(s.members[0].pidFile))
 	s.printf("%s", b.String())
 }
@@ -277,6 +283,14 @@ func (s *supervisor) printBanner() {
 // to stop to see a failover.
 func (s *supervisor) announceLeader(ctx context.Context) {
 	c := &clientFlags{dialTimeout: time.Second, maxRecvBytes: defaultMaxRecvBytes}
+	// With --tls the members' certificates are self-signed: nothing to verify them by.
+	c.tls.insecureSkipVerify = true
+	if err := c.tls.begin(); err != nil {
+		panic(fmt.Sprintf("raftkv cluster: TLS settings without files failed: %v", err))
+	}
+	for _, m := range s.members {
+		c.tls.secure[m.endpoint()] = m.isTLS()
+	}
 	deadline := time.Now().Add(readyWait)
 	for time.Now().Before(deadline) {
 		for _, m := range s.members {
