@@ -89,6 +89,33 @@ func (ca *CA) Issue(t testing.TB, cn string, hosts ...string) KeyPair {
 	}
 }
 
+// Cert parses kp's certificate.
+func (kp KeyPair) Cert(t testing.TB) *x509.Certificate {
+	t.Helper()
+	block, _ := pem.Decode(kp.CertPEM)
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
+// CRL returns a certificate revocation list, PEM-encoded, signed by ca, that revokes
+// the certificates of revoked.
+func (ca *CA) CRL(t testing.TB, revoked ...KeyPair) []byte {
+	t.Helper()
+	tmpl := &x509.RevocationList{Number: serial(t), ThisUpdate: time.Now().Add(-time.Hour), NextUpdate: time.Now().Add(24 * time.Hour)}
+	for _, kp := range revoked {
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries,
+			x509.RevocationListEntry{SerialNumber: kp.Cert(t).SerialNumber, RevocationTime: time.Now()})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.key)
+	if err != nil {
+		t.Fatalf("testpki: creating a CRL: %v", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+}
+
 // Pool returns a certificate pool holding ca alone.
 func (ca *CA) Pool() *x509.CertPool {
 	pool := x509.NewCertPool()
