@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"raftkv/internal/testpki"
 	"raftkv/raft"
 )
 
@@ -38,12 +40,22 @@ func (h *countingHandler) ReportSnapshot(uint64, bool) {}
 func BenchmarkSend(b *testing.B) {
 	for _, entriesPerMsg := range []int{1, 16, 64} {
 		b.Run(fmt.Sprintf("entries=%d", entriesPerMsg), func(b *testing.B) {
-			benchmarkSend(b, entriesPerMsg)
+			benchmarkSend(b, entriesPerMsg, false)
 		})
 	}
 }
 
-func benchmarkSend(b *testing.B, entriesPerMsg int) {
+// BenchmarkSendTLS is BenchmarkSend with mutual TLS on every stream: beside it, what
+// TLS costs the peer traffic.
+func BenchmarkSendTLS(b *testing.B) {
+	for _, entriesPerMsg := range []int{1, 16, 64} {
+		b.Run(fmt.Sprintf("entries=%d", entriesPerMsg), func(b *testing.B) {
+			benchmarkSend(b, entriesPerMsg, true)
+		})
+	}
+}
+
+func benchmarkSend(b *testing.B, entriesPerMsg int, useTLS bool) {
 	const (
 		entryBytes = 256
 		// window is Raft's default MaxInflightMsgs.
@@ -52,15 +64,24 @@ func benchmarkSend(b *testing.B, entriesPerMsg int) {
 	ids := []uint64{1, 2, 3}
 	listeners := map[uint64]net.Listener{}
 	peers := map[uint64]string{}
+	var serverTLS, clientTLS *tls.Config
+	if useTLS {
+		ca := testpki.NewCA(b, "bench CA")
+		serverTLS, clientTLS = mutualTLS(b, ca, ca.Issue(b, "node", "127.0.0.1"))
+	}
 	for _, id := range ids {
 		listeners[id] = listen(b)
 		peers[id] = listeners[id].Addr().String()
+		if useTLS {
+			peers[id] = "https://" + peers[id]
+			listeners[id] = tls.NewListener(listeners[id], serverTLS)
+		}
 	}
 	transports := map[uint64]*Transport{}
 	handlers := map[uint64]*countingHandler{}
 	for _, id := range ids {
 		handlers[id] = &countingHandler{progress: make(chan struct{}, 1)}
-		tr, err := New(Config{ID: id, ClusterID: testClusterID, Peers: peers, Logger: slog.New(slog.DiscardHandler)}, handlers[id])
+		tr, err := New(Config{ID: id, ClusterID: testClusterID, Peers: peers, TLS: clientTLS, Logger: slog.New(slog.DiscardHandler)}, handlers[id])
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -13,7 +13,7 @@ import (
 
 // mutualTLS returns the server and client sides of mutual TLS for a node holding kp,
 // trusting ca alone.
-func mutualTLS(t *testing.T, ca *testpki.CA, kp testpki.KeyPair) (server, client *tls.Config) {
+func mutualTLS(t testing.TB, ca *testpki.CA, kp testpki.KeyPair) (server, client *tls.Config) {
 	cert := kp.TLS(t)
 	server = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: ca.Pool(), ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
 	client = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}
