@@ -47,6 +47,14 @@ type Config struct {
 	// IOTimeout bounds each write to a peer that makes no progress, each read of a
 	// snapshot in transfer, and the wait for a snapshot's acknowledgement. Default 10s.
 	IOTimeout time.Duration
+	// AckTimeout bounds how long bytes written to a peer's stream may stay
+	// unacknowledged by the peer's TCP stack before the stream is closed and
+	// redialled (TCP_USER_TIMEOUT on Linux). Without it a peer whose packets silently
+	// stop arriving (its address moved, a dropped route) is noticed only once the
+	// socket's send buffer has filled and a write then stalls for IOTimeout: with
+	// small heartbeats that took 30-80 s in the chaos suite, during which the peer
+	// heard no leader. Default 3s, a few election timeouts at etcd's defaults.
+	AckTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the wait before redialling a peer: it starts at
 	// MinBackoff, doubles on each failure up to MaxBackoff, and is jittered by up to
 	// half. Defaults 50ms and 2s.
@@ -65,6 +73,7 @@ const (
 	DefaultMaxSnapshotBytes   = 4 << 30
 	DefaultDialTimeout        = 5 * time.Second
 	DefaultIOTimeout          = 10 * time.Second
+	DefaultAckTimeout         = 3 * time.Second
 	DefaultMinBackoff         = 50 * time.Millisecond
 	DefaultMaxBackoff         = 2 * time.Second
 )
@@ -97,6 +106,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.IOTimeout == 0 {
 		c.IOTimeout = DefaultIOTimeout
+	}
+	if c.AckTimeout == 0 {
+		c.AckTimeout = DefaultAckTimeout
 	}
 	if c.MinBackoff == 0 {
 		c.MinBackoff = DefaultMinBackoff
@@ -144,8 +156,9 @@ func (c Config) Validate() error {
 	if c.MaxSnapshotBytes < 0 {
 		return fmt.Errorf("transport config: MaxSnapshotBytes %d is negative; leave it 0 for the default %d", c.MaxSnapshotBytes, int64(DefaultMaxSnapshotBytes))
 	}
-	if c.DialTimeout < 0 || c.IOTimeout < 0 {
-		return fmt.Errorf("transport config: DialTimeout %v and IOTimeout %v must not be negative", c.DialTimeout, c.IOTimeout)
+	if c.DialTimeout < 0 || c.IOTimeout < 0 || c.AckTimeout < 0 {
+		return fmt.Errorf("transport config: DialTimeout %v, IOTimeout %v and AckTimeout %v must not be negative",
+			c.DialTimeout, c.IOTimeout, c.AckTimeout)
 	}
 	if c.MinBackoff < 0 || c.MaxBackoff < c.MinBackoff {
 		return fmt.Errorf("transport config: MinBackoff %v and MaxBackoff %v must satisfy 0 <= MinBackoff <= MaxBackoff", c.MinBackoff, c.MaxBackoff)

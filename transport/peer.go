@@ -217,7 +217,7 @@ func (p *peer) dial(ctx context.Context, addr string, kind streamKind) (net.Conn
 	dialCtx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
 	hostPort, isTLS := splitAddr(addr)
-	var d net.Dialer
+	d := net.Dialer{Control: setAckTimeout(cfg.AckTimeout)}
 	conn, err := d.DialContext(dialCtx, "tcp", hostPort)
 	if err != nil {
 		return nil, err
