@@ -49,4 +49,3 @@ func userTimeout(t *testing.T, conn *net.TCPConn) time.Duration {
 	}
 	return time.Duration(ms) * time.Millisecond
 }
-
