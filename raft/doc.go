@@ -108,7 +108,7 @@
 // written lazily; Figure 2 keeps it volatile).
 //
 // The apply goroutine. The application reads Apply on a goroutine of its own and may
-// call any method of the Node from it: Snapshot, State, ReportUnreachable and
+// call any method of the Node from it: Snapshot, State, Observe, ReportUnreachable and
 // ReportSnapshot never wait; Start, Propose, Forward, ReadIndex, Status and Step wait
 // only for the run loop, which never waits on the application (a full apply queue
 // holds back committed entries, never the run loop); Stop closes Apply without

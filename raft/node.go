@@ -91,6 +91,8 @@ type Node struct {
 
 	term     atomic.Uint64
 	isLeader atomic.Bool
+	// observed is what Observe reports (node_observe.go).
+	observed observed
 
 	// savedHardState is the last HardState written to storage; pendingHardState one
 	// whose only change, the commit index, has not been written yet. Run loop only.
@@ -171,6 +173,7 @@ func NewNode(cfg Config, newTransport NewTransport) (*Node, error) {
 	}
 	st := rn.Status()
 	n.term.Store(st.Term)
+	n.observed.commit.Store(st.Commit)
 	if n.savedHardState, err = cfg.Storage.InitialState(); err != nil {
 		return nil, fmt.Errorf("raft: reading HardState: %w", err)
 	}
@@ -456,6 +459,7 @@ func (n *Node) run() {
 				answerReads(readsInFlight, res)
 				readsInFlight = nil
 			}
+			n.observed.publish(rd.SoftState, rd.HardState)
 			if rd.SoftState != nil {
 				n.isLeader.Store(rd.SoftState.State == StateLeader)
 				// Reads waiting on a round led by a lost leadership will never be
