@@ -79,6 +79,11 @@ type Options struct {
 	WALDir string
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
+	// OnWALFlush, if set, is called after each flush of the WAL: the bytes written,
+	// how long the writes took and how long the fdatasync that made them durable
+	// took. It runs on the flushing goroutine while writers wait for it, so it must
+	// be quick and never block (a metrics histogram's Observe).
+	OnWALFlush func(written int, write, fsync time.Duration)
 }
 
 func (o Options) withDefaults() Options {
@@ -288,7 +293,7 @@ func (s *Storage) recover(opts Options, began time.Time) error {
 	w := &wal{
 		fs: s.fs, dir: walDir, clusterID: s.clusterID, seed: clusterSeed(s.clusterID),
 		segmentSize: opts.SegmentSize, maxEntrySize: int(opts.SegmentSize) - maxSegmentInit - batchRecordOverhead,
-		logger: s.logger, oldFormatBelow: rec.oldFormatBelow,
+		logger: s.logger, oldFormatBelow: rec.oldFormatBelow, onFlush: opts.OnWALFlush,
 	}
 	w.init()
 	w.mu.segments, w.mu.lastInstallSeq = rec.segments, rec.lastInstallSeq

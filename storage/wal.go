@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"raftkv/raft"
 )
@@ -39,6 +40,8 @@ type wal struct {
 	// oldFormatBelow: segments numbered below it are of format 1 (segment.go), the
 	// rest of the current format. Set by Open, never changed after.
 	oldFormatBelow uint64
+	// onFlush is Options.OnWALFlush, or nil.
+	onFlush func(written int, write, fsync time.Duration)
 
 	// Owned by the flusher: only the goroutine that set mu.flushing touches these
 	// (or Open and close, when no flush can run).
@@ -315,6 +318,11 @@ func (w *wal) waitDurable(ticket uint64) error {
 // writeChunks writes chunks in order, opening segments where they say, then syncs.
 // It runs without the lock: only the flusher calls it.
 func (w *wal) writeChunks(chunks []walChunk) error {
+	var started time.Time
+	if w.onFlush != nil {
+		started = time.Now()
+	}
+	written := 0
 	for i := range chunks {
 		c := &chunks[i]
 		if c.newSeq != 0 {
@@ -330,14 +338,23 @@ func (w *wal) writeChunks(chunks []walChunk) error {
 				len(c.data), w.fileOffset, w.segmentPath(w.fileSeq)), err)
 		}
 		w.fileOffset += int64(len(c.data))
+		written += len(c.data)
 	}
 	if w.file == nil {
 		panic(fmt.Sprintf("storage: WAL flush of %d chunks with no open segment", len(chunks)))
+	}
+	var syncStarted time.Time
+	if w.onFlush != nil {
+		syncStarted = time.Now()
 	}
 	if err := w.file.Sync(); err != nil {
 		return fatalError("fdatasync of WAL segment "+w.segmentPath(w.fileSeq), err)
 	}
 	w.syncs.Add(1)
+	if w.onFlush != nil {
+		synced := time.Now()
+		w.onFlush(written, syncStarted.Sub(started), synced.Sub(syncStarted))
+	}
 	return nil
 }
 
