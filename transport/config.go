@@ -61,6 +61,14 @@ type Config struct {
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
 
+	// OnRoundTrip, if set, is called with the round-trip time to a peer: from the
+	// handshake of each connection dialled to it to the peer's answer. A probe
+	// connection is dialled every ProbeInterval for it, so the figure stays fresh
+	// while the message stream lives for days. It must not block.
+	OnRoundTrip func(peer uint64, rtt time.Duration)
+	// ProbeInterval is how often a peer is probed for OnRoundTrip. Default 5s.
+	ProbeInterval time.Duration
+
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -76,6 +84,7 @@ const (
 	DefaultAckTimeout         = 3 * time.Second
 	DefaultMinBackoff         = 50 * time.Millisecond
 	DefaultMaxBackoff         = 2 * time.Second
+	DefaultProbeInterval      = 5 * time.Second
 )
 
 // Bounds that Validate enforces.
@@ -115,6 +124,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBackoff == 0 {
 		c.MaxBackoff = max(DefaultMaxBackoff, c.MinBackoff)
+	}
+	if c.ProbeInterval == 0 {
+		c.ProbeInterval = DefaultProbeInterval
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -159,6 +171,9 @@ func (c Config) Validate() error {
 	if c.DialTimeout < 0 || c.IOTimeout < 0 || c.AckTimeout < 0 {
 		return fmt.Errorf("transport config: DialTimeout %v, IOTimeout %v and AckTimeout %v must not be negative",
 			c.DialTimeout, c.IOTimeout, c.AckTimeout)
+	}
+	if c.ProbeInterval < 0 {
+		return fmt.Errorf("transport config: ProbeInterval %v is negative; leave it 0 for the default %v", c.ProbeInterval, DefaultProbeInterval)
 	}
 	if c.MinBackoff < 0 || c.MaxBackoff < c.MinBackoff {
 		return fmt.Errorf("transport config: MinBackoff %v and MaxBackoff %v must satisfy 0 <= MinBackoff <= MaxBackoff", c.MinBackoff, c.MaxBackoff)

@@ -50,4 +50,13 @@
 // Config.MaxSnapshotBytes), checks the CRC, hands the whole message to Handler.Step and
 // acknowledges. The sender then calls Handler.ReportSnapshot with the outcome. One
 // snapshot at a time goes to each peer.
+//
+// # Round trips and bytes
+//
+// With Config.OnRoundTrip set, every dial reports the time from its handshake to the
+// receiver's status, and a probe connection (a handshake answered and closed) is
+// dialled to each peer every Config.ProbeInterval, so that a monitor sees the round
+// trip of a stream that has been up for days. Stats counts the message bytes sent to
+// and received from each peer. These are what the server exports as etcd's
+// peer_round_trip_time_seconds and peer_sent/received_bytes_total.
 package transport

@@ -186,6 +186,9 @@ const (
 	streamMessages streamKind = 1
 	// streamSnapshot: one snapshot (header, chunks, end), then the receiver's status.
 	streamSnapshot streamKind = 2
+	// streamProbe: nothing after the handshake; the receiver's status answers it and
+	// the connection closes. It times a round trip (Config.OnRoundTrip).
+	streamProbe streamKind = 3
 )
 
 func (k streamKind) String() string {
@@ -194,6 +197,8 @@ func (k streamKind) String() string {
 		return "messages"
 	case streamSnapshot:
 		return "snapshot"
+	case streamProbe:
+		return "probe"
 	}
 	return fmt.Sprintf("streamKind(%d)", uint8(k))
 }
@@ -235,7 +240,7 @@ func parseHandshake(b []byte) (handshake, error) {
 		from:      binary.BigEndian.Uint64(b[14:22]),
 		to:        binary.BigEndian.Uint64(b[22:30]),
 	}
-	if h.kind != streamMessages && h.kind != streamSnapshot {
+	if h.kind != streamMessages && h.kind != streamSnapshot && h.kind != streamProbe {
 		return handshake{}, fmt.Errorf("%w: unknown stream kind %d", ErrHandshake, b[5])
 	}
 	if h.from == 0 || h.to == 0 {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"raftkv/raft"
@@ -56,8 +57,8 @@ func (t *Transport) serveConn(conn net.Conn) {
 		}
 		defer t.removeInbound(hs.from, conn)
 	}
-	if err := writeStatus(conn, nil); err != nil {
-		return
+	if err := writeStatus(conn, nil); err != nil || hs.kind == streamProbe {
+		return // a probe's answer is the status
 	}
 	conn.SetReadDeadline(time.Time{})
 	t.streamsAccepted.Add(1)
@@ -139,6 +140,12 @@ func (t *Transport) removeInbound(from uint64, conn net.Conn) {
 // to the handler, until the stream ends, a frame is bad, or the handler fails.
 func (t *Transport) readMessages(ctx context.Context, r io.Reader, from uint64) error {
 	fr := frameReader{r: r, maxPayload: t.cfg.MaxFrameBytes}
+	// The bytes received are counted on the peer's outbound side, looked up once per
+	// stream; a stream from a node that is not a peer (yet) is not counted.
+	var receivedBytes *atomic.Uint64
+	if p := (*t.peers.Load())[from]; p != nil {
+		receivedBytes = &p.receivedBytes
+	}
 	for {
 		typ, payload, err := fr.next()
 		if err != nil {
@@ -158,6 +165,9 @@ func (t *Transport) readMessages(ctx context.Context, r io.Reader, from uint64) 
 			return fmt.Errorf("handler refused %s from %d: %w", m.Type, m.From, err)
 		}
 		t.received.Add(1)
+		if receivedBytes != nil {
+			receivedBytes.Add(uint64(frameHeaderLen + len(payload)))
+		}
 	}
 }
 

@@ -61,6 +61,7 @@ type peer struct {
 	isConnected     atomic.Bool
 	sent            atomic.Uint64
 	sentBytes       atomic.Uint64
+	receivedBytes   atomic.Uint64
 	dropped         atomic.Uint64
 	flushes         atomic.Uint64
 	connects        atomic.Uint64
@@ -124,6 +125,7 @@ func (p *peer) stats() PeerStats {
 		IsConnected:     p.isConnected.Load(),
 		Sent:            p.sent.Load(),
 		SentBytes:       p.sentBytes.Load(),
+		ReceivedBytes:   p.receivedBytes.Load(),
 		Dropped:         p.dropped.Load(),
 		Flushes:         p.flushes.Load(),
 		Connects:        p.connects.Load(),
@@ -232,10 +234,15 @@ func (p *peer) dial(ctx context.Context, addr string, kind streamKind) (net.Conn
 	// The handshake shares the dial's deadline and its cancellation.
 	stop := afterFuncClose(dialCtx, conn)
 	hs := handshake{kind: kind, clusterID: cfg.ClusterID, from: cfg.ID, to: p.id}.marshal()
+	sent := time.Now()
 	_, err = conn.Write(hs[:])
 	if err == nil {
 		err = readStatus(&frameReader{r: conn, maxPayload: maxStatusBytes})
 		var refused *errRefused
+		if cfg.OnRoundTrip != nil && (err == nil || errors.As(err, &refused)) {
+			// The status, accepting or refusing, answered the handshake.
+			cfg.OnRoundTrip(p.id, time.Since(sent))
+		}
 		if errors.As(err, &refused) {
 			err = fmt.Errorf("%w: %s", ErrHandshake, refused.reason)
 		}

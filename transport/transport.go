@@ -96,6 +96,9 @@ func New(cfg Config, h Handler) (*Transport, error) {
 	t.peers.Store(&peers)
 	for _, p := range peers {
 		t.goTracked(p.run)
+		if cfg.OnRoundTrip != nil {
+			t.goTracked(p.probe)
+		}
 	}
 	return t, nil
 }
@@ -240,6 +243,13 @@ func (t *Transport) UpdatePeer(id uint64, addr string) error {
 		defer t.wg.Done()
 		p.run()
 	}()
+	if t.cfg.OnRoundTrip != nil {
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			p.probe()
+		}()
+	}
 	return nil
 }
 
@@ -287,6 +297,8 @@ type PeerStats struct {
 	// The last of them may be lost if the stream breaks; Raft resends.
 	Sent      uint64
 	SentBytes uint64
+	// ReceivedBytes counts the bytes of the message frames received from the peer.
+	ReceivedBytes uint64
 	// Dropped counts messages not sent: the queue was full, the message was over
 	// MaxFrameBytes, or the peer was down.
 	Dropped uint64
