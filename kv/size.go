@@ -12,6 +12,9 @@ type Sizes struct {
 	// InUseBytes is TotalBytes without compaction's garbage: the values the
 	// retained revisions name, each counted once, plus the index.
 	InUseBytes int64
+	// Keys counts the keys in the index, deleted ones included until compaction
+	// drops their history (etcd's keys_total counts the same).
+	Keys int64
 }
 
 // Per-key and per-revision bytes of the index: a keyIndex, its first generation and
@@ -35,7 +38,7 @@ func (s *Store) Sizes() Sizes {
 	defer s.mu.RUnlock()
 	st := s.mu.st
 	index := st.sizes.keyBytes + int64(st.index.length)*indexBytesPerKey + st.sizes.revs*indexBytesPerRev
-	return Sizes{TotalBytes: st.vals.size() + index, InUseBytes: st.sizes.liveValues + index}
+	return Sizes{TotalBytes: st.vals.size() + index, InUseBytes: st.sizes.liveValues + index, Keys: int64(st.index.length)}
 }
 
 // recountSizes counts the size counters from scratch.

@@ -103,6 +103,17 @@ type Config struct {
 	// Default 1, as in etcd.
 	SelfSignedCertValidity uint
 
+	// ListenMetricsURLs are extra listeners ("http://host:port") that serve /metrics
+	// and the health endpoints over HTTP, without the client API (etcd's
+	// --listen-metrics-urls). The client URLs serve them too.
+	ListenMetricsURLs []string
+	// Metrics is MetricsBasic (the default) or MetricsExtensive, which adds the gRPC
+	// handling-time histograms (etcd's --metrics).
+	Metrics string
+	// EnablePprof serves net/http/pprof under /debug/pprof/ on the client URLs
+	// (etcd's --enable-pprof).
+	EnablePprof bool
+
 	Logger *slog.Logger
 }
 
@@ -169,6 +180,9 @@ func (c Config) withDefaults() Config {
 	if c.SelfSignedCertValidity == 0 {
 		c.SelfSignedCertValidity = 1
 	}
+	if c.Metrics == "" {
+		c.Metrics = MetricsBasic
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -188,8 +202,9 @@ func (c Config) Validate() error {
 		{"--listen-client-urls", c.ListenClientURLs},
 		{"--advertise-client-urls", c.AdvertiseClientURLs},
 		{"--listen-peer-urls", c.ListenPeerURLs},
+		{"--listen-metrics-urls", c.ListenMetricsURLs},
 	} {
-		if len(group.urls) == 0 {
+		if len(group.urls) == 0 && group.flag != "--listen-metrics-urls" {
 			return fmt.Errorf("%s is empty; give at least one URL like http://127.0.0.1:2379", group.flag)
 		}
 		for _, u := range group.urls {
@@ -228,6 +243,9 @@ func (c Config) Validate() error {
 	if c.WatchProgressNotifyInterval < 0 {
 		return fmt.Errorf("--watch-progress-notify-interval %v is negative; give a duration such as 10m",
 			c.WatchProgressNotifyInterval)
+	}
+	if c.Metrics != MetricsBasic && c.Metrics != MetricsExtensive {
+		return fmt.Errorf("--metrics %q: use %q or %q", c.Metrics, MetricsBasic, MetricsExtensive)
 	}
 	if c.MaxTxnOps < 1 {
 		return fmt.Errorf("--max-txn-ops %d must be at least 1", c.MaxTxnOps)

@@ -44,18 +44,18 @@ const (
 )
 
 // newGRPCServer returns the client API's gRPC server, not yet serving; unknown answers
-// the calls of methods no registered service serves, and creds completes the TLS of
-// the listeners' connections.
-func newGRPCServer(cfg Config, unknown grpc.StreamHandler, creds credentials.TransportCredentials) *grpc.Server {
-	return grpc.NewServer(
+// the calls of methods no registered service serves, creds completes the TLS of the
+// listeners' connections, and extra adds options (the metrics' interceptors).
+func newGRPCServer(cfg Config, unknown grpc.StreamHandler, creds credentials.TransportCredentials, extra ...grpc.ServerOption) *grpc.Server {
+	return grpc.NewServer(append([]grpc.ServerOption{
 		grpc.Creds(creds),
-		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes+grpcOverheadBytes),
-		grpc.MaxSendMsgSize(1<<31-1),
+		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes + grpcOverheadBytes),
+		grpc.MaxSendMsgSize(1<<31 - 1),
 		grpc.NumStreamWorkers(grpcStreamWorkers),
 		grpc.InitialWindowSize(grpcStreamWindowBytes),
 		grpc.InitialConnWindowSize(grpcConnWindowBytes),
 		grpc.UnknownServiceHandler(unknown),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: grpcKeepaliveMinTime}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: grpcKeepaliveInterval, Timeout: grpcKeepaliveTimeout}),
-	)
+	}, extra...)...)
 }

@@ -61,6 +61,17 @@ func newProposerID() uint64 {
 func (s *Server) propose(ctx context.Context, kind byte, payload []byte) (kv.Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
+	s.metrics.proposalsPending.Add(1)
+	defer s.metrics.proposalsPending.Add(-1)
+	res, err := s.proposeWaiting(ctx, kind, payload)
+	if err != nil {
+		s.metrics.proposalsFailed.Add(1)
+	}
+	return res, err
+}
+
+// proposeWaiting is propose, counted.
+func (s *Server) proposeWaiting(ctx context.Context, kind byte, payload []byte) (kv.Result, error) {
 	seq, wt := s.waits.register()
 	defer s.waits.cancel(seq)
 

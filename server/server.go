@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -61,6 +62,12 @@ type Server struct {
 	clientListens []net.Listener
 	peerListens   []net.Listener
 
+	// Observability (metrics.go, health.go, http.go).
+	metrics        *serverMetrics
+	health         *healthEndpoints
+	httpServers    []*http.Server
+	metricsListens []net.Listener
+
 	stopOnce sync.Once
 	stopc    chan struct{}
 	wg       sync.WaitGroup
@@ -86,6 +93,7 @@ func New(cfg Config) (*Server, error) {
 	s.id = memberID(cfg.InitialCluster[cfg.Name], cfg.InitialClusterToken)
 	s.clusterID = clusterID(ids, cfg.InitialClusterToken)
 	s.logger = cfg.Logger.With("member", fmt.Sprintf("%x", s.id), "name", cfg.Name)
+	s.metrics = newServerMetrics(cfg.Metrics, ids)
 
 	var err error
 	if s.tls, err = cfg.buildTLS(true); err != nil {
@@ -96,7 +104,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	// The ports first: a port in use is the likeliest mistake, and must be reported
 	// before anything is written to the data dir.
-	if err := s.listen(); err != nil {
+	err = s.listen()
+	if err == nil {
+		err = s.listenMetrics()
+	}
+	if err != nil {
 		s.closeAll()
 		return nil, err
 	}
@@ -129,7 +141,7 @@ func (s *Server) open(ids []uint64) error {
 		}
 	}
 	s.storage, err = storage.Open(storage.NewOSFS(), filepath.Join(cfg.DataDir, "member"),
-		storage.Options{ClusterID: s.clusterID, Logger: s.logger, WALDir: cfg.WALDir})
+		storage.Options{ClusterID: s.clusterID, Logger: s.logger, WALDir: cfg.WALDir, OnWALFlush: s.metrics.observeWALFlush})
 	if err != nil {
 		return err
 	}
@@ -189,7 +201,8 @@ func (s *Server) start(ids []uint64) error {
 	// The node makes its transport once it can take messages, so the transport has
 	// the node from the start.
 	s.node, err = raft.NewNode(nodeCfg, func(h raft.Handler) (raft.Transport, error) {
-		t, err := transport.New(transport.Config{ID: s.id, ClusterID: s.clusterID, Peers: peerAddrs, TLS: s.tls.peerDial, Logger: s.logger}, h)
+		t, err := transport.New(transport.Config{ID: s.id, ClusterID: s.clusterID, Peers: peerAddrs, TLS: s.tls.peerDial, Logger: s.logger,
+			OnRoundTrip: s.metrics.observeRoundTrip}, h)
 		if err != nil {
 			return nil, err
 		}
@@ -205,12 +218,12 @@ func (s *Server) start(ids []uint64) error {
 	s.goTracked(s.applyLoop)
 	s.goTracked(s.readLoop)
 	unknown := &unserved{}
-	s.grpc = newGRPCServer(cfg, unknown.handle, listenerTLS{logger: s.logger})
+	s.grpc = newGRPCServer(cfg, unknown.handle, listenerTLS{logger: s.logger}, s.metrics.grpcOptions()...)
 	unknown.g = s.grpc
 	registerServices(s.grpc, s)
-	for _, l := range s.clientListens {
-		s.goTracked(func() { _ = s.grpc.Serve(l) })
-	}
+	s.metrics.registerServer(s)
+	s.health = newHealthEndpoints(s, s.metrics.registry)
+	s.serveClients()
 	s.goTracked(s.publishMember)
 	s.startCompactor()
 	s.logger.Info("raftkv member started", "cluster", fmt.Sprintf("%x", s.clusterID),
@@ -252,6 +265,7 @@ func (s *Server) Stop() {
 }
 
 func (s *Server) closeAll() {
+	s.stopHTTP()
 	if s.watches != nil {
 		// Ends the watch streams, which would otherwise hold up GracefulStop.
 		s.watches.Close()
@@ -367,7 +381,9 @@ func (s *Server) startSnapshot(index uint64) error {
 	s.goTracked(func() {
 		defer s.snapshotting.Store(false)
 		defer frozen.release()
+		started := time.Now()
 		size, err := s.snapshot(index, frozen)
+		s.metrics.snapshotSave.Observe(time.Since(started).Seconds())
 		if err != nil {
 			// Either the storage failed, and refuses every later call, so the node
 			// stops at its next write; or the log is not yet what the snapshot
@@ -463,8 +479,10 @@ var errTooManyRequests = errors.New("etcdserver: too many requests")
 
 // leader returns the raft term and the leader this member knows of (0 if none).
 func (s *Server) leader() (term, lead uint64) {
-	st := s.node.Status()
-	return st.Term, st.Lead
+	// Observe, not Status: an answer about the leader must never wait for the run
+	// loop (a health check asks while the member may be stuck).
+	o := s.node.Observe()
+	return o.Term, o.Lead
 }
 
 // publishMember proposes this member's name and client URLs, so MemberList on any

@@ -99,7 +99,7 @@ func (c Config) buildTLS(generate bool) (tlsConfigs, error) {
 	if err != nil {
 		return out, err
 	}
-	clientHTTPS := httpsURLs(c.ListenClientURLs)
+	clientHTTPS := httpsURLs(slices.Concat(c.ListenClientURLs, c.ListenMetricsURLs))
 	peerHTTPS := httpsURLs(c.ListenPeerURLs)
 	var dialHTTPS []string
 	for name, urls := range c.InitialCluster {
@@ -116,8 +116,8 @@ func (c Config) buildTLS(generate bool) (tlsConfigs, error) {
 	}
 	if out.client != nil {
 		// gRPC over TLS negotiates HTTP/2 by ALPN; grpc-go clients refuse a server
-		// that does not.
-		out.client.NextProtos = []string{"h2"}
+		// that does not. HTTP/1.1 is for the HTTP endpoints beside it (http.go).
+		out.client.NextProtos = []string{"h2", "http/1.1"}
 	}
 	if out.peer, err = c.serverTLS(peerSide, c.PeerTLS, peerHTTPS, c.ListenPeerURLs, versions, generate, &out.warnings); err != nil {
 		return out, err

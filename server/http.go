@@ -1,0 +1,124 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/soheilhy/cmux"
+)
+
+// The client port serves gRPC and HTTP/1.1 on one listener, as etcd does: cmux reads
+// the first bytes of each new connection and hands those that open with HTTP/2's
+// preface to the gRPC server, everything else to the HTTP server (/metrics, /health,
+// /livez, /readyz and, with --enable-pprof, /debug/pprof/). The choice is made once
+// per connection, so a gRPC call costs what it did: its connection is the accepted
+// one behind a reader that has handed back the sniffed bytes. (gRPC's own ServeHTTP,
+// the other way etcd offers, runs every call through net/http's HTTP/2 server,
+// several times slower.) --listen-metrics-urls adds listeners that serve the same
+// HTTP endpoints, without pprof, and no gRPC.
+//
+// On an https:// URL the sniffing comes after the TLS handshake (the listener is a
+// tls.NewListener, listen.go): gRPC gets the decrypted connection and finds the
+// *tls.Conn under it through NetConn (listenerTLS), for the client's certificate.
+// The client URLs' TLS offers ALPN "h2" first, for gRPC, and "http/1.1": an HTTP
+// client on an https:// client URL must speak HTTP/1.1 (curl --http1.1, Prometheus's
+// enable_http2: false), since an HTTP/2 connection is taken for gRPC; the
+// --listen-metrics-urls listeners, HTTP only, speak both.
+
+// clientSniffTimeout bounds how long a new client connection may stay silent before
+// cmux knows what it speaks; it then closes it. Stop waits for connections still
+// being sniffed, so this is also how long a silent client can delay it.
+const clientSniffTimeout = 5 * time.Second
+
+// httpShutdownTimeout bounds how long Stop lets HTTP requests in flight finish. A
+// health check waits at most healthTimeout.
+const httpShutdownTimeout = healthTimeout + time.Second
+
+// listenMetrics opens the --listen-metrics-urls listeners. Like listen, it runs
+// before the data dir is touched.
+func (s *Server) listenMetrics() error {
+	var err error
+	// An https:// one serves with the client URLs' TLS, as etcd's does.
+	s.metricsListens, err = listenURLs("--listen-metrics-urls", s.cfg.ListenMetricsURLs, s.tls.client)
+	return err
+}
+
+// httpHandler returns the HTTP endpoints; withPprof adds /debug/pprof/.
+func (s *Server) httpHandler(withPprof bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{
+		// A collector's error costs the scrape only the metric that failed.
+		ErrorHandling: promhttp.ContinueOnError,
+	}))
+	s.health.install(mux)
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}
+
+// serveClients serves gRPC and HTTP on every client listener, and HTTP on every
+// metrics listener.
+func (s *Server) serveClients() {
+	clientHTTP := &http.Server{Handler: s.httpHandler(s.cfg.EnablePprof), ReadHeaderTimeout: clientSniffTimeout}
+	metricsHTTP := &http.Server{Handler: s.httpHandler(false), ReadHeaderTimeout: clientSniffTimeout}
+	s.httpServers = append(s.httpServers, clientHTTP, metricsHTTP)
+	for _, l := range s.clientListens {
+		m := cmux.New(l)
+		m.SetReadTimeout(clientSniffTimeout)
+		grpcL := netConnListener{m.Match(cmux.HTTP2())}
+		httpL := m.Match(cmux.Any())
+		s.goTracked(func() { _ = s.grpc.Serve(grpcL) })
+		s.goTracked(func() { _ = clientHTTP.Serve(httpL) })
+		s.goTracked(func() {
+			if err := m.Serve(); err != nil && !errors.Is(err, net.ErrClosed) {
+				s.logger.Warn("client listener stopped", "addr", l.Addr().String(), "err", err)
+			}
+		})
+	}
+	for _, l := range s.metricsListens {
+		s.goTracked(func() { _ = metricsHTTP.Serve(l) })
+	}
+}
+
+// stopHTTP lets HTTP requests in flight finish, briefly, then closes the HTTP
+// servers and the metrics listeners. The client listeners are closed with gRPC.
+func (s *Server) stopHTTP() {
+	ctx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
+	defer cancel()
+	for _, srv := range s.httpServers {
+		_ = srv.Shutdown(ctx)
+		_ = srv.Close()
+	}
+	for _, l := range s.metricsListens {
+		_ = l.Close()
+	}
+}
+
+// netConnListener hands out cmux's connections with the connection they wrap
+// reachable through NetConn, as tls.Conn does, so that listenerTLS finds the
+// *tls.Conn of an https:// URL under them.
+type netConnListener struct{ net.Listener }
+
+func (l netConnListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if mc, ok := c.(*cmux.MuxConn); ok {
+		return muxConn{mc}, nil
+	}
+	return c, err
+}
+
+// muxConn is a cmux.MuxConn (whose Read hands back the sniffed bytes first) that
+// says what it wraps.
+type muxConn struct{ *cmux.MuxConn }
+
+func (c muxConn) NetConn() net.Conn { return c.MuxConn.Conn }
