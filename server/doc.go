@@ -21,4 +21,9 @@
 // client certificate's common name for the call (ClientCertCommonName). New reads
 // the certificate files and opens the listeners before it touches the data dir, so
 // that a bad file or a port in use fails with nothing written.
+//
+// Observability: the client port also serves HTTP/1.1 (http.go): Prometheus metrics
+// under etcd's names (metrics.go, metrics_grpc.go), etcd's /health, /livez and
+// /readyz (health.go), and pprof with EnablePprof; ListenMetricsURLs adds listeners
+// for the metrics and health endpoints alone.
 package server

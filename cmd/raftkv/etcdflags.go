@@ -16,6 +16,7 @@ var servedEtcdFlags = []string{
 	"initial-advertise-peer-urls", "initial-cluster", "initial-cluster-state", "initial-cluster-token",
 	"advertise-client-urls", "auto-compaction-retention", "auto-compaction-mode",
 	"log-level", "log-format", "log-outputs", "force-new-cluster", "config-file", "version",
+	"listen-metrics-urls", "metrics", "enable-pprof",
 	// and servedTLSFlags, added by init
 }
 
@@ -37,7 +38,7 @@ type etcdFlag struct {
 const (
 	noSelfDial  = "raftkv never dials its own client URLs (etcd does, for its gateway), so it presents no client certificate"
 	noDiscovery = "raftkv has no discovery service: list the members in --initial-cluster"
-	noGateway   = "raftkv serves the etcd API over gRPC only, without etcd's HTTP endpoints"
+	noGateway   = "raftkv serves the etcd API over gRPC only, without etcd's JSON gateway (its HTTP endpoints are /metrics, /health, /livez, /readyz and /debug/pprof)"
 	noBbolt     = "raftkv's store does not use bbolt"
 	ownRetain   = "raftkv prunes old snapshots and the WAL segments a snapshot covers by itself"
 	noAuth      = "the Auth service is not served (its RPCs answer Unimplemented)"
@@ -96,10 +97,6 @@ var etcdFlags = []etcdFlag{
 	{name: "auth-token", etcdDefault: "simple", why: noAuth},
 	{name: "bcrypt-cost", etcdDefault: "10", why: noAuth},
 	{name: "auth-token-ttl", etcdDefault: "300", why: noAuth},
-	// Profiling and monitoring
-	{name: "enable-pprof", etcdDefault: "false", isBool: true, why: "raftkv has no HTTP endpoint to serve pprof on"},
-	{name: "metrics", etcdDefault: "basic", why: "raftkv exports no metrics yet"},
-	{name: "listen-metrics-urls", refused: true, why: "raftkv has no /metrics or /health endpoint yet"},
 	// Logging
 	{name: "logger", etcdDefault: "zap", why: "raftkv logs with log/slog; --log-format chooses text or JSON"},
 	{name: "enable-log-rotation", etcdDefault: "false", isBool: true, refused: true, why: "raftkv logs to stderr or stdout; rotate with the process manager"},

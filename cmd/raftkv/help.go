@@ -15,6 +15,7 @@ const (
 	groupMember     = "Member"
 	groupClustering = "Clustering"
 	groupOperations = "Compaction and recovery"
+	groupMonitoring = "Profiling and monitoring"
 	groupLogging    = "Logging"
 	groupOther      = "Configuration"
 	groupClient     = "Client flags (every client command takes them, before or after the command)"
@@ -56,7 +57,7 @@ func (a *app) help(cmd *cobra.Command, _ []string) {
 	}
 	printFlagGroups(w, cmd.Flags())
 	if !cmd.HasParent() {
-		fmt.Fprintf(w, "\netcd's other flags (discovery, metrics, ...) are accepted, as flags, ETCD_* variables or\n"+
+		fmt.Fprintf(w, "\netcd's other flags (discovery, tracing, ...) are accepted, as flags, ETCD_* variables or\n"+
 			"config file keys, and either ignored with a warning or refused with the reason: see the\n"+
 			"table of etcd's flags in README.md.\n")
 	}

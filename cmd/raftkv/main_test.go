@@ -42,6 +42,27 @@ func parseServe(args, environ []string) (server.Config, []string, error) {
 	return cfg, warnings, err
 }
 
+// The monitoring flags reach the server's Config, from the command line or etcd's
+// environment variables, and default to etcd's defaults.
+func TestServeMonitoringFlags(t *testing.T) {
+	cfg, _, err := parseServe(nil, nil)
+	if err != nil || cfg.Metrics != server.MetricsBasic || cfg.EnablePprof || len(cfg.ListenMetricsURLs) != 0 {
+		t.Fatalf("defaults: metrics %q, pprof %v, metrics URLs %v, err %v", cfg.Metrics, cfg.EnablePprof, cfg.ListenMetricsURLs, err)
+	}
+	cfg, warnings, err := parseServe([]string{"--enable-pprof", "--metrics", "extensive"},
+		[]string{"ETCD_LISTEN_METRICS_URLS=http://127.0.0.1:9379,http://127.0.0.1:9380"})
+	if err != nil || len(warnings) > 0 {
+		t.Fatalf("%v, warnings %q", err, warnings)
+	}
+	if cfg.Metrics != server.MetricsExtensive || !cfg.EnablePprof ||
+		strings.Join(cfg.ListenMetricsURLs, ",") != "http://127.0.0.1:9379,http://127.0.0.1:9380" {
+		t.Fatalf("metrics %q, pprof %v, metrics URLs %v", cfg.Metrics, cfg.EnablePprof, cfg.ListenMetricsURLs)
+	}
+	if _, _, err := parseServe([]string{"--metrics", "all"}, nil); err == nil || !strings.Contains(err.Error(), `--metrics "all": use "basic" or "extensive"`) {
+		t.Errorf("--metrics all: %v", err)
+	}
+}
+
 func TestServeFlagsDefaults(t *testing.T) {
 	cfg, warnings, err := parseServe(nil, nil)
 	if err != nil || len(warnings) > 0 {
@@ -161,8 +182,8 @@ client-transport-security:
 				`--data-dir "/data/from-env" from RAFTKV_DATA_DIR overrides data-dir: "/data/from-file"`}},
 		{what: "unknown variable", env: []string{"ETCD_NO_SUCH_FLAG=1"}, want: "default default.raftkv",
 			wantWarnings: []string{"unrecognized environment variable ETCD_NO_SUCH_FLAG"}},
-		{what: "ignored etcd flag", args: []string{"--enable-pprof", "--pre-vote"}, want: "default default.raftkv",
-			wantWarnings: []string{`--enable-pprof "true" (from the command line) is accepted for etcd compatibility and ignored`,
+		{what: "ignored etcd flag", args: []string{"--memory-mlock", "--pre-vote"}, want: "default default.raftkv",
+			wantWarnings: []string{`--memory-mlock "true" (from the command line) is accepted for etcd compatibility and ignored`,
 				`--pre-vote "true" (from the command line) is accepted`}},
 	} {
 		cfg, warnings, err := parseServe(tc.args, tc.env)

@@ -37,6 +37,8 @@ type serveFlags struct {
 	autoCompactionRetention             string
 	forceNewCluster                     bool
 	tls                                 tlsFlags
+	listenMetrics, metrics              string
+	enablePprof                         bool
 	logLevel, logFormat, logOutputs     string
 	configFile                          string
 	// supervisorFD is the read end of a pipe from "raftkv cluster": the member stops
@@ -73,9 +75,13 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	setGroup(fs, groupOperations, "auto-compaction-mode", "auto-compaction-retention", "force-new-cluster")
 
 	f.tls.register(fs)
+	fs.StringVar(&f.listenMetrics, "listen-metrics-urls", "", "List of URLs to listen on for /metrics and the health endpoints (/health, /livez, /readyz);\nthe client URLs serve them too.")
+	fs.StringVar(&f.metrics, "metrics", server.MetricsBasic, "Set level of detail for exported metrics, specify 'extensive' to include gRPC handling-time histograms.")
+	fs.BoolVar(&f.enablePprof, "enable-pprof", false, "Enable runtime profiling data via HTTP server. Address is at client URL + \"/debug/pprof/\"")
+	setGroup(fs, groupMonitoring, "listen-metrics-urls", "metrics", "enable-pprof")
 
 	fs.StringVar(&f.logLevel, "log-level", "info", "Log level: debug, info, warn or error (etcd's panic and fatal mean error).")
-	fs.StringVar(&f.logFormat, "log-format", "console", "Log format: console (key=value text) or json.")
+	fs.StringVar(&f.logFormat, "log-format", "console", "Log format: console (key=value text; 'text' too) or json.")
 	fs.StringVar(&f.logOutputs, "log-outputs", "default", "Where logs go: default (stderr), stderr or stdout.")
 	setGroup(fs, groupLogging, "log-level", "log-format", "log-outputs")
 
@@ -136,6 +142,7 @@ func (f *serveFlags) config() (server.Config, error) {
 	for _, urls := range []struct{ flag, list string }{
 		{"listen-client-urls", f.listenClient}, {"advertise-client-urls", f.advertiseClient},
 		{"listen-peer-urls", f.listenPeer}, {"initial-advertise-peer-urls", f.initialAdvertisePeer},
+		{"listen-metrics-urls", f.listenMetrics},
 	} {
 		if err := checkURLs(urls.flag, urls.list); err != nil {
 			return server.Config{}, err
@@ -167,6 +174,9 @@ func (f *serveFlags) config() (server.Config, error) {
 	if err := checkAutoCompaction(f.autoCompactionMode, f.autoCompactionRetention); err != nil {
 		return server.Config{}, err
 	}
+	if f.metrics != server.MetricsBasic && f.metrics != server.MetricsExtensive {
+		return server.Config{}, fmt.Errorf("--metrics %q: use %q or %q", f.metrics, server.MetricsBasic, server.MetricsExtensive)
+	}
 	logger, err := f.logger()
 	if err != nil {
 		return server.Config{}, err
@@ -190,6 +200,9 @@ func (f *serveFlags) config() (server.Config, error) {
 		MaxTxnOps:               f.maxTxnOps,
 		MaxResponseBytes:        f.maxResponseBytes,
 		SnapshotCount:           f.snapshotCount,
+		ListenMetricsURLs:       splitURLs(f.listenMetrics),
+		Metrics:                 f.metrics,
+		EnablePprof:             f.enablePprof,
 		Logger:                  logger,
 	}
 	if err := f.tls.apply(&cfg); err != nil {
@@ -245,7 +258,7 @@ func (f *serveFlags) logger() (*slog.Logger, error) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(out, opts)), nil
 	default:
-		return nil, fmt.Errorf("--log-format %q: use console or json", f.logFormat)
+		return nil, fmt.Errorf("--log-format %q: use console (or text) or json", f.logFormat)
 	}
 }
 
