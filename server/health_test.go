@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 )
 
@@ -105,7 +106,19 @@ func TestHealthOfMemberWithoutQuorum(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	f := scrape(t, base+"/metrics")
+	// A write without a quorum fails, and counts as a failed proposal once its
+	// deadline passes.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("lost")})
+	cancel()
+	if err == nil {
+		t.Fatal("a put succeeded on a member without a quorum")
+	}
+	f := waitMetrics(t, members[0], "the failed put counted", func(f map[string]*dto.MetricFamily) bool {
+		failed, _ := metricValue(f, "etcd_server_proposals_failed_total")
+		pending, _ := metricValue(f, "etcd_server_proposals_pending")
+		return failed >= 1 && pending == 0
+	})
 	if v, _ := metricValue(f, "etcd_server_has_leader"); v != 0 {
 		t.Errorf("etcd_server_has_leader = %v without a quorum, want 0", v)
 	}
