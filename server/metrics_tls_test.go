@@ -82,13 +82,14 @@ func TestClientCertCommonNameThroughCmux(t *testing.T) {
 		cn, ok := ClientCertCommonName(stream.Context())
 		return status.Errorf(13, "cn=%q ok=%v", cn, ok)
 	}
-	mux := cmux.New(tls.NewListener(listenOn(t), serverTLS.client))
+	l := listenOn(t)
+	mux := cmux.New(tls.NewListener(l, serverTLS.client))
 	srv := grpc.NewServer(grpc.Creds(listenerTLS{logger: Config{}.withDefaults().Logger}), grpc.UnknownServiceHandler(echoCN))
 	go srv.Serve(netConnListener{mux.Match(cmux.HTTP2())})
 	go mux.Serve()
 	defer srv.Stop()
 	defer mux.Close()
-	conn := dialTLS(t, mux.Match().Addr().String(), pki.clientTLS(t, "alice"))
+	conn := dialTLS(t, l.Addr().String(), pki.clientTLS(t, "alice"))
 	defer conn.Close()
 	err = conn.Invoke(context.Background(), "/test.Echo/CN", &pb.RangeRequest{}, &pb.RangeResponse{})
 	if got := status.Convert(err).Message(); got != `cn="alice" ok=true` {
