@@ -40,21 +40,20 @@ const (
 	// through the cluster, so that the member runs out of space; the heal frees the
 	// space and restarts the member if it stopped.
 	diskFull faultKind = "disk-full"
+
+	// readdress moves one member (the leader half the time) to another address on the
+	// peer networks while it runs (docker network disconnect, then connect with another
+	// --ip), as a DHCP renewal or a VM migration might; the heal does nothing, and the
+	// member stays at its new address (the next readdress of it moves it back). The
+	// member's old streams then carry packets that never come back: the transport's
+	// AckTimeout (TCP_USER_TIMEOUT, 3 s) closes them and the streams are redialled.
+	readdress faultKind = "readdress"
 )
 
-// readdress moves one member (the leader half the time) to another address on the
-// peer networks while it runs (docker network disconnect, then connect with another
-// --ip), as a DHCP renewal or a VM migration might; the heal does nothing, and the
-// member stays at its new address (the next readdress of it moves it back). It is not
-// among the default kinds: today a member whose address changed goes on writing into
-// its old peer connections, whose packets no longer come back, and nothing tells it
-// they are dead until their send buffers fill, a minute or more (README.md).
-const readdress faultKind = "readdress"
-
 // allFaultKinds are the kinds a run draws from unless -chaos.faults says otherwise.
-var allFaultKinds = []faultKind{partitionOne, partitionSplit, partitionBridge, pause, kill, diskFull}
+var allFaultKinds = []faultKind{partitionOne, partitionSplit, partitionBridge, pause, kill, diskFull, readdress}
 
-const allFaultKindsText = "partition-one,partition-split,partition-bridge,pause,kill,disk-full"
+const allFaultKindsText = "partition-one,partition-split,partition-bridge,pause,kill,disk-full,readdress"
 
 func parseFaultKinds(list string) ([]faultKind, error) {
 	if list == "" {
@@ -63,8 +62,8 @@ func parseFaultKinds(list string) ([]faultKind, error) {
 	var kinds []faultKind
 	for _, name := range strings.Split(list, ",") {
 		kind := faultKind(strings.TrimSpace(name))
-		if !slices.Contains(allFaultKinds, kind) && kind != readdress {
-			return nil, fmt.Errorf("-chaos.faults: unknown fault kind %q; use some of %s, or %s", name, allFaultKindsText, readdress)
+		if !slices.Contains(allFaultKinds, kind) {
+			return nil, fmt.Errorf("-chaos.faults: unknown fault kind %q; use some of %s", name, allFaultKindsText)
 		}
 		kinds = append(kinds, kind)
 	}

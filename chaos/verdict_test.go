@@ -195,7 +195,7 @@ func recoveryTable(records []faultRecord) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-17s %5s %20s %20s %20s\n", "fault", "count", "write after heal", "victims back", "longest outage")
 	fmt.Fprintf(&b, "%-17s %5s %20s %20s %20s\n", "", "", "median / max", "median / max", "median / max")
-	for _, kind := range append(slices.Clone(allFaultKinds), readdress) {
+	for _, kind := range allFaultKinds {
 		rs := byKind[kind]
 		if len(rs) == 0 {
 			continue
