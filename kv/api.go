@@ -18,7 +18,8 @@ type KeyValue struct {
 	// ends the generation, and the next put starts again at 1.
 	Version int64
 	Value   []byte
-	// Lease is stored and returned as given; this package does not expire keys.
+	// Lease is the lease the key is attached to, 0 for none. A put may name only a
+	// lease that exists; revoking the lease deletes the key (lease.go).
 	Lease int64
 }
 

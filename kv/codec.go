@@ -7,7 +7,7 @@ import (
 )
 
 // Command is one write for the replicated log: exactly one of Put, DeleteRange,
-// Txn and Compact, plus the client session it belongs to. ClientID 0 means no
+// Txn, Compact and the lease commands, plus the client session it belongs to. ClientID 0 means no
 // session: the command is applied every time it is committed. A client with a
 // session numbers its requests 1, 2, 3...: a retry reuses the number.
 type Command struct {
@@ -17,6 +17,10 @@ type Command struct {
 	DeleteRange *DeleteRangeRequest
 	Txn         *TxnRequest
 	Compact     *CompactionRequest
+	// LeaseGrant, LeaseRevoke and LeaseCheckpoint change the leases (lease.go).
+	LeaseGrant      *LeaseGrantRequest
+	LeaseRevoke     *LeaseRevokeRequest
+	LeaseCheckpoint *LeaseCheckpointRequest
 }
 
 func (c *Command) kind() opKind {
@@ -33,6 +37,15 @@ func (c *Command) kind() opKind {
 	if c.Compact != nil {
 		kind, n = opCompact, n+1
 	}
+	if c.LeaseGrant != nil {
+		kind, n = opLeaseGrant, n+1
+	}
+	if c.LeaseRevoke != nil {
+		kind, n = opLeaseRevoke, n+1
+	}
+	if c.LeaseCheckpoint != nil {
+		kind, n = opLeaseCheckpoint, n+1
+	}
 	if n != 1 {
 		return opMany
 	}
@@ -48,8 +61,12 @@ func (c *Command) check(maxTxnOps int) error {
 		return checkDeleteRange(c.DeleteRange)
 	case opTxn:
 		return checkTxn(c.Txn, maxTxnOps)
-	case opCompact:
+	case opCompact, opLeaseRevoke:
 		return nil
+	case opLeaseGrant:
+		return checkLeaseGrant(c.LeaseGrant)
+	case opLeaseCheckpoint:
+		return checkLeaseCheckpoint(c.LeaseCheckpoint)
 	}
 	return ErrInvalidCommand
 }
@@ -64,6 +81,9 @@ func (c *Command) check(maxTxnOps int) error {
 //	put      = key value lease:varint flags
 //	delete   = key rangeEnd flags
 //	compact  = revision:varint flags
+//	grant    = id:varint ttl:varint
+//	revoke   = id:varint
+//	checkpoint = n:uvarint (id:varint remainingTTL:varint)*n
 //	txn      = n:uvarint compare*n  n:uvarint op*n  n:uvarint op*n
 //	compare  = result:varint target:varint key rangeEnd operand
 //	op       = kind:1 [range | put | delete | txn]
@@ -118,6 +138,8 @@ func (c *Command) AppendEncode(dst []byte) ([]byte, error) {
 	case opCompact:
 		e.varint(c.Compact.Revision)
 		e.flags(c.Compact.Physical)
+	case opLeaseGrant, opLeaseRevoke, opLeaseCheckpoint:
+		e.leaseCommand(c)
 	}
 	if e.err != nil {
 		return dst, e.err
@@ -160,6 +182,8 @@ func (c *Command) decode(data []byte, putScratch *PutRequest) error {
 	case opCompact:
 		c.Compact = &CompactionRequest{Revision: d.varint()}
 		c.Compact.Physical = d.flags(1)[0]
+	case opLeaseGrant, opLeaseRevoke, opLeaseCheckpoint:
+		d.leaseCommand(kind, c)
 	default:
 		d.fail("unknown command kind %d", kind)
 	}

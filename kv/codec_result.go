@@ -8,7 +8,7 @@ import (
 // The wire form of Results, which snapshots need because the session table
 // keeps the last Result of every client. Same conventions as commands:
 //
-//	result     = err:1 kind:1 [put | delete | txn | compact]
+//	result     = err:1 kind:1 [put | delete | txn | compact | lease result (lease_codec.go)]
 //	header     = revision:varint
 //	kv         = key value create:varint mod:varint version:varint lease:varint
 //	put        = header hasPrev:1 [kv]
@@ -41,6 +41,7 @@ func (e *encoder) result(r *Result) {
 	case r.Compact != nil:
 		e.byte(byte(opCompact))
 		e.varint(r.Compact.Header.Revision)
+	case e.leaseResult(r):
 	default:
 		e.byte(byte(opEmpty))
 	}
@@ -126,6 +127,8 @@ func (d *decoder) result() Result {
 		r.Txn = d.txnResponse(1)
 	case opCompact:
 		r.Compact = &CompactionResponse{Header: ResponseHeader{Revision: d.varint()}}
+	case opLeaseGrant, opLeaseRevoke, opLeaseCheckpoint:
+		d.leaseResult(kind, &r)
 	default:
 		d.fail("unknown result kind %d", kind)
 	}

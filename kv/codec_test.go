@@ -38,6 +38,11 @@ func sampleCommands() []*Command {
 			},
 			Failure: []RequestOp{{Range: &RangeRequest{Key: []byte("f"), SortOrder: -3}}},
 		}},
+		{LeaseGrant: &LeaseGrantRequest{ID: 7, TTL: 60}},
+		{ClientID: 4, Seq: 9, LeaseGrant: &LeaseGrantRequest{ID: -3, TTL: MaxLeaseTTL}},
+		{LeaseRevoke: &LeaseRevokeRequest{ID: 1 << 62}},
+		{LeaseCheckpoint: &LeaseCheckpointRequest{Checkpoints: []LeaseCheckpoint{{ID: 1, RemainingTTL: 30}, {ID: -2}}}},
+		{LeaseCheckpoint: &LeaseCheckpointRequest{}},
 	}
 }
 
@@ -84,6 +89,9 @@ func TestCodecRejects(t *testing.T) {
 		{"varint overflow", []byte{1, 2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}},
 		{"op list longer than input", []byte{1, 4, 0, 0, 0, 0x7f}},
 		{"op list over the cap", []byte{1, 4, 0, 0, 0, 0x80, 0x08}},
+		{"lease grant inside a txn", []byte{1, 4, 0, 0, 0, 1, byte(opLeaseGrant), 2, 2, 0}},
+		{"checkpoints over the cap", []byte{1, byte(opLeaseCheckpoint), 0, 0, 0x91, 0x4e}},
+		{"checkpoint list longer than input", []byte{1, byte(opLeaseCheckpoint), 0, 0, 3, 2, 2}},
 	} {
 		if _, err := DecodeCommand(tc.data); !errors.Is(err, ErrCorruptCommand) {
 			t.Errorf("%s: %v, want ErrCorruptCommand", tc.name, err)
@@ -126,6 +134,7 @@ func TestEncodeRejectsMalformed(t *testing.T) {
 		{},
 		{Put: &PutRequest{}, Compact: &CompactionRequest{}},
 		{Txn: &TxnRequest{Success: []RequestOp{{Put: &PutRequest{}, DeleteRange: &DeleteRangeRequest{}}}}},
+		{LeaseGrant: &LeaseGrantRequest{}, LeaseRevoke: &LeaseRevokeRequest{}},
 	} {
 		if _, err := cmd.Encode(); !errors.Is(err, ErrInvalidCommand) {
 			t.Errorf("Encode(%+v): %v, want ErrInvalidCommand", cmd, err)

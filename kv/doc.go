@@ -40,8 +40,14 @@
 // entry changed by reading the history from the revision before it, so another
 // storage engine serves watchers by implementing Events alone.
 //
-// Snapshots (snapshot.go) carry the whole retained history. Store.SnapshotView
-// freezes the store at its applied index in time proportional to its key count, and
+// Leases (lease.go) are replicated state like keys: a grant, a revoke and a
+// checkpoint of remaining TTLs are commands, and a revoke deletes the lease's keys
+// at one revision, through the same delete as DeleteRange (so its deletes are in the
+// history like any other). When a lease expires is not replicated: that needs a
+// clock, so the server's lessor decides it on the leader and proposes the revoke.
+//
+// Snapshots (snapshot.go) carry the whole retained history and the leases.
+// Store.SnapshotView freezes the store at its applied index in time proportional to its key count, and
 // the view is then written out while Apply goes on; the format copies the value log
 // whole, so writing one costs sequential reads rather than a read per value.
 package kv

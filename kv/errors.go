@@ -28,6 +28,13 @@ var (
 	ErrInvalidSortOption = errors.New("etcdserver: invalid sort option")
 	// ErrRequestTooLarge: a command is larger than Config.MaxCommandBytes.
 	ErrRequestTooLarge = errors.New("etcdserver: request is too large")
+	// ErrLeaseNotFound: a put names a lease that does not exist, or a revoke a lease
+	// that does not exist (any more).
+	ErrLeaseNotFound = errors.New("etcdserver: requested lease not found")
+	// ErrLeaseExists: a grant names the id of a lease that exists.
+	ErrLeaseExists = errors.New("etcdserver: lease already exists")
+	// ErrLeaseTTLTooLarge: a grant asks for a TTL above MaxLeaseTTL.
+	ErrLeaseTTLTooLarge = errors.New("etcdserver: too large lease TTL")
 
 	// ErrStaleSequence: a session command carries a sequence number lower than the
 	// last one applied for its client. Its response is no longer kept, and
@@ -37,6 +44,9 @@ var (
 	// applied index, as happens when raft replays entries a snapshot already holds.
 	// The entry is skipped.
 	ErrAlreadyApplied = errors.New("kv: log index already applied; entry skipped")
+	// ErrTooManyCheckpoints: a LeaseCheckpointRequest holds more checkpoints than
+	// one command may (10,000); the server's lessor sends at most 1,000.
+	ErrTooManyCheckpoints = errors.New("kv: lease checkpoint command holds more than 10000 checkpoints; split it")
 	// ErrInvalidCommand: a command or txn op sets no request or more than one.
 	ErrInvalidCommand = errors.New("kv: command must hold exactly one request (and a txn op at most one)")
 	// ErrNotReadOnly: Store.Txn was given a txn with writes; writes go through Apply.
@@ -68,6 +78,10 @@ var resultErrors = []error{
 	ErrStaleSequence,
 	ErrInvalidCommand,
 	ErrProposalExpired,
+	ErrLeaseNotFound,
+	ErrLeaseExists,
+	ErrLeaseTTLTooLarge,
+	ErrTooManyCheckpoints,
 }
 
 // errorCode returns the snapshot code of err, which must be one of resultErrors.

@@ -57,7 +57,8 @@ func TestEventsInCommandOrder(t *testing.T) {
 
 func TestEventsFields(t *testing.T) {
 	s := newTestStore(t, Config{})
-	mustPut(t, s, "k", "v1")                                                                 // 2
+	mustPut(t, s, "k", "v1") // 2
+	mustGrant(t, s, 7, 60)
 	apply(t, s, &Command{Put: &PutRequest{Key: []byte("k"), Value: []byte("v2"), Lease: 7}}) // 3
 	mustDelete(t, s, "k", "")                                                                // 4
 	mustPut(t, s, "k", "v3")                                                                 // 5

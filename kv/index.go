@@ -50,7 +50,7 @@ func (r *keyRev) setValue(v valueRef) { r.valueOff, r.valueLen = v.off, v.n }
 // leaseTable interns the lease ids that revisions carry, so a revision holds a
 // 32-bit index instead of the 64-bit id; index 0 is no lease. It only grows: an id
 // keeps its index for the store's life, so a frozen view may share a prefix of ids.
-// Leases are rare (this server grants none), so it is usually empty.
+// It holds every id a retained revision ever named, granted leases or not.
 type leaseTable struct {
 	ids   []int64
 	index map[int64]uint32

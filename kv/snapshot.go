@@ -14,9 +14,11 @@ import (
 //	snapshot = magic:"RKVS" version:uvarint appliedIndex:uvarint
 //	           revision:varint compactRevision:varint
 //	           valuesLen:uvarint values:valuesLen bytes
+//	           nLeases:uvarint lease*nLeases
 //	           nKeys:uvarint key*nKeys nSessions:uvarint session*nSessions
 //	           nProposers:uvarint proposer*nProposers
 //	           crc32c:4 (little-endian, over every byte before it)
+//	lease    = id:varint ttl:varint remainingTTL:varint
 //	key      = key:bytes nGens:uvarint generation*nGens
 //	generation = create:varint firstVersion:varint tombstone:varint
 //	           nRevs:uvarint (mod:varint lease:varint valueOff:uvarint valueLen:uvarint)*nRevs
@@ -31,9 +33,15 @@ import (
 // sessions and proposers from least to most recently used, and a proposer's results
 // in increasing seq, so the same state always gives the same bytes, and the eviction
 // order survives. Version 2 had no proposers (an empty table).
+//
+// Leases are in id order, before the keys, so that each live key is attached to its
+// lease as it is read: which keys a lease holds is not written, as it follows from
+// the keys' live revisions (etcd rebuilds it the same way). Version 4 added the
+// leases; a snapshot of an earlier version restores with none, and a key in it that
+// names a lease (which the server then stored as given) stays attached to nothing.
 const (
 	snapshotMagic   = "RKVS"
-	snapshotVersion = 3
+	snapshotVersion = 4
 	crcBytes        = 4
 	// Smallest encodings, for bounding list lengths.
 	minKeyBytes        = 3 // one-byte key, its length, nGens
@@ -43,6 +51,7 @@ const (
 	minSessionBytes    = 4 // two varints, error code, result kind
 	minProposerBytes   = 3 // three varints
 	minProposalBytes   = 3 // a varint, error code, result kind
+	minLeaseBytes      = 3 // three varints
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -115,6 +124,8 @@ type snapshotSource struct {
 	nKeys           int
 	// leases are the ids the revisions' lease indexes name.
 	leases []int64
+	// grants are the leases granted, in id order.
+	grants []LeaseInfo
 	// eachKey calls fn for every key in key order until fn returns false.
 	eachKey func(fn func(key []byte, gens []generation) bool)
 	// sessions encodes the session table and the proposal table.
@@ -125,6 +136,7 @@ func (st *state) snapshotSource() *snapshotSource {
 	return &snapshotSource{
 		appliedIndex: st.appliedIndex, rev: st.rev, compactRev: st.compactRev,
 		vals: st.vals, valuesLen: st.vals.size(), nKeys: st.index.length, leases: st.leases.ids,
+		grants: st.grants.sorted(),
 		eachKey: func(fn func([]byte, []generation) bool) {
 			st.index.ascend(nil, func(ki *keyIndex) bool { return fn(ki.key, ki.gens) })
 		},
@@ -158,6 +170,12 @@ func writeSnapshot(w io.Writer, src *snapshotSource) (int64, error) {
 	flush()
 	if werr == nil {
 		werr = src.vals.writeRange(cw, src.valuesLen)
+	}
+	e.uvarint(uint64(len(src.grants)))
+	for _, g := range src.grants {
+		e.varint(g.ID)
+		e.varint(g.TTL)
+		e.varint(g.RemainingTTL)
 	}
 	e.uvarint(uint64(src.nKeys))
 	src.eachKey(func(key []byte, gens []generation) bool {
@@ -287,6 +305,7 @@ func (s *Store) SnapshotView() (*SnapshotView, error) {
 	return &SnapshotView{release: s.snapMu.Unlock, src: snapshotSource{
 		appliedIndex: st.appliedIndex, rev: st.rev, compactRev: st.compactRev,
 		vals: vals, valuesLen: st.vals.size(), nKeys: len(keys), leases: st.leases.ids,
+		grants: st.grants.sorted(),
 		eachKey: func(fn func([]byte, []generation) bool) {
 			start := 0
 			for i, key := range keys {
@@ -364,6 +383,9 @@ func decodeState(data []byte, cfg Config, newValues func() (valueLog, error)) (s
 			values = values[k:]
 		}
 	}
+	if version >= 4 {
+		d.grants(&st.grants)
+	}
 	nKeys := d.count(minKeyBytes, int(^uint(0)>>1))
 	var prevKey []byte
 	for i := 0; i < nKeys && d.err == nil; i++ {
@@ -374,6 +396,7 @@ func decodeState(data []byte, cfg Config, newValues func() (valueLog, error)) (s
 		if d.err == nil {
 			// Keys arrive in order, so each insert lands at the right edge.
 			st.index.insert(ki)
+			st.grants.attach(ki.liveLease(&st.leases), ki)
 			prevKey = ki.key
 		}
 	}
@@ -505,6 +528,26 @@ func (d *decoder) proposals(t *proposalTable) {
 			if d.err == nil && (seq < lowest || (j > 0 && seq <= p.results[j-1].seq)) {
 				d.fail("proposer %d: result of proposal %d is below its floor %d or out of order", id, seq, lowest)
 			}
+		}
+	}
+}
+
+// grants reads the leases section into t, checking that the leases are in id order
+// and well formed.
+func (d *decoder) grants(t *grantTable) {
+	n := d.count(minLeaseBytes, int(^uint(0)>>1))
+	var prev int64
+	for i := 0; i < n && d.err == nil; i++ {
+		info := LeaseInfo{ID: d.varint(), TTL: d.varint(), RemainingTTL: d.varint()}
+		switch {
+		case d.err != nil:
+		case info.ID == 0 || (i > 0 && info.ID <= prev):
+			d.fail("lease %d follows lease %d out of order", info.ID, prev)
+		case info.TTL > MaxLeaseTTL || info.RemainingTTL < 0:
+			d.fail("lease %d has TTL %d and remaining TTL %d", info.ID, info.TTL, info.RemainingTTL)
+		default:
+			t.add(info)
+			prev = info.ID
 		}
 	}
 }

@@ -20,6 +20,11 @@ func FuzzRestore(f *testing.F) {
 		mustPut(f, s, fmt.Sprintf("k%d", i%7), fmt.Sprintf("value-%d", i))
 	}
 	mustDelete(f, s, "k3", "")
+	mustGrant(f, s, 5, 60)
+	mustGrant(f, s, 6, 60)
+	apply(f, s, &Command{LeaseCheckpoint: &LeaseCheckpointRequest{Checkpoints: []LeaseCheckpoint{{ID: 6, RemainingTTL: 9}}}})
+	putWithLease(f, s, "k1", 5)
+	putWithLease(f, s, "k2", 6)
 	snap := mustSnapshot(f, s)
 	f.Add(snap[:len(snap)-crcBytes])
 	if v1, err := os.ReadFile("testdata/snapshot-v1.bin"); err == nil {

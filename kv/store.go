@@ -49,6 +49,8 @@ type state struct {
 	leases leaseTable
 	// history lists each revision's changes in order, for Events (history.go).
 	history history
+	// grants holds the leases granted and not revoked, and their keys (lease.go).
+	grants grantTable
 	// snapMu is the Store's, held while a SnapshotView is out; nil for a state
 	// no Store holds.
 	snapMu *sync.Mutex
@@ -71,7 +73,11 @@ type Result struct {
 	DeleteRange *DeleteRangeResponse
 	Txn         *TxnResponse
 	Compact     *CompactionResponse
-	Err         error
+	// LeaseGrant, LeaseRevoke and LeaseCheckpoint answer the lease commands.
+	LeaseGrant      *LeaseGrantResponse
+	LeaseRevoke     *LeaseRevokeResponse
+	LeaseCheckpoint *LeaseCheckpointResponse
+	Err             error
 }
 
 // NewStore returns an empty store that keeps its values on the Go heap:
@@ -270,6 +276,9 @@ func (st *state) execute(cmd *Command) Result {
 	}
 	switch {
 	case cmd.Put != nil:
+		if err := st.checkPutLease(cmd.Put); err != nil {
+			return Result{Err: err}
+		}
 		w := st.beginWrite()
 		resp, err := w.put(cmd.Put)
 		w.end()
@@ -285,6 +294,14 @@ func (st *state) execute(cmd *Command) Result {
 	case cmd.Compact != nil:
 		resp, err := st.compact(cmd.Compact.Revision)
 		return Result{Compact: resp, Err: err}
+	case cmd.LeaseGrant != nil:
+		resp, err := st.leaseGrant(cmd.LeaseGrant)
+		return Result{LeaseGrant: resp, Err: err}
+	case cmd.LeaseRevoke != nil:
+		resp, err := st.leaseRevoke(cmd.LeaseRevoke)
+		return Result{LeaseRevoke: resp, Err: err}
+	case cmd.LeaseCheckpoint != nil:
+		return Result{LeaseCheckpoint: st.leaseCheckpoint(cmd.LeaseCheckpoint)}
 	}
 	// Not formatted with cmd: that would make every decoded command escape to the heap.
 	panic(fmt.Sprintf("kv: command of client %d seq %d passed its checks but holds no request", cmd.ClientID, cmd.Seq))

@@ -106,6 +106,8 @@ func TestDeleteRangeForms(t *testing.T) {
 
 func TestPutFlags(t *testing.T) {
 	s := newTestStore(t, Config{})
+	mustGrant(t, s, 7, 60)
+	mustGrant(t, s, 9, 60)
 	res := apply(t, s, &Command{Put: &PutRequest{Key: []byte("a"), Value: []byte("1"), Lease: 7, PrevKv: true}})
 	if res.Err != nil || res.Put.PrevKv != nil {
 		t.Fatalf("put of new key with PrevKv: %+v %v", res.Put, res.Err)

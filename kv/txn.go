@@ -11,8 +11,9 @@ import (
 //  1. the request checks (checkTxn), which need no state;
 //  2. every compare, nested ones included, against the store before the txn,
 //     giving the path: which branch each txn on the way takes;
-//  3. the checks that need state, along that path (checkPath): puts with
-//     IgnoreValue/IgnoreLease need their key, ranges need a readable revision;
+//  3. the checks that need state, along that path (checkPath): puts need their
+//     lease to exist, puts with IgnoreValue/IgnoreLease need their key, ranges
+//     need a readable revision;
 //  4. the ops, which after steps 1-3 cannot fail.
 func (st *state) txn(r *TxnRequest) (*TxnResponse, error) {
 	if err := checkTxn(r, st.cfg.MaxTxnOps); err != nil {
@@ -105,6 +106,9 @@ func (st *state) checkPath(r *TxnRequest, path []bool, pos *int, fromKeyDeletes 
 			}
 		case op.Put != nil:
 			p := op.Put
+			if err := st.checkPutLease(p); err != nil {
+				return err
+			}
 			if !p.IgnoreValue && !p.IgnoreLease {
 				continue
 			}

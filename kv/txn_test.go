@@ -37,7 +37,8 @@ func evalCompare(t *testing.T, s *Store, c Compare) bool {
 
 func TestTxnCompareTargets(t *testing.T) {
 	s := newTestStore(t, Config{})
-	mustPut(t, s, "k", "m")                                                                 // 2
+	mustPut(t, s, "k", "m") // 2
+	mustGrant(t, s, 5, 60)
 	apply(t, s, &Command{Put: &PutRequest{Key: []byte("k"), Value: []byte("m"), Lease: 5}}) // 3: version 2, mod 3, create 2
 	type row struct {
 		c    Compare

@@ -20,6 +20,10 @@ const (
 	opDeleteRange
 	opTxn
 	opCompact
+	// Lease commands: only ever a whole Command, never a txn op.
+	opLeaseGrant
+	opLeaseRevoke
+	opLeaseCheckpoint
 	opMany // more than one request set
 )
 

@@ -174,6 +174,7 @@ func TestCompactionShrinksValueLog(t *testing.T) {
 				apply(t, s, &Command{Put: &PutRequest{Key: fmt.Appendf(nil, "k%02d", i%50), Value: value}})
 			}
 			// Ten revisions sharing the value of the one before them.
+			mustGrant(t, s, 5, 60)
 			for range 10 {
 				apply(t, s, &Command{Put: &PutRequest{Key: []byte("k07"), IgnoreValue: true, Lease: 5}})
 			}

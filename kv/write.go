@@ -89,15 +89,22 @@ func (w *writeTxn) putKey(ki *keyIndex, key []byte, value valueRef, lease int64)
 			w.st.sizes.keyBytes += int64(len(key))
 		}
 	}
+	oldLease := ki.liveLease(&w.st.leases)
 	ki.put(rev, value, w.st.leases.intern(lease))
 	w.st.sizes.revs++
+	if oldLease != lease {
+		w.st.grants.detach(oldLease, ki)
+		w.st.grants.attach(lease, ki)
+	}
 	w.record(ki, false)
 	return rev
 }
 
-// deleteKey ends ki's live generation at the txn's revision. Every delete goes
-// through here, so that it reaches the history.
+// deleteKey ends ki's live generation at the txn's revision, detaching the key from
+// its lease. Every delete goes through here (a lease's revoke too), so that it
+// reaches the history.
 func (w *writeTxn) deleteKey(ki *keyIndex) {
+	w.st.grants.detach(ki.liveLease(&w.st.leases), ki)
 	ki.tombstone(w.beginRev + 1)
 	w.record(ki, true)
 }
