@@ -85,6 +85,11 @@ type Config struct {
 	// RequestTimeout bounds how long a write or a linearizable read waits. Default
 	// 5s plus twice the election timeout.
 	RequestTimeout time.Duration
+	// LeaseCheckpointInterval is how often the leader records, through Raft, the
+	// remaining TTL of each lease with more than that left, so that a new leader
+	// counts it down from there instead of from its full TTL (etcd's lease
+	// checkpointing, which raftkv always does). Default 5 minutes, as in etcd.
+	LeaseCheckpointInterval time.Duration
 
 	// ClientTLS and PeerTLS are the TLS of the client API and of the peer transport
 	// (etcd's --cert-file, ... and --peer-cert-file, ...; see TLSInfo and tls.go). A
@@ -183,6 +188,9 @@ func (c Config) withDefaults() Config {
 	if c.Metrics == "" {
 		c.Metrics = MetricsBasic
 	}
+	if c.LeaseCheckpointInterval == 0 {
+		c.LeaseCheckpointInterval = DefaultLeaseCheckpointInterval
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -259,6 +267,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := c.buildTLS(false); err != nil {
 		return err
+	}
+	if c.LeaseCheckpointInterval < time.Second {
+		return fmt.Errorf("--lease-checkpoint-interval %v is too short; use at least 1s (checkpoints are in whole seconds)", c.LeaseCheckpointInterval)
 	}
 	return nil
 }

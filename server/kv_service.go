@@ -204,6 +204,12 @@ func toGRPC(err error) error {
 		return rpctypes.ErrGRPCFutureRev
 	case errors.Is(err, kv.ErrRequestTooLarge):
 		return rpctypes.ErrGRPCRequestTooLarge
+	case errors.Is(err, kv.ErrLeaseNotFound):
+		return rpctypes.ErrGRPCLeaseNotFound
+	case errors.Is(err, kv.ErrLeaseExists):
+		return rpctypes.ErrGRPCLeaseExist
+	case errors.Is(err, kv.ErrLeaseTTLTooLarge):
+		return rpctypes.ErrGRPCLeaseTTLTooLarge
 	case errors.Is(err, errNoLeader):
 		return rpctypes.ErrGRPCNoLeader
 	case errors.Is(err, errTimeout):

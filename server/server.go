@@ -49,6 +49,11 @@ type Server struct {
 	reads          *readBatcher
 	// watches serves the Watch streams from the store's history (server/watch.go).
 	watches *watch.Hub
+	// lessor expires leases on the leader; leaseFwd reaches the leader's from
+	// the other members (lease.go).
+	lessor      *lessor
+	leaseFwd    *leaseForwarder
+	minLeaseTTL int64
 	// readRounds counts the ReadIndex rounds started, for the benchmarks.
 	readRounds atomic.Uint64
 	// proposer is this process's id among the cluster's proposers (kv.ProposalID):
@@ -180,6 +185,7 @@ func (s *Server) start(ids []uint64) error {
 	s.applied = newAppliedNotifier(0)
 	s.proposer, s.terms = newProposerID(), newAppliedTerm()
 	s.watches = watch.NewHub(s.sm.store, watch.Config{ProgressNotifyInterval: cfg.WatchProgressNotifyInterval, Logger: s.logger})
+	s.initLeases()
 
 	peerAddrs := map[uint64]string{}
 	for id, m := range s.peers {
@@ -217,10 +223,12 @@ func (s *Server) start(ids []uint64) error {
 	}
 	s.goTracked(s.applyLoop)
 	s.goTracked(s.readLoop)
+	s.goTracked(s.runLessor)
 	unknown := &unserved{}
 	s.grpc = newGRPCServer(cfg, unknown.handle, listenerTLS{logger: s.logger}, s.metrics.grpcOptions()...)
 	unknown.g = s.grpc
 	registerServices(s.grpc, s)
+	s.registerLeaseForward()
 	s.metrics.registerServer(s)
 	s.health = newHealthEndpoints(s, s.metrics.registry)
 	s.serveClients()
@@ -341,10 +349,12 @@ func (s *Server) applyLoop() {
 				// diverge from the other members.
 				panic(fmt.Sprintf("server: restoring snapshot at index %d: %v", msg.Index, err))
 			}
+			s.leasesRestored()
 			lastSnapshot = msg.Index
 		case raft.ApplyNoOp:
 			s.sm.store.Apply(msg.Index, nil)
 			s.waits.applied(msg.Index, false, 0, kv.Result{})
+			s.leaderApplied(msg.Term)
 		case raft.ApplyCommand:
 			s.flushWatchesBeforeCompaction(msg.Command)
 			s.applyCommand(msg.Index, msg.Command)

@@ -25,6 +25,7 @@ import (
 // here must be implemented by the service's type; registerServices checks.
 var servedMethods = map[string][]string{
 	"etcdserverpb.KV":          {"Range", "Put", "DeleteRange", "Txn", "Compact"},
+	"etcdserverpb.Lease":       {"LeaseGrant", "LeaseRevoke", "LeaseKeepAlive", "LeaseTimeToLive", "LeaseLeases"},
 	"etcdserverpb.Maintenance": {"Status", "Alarm"},
 	"etcdserverpb.Cluster":     {"MemberList"},
 	"etcdserverpb.Watch":       {"Watch"},
@@ -34,10 +35,6 @@ var servedMethods = map[string][]string{
 // own reason ("Service/Method") wins over its service's. When a service is
 // implemented, it is registered in registerServices and its line here goes.
 var unservedReasons = map[string]string{
-	// Lease is being implemented (issue 12); drop this line when its service is
-	// registered.
-	"etcdserverpb.Lease": "leases are not implemented yet (a put's lease id is stored and returned as given, and never expires)",
-
 	"etcdserverpb.Auth": "authentication is not implemented: raftkv has no users, roles or tokens, and serves every client",
 
 	"etcdserverpb.Cluster": "membership is fixed when the cluster starts (--initial-cluster); to recover from a lost quorum, " +
@@ -60,6 +57,7 @@ func registerServices(g *grpc.Server, s *Server) {
 		impl any
 	}{
 		{&pb.KV_ServiceDesc, &kvService{s: s}},
+		{&pb.Lease_ServiceDesc, &leaseService{s: s}},
 		{&pb.Maintenance_ServiceDesc, &maintenanceService{s: s}},
 		{&pb.Cluster_ServiceDesc, &clusterService{s: s}},
 		{&pb.Watch_ServiceDesc, &watchService{s: s}},
@@ -115,11 +113,15 @@ func (u *unserved) errorFor(fullMethod string) error {
 		strings.TrimPrefix(service, "etcdserverpb."), method, reason, u.served)
 }
 
-// servedSentence lists the registered services and their methods, e.g.
-// "Cluster (MemberList), KV (Compact, DeleteRange, Put, Range, Txn), ...".
+// servedSentence lists the registered etcd services and their methods, e.g.
+// "Cluster (MemberList), KV (Compact, DeleteRange, Put, Range, Txn), ...": not the
+// members' own (LeaseForward, lease_forward.go).
 func servedSentence(info map[string]grpc.ServiceInfo) string {
 	var parts []string
 	for _, name := range slices.Sorted(maps.Keys(info)) {
+		if _, etcd := servedMethods[name]; !etcd {
+			continue
+		}
 		var methods []string
 		for _, m := range info[name].Methods {
 			methods = append(methods, m.Name)

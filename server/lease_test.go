@@ -1,0 +1,247 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+)
+
+// promotedLeader returns the member that leads with its lessor promoted, waiting for one.
+func promotedLeader(t *testing.T, members []*testMember) *testMember {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, m := range members {
+			if m.srv == nil {
+				continue
+			}
+			if _, primary := m.srv.lessor.isPrimary(); primary {
+				return m
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("no member's lessor was promoted within 10s")
+	return nil
+}
+
+func followersOf(members []*testMember, leader *testMember) []*testMember {
+	var out []*testMember
+	for _, m := range members {
+		if m != leader && m.srv != nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func grant(t *testing.T, m *testMember, id, ttl int64) *pb.LeaseGrantResponse {
+	t.Helper()
+	var resp *pb.LeaseGrantResponse
+	retry(t, func(ctx context.Context) error {
+		var err error
+		resp, err = pb.NewLeaseClient(m.conn).LeaseGrant(ctx, &pb.LeaseGrantRequest{ID: id, TTL: ttl})
+		return err
+	})
+	return resp
+}
+
+// Every Lease call works on a follower as on the leader: grants and revokes through
+// Raft, keep-alives and time-to-live forwarded to the leader's lessor.
+func TestLeaseServiceOnEveryMember(t *testing.T) {
+	members := startTestCluster(t, 3, nil)
+	leader := promotedLeader(t, members)
+	f := followersOf(members, leader)[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	auto := grant(t, f, 0, 0)
+	if auto.ID <= 0 || auto.TTL != 1 {
+		t.Fatalf("grant without id or TTL: %+v; want a positive id and the minimum TTL 1", auto)
+	}
+	chosen := grant(t, leader, 42, 60)
+	if chosen.ID != 42 || chosen.TTL != 60 {
+		t.Fatalf("grant of lease 42: %+v", chosen)
+	}
+	for _, m := range members {
+		_, err := pb.NewLeaseClient(m.conn).LeaseGrant(ctx, &pb.LeaseGrantRequest{ID: 42, TTL: 5})
+		if !errors.Is(err, rpctypes.ErrGRPCLeaseExist) {
+			t.Fatalf("second grant of 42 on %s: %v", m.cfg.Name, err)
+		}
+		_, err = pb.NewLeaseClient(m.conn).LeaseGrant(ctx, &pb.LeaseGrantRequest{ID: 43, TTL: 9_000_000_001})
+		if !errors.Is(err, rpctypes.ErrGRPCLeaseTTLTooLarge) {
+			t.Fatalf("grant of a too large TTL on %s: %v", m.cfg.Name, err)
+		}
+	}
+	for _, key := range []string{"a", "b", "c"} {
+		if _, err := f.client.Put(ctx, &pb.PutRequest{Key: []byte(key), Lease: 42}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.client.Put(ctx, &pb.PutRequest{Key: []byte("x"), Lease: 777}); !errors.Is(err, rpctypes.ErrGRPCLeaseNotFound) {
+		t.Fatalf("put to an unknown lease: %v", err)
+	}
+
+	for _, m := range members {
+		lc := pb.NewLeaseClient(m.conn)
+		ttl, err := lc.LeaseTimeToLive(ctx, &pb.LeaseTimeToLiveRequest{ID: 42, Keys: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		for _, k := range ttl.Keys {
+			keys = append(keys, string(k))
+		}
+		if ttl.GrantedTTL != 60 || ttl.TTL < 50 || ttl.TTL > 60 || !slices.Equal(keys, []string{"a", "b", "c"}) {
+			t.Fatalf("time-to-live of lease 42 on %s: %+v", m.cfg.Name, ttl)
+		}
+		list, err := lc.LeaseLeases(ctx, &pb.LeaseLeasesRequest{})
+		if err != nil || len(list.Leases) != 2 {
+			t.Fatalf("leases on %s: %+v %v", m.cfg.Name, list, err)
+		}
+		stream, err := lc.LeaseKeepAlive(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range []int64{42, 4242} {
+			if err := stream.Send(&pb.LeaseKeepAliveRequest{ID: id}); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := stream.Recv()
+			wantTTL := int64(60)
+			if id == 4242 {
+				wantTTL = 0 // etcd's answer for a lease that does not exist
+			}
+			if err != nil || resp.ID != id || resp.TTL != wantTTL {
+				t.Fatalf("keep-alive of %d on %s: %+v %v, want TTL %d", id, m.cfg.Name, resp, err, wantTTL)
+			}
+		}
+		stream.CloseSend()
+	}
+
+	revoke, err := pb.NewLeaseClient(f.conn).LeaseRevoke(ctx, &pb.LeaseRevokeRequest{ID: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng, err := f.client.Range(ctx, &pb.RangeRequest{Key: []byte("a"), RangeEnd: []byte("z")})
+	if err != nil || rng.Count != 0 || rng.Header.Revision != revoke.Header.Revision {
+		t.Fatalf("after the revoke: %+v %v; want no keys at the revoke's revision %d", rng, err, revoke.Header.Revision)
+	}
+	// The three deletes share one revision: the one before it still holds all three.
+	old, err := f.client.Range(ctx, &pb.RangeRequest{Key: []byte("a"), RangeEnd: []byte("z"), Revision: revoke.Header.Revision - 1})
+	if err != nil || old.Count != 3 {
+		t.Fatalf("one revision before the revoke: %+v %v", old, err)
+	}
+	ttl, err := pb.NewLeaseClient(f.conn).LeaseTimeToLive(ctx, &pb.LeaseTimeToLiveRequest{ID: 42})
+	if err != nil || ttl.TTL != -1 {
+		t.Fatalf("time-to-live of a revoked lease: %+v %v", ttl, err)
+	}
+	if _, err := pb.NewLeaseClient(leader.conn).LeaseRevoke(ctx, &pb.LeaseRevokeRequest{ID: 42}); !errors.Is(err, rpctypes.ErrGRPCLeaseNotFound) {
+		t.Fatalf("second revoke: %v", err)
+	}
+}
+
+// A lease nobody keeps alive is revoked by the leader, its keys with it, within its
+// TTL and a little; one kept alive through a follower is not.
+func TestLeaseExpiry(t *testing.T) {
+	members := startTestCluster(t, 3, nil)
+	leader := promotedLeader(t, members)
+	f := followersOf(members, leader)[0]
+	kept, dropped := grant(t, f, 1, 1), grant(t, f, 2, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, id := range []int64{kept.ID, dropped.ID} {
+		if _, err := f.client.Put(ctx, &pb.PutRequest{Key: []byte{'k', byte('0' + id)}, Lease: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	stream, err := pb.NewLeaseClient(f.conn).LeaseKeepAlive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if err := stream.Send(&pb.LeaseKeepAliveRequest{ID: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if resp, err := stream.Recv(); err != nil || resp.TTL != 1 {
+			t.Fatalf("keep-alive: %+v %v", resp, err)
+		}
+		rng, err := f.client.Range(ctx, &pb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rng.Count == 1 {
+			if string(rng.Kvs[0].Key) != "k1" {
+				t.Fatalf("the lease kept alive lost its key; left: %q", rng.Kvs[0].Key)
+			}
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("the key of a 1s lease nobody kept alive is still there after %v", time.Since(start))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if elapsed := time.Since(start); elapsed < time.Second {
+		t.Fatalf("a 1s lease was revoked after %v", elapsed)
+	}
+}
+
+// Leases, their keys and their checkpoints survive a restart of every member, with a
+// snapshot in between, and a restarted cluster keeps the lease alive and revokes it.
+func TestLeasesSurviveRestart(t *testing.T) {
+	members := startTestCluster(t, 3, func(c *Config) {
+		c.SnapshotCount = 10
+		c.LeaseCheckpointInterval = time.Second
+	})
+	leader := promotedLeader(t, members)
+	grant(t, leader, 5, 3600)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 30 {
+		if _, err := leader.client.Put(ctx, &pb.PutRequest{Key: []byte{'k', byte('a' + i%26)}, Lease: 5}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Wait for a checkpoint to apply everywhere (1s interval).
+	retry(t, func(ctx context.Context) error {
+		for _, m := range members {
+			if info, _ := m.srv.sm.store.Lease(5); info.RemainingTTL == 0 {
+				return errors.New("no checkpoint yet")
+			}
+		}
+		return nil
+	})
+	for _, m := range members {
+		m.stop()
+	}
+	for _, m := range members {
+		m.start(t)
+	}
+	leader = promotedLeader(t, members)
+	ttl, err := pb.NewLeaseClient(leader.conn).LeaseTimeToLive(ctx, &pb.LeaseTimeToLiveRequest{ID: 5, Keys: true})
+	if err != nil || ttl.GrantedTTL != 3600 || len(ttl.Keys) != 26 {
+		t.Fatalf("lease 5 after a restart: %+v %v", ttl, err)
+	}
+	// Counted down from its checkpoint (at most 3599s) plus the election timeout.
+	if ttl.TTL > 3599 || ttl.TTL < 3500 {
+		t.Fatalf("lease 5 has %ds left after a restart, want its checkpoint", ttl.TTL)
+	}
+	if _, err := pb.NewLeaseClient(leader.conn).LeaseRevoke(ctx, &pb.LeaseRevokeRequest{ID: 5}); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members {
+		retry(t, func(ctx context.Context) error {
+			rng, err := m.client.Range(ctx, &pb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), Serializable: true})
+			if err == nil && rng.Count != 0 {
+				return errors.New("keys left")
+			}
+			return err
+		})
+	}
+}

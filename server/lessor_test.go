@@ -1,0 +1,395 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"reflect"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"raftkv/kv"
+)
+
+// manualClock is a clock tests move by hand.
+type manualClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *manualClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *manualClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// fakeProposer records what the lessor proposes and applies it to a kv store, handing
+// the results back to the lessor as the apply loop would.
+type fakeProposer struct {
+	t       *testing.T
+	store   *kv.Store
+	lessor  *lessor
+	mu      sync.Mutex
+	leader  bool
+	term    uint64
+	applied []*kv.Command
+}
+
+func (p *fakeProposer) isLeader(term uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.leader && p.term == term
+}
+
+func (p *fakeProposer) proposeLease(_ context.Context, cmd *kv.Command) (kv.Result, error) {
+	p.mu.Lock()
+	p.applied = append(p.applied, cmd)
+	p.mu.Unlock()
+	return p.apply(cmd), nil
+}
+
+func (p *fakeProposer) apply(cmd *kv.Command) kv.Result {
+	p.t.Helper()
+	res := p.store.ApplyCommand(p.store.AppliedIndex()+1, cmd)
+	p.lessor.applied(&res, func(id int64) bool { _, ok := p.store.Lease(id); return ok })
+	return res
+}
+
+func (p *fakeProposer) proposed() []*kv.Command {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := p.applied
+	p.applied = nil
+	return out
+}
+
+const (
+	testExtend             = time.Second
+	testCheckpointInterval = 10 * time.Second
+	testRevokeRetry        = 3 * time.Second
+)
+
+// newTestLessor returns a lessor on a fake clock whose member leads in term 1, not yet
+// promoted.
+func newTestLessor(t *testing.T) (*lessor, *manualClock, *fakeProposer) {
+	store, err := kv.NewStore(kv.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	clk := &manualClock{now: time.Unix(1_000_000, 0)}
+	p := &fakeProposer{t: t, store: store, leader: true, term: 1}
+	l := newLessor(lessorConfig{extend: testExtend, checkpointInterval: testCheckpointInterval, revokeRetry: testRevokeRetry},
+		clk, p, slog.New(slog.DiscardHandler))
+	p.lessor = l
+	return l, clk, p
+}
+
+func (p *fakeProposer) grant(id, ttl int64) {
+	p.t.Helper()
+	if res := p.apply(&kv.Command{LeaseGrant: &kv.LeaseGrantRequest{ID: id, TTL: ttl}}); res.Err != nil {
+		p.t.Fatal(res.Err)
+	}
+}
+
+func expiredAfter(t *testing.T, l *lessor) []int64 {
+	t.Helper()
+	expired, _ := l.tick()
+	slices.Sort(expired)
+	return expired
+}
+
+func TestLessorExpiresLeasesOnlyWhenPrimary(t *testing.T) {
+	l, clk, p := newTestLessor(t)
+	p.grant(1, 5)
+	clk.advance(time.Hour)
+	if got := expiredAfter(t, l); got != nil {
+		t.Fatalf("a lessor that was never promoted expired %v", got)
+	}
+	if _, err := l.renew(context.Background(), 1); !errors.Is(err, errNotPrimary) {
+		t.Fatalf("renew on a follower's lessor: %v, want errNotPrimary", err)
+	}
+	l.promote(1, p.store.Leases())
+	p.grant(2, 3)
+	clk.advance(3*time.Second - time.Millisecond)
+	if got := expiredAfter(t, l); got != nil {
+		t.Fatalf("expired %v before any TTL passed", got)
+	}
+	clk.advance(time.Millisecond)
+	if got := expiredAfter(t, l); !slices.Equal(got, []int64{2}) {
+		t.Fatalf("at its TTL expired %v, want [2]", got)
+	}
+	p.apply(&kv.Command{LeaseRevoke: &kv.LeaseRevokeRequest{ID: 2}})
+	// Lease 1 got a fresh TTL (5s) plus the extension at promotion.
+	clk.advance(5*time.Second + testExtend - 3*time.Second - time.Millisecond)
+	if got := expiredAfter(t, l); got != nil {
+		t.Fatalf("expired %v before lease 1's fresh TTL passed", got)
+	}
+	clk.advance(time.Millisecond)
+	if got := expiredAfter(t, l); !slices.Equal(got, []int64{1}) {
+		t.Fatalf("expired %v, want [1]", got)
+	}
+}
+
+func TestLessorRenewPostponesExpiry(t *testing.T) {
+	l, clk, p := newTestLessor(t)
+	l.promote(1, nil)
+	p.grant(7, 10)
+	for range 5 {
+		clk.advance(9 * time.Second)
+		ttl, err := l.renew(context.Background(), 7)
+		if err != nil || ttl != 10 {
+			t.Fatalf("renew: %d, %v", ttl, err)
+		}
+		if got := expiredAfter(t, l); got != nil {
+			t.Fatalf("a lease renewed every 9s of its 10 expired: %v", got)
+		}
+	}
+	remaining, ttl, err := l.remaining(7)
+	if err != nil || remaining != 10*time.Second || ttl != 10 {
+		t.Fatalf("remaining after renewal: %v of %d, %v", remaining, ttl, err)
+	}
+	if _, err := l.renew(context.Background(), 8); !errors.Is(err, kv.ErrLeaseNotFound) {
+		t.Fatalf("renew of an unknown lease: %v", err)
+	}
+}
+
+// An expired lease is offered for revoke again after revokeRetry if the revoke did
+// not happen, and never after it did; a renewal of an expired lease waits for the
+// revoke.
+func TestLessorRevokeRetryAndOrdering(t *testing.T) {
+	l, clk, p := newTestLessor(t)
+	l.promote(1, nil)
+	for id := int64(1); id <= 3; id++ {
+		p.grant(id, 10*id)
+	}
+	clk.advance(30 * time.Second)
+	// Earliest expiry first.
+	if expired, _ := l.tick(); !slices.Equal(expired, []int64{1, 2, 3}) {
+		t.Fatalf("expired %v, want [1 2 3] in expiry order", expired)
+	}
+	if got := expiredAfter(t, l); got != nil {
+		t.Fatalf("offered %v again before revokeRetry", got)
+	}
+	renewed := make(chan error, 1)
+	go func() {
+		_, err := l.renew(context.Background(), 2)
+		renewed <- err
+	}()
+	p.apply(&kv.Command{LeaseRevoke: &kv.LeaseRevokeRequest{ID: 2}})
+	if err := <-renewed; !errors.Is(err, kv.ErrLeaseNotFound) {
+		t.Fatalf("renew of an expired lease, then revoked: %v", err)
+	}
+	clk.advance(testRevokeRetry)
+	if got := expiredAfter(t, l); !slices.Equal(got, []int64{1, 3}) {
+		t.Fatalf("after revokeRetry offered %v, want the two not revoked", got)
+	}
+}
+
+func TestLessorRevokeRate(t *testing.T) {
+	l, clk, p := newTestLessor(t)
+	l.promote(1, nil)
+	for id := int64(1); id <= 3*int64(revokesPerTick); id++ {
+		p.grant(id, 5)
+	}
+	clk.advance(5 * time.Second)
+	total := 0
+	for range 3 {
+		expired, _ := l.tick()
+		if len(expired) != revokesPerTick {
+			t.Fatalf("a tick offered %d leases for revoke, want the limit %d", len(expired), revokesPerTick)
+		}
+		total += len(expired)
+	}
+	if total != 3*revokesPerTick || len(expiredAfter(t, l)) != 0 {
+		t.Fatalf("offered %d in three ticks and more after", total)
+	}
+}
+
+// Promotion counts a checkpointed lease from its checkpoint, not its TTL, and a
+// demoted lessor forgets everything.
+func TestLessorPromotionUsesCheckpoint(t *testing.T) {
+	l, clk, p := newTestLessor(t)
+	p.grant(1, 100)
+	p.grant(2, 100)
+	p.apply(&kv.Command{LeaseCheckpoint: &kv.LeaseCheckpointRequest{Checkpoints: []kv.LeaseCheckpoint{{ID: 1, RemainingTTL: 4}}}})
+	l.promote(1, p.store.Leases())
+	clk.advance(4*time.Second + testExtend)
+	if got := expiredAfter(t, l); !slices.Equal(got, []int64{1}) {
+		t.Fatalf("expired %v at the checkpoint plus the extension, want [1]", got)
+	}
+	p.mu.Lock()
+	p.leader = false
+	p.mu.Unlock()
+	if got := expiredAfter(t, l); got != nil {
+		t.Fatalf("a lessor whose member lost leadership expired %v", got)
+	}
+	if _, primary := l.isPrimary(); primary {
+		t.Fatal("still primary after the member lost leadership")
+	}
+	if _, err := l.renew(context.Background(), 2); !errors.Is(err, errNotPrimary) {
+		t.Fatalf("renew after demotion: %v", err)
+	}
+	// A new term: everything starts afresh from kv.
+	p.mu.Lock()
+	p.leader, p.term = true, 2
+	p.mu.Unlock()
+	l.promote(2, p.store.Leases())
+	clk.advance(100*time.Second + testExtend - time.Millisecond)
+	if got := expiredAfter(t, l); !slices.Equal(got, []int64{1}) {
+		t.Fatalf("in term 2 expired %v before lease 2's fresh TTL, want only [1] (checkpointed at 4s)", got)
+	}
+}
+
+// A renewal waiting on an expired lease gives up with errNotPrimary when the lessor
+// is demoted, since the revoke may then never come.
+func TestLessorRenewOfExpiredLeaseWhenDemoted(t *testing.T) {
+	l, clk, p := newTestLessor(t)
+	l.promote(1, nil)
+	p.grant(1, 5)
+	clk.advance(5 * time.Second)
+	renewed := make(chan error, 1)
+	go func() {
+		_, err := l.renew(context.Background(), 1)
+		renewed <- err
+	}()
+	l.demote()
+	if err := <-renewed; !errors.Is(err, errNotPrimary) {
+		t.Fatalf("renew of an expired lease across demotion: %v", err)
+	}
+}
+
+func TestLessorCheckpoints(t *testing.T) {
+	l, clk, p := newTestLessor(t)
+	l.promote(1, nil)
+	p.grant(1, 100) // long: checkpointed
+	p.grant(2, 5)   // shorter than the interval: never
+	clk.advance(testCheckpointInterval - time.Millisecond)
+	if _, cps := l.tick(); cps != nil {
+		t.Fatalf("checkpoints %v before the interval", cps)
+	}
+	clk.advance(time.Millisecond)
+	_, cps := l.tick()
+	want := [][]kv.LeaseCheckpoint{{{ID: 1, RemainingTTL: 90}}}
+	if !reflect.DeepEqual(cps, want) {
+		t.Fatalf("checkpoints %v, want %v", cps, want)
+	}
+	for _, entry := range cps {
+		p.apply(&kv.Command{LeaseCheckpoint: &kv.LeaseCheckpointRequest{Checkpoints: entry}})
+	}
+	if info, _ := p.store.Lease(1); info.RemainingTTL != 90 {
+		t.Fatalf("kv holds %+v after the checkpoint", info)
+	}
+	// A renewal clears the checkpoint through Raft before it restarts the TTL.
+	clk.advance(time.Second)
+	if _, err := l.renew(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	got := p.proposed()
+	if len(got) != 1 || got[0].LeaseCheckpoint == nil ||
+		!reflect.DeepEqual(got[0].LeaseCheckpoint.Checkpoints, []kv.LeaseCheckpoint{{ID: 1}}) {
+		t.Fatalf("renewal proposed %+v, want one checkpoint clearing lease 1", got)
+	}
+	if info, _ := p.store.Lease(1); info.RemainingTTL != 0 {
+		t.Fatalf("kv holds %+v after the renewal", info)
+	}
+	// The next renewal has nothing to clear.
+	if _, err := l.renew(context.Background(), 1); err != nil || len(p.proposed()) != 0 {
+		t.Fatalf("second renewal: %v, proposed something", err)
+	}
+	// It is checkpointed again an interval after the last one.
+	clk.advance(testCheckpointInterval - time.Second)
+	if _, cps := l.tick(); !reflect.DeepEqual(cps, [][]kv.LeaseCheckpoint{{{ID: 1, RemainingTTL: 91}}}) {
+		t.Fatalf("second checkpoint %v", cps)
+	}
+}
+
+func TestLessorCheckpointBatches(t *testing.T) {
+	l, clk, p := newTestLessor(t)
+	l.promote(1, nil)
+	n := maxCheckpointsPerEntry*maxCheckpointEntriesPerTick + 10
+	for id := 1; id <= n; id++ {
+		p.grant(int64(id), 1000)
+	}
+	clk.advance(testCheckpointInterval)
+	_, cps := l.tick()
+	if len(cps) != maxCheckpointEntriesPerTick || len(cps[0]) != maxCheckpointsPerEntry {
+		t.Fatalf("first tick: %d entries, the first of %d", len(cps), len(cps[0]))
+	}
+	if _, rest := l.tick(); len(rest) != 1 || len(rest[0]) != 10 {
+		t.Fatalf("second tick: %v", rest)
+	}
+}
+
+// With thousands of leases expiring together after a promotion, no second gets more
+// than three quarters of the revoke rate.
+func TestLessorPromotionSpreadsExpiries(t *testing.T) {
+	l, clk, p := newTestLessor(t)
+	const n = 3000
+	for id := int64(1); id <= n; id++ {
+		p.grant(id, 10)
+	}
+	start := clk.Now()
+	l.promote(1, p.store.Leases())
+	perSecond := map[int64]int{}
+	l.mu.Lock()
+	for _, lt := range l.mu.leases {
+		if lt.expiry.Before(start.Add(10*time.Second + testExtend)) {
+			t.Fatalf("lease %d expires %v after promotion, before its fresh TTL", lt.id, lt.expiry.Sub(start))
+		}
+		perSecond[int64(lt.expiry.Sub(start)/time.Second)]++
+	}
+	l.mu.Unlock()
+	for sec, count := range perSecond {
+		if count > 3*revokesPerSecond/4+1 {
+			t.Fatalf("%d leases expire in second %d after promotion, above %d", count, sec, 3*revokesPerSecond/4)
+		}
+	}
+	if len(perSecond) < 4 {
+		t.Fatalf("%d leases spread over %d seconds", n, len(perSecond))
+	}
+}
+
+// A grant the session table answers again, for a lease revoked since, adds nothing,
+// and a second grant result does not restart a lease's TTL.
+func TestLessorIgnoresStaleGrantResults(t *testing.T) {
+	l, clk, p := newTestLessor(t)
+	l.promote(1, nil)
+	p.grant(1, 10)
+	stale := kv.Result{LeaseGrant: &kv.LeaseGrantResponse{ID: 1, TTL: 10}}
+	clk.advance(9 * time.Second)
+	l.applied(&stale, func(int64) bool { return true })
+	clk.advance(time.Second)
+	if got := expiredAfter(t, l); !slices.Equal(got, []int64{1}) {
+		t.Fatalf("expired %v; a repeated grant result restarted the TTL", got)
+	}
+	gone := kv.Result{LeaseGrant: &kv.LeaseGrantResponse{ID: 5, TTL: 10}}
+	l.applied(&gone, func(int64) bool { return false })
+	if _, _, err := l.remaining(5); !errors.Is(err, kv.ErrLeaseNotFound) {
+		t.Fatalf("a grant result for a lease kv lacks was adopted: %v", err)
+	}
+}
+
+func TestMinLeaseTTL(t *testing.T) {
+	for _, tc := range []struct {
+		heartbeat, election time.Duration
+		want                int64
+	}{
+		{100 * time.Millisecond, time.Second, 2}, // etcd's defaults: 15 heartbeats, 1.5s
+		{10 * time.Millisecond, 100 * time.Millisecond, 1},
+		{100 * time.Millisecond, 5 * time.Second, 8},         // 75 heartbeats, 7.5s
+		{300 * time.Millisecond, 1600 * time.Millisecond, 3}, // 5 ticks: 7 heartbeats, 2.1s
+	} {
+		if got := minLeaseTTL(tc.heartbeat, tc.election); got != tc.want {
+			t.Errorf("minLeaseTTL(%v, %v) = %d, want %d", tc.heartbeat, tc.election, got, tc.want)
+		}
+	}
+}
