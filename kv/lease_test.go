@@ -192,6 +192,34 @@ func TestLeaseRevoke(t *testing.T) {
 	}
 }
 
+// etcd 3.7 answers a keys-only range that does not sort by value from its index,
+// without leases; one sorted by value reads the keys whole and keeps them.
+func TestKeysOnlyRangeDropsLeases(t *testing.T) {
+	s := newTestStore(t, Config{})
+	mustGrant(t, s, 3, 60)
+	putWithLease(t, s, "a", 3)
+	putWithLease(t, s, "b", 3)
+	for _, r := range []*RangeRequest{
+		{Key: []byte("a"), KeysOnly: true},
+		{Key: []byte("a"), RangeEnd: []byte("c"), KeysOnly: true},
+		{Key: []byte("a"), RangeEnd: []byte("c"), KeysOnly: true, SortTarget: SortByMod, SortOrder: SortDescend},
+	} {
+		for _, kv := range mustRange(t, s, r).Kvs {
+			if kv.Lease != 0 || kv.Value != nil {
+				t.Fatalf("keys-only range %+v returned %+v", r, kv)
+			}
+		}
+	}
+	for _, kv := range mustRange(t, s, &RangeRequest{Key: []byte("a"), RangeEnd: []byte("c"), KeysOnly: true, SortTarget: SortByValue}).Kvs {
+		if kv.Lease != 3 || kv.Value != nil {
+			t.Fatalf("keys-only range sorted by value returned %+v", kv)
+		}
+	}
+	if kv := get(t, s, "a", 0); kv.Lease != 3 {
+		t.Fatalf("a full range returned %+v", kv)
+	}
+}
+
 func TestLeaseCheckpoint(t *testing.T) {
 	s := newTestStore(t, Config{})
 	mustGrant(t, s, 1, 600)

@@ -162,7 +162,7 @@ func (st *state) rangeAt(r *RangeRequest, curRev int64, budget *responseBudget) 
 		kv := entries[i].kv
 		switch {
 		case r.KeysOnly:
-			kv.Value = nil
+			keysOnly(&kv, r)
 		case kv.Value == nil:
 			kv.Value = st.vals.read(entries[i].ref)
 		}
@@ -200,7 +200,9 @@ func (st *state) rangeSingle(r *RangeRequest, rev, curRev int64, budget *respons
 			return nil, err
 		}
 	}
-	if !r.KeysOnly {
+	if r.KeysOnly {
+		keysOnly(&e.kv, r)
+	} else {
 		e.kv.Value = st.vals.read(e.ref)
 	}
 	box.kv[0] = e.kv
@@ -240,6 +242,16 @@ func (st *state) collectEntries(r *RangeRequest, rev, limit int64, budget *respo
 		return nil, total, budget.used + size
 	}
 	return entries, total, 0
+}
+
+// keysOnly strips what a KeysOnly range leaves out. etcd 3.7 answers one that does
+// not sort by value from its index alone (mvcc's FastKeysOnly), which knows no
+// leases: such an answer has every key's lease at 0, and so has this one.
+func keysOnly(kv *KeyValue, r *RangeRequest) {
+	kv.Value = nil
+	if r.SortTarget != SortByValue {
+		kv.Lease = 0
+	}
 }
 
 // rangeLimit is how many keys to fetch: everything when the result will be
