@@ -236,8 +236,8 @@ func (g *opGen) putOp(used map[string]bool, ignoreFlags bool) (clientv3.Op, stri
 		opts = append(opts, clientv3.WithIgnoreLease())
 		desc = append(desc, "ignore_lease")
 		if g.chance(0.2) {
-			// raftkv has no leases yet, so a lease id appears only where etcd
-			// rejects it before looking it up: with ignore_lease.
+			// A lease id with ignore_lease, which etcd rejects before looking the
+			// lease up; puts to leases are in lease_diff_test.go.
 			opts = append(opts, clientv3.WithLease(7))
 			desc = append(desc, "lease=7")
 		}

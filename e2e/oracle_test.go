@@ -15,7 +15,8 @@ import (
 
 // startEtcd starts a single-member embedded etcd on loopback with its data in a temp
 // dir, and returns its client endpoint (host:port). It stops when the test ends.
-func startEtcd(t *testing.T) string {
+// mutate, if given, changes the config before the start.
+func startEtcd(t *testing.T, mutate ...func(*embed.Config)) string {
 	t.Helper()
 	ports := freePorts(t, 2)
 	clientURL, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", ports[0]))
@@ -32,6 +33,9 @@ func startEtcd(t *testing.T) string {
 	cfg.LogLevel = "panic"
 	// The oracle never restarts, so its fsyncs buy nothing but time.
 	cfg.UnsafeNoFsync = true
+	for _, m := range mutate {
+		m(cfg)
+	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		t.Fatalf("starting embedded etcd: %v", err)
@@ -86,8 +90,8 @@ func waitServing(t *testing.T, clientURL string) {
 // startRaftkv starts an n-member raftkv cluster in this process on loopback, with
 // short timings and a snapshot every snapshotCount entries, and waits until every
 // member serves a linearizable read. It does not write, so the store's revision is
-// still 1 when it returns.
-func startRaftkv(t *testing.T, n int, snapshotCount uint64) []*inProcessMember {
+// still 1 when it returns. mutate, if given, changes each member's config.
+func startRaftkv(t *testing.T, n int, snapshotCount uint64, mutate ...func(*server.Config)) []*inProcessMember {
 	t.Helper()
 	ports := freePorts(t, 2*n)
 	dir := t.TempDir()
@@ -109,6 +113,9 @@ func startRaftkv(t *testing.T, n int, snapshotCount uint64) []*inProcessMember {
 			HeartbeatInterval:   10 * time.Millisecond,
 			ElectionTimeout:     100 * time.Millisecond,
 			SnapshotCount:       snapshotCount,
+		}
+		for _, m := range mutate {
+			m(&cfg)
 		}
 		srv, err := server.New(cfg)
 		if err != nil {
