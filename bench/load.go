@@ -25,11 +25,13 @@ const (
 	// the keys they watch.
 	opWatchLatency
 	opWatchFanout
+	// opLeaseKeepAlive: keep-alives of keySpace leases (lease.go).
+	opLeaseKeepAlive
 )
 
 // workload is one row of the table.
 type workload struct {
-	letter      string // the issues' (a)..(i)
+	letter      string // the issues' (a)..(j)
 	name        string
 	description string
 	op          opKind
@@ -59,6 +61,7 @@ var workloads = []workload{
 	{"g", "mixed-90get", "90% linearizable get / 10% put, 100 clients on 10 connections", opMixed, 100, 10, readKeySpace, 90},
 	{"h", "watch-latency", "1 writer, 1,000 watchers of one key on 10 connections: put until all have the event", opWatchLatency, 1000, 10, 1, 0},
 	{"i", "watch-fanout", "10,000 watchers over 1,000 keys on 20 connections, 1,000 puts/s: events delivered", opWatchFanout, 10000, 20, readKeySpace, 0},
+	{"j", "lease-keepalive", "keep-alives of 10,000 leases by 10 clients, one stream each with 100 in flight", opLeaseKeepAlive, 10, 10, 10_000, 0},
 }
 
 // selectWorkloads parses --workloads: names or letters, comma-separated; empty means all.
@@ -81,7 +84,7 @@ func selectWorkloads(list string) ([]workload, error) {
 			for _, known := range workloads {
 				names = append(names, known.name)
 			}
-			return nil, fmt.Errorf("--workloads: unknown workload %q; use letters a-i or names %s", w, strings.Join(names, ","))
+			return nil, fmt.Errorf("--workloads: unknown workload %q; use letters a-j or names %s", w, strings.Join(names, ","))
 		}
 	}
 	var out []workload
@@ -183,6 +186,9 @@ func preload(ctx context.Context, endpoint string, n int) error {
 // throughput is what the server sustains at that concurrency, and the latencies are
 // those of requests that completed inside the window.
 func runLoad(ctx context.Context, w workload, endpoint string, timing loadTiming, hooks windowHooks) (loadResult, error) {
+	if w.op == opLeaseKeepAlive {
+		return runLeaseLoad(ctx, w, endpoint, timing, hooks)
+	}
 	conns, err := dialConns(endpoint, w.conns)
 	if err != nil {
 		return loadResult{}, err

@@ -144,8 +144,8 @@ func TestSelectWorkloads(t *testing.T) {
 		t.Errorf("an unknown workload gave %v, want an error naming it", err)
 	}
 	all, _ := selectWorkloads("")
-	if len(all) != 9 {
-		t.Errorf("an empty list selected %d workloads, want all 9", len(all))
+	if len(all) != 10 {
+		t.Errorf("an empty list selected %d workloads, want all 10", len(all))
 	}
 }
 
