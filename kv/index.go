@@ -48,9 +48,11 @@ func (r *keyRev) value() valueRef { return valueRef{off: r.valueOff, n: r.valueL
 func (r *keyRev) setValue(v valueRef) { r.valueOff, r.valueLen = v.off, v.n }
 
 // leaseTable interns the lease ids that revisions carry, so a revision holds a
-// 32-bit index instead of the 64-bit id; index 0 is no lease. It only grows: an id
-// keeps its index for the store's life, so a frozen view may share a prefix of ids.
-// It holds every id a retained revision ever named, granted leases or not.
+// 32-bit index instead of the 64-bit id; index 0 is no lease. Between compactions it
+// only grows: an id keeps its index, so a frozen view may share a prefix of ids.
+// Compaction rebuilds it without the ids no retained revision names, once they are
+// the majority (collectLeaseIDs), so that leases granted and revoked over the store's
+// life do not each keep an entry.
 type leaseTable struct {
 	ids   []int64
 	index map[int64]uint32

@@ -275,3 +275,46 @@ func (s *Store) Leases() []LeaseInfo {
 	defer s.mu.RUnlock()
 	return s.mu.st.grants.sorted()
 }
+
+// minLeaseIDGarbage is the least number of ids no revision names for which
+// collectLeaseIDs rebuilds the lease table (a variable so that tests can make it
+// small).
+var minLeaseIDGarbage = 4096
+
+// collectLeaseIDs rebuilds the lease table with only the ids that retained revisions
+// name, once the others outnumber them (and minLeaseIDGarbage): a workload of short
+// sessions grants a lease per session, and each would otherwise keep its entry for
+// the store's life. The rebuild rewrites every revision's lease index, in a pass over
+// the revisions that comes after at least as many ids were dropped, so it costs a
+// constant per id; a SnapshotView reads the indexes, so it waits for the view, as
+// collectValues does.
+func (st *state) collectLeaseIDs() {
+	ids := st.leases.ids
+	if len(ids) < minLeaseIDGarbage {
+		return
+	}
+	used := make([]bool, len(ids))
+	named := 0
+	st.eachRev(func(r *keyRev, _ bool) {
+		if !used[r.lease] {
+			used[r.lease] = true
+			named++
+		}
+	})
+	if garbage := len(ids) - named; garbage < named || garbage < minLeaseIDGarbage {
+		return
+	}
+	if st.snapMu != nil {
+		st.snapMu.Lock()
+		defer st.snapMu.Unlock()
+	}
+	var t leaseTable
+	remap := make([]uint32, len(ids))
+	for i := 1; i < len(ids); i++ {
+		if used[i] {
+			remap[i] = t.intern(ids[i])
+		}
+	}
+	st.eachRev(func(r *keyRev, _ bool) { r.lease = remap[r.lease] })
+	st.leases = t
+}

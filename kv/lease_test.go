@@ -220,6 +220,45 @@ func TestKeysOnlyRangeDropsLeases(t *testing.T) {
 	}
 }
 
+// Compaction drops the interned ids of leases no retained revision names, and every
+// revision still reads back its lease.
+func TestCompactionCollectsLeaseIDs(t *testing.T) {
+	defer func(old int) { minLeaseIDGarbage = old }(minLeaseIDGarbage)
+	minLeaseIDGarbage = 10
+	s := newTestStore(t, Config{})
+	mustGrant(t, s, 1, 60)
+	putWithLease(t, s, "kept", 1)
+	for id := int64(100); id < 200; id++ {
+		mustGrant(t, s, id, 60)
+		putWithLease(t, s, "session", id)
+		mustRevoke(t, s, id)
+	}
+	mustGrant(t, s, 7, 60)
+	putWithLease(t, s, "late", 7)
+	if n := len(s.mu.st.leases.ids); n != 103 {
+		t.Fatalf("%d interned ids before compaction, want 103 (none, 1, 100 sessions, 7)", n)
+	}
+	mustPut(t, s, "plain", "x")
+	rev := s.Revision()
+	apply(t, s, &Command{Compact: &CompactionRequest{Revision: rev - 1}})
+	if n := len(s.mu.st.leases.ids); n != 3 {
+		t.Fatalf("%d interned ids after compaction, want 3 (none, 1, 7)", n)
+	}
+	for key, lease := range map[string]int64{"kept": 1, "late": 7, "plain": 0} {
+		if kv := get(t, s, key, 0); kv == nil || kv.Lease != lease {
+			t.Fatalf("%s after the rebuild: %+v, want lease %d", key, kv, lease)
+		}
+	}
+	if kv := get(t, s, "late", rev-1); kv == nil || kv.Lease != 7 {
+		t.Fatalf("late at the compacted revision: %+v", kv)
+	}
+	checkGrantInvariant(t, s)
+	mustRevoke(t, s, 7)
+	if get(t, s, "late", 0) != nil || get(t, s, "kept", 0) == nil {
+		t.Fatal("revoking lease 7 after the rebuild deleted the wrong keys")
+	}
+}
+
 func TestLeaseCheckpoint(t *testing.T) {
 	s := newTestStore(t, Config{})
 	mustGrant(t, s, 1, 600)
@@ -343,10 +382,12 @@ func checkGrantInvariant(t testing.TB, s *Store) {
 }
 
 // FuzzLeaseCommands applies a sequence of lease commands and writes drawn from the
-// input, with snapshot round trips on the way, and checks after each step that every
-// lease holds exactly the live keys naming it, and that a revoke deletes them all at
-// one revision.
+// input, with snapshot round trips and compactions (which rebuild the lease ids'
+// table) on the way, and checks after each step that every lease holds exactly the
+// live keys naming it, and that a revoke deletes them all at one revision.
 func FuzzLeaseCommands(f *testing.F) {
+	defer func(old int) { minLeaseIDGarbage = old }(minLeaseIDGarbage)
+	minLeaseIDGarbage = 2
 	f.Add([]byte{0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 9})
 	f.Add([]byte("grant put put revoke snapshot delete txn"))
 	f.Fuzz(func(t *testing.T, program []byte) {
@@ -359,7 +400,7 @@ func FuzzLeaseCommands(f *testing.F) {
 				arg = program[i+1]
 			}
 			id := int64(arg%4) + 1
-			switch b % 8 {
+			switch b % 9 {
 			case 0:
 				apply(t, s, &Command{LeaseGrant: &LeaseGrantRequest{ID: id, TTL: 10}})
 			case 1, 2:
@@ -401,6 +442,12 @@ func FuzzLeaseCommands(f *testing.F) {
 				s = r
 			case 7:
 				apply(t, s, &Command{Put: &PutRequest{Key: key(arg), IgnoreLease: true}})
+			case 8:
+				before := mustRange(t, s, &RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}})
+				apply(t, s, &Command{Compact: &CompactionRequest{Revision: s.Revision()}})
+				if after := mustRange(t, s, &RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}}); !reflect.DeepEqual(before.Kvs, after.Kvs) {
+					t.Fatalf("compaction changed the keys: %v, then %v", describe(before.Kvs), describe(after.Kvs))
+				}
 			}
 			checkGrantInvariant(t, s)
 		}

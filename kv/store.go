@@ -331,6 +331,7 @@ func (st *state) compact(rev int64) (*CompactionResponse, error) {
 	st.history.compact(rev)
 	st.collectValues()
 	st.recountSizes()
+	st.collectLeaseIDs()
 	return &CompactionResponse{Header: ResponseHeader{Revision: st.rev}}, nil
 }
 
