@@ -138,13 +138,16 @@ func (s *Server) leaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveReque
 // errors: kv.ErrLeaseNotFound for a lease the leader does not know.
 func (s *Server) onLeaseLeader(ctx context.Context, local func(context.Context) error,
 	remote func(context.Context, *grpc.ClientConn) error) error {
+	// On the leader, the common case, local answers at once (each of its waits has a
+	// bound of its own): the timeout below, and its timer, is for the slow path only.
+	// Side by side on bench/'s lease-keepalive it took a sixth of the leader's CPU.
+	err := local(ctx)
+	if !errors.Is(err, errNotPrimary) {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	for {
-		err := local(ctx)
-		if !errors.Is(err, errNotPrimary) {
-			return err
-		}
 		if cc := s.leaderLeaseConn(); cc != nil {
 			err := remote(ctx, cc)
 			if st, ok := status.FromError(err); err == nil || (ok && st.Code() == codes.NotFound) {
@@ -161,6 +164,9 @@ func (s *Server) onLeaseLeader(ctx context.Context, local func(context.Context) 
 			return s.contextError(ctx)
 		case <-s.stopc:
 			return errStopped
+		}
+		if err := local(ctx); !errors.Is(err, errNotPrimary) {
+			return err
 		}
 	}
 }

@@ -464,7 +464,8 @@ func (l *lessor) restored(leases []kv.LeaseInfo) {
 // renew mirrors etcd's lessor.Renew: it restarts the lease's TTL and returns it. A
 // lease that expired is being revoked: renew waits for the revoke and answers
 // kv.ErrLeaseNotFound, or errNotPrimary if the lessor is demoted first (the revoke may
-// not happen then; the caller asks the new leader). A lease with a checkpoint has it
+// not happen then; the caller asks the new leader), or errTimeout after two revoke
+// attempts. A lease with a checkpoint has it
 // cleared through Raft first, so that a new leader would count it from its full TTL.
 func (l *lessor) renew(ctx context.Context, id int64) (int64, error) {
 	l.mu.Lock()
@@ -473,12 +474,22 @@ func (l *lessor) renew(ctx context.Context, id int64) (int64, error) {
 		l.mu.Unlock()
 		return 0, err
 	}
-	if !l.clock.Now().Before(lt.expiry) {
+	now := l.clock.Now()
+	if now.Before(lt.expiry) && !lt.checkpointed {
+		// The common case, in one critical section.
+		lt.expiry = now.Add(time.Duration(lt.ttl) * time.Second)
+		l.mu.Unlock()
+		return lt.ttl, nil
+	}
+	if !now.Before(lt.expiry) {
 		if lt.revoked == nil {
 			lt.revoked = make(chan struct{})
 		}
 		revoked, demoted := lt.revoked, l.mu.demoted
 		l.mu.Unlock()
+		// The revoke is retried every revokeRetry while this lessor is primary.
+		wait := time.NewTimer(2 * l.cfg.revokeRetry)
+		defer wait.Stop()
 		select {
 		case <-revoked:
 			return 0, kv.ErrLeaseNotFound
@@ -486,15 +497,14 @@ func (l *lessor) renew(ctx context.Context, id int64) (int64, error) {
 			return 0, errNotPrimary
 		case <-ctx.Done():
 			return 0, ctx.Err()
+		case <-wait.C:
+			return 0, errTimeout
 		}
 	}
-	checkpointed := lt.checkpointed
 	l.mu.Unlock()
-	if checkpointed {
-		clearing := &kv.LeaseCheckpointRequest{Checkpoints: []kv.LeaseCheckpoint{{ID: id}}}
-		if _, err := l.propose.proposeLease(ctx, &kv.Command{LeaseCheckpoint: clearing}); err != nil {
-			return 0, err
-		}
+	clearing := &kv.LeaseCheckpointRequest{Checkpoints: []kv.LeaseCheckpoint{{ID: id}}}
+	if _, err := l.propose.proposeLease(ctx, &kv.Command{LeaseCheckpoint: clearing}); err != nil {
+		return 0, err
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
