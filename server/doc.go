@@ -1,7 +1,8 @@
 // Package server is one raftkv member: a raft.Node over durable storage and the peer
 // transport, the kv state machine it applies to, and the etcd v3 gRPC API on top.
 //
-// It serves KV (Range, Put, DeleteRange, Txn, Compact), Maintenance.Status and
+// It serves KV (Range, Put, DeleteRange, Txn, Compact), Lease (LeaseGrant,
+// LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases), Maintenance.Status and
 // Maintenance.Alarm, and Cluster.MemberList. Every other method of the etcd API
 // answers Unimplemented with a message that names it, says why, and lists what is
 // served (unserved.go).
@@ -26,4 +27,10 @@
 // under etcd's names (metrics.go, metrics_grpc.go), etcd's /health, /livez and
 // /readyz (health.go), and pprof with EnablePprof; ListenMetricsURLs adds listeners
 // for the metrics and health endpoints alone.
+//
+// Leases (lease.go) split at the clock: grants, revokes and checkpoints are kv
+// commands like any write, while expiry is kept by the leader's lessor (lessor.go),
+// which proposes the revoke of a lease that expired. A member that does not lead
+// forwards keep-alives and time-to-live requests to the leader's client URL
+// (lease_forward.go).
 package server
