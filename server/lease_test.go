@@ -152,7 +152,11 @@ func TestLeaseExpiry(t *testing.T) {
 	members := startTestCluster(t, 3, nil)
 	leader := promotedLeader(t, members)
 	f := followersOf(members, leader)[0]
-	kept, dropped := grant(t, f, 1, 1), grant(t, f, 2, 1)
+	// The lease kept alive has 5s, so that a stalled machine does not expire it
+	// between two keep-alives; the other has the minimum, 1s.
+	kept := grant(t, f, 1, 5)
+	start := time.Now() // before the 1s lease is granted: it cannot expire before start+1s
+	dropped := grant(t, f, 2, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, id := range []int64{kept.ID, dropped.ID} {
@@ -160,7 +164,6 @@ func TestLeaseExpiry(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	start := time.Now()
 	stream, err := pb.NewLeaseClient(f.conn).LeaseKeepAlive(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +172,7 @@ func TestLeaseExpiry(t *testing.T) {
 		if err := stream.Send(&pb.LeaseKeepAliveRequest{ID: 1}); err != nil {
 			t.Fatal(err)
 		}
-		if resp, err := stream.Recv(); err != nil || resp.TTL != 1 {
+		if resp, err := stream.Recv(); err != nil || resp.TTL != 5 {
 			t.Fatalf("keep-alive: %+v %v", resp, err)
 		}
 		rng, err := f.client.Range(ctx, &pb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")})
@@ -187,8 +190,8 @@ func TestLeaseExpiry(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if elapsed := time.Since(start); elapsed < time.Second {
-		t.Fatalf("a 1s lease was revoked after %v", elapsed)
+	if elapsed := time.Since(start); elapsed < time.Second || dropped.TTL != 1 {
+		t.Fatalf("a lease granted %ds was revoked after %v", dropped.TTL, elapsed)
 	}
 }
 
