@@ -259,6 +259,28 @@ func TestCompactionCollectsLeaseIDs(t *testing.T) {
 	}
 }
 
+// A revoke's deletes reach the history as any DeleteRange's do: one revision, the
+// keys in key order, with their previous values for a watcher that asks.
+func TestLeaseRevokeInHistory(t *testing.T) {
+	s := newTestStore(t, Config{})
+	mustGrant(t, s, 1, 60)
+	for _, k := range []string{"b", "a", "c"} {
+		putWithLease(t, s, k, 1)
+	}
+	mustPut(t, s, "d", "not on the lease")
+	before := s.Revision()
+	mustRevoke(t, s, 1)
+	resp := mustEvents(t, s, &EventsRequest{FromRevision: before + 1, PrevKv: true})
+	if got, want := describeEvents(resp.Events), fmt.Sprintf("DELETE a@%d DELETE b@%d DELETE c@%d", before+1, before+1, before+1); got != want {
+		t.Fatalf("the revoke's events: %s, want %s", got, want)
+	}
+	for _, ev := range resp.Events {
+		if ev.PrevKv == nil || ev.PrevKv.Lease != 1 || string(ev.PrevKv.Value) != "v" {
+			t.Fatalf("the revoke's delete of %q has prev_kv %+v", ev.Kv.Key, ev.PrevKv)
+		}
+	}
+}
+
 func TestLeaseCheckpoint(t *testing.T) {
 	s := newTestStore(t, Config{})
 	mustGrant(t, s, 1, 600)

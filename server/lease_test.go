@@ -8,6 +8,7 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 )
 
@@ -246,5 +247,58 @@ func TestLeasesSurviveRestart(t *testing.T) {
 			}
 			return err
 		})
+	}
+}
+
+// A watcher sees a revoke's deletes of the lease's keys in one response, at one
+// revision, as it sees a DeleteRange's.
+func TestLeaseRevokeSeenByWatchers(t *testing.T) {
+	members := startTestCluster(t, 3, nil)
+	leader := promotedLeader(t, members)
+	f := followersOf(members, leader)[0]
+	grant(t, leader, 9, 60)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stream, err := pb.NewWatchClient(f.conn).Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	create := &pb.WatchCreateRequest{Key: []byte("w/"), RangeEnd: []byte("w0")}
+	if err := stream.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: create}}); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := stream.Recv(); err != nil || !resp.Created {
+		t.Fatalf("watch create: %+v %v", resp, err)
+	}
+	for _, k := range []string{"w/c", "w/a", "w/b"} {
+		if _, err := leader.client.Put(ctx, &pb.PutRequest{Key: []byte(k), Value: []byte("v"), Lease: 9}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	revoke, err := pb.NewLeaseClient(leader.conn).LeaseRevoke(ctx, &pb.LeaseRevokeRequest{ID: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var puts int
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Events) == 0 || resp.Events[0].Type == mvccpb.PUT {
+			puts += len(resp.Events)
+			continue
+		}
+		var keys []string
+		for _, ev := range resp.Events {
+			if ev.Type != mvccpb.DELETE || ev.Kv.ModRevision != revoke.Header.Revision {
+				t.Fatalf("the revoke's response holds %+v", ev)
+			}
+			keys = append(keys, string(ev.Kv.Key))
+		}
+		if puts != 3 || !slices.Equal(keys, []string{"w/a", "w/b", "w/c"}) {
+			t.Fatalf("after %d puts, one response deleted %v; want w/a, w/b and w/c together", puts, keys)
+		}
+		return
 	}
 }
