@@ -31,7 +31,7 @@ func (s *Server) initLeases() {
 		checkpointInterval: cfg.LeaseCheckpointInterval,
 		revokeRetry:        cfg.RequestTimeout,
 	}, realClock{}, leaseProposerOf{s}, s.logger)
-	s.leaseFwd = newLeaseForwarder()
+	s.leaseFwd = newLeaseForwarder(s.forwardTLS())
 }
 
 // registerLeaseForward registers the LeaseForward service the members use among

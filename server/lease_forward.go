@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -24,7 +27,8 @@ import (
 // has no request/response; the client API already has connections, deadlines that
 // travel with the request, and flow control, and each member publishes its client
 // URLs through the log (so --advertise-client-urls must be reachable from the other
-// members). Renewals cannot go through the log instead: an entry per keep-alive would
+// members). An https:// client URL is dialled with TLS (forwardTLS). Renewals cannot
+// go through the log instead: an entry per keep-alive would
 // cost a disk write on every member.
 //
 // The service answers only on the member whose lessor is primary, and never forwards
@@ -194,7 +198,9 @@ func (s *Server) leaderLeaseConn() *grpc.ClientConn {
 // leaseForwarder holds one client connection per member asked, kept until the server
 // stops (at most one per member of the cluster).
 type leaseForwarder struct {
-	mu struct {
+	// tls dials https:// client URLs; nil if this member has no client TLS.
+	tls *tls.Config
+	mu  struct {
 		sync.Mutex
 		conns  map[uint64]forwardConn
 		closed bool
@@ -206,8 +212,8 @@ type forwardConn struct {
 	cc  *grpc.ClientConn
 }
 
-func newLeaseForwarder() *leaseForwarder {
-	f := &leaseForwarder{}
+func newLeaseForwarder(tlsConfig *tls.Config) *leaseForwarder {
+	f := &leaseForwarder{tls: tlsConfig}
 	f.mu.conns = map[uint64]forwardConn{}
 	return f
 }
@@ -229,7 +235,14 @@ func (f *leaseForwarder) conn(id uint64, url string) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if strings.HasPrefix(url, "https://") {
+		if f.tls == nil {
+			return nil, fmt.Errorf("the leader's client URL %s is https://, and this member has no client TLS settings to dial it with", url)
+		}
+		creds = credentials.NewTLS(f.tls)
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, err
 	}
@@ -261,4 +274,32 @@ func (f *leaseForwarder) close() {
 	for _, c := range conns {
 		_ = c.cc.Close()
 	}
+}
+
+// forwardTLS is the TLS this member dials another member's https:// client URL with:
+// it presents its own client-side certificate (the one its client URLs serve), which
+// the leader asks for when it requires client certificates, so that certificate must
+// allow client authentication, as etcd's member certificates commonly do; it verifies
+// the leader's with the client side's trusted CAs (--trusted-ca-file), else the
+// system's roots, or not at all with --auto-tls, whose self-signed certificates allow
+// no verification (etcd skips it likewise). nil if this member serves no https://
+// client URL.
+func (s *Server) forwardTLS() *tls.Config {
+	serve := s.tls.client
+	if serve == nil {
+		return nil
+	}
+	cfg := &tls.Config{
+		MinVersion:   serve.MinVersion,
+		MaxVersion:   serve.MaxVersion,
+		CipherSuites: serve.CipherSuites,
+		RootCAs:      serve.ClientCAs, // nil: the system's roots
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return serve.GetCertificate(nil)
+		},
+	}
+	if info := s.cfg.ClientTLS; info.isEmpty() && info.AutoTLS {
+		cfg.InsecureSkipVerify = true
+	}
+	return cfg
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"slices"
 	"testing"
@@ -300,5 +301,48 @@ func TestLeaseRevokeSeenByWatchers(t *testing.T) {
 			t.Fatalf("after %d puts, one response deleted %v; want w/a, w/b and w/c together", puts, keys)
 		}
 		return
+	}
+}
+
+// With TLS on the client API, mutual or self-signed, a follower still reaches the
+// leader's lessor: it dials the leader's https:// client URL with its own client-side
+// certificate.
+func TestLeaseForwardingOverTLS(t *testing.T) {
+	t.Run("mutual", func(t *testing.T) {
+		pki := newTestPKI(t, "cluster CA")
+		checkLeaseForwarding(t, startHTTPSCluster(t, 3, pki.clientTLS(t, "alice"), func(i int, c *Config) {
+			c.ClientTLS = pki.mutualTLS(t, c.Name)
+			c.PeerTLS = pki.mutualTLS(t, c.Name)
+		}))
+	})
+	t.Run("auto", func(t *testing.T) {
+		checkLeaseForwarding(t, startHTTPSCluster(t, 3, &tls.Config{InsecureSkipVerify: true}, func(i int, c *Config) {
+			c.ClientTLS = TLSInfo{AutoTLS: true}
+			c.PeerTLS = TLSInfo{AutoTLS: true}
+		}))
+	})
+}
+
+// checkLeaseForwarding grants a lease and asks a follower its time to live and a
+// keep-alive.
+func checkLeaseForwarding(t *testing.T, members []*testMember) {
+	leader := promotedLeader(t, members)
+	f := followersOf(members, leader)[0]
+	grant(t, f, 77, 60)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ttl, err := pb.NewLeaseClient(f.conn).LeaseTimeToLive(ctx, &pb.LeaseTimeToLiveRequest{ID: 77})
+	if err != nil || ttl.GrantedTTL != 60 || ttl.TTL <= 0 {
+		t.Fatalf("time-to-live through a follower over TLS: %+v %v", ttl, err)
+	}
+	stream, err := pb.NewLeaseClient(f.conn).LeaseKeepAlive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&pb.LeaseKeepAliveRequest{ID: 77}); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := stream.Recv(); err != nil || resp.TTL != 60 {
+		t.Fatalf("keep-alive through a follower over TLS: %+v %v", resp, err)
 	}
 }
