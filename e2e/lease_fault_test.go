@@ -85,7 +85,9 @@ func TestLeaseExpiresWhenNotKeptAlive(t *testing.T) {
 		}
 		last := stop()
 		gone := waitKeysGone(t, cli, "expire/plain/", 3*bound)
-		if elapsed := gone.Sub(last); elapsed > bound+200*time.Millisecond || elapsed < ttl*time.Second-500*time.Millisecond {
+		// The allowance covers the revoke's trip through Raft and the polls, which a
+		// loaded machine stretches.
+		if elapsed := gone.Sub(last); elapsed > bound+time.Second || elapsed < ttl*time.Second-500*time.Millisecond {
 			t.Fatalf("keys deleted %v after the last keep-alive; want between the TTL (%ds) and TTL + election timeout (%v)", elapsed, ttl, bound)
 		} else {
 			t.Logf("keys deleted %v after the last keep-alive (TTL %ds)", elapsed.Round(time.Millisecond), ttl)
@@ -139,7 +141,9 @@ func waitKeysGone(t *testing.T, cli *clientv3.Client, prefix string, timeout tim
 func TestLeaseSurvivesLeaderKills(t *testing.T) {
 	c := startProcCluster(t, 3)
 	cli := newClient(t, c.endpoints()...)
-	const ttl = 5
+	// clientv3 gives a lease up when no keep-alive is answered for a TTL: 8s leaves
+	// room for an election and the client's reconnection on a loaded machine.
+	const ttl = 8
 	id := attachKeys(t, cli, ttl, "survive/", 10)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
