@@ -62,8 +62,8 @@ func TestEtcdctlLease(t *testing.T) {
 	// Streaming keep-alive: it renews until stopped, printing a line per renewal.
 	raftkv := sides[1]
 	raftkv.run(t, []string{"lease", "grant", "6"})
-	out := raftkv.ctl.runFor(t, 3*time.Second, "lease", "keep-alive", strconv.FormatInt(raftkv.lastID, 16))
-	want := "lease " + strconv.FormatInt(raftkv.lastID, 16) + " keepalived with TTL(6)\n"
+	out := raftkv.ctl.runFor(t, 3*time.Second, "lease", "keep-alive", raftkv.lastID)
+	want := "lease " + raftkv.lastID + " keepalived with TTL(6)\n"
 	if n := strings.Count(out, want); n < 1 || strings.ReplaceAll(out, want, "") != "" {
 		t.Fatalf("etcdctl lease keep-alive printed %q; want lines %q", out, want)
 	}
@@ -71,9 +71,11 @@ func TestEtcdctlLease(t *testing.T) {
 
 // leaseCtl is one side of TestEtcdctlLease: its etcdctl and the leases it granted.
 type leaseCtl struct {
-	name            string
-	ctl             etcdctl
-	firstID, lastID int64
+	name string
+	ctl  etcdctl
+	// firstID and lastID are the leases granted first and last, in hex as etcdctl
+	// prints them (16 digits, zeros in front).
+	firstID, lastID string
 }
 
 var (
@@ -91,16 +93,15 @@ func (s *leaseCtl) run(t *testing.T, args []string) string {
 	t.Helper()
 	full := make([]string, len(args))
 	for i, a := range args {
-		a = strings.ReplaceAll(a, "{id}", strconv.FormatInt(s.firstID, 16))
-		full[i] = strings.ReplaceAll(a, "{short}", strconv.FormatInt(s.lastID, 16))
+		a = strings.ReplaceAll(a, "{id}", s.firstID)
+		full[i] = strings.ReplaceAll(a, "{short}", s.lastID)
 	}
 	out, stderr, err := s.ctl.run("", full...)
 	if m := grantedRE.FindStringSubmatch(out); m != nil {
-		id, _ := strconv.ParseInt(m[1], 16, 64)
-		if s.firstID == 0 {
-			s.firstID = id
+		if s.firstID == "" {
+			s.firstID = m[1]
 		}
-		s.lastID = id
+		s.lastID = m[1]
 	}
 	text := out
 	for _, line := range strings.SplitAfter(stderr, "\n") {
@@ -125,11 +126,10 @@ func (s *leaseCtl) run(t *testing.T, args []string) string {
 		return "attached keys([" + strings.Join(keys, " ") + "])"
 	})
 	for _, id := range []struct {
-		id   int64
-		name string
+		hex, name string
 	}{{s.firstID, "<id>"}, {s.lastID, "<short>"}} {
-		if id.id != 0 {
-			text = strings.ReplaceAll(text, strconv.FormatInt(id.id, 16), id.name)
+		if id.hex != "" {
+			text = strings.ReplaceAll(text, id.hex, id.name)
 		}
 	}
 	return text
