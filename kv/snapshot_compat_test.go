@@ -61,58 +61,75 @@ func v1FixtureCommands() []*Command {
 	return cmds
 }
 
-// A snapshot written in format 2 (before leases, 2026-11-27) still restores, and reads
-// back exactly what the format 2 code read from the store that wrote it: every key at
-// every revision kept, lease ids included (testdata/snapshot-v2.golden, written with
-// the fixture by that code; the fixture's commands are in the comment at the end of
-// this file). It holds no leases; its keys name lease ids 21 and 42, which the server
-// then stored as given, and which stay attached to nothing: granting and revoking 42
-// afterwards leaves them alone.
-func TestRestoresFormat2Snapshot(t *testing.T) {
-	data, err := os.ReadFile("testdata/snapshot-v2.bin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden, err := os.ReadFile("testdata/snapshot-v2.golden")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, backend := range backends {
-		t.Run(backend, func(t *testing.T) {
-			s := newTestStoreOn(t, Config{}, backend)
-			if err := s.Restore(data); err != nil {
-				t.Fatal(err)
-			}
-			var got strings.Builder
-			fmt.Fprintf(&got, "revision %d compacted %d applied %d\n", s.Revision(), s.CompactRevision(), s.AppliedIndex())
-			for rev := s.CompactRevision(); rev <= s.Revision(); rev++ {
-				r := mustRange(t, s, &RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: rev})
-				fmt.Fprintf(&got, "%d: %s\n", rev, describe(r.Kvs))
-			}
-			if got.String() != string(golden) {
-				t.Fatalf("restored format 2 snapshot reads\n%s\nwant\n%s", got.String(), golden)
-			}
-			if leases := s.Leases(); len(leases) != 0 {
-				t.Fatalf("a format 2 snapshot restored with leases %+v", leases)
-			}
-			// A retried session command is still answered from the table.
-			res := apply(t, s, &Command{ClientID: 4, Seq: 7, Txn: &TxnRequest{}})
-			if res.Err != nil || res.Txn == nil || res.Txn.Header.Revision != 34 {
-				t.Fatalf("retry of the fixture's session txn: %+v", res)
-			}
-			rev := s.Revision()
-			mustGrant(t, s, 42, 60)
-			mustRevoke(t, s, 42)
-			if s.Revision() != rev || get(t, s, "txn", 0) == nil {
-				t.Fatalf("revoking a new lease 42 touched the keys the snapshot holds with lease 42")
-			}
-			checkGrantInvariant(t, s)
-		})
+// Snapshots written in formats 2 (before the proposal table, 2026-11-27) and 3
+// (before leases, 2026-12-03) still restore, and read back exactly what the code of
+// their format read from the store that wrote them: every key at every revision kept,
+// lease ids included (testdata/snapshot-v<N>.golden, written with the fixture by that
+// code; the fixtures' commands are in the comment at the end of this file). They hold
+// no leases; their keys name lease ids 21 and 42, which the server then stored as
+// given, and which stay attached to nothing: granting and revoking 42 afterwards
+// leaves them alone.
+func TestRestoresFormat2And3Snapshots(t *testing.T) {
+	for _, version := range []int{2, 3} {
+		data, err := os.ReadFile(fmt.Sprintf("testdata/snapshot-v%d.bin", version))
+		if err != nil {
+			t.Fatal(err)
+		}
+		golden, err := os.ReadFile(fmt.Sprintf("testdata/snapshot-v%d.golden", version))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, backend := range backends {
+			t.Run(fmt.Sprintf("v%d/%s", version, backend), func(t *testing.T) {
+				s := newTestStoreOn(t, Config{}, backend)
+				if err := s.Restore(data); err != nil {
+					t.Fatal(err)
+				}
+				var got strings.Builder
+				fmt.Fprintf(&got, "revision %d compacted %d applied %d\n", s.Revision(), s.CompactRevision(), s.AppliedIndex())
+				for rev := s.CompactRevision(); rev <= s.Revision(); rev++ {
+					r := mustRange(t, s, &RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: rev})
+					fmt.Fprintf(&got, "%d: %s\n", rev, describe(r.Kvs))
+				}
+				if got.String() != string(golden) {
+					t.Fatalf("restored format %d snapshot reads\n%s\nwant\n%s", version, got.String(), golden)
+				}
+				if leases := s.Leases(); len(leases) != 0 {
+					t.Fatalf("a format %d snapshot restored with leases %+v", version, leases)
+				}
+				rev := s.Revision()
+				if version == 2 {
+					// A retried session command is still answered from the table.
+					res := apply(t, s, &Command{ClientID: 4, Seq: 7, Txn: &TxnRequest{}})
+					if res.Err != nil || res.Txn == nil || res.Txn.Header.Revision != 34 {
+						t.Fatalf("retry of the fixture's session txn: %+v", res)
+					}
+				} else {
+					// A copy of a forwarded proposal already applied is not applied again.
+					data, err := (&Command{Put: &PutRequest{Key: []byte("fwd-2"), Value: []byte("twice")}}).Encode()
+					if err != nil {
+						t.Fatal(err)
+					}
+					res := s.ApplyOnce(s.AppliedIndex()+1, ProposalID{Proposer: 77, Seq: 2, LowestPending: 1}, data)
+					if res.Err != nil || s.Revision() != rev || string(get(t, s, "fwd-2", 0).Value) != "once" {
+						t.Fatalf("a copy of proposal 2 after the restore: %+v, revision %d (was %d)", res, s.Revision(), rev)
+					}
+				}
+				mustGrant(t, s, 42, 60)
+				mustRevoke(t, s, 42)
+				if s.Revision() != rev || get(t, s, "key-02", 0) == nil {
+					t.Fatalf("revoking a new lease 42 touched the keys the snapshot holds with lease 42")
+				}
+				checkGrantInvariant(t, s)
+			})
+		}
 	}
 }
 
 // The commands that made testdata/snapshot-v2.bin, applied by the format 2 code to a
-// new store (a put's lease was then stored as given):
+// new store (a put's lease was then stored as given); snapshot-v3.bin is the same
+// commands but the last, applied by the format 3 code, then three puts of keys
+// fwd-1..3 through ApplyOnce as proposer 77's proposals 1..3:
 //
 //	for i := range 30 {
 //		Put{Key: fmt.Appendf(nil, "key-%02d", i%10), Value: fmt.Appendf(nil, "value-%d", i), Lease: int64(i % 3 * 21)}

@@ -27,8 +27,10 @@ func FuzzRestore(f *testing.F) {
 	putWithLease(f, s, "k2", 6)
 	snap := mustSnapshot(f, s)
 	f.Add(snap[:len(snap)-crcBytes])
-	if v1, err := os.ReadFile("testdata/snapshot-v1.bin"); err == nil {
-		f.Add(v1[:len(v1)-crcBytes])
+	for _, fixture := range []string{"testdata/snapshot-v1.bin", "testdata/snapshot-v2.bin", "testdata/snapshot-v3.bin"} {
+		if old, err := os.ReadFile(fixture); err == nil {
+			f.Add(old[:len(old)-crcBytes])
+		}
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		data := binary.LittleEndian.AppendUint32(append([]byte(nil), body...), crc32.Checksum(body, castagnoli))
