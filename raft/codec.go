@@ -7,31 +7,40 @@ import (
 	"math/bits"
 )
 
-// This file is the binary codec for Entry, HardState, Snapshot and Message: the bytes
-// that storage writes to its log and that transport sends between nodes, and that an
-// embedder may store beside data of its own.
+// This file is the binary codec for Entry, HardState, Snapshot and Message (and, in
+// codec_conf.go, Membership and ConfEntry): the bytes that storage writes to its log
+// and that transport sends between nodes, and that an embedder may store beside data
+// of its own.
 //
-// Every encoding starts with one byte, the format version (EncodingVersion, 1 in this
+// Every encoding starts with one byte, the format version (EncodingVersion, 2 in this
 // release), followed by the fields of that version in a fixed order: integers as
 // canonical (shortest) uvarints, byte strings as a uvarint length followed by the
-// bytes, enums and booleans as one byte:
+// bytes, id lists as a uvarint count followed by the ids, enums and booleans as one
+// byte:
 //
-//	Entry:     version Term Index Type(1) len(Data) Data
-//	HardState: version Term Vote Commit
-//	Snapshot:  version Index Term len(Data) Data
-//	Message:   version Type(1) To From Term LogTerm Index Commit Reject(1) RejectHint
-//	           count(Entries) Entry... hasSnapshot(1) [Snapshot] len(Context) Context
+//	Entry:      version Term Index Type(1) len(Data) Data
+//	HardState:  version Term Vote Commit
+//	Snapshot:   version Index Term len(Data) Data Membership*
+//	Message:    version Type(1) To From Term LogTerm Index Commit Reject(1) RejectHint
+//	            count(Entries) Entry... hasSnapshot(1) [Snapshot] len(Context) Context
+//	            LeaderTransfer(1)*
+//	Membership: version Voters Learners (each: count id...)
+//	ConfEntry:  version Type(1) NodeID len(Context) Context Voters Learners
 //
-// The entries and the snapshot inside a Message are encoded as above but without a
-// version byte of their own: the message's governs them.
+// The fields marked * are version 2's: version 1 ends before them, and reads as if
+// they were zero (a Snapshot of version 1 has the bootstrap configuration, which is
+// all there was before configuration changes). Membership and ConfEntry exist from
+// version 2 on. The entries and the snapshot inside a Message, and the membership
+// inside a Snapshot, are encoded as above but without a version byte of their own:
+// the enclosing value's governs them.
 //
 // Every encoding is self-delimiting: its fields say where it ends, so a value can be
 // read from the front of a longer buffer (UnmarshalPrefix) and values can be stored
 // back to back with nothing between them. Size gives the exact length beforehand; a
 // HardState takes at most MaxHardStateSize bytes.
 //
-// The version is how a field is added later: the next version appends it to its
-// type's fields, MarshalTo writes the new version, and Unmarshal goes on reading every
+// The version is how a field is added: the next version appends it to its type's
+// fields, MarshalTo writes the new version, and Unmarshal goes on reading every
 // earlier one. A version newer than this build reads fails with an error wrapping
 // ErrUnknownVersion, never a misreading. (Version 1 is the first. What raftkv wrote
 // before it had no version byte and was otherwise the same; package storage reads
@@ -39,22 +48,25 @@ import (
 //
 // Encoding is canonical and decoding is strict (no overlong varints, booleans only 0 or
 // 1, no bytes after the value for Unmarshal), so every input that decodes re-encodes
-// to the same bytes. Nil and empty byte slices and entry lists encode alike and decode
-// as nil.
+// to the same bytes, of the current version. Nil and empty byte slices, entry lists
+// and id lists encode alike and decode as nil.
 //
-// Decoding aliases its input: Entry.Data, Snapshot.Data and Message.Context of a decoded
-// value point into the buffer given to Unmarshal, they are not copied. That keeps a
-// decoded batch of entries to one allocation (the Entries slice), but the caller must
-// not modify or reuse the buffer while the decoded value is in use; use bytes.Clone on
-// the fields that must outlive it.
+// Decoding aliases its input: Entry.Data, Snapshot.Data, Message.Context and
+// ConfChange.Context of a decoded value point into the buffer given to Unmarshal, they
+// are not copied. That keeps a decoded batch of entries to one allocation (the Entries
+// slice), but the caller must not modify or reuse the buffer while the decoded value
+// is in use; use bytes.Clone on the fields that must outlive it.
 //
 // Decoding never panics and bounds every length and count by the input that remains
 // before allocating, so a forged length cannot make it allocate more than the input's
 // size. Every decoding error wraps ErrCorruptMessage.
 
 // EncodingVersion is the format version this package writes at the start of every
-// encoding, and the newest it reads.
-const EncodingVersion = 1
+// encoding, and the newest it reads. It reads every version from 1 on.
+const EncodingVersion = 2
+
+// minEncodingVersion is the oldest format version this package reads.
+const minEncodingVersion = 1
 
 // MaxHardStateSize is the most bytes a HardState's encoding takes: the version byte
 // and three uvarints of at most 10 bytes each.
@@ -117,7 +129,8 @@ func (e *Entry) marshalBody(b []byte) []byte {
 // e.Data aliases data (see the file comment). The type byte is carried unchanged, known
 // or not: judging it is the reader's business. On error e is left unspecified.
 func (e *Entry) Unmarshal(data []byte) error {
-	if len(data) > 0 && data[0] == EncodingVersion {
+	if len(data) > 0 && data[0] >= minEncodingVersion && data[0] <= EncodingVersion {
+		// An entry's fields are the same in every version.
 		if n := entryBodyPrefix(data[1:], e); n > 0 && 1+n == len(data) {
 			return nil // the fast path
 		}
@@ -176,7 +189,7 @@ func (d *decoder) hardState(hs *HardState) {
 func (s *Snapshot) Size() int { return 1 + s.bodySize() }
 
 func (s *Snapshot) bodySize() int {
-	return uvarintSize(s.Index) + uvarintSize(s.Term) + bytesSize(s.Data)
+	return uvarintSize(s.Index) + uvarintSize(s.Term) + bytesSize(s.Data) + s.Membership.bodySize()
 }
 
 // MarshalTo appends s's encoding to b and returns the extended slice.
@@ -188,15 +201,15 @@ func (s *Snapshot) marshalBody(b []byte) []byte {
 	b = binary.AppendUvarint(b, s.Index)
 	b = binary.AppendUvarint(b, s.Term)
 	b = binary.AppendUvarint(b, uint64(len(s.Data)))
-	return append(b, s.Data...)
+	b = append(b, s.Data...)
+	return s.Membership.marshalBody(b)
 }
 
 // Unmarshal decodes data, which must hold exactly one encoded Snapshot, into s.
 // s.Data aliases data (see the file comment).
 func (s *Snapshot) Unmarshal(data []byte) error {
 	d := decoder{buf: data, what: "snapshot"}
-	d.version()
-	d.snapshot(s)
+	d.snapshot(s, d.version())
 	return d.finish()
 }
 
@@ -205,8 +218,7 @@ func (s *Snapshot) Unmarshal(data []byte) error {
 // data.
 func (s *Snapshot) UnmarshalPrefix(data []byte) (n int, err error) {
 	d := decoder{buf: data, what: "snapshot"}
-	d.version()
-	d.snapshot(s)
+	d.snapshot(s, d.version())
 	return d.prefixLen()
 }
 
@@ -222,7 +234,7 @@ func (m *Message) Size() int {
 	if m.Snapshot != nil {
 		n += m.Snapshot.bodySize()
 	}
-	return n + bytesSize(m.Context)
+	return n + bytesSize(m.Context) + 1 // LeaderTransfer
 }
 
 // MarshalTo appends m's encoding to b and returns the extended slice.
@@ -245,7 +257,8 @@ func (m *Message) MarshalTo(b []byte) []byte {
 		b = m.Snapshot.marshalBody(b)
 	}
 	b = binary.AppendUvarint(b, uint64(len(m.Context)))
-	return append(b, m.Context...)
+	b = append(b, m.Context...)
+	return append(b, boolByte(m.LeaderTransfer))
 }
 
 // Unmarshal decodes data, which must hold exactly one encoded Message, into m. The
@@ -268,7 +281,7 @@ func (m *Message) UnmarshalPrefix(data []byte) (n int, err error) {
 }
 
 func (d *decoder) message(m *Message) {
-	d.version()
+	version := d.version()
 	t := d.byte("Type")
 	if d.err == nil && t >= byte(numMessageTypes) {
 		d.off--
@@ -297,9 +310,13 @@ func (d *decoder) message(m *Message) {
 	m.Snapshot = nil
 	if d.bool("hasSnapshot") {
 		m.Snapshot = new(Snapshot)
-		d.snapshot(m.Snapshot)
+		d.snapshot(m.Snapshot, version)
 	}
 	m.Context = d.bytes("Context")
+	m.LeaderTransfer = false
+	if version >= 2 {
+		m.LeaderTransfer = d.bool("LeaderTransfer")
+	}
 }
 
 // decoder reads fields from buf in order. After the first error every read returns
@@ -327,15 +344,21 @@ func (d *decoder) prefixLen() (int, error) {
 	return d.off, nil
 }
 
-// version reads the format version byte and checks that this build reads it. There
-// is one version so far, so nothing else depends on it yet.
-func (d *decoder) version() {
+// version reads the format version byte, checks that this build reads it, and
+// returns it: the fields that follow are that version's.
+func (d *decoder) version() byte {
+	return d.versionFrom(minEncodingVersion)
+}
+
+// versionFrom is version for a type that exists from version oldest on.
+func (d *decoder) versionFrom(oldest byte) byte {
 	v := d.byte("version")
-	if d.err == nil && v != EncodingVersion {
+	if d.err == nil && (v < oldest || v > EncodingVersion) {
 		d.off--
-		d.err = fmt.Errorf("%w: %w: %s at byte %d: format version %d, this build reads version %d; was it written by a later release?",
-			ErrCorruptMessage, ErrUnknownVersion, d.what, d.off, v, EncodingVersion)
+		d.err = fmt.Errorf("%w: %w: %s at byte %d: format version %d, this build reads versions %d to %d; was it written by a later release?",
+			ErrCorruptMessage, ErrUnknownVersion, d.what, d.off, v, oldest, EncodingVersion)
 	}
+	return v
 }
 
 func (d *decoder) remaining() int { return len(d.buf) - d.off }
@@ -435,10 +458,14 @@ func (d *decoder) entry(e *Entry) {
 	e.Data = d.bytes("Entry.Data")
 }
 
-func (d *decoder) snapshot(s *Snapshot) {
+func (d *decoder) snapshot(s *Snapshot, version byte) {
 	s.Index = d.uvarint("Snapshot.Index")
 	s.Term = d.uvarint("Snapshot.Term")
 	s.Data = d.bytes("Snapshot.Data")
+	s.Membership = Membership{}
+	if version >= 2 {
+		d.membership(&s.Membership, "Snapshot.")
+	}
 }
 
 // entryBodyPrefix decodes the entry body at the start of b by the same rules as

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -22,6 +23,10 @@ func sampleMessages() []Message {
 		{Type: MsgAppResp, To: 1, From: 3, Term: 7, Index: 40, LogTerm: 5, Reject: true, RejectHint: 31},
 		{Type: MsgSnap, To: 3, From: 1, Term: 9, Snapshot: &Snapshot{Index: 1 << 40, Term: 8, Data: []byte("state")}},
 		{Type: MsgSnap, To: 3, From: 1, Term: 9, Snapshot: &Snapshot{}},
+		{Type: MsgSnap, To: 4, From: 1, Term: 9, Snapshot: &Snapshot{Index: 77, Term: 9,
+			Membership: Membership{Voters: []uint64{1, 2, 3}, Learners: []uint64{4, math.MaxUint64}}, Data: []byte("s")}},
+		{Type: MsgVote, To: 2, From: 3, Term: 10, Index: 50, LogTerm: 9, LeaderTransfer: true},
+		{Type: MsgTimeoutNow, To: 2, From: 1, Term: 9},
 		{Type: MsgReadIndex, To: 1, From: 2, Term: 3, Context: []byte{1, 2, 3, 4, 5, 6, 7, 8}},
 		{Type: MsgSnapStatus, To: math.MaxUint64, From: math.MaxUint64, Term: math.MaxUint64, LogTerm: math.MaxUint64,
 			Index: math.MaxUint64, Commit: math.MaxUint64, Reject: true, RejectHint: math.MaxUint64},
@@ -224,32 +229,98 @@ func BenchmarkMessageUnmarshal(b *testing.B) {
 	}
 }
 
-// TestEncodingFormat1 pins the bytes of format 1: a change to them breaks every WAL
-// and peer that holds them, so it must come with a new version.
-func TestEncodingFormat1(t *testing.T) {
+// TestEncodingFormats pins the bytes of format 2, the one written, and checks that
+// the bytes of format 1 still decode to the same values: a change to either breaks
+// every WAL and peer that holds them, so it must come with a new version.
+func TestEncodingFormats(t *testing.T) {
 	hex := func(b []byte) string { return fmt.Sprintf("% x", b) }
+	unhex := func(s string) []byte {
+		var b []byte
+		for _, f := range strings.Fields(s) {
+			var v byte
+			fmt.Sscanf(f, "%02x", &v)
+			b = append(b, v)
+		}
+		return b
+	}
 	e := Entry{Term: 5, Index: 7, Type: EntryCommand, Data: []byte("ab")}
 	hs := HardState{Term: 5, Vote: 2, Commit: 300}
 	snap := Snapshot{Index: 10, Term: 3, Data: []byte("s")}
+	snapConf := Snapshot{Index: 10, Term: 3, Membership: Membership{Voters: []uint64{1, 2}, Learners: []uint64{300}}, Data: []byte("s")}
 	m := Message{Type: MsgApp, To: 2, From: 1, Term: 5, LogTerm: 4, Index: 6, Commit: 6,
 		Entries: []Entry{{Term: 5, Index: 7, Data: []byte("x")}}, Context: []byte{9}}
+	vote := Message{Type: MsgVote, To: 2, From: 1, Term: 5, LogTerm: 4, Index: 6, LeaderTransfer: true}
+	ce := ConfEntry{Change: ConfChange{Type: ConfChangeAddLearner, NodeID: 4, Context: []byte("n4")},
+		Membership: Membership{Voters: []uint64{1, 2, 3}, Learners: []uint64{4}}}
 	for _, c := range []struct {
 		what string
 		got  []byte
 		want string
 	}{
-		{"entry", e.MarshalTo(nil), "01 05 07 00 02 61 62"},
-		{"hard state", hs.MarshalTo(nil), "01 05 02 ac 02"},
-		{"snapshot", snap.MarshalTo(nil), "01 0a 03 01 73"},
-		{"message", m.MarshalTo(nil), "01 03 02 01 05 04 06 06 00 00 01 05 07 00 01 78 00 01 09"},
+		{"entry", e.MarshalTo(nil), "02 05 07 00 02 61 62"},
+		{"hard state", hs.MarshalTo(nil), "02 05 02 ac 02"},
+		{"snapshot", snap.MarshalTo(nil), "02 0a 03 01 73 00 00"},
+		{"snapshot with a membership", snapConf.MarshalTo(nil), "02 0a 03 01 73 02 01 02 01 ac 02"},
+		{"message", m.MarshalTo(nil), "02 03 02 01 05 04 06 06 00 00 01 05 07 00 01 78 00 01 09 00"},
+		{"transfer vote", vote.MarshalTo(nil), "02 05 02 01 05 04 06 00 00 00 00 00 00 01"},
+		{"configuration entry", ce.MarshalTo(nil), "02 02 04 02 6e 34 03 01 02 03 01 04"},
+		{"membership", ce.Membership.MarshalTo(nil), "02 03 01 02 03 01 04"},
 	} {
 		if hex(c.got) != c.want {
-			t.Errorf("%s encodes as %s, format 1 is %s", c.what, hex(c.got), c.want)
+			t.Errorf("%s encodes as %s, format 2 is %s", c.what, hex(c.got), c.want)
 		}
+	}
+	// Format 1: the same fields without those version 2 appended; a snapshot of
+	// format 1 has the bootstrap configuration.
+	var gotE Entry
+	if err := gotE.Unmarshal(unhex("01 05 07 00 02 61 62")); err != nil || !reflect.DeepEqual(gotE, e) {
+		t.Errorf("entry of format 1: %+v, %v; want %+v", gotE, err, e)
+	}
+	var gotHS HardState
+	if err := gotHS.Unmarshal(unhex("01 05 02 ac 02")); err != nil || gotHS != hs {
+		t.Errorf("hard state of format 1: %+v, %v; want %+v", gotHS, err, hs)
+	}
+	var gotSnap Snapshot
+	if err := gotSnap.Unmarshal(unhex("01 0a 03 01 73")); err != nil || !reflect.DeepEqual(gotSnap, snap) {
+		t.Errorf("snapshot of format 1: %+v, %v; want %+v", gotSnap, err, snap)
+	}
+	var gotM Message
+	if err := gotM.Unmarshal(unhex("01 03 02 01 05 04 06 06 00 00 01 05 07 00 01 78 00 01 09")); err != nil || !reflect.DeepEqual(gotM, m) {
+		t.Errorf("message of format 1: %+v, %v; want %+v", gotM, err, m)
+	}
+	// Memberships and configuration entries came with format 2.
+	if err := new(ConfEntry).Unmarshal(unhex("01 02 04 02 6e 34 03 01 02 03 01 04")); !errors.Is(err, ErrUnknownVersion) {
+		t.Errorf("configuration entry of format 1: err %v, want ErrUnknownVersion", err)
 	}
 	worst := HardState{Term: math.MaxUint64, Vote: math.MaxUint64, Commit: math.MaxUint64}
 	if n := len(worst.MarshalTo(nil)); n != MaxHardStateSize || worst.Size() != n {
 		t.Errorf("largest hard state takes %d bytes (Size %d), MaxHardStateSize is %d", n, worst.Size(), MaxHardStateSize)
+	}
+}
+
+// TestMembershipDecodingIsStrict: a decoded membership is a configuration: ids in
+// ascending order, none twice, none both voter and learner, none 0.
+func TestMembershipDecodingIsStrict(t *testing.T) {
+	for _, bad := range []Membership{
+		{Voters: []uint64{2, 1}},
+		{Voters: []uint64{1, 1}},
+		{Voters: []uint64{1, 2}, Learners: []uint64{2}},
+		{Voters: []uint64{0, 1}},
+	} {
+		enc := bad.MarshalTo(nil)
+		if err := new(Membership).Unmarshal(enc); !errors.Is(err, ErrCorruptMessage) {
+			t.Errorf("membership %v decoded: err %v, want ErrCorruptMessage", bad, err)
+		}
+		s := Snapshot{Index: 1, Term: 1, Membership: bad}
+		if err := new(Snapshot).Unmarshal(s.MarshalTo(nil)); !errors.Is(err, ErrCorruptMessage) {
+			t.Errorf("snapshot with membership %v decoded: err %v, want ErrCorruptMessage", bad, err)
+		}
+	}
+	for _, typ := range []ConfChangeType{0, ConfChangeRemove + 1} {
+		ce := ConfEntry{Change: ConfChange{Type: typ, NodeID: 1}, Membership: Membership{Voters: []uint64{1}}}
+		if err := new(ConfEntry).Unmarshal(ce.MarshalTo(nil)); !errors.Is(err, ErrCorruptMessage) {
+			t.Errorf("configuration entry of change type %d decoded: err %v, want ErrCorruptMessage", typ, err)
+		}
 	}
 }
 

@@ -15,6 +15,10 @@ const (
 	// (§5.4.2, §8): committing it commits everything before it. It is delivered to
 	// the application marked as not a command.
 	EntryNoOp
+	// EntryConfChange carries a configuration change: its Data is an encoded
+	// ConfEntry. Every node uses the latest configuration in its log from the moment
+	// it appends the entry, committed or not (thesis §4.1; see confchange.go).
+	EntryConfChange
 )
 
 func (t EntryType) String() string {
@@ -23,6 +27,8 @@ func (t EntryType) String() string {
 		return "Command"
 	case EntryNoOp:
 		return "NoOp"
+	case EntryConfChange:
+		return "ConfChange"
 	}
 	return fmt.Sprintf("EntryType(%d)", uint8(t))
 }
@@ -54,11 +60,14 @@ type HardState struct {
 func (hs HardState) IsEmpty() bool { return hs == HardState{} }
 
 // Snapshot is the application's state up to and including Index, whose entry had Term
-// (§7: lastIncludedIndex, lastIncludedTerm).
+// (§7: lastIncludedIndex, lastIncludedTerm), and the configuration as of Index (§7:
+// "the latest configuration as of lastIncludedIndex"), so that a node restored from it
+// knows the members. An empty Membership means the bootstrap one (Config.Peers).
 type Snapshot struct {
-	Index uint64
-	Term  uint64
-	Data  []byte
+	Index      uint64
+	Term       uint64
+	Membership Membership
+	Data       []byte
 }
 
 // IsEmpty reports whether s holds no snapshot.
@@ -104,6 +113,10 @@ const (
 	MsgUnreachable
 	// MsgSnapStatus is local: a snapshot sent to From finished (Reject means it failed).
 	MsgSnapStatus
+	// MsgTimeoutNow tells a follower whose log matches the leader's to campaign at
+	// once (thesis §3.10, leadership transfer): it skips PreVote and sends vote
+	// requests with LeaderTransfer set.
+	MsgTimeoutNow
 
 	numMessageTypes
 )
@@ -116,6 +129,7 @@ var messageTypeNames = [...]string{
 	MsgReadIndex: "MsgReadIndex", MsgReadIndexResp: "MsgReadIndexResp",
 	MsgUnreachable: "MsgUnreachable",
 	MsgSnapStatus:  "MsgSnapStatus",
+	MsgTimeoutNow:  "MsgTimeoutNow",
 }
 
 func (t MessageType) String() string {
@@ -146,6 +160,10 @@ type Message struct {
 	Snapshot   *Snapshot
 	// Context is opaque to the receiver and echoed in the answer (ReadIndex ids).
 	Context []byte
+	// LeaderTransfer marks the vote requests of a campaign that MsgTimeoutNow
+	// started: the leader itself asked for it, so voters answer it even within the
+	// lease that CheckQuorum gives a live leader (thesis §3.10, §4.2.3).
+	LeaderTransfer bool
 }
 
 func (m Message) String() string {
