@@ -10,10 +10,17 @@ import (
 // take the defaults below; Validate rejects values that cannot work, with a message that
 // names the field, the value and what to do.
 type Config struct {
-	// ID is this node's id; it must be non-zero and appear in Peers.
+	// ID is this node's id; it must be non-zero, and appear in Peers if Peers is set.
 	ID uint64
-	// Peers lists every voting member, this node included. Membership is fixed for the
-	// life of the cluster.
+	// Peers bootstraps the cluster: the voters of its first configuration, this node
+	// included, the same list on every initial member. It is read only while the
+	// storage holds no configuration of its own (a snapshot's, or a configuration
+	// entry); from the first change on, the configuration lives in the log and the
+	// snapshots (ProposeConfChange), and Peers no longer matters.
+	//
+	// A node that joins a running cluster has no Peers: it starts with no
+	// configuration, is no member in its own eyes (it never campaigns), and learns the
+	// membership from the leader, which must have proposed its addition first.
 	Peers []uint64
 
 	// ElectionTicks is the election timeout in ticks. Each time a follower's timer is
@@ -150,7 +157,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("raft config: ID is 0; give every node a distinct non-zero id")
 	}
 	seen := make(map[uint64]bool, len(c.Peers))
-	isMember := false
+	isMember := len(c.Peers) == 0 // a node joining a running cluster
 	for _, p := range c.Peers {
 		if p == None {
 			return fmt.Errorf("raft config: Peers %v holds id 0; ids must be non-zero", c.Peers)
@@ -162,7 +169,7 @@ func (c Config) Validate() error {
 		isMember = isMember || p == c.ID
 	}
 	if !isMember {
-		return fmt.Errorf("raft config: ID %d is not in Peers %v; list this node among the members", c.ID, c.Peers)
+		return fmt.Errorf("raft config: ID %d is not in Peers %v; list this node among the initial members, or give no Peers to a node that joins a running cluster", c.ID, c.Peers)
 	}
 	if c.HeartbeatTicks < 0 || c.ElectionTicks < 0 {
 		return fmt.Errorf("raft config: HeartbeatTicks %d and ElectionTicks %d must be positive", c.HeartbeatTicks, c.ElectionTicks)

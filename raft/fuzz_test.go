@@ -179,7 +179,7 @@ func (c *fuzzCluster) apply(in *fuzzInput) {
 		_ = n.rn.ReadIndex(in.bytes())
 	case 8:
 		if applied := n.applied; applied > 0 {
-			if _, err := n.storage.CreateSnapshot(applied, []byte{byte(applied)}); err != nil && err != raft.ErrSnapOutOfDate {
+			if _, err := n.storage.CreateSnapshot(applied, raft.Membership{}, []byte{byte(applied)}); err != nil && err != raft.ErrSnapOutOfDate {
 				c.t.Fatalf("node %d: CreateSnapshot(%d): %v", n.rn.Status().ID, applied, err)
 			}
 		}

@@ -23,6 +23,7 @@ func (r *raft) appendEntries(ents []Entry) error {
 		ents[i].Index = last + 1 + uint64(i)
 	}
 	r.log.append(ents...)
+	r.confAppended(ents)
 	r.needBroadcast = true
 	return nil
 }
@@ -58,7 +59,7 @@ func (r *raft) flushBroadcast() {
 // append, or at the latest when the Node calls SendCommit, a moment later
 // (commitUnsent), or in the next heartbeat.
 func (r *raft) bcastCommit() {
-	for _, id := range r.peers {
+	for _, id := range r.progressIDs {
 		if id == r.id {
 			continue
 		}
@@ -87,7 +88,7 @@ func (r *raft) sendCommit() {
 	if r.state != StateLeader {
 		return
 	}
-	for _, id := range r.peers {
+	for _, id := range r.progressIDs {
 		if id != r.id && r.progress[id].sentCommit < r.log.committed {
 			r.sendAppend(id)
 		}
@@ -95,7 +96,7 @@ func (r *raft) sendCommit() {
 }
 
 func (r *raft) bcastAppend() {
-	for _, id := range r.peers {
+	for _, id := range r.progressIDs {
 		if id != r.id {
 			r.sendAppend(id)
 		}
@@ -166,7 +167,7 @@ func (r *raft) sendSnapshot(to uint64, pr *progress) bool {
 
 // bcastHeartbeat sends heartbeats carrying ctx, the newest pending ReadIndex request.
 func (r *raft) bcastHeartbeat(ctx []byte) {
-	for _, id := range r.peers {
+	for _, id := range r.progressIDs {
 		if id == r.id {
 			continue
 		}
@@ -179,14 +180,19 @@ func (r *raft) bcastHeartbeat(ctx []byte) {
 	}
 }
 
-// maybeCommit sets commitIndex to the highest index replicated on a majority, if that
-// entry is of the current term (§5.4.2, Figure 8).
+// maybeCommit sets commitIndex to the highest index replicated on a majority of the
+// voters, if that entry is of the current term (§5.4.2, Figure 8). Learners'
+// acknowledgements never count, nor does the leader's own copy if it is not a voter
+// (a leader removing itself, thesis §4.2.2).
 func (r *raft) maybeCommit() bool {
 	matches := r.matchBuf[:0]
-	for _, id := range r.peers {
+	for _, id := range r.conf.Voters {
 		matches = append(matches, r.progress[id].match)
 	}
 	r.matchBuf = matches
+	if len(matches) == 0 {
+		return false
+	}
 	slices.Sort(matches)
 	// With n sorted ascending, the entry at n-quorum is held by a quorum.
 	majorityMatch := matches[len(matches)-r.quorum()]
@@ -205,6 +211,9 @@ func stepLeader(r *raft, m Message) error {
 	case MsgProp:
 		// Proposals forwarded by followers: each must be a command within the
 		// message size limit; the leader assigns term and index.
+		if r.leadTransferee != None {
+			return ErrProposalDropped
+		}
 		ents := make([]Entry, 0, len(m.Entries))
 		for _, e := range m.Entries {
 			if e.size() <= r.maxMsgSize {
@@ -254,13 +263,17 @@ func stepLeader(r *raft, m Message) error {
 			pr.inflights.freeLE(m.Index)
 		}
 		if r.maybeCommit() {
-			r.bcastCommit()
+			r.commitAdvanced()
+			if r.state != StateLeader {
+				return nil // it committed its own removal and stepped down
+			}
 		} else if wasPaused {
 			r.sendAppend(m.From)
 		}
 		// Keep the pipe full while the follower lags and flow control allows.
 		for r.maybeSendAppend(m.From, false) {
 		}
+		r.maybeSendTimeoutNow(m.From)
 	case MsgHeartbeatResp:
 		pr.recentActive = true
 		pr.probeSent = false
@@ -280,6 +293,9 @@ func stepLeader(r *raft, m Message) error {
 		if pr.match < r.log.lastIndex() {
 			r.sendAppend(m.From)
 		}
+		// A MsgTimeoutNow can be lost like any message: repeat it while the
+		// transfer lasts.
+		r.maybeSendTimeoutNow(m.From)
 		if len(m.Context) > 0 {
 			r.ackRead(m.From, m.Context)
 		}
@@ -326,7 +342,7 @@ func (r *raft) handleReadIndex(m Message) error {
 		}
 		return ErrReadIndexNotReady
 	}
-	if len(r.peers) == 1 {
+	if len(r.conf.Voters) == 1 && r.conf.Voters[0] == r.id {
 		r.releaseRead(m, r.log.committed)
 		return nil
 	}
@@ -338,10 +354,22 @@ func (r *raft) handleReadIndex(m Message) error {
 }
 
 func (r *raft) ackRead(from uint64, ctx []byte) {
-	released := r.reads.ack(from, ctx, r.quorum())
+	released := r.reads.ack(from, ctx, r.hasQuorum)
 	for _, rs := range released {
 		r.releaseRead(rs.req, rs.index)
 	}
+}
+
+// hasQuorum reports whether the nodes in acks include a majority of the voters: a
+// learner's answer confirms nothing about leadership.
+func (r *raft) hasQuorum(acks map[uint64]bool) bool {
+	n := 0
+	for _, id := range r.conf.Voters {
+		if acks[id] {
+			n++
+		}
+	}
+	return n >= r.quorum()
 }
 
 func (r *raft) releaseRead(req Message, index uint64) {
@@ -382,14 +410,14 @@ func (q *readQueue) lastContext() []byte {
 }
 
 // ack records that from answered the heartbeat carrying ctx and returns the requests
-// it releases.
-func (q *readQueue) ack(from uint64, ctx []byte, quorum int) []pendingRead {
+// it releases: those queued up to the one whose acknowledgements hasQuorum accepts.
+func (q *readQueue) ack(from uint64, ctx []byte, hasQuorum func(acks map[uint64]bool) bool) []pendingRead {
 	i := slices.IndexFunc(q.pending, func(p pendingRead) bool { return bytes.Equal(p.req.Context, ctx) })
 	if i < 0 {
 		return nil
 	}
 	q.pending[i].acks[from] = true
-	if len(q.pending[i].acks) < quorum {
+	if !hasQuorum(q.pending[i].acks) {
 		return nil
 	}
 	released := slices.Clone(q.pending[:i+1])

@@ -124,20 +124,22 @@ func (l *raftLog) isUpToDate(lastIndex, lastTerm uint64) bool {
 
 // maybeAppend is the follower's half of AppendEntries (§5.3): if our log holds
 // prevIndex at prevTerm, append ents (dropping a conflicting suffix), advance the commit
-// index to min(leaderCommit, index of last new entry) and return that index.
-func (l *raftLog) maybeAppend(prevIndex, prevTerm, leaderCommit uint64, ents []Entry) (lastNewIndex uint64, ok bool) {
+// index to min(leaderCommit, index of last new entry) and return that index. conflict
+// is the index from which ents were written, replacing whatever the log held there,
+// or 0 if the log held them all already.
+func (l *raftLog) maybeAppend(prevIndex, prevTerm, leaderCommit uint64, ents []Entry) (lastNewIndex, conflict uint64, ok bool) {
 	if !l.matchTerm(prevIndex, prevTerm) {
-		return 0, false
+		return 0, 0, false
 	}
 	lastNewIndex = prevIndex + uint64(len(ents))
-	if conflict := l.findConflict(ents); conflict != 0 {
+	if conflict = l.findConflict(ents); conflict != 0 {
 		if conflict <= l.committed {
 			panic(fmt.Sprintf("raft: entry %d conflicts with committed entry (committed=%d)", conflict, l.committed))
 		}
 		l.append(ents[conflict-ents[0].Index:]...)
 	}
 	l.commitTo(min(leaderCommit, lastNewIndex))
-	return lastNewIndex, true
+	return lastNewIndex, conflict, true
 }
 
 // findConflict returns the index of the first entry of ents that is not in our log (a

@@ -91,6 +91,15 @@ func (ms *MemoryStorage) Snapshot() (Snapshot, error) {
 	return ms.mu.snapshot, nil
 }
 
+// SnapshotMeta implements LogReader.
+func (ms *MemoryStorage) SnapshotMeta() (Snapshot, error) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	meta := ms.mu.snapshot
+	meta.Data = nil
+	return meta, nil
+}
+
 // Save implements Storage.
 func (ms *MemoryStorage) Save(st HardState, ents []Entry) error {
 	ms.mu.Lock()
@@ -138,17 +147,20 @@ func (ms *MemoryStorage) ApplySnapshot(snap Snapshot) error {
 }
 
 // CreateSnapshot implements Storage.
-func (ms *MemoryStorage) CreateSnapshot(index uint64, data []byte) (Snapshot, error) {
+func (ms *MemoryStorage) CreateSnapshot(index uint64, membership Membership, data []byte) (Snapshot, error) {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	if index <= ms.mu.snapshot.Index {
 		return Snapshot{}, ErrSnapOutOfDate
 	}
+	if err := membership.Validate(); err != nil {
+		return Snapshot{}, fmt.Errorf("raft: MemoryStorage.CreateSnapshot(%d): %w", index, err)
+	}
 	offset := ms.mu.ents[0].Index
 	if index > ms.lastIndexLocked() {
 		panic(fmt.Sprintf("raft: snapshot index %d is past last index %d", index, ms.lastIndexLocked()))
 	}
-	snap := Snapshot{Index: index, Term: ms.mu.ents[index-offset].Term, Data: data}
+	snap := Snapshot{Index: index, Term: ms.mu.ents[index-offset].Term, Membership: membership.Clone(), Data: data}
 	ms.mu.snapshot = snap
 	// Keep the entries after index; the entry at index becomes the dummy.
 	kept := make([]Entry, 1, 1+ms.lastIndexLocked()-index)

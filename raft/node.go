@@ -56,6 +56,12 @@ type Node struct {
 		snapshotRequest
 	}
 	statusc chan chan Status
+	// queryc carries functions for the run loop to run (Node.onLoop).
+	queryc chan func()
+	// transferc carries TransferLeadership calls; transfers (run loop only) are
+	// those waiting for their outcome.
+	transferc chan transferRequest
+	transfers []transferWaiter
 	// reportc carries transport reports (unreachable peers, snapshot outcomes).
 	reportc chan Message
 
@@ -111,6 +117,8 @@ type loggerFunc func(msg string, args ...any)
 
 type proposal struct {
 	data []byte
+	// conf, if set, is a configuration change to propose instead of data.
+	conf *ConfChange
 	// forward: send to the leader if this node is not it (Node.Forward).
 	forward bool
 	reply   chan proposalResult
@@ -158,6 +166,8 @@ func NewNode(cfg Config, newTransport NewTransport) (*Node, error) {
 		readc:     make(chan chan readResult, cfg.MaxPendingProposals),
 		snapc:     make(chan struct{}, 1),
 		statusc:   make(chan chan Status),
+		queryc:    make(chan func()),
+		transferc: make(chan transferRequest),
 		reportc:   make(chan Message, 256),
 		applyq:    newApplyQueue(cfg.MaxApplyBatches),
 		applyWake: make(chan struct{}, 1),
@@ -190,7 +200,7 @@ func NewNode(cfg Config, newTransport NewTransport) (*Node, error) {
 			return nil, fmt.Errorf("raft: reading snapshot: %w", err)
 		}
 		if !snap.IsEmpty() {
-			n.applyq.push([]ApplyMsg{{Type: ApplySnapshot, Index: snap.Index, Term: snap.Term, Snapshot: snap.Data}})
+			n.applyq.push([]ApplyMsg{n.snapshotMsg(snap)})
 		}
 	}
 	if n.transport, err = newTransport(n); err != nil {
@@ -469,6 +479,7 @@ func (n *Node) run() {
 			if !rd.HardState.IsEmpty() {
 				n.term.Store(rd.HardState.Term)
 			}
+			n.checkTransfers(ticks)
 			if n.async != nil {
 				n.rn.AdvanceQueued(rd)
 				if d := n.inlineDurable; d[0] != 0 {
@@ -500,6 +511,7 @@ func (n *Node) run() {
 		case <-ticker.C:
 			n.rn.Tick()
 			ticks++
+			n.checkTransfers(ticks)
 			if readsInFlight != nil && ticks-roundStarted > uint64(n.cfg.ElectionTicks) {
 				// The round's request or its answer was lost (a forwarded read
 				// whose leader went away): give up on it, so later reads are not
@@ -552,6 +564,10 @@ func (n *Node) run() {
 			}
 		case reply := <-n.statusc:
 			reply <- n.rn.Status()
+		case fn := <-n.queryc:
+			fn()
+		case req := <-n.transferc:
+			n.startTransfer(req, ticks)
 		case <-n.applyWake:
 		case <-n.durablec:
 			if n.Err() != nil {
@@ -574,6 +590,11 @@ func (n *Node) run() {
 }
 
 func (n *Node) propose(p proposal) {
+	if p.conf != nil {
+		index, term, err := n.rn.ProposeConfChange(*p.conf)
+		p.reply <- proposalResult{index: index, term: term, err: err}
+		return
+	}
 	if p.forward {
 		p.reply <- proposalResult{err: n.rn.Forward(p.data)}
 		return

@@ -23,15 +23,20 @@ type ApplyType uint8
 const (
 	// ApplyCommand: Command is a committed command, to be executed.
 	ApplyCommand ApplyType = iota
-	// ApplyNoOp: a committed entry that is not a command: the empty entry a new
-	// leader appends at the start of its term (§5.4.2, §8). It holds an index, so
-	// the application sees every index once, but there is nothing to execute. Any
-	// entry that is not a command is delivered so; the membership is fixed
-	// (Config.Peers), so there are no configuration entries.
+	// ApplyNoOp: the empty entry a new leader appends at the start of its term
+	// (§5.4.2, §8). It holds an index, so the application sees every index once, but
+	// there is nothing to execute.
 	ApplyNoOp
-	// ApplySnapshot: Snapshot holds the application state up to and including Index;
-	// replace the state with it. The entries it covers are not delivered one by one.
+	// ApplySnapshot: Snapshot holds the application state up to and including Index,
+	// and Membership the configuration as of Index; replace the state with it. The
+	// entries it covers are not delivered one by one.
 	ApplySnapshot
+	// ApplyConfChange: a committed configuration change. ConfChange is the change as
+	// proposed (its Context included) and Membership the configuration it leads to.
+	// The node has used that configuration since it appended the entry (thesis §4.1);
+	// the application records it, say in its member list, and acts on it: a node that
+	// finds itself removed may stop, since the cluster no longer sends it anything.
+	ApplyConfChange
 )
 
 func (t ApplyType) String() string {
@@ -42,6 +47,8 @@ func (t ApplyType) String() string {
 		return "NoOp"
 	case ApplySnapshot:
 		return "Snapshot"
+	case ApplyConfChange:
+		return "ConfChange"
 	}
 	return fmt.Sprintf("ApplyType(%d)", uint8(t))
 }
@@ -58,6 +65,12 @@ type ApplyMsg struct {
 	// Snapshot is the data given to Snapshot, on this node or the leader
 	// (ApplySnapshot only).
 	Snapshot []byte
+	// ConfChange is the committed change (ApplyConfChange only).
+	ConfChange ConfChange
+	// Membership is the configuration after the change (ApplyConfChange), or as of
+	// the snapshot's index (ApplySnapshot: for a node that joined the cluster, empty
+	// if the snapshot predates every change, when it cannot know the bootstrap one).
+	Membership Membership
 }
 
 // applyBuffer is the room in the Apply channel. Unbuffered, it cost a hand-off
@@ -121,6 +134,11 @@ func (n *Node) createSnapshot(s snapshotRequest) error {
 		n.logger("raft: ignoring snapshot past the applied index", "index", s.index, "applied", applied)
 		return nil
 	}
+	membership, err := n.rn.MembershipAt(s.index)
+	if err != nil {
+		n.logger("raft: ignoring snapshot whose configuration is unknown", "index", s.index, "err", err)
+		return nil
+	}
 	if hs := n.pendingHardState; !hs.IsEmpty() {
 		// A snapshot is of committed entries; storage may check that against the
 		// commit index it holds, so write the one not yet written.
@@ -129,7 +147,7 @@ func (n *Node) createSnapshot(s snapshotRequest) error {
 		}
 		n.savedHardState, n.pendingHardState = hs, HardState{}
 	}
-	if _, err := n.storage.CreateSnapshot(s.index, s.data); err != nil {
+	if _, err := n.storage.CreateSnapshot(s.index, membership, s.data); err != nil {
 		return fmt.Errorf("raft: saving snapshot at index %d: %w", s.index, err)
 	}
 	return nil
@@ -203,11 +221,16 @@ func (q *applyQueue) pop() []ApplyMsg {
 func (n *Node) queueApply(rd Ready) {
 	var batch []ApplyMsg
 	if !rd.Snapshot.IsEmpty() {
-		batch = append(batch, ApplyMsg{Type: ApplySnapshot, Index: rd.Snapshot.Index, Term: rd.Snapshot.Term, Snapshot: rd.Snapshot.Data})
+		batch = append(batch, n.snapshotMsg(rd.Snapshot))
 	}
 	for _, e := range rd.CommittedEntries {
 		msg := ApplyMsg{Type: ApplyCommand, Index: e.Index, Term: e.Term, Command: e.Data}
-		if e.Type != EntryCommand {
+		switch e.Type {
+		case EntryCommand:
+		case EntryConfChange:
+			ce := mustDecodeConfEntry(&e)
+			msg.Type, msg.Command, msg.ConfChange, msg.Membership = ApplyConfChange, nil, ce.Change, ce.Membership
+		default:
 			msg.Type, msg.Command = ApplyNoOp, nil
 		}
 		batch = append(batch, msg)
@@ -215,6 +238,12 @@ func (n *Node) queueApply(rd Ready) {
 	if len(batch) > 0 {
 		n.applyq.push(batch)
 	}
+}
+
+// snapshotMsg is the ApplyMsg that delivers snap.
+func (n *Node) snapshotMsg(snap Snapshot) ApplyMsg {
+	return ApplyMsg{Type: ApplySnapshot, Index: snap.Index, Term: snap.Term, Snapshot: snap.Data,
+		Membership: n.rn.ResolveMembership(snap.Membership)}
 }
 
 // deliver hands batches of committed entries to the application, so that a slow

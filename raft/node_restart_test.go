@@ -34,7 +34,7 @@ func TestNodeRestartRedeliversAfterApplied(t *testing.T) {
 			if err := st.Save(HardState{Term: 1, Vote: 1, Commit: 20}, entriesFrom(1, 20)); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := st.CreateSnapshot(10, []byte("state at 10")); err != nil {
+			if _, err := st.CreateSnapshot(10, Membership{}, []byte("state at 10")); err != nil {
 				t.Fatal(err)
 			}
 			node, err := NewNode(Config{ID: 1, Peers: []uint64{1}, Storage: st, Applied: c.applied,

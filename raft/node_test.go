@@ -45,6 +45,8 @@ type testCluster struct {
 	async map[uint64]*asyncTestStorage
 	// tick is the nodes' TickInterval; 5ms unless set.
 	tick time.Duration
+	// joined are nodes started with no Peers, to join the running cluster.
+	joined map[uint64]bool
 }
 
 // testApp is a state machine that is the list of commands applied, checking that
@@ -55,6 +57,10 @@ type testApp struct {
 	applied  map[uint64][]byte
 	lastIdx  uint64
 	problems []string
+	// confs are the ApplyConfChange messages applied; membership is the
+	// configuration as of lastIdx, from them and the snapshots.
+	confs      []ApplyMsg
+	membership Membership
 }
 
 func newTestCluster(t *testing.T, n int) *testCluster {
@@ -104,7 +110,11 @@ func (c *testCluster) start(id, applied uint64) {
 	if tick == 0 {
 		tick = 5 * time.Millisecond
 	}
-	node, err := NewNode(Config{ID: id, Peers: c.peers, Storage: st, Applied: applied,
+	peers := c.peers
+	if c.joined[id] {
+		peers = nil
+	}
+	node, err := NewNode(Config{ID: id, Peers: peers, Storage: st, Applied: applied,
 		TickInterval: tick, RandSeed: int64(id)*7919 + time.Now().UnixNano()}, newTransport)
 	if err != nil {
 		c.t.Fatal(err)
@@ -118,6 +128,7 @@ func (c *testCluster) start(id, applied uint64) {
 			case msg.Type == ApplySnapshot:
 				// The snapshot holds nothing but its index for this app.
 				app.lastIdx = msg.Index
+				app.membership = msg.Membership
 			case msg.Index != app.lastIdx+1:
 				app.problems = append(app.problems, fmt.Sprintf("applied index %d after %d", msg.Index, app.lastIdx))
 				app.lastIdx = msg.Index
@@ -125,6 +136,10 @@ func (c *testCluster) start(id, applied uint64) {
 				app.lastIdx = msg.Index
 				if msg.Type == ApplyCommand {
 					app.applied[msg.Index] = msg.Command
+				}
+				if msg.Type == ApplyConfChange {
+					app.confs = append(app.confs, msg)
+					app.membership = msg.Membership
 				}
 			}
 			<-app.mu

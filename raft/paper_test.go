@@ -65,7 +65,7 @@ func TestLeaderCommitsOnlyCurrentTermByCounting(t *testing.T) {
 	// must not commit by counting alone.
 	r.log.append(Entry{Term: r.term - 1, Index: r.log.lastIndex() + 1})
 	old := r.log.lastIndex()
-	for _, id := range r.peers {
+	for _, id := range r.conf.Voters {
 		r.progress[id].match = old
 	}
 	if r.maybeCommit() && r.log.committed >= old {
@@ -180,7 +180,7 @@ func TestSnapshotToLaggingFollower(t *testing.T) {
 	}
 	nw.settle()
 	applied := nw.nodes[lead].Status().Applied
-	if _, err := nw.storages[lead].CreateSnapshot(applied, []byte("snap")); err != nil {
+	if _, err := nw.storages[lead].CreateSnapshot(applied, Membership{}, []byte("snap")); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := nw.nodes[lead].Propose([]byte("after")); err != nil {

@@ -22,11 +22,20 @@ type raft struct {
 
 	log *raftLog
 
-	// peers lists every member's id in ascending order, so that every loop over the
-	// cluster runs in the same order on every run (design rule 2).
-	peers    []uint64
-	progress map[uint64]*progress
-	votes    map[uint64]bool
+	// conf is the configuration in effect: the latest in the log, committed or not
+	// (thesis §4.1; confchange.go argues why that is safe). confs is every
+	// configuration the log holds, for truncations and snapshots; bootstrap is
+	// Config.Peers as a configuration, what a Snapshot's empty Membership means.
+	conf      Membership
+	confs     confHistory
+	bootstrap Membership
+	// progressIDs lists, ascending, the nodes the leader tracks: every member of conf,
+	// this node, and while the change that removed them is uncommitted, the members
+	// it removed (so that they hear of it). Every loop over the cluster runs over a
+	// sorted list, in the same order on every run (design rule 2).
+	progressIDs []uint64
+	progress    map[uint64]*progress
+	votes       map[uint64]bool
 	// matchBuf is maybeCommit's scratch space, reused on every acknowledgement.
 	matchBuf []uint64
 
@@ -66,6 +75,17 @@ type raft struct {
 	// not told (see bcastCommit); SendCommit clears it.
 	commitUnsent bool
 
+	// leadTransferee is the voter this leader is handing leadership to (thesis
+	// §3.10), or None; transferElapsed counts the ticks since the transfer began,
+	// and past an election timeout it is abandoned.
+	leadTransferee  uint64
+	transferElapsed int
+
+	// skipOwnTermRule, set only by tests, lets a leader propose a configuration
+	// change before it has committed an entry of its term: the single-server
+	// algorithm without the fix of Ongaro's 2015 post, to show the bug it fixes.
+	skipOwnTermRule bool
+
 	rand   *rand.Rand
 	logger *slog.Logger
 }
@@ -86,7 +106,7 @@ func newRaft(c Config) (*raft, error) {
 	r := &raft{
 		id:                 c.ID,
 		log:                log,
-		peers:              slices.Sorted(slices.Values(c.Peers)),
+		bootstrap:          Membership{Voters: slices.Sorted(slices.Values(c.Peers))},
 		progress:           make(map[uint64]*progress, len(c.Peers)),
 		votes:              make(map[uint64]bool, len(c.Peers)),
 		electionTicks:      c.ElectionTicks,
@@ -100,8 +120,8 @@ func newRaft(c Config) (*raft, error) {
 		logger:             c.Logger.With("raft_id", fmt.Sprintf("%x", c.ID)),
 	}
 	r.reads.limit = c.MaxPendingProposals
-	for _, id := range r.peers {
-		r.progress[id] = &progress{inflights: newInflights(r.maxInflight)}
+	if err := r.loadConf(c.MaxSizePerMsg); err != nil {
+		return nil, err
 	}
 	if !hs.IsEmpty() {
 		if hs.Commit > log.lastIndex() {
@@ -127,11 +147,12 @@ func newRaft(c Config) (*raft, error) {
 	}
 	r.becomeFollower(r.term, None)
 	r.logger.Info("raft: node starting", "term", r.term, "commit", log.committed,
-		"applied", log.applied, "last_index", log.lastIndex(), "peers", r.peers)
+		"applied", log.applied, "last_index", log.lastIndex(), "voters", r.conf.Voters, "learners", r.conf.Learners)
 	return r, nil
 }
 
-func (r *raft) quorum() int { return len(r.peers)/2 + 1 }
+// quorum is the size of a majority of the voters.
+func (r *raft) quorum() int { return len(r.conf.Voters)/2 + 1 }
 
 func (r *raft) softState() SoftState { return SoftState{Lead: r.lead, State: r.state} }
 
@@ -139,10 +160,9 @@ func (r *raft) hardState() HardState {
 	return HardState{Term: r.term, Vote: r.vote, Commit: r.log.committed}
 }
 
-func (r *raft) isMember(id uint64) bool {
-	_, ok := r.progress[id]
-	return ok
-}
+// isVoter reports whether id is a voter in the configuration in effect: only voters
+// campaign, and only their votes and acknowledgements count.
+func (r *raft) isVoter(id uint64) bool { return r.conf.IsVoter(id) }
 
 // send queues m, stamping it with our id and, for messages of a term, our term.
 func (r *raft) send(m Message) {
@@ -175,7 +195,8 @@ func (r *raft) reset(term uint64) {
 	r.uncommittedSize = 0
 	r.needBroadcast = false
 	r.commitUnsent = false
-	for _, id := range r.peers {
+	r.leadTransferee, r.transferElapsed = None, 0
+	for _, id := range r.progressIDs {
 		pr := r.progress[id]
 		pr.resetState(progressProbe)
 		pr.match = 0
@@ -223,6 +244,7 @@ func (r *raft) becomeLeader() {
 		panic("raft: follower cannot become leader without an election")
 	}
 	r.step = stepLeader
+	r.syncProgress()
 	r.reset(r.term)
 	r.tick = r.tickHeartbeat
 	r.lead = r.id
@@ -239,7 +261,7 @@ func (r *raft) becomeLeader() {
 // tickElection is the tick of followers and candidates.
 func (r *raft) tickElection() {
 	r.electionElapsed++
-	if r.isMember(r.id) && r.electionElapsed >= r.randomizedElectionTimeout {
+	if r.isVoter(r.id) && r.electionElapsed >= r.randomizedElectionTimeout {
 		r.resetElectionTimer()
 		_ = r.Step(Message{From: r.id, Type: MsgHup})
 	}
@@ -266,16 +288,19 @@ func (r *raft) tickHeartbeat() {
 	if r.state != StateLeader {
 		return
 	}
+	r.tickTransfer()
 	if r.heartbeatElapsed >= r.heartbeatTicks {
 		r.heartbeatElapsed = 0
 		r.bcastHeartbeat(r.reads.lastContext())
 	}
 }
 
+// quorumActive reports whether a majority of the voters has been heard from since
+// the last check (this node counts if it is a voter).
 func (r *raft) quorumActive() bool {
 	active := 0
-	for _, pr := range r.progress {
-		if pr.recentActive {
+	for _, id := range r.conf.Voters {
+		if r.progress[id].recentActive {
 			active++
 		}
 	}
@@ -291,8 +316,9 @@ func (r *raft) Step(m Message) error {
 		if m.Type == MsgVote || m.Type == MsgPreVote {
 			// While we hear from a live leader, a vote request is most likely from a
 			// node that was cut off; ignoring it keeps it from deposing the leader
-			// (thesis §4.2.3).
-			if r.checkQuorum && r.lead != None && r.electionElapsed < r.electionTicks {
+			// (thesis §4.2.3). A campaign the leader itself asked for (MsgTimeoutNow,
+			// §3.10) is the exception.
+			if r.checkQuorum && r.lead != None && r.electionElapsed < r.electionTicks && !m.LeaderTransfer {
 				r.logger.Debug("raft: ignoring vote request within leader lease",
 					"from", m.From, "msg_term", m.Term, "term", r.term)
 				return nil
@@ -341,18 +367,22 @@ func (r *raft) hup() {
 	if r.state == StateLeader {
 		return
 	}
-	if !r.isMember(r.id) {
+	if !r.isVoter(r.id) {
+		// Learners and nodes outside the configuration never campaign: a removed
+		// server must not disrupt the cluster it left (thesis §4.2.3).
 		return
 	}
 	if r.preVote {
-		r.campaign(MsgPreVote)
+		r.campaign(MsgPreVote, false)
 	} else {
-		r.campaign(MsgVote)
+		r.campaign(MsgVote, false)
 	}
 }
 
-// campaign starts a pre-election (voteType MsgPreVote) or an election (MsgVote).
-func (r *raft) campaign(voteType MessageType) {
+// campaign starts a pre-election (voteType MsgPreVote) or an election (MsgVote). A
+// transfer campaign (MsgTimeoutNow) marks its vote requests so that voters answer them
+// within a leader's lease.
+func (r *raft) campaign(voteType MessageType, transfer bool) {
 	var term uint64
 	if voteType == MsgPreVote {
 		r.becomePreCandidate()
@@ -366,22 +396,27 @@ func (r *raft) campaign(voteType MessageType) {
 		return
 	}
 	lastIndex, lastTerm := r.log.lastIndex(), r.log.lastTerm()
-	for _, id := range r.peers {
+	for _, id := range r.conf.Voters {
 		if id == r.id {
 			continue
 		}
-		r.send(Message{To: id, Type: voteType, Term: term, Index: lastIndex, LogTerm: lastTerm})
+		r.send(Message{To: id, Type: voteType, Term: term, Index: lastIndex, LogTerm: lastTerm, LeaderTransfer: transfer})
 	}
 }
 
 // poll records a vote and reports whether the election is won; a lost election turns
-// the node back into a follower.
+// the node back into a follower. Only the votes of voters in this node's configuration
+// count (a learner answers vote requests, since it may have been promoted without
+// knowing yet, but its vote is counted only by a candidate that knows it is a voter).
 func (r *raft) poll(id uint64, granted bool) (won bool) {
 	if _, ok := r.votes[id]; !ok {
 		r.votes[id] = granted
 	}
 	yes, no := 0, 0
-	for _, v := range r.votes {
+	for voter, v := range r.votes {
+		if !r.isVoter(voter) {
+			continue
+		}
 		if v {
 			yes++
 		} else {
@@ -396,7 +431,7 @@ func (r *raft) poll(id uint64, granted bool) (won bool) {
 
 func (r *raft) wonElection() {
 	if r.state == StatePreCandidate {
-		r.campaign(MsgVote)
+		r.campaign(MsgVote, false)
 		return
 	}
 	// The no-op appended by becomeLeader goes out at the next Ready.
@@ -458,6 +493,8 @@ func stepFollower(r *raft, m Message) error {
 			index = 0
 		}
 		r.readStates = append(r.readStates, ReadState{Index: index, RequestCtx: m.Context})
+	case MsgTimeoutNow:
+		r.handleTimeoutNow(m)
 	}
 	return nil
 }
@@ -498,7 +535,10 @@ func (r *raft) handleAppendEntries(m Message) {
 		r.send(Message{To: m.From, Type: MsgAppResp, Index: r.log.committed})
 		return
 	}
-	if lastNew, ok := r.log.maybeAppend(m.Index, m.LogTerm, m.Commit, m.Entries); ok {
+	if lastNew, conflict, ok := r.log.maybeAppend(m.Index, m.LogTerm, m.Commit, m.Entries); ok {
+		if conflict != 0 {
+			r.confReplaced(conflict, m.Entries[conflict-m.Entries[0].Index:])
+		}
 		r.send(Message{To: m.From, Type: MsgAppResp, Index: lastNew})
 		return
 	}
@@ -547,5 +587,6 @@ func (r *raft) restore(s Snapshot) bool {
 		return false
 	}
 	r.log.restore(s)
+	r.confRestored(s)
 	return true
 }

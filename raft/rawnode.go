@@ -30,7 +30,8 @@ type Ready struct {
 	Messages []Message
 }
 
-// Status is a snapshot of a core's state for observers and tests.
+// Status is a snapshot of a core's state for observers and tests. (MembershipStatus
+// has the configuration and, at a leader, each follower's progress.)
 type Status struct {
 	ID        uint64
 	Term      uint64
@@ -40,6 +41,8 @@ type Status struct {
 	LastIndex uint64
 	Lead      uint64
 	State     StateType
+	// LeadTransferee is the voter a leader is handing leadership to, or None.
+	LeadTransferee uint64
 }
 
 // RawNode drives one core: the caller feeds it ticks, messages and proposals, and
@@ -73,12 +76,16 @@ func (rn *RawNode) Campaign() error {
 }
 
 // Propose appends a command to the leader's log and returns the index and term it will
-// have if it commits. A non-leader returns ErrNotLeader; the limits of Config return
-// ErrEntryTooLarge or ErrTooManyUncommitted.
+// have if it commits. A non-leader returns ErrNotLeader; a leader handing leadership
+// over, ErrProposalDropped; the limits of Config, ErrEntryTooLarge or
+// ErrTooManyUncommitted.
 func (rn *RawNode) Propose(data []byte) (index, term uint64, err error) {
 	r := rn.raft
 	if r.state != StateLeader {
 		return 0, 0, ErrNotLeader
+	}
+	if r.leadTransferee != None {
+		return 0, 0, ErrProposalDropped
 	}
 	e := Entry{Type: EntryCommand, Data: data}
 	if e.size() > rn.maxEntSize {
@@ -122,10 +129,15 @@ func (rn *RawNode) Step(m Message) error {
 	if m.Type >= numMessageTypes {
 		return fmt.Errorf("raft: Step given unknown message type %d", m.Type)
 	}
-	if m.To != rn.raft.id || !rn.raft.isMember(m.From) {
-		// Misaddressed, or from a node outside the cluster: not ours to act on.
-		return nil
+	if m.To != rn.raft.id {
+		return nil // misaddressed: not ours to act on
 	}
+	// A message from a node outside this node's configuration is stepped all the
+	// same: the configuration may be the one that is behind (a new member hears
+	// from a leader before it learns the membership, a voter from a candidate it
+	// has not yet learned was added). A removed node's vote requests are kept from
+	// disrupting by PreVote and CheckQuorum (thesis §4.2.3), its own campaigning by
+	// never campaigning outside the configuration.
 	if err := checkNetworkMessage(&m); err != nil {
 		return err
 	}
@@ -140,6 +152,9 @@ var ErrMalformedMessage = errors.New("raft: malformed message")
 // checkNetworkMessage rejects messages no correct peer sends, before they reach the
 // core, which trusts the shape of what it is given.
 func checkNetworkMessage(m *Message) error {
+	if m.From == None {
+		return fmt.Errorf("%w: %s from node 0", ErrMalformedMessage, m.Type)
+	}
 	if m.Term == 0 && m.Type != MsgProp && m.Type != MsgReadIndex {
 		// Only proposals and read requests travel without a term; anything else with
 		// term 0 would be taken for a local message and could move the term back.
@@ -152,12 +167,26 @@ func checkNetworkMessage(m *Message) error {
 				return fmt.Errorf("%w: MsgApp from %d after (%d, %d) holds entry %d (%d, %d) out of sequence",
 					ErrMalformedMessage, m.From, m.Index, m.LogTerm, i, e.Index, e.Term)
 			}
+			if e.Type == EntryConfChange {
+				// The core takes a configuration from the entry the moment it
+				// appends it, so it must be one.
+				var ce ConfEntry
+				if err := ce.Unmarshal(e.Data); err != nil {
+					return fmt.Errorf("%w: MsgApp from %d holds configuration entry %d that does not decode: %v",
+						ErrMalformedMessage, m.From, e.Index, err)
+				}
+			}
 			prevTerm = e.Term
 		}
 	}
 	if m.Type == MsgSnap && m.Snapshot != nil && (m.Snapshot.Index == 0 || m.Snapshot.Term == 0 || m.Snapshot.Term > m.Term) {
 		return fmt.Errorf("%w: MsgSnap from %d with snapshot (%d, %d) in term %d",
 			ErrMalformedMessage, m.From, m.Snapshot.Index, m.Snapshot.Term, m.Term)
+	}
+	if m.Type == MsgSnap && m.Snapshot != nil {
+		if err := m.Snapshot.Membership.Validate(); err != nil {
+			return fmt.Errorf("%w: MsgSnap from %d: %v", ErrMalformedMessage, m.From, err)
+		}
 	}
 	return nil
 }
@@ -254,7 +283,7 @@ func (rn *RawNode) AckDurable(index, term uint64) {
 	r := rn.raft
 	if r.state == StateLeader && r.log.matchTerm(index, term) {
 		if r.progress[r.id].maybeUpdate(index) && r.maybeCommit() {
-			r.bcastCommit()
+			r.commitAdvanced()
 		}
 	}
 }
@@ -276,7 +305,7 @@ func (rn *RawNode) Status() Status {
 	r := rn.raft
 	return Status{
 		ID: r.id, Term: r.term, Vote: r.vote, Commit: r.log.committed, Applied: r.log.applied,
-		LastIndex: r.log.lastIndex(), Lead: r.lead, State: r.state,
+		LastIndex: r.log.lastIndex(), Lead: r.lead, State: r.state, LeadTransferee: r.leadTransferee,
 	}
 }
 

@@ -19,8 +19,10 @@ type Storage interface {
 	// ApplySnapshot replaces the whole log with snap, received from the leader (§7).
 	ApplySnapshot(snap Snapshot) error
 	// CreateSnapshot records the application's snapshot data up to and including index,
-	// which must be at most the applied index, and discards the log up to it.
-	CreateSnapshot(index uint64, data []byte) (Snapshot, error)
+	// which must be at most the applied index, with the configuration as of index
+	// (the zero Membership if no change was made up to it), and discards the log up
+	// to it.
+	CreateSnapshot(index uint64, membership Membership, data []byte) (Snapshot, error)
 }
 
 // AsyncStorage is a Storage whose writes can be queued, so that the Node keeps
@@ -54,4 +56,7 @@ type LogReader interface {
 	LastIndex() (uint64, error)
 	// Snapshot returns the latest snapshot.
 	Snapshot() (Snapshot, error)
+	// SnapshotMeta returns the latest snapshot's Index, Term and Membership without
+	// its Data, which it need not read.
+	SnapshotMeta() (Snapshot, error)
 }

@@ -415,7 +415,11 @@ func (s *Server) startSnapshot(index uint64) error {
 // the node asks only that the storage's first index moves, and it reads that back.
 func (s *Server) snapshot(index uint64, frozen *frozenState) (int64, error) {
 	var size int64
-	_, err := s.storage.CreateSnapshotFrom(index, func(w io.Writer) error {
+	membership, err := s.node.MembershipAt(index)
+	if err != nil {
+		return 0, err
+	}
+	_, err = s.storage.CreateSnapshotFrom(index, membership, func(w io.Writer) error {
 		var err error
 		size, err = frozen.writeTo(w)
 		if err != nil && !errors.Is(err, errSnapshotWrite) {

@@ -20,6 +20,9 @@ type appState struct {
 	applied uint64
 	// hash folds every command applied so far, with its index.
 	hash uint64
+	// membership is the configuration as of applied, from the snapshot and the
+	// configuration entries applied since; empty while it is the bootstrap one.
+	membership raft.Membership
 }
 
 // FNV-1a, 64 bit.
@@ -79,7 +82,7 @@ func (c *Cluster) restoreApp(n *node, snap raft.Snapshot) bool {
 	}
 	c.checkSnapshotState(n, snap.Index, snap.Term, hash)
 	c.tracef("n%d app restore snapshot %d/%d", n.id, snap.Index, snap.Term)
-	n.app = appState{applied: index, hash: hash}
+	n.app = appState{applied: index, hash: hash, membership: snap.Membership}
 	// Commands proposed here at an index the snapshot covers will never be applied
 	// here one by one, so their clients cannot learn their fate: they give up.
 	for _, idx := range slices.Sorted(maps.Keys(n.pendingProposals)) {
@@ -96,8 +99,16 @@ func (c *Cluster) applyEntry(n *node, e raft.Entry) bool {
 		c.violate("apply order", "node %d: application applied %d, next committed entry is %d (a skip or a re-apply)", n.id, n.app.applied, e.Index)
 		return false
 	}
-	if e.Type == raft.EntryCommand {
+	switch e.Type {
+	case raft.EntryCommand:
 		n.app.hash = foldCommand(n.app.hash, e.Index, e.Data)
+	case raft.EntryConfChange:
+		var ce raft.ConfEntry
+		if err := ce.Unmarshal(e.Data); err != nil {
+			c.violate("configuration", "node %d: committed configuration entry %d does not decode: %v", n.id, e.Index, err)
+			return false
+		}
+		n.app.membership = ce.Membership
 	}
 	n.app.applied = e.Index
 	c.checkApplied(n, e)
@@ -125,14 +136,14 @@ func (c *Cluster) maybeCompact(n *node) {
 	if n.app.applied < first-1+every {
 		return
 	}
-	if _, err := n.storage.CreateSnapshot(n.app.applied, encodeSnapshot(n.app.applied, n.app.hash)); err != nil {
+	if _, err := n.storage.CreateSnapshot(n.app.applied, n.app.membership, encodeSnapshot(n.app.applied, n.app.hash)); err != nil {
 		if errors.Is(err, raft.ErrSnapOutOfDate) || c.crashedInStorage(n, err) {
 			return
 		}
 		c.violate("storage", "node %d: CreateSnapshot(%d): %v", n.id, n.app.applied, err)
 		return
 	}
-	c.compactDurable(n, n.app.applied, encodeSnapshot(n.app.applied, n.app.hash))
+	c.compactDurable(n, n.app.applied, n.app.membership, encodeSnapshot(n.app.applied, n.app.hash))
 	c.tracef("n%d compact through %d", n.id, n.app.applied)
 	c.counters.Compactions++
 }

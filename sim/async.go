@@ -391,11 +391,11 @@ func (c *Cluster) checkAckDurable(n *node, index, logTerm uint64) {
 
 // compactDurable mirrors a compaction of node n's storage in its durable copy. Like
 // storage.Storage's CreateSnapshot, it makes every queued write durable first.
-func (c *Cluster) compactDurable(n *node, index uint64, data []byte) {
+func (c *Cluster) compactDurable(n *node, index uint64, membership raft.Membership, data []byte) {
 	if n.disk == nil || !c.syncTo(n, len(n.disk.queue)) {
 		return
 	}
-	if _, err := n.disk.durable.CreateSnapshot(index, data); err != nil {
+	if _, err := n.disk.durable.CreateSnapshot(index, membership, data); err != nil {
 		c.violate("storage", "node %d: durable copy: CreateSnapshot(%d): %v", n.id, index, err)
 	}
 }

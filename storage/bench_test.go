@@ -146,7 +146,7 @@ func benchmarkAppend(b *testing.B, batch int) {
 			if err := s.Save(raft.HardState{Term: 1, Commit: next - 1}, nil); err != nil {
 				b.Fatal(err)
 			}
-			if _, err := s.CreateSnapshot(next-1, nil); err != nil {
+			if _, err := s.CreateSnapshot(next-1, raft.Membership{}, nil); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -42,7 +42,7 @@ func buildWorkload(r *rand.Rand, n int) []workOp {
 			op = workOp{kind: "save", hs: raft.HardState{Term: term, Vote: 3, Commit: commit}}
 		case p < 94 && commit > m.snap.Index: // the application snapshots what it applied
 			index := m.snap.Index + 1 + uint64(r.IntN(int(commit-m.snap.Index)))
-			op = workOp{kind: "create", index: index, data: []byte(fmt.Sprintf("app state at %d", index))}
+			op = workOp{kind: "create", index: index, members: membershipAt(index), data: []byte(fmt.Sprintf("app state at %d", index))}
 			if index%2 == 0 {
 				// Streamed, and large enough to take several writes. (Chosen without
 				// drawing from r, so the workloads of fixed seeds stay as they were.)
@@ -51,7 +51,8 @@ func buildWorkload(r *rand.Rand, n int) []workOp {
 		case p >= 97: // a leader sends a snapshot past our log
 			term++
 			index := last + 1 + uint64(r.IntN(50))
-			op = workOp{kind: "apply", snap: raft.Snapshot{Index: index, Term: term, Data: []byte(fmt.Sprintf("leader state at %d", index))}}
+			op = workOp{kind: "apply", snap: raft.Snapshot{Index: index, Term: term, Membership: membershipAt(index),
+				Data: []byte(fmt.Sprintf("leader state at %d", index))}}
 			commit = index
 		default:
 			continue

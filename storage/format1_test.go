@@ -23,10 +23,10 @@ func format1Workload(t *testing.T, s *Storage, m *model) {
 		saveWithModel(t, s, m, raft.HardState{}, makeEntries(first, 10, 1, 100))
 	}
 	saveWithModel(t, s, m, raft.HardState{Term: 2, Vote: 2, Commit: 40}, makeEntries(61, 20, 2, 60))
-	if _, err := s.CreateSnapshot(30, []byte("state at 30")); err != nil {
+	if _, err := s.CreateSnapshot(30, raft.Membership{}, []byte("state at 30")); err != nil {
 		t.Fatal(err)
 	}
-	m.createSnapshot(30, []byte("state at 30"))
+	m.createSnapshot(30, raft.Membership{}, []byte("state at 30"))
 	saveWithModel(t, s, m, raft.HardState{Term: 3, Vote: 3, Commit: 70}, makeEntries(75, 11, 3, 80))
 }
 

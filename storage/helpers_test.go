@@ -116,7 +116,8 @@ type state struct {
 
 func (st state) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "hs=%+v snap=%d/%d(%d bytes) log=[%d,%d]", st.HS, st.Snap.Index, st.Snap.Term, len(st.Snap.Data), st.First, st.Last)
+	fmt.Fprintf(&b, "hs=%+v snap=%d/%d(%d bytes, %v) log=[%d,%d]", st.HS, st.Snap.Index, st.Snap.Term, len(st.Snap.Data),
+		st.Snap.Membership, st.First, st.Last)
 	if len(st.Entries) > 0 {
 		b.WriteString(" terms=")
 		for _, e := range st.Entries {
@@ -169,6 +170,7 @@ func normalize(ents []raft.Entry) []raft.Entry {
 
 func equalState(a, b state) bool {
 	return a.HS == b.HS && a.Snap.Index == b.Snap.Index && a.Snap.Term == b.Snap.Term &&
+		a.Snap.Membership.Equal(b.Snap.Membership) &&
 		bytes.Equal(a.Snap.Data, b.Snap.Data) && a.First == b.First && a.Last == b.Last &&
 		reflect.DeepEqual(a.Entries, b.Entries)
 }
@@ -212,10 +214,19 @@ func (m *model) save(st raft.HardState, ents []raft.Entry) {
 	}
 }
 
-func (m *model) createSnapshot(index uint64, data []byte) {
+func (m *model) createSnapshot(index uint64, members raft.Membership, data []byte) {
 	term := m.term(index)
 	m.ents = slices.Clone(m.ents[index-m.snap.Index:])
-	m.snap = raft.Snapshot{Index: index, Term: term, Data: data}
+	m.snap = raft.Snapshot{Index: index, Term: term, Membership: members, Data: data}
+}
+
+// membershipAt is the configuration the workloads record in a snapshot at index: the
+// bootstrap one (empty) or three voters and a learner, varying with index.
+func membershipAt(index uint64) raft.Membership {
+	if index%3 == 0 {
+		return raft.Membership{}
+	}
+	return raft.Membership{Voters: []uint64{1, 2, 3}, Learners: []uint64{4 + index%7}}
 }
 
 func (m *model) applySnapshot(snap raft.Snapshot) {
@@ -241,8 +252,10 @@ type workOp struct {
 	hs    raft.HardState
 	ents  []raft.Entry
 	index uint64
-	data  []byte
-	snap  raft.Snapshot
+	// members is the configuration of a snapshot created ("create", "stream").
+	members raft.Membership
+	data    []byte
+	snap    raft.Snapshot
 }
 
 func (o workOp) String() string {
@@ -264,10 +277,10 @@ func (o workOp) run(s *Storage) error {
 	case "save":
 		return s.Save(o.hs, o.ents)
 	case "create":
-		_, err := s.CreateSnapshot(o.index, o.data)
+		_, err := s.CreateSnapshot(o.index, o.members, o.data)
 		return err
 	case "stream":
-		_, err := s.CreateSnapshotFrom(o.index, func(w io.Writer) error {
+		_, err := s.CreateSnapshotFrom(o.index, o.members, func(w io.Writer) error {
 			for data := o.data; len(data) > 0; {
 				n := min(len(data), 100)
 				if _, err := w.Write(data[:n]); err != nil {
@@ -288,7 +301,7 @@ func (o workOp) apply(m *model) {
 	case "save":
 		m.save(o.hs, o.ents)
 	case "create", "stream":
-		m.createSnapshot(o.index, o.data)
+		m.createSnapshot(o.index, o.members, o.data)
 	default:
 		m.applySnapshot(o.snap)
 	}

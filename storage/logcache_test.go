@@ -80,10 +80,10 @@ func TestLogCacheReadsEvictedEntriesBack(t *testing.T) {
 	save(raft.HardState{Term: 2, Vote: 2, Commit: 70}, makeEntries(85, 30, 2, 90))
 	checkLog(t, s, &m, r, "after appending to the overwrite")
 
-	if _, err := s.CreateSnapshot(65, []byte("state at 65")); err != nil {
+	if _, err := s.CreateSnapshot(65, raft.Membership{}, []byte("state at 65")); err != nil {
 		t.Fatal(err)
 	}
-	m.createSnapshot(65, []byte("state at 65"))
+	m.createSnapshot(65, raft.Membership{}, []byte("state at 65"))
 	checkLog(t, s, &m, r, "after compaction")
 	if _, err := s.Entries(65, 70, 1<<30); !errors.Is(err, raft.ErrCompacted) {
 		t.Fatalf("Entries(65, 70) after a snapshot at 65: %v; want ErrCompacted", err)
@@ -172,7 +172,7 @@ func TestLogCacheConcurrentReads(t *testing.T) {
 				t.Fatal(err)
 			}
 			snap = commit - 10
-			if _, err := s.CreateSnapshot(snap, []byte("state")); err != nil {
+			if _, err := s.CreateSnapshot(snap, raft.Membership{}, []byte("state")); err != nil {
 				t.Fatal(err)
 			}
 		default:

@@ -95,8 +95,8 @@ func (s *crashReporting) ApplySnapshot(snap raft.Snapshot) error {
 	return s.crashed(s.Storage.ApplySnapshot(snap))
 }
 
-func (s *crashReporting) CreateSnapshot(index uint64, data []byte) (raft.Snapshot, error) {
-	snap, err := s.Storage.CreateSnapshot(index, data)
+func (s *crashReporting) CreateSnapshot(index uint64, membership raft.Membership, data []byte) (raft.Snapshot, error) {
+	snap, err := s.Storage.CreateSnapshot(index, membership, data)
 	return snap, s.crashed(err)
 }
 

@@ -21,15 +21,20 @@ import (
 // little-endian:
 //
 //	0   [8]  magic "raftkvSN"
-//	8   u32  format version
+//	8   u32  format version (2)
 //	12  u8   kind: 1 made here (CreateSnapshot), 2 received from the leader (ApplySnapshot)
 //	13  [3]  zero
 //	16  u64  cluster id
 //	24  u64  index
 //	32  u64  term
 //	40  u64  data length
-//	48  ...  data
+//	48  u32  membership length M
+//	52  [M]  the configuration as of index (raft.Membership's encoding)
+//	    ...  data
 //	    u32  CRC-32C of every byte before it
+//
+// Format 1, written before configuration changes, has no membership: its data begins
+// at 48, and it reads as the bootstrap configuration (the empty raft.Membership).
 //
 // It is written under a temporary name, synced, renamed and its directory synced, so
 // a snapshot file that exists under its final name was complete when it got there;
@@ -37,8 +42,10 @@ import (
 const (
 	snapHeaderSize  = 48
 	snapTrailerSize = 4
-	snapVersion     = 1
-	snapExt         = ".snap"
+	snapVersion     = 2
+	// snapMembershipLenSize is format 2's membership length field, after the header.
+	snapMembershipLenSize = 4
+	snapExt               = ".snap"
 )
 
 var snapMagic = [8]byte{'r', 'a', 'f', 't', 'k', 'v', 'S', 'N'}
@@ -86,7 +93,7 @@ func listSnapshots(fsys FS, dir string) ([]snapFile, error) {
 
 // writeSnapshot makes snap durable in dir. Its errors are fatal errors (fatalError).
 func writeSnapshot(fsys FS, dir string, clusterID uint64, snap raft.Snapshot, kind snapKind) error {
-	_, err := writeSnapshotFrom(fsys, dir, clusterID, snap.Index, snap.Term, kind, int64(len(snap.Data)),
+	_, err := writeSnapshotFrom(fsys, dir, clusterID, snap.Index, snap.Term, snap.Membership, kind, int64(len(snap.Data)),
 		func(w io.Writer) error {
 			_, err := w.Write(snap.Data)
 			return err
@@ -97,17 +104,17 @@ func writeSnapshot(fsys FS, dir string, clusterID uint64, snap raft.Snapshot, ki
 // snapWriteBufferBytes is the buffer between a streamed snapshot and its file.
 const snapWriteBufferBytes = 1 << 20
 
-// writeSnapshotFrom makes a snapshot durable in dir whose data write streams into
-// it, and returns the data's length. size is the data's length if known, for
-// preallocation, or -1. An error of write is returned as it is and the file removed;
-// the other errors are fatal errors (fatalError).
+// writeSnapshotFrom makes a snapshot durable in dir, with membership, whose data write
+// streams into it, and returns the data's length. size is the data's length if known,
+// for preallocation, or -1. An error of write is returned as it is and the file
+// removed; the other errors are fatal errors (fatalError).
 //
 // The checksum covers the header, whose data length is known only at the end. CRC-32C
 // is affine over equal-length messages, so the checksum of the header with the length
-// and the data is that of the header without it, streamed with the data, xor that of
-// the length alone in place (every other byte zero), xor that of all zeros.
-func writeSnapshotFrom(fsys FS, dir string, clusterID, index, term uint64, kind snapKind, size int64,
-	write func(io.Writer) error) (int64, error) {
+// and what follows it is that of the header without it, streamed with the rest, xor
+// that of the length alone in place (every other byte zero), xor that of all zeros.
+func writeSnapshotFrom(fsys FS, dir string, clusterID, index, term uint64, membership raft.Membership, kind snapKind,
+	size int64, write func(io.Writer) error) (int64, error) {
 	final := filepath.Join(dir, snapshotName(index, term))
 	// The kind in the name keeps an installed snapshot and one of this node's own,
 	// written at once, apart even at the same index and term (see createSnapshot).
@@ -129,13 +136,18 @@ func writeSnapshotFrom(fsys FS, dir string, clusterID, index, term uint64, kind 
 		fsys.Remove(tmp) // best effort; the next open removes it anyway
 		return 0, fatalError(what+" of snapshot file "+tmp, err)
 	}
+	conf := binary.LittleEndian.AppendUint32(nil, uint32(membership.Size()))
+	conf = membership.MarshalTo(conf)
 	if size >= 0 {
-		if err := f.Preallocate(snapHeaderSize + size + snapTrailerSize); err != nil {
+		if err := f.Preallocate(snapHeaderSize + int64(len(conf)) + size + snapTrailerSize); err != nil {
 			return fail("preallocation", err)
 		}
 	}
 	sw := &snapDataWriter{f: f, off: snapHeaderSize, crc: crc32.Update(0, castagnoli, header[:])}
 	bw := bufio.NewWriterSize(sw, snapWriteBufferBytes)
+	if _, err := bw.Write(conf); err != nil {
+		return fail("write", err)
+	}
 	if err := write(bw); err != nil {
 		if sw.err != nil {
 			return fail("write", sw.err)
@@ -147,20 +159,21 @@ func writeSnapshotFrom(fsys FS, dir string, clusterID, index, term uint64, kind 
 	if err := bw.Flush(); err != nil {
 		return fail("write", err)
 	}
-	n := sw.off - snapHeaderSize
+	rest := sw.off - snapHeaderSize // the membership and the data
+	n := rest - int64(len(conf))
 	if size >= 0 && n != size {
 		panic(fmt.Sprintf("storage: snapshot data of %d bytes was announced as %d", n, size))
 	}
 	binary.LittleEndian.PutUint64(header[40:48], uint64(n))
 	var lengthOnly [snapHeaderSize]byte
 	copy(lengthOnly[40:48], header[40:48])
-	crc := sw.crc ^ crcWithZeros(lengthOnly[:], n) ^ crcWithZeros(make([]byte, snapHeaderSize), n)
+	crc := sw.crc ^ crcWithZeros(lengthOnly[:], rest) ^ crcWithZeros(make([]byte, snapHeaderSize), rest)
 	var trailer [snapTrailerSize]byte
 	binary.LittleEndian.PutUint32(trailer[:], crc)
 	if _, err := f.WriteAt(header[:], 0); err != nil {
 		return fail("write", err)
 	}
-	if _, err := f.WriteAt(trailer[:], snapHeaderSize+n); err != nil {
+	if _, err := f.WriteAt(trailer[:], snapHeaderSize+rest); err != nil {
 		return fail("write", err)
 	}
 	if err := f.Sync(); err != nil {
@@ -245,8 +258,9 @@ func readSnapshot(fsys FS, dir string, sf snapFile, clusterID uint64) (raft.Snap
 	if [8]byte(h[0:8]) != snapMagic {
 		return bad("no snapshot magic")
 	}
-	if v := binary.LittleEndian.Uint32(h[8:12]); v != snapVersion {
-		return bad("format version %d, this build reads version %d", v, snapVersion)
+	version := binary.LittleEndian.Uint32(h[8:12])
+	if version < 1 || version > snapVersion {
+		return bad("format version %d, this build reads versions 1 to %d", version, snapVersion)
 	}
 	kind := snapKind(h[12])
 	if kind != snapCompact && kind != snapInstall {
@@ -262,11 +276,26 @@ func readSnapshot(fsys FS, dir string, sf snapFile, clusterID uint64) (raft.Snap
 	if snap.Index != sf.index || snap.Term != sf.term {
 		return bad("holds index %d term %d, its name says index %d term %d", snap.Index, snap.Term, sf.index, sf.term)
 	}
-	if n := binary.LittleEndian.Uint64(h[40:48]); n != uint64(size-snapHeaderSize-snapTrailerSize) {
-		return bad("says %d bytes of data, the file holds %d", n, size-snapHeaderSize-snapTrailerSize)
+	rest := body[snapHeaderSize:]
+	if version >= 2 {
+		if len(rest) < snapMembershipLenSize {
+			return bad("file ends before the membership's length")
+		}
+		m := binary.LittleEndian.Uint32(rest)
+		rest = rest[snapMembershipLenSize:]
+		if uint64(m) > uint64(len(rest)) {
+			return bad("says %d bytes of membership, the file holds %d after it", m, len(rest))
+		}
+		if err := snap.Membership.Unmarshal(rest[:m]); err != nil {
+			return bad("membership: %v", err)
+		}
+		rest = rest[m:]
 	}
-	if len(body) > snapHeaderSize {
-		snap.Data = body[snapHeaderSize:]
+	if n := binary.LittleEndian.Uint64(h[40:48]); n != uint64(len(rest)) {
+		return bad("says %d bytes of data, the file holds %d", n, len(rest))
+	}
+	if len(rest) > 0 {
+		snap.Data = rest
 	}
 	return snap, kind, nil
 }

@@ -53,7 +53,7 @@ func TestTruncatedTailUnderANewerSnapshot(t *testing.T) {
 	// Cut in the header of the first record after the start record: a torn write.
 	truncateDurably(disk, last, seg.startEnd+7)
 	want := atRoll.clone()
-	want.createSnapshot(snapIndex, []byte(fmt.Sprintf("app state at %d", snapIndex)))
+	want.createSnapshot(snapIndex, raft.Membership{}, []byte(fmt.Sprintf("app state at %d", snapIndex)))
 	s, err := Open(disk, "/data", opts)
 	if err != nil {
 		t.Fatalf("%s cut in its first record: %v", last, err)
@@ -84,10 +84,10 @@ func TestSnapshotAheadOfTheWALAfterACrash(t *testing.T) {
 	var prefix model
 	prefix.save(raft.HardState{Term: 1, Vote: 1, Commit: 12}, makeEntries(1, 20, 1, 50))
 	adopted := prefix.clone()
-	adopted.createSnapshot(15, snapData)
+	adopted.createSnapshot(15, raft.Membership{}, snapData)
 	full := prefix.clone()
 	full.save(raft.HardState{Term: 1, Vote: 1, Commit: 18}, makeEntries(21, 10, 1, 50))
-	full.createSnapshot(15, snapData)
+	full.createSnapshot(15, raft.Membership{}, snapData)
 	want := map[string]state{"the durable prefix": prefix.state(), "the prefix compacted to the snapshot": adopted.state(), "everything": full.state()}
 
 	seen := map[string]bool{}
@@ -105,7 +105,7 @@ func TestSnapshotAheadOfTheWALAfterACrash(t *testing.T) {
 		if _, err := s.SaveAsync(raft.HardState{Term: 1, Vote: 1, Commit: 18}, makeEntries(21, 10, 1, 50)); err != nil {
 			t.Fatal(err) // it only queues
 		}
-		_, err := s.CreateSnapshot(15, snapData)
+		_, err := s.CreateSnapshot(15, raft.Membership{}, snapData)
 		s.Close()
 		mem.Crash()
 		r, oerr := Open(mem, "/data", opts)

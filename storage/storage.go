@@ -490,8 +490,19 @@ func (s *Storage) LastIndex() (uint64, error) {
 	return s.lastIndexLocked(), nil
 }
 
-// Snapshot implements raft.LogReader. The Storage keeps only the snapshot's index and
-// term in memory (its data can be as large as the whole state, and is needed only to
+// SnapshotMeta implements raft.LogReader: the latest snapshot's index, term and
+// membership, which the Storage keeps in memory.
+func (s *Storage) SnapshotMeta() (raft.Snapshot, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.checkLocked(); err != nil {
+		return raft.Snapshot{}, err
+	}
+	return raft.Snapshot{Index: s.mu.snap.Index, Term: s.mu.snap.Term, Membership: s.mu.snap.Membership.Clone()}, nil
+}
+
+// Snapshot implements raft.LogReader. The Storage keeps only the snapshot's index,
+// term and membership in memory (its data can be as large as the whole state, and is needed only to
 // catch up a lagging follower or restart the application), so Snapshot reads the data
 // back from its file, checking it again.
 func (s *Storage) Snapshot() (raft.Snapshot, error) {

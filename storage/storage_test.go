@@ -94,7 +94,7 @@ func TestEntriesAndTermBounds(t *testing.T) {
 	if err := s.Save(raft.HardState{Term: 1, Commit: 10}, makeEntries(1, 10, 1, 100)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateSnapshot(4, []byte("state@4")); err != nil {
+	if _, err := s.CreateSnapshot(4, raft.Membership{}, []byte("state@4")); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
@@ -132,10 +132,10 @@ func TestEntriesAndTermBounds(t *testing.T) {
 	if first, _ := s.FirstIndex(); first != 5 {
 		t.Errorf("FirstIndex = %d; want 5", first)
 	}
-	if _, err := s.CreateSnapshot(4, nil); !errors.Is(err, raft.ErrSnapOutOfDate) {
+	if _, err := s.CreateSnapshot(4, raft.Membership{}, nil); !errors.Is(err, raft.ErrSnapOutOfDate) {
 		t.Errorf("CreateSnapshot at the current snapshot: %v; want ErrSnapOutOfDate", err)
 	}
-	if _, err := s.CreateSnapshot(11, nil); err == nil {
+	if _, err := s.CreateSnapshot(11, raft.Membership{}, nil); err == nil {
 		t.Errorf("CreateSnapshot above the commit index succeeded")
 	}
 }
@@ -155,14 +155,14 @@ func TestCreateSnapshotDropsSegmentsAndSurvivesReopen(t *testing.T) {
 			}
 			m.save(hs, ents)
 			data := []byte(fmt.Sprintf("state after round %d", round))
-			snap, err := s.CreateSnapshot(index-5, data)
+			snap, err := s.CreateSnapshot(index-5, raft.Membership{}, data)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if snap.Index != index-5 || snap.Term != 1 {
 				t.Fatalf("CreateSnapshot returned %d/%d", snap.Index, snap.Term)
 			}
-			m.createSnapshot(index-5, data)
+			m.createSnapshot(index-5, raft.Membership{}, data)
 		}
 		segments, _ := fsys.List(filepath.Join(dir, "wal"))
 		snaps, _ := fsys.List(filepath.Join(dir, "snap"))
@@ -205,7 +205,7 @@ func TestCreateSnapshotFromStreams(t *testing.T) {
 			data[i] = byte(i * 7 / 3)
 		}
 		errApp := errors.New("the application failed mid-stream")
-		_, err := s.CreateSnapshotFrom(30, func(w io.Writer) error {
+		_, err := s.CreateSnapshotFrom(30, raft.Membership{}, func(w io.Writer) error {
 			if _, err := w.Write(data[:1000]); err != nil {
 				return err
 			}
@@ -221,7 +221,7 @@ func TestCreateSnapshotFromStreams(t *testing.T) {
 			t.Fatalf("a failed stream left %v", names)
 		}
 
-		snap, err := s.CreateSnapshotFrom(30, func(w io.Writer) error {
+		snap, err := s.CreateSnapshotFrom(30, raft.Membership{}, func(w io.Writer) error {
 			for rest := data; len(rest) > 0; {
 				n := min(len(rest), 4000)
 				if _, err := w.Write(rest[:n]); err != nil {
@@ -248,10 +248,10 @@ func TestCreateSnapshotFromStreams(t *testing.T) {
 			}
 		}
 		check("after the stream")
-		if _, err := s.CreateSnapshotFrom(30, func(io.Writer) error { return nil }); !errors.Is(err, raft.ErrSnapOutOfDate) {
+		if _, err := s.CreateSnapshotFrom(30, raft.Membership{}, func(io.Writer) error { return nil }); !errors.Is(err, raft.ErrSnapOutOfDate) {
 			t.Fatalf("a second snapshot at 30: %v, want ErrSnapOutOfDate", err)
 		}
-		if _, err := s.CreateSnapshotFrom(41, func(io.Writer) error { return nil }); err == nil {
+		if _, err := s.CreateSnapshotFrom(41, raft.Membership{}, func(io.Writer) error { return nil }); err == nil {
 			t.Fatalf("a snapshot past the end of the log succeeded")
 		}
 		s.Close()
@@ -302,12 +302,12 @@ func TestSnapshotFailingChecksumFallsBackToOlder(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.save(raft.HardState{Term: 2, Commit: 50}, makeEntries(1, 60, 2, 100))
-	if _, err := s.CreateSnapshot(20, []byte("state@20")); err != nil {
+	if _, err := s.CreateSnapshot(20, raft.Membership{}, []byte("state@20")); err != nil {
 		t.Fatal(err)
 	}
 	older := m.clone()
-	older.createSnapshot(20, []byte("state@20"))
-	if _, err := s.CreateSnapshot(45, []byte("state@45")); err != nil {
+	older.createSnapshot(20, raft.Membership{}, []byte("state@20"))
+	if _, err := s.CreateSnapshot(45, raft.Membership{}, []byte("state@45")); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -410,7 +410,7 @@ func TestWriteErrorIsFatal(t *testing.T) {
 			if _, err2 := s.Entries(1, 2, 100); err2 != err {
 				t.Errorf("Entries after the failure: %v; want the first error", err2)
 			}
-			if _, err2 := s.CreateSnapshot(1, nil); err2 != err {
+			if _, err2 := s.CreateSnapshot(1, raft.Membership{}, nil); err2 != err {
 				t.Errorf("CreateSnapshot after the failure: %v; want the first error", err2)
 			}
 			if lines := logs.find("ERROR", "storage stopped"); len(lines) != 1 {
@@ -588,4 +588,48 @@ func TestSaveAsyncTicketsAndOneSync(t *testing.T) {
 	if last, _ := s.LastIndex(); last != 5 {
 		t.Errorf("after a crash the log ends at %d; want the 5 durable entries", last)
 	}
+}
+
+// TestSnapshotMembershipPersists: a snapshot's configuration, made here or installed
+// from the leader, is in its file (format 2) and comes back after a restart, from
+// SnapshotMeta without reading the data and from Snapshot with it.
+func TestSnapshotMembershipPersists(t *testing.T) {
+	fsys := NewMemFS()
+	opts, _ := testOptions(t, MinSegmentSize)
+	s := mustOpen(t, fsys, "/d", opts)
+	if err := s.Save(raft.HardState{Term: 1, Vote: 1, Commit: 10}, makeEntries(1, 10, 1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	made := raft.Membership{Voters: []uint64{1, 2, 3}, Learners: []uint64{7}}
+	if _, err := s.CreateSnapshot(5, raft.Membership{Voters: []uint64{2, 1}}, nil); err == nil {
+		t.Fatal("CreateSnapshot took a membership out of order")
+	}
+	if _, err := s.CreateSnapshot(5, made, []byte("state@5")); err != nil {
+		t.Fatal(err)
+	}
+	check := func(s *Storage, index uint64, want raft.Membership, data string) {
+		t.Helper()
+		meta, err := s.SnapshotMeta()
+		if err != nil || meta.Index != index || !meta.Membership.Equal(want) || meta.Data != nil {
+			t.Fatalf("SnapshotMeta = %d %v (%d bytes), %v; want %d %v without data", meta.Index, meta.Membership, len(meta.Data), err, index, want)
+		}
+		snap, err := s.Snapshot()
+		if err != nil || snap.Index != index || !snap.Membership.Equal(want) || string(snap.Data) != data {
+			t.Fatalf("Snapshot = %d %v %q, %v; want %d %v %q", snap.Index, snap.Membership, snap.Data, err, index, want, data)
+		}
+	}
+	check(s, 5, made, "state@5")
+	s.Close()
+	s = mustOpen(t, fsys, "/d", opts)
+	check(s, 5, made, "state@5")
+
+	installed := raft.Membership{Voters: []uint64{2, 3, 9}}
+	if err := s.ApplySnapshot(raft.Snapshot{Index: 40, Term: 3, Membership: installed, Data: []byte("leader@40")}); err != nil {
+		t.Fatal(err)
+	}
+	check(s, 40, installed, "leader@40")
+	s.Close()
+	s = mustOpen(t, fsys, "/d", opts)
+	defer s.Close()
+	check(s, 40, installed, "leader@40")
 }

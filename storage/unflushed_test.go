@@ -26,7 +26,7 @@ func TestUnflushedWritesAreForgotten(t *testing.T) {
 			}
 			index++
 		}
-		if _, err := s.CreateSnapshot(index-1, []byte("state")); err != nil {
+		if _, err := s.CreateSnapshot(index-1, raft.Membership{}, []byte("state")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -47,7 +47,7 @@ func TestSnapshotOfAChangedLogLeavesNoFile(t *testing.T) {
 	if err := s.Save(raft.HardState{Term: 2, Vote: 1, Commit: 2}, makeEntries(1, 5, 1, 10)); err != nil {
 		t.Fatal(err)
 	}
-	_, err := s.CreateSnapshotFrom(4, func(w io.Writer) error {
+	_, err := s.CreateSnapshotFrom(4, raft.Membership{}, func(w io.Writer) error {
 		if _, err := w.Write([]byte("state at 4")); err != nil {
 			return err
 		}
@@ -82,7 +82,7 @@ func TestApplySnapshotDoesNotWaitForAnOwnSnapshot(t *testing.T) {
 	streaming, release := make(chan struct{}), make(chan struct{})
 	created := make(chan error, 1)
 	go func() {
-		_, err := s.CreateSnapshotFrom(4, func(w io.Writer) error {
+		_, err := s.CreateSnapshotFrom(4, raft.Membership{}, func(w io.Writer) error {
 			close(streaming)
 			<-release
 			_, err := w.Write([]byte("state at 4"))

@@ -230,12 +230,13 @@ func (s *Storage) WaitDurable(t Ticket) error { return s.wal.waitDurable(uint64(
 func (s *Storage) IsDurable(t Ticket) bool { return s.wal.isDurable(uint64(t)) }
 
 // CreateSnapshot implements raft.Storage: it writes data as the snapshot at index
-// (which must be committed), records it in the WAL, drops the log up to it from
-// memory, then removes the snapshot files beyond Options.SnapshotsToKeep and the WAL
-// segments wholly below the oldest snapshot kept. The Storage keeps only the index and
-// term in memory; Snapshot reads the data back from the file.
-func (s *Storage) CreateSnapshot(index uint64, data []byte) (raft.Snapshot, error) {
-	snap, err := s.createSnapshot(index, true, int64(len(data)), func(w io.Writer) error {
+// (which must be committed), with membership, the configuration as of index, records
+// it in the WAL, drops the log up to it from memory, then removes the snapshot files
+// beyond Options.SnapshotsToKeep and the WAL segments wholly below the oldest
+// snapshot kept. The Storage keeps only the index, term and membership in memory;
+// Snapshot reads the data back from the file.
+func (s *Storage) CreateSnapshot(index uint64, membership raft.Membership, data []byte) (raft.Snapshot, error) {
+	snap, err := s.createSnapshot(index, membership, true, int64(len(data)), func(w io.Writer) error {
 		_, err := w.Write(data)
 		return err
 	})
@@ -245,7 +246,9 @@ func (s *Storage) CreateSnapshot(index uint64, data []byte) (raft.Snapshot, erro
 
 // CreateSnapshotFrom is CreateSnapshot for an application whose state is too large
 // to encode into memory at once: write streams the data into the snapshot file
-// through a buffer. The returned Snapshot has no Data.
+// through a buffer. The returned Snapshot has no Data. membership is the configuration
+// as of index, which the application knows from the ApplyConfChange and ApplySnapshot
+// messages it applied up to index (raft.Node.MembershipAt answers it too).
 //
 // The application calls it itself, rather than through the raft node, with the index
 // it has applied: that it applied it vouches that it is committed, so unlike
@@ -253,11 +256,15 @@ func (s *Storage) CreateSnapshot(index uint64, data []byte) (raft.Snapshot, erro
 // caught up (the node writes it lazily). After a restart the node takes the snapshot's
 // index as committed. An error of write is returned unwrapped and changes nothing;
 // raft.ErrSnapOutOfDate says a snapshot at or after index exists already.
-func (s *Storage) CreateSnapshotFrom(index uint64, write func(io.Writer) error) (raft.Snapshot, error) {
-	return s.createSnapshot(index, false, -1, write)
+func (s *Storage) CreateSnapshotFrom(index uint64, membership raft.Membership, write func(io.Writer) error) (raft.Snapshot, error) {
+	return s.createSnapshot(index, membership, false, -1, write)
 }
 
-func (s *Storage) createSnapshot(index uint64, mustBeCommitted bool, size int64, write func(io.Writer) error) (raft.Snapshot, error) {
+func (s *Storage) createSnapshot(index uint64, membership raft.Membership, mustBeCommitted bool, size int64,
+	write func(io.Writer) error) (raft.Snapshot, error) {
+	if err := membership.Validate(); err != nil {
+		return raft.Snapshot{}, fmt.Errorf("storage: CreateSnapshot(%d): %w", index, err)
+	}
 	// The file is written under createMu alone, and snapMu taken only to commit it:
 	// a leader's snapshot (ApplySnapshot, on the node's run loop) must not wait for
 	// this node's own one to stream, which takes as long as the state is large. If
@@ -270,7 +277,8 @@ func (s *Storage) createSnapshot(index uint64, mustBeCommitted bool, size int64,
 	if err != nil {
 		return raft.Snapshot{}, err
 	}
-	if _, err := writeSnapshotFrom(s.fs, s.snapDir, s.clusterID, snap.Index, snap.Term, snapCompact, size, write); err != nil {
+	snap.Membership = membership.Clone()
+	if _, err := writeSnapshotFrom(s.fs, s.snapDir, s.clusterID, snap.Index, snap.Term, membership, snapCompact, size, write); err != nil {
 		if !errors.Is(err, ErrFailed) {
 			return raft.Snapshot{}, err // the application's, not the disk's
 		}
@@ -297,7 +305,7 @@ func (s *Storage) createSnapshot(index uint64, mustBeCommitted bool, size int64,
 		return raft.Snapshot{}, err
 	}
 	s.compactLocked(index)
-	s.mu.snap = raft.Snapshot{Index: snap.Index, Term: snap.Term}
+	s.mu.snap = raft.Snapshot{Index: snap.Index, Term: snap.Term, Membership: snap.Membership}
 	s.mu.Unlock()
 
 	if err := s.wal.waitDurable(ticket); err != nil {
@@ -325,8 +333,8 @@ func (s *Storage) checkSnapshotLocked(index uint64, mustBeCommitted bool) (raft.
 }
 
 // ApplySnapshot implements raft.Storage: it persists snap, received from the leader,
-// and replaces the whole log with it. The Storage keeps only its index and term in
-// memory; Snapshot reads the data back from the file.
+// and replaces the whole log with it. The Storage keeps only its index, term and
+// membership in memory; Snapshot reads the data back from the file.
 func (s *Storage) ApplySnapshot(snap raft.Snapshot) error {
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
@@ -354,7 +362,7 @@ func (s *Storage) ApplySnapshot(snap raft.Snapshot) error {
 		s.mu.Unlock()
 		return err
 	}
-	s.mu.snap = raft.Snapshot{Index: snap.Index, Term: snap.Term}
+	s.mu.snap = raft.Snapshot{Index: snap.Index, Term: snap.Term, Membership: snap.Membership.Clone()}
 	s.mu.log.reset(snap.Index)
 	s.mu.cache, s.mu.cachedSize = nil, 0
 	s.mu.Unlock()

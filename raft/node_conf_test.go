@@ -1,0 +1,159 @@
+package raft
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+)
+
+// waitLeader returns the node that leads among those running, waiting up to 10s.
+func (c *testCluster) waitLeader() uint64 {
+	c.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, id := range slices.Sorted(func(yield func(uint64) bool) {
+			for id := range c.nodes {
+				if !yield(id) {
+					return
+				}
+			}
+		}) {
+			if _, isLeader := c.nodes[id].State(); isLeader {
+				return id
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	c.t.Fatal("no leader within 10s")
+	return 0
+}
+
+// proposeConf proposes cc at the leader, retrying while the leader is not ready or
+// leadership moves, and returns the change's index.
+func (c *testCluster) proposeConf(cc ConfChange) uint64 {
+	c.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		lead := c.waitLeader()
+		index, _, err := c.nodes[lead].ProposeConfChange(context.Background(), cc)
+		if err == nil {
+			return index
+		}
+		if !errors.Is(err, ErrConfChangePending) && !errors.Is(err, ErrNotLeader) {
+			c.t.Fatalf("ProposeConfChange(%v): %v", cc, err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	c.t.Fatalf("ProposeConfChange(%v) not accepted within 10s", cc)
+	return 0
+}
+
+// waitMembership waits until the application of every node in ids has applied a
+// configuration equal to want.
+func (c *testCluster) waitMembership(want Membership, ids ...uint64) {
+	c.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, id := range ids {
+		for {
+			app := c.apps[id]
+			app.mu <- struct{}{}
+			got := app.membership
+			<-app.mu
+			if got.Equal(want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				c.t.Fatalf("node %d applied configuration %v, want %v", id, got, want)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+}
+
+// A member's whole life through the Node's API: a learner joins with an empty log and
+// catches up, the leader's MembershipStatus shows it caught up, it is promoted, takes
+// leadership by transfer (thesis §3.10), hands it on to the most up-to-date voter
+// (the SIGTERM hand-off), and the original leader is removed.
+func TestNodeMembershipLifecycle(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	c := newWrappedTestCluster(t, 3, nil, func(c *testCluster) { c.joined = map[uint64]bool{4: true} })
+	lead, index := c.propose([]byte("one"))
+	c.waitApplied(index, []byte("one"), c.peers...)
+
+	c.storages[4] = NewMemoryStorage()
+	c.start(4, 0)
+	confIndex := c.proposeConf(ConfChange{Type: ConfChangeAddLearner, NodeID: 4, Context: []byte("node four")})
+	withLearner := Membership{Voters: []uint64{1, 2, 3}, Learners: []uint64{4}}
+	c.waitMembership(withLearner, 1, 2, 3, 4)
+	c.waitApplied(index, []byte("one"), 4)
+	app := c.apps[4]
+	app.mu <- struct{}{}
+	confs := slices.Clone(app.confs)
+	<-app.mu
+	if len(confs) != 1 || confs[0].Index != confIndex || confs[0].ConfChange.Type != ConfChangeAddLearner ||
+		string(confs[0].ConfChange.Context) != "node four" {
+		t.Fatalf("learner applied configuration changes %+v, want the one at %d adding it with its context", confs, confIndex)
+	}
+
+	// The leader shows the learner caught up: its match is the leader's.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		lead = c.waitLeader()
+		st := c.nodes[lead].MembershipStatus()
+		var self, learner PeerProgress
+		for _, p := range st.Progress {
+			switch p.ID {
+			case lead:
+				self = p
+			case 4:
+				learner = p
+			}
+		}
+		if learner.IsLearner && learner.Match > 0 && learner.Match == self.Match {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("learner not caught up within 10s: leader %d's status %+v", lead, st)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+
+	c.proposeConf(ConfChange{Type: ConfChangePromote, NodeID: 4})
+	c.waitMembership(Membership{Voters: []uint64{1, 2, 3, 4}}, 1, 2, 3, 4)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	lead = c.waitLeader()
+	if lead != 4 {
+		if err := c.nodes[lead].TransferLeadership(ctx, 4); err != nil {
+			t.Fatalf("transfer from %d to 4: %v", lead, err)
+		}
+	}
+	if _, isLeader := c.nodes[4].State(); !isLeader {
+		// The old leader saw 4 lead; 4 itself may lag by a message.
+		if c.waitLeader() != 4 {
+			t.Fatalf("node 4 does not lead after the transfer")
+		}
+	}
+	if err := c.nodes[4].TransferLeadership(ctx, 9); !errors.Is(err, ErrBadTransferee) {
+		t.Fatalf("transfer to a stranger: %v, want ErrBadTransferee", err)
+	}
+	// The SIGTERM hand-off: to whichever voter is most up to date.
+	if err := c.nodes[4].TransferLeadership(ctx, None); err != nil {
+		t.Fatalf("hand-off from 4: %v", err)
+	}
+	if next := c.waitLeader(); next == 4 {
+		t.Fatal("node 4 still leads after handing off")
+	}
+
+	// Remove node 1, leader or not.
+	c.proposeConf(ConfChange{Type: ConfChangeRemove, NodeID: 1})
+	c.waitMembership(Membership{Voters: []uint64{2, 3, 4}}, 2, 3, 4)
+	lead, index = c.propose([]byte("two"))
+	if lead == 1 {
+		t.Fatal("removed node 1 leads")
+	}
+	c.waitApplied(index, []byte("two"), 2, 3, 4)
+}
