@@ -92,7 +92,12 @@ type Node struct {
 	durable       struct {
 		sync.Mutex
 		index, term, ticket uint64
+		// hardStateTerm is the term of the last HardState made durable.
+		hardStateTerm uint64
 	}
+	// durableTerm is the term of the last HardState known durable (run loop only):
+	// a leader's messages go out before its write only in a term already durable.
+	durableTerm   uint64
 	queuedTickets []uint64
 
 	term     atomic.Uint64
@@ -187,6 +192,7 @@ func NewNode(cfg Config, newTransport NewTransport) (*Node, error) {
 	if n.savedHardState, err = cfg.Storage.InitialState(); err != nil {
 		return nil, fmt.Errorf("raft: reading HardState: %w", err)
 	}
+	n.durableTerm = n.savedHardState.Term
 	first, err := cfg.Storage.FirstIndex()
 	if err != nil {
 		return nil, fmt.Errorf("raft: reading first index: %w", err)
@@ -576,6 +582,7 @@ func (n *Node) run() {
 			n.durable.Lock()
 			index, term := n.durable.index, n.durable.term
 			durableTicket := n.durable.ticket
+			n.durableTerm = max(n.durableTerm, n.durable.hardStateTerm)
 			n.durable.Unlock()
 			n.rn.AckDurable(index, term)
 			k := 0

@@ -3,7 +3,9 @@ package raft
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -156,4 +158,52 @@ func TestNodeMembershipLifecycle(t *testing.T) {
 		t.Fatal("removed node 1 leads")
 	}
 	c.waitApplied(index, []byte("two"), 2, 3, 4)
+}
+
+// A leader elected by its own vote alone (the only voter) must not send its appends
+// before its term is durable, though a leader's appends may otherwise leave before its
+// write (thesis §10.2.1): they claim its term, and a crash before the term is durable
+// would let it vote again in that term. With learners (or removed members still
+// tracked), such a leader has someone to send to. Found by the simulator: seed 258
+// (-confchanges=on).
+func TestNodeSingleVoterSpeaksOnlyInADurableTerm(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	var mu sync.Mutex
+	var problems []string
+	async := map[uint64]*asyncTestStorage{}
+	c := newWrappedTestCluster(t, 1, func(id uint64, tr Transport) Transport {
+		return checkTransport{next: tr, check: func(m Message) {
+			if _, hs := async[id].durable(); m.Term > hs.Term {
+				mu.Lock()
+				problems = append(problems, fmt.Sprintf("node %d sent %v in term %d with only term %d durable", id, m.Type, m.Term, hs.Term))
+				mu.Unlock()
+			}
+		}}
+	}, func(c *testCluster) {
+		c.async = async
+		c.joined = map[uint64]bool{2: true}
+	})
+	for _, st := range async {
+		st.delay = 20 * time.Millisecond
+	}
+	lead, index := c.propose([]byte("one"))
+	c.waitApplied(index, []byte("one"), lead)
+	c.storages[2] = NewMemoryStorage()
+	async[2] = &asyncTestStorage{MemoryStorage: c.storages[2], delay: time.Millisecond}
+	c.start(2, 0)
+	c.proposeConf(ConfChange{Type: ConfChangeAddLearner, NodeID: 2})
+	c.waitApplied(index, []byte("one"), 2)
+	// Restart the voter: it wins its new term alone, at once, and has a learner to
+	// send to.
+	for range 3 {
+		c.stop(1)
+		c.start(1, 0)
+		_, index = c.propose([]byte("again"))
+		c.waitApplied(index, []byte("again"), 1, 2)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(problems) > 0 {
+		t.Fatalf("%d messages ahead of the durable term, first: %s", len(problems), problems[0])
+	}
 }

@@ -8,9 +8,11 @@ import "fmt"
 // handleReady persists, sends and queues for applying, in the order Ready requires,
 // with two overlaps that keep Figure 2's guarantees:
 //   - a leader's appends and heartbeats go out before its own disk write (thesis
-//     §10.2.1): they depend on nothing this Ready persists (the leader's term and vote
-//     were durable before it campaigned), and the leader counts its own copy only after
-//     Advance;
+//     §10.2.1): they depend on nothing this Ready persists, and the leader counts its
+//     own copy only after Advance. They do claim the leader's term, which is durable
+//     before any of them leaves: a leader that needed others' votes made it durable
+//     before asking for them, and one elected by its own vote alone (the only voter,
+//     with learners to send to) holds them back, with the rest, until it is;
 //   - committed entries go to the application before this Ready's write: they are
 //     durable on a majority already (that is what committed means), so applying them
 //     does not wait for the next batch's fsync. A crash loses only the application's
@@ -19,6 +21,9 @@ import "fmt"
 // Votes and acknowledgements still leave only after the write.
 func (n *Node) handleReady(rd Ready) error {
 	early, late := splitLeaderMessages(rd.Messages)
+	if len(early) > 0 && early[0].Term > n.durableTerm {
+		early, late = nil, rd.Messages
+	}
 	if len(early) > 0 {
 		n.transport.Send(early)
 	}
@@ -39,6 +44,7 @@ func (n *Node) handleReady(rd Ready) error {
 		}
 		if !hs.IsEmpty() {
 			n.savedHardState = hs
+			n.durableTerm = hs.Term
 		}
 	}
 	if len(late) > 0 {
@@ -51,8 +57,10 @@ func (n *Node) handleReady(rd Ready) error {
 type persistItem struct {
 	ticket uint64
 	msgs   []Message
-	// index and term of the last entry written, if any.
-	index, term uint64
+	// index and term of the last entry written, if any; hardStateTerm the term of
+	// the HardState written, if any.
+	index, term   uint64
+	hardStateTerm uint64
 }
 
 // queueWrite queues a Ready's write with an AsyncStorage and hands the persist
@@ -68,6 +76,7 @@ func (n *Node) queueWrite(hs HardState, write bool, ents []Entry, late []Message
 		}
 		if !hs.IsEmpty() {
 			n.savedHardState = hs
+			item.hardStateTerm = hs.Term
 		}
 		item.ticket = t
 		if t != 0 {
@@ -95,6 +104,7 @@ func (n *Node) queueWrite(hs HardState, write bool, ents []Entry, late []Message
 			n.transport.Send(late)
 		}
 		n.queuedTickets = n.queuedTickets[:0]
+		n.durableTerm = max(n.durableTerm, item.hardStateTerm)
 		if item.index != 0 {
 			n.inlineDurable = [2]uint64{item.index, item.term}
 		}
@@ -135,12 +145,13 @@ func (n *Node) persist() {
 				drained = true
 			}
 		}
-		var ticket, index, term uint64
+		var ticket, index, term, hardStateTerm uint64
 		for _, it := range batch {
 			ticket = max(ticket, it.ticket)
 			if it.index != 0 {
 				index, term = it.index, it.term
 			}
+			hardStateTerm = max(hardStateTerm, it.hardStateTerm)
 		}
 		if ticket != 0 {
 			if err := n.async.WaitDurable(ticket); err != nil {
@@ -163,6 +174,7 @@ func (n *Node) persist() {
 				n.durable.index, n.durable.term = index, term
 			}
 			n.durable.ticket = ticket
+			n.durable.hardStateTerm = max(n.durable.hardStateTerm, hardStateTerm)
 			n.durable.Unlock()
 			n.wakeRun()
 		}

@@ -256,8 +256,10 @@ func (rn *RawNode) Advance(rd Ready) {
 // AdvanceQueued is Advance for a caller whose storage writes are asynchronous
 // (AsyncStorage): rd's entries and HardState are queued and readable from Storage, but
 // may not be durable yet. Until they are, the caller holds back every message of rd
-// and of later Readies except a leader's appends, heartbeats and snapshots, and then
-// reports the last entry written with AckDurable.
+// and of later Readies except a leader's appends, heartbeats and snapshots of a term
+// already durable (a leader elected by its own vote, the only voter, speaks in the
+// Ready that first writes its term), and then reports the last entry written with
+// AckDurable.
 func (rn *RawNode) AdvanceQueued(rd Ready) {
 	r := rn.raft
 	if !rd.Snapshot.IsEmpty() {

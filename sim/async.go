@@ -16,9 +16,11 @@ import (
 // durable later, at a flush event of the node's simulated disk. A leader's appends,
 // heartbeats and snapshots leave at once; every other message waits in the node's
 // queue until every write queued before it is durable, even when its own Ready wrote
-// nothing. A flush makes a prefix of the queued writes durable (one or several: a group
-// commit), sends the messages that waited for them, in order, and reports the last
-// entry written with AckDurable. A crash loses every write not yet durable.
+// nothing. (A leader elected by its own vote alone, the only voter, holds its messages
+// too until its term is durable.) A flush makes a prefix of the queued writes durable
+// (one or several: a group commit), sends the messages that waited for them, in order,
+// and reports the last entry written with AckDurable. A crash loses every write not
+// yet durable.
 
 // diskWrite is one Ready's write in a node's disk queue, or, with isWrite false, a
 // Ready that wrote nothing but whose messages must wait behind the writes before it.
@@ -128,7 +130,10 @@ func (c *Cluster) handleReadyAsync(n *node, rd raft.Ready) bool {
 	}
 	var held []heldMessage
 	for _, m := range rd.Messages {
-		if m.Type == raft.MsgApp || m.Type == raft.MsgHeartbeat || m.Type == raft.MsgSnap {
+		// A leader's messages claim its term: they leave before the write only in a
+		// term already durable (not so for a leader elected by its own vote alone).
+		isLeaders := m.Type == raft.MsgApp || m.Type == raft.MsgHeartbeat || m.Type == raft.MsgSnap
+		if isLeaders && m.Term <= n.durable.Term {
 			c.send(n, m)
 		} else {
 			held = append(held, c.hold(n, m))

@@ -33,8 +33,9 @@
 // writes the way raft.Node does over a raft.AsyncStorage (raft/node_ready.go). A
 // Ready's snapshot is installed at once, which makes every earlier write durable; its
 // HardState and entries are queued, readable at once, and the core is told with
-// AdvanceQueued. The leader's appends, heartbeats and snapshots leave at once; every
-// other message waits in the node's queue behind every write queued before it, even
+// AdvanceQueued. The leader's appends, heartbeats and snapshots leave at once, once its
+// term is durable; every other message waits in the node's queue behind every write
+// queued before it, even
 // when its own Ready wrote nothing. Committed entries are applied without waiting. A
 // flush event of the node's simulated disk, 0.1-5 ms after a write is queued (now and
 // then up to 100 ms), makes a prefix of the queue durable (all of it, or at random a
