@@ -63,13 +63,22 @@ import (
 //
 // # Removal and non-voters
 //
-// A server that is not a voter in its configuration never campaigns and ignores
-// MsgTimeoutNow, so a server that learned of its removal is silent. One removed
-// before it learned (cut off while the change committed) still holds C_old and does
-// campaign: PreVote keeps it from raising anyone's term (its log lacks C_new, which
-// a majority of C_new holds, so a majority of C_old will never find it up to date),
-// and CheckQuorum's lease makes members ignore its vote requests while they hear from
-// the leader (thesis §4.2.3). With both turned off it can force elections.
+// Learners never campaign, and a server removed by a change it knows committed never
+// campaigns and ignores MsgTimeoutNow: it is silent. One removed by a change it holds
+// but does not know committed does campaign, counting the votes of the configuration
+// that removed it (not its own): it may hold the longest log of the servers up, a
+// leader that appended its own removal and lost leadership before it committed, and
+// then no other server can win an election without its vote, which the election
+// restriction (§5.4.1) makes it refuse. Winning, it commits the change with a majority
+// of C_new and steps down as below (TestRemovedLeaderWithTheLongestLogFinishesItsRemoval).
+// Its votes are C_new's, so this is an election like any other.
+//
+// One removed before it learned of it at all (cut off while the change committed)
+// still holds C_old and campaigns: PreVote keeps it from raising anyone's term (its
+// log lacks C_new, which a majority of C_new holds, so a majority of C_old will never
+// find it up to date), and CheckQuorum's lease makes members ignore its vote requests
+// while they hear from the leader (thesis §4.2.3). With both turned off it can force
+// elections.
 //
 // A leader that removes itself stays leader until the change commits, replicating but
 // not counting its own copy (§4.2.2); then it steps down, first telling the removed
@@ -105,6 +114,17 @@ func (r *raft) loadConf(maxBytes uint64) error {
 	}
 	r.switchConf()
 	return nil
+}
+
+// promotable reports whether this node may campaign: it is a voter of the
+// configuration in effect, or it was one of the configuration before and the change
+// that removed it is not known committed (see "Removal and non-voters").
+func (r *raft) promotable() bool {
+	if r.isVoter(r.id) {
+		return true
+	}
+	index := r.confs.latestIndex()
+	return index > r.log.committed && r.confs.at(index-1).IsVoter(r.id)
 }
 
 // resolve turns a snapshot's Membership into the configuration it stands for: the

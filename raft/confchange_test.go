@@ -581,3 +581,54 @@ func TestSnapshotCarriesMembership(t *testing.T) {
 		}
 	}
 }
+
+// Reference: thesis §4.2.2. A leader that appended its own removal and lost its
+// leadership before the change committed (here by a restart) may hold the longest log
+// of the servers up: the others need its vote, and it refuses them (§5.4.1). It must
+// then campaign itself, counting the votes of the configuration it appended (which
+// does not include it), commit the change and step down; were it to wait, as a server
+// outside its configuration otherwise does, no leader could ever be elected. Found by
+// the simulator: seeds 65, 110, 113 and 119 (-confchanges=on).
+func TestRemovedLeaderWithTheLongestLogFinishesItsRemoval(t *testing.T) {
+	nw := newTestNetwork(t, 4, nil)
+	if err := nw.nodes[1].Campaign(); err != nil {
+		t.Fatal(err)
+	}
+	nw.settle()
+	if nw.leader() != 1 {
+		t.Fatalf("leader %d, want 1", nw.leader())
+	}
+	nw.isolate(1)
+	index, _, err := nw.nodes[1].ProposeConfChange(ConfChange{Type: ConfChangeRemove, NodeID: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw.settle()
+	// Node 1 restarts from its storage, a follower with the longest log; node 2 is
+	// down for good.
+	nw.start(1, nil)
+	nw.nodes[2] = nil
+	nw.heal()
+	nw.isolate(2)
+	for tick := 0; tick < 300; tick++ {
+		nw.tickAll(1)
+		if c := nw.nodes[3].Status().Commit; c >= index && nw.leader() != 0 && nw.leader() != 1 {
+			break
+		}
+	}
+	lead := nw.leader()
+	if lead == 0 || lead == 1 || nw.nodes[lead].Status().Commit < index {
+		t.Fatalf("no leader of the new configuration after 300 ticks (leader %d; node 1 %+v, node 3 %+v, node 4 %+v)",
+			lead, nw.nodes[1].Status(), nw.nodes[3].Status(), nw.nodes[4].Status())
+	}
+	if m := nw.membership(lead).Membership; !m.Equal(voters(2, 3, 4)) {
+		t.Fatalf("leader %d's configuration %v, want voters 2 3 4", lead, m)
+	}
+	// Node 1, now knowing its removal committed, never campaigns again.
+	term := nw.nodes[1].Status().Term
+	nw.isolate(1)
+	nw.tickAll(100)
+	if st := nw.nodes[1].Status(); st.State != StateFollower || st.Term != term {
+		t.Fatalf("removed node 1 campaigned after learning of its removal: %+v", st)
+	}
+}

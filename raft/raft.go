@@ -261,7 +261,7 @@ func (r *raft) becomeLeader() {
 // tickElection is the tick of followers and candidates.
 func (r *raft) tickElection() {
 	r.electionElapsed++
-	if r.isVoter(r.id) && r.electionElapsed >= r.randomizedElectionTimeout {
+	if r.electionElapsed >= r.randomizedElectionTimeout && r.promotable() {
 		r.resetElectionTimer()
 		_ = r.Step(Message{From: r.id, Type: MsgHup})
 	}
@@ -367,9 +367,7 @@ func (r *raft) hup() {
 	if r.state == StateLeader {
 		return
 	}
-	if !r.isVoter(r.id) {
-		// Learners and nodes outside the configuration never campaign: a removed
-		// server must not disrupt the cluster it left (thesis §4.2.3).
+	if !r.promotable() {
 		return
 	}
 	if r.preVote {

@@ -105,10 +105,9 @@ func (r *raft) tickTransfer() {
 	}
 }
 
-// handleTimeoutNow is a follower's answer to MsgTimeoutNow: campaign now, if it is a
-// voter.
+// handleTimeoutNow is a follower's answer to MsgTimeoutNow: campaign now, if it may.
 func (r *raft) handleTimeoutNow(m Message) {
-	if !r.isVoter(r.id) {
+	if !r.promotable() {
 		r.logger.Info("raft: ignoring MsgTimeoutNow, not a voter", "term", r.term, "from", m.From)
 		return
 	}
