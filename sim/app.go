@@ -81,6 +81,7 @@ func (c *Cluster) restoreApp(n *node, snap raft.Snapshot) bool {
 		return false
 	}
 	c.checkSnapshotState(n, snap.Index, snap.Term, hash)
+	c.checkSnapshotConf(n, snap)
 	c.tracef("n%d app restore snapshot %d/%d", n.id, snap.Index, snap.Term)
 	n.app = appState{applied: index, hash: hash, membership: snap.Membership}
 	// Commands proposed here at an index the snapshot covers will never be applied

@@ -49,6 +49,10 @@ type checker struct {
 	// records, per term in which entries were committed, the last of them.
 	globalCommit uint64
 	commits      []commitSegment
+	// bootstrap is the configuration of Options.Nodes; confs the configuration
+	// entries applied, by ascending index (membership.go).
+	bootstrap raft.Membership
+	confs     []committedConf
 }
 
 // commitSegment says that the entry at index, of entryTerm, and all before it were
@@ -75,21 +79,26 @@ type committedEntry struct {
 	node uint64
 }
 
-func newChecker() checker {
+func newChecker(bootstrap raft.Membership) checker {
 	return checker{
 		leaderOf:  map[uint64]uint64{},
 		entries:   map[entryKey]entryRecord{},
 		committed: []committedEntry{{hash: initialHash}},
+		bootstrap: bootstrap,
 	}
 }
 
-// checkRole runs after every Ready: at most one leader per term, and a new leader
-// holds every entry committed before it (§5.4 Leader Completeness).
+// checkRole runs after every Ready: at most one leader per term, whatever the
+// configurations, and a new leader holds every entry committed before it (§5.4
+// Leader Completeness); only voters campaign and lead (checkCampaign).
 func (c *Cluster) checkRole(n *node) {
 	st := n.rn.Status()
 	if st.State != n.lastState {
 		c.tracef("n%d %v -> %v term=%d", n.id, n.lastState, st.State, st.Term)
 		n.lastState = st.State
+		c.checkCampaign(n, st)
+	} else if st.State == raft.StateLeader && st.Term != n.leaderTerm {
+		c.checkCampaign(n, st)
 	}
 	if st.State != raft.StateLeader || st.Term == n.leaderTerm {
 		return
@@ -240,6 +249,9 @@ func (c *Cluster) checkApplied(n *node, e raft.Entry) {
 		c.check.committed = append(committed, committedEntry{
 			term: e.Term, entryType: e.Type, data: string(e.Data), hash: n.app.hash, node: n.id,
 		})
+		if e.Type == raft.EntryConfChange {
+			c.recordCommittedConf(n, e)
+		}
 	default:
 		c.violate("state machine safety", "node %d applied %d but no node ever applied %d", n.id, e.Index, len(committed))
 	}
@@ -331,14 +343,15 @@ func (c *Cluster) checkClaims(n *node, m raft.Message, logTerm uint64) {
 }
 
 // CheckFinal runs at the end of a run, after a Settle: every command a client saw
-// committed is in every node's log (or under its snapshot) at the index it was
-// acknowledged at, and every node has applied at least that far.
+// committed is in the log (or under the snapshot) of every member of the final
+// configuration at the index it was acknowledged at, and every member has applied at
+// least that far. (Removed nodes and nodes never added are not held to it.)
 func (c *Cluster) CheckFinal() error {
 	if c.err != nil {
 		return c.err
 	}
 	for _, n := range c.nodes {
-		if n.rn == nil {
+		if n.rn == nil || !c.isMember(n.id) {
 			continue
 		}
 		first, _ := n.storage.FirstIndex()

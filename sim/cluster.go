@@ -13,7 +13,8 @@ import (
 // Options configure a Cluster. The zero value of each field takes the default named in
 // its comment.
 type Options struct {
-	// Nodes is the cluster size; ids are 1..Nodes. Default 5.
+	// Nodes is the cluster's initial size; ids are 1..Nodes, its bootstrap
+	// configuration. Nodes added later take the next ids. Default 5.
 	Nodes int
 	// Seed drives every random choice: network delays and faults, election timeouts,
 	// client timing. The same Options give the same run.
@@ -51,6 +52,11 @@ type Options struct {
 	// and a crash loses what was not yet durable (see async.go). With a Storage, the
 	// storage must implement raft.AsyncStorage.
 	AsyncWrites bool
+	// ConfChanges makes RunChaos change the configuration among its faults: add
+	// learners and voters (new nodes, with empty logs), promote learners, remove
+	// members (the leader too), replace a voter, transfer leadership (see
+	// membership.go).
+	ConfChanges bool
 }
 
 // ErrStorageCrash, wrapped in an error from a storage write, says the storage crashed
@@ -98,10 +104,21 @@ type Cluster struct {
 	rng   *rand.Rand
 	now   time.Duration
 	queue eventQueue
+	// nodes[id-1] is node id: the bootstrap members 1..Options.Nodes, then every node
+	// added since, removed ones included (they keep running, to show they disrupt
+	// nothing). peers are the bootstrap members.
 	nodes []*node
 	peers []uint64
 	net   network
 	check checker
+	// confProposals are the configuration changes proposed whose index is not yet
+	// applied anywhere: each may be in effect somewhere (membership.go).
+	confProposals []confProposal
+	// replacing is a voter whose removal was proposed to replace it: a voter is
+	// added once it is gone.
+	replacing uint64
+	// preVote says the cores run PreVote (Options.Configure may turn it off).
+	preVote bool
 
 	clients []*client
 	acks    []Ack
@@ -151,6 +168,12 @@ type node struct {
 	leaderTerm uint64
 	// commitScheduled: a SendCommit is due, as the Node's commit timer would run it.
 	commitScheduled bool
+	// joined: the node was added to a running cluster; it starts with no Peers.
+	joined bool
+	// removed: a committed configuration entry removed it. candidaciesAfterRemoval
+	// counts the elections it started since (see checkCampaign).
+	removed                 bool
+	candidaciesAfterRemoval int
 }
 
 // crashPoint names a place inside Ready handling where a node can crash.
@@ -186,6 +209,17 @@ type Counters struct {
 	// crash lost before they were durable, GroupCommits flushes that made several
 	// writes durable at once, MessagesHeld messages that waited for a write.
 	WritesQueued, WritesLost, GroupCommits, MessagesHeld int
+	// With ConfChanges: ConfChangesProposed counts changes a leader took,
+	// ConfChangesCommitted those applied, by raft.ConfChangeType; NodesAdded the
+	// nodes started to join, SnapshotsToJoined the snapshots they installed;
+	// LeaderRemovals the leaders that proposed their own removal; Transfers the
+	// leadership transfers started.
+	ConfChangesProposed  int
+	ConfChangesCommitted [5]int
+	NodesAdded           int
+	SnapshotsToJoined    int
+	LeaderRemovals       int
+	Transfers            int
 }
 
 // Counters returns what the run has done so far.
@@ -201,10 +235,15 @@ func NewCluster(opts Options) *Cluster {
 		readResults: map[string]uint64{},
 	}
 	c.net = network{cfg: opts.Net, group: make([]int, opts.Nodes)}
-	c.check = newChecker()
 	for i := range opts.Nodes {
 		c.peers = append(c.peers, uint64(i+1))
 	}
+	c.check = newChecker(raft.Membership{Voters: c.peers})
+	probe := raft.Config{}
+	if opts.Configure != nil {
+		opts.Configure(&probe)
+	}
+	c.preVote = !probe.DisablePreVote
 	for _, id := range c.peers {
 		n := &node{id: id}
 		if opts.Storage == nil {
@@ -233,7 +272,7 @@ func (c *Cluster) Now() time.Duration { return c.now }
 // Seed is the seed the cluster runs with.
 func (c *Cluster) Seed() int64 { return c.opts.Seed }
 
-// Size is the number of nodes.
+// Size is the number of nodes, removed ones included.
 func (c *Cluster) Size() int { return len(c.nodes) }
 
 // Err returns the first invariant violation, or nil.
@@ -317,9 +356,13 @@ func (c *Cluster) start(n *node) {
 		}
 		n.disk = disk
 	}
+	peers := c.peers
+	if n.joined {
+		peers = nil
+	}
 	cfg := raft.Config{
 		ID:             n.id,
-		Peers:          c.peers,
+		Peers:          peers,
 		ElectionTicks:  10,
 		HeartbeatTicks: 1,
 		Storage:        n.storage,
@@ -497,6 +540,9 @@ func (c *Cluster) applyReady(n *node, rd *raft.Ready) bool {
 			return false
 		}
 		c.counters.SnapshotsInstalled++
+		if n.joined {
+			c.counters.SnapshotsToJoined++
+		}
 	}
 	for _, e := range rd.CommittedEntries {
 		if !c.applyEntry(n, e) {

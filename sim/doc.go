@@ -4,7 +4,8 @@
 //
 // # The model
 //
-// A Cluster holds N raft.RawNodes (ids 1..N) over raft.MemoryStorage. One event queue,
+// A Cluster holds N raft.RawNodes (ids 1..N, the bootstrap configuration) over
+// raft.MemoryStorage, and every node added since (the next ids). One event queue,
 // ordered by virtual time and then by scheduling order, drives everything: each node
 // ticks every TickInterval (100 ms by default) out of phase with the others; every
 // message a node sends becomes a delivery event after a delay; clients and faults are
@@ -45,6 +46,18 @@
 // every queued write durable first. (Unlike the Node, the simulator writes a HardState
 // whose commit index alone changed, as it does with synchronous writes.)
 //
+// # Configuration changes
+//
+// With Options.ConfChanges (half of TestSimulate's seeds) a fifth of the faults ask the
+// leader for a configuration change: add a learner or a voter (a new node, started
+// with an empty log and no Peers, caught up by the log or a snapshot), promote a
+// learner, remove a member (the leader too), replace a voter (remove it, then add a
+// new node), or transfer leadership. Ids are never reused; removed nodes keep running,
+// crashing and restarting, and must disrupt nothing. Calm phases pick a group that
+// holds a majority of every configuration that may be in effect (the committed one
+// and those proposed but not yet applied anywhere); see membership.go for what the
+// checkers add.
+//
 // A copy of each node's durable state (a MemoryStorage fed each write as it becomes
 // durable) is what the node restarts from after a crash, so a crash loses every
 // queued write; it can hit with writes queued, after queueing and before sending, after
@@ -57,27 +70,34 @@
 // # What is checked
 //
 // After every event, incrementally (O(1) per entry or message): at most one leader per
-// term and no vote changed within a term (Election Safety); every (index, term) ever
-// persisted always holds the same entry after the same previous term (Log Matching); a
-// new leader holds the latest committed entry (Leader Completeness); no two nodes apply
-// different entries or reach different states at an index, and each application applies
-// every index exactly once, in order, across snapshots and restarts (State Machine
-// Safety); nothing durably committed is overwritten, terms and commit indexes never go
-// back; every message leaves only after what it claims is durable (persist before you
-// speak: with asynchronous writes, a held message is judged against the durable copy
-// as the write it waits for becomes durable, so that a vote needs a durable vote and
-// an acknowledgement the durable entry it names, with the same term); a ReadIndex read
-// point is at least every index applied anywhere before the
-// read was issued (linearizable reads). Liveness: whenever a majority is connected and
-// stable, a leader among it must commit a fresh proposal on every member within
-// Options.LivenessBound (10 virtual seconds). At the end of a run every fault is healed,
-// the whole cluster must pass the same liveness check, and every acknowledged command
-// must be in every node's log at its index.
+// term, whatever the configurations, and no vote changed within a term (Election
+// Safety); every (index, term) ever persisted always holds the same entry after the
+// same previous term (Log Matching); a new leader holds the latest committed entry
+// (Leader Completeness); no two nodes apply different entries or reach different
+// states at an index, and each application applies every index exactly once, in
+// order, across snapshots and restarts (State Machine Safety); nothing durably
+// committed is overwritten, terms and commit indexes never go back; every message
+// leaves only after what it claims is durable (persist before you speak: with
+// asynchronous writes, a held message is judged against the durable copy as the write
+// it waits for becomes durable, so that a vote needs a durable vote and an
+// acknowledgement the durable entry it names, with the same term); a ReadIndex read
+// point is at least every index applied anywhere before the read was issued
+// (linearizable reads). With configuration changes besides: every committed change is
+// a single-server change of the configuration before it; only a voter of its own
+// configuration campaigns or leads (or one removed by a change it does not know
+// committed); a removed node that never learned of it starts at most one election
+// after its removal committed; a snapshot records the configuration committed at its
+// index. Liveness: whenever a majority (of every configuration that may be in effect)
+// is connected and stable, a leader among it must commit a fresh proposal on every
+// member within Options.LivenessBound (10 virtual seconds). At the end of a run every
+// fault is healed, the whole cluster must pass the same liveness check, and every
+// acknowledged command must be in the log of every member of the final configuration
+// at its index.
 //
 // # Running it
 //
-// TestSimulate runs Simulate for many seeds: 5 nodes, mixed faults (RunChaos), at
-// least 100 virtual seconds each. Its flags:
+// TestSimulate runs Simulate for many seeds: 5 nodes at first, mixed faults
+// (RunChaos), at least 100 virtual seconds each. Its flags:
 //
 //	go test ./sim -run TestSimulate                       # 100 seeds; 16 under -race or -short
 //	go test ./sim -run TestSimulate -seeds=300            # what CI runs
@@ -86,6 +106,7 @@
 //	go test ./sim -run TestSimulate -seed=42 -simtrace      # replay one seed with a full trace
 //	go test ./sim -run TestSimulate -duration=300s        # longer runs per seed
 //	go test ./sim -run TestSimulate -writes=async         # every seed with AsyncWrites (or sync)
+//	go test ./sim -run TestSimulate -confchanges=on       # every seed with configuration changes (or off)
 //
 // A failing seed prints its violation and the command that replays it. The scenario
 // tests (TestInitialElection, TestFigure8Unreliable, ...) mirror the MIT 6.824 Raft lab

@@ -31,8 +31,8 @@ const probeRetry = time.Second
 
 // AwaitLiveness checks liveness for group, a set of running nodes that can all talk to
 // each other: it runs the cluster until a leader in group has committed a fresh
-// proposal and every member has applied it. Taking longer than Options.LivenessBound
-// is a violation.
+// proposal and every node of group that is a member of the committed configuration has
+// applied it. Taking longer than Options.LivenessBound is a violation.
 func (c *Cluster) AwaitLiveness(group []uint64) error {
 	p := c.startProbe(group)
 	_, err := c.RunUntil(c.opts.LivenessBound+time.Second, func() bool { return p.done })
@@ -48,11 +48,13 @@ func (c *Cluster) Settle() error {
 	c.clientsStopped = true
 	c.Heal()
 	c.SetNet(ReliableNet())
+	all := make([]uint64, 0, len(c.nodes))
 	for _, n := range c.nodes {
 		c.Restart(n.id)
 		n.crashAt = noCrash
+		all = append(all, n.id)
 	}
-	err := c.AwaitLiveness(c.peers)
+	err := c.AwaitLiveness(all)
 	c.acksFrozen = true
 	return err
 }
@@ -112,6 +114,9 @@ func (c *Cluster) probeCommitted(p *livenessProbe) bool {
 		}
 		all := true
 		for _, id := range p.group {
+			if !c.isMember(id) {
+				continue // not in the cluster (yet, or any more): not held to it
+			}
 			if n := c.node(id); n.rn == nil || n.app.applied < prop.index {
 				all = false
 				break
@@ -154,6 +159,13 @@ func (c *Cluster) describeNodes() string {
 		st := n.rn.Status()
 		fmt.Fprintf(&b, "n%d %v term=%d vote=%d lead=%d commit=%d applied=%d last=%d group=%d",
 			n.id, st.State, st.Term, st.Vote, st.Lead, st.Commit, n.app.applied, st.LastIndex, c.net.group[i])
+		if c.opts.ConfChanges {
+			ms := n.rn.MembershipStatus()
+			fmt.Fprintf(&b, " conf=%v@%d", ms.Membership, ms.Index)
+		}
+	}
+	if c.opts.ConfChanges {
+		fmt.Fprintf(&b, "; committed configuration %v, possible %v", c.Membership(), c.possibleConfs())
 	}
 	return b.String()
 }

@@ -84,6 +84,12 @@ func RandomOptions(seed int64) Options {
 	}
 	// Drawn last, so that the other draws of a seed are those it had before.
 	opts.AsyncWrites = rng.IntN(2) == 0
+	opts.ConfChanges = rng.IntN(2) == 0
+	if opts.ConfChanges && disablePreVote && disableCheckQuorum {
+		// A removed server that never learned of its removal can force elections
+		// without both (thesis §4.2.3): raftkv documents that it needs one of them.
+		disableCheckQuorum = false
+	}
 	return opts
 }
 
@@ -103,10 +109,11 @@ func randomNet(rng *rand.Rand) NetConfig {
 // RunChaos runs the cluster for d of virtual time under a random fault schedule drawn
 // from the seed. Chaos phases of a few seconds, with a fault every 0.1-3 s (partitions
 // into random groups, a cut-off or crashed leader, crashes at any point of Ready
-// handling, restarts, a change of loss, duplication, reordering and delay), alternate
-// with calm phases, in which a random majority is restarted, connected and given a
-// clean network while the rest stay cut off or down: the majority must then pass
-// AwaitLiveness.
+// handling, restarts, a change of loss, duplication, reordering and delay; with
+// Options.ConfChanges, configuration changes and leadership transfers too), alternate
+// with calm phases, in which a random majority (of every configuration that may be in
+// effect) is restarted, connected and given a clean network while the rest stay cut
+// off or down: the majority must then pass AwaitLiveness.
 func (c *Cluster) RunChaos(d time.Duration) error {
 	end := c.now + d
 	for c.err == nil && c.now < end {
@@ -134,11 +141,15 @@ func randDuration(rng *rand.Rand, lo, hi time.Duration) time.Duration {
 // calm picks a random majority, restarts its crashed members, connects it and cuts every
 // other node off, and makes the network clean. It returns the majority.
 func (c *Cluster) calm() []uint64 {
-	size := len(c.nodes)/2 + 1 + c.rng.IntN(len(c.nodes)-len(c.nodes)/2)
-	order := c.rng.Perm(len(c.nodes))
 	var group []uint64
-	for _, i := range order[:size] {
-		group = append(group, uint64(i+1))
+	if c.opts.ConfChanges {
+		group = c.majorityGroup()
+	} else {
+		size := len(c.nodes)/2 + 1 + c.rng.IntN(len(c.nodes)-len(c.nodes)/2)
+		order := c.rng.Perm(len(c.nodes))
+		for _, i := range order[:size] {
+			group = append(group, uint64(i+1))
+		}
 	}
 	c.tracef("calm: majority %v", group)
 	for _, id := range group {
@@ -155,6 +166,10 @@ func (c *Cluster) calm() []uint64 {
 
 // randomFault applies one fault drawn from the seed.
 func (c *Cluster) randomFault() {
+	if c.opts.ConfChanges && c.rng.IntN(5) == 0 {
+		c.randomMembershipFault()
+		return
+	}
 	id := uint64(c.rng.IntN(len(c.nodes)) + 1)
 	switch roll := c.rng.IntN(100); {
 	case roll < 20:
@@ -190,8 +205,8 @@ func (c *Cluster) randomFault() {
 	case roll < 82:
 		c.Restart(id)
 	case roll < 85:
-		for _, n := range c.peers {
-			c.Restart(n)
+		for _, n := range c.nodes {
+			c.Restart(n.id)
 		}
 	case roll < 95:
 		c.SetNet(randomNet(c.rng))

@@ -7,6 +7,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"raftkv/raft"
 )
 
 var (
@@ -16,7 +18,22 @@ var (
 	flagTrace     = flag.Bool("simtrace", false, "write every event and the cores' logs to stderr (use with -seed; go test keeps -trace for itself)")
 	flagDuration  = flag.Duration("duration", 100*time.Second, "virtual time each TestSimulate seed runs under faults")
 	flagWrites    = flag.String("writes", "mixed", "how nodes persist: sync, async (Options.AsyncWrites), or mixed (TestSimulate draws it per seed; scenario tests use sync)")
+	flagConf      = flag.String("confchanges", "mixed", "configuration changes among TestSimulate's faults: on, off, or mixed (drawn per seed: half the seeds)")
 )
+
+// applyConfFlag sets opts.ConfChanges as -confchanges says, leaving it as drawn for
+// mixed.
+func applyConfFlag(opts *Options) {
+	switch *flagConf {
+	case "on":
+		opts.ConfChanges = true
+	case "off":
+		opts.ConfChanges = false
+	case "mixed":
+	default:
+		panic(fmt.Sprintf("-confchanges=%q: want on, off or mixed", *flagConf))
+	}
+}
 
 // applyWritesFlag sets opts.AsyncWrites as -writes says, leaving it as drawn for mixed.
 func applyWritesFlag(opts *Options) {
@@ -47,6 +64,9 @@ func replayCommand(test string, seed int64) string {
 	}
 	if *flagWrites != "mixed" {
 		cmd += " -writes=" + *flagWrites
+	}
+	if *flagConf != "mixed" && test == "TestSimulate" {
+		cmd += " -confchanges=" + *flagConf
 	}
 	return cmd
 }
@@ -85,6 +105,7 @@ func runSeed(t *testing.T, seed int64) {
 	configure := func(o *Options) {
 		o.Trace = trace
 		applyWritesFlag(o)
+		applyConfFlag(o)
 	}
 	if _, err := Simulate(seed, *flagDuration, configure); err != nil {
 		t.Fatalf("%v\nreplay: %s", err, replayCommand("TestSimulate", seed))
@@ -93,28 +114,30 @@ func runSeed(t *testing.T, seed int64) {
 
 // TestSimulateIsDeterministic runs one seed twice and requires identical traces: replay
 // is only as good as the simulator's determinism.
-// It does so once with synchronous writes and once with AsyncWrites.
+// It does so with synchronous writes, with AsyncWrites, and with AsyncWrites and
+// configuration changes.
 func TestSimulateIsDeterministic(t *testing.T) {
 	seed := int64(7)
 	if *flagSeed >= 0 {
 		seed = *flagSeed
 	}
-	for _, async := range []bool{false, true} {
+	for _, mode := range []struct{ async, conf bool }{{false, false}, {true, false}, {true, true}} {
 		run := func() string {
 			var b traceBuffer
 			configure := func(o *Options) {
 				o.Trace = &b
-				o.AsyncWrites = async
+				o.AsyncWrites = mode.async
+				o.ConfChanges = mode.conf
 			}
 			if _, err := Simulate(seed, 20*time.Second, configure); err != nil {
-				t.Fatalf("AsyncWrites=%v: %v\nreplay: %s", async, err, replayCommand(t.Name(), seed))
+				t.Fatalf("%+v: %v\nreplay: %s", mode, err, replayCommand(t.Name(), seed))
 			}
 			return b.String()
 		}
 		first, second := run(), run()
 		if first != second {
-			t.Fatalf("seed %d (AsyncWrites=%v) gave two different traces (%d and %d bytes); something depends on map order or wall time\nreplay: %s",
-				seed, async, len(first), len(second), replayCommand(t.Name(), seed))
+			t.Fatalf("seed %d (%+v) gave two different traces (%d and %d bytes); something depends on map order or wall time\nreplay: %s",
+				seed, mode, len(first), len(second), replayCommand(t.Name(), seed))
 		}
 	}
 }
@@ -182,5 +205,40 @@ func TestSimulateAsyncExercisesPipeline(t *testing.T) {
 	if total.WritesQueued == 0 || total.WritesLost == 0 || total.GroupCommits == 0 || total.MessagesHeld == 0 ||
 		total.CrashesMidReady == 0 || total.LivenessChecks < 8 {
 		t.Fatalf("AsyncWrites left paths unexercised: %+v", total)
+	}
+}
+
+// TestSimulateExercisesConfChanges checks that Options.ConfChanges reaches what it is
+// meant to: every kind of change committed, nodes added and caught up by snapshot, a
+// leader removing itself, leadership transfers, and liveness checks passed with the
+// configurations that result.
+func TestSimulateExercisesConfChanges(t *testing.T) {
+	var total Counters
+	acks := 0
+	for seed := int64(1); seed <= 6; seed++ {
+		c, err := Simulate(seed, 100*time.Second, func(o *Options) { o.ConfChanges = true })
+		if err != nil {
+			t.Fatalf("%v\nreplay: %s", err, replayCommand("TestSimulate", seed)+" -confchanges=on")
+		}
+		got := c.Counters()
+		total.ConfChangesProposed += got.ConfChangesProposed
+		for i, n := range got.ConfChangesCommitted {
+			total.ConfChangesCommitted[i] += n
+		}
+		total.NodesAdded += got.NodesAdded
+		total.SnapshotsToJoined += got.SnapshotsToJoined
+		total.LeaderRemovals += got.LeaderRemovals
+		total.Transfers += got.Transfers
+		total.SnapshotsInstalled += got.SnapshotsInstalled
+		total.LivenessChecks += got.LivenessChecks
+		acks += len(c.Acks())
+		t.Logf("seed %d: final configuration %v of %d nodes started", seed, c.Membership(), c.Size())
+	}
+	t.Logf("over 6 seeds: %+v, %d acks", total, acks)
+	cc := total.ConfChangesCommitted
+	if cc[raft.ConfChangeAddVoter] == 0 || cc[raft.ConfChangeAddLearner] == 0 || cc[raft.ConfChangePromote] == 0 ||
+		cc[raft.ConfChangeRemove] == 0 || total.NodesAdded == 0 || total.LeaderRemovals == 0 || total.Transfers == 0 ||
+		total.SnapshotsToJoined == 0 || total.LivenessChecks < 12 || acks == 0 {
+		t.Fatalf("configuration changes left paths unexercised: %+v, %d acks", total, acks)
 	}
 }
