@@ -1,7 +1,8 @@
 // Package raft is a Raft consensus library: a deterministic core (RawNode) and the
 // seed's interface around it (Node), after Ongaro and Ousterhout's paper, sections 5
-// and 7, and Ongaro's thesis for PreVote (§9.6), CheckQuorum (§4.2.3) and ReadIndex
-// (§6.4).
+// and 7, and Ongaro's thesis for configuration changes one server at a time with
+// learners (§4.1, §4.2), leadership transfer (§3.10), PreVote (§9.6), CheckQuorum
+// (§4.2.3) and ReadIndex (§6.4).
 //
 // # The model
 //
@@ -34,7 +35,9 @@
 // A driver whose storage writes are asynchronous (AsyncStorage) may go on stepping
 // while a write is in flight: it queues the write, calls AdvanceQueued instead of
 // Advance, and sends at once only a leader's appends, heartbeats and snapshots, which
-// claim nothing about its own disk (thesis §10.2.1). Every other message, of this
+// claim nothing about its own disk but its term (thesis §10.2.1), and only once that
+// term is durable (a leader elected by its own vote, the only voter, has it written in
+// the same Ready that makes it leader). Every other message, of this
 // Ready and of later ones, waits until every write queued before it is durable; then
 // the driver sends them, in order, and calls AckDurable with the last entry written,
 // which is when a leader counts its own copy.
@@ -58,6 +61,12 @@
 //   - ReadIndex(ctx) returns a read point confirmed by a heartbeat round: once the
 //     application has applied it, a local read is linearizable. One round is in
 //     flight per node at a time; reads that arrive during it share the next.
+//   - ProposeConfChange(ctx, cc) adds a voter or a learner, promotes a learner or
+//     removes a member, one at a time; MembershipStatus() shows the configuration
+//     and, on the leader, each member's matchIndex; MembershipAt(index) the
+//     configuration a snapshot at index records.
+//   - TransferLeadership(ctx, to) hands leadership to voter to, or with None to the
+//     most up-to-date voter (a leader shutting down).
 //   - Stop stops every goroutine.
 //
 // NewNode makes the node's Transport itself, by calling the NewTransport function it
@@ -77,14 +86,15 @@
 //
 // Indices. Start returns the index the command will have in the log. Every entry of
 // the log takes an index, not only commands: a new leader appends an empty entry at
-// the start of its term (§5.4.2, §8), so the indices of commands rise but skip. Apply
-// delivers every index once: commands as ApplyCommand, with the bytes given to Start;
-// everything else as ApplyNoOp, with no command (today only the leaders' no-ops: the
-// membership is fixed, so there are no configuration entries); or, for a range of
-// indices at once, an ApplySnapshot that replaces the state up to its index. An
-// application that wants its own dense numbering of commands counts the ApplyCommand
-// messages, and keeps that count in its state and its snapshots
-// (Example_denseCommandNumbers).
+// the start of its term (§5.4.2, §8), and each configuration change takes one, so the
+// indices of commands rise but skip. Apply delivers every index once: commands as
+// ApplyCommand, with the bytes given to Start; the leaders' no-ops as ApplyNoOp, with
+// no command; configuration changes as ApplyConfChange, with the change as proposed
+// (its Context included) and the configuration it leads to; or, for a range of
+// indices at once, an ApplySnapshot that replaces the state up to its index and
+// carries the configuration as of that index. An application that wants its own
+// dense numbering of commands counts the ApplyCommand messages, and keeps that count
+// in its state and its snapshots (Example_denseCommandNumbers).
 //
 // Commitment. A command is committed if and only if the ApplyMsg at the index Start
 // returned has the term Start returned: Log Matching (§5.3) makes an entry's index
@@ -107,10 +117,43 @@
 // delivered once the node learns again that they committed (the commit index is
 // written lazily; Figure 2 keeps it volatile).
 //
+// Configuration. Config.Peers bootstraps a cluster: the voters of its first
+// configuration, given to every initial member. From the first change on, the
+// configuration lives in the log (configuration entries) and in the snapshots (each
+// records the configuration as of its index; storage keeps it), and a restart recovers
+// it from them; Peers then no longer matters. A node added later starts with no Peers
+// and an empty log, after the leader has proposed its addition: it is caught up by
+// the log or a snapshot, and is no member in its own eyes until it learns the change.
+// Each node uses the latest configuration in its log from the moment it appends it,
+// committed or not (thesis §4.1; confchange.go has the safety argument), so
+// ApplyConfChange reports a change the node has obeyed since it appended it. A leader
+// takes one change at a time, and only once it has committed an entry of its own
+// term: otherwise ProposeConfChange fails with ErrConfChangePending, to retry shortly.
+// A change commits like a command: the ApplyConfChange at the index returned, with
+// the term returned. Learners receive the log and snapshots but never campaign, and
+// neither their votes nor their acknowledgements count towards an election, a commit
+// or a ReadIndex round; MembershipStatus on the leader shows how far each has caught
+// up (Match against the leader's own) before it is promoted. A leader that removes
+// itself goes on leading without counting itself until the change commits, then steps
+// down and hands over to the most up-to-date voter. A removed node is told of its
+// removal if it is reachable then (ApplyConfChange naming it); once it knows the change
+// committed it never campaigns (until then it may, to finish the change: it may hold
+// the longest log), and the cluster stops sending to it, so an application that sees
+// its own removal should stop the node. One removed without knowing is kept from
+// disrupting the cluster by PreVote and CheckQuorum, which are on by default: turning
+// both off lets it force elections.
+//
+// Leadership transfer. TransferLeadership makes the leader refuse proposals
+// (ErrProposalDropped), bring the target's log up to its own and tell it to campaign
+// at once (thesis §3.10); it returns once this node sees the target lead, or fails
+// with ErrTransferFailed after an election timeout, when the leader takes proposals
+// again.
+//
 // The apply goroutine. The application reads Apply on a goroutine of its own and may
 // call any method of the Node from it: Snapshot, State, Observe, ReportUnreachable and
-// ReportSnapshot never wait; Start, Propose, Forward, ReadIndex, Status and Step wait
-// only for the run loop, which never waits on the application (a full apply queue
+// ReportSnapshot never wait; Start, Propose, Forward, ReadIndex, Status, Step,
+// ProposeConfChange, TransferLeadership, MembershipStatus and MembershipAt wait only
+// for the run loop, which never waits on the application (a full apply queue
 // holds back committed entries, never the run loop); Stop closes Apply without
 // waiting for it to be read. The one thing that goroutine must not do is wait, in
 // itself, for an entry it has yet to apply (for example, the index ReadIndex
@@ -125,4 +168,5 @@
 // in flight per follower (MaxInflightMsgs), uncommitted bytes at the leader
 // (MaxUncommittedEntriesBytes, past which proposals fail with ErrTooManyUncommitted),
 // committed bytes per Ready, pending proposals and reads, and unread apply batches.
+// Uncommitted configuration changes: one.
 package raft
