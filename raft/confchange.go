@@ -87,19 +87,15 @@ import (
 
 // loadConf rebuilds the configuration history from the storage: the snapshot's
 // configuration (the bootstrap one if it has none) and every configuration entry in
-// the log after it. It reads the log in batches of maxBytes.
+// the log after it. It reads just those entries from a ConfEntryIndexer, else the
+// whole log in batches of maxBytes.
 func (r *raft) loadConf(maxBytes uint64) error {
 	meta, err := r.log.storage.SnapshotMeta()
 	if err != nil {
 		return fmt.Errorf("raft: reading the snapshot's metadata: %w", err)
 	}
 	r.confs.reset(meta.Index, r.resolve(meta.Membership))
-	first, last := r.log.firstIndex(), r.log.lastIndex()
-	for lo := first; lo <= last; {
-		ents, err := r.log.slice(lo, last+1, maxBytes)
-		if err != nil {
-			return fmt.Errorf("raft: reading the log [%d, %d] for configuration entries: %w", lo, last, err)
-		}
+	add := func(ents []Entry) error {
 		for i := range ents {
 			if ents[i].Type != EntryConfChange {
 				continue
@@ -109,6 +105,40 @@ func (r *raft) loadConf(maxBytes uint64) error {
 				return fmt.Errorf("raft: configuration entry %d in the stored log: %w", ents[i].Index, err)
 			}
 			r.confs.add(ents[i].Index, ce.Membership)
+		}
+		return nil
+	}
+	first, last := r.log.firstIndex(), r.log.lastIndex()
+	if indexer, ok := r.log.storage.(ConfEntryIndexer); ok {
+		indexes, err := indexer.ConfEntryIndexes()
+		if err != nil {
+			return fmt.Errorf("raft: reading where the configuration entries are: %w", err)
+		}
+		for _, i := range indexes {
+			if i < first || i > last {
+				return fmt.Errorf("raft: storage names configuration entry %d outside its log [%d, %d]", i, first, last)
+			}
+			ents, err := r.log.slice(i, i+1, maxBytes)
+			if err == nil && (len(ents) != 1 || ents[0].Type != EntryConfChange) {
+				err = fmt.Errorf("it holds %d entries, not one of type %v", len(ents), EntryConfChange)
+			}
+			if err != nil {
+				return fmt.Errorf("raft: reading configuration entry %d: %w", i, err)
+			}
+			if err := add(ents); err != nil {
+				return err
+			}
+		}
+		r.switchConf()
+		return nil
+	}
+	for lo := first; lo <= last; {
+		ents, err := r.log.slice(lo, last+1, maxBytes)
+		if err != nil {
+			return fmt.Errorf("raft: reading the log [%d, %d] for configuration entries: %w", lo, last, err)
+		}
+		if err := add(ents); err != nil {
+			return err
 		}
 		lo += uint64(len(ents))
 	}

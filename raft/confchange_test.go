@@ -566,20 +566,52 @@ func TestSnapshotCarriesMembership(t *testing.T) {
 		t.Fatalf("node 4 after the snapshot: %v, want %v", got, want)
 	}
 	// Every node restarts on its storage with the bootstrap Peers, which the stored
-	// configuration overrides.
+	// configuration overrides: found by reading the whole log, or just the entries a
+	// ConfEntryIndexer names.
 	for _, id := range nw.ids {
-		cfg := Config{ID: id, ElectionTicks: 10, HeartbeatTicks: 1, Storage: nw.storages[id]}
-		if id != 4 {
-			cfg.Peers = []uint64{1, 2, 3}
-		}
-		rn, err := NewRawNode(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := rn.MembershipStatus().Membership; !got.Equal(want) {
-			t.Fatalf("node %d restarted with %v, want %v", id, got, want)
+		for _, st := range []Storage{nw.storages[id], indexedStorage{nw.storages[id]}} {
+			cfg := Config{ID: id, ElectionTicks: 10, HeartbeatTicks: 1, Storage: st}
+			if id != 4 {
+				cfg.Peers = []uint64{1, 2, 3}
+			}
+			rn, err := NewRawNode(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := rn.MembershipStatus().Membership; !got.Equal(want) {
+				t.Fatalf("node %d restarted on %T with %v, want %v", id, st, got, want)
+			}
 		}
 	}
+	// A ConfEntryIndexer that names an entry that is not a configuration entry is a
+	// corrupt storage: refused at start.
+	if _, err := NewRawNode(Config{ID: 2, Peers: []uint64{1, 2, 3}, Storage: lyingIndexer{nw.storages[2]}}); err == nil {
+		t.Fatal("a storage naming a command as a configuration entry was accepted")
+	}
+}
+
+// indexedStorage is a MemoryStorage that is a ConfEntryIndexer.
+type indexedStorage struct{ *MemoryStorage }
+
+func (s indexedStorage) ConfEntryIndexes() ([]uint64, error) {
+	first, _ := s.FirstIndex()
+	last, _ := s.LastIndex()
+	ents, err := s.Entries(first, last+1, 1<<30)
+	var out []uint64
+	for _, e := range ents {
+		if e.Type == EntryConfChange {
+			out = append(out, e.Index)
+		}
+	}
+	return out, err
+}
+
+// lyingIndexer names the last entry, a command, as a configuration entry.
+type lyingIndexer struct{ *MemoryStorage }
+
+func (s lyingIndexer) ConfEntryIndexes() ([]uint64, error) {
+	last, _ := s.LastIndex()
+	return []uint64{last}, nil
 }
 
 // Reference: thesis §4.2.2. A leader that appended its own removal and lost its

@@ -60,3 +60,14 @@ type LogReader interface {
 	// its Data, which it need not read.
 	SnapshotMeta() (Snapshot, error)
 }
+
+// ConfEntryIndexer is a LogReader that knows where the configuration entries of its
+// log are. At start the core rebuilds the configuration from the snapshot and every
+// configuration entry after it; with a ConfEntryIndexer it reads just those entries,
+// without one it reads the whole log. (Package storage's Storage is one: its recovery
+// reads the WAL anyway.)
+type ConfEntryIndexer interface {
+	// ConfEntryIndexes returns the indexes of the log's EntryConfChange entries after
+	// the snapshot, ascending.
+	ConfEntryIndexes() ([]uint64, error)
+}

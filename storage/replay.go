@@ -186,6 +186,17 @@ func (r *replay) index(base uint64) logIndex {
 	return x
 }
 
+// confIndexes returns the indexes of the configuration entries in the replayed log.
+func (r *replay) confIndexes() []uint64 {
+	var out []uint64
+	for i := range r.refs {
+		if r.refs[i].typ == raft.EntryConfChange {
+			out = append(out, r.first+uint64(i))
+		}
+	}
+	return out
+}
+
 // materializeTail builds the last entries of the log, as many as fit in maxBytes
 // (counting their encoded size), with their Data copied: the segment buffers are not
 // kept.

@@ -157,6 +157,10 @@ type Storage struct {
 		// their length.
 		cache      []raft.Entry
 		cachedSize int64 // sum of the cached entries' Size
+		// confIndexes are the indexes of the configuration entries
+		// (raft.EntryConfChange) in the log, ascending: the core reads just those
+		// at start (raft.ConfEntryIndexer).
+		confIndexes []uint64
 		// unflushed lists the writes of entries not known to be durable, oldest
 		// first: their entries may not leave the cache.
 		unflushed []unflushedWrite
@@ -165,7 +169,10 @@ type Storage struct {
 	}
 }
 
-var _ raft.Storage = (*Storage)(nil)
+var (
+	_ raft.Storage          = (*Storage)(nil)
+	_ raft.ConfEntryIndexer = (*Storage)(nil)
+)
 
 // Open opens the data dir dir on fsys, creating it if needed, and recovers its state:
 // it takes the dir's lock (ErrLocked if another node holds it), replays the WAL,
@@ -285,6 +292,7 @@ func (s *Storage) recover(opts Options, began time.Time) error {
 			rec.first, len(rec.refs), snap.Index))
 	}
 	s.mu.log = rec.index(snap.Index)
+	s.mu.confIndexes = rec.confIndexes()
 	s.mu.cache = rec.materializeTail(s.cacheBytes)
 	for i := range s.mu.cache {
 		s.mu.cachedSize += int64(s.mu.cache[i].Size())
@@ -488,6 +496,16 @@ func (s *Storage) LastIndex() (uint64, error) {
 		return 0, err
 	}
 	return s.lastIndexLocked(), nil
+}
+
+// ConfEntryIndexes implements raft.ConfEntryIndexer.
+func (s *Storage) ConfEntryIndexes() ([]uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.checkLocked(); err != nil {
+		return nil, err
+	}
+	return slices.Clone(s.mu.confIndexes), nil
 }
 
 // SnapshotMeta implements raft.LogReader: the latest snapshot's index, term and

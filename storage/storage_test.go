@@ -633,3 +633,54 @@ func TestSnapshotMembershipPersists(t *testing.T) {
 	defer s.Close()
 	check(s, 40, installed, "leader@40")
 }
+
+// TestConfEntryIndexes: the Storage knows where the configuration entries of its log
+// are, through appends, a follower's overwrite, compaction, an installed snapshot and
+// a restart, so that a core starting on it reads only those (raft.ConfEntryIndexer).
+func TestConfEntryIndexes(t *testing.T) {
+	fsys := NewMemFS()
+	opts, _ := testOptions(t, MinSegmentSize)
+	s := mustOpen(t, fsys, "/d", opts)
+	conf := func(ents []raft.Entry, indexes ...uint64) []raft.Entry {
+		for i := range ents {
+			if slices.Contains(indexes, ents[i].Index) {
+				ents[i].Type = raft.EntryConfChange
+			}
+		}
+		return ents
+	}
+	check := func(s *Storage, want ...uint64) {
+		t.Helper()
+		got, err := s.ConfEntryIndexes()
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("ConfEntryIndexes = %v, %v; want %v", got, err, want)
+		}
+	}
+	if err := s.Save(raft.HardState{Term: 1, Vote: 1, Commit: 5}, conf(makeEntries(1, 20, 1, 10), 3, 8, 15)); err != nil {
+		t.Fatal(err)
+	}
+	check(s, 3, 8, 15)
+	// A new leader's entries replace the log from 12 on.
+	if err := s.Save(raft.HardState{Term: 2, Vote: 2, Commit: 10}, conf(makeEntries(12, 5, 2, 10), 13)); err != nil {
+		t.Fatal(err)
+	}
+	check(s, 3, 8, 13)
+	if _, err := s.CreateSnapshot(8, raft.Membership{Voters: []uint64{1, 2}}, []byte("state@8")); err != nil {
+		t.Fatal(err)
+	}
+	check(s, 13)
+	s.Close()
+	s = mustOpen(t, fsys, "/d", opts)
+	check(s, 13)
+	if err := s.ApplySnapshot(raft.Snapshot{Index: 30, Term: 3, Data: []byte("leader@30")}); err != nil {
+		t.Fatal(err)
+	}
+	check(s)
+	if err := s.Save(raft.HardState{Term: 3, Vote: 2, Commit: 30}, conf(makeEntries(31, 3, 3, 10), 32)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = mustOpen(t, fsys, "/d", opts)
+	defer s.Close()
+	check(s, 32)
+}

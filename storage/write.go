@@ -113,6 +113,16 @@ func (s *Storage) appendLocked(ents []raft.Entry, places []placement) {
 		s.mu.cachedSize = 0
 	}
 	s.mu.log.truncate(first - 1)
+	confs := s.mu.confIndexes
+	for len(confs) > 0 && confs[len(confs)-1] >= first {
+		confs = confs[:len(confs)-1]
+	}
+	for i := range ents {
+		if ents[i].Type == raft.EntryConfChange {
+			confs = append(confs, ents[i].Index)
+		}
+	}
+	s.mu.confIndexes = confs
 	k := 0
 	for _, p := range places {
 		for range p.n {
@@ -173,6 +183,11 @@ func (s *Storage) compactLocked(index uint64) {
 		s.mu.cache = compactEntries(s.mu.cache, drop)
 	}
 	s.mu.log.compact(index)
+	k := 0
+	for k < len(s.mu.confIndexes) && s.mu.confIndexes[k] <= index {
+		k++
+	}
+	s.mu.confIndexes = slices.Delete(s.mu.confIndexes, 0, k)
 }
 
 // appendEntries appends to the cached log, doubling its capacity when it runs out.
@@ -365,6 +380,7 @@ func (s *Storage) ApplySnapshot(snap raft.Snapshot) error {
 	s.mu.snap = raft.Snapshot{Index: snap.Index, Term: snap.Term, Membership: snap.Membership.Clone()}
 	s.mu.log.reset(snap.Index)
 	s.mu.cache, s.mu.cachedSize = nil, 0
+	s.mu.confIndexes = nil
 	s.mu.Unlock()
 
 	if err := s.wal.waitDurable(ticket); err != nil {
