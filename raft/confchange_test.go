@@ -664,3 +664,59 @@ func TestRemovedLeaderWithTheLongestLogFinishesItsRemoval(t *testing.T) {
 		t.Fatalf("removed node 1 campaigned after learning of its removal: %+v", st)
 	}
 }
+
+// Reference: Figure 2 (RequestVote returns currentTerm, for the candidate to update
+// itself). A voter cut off through several changes keeps a stale configuration and,
+// without PreVote, a term it raised by campaigning alone; its vote requests go to its
+// stale configuration's voters only, so no one else learns its term. When the current
+// configuration needs its vote, a candidate of a lower term must hear that term in
+// the answer to its vote request, or it never catches up and no leader is ever
+// elected. Found by the simulator: seeds 1884 and 2430 (-confchanges=on).
+func TestStaleVoterTellsItsTermToLowerCandidates(t *testing.T) {
+	plain := func(c *Config) { c.DisablePreVote = true }
+	nw := newTestNetwork(t, 3, plain)
+	if err := nw.nodes[1].Campaign(); err != nil {
+		t.Fatal(err)
+	}
+	nw.settle()
+	nw.isolate(3)
+	nw.join(4, plain)
+	nw.isolate(3)
+	nw.proposeConf(1, ConfChange{Type: ConfChangeAddVoter, NodeID: 4})
+	nw.tickAll(2)
+	nw.join(5, plain)
+	nw.isolate(3)
+	nw.proposeConf(1, ConfChange{Type: ConfChangeAddVoter, NodeID: 5})
+	nw.tickAll(2)
+	nw.proposeConf(1, ConfChange{Type: ConfChangeRemove, NodeID: 2})
+	nw.tickAll(2)
+	nw.proposeConf(1, ConfChange{Type: ConfChangeRemove, NodeID: 1})
+	nw.tickAll(3)
+	for _, id := range []uint64{4, 5} {
+		if m := nw.membership(id); !m.Membership.Equal(voters(3, 4, 5)) || !m.Committed {
+			t.Fatalf("node %d: configuration %v (committed %v), want voters 3 4 5", id, m.Membership, m.Committed)
+		}
+	}
+	if m := nw.membership(3).Membership; !m.Equal(voters(1, 2, 3)) {
+		t.Fatalf("cut-off node 3 holds %v; the scenario needs the bootstrap configuration", m)
+	}
+	// 1, 2 and 5 go down for good; 3, still cut off, campaigns alone for a while,
+	// then 4, cut off too, loses its leadership and campaigns.
+	nw.nodes[1], nw.nodes[2], nw.nodes[5] = nil, nil, nil
+	for range 100 {
+		nw.nodes[3].Tick()
+		nw.settle()
+	}
+	nw.isolate(4)
+	nw.tickAll(50)
+	if st := nw.nodes[4].Status(); st.State != StateCandidate || st.Term+2 >= nw.nodes[3].Status().Term {
+		t.Fatalf("node 4 %+v, node 3 at term %d: the scenario needs 4 campaigning well below 3's term", st, nw.nodes[3].Status().Term)
+	}
+	nw.heal()
+	for tick := 0; tick < 1000 && nw.leader() == 0; tick++ {
+		nw.tickAll(1)
+	}
+	if lead := nw.leader(); lead != 4 {
+		t.Fatalf("leader %d after 1000 ticks, want 4 (node 3 %+v, node 4 %+v)", lead, nw.nodes[3].Status(), nw.nodes[4].Status())
+	}
+}

@@ -348,6 +348,12 @@ func (r *raft) Step(m Message) error {
 			r.send(Message{To: m.From, Type: MsgAppResp})
 		} else if m.Type == MsgPreVote {
 			r.send(Message{To: m.From, Type: MsgPreVoteResp, Reject: true})
+		} else if m.Type == MsgVote {
+			// Refused with our term, for the candidate to update itself (Figure 2).
+			// Without it, a candidate whose term is behind that of a voter it needs
+			// may never learn it: the voter's own vote requests go to the voters of
+			// its configuration, which may be stale and not name the candidate.
+			r.send(Message{To: m.From, Type: MsgVoteResp, Reject: true})
 		}
 		return nil
 	}
