@@ -140,8 +140,8 @@ func (c *Cluster) checkCampaign(n *node, st raft.Status) {
 	}
 	ms := n.rn.MembershipStatus()
 	if !ms.IsVoter(n.id) {
-		if ms.Committed || ms.Index == 0 || !c.membershipAt(ms.Index-1).IsVoter(n.id) {
-			c.violate("configuration", "node %d is %v in term %d, but its configuration %v (from %d, committed %v) does not make it a voter, nor the one before it",
+		if ms.Committed || ms.Index == 0 || !c.confBefore(n, ms.Index).IsVoter(n.id) {
+			c.violate("configuration", "node %d is %v in term %d, but its configuration %v (from %d, committed %v) does not make it a voter, nor the one before it in its log",
 				n.id, st.State, st.Term, ms.Membership, ms.Index, ms.Committed)
 		}
 		return
@@ -153,6 +153,39 @@ func (c *Cluster) checkCampaign(n *node, st raft.Status) {
 				n.id, n.candidaciesAfterRemoval, st.Term, ms.Membership)
 		}
 	}
+}
+
+// confBefore returns the configuration node n's log holds just before index: that of
+// the last configuration entry before it, or of its snapshot. (Not the committed one:
+// a node cut off from the cluster may hold, below an entry of its own, configuration
+// entries that a later leader has since replaced.)
+func (c *Cluster) confBefore(n *node, index uint64) raft.Membership {
+	first, _ := n.storage.FirstIndex()
+	for i := index - 1; i >= first && i > 0; i-- {
+		ents, err := n.storage.Entries(i, i+1, 1<<30)
+		if err != nil || len(ents) != 1 {
+			c.violate("storage", "node %d: Entries(%d, %d): %d entries, %v", n.id, i, i+1, len(ents), err)
+			return raft.Membership{}
+		}
+		if ents[0].Type == raft.EntryConfChange {
+			var ce raft.ConfEntry
+			if err := ce.Unmarshal(ents[0].Data); err != nil {
+				c.violate("configuration", "node %d: configuration entry %d does not decode: %v", n.id, i, err)
+			}
+			return ce.Membership
+		}
+	}
+	meta, err := n.storage.SnapshotMeta()
+	if err != nil {
+		c.violate("storage", "node %d: SnapshotMeta: %v", n.id, err)
+	}
+	switch {
+	case !meta.Membership.IsEmpty():
+		return meta.Membership
+	case n.joined:
+		return raft.Membership{} // the bootstrap configuration, which it never knew
+	}
+	return c.check.bootstrap
 }
 
 // checkSnapshotConf runs when node n restores snap: its configuration is the one
