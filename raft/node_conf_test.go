@@ -181,11 +181,9 @@ func TestNodeSingleVoterSpeaksOnlyInADurableTerm(t *testing.T) {
 		}}
 	}, func(c *testCluster) {
 		c.async = async
+		c.asyncDelay = 20 * time.Millisecond
 		c.joined = map[uint64]bool{2: true}
 	})
-	for _, st := range async {
-		st.delay = 20 * time.Millisecond
-	}
 	lead, index := c.propose([]byte("one"))
 	c.waitApplied(index, []byte("one"), lead)
 	c.storages[2] = NewMemoryStorage()

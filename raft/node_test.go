@@ -2,6 +2,7 @@ package raft
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -41,8 +42,10 @@ type testCluster struct {
 	apps     map[uint64]*testApp
 	// wrap, if set, wraps each node's transport (to watch or drop its messages).
 	wrap func(id uint64, t Transport) Transport
-	// async, if set, gives each node an AsyncStorage over its MemoryStorage.
-	async map[uint64]*asyncTestStorage
+	// async, if set, gives each node an AsyncStorage over its MemoryStorage, whose
+	// writes take asyncDelay (1ms if 0) to become durable.
+	async      map[uint64]*asyncTestStorage
+	asyncDelay time.Duration
 	// tick is the nodes' TickInterval; 5ms unless set.
 	tick time.Duration
 	// joined are nodes started with no Peers, to join the running cluster.
@@ -81,7 +84,7 @@ func newWrappedTestCluster(t *testing.T, n int, wrap func(uint64, Transport) Tra
 	for _, id := range c.peers {
 		c.storages[id] = NewMemoryStorage()
 		if c.async != nil {
-			c.async[id] = &asyncTestStorage{MemoryStorage: c.storages[id], delay: time.Millisecond}
+			c.async[id] = &asyncTestStorage{MemoryStorage: c.storages[id], delay: cmp.Or(c.asyncDelay, time.Millisecond)}
 		}
 	}
 	for _, id := range c.peers {
