@@ -94,7 +94,7 @@ func (r *raft) loadConf(maxBytes uint64) error {
 	if err != nil {
 		return fmt.Errorf("raft: reading the snapshot's metadata: %w", err)
 	}
-	r.confs.reset(meta.Index, r.resolve(meta.Membership))
+	r.confs.reset(meta.Index, meta.Membership)
 	add := func(ents []Entry) error {
 		for i := range ents {
 			if ents[i].Type != EntryConfChange {
@@ -154,11 +154,13 @@ func (r *raft) promotable() bool {
 		return true
 	}
 	index := r.confs.latestIndex()
-	return index > r.log.committed && r.confs.at(index-1).IsVoter(r.id)
+	return index > r.log.committed && r.resolve(r.confs.at(index-1)).IsVoter(r.id)
 }
 
-// resolve turns a snapshot's Membership into the configuration it stands for: the
-// bootstrap one if it is empty.
+// resolve turns a Membership of the history or a snapshot into the configuration it
+// stands for: the bootstrap one if it is empty. The history keeps the empty one, so
+// that snapshots record it as such: until the first change, the configuration is
+// whatever Config.Peers says at start, which --force-new-cluster relies on.
 func (r *raft) resolve(m Membership) Membership {
 	if m.IsEmpty() {
 		return r.bootstrap
@@ -219,13 +221,14 @@ func (r *raft) confReplaced(from uint64, ents []Entry) {
 
 // confRestored follows the log's replacement by a snapshot.
 func (r *raft) confRestored(s Snapshot) {
-	r.confs.reset(s.Index, r.resolve(s.Membership))
+	r.confs.reset(s.Index, s.Membership)
 	r.switchConf()
 }
 
 // switchConf puts the latest configuration of the history in effect.
 func (r *raft) switchConf() {
-	conf, index := r.confs.latest()
+	latest, index := r.confs.latest()
+	conf := r.resolve(latest)
 	changed := !conf.Equal(r.conf)
 	r.conf = conf
 	// Even with the same configuration, which removed members wait to hear of it
@@ -250,7 +253,7 @@ func (r *raft) trackedIDs() []uint64 {
 		ids = slices.Insert(ids, i, r.id)
 	}
 	if index := r.confs.latestIndex(); index > r.log.committed {
-		for _, id := range r.confs.at(index - 1).members() {
+		for _, id := range r.resolve(r.confs.at(index - 1)).members() {
 			if i, ok := slices.BinarySearch(ids, id); !ok {
 				ids = slices.Insert(ids, i, id)
 			}
@@ -279,7 +282,8 @@ func (r *raft) syncProgress() {
 }
 
 // membershipAt returns the configuration in effect at index, which must be at or
-// after the log's start (a snapshot there records it).
+// after the log's start, as a snapshot there records it: the zero Membership while it
+// is the bootstrap one.
 func (r *raft) membershipAt(index uint64) Membership {
 	r.confs.compactTo(r.log.firstIndex() - 1)
 	return r.confs.at(index)

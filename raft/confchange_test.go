@@ -720,3 +720,33 @@ func TestStaleVoterTellsItsTermToLowerCandidates(t *testing.T) {
 		t.Fatalf("leader %d after 1000 ticks, want 4 (node 3 %+v, node 4 %+v)", lead, nw.nodes[3].Status(), nw.nodes[4].Status())
 	}
 }
+
+// Until the first change, the configuration is the bootstrap one, whatever Config.Peers
+// says at start: snapshots record it as the zero Membership, not as the list of the
+// moment, so that a member restarted with other Peers (the server's
+// --force-new-cluster, which makes it the only voter) takes them.
+func TestSnapshotBeforeAnyChangeLeavesPeersInCharge(t *testing.T) {
+	nw, lead := newElectedNetwork(t, 3)
+	if _, _, err := nw.nodes[lead].Propose([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	nw.settle()
+	applied := nw.nodes[lead].Status().Applied
+	m, err := nw.nodes[lead].MembershipAt(applied)
+	if err != nil || !m.IsEmpty() {
+		t.Fatalf("MembershipAt(%d) before any change = %v, %v; want the zero Membership", applied, m, err)
+	}
+	if _, err := nw.storages[lead].CreateSnapshot(applied, m, []byte("snap")); err != nil {
+		t.Fatal(err)
+	}
+	rn, err := NewRawNode(Config{ID: lead, Peers: []uint64{lead}, ElectionTicks: 10, HeartbeatTicks: 1, Storage: nw.storages[lead]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rn.MembershipStatus().Membership; !got.Equal(voters(lead)) {
+		t.Fatalf("restarted with Peers [%d]: configuration %v", lead, got)
+	}
+	if err := rn.Campaign(); err != nil || rn.Status().State != StateLeader {
+		t.Fatalf("the only voter did not win at once: %v, %+v", err, rn.Status())
+	}
+}

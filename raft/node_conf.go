@@ -87,8 +87,9 @@ func (n *Node) MembershipStatus() MembershipStatus {
 
 // MembershipAt returns the configuration in effect at index, which must be committed
 // and not below the storage's snapshot: what a snapshot at index records (the
-// application that calls storage's CreateSnapshot itself passes it). Like
-// MembershipStatus, it may be called from the apply goroutine.
+// application that calls storage's CreateSnapshot itself passes it), the zero
+// Membership while no change has been made up to index. Like MembershipStatus, it may
+// be called from the apply goroutine.
 func (n *Node) MembershipAt(index uint64) (Membership, error) {
 	var (
 		m   Membership

@@ -63,7 +63,8 @@ func (rn *RawNode) TransferLeadership(to uint64) error { return rn.raft.transfer
 // progress.
 func (rn *RawNode) MembershipStatus() MembershipStatus {
 	r := rn.raft
-	conf, index := r.confs.latest()
+	latest, index := r.confs.latest()
+	conf := r.resolve(latest)
 	st := MembershipStatus{Membership: conf.Clone(), Index: index, Committed: index <= r.log.committed}
 	if r.state != StateLeader {
 		return st
@@ -80,7 +81,9 @@ func (rn *RawNode) MembershipStatus() MembershipStatus {
 }
 
 // MembershipAt returns the configuration in effect at index, which must be committed
-// and not below the latest snapshot: what a snapshot taken at index records.
+// and not below the latest snapshot: what a snapshot taken at index records. That is
+// the zero Membership while no change has been made up to index: the bootstrap
+// configuration, whatever Config.Peers says when the node starts.
 func (rn *RawNode) MembershipAt(index uint64) (Membership, error) {
 	r := rn.raft
 	if index > r.log.committed {
