@@ -99,7 +99,7 @@ func registerClientBoolFlags(fs *pflag.FlagSet) {
 func checkClientBoolFlags(fs *pflag.FlagSet) error {
 	for _, name := range clientBoolFlags {
 		if f := fs.Lookup(name); f != nil && f.Changed {
-			return fmt.Errorf("--%s is a flag of the client commands (put, get, del, status), not of a member", name)
+			return fmt.Errorf("--%s is a flag of the client commands (put, get, del, watch, lease, status), not of a member", name)
 		}
 	}
 	return nil

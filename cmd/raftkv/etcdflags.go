@@ -16,7 +16,7 @@ var servedEtcdFlags = []string{
 	"initial-advertise-peer-urls", "initial-cluster", "initial-cluster-state", "initial-cluster-token",
 	"advertise-client-urls", "auto-compaction-retention", "auto-compaction-mode",
 	"log-level", "log-format", "log-outputs", "force-new-cluster", "config-file", "version",
-	"listen-metrics-urls", "metrics", "enable-pprof",
+	"listen-metrics-urls", "metrics", "enable-pprof", "watch-progress-notify-interval",
 	// and servedTLSFlags, added by init
 }
 
@@ -112,7 +112,6 @@ var etcdFlags = []etcdFlag{
 	{name: "corrupt-check-time", etcdDefault: "0s", why: "raftkv has no corruption check between members yet"},
 	{name: "compact-hash-check-time", etcdDefault: "1m", why: "raftkv has no corruption check between members yet"},
 	{name: "compaction-batch-limit", etcdDefault: "1000", why: notTunable + ": a compaction applies as one entry"},
-	{name: "watch-progress-notify-interval", etcdDefault: "10m", why: notTunable},
 	{name: "warning-apply-duration", etcdDefault: "100ms", why: notTunable},
 	{name: "bootstrap-defrag-threshold-megabytes", etcdDefault: "0", why: noBbolt},
 	{name: "max-learners", etcdDefault: "1", why: "raftkv has no learners yet"},

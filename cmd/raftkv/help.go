@@ -15,6 +15,7 @@ const (
 	groupMember     = "Member"
 	groupClustering = "Clustering"
 	groupOperations = "Compaction and recovery"
+	groupWatchLease = "Watch and lease"
 	groupMonitoring = "Profiling and monitoring"
 	groupLogging    = "Logging"
 	groupOther      = "Configuration"
@@ -43,6 +44,14 @@ func (a *app) help(cmd *cobra.Command, _ []string) {
 		}
 		if cmd.Example != "" {
 			fmt.Fprintf(w, "\nExamples:\n%s\n", cmd.Example)
+		}
+		if cmd.HasAvailableSubCommands() {
+			fmt.Fprintf(w, "\nCommands:\n")
+			for _, c := range cmd.Commands() {
+				if c.IsAvailableCommand() {
+					fmt.Fprintf(w, "  %s\n    %s.\n", c.UseLine(), upperFirst(c.Short))
+				}
+			}
 		}
 	} else {
 		fmt.Fprintf(w, "raftkv: %s.\n\nUsage:\n\n  raftkv [flags]\n    Start a member.\n", cmd.Short)

@@ -65,7 +65,10 @@ func prefixEnd(prefix []byte) []byte {
 }
 
 func (a *app) newPutCommand(c *clientFlags) *cobra.Command {
-	var prevKV bool
+	var (
+		prevKV bool
+		lease  string
+	)
 	cmd := &cobra.Command{
 		Use:   "put KEY VALUE",
 		Short: "write a key",
@@ -73,9 +76,14 @@ func (a *app) newPutCommand(c *clientFlags) *cobra.Command {
 	}
 	c.register(cmd, "simple", "json")
 	cmd.Flags().BoolVar(&prevKV, "prev-kv", false, "Print the key's previous value.")
+	cmd.Flags().StringVar(&lease, "lease", "0", "Attach the key to this lease (hexadecimal, as 'raftkv lease grant' prints it): it is deleted with the lease.")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		leaseID, err := parseLeaseID(lease)
+		if err != nil {
+			return err
+		}
 		return c.first(cmd, false, func(ctx context.Context, conn *grpc.ClientConn) error {
-			resp, err := pb.NewKVClient(conn).Put(ctx, &pb.PutRequest{Key: []byte(args[0]), Value: []byte(args[1]), PrevKv: prevKV})
+			resp, err := pb.NewKVClient(conn).Put(ctx, &pb.PutRequest{Key: []byte(args[0]), Value: []byte(args[1]), PrevKv: prevKV, Lease: leaseID})
 			if err != nil {
 				return err
 			}

@@ -5,7 +5,8 @@
 //	                                environment variables, or etcd's --config-file
 //	raftkv cluster [--members N]    a local cluster on etcd's ports; a member that dies
 //	                                is restarted, and none outlives the supervisor
-//	raftkv put|get|del|status ...   client commands; their flags (--endpoints, -w)
+//	raftkv put|get|del|watch|lease|status ...
+//	                                client commands; their flags (--endpoints, -w)
 //	                                go before or after the command
 //
 // The command line is built with cobra, as etcdctl's is. Every command is one
@@ -113,6 +114,8 @@ func (a *app) commands(c *clientFlags) []*cobra.Command {
 		a.newPutCommand(c),
 		a.newGetCommand(c),
 		a.newDelCommand(c),
+		a.newWatchCommand(c),
+		a.newLeaseCommand(c),
 		a.newStatusCommand(c),
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -285,7 +286,7 @@ func TestUnknownFlagIsOneLineAndAHint(t *testing.T) {
 		{[]string{"--no-such-flag"}, "Error: unknown flag: --no-such-flag\nRun 'raftkv --help' for usage.\n"},
 		{[]string{"get", "foo", "--no-such-flag"}, "Error: unknown flag: --no-such-flag\nRun 'raftkv get --help' for usage.\n"},
 		{[]string{"cluster", "--no-such-flag"}, "Error: unknown flag: --no-such-flag\nRun 'raftkv cluster --help' for usage.\n"},
-		{[]string{"gte", "foo"}, "Error: unknown command \"gte\"; did you mean \"get\"? (commands: cluster, put, get, del, status; flags start with --)\nRun 'raftkv --help' for usage.\n"},
+		{[]string{"gte", "foo"}, "Error: unknown command \"gte\"; did you mean \"get\"? (commands: cluster, put, get, del, watch, lease, status; flags start with --)\nRun 'raftkv --help' for usage.\n"},
 		{[]string{"put", "foo"}, "Error: raftkv put takes 2 argument(s) (KEY VALUE), got 1: [\"foo\"]\nRun 'raftkv put --help' for usage.\n"},
 	} {
 		stdout, stderr, code := runCLI(t, nil, tc.args...)
@@ -402,5 +403,44 @@ func TestServeTLSFlags(t *testing.T) {
 	}
 	if len(cfg.CipherSuites) != 2 || cfg.TLSMinVersion != "TLS1.2" || cfg.TLSMaxVersion != "TLS1.3" || cfg.SelfSignedCertValidity != 3 {
 		t.Fatalf("ciphers %v, versions %q-%q, validity %d", cfg.CipherSuites, cfg.TLSMinVersion, cfg.TLSMaxVersion, cfg.SelfSignedCertValidity)
+	}
+}
+
+// TestServeWatchAndLeaseFlags: --watch-progress-notify-interval (and etcd 3.5's
+// --experimental- name for it) and --lease-checkpoint-interval reach server.Config
+// from the command line, the environment and a config file (whose durations etcd
+// writes in nanoseconds), with etcd's defaults.
+func TestServeWatchAndLeaseFlags(t *testing.T) {
+	check := func(what string, args, env []string, progress, checkpoint time.Duration) {
+		t.Helper()
+		cfg, _, err := parseServe(args, env)
+		if err != nil || cfg.WatchProgressNotifyInterval != progress || cfg.LeaseCheckpointInterval != checkpoint {
+			t.Errorf("%s: progress %v, checkpoint %v, %v; want %v and %v", what, cfg.WatchProgressNotifyInterval, cfg.LeaseCheckpointInterval, err, progress, checkpoint)
+		}
+	}
+	check("defaults", nil, nil, 10*time.Minute, 5*time.Minute)
+	check("flags", []string{"--watch-progress-notify-interval", "30s", "--lease-checkpoint-interval", "2m"}, nil, 30*time.Second, 2*time.Minute)
+	check("etcd 3.5's flag", []string{"--experimental-watch-progress-notify-interval=1m"}, nil, time.Minute, 5*time.Minute)
+	check("environment", nil, []string{"ETCD_WATCH_PROGRESS_NOTIFY_INTERVAL=5s", "RAFTKV_LEASE_CHECKPOINT_INTERVAL=90s"}, 5*time.Second, 90*time.Second)
+	file := filepath.Join(t.TempDir(), "etcd.yaml")
+	if err := os.WriteFile(file, []byte("watch-progress-notify-interval: 600000000000\nlease-checkpoint-interval: 10s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	check("config file", []string{"--config-file", file}, nil, 10*time.Minute, 10*time.Second)
+
+	if _, _, err := parseServe([]string{"--watch-progress-notify-interval", "often"}, nil); err == nil || !strings.Contains(err.Error(), "not a duration") {
+		t.Errorf("--watch-progress-notify-interval often: %v", err)
+	}
+	cfg, _, err := parseServe([]string{"--lease-checkpoint-interval", "500ms"}, nil)
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err == nil || !strings.Contains(err.Error(), "--lease-checkpoint-interval 500ms is too short") {
+		t.Errorf("--lease-checkpoint-interval 500ms: %v", err)
+	}
+	// The old name is taken, and said to be deprecated.
+	_, stderr, _ := runCLI(t, nil, "--experimental-watch-progress-notify-interval", "often")
+	if !strings.Contains(stderr, "not a duration") {
+		t.Errorf("--experimental-watch-progress-notify-interval often: %q", stderr)
 	}
 }

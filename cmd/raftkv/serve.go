@@ -18,6 +18,7 @@ import (
 
 	"raftkv/server"
 	"raftkv/version"
+	"raftkv/watch"
 )
 
 // serveFlags are the member's flags: etcd's names and defaults (except the data dir,
@@ -36,6 +37,8 @@ type serveFlags struct {
 	autoCompactionMode                  string
 	autoCompactionRetention             string
 	forceNewCluster                     bool
+	watchProgressNotifyInterval         time.Duration
+	leaseCheckpointInterval             time.Duration
 	tls                                 tlsFlags
 	listenMetrics, metrics              string
 	enablePprof                         bool
@@ -73,6 +76,23 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.autoCompactionRetention, "auto-compaction-retention", "0", "Auto compaction retention; 0 disables auto compaction.")
 	fs.BoolVar(&f.forceNewCluster, "force-new-cluster", false, "Start this member, with its data, as the only member of a new cluster: recovery after a lost quorum.")
 	setGroup(fs, groupOperations, "auto-compaction-mode", "auto-compaction-retention", "force-new-cluster")
+
+	f.watchProgressNotifyInterval = watch.DefaultProgressNotifyInterval
+	fs.Var(durationValue{&f.watchProgressNotifyInterval}, "watch-progress-notify-interval",
+		"How often a watch created with progress_notify hears the revision it has reached when no event came\n(below 100ms: 100ms).")
+	setHelpDefault(fs, "watch-progress-notify-interval", "10m")
+	// etcd 3.5's name for it, which etcd 3.7 no longer takes: old command lines and
+	// config files still start a member.
+	fs.Var(durationValue{&f.watchProgressNotifyInterval}, "experimental-watch-progress-notify-interval", "")
+	if err := fs.MarkDeprecated("experimental-watch-progress-notify-interval", "use --watch-progress-notify-interval"); err != nil {
+		panic(err)
+	}
+	f.leaseCheckpointInterval = server.DefaultLeaseCheckpointInterval
+	fs.Var(durationValue{&f.leaseCheckpointInterval}, "lease-checkpoint-interval",
+		"How often the leader records through Raft the remaining TTL of each lease with more than that\n"+
+			"left, so that a new leader counts it down from there rather than from its full TTL; at least 1s.")
+	setHelpDefault(fs, "lease-checkpoint-interval", "5m")
+	setGroup(fs, groupWatchLease, "watch-progress-notify-interval", "lease-checkpoint-interval")
 
 	f.tls.register(fs)
 	fs.StringVar(&f.listenMetrics, "listen-metrics-urls", "", "List of URLs to listen on for /metrics and the health endpoints (/health, /livez, /readyz);\nthe client URLs serve them too.")
@@ -182,28 +202,30 @@ func (f *serveFlags) config() (server.Config, error) {
 		return server.Config{}, err
 	}
 	cfg := server.Config{
-		Name:                    f.name,
-		DataDir:                 f.dataDir,
-		WALDir:                  f.walDir,
-		ForceNewCluster:         f.forceNewCluster,
-		AutoCompactionMode:      f.autoCompactionMode,
-		AutoCompactionRetention: f.autoCompactionRetention,
-		ListenClientURLs:        splitURLs(f.listenClient),
-		AdvertiseClientURLs:     splitURLs(f.advertiseClient),
-		ListenPeerURLs:          splitURLs(f.listenPeer),
-		InitialCluster:          cluster,
-		InitialClusterState:     f.initialClusterState,
-		InitialClusterToken:     f.initialClusterToken,
-		HeartbeatInterval:       time.Duration(f.heartbeatMs) * time.Millisecond,
-		ElectionTimeout:         time.Duration(f.electionMs) * time.Millisecond,
-		MaxRequestBytes:         f.maxRequestBytes,
-		MaxTxnOps:               f.maxTxnOps,
-		MaxResponseBytes:        f.maxResponseBytes,
-		SnapshotCount:           f.snapshotCount,
-		ListenMetricsURLs:       splitURLs(f.listenMetrics),
-		Metrics:                 f.metrics,
-		EnablePprof:             f.enablePprof,
-		Logger:                  logger,
+		Name:                        f.name,
+		DataDir:                     f.dataDir,
+		WALDir:                      f.walDir,
+		ForceNewCluster:             f.forceNewCluster,
+		AutoCompactionMode:          f.autoCompactionMode,
+		AutoCompactionRetention:     f.autoCompactionRetention,
+		ListenClientURLs:            splitURLs(f.listenClient),
+		AdvertiseClientURLs:         splitURLs(f.advertiseClient),
+		ListenPeerURLs:              splitURLs(f.listenPeer),
+		InitialCluster:              cluster,
+		InitialClusterState:         f.initialClusterState,
+		InitialClusterToken:         f.initialClusterToken,
+		HeartbeatInterval:           time.Duration(f.heartbeatMs) * time.Millisecond,
+		ElectionTimeout:             time.Duration(f.electionMs) * time.Millisecond,
+		MaxRequestBytes:             f.maxRequestBytes,
+		MaxTxnOps:                   f.maxTxnOps,
+		MaxResponseBytes:            f.maxResponseBytes,
+		SnapshotCount:               f.snapshotCount,
+		WatchProgressNotifyInterval: f.watchProgressNotifyInterval,
+		LeaseCheckpointInterval:     f.leaseCheckpointInterval,
+		ListenMetricsURLs:           splitURLs(f.listenMetrics),
+		Metrics:                     f.metrics,
+		EnablePprof:                 f.enablePprof,
+		Logger:                      logger,
 	}
 	if err := f.tls.apply(&cfg); err != nil {
 		return server.Config{}, err
@@ -335,3 +357,29 @@ func watchSupervisor(fd int, stop chan<- string) {
 		}
 	}
 }
+
+// durationValue is a duration flag that also takes a whole number of nanoseconds,
+// the form etcd's YAML config file gives durations in (600000000000 for 10m).
+type durationValue struct{ d *time.Duration }
+
+func (v durationValue) String() string {
+	if v.d == nil {
+		return "0s"
+	}
+	return v.d.String()
+}
+
+func (v durationValue) Set(s string) error {
+	if ns, err := strconv.ParseInt(s, 10, 64); err == nil {
+		*v.d = time.Duration(ns)
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("not a duration: give e.g. 10m, 30s or 500ms")
+	}
+	*v.d = d
+	return nil
+}
+
+func (durationValue) Type() string { return "duration" }

@@ -271,8 +271,9 @@ func (s *supervisor) printBanner() {
 		flag += " --insecure-skip-tls-verify"
 		ctlFlags = " --insecure-transport=false --insecure-skip-tls-verify"
 	}
-	for i, try := range []string{"put foo bar", "get foo", "status"} {
-		fmt.Fprintf(&b, "%-5s raftkv%s %s\n", map[bool]string{true: "try:"}[i == 0], flag, try)
+	fmt.Fprintf(&b, "try:  raftkv%s watch foo      # in a second terminal: each change of foo as it happens\n", flag)
+	for _, try := range []string{"put foo bar", "get foo", "status"} {
+		fmt.Fprintf(&b, "      raftkv%s %s\n", flag, try)
 	}
 	fmt.Fprintf(&b, "      etcdctl%s --endpoints=%s endpoint status -w table\n", ctlFlags, eps)
 	fmt.Fprintf(&b, "each member's pid is also in %s/<name>.pid", filepath.Dir(s.members[0].pidFile))
