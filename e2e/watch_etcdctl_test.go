@@ -22,11 +22,21 @@ type watchProc struct {
 	mu    sync.Mutex
 	out   bytes.Buffer
 	done  chan struct{}
+
+	waitOnce sync.Once
+	waitErr  error
 }
 
 func startEtcdctlWatch(t *testing.T, bin string, endpoints []string, args ...string) *watchProc {
 	t.Helper()
-	full := append([]string{"--endpoints=" + strings.Join(endpoints, ","), "--dial-timeout=3s", "watch"}, args...)
+	return startCtlProc(t, bin, endpoints, append([]string{"watch"}, args...)...)
+}
+
+// startCtlProc starts a long-running etcdctl (or raftkv) command, its output gathered
+// as it comes; it is killed when the test ends if it still runs.
+func startCtlProc(t *testing.T, bin string, endpoints []string, args ...string) *watchProc {
+	t.Helper()
+	full := append([]string{"--endpoints=" + strings.Join(endpoints, ","), "--dial-timeout=3s"}, args...)
 	p := &watchProc{cmd: exec.Command(bin, full...), done: make(chan struct{})}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "ETCDCTL_") {
@@ -41,9 +51,9 @@ func startEtcdctlWatch(t *testing.T, bin string, endpoints []string, args ...str
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.cmd.Stderr = &p.out // errors land in the same buffer, after what came before them
+	p.cmd.Stderr = lockedWriter{p} // errors land in the same buffer, after what came before them
 	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("starting etcdctl watch %v: %v", args, err)
+		t.Fatalf("starting %s %v: %v", bin, args, err)
 	}
 	go func() {
 		defer close(p.done)
@@ -61,9 +71,33 @@ func startEtcdctlWatch(t *testing.T, bin string, endpoints []string, args ...str
 	t.Cleanup(func() {
 		_ = p.cmd.Process.Kill()
 		<-p.done
-		_ = p.cmd.Wait()
+		p.waitOnce.Do(func() { p.waitErr = p.cmd.Wait() })
 	})
 	return p
+}
+
+type lockedWriter struct{ p *watchProc }
+
+func (w lockedWriter) Write(b []byte) (int, error) {
+	w.p.mu.Lock()
+	defer w.p.mu.Unlock()
+	return w.p.out.Write(b)
+}
+
+// interrupt sends SIGINT, as Ctrl-C does, and returns the exit error once the
+// process has exited (within 10s).
+func (p *watchProc) interrupt(t *testing.T) error {
+	t.Helper()
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatalf("interrupting %v: %v", p.cmd.Args, err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%v did not exit within 10s of SIGINT; it printed\n%s", p.cmd.Args, p.output())
+	}
+	p.waitOnce.Do(func() { p.waitErr = p.cmd.Wait() })
+	return p.waitErr
 }
 
 func (p *watchProc) output() string {
