@@ -88,8 +88,8 @@ func TestConcurrencyMutex(t *testing.T) {
 		if err := m2.TryLock(ctx); !errors.Is(err, concurrency.ErrLocked) {
 			t.Fatalf("m2.TryLock while m1 holds the lock: %v, want ErrLocked", err)
 		}
-		// The holder's key is the oldest under the prefix: its create revision is the
-		// lock's revision, which the fencing example (fencing_test.go) relies on.
+		// The holder's key is the oldest under the prefix; uncontended, the lock's
+		// header is that of the txn that created it.
 		resp, err := cli(2).Get(ctx, "/locks/a/", clientv3.WithFirstCreate()...)
 		if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Key) != m1.Key() || resp.Kvs[0].CreateRevision != m1.Header().Revision {
 			t.Fatalf("the first key under /locks/a/ is %v (%v); want m1's %q created at %d", resp, err, m1.Key(), m1.Header().Revision)
