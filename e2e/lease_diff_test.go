@@ -101,60 +101,79 @@ type leaseDiff struct {
 	ids             *leaseIDs // etcd's lease ids to raftkv's
 	// slack is how much longer than etcd's raftkv's remaining TTL may be.
 	slack time.Duration
+	// recent are the last operations, for a failure's message; counts counts the
+	// operations that matched, by kind and error.
+	recent []string
+	counts map[string]int
 }
 
 func (d *leaseDiff) run(ops int, hooks map[int]func()) {
 	t := d.t
 	g := &leaseGen{opGen: &opGen{rng: rand.New(rand.NewPCG(d.seed, 0x1ea5e)), rev: 1}}
-	var recent []string
-	counts := map[string]int{}
 	start := time.Now()
 	for i := range ops {
 		if hook := hooks[i]; hook != nil {
 			hook()
 			t.Logf("restarted a raftkv member before operation #%d", i)
 		}
-		op := g.next()
-		recent = append(recent, fmt.Sprintf("#%d %s", i, op.desc))
-		if len(recent) > 8 {
-			recent = recent[1:]
-		}
-		if *leaseLog {
-			t.Logf("#%d %s", i, op.desc)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		want, wantErr := op.send(ctx, d.oracle, identity)
-		got, gotErr := op.send(ctx, d.subject, d.ids)
-		cancel()
-		fail := func(msg string, args ...any) {
-			t.Helper()
-			t.Fatalf("operation #%d (seed %d): %s\n  op: %s\netcd:\n%s\nraftkv:\n%s\nlast operations:\n  %s", i, d.seed,
-				fmt.Sprintf(msg, args...), op.desc, format(want), format(got), strings.Join(recent, "\n  "))
-		}
-		if ws, gs := errString(wantErr), errString(gotErr); ws != gs {
-			fail("errors differ: etcd %s, raftkv %s", orNone(ws), orNone(gs))
-		}
-		if wantErr != nil {
-			counts[op.kind+" error: "+errString(wantErr)]++
-			if isTransportError(wantErr) {
-				t.Fatalf("operation #%d: both sides failed with a transport error, the test cannot go on: %v", i, wantErr)
-			}
-			continue
-		}
-		if grant, ok := got.(*pb.LeaseGrantResponse); ok && op.lease == 0 {
-			d.ids.record(want.(*pb.LeaseGrantResponse).ID, grant.ID)
-		}
-		normalizeLeaseResponse(want, identity)
-		normalizeLeaseResponse(got, d.ids)
-		if msg := d.compareRemainingTTL(want, got); msg != "" {
-			fail("%s", msg)
-		}
-		if !proto.Equal(want, got) {
-			fail("responses differ")
-		}
-		counts[op.kind]++
-		g.observe(op, want, nil)
+		d.step(i, g, g.next())
 	}
+	d.finish(g, ops, start)
+}
+
+// step sends op to both servers, compares the answers (failing the test if they
+// differ), and lets g follow etcd's answer.
+func (d *leaseDiff) step(i int, g *leaseGen, op leaseOp) {
+	t := d.t
+	d.recent = append(d.recent, fmt.Sprintf("#%d %s", i, op.desc))
+	if len(d.recent) > 8 {
+		d.recent = d.recent[1:]
+	}
+	if *leaseLog {
+		t.Logf("#%d %s", i, op.desc)
+	}
+	if d.counts == nil {
+		d.counts = map[string]int{}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	want, wantErr := op.send(ctx, d.oracle, identity)
+	got, gotErr := op.send(ctx, d.subject, d.ids)
+	cancel()
+	fail := func(msg string, args ...any) {
+		t.Helper()
+		t.Fatalf("operation #%d (seed %d): %s\n  op: %s\netcd:\n%s\nraftkv:\n%s\nlast operations:\n  %s", i, d.seed,
+			fmt.Sprintf(msg, args...), op.desc, format(want), format(got), strings.Join(d.recent, "\n  "))
+	}
+	if ws, gs := errString(wantErr), errString(gotErr); ws != gs {
+		fail("errors differ: etcd %s, raftkv %s", orNone(ws), orNone(gs))
+	}
+	if wantErr != nil {
+		d.counts[op.kind+" error: "+errString(wantErr)]++
+		if isTransportError(wantErr) {
+			t.Fatalf("operation #%d: both sides failed with a transport error, the test cannot go on: %v", i, wantErr)
+		}
+		return
+	}
+	if grant, ok := got.(*pb.LeaseGrantResponse); ok && op.lease == 0 {
+		d.ids.record(want.(*pb.LeaseGrantResponse).ID, grant.ID)
+	}
+	normalizeLeaseResponse(want, identity)
+	normalizeLeaseResponse(got, d.ids)
+	if msg := d.compareRemainingTTL(want, got); msg != "" {
+		fail("%s", msg)
+	}
+	if !proto.Equal(want, got) {
+		fail("responses differ")
+	}
+	d.counts[op.kind]++
+	g.observe(op, want, nil)
+}
+
+// finish logs the run and requires every live lease, with its keys, to be the same
+// on both sides.
+func (d *leaseDiff) finish(g *leaseGen, ops int, start time.Time) {
+	t := d.t
+	counts := d.counts
 	t.Logf("%d operations matched in %v (final revision %d, %d leases live)", ops, time.Since(start).Round(time.Millisecond), g.rev, len(g.live))
 	for _, kind := range slices.Sorted(maps.Keys(counts)) {
 		t.Logf("  %6d %s", counts[kind], kind)

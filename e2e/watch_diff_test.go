@@ -67,7 +67,7 @@ func TestWatchDifferential(t *testing.T) {
 type watchRecord struct {
 	mu           sync.Mutex
 	created      int64 // header revision of the Created response
-	events       []string
+	events       []*mvccpb.Event
 	lastRev      int64 // of the last event
 	lastProgress int64
 	compactRev   int64
@@ -79,9 +79,11 @@ type watchRecord struct {
 	startRev int64
 }
 
-func describeWatchEvent(ev *mvccpb.Event) string {
+// describeWatchEvent writes an event with its lease as etcd's id (ids maps the
+// side's lease ids to etcd's, for the ids each server picks).
+func describeWatchEvent(ev *mvccpb.Event, ids *leaseIDs) string {
 	kv := ev.Kv
-	s := fmt.Sprintf("%s %q c=%d m=%d v=%d val=%q lease=%d", ev.Type, kv.Key, kv.CreateRevision, kv.ModRevision, kv.Version, kv.Value, kv.Lease)
+	s := fmt.Sprintf("%s %q c=%d m=%d v=%d val=%q lease=%d", ev.Type, kv.Key, kv.CreateRevision, kv.ModRevision, kv.Version, kv.Value, ids.etcd(kv.Lease))
 	if p := ev.PrevKv; p != nil {
 		s += fmt.Sprintf(" prev{c=%d m=%d v=%d val=%q}", p.CreateRevision, p.ModRevision, p.Version, p.Value)
 	}
@@ -103,7 +105,7 @@ func recordWatch(ch clientv3.WatchChan, startRev int64) *watchRecord {
 			}
 			var revs []int64
 			for _, ev := range resp.Events {
-				r.events = append(r.events, describeWatchEvent(ev))
+				r.events = append(r.events, ev)
 				r.lastRev = ev.Kv.ModRevision
 				if len(revs) == 0 || revs[len(revs)-1] != ev.Kv.ModRevision {
 					revs = append(revs, ev.Kv.ModRevision)
@@ -154,139 +156,151 @@ type watchPair struct {
 }
 
 // watchSide is one server's clients: writes go through write, watches through
-// watch (the same client on one member; a follower's on three).
+// watch (the same client on one member; a follower's on three), and ids maps the
+// server's lease ids to etcd's.
 type watchSide struct {
 	name   string
 	write  *clientv3.Client
 	watch  *clientv3.Client
+	ids    *leaseIDs
 	ctx    context.Context
 	cancel context.CancelFunc
 }
 
-func runWatchDifferential(t *testing.T, seed uint64, ops int, oracle *clientv3.Client, subject [2]*clientv3.Client) {
-	g := &opGen{rng: rand.New(rand.NewPCG(seed, 0x3a7c4)), rev: 1}
-	sides := [2]*watchSide{{name: "etcd", write: oracle, watch: oracle}, {name: "raftkv", write: subject[0], watch: subject[1]}}
-	for _, s := range sides {
-		s.ctx, s.cancel = context.WithCancel(context.Background())
-		defer s.cancel()
-	}
-	var pairs, open []*watchPair
-	openWatch := func() {
-		key, opts, startRev, desc := g.watchShape()
-		p := &watchPair{desc: desc}
-		for _, s := range sides {
-			// A linearizable read first: a follower then has applied every write
-			// acknowledged so far, so a watch from now starts where etcd's does.
-			ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
-			_, err := s.watch.Get(ctx, "sync-probe")
-			cancel()
-			if err != nil {
-				t.Fatalf("read before a watch on %s: %v", s.name, err)
-			}
-		}
-		for i, s := range sides {
-			// clientv3 shares a stream between watches whose contexts carry the same
-			// metadata: this gives the pair's watches a stream each.
-			ctx := metadata.AppendToOutgoingContext(s.ctx, "watch-pair", fmt.Sprint(len(pairs)))
-			p.ctx[i], p.cancel[i] = context.WithCancel(ctx)
-			p.rec[i] = recordWatch(s.watch.Watch(p.ctx[i], key, append(opts, clientv3.WithCreatedNotify())...), startRev)
-		}
-		// Both Created responses before the next write, so both watches start at the
-		// same revision.
-		for i := range sides {
-			err := eventually(10*time.Second, time.Millisecond, func() error {
-				r := p.rec[i]
-				r.mu.Lock()
-				defer r.mu.Unlock()
-				if r.created < 0 && !r.closed {
-					return fmt.Errorf("not created")
-				}
-				return nil
-			})
-			if err != nil {
-				t.Fatalf("watch %s on %s: no Created response within 10s", desc, sides[i].name)
-			}
-		}
-		pairs, open = append(pairs, p), append(open, p)
-	}
-	// waitCaughtUp waits until every open watch on both sides has everything up to
-	// the current revision, asking for progress: before a compaction (a watch still
-	// replaying would race it in etcd, whose prev_kv is read at send time), before a
-	// cancel, and at the end.
-	waitCaughtUp := func(why string) {
-		for i, s := range sides {
-			err := eventually(30*time.Second, 5*time.Millisecond, func() error {
-				behind := 0
-				for _, p := range open {
-					if !p.rec[i].caughtUp(g.rev) {
-						behind++
-						// etcd answers only when the watch is synced: ask again.
-						_ = s.watch.RequestProgress(p.ctx[i])
-					}
-				}
-				if behind == 0 {
-					return nil
-				}
-				return fmt.Errorf("%d watches behind revision %d", behind, g.rev)
-			})
-			if err != nil {
-				t.Fatalf("%s, on %s: %v", why, s.name, err)
-			}
-		}
-	}
+// watchHarness opens watches of the same shape on etcd and raftkv while a test
+// writes to both, cancels some on the way, and at the end requires each pair to
+// have delivered the same stream. g is the test's generator: the harness draws the
+// watches' shapes from it, and reads the revision and compaction it follows.
+type watchHarness struct {
+	t           *testing.T
+	seed        uint64
+	g           *opGen
+	sides       [2]*watchSide
+	pairs, open []*watchPair
+}
 
-	start := time.Now()
-	writes := 0
-	openWatch() // before the writes
-	for writes < ops {
-		switch p := g.rng.Float64(); {
-		case p < 0.03:
-			openWatch()
-		case p < 0.04 && len(open) > 0:
-			waitCaughtUp("before a cancel")
-			i := g.rng.IntN(len(open))
-			open[i].cancel[0]()
-			open[i].cancel[1]()
-			open = slices.Delete(open, i, i+1)
-		default:
-			op := g.next()
-			if op.kind == "get" {
-				continue
-			}
-			if op.kind == "compact" {
-				waitCaughtUp("before a compaction")
-			}
-			want, wantErr := op.run(sides[0].write)
-			got, gotErr := op.run(sides[1].write)
-			if errString(wantErr) != errString(gotErr) {
-				t.Fatalf("write #%d %s: etcd error %v, raftkv error %v", writes, op.desc, wantErr, gotErr)
-			}
-			if wantErr == nil {
-				normalizeHeaders(want)
-				normalizeHeaders(got)
-				if headerOf(want).Revision != headerOf(got).Revision {
-					t.Fatalf("write #%d %s: etcd at revision %d, raftkv at %d", writes, op.desc, headerOf(want).Revision, headerOf(got).Revision)
-				}
-				g.observe(op, want)
-			}
-			writes++
+func newWatchHarness(t *testing.T, seed uint64, g *opGen, oracle *clientv3.Client, subject [2]*clientv3.Client, subjectIDs *leaseIDs) *watchHarness {
+	h := &watchHarness{t: t, seed: seed, g: g, sides: [2]*watchSide{
+		{name: "etcd", write: oracle, watch: oracle, ids: identity},
+		{name: "raftkv", write: subject[0], watch: subject[1], ids: subjectIDs},
+	}}
+	for _, s := range h.sides {
+		s.ctx, s.cancel = context.WithCancel(context.Background())
+		t.Cleanup(s.cancel)
+	}
+	return h
+}
+
+// openWatch opens a watch of a random shape on both sides.
+func (h *watchHarness) openWatch() {
+	t := h.t
+	key, opts, startRev, desc := h.g.watchShape()
+	p := &watchPair{desc: desc}
+	for _, s := range h.sides {
+		// A linearizable read first: a follower then has applied every write
+		// acknowledged so far, so a watch from now starts where etcd's does.
+		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+		_, err := s.watch.Get(ctx, "sync-probe")
+		cancel()
+		if err != nil {
+			t.Fatalf("read before a watch on %s: %v", s.name, err)
 		}
 	}
-	for range 3 {
-		openWatch() // after the writes: replays only
+	for i, s := range h.sides {
+		// clientv3 shares a stream between watches whose contexts carry the same
+		// metadata: this gives the pair's watches a stream each.
+		ctx := metadata.AppendToOutgoingContext(s.ctx, "watch-pair", fmt.Sprint(len(h.pairs)))
+		p.ctx[i], p.cancel[i] = context.WithCancel(ctx)
+		p.rec[i] = recordWatch(s.watch.Watch(p.ctx[i], key, append(opts, clientv3.WithCreatedNotify())...), startRev)
 	}
-	waitCaughtUp("at the end")
-	events := 0
-	for i, p := range pairs {
+	// Both Created responses before the next write, so both watches start at the
+	// same revision.
+	for i := range h.sides {
+		err := eventually(10*time.Second, time.Millisecond, func() error {
+			r := p.rec[i]
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.created < 0 && !r.closed {
+				return fmt.Errorf("not created")
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("watch %s on %s: no Created response within 10s", desc, h.sides[i].name)
+		}
+	}
+	h.pairs, h.open = append(h.pairs, p), append(h.open, p)
+}
+
+// maybeChange opens a watch (3% of the calls) or cancels one (1%), and reports
+// whether it did: the callers' loops call it before each operation.
+func (h *watchHarness) maybeChange() bool {
+	switch p := h.g.rng.Float64(); {
+	case p < 0.03:
+		h.openWatch()
+		return true
+	case p < 0.04 && len(h.open) > 0:
+		h.waitCaughtUp("before a cancel")
+		i := h.g.rng.IntN(len(h.open))
+		h.open[i].cancel[0]()
+		h.open[i].cancel[1]()
+		h.open = slices.Delete(h.open, i, i+1)
+		return true
+	}
+	return false
+}
+
+// waitCaughtUp waits until every open watch on both sides has everything up to
+// the current revision, asking for progress: before a compaction (a watch still
+// replaying would race it in etcd, whose prev_kv is read at send time), before a
+// cancel, and at the end.
+func (h *watchHarness) waitCaughtUp(why string) {
+	for i, s := range h.sides {
+		err := eventually(30*time.Second, 5*time.Millisecond, func() error {
+			behind := 0
+			for _, p := range h.open {
+				if !p.rec[i].caughtUp(h.g.rev) {
+					behind++
+					// etcd answers only when the watch is synced: ask again.
+					_ = s.watch.RequestProgress(p.ctx[i])
+				}
+			}
+			if behind == 0 {
+				return nil
+			}
+			return fmt.Errorf("%d watches behind revision %d", behind, h.g.rev)
+		})
+		if err != nil {
+			h.t.Fatalf("%s, on %s: %v", why, s.name, err)
+		}
+	}
+}
+
+// finish opens three more watches (replays only), waits until every watch has
+// caught up, and compares each pair's streams; it returns how many events matched.
+func (h *watchHarness) finish() (events int) {
+	t := h.t
+	for range 3 {
+		h.openWatch()
+	}
+	h.waitCaughtUp("at the end")
+	for i, p := range h.pairs {
 		w, r := p.rec[0], p.rec[1]
 		w.mu.Lock()
 		r.mu.Lock()
 		if w.created != r.created || w.compactRev != r.compactRev || w.canceled != r.canceled || w.cancelReason != r.cancelReason {
 			t.Fatalf("watch #%d %s (seed %d):\n  etcd:   created at %d, compacted at %d, canceled %v %q\n  raftkv: created at %d, compacted at %d, canceled %v %q",
-				i, p.desc, seed, w.created, w.compactRev, w.canceled, w.cancelReason, r.created, r.compactRev, r.canceled, r.cancelReason)
+				i, p.desc, h.seed, w.created, w.compactRev, w.canceled, w.cancelReason, r.created, r.compactRev, r.canceled, r.cancelReason)
 		}
-		if d := firstDifference(w.events, r.events); d != "" {
-			t.Fatalf("watch #%d %s (seed %d): events differ (etcd %d, raftkv %d)\n%s", i, p.desc, seed, len(w.events), len(r.events), d)
+		var want, got []string
+		for _, ev := range w.events {
+			want = append(want, describeWatchEvent(ev, h.sides[0].ids))
+		}
+		for _, ev := range r.events {
+			got = append(got, describeWatchEvent(ev, h.sides[1].ids))
+		}
+		if d := firstDifference(want, got); d != "" {
+			t.Fatalf("watch #%d %s (seed %d): events differ (etcd %d, raftkv %d)\n%s", i, p.desc, h.seed, len(want), len(got), d)
 		}
 		if r.split != "" {
 			t.Fatalf("watch #%d %s: raftkv split %s between two responses", i, p.desc, r.split)
@@ -295,8 +309,44 @@ func runWatchDifferential(t *testing.T, seed uint64, ops int, oracle *clientv3.C
 		w.mu.Unlock()
 		r.mu.Unlock()
 	}
+	return events
+}
+
+func runWatchDifferential(t *testing.T, seed uint64, ops int, oracle *clientv3.Client, subject [2]*clientv3.Client) {
+	g := &opGen{rng: rand.New(rand.NewPCG(seed, 0x3a7c4)), rev: 1}
+	h := newWatchHarness(t, seed, g, oracle, subject, identity)
+	start := time.Now()
+	writes := 0
+	h.openWatch() // before the writes
+	for writes < ops {
+		if h.maybeChange() {
+			continue
+		}
+		op := g.next()
+		if op.kind == "get" {
+			continue
+		}
+		if op.kind == "compact" {
+			h.waitCaughtUp("before a compaction")
+		}
+		want, wantErr := op.run(h.sides[0].write)
+		got, gotErr := op.run(h.sides[1].write)
+		if errString(wantErr) != errString(gotErr) {
+			t.Fatalf("write #%d %s: etcd error %v, raftkv error %v", writes, op.desc, wantErr, gotErr)
+		}
+		if wantErr == nil {
+			normalizeHeaders(want)
+			normalizeHeaders(got)
+			if headerOf(want).Revision != headerOf(got).Revision {
+				t.Fatalf("write #%d %s: etcd at revision %d, raftkv at %d", writes, op.desc, headerOf(want).Revision, headerOf(got).Revision)
+			}
+			g.observe(op, want)
+		}
+		writes++
+	}
+	events := h.finish()
 	t.Logf("%d writes, %d watches (%d canceled on the way), %d events matched in %v; final revision %d, compacted at %d",
-		writes, len(pairs), len(pairs)-len(open), events, time.Since(start).Round(time.Millisecond), g.rev, g.compacted)
+		writes, len(h.pairs), len(h.pairs)-len(h.open), events, time.Since(start).Round(time.Millisecond), g.rev, g.compacted)
 }
 
 func firstDifference(want, got []string) string {
