@@ -139,7 +139,36 @@ func (k *kvService) write(ctx context.Context, req proto.Message, cmd *kv.Comman
 	if res.Err != nil {
 		return kv.Result{}, toGRPC(res.Err)
 	}
+	if kind, same := sameKind(cmd, res); !same {
+		// The session table answered with the result of the request this client
+		// sent with that sequence number first, which was of another kind.
+		return kv.Result{}, status.Errorf(codes.InvalidArgument,
+			"raftkv: %s %d of %s %d was a %s; a retry must repeat its request, and a new request take the next sequence number",
+			MetadataSequence, seq, MetadataClientID, clientID, kind)
+	}
 	return res, nil
+}
+
+// sameKind reports whether res answers a command of cmd's kind, and if not, the
+// kind it answers.
+func sameKind(cmd *kv.Command, res kv.Result) (resKind string, same bool) {
+	switch {
+	case res.Put != nil:
+		return "put", cmd.Put != nil
+	case res.DeleteRange != nil:
+		return "delete", cmd.DeleteRange != nil
+	case res.Txn != nil:
+		return "txn", cmd.Txn != nil
+	case res.Compact != nil:
+		return "compaction", cmd.Compact != nil
+	case res.LeaseGrant != nil:
+		return "lease grant", cmd.LeaseGrant != nil
+	case res.LeaseRevoke != nil:
+		return "lease revoke", cmd.LeaseRevoke != nil
+	case res.LeaseCheckpoint != nil:
+		return "lease checkpoint", cmd.LeaseCheckpoint != nil
+	}
+	return "request of another kind", false
 }
 
 // maxRangeRequestFixedBytes bounds the encoding of a RangeRequest without its key

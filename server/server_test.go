@@ -214,6 +214,31 @@ func TestExactlyOnceSessions(t *testing.T) {
 	}
 }
 
+// A sequence number reused for a request of another kind (a put's for a delete) is
+// refused: the session table holds the put's answer, which is no delete's answer.
+// (It crashed the member with a nil dereference.)
+func TestExactlyOnceSequenceReusedForAnotherRequest(t *testing.T) {
+	members := startTestCluster(t, 1, nil)
+	c := members[0].client
+	ctx := metadata.AppendToOutgoingContext(context.Background(), MetadataClientID, "9", MetadataSequence, "1")
+	retry(t, func(context.Context) error {
+		_, err := c.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+		return err
+	})
+	_, err := c.DeleteRange(ctx, &pb.DeleteRangeRequest{Key: []byte("k")})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "raftkv-seq 1 of raftkv-client-id 9 was a put") {
+		t.Fatalf("a delete with the sequence of a put: %v; want InvalidArgument naming the reuse", err)
+	}
+	_, err = c.Txn(ctx, &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte("k")}}}}})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("a txn with the sequence of a put: %v; want InvalidArgument", err)
+	}
+	resp, err := c.Range(context.Background(), &pb.RangeRequest{Key: []byte("k")})
+	if err != nil || resp.Count != 1 || resp.Kvs[0].Version != 1 {
+		t.Fatalf("after the refused requests: %v, %v; want k at version 1", resp, err)
+	}
+}
+
 // A write with half a session, or one that is not a number, is refused with
 // InvalidArgument and applies nothing.
 func TestSessionMetadataRefused(t *testing.T) {
