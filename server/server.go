@@ -63,6 +63,7 @@ type Server struct {
 	terms *appliedTerm
 
 	grpc          *grpc.Server
+	local         *localConn // the services in process, for Lock and Election (local_client.go)
 	tls           tlsConfigs
 	clientListens []net.Listener
 	peerListens   []net.Listener
@@ -227,6 +228,7 @@ func (s *Server) start(ids []uint64) error {
 	unknown := &unserved{}
 	s.grpc = newGRPCServer(cfg, unknown.handle, listenerTLS{logger: s.logger}, s.metrics.grpcOptions()...)
 	unknown.g = s.grpc
+	s.local = newLocalConn()
 	registerServices(s.grpc, s)
 	s.registerLeaseForward()
 	s.metrics.registerServer(s)

@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3election/v3electionpb"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -29,6 +31,8 @@ var servedMethods = map[string][]string{
 	"etcdserverpb.Maintenance": {"Status", "Alarm"},
 	"etcdserverpb.Cluster":     {"MemberList"},
 	"etcdserverpb.Watch":       {"Watch"},
+	"v3lockpb.Lock":            {"Lock", "Unlock"},
+	"v3electionpb.Election":    {"Campaign", "Proclaim", "Leader", "Observe", "Resign"},
 }
 
 // unservedReasons says why a service or one of its methods is not served. A method's
@@ -61,9 +65,13 @@ func registerServices(g *grpc.Server, s *Server) {
 		{&pb.Maintenance_ServiceDesc, &maintenanceService{s: s}},
 		{&pb.Cluster_ServiceDesc, &clusterService{s: s}},
 		{&pb.Watch_ServiceDesc, &watchService{s: s}},
+		{&v3lockpb.Lock_ServiceDesc, &lockService{s: s}},
+		{&v3electionpb.Election_ServiceDesc, &electionService{s: s}},
 	} {
 		g.RegisterService(servedOnly(svc.desc), svc.impl)
+		s.local.register(servedOnly(svc.desc), svc.impl)
 	}
+	s.local.mustServe("/etcdserverpb.KV/Txn", "/etcdserverpb.Lease/LeaseKeepAlive", "/etcdserverpb.Watch/Watch")
 }
 
 // servedOnly returns desc with only the methods and streams servedMethods lists.
@@ -114,8 +122,8 @@ func (u *unserved) errorFor(fullMethod string) error {
 }
 
 // servedSentence lists the registered etcd services and their methods, e.g.
-// "Cluster (MemberList), KV (Compact, DeleteRange, Put, Range, Txn), ...": not the
-// members' own (LeaseForward, lease_forward.go).
+// "Cluster (MemberList), KV (Compact, DeleteRange, Put, Range, Txn), ..., Election
+// (...), Lock (Lock, Unlock)": not the members' own (LeaseForward, lease_forward.go).
 func servedSentence(info map[string]grpc.ServiceInfo) string {
 	var parts []string
 	for _, name := range slices.Sorted(maps.Keys(info)) {
@@ -127,7 +135,8 @@ func servedSentence(info map[string]grpc.ServiceInfo) string {
 			methods = append(methods, m.Name)
 		}
 		slices.Sort(methods)
-		parts = append(parts, fmt.Sprintf("%s (%s)", strings.TrimPrefix(name, "etcdserverpb."), strings.Join(methods, ", ")))
+		short := name[strings.LastIndex(name, ".")+1:] // etcdserverpb.KV, v3lockpb.Lock: KV, Lock
+		parts = append(parts, fmt.Sprintf("%s (%s)", short, strings.Join(methods, ", ")))
 	}
 	return strings.Join(parts, ", ")
 }

@@ -27,7 +27,8 @@ func TestUnservedMethodsSayWhatIsServed(t *testing.T) {
 		return err
 	})
 	const servedList = "Cluster (MemberList), KV (Compact, DeleteRange, Put, Range, Txn), " +
-		"Lease (LeaseGrant, LeaseKeepAlive, LeaseLeases, LeaseRevoke, LeaseTimeToLive), Maintenance (Alarm, Status), Watch (Watch)"
+		"Lease (LeaseGrant, LeaseKeepAlive, LeaseLeases, LeaseRevoke, LeaseTimeToLive), Maintenance (Alarm, Status), Watch (Watch), " +
+		"Election (Campaign, Leader, Observe, Proclaim, Resign), Lock (Lock, Unlock)"
 	descs := []grpc.ServiceDesc{pb.KV_ServiceDesc, pb.Watch_ServiceDesc, pb.Lease_ServiceDesc, pb.Cluster_ServiceDesc,
 		pb.Maintenance_ServiceDesc, pb.Auth_ServiceDesc}
 	var unservedCount int
