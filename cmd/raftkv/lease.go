@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strconv"
@@ -213,7 +214,7 @@ type keepAliver struct {
 	c     *clientFlags
 	id    int64
 	print func(*pb.LeaseKeepAliveResponse) error
-	warn  interface{ Write([]byte) (int, error) }
+	warn  io.Writer
 
 	ttl         time.Duration // the lease's TTL, from the last answer
 	lastRenewed time.Time
