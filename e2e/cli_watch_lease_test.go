@@ -82,4 +82,8 @@ func TestRaftkvCLIPrintsAsEtcdctl(t *testing.T) {
 	rkvWatch.expect(t, "raftkv "+from, want)
 	same("lease", "list")
 	same("get", "--prefix", "cli/")
+	// Ctrl-C stops raftkv watch cleanly.
+	if err := rkvWatch.interrupt(t); err != nil {
+		t.Fatalf("raftkv watch exited with %v on SIGINT; want status 0", err)
+	}
 }
