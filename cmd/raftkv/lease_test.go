@@ -62,3 +62,36 @@ func TestLeaseCommands(t *testing.T) {
 		t.Fatalf("lease revoke xyz: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }
+
+// TestLeaseKeepAliveMovesToTheNextEndpoint: when the member a keep-alive goes
+// through stops, the renewals go on through the next endpoint and the lease lives.
+func TestLeaseKeepAliveMovesToTheNextEndpoint(t *testing.T) {
+	members := startMembers(t, 3)
+	eps := members[0].endpoint + "," + members[1].endpoint + "," + members[2].endpoint
+	mustCLI(t, "lease 00000000000000cd granted with TTL(2s)\n", "--endpoints", eps, "lease", "grant", "2", "--id", "cd")
+	k := startCLI(t, "--endpoints", eps, "lease", "keep-alive", "cd")
+	renewals := func() int { return strings.Count(k.stdout.String(), "lease 00000000000000cd keepalived with TTL(2)\n") }
+	waitRenewals := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for renewals() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d renewals within 20s, want %d:\n%s\nstderr: %s", renewals(), n, k.stdout.String(), k.stderr.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitRenewals(2)
+	members[0].srv.Stop()
+	waitRenewals(renewals() + 4) // two TTLs' worth through the others
+	if !strings.Contains(k.stderr.String(), "keep-alive through "+members[0].endpoint+" failed") {
+		t.Errorf("nothing said of the stopped endpoint; stderr: %q", k.stderr.String())
+	}
+	if err := k.stop(t); err != nil {
+		t.Fatalf("Ctrl-C: %v", err)
+	}
+	if strings.Contains(k.stdout.String(), "expired or revoked") {
+		t.Fatalf("the lease was lost:\n%s", k.stdout.String())
+	}
+	mustCLI(t, "OK\n", "--endpoints", members[1].endpoint, "put", "still", "here", "--lease", "cd")
+}
