@@ -27,7 +27,7 @@ func FuzzRestore(f *testing.F) {
 	putWithLease(f, s, "k2", 6)
 	snap := mustSnapshot(f, s)
 	f.Add(snap[:len(snap)-crcBytes])
-	for _, fixture := range []string{"testdata/snapshot-v1.bin", "testdata/snapshot-v2.bin", "testdata/snapshot-v3.bin"} {
+	for _, fixture := range []string{"testdata/snapshot-v1.bin", "testdata/snapshot-v2.bin", "testdata/snapshot-v3.bin", "testdata/snapshot-v4.bin"} {
 		if old, err := os.ReadFile(fixture); err == nil {
 			f.Add(old[:len(old)-crcBytes])
 		}
