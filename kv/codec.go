@@ -7,12 +7,16 @@ import (
 )
 
 // Command is one write for the replicated log: exactly one of Put, DeleteRange,
-// Txn, Compact and the lease commands, plus the client session it belongs to. ClientID 0 means no
-// session: the command is applied every time it is committed. A client with a
-// session numbers its requests 1, 2, 3...: a retry reuses the number.
+// Txn, Compact, the lease commands and Auth, plus the client session it belongs to
+// and its sender. ClientID 0 means no session: the command is applied every time
+// it is committed. A client with a session numbers its requests 1, 2, 3...: a
+// retry reuses the number.
 type Command struct {
-	ClientID    uint64
-	Seq         uint64
+	ClientID uint64
+	Seq      uint64
+	// Sender says who sent the command; with auth enabled the store checks its
+	// permissions when it applies the command (auth_check.go). Zero: no user.
+	Sender      AuthInfo
 	Put         *PutRequest
 	DeleteRange *DeleteRangeRequest
 	Txn         *TxnRequest
@@ -21,6 +25,8 @@ type Command struct {
 	LeaseGrant      *LeaseGrantRequest
 	LeaseRevoke     *LeaseRevokeRequest
 	LeaseCheckpoint *LeaseCheckpointRequest
+	// Auth changes the users, roles and permissions, or authenticates (auth.go).
+	Auth *AuthRequest
 }
 
 func (c *Command) kind() opKind {
@@ -46,6 +52,9 @@ func (c *Command) kind() opKind {
 	if c.LeaseCheckpoint != nil {
 		kind, n = opLeaseCheckpoint, n+1
 	}
+	if c.Auth != nil {
+		kind, n = opAuth, n+1
+	}
 	if n != 1 {
 		return opMany
 	}
@@ -61,7 +70,7 @@ func (c *Command) check(maxTxnOps int) error {
 		return checkDeleteRange(c.DeleteRange)
 	case opTxn:
 		return checkTxn(c.Txn, maxTxnOps)
-	case opCompact, opLeaseRevoke:
+	case opCompact, opLeaseRevoke, opAuth:
 		return nil
 	case opLeaseGrant:
 		return checkLeaseGrant(c.LeaseGrant)
@@ -77,19 +86,27 @@ func (c *Command) check(maxTxnOps int) error {
 // trailing bytes), so every command has exactly one encoding and
 // Encode(Decode(b)) == b for every b that decodes.
 //
-//	command  = version:1 kind:1 clientID:uvarint seq:uvarint body
+//	command  = version:1 kind:1 clientID:uvarint seq:uvarint [sender] body
 //	put      = key value lease:varint flags
 //	delete   = key rangeEnd flags
 //	compact  = revision:varint flags
 //	grant    = id:varint ttl:varint
 //	revoke   = id:varint
 //	checkpoint = n:uvarint (id:varint remainingTTL:varint)*n
+//	auth     = authRequest (auth_codec.go)
 //	txn      = n:uvarint compare*n  n:uvarint op*n  n:uvarint op*n
 //	compare  = result:varint target:varint key rangeEnd operand
 //	op       = kind:1 [range | put | delete | txn]
 //	range    = key rangeEnd limit revision sortOrder sortTarget flags
 //	           minMod maxMod minCreate maxCreate
-const commandVersion = 1
+//
+// Version 2 is version 1 with the command's Sender after seq (auth_codec.go); a
+// command with no sender is written as version 1, so one command still has one
+// encoding, and commands from before auth read as sent by nobody.
+const (
+	commandVersion       = 1
+	commandVersionSender = 2
+)
 
 // Decoding limits. A txn nests at most maxTxnDepth deep, which MaxTxnOps
 // allows anyway (each level spends at least one op of its parent's budget), and
@@ -124,10 +141,17 @@ func (c *Command) AppendEncode(dst []byte) ([]byte, error) {
 	if kind == opMany {
 		return dst, ErrInvalidCommand
 	}
-	e.byte(commandVersion)
+	version := byte(commandVersion)
+	if !c.Sender.isZero() {
+		version = commandVersionSender
+	}
+	e.byte(version)
 	e.byte(byte(kind))
 	e.uvarint(c.ClientID)
 	e.uvarint(c.Seq)
+	if version == commandVersionSender {
+		e.sender(c.Sender)
+	}
 	switch kind {
 	case opPut:
 		e.put(c.Put)
@@ -140,6 +164,8 @@ func (c *Command) AppendEncode(dst []byte) ([]byte, error) {
 		e.flags(c.Compact.Physical)
 	case opLeaseGrant, opLeaseRevoke, opLeaseCheckpoint:
 		e.leaseCommand(c)
+	case opAuth:
+		e.authRequest(c.Auth)
 	}
 	if e.err != nil {
 		return dst, e.err
@@ -162,12 +188,18 @@ func DecodeCommand(data []byte) (*Command, error) {
 // nil, so that a caller with both on the stack decodes a put without allocating.
 func (c *Command) decode(data []byte, putScratch *PutRequest) error {
 	d := decoder{buf: data}
-	if v := d.byte(); d.err == nil && v != commandVersion {
-		return fmt.Errorf("%w: format version %d, this build reads %d", ErrCorruptCommand, v, commandVersion)
+	version := d.byte()
+	if d.err == nil && version != commandVersion && version != commandVersionSender {
+		return fmt.Errorf("%w: format version %d, this build reads %d and %d", ErrCorruptCommand, version, commandVersion, commandVersionSender)
 	}
 	kind := opKind(d.byte())
 	c.ClientID = d.uvarint()
 	c.Seq = d.uvarint()
+	if version == commandVersionSender {
+		if c.Sender = d.sender(); d.err == nil && c.Sender.isZero() {
+			d.fail("format version %d with an empty sender", version)
+		}
+	}
 	switch kind {
 	case opPut:
 		if putScratch == nil {
@@ -184,6 +216,8 @@ func (c *Command) decode(data []byte, putScratch *PutRequest) error {
 		c.Compact.Physical = d.flags(1)[0]
 	case opLeaseGrant, opLeaseRevoke, opLeaseCheckpoint:
 		d.leaseCommand(kind, c)
+	case opAuth:
+		c.Auth = d.authRequest()
 	default:
 		d.fail("unknown command kind %d", kind)
 	}

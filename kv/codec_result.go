@@ -17,6 +17,7 @@ import (
 //	txn        = header succeeded:1 n:uvarint responseOp*n
 //	responseOp = kind:1 [range | put | delete | txn]
 //	compact    = header
+//	auth       = authResp (auth_codec.go)
 
 // minKVBytes is the smallest kv encoding: two empty strings and four varints.
 const minKVBytes = 6
@@ -42,6 +43,9 @@ func (e *encoder) result(r *Result) {
 		e.byte(byte(opCompact))
 		e.varint(r.Compact.Header.Revision)
 	case e.leaseResult(r):
+	case r.Auth != nil:
+		e.byte(byte(opAuth))
+		e.authResponse(r.Auth)
 	default:
 		e.byte(byte(opEmpty))
 	}
@@ -129,6 +133,8 @@ func (d *decoder) result() Result {
 		r.Compact = &CompactionResponse{Header: ResponseHeader{Revision: d.varint()}}
 	case opLeaseGrant, opLeaseRevoke, opLeaseCheckpoint:
 		d.leaseResult(kind, &r)
+	case opAuth:
+		r.Auth = d.authResponse()
 	default:
 		d.fail("unknown result kind %d", kind)
 	}

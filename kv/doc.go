@@ -46,8 +46,18 @@
 // history like any other). When a lease expires is not replicated: that needs a
 // clock, so the server's lessor decides it on the leader and proposes the revoke.
 //
-// Snapshots (snapshot.go) carry the whole retained history and the leases.
-// Store.SnapshotView freezes the store at its applied index in time proportional to its key count, and
-// the view is then written out while Apply goes on; the format copies the value log
-// whole, so writing one costs sequential reads rather than a read per value.
+// Authentication (auth.go, auth_check.go, auth_read.go, auth_codec.go): the users,
+// roles, permissions, the enabled flag and the auth revision are replicated state,
+// changed only by Command.Auth and carried in the snapshot. Every command names its
+// Sender (a user and the auth revision the proposing member was at), and Apply checks
+// the sender's permissions against the state at that point of the log, so a
+// permission revoked between proposal and apply is honoured on every replica alike;
+// a denied command changes nothing. RangeAs and TxnAs check a read under the read's
+// own lock. Passwords arrive as bcrypt hashes: this package never hashes.
+//
+// Snapshots (snapshot.go) carry the whole retained history, the leases and the auth
+// state. Store.SnapshotView freezes the store at its applied index in time
+// proportional to its key count, and the view is then written out while Apply goes
+// on; the format copies the value log whole, so writing one costs sequential reads
+// rather than a read per value.
 package kv

@@ -82,6 +82,25 @@ var resultErrors = []error{
 	ErrLeaseExists,
 	ErrLeaseTTLTooLarge,
 	ErrTooManyCheckpoints,
+	// Auth (auth.go).
+	ErrRootUserNotExist,
+	ErrRootRoleNotExist,
+	ErrUserAlreadyExist,
+	ErrUserEmpty,
+	ErrUserNotFound,
+	ErrRoleAlreadyExist,
+	ErrRoleNotFound,
+	ErrRoleEmpty,
+	ErrAuthFailed,
+	ErrPermissionNotGiven,
+	ErrPermissionDenied,
+	ErrRoleNotGranted,
+	ErrPermissionNotGranted,
+	ErrAuthNotEnabled,
+	ErrInvalidAuthMgmt,
+	ErrAuthOldRevision,
+	ErrNoPasswordUser,
+	ErrAuthPasswordChecked,
 }
 
 // errorCode returns the snapshot code of err, which must be one of resultErrors.

@@ -17,6 +17,7 @@ import (
 //	           nLeases:uvarint lease*nLeases
 //	           nKeys:uvarint key*nKeys nSessions:uvarint session*nSessions
 //	           nProposers:uvarint proposer*nProposers
+//	           authState (auth_codec.go)
 //	           crc32c:4 (little-endian, over every byte before it)
 //	lease    = id:varint ttl:varint remainingTTL:varint
 //	key      = key:bytes nGens:uvarint generation*nGens
@@ -39,10 +40,17 @@ import (
 // the keys' live revisions (etcd rebuilds it the same way). Version 4 added the
 // leases; a snapshot of an earlier version restores with none, and a key in it that
 // names a lease (which the server then stored as given) stays attached to nothing.
+//
+// Auth: version 5 added the auth section (users, roles, permissions, the enabled
+// flag and the auth revision); an older snapshot restores with auth disabled, no
+// users and no roles, at auth revision 1, which is where a cluster of that version
+// was.
 const (
 	snapshotMagic   = "RKVS"
-	snapshotVersion = 4
-	crcBytes        = 4
+	snapshotVersion = 5
+	// snapshotVersionAuth is the first version with the auth section.
+	snapshotVersionAuth = 5
+	crcBytes            = 4
 	// Smallest encodings, for bounding list lengths.
 	minKeyBytes        = 3 // one-byte key, its length, nGens
 	minGenerationBytes = 4 // three varints, nRevs
@@ -130,6 +138,8 @@ type snapshotSource struct {
 	eachKey func(fn func(key []byte, gens []generation) bool)
 	// sessions encodes the session table and the proposal table.
 	sessions func(e *encoder)
+	// auth encodes the auth section.
+	auth func(e *encoder)
 }
 
 func (st *state) snapshotSource() *snapshotSource {
@@ -141,6 +151,7 @@ func (st *state) snapshotSource() *snapshotSource {
 			st.index.ascend(nil, func(ki *keyIndex) bool { return fn(ki.key, ki.gens) })
 		},
 		sessions: st.encodeSessions,
+		auth:     st.auth.encode,
 	}
 }
 
@@ -186,6 +197,7 @@ func writeSnapshot(w io.Writer, src *snapshotSource) (int64, error) {
 		return werr == nil
 	})
 	src.sessions(&e)
+	src.auth(&e)
 	if e.err != nil {
 		return cw.n, e.err
 	}
@@ -301,6 +313,10 @@ func (s *Store) SnapshotView() (*SnapshotView, error) {
 		return nil, e.err
 	}
 	sessions := e.buf
+	// The auth state is small and changes in place: it is encoded now.
+	var ae encoder
+	st.auth.encode(&ae)
+	authSection := ae.buf
 	vals := st.vals.frozen()
 	return &SnapshotView{release: s.snapMu.Unlock, src: snapshotSource{
 		appliedIndex: st.appliedIndex, rev: st.rev, compactRev: st.compactRev,
@@ -316,6 +332,7 @@ func (s *Store) SnapshotView() (*SnapshotView, error) {
 			}
 		},
 		sessions: func(e *encoder) { e.buf = append(e.buf, sessions...) },
+		auth:     func(e *encoder) { e.buf = append(e.buf, authSection...) },
 	}}, nil
 }
 
@@ -417,6 +434,9 @@ func decodeState(data []byte, cfg Config, newValues func() (valueLog, error)) (s
 	}
 	if version >= 3 {
 		d.proposals(&st.proposals)
+	}
+	if version >= snapshotVersionAuth {
+		d.authState(&st.auth)
 	}
 	d.end()
 	if d.err != nil {

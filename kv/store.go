@@ -51,6 +51,8 @@ type state struct {
 	history history
 	// grants holds the leases granted and not revoked, and their keys (lease.go).
 	grants grantTable
+	// auth holds the users, roles and permissions (auth.go).
+	auth authState
 	// snapMu is the Store's, held while a SnapshotView is out; nil for a state
 	// no Store holds.
 	snapMu *sync.Mutex
@@ -62,7 +64,8 @@ func newState(cfg Config, newValues func() (valueLog, error)) (*state, error) {
 		return nil, err
 	}
 	return &state{cfg: cfg, vals: vals, newValues: newValues, rev: 1, compactRev: -1,
-		sessions: newSessionTable(cfg.MaxSessions), proposals: newProposalTable(cfg.MaxProposers, cfg.MaxProposalResults)}, nil
+		sessions: newSessionTable(cfg.MaxSessions), proposals: newProposalTable(cfg.MaxProposers, cfg.MaxProposalResults),
+		auth: newAuthState()}, nil
 }
 
 // Result is the outcome of one applied command: the response matching its
@@ -77,7 +80,9 @@ type Result struct {
 	LeaseGrant      *LeaseGrantResponse
 	LeaseRevoke     *LeaseRevokeResponse
 	LeaseCheckpoint *LeaseCheckpointResponse
-	Err             error
+	// Auth answers an auth command.
+	Auth *AuthResponse
+	Err  error
 }
 
 // NewStore returns an empty store that keeps its values on the Go heap:
@@ -274,6 +279,9 @@ func (st *state) execute(cmd *Command) Result {
 	if err := cmd.check(st.cfg.MaxTxnOps); err != nil {
 		return Result{Err: err}
 	}
+	if err := st.checkCommand(cmd); err != nil {
+		return Result{Err: err}
+	}
 	switch {
 	case cmd.Put != nil:
 		if err := st.checkPutLease(cmd.Put); err != nil {
@@ -302,6 +310,9 @@ func (st *state) execute(cmd *Command) Result {
 		return Result{LeaseRevoke: resp, Err: err}
 	case cmd.LeaseCheckpoint != nil:
 		return Result{LeaseCheckpoint: st.leaseCheckpoint(cmd.LeaseCheckpoint)}
+	case cmd.Auth != nil:
+		resp, err := st.applyAuth(cmd.Auth, cmd.Sender)
+		return Result{Auth: resp, Err: err}
 	}
 	// Not formatted with cmd: that would make every decoded command escape to the heap.
 	panic(fmt.Sprintf("kv: command of client %d seq %d passed its checks but holds no request", cmd.ClientID, cmd.Seq))

@@ -24,6 +24,8 @@ const (
 	opLeaseGrant
 	opLeaseRevoke
 	opLeaseCheckpoint
+	// opAuth: an auth command (auth.go), only ever a whole Command.
+	opAuth
 	opMany // more than one request set
 )
 
