@@ -208,7 +208,7 @@ func (s *Server) startCompactor() {
 
 // proposeCompaction compacts the store to rev through the log.
 func (s *Server) proposeCompaction(rev int64) error {
-	payload, err := (&kv.Command{Compact: &kv.CompactionRequest{Revision: rev}}).Encode()
+	payload, err := (&kv.Command{Sender: kv.AuthInfo{Member: true}, Compact: &kv.CompactionRequest{Revision: rev}}).Encode()
 	if err != nil {
 		return err
 	}

@@ -119,6 +119,14 @@ type Config struct {
 	// (etcd's --enable-pprof).
 	EnablePprof bool
 
+	// AuthToken is etcd's --auth-token: "simple" (the default), tokens each member
+	// keeps in memory (auth_tokens.go). AuthTokenTTL is how long a simple token
+	// lives unused (--auth-token-ttl, default 300s). BcryptCost is the cost of the
+	// password hashes (--bcrypt-cost, 4 to 31, default 10). See auth_config.go.
+	AuthToken    string
+	AuthTokenTTL time.Duration
+	BcryptCost   int
+
 	Logger *slog.Logger
 }
 
@@ -194,7 +202,7 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	return c
+	return c.authDefaults()
 }
 
 // Validate reports the first setting that cannot work, naming the flag.
@@ -223,6 +231,9 @@ func (c Config) Validate() error {
 	}
 	if len(c.InitialCluster) == 0 {
 		return fmt.Errorf("--initial-cluster is empty; list every member as name=http://host:port")
+	}
+	if err := c.validateAuth(); err != nil {
+		return err
 	}
 	if _, ok := c.InitialCluster[c.Name]; !ok {
 		return fmt.Errorf("--initial-cluster has no member named %q (--name); add %s=<peer URL> or fix --name",

@@ -43,7 +43,11 @@ func (k *kvService) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeRes
 			return nil, toGRPC(err)
 		}
 	}
-	resp, err := k.s.sm.store.RangeLimited(rangeFromPB(r), int64(k.s.cfg.MaxResponseBytes))
+	sender, err := k.s.sender(ctx)
+	if err != nil {
+		return nil, toGRPC(err)
+	}
+	resp, err := k.s.sm.store.RangeAs(sender, rangeFromPB(r), int64(k.s.cfg.MaxResponseBytes))
 	if err != nil {
 		return nil, toGRPC(err)
 	}
@@ -80,7 +84,11 @@ func (k *kvService) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse,
 				return nil, toGRPC(err)
 			}
 		}
-		resp, err := k.s.sm.store.TxnLimited(txn, int64(k.s.cfg.MaxResponseBytes))
+		sender, err := k.s.sender(ctx)
+		if err != nil {
+			return nil, toGRPC(err)
+		}
+		resp, err := k.s.sm.store.TxnAs(sender, txn, int64(k.s.cfg.MaxResponseBytes))
 		if err != nil {
 			return nil, toGRPC(err)
 		}
@@ -116,6 +124,8 @@ func (k *kvService) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.C
 
 // write checks a request, replicates it and returns the state machine's result.
 // Nothing is proposed for a request that fails its checks, so nothing is half-applied.
+// The command names its sender; whether the sender may write is decided where it
+// applies (kv's auth_check.go), as etcd does.
 func (k *kvService) write(ctx context.Context, req proto.Message, cmd *kv.Command) (kv.Result, error) {
 	if err := k.checkSize(req); err != nil {
 		return kv.Result{}, err
@@ -128,6 +138,9 @@ func (k *kvService) write(ctx context.Context, req proto.Message, cmd *kv.Comman
 		return kv.Result{}, err
 	}
 	cmd.ClientID, cmd.Seq = clientID, seq
+	if cmd.Sender, err = k.s.sender(ctx); err != nil {
+		return kv.Result{}, toGRPC(err)
+	}
 	payload, err := cmd.Encode()
 	if err != nil {
 		return kv.Result{}, toGRPC(err)
@@ -241,6 +254,10 @@ func toGRPC(err error) error {
 		return rpctypes.ErrGRPCLeaseTTLTooLarge
 	case errors.Is(err, errNoLeader):
 		return rpctypes.ErrGRPCNoLeader
+	case errors.Is(err, errInvalidAuthToken):
+		return rpctypes.ErrGRPCInvalidAuthToken
+	case errors.Is(err, errPasswordTooLong):
+		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, errTimeout):
 		return rpctypes.ErrGRPCTimeout
 	case errors.Is(err, errLostEntry):
@@ -258,6 +275,9 @@ func toGRPC(err error) error {
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	case errors.Is(err, kv.ErrStaleSequence):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	if grpcErr, ok := authErrors[err]; ok {
+		return grpcErr
 	}
 	var tooLarge *kv.ResponseTooLargeError
 	if errors.As(err, &tooLarge) {
@@ -277,4 +297,24 @@ func responseTooLarge(e *kv.ResponseTooLargeError) error {
 	return status.Errorf(codes.ResourceExhausted,
 		"raftkv: %s, over --max-response-bytes (%d); read the range in pages (a --limit per request, "+
 			"each page starting just after the last key of the one before), or raise --max-response-bytes", what, e.Limit)
+}
+
+// authErrors are the gRPC statuses etcd answers the auth errors with.
+var authErrors = map[error]error{
+	kv.ErrRootUserNotExist:     rpctypes.ErrGRPCRootUserNotExist,
+	kv.ErrRootRoleNotExist:     rpctypes.ErrGRPCRootRoleNotExist,
+	kv.ErrUserAlreadyExist:     rpctypes.ErrGRPCUserAlreadyExist,
+	kv.ErrUserEmpty:            rpctypes.ErrGRPCUserEmpty,
+	kv.ErrUserNotFound:         rpctypes.ErrGRPCUserNotFound,
+	kv.ErrRoleAlreadyExist:     rpctypes.ErrGRPCRoleAlreadyExist,
+	kv.ErrRoleNotFound:         rpctypes.ErrGRPCRoleNotFound,
+	kv.ErrRoleEmpty:            rpctypes.ErrGRPCRoleEmpty,
+	kv.ErrAuthFailed:           rpctypes.ErrGRPCAuthFailed,
+	kv.ErrPermissionNotGiven:   rpctypes.ErrGRPCPermissionNotGiven,
+	kv.ErrPermissionDenied:     rpctypes.ErrGRPCPermissionDenied,
+	kv.ErrRoleNotGranted:       rpctypes.ErrGRPCRoleNotGranted,
+	kv.ErrPermissionNotGranted: rpctypes.ErrGRPCPermissionNotGranted,
+	kv.ErrAuthNotEnabled:       rpctypes.ErrGRPCAuthNotEnabled,
+	kv.ErrInvalidAuthMgmt:      rpctypes.ErrGRPCInvalidAuthMgmt,
+	kv.ErrAuthOldRevision:      rpctypes.ErrGRPCAuthOldRevision,
 }

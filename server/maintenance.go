@@ -17,6 +17,9 @@ type maintenanceService struct {
 }
 
 func (m *maintenanceService) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
+	if err := m.s.requireUser(ctx); err != nil {
+		return nil, err
+	}
 	st := m.s.node.Status()
 	// etcd reports its bbolt file and the part of it in use; the store's counterpart
 	// is its value log and index (kv.Sizes). The WAL is not part of it, as etcd's is
@@ -52,6 +55,14 @@ func storageVersion(apiVersion string) string {
 // Alarm answers that no alarm is raised: raftkv raises none (a full disk stops the
 // member instead). etcdctl endpoint health asks for them.
 func (m *maintenanceService) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	// As etcd: reading the alarms needs a user, changing them root.
+	if r.Action == pb.AlarmRequest_GET {
+		if err := m.s.requireUser(ctx); err != nil {
+			return nil, err
+		}
+	} else if err := m.s.requireAdmin(ctx); err != nil {
+		return nil, err
+	}
 	if r.Action != pb.AlarmRequest_GET {
 		return nil, status.Error(codes.Unimplemented, "raftkv raises no alarms, so it has none to activate or deactivate")
 	}

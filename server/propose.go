@@ -183,6 +183,7 @@ func (s *Server) forward(ctx context.Context, data []byte) (term uint64, err err
 // is this member's.
 func (s *Server) applyCommand(index uint64, data []byte) {
 	env, res := s.execute(index, data)
+	s.authApplied(index, &res)
 	s.leaseApplied(&res)
 	s.waits.applied(index, env.proposer == s.proposer, env.seq, res)
 }

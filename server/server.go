@@ -61,6 +61,11 @@ type Server struct {
 	proposer uint64
 	// terms tells forwarded proposals that a newer term's entry has applied.
 	terms *appliedTerm
+	// Authentication (auth.go): this member's simple tokens, its count of wrong
+	// passwords per client address, and the slots for bcrypt work.
+	tokens     *simpleTokens
+	authLimits *authLimiter
+	bcrypt     chan struct{}
 
 	grpc          *grpc.Server
 	local         *localConn // the services in process, for Lock and Election (local_client.go)
@@ -185,6 +190,7 @@ func (s *Server) start(ids []uint64) error {
 	}
 	s.applied = newAppliedNotifier(0)
 	s.proposer, s.terms = newProposerID(), newAppliedTerm()
+	s.tokens, s.authLimits, s.bcrypt = newSimpleTokens(cfg.AuthTokenTTL, maxSimpleTokens), newAuthLimiter(), make(chan struct{}, bcryptSlots)
 	s.watches = watch.NewHub(s.sm.store, watch.Config{ProgressNotifyInterval: cfg.WatchProgressNotifyInterval, Logger: s.logger})
 	s.initLeases()
 
@@ -351,6 +357,7 @@ func (s *Server) applyLoop() {
 				// diverge from the other members.
 				panic(fmt.Sprintf("server: restoring snapshot at index %d: %v", msg.Index, err))
 			}
+			s.tokens.clear() // issued by entries this member may never have applied
 			s.leasesRestored()
 			lastSnapshot = msg.Index
 		case raft.ApplyNoOp:

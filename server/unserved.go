@@ -26,7 +26,10 @@ import (
 // servedMethods lists, per service, the methods raftkv implements. Every one named
 // here must be implemented by the service's type; registerServices checks.
 var servedMethods = map[string][]string{
-	"etcdserverpb.KV":          {"Range", "Put", "DeleteRange", "Txn", "Compact"},
+	"etcdserverpb.KV": {"Range", "Put", "DeleteRange", "Txn", "Compact"},
+	"etcdserverpb.Auth": {"AuthEnable", "AuthDisable", "AuthStatus", "Authenticate", "UserAdd", "UserGet", "UserList",
+		"UserDelete", "UserChangePassword", "UserGrantRole", "UserRevokeRole", "RoleAdd", "RoleGet", "RoleList",
+		"RoleDelete", "RoleGrantPermission", "RoleRevokePermission"},
 	"etcdserverpb.Lease":       {"LeaseGrant", "LeaseRevoke", "LeaseKeepAlive", "LeaseTimeToLive", "LeaseLeases"},
 	"etcdserverpb.Maintenance": {"Status", "Alarm"},
 	"etcdserverpb.Cluster":     {"MemberList"},
@@ -39,8 +42,6 @@ var servedMethods = map[string][]string{
 // own reason ("Service/Method") wins over its service's. When a service is
 // implemented, it is registered in registerServices and its line here goes.
 var unservedReasons = map[string]string{
-	"etcdserverpb.Auth": "authentication is not implemented: raftkv has no users, roles or tokens, and serves every client",
-
 	"etcdserverpb.Cluster": "membership is fixed when the cluster starts (--initial-cluster); to recover from a lost quorum, " +
 		"restart a surviving member with --force-new-cluster",
 
@@ -62,6 +63,7 @@ func registerServices(g *grpc.Server, s *Server) {
 	}{
 		{&pb.KV_ServiceDesc, &kvService{s: s}},
 		{&pb.Lease_ServiceDesc, &leaseService{s: s}},
+		{&pb.Auth_ServiceDesc, &authService{s: s}},
 		{&pb.Maintenance_ServiceDesc, &maintenanceService{s: s}},
 		{&pb.Cluster_ServiceDesc, &clusterService{s: s}},
 		{&pb.Watch_ServiceDesc, &watchService{s: s}},

@@ -1,11 +1,13 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"io"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -96,6 +98,16 @@ func (w *watchService) recvLoop(stream pb.Watch_WatchServer, ws *watch.Stream) e
 			if c := u.CreateRequest; c != nil {
 				cr := watch.CreateRequest{Key: c.Key, RangeEnd: c.RangeEnd, StartRevision: c.StartRevision,
 					WatchID: c.WatchId, PrevKv: c.PrevKv, ProgressNotify: c.ProgressNotify, Fragment: c.Fragment}
+				// etcd checks the sender may read the range before anything but a
+				// negative start revision, which the stream refuses first.
+				if c.StartRevision >= 0 {
+					if reason := w.createRefused(ctx, c.Key, c.RangeEnd); reason != "" {
+						if ws.Refuse(ctx, reason) != nil {
+							return nil
+						}
+						continue
+					}
+				}
 				for _, f := range c.Filters {
 					switch f {
 					case pb.WatchCreateRequest_NOPUT:
@@ -121,6 +133,30 @@ func (w *watchService) recvLoop(stream pb.Watch_WatchServer, ws *watch.Stream) e
 			w.s.logger.Debug("ignoring a watch request of unknown type", "type", u)
 		}
 	}
+}
+
+// createRefused says why the call's sender may not watch [key, rangeEnd), in the
+// words etcd's cancel reason uses (a gRPC status's text), or "" if it may. etcd
+// checks a watch once, when it is created, and so does this.
+func (w *watchService) createRefused(ctx context.Context, key, rangeEnd []byte) string {
+	if len(key) == 0 {
+		key = []byte{0} // the smallest key, as the stream reads it
+	}
+	sender, err := w.s.sender(ctx)
+	if err == nil {
+		err = w.s.sm.store.CheckRead(sender, key, rangeEnd)
+	}
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, errInvalidAuthToken):
+		return rpctypes.ErrGRPCInvalidAuthToken.Error()
+	case errors.Is(err, kv.ErrAuthOldRevision):
+		return rpctypes.ErrGRPCAuthOldRevision.Error()
+	case errors.Is(err, kv.ErrUserEmpty):
+		return rpctypes.ErrGRPCUserEmpty.Error()
+	}
+	return rpctypes.ErrGRPCPermissionDenied.Error()
 }
 
 // toPB converts a response, with the events' PrevKv only if the watcher asked.

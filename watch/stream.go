@@ -183,6 +183,20 @@ func (s *Stream) Create(ctx context.Context, r CreateRequest) error {
 	return nil
 }
 
+// Refuse answers a create the server will not serve (its sender may not read the
+// range) as a refused create is answered: Created and Canceled, watch id -1, with
+// reason. It waits for room as Create does.
+func (s *Stream) Refuse(ctx context.Context, reason string) error {
+	if err := s.waitControlRoom(ctx); err != nil {
+		return err
+	}
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s.queueControl(Response{WatchID: -1, Created: true, Canceled: true, CancelReason: reason, Revision: h.history.Revision()})
+	return nil
+}
+
 // Cancel ends watch id and queues its Canceled response, after every response
 // already queued for it. An id the stream does not have is ignored, as in etcd.
 func (s *Stream) Cancel(ctx context.Context, id int64) error {
