@@ -17,10 +17,13 @@ var servedEtcdFlags = []string{
 	"advertise-client-urls", "auto-compaction-retention", "auto-compaction-mode",
 	"log-level", "log-format", "log-outputs", "force-new-cluster", "config-file", "version",
 	"listen-metrics-urls", "metrics", "enable-pprof", "watch-progress-notify-interval",
-	// and servedTLSFlags, added by init
+	// and servedTLSFlags and servedAuthFlags, added by init
 }
 
-func init() { servedEtcdFlags = append(servedEtcdFlags, servedTLSFlags...) }
+func init() {
+	servedEtcdFlags = append(servedEtcdFlags, servedTLSFlags...)
+	servedEtcdFlags = append(servedEtcdFlags, servedAuthFlags...)
+}
 
 // etcdFlag is a flag of etcd 3.7's `etcd --help` that raftkv does not serve. raftkv
 // accepts it (as a flag, an ETCD_ variable or a config file key) so that etcd's
@@ -41,7 +44,6 @@ const (
 	noGateway   = "raftkv serves the etcd API over gRPC only, without etcd's JSON gateway (its HTTP endpoints are /metrics, /health, /livez, /readyz and /debug/pprof)"
 	noBbolt     = "raftkv's store does not use bbolt"
 	ownRetain   = "raftkv prunes old snapshots and the WAL segments a snapshot covers by itself"
-	noAuth      = "the Auth service is not served (its RPCs answer Unimplemented)"
 	notTunable  = "not tunable in raftkv"
 )
 
@@ -94,9 +96,6 @@ var etcdFlags = []etcdFlag{
 	{name: "cors", etcdDefault: "*", why: noGateway},
 	{name: "host-whitelist", etcdDefault: "*", why: noGateway},
 	// Auth
-	{name: "auth-token", etcdDefault: "simple", why: noAuth},
-	{name: "bcrypt-cost", etcdDefault: "10", why: noAuth},
-	{name: "auth-token-ttl", etcdDefault: "300", why: noAuth},
 	// Logging
 	{name: "logger", etcdDefault: "zap", why: "raftkv logs with log/slog; --log-format chooses text or JSON"},
 	{name: "enable-log-rotation", etcdDefault: "false", isBool: true, refused: true, why: "raftkv logs to stderr or stdout; rotate with the process manager"},

@@ -444,3 +444,32 @@ func TestServeWatchAndLeaseFlags(t *testing.T) {
 		t.Errorf("--experimental-watch-progress-notify-interval often: %q", stderr)
 	}
 }
+
+// TestServeAuthFlags: etcd's auth flags reach server.Config, and the values the
+// server refuses are refused at start with the flag named.
+func TestServeAuthFlags(t *testing.T) {
+	cfg, warnings, err := parseServe([]string{"--auth-token", "simple", "--auth-token-ttl", "60", "--bcrypt-cost", "12"}, nil)
+	if err != nil || len(warnings) > 0 {
+		t.Fatalf("%v, warnings %q", err, warnings)
+	}
+	if cfg.AuthToken != "simple" || cfg.AuthTokenTTL.Seconds() != 60 || cfg.BcryptCost != 12 {
+		t.Fatalf("auth config: %q %v %d", cfg.AuthToken, cfg.AuthTokenTTL, cfg.BcryptCost)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--auth-token", "jwt,pub-key=a.pub,priv-key=a.key,sign-method=RS256"}, "--auth-token"},
+		{[]string{"--auth-token", "opaque"}, "unknown token type"},
+		{[]string{"--bcrypt-cost", "3"}, "--bcrypt-cost 3"},
+		{[]string{"--auth-token-ttl", "0"}, "--auth-token-ttl 0"},
+	} {
+		cfg, _, err := parseServe(c.args, nil)
+		if err == nil {
+			err = cfg.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want an error naming %q", c.args, err, c.want)
+		}
+	}
+}

@@ -40,6 +40,7 @@ type serveFlags struct {
 	watchProgressNotifyInterval         time.Duration
 	leaseCheckpointInterval             time.Duration
 	tls                                 tlsFlags
+	auth                                authFlags
 	listenMetrics, metrics              string
 	enablePprof                         bool
 	logLevel, logFormat, logOutputs     string
@@ -95,6 +96,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	setGroup(fs, groupWatchLease, "watch-progress-notify-interval", "lease-checkpoint-interval")
 
 	f.tls.register(fs)
+	f.auth.register(fs)
 	fs.StringVar(&f.listenMetrics, "listen-metrics-urls", "", "List of URLs to listen on for /metrics and the health endpoints (/health, /livez, /readyz);\nthe client URLs serve them too.")
 	fs.StringVar(&f.metrics, "metrics", server.MetricsBasic, "Set level of detail for exported metrics, specify 'extensive' to include gRPC handling-time histograms.")
 	fs.BoolVar(&f.enablePprof, "enable-pprof", false, "Enable runtime profiling data via HTTP server. Address is at client URL + \"/debug/pprof/\"")
@@ -228,6 +230,9 @@ func (f *serveFlags) config() (server.Config, error) {
 		Logger:                      logger,
 	}
 	if err := f.tls.apply(&cfg); err != nil {
+		return server.Config{}, err
+	}
+	if err := f.auth.apply(&cfg); err != nil {
 		return server.Config{}, err
 	}
 	return cfg, nil
