@@ -80,6 +80,9 @@ func (c *clusterService) MemberList(ctx context.Context, r *pb.MemberListRequest
 			return nil, toGRPC(err)
 		}
 	}
+	if err := c.s.requireUser(ctx); err != nil { // as etcd: a user, any user
+		return nil, err
+	}
 	resp := &pb.MemberListResponse{Header: c.s.header().pb(c.s.sm.store.Revision())}
 	for _, m := range c.s.sm.members() {
 		if _, voter := c.s.peers[m.ID]; !voter {
