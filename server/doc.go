@@ -2,8 +2,8 @@
 // transport, the kv state machine it applies to, and the etcd v3 gRPC API on top.
 //
 // It serves KV (Range, Put, DeleteRange, Txn, Compact), Watch, Lease (LeaseGrant,
-// LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases), Maintenance.Status and
-// Maintenance.Alarm, Cluster.MemberList, and etcd's Lock and Election services
+// LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases), Auth, Maintenance.Status
+// and Maintenance.Alarm, Cluster.MemberList, and etcd's Lock and Election services
 // (lock_service.go: clientv3's concurrency recipes run on an in-process client of
 // the member's own handlers, local_client.go). Every other method of the etcd API
 // answers Unimplemented with a message that names it, says why, and lists what is
@@ -24,6 +24,14 @@
 // client certificate's common name for the call (ClientCertCommonName). New reads
 // the certificate files and opens the listeners before it touches the data dir, so
 // that a bad file or a port in use fails with nothing written.
+//
+// Authentication (auth.go, auth_tokens.go, auth_limit.go): etcd's Auth service over
+// the replicated auth state of kv. Every command names its sender (the call's simple
+// token, or its certificate's common name with --client-cert-auth) and the state
+// machine decides its permission where it applies; reads and watch creates are
+// checked by this member after their linearizable read. Simple tokens are issued
+// through the log and kept in each member's memory; passwords are bcrypt-hashed here
+// before any proposal; repeated wrong passwords from one address are slowed down.
 //
 // Observability: the client port also serves HTTP/1.1 (http.go): Prometheus metrics
 // under etcd's names (metrics.go, metrics_grpc.go), etcd's /health, /livez and
