@@ -165,6 +165,11 @@ func (st *state) checkCommand(cmd *Command) error {
 		return st.checkTxnAuth(cmd.Sender, cmd.Txn)
 	case cmd.Compact != nil:
 		return a.checkAdmin(cmd.Sender)
+	case cmd.LeaseRevoke != nil:
+		// Revoking deletes the lease's keys: the sender must be allowed to write each
+		// key attached when the revoke applies (auth_lease.go). A grant needs only a
+		// user, which the server checks before proposing, as etcd does.
+		return a.checkLeaseAuth(cmd.Sender, st.grants.get(cmd.LeaseRevoke.ID), true)
 	}
 	return nil
 }
@@ -172,6 +177,11 @@ func (st *state) checkCommand(cmd *Command) error {
 func (st *state) checkPutAuth(sender AuthInfo, p *PutRequest) error {
 	a := &st.auth
 	if err := a.checkOp(sender, p.Key, nil, true); err != nil {
+		return err
+	}
+	// A lease holding a key the sender may not write is one it could not revoke, so
+	// it may not attach keys to it either (etcd's checkLeasePuts, in a txn too).
+	if err := a.checkLeaseAuth(sender, st.grants.get(p.Lease), true); err != nil {
 		return err
 	}
 	if p.PrevKv {

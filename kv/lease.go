@@ -257,7 +257,11 @@ func (s *Store) Lease(id int64) (LeaseInfo, bool) {
 func (s *Store) LeaseKeys(id int64) [][]byte {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	g := s.mu.st.grants.get(id)
+	return s.mu.st.grants.get(id).keyBytes()
+}
+
+// keyBytes returns g's keys in key order; nil if g is nil or has none.
+func (g *grant) keyBytes() [][]byte {
 	if g == nil || len(g.keys) == 0 {
 		return nil
 	}

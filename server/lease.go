@@ -219,9 +219,11 @@ func (p leaseProposerOf) isLeader(term uint64) bool {
 // proposeLease proposes cmd on this member and waits until it applies here. Unlike
 // propose, it does not forward: the lessor's revokes and checkpoints are decisions of
 // this leader's term (see lessor), and must not be carried out by another leader. A
-// member that does not lead gets raft.ErrNotLeader.
+// member that does not lead gets raft.ErrNotLeader. The command is the member's own,
+// which no permission check stops (an expired lease is revoked whatever its keys).
 func (p leaseProposerOf) proposeLease(ctx context.Context, cmd *kv.Command) (kv.Result, error) {
 	s := p.s
+	cmd.Sender = kv.AuthInfo{Member: true}
 	payload, err := cmd.Encode()
 	if err != nil {
 		return kv.Result{}, err

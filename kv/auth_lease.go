@@ -1,0 +1,91 @@
+package kv
+
+// This file holds etcd's permission checks on leases (etcdserver/apply/auth.go's
+// checkLeasePuts, and v3_server.go's checkLeaseRenew, checkLeaseTimeToLive and
+// checkLeaseLeases in etcd 3.7). A lease stands for the keys attached to it: who
+// revokes it deletes them, who renews it keeps them, who lists them reads their
+// names. So a user without the root role must be permitted on every attached key:
+// write to revoke or renew the lease or to attach another key to it, read to list
+// its keys. The revoke and the put are checked where they apply, against the lease's
+// keys at that point of the log, so every replica decides alike; the others are
+// checked by the member that serves them, under the store's read lock.
+
+// checkLeaseAuth is etcd's checkLeasePutsKeys (write) and the key loop of its
+// lease reads (read). A lease that does not exist, or holds no key, needs no
+// permission: the request then fails or succeeds on its own. A key's check can
+// fail only with the sender's error (no user, an old auth revision, or permission
+// denied), the same for every key, so the keys are checked in the map's order.
+func (a *authState) checkLeaseAuth(sender AuthInfo, g *grant, write bool) error {
+	if g == nil || a.checkAdmin(sender) == nil {
+		return nil
+	}
+	for ki := range g.keys {
+		if err := a.checkOp(sender, ki.key, nil, write); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkLeaseUser is the start of etcd's lease checks outside the log: with auth
+// enabled the request needs a user. ok is false when nothing more is to be checked
+// (auth disabled, or the member's own request).
+func (a *authState) checkLeaseUser(sender AuthInfo) (ok bool, err error) {
+	switch {
+	case !a.enabled || sender.Member:
+		return false, nil
+	case sender.isZero():
+		return false, ErrUserEmpty
+	}
+	return true, nil
+}
+
+// CheckLeaseRenew is etcd's checkLeaseRenew, for a keep-alive: with auth enabled a
+// user, and unless it has the root role, write permission on every key attached to
+// lease id.
+func (s *Store) CheckLeaseRenew(sender AuthInfo, id int64) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	st := s.mu.st
+	if ok, err := st.auth.checkLeaseUser(sender); !ok {
+		return err
+	}
+	return st.auth.checkLeaseAuth(sender, st.grants.get(id), true)
+}
+
+// LeaseKeysAs is LeaseKeys for sender, checked as etcd's checkLeaseTimeToLive: with
+// auth enabled a user, and unless it has the root role, read permission on every
+// key it returns.
+func (s *Store) LeaseKeysAs(sender AuthInfo, id int64) ([][]byte, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	st := s.mu.st
+	g := st.grants.get(id)
+	if ok, err := st.auth.checkLeaseUser(sender); err != nil {
+		return nil, err
+	} else if ok {
+		if err := st.auth.checkLeaseAuth(sender, g, false); err != nil {
+			return nil, err
+		}
+	}
+	return g.keyBytes(), nil
+}
+
+// LeasesAs is Leases for sender, checked as etcd's checkLeaseLeases: with auth
+// enabled a user, and unless it has the root role, read permission on every key
+// attached to any lease (a user who may not read one of them lists none).
+func (s *Store) LeasesAs(sender AuthInfo) ([]LeaseInfo, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	st := s.mu.st
+	if ok, err := st.auth.checkLeaseUser(sender); err != nil {
+		return nil, err
+	} else if ok {
+		for _, g := range st.grants.byID {
+			if err := st.auth.checkLeaseAuth(sender, g, false); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return st.grants.sorted(), nil
+}
