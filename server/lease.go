@@ -65,6 +65,9 @@ func newLeaseID() int64 {
 }
 
 func (l *leaseService) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
+	if err := l.s.requireUser(ctx); err != nil {
+		return nil, err
+	}
 	ttl := r.TTL
 	if ttl <= kv.MaxLeaseTTL {
 		ttl = max(ttl, l.s.minLeaseTTL)
@@ -87,7 +90,12 @@ func (l *leaseService) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) 
 	}
 }
 
+// LeaseRevoke needs a user here, and write permission on every key of the lease
+// where it applies (kv's auth_lease.go), as in etcd.
 func (l *leaseService) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
+	if err := l.s.requireUser(ctx); err != nil {
+		return nil, err
+	}
 	res, err := (&kvService{s: l.s}).write(ctx, r, &kv.Command{LeaseRevoke: &kv.LeaseRevokeRequest{ID: r.ID}})
 	if err != nil {
 		return nil, err
@@ -98,7 +106,9 @@ func (l *leaseService) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest
 // LeaseKeepAlive renews leases, one request at a time, as etcd's does: a stream holds
 // at most one renewal in flight, and what the client sends meanwhile waits in the
 // stream's flow-control window (grpcStreamWindowBytes), so a fast client costs no
-// memory beyond that. A lease that does not exist is answered with TTL 0.
+// memory beyond that. A lease that does not exist is answered with TTL 0. With auth
+// enabled each renewal is checked (checkLeaseRenew), and a refused one ends the
+// stream with the error, as etcd's does.
 func (l *leaseService) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
 	for {
 		req, err := stream.Recv()
@@ -111,6 +121,9 @@ func (l *leaseService) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) erro
 		// The header is taken before the renewal, as etcd does, so that its revision
 		// is never past one at which the lease was seen revoked.
 		resp := &pb.LeaseKeepAliveResponse{ID: req.ID, Header: l.s.header().pb(l.s.sm.store.Revision())}
+		if err := l.s.checkLeaseRenew(stream.Context(), req.ID); err != nil {
+			return toGRPC(err)
+		}
 		ttl, err := l.s.leaseRenew(stream.Context(), req.ID)
 		switch {
 		case errors.Is(err, kv.ErrLeaseNotFound):
@@ -125,15 +138,28 @@ func (l *leaseService) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) erro
 	}
 }
 
-// LeaseTimeToLive answers from the leader's lessor; a lease that does not exist has
-// TTL -1, as in etcd.
+// LeaseTimeToLive answers the TTLs from the leader's lessor, and the keys from this
+// member's store after a linearizable read, checked first as etcd checks them; a
+// lease that does not exist has TTL -1, as in etcd.
 func (l *leaseService) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
-	resp, err := l.s.leaseTimeToLive(ctx, r)
+	if err := l.s.requireUser(ctx); err != nil {
+		return nil, err
+	}
+	var keys [][]byte
+	if r.Keys {
+		var err error
+		if keys, err = l.s.leaseKeysFor(ctx, r.ID); err != nil {
+			return nil, toGRPC(err)
+		}
+	}
+	resp, err := l.s.leaseTimeToLive(ctx, &pb.LeaseTimeToLiveRequest{ID: r.ID})
 	switch {
 	case errors.Is(err, kv.ErrLeaseNotFound):
 		resp = &pb.LeaseTimeToLiveResponse{ID: r.ID, TTL: -1}
 	case err != nil:
 		return nil, toGRPC(err)
+	default:
+		resp.Keys = keys
 	}
 	resp.Header = l.s.header().pb(l.s.sm.store.Revision())
 	return resp, nil
@@ -141,12 +167,20 @@ func (l *leaseService) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiv
 
 // LeaseLeases lists the leases, in id order, after a ReadIndex round: unlike etcd,
 // which lists what its member has applied, it lists every lease granted before the
-// call on whichever member it reaches.
+// call on whichever member it reaches. With auth enabled it needs read permission on
+// every key of every lease, as etcd's.
 func (l *leaseService) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
 	if err := l.s.linearizableRead(ctx); err != nil {
 		return nil, toGRPC(err)
 	}
-	leases := l.s.sm.store.Leases()
+	sender, err := l.s.sender(ctx)
+	if err != nil {
+		return nil, toGRPC(err)
+	}
+	leases, err := l.s.sm.store.LeasesAs(sender)
+	if err != nil {
+		return nil, toGRPC(err)
+	}
 	resp := &pb.LeaseLeasesResponse{Header: l.s.header().pb(l.s.sm.store.Revision()), Leases: make([]*pb.LeaseStatus, len(leases))}
 	for i, info := range leases {
 		resp.Leases[i] = &pb.LeaseStatus{ID: info.ID}
@@ -168,7 +202,9 @@ func (s *Server) renewLocal(ctx context.Context, id int64) (int64, error) {
 	return s.lessor.renew(ctx, id)
 }
 
-// timeToLiveLocal answers LeaseTimeToLive from this member's lessor.
+// timeToLiveLocal answers LeaseTimeToLive's TTLs from this member's lessor. It
+// never answers keys: they are read and checked where the client's call arrived
+// (LeaseTimeToLive), so the LeaseForward service names none.
 func (s *Server) timeToLiveLocal(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
 	if _, primary := s.lessor.isPrimary(); !primary {
 		return nil, errNotPrimary
@@ -180,11 +216,7 @@ func (s *Server) timeToLiveLocal(ctx context.Context, r *pb.LeaseTimeToLiveReque
 	if err != nil {
 		return nil, err
 	}
-	resp := &pb.LeaseTimeToLiveResponse{ID: r.ID, TTL: int64(remaining.Seconds()), GrantedTTL: ttl}
-	if r.Keys {
-		resp.Keys = s.sm.store.LeaseKeys(r.ID)
-	}
-	return resp, nil
+	return &pb.LeaseTimeToLiveResponse{ID: r.ID, TTL: int64(remaining.Seconds()), GrantedTTL: ttl}, nil
 }
 
 // leaderApplied is the apply loop's hook for an entry that is not a command: the first

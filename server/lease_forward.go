@@ -79,6 +79,9 @@ var errNotLeaderForLeases = status.Error(codes.Unavailable, "raftkv: this member
 type leaseForwardHandler struct{ s *Server }
 
 func (h leaseForwardHandler) forwardedRenew(ctx context.Context, r *pb.LeaseKeepAliveRequest) (*pb.LeaseKeepAliveResponse, error) {
+	if err := h.s.checkForwarded(ctx, r.ID, true); err != nil {
+		return nil, toGRPC(err)
+	}
 	ttl, err := h.s.renewLocal(ctx, r.ID)
 	if err != nil {
 		return nil, forwardError(err)
@@ -87,6 +90,9 @@ func (h leaseForwardHandler) forwardedRenew(ctx context.Context, r *pb.LeaseKeep
 }
 
 func (h leaseForwardHandler) forwardedTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	if err := h.s.checkForwarded(ctx, r.ID, false); err != nil {
+		return nil, toGRPC(err)
+	}
 	resp, err := h.s.timeToLiveLocal(ctx, r)
 	if err != nil {
 		return nil, forwardError(err)
@@ -114,7 +120,7 @@ func (s *Server) leaseRenew(ctx context.Context, id int64) (int64, error) {
 		},
 		func(ctx context.Context, cc *grpc.ClientConn) error {
 			resp := &pb.LeaseKeepAliveResponse{}
-			err := cc.Invoke(ctx, "/"+leaseForwardService+"/Renew", &pb.LeaseKeepAliveRequest{ID: id}, resp)
+			err := cc.Invoke(withForwardedToken(ctx), "/"+leaseForwardService+"/Renew", &pb.LeaseKeepAliveRequest{ID: id}, resp)
 			ttl = resp.TTL
 			return err
 		})
@@ -131,7 +137,7 @@ func (s *Server) leaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveReque
 		},
 		func(ctx context.Context, cc *grpc.ClientConn) error {
 			resp = &pb.LeaseTimeToLiveResponse{}
-			return cc.Invoke(ctx, "/"+leaseForwardService+"/TimeToLive", r, resp)
+			return cc.Invoke(withForwardedToken(ctx), "/"+leaseForwardService+"/TimeToLive", r, resp)
 		})
 	return resp, err
 }
@@ -159,6 +165,9 @@ func (s *Server) onLeaseLeader(ctx context.Context, local func(context.Context) 
 					return kv.ErrLeaseNotFound
 				}
 				return nil
+			}
+			if refusal := forwardRefused(err); refusal != nil {
+				return refusal
 			}
 			s.logger.Debug("forwarding a lease request to the leader failed; retrying", "err", err)
 		}
