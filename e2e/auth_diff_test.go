@@ -151,9 +151,10 @@ const (
 // authSteps is the sequence: users and roles made and their mistakes, auth enabled,
 // then allowed and denied KV, Txn, Watch, Maintenance and Auth requests by root,
 // alice (readwrite on app/, read on config, write on log/), bob (read from m on),
-// a no-password user and a client without credentials; then a permission revoked,
-// a password changed, a user deleted, while their clients are connected; then auth
-// disabled.
+// a no-password user and a client without credentials; the same users' Lease
+// requests and puts naming leases (auth_lease_diff_test.go); then a permission
+// revoked, a password changed, a user deleted, while their clients are connected;
+// then auth disabled.
 func authSteps() []authStep {
 	none := func(what string, do func(context.Context, *clientv3.Client) (string, error)) authStep {
 		return authStep{what: what, do: do}
@@ -302,6 +303,16 @@ func authSteps() []authStep {
 			step("auth status", a(func(ctx context.Context, c *clientv3.Client) (any, error) { return c.AuthStatus(ctx) })),
 		)
 	}
+	// Leases, by each user.
+	steps = append(steps, authLeaseSeeds()...)
+	for i, u := range []struct{ user, pw string }{{"", ""}, {"root", rootPW}, {"alice", alicePW}, {"bob", bobPW}} {
+		who := u.user
+		if who == "" {
+			who = "anonymous"
+		}
+		steps = append(steps, authLeaseSteps(u.user, u.pw, who, int64(2001+i))...)
+	}
+	steps = append(steps, authLeaseStepsAfter()...)
 	steps = append(steps,
 		as("alice", "wrong", "alice with a wrong password", authGet("app/0")),
 		as("svc", "anything", "the no-password user with a password", authGet("app/0")),
@@ -317,6 +328,9 @@ func authSteps() []authStep {
 		})),
 		as("alice", alicePW, "alice puts app/2 after the revoke", authPut("app/2", "x")),
 		as("alice", alicePW, "alice reads config after the revoke", authGet("config")),
+	)
+	steps = append(steps, authLeaseStepsRevoked()...)
+	steps = append(steps,
 		as("root", rootPW, "change alice's password", a(func(ctx context.Context, c *clientv3.Client) (any, error) {
 			return c.UserChangePassword(ctx, "alice", "alice-new")
 		})),
