@@ -46,6 +46,7 @@ type clientFlags struct {
 	// endpointsGiven is whether the user chose the endpoints; set by begin.
 	endpointsGiven bool
 	tls            clientTLSFlags
+	auth           clientAuthFlags
 }
 
 // register adds the client flags to a client command. outputs are the -w formats the
@@ -61,6 +62,7 @@ func (c *clientFlags) register(cmd *cobra.Command, outputs ...string) {
 	fs.IntVar(&c.maxRecvBytes, "max-recv-bytes", defaultMaxRecvBytes, "Largest response message the client accepts, in bytes.")
 	setGroup(fs, groupClient, "endpoints", "dial-timeout", "command-timeout", "write-out", "max-recv-bytes")
 	c.tls.register(fs)
+	c.auth.register(fs)
 	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
 		if c.writeOut == "" {
 			c.writeOut = outputs[0]
@@ -77,6 +79,9 @@ func (c *clientFlags) register(cmd *cobra.Command, outputs ...string) {
 func (c *clientFlags) begin(cmd *cobra.Command) error {
 	c.endpointsGiven = cmd.Flags().Changed("endpoints")
 	if err := c.tls.begin(); err != nil {
+		return &usageError{err}
+	}
+	if err := c.auth.begin(); err != nil {
 		return &usageError{err}
 	}
 	var eps []string
@@ -139,14 +144,33 @@ type dialError struct{ err error }
 
 func (e *dialError) Error() string { return e.err.Error() }
 
-// dial connects to ep, waiting at most --dial-timeout for the connection.
+// dial connects to ep, waiting at most --dial-timeout for the connection, and
+// authenticates on it with --user (see clientAuthFlags).
 func (c *clientFlags) dial(ctx context.Context, ep string) (*grpc.ClientConn, error) {
+	conn, err := c.connect(ctx, ep)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.auth.authenticate(ctx, conn); err != nil {
+		conn.Close()
+		if retryable(err) {
+			// Nothing was sent but the authentication: any command may go on.
+			return nil, &dialError{fmt.Errorf("authenticating as %s: %w", c.auth.name, c.rpcError(err))}
+		}
+		return nil, err
+	}
+	return conn, nil
+}
+
+// connect connects to ep, waiting at most --dial-timeout for the connection.
+func (c *clientFlags) connect(ctx context.Context, ep string) (*grpc.ClientConn, error) {
 	creds := insecure.NewCredentials()
 	if c.tls.secure[ep] {
 		creds = credentials.NewTLS(c.tls.config.Clone())
 	}
 	conn, err := grpc.NewClient(ep,
 		grpc.WithTransportCredentials(creds),
+		grpc.WithPerRPCCredentials(tokenCredentials{&c.auth}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(c.maxRecvBytes)))
 	if err != nil {
 		return nil, &dialError{err}

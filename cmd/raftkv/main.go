@@ -102,7 +102,7 @@ func (a *app) newRootCommand() *cobra.Command {
 	root.Flags().BoolP("version", "", false, "Print the version and exit.")
 	setGroup(root.Flags(), groupOther, "version")
 	registerClientBoolFlags(root.Flags())
-	root.AddCommand(a.commands(&clientFlags{})...)
+	root.AddCommand(a.commands(&clientFlags{auth: clientAuthFlags{askPassword: askPasswordOn(a.stderr)}})...)
 	return root
 }
 
