@@ -28,8 +28,9 @@
 // Authentication (auth.go, auth_tokens.go, auth_limit.go): etcd's Auth service over
 // the replicated auth state of kv. Every command names its sender (the call's simple
 // token, or its certificate's common name with --client-cert-auth) and the state
-// machine decides its permission where it applies; reads and watch creates are
-// checked by this member after their linearizable read. Simple tokens are issued
+// machine decides its permission where it applies; reads, watch creates and the
+// lease calls that do not go through the log (lease_auth.go) are checked by this
+// member after their linearizable read. Simple tokens are issued
 // through the log and kept in each member's memory; passwords are bcrypt-hashed here
 // before any proposal; repeated wrong passwords from one address are slowed down.
 //
