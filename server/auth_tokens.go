@@ -191,51 +191,65 @@ func tokenFromContext(ctx context.Context) (string, bool) {
 	return "", false
 }
 
-// sender says who sends a call, as etcd's AuthInfoFromCtx does: nobody while auth
-// is disabled; else the user of the call's token (an unknown or expired token is
-// errInvalidAuthToken), or without a token, with --client-cert-auth, the common
-// name of the client's verified certificate. The auth revision is this member's
-// now: the state machine refuses the request if the auth state changed before it
-// applies (kv.ErrAuthOldRevision), and the client sends it again.
+// sender says who sends a call, as etcd's AuthInfoFromCtx does: the user of the
+// call's token (an unknown or expired token is errInvalidAuthToken), or without a
+// token, with --client-cert-auth, the common name of the client's verified
+// certificate; nobody while auth is disabled, except the certificate's user. The
+// auth revision is this member's now: the state machine refuses the request if the
+// auth state changed before it applies (kv.ErrAuthOldRevision), and the client
+// sends it again.
+//
+// A member may not yet have applied an AuthEnable that another member has, and a
+// command it sent on as nobody's would be refused where it applies, with auth on,
+// though the client had credentials. So the certificate's user is named whether or
+// not auth is enabled here (etcd names it likewise), and a token issued by an
+// entry this member has not applied yet is waited for, within the request timeout,
+// before auth is looked at: that entry comes after the AuthEnable.
 func (s *Server) sender(ctx context.Context) (kv.AuthInfo, error) {
-	enabled, _ := s.sm.store.AuthStatus()
-	if !enabled {
-		return kv.AuthInfo{}, nil
+	token, hasToken := tokenFromContext(ctx)
+	if hasToken {
+		if err := s.awaitTokenEntry(ctx, token); err != nil {
+			return kv.AuthInfo{}, err
+		}
 	}
-	if token, ok := tokenFromContext(ctx); ok {
-		user, err := s.tokenUser(ctx, token)
+	enabled, rev := s.sm.store.AuthStatus()
+	if hasToken && enabled {
+		user, err := s.tokenUser(token)
 		if err != nil {
 			return kv.AuthInfo{}, err
 		}
-		_, rev := s.sm.store.AuthStatus()
 		return kv.AuthInfo{User: user, Revision: rev}, nil
 	}
 	if s.cfg.ClientTLS.ClientCertAuth {
 		if cn, ok := ClientCertCommonName(ctx); ok {
-			_, rev := s.sm.store.AuthStatus()
 			return kv.AuthInfo{User: cn, Revision: rev}, nil
 		}
 	}
 	return kv.AuthInfo{}, nil
 }
 
-// tokenUser looks a token up, first waiting (within the request timeout) until this
-// member has applied the entry that issued it.
-func (s *Server) tokenUser(ctx context.Context, token string) (string, error) {
+// awaitTokenEntry waits, within the request timeout, until this member has applied
+// the entry that issued token (an index the token names). A token that does not
+// parse, or names an entry that does not come within the timeout, is left to
+// tokenUser to refuse.
+func (s *Server) awaitTokenEntry(ctx context.Context, token string) error {
+	_, index, ok := parseToken(token)
+	if !ok || s.applied.get() >= index {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	if err := s.applied.wait(wctx, index); err != nil && ctx.Err() != nil {
+		return s.contextError(ctx)
+	}
+	return nil
+}
+
+// tokenUser looks a token up among this member's tokens.
+func (s *Server) tokenUser(token string) (string, error) {
 	secret, index, ok := parseToken(token)
 	if !ok {
 		return "", errInvalidAuthToken
-	}
-	if s.applied.get() < index {
-		wctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-		err := s.applied.wait(wctx, index)
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return "", s.contextError(ctx)
-			}
-			return "", errInvalidAuthToken
-		}
 	}
 	user, ok := s.tokens.lookup(secret, index, time.Now())
 	if !ok {
