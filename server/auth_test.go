@@ -158,6 +158,12 @@ func TestAuthEnforcedOnEveryMember(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, m := range members {
+		// A linearizable read first: a member that has not applied the revoke yet
+		// stamps the put with the old auth revision, and the put then fails with
+		// "revision of auth store is old" (as etcd's does) instead.
+		if _, err := m.client.Range(root, &pb.RangeRequest{Key: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
 		_, err := m.client.Put(alice, &pb.PutRequest{Key: []byte("app/1"), Value: []byte("after")})
 		wantStatus(t, "alice's put after the revoke on member "+string(rune('0'+i)), err, rpctypes.ErrGRPCPermissionDenied)
 	}
