@@ -25,16 +25,20 @@ type report struct {
 	CheckTime     time.Duration  `json:"check_ns"`
 	LostWrites    int            `json:"lost_writes"`
 	ConvergedIn   time.Duration  `json:"converged_ns"`
+	Watch         watchReport    `json:"watch"`
 	WallTime      time.Duration  `json:"wall_ns"`
 	GoMaxProcs    int            `json:"gomaxprocs"`
 	StartedAtUnix int64          `json:"started_at_unix"`
 }
 
 // TestChaos runs the workload on a 5-member cluster in containers while the nemesis
-// makes faults, then checks the verdicts: the history (with a final read of every key)
-// is linearizable, no acknowledged write is lost, every member holds the same state,
-// no member crashed but those a fault stopped, and the cluster took a write within
-// recoveryTimeout of every heal. It logs the recovery times by fault kind.
+// makes faults and watchers on every member watch the workload's keys, then checks
+// the verdicts: the history (with a final read of every key) is linearizable, no
+// acknowledged write is lost, every member holds the same state, no member crashed
+// but those a fault stopped, the cluster took a write within recoveryTimeout of every
+// heal, and every write that took effect reached every watcher once, in revision
+// order, with no gap. It logs the recovery times by fault kind and the watchers'
+// figures.
 func TestChaos(t *testing.T) {
 	requireDocker(t)
 	wallStart := time.Now()
@@ -78,6 +82,7 @@ func TestChaos(t *testing.T) {
 		}
 	}
 
+	watchers := startWatchers(c, seed)
 	w := startWorkload(c, *clientsFlag, seed)
 	// Also when the nemesis fails the test: the clients stop before the cluster goes.
 	t.Cleanup(w.stopAndWait)
@@ -86,7 +91,7 @@ func TestChaos(t *testing.T) {
 	w.stopAndWait()
 
 	history := w.history()
-	final, finalOps := finalReads(c, n.probe, history, *clientsFlag, w.now)
+	final, finalKeys, finalOps := finalReads(c, n.probe, history, *clientsFlag, w.now)
 	counts := opCounts(history)
 	t.Logf("%d calls in %v with %d faults: %v", len(history), time.Since(w.start).Round(time.Second), len(records), counts)
 	if len(history) < 100*int(duration/time.Minute+1) {
@@ -125,6 +130,8 @@ func TestChaos(t *testing.T) {
 		}
 		t.Errorf("the history is not linearizable (porcupine: %s); seed %d", result, seed)
 	}
+
+	rep.Watch = checkWatches(t, watchers, history, finalKeys)
 
 	rep.ConvergedIn = checkConverged(c, n.probe)
 	n.checkRunning(nil)

@@ -319,19 +319,17 @@ func (c *cluster) dial(ctx context.Context, addr string) (net.Conn, error) {
 // newClient returns a clientv3 client of the endpoints, closed with the cluster.
 func (c *cluster) newClient(endpoints ...string) *clientv3.Client {
 	c.t.Helper()
+	return c.newClientWith(nil, endpoints...)
+}
+
+// newClientWith is newClient with more dial options (a watcher's interceptor).
+func (c *cluster) newClientWith(dialOptions []grpc.DialOption, endpoints ...string) *clientv3.Client {
+	c.t.Helper()
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: 2 * time.Second,
 		Logger:      zap.NewNop(),
-		DialOptions: []grpc.DialOption{
-			grpc.WithContextDialer(c.dial),
-			// gRPC waits up to 2 minutes before it redials an endpoint that failed;
-			// a restarted member should get its share of the load back at once.
-			grpc.WithConnectParams(grpc.ConnectParams{
-				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-				MinConnectTimeout: time.Second,
-			}),
-		},
+		DialOptions: append([]grpc.DialOption{grpc.WithContextDialer(c.dial), redialParams}, dialOptions...),
 	})
 	if err != nil {
 		c.t.Fatalf("clientv3.New(%v): %v", endpoints, err)
@@ -339,6 +337,14 @@ func (c *cluster) newClient(endpoints ...string) *clientv3.Client {
 	c.t.Cleanup(func() { cli.Close() })
 	return cli
 }
+
+// redialParams: gRPC waits up to 2 minutes before it redials an endpoint that
+// failed; a restarted member should get its share of the load (and its watchers)
+// back at once.
+var redialParams = grpc.WithConnectParams(grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+	MinConnectTimeout: time.Second,
+})
 
 func (c *cluster) endpoints() []string {
 	var out []string

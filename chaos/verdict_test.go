@@ -12,12 +12,15 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"raftkv/chaos/kvmodel"
+	"raftkv/chaos/watchcheck"
 )
 
 // finalReads reads every key of the workload with one linearizable range after the
-// clients stopped and every fault was healed, and returns the values and the read as
-// one get per key of the history, for porcupine to check with the rest.
-func finalReads(c *cluster, cli *clientv3.Client, history []porcupine.Operation, clientID int, now func() int64) (map[string]string, []porcupine.Operation) {
+// clients stopped and every fault was healed, and returns the values, the keys with
+// their revisions and versions (for the watch verdict), and the read as one get per
+// key of the history, for porcupine to check with the rest.
+func finalReads(c *cluster, cli *clientv3.Client, history []porcupine.Operation, clientID int, now func() int64) (
+	map[string]string, map[string]watchcheck.KeyState, []porcupine.Operation) {
 	t := c.t
 	deadline := time.Now().Add(recoveryTimeout)
 	for {
@@ -31,9 +34,11 @@ func finalReads(c *cluster, cli *clientv3.Client, history []porcupine.Operation,
 				keyPrefix, len(resp.Kvs), resp.Count)
 		}
 		if err == nil {
-			final := map[string]string{}
+			final, finalKeys := map[string]string{}, map[string]watchcheck.KeyState{}
 			for _, kv := range resp.Kvs {
 				final[string(kv.Key)] = string(kv.Value)
+				finalKeys[string(kv.Key)] = watchcheck.KeyState{Value: string(kv.Value), ModRevision: kv.ModRevision,
+					CreateRevision: kv.CreateRevision, Version: kv.Version}
 			}
 			keys := map[string]bool{}
 			for _, op := range history {
@@ -44,7 +49,7 @@ func finalReads(c *cluster, cli *clientv3.Client, history []porcupine.Operation,
 				ops = append(ops, porcupine.Operation{ClientId: clientID, Call: call, Return: ret,
 					Input: kvmodel.Input{Kind: kvmodel.Get, Key: key}, Output: kvmodel.Output{Value: final[key]}})
 			}
-			return final, ops
+			return final, finalKeys, ops
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the final read of every key failed for %v after the last heal: %v", recoveryTimeout, err)

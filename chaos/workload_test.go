@@ -27,11 +27,8 @@ const (
 	opTimeout = 1500 * time.Millisecond
 )
 
-// Where watches go: once raftkv serves Watch (its own issue), each client also keeps a
-// watch on the keys of its epoch, and the verdicts gain one: every watcher sees each
-// acknowledged write of its keys once, in revision order, with no gap, across the
-// faults (a watch cut by a fault resumes from its last revision). The history already
-// records what the watchers must see.
+// The watchers (watchers_test.go) watch the whole prefix the clients write under, on
+// every member, and the watch verdict holds what they received to this history.
 
 type workload struct {
 	c     *cluster
