@@ -46,8 +46,8 @@ import (
 //     to another member when it resumes, with clientv3.WithRequireLeader: etcd ends
 //     such a watch when its member loses the leader, clientv3 closes the channel
 //     with "etcdserver: no leader", and the test watches again, through whichever
-//     member the balancer picks. raftkv ignores the request today, so the watch
-//     waits on a cut-off member until the heal, as the others do.
+//     member the balancer picks. raftkv ends it the same way (three election
+//     timeouts without a leader).
 //
 // Each watches from revision 1: the prefix has no key before the workload starts,
 // and a watcher that starts late replays what it missed. The suite never compacts

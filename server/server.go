@@ -67,8 +67,10 @@ type Server struct {
 	authLimits *authLimiter
 	bcrypt     chan struct{}
 
-	grpc          *grpc.Server
-	local         *localConn // the services in process, for Lock and Election (local_client.go)
+	grpc  *grpc.Server
+	local *localConn // the services in process, for Lock and Election (local_client.go)
+	// leaderStreams are the client streams that require a leader (requireleader.go).
+	leaderStreams leaderStreams
 	tls           tlsConfigs
 	clientListens []net.Listener
 	peerListens   []net.Listener
@@ -231,8 +233,10 @@ func (s *Server) start(ids []uint64) error {
 	s.goTracked(s.applyLoop)
 	s.goTracked(s.readLoop)
 	s.goTracked(s.runLessor)
+	s.goTracked(s.monitorLeader)
 	unknown := &unserved{}
-	s.grpc = newGRPCServer(cfg, unknown.handle, listenerTLS{logger: s.logger}, s.metrics.grpcOptions()...)
+	s.grpc = newGRPCServer(cfg, unknown.handle, listenerTLS{logger: s.logger}, append(s.metrics.grpcOptions(),
+		grpc.ChainUnaryInterceptor(s.requireLeaderUnary), grpc.ChainStreamInterceptor(s.requireLeaderStream))...)
 	unknown.g = s.grpc
 	s.local = newLocalConn()
 	registerServices(s.grpc, s)
