@@ -69,6 +69,15 @@ type Config struct {
 	// ProbeInterval is how often a peer is probed for OnRoundTrip. Default 5s.
 	ProbeInterval time.Duration
 
+	// ClusterInfo, if set, answers a node that asks what this cluster is before it
+	// joins (FetchCluster): the bytes it returns go back with the cluster id. It must
+	// not block, and its answer must fit in MaxFrameBytes less 8.
+	ClusterInfo func() []byte
+	// OnRemoved, if set, is called once when a peer refuses this node's stream
+	// because this node was removed from the cluster (RemovePeer on the peer). It
+	// must not block.
+	OnRemoved func(by uint64)
+
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 }

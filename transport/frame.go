@@ -32,6 +32,9 @@ const (
 	frameSnapChunk
 	// frameSnapEnd: the CRC-32C of the whole snapshot data, big-endian uint32.
 	frameSnapEnd
+	// frameCluster: the answer to a cluster stream (membership.go): the cluster id,
+	// big-endian uint64, then Config.ClusterInfo's bytes.
+	frameCluster
 
 	numFrameTypes = iota
 )
@@ -48,6 +51,8 @@ func (t frameType) String() string {
 		return "snapshot chunk"
 	case frameSnapEnd:
 		return "snapshot end"
+	case frameCluster:
+		return "cluster"
 	}
 	return fmt.Sprintf("frameType(%d)", uint8(t))
 }
@@ -189,6 +194,10 @@ const (
 	// streamProbe: nothing after the handshake; the receiver's status answers it and
 	// the connection closes. It times a round trip (Config.OnRoundTrip).
 	streamProbe streamKind = 3
+	// streamCluster: a node that does not know the cluster yet asks what it is (its id
+	// and Config.ClusterInfo); its handshake carries cluster id 0 and node id 0 as the
+	// receiver, and the answer is a status and a cluster frame (membership.go).
+	streamCluster streamKind = 4
 )
 
 func (k streamKind) String() string {
@@ -199,6 +208,8 @@ func (k streamKind) String() string {
 		return "snapshot"
 	case streamProbe:
 		return "probe"
+	case streamCluster:
+		return "cluster"
 	}
 	return fmt.Sprintf("streamKind(%d)", uint8(k))
 }
@@ -240,10 +251,10 @@ func parseHandshake(b []byte) (handshake, error) {
 		from:      binary.BigEndian.Uint64(b[14:22]),
 		to:        binary.BigEndian.Uint64(b[22:30]),
 	}
-	if h.kind != streamMessages && h.kind != streamSnapshot && h.kind != streamProbe {
+	if h.kind != streamMessages && h.kind != streamSnapshot && h.kind != streamProbe && h.kind != streamCluster {
 		return handshake{}, fmt.Errorf("%w: unknown stream kind %d", ErrHandshake, b[5])
 	}
-	if h.from == 0 || h.to == 0 {
+	if h.from == 0 || (h.to == 0 && h.kind != streamCluster) {
 		return handshake{}, fmt.Errorf("%w: node id 0 (from %d, to %d)", ErrHandshake, h.from, h.to)
 	}
 	return h, nil

@@ -49,6 +49,10 @@ func (t *Transport) serveConn(conn net.Conn) {
 		writeStatus(conn, err)
 		return
 	}
+	if hs.kind == streamCluster {
+		t.answerCluster(conn, hs.from)
+		return
+	}
 	if hs.kind == streamMessages {
 		// Registered before the dialler hears it was accepted, so that of two streams
 		// from one peer the one accepted last is the one kept.
@@ -86,6 +90,12 @@ func (t *Transport) serveConn(conn net.Conn) {
 
 // checkHandshake refuses a stream that is not meant for this node.
 func (t *Transport) checkHandshake(hs handshake) error {
+	if hs.kind == streamCluster {
+		return nil // a node that does not know the cluster yet asks what it is
+	}
+	if t.isRemovedPeer(hs.from) {
+		return fmt.Errorf("%w: node %x %s", ErrHandshake, hs.from, removedReason)
+	}
 	if hs.clusterID != t.cfg.ClusterID {
 		return fmt.Errorf("%w: stream from node %d of cluster %x, this is cluster %x; check the peer addresses and the cluster id",
 			ErrHandshake, hs.from, hs.clusterID, t.cfg.ClusterID)
@@ -118,7 +128,7 @@ func writeStatus(conn net.Conn, refusal error) error {
 func (t *Transport) addInbound(from uint64, conn net.Conn) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.mu.isClosed {
+	if t.mu.isClosed || t.mu.removed[from] {
 		return false
 	}
 	if old := t.mu.inbound[from]; old != nil {

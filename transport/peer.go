@@ -151,6 +151,7 @@ func (p *peer) run() {
 			err = p.stream(conn, addr)
 		} else {
 			p.dialFailures.Add(1)
+			p.t.noteRefusal(p.id, err)
 		}
 		if p.ctx.Err() != nil {
 			return

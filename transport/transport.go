@@ -58,7 +58,13 @@ type Transport struct {
 		// inbound is the live message stream from each peer; a newer stream from the
 		// same peer closes the older.
 		inbound map[uint64]net.Conn
+		// removed holds the ids RemovePeer removed and no UpdatePeer added back:
+		// their streams are refused, so a removed node never reaches this one's
+		// Raft (membership.go).
+		removed map[uint64]bool
 	}
+	// isRemoved is set once a peer refused this node as removed (OnRemoved).
+	isRemoved atomic.Bool
 
 	unroutable        atomic.Uint64
 	received          atomic.Uint64
@@ -87,6 +93,7 @@ func New(cfg Config, h Handler) (*Transport, error) {
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.mu.inbound = map[uint64]net.Conn{}
+	t.mu.removed = map[uint64]bool{}
 	peers := make(map[uint64]*peer, len(cfg.Peers))
 	for id, addr := range cfg.Peers {
 		if id != cfg.ID {
@@ -229,6 +236,7 @@ func (t *Transport) UpdatePeer(id uint64, addr string) error {
 	if t.mu.isClosed {
 		return ErrClosed
 	}
+	delete(t.mu.removed, id)
 	peers := *t.peers.Load()
 	if p := peers[id]; p != nil {
 		p.setAddr(addr)
@@ -253,10 +261,20 @@ func (t *Transport) UpdatePeer(id uint64, addr string) error {
 	return nil
 }
 
-// RemovePeer stops sending to peer id and drops what is queued for it.
+// RemovePeer stops sending to peer id and drops what is queued for it; its writer
+// and probe goroutines end. From then on a stream from id is refused, telling it that
+// it was removed (Config.OnRemoved on its side), and its live inbound stream is
+// closed, until UpdatePeer adds it back.
 func (t *Transport) RemovePeer(id uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if id != t.cfg.ID && id != 0 {
+		t.mu.removed[id] = true
+		if conn := t.mu.inbound[id]; conn != nil {
+			closeNow(conn)
+			delete(t.mu.inbound, id)
+		}
+	}
 	peers := *t.peers.Load()
 	p := peers[id]
 	if p == nil {

@@ -1,0 +1,87 @@
+package transport
+
+import (
+	"context"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"raftkv/raft"
+)
+
+// A removed peer: node 1 stops sending to it, its goroutines end, its live stream
+// into node 1 is closed and every later one refused, and it hears why (OnRemoved)
+// and reaches node 1's handler no more. UpdatePeer lets it back in.
+func TestRemovedPeerIsRefusedAndTold(t *testing.T) {
+	var removedBy atomic.Uint64
+	nodes := startCluster(t, []uint64{1, 2, 3}, func(c *Config) {
+		if c.ID == 3 {
+			c.OnRemoved = func(by uint64) { removedBy.Store(by) }
+		}
+	})
+	waitConnected(t, nodes)
+	goroutinesBefore := runtime.NumGoroutine()
+	nodes[1].tr.RemovePeer(3)
+	if _, ok := nodes[1].tr.Stats().Peers[3]; ok {
+		t.Fatal("peer 3 still in node 1's stats after RemovePeer")
+	}
+	waitFor(t, 5*time.Second, "node 3 told it was removed", func() bool { return removedBy.Load() == 1 })
+	waitFor(t, 5*time.Second, "node 1's writer to 3 gone", func() bool { return runtime.NumGoroutine() < goroutinesBefore })
+	if nodes[1].logs.find("refusing inbound stream", "was removed from the cluster") == "" {
+		t.Fatal("node 1 did not log the refusal")
+	}
+	before := nodes[1].h.count()
+	nodes[3].tr.Send([]raft.Message{appMsg(3, 1, 1, nil)})
+	nodes[2].tr.Send([]raft.Message{appMsg(2, 1, 1, nil)})
+	waitFor(t, 5*time.Second, "node 2's message", func() bool { return nodes[1].h.count() > before })
+	time.Sleep(100 * time.Millisecond)
+	for _, m := range nodes[1].h.messages() {
+		if m.From == 3 && m.Index == 1 {
+			t.Fatalf("node 1 took %v from the removed node 3", m)
+		}
+	}
+	if err := nodes[1].tr.UpdatePeer(3, nodes[3].addr); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "node 3 reaching node 1 again", func() bool {
+		nodes[3].tr.Send([]raft.Message{appMsg(3, 1, 7, nil)})
+		for _, m := range nodes[1].h.messages() {
+			if m.From == 3 && m.Index == 7 {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// A joining node asks any member what the cluster is, whatever cluster id and node id
+// it has: it gets the cluster id and the member's ClusterInfo.
+func TestFetchCluster(t *testing.T) {
+	nodes := startCluster(t, []uint64{1, 2}, func(c *Config) {
+		c.ClusterInfo = func() []byte { return []byte("members of cluster") }
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	id, info, err := FetchCluster(ctx, nodes[2].addr, nil, 99)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id != testClusterID || string(info) != "members of cluster" {
+		t.Fatalf("FetchCluster = %x %q, want %x %q", id, info, uint64(testClusterID), "members of cluster")
+	}
+	if _, _, err := FetchCluster(ctx, deadAddr(t), nil, 99); err == nil {
+		t.Fatal("FetchCluster of a dead address succeeded")
+	}
+	if _, _, err := FetchCluster(ctx, "nowhere", nil, 99); err == nil {
+		t.Fatal("FetchCluster of a bad address succeeded")
+	}
+	// A message stream with cluster id 0 is still refused.
+	cfg := testConfig(5, map[uint64]string{1: nodes[1].addr}, newLogCapture())
+	cfg.ClusterID = 7
+	stranger := startNode(t, cfg, listen(t))
+	waitFor(t, 5*time.Second, "the stranger refused", func() bool { return stranger.tr.Stats().Peers[1].DialFailures > 0 })
+	if nodes[1].h.count() != 0 {
+		t.Fatal("a stream of another cluster reached node 1")
+	}
+}
