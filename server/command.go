@@ -25,6 +25,12 @@ const (
 	// kindMember carries a member's attributes (name and URLs), published by each
 	// member when it starts so every member can list them.
 	kindMember byte = 2
+	// kindConf is the envelope in a configuration change's Context (members.go):
+	// its payload is the member record the change adds, or names.
+	kindConf byte = 3
+	// kindMemberUpdate carries a member's new peer URLs (MemberUpdate): an ordinary
+	// entry, as the change leaves Raft's configuration as it is.
+	kindMemberUpdate byte = 4
 
 	// envelopeV2 and envelopeResendable are flags in the kind byte.
 	envelopeV2         byte = 0x40
@@ -101,7 +107,18 @@ type member struct {
 	Name       string
 	PeerURLs   []string
 	ClientURLs []string
+	// IsLearner: a member that receives the log but does not vote.
+	IsLearner bool
+	// isRemoved marks a member removed from the cluster: kept, as etcd keeps its
+	// removed ids, so its streams stay refused (members.go); never listed.
+	isRemoved bool
 }
+
+// Flags in a member record's last byte, which records before them lack.
+const (
+	memberFlagLearner byte = 1 << 0
+	memberFlagRemoved byte = 1 << 1
+)
 
 const maxMemberURLs = 64
 
@@ -114,7 +131,14 @@ func (m *member) encode() []byte {
 			b = appendString(b, u)
 		}
 	}
-	return b
+	var flags byte
+	if m.IsLearner {
+		flags |= memberFlagLearner
+	}
+	if m.isRemoved {
+		flags |= memberFlagRemoved
+	}
+	return append(b, flags)
 }
 
 func decodeMember(data []byte) (member, []byte, error) {
@@ -138,6 +162,11 @@ func decodeMember(data []byte) (member, []byte, error) {
 			}
 			*urls = append(*urls, u)
 		}
+	}
+	if len(data) > 0 {
+		m.IsLearner = data[0]&memberFlagLearner != 0
+		m.isRemoved = data[0]&memberFlagRemoved != 0
+		data = data[1:]
 	}
 	return m, data, nil
 }

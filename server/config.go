@@ -51,6 +51,10 @@ type Config struct {
 	// InitialClusterState is "new" to bootstrap, or "existing" to join a cluster
 	// whose members already run (the data dir then holds the member's state).
 	InitialClusterState string
+	// DisableStrictReconfigCheck turns off etcd's --strict-reconfig-check (on by
+	// default): the refusal of a membership change that would leave the cluster
+	// without a quorum of started and connected members (cluster.go).
+	DisableStrictReconfigCheck bool
 	// InitialClusterToken makes the cluster id of two clusters with the same members
 	// differ.
 	InitialClusterToken string
@@ -314,6 +318,16 @@ func peerAddr(raw string) (string, error) {
 		return "https://" + addr, nil
 	}
 	return addr, nil
+}
+
+// memberURLHostPort checks a member's peer URL as etcd's types.NewURLs does: http://
+// or https://, a host and a port, no path, query or fragment.
+func memberURLHostPort(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err == nil && (u.Path != "" || u.RawQuery != "" || u.Fragment != "") {
+		return "", fmt.Errorf("URL %q has a path, query or fragment; give only scheme://host:port", raw)
+	}
+	return hostPort(raw)
 }
 
 // memberID derives a member's id from its peer URLs and the cluster token, as etcd

@@ -68,27 +68,3 @@ func (m *maintenanceService) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb
 	}
 	return &pb.AlarmResponse{Header: m.s.header().pb(m.s.sm.store.Revision())}, nil
 }
-
-type clusterService struct {
-	pb.UnimplementedClusterServer
-	s *Server
-}
-
-func (c *clusterService) MemberList(ctx context.Context, r *pb.MemberListRequest) (*pb.MemberListResponse, error) {
-	if r.Linearizable {
-		if err := c.s.linearizableRead(ctx); err != nil {
-			return nil, toGRPC(err)
-		}
-	}
-	if err := c.s.requireUser(ctx); err != nil { // as etcd: a user, any user
-		return nil, err
-	}
-	resp := &pb.MemberListResponse{Header: c.s.header().pb(c.s.sm.store.Revision())}
-	for _, m := range c.s.sm.members() {
-		if _, voter := c.s.peers[m.ID]; !voter {
-			continue // removed by --force-new-cluster
-		}
-		resp.Members = append(resp.Members, &pb.Member{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs})
-	}
-	return resp, nil
-}

@@ -123,6 +123,7 @@ func (s *Server) useMembership(m *membership) ([]uint64, error) {
 			membershipPath(s.cfg.DataDir), m.voters, s.id)
 	}
 	s.clusterID = m.clusterID
+	s.forcedVoters = slices.Clone(m.voters)
 	for id := range s.peers {
 		if !slices.Contains(m.voters, id) {
 			delete(s.peers, id)

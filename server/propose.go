@@ -201,6 +201,8 @@ func (s *Server) execute(index uint64, data []byte) (envelope, kv.Result) {
 		return env, s.sm.store.ApplyOnce(index, id, env.payload)
 	case env.kind == kindKV:
 		return env, s.sm.store.Apply(index, env.payload)
+	case env.kind == kindMemberUpdate:
+		res = s.applyMemberUpdate(env.payload)
 	case env.kind == kindMember:
 		// Setting a member's attributes twice is the same as once: no deduplication.
 		if m, _, err := decodeMember(env.payload); err == nil {

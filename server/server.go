@@ -31,7 +31,10 @@ type Server struct {
 	id        uint64
 	clusterID uint64
 	peers     map[uint64]member
-	logger    *slog.Logger
+	// forcedVoters are the voters --force-new-cluster left (membership.go), nil if
+	// it was never used; MemberList lists only them.
+	forcedVoters []uint64
+	logger       *slog.Logger
 
 	storage   *storage.Storage
 	transport *transport.Transport
@@ -81,6 +84,11 @@ type Server struct {
 	httpServers    []*http.Server
 	metricsListens []net.Listener
 
+	// removal stops the member once it was removed from the cluster (members.go);
+	// done is closed when it stops on its own, removed or failed.
+	removal removal
+	done    chan struct{}
+
 	stopOnce sync.Once
 	stopc    chan struct{}
 	wg       sync.WaitGroup
@@ -93,7 +101,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, peers: map[uint64]member{}, waits: newWaitRegistry(), reads: newReadBatcher(), stopc: make(chan struct{})}
+	s := &Server{cfg: cfg, peers: map[uint64]member{}, waits: newWaitRegistry(), reads: newReadBatcher(), stopc: make(chan struct{}),
+		done: make(chan struct{})}
+	s.removal.c = make(chan struct{})
 	var ids []uint64
 	for name, urls := range cfg.InitialCluster {
 		id := memberID(urls, cfg.InitialClusterToken)
@@ -144,6 +154,23 @@ func New(cfg Config) (*Server, error) {
 // --force-new-cluster if one is recorded or asked for (membership.go).
 func (s *Server) open(ids []uint64) error {
 	cfg := s.cfg
+	boot, err := readBootstrap(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	joining := false
+	switch {
+	case boot != nil:
+		// A member with data ignores --initial-cluster (join.go).
+		if ids, err = s.useBootstrap(boot); err != nil {
+			return err
+		}
+	case cfg.InitialClusterState == "existing" && !hasState(cfg):
+		if boot, err = s.join(); err != nil {
+			return err
+		}
+		ids, joining = nil, true
+	}
 	forced, err := readMembership(cfg.DataDir)
 	if err != nil {
 		return err
@@ -158,11 +185,15 @@ func (s *Server) open(ids []uint64) error {
 	if err != nil {
 		return err
 	}
-	if cfg.InitialClusterState == "existing" {
-		if last, _ := s.storage.LastIndex(); last == 0 {
-			return fmt.Errorf("--initial-cluster-state existing, but --data-dir %q holds no state of this member; "+
-				"raftkv cannot add members to a running cluster yet, so a member restarts from its own data dir", cfg.DataDir)
-		}
+	if boot == nil {
+		boot = s.recordOf(false)
+	}
+	if err := writeBootstrap(cfg.DataDir, boot); err != nil {
+		return err
+	}
+	if joining {
+		s.logger.Info("joined a running cluster: starting with an empty log; the leader sends the log or a snapshot",
+			"cluster", hexID(s.clusterID))
 	}
 	if cfg.ForceNewCluster {
 		m := &membership{clusterID: s.clusterID, voters: []uint64{s.id}}
@@ -198,6 +229,9 @@ func (s *Server) start(ids []uint64) error {
 
 	peerAddrs := map[uint64]string{}
 	for id, m := range s.peers {
+		if m.isRemoved || id == s.id || len(m.PeerURLs) == 0 {
+			continue
+		}
 		addr, err := peerAddr(m.PeerURLs[0])
 		if err != nil {
 			return err
@@ -217,7 +251,10 @@ func (s *Server) start(ids []uint64) error {
 	// the node from the start.
 	s.node, err = raft.NewNode(nodeCfg, func(h raft.Handler) (raft.Transport, error) {
 		t, err := transport.New(transport.Config{ID: s.id, ClusterID: s.clusterID, Peers: peerAddrs, TLS: s.tls.peerDial, Logger: s.logger,
-			OnRoundTrip: s.metrics.observeRoundTrip}, h)
+			OnRoundTrip: s.metrics.observeRoundTrip, ClusterInfo: s.clusterInfo,
+			OnRemoved: func(by uint64) {
+				s.removedFromCluster(fmt.Sprintf("member %x refuses its streams as those of a removed member", by))
+			}}, h)
 		if err != nil {
 			return nil, err
 		}
@@ -231,6 +268,7 @@ func (s *Server) start(ids []uint64) error {
 		s.goTracked(func() { _ = s.transport.Serve(l) })
 	}
 	s.goTracked(s.applyLoop)
+	s.goTracked(s.watchDone)
 	s.goTracked(s.readLoop)
 	s.goTracked(s.runLessor)
 	s.goTracked(s.monitorLeader)
@@ -270,11 +308,31 @@ func (s *Server) ID() uint64 { return s.id }
 // ClusterID returns the cluster's id.
 func (s *Server) ClusterID() uint64 { return s.clusterID }
 
-// Done is closed when the member stopped on its own after a fatal error.
-func (s *Server) Done() <-chan struct{} { return s.node.Done() }
+// Done is closed when the member stopped on its own: after a fatal error, or because
+// it was removed from the cluster (Err then is ErrRemoved). The caller then calls
+// Stop.
+func (s *Server) Done() <-chan struct{} { return s.done }
 
-// Err returns the fatal error that stopped the member, if any.
-func (s *Server) Err() error { return s.node.Err() }
+// Err returns what stopped the member on its own, if anything: ErrRemoved, or the
+// fatal error.
+func (s *Server) Err() error {
+	select {
+	case <-s.removal.c:
+		return fmt.Errorf("%w (%s)", ErrRemoved, s.removal.reason)
+	default:
+	}
+	return s.node.Err()
+}
+
+// watchDone closes done once the node stops or the member is removed.
+func (s *Server) watchDone() {
+	defer close(s.done)
+	select {
+	case <-s.node.Done():
+	case <-s.removal.c:
+	case <-s.stopc:
+	}
+}
 
 // Stop shuts the member down: client API, Raft node, transport, storage.
 func (s *Server) Stop() {
@@ -363,6 +421,7 @@ func (s *Server) applyLoop() {
 			}
 			s.tokens.clear() // issued by entries this member may never have applied
 			s.leasesRestored()
+			s.syncPeers()
 			lastSnapshot = msg.Index
 		case raft.ApplyNoOp:
 			s.sm.store.Apply(msg.Index, nil)
@@ -371,6 +430,8 @@ func (s *Server) applyLoop() {
 		case raft.ApplyCommand:
 			s.flushWatchesBeforeCompaction(msg.Command)
 			s.applyCommand(msg.Index, msg.Command)
+		case raft.ApplyConfChange:
+			s.applyConfChange(msg)
 		}
 		s.applied.set(msg.Index)
 		s.watches.Notify()

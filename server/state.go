@@ -1,7 +1,7 @@
 package server
 
 import (
-	"encoding/binary"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -36,35 +36,103 @@ func newStateMachine(cfg kv.Config, valueDir string, initial []member) (*stateMa
 	return sm, nil
 }
 
-// setMember records a member's published attributes. Members are fixed at bootstrap,
-// so attributes of an unknown id are ignored.
+// setMember records a member's published attributes (its name and client URLs).
+// Attributes of an id that is not a member, or was removed, are ignored: the member
+// is added by a configuration change, which carries its peer URLs.
 func (sm *stateMachine) setMember(m member) {
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
 	old, ok := sm.mu.members[m.ID]
-	if !ok {
+	if !ok || old.isRemoved {
 		return
 	}
 	old.Name, old.ClientURLs = m.Name, m.ClientURLs
 	sm.mu.members[m.ID] = old
 }
 
+// addMember records a member added by a configuration change. A member already
+// listed (a log replayed over a member list that has it) keeps its published
+// attributes.
+func (sm *stateMachine) addMember(m member) {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	if old, ok := sm.mu.members[m.ID]; ok && !old.isRemoved {
+		old.IsLearner = m.IsLearner
+		if len(m.PeerURLs) > 0 {
+			old.PeerURLs = m.PeerURLs
+		}
+		sm.mu.members[m.ID] = old
+		return
+	}
+	m.isRemoved = false
+	sm.mu.members[m.ID] = m
+}
+
+// promoteMember makes learner id a voter; it reports false if id is no member.
+func (sm *stateMachine) promoteMember(id uint64) bool {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	m, ok := sm.mu.members[id]
+	if !ok || m.isRemoved {
+		return false
+	}
+	m.IsLearner = false
+	sm.mu.members[id] = m
+	return true
+}
+
+// removeMember marks id removed.
+func (sm *stateMachine) removeMember(id uint64) {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	m := sm.mu.members[id]
+	m.ID, m.isRemoved, m.IsLearner = id, true, false
+	sm.mu.members[id] = m
+}
+
+// updatePeerURLs sets member id's peer URLs; it reports false if id is no member.
+func (sm *stateMachine) updatePeerURLs(id uint64, urls []string) bool {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	m, ok := sm.mu.members[id]
+	if !ok || m.isRemoved {
+		return false
+	}
+	m.PeerURLs = urls
+	sm.mu.members[id] = m
+	return true
+}
+
+// member returns member id, if it is one (not removed).
+func (sm *stateMachine) member(id uint64) (member, bool) {
+	sm.mu.RLock()
+	defer sm.mu.RUnlock()
+	m, ok := sm.mu.members[id]
+	return m, ok && !m.isRemoved
+}
+
+// anyMember returns record id, removed or not.
+func (sm *stateMachine) anyMember(id uint64) (member, bool) {
+	sm.mu.RLock()
+	defer sm.mu.RUnlock()
+	m, ok := sm.mu.members[id]
+	return m, ok
+}
+
+// members returns the members, removed ones left out, by ascending id.
 func (sm *stateMachine) members() []member {
+	return slices.DeleteFunc(sm.allMembers(), func(m member) bool { return m.isRemoved })
+}
+
+// allMembers returns the members and the removed ones, by ascending id.
+func (sm *stateMachine) allMembers() []member {
 	sm.mu.RLock()
 	defer sm.mu.RUnlock()
 	out := make([]member, 0, len(sm.mu.members))
 	for _, m := range sm.mu.members {
 		out = append(out, m)
 	}
-	slices.SortFunc(out, func(a, b member) int {
-		switch {
-		case a.ID < b.ID:
-			return -1
-		case a.ID > b.ID:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b member) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }
 
@@ -95,14 +163,7 @@ type frozenState struct {
 
 // freeze takes a frozenState; release it when done.
 func (sm *stateMachine) freeze() (*frozenState, error) {
-	members := sm.members()
-	b := append([]byte(nil), snapshotMagic...)
-	b = binary.AppendUvarint(b, uint64(len(members)))
-	for i := range members {
-		rec := members[i].encode()
-		b = binary.AppendUvarint(b, uint64(len(rec)))
-		b = append(b, rec...)
-	}
+	b := append(append([]byte(nil), snapshotMagic...), encodeMembers(sm.allMembers())...)
 	view, err := sm.store.SnapshotView()
 	if err != nil {
 		return nil, err
@@ -146,23 +207,13 @@ func (sm *stateMachine) restore(data []byte) error {
 	if len(data) < len(snapshotMagic) || string(data[:len(snapshotMagic)]) != string(snapshotMagic) {
 		return fmt.Errorf("server: snapshot does not start with %q; it was not written by this raftkv version", snapshotMagic)
 	}
-	data = data[len(snapshotMagic):]
-	n, data, ok := readUvarint(data)
-	if !ok || n > 1<<16 {
-		return fmt.Errorf("server: snapshot member count is corrupt")
+	list, data, err := decodeMembers(data[len(snapshotMagic):])
+	if err != nil {
+		return fmt.Errorf("server: snapshot: %w", err)
 	}
-	members := map[uint64]member{}
-	for range n {
-		var size uint64
-		if size, data, ok = readUvarint(data); !ok || size > uint64(len(data)) {
-			return fmt.Errorf("server: snapshot member record is corrupt")
-		}
-		m, _, err := decodeMember(data[:size])
-		if err != nil {
-			return err
-		}
+	members := make(map[uint64]member, len(list))
+	for _, m := range list {
 		members[m.ID] = m
-		data = data[size:]
 	}
 	if err := sm.store.Restore(data); err != nil {
 		return err

@@ -32,7 +32,7 @@ var servedMethods = map[string][]string{
 		"RoleDelete", "RoleGrantPermission", "RoleRevokePermission"},
 	"etcdserverpb.Lease":       {"LeaseGrant", "LeaseRevoke", "LeaseKeepAlive", "LeaseTimeToLive", "LeaseLeases"},
 	"etcdserverpb.Maintenance": {"Status", "Alarm"},
-	"etcdserverpb.Cluster":     {"MemberList"},
+	"etcdserverpb.Cluster":     {"MemberAdd", "MemberRemove", "MemberUpdate", "MemberList", "MemberPromote"},
 	"etcdserverpb.Watch":       {"Watch"},
 	"v3lockpb.Lock":            {"Lock", "Unlock"},
 	"v3electionpb.Election":    {"Campaign", "Proclaim", "Leader", "Observe", "Resign"},
@@ -42,9 +42,6 @@ var servedMethods = map[string][]string{
 // own reason ("Service/Method") wins over its service's. When a service is
 // implemented, it is registered in registerServices and its line here goes.
 var unservedReasons = map[string]string{
-	"etcdserverpb.Cluster": "membership is fixed when the cluster starts (--initial-cluster); to recover from a lost quorum, " +
-		"restart a surviving member with --force-new-cluster",
-
 	"etcdserverpb.Maintenance/Defragment": "raftkv's store has no database file to defragment: compaction frees the space itself",
 	"etcdserverpb.Maintenance/Hash":       "hashing the store is not implemented yet",
 	"etcdserverpb.Maintenance/HashKV":     "hashing the store is not implemented yet",

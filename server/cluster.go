@@ -1,0 +1,462 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"raftkv/raft"
+)
+
+// The Cluster service, with etcd's answers and errors (etcd's v3rpc/member.go and
+// EtcdServer.AddMember and the rest).
+//
+// Every change is made by the leader, which alone knows how far each member's log is
+// (promote) and which members it hears from (--strict-reconfig-check). A member that
+// does not lead forwards the call, with the caller's token, to the leader's client
+// URL, as etcd forwards MemberPromote to its leader; a call that arrives forwarded at
+// a member that no longer leads is answered Unavailable and the forwarding member
+// tries again, until RequestTimeout.
+//
+// The leader makes one change at a time (clusterService.mu, held from the checks to
+// the change's apply): the checks read the member list the previous change left, and
+// Raft takes one configuration change at a time anyway (raft.ErrConfChangePending,
+// also returned until the leader has committed an entry of its term; then it tries
+// again every heartbeat).
+//
+// Checks, as etcd's with --strict-reconfig-check (Config.DisableStrictReconfigCheck
+// turns them off): a member is started once it has published its name (kindMember),
+// and active if the leader heard from it within the last election timeout (Raft's
+// RecentActive; etcd asks its transport). Adding a voter needs a quorum of the
+// voters-to-be started, and, but for a cluster of one, a quorum of them active;
+// removing a voter needs a quorum of the voters left started and, unless the member
+// removed is down, a quorum of the voters active without it; promoting needs a quorum
+// started counting the learner. One learner at most, as etcd's default --max-learners.
+
+const (
+	// maxLearners is etcd's default --max-learners.
+	maxLearners = 1
+	// learnerReadyFraction: a learner is promoted only once its log holds this
+	// fraction of the leader's (etcd's readyPercentThreshold).
+	learnerReadyFraction = 0.9
+	// forwardedHeader marks a Cluster call forwarded by another member.
+	forwardedHeader = "raftkv-forwarded-by"
+)
+
+var (
+	errMemberNotFound      = rpctypes.ErrGRPCMemberNotFound
+	errNotLeaderForMembers = status.Error(codes.Unavailable, "raftkv: this member does not lead; the membership change goes to the leader")
+)
+
+type clusterService struct {
+	pb.UnimplementedClusterServer
+	s *Server
+	// mu makes the leader's changes one at a time.
+	mu sync.Mutex
+}
+
+func (c *clusterService) MemberList(ctx context.Context, r *pb.MemberListRequest) (*pb.MemberListResponse, error) {
+	if r.Linearizable {
+		if err := c.s.linearizableRead(ctx); err != nil {
+			return nil, toGRPC(err)
+		}
+	}
+	if err := c.s.requireUser(ctx); err != nil { // as etcd: a user, any user
+		return nil, err
+	}
+	return &pb.MemberListResponse{Header: c.header(), Members: c.list()}, nil
+}
+
+func (c *clusterService) header() *pb.ResponseHeader { return c.s.header().pb(c.s.sm.store.Revision()) }
+
+// list is the member list as etcd's Members: by id, learners flagged, a member not
+// yet started with no name and no client URLs.
+func (c *clusterService) list() []*pb.Member {
+	var out []*pb.Member
+	for _, m := range c.s.sm.members() {
+		if c.s.forcedVoters != nil && !slices.Contains(c.s.forcedVoters, m.ID) {
+			continue // removed by --force-new-cluster
+		}
+		out = append(out, &pb.Member{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs, IsLearner: m.IsLearner})
+	}
+	return out
+}
+
+func (c *clusterService) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) (*pb.MemberAddResponse, error) {
+	if err := checkMemberURLs(r.PeerURLs); err != nil {
+		return nil, err
+	}
+	if err := c.s.requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	resp := &pb.MemberAddResponse{}
+	err := c.onLeader(ctx, "MemberAdd", r, resp, func(ctx context.Context) error {
+		m, err := c.add(ctx, r.PeerURLs, r.IsLearner)
+		if err != nil {
+			return err
+		}
+		resp.Header, resp.Members = c.header(), c.list()
+		resp.Member = &pb.Member{ID: m.ID, PeerURLs: m.PeerURLs, IsLearner: m.IsLearner}
+		return nil
+	})
+	return resp, err
+}
+
+func (c *clusterService) MemberRemove(ctx context.Context, r *pb.MemberRemoveRequest) (*pb.MemberRemoveResponse, error) {
+	if err := c.s.requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	resp := &pb.MemberRemoveResponse{}
+	err := c.onLeader(ctx, "MemberRemove", r, resp, func(ctx context.Context) error {
+		if err := c.remove(ctx, r.ID); err != nil {
+			return err
+		}
+		resp.Header, resp.Members = c.header(), c.list()
+		return nil
+	})
+	return resp, err
+}
+
+func (c *clusterService) MemberUpdate(ctx context.Context, r *pb.MemberUpdateRequest) (*pb.MemberUpdateResponse, error) {
+	if err := checkMemberURLs(r.PeerURLs); err != nil {
+		return nil, err
+	}
+	if err := c.s.requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	resp := &pb.MemberUpdateResponse{}
+	err := c.onLeader(ctx, "MemberUpdate", r, resp, func(ctx context.Context) error {
+		if err := c.update(ctx, r.ID, r.PeerURLs); err != nil {
+			return err
+		}
+		resp.Header, resp.Members = c.header(), c.list()
+		return nil
+	})
+	return resp, err
+}
+
+func (c *clusterService) MemberPromote(ctx context.Context, r *pb.MemberPromoteRequest) (*pb.MemberPromoteResponse, error) {
+	if err := c.s.requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	resp := &pb.MemberPromoteResponse{}
+	err := c.onLeader(ctx, "MemberPromote", r, resp, func(ctx context.Context) error {
+		if err := c.promote(ctx, r.ID); err != nil {
+			return err
+		}
+		resp.Header, resp.Members = c.header(), c.list()
+		return nil
+	})
+	return resp, err
+}
+
+// checkMemberURLs is etcd's types.NewURLs check of a request's peer URLs: each an
+// http:// or https:// URL of a host:port and nothing else.
+func checkMemberURLs(urls []string) error {
+	if len(urls) == 0 {
+		return rpctypes.ErrGRPCMemberBadURLs
+	}
+	for _, u := range urls {
+		if _, err := memberURLHostPort(u); err != nil {
+			return rpctypes.ErrGRPCMemberBadURLs
+		}
+	}
+	return nil
+}
+
+// onLeader runs local on the leader, or forwards the call (method, r, resp) to it,
+// until one answers other than "not the leader" or RequestTimeout passes.
+func (c *clusterService) onLeader(ctx context.Context, method string, r, resp proto.Message, local func(context.Context) error) error {
+	s := c.s
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	_, forwarded := metadata.FromIncomingContext(ctx)
+	forwarded = forwarded && len(metadata.ValueFromIncomingContext(ctx, forwardedHeader)) > 0
+	for {
+		_, lead := s.leader()
+		var err error
+		switch {
+		case lead == s.id:
+			err = local(ctx)
+			if errors.Is(err, raft.ErrNotLeader) {
+				err = errNotLeaderForMembers
+			}
+			if err == nil || !errors.Is(err, errNotLeaderForMembers) {
+				return toGRPC(err)
+			}
+			if forwarded {
+				return errNotLeaderForMembers
+			}
+		case forwarded:
+			// Forwarded once already: the forwarding member asks the new leader.
+			return errNotLeaderForMembers
+		default:
+			if cc := s.leaderLeaseConn(); cc != nil {
+				fctx := metadata.AppendToOutgoingContext(withForwardedToken(ctx), forwardedHeader, hexID(s.id))
+				err = cc.Invoke(fctx, "/etcdserverpb.Cluster/"+method, r, resp, grpc.WaitForReady(false))
+				if err == nil {
+					return nil
+				}
+				if st, ok := status.FromError(err); ok && st.Code() != codes.Unavailable && st.Code() != codes.DeadlineExceeded {
+					return err // the leader's answer
+				}
+				s.logger.Debug("forwarding a membership change to the leader failed; retrying", "method", method, "err", err)
+			}
+		}
+		select {
+		case <-time.After(forwardRetry):
+		case <-ctx.Done():
+			return toGRPC(s.contextError(ctx))
+		case <-s.stopc:
+			return toGRPC(errStopped)
+		}
+	}
+}
+
+// memberState is what the checks need: the configuration in effect and, per member,
+// whether it started and whether the leader hears from it.
+type memberState struct {
+	st      raft.MembershipStatus
+	started map[uint64]bool
+	active  map[uint64]bool
+}
+
+func (c *clusterService) state() (memberState, error) {
+	st := c.s.node.MembershipStatus()
+	if st.Progress == nil {
+		return memberState{}, errNotLeaderForMembers
+	}
+	ms := memberState{st: st, started: map[uint64]bool{}, active: map[uint64]bool{}}
+	for _, m := range c.s.sm.members() {
+		ms.started[m.ID] = m.Name != ""
+	}
+	for _, p := range st.Progress {
+		ms.active[p.ID] = p.ID == c.s.id || p.RecentActive
+	}
+	return ms, nil
+}
+
+func quorum(n int) int { return n/2 + 1 }
+
+func (ms memberState) countStarted(skip uint64) (members, started int) {
+	for _, id := range ms.st.Voters {
+		if id == skip {
+			continue
+		}
+		members++
+		if ms.started[id] {
+			started++
+		}
+	}
+	return members, started
+}
+
+func (ms memberState) countActive() int {
+	n := 0
+	for _, id := range ms.st.Voters {
+		if ms.active[id] {
+			n++
+		}
+	}
+	return n
+}
+
+func (c *clusterService) add(ctx context.Context, peerURLs []string, isLearner bool) (member, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var m member
+	err := c.change(ctx, func() (raft.ConfChange, []byte, error) {
+		ms, err := c.state()
+		if err != nil {
+			return raft.ConfChange{}, nil, err
+		}
+		if !c.s.cfg.DisableStrictReconfigCheck && !isLearner {
+			members, started := ms.countStarted(0)
+			members++ // the new member, not started
+			if !(started == 1 && members == 2) && started < quorum(members) {
+				return raft.ConfChange{}, nil, rpctypes.ErrGRPCMemberNotEnoughStarted
+			}
+			if len(ms.st.Voters) > 1 && ms.countActive() < quorum(len(ms.st.Voters)+1) {
+				return raft.ConfChange{}, nil, rpctypes.ErrGRPCUnhealthy
+			}
+		}
+		for _, other := range c.s.sm.members() {
+			for _, u := range peerURLs {
+				if slices.Contains(other.PeerURLs, u) {
+					return raft.ConfChange{}, nil, rpctypes.ErrGRPCPeerURLExist
+				}
+			}
+		}
+		if isLearner && len(ms.st.Learners) >= maxLearners {
+			return raft.ConfChange{}, nil, rpctypes.ErrGRPCTooManyLearners
+		}
+		m = member{ID: c.newMemberID(peerURLs), PeerURLs: slices.Clone(peerURLs), IsLearner: isLearner}
+		typ := raft.ConfChangeAddVoter
+		if isLearner {
+			typ = raft.ConfChangeAddLearner
+		}
+		return raft.ConfChange{Type: typ, NodeID: m.ID}, m.encode(), nil
+	})
+	return m, err
+}
+
+// newMemberID draws a new member's id: etcd's takes the time into the hash of the
+// peer URLs, so a member added again on the same URLs gets a new id; this one is
+// random, and never one in use or removed.
+func (c *clusterService) newMemberID(peerURLs []string) uint64 {
+	for {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		id := memberID(peerURLs, c.s.cfg.InitialClusterToken+"|"+fmt.Sprint(binary.BigEndian.Uint64(b[:])))
+		if _, used := c.s.sm.anyMember(id); !used {
+			return id
+		}
+	}
+}
+
+func (c *clusterService) remove(ctx context.Context, id uint64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.change(ctx, func() (raft.ConfChange, []byte, error) {
+		m, ok := c.s.sm.member(id)
+		if !ok {
+			return raft.ConfChange{}, nil, errMemberNotFound
+		}
+		ms, err := c.state()
+		if err != nil {
+			return raft.ConfChange{}, nil, err
+		}
+		if !c.s.cfg.DisableStrictReconfigCheck && !m.IsLearner {
+			members, started := ms.countStarted(id)
+			if started < quorum(members) {
+				return raft.ConfChange{}, nil, rpctypes.ErrGRPCMemberNotEnoughStarted
+			}
+			isDown := id != c.s.id && !ms.active[id]
+			if !isDown && ms.countActive()-1 < 1+(len(ms.st.Voters)-1)/2 {
+				return raft.ConfChange{}, nil, rpctypes.ErrGRPCUnhealthy
+			}
+		}
+		return raft.ConfChange{Type: raft.ConfChangeRemove, NodeID: id}, (&member{ID: id}).encode(), nil
+	})
+}
+
+func (c *clusterService) promote(ctx context.Context, id uint64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.change(ctx, func() (raft.ConfChange, []byte, error) {
+		ms, err := c.state()
+		if err != nil {
+			return raft.ConfChange{}, nil, err
+		}
+		var learnerMatch, leaderMatch uint64
+		found := false
+		for _, p := range ms.st.Progress {
+			switch p.ID {
+			case id:
+				learnerMatch, found = p.Match, true
+			case c.s.id:
+				leaderMatch = p.Match
+			}
+		}
+		if id == c.s.id {
+			learnerMatch, found = leaderMatch, true
+		}
+		if !found {
+			return raft.ConfChange{}, nil, errMemberNotFound
+		}
+		if float64(learnerMatch) < float64(leaderMatch)*learnerReadyFraction {
+			return raft.ConfChange{}, nil, rpctypes.ErrGRPCLearnerNotReady
+		}
+		if !c.s.cfg.DisableStrictReconfigCheck {
+			members, started := ms.countStarted(0)
+			if started+1 < quorum(members+1) {
+				return raft.ConfChange{}, nil, rpctypes.ErrGRPCMemberNotEnoughStarted
+			}
+		}
+		if m, ok := c.s.sm.member(id); !ok {
+			return raft.ConfChange{}, nil, errMemberNotFound
+		} else if !m.IsLearner {
+			return raft.ConfChange{}, nil, rpctypes.ErrGRPCMemberNotLearner
+		}
+		return raft.ConfChange{Type: raft.ConfChangePromote, NodeID: id}, (&member{ID: id}).encode(), nil
+	})
+}
+
+func (c *clusterService) update(ctx context.Context, id uint64, peerURLs []string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.s.sm.member(id); !ok {
+		return errMemberNotFound
+	}
+	for _, other := range c.s.sm.members() {
+		if other.ID == id {
+			continue
+		}
+		for _, u := range peerURLs {
+			if slices.Contains(other.PeerURLs, u) {
+				return rpctypes.ErrGRPCPeerURLExist
+			}
+		}
+	}
+	if _, err := c.state(); err != nil {
+		return err
+	}
+	rec := member{ID: id, PeerURLs: slices.Clone(peerURLs)}
+	res, err := c.s.propose(ctx, kindMemberUpdate, rec.encode())
+	if err != nil {
+		return err
+	}
+	return res.Err
+}
+
+// change proposes the configuration change that prepare checks and builds (with its
+// member record), and waits for it to apply here. prepare runs again whenever Raft
+// asks to wait for an earlier change (ErrConfChangePending).
+func (c *clusterService) change(ctx context.Context, prepare func() (raft.ConfChange, []byte, error)) error {
+	s := c.s
+	for {
+		cc, rec, err := prepare()
+		if err != nil {
+			return err
+		}
+		seq, wt := s.waits.register()
+		cc.Context = encodeEnvelope(envelope{kind: kindConf, proposer: s.proposer, seq: seq, payload: rec})
+		index, _, err := s.node.ProposeConfChange(ctx, cc)
+		if err == nil {
+			s.waits.expectAt(seq, index)
+			_, err = s.wait(ctx, wt, nil)
+			s.waits.cancel(seq)
+			return err
+		}
+		s.waits.cancel(seq)
+		switch {
+		case errors.Is(err, raft.ErrConfChangePending):
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrProposalDropped):
+			return errNotLeaderForMembers
+		case errors.Is(err, raft.ErrInvalidConfChange):
+			return status.Error(codes.FailedPrecondition, err.Error())
+		default:
+			return s.raftError(err)
+		}
+		select {
+		case <-time.After(s.cfg.HeartbeatInterval):
+		case <-ctx.Done():
+			return s.contextError(ctx)
+		case <-s.stopc:
+			return errStopped
+		}
+	}
+}
