@@ -16,7 +16,7 @@ var servedEtcdFlags = []string{
 	"initial-advertise-peer-urls", "initial-cluster", "initial-cluster-state", "initial-cluster-token",
 	"advertise-client-urls", "auto-compaction-retention", "auto-compaction-mode",
 	"log-level", "log-format", "log-outputs", "force-new-cluster", "config-file", "version",
-	"listen-metrics-urls", "metrics", "enable-pprof", "watch-progress-notify-interval",
+	"listen-metrics-urls", "metrics", "enable-pprof", "watch-progress-notify-interval", "strict-reconfig-check",
 	// and servedTLSFlags and servedAuthFlags, added by init
 }
 
@@ -87,7 +87,6 @@ var etcdFlags = []etcdFlag{
 	{name: "discovery-proxy", why: noDiscovery},
 	{name: "discovery-srv", refused: true, why: noDiscovery},
 	{name: "discovery-srv-name", why: noDiscovery},
-	{name: "strict-reconfig-check", etcdDefault: "true", isBool: true, why: "raftkv does not change its membership at run time yet"},
 	{name: "pre-vote", etcdDefault: "true", isBool: true, refused: true, why: "raftkv always runs Pre-Vote and CheckQuorum (Ongaro's thesis §9.6)"},
 	{name: "v2-deprecation", etcdDefault: "write-only", why: "raftkv never had the v2 store"},
 	// Security

@@ -24,6 +24,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"raftkv/server"
 	"raftkv/version"
 )
 
@@ -31,10 +32,13 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
 }
 
-// Exit codes, as etcdctl's: a command that failed, and a command line that cannot work.
+// Exit codes, as etcdctl's: a command that failed, and a command line that cannot work;
+// and a member that stopped because it was removed from the cluster, which a
+// supervisor must not restart (raftkv cluster does not).
 const (
 	exitError   = 1
 	exitBadArgs = 2
+	exitRemoved = 3
 )
 
 // usageError is a command line that cannot be right (an unknown flag, a missing
@@ -70,6 +74,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if ue := (*usageError)(nil); errors.As(err, &ue) {
 		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 		return exitBadArgs
+	}
+	if errors.Is(err, server.ErrRemoved) {
+		return exitRemoved
 	}
 	return exitError
 }
@@ -117,6 +124,7 @@ func (a *app) commands(c *clientFlags) []*cobra.Command {
 		a.newWatchCommand(c),
 		a.newLeaseCommand(c),
 		a.newStatusCommand(c),
+		a.newMemberCommand(c),
 	}
 }
 

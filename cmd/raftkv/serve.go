@@ -25,26 +25,26 @@ import (
 // ./<name>.raftkv, and the cluster token), each also settable from the environment
 // or a config file (see sources.go).
 type serveFlags struct {
-	name, dataDir, walDir               string
-	listenClient, advertiseClient       string
-	listenPeer, initialAdvertisePeer    string
-	initialCluster, initialClusterState string
-	initialClusterToken                 string
-	heartbeatMs, electionMs             int
-	maxRequestBytes, maxTxnOps          int
-	maxResponseBytes                    int
-	snapshotCount                       uint64
-	autoCompactionMode                  string
-	autoCompactionRetention             string
-	forceNewCluster                     bool
-	watchProgressNotifyInterval         time.Duration
-	leaseCheckpointInterval             time.Duration
-	tls                                 tlsFlags
-	auth                                authFlags
-	listenMetrics, metrics              string
-	enablePprof                         bool
-	logLevel, logFormat, logOutputs     string
-	configFile                          string
+	name, dataDir, walDir                string
+	listenClient, advertiseClient        string
+	listenPeer, initialAdvertisePeer     string
+	initialCluster, initialClusterState  string
+	initialClusterToken                  string
+	heartbeatMs, electionMs              int
+	maxRequestBytes, maxTxnOps           int
+	maxResponseBytes                     int
+	snapshotCount                        uint64
+	autoCompactionMode                   string
+	autoCompactionRetention              string
+	forceNewCluster, strictReconfigCheck bool
+	watchProgressNotifyInterval          time.Duration
+	leaseCheckpointInterval              time.Duration
+	tls                                  tlsFlags
+	auth                                 authFlags
+	listenMetrics, metrics               string
+	enablePprof                          bool
+	logLevel, logFormat, logOutputs      string
+	configFile                           string
 	// supervisorFD is the read end of a pipe from "raftkv cluster": the member stops
 	// when it reads EOF, that is when the supervisor has died (see watchSupervisor).
 	supervisorFD int
@@ -68,10 +68,12 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 
 	fs.StringVar(&f.initialAdvertisePeer, "initial-advertise-peer-urls", "", "List of this member's peer URLs to advertise to the rest of the cluster (default: --listen-peer-urls).")
 	fs.StringVar(&f.initialCluster, "initial-cluster", "", "Initial cluster configuration for bootstrapping: name=peerURL,... (default: ${name}=${initial-advertise-peer-urls}).")
-	fs.StringVar(&f.initialClusterState, "initial-cluster-state", "new", "'new' when bootstrapping a new cluster, 'existing' to restart a member of a running one.")
+	fs.StringVar(&f.initialClusterState, "initial-cluster-state", "new", "'new' when bootstrapping a new cluster, 'existing' to join a running one (after 'member add',\nwith an empty data dir) or restart a member of it.")
 	fs.StringVar(&f.initialClusterToken, "initial-cluster-token", server.DefaultInitialClusterToken, "Initial cluster token; makes the ids of two clusters with the same members differ.")
 	fs.StringVar(&f.advertiseClient, "advertise-client-urls", "", "List of this member's client URLs to advertise to the cluster (default: --listen-client-urls).")
-	setGroup(fs, groupClustering, "initial-advertise-peer-urls", "initial-cluster", "initial-cluster-state", "initial-cluster-token", "advertise-client-urls")
+	fs.BoolVar(&f.strictReconfigCheck, "strict-reconfig-check", true, "Reject membership changes that would leave the cluster without a quorum of started,\nconnected members.")
+	setGroup(fs, groupClustering, "initial-advertise-peer-urls", "initial-cluster", "initial-cluster-state", "initial-cluster-token", "advertise-client-urls",
+		"strict-reconfig-check")
 
 	fs.StringVar(&f.autoCompactionMode, "auto-compaction-mode", "periodic", "How to read --auto-compaction-retention: 'periodic' (a duration, hours if no unit, e.g. '5m')\nor 'revision' (a number of revisions).")
 	fs.StringVar(&f.autoCompactionRetention, "auto-compaction-retention", "0", "Auto compaction retention; 0 disables auto compaction.")
@@ -215,6 +217,7 @@ func (f *serveFlags) config() (server.Config, error) {
 		ListenPeerURLs:              splitURLs(f.listenPeer),
 		InitialCluster:              cluster,
 		InitialClusterState:         f.initialClusterState,
+		DisableStrictReconfigCheck:  !f.strictReconfigCheck,
 		InitialClusterToken:         f.initialClusterToken,
 		HeartbeatInterval:           time.Duration(f.heartbeatMs) * time.Millisecond,
 		ElectionTimeout:             time.Duration(f.electionMs) * time.Millisecond,

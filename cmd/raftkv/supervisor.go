@@ -24,7 +24,8 @@ import (
 // Restart policy: a member that exits is started again after firstRestartDelay; one
 // that exits again within flappingRun of its start waits twice as long each time, up
 // to maxRestartDelay, so that a member that cannot start (a bad flag after "--", a
-// data dir it refuses) does not spin.
+// data dir it refuses) does not spin. A member that exits with exitRemoved (it was
+// removed from the cluster) is left down.
 const (
 	firstRestartDelay = 2 * time.Second
 	maxRestartDelay   = 30 * time.Second
@@ -137,6 +138,14 @@ func (s *supervisor) run() error {
 			e.m.cmd = nil
 			os.Remove(e.m.pidFile)
 			how := fmt.Sprintf("member %s (pid %d) exited: %s", e.m.Name, e.state.Pid(), e.state)
+			if e.state.ExitCode() == exitRemoved {
+				// Restarted on its data dir it would only stop again: it is no member.
+				s.printf("%s; it was removed from the cluster, so it is left down", how)
+				if s.running() == 0 {
+					return errors.New("every member is down")
+				}
+				continue
+			}
 			if s.noRestart {
 				s.printf("%s; left down (--no-restart)", how)
 				if s.running() == 0 {
