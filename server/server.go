@@ -276,9 +276,11 @@ func (s *Server) Done() <-chan struct{} { return s.node.Done() }
 // Err returns the fatal error that stopped the member, if any.
 func (s *Server) Err() error { return s.node.Err() }
 
-// Stop shuts the member down: client API, Raft node, transport, storage.
+// Stop shuts the member down: a leader first hands leadership off
+// (handOffLeadership), then client API, Raft node, transport, storage.
 func (s *Server) Stop() {
 	s.stopOnce.Do(func() {
+		s.handOffLeadership()
 		close(s.stopc)
 		s.closeAll()
 	})

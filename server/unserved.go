@@ -31,7 +31,7 @@ var servedMethods = map[string][]string{
 		"UserDelete", "UserChangePassword", "UserGrantRole", "UserRevokeRole", "RoleAdd", "RoleGet", "RoleList",
 		"RoleDelete", "RoleGrantPermission", "RoleRevokePermission"},
 	"etcdserverpb.Lease":       {"LeaseGrant", "LeaseRevoke", "LeaseKeepAlive", "LeaseTimeToLive", "LeaseLeases"},
-	"etcdserverpb.Maintenance": {"Status", "Alarm"},
+	"etcdserverpb.Maintenance": {"Status", "Alarm", "MoveLeader"},
 	"etcdserverpb.Cluster":     {"MemberList"},
 	"etcdserverpb.Watch":       {"Watch"},
 	"v3lockpb.Lock":            {"Lock", "Unlock"},
@@ -50,8 +50,7 @@ var unservedReasons = map[string]string{
 	"etcdserverpb.Maintenance/HashKV":     "hashing the store is not implemented yet",
 	"etcdserverpb.Maintenance/Snapshot": "streaming a snapshot is not implemented yet; each member keeps its own in " +
 		"<data-dir>/member/snap",
-	"etcdserverpb.Maintenance/MoveLeader": "leadership transfer is not implemented yet",
-	"etcdserverpb.Maintenance/Downgrade":  "raftkv has a single storage version, so there is nothing to downgrade to",
+	"etcdserverpb.Maintenance/Downgrade": "raftkv has a single storage version, so there is nothing to downgrade to",
 }
 
 // registerServices registers raftkv's services on g, each with only its served
