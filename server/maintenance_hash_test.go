@@ -75,8 +75,13 @@ func TestHashKVSameOnEveryMember(t *testing.T) {
 	if again := hashKVEventually(t, members[1], hashRev); again.Hash != first.Hash {
 		t.Fatalf("HashKV(%d) changed from %08x to %08x after a later write", hashRev, first.Hash, again.Hash)
 	}
-	if now := hashKVEventually(t, members[1], 0); now.Hash == first.Hash || now.HashRevision != rev {
+	// members[0] took the put, so has applied it; HashKV(0) hashes up to it.
+	now := hashKVEventually(t, members[0], 0)
+	if now.Hash == first.Hash || now.HashRevision != rev {
 		t.Fatalf("HashKV(0) = %08x at revision %d; want a new hash at revision %d", now.Hash, now.HashRevision, rev)
+	}
+	if other := hashKVEventually(t, members[1], rev); other.Hash != now.Hash {
+		t.Fatalf("HashKV(%d): %08x on %s, %08x on %s", rev, now.Hash, members[0].cfg.Name, other.Hash, members[1].cfg.Name)
 	}
 
 	mc := pb.NewMaintenanceClient(members[0].conn)

@@ -276,11 +276,10 @@ func (s *Server) Done() <-chan struct{} { return s.node.Done() }
 // Err returns the fatal error that stopped the member, if any.
 func (s *Server) Err() error { return s.node.Err() }
 
-// Stop shuts the member down: a leader first hands leadership off
-// (handOffLeadership), then client API, Raft node, transport, storage.
+// Stop shuts the member down: client API, then (a leader) hands leadership off
+// (handOffLeadership), Raft node, transport, storage.
 func (s *Server) Stop() {
 	s.stopOnce.Do(func() {
-		s.handOffLeadership()
 		close(s.stopc)
 		s.closeAll()
 	})
@@ -306,6 +305,9 @@ func (s *Server) closeAll() {
 	for _, l := range s.clientListens {
 		_ = l.Close()
 	}
+	// After the client API, as etcd: requests in flight finish through this leader,
+	// and clients have moved to other members when the transfer starts.
+	s.handOffLeadership()
 	if s.node != nil {
 		s.node.Stop()
 	}

@@ -31,7 +31,7 @@ var servedMethods = map[string][]string{
 		"UserDelete", "UserChangePassword", "UserGrantRole", "UserRevokeRole", "RoleAdd", "RoleGet", "RoleList",
 		"RoleDelete", "RoleGrantPermission", "RoleRevokePermission"},
 	"etcdserverpb.Lease":       {"LeaseGrant", "LeaseRevoke", "LeaseKeepAlive", "LeaseTimeToLive", "LeaseLeases"},
-	"etcdserverpb.Maintenance": {"Status", "Alarm", "MoveLeader", "Hash", "HashKV"},
+	"etcdserverpb.Maintenance": {"Status", "Alarm", "MoveLeader", "Hash", "HashKV", "Snapshot"},
 	"etcdserverpb.Cluster":     {"MemberList"},
 	"etcdserverpb.Watch":       {"Watch"},
 	"v3lockpb.Lock":            {"Lock", "Unlock"},
@@ -46,9 +46,7 @@ var unservedReasons = map[string]string{
 		"restart a surviving member with --force-new-cluster",
 
 	"etcdserverpb.Maintenance/Defragment": "raftkv's store has no database file to defragment: compaction frees the space itself",
-	"etcdserverpb.Maintenance/Snapshot": "streaming a snapshot is not implemented yet; each member keeps its own in " +
-		"<data-dir>/member/snap",
-	"etcdserverpb.Maintenance/Downgrade": "raftkv has a single storage version, so there is nothing to downgrade to",
+	"etcdserverpb.Maintenance/Downgrade":  "raftkv has a single storage version, so there is nothing to downgrade to",
 }
 
 // registerServices registers raftkv's services on g, each with only its served

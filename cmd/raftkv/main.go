@@ -117,6 +117,7 @@ func (a *app) commands(c *clientFlags) []*cobra.Command {
 		a.newWatchCommand(c),
 		a.newLeaseCommand(c),
 		a.newStatusCommand(c),
+		a.newSnapshotCommand(c),
 	}
 }
 
