@@ -334,7 +334,8 @@ func (s *Server) watchDone() {
 	}
 }
 
-// Stop shuts the member down: client API, Raft node, transport, storage.
+// Stop shuts the member down: client API, then (a leader) hands leadership off
+// (handOffLeadership), Raft node, transport, storage.
 func (s *Server) Stop() {
 	s.stopOnce.Do(func() {
 		close(s.stopc)
@@ -362,6 +363,9 @@ func (s *Server) closeAll() {
 	for _, l := range s.clientListens {
 		_ = l.Close()
 	}
+	// After the client API, as etcd: requests in flight finish through this leader,
+	// and clients have moved to other members when the transfer starts.
+	s.handOffLeadership()
 	if s.node != nil {
 		s.node.Stop()
 	}

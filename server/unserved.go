@@ -31,7 +31,7 @@ var servedMethods = map[string][]string{
 		"UserDelete", "UserChangePassword", "UserGrantRole", "UserRevokeRole", "RoleAdd", "RoleGet", "RoleList",
 		"RoleDelete", "RoleGrantPermission", "RoleRevokePermission"},
 	"etcdserverpb.Lease":       {"LeaseGrant", "LeaseRevoke", "LeaseKeepAlive", "LeaseTimeToLive", "LeaseLeases"},
-	"etcdserverpb.Maintenance": {"Status", "Alarm"},
+	"etcdserverpb.Maintenance": {"Status", "Alarm", "MoveLeader", "Hash", "HashKV", "Snapshot"},
 	"etcdserverpb.Cluster":     {"MemberAdd", "MemberRemove", "MemberUpdate", "MemberList", "MemberPromote"},
 	"etcdserverpb.Watch":       {"Watch"},
 	"v3lockpb.Lock":            {"Lock", "Unlock"},
@@ -43,11 +43,6 @@ var servedMethods = map[string][]string{
 // implemented, it is registered in registerServices and its line here goes.
 var unservedReasons = map[string]string{
 	"etcdserverpb.Maintenance/Defragment": "raftkv's store has no database file to defragment: compaction frees the space itself",
-	"etcdserverpb.Maintenance/Hash":       "hashing the store is not implemented yet",
-	"etcdserverpb.Maintenance/HashKV":     "hashing the store is not implemented yet",
-	"etcdserverpb.Maintenance/Snapshot": "streaming a snapshot is not implemented yet; each member keeps its own in " +
-		"<data-dir>/member/snap",
-	"etcdserverpb.Maintenance/MoveLeader": "leadership transfer is not implemented yet",
 	"etcdserverpb.Maintenance/Downgrade":  "raftkv has a single storage version, so there is nothing to downgrade to",
 }
 

@@ -125,6 +125,7 @@ func (a *app) commands(c *clientFlags) []*cobra.Command {
 		a.newLeaseCommand(c),
 		a.newStatusCommand(c),
 		a.newMemberCommand(c),
+		a.newSnapshotCommand(c),
 	}
 }
 

@@ -286,7 +286,7 @@ func TestUnknownFlagIsOneLineAndAHint(t *testing.T) {
 		{[]string{"--no-such-flag"}, "Error: unknown flag: --no-such-flag\nRun 'raftkv --help' for usage.\n"},
 		{[]string{"get", "foo", "--no-such-flag"}, "Error: unknown flag: --no-such-flag\nRun 'raftkv get --help' for usage.\n"},
 		{[]string{"cluster", "--no-such-flag"}, "Error: unknown flag: --no-such-flag\nRun 'raftkv cluster --help' for usage.\n"},
-		{[]string{"gte", "foo"}, "Error: unknown command \"gte\"; did you mean \"get\"? (commands: cluster, put, get, del, watch, lease, status, member; flags start with --)\nRun 'raftkv --help' for usage.\n"},
+		{[]string{"gte", "foo"}, "Error: unknown command \"gte\"; did you mean \"get\"? (commands: cluster, put, get, del, watch, lease, status, member, snapshot; flags start with --)\nRun 'raftkv --help' for usage.\n"},
 		{[]string{"put", "foo"}, "Error: raftkv put takes 2 argument(s) (KEY VALUE), got 1: [\"foo\"]\nRun 'raftkv put --help' for usage.\n"},
 	} {
 		stdout, stderr, code := runCLI(t, nil, tc.args...)

@@ -1,0 +1,117 @@
+package kv
+
+import (
+	"reflect"
+	"testing"
+)
+
+// A store imported from another's export answers every read the same: ranges at
+// every retained revision, the history's events, the leases, auth, the revision
+// and the compaction revision; and exports the same histories again.
+func TestExportImportRoundTrip(t *testing.T) {
+	src := newTestStore(t, Config{})
+	apply := func(cmd *Command) {
+		t.Helper()
+		if res := src.ApplyCommand(src.AppliedIndex()+1, cmd); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	apply(&Command{LeaseGrant: &LeaseGrantRequest{ID: 7, TTL: 60}})
+	for i := range 30 {
+		k := []byte{'k', byte('a' + i%7)}
+		switch {
+		case i%5 == 4:
+			apply(&Command{DeleteRange: &DeleteRangeRequest{Key: k}})
+		case i%3 == 0:
+			apply(&Command{Put: &PutRequest{Key: k, Value: []byte{byte(i)}, Lease: 7}})
+		default:
+			apply(&Command{Put: &PutRequest{Key: k, Value: make([]byte, i*10)}})
+		}
+	}
+	apply(&Command{Compact: &CompactionRequest{Revision: 12}})
+	apply(&Command{Put: &PutRequest{Key: []byte("z"), Value: []byte("last")}})
+
+	export := func(s *Store) (ImportHeader, []*KeyHistory) {
+		t.Helper()
+		view, err := s.SnapshotView()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer view.Release()
+		hdr := ImportHeader{AppliedIndex: s.AppliedIndex(), Revision: view.Revision(), CompactRevision: view.CompactRevision(),
+			Leases: view.Leases(), AuthState: view.AuthState()}
+		var keys []*KeyHistory
+		if err := view.EachKey(func(h *KeyHistory) error { keys = append(keys, h); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return hdr, keys
+	}
+	hdr, keys := export(src)
+	dst := newTestStore(t, Config{})
+	i := 0
+	err := dst.Import(hdr, func() (*KeyHistory, error) {
+		if i == len(keys) {
+			return nil, nil
+		}
+		i++
+		return keys[i-1], nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dst.Revision() != src.Revision() || dst.CompactRevision() != src.CompactRevision() {
+		t.Fatalf("imported revision %d compacted %d, source %d compacted %d",
+			dst.Revision(), dst.CompactRevision(), src.Revision(), src.CompactRevision())
+	}
+	for rev := src.CompactRevision(); rev <= src.Revision(); rev++ {
+		want, err1 := src.Range(&RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: rev})
+		got, err2 := dst.Range(&RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: rev})
+		if err1 != nil || err2 != nil || !reflect.DeepEqual(want, got) {
+			t.Fatalf("range at %d: source %+v (%v), imported %+v (%v)", rev, want, err1, got, err2)
+		}
+	}
+	wantEv, err1 := src.Events(&EventsRequest{FromRevision: src.CompactRevision() + 1})
+	gotEv, err2 := dst.Events(&EventsRequest{FromRevision: src.CompactRevision() + 1})
+	if err1 != nil || err2 != nil || !reflect.DeepEqual(wantEv, gotEv) {
+		t.Fatalf("events: source %+v (%v), imported %+v (%v)", wantEv, err1, gotEv, err2)
+	}
+	if want, got := src.LeaseKeys(7), dst.LeaseKeys(7); !reflect.DeepEqual(want, got) || len(got) == 0 {
+		t.Fatalf("lease 7's keys: source %q, imported %q", want, got)
+	}
+	hdr2, keys2 := export(dst)
+	if !reflect.DeepEqual(hdr, hdr2) || !reflect.DeepEqual(keys, keys2) {
+		t.Fatalf("re-export differs:\n%+v\n%+v", hdr, hdr2)
+	}
+}
+
+// Import refuses histories that break the store's invariants and leaves the store
+// as it was.
+func TestImportRefusesBadHistory(t *testing.T) {
+	s := newTestStore(t, Config{})
+	s.ApplyCommand(1, &Command{Put: &PutRequest{Key: []byte("keep"), Value: []byte("v")}})
+	for name, keys := range map[string][]*KeyHistory{
+		"out of order": {
+			{Key: []byte("b"), Generations: []KeyGeneration{{CreateRevision: 2, FirstVersion: 1, Revisions: []KeyRevision{{ModRevision: 2}}}}},
+			{Key: []byte("a"), Generations: []KeyGeneration{{CreateRevision: 3, FirstVersion: 1, Revisions: []KeyRevision{{ModRevision: 3}}}}},
+		},
+		"revision past the store's": {
+			{Key: []byte("a"), Generations: []KeyGeneration{{CreateRevision: 2, FirstVersion: 1, Revisions: []KeyRevision{{ModRevision: 99}}}}},
+		},
+		"no revisions": {{Key: []byte("a"), Generations: []KeyGeneration{{CreateRevision: 2, FirstVersion: 1}}}},
+	} {
+		i := 0
+		err := s.Import(ImportHeader{Revision: 5, CompactRevision: -1}, func() (*KeyHistory, error) {
+			if i == len(keys) {
+				return nil, nil
+			}
+			i++
+			return keys[i-1], nil
+		})
+		if err == nil {
+			t.Errorf("%s: imported", name)
+		}
+		if resp, _ := s.Range(&RangeRequest{Key: []byte("keep")}); len(resp.Kvs) != 1 {
+			t.Fatalf("%s: the store changed after a refused import", name)
+		}
+	}
+}

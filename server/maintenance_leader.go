@@ -1,0 +1,120 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"raftkv/raft"
+)
+
+// Leadership transfer (thesis §3.10) as an operator sees it: Maintenance.MoveLeader,
+// and the hand-off a leader makes before it stops. The raft Node does the transfer
+// (it brings the target's log up to its own, then sends MsgTimeoutNow); this file
+// picks the target, bounds the wait, and answers with etcd's errors.
+
+// errTimeoutLeaderTransfer is etcd's answer when the target has not become leader
+// before the caller's deadline. etcd maps it to no gRPC code of its own, so a client
+// sees it as Unknown with this text.
+var errTimeoutLeaderTransfer = status.Error(codes.Unknown, "etcdserver: request timed out, leader transfer took too long")
+
+// MoveLeader hands leadership to the voting member r.TargetID. As in etcd only the
+// leader takes it (etcdctl move-leader finds the leader and asks it); a follower
+// answers "etcdserver: not leader" rather than forwarding, a target that is not a
+// voting member "etcdserver: bad leader transferee". It returns once this member
+// sees the target lead, or fails with etcd's timeout error at the caller's deadline.
+func (m *maintenanceService) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error) {
+	if err := m.s.requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	if err := m.s.moveLeader(ctx, r.TargetID); err != nil {
+		return nil, err
+	}
+	return &pb.MoveLeaderResponse{Header: m.s.header().pb(m.s.sm.store.Revision())}, nil
+}
+
+func (s *Server) moveLeader(ctx context.Context, target uint64) error {
+	if _, isLeader := s.node.State(); !isLeader {
+		return rpctypes.ErrGRPCNotLeader
+	}
+	if !s.isVoter(target) {
+		return rpctypes.ErrGRPCBadLeaderTransferee
+	}
+	if target == s.id {
+		return nil // etcd's loop ends at once: the target leads already
+	}
+	err := s.node.TransferLeadership(ctx, target)
+	switch {
+	case err == nil:
+	case errors.Is(err, raft.ErrNotLeader):
+		return rpctypes.ErrGRPCNotLeader
+	case errors.Is(err, raft.ErrBadTransferee):
+		return rpctypes.ErrGRPCBadLeaderTransferee
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return errTimeoutLeaderTransfer
+	case errors.Is(err, raft.ErrTransferFailed):
+		// The node gave up (the target did not win within an election timeout).
+		// etcd keeps waiting for the target until the caller's deadline; so do we,
+		// which ends the same way unless the target wins an election on its own.
+	default:
+		return s.raftError(err)
+	}
+	// The node answers once it sees the target lead; wait like etcd until the
+	// target is the leader this member knows, polled every heartbeat.
+	for {
+		if _, lead := s.leader(); lead == target {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errTimeoutLeaderTransfer
+		case <-s.stopc:
+			return errStopped
+		case <-time.After(s.cfg.HeartbeatInterval):
+		}
+	}
+}
+
+// isVoter says whether id is a voting member in the configuration in effect here.
+func (s *Server) isVoter(id uint64) bool {
+	return s.node.MembershipStatus().IsVoter(id)
+}
+
+// handOffLeadership is what a leader does before it stops (as etcd's Stop does): it
+// hands leadership to the voter with the most up-to-date log, so the cluster gets a
+// new leader at once rather than one election timeout after the old one goes quiet.
+// It does nothing unless this member leads and some other voter was heard from in
+// the last election timeout (a transfer to a dead member would only delay the stop),
+// and it waits at most three election timeouts: then the member stops anyway.
+func (s *Server) handOffLeadership() {
+	if s.node == nil {
+		return
+	}
+	if _, isLeader := s.node.State(); !isLeader {
+		return
+	}
+	live := false
+	for _, p := range s.node.MembershipStatus().Progress {
+		if p.ID != s.id && p.IsVoter && p.RecentActive {
+			live = true
+		}
+	}
+	if !live {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*s.cfg.ElectionTimeout)
+	defer cancel()
+	started := time.Now()
+	if err := s.node.TransferLeadership(ctx, raft.None); err != nil {
+		s.logger.Warn("leadership hand-off before stopping failed; stopping anyway", "err", err,
+			"took", time.Since(started))
+		return
+	}
+	_, lead := s.leader()
+	s.logger.Info("handed leadership off before stopping", "to", lead, "took", time.Since(started))
+}

@@ -1,0 +1,94 @@
+package server
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// MoveLeader answers as etcd's does: a follower refuses with "not leader", the leader
+// refuses a target that is not a voting member, and moves leadership to a voter,
+// returning once the target leads; writes go on under the new leader.
+func TestMoveLeader(t *testing.T) {
+	members := startTestCluster(t, 3, nil)
+	retry(t, func(ctx context.Context) error {
+		_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("a"), Value: []byte("1")})
+		return err
+	})
+	leader := leaderOf(t, members)
+	var follower *testMember
+	for _, m := range members {
+		if m != leader {
+			follower = m
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	_, err := pb.NewMaintenanceClient(follower.conn).MoveLeader(ctx, &pb.MoveLeaderRequest{TargetID: leader.srv.ID()})
+	if st, _ := status.FromError(err); st.Code() != codes.FailedPrecondition || st.Message() != "etcdserver: not leader" {
+		t.Fatalf("MoveLeader on a follower: got %v, want FailedPrecondition etcdserver: not leader", err)
+	}
+	lc := pb.NewMaintenanceClient(leader.conn)
+	_, err = lc.MoveLeader(ctx, &pb.MoveLeaderRequest{TargetID: 12345})
+	if st, _ := status.FromError(err); st.Code() != codes.FailedPrecondition || st.Message() != "etcdserver: bad leader transferee" {
+		t.Fatalf("MoveLeader to an unknown member: got %v, want FailedPrecondition etcdserver: bad leader transferee", err)
+	}
+	if _, err := lc.MoveLeader(ctx, &pb.MoveLeaderRequest{TargetID: follower.srv.ID()}); err != nil {
+		t.Fatalf("MoveLeader to follower %x: %v", follower.srv.ID(), err)
+	}
+	if _, lead := leader.srv.leader(); lead != follower.srv.ID() {
+		t.Fatalf("old leader knows %x as leader, want %x", lead, follower.srv.ID())
+	}
+	// The old leader takes proposals again (it forwards them).
+	if _, err := leader.client.Put(ctx, &pb.PutRequest{Key: []byte("b"), Value: []byte("2")}); err != nil {
+		t.Fatalf("put through the old leader after the move: %v", err)
+	}
+}
+
+// A leader that stops hands leadership to a live follower first: by the time Stop
+// returns a follower leads, with an election timeout (2s) far longer than it would
+// take, so the new leader was not elected by a timeout.
+func TestStoppingLeaderHandsOff(t *testing.T) {
+	members := startTestCluster(t, 3, func(c *Config) {
+		c.HeartbeatInterval = 20 * time.Millisecond
+		c.ElectionTimeout = 2 * time.Second
+	})
+	retry(t, func(ctx context.Context) error {
+		_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("a"), Value: []byte("1")})
+		return err
+	})
+	leader := leaderOf(t, members)
+	oldTerm, _ := leader.srv.node.State()
+	started := time.Now()
+	leader.stop()
+	took := time.Since(started)
+	// The old leader stopped once it saw the target lead; the target's own flag may
+	// trail by a Ready. Half an election timeout is far less than an election takes.
+	var newLeader *testMember
+	for deadline := time.Now().Add(time.Second); newLeader == nil && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		for _, m := range members {
+			if m.srv == nil {
+				continue
+			}
+			if term, isLeader := m.srv.node.State(); isLeader {
+				if term != oldTerm+1 {
+					t.Fatalf("new leader's term %d, want %d (one election, the transfer's)", term, oldTerm+1)
+				}
+				newLeader = m
+			}
+		}
+	}
+	if newLeader == nil {
+		t.Fatalf("no member leads within 1s of the leader's stop (Stop took %v, election timeout 2s)", took)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := newLeader.client.Put(ctx, &pb.PutRequest{Key: []byte("b"), Value: []byte("2")}); err != nil {
+		t.Fatalf("put on the new leader: %v", err)
+	}
+}
