@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -110,6 +111,11 @@ func (c *clusterService) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) 
 		}
 		resp.Header, resp.Members = c.header(), c.list()
 		resp.Member = &pb.Member{ID: m.ID, PeerURLs: m.PeerURLs, IsLearner: m.IsLearner}
+		if !slices.ContainsFunc(resp.Members, func(l *pb.Member) bool { return l.ID == m.ID }) {
+			// Answered before it applied (add): listed as it will be.
+			resp.Members = append(resp.Members, resp.Member)
+			slices.SortFunc(resp.Members, func(a, b *pb.Member) int { return cmp.Compare(a.ID, b.ID) })
+		}
 		return nil
 	})
 	return resp, err
@@ -278,7 +284,8 @@ func (c *clusterService) add(ctx context.Context, peerURLs []string, isLearner b
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var m member
-	err := c.change(ctx, func() (raft.ConfChange, []byte, error) {
+	var waitDurable bool
+	err := c.changeWaiting(ctx, &waitDurable, func() (raft.ConfChange, []byte, error) {
 		ms, err := c.state()
 		if err != nil {
 			return raft.ConfChange{}, nil, err
@@ -308,6 +315,15 @@ func (c *clusterService) add(ctx context.Context, peerURLs []string, isLearner b
 		if isLearner {
 			typ = raft.ConfChangeAddLearner
 		}
+		// The configuration with the new voter is in effect once appended (§4.1): if
+		// the voters heard from are not a quorum of it, the change commits only
+		// once the new member runs, which it can only do after this call has
+		// answered. So the call answers once the change is durable in this leader's
+		// log (etcd, which switches configuration at apply, answers at once), and
+		// a joining member hears of itself before it commits (pendingJoin).
+		waitDurable = !isLearner && ms.countActive() < quorum(len(ms.st.Voters)+1)
+		c.s.pendingJoin.Store(&m)
+		c.s.peerUpdated(m) // the leader must reach it before the change applies
 		return raft.ConfChange{Type: typ, NodeID: m.ID}, m.encode(), nil
 	})
 	return m, err
@@ -422,10 +438,38 @@ func (c *clusterService) update(ctx context.Context, id uint64, peerURLs []strin
 	return res.Err
 }
 
+// waitDurable waits until this leader's own log holds index durably (its Match).
+func (c *clusterService) waitDurable(ctx context.Context, index uint64) error {
+	for {
+		st := c.s.node.MembershipStatus()
+		if st.Progress == nil {
+			return errLostEntry
+		}
+		for _, p := range st.Progress {
+			if p.ID == c.s.id && p.Match >= index {
+				return nil
+			}
+		}
+		select {
+		case <-time.After(c.s.cfg.HeartbeatInterval / 4):
+		case <-ctx.Done():
+			return c.s.contextError(ctx)
+		case <-c.s.stopc:
+			return errStopped
+		}
+	}
+}
+
 // change proposes the configuration change that prepare checks and builds (with its
 // member record), and waits for it to apply here. prepare runs again whenever Raft
 // asks to wait for an earlier change (ErrConfChangePending).
 func (c *clusterService) change(ctx context.Context, prepare func() (raft.ConfChange, []byte, error)) error {
+	return c.changeWaiting(ctx, nil, prepare)
+}
+
+// changeWaiting is change; if prepare sets *waitDurable, it waits only until the
+// change is durable in this leader's log.
+func (c *clusterService) changeWaiting(ctx context.Context, waitDurable *bool, prepare func() (raft.ConfChange, []byte, error)) error {
 	s := c.s
 	for {
 		cc, rec, err := prepare()
@@ -435,6 +479,10 @@ func (c *clusterService) change(ctx context.Context, prepare func() (raft.ConfCh
 		seq, wt := s.waits.register()
 		cc.Context = encodeEnvelope(envelope{kind: kindConf, proposer: s.proposer, seq: seq, payload: rec})
 		index, _, err := s.node.ProposeConfChange(ctx, cc)
+		if err == nil && waitDurable != nil && *waitDurable {
+			s.waits.cancel(seq)
+			return c.waitDurable(ctx, index)
+		}
 		if err == nil {
 			s.waits.expectAt(seq, index)
 			_, err = s.wait(ctx, wt, nil)

@@ -313,3 +313,38 @@ func TestMembershipChangesNeedRoot(t *testing.T) {
 		t.Fatalf("MemberAdd as root: %v", err)
 	}
 }
+
+// A voter added to a cluster of one cannot commit without the new member (the
+// configuration is in effect from its append, §4.1), so MemberAdd answers once the
+// change is durable in the leader's log, listing the new member; the joiner learns
+// of itself from the leader before the change commits, and once it runs the change
+// commits and writes go on, on both.
+func TestAddVoterToClusterOfOne(t *testing.T) {
+	members := startTestCluster(t, 1, nil)
+	ctx := testCtx(t)
+	m0 := members[0]
+	retry(t, func(ctx context.Context) error {
+		_, err := m0.client.Put(ctx, &pb.PutRequest{Key: []byte("before"), Value: []byte("v")})
+		return err
+	})
+	joiner := joiningMember(t, members, "m1")
+	began := time.Now()
+	resp, err := pb.NewClusterClient(m0.conn).MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: joiner.cfg.ListenPeerURLs})
+	if err != nil {
+		t.Fatalf("MemberAdd of a voter to a cluster of one: %v", err)
+	}
+	if took := time.Since(began); took > 2*time.Second {
+		t.Fatalf("MemberAdd took %v; it must answer before the change can commit", took)
+	}
+	if len(resp.Members) != 2 || memberNamed(resp.Members, resp.Member.ID) == nil || resp.Member.IsLearner {
+		t.Fatalf("MemberAdd answered %v", resp)
+	}
+	joiner.start(t)
+	for _, m := range []*testMember{m0, joiner} {
+		retry(t, func(ctx context.Context) error {
+			_, err := m.client.Put(ctx, &pb.PutRequest{Key: []byte("after/" + m.cfg.Name), Value: []byte("v")})
+			return err
+		})
+	}
+	waitStarted(t, m0, 2)
+}

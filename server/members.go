@@ -53,6 +53,9 @@ func (s *Server) applyConfChange(msg raft.ApplyMsg) {
 		env = envelope{}
 	}
 	rec.ID = cc.NodeID
+	if p := s.pendingJoin.Load(); p != nil && p.ID == cc.NodeID {
+		s.pendingJoin.CompareAndSwap(p, nil)
+	}
 	switch cc.Type {
 	case raft.ConfChangeAddVoter, raft.ConfChangeAddLearner:
 		rec.IsLearner = cc.Type == raft.ConfChangeAddLearner
@@ -149,7 +152,14 @@ func (s *Server) removedFromCluster(why string) {
 // clusterInfo is what a joining member hears from this one (transport.FetchCluster):
 // every member record, the removed ones too.
 func (s *Server) clusterInfo() []byte {
-	return encodeMembers(s.sm.allMembers())
+	members := s.sm.allMembers()
+	if p := s.pendingJoin.Load(); p != nil && !slices.ContainsFunc(members, func(m member) bool { return m.ID == p.ID }) {
+		// Added, not applied yet: the member may be joining to make it commit.
+		if st := s.node.MembershipStatus(); st.IsMember(p.ID) {
+			members = append(members, *p)
+		}
+	}
+	return encodeMembers(members)
 }
 
 // encodeMembers encodes records as a count and length-prefixed records, as the

@@ -88,6 +88,9 @@ type Server struct {
 	// done is closed when it stops on its own, removed or failed.
 	removal removal
 	done    chan struct{}
+	// pendingJoin is the member the leader's last MemberAdd proposed, until it
+	// applies: a joining member asking this one hears of it (clusterInfo).
+	pendingJoin atomic.Pointer[member]
 
 	stopOnce sync.Once
 	stopc    chan struct{}
