@@ -33,6 +33,8 @@ type procMember struct {
 	dataDir   string
 	logPath   string
 	args      []string
+	// env, if set, is added to the process's environment (ETCD_ variables).
+	env []string
 	// client talks to this member only; it outlives restarts of the process.
 	client *clientv3.Client
 
@@ -114,6 +116,9 @@ func (c *procCluster) start(m *procMember) {
 	m.starts++
 	fmt.Fprintf(logFile, "=== e2e: start #%d of %s at %s\n", m.starts, m.name, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(c.bin, m.args...)
+	if m.env != nil {
+		cmd.Env = append(os.Environ(), m.env...)
+	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// If the test binary dies without running its cleanups, the members die with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
