@@ -348,3 +348,50 @@ func TestAddVoterToClusterOfOne(t *testing.T) {
 	}
 	waitStarted(t, m0, 2)
 }
+
+// A member removed while it was down never applies its removal; restarted on its
+// data dir, it is refused by the others' transports as removed, stops with
+// ErrRemoved, and never disturbs them: their term does not move.
+func TestRemovedWhileDownStopsOnRestartAndDisturbsNobody(t *testing.T) {
+	members := startTestCluster(t, 3, nil)
+	waitStarted(t, members[0], 3)
+	leader := leaderOf(t, members)
+	var victim *testMember
+	for _, m := range members {
+		if m != leader {
+			victim = m
+			break
+		}
+	}
+	victimID := victim.srv.ID()
+	victim.stop()
+	ctx := testCtx(t)
+	time.Sleep(300 * time.Millisecond) // the leader notices it is down
+	if _, err := pb.NewClusterClient(leader.conn).MemberRemove(ctx, &pb.MemberRemoveRequest{ID: victimID}); err != nil {
+		t.Fatalf("removing the member that is down: %v", err)
+	}
+	termBefore, _ := leader.srv.leader()
+	victim.start(t)
+	select {
+	case <-victim.srv.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the removed member, restarted, did not stop")
+	}
+	if err := victim.srv.Err(); !errors.Is(err, ErrRemoved) {
+		t.Fatalf("Err = %v, want ErrRemoved", err)
+	}
+	// Give it the time of several elections to do harm, had it not stopped.
+	time.Sleep(time.Second)
+	for _, m := range members {
+		if m == victim {
+			continue
+		}
+		if term, _ := m.srv.leader(); term != termBefore {
+			t.Fatalf("member %s's term moved from %d to %d after the removed member came back", m.cfg.Name, termBefore, term)
+		}
+	}
+	retry(t, func(ctx context.Context) error {
+		_, err := leader.client.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+		return err
+	})
+}
