@@ -10,15 +10,15 @@ import (
 	"strings"
 )
 
-// Membership is fixed when a cluster starts (--initial-cluster), with one exception:
+// Membership changes go through the Cluster service (cluster.go); this file is
 // --force-new-cluster, etcd's disaster recovery. A member restarted with it becomes
 // the only voter of its cluster: with its data, its cluster id and its member id, it
 // elects itself and takes writes, after the others are lost for good. Its log may end
 // in entries the old cluster never committed; it commits them, as a new leader of the
 // old cluster could have (their clients heard no answer, so either outcome is allowed).
 //
-// Raft's configuration here is not in the log (raft.Config.Peers), so the new one is
-// recorded in the data dir (membershipFile) before the node starts, and every later
+// It works while Raft's configuration is not in the log (raft.Config.Peers, before
+// any change through the Cluster service): the new one is recorded in the data dir (membershipFile) before the node starts, and every later
 // start reads it: the member stays a cluster of one with or without the flag, and its
 // --initial-cluster no longer matters. The other members must never be restarted on
 // their old data: two of three would still make a quorum of the old cluster, and the

@@ -51,6 +51,15 @@
 // acknowledges. The sender then calls Handler.ReportSnapshot with the outcome. One
 // snapshot at a time goes to each peer.
 //
+// # Membership
+//
+// UpdatePeer and RemovePeer follow the cluster's configuration as the server applies
+// it. A removed peer's streams are refused with a reason its own transport
+// recognises (Config.OnRemoved), so a node removed while cut off learns it. A node
+// joining a running cluster asks a member what the cluster is (FetchCluster, a
+// stream of kind "cluster" answered with the cluster id and Config.ClusterInfo).
+// See membership.go.
+//
 // # Round trips and bytes
 //
 // With Config.OnRoundTrip set, every dial reports the time from its handshake to the
