@@ -395,3 +395,52 @@ func TestRemovedWhileDownStopsOnRestartAndDisturbsNobody(t *testing.T) {
 		return err
 	})
 }
+
+// --force-new-cluster after membership changes (a member added, another removed, in
+// the log and in snapshots): the survivor commits its own configuration of one, keeps
+// every key, lists only itself, and stays a cluster of one when restarted without the
+// flag.
+func TestForceNewClusterAfterMembershipChanges(t *testing.T) {
+	members := startTestCluster(t, 3, func(c *Config) { c.SnapshotCount = 20 })
+	ctx := testCtx(t)
+	waitStarted(t, members[0], 3)
+	joiner := joiningMember(t, members, "m3")
+	cluster := pb.NewClusterClient(members[0].conn)
+	if _, err := cluster.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: joiner.cfg.ListenPeerURLs}); err != nil {
+		t.Fatal(err)
+	}
+	joiner.start(t)
+	waitStarted(t, members[0], 4)
+	if _, err := cluster.MemberRemove(ctx, &pb.MemberRemoveRequest{ID: members[2].srv.ID()}); err != nil {
+		t.Fatal(err)
+	}
+	members[2].stop()
+	for i := range 50 {
+		retry(t, func(ctx context.Context) error {
+			_, err := members[i%2].client.Put(ctx, &pb.PutRequest{Key: fmt.Appendf(nil, "k%02d", i), Value: []byte("v")})
+			return err
+		})
+	}
+	for _, m := range []*testMember{members[0], members[1], joiner} {
+		m.stop()
+	}
+	survivor := joiner
+	survivor.cfg.ForceNewCluster = true
+	for restart := range 2 {
+		survivor.start(t)
+		retry(t, func(ctx context.Context) error {
+			_, err := survivor.client.Put(ctx, &pb.PutRequest{Key: fmt.Appendf(nil, "after%d", restart), Value: []byte("v")})
+			return err
+		})
+		resp, err := survivor.client.Range(ctx, &pb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")})
+		if err != nil || resp.Count != 50 {
+			t.Fatalf("start %d after losing quorum: %v keys of 50 (%v)", restart, resp.GetCount(), err)
+		}
+		list, err := pb.NewClusterClient(survivor.conn).MemberList(ctx, &pb.MemberListRequest{Linearizable: true})
+		if err != nil || len(list.Members) != 1 || list.Members[0].ID != survivor.srv.ID() {
+			t.Fatalf("start %d: member list %v (%v), want only the survivor %x", restart, list.GetMembers(), err, survivor.srv.ID())
+		}
+		survivor.stop()
+		survivor.cfg.ForceNewCluster = false
+	}
+}

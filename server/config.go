@@ -27,9 +27,9 @@ type Config struct {
 	WALDir string
 	// ForceNewCluster starts this member, with its data, as the only member of the
 	// cluster (etcd's --force-new-cluster): disaster recovery after losing quorum.
-	// The new membership is recorded in the data dir, so later starts keep it with
-	// or without the flag; the other members must never run on their old data again
-	// (see membership.go).
+	// The new configuration is committed in its log (force.go), so later starts keep
+	// it with or without the flag; the other members must never run on their old
+	// data again (see membership.go).
 	ForceNewCluster bool
 
 	// AutoCompactionMode is "periodic" (the default, as in etcd) or "revision"

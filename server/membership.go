@@ -10,21 +10,22 @@ import (
 	"strings"
 )
 
-// Membership changes go through the Cluster service (cluster.go); this file is
-// --force-new-cluster, etcd's disaster recovery. A member restarted with it becomes
-// the only voter of its cluster: with its data, its cluster id and its member id, it
+// --force-new-cluster, etcd's disaster recovery: a member restarted with it becomes
+// the only voter of its cluster. With its data, its cluster id and its member id, it
 // elects itself and takes writes, after the others are lost for good. Its log may end
 // in entries the old cluster never committed; it commits them, as a new leader of the
 // old cluster could have (their clients heard no answer, so either outcome is allowed).
+// The other members must never be restarted on their old data: two of three would
+// still make a quorum of the old cluster, and the two clusters would each accept
+// writes.
 //
-// It works while Raft's configuration is not in the log (raft.Config.Peers, before
-// any change through the Cluster service): the new one is recorded in the data dir (membershipFile) before the node starts, and every later
-// start reads it: the member stays a cluster of one with or without the flag, and its
-// --initial-cluster no longer matters. The other members must never be restarted on
-// their old data: two of three would still make a quorum of the old cluster, and the
-// two clusters would each accept writes.
+// The new configuration is committed in the member's own log (force.go), so later
+// starts keep it with or without the flag. Versions before that recorded it in a file
+// of the data dir instead (membershipFile), which only a bootstrap configuration
+// allowed; a data dir with that file is still read here, and keeps working.
 
-// membershipFile, in the data dir, records a membership forced by --force-new-cluster.
+// membershipFile, in the data dir, records a membership forced by --force-new-cluster
+// (by versions before force.go).
 const membershipFile = "membership"
 
 // membership is the cluster's id and its voters.
@@ -62,44 +63,6 @@ func readMembership(dataDir string) (*membership, error) {
 		m.voters = append(m.voters, id)
 	}
 	return m, nil
-}
-
-// writeMembership records m in dataDir durably: a temporary file, synced, renamed
-// into place, and the directory synced.
-func writeMembership(dataDir string, m membership) error {
-	path := membershipPath(dataDir)
-	var b strings.Builder
-	fmt.Fprintf(&b, "cluster %x\nvoters", m.clusterID)
-	for _, id := range m.voters {
-		fmt.Fprintf(&b, " %x", id)
-	}
-	b.WriteString("\n")
-	tmp := path + ".tmp"
-	err := func() error {
-		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-		if err != nil {
-			return err
-		}
-		_, err = f.WriteString(b.String())
-		if err == nil {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Rename(tmp, path)
-		}
-		if err == nil {
-			err = syncDir(filepath.Dir(path))
-		}
-		return err
-	}()
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("recording the membership forced by --force-new-cluster in %s: %w", path, err)
-	}
-	return nil
 }
 
 func syncDir(dir string) error {

@@ -199,11 +199,7 @@ func (s *Server) open(ids []uint64) error {
 			"cluster", hexID(s.clusterID))
 	}
 	if cfg.ForceNewCluster {
-		m := &membership{clusterID: s.clusterID, voters: []uint64{s.id}}
-		if err := writeMembership(cfg.DataDir, *m); err != nil {
-			return err
-		}
-		if ids, err = s.useMembership(m); err != nil {
+		if err := s.forceSingleVoter(ids); err != nil {
 			return err
 		}
 		s.logger.Warn("--force-new-cluster: this member is now the only member of its cluster; "+
