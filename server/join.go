@@ -36,8 +36,12 @@ import (
 
 const bootstrapFile = "cluster.json"
 
-// joinTimeout bounds a joining member's search for a running member to ask.
-const joinTimeout = 20 * time.Second
+// joinTimeout bounds a joining member's search for a running member to ask, and
+// joinNotListedWait how long it keeps asking members that answer without listing it.
+const (
+	joinTimeout       = 20 * time.Second
+	joinNotListedWait = 5 * time.Second
+)
 
 type bootstrapRecord struct {
 	ClusterID string `json:"cluster_id"`
@@ -195,6 +199,9 @@ func (s *Server) join() (*bootstrapRecord, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), joinTimeout)
 	defer cancel()
 	var lastErr error
+	// A member that does not list this one may not have applied its addition yet
+	// (a follower behind the leader): ask the others, and again, for a while.
+	var notListedSince time.Time
 	for {
 		for _, name := range slices.Sorted(maps.Keys(s.cfg.InitialCluster)) {
 			if name == s.cfg.Name {
@@ -217,7 +224,17 @@ func (s *Server) join() (*bootstrapRecord, error) {
 					lastErr = fmt.Errorf("member %q at %s answered a member list that does not decode: %w", name, u, err)
 					continue
 				}
-				return s.findSelf(clusterID, members, u)
+				rec, err := s.findSelf(clusterID, members, u)
+				if err == nil {
+					return rec, nil
+				}
+				if notListedSince.IsZero() {
+					notListedSince = time.Now()
+				}
+				if time.Since(notListedSince) > joinNotListedWait {
+					return nil, err
+				}
+				lastErr = err
 			}
 		}
 		select {
