@@ -138,6 +138,16 @@ func TestMembershipParityWithEtcd(t *testing.T) {
 		}
 		return resp.Members[0].ID
 	}
+	// etcd is ready once it has published its name and client URLs; raftkv publishes
+	// them through the log just after it starts.
+	if err := eventually(10*time.Second, 50*time.Millisecond, func() error {
+		if got := describeList(raftkv); got != describeList(etcd) {
+			return fmt.Errorf("raftkv lists %s", got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("raftkv did not publish its client URLs: %v", err)
+	}
 	etcdSelf, raftkvSelf := selfID(etcd), selfID(raftkv)
 	var etcdLearner, raftkvLearner uint64
 	for _, s := range steps {

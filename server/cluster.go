@@ -40,8 +40,8 @@ import (
 //
 // Checks, as etcd's with --strict-reconfig-check (Config.DisableStrictReconfigCheck
 // turns them off): a member is started once it has published its name (kindMember),
-// and active if the leader heard from it within the last election timeout (Raft's
-// RecentActive; etcd asks its transport). Adding a voter needs a quorum of the
+// and active if the leader's peer stream to it is up (etcd asks its transport
+// likewise). Adding a voter needs a quorum of the
 // voters-to-be started, and, but for a cluster of one, a quorum of them active;
 // removing a voter needs a quorum of the voters left started and, unless the member
 // removed is down, a quorum of the voters active without it; promoting needs a quorum
@@ -249,8 +249,12 @@ func (c *clusterService) state() (memberState, error) {
 	for _, m := range c.s.sm.members() {
 		ms.started[m.ID] = m.Name != ""
 	}
+	// Connected as etcd's transport says it (ActiveSince): the stream to the member
+	// is up. Raft's RecentActive would do too but flickers: CheckQuorum clears it
+	// every election timeout until the member's next answer.
+	connected := c.s.transport.Stats().Peers
 	for _, p := range st.Progress {
-		ms.active[p.ID] = p.ID == c.s.id || p.RecentActive
+		ms.active[p.ID] = p.ID == c.s.id || connected[p.ID].IsConnected
 	}
 	return ms, nil
 }

@@ -106,26 +106,20 @@ func (s *Server) peerUpdated(m member) {
 	}
 }
 
-// syncPeers makes the transport's peers the member list's, after a snapshot replaced
-// it.
+// syncPeers points the transport at the member list a snapshot installed: members
+// dialled at their peer URLs, removed ones refused. A peer the list does not name is
+// left alone: it may be a member added after the snapshot, whose addition the log
+// replays next, and refusing it as removed would stop it.
 func (s *Server) syncPeers() {
-	listed := map[uint64]bool{}
 	for _, m := range s.sm.allMembers() {
-		listed[m.ID] = true
 		switch {
 		case m.ID == s.id:
-			// A snapshot never stops this member: one that lists it removed may
-			// predate its addition again. Its own removal entry, or a peer's
-			// refusal, does.
+			// A snapshot never stops this member: its own removal entry, or a
+			// peer's refusal, does.
 		case m.isRemoved:
 			s.transport.RemovePeer(m.ID)
 		default:
 			s.peerUpdated(m)
-		}
-	}
-	for id := range s.transport.Stats().Peers {
-		if !listed[id] {
-			s.transport.RemovePeer(id)
 		}
 	}
 }
