@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,10 +55,12 @@ type serverMetrics struct {
 	walWriteBytes prometheus.Gauge
 	snapshotSave  prometheus.Histogram
 	// peerRTT is etcd_network_peer_round_trip_time_seconds; observers holds its
-	// child for each peer, made before the transport starts and read-only after, so
-	// that an observation needs neither a lock nor an allocation.
+	// child for each peer (uint64 → prometheus.Observer), made for the initial peers
+	// before the transport starts and for a member added later on its first
+	// observation, so that an observation needs no lock and, but the first, no
+	// allocation.
 	peerRTT   *prometheus.HistogramVec
-	observers map[uint64]prometheus.Observer
+	observers sync.Map
 
 	grpc *grpcMetrics
 
@@ -98,11 +101,10 @@ func newServerMetrics(metricsLevel string, peers []uint64) *serverMetrics {
 			Help:    "Round-Trip-Time histogram between peers",
 			Buckets: rttBuckets,
 		}, []string{"To"}),
-		observers: map[uint64]prometheus.Observer{},
-		grpc:      newGRPCMetrics(metricsLevel == MetricsExtensive),
+		grpc: newGRPCMetrics(metricsLevel == MetricsExtensive),
 	}
 	for _, id := range peers {
-		m.observers[id] = m.peerRTT.WithLabelValues(hexID(id))
+		m.observers.Store(id, m.peerRTT.WithLabelValues(hexID(id)))
 	}
 	m.registry.MustRegister(m.walFsync, m.walWrite, m.walWriteBytes, m.snapshotSave, m.peerRTT, m.grpc,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -118,9 +120,11 @@ func (m *serverMetrics) observeWALFlush(written int, write, fsync time.Duration)
 
 // observeRoundTrip is transport.Config.OnRoundTrip.
 func (m *serverMetrics) observeRoundTrip(peer uint64, rtt time.Duration) {
-	if o := m.observers[peer]; o != nil {
-		o.Observe(rtt.Seconds())
+	o, ok := m.observers.Load(peer)
+	if !ok {
+		o, _ = m.observers.LoadOrStore(peer, m.peerRTT.WithLabelValues(hexID(peer)))
 	}
+	o.(prometheus.Observer).Observe(rtt.Seconds())
 }
 
 // registerServer registers the metrics read from s when scraped. s's node, transport
