@@ -171,6 +171,7 @@ func TestStrictReconfigCheck(t *testing.T) {
 		return err
 	})
 	waitStarted(t, members[0], 3)
+	waitConnected(t, members)
 	leader := leaderOf(t, members)
 	var down *testMember
 	for _, m := range members {
@@ -214,6 +215,7 @@ func TestNotEnoughStartedMembers(t *testing.T) {
 	members := startTestCluster(t, 3, nil)
 	ctx := testCtx(t)
 	waitStarted(t, members[0], 3)
+	waitConnected(t, members)
 	cluster := pb.NewClusterClient(members[0].conn)
 	var neverStarted []uint64
 	for i := range 2 {
@@ -228,6 +230,26 @@ func TestNotEnoughStartedMembers(t *testing.T) {
 	if _, err := cluster.MemberRemove(ctx, &pb.MemberRemoveRequest{ID: neverStarted[0]}); err != nil {
 		t.Fatalf("removing a member that never started: %v", err)
 	}
+}
+
+// waitConnected waits until every running member's peer streams are all up: the
+// leader's are what --strict-reconfig-check counts, and right after a start a member
+// may still be redialling one it tried before that peer listened.
+func waitConnected(t *testing.T, members []*testMember) {
+	t.Helper()
+	retry(t, func(context.Context) error {
+		for _, m := range members {
+			if m.srv == nil {
+				continue
+			}
+			for id, p := range m.srv.transport.Stats().Peers {
+				if !p.IsConnected {
+					return fmt.Errorf("%s has no stream up to %x", m.cfg.Name, id)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // waitStarted waits until m lists n members with names.
@@ -258,6 +280,7 @@ func waitStarted(t *testing.T, m *testMember, n int) {
 func TestMembershipChangesOneAtATime(t *testing.T) {
 	members := startTestCluster(t, 3, nil)
 	waitStarted(t, members[0], 3)
+	waitConnected(t, members)
 	ctx := testCtx(t)
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
@@ -404,6 +427,7 @@ func TestForceNewClusterAfterMembershipChanges(t *testing.T) {
 	members := startTestCluster(t, 3, func(c *Config) { c.SnapshotCount = 20 })
 	ctx := testCtx(t)
 	waitStarted(t, members[0], 3)
+	waitConnected(t, members)
 	joiner := joiningMember(t, members, "m3")
 	cluster := pb.NewClusterClient(members[0].conn)
 	if _, err := cluster.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: joiner.cfg.ListenPeerURLs}); err != nil {
@@ -411,6 +435,7 @@ func TestForceNewClusterAfterMembershipChanges(t *testing.T) {
 	}
 	joiner.start(t)
 	waitStarted(t, members[0], 4)
+	waitConnected(t, append(members, joiner))
 	if _, err := cluster.MemberRemove(ctx, &pb.MemberRemoveRequest{ID: members[2].srv.ID()}); err != nil {
 		t.Fatal(err)
 	}
