@@ -370,6 +370,22 @@ func TestAddVoterToClusterOfOne(t *testing.T) {
 		})
 	}
 	waitStarted(t, m0, 2)
+
+	// Restarted on its data, the joined member keeps its identity whatever
+	// --initial-cluster now says (member/cluster.json), as etcd ignores it.
+	id, clusterID := joiner.srv.ID(), joiner.srv.ClusterID()
+	joiner.stop()
+	joiner.cfg.InitialCluster = map[string][]string{"m1": joiner.cfg.ListenPeerURLs}
+	joiner.cfg.InitialClusterState = "new"
+	joiner.start(t)
+	if joiner.srv.ID() != id || joiner.srv.ClusterID() != clusterID {
+		t.Fatalf("restarted with another --initial-cluster, the member is %x of %x; want %x of %x",
+			joiner.srv.ID(), joiner.srv.ClusterID(), id, clusterID)
+	}
+	retry(t, func(ctx context.Context) error {
+		_, err := joiner.client.Put(ctx, &pb.PutRequest{Key: []byte("after/restart"), Value: []byte("v")})
+		return err
+	})
 }
 
 // A member removed while it was down never applies its removal; restarted on its
