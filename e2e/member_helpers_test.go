@@ -294,3 +294,7 @@ func runRaftkvCLI(t *testing.T, args ...string) (string, error) {
 	out, err := exec.Command(raftkvBinary(t), args...).CombinedOutput()
 	return string(out), err
 }
+
+func clientv3WithPrefixCountOnly() []clientv3.OpOption {
+	return []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCountOnly()}
+}

@@ -1,0 +1,74 @@
+package e2e
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var catchupMiB = flag.Int("members.catchup-mib", 0, "TestMemberLearnerCatchUpTime: MiB of data the learner catches up on (0 skips the test)")
+
+// TestMemberLearnerCatchUpTime measures how long a learner takes to catch up on a
+// store of -members.catchup-mib MiB (64 KiB values) and be promoted: from its start
+// until MemberPromote succeeds. A figure, not a check: it is skipped unless the flag
+// is set, e.g. go test -run TestMemberLearnerCatchUpTime -members.catchup-mib 256.
+func TestMemberLearnerCatchUpTime(t *testing.T) {
+	if *catchupMiB <= 0 {
+		t.Skip("set -members.catchup-mib to measure")
+	}
+	c := startProcCluster(t, 3)
+	value := strings.Repeat("v", 64<<10)
+	keys := *catchupMiB * 16
+	began := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < keys; i += 8 {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				_, err := c.members[i%3].client.Put(ctx, fmt.Sprintf("big/%07d", i), value)
+				cancel()
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	t.Logf("wrote %d MiB (%d keys of 64 KiB) in %v", *catchupMiB, keys, time.Since(began).Round(time.Millisecond))
+	learner := c.newJoiner("m4", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	resp, err := c.members[0].client.MemberAddAsLearner(ctx, []string{learner.peerURL})
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	learner.args = append(learner.args, "--initial-cluster", initialClusterOf(resp, "m4"))
+	started := time.Now()
+	c.start(learner)
+	err = eventually(10*time.Minute, 100*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := c.members[0].client.MemberPromote(ctx, resp.Member.ID)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("the learner was not promoted: %v", err)
+	}
+	t.Logf("learner caught up on %d MiB and was promoted %v after it started", *catchupMiB, time.Since(started).Round(time.Millisecond))
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	got, err := learner.client.Get(ctx, "big/", clientv3WithPrefixCountOnly()...)
+	if err != nil || got.Count != int64(keys) {
+		t.Fatalf("the promoted learner holds %v keys (%v), want %d", got.Count, err, keys)
+	}
+}
