@@ -3,7 +3,7 @@
 //
 // It serves KV (Range, Put, DeleteRange, Txn, Compact), Watch, Lease (LeaseGrant,
 // LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases), Auth, Maintenance (all
-// but Downgrade), Cluster.MemberList, and etcd's Lock and Election services
+// but Downgrade), Cluster, and etcd's Lock and Election services
 // (lock_service.go: clientv3's concurrency recipes run on an in-process client of
 // the member's own handlers, local_client.go). Every other method of the etcd API
 // answers Unimplemented with a message that names it, says why, and lists what is
