@@ -81,7 +81,9 @@ func (s *Server) proposeWaiting(ctx context.Context, kind byte, payload []byte) 
 	case err == nil:
 		s.waits.expectAt(seq, index)
 		return s.wait(ctx, wt, nil)
-	case errors.Is(err, raft.ErrNotLeader):
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrProposalDropped):
+		// ErrProposalDropped: this leader is handing leadership off (thesis §3.10) and
+		// takes no proposal until it is done; forwarding waits for the new leader.
 		return s.proposeResending(ctx, wt, kind, seq, payload)
 	}
 	return kv.Result{}, s.raftError(err)
