@@ -40,6 +40,7 @@ type member struct {
 	clientURL string // http://127.0.0.1:port
 	pprofAddr string // host:port, or empty
 	logPath   string
+	args      []string // the member's command line, for a restart
 	cmd       *exec.Cmd
 	exited    chan struct{} // closed when the process has exited
 	status    *clientv3.Client
@@ -129,6 +130,7 @@ func startCluster(ctx context.Context, spec clusterSpec) (*cluster, error) {
 			m.pprofAddr = fmt.Sprintf("127.0.0.1:%d", ports[3*i+2])
 			args = append(args, "--pprof-addr", m.pprofAddr)
 		}
+		m.args = args
 		if err := c.start(m, args); err != nil {
 			c.stop(0)
 			return nil, err

@@ -50,6 +50,9 @@ type options struct {
 	timing        loadTiming
 	raftkvBin     string
 	cpuProfileDir string
+	// rollingRestart runs the availability scenarios (rolling.go) instead of the
+	// workloads.
+	rollingRestart bool
 }
 
 func parseOptions(args []string) (*options, error) {
@@ -64,6 +67,8 @@ func parseOptions(args []string) (*options, error) {
 	duration := fs.Duration("duration", 0, "measured time per workload (default 10s, or 2s with --quick)")
 	warmup := fs.Duration("warmup", -1, "unmeasured warm-up per workload (default 2s, or 0.5s with --quick)")
 	fs.StringVar(&o.raftkvBin, "raftkv-bin", "", "use this raftkv binary instead of building ../cmd/raftkv (to compare builds)")
+	fs.BoolVar(&o.rollingRestart, "rolling-restart", false, "instead of the workloads: the write gap during a rolling restart of the 3 members\n"+
+		"(SIGTERM and start again, each in turn) and during 3 MoveLeader calls, etcd against raftkv (~1 minute)")
 	fs.StringVar(&o.cpuProfileDir, "cpuprofile", "", "write a CPU profile of every member over each measured window to this dir;\n"+
 		"raftkv members then run in-process in this binary (the raftkv binary has no pprof endpoint)")
 	fs.Usage = func() {
@@ -215,6 +220,9 @@ func benchMain(ctx context.Context, opts *options, tmp string) error {
 		rep.Machine.RaftkvServer = "binary built from ../cmd/raftkv"
 	}
 
+	if opts.rollingRestart {
+		return runRollingRestart(ctx, opts, commands, tmp)
+	}
 	for round := 1; round <= opts.rounds; round++ {
 		for _, system := range opts.systems {
 			run, err := runSystem(ctx, opts, clusterSpec{

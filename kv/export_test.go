@@ -30,6 +30,10 @@ func TestExportImportRoundTrip(t *testing.T) {
 	}
 	apply(&Command{Compact: &CompactionRequest{Revision: 12}})
 	apply(&Command{Put: &PutRequest{Key: []byte("z"), Value: []byte("last")}})
+	mustAuth(t, src, AuthInfo{}, &AuthRequest{Op: UserAdd, Name: "root", PasswordHash: []byte("hash-root")})
+	mustAuth(t, src, AuthInfo{}, &AuthRequest{Op: UserGrantRole, Name: "root", Role: RootRole})
+	mustAuth(t, src, AuthInfo{}, &AuthRequest{Op: UserAdd, Name: "alice", PasswordHash: []byte("hash-alice")})
+	mustAuth(t, src, AuthInfo{}, &AuthRequest{Op: AuthEnable})
 
 	export := func(s *Store) (ImportHeader, []*KeyHistory) {
 		t.Helper()
@@ -77,6 +81,12 @@ func TestExportImportRoundTrip(t *testing.T) {
 	}
 	if want, got := src.LeaseKeys(7), dst.LeaseKeys(7); !reflect.DeepEqual(want, got) || len(got) == 0 {
 		t.Fatalf("lease 7's keys: source %q, imported %q", want, got)
+	}
+	srcOn, srcRev := src.AuthStatus()
+	dstOn, dstRev := dst.AuthStatus()
+	users, err := dst.UserList(as(dst, "root"))
+	if !srcOn || dstOn != srcOn || dstRev != srcRev || err != nil || len(users) != 2 {
+		t.Fatalf("auth after import: enabled %v at %d (source %v at %d), users %v (%v)", dstOn, dstRev, srcOn, srcRev, users, err)
 	}
 	hdr2, keys2 := export(dst)
 	if !reflect.DeepEqual(hdr, hdr2) || !reflect.DeepEqual(keys, keys2) {

@@ -95,6 +95,17 @@ type Config struct {
 	// checkpointing, which raftkv always does). Default 5 minutes, as in etcd.
 	LeaseCheckpointInterval time.Duration
 
+	// QuotaBackendBytes is the space quota (etcd's --quota-backend-bytes): a write
+	// that would take the store's bytes in use past it raises the NOSPACE alarm and
+	// is refused (alarm.go). 0 means DefaultQuotaBackendBytes; below 0, no quota.
+	QuotaBackendBytes int64
+	// InitialCorruptCheck has the member compare its HashKV with the others' once
+	// it has caught up after starting; CorruptCheckTime is how often the leader
+	// does, 0 for never (etcd's --feature-gates=InitialCorruptCheck=true and
+	// --corrupt-check-time; corrupt.go).
+	InitialCorruptCheck bool
+	CorruptCheckTime    time.Duration
+
 	// ClientTLS and PeerTLS are the TLS of the client API and of the peer transport
 	// (etcd's --cert-file, ... and --peer-cert-file, ...; see TLSInfo and tls.go). A
 	// side's https:// URLs use them, its http:// URLs do not; a peer is dialled
@@ -143,6 +154,8 @@ const (
 	DefaultMaxTxnOps           = 128
 	DefaultSnapshotCount       = 10000
 	DefaultInitialClusterToken = "raftkv-cluster"
+	// DefaultQuotaBackendBytes is etcd's default space quota, 2 GiB.
+	DefaultQuotaBackendBytes = 2 << 30
 
 	// DefaultMaxResponseBytes is MaxResponseBytes's default. etcd has no such limit:
 	// it sends up to gRPC's 2 GiB message limit, and clientv3 receives as much by
@@ -161,6 +174,9 @@ const (
 )
 
 func (c Config) withDefaults() Config {
+	if c.QuotaBackendBytes == 0 {
+		c.QuotaBackendBytes = DefaultQuotaBackendBytes
+	}
 	if c.Name == "" {
 		c.Name = DefaultName
 	}
@@ -214,6 +230,9 @@ func (c Config) Validate() error {
 	c = c.withDefaults()
 	if c.DataDir == "" {
 		return fmt.Errorf("--data-dir is empty; give a directory for the member's data")
+	}
+	if c.CorruptCheckTime < 0 {
+		return fmt.Errorf("--corrupt-check-time %v is negative; give a duration, or 0 for no periodic check", c.CorruptCheckTime)
 	}
 	for _, group := range []struct {
 		flag string

@@ -93,10 +93,6 @@ func newHealthEndpoints(s *Server, registry *prometheus.Registry) *healthEndpoin
 	return h
 }
 
-// activeAlarms returns the alarms raised on the cluster. raftkv raises none
-// (Maintenance.Alarm answers so; a full disk stops the member instead).
-func (s *Server) activeAlarms() []*pb.AlarmMember { return nil }
-
 // healthRead is etcd's health read: a Range of one key, keys only, linearizable
 // unless serializable. (etcd's reads the empty key, which the store refuses as a
 // request: any one key does.) A linearizable read that cannot finish before ctx's deadline

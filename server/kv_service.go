@@ -133,6 +133,9 @@ func (k *kvService) write(ctx context.Context, req proto.Message, cmd *kv.Comman
 	if err := k.s.sm.store.Check(cmd); err != nil {
 		return kv.Result{}, toGRPC(err)
 	}
+	if err := k.s.checkQuota(ctx, cmd); err != nil {
+		return kv.Result{}, err
+	}
 	clientID, seq, err := sessionFromMetadata(ctx)
 	if err != nil {
 		return kv.Result{}, err

@@ -5,8 +5,6 @@ import (
 	"strings"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"raftkv/version"
 )
@@ -25,7 +23,7 @@ func (m *maintenanceService) Status(ctx context.Context, r *pb.StatusRequest) (*
 	// is its value log and index (kv.Sizes). The WAL is not part of it, as etcd's is
 	// not of its database size. Tools divide by it, so it is never 0.
 	sizes := m.s.sm.store.Sizes()
-	return &pb.StatusResponse{
+	resp := &pb.StatusResponse{
 		DbSize:      max(sizes.TotalBytes, 1),
 		DbSizeInUse: max(sizes.InUseBytes, 1),
 		Header:      m.s.header().pb(m.s.sm.store.Revision()),
@@ -40,7 +38,13 @@ func (m *maintenanceService) Status(ctx context.Context, r *pb.StatusRequest) (*
 		RaftIndex:        st.Commit,
 		RaftTerm:         st.Term,
 		RaftAppliedIndex: m.s.applied.get(),
-	}, nil
+	}
+	// As etcd: the raised alarms, in the protobuf text of each AlarmMember
+	// (etcdctl endpoint status prints them as ERRORS).
+	for _, a := range m.s.activeAlarms() {
+		resp.Errors = append(resp.Errors, a.String())
+	}
+	return resp, nil
 }
 
 // storageVersion returns "major.minor.0" of an etcd version "major.minor.patch".
@@ -50,21 +54,4 @@ func storageVersion(apiVersion string) string {
 		return apiVersion
 	}
 	return parts[0] + "." + parts[1] + ".0"
-}
-
-// Alarm answers that no alarm is raised: raftkv raises none (a full disk stops the
-// member instead). etcdctl endpoint health asks for them.
-func (m *maintenanceService) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
-	// As etcd: reading the alarms needs a user, changing them root.
-	if r.Action == pb.AlarmRequest_GET {
-		if err := m.s.requireUser(ctx); err != nil {
-			return nil, err
-		}
-	} else if err := m.s.requireAdmin(ctx); err != nil {
-		return nil, err
-	}
-	if r.Action != pb.AlarmRequest_GET {
-		return nil, status.Error(codes.Unimplemented, "raftkv raises no alarms, so it has none to activate or deactivate")
-	}
-	return &pb.AlarmResponse{Header: m.s.header().pb(m.s.sm.store.Revision())}, nil
 }

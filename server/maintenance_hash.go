@@ -21,6 +21,12 @@ import (
 // revision. Both read one frozen view of the store (kv.SnapshotView), so a hash
 // is of one revision even while writes apply.
 //
+// A hash reads every retained value while the view is out, and the store holds off
+// applying a compaction (and taking a Raft snapshot) until it is released: on a large
+// store a HashKV, or the corruption check, delays a compaction by the time it takes
+// to read the store once. etcd's HashKV reads its backend in a read transaction the
+// same way.
+//
 // The hash is CRC-32C, as etcd's, over a stream of which each key's history
 // contributes, in key order: for every put at or below rev its key, mod revision,
 // create revision, version, lease and value, and for every delete at or below rev

@@ -98,6 +98,23 @@ func (s *Server) handOffLeadership() {
 	if _, isLeader := s.node.State(); !isLeader {
 		return
 	}
+	// The run loop answers MembershipStatus and the transfer; if it is stuck (a
+	// storage write that does not return), the stop must not be: the wait is bounded
+	// here too, and the goroutine ends when Stop stops the node.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.handOff()
+	}()
+	select {
+	case <-done:
+	case <-time.After(3*s.cfg.ElectionTimeout + time.Second):
+		s.logger.Warn("leadership hand-off before stopping did not finish; stopping anyway")
+	}
+}
+
+// handOff is handOffLeadership's work, on a goroutine of its own.
+func (s *Server) handOff() {
 	live := false
 	for _, p := range s.node.MembershipStatus().Progress {
 		if p.ID != s.id && p.IsVoter && p.RecentActive {

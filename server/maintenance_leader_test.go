@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -90,5 +92,65 @@ func TestStoppingLeaderHandsOff(t *testing.T) {
 	defer cancel()
 	if _, err := newLeader.client.Put(ctx, &pb.PutRequest{Key: []byte("b"), Value: []byte("2")}); err != nil {
 		t.Fatalf("put on the new leader: %v", err)
+	}
+}
+
+// Writes sent while leadership moves all succeed: a leader that is handing
+// leadership off refuses proposals (§3.10), and the server sends them on to the new
+// leader rather than failing them.
+func TestWritesDuringMoveLeaderSucceed(t *testing.T) {
+	members := startTestCluster(t, 3, nil)
+	retry(t, func(ctx context.Context) error {
+		_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("a"), Value: []byte("1")})
+		return err
+	})
+	stop := make(chan struct{})
+	errs := make(chan error, 1000)
+	var wg sync.WaitGroup
+	for w := range 6 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err := members[w%3].client.Put(ctx, &pb.PutRequest{Key: fmt.Appendf(nil, "w%d", w), Value: fmt.Appendf(nil, "%d", i)})
+				cancel()
+				if err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		})
+	}
+	for range 6 {
+		leader := leaderOf(t, members)
+		var target *testMember
+		for _, m := range members {
+			if m != leader {
+				target = m
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := pb.NewMaintenanceClient(leader.conn).MoveLeader(ctx, &pb.MoveLeaderRequest{TargetID: target.srv.ID()})
+		cancel()
+		if err != nil {
+			t.Fatalf("MoveLeader: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	var failed []error
+	for err := range errs {
+		failed = append(failed, err)
+	}
+	if len(failed) > 0 {
+		t.Fatalf("%d writes failed while leadership moved, first: %v", len(failed), failed[0])
 	}
 }

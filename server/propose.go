@@ -81,7 +81,9 @@ func (s *Server) proposeWaiting(ctx context.Context, kind byte, payload []byte) 
 	case err == nil:
 		s.waits.expectAt(seq, index)
 		return s.wait(ctx, wt, nil)
-	case errors.Is(err, raft.ErrNotLeader):
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrProposalDropped):
+		// ErrProposalDropped: this leader is handing leadership off (thesis §3.10) and
+		// takes no proposal until it is done; forwarding waits for the new leader.
 		return s.proposeResending(ctx, wt, kind, seq, payload)
 	}
 	return kv.Result{}, s.raftError(err)
@@ -192,10 +194,28 @@ func (s *Server) applyCommand(index uint64, data []byte) {
 func (s *Server) execute(index uint64, data []byte) (envelope, kv.Result) {
 	env, err := decodeEnvelope(data)
 	var res kv.Result
+	var refused error // by a raised alarm (alarm.go)
+	if err == nil && env.kind == kindKV {
+		refused = s.sm.alarms.refusedByAlarm(env.payload)
+	}
 	switch {
 	case err != nil:
 		s.logger.Error("skipping undecodable log entry", "index", index, "err", err)
 		env = envelope{}
+	case refused != nil && env.resendable:
+		// Recorded as applied, with no effect, so that a copy of it that applies
+		// after the alarm is cleared does not write what its client was told failed.
+		id := kv.ProposalID{Proposer: env.proposer, Seq: env.seq, LowestPending: env.lowestPending}
+		s.sm.store.ApplyOnce(index, id, noEffectCommand)
+		return env, kv.Result{Err: refused}
+	case refused != nil:
+		res = kv.Result{Err: refused}
+	case env.kind == kindAlarm:
+		s.applyAlarmChange(index, env.payload)
+	case env.kind == kindHashCheck:
+		s.applyHashCheck(env.payload)
+	case env.kind == kindHashReport:
+		s.applyHashReport(env.payload)
 	case env.kind == kindKV && env.resendable:
 		id := kv.ProposalID{Proposer: env.proposer, Seq: env.seq, LowestPending: env.lowestPending}
 		return env, s.sm.store.ApplyOnce(index, id, env.payload)

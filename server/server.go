@@ -57,6 +57,8 @@ type Server struct {
 	lessor      *lessor
 	leaseFwd    *leaseForwarder
 	minLeaseTTL int64
+	// corrupt is this member's part in the corruption checks (corrupt.go).
+	corrupt corruptChecks
 	// readRounds counts the ReadIndex rounds started, for the benchmarks.
 	readRounds atomic.Uint64
 	// proposer is this process's id among the cluster's proposers (kv.ProposalID):
@@ -283,6 +285,7 @@ func (s *Server) start(ids []uint64) error {
 	s.serveClients()
 	s.goTracked(s.publishMember)
 	s.startCompactor()
+	s.goTracked(s.runCorruptChecks)
 	s.logger.Info("raftkv member started", "cluster", fmt.Sprintf("%x", s.clusterID),
 		"client_urls", cfg.AdvertiseClientURLs, "peer_urls", s.peers[s.id].PeerURLs)
 	return nil

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -15,7 +16,9 @@ import (
 // snapshot is both, so a member restored from a snapshot lists members too.
 type stateMachine struct {
 	store *kv.Store
-	mu    struct {
+	// alarms are the raised alarms (alarm.go), in the snapshot since RKVSM2.
+	alarms alarmTable
+	mu     struct {
 		sync.RWMutex
 		members map[uint64]member
 	}
@@ -136,8 +139,12 @@ func (sm *stateMachine) allMembers() []member {
 	return out
 }
 
-// snapshotMagic opens every state machine snapshot, with its format version.
-var snapshotMagic = []byte("RKVSM1")
+// snapshotMagic opens every state machine snapshot, with its format version:
+// RKVSM2 has the alarms after the members; an RKVSM1 snapshot restores with none.
+var (
+	snapshotMagic   = []byte("RKVSM2")
+	snapshotMagicV1 = []byte("RKVSM1")
+)
 
 // errSnapshotWrite wraps the errors of the writer a snapshot goes to, to tell them
 // from the state machine's own.
@@ -164,6 +171,7 @@ type frozenState struct {
 // freeze takes a frozenState; release it when done.
 func (sm *stateMachine) freeze() (*frozenState, error) {
 	b := append(append([]byte(nil), snapshotMagic...), encodeMembers(sm.allMembers())...)
+	b = sm.alarms.encode(b)
 	view, err := sm.store.SnapshotView()
 	if err != nil {
 		return nil, err
@@ -204,7 +212,8 @@ func (e *errWrapWriter) Write(p []byte) (int, error) {
 }
 
 func (sm *stateMachine) restore(data []byte) error {
-	if len(data) < len(snapshotMagic) || string(data[:len(snapshotMagic)]) != string(snapshotMagic) {
+	hasAlarms := bytes.HasPrefix(data, snapshotMagic)
+	if !hasAlarms && !bytes.HasPrefix(data, snapshotMagicV1) {
 		return fmt.Errorf("server: snapshot does not start with %q; it was not written by this raftkv version", snapshotMagic)
 	}
 	list, data, err := decodeMembers(data[len(snapshotMagic):])
@@ -215,9 +224,16 @@ func (sm *stateMachine) restore(data []byte) error {
 	for _, m := range list {
 		members[m.ID] = m
 	}
+	alarms := map[alarmKey]struct{}{}
+	if hasAlarms {
+		if alarms, data, err = decodeAlarms(data); err != nil {
+			return err
+		}
+	}
 	if err := sm.store.Restore(data); err != nil {
 		return err
 	}
+	sm.alarms.replace(alarms)
 	sm.mu.Lock()
 	sm.mu.members = members
 	sm.mu.Unlock()

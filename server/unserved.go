@@ -31,7 +31,7 @@ var servedMethods = map[string][]string{
 		"UserDelete", "UserChangePassword", "UserGrantRole", "UserRevokeRole", "RoleAdd", "RoleGet", "RoleList",
 		"RoleDelete", "RoleGrantPermission", "RoleRevokePermission"},
 	"etcdserverpb.Lease":       {"LeaseGrant", "LeaseRevoke", "LeaseKeepAlive", "LeaseTimeToLive", "LeaseLeases"},
-	"etcdserverpb.Maintenance": {"Status", "Alarm", "MoveLeader", "Hash", "HashKV", "Snapshot"},
+	"etcdserverpb.Maintenance": {"Status", "Alarm", "MoveLeader", "Hash", "HashKV", "Snapshot", "Defragment"},
 	"etcdserverpb.Cluster":     {"MemberAdd", "MemberRemove", "MemberUpdate", "MemberList", "MemberPromote"},
 	"etcdserverpb.Watch":       {"Watch"},
 	"v3lockpb.Lock":            {"Lock", "Unlock"},
@@ -42,8 +42,7 @@ var servedMethods = map[string][]string{
 // own reason ("Service/Method") wins over its service's. When a service is
 // implemented, it is registered in registerServices and its line here goes.
 var unservedReasons = map[string]string{
-	"etcdserverpb.Maintenance/Defragment": "raftkv's store has no database file to defragment: compaction frees the space itself",
-	"etcdserverpb.Maintenance/Downgrade":  "raftkv has a single storage version, so there is nothing to downgrade to",
+	"etcdserverpb.Maintenance/Downgrade": "raftkv has a single storage version, so there is nothing to downgrade to",
 }
 
 // registerServices registers raftkv's services on g, each with only its served

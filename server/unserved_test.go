@@ -75,8 +75,8 @@ func TestUnservedMethodsSayWhatIsServed(t *testing.T) {
 	}
 	// The specific reasons the issue asks for.
 	for full, want := range map[string]string{
-		"/etcdserverpb.Maintenance/Defragment": "no database file to defragment",
-		"/no.Such/Method":                      "not part of the etcd v3 API",
+		"/etcdserverpb.Maintenance/Downgrade": "nothing to downgrade to",
+		"/no.Such/Method":                     "not part of the etcd v3 API",
 	} {
 		if msg := status.Convert(invokeAny(t, conn, full)).Message(); !strings.Contains(msg, want) {
 			t.Errorf("%s: message %q lacks %q", full, msg, want)

@@ -17,6 +17,7 @@ var servedEtcdFlags = []string{
 	"advertise-client-urls", "auto-compaction-retention", "auto-compaction-mode",
 	"log-level", "log-format", "log-outputs", "force-new-cluster", "config-file", "version",
 	"listen-metrics-urls", "metrics", "enable-pprof", "watch-progress-notify-interval", "strict-reconfig-check",
+	"quota-backend-bytes", "corrupt-check-time",
 	// and servedTLSFlags and servedAuthFlags, added by init
 }
 
@@ -54,7 +55,6 @@ var etcdFlags = []etcdFlag{
 	{name: "max-snapshots", etcdDefault: "5", why: ownRetain},
 	{name: "max-wals", etcdDefault: "5", why: ownRetain},
 	{name: "memory-mlock", etcdDefault: "false", isBool: true, why: "raftkv does not lock its pages in memory"},
-	{name: "quota-backend-bytes", etcdDefault: "0", why: "raftkv has no backend quota and no NOSPACE alarm; a full disk stops the member"},
 	{name: "backend-bbolt-freelist-type", etcdDefault: "map", why: noBbolt},
 	{name: "backend-batch-interval", why: noBbolt},
 	{name: "backend-batch-limit", etcdDefault: "0", why: noBbolt},
@@ -107,8 +107,7 @@ var etcdFlags = []etcdFlag{
 	{name: "distributed-tracing-instance-id", why: "raftkv has no OpenTelemetry tracing"},
 	{name: "distributed-tracing-sampling-rate", etcdDefault: "0", why: "raftkv has no OpenTelemetry tracing"},
 	// Features
-	{name: "corrupt-check-time", etcdDefault: "0s", why: "raftkv has no corruption check between members yet"},
-	{name: "compact-hash-check-time", etcdDefault: "1m", why: "raftkv has no corruption check between members yet"},
+	{name: "compact-hash-check-time", etcdDefault: "1m", why: "raftkv compares HashKV between members (--corrupt-check-time), not the hashes of compactions"},
 	{name: "compaction-batch-limit", etcdDefault: "1000", why: notTunable + ": a compaction applies as one entry"},
 	{name: "warning-apply-duration", etcdDefault: "100ms", why: notTunable},
 	{name: "bootstrap-defrag-threshold-megabytes", etcdDefault: "0", why: noBbolt},

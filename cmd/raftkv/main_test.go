@@ -172,7 +172,7 @@ client-transport-security:
 	}{
 		{what: "default", want: "default default.raftkv"},
 		{what: "file", args: []string{"--config-file", file}, want: "from-file /data/from-file",
-			wantWarnings: []string{`unknown key "enable-v2" ignored`, `--quota-backend-bytes "8589934592" (from --config-file`}},
+			wantWarnings: []string{`unknown key "enable-v2" ignored`}},
 		{what: "file named by ETCD_CONFIG_FILE", env: []string{"ETCD_CONFIG_FILE=" + file}, want: "from-file /data/from-file"},
 		{what: "env over file", args: []string{"--config-file", file}, env: []string{"ETCD_NAME=from-env"}, want: "from-env /data/from-file",
 			wantWarnings: []string{`--name "from-env" from ETCD_NAME overrides name: "from-file" in --config-file`}},
@@ -206,7 +206,8 @@ client-transport-security:
 		t.Fatal(err)
 	}
 	if cfg.SnapshotCount != 500 || cfg.HeartbeatInterval.Milliseconds() != 50 || cfg.ElectionTimeout.Milliseconds() != 500 ||
-		!cfg.ForceNewCluster || cfg.AutoCompactionMode != "revision" || cfg.AutoCompactionRetention != "100" {
+		!cfg.ForceNewCluster || cfg.AutoCompactionMode != "revision" || cfg.AutoCompactionRetention != "100" ||
+		cfg.QuotaBackendBytes != 8589934592 {
 		t.Fatalf("config file values did not all reach the config: %+v", cfg)
 	}
 
@@ -320,7 +321,7 @@ func TestHelpIsInEtcdStyle(t *testing.T) {
 			t.Errorf("raftkv --help has no %q", want)
 		}
 	}
-	if code != 0 || strings.Contains(stdout, "--quota-backend-bytes") || strings.Contains(stdout, "--name string") {
+	if code != 0 || strings.Contains(stdout, "--memory-mlock") || strings.Contains(stdout, "--name string") {
 		t.Errorf("raftkv --help: exit %d, or it shows a hidden flag or cobra's layout:\n%s", code, stdout)
 	}
 	stdout, _, _ = runCLI(t, nil, "get", "--help")
@@ -470,6 +471,31 @@ func TestServeAuthFlags(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: %v, want an error naming %q", c.args, err, c.want)
+		}
+	}
+}
+
+// TestQuotaAndCorruptCheckFlags: etcd 3.7's --quota-backend-bytes and
+// --corrupt-check-time, raftkv's --initial-corrupt-check, and etcd 3.5's
+// --experimental- names reach server.Config.
+func TestQuotaAndCorruptCheckFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		quota   int64
+		initial bool
+		every   time.Duration
+	}{
+		{nil, 0, false, 0},
+		{[]string{"--quota-backend-bytes", "1048576", "--corrupt-check-time", "3m", "--initial-corrupt-check"}, 1 << 20, true, 3 * time.Minute},
+		{[]string{"--experimental-corrupt-check-time=1m", "--experimental-initial-corrupt-check"}, 0, true, time.Minute},
+	} {
+		cfg, _, err := parseServe(tc.args, nil)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.args, err)
+		}
+		if cfg.QuotaBackendBytes != tc.quota || cfg.InitialCorruptCheck != tc.initial || cfg.CorruptCheckTime != tc.every {
+			t.Errorf("%q: quota %d, initial check %v, every %v; want %d, %v, %v", tc.args, cfg.QuotaBackendBytes,
+				cfg.InitialCorruptCheck, cfg.CorruptCheckTime, tc.quota, tc.initial, tc.every)
 		}
 	}
 }

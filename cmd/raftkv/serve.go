@@ -37,6 +37,9 @@ type serveFlags struct {
 	autoCompactionMode                   string
 	autoCompactionRetention              string
 	forceNewCluster, strictReconfigCheck bool
+	quotaBackendBytes                    int64
+	initialCorruptCheck                  bool
+	corruptCheckTime                     time.Duration
 	watchProgressNotifyInterval          time.Duration
 	leaseCheckpointInterval              time.Duration
 	tls                                  tlsFlags
@@ -78,7 +81,21 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.autoCompactionMode, "auto-compaction-mode", "periodic", "How to read --auto-compaction-retention: 'periodic' (a duration, hours if no unit, e.g. '5m')\nor 'revision' (a number of revisions).")
 	fs.StringVar(&f.autoCompactionRetention, "auto-compaction-retention", "0", "Auto compaction retention; 0 disables auto compaction.")
 	fs.BoolVar(&f.forceNewCluster, "force-new-cluster", false, "Start this member, with its data, as the only member of a new cluster: recovery after a lost quorum.")
-	setGroup(fs, groupOperations, "auto-compaction-mode", "auto-compaction-retention", "force-new-cluster")
+	fs.Int64Var(&f.quotaBackendBytes, "quota-backend-bytes", 0, "Space quota in bytes of the store in use: past it writes fail and the NOSPACE alarm is raised\n(0: etcd's default, 2 GiB; below 0: none).")
+	fs.BoolVar(&f.initialCorruptCheck, "initial-corrupt-check", false, "Once caught up after starting, compare this member's HashKV with the others' (a mismatch raises CORRUPT).")
+	fs.Var(durationValue{&f.corruptCheckTime}, "corrupt-check-time", "Duration of time between cluster corruption check passes (the leader's; 0: none).")
+	setHelpDefault(fs, "corrupt-check-time", "0s")
+	// etcd 3.5's names, which 3.7 replaced by the flag above and its feature gate.
+	fs.BoolVar(&f.initialCorruptCheck, "experimental-initial-corrupt-check", false, "")
+	fs.Var(durationValue{&f.corruptCheckTime}, "experimental-corrupt-check-time", "")
+	for old, repl := range map[string]string{"experimental-initial-corrupt-check": "--initial-corrupt-check",
+		"experimental-corrupt-check-time": "--corrupt-check-time"} {
+		if err := fs.MarkDeprecated(old, "use "+repl); err != nil {
+			panic(err)
+		}
+	}
+	setGroup(fs, groupOperations, "auto-compaction-mode", "auto-compaction-retention", "force-new-cluster",
+		"quota-backend-bytes", "initial-corrupt-check", "corrupt-check-time")
 
 	f.watchProgressNotifyInterval = watch.DefaultProgressNotifyInterval
 	fs.Var(durationValue{&f.watchProgressNotifyInterval}, "watch-progress-notify-interval",
@@ -210,6 +227,9 @@ func (f *serveFlags) config() (server.Config, error) {
 		DataDir:                     f.dataDir,
 		WALDir:                      f.walDir,
 		ForceNewCluster:             f.forceNewCluster,
+		QuotaBackendBytes:           f.quotaBackendBytes,
+		InitialCorruptCheck:         f.initialCorruptCheck,
+		CorruptCheckTime:            f.corruptCheckTime,
 		AutoCompactionMode:          f.autoCompactionMode,
 		AutoCompactionRetention:     f.autoCompactionRetention,
 		ListenClientURLs:            splitURLs(f.listenClient),

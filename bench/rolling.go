@@ -1,0 +1,268 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// The availability scenarios (--rolling-restart): how long writes stop while an
+// operator restarts every member in turn, and while leadership moves. A writer
+// puts to one key, one put at a time, through a client of all three endpoints (as
+// an application would be configured), each put bounded by writeTimeout. A gap is
+// the time between two successive acknowledged puts, so it includes the normal
+// latency of a put; the interesting number is the longest.
+//
+//   - rolling-restart: each member in turn (m1, m2, m3) gets SIGTERM, is started
+//     again on its data dir once it has exited, and the next one goes once every
+//     member names the same leader again. Both etcd and raftkv hand leadership off on
+//     SIGTERM when they lead.
+//   - move-leader: Maintenance.MoveLeader from the leader to each follower in turn,
+//     three moves, one second apart.
+
+const (
+	writeTimeout  = 2 * time.Second
+	settleBetween = time.Second
+	moves         = 3
+)
+
+// gapStats summarizes the acknowledgement times of one scenario.
+type gapStats struct {
+	Scenario, System string
+	Writes, Failed   int
+	MaxGapMs         float64
+	P99GapMs         float64
+	// Restarts counts the restarts of a member that led when it got SIGTERM.
+	LeaderRestarts int `json:",omitempty"`
+}
+
+// writer puts sequentially until stopped and records when each put was acknowledged.
+type writer struct {
+	mu     sync.Mutex
+	acks   []time.Time
+	failed int
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+func startWriter(cli *clientv3.Client) *writer {
+	w := &writer{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for i := 0; ; i++ {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+			_, err := cli.Put(ctx, "rolling", fmt.Sprint(i))
+			cancel()
+			w.mu.Lock()
+			if err == nil {
+				w.acks = append(w.acks, time.Now())
+			} else {
+				w.failed++
+			}
+			w.mu.Unlock()
+			if err != nil {
+				time.Sleep(5 * time.Millisecond) // a member refusing at once must not spin
+			}
+		}
+	}()
+	return w
+}
+
+// mark returns the acks and failures so far, for splitting the run into phases.
+func (w *writer) mark() (int, int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.acks), w.failed
+}
+
+func (w *writer) finish() {
+	close(w.stop)
+	<-w.done
+}
+
+// stats summarizes the acks from index from (and the failures since failedFrom).
+func (w *writer) stats(scenario, system string, from, failedFrom int) gapStats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	acks := w.acks[max(from-1, 0):] // the gap into the phase's first ack counts
+	var gaps []time.Duration
+	for i := 1; i < len(acks); i++ {
+		gaps = append(gaps, acks[i].Sub(acks[i-1]))
+	}
+	slices.Sort(gaps)
+	st := gapStats{Scenario: scenario, System: system, Writes: len(w.acks) - from, Failed: w.failed - failedFrom}
+	if len(gaps) > 0 {
+		st.MaxGapMs = ms(gaps[len(gaps)-1])
+		st.P99GapMs = ms(gaps[min(len(gaps)-1, len(gaps)*99/100)])
+	}
+	return st
+}
+
+// restart starts m again on its data dir, with its command line, appending to its log.
+func (c *cluster) restart(m *member) error {
+	logFile, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	cmd := exec.Command(c.spec.command.path, m.args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("restarting %s member %s: %w", c.spec.system, m.name, err)
+	}
+	children.add(cmd.Process)
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	m.cmd, m.exited = cmd, exited
+	return nil
+}
+
+// terminate sends m SIGTERM and waits up to grace for it to exit, then kills it.
+func terminate(m *member, grace time.Duration) {
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.exited:
+	case <-time.After(grace):
+		_ = m.cmd.Process.Kill()
+		<-m.exited
+	}
+	children.remove(m.cmd.Process)
+}
+
+// runAvailability runs both scenarios against one system's cluster.
+func runAvailability(ctx context.Context, spec clusterSpec) ([]gapStats, error) {
+	fmt.Fprintf(os.Stderr, "%s: starting 3 members ... ", spec.system)
+	c, err := startCluster(ctx, spec)
+	if err != nil {
+		fmt.Fprintln(os.Stderr)
+		return nil, err
+	}
+	defer c.stop(5 * time.Second)
+	var eps []string
+	for _, m := range c.members {
+		eps = append(eps, m.endpoint())
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	if _, err := c.waitLeader(ctx, 30*time.Second); err != nil {
+		return nil, err
+	}
+	fmt.Fprintln(os.Stderr, "ready")
+	w := startWriter(cli)
+	defer w.finish()
+	time.Sleep(settleBetween)
+
+	// Rolling restart.
+	from, failedFrom := w.mark()
+	leaderRestarts := 0
+	for _, m := range c.members {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		lead, err := c.waitLeader(ctx, 30*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		if lead == m {
+			leaderRestarts++
+		}
+		started := time.Now()
+		terminate(m, 10*time.Second)
+		stopped := time.Since(started)
+		if err := c.restart(m); err != nil {
+			return nil, err
+		}
+		if _, err := c.waitLeader(ctx, 30*time.Second); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(os.Stderr, "  %s: restarted %s (leader: %v) in %.1fs (stop %.1fs)\n", spec.system, m.name, lead == m,
+			time.Since(started).Seconds(), stopped.Seconds())
+		time.Sleep(settleBetween)
+	}
+	rolling := w.stats("rolling-restart", spec.system, from, failedFrom)
+	rolling.LeaderRestarts = leaderRestarts
+
+	// MoveLeader.
+	from, failedFrom = w.mark()
+	for i := range moves {
+		lead, err := c.waitLeader(ctx, 30*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		var followers []*member
+		for _, m := range c.members {
+			if m != lead {
+				followers = append(followers, m)
+			}
+		}
+		target := followers[i%len(followers)]
+		st, err := target.status.Status(ctx, target.endpoint())
+		if err != nil {
+			return nil, err
+		}
+		mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = lead.status.Maintenance.MoveLeader(mctx, st.Header.MemberId)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("move leader from %s to %s: %w", lead.name, target.name, err)
+		}
+		time.Sleep(settleBetween)
+	}
+	move := w.stats("move-leader", spec.system, from, failedFrom)
+	return []gapStats{rolling, move}, nil
+}
+
+// runRollingRestart is --rolling-restart: both scenarios on each system, then the
+// table.
+func runRollingRestart(ctx context.Context, opts *options, commands map[string]memberCommand, tmp string) error {
+	var all []gapStats
+	for _, system := range opts.systems {
+		res, err := runAvailability(ctx, clusterSpec{system: system, command: commands[system],
+			dir: filepath.Join(tmp, "avail-"+system)})
+		if err != nil {
+			return fmt.Errorf("%s: %w", system, err)
+		}
+		all = append(all, res...)
+	}
+	fmt.Print("\n" + formatGapTable(all))
+	return nil
+}
+
+func formatGapTable(rows []gapStats) string {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\tsystem\tacked writes\tfailed writes\tmax gap\tp99 gap\tleader restarts")
+	slices.SortStableFunc(rows, func(a, b gapStats) int { return strings.Compare(a.Scenario, b.Scenario) })
+	for _, r := range rows {
+		lr := "-"
+		if r.Scenario == "rolling-restart" {
+			lr = fmt.Sprint(r.LeaderRestarts)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.0f ms\t%.1f ms\t%s\n", r.Scenario, r.System, r.Writes, r.Failed, r.MaxGapMs, r.P99GapMs, lr)
+	}
+	tw.Flush()
+	return b.String()
+}
