@@ -28,7 +28,15 @@ func TestRequireLeader(t *testing.T) {
 	requireLeader := metadata.AppendToOutgoingContext(context.Background(),
 		rpctypes.MetadataRequireLeaderKey, rpctypes.MetadataHasLeader)
 
-	// While there is a leader, the metadata changes nothing.
+	// While there is a leader, the metadata changes nothing. The put above may have
+	// committed before the survivor heard from the leader (its first append or
+	// heartbeat can be in flight), so wait until the survivor itself knows one.
+	retry(t, func(ctx context.Context) error {
+		if _, lead := survivor.srv.leader(); lead == 0 {
+			return errors.New("the survivor knows no leader yet")
+		}
+		return nil
+	})
 	if _, err := survivor.client.Range(requireLeader, &pb.RangeRequest{Key: []byte("k")}); err != nil {
 		t.Fatalf("a range with hasleader while a leader exists: %v", err)
 	}
