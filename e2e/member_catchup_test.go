@@ -65,6 +65,16 @@ func TestMemberLearnerCatchUpTime(t *testing.T) {
 		t.Fatalf("the learner was not promoted: %v", err)
 	}
 	t.Logf("learner caught up on %d MiB and was promoted %v after it started", *catchupMiB, time.Since(started).Round(time.Millisecond))
+	// How it went: the snapshot lines of the learner's log and of the others'.
+	for _, m := range c.members {
+		var lines []string
+		for _, l := range strings.Split(tail(m.logPath, 100000), "\n") {
+			if strings.Contains(l, "snapshot") && !strings.Contains(l, "storage opened") && len(lines) < 12 {
+				lines = append(lines, l)
+			}
+		}
+		t.Logf("%s's snapshot log lines:\n%s", m.name, strings.Join(lines, "\n"))
+	}
 	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	got, err := learner.client.Get(ctx, "big/", clientv3WithPrefixCountOnly()...)
