@@ -14,7 +14,8 @@ var catchupMiB = flag.Int("members.catchup-mib", 0, "TestMemberLearnerCatchUpTim
 
 // TestMemberLearnerCatchUpTime measures how long a learner takes to catch up on a
 // store of -members.catchup-mib MiB (64 KiB values) and be promoted: from its start
-// until MemberPromote succeeds. A figure, not a check: it is skipped unless the flag
+// until MemberPromote succeeds, and the term before and after (each new term is an
+// election). A figure, not a check: it is skipped unless the flag
 // is set, e.g. go test -run TestMemberLearnerCatchUpTime -members.catchup-mib 256.
 func TestMemberLearnerCatchUpTime(t *testing.T) {
 	if *catchupMiB <= 0 {
@@ -53,6 +54,7 @@ func TestMemberLearnerCatchUpTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	learner.args = append(learner.args, "--initial-cluster", initialClusterOf(resp, "m4"))
+	termBefore := statusTerm(t, c.members[0])
 	started := time.Now()
 	c.start(learner)
 	err = eventually(10*time.Minute, 100*time.Millisecond, func() error {
@@ -64,11 +66,33 @@ func TestMemberLearnerCatchUpTime(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the learner was not promoted: %v", err)
 	}
-	t.Logf("learner caught up on %d MiB and was promoted %v after it started", *catchupMiB, time.Since(started).Round(time.Millisecond))
+	t.Logf("learner caught up on %d MiB and was promoted %v after it started; the term went from %d to %d meanwhile",
+		*catchupMiB, time.Since(started).Round(time.Millisecond), termBefore, statusTerm(t, c.members[0]))
+	// How it went: the snapshot lines of the learner's log and of the others'.
+	for _, m := range c.members {
+		var lines []string
+		for _, l := range strings.Split(tail(m.logPath, 100000), "\n") {
+			if strings.Contains(l, "snapshot") && !strings.Contains(l, "storage opened") && len(lines) < 12 {
+				lines = append(lines, l)
+			}
+		}
+		t.Logf("%s's snapshot log lines:\n%s", m.name, strings.Join(lines, "\n"))
+	}
 	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	got, err := learner.client.Get(ctx, "big/", clientv3WithPrefixCountOnly()...)
 	if err != nil || got.Count != int64(keys) {
 		t.Fatalf("the promoted learner holds %v keys (%v), want %d", got.Count, err, keys)
 	}
+}
+
+func statusTerm(t *testing.T, m *procMember) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := m.client.Status(ctx, hostPort(m.clientURL))
+	if err != nil {
+		t.Fatalf("status of %s: %v", m.name, err)
+	}
+	return st.RaftTerm
 }

@@ -314,7 +314,9 @@ func (c *clusterService) add(ctx context.Context, peerURLs []string, isLearner b
 		if isLearner && len(ms.st.Learners) >= maxLearners {
 			return raft.ConfChange{}, nil, rpctypes.ErrGRPCTooManyLearners
 		}
-		m = member{ID: c.newMemberID(peerURLs), PeerURLs: slices.Clone(peerURLs), IsLearner: isLearner}
+		if m.ID == 0 { // one id for every attempt: the transport dials it from the first
+			m = member{ID: c.newMemberID(peerURLs), PeerURLs: slices.Clone(peerURLs), IsLearner: isLearner}
+		}
 		typ := raft.ConfChangeAddVoter
 		if isLearner {
 			typ = raft.ConfChangeAddLearner
