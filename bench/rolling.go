@@ -41,6 +41,7 @@ const (
 type gapStats struct {
 	Scenario, System string
 	Writes, Failed   int
+	Errors           []string `json:",omitempty"`
 	MaxGapMs         float64
 	P99GapMs         float64
 	// Restarts counts the restarts of a member that led when it got SIGTERM.
@@ -52,8 +53,10 @@ type writer struct {
 	mu     sync.Mutex
 	acks   []time.Time
 	failed int
-	stop   chan struct{}
-	done   chan struct{}
+	// errs are the failed puts' errors, the first few of each phase.
+	errs []string
+	stop chan struct{}
+	done chan struct{}
 }
 
 func startWriter(cli *clientv3.Client) *writer {
@@ -74,6 +77,9 @@ func startWriter(cli *clientv3.Client) *writer {
 				w.acks = append(w.acks, time.Now())
 			} else {
 				w.failed++
+				if len(w.errs) < 20 {
+					w.errs = append(w.errs, fmt.Sprintf("%s: %v", time.Now().Format("15:04:05.000"), err))
+				}
 			}
 			w.mu.Unlock()
 			if err != nil {
@@ -107,6 +113,7 @@ func (w *writer) stats(scenario, system string, from, failedFrom int) gapStats {
 	}
 	slices.Sort(gaps)
 	st := gapStats{Scenario: scenario, System: system, Writes: len(w.acks) - from, Failed: w.failed - failedFrom}
+	st.Errors = slices.Clone(w.errs[min(failedFrom, len(w.errs)):min(w.failed, len(w.errs))])
 	if len(gaps) > 0 {
 		st.MaxGapMs = ms(gaps[len(gaps)-1])
 		st.P99GapMs = ms(gaps[min(len(gaps)-1, len(gaps)*99/100)])
@@ -264,5 +271,10 @@ func formatGapTable(rows []gapStats) string {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.0f ms\t%.1f ms\t%s\n", r.Scenario, r.System, r.Writes, r.Failed, r.MaxGapMs, r.P99GapMs, lr)
 	}
 	tw.Flush()
+	for _, r := range rows {
+		for _, e := range r.Errors {
+			fmt.Fprintf(&b, "  %s %s failed put at %s\n", r.Scenario, r.System, e)
+		}
+	}
 	return b.String()
 }

@@ -336,13 +336,11 @@ func (s *Server) watchDone() {
 	}
 }
 
-// Stop shuts the member down: client API, then (a leader) hands leadership off
-// (handOffLeadership), Raft node, transport, storage.
+// Stop shuts the member down: the client API (requests in flight get up to 2s to
+// finish, as in etcd), then the member's own goroutines (stopc), a leader's
+// hand-off (handOffLeadership), the Raft node, transport, storage.
 func (s *Server) Stop() {
-	s.stopOnce.Do(func() {
-		close(s.stopc)
-		s.closeAll()
-	})
+	s.stopOnce.Do(s.closeAll)
 }
 
 func (s *Server) closeAll() {
@@ -365,8 +363,11 @@ func (s *Server) closeAll() {
 	for _, l := range s.clientListens {
 		_ = l.Close()
 	}
-	// After the client API, as etcd: requests in flight finish through this leader,
-	// and clients have moved to other members when the transfer starts.
+	// Only now: a write or read in flight waits on stopc, and would fail with
+	// "server stopped" rather than finish.
+	close(s.stopc)
+	// After the client API, as etcd: requests in flight have finished through this
+	// leader, and clients have moved to other members when the transfer starts.
 	s.handOffLeadership()
 	if s.node != nil {
 		s.node.Stop()
