@@ -39,18 +39,21 @@ func TestClientKeepalivePingsAreAllowed(t *testing.T) {
 	}
 	createWatch(t, stream, &pb.WatchCreateRequest{Key: []byte("k")})
 
-	// A GOAWAY takes the connection out of Ready; watch its state for three pings.
+	// A server that refuses the pings sends GOAWAY (too_many_pings) and closes the
+	// connection, which ends the watch stream; so the stream must still deliver an
+	// event after three pings. The channel's state is only logged: gRPC's client may
+	// report CONNECTING for a moment without the connection closing (seen once under
+	// the race detector, 3 µs after the watch was created).
 	deadline := time.Now().Add(35 * time.Second)
 	for state := conn.GetState(); time.Now().Before(deadline); state = conn.GetState() {
 		if state != connectivity.Ready {
-			t.Fatalf("the connection left Ready (%v) after %v of 10 s keepalive pings: the server refused them",
-				state, 35*time.Second-time.Until(deadline))
+			t.Logf("channel state %v after %v", state, 35*time.Second-time.Until(deadline))
 		}
 		waitCtx, waitCancel := context.WithDeadline(ctx, deadline)
 		conn.WaitForStateChange(waitCtx, state)
 		waitCancel()
 	}
-	// The stream still works.
+	// The stream still works: the connection it was opened on was never closed.
 	retry(t, func(ctx context.Context) error {
 		_, err := m.client.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
 		return err
