@@ -113,7 +113,7 @@ func TestEtcdCommandLineStartsAMember(t *testing.T) {
 		t.Fatalf("the member exited with %v after SIGTERM", err)
 	}
 	exited <- nil
-	for _, want := range []string{`--quota-backend-bytes \"0\" (from the command line) is accepted for etcd compatibility and ignored`,
+	for _, want := range []string{`--max-wals \"5\" (from the command line) is accepted for etcd compatibility and ignored`,
 		`--client-cert-file \"\" (from the command line) is accepted`} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the member's log has no warning %q", want)
