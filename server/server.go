@@ -54,8 +54,12 @@ type Server struct {
 	watches *watch.Hub
 	// lessor expires leases on the leader; leaseFwd reaches the leader's from
 	// the other members (lease.go).
-	lessor      *lessor
-	leaseFwd    *leaseForwarder
+	lessor   *lessor
+	leaseFwd *leaseForwarder
+	// clusterSvc is the Cluster service, one for every listener: the leader makes
+	// one membership change at a time under its mutex (cluster.go), and answers the
+	// changes other members forward to it (cluster_forward.go).
+	clusterSvc  atomic.Pointer[clusterService]
 	minLeaseTTL int64
 	// corrupt is this member's part in the corruption checks (corrupt.go).
 	corrupt corruptChecks
@@ -252,7 +256,7 @@ func (s *Server) start(ids []uint64) error {
 	// the node from the start.
 	s.node, err = raft.NewNode(nodeCfg, func(h raft.Handler) (raft.Transport, error) {
 		t, err := transport.New(transport.Config{ID: s.id, ClusterID: s.clusterID, Peers: peerAddrs, TLS: s.tls.peerDial, Logger: s.logger,
-			OnRoundTrip: s.metrics.observeRoundTrip, ClusterInfo: s.clusterInfo,
+			OnRoundTrip: s.metrics.observeRoundTrip, ClusterInfo: s.clusterInfo, OnRequest: s.answerMemberRequest,
 			OnRemoved: func(by uint64) {
 				s.removedFromCluster(fmt.Sprintf("member %x refuses its streams as those of a removed member", by))
 			}}, h)
