@@ -55,6 +55,8 @@ type Config struct {
 	// socket's send buffer has filled and a write then stalls for IOTimeout: with
 	// small heartbeats that took 30-80 s in the chaos suite, during which the peer
 	// heard no leader. Default 3s, a few election timeouts at etcd's defaults.
+	// Snapshot streams use IOTimeout instead if it is longer: a receiver reading a
+	// large snapshot may pause for seconds (see ackTimeout).
 	AckTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the wait before redialling a peer: it starts at
 	// MinBackoff, doubles on each failure up to MaxBackoff, and is jittered by up to
