@@ -8,7 +8,6 @@ import (
 	"hash/crc32"
 	"io"
 	"net"
-	"slices"
 
 	"raftkv/raft"
 )
@@ -195,7 +194,9 @@ func (t *Transport) readSnapshot(r io.Reader, from uint64, accept func() error) 
 			// about four times, each copy a pause in reading long enough, on a
 			// loaded host, for the sender's unacknowledged writes to pass its
 			// AckTimeout (TCP_USER_TIMEOUT) and fail with "connection timed out".
-			data = slices.Grow(data, int(size)-len(data))
+			grown := make([]byte, len(data), size)
+			copy(grown, data)
+			data = grown
 		}
 		chunk := data[len(data) : len(data)+h.length]
 		if err := fr.readPayload(h, chunk); err != nil {
