@@ -137,11 +137,14 @@ func (r *raft) maybeSendAppend(to uint64, sendIfEmpty bool) bool {
 	if pr.awaitsCommit <= r.log.committed {
 		pr.awaitsCommit = 0
 	}
-	var last uint64
+	var last, bytes uint64
 	if n := len(ents); n > 0 {
 		last = ents[n-1].Index
 	}
-	pr.sentEntries(last, len(ents))
+	for i := range ents {
+		bytes += ents[i].size()
+	}
+	pr.sentEntries(last, len(ents), bytes)
 	return true
 }
 

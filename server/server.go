@@ -26,6 +26,10 @@ import (
 
 // Server is one raftkv member: a raft.Node over durable storage and the peer
 // transport, the state machine it applies to, and the etcd v3 gRPC API.
+// maxInflightBytes bounds the bytes of entries in flight to one follower
+// (raft.Config.MaxInflightBytes), unless four of the largest requests need more.
+const maxInflightBytes = 16 << 20
+
 type Server struct {
 	cfg       Config
 	id        uint64
@@ -251,6 +255,10 @@ func (s *Server) start(ids []uint64) error {
 		RandSeed: time.Now().UnixNano(), Logger: s.logger,
 		// One append must be able to carry the largest request a client may send.
 		MaxSizePerMsg: max(raft.DefaultMaxSizePerMsg, uint64(cfg.MaxRequestBytes)+grpcOverheadBytes),
+		// The leader reads the entries it sends from the WAL on its run loop: bound
+		// what it reads for one follower before it acknowledges (a learner catching
+		// up after a snapshot had it read ~400 MB at once, past the election timeout).
+		MaxInflightBytes: max(maxInflightBytes, 4*(uint64(cfg.MaxRequestBytes)+grpcOverheadBytes)),
 	}
 	// The node makes its transport once it can take messages, so the transport has
 	// the node from the start.
