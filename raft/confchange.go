@@ -268,7 +268,7 @@ func (r *raft) syncProgress() {
 	ids := r.trackedIDs()
 	for _, id := range ids {
 		if r.progress[id] == nil {
-			r.progress[id] = &progress{inflights: newInflights(r.maxInflight), next: r.log.lastIndex() + 1}
+			r.progress[id] = &progress{inflights: newInflights(r.maxInflight, r.maxInflightBytes), next: r.log.lastIndex() + 1}
 		}
 	}
 	if len(r.progress) > len(ids) {

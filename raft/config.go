@@ -64,6 +64,13 @@ type Config struct {
 	MaxSizePerMsg uint64
 	// MaxInflightMsgs limits the append messages in flight to one follower. Default 256.
 	MaxInflightMsgs int
+	// MaxInflightBytes, if not 0, also limits the bytes of entries in flight to one
+	// follower; at least MaxSizePerMsg. The leader reads the entries it sends on its
+	// run loop, from disk with a durable Storage: a follower far behind (a learner
+	// catching up after a snapshot) had it read MaxInflightMsgs x MaxSizePerMsg, 400
+	// MB, in one go, past the election timeout. Default 0: no limit but the count
+	// (etcd-io/raft's MaxInflightBytes).
+	MaxInflightBytes uint64
 	// MaxUncommittedEntriesBytes limits the bytes of entries a leader holds that have not
 	// committed; proposals past it fail with ErrTooManyUncommitted. Default 64 MiB.
 	MaxUncommittedEntriesBytes uint64
@@ -187,6 +194,9 @@ func (c Config) Validate() error {
 	}
 	if c.Storage == nil {
 		return fmt.Errorf("raft config: Storage is nil; pass raft.NewMemoryStorage() or a durable storage")
+	}
+	if c.MaxInflightBytes != 0 && c.MaxInflightBytes < c.MaxSizePerMsg {
+		return fmt.Errorf("raft config: MaxInflightBytes %d is below MaxSizePerMsg %d; one append must fit in flight", c.MaxInflightBytes, c.MaxSizePerMsg)
 	}
 	if c.MaxInflightMsgs < 0 || c.MaxPendingProposals < 0 || c.MaxApplyBatches < 0 {
 		return fmt.Errorf("raft config: MaxInflightMsgs %d, MaxPendingProposals %d and MaxApplyBatches %d must not be negative",

@@ -165,7 +165,8 @@
 // # Limits
 //
 // Every queue is bounded by Config: bytes per append message (MaxSizePerMsg), appends
-// in flight per follower (MaxInflightMsgs), uncommitted bytes at the leader
+// in flight per follower (MaxInflightMsgs, and their bytes with MaxInflightBytes),
+// uncommitted bytes at the leader
 // (MaxUncommittedEntriesBytes, past which proposals fail with ErrTooManyUncommitted),
 // committed bytes per Ready, pending proposals and reads, and unread apply batches.
 // Uncommitted configuration changes: one.

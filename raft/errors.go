@@ -33,6 +33,9 @@ var (
 	ErrUnavailable = errors.New("raft: requested index is unavailable")
 	// ErrSnapOutOfDate: the snapshot is older than the one Storage already holds.
 	ErrSnapOutOfDate = errors.New("raft: snapshot is older than the current one")
+	// ErrSnapshotTemporarilyUnavailable: a SnapshotLoader is still reading the
+	// snapshot's data; the leader asks again later.
+	ErrSnapshotTemporarilyUnavailable = errors.New("raft: snapshot is temporarily unavailable")
 )
 
 // errReadRoundLost fails reads whose ReadIndex round got no answer within an election

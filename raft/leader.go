@@ -2,6 +2,7 @@ package raft
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 )
 
@@ -136,22 +137,33 @@ func (r *raft) maybeSendAppend(to uint64, sendIfEmpty bool) bool {
 	if pr.awaitsCommit <= r.log.committed {
 		pr.awaitsCommit = 0
 	}
-	var last uint64
+	var last, bytes uint64
 	if n := len(ents); n > 0 {
 		last = ents[n-1].Index
 	}
-	pr.sentEntries(last, len(ents))
+	for i := range ents {
+		bytes += ents[i].size()
+	}
+	pr.sentEntries(last, len(ents), bytes)
 	return true
 }
 
 // sendSnapshot sends InstallSnapshot (§7) to a follower whose next entries are
-// compacted.
+// compacted. If the storage is still loading the snapshot's data
+// (ErrSnapshotTemporarilyUnavailable, see SnapshotLoader) nothing is sent and the
+// follower stays in probe: its next heartbeat answer asks again, so the run loop
+// never waits for the snapshot to be read.
 func (r *raft) sendSnapshot(to uint64, pr *progress) bool {
 	if !pr.recentActive {
 		// Do not ship a snapshot to a node we have not heard from lately.
 		return false
 	}
 	snap, err := r.log.snapshot()
+	if errors.Is(err, ErrSnapshotTemporarilyUnavailable) {
+		r.logger.Debug("raft: snapshot for follower not loaded yet; retrying on its next heartbeat answer",
+			"term", r.term, "to", to, "match", pr.match, "next", pr.next)
+		return false
+	}
 	if err != nil {
 		panic("raft: snapshot unavailable while the log is compacted: " + err.Error())
 	}

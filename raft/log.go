@@ -299,6 +299,9 @@ func (l *raftLog) snapshot() (Snapshot, error) {
 	if l.unstable.snapshot != nil {
 		return *l.unstable.snapshot, nil
 	}
+	if sl, ok := l.storage.(SnapshotLoader); ok {
+		return sl.LoadSnapshot() // never blocks; see SnapshotLoader
+	}
 	return l.storage.Snapshot()
 }
 

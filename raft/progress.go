@@ -94,12 +94,12 @@ func (pr *progress) maybeUpdate(n uint64) bool {
 }
 
 // sentEntries records that an AppendEntries ending at lastIndex went out.
-func (pr *progress) sentEntries(lastIndex uint64, numEntries int) {
+func (pr *progress) sentEntries(lastIndex uint64, numEntries int, bytes uint64) {
 	switch pr.state {
 	case progressReplicate:
 		if numEntries > 0 {
 			pr.next = lastIndex + 1
-			pr.inflights.add(lastIndex)
+			pr.inflights.add(lastIndex, bytes)
 		}
 	case progressProbe:
 		pr.probeSent = true
@@ -143,32 +143,44 @@ func (pr *progress) isPaused() bool {
 	}
 }
 
-// inflights is a ring buffer of the last index of each append in flight to a follower.
+// inflights is a ring buffer of the last index of each append in flight to a follower,
+// with its bytes of entries: full at MaxInflightMsgs appends or, if maxBytes is set,
+// at maxBytes (Config.MaxInflightBytes).
 type inflights struct {
 	start, count int
 	buffer       []uint64
+	sizes        []uint64
+	bytes        uint64 // sum of sizes in flight
+	maxBytes     uint64 // 0: no limit
 }
 
-func newInflights(size int) *inflights { return &inflights{buffer: make([]uint64, size)} }
+func newInflights(size int, maxBytes uint64) *inflights {
+	return &inflights{buffer: make([]uint64, size), sizes: make([]uint64, size), maxBytes: maxBytes}
+}
 
-func (in *inflights) full() bool { return in.count == len(in.buffer) }
+func (in *inflights) full() bool {
+	return in.count == len(in.buffer) || (in.maxBytes > 0 && in.bytes >= in.maxBytes)
+}
 
-func (in *inflights) add(index uint64) {
+func (in *inflights) add(index, bytes uint64) {
 	if in.full() {
 		panic("raft: add to full inflights")
 	}
-	in.buffer[(in.start+in.count)%len(in.buffer)] = index
+	i := (in.start + in.count) % len(in.buffer)
+	in.buffer[i], in.sizes[i] = index, bytes
+	in.bytes += bytes
 	in.count++
 }
 
 // freeLE frees every in-flight message whose last index is at most index.
 func (in *inflights) freeLE(index uint64) {
 	for in.count > 0 && in.buffer[in.start] <= index {
+		in.bytes -= in.sizes[in.start]
 		in.start = (in.start + 1) % len(in.buffer)
 		in.count--
 	}
 	if in.count == 0 {
-		in.start = 0
+		in.start, in.bytes = 0, 0
 	}
 }
 
@@ -178,4 +190,4 @@ func (in *inflights) freeFirst() {
 	}
 }
 
-func (in *inflights) reset() { in.start, in.count = 0, 0 }
+func (in *inflights) reset() { in.start, in.count, in.bytes = 0, 0, 0 }

@@ -64,6 +64,7 @@ type raft struct {
 
 	maxMsgSize         uint64
 	maxInflight        int
+	maxInflightBytes   uint64
 	maxUncommittedSize uint64
 	// uncommittedSize is the weight of entries appended by this leader and not yet
 	// applied; proposals past maxUncommittedSize are refused.
@@ -115,6 +116,7 @@ func newRaft(c Config) (*raft, error) {
 		checkQuorum:        !c.DisableCheckQuorum,
 		maxMsgSize:         c.MaxSizePerMsg,
 		maxInflight:        c.MaxInflightMsgs,
+		maxInflightBytes:   c.MaxInflightBytes,
 		maxUncommittedSize: c.MaxUncommittedEntriesBytes,
 		rand:               rand.New(rand.NewSource(c.RandSeed)),
 		logger:             c.Logger.With("raft_id", fmt.Sprintf("%x", c.ID)),

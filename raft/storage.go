@@ -61,6 +61,22 @@ type LogReader interface {
 	SnapshotMeta() (Snapshot, error)
 }
 
+// SnapshotLoader is a LogReader whose snapshot data lives on disk, where reading it
+// can take longer than an election timeout (hundreds of megabytes). The leader sends
+// a snapshot (§7 of the Raft paper, thesis §5) from its run loop, which must not stop
+// meanwhile: a leader that misses its heartbeats for an election timeout is deposed,
+// and the new leader would stall the same way. With a SnapshotLoader the leader calls
+// LoadSnapshot instead of Snapshot; on ErrSnapshotTemporarilyUnavailable it leaves
+// the follower in probe and asks again on the follower's next heartbeat answer.
+// (etcd-io/raft has the same rule: Storage.Snapshot may return
+// ErrSnapshotTemporarilyUnavailable.)
+type SnapshotLoader interface {
+	// LoadSnapshot returns the latest snapshot if its data is already in memory.
+	// Otherwise it starts reading it in the background, if not already under way,
+	// and returns ErrSnapshotTemporarilyUnavailable at once. It never waits on I/O.
+	LoadSnapshot() (Snapshot, error)
+}
+
 // ConfEntryIndexer is a LogReader that knows where the configuration entries of its
 // log are. At start the core rebuilds the configuration from the snapshot and every
 // configuration entry after it; with a ConfEntryIndexer it reads just those entries,

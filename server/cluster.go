@@ -13,9 +13,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -27,10 +25,11 @@ import (
 //
 // Every change is made by the leader, which alone knows how far each member's log is
 // (promote) and which members it hears from (--strict-reconfig-check). A member that
-// does not lead forwards the call, with the caller's token, to the leader's client
-// URL, as etcd forwards MemberPromote to its leader; a call that arrives forwarded at
-// a member that no longer leads is answered Unavailable and the forwarding member
-// tries again, until RequestTimeout.
+// does not lead checks the caller's permission itself and forwards the call, naming
+// the caller, to the leader over the peer transport (cluster_forward.go), as etcd
+// forwards MemberPromote to its leader over its peer URLs; a call that arrives
+// forwarded at a member that no longer leads is answered Unavailable and the
+// forwarding member tries again, until RequestTimeout.
 //
 // The leader makes one change at a time (clusterService.mu, held from the checks to
 // the change's apply): the checks read the member list the previous change left, and
@@ -53,8 +52,6 @@ const (
 	// learnerReadyFraction: a learner is promoted only once its log holds this
 	// fraction of the leader's (etcd's readyPercentThreshold).
 	learnerReadyFraction = 0.9
-	// forwardedHeader marks a Cluster call forwarded by another member.
-	forwardedHeader = "raftkv-forwarded-by"
 )
 
 var (
@@ -100,7 +97,7 @@ func (c *clusterService) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) 
 	if err := checkMemberURLs(r.PeerURLs); err != nil {
 		return nil, err
 	}
-	if err := c.s.requireAdmin(ctx); err != nil {
+	if err := c.requireAdmin(ctx); err != nil {
 		return nil, err
 	}
 	resp := &pb.MemberAddResponse{}
@@ -122,7 +119,7 @@ func (c *clusterService) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) 
 }
 
 func (c *clusterService) MemberRemove(ctx context.Context, r *pb.MemberRemoveRequest) (*pb.MemberRemoveResponse, error) {
-	if err := c.s.requireAdmin(ctx); err != nil {
+	if err := c.requireAdmin(ctx); err != nil {
 		return nil, err
 	}
 	resp := &pb.MemberRemoveResponse{}
@@ -140,7 +137,7 @@ func (c *clusterService) MemberUpdate(ctx context.Context, r *pb.MemberUpdateReq
 	if err := checkMemberURLs(r.PeerURLs); err != nil {
 		return nil, err
 	}
-	if err := c.s.requireAdmin(ctx); err != nil {
+	if err := c.requireAdmin(ctx); err != nil {
 		return nil, err
 	}
 	resp := &pb.MemberUpdateResponse{}
@@ -155,7 +152,7 @@ func (c *clusterService) MemberUpdate(ctx context.Context, r *pb.MemberUpdateReq
 }
 
 func (c *clusterService) MemberPromote(ctx context.Context, r *pb.MemberPromoteRequest) (*pb.MemberPromoteResponse, error) {
-	if err := c.s.requireAdmin(ctx); err != nil {
+	if err := c.requireAdmin(ctx); err != nil {
 		return nil, err
 	}
 	resp := &pb.MemberPromoteResponse{}
@@ -189,8 +186,8 @@ func (c *clusterService) onLeader(ctx context.Context, method string, r, resp pr
 	s := c.s
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	_, forwarded := metadata.FromIncomingContext(ctx)
-	forwarded = forwarded && len(metadata.ValueFromIncomingContext(ctx, forwardedHeader)) > 0
+	_, forwarded := forwardedFrom(ctx)
+	var request []byte // the change as forwarded to the leader
 	for {
 		_, lead := s.leader()
 		var err error
@@ -209,18 +206,25 @@ func (c *clusterService) onLeader(ctx context.Context, method string, r, resp pr
 		case forwarded:
 			// Forwarded once already: the forwarding member asks the new leader.
 			return errNotLeaderForMembers
-		default:
-			if cc := s.leaderLeaseConn(); cc != nil {
-				fctx := metadata.AppendToOutgoingContext(withForwardedToken(ctx), forwardedHeader, hexID(s.id))
-				err = cc.Invoke(fctx, "/etcdserverpb.Cluster/"+method, r, resp, grpc.WaitForReady(false))
-				if err == nil {
-					return nil
+		case lead != 0:
+			if request == nil {
+				user, err := c.caller(ctx)
+				if err != nil {
+					return err
 				}
-				if st, ok := status.FromError(err); ok && st.Code() != codes.Unavailable && st.Code() != codes.DeadlineExceeded {
+				if request, err = encodeMemberRequest(method, user, r); err != nil {
+					return toGRPC(err)
+				}
+			}
+			var answer []byte
+			answer, err = s.transport.Request(ctx, lead, request)
+			if err == nil {
+				err = decodeAnswer(answer, resp)
+				if st, ok := status.FromError(err); err == nil || (ok && st.Code() != codes.Unavailable && st.Code() != codes.DeadlineExceeded) {
 					return err // the leader's answer
 				}
-				s.logger.Debug("forwarding a membership change to the leader failed; retrying", "method", method, "err", err)
 			}
+			s.logger.Debug("forwarding a membership change to the leader failed; retrying", "method", method, "leader", hexID(lead), "err", err)
 		}
 		select {
 		case <-time.After(forwardRetry):

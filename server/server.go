@@ -26,6 +26,10 @@ import (
 
 // Server is one raftkv member: a raft.Node over durable storage and the peer
 // transport, the state machine it applies to, and the etcd v3 gRPC API.
+// maxInflightBytes bounds the bytes of entries in flight to one follower
+// (raft.Config.MaxInflightBytes), unless four of the largest requests need more.
+const maxInflightBytes = 16 << 20
+
 type Server struct {
 	cfg       Config
 	id        uint64
@@ -54,8 +58,12 @@ type Server struct {
 	watches *watch.Hub
 	// lessor expires leases on the leader; leaseFwd reaches the leader's from
 	// the other members (lease.go).
-	lessor      *lessor
-	leaseFwd    *leaseForwarder
+	lessor   *lessor
+	leaseFwd *leaseForwarder
+	// clusterSvc is the Cluster service, one for every listener: the leader makes
+	// one membership change at a time under its mutex (cluster.go), and answers the
+	// changes other members forward to it (cluster_forward.go).
+	clusterSvc  atomic.Pointer[clusterService]
 	minLeaseTTL int64
 	// corrupt is this member's part in the corruption checks (corrupt.go).
 	corrupt corruptChecks
@@ -247,12 +255,16 @@ func (s *Server) start(ids []uint64) error {
 		RandSeed: time.Now().UnixNano(), Logger: s.logger,
 		// One append must be able to carry the largest request a client may send.
 		MaxSizePerMsg: max(raft.DefaultMaxSizePerMsg, uint64(cfg.MaxRequestBytes)+grpcOverheadBytes),
+		// The leader reads the entries it sends from the WAL on its run loop: bound
+		// what it reads for one follower before it acknowledges (a learner catching
+		// up after a snapshot had it read ~400 MB at once, past the election timeout).
+		MaxInflightBytes: max(maxInflightBytes, 4*(uint64(cfg.MaxRequestBytes)+grpcOverheadBytes)),
 	}
 	// The node makes its transport once it can take messages, so the transport has
 	// the node from the start.
 	s.node, err = raft.NewNode(nodeCfg, func(h raft.Handler) (raft.Transport, error) {
 		t, err := transport.New(transport.Config{ID: s.id, ClusterID: s.clusterID, Peers: peerAddrs, TLS: s.tls.peerDial, Logger: s.logger,
-			OnRoundTrip: s.metrics.observeRoundTrip, ClusterInfo: s.clusterInfo,
+			OnRoundTrip: s.metrics.observeRoundTrip, ClusterInfo: s.clusterInfo, OnRequest: s.answerMemberRequest,
 			OnRemoved: func(by uint64) {
 				s.removedFromCluster(fmt.Sprintf("member %x refuses its streams as those of a removed member", by))
 			}}, h)

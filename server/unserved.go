@@ -48,6 +48,7 @@ var unservedReasons = map[string]string{
 // registerServices registers raftkv's services on g, each with only its served
 // methods.
 func registerServices(g *grpc.Server, s *Server) {
+	s.clusterSvc.CompareAndSwap(nil, &clusterService{s: s})
 	for _, svc := range []struct {
 		desc *grpc.ServiceDesc
 		impl any
@@ -56,7 +57,7 @@ func registerServices(g *grpc.Server, s *Server) {
 		{&pb.Lease_ServiceDesc, &leaseService{s: s}},
 		{&pb.Auth_ServiceDesc, &authService{s: s}},
 		{&pb.Maintenance_ServiceDesc, &maintenanceService{s: s}},
-		{&pb.Cluster_ServiceDesc, &clusterService{s: s}},
+		{&pb.Cluster_ServiceDesc, s.clusterSvc.Load()},
 		{&pb.Watch_ServiceDesc, &watchService{s: s}},
 		{&v3lockpb.Lock_ServiceDesc, &lockService{s: s}},
 		{&v3electionpb.Election_ServiceDesc, &electionService{s: s}},

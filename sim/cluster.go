@@ -212,7 +212,7 @@ func NewCluster(opts Options) *Cluster {
 	for _, id := range c.peers {
 		n := &node{id: id}
 		if opts.Storage == nil {
-			n.storage = raft.NewMemoryStorage()
+			n.storage = c.memoryStorage(id)
 		} else {
 			st, err := opts.Storage.Open(id)
 			if err != nil {

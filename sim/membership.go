@@ -211,7 +211,7 @@ func (c *Cluster) AddNode(near uint64) uint64 {
 	id := uint64(len(c.nodes) + 1)
 	n := &node{id: id, joined: true}
 	if c.opts.Storage == nil {
-		n.storage = raft.NewMemoryStorage()
+		n.storage = c.memoryStorage(id)
 	} else {
 		st, err := c.opts.Storage.Open(id)
 		if err != nil {

@@ -91,6 +91,12 @@ func (s *crashReporting) SaveAsync(hs raft.HardState, ents []raft.Entry) (Ticket
 
 func (s *crashReporting) WaitDurable(t Ticket) error { return s.crashed(s.Storage.WaitDurable(t)) }
 
+// LoadSnapshot reads the snapshot in place, as Snapshot does: the simulator's clock
+// stands still while a real goroutine loads a file, so seconds of simulated time
+// (and the liveness checker's patience) could pass before the load is scheduled,
+// and a seed's outcome would depend on the Go scheduler.
+func (s *crashReporting) LoadSnapshot() (raft.Snapshot, error) { return s.Storage.Snapshot() }
+
 func (s *crashReporting) ApplySnapshot(snap raft.Snapshot) error {
 	return s.crashed(s.Storage.ApplySnapshot(snap))
 }

@@ -143,6 +143,9 @@ type Storage struct {
 	// under it alone (see createSnapshot), each under a name of its kind.
 	snapMu, createMu sync.Mutex
 
+	// loader keeps the snapshot data loaded for the leader (LoadSnapshot).
+	loader snapLoader
+
 	mu struct {
 		sync.RWMutex
 		hs   raft.HardState
@@ -172,6 +175,7 @@ type Storage struct {
 var (
 	_ raft.Storage          = (*Storage)(nil)
 	_ raft.ConfEntryIndexer = (*Storage)(nil)
+	_ raft.SnapshotLoader   = (*Storage)(nil)
 )
 
 // Open opens the data dir dir on fsys, creating it if needed, and recovers its state:
@@ -351,6 +355,8 @@ func (s *Storage) Close() error {
 	}
 	s.mu.closed = true
 	s.mu.Unlock()
+	s.loader.wg.Wait() // a snapshot load under way ends with ErrClosed or its data
+	s.dropLoadedSnapshot()
 	err := s.wal.close()
 	if lerr := s.closeLocks(); err == nil && lerr != nil {
 		err = fmt.Errorf("storage: releasing the data dir lock: %w", lerr)

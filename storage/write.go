@@ -322,6 +322,7 @@ func (s *Storage) createSnapshot(index uint64, membership raft.Membership, mustB
 	s.compactLocked(index)
 	s.mu.snap = raft.Snapshot{Index: snap.Index, Term: snap.Term, Membership: snap.Membership}
 	s.mu.Unlock()
+	s.dropLoadedSnapshot()
 
 	if err := s.wal.waitDurable(ticket); err != nil {
 		return raft.Snapshot{}, err
@@ -382,6 +383,7 @@ func (s *Storage) ApplySnapshot(snap raft.Snapshot) error {
 	s.mu.cache, s.mu.cachedSize = nil, 0
 	s.mu.confIndexes = nil
 	s.mu.Unlock()
+	s.dropLoadedSnapshot()
 
 	if err := s.wal.waitDurable(ticket); err != nil {
 		return err

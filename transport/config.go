@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -54,6 +55,8 @@ type Config struct {
 	// socket's send buffer has filled and a write then stalls for IOTimeout: with
 	// small heartbeats that took 30-80 s in the chaos suite, during which the peer
 	// heard no leader. Default 3s, a few election timeouts at etcd's defaults.
+	// Snapshot streams use IOTimeout instead if it is longer: a receiver reading a
+	// large snapshot may pause for seconds (see ackTimeout).
 	AckTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the wait before redialling a peer: it starts at
 	// MinBackoff, doubles on each failure up to MaxBackoff, and is jittered by up to
@@ -73,6 +76,11 @@ type Config struct {
 	// joins (FetchCluster): the bytes it returns go back with the cluster id. It must
 	// not block, and its answer must fit in MaxFrameBytes less 8.
 	ClusterInfo func() []byte
+	// OnRequest, if set, answers a Request from peer from (request.go): what it
+	// returns goes back to the asker, an error as a refusal with its text. ctx ends
+	// when the asker's deadline (sent with the request) passes or the Transport
+	// closes. Requests from a peer are answered only if this is set.
+	OnRequest func(ctx context.Context, from uint64, request []byte) ([]byte, error)
 	// OnRemoved, if set, is called once when a peer refuses this node's stream
 	// because this node was removed from the cluster (RemovePeer on the peer). It
 	// must not block.

@@ -22,6 +22,11 @@
 // or claiming another sender) closes that stream and logs the reason; the dialer
 // reconnects. Decoding never panics; FuzzReadFrame checks that.
 //
+// Besides Raft's streams, Request asks a peer a question and waits for its answer
+// (Config.OnRequest), on a connection of kind "request" with the same handshake and
+// TLS, so the peer trusts the request as it trusts the asker's Raft messages (the
+// server forwards membership changes to the leader this way).
+//
 // # TLS
 //
 // A peer whose address is "https://host:port" is dialled with TLS (Config.TLS), and

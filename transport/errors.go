@@ -22,4 +22,9 @@ var (
 	ErrSnapshotTooLarge = errors.New("transport: snapshot larger than the limit")
 	// ErrSnapshotFailed: the receiver reported that it could not take a snapshot.
 	ErrSnapshotFailed = errors.New("transport: snapshot refused by the receiver")
+	// ErrUnknownPeer: Request named a node that is not a peer of this Transport.
+	ErrUnknownPeer = errors.New("transport: not a peer")
+	// ErrRequestRefused: the receiver of a Request refused it (its OnRequest failed,
+	// or it answers no requests). The error carries the receiver's reason.
+	ErrRequestRefused = errors.New("transport: request refused by the receiver")
 )

@@ -35,6 +35,10 @@ const (
 	// frameCluster: the answer to a cluster stream (membership.go): the cluster id,
 	// big-endian uint64, then Config.ClusterInfo's bytes.
 	frameCluster
+	// frameRequest: a request between members (request.go), and frameAnswer its
+	// answer; both opaque to the transport.
+	frameRequest
+	frameAnswer
 
 	numFrameTypes = iota
 )
@@ -53,6 +57,10 @@ func (t frameType) String() string {
 		return "snapshot end"
 	case frameCluster:
 		return "cluster"
+	case frameRequest:
+		return "request"
+	case frameAnswer:
+		return "answer"
 	}
 	return fmt.Sprintf("frameType(%d)", uint8(t))
 }
@@ -198,6 +206,9 @@ const (
 	// and Config.ClusterInfo); its handshake carries cluster id 0 and node id 0 as the
 	// receiver, and the answer is a status and a cluster frame (membership.go).
 	streamCluster streamKind = 4
+	// streamRequest: one request frame from a member, answered with a status and an
+	// answer frame (request.go).
+	streamRequest streamKind = 5
 )
 
 func (k streamKind) String() string {
@@ -210,6 +221,8 @@ func (k streamKind) String() string {
 		return "probe"
 	case streamCluster:
 		return "cluster"
+	case streamRequest:
+		return "request"
 	}
 	return fmt.Sprintf("streamKind(%d)", uint8(k))
 }
@@ -251,7 +264,7 @@ func parseHandshake(b []byte) (handshake, error) {
 		from:      binary.BigEndian.Uint64(b[14:22]),
 		to:        binary.BigEndian.Uint64(b[22:30]),
 	}
-	if h.kind != streamMessages && h.kind != streamSnapshot && h.kind != streamProbe && h.kind != streamCluster {
+	if h.kind != streamMessages && h.kind != streamSnapshot && h.kind != streamProbe && h.kind != streamCluster && h.kind != streamRequest {
 		return handshake{}, fmt.Errorf("%w: unknown stream kind %d", ErrHandshake, b[5])
 	}
 	if h.from == 0 || (h.to == 0 && h.kind != streamCluster) {

@@ -70,6 +70,10 @@ func (t *Transport) serveConn(conn net.Conn) {
 		t.receiveSnapshot(conn, hs.from)
 		return
 	}
+	if hs.kind == streamRequest {
+		t.answerRequest(conn, hs.from)
+		return
+	}
 
 	err = t.readMessages(t.ctx, bufio.NewReaderSize(conn, readBufferBytes), hs.from)
 	logger := t.logger.With("peer", hexID(hs.from), "remote", remote)

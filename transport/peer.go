@@ -220,7 +220,7 @@ func (p *peer) dial(ctx context.Context, addr string, kind streamKind) (net.Conn
 	dialCtx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
 	hostPort, isTLS := splitAddr(addr)
-	d := net.Dialer{Control: setAckTimeout(cfg.AckTimeout)}
+	d := net.Dialer{Control: setAckTimeout(ackTimeout(cfg, kind))}
 	conn, err := d.DialContext(dialCtx, "tcp", hostPort)
 	if err != nil {
 		return nil, err
@@ -433,4 +433,18 @@ func (b *backoff) reset() { b.current = 0 }
 // afterFuncClose closes conn when ctx ends, unless the returned stop is called first.
 func afterFuncClose(ctx context.Context, conn net.Conn) (stop func() bool) {
 	return context.AfterFunc(ctx, func() { closeNow(conn) })
+}
+
+// ackTimeout is the TCP_USER_TIMEOUT of a stream of kind. A snapshot stream gets
+// IOTimeout if that is longer than AckTimeout: a receiver reading hundreds of
+// megabytes pauses now and then (allocating, collecting garbage, on a loaded host),
+// and at 3 s a 655 MB snapshot failed with "write: connection timed out" and was
+// sent again, several times. AckTimeout is there to notice a vanished peer within
+// a few election timeouts on the message stream; a snapshot stream's writes and its
+// final answer are bounded by IOTimeout anyway.
+func ackTimeout(cfg *Config, kind streamKind) time.Duration {
+	if kind == streamSnapshot {
+		return max(cfg.AckTimeout, cfg.IOTimeout)
+	}
+	return cfg.AckTimeout
 }

@@ -8,7 +8,6 @@ import (
 	"hash/crc32"
 	"io"
 	"net"
-	"slices"
 
 	"raftkv/raft"
 )
@@ -25,7 +24,9 @@ import (
 // reason the sender can log.
 
 // initialSnapshotBuffer bounds the memory a receiver reserves up front for a snapshot:
-// the announced size is only a claim until the bytes arrive.
+// the announced size is only a claim until the bytes arrive. Once they fill this
+// buffer the receiver reserves the whole announced size (at most MaxSnapshotBytes):
+// one copy, not one per growth.
 const initialSnapshotBuffer = 64 << 20
 
 // startSnapshot sends m, a MsgSnap, to p on a goroutine of its own and reports the
@@ -187,7 +188,16 @@ func (t *Transport) readSnapshot(r io.Reader, from uint64, accept func() error) 
 			return raft.Message{}, fmt.Errorf("%w: %s frame of %d bytes with %d of %d snapshot bytes still to come",
 				ErrCorruptFrame, h.typ, h.length, left, size)
 		}
-		data = slices.Grow(data, h.length)
+		if len(data)+h.length > cap(data) {
+			// The first initialSnapshotBuffer bytes came: make room for the rest of
+			// the announced size at once. Growing by append copied a 655 MB snapshot
+			// about four times, each copy a pause in reading long enough, on a
+			// loaded host, for the sender's unacknowledged writes to pass its
+			// AckTimeout (TCP_USER_TIMEOUT) and fail with "connection timed out".
+			grown := make([]byte, len(data), size)
+			copy(grown, data)
+			data = grown
+		}
 		chunk := data[len(data) : len(data)+h.length]
 		if err := fr.readPayload(h, chunk); err != nil {
 			return raft.Message{}, err

@@ -31,6 +31,26 @@ func TestStreamsSetAckTimeout(t *testing.T) {
 	}
 }
 
+// TestSnapshotStreamsAckTimeoutIsIOTimeout: a snapshot stream waits up to IOTimeout
+// for its bytes to be acknowledged, not AckTimeout: a receiver that paused for 3 s
+// while reading a 655 MB snapshot failed the send with "connection timed out".
+func TestSnapshotStreamsAckTimeoutIsIOTimeout(t *testing.T) {
+	nodes := startCluster(t, []uint64{1, 2}, func(c *Config) { c.AckTimeout = 1234 * time.Millisecond })
+	p := (*nodes[1].tr.peers.Load())[2]
+	conn, err := p.dial(p.ctx, p.addr(), streamSnapshot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	tcp, ok := conn.(*net.TCPConn)
+	if !ok {
+		t.Fatalf("the stream is a %T, not a *net.TCPConn", conn)
+	}
+	if got, want := userTimeout(t, tcp), nodes[1].tr.cfg.IOTimeout; got != want {
+		t.Fatalf("TCP_USER_TIMEOUT on a snapshot stream is %v, want IOTimeout %v", got, want)
+	}
+}
+
 func userTimeout(t *testing.T, conn *net.TCPConn) time.Duration {
 	t.Helper()
 	raw, err := conn.SyscallConn()
