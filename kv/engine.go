@@ -110,6 +110,17 @@ func (quietLogger) Fatalf(format string, args ...any) {
 // openEngine opens the engine in dir, creating an empty store (revision 1,
 // nothing compacted or applied) if dir holds none.
 func openEngine(dir string, cfg engineConfig) (*engine, error) {
+	return openEngineMode(dir, cfg, false)
+}
+
+// openEngineForRestore opens the engine in dir to restore a snapshot into it: an
+// engine cut off in an earlier restore is accepted, and must not be used before
+// restore succeeds.
+func openEngineForRestore(dir string, cfg engineConfig) (*engine, error) {
+	return openEngineMode(dir, cfg, true)
+}
+
+func openEngineMode(dir string, cfg engineConfig, forRestore bool) (*engine, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -131,6 +142,9 @@ func openEngine(dir string, cfg engineConfig) (*engine, error) {
 		return nil, fmt.Errorf("kv: opening the storage engine in %q: %w", dir, err)
 	}
 	e := &engine{db: db, dir: dir}
+	if restoring, err := e.getMeta(metaRestoring); forRestore && err == nil && restoring != nil {
+		return e, nil
+	}
 	if err := e.loadMeta(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -140,6 +154,14 @@ func openEngine(dir string, cfg engineConfig) (*engine, error) {
 
 // loadMeta reads the meta records, or writes those of an empty store.
 func (e *engine) loadMeta() error {
+	restoring, err := e.getMeta(metaRestoring)
+	if err != nil {
+		return err
+	}
+	if restoring != nil {
+		return fmt.Errorf("%w: engine in %q was cut off while a snapshot was restored into it; restore a snapshot again, or remove the directory and let the member catch up",
+			ErrCorruptEngine, e.dir)
+	}
 	format, err := e.getMeta(metaFormat)
 	if err != nil {
 		return err
