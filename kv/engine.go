@@ -395,12 +395,22 @@ func (e *engine) scan(key, rangeEnd []byte, rev int64, withValues bool, fn func(
 	return engineScan(e.db, key, rangeEnd, rev, withValues, fn)
 }
 
+func engineScan(r pebble.Reader, key, rangeEnd []byte, rev int64, withValues bool, fn func(KeyValue) bool) error {
+	lower, upper := rangeBounds(key, rangeEnd)
+	return engineAscend(r, lower, upper, rev, func(prefix []byte, modRev int64, rec *versionRecord) bool {
+		return fn(rec.keyValue(unescapeKey(prefix), modRev, withValues))
+	})
+}
+
 // engineScanNexts is how many older versions a scan steps over with Next before
 // it seeks past them: a step is cheaper than a seek, and most keys have few.
 const engineScanNexts = 4
 
-func engineScan(r pebble.Reader, key, rangeEnd []byte, rev int64, withValues bool, fn func(KeyValue) bool) error {
-	lower, upper := rangeBounds(key, rangeEnd)
+// engineAscend calls fn with the version visible at rev of every key with a
+// version record in [lower, upper) that is live at rev, in key order, until fn
+// returns false. The prefix and the record alias the iterator's memory: they
+// are valid only during the call.
+func engineAscend(r pebble.Reader, lower, upper []byte, rev int64, fn func(prefix []byte, modRev int64, rec *versionRecord) bool) error {
 	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return err
@@ -424,7 +434,7 @@ func engineScan(r pebble.Reader, key, rangeEnd []byte, rev int64, withValues boo
 		if err != nil {
 			return err
 		}
-		if !rec.tombstone && !fn(rec.keyValue(unescapeKey(prefix), modRev, withValues)) {
+		if !rec.tombstone && !fn(prefix, modRev, &rec) {
 			return nil
 		}
 		// Step over the key's older versions.
