@@ -8,6 +8,7 @@ import (
 	"log/slog"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
@@ -89,10 +90,11 @@ func (c engineConfig) withDefaults() (engineConfig, error) {
 
 // Meta record names.
 var (
-	metaFormat     = []byte{engineMetaPrefix, 'f'}
-	metaApplied    = []byte{engineMetaPrefix, 'a'}
-	metaRevision   = []byte{engineMetaPrefix, 'r'}
-	metaCompaction = []byte{engineMetaPrefix, 'c'}
+	metaFormat = []byte{engineMetaPrefix, 'f'}
+	// metaPosition holds the applied index, the revision and the compaction
+	// revision, three varints in one record: every batch writes it, and one
+	// record is one memtable insert rather than three.
+	metaPosition = []byte{engineMetaPrefix, 'p'}
 )
 
 // quietLogger keeps pebble's informational lines out of the member's log; its
@@ -130,14 +132,19 @@ func openEngineMode(dir string, cfg engineConfig, forRestore bool) (*engine, err
 	// taken it (measured: 0 hits in BenchmarkEngineChoice with cache == memtable).
 	cache := pebble.NewCache(cfg.CacheBytes + engineMemTables*cfg.MemTableBytes)
 	defer cache.Unref() // the database holds its own reference
-	db, err := pebble.Open(dir, &pebble.Options{
+	opts := &pebble.Options{
+		Comparer:                    engineComparer,
 		Cache:                       cache,
 		MemTableSize:                uint64(cfg.MemTableBytes),
 		MemTableStopWritesThreshold: engineMemTables,
 		DisableWAL:                  true,
 		FS:                          cfg.FS,
 		Logger:                      quietLogger{},
-	})
+	}
+	for i := range opts.Levels {
+		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10) // 1% false positives
+	}
+	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("kv: opening the storage engine in %q: %w", dir, err)
 	}
@@ -181,17 +188,21 @@ func (e *engine) loadMeta() error {
 		return fmt.Errorf("%w: engine in %q has layout format %x; this build reads format %d: point the data dir elsewhere or use the build that wrote it",
 			ErrCorruptEngine, e.dir, format, engineFormat)
 	}
+	pos, err := e.getMeta(metaPosition)
+	if err != nil {
+		return err
+	}
 	var fields [3]int64
-	for i, name := range [][]byte{metaApplied, metaRevision, metaCompaction} {
-		b, err := e.getMeta(name)
-		if err != nil {
-			return err
+	rest := pos
+	for i := range fields {
+		v, n := binary.Varint(rest)
+		if n <= 0 {
+			return fmt.Errorf("%w: engine in %q: meta record %q is %x", ErrCorruptEngine, e.dir, metaPosition, pos)
 		}
-		v, n := binary.Varint(b)
-		if b == nil || n != len(b) {
-			return fmt.Errorf("%w: engine in %q: meta record %q is %x", ErrCorruptEngine, e.dir, name, b)
-		}
-		fields[i] = v
+		fields[i], rest = v, rest[n:]
+	}
+	if len(rest) != 0 {
+		return fmt.Errorf("%w: engine in %q: meta record %q is %x", ErrCorruptEngine, e.dir, metaPosition, pos)
 	}
 	applied, rev, compactRev := fields[0], fields[1], fields[2]
 	if applied < 0 || rev < 1 || compactRev < -1 || compactRev > rev {
@@ -216,9 +227,11 @@ func (e *engine) getMeta(name []byte) ([]byte, error) {
 
 // setMeta writes the mirrored meta fields into b.
 func (e *engine) setMeta(b *pebble.Batch) {
-	_ = b.Set(metaApplied, binary.AppendVarint(nil, int64(e.appliedIndex)), nil)
-	_ = b.Set(metaRevision, binary.AppendVarint(nil, e.rev), nil)
-	_ = b.Set(metaCompaction, binary.AppendVarint(nil, e.compactRev), nil)
+	var buf [3 * binary.MaxVarintLen64]byte
+	v := binary.AppendVarint(buf[:0], int64(e.appliedIndex))
+	v = binary.AppendVarint(v, e.rev)
+	v = binary.AppendVarint(v, e.compactRev)
+	_ = b.Set(metaPosition, v, nil)
 }
 
 // close closes the database. Writes not yet flushed are lost, as in a crash: the
@@ -250,12 +263,35 @@ type engineWrite struct {
 	beginRev int64
 	// sub counts the changes so far: the next one's sub-revision.
 	sub uint32
-	buf []byte
+	// blind says the batch has no index: reads go to the database, and none may
+	// come after a write (beginBlindWrite).
+	blind bool
+	buf   []byte
 }
 
-// beginWrite starts the batch of one entry. Reads through it see its writes.
+// beginWrite starts the batch of one entry, for a command that may read after it
+// has written (a Txn): reads through it see its writes.
 func (e *engine) beginWrite() *engineWrite {
 	return &engineWrite{e: e, b: e.db.NewIndexedBatch(), beginRev: e.rev}
+}
+
+// beginBlindWrite starts the batch of one entry for a command that reads nothing
+// after its first write (a Put, a DeleteRange, a lease revoke): its reads go to
+// the database, and the batch needs no index, which makes a put about twice as
+// cheap (BenchmarkEnginePut).
+func (e *engine) beginBlindWrite() *engineWrite {
+	return &engineWrite{e: e, b: e.db.NewBatch(), beginRev: e.rev, blind: true}
+}
+
+// reader is what the write's reads see.
+func (w *engineWrite) reader() pebble.Reader {
+	if !w.blind {
+		return w.b
+	}
+	if w.sub > 0 {
+		panic(fmt.Sprintf("kv: a blind engine write read after its write %d at revision %d; begin it with beginWrite", w.sub, w.beginRev+1))
+	}
+	return w.e.db
 }
 
 // readRev is the revision reads inside the write see: the write's own once it has
@@ -269,12 +305,12 @@ func (w *engineWrite) readRev() int64 {
 
 // get returns key at rev as the batch sees it.
 func (w *engineWrite) get(key []byte, rev int64, withValue bool) (KeyValue, bool, error) {
-	return engineGet(w.b, key, rev, withValue)
+	return engineGet(w.reader(), key, rev, withValue)
 }
 
 // newest returns the newest version record of key as the batch sees it.
 func (w *engineWrite) newest(key []byte) (versionRecord, bool, error) {
-	return newestRecord(w.b, key, w.readRev())
+	return newestRecord(w.reader(), key, w.readRev())
 }
 
 // put writes key at the write's revision, continuing the key's generation if it
@@ -353,7 +389,7 @@ func engineGet(r pebble.Reader, key []byte, rev int64, withValue bool) (KeyValue
 		return KeyValue{}, false, err
 	}
 	defer it.Close()
-	if !it.SeekGE(versionSeekKey(nil, key, rev)) {
+	if !it.SeekPrefixGE(versionSeekKey(nil, key, rev)) {
 		return KeyValue{}, false, it.Error()
 	}
 	_, modRev, _ := splitVersionKey(it.Key())
@@ -371,7 +407,7 @@ func newestRecord(r pebble.Reader, key []byte, rev int64) (versionRecord, bool, 
 		return versionRecord{}, false, err
 	}
 	defer it.Close()
-	if !it.SeekGE(versionSeekKey(nil, key, rev)) {
+	if !it.SeekPrefixGE(versionSeekKey(nil, key, rev)) {
 		return versionRecord{}, false, it.Error()
 	}
 	rec, err := decodeVersionRecord(it.Value())
@@ -563,17 +599,17 @@ func (e *engine) advance(appliedIndex uint64) error {
 // write's read revision, in key order, and returns how many.
 func (w *engineWrite) deleteRange(key, rangeEnd []byte) (int64, error) {
 	var keys [][]byte
-	err := engineScan(w.b, key, rangeEnd, w.readRev(), false, func(kv KeyValue) bool {
+	err := engineScan(w.reader(), key, rangeEnd, w.readRev(), false, func(kv KeyValue) bool {
 		keys = append(keys, kv.Key)
 		return true
 	})
 	if err != nil {
 		return 0, err
 	}
+	// Every key scanned is live at the read revision: tombstone them without
+	// reading again (which a blind write could not).
 	for _, k := range keys {
-		if _, err := w.delete(k); err != nil {
-			return 0, err
-		}
+		w.record(k, &versionRecord{tombstone: true})
 	}
 	return int64(len(keys)), nil
 }

@@ -3,6 +3,8 @@ package kv
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
 )
 
 // The engine's key space (engine.go). One pebble database holds three kinds of
@@ -20,6 +22,23 @@ import (
 // rev, the read etcd's treeIndex answers in memory. The history is keyed by
 // revision, so Events reads it in order, and compaction drops its prefix with one
 // range delete.
+
+// engineComparer orders keys bytewise, as pebble's default does, and tells pebble
+// where a version key's user key ends (Split), so that bloom filters are built on
+// user keys and a point read (SeekPrefixGE) skips every file that lacks the key.
+// Bytewise order agrees with prefix-then-suffix order because no escaped user key
+// with its terminator is a prefix of another's.
+var engineComparer = func() *pebble.Comparer {
+	c := *pebble.DefaultComparer
+	c.Split = func(k []byte) int {
+		if len(k) >= 1+2+engineRevSuffixLen && k[0] == engineVersionPrefix {
+			return len(k) - engineRevSuffixLen
+		}
+		return len(k)
+	}
+	c.Name = "raftkv.engine.v1"
+	return &c
+}()
 
 const (
 	engineVersionPrefix = 'k'

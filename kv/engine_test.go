@@ -88,6 +88,15 @@ func (m *engineModel) key() []byte {
 	return []byte(fmt.Sprintf("k%d\x00%d", m.rng.IntN(4), m.rng.IntN(6)))[:2+m.rng.IntN(3)]
 }
 
+// beginWrite begins a blind or an indexed write at random: a put or a
+// DeleteRange must come out the same from either.
+func (m *engineModel) beginWrite() *engineWrite {
+	if m.rng.IntN(2) == 0 {
+		return m.e.beginBlindWrite()
+	}
+	return m.e.beginWrite()
+}
+
 // step applies one random command to both and fails the test if they disagree
 // on its outcome.
 func (m *engineModel) step() {
@@ -99,7 +108,7 @@ func (m *engineModel) step() {
 			value = nil
 		}
 		res := m.s.ApplyCommand(m.index, &Command{Put: &PutRequest{Key: key, Value: value}})
-		w := m.e.beginWrite()
+		w := m.beginWrite()
 		rev, err := w.put(key, value, 0)
 		if err == nil {
 			err = w.commit(m.index)
@@ -116,7 +125,7 @@ func (m *engineModel) step() {
 			end = []byte{0}
 		}
 		res := m.s.ApplyCommand(m.index, &Command{DeleteRange: &DeleteRangeRequest{Key: key, RangeEnd: end}})
-		w := m.e.beginWrite()
+		w := m.beginWrite()
 		n, err := w.deleteRange(key, end)
 		if err == nil {
 			err = w.commit(m.index)
