@@ -314,7 +314,8 @@ func (w *engineWrite) newest(key []byte) (versionRecord, bool, error) {
 }
 
 // put writes key at the write's revision, continuing the key's generation if it
-// is live, and returns the revision.
+// is live, moves the key's lease attachment if its lease changes, and returns the
+// revision. The lease is not checked here (putRequest does).
 func (w *engineWrite) put(key, value []byte, lease int64) (int64, error) {
 	rev := w.beginRev + 1
 	prev, found, err := w.newest(key)
@@ -322,8 +323,17 @@ func (w *engineWrite) put(key, value []byte, lease int64) (int64, error) {
 		return 0, err
 	}
 	rec := versionRecord{createRevision: rev, version: 1, lease: lease, value: value}
+	var oldLease int64
 	if found && !prev.tombstone {
-		rec.createRevision, rec.version = prev.createRevision, prev.version+1
+		rec.createRevision, rec.version, oldLease = prev.createRevision, prev.version+1, prev.lease
+	}
+	if oldLease != lease {
+		if oldLease != 0 {
+			_ = w.b.Delete(attachKey(oldLease, key), nil)
+		}
+		if lease != 0 {
+			_ = w.b.Set(attachKey(lease, key), nil, nil)
+		}
 	}
 	w.record(key, &rec)
 	return rev, nil
@@ -336,8 +346,16 @@ func (w *engineWrite) delete(key []byte) (bool, error) {
 	if err != nil || !found || prev.tombstone {
 		return false, err
 	}
-	w.record(key, &versionRecord{tombstone: true})
+	w.tombstone(key, prev.lease)
 	return true, nil
+}
+
+// tombstone ends the generation of key, live with lease, without reading it.
+func (w *engineWrite) tombstone(key []byte, lease int64) {
+	if lease != 0 {
+		_ = w.b.Delete(attachKey(lease, key), nil)
+	}
+	w.record(key, &versionRecord{tombstone: true})
 }
 
 // record writes a change of key: its version record and its history record.
@@ -598,18 +616,9 @@ func (e *engine) advance(appliedIndex uint64) error {
 // deleteRange deletes the keys of etcd's range [key, rangeEnd) live at the
 // write's read revision, in key order, and returns how many.
 func (w *engineWrite) deleteRange(key, rangeEnd []byte) (int64, error) {
-	var keys [][]byte
-	err := engineScan(w.reader(), key, rangeEnd, w.readRev(), false, func(kv KeyValue) bool {
-		keys = append(keys, kv.Key)
-		return true
-	})
+	resp, err := w.deleteRangeRequest(&DeleteRangeRequest{Key: key, RangeEnd: rangeEnd})
 	if err != nil {
 		return 0, err
 	}
-	// Every key scanned is live at the read revision: tombstone them without
-	// reading again (which a blind write could not).
-	for _, k := range keys {
-		w.record(k, &versionRecord{tombstone: true})
-	}
-	return int64(len(keys)), nil
+	return resp.Deleted, nil
 }

@@ -101,55 +101,129 @@ func (m *engineModel) beginWrite() *engineWrite {
 // on its outcome.
 func (m *engineModel) step() {
 	m.index++
-	switch op := m.rng.IntN(10); {
-	case op < 6:
-		key, value := m.key(), fmt.Appendf(nil, "v%d", m.index)
-		if m.rng.IntN(5) == 0 {
-			value = nil
-		}
-		res := m.s.ApplyCommand(m.index, &Command{Put: &PutRequest{Key: key, Value: value}})
-		w := m.beginWrite()
-		rev, err := w.put(key, value, 0)
-		if err == nil {
-			err = w.commit(m.index)
-		}
-		if err != nil || res.Err != nil || rev != res.Put.Header.Revision {
-			m.t.Fatalf("index %d put %q: engine rev %d err %v, store %+v", m.index, key, rev, err, res)
-		}
-	case op < 9:
-		key, end := m.key(), m.key()
-		switch m.rng.IntN(3) {
-		case 0:
-			end = nil
-		case 1:
-			end = []byte{0}
-		}
-		res := m.s.ApplyCommand(m.index, &Command{DeleteRange: &DeleteRangeRequest{Key: key, RangeEnd: end}})
-		w := m.beginWrite()
-		n, err := w.deleteRange(key, end)
-		if err == nil {
-			err = w.commit(m.index)
-		}
-		if err != nil || res.Err != nil || n != res.DeleteRange.Deleted {
-			m.t.Fatalf("index %d delete [%q, %q): engine %d err %v, store %+v", m.index, key, end, n, err, res)
-		}
-	default:
-		rev := m.s.CompactRevision() + 1 + m.rng.Int64N(max(1, m.s.Revision()-m.s.CompactRevision()+1))
-		res := m.s.ApplyCommand(m.index, &Command{Compact: &CompactionRequest{Revision: rev}})
-		err := m.e.compact(rev, m.index)
-		if err != nil {
-			if err := m.e.advance(m.index); err != nil {
-				m.t.Fatal(err)
-			}
-		}
-		if !errors.Is(err, res.Err) {
-			m.t.Fatalf("index %d compact %d: engine %v, store %v", m.index, rev, err, res.Err)
-		}
+	cmd := m.randomCommand()
+	res := m.s.ApplyCommand(m.index, cmd)
+	got := m.applyToEngine(cmd)
+	if g, w := formatResult(got), formatResult(res); g != w {
+		m.t.Fatalf("index %d: %s:\nengine %s\nstore  %s", m.index, formatCommand(cmd), g, w)
 	}
 	if m.e.rev != m.s.Revision() || m.e.compactRev != m.s.CompactRevision() || m.e.appliedIndex != m.s.AppliedIndex() {
 		m.t.Fatalf("index %d: engine at rev %d compact %d applied %d, store at %d %d %d", m.index,
 			m.e.rev, m.e.compactRev, m.e.appliedIndex, m.s.Revision(), m.s.CompactRevision(), m.s.AppliedIndex())
 	}
+}
+
+// randomCommand draws a valid command: puts with any flags and leases 0 to 3,
+// deletes of one key or a range, compactions, lease grants and revokes.
+func (m *engineModel) randomCommand() *Command {
+	switch op := m.rng.IntN(100); {
+	case op < 50:
+		p := &PutRequest{Key: m.key(), Value: fmt.Appendf(nil, "v%d", m.index), Lease: m.rng.Int64N(4)}
+		if m.rng.IntN(5) == 0 {
+			p.Value = nil
+		}
+		p.PrevKv = m.rng.IntN(3) == 0
+		if m.rng.IntN(8) == 0 {
+			p.IgnoreValue, p.Value = true, nil
+		}
+		if m.rng.IntN(8) == 0 {
+			p.IgnoreLease, p.Lease = true, 0
+		}
+		return &Command{Put: p}
+	case op < 75:
+		d := &DeleteRangeRequest{Key: m.key(), RangeEnd: m.key(), PrevKv: m.rng.IntN(2) == 0}
+		switch m.rng.IntN(3) {
+		case 0:
+			d.RangeEnd = nil
+		case 1:
+			d.RangeEnd = []byte{0}
+		}
+		return &Command{DeleteRange: d}
+	case op < 84:
+		rev := m.s.CompactRevision() + 1 + m.rng.Int64N(max(1, m.s.Revision()-m.s.CompactRevision()+1))
+		return &Command{Compact: &CompactionRequest{Revision: rev}}
+	case op < 92:
+		return &Command{LeaseGrant: &LeaseGrantRequest{ID: 1 + m.rng.Int64N(3), TTL: 1 + m.rng.Int64N(100)}}
+	default:
+		return &Command{LeaseRevoke: &LeaseRevokeRequest{ID: 1 + m.rng.Int64N(3)}}
+	}
+}
+
+// applyToEngine applies cmd to the engine as entry m.index, in one batch.
+func (m *engineModel) applyToEngine(cmd *Command) Result {
+	if cmd.Compact != nil {
+		err := m.e.compact(cmd.Compact.Revision, m.index)
+		if err != nil {
+			if err := m.e.advance(m.index); err != nil {
+				m.t.Fatal(err)
+			}
+			return Result{Err: err}
+		}
+		return Result{Compact: &CompactionResponse{Header: ResponseHeader{Revision: m.e.rev}}}
+	}
+	w := m.beginWrite()
+	var res Result
+	switch {
+	case cmd.Put != nil:
+		res.Put, res.Err = w.putRequest(cmd.Put)
+	case cmd.DeleteRange != nil:
+		res.DeleteRange, res.Err = w.deleteRangeRequest(cmd.DeleteRange)
+	case cmd.LeaseGrant != nil:
+		res.LeaseGrant, res.Err = w.leaseGrant(cmd.LeaseGrant)
+	case cmd.LeaseRevoke != nil:
+		res.LeaseRevoke, res.Err = w.leaseRevoke(cmd.LeaseRevoke)
+	}
+	if res.Err != nil {
+		// A failed command changes nothing but the applied index.
+		w.abort()
+		w = m.e.beginWrite()
+	}
+	if err := w.commit(m.index); err != nil {
+		m.t.Fatal(err)
+	}
+	return res
+}
+
+func formatCommand(cmd *Command) string {
+	switch {
+	case cmd.Put != nil:
+		return fmt.Sprintf("put %+v", *cmd.Put)
+	case cmd.DeleteRange != nil:
+		return fmt.Sprintf("delete %+v", *cmd.DeleteRange)
+	case cmd.Compact != nil:
+		return fmt.Sprintf("compact %+v", *cmd.Compact)
+	case cmd.LeaseGrant != nil:
+		return fmt.Sprintf("grant %+v", *cmd.LeaseGrant)
+	case cmd.LeaseRevoke != nil:
+		return fmt.Sprintf("revoke %+v", *cmd.LeaseRevoke)
+	}
+	return "?"
+}
+
+// formatResult prints the parts of a Result the engine model produces, with
+// pointed-to values rather than addresses.
+func formatResult(r Result) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "err %v", r.Err)
+	if r.Put != nil {
+		fmt.Fprintf(&b, " put rev %d", r.Put.Header.Revision)
+		if r.Put.PrevKv != nil {
+			fmt.Fprintf(&b, " prev %+v", *r.Put.PrevKv)
+		}
+	}
+	if r.DeleteRange != nil {
+		fmt.Fprintf(&b, " delete %+v", *r.DeleteRange)
+	}
+	if r.Compact != nil {
+		fmt.Fprintf(&b, " compact %+v", *r.Compact)
+	}
+	if r.LeaseGrant != nil {
+		fmt.Fprintf(&b, " grant %+v", *r.LeaseGrant)
+	}
+	if r.LeaseRevoke != nil {
+		fmt.Fprintf(&b, " revoke %+v", *r.LeaseRevoke)
+	}
+	return b.String()
 }
 
 // checkReads compares ranges at every readable revision and the history.
@@ -168,6 +242,22 @@ func (m *engineModel) checkReads(e *engine) {
 			if fmt.Sprint(got) != fmt.Sprint(want.Kvs) {
 				m.t.Fatalf("index %d: range [%q, %q) at %d:\nengine %v\nstore  %v", m.index, r.key, r.end, rev, got, want.Kvs)
 			}
+		}
+	}
+	leases, err := e.leases()
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	if fmt.Sprint(leases) != fmt.Sprint(m.s.Leases()) {
+		m.t.Fatalf("index %d: leases:\nengine %v\nstore  %v", m.index, leases, m.s.Leases())
+	}
+	for id := int64(1); id <= 3; id++ {
+		keys, err := e.leaseKeys(id)
+		if err != nil {
+			m.t.Fatal(err)
+		}
+		if fmt.Sprintf("%q", keys) != fmt.Sprintf("%q", m.s.LeaseKeys(id)) {
+			m.t.Fatalf("index %d: keys of lease %d:\nengine %q\nstore  %q", m.index, id, keys, m.s.LeaseKeys(id))
 		}
 	}
 	// Compaction must drop history, not only hide it: the engine holds one record
