@@ -80,6 +80,9 @@ type engineModel struct {
 	e     *engine
 	s     *Store
 	index uint64
+	// lastKey is the key of the last put drawn: compares favour it, as they
+	// tell the state before a revision from the state after it.
+	lastKey []byte
 }
 
 func (m *engineModel) key() []byte {
@@ -119,6 +122,7 @@ func (m *engineModel) randomCommand() *Command {
 	switch op := m.rng.IntN(100); {
 	case op < 50:
 		p := &PutRequest{Key: m.key(), Value: fmt.Appendf(nil, "v%d", m.index), Lease: m.rng.Int64N(4)}
+		m.lastKey = p.Key
 		if m.rng.IntN(5) == 0 {
 			p.Value = nil
 		}
@@ -139,14 +143,68 @@ func (m *engineModel) randomCommand() *Command {
 			d.RangeEnd = []byte{0}
 		}
 		return &Command{DeleteRange: d}
-	case op < 84:
+	case op < 80:
 		rev := m.s.CompactRevision() + 1 + m.rng.Int64N(max(1, m.s.Revision()-m.s.CompactRevision()+1))
 		return &Command{Compact: &CompactionRequest{Revision: rev}}
-	case op < 92:
+	case op < 88:
+		return &Command{Txn: m.randomTxn(2)}
+	case op < 94:
 		return &Command{LeaseGrant: &LeaseGrantRequest{ID: 1 + m.rng.Int64N(3), TTL: 1 + m.rng.Int64N(100)}}
 	default:
 		return &Command{LeaseRevoke: &LeaseRevokeRequest{ID: 1 + m.rng.Int64N(3)}}
 	}
+}
+
+// randomTxn draws a txn with compares of every target and ops of every kind, with
+// nested txns down to depth more levels. Keys may repeat, which checkTxn refuses
+// alike in both.
+func (m *engineModel) randomTxn(depth int) *TxnRequest {
+	r := &TxnRequest{}
+	for range m.rng.IntN(3) {
+		c := Compare{Key: m.key(), Result: CompareResult(m.rng.IntN(4)), Target: CompareTarget(m.rng.IntN(5))}
+		if m.lastKey != nil && m.rng.IntN(2) == 0 {
+			c.Key = m.lastKey
+		}
+		if m.rng.IntN(4) == 0 {
+			c.RangeEnd = m.key()
+		}
+		switch c.Target {
+		case CompareVersion:
+			c.Version = m.rng.Int64N(3)
+		case CompareCreate:
+			c.CreateRevision = m.s.Revision() - m.rng.Int64N(3)
+		case CompareMod:
+			c.ModRevision = m.s.Revision() - m.rng.Int64N(3)
+		case CompareValue:
+			c.Value = fmt.Appendf(nil, "v%d", int64(m.index)-1-m.rng.Int64N(3))
+		case CompareLease:
+			c.Lease = m.rng.Int64N(4)
+		}
+		r.Compare = append(r.Compare, c)
+	}
+	ops := func() []RequestOp {
+		var out []RequestOp
+		for range m.rng.IntN(4) {
+			switch k := m.rng.IntN(10); {
+			case k < 3:
+				rr := m.randomRange()
+				rr.Revision = 0
+				out = append(out, RequestOp{Range: rr})
+			case k < 7:
+				out = append(out, RequestOp{Put: &PutRequest{Key: m.key(), Value: fmt.Appendf(nil, "t%d", m.index),
+					Lease: m.rng.Int64N(4), PrevKv: m.rng.IntN(2) == 0}})
+			case k < 9:
+				out = append(out, RequestOp{DeleteRange: &DeleteRangeRequest{Key: m.key(), PrevKv: m.rng.IntN(2) == 0}})
+			default:
+				if depth > 0 {
+					out = append(out, RequestOp{Txn: m.randomTxn(depth - 1)})
+				}
+			}
+		}
+		return out
+	}
+	r.Success, r.Failure = ops(), ops()
+	return r
 }
 
 // applyToEngine applies cmd to the engine as entry m.index, in one batch.
@@ -162,12 +220,18 @@ func (m *engineModel) applyToEngine(cmd *Command) Result {
 		return Result{Compact: &CompactionResponse{Header: ResponseHeader{Revision: m.e.rev}}}
 	}
 	w := m.beginWrite()
+	if cmd.Txn != nil {
+		w.abort()
+		w = m.e.beginWrite() // a txn reads after it writes
+	}
 	var res Result
 	switch {
 	case cmd.Put != nil:
 		res.Put, res.Err = w.putRequest(cmd.Put)
 	case cmd.DeleteRange != nil:
 		res.DeleteRange, res.Err = w.deleteRangeRequest(cmd.DeleteRange)
+	case cmd.Txn != nil:
+		res.Txn, res.Err = w.txnRequest(cmd.Txn, DefaultMaxTxnOps)
 	case cmd.LeaseGrant != nil:
 		res.LeaseGrant, res.Err = w.leaseGrant(cmd.LeaseGrant)
 	case cmd.LeaseRevoke != nil:
@@ -192,6 +256,8 @@ func formatCommand(cmd *Command) string {
 		return fmt.Sprintf("delete %+v", *cmd.DeleteRange)
 	case cmd.Compact != nil:
 		return fmt.Sprintf("compact %+v", *cmd.Compact)
+	case cmd.Txn != nil:
+		return fmt.Sprintf("txn %+v", *cmd.Txn)
 	case cmd.LeaseGrant != nil:
 		return fmt.Sprintf("grant %+v", *cmd.LeaseGrant)
 	case cmd.LeaseRevoke != nil:
@@ -216,6 +282,10 @@ func formatResult(r Result) string {
 	}
 	if r.Compact != nil {
 		fmt.Fprintf(&b, " compact %+v", *r.Compact)
+	}
+	if r.Txn != nil {
+		b.WriteString(" txn ")
+		formatTxn(&b, r.Txn)
 	}
 	if r.LeaseGrant != nil {
 		fmt.Fprintf(&b, " grant %+v", *r.LeaseGrant)
@@ -656,4 +726,66 @@ func formatEvents(resp *EventsResponse, err error) string {
 		}
 	}
 	return b.String()
+}
+
+func formatTxn(b *strings.Builder, t *TxnResponse) {
+	fmt.Fprintf(b, "{rev %d ok %v", t.Header.Revision, t.Succeeded)
+	for _, op := range t.Responses {
+		switch {
+		case op.Range != nil:
+			fmt.Fprintf(b, " range %+v", *op.Range)
+		case op.Put != nil:
+			fmt.Fprintf(b, " put %d", op.Put.Header.Revision)
+			if op.Put.PrevKv != nil {
+				fmt.Fprintf(b, " prev %+v", *op.Put.PrevKv)
+			}
+		case op.DeleteRange != nil:
+			fmt.Fprintf(b, " delete %+v", *op.DeleteRange)
+		case op.Txn != nil:
+			b.WriteString(" txn ")
+			formatTxn(b, op.Txn)
+		}
+	}
+	b.WriteString("}")
+}
+
+// TestEngineTxnMatchesStore runs a mix heavy in txns (compares of every target,
+// nested txns, ranges that see the txn's own writes) through the engine and the
+// store, comparing every result and then the state.
+func TestEngineTxnMatchesStore(t *testing.T) {
+	seed := rand.Uint64()
+	t.Logf("seed %d (replay: set seed in TestEngineTxnMatchesStore)", seed)
+	s, err := NewStore(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	e := openTestEngine(t, t.TempDir(), nil)
+	defer e.close()
+	m := &engineModel{t: t, rng: rand.New(rand.NewPCG(seed, 7)), e: e, s: s}
+	succeeded, failed := 0, 0
+	for i := range 1500 {
+		if i%2 == 0 {
+			m.step()
+			continue
+		}
+		m.index++
+		cmd := &Command{Txn: m.randomTxn(2)}
+		res := s.ApplyCommand(m.index, cmd)
+		got := m.applyToEngine(cmd)
+		if g, w := formatResult(got), formatResult(res); g != w {
+			t.Fatalf("index %d: %s:\nengine %s\nstore  %s", m.index, formatCommand(cmd), g, w)
+		}
+		if res.Txn != nil && len(cmd.Txn.Compare) > 0 {
+			if res.Txn.Succeeded {
+				succeeded++
+			} else {
+				failed++
+			}
+		}
+	}
+	m.checkReads(e)
+	if succeeded < 20 || failed < 20 {
+		t.Fatalf("txns with compares: %d succeeded, %d failed; the test needs both", succeeded, failed)
+	}
 }
