@@ -38,6 +38,58 @@ type engine struct {
 	compactRev int64
 	// appliedIndex is the index of the last log entry the engine holds.
 	appliedIndex uint64
+	// newestCache spares most puts their seek for the key's previous version.
+	newestCache newestCache
+}
+
+// newestVersion is what a put or a delete needs of a key's newest version: 32
+// bytes, no value.
+type newestVersion struct {
+	createRevision, version, lease int64
+	tombstone                      bool
+}
+
+func newestOf(rec versionRecord, found bool) newestVersion {
+	if !found || rec.tombstone {
+		return newestVersion{tombstone: true}
+	}
+	return newestVersion{createRevision: rec.createRevision, version: rec.version, lease: rec.lease}
+}
+
+func (m newestVersion) record() versionRecord {
+	return versionRecord{tombstone: m.tombstone, createRevision: m.createRevision, version: m.version, lease: m.lease}
+}
+
+// newestCache holds the newest version of up to maxKeys keys, the in-memory
+// structure the engine keeps beside pebble's own: its cost is bounded by maxKeys
+// (about 100 bytes a key plus the key), not by the data. A put reads the key's
+// newest version to continue its generation; etcd reads it from its in-memory
+// index of every key, and without a cache the engine seeks for it, which was most
+// of a put's cost (BenchmarkEnginePut). When full it drops an arbitrary entry:
+// what it holds changes no answer, only how fast one comes. Only writes use it,
+// under the Store's write lock. Compaction may drop a key's newest version only
+// if that is a tombstone, which the cache already treats as no version at all.
+type newestCache struct {
+	maxKeys int
+	byKey   map[string]newestVersion
+}
+
+func (c *newestCache) get(key []byte) (newestVersion, bool) {
+	m, ok := c.byKey[string(key)]
+	return m, ok
+}
+
+func (c *newestCache) put(key []byte, m newestVersion) {
+	if c.byKey == nil {
+		c.byKey = map[string]newestVersion{}
+	}
+	if _, ok := c.byKey[string(key)]; !ok && len(c.byKey) >= c.maxKeys {
+		for k := range c.byKey {
+			delete(c.byKey, k)
+			break
+		}
+	}
+	c.byKey[string(key)] = m
 }
 
 // engineConfig bounds the engine's memory: the block cache and the memtables are
@@ -49,6 +101,9 @@ type engineConfig struct {
 	CacheBytes int64
 	// MemTableBytes is one memtable's size. Default 32 MiB.
 	MemTableBytes int64
+	// NewestCacheKeys bounds the keys whose newest version the engine keeps in
+	// memory for puts (newestCache). Default 65536 (about 10 MiB with 50-byte keys).
+	NewestCacheKeys int
 	// FS is the file system; nil is the operating system's. Tests pass one that
 	// crashes.
 	FS vfs.FS
@@ -58,6 +113,8 @@ const (
 	defaultEngineCacheBytes    = 64 << 20
 	defaultEngineMemTableBytes = 32 << 20
 	minEngineBytes             = 1 << 20
+	defaultNewestCacheKeys     = 1 << 16
+	maxNewestCacheKeys         = 1 << 24
 	maxEngineCacheBytes        = 1 << 40
 	maxEngineMemTableBytes     = 1 << 30
 	// engineMemTables is how many memtables pebble may hold (one filling, one
@@ -81,6 +138,13 @@ func (c engineConfig) withDefaults() (engineConfig, error) {
 	if c.MemTableBytes < minEngineBytes || c.MemTableBytes > maxEngineMemTableBytes {
 		return c, fmt.Errorf("%w: engine memtable of %d bytes; give between %d and %d (0 selects %d)",
 			ErrInvalidConfig, c.MemTableBytes, minEngineBytes, maxEngineMemTableBytes, defaultEngineMemTableBytes)
+	}
+	if c.NewestCacheKeys == 0 {
+		c.NewestCacheKeys = defaultNewestCacheKeys
+	}
+	if c.NewestCacheKeys < 1 || c.NewestCacheKeys > maxNewestCacheKeys {
+		return c, fmt.Errorf("%w: newest-version cache of %d keys; give between 1 and %d (0 selects %d)",
+			ErrInvalidConfig, c.NewestCacheKeys, maxNewestCacheKeys, defaultNewestCacheKeys)
 	}
 	if c.FS == nil {
 		c.FS = vfs.Default
@@ -148,7 +212,7 @@ func openEngineMode(dir string, cfg engineConfig, forRestore bool) (*engine, err
 	if err != nil {
 		return nil, fmt.Errorf("kv: opening the storage engine in %q: %w", dir, err)
 	}
-	e := &engine{db: db, dir: dir}
+	e := &engine{db: db, dir: dir, newestCache: newestCache{maxKeys: cfg.NewestCacheKeys}}
 	if restoring, err := e.getMeta(metaRestoring); forRestore && err == nil && restoring != nil {
 		return e, nil
 	}
@@ -266,7 +330,10 @@ type engineWrite struct {
 	// blind says the batch has no index: reads go to the database, and none may
 	// come after a write (beginBlindWrite).
 	blind bool
-	buf   []byte
+	// pending holds the newest version of each key the write changed, for the
+	// engine's newestCache once the batch commits.
+	pending map[string]newestVersion
+	buf     []byte
 }
 
 // beginWrite starts the batch of one entry, for a command that may read after it
@@ -308,9 +375,23 @@ func (w *engineWrite) get(key []byte, rev int64, withValue bool) (KeyValue, bool
 	return engineGet(w.reader(), key, rev, withValue)
 }
 
-// newest returns the newest version record of key as the batch sees it.
+// newest returns the newest version record of key as the batch sees it, without
+// its value: from the write's own changes, the engine's cache of newest versions,
+// or one seek (whose answer then goes into the cache).
 func (w *engineWrite) newest(key []byte) (versionRecord, bool, error) {
-	return newestRecord(w.reader(), key, w.readRev())
+	if m, ok := w.pending[string(key)]; ok {
+		return m.record(), true, nil
+	}
+	if m, ok := w.e.newestCache.get(key); ok {
+		return m.record(), true, nil
+	}
+	rec, found, err := newestRecord(w.reader(), key, w.readRev())
+	if err == nil {
+		// No version at all is cached as a tombstone: a put or a delete treats
+		// both alike.
+		w.e.newestCache.put(key, newestOf(rec, found))
+	}
+	return rec, found, err
 }
 
 // put writes key at the write's revision, continuing the key's generation if it
@@ -366,6 +447,10 @@ func (w *engineWrite) record(key []byte, rec *versionRecord) {
 	}
 	w.buf = rec.appendTo(w.buf[:0])
 	_ = w.b.Set(versionKey(nil, key, rev, w.sub), w.buf, nil)
+	if w.pending == nil {
+		w.pending = map[string]newestVersion{}
+	}
+	w.pending[string(key)] = newestOf(*rec, true)
 	kind := byte(recordPut)
 	if rec.tombstone {
 		kind = recordTombstone
@@ -388,6 +473,9 @@ func (w *engineWrite) commit(appliedIndex uint64) error {
 	if err := w.b.Commit(pebble.NoSync); err != nil {
 		e.rev, e.appliedIndex = rev, applied
 		return fmt.Errorf("kv: committing entry %d to the storage engine in %q: %w", appliedIndex, e.dir, err)
+	}
+	for k, m := range w.pending {
+		e.newestCache.put([]byte(k), m)
 	}
 	return nil
 }
@@ -429,7 +517,7 @@ func newestRecord(r pebble.Reader, key []byte, rev int64) (versionRecord, bool, 
 		return versionRecord{}, false, it.Error()
 	}
 	rec, err := decodeVersionRecord(it.Value())
-	rec.value = bytes.Clone(rec.value)
+	rec.value = nil // its callers need the version, not the value
 	return rec, err == nil, err
 }
 

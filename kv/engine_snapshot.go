@@ -142,6 +142,7 @@ func (e *engine) restore(r io.Reader) error {
 		return fmt.Errorf("kv: clearing the storage engine in %q for a snapshot: %w", e.dir, err)
 	}
 	b.Close()
+	e.newestCache.byKey = nil
 	var body []byte
 	for chunk := 0; ; chunk++ {
 		n, err := binary.ReadUvarint(br)
@@ -184,6 +185,7 @@ func (e *engine) restore(r io.Reader) error {
 	if err := e.loadMeta(); err != nil {
 		return err
 	}
+	e.newestCache.byKey = nil // the versions it held are gone
 	if _, err := e.flush(); err != nil {
 		return err
 	}

@@ -15,7 +15,9 @@ import (
 
 func openTestEngine(t testing.TB, dir string, fs vfs.FS) *engine {
 	t.Helper()
-	e, err := openEngine(dir, engineConfig{CacheBytes: 4 << 20, MemTableBytes: 2 << 20, FS: fs})
+	// A newest-version cache of 4 of the models' 32 keys: puts find their key's
+	// newest version in it, in their own write, or by a seek, all often.
+	e, err := openEngine(dir, engineConfig{CacheBytes: 4 << 20, MemTableBytes: 2 << 20, NewestCacheKeys: 4, FS: fs})
 	if err != nil {
 		t.Fatalf("open engine: %v", err)
 	}
