@@ -209,3 +209,23 @@ func (w *engineWrite) deleteRangeRequest(d *DeleteRangeRequest) (*DeleteRangeRes
 	resp.Header.Revision = w.readRev()
 	return resp, nil
 }
+
+// leaseCheckpoint mirrors state.leaseCheckpoint: each checkpoint of a lease that
+// exists rewrites its record with the remaining TTL; a lease that is gone is
+// skipped.
+func (w *engineWrite) leaseCheckpoint(r *LeaseCheckpointRequest) (*LeaseCheckpointResponse, error) {
+	resp := &LeaseCheckpointResponse{Header: ResponseHeader{Revision: w.beginRev}}
+	for _, cp := range r.Checkpoints {
+		info, found, err := leaseOf(w.reader(), cp.ID)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			continue
+		}
+		info.RemainingTTL = max(cp.RemainingTTL, 0)
+		_ = w.b.Set(grantKey(cp.ID), encodeLease(info), nil)
+		resp.Checkpoints = append(resp.Checkpoints, LeaseCheckpoint{ID: cp.ID, RemainingTTL: info.RemainingTTL})
+	}
+	return resp, nil
+}
