@@ -921,3 +921,91 @@ func TestEngineAuthSurvivesReopen(t *testing.T) {
 		t.Fatalf("auth after reopen encodes to %x (enabled %v), the store's to %x", have.buf, got.enabled, want.buf)
 	}
 }
+
+// TestEngineProposalsSurviveReopen applies proposals from more proposers than
+// the table keeps, with copies, expired ones and rising floors, to the store
+// (ApplyOnce) and to the engine with its proposal records, checks every result,
+// and then that the engine reopened rebuilds the store's table: the proposers in
+// eviction order, their floors, and the results they keep.
+func TestEngineProposalsSurviveReopen(t *testing.T) {
+	seed := rand.Uint64()
+	t.Logf("seed %d (replay: set seed in TestEngineProposalsSurviveReopen)", seed)
+	cfg := Config{MaxProposers: 3, MaxProposalResults: 4}
+	s, err := NewStore(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	dir := t.TempDir()
+	e := openTestEngine(t, dir, nil)
+	m := &engineModel{t: t, rng: rand.New(rand.NewPCG(seed, 9)), e: e, s: s}
+	table := newProposalTable(cfg.MaxProposers, cfg.MaxProposalResults)
+	next := map[uint64]uint64{} // each proposer's next new seq
+	lowest := map[uint64]uint64{}
+	var copies, expired int
+	for range 500 {
+		m.index++
+		cmd := m.randomCommand()
+		for cmd.Compact != nil {
+			cmd = m.randomCommand()
+		}
+		data, err := cmd.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := ProposalID{Proposer: 1 + m.rng.Uint64N(4)}
+		switch n := next[id.Proposer]; {
+		case n > 1 && m.rng.IntN(3) == 0: // a copy of an earlier proposal, maybe expired
+			id.Seq = 1 + m.rng.Uint64N(n-1)
+		default:
+			id.Seq = max(n, 1)
+			next[id.Proposer] = id.Seq + 1
+		}
+		if m.rng.IntN(4) == 0 {
+			lowest[id.Proposer] = min(lowest[id.Proposer]+1+m.rng.Uint64N(2), next[id.Proposer])
+		}
+		id.LowestPending = lowest[id.Proposer]
+		res := s.ApplyOnce(m.index, id, data)
+		w := e.beginWrite()
+		got := w.applyOnce(&table, id, m.index, func() Result { return w.execute(cmd) })
+		if err := w.commit(m.index); err != nil {
+			t.Fatal(err)
+		}
+		if g, w := formatResult(got), formatResult(res); g != w {
+			t.Fatalf("index %d: proposal %+v %s:\nengine %s\nstore  %s", m.index, id, formatCommand(cmd), g, w)
+		}
+		switch {
+		case errors.Is(res.Err, ErrProposalExpired):
+			expired++
+		case id.Seq < next[id.Proposer]-1:
+			copies++
+		}
+	}
+	if copies == 0 || expired == 0 {
+		t.Fatalf("%d copies and %d expired proposals: the test needs both", copies, expired)
+	}
+	if _, err := e.flush(); err != nil {
+		t.Fatal(err)
+	}
+	e.close()
+	e = openTestEngine(t, dir, nil)
+	defer e.close()
+	loaded, err := e.loadProposals(cfg.MaxProposers, cfg.MaxProposalResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := func(t *proposalTable) []string {
+		var out []string
+		t.oldestFirst(func(p *proposer) {
+			s := fmt.Sprintf("proposer %d floor %d:", p.id, p.lowest)
+			for _, r := range p.results {
+				s += fmt.Sprintf(" %d=%s", r.seq, formatResult(r.result))
+			}
+			out = append(out, s)
+		})
+		return out
+	}
+	if got, want := list(&loaded), list(&s.mu.st.proposals); !slices.Equal(got, want) {
+		t.Fatalf("proposals after reopen:\nengine %q\nstore  %q", got, want)
+	}
+}
