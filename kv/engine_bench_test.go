@@ -1,7 +1,9 @@
 package kv
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 )
 
@@ -83,5 +85,46 @@ func BenchmarkEngineRangeLimit10(b *testing.B) {
 		if err != nil || len(resp.Kvs) != 10 || !resp.More {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkEngineBytesPerKey is BenchmarkIndexBytesPerKey for the engine: n keys
+// (engineChoiceKeys) with one 100-byte value each, written as entries of one put
+// and flushed; it reports the Go heap after minus before, per key and whole, with
+// the engine's default cache and memtables. Built without cgo (as the release
+// binary is, CGO_ENABLED=0) the heap holds pebble's block cache and memtables; with
+// cgo pebble allocates them with malloc, outside it. Either way what grows is
+// bounded by engineConfig, not by n.
+func BenchmarkEngineBytesPerKey(b *testing.B) {
+	n := engineChoiceKeys(b)
+	for range b.N {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		e, err := openEngine(b.TempDir(), engineConfig{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		value := make([]byte, 100)
+		for i := range n {
+			w := e.beginBlindWrite()
+			key := fmt.Appendf(nil, "/registry/pods/default/pod-%08d", i)
+			if _, err := w.put(key, value, 0); err != nil {
+				b.Fatal(err)
+			}
+			if err := w.commit(uint64(i + 1)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := e.flush(); err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		heap := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+		b.ReportMetric(float64(heap)/float64(n), "heap-bytes/key")
+		b.ReportMetric(float64(heap)/(1<<20), "heap-MiB")
+		runtime.KeepAlive(e)
+		e.close()
 	}
 }
