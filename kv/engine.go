@@ -330,6 +330,9 @@ type engineWrite struct {
 	// blind says the batch has no index: reads go to the database, and none may
 	// come after a write (beginBlindWrite).
 	blind bool
+	// compactRev is the compaction revision the write sets, if compacts.
+	compactRev int64
+	compacts   bool
 	// pending holds the newest version of each key the write changed, for the
 	// engine's newestCache once the batch commits.
 	pending map[string]newestVersion
@@ -464,14 +467,17 @@ func (w *engineWrite) record(key []byte, rec *versionRecord) {
 func (w *engineWrite) commit(appliedIndex uint64) error {
 	defer w.b.Close()
 	e := w.e
-	rev, applied := e.rev, e.appliedIndex
+	rev, compactRev, applied := e.rev, e.compactRev, e.appliedIndex
 	if w.sub > 0 {
 		e.rev = w.beginRev + 1
+	}
+	if w.compacts {
+		e.compactRev = w.compactRev
 	}
 	e.appliedIndex = appliedIndex
 	e.setMeta(w.b)
 	if err := w.b.Commit(pebble.NoSync); err != nil {
-		e.rev, e.appliedIndex = rev, applied
+		e.rev, e.compactRev, e.appliedIndex = rev, compactRev, applied
 		return fmt.Errorf("kv: committing entry %d to the storage engine in %q: %w", appliedIndex, e.dir, err)
 	}
 	for k, m := range w.pending {
@@ -644,14 +650,26 @@ func (e *engine) version(key []byte, rev int64, sub uint32) (versionRecord, bool
 // the versions above rev and the one visible at rev, unless that is a tombstone
 // (which goes with everything older, as etcd drops it).
 func (e *engine) compact(rev int64, appliedIndex uint64) error {
+	w := e.beginBlindWrite()
+	if err := w.compact(rev); err != nil {
+		w.abort()
+		return err
+	}
+	return w.commit(appliedIndex)
+}
+
+// compact is engine.compact in a write, so that the command's session or proposal
+// record goes in the same batch; it must be the write's only change to the key
+// space.
+func (w *engineWrite) compact(rev int64) error {
+	e := w.e
 	if rev <= e.compactRev {
 		return ErrCompacted
 	}
 	if rev > e.rev {
 		return ErrFutureRev
 	}
-	b := e.db.NewBatch()
-	defer b.Close()
+	b := w.b
 	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte{engineVersionPrefix}, UpperBound: []byte{engineVersionPrefix + 1}})
 	if err != nil {
 		return err
@@ -684,13 +702,7 @@ func (e *engine) compact(rev int64, appliedIndex uint64) error {
 		return err
 	}
 	_ = b.DeleteRange([]byte{engineChangePrefix}, changeKey(rev, 0), nil)
-	compactRev, applied := e.compactRev, e.appliedIndex
-	e.compactRev, e.appliedIndex = rev, appliedIndex
-	e.setMeta(b)
-	if err := b.Commit(pebble.NoSync); err != nil {
-		e.compactRev, e.appliedIndex = compactRev, applied
-		return fmt.Errorf("kv: committing compaction at revision %d to the storage engine in %q: %w", rev, e.dir, err)
-	}
+	w.compactRev, w.compacts = rev, true
 	return nil
 }
 

@@ -217,16 +217,6 @@ func (m *engineModel) randomTxn(depth int) *TxnRequest {
 
 // applyToEngine applies cmd to the engine as entry m.index, in one batch.
 func (m *engineModel) applyToEngine(cmd *Command) Result {
-	if cmd.Compact != nil {
-		err := m.e.compact(cmd.Compact.Revision, m.index)
-		if err != nil {
-			if err := m.e.advance(m.index); err != nil {
-				m.t.Fatal(err)
-			}
-			return Result{Err: err}
-		}
-		return Result{Compact: &CompactionResponse{Header: ResponseHeader{Revision: m.e.rev}}}
-	}
 	w := m.beginWrite()
 	if cmd.Txn != nil {
 		w.abort()
@@ -244,11 +234,14 @@ func (m *engineModel) applyToEngine(cmd *Command) Result {
 	return res
 }
 
-// execute runs one command other than a compaction in w, as the engine-backed
-// store will.
+// execute runs one command in w, as the engine-backed store will.
 func (w *engineWrite) execute(cmd *Command) Result {
 	var res Result
 	switch {
+	case cmd.Compact != nil:
+		if res.Err = w.compact(cmd.Compact.Revision); res.Err == nil {
+			res.Compact = &CompactionResponse{Header: ResponseHeader{Revision: w.e.rev}}
+		}
 	case cmd.Put != nil:
 		res.Put, res.Err = w.putRequest(cmd.Put)
 	case cmd.DeleteRange != nil:
@@ -835,9 +828,6 @@ func TestEngineSessionsSurviveReopen(t *testing.T) {
 	for range 400 {
 		m.index++
 		cmd := m.randomCommand()
-		for cmd.Compact != nil { // a compaction writes its own batch
-			cmd = m.randomCommand()
-		}
 		cmd.ClientID = 1 + m.rng.Uint64N(5)
 		switch seq := seqs[cmd.ClientID]; {
 		case seq > 0 && m.rng.IntN(4) == 0:
@@ -946,9 +936,6 @@ func TestEngineProposalsSurviveReopen(t *testing.T) {
 	for range 500 {
 		m.index++
 		cmd := m.randomCommand()
-		for cmd.Compact != nil {
-			cmd = m.randomCommand()
-		}
 		data, err := cmd.Encode()
 		if err != nil {
 			t.Fatal(err)
