@@ -60,4 +60,10 @@
 // proportional to its key count, and the view is then written out while Apply goes
 // on; the format copies the value log whole, so writing one costs sequential reads
 // rather than a read per value.
+//
+// The store is moving onto an embedded engine, pebble (engine*.go, issue 13): an
+// MVCC key space with the history, leases, txns, range reads and snapshots as a
+// stream of chunks, each checked against this package's in-memory store by
+// randomized tests. The Store does not use it yet; ARCHITECTURE.md says what
+// remains.
 package kv

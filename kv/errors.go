@@ -56,6 +56,9 @@ var (
 	// ErrCorruptSnapshot: snapshot bytes fail their checksum or do not decode into
 	// a consistent store. Wrapped with the reason.
 	ErrCorruptSnapshot = errors.New("kv: corrupt snapshot")
+	// ErrCorruptEngine: a record in the storage engine does not decode, or the
+	// engine's meta records are inconsistent. Wrapped with the record and reason.
+	ErrCorruptEngine = errors.New("kv: corrupt engine data")
 	// ErrInvalidConfig: a Config field is out of range. Wrapped with the field.
 	ErrInvalidConfig = errors.New("kv: invalid config")
 )

@@ -87,12 +87,20 @@ func (t *proposalTable) len() int { return len(t.byProposer) }
 // if the table is full) if it is new, raises its floor to id.LowestPending, and
 // marks it used.
 func (t *proposalTable) lookup(id ProposalID) *proposer {
+	p, _ := t.lookupEvicting(id)
+	return p
+}
+
+// lookupEvicting is lookup that also returns the id of the proposer it evicted to
+// make room, 0 if none (proposer ids are not 0).
+func (t *proposalTable) lookupEvicting(id ProposalID) (_ *proposer, evicted uint64) {
 	p := t.byProposer[id.Proposer]
 	if p == nil {
 		if len(t.byProposer) >= t.maxProposers {
 			oldest := t.tail
 			t.unlink(oldest)
 			delete(t.byProposer, oldest.id)
+			evicted = oldest.id
 		}
 		p = &proposer{id: id.Proposer}
 		t.byProposer[id.Proposer] = p
@@ -102,7 +110,7 @@ func (t *proposalTable) lookup(id ProposalID) *proposer {
 		t.pushFront(p)
 	}
 	p.raiseFloor(id.LowestPending)
-	return p
+	return p, evicted
 }
 
 // raiseFloor moves the floor up to lowest and drops the results below it.

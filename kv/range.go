@@ -138,6 +138,18 @@ func (st *state) rangeAt(r *RangeRequest, curRev int64, budget *responseBudget) 
 	if tooLarge > 0 {
 		return nil, &ResponseTooLargeError{Bytes: tooLarge, Limit: budget.limit}
 	}
+	return finishRange(resp, entries, total, r, budget, st.readEntryValue)
+}
+
+// readEntryValue reads the value of an entry of the index.
+func (st *state) readEntryValue(e *rangeEntry) []byte { return st.vals.read(e.ref) }
+
+// finishRange is the end of a range read over any source of entries (the index,
+// or the engine: engine_range.go): it filters the entries collected, sorts them,
+// cuts them to the limit, charges the budget, and only then reads their values
+// with read.
+func finishRange(resp *RangeResponse, entries []rangeEntry, total int64, r *RangeRequest, budget *responseBudget,
+	read func(*rangeEntry) []byte) (*RangeResponse, error) {
 	entries = filterRevisions(entries, r)
 	if r.SortTarget == SortByValue {
 		// Sorting by value needs every value collected, in memory, before the limit
@@ -146,7 +158,7 @@ func (st *state) rangeAt(r *RangeRequest, curRev int64, budget *responseBudget) 
 			return nil, err
 		}
 		for i := range entries {
-			entries[i].kv.Value = st.vals.read(entries[i].ref)
+			entries[i].kv.Value = read(&entries[i])
 		}
 	}
 	sortEntries(entries, r.SortTarget, r.SortOrder)
@@ -164,7 +176,7 @@ func (st *state) rangeAt(r *RangeRequest, curRev int64, budget *responseBudget) 
 		case r.KeysOnly:
 			keysOnly(&kv, r)
 		case kv.Value == nil:
-			kv.Value = st.vals.read(entries[i].ref)
+			kv.Value = read(&entries[i])
 		}
 		resp.Kvs[i] = kv
 	}

@@ -51,20 +51,23 @@ func (t *sessionTable) touch(s *session) {
 
 // record stores the result of the command (clientID, seq), adding the client
 // if it is new and evicting the least recently used client if the table is full.
-func (t *sessionTable) record(clientID, seq uint64, result Result) {
+// It returns the evicted client's id, 0 if none (client ids are not 0).
+func (t *sessionTable) record(clientID, seq uint64, result Result) (evicted uint64) {
 	if s := t.byClient[clientID]; s != nil {
 		s.seq, s.result = seq, result
 		t.touch(s)
-		return
+		return 0
 	}
 	if len(t.byClient) >= t.max {
 		oldest := t.tail
 		t.unlink(oldest)
 		delete(t.byClient, oldest.clientID)
+		evicted = oldest.clientID
 	}
 	s := &session{clientID: clientID, seq: seq, result: result}
 	t.byClient[clientID] = s
 	t.pushFront(s)
+	return evicted
 }
 
 func (t *sessionTable) pushFront(s *session) {

@@ -1,0 +1,724 @@
+package kv
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// engine is the MVCC key space of the store on pebble (issue 13): every version of
+// every key, the history by revision, and the revision, compaction revision and
+// applied index, in one database (key layout: engine_keys.go). It replaces the
+// in-memory index (btree.go, index.go) and the value log (values.go): memory is the
+// block cache and the memtables, sized by engineConfig, whatever the data.
+//
+// Durability: every apply is one pebble batch that also records the applied index,
+// committed without the engine's own WAL and without a sync. The raft log is the
+// durability: after a crash the engine comes back as of its last flush (whole
+// batches only), and the member replays the log from the applied index it finds.
+// So the log may be truncated only up to an index that flush has made durable.
+//
+// The engine is used under the Store's lock as the in-memory state was: one
+// writer at a time (an engineWrite is not safe for concurrent use), and reads
+// concurrent with each other and with the writer, each from its own iterator,
+// which sees a consistent state. The mirrored meta fields (rev, compactRev,
+// appliedIndex) are read and written under that lock.
+type engine struct {
+	db  *pebble.DB
+	dir string
+	// rev is the revision of the last write (1 for an empty store, as in etcd).
+	rev int64
+	// compactRev is the last compaction's revision, -1 before the first.
+	compactRev int64
+	// appliedIndex is the index of the last log entry the engine holds.
+	appliedIndex uint64
+	// newestCache spares most puts their seek for the key's previous version.
+	newestCache newestCache
+}
+
+// newestVersion is what a put or a delete needs of a key's newest version: 32
+// bytes, no value.
+type newestVersion struct {
+	createRevision, version, lease int64
+	tombstone                      bool
+}
+
+func newestOf(rec versionRecord, found bool) newestVersion {
+	if !found || rec.tombstone {
+		return newestVersion{tombstone: true}
+	}
+	return newestVersion{createRevision: rec.createRevision, version: rec.version, lease: rec.lease}
+}
+
+func (m newestVersion) record() versionRecord {
+	return versionRecord{tombstone: m.tombstone, createRevision: m.createRevision, version: m.version, lease: m.lease}
+}
+
+// newestCache holds the newest version of up to maxKeys keys, the in-memory
+// structure the engine keeps beside pebble's own: its cost is bounded by maxKeys
+// (about 100 bytes a key plus the key), not by the data. A put reads the key's
+// newest version to continue its generation; etcd reads it from its in-memory
+// index of every key, and without a cache the engine seeks for it, which was most
+// of a put's cost (BenchmarkEnginePut). When full it drops an arbitrary entry:
+// what it holds changes no answer, only how fast one comes. Only writes use it,
+// under the Store's write lock. Compaction may drop a key's newest version only
+// if that is a tombstone, which the cache already treats as no version at all.
+type newestCache struct {
+	maxKeys int
+	byKey   map[string]newestVersion
+}
+
+func (c *newestCache) get(key []byte) (newestVersion, bool) {
+	m, ok := c.byKey[string(key)]
+	return m, ok
+}
+
+func (c *newestCache) put(key []byte, m newestVersion) {
+	if c.byKey == nil {
+		c.byKey = map[string]newestVersion{}
+	}
+	if _, ok := c.byKey[string(key)]; !ok && len(c.byKey) >= c.maxKeys {
+		for k := range c.byKey {
+			delete(c.byKey, k)
+			break
+		}
+	}
+	c.byKey[string(key)] = m
+}
+
+// engineConfig bounds the engine's memory: the block cache and the memtables are
+// all of it that grows with use, whatever the number of keys and revisions: at
+// most CacheBytes + 2*MemTableBytes (pebble keeps a second memtable while the
+// first is flushed, and stops writes rather than take a third).
+type engineConfig struct {
+	// CacheBytes is the block cache's size. Default 64 MiB.
+	CacheBytes int64
+	// MemTableBytes is one memtable's size. Default 32 MiB.
+	MemTableBytes int64
+	// NewestCacheKeys bounds the keys whose newest version the engine keeps in
+	// memory for puts (newestCache). Default 65536 (about 10 MiB with 50-byte keys).
+	NewestCacheKeys int
+	// FS is the file system; nil is the operating system's. Tests pass one that
+	// crashes.
+	FS vfs.FS
+}
+
+const (
+	defaultEngineCacheBytes    = 64 << 20
+	defaultEngineMemTableBytes = 32 << 20
+	minEngineBytes             = 1 << 20
+	defaultNewestCacheKeys     = 1 << 16
+	maxNewestCacheKeys         = 1 << 24
+	maxEngineCacheBytes        = 1 << 40
+	maxEngineMemTableBytes     = 1 << 30
+	// engineMemTables is how many memtables pebble may hold (one filling, one
+	// being flushed) before it stops writes.
+	engineMemTables = 2
+	// engineFormat is the layout version written in the meta records.
+	engineFormat = 1
+)
+
+func (c engineConfig) withDefaults() (engineConfig, error) {
+	if c.CacheBytes == 0 {
+		c.CacheBytes = defaultEngineCacheBytes
+	}
+	if c.MemTableBytes == 0 {
+		c.MemTableBytes = defaultEngineMemTableBytes
+	}
+	if c.CacheBytes < minEngineBytes || c.CacheBytes > maxEngineCacheBytes {
+		return c, fmt.Errorf("%w: engine cache of %d bytes; give between %d and %d (0 selects %d)",
+			ErrInvalidConfig, c.CacheBytes, minEngineBytes, int64(maxEngineCacheBytes), defaultEngineCacheBytes)
+	}
+	if c.MemTableBytes < minEngineBytes || c.MemTableBytes > maxEngineMemTableBytes {
+		return c, fmt.Errorf("%w: engine memtable of %d bytes; give between %d and %d (0 selects %d)",
+			ErrInvalidConfig, c.MemTableBytes, minEngineBytes, maxEngineMemTableBytes, defaultEngineMemTableBytes)
+	}
+	if c.NewestCacheKeys == 0 {
+		c.NewestCacheKeys = defaultNewestCacheKeys
+	}
+	if c.NewestCacheKeys < 1 || c.NewestCacheKeys > maxNewestCacheKeys {
+		return c, fmt.Errorf("%w: newest-version cache of %d keys; give between 1 and %d (0 selects %d)",
+			ErrInvalidConfig, c.NewestCacheKeys, maxNewestCacheKeys, defaultNewestCacheKeys)
+	}
+	if c.FS == nil {
+		c.FS = vfs.Default
+	}
+	return c, nil
+}
+
+// Meta record names.
+var (
+	metaFormat = []byte{engineMetaPrefix, 'f'}
+	// metaPosition holds the applied index, the revision and the compaction
+	// revision, three varints in one record: every batch writes it, and one
+	// record is one memtable insert rather than three.
+	metaPosition = []byte{engineMetaPrefix, 'p'}
+)
+
+// quietLogger keeps pebble's informational lines out of the member's log; its
+// errors go to slog, and a fatal one panics as pebble expects.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any) {}
+func (quietLogger) Errorf(format string, args ...any) {
+	slog.Error("pebble: " + fmt.Sprintf(format, args...))
+}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic("pebble: " + fmt.Sprintf(format, args...))
+}
+
+// openEngine opens the engine in dir, creating an empty store (revision 1,
+// nothing compacted or applied) if dir holds none.
+func openEngine(dir string, cfg engineConfig) (*engine, error) {
+	return openEngineMode(dir, cfg, false)
+}
+
+// openEngineForRestore opens the engine in dir to restore a snapshot into it: an
+// engine cut off in an earlier restore is accepted, and must not be used before
+// restore succeeds.
+func openEngineForRestore(dir string, cfg engineConfig) (*engine, error) {
+	return openEngineMode(dir, cfg, true)
+}
+
+func openEngineMode(dir string, cfg engineConfig, forRestore bool) (*engine, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	// Pebble reserves its memtables' memory in the block cache: sized at the
+	// blocks alone, the cache would hold no block at all once the memtables had
+	// taken it (measured: 0 hits in BenchmarkEngineChoice with cache == memtable).
+	cache := pebble.NewCache(cfg.CacheBytes + engineMemTables*cfg.MemTableBytes)
+	defer cache.Unref() // the database holds its own reference
+	opts := &pebble.Options{
+		Comparer:                    engineComparer,
+		Cache:                       cache,
+		MemTableSize:                uint64(cfg.MemTableBytes),
+		MemTableStopWritesThreshold: engineMemTables,
+		DisableWAL:                  true,
+		FS:                          cfg.FS,
+		Logger:                      quietLogger{},
+	}
+	for i := range opts.Levels {
+		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10) // 1% false positives
+	}
+	db, err := pebble.Open(dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("kv: opening the storage engine in %q: %w", dir, err)
+	}
+	e := &engine{db: db, dir: dir, newestCache: newestCache{maxKeys: cfg.NewestCacheKeys}}
+	if restoring, err := e.getMeta(metaRestoring); forRestore && err == nil && restoring != nil {
+		return e, nil
+	}
+	if err := e.loadMeta(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// loadMeta reads the meta records, or writes those of an empty store.
+func (e *engine) loadMeta() error {
+	restoring, err := e.getMeta(metaRestoring)
+	if err != nil {
+		return err
+	}
+	if restoring != nil {
+		return fmt.Errorf("%w: engine in %q was cut off while a snapshot was restored into it; restore a snapshot again, or remove the directory and let the member catch up",
+			ErrCorruptEngine, e.dir)
+	}
+	format, err := e.getMeta(metaFormat)
+	if err != nil {
+		return err
+	}
+	if format == nil {
+		e.rev, e.compactRev, e.appliedIndex = 1, -1, 0
+		b := e.db.NewBatch()
+		defer b.Close()
+		_ = b.Set(metaFormat, binary.AppendUvarint(nil, engineFormat), nil)
+		e.setMeta(b)
+		if err := b.Commit(pebble.NoSync); err != nil {
+			return fmt.Errorf("kv: initializing the storage engine in %q: %w", e.dir, err)
+		}
+		return e.db.Flush()
+	}
+	if v, n := binary.Uvarint(format); n != len(format) || v != engineFormat {
+		return fmt.Errorf("%w: engine in %q has layout format %x; this build reads format %d: point the data dir elsewhere or use the build that wrote it",
+			ErrCorruptEngine, e.dir, format, engineFormat)
+	}
+	pos, err := e.getMeta(metaPosition)
+	if err != nil {
+		return err
+	}
+	var fields [3]int64
+	rest := pos
+	for i := range fields {
+		v, n := binary.Varint(rest)
+		if n <= 0 {
+			return fmt.Errorf("%w: engine in %q: meta record %q is %x", ErrCorruptEngine, e.dir, metaPosition, pos)
+		}
+		fields[i], rest = v, rest[n:]
+	}
+	if len(rest) != 0 {
+		return fmt.Errorf("%w: engine in %q: meta record %q is %x", ErrCorruptEngine, e.dir, metaPosition, pos)
+	}
+	applied, rev, compactRev := fields[0], fields[1], fields[2]
+	if applied < 0 || rev < 1 || compactRev < -1 || compactRev > rev {
+		return fmt.Errorf("%w: engine in %q: applied index %d, revision %d, compaction revision %d are inconsistent",
+			ErrCorruptEngine, e.dir, applied, rev, compactRev)
+	}
+	e.appliedIndex, e.rev, e.compactRev = uint64(applied), rev, compactRev
+	return nil
+}
+
+func (e *engine) getMeta(name []byte) ([]byte, error) {
+	v, closer, err := e.db.Get(name)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kv: reading meta record %q of the engine in %q: %w", name, e.dir, err)
+	}
+	defer closer.Close()
+	return bytes.Clone(v), nil
+}
+
+// setMeta writes the mirrored meta fields into b.
+func (e *engine) setMeta(b *pebble.Batch) {
+	var buf [3 * binary.MaxVarintLen64]byte
+	v := binary.AppendVarint(buf[:0], int64(e.appliedIndex))
+	v = binary.AppendVarint(v, e.rev)
+	v = binary.AppendVarint(v, e.compactRev)
+	_ = b.Set(metaPosition, v, nil)
+}
+
+// close closes the database. Writes not yet flushed are lost, as in a crash: the
+// raft log holds them.
+func (e *engine) close() error {
+	if err := e.db.Close(); err != nil {
+		return fmt.Errorf("kv: closing the storage engine in %q: %w", e.dir, err)
+	}
+	return nil
+}
+
+// flush makes every write committed so far durable and returns the applied index
+// the engine will hold after a crash from now on, the highest the raft log may be
+// truncated to.
+func (e *engine) flush() (uint64, error) {
+	applied := e.appliedIndex
+	if err := e.db.Flush(); err != nil {
+		return 0, fmt.Errorf("kv: flushing the storage engine in %q: %w", e.dir, err)
+	}
+	return applied, nil
+}
+
+// engineWrite is the batch of one applied entry: its changes share one revision,
+// beginRev+1, which the store's revision moves to only if something changed (as
+// etcd's storeTxnWrite does), and it commits with the entry's index.
+type engineWrite struct {
+	e        *engine
+	b        *pebble.Batch
+	beginRev int64
+	// sub counts the changes so far: the next one's sub-revision.
+	sub uint32
+	// blind says the batch has no index: reads go to the database, and none may
+	// come after a write (beginBlindWrite).
+	blind bool
+	// compactRev is the compaction revision the write sets, if compacts.
+	compactRev int64
+	compacts   bool
+	// pending holds the newest version of each key the write changed, for the
+	// engine's newestCache once the batch commits.
+	pending map[string]newestVersion
+	buf     []byte
+}
+
+// beginWrite starts the batch of one entry, for a command that may read after it
+// has written (a Txn): reads through it see its writes.
+func (e *engine) beginWrite() *engineWrite {
+	return &engineWrite{e: e, b: e.db.NewIndexedBatch(), beginRev: e.rev}
+}
+
+// beginBlindWrite starts the batch of one entry for a command that reads nothing
+// after its first write (a Put, a DeleteRange, a lease revoke): its reads go to
+// the database, and the batch needs no index, which makes a put about twice as
+// cheap (BenchmarkEnginePut).
+func (e *engine) beginBlindWrite() *engineWrite {
+	return &engineWrite{e: e, b: e.db.NewBatch(), beginRev: e.rev, blind: true}
+}
+
+// reader is what the write's reads see.
+func (w *engineWrite) reader() pebble.Reader {
+	if !w.blind {
+		return w.b
+	}
+	if w.sub > 0 {
+		panic(fmt.Sprintf("kv: a blind engine write read after its write %d at revision %d; begin it with beginWrite", w.sub, w.beginRev+1))
+	}
+	return w.e.db
+}
+
+// readRev is the revision reads inside the write see: the write's own once it has
+// changed something, as in etcd.
+func (w *engineWrite) readRev() int64 {
+	if w.sub > 0 {
+		return w.beginRev + 1
+	}
+	return w.beginRev
+}
+
+// get returns key at rev as the batch sees it.
+func (w *engineWrite) get(key []byte, rev int64, withValue bool) (KeyValue, bool, error) {
+	return engineGet(w.reader(), key, rev, withValue)
+}
+
+// newest returns the newest version record of key as the batch sees it, without
+// its value: from the write's own changes, the engine's cache of newest versions,
+// or one seek (whose answer then goes into the cache).
+func (w *engineWrite) newest(key []byte) (versionRecord, bool, error) {
+	if m, ok := w.pending[string(key)]; ok {
+		return m.record(), true, nil
+	}
+	if m, ok := w.e.newestCache.get(key); ok {
+		return m.record(), true, nil
+	}
+	rec, found, err := newestRecord(w.reader(), key, w.readRev())
+	if err == nil {
+		// No version at all is cached as a tombstone: a put or a delete treats
+		// both alike.
+		w.e.newestCache.put(key, newestOf(rec, found))
+	}
+	return rec, found, err
+}
+
+// put writes key at the write's revision, continuing the key's generation if it
+// is live, moves the key's lease attachment if its lease changes, and returns the
+// revision. The lease is not checked here (putRequest does).
+func (w *engineWrite) put(key, value []byte, lease int64) (int64, error) {
+	rev := w.beginRev + 1
+	prev, found, err := w.newest(key)
+	if err != nil {
+		return 0, err
+	}
+	rec := versionRecord{createRevision: rev, version: 1, lease: lease, value: value}
+	var oldLease int64
+	if found && !prev.tombstone {
+		rec.createRevision, rec.version, oldLease = prev.createRevision, prev.version+1, prev.lease
+	}
+	if oldLease != lease {
+		if oldLease != 0 {
+			_ = w.b.Delete(attachKey(oldLease, key), nil)
+		}
+		if lease != 0 {
+			_ = w.b.Set(attachKey(lease, key), nil, nil)
+		}
+	}
+	w.record(key, &rec)
+	return rev, nil
+}
+
+// delete ends key's generation at the write's revision if the key is live, and
+// reports whether it was.
+func (w *engineWrite) delete(key []byte) (bool, error) {
+	prev, found, err := w.newest(key)
+	if err != nil || !found || prev.tombstone {
+		return false, err
+	}
+	w.tombstone(key, prev.lease)
+	return true, nil
+}
+
+// tombstone ends the generation of key, live with lease, without reading it.
+func (w *engineWrite) tombstone(key []byte, lease int64) {
+	if lease != 0 {
+		_ = w.b.Delete(attachKey(lease, key), nil)
+	}
+	w.record(key, &versionRecord{tombstone: true})
+}
+
+// record writes a change of key: its version record and its history record.
+func (w *engineWrite) record(key []byte, rec *versionRecord) {
+	rev := w.beginRev + 1
+	if w.sub == 1<<32-1 {
+		panic(fmt.Sprintf("kv: more than 2^32-1 changes at revision %d", rev))
+	}
+	w.buf = rec.appendTo(w.buf[:0])
+	_ = w.b.Set(versionKey(nil, key, rev, w.sub), w.buf, nil)
+	if w.pending == nil {
+		w.pending = map[string]newestVersion{}
+	}
+	w.pending[string(key)] = newestOf(*rec, true)
+	kind := byte(recordPut)
+	if rec.tombstone {
+		kind = recordTombstone
+	}
+	_ = w.b.Set(changeKey(rev, w.sub), append([]byte{kind}, key...), nil)
+	w.sub++
+}
+
+// commit writes the batch with the entry's index, without a sync, and publishes
+// the revision. Committing and aborting end the write.
+func (w *engineWrite) commit(appliedIndex uint64) error {
+	defer w.b.Close()
+	e := w.e
+	rev, compactRev, applied := e.rev, e.compactRev, e.appliedIndex
+	if w.sub > 0 {
+		e.rev = w.beginRev + 1
+	}
+	if w.compacts {
+		e.compactRev = w.compactRev
+	}
+	e.appliedIndex = appliedIndex
+	e.setMeta(w.b)
+	if err := w.b.Commit(pebble.NoSync); err != nil {
+		e.rev, e.compactRev, e.appliedIndex = rev, compactRev, applied
+		return fmt.Errorf("kv: committing entry %d to the storage engine in %q: %w", appliedIndex, e.dir, err)
+	}
+	for k, m := range w.pending {
+		e.newestCache.put([]byte(k), m)
+	}
+	return nil
+}
+
+// abort drops the batch.
+func (w *engineWrite) abort() { _ = w.b.Close() }
+
+// get returns key as it was at rev.
+func (e *engine) get(key []byte, rev int64, withValue bool) (KeyValue, bool, error) {
+	return engineGet(e.db, key, rev, withValue)
+}
+
+// engineGet reads key's newest version at or below rev from r.
+func engineGet(r pebble.Reader, key []byte, rev int64, withValue bool) (KeyValue, bool, error) {
+	it, err := r.NewIter(&pebble.IterOptions{UpperBound: prefixEnd(versionPrefix(nil, key))})
+	if err != nil {
+		return KeyValue{}, false, err
+	}
+	defer it.Close()
+	if !it.SeekPrefixGE(versionSeekKey(nil, key, rev)) {
+		return KeyValue{}, false, it.Error()
+	}
+	_, modRev, _ := splitVersionKey(it.Key())
+	rec, err := decodeVersionRecord(it.Value())
+	if err != nil || rec.tombstone {
+		return KeyValue{}, false, err
+	}
+	return rec.keyValue(bytes.Clone(key), modRev, withValue), true, nil
+}
+
+// newestRecord reads key's newest version record at or below rev from r.
+func newestRecord(r pebble.Reader, key []byte, rev int64) (versionRecord, bool, error) {
+	it, err := r.NewIter(&pebble.IterOptions{UpperBound: prefixEnd(versionPrefix(nil, key))})
+	if err != nil {
+		return versionRecord{}, false, err
+	}
+	defer it.Close()
+	if !it.SeekPrefixGE(versionSeekKey(nil, key, rev)) {
+		return versionRecord{}, false, it.Error()
+	}
+	rec, err := decodeVersionRecord(it.Value())
+	rec.value = nil // its callers need the version, not the value
+	return rec, err == nil, err
+}
+
+// keyValue returns the record as a KeyValue; the value is copied out of the
+// iterator's memory only if withValue.
+func (r *versionRecord) keyValue(key []byte, modRev int64, withValue bool) KeyValue {
+	kv := KeyValue{Key: key, CreateRevision: r.createRevision, ModRevision: modRev, Version: r.version, Lease: r.lease}
+	if withValue && len(r.value) > 0 {
+		kv.Value = bytes.Clone(r.value)
+	}
+	return kv
+}
+
+// scan calls fn for every key of etcd's range [key, rangeEnd) that exists at rev,
+// in key order, until fn returns false.
+func (e *engine) scan(key, rangeEnd []byte, rev int64, withValues bool, fn func(KeyValue) bool) error {
+	return engineScan(e.db, key, rangeEnd, rev, withValues, fn)
+}
+
+func engineScan(r pebble.Reader, key, rangeEnd []byte, rev int64, withValues bool, fn func(KeyValue) bool) error {
+	lower, upper := rangeBounds(key, rangeEnd)
+	return engineAscend(r, lower, upper, rev, func(prefix []byte, modRev int64, rec *versionRecord) bool {
+		return fn(rec.keyValue(unescapeKey(prefix), modRev, withValues))
+	})
+}
+
+// engineScanNexts is how many older versions a scan steps over with Next before
+// it seeks past them: a step is cheaper than a seek, and most keys have few.
+const engineScanNexts = 4
+
+// engineAscend calls fn with the version visible at rev of every key with a
+// version record in [lower, upper) that is live at rev, in key order, until fn
+// returns false. The prefix and the record alias the iterator's memory: they
+// are valid only during the call.
+func engineAscend(r pebble.Reader, lower, upper []byte, rev int64, fn func(prefix []byte, modRev int64, rec *versionRecord) bool) error {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	var prefix, seek []byte
+	valid := it.First()
+	for valid {
+		p, modRev, _ := splitVersionKey(it.Key())
+		prefix = append(prefix[:0], p...)
+		if modRev > rev {
+			// Newer than the read: seek to the newest version at or below rev.
+			seek = append(append(seek[:0], prefix...), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+			binary.BigEndian.PutUint64(seek[len(prefix):], ^uint64(rev))
+			if valid = it.SeekGE(seek); !valid || !bytes.HasPrefix(it.Key(), prefix) {
+				continue
+			}
+			_, modRev, _ = splitVersionKey(it.Key())
+		}
+		rec, err := decodeVersionRecord(it.Value())
+		if err != nil {
+			return err
+		}
+		if !rec.tombstone && !fn(prefix, modRev, &rec) {
+			return nil
+		}
+		// Step over the key's older versions.
+		valid = it.Next()
+		for i := 0; valid && bytes.HasPrefix(it.Key(), prefix); i++ {
+			if i == engineScanNexts {
+				valid = it.SeekGE(prefixEnd(prefix))
+				break
+			}
+			valid = it.Next()
+		}
+	}
+	return it.Error()
+}
+
+// engineChange is one change of the history: key put or deleted at (rev, sub).
+type engineChange struct {
+	rev     int64
+	sub     uint32
+	key     []byte
+	deleted bool
+}
+
+// changes calls fn for the history's changes from revision from through to, in
+// order, until fn returns false.
+func (e *engine) changes(from, to int64, fn func(engineChange) bool) error {
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: changeKey(from, 0), UpperBound: changeKey(to+1, 0)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for valid := it.First(); valid; valid = it.Next() {
+		k, v := it.Key(), it.Value()
+		if len(k) != 13 || len(v) < 1 || (v[0] != recordPut && v[0] != recordTombstone) {
+			return fmt.Errorf("%w: change record %x = %x", ErrCorruptEngine, k, v)
+		}
+		c := engineChange{rev: int64(binary.BigEndian.Uint64(k[1:])), sub: binary.BigEndian.Uint32(k[9:]),
+			key: bytes.Clone(v[1:]), deleted: v[0] == recordTombstone}
+		if !fn(c) {
+			return nil
+		}
+	}
+	return it.Error()
+}
+
+// version reads the version record of key's change at exactly (rev, sub); found
+// is false once compaction has dropped it.
+func (e *engine) version(key []byte, rev int64, sub uint32) (versionRecord, bool, error) {
+	v, closer, err := e.db.Get(versionKey(nil, key, rev, sub))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return versionRecord{}, false, nil
+	}
+	if err != nil {
+		return versionRecord{}, false, err
+	}
+	defer closer.Close()
+	rec, err := decodeVersionRecord(v)
+	rec.value = bytes.Clone(rec.value)
+	return rec, err == nil, err
+}
+
+// compact mirrors etcd's compaction at rev, applied as entry appliedIndex: reads
+// below rev fail from now on, and the history they would need goes, by range
+// deletes that the engine's own compactions turn into free space. Per key it keeps
+// the versions above rev and the one visible at rev, unless that is a tombstone
+// (which goes with everything older, as etcd drops it).
+func (e *engine) compact(rev int64, appliedIndex uint64) error {
+	w := e.beginBlindWrite()
+	if err := w.compact(rev); err != nil {
+		w.abort()
+		return err
+	}
+	return w.commit(appliedIndex)
+}
+
+// compact is engine.compact in a write, so that the command's session or proposal
+// record goes in the same batch; it must be the write's only change to the key
+// space.
+func (w *engineWrite) compact(rev int64) error {
+	e := w.e
+	if rev <= e.compactRev {
+		return ErrCompacted
+	}
+	if rev > e.rev {
+		return ErrFutureRev
+	}
+	b := w.b
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte{engineVersionPrefix}, UpperBound: []byte{engineVersionPrefix + 1}})
+	if err != nil {
+		return err
+	}
+	var prefix, seek []byte
+	valid := it.First()
+	for valid {
+		p, _, _ := splitVersionKey(it.Key())
+		prefix = append(prefix[:0], p...)
+		end := prefixEnd(prefix)
+		seek = append(append(seek[:0], prefix...), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+		binary.BigEndian.PutUint64(seek[len(prefix):], ^uint64(rev))
+		if it.SeekGE(seek) && bytes.HasPrefix(it.Key(), prefix) {
+			rec, err := decodeVersionRecord(it.Value())
+			if err != nil {
+				it.Close()
+				return err
+			}
+			from := bytes.Clone(it.Key())
+			if rec.tombstone {
+				_ = b.DeleteRange(from, end, nil)
+			} else if it.Next() && bytes.HasPrefix(it.Key(), prefix) {
+				// Older versions than the one visible at rev: they go.
+				_ = b.DeleteRange(it.Key(), end, nil)
+			}
+		}
+		valid = it.SeekGE(end)
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	_ = b.DeleteRange([]byte{engineChangePrefix}, changeKey(rev, 0), nil)
+	w.compactRev, w.compacts = rev, true
+	return nil
+}
+
+// advance records an entry that changes nothing in the engine (a no-op, or a
+// command that failed) as applied.
+func (e *engine) advance(appliedIndex uint64) error {
+	w := e.beginWrite()
+	return w.commit(appliedIndex)
+}
+
+// deleteRange deletes the keys of etcd's range [key, rangeEnd) live at the
+// write's read revision, in key order, and returns how many.
+func (w *engineWrite) deleteRange(key, rangeEnd []byte) (int64, error) {
+	resp, err := w.deleteRangeRequest(&DeleteRangeRequest{Key: key, RangeEnd: rangeEnd})
+	if err != nil {
+		return 0, err
+	}
+	return resp.Deleted, nil
+}

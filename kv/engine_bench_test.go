@@ -1,0 +1,130 @@
+package kv
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+)
+
+// The engine's counterparts of bench_test.go's store benchmarks, on the same data
+// (benchKeys keys of 100-byte values), so that the two read side by side:
+// BenchmarkEnginePut with BenchmarkPut, BenchmarkEngineRangeSingle with
+// BenchmarkRangeSingle, BenchmarkEngineRangeLimit10 with BenchmarkRangeLimit10.
+// A put here is the engine's whole share of an applied entry: one batch with the
+// version, the history record and the applied index, committed without a sync.
+
+// benchEngine returns an engine holding benchKeys keys with 100-byte values, its
+// memtable flushed so that reads come from the engine's files and block cache.
+func benchEngine(b *testing.B) *engine {
+	b.Helper()
+	e, err := openEngine(b.TempDir(), engineConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { e.close() })
+	value := make([]byte, 100)
+	for i := range benchKeys {
+		w := e.beginBlindWrite()
+		if _, err := w.put(benchKey(i), value, 0); err != nil {
+			b.Fatal(err)
+		}
+		if err := w.commit(uint64(i + 1)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := e.flush(); err != nil {
+		b.Fatal(err)
+	}
+	return e
+}
+
+func BenchmarkEnginePut(b *testing.B) {
+	e := benchEngine(b)
+	rng := rand.New(rand.NewPCG(1, 1))
+	value := make([]byte, 100)
+	index := e.appliedIndex
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		index++
+		w := e.beginBlindWrite()
+		if _, err := w.put(benchKey(rng.IntN(benchKeys)), value, 0); err != nil {
+			b.Fatal(err)
+		}
+		if err := w.commit(index); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkEngineRangeSingle(b *testing.B) {
+	e := benchEngine(b)
+	rng := rand.New(rand.NewPCG(2, 2))
+	reqs := make([]RangeRequest, 4096)
+	for i := range reqs {
+		reqs[i] = RangeRequest{Key: benchKey(rng.IntN(benchKeys))}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		resp, err := e.rangeLimited(&reqs[i%len(reqs)], 0)
+		if err != nil || len(resp.Kvs) != 1 {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkEngineRangeLimit10(b *testing.B) {
+	e := benchEngine(b)
+	req := RangeRequest{Key: benchKey(50_000), RangeEnd: benchKey(50_100), Limit: 10}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		resp, err := e.rangeLimited(&req, 0)
+		if err != nil || len(resp.Kvs) != 10 || !resp.More {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEngineBytesPerKey is BenchmarkIndexBytesPerKey for the engine: n keys
+// (engineChoiceKeys) with one 100-byte value each, written as entries of one put
+// and flushed; it reports the Go heap after minus before, per key and whole, with
+// the engine's default cache and memtables. Built without cgo (as the release
+// binary is, CGO_ENABLED=0) the heap holds pebble's block cache and memtables; with
+// cgo pebble allocates them with malloc, outside it. Either way what grows is
+// bounded by engineConfig, not by n.
+func BenchmarkEngineBytesPerKey(b *testing.B) {
+	n := engineChoiceKeys(b)
+	for range b.N {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		e, err := openEngine(b.TempDir(), engineConfig{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		value := make([]byte, 100)
+		for i := range n {
+			w := e.beginBlindWrite()
+			key := fmt.Appendf(nil, "/registry/pods/default/pod-%08d", i)
+			if _, err := w.put(key, value, 0); err != nil {
+				b.Fatal(err)
+			}
+			if err := w.commit(uint64(i + 1)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := e.flush(); err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		heap := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+		b.ReportMetric(float64(heap)/float64(n), "heap-bytes/key")
+		b.ReportMetric(float64(heap)/(1<<20), "heap-MiB")
+		runtime.KeepAlive(e)
+		e.close()
+	}
+}

@@ -1,0 +1,193 @@
+package kv
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// The engine's key space (engine.go). One pebble database holds three kinds of
+// record, told apart by their first byte:
+//
+//	'k' esc(userKey) 0x00 0x01 ^rev:8 ^sub:4  -> version record
+//	'h' rev:8 sub:4                           -> change record (the history)
+//	'm' name                                  -> meta record (applied index, ...)
+//
+// esc makes user keys, which may hold any byte, sort as the user keys do when
+// followed by more bytes: 0x00 becomes 0x00 0xff, and 0x00 0x01 ends the key. The
+// revision and the sub-revision (the change's position within its revision) are
+// stored inverted, so that a key's versions sort newest first: one SeekGE to
+// 'k' esc(key) 0x00 0x01 ^rev 0x00000000 lands on the newest version at or below
+// rev, the read etcd's treeIndex answers in memory. The history is keyed by
+// revision, so Events reads it in order, and compaction drops its prefix with one
+// range delete.
+
+// engineComparer orders keys bytewise, as pebble's default does, and tells pebble
+// where a version key's user key ends (Split), so that bloom filters are built on
+// user keys and a point read (SeekPrefixGE) skips every file that lacks the key.
+// Bytewise order agrees with prefix-then-suffix order because no escaped user key
+// with its terminator is a prefix of another's.
+var engineComparer = func() *pebble.Comparer {
+	c := *pebble.DefaultComparer
+	c.Split = func(k []byte) int {
+		if len(k) >= 1+2+engineRevSuffixLen && k[0] == engineVersionPrefix {
+			return len(k) - engineRevSuffixLen
+		}
+		return len(k)
+	}
+	c.Name = "raftkv.engine.v1"
+	return &c
+}()
+
+const (
+	engineVersionPrefix = 'k'
+	engineChangePrefix  = 'h'
+	engineMetaPrefix    = 'm'
+	// engineRevSuffixLen is the inverted revision and sub-revision after a user key.
+	engineRevSuffixLen = 12
+)
+
+// appendEscaped appends key, escaped and terminated, to dst.
+func appendEscaped(dst, key []byte) []byte {
+	for _, c := range key {
+		if c == 0 {
+			dst = append(dst, 0x00, 0xff)
+		} else {
+			dst = append(dst, c)
+		}
+	}
+	return append(dst, 0x00, 0x01)
+}
+
+// versionPrefix returns the prefix every version of key shares.
+func versionPrefix(dst, key []byte) []byte {
+	dst = append(dst[:0], engineVersionPrefix)
+	return appendEscaped(dst, key)
+}
+
+// versionKey returns the key of key's change at (rev, sub).
+func versionKey(dst, key []byte, rev int64, sub uint32) []byte {
+	dst = versionPrefix(dst, key)
+	dst = binary.BigEndian.AppendUint64(dst, ^uint64(rev))
+	return binary.BigEndian.AppendUint32(dst, ^sub)
+}
+
+// versionSeekKey returns where the newest version of key at or below rev sorts.
+func versionSeekKey(dst, key []byte, rev int64) []byte {
+	return versionKey(dst, key, rev, 1<<32-1)
+}
+
+// prefixEnd returns the least key above every key with the prefix p: p's
+// terminator 0x00 0x01 becomes 0x00 0x02, which no escaped key continues.
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	end[len(end)-1]++
+	return end
+}
+
+// rangeBounds returns the engine bounds of etcd's [key, rangeEnd) (parseRangeEnd):
+// lower inclusive, upper exclusive.
+func rangeBounds(key, rangeEnd []byte) (lower, upper []byte) {
+	lower = versionPrefix(nil, key)
+	lower = lower[:len(lower)-2] // a bound is a user key's start, not one key's versions
+	end, single := parseRangeEnd(rangeEnd)
+	switch {
+	case single:
+		return versionPrefix(nil, key), prefixEnd(versionPrefix(nil, key))
+	case end == nil:
+		return lower, []byte{engineVersionPrefix + 1}
+	default:
+		upper = versionPrefix(nil, end)
+		return lower, upper[:len(upper)-2]
+	}
+}
+
+// splitVersionKey returns the escaped user key (with its terminator, the key's
+// versionPrefix) and the revision and sub-revision of a version record's key.
+func splitVersionKey(k []byte) (prefix []byte, rev int64, sub uint32) {
+	if len(k) < 1+2+engineRevSuffixLen || k[0] != engineVersionPrefix {
+		panic(fmt.Sprintf("kv: engine key %x is not a version key", k))
+	}
+	n := len(k) - engineRevSuffixLen
+	return k[:n], int64(^binary.BigEndian.Uint64(k[n:])), ^binary.BigEndian.Uint32(k[n+8:])
+}
+
+// unescapeKey returns the user key of a version prefix.
+func unescapeKey(prefix []byte) []byte {
+	body := prefix[1 : len(prefix)-2]
+	key := make([]byte, 0, len(body))
+	for i := 0; i < len(body); i++ {
+		key = append(key, body[i])
+		if body[i] == 0 {
+			i++ // skip the 0xff that escaped it
+		}
+	}
+	return key
+}
+
+// changeKey returns the history key of the change at (rev, sub).
+func changeKey(rev int64, sub uint32) []byte {
+	k := make([]byte, 0, 13)
+	k = append(k, engineChangePrefix)
+	k = binary.BigEndian.AppendUint64(k, uint64(rev))
+	return binary.BigEndian.AppendUint32(k, sub)
+}
+
+// versionRecord is the value of a version record: a put's key-value, or a
+// tombstone. A put carries its generation's create revision and its version, so
+// a read needs this one record.
+type versionRecord struct {
+	tombstone      bool
+	createRevision int64
+	version        int64
+	lease          int64
+	value          []byte
+}
+
+const (
+	recordPut       = 1
+	recordTombstone = 2
+)
+
+func (r *versionRecord) appendTo(dst []byte) []byte {
+	if r.tombstone {
+		return append(dst, recordTombstone)
+	}
+	dst = append(dst, recordPut)
+	dst = binary.AppendVarint(dst, r.createRevision)
+	dst = binary.AppendVarint(dst, r.version)
+	dst = binary.AppendVarint(dst, r.lease)
+	return append(dst, r.value...)
+}
+
+// decodeVersionRecord decodes b; the value aliases b.
+func decodeVersionRecord(b []byte) (versionRecord, error) {
+	if len(b) == 0 {
+		return versionRecord{}, fmt.Errorf("%w: empty version record", ErrCorruptEngine)
+	}
+	switch b[0] {
+	case recordTombstone:
+		if len(b) != 1 {
+			return versionRecord{}, fmt.Errorf("%w: tombstone record of %d bytes", ErrCorruptEngine, len(b))
+		}
+		return versionRecord{tombstone: true}, nil
+	case recordPut:
+	default:
+		return versionRecord{}, fmt.Errorf("%w: version record of kind %d", ErrCorruptEngine, b[0])
+	}
+	var r versionRecord
+	rest := b[1:]
+	for _, field := range []*int64{&r.createRevision, &r.version, &r.lease} {
+		v, n := binary.Varint(rest)
+		if n <= 0 {
+			return versionRecord{}, fmt.Errorf("%w: truncated version record", ErrCorruptEngine)
+		}
+		*field, rest = v, rest[n:]
+	}
+	if r.createRevision < 1 || r.version < 1 {
+		return versionRecord{}, fmt.Errorf("%w: version record with create revision %d and version %d", ErrCorruptEngine, r.createRevision, r.version)
+	}
+	r.value = rest
+	return r, nil
+}

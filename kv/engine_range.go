@@ -1,0 +1,116 @@
+package kv
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Range reads over the engine, with etcd's semantics as state.rangeAt has them
+// (range.go): the same checks, and the same end (finishRange) once the keys are
+// collected. Only the collecting differs: keys come from one iterator pass over
+// their versions, and values are copied out of it for the keys kept when the
+// response is in key order, or read again by one seek each after sorting and
+// cutting otherwise, so that a sorted or filtered range holds no value it will
+// not return.
+
+// rangeLimited answers r at the engine's current revision, with the response's
+// key-values bounded to maxResponseBytes (none if 0 or less), as
+// Store.RangeLimited does.
+func (e *engine) rangeLimited(r *RangeRequest, maxResponseBytes int64) (*RangeResponse, error) {
+	if err := checkRange(r); err != nil {
+		return nil, err
+	}
+	return engineRangeAt(e.db, r, e.rev, e.compactRev, newBudget(maxResponseBytes))
+}
+
+// engineReadFailed panics with a failed engine read: like a failed read of the
+// value file before it, the store cannot answer without its data, and a restart
+// reopens the engine.
+func engineReadFailed(what string, err error) {
+	panic(fmt.Sprintf("kv: reading %s from the storage engine: %v", what, err))
+}
+
+func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, budget *responseBudget) (*RangeResponse, error) {
+	rev := r.Revision
+	if rev > curRev {
+		return nil, ErrFutureRev
+	}
+	if rev <= 0 {
+		rev = curRev
+	}
+	if rev < compactRev {
+		return nil, ErrCompacted
+	}
+	resp := &RangeResponse{Header: ResponseHeader{Revision: curRev}}
+	if _, single := parseRangeEnd(r.RangeEnd); single && !r.CountOnly {
+		kv, ok, err := engineGet(db, r.Key, rev, !r.KeysOnly)
+		if err != nil {
+			engineReadFailed(fmt.Sprintf("key %q", r.Key), err)
+		}
+		if !ok {
+			return resp, nil
+		}
+		resp.Count = 1
+		if !passesRevisionFilters(&kv, r) {
+			return resp, nil
+		}
+		e := rangeEntry{kv: kv, ref: valueRef{n: uint32(len(kv.Value))}}
+		if err := budget.take(e.size(r.KeysOnly)); err != nil {
+			return nil, err
+		}
+		if r.KeysOnly {
+			keysOnly(&e.kv, r)
+		}
+		resp.Kvs = []KeyValue{e.kv}
+		return resp, nil
+	}
+	lower, upper := rangeBounds(r.Key, r.RangeEnd)
+	if r.CountOnly {
+		err := engineAscend(db, lower, upper, rev, func([]byte, int64, *versionRecord) bool {
+			resp.Count++
+			return true
+		})
+		if err != nil {
+			engineReadFailed("a range count", err)
+		}
+		return resp, nil
+	}
+	inIndexOrder := !hasRevisionFilters(r) && r.SortTarget == SortByKey && r.SortOrder != SortDescend
+	limit := rangeLimit(r)
+	var entries []rangeEntry
+	var total, size int64
+	over := false
+	err := engineAscend(db, lower, upper, rev, func(prefix []byte, modRev int64, rec *versionRecord) bool {
+		total++
+		e := rangeEntry{kv: rec.keyValue(unescapeKey(prefix), modRev, false), ref: valueRef{n: uint32(len(rec.value))}}
+		if inIndexOrder && (r.Limit <= 0 || total <= r.Limit) {
+			size += e.size(r.KeysOnly)
+			over = over || budget.wouldExceed(size)
+		}
+		if !over && (limit <= 0 || int64(len(entries)) < limit) {
+			if inIndexOrder && !r.KeysOnly && len(rec.value) > 0 {
+				e.kv.Value = bytes.Clone(rec.value)
+			}
+			entries = append(entries, e)
+		}
+		return true
+	})
+	if err != nil {
+		engineReadFailed("a range", err)
+	}
+	if over {
+		return nil, &ResponseTooLargeError{Bytes: budget.used + size, Limit: budget.limit}
+	}
+	return finishRange(resp, entries, total, r, budget, func(e *rangeEntry) []byte {
+		if e.ref.n == 0 {
+			return nil
+		}
+		kv, ok, err := engineGet(db, e.kv.Key, e.kv.ModRevision, true)
+		if err != nil || !ok || kv.ModRevision != e.kv.ModRevision {
+			engineReadFailed(fmt.Sprintf("the value of key %q at revision %d (found %v)", e.kv.Key, e.kv.ModRevision, ok), err)
+		}
+		return kv.Value
+	})
+}
