@@ -299,18 +299,7 @@ func (c *cluster) sample() ([]procSample, error) {
 // if that follower is stopping too. The data is thrown away after a run, so a short
 // grace costs nothing; with no grace every member is killed at once.
 func (c *cluster) stop(grace time.Duration) {
-	stopOne := func(m *member) {
-		if grace > 0 {
-			_ = m.cmd.Process.Signal(syscall.SIGTERM)
-		}
-		select {
-		case <-m.exited:
-		case <-time.After(grace):
-			_ = m.cmd.Process.Kill()
-			<-m.exited
-		}
-		children.remove(m.cmd.Process)
-	}
+	stopOne := func(m *member) { terminate(m, grace) }
 	remaining := slices.Clone(c.members)
 	for len(remaining) > 0 {
 		next := 0

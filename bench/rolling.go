@@ -144,9 +144,12 @@ func (c *cluster) restart(m *member) error {
 	return nil
 }
 
-// terminate sends m SIGTERM and waits up to grace for it to exit, then kills it.
+// terminate sends m SIGTERM and waits up to grace for it to exit, then kills it;
+// with no grace it kills m at once.
 func terminate(m *member, grace time.Duration) {
-	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	if grace > 0 {
+		_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	}
 	select {
 	case <-m.exited:
 	case <-time.After(grace):

@@ -160,39 +160,11 @@ func TestLinearizability(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			lastSeen := map[string]string{}
-			for seq := 0; ; seq++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				key := fmt.Sprintf("lin/%d", rng.IntN(linKeys))
-				in := linInput{op: opGet, key: key}
-				switch p := rng.Float64(); {
-				case p < 0.3:
-					in = linInput{op: opPut, key: key, value: fmt.Sprintf("c%d.%d", id, seq)}
-				case p < 0.6 && lastSeen[key] != "":
-					in = linInput{op: opCAS, key: key, value: fmt.Sprintf("c%d.%d", id, seq), expect: lastSeen[key]}
-				}
-				call := now()
-				out, ok := linCall(cli, in)
-				ret := now()
-				switch {
-				case !ok && in.op == opGet:
-					continue // a failed read changed nothing
-				case !ok:
-					out, ret = linOutput{unknown: true}, neverReturned
-				case in.op == opGet:
-					lastSeen[key] = out.value
-				case in.op == opPut || out.succeeded:
-					lastSeen[key] = in.value // the next cas on the key likely expects the current value
-				}
+			linClientLoop(cli, id, rng, stop, now, 2, 6, func(op porcupine.Operation) {
 				mu.Lock()
-				history = append(history, porcupine.Operation{ClientId: id, Input: in, Call: call, Output: out, Return: ret})
+				history = append(history, op)
 				mu.Unlock()
-				time.Sleep(time.Duration(2+rng.IntN(6)) * time.Millisecond)
-			}
+			})
 		}()
 	}
 
@@ -296,5 +268,45 @@ func runNemesis(t *testing.T, c *procCluster, rng *rand.Rand, duration time.Dura
 		for _, v := range victims {
 			c.start(v)
 		}
+	}
+}
+
+// linClientLoop is one client of a linearizability workload: get, put and cas on
+// linKeys keys (a cas expects the value the client last saw), until stop closes.
+// Each operation goes to record with its call and return times from now; one that
+// failed is recorded as unknown (it may have taken effect), except a failed get.
+// Between operations it sleeps minSleep+[0,spread) ms.
+func linClientLoop(cli *clientv3.Client, id int, rng *rand.Rand, stop <-chan struct{}, now func() int64,
+	minSleep, spread int, record func(porcupine.Operation)) {
+	lastSeen := map[string]string{}
+	for seq := 0; ; seq++ {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		key := fmt.Sprintf("lin/%d", rng.IntN(linKeys))
+		in := linInput{op: opGet, key: key}
+		switch p := rng.Float64(); {
+		case p < 0.3:
+			in = linInput{op: opPut, key: key, value: fmt.Sprintf("c%d.%d", id, seq)}
+		case p < 0.6 && lastSeen[key] != "":
+			in = linInput{op: opCAS, key: key, value: fmt.Sprintf("c%d.%d", id, seq), expect: lastSeen[key]}
+		}
+		call := now()
+		out, ok := linCall(cli, in)
+		ret := now()
+		switch {
+		case !ok && in.op == opGet:
+			continue // a failed read changed nothing
+		case !ok:
+			out, ret = linOutput{unknown: true}, neverReturned
+		case in.op == opGet:
+			lastSeen[key] = out.value
+		case in.op == opPut || out.succeeded:
+			lastSeen[key] = in.value // the next cas on the key likely expects the current value
+		}
+		record(porcupine.Operation{ClientId: id, Input: in, Call: call, Output: out, Return: ret})
+		time.Sleep(time.Duration(minSleep+rng.IntN(spread)) * time.Millisecond)
 	}
 }

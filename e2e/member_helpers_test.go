@@ -47,39 +47,11 @@ func startMemberWorkload(t *testing.T, endpoints []string) *memberWorkload {
 		w.clients = append(w.clients, cli)
 		rng := rand.New(rand.NewPCG(seed, uint64(id)))
 		w.wg.Go(func() {
-			lastSeen := map[string]string{}
-			for seq := 0; ; seq++ {
-				select {
-				case <-w.stop:
-					return
-				default:
-				}
-				key := fmt.Sprintf("lin/%d", rng.IntN(linKeys))
-				in := linInput{op: opGet, key: key}
-				switch p := rng.Float64(); {
-				case p < 0.3:
-					in = linInput{op: opPut, key: key, value: fmt.Sprintf("c%d.%d", id, seq)}
-				case p < 0.6 && lastSeen[key] != "":
-					in = linInput{op: opCAS, key: key, value: fmt.Sprintf("c%d.%d", id, seq), expect: lastSeen[key]}
-				}
-				call := now()
-				out, ok := linCall(cli, in)
-				ret := now()
-				switch {
-				case !ok && in.op == opGet:
-					continue
-				case !ok:
-					out, ret = linOutput{unknown: true}, neverReturned
-				case in.op == opGet:
-					lastSeen[key] = out.value
-				case in.op == opPut || out.succeeded:
-					lastSeen[key] = in.value
-				}
+			linClientLoop(cli, id, rng, w.stop, now, 5, 10, func(op porcupine.Operation) {
 				w.mu.Lock()
-				w.history = append(w.history, porcupine.Operation{ClientId: id, Input: in, Call: call, Output: out, Return: ret})
+				w.history = append(w.history, op)
 				w.mu.Unlock()
-				time.Sleep(time.Duration(5+rng.IntN(10)) * time.Millisecond)
-			}
+			})
 		})
 	}
 	writer := newClient(t, endpoints...)

@@ -123,9 +123,22 @@ func printMemberAdded(w io.Writer, name string, urls []string, resp *pb.MemberAd
 }
 
 func (a *app) newMemberRemoveCommand(c *clientFlags) *cobra.Command {
+	return a.newMemberIDCommand(c, "remove", "removed from",
+		"remove a member; a removed member stops and must not be restarted on its data dir",
+		func(ctx context.Context, cc pb.ClusterClient, id uint64) (any, *pb.ResponseHeader, error) {
+			resp, err := cc.MemberRemove(ctx, &pb.MemberRemoveRequest{ID: id})
+			return resp, resp.GetHeader(), err
+		})
+}
+
+// newMemberIDCommand builds a member subcommand that takes one member ID, makes one
+// Cluster call with it and prints etcdctl's sentence ("Member ID <done> cluster ID")
+// or, with -w json, the response.
+func (a *app) newMemberIDCommand(c *clientFlags, name, done, short string,
+	call func(context.Context, pb.ClusterClient, uint64) (any, *pb.ResponseHeader, error)) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "remove ID",
-		Short: "remove a member; a removed member stops and must not be restarted on its data dir",
+		Use:   name + " ID",
+		Short: short,
 		Args:  exactArgs("ID"),
 	}
 	c.register(cmd, "simple", "json")
@@ -135,14 +148,14 @@ func (a *app) newMemberRemoveCommand(c *clientFlags) *cobra.Command {
 			return err
 		}
 		return c.first(cmd, false, func(ctx context.Context, conn *grpc.ClientConn) error {
-			resp, err := pb.NewClusterClient(conn).MemberRemove(ctx, &pb.MemberRemoveRequest{ID: id})
+			resp, header, err := call(ctx, pb.NewClusterClient(conn), id)
 			if err != nil {
 				return err
 			}
 			if c.writeOut == "json" {
 				return printJSON(a.stdout, resp)
 			}
-			fmt.Fprintf(a.stdout, "Member %16x removed from cluster %16x\n", id, resp.Header.ClusterId)
+			fmt.Fprintf(a.stdout, "Member %16x %s cluster %16x\n", id, done, header.GetClusterId())
 			return nil
 		})
 	}
@@ -183,30 +196,12 @@ func (a *app) newMemberUpdateCommand(c *clientFlags) *cobra.Command {
 }
 
 func (a *app) newMemberPromoteCommand(c *clientFlags) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "promote ID",
-		Short: "make a learner a voter, once it has caught up with the leader",
-		Args:  exactArgs("ID"),
-	}
-	c.register(cmd, "simple", "json")
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		id, err := parseMemberID(args[0])
-		if err != nil {
-			return err
-		}
-		return c.first(cmd, false, func(ctx context.Context, conn *grpc.ClientConn) error {
-			resp, err := pb.NewClusterClient(conn).MemberPromote(ctx, &pb.MemberPromoteRequest{ID: id})
-			if err != nil {
-				return err
-			}
-			if c.writeOut == "json" {
-				return printJSON(a.stdout, resp)
-			}
-			fmt.Fprintf(a.stdout, "Member %16x promoted in cluster %16x\n", id, resp.Header.ClusterId)
-			return nil
+	return a.newMemberIDCommand(c, "promote", "promoted in",
+		"make a learner a voter, once it has caught up with the leader",
+		func(ctx context.Context, cc pb.ClusterClient, id uint64) (any, *pb.ResponseHeader, error) {
+			resp, err := cc.MemberPromote(ctx, &pb.MemberPromoteRequest{ID: id})
+			return resp, resp.GetHeader(), err
 		})
-	}
-	return cmd
 }
 
 func (a *app) newMemberListCommand(c *clientFlags) *cobra.Command {
