@@ -1,7 +1,6 @@
 package kv
 
 import (
-	"bytes"
 	"fmt"
 )
 
@@ -83,55 +82,28 @@ func (w *engineWrite) compare(c *Compare, rev int64) (bool, error) {
 
 // checkPath is state.checkPath over the engine.
 func (w *engineWrite) checkPath(r *TxnRequest, path []bool, pos *int, fromKeyDeletes *[][]byte) error {
-	succeeded := path[*pos]
-	*pos++
-	for _, op := range branch(r, succeeded) {
-		switch {
-		case op.Range != nil:
-			switch rev := op.Range.Revision; {
-			case rev == 0:
-			case rev > w.e.rev:
-				return ErrFutureRev
-			case rev < w.e.compactRev:
-				return ErrCompacted
-			}
-		case op.Put != nil:
-			p := op.Put
-			if p.Lease != 0 {
-				_, found, err := leaseOf(w.reader(), p.Lease)
-				if err != nil {
-					return err
-				}
-				if !found {
-					return ErrLeaseNotFound
-				}
-			}
-			if !p.IgnoreValue && !p.IgnoreLease {
-				continue
-			}
-			rec, found, err := w.newest(p.Key)
-			if err != nil {
-				return err
-			}
-			if !found || rec.tombstone {
-				return ErrKeyNotFound
-			}
-			for _, from := range *fromKeyDeletes {
-				if bytes.Compare(from, p.Key) <= 0 {
-					return ErrKeyNotFound
-				}
-			}
-		case op.DeleteRange != nil:
-			if end, single := parseRangeEnd(op.DeleteRange.RangeEnd); !single && end == nil {
-				*fromKeyDeletes = append(*fromKeyDeletes, op.DeleteRange.Key)
-			}
-		case op.Txn != nil:
-			if err := w.checkPath(op.Txn, path, pos, fromKeyDeletes); err != nil {
-				return err
-			}
-		}
+	return checkTxnPath(w, r, path, pos, fromKeyDeletes)
+}
+
+func (w *engineWrite) revisions() (rev, compactRev int64) { return w.e.rev, w.e.compactRev }
+
+func (w *engineWrite) checkPutLease(p *PutRequest) error {
+	if p.Lease == 0 {
+		return nil
+	}
+	_, found, err := leaseOf(w.reader(), p.Lease)
+	if err != nil {
+		return err
+	}
+	if !found {
+		return ErrLeaseNotFound
 	}
 	return nil
+}
+
+func (w *engineWrite) liveKey(key []byte) (bool, error) {
+	rec, found, err := w.newest(key)
+	return found && !rec.tombstone, err
 }
 
 // txn runs the ops of the branch the path says, each seeing the writes before it.

@@ -83,23 +83,45 @@ func branch(r *TxnRequest, succeeded bool) []RequestOp {
 	return r.Failure
 }
 
-// checkPath makes etcd's checks that depend on the store along the path, in
+// txnPathStore is what checkTxnPath reads of a store: the in-memory state and
+// the engine each answer it, so the two share etcd's checks.
+type txnPathStore interface {
+	revisions() (rev, compactRev int64)
+	checkPutLease(p *PutRequest) error
+	// liveKey says whether key has a live (not deleted) newest version.
+	liveKey(key []byte) (bool, error)
+}
+
+func (st *state) revisions() (rev, compactRev int64) { return st.rev, st.compactRev }
+
+func (st *state) liveKey(key []byte) (bool, error) {
+	ki := st.index.get(key)
+	return ki != nil && ki.isLive(), nil
+}
+
+// checkPath makes etcd's checks that depend on the store along the path.
+func (st *state) checkPath(r *TxnRequest, path []bool, pos *int, fromKeyDeletes *[][]byte) error {
+	return checkTxnPath(st, r, path, pos, fromKeyDeletes)
+}
+
+// checkTxnPath makes etcd's checks that depend on the store along the path, in
 // op order. It also refuses one txn that etcd accepts and then crashes on: a
 // put with IgnoreValue or IgnoreLease after a delete of the same key from a
 // from-key range (RangeEnd "\x00") in the same txn, which etcd's duplicate check
 // does not see. The put would find no key in the middle of the txn; here it
 // fails up front with the error etcd's put would have returned.
-func (st *state) checkPath(r *TxnRequest, path []bool, pos *int, fromKeyDeletes *[][]byte) error {
+func checkTxnPath(st txnPathStore, r *TxnRequest, path []bool, pos *int, fromKeyDeletes *[][]byte) error {
 	succeeded := path[*pos]
 	*pos++
+	rev, compactRev := st.revisions()
 	for _, op := range branch(r, succeeded) {
 		switch {
 		case op.Range != nil:
-			switch rev := op.Range.Revision; {
-			case rev == 0:
-			case rev > st.rev:
+			switch r := op.Range.Revision; {
+			case r == 0:
+			case r > rev:
 				return ErrFutureRev
-			case rev < st.compactRev:
+			case r < compactRev:
 				// Stricter than a plain Range: etcd fails a negative revision
 				// here once anything was compacted.
 				return ErrCompacted
@@ -112,8 +134,11 @@ func (st *state) checkPath(r *TxnRequest, path []bool, pos *int, fromKeyDeletes 
 			if !p.IgnoreValue && !p.IgnoreLease {
 				continue
 			}
-			ki := st.index.get(p.Key)
-			if ki == nil || !ki.isLive() {
+			live, err := st.liveKey(p.Key)
+			if err != nil {
+				return err
+			}
+			if !live {
 				return ErrKeyNotFound
 			}
 			for _, from := range *fromKeyDeletes {
@@ -126,7 +151,7 @@ func (st *state) checkPath(r *TxnRequest, path []bool, pos *int, fromKeyDeletes 
 				*fromKeyDeletes = append(*fromKeyDeletes, op.DeleteRange.Key)
 			}
 		case op.Txn != nil:
-			if err := st.checkPath(op.Txn, path, pos, fromKeyDeletes); err != nil {
+			if err := checkTxnPath(st, op.Txn, path, pos, fromKeyDeletes); err != nil {
 				return err
 			}
 		}
