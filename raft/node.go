@@ -252,12 +252,19 @@ func (n *Node) Start(cmd []byte) (index, term uint64, isLeader bool) {
 // ErrEntryTooLarge, ErrStopped, or the context's error. Like Start, it may be called
 // from the apply goroutine.
 func (n *Node) Propose(ctx context.Context, cmd []byte) (index, term uint64, err error) {
+	return n.submit(ctx, proposal{data: cmd})
+}
+
+// submit hands p to the run loop and waits for its index and term; a follower
+// refuses at once with ErrNotLeader (and its term).
+func (n *Node) submit(ctx context.Context, p proposal) (index, term uint64, err error) {
 	if !n.isLeader.Load() {
 		return 0, n.term.Load(), ErrNotLeader
 	}
 	reply := make(chan proposalResult, 1)
+	p.reply = reply
 	select {
-	case n.propc <- proposal{data: cmd, reply: reply}:
+	case n.propc <- p:
 	case <-ctx.Done():
 		return 0, 0, ctx.Err()
 	case <-n.done:

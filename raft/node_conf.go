@@ -27,25 +27,7 @@ type transferWaiter struct {
 // ErrConfChangePending asks to retry shortly (one change at a time). It may be called
 // from the apply goroutine.
 func (n *Node) ProposeConfChange(ctx context.Context, cc ConfChange) (index, term uint64, err error) {
-	if !n.isLeader.Load() {
-		return 0, n.term.Load(), ErrNotLeader
-	}
-	reply := make(chan proposalResult, 1)
-	select {
-	case n.propc <- proposal{conf: &cc, reply: reply}:
-	case <-ctx.Done():
-		return 0, 0, ctx.Err()
-	case <-n.done:
-		return 0, 0, ErrStopped
-	}
-	select {
-	case res := <-reply:
-		return res.index, res.term, res.err
-	case <-ctx.Done():
-		return 0, 0, ctx.Err()
-	case <-n.done:
-		return 0, 0, ErrStopped
-	}
+	return n.submit(ctx, proposal{conf: &cc})
 }
 
 // TransferLeadership hands leadership to voter to (thesis §3.10): the leader stops
