@@ -99,6 +99,12 @@ type Config struct {
 	// that would take the store's bytes in use past it raises the NOSPACE alarm and
 	// is refused (alarm.go). 0 means DefaultQuotaBackendBytes; below 0, no quota.
 	QuotaBackendBytes int64
+	// BackendCacheBytes and BackendMemTableBytes bound the store engine's memory
+	// (--backend-cache-bytes, --backend-memtable-bytes; raftkv's own flags, as etcd's
+	// bbolt leans on the page cache): its block cache and each of its two memtables.
+	// 0 takes kv's defaults.
+	BackendCacheBytes    int64
+	BackendMemTableBytes int64
 	// InitialCorruptCheck has the member compare its HashKV with the others' once
 	// it has caught up after starting; CorruptCheckTime is how often the leader
 	// does, 0 for never (etcd's --feature-gates=InitialCorruptCheck=true and

@@ -72,7 +72,7 @@ func (s *Server) applyConfChange(msg raft.ApplyMsg) {
 			s.transport.RemovePeer(cc.NodeID)
 		}
 	}
-	s.sm.store.Apply(msg.Index, nil)
+	s.applyServerState(msg.Index, kv.Result{})
 	s.waits.applied(msg.Index, env.proposer != 0 && env.proposer == s.proposer, env.seq, kv.Result{})
 	s.logger.Info("membership changed", "change", cc.Type.String(), "member", hexID(cc.NodeID), "index", msg.Index,
 		"voters", hexIDs(msg.Membership.Voters), "learners", hexIDs(msg.Membership.Learners))

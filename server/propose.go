@@ -185,6 +185,9 @@ func (s *Server) forward(ctx context.Context, data []byte) (term uint64, err err
 // is this member's.
 func (s *Server) applyCommand(index uint64, data []byte) {
 	env, res := s.execute(index, data)
+	if errors.Is(res.Err, kv.ErrEngineFailed) {
+		s.storeFailed(index, res.Err)
+	}
 	s.authApplied(index, &res)
 	s.leaseApplied(&res)
 	s.waits.applied(index, env.proposer == s.proposer, env.seq, res)
@@ -212,6 +215,7 @@ func (s *Server) execute(index uint64, data []byte) (envelope, kv.Result) {
 		res = kv.Result{Err: refused}
 	case env.kind == kindAlarm:
 		s.applyAlarmChange(index, env.payload)
+		return env, s.applyServerState(index, res)
 	case env.kind == kindHashCheck:
 		s.applyHashCheck(env.payload)
 	case env.kind == kindHashReport:
@@ -222,16 +226,28 @@ func (s *Server) execute(index uint64, data []byte) (envelope, kv.Result) {
 	case env.kind == kindKV:
 		return env, s.sm.store.Apply(index, env.payload)
 	case env.kind == kindMemberUpdate:
-		res = s.applyMemberUpdate(env.payload)
+		return env, s.applyServerState(index, s.applyMemberUpdate(env.payload))
 	case env.kind == kindMember:
 		// Setting a member's attributes twice is the same as once: no deduplication.
 		if m, _, err := decodeMember(env.payload); err == nil {
 			s.sm.setMember(m)
 		}
+		return env, s.applyServerState(index, res)
 	default:
 		res = kv.Result{Err: fmt.Errorf("server: unknown entry kind %d", env.kind)}
 	}
 	// An entry that is not a kv command still moves the store's applied index.
-	s.sm.store.Apply(index, nil)
+	if r := s.sm.store.Apply(index, nil); r.Err != nil && !errors.Is(r.Err, kv.ErrAlreadyApplied) {
+		s.storeFailed(index, r.Err)
+	}
 	return env, res
+}
+
+// applyServerState records the member list and alarms in the store as entry index
+// (stateMachine.applyServerState) and returns res.
+func (s *Server) applyServerState(index uint64, res kv.Result) kv.Result {
+	if err := s.sm.applyServerState(index); err != nil {
+		s.storeFailed(index, err)
+	}
+	return res
 }

@@ -1,7 +1,7 @@
 package server
 
 import (
-	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -126,8 +126,13 @@ func Restore(cfg RestoreConfig) (res RestoreResult, err error) {
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", cfg.BackupPath, err)
 	}
-	var data bytes.Buffer
-	if _, err := sm.writeSnapshot(&data); err != nil {
+	if err := sm.store.SetMeta(metaServerState, sm.encodeServerState()); err != nil {
+		return res, err
+	}
+	if err := sm.store.SetMeta(metaClusterID, binary.BigEndian.AppendUint64(nil, res.ClusterID)); err != nil {
+		return res, err
+	}
+	if _, err := sm.store.Flush(); err != nil {
 		return res, err
 	}
 	st, err := storage.Open(storage.NewOSFS(), memberDir, storage.Options{ClusterID: res.ClusterID, Logger: cfg.Logger})
@@ -135,7 +140,7 @@ func Restore(cfg RestoreConfig) (res RestoreResult, err error) {
 		return res, err
 	}
 	err = st.ApplySnapshot(raft.Snapshot{Index: restoreIndex, Term: restoreTerm, Membership: raft.Membership{Voters: ids},
-		Data: data.Bytes()})
+		Data: localSnapshotData()})
 	if cerr := st.Close(); err == nil {
 		err = cerr
 	}

@@ -46,14 +46,14 @@ type Server struct {
 	sm        *stateMachine
 	waits     *waitRegistry
 	applied   *appliedNotifier
-	// snapshotting is set while a snapshot is written in the background, and
-	// lastSnapshotSize is the size of the last one taken or installed (see
-	// snapshotDue).
-	snapshotting     atomic.Bool
-	lastSnapshotSize atomic.Int64
-	// snapshotFailed tells the apply loop the last snapshot failed.
+	// snapshotting is set while the log is compacted in the background, and
+	// snapshotFailed tells the apply loop the last compaction failed.
+	snapshotting   atomic.Bool
 	snapshotFailed atomic.Bool
-	reads          *readBatcher
+	// startApplied is the store's applied index the node starts from
+	// (reconcileStore).
+	startApplied uint64
+	reads        *readBatcher
 	// watches serves the Watch streams from the store's history (server/watch.go).
 	watches *watch.Hub
 	// lessor expires leases on the leader; leaseFwd reaches the leader's from
@@ -97,7 +97,14 @@ type Server struct {
 	// removal stops the member once it was removed from the cluster (members.go);
 	// done is closed when it stops on its own, removed or failed.
 	removal removal
-	done    chan struct{}
+	// failure stops the member once its store failed to apply an entry
+	// (storeFailed).
+	failure struct {
+		once sync.Once
+		c    chan struct{}
+		err  error
+	}
+	done chan struct{}
 	// pendingJoin is the member the leader's last MemberAdd proposed, until it
 	// applies: a joining member asking this one hears of it (clusterInfo).
 	pendingJoin atomic.Pointer[member]
@@ -117,6 +124,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, peers: map[uint64]member{}, waits: newWaitRegistry(), reads: newReadBatcher(), stopc: make(chan struct{}),
 		done: make(chan struct{})}
 	s.removal.c = make(chan struct{})
+	s.failure.c = make(chan struct{})
 	var ids []uint64
 	for name, urls := range cfg.InitialCluster {
 		id := memberID(urls, cfg.InitialClusterToken)
@@ -204,6 +212,21 @@ func (s *Server) open(ids []uint64) error {
 	if err := writeBootstrap(cfg.DataDir, boot); err != nil {
 		return err
 	}
+	initial := make([]member, 0, len(s.peers))
+	for _, m := range s.peers {
+		initial = append(initial, m)
+	}
+	s.sm, err = newStateMachine(kv.Config{MaxTxnOps: cfg.MaxTxnOps, MaxCommandBytes: cfg.MaxRequestBytes + 4096,
+		CacheBytes: cfg.BackendCacheBytes, MemTableBytes: cfg.BackendMemTableBytes},
+		filepath.Join(cfg.DataDir, "member"), initial)
+	if err != nil {
+		return err
+	}
+	// Before --force-new-cluster appends to the log: the log must first restart
+	// after a store that is ahead of it.
+	if s.startApplied, err = s.reconcileStore(); err != nil {
+		return err
+	}
 	if joining {
 		s.logger.Info("joined a running cluster: starting with an empty log; the leader sends the log or a snapshot",
 			"cluster", hexID(s.clusterID))
@@ -220,17 +243,8 @@ func (s *Server) open(ids []uint64) error {
 
 func (s *Server) start(ids []uint64) error {
 	cfg := s.cfg
-	initial := make([]member, 0, len(s.peers))
-	for _, m := range s.peers {
-		initial = append(initial, m)
-	}
 	var err error
-	s.sm, err = newStateMachine(kv.Config{MaxTxnOps: cfg.MaxTxnOps, MaxCommandBytes: cfg.MaxRequestBytes + 4096},
-		filepath.Join(cfg.DataDir, "member"), initial)
-	if err != nil {
-		return err
-	}
-	s.applied = newAppliedNotifier(0)
+	s.applied = newAppliedNotifier(s.startApplied)
 	s.proposer, s.terms = newProposerID(), newAppliedTerm()
 	s.tokens, s.authLimits, s.bcrypt = newSimpleTokens(cfg.AuthTokenTTL, maxSimpleTokens), newAuthLimiter(), make(chan struct{}, bcryptSlots)
 	s.watches = watch.NewHub(s.sm.store, watch.Config{ProgressNotifyInterval: cfg.WatchProgressNotifyInterval, Logger: s.logger})
@@ -250,7 +264,7 @@ func (s *Server) start(ids []uint64) error {
 	tickInterval := cfg.HeartbeatInterval
 	electionTicks := int(cfg.ElectionTimeout / tickInterval)
 	nodeCfg := raft.Config{
-		ID: s.id, Peers: ids, Storage: s.storage,
+		ID: s.id, Peers: ids, Storage: s.storage, Applied: s.startApplied,
 		TickInterval: tickInterval, HeartbeatTicks: 1, ElectionTicks: electionTicks,
 		RandSeed: time.Now().UnixNano(), Logger: s.logger,
 		// One append must be able to carry the largest request a client may send.
@@ -265,6 +279,7 @@ func (s *Server) start(ids []uint64) error {
 	s.node, err = raft.NewNode(nodeCfg, func(h raft.Handler) (raft.Transport, error) {
 		t, err := transport.New(transport.Config{ID: s.id, ClusterID: s.clusterID, Peers: peerAddrs, TLS: s.tls.peerDial, Logger: s.logger,
 			OnRoundTrip: s.metrics.observeRoundTrip, ClusterInfo: s.clusterInfo, OnRequest: s.answerMemberRequest,
+			SnapshotStream: s.snapshotStream, SnapshotReceiver: s.receiveSnapshot,
 			OnRemoved: func(by uint64) {
 				s.removedFromCluster(fmt.Sprintf("member %x refuses its streams as those of a removed member", by))
 			}}, h)
@@ -333,6 +348,8 @@ func (s *Server) Err() error {
 	select {
 	case <-s.removal.c:
 		return fmt.Errorf("%w (%s)", ErrRemoved, s.removal.reason)
+	case <-s.failure.c:
+		return s.failure.err
 	default:
 	}
 	return s.node.Err()
@@ -344,6 +361,7 @@ func (s *Server) watchDone() {
 	select {
 	case <-s.node.Done():
 	case <-s.removal.c:
+	case <-s.failure.c:
 	case <-s.stopc:
 	}
 }
@@ -408,31 +426,24 @@ func (s *Server) closeAll() {
 // waiting for them, and starts snapshots (see snapshotDue).
 func (s *Server) applyLoop() {
 	var (
-		lastSnapshot uint64
-		// logBytes counts the command bytes applied since the last snapshot.
-		logBytes int
-		// undo puts lastSnapshot and logBytes back if the snapshot in flight
-		// fails; no new one starts before retryAt.
-		undo struct {
-			lastSnapshot uint64
-			logBytes     int
-		}
+		lastSnapshot = s.sm.store.AppliedIndex()
+		// undo puts lastSnapshot back if the snapshot in flight fails; no new one
+		// starts before retryAt.
+		undo    uint64
 		retryAt uint64
 	)
 	for msg := range s.node.Apply() {
 		s.terms.set(msg.Term)
-		logBytes += len(msg.Command)
+		s.sm.store.SetTerm(msg.Term)
 		if s.snapshotFailed.Swap(false) {
-			// As if it had not been started, but wait a little before the next try:
-			// a snapshot of an entry this follower has applied but not yet stored
-			// (committed entries are applied before they are written) fails.
-			lastSnapshot, logBytes = undo.lastSnapshot, logBytes+undo.logBytes
+			// As if it had not been started, but wait a little before the next try.
+			lastSnapshot = undo
 			retryAt = msg.Index + min(s.cfg.SnapshotCount, 1000)
 		}
 		switch msg.Type {
 		case raft.ApplySnapshot:
 			s.watches.Flush() // the watchers take what the restore replaces
-			if err := s.sm.restore(msg.Snapshot); err != nil {
+			if err := s.sm.restore(msg.Index, msg.Snapshot); err != nil {
 				// The snapshot passed the storage's checksum; failing now means a bug
 				// or a version mismatch, and applying on top of a wrong state would
 				// diverge from the other members.
@@ -443,7 +454,9 @@ func (s *Server) applyLoop() {
 			s.syncPeers()
 			lastSnapshot = msg.Index
 		case raft.ApplyNoOp:
-			s.sm.store.Apply(msg.Index, nil)
+			if r := s.sm.store.Apply(msg.Index, nil); errors.Is(r.Err, kv.ErrEngineFailed) {
+				s.storeFailed(msg.Index, r.Err)
+			}
 			s.waits.applied(msg.Index, false, 0, kv.Result{})
 			s.leaderApplied(msg.Term)
 		case raft.ApplyCommand:
@@ -455,91 +468,45 @@ func (s *Server) applyLoop() {
 		s.applied.set(msg.Index)
 		s.watches.Notify()
 		if msg.Type == raft.ApplySnapshot {
-			s.lastSnapshotSize.Store(int64(len(msg.Snapshot)))
-			logBytes = 0
 			continue
 		}
-		if !s.snapshotting.Load() && msg.Index >= retryAt &&
-			snapshotDue(msg.Index-lastSnapshot, s.cfg.SnapshotCount, logBytes, int(s.lastSnapshotSize.Load())) {
+		if !s.snapshotting.Load() && msg.Index >= retryAt && snapshotDue(msg.Index-lastSnapshot, s.cfg.SnapshotCount) {
 			if err := s.startSnapshot(msg.Index); err != nil {
 				s.logger.Error("snapshot failed", "index", msg.Index, "err", err)
 				retryAt = msg.Index + min(s.cfg.SnapshotCount, 1000)
 				continue
 			}
-			undo.lastSnapshot, undo.logBytes = lastSnapshot, logBytes
-			lastSnapshot, logBytes = msg.Index, 0
+			undo, lastSnapshot = lastSnapshot, msg.Index
 		}
 	}
 }
 
-// startSnapshot freezes the state machine as of index (just applied) and writes it
-// out in the background, so that applying goes on while a large state is written.
-// One snapshot runs at a time (s.snapshotting).
+// startSnapshot compacts the log in the background (compactLog): a flush of the
+// store's engine, which can take a moment, must not hold up applying. One runs at a
+// time (s.snapshotting).
 func (s *Server) startSnapshot(index uint64) error {
-	frozen, err := s.sm.freeze()
-	if err != nil {
-		return err
-	}
 	s.snapshotting.Store(true)
 	s.goTracked(func() {
 		defer s.snapshotting.Store(false)
-		defer frozen.release()
 		started := time.Now()
-		size, err := s.snapshot(index, frozen)
+		err := s.compactLog()
 		s.metrics.snapshotSave.Observe(time.Since(started).Seconds())
 		if err != nil {
-			// Either the storage failed, and refuses every later call, so the node
-			// stops at its next write; or the log is not yet what the snapshot
-			// needs (see applyLoop), and a later one will do.
+			// Either the store or the storage failed, and the member stops at its
+			// next write; or the log is not yet what the snapshot needs (see
+			// applyLoop), and a later one will do.
 			s.logger.Warn("snapshot failed", "index", index, "err", err)
 			s.snapshotFailed.Store(true)
-			return
 		}
-		s.lastSnapshotSize.Store(size)
 	})
 	return nil
 }
 
-// snapshot streams the frozen state machine, as of index, into a snapshot file and
-// has the storage drop the log up to it, returning the snapshot's size. Streaming
-// keeps the snapshot out of memory: encoded into one buffer it would take as much
-// memory as the store again, at the moment the store is largest. The server does this
-// itself rather than through the node's Snapshot, which takes the data as one slice:
-// the node asks only that the storage's first index moves, and it reads that back.
-func (s *Server) snapshot(index uint64, frozen *frozenState) (int64, error) {
-	var size int64
-	membership, err := s.node.MembershipAt(index)
-	if err != nil {
-		return 0, err
-	}
-	_, err = s.storage.CreateSnapshotFrom(index, membership, func(w io.Writer) error {
-		var err error
-		size, err = frozen.writeTo(w)
-		if err != nil && !errors.Is(err, errSnapshotWrite) {
-			// Not the file's fault: a bug or a broken invariant of the state machine.
-			panic(fmt.Sprintf("server: snapshot of the state machine at %d: %v", index, err))
-		}
-		return err
-	})
-	if errors.Is(err, raft.ErrSnapOutOfDate) {
-		// A snapshot from the leader at or past index arrived meanwhile: nothing to do.
-		return size, nil
-	}
-	return size, err
-}
-
-// snapshotDue decides when to snapshot: after SnapshotCount entries, and only once
-// the log written since the last snapshot is at least as large as that snapshot. A
-// snapshot writes the whole state, so taking one every SnapshotCount entries
-// regardless would cost time and disk writes in proportion to the state's size per
-// SnapshotCount writes; tying it to log growth bounds the snapshot bytes written to
-// one per log byte, and the log after a snapshot to the state's size. (The log is on
-// disk; storage keeps only its tail in memory.) Side by side on put-100c, put-1000c
-// and put-100k-keys (bench/, 2 rounds), this threshold rather than a quarter of the
-// snapshot took 5-15% more requests per second and cut put-1000c's p99 from
-// 129-146 ms to 107-113 ms, level with taking no snapshots at all.
-func snapshotDue(entriesSince, snapshotCount uint64, logBytesSince, lastSnapshotSize int) bool {
-	return entriesSince >= snapshotCount && logBytesSince >= lastSnapshotSize
+// snapshotDue decides when to compact the log: every SnapshotCount entries. A
+// snapshot writes no state (the engine is the state, see snapshot.go): it costs a
+// flush of the engine's memtable and the removal of log segments.
+func snapshotDue(entriesSince, snapshotCount uint64) bool {
+	return entriesSince >= snapshotCount
 }
 
 // header is the response header of this member at the current term.

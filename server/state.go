@@ -1,22 +1,24 @@
 package server
 
 import (
-	"bytes"
 	"cmp"
-	"errors"
-	"fmt"
-	"io"
 	"slices"
 	"sync"
 
 	"raftkv/kv"
 )
 
-// stateMachine is everything the log builds: the KV store and the member list. Its
-// snapshot is both, so a member restored from a snapshot lists members too.
+// stateMachine is everything the log builds: the KV store, the member list and the
+// alarms. All of it lives in the store's engine (kv.OpenStore), the member list and
+// alarms as one server record written in the batch of the entry that changed them
+// (applyServerState), so the engine's applied index covers all three and a restart
+// replays the log only after it (snapshot.go).
 type stateMachine struct {
 	store *kv.Store
-	// alarms are the raised alarms (alarm.go), in the snapshot since RKVSM2.
+	// dir is the member directory: the engine is in dir/kv, snapshots received from
+	// a leader wait in dir/kv-in (snapshot.go).
+	dir string
+	// alarms are the raised alarms (alarm.go).
 	alarms alarmTable
 	mu     struct {
 		sync.RWMutex
@@ -24,17 +26,17 @@ type stateMachine struct {
 	}
 }
 
-// newStateMachine returns an empty state machine whose store keeps its values in a
-// file in valueDir (unlinked at once: nothing is left there), off the Go heap.
-func newStateMachine(cfg kv.Config, valueDir string, initial []member) (*stateMachine, error) {
-	store, err := kv.NewFileBackedStore(cfg, valueDir)
+// newStateMachine opens the state machine kept in memberDir, creating an empty one
+// whose member list is initial if there is none.
+func newStateMachine(cfg kv.Config, memberDir string, initial []member) (*stateMachine, error) {
+	store, err := kv.OpenStore(cfg, storeDir(memberDir))
 	if err != nil {
 		return nil, err
 	}
-	sm := &stateMachine{store: store}
-	sm.mu.members = map[uint64]member{}
-	for _, m := range initial {
-		sm.mu.members[m.ID] = m
+	sm := &stateMachine{store: store, dir: memberDir}
+	if err := sm.loadServerState(initial); err != nil {
+		_ = store.Close()
+		return nil, err
 	}
 	return sm, nil
 }
@@ -137,105 +139,4 @@ func (sm *stateMachine) allMembers() []member {
 	}
 	slices.SortFunc(out, func(a, b member) int { return cmp.Compare(a.ID, b.ID) })
 	return out
-}
-
-// snapshotMagic opens every state machine snapshot, with its format version:
-// RKVSM2 has the alarms after the members; an RKVSM1 snapshot restores with none.
-var (
-	snapshotMagic   = []byte("RKVSM2")
-	snapshotMagicV1 = []byte("RKVSM1")
-)
-
-// errSnapshotWrite wraps the errors of the writer a snapshot goes to, to tell them
-// from the state machine's own.
-var errSnapshotWrite = errors.New("server: writing snapshot")
-
-// writeSnapshot writes the state machine's snapshot to w and returns its size.
-func (sm *stateMachine) writeSnapshot(w io.Writer) (int64, error) {
-	frozen, err := sm.freeze()
-	if err != nil {
-		return 0, err
-	}
-	defer frozen.release()
-	return frozen.writeTo(w)
-}
-
-// frozenState is the state machine as of one applied index, to be written out while
-// the apply loop goes on (kv.SnapshotView): the member records, encoded, and a view
-// of the store.
-type frozenState struct {
-	head []byte
-	view *kv.SnapshotView
-}
-
-// freeze takes a frozenState; release it when done.
-func (sm *stateMachine) freeze() (*frozenState, error) {
-	b := append(append([]byte(nil), snapshotMagic...), encodeMembers(sm.allMembers())...)
-	b = sm.alarms.encode(b)
-	view, err := sm.store.SnapshotView()
-	if err != nil {
-		return nil, err
-	}
-	return &frozenState{head: b, view: view}, nil
-}
-
-// writeTo writes the snapshot to w and returns its size.
-func (f *frozenState) writeTo(w io.Writer) (int64, error) {
-	ew := &errWrapWriter{w: w}
-	if _, err := ew.Write(f.head); err != nil {
-		return 0, err
-	}
-	n, err := f.view.WriteTo(ew)
-	if ew.err != nil {
-		return 0, ew.err
-	}
-	return int64(len(f.head)) + n, err
-}
-
-func (f *frozenState) release() { f.view.Release() }
-
-// errWrapWriter marks the errors of w with errSnapshotWrite.
-type errWrapWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (e *errWrapWriter) Write(p []byte) (int, error) {
-	n, err := e.w.Write(p)
-	if err != nil && e.err == nil {
-		e.err = fmt.Errorf("%w: %w", errSnapshotWrite, err)
-	}
-	if err != nil {
-		return n, e.err
-	}
-	return n, nil
-}
-
-func (sm *stateMachine) restore(data []byte) error {
-	hasAlarms := bytes.HasPrefix(data, snapshotMagic)
-	if !hasAlarms && !bytes.HasPrefix(data, snapshotMagicV1) {
-		return fmt.Errorf("server: snapshot does not start with %q; it was not written by this raftkv version", snapshotMagic)
-	}
-	list, data, err := decodeMembers(data[len(snapshotMagic):])
-	if err != nil {
-		return fmt.Errorf("server: snapshot: %w", err)
-	}
-	members := make(map[uint64]member, len(list))
-	for _, m := range list {
-		members[m.ID] = m
-	}
-	alarms := map[alarmKey]struct{}{}
-	if hasAlarms {
-		if alarms, data, err = decodeAlarms(data); err != nil {
-			return err
-		}
-	}
-	if err := sm.store.Restore(data); err != nil {
-		return err
-	}
-	sm.alarms.replace(alarms)
-	sm.mu.Lock()
-	sm.mu.members = members
-	sm.mu.Unlock()
-	return nil
 }

@@ -38,6 +38,8 @@ type serveFlags struct {
 	autoCompactionRetention              string
 	forceNewCluster, strictReconfigCheck bool
 	quotaBackendBytes                    int64
+	backendCacheBytes                    int64
+	backendMemTableBytes                 int64
 	initialCorruptCheck                  bool
 	corruptCheckTime                     time.Duration
 	watchProgressNotifyInterval          time.Duration
@@ -58,7 +60,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.dataDir, "data-dir", "", "Path to the data directory.")
 	setHelpDefault(fs, "data-dir", "${name}.raftkv")
 	fs.StringVar(&f.walDir, "wal-dir", "", "Path to a dedicated WAL directory (e.g. on a disk of its own); empty keeps the WAL in the data directory.")
-	fs.Uint64Var(&f.snapshotCount, "snapshot-count", server.DefaultSnapshotCount, "Least number of applied entries between snapshots (a snapshot also waits until the log since the last one is as large as it).")
+	fs.Uint64Var(&f.snapshotCount, "snapshot-count", server.DefaultSnapshotCount, "Number of applied entries between log compactions: each makes the store durable and drops the log before it.")
 	fs.IntVar(&f.heartbeatMs, "heartbeat-interval", int(server.DefaultHeartbeatInterval/time.Millisecond), "Time (in milliseconds) of a heartbeat interval.")
 	fs.IntVar(&f.electionMs, "election-timeout", int(server.DefaultElectionTimeout/time.Millisecond), "Time (in milliseconds) for an election to timeout; each timeout is drawn from [t, 2t).")
 	fs.StringVar(&f.listenPeer, "listen-peer-urls", "http://127.0.0.1:2380", "List of URLs to listen on for peer traffic.")
@@ -82,6 +84,8 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.autoCompactionRetention, "auto-compaction-retention", "0", "Auto compaction retention; 0 disables auto compaction.")
 	fs.BoolVar(&f.forceNewCluster, "force-new-cluster", false, "Start this member, with its data, as the only member of a new cluster: recovery after a lost quorum.")
 	fs.Int64Var(&f.quotaBackendBytes, "quota-backend-bytes", 0, "Space quota in bytes of the store in use: past it writes fail and the NOSPACE alarm is raised\n(0: etcd's default, 2 GiB; below 0: none).")
+	fs.Int64Var(&f.backendCacheBytes, "backend-cache-bytes", 0, "Bytes of the store engine's block cache: with the memtables, all of the store's memory\nthat grows with use, whatever the data's size (0: 64 MiB).")
+	fs.Int64Var(&f.backendMemTableBytes, "backend-memtable-bytes", 0, "Bytes of one of the store engine's two write buffers (memtables), flushed to disk when full\n(0: 32 MiB).")
 	fs.BoolVar(&f.initialCorruptCheck, "initial-corrupt-check", false, "Once caught up after starting, compare this member's HashKV with the others' (a mismatch raises CORRUPT).")
 	fs.Var(durationValue{&f.corruptCheckTime}, "corrupt-check-time", "Duration of time between cluster corruption check passes (the leader's; 0: none).")
 	setHelpDefault(fs, "corrupt-check-time", "0s")
@@ -95,7 +99,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 		}
 	}
 	setGroup(fs, groupOperations, "auto-compaction-mode", "auto-compaction-retention", "force-new-cluster",
-		"quota-backend-bytes", "initial-corrupt-check", "corrupt-check-time")
+		"quota-backend-bytes", "backend-cache-bytes", "backend-memtable-bytes", "initial-corrupt-check", "corrupt-check-time")
 
 	f.watchProgressNotifyInterval = watch.DefaultProgressNotifyInterval
 	fs.Var(durationValue{&f.watchProgressNotifyInterval}, "watch-progress-notify-interval",
@@ -228,6 +232,8 @@ func (f *serveFlags) config() (server.Config, error) {
 		WALDir:                      f.walDir,
 		ForceNewCluster:             f.forceNewCluster,
 		QuotaBackendBytes:           f.quotaBackendBytes,
+		BackendCacheBytes:           f.backendCacheBytes,
+		BackendMemTableBytes:        f.backendMemTableBytes,
 		InitialCorruptCheck:         f.initialCorruptCheck,
 		CorruptCheckTime:            f.corruptCheckTime,
 		AutoCompactionMode:          f.autoCompactionMode,

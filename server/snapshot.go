@@ -1,0 +1,454 @@
+package server
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"raftkv/kv"
+	"raftkv/raft"
+)
+
+// Snapshots on the engine (issue 13). The store's engine is the state machine's
+// durable state, so a Raft snapshot no longer carries the state: its data is a marker
+// that says where the state is.
+//
+//   - A local snapshot (log compaction) makes the engine durable (kv.Store.Flush) and
+//     records a snapshot at the applied index the flush covers, with the marker
+//     snapLocal. The log is truncated only up to that index: the engine writes without
+//     fsync, and after a crash it holds exactly its last flush, from which the log
+//     must still replay every later entry.
+//   - A leader sends a lagging follower the engine itself: the transport asks
+//     snapshotStream for the body of a MsgSnap and streams the store's chunks
+//     (kv.Store.WriteSnapshot, a pebble snapshot at the current applied index, which
+//     is at or past the Raft snapshot's). The follower writes the body to a file in
+//     kv-in (receiveSnapshot) and Raft gets the marker snapReceived naming it; when
+//     the snapshot applies, the store is replaced from the file, made durable, and
+//     the file removed. Neither end holds more than a chunk in memory.
+//   - Entries the store already holds (its applied index is past the Raft snapshot's,
+//     or it was flushed past the log, see reconcileStore) are skipped by the store
+//     (kv.ErrAlreadyApplied); the member list and alarms are idempotent sets
+//     replayed in order, so they end where the store's record has them.
+//
+// Older members wrote the whole state into the snapshot (RKVSM1/RKVSM2 followed by
+// the store's own snapshot); such a snapshot is imported into the engine once.
+
+var (
+	// snapshotMagic opens every snapshot marker, with its format version.
+	snapshotMagic = []byte("RKVSM3")
+	// The whole-state formats of older versions: RKVSM2 has the alarms after the
+	// members, RKVSM1 has none. Read, never written.
+	snapshotMagicV2 = []byte("RKVSM2")
+	snapshotMagicV1 = []byte("RKVSM1")
+)
+
+// Marker kinds, the byte after snapshotMagic.
+const (
+	// snapLocal: the engine's durable state covers the snapshot's index.
+	snapLocal byte = 'L'
+	// snapReceived: followed by the name of the file in kv-in holding the body a
+	// leader sent; the store is restored from it when the snapshot applies.
+	snapReceived byte = 'R'
+)
+
+// Names under the member directory.
+const (
+	storeDirName   = "kv"
+	inboundDirName = "kv-in"
+	// metaServerState is the store record holding the member list and alarms.
+	metaServerState = "server"
+	// metaClusterID is the store record holding the cluster id it belongs to.
+	metaClusterID = "cluster"
+)
+
+func storeDir(memberDir string) string   { return filepath.Join(memberDir, storeDirName) }
+func inboundDir(memberDir string) string { return filepath.Join(memberDir, inboundDirName) }
+
+func localSnapshotData() []byte { return append(bytes.Clone(snapshotMagic), snapLocal) }
+
+func receivedSnapshotData(name string) []byte {
+	return append(append(bytes.Clone(snapshotMagic), snapReceived), name...)
+}
+
+// snapshotKind returns a snapshot's marker kind and, for snapReceived, the file name;
+// kind 0 is a whole-state snapshot of an older version.
+func snapshotKind(data []byte) (kind byte, name string, err error) {
+	switch {
+	case bytes.HasPrefix(data, snapshotMagic) && len(data) > len(snapshotMagic):
+		kind, rest := data[len(snapshotMagic)], data[len(snapshotMagic)+1:]
+		switch {
+		case kind == snapLocal && len(rest) == 0:
+			return kind, "", nil
+		case kind == snapReceived && validInboundName(string(rest)):
+			return kind, string(rest), nil
+		}
+	case bytes.HasPrefix(data, snapshotMagicV2), bytes.HasPrefix(data, snapshotMagicV1):
+		return 0, "", nil
+	}
+	return 0, "", fmt.Errorf("server: snapshot data %q is no snapshot marker of this raftkv version", data[:min(len(data), 16)])
+}
+
+// validInboundName accepts only the names receiveSnapshot makes: a snapshot's data
+// must not point outside kv-in.
+func validInboundName(name string) bool {
+	return strings.HasSuffix(name, ".snap") && filepath.Base(name) == name && !strings.HasPrefix(name, ".")
+}
+
+// encodeServerState encodes the member list and the alarms: the store record
+// metaServerState.
+func (sm *stateMachine) encodeServerState() []byte {
+	b := append(bytes.Clone(snapshotMagicV2), encodeMembers(sm.allMembers())...)
+	return sm.alarms.encode(b)
+}
+
+// decodeServerState reads what encodeServerState (or an older version's whole-state
+// snapshot) wrote, and returns what follows it.
+func decodeServerState(data []byte) (map[uint64]member, map[alarmKey]struct{}, []byte, error) {
+	hasAlarms := bytes.HasPrefix(data, snapshotMagicV2)
+	if !hasAlarms && !bytes.HasPrefix(data, snapshotMagicV1) {
+		return nil, nil, nil, fmt.Errorf("server: member record does not start with %q", snapshotMagicV2)
+	}
+	list, data, err := decodeMembers(data[len(snapshotMagicV2):])
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	members := make(map[uint64]member, len(list))
+	for _, m := range list {
+		members[m.ID] = m
+	}
+	alarms := map[alarmKey]struct{}{}
+	if hasAlarms {
+		if alarms, data, err = decodeAlarms(data); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	return members, alarms, data, nil
+}
+
+// loadServerState reads the member list and alarms from the store; a store without
+// them (a new one) starts with initial and no alarm.
+func (sm *stateMachine) loadServerState(initial []member) error {
+	b, err := sm.store.Meta(metaServerState)
+	if err != nil {
+		return err
+	}
+	members := map[uint64]member{}
+	alarms := map[alarmKey]struct{}{}
+	if b == nil {
+		for _, m := range initial {
+			members[m.ID] = m
+		}
+	} else if members, alarms, _, err = decodeServerState(b); err != nil {
+		return fmt.Errorf("server: the store in %s: %w", storeDir(sm.dir), err)
+	}
+	sm.alarms.replace(alarms)
+	sm.mu.Lock()
+	sm.mu.members = members
+	sm.mu.Unlock()
+	return nil
+}
+
+// applyServerState applies entry index, which changed the member list or the alarms:
+// the new record goes into the store in the batch that moves its applied index. An
+// entry the store already holds is skipped.
+func (sm *stateMachine) applyServerState(index uint64) error {
+	err := sm.store.ApplyMeta(index, metaServerState, sm.encodeServerState())
+	if errors.Is(err, kv.ErrAlreadyApplied) {
+		return nil
+	}
+	return err
+}
+
+// restore replaces the state machine with a snapshot's, as of index.
+func (sm *stateMachine) restore(index uint64, data []byte) error {
+	kind, name, err := snapshotKind(data)
+	if err != nil {
+		return err
+	}
+	switch kind {
+	case snapLocal:
+		// The engine is this snapshot: Raft hands it over only if the store is behind
+		// it (Config.Applied), which reconcileStore refuses at start.
+		if a := sm.store.AppliedIndex(); a < index {
+			return fmt.Errorf("server: the store in %s has applied index %d, behind the snapshot at %d that the log was truncated to",
+				storeDir(sm.dir), a, index)
+		}
+		return nil
+	case snapReceived:
+		return sm.restoreReceived(index, name)
+	}
+	// An older version's whole-state snapshot: import it once.
+	members, alarms, rest, err := decodeServerState(data)
+	if err != nil {
+		return fmt.Errorf("server: snapshot at %d: %w", index, err)
+	}
+	if err := sm.store.Restore(rest); err != nil {
+		return err
+	}
+	sm.alarms.replace(alarms)
+	sm.mu.Lock()
+	sm.mu.members = members
+	sm.mu.Unlock()
+	if err := sm.store.SetMeta(metaServerState, sm.encodeServerState()); err != nil {
+		return err
+	}
+	_, err = sm.store.Flush()
+	return err
+}
+
+// restoreReceived replaces the store with the body a leader sent, saved as name in
+// kv-in, makes it durable and removes the file (and older ones).
+func (sm *stateMachine) restoreReceived(index uint64, name string) error {
+	path := filepath.Join(inboundDir(sm.dir), name)
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("server: the snapshot at index %d that the leader sent is missing: %w", index, err)
+	}
+	defer f.Close()
+	if err := sm.store.RestoreFrom(f); err != nil {
+		return fmt.Errorf("server: restoring the snapshot at index %d from %s: %w", index, path, err)
+	}
+	if a := sm.store.AppliedIndex(); a < index {
+		return fmt.Errorf("server: the snapshot at index %d in %s holds a store applied only to %d", index, path, a)
+	}
+	if err := sm.loadServerState(nil); err != nil {
+		return err
+	}
+	if _, err := sm.store.Flush(); err != nil {
+		return err
+	}
+	removeInbound(sm.dir, func(string) bool { return true })
+	return nil
+}
+
+// inboundName is the file name of the body of the snapshot at index in term.
+func inboundName(snap raft.Snapshot) string {
+	return fmt.Sprintf("%016x-%016x.snap", snap.Term, snap.Index)
+}
+
+// removeInbound removes the files in kv-in that drop says to.
+func removeInbound(memberDir string, drop func(name string) bool) {
+	entries, err := os.ReadDir(inboundDir(memberDir))
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if drop(e.Name()) {
+			_ = os.Remove(filepath.Join(inboundDir(memberDir), e.Name()))
+		}
+	}
+}
+
+// snapshotStream is the transport's SnapshotStream: the body of a snapshot this
+// member sends is its store, streamed as of its current applied index (at or past
+// snap's, whose marker says the engine covers it).
+func (s *Server) snapshotStream(snap raft.Snapshot) (io.ReadCloser, error) {
+	if a := s.sm.store.AppliedIndex(); a < snap.Index {
+		return nil, fmt.Errorf("server: the store has applied %d, behind the snapshot at %d", a, snap.Index)
+	}
+	pr, pw := io.Pipe()
+	s.goTracked(func() {
+		_, err := s.sm.store.WriteSnapshot(pw)
+		_ = pw.CloseWithError(err)
+	})
+	return pr, nil
+}
+
+// receiveSnapshot is the transport's SnapshotReceiver: it saves the body of the
+// snapshot a leader sends to a file in kv-in, durably, and names it in the data Raft
+// gets. A failed or cut body leaves no file.
+func (s *Server) receiveSnapshot(from uint64, snap raft.Snapshot, body io.Reader) ([]byte, error) {
+	dir := inboundDir(s.sm.dir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	name := inboundName(snap)
+	tmp, err := os.CreateTemp(dir, ".recv-*")
+	if err != nil {
+		return nil, err
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			_ = tmp.Close()
+			_ = os.Remove(tmp.Name())
+		}
+	}()
+	n, err := io.Copy(tmp, body)
+	if err != nil {
+		return nil, fmt.Errorf("server: receiving the snapshot at index %d from %x after %d bytes: %w", snap.Index, from, n, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return nil, err
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
+		return nil, err
+	}
+	keep = true
+	if err := syncDir(dir); err != nil {
+		return nil, err
+	}
+	s.logger.Info("snapshot body received", "index", snap.Index, "term", snap.Term, "from", hexID(from), "bytes", n)
+	return receivedSnapshotData(name), nil
+}
+
+// compactLog is a local snapshot: it makes the store durable and truncates the log up
+// to the applied index that is now durable (and stored in the log: a follower may
+// apply entries before it has written them).
+func (s *Server) compactLog() error {
+	durable, err := s.sm.store.Flush()
+	if err != nil {
+		return err
+	}
+	last, err := s.storage.LastIndex()
+	if err != nil {
+		return err
+	}
+	index := min(durable, last)
+	if first, err := s.storage.FirstIndex(); err != nil || index < first {
+		return err // nothing new to truncate
+	}
+	membership, err := s.node.MembershipAt(index)
+	if err != nil {
+		return err
+	}
+	_, err = s.storage.CreateSnapshotFrom(index, membership, func(w io.Writer) error {
+		_, err := w.Write(localSnapshotData())
+		return err
+	})
+	if errors.Is(err, raft.ErrSnapOutOfDate) {
+		return nil // a snapshot from the leader at or past index arrived meanwhile
+	}
+	return err
+}
+
+// reconcileStore checks, before Raft starts, that the store and the log are of one
+// history, and returns the applied index Raft is to start from (raft.Config.Applied).
+//
+//   - A store of another cluster is refused.
+//   - A store behind a local snapshot lost what the log was truncated past: refused
+//     (it was replaced, or the file system lost flushed data).
+//   - A store ahead of the log is legitimate: a follower applies committed entries
+//     before its own write of them (raft/node_ready.go), and the engine may flush
+//     them before a crash loses that write; a store restored from a leader's body is
+//     at or past that snapshot. The entries it holds are committed, so the log
+//     restarts after them: a snapshot marker at the store's applied index and term.
+//     A store whose applied term is below the log's last term is of another history
+//     and refused.
+//   - A store within the log must agree with it on the term of its applied entry.
+func (s *Server) reconcileStore() (uint64, error) {
+	st := s.sm.store
+	dir := storeDir(s.sm.dir)
+	id := binary.BigEndian.AppendUint64(nil, s.clusterID)
+	got, err := st.Meta(metaClusterID)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case got == nil:
+		if err := st.SetMeta(metaClusterID, id); err != nil {
+			return 0, err
+		}
+	case !bytes.Equal(got, id):
+		return 0, fmt.Errorf("server: the store in %s belongs to cluster %x, this member's log to cluster %s: "+
+			"the data dir mixes two members' files; restore the member from a backup or remove and re-add it",
+			dir, got, hexID(s.clusterID))
+	}
+	applied, term := st.AppliedIndex(), st.AppliedTerm()
+	snap, err := s.storage.Snapshot()
+	if err != nil {
+		return 0, err
+	}
+	last, err := s.storage.LastIndex()
+	if err != nil {
+		return 0, err
+	}
+	if !snap.IsEmpty() {
+		kind, name, err := snapshotKind(snap.Data)
+		if err != nil {
+			return 0, err
+		}
+		// Bodies of snapshots that are not the stored one were superseded.
+		removeInbound(s.sm.dir, func(n string) bool { return kind != snapReceived || n != name || applied >= snap.Index })
+		if applied < snap.Index {
+			switch kind {
+			case snapLocal:
+				return 0, fmt.Errorf("server: the store in %s has applied index %d, but the log was truncated to index %d "+
+					"once the store was durable there: the store lost data (replaced, or a file system that lost flushed writes); "+
+					"restore the member from a backup or remove and re-add it", dir, applied, snap.Index)
+			case snapReceived:
+				if _, err := os.Stat(filepath.Join(inboundDir(s.sm.dir), name)); err != nil {
+					return 0, fmt.Errorf("server: the snapshot at index %d the leader sent is to be restored from %s: %w",
+						snap.Index, filepath.Join(inboundDir(s.sm.dir), name), err)
+				}
+			}
+			return applied, nil // Raft hands the snapshot over first
+		}
+	} else {
+		removeInbound(s.sm.dir, func(string) bool { return true })
+	}
+	if applied == 0 {
+		return 0, nil
+	}
+	if applied > last {
+		lastTerm, err := s.storage.Term(last)
+		if err != nil {
+			return 0, err
+		}
+		if term < lastTerm {
+			return 0, fmt.Errorf("server: the store in %s has applied index %d of term %d, past the log's end at %d of term %d: "+
+				"a later index cannot have an earlier term, so the store and the log are of different histories", dir, applied, term, last, lastTerm)
+		}
+		err = s.storage.ApplySnapshot(raft.Snapshot{Index: applied, Term: term, Membership: s.sm.membership(), Data: localSnapshotData()})
+		if err != nil {
+			return 0, err
+		}
+		s.logger.Warn("the store is ahead of the log (a crash lost the log's last write after the store flushed): "+
+			"the log restarts after the store", "store_applied", applied, "log_last", last, "term", term)
+		return applied, nil
+	}
+	if term != 0 && applied > snap.Index {
+		logTerm, err := s.storage.Term(applied)
+		if err != nil {
+			return 0, err
+		}
+		if logTerm != term {
+			return 0, fmt.Errorf("server: the store in %s applied index %d in term %d, but the log's entry %d is of term %d: "+
+				"the store and the log are of different histories", dir, applied, term, applied, logTerm)
+		}
+	}
+	return applied, nil
+}
+
+// membership is the Raft configuration the member list gives.
+func (sm *stateMachine) membership() raft.Membership {
+	var m raft.Membership
+	for _, rec := range sm.members() {
+		if rec.IsLearner {
+			m.Learners = append(m.Learners, rec.ID)
+		} else {
+			m.Voters = append(m.Voters, rec.ID)
+		}
+	}
+	return m
+}
+
+// storeFailed stops the member after its store failed to apply entry index: the
+// engine refuses every later write (kv.ErrEngineFailed), and a member that went on
+// would answer from a state the others have moved past. It logs once and closes the
+// channel Done waits on; it must not block (the apply loop calls it).
+func (s *Server) storeFailed(index uint64, err error) {
+	s.failure.once.Do(func() {
+		s.failure.err = fmt.Errorf("server: the store failed to apply entry %d: %w", index, err)
+		s.logger.Error("the store failed; stopping", "index", index, "err", err)
+		close(s.failure.c)
+	})
+}

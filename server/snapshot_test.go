@@ -1,0 +1,198 @@
+package server
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"raftkv/kv"
+	"raftkv/raft"
+	"raftkv/storage"
+)
+
+// reconcileFixture is a member's storage and state machine without the rest of the
+// server: what reconcileStore reads before Raft starts.
+type reconcileFixture struct {
+	s   *Server
+	dir string
+}
+
+func newReconcileFixture(t *testing.T) *reconcileFixture {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := storage.Open(storage.NewOSFS(), dir, storage.Options{ClusterID: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sm, err := newStateMachine(kv.Config{}, dir, []member{{ID: 1, Name: "a"}, {ID: 2, Name: "b"}, {ID: 3, Name: "c", IsLearner: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = sm.store.Close()
+		_ = st.Close()
+	})
+	return &reconcileFixture{s: &Server{clusterID: 7, storage: st, sm: sm, logger: slog.New(slog.DiscardHandler)}, dir: dir}
+}
+
+// applyPuts applies puts at indexes from..to in term.
+func (f *reconcileFixture) applyPuts(t *testing.T, from, to, term uint64) {
+	t.Helper()
+	f.s.sm.store.SetTerm(term)
+	for i := from; i <= to; i++ {
+		data, err := (&kv.Command{Put: &kv.PutRequest{Key: fmt.Appendf(nil, "k%d", i), Value: []byte("v")}}).Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res := f.s.sm.store.Apply(i, data); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+}
+
+// logEntries stores entries from..to of term in the log, committed.
+func (f *reconcileFixture) logEntries(t *testing.T, from, to, term uint64) {
+	t.Helper()
+	var ents []raft.Entry
+	for i := from; i <= to; i++ {
+		ents = append(ents, raft.Entry{Index: i, Term: term, Type: raft.EntryNormal})
+	}
+	if err := f.s.storage.Save(raft.HardState{Term: term, Commit: to}, ents); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func wantRefused(t *testing.T, err error, words ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("reconcileStore accepted the store; want a refusal saying %q", words)
+	}
+	for _, w := range words {
+		if !strings.Contains(err.Error(), w) {
+			t.Fatalf("reconcileStore: %v\nwant it to say %q", err, w)
+		}
+	}
+}
+
+// TestReconcileStoreAheadOfLog: a store flushed past the log's end (a follower applies
+// committed entries before its own write; a crash lost that write) is kept, and the
+// log restarts after it.
+func TestReconcileStoreAheadOfLog(t *testing.T) {
+	f := newReconcileFixture(t)
+	f.logEntries(t, 1, 3, 2)
+	f.applyPuts(t, 1, 8, 2)
+	applied, err := f.s.reconcileStore()
+	if err != nil || applied != 8 {
+		t.Fatalf("reconcileStore = %d, %v; want 8, nil", applied, err)
+	}
+	snap, err := f.s.storage.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := raft.Membership{Voters: []uint64{1, 2}, Learners: []uint64{3}}
+	if snap.Index != 8 || snap.Term != 2 || !reflect.DeepEqual(snap.Membership, want) {
+		t.Fatalf("the log restarts at snapshot %d term %d %+v; want 8 term 2 %+v", snap.Index, snap.Term, snap.Membership, want)
+	}
+	if first, _ := f.s.storage.FirstIndex(); first != 9 {
+		t.Fatalf("the log's first index is %d, want 9", first)
+	}
+}
+
+// TestReconcileStoreRefusesAnotherHistory: a store and a log that disagree on the term
+// of an entry, or a store past the log with an earlier term than the log's end, are of
+// different histories (a WAL from another data dir): refused, naming the store.
+func TestReconcileStoreRefusesAnotherHistory(t *testing.T) {
+	t.Run("within the log", func(t *testing.T) {
+		f := newReconcileFixture(t)
+		f.logEntries(t, 1, 5, 1)
+		f.applyPuts(t, 1, 3, 2)
+		_, err := f.s.reconcileStore()
+		wantRefused(t, err, storeDir(f.dir), "applied index 3 in term 2", "entry 3 is of term 1", "different histories")
+	})
+	t.Run("past the log", func(t *testing.T) {
+		f := newReconcileFixture(t)
+		f.logEntries(t, 1, 3, 3)
+		f.applyPuts(t, 1, 5, 2)
+		_, err := f.s.reconcileStore()
+		wantRefused(t, err, storeDir(f.dir), "applied index 5 of term 2", "end at 3 of term 3")
+	})
+	t.Run("another cluster", func(t *testing.T) {
+		f := newReconcileFixture(t)
+		if err := f.s.sm.store.SetMeta(metaClusterID, []byte{0, 0, 0, 0, 0, 0, 0, 9}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := f.s.reconcileStore()
+		wantRefused(t, err, storeDir(f.dir), "belongs to cluster 9", "cluster 7")
+	})
+}
+
+// TestReconcileStoreBehindLocalSnapshot: the log was truncated to an index the store
+// had made durable; a store behind it lost data and is refused rather than rebuilt.
+func TestReconcileStoreBehindLocalSnapshot(t *testing.T) {
+	f := newReconcileFixture(t)
+	f.applyPuts(t, 1, 3, 1)
+	if err := f.s.storage.ApplySnapshot(raft.Snapshot{Index: 10, Term: 1, Membership: raft.Membership{Voters: []uint64{1}},
+		Data: localSnapshotData()}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.s.reconcileStore()
+	wantRefused(t, err, storeDir(f.dir), "applied index 3", "truncated to index 10", "lost data")
+}
+
+// TestReconcileStoreReceivedSnapshot: a snapshot body the leader sent and the log
+// recorded is restored after a restart; a missing one is named.
+func TestReconcileStoreReceivedSnapshot(t *testing.T) {
+	f := newReconcileFixture(t)
+	snap := raft.Snapshot{Index: 10, Term: 1, Membership: raft.Membership{Voters: []uint64{1}}}
+	snap.Data = receivedSnapshotData(inboundName(snap))
+	if err := f.s.storage.ApplySnapshot(snap); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.s.reconcileStore()
+	wantRefused(t, err, filepath.Join(inboundDir(f.dir), inboundName(snap)))
+
+	// Now with the body there: a store from another member at index 12.
+	leader := newReconcileFixture(t)
+	leader.applyPuts(t, 1, 12, 1)
+	if err := os.MkdirAll(inboundDir(f.dir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.Create(filepath.Join(inboundDir(f.dir), inboundName(snap)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leader.s.sm.store.WriteSnapshot(out); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(inboundDir(f.dir), "0000000000000001-0000000000000004.snap")
+	if err := os.WriteFile(stale, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	applied, err := f.s.reconcileStore()
+	if err != nil || applied != 0 {
+		t.Fatalf("reconcileStore = %d, %v; want 0 (Raft hands the snapshot over), nil", applied, err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatalf("a superseded body was left in kv-in: %v", err)
+	}
+	if err := f.s.sm.restore(snap.Index, snap.Data); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.s.sm.store.AppliedIndex(); got != 12 {
+		t.Fatalf("restored store applied %d, want the leader's 12", got)
+	}
+	r, err := f.s.sm.store.Range(&kv.RangeRequest{Key: []byte("k12")})
+	if err != nil || len(r.Kvs) != 1 {
+		t.Fatalf("k12 after restore: %+v, %v", r, err)
+	}
+	if entries, _ := os.ReadDir(inboundDir(f.dir)); len(entries) != 0 {
+		t.Fatalf("kv-in holds %d files after the restore, want none", len(entries))
+	}
+}
