@@ -111,7 +111,7 @@ func TestBadInboundFramesCloseStream(t *testing.T) {
 	}{
 		{"oversized", oversized, "frame larger than the limit"},
 		{"bad checksum", badCRC, "has checksum"},
-		{"unknown type", rawFrame(9, []byte("x"))[:frameHeaderLen], "unknown frame type 9"},
+		{"unknown type", rawFrame(200, []byte("x"))[:frameHeaderLen], "unknown frame type 200"},
 		{"undecodable", rawFrame(frameMessage, []byte{byte(raft.MsgApp), 1}), "corrupt encoding"},
 		{"trailing bytes", rawFrame(frameMessage, append(encodeMsg(appMsg(2, 1, 2, nil)), 0)), "trailing bytes"},
 		{"wrong type on stream", rawFrame(frameSnapChunk, []byte("x")), "snapshot chunk frame on a message stream"},
