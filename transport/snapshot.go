@@ -313,6 +313,7 @@ func (t *Transport) readSnapshot(r io.Reader, from uint64, accept func() error, 
 	// stream; a snapshot from a node that is not a peer (yet) is not counted.
 	if p := (*t.peers.Load())[from]; p != nil {
 		body.receivedBytes = &p.receivedBytes
+		body.countFrame(len(payload))
 	}
 	if started != nil {
 		started(body)
