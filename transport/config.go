@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"time"
+
+	"raftkv/raft"
 )
 
 // Config holds everything a Transport needs. Zero values of the limits and timeouts
@@ -37,11 +40,39 @@ type Config struct {
 	// SendQueueLen is the number of messages queued for one peer; Send drops what does
 	// not fit. Default 4096.
 	SendQueueLen int
-	// SnapshotChunkBytes is the size of the pieces a snapshot is sent in; it must not
-	// exceed MaxFrameBytes (on the receiving nodes too). Default 1 MiB.
+	// SnapshotChunkBytes is the size of the pieces a snapshot's body is sent in, and
+	// so about what a sender holds of it in memory; it must not exceed MaxFrameBytes
+	// (on the receiving nodes too). Default 1 MiB.
 	SnapshotChunkBytes int
-	// MaxSnapshotBytes is the largest snapshot this node accepts. Default 4 GiB.
+	// MaxSnapshotBytes is the largest snapshot body this node accepts, counted as it
+	// streams in. Default 4 GiB.
 	MaxSnapshotBytes int64
+
+	// SnapshotStream, if set, supplies the body of an outgoing snapshot: the
+	// transport sends m.Snapshot (with its small Data) as the header, then the
+	// stream's bytes, and closes the stream when done or failed. It is called once
+	// the receiver has accepted the header, on the goroutine sending the snapshot,
+	// and the stream is read a chunk at a time, so the body is never whole in
+	// memory. An error, or a read error, fails the snapshot (ReportSnapshot(failed))
+	// and tells the receiver why. Nil: the body is the MsgSnap's Snapshot.Data.
+	// Set it on every member together with SnapshotReceiver, or on none: a receiver
+	// refuses a body of the other kind (ErrSnapshotHooks).
+	SnapshotStream func(snap raft.Snapshot) (io.ReadCloser, error)
+	// SnapshotReceiver, if set, consumes the body of an inbound snapshot as it
+	// arrives (with the header's snap, whose Data is the sender's small Data) and
+	// returns the Data the message delivered to raft carries (e.g. the name of the
+	// file it wrote). An error refuses the snapshot (the sender's
+	// ReportSnapshot(failed)), with the error's text as the reason the sender logs.
+	// If the body is cut, corrupt, abandoned by the sender (ErrSnapshotAborted) or
+	// over MaxSnapshotBytes (ErrSnapshotTooLarge), the receiver sees a read error
+	// from body and must clean up. body hands out each chunk only after checking
+	// its CRC, and returns io.EOF only after the end frame has matched the size and
+	// CRC of the whole; a receiver that returns nil must have read the body to its
+	// own end (the transport then checks the end frame itself), else the snapshot is
+	// refused. If the handler's Step then fails, the message is not delivered and
+	// what the receiver wrote is the application's to clear. Nil: the body is
+	// collected in memory and delivered as Snapshot.Data.
+	SnapshotReceiver func(from uint64, snap raft.Snapshot, body io.Reader) (data []byte, err error)
 
 	// DialTimeout bounds a dial and its handshake. Default 5s.
 	DialTimeout time.Duration

@@ -22,6 +22,14 @@ var (
 	ErrSnapshotTooLarge = errors.New("transport: snapshot larger than the limit")
 	// ErrSnapshotFailed: the receiver reported that it could not take a snapshot.
 	ErrSnapshotFailed = errors.New("transport: snapshot refused by the receiver")
+	// ErrSnapshotAborted: the sender gave up on a snapshot's body part way (its
+	// Config.SnapshotStream failed); the receiver's body read fails with it and the
+	// sender's reason.
+	ErrSnapshotAborted = errors.New("transport: snapshot abandoned by the sender")
+	// ErrSnapshotHooks: one end streams snapshot bodies through the
+	// Config.SnapshotStream and SnapshotReceiver hooks and the other does not; the
+	// receiver refuses the snapshot before its body is sent.
+	ErrSnapshotHooks = errors.New("transport: snapshot hooks set on one end only")
 	// ErrUnknownPeer: Request named a node that is not a peer of this Transport.
 	ErrUnknownPeer = errors.New("transport: not a peer")
 	// ErrRequestRefused: the receiver of a Request refused it (its OnRequest failed,

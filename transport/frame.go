@@ -25,12 +25,14 @@ const (
 	// frameStatus: the receiver's answer to a handshake or a snapshot: a status byte
 	// (0 accepted, 1 refused) and a UTF-8 reason.
 	frameStatus
-	// frameSnapHeader: the snapshot's size as a big-endian uint64, then its MsgSnap
-	// encoded with empty Snapshot.Data.
+	// frameSnapHeader: what the snapshot's body is (a byte, snapBodyKind), its size
+	// as a big-endian uint64 (unknownSnapshotSize if the sender does not know it),
+	// then its MsgSnap (snapshot.go says which Data it carries).
 	frameSnapHeader
-	// frameSnapChunk: the next bytes of the snapshot's data.
+	// frameSnapChunk: the next bytes of the snapshot's body, never empty.
 	frameSnapChunk
-	// frameSnapEnd: the CRC-32C of the whole snapshot data, big-endian uint32.
+	// frameSnapEnd: the body is complete: its size as a big-endian uint64 and the
+	// CRC-32C of all of it, big-endian uint32.
 	frameSnapEnd
 	// frameCluster: the answer to a cluster stream (membership.go): the cluster id,
 	// big-endian uint64, then Config.ClusterInfo's bytes.
@@ -39,6 +41,9 @@ const (
 	// answer; both opaque to the transport.
 	frameRequest
 	frameAnswer
+	// frameSnapAbort: the sender could not produce the rest of the snapshot's body;
+	// the payload is its reason, UTF-8, at most maxReasonBytes. It ends the body.
+	frameSnapAbort
 
 	numFrameTypes = iota
 )
@@ -61,6 +66,8 @@ func (t frameType) String() string {
 		return "request"
 	case frameAnswer:
 		return "answer"
+	case frameSnapAbort:
+		return "snapshot abort"
 	}
 	return fmt.Sprintf("frameType(%d)", uint8(t))
 }
@@ -182,11 +189,13 @@ func decodeMessage(payload []byte) (raft.Message, error) {
 //
 // protocolVersion 2 carries messages in the raft package's versioned encoding (format
 // 1, which starts every message with its format version); version 1 carried them
-// without that byte. A node refuses a peer of another protocol version at the
-// handshake, naming both, rather than misread its messages.
+// without that byte. Version 3 streams a snapshot's body in frames of unknown
+// number, ended by a frame with its size and CRC (snapshot.go); version 2 announced
+// the size up front and ended with the CRC alone. A node refuses a peer of another
+// protocol version at the handshake, naming both, rather than misread its frames.
 const (
 	handshakeLen    = 30
-	protocolVersion = 2
+	protocolVersion = 3
 )
 
 var handshakeMagic = [4]byte{'R', 'K', 'V', 'P'}
@@ -325,35 +334,82 @@ func readStatus(fr *frameReader) error {
 	return decodeStatus(payload)
 }
 
-// snapHeaderPrefix is the size field in front of a snapshot header's message.
-const snapHeaderPrefix = 8
+// snapBodyKind says what a snapshot's body is, so that a receiver knows before the
+// body comes whether it can take it.
+type snapBodyKind uint8
 
-// encodeSnapHeader returns the payload of a snapshot header frame for m, whose
-// Snapshot.Data is sent separately in chunks.
-func encodeSnapHeader(m raft.Message) []byte {
-	snap := *m.Snapshot
-	size := len(snap.Data)
-	snap.Data = nil
-	m.Snapshot = &snap
+const (
+	// snapBodyData: the body is the MsgSnap's Snapshot.Data, of the header's size;
+	// the header's message carries empty Data (neither end sets the stream hooks).
+	snapBodyData snapBodyKind = 0
+	// snapBodyStream: the body is what the sender's Config.SnapshotStream produced,
+	// for the receiver's Config.SnapshotReceiver; the header's message carries the
+	// sender's (small) Snapshot.Data.
+	snapBodyStream snapBodyKind = 1
+)
+
+func (k snapBodyKind) String() string {
+	switch k {
+	case snapBodyData:
+		return "the snapshot's data"
+	case snapBodyStream:
+		return "a stream from Config.SnapshotStream"
+	}
+	return fmt.Sprintf("snapBodyKind(%d)", uint8(k))
+}
+
+// unknownSnapshotSize is the size a snapshot header gives when the sender does not
+// know how long the body will be.
+const unknownSnapshotSize = ^uint64(0)
+
+// snapHeaderPrefix is the body kind and size in front of a snapshot header's message.
+const snapHeaderPrefix = 9
+
+// snapHeader is what a snapshot header frame says.
+type snapHeader struct {
+	kind snapBodyKind
+	// size is the body's length in bytes, or unknownSnapshotSize.
+	size uint64
+	// m is the MsgSnap to deliver; with snapBodyData its Snapshot.Data is empty.
+	m raft.Message
+}
+
+// encodeSnapHeader returns the payload of a snapshot header frame. With
+// snapBodyData, m's Snapshot.Data is left out: it is the body.
+func encodeSnapHeader(m raft.Message, kind snapBodyKind, size uint64) []byte {
+	if kind == snapBodyData {
+		snap := *m.Snapshot
+		snap.Data = nil
+		m.Snapshot = &snap
+	}
 	b := make([]byte, snapHeaderPrefix, snapHeaderPrefix+m.Size())
-	binary.BigEndian.PutUint64(b, uint64(size))
+	b[0] = byte(kind)
+	binary.BigEndian.PutUint64(b[1:], size)
 	return m.MarshalTo(b)
 }
 
-// decodeSnapHeader decodes a snapshot header frame's payload: the size of the data to
-// follow and the message, which must be a MsgSnap with empty data.
-func decodeSnapHeader(payload []byte) (raft.Message, uint64, error) {
+// decodeSnapHeader decodes a snapshot header frame's payload. The message must be a
+// MsgSnap, with empty Data and a known size if the body is the data.
+func decodeSnapHeader(payload []byte) (snapHeader, error) {
 	if len(payload) < snapHeaderPrefix {
-		return raft.Message{}, 0, fmt.Errorf("%w: snapshot header of %d bytes", ErrCorruptFrame, len(payload))
+		return snapHeader{}, fmt.Errorf("%w: snapshot header of %d bytes", ErrCorruptFrame, len(payload))
 	}
-	size := binary.BigEndian.Uint64(payload)
+	h := snapHeader{kind: snapBodyKind(payload[0]), size: binary.BigEndian.Uint64(payload[1:])}
+	if h.kind != snapBodyData && h.kind != snapBodyStream {
+		return snapHeader{}, fmt.Errorf("%w: snapshot header announces a body of unknown kind %d", ErrCorruptFrame, payload[0])
+	}
 	m, err := decodeMessage(payload[snapHeaderPrefix:])
 	if err != nil {
-		return raft.Message{}, 0, err
+		return snapHeader{}, err
 	}
-	if m.Type != raft.MsgSnap || m.Snapshot == nil || len(m.Snapshot.Data) != 0 {
-		return raft.Message{}, 0, fmt.Errorf("%w: snapshot header holds %s (snapshot present: %v), want a MsgSnap with its data sent apart",
+	if m.Type != raft.MsgSnap || m.Snapshot == nil {
+		return snapHeader{}, fmt.Errorf("%w: snapshot header holds %s (snapshot present: %v), want a MsgSnap",
 			ErrCorruptFrame, m.Type, m.Snapshot != nil)
 	}
-	return m, size, nil
+	if h.kind == snapBodyData && (len(m.Snapshot.Data) != 0 || h.size == unknownSnapshotSize) {
+		return snapHeader{}, fmt.Errorf("%w: snapshot header whose body is the data carries %d bytes of data itself and size %d; want none and a known size",
+			ErrCorruptFrame, len(m.Snapshot.Data), h.size)
+	}
+	h.m = m
+	return h, nil
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"hash/crc32"
 	"io"
@@ -30,11 +29,11 @@ func FuzzReadFrame(f *testing.F) {
 	hs := handshake{kind: streamMessages, clusterID: 1, from: 2, to: 1}.marshal()
 	f.Add(append(hs[:], msg(app)...))
 	data := []byte("snapshot data")
-	snapStream := rawFrame(frameSnapHeader, encodeSnapHeader(snapMsg(2, 1, data)))
+	snapStream := rawFrame(frameSnapHeader, encodeSnapHeader(snapMsg(2, 1, data), snapBodyData, uint64(len(data))))
 	snapStream = append(snapStream, rawFrame(frameSnapChunk, data[:5])...)
 	snapStream = append(snapStream, rawFrame(frameSnapChunk, data[5:])...)
-	snapStream = append(snapStream, rawFrame(frameSnapEnd, binary.BigEndian.AppendUint32(nil, crc32.Checksum(data, castagnoli)))...)
-	f.Add(snapStream)
+	f.Add(append(snapStream, rawFrame(frameSnapEnd, encodeSnapEnd(uint64(len(data)), crc32.Checksum(data, castagnoli)))...))
+	f.Add(append(snapStream, rawFrame(frameSnapAbort, []byte("disk gone"))...))
 
 	tr, err := New(Config{ID: 1, ClusterID: 1, MaxFrameBytes: minFrameBytes, MaxSnapshotBytes: 1 << 20}, nopHandler{})
 	if err != nil {
@@ -42,7 +41,8 @@ func FuzzReadFrame(f *testing.F) {
 	}
 	defer tr.Close()
 	isExpected := func(err error) bool {
-		return err == io.EOF || errors.Is(err, ErrCorruptFrame) || errors.Is(err, ErrFrameTooLarge) || errors.Is(err, ErrSnapshotTooLarge)
+		return err == io.EOF || errors.Is(err, ErrCorruptFrame) || errors.Is(err, ErrFrameTooLarge) || errors.Is(err, ErrSnapshotTooLarge) ||
+			errors.Is(err, ErrSnapshotAborted) || errors.Is(err, ErrSnapshotHooks)
 	}
 
 	f.Fuzz(func(t *testing.T, in []byte) {
@@ -76,7 +76,7 @@ func FuzzReadFrame(f *testing.F) {
 			case frameStatus:
 				_ = decodeStatus(payload)
 			case frameSnapHeader:
-				_, _, _ = decodeSnapHeader(payload)
+				_, _ = decodeSnapHeader(payload)
 			}
 		}
 
@@ -85,7 +85,7 @@ func FuzzReadFrame(f *testing.F) {
 			t.Fatalf("readMessages: undocumented error %v", err)
 		}
 		// The snapshot stream reader.
-		m, err := tr.readSnapshot(bytes.NewReader(in), 2, func() error { return nil })
+		m, err := tr.readSnapshot(bytes.NewReader(in), 2, func() error { return nil }, nil)
 		if err != nil && !isExpected(err) {
 			t.Fatalf("readSnapshot: undocumented error %v", err)
 		}

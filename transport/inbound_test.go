@@ -3,6 +3,7 @@ package transport
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -111,7 +112,7 @@ func TestBadInboundFramesCloseStream(t *testing.T) {
 	}{
 		{"oversized", oversized, "frame larger than the limit"},
 		{"bad checksum", badCRC, "has checksum"},
-		{"unknown type", rawFrame(9, []byte("x"))[:frameHeaderLen], "unknown frame type 9"},
+		{"unknown type", rawFrame(200, []byte("x"))[:frameHeaderLen], "unknown frame type 200"},
 		{"undecodable", rawFrame(frameMessage, []byte{byte(raft.MsgApp), 1}), "corrupt encoding"},
 		{"trailing bytes", rawFrame(frameMessage, append(encodeMsg(appMsg(2, 1, 2, nil)), 0)), "trailing bytes"},
 		{"wrong type on stream", rawFrame(frameSnapChunk, []byte("x")), "snapshot chunk frame on a message stream"},
@@ -171,6 +172,8 @@ func TestBadHandshakesRefused(t *testing.T) {
 	}{
 		{"http", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n..."), "is this a raftkv peer port"},
 		{"version", with(4, 9), "protocol version 9"},
+		// Version 2 framed a snapshot's body differently (its size up front).
+		{"previous version", with(4, protocolVersion-1), fmt.Sprintf("peer speaks protocol version %d, this node %d; run the same raftkv version on every node", protocolVersion-1, protocolVersion)},
 		{"kind", with(5, 7), "unknown stream kind 7"},
 		{"from zero", fromZero[:], "node id 0"},
 		{"from self", fromSelf[:], "two nodes share an id"},

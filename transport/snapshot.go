@@ -2,12 +2,14 @@ package transport
 
 import (
 	"bufio"
-	"encoding/binary"
+	"bytes"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"net"
+	"sync/atomic"
+	"time"
 
 	"raftkv/raft"
 )
@@ -16,17 +18,28 @@ import (
 //
 //	sender                       receiver
 //	handshake (streamSnapshot) → status: stream accepted or refused
-//	snapshot header            → status: size and message accepted or refused
-//	chunks..., end (CRC)       → status: snapshot delivered to Step, or why not
+//	snapshot header            → status: header accepted or refused
+//	chunk..., end (size, CRC)  → status: snapshot delivered to Step, or why not
 //
-// Waiting for the header's status before the data costs one round trip, and lets a
-// receiver refuse a snapshot over its size limit before gigabytes are sent, with a
-// reason the sender can log.
+// Waiting for the header's status before the body costs one round trip, and lets a
+// receiver refuse a snapshot it cannot take (over its size limit, or streamed when it
+// has no SnapshotReceiver) before gigabytes are sent, with a reason the sender logs.
+// A receiver may also refuse in the middle of the body (its SnapshotReceiver failed,
+// or the body passed MaxSnapshotBytes): the sender reads the status while it writes,
+// stops, and logs the reason. A sender whose SnapshotStream fails sends an abort
+// frame with the reason instead of the end, and the receiver's body read fails.
+//
+// The body is the MsgSnap's Snapshot.Data when Config.SnapshotStream is nil: the
+// header carries the message with empty Data and the exact size, and the receiver
+// collects the body into the Data it delivers. With the hooks set, the header carries
+// the message with its (small) Data and no size, the body is SnapshotStream's
+// output, and SnapshotReceiver consumes it and returns the Data delivered. Both ways
+// run the same code; only where the body comes from and goes to differ.
 
-// initialSnapshotBuffer bounds the memory a receiver reserves up front for a snapshot:
-// the announced size is only a claim until the bytes arrive. Once they fill this
-// buffer the receiver reserves the whole announced size (at most MaxSnapshotBytes):
-// one copy, not one per growth.
+// initialSnapshotBuffer bounds the memory a receiver without a SnapshotReceiver
+// reserves up front for a snapshot: the announced size is only a claim until the
+// bytes arrive. Once they fill this buffer it reserves the whole announced size (at
+// most MaxSnapshotBytes): one copy, not one per growth.
 const initialSnapshotBuffer = 64 << 20
 
 // startSnapshot sends m, a MsgSnap, to p on a goroutine of its own and reports the
@@ -42,15 +55,15 @@ func (t *Transport) startSnapshot(p *peer, m raft.Message) {
 	}
 	isStarted := t.goTracked(func() {
 		defer p.isSnapshotInFlight.Store(false)
-		err := p.sendSnapshot(m)
+		bodyBytes, err := p.sendSnapshot(m)
 		if err != nil {
 			p.snapshotsFailed.Add(1)
 			if p.ctx.Err() == nil {
-				p.logger.Warn("transport: sending snapshot failed", "index", m.Snapshot.Index, "bytes", len(m.Snapshot.Data), "err", err)
+				p.logger.Warn("transport: sending snapshot failed", "index", m.Snapshot.Index, "term", m.Snapshot.Term, "bytes_sent", bodyBytes, "err", err)
 			}
 		} else {
 			p.snapshotsSent.Add(1)
-			p.logger.Info("transport: snapshot sent", "index", m.Snapshot.Index, "bytes", len(m.Snapshot.Data))
+			p.logger.Info("transport: snapshot sent", "index", m.Snapshot.Index, "term", m.Snapshot.Term, "bytes", bodyBytes)
 		}
 		t.h.ReportSnapshot(p.id, err != nil)
 	})
@@ -61,51 +74,164 @@ func (t *Transport) startSnapshot(p *peer, m raft.Message) {
 	}
 }
 
-// sendSnapshot dials p and sends m's snapshot in chunks, returning once the receiver
-// has handed it to its node, or with the reason it did not.
-func (p *peer) sendSnapshot(m raft.Message) error {
+// sendSnapshot dials p and sends m's snapshot: the header, then the body in chunks
+// of Config.SnapshotChunkBytes, one chunk in memory at a time. It returns the body
+// bytes sent and nil once the receiver has handed the snapshot to its node, or the
+// reason it did not.
+func (p *peer) sendSnapshot(m raft.Message) (uint64, error) {
 	cfg := &p.t.cfg
-	header := encodeSnapHeader(m)
+	kind, size := snapBodyData, uint64(len(m.Snapshot.Data))
+	if cfg.SnapshotStream != nil {
+		kind, size = snapBodyStream, unknownSnapshotSize
+	}
+	header := encodeSnapHeader(m, kind, size)
 	if len(header) > cfg.MaxFrameBytes {
-		return fmt.Errorf("%w: snapshot header of %d bytes (without data), limit %d", ErrFrameTooLarge, len(header), cfg.MaxFrameBytes)
+		return 0, fmt.Errorf("%w: snapshot header of %d bytes (without the body), limit %d", ErrFrameTooLarge, len(header), cfg.MaxFrameBytes)
 	}
 	conn, err := p.dial(p.ctx, p.addr(), streamSnapshot)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer conn.Close()
 	stop := afterFuncClose(p.ctx, conn)
 	defer stop()
 
-	bw := bufio.NewWriterSize(&deadlineWriter{conn: conn, timeout: cfg.IOTimeout}, writeBufferBytes)
-	fr := frameReader{r: &deadlineReader{conn: conn, timeout: cfg.IOTimeout}, maxPayload: maxStatusBytes}
-	if err := writeFrame(bw, frameSnapHeader, header); err != nil {
-		return err
+	sw := snapWriter{
+		bw:        bufio.NewWriterSize(&deadlineWriter{conn: conn, timeout: cfg.IOTimeout}, writeBufferBytes),
+		sentBytes: &p.sentBytes,
 	}
-	if err := bw.Flush(); err != nil {
-		return err
+	if err := sw.frame(frameSnapHeader, header); err != nil {
+		return 0, err
 	}
-	if err := snapshotStatus(readStatus(&fr)); err != nil {
-		return err
+	if err := sw.bw.Flush(); err != nil {
+		return 0, err
+	}
+	if err := snapshotStatus(readStatus(&frameReader{r: &deadlineReader{conn: conn, timeout: cfg.IOTimeout}, maxPayload: maxStatusBytes})); err != nil {
+		return 0, err
 	}
 
-	data := m.Snapshot.Data
-	var crc uint32
-	for len(data) > 0 {
-		chunk := data[:min(len(data), cfg.SnapshotChunkBytes)]
-		data = data[len(chunk):]
-		if err := writeFrame(bw, frameSnapChunk, chunk); err != nil {
+	// From here on the receiver may refuse at any time: a watcher reads its status
+	// while the body goes out, so that a refusal stops the sending and its reason is
+	// what the sender reports, not the broken pipe that follows.
+	conn.SetReadDeadline(time.Time{})
+	status := make(chan error, 1)
+	go func() { status <- snapshotStatus(readStatus(&frameReader{r: conn, maxPayload: maxStatusBytes})) }()
+	defer func() {
+		conn.Close()
+		<-status // the watcher ends with the connection
+	}()
+
+	var body io.ReadCloser
+	if kind == snapBodyStream {
+		body, err = cfg.SnapshotStream(*m.Snapshot)
+		if err != nil {
+			err = fmt.Errorf("SnapshotStream for the snapshot at index %d: %w", m.Snapshot.Index, err)
+			sw.abort(err)
+			return 0, err
+		}
+	} else {
+		body = io.NopCloser(bytes.NewReader(m.Snapshot.Data))
+	}
+	defer body.Close()
+
+	chunk := make([]byte, cfg.SnapshotChunkBytes)
+	for {
+		select {
+		case err := <-status:
+			status <- err // for the deferred wait
+			return sw.total, receiverStoppedEarly(err, sw.total)
+		default:
+		}
+		n, readErr := io.ReadFull(body, chunk)
+		if n > 0 {
+			if err := sw.chunk(chunk[:n]); err != nil {
+				return sw.total, writeFailed(err, status, sw.total)
+			}
+		}
+		if readErr == io.EOF || readErr == io.ErrUnexpectedEOF {
+			break
+		}
+		if readErr != nil {
+			err := fmt.Errorf("reading the snapshot body after %d bytes: %w", sw.total, readErr)
+			sw.abort(err)
+			return sw.total, err
+		}
+	}
+	if kind == snapBodyData && sw.total != size {
+		panic(fmt.Sprintf("transport: sent %d bytes of a snapshot whose data is %d bytes", sw.total, size))
+	}
+	if err := sw.frame(frameSnapEnd, encodeSnapEnd(sw.total, sw.crc)); err != nil {
+		return sw.total, writeFailed(err, status, sw.total)
+	}
+	if err := sw.bw.Flush(); err != nil {
+		return sw.total, writeFailed(err, status, sw.total)
+	}
+	timer := time.NewTimer(cfg.IOTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-status:
+		status <- err
+		return sw.total, err
+	case <-timer.C:
+		return sw.total, fmt.Errorf("no answer from the receiver within %v after the snapshot's %d bytes", cfg.IOTimeout, sw.total)
+	}
+}
+
+// snapWriter writes a snapshot's frames, counting the body's bytes and its CRC.
+type snapWriter struct {
+	bw        *bufio.Writer
+	sentBytes *atomic.Uint64
+	total     uint64
+	crc       uint32
+}
+
+func (w *snapWriter) frame(t frameType, payload []byte) error {
+	if err := writeFrame(w.bw, t, payload); err != nil {
+		return err
+	}
+	w.sentBytes.Add(uint64(frameHeaderLen + len(payload)))
+	return nil
+}
+
+func (w *snapWriter) chunk(b []byte) error {
+	if err := w.frame(frameSnapChunk, b); err != nil {
+		return err
+	}
+	w.total += uint64(len(b))
+	w.crc = crc32.Update(w.crc, castagnoli, b)
+	return nil
+}
+
+// abort tells the receiver, as a courtesy, why the body stops here.
+func (w *snapWriter) abort(reason error) {
+	if w.frame(frameSnapAbort, encodeStatus(reason)[1:]) == nil {
+		w.bw.Flush()
+	}
+}
+
+// receiverStoppedEarly is the error of a sender whose receiver answered before the
+// body's end: a refusal, or a protocol error.
+func receiverStoppedEarly(status error, sent uint64) error {
+	if status == nil {
+		return fmt.Errorf("%w: the receiver accepted the snapshot after %d bytes, before its end", ErrCorruptFrame, sent)
+	}
+	return status
+}
+
+// writeFailed is the error of a sender whose write failed: the receiver's refusal
+// if one comes soon (the receiver refused and hung up), else the write's error.
+func writeFailed(writeErr error, status chan error, sent uint64) error {
+	timer := time.NewTimer(statusWriteTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-status:
+		status <- err
+		if err != nil && errors.Is(err, ErrSnapshotFailed) {
 			return err
 		}
-		crc = crc32.Update(crc, castagnoli, chunk)
+	case <-timer.C:
 	}
-	if err := writeFrame(bw, frameSnapEnd, binary.BigEndian.AppendUint32(nil, crc)); err != nil {
-		return err
-	}
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	return snapshotStatus(readStatus(&fr))
+	return fmt.Errorf("writing the snapshot body after %d bytes: %w", sent, writeErr)
 }
 
 // snapshotStatus turns a refusal read from the receiver into ErrSnapshotFailed.
@@ -118,12 +244,14 @@ func snapshotStatus(err error) error {
 }
 
 // receiveSnapshot runs an inbound snapshot stream from peer from: it reads the
-// snapshot, hands it to the handler, and tells the sender the outcome.
+// header, lets the body through to Config.SnapshotReceiver (or collects it), hands
+// the message to the handler, and tells the sender the outcome.
 func (t *Transport) receiveSnapshot(conn net.Conn, from uint64) {
 	logger := t.logger.With("peer", hexID(from), "remote", conn.RemoteAddr().String())
 	r := bufio.NewReaderSize(&deadlineReader{conn: conn, timeout: t.cfg.IOTimeout}, readBufferBytes)
 	accept := func() error { return writeStatus(conn, nil) }
-	m, err := t.readSnapshot(r, from, accept)
+	var body *snapBody
+	m, err := t.readSnapshot(r, from, accept, func(b *snapBody) { body = b })
 	if err == nil {
 		if err = t.h.Step(t.ctx, m); err != nil {
 			err = fmt.Errorf("handler refused the snapshot: %w", err)
@@ -133,20 +261,25 @@ func (t *Transport) receiveSnapshot(conn net.Conn, from uint64) {
 		t.snapshotsRefused.Add(1)
 		if t.ctx.Err() == nil {
 			logger.Warn("transport: refusing inbound snapshot", "err", err)
-			writeStatus(conn, err)
+			if writeStatus(conn, err) == nil && body != nil && body.needsDrain() {
+				conn.SetReadDeadline(time.Now().Add(statusWriteTimeout))
+				io.Copy(io.Discard, conn)
+			}
 		}
 		return
 	}
 	t.received.Add(1)
 	t.snapshotsReceived.Add(1)
-	logger.Info("transport: snapshot received", "index", m.Snapshot.Index, "term", m.Snapshot.Term, "bytes", len(m.Snapshot.Data))
+	logger.Info("transport: snapshot received", "index", m.Snapshot.Index, "term", m.Snapshot.Term, "bytes", body.total)
 	writeStatus(conn, nil)
 }
 
 // readSnapshot reads a snapshot's header, calls accept once the header passes its
-// checks, then reads the chunks and the end frame. It returns the MsgSnap with its
-// data reassembled and checked against the sender's CRC.
-func (t *Transport) readSnapshot(r io.Reader, from uint64, accept func() error) (raft.Message, error) {
+// checks, then passes the body to Config.SnapshotReceiver, or collects it if that is
+// nil, and checks that it came whole. It returns the MsgSnap to deliver, whose Data
+// is what the receiver returned (or the body collected). started, if not nil, is
+// given the body once it is set up.
+func (t *Transport) readSnapshot(r io.Reader, from uint64, accept func() error, started func(*snapBody)) (raft.Message, error) {
 	fr := frameReader{r: r, maxPayload: t.cfg.MaxFrameBytes}
 	typ, payload, err := fr.next()
 	if err != nil {
@@ -155,69 +288,59 @@ func (t *Transport) readSnapshot(r io.Reader, from uint64, accept func() error) 
 	if typ != frameSnapHeader {
 		return raft.Message{}, fmt.Errorf("%w: %s frame where a snapshot header was due", ErrCorruptFrame, typ)
 	}
-	m, size, err := decodeSnapHeader(payload)
+	h, err := decodeSnapHeader(payload)
 	if err != nil {
 		return raft.Message{}, err
 	}
+	m := h.m
 	if err := t.checkInbound(&m, from); err != nil {
 		return raft.Message{}, err
 	}
-	if size > uint64(t.cfg.MaxSnapshotBytes) {
+	if h.size != unknownSnapshotSize && h.size > uint64(t.cfg.MaxSnapshotBytes) {
 		return raft.Message{}, fmt.Errorf("%w: snapshot at index %d is %d bytes, node %d accepts at most %d; raise its MaxSnapshotBytes",
-			ErrSnapshotTooLarge, m.Snapshot.Index, size, t.cfg.ID, t.cfg.MaxSnapshotBytes)
+			ErrSnapshotTooLarge, m.Snapshot.Index, h.size, t.cfg.ID, t.cfg.MaxSnapshotBytes)
+	}
+	if isStreamed := t.cfg.SnapshotReceiver != nil; isStreamed != (h.kind == snapBodyStream) {
+		return raft.Message{}, fmt.Errorf("%w: node %d sends as the snapshot's body %s, and node %d (SnapshotReceiver set: %v) cannot take it; set both SnapshotStream and SnapshotReceiver on every member, or neither",
+			ErrSnapshotHooks, from, h.kind, t.cfg.ID, isStreamed)
 	}
 	if err := accept(); err != nil {
 		return raft.Message{}, err
 	}
 
-	var data []byte
-	if size > 0 {
-		data = make([]byte, 0, min(size, initialSnapshotBuffer))
+	body := &snapBody{fr: &fr, size: h.size, limit: uint64(t.cfg.MaxSnapshotBytes), index: m.Snapshot.Index, nodeID: t.cfg.ID}
+	// The bytes received are counted on the peer's outbound side, as on a message
+	// stream; a snapshot from a node that is not a peer (yet) is not counted.
+	if p := (*t.peers.Load())[from]; p != nil {
+		body.receivedBytes = &p.receivedBytes
+		body.countFrame(len(payload))
 	}
-	var crc uint32
-	for uint64(len(data)) < size {
-		h, err := fr.readHeader()
+	if started != nil {
+		started(body)
+	}
+	var data []byte
+	if h.kind == snapBodyStream {
+		snap := *m.Snapshot
+		data, err = t.cfg.SnapshotReceiver(from, snap, body)
 		if err != nil {
-			if err == io.EOF {
-				err = fmt.Errorf("%w: stream ends after %d of %d snapshot bytes", ErrCorruptFrame, len(data), size)
+			err = fmt.Errorf("SnapshotReceiver refused the snapshot at index %d: %w", m.Snapshot.Index, err)
+			if body.err != nil && !errors.Is(err, body.err) {
+				// The body's failure is the cause, whatever the receiver made of it.
+				err = fmt.Errorf("%w (%v)", body.err, err)
 			}
 			return raft.Message{}, err
 		}
-		left := size - uint64(len(data))
-		if h.typ != frameSnapChunk || h.length == 0 || uint64(h.length) > left {
-			return raft.Message{}, fmt.Errorf("%w: %s frame of %d bytes with %d of %d snapshot bytes still to come",
-				ErrCorruptFrame, h.typ, h.length, left, size)
-		}
-		if len(data)+h.length > cap(data) {
-			// The first initialSnapshotBuffer bytes came: make room for the rest of
-			// the announced size at once. Growing by append copied a 655 MB snapshot
-			// about four times, each copy a pause in reading long enough, on a
-			// loaded host, for the sender's unacknowledged writes to pass its
-			// AckTimeout (TCP_USER_TIMEOUT) and fail with "connection timed out".
-			grown := make([]byte, len(data), size)
-			copy(grown, data)
-			data = grown
-		}
-		chunk := data[len(data) : len(data)+h.length]
-		if err := fr.readPayload(h, chunk); err != nil {
+	} else {
+		data, err = collectBody(body, h.size)
+		if err != nil {
 			return raft.Message{}, err
 		}
-		data = data[:len(data)+h.length]
-		crc = crc32.Update(crc, castagnoli, chunk)
 	}
-	typ, payload, err = fr.next()
-	if err != nil {
-		if err == io.EOF {
-			err = fmt.Errorf("%w: stream ends before the snapshot's end frame", ErrCorruptFrame)
-		}
+	if err := body.finish(); err != nil {
 		return raft.Message{}, err
 	}
-	if typ != frameSnapEnd || len(payload) != 4 {
-		return raft.Message{}, fmt.Errorf("%w: %s frame of %d bytes where the snapshot's end was due", ErrCorruptFrame, typ, len(payload))
-	}
-	if want := binary.BigEndian.Uint32(payload); crc != want {
-		return raft.Message{}, fmt.Errorf("%w: snapshot data of %d bytes has CRC %08x, the sender's is %08x", ErrCorruptFrame, size, crc, want)
-	}
-	m.Snapshot.Data = data
+	snap := *m.Snapshot
+	snap.Data = data
+	m.Snapshot = &snap
 	return m, nil
 }

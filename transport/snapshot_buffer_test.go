@@ -3,7 +3,6 @@ package transport
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"hash/crc32"
 	"io"
 	"runtime"
@@ -31,9 +30,7 @@ func TestSnapshotReceiveGrowsItsBufferOnce(t *testing.T) {
 	go func() {
 		bw := bufio.NewWriter(pw)
 		m := snapMsg(2, 1, nil)
-		header := encodeSnapHeader(m)
-		binary.BigEndian.PutUint64(header, size)
-		writeFrame(bw, frameSnapHeader, header)
+		writeFrame(bw, frameSnapHeader, encodeSnapHeader(m, snapBodyData, size))
 		var crc uint32
 		for left := size; left > 0; {
 			c := chunk[:min(left, len(chunk))]
@@ -41,14 +38,14 @@ func TestSnapshotReceiveGrowsItsBufferOnce(t *testing.T) {
 			crc = crc32.Update(crc, castagnoli, c)
 			left -= len(c)
 		}
-		writeFrame(bw, frameSnapEnd, binary.BigEndian.AppendUint32(nil, crc))
+		writeFrame(bw, frameSnapEnd, encodeSnapEnd(size, crc))
 		pw.CloseWithError(bw.Flush())
 	}()
 
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	m, err := tr.readSnapshot(bufio.NewReader(pr), 2, func() error { return nil })
+	m, err := tr.readSnapshot(bufio.NewReader(pr), 2, func() error { return nil }, nil)
 	runtime.ReadMemStats(&after)
 	if err != nil {
 		t.Fatal(err)

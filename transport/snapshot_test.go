@@ -2,7 +2,6 @@ package transport
 
 import (
 	"bytes"
-	"encoding/binary"
 	"hash/crc32"
 	"math/rand/v2"
 	"strings"
@@ -114,14 +113,15 @@ func TestOneSnapshotAtATime(t *testing.T) {
 func TestCorruptSnapshotStreams(t *testing.T) {
 	n1 := startNode(t, testConfig(1, nil, newLogCapture()), listen(t))
 	header := func(m raft.Message, size uint64) []byte {
-		p := encodeSnapHeader(m)
-		binary.BigEndian.PutUint64(p, size)
-		return rawFrame(frameSnapHeader, p)
+		return rawFrame(frameSnapHeader, encodeSnapHeader(m, snapBodyData, size))
 	}
-	end := func(data []byte) []byte {
-		return rawFrame(frameSnapEnd, binary.BigEndian.AppendUint32(nil, crc32.Checksum(data, castagnoli)))
+	end := func(size int, data []byte) []byte {
+		return rawFrame(frameSnapEnd, encodeSnapEnd(uint64(size), crc32.Checksum(data, castagnoli)))
 	}
+	chunk := func(data string) []byte { return rawFrame(frameSnapChunk, []byte(data)) }
+	cat := func(frames ...[]byte) []byte { return bytes.Join(frames, nil) }
 	snap := snapMsg(2, 1, nil)
+	withData := rawFrame(frameSnapHeader, append([]byte{byte(snapBodyData), 0, 0, 0, 0, 0, 0, 0, 4}, encodeMsg(snapMsg(2, 1, []byte("data")))...))
 	tests := []struct {
 		name   string
 		header []byte
@@ -129,12 +129,19 @@ func TestCorruptSnapshotStreams(t *testing.T) {
 		want   string
 	}{
 		{"not a header", rawFrame(frameMessage, encodeMsg(appMsg(2, 1, 1, nil))), nil, "where a snapshot header was due"},
-		{"not a MsgSnap", rawFrame(frameSnapHeader, append(make([]byte, 8), encodeMsg(appMsg(2, 1, 1, nil))...)), nil, "want a MsgSnap"},
+		{"not a MsgSnap", rawFrame(frameSnapHeader, append(make([]byte, snapHeaderPrefix), encodeMsg(appMsg(2, 1, 1, nil))...)), nil, "want a MsgSnap"},
+		{"unknown body kind", rawFrame(frameSnapHeader, append([]byte{7}, encodeSnapHeader(snap, snapBodyData, 4)[1:]...)), nil, "unknown kind 7"},
+		{"data body with data in the header", withData, nil, "carries 4 bytes of data itself"},
+		{"data body of unknown size", header(snap, unknownSnapshotSize), nil, "want none and a known size"},
+		{"streamed body, no receiver", rawFrame(frameSnapHeader, encodeSnapHeader(snap, snapBodyStream, unknownSnapshotSize)), nil, "SnapshotReceiver set: false"},
 		{"to another node", header(snapMsg(2, 3, nil), 4), nil, "addressed to node 3"},
-		{"whole CRC wrong", header(snap, 4), append(rawFrame(frameSnapChunk, []byte("abcd")), end([]byte("abce"))...), "has CRC"},
-		{"chunk overruns", header(snap, 4), rawFrame(frameSnapChunk, []byte("abcde")), "still to come"},
-		{"empty chunk", header(snap, 4), rawFrame(frameSnapChunk, nil), "still to come"},
-		{"no end", header(snap, 4), append(rawFrame(frameSnapChunk, []byte("abcd")), rawFrame(frameSnapChunk, []byte("e"))...), "where the snapshot's end was due"},
+		{"whole CRC wrong", header(snap, 4), cat(chunk("abcd"), end(4, []byte("abce"))), "has CRC"},
+		{"end size wrong", header(snap, 4), cat(chunk("ab"), chunk("cd"), end(5, []byte("abcd"))), "end frame says 5 bytes, 4 arrived"},
+		{"chunk overruns", header(snap, 4), chunk("abcde"), "still to come"},
+		{"empty chunk", header(snap, 4), rawFrame(frameSnapChunk, nil), "empty snapshot chunk"},
+		{"no end", header(snap, 4), cat(chunk("abcd"), chunk("e")), "still to come"},
+		{"message inside the body", header(snap, 4), cat(chunk("ab"), rawFrame(frameMessage, encodeMsg(appMsg(2, 1, 1, nil)))), "message frame inside a snapshot body, after 2 bytes"},
+		{"aborted", header(snap, 4), cat(chunk("ab"), rawFrame(frameSnapAbort, []byte("disk gone"))), "abandoned by the sender after 2 bytes: disk gone"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
