@@ -11,6 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"raftkv/storage"
 	"raftkv/watch"
 )
 
@@ -149,6 +152,10 @@ type Config struct {
 	BcryptCost   int
 
 	Logger *slog.Logger
+
+	// files, if set, holds the log's and the store's files in place of the
+	// operating system's: crash tests (crash_test.go).
+	files *memberFiles
 }
 
 // Defaults, matching etcd's where etcd has one.
@@ -379,4 +386,24 @@ func clusterID(ids []uint64, token string) uint64 {
 		id = 1
 	}
 	return id
+}
+
+// memberFiles are the file systems a member keeps its log and its store on.
+type memberFiles struct {
+	log   storage.FS
+	store vfs.FS
+}
+
+func (c *Config) logFS() storage.FS {
+	if c.files != nil {
+		return c.files.log
+	}
+	return storage.NewOSFS()
+}
+
+func (c *Config) storeFS() vfs.FS {
+	if c.files != nil {
+		return c.files.store
+	}
+	return nil
 }

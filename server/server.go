@@ -201,7 +201,7 @@ func (s *Server) open(ids []uint64) error {
 			return err
 		}
 	}
-	s.storage, err = storage.Open(storage.NewOSFS(), filepath.Join(cfg.DataDir, "member"),
+	s.storage, err = storage.Open(cfg.logFS(), filepath.Join(cfg.DataDir, "member"),
 		storage.Options{ClusterID: s.clusterID, Logger: s.logger, WALDir: cfg.WALDir, OnWALFlush: s.metrics.observeWALFlush})
 	if err != nil {
 		return err
@@ -217,7 +217,7 @@ func (s *Server) open(ids []uint64) error {
 		initial = append(initial, m)
 	}
 	s.sm, err = newStateMachine(kv.Config{MaxTxnOps: cfg.MaxTxnOps, MaxCommandBytes: cfg.MaxRequestBytes + 4096,
-		CacheBytes: cfg.BackendCacheBytes, MemTableBytes: cfg.BackendMemTableBytes},
+		CacheBytes: cfg.BackendCacheBytes, MemTableBytes: cfg.BackendMemTableBytes, FS: cfg.storeFS()},
 		filepath.Join(cfg.DataDir, "member"), initial)
 	if err != nil {
 		return err

@@ -91,6 +91,12 @@ func (m *testMember) start(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	m.connect(t, srv)
+}
+
+// connect makes srv m's running server, with a client to it.
+func (m *testMember) connect(t testing.TB, srv *Server) {
+	t.Helper()
 	conn, err := grpc.NewClient(m.cfg.ListenClientURLs[0][len("http://"):], grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -369,20 +375,11 @@ func TestStoppedLeaderIsReplaced(t *testing.T) {
 
 func TestSnapshotDue(t *testing.T) {
 	for _, tc := range []struct {
-		entries  uint64
-		logBytes int
-		lastSize int
-		want     bool
-	}{
-		{entries: 9999, logBytes: 1 << 20, lastSize: 0, want: false},        // too few entries
-		{entries: 10000, logBytes: 0, lastSize: 0, want: true},              // first snapshot
-		{entries: 10000, logBytes: 1 << 20, lastSize: 8 << 20, want: false}, // log small next to the state
-		{entries: 10000, logBytes: 8<<20 - 1, lastSize: 8 << 20, want: false},
-		{entries: 10000, logBytes: 8 << 20, lastSize: 8 << 20, want: true},
-	} {
-		if got := snapshotDue(tc.entries, 10000, tc.logBytes, tc.lastSize); got != tc.want {
-			t.Errorf("snapshotDue(%d entries, %d log bytes, last %d) = %v, want %v",
-				tc.entries, tc.logBytes, tc.lastSize, got, tc.want)
+		entries uint64
+		want    bool
+	}{{0, false}, {9999, false}, {10000, true}, {25000, true}} {
+		if got := snapshotDue(tc.entries, 10000); got != tc.want {
+			t.Errorf("snapshotDue(%d entries, every 10000) = %v, want %v", tc.entries, got, tc.want)
 		}
 	}
 }

@@ -70,6 +70,7 @@ type FaultFS struct {
 	mutating   int
 	faults     []fault
 	crashAfter int // mutating calls still allowed before the crash; -1 means never
+	crashWhen  func(op Op, name string) bool
 	tornBytes  int
 	crashed    bool
 }
@@ -106,6 +107,16 @@ func (f *FaultFS) CrashAfter(n, tornBytes int) {
 	f.crashAfter, f.tornBytes = n, tornBytes
 }
 
+// CrashWhen has fn decide, at each mutating call, whether the crash happens there
+// (as if CrashAfter's budget ran out at that call). fn runs under FaultFS's lock, so
+// it can crash another file system at the same instant: a test of a process whose
+// state is on two.
+func (f *FaultFS) CrashWhen(fn func(op Op, name string) bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.crashWhen = fn
+}
+
 // Crashed reports whether CrashAfter's budget has run out.
 func (f *FaultFS) Crashed() bool {
 	f.mu.Lock()
@@ -138,6 +149,10 @@ func (f *FaultFS) check(op Op, name string) (torn int, err error) {
 		f.mutating++
 	}
 	if f.crashed {
+		return -1, &os.PathError{Op: op.String(), Path: name, Err: ErrInjectedCrash}
+	}
+	if op.IsMutating() && f.crashWhen != nil && f.crashWhen(op, name) {
+		f.crashed = true
 		return -1, &os.PathError{Op: op.String(), Path: name, Err: ErrInjectedCrash}
 	}
 	if op.IsMutating() && f.crashAfter >= 0 {
