@@ -124,6 +124,9 @@ func (p *peer) sendSnapshot(m raft.Message) (uint64, error) {
 	var body io.ReadCloser
 	if kind == snapBodyStream {
 		body, err = cfg.SnapshotStream(*m.Snapshot)
+		if err == nil && body == nil {
+			err = errors.New("it returned no stream and no error")
+		}
 		if err != nil {
 			err = fmt.Errorf("SnapshotStream for the snapshot at index %d: %w", m.Snapshot.Index, err)
 			sw.abort(err)
