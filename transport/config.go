@@ -54,7 +54,9 @@ type Config struct {
 	// the receiver has accepted the header, on the goroutine sending the snapshot,
 	// and the stream is read a chunk at a time, so the body is never whole in
 	// memory. An error, or a read error, fails the snapshot (ReportSnapshot(failed))
-	// and tells the receiver why. Nil: the body is the MsgSnap's Snapshot.Data.
+	// and tells the receiver why. Each chunk must come within the receiver's
+	// IOTimeout, which bounds each of its reads. Nil: the body is the MsgSnap's
+	// Snapshot.Data.
 	// Set it on every member together with SnapshotReceiver, or on none: a receiver
 	// refuses a body of the other kind (ErrSnapshotHooks).
 	SnapshotStream func(snap raft.Snapshot) (io.ReadCloser, error)
@@ -69,8 +71,11 @@ type Config struct {
 	// its CRC, and returns io.EOF only after the end frame has matched the size and
 	// CRC of the whole; a receiver that returns nil must have read the body to its
 	// own end (the transport then checks the end frame itself), else the snapshot is
-	// refused. If the handler's Step then fails, the message is not delivered and
-	// what the receiver wrote is the application's to clear. Nil: the body is
+	// refused. It must read on within the sender's IOTimeout, which bounds each of
+	// the sender's writes once the connection's buffers are full. If the handler's
+	// Step then fails, the message is not delivered and what the receiver wrote is
+	// the application's to clear. It runs on the connection's goroutine; Close
+	// waits for it (its body reads fail once Close begins). Nil: the body is
 	// collected in memory and delivered as Snapshot.Data.
 	SnapshotReceiver func(from uint64, snap raft.Snapshot, body io.Reader) (data []byte, err error)
 

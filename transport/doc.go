@@ -50,11 +50,32 @@
 // # Snapshots
 //
 // A MsgSnap goes on a connection of its own, so a snapshot of gigabytes never holds up
-// heartbeats. Its data is sent in chunks of Config.SnapshotChunkBytes followed by a
-// CRC-32C of the whole; the receiver reassembles it (refusing more than
-// Config.MaxSnapshotBytes), checks the CRC, hands the whole message to Handler.Step and
-// acknowledges. The sender then calls Handler.ReportSnapshot with the outcome. One
-// snapshot at a time goes to each peer.
+// heartbeats. After the handshake the sender sends a header frame (what the body is,
+// its size if known, and the message), and the receiver accepts or refuses it. Then
+// comes the body, of a length the sender need not know up front:
+//
+//	chunk   frames of at most Config.SnapshotChunkBytes, each with its frame CRC
+//	end     the body's size (uint64) and the CRC-32C of all of it (uint32)
+//	abort   instead of the end, if the sender cannot produce the rest: its reason
+//
+// and the receiver answers with a status: the snapshot was handed to Handler.Step, or
+// why not. It may answer early, refusing in the middle of the body; the sender reads
+// while it writes, stops, and logs the reason. The sender then calls
+// Handler.ReportSnapshot with the outcome. One snapshot at a time goes to each peer.
+//
+// Where the body comes from and goes to is the application's choice. With
+// Config.SnapshotStream and SnapshotReceiver set (on every member), the header
+// carries the message with its small Data (a marker), the body is the stream the
+// application produces (a database snapshot, read as it goes), and the receiver's
+// hook consumes it as it arrives and returns the Data that the message delivered to
+// raft carries. Neither end then holds more than about one chunk of the body,
+// whatever its size; the receiver counts it against Config.MaxSnapshotBytes as it
+// comes. With the hooks nil, the body is the message's Snapshot.Data and the
+// receiver collects it in memory (its size is in the header, so one over
+// MaxSnapshotBytes is refused before it is sent). Both ways share the same frames
+// and code. The receiver's hook sees each chunk only after its CRC matched, and
+// io.EOF only after the end frame matched the whole; a body cut, corrupt, aborted or
+// over the limit is a read error, and the message is not delivered.
 //
 // # Membership
 //
@@ -70,7 +91,7 @@
 // With Config.OnRoundTrip set, every dial reports the time from its handshake to the
 // receiver's status, and a probe connection (a handshake answered and closed) is
 // dialled to each peer every Config.ProbeInterval, so that a monitor sees the round
-// trip of a stream that has been up for days. Stats counts the message bytes sent to
-// and received from each peer. These are what the server exports as etcd's
+// trip of a stream that has been up for days. Stats counts the bytes of the message
+// and snapshot frames sent to and received from each peer. These are what the server exports as etcd's
 // peer_round_trip_time_seconds and peer_sent/received_bytes_total.
 package transport

@@ -85,7 +85,7 @@ func FuzzReadFrame(f *testing.F) {
 			t.Fatalf("readMessages: undocumented error %v", err)
 		}
 		// The snapshot stream reader.
-		m, err := tr.readSnapshot(bytes.NewReader(in), 2, func() error { return nil }, nil)
+		m, _, err := tr.readSnapshot(bytes.NewReader(in), 2, func() error { return nil })
 		if err != nil && !isExpected(err) {
 			t.Fatalf("readSnapshot: undocumented error %v", err)
 		}

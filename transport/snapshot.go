@@ -124,6 +124,9 @@ func (p *peer) sendSnapshot(m raft.Message) (uint64, error) {
 	var body io.ReadCloser
 	if kind == snapBodyStream {
 		body, err = cfg.SnapshotStream(*m.Snapshot)
+		if err == nil && body == nil {
+			err = errors.New("it returned no stream and no error")
+		}
 		if err != nil {
 			err = fmt.Errorf("SnapshotStream for the snapshot at index %d: %w", m.Snapshot.Index, err)
 			sw.abort(err)
@@ -250,8 +253,7 @@ func (t *Transport) receiveSnapshot(conn net.Conn, from uint64) {
 	logger := t.logger.With("peer", hexID(from), "remote", conn.RemoteAddr().String())
 	r := bufio.NewReaderSize(&deadlineReader{conn: conn, timeout: t.cfg.IOTimeout}, readBufferBytes)
 	accept := func() error { return writeStatus(conn, nil) }
-	var body *snapBody
-	m, err := t.readSnapshot(r, from, accept, func(b *snapBody) { body = b })
+	m, body, err := t.readSnapshot(r, from, accept)
 	if err == nil {
 		if err = t.h.Step(t.ctx, m); err != nil {
 			err = fmt.Errorf("handler refused the snapshot: %w", err)
@@ -277,35 +279,35 @@ func (t *Transport) receiveSnapshot(conn net.Conn, from uint64) {
 // readSnapshot reads a snapshot's header, calls accept once the header passes its
 // checks, then passes the body to Config.SnapshotReceiver, or collects it if that is
 // nil, and checks that it came whole. It returns the MsgSnap to deliver, whose Data
-// is what the receiver returned (or the body collected). started, if not nil, is
-// given the body once it is set up.
-func (t *Transport) readSnapshot(r io.Reader, from uint64, accept func() error, started func(*snapBody)) (raft.Message, error) {
+// is what the receiver returned (or the body collected), and the body, which says
+// how far it got (nil if the header was refused).
+func (t *Transport) readSnapshot(r io.Reader, from uint64, accept func() error) (raft.Message, *snapBody, error) {
 	fr := frameReader{r: r, maxPayload: t.cfg.MaxFrameBytes}
 	typ, payload, err := fr.next()
 	if err != nil {
-		return raft.Message{}, err
+		return raft.Message{}, nil, err
 	}
 	if typ != frameSnapHeader {
-		return raft.Message{}, fmt.Errorf("%w: %s frame where a snapshot header was due", ErrCorruptFrame, typ)
+		return raft.Message{}, nil, fmt.Errorf("%w: %s frame where a snapshot header was due", ErrCorruptFrame, typ)
 	}
 	h, err := decodeSnapHeader(payload)
 	if err != nil {
-		return raft.Message{}, err
+		return raft.Message{}, nil, err
 	}
 	m := h.m
 	if err := t.checkInbound(&m, from); err != nil {
-		return raft.Message{}, err
+		return raft.Message{}, nil, err
 	}
 	if h.size != unknownSnapshotSize && h.size > uint64(t.cfg.MaxSnapshotBytes) {
-		return raft.Message{}, fmt.Errorf("%w: snapshot at index %d is %d bytes, node %d accepts at most %d; raise its MaxSnapshotBytes",
+		return raft.Message{}, nil, fmt.Errorf("%w: snapshot at index %d is %d bytes, node %d accepts at most %d; raise its MaxSnapshotBytes",
 			ErrSnapshotTooLarge, m.Snapshot.Index, h.size, t.cfg.ID, t.cfg.MaxSnapshotBytes)
 	}
 	if isStreamed := t.cfg.SnapshotReceiver != nil; isStreamed != (h.kind == snapBodyStream) {
-		return raft.Message{}, fmt.Errorf("%w: node %d sends as the snapshot's body %s, and node %d (SnapshotReceiver set: %v) cannot take it; set both SnapshotStream and SnapshotReceiver on every member, or neither",
+		return raft.Message{}, nil, fmt.Errorf("%w: node %d sends as the snapshot's body %s, and node %d (SnapshotReceiver set: %v) cannot take it; set both SnapshotStream and SnapshotReceiver on every member, or neither",
 			ErrSnapshotHooks, from, h.kind, t.cfg.ID, isStreamed)
 	}
 	if err := accept(); err != nil {
-		return raft.Message{}, err
+		return raft.Message{}, nil, err
 	}
 
 	body := &snapBody{fr: &fr, size: h.size, limit: uint64(t.cfg.MaxSnapshotBytes), index: m.Snapshot.Index, nodeID: t.cfg.ID}
@@ -314,9 +316,6 @@ func (t *Transport) readSnapshot(r io.Reader, from uint64, accept func() error, 
 	if p := (*t.peers.Load())[from]; p != nil {
 		body.receivedBytes = &p.receivedBytes
 		body.countFrame(len(payload))
-	}
-	if started != nil {
-		started(body)
 	}
 	var data []byte
 	if h.kind == snapBodyStream {
@@ -328,19 +327,19 @@ func (t *Transport) readSnapshot(r io.Reader, from uint64, accept func() error, 
 				// The body's failure is the cause, whatever the receiver made of it.
 				err = fmt.Errorf("%w (%v)", body.err, err)
 			}
-			return raft.Message{}, err
+			return raft.Message{}, body, err
 		}
 	} else {
 		data, err = collectBody(body, h.size)
 		if err != nil {
-			return raft.Message{}, err
+			return raft.Message{}, body, err
 		}
 	}
 	if err := body.finish(); err != nil {
-		return raft.Message{}, err
+		return raft.Message{}, body, err
 	}
 	snap := *m.Snapshot
 	snap.Data = data
 	m.Snapshot = &snap
-	return m, nil
+	return m, body, nil
 }

@@ -89,8 +89,8 @@ func (b *snapBody) nextFrame() error {
 				ErrCorruptFrame, h.length, b.size-b.total, b.size)
 		}
 		if b.total+uint64(h.length) > b.limit {
-			return fmt.Errorf("%w: snapshot at index %d is over %d bytes after %d bytes streamed, node %d accepts at most %d; raise its MaxSnapshotBytes",
-				ErrSnapshotTooLarge, b.index, b.limit, b.total, b.nodeID, b.limit)
+			return fmt.Errorf("%w: snapshot at index %d goes past %d bytes (%d received, a chunk of %d next), node %d accepts at most %d; raise its MaxSnapshotBytes",
+				ErrSnapshotTooLarge, b.index, b.limit, b.total, h.length, b.nodeID, b.limit)
 		}
 		if cap(b.chunk) < h.length {
 			// At most the frame limit; the sender's chunks are all of one size

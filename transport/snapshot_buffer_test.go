@@ -45,7 +45,7 @@ func TestSnapshotReceiveGrowsItsBufferOnce(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	m, err := tr.readSnapshot(bufio.NewReader(pr), 2, func() error { return nil }, nil)
+	m, _, err := tr.readSnapshot(bufio.NewReader(pr), 2, func() error { return nil })
 	runtime.ReadMemStats(&after)
 	if err != nil {
 		t.Fatal(err)

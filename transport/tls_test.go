@@ -21,8 +21,9 @@ func mutualTLS(t testing.TB, ca *testpki.CA, kp testpki.KeyPair) (server, client
 }
 
 // startTLSCluster starts one Transport per id, each with a certificate from the CA in
-// cas (by id) and trusting that CA, dialling the others at https:// addresses.
-func startTLSCluster(t *testing.T, ids []uint64, cas map[uint64]*testpki.CA) map[uint64]*testNode {
+// cas (by id) and trusting that CA, dialling the others at https:// addresses;
+// tweak, if not nil, adjusts each Config.
+func startTLSCluster(t *testing.T, ids []uint64, cas map[uint64]*testpki.CA, tweak func(*Config)) map[uint64]*testNode {
 	t.Helper()
 	listeners := map[uint64]net.Listener{}
 	peers := map[uint64]string{}
@@ -35,6 +36,9 @@ func startTLSCluster(t *testing.T, ids []uint64, cas map[uint64]*testpki.CA) map
 		server, client := mutualTLS(t, cas[id], cas[id].Issue(t, "node", "127.0.0.1"))
 		cfg := testConfig(id, peers, newLogCapture())
 		cfg.TLS = client
+		if tweak != nil {
+			tweak(&cfg)
+		}
 		nodes[id] = startNode(t, cfg, tls.NewListener(listeners[id], server))
 	}
 	return nodes
@@ -44,7 +48,7 @@ func startTLSCluster(t *testing.T, ids []uint64, cas map[uint64]*testpki.CA) map
 // arrive in order and a snapshot arrives whole, through the same frames as over TCP.
 func TestTLSStreamsCarryMessagesAndSnapshots(t *testing.T) {
 	ca := testpki.NewCA(t, "peer CA")
-	nodes := startTLSCluster(t, []uint64{1, 2, 3}, map[uint64]*testpki.CA{1: ca, 2: ca, 3: ca})
+	nodes := startTLSCluster(t, []uint64{1, 2, 3}, map[uint64]*testpki.CA{1: ca, 2: ca, 3: ca}, nil)
 	waitConnected(t, nodes)
 	const n = 500
 	for i := range n {
@@ -69,12 +73,38 @@ func TestTLSStreamsCarryMessagesAndSnapshots(t *testing.T) {
 	}
 }
 
+// TestTLSStreamedSnapshot: a body streamed through the snapshot hooks arrives whole
+// over mutual TLS, and a receiver's refusal in the middle of it reaches the sender.
+func TestTLSStreamedSnapshot(t *testing.T) {
+	ca := testpki.NewCA(t, "peer CA")
+	hooks := newStreamHooks(t, 24<<20+3)
+	nodes := startTLSCluster(t, []uint64{1, 2}, map[uint64]*testpki.CA{1: ca, 2: ca}, hooks.install)
+	nodes[1].tr.Send([]raft.Message{snapMsg(1, 2, []byte("marker"))})
+	if waitReport(t, nodes[1]) {
+		t.Fatalf("a streamed snapshot over TLS failed")
+	}
+	if !hooks.isIntact() {
+		t.Fatalf("the body's SHA-256 differs after TLS")
+	}
+	waitFor(t, 5*time.Second, "the delivery", func() bool { return nodes[2].h.count() == 1 })
+
+	hooks.refuseAfter = 2 << 20
+	nodes[1].tr.Send([]raft.Message{snapMsg(1, 2, []byte("marker"))})
+	waitFor(t, 10*time.Second, "the second report", func() bool { return len(nodes[1].h.snapshotReports()) == 2 })
+	if r := nodes[1].h.snapshotReports()[1]; !r.isFailed {
+		t.Fatalf("a snapshot refused mid-body over TLS was reported sent")
+	}
+	if nodes[1].logs.find("WARN", "sending snapshot failed", "disk full") == "" {
+		t.Fatalf("the receiver's reason did not reach the sender over TLS")
+	}
+}
+
 // TestTLSRefusesPeerOfAnotherCA: a node whose certificate another CA signed can
 // neither connect to the cluster's nodes nor be dialled by them, and both sides log
 // why; the nodes with proper certificates go on talking.
 func TestTLSRefusesPeerOfAnotherCA(t *testing.T) {
 	ca, rogue := testpki.NewCA(t, "peer CA"), testpki.NewCA(t, "another CA")
-	nodes := startTLSCluster(t, []uint64{1, 2, 3}, map[uint64]*testpki.CA{1: ca, 2: ca, 3: rogue})
+	nodes := startTLSCluster(t, []uint64{1, 2, 3}, map[uint64]*testpki.CA{1: ca, 2: ca, 3: rogue}, nil)
 	waitFor(t, 10*time.Second, "1 and 2 to connect", func() bool {
 		return nodes[1].tr.Stats().Peers[2].IsConnected && nodes[2].tr.Stats().Peers[1].IsConnected
 	})

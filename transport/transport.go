@@ -311,11 +311,14 @@ type PeerStats struct {
 	Addr string
 	// IsConnected says whether a stream to the peer is up.
 	IsConnected bool
-	// Sent counts messages encoded onto a stream, and SentBytes their frames' bytes.
-	// The last of them may be lost if the stream breaks; Raft resends.
+	// Sent counts messages encoded onto a stream. SentBytes counts their frames'
+	// bytes and those of the snapshots' frames as they are written (as etcd's
+	// peer_sent_bytes_total counts snapshots). The last of them may be lost if the
+	// stream breaks; Raft resends.
 	Sent      uint64
 	SentBytes uint64
-	// ReceivedBytes counts the bytes of the message frames received from the peer.
+	// ReceivedBytes counts the bytes of the message and snapshot frames received
+	// from the peer.
 	ReceivedBytes uint64
 	// Dropped counts messages not sent: the queue was full, the message was over
 	// MaxFrameBytes, or the peer was down.
