@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -48,6 +49,34 @@ type engine struct {
 	unflushed int64
 	// newestCache spares most puts their seek for the key's previous version.
 	newestCache newestCache
+	// bg holds the first error of pebble's background work (a flush or a
+	// compaction that failed, on a full disk say).
+	bg *backgroundError
+}
+
+// backgroundError is the first error pebble reported from its background work.
+// Pebble retries a failed flush without end, and stops writes once its memtables
+// are full, so the store takes the first failure as fatal instead: Apply and
+// Flush return it from then on.
+type backgroundError struct {
+	err  atomic.Pointer[error]
+	done chan struct{} // closed when err is set
+}
+
+func (b *backgroundError) set(err error) {
+	// Once: pebble retries a failed flush in a loop.
+	if b.err.CompareAndSwap(nil, &err) {
+		slog.Error("pebble: background work failed; the store applies nothing more", "err", err.Error())
+		close(b.done)
+	}
+}
+
+// get returns the error, nil if none.
+func (b *backgroundError) get() error {
+	if p := b.err.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // newestVersion is what a put or a delete needs of a key's newest version: 32
@@ -209,7 +238,9 @@ func openEngineMode(dir string, cfg engineConfig, forRestore bool) (*engine, err
 	// taken it (measured: 0 hits in BenchmarkEngineChoice with cache == memtable).
 	cache := pebble.NewCache(cfg.CacheBytes + engineMemTables*cfg.MemTableBytes)
 	defer cache.Unref() // the database holds its own reference
+	bg := &backgroundError{done: make(chan struct{})}
 	opts := &pebble.Options{
+		EventListener:               &pebble.EventListener{BackgroundError: bg.set},
 		Comparer:                    engineComparer,
 		Cache:                       cache,
 		MemTableSize:                uint64(cfg.MemTableBytes),
@@ -225,7 +256,7 @@ func openEngineMode(dir string, cfg engineConfig, forRestore bool) (*engine, err
 	if err != nil {
 		return nil, fmt.Errorf("kv: opening the storage engine in %q: %w", dir, err)
 	}
-	e := &engine{db: db, dir: dir, newestCache: newestCache{maxKeys: cfg.NewestCacheKeys}}
+	e := &engine{db: db, dir: dir, newestCache: newestCache{maxKeys: cfg.NewestCacheKeys}, bg: bg}
 	if restoring, err := e.getMeta(metaRestoring); forRestore && err == nil && restoring != nil {
 		return e, nil
 	}
@@ -328,8 +359,18 @@ func (e *engine) close() error {
 // truncated to.
 func (e *engine) flush() (uint64, error) {
 	applied := e.appliedIndex
-	if err := e.db.Flush(); err != nil {
+	if err := e.bg.get(); err != nil {
+		return 0, fmt.Errorf("kv: the storage engine in %q failed: %w", e.dir, err)
+	}
+	flushed, err := e.db.AsyncFlush()
+	if err != nil {
 		return 0, fmt.Errorf("kv: flushing the storage engine in %q: %w", e.dir, err)
+	}
+	select {
+	case <-flushed:
+	case <-e.bg.done:
+		// Pebble would retry the flush without end.
+		return 0, fmt.Errorf("kv: flushing the storage engine in %q: %w", e.dir, e.bg.get())
 	}
 	e.unflushed = 0
 	return applied, nil

@@ -232,6 +232,11 @@ func (s *Store) ApplyOnce(index uint64, id ProposalID, data []byte) Result {
 
 // admit refuses an entry the store has applied, or any once the engine failed.
 func (st *state) admit(index uint64) (Result, bool) {
+	if st.failed == nil {
+		if err := st.e.bg.get(); err != nil {
+			st.fail(fmt.Errorf("kv: the storage engine in %q failed: %w", st.e.dir, err))
+		}
+	}
 	if st.failed != nil {
 		return Result{Err: st.failed}, false
 	}
