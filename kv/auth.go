@@ -228,7 +228,7 @@ func (st *state) applyAuth(r *AuthRequest, sender AuthInfo) (*AuthResponse, erro
 	if err != nil {
 		return nil, err
 	}
-	return &AuthResponse{Op: r.Op, Name: r.Name, Revision: a.revision, Index: st.appliedIndex, TokenDigest: r.TokenDigest}, nil
+	return &AuthResponse{Op: r.Op, Name: r.Name, Revision: a.revision, Index: st.index, TokenDigest: r.TokenDigest}, nil
 }
 
 // commit moves the auth revision and rebuilds the permission cache: every change

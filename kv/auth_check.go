@@ -169,7 +169,7 @@ func (st *state) checkCommand(cmd *Command) error {
 		// Revoking deletes the lease's keys: the sender must be allowed to write each
 		// key attached when the revoke applies (auth_lease.go). A grant needs only a
 		// user, which the server checks before proposing, as etcd does.
-		return a.checkLeaseAuth(cmd.Sender, st.grants.get(cmd.LeaseRevoke.ID), true)
+		return a.checkLeaseAuth(cmd.Sender, st.e.db, cmd.LeaseRevoke.ID, true)
 	}
 	return nil
 }
@@ -181,7 +181,7 @@ func (st *state) checkPutAuth(sender AuthInfo, p *PutRequest) error {
 	}
 	// A lease holding a key the sender may not write is one it could not revoke, so
 	// it may not attach keys to it either (etcd's checkLeasePuts, in a txn too).
-	if err := a.checkLeaseAuth(sender, st.grants.get(p.Lease), true); err != nil {
+	if err := a.checkLeaseAuth(sender, st.e.db, p.Lease, true); err != nil {
 		return err
 	}
 	if p.PrevKv {

@@ -1,5 +1,11 @@
 package kv
 
+import (
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
 // This file holds etcd's permission checks on leases (etcdserver/apply/auth.go's
 // checkLeasePuts, and v3_server.go's checkLeaseRenew, checkLeaseTimeToLive and
 // checkLeaseLeases in etcd 3.7). A lease stands for the keys attached to it: who
@@ -14,13 +20,17 @@ package kv
 // lease reads (read). A lease that does not exist, or holds no key, needs no
 // permission: the request then fails or succeeds on its own. A key's check can
 // fail only with the sender's error (no user, an old auth revision, or permission
-// denied), the same for every key, so the keys are checked in the map's order.
-func (a *authState) checkLeaseAuth(sender AuthInfo, g *grant, write bool) error {
-	if g == nil || a.checkAdmin(sender) == nil {
+// denied), the same for every key.
+func (a *authState) checkLeaseAuth(sender AuthInfo, r pebble.Reader, id int64, write bool) error {
+	if id == 0 || a.checkAdmin(sender) == nil {
 		return nil
 	}
-	for ki := range g.keys {
-		if err := a.checkOp(sender, ki.key, nil, write); err != nil {
+	keys, err := leaseKeysOf(r, id)
+	if err != nil {
+		engineReadFailed(fmt.Sprintf("the keys of lease %d", id), err)
+	}
+	for _, k := range keys {
+		if err := a.checkOp(sender, k, nil, write); err != nil {
 			return err
 		}
 	}
@@ -50,7 +60,7 @@ func (s *Store) CheckLeaseRenew(sender AuthInfo, id int64) error {
 	if ok, err := st.auth.checkLeaseUser(sender); !ok {
 		return err
 	}
-	return st.auth.checkLeaseAuth(sender, st.grants.get(id), true)
+	return st.auth.checkLeaseAuth(sender, st.e.db, id, true)
 }
 
 // LeaseKeysAs is LeaseKeys for sender, checked as etcd's checkLeaseTimeToLive: with
@@ -60,15 +70,18 @@ func (s *Store) LeaseKeysAs(sender AuthInfo, id int64) ([][]byte, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	st := s.mu.st
-	g := st.grants.get(id)
 	if ok, err := st.auth.checkLeaseUser(sender); err != nil {
 		return nil, err
 	} else if ok {
-		if err := st.auth.checkLeaseAuth(sender, g, false); err != nil {
+		if err := st.auth.checkLeaseAuth(sender, st.e.db, id, false); err != nil {
 			return nil, err
 		}
 	}
-	return g.keyBytes(), nil
+	keys, err := st.e.leaseKeys(id)
+	if err != nil {
+		engineReadFailed(fmt.Sprintf("the keys of lease %d", id), err)
+	}
+	return keys, nil
 }
 
 // LeasesAs is Leases for sender, checked as etcd's checkLeaseLeases: with auth
@@ -78,14 +91,18 @@ func (s *Store) LeasesAs(sender AuthInfo) ([]LeaseInfo, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	st := s.mu.st
+	leases, err := st.e.leases()
+	if err != nil {
+		engineReadFailed("the leases", err)
+	}
 	if ok, err := st.auth.checkLeaseUser(sender); err != nil {
 		return nil, err
 	} else if ok {
-		for _, g := range st.grants.byID {
-			if err := st.auth.checkLeaseAuth(sender, g, false); err != nil {
+		for _, l := range leases {
+			if err := st.auth.checkLeaseAuth(sender, st.e.db, l.ID, false); err != nil {
 				return nil, err
 			}
 		}
 	}
-	return st.grants.sorted(), nil
+	return leases, nil
 }

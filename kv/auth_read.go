@@ -68,16 +68,12 @@ func (s *Store) RangeAs(sender AuthInfo, r *RangeRequest, maxResponseBytes int64
 	if err := checkRange(r); err != nil {
 		return nil, err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.mu.closed {
-		return nil, ErrClosed
-	}
-	st := s.mu.st
-	if err := st.auth.checkOp(sender, r.Key, r.RangeEnd, false); err != nil {
+	rd, err := s.beginRead(func(st *state) error { return st.auth.checkOp(sender, r.Key, r.RangeEnd, false) })
+	if err != nil {
 		return nil, err
 	}
-	return st.rangeAt(r, st.rev, newBudget(maxResponseBytes))
+	defer rd.end()
+	return engineRangeAt(rd.r, r, rd.rev, rd.compactRev, newBudget(maxResponseBytes))
 }
 
 // TxnAs is TxnLimited for sender, checked as a txn applied for it would be.
@@ -88,16 +84,12 @@ func (s *Store) TxnAs(sender AuthInfo, r *TxnRequest, maxResponseBytes int64) (*
 	if err := checkTxn(r, s.cfg.MaxTxnOps); err != nil {
 		return nil, err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.mu.closed {
-		return nil, ErrClosed
-	}
-	st := s.mu.st
-	if err := st.checkTxnAuth(sender, r); err != nil {
+	rd, err := s.beginRead(func(st *state) error { return st.checkTxnAuth(sender, r) })
+	if err != nil {
 		return nil, err
 	}
-	return st.readTxn(r, newBudget(maxResponseBytes))
+	defer rd.end()
+	return rd.readTxn(r, s.cfg.MaxTxnOps, newBudget(maxResponseBytes))
 }
 
 // UserGet returns a user's roles. With auth enabled, a user may read itself, and

@@ -79,35 +79,16 @@ func (b *responseBudget) take(n int64) error {
 }
 
 // rangeEntry is one key of a range before its value is read: the KeyValue without
-// its value, and the value's place in the value log.
+// its value (unless the range copied it already), and the value's length.
 type rangeEntry struct {
-	kv  KeyValue
-	ref valueRef
-}
-
-// entryAt returns the key as it was at rev, without its value.
-func (ki *keyIndex) entryAt(rev int64, leases *leaseTable) (rangeEntry, bool) {
-	g, i, ok := ki.at(rev)
-	if !ok {
-		return rangeEntry{}, false
-	}
-	r := &g.revs[i]
-	return rangeEntry{
-		kv: KeyValue{
-			Key:            ki.key,
-			CreateRevision: g.createRev,
-			ModRevision:    r.modRev,
-			Version:        g.firstVersion + int64(i),
-			Lease:          leaseID(leases.ids, r.lease),
-		},
-		ref: r.value(),
-	}, true
+	kv       KeyValue
+	valueLen uint32
 }
 
 // size is the bytes the entry takes in a RangeResponse: an mvccpb.KeyValue in the
 // repeated field kvs (tag, length, message), its value left out if keysOnly.
 func (e *rangeEntry) size(keysOnly bool) int64 {
-	valueLen := int64(e.ref.n)
+	valueLen := int64(e.valueLen)
 	if keysOnly {
 		valueLen = 0
 	}

@@ -1,6 +1,10 @@
 package kv
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
 
 // Defaults and hard caps for Config. The caps exist because the codec must bound
 // what it will decode before it knows the config (see maxTxnDepth).
@@ -51,6 +55,21 @@ type Config struct {
 	// should enforce etcd's request-size limit before proposing; this is the
 	// state machine's own backstop. Default 2 MiB, at most 64 MiB.
 	MaxCommandBytes int
+
+	// CacheBytes and MemTableBytes size the storage engine (pebble): its block
+	// cache (default 64 MiB, 1 MiB to 1 TiB) and one memtable (default 32 MiB,
+	// 1 MiB to 1 GiB). The engine's memory is at most CacheBytes plus two
+	// memtables, whatever the data. Unlike the limits above, they change no
+	// answer, so replicas may differ in them (flags --backend-cache-bytes and
+	// --backend-memtable-bytes).
+	CacheBytes    int64
+	MemTableBytes int64
+}
+
+// engineConfig returns the engine's part of c, on fs (nil for the operating
+// system's).
+func (c Config) engineConfig(fs vfs.FS) engineConfig {
+	return engineConfig{CacheBytes: c.CacheBytes, MemTableBytes: c.MemTableBytes, FS: fs}
 }
 
 // withDefaults returns c with zero fields set to their defaults, or an error
@@ -76,6 +95,11 @@ func (c Config) withDefaults() (Config, error) {
 				ErrInvalidConfig, f.name, *f.value, f.max, f.def)
 		}
 	}
+	ec, err := c.engineConfig(nil).withDefaults()
+	if err != nil {
+		return Config{}, err
+	}
+	c.CacheBytes, c.MemTableBytes = ec.CacheBytes, ec.MemTableBytes
 	return c, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -36,10 +37,46 @@ type engine struct {
 	rev int64
 	// compactRev is the last compaction's revision, -1 before the first.
 	compactRev int64
-	// appliedIndex is the index of the last log entry the engine holds.
-	appliedIndex uint64
+	// appliedIndex is the index of the last log entry the engine holds, and
+	// appliedTerm the raft term recorded with it (Store.SetTerm).
+	appliedIndex, appliedTerm uint64
+	// term is the term the next commit records.
+	term uint64
+	// keys counts the keys with at least one version record (Sizes).
+	keys int64
+	// unflushed counts the bytes of the batches committed since the last flush
+	// (Sizes), at most what the memtables hold.
+	unflushed int64
 	// newestCache spares most puts their seek for the key's previous version.
 	newestCache newestCache
+	// bg holds the first error of pebble's background work (a flush or a
+	// compaction that failed, on a full disk say).
+	bg *backgroundError
+}
+
+// backgroundError is the first error pebble reported from its background work.
+// Pebble retries a failed flush without end, and stops writes once its memtables
+// are full, so the store takes the first failure as fatal instead: Apply and
+// Flush return it from then on.
+type backgroundError struct {
+	err  atomic.Pointer[error]
+	done chan struct{} // closed when err is set
+}
+
+func (b *backgroundError) set(err error) {
+	// Once: pebble retries a failed flush in a loop.
+	if b.err.CompareAndSwap(nil, &err) {
+		slog.Error("pebble: background work failed; the store applies nothing more", "err", err.Error())
+		close(b.done)
+	}
+}
+
+// get returns the error, nil if none.
+func (b *backgroundError) get() error {
+	if p := b.err.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // newestVersion is what a put or a delete needs of a key's newest version: 32
@@ -47,10 +84,15 @@ type engine struct {
 type newestVersion struct {
 	createRevision, version, lease int64
 	tombstone                      bool
+	// absent says the key has no version record at all (a tombstone too).
+	absent bool
 }
 
 func newestOf(rec versionRecord, found bool) newestVersion {
-	if !found || rec.tombstone {
+	if !found {
+		return newestVersion{tombstone: true, absent: true}
+	}
+	if rec.tombstone {
 		return newestVersion{tombstone: true}
 	}
 	return newestVersion{createRevision: rec.createRevision, version: rec.version, lease: rec.lease}
@@ -132,11 +174,11 @@ func (c engineConfig) withDefaults() (engineConfig, error) {
 		c.MemTableBytes = defaultEngineMemTableBytes
 	}
 	if c.CacheBytes < minEngineBytes || c.CacheBytes > maxEngineCacheBytes {
-		return c, fmt.Errorf("%w: engine cache of %d bytes; give between %d and %d (0 selects %d)",
+		return c, fmt.Errorf("%w: CacheBytes (--backend-cache-bytes) is %d; give between %d and %d (0 selects %d)",
 			ErrInvalidConfig, c.CacheBytes, minEngineBytes, int64(maxEngineCacheBytes), defaultEngineCacheBytes)
 	}
 	if c.MemTableBytes < minEngineBytes || c.MemTableBytes > maxEngineMemTableBytes {
-		return c, fmt.Errorf("%w: engine memtable of %d bytes; give between %d and %d (0 selects %d)",
+		return c, fmt.Errorf("%w: MemTableBytes (--backend-memtable-bytes) is %d; give between %d and %d (0 selects %d)",
 			ErrInvalidConfig, c.MemTableBytes, minEngineBytes, maxEngineMemTableBytes, defaultEngineMemTableBytes)
 	}
 	if c.NewestCacheKeys == 0 {
@@ -155,9 +197,9 @@ func (c engineConfig) withDefaults() (engineConfig, error) {
 // Meta record names.
 var (
 	metaFormat = []byte{engineMetaPrefix, 'f'}
-	// metaPosition holds the applied index, the revision and the compaction
-	// revision, three varints in one record: every batch writes it, and one
-	// record is one memtable insert rather than three.
+	// metaPosition holds the applied index, the revision, the compaction
+	// revision, the applied term and the key count, five varints in one record:
+	// every batch writes it, and one record is one memtable insert rather than five.
 	metaPosition = []byte{engineMetaPrefix, 'p'}
 )
 
@@ -196,7 +238,9 @@ func openEngineMode(dir string, cfg engineConfig, forRestore bool) (*engine, err
 	// taken it (measured: 0 hits in BenchmarkEngineChoice with cache == memtable).
 	cache := pebble.NewCache(cfg.CacheBytes + engineMemTables*cfg.MemTableBytes)
 	defer cache.Unref() // the database holds its own reference
+	bg := &backgroundError{done: make(chan struct{})}
 	opts := &pebble.Options{
+		EventListener:               &pebble.EventListener{BackgroundError: bg.set},
 		Comparer:                    engineComparer,
 		Cache:                       cache,
 		MemTableSize:                uint64(cfg.MemTableBytes),
@@ -212,7 +256,7 @@ func openEngineMode(dir string, cfg engineConfig, forRestore bool) (*engine, err
 	if err != nil {
 		return nil, fmt.Errorf("kv: opening the storage engine in %q: %w", dir, err)
 	}
-	e := &engine{db: db, dir: dir, newestCache: newestCache{maxKeys: cfg.NewestCacheKeys}}
+	e := &engine{db: db, dir: dir, newestCache: newestCache{maxKeys: cfg.NewestCacheKeys}, bg: bg}
 	if restoring, err := e.getMeta(metaRestoring); forRestore && err == nil && restoring != nil {
 		return e, nil
 	}
@@ -238,7 +282,7 @@ func (e *engine) loadMeta() error {
 		return err
 	}
 	if format == nil {
-		e.rev, e.compactRev, e.appliedIndex = 1, -1, 0
+		e.rev, e.compactRev, e.appliedIndex, e.appliedTerm, e.term, e.keys = 1, -1, 0, 0, 0, 0
 		b := e.db.NewBatch()
 		defer b.Close()
 		_ = b.Set(metaFormat, binary.AppendUvarint(nil, engineFormat), nil)
@@ -256,7 +300,7 @@ func (e *engine) loadMeta() error {
 	if err != nil {
 		return err
 	}
-	var fields [3]int64
+	var fields [5]int64
 	rest := pos
 	for i := range fields {
 		v, n := binary.Varint(rest)
@@ -268,12 +312,13 @@ func (e *engine) loadMeta() error {
 	if len(rest) != 0 {
 		return fmt.Errorf("%w: engine in %q: meta record %q is %x", ErrCorruptEngine, e.dir, metaPosition, pos)
 	}
-	applied, rev, compactRev := fields[0], fields[1], fields[2]
-	if applied < 0 || rev < 1 || compactRev < -1 || compactRev > rev {
-		return fmt.Errorf("%w: engine in %q: applied index %d, revision %d, compaction revision %d are inconsistent",
-			ErrCorruptEngine, e.dir, applied, rev, compactRev)
+	applied, rev, compactRev, term, keys := fields[0], fields[1], fields[2], fields[3], fields[4]
+	if applied < 0 || rev < 1 || compactRev < -1 || compactRev > rev || term < 0 || keys < 0 {
+		return fmt.Errorf("%w: engine in %q: applied index %d, revision %d, compaction revision %d, term %d, %d keys are inconsistent",
+			ErrCorruptEngine, e.dir, applied, rev, compactRev, term, keys)
 	}
 	e.appliedIndex, e.rev, e.compactRev = uint64(applied), rev, compactRev
+	e.appliedTerm, e.term, e.keys = uint64(term), uint64(term), keys
 	return nil
 }
 
@@ -291,10 +336,12 @@ func (e *engine) getMeta(name []byte) ([]byte, error) {
 
 // setMeta writes the mirrored meta fields into b.
 func (e *engine) setMeta(b *pebble.Batch) {
-	var buf [3 * binary.MaxVarintLen64]byte
+	var buf [5 * binary.MaxVarintLen64]byte
 	v := binary.AppendVarint(buf[:0], int64(e.appliedIndex))
 	v = binary.AppendVarint(v, e.rev)
 	v = binary.AppendVarint(v, e.compactRev)
+	v = binary.AppendVarint(v, int64(e.appliedTerm))
+	v = binary.AppendVarint(v, e.keys)
 	_ = b.Set(metaPosition, v, nil)
 }
 
@@ -312,9 +359,20 @@ func (e *engine) close() error {
 // truncated to.
 func (e *engine) flush() (uint64, error) {
 	applied := e.appliedIndex
-	if err := e.db.Flush(); err != nil {
+	if err := e.bg.get(); err != nil {
+		return 0, fmt.Errorf("kv: the storage engine in %q failed: %w", e.dir, err)
+	}
+	flushed, err := e.db.AsyncFlush()
+	if err != nil {
 		return 0, fmt.Errorf("kv: flushing the storage engine in %q: %w", e.dir, err)
 	}
+	select {
+	case <-flushed:
+	case <-e.bg.done:
+		// Pebble would retry the flush without end.
+		return 0, fmt.Errorf("kv: flushing the storage engine in %q: %w", e.dir, e.bg.get())
+	}
+	e.unflushed = 0
 	return applied, nil
 }
 
@@ -336,7 +394,9 @@ type engineWrite struct {
 	// pending holds the newest version of each key the write changed, for the
 	// engine's newestCache once the batch commits.
 	pending map[string]newestVersion
-	buf     []byte
+	// keys is the change the write makes to the engine's key count.
+	keys int64
+	buf  []byte
 }
 
 // beginWrite starts the batch of one entry, for a command that may read after it
@@ -383,10 +443,10 @@ func (w *engineWrite) get(key []byte, rev int64, withValue bool) (KeyValue, bool
 // or one seek (whose answer then goes into the cache).
 func (w *engineWrite) newest(key []byte) (versionRecord, bool, error) {
 	if m, ok := w.pending[string(key)]; ok {
-		return m.record(), true, nil
+		return m.record(), !m.absent, nil
 	}
 	if m, ok := w.e.newestCache.get(key); ok {
-		return m.record(), true, nil
+		return m.record(), !m.absent, nil
 	}
 	rec, found, err := newestRecord(w.reader(), key, w.readRev())
 	if err == nil {
@@ -408,6 +468,9 @@ func (w *engineWrite) put(key, value []byte, lease int64) (int64, error) {
 	}
 	rec := versionRecord{createRevision: rev, version: 1, lease: lease, value: value}
 	var oldLease int64
+	if !found {
+		w.keys++
+	}
 	if found && !prev.tombstone {
 		rec.createRevision, rec.version, oldLease = prev.createRevision, prev.version+1, prev.lease
 	}
@@ -467,19 +530,21 @@ func (w *engineWrite) record(key []byte, rec *versionRecord) {
 func (w *engineWrite) commit(appliedIndex uint64) error {
 	defer w.b.Close()
 	e := w.e
-	rev, compactRev, applied := e.rev, e.compactRev, e.appliedIndex
+	rev, compactRev, applied, term, keys := e.rev, e.compactRev, e.appliedIndex, e.appliedTerm, e.keys
 	if w.sub > 0 {
 		e.rev = w.beginRev + 1
 	}
 	if w.compacts {
 		e.compactRev = w.compactRev
 	}
-	e.appliedIndex = appliedIndex
+	e.appliedIndex, e.appliedTerm = appliedIndex, e.term
+	e.keys += w.keys
 	e.setMeta(w.b)
 	if err := w.b.Commit(pebble.NoSync); err != nil {
-		e.rev, e.compactRev, e.appliedIndex = rev, compactRev, applied
+		e.rev, e.compactRev, e.appliedIndex, e.appliedTerm, e.keys = rev, compactRev, applied, term, keys
 		return fmt.Errorf("kv: committing entry %d to the storage engine in %q: %w", appliedIndex, e.dir, err)
 	}
+	e.unflushed += int64(w.b.Len())
 	for k, m := range w.pending {
 		e.newestCache.put([]byte(k), m)
 	}
@@ -674,11 +739,12 @@ func (w *engineWrite) compact(rev int64) error {
 	if err != nil {
 		return err
 	}
-	var prefix, seek []byte
+	var prefix, seek, first []byte
 	valid := it.First()
 	for valid {
 		p, _, _ := splitVersionKey(it.Key())
 		prefix = append(prefix[:0], p...)
+		first = append(first[:0], it.Key()...)
 		end := prefixEnd(prefix)
 		seek = append(append(seek[:0], prefix...), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 		binary.BigEndian.PutUint64(seek[len(prefix):], ^uint64(rev))
@@ -691,6 +757,14 @@ func (w *engineWrite) compact(rev int64) error {
 			from := bytes.Clone(it.Key())
 			if rec.tombstone {
 				_ = b.DeleteRange(from, end, nil)
+				if bytes.Equal(from, first) {
+					// The key's newest record goes: the key is gone.
+					w.keys--
+					if w.pending == nil {
+						w.pending = map[string]newestVersion{}
+					}
+					w.pending[string(unescapeKey(prefix))] = newestVersion{tombstone: true, absent: true}
+				}
 			} else if it.Next() && bytes.HasPrefix(it.Key(), prefix) {
 				// Older versions than the one visible at rev: they go.
 				_ = b.DeleteRange(it.Key(), end, nil)

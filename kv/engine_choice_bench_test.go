@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 	"testing"
 
@@ -290,32 +289,4 @@ func dirBytes(b *testing.B, dir string) int64 {
 		}
 	}
 	return total
-}
-
-// BenchmarkIndexBytesPerKey measures what the in-memory key index (btree.go,
-// index.go) costs per key on the Go heap: n keys with one revision each, values in
-// the value file, heap after minus heap before, over n.
-func BenchmarkIndexBytesPerKey(b *testing.B) {
-	n := engineChoiceKeys(b)
-	for range b.N {
-		runtime.GC()
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		s, err := NewFileBackedStore(Config{}, b.TempDir())
-		if err != nil {
-			b.Fatal(err)
-		}
-		value := make([]byte, 100)
-		for i := range n {
-			key := fmt.Appendf(nil, "/registry/pods/default/pod-%08d", i)
-			if res := s.ApplyCommand(uint64(i+1), &Command{Put: &PutRequest{Key: key, Value: value}}); res.Err != nil {
-				b.Fatal(res.Err)
-			}
-		}
-		runtime.GC()
-		runtime.ReadMemStats(&after)
-		b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(n), "heap-bytes/key")
-		runtime.KeepAlive(s)
-		s.Close()
-	}
 }

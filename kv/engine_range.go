@@ -32,6 +32,11 @@ func engineReadFailed(what string, err error) {
 	panic(fmt.Sprintf("kv: reading %s from the storage engine: %v", what, err))
 }
 
+// eagerValueBytes bounds the value bytes a range in key order copies as it
+// scans; the values past it are read, a seek each, once the response is known
+// to fit its budget, so that a refusal allocates little.
+const eagerValueBytes = 256 << 10
+
 func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, budget *responseBudget) (*RangeResponse, error) {
 	rev := r.Revision
 	if rev > curRev {
@@ -56,7 +61,7 @@ func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, 
 		if !passesRevisionFilters(&kv, r) {
 			return resp, nil
 		}
-		e := rangeEntry{kv: kv, ref: valueRef{n: uint32(len(kv.Value))}}
+		e := rangeEntry{kv: kv, valueLen: uint32(len(kv.Value))}
 		if err := budget.take(e.size(r.KeysOnly)); err != nil {
 			return nil, err
 		}
@@ -80,18 +85,19 @@ func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, 
 	inIndexOrder := !hasRevisionFilters(r) && r.SortTarget == SortByKey && r.SortOrder != SortDescend
 	limit := rangeLimit(r)
 	var entries []rangeEntry
-	var total, size int64
+	var total, size, copied int64
 	over := false
 	err := engineAscend(db, lower, upper, rev, func(prefix []byte, modRev int64, rec *versionRecord) bool {
 		total++
-		e := rangeEntry{kv: rec.keyValue(unescapeKey(prefix), modRev, false), ref: valueRef{n: uint32(len(rec.value))}}
+		e := rangeEntry{kv: rec.keyValue(unescapeKey(prefix), modRev, false), valueLen: uint32(len(rec.value))}
 		if inIndexOrder && (r.Limit <= 0 || total <= r.Limit) {
 			size += e.size(r.KeysOnly)
 			over = over || budget.wouldExceed(size)
 		}
 		if !over && (limit <= 0 || int64(len(entries)) < limit) {
-			if inIndexOrder && !r.KeysOnly && len(rec.value) > 0 {
+			if inIndexOrder && !r.KeysOnly && len(rec.value) > 0 && copied+int64(len(rec.value)) <= eagerValueBytes {
 				e.kv.Value = bytes.Clone(rec.value)
+				copied += int64(len(rec.value))
 			}
 			entries = append(entries, e)
 		}
@@ -104,7 +110,7 @@ func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, 
 		return nil, &ResponseTooLargeError{Bytes: budget.used + size, Limit: budget.limit}
 	}
 	return finishRange(resp, entries, total, r, budget, func(e *rangeEntry) []byte {
-		if e.ref.n == 0 {
+		if e.valueLen == 0 {
 			return nil
 		}
 		kv, ok, err := engineGet(db, e.kv.Key, e.kv.ModRevision, true)

@@ -123,8 +123,15 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // reached the disk (the marker is committed before the first chunk, so a memtable
 // flush that carries a chunk carries the marker too); if none did, the engine
 // opens at its state before the restore, which the log then takes forward.
-func (e *engine) restore(r io.Reader) error {
-	br := bufio.NewReader(r)
+//
+// If wholeStream, r must end with the stream. Otherwise it is read no further
+// than the stream's end if it is an io.ByteReader (a bufio.Reader, say), and may
+// be read past it if not.
+func (e *engine) restore(r io.Reader, wholeStream bool) error {
+	br, ok := r.(byteReader)
+	if !ok {
+		br = bufio.NewReader(r)
+	}
 	head := make([]byte, len(engineSnapshotMagic))
 	if _, err := io.ReadFull(br, head); err != nil || string(head) != engineSnapshotMagic {
 		return fmt.Errorf("%w: no %q header (%v); this is not a raftkv engine snapshot", ErrCorruptSnapshot, engineSnapshotMagic, err)
@@ -167,6 +174,9 @@ func (e *engine) restore(r io.Reader) error {
 			return fmt.Errorf("%w: engine snapshot chunk %d: %v", ErrCorruptSnapshot, chunk, err)
 		}
 		if n == 0 {
+			if _, err := br.ReadByte(); wholeStream && err != io.EOF {
+				return fmt.Errorf("%w: engine snapshot: bytes after the last chunk (%v)", ErrCorruptSnapshot, err)
+			}
 			break
 		}
 		if err := e.restoreChunk(body); err != nil {
@@ -190,6 +200,11 @@ func (e *engine) restore(r io.Reader) error {
 		return err
 	}
 	return nil
+}
+
+type byteReader interface {
+	io.Reader
+	io.ByteReader
 }
 
 // restoreChunk writes the records of one chunk's body in one batch.

@@ -347,24 +347,7 @@ func (m *engineModel) checkReads(e *engine) {
 	}
 	// Compaction must drop history, not only hide it: the engine holds one record
 	// per put and tombstone that the store's index retains.
-	var wantRecords, gotRecords int
-	m.s.mu.st.index.ascend(nil, func(ki *keyIndex) bool {
-		for _, g := range ki.gens {
-			wantRecords += len(g.revs)
-			if g.tombstoneRev != 0 {
-				wantRecords++
-			}
-		}
-		return true
-	})
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte{engineVersionPrefix}, UpperBound: []byte{engineVersionPrefix + 1}})
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	for valid := it.First(); valid; valid = it.Next() {
-		gotRecords++
-	}
-	it.Close()
+	wantRecords, gotRecords := countVersionRecords(m.t, m.s.mu.st.e), countVersionRecords(m.t, e)
 	if gotRecords != wantRecords {
 		m.t.Fatalf("index %d: the engine holds %d version records, the store's index %d", m.index, gotRecords, wantRecords)
 	}
@@ -545,7 +528,7 @@ func TestEngineSnapshotRestores(t *testing.T) {
 	}
 	dir := t.TempDir()
 	dst := openTestEngine(t, dir, nil)
-	if err := dst.restore(bytes.NewReader(stream.Bytes())); err != nil {
+	if err := dst.restore(bytes.NewReader(stream.Bytes()), true); err != nil {
 		t.Fatal(err)
 	}
 	if dst.appliedIndex != atSnapshot {
@@ -565,7 +548,7 @@ func TestEngineSnapshotRestores(t *testing.T) {
 	// Damage one byte in the middle: the chunk's CRC catches it.
 	bad := bytes.Clone(stream.Bytes())
 	bad[len(bad)/2] ^= 0x40
-	if err := dst.restore(bytes.NewReader(bad)); !errors.Is(err, ErrCorruptSnapshot) {
+	if err := dst.restore(bytes.NewReader(bad), true); !errors.Is(err, ErrCorruptSnapshot) {
 		t.Fatalf("restore of a damaged stream: %v, want ErrCorruptSnapshot", err)
 	}
 	// Had part of the restore reached the disk (a memtable flushed), the marker went
@@ -580,10 +563,10 @@ func TestEngineSnapshotRestores(t *testing.T) {
 	// A cut stream fails the same way; a whole one then restores the engine.
 	again := openTestEngineAllowingRestore(t, dir)
 	defer again.close()
-	if err := again.restore(bytes.NewReader(stream.Bytes()[:stream.Len()-3])); !errors.Is(err, ErrCorruptSnapshot) {
+	if err := again.restore(bytes.NewReader(stream.Bytes()[:stream.Len()-3]), true); !errors.Is(err, ErrCorruptSnapshot) {
 		t.Fatalf("restore of a cut stream: %v, want ErrCorruptSnapshot", err)
 	}
-	if err := again.restore(bytes.NewReader(stream.Bytes())); err != nil {
+	if err := again.restore(bytes.NewReader(stream.Bytes()), true); err != nil {
 		t.Fatal(err)
 	}
 	(&engineModel{t: t, s: want, index: atSnapshot}).checkReads(again)
@@ -995,4 +978,18 @@ func TestEngineProposalsSurviveReopen(t *testing.T) {
 	if got, want := list(&loaded), list(&s.mu.st.proposals); !slices.Equal(got, want) {
 		t.Fatalf("proposals after reopen:\nengine %q\nstore  %q", got, want)
 	}
+}
+
+// countVersionRecords counts the version records in e.
+func countVersionRecords(t testing.TB, e *engine) int {
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte{engineVersionPrefix}, UpperBound: []byte{engineVersionPrefix + 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	n := 0
+	for valid := it.First(); valid; valid = it.Next() {
+		n++
+	}
+	return n
 }

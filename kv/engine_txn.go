@@ -2,6 +2,8 @@ package kv
 
 import (
 	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
 )
 
 // Txns on the engine, in txn.go's four steps (request checks, every compare
@@ -17,7 +19,7 @@ func (w *engineWrite) txnRequest(r *TxnRequest, maxTxnOps int) (*TxnResponse, er
 	if err := checkTxn(r, maxTxnOps); err != nil {
 		return nil, err
 	}
-	path, err := w.compareToPath(r, nil)
+	path, err := compareToPath(w.reader(), w.beginRev, r, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -35,11 +37,13 @@ func (w *engineWrite) txnRequest(r *TxnRequest, maxTxnOps int) (*TxnResponse, er
 	return resp, nil
 }
 
-// compareToPath is state.compareToPath over the engine: it runs before any write.
-func (w *engineWrite) compareToPath(r *TxnRequest, path []bool) ([]bool, error) {
+// compareToPath appends, in the order the txn will run them, the outcome of
+// this txn's compares at rev and then those of the nested txns on the branch
+// taken. It runs before any write.
+func compareToPath(rd pebble.Reader, rev int64, r *TxnRequest, path []bool) ([]bool, error) {
 	succeeded := true
 	for i := range r.Compare {
-		holds, err := w.compare(&r.Compare[i], w.beginRev)
+		holds, err := compare(rd, &r.Compare[i], rev)
 		if err != nil {
 			return nil, err
 		}
@@ -52,7 +56,7 @@ func (w *engineWrite) compareToPath(r *TxnRequest, path []bool) ([]bool, error) 
 	for _, op := range branch(r, succeeded) {
 		if op.Txn != nil {
 			var err error
-			if path, err = w.compareToPath(op.Txn, path); err != nil {
+			if path, err = compareToPath(rd, rev, op.Txn, path); err != nil {
 				return nil, err
 			}
 		}
@@ -60,10 +64,10 @@ func (w *engineWrite) compareToPath(r *TxnRequest, path []bool) ([]bool, error) 
 	return path, nil
 }
 
-// compare evaluates one compare at rev, as state.compare does.
-func (w *engineWrite) compare(c *Compare, rev int64) (bool, error) {
+// compare evaluates one compare at rev, as etcd's applyCompare does.
+func compare(rd pebble.Reader, c *Compare, rev int64) (bool, error) {
 	found, holds := false, true
-	err := engineScan(w.reader(), c.Key, c.RangeEnd, rev, c.Target == CompareValue, func(kv KeyValue) bool {
+	err := engineScan(rd, c.Key, c.RangeEnd, rev, c.Target == CompareValue, func(kv KeyValue) bool {
 		found = true
 		holds = compareKV(c, &kv)
 		return holds
@@ -73,6 +77,7 @@ func (w *engineWrite) compare(c *Compare, rev int64) (bool, error) {
 	}
 	if !found {
 		if c.Target == CompareValue {
+			// etcd: a missing key has no value to compare, not an empty one.
 			return false, nil
 		}
 		return compareKV(c, &KeyValue{}), nil
@@ -80,7 +85,7 @@ func (w *engineWrite) compare(c *Compare, rev int64) (bool, error) {
 	return holds, nil
 }
 
-// checkPath is state.checkPath over the engine.
+// checkPath makes etcd's checks that depend on the store along the path.
 func (w *engineWrite) checkPath(r *TxnRequest, path []bool, pos *int, fromKeyDeletes *[][]byte) error {
 	return checkTxnPath(w, r, path, pos, fromKeyDeletes)
 }
@@ -129,6 +134,58 @@ func (w *engineWrite) txn(r *TxnRequest, path []bool, pos *int) (*TxnResponse, e
 		if err != nil {
 			return nil, fmt.Errorf("kv: txn op %d failed after its checks passed: %w", i, err)
 		}
+	}
+	return resp, nil
+}
+
+// engineRead is a read of the store at one revision, from a pebble snapshot (or
+// any reader that holds the store as of rev): a read-only txn runs on it.
+type engineRead struct {
+	r               pebble.Reader
+	rev, compactRev int64
+}
+
+func (rd *engineRead) revisions() (rev, compactRev int64) { return rd.rev, rd.compactRev }
+
+func (rd *engineRead) checkPutLease(p *PutRequest) error {
+	if p.Lease == 0 {
+		return nil
+	}
+	_, found, err := leaseOf(rd.r, p.Lease)
+	if err == nil && !found {
+		err = ErrLeaseNotFound
+	}
+	return err
+}
+
+func (rd *engineRead) liveKey(key []byte) (bool, error) {
+	rec, found, err := newestRecord(rd.r, key, rd.rev)
+	return found && !rec.tombstone, err
+}
+
+// readTxn answers a txn whose ops are all ranges (IsTxnReadOnly), as an applied
+// one would be answered, with the ranges' key-values bounded by budget together.
+func (rd *engineRead) readTxn(r *TxnRequest, maxTxnOps int, budget *responseBudget) (*TxnResponse, error) {
+	if err := checkTxn(r, maxTxnOps); err != nil {
+		return nil, err
+	}
+	path, err := compareToPath(rd.r, rd.rev, r, nil)
+	if err != nil {
+		engineReadFailed("a txn's compares", err)
+	}
+	pos := 0
+	var fromKeyDeletes [][]byte
+	if err := checkTxnPath(rd, r, path, &pos, &fromKeyDeletes); err != nil {
+		return nil, err
+	}
+	ops := branch(r, path[0])
+	resp := &TxnResponse{Header: ResponseHeader{Revision: rd.rev}, Succeeded: path[0], Responses: make([]ResponseOp, len(ops))}
+	for i := range ops {
+		rr, err := engineRangeAt(rd.r, ops[i].Range, rd.rev, rd.compactRev, budget)
+		if err != nil {
+			return nil, err
+		}
+		resp.Responses[i].Range = rr
 	}
 	return resp, nil
 }

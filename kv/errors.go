@@ -115,3 +115,6 @@ func errorCode(err error) (byte, bool) {
 	}
 	return 0, false
 }
+
+// ErrClosed is returned by reads of a Store after Close.
+var ErrClosed = errors.New("kv: store is closed")

@@ -2,7 +2,12 @@ package kv
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
+
+	"github.com/cockroachdb/pebble/v2"
 )
 
 // The store's state as data, independent of how the store keeps it: what a backup
@@ -37,49 +42,159 @@ type KeyRevision struct {
 	Value       []byte
 }
 
+// A SnapshotView is the store frozen at the index it had applied when the view
+// was taken (a pebble snapshot), to be read or written out while Apply goes on.
+// Release it when done: it holds the engine files its records are in. Several
+// views may be out at once.
+type SnapshotView struct {
+	s               *Store
+	snap            *engineSnapshot
+	rev, compactRev int64
+	keys            int64
+	auth            []byte
+	released        bool
+}
+
+// ErrSnapshotInProgress was returned when a second SnapshotView was asked for
+// while one was out; views on the engine no longer exclude each other, so it is
+// no longer returned.
+var ErrSnapshotInProgress = errors.New("kv: a snapshot view is already out; Release it first")
+
+// SnapshotView freezes the store for reading and writing out.
+func (s *Store) SnapshotView() (*SnapshotView, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.mu.closed {
+		return nil, ErrClosed
+	}
+	st := s.mu.st
+	if st.failed != nil {
+		return nil, st.failed
+	}
+	var ae encoder
+	st.auth.encode(&ae)
+	s.reads.Add(1)
+	return &SnapshotView{s: s, snap: st.e.snapshot(), rev: st.e.rev, compactRev: st.e.compactRev,
+		keys: st.e.keys, auth: ae.buf}, nil
+}
+
+// WriteTo writes the view as the engine's snapshot stream (Store.WriteSnapshot)
+// and returns the bytes written.
+func (v *SnapshotView) WriteTo(w io.Writer) (int64, error) {
+	return v.snap.writeTo(w)
+}
+
+// Release ends the view.
+func (v *SnapshotView) Release() {
+	if v.released {
+		return
+	}
+	v.released = true
+	_ = v.snap.close()
+	v.s.reads.Done()
+}
+
 // Revision returns the store's revision when the view was taken.
-func (v *SnapshotView) Revision() int64 { return v.src.rev }
+func (v *SnapshotView) Revision() int64 { return v.rev }
 
 // CompactRevision returns the revision of the last compaction (-1 before the
 // first) when the view was taken.
-func (v *SnapshotView) CompactRevision() int64 { return v.src.compactRev }
+func (v *SnapshotView) CompactRevision() int64 { return v.compactRev }
+
+// AppliedIndex returns the index the view was taken at.
+func (v *SnapshotView) AppliedIndex() uint64 { return v.snap.appliedIndex }
 
 // Leases returns the leases granted when the view was taken, in id order.
-func (v *SnapshotView) Leases() []LeaseInfo { return v.src.grants }
+func (v *SnapshotView) Leases() []LeaseInfo {
+	it, err := v.snap.snap.NewIter(&pebble.IterOptions{LowerBound: []byte{engineGrantPrefix}, UpperBound: []byte{engineGrantPrefix + 1}})
+	if err != nil {
+		engineReadFailed("the leases", err)
+	}
+	defer it.Close()
+	var out []LeaseInfo
+	for valid := it.First(); valid; valid = it.Next() {
+		id := int64(binary.BigEndian.Uint64(it.Key()[1:]) ^ (1 << 63))
+		info, _, err := leaseOf(v.snap.snap, id)
+		if err != nil {
+			engineReadFailed(fmt.Sprintf("lease %d", id), err)
+		}
+		out = append(out, info)
+	}
+	if err := it.Error(); err != nil {
+		engineReadFailed("the leases", err)
+	}
+	return out
+}
 
 // KeyCount returns the number of keys with retained history in the view.
-func (v *SnapshotView) KeyCount() int { return v.src.nKeys }
+func (v *SnapshotView) KeyCount() int { return int(v.keys) }
 
 // AuthState returns the users, roles and permissions, the enabled flag and the auth
-// revision, in the store's own versioned encoding (the snapshot's auth section,
-// auth_codec.go), which Import takes back. Callers treat it as opaque bytes.
-func (v *SnapshotView) AuthState() []byte {
-	var e encoder
-	v.src.auth(&e)
-	return e.buf
-}
+// revision, in the store's own versioned encoding (auth_codec.go), which Import
+// takes back. Callers treat it as opaque bytes.
+func (v *SnapshotView) AuthState() []byte { return bytes.Clone(v.auth) }
 
 // EachKey calls fn with every key's history, in key order, until fn returns an
 // error, which EachKey returns. The history and its values are fn's to keep.
+// It holds one key's versions at a time.
 func (v *SnapshotView) EachKey(fn func(h *KeyHistory) error) error {
-	var err error
-	v.src.eachKey(func(key []byte, gens []generation) bool {
-		h := &KeyHistory{Key: bytes.Clone(key), Generations: make([]KeyGeneration, len(gens))}
-		for gi := range gens {
-			g := &gens[gi]
-			out := &h.Generations[gi]
-			out.CreateRevision, out.FirstVersion, out.TombstoneRevision = g.createRev, g.firstVersion, g.tombstoneRev
-			out.Revisions = make([]KeyRevision, len(g.revs))
-			for ri := range g.revs {
-				r := &g.revs[ri]
-				out.Revisions[ri] = KeyRevision{ModRevision: r.modRev, Lease: leaseID(v.src.leases, r.lease),
-					Value: v.src.vals.readInto(r.value(), nil)}
-			}
+	it, err := v.snap.snap.NewIter(&pebble.IterOptions{LowerBound: []byte{engineVersionPrefix}, UpperBound: []byte{engineVersionPrefix + 1}})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	var prefix []byte
+	type version struct {
+		rev int64
+		rec versionRecord
+	}
+	var versions []version // newest first
+	emit := func() error {
+		if len(versions) == 0 {
+			return nil
 		}
-		err = fn(h)
-		return err == nil
-	})
-	return err
+		h := &KeyHistory{Key: unescapeKey(prefix)}
+		var g *KeyGeneration
+		for i := len(versions) - 1; i >= 0; i-- {
+			ver := &versions[i]
+			if ver.rec.tombstone {
+				if g != nil {
+					g.TombstoneRevision = ver.rev
+					g = nil
+				}
+				continue
+			}
+			if g == nil {
+				h.Generations = append(h.Generations, KeyGeneration{CreateRevision: ver.rec.createRevision, FirstVersion: ver.rec.version})
+				g = &h.Generations[len(h.Generations)-1]
+			}
+			g.Revisions = append(g.Revisions, KeyRevision{ModRevision: ver.rev, Lease: ver.rec.lease, Value: ver.rec.value})
+		}
+		versions = versions[:0]
+		if len(h.Generations) == 0 {
+			return nil
+		}
+		return fn(h)
+	}
+	for valid := it.First(); valid; valid = it.Next() {
+		p, rev, _ := splitVersionKey(it.Key())
+		if !bytes.Equal(p, prefix) {
+			if err := emit(); err != nil {
+				return err
+			}
+			prefix = append(prefix[:0], p...)
+		}
+		rec, err := decodeVersionRecord(it.Value())
+		if err != nil {
+			return err
+		}
+		rec.value = bytes.Clone(rec.value)
+		versions = append(versions, version{rev: rev, rec: rec})
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
+	return emit()
 }
 
 // ImportHeader is the store-wide part of an Import.
@@ -93,123 +208,21 @@ type ImportHeader struct {
 	AuthState []byte
 }
 
-// Import replaces the store's state with the one described: hdr, and the keys' histories
-// that next returns in key order, nil after the last. Sessions and proposals start
-// empty (a restored store is the start of a new cluster). Every history is checked
-// as a snapshot's is; on error the store is unchanged.
+// Import replaces the store's state with the one described: hdr, and the keys'
+// histories that next returns in key order, nil after the last. Sessions and
+// proposals start empty (a restored store is the start of a new cluster). Every
+// history is checked as a snapshot's is. On an error in hdr the store is
+// unchanged; on one in a history it is left refusing Apply, and its engine
+// refused by OpenStore, until a restore or an import succeeds.
 func (s *Store) Import(hdr ImportHeader, next func() (*KeyHistory, error)) error {
-	st, err := newState(s.cfg, s.newValues)
-	if err != nil {
-		return err
-	}
-	fail := func(err error) error {
-		_ = st.vals.close()
-		return err
-	}
-	if hdr.Revision < 1 || hdr.CompactRevision < -1 || hdr.CompactRevision > hdr.Revision {
-		return fail(fmt.Errorf("%w: revision %d and compaction revision %d are inconsistent",
-			ErrCorruptSnapshot, hdr.Revision, hdr.CompactRevision))
-	}
-	st.appliedIndex, st.rev, st.compactRev = hdr.AppliedIndex, hdr.Revision, hdr.CompactRevision
-	var prevLease int64
-	for _, l := range hdr.Leases {
-		if l.ID <= prevLease || l.TTL > MaxLeaseTTL || l.RemainingTTL < 0 {
-			return fail(fmt.Errorf("%w: lease %d (TTL %d, remaining %d) out of order or out of range",
-				ErrCorruptSnapshot, l.ID, l.TTL, l.RemainingTTL))
-		}
-		st.grants.add(l)
-		prevLease = l.ID
-	}
+	auth := newAuthState()
 	if hdr.AuthState != nil {
 		d := decoder{buf: hdr.AuthState, copyBytes: true}
-		d.authState(&st.auth)
+		d.authState(&auth)
 		d.end()
 		if d.err != nil {
-			return fail(fmt.Errorf("%w: auth state: %v", ErrCorruptSnapshot, d.err))
+			return fmt.Errorf("%w: auth state: %v", ErrCorruptSnapshot, d.err)
 		}
 	}
-	var prevKey []byte
-	for {
-		h, err := next()
-		if err != nil {
-			return fail(err)
-		}
-		if h == nil {
-			break
-		}
-		if prevKey != nil && bytes.Compare(prevKey, h.Key) >= 0 {
-			return fail(fmt.Errorf("%w: key %q follows %q out of order", ErrCorruptSnapshot, h.Key, prevKey))
-		}
-		ki, err := st.importKey(h)
-		if err != nil {
-			return fail(err)
-		}
-		st.index.insert(ki)
-		st.grants.attach(ki.liveLease(&st.leases), ki)
-		prevKey = ki.key
-	}
-	st.recountSizes()
-	st.rebuildHistory()
-	st.snapMu = &s.snapMu
-	s.mu.Lock()
-	if s.mu.closed {
-		s.mu.Unlock()
-		return fail(ErrClosed)
-	}
-	old := s.mu.st
-	s.mu.st = st
-	s.mu.Unlock()
-	s.snapMu.Lock()
-	_ = old.vals.close()
-	s.snapMu.Unlock()
-	return nil
+	return s.importState(importedState{hdr: hdr, auth: &auth}, next)
 }
-
-// importKey builds h's keyIndex, checking the invariants decoder.keyIndex checks.
-func (st *state) importKey(h *KeyHistory) (*keyIndex, error) {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: key %q: %s", ErrCorruptSnapshot, h.Key, fmt.Sprintf(format, args...))
-	}
-	if len(h.Key) == 0 {
-		return nil, fmt.Errorf("%w: empty key", ErrCorruptSnapshot)
-	}
-	if len(h.Generations) == 0 {
-		return nil, bad("no history")
-	}
-	ki := &keyIndex{key: bytes.Clone(h.Key), gens: make([]generation, len(h.Generations))}
-	var lastRev int64
-	for gi, g := range h.Generations {
-		if len(g.Revisions) == 0 || g.CreateRevision < max(lastRev, 1) || g.FirstVersion < 1 {
-			return nil, bad("generation %d is inconsistent", gi)
-		}
-		out := &ki.gens[gi]
-		out.createRev, out.firstVersion, out.tombstoneRev = g.CreateRevision, g.FirstVersion, g.TombstoneRevision
-		out.revs = make([]keyRev, len(g.Revisions))
-		lastRev = g.CreateRevision
-		for ri, r := range g.Revisions {
-			if r.ModRevision < lastRev || r.ModRevision > st.rev {
-				return nil, bad("revision %d out of order (after %d, store at %d)", r.ModRevision, lastRev, st.rev)
-			}
-			if len(r.Value) > maxCommandBytesCap {
-				return nil, bad("value of %d bytes at revision %d", len(r.Value), r.ModRevision)
-			}
-			out.revs[ri] = keyRev{modRev: r.ModRevision, lease: st.leases.intern(r.Lease)}
-			out.revs[ri].setValue(st.vals.append(r.Value))
-			lastRev = r.ModRevision
-		}
-		isLast := gi == len(h.Generations)-1
-		switch {
-		case g.TombstoneRevision == 0 && !isLast:
-			return nil, bad("generation %d is live but not the last", gi)
-		case g.TombstoneRevision != 0 && (g.TombstoneRevision < lastRev || g.TombstoneRevision > st.rev):
-			return nil, bad("tombstone %d out of order", g.TombstoneRevision)
-		case g.TombstoneRevision != 0:
-			lastRev = g.TombstoneRevision
-		}
-	}
-	return ki, nil
-}
-
-// ErrSnapshotInProgress: SnapshotView was called while another view is out (a
-// Raft snapshot being written, say); try again once it is released.
-var ErrSnapshotInProgress = errSnapshotInProgress

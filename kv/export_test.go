@@ -1,7 +1,9 @@
 package kv
 
 import (
+	"errors"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -94,10 +96,16 @@ func TestExportImportRoundTrip(t *testing.T) {
 	}
 }
 
-// Import refuses histories that break the store's invariants and leaves the store
-// as it was.
+// Import refuses histories that break the store's invariants; a refused import
+// leaves the store refusing Apply, and its engine refused at open, until an
+// import succeeds.
 func TestImportRefusesBadHistory(t *testing.T) {
-	s := newTestStore(t, Config{})
+	dir := t.TempDir()
+	s, err := OpenStore(Config{}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
 	s.ApplyCommand(1, &Command{Put: &PutRequest{Key: []byte("keep"), Value: []byte("v")}})
 	for name, keys := range map[string][]*KeyHistory{
 		"out of order": {
@@ -120,8 +128,44 @@ func TestImportRefusesBadHistory(t *testing.T) {
 		if err == nil {
 			t.Errorf("%s: imported", name)
 		}
-		if resp, _ := s.Range(&RangeRequest{Key: []byte("keep")}); len(resp.Kvs) != 1 {
-			t.Fatalf("%s: the store changed after a refused import", name)
+		if res := s.ApplyCommand(s.AppliedIndex()+1, &Command{Put: &PutRequest{Key: []byte("k")}}); res.Err == nil {
+			t.Fatalf("%s: a store cut off in an import applied a put", name)
+		}
+		if _, err := s.Flush(); err == nil {
+			t.Fatalf("%s: a store cut off in an import flushed", name)
+		}
+		// A good import makes it a store again.
+		err = s.Import(ImportHeader{AppliedIndex: 9, Revision: 5, CompactRevision: -1}, func() (*KeyHistory, error) { return nil, nil })
+		if err != nil || s.Revision() != 5 || s.AppliedIndex() != 9 {
+			t.Fatalf("%s: a good import after a refused one: %v, revision %d", name, err, s.Revision())
+		}
+		if res := s.ApplyCommand(10, &Command{Put: &PutRequest{Key: []byte("k")}}); res.Err != nil {
+			t.Fatalf("%s: put after a good import: %v", name, res.Err)
+		}
+		// The refused import's engine, cut off, is refused at open.
+		bad := 0
+		cut, err := OpenStore(Config{}, t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cutDir := cut.mu.st.e.dir
+		_ = cut.Import(ImportHeader{Revision: 5, CompactRevision: -1}, func() (*KeyHistory, error) {
+			if bad == len(keys) {
+				return nil, nil
+			}
+			bad++
+			return keys[bad-1], nil
+		})
+		if _, err := cut.Flush(); err == nil {
+			t.Fatalf("%s: flushed a store cut off in an import", name)
+		}
+		cut.mu.st.e.db.Flush() // what a background flush may do
+		cut.Close()
+		if reopened, err := OpenStore(Config{}, cutDir); !errors.Is(err, ErrCorruptEngine) || !strings.Contains(err.Error(), cutDir) {
+			if err == nil {
+				reopened.Close()
+			}
+			t.Fatalf("%s: opening an engine cut off in an import: %v, want ErrCorruptEngine naming %s", name, err, cutDir)
 		}
 	}
 }

@@ -3,17 +3,20 @@ package kv
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 )
 
-// newTestStore returns a store that keeps its values in a file, as the server's
-// does; newTestStoreOn chooses.
+// newTestStore returns a store whose engine is in a directory, as the server's
+// is; newTestStoreOn chooses.
 func newTestStore(t testing.TB, cfg Config) *Store {
 	t.Helper()
 	return newTestStoreOn(t, cfg, "file")
 }
 
-// backends are the valueLogs a store can use, by the name newTestStoreOn takes.
+// backends are the file systems a store's engine can be on, by the name
+// newTestStoreOn takes: the operating system's, and pebble's in memory.
 var backends = []string{"file", "mem"}
 
 func newTestStoreOn(t testing.TB, cfg Config, backend string) *Store {
@@ -22,7 +25,7 @@ func newTestStoreOn(t testing.TB, cfg Config, backend string) *Store {
 	var err error
 	switch backend {
 	case "file":
-		s, err = NewFileBackedStore(cfg, t.TempDir())
+		s, err = OpenStore(cfg, t.TempDir())
 	case "mem":
 		s, err = NewStore(cfg)
 	default:
@@ -139,3 +142,39 @@ func rangeOp(key, rangeEnd string) RequestOp {
 }
 
 func txnOp(txn *TxnRequest) RequestOp { return RequestOp{Txn: txn} }
+
+// engineRecords prints every record of the store's engine but the position
+// record (the applied index moves with every entry).
+func engineRecords(t testing.TB, s *Store) string {
+	t.Helper()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	it, err := s.mu.st.e.db.NewIter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	var b strings.Builder
+	for valid := it.First(); valid; valid = it.Next() {
+		if bytes.Equal(it.Key(), metaPosition) {
+			continue
+		}
+		fmt.Fprintf(&b, "%q=%q ", it.Key(), it.Value())
+	}
+	return b.String()
+}
+
+// keyHistories returns every key's retained history, from a SnapshotView.
+func keyHistories(t testing.TB, s *Store) []*KeyHistory {
+	t.Helper()
+	v, err := s.SnapshotView()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Release()
+	var out []*KeyHistory
+	if err := v.EachKey(func(h *KeyHistory) error { out = append(out, h); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

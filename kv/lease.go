@@ -1,9 +1,6 @@
 package kv
 
-import (
-	"bytes"
-	"slices"
-)
+import "fmt"
 
 // This file holds the replicated half of etcd's leases: which leases exist, the TTL
 // each was granted, the remaining TTL last checkpointed, and which keys are attached
@@ -79,97 +76,6 @@ type LeaseInfo struct {
 	RemainingTTL int64
 }
 
-// grantTable holds the leases granted and not yet revoked.
-//
-// Invariant: a key is in grant g's keys exactly when the key is live and its live
-// revision carries g's id. (A key whose revision names a lease that does not exist
-// is attached to nothing; only a snapshot written before this build granted leases
-// can hold one, as the server then stored any lease id a put gave.)
-type grantTable struct {
-	byID map[int64]*grant
-}
-
-// grant is one lease. Its keys are held by their keyIndex: a live key keeps its
-// keyIndex for as long as it lives (compaction drops only keys with no history left,
-// and Restore builds a new table).
-type grant struct {
-	LeaseInfo
-	keys map[*keyIndex]struct{}
-}
-
-func (t *grantTable) get(id int64) *grant {
-	if id == 0 {
-		return nil
-	}
-	return t.byID[id]
-}
-
-func (t *grantTable) add(info LeaseInfo) *grant {
-	if t.byID == nil {
-		t.byID = map[int64]*grant{}
-	}
-	g := &grant{LeaseInfo: info}
-	t.byID[info.ID] = g
-	return g
-}
-
-// attach records that ki's live revision carries lease id; detach that it no longer
-// does. Either is a no-op for id 0 or a lease that does not exist.
-func (t *grantTable) attach(id int64, ki *keyIndex) {
-	if g := t.get(id); g != nil {
-		if g.keys == nil {
-			g.keys = map[*keyIndex]struct{}{}
-		}
-		g.keys[ki] = struct{}{}
-	}
-}
-
-func (t *grantTable) detach(id int64, ki *keyIndex) {
-	if g := t.get(id); g != nil {
-		delete(g.keys, ki)
-	}
-}
-
-// sorted returns every lease's info in id order.
-func (t *grantTable) sorted() []LeaseInfo {
-	out := make([]LeaseInfo, 0, len(t.byID))
-	for _, g := range t.byID {
-		out = append(out, g.LeaseInfo)
-	}
-	slices.SortFunc(out, func(a, b LeaseInfo) int {
-		switch {
-		case a.ID < b.ID:
-			return -1
-		case a.ID > b.ID:
-			return 1
-		}
-		return 0
-	})
-	return out
-}
-
-// sortedKeys returns g's keys in key order, the order etcd deletes them in.
-func (g *grant) sortedKeys() []*keyIndex {
-	keys := make([]*keyIndex, 0, len(g.keys))
-	for ki := range g.keys {
-		keys = append(keys, ki)
-	}
-	slices.SortFunc(keys, func(a, b *keyIndex) int { return bytes.Compare(a.key, b.key) })
-	return keys
-}
-
-// liveLease returns the lease id the key's live revision carries, 0 if the key is
-// not live or has none.
-func (ki *keyIndex) liveLease(leases *leaseTable) int64 {
-	if !ki.isLive() {
-		return 0
-	}
-	g := &ki.gens[len(ki.gens)-1]
-	return leaseID(leases.ids, g.revs[len(g.revs)-1].lease)
-}
-
-// checkLeaseGrant runs the checks of a grant that need no state, those etcd's
-// lessor makes first.
 func checkLeaseGrant(r *LeaseGrantRequest) error {
 	switch {
 	case r.ID == 0:
@@ -190,85 +96,28 @@ func checkLeaseCheckpoint(r *LeaseCheckpointRequest) error {
 }
 
 // leaseGrant mirrors etcd's lessor.Grant.
-func (st *state) leaseGrant(r *LeaseGrantRequest) (*LeaseGrantResponse, error) {
-	if st.grants.get(r.ID) != nil {
-		return nil, ErrLeaseExists
-	}
-	st.grants.add(LeaseInfo{ID: r.ID, TTL: r.TTL})
-	return &LeaseGrantResponse{Header: ResponseHeader{Revision: st.rev}, ID: r.ID, TTL: r.TTL}, nil
-}
-
-// leaseRevoke mirrors etcd's lessor.Revoke: every key attached to the lease is
-// deleted in key order by one write, so that all the deletes share one revision,
-// and through the same delete DeleteRange uses, so that they look like any other
-// delete to whoever follows the store's changes. The command is a few bytes however
-// many keys it deletes: its cost is in applying, which is at most what the puts that
-// attached the keys cost.
-func (st *state) leaseRevoke(r *LeaseRevokeRequest) (*LeaseRevokeResponse, error) {
-	g := st.grants.get(r.ID)
-	if g == nil {
-		return nil, ErrLeaseNotFound
-	}
-	if len(g.keys) > 0 {
-		w := st.beginWrite()
-		for _, ki := range g.sortedKeys() {
-			w.deleteRange(&DeleteRangeRequest{Key: ki.key})
-		}
-		w.end()
-	}
-	delete(st.grants.byID, r.ID)
-	return &LeaseRevokeResponse{Header: ResponseHeader{Revision: st.rev}, ID: r.ID}, nil
-}
-
-// leaseCheckpoint mirrors etcd's lessor.Checkpoint for each checkpoint in turn; a
-// lease that is gone is skipped.
-func (st *state) leaseCheckpoint(r *LeaseCheckpointRequest) *LeaseCheckpointResponse {
-	resp := &LeaseCheckpointResponse{Header: ResponseHeader{Revision: st.rev}}
-	for _, cp := range r.Checkpoints {
-		if g := st.grants.get(cp.ID); g != nil {
-			g.RemainingTTL = max(cp.RemainingTTL, 0)
-			resp.Checkpoints = append(resp.Checkpoints, LeaseCheckpoint{ID: cp.ID, RemainingTTL: g.RemainingTTL})
-		}
-	}
-	return resp
-}
-
-// checkPutLease is etcd's checkLease: a put may name only a lease that exists.
-func (st *state) checkPutLease(p *PutRequest) error {
-	if p.Lease != 0 && st.grants.get(p.Lease) == nil {
-		return ErrLeaseNotFound
-	}
-	return nil
-}
+// Leases are records in the engine (engine_lease.go): a grant per lease and an
+// attachment per key a live version carries the lease of.
 
 // Lease returns the lease with the given id, if it exists.
 func (s *Store) Lease(id int64) (LeaseInfo, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if g := s.mu.st.grants.get(id); g != nil {
-		return g.LeaseInfo, true
+	info, ok, err := s.mu.st.e.lease(id)
+	if err != nil {
+		engineReadFailed(fmt.Sprintf("lease %d", id), err)
 	}
-	return LeaseInfo{}, false
+	return info, ok
 }
 
 // LeaseKeys returns the keys attached to the lease, in key order; nil if it has
-// none or does not exist. The slices are shared with the store: treat them as
-// read-only.
+// none or does not exist.
 func (s *Store) LeaseKeys(id int64) [][]byte {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.mu.st.grants.get(id).keyBytes()
-}
-
-// keyBytes returns g's keys in key order; nil if g is nil or has none.
-func (g *grant) keyBytes() [][]byte {
-	if g == nil || len(g.keys) == 0 {
-		return nil
-	}
-	sorted := g.sortedKeys()
-	keys := make([][]byte, len(sorted))
-	for i, ki := range sorted {
-		keys[i] = ki.key
+	keys, err := s.mu.st.e.leaseKeys(id)
+	if err != nil {
+		engineReadFailed(fmt.Sprintf("the keys of lease %d", id), err)
 	}
 	return keys
 }
@@ -277,48 +126,9 @@ func (g *grant) keyBytes() [][]byte {
 func (s *Store) Leases() []LeaseInfo {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.mu.st.grants.sorted()
-}
-
-// minLeaseIDGarbage is the least number of ids no revision names for which
-// collectLeaseIDs rebuilds the lease table (a variable so that tests can make it
-// small).
-var minLeaseIDGarbage = 4096
-
-// collectLeaseIDs rebuilds the lease table with only the ids that retained revisions
-// name, once the others outnumber them (and minLeaseIDGarbage): a workload of short
-// sessions grants a lease per session, and each would otherwise keep its entry for
-// the store's life. The rebuild rewrites every revision's lease index, in a pass over
-// the revisions that comes after at least as many ids were dropped, so it costs a
-// constant per id; a SnapshotView reads the indexes, so it waits for the view, as
-// collectValues does.
-func (st *state) collectLeaseIDs() {
-	ids := st.leases.ids
-	if len(ids) < minLeaseIDGarbage {
-		return
+	leases, err := s.mu.st.e.leases()
+	if err != nil {
+		engineReadFailed("the leases", err)
 	}
-	used := make([]bool, len(ids))
-	named := 0
-	st.eachRev(func(r *keyRev, _ bool) {
-		if !used[r.lease] {
-			used[r.lease] = true
-			named++
-		}
-	})
-	if garbage := len(ids) - named; garbage < named || garbage < minLeaseIDGarbage {
-		return
-	}
-	if st.snapMu != nil {
-		st.snapMu.Lock()
-		defer st.snapMu.Unlock()
-	}
-	var t leaseTable
-	remap := make([]uint32, len(ids))
-	for i := 1; i < len(ids); i++ {
-		if used[i] {
-			remap[i] = t.intern(ids[i])
-		}
-	}
-	st.eachRev(func(r *keyRev, _ bool) { r.lease = remap[r.lease] })
-	st.leases = t
+	return leases
 }

@@ -220,45 +220,6 @@ func TestKeysOnlyRangeDropsLeases(t *testing.T) {
 	}
 }
 
-// Compaction drops the interned ids of leases no retained revision names, and every
-// revision still reads back its lease.
-func TestCompactionCollectsLeaseIDs(t *testing.T) {
-	defer func(old int) { minLeaseIDGarbage = old }(minLeaseIDGarbage)
-	minLeaseIDGarbage = 10
-	s := newTestStore(t, Config{})
-	mustGrant(t, s, 1, 60)
-	putWithLease(t, s, "kept", 1)
-	for id := int64(100); id < 200; id++ {
-		mustGrant(t, s, id, 60)
-		putWithLease(t, s, "session", id)
-		mustRevoke(t, s, id)
-	}
-	mustGrant(t, s, 7, 60)
-	putWithLease(t, s, "late", 7)
-	if n := len(s.mu.st.leases.ids); n != 103 {
-		t.Fatalf("%d interned ids before compaction, want 103 (none, 1, 100 sessions, 7)", n)
-	}
-	mustPut(t, s, "plain", "x")
-	rev := s.Revision()
-	apply(t, s, &Command{Compact: &CompactionRequest{Revision: rev - 1}})
-	if n := len(s.mu.st.leases.ids); n != 3 {
-		t.Fatalf("%d interned ids after compaction, want 3 (none, 1, 7)", n)
-	}
-	for key, lease := range map[string]int64{"kept": 1, "late": 7, "plain": 0} {
-		if kv := get(t, s, key, 0); kv == nil || kv.Lease != lease {
-			t.Fatalf("%s after the rebuild: %+v, want lease %d", key, kv, lease)
-		}
-	}
-	if kv := get(t, s, "late", rev-1); kv == nil || kv.Lease != 7 {
-		t.Fatalf("late at the compacted revision: %+v", kv)
-	}
-	checkGrantInvariant(t, s)
-	mustRevoke(t, s, 7)
-	if get(t, s, "late", 0) != nil || get(t, s, "kept", 0) == nil {
-		t.Fatal("revoking lease 7 after the rebuild deleted the wrong keys")
-	}
-}
-
 // A revoke's deletes reach the history as any DeleteRange's do: one revision, the
 // keys in key order, with their previous values for a watcher that asks.
 func TestLeaseRevokeInHistory(t *testing.T) {
@@ -378,25 +339,22 @@ func TestLeaseSnapshotRoundTrip(t *testing.T) {
 	}
 }
 
-// checkGrantInvariant verifies grantTable's invariant against the index: each
-// lease holds exactly the live keys whose revision names it.
+// checkGrantInvariant verifies the lease attachments against the keys: each
+// lease holds exactly the live keys whose version names it.
 func checkGrantInvariant(t testing.TB, s *Store) {
 	t.Helper()
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	st := s.mu.st
 	want := map[int64][]string{}
-	st.index.ascend(nil, func(ki *keyIndex) bool {
-		if id := ki.liveLease(&st.leases); id != 0 && st.grants.get(id) != nil {
-			want[id] = append(want[id], string(ki.key))
+	for _, kv := range mustRange(t, s, &RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}}).Kvs {
+		if _, ok := s.Lease(kv.Lease); ok && kv.Lease != 0 {
+			want[kv.Lease] = append(want[kv.Lease], string(kv.Key))
 		}
-		return true
-	})
-	for id, g := range st.grants.byID {
+	}
+	for _, l := range s.Leases() {
 		var got []string
-		for _, ki := range g.sortedKeys() {
-			got = append(got, string(ki.key))
+		for _, k := range s.LeaseKeys(l.ID) {
+			got = append(got, string(k))
 		}
+		id := l.ID
 		if !slices.Equal(got, want[id]) {
 			t.Fatalf("lease %d holds %v, but the live keys naming it are %v", id, got, want[id])
 		}
@@ -404,12 +362,9 @@ func checkGrantInvariant(t testing.TB, s *Store) {
 }
 
 // FuzzLeaseCommands applies a sequence of lease commands and writes drawn from the
-// input, with snapshot round trips and compactions (which rebuild the lease ids'
-// table) on the way, and checks after each step that every lease holds exactly the
+// input, with snapshot round trips and compactions on the way, and checks after each step that every lease holds exactly the
 // live keys naming it, and that a revoke deletes them all at one revision.
 func FuzzLeaseCommands(f *testing.F) {
-	defer func(old int) { minLeaseIDGarbage = old }(minLeaseIDGarbage)
-	minLeaseIDGarbage = 2
 	f.Add([]byte{0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 9})
 	f.Add([]byte("grant put put revoke snapshot delete txn"))
 	f.Fuzz(func(t *testing.T, program []byte) {

@@ -79,9 +79,6 @@ func TestStoreAgainstModel(t *testing.T) {
 func testStoreAgainstModel(t *testing.T, seed uint64, backend string) {
 	t.Logf("seed %d; replay with: go test ./kv -run TestStoreAgainstModel -kv.seed=%d", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
-	// Rewrite the value log at the slightest garbage, so compactions exercise it.
-	defer func(old int64) { minValueGarbageBytes = old }(minValueGarbageBytes)
-	minValueGarbageBytes = 16
 	s := newTestStoreOn(t, Config{}, backend)
 	m := &model{events: map[string][]modelEvent{}, rev: 1, compactRev: -1}
 	randKey := func() string {

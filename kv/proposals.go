@@ -185,30 +185,3 @@ func (t *proposalTable) oldestFirst(fn func(*proposer)) {
 		fn(p)
 	}
 }
-
-// ApplyOnce is Apply for a command proposed under id, which may be in the log more
-// than once: it applies the first copy to arrive and returns its Result, returns that
-// same Result for a later copy, and refuses (ErrProposalExpired) a copy its proposer
-// no longer waits for. See proposalTable.
-func (s *Store) ApplyOnce(index uint64, id ProposalID, data []byte) Result {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := s.mu.st
-	if index <= st.appliedIndex {
-		return Result{Err: ErrAlreadyApplied}
-	}
-	st.appliedIndex = index
-	if id.Proposer == 0 {
-		return Result{Err: ErrInvalidCommand}
-	}
-	p := st.proposals.lookup(id)
-	if id.Seq < p.lowest {
-		return Result{Err: ErrProposalExpired}
-	}
-	if i, ok := p.find(id.Seq); ok {
-		return p.results[i].result
-	}
-	res := st.applyData(data)
-	p.record(id.Seq, res, st.proposals.maxResults)
-	return res
-}

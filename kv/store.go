@@ -1,71 +1,47 @@
 package kv
 
 import (
+	"errors"
 	"fmt"
 	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
-// Store is the KV state machine of one replica. Apply and Restore change it;
-// Range, Txn (read-only), Snapshot and the accessors read it, and may run
-// concurrently with each other and with Apply.
+// Store is the KV state machine of one replica, on the storage engine (engine.go).
+// Apply and Restore change it; Range, Txn (read-only), snapshots and the accessors
+// read it, and may run concurrently with each other and with Apply: a range or a
+// read-only txn reads a pebble snapshot taken, under the lock, at the revision
+// the store had then, so Apply waits for no read.
 type Store struct {
 	cfg Config
-	// newValues makes the valueLog of a new state (NewStore, Restore).
-	newValues func() (valueLog, error)
-	// snapMu is held while a SnapshotView is out (see SnapshotView); the
-	// rewrite of the value log, Restore and Close wait for it.
-	snapMu sync.Mutex
-	mu     struct {
+	// reads counts the reads out on pebble snapshots; Close waits for them.
+	reads sync.WaitGroup
+	mu    struct {
 		sync.RWMutex
-		// st is replaced whole by Restore.
 		st *state
 		// closed is set by Close, after which reads fail.
 		closed bool
 	}
 }
 
-// state is the store itself, with no lock: every method is deterministic and
-// assumes its caller holds the Store's lock as needed.
-//
-// Invariant: compactRev <= rev.
+// state is the store: the engine and the bounded tables kept in memory beside it
+// (each change to them is a record in the batch of the entry that made it). Every
+// method is deterministic and assumes its caller holds the Store's lock as needed.
 type state struct {
-	cfg   Config
-	index btree
-	// vals holds the values the index points to.
-	vals      valueLog
-	newValues func() (valueLog, error)
-	// rev is the revision of the last write; 1 for an empty store, as in etcd.
-	rev int64
-	// compactRev is the revision of the last compaction; -1 before the first one,
-	// as in etcd, which is why Compact(0) succeeds once on a new store.
-	compactRev   int64
-	appliedIndex uint64
-	sessions     sessionTable
+	cfg      Config
+	e        *engine
+	sessions sessionTable
 	// proposals deduplicates proposals that may be in the log twice (ApplyOnce).
 	proposals proposalTable
-	// sizes count what Sizes reports.
-	sizes sizeCounters
-	// leases holds the lease ids the index's revisions name.
-	leases leaseTable
-	// history lists each revision's changes in order, for Events (history.go).
-	history history
-	// grants holds the leases granted and not revoked, and their keys (lease.go).
-	grants grantTable
 	// auth holds the users, roles and permissions (auth.go).
 	auth authState
-	// snapMu is the Store's, held while a SnapshotView is out; nil for a state
-	// no Store holds.
-	snapMu *sync.Mutex
-}
-
-func newState(cfg Config, newValues func() (valueLog, error)) (*state, error) {
-	vals, err := newValues()
-	if err != nil {
-		return nil, err
-	}
-	return &state{cfg: cfg, vals: vals, newValues: newValues, rev: 1, compactRev: -1,
-		sessions: newSessionTable(cfg.MaxSessions), proposals: newProposalTable(cfg.MaxProposers, cfg.MaxProposalResults),
-		auth: newAuthState()}, nil
+	// index is the log index of the entry being applied.
+	index uint64
+	// failed is the engine failure that stopped the store: every Apply after it
+	// returns it.
+	failed error
 }
 
 // Result is the outcome of one applied command: the response matching its
@@ -85,39 +61,64 @@ type Result struct {
 	Err  error
 }
 
-// NewStore returns an empty store that keeps its values on the Go heap:
-// revision 1, nothing compacted, nothing applied. Zero fields of cfg take their
-// defaults.
+// ErrEngineFailed: the storage engine failed a write (a full disk, say). The
+// store refuses every Apply after it with the same error, which wraps the cause
+// (errors.Is(err, syscall.ENOSPC) holds for a full disk): the member must stop,
+// and restarts from the engine's last flushed state and the log.
+var ErrEngineFailed = errors.New("kv: the storage engine failed a write; the store applies nothing more")
+
+// OpenStore opens the store whose engine is in dir, creating an empty one
+// (revision 1, nothing compacted, nothing applied) if dir holds none. It refuses,
+// naming dir and the reason, an engine whose records are corrupt and one that a
+// restore was cut off in. Zero fields of cfg take their defaults.
+func OpenStore(cfg Config, dir string) (*Store, error) {
+	return openStore(cfg, dir, nil)
+}
+
+// NewStore returns an empty store on an engine in memory (pebble's in-memory
+// file system): for tests and tools. Zero fields of cfg take their defaults.
 func NewStore(cfg Config) (*Store, error) {
-	return newStore(cfg, func() (valueLog, error) { return newMemValues(), nil })
+	return openStore(cfg, "/store", vfs.NewMem())
 }
 
-// NewFileBackedStore is NewStore for a store that keeps its values in a file in
-// dir rather than in memory, so that the process's resident memory holds the index
-// but not every revision's value: the kernel's page cache holds the values it reads
-// often. The file is unlinked as soon as it is created (nothing is left in dir,
-// even after a crash) and Close releases it. It is no state of its own: a store is
-// rebuilt from a snapshot and the log. A failed write or read of the file panics,
-// as the store cannot answer without its values.
-func NewFileBackedStore(cfg Config, dir string) (*Store, error) {
-	return newStore(cfg, func() (valueLog, error) { return newFileValues(dir) })
-}
-
-func newStore(cfg Config, newValues func() (valueLog, error)) (*Store, error) {
+func openStore(cfg Config, dir string, fs vfs.FS) (*Store, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{cfg: cfg, newValues: newValues}
-	if s.mu.st, err = newState(cfg, newValues); err != nil {
+	e, err := openEngine(dir, cfg.engineConfig(fs))
+	if err != nil {
 		return nil, err
 	}
-	s.mu.st.snapMu = &s.snapMu
+	st, err := loadState(cfg, e)
+	if err != nil {
+		_ = e.close()
+		return nil, err
+	}
+	s := &Store{cfg: cfg}
+	s.mu.st = st
 	return s, nil
 }
 
-// Close releases the store's values. Reads and snapshots after it fail with
-// ErrClosed; the accessors still answer; Apply and Restore must not be called.
+// loadState reads the tables kept in memory from the engine.
+func loadState(cfg Config, e *engine) (*state, error) {
+	st := &state{cfg: cfg, e: e}
+	var err error
+	if st.sessions, err = e.loadSessions(cfg.MaxSessions); err != nil {
+		return nil, err
+	}
+	if st.proposals, err = e.loadProposals(cfg.MaxProposers, cfg.MaxProposalResults); err != nil {
+		return nil, err
+	}
+	if st.auth, err = e.loadAuth(); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// Close closes the engine, once the reads out have ended. Writes not flushed are
+// lost, as in a crash: the raft log holds them. Reads and snapshots after it fail
+// with ErrClosed; Apply and Restore must not be called.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -125,48 +126,73 @@ func (s *Store) Close() error {
 		return ErrClosed
 	}
 	s.mu.closed = true
-	s.snapMu.Lock() // a SnapshotView out still reads the values
-	defer s.snapMu.Unlock()
-	return s.mu.st.vals.close()
+	s.reads.Wait()
+	return s.mu.st.e.close()
 }
 
 // Config returns the store's config with defaults filled in.
 func (s *Store) Config() Config { return s.cfg }
 
+// Flush makes everything applied so far durable and returns the applied index
+// the engine's durable state now covers: the raft log may be truncated up to it.
+func (s *Store) Flush() (appliedIndex uint64, err error) {
+	// The write lock: a flush must not take half of an entry's effects, and
+	// pebble's flush covers every batch committed before it.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.closed {
+		return 0, ErrClosed
+	}
+	st := s.mu.st
+	if st.failed != nil {
+		return 0, st.failed
+	}
+	applied, err := st.e.flush()
+	if err != nil {
+		st.failed = fmt.Errorf("%w: %w", ErrEngineFailed, err)
+		return 0, st.failed
+	}
+	return applied, nil
+}
+
+// SetTerm sets the raft term of the entries Apply is given from now on; each
+// entry's batch records it with the applied index (AppliedTerm).
+func (s *Store) SetTerm(term uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mu.st.e.term = term
+}
+
+// AppliedTerm returns the term recorded with AppliedIndex (0 if never set).
+func (s *Store) AppliedTerm() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.mu.st.e.appliedTerm
+}
+
 // Apply applies the committed log entry at index. data is an encoded Command;
 // empty data is an entry with no command (a new leader's no-op), which only
-// advances the applied index. Apply keeps no reference to data.
+// advances the applied index. Apply keeps no reference to data. Each entry is
+// one engine batch with its applied index.
 //
 // Apply must see entries in index order. An index at or below the last applied
 // one (raft replaying what a restored snapshot holds) is skipped with
 // ErrAlreadyApplied. Bytes that do not decode, or are too large, fail with
-// ErrCorruptCommand or ErrRequestTooLarge: every replica fails the same way.
+// ErrCorruptCommand or ErrRequestTooLarge: every replica fails the same way. An
+// engine failure fails with ErrEngineFailed, for this entry and every later one.
 func (s *Store) Apply(index uint64, data []byte) Result {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.mu.st
-	if index <= st.appliedIndex {
-		return Result{Err: ErrAlreadyApplied}
+	if res, ok := st.admit(index); !ok {
+		return res
 	}
-	st.appliedIndex = index
-	return st.applyData(data)
-}
-
-// applyData decodes and applies one command; empty data is no command.
-func (st *state) applyData(data []byte) Result {
-	if len(data) == 0 {
-		return Result{}
-	}
-	if len(data) > st.cfg.MaxCommandBytes {
-		return Result{Err: ErrRequestTooLarge}
-	}
-	// Decoding into values on the stack saves two allocations per put.
 	var cmd Command
 	var put PutRequest
-	if err := cmd.decode(data, &put); err != nil {
-		return Result{Err: err}
+	if res, ok := st.decode(data, &cmd, &put); !ok {
+		return st.advance(index, res)
 	}
-	return st.applyCommand(&cmd)
+	return st.applyCommand(index, &cmd, nil)
 }
 
 // ApplyCommand is Apply for a command already decoded (tests and the
@@ -175,11 +201,168 @@ func (s *Store) ApplyCommand(index uint64, cmd *Command) Result {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.mu.st
-	if index <= st.appliedIndex {
-		return Result{Err: ErrAlreadyApplied}
+	if res, ok := st.admit(index); !ok {
+		return res
 	}
-	st.appliedIndex = index
-	return st.applyCommand(cmd)
+	return st.applyCommand(index, cmd, nil)
+}
+
+// ApplyOnce is Apply for a command proposed under id, which may be in the log more
+// than once: it applies the first copy to arrive and returns its Result, returns that
+// same Result for a later copy, and refuses (ErrProposalExpired) a copy its proposer
+// no longer waits for. See proposalTable.
+func (s *Store) ApplyOnce(index uint64, id ProposalID, data []byte) Result {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.mu.st
+	if res, ok := st.admit(index); !ok {
+		return res
+	}
+	if id.Proposer == 0 {
+		return st.advance(index, Result{Err: ErrInvalidCommand})
+	}
+	var cmd Command
+	var put PutRequest
+	if res, ok := st.decode(data, &cmd, &put); !ok {
+		// Every copy fails alike, so the table need not answer a later one.
+		return st.advance(index, res)
+	}
+	return st.applyCommand(index, &cmd, &id)
+}
+
+// admit refuses an entry the store has applied, or any once the engine failed.
+func (st *state) admit(index uint64) (Result, bool) {
+	if st.failed == nil {
+		if err := st.e.bg.get(); err != nil {
+			st.fail(fmt.Errorf("kv: the storage engine in %q failed: %w", st.e.dir, err))
+		}
+	}
+	if st.failed != nil {
+		return Result{Err: st.failed}, false
+	}
+	if index <= st.e.appliedIndex {
+		return Result{Err: ErrAlreadyApplied}, false
+	}
+	return Result{}, true
+}
+
+// decode decodes data into cmd; ok is false (with the result to return) for no
+// command, a command too large, or bytes that do not decode. Decoding into values
+// on the stack saves two allocations per put.
+func (st *state) decode(data []byte, cmd *Command, put *PutRequest) (Result, bool) {
+	if len(data) == 0 {
+		return Result{}, false
+	}
+	if len(data) > st.cfg.MaxCommandBytes {
+		return Result{Err: ErrRequestTooLarge}, false
+	}
+	if err := cmd.decode(data, put); err != nil {
+		return Result{Err: err}, false
+	}
+	return Result{}, true
+}
+
+// advance records entry index, which changes nothing else, as applied, and
+// returns res.
+func (st *state) advance(index uint64, res Result) Result {
+	w := st.e.beginBlindWrite()
+	if err := w.commit(index); err != nil {
+		return Result{Err: st.fail(err)}
+	}
+	return res
+}
+
+// fail stops the store with the engine failure err and returns the error every
+// Apply now returns.
+func (st *state) fail(err error) error {
+	st.failed = fmt.Errorf("%w: %w", ErrEngineFailed, err)
+	return st.failed
+}
+
+// isEngineError says err is no answer of the state machine's (all of which have
+// a code in resultErrors) but a failure of the engine.
+func isEngineError(err error) bool {
+	_, ok := errorCode(err)
+	return !ok
+}
+
+// applyCommand applies cmd as entry index in one engine batch, through the
+// proposal table if once is set, and the session table: a retry is answered from
+// the tables, anything else executed and its result recorded.
+func (st *state) applyCommand(index uint64, cmd *Command, once *ProposalID) Result {
+	var w *engineWrite
+	if cmd.Txn != nil {
+		w = st.e.beginWrite() // a txn reads its own writes
+	} else {
+		w = st.e.beginBlindWrite()
+	}
+	st.index = index
+	var engineErr error
+	execute := func() Result {
+		res := st.execute(w, cmd)
+		if res.Err != nil && isEngineError(res.Err) {
+			engineErr = res.Err
+			return Result{}
+		}
+		return res
+	}
+	session := func() Result { return w.applySession(&st.sessions, cmd, index, execute) }
+	var res Result
+	if once != nil {
+		res = w.applyOnce(&st.proposals, *once, index, session)
+	} else {
+		res = session()
+	}
+	if engineErr != nil {
+		w.abort()
+		return Result{Err: st.fail(engineErr)}
+	}
+	if err := w.commit(index); err != nil {
+		return Result{Err: st.fail(err)}
+	}
+	return res
+}
+
+// execute checks and applies one command in w.
+func (st *state) execute(w *engineWrite, cmd *Command) Result {
+	if err := cmd.check(st.cfg.MaxTxnOps); err != nil {
+		return Result{Err: err}
+	}
+	if err := st.checkCommand(cmd); err != nil {
+		return Result{Err: err}
+	}
+	var res Result
+	switch {
+	case cmd.Put != nil:
+		res.Put, res.Err = w.putRequest(cmd.Put)
+	case cmd.DeleteRange != nil:
+		res.DeleteRange, res.Err = w.deleteRangeRequest(cmd.DeleteRange)
+	case cmd.Txn != nil:
+		res.Txn, res.Err = w.txnRequest(cmd.Txn, st.cfg.MaxTxnOps)
+	case cmd.Compact != nil:
+		// etcd's Compact: the revision must be above the last compaction and at
+		// most the current revision; compaction does not change the revision.
+		if res.Err = w.compact(cmd.Compact.Revision); res.Err == nil {
+			res.Compact = &CompactionResponse{Header: ResponseHeader{Revision: w.e.rev}}
+		}
+	case cmd.LeaseGrant != nil:
+		res.LeaseGrant, res.Err = w.leaseGrant(cmd.LeaseGrant)
+	case cmd.LeaseRevoke != nil:
+		res.LeaseRevoke, res.Err = w.leaseRevoke(cmd.LeaseRevoke)
+	case cmd.LeaseCheckpoint != nil:
+		res.LeaseCheckpoint, res.Err = w.leaseCheckpoint(cmd.LeaseCheckpoint)
+	case cmd.Auth != nil:
+		if res.Auth, res.Err = st.applyAuth(cmd.Auth, cmd.Sender); res.Err == nil {
+			w.writeAuth(&st.auth)
+		}
+	default:
+		// Not formatted with cmd: that would make every decoded command escape to the heap.
+		panic(fmt.Sprintf("kv: command of client %d seq %d passed its checks but holds no request", cmd.ClientID, cmd.Seq))
+	}
+	if res.Err != nil {
+		return Result{Err: res.Err}
+	}
+	return res
 }
 
 // Check runs the checks that depend only on the request and the config, the
@@ -187,6 +370,37 @@ func (s *Store) ApplyCommand(index uint64, cmd *Command) Result {
 // without spending a log entry. Apply runs them again.
 func (s *Store) Check(cmd *Command) error {
 	return cmd.check(s.cfg.MaxTxnOps)
+}
+
+// storeRead is a read of the store as of one revision, from a pebble snapshot.
+type storeRead struct {
+	engineRead
+	s    *Store
+	snap *pebble.Snapshot
+}
+
+// beginRead takes a snapshot of the store; check, if not nil, runs first under
+// the lock (an auth check). End the read with end.
+func (s *Store) beginRead(check func(st *state) error) (*storeRead, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.mu.closed {
+		return nil, ErrClosed
+	}
+	st := s.mu.st
+	if check != nil {
+		if err := check(st); err != nil {
+			return nil, err
+		}
+	}
+	snap := st.e.db.NewSnapshot()
+	s.reads.Add(1)
+	return &storeRead{engineRead: engineRead{r: snap, rev: st.e.rev, compactRev: st.e.compactRev}, s: s, snap: snap}, nil
+}
+
+func (rd *storeRead) end() {
+	_ = rd.snap.Close()
+	rd.s.reads.Done()
 }
 
 // Range answers a read at the store's current state, as etcd's Range does.
@@ -201,13 +415,12 @@ func (s *Store) RangeLimited(r *RangeRequest, maxResponseBytes int64) (*RangeRes
 	if err := checkRange(r); err != nil {
 		return nil, err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.mu.closed {
-		return nil, ErrClosed
+	rd, err := s.beginRead(nil)
+	if err != nil {
+		return nil, err
 	}
-	st := s.mu.st
-	return st.rangeAt(r, st.rev, newBudget(maxResponseBytes))
+	defer rd.end()
+	return engineRangeAt(rd.r, r, rd.rev, rd.compactRev, newBudget(maxResponseBytes))
 }
 
 // Txn answers a read-only txn (see IsTxnReadOnly) without the log, as etcd
@@ -222,204 +435,87 @@ func (s *Store) TxnLimited(r *TxnRequest, maxResponseBytes int64) (*TxnResponse,
 	if !IsTxnReadOnly(r) {
 		return nil, ErrNotReadOnly
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.mu.closed {
-		return nil, ErrClosed
+	rd, err := s.beginRead(nil)
+	if err != nil {
+		return nil, err
 	}
-	// With only ranges in it, the txn changes nothing, so a read lock suffices.
-	return s.mu.st.readTxn(r, newBudget(maxResponseBytes))
+	defer rd.end()
+	return rd.readTxn(r, s.cfg.MaxTxnOps, newBudget(maxResponseBytes))
 }
 
 // Revision returns the store's current revision.
 func (s *Store) Revision() int64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.mu.st.rev
+	return s.mu.st.e.rev
 }
 
 // CompactRevision returns the revision of the last compaction, -1 if none.
 func (s *Store) CompactRevision() int64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.mu.st.compactRev
+	return s.mu.st.e.compactRev
 }
 
 // AppliedIndex returns the index of the last log entry applied.
 func (s *Store) AppliedIndex() uint64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.mu.st.appliedIndex
+	return s.mu.st.e.appliedIndex
 }
 
-// applyCommand answers a retry from the session table, or executes the
-// command and records its result for the client.
-func (st *state) applyCommand(cmd *Command) Result {
-	if cmd.ClientID != 0 {
-		if sess := st.sessions.get(cmd.ClientID); sess != nil {
-			switch {
-			case cmd.Seq == sess.seq:
-				st.sessions.touch(sess)
-				return sess.result
-			case cmd.Seq < sess.seq:
-				st.sessions.touch(sess)
-				return Result{Err: ErrStaleSequence}
-			}
-		}
-	}
-	res := st.execute(cmd)
-	if cmd.ClientID != 0 {
-		st.sessions.record(cmd.ClientID, cmd.Seq, res)
-	}
-	return res
+// Server records: opaque records of the server's (the member list, alarms, the
+// cluster's identity) kept in the engine beside the store's, in the same
+// snapshots.
+const engineServerMetaPrefix = 'S'
+
+func serverMetaKey(name string) []byte {
+	return append([]byte{engineMetaPrefix, engineServerMetaPrefix}, name...)
 }
 
-// execute checks and applies one command.
-func (st *state) execute(cmd *Command) Result {
-	if err := cmd.check(st.cfg.MaxTxnOps); err != nil {
-		return Result{Err: err}
+// ApplyMeta applies log entry index, whose only effect is the server record
+// name = value, in one batch with the applied index. An index at or below the
+// last applied one fails with ErrAlreadyApplied.
+func (s *Store) ApplyMeta(index uint64, name string, value []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.mu.st
+	if res, ok := st.admit(index); !ok {
+		return res.Err
 	}
-	if err := st.checkCommand(cmd); err != nil {
-		return Result{Err: err}
+	w := st.e.beginBlindWrite()
+	_ = w.b.Set(serverMetaKey(name), value, nil)
+	if err := w.commit(index); err != nil {
+		return st.fail(err)
 	}
-	switch {
-	case cmd.Put != nil:
-		if err := st.checkPutLease(cmd.Put); err != nil {
-			return Result{Err: err}
-		}
-		w := st.beginWrite()
-		resp, err := w.put(cmd.Put)
-		w.end()
-		return Result{Put: resp, Err: err}
-	case cmd.DeleteRange != nil:
-		w := st.beginWrite()
-		resp := w.deleteRange(cmd.DeleteRange)
-		w.end()
-		return Result{DeleteRange: resp}
-	case cmd.Txn != nil:
-		resp, err := st.txn(cmd.Txn)
-		return Result{Txn: resp, Err: err}
-	case cmd.Compact != nil:
-		resp, err := st.compact(cmd.Compact.Revision)
-		return Result{Compact: resp, Err: err}
-	case cmd.LeaseGrant != nil:
-		resp, err := st.leaseGrant(cmd.LeaseGrant)
-		return Result{LeaseGrant: resp, Err: err}
-	case cmd.LeaseRevoke != nil:
-		resp, err := st.leaseRevoke(cmd.LeaseRevoke)
-		return Result{LeaseRevoke: resp, Err: err}
-	case cmd.LeaseCheckpoint != nil:
-		return Result{LeaseCheckpoint: st.leaseCheckpoint(cmd.LeaseCheckpoint)}
-	case cmd.Auth != nil:
-		resp, err := st.applyAuth(cmd.Auth, cmd.Sender)
-		return Result{Auth: resp, Err: err}
-	}
-	// Not formatted with cmd: that would make every decoded command escape to the heap.
-	panic(fmt.Sprintf("kv: command of client %d seq %d passed its checks but holds no request", cmd.ClientID, cmd.Seq))
+	return nil
 }
 
-// compact mirrors etcd's Compact: the revision must be above the last
-// compaction and at most the current revision, and afterwards reads below it
-// fail with ErrCompacted. Compaction does not change the store's revision.
-func (st *state) compact(rev int64) (*CompactionResponse, error) {
-	if rev <= st.compactRev {
-		return nil, ErrCompacted
+// SetMeta writes the server record name = value without moving the applied
+// index (a member's identity, written once when it is created). Flush makes it
+// durable.
+func (s *Store) SetMeta(name string, value []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.mu.st
+	if st.failed != nil {
+		return st.failed
 	}
-	if rev > st.rev {
-		return nil, ErrFutureRev
+	b := st.e.db.NewBatch()
+	defer b.Close()
+	_ = b.Set(serverMetaKey(name), value, nil)
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return st.fail(err)
 	}
-	var emptied bool
-	st.index.ascend(nil, func(ki *keyIndex) bool {
-		if !ki.compact(rev) {
-			emptied = true
-		}
-		return true
-	})
-	if emptied {
-		st.index = rebuildWithout(&st.index, func(ki *keyIndex) bool { return len(ki.gens) == 0 })
-	}
-	st.compactRev = rev
-	st.history.compact(rev)
-	st.collectValues()
-	st.recountSizes()
-	st.collectLeaseIDs()
-	return &CompactionResponse{Header: ResponseHeader{Revision: st.rev}}, nil
+	return nil
 }
 
-// rebuildWithout returns a tree of old's entries except those drop selects.
-func rebuildWithout(old *btree, drop func(*keyIndex) bool) btree {
-	var t btree
-	old.ascend(nil, func(ki *keyIndex) bool {
-		if !drop(ki) {
-			t.insert(ki)
-		}
-		return true
-	})
-	return t
-}
-
-// minValueGarbageBytes is the least garbage for which collectValues rewrites the
-// value log (a variable so that tests can make it small).
-var minValueGarbageBytes int64 = 4 << 20
-
-// collectValues rewrites the value log without the values compaction dropped, once
-// they outweigh the live ones, so that the log stays within twice the live values
-// (plus minValueGarbageBytes). The rewrite costs time in proportion to the live
-// values, and comes after at least as many bytes were dropped, so it adds a constant
-// cost per byte written.
-func (st *state) collectValues() {
-	size := st.vals.size()
-	if size < 2*minValueGarbageBytes {
-		return
+// Meta returns the server record name, nil if there is none.
+func (s *Store) Meta(name string) ([]byte, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.mu.closed {
+		return nil, ErrClosed
 	}
-	var live int64
-	st.eachRev(func(r *keyRev, sameAsPrev bool) {
-		if !sameAsPrev {
-			live += int64(r.valueLen)
-		}
-	})
-	if garbage := size - live; garbage < live || garbage < minValueGarbageBytes {
-		return
-	}
-	if st.snapMu != nil {
-		// A SnapshotView reads the revisions' values where they are now.
-		st.snapMu.Lock()
-		defer st.snapMu.Unlock()
-	}
-	vals, err := st.newValues()
-	if err != nil {
-		// Without a new log the old one stays, garbage and all: nothing is lost.
-		return
-	}
-	var last valueRef
-	var buf []byte
-	st.eachRev(func(r *keyRev, sameAsPrev bool) {
-		if sameAsPrev {
-			r.setValue(last)
-			return
-		}
-		buf = st.vals.readInto(r.value(), buf)
-		last = vals.append(buf)
-		r.setValue(last)
-	})
-	_ = st.vals.close() // a failed close of a log no longer used loses nothing
-	st.vals = vals
-}
-
-// eachRev calls fn for every retained revision of every key, in key order.
-// sameAsPrev says the revision shares its value with the one before it in its
-// generation (a put with IgnoreValue), which must be copied once, not twice.
-func (st *state) eachRev(fn func(r *keyRev, sameAsPrev bool)) {
-	st.index.ascend(nil, func(ki *keyIndex) bool {
-		for gi := range ki.gens {
-			revs := ki.gens[gi].revs
-			var prev valueRef // as it was before fn ran: fn may move it
-			for i := range revs {
-				cur := revs[i].value()
-				fn(&revs[i], i > 0 && cur == prev && cur.n > 0)
-				prev = cur
-			}
-		}
-		return true
-	})
+	return s.mu.st.e.getMeta(serverMetaKey(name))
 }

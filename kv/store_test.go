@@ -253,12 +253,12 @@ func TestCompaction(t *testing.T) {
 	if err := compact(s.Revision()); err != nil {
 		t.Fatal(err)
 	}
-	st := s.mu.st
-	if st.index.length != 1 || st.index.get([]byte("b")) != nil || st.index.get([]byte("c")) != nil {
-		t.Fatalf("index holds %d keys after full compaction, want only a", st.index.length)
+	hists := keyHistories(t, s)
+	if len(hists) != 1 || string(hists[0].Key) != "a" || s.Sizes().Keys != 1 {
+		t.Fatalf("the engine holds %d keys (%d counted) after full compaction, want only a", len(hists), s.Sizes().Keys)
 	}
-	if ki := st.index.get([]byte("a")); len(ki.gens) != 1 || len(ki.gens[0].revs) != 1 {
-		t.Fatalf("a keeps %d generations / revisions after full compaction", len(ki.gens))
+	if g := hists[0].Generations; len(g) != 1 || len(g[0].Revisions) != 1 {
+		t.Fatalf("a keeps %d generations / revisions after full compaction", len(g))
 	}
 }
 

@@ -3,78 +3,17 @@ package kv
 import (
 	"bytes"
 	"cmp"
-	"fmt"
 )
 
-// txn applies a txn the way etcd's txn.Txn does, in four steps, so that a txn
-// either applies whole or fails without a trace:
+// The four steps of a txn, as etcd's txn.Txn takes them, so that a txn either
+// applies whole or fails without a trace (engine_txn.go runs them):
 //  1. the request checks (checkTxn), which need no state;
 //  2. every compare, nested ones included, against the store before the txn,
 //     giving the path: which branch each txn on the way takes;
-//  3. the checks that need state, along that path (checkPath): puts need their
+//  3. the checks that need state, along that path (checkTxnPath): puts need their
 //     lease to exist, puts with IgnoreValue/IgnoreLease need their key, ranges
 //     need a readable revision;
 //  4. the ops, which after steps 1-3 cannot fail.
-func (st *state) txn(r *TxnRequest) (*TxnResponse, error) {
-	if err := checkTxn(r, st.cfg.MaxTxnOps); err != nil {
-		return nil, err
-	}
-	path := st.compareToPath(r, nil)
-	pos := 0
-	var fromKeyDeletes [][]byte
-	if err := st.checkPath(r, path, &pos, &fromKeyDeletes); err != nil {
-		return nil, err
-	}
-	w := st.beginWrite()
-	pos = 0
-	resp := w.txn(r, path, &pos)
-	w.end()
-	resp.Header.Revision = st.rev
-	return resp, nil
-}
-
-// readTxn answers a txn whose ops are all ranges (IsTxnReadOnly), as txn would,
-// with the ranges' key-values bounded by budget together. It changes nothing.
-func (st *state) readTxn(r *TxnRequest, budget *responseBudget) (*TxnResponse, error) {
-	if err := checkTxn(r, st.cfg.MaxTxnOps); err != nil {
-		return nil, err
-	}
-	path := st.compareToPath(r, nil)
-	pos := 0
-	var fromKeyDeletes [][]byte
-	if err := st.checkPath(r, path, &pos, &fromKeyDeletes); err != nil {
-		return nil, err
-	}
-	ops := branch(r, path[0])
-	resp := &TxnResponse{Header: ResponseHeader{Revision: st.rev}, Succeeded: path[0], Responses: make([]ResponseOp, len(ops))}
-	for i := range ops {
-		rr, err := st.rangeAt(ops[i].Range, st.rev, budget)
-		if err != nil {
-			return nil, err
-		}
-		resp.Responses[i].Range = rr
-	}
-	return resp, nil
-}
-
-// compareToPath appends, in the order the txn will run them, the outcome of
-// this txn's compares and then those of the nested txns on the branch taken.
-func (st *state) compareToPath(r *TxnRequest, path []bool) []bool {
-	succeeded := true
-	for i := range r.Compare {
-		if !st.compare(&r.Compare[i], st.rev) {
-			succeeded = false
-			break
-		}
-	}
-	path = append(path, succeeded)
-	for _, op := range branch(r, succeeded) {
-		if op.Txn != nil {
-			path = st.compareToPath(op.Txn, path)
-		}
-	}
-	return path
-}
 
 func branch(r *TxnRequest, succeeded bool) []RequestOp {
 	if succeeded {
@@ -83,25 +22,13 @@ func branch(r *TxnRequest, succeeded bool) []RequestOp {
 	return r.Failure
 }
 
-// txnPathStore is what checkTxnPath reads of a store: the in-memory state and
-// the engine each answer it, so the two share etcd's checks.
+// txnPathStore is what checkTxnPath reads of a store: a write (engineWrite) and
+// a read (engineRead) each answer it.
 type txnPathStore interface {
 	revisions() (rev, compactRev int64)
 	checkPutLease(p *PutRequest) error
 	// liveKey says whether key has a live (not deleted) newest version.
 	liveKey(key []byte) (bool, error)
-}
-
-func (st *state) revisions() (rev, compactRev int64) { return st.rev, st.compactRev }
-
-func (st *state) liveKey(key []byte) (bool, error) {
-	ki := st.index.get(key)
-	return ki != nil && ki.isLive(), nil
-}
-
-// checkPath makes etcd's checks that depend on the store along the path.
-func (st *state) checkPath(r *TxnRequest, path []bool, pos *int, fromKeyDeletes *[][]byte) error {
-	return checkTxnPath(st, r, path, pos, fromKeyDeletes)
 }
 
 // checkTxnPath makes etcd's checks that depend on the store along the path, in
@@ -157,55 +84,6 @@ func checkTxnPath(st txnPathStore, r *TxnRequest, path []bool, pos *int, fromKey
 		}
 	}
 	return nil
-}
-
-// txn runs the ops of the branch the path says, each seeing the writes before it.
-func (w *writeTxn) txn(r *TxnRequest, path []bool, pos *int) *TxnResponse {
-	succeeded := path[*pos]
-	*pos++
-	ops := branch(r, succeeded)
-	resp := &TxnResponse{Succeeded: succeeded, Responses: make([]ResponseOp, len(ops))}
-	for i := range ops {
-		op, out := &ops[i], &resp.Responses[i]
-		switch {
-		case op.Range != nil:
-			rr, err := w.st.rangeAt(op.Range, w.readRev(), nil)
-			if err != nil {
-				panic(fmt.Sprintf("kv: txn range failed after its checks passed: %v (revision %d, store revision %d, compacted %d)",
-					err, op.Range.Revision, w.st.rev, w.st.compactRev))
-			}
-			out.Range = rr
-		case op.Put != nil:
-			pr, err := w.put(op.Put)
-			if err != nil {
-				panic(fmt.Sprintf("kv: txn put of %q failed after its checks passed: %v", op.Put.Key, err))
-			}
-			out.Put = pr
-		case op.DeleteRange != nil:
-			out.DeleteRange = w.deleteRange(op.DeleteRange)
-		case op.Txn != nil:
-			out.Txn = w.txn(op.Txn, path, pos)
-		}
-	}
-	return resp
-}
-
-// compare evaluates one compare at rev, as etcd's applyCompare does.
-func (st *state) compare(c *Compare, rev int64) bool {
-	found, holds := false, true
-	st.visit(c.Key, c.RangeEnd, rev, c.Target == CompareValue, func(kv KeyValue) bool {
-		found = true
-		holds = compareKV(c, &kv)
-		return holds
-	})
-	if !found {
-		if c.Target == CompareValue {
-			// etcd: a missing key has no value to compare, not an empty one.
-			return false
-		}
-		return compareKV(c, &KeyValue{})
-	}
-	return holds
 }
 
 // compareKV mirrors etcd's compareKV, including its leniency: an unknown target

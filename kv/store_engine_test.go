@@ -1,0 +1,214 @@
+package kv
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+)
+
+// A store reopened from its directory holds what its last Flush made durable:
+// the keys, the applied index and term, and the server records; what was applied
+// after the flush is gone (the raft log holds it), whole entries only.
+func TestOpenStoreReopensAtFlushedIndex(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenStore(Config{}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetMeta("identity", []byte("cluster 7")); err != nil {
+		t.Fatal(err)
+	}
+	s.SetTerm(3)
+	mustPut(t, s, "a", "1")
+	if err := s.ApplyMeta(s.AppliedIndex()+1, "members", []byte("m1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ApplyMeta(s.AppliedIndex(), "members", []byte("m2")); !errors.Is(err, ErrAlreadyApplied) {
+		t.Fatalf("ApplyMeta at the applied index: %v, want ErrAlreadyApplied", err)
+	}
+	s.SetTerm(4)
+	mustPut(t, s, "b", "2")
+	flushed, err := s.Flush()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flushed != s.AppliedIndex() || s.AppliedTerm() != 4 {
+		t.Fatalf("Flush says %d, applied %d term %d; want the applied index, term 4", flushed, s.AppliedIndex(), s.AppliedTerm())
+	}
+	wantRev := s.Revision()
+	mustPut(t, s, "c", "lost") // not flushed: a crash loses it
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := OpenStore(Config{}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.AppliedIndex() != flushed || r.AppliedTerm() != 4 || r.Revision() != wantRev {
+		t.Fatalf("reopened at index %d term %d revision %d; want %d, 4, %d", r.AppliedIndex(), r.AppliedTerm(), r.Revision(), flushed, wantRev)
+	}
+	for name, want := range map[string]string{"identity": "cluster 7", "members": "m1", "absent": ""} {
+		got, err := r.Meta(name)
+		if err != nil || string(got) != want || (want == "" && got != nil) {
+			t.Fatalf("record %q after reopen: %q, %v; want %q", name, got, err, want)
+		}
+	}
+	wantKV(t, "a after reopen", get(t, r, "a", 0), "a", "1", 2, 2, 1)
+	if get(t, r, "c", 0) != nil {
+		t.Fatal("a put applied after the last flush survived the close")
+	}
+	// The log replays from the flushed index on.
+	if res := r.Apply(flushed, nil); !errors.Is(res.Err, ErrAlreadyApplied) {
+		t.Fatalf("Apply at the flushed index: %v", res.Err)
+	}
+	mustPut(t, r, "c", "again")
+}
+
+// A store whose engine files are damaged, or whose restore was cut off, is
+// refused at open with the directory and the reason.
+func TestOpenStoreRefusesBrokenEngines(t *testing.T) {
+	t.Run("cut off restore", func(t *testing.T) {
+		src := snapshotFixture(t)
+		snap, err := src.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		s, err := OpenStore(Config{}, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RestoreFrom(bytes.NewReader(snap[:len(snap)/2])); !errors.Is(err, ErrCorruptSnapshot) {
+			t.Fatalf("restore of half a stream: %v", err)
+		}
+		s.mu.st.e.db.Flush() // what a background flush may do before a crash
+		s.Close()
+		if _, err := OpenStore(Config{}, dir); !errors.Is(err, ErrCorruptEngine) || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "restore") {
+			t.Fatalf("open after a cut restore: %v, want ErrCorruptEngine naming %s and the restore", err, dir)
+		}
+	})
+	t.Run("damaged manifest", func(t *testing.T) {
+		dir := t.TempDir()
+		s, err := OpenStore(Config{}, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustPut(t, s, "a", "1")
+		if _, err := s.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		manifests, _ := filepath.Glob(filepath.Join(dir, "MANIFEST-*"))
+		if len(manifests) == 0 {
+			t.Fatal("no manifest in the engine's directory")
+		}
+		for _, m := range manifests {
+			if err := os.WriteFile(m, bytes.Repeat([]byte{0xa5}, 300), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if r, err := OpenStore(Config{}, dir); err == nil || !strings.Contains(err.Error(), dir) {
+			if err == nil {
+				r.Close()
+			}
+			t.Fatalf("open with a damaged manifest: %v, want an error naming %s", err, dir)
+		}
+	})
+}
+
+func TestConfigRejectsBadEngineSizes(t *testing.T) {
+	for _, cfg := range []Config{{CacheBytes: 1000}, {MemTableBytes: -1}, {MemTableBytes: 2 << 30}} {
+		_, err := NewStore(cfg)
+		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "give between") || !strings.Contains(err.Error(), "Bytes") {
+			t.Errorf("store with %+v: %v, want ErrInvalidConfig naming the field and the range", cfg, err)
+		}
+	}
+	if c, err := (Config{}).withDefaults(); err != nil || c.CacheBytes != defaultEngineCacheBytes || c.MemTableBytes != defaultEngineMemTableBytes {
+		t.Fatalf("defaults: %+v, %v", c, err)
+	}
+}
+
+// A disk that fills stops the store with ErrEngineFailed wrapping ENOSPC, from
+// Flush and from every Apply after it, without a panic.
+func TestStoreStopsOnFullDisk(t *testing.T) {
+	var full atomic.Bool
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if full.Load() && (op.Kind == errorfs.OpCreate || op.Kind == errorfs.OpFileWrite || op.Kind == errorfs.OpFileWriteAt) {
+			return &os.PathError{Op: "write", Path: op.Path, Err: syscall.ENOSPC}
+		}
+		return nil
+	}))
+	s, err := openStore(Config{MemTableBytes: 1 << 20}, "/full", fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	value := bytes.Repeat([]byte("v"), 1000)
+	for i := range 100 {
+		apply(t, s, &Command{Put: &PutRequest{Key: []byte{byte(i)}, Value: value}})
+	}
+	full.Store(true)
+	_, err = s.Flush()
+	if !errors.Is(err, ErrEngineFailed) || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Flush on a full disk: %v, want ErrEngineFailed and ENOSPC", err)
+	}
+	data, err := (&Command{Put: &PutRequest{Key: []byte("k"), Value: value}}).Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	index := s.AppliedIndex()
+	for range 3 {
+		res := s.Apply(index+1, data)
+		if !errors.Is(res.Err, ErrEngineFailed) || !errors.Is(res.Err, syscall.ENOSPC) {
+			t.Fatalf("Apply after the disk filled: %v, want ErrEngineFailed and ENOSPC", res.Err)
+		}
+	}
+	if s.AppliedIndex() != index {
+		t.Fatalf("a failed store moved its applied index from %d to %d", index, s.AppliedIndex())
+	}
+}
+
+// Without a Flush, a background flush that fails stops Apply too.
+func TestStoreStopsWhenABackgroundFlushFails(t *testing.T) {
+	var full atomic.Bool
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if full.Load() && (op.Kind == errorfs.OpCreate || op.Kind == errorfs.OpFileWrite || op.Kind == errorfs.OpFileWriteAt) {
+			return &os.PathError{Op: "write", Path: op.Path, Err: syscall.ENOSPC}
+		}
+		return nil
+	}))
+	s, err := openStore(Config{MemTableBytes: 1 << 20}, "/full", fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	full.Store(true)
+	value := bytes.Repeat([]byte("v"), 4000)
+	for i := 0; ; i++ {
+		// The memtables hold 2 MiB: a flush starts, and fails, well before.
+		if i == 500 {
+			t.Fatal("500 puts of 4000 bytes applied on a full disk")
+		}
+		data, err := (&Command{Put: &PutRequest{Key: []byte{byte(i), byte(i >> 8)}, Value: value}}).Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := s.Apply(s.AppliedIndex()+1, data)
+		if res.Err == nil {
+			continue
+		}
+		if !errors.Is(res.Err, ErrEngineFailed) || !errors.Is(res.Err, syscall.ENOSPC) {
+			t.Fatalf("put %d on a full disk: %v, want ErrEngineFailed and ENOSPC", i, res.Err)
+		}
+		break
+	}
+}
