@@ -225,6 +225,23 @@ func NewNode(cfg Config, newTransport NewTransport) (*Node, error) {
 	return n, nil
 }
 
+// stopIfStorageFailed, deferred by the run loop, turns the core's panic on a failed
+// read of the log into the Node's stop with the Storage's failure, if the Storage
+// reports one (FailingStorage); any other panic goes on.
+func (n *Node) stopIfStorageFailed() {
+	r := recover()
+	if r == nil {
+		return
+	}
+	if fs, ok := n.storage.(FailingStorage); ok {
+		if err := fs.Err(); err != nil {
+			n.fail(fmt.Errorf("raft: reading the log: %w", err))
+			return
+		}
+	}
+	panic(r)
+}
+
 // Start proposes cmd. It returns at once, without waiting for the command to commit:
 // index and term are where it will appear if it commits. A node that is not the
 // leader returns isLeader false and does nothing; the caller finds the leader.
@@ -445,6 +462,7 @@ func (n *Node) run() {
 		readsWaiting, readsInFlight = readsWaiting[:0], nil
 	}
 	defer failReads(ErrStopped)
+	defer n.stopIfStorageFailed()
 
 	for {
 		if len(readsWaiting) > 0 && readsInFlight == nil {

@@ -688,3 +688,54 @@ func TestAppendCoalescingAcks(t *testing.T) {
 		t.Fatalf("coalesced\n got %v\nwant %v", got, want)
 	}
 }
+
+// failingStorage is a MemoryStorage that fails as a whole once failed is set, reads
+// included, as storage.Storage does after a write fails.
+type failingStorage struct {
+	*MemoryStorage
+	failed atomic.Pointer[error]
+}
+
+func (s *failingStorage) Err() error {
+	if p := s.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (s *failingStorage) LastIndex() (uint64, error) {
+	if err := s.Err(); err != nil {
+		return 0, err
+	}
+	return s.MemoryStorage.LastIndex()
+}
+
+// TestNodeStopsWhenItsStorageFailedElsewhere: a Storage can fail from outside the
+// Node (the application's snapshot write on a full disk); the Node's next read of the
+// log then fails, and the Node stops with the Storage's failure instead of panicking.
+func TestNodeStopsWhenItsStorageFailedElsewhere(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	st := &failingStorage{MemoryStorage: NewMemoryStorage()}
+	node, err := NewNode(Config{ID: 1, Peers: []uint64{1}, Storage: st, TickInterval: time.Millisecond, ElectionTicks: 10}, NewLocalNetwork().Transport(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Stop()
+	for {
+		if _, _, isLeader := node.Start([]byte("x")); isLeader {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	diskFull := errors.New("no space left on device")
+	st.failed.Store(&diskFull)
+	node.Start([]byte("y"))
+	select {
+	case <-node.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the node did not stop after its storage failed")
+	}
+	if err := node.Err(); !errors.Is(err, diskFull) {
+		t.Fatalf("Err() = %v, want the storage's failure", err)
+	}
+}

@@ -87,3 +87,13 @@ type ConfEntryIndexer interface {
 	// the snapshot, ascending.
 	ConfEntryIndexes() ([]uint64, error)
 }
+
+// FailingStorage is a Storage that can fail as a whole: after a write or sync fails,
+// the disk's contents are unknown and every call fails, reads too. A Node whose read
+// of the log fails (its core has no way to answer without the log) checks Err: if the
+// Storage failed, the Node stops with that error, as it does when its own write
+// fails, instead of panicking. A failure can start outside the Node: the
+// application's CreateSnapshot on a disk that just filled up.
+type FailingStorage interface {
+	Err() error
+}

@@ -115,7 +115,7 @@ func Restore(cfg RestoreConfig) (res RestoreResult, err error) {
 	for _, m := range peers {
 		initial = append(initial, m)
 	}
-	sm, err := newStateMachine(kv.Config{}, memberDir, initial)
+	sm, err := newStateMachine(kv.Config{}, memberDir, initial, nil)
 	if err != nil {
 		return res, err
 	}

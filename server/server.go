@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -217,8 +216,8 @@ func (s *Server) open(ids []uint64) error {
 		initial = append(initial, m)
 	}
 	s.sm, err = newStateMachine(kv.Config{MaxTxnOps: cfg.MaxTxnOps, MaxCommandBytes: cfg.MaxRequestBytes + 4096,
-		CacheBytes: cfg.BackendCacheBytes, MemTableBytes: cfg.BackendMemTableBytes, FS: cfg.storeFS()},
-		filepath.Join(cfg.DataDir, "member"), initial)
+		CacheBytes: cfg.BackendCacheBytes, MemTableBytes: cfg.BackendMemTableBytes},
+		filepath.Join(cfg.DataDir, "member"), initial, cfg.storeFS())
 	if err != nil {
 		return err
 	}

@@ -358,9 +358,13 @@ func (s *Server) reconcileStore() (uint64, error) {
 			return 0, err
 		}
 	case !bytes.Equal(got, id):
-		return 0, fmt.Errorf("server: the store in %s belongs to cluster %x, this member's log to cluster %s: "+
-			"the data dir mixes two members' files; restore the member from a backup or remove and re-add it",
-			dir, got, hexID(s.clusterID))
+		other := fmt.Sprintf("%x", got)
+		if len(got) == 8 {
+			other = hexID(binary.BigEndian.Uint64(got))
+		}
+		return 0, fmt.Errorf("server: the store in %s belongs to cluster %s, this member's log to cluster %s: "+
+			"the data dir mixes two clusters' files; restore the member from a backup or remove and re-add it",
+			dir, other, hexID(s.clusterID))
 	}
 	applied, term := st.AppliedIndex(), st.AppliedTerm()
 	snap, err := s.storage.Snapshot()

@@ -28,7 +28,7 @@ func newReconcileFixture(t *testing.T) *reconcileFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sm, err := newStateMachine(kv.Config{}, dir, []member{{ID: 1, Name: "a"}, {ID: 2, Name: "b"}, {ID: 3, Name: "c", IsLearner: true}})
+	sm, err := newStateMachine(kv.Config{}, dir, []member{{ID: 1, Name: "a"}, {ID: 2, Name: "b"}, {ID: 3, Name: "c", IsLearner: true}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func (f *reconcileFixture) logEntries(t *testing.T, from, to, term uint64) {
 	t.Helper()
 	var ents []raft.Entry
 	for i := from; i <= to; i++ {
-		ents = append(ents, raft.Entry{Index: i, Term: term, Type: raft.EntryNormal})
+		ents = append(ents, raft.Entry{Index: i, Term: term, Type: raft.EntryCommand})
 	}
 	if err := f.s.storage.Save(raft.HardState{Term: term, Commit: to}, ents); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
 	"raftkv/kv"
 )
 
@@ -26,10 +28,11 @@ type stateMachine struct {
 	}
 }
 
-// newStateMachine opens the state machine kept in memberDir, creating an empty one
-// whose member list is initial if there is none.
-func newStateMachine(cfg kv.Config, memberDir string, initial []member) (*stateMachine, error) {
-	store, err := kv.OpenStore(cfg, storeDir(memberDir))
+// newStateMachine opens the state machine kept in memberDir (its engine's files on
+// fs; nil is the operating system's), creating an empty one whose member list is
+// initial if there is none.
+func newStateMachine(cfg kv.Config, memberDir string, initial []member, fs vfs.FS) (*stateMachine, error) {
+	store, err := kv.OpenStoreFS(cfg, storeDir(memberDir), fs)
 	if err != nil {
 		return nil, err
 	}

@@ -20,7 +20,7 @@ import (
 // revision of every key.
 func TestStateMachineSnapshotRoundTrip(t *testing.T) {
 	initial := []member{{ID: 1, Name: "a", PeerURLs: []string{"http://p1"}}, {ID: 2, Name: "b", PeerURLs: []string{"http://p2"}}}
-	sm, err := newStateMachine(kv.Config{}, t.TempDir(), initial)
+	sm, err := newStateMachine(kv.Config{}, t.TempDir(), initial, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestStateMachineSnapshotRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	restored, err := newStateMachine(kv.Config{}, t.TempDir(), nil)
+	restored, err := newStateMachine(kv.Config{}, t.TempDir(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestStateMachineSnapshotRoundTrip(t *testing.T) {
 	if err := restored.store.Close(); err != nil {
 		t.Fatal(err)
 	}
-	reopened, err := newStateMachine(kv.Config{}, dir, nil)
+	reopened, err := newStateMachine(kv.Config{}, dir, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func TestStateMachineSnapshotRoundTrip(t *testing.T) {
 // TestStateMachineRefusesForeignSnapshotData: snapshot data that is no marker of
 // this version, or names a file outside kv-in, is refused.
 func TestStateMachineRefusesForeignSnapshotData(t *testing.T) {
-	sm, err := newStateMachine(kv.Config{}, t.TempDir(), nil)
+	sm, err := newStateMachine(kv.Config{}, t.TempDir(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -494,6 +494,11 @@ func (s *Storage) FirstIndex() (uint64, error) {
 	return s.mu.snap.Index + 1, nil
 }
 
+// Err returns the failure that stopped the Storage (a write or sync that failed;
+// every call after it fails with it), or nil. It implements raft.FailingStorage:
+// a Node whose read of a failed Storage fails stops with this error.
+func (s *Storage) Err() error { return s.wal.err() }
+
 // LastIndex implements raft.LogReader.
 func (s *Storage) LastIndex() (uint64, error) {
 	s.mu.RLock()
