@@ -306,16 +306,17 @@ func (m *maintenanceService) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb
 	return resp, nil
 }
 
-// Defragment succeeds without doing anything, root only under auth as etcd's. etcd
-// rewrites its bbolt file to return the pages compaction freed; raftkv's store
-// returns them itself: compaction drops the index entries at once, and the value
-// log is rewritten without the dropped values once they outweigh the live ones
-// (kv's collectValues), so it never holds more than the live values plus 4 MiB of
-// garbage. The space quota counts the bytes in use, so after a compaction writes
-// need no defragment to resume, only the disarm.
+// Defragment returns the space compaction freed to the file system at once
+// (kv.Store.Defragment: pebble compacts its whole key space), root only under auth
+// as etcd's. Like etcd's, it holds up applying while it runs. The space quota counts
+// the bytes in use, which shrink as the engine drops what compaction's range deletes
+// cover: at once after a defragment, else when pebble's own compactions reach them.
 func (m *maintenanceService) Defragment(ctx context.Context, r *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
 	if err := m.s.requireAdmin(ctx); err != nil {
 		return nil, err
+	}
+	if err := m.s.sm.store.Defragment(ctx); err != nil {
+		return nil, toGRPC(err)
 	}
 	return &pb.DefragmentResponse{Header: m.s.header().pb(m.s.sm.store.Revision())}, nil
 }
