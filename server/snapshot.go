@@ -279,7 +279,7 @@ func (s *Server) receiveSnapshot(from uint64, snap raft.Snapshot, body io.Reader
 			_ = os.Remove(tmp.Name())
 		}
 	}()
-	n, err := io.Copy(tmp, body)
+	n, err := copySyncing(tmp, body)
 	if err != nil {
 		return nil, fmt.Errorf("server: receiving the snapshot at index %d from %x after %d bytes: %w", snap.Index, from, n, err)
 	}
@@ -298,6 +298,29 @@ func (s *Server) receiveSnapshot(from uint64, snap raft.Snapshot, body io.Reader
 	}
 	s.logger.Info("snapshot body received", "index", snap.Index, "term", snap.Term, "from", hexID(from), "bytes", n)
 	return receivedSnapshotData(name), nil
+}
+
+// receiveSyncBytes is how much of a received body may wait for its fsync: syncing
+// as it comes keeps the last sync short, and the sender waits for the answer to the
+// end frame only its IOTimeout (a 1 GiB body synced at the end could take longer).
+const receiveSyncBytes = 64 << 20
+
+// copySyncing copies body to f, syncing every receiveSyncBytes.
+func copySyncing(f *os.File, body io.Reader) (int64, error) {
+	var total int64
+	for {
+		n, err := io.CopyN(f, body, receiveSyncBytes)
+		total += n
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+		if err := f.Sync(); err != nil {
+			return total, err
+		}
+	}
 }
 
 // compactLog is a local snapshot: it makes the store durable and truncates the log up
