@@ -98,6 +98,8 @@ type Server struct {
 	// done is closed when it stops on its own, removed or failed.
 	removal removal
 	done    chan struct{}
+	// fatal is the error that stopped the member, if stopOnFatal did (fatal.go).
+	fatal fatalStop
 	// pendingJoin is the member the leader's last MemberAdd proposed, until it
 	// applies: a joining member asking this one hears of it (clusterInfo).
 	pendingJoin atomic.Pointer[member]
@@ -117,6 +119,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, peers: map[uint64]member{}, waits: newWaitRegistry(), reads: newReadBatcher(), stopc: make(chan struct{}),
 		done: make(chan struct{})}
 	s.removal.c = make(chan struct{})
+	s.fatal.c = make(chan struct{})
 	var ids []uint64
 	for name, urls := range cfg.InitialCluster {
 		id := memberID(urls, cfg.InitialClusterToken)
@@ -158,7 +161,7 @@ func New(cfg Config) (*Server, error) {
 		for _, dir := range created {
 			_ = os.RemoveAll(dir)
 		}
-		return nil, err
+		return nil, s.describeFatal(err)
 	}
 	return s, nil
 }
@@ -328,14 +331,18 @@ func (s *Server) ClusterID() uint64 { return s.clusterID }
 func (s *Server) Done() <-chan struct{} { return s.done }
 
 // Err returns what stopped the member on its own, if anything: ErrRemoved, or the
-// fatal error.
+// fatal error. A full disk's is a *storage.NoSpaceError, which wraps syscall.ENOSPC
+// and says on one line what is full, how much was needed and is free, and what to do.
 func (s *Server) Err() error {
 	select {
 	case <-s.removal.c:
 		return fmt.Errorf("%w (%s)", ErrRemoved, s.removal.reason)
 	default:
 	}
-	return s.node.Err()
+	if err := s.fatalErr(); err != nil {
+		return err
+	}
+	return s.describeFatal(s.node.Err())
 }
 
 // watchDone closes done once the node stops or the member is removed.
@@ -344,6 +351,7 @@ func (s *Server) watchDone() {
 	select {
 	case <-s.node.Done():
 	case <-s.removal.c:
+	case <-s.fatal.c:
 	case <-s.stopc:
 	}
 }
@@ -398,7 +406,9 @@ func (s *Server) closeAll() {
 		}
 	}
 	if s.storage != nil {
-		if err := s.storage.Close(); err != nil {
+		// A failed storage's Close returns the failure, which stopped the node
+		// and is what Err reports: not a second time here.
+		if err := s.storage.Close(); err != nil && !errors.Is(err, storage.ErrFailed) {
 			s.logger.Error("closing storage", "err", err)
 		}
 	}
