@@ -46,12 +46,16 @@ func (s *Server) fatalErr() error {
 
 // describeFatal makes a full disk's error the one line a member stops with: the
 // storage's *storage.NoSpaceError says already what is full, how much the write
-// needed, how much is free and what to do; any other error that wraps
-// syscall.ENOSPC (the kv engine's) becomes one, for the member's data dir. Other
-// errors are returned as they are.
+// needed, how much is free and what to do, and is returned without the layers that
+// passed it on ("raft: waiting for a write to be durable: ..."); any other error
+// that wraps syscall.ENOSPC (the kv engine's) becomes one, for the member's data
+// dir. Other errors are returned as they are.
 func (s *Server) describeFatal(err error) error {
 	var nse *storage.NoSpaceError
-	if err == nil || !errors.Is(err, syscall.ENOSPC) || errors.As(err, &nse) {
+	if errors.As(err, &nse) {
+		return nse
+	}
+	if err == nil || !errors.Is(err, syscall.ENOSPC) {
 		return err
 	}
 	return storage.NewNoSpaceError(storage.NewOSFS(), "a write of the kv store under", filepath.Join(s.cfg.DataDir, "member"), 0, err)

@@ -54,3 +54,21 @@ func TestStopOnFatalKeepsOtherErrors(t *testing.T) {
 		t.Fatalf("Err: %v; want the error stopOnFatal got", err)
 	}
 }
+
+// The storage's disk-full error is the stop line as it is, without the layers that
+// passed it on.
+func TestStopOnFatalUnwrapsStorageDiskFull(t *testing.T) {
+	m := startTestCluster(t, 1, nil)[0]
+	wal := filepath.Join(m.cfg.DataDir, "member", "wal", "0000000000000001.wal")
+	nse := storage.NewNoSpaceError(storage.NewOSFS(), "write at offset 4096 of WAL segment", wal, 8192,
+		&os.PathError{Op: "write", Path: wal, Err: syscall.ENOSPC})
+	m.srv.stopOnFatal(fmt.Errorf("raft: waiting for a write to be durable: %w", nse))
+	<-m.srv.Done()
+	err := m.srv.Err()
+	if err != error(nse) {
+		t.Fatalf("Err: %v; want the storage's disk-full error itself", err)
+	}
+	if msg := err.Error(); !strings.HasPrefix(msg, "disk full: write at offset 4096 of WAL segment "+wal+" needed 8.0 KiB, but the file system") {
+		t.Errorf("stop line %q; want it to start with what was written, where, and how much it needed", msg)
+	}
+}

@@ -81,7 +81,7 @@ func corruptf(file string, offset int64, format string, args ...any) error {
 // stops with: what is full, how much the write needed, how much is free, and what to
 // do.
 type NoSpaceError struct {
-	// What is the write that failed ("write of 4096 bytes at offset 8192 of WAL segment").
+	// What is the write that failed ("write at offset 8192 of WAL segment").
 	What string
 	// Path is the file or directory written to.
 	Path string

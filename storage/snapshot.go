@@ -230,7 +230,7 @@ func (w *snapDataWriter) Write(p []byte) (int, error) {
 
 // what names the failed write, for its error.
 func (w *snapDataWriter) what() string {
-	return fmt.Sprintf("write of %d bytes at offset %d", w.failedBytes, w.failedAt)
+	return fmt.Sprintf("write at offset %d", w.failedAt)
 }
 
 // errBadSnapshot is wrapped by the errors of readSnapshot for files that fail a check.

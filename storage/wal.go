@@ -350,7 +350,7 @@ func (w *wal) writeChunks(chunks []walChunk) error {
 			w.fileAllocated = allocated
 		}
 		if _, err := w.file.WriteAt(c.data, w.fileOffset); err != nil {
-			return fatalError(w.fs, fmt.Sprintf("write of %d bytes at offset %d of WAL segment", len(c.data), w.fileOffset),
+			return fatalError(w.fs, fmt.Sprintf("write at offset %d of WAL segment", w.fileOffset),
 				w.segmentPath(w.fileSeq), int64(len(c.data)), err)
 		}
 		w.fileOffset += int64(len(c.data))
@@ -428,7 +428,7 @@ func (w *wal) reserve(f File, path string, allocated, end int64) (int64, error) 
 		err = f.Preallocate(target)
 	}
 	if err != nil {
-		return 0, fatalError(w.fs, fmt.Sprintf("preallocation of %d bytes at offset %d of WAL segment", target-allocated, allocated),
+		return 0, fatalError(w.fs, fmt.Sprintf("preallocation at offset %d of WAL segment", allocated),
 			path, target-allocated, err)
 	}
 	return target, nil
