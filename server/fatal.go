@@ -2,7 +2,6 @@ package server
 
 import (
 	"errors"
-	"path/filepath"
 	"sync"
 	"syscall"
 
@@ -58,5 +57,5 @@ func (s *Server) describeFatal(err error) error {
 	if err == nil || !errors.Is(err, syscall.ENOSPC) {
 		return err
 	}
-	return storage.NewNoSpaceError(storage.NewOSFS(), "a write of the kv store under", filepath.Join(s.cfg.DataDir, "member"), 0, err)
+	return storage.NewNoSpaceError(storage.NewOSFS(), "a write under the data dir", s.cfg.DataDir, 0, err)
 }

@@ -134,7 +134,7 @@ func NewNoSpaceError(fsys FS, what, path string, needed int64, cause error) *NoS
 // existingParent returns path if it is a directory fsys lists, else its nearest
 // parent directory that is (a file being created has no usage of its own).
 func existingParent(fsys FS, path string) string {
-	for d := filepath.Dir(path); ; d = filepath.Dir(d) {
+	for d := path; ; d = filepath.Dir(d) {
 		if _, err := fsys.List(d); err == nil || d == filepath.Dir(d) {
 			return d
 		}
