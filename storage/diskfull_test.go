@@ -248,3 +248,73 @@ func TestMissingSnapshotWithoutFallbackIsRefusedByName(t *testing.T) {
 		t.Fatalf("Open without the only snapshot the log needs: %v; want ErrCorrupt naming %s as missing", err, name)
 	}
 }
+
+// A generous preallocation that fails (the disk filled between statfs and
+// fallocate) is retried with what the write needs; only that failing is a full disk.
+func TestWALPreallocationRetriesWithWhatTheWriteNeeds(t *testing.T) {
+	mem := NewMemFS()
+	ffs := NewFaultFS(mem)
+	opts, _ := testOptions(t, 4<<10)
+	s := mustOpen(t, ffs, "/d", opts)
+	defer s.Close()
+	var m model
+	calls := ffs.Calls(OpPreallocate)
+	ffs.FailNth(OpPreallocate, 1, syscall.ENOSPC)
+	for i := uint64(1); ffs.Calls(OpPreallocate) < calls+2; i += 5 {
+		saveWithModel(t, s, &m, raft.HardState{Term: 1, Commit: i}, makeEntries(i, 5, 1, 100))
+	}
+	if got := readState(t, s); !equalState(got, m.state()) {
+		t.Fatalf("after a preallocation retried: got %v, want %v", got, m.state())
+	}
+}
+
+func TestOSFSUsage(t *testing.T) {
+	dir := t.TempDir()
+	u, err := NewOSFS().Usage(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Total <= 0 || u.Free < 0 || u.Free > u.Total {
+		t.Errorf("Usage(%s) = %+v; want 0 <= Free <= Total and Total > 0", dir, u)
+	}
+	if u.Mount == "" || !strings.HasPrefix(dir, u.Mount) {
+		t.Errorf("Usage(%s).Mount = %q; want one of its ancestors", dir, u.Mount)
+	}
+	if _, err := NewOSFS().Usage(dir + "/missing"); err == nil {
+		t.Errorf("Usage of a missing directory succeeded")
+	}
+}
+
+func TestMemFSCapacity(t *testing.T) {
+	mem := NewMemFS()
+	mem.SetCapacity(10_000)
+	f, err := mem.Create("/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, 6000), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Preallocate(12_000); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("preallocating past the capacity: %v; want ENOSPC", err)
+	}
+	g, err := mem.Create("/g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.WriteAt(make([]byte, 5000), 0); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("writing past the capacity: %v; want ENOSPC", err)
+	}
+	if size, _ := g.Size(); size != 0 {
+		t.Errorf("a refused write left the file at %d bytes; want it unchanged", size)
+	}
+	if u, _ := mem.Usage("/"); u.Total != 10_000 || u.Free != 4000 {
+		t.Errorf("Usage = %+v; want Total 10000, Free 4000", u)
+	}
+	if err := mem.Remove("/f"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.WriteAt(make([]byte, 5000), 0); err != nil {
+		t.Errorf("writing after space was freed: %v", err)
+	}
+}
