@@ -415,7 +415,7 @@ const preallocFreeDivisor = 4
 // the disk fuller than statfs said (another writer got there first), reserve retries
 // with just what the write needs; only if that fails too is the disk full.
 func (w *wal) reserve(f File, path string, allocated, end int64) (int64, error) {
-	target := end
+	var target int64
 	if u, err := w.fs.Usage(w.dir); err != nil {
 		w.logger.Debug("reading the WAL file system's free space failed; preallocating the whole segment", "err", err)
 		target = max(end, w.segmentSize)
