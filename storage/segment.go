@@ -9,8 +9,9 @@ import (
 )
 
 // A segment is one file of the WAL, named by its sequence number in hex
-// ("000000000000002a.wal"), preallocated to Options.SegmentSize. It starts with a
-// 64-byte header, little-endian:
+// ("000000000000002a.wal"), holding at most Options.SegmentSize bytes and
+// preallocated ahead of its writes by what the free space allows (wal.reserve): the
+// whole segment on a roomy disk. It starts with a 64-byte header, little-endian:
 //
 //	0   [8]  magic "raftkvWL"
 //	8   u32  format version (segmentVersion; see below)
@@ -21,7 +22,8 @@ import (
 //	36  [28] zero
 //
 // then a segmentStart record, then records up to the segment's end; the preallocated
-// space after the last record reads as zeros. A segment only appears under its final
+// space after the last record reads as zeros, and the file may end anywhere after
+// that record. A segment only appears under its final
 // name once its header and first record are synced (see createSegment), so recovery
 // never meets a half-made one.
 //

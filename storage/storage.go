@@ -61,8 +61,10 @@ type Options struct {
 	// ClusterID is stamped in every WAL segment and snapshot, and seeds every record
 	// checksum: a data dir of another cluster is refused. Required (non-zero).
 	ClusterID uint64
-	// SegmentSize is the size WAL segments are preallocated to, in bytes; it also
-	// bounds the size of one entry. Default DefaultSegmentSize (64 MiB).
+	// SegmentSize is the size of a WAL segment, in bytes, which it is preallocated
+	// to if the file system has four times that free (else by a quarter of the free
+	// space at a time); it also bounds the size of one entry. Default
+	// DefaultSegmentSize (64 MiB).
 	SegmentSize int64
 	// SnapshotsToKeep is how many snapshot files are kept. WAL segments are kept back
 	// to the oldest of them, so that if the newest fails its checksum at start-up the
