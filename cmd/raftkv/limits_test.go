@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"raftkv/server"
 )
 
 // A member started on a full disk stops with one line saying what is full, how much
@@ -59,5 +61,44 @@ func TestStartOnFullDiskIsOneLineAndExitsDiskFull(t *testing.T) {
 			}
 		}
 		t.Logf("start %d: exit %d: %s", start, code, lines[0])
+	}
+}
+
+// A member whose WAL fails its checks is refused at start with one line naming the
+// file, the offset and the reason, and what to do; never rebuilt silently.
+func TestStartOnCorruptWALNamesTheFile(t *testing.T) {
+	ports := freePorts(t, 2)
+	client, peer := fmt.Sprintf("http://127.0.0.1:%d", ports[0]), fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	dataDir := filepath.Join(t.TempDir(), "m1")
+	args := []string{"--name", "m1", "--data-dir", dataDir,
+		"--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "m1=" + peer}
+	cfg, _, err := parseServe(args, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	segment := filepath.Join(dataDir, "member", "wal", "0000000000000001.wal")
+	f, err := os.OpenFile(segment, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("X"), 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	_, stderr, code := runCLI(t, nil, args...)
+	if code != exitError {
+		t.Fatalf("start on a corrupt WAL: exit %d, want %d; stderr:\n%s", code, exitError, stderr)
+	}
+	want := "Error: storage: " + segment + " is corrupt at offset 0: no segment magic"
+	if lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n"); len(lines) != 1 || !strings.HasPrefix(lines[0], want) ||
+		!strings.Contains(lines[0], "move the data dir aside") {
+		t.Fatalf("start on a corrupt WAL wrote %q; want one line starting %q and saying what to do", stderr, want)
 	}
 }
