@@ -108,7 +108,7 @@ func (e *NoSpaceError) Error() string {
 		}
 		fmt.Fprintf(&b, ", but %s (%s) has %s free", fs, formatBytes(e.Usage.Total), formatBytes(e.Usage.Free))
 	}
-	fmt.Fprintf(&b, " (%v); free space on it (or move the data dir to a larger one), then restart the member: "+
+	fmt.Fprintf(&b, " (%v); free space on that file system (or move the directory to a larger one), then restart the member: "+
 		"everything synced before this is intact, and it catches up from the others", errnoOf(e.Err))
 	return b.String()
 }
