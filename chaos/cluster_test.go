@@ -422,7 +422,8 @@ func (c *cluster) saveLogs() {
 func (c *cluster) panicLine(m *member) string {
 	last := ""
 	for line := range strings.Lines(c.logs(m)) {
-		if strings.HasPrefix(line, "panic: ") || strings.HasPrefix(line, "fatal error: ") || strings.HasPrefix(line, "raftkv: ") {
+		if strings.HasPrefix(line, "panic: ") || strings.HasPrefix(line, "fatal error: ") || strings.HasPrefix(line, "raftkv: ") ||
+			strings.HasPrefix(line, "Error: ") {
 			last = strings.TrimSpace(line)
 		}
 	}

@@ -1,6 +1,10 @@
 package raft
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+	"syscall"
+)
 
 // The Node's handling of one Ready: what it persists, in which order it sends, and
 // what it queues for the application.
@@ -249,5 +253,10 @@ func splitLeaderMessages(msgs []Message) (early, late []Message) {
 // persist (design rule 6).
 func (n *Node) fail(err error) {
 	n.err.Store(&err)
+	if errors.Is(err, syscall.ENOSPC) {
+		// A full disk is the operator's to fix, and the application says what to
+		// free when it reports Err as its stop: logging it here would say it twice.
+		return
+	}
 	n.logger("raft: fatal storage error, node stopping", "err", err)
 }

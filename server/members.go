@@ -66,14 +66,19 @@ func (s *Server) applyConfChange(msg raft.ApplyMsg) {
 		s.sm.promoteMember(cc.NodeID)
 	case raft.ConfChangeRemove:
 		s.sm.removeMember(cc.NodeID)
-		if cc.NodeID == s.id {
-			s.removedFromCluster(fmt.Sprintf("it applied its own removal at index %d", msg.Index))
-		} else {
+		if cc.NodeID != s.id {
 			s.transport.RemovePeer(cc.NodeID)
 		}
 	}
 	s.applyServerState(msg.Index, kv.Result{})
 	s.waits.applied(msg.Index, env.proposer != 0 && env.proposer == s.proposer, env.seq, kv.Result{})
+	if cc.Type == raft.ConfChangeRemove && cc.NodeID == s.id {
+		// After the proposer's wait is answered: the stop that follows would
+		// otherwise race it, and a removed leader would answer the change it made
+		// with "server stopped" (its caller then retries, and hears "member not
+		// found").
+		s.removedFromCluster(fmt.Sprintf("it applied its own removal at index %d", msg.Index))
+	}
 	s.logger.Info("membership changed", "change", cc.Type.String(), "member", hexID(cc.NodeID), "index", msg.Index,
 		"voters", hexIDs(msg.Membership.Voters), "learners", hexIDs(msg.Membership.Learners))
 }

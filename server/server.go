@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -96,14 +97,9 @@ type Server struct {
 	// removal stops the member once it was removed from the cluster (members.go);
 	// done is closed when it stops on its own, removed or failed.
 	removal removal
-	// failure stops the member once its store failed to apply an entry
-	// (storeFailed).
-	failure struct {
-		once sync.Once
-		c    chan struct{}
-		err  error
-	}
-	done chan struct{}
+	done    chan struct{}
+	// fatal is the error that stopped the member, if stopOnFatal did (fatal.go).
+	fatal fatalStop
 	// pendingJoin is the member the leader's last MemberAdd proposed, until it
 	// applies: a joining member asking this one hears of it (clusterInfo).
 	pendingJoin atomic.Pointer[member]
@@ -123,7 +119,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, peers: map[uint64]member{}, waits: newWaitRegistry(), reads: newReadBatcher(), stopc: make(chan struct{}),
 		done: make(chan struct{})}
 	s.removal.c = make(chan struct{})
-	s.failure.c = make(chan struct{})
+	s.fatal.c = make(chan struct{})
 	var ids []uint64
 	for name, urls := range cfg.InitialCluster {
 		id := memberID(urls, cfg.InitialClusterToken)
@@ -165,7 +161,7 @@ func New(cfg Config) (*Server, error) {
 		for _, dir := range created {
 			_ = os.RemoveAll(dir)
 		}
-		return nil, err
+		return nil, s.describeFatal(err)
 	}
 	return s, nil
 }
@@ -342,16 +338,18 @@ func (s *Server) ClusterID() uint64 { return s.clusterID }
 func (s *Server) Done() <-chan struct{} { return s.done }
 
 // Err returns what stopped the member on its own, if anything: ErrRemoved, or the
-// fatal error.
+// fatal error. A full disk's is a *storage.NoSpaceError, which wraps syscall.ENOSPC
+// and says on one line what is full, how much was needed and is free, and what to do.
 func (s *Server) Err() error {
 	select {
 	case <-s.removal.c:
 		return fmt.Errorf("%w (%s)", ErrRemoved, s.removal.reason)
-	case <-s.failure.c:
-		return s.failure.err
 	default:
 	}
-	return s.node.Err()
+	if err := s.fatalErr(); err != nil {
+		return err
+	}
+	return s.describeFatal(s.node.Err())
 }
 
 // watchDone closes done once the node stops or the member is removed.
@@ -360,7 +358,7 @@ func (s *Server) watchDone() {
 	select {
 	case <-s.node.Done():
 	case <-s.removal.c:
-	case <-s.failure.c:
+	case <-s.fatal.c:
 	case <-s.stopc:
 	}
 }
@@ -415,7 +413,9 @@ func (s *Server) closeAll() {
 		}
 	}
 	if s.storage != nil {
-		if err := s.storage.Close(); err != nil {
+		// A failed storage's Close returns the failure, which stopped the node
+		// and is what Err reports: not a second time here.
+		if err := s.storage.Close(); err != nil && !errors.Is(err, storage.ErrFailed) {
 			s.logger.Error("closing storage", "err", err)
 		}
 	}
@@ -490,10 +490,13 @@ func (s *Server) startSnapshot(index uint64) error {
 		started := time.Now()
 		err := s.compactLog()
 		s.metrics.snapshotSave.Observe(time.Since(started).Seconds())
+		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, kv.ErrEngineFailed) || errors.Is(err, storage.ErrFailed) {
+			s.stopOnFatal(err) // the store or the storage failed: nothing more is durable
+			return
+		}
 		if err != nil {
-			// Either the store or the storage failed, and the member stops at its
-			// next write; or the log is not yet what the snapshot needs (see
-			// applyLoop), and a later one will do.
+			// The log is not yet what the snapshot needs (see applyLoop): a later
+			// one will do.
 			s.logger.Warn("snapshot failed", "index", index, "err", err)
 			s.snapshotFailed.Store(true)
 		}

@@ -470,12 +470,8 @@ func (sm *stateMachine) membership() raft.Membership {
 
 // storeFailed stops the member after its store failed to apply entry index: the
 // engine refuses every later write (kv.ErrEngineFailed), and a member that went on
-// would answer from a state the others have moved past. It logs once and closes the
-// channel Done waits on; it must not block (the apply loop calls it).
+// would answer from a state the others have moved past (stopOnFatal; a full disk's
+// is the one line the member stops with).
 func (s *Server) storeFailed(index uint64, err error) {
-	s.failure.once.Do(func() {
-		s.failure.err = fmt.Errorf("server: the store failed to apply entry %d: %w", index, err)
-		s.logger.Error("the store failed; stopping", "index", index, "err", err)
-		close(s.failure.c)
-	})
+	s.stopOnFatal(fmt.Errorf("server: the store failed to apply entry %d: %w", index, err))
 }

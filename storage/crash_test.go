@@ -3,6 +3,7 @@ package storage
 import (
 	"flag"
 	"fmt"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -147,10 +148,19 @@ func crashAtEveryWrite(t *testing.T, seed uint64) {
 					desc = fmt.Sprintf("keep %d of %d unsynced changes, tear the next at %d bytes", keep, disk.UnsyncedOps(), tear)
 					disk.CrashPartial(keep, tear)
 				}
-				s, err := Open(disk, "/data", opts)
+				logs := newLogCapture(t)
+				recoverOpts := opts
+				recoverOpts.Logger = slog.New(logs)
+				s, err := Open(disk, "/data", recoverOpts)
 				if err != nil {
 					t.Fatalf("crash after %d calls (torn %d), %s; %d ops acknowledged, in flight: %s:\nrecovery failed: %v\n%s",
 						n, torn, desc, acked, inflight, err, replay)
+				}
+				// A crash never loses the snapshot file the WAL records: the file is
+				// durable before its marker is written.
+				if lines := logs.find("missing"); len(lines) > 0 {
+					t.Fatalf("crash after %d calls (torn %d), %s: recovery says a snapshot is missing: %q\n%s",
+						n, torn, desc, lines, replay)
 				}
 				got := readState(t, s)
 				s.Close()

@@ -259,6 +259,9 @@ func (f *FaultFS) Lock(name string) (io.Closer, error) {
 	return f.inner.Lock(name)
 }
 
+// Usage implements FS. It is not counted and never fails: it only reads.
+func (f *FaultFS) Usage(dir string) (DiskUsage, error) { return f.inner.Usage(dir) }
+
 type faultFile struct {
 	fs    *FaultFS
 	inner File

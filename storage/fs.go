@@ -39,6 +39,21 @@ type FS interface {
 	// waiting: if another holder has it, Lock fails with an error wrapping ErrLocked.
 	// Closing the returned Closer releases the lock; so does the process dying.
 	Lock(name string) (io.Closer, error)
+	// Usage returns the size and free space of the file system holding the
+	// directory dir: the WAL sizes its preallocation by it (wal.preallocationStep),
+	// and a full disk's error reports it.
+	Usage(dir string) (DiskUsage, error)
+}
+
+// DiskUsage is what a file system holds.
+type DiskUsage struct {
+	// Total is the file system's size in bytes.
+	Total int64
+	// Free is the bytes this process may still write (statfs(2)'s f_bavail: what
+	// is not reserved for root).
+	Free int64
+	// Mount is where the file system is mounted, if known ("" otherwise).
+	Mount string
 }
 
 // File is an open file. Writes name their offset (there is no file position), which
@@ -95,6 +110,52 @@ func (osFS) MkdirAll(dir string) error            { return os.MkdirAll(dir, 0o75
 func (osFS) Lock(name string) (io.Closer, error)  { return lockFile(name) }
 func (osFS) List(dir string) ([]string, error)    { return listDir(dir) }
 func (osFS) SyncDir(dir string) error             { return syncDir(dir) }
+
+func (osFS) Usage(dir string) (DiskUsage, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return DiskUsage{}, &os.PathError{Op: "statfs", Path: dir, Err: err}
+	}
+	return DiskUsage{
+		Total: int64(st.Blocks) * int64(st.Bsize),
+		Free:  int64(st.Bavail) * int64(st.Bsize),
+		Mount: mountPoint(dir),
+	}, nil
+}
+
+// mountPoint returns the mount point of the file system holding dir: the highest of
+// its ancestors on the same device. It returns "" if dir cannot be read.
+func mountPoint(dir string) string {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return ""
+	}
+	dev := func(path string) (uint64, bool) {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return 0, false
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return 0, false
+		}
+		return uint64(st.Dev), true
+	}
+	want, ok := dev(dir)
+	if !ok {
+		return ""
+	}
+	for {
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return dir
+		}
+		if d, ok := dev(parent); !ok || d != want {
+			return dir
+		}
+		dir = parent
+	}
+}
 
 func listDir(dir string) ([]string, error) {
 	entries, err := os.ReadDir(dir) // sorted by name

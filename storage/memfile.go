@@ -64,6 +64,9 @@ func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, memErr("write", f.name, syscall.EINVAL)
 	}
+	if err := f.fs.checkGrowthLocked("write", f.name, f.node, off+int64(len(p))); err != nil {
+		return 0, err
+	}
 	f.node.data = writeAt(f.node.data, p, off)
 	f.node.size = max(f.node.size, off+int64(len(p)))
 	f.fs.recordLocked(memOp{kind: opWrite, ino: f.node.ino, off: off, data: slices.Clone(p)})
@@ -94,6 +97,9 @@ func (f *memFile) Preallocate(size int64) error {
 	}
 	if !f.writable {
 		return memErr("fallocate", f.name, syscall.EBADF)
+	}
+	if err := f.fs.checkGrowthLocked("fallocate", f.name, f.node, size); err != nil {
+		return err
 	}
 	if size > f.node.size {
 		f.node.size = size

@@ -35,6 +35,55 @@ type MemFS struct {
 	locks   map[string]bool
 	gen     uint64 // incremented by every crash; handles of older generations are dead
 	nextIno uint64
+	// capacity bounds the total size of the live files, 0 if unbounded (SetCapacity).
+	capacity int64
+}
+
+// memFSUnboundedSize is the size Usage reports for a MemFS without a capacity.
+const memFSUnboundedSize = 1 << 50
+
+// SetCapacity makes m a disk of bytes bytes (0: unbounded, the default): a write or
+// preallocation that would grow the live files' total size past it fails with ENOSPC
+// and changes nothing. Lowering it below what the files hold already fills the disk.
+func (m *MemFS) SetCapacity(bytes int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.capacity = bytes
+}
+
+// Usage implements FS: the capacity and what the live files leave of it.
+func (m *MemFS) Usage(dir string) (DiskUsage, error) {
+	dir = filepath.Clean(dir)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.dirExistsLocked(dir) {
+		return DiskUsage{}, memErr("statfs", dir, fs.ErrNotExist)
+	}
+	total := m.capacity
+	if total == 0 {
+		total = memFSUnboundedSize
+	}
+	return DiskUsage{Total: total, Free: max(total-m.usedLocked(), 0)}, nil
+}
+
+// usedLocked is the total size of the live files.
+func (m *MemFS) usedLocked() int64 {
+	var used int64
+	for _, n := range m.live {
+		used += n.size
+	}
+	return used
+}
+
+// checkGrowthLocked fails with ENOSPC if growing node to size would pass the capacity.
+func (m *MemFS) checkGrowthLocked(op, name string, node *memNode, size int64) error {
+	if m.capacity == 0 || size <= node.size {
+		return nil
+	}
+	if m.usedLocked()+size-node.size > m.capacity {
+		return memErr(op, name, syscall.ENOSPC)
+	}
+	return nil
 }
 
 type memNode struct {

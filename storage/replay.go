@@ -160,6 +160,20 @@ func (r *replay) marker(m snapMarker, seq uint64, loc location) error {
 	return nil
 }
 
+// missingSnapshot returns the name of the snapshot file the last marker records if
+// files lacks it, else "".
+func (r *replay) missingSnapshot(files []snapFile) string {
+	if r.markIndex == 0 {
+		return ""
+	}
+	for _, f := range files {
+		if f.index == r.markIndex && f.term == r.markTerm {
+			return ""
+		}
+	}
+	return snapshotName(r.markIndex, r.markTerm)
+}
+
 // trim drops the entries at or below index.
 func (r *replay) trim(index uint64) {
 	switch {
@@ -234,6 +248,13 @@ func chooseSnapshot(fsys FS, dir string, clusterID uint64, r *replay, logger *sl
 		return raft.Snapshot{}, nil, fmt.Errorf("storage: listing snapshot directory: %w", err)
 	}
 	var failed []string
+	if missing := r.missingSnapshot(files); missing != "" {
+		// The WAL records each snapshot after its file is durable, and retention
+		// keeps the newest files, so this one was removed by hand or lost.
+		logger.Warn("the snapshot file the WAL records last is missing; recovering from an older snapshot or the log",
+			"file", filepath.Join(dir, missing), "index", r.markIndex, "term", r.markTerm)
+		failed = append(failed, missing+" (missing)")
+	}
 	for _, sf := range files {
 		if sf.index < r.base || (sf.index == r.base && sf.term != r.baseTerm) {
 			continue // older than the last installed snapshot: the log after it is gone
@@ -279,6 +300,6 @@ func chooseSnapshot(fsys FS, dir string, clusterID uint64, r *replay, logger *sl
 	}
 	return raft.Snapshot{}, nil, corruptf(dir, 0,
 		"the WAL's log starts after index %d (first entry read at %s offset %d), so it needs a snapshot at index %d or later, "+
-			"and none is usable (%d snapshot files, failing their checks: %v)",
+			"and none is usable (%d snapshot files; missing or failing their checks: %v)",
 		need, r.runStart.file, r.runStart.offset, need, len(files), failed)
 }

@@ -9,8 +9,9 @@ import (
 )
 
 // A segment is one file of the WAL, named by its sequence number in hex
-// ("000000000000002a.wal"), preallocated to Options.SegmentSize. It starts with a
-// 64-byte header, little-endian:
+// ("000000000000002a.wal"), holding at most Options.SegmentSize bytes and
+// preallocated ahead of its writes by what the free space allows (wal.reserve): the
+// whole segment on a roomy disk. It starts with a 64-byte header, little-endian:
 //
 //	0   [8]  magic "raftkvWL"
 //	8   u32  format version (segmentVersion; see below)
@@ -21,7 +22,8 @@ import (
 //	36  [28] zero
 //
 // then a segmentStart record, then records up to the segment's end; the preallocated
-// space after the last record reads as zeros. A segment only appears under its final
+// space after the last record reads as zeros, and the file may end anywhere after
+// that record. A segment only appears under its final
 // name once its header and first record are synced (see createSegment), so recovery
 // never meets a half-made one.
 //
@@ -111,37 +113,39 @@ func segmentInit(clusterID uint64, seed uint32, seq uint64, start segmentStart) 
 }
 
 // createSegment makes segment seq in dir durable before anyone uses it: it writes init
-// to a temporary file, preallocates it to size, syncs it, renames it to its final name
-// and syncs the directory. A crash at any point leaves either no segment seq (the
-// temporary file is removed at the next open) or a complete one. It returns the file,
-// open for writing.
-func createSegment(fsys FS, dir string, seq uint64, init []byte, size int64) (File, error) {
+// to a temporary file, preallocates it (w.reserve), syncs it, renames it to its final
+// name and syncs the directory. A crash at any point leaves either no segment seq
+// (the temporary file is removed at the next open) or a complete one. It returns the
+// file, open for writing, and how many bytes of it are preallocated.
+func (w *wal) createSegment(seq uint64, init []byte) (File, int64, error) {
+	fsys, dir := w.fs, w.dir
 	final := filepath.Join(dir, segmentName(seq))
 	tmp := final + tmpSuffix
 	f, err := fsys.Create(tmp)
 	if err != nil {
-		return nil, fatalError("create of WAL segment "+tmp, err)
+		return nil, 0, fatalError(fsys, "create of WAL segment", tmp, 0, err)
 	}
-	fail := func(what string, err error) (File, error) {
+	fail := func(err error) (File, int64, error) {
 		f.Close()
 		fsys.Remove(tmp) // best effort; the next open removes it anyway
-		return nil, fatalError(what, err)
+		return nil, 0, err
 	}
-	if err := f.Preallocate(size); err != nil {
-		return fail(fmt.Sprintf("preallocation of %d bytes for WAL segment %s", size, tmp), err)
+	allocated, err := w.reserve(f, tmp, 0, int64(len(init)))
+	if err != nil {
+		return fail(err)
 	}
 	if _, err := f.WriteAt(init, 0); err != nil {
-		return fail("write of WAL segment header "+tmp, err)
+		return fail(fatalError(fsys, "write of the header of WAL segment", tmp, int64(len(init)), err))
 	}
 	if err := f.Sync(); err != nil {
-		return fail("fdatasync of new WAL segment "+tmp, err)
+		return fail(fatalError(fsys, "fdatasync of new WAL segment", tmp, 0, err))
 	}
 	if err := fsys.Rename(tmp, final); err != nil {
-		return fail("rename of new WAL segment to "+final, err)
+		return fail(fatalError(fsys, "rename of new WAL segment to", final, 0, err))
 	}
 	if err := fsys.SyncDir(dir); err != nil {
 		f.Close()
-		return nil, fatalError("fsync of WAL directory "+dir, err)
+		return nil, 0, fatalError(fsys, "fsync of WAL directory", dir, 0, err)
 	}
-	return f, nil
+	return f, allocated, nil
 }

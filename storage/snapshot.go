@@ -129,35 +129,36 @@ func writeSnapshotFrom(fsys FS, dir string, clusterID, index, term uint64, membe
 
 	f, err := fsys.Create(tmp)
 	if err != nil {
-		return 0, fatalError("create of snapshot file "+tmp, err)
+		return 0, fatalError(fsys, "create of snapshot file", tmp, 0, err)
 	}
-	fail := func(what string, err error) (int64, error) {
+	fail := func(what string, needed int64, err error) (int64, error) {
 		f.Close()
 		fsys.Remove(tmp) // best effort; the next open removes it anyway
-		return 0, fatalError(what+" of snapshot file "+tmp, err)
+		return 0, fatalError(fsys, what+" of snapshot file", tmp, needed, err)
 	}
 	conf := binary.LittleEndian.AppendUint32(nil, uint32(membership.Size()))
 	conf = membership.MarshalTo(conf)
 	if size >= 0 {
-		if err := f.Preallocate(snapHeaderSize + int64(len(conf)) + size + snapTrailerSize); err != nil {
-			return fail("preallocation", err)
+		total := snapHeaderSize + int64(len(conf)) + size + snapTrailerSize
+		if err := f.Preallocate(total); err != nil {
+			return fail("preallocation", total, err)
 		}
 	}
 	sw := &snapDataWriter{f: f, off: snapHeaderSize, crc: crc32.Update(0, castagnoli, header[:])}
 	bw := bufio.NewWriterSize(sw, snapWriteBufferBytes)
 	if _, err := bw.Write(conf); err != nil {
-		return fail("write", err)
+		return fail(sw.what(), sw.failedBytes, err)
 	}
 	if err := write(bw); err != nil {
 		if sw.err != nil {
-			return fail("write", sw.err)
+			return fail(sw.what(), sw.failedBytes, sw.err)
 		}
 		f.Close()
 		fsys.Remove(tmp)
 		return 0, err
 	}
 	if err := bw.Flush(); err != nil {
-		return fail("write", err)
+		return fail(sw.what(), sw.failedBytes, err)
 	}
 	rest := sw.off - snapHeaderSize // the membership and the data
 	n := rest - int64(len(conf))
@@ -171,22 +172,22 @@ func writeSnapshotFrom(fsys FS, dir string, clusterID, index, term uint64, membe
 	var trailer [snapTrailerSize]byte
 	binary.LittleEndian.PutUint32(trailer[:], crc)
 	if _, err := f.WriteAt(header[:], 0); err != nil {
-		return fail("write", err)
+		return fail("write of the header", int64(len(header)), err)
 	}
 	if _, err := f.WriteAt(trailer[:], snapHeaderSize+rest); err != nil {
-		return fail("write", err)
+		return fail(fmt.Sprintf("write at offset %d", snapHeaderSize+rest), int64(len(trailer)), err)
 	}
 	if err := f.Sync(); err != nil {
-		return fail("fdatasync", err)
+		return fail("fdatasync", 0, err)
 	}
 	if err := f.Close(); err != nil {
-		return fail("close", err)
+		return fail("close", 0, err)
 	}
 	if err := fsys.Rename(tmp, final); err != nil {
-		return 0, fatalError("rename of snapshot file to "+final, err)
+		return 0, fatalError(fsys, "rename of snapshot file to", final, 0, err)
 	}
 	if err := fsys.SyncDir(dir); err != nil {
-		return 0, fatalError("fsync of snapshot directory "+dir, err)
+		return 0, fatalError(fsys, "fsync of snapshot directory", dir, 0, err)
 	}
 	return n, nil
 }
@@ -210,6 +211,8 @@ type snapDataWriter struct {
 	off int64
 	crc uint32
 	err error
+	// failedAt and failedBytes are the offset and length of the write that failed.
+	failedAt, failedBytes int64
 }
 
 func (w *snapDataWriter) Write(p []byte) (int, error) {
@@ -218,11 +221,16 @@ func (w *snapDataWriter) Write(p []byte) (int, error) {
 	}
 	n, err := w.f.WriteAt(p, w.off)
 	w.crc = crc32.Update(w.crc, castagnoli, p[:n])
-	w.off += int64(n)
 	if err != nil {
-		w.err = err
+		w.err, w.failedAt, w.failedBytes = err, w.off+int64(n), int64(len(p)-n)
 	}
+	w.off += int64(n)
 	return n, err
+}
+
+// what names the failed write, for its error.
+func (w *snapDataWriter) what() string {
+	return fmt.Sprintf("write at offset %d", w.failedAt)
 }
 
 // errBadSnapshot is wrapped by the errors of readSnapshot for files that fail a check.
@@ -322,7 +330,7 @@ func pruneSnapshots(fsys FS, dir string, keep int, logger *slog.Logger) (uint64,
 	}
 	if len(files) > len(kept) {
 		if err := fsys.SyncDir(dir); err != nil {
-			return 0, fatalError("fsync of snapshot directory "+dir, err)
+			return 0, fatalError(fsys, "fsync of snapshot directory", dir, 0, err)
 		}
 	}
 	return kept[len(kept)-1].index, nil

@@ -15,9 +15,12 @@
 // refuses anything else that fails its checks.
 //
 // Failure policy: a failed write or sync is fatal. The Storage logs it once and
-// refuses every later call with that first error (wrapping ErrFailed, and ErrDiskFull
-// when the disk was full); the node must stop and restart, and recovers what was
-// synced. Corruption found at open (anything but a torn tail) refuses the start with
+// refuses every later call with that first error (wrapping ErrFailed); the node must
+// stop and restart, and recovers what was synced. A full disk (ENOSPC) is a
+// *NoSpaceError (ErrDiskFull), which says what is full, how much was needed and is
+// free, and what to do: the Storage does not log it, the member stops with it as its
+// one line. WAL segments are preallocated by what the free space allows (wal.reserve),
+// so a small volume holds a member. Corruption found at open (anything but a torn tail) refuses the start with
 // a *CorruptError naming the file and offset.
 package storage
 
@@ -58,8 +61,10 @@ type Options struct {
 	// ClusterID is stamped in every WAL segment and snapshot, and seeds every record
 	// checksum: a data dir of another cluster is refused. Required (non-zero).
 	ClusterID uint64
-	// SegmentSize is the size WAL segments are preallocated to, in bytes; it also
-	// bounds the size of one entry. Default DefaultSegmentSize (64 MiB).
+	// SegmentSize is the size of a WAL segment, in bytes, which it is preallocated
+	// to if the file system has four times that free (else by a quarter of the free
+	// space at a time); it also bounds the size of one entry. Default
+	// DefaultSegmentSize (64 MiB).
 	SegmentSize int64
 	// SnapshotsToKeep is how many snapshot files are kept. WAL segments are kept back
 	// to the oldest of them, so that if the newest fails its checksum at start-up the
@@ -319,7 +324,12 @@ func (s *Storage) recover(opts Options, began time.Time) error {
 		if err != nil {
 			return fmt.Errorf("storage: opening the last WAL segment for appending: %w", err)
 		}
-		w.file, w.fileSeq, w.fileOffset = f, rec.lastSeq, rec.lastEnd
+		size, err := f.Size()
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("storage: reading the size of the last WAL segment %s: %w", w.segmentPath(rec.lastSeq), err)
+		}
+		w.file, w.fileSeq, w.fileOffset, w.fileAllocated = f, rec.lastSeq, rec.lastEnd, size
 	default:
 		// A fresh WAL, or one whose last segment ends in a torn write: start a new
 		// segment, which names where the sound records of the old one end.

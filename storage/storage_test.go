@@ -427,39 +427,6 @@ func TestWriteErrorIsFatal(t *testing.T) {
 	}
 }
 
-func TestDiskFullStopsWritesAndKeepsSyncedData(t *testing.T) {
-	mem := NewMemFS()
-	ffs := NewFaultFS(mem)
-	opts, _ := testOptions(t, 4<<10)
-	s := mustOpen(t, ffs, "/d", opts)
-	var m model
-	// The next segment's preallocation is where a full disk shows up.
-	ffs.FailNth(OpPreallocate, 1, syscall.ENOSPC)
-	var err error
-	var failed workOp
-	for i := uint64(1); err == nil; i += 5 {
-		failed = workOp{kind: "save", hs: raft.HardState{Term: 1, Commit: i}, ents: makeEntries(i, 5, 1, 100)}
-		if err = failed.run(s); err == nil {
-			failed.apply(&m)
-		}
-	}
-	if !errors.Is(err, ErrDiskFull) || !strings.Contains(err.Error(), "free space") {
-		t.Fatalf("Save on a full disk: %v; want ErrDiskFull saying what to do", err)
-	}
-	if _, err2 := s.LastIndex(); err2 != err {
-		t.Errorf("LastIndex after disk full: %v; want the first error", err2)
-	}
-	s.Close()
-	mem.Crash()
-	s = mustOpen(t, mem, "/d", opts)
-	defer s.Close()
-	// Every synced save survives; of the failed one, entries written before the
-	// failure may survive too, never anything else.
-	if got := readState(t, s); !matchesAny(got, failed.outcomes(&m)) {
-		t.Fatalf("after disk full and restart: got %v, want every synced save %v (plus maybe a prefix of %v)", got, m.state(), failed)
-	}
-}
-
 func TestConcurrentSavesShareSyncs(t *testing.T) {
 	mem := NewMemFS()
 	ffs := NewFaultFS(mem)

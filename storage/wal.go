@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"raftkv/raft"
@@ -48,6 +49,9 @@ type wal struct {
 	file       File
 	fileSeq    uint64
 	fileOffset int64
+	// fileAllocated is how much of file is preallocated (or written): writes past
+	// it first reserve more (reserve).
+	fileAllocated int64
 
 	// failure holds the first fatal error, readable without the lock.
 	failure atomic.Pointer[error]
@@ -108,10 +112,14 @@ func (w *wal) err() error {
 }
 
 // fail records err as the WAL's fatal error unless one is already recorded, and logs
-// it once. Every later call returns the first error.
+// it once, unless the disk is full: that error goes back to every caller and is the
+// line the member stops with, so it is not said twice. Every later call returns the
+// first error.
 func (w *wal) fail(err error) error {
 	if w.failure.CompareAndSwap(nil, &err) {
-		w.logger.Error("storage stopped: a write or sync failed; the node must stop", "dir", w.dir, "err", err)
+		if !errors.Is(err, ErrDiskFull) {
+			w.logger.Error("storage stopped: a write or sync failed; the node must stop", "dir", w.dir, "err", err)
+		}
 		return err
 	}
 	return w.err()
@@ -333,9 +341,17 @@ func (w *wal) writeChunks(chunks []walChunk) error {
 		if len(c.data) == 0 {
 			continue
 		}
+		end := w.fileOffset + int64(len(c.data))
+		if end > w.fileAllocated {
+			allocated, err := w.reserve(w.file, w.segmentPath(w.fileSeq), w.fileAllocated, end)
+			if err != nil {
+				return err
+			}
+			w.fileAllocated = allocated
+		}
 		if _, err := w.file.WriteAt(c.data, w.fileOffset); err != nil {
-			return fatalError(fmt.Sprintf("write of %d bytes at offset %d of WAL segment %s",
-				len(c.data), w.fileOffset, w.segmentPath(w.fileSeq)), err)
+			return fatalError(w.fs, fmt.Sprintf("write at offset %d of WAL segment", w.fileOffset),
+				w.segmentPath(w.fileSeq), int64(len(c.data)), err)
 		}
 		w.fileOffset += int64(len(c.data))
 		written += len(c.data)
@@ -348,7 +364,7 @@ func (w *wal) writeChunks(chunks []walChunk) error {
 		syncStarted = time.Now()
 	}
 	if err := w.file.Sync(); err != nil {
-		return fatalError("fdatasync of WAL segment "+w.segmentPath(w.fileSeq), err)
+		return fatalError(w.fs, "fdatasync of WAL segment", w.segmentPath(w.fileSeq), 0, err)
 	}
 	w.syncs.Add(1)
 	if w.onFlush != nil {
@@ -364,19 +380,58 @@ func (w *wal) writeChunks(chunks []walChunk) error {
 func (w *wal) openNext(seq uint64, init []byte) error {
 	if w.file != nil {
 		if err := w.file.Sync(); err != nil {
-			return fatalError("fdatasync of WAL segment "+w.segmentPath(w.fileSeq), err)
+			return fatalError(w.fs, "fdatasync of WAL segment", w.segmentPath(w.fileSeq), 0, err)
 		}
 		if err := w.file.Close(); err != nil {
 			w.logger.Warn("closing a full WAL segment failed after it was synced", "file", w.segmentPath(w.fileSeq), "err", err)
 		}
 		w.file = nil
 	}
-	f, err := createSegment(w.fs, w.dir, seq, init, w.segmentSize)
+	f, allocated, err := w.createSegment(seq, init)
 	if err != nil {
 		return err
 	}
-	w.file, w.fileSeq, w.fileOffset = f, seq, int64(len(init))
+	w.file, w.fileSeq, w.fileOffset, w.fileAllocated = f, seq, int64(len(init)), allocated
 	return nil
+}
+
+// preallocFreeDivisor: a segment's file is preallocated ahead of its writes by at
+// most 1/preallocFreeDivisor of the file system's free space (see reserve).
+const preallocFreeDivisor = 4
+
+// reserve preallocates the segment file f (at path), of which allocated bytes are
+// reserved already, for a write that ends at end, and returns how much is reserved
+// now.
+//
+// The rule: reserve up to the segment's full size, but at most a quarter of the free
+// space, and at least what the write needs. Preallocation is for speed: an fdatasync
+// of a write inside reserved space need not update the file's size or its block map,
+// so on a roomy disk a segment is reserved whole at once, as before. But the WAL
+// shares the disk with the kv engine and the snapshot files (a snapshot is as large as
+// the state), and a 64 MiB segment reserved whole on a 64 MiB volume filled it before
+// the first write. A quarter of what is free leaves the others three quarters, and
+// each later reservation takes a quarter of what is left then, so the WAL only ever
+// fails for lack of space when its own write does not fit. If the generous step finds
+// the disk fuller than statfs said (another writer got there first), reserve retries
+// with just what the write needs; only if that fails too is the disk full.
+func (w *wal) reserve(f File, path string, allocated, end int64) (int64, error) {
+	var target int64
+	if u, err := w.fs.Usage(w.dir); err != nil {
+		w.logger.Debug("reading the WAL file system's free space failed; preallocating the whole segment", "err", err)
+		target = max(end, w.segmentSize)
+	} else {
+		target = max(end, min(w.segmentSize, allocated+u.Free/preallocFreeDivisor))
+	}
+	err := f.Preallocate(target)
+	if err != nil && target > end && errors.Is(err, syscall.ENOSPC) {
+		target = end
+		err = f.Preallocate(target)
+	}
+	if err != nil {
+		return 0, fatalError(w.fs, fmt.Sprintf("preallocation at offset %d of WAL segment", allocated),
+			path, target-allocated, err)
+	}
+	return target, nil
 }
 
 func (w *wal) segmentPath(seq uint64) string { return filepath.Join(w.dir, segmentName(seq)) }
@@ -407,10 +462,10 @@ func (w *wal) dropSegments(beforeSeq, retainIndex uint64) error {
 	for _, seq := range victims {
 		path := w.segmentPath(seq)
 		if err := w.fs.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return w.fail(fatalError("removal of WAL segment "+path, err))
+			return w.fail(fatalError(w.fs, "removal of WAL segment", path, 0, err))
 		}
 		if err := w.fs.SyncDir(w.dir); err != nil {
-			return w.fail(fatalError("fsync of WAL directory "+w.dir, err))
+			return w.fail(fatalError(w.fs, "fsync of WAL directory", w.dir, 0, err))
 		}
 	}
 	if len(victims) > 0 {

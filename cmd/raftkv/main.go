@@ -21,6 +21,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -33,12 +34,17 @@ func main() {
 }
 
 // Exit codes, as etcdctl's: a command that failed, and a command line that cannot work;
-// and a member that stopped because it was removed from the cluster, which a
-// supervisor must not restart (raftkv cluster does not).
+// a member that stopped because it was removed from the cluster, which a supervisor
+// must not restart (raftkv cluster does not); and a member that stopped, or could not
+// start, because its disk is full (any error wrapping syscall.ENOSPC): its one line
+// says what is full, how much was needed and is free, and to free space and restart
+// it, which is safe (it catches up from the others) and, while the disk is still
+// full, stops again with the same line.
 const (
-	exitError   = 1
-	exitBadArgs = 2
-	exitRemoved = 3
+	exitError    = 1
+	exitBadArgs  = 2
+	exitRemoved  = 3
+	exitDiskFull = 4
 )
 
 // usageError is a command line that cannot be right (an unknown flag, a missing
@@ -77,6 +83,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	}
 	if errors.Is(err, server.ErrRemoved) {
 		return exitRemoved
+	}
+	if errors.Is(err, syscall.ENOSPC) {
+		return exitDiskFull
 	}
 	return exitError
 }
