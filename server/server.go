@@ -408,7 +408,8 @@ func (s *Server) closeAll() {
 	s.wg.Wait()
 	if s.sm != nil {
 		// The apply loop and the client API are done with the store.
-		if err := s.sm.store.Close(); err != nil {
+		// A full disk is said once, by Err (stopOnFatal): not again here.
+		if err := s.sm.store.Close(); err != nil && !errors.Is(err, syscall.ENOSPC) {
 			s.logger.Error("closing the kv store", "err", err)
 		}
 	}
