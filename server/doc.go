@@ -19,6 +19,16 @@
 // applies only the first (kv.Store.ApplyOnce). Linearizable reads (read.go) share
 // ReadIndex rounds; a read's response is bounded by Config.MaxResponseBytes.
 //
+// State and snapshots (state.go, snapshot.go): the state machine, member list and
+// alarms included, lives in the kv store's engine (pebble, in member/kv), written
+// without fsync; the WAL is the durability. Every SnapshotCount entries the store
+// is flushed and the log truncated to the applied index the flush made durable,
+// never further; a snapshot is a marker, and a lagging follower is streamed the
+// engine itself (transport's SnapshotStream/SnapshotReceiver) with a chunk in memory
+// at each end. A restart opens the engine and replays the log after its applied
+// index, once reconcileStore has checked that the two are of one history. A full
+// disk or a failed engine stops the member with one line (fatal.go).
+//
 // Operator settings follow etcd's flags (Config): a WAL dir of its own (WALDir),
 // auto-compaction in etcd's periodic and revision modes (compactor.go), disaster
 // recovery with ForceNewCluster (membership.go), TLS and mutual TLS on the client
