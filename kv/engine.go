@@ -52,6 +52,8 @@ type engine struct {
 	// bg holds the first error of pebble's background work (a flush or a
 	// compaction that failed, on a full disk say).
 	bg *backgroundError
+	// w is the write the engine reuses, one entry after another.
+	w engineWrite
 }
 
 // backgroundError is the first error pebble reported from its background work.
@@ -392,17 +394,96 @@ type engineWrite struct {
 	compactRev int64
 	compacts   bool
 	// pending holds the newest version of each key the write changed, for the
-	// engine's newestCache once the batch commits.
-	pending map[string]newestVersion
+	// engine's newestCache once the batch commits (pendingVersions).
+	pending pendingVersions
 	// keys is the change the write makes to the engine's key count.
 	keys int64
-	buf  []byte
+	// buf, keyBuf and changeBuf are scratch for the records' bytes, which the
+	// batch copies.
+	buf, keyBuf, changeBuf []byte
+	// inUse says the write has begun and not ended (the engine reuses one).
+	inUse bool
+}
+
+// pendingVersions maps the keys a write changed to their newest version: a
+// slice while few (a put changes one key), a map once many.
+type pendingVersions struct {
+	keys  [][]byte
+	vers  []newestVersion
+	byKey map[string]int
+}
+
+const pendingMapAfter = 16
+
+func (p *pendingVersions) get(key []byte) (newestVersion, bool) {
+	if p.byKey != nil {
+		i, ok := p.byKey[string(key)]
+		if !ok {
+			return newestVersion{}, false
+		}
+		return p.vers[i], true
+	}
+	for i := len(p.keys) - 1; i >= 0; i-- {
+		if bytes.Equal(p.keys[i], key) {
+			return p.vers[i], true
+		}
+	}
+	return newestVersion{}, false
+}
+
+func (p *pendingVersions) put(key []byte, v newestVersion) {
+	if p.byKey != nil {
+		if i, ok := p.byKey[string(key)]; ok {
+			p.vers[i] = v
+			return
+		}
+	} else {
+		for i := range p.keys {
+			if bytes.Equal(p.keys[i], key) {
+				p.vers[i] = v
+				return
+			}
+		}
+	}
+	p.keys = append(p.keys, bytes.Clone(key))
+	p.vers = append(p.vers, v)
+	if p.byKey == nil && len(p.keys) > pendingMapAfter {
+		p.byKey = make(map[string]int, 2*len(p.keys))
+		for i, k := range p.keys {
+			p.byKey[string(k)] = i
+		}
+	} else if p.byKey != nil {
+		p.byKey[string(key)] = len(p.keys) - 1
+	}
+}
+
+func (p *pendingVersions) reset() {
+	clear(p.keys) // the keys are the write's own copies: let them go
+	p.keys, p.vers, p.byKey = p.keys[:0], p.vers[:0], nil
+}
+
+// begin starts a write on b, reusing the engine's write when it is free.
+func (e *engine) begin(b *pebble.Batch, blind bool) *engineWrite {
+	w := &e.w
+	if w.inUse {
+		w = &engineWrite{}
+	}
+	w.pending.reset()
+	*w = engineWrite{e: e, b: b, beginRev: e.rev, blind: blind, inUse: true,
+		pending: w.pending, buf: w.buf[:0], keyBuf: w.keyBuf[:0], changeBuf: w.changeBuf[:0]}
+	return w
+}
+
+// end ends the write, whose batch is closed.
+func (w *engineWrite) end() {
+	w.b = nil
+	w.inUse = false
 }
 
 // beginWrite starts the batch of one entry, for a command that may read after it
 // has written (a Txn): reads through it see its writes.
 func (e *engine) beginWrite() *engineWrite {
-	return &engineWrite{e: e, b: e.db.NewIndexedBatch(), beginRev: e.rev}
+	return e.begin(e.db.NewIndexedBatch(), false)
 }
 
 // beginBlindWrite starts the batch of one entry for a command that reads nothing
@@ -410,7 +491,7 @@ func (e *engine) beginWrite() *engineWrite {
 // the database, and the batch needs no index, which makes a put about twice as
 // cheap (BenchmarkEnginePut).
 func (e *engine) beginBlindWrite() *engineWrite {
-	return &engineWrite{e: e, b: e.db.NewBatch(), beginRev: e.rev, blind: true}
+	return e.begin(e.db.NewBatch(), true)
 }
 
 // reader is what the write's reads see.
@@ -442,7 +523,7 @@ func (w *engineWrite) get(key []byte, rev int64, withValue bool) (KeyValue, bool
 // its value: from the write's own changes, the engine's cache of newest versions,
 // or one seek (whose answer then goes into the cache).
 func (w *engineWrite) newest(key []byte) (versionRecord, bool, error) {
-	if m, ok := w.pending[string(key)]; ok {
+	if m, ok := w.pending.get(key); ok {
 		return m.record(), !m.absent, nil
 	}
 	if m, ok := w.e.newestCache.get(key); ok {
@@ -512,22 +593,23 @@ func (w *engineWrite) record(key []byte, rec *versionRecord) {
 		panic(fmt.Sprintf("kv: more than 2^32-1 changes at revision %d", rev))
 	}
 	w.buf = rec.appendTo(w.buf[:0])
-	_ = w.b.Set(versionKey(nil, key, rev, w.sub), w.buf, nil)
-	if w.pending == nil {
-		w.pending = map[string]newestVersion{}
-	}
-	w.pending[string(key)] = newestOf(*rec, true)
+	w.keyBuf = versionKey(w.keyBuf[:0], key, rev, w.sub)
+	_ = w.b.Set(w.keyBuf, w.buf, nil)
+	w.pending.put(key, newestOf(*rec, true))
 	kind := byte(recordPut)
 	if rec.tombstone {
 		kind = recordTombstone
 	}
-	_ = w.b.Set(changeKey(rev, w.sub), append([]byte{kind}, key...), nil)
+	w.keyBuf = appendChangeKey(w.keyBuf[:0], rev, w.sub)
+	w.changeBuf = append(append(w.changeBuf[:0], kind), key...)
+	_ = w.b.Set(w.keyBuf, w.changeBuf, nil)
 	w.sub++
 }
 
 // commit writes the batch with the entry's index, without a sync, and publishes
 // the revision. Committing and aborting end the write.
 func (w *engineWrite) commit(appliedIndex uint64) error {
+	defer w.end()
 	defer w.b.Close()
 	e := w.e
 	rev, compactRev, applied, term, keys := e.rev, e.compactRev, e.appliedIndex, e.appliedTerm, e.keys
@@ -545,14 +627,17 @@ func (w *engineWrite) commit(appliedIndex uint64) error {
 		return fmt.Errorf("kv: committing entry %d to the storage engine in %q: %w", appliedIndex, e.dir, err)
 	}
 	e.unflushed += int64(w.b.Len())
-	for k, m := range w.pending {
-		e.newestCache.put([]byte(k), m)
+	for i, k := range w.pending.keys {
+		e.newestCache.put(k, w.pending.vers[i])
 	}
 	return nil
 }
 
 // abort drops the batch.
-func (w *engineWrite) abort() { _ = w.b.Close() }
+func (w *engineWrite) abort() {
+	_ = w.b.Close()
+	w.end()
+}
 
 // get returns key as it was at rev.
 func (e *engine) get(key []byte, rev int64, withValue bool) (KeyValue, bool, error) {
@@ -579,12 +664,15 @@ func engineGet(r pebble.Reader, key []byte, rev int64, withValue bool) (KeyValue
 
 // newestRecord reads key's newest version record at or below rev from r.
 func newestRecord(r pebble.Reader, key []byte, rev int64) (versionRecord, bool, error) {
-	it, err := r.NewIter(&pebble.IterOptions{UpperBound: prefixEnd(versionPrefix(nil, key))})
+	// No bounds: SeekPrefixGE stays within the key's versions (the comparer's
+	// Split), and bounds would cost an allocation per put.
+	it, err := r.NewIter(nil)
 	if err != nil {
 		return versionRecord{}, false, err
 	}
 	defer it.Close()
-	if !it.SeekPrefixGE(versionSeekKey(nil, key, rev)) {
+	var seek [64]byte
+	if !it.SeekPrefixGE(versionSeekKey(seek[:0], key, rev)) {
 		return versionRecord{}, false, it.Error()
 	}
 	rec, err := decodeVersionRecord(it.Value())
@@ -760,10 +848,7 @@ func (w *engineWrite) compact(rev int64) error {
 				if bytes.Equal(from, first) {
 					// The key's newest record goes: the key is gone.
 					w.keys--
-					if w.pending == nil {
-						w.pending = map[string]newestVersion{}
-					}
-					w.pending[string(unescapeKey(prefix))] = newestVersion{tombstone: true, absent: true}
+					w.pending.put(unescapeKey(prefix), newestVersion{tombstone: true, absent: true})
 				}
 			} else if it.Next() && bytes.HasPrefix(it.Key(), prefix) {
 				// Older versions than the one visible at rev: they go.

@@ -128,10 +128,14 @@ func unescapeKey(prefix []byte) []byte {
 
 // changeKey returns the history key of the change at (rev, sub).
 func changeKey(rev int64, sub uint32) []byte {
-	k := make([]byte, 0, 13)
-	k = append(k, engineChangePrefix)
-	k = binary.BigEndian.AppendUint64(k, uint64(rev))
-	return binary.BigEndian.AppendUint32(k, sub)
+	return appendChangeKey(make([]byte, 0, 13), rev, sub)
+}
+
+// appendChangeKey appends the history key of the change at (rev, sub) to dst.
+func appendChangeKey(dst []byte, rev int64, sub uint32) []byte {
+	dst = append(dst, engineChangePrefix)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(rev))
+	return binary.BigEndian.AppendUint32(dst, sub)
 }
 
 // versionRecord is the value of a version record: a put's key-value, or a
