@@ -14,10 +14,11 @@ import (
 )
 
 // engine is the MVCC key space of the store on pebble (issue 13): every version of
-// every key, the history by revision, and the revision, compaction revision and
-// applied index, in one database (key layout: engine_keys.go). It replaces the
-// in-memory index (btree.go, index.go) and the value log (values.go): memory is the
-// block cache and the memtables, sized by engineConfig, whatever the data.
+// every key, the history by revision, leases, sessions, proposals, auth, server
+// records, and the revision, compaction revision, applied index and term, in one
+// database (key layout: engine_keys.go). Its memory is the block cache and the
+// memtables, sized by engineConfig, whatever the data, plus the bounded
+// newestCache.
 //
 // Durability: every apply is one pebble batch that also records the applied index,
 // committed without the engine's own WAL and without a sync. The raft log is the
@@ -25,11 +26,12 @@ import (
 // batches only), and the member replays the log from the applied index it finds.
 // So the log may be truncated only up to an index that flush has made durable.
 //
-// The engine is used under the Store's lock as the in-memory state was: one
-// writer at a time (an engineWrite is not safe for concurrent use), and reads
-// concurrent with each other and with the writer, each from its own iterator,
-// which sees a consistent state. The mirrored meta fields (rev, compactRev,
-// appliedIndex) are read and written under that lock.
+// The engine is used under the Store's lock: one writer at a time (an
+// engineWrite is not safe for concurrent use, and the engine reuses one), and
+// reads concurrent with each other and with the writer, each from its own
+// iterator or pebble snapshot, which sees a consistent state. The mirrored meta
+// fields (rev, compactRev, appliedIndex, ...) are read and written under that
+// lock, and published only after their batch commits.
 type engine struct {
 	db  *pebble.DB
 	dir string

@@ -493,7 +493,9 @@ func (s *Store) ApplyMeta(index uint64, name string, value []byte) error {
 
 // SetMeta writes the server record name = value without moving the applied
 // index (a member's identity, written once when it is created). Flush makes it
-// durable.
+// durable. Server records are in the engine's snapshots like the rest: a
+// RestoreFrom replaces them with the sender's, so a member rewrites the records
+// that are its own (not the cluster's) after a restore.
 func (s *Store) SetMeta(name string, value []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
