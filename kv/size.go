@@ -1,5 +1,10 @@
 package kv
 
+import (
+	"context"
+	"fmt"
+)
+
 // Sizes is how much the store takes, for Maintenance.Status's DbSize and
 // DbSizeInUse (etcd reports its bbolt file there, and how much of it is in use),
 // and the server's quota check.
@@ -30,4 +35,27 @@ func (s *Store) Sizes() Sizes {
 		InUseBytes: total.AggregateSize() + unflushed,
 		Keys:       e.keys,
 	}
+}
+
+// Defragment has pebble compact the whole key space now, so that what MVCC
+// compaction dropped (range deletes) leaves the engine's tables, and Sizes falls
+// to the live data: etcd's Defragment, which rewrites its file. Apply goes on
+// meanwhile; it takes time in proportion to the data.
+func (s *Store) Defragment() error {
+	if _, err := s.Flush(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	if s.mu.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	e := s.mu.st.e
+	s.reads.Add(1)
+	s.mu.RUnlock()
+	defer s.reads.Done()
+	if err := e.db.Compact(context.Background(), []byte{0}, []byte{0xff}, true); err != nil {
+		return fmt.Errorf("kv: compacting the storage engine in %q: %w", e.dir, err)
+	}
+	return nil
 }
