@@ -44,8 +44,9 @@ type engine struct {
 	appliedIndex, appliedTerm uint64
 	// term is the term the next commit records.
 	term uint64
-	// keys counts the keys with at least one version record (Sizes).
-	keys int64
+	// keys counts the keys with at least one version record, and live the bytes
+	// of the version and change records (Sizes).
+	keys, live int64
 	// unflushed counts the bytes of the batches committed since the last flush
 	// (Sizes), at most what the memtables hold.
 	unflushed int64
@@ -286,7 +287,7 @@ func (e *engine) loadMeta() error {
 		return err
 	}
 	if format == nil {
-		e.rev, e.compactRev, e.appliedIndex, e.appliedTerm, e.term, e.keys = 1, -1, 0, 0, 0, 0
+		e.rev, e.compactRev, e.appliedIndex, e.appliedTerm, e.term, e.keys, e.live = 1, -1, 0, 0, 0, 0, 0
 		b := e.db.NewBatch()
 		defer b.Close()
 		_ = b.Set(metaFormat, binary.AppendUvarint(nil, engineFormat), nil)
@@ -304,7 +305,7 @@ func (e *engine) loadMeta() error {
 	if err != nil {
 		return err
 	}
-	var fields [5]int64
+	var fields [6]int64
 	rest := pos
 	for i := range fields {
 		v, n := binary.Varint(rest)
@@ -316,11 +317,12 @@ func (e *engine) loadMeta() error {
 	if len(rest) != 0 {
 		return fmt.Errorf("%w: engine in %q: meta record %q is %x", ErrCorruptEngine, e.dir, metaPosition, pos)
 	}
-	applied, rev, compactRev, term, keys := fields[0], fields[1], fields[2], fields[3], fields[4]
-	if applied < 0 || rev < 1 || compactRev < -1 || compactRev > rev || term < 0 || keys < 0 {
-		return fmt.Errorf("%w: engine in %q: applied index %d, revision %d, compaction revision %d, term %d, %d keys are inconsistent",
-			ErrCorruptEngine, e.dir, applied, rev, compactRev, term, keys)
+	applied, rev, compactRev, term, keys, live := fields[0], fields[1], fields[2], fields[3], fields[4], fields[5]
+	if applied < 0 || rev < 1 || compactRev < -1 || compactRev > rev || term < 0 || keys < 0 || live < 0 {
+		return fmt.Errorf("%w: engine in %q: applied index %d, revision %d, compaction revision %d, term %d, %d keys, %d live bytes are inconsistent",
+			ErrCorruptEngine, e.dir, applied, rev, compactRev, term, keys, live)
 	}
+	e.live = live
 	e.appliedIndex, e.rev, e.compactRev = uint64(applied), rev, compactRev
 	e.appliedTerm, e.term, e.keys = uint64(term), uint64(term), keys
 	return nil
@@ -340,12 +342,13 @@ func (e *engine) getMeta(name []byte) ([]byte, error) {
 
 // setMeta writes the mirrored meta fields into b.
 func (e *engine) setMeta(b *pebble.Batch) {
-	var buf [5 * binary.MaxVarintLen64]byte
+	var buf [6 * binary.MaxVarintLen64]byte
 	v := binary.AppendVarint(buf[:0], int64(e.appliedIndex))
 	v = binary.AppendVarint(v, e.rev)
 	v = binary.AppendVarint(v, e.compactRev)
 	v = binary.AppendVarint(v, int64(e.appliedTerm))
 	v = binary.AppendVarint(v, e.keys)
+	v = binary.AppendVarint(v, e.live)
 	_ = b.Set(metaPosition, v, nil)
 }
 
@@ -398,8 +401,9 @@ type engineWrite struct {
 	// pending holds the newest version of each key the write changed, for the
 	// engine's newestCache once the batch commits (pendingVersions).
 	pending pendingVersions
-	// keys is the change the write makes to the engine's key count.
-	keys int64
+	// keys and live are the changes the write makes to the engine's key count
+	// and live bytes.
+	keys, live int64
 	// buf, keyBuf and changeBuf are scratch for the records' bytes, which the
 	// batch copies.
 	buf, keyBuf, changeBuf []byte
@@ -597,6 +601,7 @@ func (w *engineWrite) record(key []byte, rec *versionRecord) {
 	w.buf = rec.appendTo(w.buf[:0])
 	w.keyBuf = versionKey(w.keyBuf[:0], key, rev, w.sub)
 	_ = w.b.Set(w.keyBuf, w.buf, nil)
+	w.live += int64(len(w.keyBuf) + len(w.buf))
 	w.pending.put(key, newestOf(*rec, true))
 	kind := byte(recordPut)
 	if rec.tombstone {
@@ -605,6 +610,7 @@ func (w *engineWrite) record(key []byte, rec *versionRecord) {
 	w.keyBuf = appendChangeKey(w.keyBuf[:0], rev, w.sub)
 	w.changeBuf = append(append(w.changeBuf[:0], kind), key...)
 	_ = w.b.Set(w.keyBuf, w.changeBuf, nil)
+	w.live += int64(len(w.keyBuf) + len(w.changeBuf))
 	w.sub++
 }
 
@@ -614,7 +620,7 @@ func (w *engineWrite) commit(appliedIndex uint64) error {
 	defer w.end()
 	defer w.b.Close()
 	e := w.e
-	rev, compactRev, applied, term, keys := e.rev, e.compactRev, e.appliedIndex, e.appliedTerm, e.keys
+	rev, compactRev, applied, term, keys, live := e.rev, e.compactRev, e.appliedIndex, e.appliedTerm, e.keys, e.live
 	if w.sub > 0 {
 		e.rev = w.beginRev + 1
 	}
@@ -623,9 +629,10 @@ func (w *engineWrite) commit(appliedIndex uint64) error {
 	}
 	e.appliedIndex, e.appliedTerm = appliedIndex, e.term
 	e.keys += w.keys
+	e.live += w.live
 	e.setMeta(w.b)
 	if err := w.b.Commit(pebble.NoSync); err != nil {
-		e.rev, e.compactRev, e.appliedIndex, e.appliedTerm, e.keys = rev, compactRev, applied, term, keys
+		e.rev, e.compactRev, e.appliedIndex, e.appliedTerm, e.keys, e.live = rev, compactRev, applied, term, keys, live
 		return fmt.Errorf("kv: committing entry %d to the storage engine in %q: %w", appliedIndex, e.dir, err)
 	}
 	e.unflushed += int64(w.b.Len())
@@ -847,6 +854,7 @@ func (w *engineWrite) compact(rev int64) error {
 			from := bytes.Clone(it.Key())
 			if rec.tombstone {
 				_ = b.DeleteRange(from, end, nil)
+				w.live -= recordBytesTo(it, end)
 				if bytes.Equal(from, first) {
 					// The key's newest record goes: the key is gone.
 					w.keys--
@@ -855,6 +863,7 @@ func (w *engineWrite) compact(rev int64) error {
 			} else if it.Next() && bytes.HasPrefix(it.Key(), prefix) {
 				// Older versions than the one visible at rev: they go.
 				_ = b.DeleteRange(it.Key(), end, nil)
+				w.live -= recordBytesTo(it, end)
 			}
 		}
 		valid = it.SeekGE(end)
@@ -862,9 +871,29 @@ func (w *engineWrite) compact(rev int64) error {
 	if err := it.Close(); err != nil {
 		return err
 	}
+	history, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte{engineChangePrefix}, UpperBound: changeKey(rev, 0)})
+	if err != nil {
+		return err
+	}
+	history.First()
+	w.live -= recordBytesTo(history, nil)
+	if err := history.Close(); err != nil {
+		return err
+	}
 	_ = b.DeleteRange([]byte{engineChangePrefix}, changeKey(rev, 0), nil)
 	w.compactRev, w.compacts = rev, true
 	return nil
+}
+
+// recordBytesTo returns the bytes of the records from it's position up to end
+// (the iterator's bound if nil), which compaction drops: it reads what it counts,
+// as etcd's compaction does.
+func recordBytesTo(it *pebble.Iterator, end []byte) int64 {
+	var n int64
+	for valid := it.Valid(); valid && (end == nil || bytes.Compare(it.Key(), end) < 0); valid = it.Next() {
+		n += int64(len(it.Key()) + len(it.Value()))
+	}
+	return n
 }
 
 // advance records an entry that changes nothing in the engine (a no-op, or a

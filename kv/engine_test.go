@@ -369,6 +369,7 @@ func (m *engineModel) checkReads(e *engine) {
 	if got, want := e.keys, int64(len(ref.retainedKeys())); got != want {
 		m.t.Fatalf("index %d: the engine counts %d keys, the reference retains %d", m.index, got, want)
 	}
+	checkLiveBytes(m.t, e)
 	from := max(ref.compactRev, 1)
 	got, gotErr := e.events(&EventsRequest{FromRevision: from, PrevKv: true})
 	want, wantErr := ref.events(&EventsRequest{FromRevision: from, PrevKv: true})
