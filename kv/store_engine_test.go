@@ -3,6 +3,7 @@ package kv
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -210,5 +211,50 @@ func TestStoreStopsWhenABackgroundFlushFails(t *testing.T) {
 			t.Fatalf("put %d on a full disk: %v, want ErrEngineFailed and ENOSPC", i, res.Err)
 		}
 		break
+	}
+}
+
+// Reads run beside Apply and each sees one revision: a txn writes two keys
+// together, and every range of both, at the revision in its header, finds them
+// equal and no key changed after that revision.
+func TestReadsSeeOneRevisionWhileApplying(t *testing.T) {
+	s := newTestStoreOn(t, Config{}, "mem")
+	mustTxn(t, s, &TxnRequest{Success: []RequestOp{putOp("a", "0"), putOp("b", "0")}})
+	done := make(chan struct{})
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			for {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				resp, err := s.Range(&RangeRequest{Key: []byte("a"), RangeEnd: []byte("c")})
+				if err != nil {
+					errs <- err
+					return
+				}
+				if len(resp.Kvs) != 2 || !bytes.Equal(resp.Kvs[0].Value, resp.Kvs[1].Value) ||
+					resp.Kvs[0].ModRevision > resp.Header.Revision || resp.Kvs[0].ModRevision != resp.Kvs[1].ModRevision {
+					errs <- fmt.Errorf("a range at revision %d read %v", resp.Header.Revision, describe(resp.Kvs))
+					return
+				}
+			}
+		}()
+	}
+	for i := range 2000 {
+		v := fmt.Sprint(i)
+		mustTxn(t, s, &TxnRequest{Success: []RequestOp{putOp("a", v), putOp("b", v)}})
+		if i%500 == 0 {
+			apply(t, s, &Command{Compact: &CompactionRequest{Revision: s.Revision() - 1}})
+		}
+	}
+	close(done)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
