@@ -655,12 +655,23 @@ func (e *engine) get(key []byte, rev int64, withValue bool) (KeyValue, bool, err
 
 // engineGet reads key's newest version at or below rev from r.
 func engineGet(r pebble.Reader, key []byte, rev int64, withValue bool) (KeyValue, bool, error) {
-	it, err := r.NewIter(&pebble.IterOptions{UpperBound: prefixEnd(versionPrefix(nil, key))})
+	if v, ok := r.(*iterView); ok {
+		// A read's own iterator: seek it rather than open another.
+		return engineGetIter(v.base, key, rev, withValue)
+	}
+	// No bounds: SeekPrefixGE stays within the key's versions.
+	it, err := r.NewIter(nil)
 	if err != nil {
 		return KeyValue{}, false, err
 	}
 	defer it.Close()
-	if !it.SeekPrefixGE(versionSeekKey(nil, key, rev)) {
+	return engineGetIter(it, key, rev, withValue)
+}
+
+// engineGetIter reads key's newest version at or below rev with it.
+func engineGetIter(it *pebble.Iterator, key []byte, rev int64, withValue bool) (KeyValue, bool, error) {
+	var seek [64]byte
+	if !it.SeekPrefixGE(versionSeekKey(seek[:0], key, rev)) {
 		return KeyValue{}, false, it.Error()
 	}
 	_, modRev, _ := splitVersionKey(it.Key())

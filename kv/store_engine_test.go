@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
@@ -194,23 +195,25 @@ func TestStoreStopsWhenABackgroundFlushFails(t *testing.T) {
 	defer s.Close()
 	full.Store(true)
 	value := bytes.Repeat([]byte("v"), 4000)
-	for i := 0; ; i++ {
-		// The memtables hold 2 MiB: a flush starts, and fails, well before.
-		if i == 500 {
-			t.Fatal("500 puts of 4000 bytes applied on a full disk")
+	var err2 error
+	// 300 puts of 4000 bytes fill the 1 MiB memtable: a flush starts, and fails;
+	// then Apply fails, at once or once pebble has reported the failure.
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; err2 == nil; i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("Apply still succeeds 20 s after the disk filled")
 		}
-		data, err := (&Command{Put: &PutRequest{Key: []byte{byte(i), byte(i >> 8)}, Value: value}}).Encode()
-		if err != nil {
-			t.Fatal(err)
+		var data []byte
+		if i < 300 {
+			data, err = (&Command{Put: &PutRequest{Key: []byte{byte(i), byte(i >> 8)}, Value: value}}).Encode()
+			if err != nil {
+				t.Fatal(err)
+			}
 		}
-		res := s.Apply(s.AppliedIndex()+1, data)
-		if res.Err == nil {
-			continue
-		}
-		if !errors.Is(res.Err, ErrEngineFailed) || !errors.Is(res.Err, syscall.ENOSPC) {
-			t.Fatalf("put %d on a full disk: %v, want ErrEngineFailed and ENOSPC", i, res.Err)
-		}
-		break
+		err2 = s.Apply(s.AppliedIndex()+1, data).Err
+	}
+	if !errors.Is(err2, ErrEngineFailed) || !errors.Is(err2, syscall.ENOSPC) {
+		t.Fatalf("Apply on a full disk: %v, want ErrEngineFailed and ENOSPC", err2)
 	}
 }
 
