@@ -11,7 +11,9 @@ const benchKeys = 100_000
 
 func benchKey(i int) []byte { return fmt.Appendf(nil, "/registry/pods/default/pod-%06d", i) }
 
-// benchStore returns a store holding benchKeys keys with 100-byte values.
+// benchStore returns a store holding benchKeys keys with 100-byte values,
+// flushed, as benchEngine's, so that reads come from the engine's files and
+// block cache.
 func benchStore(b *testing.B) *Store {
 	b.Helper()
 	s := newTestStore(b, Config{})
@@ -21,6 +23,9 @@ func benchStore(b *testing.B) *Store {
 		if res.Err != nil {
 			b.Fatal(res.Err)
 		}
+	}
+	if _, err := s.Flush(); err != nil {
+		b.Fatal(err)
 	}
 	return s
 }

@@ -113,7 +113,8 @@ func TestRangeLimitedReadsNoValueWhenTooLarge(t *testing.T) {
 		}
 		// The engine reads the keys' blocks through its cache, which may allocate
 		// a few of them; the values themselves are not copied.
-		if allocated := after.TotalAlloc - before.TotalAlloc; allocated > 8<<20 {
+		// (Not under -race: pebble's invariant builds copy what they read.)
+		if allocated := after.TotalAlloc - before.TotalAlloc; allocated > 8<<20 && !raceEnabled {
 			t.Fatalf("range %+v: refusing allocated %d bytes; the values were read", r, allocated)
 		}
 	}

@@ -1,14 +1,15 @@
 // Package kv is raftkv's replicated state machine: an MVCC key/value store with
-// etcd v3 semantics plus exactly-once client sessions, deterministic and free of I/O
-// but for one file that may hold the values' bytes (NewFileBackedStore).
+// etcd v3 semantics plus exactly-once client sessions, deterministic, on an
+// embedded storage engine, pebble (engine*.go): OpenStore opens it in a
+// directory, NewStore on pebble's in-memory file system (tests, tools).
 //
 // Writes reach the store only through the replicated log: the server encodes a
 // Command, raft commits it, and every replica calls Store.Apply with the same
 // (index, bytes) in the same order, so every replica reaches the same state. Apply
 // must therefore be a pure function of the store's state and its input: nothing in
 // this package reads a clock, draws a random number, iterates a map in an order that
-// matters, or touches the network; the disk only as a place to keep values out of
-// memory (values.go), which changes no answer. Reads (Store.Range and read-only
+// matters, or touches the network; the disk only through the engine, which
+// changes no answer. Reads (Store.Range and read-only
 // Store.Txn) do not go through the log; the server makes them linearizable with
 // raft's ReadIndex and waits until AppliedIndex has caught up before calling them.
 //
@@ -18,9 +19,27 @@
 // package deliberately differs from etcd, the difference is documented beside the
 // code that makes it.
 //
-// All replicas must run with the same Config: its limits decide which commands are
-// rejected and which sessions and proposals are evicted, and so are part of the
-// state machine.
+// All replicas must run with the same Config limits: they decide which commands
+// are rejected and which sessions and proposals are evicted, and so are part of
+// the state machine. The engine's sizes (CacheBytes, MemTableBytes) change no
+// answer and may differ.
+//
+// The engine (engine.go, key layout in engine_keys.go) holds every version of
+// every key, the history by revision, leases, sessions, proposals, the auth state,
+// the server's records (ApplyMeta, SetMeta), and the applied index, term, revision
+// and compaction revision. Each applied entry is one pebble batch with its applied
+// index, committed without a sync and without pebble's WAL: the raft log is the
+// durability. Store.Flush makes what was applied durable and returns the applied
+// index it covers; after a crash the store opens at its last flush and the log is
+// replayed from there, so the log may be truncated only up to a flushed index. An
+// engine that fails a write (a full disk) stops the store: Apply returns
+// ErrEngineFailed, wrapping the cause, from then on.
+//
+// Memory: the engine's block cache (CacheBytes, default 64 MiB) and two memtables
+// (MemTableBytes each, default 32 MiB), newestCache (the newest version of up to
+// 65,536 keys, about 10 MiB, so that most puts need no seek), and the session,
+// proposal and auth tables, each bounded by Config. Nothing grows with the
+// number of keys or revisions.
 //
 // Two tables make repeated commands harmless. Client sessions (session.go) give a
 // client that numbers its requests exactly-once writes. The proposal table
@@ -33,14 +52,14 @@
 // whose key-values would pass a byte limit (in etcd's encoding), before reading any
 // value (budget.go). Store.Sizes says how much the store takes.
 //
-// History (history.go): every put and delete is noted, in order, by the one function
-// all writes go through (writeTxn.record in write.go), and Store.Events reads the
-// history back as etcd's watch events, from any revision since the last compaction.
-// Events is all a watcher needs of the store: the server learns what an applied
-// entry changed by reading the history from the revision before it, so another
-// storage engine serves watchers by implementing Events alone.
+// History (history.go, engine_events.go): every put and delete is a change record,
+// in order, written by the one function all writes go through (engineWrite.record
+// in engine.go), and Store.Events reads the history back as etcd's watch events,
+// from any revision since the last compaction. Events is all a watcher needs of
+// the store: the server learns what an applied entry changed by reading the
+// history from the revision before it.
 //
-// Leases (lease.go) are replicated state like keys: a grant, a revoke and a
+// Leases (lease.go, engine_lease.go) are replicated state like keys: a grant, a revoke and a
 // checkpoint of remaining TTLs are commands, and a revoke deletes the lease's keys
 // at one revision, through the same delete as DeleteRange (so its deletes are in the
 // history like any other). When a lease expires is not replicated: that needs a
@@ -55,15 +74,17 @@
 // a denied command changes nothing. RangeAs and TxnAs check a read under the read's
 // own lock. Passwords arrive as bcrypt hashes: this package never hashes.
 //
-// Snapshots (snapshot.go) carry the whole retained history, the leases and the auth
-// state. Store.SnapshotView freezes the store at its applied index in time
-// proportional to its key count, and the view is then written out while Apply goes
-// on; the format copies the value log whole, so writing one costs sequential reads
-// rather than a read per value.
+// Snapshots (snapshot.go, engine_snapshot.go) are every record of the engine, read
+// from a pebble snapshot taken at an applied index while Apply goes on, written as
+// a stream of CRC-checked chunks of about 1 MiB (Store.WriteSnapshot,
+// SnapshotView.WriteTo); Store.RestoreFrom writes one back a chunk at a time, so
+// neither end holds more than a chunk. An engine whose restore was cut off is
+// refused at OpenStore. Store.Restore also imports the full-state snapshot format
+// of the previous release (formats 1 to 5), so old data dirs upgrade. A
+// SnapshotView also serves backups and hashes (EachKey, export.go), and
+// Store.Import builds a store from such an export.
 //
-// The store is moving onto an embedded engine, pebble (engine*.go, issue 13): an
-// MVCC key space with the history, leases, txns, range reads and snapshots as a
-// stream of chunks, each checked against this package's in-memory store by
-// randomized tests. The Store does not use it yet; ARCHITECTURE.md says what
-// remains.
+// The engine's randomized tests (engine_test.go) check it against a small
+// test-only reference store (ref_test.go); the semantics tests (store_test.go,
+// txn_test.go, range_test.go, ...) check the Store itself.
 package kv

@@ -14,10 +14,11 @@ import (
 )
 
 // engine is the MVCC key space of the store on pebble (issue 13): every version of
-// every key, the history by revision, and the revision, compaction revision and
-// applied index, in one database (key layout: engine_keys.go). It replaces the
-// in-memory index (btree.go, index.go) and the value log (values.go): memory is the
-// block cache and the memtables, sized by engineConfig, whatever the data.
+// every key, the history by revision, leases, sessions, proposals, auth, server
+// records, and the revision, compaction revision, applied index and term, in one
+// database (key layout: engine_keys.go). Its memory is the block cache and the
+// memtables, sized by engineConfig, whatever the data, plus the bounded
+// newestCache.
 //
 // Durability: every apply is one pebble batch that also records the applied index,
 // committed without the engine's own WAL and without a sync. The raft log is the
@@ -25,11 +26,12 @@ import (
 // batches only), and the member replays the log from the applied index it finds.
 // So the log may be truncated only up to an index that flush has made durable.
 //
-// The engine is used under the Store's lock as the in-memory state was: one
-// writer at a time (an engineWrite is not safe for concurrent use), and reads
-// concurrent with each other and with the writer, each from its own iterator,
-// which sees a consistent state. The mirrored meta fields (rev, compactRev,
-// appliedIndex) are read and written under that lock.
+// The engine is used under the Store's lock: one writer at a time (an
+// engineWrite is not safe for concurrent use, and the engine reuses one), and
+// reads concurrent with each other and with the writer, each from its own
+// iterator or pebble snapshot, which sees a consistent state. The mirrored meta
+// fields (rev, compactRev, appliedIndex, ...) are read and written under that
+// lock, and published only after their batch commits.
 type engine struct {
 	db  *pebble.DB
 	dir string
@@ -42,8 +44,9 @@ type engine struct {
 	appliedIndex, appliedTerm uint64
 	// term is the term the next commit records.
 	term uint64
-	// keys counts the keys with at least one version record (Sizes).
-	keys int64
+	// keys counts the keys with at least one version record, and live the bytes
+	// of the version and change records (Sizes).
+	keys, live int64
 	// unflushed counts the bytes of the batches committed since the last flush
 	// (Sizes), at most what the memtables hold.
 	unflushed int64
@@ -52,6 +55,8 @@ type engine struct {
 	// bg holds the first error of pebble's background work (a flush or a
 	// compaction that failed, on a full disk say).
 	bg *backgroundError
+	// w is the write the engine reuses, one entry after another.
+	w engineWrite
 }
 
 // backgroundError is the first error pebble reported from its background work.
@@ -282,7 +287,7 @@ func (e *engine) loadMeta() error {
 		return err
 	}
 	if format == nil {
-		e.rev, e.compactRev, e.appliedIndex, e.appliedTerm, e.term, e.keys = 1, -1, 0, 0, 0, 0
+		e.rev, e.compactRev, e.appliedIndex, e.appliedTerm, e.term, e.keys, e.live = 1, -1, 0, 0, 0, 0, 0
 		b := e.db.NewBatch()
 		defer b.Close()
 		_ = b.Set(metaFormat, binary.AppendUvarint(nil, engineFormat), nil)
@@ -300,7 +305,7 @@ func (e *engine) loadMeta() error {
 	if err != nil {
 		return err
 	}
-	var fields [5]int64
+	var fields [6]int64
 	rest := pos
 	for i := range fields {
 		v, n := binary.Varint(rest)
@@ -312,11 +317,12 @@ func (e *engine) loadMeta() error {
 	if len(rest) != 0 {
 		return fmt.Errorf("%w: engine in %q: meta record %q is %x", ErrCorruptEngine, e.dir, metaPosition, pos)
 	}
-	applied, rev, compactRev, term, keys := fields[0], fields[1], fields[2], fields[3], fields[4]
-	if applied < 0 || rev < 1 || compactRev < -1 || compactRev > rev || term < 0 || keys < 0 {
-		return fmt.Errorf("%w: engine in %q: applied index %d, revision %d, compaction revision %d, term %d, %d keys are inconsistent",
-			ErrCorruptEngine, e.dir, applied, rev, compactRev, term, keys)
+	applied, rev, compactRev, term, keys, live := fields[0], fields[1], fields[2], fields[3], fields[4], fields[5]
+	if applied < 0 || rev < 1 || compactRev < -1 || compactRev > rev || term < 0 || keys < 0 || live < 0 {
+		return fmt.Errorf("%w: engine in %q: applied index %d, revision %d, compaction revision %d, term %d, %d keys, %d live bytes are inconsistent",
+			ErrCorruptEngine, e.dir, applied, rev, compactRev, term, keys, live)
 	}
+	e.live = live
 	e.appliedIndex, e.rev, e.compactRev = uint64(applied), rev, compactRev
 	e.appliedTerm, e.term, e.keys = uint64(term), uint64(term), keys
 	return nil
@@ -336,12 +342,13 @@ func (e *engine) getMeta(name []byte) ([]byte, error) {
 
 // setMeta writes the mirrored meta fields into b.
 func (e *engine) setMeta(b *pebble.Batch) {
-	var buf [5 * binary.MaxVarintLen64]byte
+	var buf [6 * binary.MaxVarintLen64]byte
 	v := binary.AppendVarint(buf[:0], int64(e.appliedIndex))
 	v = binary.AppendVarint(v, e.rev)
 	v = binary.AppendVarint(v, e.compactRev)
 	v = binary.AppendVarint(v, int64(e.appliedTerm))
 	v = binary.AppendVarint(v, e.keys)
+	v = binary.AppendVarint(v, e.live)
 	_ = b.Set(metaPosition, v, nil)
 }
 
@@ -392,17 +399,97 @@ type engineWrite struct {
 	compactRev int64
 	compacts   bool
 	// pending holds the newest version of each key the write changed, for the
-	// engine's newestCache once the batch commits.
-	pending map[string]newestVersion
-	// keys is the change the write makes to the engine's key count.
-	keys int64
-	buf  []byte
+	// engine's newestCache once the batch commits (pendingVersions).
+	pending pendingVersions
+	// keys and live are the changes the write makes to the engine's key count
+	// and live bytes.
+	keys, live int64
+	// buf, keyBuf and changeBuf are scratch for the records' bytes, which the
+	// batch copies.
+	buf, keyBuf, changeBuf []byte
+	// inUse says the write has begun and not ended (the engine reuses one).
+	inUse bool
+}
+
+// pendingVersions maps the keys a write changed to their newest version: a
+// slice while few (a put changes one key), a map once many.
+type pendingVersions struct {
+	keys  [][]byte
+	vers  []newestVersion
+	byKey map[string]int
+}
+
+const pendingMapAfter = 16
+
+func (p *pendingVersions) get(key []byte) (newestVersion, bool) {
+	if p.byKey != nil {
+		i, ok := p.byKey[string(key)]
+		if !ok {
+			return newestVersion{}, false
+		}
+		return p.vers[i], true
+	}
+	for i := len(p.keys) - 1; i >= 0; i-- {
+		if bytes.Equal(p.keys[i], key) {
+			return p.vers[i], true
+		}
+	}
+	return newestVersion{}, false
+}
+
+func (p *pendingVersions) put(key []byte, v newestVersion) {
+	if p.byKey != nil {
+		if i, ok := p.byKey[string(key)]; ok {
+			p.vers[i] = v
+			return
+		}
+	} else {
+		for i := range p.keys {
+			if bytes.Equal(p.keys[i], key) {
+				p.vers[i] = v
+				return
+			}
+		}
+	}
+	p.keys = append(p.keys, bytes.Clone(key))
+	p.vers = append(p.vers, v)
+	if p.byKey == nil && len(p.keys) > pendingMapAfter {
+		p.byKey = make(map[string]int, 2*len(p.keys))
+		for i, k := range p.keys {
+			p.byKey[string(k)] = i
+		}
+	} else if p.byKey != nil {
+		p.byKey[string(key)] = len(p.keys) - 1
+	}
+}
+
+func (p *pendingVersions) reset() {
+	clear(p.keys) // the keys are the write's own copies: let them go
+	p.keys, p.vers, p.byKey = p.keys[:0], p.vers[:0], nil
+}
+
+// begin starts a write on b, reusing the engine's write when it is free.
+func (e *engine) begin(b *pebble.Batch, blind bool) *engineWrite {
+	w := &e.w
+	if w.inUse {
+		w = &engineWrite{}
+	}
+	w.pending.reset()
+	*w = engineWrite{e: e, b: b, beginRev: e.rev, blind: blind, inUse: true,
+		pending: w.pending, buf: w.buf[:0], keyBuf: w.keyBuf[:0], changeBuf: w.changeBuf[:0]}
+	return w
+}
+
+// end ends the write, whose batch is closed.
+func (w *engineWrite) end() {
+	w.b = nil
+	w.inUse = false
 }
 
 // beginWrite starts the batch of one entry, for a command that may read after it
 // has written (a Txn): reads through it see its writes.
 func (e *engine) beginWrite() *engineWrite {
-	return &engineWrite{e: e, b: e.db.NewIndexedBatch(), beginRev: e.rev}
+	return e.begin(e.db.NewIndexedBatch(), false)
 }
 
 // beginBlindWrite starts the batch of one entry for a command that reads nothing
@@ -410,7 +497,7 @@ func (e *engine) beginWrite() *engineWrite {
 // the database, and the batch needs no index, which makes a put about twice as
 // cheap (BenchmarkEnginePut).
 func (e *engine) beginBlindWrite() *engineWrite {
-	return &engineWrite{e: e, b: e.db.NewBatch(), beginRev: e.rev, blind: true}
+	return e.begin(e.db.NewBatch(), true)
 }
 
 // reader is what the write's reads see.
@@ -442,7 +529,7 @@ func (w *engineWrite) get(key []byte, rev int64, withValue bool) (KeyValue, bool
 // its value: from the write's own changes, the engine's cache of newest versions,
 // or one seek (whose answer then goes into the cache).
 func (w *engineWrite) newest(key []byte) (versionRecord, bool, error) {
-	if m, ok := w.pending[string(key)]; ok {
+	if m, ok := w.pending.get(key); ok {
 		return m.record(), !m.absent, nil
 	}
 	if m, ok := w.e.newestCache.get(key); ok {
@@ -512,25 +599,28 @@ func (w *engineWrite) record(key []byte, rec *versionRecord) {
 		panic(fmt.Sprintf("kv: more than 2^32-1 changes at revision %d", rev))
 	}
 	w.buf = rec.appendTo(w.buf[:0])
-	_ = w.b.Set(versionKey(nil, key, rev, w.sub), w.buf, nil)
-	if w.pending == nil {
-		w.pending = map[string]newestVersion{}
-	}
-	w.pending[string(key)] = newestOf(*rec, true)
+	w.keyBuf = versionKey(w.keyBuf[:0], key, rev, w.sub)
+	_ = w.b.Set(w.keyBuf, w.buf, nil)
+	w.live += int64(len(w.keyBuf) + len(w.buf))
+	w.pending.put(key, newestOf(*rec, true))
 	kind := byte(recordPut)
 	if rec.tombstone {
 		kind = recordTombstone
 	}
-	_ = w.b.Set(changeKey(rev, w.sub), append([]byte{kind}, key...), nil)
+	w.keyBuf = appendChangeKey(w.keyBuf[:0], rev, w.sub)
+	w.changeBuf = append(append(w.changeBuf[:0], kind), key...)
+	_ = w.b.Set(w.keyBuf, w.changeBuf, nil)
+	w.live += int64(len(w.keyBuf) + len(w.changeBuf))
 	w.sub++
 }
 
 // commit writes the batch with the entry's index, without a sync, and publishes
 // the revision. Committing and aborting end the write.
 func (w *engineWrite) commit(appliedIndex uint64) error {
+	defer w.end()
 	defer w.b.Close()
 	e := w.e
-	rev, compactRev, applied, term, keys := e.rev, e.compactRev, e.appliedIndex, e.appliedTerm, e.keys
+	rev, compactRev, applied, term, keys, live := e.rev, e.compactRev, e.appliedIndex, e.appliedTerm, e.keys, e.live
 	if w.sub > 0 {
 		e.rev = w.beginRev + 1
 	}
@@ -539,20 +629,24 @@ func (w *engineWrite) commit(appliedIndex uint64) error {
 	}
 	e.appliedIndex, e.appliedTerm = appliedIndex, e.term
 	e.keys += w.keys
+	e.live += w.live
 	e.setMeta(w.b)
 	if err := w.b.Commit(pebble.NoSync); err != nil {
-		e.rev, e.compactRev, e.appliedIndex, e.appliedTerm, e.keys = rev, compactRev, applied, term, keys
+		e.rev, e.compactRev, e.appliedIndex, e.appliedTerm, e.keys, e.live = rev, compactRev, applied, term, keys, live
 		return fmt.Errorf("kv: committing entry %d to the storage engine in %q: %w", appliedIndex, e.dir, err)
 	}
 	e.unflushed += int64(w.b.Len())
-	for k, m := range w.pending {
-		e.newestCache.put([]byte(k), m)
+	for i, k := range w.pending.keys {
+		e.newestCache.put(k, w.pending.vers[i])
 	}
 	return nil
 }
 
 // abort drops the batch.
-func (w *engineWrite) abort() { _ = w.b.Close() }
+func (w *engineWrite) abort() {
+	_ = w.b.Close()
+	w.end()
+}
 
 // get returns key as it was at rev.
 func (e *engine) get(key []byte, rev int64, withValue bool) (KeyValue, bool, error) {
@@ -561,12 +655,23 @@ func (e *engine) get(key []byte, rev int64, withValue bool) (KeyValue, bool, err
 
 // engineGet reads key's newest version at or below rev from r.
 func engineGet(r pebble.Reader, key []byte, rev int64, withValue bool) (KeyValue, bool, error) {
-	it, err := r.NewIter(&pebble.IterOptions{UpperBound: prefixEnd(versionPrefix(nil, key))})
+	if v, ok := r.(*iterView); ok {
+		// A read's own iterator: seek it rather than open another.
+		return engineGetIter(v.base, key, rev, withValue)
+	}
+	// No bounds: SeekPrefixGE stays within the key's versions.
+	it, err := r.NewIter(nil)
 	if err != nil {
 		return KeyValue{}, false, err
 	}
 	defer it.Close()
-	if !it.SeekPrefixGE(versionSeekKey(nil, key, rev)) {
+	return engineGetIter(it, key, rev, withValue)
+}
+
+// engineGetIter reads key's newest version at or below rev with it.
+func engineGetIter(it *pebble.Iterator, key []byte, rev int64, withValue bool) (KeyValue, bool, error) {
+	var seek [64]byte
+	if !it.SeekPrefixGE(versionSeekKey(seek[:0], key, rev)) {
 		return KeyValue{}, false, it.Error()
 	}
 	_, modRev, _ := splitVersionKey(it.Key())
@@ -579,12 +684,15 @@ func engineGet(r pebble.Reader, key []byte, rev int64, withValue bool) (KeyValue
 
 // newestRecord reads key's newest version record at or below rev from r.
 func newestRecord(r pebble.Reader, key []byte, rev int64) (versionRecord, bool, error) {
-	it, err := r.NewIter(&pebble.IterOptions{UpperBound: prefixEnd(versionPrefix(nil, key))})
+	// No bounds: SeekPrefixGE stays within the key's versions (the comparer's
+	// Split), and bounds would cost an allocation per put.
+	it, err := r.NewIter(nil)
 	if err != nil {
 		return versionRecord{}, false, err
 	}
 	defer it.Close()
-	if !it.SeekPrefixGE(versionSeekKey(nil, key, rev)) {
+	var seek [64]byte
+	if !it.SeekPrefixGE(versionSeekKey(seek[:0], key, rev)) {
 		return versionRecord{}, false, it.Error()
 	}
 	rec, err := decodeVersionRecord(it.Value())
@@ -757,17 +865,16 @@ func (w *engineWrite) compact(rev int64) error {
 			from := bytes.Clone(it.Key())
 			if rec.tombstone {
 				_ = b.DeleteRange(from, end, nil)
+				w.live -= recordBytesTo(it, end)
 				if bytes.Equal(from, first) {
 					// The key's newest record goes: the key is gone.
 					w.keys--
-					if w.pending == nil {
-						w.pending = map[string]newestVersion{}
-					}
-					w.pending[string(unescapeKey(prefix))] = newestVersion{tombstone: true, absent: true}
+					w.pending.put(unescapeKey(prefix), newestVersion{tombstone: true, absent: true})
 				}
 			} else if it.Next() && bytes.HasPrefix(it.Key(), prefix) {
 				// Older versions than the one visible at rev: they go.
 				_ = b.DeleteRange(it.Key(), end, nil)
+				w.live -= recordBytesTo(it, end)
 			}
 		}
 		valid = it.SeekGE(end)
@@ -775,9 +882,29 @@ func (w *engineWrite) compact(rev int64) error {
 	if err := it.Close(); err != nil {
 		return err
 	}
+	history, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte{engineChangePrefix}, UpperBound: changeKey(rev, 0)})
+	if err != nil {
+		return err
+	}
+	history.First()
+	w.live -= recordBytesTo(history, nil)
+	if err := history.Close(); err != nil {
+		return err
+	}
 	_ = b.DeleteRange([]byte{engineChangePrefix}, changeKey(rev, 0), nil)
 	w.compactRev, w.compacts = rev, true
 	return nil
+}
+
+// recordBytesTo returns the bytes of the records from it's position up to end
+// (the iterator's bound if nil), which compaction drops: it reads what it counts,
+// as etcd's compaction does.
+func recordBytesTo(it *pebble.Iterator, end []byte) int64 {
+	var n int64
+	for valid := it.Valid(); valid && (end == nil || bytes.Compare(it.Key(), end) < 0); valid = it.Next() {
+		n += int64(len(it.Key()) + len(it.Value()))
+	}
+	return n
 }
 
 // advance records an entry that changes nothing in the engine (a no-op, or a

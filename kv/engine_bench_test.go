@@ -17,8 +17,12 @@ import (
 // benchEngine returns an engine holding benchKeys keys with 100-byte values, its
 // memtable flushed so that reads come from the engine's files and block cache.
 func benchEngine(b *testing.B) *engine {
+	return benchEngineWith(b, engineConfig{})
+}
+
+func benchEngineWith(b *testing.B, cfg engineConfig) *engine {
 	b.Helper()
-	e, err := openEngine(b.TempDir(), engineConfig{})
+	e, err := openEngine(b.TempDir(), cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -40,7 +44,17 @@ func benchEngine(b *testing.B) *engine {
 }
 
 func BenchmarkEnginePut(b *testing.B) {
-	e := benchEngine(b)
+	benchEnginePut(b, benchEngine(b))
+}
+
+// BenchmarkEnginePutCached is BenchmarkEnginePut with a newestCache that holds
+// every key, so that no put seeks for its key's previous version: the
+// difference is what the seeks of BenchmarkEnginePut's misses cost.
+func BenchmarkEnginePutCached(b *testing.B) {
+	benchEnginePut(b, benchEngineWith(b, engineConfig{NewestCacheKeys: 2 * benchKeys}))
+}
+
+func benchEnginePut(b *testing.B, e *engine) {
 	rng := rand.New(rand.NewPCG(1, 1))
 	value := make([]byte, 100)
 	index := e.appliedIndex

@@ -29,10 +29,15 @@ type importer struct {
 	e   *engine
 	b   *pebble.Batch
 	buf []byte
+	// live counts the bytes of the version and change records (engine.live).
+	live int64
 }
 
 func (im *importer) set(k, v []byte) error {
 	_ = im.b.Set(k, v, nil)
+	if k[0] == engineVersionPrefix || k[0] == engineChangePrefix {
+		im.live += int64(len(k) + len(v))
+	}
 	if im.b.Len() >= engineSnapshotChunkBytes {
 		return im.commit()
 	}
@@ -224,7 +229,7 @@ func (e *engine) importState(st importedState, next func() (*KeyHistory, error))
 			}
 		}
 	}
-	e.rev, e.compactRev, e.appliedIndex, e.appliedTerm, e.keys = hdr.Revision, hdr.CompactRevision, hdr.AppliedIndex, e.term, keys
+	e.rev, e.compactRev, e.appliedIndex, e.appliedTerm, e.keys, e.live = hdr.Revision, hdr.CompactRevision, hdr.AppliedIndex, e.term, keys, im.live
 	_ = im.b.Set(metaFormat, binary.AppendUvarint(nil, engineFormat), nil)
 	e.setMeta(im.b)
 	_ = im.b.Delete(metaRestoring, nil)

@@ -28,14 +28,25 @@ import (
 // user keys and a point read (SeekPrefixGE) skips every file that lacks the key.
 // Bytewise order agrees with prefix-then-suffix order because no escaped user key
 // with its terminator is a prefix of another's.
+//
+// Split treats a key as a version key only if its user key's terminator stands
+// right before the revision suffix, so that bounds and seek keys (a user key's
+// start, prefixEnd) are whole prefixes, and comparing any two keys bytewise
+// agrees with comparing their prefixes, then their suffixes, as pebble requires
+// (its invariant builds, under -race, check it). For the same reason the
+// Separator and Successor that shorten the keys of index blocks return their key
+// unchanged: a shortened version key would no longer split where it should.
 var engineComparer = func() *pebble.Comparer {
 	c := *pebble.DefaultComparer
 	c.Split = func(k []byte) int {
-		if len(k) >= 1+2+engineRevSuffixLen && k[0] == engineVersionPrefix {
-			return len(k) - engineRevSuffixLen
+		n := len(k) - engineRevSuffixLen
+		if n >= 3 && k[0] == engineVersionPrefix && k[n-2] == 0x00 && k[n-1] == 0x01 {
+			return n
 		}
 		return len(k)
 	}
+	c.Separator = func(dst, a, _ []byte) []byte { return append(dst, a...) }
+	c.Successor = func(dst, a []byte) []byte { return append(dst, a...) }
 	c.Name = "raftkv.engine.v1"
 	return &c
 }()
@@ -128,10 +139,14 @@ func unescapeKey(prefix []byte) []byte {
 
 // changeKey returns the history key of the change at (rev, sub).
 func changeKey(rev int64, sub uint32) []byte {
-	k := make([]byte, 0, 13)
-	k = append(k, engineChangePrefix)
-	k = binary.BigEndian.AppendUint64(k, uint64(rev))
-	return binary.BigEndian.AppendUint32(k, sub)
+	return appendChangeKey(make([]byte, 0, 13), rev, sub)
+}
+
+// appendChangeKey appends the history key of the change at (rev, sub) to dst.
+func appendChangeKey(dst []byte, rev int64, sub uint32) []byte {
+	dst = append(dst, engineChangePrefix)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(rev))
+	return binary.BigEndian.AppendUint32(dst, sub)
 }
 
 // versionRecord is the value of a version record: a put's key-value, or a

@@ -150,7 +150,7 @@ func (w *engineWrite) leaseRevoke(r *LeaseRevokeRequest) (*LeaseRevokeResponse, 
 	return &LeaseRevokeResponse{Header: ResponseHeader{Revision: w.readRev()}, ID: r.ID}, nil
 }
 
-// putRequest mirrors writeTxn.put: it reads the previous key only when a flag
+// putRequest is etcd's put: it reads the previous key only when a flag
 // needs it, and checks the lease as etcd's checkLease does. Validation (checkPut)
 // has already run.
 func (w *engineWrite) putRequest(p *PutRequest) (*PutResponse, error) {
@@ -187,7 +187,7 @@ func (w *engineWrite) putRequest(p *PutRequest) (*PutResponse, error) {
 	return resp, err
 }
 
-// deleteRangeRequest mirrors writeTxn.deleteRange: PrevKvs are read before the
+// deleteRangeRequest is etcd's DeleteRange: PrevKvs are read before the
 // delete, and the header revision is the write's only if it changed something.
 func (w *engineWrite) deleteRangeRequest(d *DeleteRangeRequest) (*DeleteRangeResponse, error) {
 	resp := &DeleteRangeResponse{}

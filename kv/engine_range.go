@@ -7,13 +7,13 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// Range reads over the engine, with etcd's semantics as state.rangeAt has them
-// (range.go): the same checks, and the same end (finishRange) once the keys are
-// collected. Only the collecting differs: keys come from one iterator pass over
-// their versions, and values are copied out of it for the keys kept when the
-// response is in key order, or read again by one seek each after sorting and
-// cutting otherwise, so that a sorted or filtered range holds no value it will
-// not return.
+// Range reads over the engine, with etcd's semantics (etcd's executeRange): the
+// checks, then the keys collected in one iterator pass over their versions, then
+// the end every range shares (finishRange, range.go). Values are copied out of
+// the pass for the keys kept when the response is in key order (up to
+// eagerValueBytes), or read again by one seek each after sorting, cutting and
+// charging the budget otherwise, so that a sorted, filtered or refused range holds
+// no value it will not return.
 
 // rangeLimited answers r at the engine's current revision, with the response's
 // key-values bounded to maxResponseBytes (none if 0 or less), as
@@ -25,9 +25,9 @@ func (e *engine) rangeLimited(r *RangeRequest, maxResponseBytes int64) (*RangeRe
 	return engineRangeAt(e.db, r, e.rev, e.compactRev, newBudget(maxResponseBytes))
 }
 
-// engineReadFailed panics with a failed engine read: like a failed read of the
-// value file before it, the store cannot answer without its data, and a restart
-// reopens the engine.
+// engineReadFailed panics with a failed engine read (a damaged file): the store
+// cannot answer without its data, and a restart reopens the engine, which checks
+// its files. Writes that fail stop the store with ErrEngineFailed instead.
 func engineReadFailed(what string, err error) {
 	panic(fmt.Sprintf("kv: reading %s from the storage engine: %v", what, err))
 }

@@ -75,11 +75,14 @@ func TestEngineKeyOrder(t *testing.T) {
 	}
 }
 
-// engineModel drives the engine and the in-memory store with the same commands.
+// engineModel drives the engine and the reference store (ref_test.go) with the
+// same commands; the session and proposal tests drive a Store beside the engine
+// instead, to compare the tables each rebuilds.
 type engineModel struct {
 	t     *testing.T
 	rng   *rand.Rand
 	e     *engine
+	ref   *refStore
 	s     *Store
 	index uint64
 	// lastKey is the key of the last put drawn: compares favour it, as they
@@ -102,19 +105,28 @@ func (m *engineModel) beginWrite() *engineWrite {
 	return m.e.beginWrite()
 }
 
+// revisions returns the revision and the compaction revision of what the model
+// compares the engine with.
+func (m *engineModel) revisions() (rev, compactRev int64) {
+	if m.ref != nil {
+		return m.ref.rev, m.ref.compactRev
+	}
+	return m.s.Revision(), m.s.CompactRevision()
+}
+
 // step applies one random command to both and fails the test if they disagree
 // on its outcome.
 func (m *engineModel) step() {
 	m.index++
 	cmd := m.randomCommand()
-	res := m.s.ApplyCommand(m.index, cmd)
+	res := m.ref.apply(m.index, cmd)
 	got := m.applyToEngine(cmd)
 	if g, w := formatResult(got), formatResult(res); g != w {
-		m.t.Fatalf("index %d: %s:\nengine %s\nstore  %s", m.index, formatCommand(cmd), g, w)
+		m.t.Fatalf("index %d: %s:\nengine %s\nref    %s", m.index, formatCommand(cmd), g, w)
 	}
-	if m.e.rev != m.s.Revision() || m.e.compactRev != m.s.CompactRevision() || m.e.appliedIndex != m.s.AppliedIndex() {
-		m.t.Fatalf("index %d: engine at rev %d compact %d applied %d, store at %d %d %d", m.index,
-			m.e.rev, m.e.compactRev, m.e.appliedIndex, m.s.Revision(), m.s.CompactRevision(), m.s.AppliedIndex())
+	if m.e.rev != m.ref.rev || m.e.compactRev != m.ref.compactRev || m.e.appliedIndex != m.ref.applied {
+		m.t.Fatalf("index %d: engine at rev %d compact %d applied %d, ref at %d %d %d", m.index,
+			m.e.rev, m.e.compactRev, m.e.appliedIndex, m.ref.rev, m.ref.compactRev, m.ref.applied)
 	}
 }
 
@@ -146,7 +158,8 @@ func (m *engineModel) randomCommand() *Command {
 		}
 		return &Command{DeleteRange: d}
 	case op < 80:
-		rev := m.s.CompactRevision() + 1 + m.rng.Int64N(max(1, m.s.Revision()-m.s.CompactRevision()+1))
+		cur, compacted := m.revisions()
+		rev := compacted + 1 + m.rng.Int64N(max(1, cur-compacted+1))
 		return &Command{Compact: &CompactionRequest{Revision: rev}}
 	case op < 88:
 		return &Command{Txn: m.randomTxn(2)}
@@ -176,13 +189,14 @@ func (m *engineModel) randomTxn(depth int) *TxnRequest {
 		if m.rng.IntN(4) == 0 {
 			c.RangeEnd = m.key()
 		}
+		cur, _ := m.revisions()
 		switch c.Target {
 		case CompareVersion:
 			c.Version = m.rng.Int64N(3)
 		case CompareCreate:
-			c.CreateRevision = m.s.Revision() - m.rng.Int64N(3)
+			c.CreateRevision = cur - m.rng.Int64N(3)
 		case CompareMod:
-			c.ModRevision = m.s.Revision() - m.rng.Int64N(3)
+			c.ModRevision = cur - m.rng.Int64N(3)
 		case CompareValue:
 			c.Value = fmt.Appendf(nil, "v%d", int64(m.index)-1-m.rng.Int64N(3))
 		case CompareLease:
@@ -311,21 +325,20 @@ func formatResult(r Result) string {
 	return b.String()
 }
 
-// checkReads compares ranges at every readable revision and the history.
+// checkReads compares ranges at every readable revision, the leases, the
+// version records compaction retains, and the history with the reference.
 func (m *engineModel) checkReads(e *engine) {
 	m.t.Helper()
-	for rev := max(1, m.s.CompactRevision()); rev <= m.s.Revision(); rev++ {
+	ref := m.ref
+	for rev := max(1, ref.compactRev); rev <= ref.rev; rev++ {
 		for _, r := range []struct{ key, end []byte }{{[]byte{0}, []byte{0}}, {[]byte("k1"), nil}, {[]byte("k1"), []byte("k2")}, {[]byte("k2\x00"), []byte("k3")}} {
-			want, err := m.s.Range(&RangeRequest{Key: r.key, RangeEnd: r.end, Revision: rev})
-			if err != nil {
-				m.t.Fatalf("store range at %d: %v", rev, err)
-			}
+			want := ref.rangeAt(r.key, r.end, rev)
 			var got []KeyValue
 			if err := e.scan(r.key, r.end, rev, true, func(kv KeyValue) bool { got = append(got, kv); return true }); err != nil {
 				m.t.Fatalf("engine scan at %d: %v", rev, err)
 			}
-			if fmt.Sprint(got) != fmt.Sprint(want.Kvs) {
-				m.t.Fatalf("index %d: range [%q, %q) at %d:\nengine %v\nstore  %v", m.index, r.key, r.end, rev, got, want.Kvs)
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				m.t.Fatalf("index %d: range [%q, %q) at %d:\nengine %v\nref    %v", m.index, r.key, r.end, rev, got, want)
 			}
 		}
 	}
@@ -333,66 +346,48 @@ func (m *engineModel) checkReads(e *engine) {
 	if err != nil {
 		m.t.Fatal(err)
 	}
-	if fmt.Sprint(leases) != fmt.Sprint(m.s.Leases()) {
-		m.t.Fatalf("index %d: leases:\nengine %v\nstore  %v", m.index, leases, m.s.Leases())
+	if fmt.Sprint(leases) != fmt.Sprint(ref.leaseList()) {
+		m.t.Fatalf("index %d: leases:\nengine %v\nref    %v", m.index, leases, ref.leaseList())
 	}
 	for id := int64(1); id <= 3; id++ {
 		keys, err := e.leaseKeys(id)
 		if err != nil {
 			m.t.Fatal(err)
 		}
-		if fmt.Sprintf("%q", keys) != fmt.Sprintf("%q", m.s.LeaseKeys(id)) {
-			m.t.Fatalf("index %d: keys of lease %d:\nengine %q\nstore  %q", m.index, id, keys, m.s.LeaseKeys(id))
+		want := ref.leaseKeys(id)
+		if _, ok := ref.leases[id]; !ok {
+			want = nil
+		}
+		if fmt.Sprintf("%q", keys) != fmt.Sprintf("%q", want) {
+			m.t.Fatalf("index %d: keys of lease %d:\nengine %q\nref    %q", m.index, id, keys, want)
 		}
 	}
-	// Compaction must drop history, not only hide it: the engine holds one record
-	// per put and tombstone that the store's index retains.
-	wantRecords, gotRecords := countVersionRecords(m.t, m.s.mu.st.e), countVersionRecords(m.t, e)
-	if gotRecords != wantRecords {
-		m.t.Fatalf("index %d: the engine holds %d version records, the store's index %d", m.index, gotRecords, wantRecords)
+	// Compaction must drop history, not only hide it.
+	if got, want := countVersionRecords(m.t, e), ref.retainedRecords(); got != want {
+		m.t.Fatalf("index %d: the engine holds %d version records, the reference retains %d", m.index, got, want)
 	}
-	from := max(m.s.CompactRevision()+1, 2)
-	want, err := m.s.Events(&EventsRequest{FromRevision: from})
-	if err != nil {
-		m.t.Fatalf("store events from %d: %v", from, err)
+	if got, want := e.keys, int64(len(ref.retainedKeys())); got != want {
+		m.t.Fatalf("index %d: the engine counts %d keys, the reference retains %d", m.index, got, want)
 	}
-	var got []Event
-	err = e.changes(from, m.s.Revision(), func(c engineChange) bool {
-		if c.deleted {
-			got = append(got, Event{Type: EventDelete, Kv: KeyValue{Key: c.key, ModRevision: c.rev}})
-			return true
-		}
-		rec, ok, err := e.version(c.key, c.rev, c.sub)
-		if err != nil {
-			m.t.Fatal(err)
-		}
-		if ok {
-			got = append(got, Event{Type: EventPut, Kv: rec.keyValue(c.key, c.rev, true)})
-		}
-		return true
-	})
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	if fmt.Sprint(got) != fmt.Sprint(want.Events) {
-		m.t.Fatalf("index %d: events from %d:\nengine %v\nstore  %v", m.index, from, got, want.Events)
+	checkLiveBytes(m.t, e)
+	from := max(ref.compactRev, 1)
+	got, gotErr := e.events(&EventsRequest{FromRevision: from, PrevKv: true})
+	want, wantErr := ref.events(&EventsRequest{FromRevision: from, PrevKv: true})
+	if g, w := formatEvents(got, gotErr), formatEvents(want, wantErr); g != w {
+		m.t.Fatalf("index %d: events from %d:\nengine %s\nref    %s", m.index, from, g, w)
 	}
 }
 
-// TestEngineMatchesStore applies the same random puts, deletes and compactions to
-// the engine and to the in-memory store, and checks that every range at every
-// readable revision, and the history, agree after each command.
+// TestEngineMatchesStore applies the same random puts, deletes, txns, lease
+// commands and compactions to the engine and to the reference store
+// (ref_test.go), and checks that every range at every readable revision, the
+// leases, the records retained and the history agree after each command.
 func TestEngineMatchesStore(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("seed %d (replay: set seed in TestEngineMatchesStore)", seed)
-	s, err := NewStore(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	e := openTestEngine(t, t.TempDir(), nil)
 	defer e.close()
-	m := &engineModel{t: t, rng: rand.New(rand.NewPCG(seed, 1)), e: e, s: s}
+	m := &engineModel{t: t, rng: rand.New(rand.NewPCG(seed, 1)), e: e, ref: newRefStore()}
 	for range 400 {
 		m.step()
 		m.checkReads(e)
@@ -414,19 +409,15 @@ func TestEngineCrashKeepsFlushedState(t *testing.T) {
 	// commands draws the same ones.
 	flushRng := rand.New(rand.NewPCG(seed, 3))
 	var lastFlushed uint64
-	replay := func(upTo uint64, seedCopy uint64) *Store {
-		s, err := NewStore(Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		rm := &engineModel{t: t, rng: rand.New(rand.NewPCG(seedCopy, 2)), e: openTestEngine(t, "replay", vfs.NewMem()), s: s}
+	replay := func(upTo uint64, seedCopy uint64) *refStore {
+		rm := &engineModel{t: t, rng: rand.New(rand.NewPCG(seedCopy, 2)), e: openTestEngine(t, "replay", vfs.NewMem()), ref: newRefStore()}
 		defer rm.e.close()
 		for rm.index < upTo {
 			rm.step()
 		}
-		return s
+		return rm.ref
 	}
-	m.s, _ = NewStore(Config{})
+	m.ref = newRefStore()
 	for i := range 120 {
 		m.step()
 		if flushRng.IntN(8) == 0 {
@@ -448,9 +439,8 @@ func TestEngineCrashKeepsFlushedState(t *testing.T) {
 		}
 		// The state at the flushed index, rebuilt by replaying the same commands.
 		want := replay(lastFlushed, seed)
-		check := &engineModel{t: t, s: want, index: lastFlushed}
+		check := &engineModel{t: t, ref: want, index: lastFlushed}
 		check.checkReads(crashed)
-		want.Close()
 		if err := crashed.close(); err != nil {
 			t.Fatal(err)
 		}
@@ -493,21 +483,16 @@ func TestEngineRefusesForeignFormat(t *testing.T) {
 func TestEngineSnapshotRestores(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("seed %d (replay: set seed in TestEngineSnapshotRestores)", seed)
-	s, err := NewStore(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	src := openTestEngine(t, t.TempDir(), nil)
 	defer src.close()
-	m := &engineModel{t: t, rng: rand.New(rand.NewPCG(seed, 4)), e: src, s: s}
+	m := &engineModel{t: t, rng: rand.New(rand.NewPCG(seed, 4)), e: src, ref: newRefStore()}
 	for range 300 {
 		m.step()
 	}
 	// A large value, so the stream has several chunks.
 	big := bytes.Repeat([]byte("v"), engineSnapshotChunkBytes+10)
 	m.index++
-	s.ApplyCommand(m.index, &Command{Put: &PutRequest{Key: []byte("big"), Value: big}})
+	m.ref.apply(m.index, &Command{Put: &PutRequest{Key: []byte("big"), Value: big}})
 	w := src.beginWrite()
 	if _, err := w.put([]byte("big"), big, 0); err != nil {
 		t.Fatal(err)
@@ -534,16 +519,15 @@ func TestEngineSnapshotRestores(t *testing.T) {
 	if dst.appliedIndex != atSnapshot {
 		t.Fatalf("restored engine at applied index %d, snapshot taken at %d", dst.appliedIndex, atSnapshot)
 	}
-	want, _ := NewStore(Config{})
-	defer want.Close()
-	replay := &engineModel{t: t, rng: rand.New(rand.NewPCG(seed, 4)), e: openTestEngine(t, t.TempDir(), nil), s: want}
+	want := newRefStore()
+	replay := &engineModel{t: t, rng: rand.New(rand.NewPCG(seed, 4)), e: openTestEngine(t, t.TempDir(), nil), ref: want}
 	for range 300 {
 		replay.step()
 	}
 	replay.index++
-	want.ApplyCommand(replay.index, &Command{Put: &PutRequest{Key: []byte("big"), Value: big}})
+	want.apply(replay.index, &Command{Put: &PutRequest{Key: []byte("big"), Value: big}})
 	replay.e.close()
-	(&engineModel{t: t, s: want, index: atSnapshot}).checkReads(dst)
+	(&engineModel{t: t, ref: want, index: atSnapshot}).checkReads(dst)
 
 	// Damage one byte in the middle: the chunk's CRC catches it.
 	bad := bytes.Clone(stream.Bytes())
@@ -569,7 +553,7 @@ func TestEngineSnapshotRestores(t *testing.T) {
 	if err := again.restore(bytes.NewReader(stream.Bytes()), true); err != nil {
 		t.Fatal(err)
 	}
-	(&engineModel{t: t, s: want, index: atSnapshot}).checkReads(again)
+	(&engineModel{t: t, ref: want, index: atSnapshot}).checkReads(again)
 }
 
 // openTestEngineAllowingRestore opens an engine whose restore was cut off, as a
@@ -600,36 +584,32 @@ func (m *engineModel) randomRange() *RangeRequest {
 	if m.rng.IntN(3) == 0 {
 		r.Limit = m.rng.Int64N(4)
 	}
+	cur, _ := m.revisions()
 	if m.rng.IntN(2) == 0 {
-		r.Revision = m.rng.Int64N(m.s.Revision() + 2)
+		r.Revision = m.rng.Int64N(cur + 2)
 	}
 	r.SortOrder = SortOrder(m.rng.IntN(3))
 	r.SortTarget = SortTarget(m.rng.IntN(5))
 	r.KeysOnly = m.rng.IntN(5) == 0
 	r.CountOnly = m.rng.IntN(8) == 0
 	if m.rng.IntN(4) == 0 {
-		r.MinModRevision = m.rng.Int64N(m.s.Revision() + 1)
+		r.MinModRevision = m.rng.Int64N(cur + 1)
 	}
 	if m.rng.IntN(4) == 0 {
-		r.MaxCreateRevision = m.rng.Int64N(m.s.Revision() + 1)
+		r.MaxCreateRevision = m.rng.Int64N(cur + 1)
 	}
 	return r
 }
 
 // TestEngineRangeMatchesStore checks the engine's range reads, with every option
-// etcd's Range has and a response byte budget, against the store's, as random
-// commands change both.
+// etcd's Range has and a response byte budget, against the reference's, as
+// random commands change both.
 func TestEngineRangeMatchesStore(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("seed %d (replay: set seed in TestEngineRangeMatchesStore)", seed)
-	s, err := NewStore(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	e := openTestEngine(t, t.TempDir(), nil)
 	defer e.close()
-	m := &engineModel{t: t, rng: rand.New(rand.NewPCG(seed, 5)), e: e, s: s}
+	m := &engineModel{t: t, rng: rand.New(rand.NewPCG(seed, 5)), e: e, ref: newRefStore()}
 	compared, tooLarge := 0, 0
 	for range 300 {
 		m.step()
@@ -639,10 +619,14 @@ func TestEngineRangeMatchesStore(t *testing.T) {
 			if m.rng.IntN(3) == 0 {
 				budget = 1 + m.rng.Int64N(60)
 			}
-			want, wantErr := s.RangeLimited(r, budget)
+			var want *RangeResponse
+			wantErr := checkRange(r)
+			if wantErr == nil {
+				want, wantErr = m.ref.rangeRequest(r, m.ref.rev, newBudget(budget))
+			}
 			got, gotErr := e.rangeLimited(r, budget)
 			if fmt.Sprint(got, gotErr) != fmt.Sprint(want, wantErr) {
-				t.Fatalf("index %d: range %+v within %d bytes:\nengine %+v %v\nstore  %+v %v", m.index, r, budget, got, gotErr, want, wantErr)
+				t.Fatalf("index %d: range %+v within %d bytes:\nengine %+v %v\nref    %+v %v", m.index, r, budget, got, gotErr, want, wantErr)
 			}
 			compared++
 			if errors.Is(wantErr, ErrResponseTooLarge) {
@@ -656,29 +640,25 @@ func TestEngineRangeMatchesStore(t *testing.T) {
 }
 
 // TestEngineEventsMatchStore checks the engine's history reads, with key filters,
-// previous values and both limits, against the store's, as random commands change
-// both.
+// previous values and both limits, against the reference's, as random commands
+// change both.
 func TestEngineEventsMatchStore(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("seed %d (replay: set seed in TestEngineEventsMatchStore)", seed)
-	s, err := NewStore(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	e := openTestEngine(t, t.TempDir(), nil)
 	defer e.close()
-	m := &engineModel{t: t, rng: rand.New(rand.NewPCG(seed, 6)), e: e, s: s}
+	ref := newRefStore()
+	m := &engineModel{t: t, rng: rand.New(rand.NewPCG(seed, 6)), e: e, ref: ref}
 	cut := 0
 	for range 300 {
 		m.step()
 		for range 5 {
 			r := &EventsRequest{
-				FromRevision: s.CompactRevision() - 1 + m.rng.Int64N(s.Revision()-s.CompactRevision()+3),
+				FromRevision: ref.compactRev - 1 + m.rng.Int64N(ref.rev-ref.compactRev+3),
 				PrevKv:       m.rng.IntN(2) == 0,
 			}
 			if m.rng.IntN(3) == 0 {
-				r.ToRevision = m.rng.Int64N(s.Revision() + 2)
+				r.ToRevision = m.rng.Int64N(ref.rev + 2)
 			}
 			if m.rng.IntN(3) == 0 {
 				r.MaxEvents = 1 + m.rng.IntN(3)
@@ -690,14 +670,14 @@ func TestEngineEventsMatchStore(t *testing.T) {
 				prefix := m.key()[:2]
 				r.Contains = func(key []byte) bool { return bytes.HasPrefix(key, prefix) }
 			}
-			want, wantErr := s.Events(r)
+			want, wantErr := ref.events(r)
 			got, gotErr := e.events(r)
 			if g, w := formatEvents(got, gotErr), formatEvents(want, wantErr); g != w {
-				t.Fatalf("index %d: events %+v:\nengine %s\nstore  %s", m.index, r, g, w)
+				t.Fatalf("index %d: events %+v:\nengine %s\nref    %s", m.index, r, g, w)
 			}
 			to := r.ToRevision
-			if to <= 0 || to > s.Revision() {
-				to = s.Revision()
+			if to <= 0 || to > ref.rev {
+				to = ref.rev
 			}
 			if wantErr == nil && want.NextRevision <= to {
 				cut++
@@ -749,18 +729,13 @@ func formatTxn(b *strings.Builder, t *TxnResponse) {
 
 // TestEngineTxnMatchesStore runs a mix heavy in txns (compares of every target,
 // nested txns, ranges that see the txn's own writes) through the engine and the
-// store, comparing every result and then the state.
+// reference, comparing every result and then the state.
 func TestEngineTxnMatchesStore(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("seed %d (replay: set seed in TestEngineTxnMatchesStore)", seed)
-	s, err := NewStore(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	e := openTestEngine(t, t.TempDir(), nil)
 	defer e.close()
-	m := &engineModel{t: t, rng: rand.New(rand.NewPCG(seed, 7)), e: e, s: s}
+	m := &engineModel{t: t, rng: rand.New(rand.NewPCG(seed, 7)), e: e, ref: newRefStore()}
 	succeeded, failed := 0, 0
 	for i := range 1500 {
 		if i%2 == 0 {
@@ -769,10 +744,10 @@ func TestEngineTxnMatchesStore(t *testing.T) {
 		}
 		m.index++
 		cmd := &Command{Txn: m.randomTxn(2)}
-		res := s.ApplyCommand(m.index, cmd)
+		res := m.ref.apply(m.index, cmd)
 		got := m.applyToEngine(cmd)
 		if g, w := formatResult(got), formatResult(res); g != w {
-			t.Fatalf("index %d: %s:\nengine %s\nstore  %s", m.index, formatCommand(cmd), g, w)
+			t.Fatalf("index %d: %s:\nengine %s\nref    %s", m.index, formatCommand(cmd), g, w)
 		}
 		if res.Txn != nil && len(cmd.Txn.Compare) > 0 {
 			if res.Txn.Succeeded {

@@ -1,10 +1,8 @@
 package kv
 
 // This file is the store's history by revision: what every write changed, in order,
-// read back as etcd's watch events. A watcher reads it through Events alone, never
-// through the index, so that a store with another engine (one that keeps its
-// revisions in an ordered key/value file, as etcd does) serves watchers by
-// implementing Events and nothing else.
+// read back as etcd's watch events (the records are the engine's:
+// engine_events.go). A watcher reads it through Events alone.
 
 // EventType mirrors mvccpb.Event_EventType, with the same numbers.
 type EventType int32

@@ -87,7 +87,7 @@ func rangeLimit(r *RangeRequest) int64 {
 	return limit
 }
 
-// isDefaultOrdering reports whether the order asked for is the index's own
+// isDefaultOrdering reports whether the order asked for is the engine's own
 // (ascending by key), judged on the order as sent. Note etcd's quirk, kept here:
 // order NONE with a target other than KEY counts as default when choosing how
 // many keys to fetch, so only Limit+1 keys (by key) are fetched, and sortKVs

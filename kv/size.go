@@ -1,16 +1,22 @@
 package kv
 
+import (
+	"context"
+	"fmt"
+)
+
 // Sizes is how much the store takes, for Maintenance.Status's DbSize and
 // DbSizeInUse (etcd reports its bbolt file there, and how much of it is in use),
 // and the server's quota check.
 type Sizes struct {
-	// TotalBytes is the engine's disk usage (pebble's tables, including those a
-	// compaction has replaced and not yet deleted, and its manifest), plus the
-	// writes not yet flushed from the memtables.
+	// TotalBytes is the size of the engine's live tables (what compaction dropped
+	// included, until pebble's own compactions reclaim it, or Defragment), plus
+	// the writes not yet flushed from the memtables; at least InUseBytes.
 	TotalBytes int64
-	// InUseBytes is the engine's live tables plus the writes not yet flushed:
-	// what the data takes now. Compaction's range deletes shrink it once pebble's
-	// own compactions have dropped what they cover.
+	// InUseBytes is the bytes of the retained version records (keys, values) and
+	// history records, uncompressed: what the data is, counted as it is written
+	// and as compaction drops it, whatever pebble has reclaimed yet (etcd's in-use
+	// bytes fall at compaction too).
 	InUseBytes int64
 	// Keys counts the keys with a version record, deleted ones included until
 	// compaction drops their history (etcd's keys_total counts the same).
@@ -22,12 +28,33 @@ func (s *Store) Sizes() Sizes {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	e := s.mu.st.e
-	m := e.db.Metrics()
-	total := m.Total()
 	unflushed := min(e.unflushed, engineMemTables*s.cfg.MemTableBytes)
-	return Sizes{
-		TotalBytes: int64(m.DiskSpaceUsage()) + unflushed,
-		InUseBytes: total.AggregateSize() + unflushed,
-		Keys:       e.keys,
+	m := e.db.Metrics()
+	levels := m.Total()
+	total := levels.AggregateSize() + unflushed
+	return Sizes{TotalBytes: max(total, e.live), InUseBytes: e.live, Keys: e.keys}
+}
+
+// Defragment has pebble compact the whole key space now, so that what MVCC
+// compaction dropped (range deletes) leaves the engine's tables, and
+// Sizes.TotalBytes falls to about the live data: etcd's Defragment, which
+// rewrites its file. Apply goes on
+// meanwhile; it takes time in proportion to the data.
+func (s *Store) Defragment() error {
+	if _, err := s.Flush(); err != nil {
+		return err
 	}
+	s.mu.RLock()
+	if s.mu.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	e := s.mu.st.e
+	s.reads.Add(1)
+	s.mu.RUnlock()
+	defer s.reads.Done()
+	if err := e.db.Compact(context.Background(), []byte{0}, []byte{0xff}, true); err != nil {
+		return fmt.Errorf("kv: compacting the storage engine in %q: %w", e.dir, err)
+	}
+	return nil
 }

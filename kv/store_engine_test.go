@@ -3,12 +3,14 @@ package kv
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
@@ -193,22 +195,69 @@ func TestStoreStopsWhenABackgroundFlushFails(t *testing.T) {
 	defer s.Close()
 	full.Store(true)
 	value := bytes.Repeat([]byte("v"), 4000)
-	for i := 0; ; i++ {
-		// The memtables hold 2 MiB: a flush starts, and fails, well before.
-		if i == 500 {
-			t.Fatal("500 puts of 4000 bytes applied on a full disk")
+	var err2 error
+	// 300 puts of 4000 bytes fill the 1 MiB memtable: a flush starts, and fails;
+	// then Apply fails, at once or once pebble has reported the failure.
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; err2 == nil; i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("Apply still succeeds 20 s after the disk filled")
 		}
-		data, err := (&Command{Put: &PutRequest{Key: []byte{byte(i), byte(i >> 8)}, Value: value}}).Encode()
-		if err != nil {
+		var data []byte
+		if i < 300 {
+			data, err = (&Command{Put: &PutRequest{Key: []byte{byte(i), byte(i >> 8)}, Value: value}}).Encode()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		err2 = s.Apply(s.AppliedIndex()+1, data).Err
+	}
+	if !errors.Is(err2, ErrEngineFailed) || !errors.Is(err2, syscall.ENOSPC) {
+		t.Fatalf("Apply on a full disk: %v, want ErrEngineFailed and ENOSPC", err2)
+	}
+}
+
+// Reads run beside Apply and each sees one revision: a txn writes two keys
+// together, and every range of both, at the revision in its header, finds them
+// equal and no key changed after that revision.
+func TestReadsSeeOneRevisionWhileApplying(t *testing.T) {
+	s := newTestStoreOn(t, Config{}, "mem")
+	mustTxn(t, s, &TxnRequest{Success: []RequestOp{putOp("a", "0"), putOp("b", "0")}})
+	done := make(chan struct{})
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			for {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				resp, err := s.Range(&RangeRequest{Key: []byte("a"), RangeEnd: []byte("c")})
+				if err != nil {
+					errs <- err
+					return
+				}
+				if len(resp.Kvs) != 2 || !bytes.Equal(resp.Kvs[0].Value, resp.Kvs[1].Value) ||
+					resp.Kvs[0].ModRevision > resp.Header.Revision || resp.Kvs[0].ModRevision != resp.Kvs[1].ModRevision {
+					errs <- fmt.Errorf("a range at revision %d read %v", resp.Header.Revision, describe(resp.Kvs))
+					return
+				}
+			}
+		}()
+	}
+	for i := range 2000 {
+		v := fmt.Sprint(i)
+		mustTxn(t, s, &TxnRequest{Success: []RequestOp{putOp("a", v), putOp("b", v)}})
+		if i%500 == 0 {
+			apply(t, s, &Command{Compact: &CompactionRequest{Revision: s.Revision() - 1}})
+		}
+	}
+	close(done)
+	for range 2 {
+		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
-		res := s.Apply(s.AppliedIndex()+1, data)
-		if res.Err == nil {
-			continue
-		}
-		if !errors.Is(res.Err, ErrEngineFailed) || !errors.Is(res.Err, syscall.ENOSPC) {
-			t.Fatalf("put %d on a full disk: %v, want ErrEngineFailed and ENOSPC", i, res.Err)
-		}
-		break
 	}
 }
