@@ -315,7 +315,7 @@ func (m *maintenanceService) Defragment(ctx context.Context, r *pb.DefragmentReq
 	if err := m.s.requireAdmin(ctx); err != nil {
 		return nil, err
 	}
-	if err := m.s.sm.store.Defragment(ctx); err != nil {
+	if err := m.s.sm.store.Defragment(); err != nil {
 		return nil, toGRPC(err)
 	}
 	return &pb.DefragmentResponse{Header: m.s.header().pb(m.s.sm.store.Revision())}, nil
