@@ -123,12 +123,18 @@ func (w *writer) stats(scenario, system string, from, failedFrom int) gapStats {
 
 // restart starts m again on its data dir, with its command line, appending to its log.
 func (c *cluster) restart(m *member) error {
+	return c.restartCommand(m, c.spec.command.path, m.args)
+}
+
+// restartCommand starts m again with program path and args (m's command line wrapped
+// to cap its memory, say), appending to its log.
+func (c *cluster) restartCommand(m *member, path string, args []string) error {
 	logFile, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
 	defer logFile.Close()
-	cmd := exec.Command(c.spec.command.path, m.args...)
+	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
