@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -96,15 +95,19 @@ func detectMemoryCapper() (*memoryCapper, string) {
 // cgroupMounts returns the mount point of the cgroup v2 hierarchy and of the cgroup v1
 // memory hierarchy, either empty if absent.
 func cgroupMounts() (v2, v1memory string, err error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return "", "", err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
+	v2, v1memory = parseCgroupMounts(string(b))
+	return v2, v1memory, nil
+}
+
+// parseCgroupMounts reads /proc/self/mountinfo for cgroupMounts.
+func parseCgroupMounts(mountinfo string) (v2, v1memory string) {
+	for line := range strings.Lines(mountinfo) {
 		// "36 35 98:0 / /sys/fs/cgroup/memory rw,relatime shared:1 - cgroup cgroup rw,memory"
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		pre, post, ok := strings.Cut(strings.TrimSpace(line), " - ")
 		if !ok {
 			continue
 		}
@@ -118,14 +121,12 @@ func cgroupMounts() (v2, v1memory string, err error) {
 				v2 = preF[4]
 			}
 		case "cgroup":
-			for _, opt := range strings.Split(postF[2], ",") {
-				if opt == "memory" && v1memory == "" {
-					v1memory = preF[4]
-				}
+			if slices.Contains(strings.Split(postF[2], ","), "memory") && v1memory == "" {
+				v1memory = preF[4]
 			}
 		}
 	}
-	return v2, v1memory, sc.Err()
+	return v2, v1memory
 }
 
 // ownCgroupV1 returns this process's cgroup path in the v1 hierarchy of controller.
@@ -134,14 +135,22 @@ func ownCgroupV1(controller string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	for line := range strings.Lines(string(b)) {
+	if path, ok := parseOwnCgroupV1(string(b), controller); ok {
+		return path, nil
+	}
+	return "", fmt.Errorf("/proc/self/cgroup has no %s line", controller)
+}
+
+// parseOwnCgroupV1 reads /proc/self/cgroup for ownCgroupV1.
+func parseOwnCgroupV1(procCgroup, controller string) (string, bool) {
+	for line := range strings.Lines(procCgroup) {
 		// "4:memory:/some/path"
 		parts := strings.SplitN(strings.TrimSpace(line), ":", 3)
 		if len(parts) == 3 && slices.Contains(strings.Split(parts[1], ","), controller) {
-			return parts[2], nil
+			return parts[2], true
 		}
 	}
-	return "", fmt.Errorf("/proc/self/cgroup has no %s line", controller)
+	return "", false
 }
 
 // probeCgroupDir checks that a cgroup can be made under parent.
@@ -260,7 +269,13 @@ func (g *memoryCgroup) oomKills() int {
 	if err != nil {
 		return -1
 	}
-	for line := range strings.Lines(string(b)) {
+	return parseOOMKills(string(b))
+}
+
+// parseOOMKills reads the "oom_kill N" line of memory.events (v2) or
+// memory.oom_control (v1); -1 if there is none.
+func parseOOMKills(events string) int {
+	for line := range strings.Lines(events) {
 		if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" {
 			if n, err := strconv.Atoi(f[1]); err == nil {
 				return n
