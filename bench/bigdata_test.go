@@ -85,7 +85,11 @@ func TestSelectWorkloadsBigOnlyByName(t *testing.T) {
 			t.Errorf("\"all\" selected %s, which loads a gigabyte by default", w.name)
 		}
 	}
-	for _, list := range []string{"big", "k", "big-1m-1k", "put-1c,big-2k-1k"} {
+	withBig, err := selectWorkloads("all,big", 2000)
+	if err != nil || len(withBig) != len(all)+1 {
+		t.Errorf("\"all,big\" selected %d workloads (%v), want the %d of \"all\" and big", len(withBig), err, len(all))
+	}
+	for _, list := range []string{"big", "k", "big-1m-1k", "put-1c,big-2k-1k", "all,big"} {
 		got, err := selectWorkloads(list, 2000)
 		if err != nil {
 			t.Fatalf("selectWorkloads(%q): %v", list, err)

@@ -83,8 +83,9 @@ func bigWorkload(keys int) workload {
 // isBigWorkloadName says whether a --workloads entry names the big workload.
 func isBigWorkloadName(w string) bool { return w == "k" || w == "big" || strings.HasPrefix(w, "big-") }
 
-// selectWorkloads parses --workloads: names or letters, comma-separated; empty means
-// all but the big workload, whose data set has bigKeys keys.
+// selectWorkloads parses --workloads: names or letters, comma-separated; empty or
+// "all" means all but the big workload, whose data set has bigKeys keys ("all,big"
+// adds it).
 func selectWorkloads(list string, bigKeys int) ([]workload, error) {
 	if strings.TrimSpace(list) == "" || list == "all" {
 		return workloads, nil
@@ -95,6 +96,12 @@ func selectWorkloads(list string, bigKeys int) ([]workload, error) {
 		w = strings.TrimSpace(w)
 		if isBigWorkloadName(w) {
 			wantBig = true
+			continue
+		}
+		if w == "all" { // "all,big": every workload and the big one
+			for _, known := range workloads {
+				want[known.name] = true
+			}
 			continue
 		}
 		found := false
