@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -145,5 +147,24 @@ func TestParseCgroupFiles(t *testing.T) {
 	}
 	if n := parseOOMKills("under_oom 0\n"); n != -1 {
 		t.Errorf("parseOOMKills without the line = %d, want -1 (unknown)", n)
+	}
+}
+
+func TestEvictFromPageCacheGoesThroughEveryFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "member", "wal"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for path, size := range map[string]int{"member/wal/0.wal": 5000, "member/db": 3000, "top": 1} {
+		if err := os.WriteFile(filepath.Join(dir, path), make([]byte, size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	total, err := evictFromPageCache(dir)
+	if err != nil || total != 8001 {
+		t.Errorf("evictFromPageCache = %d, %v; want the 8001 bytes of the three files", total, err)
+	}
+	if _, err := evictFromPageCache(filepath.Join(dir, "absent")); err == nil {
+		t.Error("evictFromPageCache of a missing dir gave no error")
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Capping a member's memory for the memory-cap scenario. Three ways, the first that
@@ -326,4 +328,36 @@ func runCgroupExec(args []string) int {
 	err := syscall.Exec(args[1], args[1:], os.Environ())
 	fmt.Fprintf(os.Stderr, "cgroup-exec: exec %s: %v\n", args[1], err)
 	return 1
+}
+
+// evictFromPageCache writes out and drops from the page cache every file under dir
+// (fdatasync, then POSIX_FADV_DONTNEED). A member restarted under a cap must read its
+// data through pages charged to its own cgroup; pages its previous process left in
+// the cache stay charged to the cgroup that read them first, and would let it hold
+// more than the cap. It returns the bytes of the files it went through.
+func evictFromPageCache(dir string) (int64, error) {
+	var total int64
+	err := filepath.WalkDir(dir, func(path string, e os.DirEntry, err error) error {
+		if err != nil || !e.Type().IsRegular() {
+			return err
+		}
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+			return fmt.Errorf("fdatasync %s: %w", path, err)
+		}
+		info, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		total += info.Size()
+		if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+			return fmt.Errorf("fadvise %s: %w", path, err)
+		}
+		return nil
+	})
+	return total, err
 }
