@@ -133,9 +133,7 @@ func loadBig(ctx context.Context, endpoint string, n int) (loadStats, error) {
 				for i := b * loadBatchPuts; i < min((b+1)*loadBatchPuts, n); i++ {
 					ops = append(ops, clientv3.OpPut(bigKey(i), string(bigValue(i))))
 				}
-				rctx, rcancel := context.WithTimeout(lctx, requestTimeout)
-				resp, err := cli.Txn(rctx).Then(ops...).Commit()
-				rcancel()
+				resp, err := commitLoadBatch(lctx, cli, ops)
 				if err != nil {
 					errOnce.Do(func() {
 						firstErr = fmt.Errorf("loading keys %d-%d: %w", b*loadBatchPuts, b*loadBatchPuts+len(ops)-1, err)
@@ -175,6 +173,30 @@ func loadBig(ctx context.Context, endpoint string, n int) (loadStats, error) {
 		return loadStats{}, err
 	}
 	return loadStats{keys: n, duration: time.Since(start), lastRevision: lastRev.Load()}, nil
+}
+
+// loadAttempts and loadTxnTimeout bound one batch of the load: a store that writes a
+// full snapshot of a gigabyte may stall a Txn for longer than a workload's request
+// timeout, and a batch of puts of fixed values can simply be sent again.
+const (
+	loadAttempts   = 3
+	loadTxnTimeout = time.Minute
+)
+
+// commitLoadBatch commits one Txn of ops, trying again on failure.
+func commitLoadBatch(ctx context.Context, cli *clientv3.Client, ops []clientv3.Op) (*clientv3.TxnResponse, error) {
+	var err error
+	for attempt := 1; attempt <= loadAttempts; attempt++ {
+		rctx, cancel := context.WithTimeout(ctx, loadTxnTimeout)
+		var resp *clientv3.TxnResponse
+		resp, err = cli.Txn(rctx).Then(ops...).Commit()
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return resp, err
+		}
+		time.Sleep(time.Second)
+	}
+	return nil, fmt.Errorf("%d attempts: %w", loadAttempts, err)
 }
 
 // verifyResult is what reading the data set back found.
