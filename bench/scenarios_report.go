@@ -135,7 +135,11 @@ func formatDataTable(d *dataOptions, capper *memoryCapper, runs []*dataRun) stri
 				if m.Skipped != "" {
 					outcome = "skipped: " + m.Skipped
 				}
-				notes = append(notes, fmt.Sprintf("memory-cap %s (%s): %s", r.System, m.Member, outcome))
+				who := r.System
+				if m.Member != "" {
+					who += " (" + m.Member + ")"
+				}
+				notes = append(notes, fmt.Sprintf("memory-cap %s: %s", who, outcome))
 			}
 		}
 	}
