@@ -230,7 +230,7 @@ func runDataSystem(ctx context.Context, d *dataOptions, spec clusterSpec, self s
 				run.Restarts = append(run.Restarts, r)
 				fmt.Fprintf(os.Stderr, "  restart (%s) of %s: first read %.2fs after start, rss %.1f MiB %s\n", r.Kind, r.Member, r.FirstReadSeconds, r.PeakRSSMiB, r.Error)
 			}
-			if err != nil {
+			if err := afterStep(ctx, c, r != nil, err); err != nil {
 				return run, err
 			}
 		}
@@ -245,7 +245,7 @@ func runDataSystem(ctx context.Context, d *dataOptions, spec clusterSpec, self s
 			fmt.Fprintf(os.Stderr, "  catch-up of a new member: first read %.2fs after start (%.2fs after MemberAdd), rss %.1f MiB %s\n",
 				r.FirstReadSeconds, r.SinceAddSeconds, r.PeakRSSMiB, r.Error)
 		}
-		if err != nil {
+		if err := afterStep(ctx, c, r != nil, err); err != nil {
 			return run, err
 		}
 	}
@@ -265,6 +265,36 @@ func runDataSystem(ctx context.Context, d *dataOptions, spec clusterSpec, self s
 		}
 	}
 	return run, nil
+}
+
+// afterStep decides whether the scenarios go on after a step that ended with err. A
+// step that failed once its member was started (measured is true: it did not serve in
+// time, or it exited) is a result, recorded in the step's Error: the next scenario
+// still runs, once every member runs again (an exited one is started again on its
+// data) and they agree on a leader. A failure before that is the harness's or the
+// cluster's, and ends the system's run.
+func afterStep(ctx context.Context, c *cluster, measured bool, err error) error {
+	if err == nil {
+		return nil
+	}
+	if !measured || ctx.Err() != nil {
+		return err
+	}
+	for _, m := range c.members {
+		if m.hasExited() {
+			if rerr := c.restart(m); rerr != nil {
+				return fmt.Errorf("%w; then starting %s again: %w", err, m.name, rerr)
+			}
+			if rerr := m.reconnectStatus(); rerr != nil {
+				return fmt.Errorf("%w; then connecting to %s again: %w", err, m.name, rerr)
+			}
+		}
+	}
+	if _, lerr := c.waitLeader(ctx, time.Minute); lerr != nil {
+		return fmt.Errorf("%w; then the cluster did not recover: %w", err, lerr)
+	}
+	fmt.Fprintf(os.Stderr, "  (going on with the next scenario)\n")
+	return nil
 }
 
 // fillToRevision puts small values to one key, 50 at a time, until the cluster's
