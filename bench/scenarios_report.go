@@ -80,12 +80,14 @@ func formatDataTable(d *dataOptions, capper *memoryCapper, runs []*dataRun) stri
 		for _, kind := range []string{"SIGTERM", "SIGKILL"} {
 			num("restart after "+kind+": stop s (signal to exit)", "%.2f", restart(kind, func(r *restartResult) float64 { return r.StopSeconds }))
 			num("restart after "+kind+": start to first read s", "%.2f", restart(kind, func(r *restartResult) float64 { return r.FirstReadSeconds }))
+			num("restart after "+kind+": member's CPU s to first read", "%.2f", restart(kind, func(r *restartResult) float64 { return r.CPUSeconds }))
 			num("restart after "+kind+": member's peak RSS MiB", "%.1f", restart(kind, func(r *restartResult) float64 { return r.PeakRSSMiB }))
 		}
 	}
 	if d.scenarios["catch-up"] {
 		num("catch-up: new member start to read s", "%.2f", restart("catch-up", func(r *restartResult) float64 { return r.FirstReadSeconds }))
 		num("catch-up: MemberAdd to read s", "%.2f", restart("catch-up", func(r *restartResult) float64 { return r.SinceAddSeconds }))
+		num("catch-up: new member's CPU s to first read", "%.2f", restart("catch-up", func(r *restartResult) float64 { return r.CPUSeconds }))
 		num("catch-up: new member's peak RSS MiB", "%.1f", restart("catch-up", func(r *restartResult) float64 { return r.PeakRSSMiB }))
 	}
 	for _, r := range runs {
