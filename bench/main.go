@@ -84,6 +84,8 @@ func parseOptions(args []string) (*options, error) {
 		"comma-separated or \"all\": "+strings.Join(dataScenarioNames, ", ")+" (see README)")
 	snapshotCount := fs.Uint64("snapshot-count", 10_000, "--data-scenarios: both systems' --snapshot-count (etcd's snapshot-catchup-entries is set to half of it)")
 	memoryCap := fs.String("memory-cap", "", "--data-scenarios memory-cap: the cap, e.g. 512MiB (default: half the data set, at least 64MiB)")
+	coldRestart := fs.Bool("cold-restart", false, "--data-scenarios restart: drop the member's data files from the page cache before it starts again\n"+
+		"(a start after a reboot; by default the files stay cached, as in a process restart)")
 	stepTimeout := fs.Duration("step-timeout", 10*time.Minute, "--data-scenarios: how long one step (a restart, a catch-up, reading the data back) may take before it counts as failed")
 	fs.StringVar(&o.cpuProfileDir, "cpuprofile", "", "write a CPU profile of every member over each measured window to this dir;\n"+
 		"raftkv members then run in-process in this binary (the raftkv binary has no pprof endpoint)")
@@ -126,6 +128,7 @@ func parseOptions(args []string) (*options, error) {
 		if o.rollingRestart {
 			return nil, errors.New("--data-scenarios and --rolling-restart are two runs of their own; give one")
 		}
+		o.data.coldRestart = *coldRestart
 	}
 	for _, s := range strings.Split(*systemList, ",") {
 		switch s = strings.TrimSpace(s); s {

@@ -49,6 +49,9 @@ type dataOptions struct {
 	snapshotCount  uint64
 	memoryCapBytes int64
 	stepTimeout    time.Duration
+	// coldRestart drops a restarting member's data files from the page cache first
+	// (--cold-restart): a start after a reboot rather than a process restart.
+	coldRestart bool
 }
 
 func parseDataOptions(list string, keys int, snapshotCount uint64, memoryCap string, stepTimeout time.Duration) (*dataOptions, error) {
@@ -235,7 +238,7 @@ func runDataSystem(ctx context.Context, d *dataOptions, spec clusterSpec, self s
 	}
 	if d.scenarios["restart"] {
 		for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
-			r, err := restartFollower(ctx, c, sig, d.keys, d.stepTimeout)
+			r, err := restartFollower(ctx, c, sig, d)
 			if r != nil && err != nil && r.Error == "" {
 				r.Error = err.Error()
 			}
@@ -417,7 +420,8 @@ func (m *member) reconnectStatus() error {
 
 // restartFollower stops a follower with sig, starts it again, and times its first
 // served read.
-func restartFollower(ctx context.Context, c *cluster, sig syscall.Signal, keys int, timeout time.Duration) (*restartResult, error) {
+func restartFollower(ctx context.Context, c *cluster, sig syscall.Signal, d *dataOptions) (*restartResult, error) {
+	keys, timeout := d.keys, d.stepTimeout
 	m, err := c.follower(ctx)
 	if err != nil {
 		return nil, err
@@ -432,6 +436,11 @@ func restartFollower(ctx context.Context, c *cluster, sig syscall.Signal, keys i
 	}
 	r := &restartResult{Kind: name, Member: m.name}
 	r.StopSeconds = round3(stopMember(m, sig).Seconds())
+	if d.coldRestart {
+		if _, err := evictFromPageCache(filepath.Join(c.spec.dir, m.name)); err != nil {
+			return r, fmt.Errorf("dropping %s's data from the page cache (--cold-restart): %w", m.name, err)
+		}
+	}
 	if err := c.restart(m); err != nil {
 		return r, err
 	}

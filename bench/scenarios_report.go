@@ -77,10 +77,15 @@ func formatDataTable(d *dataOptions, capper *memoryCapper, runs []*dataRun) stri
 	}
 	var notes []string
 	if d.scenarios["restart"] {
+		cache := "the member's data files still in the page cache (a process restart)"
+		if d.coldRestart {
+			cache = "the member's data files dropped from the page cache first (--cold-restart)"
+		}
+		fmt.Fprintf(&b, "restart: %s\n", cache)
 		for _, kind := range []string{"SIGTERM", "SIGKILL"} {
 			num("restart after "+kind+": stop s (signal to exit)", "%.2f", restart(kind, func(r *restartResult) float64 { return r.StopSeconds }))
 			num("restart after "+kind+": start to first read s", "%.2f", restart(kind, func(r *restartResult) float64 { return r.FirstReadSeconds }))
-			num("restart after "+kind+": member's CPU s to first read", "%.2f", restart(kind, func(r *restartResult) float64 { return r.CPUSeconds }))
+			num("restart after "+kind+": CPU s to first read", "%.2f", restart(kind, func(r *restartResult) float64 { return r.CPUSeconds }))
 			num("restart after "+kind+": member's peak RSS MiB", "%.1f", restart(kind, func(r *restartResult) float64 { return r.PeakRSSMiB }))
 		}
 	}
