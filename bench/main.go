@@ -69,7 +69,7 @@ func parseOptions(args []string) (*options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.BoolVar(&o.quick, "quick", false, "short runs for CI: 2s per workload after 0.5s of warm-up")
 	fs.IntVar(&o.rounds, "rounds", 1, "run each system this many times, alternating etcd and raftkv; the table shows medians")
-	workloadList := fs.String("workloads", "all", "comma-separated workloads to run, by letter (a-j) or name")
+	workloadList := fs.String("workloads", "all", "comma-separated workloads to run, by letter (a-k) or name; \"all\" is a-j, \"all,big\" adds k")
 	systemList := fs.String("systems", "etcd,raftkv", "which systems to run: etcd, raftkv or both")
 	fs.StringVar(&o.jsonPath, "json", "bench-result.json", "write the results as JSON to this file; empty for none")
 	fs.BoolVar(&o.keepData, "keep-data", false, "keep the members' data dirs and logs (printed at the end) instead of deleting them")
