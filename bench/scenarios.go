@@ -305,9 +305,10 @@ func afterStep(ctx context.Context, c *cluster, measured bool, err error) error 
 			if rerr := c.restart(m); rerr != nil {
 				return fmt.Errorf("%w; then starting %s again: %w", err, m.name, rerr)
 			}
-			if rerr := m.reconnectStatus(); rerr != nil {
-				return fmt.Errorf("%w; then connecting to %s again: %w", err, m.name, rerr)
-			}
+		}
+		// The step may have ended before it connected to its member again.
+		if rerr := m.reconnectStatus(); rerr != nil {
+			return fmt.Errorf("%w; then connecting to %s again: %w", err, m.name, rerr)
 		}
 	}
 	if _, lerr := c.waitLeader(ctx, time.Minute); lerr != nil {
@@ -326,9 +327,11 @@ func fillToRevision(ctx context.Context, c *cluster, target int64) error {
 		return err
 	}
 	cli := leader.status
-	resp, err := cli.Get(ctx, "filler")
+	gctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	resp, err := cli.Get(gctx, "filler")
+	cancel()
 	if err != nil {
-		return err
+		return fmt.Errorf("reading the revision before the filler puts: %w", err)
 	}
 	missing := target - resp.Header.Revision
 	if missing <= 0 {
