@@ -353,7 +353,7 @@ func (w *rssWatcher) stop(m *member) float64 {
 type dataLoad struct {
 	Keys         int     `json:"keys"`
 	Seconds      float64 `json:"seconds"`
-	LastRevision int64   `json:"last_revision"`
+	LastRevision int64   `json:"last_revision,omitempty"`
 	// CPUSeconds is all members' CPU while loading; CPUMicrosPerKey divides it by the
 	// keys loaded.
 	CPUSeconds      float64 `json:"members_cpu_s"`
