@@ -83,3 +83,48 @@ func TestWaitFirstReadStopsWhenTheMemberExits(t *testing.T) {
 		t.Errorf("waitFirstRead took %v to notice the exit", waited)
 	}
 }
+
+// pagedKV serves Range over keys 0..n-1 of the big data set, in key order with limit
+// and more, leaving out the keys in missing and answering a wrong value for those in
+// wrong.
+type pagedKV struct {
+	pb.UnimplementedKVServer
+	n              int
+	missing, wrong map[int]bool
+}
+
+func (s *pagedKV) Range(_ context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error) {
+	resp := &pb.RangeResponse{Header: &pb.ResponseHeader{Revision: 1}}
+	for i := range s.n {
+		k := bigKey(i)
+		if k < string(req.Key) || k >= string(req.RangeEnd) || s.missing[i] {
+			continue
+		}
+		if req.Limit > 0 && int64(len(resp.Kvs)) == req.Limit {
+			resp.More = true
+			break
+		}
+		v := bigValue(i)
+		if s.wrong[i] {
+			v = bigValue(i + 1)
+		}
+		resp.Kvs = append(resp.Kvs, &mvccpb.KeyValue{Key: []byte(k), Value: v})
+	}
+	return resp, nil
+}
+
+func TestVerifyBigCountsMissingAndWrongKeys(t *testing.T) {
+	const n = 1234 // three pages of verifyPageKeys
+	m := serveKV(t, &pagedKV{n: n, missing: map[int]bool{0: true, 500: true, 501: true, n - 1: true}, wrong: map[int]bool{7: true}})
+	got, err := verifyBig(context.Background(), m.endpoint(), n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ok != n-5 || got.wrong != 1 || got.missing != 4 {
+		t.Errorf("verifyBig = %v, want %d intact, 1 wrong, 4 missing", got, n-5)
+	}
+	all, err := verifyBig(context.Background(), serveKV(t, &pagedKV{n: n}).endpoint(), n)
+	if err != nil || all.ok != n || all.wrong+all.missing != 0 {
+		t.Errorf("verifyBig of a whole data set = %v, %v; want all %d intact", all, err, n)
+	}
+}
