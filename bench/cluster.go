@@ -32,12 +32,16 @@ type clusterSpec struct {
 	command   memberCommand
 	dir       string // holds each member's data dir and log
 	pprofPort bool   // give each member a --pprof-addr
+	// extraArgs go to every member after the harness's own flags (the data
+	// scenarios' --snapshot-count, say); nil for each system's defaults.
+	extraArgs []string
 }
 
 // member is one running member process.
 type member struct {
 	name      string
 	clientURL string // http://127.0.0.1:port
+	peerURL   string
 	pprofAddr string // host:port, or empty
 	logPath   string
 	args      []string // the member's command line, for a restart
@@ -110,7 +114,7 @@ func startCluster(ctx context.Context, spec clusterSpec) (*cluster, error) {
 		name := fmt.Sprintf("m%d", i+1)
 		clientURL := fmt.Sprintf("http://127.0.0.1:%d", ports[3*i])
 		peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[3*i+1])
-		m := &member{name: name, clientURL: clientURL, logPath: filepath.Join(spec.dir, name+".log"), exited: make(chan struct{})}
+		m := &member{name: name, clientURL: clientURL, peerURL: peerURL, logPath: filepath.Join(spec.dir, name+".log"), exited: make(chan struct{})}
 		args := append(append([]string(nil), spec.command.args...),
 			"--name", name,
 			"--data-dir", filepath.Join(spec.dir, name),
@@ -124,8 +128,9 @@ func startCluster(ctx context.Context, spec clusterSpec) (*cluster, error) {
 		)
 		if spec.system == "etcd" {
 			// etcd-member takes a subset of the flags: drop the ones it derives.
-			args = dropFlags(args, "--advertise-client-urls", "--initial-advertise-peer-urls", "--initial-cluster-state")
+			args = dropFlags(args, "--advertise-client-urls", "--initial-advertise-peer-urls")
 		}
+		args = append(args, spec.extraArgs...)
 		if spec.pprofPort {
 			m.pprofAddr = fmt.Sprintf("127.0.0.1:%d", ports[3*i+2])
 			args = append(args, "--pprof-addr", m.pprofAddr)

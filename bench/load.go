@@ -27,6 +27,13 @@ const (
 	opWatchFanout
 	// opLeaseKeepAlive: keep-alives of keySpace leases (lease.go).
 	opLeaseKeepAlive
+	// opBigMixed: the big workload (bigdata.go) after loading keySpace keys of 1 KiB:
+	// getPercent serializable gets of a random key, the rest puts of a random key
+	// (with the same value, so the data set stays checkable).
+	opBigMixed
+	// What opBigMixed's clients send, request by request.
+	opBigGet
+	opBigPut
 )
 
 // workload is one row of the table.
@@ -64,14 +71,39 @@ var workloads = []workload{
 	{"j", "lease-keepalive", "keep-alives of 10,000 leases by 10 clients, one stream each with 100 in flight", opLeaseKeepAlive, 10, 10, 10_000, 0},
 }
 
-// selectWorkloads parses --workloads: names or letters, comma-separated; empty means all.
-func selectWorkloads(list string) ([]workload, error) {
+// bigWorkload is (k), the big data set then mixed reads and writes. It is not part of
+// "all", because it loads a gigabyte first (minutes on a small machine): name it.
+// keys sizes the data set (--data-keys) and the name says it: big-1m-1k by default.
+func bigWorkload(keys int) workload {
+	return workload{"k", "big-" + bigLabel(keys) + "-1k",
+		fmt.Sprintf("load %d keys of 1 KiB (not timed as requests), then 80%% serializable get / 20%% put of random ones of them, 100 clients on 10 connections; not in \"all\"", keys),
+		opBigMixed, 100, 10, keys, 80}
+}
+
+// isBigWorkloadName says whether a --workloads entry names the big workload.
+func isBigWorkloadName(w string) bool { return w == "k" || w == "big" || strings.HasPrefix(w, "big-") }
+
+// selectWorkloads parses --workloads: names or letters, comma-separated; empty or
+// "all" means all but the big workload, whose data set has bigKeys keys ("all,big"
+// adds it).
+func selectWorkloads(list string, bigKeys int) ([]workload, error) {
 	if strings.TrimSpace(list) == "" || list == "all" {
 		return workloads, nil
 	}
 	want := map[string]bool{}
+	wantBig := false
 	for _, w := range strings.Split(list, ",") {
 		w = strings.TrimSpace(w)
+		if isBigWorkloadName(w) {
+			wantBig = true
+			continue
+		}
+		if w == "all" { // "all,big": every workload and the big one
+			for _, known := range workloads {
+				want[known.name] = true
+			}
+			continue
+		}
 		found := false
 		for _, known := range workloads {
 			if w == known.name || w == known.letter {
@@ -84,7 +116,7 @@ func selectWorkloads(list string) ([]workload, error) {
 			for _, known := range workloads {
 				names = append(names, known.name)
 			}
-			return nil, fmt.Errorf("--workloads: unknown workload %q; use letters a-j or names %s", w, strings.Join(names, ","))
+			return nil, fmt.Errorf("--workloads: unknown workload %q; use letters a-k or names %s,%s", w, strings.Join(names, ","), bigWorkload(defaultBigKeys).name)
 		}
 	}
 	var out []workload
@@ -92,6 +124,9 @@ func selectWorkloads(list string) ([]workload, error) {
 		if want[w.name] {
 			out = append(out, w)
 		}
+	}
+	if wantBig {
+		out = append(out, bigWorkload(bigKeys))
 	}
 	return out, nil
 }
@@ -220,10 +255,16 @@ func runLoad(ctx context.Context, w workload, endpoint string, timing loadTiming
 					return
 				}
 				op := w.op
-				if op == opMixed {
+				switch op {
+				case opMixed:
 					op = opPut
 					if rng.IntN(100) < w.getPercent {
 						op = opGetLinearizable
+					}
+				case opBigMixed:
+					op = opBigPut
+					if rng.IntN(100) < w.getPercent {
+						op = opBigGet
 					}
 				}
 				rctx, cancel := context.WithTimeout(ctx, requestTimeout)
@@ -236,6 +277,15 @@ func runLoad(ctx context.Context, w workload, endpoint string, timing loadTiming
 					_, err = cli.Get(rctx, benchKey(rng.IntN(readKeySpace)))
 				case opGetSerializable:
 					_, err = cli.Get(rctx, benchKey(rng.IntN(readKeySpace)), clientv3.WithSerializable())
+				case opBigGet:
+					var resp *clientv3.GetResponse
+					i := rng.IntN(w.keySpace)
+					if resp, err = cli.Get(rctx, bigKey(i), clientv3.WithSerializable()); err == nil && len(resp.Kvs) == 0 {
+						err = fmt.Errorf("key %s of the loaded data set is missing", bigKey(i))
+					}
+				case opBigPut:
+					i := rng.IntN(w.keySpace)
+					_, err = cli.Put(rctx, bigKey(i), string(bigValue(i)))
 				}
 				cancel()
 				end := time.Now()

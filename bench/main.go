@@ -22,6 +22,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -35,6 +36,8 @@ func main() {
 			os.Exit(runEtcdMember(os.Args[2:]))
 		case "raftkv-member":
 			os.Exit(runRaftkvMember(os.Args[2:]))
+		case "cgroup-exec":
+			os.Exit(runCgroupExec(os.Args[2:]))
 		}
 	}
 	os.Exit(runBench(os.Args[1:]))
@@ -53,6 +56,12 @@ type options struct {
 	// rollingRestart runs the availability scenarios (rolling.go) instead of the
 	// workloads.
 	rollingRestart bool
+	// dataKeys sizes the big data set (bigdata.go): the big workload's and the data
+	// scenarios'.
+	dataKeys int
+	// data holds the data scenarios (scenarios.go) to run instead of the workloads;
+	// nil for none.
+	data *dataOptions
 }
 
 func parseOptions(args []string) (*options, error) {
@@ -60,7 +69,7 @@ func parseOptions(args []string) (*options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.BoolVar(&o.quick, "quick", false, "short runs for CI: 2s per workload after 0.5s of warm-up")
 	fs.IntVar(&o.rounds, "rounds", 1, "run each system this many times, alternating etcd and raftkv; the table shows medians")
-	workloadList := fs.String("workloads", "all", "comma-separated workloads to run, by letter (a-j) or name")
+	workloadList := fs.String("workloads", "all", "comma-separated workloads to run, by letter (a-k) or name; \"all\" is a-j, \"all,big\" adds k")
 	systemList := fs.String("systems", "etcd,raftkv", "which systems to run: etcd, raftkv or both")
 	fs.StringVar(&o.jsonPath, "json", "bench-result.json", "write the results as JSON to this file; empty for none")
 	fs.BoolVar(&o.keepData, "keep-data", false, "keep the members' data dirs and logs (printed at the end) instead of deleting them")
@@ -69,11 +78,20 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.raftkvBin, "raftkv-bin", "", "use this raftkv binary instead of building ../cmd/raftkv (to compare builds)")
 	fs.BoolVar(&o.rollingRestart, "rolling-restart", false, "instead of the workloads: the write gap during a rolling restart of the 3 members\n"+
 		"(SIGTERM and start again, each in turn) and during 3 MoveLeader calls, etcd against raftkv (~1 minute)")
+	dataKeys := fs.Int("data-keys", defaultBigKeys, "keys of 1 KiB in the big data set: the big workload's (k) and the data scenarios'")
+	dataSize := fs.String("data-size", "", "the big data set's size instead of --data-keys, e.g. 100MiB or 1GiB (size/1KiB keys)")
+	scenarioList := fs.String("data-scenarios", "", "instead of the workloads: load the big data set into each system, then run these scenarios,\n"+
+		"comma-separated or \"all\": "+strings.Join(dataScenarioNames, ", ")+" (see README)")
+	snapshotCount := fs.Uint64("snapshot-count", 10_000, "--data-scenarios: both systems' --snapshot-count (etcd's snapshot-catchup-entries is set to half of it)")
+	memoryCap := fs.String("memory-cap", "", "--data-scenarios memory-cap: the cap, e.g. 512MiB (default: half the data set, at least 64MiB)")
+	coldRestart := fs.Bool("cold-restart", false, "--data-scenarios restart: drop the member's data files from the page cache before it starts again\n"+
+		"(a start after a reboot; by default the files stay cached, as in a process restart)")
+	stepTimeout := fs.Duration("step-timeout", 10*time.Minute, "--data-scenarios: how long one step (a restart, a catch-up, reading the data back) may take before it counts as failed")
 	fs.StringVar(&o.cpuProfileDir, "cpuprofile", "", "write a CPU profile of every member over each measured window to this dir;\n"+
 		"raftkv members then run in-process in this binary (the raftkv binary has no pprof endpoint)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: go run . [flags]   (in the bench directory)\n\nWorkloads:\n")
-		for _, w := range workloads {
+		for _, w := range append(slices.Clone(workloads), bigWorkload(defaultBigKeys)) {
 			fmt.Fprintf(fs.Output(), "  %s  %-14s %s\n", w.letter, w.name, w.description)
 		}
 		fmt.Fprintf(fs.Output(), "\nFlags:\n")
@@ -88,9 +106,29 @@ func parseOptions(args []string) (*options, error) {
 	if o.rounds < 1 {
 		return nil, fmt.Errorf("--rounds %d: run at least 1 round", o.rounds)
 	}
+	o.dataKeys = *dataKeys
+	if *dataSize != "" {
+		size, err := parseDataSize(*dataSize)
+		if err != nil {
+			return nil, fmt.Errorf("--data-size: %w", err)
+		}
+		o.dataKeys = int(size / bigValueBytes)
+	}
+	if o.dataKeys < loadBatchPuts {
+		return nil, fmt.Errorf("--data-keys %d: give at least %d keys", o.dataKeys, loadBatchPuts)
+	}
 	var err error
-	if o.workloads, err = selectWorkloads(*workloadList); err != nil {
+	if o.workloads, err = selectWorkloads(*workloadList, o.dataKeys); err != nil {
 		return nil, err
+	}
+	if *scenarioList != "" {
+		if o.data, err = parseDataOptions(*scenarioList, o.dataKeys, *snapshotCount, *memoryCap, *stepTimeout); err != nil {
+			return nil, err
+		}
+		if o.rollingRestart {
+			return nil, errors.New("--data-scenarios and --rolling-restart are two runs of their own; give one")
+		}
+		o.data.coldRestart = *coldRestart
 	}
 	for _, s := range strings.Split(*systemList, ",") {
 		switch s = strings.TrimSpace(s); s {
@@ -111,6 +149,9 @@ func parseOptions(args []string) (*options, error) {
 		o.timing.warmup = *warmup
 	}
 	if o.cpuProfileDir != "" {
+		if o.data != nil {
+			return nil, errors.New("--cpuprofile runs raftkv in-process, which cannot join a cluster as the data scenarios need; drop one of them")
+		}
 		if o.raftkvBin != "" {
 			return nil, fmt.Errorf("--cpuprofile runs raftkv in-process, so --raftkv-bin %s would be ignored; give one of them", o.raftkvBin)
 		}
@@ -139,6 +180,7 @@ func runBench(args []string) int {
 	cleanup := func() {
 		cleanupOnce.Do(func() {
 			children.killAll()
+			removeCreatedCgroups()
 			if opts.keepData {
 				fmt.Fprintf(os.Stderr, "bench: data dirs and member logs kept in %s\n", tmp)
 			} else {
@@ -223,6 +265,9 @@ func benchMain(ctx context.Context, opts *options, tmp string) error {
 	if opts.rollingRestart {
 		return runRollingRestart(ctx, opts, commands, tmp)
 	}
+	if opts.data != nil {
+		return runDataScenarios(ctx, opts, commands, tmp)
+	}
 	for round := 1; round <= opts.rounds; round++ {
 		for _, system := range opts.systems {
 			run, err := runSystem(ctx, opts, clusterSpec{
@@ -230,6 +275,7 @@ func benchMain(ctx context.Context, opts *options, tmp string) error {
 				command:   commands[system],
 				dir:       filepath.Join(tmp, fmt.Sprintf("r%d-%s", round, system)),
 				pprofPort: opts.cpuProfileDir != "",
+				extraArgs: workloadClusterArgs(opts.workloads),
 			}, round)
 			if err != nil {
 				return fmt.Errorf("round %d, %s: %w", round, system, err)
@@ -316,10 +362,19 @@ func runSystem(ctx context.Context, opts *options, spec clusterSpec, round int) 
 		if err != nil {
 			return nil, err
 		}
+		var loaded *dataLoad
+		if w.op == opBigMixed {
+			if loaded, err = loadBigMeasured(ctx, c, leader, w.keySpace); err != nil {
+				return nil, fmt.Errorf("%s: %w", w.name, err)
+			}
+			fmt.Fprintf(os.Stderr, "  %-14s loaded %d keys in %.1fs (%.0f keys/s, members' CPU %.0f µs/key, rss %.1f MiB)\n", w.name,
+				w.keySpace, loaded.Seconds, float64(w.keySpace)/loaded.Seconds, loaded.CPUMicrosPerKey, loaded.PeakRSSMiB)
+		}
 		wr, samples, err := runWorkload(ctx, opts, c, w, leader, round)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", w.name, err)
 		}
+		wr.DataLoad = loaded
 		run.Workloads = append(run.Workloads, wr)
 		for _, m := range wr.Members {
 			cpuByMember[m.Name] += m.CPUSeconds

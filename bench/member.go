@@ -33,6 +33,11 @@ func runEtcdMember(args []string) int {
 	initialCluster := fs.String("initial-cluster", "", "name=peerURL,...")
 	token := fs.String("initial-cluster-token", "", "cluster token")
 	pprofAddr := fs.String("pprof-addr", "", "host:port to serve /debug/pprof on; empty for none")
+	clusterState := fs.String("initial-cluster-state", embed.ClusterStateFlagNew, "new, or existing to join a running cluster after member add")
+	// Left at etcd's defaults unless a scenario asks (the data scenarios, bigdata.go).
+	snapshotCount := fs.Uint64("snapshot-count", 0, "etcd's --snapshot-count; 0 for its default")
+	catchUpEntries := fs.Uint64("snapshot-catchup-entries", 0, "etcd's --snapshot-catchup-entries; 0 for its default")
+	quotaBytes := fs.Int64("quota-backend-bytes", 0, "etcd's --quota-backend-bytes; 0 for its default (2 GiB)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -55,7 +60,14 @@ func runEtcdMember(args []string) int {
 	cfg.AdvertisePeerUrls = []url.URL{*peer}
 	cfg.InitialCluster = *initialCluster
 	cfg.InitialClusterToken = *token
-	cfg.ClusterState = embed.ClusterStateFlagNew
+	cfg.ClusterState = *clusterState
+	if *snapshotCount > 0 {
+		cfg.SnapshotCount = *snapshotCount
+	}
+	if *catchUpEntries > 0 {
+		cfg.SnapshotCatchUpEntries = *catchUpEntries
+	}
+	cfg.QuotaBackendBytes = *quotaBytes
 	if err := servePprof(*pprofAddr); err != nil {
 		fmt.Fprintf(os.Stderr, "etcd-member: %v\n", err)
 		return 1
@@ -94,6 +106,7 @@ func runRaftkvMember(args []string) int {
 	fs.String("initial-cluster-state", "new", "ignored: always new")
 	token := fs.String("initial-cluster-token", "", "cluster token")
 	pprofAddr := fs.String("pprof-addr", "", "host:port to serve /debug/pprof on; empty for none")
+	quotaBytes := fs.Int64("quota-backend-bytes", 0, "the space quota; 0 for the default")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -118,6 +131,7 @@ func runRaftkvMember(args []string) int {
 		ListenPeerURLs:      []string{*peerURL},
 		InitialCluster:      cluster,
 		InitialClusterToken: *token,
+		QuotaBackendBytes:   *quotaBytes,
 		Logger:              slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	})
 	if err != nil {

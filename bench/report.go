@@ -52,6 +52,8 @@ type summary struct {
 	LoadGenMicrosPerRequest float64 `json:"loadgen_cpu_us_per_request"`
 	PeakRSSMiB              float64 `json:"peak_rss_mib"`
 	Errors                  int64   `json:"errors"` // over all rounds
+	// DataLoad is the big workload's loading (the median of each field), if any.
+	DataLoad *dataLoad `json:"data_load,omitempty"`
 }
 
 // resourceSummary is the footer: medians over rounds, members ordered leader first.
@@ -102,7 +104,9 @@ type workloadRun struct {
 	LoadGenMicrosPerRequest float64       `json:"loadgen_cpu_us_per_request"`
 	PeakRSSMiB              float64       `json:"peak_rss_mib"` // the largest member's VmHWM at the window's end
 	Members                 []memberUsage `json:"members"`
-	Profiles                []string      `json:"profiles,omitempty"`
+	// DataLoad is the big workload's loading of its data set, before the warm-up.
+	DataLoad *dataLoad `json:"data_load,omitempty"`
+	Profiles []string  `json:"profiles,omitempty"`
 }
 
 type memberUsage struct {
@@ -137,6 +141,8 @@ func (r *report) summarize(selected []workload) {
 		ws := workloadSummary{Name: w.name, Description: w.description}
 		for _, system := range []string{"etcd", "raftkv"} {
 			var rps, p50, p99, cpu, cpuPerReq, genPerReq, rss []float64
+			var loadSec, loadCPU, loadCPUPerKey, loadRSS []float64
+			var loadKeys int
 			var errs int64
 			for _, run := range r.Runs {
 				if run.System != system {
@@ -154,6 +160,13 @@ func (r *report) summarize(selected []workload) {
 					genPerReq = append(genPerReq, wr.LoadGenMicrosPerRequest)
 					rss = append(rss, wr.PeakRSSMiB)
 					errs += wr.Errors
+					if l := wr.DataLoad; l != nil {
+						loadKeys = l.Keys
+						loadSec = append(loadSec, l.Seconds)
+						loadCPU = append(loadCPU, l.CPUSeconds)
+						loadCPUPerKey = append(loadCPUPerKey, l.CPUMicrosPerKey)
+						loadRSS = append(loadRSS, l.PeakRSSMiB)
+					}
 				}
 			}
 			if len(rps) == 0 {
@@ -164,6 +177,10 @@ func (r *report) summarize(selected []workload) {
 				CPUSeconds: median(cpu), CPUMicrosPerRequest: median(cpuPerReq), PeakRSSMiB: median(rss),
 				LoadGenMicrosPerRequest: median(genPerReq),
 				Errors:                  errs,
+			}
+			if len(loadSec) > 0 {
+				s.DataLoad = &dataLoad{Keys: loadKeys, Seconds: median(loadSec), CPUSeconds: median(loadCPU),
+					CPUMicrosPerKey: median(loadCPUPerKey), PeakRSSMiB: median(loadRSS)}
 			}
 			if system == "etcd" {
 				ws.Etcd = s
@@ -282,7 +299,20 @@ func formatTable(r *report) string {
 	}
 	b.WriteString("CPU s: all three members over the measured window; µs/req: that CPU per request;\n")
 	b.WriteString("gen µs: the load generator's own CPU per request (it shares the machine's CPUs);\n")
-	b.WriteString("RSS MiB: the largest member's peak resident set so far (VmHWM)\n\n")
+	b.WriteString("RSS MiB: the largest member's peak resident set so far (VmHWM)\n")
+	for _, w := range r.Workloads {
+		for _, sys := range []struct {
+			name string
+			s    *summary
+		}{{"etcd", w.Etcd}, {"raftkv", w.Raftkv}} {
+			if sys.s != nil && sys.s.DataLoad != nil {
+				l := sys.s.DataLoad
+				fmt.Fprintf(&b, "%s: %s loaded %d keys of 1 KiB first in %.1fs (%.0f keys/s), members' CPU %.0f µs/key, largest member %.1f MiB after\n",
+					w.Name, sys.name, l.Keys, l.Seconds, float64(l.Keys)/l.Seconds, l.CPUMicrosPerKey, l.PeakRSSMiB)
+			}
+		}
+	}
+	b.WriteString("\n")
 
 	const footRow = "%-34s %-26s %-26s\n"
 	fmt.Fprintf(&b, footRow, "per system", "etcd", "raftkv")

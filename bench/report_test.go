@@ -129,7 +129,7 @@ func TestFormatTableWithOneSystem(t *testing.T) {
 }
 
 func TestSelectWorkloads(t *testing.T) {
-	got, err := selectWorkloads("g, put-1c,b")
+	got, err := selectWorkloads("g, put-1c,b", defaultBigKeys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,10 +140,10 @@ func TestSelectWorkloads(t *testing.T) {
 	if strings.Join(names, ",") != "put-1c,put-100c,mixed-90get" {
 		t.Errorf("selected %v, want put-1c,put-100c,mixed-90get in table order", names)
 	}
-	if _, err := selectWorkloads("put-2c"); err == nil || !strings.Contains(err.Error(), "put-2c") {
+	if _, err := selectWorkloads("put-2c", defaultBigKeys); err == nil || !strings.Contains(err.Error(), "put-2c") {
 		t.Errorf("an unknown workload gave %v, want an error naming it", err)
 	}
-	all, _ := selectWorkloads("")
+	all, _ := selectWorkloads("", defaultBigKeys)
 	if len(all) != 10 {
 		t.Errorf("an empty list selected %d workloads, want all 10", len(all))
 	}

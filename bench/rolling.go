@@ -46,6 +46,53 @@ type gapStats struct {
 	P99GapMs         float64
 	// Restarts counts the restarts of a member that led when it got SIGTERM.
 	LeaderRestarts int `json:",omitempty"`
+	// CPUMicrosPerWrite is the members' CPU over the phase (restarts included) per
+	// acknowledged put; PeakRSSMiB the largest VmHWM of any member process in it.
+	CPUMicrosPerWrite float64
+	PeakRSSMiB        float64
+}
+
+// phaseUsage adds up the members' CPU over a phase in which members restart, and
+// keeps the largest VmHWM seen: a member's process is sampled as the phase starts,
+// just before it is stopped, and as the phase ends, and a restarted one counts from
+// zero (the CPU between its last sample and its exit, a few milliseconds, is lost).
+type phaseUsage struct {
+	cpuSeconds float64
+	peakKiB    uint64
+	base       map[*member]procSample
+}
+
+func startUsage(c *cluster) *phaseUsage {
+	u := &phaseUsage{base: map[*member]procSample{}}
+	for _, m := range c.members {
+		u.base[m], _ = readProc(m.cmd.Process.Pid)
+	}
+	return u
+}
+
+// add samples m's process and adds its CPU since the last sample.
+func (u *phaseUsage) add(m *member) {
+	s, err := readProc(m.cmd.Process.Pid)
+	if err != nil {
+		return
+	}
+	u.cpuSeconds += s.cpuSeconds() - u.base[m].cpuSeconds()
+	u.peakKiB = max(u.peakKiB, s.peakRSSKiB)
+	u.base[m] = s
+}
+
+// restarted: m runs as a new process, whose CPU starts at zero.
+func (u *phaseUsage) restarted(m *member) { u.base[m] = procSample{} }
+
+// finish samples every member and fills st's CPU and memory.
+func (u *phaseUsage) finish(c *cluster, st *gapStats) {
+	for _, m := range c.members {
+		u.add(m)
+	}
+	if st.Writes > 0 {
+		st.CPUMicrosPerWrite = round2(u.cpuSeconds * 1e6 / float64(st.Writes))
+	}
+	st.PeakRSSMiB = round2(kibToMiB(u.peakKiB))
 }
 
 // writer puts sequentially until stopped and records when each put was acknowledged.
@@ -123,12 +170,18 @@ func (w *writer) stats(scenario, system string, from, failedFrom int) gapStats {
 
 // restart starts m again on its data dir, with its command line, appending to its log.
 func (c *cluster) restart(m *member) error {
+	return c.restartCommand(m, c.spec.command.path, m.args)
+}
+
+// restartCommand starts m again with program path and args (m's command line wrapped
+// to cap its memory, say), appending to its log.
+func (c *cluster) restartCommand(m *member, path string, args []string) error {
 	logFile, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
 	defer logFile.Close()
-	cmd := exec.Command(c.spec.command.path, m.args...)
+	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -187,6 +240,7 @@ func runAvailability(ctx context.Context, spec clusterSpec) ([]gapStats, error) 
 
 	// Rolling restart.
 	from, failedFrom := w.mark()
+	usage := startUsage(c)
 	leaderRestarts := 0
 	for _, m := range c.members {
 		if err := ctx.Err(); err != nil {
@@ -200,11 +254,13 @@ func runAvailability(ctx context.Context, spec clusterSpec) ([]gapStats, error) 
 			leaderRestarts++
 		}
 		started := time.Now()
+		usage.add(m)
 		terminate(m, 10*time.Second)
 		stopped := time.Since(started)
 		if err := c.restart(m); err != nil {
 			return nil, err
 		}
+		usage.restarted(m)
 		if _, err := c.waitLeader(ctx, 30*time.Second); err != nil {
 			return nil, err
 		}
@@ -214,9 +270,11 @@ func runAvailability(ctx context.Context, spec clusterSpec) ([]gapStats, error) 
 	}
 	rolling := w.stats("rolling-restart", spec.system, from, failedFrom)
 	rolling.LeaderRestarts = leaderRestarts
+	usage.finish(c, &rolling)
 
 	// MoveLeader.
 	from, failedFrom = w.mark()
+	usage = startUsage(c)
 	for i := range moves {
 		lead, err := c.waitLeader(ctx, 30*time.Second)
 		if err != nil {
@@ -242,6 +300,7 @@ func runAvailability(ctx context.Context, spec clusterSpec) ([]gapStats, error) 
 		time.Sleep(settleBetween)
 	}
 	move := w.stats("move-leader", spec.system, from, failedFrom)
+	usage.finish(c, &move)
 	return []gapStats{rolling, move}, nil
 }
 
@@ -264,16 +323,19 @@ func runRollingRestart(ctx context.Context, opts *options, commands map[string]m
 func formatGapTable(rows []gapStats) string {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "scenario\tsystem\tacked writes\tfailed writes\tmax gap\tp99 gap\tleader restarts")
+	fmt.Fprintln(tw, "scenario\tsystem\tacked writes\tfailed writes\tmax gap\tp99 gap\tleader restarts\tµs/write\tRSS MiB")
 	slices.SortStableFunc(rows, func(a, b gapStats) int { return strings.Compare(a.Scenario, b.Scenario) })
 	for _, r := range rows {
 		lr := "-"
 		if r.Scenario == "rolling-restart" {
 			lr = fmt.Sprint(r.LeaderRestarts)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.0f ms\t%.1f ms\t%s\n", r.Scenario, r.System, r.Writes, r.Failed, r.MaxGapMs, r.P99GapMs, lr)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.0f ms\t%.1f ms\t%s\t%.0f\t%.1f\n", r.Scenario, r.System, r.Writes, r.Failed, r.MaxGapMs, r.P99GapMs, lr,
+			r.CPUMicrosPerWrite, r.PeakRSSMiB)
 	}
 	tw.Flush()
+	b.WriteString("µs/write: the members' CPU over the phase (restarts included) per acknowledged put;\n" +
+		"RSS MiB: the largest peak resident set (VmHWM) of any member process in the phase\n")
 	for _, r := range rows {
 		for _, e := range r.Errors {
 			fmt.Fprintf(&b, "  %s %s failed put at %s\n", r.Scenario, r.System, e)
