@@ -89,16 +89,7 @@ func startSmallDiskCluster(t *testing.T, small string, walOnly bool) *procCluste
 				m.dataDir = filepath.Join(small, m.name)
 			}
 		}
-		m.args = append([]string{
-			"--name", m.name,
-			"--data-dir", m.dataDir,
-			"--listen-client-urls", m.clientURL,
-			"--advertise-client-urls", m.clientURL,
-			"--listen-peer-urls", m.peerURL,
-			"--initial-advertise-peer-urls", m.peerURL,
-			"--initial-cluster", strings.Join(initial, ","),
-			"--initial-cluster-token", "e2e-" + t.Name(),
-		}, onSmall...)
+		m.args = append(m.memberArgs(t, initial), onSmall...)
 		m.client = newClient(t, hostPort(m.clientURL))
 	}
 	t.Cleanup(c.cleanup)

@@ -64,16 +64,7 @@ func startProcCluster(t *testing.T, n int, extraArgs ...string) *procCluster {
 		c.members = append(c.members, m)
 	}
 	for _, m := range c.members {
-		m.args = append([]string{
-			"--name", m.name,
-			"--data-dir", m.dataDir,
-			"--listen-client-urls", m.clientURL,
-			"--advertise-client-urls", m.clientURL,
-			"--listen-peer-urls", m.peerURL,
-			"--initial-advertise-peer-urls", m.peerURL,
-			"--initial-cluster", strings.Join(initial, ","),
-			"--initial-cluster-token", "e2e-" + t.Name(),
-		}, extraArgs...)
+		m.args = append(m.memberArgs(t, initial), extraArgs...)
 		m.client = newClient(t, hostPort(m.clientURL))
 	}
 	t.Cleanup(c.cleanup)
@@ -271,4 +262,18 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// memberArgs are the flags that start m as a member of the cluster initial lists.
+func (m *procMember) memberArgs(t *testing.T, initial []string) []string {
+	return []string{
+		"--name", m.name,
+		"--data-dir", m.dataDir,
+		"--listen-client-urls", m.clientURL,
+		"--advertise-client-urls", m.clientURL,
+		"--listen-peer-urls", m.peerURL,
+		"--initial-advertise-peer-urls", m.peerURL,
+		"--initial-cluster", strings.Join(initial, ","),
+		"--initial-cluster-token", "e2e-" + t.Name(),
+	}
 }
