@@ -142,24 +142,14 @@ func TestConfigRejectsBadEngineSizes(t *testing.T) {
 // A disk that fills stops the store with ErrEngineFailed wrapping ENOSPC, from
 // Flush and from every Apply after it, without a panic.
 func TestStoreStopsOnFullDisk(t *testing.T) {
-	var full atomic.Bool
-	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if full.Load() && (op.Kind == errorfs.OpCreate || op.Kind == errorfs.OpFileWrite || op.Kind == errorfs.OpFileWriteAt) {
-			return &os.PathError{Op: "write", Path: op.Path, Err: syscall.ENOSPC}
-		}
-		return nil
-	}))
-	s, err := openStore(Config{MemTableBytes: 1 << 20}, "/full", fs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, full := openFillingStore(t)
 	defer s.Close()
 	value := bytes.Repeat([]byte("v"), 1000)
 	for i := range 100 {
 		apply(t, s, &Command{Put: &PutRequest{Key: []byte{byte(i)}, Value: value}})
 	}
 	full.Store(true)
-	_, err = s.Flush()
+	_, err := s.Flush()
 	if !errors.Is(err, ErrEngineFailed) || !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("Flush on a full disk: %v, want ErrEngineFailed and ENOSPC", err)
 	}
@@ -181,17 +171,7 @@ func TestStoreStopsOnFullDisk(t *testing.T) {
 
 // Without a Flush, a background flush that fails stops Apply too.
 func TestStoreStopsWhenABackgroundFlushFails(t *testing.T) {
-	var full atomic.Bool
-	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if full.Load() && (op.Kind == errorfs.OpCreate || op.Kind == errorfs.OpFileWrite || op.Kind == errorfs.OpFileWriteAt) {
-			return &os.PathError{Op: "write", Path: op.Path, Err: syscall.ENOSPC}
-		}
-		return nil
-	}))
-	s, err := openStore(Config{MemTableBytes: 1 << 20}, "/full", fs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, full := openFillingStore(t)
 	defer s.Close()
 	full.Store(true)
 	value := bytes.Repeat([]byte("v"), 4000)
@@ -205,6 +185,7 @@ func TestStoreStopsWhenABackgroundFlushFails(t *testing.T) {
 		}
 		var data []byte
 		if i < 300 {
+			var err error
 			data, err = (&Command{Put: &PutRequest{Key: []byte{byte(i), byte(i >> 8)}, Value: value}}).Encode()
 			if err != nil {
 				t.Fatal(err)
@@ -260,4 +241,22 @@ func TestReadsSeeOneRevisionWhileApplying(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// openFillingStore opens a store with a 1 MiB memtable on a file system whose disk
+// is full (every create and write fails with ENOSPC) once full is set.
+func openFillingStore(t *testing.T) (*Store, *atomic.Bool) {
+	t.Helper()
+	full := new(atomic.Bool)
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if full.Load() && (op.Kind == errorfs.OpCreate || op.Kind == errorfs.OpFileWrite || op.Kind == errorfs.OpFileWriteAt) {
+			return &os.PathError{Op: "write", Path: op.Path, Err: syscall.ENOSPC}
+		}
+		return nil
+	}))
+	s, err := openStore(Config{MemTableBytes: 1 << 20}, "/full", fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, full
 }
