@@ -176,7 +176,16 @@ func TestEtcdctlWatch(t *testing.T) {
 			put("w/now", "last")
 
 			key.expect(t, "w/key "+from, "PUT\nw/key\nv1\nDELETE\nw/key\n\nPUT\nw/key\nv2\n")
-			// The probes of w/now come first, as many as it took.
+			// The probes of w/now come first, as many as it took: counted once the
+			// last event is printed, when every probe before it is too.
+			if err := eventually(15*time.Second, 10*time.Millisecond, func() error {
+				if !strings.HasSuffix(prefix.output(), "PUT\nw/now\nlast\n") {
+					return fmt.Errorf("etcdctl watch --prefix w/ has not printed the last put:\n%s", prefix.output())
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
 			probes := strings.Count(prefix.output(), "w/now\nprobe\n")
 			if probes == 0 {
 				t.Fatalf("etcdctl watch --prefix w/ printed no probe of w/now:\n%s", prefix.output())
@@ -187,8 +196,18 @@ func TestEtcdctlWatch(t *testing.T) {
 			interactive.expect(t, "-i, watch w/ --prefix "+from, wantPrefix)
 			prev.expect(t, fmt.Sprintf("w/key --rev=%d --prev-kv", r0),
 				"PUT\nw/key\nv0\nPUT\nw/key\nv0\nw/key\nv1\nDELETE\nw/key\nv1\nw/key\n\nPUT\nw/key\nv2\n")
-			if out := now.output(); !strings.HasSuffix(out, "PUT\nw/now\nlast\n") || strings.Count(out, "probe") > probes {
-				t.Fatalf("etcdctl watch w/now printed\n%s", out)
+			// The watch from now prints the last put, and no more probes than the
+			// history holds: wait for the last put before judging.
+			if err := eventually(15*time.Second, 10*time.Millisecond, func() error {
+				if out := now.output(); !strings.HasSuffix(out, "PUT\nw/now\nlast\n") {
+					return fmt.Errorf("etcdctl watch w/now printed\n%s", out)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if out := now.output(); strings.Count(out, "probe") > probes {
+				t.Fatalf("etcdctl watch w/now printed more probes than were put (%d):\n%s", probes, out)
 			}
 		})
 	}
