@@ -248,28 +248,14 @@ func (m *engineModel) applyToEngine(cmd *Command) Result {
 	return res
 }
 
-// execute runs one command in w, as the engine-backed store will.
+// execute runs one command in w as the store does (state.execute), with the
+// default limits and auth off.
 func (w *engineWrite) execute(cmd *Command) Result {
-	var res Result
-	switch {
-	case cmd.Compact != nil:
-		if res.Err = w.compact(cmd.Compact.Revision); res.Err == nil {
-			res.Compact = &CompactionResponse{Header: ResponseHeader{Revision: w.e.rev}}
-		}
-	case cmd.Put != nil:
-		res.Put, res.Err = w.putRequest(cmd.Put)
-	case cmd.DeleteRange != nil:
-		res.DeleteRange, res.Err = w.deleteRangeRequest(cmd.DeleteRange)
-	case cmd.Txn != nil:
-		res.Txn, res.Err = w.txnRequest(cmd.Txn, DefaultMaxTxnOps)
-	case cmd.LeaseGrant != nil:
-		res.LeaseGrant, res.Err = w.leaseGrant(cmd.LeaseGrant)
-	case cmd.LeaseRevoke != nil:
-		res.LeaseRevoke, res.Err = w.leaseRevoke(cmd.LeaseRevoke)
-	case cmd.LeaseCheckpoint != nil:
-		res.LeaseCheckpoint, res.Err = w.leaseCheckpoint(cmd.LeaseCheckpoint)
+	cfg, err := Config{}.withDefaults()
+	if err != nil {
+		panic(err)
 	}
-	return res
+	return (&state{cfg: cfg, e: w.e}).execute(w, cmd)
 }
 
 func formatCommand(cmd *Command) string {
