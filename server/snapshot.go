@@ -222,13 +222,31 @@ func (sm *stateMachine) restoreReceived(index uint64, name string) error {
 	if _, err := sm.store.Flush(); err != nil {
 		return err
 	}
-	removeInbound(sm.dir, func(string) bool { return true })
+	// Only bodies up to this one: the transport may have saved a newer one (or be
+	// writing it) while this one was restored, and Raft hands that over next.
+	removeInbound(sm.dir, func(n string) bool {
+		i, ok := inboundIndex(n)
+		return ok && i <= index
+	})
 	return nil
 }
 
 // inboundName is the file name of the body of the snapshot at index in term.
 func inboundName(snap raft.Snapshot) string {
 	return fmt.Sprintf("%016x-%016x.snap", snap.Term, snap.Index)
+}
+
+// inboundIndex is the snapshot index an inboundName names; false for any other name
+// (a body still being received).
+func inboundIndex(name string) (uint64, bool) {
+	var term, index uint64
+	if len(name) != 38 {
+		return 0, false
+	}
+	if _, err := fmt.Sscanf(name, "%016x-%016x.snap", &term, &index); err != nil {
+		return 0, false
+	}
+	return index, true
 }
 
 // removeInbound removes the files in kv-in that drop says to.

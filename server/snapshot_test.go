@@ -196,3 +196,68 @@ func TestReconcileStoreReceivedSnapshot(t *testing.T) {
 		t.Fatalf("kv-in holds %d files after the restore, want none", len(entries))
 	}
 }
+
+// TestRestoreReceivedKeepsNewerBodies: a leader may send a second snapshot while the
+// first is restored (seen in e2e: bodies at 1000 and 1100 received 11 ms apart).
+// Restoring the first must leave the second's body, and any body still being
+// received, for Raft to hand over next.
+func TestRestoreReceivedKeepsNewerBodies(t *testing.T) {
+	f := newReconcileFixture(t)
+	leader := newReconcileFixture(t)
+	leader.applyPuts(t, 1, 12, 1)
+	if err := os.MkdirAll(inboundDir(f.dir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	first := raft.Snapshot{Index: 10, Term: 1}
+	second := raft.Snapshot{Index: 12, Term: 1}
+	for _, snap := range []raft.Snapshot{first, second} {
+		out, err := os.Create(filepath.Join(inboundDir(f.dir), inboundName(snap)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := leader.s.sm.store.WriteSnapshot(out); err != nil {
+			t.Fatal(err)
+		}
+		if err := out.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	older := filepath.Join(inboundDir(f.dir), "0000000000000001-0000000000000004.snap")
+	inFlight := filepath.Join(inboundDir(f.dir), ".recv-123")
+	for _, p := range []string{older, inFlight} {
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.s.sm.restore(first.Index, receivedSnapshotData(inboundName(first))); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{older, filepath.Join(inboundDir(f.dir), inboundName(first))} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s is still in kv-in after the restore at %d (stat: %v)", filepath.Base(p), first.Index, err)
+		}
+	}
+	if _, err := os.Stat(inFlight); err != nil {
+		t.Errorf("the body being received was removed: %v", err)
+	}
+	if err := f.s.sm.restore(second.Index, receivedSnapshotData(inboundName(second))); err != nil {
+		t.Fatalf("restoring the second body: %v", err)
+	}
+	if got := f.s.sm.store.AppliedIndex(); got != 12 {
+		t.Fatalf("applied %d after the second restore, want 12", got)
+	}
+}
+
+func TestInboundIndex(t *testing.T) {
+	for name, want := range map[string]int64{
+		inboundName(raft.Snapshot{Term: 3, Index: 1100}): 1100,
+		".recv-42": -1,
+		"0000000000000001-000000000000044c.snap.tmp": -1,
+		"zz": -1,
+	} {
+		got, ok := inboundIndex(name)
+		if (want < 0) == ok || (ok && int64(got) != want) {
+			t.Errorf("inboundIndex(%q) = %d, %v; want %d", name, got, ok, want)
+		}
+	}
+}
