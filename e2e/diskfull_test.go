@@ -65,39 +65,16 @@ func fillDisk(t *testing.T, path string) int64 {
 // keeps its data dir (or only its WAL, if walOnly) on the directory small.
 func startSmallDiskCluster(t *testing.T, small string, walOnly bool) *procCluster {
 	t.Helper()
-	c := &procCluster{t: t, bin: raftkvBinary(t)}
-	dir := t.TempDir()
-	ports := freePorts(t, 6)
-	var initial []string
-	for i := range 3 {
-		m := &procMember{
-			name:      fmt.Sprintf("m%d", i+1),
-			clientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]),
-			peerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
+	return startProcClusterWith(t, 3, func(i int, m *procMember) []string {
+		switch {
+		case i != 2:
+			return nil
+		case walOnly:
+			return []string{"--wal-dir", filepath.Join(small, "wal")}
 		}
-		m.dataDir = filepath.Join(dir, m.name)
-		m.logPath = filepath.Join(dir, m.name+".log")
-		initial = append(initial, m.name+"="+m.peerURL)
-		c.members = append(c.members, m)
-	}
-	for i, m := range c.members {
-		var onSmall []string
-		if i == 2 {
-			if walOnly {
-				onSmall = []string{"--wal-dir", filepath.Join(small, "wal")}
-			} else {
-				m.dataDir = filepath.Join(small, m.name)
-			}
-		}
-		m.args = append(m.memberArgs(t, initial), onSmall...)
-		m.client = newClient(t, hostPort(m.clientURL))
-	}
-	t.Cleanup(c.cleanup)
-	for _, m := range c.members {
-		c.start(m)
-	}
-	c.waitWritable(c.members, 30*time.Second)
-	return c
+		m.dataDir = filepath.Join(small, m.name)
+		return nil
+	})
 }
 
 // lastStart returns the output of m's last start, from its log.

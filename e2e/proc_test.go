@@ -48,6 +48,14 @@ type procMember struct {
 // extraArgs, and waits until every member takes a write.
 func startProcCluster(t *testing.T, n int, extraArgs ...string) *procCluster {
 	t.Helper()
+	return startProcClusterWith(t, n, nil, extraArgs...)
+}
+
+// startProcClusterWith is startProcCluster with setup called for each member before
+// its flags are made: it may change the member (its data dir) and returns flags for
+// it alone.
+func startProcClusterWith(t *testing.T, n int, setup func(i int, m *procMember) []string, extraArgs ...string) *procCluster {
+	t.Helper()
 	c := &procCluster{t: t, bin: raftkvBinary(t)}
 	dir := t.TempDir()
 	ports := freePorts(t, 2*n)
@@ -63,8 +71,12 @@ func startProcCluster(t *testing.T, n int, extraArgs ...string) *procCluster {
 		initial = append(initial, m.name+"="+m.peerURL)
 		c.members = append(c.members, m)
 	}
-	for _, m := range c.members {
-		m.args = append(m.memberArgs(t, initial), extraArgs...)
+	for i, m := range c.members {
+		var own []string
+		if setup != nil {
+			own = setup(i, m)
+		}
+		m.args = append(append(m.memberArgs(t, initial), extraArgs...), own...)
 		m.client = newClient(t, hostPort(m.clientURL))
 	}
 	t.Cleanup(c.cleanup)
