@@ -365,22 +365,40 @@ func (e *engine) close() error {
 // the engine will hold after a crash from now on, the highest the raft log may be
 // truncated to.
 func (e *engine) flush() (uint64, error) {
-	applied := e.appliedIndex
-	if err := e.bg.get(); err != nil {
-		return 0, fmt.Errorf("kv: the storage engine in %q failed: %w", e.dir, err)
+	applied, flushed, err := e.startFlush()
+	if err != nil {
+		return 0, err
 	}
+	return applied, e.waitFlush(flushed)
+}
+
+// startFlush starts a flush of every write committed so far and returns the
+// applied index it covers and the channel closed once it is durable
+// (waitFlush). It must be called under the Store's write lock, so that no batch
+// commits meanwhile; the wait needs no lock, and writes go on into a new
+// memtable. The flushed bytes leave the count of unflushed ones (Sizes) now.
+func (e *engine) startFlush() (uint64, <-chan struct{}, error) {
+	if err := e.bg.get(); err != nil {
+		return 0, nil, fmt.Errorf("kv: the storage engine in %q failed: %w", e.dir, err)
+	}
+	applied := e.appliedIndex
 	flushed, err := e.db.AsyncFlush()
 	if err != nil {
-		return 0, fmt.Errorf("kv: flushing the storage engine in %q: %w", e.dir, err)
-	}
-	select {
-	case <-flushed:
-	case <-e.bg.done:
-		// Pebble would retry the flush without end.
-		return 0, fmt.Errorf("kv: flushing the storage engine in %q: %w", e.dir, e.bg.get())
+		return 0, nil, fmt.Errorf("kv: flushing the storage engine in %q: %w", e.dir, err)
 	}
 	e.unflushed = 0
-	return applied, nil
+	return applied, flushed, nil
+}
+
+// waitFlush waits for the flush that closes flushed, or for pebble's background
+// work to fail (pebble would retry a failed flush without end).
+func (e *engine) waitFlush(flushed <-chan struct{}) error {
+	select {
+	case <-flushed:
+		return nil
+	case <-e.bg.done:
+		return fmt.Errorf("kv: flushing the storage engine in %q: %w", e.dir, e.bg.get())
+	}
 }
 
 // engineWrite is the batch of one applied entry: its changes share one revision,

@@ -138,22 +138,39 @@ func (s *Store) Config() Config { return s.cfg }
 
 // Flush makes everything applied so far durable and returns the applied index
 // the engine's durable state now covers: the raft log may be truncated up to it.
+// It holds the store's lock only to take the applied index and start pebble's
+// flush of the memtables as they are then (which hold whole entries up to that
+// index, and nothing of a later one); Apply goes on while the flush writes.
 func (s *Store) Flush() (appliedIndex uint64, err error) {
-	// The write lock: a flush must not take half of an entry's effects, and
-	// pebble's flush covers every batch committed before it.
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.mu.closed {
+		s.mu.Unlock()
 		return 0, ErrClosed
 	}
 	st := s.mu.st
 	if st.failed != nil {
+		s.mu.Unlock()
 		return 0, st.failed
 	}
-	applied, err := st.e.flush()
+	e := st.e
+	applied, flushed, err := e.startFlush()
 	if err != nil {
-		st.failed = fmt.Errorf("%w: %w", ErrEngineFailed, err)
+		st.fail(err)
+		s.mu.Unlock()
 		return 0, st.failed
+	}
+	// Close waits for the flush, as for a read, before it closes the engine.
+	s.reads.Add(1)
+	s.mu.Unlock()
+	err = e.waitFlush(flushed)
+	s.reads.Done()
+	if err != nil {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.mu.st.failed == nil {
+			s.mu.st.fail(err)
+		}
+		return 0, s.mu.st.failed
 	}
 	return applied, nil
 }

@@ -260,3 +260,62 @@ func openFillingStore(t *testing.T) (*Store, *atomic.Bool) {
 	}
 	return s, full
 }
+
+// Flush holds the store's lock only to start the engine's flush: Apply goes on
+// while the flush writes its table (a log compaction must not stall applying),
+// and the index Flush returns is the one applied when it began, durable once it
+// returns, not the later entry's.
+func TestApplyGoesOnWhileFlushWrites(t *testing.T) {
+	var armed atomic.Bool
+	blocked, release := make(chan struct{}, 1), make(chan struct{})
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind == errorfs.OpCreate && strings.HasSuffix(op.Path, ".sst") && armed.CompareAndSwap(true, false) {
+			blocked <- struct{}{}
+			<-release
+		}
+		return nil
+	}))
+	s, err := openStore(Config{}, "/flushing", fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	mustPut(t, s, "a", "1")
+	flushedIndex := s.AppliedIndex()
+	next, err := (&Command{Put: &PutRequest{Key: []byte("b"), Value: []byte("2")}}).Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type flushResult struct {
+		index uint64
+		err   error
+	}
+	flushed := make(chan flushResult, 1)
+	armed.Store(true)
+	go func() {
+		index, err := s.Flush()
+		flushed <- flushResult{index, err}
+	}()
+	<-blocked // the flush is creating its table, and waits for release
+	applied := make(chan Result, 1)
+	go func() { applied <- s.Apply(flushedIndex+1, next) }()
+	select {
+	case res := <-applied:
+		if res.Err != nil {
+			t.Errorf("Apply during a flush: %v", res.Err)
+		}
+	case <-time.After(10 * time.Second):
+		close(release)
+		<-flushed
+		<-applied
+		t.Fatal("Apply waited for a flush that was blocked writing its table")
+	}
+	close(release)
+	if r := <-flushed; r.err != nil || r.index != flushedIndex {
+		t.Fatalf("Flush = %d, %v; want %d (the index applied when it began), nil", r.index, r.err, flushedIndex)
+	}
+	resp, err := s.Range(&RangeRequest{Key: []byte("b")})
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "2" {
+		t.Fatalf("Range b after the flush: %+v, %v; want value 2", resp, err)
+	}
+}
