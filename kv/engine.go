@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -52,28 +53,33 @@ type engine struct {
 	unflushed int64
 	// newestCache spares most puts their seek for the key's previous version.
 	newestCache newestCache
-	// bg holds the first error of pebble's background work (a flush or a
-	// compaction that failed, on a full disk say).
+	// bg holds the engine's first failure: pebble's background work (a flush or
+	// a compaction that failed, on a full disk say), a commit, or a read.
 	bg *backgroundError
 	// w is the write the engine reuses, one entry after another.
 	w engineWrite
 }
 
-// backgroundError is the first error pebble reported from its background work.
-// Pebble retries a failed flush without end, and stops writes once its memtables
-// are full, so the store takes the first failure as fatal instead: Apply and
-// Flush return it from then on.
+// backgroundError is the engine's first failure: an error pebble reported from
+// its background work, a commit that failed, or a read that failed (an I/O error,
+// a corrupt block). Pebble retries a failed flush without end, and stops writes
+// once its memtables are full, so the store takes the first failure as fatal
+// instead: Apply and Flush return it from then on, and Store.Failed is closed, so
+// that the member stops. Each error set is whole: it names the engine's directory.
 type backgroundError struct {
+	once sync.Once
 	err  atomic.Pointer[error]
 	done chan struct{} // closed when err is set
 }
 
 func (b *backgroundError) set(err error) {
-	// Once: pebble retries a failed flush in a loop.
-	if b.err.CompareAndSwap(nil, &err) {
-		slog.Error("pebble: background work failed; the store applies nothing more", "err", err.Error())
+	// Once (pebble retries a failed flush in a loop), and a caller returns only
+	// once done is closed, whoever set it.
+	b.once.Do(func() {
+		b.err.Store(&err)
+		slog.Error("kv: the storage engine failed; the store applies nothing more", "err", err.Error())
 		close(b.done)
-	}
+	})
 }
 
 // get returns the error, nil if none.
@@ -245,7 +251,9 @@ func openEngineMode(dir string, cfg engineConfig, forRestore bool) (*engine, err
 	defer cache.Unref() // the database holds its own reference
 	bg := &backgroundError{done: make(chan struct{})}
 	opts := &pebble.Options{
-		EventListener:               &pebble.EventListener{BackgroundError: bg.set},
+		EventListener: &pebble.EventListener{BackgroundError: func(err error) {
+			bg.set(fmt.Errorf("kv: the storage engine in %q failed in the background: %w", dir, err))
+		}},
 		Comparer:                    engineComparer,
 		Cache:                       cache,
 		MemTableSize:                uint64(cfg.MemTableBytes),
@@ -379,7 +387,7 @@ func (e *engine) flush() (uint64, error) {
 // memtable. The flushed bytes leave the count of unflushed ones (Sizes) now.
 func (e *engine) startFlush() (uint64, <-chan struct{}, error) {
 	if err := e.bg.get(); err != nil {
-		return 0, nil, fmt.Errorf("kv: the storage engine in %q failed: %w", e.dir, err)
+		return 0, nil, err
 	}
 	applied := e.appliedIndex
 	flushed, err := e.db.AsyncFlush()
@@ -397,7 +405,7 @@ func (e *engine) waitFlush(flushed <-chan struct{}) error {
 	case <-flushed:
 		return nil
 	case <-e.bg.done:
-		return fmt.Errorf("kv: flushing the storage engine in %q: %w", e.dir, e.bg.get())
+		return e.bg.get()
 	}
 }
 

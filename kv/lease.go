@@ -105,7 +105,7 @@ func (s *Store) Lease(id int64) (LeaseInfo, bool) {
 	defer s.mu.RUnlock()
 	info, ok, err := s.mu.st.e.lease(id)
 	if err != nil {
-		engineReadFailed(fmt.Sprintf("lease %d", id), err)
+		engineReadPanic(fmt.Sprintf("lease %d", id), err)
 	}
 	return info, ok
 }
@@ -117,7 +117,7 @@ func (s *Store) LeaseKeys(id int64) [][]byte {
 	defer s.mu.RUnlock()
 	keys, err := s.mu.st.e.leaseKeys(id)
 	if err != nil {
-		engineReadFailed(fmt.Sprintf("the keys of lease %d", id), err)
+		engineReadPanic(fmt.Sprintf("the keys of lease %d", id), err)
 	}
 	return keys
 }
@@ -128,7 +128,7 @@ func (s *Store) Leases() []LeaseInfo {
 	defer s.mu.RUnlock()
 	leases, err := s.mu.st.e.leases()
 	if err != nil {
-		engineReadFailed("the leases", err)
+		engineReadPanic("the leases", err)
 	}
 	return leases
 }

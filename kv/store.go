@@ -64,11 +64,12 @@ type Result struct {
 	Err  error
 }
 
-// ErrEngineFailed: the storage engine failed a write (a full disk, say). The
-// store refuses every Apply after it with the same error, which wraps the cause
-// (errors.Is(err, syscall.ENOSPC) holds for a full disk): the member must stop,
-// and restarts from the engine's last flushed state and the log.
-var ErrEngineFailed = errors.New("kv: the storage engine failed a write; the store applies nothing more")
+// ErrEngineFailed: the storage engine failed a write (a full disk, say) or a read
+// (an I/O error, a corrupt block). The store refuses every Apply after it with
+// the same error, which wraps the cause (errors.Is(err, syscall.ENOSPC) holds for
+// a full disk); the read that failed returns it too, and Failed is closed: the
+// member must stop, and restarts from the engine's last flushed state and the log.
+var ErrEngineFailed = errors.New("kv: the storage engine failed; the store applies nothing more")
 
 // OpenStore opens the store whose engine is in dir, creating an empty one
 // (revision 1, nothing compacted, nothing applied) if dir holds none. It refuses,
@@ -131,6 +132,27 @@ func (s *Store) Close() error {
 	s.mu.closed = true
 	s.reads.Wait()
 	return s.mu.st.e.close()
+}
+
+// Failed is closed once the storage engine has failed: a write, a read, or
+// pebble's background work (a flush or a compaction). The store then applies
+// nothing more, and the member must stop (Failure says why); reads may go on
+// failing or not, as the damage lies.
+func (s *Store) Failed() <-chan struct{} {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.mu.st.e.bg.done
+}
+
+// Failure returns the engine's failure, wrapping ErrEngineFailed and the cause,
+// once Failed is closed; nil before.
+func (s *Store) Failure() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.mu.st.e.bg.get(); err != nil {
+		return fmt.Errorf("%w: %w", ErrEngineFailed, err)
+	}
+	return nil
 }
 
 // Config returns the store's config with defaults filled in.
@@ -254,7 +276,7 @@ func (s *Store) ApplyOnce(index uint64, id ProposalID, data []byte) Result {
 func (st *state) admit(index uint64) (Result, bool) {
 	if st.failed == nil {
 		if err := st.e.bg.get(); err != nil {
-			st.fail(fmt.Errorf("kv: the storage engine in %q failed: %w", st.e.dir, err))
+			st.fail(err)
 		}
 	}
 	if st.failed != nil {
@@ -296,6 +318,7 @@ func (st *state) advance(index uint64, res Result) Result {
 // Apply now returns.
 func (st *state) fail(err error) error {
 	st.failed = fmt.Errorf("%w: %w", ErrEngineFailed, err)
+	st.e.bg.set(err)
 	return st.failed
 }
 
@@ -399,6 +422,7 @@ func (s *Store) Check(cmd *Command) error {
 type storeRead struct {
 	engineRead
 	s    *Store
+	e    *engine
 	view *iterView
 }
 
@@ -422,12 +446,21 @@ func (s *Store) beginRead(check func(st *state) error) (*storeRead, error) {
 	}
 	s.reads.Add(1)
 	view := &iterView{base: base}
-	return &storeRead{engineRead: engineRead{r: view, rev: st.e.rev, compactRev: st.e.compactRev}, s: s, view: view}, nil
+	return &storeRead{engineRead: engineRead{r: view, rev: st.e.rev, compactRev: st.e.compactRev}, s: s, e: st.e, view: view}, nil
 }
 
 func (rd *storeRead) end() {
 	_ = rd.view.Close()
 	rd.s.reads.Done()
+}
+
+// result returns a read's answer, recording a failed read as the engine's
+// failure (engine.readFailed): the member stops (Store.Failed).
+func result[T any](rd *storeRead, resp *T, err error) (*T, error) {
+	if err != nil {
+		return nil, rd.e.readFailed(err)
+	}
+	return resp, nil
 }
 
 // iterView is a pebble.Reader over the point-in-time view of one iterator: each
@@ -476,7 +509,8 @@ func (s *Store) RangeLimited(r *RangeRequest, maxResponseBytes int64) (*RangeRes
 		return nil, err
 	}
 	defer rd.end()
-	return engineRangeAt(rd.r, r, rd.rev, rd.compactRev, newBudget(maxResponseBytes))
+	resp, err := engineRangeAt(rd.r, r, rd.rev, rd.compactRev, newBudget(maxResponseBytes))
+	return result(rd, resp, err)
 }
 
 // Txn answers a read-only txn (see IsTxnReadOnly) without the log, as etcd
@@ -496,7 +530,8 @@ func (s *Store) TxnLimited(r *TxnRequest, maxResponseBytes int64) (*TxnResponse,
 		return nil, err
 	}
 	defer rd.end()
-	return rd.readTxn(r, s.cfg.MaxTxnOps, newBudget(maxResponseBytes))
+	resp, err := rd.readTxn(r, s.cfg.MaxTxnOps, newBudget(maxResponseBytes))
+	return result(rd, resp, err)
 }
 
 // Revision returns the store's current revision.

@@ -319,3 +319,90 @@ func TestApplyGoesOnWhileFlushWrites(t *testing.T) {
 		t.Fatalf("Range b after the flush: %+v, %v; want value 2", resp, err)
 	}
 }
+
+// A read the engine fails (an I/O error, a corrupt block) fails the request with
+// ErrEngineFailed and the cause rather than panicking, and stops the store as a
+// failed write does: Failed is closed, Failure says why, and Apply refuses every
+// entry from then on.
+func TestFailedReadStopsTheStore(t *testing.T) {
+	reads := map[string]func(s *Store) error{
+		"range of one key": func(s *Store) error {
+			_, err := s.Range(&RangeRequest{Key: []byte("k0001")})
+			return err
+		},
+		"range of a prefix": func(s *Store) error {
+			_, err := s.Range(&RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")})
+			return err
+		},
+		"range by value": func(s *Store) error {
+			_, err := s.Range(&RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), SortTarget: SortByValue})
+			return err
+		},
+		"count": func(s *Store) error {
+			_, err := s.Range(&RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), CountOnly: true})
+			return err
+		},
+		"read-only txn": func(s *Store) error {
+			_, err := s.TxnAs(AuthInfo{}, &TxnRequest{
+				Compare: []Compare{{Key: []byte("k0002"), Target: CompareValue, Result: CompareEqual, Value: []byte("v")}},
+				Success: []RequestOp{rangeOp("k", "l")}}, 0)
+			return err
+		},
+		"events": func(s *Store) error {
+			_, err := s.Events(&EventsRequest{FromRevision: 1, PrevKv: true})
+			return err
+		},
+	}
+	for name, read := range reads {
+		t.Run(name, func(t *testing.T) {
+			var failing atomic.Bool
+			fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+				if failing.Load() && (op.Kind == errorfs.OpFileRead || op.Kind == errorfs.OpFileReadAt) && strings.HasSuffix(op.Path, ".sst") {
+					return errorfs.ErrInjected
+				}
+				return nil
+			}))
+			s, err := openStore(Config{}, "/damaged", fs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 100 {
+				mustPut(t, s, fmt.Sprintf("k%04d", i), strings.Repeat("v", 100))
+			}
+			if _, err := s.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			// Reopened, the store holds no block of the keys in memory: a read goes
+			// to the files.
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if s, err = openStore(Config{}, "/damaged", fs); err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			select {
+			case <-s.Failed():
+				t.Fatalf("the store failed before any read failed: %v", s.Failure())
+			default:
+			}
+			failing.Store(true)
+			err = read(s)
+			if !errors.Is(err, ErrEngineFailed) || !errors.Is(err, errorfs.ErrInjected) || !strings.Contains(err.Error(), `"/damaged"`) {
+				t.Fatalf("read from a failing disk: %v; want ErrEngineFailed wrapping the injected error, naming the engine's directory", err)
+			}
+			select {
+			case <-s.Failed():
+			default:
+				t.Fatal("Failed is not closed after a read failed")
+			}
+			if err := s.Failure(); !errors.Is(err, ErrEngineFailed) || !errors.Is(err, errorfs.ErrInjected) {
+				t.Fatalf("Failure() = %v; want ErrEngineFailed wrapping the injected error", err)
+			}
+			failing.Store(false)
+			if res := apply(t, s, &Command{Put: &PutRequest{Key: []byte("after"), Value: []byte("x")}}); !errors.Is(res.Err, ErrEngineFailed) {
+				t.Fatalf("Apply after a failed read: %v; want ErrEngineFailed", res.Err)
+			}
+		})
+	}
+}
