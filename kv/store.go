@@ -45,6 +45,9 @@ type state struct {
 	// failed is the engine failure that stopped the store: every Apply after it
 	// returns it.
 	failed error
+	// put is what Apply decodes a put into: on the stack it would move to the
+	// heap (the decoded command points to it), an allocation per put.
+	put PutRequest
 }
 
 // Result is the outcome of one applied command: the response matching its
@@ -230,11 +233,13 @@ func (s *Store) Apply(index uint64, data []byte) Result {
 		return res
 	}
 	var cmd Command
-	var put PutRequest
-	if res, ok := st.decode(data, &cmd, &put); !ok {
+	if res, ok := st.decode(data, &cmd, &st.put); !ok {
+		st.put = PutRequest{}
 		return st.advance(index, res)
 	}
-	return st.applyCommand(index, &cmd, nil)
+	res := st.applyCommand(index, &cmd, nil)
+	st.put = PutRequest{} // no reference to data
+	return res
 }
 
 // ApplyCommand is Apply for a command already decoded (tests and the
@@ -264,12 +269,14 @@ func (s *Store) ApplyOnce(index uint64, id ProposalID, data []byte) Result {
 		return st.advance(index, Result{Err: ErrInvalidCommand})
 	}
 	var cmd Command
-	var put PutRequest
-	if res, ok := st.decode(data, &cmd, &put); !ok {
+	if res, ok := st.decode(data, &cmd, &st.put); !ok {
 		// Every copy fails alike, so the table need not answer a later one.
+		st.put = PutRequest{}
 		return st.advance(index, res)
 	}
-	return st.applyCommand(index, &cmd, &id)
+	res := st.applyCommand(index, &cmd, &id)
+	st.put = PutRequest{} // no reference to data
+	return res
 }
 
 // admit refuses an entry the store has applied, or any once the engine failed.
@@ -288,9 +295,8 @@ func (st *state) admit(index uint64) (Result, bool) {
 	return Result{}, true
 }
 
-// decode decodes data into cmd; ok is false (with the result to return) for no
-// command, a command too large, or bytes that do not decode. Decoding into values
-// on the stack saves two allocations per put.
+// decode decodes data into cmd, and a put into put; ok is false (with the result
+// to return) for no command, a command too large, or bytes that do not decode.
 func (st *state) decode(data []byte, cmd *Command, put *PutRequest) (Result, bool) {
 	if len(data) == 0 {
 		return Result{}, false
