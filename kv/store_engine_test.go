@@ -348,6 +348,12 @@ func TestFailedReadStopsTheStore(t *testing.T) {
 				Success: []RequestOp{rangeOp("k", "l")}}, 0)
 			return err
 		},
+		"leases": func(s *Store) error {
+			if leases := s.Leases(); leases != nil {
+				return fmt.Errorf("Leases() = %v from a failing disk", leases)
+			}
+			return s.Failure()
+		},
 		"events": func(s *Store) error {
 			_, err := s.Events(&EventsRequest{FromRevision: 1, PrevKv: true})
 			return err
@@ -368,6 +374,16 @@ func TestFailedReadStopsTheStore(t *testing.T) {
 			}
 			for i := range 100 {
 				mustPut(t, s, fmt.Sprintf("k%04d", i), strings.Repeat("v", 100))
+			}
+			if _, err := s.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			// Leases in a table of their own, in more blocks than the one that
+			// opening the store reads (the applied index, after them).
+			for id := range int64(300) {
+				if res := apply(t, s, &Command{LeaseGrant: &LeaseGrantRequest{ID: id + 1, TTL: 60}}); res.Err != nil {
+					t.Fatal(res.Err)
+				}
 			}
 			if _, err := s.Flush(); err != nil {
 				t.Fatal(err)
