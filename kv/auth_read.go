@@ -74,7 +74,7 @@ func (s *Store) RangeAs(sender AuthInfo, r *RangeRequest, maxResponseBytes int64
 	}
 	defer rd.end()
 	resp, err := engineRangeAt(rd.r, r, rd.rev, rd.compactRev, newBudget(maxResponseBytes))
-	return result(rd, resp, err)
+	return readResult(rd, resp, err)
 }
 
 // TxnAs is TxnLimited for sender, checked as a txn applied for it would be.
@@ -91,7 +91,7 @@ func (s *Store) TxnAs(sender AuthInfo, r *TxnRequest, maxResponseBytes int64) (*
 	}
 	defer rd.end()
 	resp, err := rd.readTxn(r, s.cfg.MaxTxnOps, newBudget(maxResponseBytes))
-	return result(rd, resp, err)
+	return readResult(rd, resp, err)
 }
 
 // UserGet returns a user's roles. With auth enabled, a user may read itself, and

@@ -460,9 +460,9 @@ func (rd *storeRead) end() {
 	rd.s.reads.Done()
 }
 
-// result returns a read's answer, recording a failed read as the engine's
+// readResult returns a read's answer, recording a failed read as the engine's
 // failure (engine.readFailed): the member stops (Store.Failed).
-func result[T any](rd *storeRead, resp *T, err error) (*T, error) {
+func readResult[T any](rd *storeRead, resp *T, err error) (*T, error) {
 	if err != nil {
 		return nil, rd.e.readFailed(err)
 	}
@@ -516,7 +516,7 @@ func (s *Store) RangeLimited(r *RangeRequest, maxResponseBytes int64) (*RangeRes
 	}
 	defer rd.end()
 	resp, err := engineRangeAt(rd.r, r, rd.rev, rd.compactRev, newBudget(maxResponseBytes))
-	return result(rd, resp, err)
+	return readResult(rd, resp, err)
 }
 
 // Txn answers a read-only txn (see IsTxnReadOnly) without the log, as etcd
@@ -537,7 +537,7 @@ func (s *Store) TxnLimited(r *TxnRequest, maxResponseBytes int64) (*TxnResponse,
 	}
 	defer rd.end()
 	resp, err := rd.readTxn(r, s.cfg.MaxTxnOps, newBudget(maxResponseBytes))
-	return result(rd, resp, err)
+	return readResult(rd, resp, err)
 }
 
 // Revision returns the store's current revision.
