@@ -27,7 +27,7 @@ func (a *authState) checkLeaseAuth(sender AuthInfo, r pebble.Reader, id int64, w
 	}
 	keys, err := leaseKeysOf(r, id)
 	if err != nil {
-		engineReadFailed(fmt.Sprintf("the keys of lease %d", id), err)
+		return engineReadFailed(fmt.Sprintf("the keys of lease %d", id), err)
 	}
 	for _, k := range keys {
 		if err := a.checkOp(sender, k, nil, write); err != nil {
@@ -60,7 +60,7 @@ func (s *Store) CheckLeaseRenew(sender AuthInfo, id int64) error {
 	if ok, err := st.auth.checkLeaseUser(sender); !ok {
 		return err
 	}
-	return st.auth.checkLeaseAuth(sender, st.e.db, id, true)
+	return st.e.readFailed(st.auth.checkLeaseAuth(sender, st.e.db, id, true))
 }
 
 // LeaseKeysAs is LeaseKeys for sender, checked as etcd's checkLeaseTimeToLive: with
@@ -74,12 +74,12 @@ func (s *Store) LeaseKeysAs(sender AuthInfo, id int64) ([][]byte, error) {
 		return nil, err
 	} else if ok {
 		if err := st.auth.checkLeaseAuth(sender, st.e.db, id, false); err != nil {
-			return nil, err
+			return nil, st.e.readFailed(err)
 		}
 	}
 	keys, err := st.e.leaseKeys(id)
 	if err != nil {
-		engineReadFailed(fmt.Sprintf("the keys of lease %d", id), err)
+		return nil, st.e.readFailed(engineReadFailed(fmt.Sprintf("the keys of lease %d", id), err))
 	}
 	return keys, nil
 }
@@ -93,13 +93,13 @@ func (s *Store) LeasesAs(sender AuthInfo) ([]LeaseInfo, error) {
 	st := s.mu.st
 	leases, err := st.e.leases()
 	if err != nil {
-		engineReadFailed("the leases", err)
+		return nil, st.e.readFailed(engineReadFailed("the leases", err))
 	}
 	if ok, err := st.auth.checkLeaseUser(sender); err != nil {
 		return nil, err
 	} else if ok {
 		for _, l := range leases {
-			if err := st.auth.checkLeaseAuth(sender, st.e.db, l.ID, false); err != nil {
+			if err := st.e.readFailed(st.auth.checkLeaseAuth(sender, st.e.db, l.ID, false)); err != nil {
 				return nil, err
 			}
 		}

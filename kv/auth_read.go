@@ -73,7 +73,8 @@ func (s *Store) RangeAs(sender AuthInfo, r *RangeRequest, maxResponseBytes int64
 		return nil, err
 	}
 	defer rd.end()
-	return engineRangeAt(rd.r, r, rd.rev, rd.compactRev, newBudget(maxResponseBytes))
+	resp, err := engineRangeAt(rd.r, r, rd.rev, rd.compactRev, newBudget(maxResponseBytes))
+	return readResult(rd, resp, err)
 }
 
 // TxnAs is TxnLimited for sender, checked as a txn applied for it would be.
@@ -89,7 +90,8 @@ func (s *Store) TxnAs(sender AuthInfo, r *TxnRequest, maxResponseBytes int64) (*
 		return nil, err
 	}
 	defer rd.end()
-	return rd.readTxn(r, s.cfg.MaxTxnOps, newBudget(maxResponseBytes))
+	resp, err := rd.readTxn(r, s.cfg.MaxTxnOps, newBudget(maxResponseBytes))
+	return readResult(rd, resp, err)
 }
 
 // UserGet returns a user's roles. With auth enabled, a user may read itself, and

@@ -46,6 +46,7 @@ func BenchmarkPut(b *testing.B) {
 	index := s.AppliedIndex()
 	b.ReportAllocs()
 	b.ResetTimer()
+	defer reportCPU(b)()
 	for i := range b.N {
 		index++
 		if res := s.Apply(index, entries[i%len(entries)]); res.Err != nil {
@@ -64,6 +65,7 @@ func BenchmarkPutNewKey(b *testing.B) {
 	index := s.AppliedIndex()
 	b.ReportAllocs()
 	b.ResetTimer()
+	defer reportCPU(b)()
 	for i := range b.N {
 		index++
 		if res := s.Apply(index, entries[i]); res.Err != nil {

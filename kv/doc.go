@@ -30,10 +30,12 @@
 // and compaction revision. Each applied entry is one pebble batch with its applied
 // index, committed without a sync and without pebble's WAL: the raft log is the
 // durability. Store.Flush makes what was applied durable and returns the applied
-// index it covers; after a crash the store opens at its last flush and the log is
+// index it covers (Apply goes on while it writes: it holds the lock only to start
+// the flush); after a crash the store opens at its last flush and the log is
 // replayed from there, so the log may be truncated only up to a flushed index. An
-// engine that fails a write (a full disk) stops the store: Apply returns
-// ErrEngineFailed, wrapping the cause, from then on.
+// engine that fails a write (a full disk) or a read (an I/O error, a corrupt
+// block) stops the store: the read fails, Apply returns ErrEngineFailed, wrapping
+// the cause, from then on, and Store.Failed is closed so that the member stops.
 //
 // Memory: the engine's block cache (CacheBytes, default 64 MiB) and two memtables
 // (MemTableBytes each, default 32 MiB), newestCache (the newest version of up to

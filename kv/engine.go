@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -52,28 +53,33 @@ type engine struct {
 	unflushed int64
 	// newestCache spares most puts their seek for the key's previous version.
 	newestCache newestCache
-	// bg holds the first error of pebble's background work (a flush or a
-	// compaction that failed, on a full disk say).
+	// bg holds the engine's first failure: pebble's background work (a flush or
+	// a compaction that failed, on a full disk say), a commit, or a read.
 	bg *backgroundError
 	// w is the write the engine reuses, one entry after another.
 	w engineWrite
 }
 
-// backgroundError is the first error pebble reported from its background work.
-// Pebble retries a failed flush without end, and stops writes once its memtables
-// are full, so the store takes the first failure as fatal instead: Apply and
-// Flush return it from then on.
+// backgroundError is the engine's first failure: an error pebble reported from
+// its background work, a commit that failed, or a read that failed (an I/O error,
+// a corrupt block). Pebble retries a failed flush without end, and stops writes
+// once its memtables are full, so the store takes the first failure as fatal
+// instead: Apply and Flush return it from then on, and Store.Failed is closed, so
+// that the member stops. Each error set is whole: it names the engine's directory.
 type backgroundError struct {
+	once sync.Once
 	err  atomic.Pointer[error]
 	done chan struct{} // closed when err is set
 }
 
 func (b *backgroundError) set(err error) {
-	// Once: pebble retries a failed flush in a loop.
-	if b.err.CompareAndSwap(nil, &err) {
-		slog.Error("pebble: background work failed; the store applies nothing more", "err", err.Error())
+	// Once (pebble retries a failed flush in a loop), and a caller returns only
+	// once done is closed, whoever set it.
+	b.once.Do(func() {
+		b.err.Store(&err)
+		slog.Error("kv: the storage engine failed; the store applies nothing more", "err", err.Error())
 		close(b.done)
-	}
+	})
 }
 
 // get returns the error, nil if none.
@@ -112,31 +118,74 @@ func (m newestVersion) record() versionRecord {
 // (about 100 bytes a key plus the key), not by the data. A put reads the key's
 // newest version to continue its generation; etcd reads it from its in-memory
 // index of every key, and without a cache the engine seeks for it, which was most
-// of a put's cost (BenchmarkEnginePut). When full it drops an arbitrary entry:
-// what it holds changes no answer, only how fast one comes. Only writes use it,
-// under the Store's write lock. Compaction may drop a key's newest version only
-// if that is a tombstone, which the cache already treats as no version at all.
+// of a put's cost (BenchmarkEnginePut). The versions are in a slice of slots that
+// the map indexes, so that a write updates the slot its lookup found without
+// another map operation or allocation (set); when full it evicts the oldest
+// insert. What it holds changes no answer, only how fast one comes. Only writes
+// use it, under the Store's write lock. Compaction may drop a key's newest
+// version only if that is a tombstone, which the cache already treats as no
+// version at all.
 type newestCache struct {
 	maxKeys int
-	byKey   map[string]newestVersion
+	byKey   map[string]int32
+	slots   []newestSlot
+	// next is the slot the next insert into a full cache evicts.
+	next int
 }
 
-func (c *newestCache) get(key []byte) (newestVersion, bool) {
-	m, ok := c.byKey[string(key)]
-	return m, ok
+type newestSlot struct {
+	key string
+	v   newestVersion
 }
 
-func (c *newestCache) put(key []byte, m newestVersion) {
+// get returns key's newest version and its slot.
+func (c *newestCache) get(key []byte) (newestVersion, int32, bool) {
+	i, ok := c.byKey[string(key)]
+	if !ok {
+		return newestVersion{}, -1, false
+	}
+	return c.slots[i].v, i, true
+}
+
+// put sets key's newest version and returns its slot.
+func (c *newestCache) put(key []byte, m newestVersion) int32 {
+	if i, ok := c.byKey[string(key)]; ok {
+		c.slots[i].v = m
+		return i
+	}
 	if c.byKey == nil {
-		c.byKey = map[string]newestVersion{}
+		c.byKey = map[string]int32{}
 	}
-	if _, ok := c.byKey[string(key)]; !ok && len(c.byKey) >= c.maxKeys {
-		for k := range c.byKey {
-			delete(c.byKey, k)
-			break
+	k := string(key)
+	var i int32
+	if len(c.slots) < c.maxKeys {
+		i = int32(len(c.slots))
+		c.slots = append(c.slots, newestSlot{key: k, v: m})
+	} else {
+		i = int32(c.next)
+		if j, ok := c.byKey[c.slots[i].key]; ok && j == i {
+			delete(c.byKey, c.slots[i].key)
 		}
+		c.slots[i] = newestSlot{key: k, v: m}
+		c.next = (c.next + 1) % len(c.slots)
 	}
-	c.byKey[string(key)] = m
+	c.byKey[k] = i
+	return i
+}
+
+// reset empties the cache (a restore replaced the versions it held).
+func (c *newestCache) reset() {
+	c.byKey, c.slots, c.next = nil, nil, 0
+}
+
+// set is put for a key that get or put found in slot (-1 if none): while the
+// slot still holds key, it is updated without a map operation.
+func (c *newestCache) set(slot int32, key []byte, m newestVersion) {
+	if slot >= 0 && int(slot) < len(c.slots) && c.slots[slot].key == string(key) {
+		c.slots[slot].v = m
+		return
+	}
+	c.put(key, m)
 }
 
 // engineConfig bounds the engine's memory: the block cache and the memtables are
@@ -245,7 +294,9 @@ func openEngineMode(dir string, cfg engineConfig, forRestore bool) (*engine, err
 	defer cache.Unref() // the database holds its own reference
 	bg := &backgroundError{done: make(chan struct{})}
 	opts := &pebble.Options{
-		EventListener:               &pebble.EventListener{BackgroundError: bg.set},
+		EventListener: &pebble.EventListener{BackgroundError: func(err error) {
+			bg.set(fmt.Errorf("kv: the storage engine in %q failed in the background: %w", dir, err))
+		}},
 		Comparer:                    engineComparer,
 		Cache:                       cache,
 		MemTableSize:                uint64(cfg.MemTableBytes),
@@ -365,22 +416,40 @@ func (e *engine) close() error {
 // the engine will hold after a crash from now on, the highest the raft log may be
 // truncated to.
 func (e *engine) flush() (uint64, error) {
-	applied := e.appliedIndex
-	if err := e.bg.get(); err != nil {
-		return 0, fmt.Errorf("kv: the storage engine in %q failed: %w", e.dir, err)
+	applied, flushed, err := e.startFlush()
+	if err != nil {
+		return 0, err
 	}
+	return applied, e.waitFlush(flushed)
+}
+
+// startFlush starts a flush of every write committed so far and returns the
+// applied index it covers and the channel closed once it is durable
+// (waitFlush). It must be called under the Store's write lock, so that no batch
+// commits meanwhile; the wait needs no lock, and writes go on into a new
+// memtable. The flushed bytes leave the count of unflushed ones (Sizes) now.
+func (e *engine) startFlush() (uint64, <-chan struct{}, error) {
+	if err := e.bg.get(); err != nil {
+		return 0, nil, err
+	}
+	applied := e.appliedIndex
 	flushed, err := e.db.AsyncFlush()
 	if err != nil {
-		return 0, fmt.Errorf("kv: flushing the storage engine in %q: %w", e.dir, err)
-	}
-	select {
-	case <-flushed:
-	case <-e.bg.done:
-		// Pebble would retry the flush without end.
-		return 0, fmt.Errorf("kv: flushing the storage engine in %q: %w", e.dir, e.bg.get())
+		return 0, nil, fmt.Errorf("kv: flushing the storage engine in %q: %w", e.dir, err)
 	}
 	e.unflushed = 0
-	return applied, nil
+	return applied, flushed, nil
+}
+
+// waitFlush waits for the flush that closes flushed, or for pebble's background
+// work to fail (pebble would retry a failed flush without end).
+func (e *engine) waitFlush(flushed <-chan struct{}) error {
+	select {
+	case <-flushed:
+		return nil
+	case <-e.bg.done:
+		return e.bg.get()
+	}
 }
 
 // engineWrite is the batch of one applied entry: its changes share one revision,
@@ -405,8 +474,11 @@ type engineWrite struct {
 	// and live bytes.
 	keys, live int64
 	// buf, keyBuf and changeBuf are scratch for the records' bytes, which the
-	// batch copies.
-	buf, keyBuf, changeBuf []byte
+	// batch copies, and seekBuf for the seek key of newest.
+	buf, keyBuf, changeBuf, seekBuf []byte
+	// slotHint is the newestCache slot of the key newest last looked up, for the
+	// change that follows it (-1 if none).
+	slotHint int32
 	// inUse says the write has begun and not ended (the engine reuses one).
 	inUse bool
 }
@@ -414,9 +486,14 @@ type engineWrite struct {
 // pendingVersions maps the keys a write changed to their newest version: a
 // slice while few (a put changes one key), a map once many.
 type pendingVersions struct {
-	keys  [][]byte
-	vers  []newestVersion
+	keys [][]byte
+	vers []newestVersion
+	// slots are the keys' slots in the newestCache, -1 if unknown
+	// (newestCache.set).
+	slots []int32
 	byKey map[string]int
+	// arena holds the keys' copies, reused from one write to the next.
+	arena []byte
 }
 
 const pendingMapAfter = 16
@@ -437,7 +514,9 @@ func (p *pendingVersions) get(key []byte) (newestVersion, bool) {
 	return newestVersion{}, false
 }
 
-func (p *pendingVersions) put(key []byte, v newestVersion) {
+// put records key's newest version; slot is the key's slot in the newestCache
+// if the write has looked it up, -1 if not.
+func (p *pendingVersions) put(key []byte, v newestVersion, slot int32) {
 	if p.byKey != nil {
 		if i, ok := p.byKey[string(key)]; ok {
 			p.vers[i] = v
@@ -451,8 +530,13 @@ func (p *pendingVersions) put(key []byte, v newestVersion) {
 			}
 		}
 	}
-	p.keys = append(p.keys, bytes.Clone(key))
+	// A copy in the arena: a later append may move the arena, but the copies
+	// already taken stay where they are, unchanged until reset.
+	start := len(p.arena)
+	p.arena = append(p.arena, key...)
+	p.keys = append(p.keys, p.arena[start:len(p.arena):len(p.arena)])
 	p.vers = append(p.vers, v)
+	p.slots = append(p.slots, slot)
 	if p.byKey == nil && len(p.keys) > pendingMapAfter {
 		p.byKey = make(map[string]int, 2*len(p.keys))
 		for i, k := range p.keys {
@@ -465,8 +549,14 @@ func (p *pendingVersions) put(key []byte, v newestVersion) {
 
 func (p *pendingVersions) reset() {
 	clear(p.keys) // the keys are the write's own copies: let them go
-	p.keys, p.vers, p.byKey = p.keys[:0], p.vers[:0], nil
+	if cap(p.arena) > pendingArenaMax {
+		p.arena = nil // a large txn's keys: not kept for every later put
+	}
+	p.keys, p.vers, p.slots, p.byKey, p.arena = p.keys[:0], p.vers[:0], p.slots[:0], nil, p.arena[:0]
 }
+
+// pendingArenaMax bounds the key bytes a write's arena keeps for the next.
+const pendingArenaMax = 64 << 10
 
 // begin starts a write on b, reusing the engine's write when it is free.
 func (e *engine) begin(b *pebble.Batch, blind bool) *engineWrite {
@@ -475,8 +565,8 @@ func (e *engine) begin(b *pebble.Batch, blind bool) *engineWrite {
 		w = &engineWrite{}
 	}
 	w.pending.reset()
-	*w = engineWrite{e: e, b: b, beginRev: e.rev, blind: blind, inUse: true,
-		pending: w.pending, buf: w.buf[:0], keyBuf: w.keyBuf[:0], changeBuf: w.changeBuf[:0]}
+	*w = engineWrite{e: e, b: b, beginRev: e.rev, blind: blind, inUse: true, slotHint: -1,
+		pending: w.pending, buf: w.buf[:0], keyBuf: w.keyBuf[:0], changeBuf: w.changeBuf[:0], seekBuf: w.seekBuf[:0]}
 	return w
 }
 
@@ -528,18 +618,25 @@ func (w *engineWrite) get(key []byte, rev int64, withValue bool) (KeyValue, bool
 // newest returns the newest version record of key as the batch sees it, without
 // its value: from the write's own changes, the engine's cache of newest versions,
 // or one seek (whose answer then goes into the cache).
+// The key's slot in the cache goes to the change that follows (slotHint), so
+// that the commit updates it without looking the key up again.
 func (w *engineWrite) newest(key []byte) (versionRecord, bool, error) {
+	w.slotHint = -1
 	if m, ok := w.pending.get(key); ok {
 		return m.record(), !m.absent, nil
 	}
-	if m, ok := w.e.newestCache.get(key); ok {
+	if m, slot, ok := w.e.newestCache.get(key); ok {
+		w.slotHint = slot
 		return m.record(), !m.absent, nil
 	}
-	rec, found, err := newestRecord(w.reader(), key, w.readRev())
+	var rec versionRecord
+	var found bool
+	var err error
+	w.seekBuf, rec, found, err = newestRecordBuf(w.reader(), key, w.readRev(), w.seekBuf)
 	if err == nil {
 		// No version at all is cached as a tombstone: a put or a delete treats
 		// both alike.
-		w.e.newestCache.put(key, newestOf(rec, found))
+		w.slotHint = w.e.newestCache.put(key, newestOf(rec, found))
 	}
 	return rec, found, err
 }
@@ -602,7 +699,8 @@ func (w *engineWrite) record(key []byte, rec *versionRecord) {
 	w.keyBuf = versionKey(w.keyBuf[:0], key, rev, w.sub)
 	_ = w.b.Set(w.keyBuf, w.buf, nil)
 	w.live += int64(len(w.keyBuf) + len(w.buf))
-	w.pending.put(key, newestOf(*rec, true))
+	w.pending.put(key, newestOf(*rec, true), w.slotHint)
+	w.slotHint = -1
 	kind := byte(recordPut)
 	if rec.tombstone {
 		kind = recordTombstone
@@ -637,7 +735,7 @@ func (w *engineWrite) commit(appliedIndex uint64) error {
 	}
 	e.unflushed += int64(w.b.Len())
 	for i, k := range w.pending.keys {
-		e.newestCache.put(k, w.pending.vers[i])
+		e.newestCache.set(w.pending.slots[i], k, w.pending.vers[i])
 	}
 	return nil
 }
@@ -684,20 +782,28 @@ func engineGetIter(it *pebble.Iterator, key []byte, rev int64, withValue bool) (
 
 // newestRecord reads key's newest version record at or below rev from r.
 func newestRecord(r pebble.Reader, key []byte, rev int64) (versionRecord, bool, error) {
+	_, rec, found, err := newestRecordBuf(r, key, rev, nil)
+	return rec, found, err
+}
+
+// newestRecordBuf is newestRecord with the seek key built in buf (the iterator
+// keeps it, so a buffer on the stack would move to the heap), which it returns
+// for reuse.
+func newestRecordBuf(r pebble.Reader, key []byte, rev int64, buf []byte) ([]byte, versionRecord, bool, error) {
 	// No bounds: SeekPrefixGE stays within the key's versions (the comparer's
 	// Split), and bounds would cost an allocation per put.
 	it, err := r.NewIter(nil)
 	if err != nil {
-		return versionRecord{}, false, err
+		return buf, versionRecord{}, false, err
 	}
 	defer it.Close()
-	var seek [64]byte
-	if !it.SeekPrefixGE(versionSeekKey(seek[:0], key, rev)) {
-		return versionRecord{}, false, it.Error()
+	buf = versionSeekKey(buf[:0], key, rev)
+	if !it.SeekPrefixGE(buf) {
+		return buf, versionRecord{}, false, it.Error()
 	}
 	rec, err := decodeVersionRecord(it.Value())
 	rec.value = nil // its callers need the version, not the value
-	return rec, err == nil, err
+	return buf, rec, err == nil, err
 }
 
 // keyValue returns the record as a KeyValue; the value is copied out of the
@@ -869,7 +975,7 @@ func (w *engineWrite) compact(rev int64) error {
 				if bytes.Equal(from, first) {
 					// The key's newest record goes: the key is gone.
 					w.keys--
-					w.pending.put(unescapeKey(prefix), newestVersion{tombstone: true, absent: true})
+					w.pending.put(unescapeKey(prefix), newestVersion{tombstone: true, absent: true}, -1)
 				}
 			} else if it.Next() && bytes.HasPrefix(it.Key(), prefix) {
 				// Older versions than the one visible at rev: they go.

@@ -60,6 +60,7 @@ func benchEnginePut(b *testing.B, e *engine) {
 	index := e.appliedIndex
 	b.ReportAllocs()
 	b.ResetTimer()
+	defer reportCPU(b)()
 	for range b.N {
 		index++
 		w := e.beginBlindWrite()

@@ -130,7 +130,7 @@ func (e *engine) importState(st importedState, next func() (*KeyHistory, error))
 		return fmt.Errorf("kv: clearing the storage engine in %q for an import: %w", e.dir, err)
 	}
 	b.Close()
-	e.newestCache.byKey = nil
+	e.newestCache.reset()
 	im := &importer{e: e, b: e.db.NewBatch()}
 	defer func() { im.b.Close() }()
 	granted := map[int64]bool{}

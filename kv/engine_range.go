@@ -25,13 +25,6 @@ func (e *engine) rangeLimited(r *RangeRequest, maxResponseBytes int64) (*RangeRe
 	return engineRangeAt(e.db, r, e.rev, e.compactRev, newBudget(maxResponseBytes))
 }
 
-// engineReadFailed panics with a failed engine read (a damaged file): the store
-// cannot answer without its data, and a restart reopens the engine, which checks
-// its files. Writes that fail stop the store with ErrEngineFailed instead.
-func engineReadFailed(what string, err error) {
-	panic(fmt.Sprintf("kv: reading %s from the storage engine: %v", what, err))
-}
-
 // eagerValueBytes bounds the value bytes a range in key order copies as it
 // scans; the values past it are read, a seek each, once the response is known
 // to fit its budget, so that a refusal allocates little.
@@ -52,7 +45,7 @@ func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, 
 	if _, single := parseRangeEnd(r.RangeEnd); single && !r.CountOnly {
 		kv, ok, err := engineGet(db, r.Key, rev, !r.KeysOnly)
 		if err != nil {
-			engineReadFailed(fmt.Sprintf("key %q", r.Key), err)
+			return nil, engineReadFailed(fmt.Sprintf("key %q", r.Key), err)
 		}
 		if !ok {
 			return resp, nil
@@ -78,7 +71,7 @@ func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, 
 			return true
 		})
 		if err != nil {
-			engineReadFailed("a range count", err)
+			return nil, engineReadFailed("a range count", err)
 		}
 		return resp, nil
 	}
@@ -104,19 +97,27 @@ func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, 
 		return true
 	})
 	if err != nil {
-		engineReadFailed("a range", err)
+		return nil, engineReadFailed("a range", err)
 	}
 	if over {
 		return nil, &ResponseTooLargeError{Bytes: budget.used + size, Limit: budget.limit}
 	}
-	return finishRange(resp, entries, total, r, budget, func(e *rangeEntry) []byte {
-		if e.valueLen == 0 {
+	var readErr error
+	resp, err = finishRange(resp, entries, total, r, budget, func(e *rangeEntry) []byte {
+		if e.valueLen == 0 || readErr != nil {
 			return nil
 		}
 		kv, ok, err := engineGet(db, e.kv.Key, e.kv.ModRevision, true)
 		if err != nil || !ok || kv.ModRevision != e.kv.ModRevision {
-			engineReadFailed(fmt.Sprintf("the value of key %q at revision %d (found %v)", e.kv.Key, e.kv.ModRevision, ok), err)
+			if err == nil {
+				err = fmt.Errorf("%w: the version read a moment before is gone (found %v)", ErrCorruptEngine, ok)
+			}
+			readErr = engineReadFailed(fmt.Sprintf("the value of key %q at revision %d", e.kv.Key, e.kv.ModRevision), err)
 		}
 		return kv.Value
 	})
+	if readErr != nil {
+		return nil, readErr
+	}
+	return resp, err
 }

@@ -149,7 +149,7 @@ func (e *engine) restore(r io.Reader, wholeStream bool) error {
 		return fmt.Errorf("kv: clearing the storage engine in %q for a snapshot: %w", e.dir, err)
 	}
 	b.Close()
-	e.newestCache.byKey = nil
+	e.newestCache.reset()
 	var body []byte
 	for chunk := 0; ; chunk++ {
 		n, err := binary.ReadUvarint(br)
@@ -195,7 +195,7 @@ func (e *engine) restore(r io.Reader, wholeStream bool) error {
 	if err := e.loadMeta(); err != nil {
 		return err
 	}
-	e.newestCache.byKey = nil // the versions it held are gone
+	e.newestCache.reset() // the versions it held are gone
 	if _, err := e.flush(); err != nil {
 		return err
 	}

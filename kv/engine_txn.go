@@ -171,7 +171,7 @@ func (rd *engineRead) readTxn(r *TxnRequest, maxTxnOps int, budget *responseBudg
 	}
 	path, err := compareToPath(rd.r, rd.rev, r, nil)
 	if err != nil {
-		engineReadFailed("a txn's compares", err)
+		return nil, engineReadFailed("a txn's compares", err)
 	}
 	pos := 0
 	var fromKeyDeletes [][]byte

@@ -1,6 +1,9 @@
 package kv
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errors that requests can fail with. Where etcd has an error for the same
 // condition, the message is etcd's, word for word, so the server can hand it to
@@ -118,3 +121,49 @@ func errorCode(err error) (byte, bool) {
 
 // ErrClosed is returned by reads of a Store after Close.
 var ErrClosed = errors.New("kv: store is closed")
+
+// engineReadError is a read of the engine that failed: an I/O error or a corrupt
+// block in its files. The store cannot answer without its data; the read fails,
+// and the engine is marked failed (engine.readFailed) so that the member stops,
+// as after a failed write, and a restart reopens the engine, which checks its
+// files.
+type engineReadError struct {
+	// dir is the engine's directory, once the failure is recorded.
+	dir  string
+	what string
+	err  error
+}
+
+func (e *engineReadError) Error() string {
+	if e.dir == "" {
+		return fmt.Sprintf("kv: the storage engine failed reading %s: %v", e.what, e.err)
+	}
+	return fmt.Sprintf("kv: the storage engine in %q failed reading %s: %v", e.dir, e.what, e.err)
+}
+
+func (e *engineReadError) Unwrap() error { return e.err }
+
+// engineReadFailed returns the error of a failed read of what.
+func engineReadFailed(what string, err error) error {
+	return &engineReadError{what: what, err: err}
+}
+
+// readFailed records err, if it is a failed read (engineReadError), as the
+// engine's failure, and returns it as the reader's answer, wrapping
+// ErrEngineFailed; it returns any other error as it is.
+func (e *engine) readFailed(err error) error {
+	var re *engineReadError
+	if !errors.As(err, &re) {
+		return err
+	}
+	failure := &engineReadError{dir: e.dir, what: re.what, err: re.err}
+	e.bg.set(failure)
+	return fmt.Errorf("%w: %w", ErrEngineFailed, failure)
+}
+
+// engineReadPanic panics with a failed read of what, for the few readers that
+// have no error to return and whose callers need the answer (SnapshotView.Leases,
+// which a backup writes out: an empty list would make a wrong backup).
+func engineReadPanic(what string, err error) {
+	panic(engineReadFailed(what, err).Error())
+}

@@ -108,7 +108,7 @@ func (v *SnapshotView) AppliedIndex() uint64 { return v.snap.appliedIndex }
 func (v *SnapshotView) Leases() []LeaseInfo {
 	it, err := v.snap.snap.NewIter(&pebble.IterOptions{LowerBound: []byte{engineGrantPrefix}, UpperBound: []byte{engineGrantPrefix + 1}})
 	if err != nil {
-		engineReadFailed("the leases", err)
+		engineReadPanic("the leases", err)
 	}
 	defer it.Close()
 	var out []LeaseInfo
@@ -116,12 +116,12 @@ func (v *SnapshotView) Leases() []LeaseInfo {
 		id := int64(binary.BigEndian.Uint64(it.Key()[1:]) ^ (1 << 63))
 		info, _, err := leaseOf(v.snap.snap, id)
 		if err != nil {
-			engineReadFailed(fmt.Sprintf("lease %d", id), err)
+			engineReadPanic(fmt.Sprintf("lease %d", id), err)
 		}
 		out = append(out, info)
 	}
 	if err := it.Error(); err != nil {
-		engineReadFailed("the leases", err)
+		engineReadPanic("the leases", err)
 	}
 	return out
 }

@@ -99,36 +99,42 @@ func checkLeaseCheckpoint(r *LeaseCheckpointRequest) error {
 // Leases are records in the engine (engine_lease.go): a grant per lease and an
 // attachment per key a live version carries the lease of.
 
-// Lease returns the lease with the given id, if it exists.
+// Lease returns the lease with the given id, if it exists. A read the engine
+// fails stops the store (Failed) and returns none.
 func (s *Store) Lease(id int64) (LeaseInfo, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	info, ok, err := s.mu.st.e.lease(id)
 	if err != nil {
-		engineReadFailed(fmt.Sprintf("lease %d", id), err)
+		_ = s.mu.st.e.readFailed(engineReadFailed(fmt.Sprintf("lease %d", id), err))
+		return LeaseInfo{}, false
 	}
 	return info, ok
 }
 
 // LeaseKeys returns the keys attached to the lease, in key order; nil if it has
-// none or does not exist.
+// none or does not exist. A read the engine fails stops the store (Failed) and
+// returns none.
 func (s *Store) LeaseKeys(id int64) [][]byte {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	keys, err := s.mu.st.e.leaseKeys(id)
 	if err != nil {
-		engineReadFailed(fmt.Sprintf("the keys of lease %d", id), err)
+		_ = s.mu.st.e.readFailed(engineReadFailed(fmt.Sprintf("the keys of lease %d", id), err))
+		return nil
 	}
 	return keys
 }
 
-// Leases returns every lease, in id order.
+// Leases returns every lease, in id order. A read the engine fails stops the
+// store (Failed) and returns none.
 func (s *Store) Leases() []LeaseInfo {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	leases, err := s.mu.st.e.leases()
 	if err != nil {
-		engineReadFailed("the leases", err)
+		_ = s.mu.st.e.readFailed(engineReadFailed("the leases", err))
+		return nil
 	}
 	return leases
 }

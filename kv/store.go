@@ -45,6 +45,9 @@ type state struct {
 	// failed is the engine failure that stopped the store: every Apply after it
 	// returns it.
 	failed error
+	// put is what Apply decodes a put into: on the stack it would move to the
+	// heap (the decoded command points to it), an allocation per put.
+	put PutRequest
 }
 
 // Result is the outcome of one applied command: the response matching its
@@ -64,11 +67,12 @@ type Result struct {
 	Err  error
 }
 
-// ErrEngineFailed: the storage engine failed a write (a full disk, say). The
-// store refuses every Apply after it with the same error, which wraps the cause
-// (errors.Is(err, syscall.ENOSPC) holds for a full disk): the member must stop,
-// and restarts from the engine's last flushed state and the log.
-var ErrEngineFailed = errors.New("kv: the storage engine failed a write; the store applies nothing more")
+// ErrEngineFailed: the storage engine failed a write (a full disk, say) or a read
+// (an I/O error, a corrupt block). The store refuses every Apply after it with
+// the same error, which wraps the cause (errors.Is(err, syscall.ENOSPC) holds for
+// a full disk); the read that failed returns it too, and Failed is closed: the
+// member must stop, and restarts from the engine's last flushed state and the log.
+var ErrEngineFailed = errors.New("kv: the storage engine failed; the store applies nothing more")
 
 // OpenStore opens the store whose engine is in dir, creating an empty one
 // (revision 1, nothing compacted, nothing applied) if dir holds none. It refuses,
@@ -133,27 +137,65 @@ func (s *Store) Close() error {
 	return s.mu.st.e.close()
 }
 
+// Failed is closed once the storage engine has failed: a write, a read, or
+// pebble's background work (a flush or a compaction). The store then applies
+// nothing more, and the member must stop (Failure says why); reads may go on
+// failing or not, as the damage lies.
+func (s *Store) Failed() <-chan struct{} {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.mu.st.e.bg.done
+}
+
+// Failure returns the engine's failure, wrapping ErrEngineFailed and the cause,
+// once Failed is closed; nil before.
+func (s *Store) Failure() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.mu.st.e.bg.get(); err != nil {
+		return fmt.Errorf("%w: %w", ErrEngineFailed, err)
+	}
+	return nil
+}
+
 // Config returns the store's config with defaults filled in.
 func (s *Store) Config() Config { return s.cfg }
 
 // Flush makes everything applied so far durable and returns the applied index
 // the engine's durable state now covers: the raft log may be truncated up to it.
+// It holds the store's lock only to take the applied index and start pebble's
+// flush of the memtables as they are then (which hold whole entries up to that
+// index, and nothing of a later one); Apply goes on while the flush writes.
 func (s *Store) Flush() (appliedIndex uint64, err error) {
-	// The write lock: a flush must not take half of an entry's effects, and
-	// pebble's flush covers every batch committed before it.
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.mu.closed {
+		s.mu.Unlock()
 		return 0, ErrClosed
 	}
 	st := s.mu.st
 	if st.failed != nil {
+		s.mu.Unlock()
 		return 0, st.failed
 	}
-	applied, err := st.e.flush()
+	e := st.e
+	applied, flushed, err := e.startFlush()
 	if err != nil {
-		st.failed = fmt.Errorf("%w: %w", ErrEngineFailed, err)
+		st.fail(err)
+		s.mu.Unlock()
 		return 0, st.failed
+	}
+	// Close waits for the flush, as for a read, before it closes the engine.
+	s.reads.Add(1)
+	s.mu.Unlock()
+	err = e.waitFlush(flushed)
+	s.reads.Done()
+	if err != nil {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.mu.st.failed == nil {
+			s.mu.st.fail(err)
+		}
+		return 0, s.mu.st.failed
 	}
 	return applied, nil
 }
@@ -191,11 +233,13 @@ func (s *Store) Apply(index uint64, data []byte) Result {
 		return res
 	}
 	var cmd Command
-	var put PutRequest
-	if res, ok := st.decode(data, &cmd, &put); !ok {
+	if res, ok := st.decode(data, &cmd, &st.put); !ok {
+		st.put = PutRequest{}
 		return st.advance(index, res)
 	}
-	return st.applyCommand(index, &cmd, nil)
+	res := st.applyCommand(index, &cmd, nil)
+	st.put = PutRequest{} // no reference to data
+	return res
 }
 
 // ApplyCommand is Apply for a command already decoded (tests and the
@@ -225,19 +269,21 @@ func (s *Store) ApplyOnce(index uint64, id ProposalID, data []byte) Result {
 		return st.advance(index, Result{Err: ErrInvalidCommand})
 	}
 	var cmd Command
-	var put PutRequest
-	if res, ok := st.decode(data, &cmd, &put); !ok {
+	if res, ok := st.decode(data, &cmd, &st.put); !ok {
 		// Every copy fails alike, so the table need not answer a later one.
+		st.put = PutRequest{}
 		return st.advance(index, res)
 	}
-	return st.applyCommand(index, &cmd, &id)
+	res := st.applyCommand(index, &cmd, &id)
+	st.put = PutRequest{} // no reference to data
+	return res
 }
 
 // admit refuses an entry the store has applied, or any once the engine failed.
 func (st *state) admit(index uint64) (Result, bool) {
 	if st.failed == nil {
 		if err := st.e.bg.get(); err != nil {
-			st.fail(fmt.Errorf("kv: the storage engine in %q failed: %w", st.e.dir, err))
+			st.fail(err)
 		}
 	}
 	if st.failed != nil {
@@ -249,9 +295,8 @@ func (st *state) admit(index uint64) (Result, bool) {
 	return Result{}, true
 }
 
-// decode decodes data into cmd; ok is false (with the result to return) for no
-// command, a command too large, or bytes that do not decode. Decoding into values
-// on the stack saves two allocations per put.
+// decode decodes data into cmd, and a put into put; ok is false (with the result
+// to return) for no command, a command too large, or bytes that do not decode.
 func (st *state) decode(data []byte, cmd *Command, put *PutRequest) (Result, bool) {
 	if len(data) == 0 {
 		return Result{}, false
@@ -279,6 +324,7 @@ func (st *state) advance(index uint64, res Result) Result {
 // Apply now returns.
 func (st *state) fail(err error) error {
 	st.failed = fmt.Errorf("%w: %w", ErrEngineFailed, err)
+	st.e.bg.set(err)
 	return st.failed
 }
 
@@ -382,6 +428,7 @@ func (s *Store) Check(cmd *Command) error {
 type storeRead struct {
 	engineRead
 	s    *Store
+	e    *engine
 	view *iterView
 }
 
@@ -405,12 +452,21 @@ func (s *Store) beginRead(check func(st *state) error) (*storeRead, error) {
 	}
 	s.reads.Add(1)
 	view := &iterView{base: base}
-	return &storeRead{engineRead: engineRead{r: view, rev: st.e.rev, compactRev: st.e.compactRev}, s: s, view: view}, nil
+	return &storeRead{engineRead: engineRead{r: view, rev: st.e.rev, compactRev: st.e.compactRev}, s: s, e: st.e, view: view}, nil
 }
 
 func (rd *storeRead) end() {
 	_ = rd.view.Close()
 	rd.s.reads.Done()
+}
+
+// readResult returns a read's answer, recording a failed read as the engine's
+// failure (engine.readFailed): the member stops (Store.Failed).
+func readResult[T any](rd *storeRead, resp *T, err error) (*T, error) {
+	if err != nil {
+		return nil, rd.e.readFailed(err)
+	}
+	return resp, nil
 }
 
 // iterView is a pebble.Reader over the point-in-time view of one iterator: each
@@ -459,7 +515,8 @@ func (s *Store) RangeLimited(r *RangeRequest, maxResponseBytes int64) (*RangeRes
 		return nil, err
 	}
 	defer rd.end()
-	return engineRangeAt(rd.r, r, rd.rev, rd.compactRev, newBudget(maxResponseBytes))
+	resp, err := engineRangeAt(rd.r, r, rd.rev, rd.compactRev, newBudget(maxResponseBytes))
+	return readResult(rd, resp, err)
 }
 
 // Txn answers a read-only txn (see IsTxnReadOnly) without the log, as etcd
@@ -479,7 +536,8 @@ func (s *Store) TxnLimited(r *TxnRequest, maxResponseBytes int64) (*TxnResponse,
 		return nil, err
 	}
 	defer rd.end()
-	return rd.readTxn(r, s.cfg.MaxTxnOps, newBudget(maxResponseBytes))
+	resp, err := rd.readTxn(r, s.cfg.MaxTxnOps, newBudget(maxResponseBytes))
+	return readResult(rd, resp, err)
 }
 
 // Revision returns the store's current revision.

@@ -260,3 +260,165 @@ func openFillingStore(t *testing.T) (*Store, *atomic.Bool) {
 	}
 	return s, full
 }
+
+// Flush holds the store's lock only to start the engine's flush: Apply goes on
+// while the flush writes its table (a log compaction must not stall applying),
+// and the index Flush returns is the one applied when it began, durable once it
+// returns, not the later entry's.
+func TestApplyGoesOnWhileFlushWrites(t *testing.T) {
+	var armed atomic.Bool
+	blocked, release := make(chan struct{}, 1), make(chan struct{})
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind == errorfs.OpCreate && strings.HasSuffix(op.Path, ".sst") && armed.CompareAndSwap(true, false) {
+			blocked <- struct{}{}
+			<-release
+		}
+		return nil
+	}))
+	s, err := openStore(Config{}, "/flushing", fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	mustPut(t, s, "a", "1")
+	flushedIndex := s.AppliedIndex()
+	next, err := (&Command{Put: &PutRequest{Key: []byte("b"), Value: []byte("2")}}).Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type flushResult struct {
+		index uint64
+		err   error
+	}
+	flushed := make(chan flushResult, 1)
+	armed.Store(true)
+	go func() {
+		index, err := s.Flush()
+		flushed <- flushResult{index, err}
+	}()
+	<-blocked // the flush is creating its table, and waits for release
+	applied := make(chan Result, 1)
+	go func() { applied <- s.Apply(flushedIndex+1, next) }()
+	select {
+	case res := <-applied:
+		if res.Err != nil {
+			t.Errorf("Apply during a flush: %v", res.Err)
+		}
+	case <-time.After(10 * time.Second):
+		close(release)
+		<-flushed
+		<-applied
+		t.Fatal("Apply waited for a flush that was blocked writing its table")
+	}
+	close(release)
+	if r := <-flushed; r.err != nil || r.index != flushedIndex {
+		t.Fatalf("Flush = %d, %v; want %d (the index applied when it began), nil", r.index, r.err, flushedIndex)
+	}
+	resp, err := s.Range(&RangeRequest{Key: []byte("b")})
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "2" {
+		t.Fatalf("Range b after the flush: %+v, %v; want value 2", resp, err)
+	}
+}
+
+// A read the engine fails (an I/O error, a corrupt block) fails the request with
+// ErrEngineFailed and the cause rather than panicking, and stops the store as a
+// failed write does: Failed is closed, Failure says why, and Apply refuses every
+// entry from then on.
+func TestFailedReadStopsTheStore(t *testing.T) {
+	reads := map[string]func(s *Store) error{
+		"range of one key": func(s *Store) error {
+			_, err := s.Range(&RangeRequest{Key: []byte("k0001")})
+			return err
+		},
+		"range of a prefix": func(s *Store) error {
+			_, err := s.Range(&RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")})
+			return err
+		},
+		"range by value": func(s *Store) error {
+			_, err := s.Range(&RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), SortTarget: SortByValue})
+			return err
+		},
+		"count": func(s *Store) error {
+			_, err := s.Range(&RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), CountOnly: true})
+			return err
+		},
+		"read-only txn": func(s *Store) error {
+			_, err := s.TxnAs(AuthInfo{}, &TxnRequest{
+				Compare: []Compare{{Key: []byte("k0002"), Target: CompareValue, Result: CompareEqual, Value: []byte("v")}},
+				Success: []RequestOp{rangeOp("k", "l")}}, 0)
+			return err
+		},
+		"leases": func(s *Store) error {
+			if leases := s.Leases(); leases != nil {
+				return fmt.Errorf("Leases() = %v from a failing disk", leases)
+			}
+			return s.Failure()
+		},
+		"events": func(s *Store) error {
+			_, err := s.Events(&EventsRequest{FromRevision: 1, PrevKv: true})
+			return err
+		},
+	}
+	for name, read := range reads {
+		t.Run(name, func(t *testing.T) {
+			var failing atomic.Bool
+			fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+				if failing.Load() && (op.Kind == errorfs.OpFileRead || op.Kind == errorfs.OpFileReadAt) && strings.HasSuffix(op.Path, ".sst") {
+					return errorfs.ErrInjected
+				}
+				return nil
+			}))
+			s, err := openStore(Config{}, "/damaged", fs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 100 {
+				mustPut(t, s, fmt.Sprintf("k%04d", i), strings.Repeat("v", 100))
+			}
+			if _, err := s.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			// Leases in a table of their own, in more blocks than the one that
+			// opening the store reads (the applied index, after them).
+			for id := range int64(300) {
+				if res := apply(t, s, &Command{LeaseGrant: &LeaseGrantRequest{ID: id + 1, TTL: 60}}); res.Err != nil {
+					t.Fatal(res.Err)
+				}
+			}
+			if _, err := s.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			// Reopened, the store holds no block of the keys in memory: a read goes
+			// to the files.
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if s, err = openStore(Config{}, "/damaged", fs); err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			select {
+			case <-s.Failed():
+				t.Fatalf("the store failed before any read failed: %v", s.Failure())
+			default:
+			}
+			failing.Store(true)
+			err = read(s)
+			if !errors.Is(err, ErrEngineFailed) || !errors.Is(err, errorfs.ErrInjected) || !strings.Contains(err.Error(), `"/damaged"`) {
+				t.Fatalf("read from a failing disk: %v; want ErrEngineFailed wrapping the injected error, naming the engine's directory", err)
+			}
+			select {
+			case <-s.Failed():
+			default:
+				t.Fatal("Failed is not closed after a read failed")
+			}
+			if err := s.Failure(); !errors.Is(err, ErrEngineFailed) || !errors.Is(err, errorfs.ErrInjected) {
+				t.Fatalf("Failure() = %v; want ErrEngineFailed wrapping the injected error", err)
+			}
+			failing.Store(false)
+			if res := apply(t, s, &Command{Put: &PutRequest{Key: []byte("after"), Value: []byte("x")}}); !errors.Is(res.Err, ErrEngineFailed) {
+				t.Fatalf("Apply after a failed read: %v; want ErrEngineFailed", res.Err)
+			}
+		})
+	}
+}

@@ -28,6 +28,9 @@ type crashPoint struct {
 	image      *vfs.MemFS // the store's files as the crash left them
 	acked      []int      // keys acknowledged, in order
 	ackedThen  int        // len(acked) at the crash
+	// cfg is the member's config, which its restart keeps: its peer URLs make its
+	// member and cluster IDs, which the WAL records.
+	cfg Config
 }
 
 func (c *crashPoint) write() bool {
@@ -86,6 +89,7 @@ func runUntilCrash(t *testing.T, dir string, cp *crashPoint, n int) *storage.Mem
 		return nil
 	}))
 	m := &testMember{cfg: crashConfig(t, dir, &memberFiles{log: logFS, store: storeFS})}
+	cp.cfg = m.cfg
 	srv, err := New(m.cfg)
 	if err != nil {
 		if cp.crashed {
@@ -159,8 +163,11 @@ func TestCrashAtEveryWriteKeepsAcknowledgedPuts(t *testing.T) {
 		if !cp.crashed {
 			continue // this run wrote less than the first
 		}
-		files := &memberFiles{log: logMem, store: cp.image}
-		m := &testMember{cfg: crashConfig(t, dir, files)}
+		// The same URLs: new ones would make another cluster, whose ID the WAL
+		// refuses if the crash lost the store's record of the first.
+		cfg := cp.cfg
+		cfg.files = &memberFiles{log: logMem, store: cp.image}
+		m := &testMember{cfg: cfg}
 		srv, err := New(m.cfg)
 		if err != nil {
 			t.Fatalf("crash at write %d: restart refused: %v", at, err)

@@ -352,13 +352,16 @@ func (s *Server) Err() error {
 	return s.describeFatal(s.node.Err())
 }
 
-// watchDone closes done once the node stops or the member is removed.
+// watchDone closes done once the node stops or the member is removed, or stops the
+// member once its store's engine failed (a read as well as a write: kv.Store.Failed).
 func (s *Server) watchDone() {
 	defer close(s.done)
 	select {
 	case <-s.node.Done():
 	case <-s.removal.c:
 	case <-s.fatal.c:
+	case <-s.sm.store.Failed():
+		s.stopOnFatal(fmt.Errorf("server: %w", s.sm.store.Failure()))
 	case <-s.stopc:
 	}
 }
