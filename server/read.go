@@ -10,18 +10,17 @@ import (
 )
 
 // readBatcher serves linearizable reads in batches: one ReadIndex round (and one
-// wait for the apply loop) for all the reads that arrived while the rounds before
-// theirs were in flight (at most maxReadRounds of them). A read then costs a lock
-// and a wait on a channel that its whole batch shares, instead of a heartbeat
-// round, a timer and channels of its own; under a hundred concurrent reads most of
-// the leader's CPU went to those rounds.
+// wait for the apply loop) at a time, shared by every read that arrived while the
+// previous round was in flight. A read then costs a lock and a wait on a channel that
+// its whole batch shares, instead of a heartbeat round, a timer and channels of its
+// own; under a hundred concurrent reads most of the leader's CPU went to those rounds.
 //
 // A batch's round starts only after every read in it arrived, so the read index it
 // returns is at least the commit index at each read's arrival: thesis §6.4 holds for
 // each of them.
 type readBatcher struct {
 	// wake has room for one signal: "a batch is waiting". The loop takes it and
-	// starts the waiting batch once fewer than maxReadRounds rounds are in flight.
+	// starts the waiting batch once the round in flight, if any, is done.
 	wake chan struct{}
 	mu   struct {
 		sync.Mutex
@@ -81,19 +80,8 @@ func (s *Server) linearizableRead(ctx context.Context) error {
 	}
 }
 
-// maxReadRounds is how many ReadIndex rounds may be in flight at once. With one,
-// a read that arrives just after a round started waits for that round, then for
-// its own: about a round and a half, and under a hundred concurrent clients that
-// wait, not CPU, bounded the reads per second. With two, its own round starts at
-// once unless two are already out, and a batch still gathers every read that
-// arrives meanwhile, so a round still serves many reads.
-const maxReadRounds = 2
-
-// readLoop starts the read rounds, at most maxReadRounds at a time, until the
-// server stops. Each round runs on a goroutine of its own, tracked as the loop
-// is, that ends with its round (within RequestTimeout, or at stop).
+// readLoop runs the read rounds, one at a time, until the server stops.
 func (s *Server) readLoop() {
-	slots := make(chan struct{}, maxReadRounds)
 	for {
 		select {
 		case <-s.reads.wake:
@@ -101,21 +89,10 @@ func (s *Server) readLoop() {
 			// Reads still waiting see stopc too.
 			return
 		}
-		select {
-		case slots <- struct{}{}:
-		case <-s.stopc:
-			return
-		}
-		b := s.reads.take()
-		if b == nil {
-			<-slots
-			continue
-		}
-		s.goTracked(func() {
+		if b := s.reads.take(); b != nil {
 			b.err = s.readRound()
 			close(b.done)
-			<-slots
-		})
+		}
 	}
 }
 
