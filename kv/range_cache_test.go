@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"sync/atomic"
 	"testing"
 )
 
@@ -127,5 +128,54 @@ func TestRangeCacheChecksPermission(t *testing.T) {
 	}
 	if s.rangeCache.bytes == 0 {
 		t.Fatal("the range cache holds nothing; the test read nothing from it")
+	}
+}
+
+// Point reads concurrent with the writes of their key see its versions in order,
+// each with its own value and none older than the last write applied before the
+// read began, whether the cache or the engine answers.
+func TestRangeCacheConcurrentWithWrites(t *testing.T) {
+	s := newTestStore(t, Config{})
+	mustPut(t, s, "k", "1")
+	var applied atomic.Int64
+	applied.Store(1)
+	const writes = 500
+	done := make(chan struct{})
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			var last int64
+			for {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				before := applied.Load()
+				resp, err := s.RangeAs(AuthInfo{}, &RangeRequest{Key: []byte("k")}, 0)
+				if err != nil || len(resp.Kvs) != 1 {
+					errs <- fmt.Errorf("read: %+v, %v", resp, err)
+					return
+				}
+				kv := resp.Kvs[0]
+				if kv.Version < max(last, before) || string(kv.Value) != fmt.Sprint(kv.Version) || kv.ModRevision > resp.Header.Revision {
+					errs <- fmt.Errorf("read version %d (value %q, mod revision %d at revision %d) after reading version %d, with version %d applied",
+						kv.Version, kv.Value, kv.ModRevision, resp.Header.Revision, last, before)
+					return
+				}
+				last = kv.Version
+			}
+		}()
+	}
+	for v := 2; v <= writes; v++ {
+		mustPut(t, s, "k", fmt.Sprint(v))
+		applied.Store(int64(v))
+	}
+	close(done)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
