@@ -63,10 +63,17 @@ func (s *Store) RequireUser(sender AuthInfo) error {
 }
 
 // RangeAs is RangeLimited for sender: the request's checks, then its permission,
-// then the read, under one read lock.
+// then the read, under one read lock. A point read at the current revision may
+// be answered from memory (range_cache.go); the key and value slices of a
+// response may be shared with the cache and with other responses, so a caller
+// must not modify them.
 func (s *Store) RangeAs(sender AuthInfo, r *RangeRequest, maxResponseBytes int64) (*RangeResponse, error) {
 	if err := checkRange(r); err != nil {
 		return nil, err
+	}
+	probe := s.rangeAsCached(sender, r, maxResponseBytes)
+	if probe.answered {
+		return probe.resp, probe.err
 	}
 	rd, err := s.beginRead(func(st *state) error { return st.auth.checkOp(sender, r.Key, r.RangeEnd, false) })
 	if err != nil {
@@ -74,7 +81,11 @@ func (s *Store) RangeAs(sender AuthInfo, r *RangeRequest, maxResponseBytes int64
 	}
 	defer rd.end()
 	resp, err := engineRangeAt(rd.r, r, rd.rev, rd.compactRev, newBudget(maxResponseBytes))
-	return readResult(rd, resp, err)
+	if err != nil {
+		return readResult(rd, resp, err)
+	}
+	s.remember(&probe, resp)
+	return resp, nil
 }
 
 // TxnAs is TxnLimited for sender, checked as a txn applied for it would be.

@@ -39,7 +39,10 @@
 //
 // Memory: the engine's block cache (CacheBytes, default 64 MiB) and two memtables
 // (MemTableBytes each, default 32 MiB), newestCache (the newest version of up to
-// 65,536 keys, about 10 MiB, so that most puts need no seek), and the session,
+// 65,536 keys, about 10 MiB, so that most puts need no seek), the range cache
+// (range_cache.go: versions read lately, with their values, at most 4 MiB, so
+// that a point read of a key whose newest version newestCache names needs no
+// seek either), and the session,
 // proposal and auth tables, each bounded by Config. Nothing grows with the
 // number of keys or revisions.
 //

@@ -30,40 +30,66 @@ func (e *engine) rangeLimited(r *RangeRequest, maxResponseBytes int64) (*RangeRe
 // to fit its budget, so that a refusal allocates little.
 const eagerValueBytes = 256 << 10
 
-func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, budget *responseBudget) (*RangeResponse, error) {
+// rangeRevision is the revision a range reads at, or why it cannot be read.
+func rangeRevision(r *RangeRequest, curRev, compactRev int64) (int64, error) {
 	rev := r.Revision
 	if rev > curRev {
-		return nil, ErrFutureRev
+		return 0, ErrFutureRev
 	}
 	if rev <= 0 {
 		rev = curRev
 	}
 	if rev < compactRev {
-		return nil, ErrCompacted
+		return 0, ErrCompacted
 	}
-	resp := &RangeResponse{Header: ResponseHeader{Revision: curRev}}
-	if _, single := parseRangeEnd(r.RangeEnd); single && !r.CountOnly {
+	return rev, nil
+}
+
+// isPointRange reports whether r reads one key and returns it (not only a
+// count): engineRangeAt answers it with one seek, the range cache from memory.
+func isPointRange(r *RangeRequest) bool {
+	_, single := parseRangeEnd(r.RangeEnd)
+	return single && !r.CountOnly
+}
+
+// pointRange is the answer to a point range (isPointRange) at curRev whose key
+// is kv if found: the revision filters, the budget and KeysOnly applied.
+func pointRange(kv KeyValue, found bool, r *RangeRequest, curRev int64, budget *responseBudget) (*RangeResponse, error) {
+	if !found {
+		return &RangeResponse{Header: ResponseHeader{Revision: curRev}}, nil
+	}
+	if !passesRevisionFilters(&kv, r) {
+		return &RangeResponse{Header: ResponseHeader{Revision: curRev}, Count: 1}, nil
+	}
+	e := rangeEntry{kv: kv, valueLen: uint32(len(kv.Value))}
+	if err := budget.take(e.size(r.KeysOnly)); err != nil {
+		return nil, err
+	}
+	if r.KeysOnly {
+		keysOnly(&e.kv, r)
+	}
+	// The response and its one key-value in one allocation.
+	one := &struct {
+		resp RangeResponse
+		kvs  [1]KeyValue
+	}{resp: RangeResponse{Header: ResponseHeader{Revision: curRev}, Count: 1}, kvs: [1]KeyValue{e.kv}}
+	one.resp.Kvs = one.kvs[:]
+	return &one.resp, nil
+}
+
+func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, budget *responseBudget) (*RangeResponse, error) {
+	rev, err := rangeRevision(r, curRev, compactRev)
+	if err != nil {
+		return nil, err
+	}
+	if isPointRange(r) {
 		kv, ok, err := engineGet(db, r.Key, rev, !r.KeysOnly)
 		if err != nil {
 			return nil, engineReadFailed(fmt.Sprintf("key %q", r.Key), err)
 		}
-		if !ok {
-			return resp, nil
-		}
-		resp.Count = 1
-		if !passesRevisionFilters(&kv, r) {
-			return resp, nil
-		}
-		e := rangeEntry{kv: kv, valueLen: uint32(len(kv.Value))}
-		if err := budget.take(e.size(r.KeysOnly)); err != nil {
-			return nil, err
-		}
-		if r.KeysOnly {
-			keysOnly(&e.kv, r)
-		}
-		resp.Kvs = []KeyValue{e.kv}
-		return resp, nil
+		return pointRange(kv, ok, r, curRev, budget)
 	}
+	resp := &RangeResponse{Header: ResponseHeader{Revision: curRev}}
 	lower, upper := rangeBounds(r.Key, r.RangeEnd)
 	if r.CountOnly {
 		err := engineAscend(db, lower, upper, rev, func([]byte, int64, *versionRecord) bool {
@@ -80,7 +106,7 @@ func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, 
 	var entries []rangeEntry
 	var total, size, copied int64
 	over := false
-	err := engineAscend(db, lower, upper, rev, func(prefix []byte, modRev int64, rec *versionRecord) bool {
+	err = engineAscend(db, lower, upper, rev, func(prefix []byte, modRev int64, rec *versionRecord) bool {
 		total++
 		e := rangeEntry{kv: rec.keyValue(unescapeKey(prefix), modRev, false), valueLen: uint32(len(rec.value))}
 		if inIndexOrder && (r.Limit <= 0 || total <= r.Limit) {

@@ -23,6 +23,15 @@ type Sizes struct {
 	Keys int64
 }
 
+// InUseBytes is Sizes().InUseBytes without the rest: the quota check of every
+// write needs only it, and Sizes asks pebble for its metrics, which cost a
+// sixth of a leader's CPU under put-1000c when every put asked.
+func (s *Store) InUseBytes() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.mu.st.e.live
+}
+
 // Sizes returns how much the store takes.
 func (s *Store) Sizes() Sizes {
 	s.mu.RLock()

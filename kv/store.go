@@ -21,7 +21,9 @@ type Store struct {
 	cfg Config
 	// reads counts the reads out on pebble snapshots; Close waits for them.
 	reads sync.WaitGroup
-	mu    struct {
+	// rangeCache answers point reads from memory (range_cache.go).
+	rangeCache rangeCache
+	mu         struct {
 		sync.RWMutex
 		st *state
 		// closed is set by Close, after which reads fail.

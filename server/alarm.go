@@ -254,13 +254,13 @@ func (s *Server) checkQuota(ctx context.Context, cmd *kv.Command) error {
 	if cost == 0 || s.cfg.QuotaBackendBytes < 0 {
 		return nil
 	}
-	if s.sm.store.Sizes().InUseBytes+cost <= s.cfg.QuotaBackendBytes {
+	if s.sm.store.InUseBytes()+cost <= s.cfg.QuotaBackendBytes {
 		return nil
 	}
 	k := alarmKey{s.id, pb.AlarmType_NOSPACE}
 	if !s.sm.alarms.has(k) {
 		s.logger.Warn("space quota exceeded: raising the NOSPACE alarm", "quota_bytes", s.cfg.QuotaBackendBytes,
-			"in_use_bytes", s.sm.store.Sizes().InUseBytes)
+			"in_use_bytes", s.sm.store.InUseBytes())
 		_, _ = s.propose(ctx, kindAlarm, encodeAlarmChange(pb.AlarmRequest_ACTIVATE, k))
 	}
 	return rpctypes.ErrGRPCNoSpace
