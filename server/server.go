@@ -50,6 +50,9 @@ type Server struct {
 	// snapshotFailed tells the apply loop the last compaction failed.
 	snapshotting   atomic.Bool
 	snapshotFailed atomic.Bool
+	// snapshotsOut holds the log back for the snapshots this member sends
+	// (snapshot.go).
+	snapshotsOut outboundSnapshots
 	// startApplied is the store's applied index the node starts from
 	// (reconcileStore).
 	startApplied uint64

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
 	"raftkv/kv"
 	"raftkv/raft"
@@ -263,18 +265,103 @@ func removeInbound(memberDir string, drop func(name string) bool) {
 }
 
 // snapshotStream is the transport's SnapshotStream: the body of a snapshot this
-// member sends is its store, streamed as of its current applied index (at or past
-// snap's, whose marker says the engine covers it).
-func (s *Server) snapshotStream(snap raft.Snapshot) (io.ReadCloser, error) {
+// member sends to node to is its store, streamed as of its current applied index
+// (at or past snap's, whose marker says the engine covers it). The log is held at
+// snap's index from now until to has caught up past it (outboundSnapshots).
+func (s *Server) snapshotStream(to uint64, snap raft.Snapshot) (io.ReadCloser, error) {
 	if a := s.sm.store.AppliedIndex(); a < snap.Index {
 		return nil, fmt.Errorf("server: the store has applied %d, behind the snapshot at %d", a, snap.Index)
 	}
+	pin := s.snapshotsOut.hold(to, snap.Index)
 	pr, pw := io.Pipe()
 	s.goTracked(func() {
 		_, err := s.sm.store.WriteSnapshot(pw)
 		_ = pw.CloseWithError(err)
 	})
-	return pr, nil
+	return &pinnedStream{ReadCloser: pr, pin: pin, out: &s.snapshotsOut}, nil
+}
+
+// pinnedStream is a snapshot body whose Close tells outboundSnapshots the sending
+// ended (the transport closes it once the receiver has answered).
+type pinnedStream struct {
+	io.ReadCloser
+	pin  *snapshotPin
+	out  *outboundSnapshots
+	once sync.Once
+}
+
+func (p *pinnedStream) Close() error {
+	p.once.Do(func() { p.out.sent(p.pin, time.Now()) })
+	return p.ReadCloser.Close()
+}
+
+// outboundSnapshots keeps the entries right after a snapshot this member sends
+// until the receiver has them. The receiver of a snapshot at index S goes on from
+// the log at S+1; if a compaction truncated the log past S while the body was on
+// its way (seconds for a large store, under writes), the leader would have to send
+// another snapshot, and under steady writes maybe forever. So compactLog truncates
+// no further than S while a snapshot at S is being sent to a peer, and after that
+// until the leader sees that peer's log reach S (Match >= S: from then on the
+// entries go into the peer's own log), the peer leaves the configuration or this
+// member stops leading, or snapshotPinTimeout has passed since the sending ended
+// (the peer went away). etcd only pauses compaction while a snapshot is in flight
+// (EtcdServer.compactRaftLog) and counts on its catch-up entries for the rest.
+// At most one pin per peer: the transport sends one snapshot at a time to a peer,
+// and a new one supersedes the last.
+type outboundSnapshots struct {
+	mu   sync.Mutex
+	pins map[uint64]*snapshotPin
+}
+
+type snapshotPin struct {
+	index uint64
+	// sentAt is when the sending ended; zero while it goes on.
+	sentAt time.Time
+}
+
+// snapshotPinTimeout bounds how long a sent snapshot holds the log back when the
+// leader does not see its receiver catch up. Long enough for a receiver to restore
+// a large body before it answers; a peer that takes longer gets another snapshot.
+const snapshotPinTimeout = time.Minute
+
+func (o *outboundSnapshots) hold(to, index uint64) *snapshotPin {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.pins == nil {
+		o.pins = map[uint64]*snapshotPin{}
+	}
+	pin := &snapshotPin{index: index}
+	o.pins[to] = pin
+	return pin
+}
+
+func (o *outboundSnapshots) sent(pin *snapshotPin, now time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	pin.sentAt = now
+}
+
+// limit returns index lowered to the lowest snapshot still held, dropping the pins
+// whose peer caught up (progress is the leader's view of each peer's log; nil if
+// this member does not lead) or whose time is up.
+func (o *outboundSnapshots) limit(index uint64, progress []raft.PeerProgress, now time.Time) uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	match := make(map[uint64]uint64, len(progress))
+	for _, p := range progress {
+		match[p.ID] = p.Match
+	}
+	for to, pin := range o.pins {
+		if !pin.sentAt.IsZero() {
+			m, ok := match[to]
+			if !ok || m >= pin.index || now.Sub(pin.sentAt) > snapshotPinTimeout {
+				delete(o.pins, to)
+				continue
+			}
+		}
+		index = min(index, pin.index)
+	}
+	return index
 }
 
 // receiveSnapshot is the transport's SnapshotReceiver: it saves the body of the
@@ -341,9 +428,15 @@ func copySyncing(f *os.File, body io.Reader) (int64, error) {
 	}
 }
 
-// compactLog is a local snapshot: it makes the store durable and truncates the log up
-// to the applied index that is now durable (and stored in the log: a follower may
-// apply entries before it has written them).
+// compactLog is a local snapshot: it makes the store durable and truncates the log
+// up to the applied index that is now durable (and stored in the log: a follower
+// may apply entries before it has written them), less SnapshotCatchUpEntries, and
+// no further than a snapshot this member is sending (outboundSnapshots). The kept
+// entries serve a follower that is a little behind, or that installed a snapshot
+// while writes went on, from the log: as etcd keeps them (its compaction index is
+// the snapshot's less --snapshot-catchup-entries, and it compacts nothing while
+// the snapshot index is not past them). The snapshot Raft sends a follower is the
+// one at the truncation point; its body is the store as of when it is sent.
 func (s *Server) compactLog() error {
 	durable, err := s.sm.store.Flush()
 	if err != nil {
@@ -354,6 +447,11 @@ func (s *Server) compactLog() error {
 		return err
 	}
 	index := min(durable, last)
+	if index <= s.cfg.SnapshotCatchUpEntries {
+		return nil
+	}
+	index -= s.cfg.SnapshotCatchUpEntries
+	index = s.snapshotsOut.limit(index, s.node.MembershipStatus().Progress, time.Now())
 	if first, err := s.storage.FirstIndex(); err != nil || index < first {
 		return err // nothing new to truncate
 	}
