@@ -259,6 +259,7 @@ func openEngineMode(dir string, cfg engineConfig, forRestore bool) (*engine, err
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10) // 1% false positives
 	}
+	_ = cfg.FS.RemoveAll(dir + restoreDirSuffix) // tables of a restore a crash cut off
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("kv: opening the storage engine in %q: %w", dir, err)

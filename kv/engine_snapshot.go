@@ -217,7 +217,9 @@ func (e *engine) restore(r io.Reader, wholeStream bool) error {
 
 // restoreDir is where restore writes the tables it ingests: beside the engine's
 // directory, not in it, which is pebble's.
-func (e *engine) restoreDir() string { return e.dir + ".restore" }
+func (e *engine) restoreDir() string { return e.dir + restoreDirSuffix }
+
+const restoreDirSuffix = ".restore"
 
 // readEngineSnapshot reads the chunks of a stream after its header, checking each
 // one, and hands add every record in order.
