@@ -123,11 +123,11 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // restore replaces the engine's records with those of the stream r and makes
 // them durable. The records come in key order, so they are written straight
 // into sstables of restoreTableBytes (in restoreDir, beside the engine's
-// directory) as the chunks are checked, and the tables are then ingested: the
-// records go to the bottom of the LSM once, without passing through memtables,
-// flushes and compactions (issue 13: replaying them in batches made a catch-up
-// by snapshot slower than etcd's). A table is all the restore holds in memory
-// beyond a chunk (its index and filter, a few MiB).
+// directory) as the chunks are checked, and the tables are then ingested
+// (replaceWithTables): the records go to the bottom of the LSM once, without
+// passing through memtables, flushes and compactions (issue 13: replaying them in
+// batches made a catch-up by snapshot slower than etcd's). A table is all the
+// restore holds in memory beyond a chunk (its index and filter, a few MiB).
 //
 // A stream that is corrupt or cut short fails with ErrCorruptSnapshot and leaves
 // the engine marked as restoring: it must be restored again before use, and
@@ -144,33 +144,33 @@ func (e *engine) restore(r io.Reader, wholeStream bool) error {
 	if !ok {
 		br = bufio.NewReader(r)
 	}
-	head := make([]byte, len(engineSnapshotMagic))
-	if _, err := io.ReadFull(br, head); err != nil || string(head) != engineSnapshotMagic {
-		return fmt.Errorf("%w: no %q header (%v); this is not a raftkv engine snapshot", ErrCorruptSnapshot, engineSnapshotMagic, err)
+	if err := readEngineSnapshotHeader(br); err != nil {
+		return err
 	}
-	if format, err := binary.ReadUvarint(br); err != nil || format != engineFormat {
-		return fmt.Errorf("%w: engine snapshot of layout format %d (%v); this build reads format %d", ErrCorruptSnapshot, format, err, engineFormat)
+	if err := e.markRestoring(); err != nil {
+		return err
 	}
-	// Everything goes, then the marker is set, in one batch: from here until the
-	// tables are in, the engine is neither the old state nor the new.
-	b := e.db.NewBatch()
-	_ = b.DeleteRange([]byte{0}, []byte{0xff}, nil)
-	_ = b.Set(metaRestoring, []byte{1}, nil)
-	if err := b.Commit(pebble.NoSync); err != nil {
-		b.Close()
-		return fmt.Errorf("kv: clearing the storage engine in %q for a snapshot: %w", e.dir, err)
-	}
-	b.Close()
-	e.newestCache.byKey = nil
-	fs := e.opts.FS
 	dir := e.restoreDir()
+	defer func() { _ = e.opts.FS.RemoveAll(dir) }()
+	paths, err := e.writeTables(br, wholeStream, dir)
+	if err != nil {
+		return err
+	}
+	return e.replaceWithTables(paths)
+}
+
+// writeTables writes the records of the stream br (past its header) into new
+// sstables in dir, which it creates (removing what an earlier attempt left
+// there), syncs them and dir, and returns their paths. A corrupt or cut stream
+// fails with ErrCorruptSnapshot.
+func (e *engine) writeTables(br byteReader, wholeStream bool, dir string) ([]string, error) {
+	fs := e.opts.FS
 	if err := fs.RemoveAll(dir); err != nil {
-		return fmt.Errorf("kv: removing %q, left by an earlier restore: %w", dir, err)
+		return nil, fmt.Errorf("kv: removing %q, left by an earlier restore: %w", dir, err)
 	}
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("kv: restoring a snapshot: %w", err)
+		return nil, fmt.Errorf("kv: writing a snapshot's tables: %w", err)
 	}
-	defer func() { _ = fs.RemoveAll(dir) }()
 	// The bottom level's options (compression, filters); but the tables may land
 	// above it, over the marker, so not as a table of the lowest level.
 	wopts := e.opts.MakeWriterOptions(len(e.opts.Levels)-1, e.db.TableFormat())
@@ -178,12 +178,47 @@ func (e *engine) restore(r io.Reader, wholeStream bool) error {
 	tables := &restoreTables{fs: fs, dir: dir, opts: wopts}
 	defer tables.abandon()
 	if err := readEngineSnapshot(br, wholeStream, tables.add); err != nil {
-		return err
+		return nil, err
 	}
 	paths, err := tables.finish()
-	if err != nil {
-		return fmt.Errorf("kv: writing the snapshot's tables in %q: %w", dir, err)
+	if err == nil {
+		err = syncDir(fs, dir)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("kv: writing a snapshot's tables in %q: %w", dir, err)
+	}
+	return paths, nil
+}
+
+func syncDir(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// markRestoring deletes every record and sets the marker, in one batch: from here
+// until the tables are in, the engine is neither the old state nor the new.
+func (e *engine) markRestoring() error {
+	b := e.db.NewBatch()
+	defer b.Close()
+	_ = b.DeleteRange([]byte{0}, []byte{0xff}, nil)
+	_ = b.Set(metaRestoring, []byte{1}, nil)
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("kv: clearing the storage engine in %q for a snapshot: %w", e.dir, err)
+	}
+	e.newestCache.byKey = nil
+	return nil
+}
+
+// replaceWithTables ingests the tables of a snapshot into an engine that
+// markRestoring cleared, removes the marker and makes the result durable.
+func (e *engine) replaceWithTables(paths []string) error {
 	// The deletion goes to disk with the marker, and the old records' files are
 	// dropped (whole, mostly: the range deletion covers them), so that the tables
 	// land in the bottom level rather than over the deletion.
@@ -196,7 +231,7 @@ func (e *engine) restore(r io.Reader, wholeStream bool) error {
 	if err := e.db.Ingest(context.Background(), paths); err != nil {
 		return fmt.Errorf("kv: ingesting the snapshot's tables into the storage engine in %q: %w", e.dir, err)
 	}
-	b = e.db.NewBatch()
+	b := e.db.NewBatch()
 	defer b.Close()
 	_ = b.Delete(metaRestoring, nil)
 	if err := b.Commit(pebble.NoSync); err != nil {
@@ -211,6 +246,18 @@ func (e *engine) restore(r io.Reader, wholeStream bool) error {
 	e.newestCache.byKey = nil // the versions it held are gone
 	if _, err := e.flush(); err != nil {
 		return err
+	}
+	return nil
+}
+
+// readEngineSnapshotHeader reads and checks a stream's magic and format.
+func readEngineSnapshotHeader(br byteReader) error {
+	head := make([]byte, len(engineSnapshotMagic))
+	if _, err := io.ReadFull(br, head); err != nil || string(head) != engineSnapshotMagic {
+		return fmt.Errorf("%w: no %q header (%v); this is not a raftkv engine snapshot", ErrCorruptSnapshot, engineSnapshotMagic, err)
+	}
+	if format, err := binary.ReadUvarint(br); err != nil || format != engineFormat {
+		return fmt.Errorf("%w: engine snapshot of layout format %d (%v); this build reads format %d", ErrCorruptSnapshot, format, err, engineFormat)
 	}
 	return nil
 }
@@ -285,9 +332,11 @@ func eachChunkRecord(body []byte, add func(key, value []byte) error) error {
 	return nil
 }
 
-// restoreTableBytes is the size at which restore starts a new table: pebble's
-// target file size for the bottom level.
-const restoreTableBytes = 128 << 20
+// restoreTableBytes is the size at which restore starts a new table. Each
+// table is synced when it is closed: a member receiving a snapshot into tables
+// (Store.WriteSnapshotTables) answers the sender's end frame within its
+// IOTimeout only if the last sync is short.
+const restoreTableBytes = 64 << 20
 
 // restoreTables writes a stream's records, in key order, into sstables.
 type restoreTables struct {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 
 	"raftkv/kv"
 	"raftkv/raft"
+	"raftkv/storage"
 )
 
 // Snapshots on the engine (issue 13). The store's engine is the state machine's
@@ -95,10 +97,11 @@ func snapshotKind(data []byte) (kind byte, name string, err error) {
 	return 0, "", fmt.Errorf("server: snapshot data %q is no snapshot marker of this raftkv version", data[:min(len(data), 16)])
 }
 
-// validInboundName accepts only the names receiveSnapshot makes: a snapshot's data
-// must not point outside kv-in.
+// validInboundName accepts only the names receiveSnapshot makes (and made before
+// it wrote tables): a snapshot's data must not point outside kv-in.
 func validInboundName(name string) bool {
-	return strings.HasSuffix(name, ".snap") && filepath.Base(name) == name && !strings.HasPrefix(name, ".")
+	return (strings.HasSuffix(name, inboundTablesSuffix) || strings.HasSuffix(name, inboundStreamSuffix)) &&
+		filepath.Base(name) == name && !strings.HasPrefix(name, ".")
 }
 
 // encodeServerState encodes the member list and the alarms: the store record
@@ -204,15 +207,20 @@ func (sm *stateMachine) restore(index uint64, data []byte) error {
 }
 
 // restoreReceived replaces the store with the body a leader sent, saved as name in
-// kv-in, makes it durable and removes the file (and older ones).
+// kv-in (tables to ingest; a stream file from an older version), makes it durable
+// and removes it (and older ones).
 func (sm *stateMachine) restoreReceived(index uint64, name string) error {
 	path := filepath.Join(inboundDir(sm.dir), name)
-	f, err := os.Open(path)
-	if err != nil {
+	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("server: the snapshot at index %d that the leader sent is missing: %w", index, err)
 	}
-	defer f.Close()
-	if err := sm.store.RestoreFrom(f); err != nil {
+	var err error
+	if strings.HasSuffix(name, inboundTablesSuffix) {
+		err = sm.store.RestoreFromTables(path)
+	} else {
+		err = restoreStreamFile(sm.store, path)
+	}
+	if err != nil {
 		return fmt.Errorf("server: restoring the snapshot at index %d from %s: %w", index, path, err)
 	}
 	if a := sm.store.AppliedIndex(); a < index {
@@ -233,25 +241,47 @@ func (sm *stateMachine) restoreReceived(index uint64, name string) error {
 	return nil
 }
 
-// inboundName is the file name of the body of the snapshot at index in term.
-func inboundName(snap raft.Snapshot) string {
-	return fmt.Sprintf("%016x-%016x.snap", snap.Term, snap.Index)
+// restoreStreamFile restores store from a stream body saved whole in a file, as
+// members before the tables saved them.
+func restoreStreamFile(store *kv.Store, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return store.RestoreFrom(f)
 }
 
-// inboundIndex is the snapshot index an inboundName names; false for any other name
-// (a body still being received).
+// The suffixes of the bodies in kv-in: a directory of tables
+// (kv.Store.WriteSnapshotTables), or a stream saved whole (before the tables; still
+// restored, for a member upgraded between receiving a body and applying it).
+const (
+	inboundTablesSuffix = ".tables"
+	inboundStreamSuffix = ".snap"
+)
+
+// inboundName is the name of the body of the snapshot at index in term.
+func inboundName(snap raft.Snapshot) string {
+	return fmt.Sprintf("%016x-%016x%s", snap.Term, snap.Index, inboundTablesSuffix)
+}
+
+// inboundIndex is the snapshot index an inbound body's name names; false for any
+// other name (a body still being received).
 func inboundIndex(name string) (uint64, bool) {
 	var term, index uint64
-	if len(name) != 38 {
-		return 0, false
+	for _, suffix := range []string{inboundTablesSuffix, inboundStreamSuffix} {
+		if len(name) != 33+len(suffix) || !strings.HasSuffix(name, suffix) {
+			continue
+		}
+		if _, err := fmt.Sscanf(name[:33], "%016x-%016x", &term, &index); err != nil {
+			return 0, false
+		}
+		return index, true
 	}
-	if _, err := fmt.Sscanf(name, "%016x-%016x.snap", &term, &index); err != nil {
-		return 0, false
-	}
-	return index, true
+	return 0, false
 }
 
-// removeInbound removes the files in kv-in that drop says to.
+// removeInbound removes the bodies in kv-in that drop says to.
 func removeInbound(memberDir string, drop func(name string) bool) {
 	entries, err := os.ReadDir(inboundDir(memberDir))
 	if err != nil {
@@ -259,7 +289,7 @@ func removeInbound(memberDir string, drop func(name string) bool) {
 	}
 	for _, e := range entries {
 		if drop(e.Name()) {
-			_ = os.Remove(filepath.Join(inboundDir(memberDir), e.Name()))
+			_ = os.RemoveAll(filepath.Join(inboundDir(memberDir), e.Name()))
 		}
 	}
 }
@@ -364,68 +394,40 @@ func (o *outboundSnapshots) limit(index uint64, progress []raft.PeerProgress, no
 	return index
 }
 
-// receiveSnapshot is the transport's SnapshotReceiver: it saves the body of the
-// snapshot a leader sends to a file in kv-in, durably, and names it in the data Raft
-// gets. A failed or cut body leaves no file.
+// receiveSnapshot is the transport's SnapshotReceiver: it writes the body of the
+// snapshot a leader sends into tables in kv-in as it arrives
+// (kv.Store.WriteSnapshotTables, synced), and names them in the data Raft gets;
+// the snapshot then applies by ingesting them. A failed or cut body leaves
+// nothing.
 func (s *Server) receiveSnapshot(from uint64, snap raft.Snapshot, body io.Reader) ([]byte, error) {
 	dir := inboundDir(s.sm.dir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	name := inboundName(snap)
-	tmp, err := os.CreateTemp(dir, ".recv-*")
-	if err != nil {
-		return nil, err
-	}
-	keep := false
-	defer func() {
-		if !keep {
-			_ = tmp.Close()
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	n, err := copySyncing(tmp, body)
+	var random [8]byte
+	_, _ = rand.Read(random[:])
+	tmp := filepath.Join(dir, fmt.Sprintf(".recv-%x", random))
+	n, err := s.sm.store.WriteSnapshotTables(body, tmp)
 	if err != nil {
 		return nil, fmt.Errorf("server: receiving the snapshot at index %d from %x after %d bytes: %w", snap.Index, from, n, err)
 	}
-	if err := tmp.Sync(); err != nil {
+	final := filepath.Join(dir, name)
+	if _, err := os.Stat(final); err == nil {
+		// The same snapshot, received before and not yet applied (the apply loop
+		// may be ingesting it now): that body serves as well as this one.
+		_ = os.RemoveAll(tmp)
+		return receivedSnapshotData(name), nil
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		_ = os.RemoveAll(tmp)
 		return nil, err
 	}
-	if err := tmp.Close(); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
-		return nil, err
-	}
-	keep = true
 	if err := syncDir(dir); err != nil {
 		return nil, err
 	}
 	s.logger.Info("snapshot body received", "index", snap.Index, "term", snap.Term, "from", hexID(from), "bytes", n)
 	return receivedSnapshotData(name), nil
-}
-
-// receiveSyncBytes is how much of a received body may wait for its fsync: syncing
-// as it comes keeps the last sync short, and the sender waits for the answer to the
-// end frame only its IOTimeout (a 1 GiB body synced at the end could take longer).
-const receiveSyncBytes = 64 << 20
-
-// copySyncing copies body to f, syncing every receiveSyncBytes.
-func copySyncing(f *os.File, body io.Reader) (int64, error) {
-	var total int64
-	for {
-		n, err := io.CopyN(f, body, receiveSyncBytes)
-		total += n
-		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-		if err := f.Sync(); err != nil {
-			return total, err
-		}
-	}
 }
 
 // compactLog is a local snapshot: it makes the store durable and truncates the log
@@ -447,6 +449,9 @@ func (s *Server) compactLog() error {
 		return err
 	}
 	index := min(durable, last)
+	if err := s.recordDurableSnapshot(index); err != nil {
+		return err
+	}
 	if index <= s.cfg.SnapshotCatchUpEntries {
 		return nil
 	}
@@ -467,6 +472,55 @@ func (s *Server) compactLog() error {
 		return nil // a snapshot from the leader at or past index arrived meanwhile
 	}
 	return err
+}
+
+// sendingStorage is the log storage as Raft sees it, but for the snapshot a leader
+// sends a follower (LoadSnapshot): the one at the store's durable applied index
+// that compactLog last recorded, past the log's truncation point by the catch-up
+// entries, rather than the one at the truncation point. A snapshot here is only a
+// marker (the body is the store, streamed at its applied index, at or past it),
+// so any durable applied index still in the log serves; sending the newest
+// spares the follower the catch-up entries it would otherwise fetch after the
+// body, though its store already holds them (measured: 5000 entries of 100-key
+// transactions, 500 MiB, after a 1 GiB body). This is etcd's arrangement too: it
+// sends its snapshot at the snapshot index and keeps the catch-up entries before
+// it.
+type sendingStorage struct {
+	*storage.Storage
+	s *Server
+}
+
+func (st *sendingStorage) LoadSnapshot() (raft.Snapshot, error) {
+	snap, err := st.Storage.LoadSnapshot()
+	if err != nil {
+		return snap, err
+	}
+	if d := st.s.durableSnap.Load(); d != nil && d.Index > snap.Index {
+		return *d, nil
+	}
+	return snap, nil
+}
+
+// recordDurableSnapshot records the snapshot at index, durable in the store and
+// still in the log, for sendingStorage.
+func (s *Server) recordDurableSnapshot(index uint64) error {
+	if d := s.durableSnap.Load(); d != nil && d.Index >= index {
+		return nil
+	}
+	first, err := s.storage.FirstIndex()
+	if err != nil || index < first {
+		return err // at or behind the log's own snapshot
+	}
+	term, err := s.storage.Term(index)
+	if err != nil {
+		return err
+	}
+	membership, err := s.node.MembershipAt(index)
+	if err != nil {
+		return err
+	}
+	s.durableSnap.Store(&raft.Snapshot{Index: index, Term: term, Membership: membership, Data: localSnapshotData()})
+	return nil
 }
 
 // reconcileStore checks, before Raft starts, that the store and the log are of one

@@ -89,6 +89,20 @@ func TestFollowerBehindLessThanCatchUpEntriesCatchesUpFromLog(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("the leader did not compact its log while the follower was down (first index %d, %d before): %v", first, firstAtStop, err)
 	}
+	// The snapshot a leader would send is past the truncation point, at the
+	// store's durable applied index: a follower that got it would not fetch
+	// the catch-up entries its store holds.
+	var snap raft.Snapshot
+	if err := waitFor(5*time.Second, func() bool {
+		var err error
+		snap, err = (&sendingStorage{Storage: leader.srv.storage, s: leader.srv}).LoadSnapshot()
+		return err == nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if first, _ = leader.srv.storage.FirstIndex(); snap.Index < first+100 {
+		t.Fatalf("the leader would send the snapshot at %d, the log starts at %d; want it at least SnapshotCatchUpEntries/2 past", snap.Index, first)
+	}
 	lagging.start(t)
 	waitKeyCount(t, lagging, "b", 100)
 	if n := snapshotsSentTo(members, laggingID); n != 0 {
