@@ -23,17 +23,20 @@ import (
 // that says where the state is.
 //
 //   - A local snapshot (log compaction) makes the engine durable (kv.Store.Flush) and
-//     records a snapshot at the applied index the flush covers, with the marker
-//     snapLocal. The log is truncated only up to that index: the engine writes without
-//     fsync, and after a crash it holds exactly its last flush, from which the log
-//     must still replay every later entry.
-//   - A leader sends a lagging follower the engine itself: the transport asks
+//     records a snapshot with the marker snapLocal, truncating the log, at the
+//     applied index the flush covers less the catch-up entries (compactLog). The log
+//     is truncated only up to that index: the engine writes without fsync, and after
+//     a crash it holds exactly its last flush, from which the log must still replay
+//     every later entry.
+//   - A leader sends a lagging follower the snapshot at its store's durable applied
+//     index (sendingStorage), and for its body the engine itself: the transport asks
 //     snapshotStream for the body of a MsgSnap and streams the store's chunks
 //     (kv.Store.WriteSnapshot, a pebble snapshot at the current applied index, which
-//     is at or past the Raft snapshot's). The follower writes the body to a file in
-//     kv-in (receiveSnapshot) and Raft gets the marker snapReceived naming it; when
-//     the snapshot applies, the store is replaced from the file, made durable, and
-//     the file removed. Neither end holds more than a chunk in memory.
+//     is at or past the Raft snapshot's). The follower writes the records into
+//     sstables in kv-in as they arrive (receiveSnapshot) and Raft gets the marker
+//     snapReceived naming them; when the snapshot applies, the store ingests them,
+//     is made durable, and the tables are removed. Neither end holds more than a
+//     chunk, and a table's index, in memory.
 //   - Entries the store already holds (its applied index is past the Raft snapshot's,
 //     or it was flushed past the log, see reconcileStore) are skipped by the store
 //     (kv.ErrAlreadyApplied); the member list and alarms are idempotent sets
@@ -55,8 +58,9 @@ var (
 const (
 	// snapLocal: the engine's durable state covers the snapshot's index.
 	snapLocal byte = 'L'
-	// snapReceived: followed by the name of the file in kv-in holding the body a
-	// leader sent; the store is restored from it when the snapshot applies.
+	// snapReceived: followed by the name of the body in kv-in (a directory of
+	// tables, or a stream file of an older version) that a leader sent; the store
+	// is restored from it when the snapshot applies.
 	snapReceived byte = 'R'
 )
 
