@@ -222,3 +222,16 @@ func TestOutboundSnapshotsLimit(t *testing.T) {
 		t.Fatalf("a newer snapshot to the same peer: limit %d, want 700", got)
 	}
 }
+
+// SnapshotCatchUpEntries defaults to etcd's 5000, or SnapshotCount if that is
+// smaller; a value set is taken as it is, as etcd takes it.
+func TestSnapshotCatchUpEntriesDefault(t *testing.T) {
+	for _, c := range []struct{ count, catchUp, want uint64 }{
+		{0, 0, 5000}, {10000, 0, 5000}, {100, 0, 100}, {100, 5000, 5000}, {100, 1, 1},
+	} {
+		got := Config{SnapshotCount: c.count, SnapshotCatchUpEntries: c.catchUp}.withDefaults().SnapshotCatchUpEntries
+		if got != c.want {
+			t.Errorf("SnapshotCount %d, SnapshotCatchUpEntries %d: %d after defaults, want %d", c.count, c.catchUp, got, c.want)
+		}
+	}
+}
