@@ -24,7 +24,7 @@
 // without fsync; the WAL is the durability. Every SnapshotCount entries the store
 // is flushed and the log truncated to the applied index the flush made durable less
 // SnapshotCatchUpEntries (kept for slow followers), never further, nor past a
-// snapshot being sent until its receiver has it; a snapshot is a marker, and a
+// snapshot being sent or its receiver's log until that has caught up; a snapshot is a marker, and a
 // lagging follower is streamed the engine itself (transport's
 // SnapshotStream/SnapshotReceiver), which it writes into sstables as it arrives and
 // ingests, with a chunk in memory at each end. A restart opens the engine and replays the log after its applied

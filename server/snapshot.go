@@ -335,10 +335,10 @@ func (p *pinnedStream) Close() error {
 // its way (seconds for a large store, under writes), the leader would have to send
 // another snapshot, and under steady writes maybe forever. So compactLog truncates
 // no further than S while a snapshot at S is being sent to a peer, and after that
-// until the leader sees that peer's log reach S (Match >= S: from then on the
-// entries go into the peer's own log), the peer leaves the configuration or this
-// member stops leading, or snapshotPinTimeout has passed since the sending ended
-// (the peer went away). etcd only pauses compaction while a snapshot is in flight
+// no further than the peer's log (its Match, S at first) until it has caught up to
+// the truncation point (from then on the catch-up entries serve it), the peer
+// leaves the configuration or this member stops leading, or snapshotPinTimeout
+// has passed since the sending ended (the peer went away or cannot keep up). etcd only pauses compaction while a snapshot is in flight
 // (EtcdServer.compactRaftLog) and counts on its catch-up entries for the rest.
 // At most one pin per peer: the transport sends one snapshot at a time to a peer,
 // and a new one supersedes the last.
@@ -386,14 +386,23 @@ func (o *outboundSnapshots) limit(index uint64, progress []raft.PeerProgress, no
 		match[p.ID] = p.Match
 	}
 	for to, pin := range o.pins {
-		if !pin.sentAt.IsZero() {
-			m, ok := match[to]
-			if !ok || m >= pin.index || now.Sub(pin.sentAt) > snapshotPinTimeout {
-				delete(o.pins, to)
-				continue
-			}
+		if pin.sentAt.IsZero() {
+			index = min(index, pin.index)
+			continue
 		}
-		index = min(index, pin.index)
+		m, ok := match[to]
+		if !ok || now.Sub(pin.sentAt) > snapshotPinTimeout {
+			delete(o.pins, to)
+			continue
+		}
+		// The receiver goes on from its log's end (the snapshot's index at first):
+		// nothing it has not got is dropped until it has caught up to index.
+		held := max(pin.index, m)
+		if held >= index {
+			delete(o.pins, to)
+			continue
+		}
+		index = held
 	}
 	return index
 }

@@ -180,8 +180,9 @@ func TestSnapshotUnderWritesConverges(t *testing.T) {
 // writes stream in and still count as caught up.
 const raftSlack = 50
 
-// outboundSnapshots holds the log at a snapshot while it is sent, and after until
-// its receiver's log reaches it, it leaves, or the time is up.
+// outboundSnapshots holds the log at a snapshot while it is sent, and after at its
+// receiver's log until that has caught up to the truncation point, it leaves, or
+// the time is up.
 func TestOutboundSnapshotsLimit(t *testing.T) {
 	var o outboundSnapshots
 	now := time.Now()
@@ -202,8 +203,11 @@ func TestOutboundSnapshotsLimit(t *testing.T) {
 	if got := o.limit(1000, progress(499), now.Add(time.Second)); got != 500 {
 		t.Fatalf("sent, receiver at 499: limit %d, want 500", got)
 	}
-	if got := o.limit(1000, progress(500), now.Add(time.Second)); got != 1000 {
-		t.Fatalf("sent, receiver at 500: limit %d, want 1000", got)
+	if got := o.limit(1000, progress(700), now.Add(time.Second)); got != 700 {
+		t.Fatalf("sent, receiver catching up at 700: limit %d, want 700", got)
+	}
+	if got := o.limit(1000, progress(1000), now.Add(time.Second)); got != 1000 {
+		t.Fatalf("sent, receiver caught up to 1000: limit %d, want 1000", got)
 	}
 	if got := o.limit(1000, progress(0), now); got != 1000 {
 		t.Fatalf("a released pin still holds: limit %d", got)
