@@ -82,7 +82,7 @@ func parseOptions(args []string) (*options, error) {
 	dataSize := fs.String("data-size", "", "the big data set's size instead of --data-keys, e.g. 100MiB or 1GiB (size/1KiB keys)")
 	scenarioList := fs.String("data-scenarios", "", "instead of the workloads: load the big data set into each system, then run these scenarios,\n"+
 		"comma-separated or \"all\": "+strings.Join(dataScenarioNames, ", ")+" (see README)")
-	snapshotCount := fs.Uint64("snapshot-count", 10_000, "--data-scenarios: both systems' --snapshot-count (etcd's snapshot-catchup-entries is set to half of it)")
+	snapshotCount := fs.Uint64("snapshot-count", 10_000, "--data-scenarios: both systems' --snapshot-count (their --snapshot-catchup-entries is set to half of it)")
 	memoryCap := fs.String("memory-cap", "", "--data-scenarios memory-cap: the cap, e.g. 512MiB (default: half the data set, at least 64MiB)")
 	coldRestart := fs.Bool("cold-restart", false, "--data-scenarios restart: drop the member's data files from the page cache before it starts again\n"+
 		"(a start after a reboot; by default the files stay cached, as in a process restart)")

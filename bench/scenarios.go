@@ -33,8 +33,8 @@ import (
 //     a serializable read of the last written key at the revision of that write. The
 //     log must have been compacted for the leader to send a snapshot rather than the
 //     whole log, so the harness writes small puts until the cluster has passed
-//     --snapshot-count entries (both systems take their first snapshot then, and etcd
-//     compacts its log to snapshot-catchup-entries, set to half of it, behind it).
+//     --snapshot-count entries (both systems take their first snapshot then, and
+//     compact their logs to snapshot-catchup-entries, set to half of it, behind it).
 //     The member is removed again afterwards.
 //   - memory-cap: stop a follower and start it again on its data with its memory
 //     capped (memcap.go), then read every key of the data set back from it
@@ -161,9 +161,8 @@ func runDataScenarios(ctx context.Context, opts *options, commands map[string]me
 	for _, system := range opts.systems {
 		extra := []string{"--snapshot-count", strconv.FormatUint(d.snapshotCount, 10)}
 		extra = append(extra, bigQuotaArgs...)
-		if system == "etcd" {
-			extra = append(extra, "--snapshot-catchup-entries", strconv.FormatUint(d.snapshotCount/2, 10))
-		}
+		// Both take etcd's flag (raftkv since it keeps catch-up entries too).
+		extra = append(extra, "--snapshot-catchup-entries", strconv.FormatUint(d.snapshotCount/2, 10))
 		spec := clusterSpec{system: system, command: commands[system], dir: filepath.Join(tmp, "data-"+system), extraArgs: extra}
 		run, err := runDataSystem(ctx, d, spec, self, capper, capWhy)
 		runs = append(runs, run)

@@ -12,7 +12,7 @@ func formatDataTable(d *dataOptions, capper *memoryCapper, runs []*dataRun) stri
 	var b strings.Builder
 	fmt.Fprintf(&b, "data scenarios: %d keys of 1 KiB (%.1f MiB), 3 members on loopback, fsync on; --snapshot-count %d for both\n",
 		d.keys, float64(d.keys)*bigValueBytes/(1<<20), d.snapshotCount)
-	fmt.Fprintf(&b, "(etcd --snapshot-catchup-entries %d), --quota-backend-bytes 8 GiB for both; load average %s\n\n", d.snapshotCount/2, loadAverage())
+	fmt.Fprintf(&b, "(--snapshot-catchup-entries %d), --quota-backend-bytes 8 GiB for both; load average %s\n\n", d.snapshotCount/2, loadAverage())
 	var etcd, raftkv *dataRun
 	for _, r := range runs {
 		switch r.System {

@@ -82,8 +82,9 @@
 // Snapshots (snapshot.go, engine_snapshot.go) are every record of the engine, read
 // from a pebble snapshot taken at an applied index while Apply goes on, written as
 // a stream of CRC-checked chunks of about 1 MiB (Store.WriteSnapshot,
-// SnapshotView.WriteTo); Store.RestoreFrom writes one back a chunk at a time, so
-// neither end holds more than a chunk. An engine whose restore was cut off is
+// SnapshotView.WriteTo); Store.RestoreFrom reads one a chunk at a time into
+// sstables that it ingests (the records come in key order), so neither end holds
+// more than a chunk and a table's index. An engine whose restore was cut off is
 // refused at OpenStore. Store.Restore also imports the full-state snapshot format
 // of the previous release (formats 1 to 5), so old data dirs upgrade. A
 // SnapshotView also serves backups and hashes (EachKey, export.go), and

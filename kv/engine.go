@@ -36,6 +36,8 @@ import (
 type engine struct {
 	db  *pebble.DB
 	dir string
+	// opts are the options db was opened with: restore writes tables for it.
+	opts *pebble.Options
 	// rev is the revision of the last write (1 for an empty store, as in etcd).
 	rev int64
 	// compactRev is the last compaction's revision, -1 before the first.
@@ -308,11 +310,13 @@ func openEngineMode(dir string, cfg engineConfig, forRestore bool) (*engine, err
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10) // 1% false positives
 	}
+	_ = cfg.FS.RemoveAll(dir + restoreDirSuffix) // tables of a restore a crash cut off
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("kv: opening the storage engine in %q: %w", dir, err)
 	}
-	e := &engine{db: db, dir: dir, newestCache: newestCache{maxKeys: cfg.NewestCacheKeys}, bg: bg}
+	opts.EnsureDefaults()
+	e := &engine{db: db, dir: dir, opts: opts, newestCache: newestCache{maxKeys: cfg.NewestCacheKeys}, bg: bg}
 	if restoring, err := e.getMeta(metaRestoring); forRestore && err == nil && restoring != nil {
 		return e, nil
 	}

@@ -84,6 +84,12 @@ type Config struct {
 	// snapshot also waits for the log since the last one to be as large as it; see
 	// snapshotDue). Default 10000.
 	SnapshotCount uint64
+	// SnapshotCatchUpEntries is how many entries a log compaction keeps before the
+	// store's durable applied index, so that a follower that is a little behind, or
+	// has just installed a snapshot, catches up from the log rather than by another
+	// snapshot (etcd's --snapshot-catchup-entries; see compactLog). 0 selects
+	// DefaultSnapshotCatchUpEntries, or SnapshotCount if that is smaller.
+	SnapshotCatchUpEntries uint64
 	// WatchProgressNotifyInterval is how often a watch created with progress_notify
 	// hears the revision it has reached when no event came (etcd's
 	// --watch-progress-notify-interval). Default 10 minutes; below
@@ -160,13 +166,15 @@ type Config struct {
 
 // Defaults, matching etcd's where etcd has one.
 const (
-	DefaultName                = "default"
-	DefaultHeartbeatInterval   = 100 * time.Millisecond
-	DefaultElectionTimeout     = 1000 * time.Millisecond
-	DefaultMaxRequestBytes     = 1536 * 1024
-	DefaultMaxTxnOps           = 128
-	DefaultSnapshotCount       = 10000
-	DefaultInitialClusterToken = "raftkv-cluster"
+	DefaultName              = "default"
+	DefaultHeartbeatInterval = 100 * time.Millisecond
+	DefaultElectionTimeout   = 1000 * time.Millisecond
+	DefaultMaxRequestBytes   = 1536 * 1024
+	DefaultMaxTxnOps         = 128
+	DefaultSnapshotCount     = 10000
+	// DefaultSnapshotCatchUpEntries is etcd's default for --snapshot-catchup-entries.
+	DefaultSnapshotCatchUpEntries = 5000
+	DefaultInitialClusterToken    = "raftkv-cluster"
 	// DefaultQuotaBackendBytes is etcd's default space quota, 2 GiB.
 	DefaultQuotaBackendBytes = 2 << 30
 
@@ -210,6 +218,13 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SnapshotCount == 0 {
 		c.SnapshotCount = DefaultSnapshotCount
+	}
+	if c.SnapshotCatchUpEntries == 0 {
+		// etcd keeps 5000 whatever its --snapshot-count. A member told to compact
+		// every SnapshotCount entries, fewer than that, is told to keep its log
+		// short: the default keeps it at most 2*SnapshotCount long, and a value set
+		// explicitly is taken as it is, as etcd does.
+		c.SnapshotCatchUpEntries = min(DefaultSnapshotCatchUpEntries, c.SnapshotCount)
 	}
 	if c.InitialClusterToken == "" {
 		c.InitialClusterToken = DefaultInitialClusterToken

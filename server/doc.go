@@ -22,10 +22,12 @@
 // State and snapshots (state.go, snapshot.go): the state machine, member list and
 // alarms included, lives in the kv store's engine (pebble, in member/kv), written
 // without fsync; the WAL is the durability. Every SnapshotCount entries the store
-// is flushed and the log truncated to the applied index the flush made durable,
-// never further; a snapshot is a marker, and a lagging follower is streamed the
-// engine itself (transport's SnapshotStream/SnapshotReceiver) with a chunk in memory
-// at each end. A restart opens the engine and replays the log after its applied
+// is flushed and the log truncated to the applied index the flush made durable less
+// SnapshotCatchUpEntries (kept for slow followers), never further, nor past a
+// snapshot being sent or its receiver's log until that has caught up; a snapshot is a marker, and a
+// lagging follower is streamed the engine itself (transport's
+// SnapshotStream/SnapshotReceiver), which it writes into sstables as it arrives and
+// ingests, with a chunk in memory at each end. A restart opens the engine and replays the log after its applied
 // index, once reconcileStore has checked that the two are of one history. A full
 // disk or a failed engine stops the member with one line (fatal.go).
 //

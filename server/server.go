@@ -50,6 +50,12 @@ type Server struct {
 	// snapshotFailed tells the apply loop the last compaction failed.
 	snapshotting   atomic.Bool
 	snapshotFailed atomic.Bool
+	// snapshotsOut holds the log back for the snapshots this member sends
+	// (snapshot.go).
+	snapshotsOut outboundSnapshots
+	// durableSnap is the snapshot a leader sends: at the store's durable applied
+	// index, past the log's truncation point (sendingStorage).
+	durableSnap atomic.Pointer[raft.Snapshot]
 	// startApplied is the store's applied index the node starts from
 	// (reconcileStore).
 	startApplied uint64
@@ -259,7 +265,7 @@ func (s *Server) start(ids []uint64) error {
 	tickInterval := cfg.HeartbeatInterval
 	electionTicks := int(cfg.ElectionTimeout / tickInterval)
 	nodeCfg := raft.Config{
-		ID: s.id, Peers: ids, Storage: s.storage, Applied: s.startApplied,
+		ID: s.id, Peers: ids, Storage: &sendingStorage{Storage: s.storage, s: s}, Applied: s.startApplied,
 		TickInterval: tickInterval, HeartbeatTicks: 1, ElectionTicks: electionTicks,
 		RandSeed: time.Now().UnixNano(), Logger: s.logger,
 		// One append must be able to carry the largest request a client may send.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -161,16 +162,7 @@ func TestReconcileStoreReceivedSnapshot(t *testing.T) {
 	if err := os.MkdirAll(inboundDir(f.dir), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	out, err := os.Create(filepath.Join(inboundDir(f.dir), inboundName(snap)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := leader.s.sm.store.WriteSnapshot(out); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
+	receiveBody(t, leader, f, inboundName(snap))
 	stale := filepath.Join(inboundDir(f.dir), "0000000000000001-0000000000000004.snap")
 	if err := os.WriteFile(stale, []byte("old"), 0o600); err != nil {
 		t.Fatal(err)
@@ -211,16 +203,7 @@ func TestRestoreReceivedKeepsNewerBodies(t *testing.T) {
 	first := raft.Snapshot{Index: 10, Term: 1}
 	second := raft.Snapshot{Index: 12, Term: 1}
 	for _, snap := range []raft.Snapshot{first, second} {
-		out, err := os.Create(filepath.Join(inboundDir(f.dir), inboundName(snap)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := leader.s.sm.store.WriteSnapshot(out); err != nil {
-			t.Fatal(err)
-		}
-		if err := out.Close(); err != nil {
-			t.Fatal(err)
-		}
+		receiveBody(t, leader, f, inboundName(snap))
 	}
 	older := filepath.Join(inboundDir(f.dir), "0000000000000001-0000000000000004.snap")
 	inFlight := filepath.Join(inboundDir(f.dir), ".recv-123")
@@ -248,11 +231,58 @@ func TestRestoreReceivedKeepsNewerBodies(t *testing.T) {
 	}
 }
 
+// receiveBody writes leader's store into f's kv-in as the body name, as
+// receiveSnapshot does.
+func receiveBody(t *testing.T, leader, f *reconcileFixture, name string) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := leader.s.sm.store.WriteSnapshot(pw)
+		pw.CloseWithError(err)
+	}()
+	if _, err := f.s.sm.store.WriteSnapshotTables(pr, filepath.Join(inboundDir(f.dir), name)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A stream body saved whole, as members before the tables saved it, still
+// restores: a member upgraded between receiving it and applying it.
+func TestRestoreReceivedStreamFile(t *testing.T) {
+	f := newReconcileFixture(t)
+	leader := newReconcileFixture(t)
+	leader.applyPuts(t, 1, 12, 1)
+	if err := os.MkdirAll(inboundDir(f.dir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	name := "0000000000000001-000000000000000a.snap"
+	out, err := os.Create(filepath.Join(inboundDir(f.dir), name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leader.s.sm.store.WriteSnapshot(out); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.s.sm.restore(10, receivedSnapshotData(name)); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.s.sm.store.AppliedIndex(); got != 12 {
+		t.Fatalf("applied %d after restoring the stream file, want 12", got)
+	}
+	if entries, _ := os.ReadDir(inboundDir(f.dir)); len(entries) != 0 {
+		t.Fatalf("kv-in holds %d entries after the restore, want none", len(entries))
+	}
+}
+
 func TestInboundIndex(t *testing.T) {
 	for name, want := range map[string]int64{
 		inboundName(raft.Snapshot{Term: 3, Index: 1100}): 1100,
 		".recv-42": -1,
 		"0000000000000001-000000000000044c.snap.tmp": -1,
+		"0000000000000001-000000000000044c.snap":     1100,
+		"0000000000000001-000000000000044c.tables.x": -1,
 		"zz": -1,
 	} {
 		got, ok := inboundIndex(name)

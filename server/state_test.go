@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -50,14 +51,12 @@ func TestStateMachineSnapshotRoundTrip(t *testing.T) {
 	if err := os.MkdirAll(inboundDir(restored.dir), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Create(filepath.Join(inboundDir(restored.dir), inboundName(snap)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := sm.store.WriteSnapshot(f); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := sm.store.WriteSnapshot(pw)
+		pw.CloseWithError(err)
+	}()
+	if _, err := restored.store.WriteSnapshotTables(pr, filepath.Join(inboundDir(restored.dir), inboundName(snap))); err != nil {
 		t.Fatal(err)
 	}
 	if err := restored.restore(snap.Index, receivedSnapshotData(inboundName(snap))); err != nil {

@@ -48,9 +48,10 @@ type Config struct {
 	// streams in. Default 4 GiB.
 	MaxSnapshotBytes int64
 
-	// SnapshotStream, if set, supplies the body of an outgoing snapshot: the
-	// transport sends m.Snapshot (with its small Data) as the header, then the
-	// stream's bytes, and closes the stream when done or failed. It is called once
+	// SnapshotStream, if set, supplies the body of an outgoing snapshot to node to:
+	// the transport sends m.Snapshot (with its small Data) as the header, then the
+	// stream's bytes, and closes the stream once the receiver has answered the end
+	// (delivered the snapshot to its node, or refused it) or the sending failed. It is called once
 	// the receiver has accepted the header, on the goroutine sending the snapshot,
 	// and the stream is read a chunk at a time, so the body is never whole in
 	// memory. An error, or a read error, fails the snapshot (ReportSnapshot(failed))
@@ -59,7 +60,7 @@ type Config struct {
 	// Snapshot.Data.
 	// Set it on every member together with SnapshotReceiver, or on none: a receiver
 	// refuses a body of the other kind (ErrSnapshotHooks).
-	SnapshotStream func(snap raft.Snapshot) (io.ReadCloser, error)
+	SnapshotStream func(to uint64, snap raft.Snapshot) (io.ReadCloser, error)
 	// SnapshotReceiver, if set, consumes the body of an inbound snapshot as it
 	// arrives (with the header's snap, whose Data is the sender's small Data) and
 	// returns the Data the message delivered to raft carries (e.g. the name of the

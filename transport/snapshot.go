@@ -123,7 +123,7 @@ func (p *peer) sendSnapshot(m raft.Message) (uint64, error) {
 
 	var body io.ReadCloser
 	if kind == snapBodyStream {
-		body, err = cfg.SnapshotStream(*m.Snapshot)
+		body, err = cfg.SnapshotStream(m.To, *m.Snapshot)
 		if err == nil && body == nil {
 			err = errors.New("it returned no stream and no error")
 		}

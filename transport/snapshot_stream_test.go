@@ -82,7 +82,7 @@ func (r *closingReader) Close() error {
 	return nil
 }
 
-func (h *streamHooks) stream(snap raft.Snapshot) (io.ReadCloser, error) {
+func (h *streamHooks) stream(to uint64, snap raft.Snapshot) (io.ReadCloser, error) {
 	h.opened.Add(1)
 	var key [32]byte
 	binary.LittleEndian.PutUint64(key[:], h.seed)

@@ -17,7 +17,7 @@ var servedEtcdFlags = []string{
 	"advertise-client-urls", "auto-compaction-retention", "auto-compaction-mode",
 	"log-level", "log-format", "log-outputs", "force-new-cluster", "config-file", "version",
 	"listen-metrics-urls", "metrics", "enable-pprof", "watch-progress-notify-interval", "strict-reconfig-check",
-	"quota-backend-bytes", "corrupt-check-time",
+	"quota-backend-bytes", "corrupt-check-time", "snapshot-catchup-entries",
 	// and servedTLSFlags and servedAuthFlags, added by init
 }
 
@@ -114,7 +114,6 @@ var etcdFlags = []etcdFlag{
 	{name: "max-learners", etcdDefault: "1", why: "raftkv has no learners yet"},
 	{name: "compaction-sleep-interval", why: notTunable},
 	{name: "downgrade-check-time", why: "raftkv has no downgrade protocol"},
-	{name: "snapshot-catchup-entries", why: notTunable + ": a slow follower catches up from the log it still has, or by snapshot"},
 	// Unsafe
 	{name: "unsafe-no-fsync", etcdDefault: "false", isBool: true, refused: true, why: "raftkv always fsyncs before it acknowledges a write"},
 }

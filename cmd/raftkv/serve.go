@@ -34,6 +34,7 @@ type serveFlags struct {
 	maxRequestBytes, maxTxnOps           int
 	maxResponseBytes                     int
 	snapshotCount                        uint64
+	snapshotCatchUpEntries               uint64
 	autoCompactionMode                   string
 	autoCompactionRetention              string
 	forceNewCluster, strictReconfigCheck bool
@@ -61,6 +62,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	setHelpDefault(fs, "data-dir", "${name}.raftkv")
 	fs.StringVar(&f.walDir, "wal-dir", "", "Path to a dedicated WAL directory (e.g. on a disk of its own); empty keeps the WAL in the data directory.")
 	fs.Uint64Var(&f.snapshotCount, "snapshot-count", server.DefaultSnapshotCount, "Number of applied entries between log compactions: each makes the store durable and drops the log before it.")
+	fs.Uint64Var(&f.snapshotCatchUpEntries, "snapshot-catchup-entries", 0, "Number of entries for a slow follower to catch up after compacting the raft storage entries\n(0: 5000, or --snapshot-count if lower).")
 	fs.IntVar(&f.heartbeatMs, "heartbeat-interval", int(server.DefaultHeartbeatInterval/time.Millisecond), "Time (in milliseconds) of a heartbeat interval.")
 	fs.IntVar(&f.electionMs, "election-timeout", int(server.DefaultElectionTimeout/time.Millisecond), "Time (in milliseconds) for an election to timeout; each timeout is drawn from [t, 2t).")
 	fs.StringVar(&f.listenPeer, "listen-peer-urls", "http://127.0.0.1:2380", "List of URLs to listen on for peer traffic.")
@@ -68,7 +70,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.maxTxnOps, "max-txn-ops", server.DefaultMaxTxnOps, "Maximum number of operations permitted in a transaction.")
 	fs.IntVar(&f.maxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes, "Maximum client request size in bytes the server will accept.")
 	fs.IntVar(&f.maxResponseBytes, "max-response-bytes", 0, "Most bytes of keys and values one Range response may carry; a larger range answers part\nof the keys with more=true (page on with the last key). 0: raftkv's default.")
-	setGroup(fs, groupMember, "name", "data-dir", "wal-dir", "snapshot-count", "heartbeat-interval", "election-timeout",
+	setGroup(fs, groupMember, "name", "data-dir", "wal-dir", "snapshot-count", "snapshot-catchup-entries", "heartbeat-interval", "election-timeout",
 		"listen-peer-urls", "listen-client-urls", "max-txn-ops", "max-request-bytes", "max-response-bytes")
 
 	fs.StringVar(&f.initialAdvertisePeer, "initial-advertise-peer-urls", "", "List of this member's peer URLs to advertise to the rest of the cluster (default: --listen-peer-urls).")
@@ -89,11 +91,14 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.initialCorruptCheck, "initial-corrupt-check", false, "Once caught up after starting, compare this member's HashKV with the others' (a mismatch raises CORRUPT).")
 	fs.Var(durationValue{&f.corruptCheckTime}, "corrupt-check-time", "Duration of time between cluster corruption check passes (the leader's; 0: none).")
 	setHelpDefault(fs, "corrupt-check-time", "0s")
-	// etcd 3.5's names, which 3.7 replaced by the flag above and its feature gate.
+	// etcd 3.5's names, which 3.7 replaced by the flag above and its feature gate
+	// (and 3.6's for --snapshot-catchup-entries, which 3.7 dropped).
 	fs.BoolVar(&f.initialCorruptCheck, "experimental-initial-corrupt-check", false, "")
 	fs.Var(durationValue{&f.corruptCheckTime}, "experimental-corrupt-check-time", "")
+	fs.Uint64Var(&f.snapshotCatchUpEntries, "experimental-snapshot-catchup-entries", 0, "")
 	for old, repl := range map[string]string{"experimental-initial-corrupt-check": "--initial-corrupt-check",
-		"experimental-corrupt-check-time": "--corrupt-check-time"} {
+		"experimental-corrupt-check-time":       "--corrupt-check-time",
+		"experimental-snapshot-catchup-entries": "--snapshot-catchup-entries"} {
 		if err := fs.MarkDeprecated(old, "use "+repl); err != nil {
 			panic(err)
 		}
@@ -251,6 +256,7 @@ func (f *serveFlags) config() (server.Config, error) {
 		MaxTxnOps:                   f.maxTxnOps,
 		MaxResponseBytes:            f.maxResponseBytes,
 		SnapshotCount:               f.snapshotCount,
+		SnapshotCatchUpEntries:      f.snapshotCatchUpEntries,
 		WatchProgressNotifyInterval: f.watchProgressNotifyInterval,
 		LeaseCheckpointInterval:     f.leaseCheckpointInterval,
 		ListenMetricsURLs:           splitURLs(f.listenMetrics),
