@@ -340,6 +340,8 @@ func (a *app) serve(cmd *cobra.Command, f *serveFlags) error {
 	}
 	cfg.Logger.Info("starting raftkv", "version", version.Version, "etcd-api", version.APIVersion, "git-sha", version.GitSHA(),
 		"name", cfg.Name, "data-dir", cfg.DataDir, "listen-client-urls", cfg.ListenClientURLs, "listen-peer-urls", cfg.ListenPeerURLs)
+	// After the flags are checked: it sizes only what they leave at the default.
+	applyMemoryLimit(&cfg, a.environ)
 	srv, err := server.New(cfg)
 	if err != nil {
 		return err

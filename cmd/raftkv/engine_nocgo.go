@@ -1,0 +1,7 @@
+//go:build !cgo
+
+package main
+
+// engineOffHeap: without cgo pebble's block cache and memtables are Go slices,
+// inside the Go heap and so inside the Go soft memory limit (memlimit.go).
+const engineOffHeap = false
