@@ -171,9 +171,9 @@ func TestPlanMemory(t *testing.T) {
 		want               memoryPlan
 	}{
 		{
-			name:  "a large limit keeps the engine's defaults; cgo leaves them room beside the Go heap",
+			name:  "a large limit keeps the engine's defaults; cgo leaves them and their malloc overhead room beside the Go heap",
 			limit: 1024 * MiB, cgo: true,
-			want: memoryPlan{goLimit: (1024*MiB - 128*MiB) / 10 * 9},
+			want: memoryPlan{goLimit: (1024*MiB - 192*MiB) / 10 * 9},
 		},
 		{
 			name: "512 MiB is four times the defaults: kept", limit: 512 * MiB,
@@ -181,7 +181,7 @@ func TestPlanMemory(t *testing.T) {
 		},
 		{
 			name: "64 MiB: the engine gets a quarter", limit: 64 * MiB, cgo: true,
-			want: memoryPlan{cacheBytes: 8 * MiB, memTableBytes: 4 * MiB, goLimit: (64*MiB - 16*MiB) / 10 * 9},
+			want: memoryPlan{cacheBytes: 8 * MiB, memTableBytes: 4 * MiB, goLimit: (64*MiB - 24*MiB) / 10 * 9},
 		},
 		{
 			name: "a tiny limit: the engine's floor", limit: 8 * MiB,
