@@ -101,7 +101,9 @@ func (a *app) newRootCommand() *cobra.Command {
 			"Under a cgroup memory limit (a container's, a systemd unit's MemoryMax) the member sizes\n" +
 			"itself at start and logs it: below 512 MiB the store engine's cache and memtables left at\n" +
 			"their defaults get a quarter of the limit, and unless GOMEMLIMIT is set the Go runtime's\n" +
-			"soft memory limit is 90% of what the limit leaves beside the engine.",
+			"soft memory limit is 90% of what the limit leaves beside the engine. The engine's memory\n" +
+			"comes from one malloc arena (glibc's per-thread arenas nearly doubled it) unless\n" +
+			"MALLOC_ARENA_MAX is set.",
 		Args: rootArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.serve(cmd, serve)
