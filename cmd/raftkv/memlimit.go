@@ -277,7 +277,12 @@ func roundMiB(n int64) int64 { return max(n>>20, 1) << 20 }
 // nothing. A limit it cannot read is logged and ignored: the member runs as it
 // would without one.
 func applyMemoryLimit(cfg *server.Config, environ []string) {
-	limit, ok, err := readCgroupMemoryLimit("/")
+	applyMemoryLimitAt("/", cfg, environ)
+}
+
+// applyMemoryLimitAt is applyMemoryLimit with the files under root (tests).
+func applyMemoryLimitAt(root string, cfg *server.Config, environ []string) {
+	limit, ok, err := readCgroupMemoryLimit(root)
 	if err != nil {
 		cfg.Logger.Warn("cannot read the cgroup's memory limit; running without adjusting to it", "err", err.Error())
 		return

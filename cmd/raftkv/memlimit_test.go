@@ -1,10 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
+
+	"raftkv/server"
 )
 
 // cgroupFS lays out the files readCgroupMemoryLimit reads under a temporary root:
@@ -207,5 +212,51 @@ func TestPlanMemory(t *testing.T) {
 				t.Fatalf("planMemory(%d, %d, %d, %v, %v) = %+v, want %+v", tt.limit, tt.cache, tt.memT, tt.goMemLimitSet, tt.cgo, got, tt.want)
 			}
 		})
+	}
+}
+
+func TestApplyMemoryLimit(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	root := cgroupFS(t, "0::/m\n", mountinfoV2, map[string]string{"/sys/fs/cgroup/m/memory.max": "67108864\n"})
+
+	var log bytes.Buffer
+	cfg := server.Config{Logger: slog.New(slog.NewTextHandler(&log, nil))}
+	applyMemoryLimitAt(root, &cfg, nil)
+	want := planMemory(64<<20, 0, 0, false, engineOffHeap)
+	if cfg.BackendCacheBytes != 8<<20 || cfg.BackendMemTableBytes != 4<<20 {
+		t.Errorf("under a 64 MiB limit the engine got a %d-byte cache and %d-byte memtables; want 8 MiB and 4 MiB",
+			cfg.BackendCacheBytes, cfg.BackendMemTableBytes)
+	}
+	if got := debug.SetMemoryLimit(-1); got != want.goLimit {
+		t.Errorf("Go memory limit %d, want %d", got, want.goLimit)
+	}
+	for _, s := range []string{`limit="64 MiB"`, `from=/sys/fs/cgroup/m/memory.max`, `backend-cache-bytes="8 MiB"`, "go-memory-limit="} {
+		if !strings.Contains(log.String(), s) {
+			t.Errorf("the log line %q does not say %s", log.String(), s)
+		}
+	}
+
+	// GOMEMLIMIT set and the engine flags given: nothing changes but the log line.
+	debug.SetMemoryLimit(before)
+	log.Reset()
+	cfg = server.Config{Logger: slog.New(slog.NewTextHandler(&log, nil)), BackendCacheBytes: 32 << 20, BackendMemTableBytes: 8 << 20}
+	applyMemoryLimitAt(root, &cfg, []string{"GOMEMLIMIT=50MiB"})
+	if cfg.BackendCacheBytes != 32<<20 || cfg.BackendMemTableBytes != 8<<20 {
+		t.Errorf("flags given were changed to %d and %d", cfg.BackendCacheBytes, cfg.BackendMemTableBytes)
+	}
+	if got := debug.SetMemoryLimit(-1); got != before {
+		t.Errorf("with GOMEMLIMIT set the Go memory limit became %d", got)
+	}
+	if !strings.Contains(log.String(), `go-memory-limit="GOMEMLIMIT=50MiB"`) {
+		t.Errorf("the log line %q does not say GOMEMLIMIT holds", log.String())
+	}
+
+	// No limit: nothing logged, nothing changed.
+	log.Reset()
+	cfg = server.Config{Logger: slog.New(slog.NewTextHandler(&log, nil))}
+	applyMemoryLimitAt(cgroupFS(t, "0::/m\n", mountinfoV2, map[string]string{"/sys/fs/cgroup/m/memory.max": "max\n"}), &cfg, nil)
+	if log.Len() != 0 || cfg.BackendCacheBytes != 0 || debug.SetMemoryLimit(-1) != before {
+		t.Errorf("without a limit: logged %q, cache %d, Go limit %d", log.String(), cfg.BackendCacheBytes, debug.SetMemoryLimit(-1))
 	}
 }
