@@ -652,6 +652,7 @@ func memoryCappedRestart(ctx context.Context, c *cluster, capper *memoryCapper, 
 	case m.hasExited():
 		killed("while the keys were read back")
 	case verr != nil:
+		r.OOMKills, r.CgroupPeakMiB = g.oomKills(), g.peakMiB()
 		r.Outcome = fmt.Sprintf("reading the keys back failed: %v (%d keys intact before%s)", verr, v.ok, v.pageTimes())
 	default:
 		r.OOMKills, r.CgroupPeakMiB = g.oomKills(), g.peakMiB()
