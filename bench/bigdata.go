@@ -203,10 +203,27 @@ func commitLoadBatch(ctx context.Context, cli *clientv3.Client, ops []clientv3.O
 type verifyResult struct {
 	ok, wrong, missing int
 	duration           time.Duration
+	// pages is the Ranges answered; firstPage and lastPage how long the first and
+	// the last of them took, slowestPage the longest, which started at key
+	// slowestFrom. A page's time growing with the keys after it (the first page
+	// slowest) says the member walks the rest of the range for every page.
+	pages                            int
+	firstPage, lastPage, slowestPage time.Duration
+	slowestFrom                      int
 }
 
 func (v verifyResult) String() string {
-	return fmt.Sprintf("%d of %d keys read back intact (%d wrong, %d missing)", v.ok, v.ok+v.wrong+v.missing, v.wrong, v.missing)
+	return fmt.Sprintf("%d of %d keys read back intact (%d wrong, %d missing)%s", v.ok, v.ok+v.wrong+v.missing, v.wrong, v.missing, v.pageTimes())
+}
+
+// pageTimes describes the pages' times for a note, empty before the first page.
+func (v verifyResult) pageTimes() string {
+	if v.pages == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; %d pages of %d keys: first %s, last %s, slowest %s from key %d",
+		v.pages, verifyPageKeys, v.firstPage.Round(time.Millisecond), v.lastPage.Round(time.Millisecond),
+		v.slowestPage.Round(time.Millisecond), v.slowestFrom)
 }
 
 // verifyBig reads keys 0..n-1 back from endpoint with serializable Ranges of
@@ -223,12 +240,22 @@ func verifyBig(ctx context.Context, endpoint string, n int) (verifyResult, error
 	next := 0 // the index the next key should have
 	from, end := bigKey(0), bigKey(n)
 	for from != "" {
+		pageStart := time.Now()
 		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 		resp, err := conns[0].Get(rctx, from, clientv3.WithRange(end), clientv3.WithLimit(verifyPageKeys), clientv3.WithSerializable())
 		cancel()
 		if err != nil {
 			return res, fmt.Errorf("reading keys from %s back after %d keys: %w", from, next, err)
 		}
+		took := time.Since(pageStart)
+		if res.pages == 0 {
+			res.firstPage = took
+		}
+		if took > res.slowestPage {
+			res.slowestPage, res.slowestFrom = took, next
+		}
+		res.lastPage = took
+		res.pages++
 		for _, kv := range resp.Kvs {
 			i, ok := bigKeyIndex(kv.Key)
 			if !ok || i < next || i >= n {

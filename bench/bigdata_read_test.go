@@ -123,6 +123,10 @@ func TestVerifyBigCountsMissingAndWrongKeys(t *testing.T) {
 	if got.ok != n-5 || got.wrong != 1 || got.missing != 4 {
 		t.Errorf("verifyBig = %v, want %d intact, 1 wrong, 4 missing", got, n-5)
 	}
+	if got.pages != 3 || got.slowestPage <= 0 || got.slowestPage < got.firstPage || got.slowestPage < got.lastPage {
+		t.Errorf("verifyBig timed %d pages (first %v, last %v, slowest %v); want 3, the slowest at least as long as the others",
+			got.pages, got.firstPage, got.lastPage, got.slowestPage)
+	}
 	all, err := verifyBig(context.Background(), serveKV(t, &pagedKV{n: n}).endpoint(), n)
 	if err != nil || all.ok != n || all.wrong+all.missing != 0 {
 		t.Errorf("verifyBig of a whole data set = %v, %v; want all %d intact", all, err, n)

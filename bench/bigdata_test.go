@@ -148,6 +148,15 @@ func TestParseCgroupFiles(t *testing.T) {
 	if n := parseOOMKills("under_oom 0\n"); n != -1 {
 		t.Errorf("parseOOMKills without the line = %d, want -1 (unknown)", n)
 	}
+	if n, ok := parseAnonBytes("cache 4096\nrss 1048576\nrss_huge 0\ntotal_cache 8192\ntotal_rss 2097152\n", true); !ok || n != 2<<20 {
+		t.Errorf("parseAnonBytes(v1 memory.stat) = %d, %v; want total_rss, 2 MiB", n, ok)
+	}
+	if n, ok := parseAnonBytes("anon 3145728\nfile 4096\nkernel 0\n", false); !ok || n != 3<<20 {
+		t.Errorf("parseAnonBytes(v2 memory.stat) = %d, %v; want anon, 3 MiB", n, ok)
+	}
+	if _, ok := parseAnonBytes("file 4096\n", false); ok {
+		t.Error("parseAnonBytes found anonymous memory in a memory.stat without it")
+	}
 }
 
 func TestEvictFromPageCacheGoesThroughEveryFile(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -360,4 +361,80 @@ func evictFromPageCache(dir string) (int64, error) {
 		return nil
 	})
 	return total, err
+}
+
+// anonBytes is the group's anonymous memory (its processes' heaps and stacks, which
+// the kernel cannot reclaim without swap), apart from its page cache; ok is false if
+// this kernel or method does not say.
+func (g *memoryCgroup) anonBytes() (int64, bool) {
+	if g.dir == "" {
+		return 0, false
+	}
+	b, err := os.ReadFile(filepath.Join(g.dir, "memory.stat"))
+	if err != nil {
+		return 0, false
+	}
+	return parseAnonBytes(string(b), g.capper.method == capCgroup1)
+}
+
+// parseAnonBytes reads memory.stat for anonBytes: "anon" in v2, "total_rss" (this
+// group and its children) in v1.
+func parseAnonBytes(stat string, v1 bool) (int64, bool) {
+	name := "anon"
+	if v1 {
+		name = "total_rss"
+	}
+	for line := range strings.Lines(stat) {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == name {
+			n, err := strconv.ParseInt(f[1], 10, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
+}
+
+// anonWatcher samples a group's anonymous memory every 100 ms until stopped, so
+// that the peak of a member the OOM killer then kills is known: with the group's
+// peak (page cache included) it tells a member that filled the cap itself from one
+// whose reads filled it with cache.
+type anonWatcher struct {
+	peak   atomic.Int64 // -1 until a sample was read
+	stopCh chan struct{}
+	done   chan struct{}
+}
+
+func (g *memoryCgroup) watchAnon() *anonWatcher {
+	w := &anonWatcher{stopCh: make(chan struct{}), done: make(chan struct{})}
+	w.peak.Store(-1)
+	go func() {
+		defer close(w.done)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if n, ok := g.anonBytes(); ok {
+				w.peak.Store(max(w.peak.Load(), n))
+			}
+			select {
+			case <-tick.C:
+			case <-w.stopCh:
+				return
+			}
+		}
+	}()
+	return w
+}
+
+// stop ends the sampling and returns the peak in MiB, -1 if unknown. It may be
+// called more than once.
+func (w *anonWatcher) stop() float64 {
+	select {
+	case <-w.stopCh:
+	default:
+		close(w.stopCh)
+	}
+	<-w.done
+	if p := w.peak.Load(); p >= 0 {
+		return round2(float64(p) / (1 << 20))
+	}
+	return -1
 }

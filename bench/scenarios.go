@@ -138,10 +138,13 @@ type memCapResult struct {
 	KeysOK           int     `json:"keys_ok"`
 	KeysWrong        int     `json:"keys_wrong"`
 	KeysMissing      int     `json:"keys_missing"`
-	PeakRSSMiB       float64 `json:"peak_rss_mib"`      // the member's VmHWM, last seen
-	CgroupPeakMiB    float64 `json:"cgroup_peak_mib"`   // page cache included; -1 unknown
-	OOMKills         int     `json:"oom_kills"`         // -1 unknown
-	Skipped          string  `json:"skipped,omitempty"` // why the scenario did not run
+	PeakRSSMiB       float64 `json:"peak_rss_mib"`    // the member's VmHWM, last seen
+	CgroupPeakMiB    float64 `json:"cgroup_peak_mib"` // page cache included; -1 unknown
+	// CgroupPeakAnonMiB is the group's anonymous memory at its highest, sampled every
+	// 100 ms (no page cache); -1 unknown.
+	CgroupPeakAnonMiB float64 `json:"cgroup_peak_anon_mib"`
+	OOMKills          int     `json:"oom_kills"`         // -1 unknown
+	Skipped           string  `json:"skipped,omitempty"` // why the scenario did not run
 }
 
 // runDataScenarios is --data-scenarios: each system in turn, then the table.
@@ -589,7 +592,7 @@ func memoryCappedRestart(ctx context.Context, c *cluster, capper *memoryCapper, 
 	if err != nil {
 		return nil, err
 	}
-	r := &memCapResult{Method: capper.String(), CapMiB: round2(float64(d.memoryCapBytes) / (1 << 20)), Member: m.name, OOMKills: -1, CgroupPeakMiB: -1}
+	r := &memCapResult{Method: capper.String(), CapMiB: round2(float64(d.memoryCapBytes) / (1 << 20)), Member: m.name, OOMKills: -1, CgroupPeakMiB: -1, CgroupPeakAnonMiB: -1}
 	g, err := capper.create(c.spec.system+"-"+m.name, d.memoryCapBytes)
 	if err != nil {
 		return r, err
@@ -609,14 +612,21 @@ func memoryCappedRestart(ctx context.Context, c *cluster, capper *memoryCapper, 
 	}
 	started := time.Now()
 	rss := watchRSS(m)
+	anon := g.watchAnon()
+	defer func() { r.CgroupPeakAnonMiB = anon.stop() }()
 	// Whatever happens, the member leaves its cgroup before the cgroup goes, and the
 	// cluster is stopped next.
 	defer terminate(m, 10*time.Second)
 
+	var v verifyResult // what the read-back found, for the outcome of a member killed during it
 	killed := func(phase string) {
 		_ = rss.stop(m)
+		r.CgroupPeakAnonMiB = anon.stop()
 		r.OOMKills, r.CgroupPeakMiB = g.oomKills(), g.peakMiB()
 		r.Outcome = fmt.Sprintf("died %s (%v, OOM kills in its cgroup: %s) %.1fs after its start", phase, m.cmd.ProcessState, unknownIfNegative(r.OOMKills), time.Since(started).Seconds())
+		if phase != "before serving a read" {
+			r.Outcome += fmt.Sprintf(" (%d keys intact before%s)", v.ok, v.pageTimes())
+		}
 	}
 	at, err := waitFirstRead(ctx, m, bigKey(d.keys-1), bigValue(d.keys-1), rev, d.stepTimeout)
 	switch {
@@ -631,7 +641,9 @@ func memoryCappedRestart(ctx context.Context, c *cluster, capper *memoryCapper, 
 	}
 	r.FirstReadSeconds = round3(at.Sub(started).Seconds())
 	vctx, cancel := context.WithTimeout(ctx, d.stepTimeout)
-	v, verr := verifyBig(vctx, m.endpoint(), d.keys)
+	var verr error
+	v, verr = verifyBig(vctx, m.endpoint(), d.keys)
+	r.CgroupPeakAnonMiB = anon.stop()
 	cancel()
 	r.KeysOK, r.KeysWrong, r.KeysMissing, r.VerifySeconds = v.ok, v.wrong, v.missing, round3(v.duration.Seconds())
 	r.PeakRSSMiB = rss.stop(m)
@@ -639,7 +651,8 @@ func memoryCappedRestart(ctx context.Context, c *cluster, capper *memoryCapper, 
 	case m.hasExited():
 		killed("while the keys were read back")
 	case verr != nil:
-		r.Outcome = fmt.Sprintf("reading the keys back failed: %v", verr)
+		r.OOMKills, r.CgroupPeakMiB = g.oomKills(), g.peakMiB()
+		r.Outcome = fmt.Sprintf("reading the keys back failed: %v (%d keys intact before%s)", verr, v.ok, v.pageTimes())
 	default:
 		r.OOMKills, r.CgroupPeakMiB = g.oomKills(), g.peakMiB()
 		r.Survived = v.ok == d.keys

@@ -136,6 +136,7 @@ func formatDataTable(d *dataOptions, capper *memoryCapper, runs []*dataRun) stri
 		num("memory-cap: reading every key back s", "%.2f", mc(func(m *memCapResult) (float64, bool) { return m.VerifySeconds, m.VerifySeconds > 0 }))
 		num("memory-cap: member's peak RSS MiB (VmHWM)", "%.1f", mc(func(m *memCapResult) (float64, bool) { return m.PeakRSSMiB, true }))
 		num("memory-cap: cgroup's peak MiB (page cache too)", "%.1f", mc(func(m *memCapResult) (float64, bool) { return m.CgroupPeakMiB, m.CgroupPeakMiB >= 0 }))
+		num("memory-cap: cgroup's peak anon MiB (no cache)", "%.1f", mc(func(m *memCapResult) (float64, bool) { return m.CgroupPeakAnonMiB, m.CgroupPeakAnonMiB >= 0 }))
 		for _, r := range runs {
 			if m := r.MemoryCap; m != nil {
 				outcome := m.Outcome

@@ -97,7 +97,13 @@ func (a *app) newRootCommand() *cobra.Command {
 		Short: "a replicated, linearizable key/value store that speaks the etcd v3 API",
 		Long: "Start a member with etcd's flags. Every flag can also be set by an environment variable\n" +
 			"(RAFTKV_NAME or etcd's ETCD_NAME for --name) or in an etcd YAML --config-file;\n" +
-			"a flag wins over the environment, the environment over the file.",
+			"a flag wins over the environment, the environment over the file.\n\n" +
+			"Under a cgroup memory limit (a container's, a systemd unit's MemoryMax) the member sizes\n" +
+			"itself at start and logs it: below 512 MiB the store engine's cache and memtables left at\n" +
+			"their defaults get a quarter of the limit, and unless GOMEMLIMIT is set the Go runtime's\n" +
+			"soft memory limit is 90% of what the limit leaves beside the engine. The engine's memory\n" +
+			"comes from one malloc arena (glibc's per-thread arenas nearly doubled it) unless\n" +
+			"MALLOC_ARENA_MAX is set.",
 		Args: rootArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.serve(cmd, serve)

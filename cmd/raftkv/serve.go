@@ -86,8 +86,8 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.autoCompactionRetention, "auto-compaction-retention", "0", "Auto compaction retention; 0 disables auto compaction.")
 	fs.BoolVar(&f.forceNewCluster, "force-new-cluster", false, "Start this member, with its data, as the only member of a new cluster: recovery after a lost quorum.")
 	fs.Int64Var(&f.quotaBackendBytes, "quota-backend-bytes", 0, "Space quota in bytes of the store in use: past it writes fail and the NOSPACE alarm is raised\n(0: etcd's default, 2 GiB; below 0: none).")
-	fs.Int64Var(&f.backendCacheBytes, "backend-cache-bytes", 0, "Bytes of the store engine's block cache: with the memtables, all of the store's memory\nthat grows with use, whatever the data's size (0: 64 MiB).")
-	fs.Int64Var(&f.backendMemTableBytes, "backend-memtable-bytes", 0, "Bytes of one of the store engine's two write buffers (memtables), flushed to disk when full\n(0: 32 MiB).")
+	fs.Int64Var(&f.backendCacheBytes, "backend-cache-bytes", 0, "Bytes of the store engine's block cache: with the memtables, all of the store's memory\nthat grows with use, whatever the data's size (0: 64 MiB, or an eighth of the cgroup's memory\nlimit if that is below 512 MiB).")
+	fs.Int64Var(&f.backendMemTableBytes, "backend-memtable-bytes", 0, "Bytes of one of the store engine's two write buffers (memtables), flushed to disk when full\n(0: 32 MiB, or a sixteenth of the cgroup's memory limit if that is below 512 MiB).")
 	fs.BoolVar(&f.initialCorruptCheck, "initial-corrupt-check", false, "Once caught up after starting, compare this member's HashKV with the others' (a mismatch raises CORRUPT).")
 	fs.Var(durationValue{&f.corruptCheckTime}, "corrupt-check-time", "Duration of time between cluster corruption check passes (the leader's; 0: none).")
 	setHelpDefault(fs, "corrupt-check-time", "0s")
@@ -346,6 +346,8 @@ func (a *app) serve(cmd *cobra.Command, f *serveFlags) error {
 	}
 	cfg.Logger.Info("starting raftkv", "version", version.Version, "etcd-api", version.APIVersion, "git-sha", version.GitSHA(),
 		"name", cfg.Name, "data-dir", cfg.DataDir, "listen-client-urls", cfg.ListenClientURLs, "listen-peer-urls", cfg.ListenPeerURLs)
+	// After the flags are checked: it sizes only what they leave at the default.
+	applyMemoryLimit(&cfg, a.environ)
 	srv, err := server.New(cfg)
 	if err != nil {
 		return err
