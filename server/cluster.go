@@ -101,7 +101,7 @@ func (c *clusterService) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) 
 		return nil, err
 	}
 	resp := &pb.MemberAddResponse{}
-	err := c.onLeader(ctx, "MemberAdd", r, resp, func(ctx context.Context) error {
+	err := c.onLeader(ctx, "MemberAdd", r, resp, nil, func(ctx context.Context) error {
 		m, err := c.add(ctx, r.PeerURLs, r.IsLearner)
 		if err != nil {
 			return err
@@ -123,14 +123,42 @@ func (c *clusterService) MemberRemove(ctx context.Context, r *pb.MemberRemoveReq
 		return nil, err
 	}
 	resp := &pb.MemberRemoveResponse{}
-	err := c.onLeader(ctx, "MemberRemove", r, resp, func(ctx context.Context) error {
+	_, listed := c.s.sm.member(r.ID)
+	var lost bool
+	err := c.onLeader(ctx, "MemberRemove", r, resp, &lost, func(ctx context.Context) error {
 		if err := c.remove(ctx, r.ID); err != nil {
 			return err
 		}
 		resp.Header, resp.Members = c.header(), c.list()
 		return nil
 	})
+	if lost && listed && errors.Is(err, errMemberNotFound) {
+		// The removal forwarded first committed and its answer was lost: a removed
+		// leader stops before it answers (members.go), and the new leader no longer
+		// knows the member. The change is made; answer once this member applied it.
+		return c.removedAfterLostAnswer(ctx, r.ID)
+	}
 	return resp, err
+}
+
+// removedAfterLostAnswer answers a removal whose forward lost its answer and that
+// the leader no longer finds: it waits (RequestTimeout) until this member has
+// applied the removal too, so that the members listed leave it out.
+func (c *clusterService) removedAfterLostAnswer(ctx context.Context, id uint64) (*pb.MemberRemoveResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.s.cfg.RequestTimeout)
+	defer cancel()
+	for {
+		if m, ok := c.s.sm.anyMember(id); ok && m.isRemoved {
+			return &pb.MemberRemoveResponse{Header: c.header(), Members: c.list()}, nil
+		}
+		select {
+		case <-time.After(forwardRetry):
+		case <-ctx.Done():
+			return nil, toGRPC(c.s.contextError(ctx))
+		case <-c.s.stopc:
+			return nil, toGRPC(errStopped)
+		}
+	}
 }
 
 func (c *clusterService) MemberUpdate(ctx context.Context, r *pb.MemberUpdateRequest) (*pb.MemberUpdateResponse, error) {
@@ -141,7 +169,7 @@ func (c *clusterService) MemberUpdate(ctx context.Context, r *pb.MemberUpdateReq
 		return nil, err
 	}
 	resp := &pb.MemberUpdateResponse{}
-	err := c.onLeader(ctx, "MemberUpdate", r, resp, func(ctx context.Context) error {
+	err := c.onLeader(ctx, "MemberUpdate", r, resp, nil, func(ctx context.Context) error {
 		if err := c.update(ctx, r.ID, r.PeerURLs); err != nil {
 			return err
 		}
@@ -156,7 +184,7 @@ func (c *clusterService) MemberPromote(ctx context.Context, r *pb.MemberPromoteR
 		return nil, err
 	}
 	resp := &pb.MemberPromoteResponse{}
-	err := c.onLeader(ctx, "MemberPromote", r, resp, func(ctx context.Context) error {
+	err := c.onLeader(ctx, "MemberPromote", r, resp, nil, func(ctx context.Context) error {
 		if err := c.promote(ctx, r.ID); err != nil {
 			return err
 		}
@@ -181,8 +209,10 @@ func checkMemberURLs(urls []string) error {
 }
 
 // onLeader runs local on the leader, or forwards the call (method, r, resp) to it,
-// until one answers other than "not the leader" or RequestTimeout passes.
-func (c *clusterService) onLeader(ctx context.Context, method string, r, resp proto.Message, local func(context.Context) error) error {
+// until one answers other than "not the leader" or RequestTimeout passes. If lost is
+// not nil, it is set when a forward reached the transport and its answer was lost:
+// the leader may have made the change before the next attempt.
+func (c *clusterService) onLeader(ctx context.Context, method string, r, resp proto.Message, lost *bool, local func(context.Context) error) error {
 	s := c.s
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
@@ -223,6 +253,9 @@ func (c *clusterService) onLeader(ctx context.Context, method string, r, resp pr
 				if st, ok := status.FromError(err); err == nil || (ok && st.Code() != codes.Unavailable && st.Code() != codes.DeadlineExceeded) {
 					return err // the leader's answer
 				}
+			}
+			if lost != nil {
+				*lost = true // no answer, or the leader gave up waiting: it may have proposed
 			}
 			s.logger.Debug("forwarding a membership change to the leader failed; retrying", "method", method, "leader", hexID(lead), "err", err)
 		}

@@ -485,3 +485,28 @@ func TestForceNewClusterAfterMembershipChanges(t *testing.T) {
 		survivor.cfg.ForceNewCluster = false
 	}
 }
+
+// Removing the leader through a follower: the follower forwards the removal, the
+// leader commits it and stops before it answers (members.go), and the follower's
+// retry reaches the new leader, which no longer knows the member. The caller is told
+// the removal is made, with the two members left, not "member not found" (CI failed
+// once in e2e TestMemberRemoveTheLeader on exactly that).
+func TestRemoveTheLeaderThroughAFollowerAnswersOK(t *testing.T) {
+	members := startTestCluster(t, 3, nil)
+	ctx := testCtx(t)
+	leader := leaderOf(t, members)
+	var follower *testMember
+	for _, m := range members {
+		if m != leader {
+			follower = m
+			break
+		}
+	}
+	resp, err := pb.NewClusterClient(follower.conn).MemberRemove(ctx, &pb.MemberRemoveRequest{ID: leader.srv.ID()})
+	if err != nil {
+		t.Fatalf("removing the leader %x through follower %x: %v", leader.srv.ID(), follower.srv.ID(), err)
+	}
+	if len(resp.Members) != 2 || memberNamed(resp.Members, leader.srv.ID()) != nil {
+		t.Fatalf("after removing the leader %x, the answer lists %v; want the two others", leader.srv.ID(), resp.Members)
+	}
+}
