@@ -160,10 +160,3 @@ func (e *engine) readFailed(err error) error {
 	e.bg.set(failure)
 	return fmt.Errorf("%w: %w", ErrEngineFailed, failure)
 }
-
-// engineReadPanic panics with a failed read of what, for the few readers that
-// have no error to return and whose callers need the answer (SnapshotView.Leases,
-// which a backup writes out: an empty list would make a wrong backup).
-func engineReadPanic(what string, err error) {
-	panic(engineReadFailed(what, err).Error())
-}

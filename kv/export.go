@@ -48,6 +48,7 @@ type KeyRevision struct {
 // views may be out at once.
 type SnapshotView struct {
 	s               *Store
+	e               *engine // whose failure a failed read records
 	snap            *engineSnapshot
 	rev, compactRev int64
 	keys            int64
@@ -74,7 +75,7 @@ func (s *Store) SnapshotView() (*SnapshotView, error) {
 	var ae encoder
 	st.auth.encode(&ae)
 	s.reads.Add(1)
-	return &SnapshotView{s: s, snap: st.e.snapshot(), rev: st.e.rev, compactRev: st.e.compactRev,
+	return &SnapshotView{s: s, e: st.e, snap: st.e.snapshot(), rev: st.e.rev, compactRev: st.e.compactRev,
 		keys: st.e.keys, auth: ae.buf}, nil
 }
 
@@ -104,11 +105,14 @@ func (v *SnapshotView) CompactRevision() int64 { return v.compactRev }
 // AppliedIndex returns the index the view was taken at.
 func (v *SnapshotView) AppliedIndex() uint64 { return v.snap.appliedIndex }
 
-// Leases returns the leases granted when the view was taken, in id order.
-func (v *SnapshotView) Leases() []LeaseInfo {
+// Leases returns the leases granted when the view was taken, in id order. A
+// failed read stops the store, as any failed engine read does, and returns an
+// error wrapping ErrEngineFailed: never a short list, which a backup would
+// write out as the whole.
+func (v *SnapshotView) Leases() ([]LeaseInfo, error) {
 	it, err := v.snap.snap.NewIter(&pebble.IterOptions{LowerBound: []byte{engineGrantPrefix}, UpperBound: []byte{engineGrantPrefix + 1}})
 	if err != nil {
-		engineReadPanic("the leases", err)
+		return nil, v.e.readFailed(engineReadFailed("the leases", err))
 	}
 	defer it.Close()
 	var out []LeaseInfo
@@ -116,14 +120,14 @@ func (v *SnapshotView) Leases() []LeaseInfo {
 		id := int64(binary.BigEndian.Uint64(it.Key()[1:]) ^ (1 << 63))
 		info, _, err := leaseOf(v.snap.snap, id)
 		if err != nil {
-			engineReadPanic(fmt.Sprintf("lease %d", id), err)
+			return nil, v.e.readFailed(engineReadFailed(fmt.Sprintf("lease %d", id), err))
 		}
 		out = append(out, info)
 	}
 	if err := it.Error(); err != nil {
-		engineReadPanic("the leases", err)
+		return nil, v.e.readFailed(engineReadFailed("the leases", err))
 	}
-	return out
+	return out, nil
 }
 
 // KeyCount returns the number of keys with retained history in the view.
@@ -140,7 +144,7 @@ func (v *SnapshotView) AuthState() []byte { return bytes.Clone(v.auth) }
 func (v *SnapshotView) EachKey(fn func(h *KeyHistory) error) error {
 	it, err := v.snap.snap.NewIter(&pebble.IterOptions{LowerBound: []byte{engineVersionPrefix}, UpperBound: []byte{engineVersionPrefix + 1}})
 	if err != nil {
-		return err
+		return v.e.readFailed(engineReadFailed("the keys", err))
 	}
 	defer it.Close()
 	var prefix []byte
@@ -186,13 +190,13 @@ func (v *SnapshotView) EachKey(fn func(h *KeyHistory) error) error {
 		}
 		rec, err := decodeVersionRecord(it.Value())
 		if err != nil {
-			return err
+			return v.e.readFailed(engineReadFailed(fmt.Sprintf("a version of key %q", unescapeKey(p)), err))
 		}
 		rec.value = bytes.Clone(rec.value)
 		versions = append(versions, version{rev: rev, rec: rec})
 	}
 	if err := it.Error(); err != nil {
-		return err
+		return v.e.readFailed(engineReadFailed("the keys", err))
 	}
 	return emit()
 }

@@ -44,8 +44,12 @@ func TestExportImportRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer view.Release()
+		leases, err := view.Leases()
+		if err != nil {
+			t.Fatal(err)
+		}
 		hdr := ImportHeader{AppliedIndex: s.AppliedIndex(), Revision: view.Revision(), CompactRevision: view.CompactRevision(),
-			Leases: view.Leases(), AuthState: view.AuthState()}
+			Leases: leases, AuthState: view.AuthState()}
 		var keys []*KeyHistory
 		if err := view.EachKey(func(h *KeyHistory) error { keys = append(keys, h); return nil }); err != nil {
 			t.Fatal(err)

@@ -78,8 +78,12 @@ func importFrom(t *testing.T, dst, src *Store) {
 		t.Fatal(err)
 	}
 	defer view.Release()
+	leases, err := view.Leases()
+	if err != nil {
+		t.Fatal(err)
+	}
 	hdr := ImportHeader{AppliedIndex: src.AppliedIndex(), Revision: view.Revision(), CompactRevision: view.CompactRevision(),
-		Leases: view.Leases(), AuthState: view.AuthState()}
+		Leases: leases, AuthState: view.AuthState()}
 	var keys []*KeyHistory
 	if err := view.EachKey(func(h *KeyHistory) error { keys = append(keys, h); return nil }); err != nil {
 		t.Fatal(err)

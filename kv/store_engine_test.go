@@ -358,6 +358,27 @@ func TestFailedReadStopsTheStore(t *testing.T) {
 			_, err := s.Events(&EventsRequest{FromRevision: 1, PrevKv: true})
 			return err
 		},
+		// What a backup and the hash write out: an error, never a short list.
+		"snapshot view's leases": func(s *Store) error {
+			v, err := s.SnapshotView()
+			if err != nil {
+				return err
+			}
+			defer v.Release()
+			leases, err := v.Leases()
+			if leases != nil {
+				return fmt.Errorf("SnapshotView.Leases() = %d leases from a failing disk", len(leases))
+			}
+			return err
+		},
+		"snapshot view's keys": func(s *Store) error {
+			v, err := s.SnapshotView()
+			if err != nil {
+				return err
+			}
+			defer v.Release()
+			return v.EachKey(func(*KeyHistory) error { return nil })
+		},
 	}
 	for name, read := range reads {
 		t.Run(name, func(t *testing.T) {

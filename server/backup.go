@@ -93,7 +93,10 @@ func writeBackup(w io.Writer, view *kv.SnapshotView) (int64, error) {
 	p = binary.AppendVarint(p, view.Revision())
 	p = binary.AppendVarint(p, view.CompactRevision())
 	p = binary.AppendUvarint(p, uint64(view.KeyCount()))
-	leases := view.Leases()
+	leases, err := view.Leases()
+	if err != nil {
+		return 0, err
+	}
 	p = binary.AppendUvarint(p, uint64(len(leases)))
 	for _, l := range leases {
 		p = binary.AppendVarint(p, l.ID)
@@ -103,7 +106,7 @@ func writeBackup(w io.Writer, view *kv.SnapshotView) (int64, error) {
 	bw.record('H', p, nil)
 	bw.record('A', view.AuthState(), nil)
 	var keys uint64
-	err := view.EachKey(func(h *kv.KeyHistory) error {
+	err = view.EachKey(func(h *kv.KeyHistory) error {
 		keys++
 		bw.record('K', h.Key, nil)
 		for _, g := range h.Generations {

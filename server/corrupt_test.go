@@ -20,8 +20,12 @@ func flipValueByte(t *testing.T, s *Server) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	leases, err := view.Leases()
+	if err != nil {
+		t.Fatal(err)
+	}
 	hdr := kv.ImportHeader{AppliedIndex: s.sm.store.AppliedIndex(), Revision: view.Revision(),
-		CompactRevision: view.CompactRevision(), Leases: view.Leases(), AuthState: view.AuthState()}
+		CompactRevision: view.CompactRevision(), Leases: leases, AuthState: view.AuthState()}
 	var keys []*kv.KeyHistory
 	if err := view.EachKey(func(h *kv.KeyHistory) error { keys = append(keys, h); return nil }); err != nil {
 		t.Fatal(err)

@@ -144,13 +144,17 @@ func hashAll(view *kv.SnapshotView) (uint32, error) {
 	var b []byte
 	b = binary.AppendVarint(b, view.Revision())
 	b = binary.AppendVarint(b, view.CompactRevision())
-	for _, l := range view.Leases() {
+	leases, err := view.Leases()
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range leases {
 		b = binary.AppendVarint(b, l.ID)
 		b = binary.AppendVarint(b, l.TTL)
 	}
 	_, _ = h.Write(b)
 	_, _ = h.Write(view.AuthState())
-	err := view.EachKey(func(kh *kv.KeyHistory) error {
+	err = view.EachKey(func(kh *kv.KeyHistory) error {
 		h.key(kh, view.Revision())
 		return nil
 	})
