@@ -37,38 +37,9 @@ func TestExportImportRoundTrip(t *testing.T) {
 	mustAuth(t, src, AuthInfo{}, &AuthRequest{Op: UserAdd, Name: "alice", PasswordHash: []byte("hash-alice")})
 	mustAuth(t, src, AuthInfo{}, &AuthRequest{Op: AuthEnable})
 
-	export := func(s *Store) (ImportHeader, []*KeyHistory) {
-		t.Helper()
-		view, err := s.SnapshotView()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer view.Release()
-		leases, err := view.Leases()
-		if err != nil {
-			t.Fatal(err)
-		}
-		hdr := ImportHeader{AppliedIndex: s.AppliedIndex(), Revision: view.Revision(), CompactRevision: view.CompactRevision(),
-			Leases: leases, AuthState: view.AuthState()}
-		var keys []*KeyHistory
-		if err := view.EachKey(func(h *KeyHistory) error { keys = append(keys, h); return nil }); err != nil {
-			t.Fatal(err)
-		}
-		return hdr, keys
-	}
-	hdr, keys := export(src)
+	hdr, keys := exportStore(t, src)
 	dst := newTestStore(t, Config{})
-	i := 0
-	err := dst.Import(hdr, func() (*KeyHistory, error) {
-		if i == len(keys) {
-			return nil, nil
-		}
-		i++
-		return keys[i-1], nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	importInto(t, dst, hdr, keys)
 	if dst.Revision() != src.Revision() || dst.CompactRevision() != src.CompactRevision() {
 		t.Fatalf("imported revision %d compacted %d, source %d compacted %d",
 			dst.Revision(), dst.CompactRevision(), src.Revision(), src.CompactRevision())
@@ -94,7 +65,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 	if !srcOn || dstOn != srcOn || dstRev != srcRev || err != nil || len(users) != 2 {
 		t.Fatalf("auth after import: enabled %v at %d (source %v at %d), users %v (%v)", dstOn, dstRev, srcOn, srcRev, users, err)
 	}
-	hdr2, keys2 := export(dst)
+	hdr2, keys2 := exportStore(t, dst)
 	if !reflect.DeepEqual(hdr, hdr2) || !reflect.DeepEqual(keys, keys2) {
 		t.Fatalf("re-export differs:\n%+v\n%+v", hdr, hdr2)
 	}
@@ -171,5 +142,42 @@ func TestImportRefusesBadHistory(t *testing.T) {
 			}
 			t.Fatalf("%s: opening an engine cut off in an import: %v, want ErrCorruptEngine naming %s", name, err, cutDir)
 		}
+	}
+}
+
+// exportStore returns s's state as Import takes it: the header and every key's
+// history.
+func exportStore(t *testing.T, s *Store) (ImportHeader, []*KeyHistory) {
+	t.Helper()
+	view, err := s.SnapshotView()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer view.Release()
+	leases, err := view.Leases()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := ImportHeader{AppliedIndex: s.AppliedIndex(), Revision: view.Revision(), CompactRevision: view.CompactRevision(),
+		Leases: leases, AuthState: view.AuthState()}
+	var keys []*KeyHistory
+	if err := view.EachKey(func(h *KeyHistory) error { keys = append(keys, h); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return hdr, keys
+}
+
+// importInto imports hdr and keys into dst, failing the test on an error.
+func importInto(t *testing.T, dst *Store, hdr ImportHeader, keys []*KeyHistory) {
+	t.Helper()
+	i := 0
+	if err := dst.Import(hdr, func() (*KeyHistory, error) {
+		if i == len(keys) {
+			return nil, nil
+		}
+		i++
+		return keys[i-1], nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }

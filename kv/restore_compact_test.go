@@ -50,7 +50,8 @@ func TestRestoreThenCompactReadsAgree(t *testing.T) {
 					}
 				} else {
 					log = append(log, "import")
-					importFrom(t, s, other)
+					hdr, histories := exportStore(t, other)
+					importInto(t, s, hdr, histories)
 				}
 				other.Close()
 			}
@@ -67,35 +68,5 @@ func TestRestoreThenCompactReadsAgree(t *testing.T) {
 			}
 		}
 		s.Close()
-	}
-}
-
-// importFrom replaces dst's state with an Import of src's export.
-func importFrom(t *testing.T, dst, src *Store) {
-	t.Helper()
-	view, err := src.SnapshotView()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer view.Release()
-	leases, err := view.Leases()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hdr := ImportHeader{AppliedIndex: src.AppliedIndex(), Revision: view.Revision(), CompactRevision: view.CompactRevision(),
-		Leases: leases, AuthState: view.AuthState()}
-	var keys []*KeyHistory
-	if err := view.EachKey(func(h *KeyHistory) error { keys = append(keys, h); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if err := dst.Import(hdr, func() (*KeyHistory, error) {
-		if len(keys) == 0 {
-			return nil, nil
-		}
-		h := keys[0]
-		keys = keys[1:]
-		return h, nil
-	}); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -25,13 +25,7 @@ func TestMembershipChangeThroughAFollowerUnderCertAuth(t *testing.T) {
 	leader := promotedLeader(t, members)
 	ctx := testCtx(t)
 	setupRootAndAlice(t, ctx, pb.NewAuthClient(leader.conn))
-	var follower *testMember
-	for _, m := range members {
-		if m != leader {
-			follower = m
-			break
-		}
-	}
+	follower := followersOf(members, leader)[0]
 	// root's certificate, on the follower, after the auth setup applied there.
 	if _, err := follower.client.Range(ctx, &pb.RangeRequest{Key: []byte("x")}); err != nil {
 		t.Fatal(err)

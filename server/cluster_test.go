@@ -173,13 +173,7 @@ func TestStrictReconfigCheck(t *testing.T) {
 	waitStarted(t, members[0], 3)
 	waitConnected(t, members)
 	leader := leaderOf(t, members)
-	var down *testMember
-	for _, m := range members {
-		if m != leader {
-			down = m
-			break
-		}
-	}
+	down := followersOf(members, leader)[0]
 	downID := down.srv.ID()
 	down.stop()
 	cluster := pb.NewClusterClient(leader.conn)
@@ -395,13 +389,7 @@ func TestRemovedWhileDownStopsOnRestartAndDisturbsNobody(t *testing.T) {
 	members := startTestCluster(t, 3, nil)
 	waitStarted(t, members[0], 3)
 	leader := leaderOf(t, members)
-	var victim *testMember
-	for _, m := range members {
-		if m != leader {
-			victim = m
-			break
-		}
-	}
+	victim := followersOf(members, leader)[0]
 	victimID := victim.srv.ID()
 	victim.stop()
 	ctx := testCtx(t)
@@ -495,13 +483,7 @@ func TestRemoveTheLeaderThroughAFollowerAnswersOK(t *testing.T) {
 	members := startTestCluster(t, 3, nil)
 	ctx := testCtx(t)
 	leader := leaderOf(t, members)
-	var follower *testMember
-	for _, m := range members {
-		if m != leader {
-			follower = m
-			break
-		}
-	}
+	follower := followersOf(members, leader)[0]
 	resp, err := pb.NewClusterClient(follower.conn).MemberRemove(ctx, &pb.MemberRemoveRequest{ID: leader.srv.ID()})
 	if err != nil {
 		t.Fatalf("removing the leader %x through follower %x: %v", leader.srv.ID(), follower.srv.ID(), err)

@@ -63,13 +63,7 @@ func waitKeyCount(t *testing.T, m *testMember, prefix string, want int64) {
 func TestFollowerBehindLessThanCatchUpEntriesCatchesUpFromLog(t *testing.T) {
 	members := startTestCluster(t, 3, func(c *Config) { c.SnapshotCount = 20; c.SnapshotCatchUpEntries = 200 })
 	leader := leaderOf(t, members)
-	var lagging *testMember
-	for _, m := range members {
-		if m != leader {
-			lagging = m
-			break
-		}
-	}
+	lagging := followersOf(members, leader)[0]
 	// Past the catch-up entries, so that the log is compacted.
 	putKeys(t, leader, "a", 0, 300, []byte("v"))
 	waitKeyCount(t, lagging, "a", 300)
@@ -117,13 +111,7 @@ func TestFollowerBehindLessThanCatchUpEntriesCatchesUpFromLog(t *testing.T) {
 func TestSnapshotUnderWritesConverges(t *testing.T) {
 	members := startTestCluster(t, 3, func(c *Config) { c.SnapshotCount = 20; c.SnapshotCatchUpEntries = 5 })
 	leader := leaderOf(t, members)
-	var lagging *testMember
-	for _, m := range members {
-		if m != leader {
-			lagging = m
-			break
-		}
-	}
+	lagging := followersOf(members, leader)[0]
 	laggingID := lagging.srv.id
 	lagging.stop()
 	// Enough data that the body takes a while to stream and restore.
