@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -109,7 +111,11 @@ func TestFollowerBehindLessThanCatchUpEntriesCatchesUpFromLog(t *testing.T) {
 // receiver has it, so the compactions that go on meanwhile cannot truncate past
 // it and force another (issue 13: a new learner got two snapshots 11 ms apart).
 func TestSnapshotUnderWritesConverges(t *testing.T) {
-	members := startTestCluster(t, 3, func(c *Config) { c.SnapshotCount = 20; c.SnapshotCatchUpEntries = 5 })
+	logs := &lockedBuffer{} // the members' snapshot and leadership lines, shown on a failure
+	members := startTestCluster(t, 3, func(c *Config) {
+		c.SnapshotCount, c.SnapshotCatchUpEntries = 20, 5
+		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})).With("m", c.Name)
+	})
 	leader := leaderOf(t, members)
 	lagging := followersOf(members, leader)[0]
 	laggingID := lagging.srv.id
@@ -160,6 +166,11 @@ func TestSnapshotUnderWritesConverges(t *testing.T) {
 	n := snapshotsSentTo(members, laggingID)
 	t.Logf("%d snapshots sent; %v writes during the catch-up", n, written)
 	if n == 0 || n > 2 {
+		for _, line := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(line, "snapshot") || strings.Contains(line, "leader") || strings.Contains(line, "term") {
+				t.Log(line)
+			}
+		}
 		t.Fatalf("%d snapshots sent to the member that was behind a compacted log; want 1 (2 if leadership moved)", n)
 	}
 }

@@ -44,13 +44,14 @@ const initialSnapshotBuffer = 64 << 20
 
 // startSnapshot sends m, a MsgSnap, to p on a goroutine of its own and reports the
 // outcome to the handler. One snapshot at a time goes to a peer: another that comes
-// meanwhile is reported failed at once.
+// meanwhile is dropped without a report, because the one in flight reports how it
+// ended. (The leader's raft asks again when it has waited an election timeout of
+// heartbeat answers, which a large body outlasts; reporting that one failed sent
+// the leader probing, and a second snapshot followed the first.)
 func (t *Transport) startSnapshot(p *peer, m raft.Message) {
 	if !p.isSnapshotInFlight.CompareAndSwap(false, true) {
-		p.snapshotsFailed.Add(1)
-		p.logger.Warn("transport: a snapshot is already on its way to the peer; dropping this one",
+		p.logger.Info("transport: a snapshot is already on its way to the peer; dropping this one, the one in flight reports",
 			"index", m.Snapshot.Index, "term", m.Snapshot.Term)
-		t.h.ReportSnapshot(p.id, true)
 		return
 	}
 	isStarted := t.goTracked(func() {

@@ -92,21 +92,31 @@ func TestSnapshotOverLimitRefused(t *testing.T) {
 	}
 }
 
+// One snapshot at a time goes to a peer, and a MsgSnap that comes while one is on
+// its way is dropped without a report: the one in flight reports how it ended.
+// Reported failed, it sent the leader's raft probing, and a second snapshot
+// followed the first once that had arrived (server TestSnapshotUnderWritesConverges
+// saw 2-3 snapshots where 1 was enough, in 8 of 25 runs under -race: the raft
+// layer's wait for a snapshot's answer ran out while a large body streamed).
 func TestOneSnapshotAtATime(t *testing.T) {
 	nodes := startCluster(t, []uint64{1, 2}, nil)
 	gate := nodes[2].h.hold()
 	nodes[1].tr.Send([]raft.Message{snapMsg(1, 2, []byte("first"))})
 	nodes[1].tr.Send([]raft.Message{snapMsg(1, 2, []byte("second"))})
-	if r := nodes[1].h.snapshotReports(); len(r) != 1 || !r[0].isFailed {
-		t.Fatalf("a second snapshot while one is in flight: reports %+v, want one failure at once", r)
+	if r := nodes[1].h.snapshotReports(); len(r) != 0 {
+		t.Fatalf("a second snapshot while one is in flight: reports %+v, want none", r)
 	}
 	close(gate)
-	waitFor(t, 5*time.Second, "the first snapshot", func() bool { return len(nodes[1].h.snapshotReports()) == 2 })
-	if r := nodes[1].h.snapshotReports()[1]; r.isFailed {
-		t.Fatalf("the first snapshot failed")
+	waitFor(t, 5*time.Second, "the first snapshot", func() bool { return len(nodes[1].h.snapshotReports()) == 1 })
+	time.Sleep(100 * time.Millisecond) // a late report of the second would be here by now
+	if r := nodes[1].h.snapshotReports(); len(r) != 1 || r[0] != (snapReport{id: 2, isFailed: false}) {
+		t.Fatalf("reports %+v; want only the first snapshot's success", r)
 	}
-	if got := string(nodes[2].h.messages()[0].Snapshot.Data); got != "first" {
-		t.Fatalf("delivered %q, want the first snapshot", got)
+	if m := nodes[2].h.messages(); len(m) != 1 || string(m[0].Snapshot.Data) != "first" {
+		t.Fatalf("delivered %d messages; want the first snapshot alone", len(m))
+	}
+	if st := nodes[1].tr.Stats().Peers[2]; st.SnapshotsSent != 1 || st.SnapshotsFailed != 0 {
+		t.Fatalf("sender stats %+v; want 1 sent, 0 failed", st)
 	}
 }
 
