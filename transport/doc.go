@@ -61,7 +61,9 @@
 // and the receiver answers with a status: the snapshot was handed to Handler.Step, or
 // why not. It may answer early, refusing in the middle of the body; the sender reads
 // while it writes, stops, and logs the reason. The sender then calls
-// Handler.ReportSnapshot with the outcome. One snapshot at a time goes to each peer.
+// Handler.ReportSnapshot with the outcome. One snapshot at a time goes to each peer;
+// a MsgSnap that comes while one is on its way is dropped unreported (the one in
+// flight reports).
 //
 // Where the body comes from and goes to is the application's choice. With
 // Config.SnapshotStream and SnapshotReceiver set (on every member), the header
