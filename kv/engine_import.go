@@ -115,7 +115,8 @@ func checkKeyHistory(h *KeyHistory, rev int64) error {
 
 // importState replaces the engine's records with the state described: st, and
 // the keys' histories next returns in key order (nil after the last). The
-// changes of one revision go into the history in key order. It is flushed when
+// changes of one revision go into the history at the sub-revisions the histories
+// carry (st.hdr.WithSubs), or else in key order. It is flushed when
 // it returns. On an error the engine is left marked as restoring.
 func (e *engine) importState(st importedState, next func() (*KeyHistory, error)) error {
 	hdr := &st.hdr
@@ -189,15 +190,23 @@ func (e *engine) importState(st importedState, next func() (*KeyHistory, error))
 		}
 		prevKey = append(prevKey[:0], h.Key...)
 		keys++
-		change := func(rev int64, kind byte) error {
-			if sub == 1<<32-1 {
-				return fmt.Errorf("%w: more than 2^32-1 changes to import", ErrCorruptSnapshot)
+		// place returns the sub-revision a change is written at: the one it
+		// carries, or the next in key order.
+		place := func(carried uint32) (uint32, error) {
+			if hdr.WithSubs {
+				if carried == 1<<32-1 {
+					return 0, fmt.Errorf("%w: key %q: sub-revision %d out of range", ErrCorruptSnapshot, h.Key, carried)
+				}
+				return carried, nil
 			}
-			if err := im.set(changeKey(rev, sub), append([]byte{kind}, h.Key...)); err != nil {
-				return err
+			if sub == 1<<32-1 {
+				return 0, fmt.Errorf("%w: more than 2^32-1 changes to import", ErrCorruptSnapshot)
 			}
 			sub++
-			return nil
+			return sub - 1, nil
+		}
+		change := func(rev int64, at uint32, kind byte) error {
+			return im.set(changeKey(rev, at), append([]byte{kind}, h.Key...))
 		}
 		for gi := range h.Generations {
 			g := &h.Generations[gi]
@@ -205,19 +214,27 @@ func (e *engine) importState(st importedState, next func() (*KeyHistory, error))
 				r := &g.Revisions[ri]
 				v := versionRecord{createRevision: g.CreateRevision, version: g.FirstVersion + int64(ri), lease: r.Lease, value: r.Value}
 				rec = v.appendTo(rec[:0])
-				if err := im.set(versionKey(nil, h.Key, r.ModRevision, sub), rec); err != nil {
+				at, err := place(r.Sub)
+				if err != nil {
 					return err
 				}
-				if err := change(r.ModRevision, recordPut); err != nil {
+				if err := im.set(versionKey(nil, h.Key, r.ModRevision, at), rec); err != nil {
+					return err
+				}
+				if err := change(r.ModRevision, at, recordPut); err != nil {
 					return err
 				}
 			}
 			if g.TombstoneRevision != 0 {
 				rec = (&versionRecord{tombstone: true}).appendTo(rec[:0])
-				if err := im.set(versionKey(nil, h.Key, g.TombstoneRevision, sub), rec); err != nil {
+				at, err := place(g.TombstoneSub)
+				if err != nil {
 					return err
 				}
-				if err := change(g.TombstoneRevision, recordTombstone); err != nil {
+				if err := im.set(versionKey(nil, h.Key, g.TombstoneRevision, at), rec); err != nil {
+					return err
+				}
+				if err := change(g.TombstoneRevision, at, recordTombstone); err != nil {
 					return err
 				}
 			} else if lease := g.Revisions[len(g.Revisions)-1].Lease; lease != 0 && granted[lease] {

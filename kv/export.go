@@ -32,12 +32,19 @@ type KeyGeneration struct {
 	CreateRevision    int64
 	FirstVersion      int64
 	TombstoneRevision int64
-	Revisions         []KeyRevision
+	// TombstoneSub is the delete's place among its revision's changes (see
+	// KeyRevision.Sub).
+	TombstoneSub uint32
+	Revisions    []KeyRevision
 }
 
 // KeyRevision is one put: the value and lease the key held from ModRevision on.
+// Sub is its place among the changes of its revision (etcd's sub-revision: a
+// txn's puts and deletes in the order it made them), which Events and watches
+// replay; an import uses it when ImportHeader.WithSubs says the histories carry it.
 type KeyRevision struct {
 	ModRevision int64
+	Sub         uint32
 	Lease       int64
 	Value       []byte
 }
@@ -150,6 +157,7 @@ func (v *SnapshotView) EachKey(fn func(h *KeyHistory) error) error {
 	var prefix []byte
 	type version struct {
 		rev int64
+		sub uint32
 		rec versionRecord
 	}
 	var versions []version // newest first
@@ -163,7 +171,7 @@ func (v *SnapshotView) EachKey(fn func(h *KeyHistory) error) error {
 			ver := &versions[i]
 			if ver.rec.tombstone {
 				if g != nil {
-					g.TombstoneRevision = ver.rev
+					g.TombstoneRevision, g.TombstoneSub = ver.rev, ver.sub
 					g = nil
 				}
 				continue
@@ -172,7 +180,7 @@ func (v *SnapshotView) EachKey(fn func(h *KeyHistory) error) error {
 				h.Generations = append(h.Generations, KeyGeneration{CreateRevision: ver.rec.createRevision, FirstVersion: ver.rec.version})
 				g = &h.Generations[len(h.Generations)-1]
 			}
-			g.Revisions = append(g.Revisions, KeyRevision{ModRevision: ver.rev, Lease: ver.rec.lease, Value: ver.rec.value})
+			g.Revisions = append(g.Revisions, KeyRevision{ModRevision: ver.rev, Sub: ver.sub, Lease: ver.rec.lease, Value: ver.rec.value})
 		}
 		versions = versions[:0]
 		if len(h.Generations) == 0 {
@@ -181,7 +189,7 @@ func (v *SnapshotView) EachKey(fn func(h *KeyHistory) error) error {
 		return fn(h)
 	}
 	for valid := it.First(); valid; valid = it.Next() {
-		p, rev, _ := splitVersionKey(it.Key())
+		p, rev, sub := splitVersionKey(it.Key())
 		if !bytes.Equal(p, prefix) {
 			if err := emit(); err != nil {
 				return err
@@ -193,7 +201,7 @@ func (v *SnapshotView) EachKey(fn func(h *KeyHistory) error) error {
 			return v.e.readFailed(engineReadFailed(fmt.Sprintf("a version of key %q", unescapeKey(p)), err))
 		}
 		rec.value = bytes.Clone(rec.value)
-		versions = append(versions, version{rev: rev, rec: rec})
+		versions = append(versions, version{rev: rev, sub: sub, rec: rec})
 	}
 	if err := it.Error(); err != nil {
 		return v.e.readFailed(engineReadFailed("the keys", err))
@@ -210,6 +218,11 @@ type ImportHeader struct {
 	Leases                    []LeaseInfo
 	// AuthState is SnapshotView.AuthState's bytes; nil for auth disabled, no users.
 	AuthState []byte
+	// WithSubs says the histories carry each change's place in its revision
+	// (KeyRevision.Sub, KeyGeneration.TombstoneSub), as EachKey exports them, and
+	// the import keeps it; without it (a backup of format 1, an old full-state
+	// snapshot) a revision's changes are imported in key order.
+	WithSubs bool
 }
 
 // Import replaces the store's state with the one described: hdr, and the keys'

@@ -159,7 +159,7 @@ func exportStore(t *testing.T, s *Store) (ImportHeader, []*KeyHistory) {
 		t.Fatal(err)
 	}
 	hdr := ImportHeader{AppliedIndex: s.AppliedIndex(), Revision: view.Revision(), CompactRevision: view.CompactRevision(),
-		Leases: leases, AuthState: view.AuthState()}
+		Leases: leases, AuthState: view.AuthState(), WithSubs: true}
 	var keys []*KeyHistory
 	if err := view.EachKey(func(h *KeyHistory) error { keys = append(keys, h); return nil }); err != nil {
 		t.Fatal(err)

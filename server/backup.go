@@ -26,10 +26,16 @@ import (
 //	          nLeases:uvarint (id:varint ttl:varint remainingTTL:varint)*nLeases
 //	'A'     = the store's auth state (kv.SnapshotView.AuthState), opaque here
 //	'K'     = key bytes: a key's history starts (keys in ascending order)
-//	'G'     = createRevision:varint firstVersion:varint tombstoneRevision:varint:
-//	          a generation of the key starts
-//	'R'     = modRevision:varint lease:varint value: a put of the generation
+//	'G'     = createRevision:varint firstVersion:varint tombstoneRevision:varint
+//	          tombstoneSub:uvarint: a generation of the key starts
+//	'R'     = modRevision:varint lease:varint sub:uvarint value: a put of the
+//	          generation
 //	'E'     = nKeys:uvarint: the end, with the key count again
+//
+// The subs (kv.KeyRevision.Sub) are each change's place in its revision, so that a
+// restored store replays a txn's changes in the order it made them; format 1, which
+// restore still reads, had none, and its changes of one revision come back in key
+// order.
 //
 // Records are small (one value at most), so neither side holds more than one key's
 // history. padding is zero bytes up to a multiple of 512 bytes, and sha256 is the
@@ -39,7 +45,9 @@ import (
 // are not in a backup: a restored store starts a new cluster, with new proposers.
 const (
 	backupMagic   = "RAFTKV-BACKUP\n"
-	backupVersion = 1
+	backupVersion = 2
+	// backupVersionNoSubs is the format before the subs, which restore reads too.
+	backupVersionNoSubs = 1
 	// backupAlign is the multiple of which a backup's body is (etcd's sector size).
 	backupAlign = 512
 	// maxBackupRecord bounds one record: a key and a value, with room to spare, or
@@ -113,10 +121,12 @@ func writeBackup(w io.Writer, view *kv.SnapshotView) (int64, error) {
 			p = binary.AppendVarint(p[:0], g.CreateRevision)
 			p = binary.AppendVarint(p, g.FirstVersion)
 			p = binary.AppendVarint(p, g.TombstoneRevision)
+			p = binary.AppendUvarint(p, uint64(g.TombstoneSub))
 			bw.record('G', p, nil)
 			for _, r := range g.Revisions {
 				p = binary.AppendVarint(p[:0], r.ModRevision)
 				p = binary.AppendVarint(p, r.Lease)
+				p = binary.AppendUvarint(p, uint64(r.Sub))
 				bw.record('R', p, r.Value)
 			}
 		}
@@ -224,8 +234,8 @@ func readBackupHeader(f *os.File, skipHashCheck bool) (*backupReader, error) {
 	d := byteDecoder{b: p}
 	info := &br.info
 	info.Version = d.uvarint()
-	if d.err == nil && info.Version != backupVersion {
-		return nil, fmt.Errorf("%w: format version %d; this raftkv reads version %d", errBadBackup, info.Version, backupVersion)
+	if d.err == nil && info.Version != backupVersion && info.Version != backupVersionNoSubs {
+		return nil, fmt.Errorf("%w: format version %d; this raftkv reads versions %d and %d", errBadBackup, info.Version, backupVersionNoSubs, backupVersion)
 	}
 	info.Revision, info.CompactRevision, info.TotalKeys = d.varint(), d.varint(), d.uvarint()
 	n := d.uvarint()
@@ -304,15 +314,22 @@ func (br *backupReader) nextKey() (*kv.KeyHistory, error) {
 		d := byteDecoder{b: p}
 		switch kind {
 		case 'G':
-			h.Generations = append(h.Generations, kv.KeyGeneration{CreateRevision: d.varint(), FirstVersion: d.varint(),
-				TombstoneRevision: d.varint()})
+			g := kv.KeyGeneration{CreateRevision: d.varint(), FirstVersion: d.varint(), TombstoneRevision: d.varint()}
+			if br.info.Version != backupVersionNoSubs {
+				g.TombstoneSub = d.sub()
+			}
+			h.Generations = append(h.Generations, g)
 		case 'R':
 			if len(h.Generations) == 0 {
 				return nil, fmt.Errorf("%w: key %q: a revision before its generation", errBadBackup, h.Key)
 			}
 			g := &h.Generations[len(h.Generations)-1]
-			g.Revisions = append(g.Revisions, kv.KeyRevision{ModRevision: d.varint(), Lease: d.varint(), Value: d.b})
-			d.b = nil
+			r := kv.KeyRevision{ModRevision: d.varint(), Lease: d.varint()}
+			if br.info.Version != backupVersionNoSubs {
+				r.Sub = d.sub()
+			}
+			r.Value, d.b = d.b, nil
+			g.Revisions = append(g.Revisions, r)
 		default:
 			br.pendingKind, br.pending = kind, p
 			return h, nil
@@ -337,6 +354,16 @@ func (d *byteDecoder) uvarint() uint64 {
 	}
 	d.b = d.b[n:]
 	return v
+}
+
+// sub reads a sub-revision: a uvarint below 2^32-1 (kv's seek sentinel).
+func (d *byteDecoder) sub() uint32 {
+	v := d.uvarint()
+	if v >= 1<<32-1 {
+		d.err = errBadBackup
+		return 0
+	}
+	return uint32(v)
 }
 
 func (d *byteDecoder) varint() int64 {

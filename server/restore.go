@@ -122,7 +122,8 @@ func Restore(cfg RestoreConfig) (res RestoreResult, err error) {
 	defer sm.store.Close()
 	info := br.info
 	err = sm.store.Import(kv.ImportHeader{AppliedIndex: restoreIndex, Revision: info.Revision,
-		CompactRevision: info.CompactRevision, Leases: info.Leases, AuthState: info.AuthState}, br.nextKey)
+		CompactRevision: info.CompactRevision, Leases: info.Leases, AuthState: info.AuthState,
+		WithSubs: info.Version != backupVersionNoSubs}, br.nextKey)
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", cfg.BackupPath, err)
 	}
