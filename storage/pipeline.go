@@ -22,7 +22,6 @@ type segReader struct {
 	limit int64
 	buf   []byte // the file's bytes [off, off+len(buf))
 	off   int64
-	spare []byte // the window before the last move, reused for the next
 }
 
 // newSegReader reads f's bytes [0, limit).
@@ -39,27 +38,23 @@ func (r *segReader) view(at, n int64) ([]byte, int64, error) {
 	if at >= r.off && want <= end {
 		return r.buf, r.off, nil
 	}
-	// Move what is still needed to the start of a buffer that holds what is wanted
-	// and a chunk more, then fill it up to its end (or limit) with one read.
+	// Move what is still needed to the start of the window, which holds what is
+	// wanted and a chunk more, then fill it up to its end (or limit) with one read.
 	var kept []byte
 	if at >= r.off && at < end {
 		kept = r.buf[at-r.off:]
 	}
 	size := int(min(max(want-at+readChunk, 2*readChunk), r.limit-at))
-	nb := r.spare
-	if cap(nb) < size {
+	nb := r.buf[:0]
+	if cap(nb) < size || cap(nb) > 4*readChunk && size <= 2*readChunk {
+		// Grow for a large record, or shrink back after one.
 		nb = make([]byte, 0, size)
 	}
-	nb = append(nb[:0], kept...)
-	r.spare = r.buf[:0]
-	if cap(r.spare) > 4*readChunk {
-		r.spare = nil // the window grew for one large record: do not keep two of it
-	}
+	nb = nb[:copy(nb[:cap(nb)], kept)] // copy moves overlapping bytes correctly
 	r.buf, r.off = nb, at
 	fill := min(int64(cap(nb)), r.limit-at)
 	if m := fill - int64(len(nb)); m > 0 {
-		got := nb[len(nb):fill]
-		if _, err := r.f.ReadAt(got, at+int64(len(nb))); err != nil && !errors.Is(err, io.EOF) {
+		if _, err := r.f.ReadAt(nb[len(nb):fill], at+int64(len(nb))); err != nil && !errors.Is(err, io.EOF) {
 			return nil, 0, fmt.Errorf("storage: reading WAL segment %s: %w", r.path, err)
 		}
 		r.buf = nb[:fill]
