@@ -116,9 +116,10 @@ func recoverWAL(fsys FS, dataDir, dir string, clusterID uint64, logger *slog.Log
 		s.end = end
 	}
 
-	// Every segment but the last goes through the pipeline (pipeline.go), which reads
-	// them and replays their records into rec; the last segment is scanned meanwhile
-	// on a goroutine of its own, then replayed. Both are joined before the files close.
+	// Every segment but the last streams through a window (pipeline.go) and its
+	// records are replayed into rec; the last segment is scanned meanwhile on a
+	// goroutine of its own, through a window of its own, then replayed. Both are
+	// joined before the files close.
 	rec := &walRecovery{}
 	last := segs[len(segs)-1]
 	var tail lastSegment

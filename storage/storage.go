@@ -14,10 +14,10 @@
 // change of term and one span per segment. Recovery streams each segment through a
 // window of 2 MiB (larger only while it holds one record larger than 1 MiB; the last
 // segment is scanned beside the others, so two windows at most, and 1 MiB to check
-// that the last one ends in zeros) and keeps 24 bytes per
-// entry while it replays (entryRef), dropped once Open returns; it then reads the
-// cache's entries back from the WAL. A 100 MiB log of 100 KiB entries opens with the
-// heap at +6 MiB at its peak (it was +131 to +176 MiB when segments were read whole).
+// that the last one ends in zeros) and keeps 24 bytes per entry while it replays
+// (entryRef), dropped once Open returns; it then reads the cache's entries back from
+// the WAL. A 100 MiB log of 100 KiB entries opens with the heap at +6 MiB at its peak
+// (it was +131 to +176 MiB when segments were read whole).
 //
 // Save is durable when it returns: its records, then one fdatasync. Writes that arrive
 // together share that fdatasync (group commit): concurrent Saves, or SaveAsync calls
