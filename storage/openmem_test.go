@@ -230,3 +230,49 @@ func TestRecoveryStreamsRecordsLargerThanItsWindow(t *testing.T) {
 		t.Fatalf("no warning about the torn write cut off")
 	}
 }
+
+// TestEntriesOfALongRangeWithSmallMaxBytes asks for the whole log, most of it no
+// longer cached, with room for a few entries: Entries must give exactly those, and
+// its memory must follow maxBytes, not the range (after a restart raft asks for every
+// committed entry after the store's applied index).
+func TestEntriesOfALongRangeWithSmallMaxBytes(t *testing.T) {
+	if (&raft.Entry{}).Size() != minEntrySize {
+		t.Fatalf("the smallest entry is %d bytes, minEntrySize says %d", (&raft.Entry{}).Size(), minEntrySize)
+	}
+	disk := NewMemFS()
+	opts, _ := testOptions(t, 0)
+	opts.LogCacheBytes = 4 << 10
+	s := mustOpen(t, disk, "/data", opts)
+	const n = 200_000
+	for lo := uint64(1); lo <= n; lo += 1000 {
+		if err := s.Save(raft.HardState{Term: 1, Commit: lo + 999}, makeEntries(lo, 1000, 1, 10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s = mustOpen(t, disk, "/data", opts)
+	defer s.Close()
+	for _, maxBytes := range []uint64{0, 4, 5, 100, 1000} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		ents, err := s.Entries(1, n+1, maxBytes)
+		runtime.ReadMemStats(&after)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var size uint64
+		for i := range ents {
+			if ents[i].Index != uint64(i)+1 {
+				t.Fatalf("maxBytes %d: entry %d is index %d", maxBytes, i, ents[i].Index)
+			}
+			size += uint64(ents[i].Size())
+		}
+		next := (&makeEntries(uint64(len(ents))+1, 1, 1, 10)[0]).Size()
+		if len(ents) == 0 || (len(ents) > 1 && size > maxBytes) || size+uint64(next) <= maxBytes {
+			t.Fatalf("maxBytes %d: %d entries of %d bytes, the next %d bytes", maxBytes, len(ents), size, next)
+		}
+		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 256<<10 {
+			t.Errorf("maxBytes %d: Entries of %d entries allocated %d KiB for %d entries", maxBytes, n, alloc>>10, len(ents))
+		}
+	}
+}

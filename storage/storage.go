@@ -468,9 +468,15 @@ func (s *Storage) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 		s.mu.RUnlock()
 		return ents[:len(ents):len(ents)], nil
 	}
-	locs := s.mu.log.locate(lo, min(hi, cacheFirst))
+	// Locate no more entries than maxBytes can let through: raft may ask for a long
+	// range with a small maxBytes, and each location costs memory.
+	end := min(hi, cacheFirst)
+	if n := maxBytes/minEntrySize + 1; n < end-lo {
+		end = lo + n
+	}
+	locs := s.mu.log.locate(lo, end)
 	var cached []raft.Entry
-	if hi > cacheFirst {
+	if hi > cacheFirst && end == cacheFirst {
 		cached = s.mu.cache[: hi-cacheFirst : hi-cacheFirst]
 	}
 	s.mu.RUnlock()
@@ -499,6 +505,10 @@ func (s *Storage) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 	}
 	return ents, nil
 }
+
+// minEntrySize is the smallest encoded size of an entry (raft.Entry.Size): the format
+// byte, the type, and a byte each for the term, index and data length.
+const minEntrySize = 5
 
 // limitSize returns the longest prefix of ents, at least one entry, whose encoded
 // size is at most maxBytes.
