@@ -9,8 +9,8 @@ import (
 // Recovery streams each segment through a window of bounded size (segReader) rather
 // than read it whole: what it keeps of an entry is where it lies (entryRef), and the
 // entries the log cache is to hold are read back from the files at the end. The
-// memory recovery takes is then the window (readChunk, or one record if a record is
-// larger) and the refs, whatever the size of the log.
+// memory recovery takes is then the window (two chunks, or one record and a chunk if a
+// record is larger) and the refs, whatever the size of the log.
 
 // readChunk is how much of a segment recovery reads at a time.
 const readChunk = 1 << 20
