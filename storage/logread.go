@@ -13,7 +13,10 @@ import (
 // and a segment removed meanwhile (its entries compacted) is an error the caller
 // checks against the snapshot.
 func (s *Storage) readEntries(lo uint64, locs []entryLoc, maxBytes uint64) ([]raft.Entry, uint64, error) {
-	ents := make([]raft.Entry, 0, len(locs))
+	// A capacity for what maxBytes likely lets through (16 bytes an entry; append
+	// grows it past that), not for every entry asked for: raft may ask for a long
+	// range with a small maxBytes.
+	ents := make([]raft.Entry, 0, min(uint64(len(locs)), maxBytes/16+1))
 	var size uint64
 	var file File
 	var fileSeq uint64

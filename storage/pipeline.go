@@ -4,101 +4,72 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 )
 
-// Recovery replays the segments before the last through a pipeline, a chunk at a
-// time, so that the work on one chunk overlaps the next's:
-//
-//   - the faulter goroutine allocates each segment's buffer and touches a byte of
-//     every page of the next chunk, so that its pages are mapped before the read needs
-//     them (a read into fresh memory takes a page fault per 4 KiB page, which on a
-//     virtual machine costs microseconds);
-//   - the reader goroutine reads each chunk from the file into its place;
-//   - the caller's goroutine verifies, decodes and replays each record as soon as its
-//     bytes have arrived, while they are still in the CPU's caches.
-//
-// Both goroutines end, and are waited for, before replaySegments returns.
+// Recovery streams each segment through a window of bounded size (segReader) rather
+// than read it whole: what it keeps of an entry is where it lies (entryRef), and the
+// entries the log cache is to hold are read back from the files at the end. The
+// memory recovery takes is then the window (two chunks, or one record and a chunk if a
+// record is larger) and the refs, whatever the size of the log.
 
-// pipelineChunk is how much of a segment moves through the pipeline at a time.
-const pipelineChunk = 4 << 20
+// readChunk is how much of a segment recovery reads at a time.
+const readChunk = 1 << 20
 
-// chunk is a piece of segment seg: bytes [from, to) of buf.
-type chunk struct {
-	seg      int
-	buf      []byte
-	from, to int64
-	err      error // the read failed
+// segReader reads a segment's bytes [0, limit) through a window.
+type segReader struct {
+	f     File
+	path  string
+	limit int64
+	buf   []byte // the file's bytes [off, off+len(buf))
+	off   int64
+}
+
+// newSegReader reads f's bytes [0, limit).
+func newSegReader(f File, path string, limit int64) *segReader {
+	return &segReader{f: f, path: path, limit: limit}
+}
+
+// view returns the window with the file's bytes [at, at+n) in it, clipped at limit,
+// and the file offset of the window's first byte. Reading forward, it keeps nothing
+// before at.
+func (r *segReader) view(at, n int64) ([]byte, int64, error) {
+	want := min(at+n, r.limit)
+	end := r.off + int64(len(r.buf))
+	if at >= r.off && want <= end {
+		return r.buf, r.off, nil
+	}
+	// Move what is still needed to the start of the window, which holds what is
+	// wanted and a chunk more, then fill it up to its end (or limit) with one read.
+	var kept []byte
+	if at >= r.off && at < end {
+		kept = r.buf[at-r.off:]
+	}
+	size := int(min(max(want-at+readChunk, 2*readChunk), r.limit-at))
+	nb := r.buf[:0]
+	if cap(nb) < size || cap(nb) > 4*readChunk && size <= 2*readChunk {
+		// Grow for a large record, or shrink back after one.
+		nb = make([]byte, 0, size)
+	}
+	nb = nb[:copy(nb[:cap(nb)], kept)] // copy moves overlapping bytes correctly
+	r.buf, r.off = nb, at
+	fill := min(int64(cap(nb)), r.limit-at)
+	if m := fill - int64(len(nb)); m > 0 {
+		if _, err := r.f.ReadAt(nb[len(nb):fill], at+int64(len(nb))); err != nil && !errors.Is(err, io.EOF) {
+			return nil, 0, fmt.Errorf("storage: reading WAL segment %s: %w", r.path, err)
+		}
+		r.buf = nb[:fill]
+	}
+	return r.buf, r.off, nil
 }
 
 // replaySegments replays segs, each with its end known, in order into r.
 func replaySegments(segs []*segmentFile, seed uint32, r *replay) error {
-	faulted := make(chan chunk, 2)
-	read := make(chan chunk, 4)
-	done := make(chan struct{})
-	send := func(ch chan<- chunk, c chunk) bool {
-		select {
-		case ch <- c:
-			return true
-		case <-done:
-			return false
-		}
-	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer close(done)
-	wg.Go(func() {
-		defer close(faulted)
-		for i, s := range segs {
-			buf := make([]byte, s.end)
-			for from := int64(0); from < s.end; from += pipelineChunk {
-				to := min(from+pipelineChunk, s.end)
-				for p := from; p < to; p += 4096 {
-					buf[p] = 0
-				}
-				if !send(faulted, chunk{seg: i, buf: buf, from: from, to: to}) {
-					return
-				}
-			}
-		}
-	})
-	wg.Go(func() {
-		defer close(read)
-		for c := range faulted {
-			s := segs[c.seg]
-			if _, err := s.f.ReadAt(c.buf[c.from:c.to], c.from); err != nil && !errors.Is(err, io.EOF) {
-				c.err = fmt.Errorf("storage: reading WAL segment %s: %w", s.path, err)
-			}
-			if !send(read, c) || c.err != nil {
-				return
-			}
-		}
-	})
-
 	for i, s := range segs {
-		var buf []byte
-		var have int64 // buf[:have] holds the file's bytes
-		readable := func(n int64) ([]byte, error) {
-			for have < n {
-				c, ok := <-read
-				if !ok {
-					return nil, fmt.Errorf("storage: reading WAL segment %s: the reader stopped", s.path)
-				}
-				if c.err != nil {
-					return nil, c.err
-				}
-				buf, have = c.buf, c.to
-			}
-			return buf[:have], nil
-		}
-		if _, err := readable(1); err != nil {
-			return err
-		}
-		if err := replayRecords(buf, s, i == 0, seed, true, readable, r); err != nil {
+		if err := replaySegment(s, s.end, i == 0, seed, true, r); err != nil {
 			return err
 		}
 		if i == 0 {
-			reserveLog(r, segs, len(buf))
+			reserveLog(r, segs, s.end)
 		}
 	}
 	return nil
@@ -106,7 +77,7 @@ func replaySegments(segs []*segmentFile, seed uint32, r *replay) error {
 
 // reserveLog sizes the replayed log once, from the density of entries in the first
 // segment, rather than grow (and copy, and fault in) a large array step by step.
-func reserveLog(r *replay, segs []*segmentFile, firstBytes int) {
+func reserveLog(r *replay, segs []*segmentFile, firstBytes int64) {
 	var total int64
 	for _, s := range segs {
 		total += s.end

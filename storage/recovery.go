@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -117,9 +116,10 @@ func recoverWAL(fsys FS, dataDir, dir string, clusterID uint64, logger *slog.Log
 		s.end = end
 	}
 
-	// Every segment but the last goes through the pipeline (pipeline.go), which reads
-	// them and replays their records into rec; the last segment is scanned meanwhile
-	// on a goroutine of its own, then replayed. Both are joined before the files close.
+	// Every segment but the last streams through a window (pipeline.go) and its
+	// records are replayed into rec; the last segment is scanned meanwhile on a
+	// goroutine of its own, through a window of its own, then replayed. Both are
+	// joined before the files close.
 	rec := &walRecovery{}
 	last := segs[len(segs)-1]
 	var tail lastSegment
@@ -137,8 +137,7 @@ func recoverWAL(fsys FS, dataDir, dir string, clusterID uint64, logger *slog.Log
 	// Appends continue in the last segment only if it is of the current format;
 	// after a segment of format 1, Open starts a new one.
 	rec.lastClean = tail.clean && last.version == segmentVersion
-	whole := func(int64) ([]byte, error) { return tail.buf, nil }
-	if err := replayRecords(tail.buf, last, len(segs) == 1, seed, false, whole, &rec.replay); err != nil {
+	if err := replaySegment(last, tail.end, len(segs) == 1, seed, false, &rec.replay); err != nil {
 		return nil, err
 	}
 	return rec, nil
@@ -146,18 +145,14 @@ func recoverWAL(fsys FS, dataDir, dir string, clusterID uint64, logger *slog.Log
 
 // lastSegment is what scanLast found in the last segment.
 type lastSegment struct {
-	buf   []byte // its contents up to end
-	end   int64
+	end   int64 // where its sound records end
 	clean bool
 	err   error
 }
 
 func scanLast(s *segmentFile, seed uint32, logger *slog.Logger) lastSegment {
-	buf, end, clean, err := scanLastSegment(s, seed, logger)
-	if err != nil {
-		return lastSegment{err: err}
-	}
-	return lastSegment{buf: buf[:end], end: end, clean: clean}
+	end, clean, err := scanLastSegment(s, seed, logger)
+	return lastSegment{end: end, clean: clean, err: err}
 }
 
 // openSegment opens a segment and checks its header and start record.
@@ -199,49 +194,33 @@ func openSegment(fsys FS, s *segmentFile, first bool, dataDir string, clusterID 
 	return nil
 }
 
-// scanChunk is how much of the last segment is read at a time.
-const scanChunk = 1 << 20
-
-// scanLastSegment reads the last segment up to the end of its sound records, and
-// decides whether what follows is clean (zeros), a torn write to cut off, or damage
-// (an error). It reads the file a chunk at a time and keeps only the part holding
-// records: most of a preallocated last segment is zeros, checked and dropped.
-func scanLastSegment(s *segmentFile, seed uint32, logger *slog.Logger) (buf []byte, end int64, clean bool, err error) {
-	var fileOff int64 // how much of the file buf holds
-	readMore := func() error {
-		n := min(scanChunk, s.size-fileOff)
-		if need := len(buf) + int(n); need > cap(buf) {
-			grown := make([]byte, len(buf), min(s.size, int64(max(need, 2*cap(buf)))))
-			copy(grown, buf)
-			buf = grown
-		}
-		buf = buf[:len(buf)+int(n)]
-		_, err := s.f.ReadAt(buf[fileOff:], fileOff)
-		fileOff += n
-		if err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("storage: reading WAL segment %s: %w", s.path, err)
-		}
-		return nil
-	}
+// scanLastSegment finds where the sound records of the last segment end, and decides
+// whether what follows is clean (zeros), a torn write to cut off, or damage (an
+// error). It streams the file through a window (segReader) and keeps nothing of it:
+// most of a preallocated last segment is zeros, checked and dropped.
+func scanLastSegment(s *segmentFile, seed uint32, logger *slog.Logger) (end int64, clean bool, err error) {
+	rd := newSegReader(s.f, s.path, s.size)
 	off := s.startEnd
 	var r record
 	var status recordStatus
 	for {
-		r, status = readRecord(buf, off, seed, MaxSegmentSize)
-		if status == recordOK {
-			off = r.end
-			continue
+		buf, base, err := rd.view(off, recordHeaderSize)
+		if err != nil {
+			return 0, false, err
 		}
-		// Decide only on whole data: a header or payload cut by the end of what was
-		// read so far may be whole in the file.
-		cut := status == recordTruncated || int64(len(buf))-off < recordHeaderSize
-		if cut && fileOff < s.size {
-			if err := readMore(); err != nil {
-				return nil, 0, false, err
+		r, status = parseRecord(buf, off-base, seed, MaxSegmentSize)
+		if status == recordTruncated && r.end+base <= s.size {
+			// The window cuts the record: widen it to hold the whole record.
+			if buf, base, err = rd.view(off, r.end+base-off); err != nil {
+				return 0, false, err
 			}
-			continue
 		}
-		break
+		r, status = readRecord(buf, off-base, seed, MaxSegmentSize)
+		r.end += base
+		if status != recordOK {
+			break
+		}
+		off = r.end
 	}
 	var skip int64
 	switch status {
@@ -252,40 +231,30 @@ func scanLastSegment(s *segmentFile, seed uint32, logger *slog.Logger) (buf []by
 	case recordTruncated, recordBadPayload:
 		skip = r.end
 	default:
-		return nil, 0, false, corruptf(s.path, off, "%v", status)
+		return 0, false, corruptf(s.path, off, "%v", status)
 	}
-	next, err := firstNonZero(s, buf, fileOff, skip)
+	next, err := firstNonZero(s, skip)
 	if err != nil {
-		return nil, 0, false, err
+		return 0, false, err
 	}
 	switch {
 	case next < 0 && status == recordEnd:
 		clean = true
 	case next >= 0 && status == recordEnd:
-		return nil, 0, false, corruptf(s.path, off, "no record here but data at offset %d, so it is not a write torn by a crash", next)
+		return 0, false, corruptf(s.path, off, "no record here but data at offset %d, so it is not a write torn by a crash", next)
 	case next >= 0:
-		return nil, 0, false, corruptf(s.path, off, "%v, and data follows at offset %d, so it is not a write torn by a crash", status, next)
+		return 0, false, corruptf(s.path, off, "%v, and data follows at offset %d, so it is not a write torn by a crash", status, next)
 	default:
 		logger.Warn("cutting off a torn write at the end of the WAL (a crash interrupted it; it was never reported durable)",
 			"file", s.path, "offset", off, "problem", status.String())
 	}
-	if off < int64(cap(buf))/2 {
-		// Entries alias the buffer; do not pin more than they need.
-		buf = bytes.Clone(buf[:off])
-	}
-	return buf, off, clean, nil
+	return off, clean, nil
 }
 
 // firstNonZero returns the offset of the first non-zero byte of the segment at or
-// after from, or -1 if there is none. buf holds the file's first fileOff bytes.
-func firstNonZero(s *segmentFile, buf []byte, fileOff, from int64) (int64, error) {
-	if from < fileOff {
-		if i := slices.IndexFunc(buf[from:fileOff], func(b byte) bool { return b != 0 }); i >= 0 {
-			return from + int64(i), nil
-		}
-		from = fileOff
-	}
-	chunk := make([]byte, min(scanChunk, max(s.size-from, 0)))
+// after from, or -1 if there is none.
+func firstNonZero(s *segmentFile, from int64) (int64, error) {
+	chunk := make([]byte, min(readChunk, max(s.size-from, 0)))
 	for from < s.size {
 		n := min(int64(len(chunk)), s.size-from)
 		if _, err := s.f.ReadAt(chunk[:n], from); err != nil && !errors.Is(err, io.EOF) {
@@ -299,53 +268,46 @@ func firstNonZero(s *segmentFile, buf []byte, fileOff, from int64) (int64, error
 	return -1, nil
 }
 
-// replayRecords replays a segment: its start record, then the records of buf after
-// it, up to exactly len(buf). Entries go straight into the replayed log (as entryRefs
-// into buf). verify checks the payload checksums (scanLastSegment has already
-// checked those of the last segment); decoding runs right after the check, while the
-// bytes are still in the CPU's caches.
-//
-// The segment may still be arriving: readable(n) waits until at least the first n
-// bytes of buf (n <= len(buf)) hold the file's contents and returns the prefix that
-// does; replayRecords touches nothing beyond it.
-func replayRecords(buf []byte, s *segmentFile, first bool, seed uint32, verify bool,
-	readable func(n int64) ([]byte, error), r *replay) error {
+// replaySegment replays a segment: its start record, then its records after it, up
+// to exactly end. It streams the file through a window (segReader); what it keeps of
+// an entry is where it lies (an entryRef). verify checks the payload checksums
+// (scanLastSegment has already checked those of the last segment); decoding runs
+// right after the check, while the bytes are still in the CPU's caches.
+func replaySegment(s *segmentFile, end int64, first bool, seed uint32, verify bool, r *replay) error {
 	if err := r.segmentStart(s.start, first, s.seq, location{s.path, segmentHeaderSize}); err != nil {
 		return err
 	}
-	bufID := r.addBuffer(buf)
-	size := int64(len(buf))
+	seg := uint32(len(r.segments) - 1)
+	rd := newSegReader(s.f, s.path, end)
 	off := s.startEnd
 	for {
-		view, err := readable(min(off+recordHeaderSize, size))
+		buf, base, err := rd.view(off, recordHeaderSize)
 		if err != nil {
 			return err
 		}
-		rec, status := parseRecord(view, off, seed, MaxSegmentSize)
-		if status == recordTruncated && rec.end <= size {
-			if view, err = readable(rec.end); err != nil {
+		rec, status := parseRecord(buf, off-base, seed, MaxSegmentSize)
+		if status == recordTruncated && rec.end+base <= end {
+			if buf, base, err = rd.view(off, rec.end+base-off); err != nil {
 				return err
 			}
 		}
 		if verify {
-			rec, status = readRecord(view, off, seed, MaxSegmentSize)
+			rec, status = readRecord(buf, off-base, seed, MaxSegmentSize)
 		} else {
-			rec, status = parseRecord(view, off, seed, MaxSegmentSize)
+			rec, status = parseRecord(buf, off-base, seed, MaxSegmentSize)
 		}
-		if status == recordEnd && off == size {
+		rec.end += base
+		if status == recordEnd && off == end {
 			return nil
 		}
 		if status != recordOK {
-			return corruptf(s.path, off, "%v, before the end of the segment's records at offset %d", status, size)
+			return corruptf(s.path, off, "%v, before the end of the segment's records at offset %d", status, end)
 		}
 		loc := location{s.path, off}
 		switch rec.typ {
 		case recBatch:
-			payloadOff := off + recordHeaderSize
-			hs, err := decodeBatch(rec.payload, s.version, func(e *raft.Entry, enc []byte, at int) error {
-				// Data is the tail of the entry's encoding.
-				dataOff := payloadOff + int64(at+len(enc)-len(e.Data))
-				ref := entryRef{term: e.Term, buf: bufID, dataOff: uint32(dataOff), dataLen: uint32(len(e.Data)), recOff: uint32(off), typ: e.Type}
+			hs, err := decodeBatch(rec.payload, s.version, func(e *raft.Entry, _ []byte, _ int) error {
+				ref := entryRef{term: e.Term, seg: seg, dataLen: uint32(len(e.Data)), recOff: uint32(off), typ: e.Type}
 				return r.entry(e.Index, ref, loc)
 			})
 			var ce *CorruptError

@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
@@ -17,18 +16,17 @@ type location struct {
 	offset int64
 }
 
-// entryRef is a replayed entry: its term and type, and where its Data lies in the
-// segment buffers. Replay keeps these rather than raft.Entry values because they hold
-// no pointers: while a log of millions of entries is rebuilt, the garbage collector
-// has nothing to scan in it (a raft.Entry's Data pointer into a large buffer costs
-// every collection a lookup). materialize builds the raft.Entry values once, at the
-// end, without touching the entries' bytes again.
+// entryRef is a replayed entry: its term and type, and where it lies in the WAL (its
+// batch record), 24 bytes. Replay keeps these, not the entries: the segments stream
+// through a window of bounded size (segReader), and the entries the log cache is to
+// hold are read back from the files at the end of recovery. They hold no pointers, so
+// while a log of millions of entries is rebuilt the garbage collector has nothing to
+// scan in them.
 type entryRef struct {
 	term    uint64
-	buf     uint32 // index in replay.bufs
-	dataOff uint32 // offset of the entry's Data in the buffer
-	dataLen uint32
+	seg     uint32 // index in replay.segments
 	recOff  uint32 // offset of the entry's batch record in its segment
+	dataLen uint32 // length of its Data, to size the log cache
 	typ     raft.EntryType
 }
 
@@ -40,7 +38,6 @@ type replay struct {
 	first    uint64
 	refs     []entryRef
 	runStart location
-	bufs     [][]byte // segment contents the refs point into
 	// base and baseTerm: the last installed snapshot; nothing of the log before it
 	// survives.
 	base, baseTerm uint64
@@ -70,12 +67,6 @@ func (r *replay) term(i uint64) (uint64, bool) {
 		return r.refs[i-r.first].term, true
 	}
 	return 0, false
-}
-
-// addBuffer registers a segment's contents; refs into it carry the returned number.
-func (r *replay) addBuffer(buf []byte) uint32 {
-	r.bufs = append(r.bufs, buf)
-	return uint32(len(r.bufs) - 1)
 }
 
 func (r *replay) segmentStart(s segmentStart, first bool, seq uint64, loc location) error {
@@ -190,12 +181,9 @@ func (r *replay) trim(index uint64) {
 func (r *replay) index(base uint64) logIndex {
 	var x logIndex
 	x.reset(base)
-	if len(r.bufs) != len(r.segments) {
-		panic(fmt.Sprintf("storage: replay read %d segment buffers for %d segments", len(r.bufs), len(r.segments)))
-	}
 	for i := range r.refs {
 		ref := &r.refs[i]
-		x.appendEntry(ref.term, r.segments[ref.buf].seq, int64(ref.recOff))
+		x.appendEntry(ref.term, r.segments[ref.seg].seq, int64(ref.recOff))
 	}
 	return x
 }
@@ -211,10 +199,9 @@ func (r *replay) confIndexes() []uint64 {
 	return out
 }
 
-// materializeTail builds the last entries of the log, as many as fit in maxBytes
-// (counting their encoded size), with their Data copied: the segment buffers are not
-// kept.
-func (r *replay) materializeTail(maxBytes int64) []raft.Entry {
+// tailLen returns how many of the last entries of the log fit in maxBytes, counting
+// a bound on their encoded size: those the log cache holds after recovery.
+func (r *replay) tailLen(maxBytes int64) int {
 	n, size := 0, int64(0)
 	for n < len(r.refs) {
 		ref := &r.refs[len(r.refs)-1-n]
@@ -225,17 +212,7 @@ func (r *replay) materializeTail(maxBytes int64) []raft.Entry {
 		}
 		n++
 	}
-	ents := make([]raft.Entry, n)
-	start := len(r.refs) - n
-	for i := range ents {
-		ref := &r.refs[start+i]
-		e := &ents[i]
-		e.Term, e.Index, e.Type = ref.term, r.first+uint64(start+i), ref.typ
-		if ref.dataLen > 0 {
-			e.Data = bytes.Clone(r.bufs[ref.buf][ref.dataOff : ref.dataOff+ref.dataLen])
-		}
-	}
-	return ents
+	return n
 }
 
 // chooseSnapshot picks the newest snapshot file that passes its checks and fits the

@@ -5,9 +5,19 @@
 // A data dir holds a LOCK file (flock: one node at a time), wal/ with the segments
 // (segment.go, record.go) and snap/ with the snapshot files (snapshot.go). The WAL may
 // live in a directory of its own instead (Options.WALDir, e.g. on a faster disk); it
-// then has a LOCK file too, and the data dir records where it is (walDirMarker). The log is
-// also kept in memory, so reads never touch the disk: the entries after the latest
-// snapshot, which compaction (CreateSnapshot) bounds.
+// then has a LOCK file too, and the data dir records where it is (walDirMarker).
+//
+// Memory does not grow with the log's bytes. Of the entries after the latest snapshot
+// only the newest stay in memory (the log cache, Options.LogCacheBytes); Entries reads
+// older ones back from their segment. Per entry the Storage keeps 4 bytes: the offset
+// of its batch record in the offset index (logindex.go), beside one term run per
+// change of term and one span per segment. Recovery streams each segment through a
+// window of 2 MiB (larger only while it holds one record larger than 1 MiB; the last
+// segment is scanned beside the others, so two windows at most, and 1 MiB to check
+// that the last one ends in zeros) and keeps 24 bytes per entry while it replays
+// (entryRef), dropped once Open returns; it then reads the cache's entries back from
+// the WAL. A 100 MiB log of 100 KiB entries opens with the heap at +6 MiB at its peak
+// (it was +131 to +176 MiB when segments were read whole).
 //
 // Save is durable when it returns: its records, then one fdatasync. Writes that arrive
 // together share that fdatasync (group commit): concurrent Saves, or SaveAsync calls
@@ -29,6 +39,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -302,10 +313,6 @@ func (s *Storage) recover(opts Options, began time.Time) error {
 	}
 	s.mu.log = rec.index(snap.Index)
 	s.mu.confIndexes = rec.confIndexes()
-	s.mu.cache = rec.materializeTail(s.cacheBytes)
-	for i := range s.mu.cache {
-		s.mu.cachedSize += int64(s.mu.cache[i].Size())
-	}
 
 	w := &wal{
 		fs: s.fs, dir: walDir, clusterID: s.clusterID, seed: clusterSeed(s.clusterID),
@@ -317,6 +324,9 @@ func (s *Storage) recover(opts Options, began time.Time) error {
 	w.mu.state = segmentStart{hs: rec.hs, markIndex: rec.markIndex, markTerm: rec.markTerm, base: rec.base, baseTerm: rec.baseTerm}
 	w.mu.seq, w.mu.offset = rec.lastSeq, rec.lastEnd
 	s.wal = w
+	if err := s.loadCache(rec.tailLen(s.cacheBytes)); err != nil {
+		return err
+	}
 	var tickets []uint64
 	switch {
 	case rec.lastClean:
@@ -352,6 +362,25 @@ func (s *Storage) recover(opts Options, began time.Time) error {
 	last, _ := s.LastIndex()
 	s.logger.Info("storage opened", "first_index", first, "last_index", last, "snapshot_index", snap.Index,
 		"term", rec.hs.Term, "commit", rec.hs.Commit, "segments", len(w.mu.segments), "took", time.Since(began))
+	return nil
+}
+
+// loadCache reads the last n entries of the recovered log back from the WAL into the
+// cache: recovery keeps only where each entry lies (see replaySegment).
+func (s *Storage) loadCache(n int) error {
+	if n == 0 {
+		return nil
+	}
+	last := s.mu.log.last
+	lo := last + 1 - uint64(n)
+	ents, size, err := s.readEntries(lo, s.mu.log.locate(lo, last+1), math.MaxUint64)
+	if err != nil {
+		return err
+	}
+	if len(ents) != n {
+		return fmt.Errorf("storage: read %d entries back from the WAL into the log cache, want %d", len(ents), n)
+	}
+	s.mu.cache, s.mu.cachedSize = ents, int64(size)
 	return nil
 }
 
@@ -439,9 +468,15 @@ func (s *Storage) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 		s.mu.RUnlock()
 		return ents[:len(ents):len(ents)], nil
 	}
-	locs := s.mu.log.locate(lo, min(hi, cacheFirst))
+	// Locate no more entries than maxBytes can let through: raft may ask for a long
+	// range with a small maxBytes, and each location costs memory.
+	end := min(hi, cacheFirst)
+	if n := maxBytes/minEntrySize + 1; n < end-lo {
+		end = lo + n
+	}
+	locs := s.mu.log.locate(lo, end)
 	var cached []raft.Entry
-	if hi > cacheFirst {
+	if hi > cacheFirst && end == cacheFirst {
 		cached = s.mu.cache[: hi-cacheFirst : hi-cacheFirst]
 	}
 	s.mu.RUnlock()
@@ -470,6 +505,10 @@ func (s *Storage) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 	}
 	return ents, nil
 }
+
+// minEntrySize is the smallest encoded size of an entry (raft.Entry.Size): the format
+// byte, the type, and a byte each for the term, index and data length.
+const minEntrySize = 5
 
 // limitSize returns the longest prefix of ents, at least one entry, whose encoded
 // size is at most maxBytes.
