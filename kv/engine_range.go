@@ -107,10 +107,7 @@ func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, 
 			resp.Count = counted.count
 			return resp, nil
 		}
-		err := engineAscend(db, lower, upper, rev, func([]byte, int64, *versionRecord) bool {
-			resp.Count++
-			return true
-		})
+		resp.Count, err = countAscend(db, lower, upper, rev)
 		if err != nil {
 			return nil, engineReadFailed("a range count", err)
 		}
@@ -121,6 +118,7 @@ func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, 
 	var entries []rangeEntry
 	var total, size, copied int64
 	var afterLimit []byte // the bound after the Limit-th key, where the next page starts
+	var countFrom []byte  // where the keys left to count start, if the walk stopped to count them
 	over := false
 	err = engineAscend(db, lower, upper, rev, func(prefix []byte, modRev int64, rec *versionRecord) bool {
 		total++
@@ -128,8 +126,14 @@ func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, 
 			// the lower bound of the key and a 0 byte (rangeBounds), escaped
 			afterLimit = append(append(afterLimit[:0], prefix[:len(prefix)-2]...), 0x00, 0xff)
 		}
+		sized := inIndexOrder && (r.Limit <= 0 || total <= r.Limit)
+		if !sized && limit > 0 && int64(len(entries)) >= limit {
+			// Only counted from here on: by a walk of the keys alone.
+			countFrom = prefixEnd(prefix)
+			return false
+		}
 		e := rangeEntry{kv: rec.keyValue(unescapeKey(prefix), modRev, false), valueLen: uint32(len(rec.value))}
-		if inIndexOrder && (r.Limit <= 0 || total <= r.Limit) {
+		if sized {
 			size += e.size(r.KeysOnly)
 			over = over || budget.wouldExceed(size)
 		}
@@ -151,6 +155,12 @@ func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, 
 	}
 	if counted.known {
 		total = counted.count
+	} else if countFrom != nil {
+		n, err := countAscend(db, countFrom, upper, rev)
+		if err != nil {
+			return nil, engineReadFailed("a range count", err)
+		}
+		total += n
 	}
 	if afterLimit != nil && total > r.Limit {
 		counts.remember(rev, afterLimit, upper, total-r.Limit, &counted)

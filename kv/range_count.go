@@ -2,6 +2,8 @@ package kv
 
 import (
 	"bytes"
+	"encoding/binary"
+	"fmt"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -195,4 +197,50 @@ func countsOf(db pebble.Reader) *countRead {
 		return v.counts
 	}
 	return nil
+}
+
+// countAscend counts the keys of [lower, upper) that exist at rev, as
+// engineAscend would find them, without decoding their records or handing them
+// out: a walk of the keys only, a key's older versions stepped over or skipped
+// with one seek.
+func countAscend(r pebble.Reader, lower, upper []byte, rev int64) (int64, error) {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	var n int64
+	var prefix, seek []byte
+	valid := it.First()
+	for valid {
+		p, modRev, _ := splitVersionKey(it.Key())
+		prefix = append(prefix[:0], p...)
+		if modRev > rev {
+			seek = append(append(seek[:0], prefix...), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+			binary.BigEndian.PutUint64(seek[len(prefix):], ^uint64(rev))
+			if valid = it.SeekGE(seek); !valid || !bytes.HasPrefix(it.Key(), prefix) {
+				continue
+			}
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return 0, err
+		}
+		switch {
+		case len(v) > 1 && v[0] == recordPut:
+			n++
+		case len(v) == 1 && v[0] == recordTombstone:
+		default:
+			return 0, fmt.Errorf("%w: version record %x = %x", ErrCorruptEngine, it.Key(), v)
+		}
+		valid = it.Next()
+		for i := 0; valid && bytes.HasPrefix(it.Key(), prefix); i++ {
+			if i == engineScanNexts {
+				valid = it.SeekGE(prefixEnd(prefix))
+				break
+			}
+			valid = it.Next()
+		}
+	}
+	return n, it.Error()
 }
