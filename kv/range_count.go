@@ -193,8 +193,8 @@ func (cr *countRead) remember(rev int64, pos, upper []byte, count int64, from *c
 // countsOf is the count cache of the reads on db: a Store's view (iterView)
 // carries its state's; a write's batch and an engine read directly have none.
 func countsOf(db pebble.Reader) *countRead {
-	if v, ok := db.(*iterView); ok {
-		return v.counts
+	if v, ok := db.(*iterView); ok && v.counts.c != nil {
+		return &v.counts
 	}
 	return nil
 }

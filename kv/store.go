@@ -455,7 +455,7 @@ func (s *Store) beginRead(check func(st *state) error) (*storeRead, error) {
 		return nil, err
 	}
 	s.reads.Add(1)
-	view := &iterView{base: base, counts: &countRead{c: &s.rangeCounts, st: st}}
+	view := &iterView{base: base, counts: countRead{c: &s.rangeCounts, st: st}}
 	return &storeRead{engineRead: engineRead{r: view, rev: st.e.rev, compactRev: st.e.compactRev}, s: s, e: st.e, view: view}, nil
 }
 
@@ -478,7 +478,7 @@ func readResult[T any](rd *storeRead, resp *T, err error) (*T, error) {
 type iterView struct {
 	base *pebble.Iterator
 	// counts is the range count cache of the view's state (range_count.go).
-	counts *countRead
+	counts countRead
 }
 
 func (v *iterView) NewIter(o *pebble.IterOptions) (*pebble.Iterator, error) {
