@@ -91,25 +91,49 @@ func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, 
 	}
 	resp := &RangeResponse{Header: ResponseHeader{Revision: curRev}}
 	lower, upper := rangeBounds(r.Key, r.RangeEnd)
+	// The count of [lower, upper) from the count cache (range_count.go), for a
+	// range that need not walk all its keys otherwise: a count, or a page.
+	counts := countsOf(db)
+	limit := rangeLimit(r)
+	var counted countedRange
+	if r.CountOnly || limit > 0 {
+		maxSkip := max(rangeCountMinSkip, 2*r.Limit)
+		if counted, err = counts.countFromCache(db, rev, lower, upper, maxSkip); err != nil {
+			return nil, engineReadFailed("a range count", err)
+		}
+	}
 	if r.CountOnly {
-		err := engineAscend(db, lower, upper, rev, func([]byte, int64, *versionRecord) bool {
-			resp.Count++
-			return true
-		})
+		if counted.known {
+			resp.Count = counted.count
+			return resp, nil
+		}
+		resp.Count, err = countAscend(db, lower, upper, rev)
 		if err != nil {
 			return nil, engineReadFailed("a range count", err)
 		}
+		counts.remember(rev, lower, upper, resp.Count, &counted)
 		return resp, nil
 	}
 	inIndexOrder := !hasRevisionFilters(r) && r.SortTarget == SortByKey && r.SortOrder != SortDescend
-	limit := rangeLimit(r)
 	var entries []rangeEntry
 	var total, size, copied int64
+	var afterLimit []byte // the bound after the Limit-th key, where the next page starts
+	var countFrom []byte  // where the keys left to count start, if the walk stopped to count them
 	over := false
 	err = engineAscend(db, lower, upper, rev, func(prefix []byte, modRev int64, rec *versionRecord) bool {
 		total++
+		if limit > 0 && total == r.Limit && counts != nil {
+			// the lower bound of the key and a 0 byte (rangeBounds), escaped
+			afterLimit = append(append(afterLimit[:0], prefix[:len(prefix)-2]...), 0x00, 0xff)
+		}
+		sized := inIndexOrder && (r.Limit <= 0 || total <= r.Limit)
+		if !sized && limit > 0 && int64(len(entries)) >= limit {
+			// Only counted from here on: by a walk of the keys alone.
+			countFrom = prefixEnd(prefix)
+			return false
+		}
 		e := rangeEntry{kv: rec.keyValue(unescapeKey(prefix), modRev, false), valueLen: uint32(len(rec.value))}
-		if inIndexOrder && (r.Limit <= 0 || total <= r.Limit) {
+		if sized {
 			size += e.size(r.KeysOnly)
 			over = over || budget.wouldExceed(size)
 		}
@@ -120,13 +144,26 @@ func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, 
 			}
 			entries = append(entries, e)
 		}
-		return true
+		// With the count known, the walk ends with the keys the page needs.
+		return !counted.known || int64(len(entries)) < limit
 	})
 	if err != nil {
 		return nil, engineReadFailed("a range", err)
 	}
 	if over {
 		return nil, &ResponseTooLargeError{Bytes: budget.used + size, Limit: budget.limit}
+	}
+	if counted.known {
+		total = counted.count
+	} else if countFrom != nil {
+		n, err := countAscend(db, countFrom, upper, rev)
+		if err != nil {
+			return nil, engineReadFailed("a range count", err)
+		}
+		total += n
+	}
+	if afterLimit != nil && total > r.Limit {
+		counts.remember(rev, afterLimit, upper, total-r.Limit, &counted)
 	}
 	var readErr error
 	resp, err = finishRange(resp, entries, total, r, budget, func(e *rangeEntry) []byte {

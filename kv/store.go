@@ -23,7 +23,9 @@ type Store struct {
 	reads sync.WaitGroup
 	// rangeCache answers point reads from memory (range_cache.go).
 	rangeCache rangeCache
-	mu         struct {
+	// rangeCounts answers the counts of paged ranges (range_count.go).
+	rangeCounts rangeCounts
+	mu          struct {
 		sync.RWMutex
 		st *state
 		// closed is set by Close, after which reads fail.
@@ -453,7 +455,7 @@ func (s *Store) beginRead(check func(st *state) error) (*storeRead, error) {
 		return nil, err
 	}
 	s.reads.Add(1)
-	view := &iterView{base: base}
+	view := &iterView{base: base, counts: countRead{c: &s.rangeCounts, st: st}}
 	return &storeRead{engineRead: engineRead{r: view, rev: st.e.rev, compactRev: st.e.compactRev}, s: s, e: st.e, view: view}, nil
 }
 
@@ -473,7 +475,11 @@ func readResult[T any](rd *storeRead, resp *T, err error) (*T, error) {
 
 // iterView is a pebble.Reader over the point-in-time view of one iterator: each
 // NewIter is a clone of it, over the same data.
-type iterView struct{ base *pebble.Iterator }
+type iterView struct {
+	base *pebble.Iterator
+	// counts is the range count cache of the view's state (range_count.go).
+	counts countRead
+}
 
 func (v *iterView) NewIter(o *pebble.IterOptions) (*pebble.Iterator, error) {
 	return v.base.Clone(pebble.CloneOptions{IterOptions: o})

@@ -1,0 +1,246 @@
+package kv
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// The count cache makes a paged read of a range linear. A range with a limit
+// returns etcd's count, every key of [key, end) at the read revision, which the
+// engine has no index to answer but a walk of those keys: a client reading N keys
+// back in pages of L, each page from the key after the last, would walk N²/2L
+// keys, the whole rest of the range again at every page (issue 13: at 1 GiB under
+// a 512 MiB memory cap, every page re-read the rest from disk and the read-back
+// timed out).
+//
+// An entry remembers, for one state, one read revision and one range end, that
+// the range [pos, end) held count keys. The live set at a read revision no
+// earlier than the compacted one never changes (a write makes a new revision, a
+// compaction drops only what no such read sees), so a later range [key, end) at
+// that revision, with pos <= key, holds count minus the keys of [pos, key): a
+// walk of what lies between, nothing when key is pos. A page answered walks its
+// own keys and stops; its entry moves to the key after its last one, where the
+// next page starts. A restore or an import replaces the Store's state, and the
+// first use of the cache under another state empties it, as the range cache
+// does (range_cache.go). What the cache holds changes no answer, only how fast
+// one comes.
+//
+// Its memory is bounded: rangeCountEntries entries, each with at most
+// rangeCountMaxKeyBytes of keys; the least recently used goes first.
+
+const (
+	// rangeCountEntries bounds the entries: one per range being paged through
+	// at one revision.
+	rangeCountEntries = 64
+	// rangeCountMaxKeyBytes bounds an entry's position and end together.
+	rangeCountMaxKeyBytes = 4 << 10
+	// rangeCountMinSkip is the fewest keys a range may walk from an entry's
+	// position to its own start before giving up on the entry for a full walk
+	// (twice its limit, if more): at worst a page costs that much more.
+	rangeCountMinSkip = 1024
+)
+
+// rangeCounts is the cache of range counts. The zero value is empty and ready;
+// it is safe for concurrent use.
+type rangeCounts struct {
+	mu sync.Mutex
+	// of is the state the counts were read from.
+	of      *state
+	entries []rangeCountEntry
+	// clock orders the entries' uses.
+	clock uint64
+}
+
+// rangeCountEntry: at revision rev, [pos, end) holds count keys. pos and end
+// are engine bounds (rangeBounds); a nil end is no end.
+type rangeCountEntry struct {
+	rev      int64
+	pos, end []byte
+	count    int64
+	used     uint64
+}
+
+// countRead is one read's handle on the cache: the cache and the state the
+// read's view was taken from. A nil *countRead caches nothing.
+type countRead struct {
+	c  *rangeCounts
+	st *state
+}
+
+// lookup returns the entry of st at rev for ranges ending at end that starts
+// closest at or before lower, and its slot; ok is false if there is none.
+func (c *rangeCounts) lookup(st *state, rev int64, lower, end []byte) (e rangeCountEntry, slot int, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.of != st {
+		c.of, c.entries = st, nil
+		return rangeCountEntry{}, -1, false
+	}
+	slot = -1
+	for i := range c.entries {
+		x := &c.entries[i]
+		if x.rev != rev || !bytes.Equal(x.end, end) || bytes.Compare(x.pos, lower) > 0 {
+			continue
+		}
+		if slot < 0 || bytes.Compare(x.pos, c.entries[slot].pos) > 0 {
+			slot = i
+		}
+	}
+	if slot < 0 {
+		return rangeCountEntry{}, -1, false
+	}
+	c.clock++
+	c.entries[slot].used = c.clock
+	return c.entries[slot], slot, true
+}
+
+// store records that [pos, end) holds count keys at rev in st, in place of the
+// entry in slot (the one the read started from, if it still holds what lookup
+// returned as from; -1 if none) or else of the least recently used one.
+func (c *rangeCounts) store(st *state, rev int64, pos, end []byte, count int64, slot int, from *rangeCountEntry) {
+	if len(pos)+len(end) > rangeCountMaxKeyBytes {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.of != st {
+		return
+	}
+	c.clock++
+	e := rangeCountEntry{rev: rev, pos: pos, end: end, count: count, used: c.clock}
+	for i := range c.entries {
+		x := &c.entries[i]
+		if x.rev == rev && bytes.Equal(x.end, end) && bytes.Equal(x.pos, pos) {
+			*x = e // the same count: a page read twice
+			return
+		}
+	}
+	if slot >= 0 && slot < len(c.entries) && from != nil {
+		x := &c.entries[slot]
+		if x.rev == from.rev && x.count == from.count && bytes.Equal(x.pos, from.pos) && bytes.Equal(x.end, from.end) {
+			*x = e
+			return
+		}
+	}
+	if len(c.entries) < rangeCountEntries {
+		c.entries = append(c.entries, e)
+		return
+	}
+	oldest := 0
+	for i := range c.entries {
+		if c.entries[i].used < c.entries[oldest].used {
+			oldest = i
+		}
+	}
+	c.entries[oldest] = e
+}
+
+// countedRange is what a range learned from the cache.
+type countedRange struct {
+	// known: [lower, upper) holds count keys.
+	known bool
+	count int64
+	from  rangeCountEntry
+	slot  int
+}
+
+// countFromCache looks up the count of [lower, upper) at rev, walking at most
+// maxSkip keys from the entry's position to lower.
+func (cr *countRead) countFromCache(db pebble.Reader, rev int64, lower, upper []byte, maxSkip int64) (countedRange, error) {
+	if cr == nil {
+		return countedRange{slot: -1}, nil
+	}
+	e, slot, ok := cr.c.lookup(cr.st, rev, lower, upper)
+	if !ok {
+		return countedRange{slot: -1}, nil
+	}
+	res := countedRange{from: e, slot: slot}
+	var skipped int64
+	if !bytes.Equal(e.pos, lower) {
+		over := false
+		err := engineAscend(db, e.pos, lower, rev, func([]byte, int64, *versionRecord) bool {
+			skipped++
+			over = skipped > maxSkip
+			return !over
+		})
+		if err != nil || over {
+			return res, err
+		}
+	}
+	if skipped > e.count {
+		return res, nil // cannot be: the entry is wrong; walk
+	}
+	res.known, res.count = true, e.count-skipped
+	return res, nil
+}
+
+// remember records that [pos, upper) holds count keys at rev.
+func (cr *countRead) remember(rev int64, pos, upper []byte, count int64, from *countedRange) {
+	if cr == nil {
+		return
+	}
+	slot, fromEntry := -1, (*rangeCountEntry)(nil)
+	if from != nil && from.slot >= 0 {
+		slot, fromEntry = from.slot, &from.from
+	}
+	cr.c.store(cr.st, rev, bytes.Clone(pos), bytes.Clone(upper), count, slot, fromEntry)
+}
+
+// countsOf is the count cache of the reads on db: a Store's view (iterView)
+// carries its state's; a write's batch and an engine read directly have none.
+func countsOf(db pebble.Reader) *countRead {
+	if v, ok := db.(*iterView); ok && v.counts.c != nil {
+		return &v.counts
+	}
+	return nil
+}
+
+// countAscend counts the keys of [lower, upper) that exist at rev, as
+// engineAscend would find them, without decoding their records or handing them
+// out: a walk of the keys only, a key's older versions stepped over or skipped
+// with one seek.
+func countAscend(r pebble.Reader, lower, upper []byte, rev int64) (int64, error) {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	var n int64
+	var prefix, seek []byte
+	valid := it.First()
+	for valid {
+		p, modRev, _ := splitVersionKey(it.Key())
+		prefix = append(prefix[:0], p...)
+		if modRev > rev {
+			seek = append(append(seek[:0], prefix...), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+			binary.BigEndian.PutUint64(seek[len(prefix):], ^uint64(rev))
+			if valid = it.SeekGE(seek); !valid || !bytes.HasPrefix(it.Key(), prefix) {
+				continue
+			}
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return 0, err
+		}
+		switch {
+		case len(v) > 1 && v[0] == recordPut:
+			n++
+		case len(v) == 1 && v[0] == recordTombstone:
+		default:
+			return 0, fmt.Errorf("%w: version record %x = %x", ErrCorruptEngine, it.Key(), v)
+		}
+		valid = it.Next()
+		for i := 0; valid && bytes.HasPrefix(it.Key(), prefix); i++ {
+			if i == engineScanNexts {
+				valid = it.SeekGE(prefixEnd(prefix))
+				break
+			}
+			valid = it.Next()
+		}
+	}
+	return n, it.Error()
+}
