@@ -42,9 +42,10 @@
 // 65,536 keys, about 10 MiB, so that most puts need no seek), the range cache
 // (range_cache.go: versions read lately, with their values, at most 4 MiB, so
 // that a point read of a key whose newest version newestCache names needs no
-// seek either), and the session,
-// proposal and auth tables, each bounded by Config. Nothing grows with the
-// number of keys or revisions.
+// seek either), the count cache (range_count.go: 64 recent range counts, keys of
+// at most 4 KiB each, so that a range read back in pages is walked once, not once
+// per page), and the session, proposal and auth tables, each bounded by Config.
+// Nothing grows with the number of keys or revisions.
 //
 // Two tables make repeated commands harmless. Client sessions (session.go) give a
 // client that numbers its requests exactly-once writes. The proposal table
