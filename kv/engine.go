@@ -854,8 +854,7 @@ func engineAscend(r pebble.Reader, lower, upper []byte, rev int64, fn func(prefi
 		prefix = append(prefix[:0], p...)
 		if modRev > rev {
 			// Newer than the read: seek to the newest version at or below rev.
-			seek = append(append(seek[:0], prefix...), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-			binary.BigEndian.PutUint64(seek[len(prefix):], ^uint64(rev))
+			seek = prefixSeekKey(seek[:0], prefix, rev)
 			if valid = it.SeekGE(seek); !valid || !bytes.HasPrefix(it.Key(), prefix) {
 				continue
 			}
@@ -964,8 +963,7 @@ func (w *engineWrite) compact(rev int64) error {
 		prefix = append(prefix[:0], p...)
 		first = append(first[:0], it.Key()...)
 		end := prefixEnd(prefix)
-		seek = append(append(seek[:0], prefix...), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-		binary.BigEndian.PutUint64(seek[len(prefix):], ^uint64(rev))
+		seek = prefixSeekKey(seek[:0], prefix, rev)
 		if it.SeekGE(seek) && bytes.HasPrefix(it.Key(), prefix) {
 			rec, err := decodeVersionRecord(it.Value())
 			if err != nil {

@@ -105,6 +105,14 @@ func versionSeekKey(dst, key []byte, rev int64) []byte {
 	return versionKey(dst, key, rev, 1<<32-1)
 }
 
+// prefixSeekKey appends to dst the seek key of the newest version at or below
+// rev of the key whose version prefix is prefix (versionSeekKey from a prefix).
+func prefixSeekKey(dst, prefix []byte, rev int64) []byte {
+	dst = append(append(dst, prefix...), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+	binary.BigEndian.PutUint64(dst[len(dst)-engineRevSuffixLen:], ^uint64(rev))
+	return dst
+}
+
 // prefixEnd returns the least key above every key with the prefix p: p's
 // terminator 0x00 0x01 becomes 0x00 0x02, which no escaped key continues.
 func prefixEnd(p []byte) []byte {

@@ -2,7 +2,6 @@ package kv
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"sync"
 
@@ -216,8 +215,7 @@ func countAscend(r pebble.Reader, lower, upper []byte, rev int64) (int64, error)
 		p, modRev, _ := splitVersionKey(it.Key())
 		prefix = append(prefix[:0], p...)
 		if modRev > rev {
-			seek = append(append(seek[:0], prefix...), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-			binary.BigEndian.PutUint64(seek[len(prefix):], ^uint64(rev))
+			seek = prefixSeekKey(seek[:0], prefix, rev)
 			if valid = it.SeekGE(seek); !valid || !bytes.HasPrefix(it.Key(), prefix) {
 				continue
 			}
