@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"raftkv/storage"
 )
 
 // --force-new-cluster, etcd's disaster recovery: a member restarted with it becomes
@@ -65,17 +67,8 @@ func readMembership(dataDir string) (*membership, error) {
 	return m, nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+// syncDir makes dir's entries durable (storage's operating-system FS).
+func syncDir(dir string) error { return storage.NewOSFS().SyncDir(dir) }
 
 // useMembership makes m the member's cluster: its id, and its voters as the peers.
 // It returns the voters.
