@@ -90,7 +90,13 @@ func TestEngineRestoreIngestsTables(t *testing.T) {
 // countRecords counts the records of db.
 func countRecords(t *testing.T, db *pebble.DB) int {
 	t.Helper()
-	it, err := db.NewIter(nil)
+	return countRecordsIn(t, db, nil)
+}
+
+// countRecordsIn counts the records of db within opts' bounds.
+func countRecordsIn(t testing.TB, db *pebble.DB, opts *pebble.IterOptions) int {
+	t.Helper()
+	it, err := db.NewIter(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -977,14 +977,5 @@ func TestEngineProposalsSurviveReopen(t *testing.T) {
 
 // countVersionRecords counts the version records in e.
 func countVersionRecords(t testing.TB, e *engine) int {
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte{engineVersionPrefix}, UpperBound: []byte{engineVersionPrefix + 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer it.Close()
-	n := 0
-	for valid := it.First(); valid; valid = it.Next() {
-		n++
-	}
-	return n
+	return countRecordsIn(t, e.db, &pebble.IterOptions{LowerBound: []byte{engineVersionPrefix}, UpperBound: []byte{engineVersionPrefix + 1}})
 }
