@@ -218,6 +218,25 @@ const (
 	// engineMemTables is how many memtables pebble may hold (one filling, one
 	// being flushed) before it stops writes.
 	engineMemTables = 2
+	// engineL0CompactionThreshold lets L0 grow to 8 sublevels (pebble compacts
+	// L0 once twice its sublevels reach the threshold) before it is compacted
+	// into the base level; pebble's default, 4, compacts at 2. Every local
+	// snapshot (compactLog) flushes a memtable, so under steady puts L0 gains a
+	// small table every --snapshot-count entries, each overlapping the last;
+	// while the data is below the base level's target (64 MiB) the base level is
+	// the bottom one, and each compaction rewrote all of it. Measured (bench
+	// put-1000c, 3 members, 2 CPUs, 1000 keys): with the default, compactions
+	// and flushes took 1.0 of a follower's 1.9 CPU seconds; member CPU per put
+	// 72 → 63 µs and p99 146 → 124 ms at 16; put-100c p99 26.9 → 17.4 ms.
+	// Point reads pay little for the extra sublevels: each table's bloom filter
+	// answers for a key it lacks (get-ser-100c within noise).
+	engineL0CompactionThreshold = 16
+	// engineL0StopWritesThreshold is the sublevel count at which pebble stops
+	// writes until compactions catch up: pebble requires it to be at least the
+	// compaction threshold. 64 sublevels is 8 times the compaction trigger, a
+	// backlog only a compaction that cannot keep up (a slow or failing disk)
+	// reaches.
+	engineL0StopWritesThreshold = 64
 	// engineFormat is the layout version written in the meta records.
 	engineFormat = 1
 )
@@ -303,6 +322,8 @@ func openEngineMode(dir string, cfg engineConfig, forRestore bool) (*engine, err
 		Cache:                       cache,
 		MemTableSize:                uint64(cfg.MemTableBytes),
 		MemTableStopWritesThreshold: engineMemTables,
+		L0CompactionThreshold:       engineL0CompactionThreshold,
+		L0StopWritesThreshold:       engineL0StopWritesThreshold,
 		DisableWAL:                  true,
 		FS:                          cfg.FS,
 		Logger:                      quietLogger{},
