@@ -23,7 +23,12 @@ import (
 // that revision, with pos <= key, holds count minus the keys of [pos, key): a
 // walk of what lies between, nothing when key is pos. A page answered walks its
 // own keys and stops; its entry moves to the key after its last one, where the
-// next page starts. A restore or an import replaces the Store's state, and the
+// next page starts. A page read at another revision (each page of an unpinned
+// read while writes go on reads at the newest) carries the nearest entry there
+// through the history: the keys that the changes between the two revisions
+// touch, each read at both, add or remove one each (countAcross), while both
+// revisions are readable and at most as many changes as a page may skip lie
+// between them. A restore or an import replaces the Store's state, and the
 // first use of the cache under another state empties it, as the range cache
 // does (range_cache.go). What the cache holds changes no answer, only how fast
 // one comes.
@@ -70,9 +75,10 @@ type countRead struct {
 	st *state
 }
 
-// lookup returns the entry of st at rev for ranges ending at end that starts
-// closest at or before lower, and its slot; ok is false if there is none.
-func (c *rangeCounts) lookup(st *state, rev int64, lower, end []byte) (e rangeCountEntry, slot int, ok bool) {
+// lookup returns the entry of st for ranges ending at end that starts closest
+// at or before lower, at rev or else at the readable revision (compactRev or
+// later) nearest it, and its slot; ok is false if there is none.
+func (c *rangeCounts) lookup(st *state, rev, compactRev int64, lower, end []byte) (e rangeCountEntry, slot int, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.of != st {
@@ -80,12 +86,18 @@ func (c *rangeCounts) lookup(st *state, rev int64, lower, end []byte) (e rangeCo
 		return rangeCountEntry{}, -1, false
 	}
 	slot = -1
+	distance := func(x *rangeCountEntry) int64 { return max(x.rev-rev, rev-x.rev) }
 	for i := range c.entries {
 		x := &c.entries[i]
-		if x.rev != rev || !bytes.Equal(x.end, end) || bytes.Compare(x.pos, lower) > 0 {
+		if x.rev < compactRev || !bytes.Equal(x.end, end) || bytes.Compare(x.pos, lower) > 0 {
 			continue
 		}
-		if slot < 0 || bytes.Compare(x.pos, c.entries[slot].pos) > 0 {
+		if slot < 0 {
+			slot = i
+			continue
+		}
+		best := &c.entries[slot]
+		if d, bd := distance(x), distance(best); d < bd || (d == bd && bytes.Compare(x.pos, best.pos) > 0) {
 			slot = i
 		}
 	}
@@ -148,16 +160,25 @@ type countedRange struct {
 }
 
 // countFromCache looks up the count of [lower, upper) at rev, walking at most
-// maxSkip keys from the entry's position to lower.
-func (cr *countRead) countFromCache(db pebble.Reader, rev int64, lower, upper []byte, maxSkip int64) (countedRange, error) {
+// maxSkip keys from the entry's position to lower; an entry at another
+// revision, no older than compactRev, is first carried to rev through at most
+// maxSkip changes of the history (countAcross).
+func (cr *countRead) countFromCache(db pebble.Reader, rev, compactRev int64, lower, upper []byte, maxSkip int64) (countedRange, error) {
 	if cr == nil {
 		return countedRange{slot: -1}, nil
 	}
-	e, slot, ok := cr.c.lookup(cr.st, rev, lower, upper)
+	e, slot, ok := cr.c.lookup(cr.st, rev, compactRev, lower, upper)
 	if !ok {
 		return countedRange{slot: -1}, nil
 	}
 	res := countedRange{from: e, slot: slot}
+	if e.rev != rev {
+		delta, ok, err := countAcross(db, e.rev, rev, e.pos, upper, maxSkip)
+		if err != nil || !ok {
+			return res, err
+		}
+		e.count += delta
+	}
 	var skipped int64
 	if !bytes.Equal(e.pos, lower) {
 		over := false
@@ -196,6 +217,55 @@ func countsOf(db pebble.Reader) *countRead {
 		return &v.counts
 	}
 	return nil
+}
+
+// countAcross returns how many more keys [pos, end) holds at rev than at from
+// (fewer if negative), both revisions readable: the keys that the history's
+// changes between them touch, each read at both. ok is false, with no answer,
+// if more than maxChanges changes lie between them: a walk is as cheap then.
+func countAcross(db pebble.Reader, from, rev int64, pos, end []byte, maxChanges int64) (delta int64, ok bool, err error) {
+	lo, hi := min(from, rev), max(from, rev)
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: changeKey(lo+1, 0), UpperBound: changeKey(hi+1, 0)})
+	if err != nil {
+		return 0, false, err
+	}
+	touched := map[string]struct{}{}
+	var n int64
+	var prefix []byte
+	for valid := it.First(); valid; valid = it.Next() {
+		if n++; n > maxChanges {
+			return 0, false, it.Close()
+		}
+		k, v := it.Key(), it.Value()
+		if len(k) != 13 || len(v) < 1 || (v[0] != recordPut && v[0] != recordTombstone) {
+			_ = it.Close()
+			return 0, false, fmt.Errorf("%w: change record %x = %x", ErrCorruptEngine, k, v)
+		}
+		prefix = versionPrefix(prefix, v[1:])
+		if bytes.Compare(prefix, pos) >= 0 && (end == nil || bytes.Compare(prefix, end) < 0) {
+			touched[string(v[1:])] = struct{}{}
+		}
+	}
+	if err := it.Close(); err != nil {
+		return 0, false, err
+	}
+	for key := range touched {
+		_, before, err := engineGet(db, []byte(key), from, false)
+		if err != nil {
+			return 0, false, err
+		}
+		_, after, err := engineGet(db, []byte(key), rev, false)
+		if err != nil {
+			return 0, false, err
+		}
+		switch {
+		case after && !before:
+			delta++
+		case before && !after:
+			delta--
+		}
+	}
+	return delta, true, nil
 }
 
 // countAscend counts the keys of [lower, upper) that exist at rev, as
