@@ -46,6 +46,9 @@ const (
 	// position to its own start before giving up on the entry for a full walk
 	// (twice its limit, if more): at worst a page costs that much more.
 	rangeCountMinSkip = 1024
+	// rangeCountMaxChanges bounds the history's changes a count is carried
+	// through to another revision, and so the keys countAcross holds.
+	rangeCountMaxChanges = 4096
 )
 
 // rangeCounts is the cache of range counts. The zero value is empty and ready;
@@ -162,7 +165,7 @@ type countedRange struct {
 // countFromCache looks up the count of [lower, upper) at rev, walking at most
 // maxSkip keys from the entry's position to lower; an entry at another
 // revision, no older than compactRev, is first carried to rev through at most
-// maxSkip changes of the history (countAcross).
+// maxSkip (and rangeCountMaxChanges) changes of the history (countAcross).
 func (cr *countRead) countFromCache(db pebble.Reader, rev, compactRev int64, lower, upper []byte, maxSkip int64) (countedRange, error) {
 	if cr == nil {
 		return countedRange{slot: -1}, nil
@@ -173,7 +176,7 @@ func (cr *countRead) countFromCache(db pebble.Reader, rev, compactRev int64, low
 	}
 	res := countedRange{from: e, slot: slot}
 	if e.rev != rev {
-		delta, ok, err := countAcross(db, e.rev, rev, e.pos, upper, maxSkip)
+		delta, ok, err := countAcross(db, e.rev, rev, e.pos, upper, min(maxSkip, rangeCountMaxChanges))
 		if err != nil || !ok {
 			return res, err
 		}
