@@ -98,7 +98,7 @@ func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, 
 	var counted countedRange
 	if r.CountOnly || limit > 0 {
 		maxSkip := max(rangeCountMinSkip, 2*r.Limit)
-		if counted, err = counts.countFromCache(db, rev, compactRev, lower, upper, maxSkip); err != nil {
+		if counted, err = counts.countFromCache(db, rev, curRev, compactRev, lower, upper, maxSkip); err != nil {
 			return nil, engineReadFailed("a range count", err)
 		}
 	}

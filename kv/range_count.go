@@ -47,8 +47,10 @@ const (
 	// (twice its limit, if more): at worst a page costs that much more.
 	rangeCountMinSkip = 1024
 	// rangeCountMaxChanges bounds the history's changes a count is carried
-	// through to another revision, and so the keys countAcross holds.
-	rangeCountMaxChanges = 4096
+	// through to another revision, and rangeCountMaxTouchedBytes the bytes of
+	// the keys countAcross holds meanwhile.
+	rangeCountMaxChanges      = 4096
+	rangeCountMaxTouchedBytes = 1 << 20
 )
 
 // rangeCounts is the cache of range counts. The zero value is empty and ready;
@@ -79,9 +81,11 @@ type countRead struct {
 }
 
 // lookup returns the entry of st for ranges ending at end that starts closest
-// at or before lower, at rev or else at the readable revision (compactRev or
-// later) nearest it, and its slot; ok is false if there is none.
-func (c *rangeCounts) lookup(st *state, rev, compactRev int64, lower, end []byte) (e rangeCountEntry, slot int, ok bool) {
+// at or before lower, at rev or else at the revision nearest it that the read
+// can carry a count from: no older than compactRev, and no newer than curRev,
+// the read's own view (whose history holds no later change); and its slot. ok
+// is false if there is none.
+func (c *rangeCounts) lookup(st *state, rev, curRev, compactRev int64, lower, end []byte) (e rangeCountEntry, slot int, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.of != st {
@@ -92,7 +96,7 @@ func (c *rangeCounts) lookup(st *state, rev, compactRev int64, lower, end []byte
 	distance := func(x *rangeCountEntry) int64 { return max(x.rev-rev, rev-x.rev) }
 	for i := range c.entries {
 		x := &c.entries[i]
-		if x.rev < compactRev || !bytes.Equal(x.end, end) || bytes.Compare(x.pos, lower) > 0 {
+		if x.rev < compactRev || x.rev > curRev || !bytes.Equal(x.end, end) || bytes.Compare(x.pos, lower) > 0 {
 			continue
 		}
 		if slot < 0 {
@@ -164,13 +168,14 @@ type countedRange struct {
 
 // countFromCache looks up the count of [lower, upper) at rev, walking at most
 // maxSkip keys from the entry's position to lower; an entry at another
-// revision, no older than compactRev, is first carried to rev through at most
-// maxSkip (and rangeCountMaxChanges) changes of the history (countAcross).
-func (cr *countRead) countFromCache(db pebble.Reader, rev, compactRev int64, lower, upper []byte, maxSkip int64) (countedRange, error) {
+// revision, between compactRev and curRev (the revision of db's view), is
+// first carried to rev through at most maxSkip (and rangeCountMaxChanges)
+// changes of the history (countAcross).
+func (cr *countRead) countFromCache(db pebble.Reader, rev, curRev, compactRev int64, lower, upper []byte, maxSkip int64) (countedRange, error) {
 	if cr == nil {
 		return countedRange{slot: -1}, nil
 	}
-	e, slot, ok := cr.c.lookup(cr.st, rev, compactRev, lower, upper)
+	e, slot, ok := cr.c.lookup(cr.st, rev, curRev, compactRev, lower, upper)
 	if !ok {
 		return countedRange{slot: -1}, nil
 	}
@@ -223,9 +228,11 @@ func countsOf(db pebble.Reader) *countRead {
 }
 
 // countAcross returns how many more keys [pos, end) holds at rev than at from
-// (fewer if negative), both revisions readable: the keys that the history's
-// changes between them touch, each read at both. ok is false, with no answer,
-// if more than maxChanges changes lie between them: a walk is as cheap then.
+// (fewer if negative), both revisions readable and in db's view: the keys that
+// the history's changes between them touch, each read at both. ok is false,
+// with no answer, if more than maxChanges changes lie between them (a walk is
+// as cheap then), or their keys in the range take more than
+// rangeCountMaxTouchedBytes.
 func countAcross(db pebble.Reader, from, rev int64, pos, end []byte, maxChanges int64) (delta int64, ok bool, err error) {
 	lo, hi := min(from, rev), max(from, rev)
 	it, err := db.NewIter(&pebble.IterOptions{LowerBound: changeKey(lo+1, 0), UpperBound: changeKey(hi+1, 0)})
@@ -233,7 +240,7 @@ func countAcross(db pebble.Reader, from, rev int64, pos, end []byte, maxChanges 
 		return 0, false, err
 	}
 	touched := map[string]struct{}{}
-	var n int64
+	var n, touchedBytes int64
 	var prefix []byte
 	for valid := it.First(); valid; valid = it.Next() {
 		if n++; n > maxChanges {
@@ -246,7 +253,12 @@ func countAcross(db pebble.Reader, from, rev int64, pos, end []byte, maxChanges 
 		}
 		prefix = versionPrefix(prefix, v[1:])
 		if bytes.Compare(prefix, pos) >= 0 && (end == nil || bytes.Compare(prefix, end) < 0) {
-			touched[string(v[1:])] = struct{}{}
+			if _, seen := touched[string(v[1:])]; !seen {
+				if touchedBytes += int64(len(v) - 1); touchedBytes > rangeCountMaxTouchedBytes {
+					return 0, false, it.Close()
+				}
+				touched[string(v[1:])] = struct{}{}
+			}
 		}
 	}
 	if err := it.Close(); err != nil {
