@@ -912,7 +912,12 @@ type engineChange struct {
 // changes calls fn for the history's changes from revision from through to, in
 // order, until fn returns false.
 func (e *engine) changes(from, to int64, fn func(engineChange) bool) error {
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: changeKey(from, 0), UpperBound: changeKey(to+1, 0)})
+	return readChanges(e.db, from, to, fn)
+}
+
+// readChanges is changes from r, a view of the engine or the engine itself.
+func readChanges(r pebble.Reader, from, to int64, fn func(engineChange) bool) error {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: changeKey(from, 0), UpperBound: changeKey(to+1, 0)})
 	if err != nil {
 		return err
 	}

@@ -235,33 +235,29 @@ func countsOf(db pebble.Reader) *countRead {
 // rangeCountMaxTouchedBytes.
 func countAcross(db pebble.Reader, from, rev int64, pos, end []byte, maxChanges int64) (delta int64, ok bool, err error) {
 	lo, hi := min(from, rev), max(from, rev)
-	it, err := db.NewIter(&pebble.IterOptions{LowerBound: changeKey(lo+1, 0), UpperBound: changeKey(hi+1, 0)})
-	if err != nil {
-		return 0, false, err
-	}
 	touched := map[string]struct{}{}
 	var n, touchedBytes int64
 	var prefix []byte
-	for valid := it.First(); valid; valid = it.Next() {
+	gaveUp := false
+	err = readChanges(db, lo+1, hi, func(c engineChange) bool {
 		if n++; n > maxChanges {
-			return 0, false, it.Close()
+			gaveUp = true
+			return false
 		}
-		k, v := it.Key(), it.Value()
-		if len(k) != 13 || len(v) < 1 || (v[0] != recordPut && v[0] != recordTombstone) {
-			_ = it.Close()
-			return 0, false, fmt.Errorf("%w: change record %x = %x", ErrCorruptEngine, k, v)
+		prefix = versionPrefix(prefix, c.key)
+		if bytes.Compare(prefix, pos) < 0 || (end != nil && bytes.Compare(prefix, end) >= 0) {
+			return true
 		}
-		prefix = versionPrefix(prefix, v[1:])
-		if bytes.Compare(prefix, pos) >= 0 && (end == nil || bytes.Compare(prefix, end) < 0) {
-			if _, seen := touched[string(v[1:])]; !seen {
-				if touchedBytes += int64(len(v) - 1); touchedBytes > rangeCountMaxTouchedBytes {
-					return 0, false, it.Close()
-				}
-				touched[string(v[1:])] = struct{}{}
+		if _, seen := touched[string(c.key)]; !seen {
+			if touchedBytes += int64(len(c.key)); touchedBytes > rangeCountMaxTouchedBytes {
+				gaveUp = true
+				return false
 			}
+			touched[string(c.key)] = struct{}{}
 		}
-	}
-	if err := it.Close(); err != nil {
+		return true
+	})
+	if err != nil || gaveUp {
 		return 0, false, err
 	}
 	for key := range touched {
