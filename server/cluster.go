@@ -528,7 +528,7 @@ func (c *clusterService) changeWaiting(ctx context.Context, waitDurable *bool, p
 		}
 		if err == nil {
 			s.waits.expectAt(seq, index)
-			_, err = s.wait(ctx, wt, nil)
+			_, err = s.wait(requestContext(ctx), wt, nil)
 			s.waits.cancel(seq)
 			return err
 		}

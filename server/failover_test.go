@@ -124,7 +124,7 @@ func TestResentProposalAppliesOnce(t *testing.T) {
 		}
 		indexes = append(indexes, index)
 	}
-	res, err := srv.wait(ctx, wt, nil)
+	res, err := srv.wait(requestContext(ctx), wt, nil)
 	if err != nil || res.Err != nil {
 		t.Fatalf("waiting for the first copy: %v %v", err, res.Err)
 	}

@@ -270,7 +270,7 @@ func (p leaseProposerOf) proposeLease(ctx context.Context, cmd *kv.Command) (kv.
 		return kv.Result{}, s.raftError(err)
 	}
 	s.waits.expectAt(seq, index)
-	res, err := s.wait(ctx, wt, nil)
+	res, err := s.wait(requestContext(ctx), wt, nil)
 	if err != nil {
 		return kv.Result{}, err
 	}

@@ -59,49 +59,66 @@ func newProposerID() uint64 {
 // rule; on a follower it forwards the proposal and sends it again as needed (see the
 // top of this file).
 func (s *Server) propose(ctx context.Context, kind byte, payload []byte) (kv.Result, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-	defer cancel()
 	s.metrics.proposalsPending.Add(1)
 	defer s.metrics.proposalsPending.Add(-1)
-	res, err := s.proposeWaiting(ctx, kind, payload)
+	res, err := s.proposeWaiting(proposalContext{req: ctx, deadline: s.deadlines.get(time.Now())}, kind, payload)
 	if err != nil {
 		s.metrics.proposalsFailed.Add(1)
 	}
 	return res, err
 }
 
+// proposalContext is what ends a proposal's wait: its request's context (the client
+// went away, or its own deadline passed) or the RequestTimeout deadline it shares
+// with the proposals that started with it (deadline.go).
+type proposalContext struct {
+	req      context.Context
+	deadline context.Context
+}
+
+// requestContext is the proposalContext of a wait that ctx alone bounds.
+func requestContext(ctx context.Context) proposalContext {
+	return proposalContext{req: ctx, deadline: ctx}
+}
+
 // proposeWaiting is propose, counted.
-func (s *Server) proposeWaiting(ctx context.Context, kind byte, payload []byte) (kv.Result, error) {
+func (s *Server) proposeWaiting(pc proposalContext, kind byte, payload []byte) (kv.Result, error) {
+	if pc.req.Err() != nil {
+		return kv.Result{}, s.contextError(pc.req) // the client has gone: propose nothing
+	}
 	seq, wt := s.waits.register()
 	defer s.waits.cancel(seq)
 
 	data := encodeEnvelope(envelope{kind: kind, proposer: s.proposer, seq: seq, payload: payload})
-	index, _, err := s.node.Propose(ctx, data)
+	// The run loop takes a proposal at once unless its queue is full: bounded by the
+	// deadline alone, a proposal whose client has gone goes in (as it would have a
+	// moment later), and the wait below sees that the client has gone.
+	index, _, err := s.node.Propose(pc.deadline, data)
 	switch {
 	case err == nil:
 		s.waits.expectAt(seq, index)
-		return s.wait(ctx, wt, nil)
+		return s.wait(pc, wt, nil)
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrProposalDropped):
 		// ErrProposalDropped: this leader is handing leadership off (thesis §3.10) and
 		// takes no proposal until it is done; forwarding waits for the new leader.
-		return s.proposeResending(ctx, wt, kind, seq, payload)
+		return s.proposeResending(pc, wt, kind, seq, payload)
 	}
 	return kv.Result{}, s.raftError(err)
 }
 
 // proposeResending forwards a proposal and waits for it, sending it again whenever a
 // newer term's entry applies first, or no answer comes for a while.
-func (s *Server) proposeResending(ctx context.Context, wt *waiter, kind byte, seq uint64, payload []byte) (kv.Result, error) {
+func (s *Server) proposeResending(pc proposalContext, wt *waiter, kind byte, seq uint64, payload []byte) (kv.Result, error) {
 	resendAfter := resendAfterElections * s.cfg.ElectionTimeout
 	for sends := 1; ; sends++ {
 		data := encodeEnvelope(envelope{kind: kind, proposer: s.proposer, seq: seq, payload: payload,
 			resendable: true, lowestPending: s.waits.lowestPending()})
-		sentTerm, err := s.forward(ctx, data)
+		sentTerm, err := s.forward(pc, data)
 		if err != nil {
 			return kv.Result{}, err
 		}
 		resend := &resendTrigger{s: s, sentTerm: sentTerm, timer: time.NewTimer(resendAfter)}
-		res, err := s.wait(ctx, wt, resend)
+		res, err := s.wait(pc, wt, resend)
 		resend.timer.Stop()
 		if !errors.Is(err, errResend) {
 			return res, err
@@ -125,7 +142,7 @@ type resendTrigger struct {
 
 // wait waits for the request's result. With a resend trigger, it returns errResend
 // when the trigger fires first.
-func (s *Server) wait(ctx context.Context, wt *waiter, resend *resendTrigger) (kv.Result, error) {
+func (s *Server) wait(pc proposalContext, wt *waiter, resend *resendTrigger) (kv.Result, error) {
 	var termChanged <-chan struct{}
 	var timerFired <-chan time.Time
 	for {
@@ -151,8 +168,10 @@ func (s *Server) wait(ctx context.Context, wt *waiter, resend *resendTrigger) (k
 		case <-timerFired:
 			resend.why = "no answer in " + (resendAfterElections * s.cfg.ElectionTimeout).String()
 			return kv.Result{}, errResend
-		case <-ctx.Done():
-			return kv.Result{}, s.contextError(ctx)
+		case <-pc.req.Done():
+			return kv.Result{}, s.contextError(pc.req)
+		case <-pc.deadline.Done():
+			return kv.Result{}, s.contextError(pc.deadline)
 		case <-s.stopc:
 			return kv.Result{}, errStopped
 		}
@@ -164,16 +183,18 @@ func (s *Server) wait(ctx context.Context, wt *waiter, resend *resendTrigger) (k
 // attempt that went through: the term of the leader it went to, or an older one (a
 // term read too early costs at most one needless copy; one read too late could miss
 // a change of leader).
-func (s *Server) forward(ctx context.Context, data []byte) (term uint64, err error) {
+func (s *Server) forward(pc proposalContext, data []byte) (term uint64, err error) {
 	for {
 		term, _ = s.node.State()
-		err := s.node.Forward(ctx, data)
+		err := s.node.Forward(pc.deadline, data)
 		if !errors.Is(err, raft.ErrProposalDropped) {
 			return term, s.raftError(err)
 		}
 		select {
 		case <-time.After(s.cfg.HeartbeatInterval):
-		case <-ctx.Done():
+		case <-pc.req.Done():
+			return 0, errNoLeader
+		case <-pc.deadline.Done():
 			return 0, errNoLeader
 		case <-s.stopc:
 			return 0, errStopped

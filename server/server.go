@@ -45,6 +45,8 @@ type Server struct {
 	node      *raft.Node
 	sm        *stateMachine
 	waits     *waitRegistry
+	// deadlines bounds each proposal's wait by RequestTimeout (deadline.go).
+	deadlines *requestDeadlines
 	applied   *appliedNotifier
 	// snapshotting is set while the log is compacted in the background, and
 	// snapshotFailed tells the apply loop the last compaction failed.
@@ -122,7 +124,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, peers: map[uint64]member{}, waits: newWaitRegistry(), reads: newReadBatcher(), stopc: make(chan struct{}),
+	s := &Server{cfg: cfg, peers: map[uint64]member{}, waits: newWaitRegistry(), deadlines: newRequestDeadlines(cfg.RequestTimeout), reads: newReadBatcher(), stopc: make(chan struct{}),
 		done: make(chan struct{})}
 	s.removal.c = make(chan struct{})
 	s.fatal.c = make(chan struct{})
@@ -415,6 +417,7 @@ func (s *Server) closeAll() {
 		_ = l.Close()
 	}
 	s.wg.Wait()
+	s.deadlines.stop()
 	if s.sm != nil {
 		// The apply loop and the client API are done with the store.
 		// A full disk is said once, by Err (stopOnFatal): not again here.
