@@ -269,12 +269,19 @@ func (n *Node) Start(cmd []byte) (index, term uint64, isLeader bool) {
 // ErrEntryTooLarge, ErrStopped, or the context's error. Like Start, it may be called
 // from the apply goroutine.
 func (n *Node) Propose(ctx context.Context, cmd []byte) (index, term uint64, err error) {
-	return n.submit(ctx, proposal{data: cmd})
+	return n.submit(ctx, nil, proposal{data: cmd})
 }
 
-// submit hands p to the run loop and waits for its index and term; a follower
-// refuses at once with ErrNotLeader (and its term).
-func (n *Node) submit(ctx context.Context, p proposal) (index, term uint64, err error) {
+// ProposeUntil is Propose that also gives up, with context.DeadlineExceeded, once
+// deadline closes: a deadline shared by many proposals, which costs none of them a
+// context of its own (the server's RequestTimeout).
+func (n *Node) ProposeUntil(ctx context.Context, deadline <-chan struct{}, cmd []byte) (index, term uint64, err error) {
+	return n.submit(ctx, deadline, proposal{data: cmd})
+}
+
+// submit hands p to the run loop and waits for its index and term, until ctx is done
+// or deadline closes; a follower refuses at once with ErrNotLeader (and its term).
+func (n *Node) submit(ctx context.Context, deadline <-chan struct{}, p proposal) (index, term uint64, err error) {
 	if !n.isLeader.Load() {
 		return 0, n.term.Load(), ErrNotLeader
 	}
@@ -284,6 +291,8 @@ func (n *Node) submit(ctx context.Context, p proposal) (index, term uint64, err 
 	case n.propc <- p:
 	case <-ctx.Done():
 		return 0, 0, ctx.Err()
+	case <-deadline:
+		return 0, 0, context.DeadlineExceeded
 	case <-n.done:
 		return 0, 0, ErrStopped
 	}
@@ -292,6 +301,8 @@ func (n *Node) submit(ctx context.Context, p proposal) (index, term uint64, err 
 		return res.index, res.term, res.err
 	case <-ctx.Done():
 		return 0, 0, ctx.Err()
+	case <-deadline:
+		return 0, 0, context.DeadlineExceeded
 	case <-n.done:
 		return 0, 0, ErrStopped
 	}
@@ -304,11 +315,19 @@ func (n *Node) submit(ctx context.Context, p proposal) (index, term uint64, err 
 // means no leader is known yet. It may be called from the apply goroutine: it waits
 // only for the run loop to hand the command over.
 func (n *Node) Forward(ctx context.Context, cmd []byte) error {
+	return n.ForwardUntil(ctx, nil, cmd)
+}
+
+// ForwardUntil is Forward that also gives up, with context.DeadlineExceeded, once
+// deadline closes (see ProposeUntil).
+func (n *Node) ForwardUntil(ctx context.Context, deadline <-chan struct{}, cmd []byte) error {
 	reply := make(chan proposalResult, 1)
 	select {
 	case n.propc <- proposal{data: cmd, forward: true, reply: reply}:
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-deadline:
+		return context.DeadlineExceeded
 	case <-n.done:
 		return ErrStopped
 	}
@@ -317,6 +336,8 @@ func (n *Node) Forward(ctx context.Context, cmd []byte) error {
 		return res.err
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-deadline:
+		return context.DeadlineExceeded
 	case <-n.done:
 		return ErrStopped
 	}

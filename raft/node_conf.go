@@ -27,7 +27,7 @@ type transferWaiter struct {
 // ErrConfChangePending asks to retry shortly (one change at a time). It may be called
 // from the apply goroutine.
 func (n *Node) ProposeConfChange(ctx context.Context, cc ConfChange) (index, term uint64, err error) {
-	return n.submit(ctx, proposal{conf: &cc})
+	return n.submit(ctx, nil, proposal{conf: &cc})
 }
 
 // TransferLeadership hands leadership to voter to (thesis §3.10): the leader stops

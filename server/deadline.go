@@ -58,13 +58,15 @@ func (d *requestDeadlines) get(now time.Time) context.Context {
 	return ctx
 }
 
-// stop releases the current window's context; those of earlier windows have
-// passed their deadlines or will, within RequestTimeout.
+// stop releases the current window's timer once no proposal can wait on it any
+// more (the server calls it last); those of earlier windows have passed their
+// deadlines or will, within RequestTimeout. A proposal that starts after stop gets
+// a window of its own.
 func (d *requestDeadlines) stop() {
 	if d == nil {
 		return
 	}
-	if w := d.cur.Load(); w != nil {
+	if w := d.cur.Swap(nil); w != nil {
 		w.cancel()
 	}
 }

@@ -33,6 +33,10 @@ func TestRequestDeadlinesShareAWindow(t *testing.T) {
 	if got := dl.Sub(start); got < timeout || got > timeout+deadlineWindow {
 		t.Fatalf("deadline %v after the start, want between %v and %v", got, timeout, timeout+deadlineWindow)
 	}
+	// The proposal that started last in the window waits RequestTimeout too.
+	if got := dl.Sub(start.Add(deadlineWindow - time.Nanosecond)); got < timeout {
+		t.Fatalf("deadline %v after the window's last start, want at least %v", got, timeout)
+	}
 	next := d.get(start.Add(deadlineWindow))
 	if next == first {
 		t.Fatal("a proposal a window later shared the earlier window's context")

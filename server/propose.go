@@ -90,10 +90,7 @@ func (s *Server) proposeWaiting(pc proposalContext, kind byte, payload []byte) (
 	defer s.waits.cancel(seq)
 
 	data := encodeEnvelope(envelope{kind: kind, proposer: s.proposer, seq: seq, payload: payload})
-	// The run loop takes a proposal at once unless its queue is full: bounded by the
-	// deadline alone, a proposal whose client has gone goes in (as it would have a
-	// moment later), and the wait below sees that the client has gone.
-	index, _, err := s.node.Propose(pc.deadline, data)
+	index, _, err := s.node.ProposeUntil(pc.req, pc.deadline.Done(), data)
 	switch {
 	case err == nil:
 		s.waits.expectAt(seq, index)
@@ -186,7 +183,7 @@ func (s *Server) wait(pc proposalContext, wt *waiter, resend *resendTrigger) (kv
 func (s *Server) forward(pc proposalContext, data []byte) (term uint64, err error) {
 	for {
 		term, _ = s.node.State()
-		err := s.node.Forward(pc.deadline, data)
+		err := s.node.ForwardUntil(pc.req, pc.deadline.Done(), data)
 		if !errors.Is(err, raft.ErrProposalDropped) {
 			return term, s.raftError(err)
 		}
