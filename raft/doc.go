@@ -100,7 +100,9 @@
 // returned has the term Start returned: Log Matching (§5.3) makes an entry's index
 // and term name it. Any other entry there means leadership was lost first; retry,
 // with deduplication if a retry must not apply twice. A command given to Forward has
-// no index: recognise it by content.
+// no index: recognise it by content. ProposeUntil and ForwardUntil also give up when
+// a channel closes, so that many proposals can share one deadline instead of a
+// context each.
 //
 // Durability. When Start returns, the entry is in the leader's memory only; the run
 // loop writes it to Storage with the next batch. Start says nothing about this node's
@@ -151,9 +153,9 @@
 //
 // The apply goroutine. The application reads Apply on a goroutine of its own and may
 // call any method of the Node from it: Snapshot, State, Observe, ReportUnreachable and
-// ReportSnapshot never wait; Start, Propose, Forward, ReadIndex, Status, Step,
-// ProposeConfChange, TransferLeadership, MembershipStatus and MembershipAt wait only
-// for the run loop, which never waits on the application (a full apply queue
+// ReportSnapshot never wait; Start, Propose, ProposeUntil, Forward, ForwardUntil,
+// ReadIndex, Status, Step, ProposeConfChange, TransferLeadership, MembershipStatus
+// and MembershipAt wait only for the run loop, which never waits on the application (a full apply queue
 // holds back committed entries, never the run loop); Stop closes Apply without
 // waiting for it to be read. The one thing that goroutine must not do is wait, in
 // itself, for an entry it has yet to apply (for example, the index ReadIndex
