@@ -10,6 +10,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc/status"
+
 	"raftkv/kv"
 )
 
@@ -62,14 +63,14 @@ func TestRequestDeadlinesShareAWindow(t *testing.T) {
 // A write that cannot commit (its leader alone, the others stopped) fails with
 // etcd's timeout or no-leader error once RequestTimeout has passed, not before and
 // not much after; a proposal whose request is canceled stops waiting at once. The
-// election timeout is long, so that the lone leader stays leader while its
+// election timeout is long (3 s), so that the lone leader stays leader while its
 // proposals wait for a commit that cannot come.
 func TestWriteWithoutQuorumTimesOut(t *testing.T) {
 	const requestTimeout = 700 * time.Millisecond
 	members := startTestCluster(t, 3, func(c *Config) {
 		c.RequestTimeout = requestTimeout
 		c.HeartbeatInterval = 100 * time.Millisecond
-		c.ElectionTimeout = 1500 * time.Millisecond
+		c.ElectionTimeout = 3 * time.Second
 	})
 	retry(t, func(ctx context.Context) error {
 		_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
