@@ -81,14 +81,10 @@ func TestProposeUntilGivesUpWhileTheRunLoopIsBusy(t *testing.T) {
 		node.Stop()
 		<-applied
 	}()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if _, lead := node.State(); lead {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the single node did not become leader within 10s")
-		}
-	}
+	waitFor(t, 10*time.Second, "the single node did not become leader", func() bool {
+		_, lead := node.State()
+		return lead
+	})
 	if _, _, err := node.Propose(context.Background(), []byte("first")); err != nil {
 		t.Fatal(err)
 	}

@@ -77,10 +77,8 @@ func TestWriteWithoutQuorumTimesOut(t *testing.T) {
 		return err
 	})
 	lone := leaderOf(t, members)
-	for _, m := range members {
-		if m != lone {
-			m.stop()
-		}
+	for _, m := range followersOf(members, lone) {
+		m.stop()
 	}
 
 	payload, err := (&kv.Command{Put: &kv.PutRequest{Key: []byte("k"), Value: []byte("gone")}}).Encode()
