@@ -83,6 +83,10 @@ func (b *responseBudget) take(n int64) error {
 type rangeEntry struct {
 	kv       KeyValue
 	valueLen uint32
+	// sub and separated locate a value kept apart from its version record
+	// (engine_keys.go): the range reads it once the response is settled.
+	sub       uint32
+	separated bool
 }
 
 // size is the bytes the entry takes in a RangeResponse: an mvccpb.KeyValue in the

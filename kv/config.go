@@ -64,12 +64,18 @@ type Config struct {
 	// --backend-memtable-bytes).
 	CacheBytes    int64
 	MemTableBytes int64
+	// SeparateValueBytes is the value size from which a put's value is kept in
+	// a record of its own, apart from the key's version record, so that walks
+	// over keys (a paged read's count, a compaction) do not read values
+	// (default 128 bytes; -1 keeps every value with its version). It changes no
+	// answer (flag --backend-separate-value-bytes).
+	SeparateValueBytes int
 }
 
 // engineConfig returns the engine's part of c, on fs (nil for the operating
 // system's).
 func (c Config) engineConfig(fs vfs.FS) engineConfig {
-	return engineConfig{CacheBytes: c.CacheBytes, MemTableBytes: c.MemTableBytes, FS: fs}
+	return engineConfig{CacheBytes: c.CacheBytes, MemTableBytes: c.MemTableBytes, SeparateValueBytes: c.SeparateValueBytes, FS: fs}
 }
 
 // withDefaults returns c with zero fields set to their defaults, or an error

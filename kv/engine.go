@@ -55,6 +55,9 @@ type engine struct {
 	unflushed int64
 	// newestCache spares most puts their seek for the key's previous version.
 	newestCache newestCache
+	// separateAt is the size from which a put's value goes into a value record
+	// of its own (engineConfig.SeparateValueBytes); 0 keeps every value inline.
+	separateAt int
 	// bg holds the engine's first failure: pebble's background work (a flush or
 	// a compaction that failed, on a full disk say), a commit, or a read.
 	bg *backgroundError
@@ -202,6 +205,10 @@ type engineConfig struct {
 	// NewestCacheKeys bounds the keys whose newest version the engine keeps in
 	// memory for puts (newestCache). Default 65536 (about 10 MiB with 50-byte keys).
 	NewestCacheKeys int
+	// SeparateValueBytes is the value size from which a put's value is kept in
+	// a record of its own, apart from its version record (engine_keys.go).
+	// Default defaultSeparateValueBytes; -1 keeps every value inline.
+	SeparateValueBytes int
 	// FS is the file system; nil is the operating system's. Tests pass one that
 	// crashes.
 	FS vfs.FS
@@ -212,9 +219,11 @@ const (
 	defaultEngineMemTableBytes = 32 << 20
 	minEngineBytes             = 1 << 20
 	defaultNewestCacheKeys     = 1 << 16
-	maxNewestCacheKeys         = 1 << 24
-	maxEngineCacheBytes        = 1 << 40
-	maxEngineMemTableBytes     = 1 << 30
+	// defaultSeparateValueBytes: see engineConfig.SeparateValueBytes.
+	defaultSeparateValueBytes = 128
+	maxNewestCacheKeys        = 1 << 24
+	maxEngineCacheBytes       = 1 << 40
+	maxEngineMemTableBytes    = 1 << 30
 	// engineMemTables is how many memtables pebble may hold (one filling, one
 	// being flushed) before it stops writes.
 	engineMemTables = 2
@@ -237,8 +246,10 @@ const (
 	// backlog only a compaction that cannot keep up (a slow or failing disk)
 	// reaches.
 	engineL0StopWritesThreshold = 64
-	// engineFormat is the layout version written in the meta records.
-	engineFormat = 1
+	// engineFormat is the layout version written in the meta records and
+	// engine snapshots. Format 2 added separated values; a format 1 engine, whose
+	// values are all inline, is read as it is and marked format 2 at open.
+	engineFormat = 2
 )
 
 func (c engineConfig) withDefaults() (engineConfig, error) {
@@ -262,6 +273,13 @@ func (c engineConfig) withDefaults() (engineConfig, error) {
 	if c.NewestCacheKeys < 1 || c.NewestCacheKeys > maxNewestCacheKeys {
 		return c, fmt.Errorf("%w: newest-version cache of %d keys; give between 1 and %d (0 selects %d)",
 			ErrInvalidConfig, c.NewestCacheKeys, maxNewestCacheKeys, defaultNewestCacheKeys)
+	}
+	switch {
+	case c.SeparateValueBytes == 0:
+		c.SeparateValueBytes = defaultSeparateValueBytes
+	case c.SeparateValueBytes < -1:
+		return c, fmt.Errorf("%w: SeparateValueBytes (--backend-separate-value-bytes) is %d; give a size in bytes, 0 for the default (%d) or -1 for none",
+			ErrInvalidConfig, c.SeparateValueBytes, defaultSeparateValueBytes)
 	}
 	if c.FS == nil {
 		c.FS = vfs.Default
@@ -337,7 +355,8 @@ func openEngineMode(dir string, cfg engineConfig, forRestore bool) (*engine, err
 		return nil, fmt.Errorf("kv: opening the storage engine in %q: %w", dir, err)
 	}
 	opts.EnsureDefaults()
-	e := &engine{db: db, dir: dir, opts: opts, newestCache: newestCache{maxKeys: cfg.NewestCacheKeys}, bg: bg}
+	e := &engine{db: db, dir: dir, opts: opts, newestCache: newestCache{maxKeys: cfg.NewestCacheKeys}, bg: bg,
+		separateAt: max(cfg.SeparateValueBytes, 0)}
 	if restoring, err := e.getMeta(metaRestoring); forRestore && err == nil && restoring != nil {
 		return e, nil
 	}
@@ -373,9 +392,21 @@ func (e *engine) loadMeta() error {
 		}
 		return e.db.Flush()
 	}
-	if v, n := binary.Uvarint(format); n != len(format) || v != engineFormat {
-		return fmt.Errorf("%w: engine in %q has layout format %x; this build reads format %d: point the data dir elsewhere or use the build that wrote it",
+	v, n := binary.Uvarint(format)
+	if n != len(format) || !readableFormat(v) {
+		return fmt.Errorf("%w: engine in %q has layout format %x; this build reads formats 1 to %d: point the data dir elsewhere or use the build that wrote it",
 			ErrCorruptEngine, e.dir, format, engineFormat)
+	}
+	if v != engineFormat {
+		// Mark the engine as this build's format before any write may
+		// separate a value, so that an older build refuses it.
+		err := e.db.Set(metaFormat, binary.AppendUvarint(nil, engineFormat), pebble.NoSync)
+		if err == nil {
+			err = e.db.Flush() // no WAL: the flush makes it durable
+		}
+		if err != nil {
+			return fmt.Errorf("kv: upgrading the storage engine in %q to layout format %d: %w", e.dir, engineFormat, err)
+		}
 	}
 	pos, err := e.getMeta(metaPosition)
 	if err != nil {
@@ -403,6 +434,9 @@ func (e *engine) loadMeta() error {
 	e.appliedTerm, e.term, e.keys = uint64(term), uint64(term), keys
 	return nil
 }
+
+// readableFormat reports whether this build reads an engine of layout format v.
+func readableFormat(v uint64) bool { return v == 1 || v == engineFormat }
 
 func (e *engine) getMeta(name []byte) ([]byte, error) {
 	v, closer, err := e.db.Get(name)
@@ -720,6 +754,12 @@ func (w *engineWrite) record(key []byte, rec *versionRecord) {
 	if w.sub == 1<<32-1 {
 		panic(fmt.Sprintf("kv: more than 2^32-1 changes at revision %d", rev))
 	}
+	if sep := w.e.separateAt; sep > 0 && !rec.tombstone && len(rec.value) >= sep {
+		w.keyBuf = valueKey(w.keyBuf[:0], rev, w.sub)
+		_ = w.b.Set(w.keyBuf, rec.value, nil)
+		w.live += int64(len(w.keyBuf) + len(rec.value))
+		rec.separated, rec.separatedLen, rec.value = true, len(rec.value), nil
+	}
 	w.buf = rec.appendTo(w.buf[:0])
 	w.keyBuf = versionKey(w.keyBuf[:0], key, rev, w.sub)
 	_ = w.b.Set(w.keyBuf, w.buf, nil)
@@ -797,12 +837,18 @@ func engineGetIter(it *pebble.Iterator, key []byte, rev int64, withValue bool) (
 	if !it.SeekPrefixGE(versionSeekKey(seek[:0], key, rev)) {
 		return KeyValue{}, false, it.Error()
 	}
-	_, modRev, _ := splitVersionKey(it.Key())
+	_, modRev, sub := splitVersionKey(it.Key())
 	rec, err := decodeVersionRecord(it.Value())
 	if err != nil || rec.tombstone {
 		return KeyValue{}, false, err
 	}
-	return rec.keyValue(bytes.Clone(key), modRev, withValue), true, nil
+	kv := rec.keyValue(bytes.Clone(key), modRev, withValue)
+	if withValue && rec.separated {
+		if kv.Value, err = readValue(it, modRev, sub, rec.separatedLen); err != nil {
+			return KeyValue{}, false, err
+		}
+	}
+	return kv, true, nil
 }
 
 // newestRecord reads key's newest version record at or below rev from r.
@@ -832,7 +878,7 @@ func newestRecordBuf(r pebble.Reader, key []byte, rev int64, buf []byte) ([]byte
 }
 
 // keyValue returns the record as a KeyValue; the value is copied out of the
-// iterator's memory only if withValue.
+// iterator's memory only if withValue, and left out if separated (readValue).
 func (r *versionRecord) keyValue(key []byte, modRev int64, withValue bool) KeyValue {
 	kv := KeyValue{Key: key, CreateRevision: r.createRevision, ModRevision: modRev, Version: r.version, Lease: r.lease}
 	if withValue && len(r.value) > 0 {
@@ -849,9 +895,20 @@ func (e *engine) scan(key, rangeEnd []byte, rev int64, withValues bool, fn func(
 
 func engineScan(r pebble.Reader, key, rangeEnd []byte, rev int64, withValues bool, fn func(KeyValue) bool) error {
 	lower, upper := rangeBounds(key, rangeEnd)
-	return engineAscend(r, lower, upper, rev, func(prefix []byte, modRev int64, rec *versionRecord) bool {
-		return fn(rec.keyValue(unescapeKey(prefix), modRev, withValues))
+	var readErr error
+	err := engineAscend(r, lower, upper, rev, func(prefix []byte, modRev int64, sub uint32, rec *versionRecord) bool {
+		kv := rec.keyValue(unescapeKey(prefix), modRev, withValues)
+		if withValues && rec.separated {
+			if kv.Value, readErr = readValueFrom(r, modRev, sub, rec.separatedLen); readErr != nil {
+				return false
+			}
+		}
+		return fn(kv)
 	})
+	if readErr != nil {
+		return readErr
+	}
+	return err
 }
 
 // engineScanNexts is how many older versions a scan steps over with Next before
@@ -860,9 +917,10 @@ const engineScanNexts = 4
 
 // engineAscend calls fn with the version visible at rev of every key with a
 // version record in [lower, upper) that is live at rev, in key order, until fn
-// returns false. The prefix and the record alias the iterator's memory: they
-// are valid only during the call.
-func engineAscend(r pebble.Reader, lower, upper []byte, rev int64, fn func(prefix []byte, modRev int64, rec *versionRecord) bool) error {
+// returns false: the key's version prefix, the version's revision and
+// sub-revision, and its record. The prefix and the record alias the iterator's
+// memory: they are valid only during the call.
+func engineAscend(r pebble.Reader, lower, upper []byte, rev int64, fn func(prefix []byte, modRev int64, sub uint32, rec *versionRecord) bool) error {
 	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return err
@@ -871,7 +929,7 @@ func engineAscend(r pebble.Reader, lower, upper []byte, rev int64, fn func(prefi
 	var prefix, seek []byte
 	valid := it.First()
 	for valid {
-		p, modRev, _ := splitVersionKey(it.Key())
+		p, modRev, sub := splitVersionKey(it.Key())
 		prefix = append(prefix[:0], p...)
 		if modRev > rev {
 			// Newer than the read: seek to the newest version at or below rev.
@@ -879,13 +937,13 @@ func engineAscend(r pebble.Reader, lower, upper []byte, rev int64, fn func(prefi
 			if valid = it.SeekGE(seek); !valid || !bytes.HasPrefix(it.Key(), prefix) {
 				continue
 			}
-			_, modRev, _ = splitVersionKey(it.Key())
+			_, modRev, sub = splitVersionKey(it.Key())
 		}
 		rec, err := decodeVersionRecord(it.Value())
 		if err != nil {
 			return err
 		}
-		if !rec.tombstone && !fn(prefix, modRev, &rec) {
+		if !rec.tombstone && !fn(prefix, modRev, sub, &rec) {
 			return nil
 		}
 		// Step over the key's older versions.
@@ -948,8 +1006,16 @@ func (e *engine) version(key []byte, rev int64, sub uint32) (versionRecord, bool
 	}
 	defer closer.Close()
 	rec, err := decodeVersionRecord(v)
+	if err != nil {
+		return versionRecord{}, false, err
+	}
+	if rec.separated {
+		rec.value, err = readValueFrom(e.db, rev, sub, rec.separatedLen)
+		rec.separated, rec.separatedLen = false, 0
+		return rec, err == nil, err
+	}
 	rec.value = bytes.Clone(rec.value)
-	return rec, err == nil, err
+	return rec, true, nil
 }
 
 // compact mirrors etcd's compaction at rev, applied as entry appliedIndex: reads
@@ -999,7 +1065,12 @@ func (w *engineWrite) compact(rev int64) error {
 			from := bytes.Clone(it.Key())
 			if rec.tombstone {
 				_ = b.DeleteRange(from, end, nil)
-				w.live -= recordBytesTo(it, end)
+				n, err := dropVersions(b, it, end)
+				if err != nil {
+					it.Close()
+					return err
+				}
+				w.live -= n
 				if bytes.Equal(from, first) {
 					// The key's newest record goes: the key is gone.
 					w.keys--
@@ -1008,7 +1079,12 @@ func (w *engineWrite) compact(rev int64) error {
 			} else if it.Next() && bytes.HasPrefix(it.Key(), prefix) {
 				// Older versions than the one visible at rev: they go.
 				_ = b.DeleteRange(it.Key(), end, nil)
-				w.live -= recordBytesTo(it, end)
+				n, err := dropVersions(b, it, end)
+				if err != nil {
+					it.Close()
+					return err
+				}
+				w.live -= n
 			}
 		}
 		valid = it.SeekGE(end)
@@ -1028,6 +1104,29 @@ func (w *engineWrite) compact(rev int64) error {
 	_ = b.DeleteRange([]byte{engineChangePrefix}, changeKey(rev, 0), nil)
 	w.compactRev, w.compacts = rev, true
 	return nil
+}
+
+// dropVersions deletes in b the value records of the separated values among
+// the version records from it's position up to end, which compaction drops, and
+// returns the bytes of all those records: it reads what it counts, as etcd's
+// compaction does. The value records are deleted one by one: a key's values are
+// spread across the revisions.
+func dropVersions(b *pebble.Batch, it *pebble.Iterator, end []byte) (int64, error) {
+	var n int64
+	var vk [13]byte
+	for valid := it.Valid(); valid && bytes.Compare(it.Key(), end) < 0; valid = it.Next() {
+		n += int64(len(it.Key()) + len(it.Value()))
+		if v := it.Value(); len(v) > 0 && v[0] == recordPutSeparated {
+			rec, err := decodeVersionRecord(v)
+			if err != nil {
+				return 0, err
+			}
+			_, rev, sub := splitVersionKey(it.Key())
+			_ = b.Delete(valueKey(vk[:0], rev, sub), nil)
+			n += int64(len(vk) + rec.separatedLen)
+		}
+	}
+	return n, it.Error()
 }
 
 // recordBytesTo returns the bytes of the records from it's position up to end

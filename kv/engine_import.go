@@ -35,7 +35,7 @@ type importer struct {
 
 func (im *importer) set(k, v []byte) error {
 	_ = im.b.Set(k, v, nil)
-	if k[0] == engineVersionPrefix || k[0] == engineChangePrefix {
+	if k[0] == engineVersionPrefix || k[0] == engineChangePrefix || k[0] == engineValuePrefix {
 		im.live += int64(len(k) + len(v))
 	}
 	if im.b.Len() >= engineSnapshotChunkBytes {
@@ -213,11 +213,17 @@ func (e *engine) importState(st importedState, next func() (*KeyHistory, error))
 			for ri := range g.Revisions {
 				r := &g.Revisions[ri]
 				v := versionRecord{createRevision: g.CreateRevision, version: g.FirstVersion + int64(ri), lease: r.Lease, value: r.Value}
-				rec = v.appendTo(rec[:0])
 				at, err := place(r.Sub)
 				if err != nil {
 					return err
 				}
+				if sep := e.separateAt; sep > 0 && len(v.value) >= sep {
+					if err := im.set(valueKey(nil, r.ModRevision, at), v.value); err != nil {
+						return err
+					}
+					v.separated, v.separatedLen, v.value = true, len(v.value), nil
+				}
+				rec = v.appendTo(rec[:0])
 				if err := im.set(versionKey(nil, h.Key, r.ModRevision, at), rec); err != nil {
 					return err
 				}

@@ -1,17 +1,20 @@
 package kv
 
 import (
+	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// The engine's key space (engine.go). One pebble database holds three kinds of
+// The engine's key space (engine.go). One pebble database holds four kinds of
 // record, told apart by their first byte:
 //
 //	'k' esc(userKey) 0x00 0x01 ^rev:8 ^sub:4  -> version record
 //	'h' rev:8 sub:4                           -> change record (the history)
+//	'v' rev:8 sub:4                           -> a large value (separated values)
 //	'm' name                                  -> meta record (applied index, ...)
 //
 // esc makes user keys, which may hold any byte, sort as the user keys do when
@@ -22,6 +25,16 @@ import (
 // rev, the read etcd's treeIndex answers in memory. The history is keyed by
 // revision, so Events reads it in order, and compaction drops its prefix with one
 // range delete.
+//
+// Separated values (layout format 2): a put whose value is at least the engine's
+// separation size (engineConfig.SeparateValueBytes) keeps only the value's length
+// in its version record, and the value in a record of its own, keyed by the
+// change's revision. The version records stay small, so a walk of a range's keys
+// (the count of a paged read, a compaction) reads tens of bytes a version, not
+// the values; and the value records are written in revision order, so that
+// pebble's compactions mostly move their tables down the levels without merging
+// them, instead of rewriting every value each time the version records around
+// it are compacted. A read of a separated value costs one more point read.
 
 // engineComparer orders keys bytewise, as pebble's default does, and tells pebble
 // where a version key's user key ends (Split), so that bloom filters are built on
@@ -70,6 +83,7 @@ var engineComparer = func() *pebble.Comparer {
 const (
 	engineVersionPrefix = 'k'
 	engineChangePrefix  = 'h'
+	engineValuePrefix   = 'v'
 	engineMetaPrefix    = 'm'
 	// engineRevSuffixLen is the inverted revision and sub-revision after a user key.
 	engineRevSuffixLen = 12
@@ -173,30 +187,60 @@ func appendChangeKey(dst []byte, rev int64, sub uint32) []byte {
 	return binary.BigEndian.AppendUint32(dst, sub)
 }
 
+// valueKey returns the key of the separated value of the change at (rev, sub).
+func valueKey(dst []byte, rev int64, sub uint32) []byte {
+	dst = append(dst, engineValuePrefix)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(rev))
+	return binary.BigEndian.AppendUint32(dst, sub)
+}
+
 // versionRecord is the value of a version record: a put's key-value, or a
 // tombstone. A put carries its generation's create revision and its version, so
-// a read needs this one record.
+// a read needs this one record, and a second only for a separated value.
 type versionRecord struct {
 	tombstone      bool
 	createRevision int64
 	version        int64
 	lease          int64
-	value          []byte
+	// value is the value, nil if separated.
+	value []byte
+	// separated says the value is in its own record (valueKey of the change),
+	// separatedLen bytes long.
+	separated    bool
+	separatedLen int
 }
 
 const (
 	recordPut       = 1
 	recordTombstone = 2
+	// recordPutSeparated is a put whose value is in a value record: the same
+	// fields, then the value's length instead of the value.
+	recordPutSeparated = 3
 )
+
+// valueLen returns the length of the record's value, wherever it is.
+func (r *versionRecord) valueLen() int {
+	if r.separated {
+		return r.separatedLen
+	}
+	return len(r.value)
+}
 
 func (r *versionRecord) appendTo(dst []byte) []byte {
 	if r.tombstone {
 		return append(dst, recordTombstone)
 	}
-	dst = append(dst, recordPut)
+	kind := byte(recordPut)
+	if r.separated {
+		kind = recordPutSeparated
+	}
+	dst = append(dst, kind)
 	dst = binary.AppendVarint(dst, r.createRevision)
 	dst = binary.AppendVarint(dst, r.version)
 	dst = binary.AppendVarint(dst, r.lease)
+	if r.separated {
+		return binary.AppendUvarint(dst, uint64(r.separatedLen))
+	}
 	return append(dst, r.value...)
 }
 
@@ -211,11 +255,11 @@ func decodeVersionRecord(b []byte) (versionRecord, error) {
 			return versionRecord{}, fmt.Errorf("%w: tombstone record of %d bytes", ErrCorruptEngine, len(b))
 		}
 		return versionRecord{tombstone: true}, nil
-	case recordPut:
+	case recordPut, recordPutSeparated:
 	default:
 		return versionRecord{}, fmt.Errorf("%w: version record of kind %d", ErrCorruptEngine, b[0])
 	}
-	var r versionRecord
+	r := versionRecord{separated: b[0] == recordPutSeparated}
 	rest := b[1:]
 	for _, field := range []*int64{&r.createRevision, &r.version, &r.lease} {
 		v, n := binary.Varint(rest)
@@ -227,6 +271,62 @@ func decodeVersionRecord(b []byte) (versionRecord, error) {
 	if r.createRevision < 1 || r.version < 1 {
 		return versionRecord{}, fmt.Errorf("%w: version record with create revision %d and version %d", ErrCorruptEngine, r.createRevision, r.version)
 	}
+	if r.separated {
+		n, k := binary.Uvarint(rest)
+		if k <= 0 || k != len(rest) || n == 0 || n > maxSeparatedValueLen {
+			return versionRecord{}, fmt.Errorf("%w: separated value record with length %x", ErrCorruptEngine, rest)
+		}
+		r.separatedLen = int(n)
+		return r, nil
+	}
 	r.value = rest
 	return r, nil
+}
+
+// maxSeparatedValueLen bounds a separated value's length as decoded, far above
+// any value a request can carry.
+const maxSeparatedValueLen = 1 << 31
+
+// readValue returns a copy of the separated value of the change at (rev, sub),
+// which is n bytes long, read with it (positioned anywhere; it has no bounds).
+func readValue(it *pebble.Iterator, rev int64, sub uint32, n int) ([]byte, error) {
+	var k [13]byte
+	vk := valueKey(k[:0], rev, sub)
+	if !it.SeekPrefixGE(vk) || !bytes.Equal(it.Key(), vk) {
+		if err := it.Error(); err != nil {
+			return nil, err
+		}
+		return checkedValue(nil, false, rev, sub, n)
+	}
+	v, err := it.ValueAndErr()
+	if err != nil {
+		return nil, err
+	}
+	return checkedValue(v, true, rev, sub, n)
+}
+
+// readValueFrom is readValue by a point read of r.
+func readValueFrom(r pebble.Reader, rev int64, sub uint32, n int) ([]byte, error) {
+	var k [13]byte
+	v, closer, err := r.Get(valueKey(k[:0], rev, sub))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return checkedValue(nil, false, rev, sub, n)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	return checkedValue(v, true, rev, sub, n)
+}
+
+// checkedValue returns a copy of v, the value record of the change at (rev,
+// sub) if found, after checking it is the n bytes its version record says.
+func checkedValue(v []byte, found bool, rev int64, sub uint32, n int) ([]byte, error) {
+	if !found {
+		return nil, fmt.Errorf("%w: the value record of revision %d.%d is missing", ErrCorruptEngine, rev, sub)
+	}
+	if len(v) != n {
+		return nil, fmt.Errorf("%w: the value record of revision %d.%d holds %d bytes, its version record says %d", ErrCorruptEngine, rev, sub, len(v), n)
+	}
+	return bytes.Clone(v), nil
 }

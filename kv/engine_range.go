@@ -2,17 +2,19 @@ package kv
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
+	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
 )
 
 // Range reads over the engine, with etcd's semantics (etcd's executeRange): the
 // checks, then the keys collected in one iterator pass over their versions, then
-// the end every range shares (finishRange, range.go). Values are copied out of
-// the pass for the keys kept when the response is in key order (up to
+// the end every range shares (finishRange, range.go). Inline values are copied out
+// of the pass for the keys kept when the response is in key order (up to
 // eagerValueBytes), or read again by one seek each after sorting, cutting and
-// charging the budget otherwise, so that a sorted, filtered or refused range holds
+// charging the budget otherwise, as separated values always are, so that a sorted, filtered or refused range holds
 // no value it will not return.
 
 // rangeLimited answers r at the engine's current revision, with the response's
@@ -120,7 +122,7 @@ func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, 
 	var afterLimit []byte // the bound after the Limit-th key, where the next page starts
 	var countFrom []byte  // where the keys left to count start, if the walk stopped to count them
 	over := false
-	err = engineAscend(db, lower, upper, rev, func(prefix []byte, modRev int64, rec *versionRecord) bool {
+	err = engineAscend(db, lower, upper, rev, func(prefix []byte, modRev int64, sub uint32, rec *versionRecord) bool {
 		total++
 		if limit > 0 && total == r.Limit && counts != nil {
 			// the lower bound of the key and a 0 byte (rangeBounds), escaped
@@ -132,7 +134,8 @@ func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, 
 			countFrom = prefixEnd(prefix)
 			return false
 		}
-		e := rangeEntry{kv: rec.keyValue(unescapeKey(prefix), modRev, false), valueLen: uint32(len(rec.value))}
+		e := rangeEntry{kv: rec.keyValue(unescapeKey(prefix), modRev, false), valueLen: uint32(rec.valueLen()),
+			sub: sub, separated: rec.separated}
 		if sized {
 			size += e.size(r.KeysOnly)
 			over = over || budget.wouldExceed(size)
@@ -165,10 +168,23 @@ func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, 
 	if afterLimit != nil && total > r.Limit {
 		counts.remember(rev, afterLimit, upper, total-r.Limit, &counted)
 	}
+	if inIndexOrder && !r.KeysOnly {
+		// Every entry is returned: read its separated values in one pass.
+		if err := readSeparatedValues(db, entries); err != nil {
+			return nil, engineReadFailed("the values of a range", err)
+		}
+	}
 	var readErr error
 	resp, err = finishRange(resp, entries, total, r, budget, func(e *rangeEntry) []byte {
 		if e.valueLen == 0 || readErr != nil {
 			return nil
+		}
+		if e.separated {
+			v, err := readValueFrom(db, e.kv.ModRevision, e.sub, int(e.valueLen))
+			if err != nil {
+				readErr = engineReadFailed(fmt.Sprintf("the value of key %q at revision %d", e.kv.Key, e.kv.ModRevision), err)
+			}
+			return v
 		}
 		kv, ok, err := engineGet(db, e.kv.Key, e.kv.ModRevision, true)
 		if err != nil || !ok || kv.ModRevision != e.kv.ModRevision {
@@ -183,4 +199,49 @@ func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, 
 		return nil, readErr
 	}
 	return resp, err
+}
+
+// readSeparatedValues reads the separated values of entries that have none yet
+// with one iterator, in the values' revision order, so that the page of a range
+// reads each block of values once, not every level's index for every value.
+func readSeparatedValues(r pebble.Reader, entries []rangeEntry) error {
+	var at []int
+	for i := range entries {
+		if entries[i].separated && entries[i].kv.Value == nil {
+			at = append(at, i)
+		}
+	}
+	if len(at) < 2 {
+		return nil // one point read is as cheap
+	}
+	slices.SortFunc(at, func(a, b int) int {
+		x, y := &entries[a], &entries[b]
+		if c := cmp.Compare(x.kv.ModRevision, y.kv.ModRevision); c != 0 {
+			return c
+		}
+		return cmp.Compare(x.sub, y.sub)
+	})
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: []byte{engineValuePrefix}, UpperBound: []byte{engineValuePrefix + 1}})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	var k [13]byte
+	for _, i := range at {
+		e := &entries[i]
+		vk := valueKey(k[:0], e.kv.ModRevision, e.sub)
+		found := it.SeekGE(vk) && bytes.Equal(it.Key(), vk)
+		var v []byte
+		if found {
+			if v, err = it.ValueAndErr(); err != nil {
+				return err
+			}
+		} else if err := it.Error(); err != nil {
+			return err
+		}
+		if e.kv.Value, err = checkedValue(v, found, e.kv.ModRevision, e.sub, int(e.valueLen)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

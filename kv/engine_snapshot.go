@@ -256,8 +256,8 @@ func readEngineSnapshotHeader(br byteReader) error {
 	if _, err := io.ReadFull(br, head); err != nil || string(head) != engineSnapshotMagic {
 		return fmt.Errorf("%w: no %q header (%v); this is not a raftkv engine snapshot", ErrCorruptSnapshot, engineSnapshotMagic, err)
 	}
-	if format, err := binary.ReadUvarint(br); err != nil || format != engineFormat {
-		return fmt.Errorf("%w: engine snapshot of layout format %d (%v); this build reads format %d", ErrCorruptSnapshot, format, err, engineFormat)
+	if format, err := binary.ReadUvarint(br); err != nil || !readableFormat(format) {
+		return fmt.Errorf("%w: engine snapshot of layout format %d (%v); this build reads formats 1 to %d", ErrCorruptSnapshot, format, err, engineFormat)
 	}
 	return nil
 }

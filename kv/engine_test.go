@@ -2,6 +2,7 @@ package kv
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -16,8 +17,10 @@ import (
 func openTestEngine(t testing.TB, dir string, fs vfs.FS) *engine {
 	t.Helper()
 	// A newest-version cache of 4 of the models' 32 keys: puts find their key's
-	// newest version in it, in their own write, or by a seek, all often.
-	e, err := openEngine(dir, engineConfig{CacheBytes: 4 << 20, MemTableBytes: 2 << 20, NewestCacheKeys: 4, FS: fs})
+	// newest version in it, in their own write, or by a seek, all often. Values
+	// of 4 bytes or more are separated: the model's values ("v%d" of the entry's
+	// index) are inline for the first 99 entries and separated after.
+	e, err := openEngine(dir, engineConfig{CacheBytes: 4 << 20, MemTableBytes: 2 << 20, NewestCacheKeys: 4, SeparateValueBytes: 4, FS: fs})
 	if err != nil {
 		t.Fatalf("open engine: %v", err)
 	}
@@ -390,6 +393,7 @@ func (m *engineModel) checkReads(e *engine) {
 		m.t.Fatalf("index %d: the engine counts %d keys, the reference retains %d", m.index, got, want)
 	}
 	checkLiveBytes(m.t, e)
+	checkValueRecords(m.t, e)
 	from := max(ref.compactRev, 1)
 	got, gotErr := e.events(&EventsRequest{FromRevision: from, PrevKv: true})
 	want, wantErr := ref.events(&EventsRequest{FromRevision: from, PrevKv: true})
@@ -493,6 +497,78 @@ func TestEngineRefusesForeignFormat(t *testing.T) {
 	_, err := openEngine(dir, engineConfig{})
 	if !errors.Is(err, ErrCorruptEngine) || !strings.Contains(err.Error(), dir) {
 		t.Fatalf("open of a format-9 engine: %v, want ErrCorruptEngine naming %s", err, dir)
+	}
+}
+
+// TestEngineReadsFormat1 opens an engine of layout format 1, whose values are
+// all inline, as the last release wrote it: the new build reads its values,
+// marks it format 2 before it writes (so that the old build refuses it
+// thereafter), separates the values it writes from then on, and compacts both
+// kinds. A snapshot stream of format 1 restores too.
+func TestEngineReadsFormat1(t *testing.T) {
+	dir := t.TempDir()
+	old, err := openEngine(dir, engineConfig{SeparateValueBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := bytes.Repeat([]byte("x"), 300)
+	mustEngineApply(t, old, 1, &Command{Put: &PutRequest{Key: []byte("a"), Value: big}})
+	mustEngineApply(t, old, 2, &Command{Put: &PutRequest{Key: []byte("b"), Value: []byte("small")}})
+	if err := old.db.Set(metaFormat, binary.AppendUvarint(nil, 1), pebble.NoSync); err != nil {
+		t.Fatal(err)
+	}
+	if got := countRecordsIn(t, old.db, &pebble.IterOptions{LowerBound: []byte{engineValuePrefix}, UpperBound: []byte{engineValuePrefix + 1}}); got != 0 {
+		t.Fatalf("an engine that separates nothing holds %d value records", got)
+	}
+	var stream bytes.Buffer
+	snap := old.snapshot()
+	if _, err := snap.writeTo(&stream); err != nil {
+		t.Fatal(err)
+	}
+	_ = snap.close()
+	// The stream's header says format 2 (this build's); make it format 1's.
+	raw := stream.Bytes()
+	raw[len(engineSnapshotMagic)] = 1
+	if _, err := old.flush(); err != nil {
+		t.Fatal(err)
+	}
+	old.close()
+
+	e := openTestEngine(t, dir, nil) // separates values of 4 bytes or more
+	defer e.close()
+	format, err := e.getMeta(metaFormat)
+	if err != nil || !bytes.Equal(format, binary.AppendUvarint(nil, engineFormat)) {
+		t.Fatalf("format after open: %x, %v; want %d", format, err, engineFormat)
+	}
+	if kv, ok, err := e.get([]byte("a"), e.rev, true); err != nil || !ok || !bytes.Equal(kv.Value, big) {
+		t.Fatalf("a from format 1: %q, %v, %v", kv.Value, ok, err)
+	}
+	mustEngineApply(t, e, 3, &Command{Put: &PutRequest{Key: []byte("a"), Value: []byte("newer")}})
+	if got := countRecordsIn(t, e.db, &pebble.IterOptions{LowerBound: []byte{engineValuePrefix}, UpperBound: []byte{engineValuePrefix + 1}}); got != 1 {
+		t.Fatalf("%d value records after a put of 5 bytes, want 1", got)
+	}
+	if kv, ok, err := e.get([]byte("a"), e.rev, true); err != nil || !ok || string(kv.Value) != "newer" || kv.Version != 2 {
+		t.Fatalf("a after a separated put: %+v, %v, %v", kv, ok, err)
+	}
+	if err := e.compact(e.rev, 4); err != nil {
+		t.Fatal(err)
+	}
+	checkLiveBytes(t, e)
+	checkValueRecords(t, e)
+	if got := countVersionRecords(t, e); got != 2 {
+		t.Fatalf("%d version records after compacting, want 2", got)
+	}
+
+	dst, err := openEngineForRestore(t.TempDir(), engineConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.close()
+	if err := dst.restore(bytes.NewReader(raw), true); err != nil {
+		t.Fatalf("restore of a format 1 stream: %v", err)
+	}
+	if kv, ok, err := dst.get([]byte("a"), dst.rev, true); err != nil || !ok || !bytes.Equal(kv.Value, big) {
+		t.Fatalf("a restored from format 1: %q, %v, %v", kv.Value, ok, err)
 	}
 }
 
@@ -978,4 +1054,56 @@ func TestEngineProposalsSurviveReopen(t *testing.T) {
 // countVersionRecords counts the version records in e.
 func countVersionRecords(t testing.TB, e *engine) int {
 	return countRecordsIn(t, e.db, &pebble.IterOptions{LowerBound: []byte{engineVersionPrefix}, UpperBound: []byte{engineVersionPrefix + 1}})
+}
+
+// checkValueRecords fails unless the engine's value records are exactly those
+// its version records refer to, each of the length its version says: a value
+// compaction left behind, or one a version lost, fails it.
+func checkValueRecords(t testing.TB, e *engine) {
+	t.Helper()
+	referred := map[string]int{}
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte{engineVersionPrefix}, UpperBound: []byte{engineVersionPrefix + 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for valid := it.First(); valid; valid = it.Next() {
+		rec, err := decodeVersionRecord(it.Value())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.separated {
+			_, rev, sub := splitVersionKey(it.Key())
+			referred[string(valueKey(nil, rev, sub))] = rec.separatedLen
+		}
+	}
+	it.Close()
+	it, err = e.db.NewIter(&pebble.IterOptions{LowerBound: []byte{engineValuePrefix}, UpperBound: []byte{engineValuePrefix + 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	held := 0
+	for valid := it.First(); valid; valid = it.Next() {
+		n, ok := referred[string(it.Key())]
+		if !ok || n != len(it.Value()) {
+			t.Fatalf("value record %x of %d bytes: referred to %v, with length %d", it.Key(), len(it.Value()), ok, n)
+		}
+		held++
+	}
+	if held != len(referred) {
+		t.Fatalf("%d value records, %d referred to", held, len(referred))
+	}
+}
+
+// mustEngineApply applies cmd to e as entry index, failing the test on any error.
+func mustEngineApply(t testing.TB, e *engine, index uint64, cmd *Command) {
+	t.Helper()
+	w := e.beginWrite()
+	if res := w.execute(cmd); res.Err != nil {
+		w.abort()
+		t.Fatalf("entry %d: %v", index, res.Err)
+	}
+	if err := w.commit(index); err != nil {
+		t.Fatal(err)
+	}
 }

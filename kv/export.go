@@ -200,7 +200,14 @@ func (v *SnapshotView) EachKey(fn func(h *KeyHistory) error) error {
 		if err != nil {
 			return v.e.readFailed(engineReadFailed(fmt.Sprintf("a version of key %q", unescapeKey(p)), err))
 		}
-		rec.value = bytes.Clone(rec.value)
+		if rec.separated {
+			if rec.value, err = readValueFrom(v.snap.snap, rev, sub, rec.separatedLen); err != nil {
+				return v.e.readFailed(engineReadFailed(fmt.Sprintf("the value of key %q at revision %d", unescapeKey(p), rev), err))
+			}
+			rec.separated, rec.separatedLen = false, 0
+		} else {
+			rec.value = bytes.Clone(rec.value)
+		}
 		versions = append(versions, version{rev: rev, sub: sub, rec: rec})
 	}
 	if err := it.Error(); err != nil {

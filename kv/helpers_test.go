@@ -16,7 +16,10 @@ func newTestStore(t testing.TB, cfg Config) *Store {
 }
 
 // backends are the file systems a store's engine can be on, by the name
-// newTestStoreOn takes: the operating system's, and pebble's in memory.
+// newTestStoreOn takes: the operating system's, and pebble's in memory. Unless
+// cfg says otherwise, the one in memory separates every value of 2 bytes or more
+// (Config.SeparateValueBytes), so that tests run on both backends read values
+// of both kinds: the tests' values are mostly shorter than the default's 128.
 var backends = []string{"file", "mem"}
 
 func newTestStoreOn(t testing.TB, cfg Config, backend string) *Store {
@@ -27,6 +30,9 @@ func newTestStoreOn(t testing.TB, cfg Config, backend string) *Store {
 	case "file":
 		s, err = OpenStore(cfg, t.TempDir())
 	case "mem":
+		if cfg.SeparateValueBytes == 0 {
+			cfg.SeparateValueBytes = 2
+		}
 		s, err = NewStore(cfg)
 	default:
 		t.Fatalf("unknown backend %q", backend)

@@ -190,7 +190,7 @@ func (cr *countRead) countFromCache(db pebble.Reader, rev, curRev, compactRev in
 	var skipped int64
 	if !bytes.Equal(e.pos, lower) {
 		over := false
-		err := engineAscend(db, e.pos, lower, rev, func([]byte, int64, *versionRecord) bool {
+		err := engineAscend(db, e.pos, lower, rev, func([]byte, int64, uint32, *versionRecord) bool {
 			skipped++
 			over = skipped > maxSkip
 			return !over
@@ -306,7 +306,7 @@ func countAscend(r pebble.Reader, lower, upper []byte, rev int64) (int64, error)
 			return 0, err
 		}
 		switch {
-		case len(v) > 1 && v[0] == recordPut:
+		case len(v) > 1 && (v[0] == recordPut || v[0] == recordPutSeparated):
 			n++
 		case len(v) == 1 && v[0] == recordTombstone:
 		default:

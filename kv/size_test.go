@@ -93,11 +93,11 @@ func checkSizeCounters(t *testing.T, s *Store) {
 }
 
 // checkLiveBytes fails if e's live bytes differ from those of its version and
-// change records counted from scratch.
+// change and value records counted from scratch.
 func checkLiveBytes(t testing.TB, e *engine) {
 	t.Helper()
 	var counted int64
-	for _, prefix := range []byte{engineVersionPrefix, engineChangePrefix} {
+	for _, prefix := range []byte{engineVersionPrefix, engineChangePrefix, engineValuePrefix} {
 		it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefix}, UpperBound: []byte{prefix + 1}})
 		if err != nil {
 			t.Fatal(err)

@@ -114,6 +114,10 @@ type Config struct {
 	// 0 takes kv's defaults.
 	BackendCacheBytes    int64
 	BackendMemTableBytes int64
+	// BackendSeparateValueBytes is the value size from which the store keeps a
+	// value apart from its key's version record (--backend-separate-value-bytes,
+	// kv.Config.SeparateValueBytes); 0 takes kv's default, -1 separates none.
+	BackendSeparateValueBytes int
 	// InitialCorruptCheck has the member compare its HashKV with the others' once
 	// it has caught up after starting; CorruptCheckTime is how often the leader
 	// does, 0 for never (etcd's --feature-gates=InitialCorruptCheck=true and

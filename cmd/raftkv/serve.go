@@ -41,6 +41,7 @@ type serveFlags struct {
 	quotaBackendBytes                    int64
 	backendCacheBytes                    int64
 	backendMemTableBytes                 int64
+	backendSeparateValueBytes            int
 	initialCorruptCheck                  bool
 	corruptCheckTime                     time.Duration
 	watchProgressNotifyInterval          time.Duration
@@ -88,6 +89,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.Int64Var(&f.quotaBackendBytes, "quota-backend-bytes", 0, "Space quota in bytes of the store in use: past it writes fail and the NOSPACE alarm is raised\n(0: etcd's default, 2 GiB; below 0: none).")
 	fs.Int64Var(&f.backendCacheBytes, "backend-cache-bytes", 0, "Bytes of the store engine's block cache: with the memtables, all of the store's memory\nthat grows with use, whatever the data's size (0: 64 MiB, or an eighth of the cgroup's memory\nlimit if that is below 512 MiB).")
 	fs.Int64Var(&f.backendMemTableBytes, "backend-memtable-bytes", 0, "Bytes of one of the store engine's two write buffers (memtables), flushed to disk when full\n(0: 32 MiB, or a sixteenth of the cgroup's memory limit if that is below 512 MiB).")
+	fs.IntVar(&f.backendSeparateValueBytes, "backend-separate-value-bytes", 0, "Values of at least this many bytes are stored apart from their keys' version records, so that\nwalks over keys (a paged range's count, an MVCC compaction) skip them (0: 128; -1: none).")
 	fs.BoolVar(&f.initialCorruptCheck, "initial-corrupt-check", false, "Once caught up after starting, compare this member's HashKV with the others' (a mismatch raises CORRUPT).")
 	fs.Var(durationValue{&f.corruptCheckTime}, "corrupt-check-time", "Duration of time between cluster corruption check passes (the leader's; 0: none).")
 	setHelpDefault(fs, "corrupt-check-time", "0s")
@@ -104,7 +106,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 		}
 	}
 	setGroup(fs, groupOperations, "auto-compaction-mode", "auto-compaction-retention", "force-new-cluster",
-		"quota-backend-bytes", "backend-cache-bytes", "backend-memtable-bytes", "initial-corrupt-check", "corrupt-check-time")
+		"quota-backend-bytes", "backend-cache-bytes", "backend-memtable-bytes", "backend-separate-value-bytes", "initial-corrupt-check", "corrupt-check-time")
 
 	f.watchProgressNotifyInterval = watch.DefaultProgressNotifyInterval
 	fs.Var(durationValue{&f.watchProgressNotifyInterval}, "watch-progress-notify-interval",
@@ -239,6 +241,7 @@ func (f *serveFlags) config() (server.Config, error) {
 		QuotaBackendBytes:           f.quotaBackendBytes,
 		BackendCacheBytes:           f.backendCacheBytes,
 		BackendMemTableBytes:        f.backendMemTableBytes,
+		BackendSeparateValueBytes:   f.backendSeparateValueBytes,
 		InitialCorruptCheck:         f.initialCorruptCheck,
 		CorruptCheckTime:            f.corruptCheckTime,
 		AutoCompactionMode:          f.autoCompactionMode,
