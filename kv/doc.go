@@ -27,7 +27,10 @@
 // The engine (engine.go, key layout in engine_keys.go) holds every version of
 // every key, the history by revision, leases, sessions, proposals, the auth state,
 // the server's records (ApplyMeta, SetMeta), and the applied index, term, revision
-// and compaction revision. Each applied entry is one pebble batch with its applied
+// and compaction revision. A value of SeparateValueBytes or more (default 128) is
+// kept in a record of its own keyed by revision, apart from its key's version
+// record, so that walks over the keys (a paged range's count, a compaction) do not
+// read values. Each applied entry is one pebble batch with its applied
 // index, committed without a sync and without pebble's WAL: the raft log is the
 // durability. Store.Flush makes what was applied durable and returns the applied
 // index it covers (Apply goes on while it writes: it holds the lock only to start
