@@ -419,7 +419,13 @@ func (s *Server) closeAll() {
 	s.wg.Wait()
 	s.deadlines.stop()
 	if s.sm != nil {
-		// The apply loop and the client API are done with the store.
+		// The apply loop and the client API are done with the store. What it
+		// applied goes to disk now, as etcd's backend commits on close, so that
+		// a restart replays none of the log (the engine writes without a WAL).
+		// A store that failed already said so (stopOnFatal).
+		if _, err := s.sm.store.Flush(); err != nil && s.sm.store.Failure() == nil {
+			s.logger.Error("flushing the kv store", "err", err)
+		}
 		// A full disk is said once, by Err (stopOnFatal): not again here.
 		if err := s.sm.store.Close(); err != nil && !errors.Is(err, syscall.ENOSPC) {
 			s.logger.Error("closing the kv store", "err", err)
