@@ -68,7 +68,9 @@ type Config struct {
 	// a record of its own, apart from the key's version record, so that walks
 	// over keys (a paged read's count, a compaction) do not read values
 	// (default 128 bytes; -1 keeps every value with its version). It changes no
-	// answer (flag --backend-separate-value-bytes).
+	// answer to a request; the bytes in use (Sizes, so the quota) count about 15
+	// more per separated value, its record's key and length (flag
+	// --backend-separate-value-bytes).
 	SeparateValueBytes int
 }
 

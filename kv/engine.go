@@ -397,17 +397,6 @@ func (e *engine) loadMeta() error {
 		return fmt.Errorf("%w: engine in %q has layout format %x; this build reads formats 1 to %d: point the data dir elsewhere or use the build that wrote it",
 			ErrCorruptEngine, e.dir, format, engineFormat)
 	}
-	if v != engineFormat {
-		// Mark the engine as this build's format before any write may
-		// separate a value, so that an older build refuses it.
-		err := e.db.Set(metaFormat, binary.AppendUvarint(nil, engineFormat), pebble.NoSync)
-		if err == nil {
-			err = e.db.Flush() // no WAL: the flush makes it durable
-		}
-		if err != nil {
-			return fmt.Errorf("kv: upgrading the storage engine in %q to layout format %d: %w", e.dir, engineFormat, err)
-		}
-	}
 	pos, err := e.getMeta(metaPosition)
 	if err != nil {
 		return err
@@ -428,6 +417,17 @@ func (e *engine) loadMeta() error {
 	if applied < 0 || rev < 1 || compactRev < -1 || compactRev > rev || term < 0 || keys < 0 || live < 0 {
 		return fmt.Errorf("%w: engine in %q: applied index %d, revision %d, compaction revision %d, term %d, %d keys, %d live bytes are inconsistent",
 			ErrCorruptEngine, e.dir, applied, rev, compactRev, term, keys, live)
+	}
+	if v != engineFormat {
+		// The engine is whole: mark it as this build's format before any
+		// write may separate a value, so that an older build refuses it.
+		err := e.db.Set(metaFormat, binary.AppendUvarint(nil, engineFormat), pebble.NoSync)
+		if err == nil {
+			err = e.db.Flush() // no WAL: the flush makes it durable
+		}
+		if err != nil {
+			return fmt.Errorf("kv: upgrading the storage engine in %q to layout format %d: %w", e.dir, engineFormat, err)
+		}
 	}
 	e.live = live
 	e.appliedIndex, e.rev, e.compactRev = uint64(applied), rev, compactRev

@@ -169,8 +169,13 @@ func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, 
 		counts.remember(rev, afterLimit, upper, total-r.Limit, &counted)
 	}
 	if inIndexOrder && !r.KeysOnly {
-		// Every entry is returned: read its separated values in one pass.
-		if err := readSeparatedValues(db, entries); err != nil {
+		// Every entry up to the Limit is returned (the one after it only tells
+		// More): read their separated values in one pass.
+		kept := entries
+		if r.Limit > 0 && int64(len(kept)) > r.Limit {
+			kept = kept[:r.Limit]
+		}
+		if err := readSeparatedValues(db, kept); err != nil {
 			return nil, engineReadFailed("the values of a range", err)
 		}
 	}

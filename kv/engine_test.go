@@ -1107,3 +1107,26 @@ func mustEngineApply(t testing.TB, e *engine, index uint64, cmd *Command) {
 		t.Fatal(err)
 	}
 }
+
+// TestRangeReadsOnlyTheValuesItReturns: a page of a range finds the key after
+// its Limit, to tell More, but reads no value of it: a separated value beyond the
+// page is neither read (outside the response's budget) nor a failure if it is
+// unreadable.
+func TestRangeReadsOnlyTheValuesItReturns(t *testing.T) {
+	e := openTestEngine(t, t.TempDir(), nil) // separates values of 4 bytes or more
+	defer e.close()
+	for i, k := range []string{"a", "b", "c"} {
+		mustEngineApply(t, e, uint64(i+1), &Command{Put: &PutRequest{Key: []byte(k), Value: []byte("0123456789")}})
+	}
+	// b was put at revision 3, as the first change of its revision.
+	if err := e.db.Delete(valueKey(nil, 3, 0), pebble.NoSync); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := engineRangeAt(e.db, &RangeRequest{Key: []byte("a"), RangeEnd: []byte("z"), Limit: 1}, e.rev, e.compactRev, newBudget(0))
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "0123456789" || !resp.More || resp.Count != 3 {
+		t.Fatalf("a page of one key before an unreadable value: %+v, %v", resp, err)
+	}
+	if _, err := engineRangeAt(e.db, &RangeRequest{Key: []byte("a"), RangeEnd: []byte("z"), Limit: 2}, e.rev, e.compactRev, newBudget(0)); !errors.Is(err, ErrCorruptEngine) {
+		t.Fatalf("a page that returns the unreadable value: %v, want ErrCorruptEngine", err)
+	}
+}

@@ -161,6 +161,7 @@ func (v *SnapshotView) EachKey(fn func(h *KeyHistory) error) error {
 		rec versionRecord
 	}
 	var versions []version // newest first
+	var values *pebble.Iterator
 	emit := func() error {
 		if len(versions) == 0 {
 			return nil
@@ -201,7 +202,14 @@ func (v *SnapshotView) EachKey(fn func(h *KeyHistory) error) error {
 			return v.e.readFailed(engineReadFailed(fmt.Sprintf("a version of key %q", unescapeKey(p)), err))
 		}
 		if rec.separated {
-			if rec.value, err = readValueFrom(v.snap.snap, rev, sub, rec.separatedLen); err != nil {
+			// One iterator for every separated value, not a point read's each.
+			if values == nil {
+				if values, err = v.snap.snap.NewIter(nil); err != nil {
+					return v.e.readFailed(engineReadFailed("the values", err))
+				}
+				defer values.Close()
+			}
+			if rec.value, err = readValue(values, rev, sub, rec.separatedLen); err != nil {
 				return v.e.readFailed(engineReadFailed(fmt.Sprintf("the value of key %q at revision %d", unescapeKey(p), rev), err))
 			}
 			rec.separated, rec.separatedLen = false, 0

@@ -181,3 +181,26 @@ func importInto(t *testing.T, dst *Store, hdr ImportHeader, keys []*KeyHistory) 
 		t.Fatal(err)
 	}
 }
+
+// TestImportRefusesTwoChangesInOnePlace: histories carried with their
+// sub-revisions (WithSubs) in which two keys changed at the same revision and
+// sub-revision are refused: the second change would take the first's place,
+// and with separated values give the first key the second's value.
+func TestImportRefusesTwoChangesInOnePlace(t *testing.T) {
+	s := newTestStoreOn(t, Config{}, "mem") // separates values of 2 bytes or more
+	histories := []*KeyHistory{
+		{Key: []byte("a"), Generations: []KeyGeneration{{CreateRevision: 2, FirstVersion: 1, Revisions: []KeyRevision{{ModRevision: 2, Sub: 0, Value: []byte("AAAA")}}}}},
+		{Key: []byte("b"), Generations: []KeyGeneration{{CreateRevision: 2, FirstVersion: 1, Revisions: []KeyRevision{{ModRevision: 2, Sub: 0, Value: []byte("BBBB")}}}}},
+	}
+	err := s.Import(ImportHeader{AppliedIndex: 5, Revision: 2, CompactRevision: -1, WithSubs: true}, func() (*KeyHistory, error) {
+		if len(histories) == 0 {
+			return nil, nil
+		}
+		h := histories[0]
+		histories = histories[1:]
+		return h, nil
+	})
+	if !errors.Is(err, ErrCorruptSnapshot) || !strings.Contains(err.Error(), "share a revision and sub-revision") {
+		t.Fatalf("import of two changes at revision 2.0: %v, want ErrCorruptSnapshot", err)
+	}
+}

@@ -13,8 +13,8 @@ type Sizes struct {
 	// included, until pebble's own compactions reclaim it, or Defragment), plus
 	// the writes not yet flushed from the memtables; at least InUseBytes.
 	TotalBytes int64
-	// InUseBytes is the bytes of the retained version records (keys, values) and
-	// history records, uncompressed: what the data is, counted as it is written
+	// InUseBytes is the bytes of the retained version records (keys, values),
+	// separated values' records and history records, uncompressed: what the data is, counted as it is written
 	// and as compaction drops it, whatever pebble has reclaimed yet (etcd's in-use
 	// bytes fall at compaction too).
 	InUseBytes int64
