@@ -422,9 +422,12 @@ func (s *Server) closeAll() {
 		// The apply loop and the client API are done with the store. What it
 		// applied goes to disk now, as etcd's backend commits on close, so that
 		// a restart replays none of the log (the engine writes without a WAL).
-		// A store that failed already said so (stopOnFatal).
-		if _, err := s.sm.store.Flush(); err != nil && s.sm.store.Failure() == nil {
-			s.logger.Error("flushing the kv store", "err", err)
+		// Not after a fatal error (a full disk is said once, by Err) nor on a
+		// store that failed already; a flush that fails here is said here.
+		if s.fatalErr() == nil && s.sm.store.Failure() == nil {
+			if _, err := s.sm.store.Flush(); err != nil {
+				s.logger.Error("flushing the kv store", "err", err)
+			}
 		}
 		// A full disk is said once, by Err (stopOnFatal): not again here.
 		if err := s.sm.store.Close(); err != nil && !errors.Is(err, syscall.ENOSPC) {
