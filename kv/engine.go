@@ -844,7 +844,7 @@ func engineGetIter(it *pebble.Iterator, key []byte, rev int64, withValue bool) (
 	}
 	kv := rec.keyValue(bytes.Clone(key), modRev, withValue)
 	if withValue && rec.separated {
-		if kv.Value, err = readValue(it, modRev, sub, rec.separatedLen); err != nil {
+		if kv.Value, err = readValue(it, false, modRev, sub, rec.separatedLen); err != nil {
 			return KeyValue{}, false, err
 		}
 	}

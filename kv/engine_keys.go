@@ -288,11 +288,20 @@ func decodeVersionRecord(b []byte) (versionRecord, error) {
 const maxSeparatedValueLen = 1 << 31
 
 // readValue returns a copy of the separated value of the change at (rev, sub),
-// which is n bytes long, read with it (positioned anywhere; it has no bounds).
-func readValue(it *pebble.Iterator, rev int64, sub uint32, n int) ([]byte, error) {
+// which is n bytes long, read with it (positioned anywhere; without bounds, or
+// bounded to the value records). A caller that reads values in revision order
+// says ascending, so that each seek goes on from the last (pebble's SeekGE);
+// otherwise the seek skips the tables whose bloom filter lacks the value.
+func readValue(it *pebble.Iterator, ascending bool, rev int64, sub uint32, n int) ([]byte, error) {
 	var k [13]byte
 	vk := valueKey(k[:0], rev, sub)
-	if !it.SeekPrefixGE(vk) || !bytes.Equal(it.Key(), vk) {
+	var found bool
+	if ascending {
+		found = it.SeekGE(vk)
+	} else {
+		found = it.SeekPrefixGE(vk)
+	}
+	if !found || !bytes.Equal(it.Key(), vk) {
 		if err := it.Error(); err != nil {
 			return nil, err
 		}

@@ -11,11 +11,12 @@ import (
 
 // Range reads over the engine, with etcd's semantics (etcd's executeRange): the
 // checks, then the keys collected in one iterator pass over their versions, then
-// the end every range shares (finishRange, range.go). Inline values are copied out
-// of the pass for the keys kept when the response is in key order (up to
+// the end every range shares (finishRange, range.go). Inline values are copied
+// out of the pass for the keys kept when the response is in key order (up to
 // eagerValueBytes), or read again by one seek each after sorting, cutting and
-// charging the budget otherwise, as separated values always are, so that a sorted, filtered or refused range holds
-// no value it will not return.
+// charging the budget otherwise; separated values are read once the response is
+// settled, in one pass for a response in key order. So a sorted, filtered or
+// refused range holds no value it will not return.
 
 // rangeLimited answers r at the engine's current revision, with the response's
 // key-values bounded to maxResponseBytes (none if 0 or less), as
@@ -231,20 +232,9 @@ func readSeparatedValues(r pebble.Reader, entries []rangeEntry) error {
 		return err
 	}
 	defer it.Close()
-	var k [13]byte
 	for _, i := range at {
 		e := &entries[i]
-		vk := valueKey(k[:0], e.kv.ModRevision, e.sub)
-		found := it.SeekGE(vk) && bytes.Equal(it.Key(), vk)
-		var v []byte
-		if found {
-			if v, err = it.ValueAndErr(); err != nil {
-				return err
-			}
-		} else if err := it.Error(); err != nil {
-			return err
-		}
-		if e.kv.Value, err = checkedValue(v, found, e.kv.ModRevision, e.sub, int(e.valueLen)); err != nil {
+		if e.kv.Value, err = readValue(it, true, e.kv.ModRevision, e.sub, int(e.valueLen)); err != nil {
 			return err
 		}
 	}

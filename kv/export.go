@@ -209,7 +209,7 @@ func (v *SnapshotView) EachKey(fn func(h *KeyHistory) error) error {
 				}
 				defer values.Close()
 			}
-			if rec.value, err = readValue(values, rev, sub, rec.separatedLen); err != nil {
+			if rec.value, err = readValue(values, false, rev, sub, rec.separatedLen); err != nil {
 				return v.e.readFailed(engineReadFailed(fmt.Sprintf("the value of key %q at revision %d", unescapeKey(p), rev), err))
 			}
 			rec.separated, rec.separatedLen = false, 0
