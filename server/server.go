@@ -422,9 +422,11 @@ func (s *Server) closeAll() {
 		// The apply loop and the client API are done with the store. What it
 		// applied goes to disk now, as etcd's backend commits on close, so that
 		// a restart replays none of the log (the engine writes without a WAL).
-		// Not after a fatal error (a full disk is said once, by Err) nor on a
-		// store that failed already; a flush that fails here is said here.
-		if s.fatalErr() == nil && s.sm.store.Failure() == nil {
+		// Not after a fatal error, the server's or the node's (a full disk,
+		// say, which Err reports once), nor on a store that failed already; a
+		// flush that fails here is said here.
+		nodeFailed := s.node != nil && s.node.Err() != nil
+		if s.fatalErr() == nil && !nodeFailed && s.sm.store.Failure() == nil {
 			if _, err := s.sm.store.Flush(); err != nil {
 				s.logger.Error("flushing the kv store", "err", err)
 			}
