@@ -435,6 +435,12 @@ func (e *engine) loadMeta() error {
 	return nil
 }
 
+// separates reports whether a put of value keeps it in a value record of its
+// own (engine_keys.go).
+func (e *engine) separates(value []byte) bool {
+	return e.separateAt > 0 && len(value) >= e.separateAt
+}
+
 // readableFormat reports whether this build reads an engine of layout format v.
 func readableFormat(v uint64) bool { return v == 1 || v == engineFormat }
 
@@ -754,7 +760,7 @@ func (w *engineWrite) record(key []byte, rec *versionRecord) {
 	if w.sub == 1<<32-1 {
 		panic(fmt.Sprintf("kv: more than 2^32-1 changes at revision %d", rev))
 	}
-	if sep := w.e.separateAt; sep > 0 && !rec.tombstone && len(rec.value) >= sep {
+	if w.e.separates(rec.value) && !rec.tombstone {
 		w.keyBuf = valueKey(w.keyBuf[:0], rev, w.sub)
 		_ = w.b.Set(w.keyBuf, rec.value, nil)
 		w.live += int64(len(w.keyBuf) + len(rec.value))
@@ -1062,23 +1068,18 @@ func (w *engineWrite) compact(rev int64) error {
 				it.Close()
 				return err
 			}
-			from := bytes.Clone(it.Key())
-			if rec.tombstone {
-				_ = b.DeleteRange(from, end, nil)
-				n, err := dropVersions(b, it, end)
-				if err != nil {
-					it.Close()
-					return err
-				}
-				w.live -= n
-				if bytes.Equal(from, first) {
-					// The key's newest record goes: the key is gone.
-					w.keys--
-					w.pending.put(unescapeKey(prefix), newestVersion{tombstone: true, absent: true}, -1)
-				}
-			} else if it.Next() && bytes.HasPrefix(it.Key(), prefix) {
-				// Older versions than the one visible at rev: they go.
-				_ = b.DeleteRange(it.Key(), end, nil)
+			// A tombstone goes with everything older; a put stays, and the
+			// versions older than it go.
+			drop := rec.tombstone
+			if drop && bytes.Equal(it.Key(), first) {
+				// The key's newest record goes: the key is gone.
+				w.keys--
+				w.pending.put(unescapeKey(prefix), newestVersion{tombstone: true, absent: true}, -1)
+			}
+			if !drop {
+				drop = it.Next() && bytes.HasPrefix(it.Key(), prefix)
+			}
+			if drop {
 				n, err := dropVersions(b, it, end)
 				if err != nil {
 					it.Close()
@@ -1106,12 +1107,13 @@ func (w *engineWrite) compact(rev int64) error {
 	return nil
 }
 
-// dropVersions deletes in b the value records of the separated values among
-// the version records from it's position up to end, which compaction drops, and
+// dropVersions deletes in b the version records from it's position up to end,
+// by one range delete, and the value records of the separated values among
+// them, one by one (a key's values are spread across the revisions); and
 // returns the bytes of all those records: it reads what it counts, as etcd's
-// compaction does. The value records are deleted one by one: a key's values are
-// spread across the revisions.
+// compaction does.
 func dropVersions(b *pebble.Batch, it *pebble.Iterator, end []byte) (int64, error) {
+	_ = b.DeleteRange(it.Key(), end, nil)
 	var n int64
 	var vk [13]byte
 	for valid := it.Valid(); valid && bytes.Compare(it.Key(), end) < 0; valid = it.Next() {

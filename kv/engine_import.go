@@ -219,7 +219,7 @@ func (e *engine) importState(st importedState, next func() (*KeyHistory, error))
 				if err != nil {
 					return err
 				}
-				if sep := e.separateAt; sep > 0 && len(v.value) >= sep {
+				if e.separates(v.value) {
 					if err := im.set(valueKey(nil, r.ModRevision, at), v.value); err != nil {
 						return err
 					}

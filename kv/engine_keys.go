@@ -182,16 +182,20 @@ func changeKey(rev int64, sub uint32) []byte {
 
 // appendChangeKey appends the history key of the change at (rev, sub) to dst.
 func appendChangeKey(dst []byte, rev int64, sub uint32) []byte {
-	dst = append(dst, engineChangePrefix)
+	return appendRevisionKey(dst, engineChangePrefix, rev, sub)
+}
+
+// appendRevisionKey appends prefix, rev and sub, big-endian, so that the keys
+// of one prefix sort by revision: the history's and the values' layout.
+func appendRevisionKey(dst []byte, prefix byte, rev int64, sub uint32) []byte {
+	dst = append(dst, prefix)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(rev))
 	return binary.BigEndian.AppendUint32(dst, sub)
 }
 
 // valueKey returns the key of the separated value of the change at (rev, sub).
 func valueKey(dst []byte, rev int64, sub uint32) []byte {
-	dst = append(dst, engineValuePrefix)
-	dst = binary.BigEndian.AppendUint64(dst, uint64(rev))
-	return binary.BigEndian.AppendUint32(dst, sub)
+	return appendRevisionKey(dst, engineValuePrefix, rev, sub)
 }
 
 // versionRecord is the value of a version record: a put's key-value, or a
