@@ -169,56 +169,39 @@ func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, 
 	if afterLimit != nil && total > r.Limit {
 		counts.remember(rev, afterLimit, upper, total-r.Limit, &counted)
 	}
-	if inIndexOrder && !r.KeysOnly {
-		// Every entry up to the Limit is returned (the one after it only tells
-		// More): read their separated values in one pass.
-		kept := entries
-		if r.Limit > 0 && int64(len(kept)) > r.Limit {
-			kept = kept[:r.Limit]
+	// finishRange reads the values of the entries it returns, and only theirs: a
+	// page does not read the value of the key after its Limit, found only to tell
+	// More.
+	return finishRange(resp, entries, total, r, budget, func(entries []rangeEntry) error {
+		if err := readSeparatedValues(db, entries); err != nil {
+			return engineReadFailed("the values of a range", err)
 		}
-		if err := readSeparatedValues(db, kept); err != nil {
-			return nil, engineReadFailed("the values of a range", err)
+		if err := readInlineValues(db, entries); err != nil {
+			return engineReadFailed("the values of a range", err)
 		}
-	}
-	var readErr error
-	resp, err = finishRange(resp, entries, total, r, budget, func(e *rangeEntry) []byte {
-		if e.valueLen == 0 || readErr != nil {
-			return nil
-		}
-		if e.separated {
-			v, err := readValueFrom(db, e.kv.ModRevision, e.sub, int(e.valueLen))
-			if err != nil {
-				readErr = engineReadFailed(fmt.Sprintf("the value of key %q at revision %d", e.kv.Key, e.kv.ModRevision), err)
-			}
-			return v
-		}
-		kv, ok, err := engineGet(db, e.kv.Key, e.kv.ModRevision, true)
-		if err != nil || !ok || kv.ModRevision != e.kv.ModRevision {
-			if err == nil {
-				err = fmt.Errorf("%w: the version read a moment before is gone (found %v)", ErrCorruptEngine, ok)
-			}
-			readErr = engineReadFailed(fmt.Sprintf("the value of key %q at revision %d", e.kv.Key, e.kv.ModRevision), err)
-		}
-		return kv.Value
+		return nil
 	})
-	if readErr != nil {
-		return nil, readErr
-	}
-	return resp, err
 }
 
-// readSeparatedValues reads the separated values of entries that have none yet
-// with one iterator, in the values' revision order, so that the page of a range
-// reads each block of values once, not every level's index for every value.
+// readSeparatedValues reads the separated values of the entries that lack theirs
+// (needsValue) with one iterator, in the values' revision order, so that the page
+// of a range reads each block of values once, not every level's index for every
+// value.
 func readSeparatedValues(r pebble.Reader, entries []rangeEntry) error {
 	var at []int
 	for i := range entries {
-		if entries[i].separated && entries[i].kv.Value == nil {
+		if entries[i].separated && entries[i].needsValue() {
 			at = append(at, i)
 		}
 	}
-	if len(at) < 2 {
-		return nil // one point read is as cheap
+	if len(at) == 1 { // one point read is as cheap, and opens no iterator
+		e := &entries[at[0]]
+		var err error
+		e.kv.Value, err = readValueFrom(r, e.kv.ModRevision, e.sub, int(e.valueLen))
+		return err
+	}
+	if len(at) == 0 {
+		return nil
 	}
 	slices.SortFunc(at, func(a, b int) int {
 		x, y := &entries[a], &entries[b]
@@ -237,6 +220,53 @@ func readSeparatedValues(r pebble.Reader, entries []rangeEntry) error {
 		if e.kv.Value, err = readValue(it, true, e.kv.ModRevision, e.sub, int(e.valueLen)); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// readInlineValues reads the inline values of the entries that lack theirs
+// (needsValue: a range that was not in key order copied none in its walk) with one
+// iterator, in key order, each seek going on from the last. Each entry's version
+// record, read a moment before in the same view, must still be there and hold a
+// value of the length it had.
+func readInlineValues(r pebble.Reader, entries []rangeEntry) error {
+	var at []int
+	for i := range entries {
+		if !entries[i].separated && entries[i].needsValue() {
+			at = append(at, i)
+		}
+	}
+	if len(at) == 0 {
+		return nil
+	}
+	slices.SortFunc(at, func(a, b int) int { return bytes.Compare(entries[a].kv.Key, entries[b].kv.Key) })
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: []byte{engineVersionPrefix}, UpperBound: []byte{engineVersionPrefix + 1}})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	var vk []byte
+	for _, i := range at {
+		e := &entries[i]
+		vk = versionKey(vk[:0], e.kv.Key, e.kv.ModRevision, e.sub)
+		if !it.SeekGE(vk) || !bytes.Equal(it.Key(), vk) {
+			if err := it.Error(); err != nil {
+				return err
+			}
+			return fmt.Errorf("%w: the version of key %q at revision %d.%d read a moment before is gone", ErrCorruptEngine, e.kv.Key, e.kv.ModRevision, e.sub)
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		rec, err := decodeVersionRecord(v)
+		if err != nil {
+			return err
+		}
+		if rec.tombstone || rec.separated || len(rec.value) != int(e.valueLen) {
+			return fmt.Errorf("%w: the version of key %q at revision %d.%d changed since it was read a moment before", ErrCorruptEngine, e.kv.Key, e.kv.ModRevision, e.sub)
+		}
+		e.kv.Value = bytes.Clone(rec.value)
 	}
 	return nil
 }

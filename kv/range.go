@@ -21,11 +21,11 @@ func parseRangeEnd(rangeEnd []byte) (end []byte, single bool) {
 	}
 }
 
-// finishRange is the end of a range read (engine_range.go): it filters the entries collected, sorts them,
-// cuts them to the limit, charges the budget, and only then reads their values
-// with read.
+// finishRange is the end of a range read (engine_range.go): it filters the entries
+// collected, sorts them, cuts them to the limit, charges the budget, and only then
+// has fill read the values the entries left lack (needsValue), all at once.
 func finishRange(resp *RangeResponse, entries []rangeEntry, total int64, r *RangeRequest, budget *responseBudget,
-	read func(*rangeEntry) []byte) (*RangeResponse, error) {
+	fill func([]rangeEntry) error) (*RangeResponse, error) {
 	entries = filterRevisions(entries, r)
 	if r.SortTarget == SortByValue {
 		// Sorting by value needs every value collected, in memory, before the limit
@@ -33,8 +33,8 @@ func finishRange(resp *RangeResponse, entries []rangeEntry, total int64, r *Rang
 		if err := budget.check(entriesSize(entries, false), true); err != nil {
 			return nil, err
 		}
-		for i := range entries {
-			entries[i].kv.Value = read(&entries[i])
+		if err := fill(entries); err != nil {
+			return nil, err
 		}
 	}
 	sortEntries(entries, r.SortTarget, r.SortOrder)
@@ -45,16 +45,17 @@ func finishRange(resp *RangeResponse, entries []rangeEntry, total int64, r *Rang
 	if err := budget.take(entriesSize(entries, r.KeysOnly)); err != nil {
 		return nil, err
 	}
+	if !r.KeysOnly {
+		if err := fill(entries); err != nil {
+			return nil, err
+		}
+	}
 	resp.Kvs = make([]KeyValue, len(entries))
 	for i := range entries {
-		kv := entries[i].kv
-		switch {
-		case r.KeysOnly:
-			keysOnly(&kv, r)
-		case kv.Value == nil:
-			kv.Value = read(&entries[i])
+		resp.Kvs[i] = entries[i].kv
+		if r.KeysOnly {
+			keysOnly(&resp.Kvs[i], r)
 		}
-		resp.Kvs[i] = kv
 	}
 	if len(resp.Kvs) == 0 {
 		resp.Kvs = nil
@@ -62,6 +63,9 @@ func finishRange(resp *RangeResponse, entries []rangeEntry, total int64, r *Rang
 	resp.Count = total
 	return resp, nil
 }
+
+// needsValue says the entry's value is still to be read (fill of finishRange).
+func (e *rangeEntry) needsValue() bool { return e.kv.Value == nil && e.valueLen > 0 }
 
 // keysOnly strips what a KeysOnly range leaves out. etcd 3.7 answers one that does
 // not sort by value from its index alone (mvcc's FastKeysOnly), which knows no
@@ -134,24 +138,32 @@ func sortEntries(entries []rangeEntry, target SortTarget, order SortOrder) {
 		slices.Reverse(entries) // keys are unique and already ascending
 		return
 	}
-	var compare func(a, b *KeyValue) int
-	switch target {
-	case SortByKey:
-		compare = func(a, b *KeyValue) int { return bytes.Compare(a.Key, b.Key) }
-	case SortByVersion:
-		compare = func(a, b *KeyValue) int { return cmp.Compare(a.Version, b.Version) }
-	case SortByCreate:
-		compare = func(a, b *KeyValue) int { return cmp.Compare(a.CreateRevision, b.CreateRevision) }
-	case SortByMod:
-		compare = func(a, b *KeyValue) int { return cmp.Compare(a.ModRevision, b.ModRevision) }
-	case SortByValue:
-		compare = func(a, b *KeyValue) int { return bytes.Compare(a.Value, b.Value) }
-	default:
+	if target < SortByKey || target > SortByValue {
 		panic("kv: sort target passed validation but is unknown")
 	}
-	if order == SortDescend {
-		slices.SortFunc(entries, func(a, b rangeEntry) int { return compare(&b.kv, &a.kv) })
-		return
+	// A static compare: through a func value, the pointers to the closure's
+	// arguments escaped, and every comparison allocated two entries on the heap.
+	descend := order == SortDescend
+	slices.SortFunc(entries, func(a, b rangeEntry) int {
+		if descend {
+			return compareBy(target, &b.kv, &a.kv)
+		}
+		return compareBy(target, &a.kv, &b.kv)
+	})
+}
+
+// compareBy orders a and b by target.
+func compareBy(target SortTarget, a, b *KeyValue) int {
+	switch target {
+	case SortByVersion:
+		return cmp.Compare(a.Version, b.Version)
+	case SortByCreate:
+		return cmp.Compare(a.CreateRevision, b.CreateRevision)
+	case SortByMod:
+		return cmp.Compare(a.ModRevision, b.ModRevision)
+	case SortByValue:
+		return bytes.Compare(a.Value, b.Value)
+	default:
+		return bytes.Compare(a.Key, b.Key)
 	}
-	slices.SortFunc(entries, func(a, b rangeEntry) int { return compare(&a.kv, &b.kv) })
 }

@@ -348,8 +348,13 @@ func (r *refStore) rangeRequest(rr *RangeRequest, curRev int64, budget *response
 	for _, kv := range kvs {
 		byKey[string(kv.Key)] = kv.Value
 	}
-	return finishRange(resp, entries, total, rr, budget, func(e *rangeEntry) []byte {
-		return bytes.Clone(byKey[string(e.kv.Key)])
+	return finishRange(resp, entries, total, rr, budget, func(entries []rangeEntry) error {
+		for i := range entries {
+			if entries[i].needsValue() {
+				entries[i].kv.Value = bytes.Clone(byKey[string(entries[i].kv.Key)])
+			}
+		}
+		return nil
 	})
 }
 
