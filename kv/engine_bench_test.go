@@ -147,8 +147,7 @@ func BenchmarkEngineBytesPerKey(b *testing.B) {
 // BenchmarkEngineRangeOutOfKeyOrder reads every value of 20,000 keys whose 1 KiB
 // values the engine keeps separated, in ranges that do not return keys in the
 // order of the walk that found them: by descending key, and by value (which
-// collects every value before it sorts). DeleteRange's prev_kv and a compare of
-// values over a range read values the same way, key by key.
+// collects every value before it sorts); and a DeleteRange with prev_kv.
 func BenchmarkEngineRangeOutOfKeyOrder(b *testing.B) {
 	const keys = 20_000
 	e, err := openEngine(b.TempDir(), engineConfig{})
@@ -193,5 +192,16 @@ func BenchmarkEngineRangeOutOfKeyOrder(b *testing.B) {
 				}
 			}
 		})
-	}
+	}	// A DeleteRange of every key with prev_kv, its batch left uncommitted.
+	b.Run("delete-prev-kv", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			w := e.beginWrite()
+			resp, err := w.deleteRangeRequest(&DeleteRangeRequest{Key: all.Key, RangeEnd: all.RangeEnd, PrevKv: true})
+			w.abort()
+			if err != nil || len(resp.PrevKvs) != keys || len(resp.PrevKvs[0].Value) != len(value) {
+				b.Fatal(err)
+			}
+		}
+	})
 }

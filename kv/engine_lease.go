@@ -191,20 +191,30 @@ func (w *engineWrite) putRequest(p *PutRequest) (*PutResponse, error) {
 // delete, and the header revision is the write's only if it changed something.
 func (w *engineWrite) deleteRangeRequest(d *DeleteRangeRequest) (*DeleteRangeResponse, error) {
 	resp := &DeleteRangeResponse{}
-	var kvs []KeyValue
-	err := engineScan(w.reader(), d.Key, d.RangeEnd, w.readRev(), d.PrevKv, func(kv KeyValue) bool {
-		kvs = append(kvs, kv)
+	var entries []rangeEntry
+	lower, upper := rangeBounds(d.Key, d.RangeEnd)
+	err := engineAscend(w.reader(), lower, upper, w.readRev(), func(prefix []byte, modRev int64, sub uint32, rec *versionRecord) bool {
+		entries = append(entries, rangeEntry{kv: rec.keyValue(unescapeKey(prefix), modRev, d.PrevKv),
+			valueLen: uint32(rec.valueLen()), sub: sub, separated: rec.separated})
 		return true
 	})
+	if err == nil && d.PrevKv {
+		// The separated values in one pass in revision order, not one point read
+		// each in key order.
+		err = readSeparatedValues(w.reader(), entries)
+	}
 	if err != nil {
 		return nil, err
 	}
-	for i := range kvs {
-		w.tombstone(kvs[i].Key, kvs[i].Lease)
+	for i := range entries {
+		w.tombstone(entries[i].kv.Key, entries[i].kv.Lease)
 	}
-	resp.Deleted = int64(len(kvs))
-	if d.PrevKv && len(kvs) > 0 {
-		resp.PrevKvs = kvs
+	resp.Deleted = int64(len(entries))
+	if d.PrevKv && len(entries) > 0 {
+		resp.PrevKvs = make([]KeyValue, len(entries))
+		for i := range entries {
+			resp.PrevKvs[i] = entries[i].kv
+		}
 	}
 	resp.Header.Revision = w.readRev()
 	return resp, nil
