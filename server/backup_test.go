@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -222,5 +223,70 @@ func TestBackupKeepsTheOrderOfARevisionsChanges(t *testing.T) {
 	}
 	if r, err := old.Range(&kv.RangeRequest{Key: []byte("a"), RangeEnd: []byte{0}}); err != nil || r.Count != 2 {
 		t.Fatalf("a format-1 backup restored %v (%v); want b and c", r, err)
+	}
+}
+
+// A restore keeps the values as the member's --backend-separate-value-bytes says: a
+// store restored with -1 keeps every value inline, so its bytes in use are those
+// of the same backup restored with the default less each separated value's record
+// key and length; both answer the same.
+func TestRestoreSeparatesValuesAsTheMemberWill(t *testing.T) {
+	s, err := kv.NewStore(kv.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const keys = 80 // values of 0, 5, ..., 395 bytes
+	big := 0        // of them, values of at least the default of 128 bytes
+	for i := range keys {
+		if 5*i >= 128 {
+			big++
+		}
+		cmd := &kv.Command{Put: &kv.PutRequest{Key: fmt.Appendf(nil, "k%03d", i), Value: bytes.Repeat([]byte{byte(i)}, 5*i)}}
+		if res := s.ApplyCommand(s.AppliedIndex()+1, cmd); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	view, err := s.SnapshotView()
+	if err != nil {
+		t.Fatal(err)
+	}
+	backup := filepath.Join(t.TempDir(), "backup.db")
+	f, err := os.Create(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = writeBackup(f, view)
+	view.Release()
+	if err := errors.Join(err, f.Close()); err != nil {
+		t.Fatal(err)
+	}
+	restored := func(separate int) (kv.Sizes, *kv.RangeResponse) {
+		dir := filepath.Join(t.TempDir(), "m")
+		_, err := Restore(RestoreConfig{BackupPath: backup, DataDir: dir, Name: "m1",
+			InitialCluster: map[string][]string{"m1": {"http://127.0.0.1:2380"}}, BackendSeparateValueBytes: separate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := kv.OpenStore(kv.Config{SeparateValueBytes: separate}, storeDir(filepath.Join(dir, "member")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		resp, err := st.Range(&kv.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Sizes(), resp
+	}
+	sepSizes, sepResp := restored(0)
+	inlineSizes, inlineResp := restored(-1)
+	if !reflect.DeepEqual(sepResp.Kvs, inlineResp.Kvs) || len(sepResp.Kvs) != keys {
+		t.Fatalf("the two restores answer differently: %d and %d keys", len(sepResp.Kvs), len(inlineResp.Kvs))
+	}
+	// 13 bytes of record key and 1-2 of length per separated value.
+	if d := sepSizes.InUseBytes - inlineSizes.InUseBytes; d < int64(14*big) || d > int64(16*big) {
+		t.Fatalf("bytes in use: %d with separated values, %d inline (%d more), want about 15 more for each of the %d values of 128 bytes and more",
+			sepSizes.InUseBytes, inlineSizes.InUseBytes, d, big)
 	}
 }

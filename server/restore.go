@@ -32,7 +32,11 @@ type RestoreConfig struct {
 	// SkipHashCheck restores a backup without checking its SHA-256 trailer (or one
 	// that has none).
 	SkipHashCheck bool
-	Logger        *slog.Logger
+	// BackendSeparateValueBytes is the member's --backend-separate-value-bytes
+	// (kv.Config.SeparateValueBytes), so that the restored store keeps its values
+	// as the member will write its own; 0 takes kv's default, -1 separates none.
+	BackendSeparateValueBytes int
+	Logger                    *slog.Logger
 }
 
 // restoreIndex and restoreTerm are the Raft position of a restored store: the
@@ -115,7 +119,7 @@ func Restore(cfg RestoreConfig) (res RestoreResult, err error) {
 	for _, m := range peers {
 		initial = append(initial, m)
 	}
-	sm, err := newStateMachine(kv.Config{}, memberDir, initial, nil)
+	sm, err := newStateMachine(kv.Config{SeparateValueBytes: cfg.BackendSeparateValueBytes}, memberDir, initial, nil)
 	if err != nil {
 		return res, err
 	}
