@@ -192,7 +192,7 @@ func BenchmarkEngineRangeOutOfKeyOrder(b *testing.B) {
 				}
 			}
 		})
-	}	// A DeleteRange of every key with prev_kv, its batch left uncommitted.
+	} // A DeleteRange of every key with prev_kv, its batch left uncommitted.
 	b.Run("delete-prev-kv", func(b *testing.B) {
 		b.ReportAllocs()
 		for range b.N {

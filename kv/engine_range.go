@@ -13,10 +13,11 @@ import (
 // checks, then the keys collected in one iterator pass over their versions, then
 // the end every range shares (finishRange, range.go). Inline values are copied
 // out of the pass for the keys kept when the response is in key order (up to
-// eagerValueBytes), or read again by one seek each after sorting, cutting and
-// charging the budget otherwise; separated values are read once the response is
-// settled, in one pass for a response in key order. So a sorted, filtered or
-// refused range holds no value it will not return.
+// eagerValueBytes). The other values are read once the response is settled (sorted,
+// filtered, cut and charged to the budget): the separated ones with one iterator in
+// revision order, the inline ones with one in key order. So a filtered or refused
+// range holds no value it will not return; a range sorted by value reads every
+// value that passes its filters, as it must to sort them.
 
 // rangeLimited answers r at the engine's current revision, with the response's
 // key-values bounded to maxResponseBytes (none if 0 or less), as
@@ -29,8 +30,8 @@ func (e *engine) rangeLimited(r *RangeRequest, maxResponseBytes int64) (*RangeRe
 }
 
 // eagerValueBytes bounds the value bytes a range in key order copies as it
-// scans; the values past it are read, a seek each, once the response is known
-// to fit its budget, so that a refusal allocates little.
+// scans; the values past it are read (readInlineValues) once the response is
+// known to fit its budget, so that a refusal allocates little.
 const eagerValueBytes = 256 << 10
 
 // rangeRevision is the revision a range reads at, or why it cannot be read.
@@ -169,9 +170,9 @@ func engineRangeAt(db pebble.Reader, r *RangeRequest, curRev, compactRev int64, 
 	if afterLimit != nil && total > r.Limit {
 		counts.remember(rev, afterLimit, upper, total-r.Limit, &counted)
 	}
-	// finishRange reads the values of the entries it returns, and only theirs: a
-	// page does not read the value of the key after its Limit, found only to tell
-	// More.
+	// finishRange reads the values of the entries it returns, and only theirs
+	// (but for a sort by value): a page does not read the value of the key after
+	// its Limit, found only to tell More.
 	return finishRange(resp, entries, total, r, budget, func(entries []rangeEntry) error {
 		if err := readSeparatedValues(db, entries); err != nil {
 			return engineReadFailed("the values of a range", err)
@@ -194,7 +195,7 @@ func readSeparatedValues(r pebble.Reader, entries []rangeEntry) error {
 			at = append(at, i)
 		}
 	}
-	if len(at) == 1 { // one point read is as cheap, and opens no iterator
+	if len(at) == 1 { // one point read is as cheap
 		e := &entries[at[0]]
 		var err error
 		e.kv.Value, err = readValueFrom(r, e.kv.ModRevision, e.sub, int(e.valueLen))

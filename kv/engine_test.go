@@ -1130,3 +1130,41 @@ func TestRangeReadsOnlyTheValuesItReturns(t *testing.T) {
 		t.Fatalf("a page that returns the unreadable value: %v, want ErrCorruptEngine", err)
 	}
 }
+
+// A range that does not return keys in its walk's order reads their values after
+// the walk, with one iterator per kind: each value must still be there and be the
+// length its version record gave, else the engine is corrupt.
+func TestRangeOutOfKeyOrderChecksTheValuesItReads(t *testing.T) {
+	e := openTestEngine(t, t.TempDir(), nil) // separates values of 4 bytes or more
+	defer e.close()
+	for i, c := range []struct{ k, v string }{{"a", "abc"}, {"b", "0123456789"}, {"c", "xy"}, {"d", "9876543210"}} {
+		mustEngineApply(t, e, uint64(i+1), &Command{Put: &PutRequest{Key: []byte(c.k), Value: []byte(c.v)}})
+	}
+	descend := &RangeRequest{Key: []byte("a"), RangeEnd: []byte("z"), SortOrder: SortDescend}
+	resp, err := engineRangeAt(e.db, descend, e.rev, e.compactRev, newBudget(0))
+	if err != nil || len(resp.Kvs) != 4 {
+		t.Fatalf("descending range: %+v, %v", resp, err)
+	}
+	for i, want := range []string{"9876543210", "xy", "0123456789", "abc"} {
+		if string(resp.Kvs[i].Value) != want {
+			t.Fatalf("descending range: value %d is %q, want %q", i, resp.Kvs[i].Value, want)
+		}
+	}
+	// An inline value whose version record no longer says what the walk read.
+	for _, bad := range []rangeEntry{
+		{kv: KeyValue{Key: []byte("a"), ModRevision: 2}, valueLen: 4},         // another length
+		{kv: KeyValue{Key: []byte("a"), ModRevision: 2}, valueLen: 3, sub: 1}, // no such change
+		{kv: KeyValue{Key: []byte("a"), ModRevision: 3}, valueLen: 3},         // b's revision
+	} {
+		if err := readInlineValues(e.db, []rangeEntry{bad}); !errors.Is(err, ErrCorruptEngine) {
+			t.Errorf("inline value of %+v: %v, want ErrCorruptEngine", bad, err)
+		}
+	}
+	// A separated value gone: d was put at revision 5.
+	if err := e.db.Delete(valueKey(nil, 5, 0), pebble.NoSync); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := engineRangeAt(e.db, descend, e.rev, e.compactRev, newBudget(0)); !errors.Is(err, ErrCorruptEngine) {
+		t.Fatalf("descending range over a missing value: %v, want ErrCorruptEngine", err)
+	}
+}

@@ -2,6 +2,7 @@ package kv
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -167,5 +168,51 @@ func TestRangeRejects(t *testing.T) {
 	} {
 		_, err := s.Range(&tc.req)
 		wantErr(t, fmt.Sprintf("range %+v", tc.req), err, tc.want)
+	}
+}
+
+// finishRange hands its fill the entries it returns, once they are cut to the
+// limit, and none for a KeysOnly range; only a sort by value has every entry's
+// value read, before the cut.
+func TestFinishRangeFillsOnlyWhatItReturns(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		r         RangeRequest
+		wantFills []int // the entries handed to each call of fill
+	}{
+		{"limit", RangeRequest{Limit: 2}, []int{2}},
+		{"descend, limit", RangeRequest{SortOrder: SortDescend, Limit: 3}, []int{3}},
+		{"by mod revision", RangeRequest{SortTarget: SortByMod, SortOrder: SortDescend, Limit: 1}, []int{1}},
+		{"keys only", RangeRequest{SortOrder: SortDescend, Limit: 2, KeysOnly: true}, nil},
+		{"filtered", RangeRequest{MinModRevision: 4}, []int{2}},
+		{"by value", RangeRequest{SortTarget: SortByValue, SortOrder: SortAscend, Limit: 2}, []int{5, 2}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			entries := make([]rangeEntry, 5)
+			for i := range entries {
+				entries[i] = rangeEntry{kv: KeyValue{Key: []byte{'a' + byte(i)}, ModRevision: int64(i + 1)}, valueLen: 1}
+			}
+			var fills []int
+			resp, err := finishRange(&RangeResponse{}, entries, 5, &c.r, newBudget(0), func(es []rangeEntry) error {
+				fills = append(fills, len(es))
+				for i := range es {
+					if es[i].needsValue() {
+						es[i].kv.Value = []byte{byte(5 - es[i].kv.ModRevision)}
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(fills, c.wantFills) {
+				t.Fatalf("fill was handed %v entries, want %v", fills, c.wantFills)
+			}
+			for _, kv := range resp.Kvs {
+				if c.r.KeysOnly != (kv.Value == nil) {
+					t.Fatalf("key %q has value %v (keys only: %v)", kv.Key, kv.Value, c.r.KeysOnly)
+				}
+			}
+		})
 	}
 }
