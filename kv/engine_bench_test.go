@@ -21,16 +21,29 @@ func benchEngine(b *testing.B) *engine {
 }
 
 func benchEngineWith(b *testing.B, cfg engineConfig) *engine {
+	keys := make([]int, benchKeys)
+	for i := range keys {
+		keys[i] = i
+	}
+	return benchEngineOf(b, cfg, keys, make([]byte, 100), nil)
+}
+
+// benchEngineOf returns an engine opened with cfg holding benchKey(k) for each k
+// of keys, put in that order, one applied entry each, with value (refilled by
+// fill before each put, if fill is not nil), its memtable flushed.
+func benchEngineOf(b *testing.B, cfg engineConfig, keys []int, value []byte, fill func([]byte)) *engine {
 	b.Helper()
 	e, err := openEngine(b.TempDir(), cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { e.close() })
-	value := make([]byte, 100)
-	for i := range benchKeys {
+	for i, k := range keys {
+		if fill != nil {
+			fill(value)
+		}
 		w := e.beginBlindWrite()
-		if _, err := w.put(benchKey(i), value, 0); err != nil {
+		if _, err := w.put(benchKey(k), value, 0); err != nil {
 			b.Fatal(err)
 		}
 		if err := w.commit(uint64(i + 1)); err != nil {
@@ -150,29 +163,14 @@ func BenchmarkEngineBytesPerKey(b *testing.B) {
 // collects every value before it sorts); and a DeleteRange with prev_kv.
 func BenchmarkEngineRangeOutOfKeyOrder(b *testing.B) {
 	const keys = 20_000
-	e, err := openEngine(b.TempDir(), engineConfig{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { e.close() })
 	rng := rand.New(rand.NewPCG(3, 3))
 	value := make([]byte, 1024)
 	// Keys are written in random order, so that revision order is not key order.
-	for i, k := range rng.Perm(keys) {
-		for j := range value {
-			value[j] = byte(rng.Uint32())
+	e := benchEngineOf(b, engineConfig{}, rng.Perm(keys), value, func(v []byte) {
+		for j := range v {
+			v[j] = byte(rng.Uint32())
 		}
-		w := e.beginBlindWrite()
-		if _, err := w.put(benchKey(k), value, 0); err != nil {
-			b.Fatal(err)
-		}
-		if err := w.commit(uint64(i + 1)); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if _, err := e.flush(); err != nil {
-		b.Fatal(err)
-	}
+	})
 	all := RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}}
 	for _, c := range []struct {
 		name string
