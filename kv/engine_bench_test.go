@@ -67,8 +67,31 @@ func BenchmarkEnginePutCached(b *testing.B) {
 	benchEnginePut(b, benchEngineWith(b, engineConfig{NewestCacheKeys: 2 * benchKeys}))
 }
 
+// BenchmarkEnginePutCycling puts benchKeys keys over and over in the same order,
+// as bench/'s put-100k-keys does, with the default newestCache, which holds fewer
+// keys than the cycle: each key comes back after every other key of the cycle has
+// been put, and the cache's eviction decides whether it is still there.
+func BenchmarkEnginePutCycling(b *testing.B) {
+	e := benchEngine(b)
+	next, hits := 0, 0
+	benchEnginePutKeys(b, e, func() int {
+		next = (next + 1) % benchKeys
+		if _, _, ok := e.newestCache.get(benchKey(next)); ok {
+			hits++
+		}
+		return next
+	})
+	b.ReportMetric(float64(hits)/float64(b.N), "hit-ratio")
+}
+
 func benchEnginePut(b *testing.B, e *engine) {
 	rng := rand.New(rand.NewPCG(1, 1))
+	benchEnginePutKeys(b, e, func() int { return rng.IntN(benchKeys) })
+}
+
+// benchEnginePutKeys puts b.N 100-byte values, to the keys key returns, one
+// applied entry each.
+func benchEnginePutKeys(b *testing.B, e *engine, key func() int) {
 	value := make([]byte, 100)
 	index := e.appliedIndex
 	b.ReportAllocs()
@@ -77,7 +100,7 @@ func benchEnginePut(b *testing.B, e *engine) {
 	for range b.N {
 		index++
 		w := e.beginBlindWrite()
-		if _, err := w.put(benchKey(rng.IntN(benchKeys)), value, 0); err != nil {
+		if _, err := w.put(benchKey(key()), value, 0); err != nil {
 			b.Fatal(err)
 		}
 		if err := w.commit(index); err != nil {
