@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -153,5 +154,25 @@ func TestDropFlags(t *testing.T) {
 	got := dropFlags([]string{"etcd-member", "--name", "m1", "--initial-cluster-state", "new", "--data-dir", "d"}, "--initial-cluster-state")
 	if strings.Join(got, " ") != "etcd-member --name m1 --data-dir d" {
 		t.Errorf("dropFlags = %v", got)
+	}
+}
+
+// Rounds run the systems in the order given, then reversed, so that neither is
+// always the one that runs second.
+func TestRoundOrderAlternates(t *testing.T) {
+	systems := []string{"etcd", "raftkv"}
+	var got []string
+	for round := 1; round <= 4; round++ {
+		got = append(got, roundOrder(systems, round)...)
+	}
+	want := []string{"etcd", "raftkv", "raftkv", "etcd", "etcd", "raftkv", "raftkv", "etcd"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("order over 4 rounds: %v, want %v", got, want)
+	}
+	if !slices.Equal(systems, []string{"etcd", "raftkv"}) {
+		t.Fatalf("roundOrder changed its argument: %v", systems)
+	}
+	if got := roundOrder([]string{"raftkv"}, 2); !slices.Equal(got, []string{"raftkv"}) {
+		t.Fatalf("one system in round 2: %v", got)
 	}
 }
