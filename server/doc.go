@@ -21,8 +21,9 @@
 //
 // State and snapshots (state.go, snapshot.go): the state machine, member list and
 // alarms included, lives in the kv store's engine (pebble, in member/kv), written
-// without fsync; the WAL is the durability. Every SnapshotCount entries the store
-// is flushed and the log truncated to the applied index the flush made durable less
+// without fsync; the WAL is the durability. Every SnapshotCount entries (the first
+// time sooner by the member's rank, snapshotPhase, so that members do not all
+// flush at one index) the store is flushed and the log truncated to the applied index the flush made durable less
 // SnapshotCatchUpEntries (kept for slow followers), never further, nor past a
 // snapshot being sent or its receiver's log until that has caught up; a snapshot is a marker, and a
 // lagging follower is streamed the engine itself (transport's

@@ -1,9 +1,11 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -236,5 +238,57 @@ func TestSnapshotCatchUpEntriesDefault(t *testing.T) {
 		if got != c.want {
 			t.Errorf("SnapshotCount %d, SnapshotCatchUpEntries %d: %d after defaults, want %d", c.count, c.catchUp, got, c.want)
 		}
+	}
+}
+
+// snapshotPhase spreads the members' first snapshots over SnapshotCount by their
+// rank by id; a member it does not find (or a cluster of one) starts at 0.
+func TestSnapshotPhaseSpreadsMembersByRank(t *testing.T) {
+	members := []member{{ID: 7}, {ID: 9}, {ID: 40}}
+	for _, tc := range []struct {
+		id   uint64
+		want uint64
+	}{{7, 0}, {9, 100}, {40, 200}, {8, 0}} {
+		if got := snapshotPhase(tc.id, members, 300); got != tc.want {
+			t.Errorf("snapshotPhase(%d of ids 7, 9, 40, every 300) = %d, want %d", tc.id, got, tc.want)
+		}
+	}
+	if got := snapshotPhase(7, members[:1], 300); got != 0 {
+		t.Errorf("the one member of a cluster: phase %d, want 0", got)
+	}
+}
+
+// Members started together take their first snapshots at indexes spread over
+// SnapshotCount, not all at one: a snapshot flushes the engine, and the engine's
+// compactions follow, so at one index every member compacted at once.
+func TestMembersStartedTogetherSnapshotAtSpreadIndexes(t *testing.T) {
+	const count = 300
+	members := startTestCluster(t, 3, func(c *Config) { c.SnapshotCount = count })
+	leader := leaderOf(t, members)
+	putKeys(t, leader, "a", 0, 250, []byte("v"))
+	for _, m := range members {
+		waitKeyCount(t, m, "a", 250)
+	}
+	byID := slices.Clone(members)
+	slices.SortFunc(byID, func(a, b *testMember) int { return cmp.Compare(a.srv.id, b.srv.id) })
+	// Rank r's first snapshot is due at index count - r*count/3: 300, 200, 100.
+	// The log holds about 255 entries, so ranks 2 and 1 have taken theirs.
+	var got [3]uint64
+	if err := waitFor(10*time.Second, func() bool {
+		for r, m := range byID {
+			if d := m.srv.durableSnap.Load(); d != nil {
+				got[r] = d.Index
+			}
+		}
+		return got[1] != 0 && got[2] != 0
+	}); err != nil {
+		t.Fatalf("snapshot indexes by rank %v: ranks 1 and 2 took none: %v", got, err)
+	}
+	last, err := byID[0].srv.storage.LastIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0] != 0 || got[1] < 200 || got[1] > last || got[2] < 100 || got[2] >= 200 {
+		t.Fatalf("first snapshot indexes by rank %v (log to %d); want none for rank 0, 200-%d for rank 1, 100-199 for rank 2", got, last, last)
 	}
 }
