@@ -121,9 +121,12 @@ func compareValues(rd pebble.Reader, c *Compare, rev int64) (bool, error) {
 		if len(batch) < batchMax && batchBytes < eagerValueBytes {
 			return true
 		}
+		if len(batch) == batchMax { // not once the bytes bound the batches
+			batchMax *= 2
+		}
 		holds, valueErr = compareBatch(rd, c, batch)
 		clear(batch)
-		batch, batchBytes, batchMax = batch[:0], 0, 2*batchMax
+		batch, batchBytes = batch[:0], 0
 		return holds && valueErr == nil
 	})
 	if valueErr != nil {
