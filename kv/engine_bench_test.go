@@ -226,3 +226,44 @@ func BenchmarkEngineRangeOutOfKeyOrder(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkEngineTxnCompareValueRange is a read-only txn whose one compare is of
+// the value of every key of a range of 20,000 keys of 1 KiB values, which the
+// engine keeps separated, written in random key order (as in
+// BenchmarkEngineRangeOutOfKeyOrder), so that the values' revision order is not
+// the compare's key order: one that holds for every key, and so reads every
+// value, and one that fails at the first key.
+func BenchmarkEngineTxnCompareValueRange(b *testing.B) {
+	const keys = 20_000
+	rng := rand.New(rand.NewPCG(4, 4))
+	value := make([]byte, 1024)
+	e := benchEngineOf(b, engineConfig{}, rng.Perm(keys), value, func(v []byte) {
+		for j := range v {
+			v[j] = byte(rng.Uint32())
+		}
+	})
+	all := Compare{Key: []byte{0}, RangeEnd: []byte{0}, Target: CompareValue}
+	for _, c := range []struct {
+		name      string
+		result    CompareResult
+		value     []byte
+		succeeded bool
+	}{
+		{"holds", CompareNotEqual, []byte("x"), true},
+		{"fails-first", CompareEqual, []byte("x"), false},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			cmp := all
+			cmp.Result, cmp.Value = c.result, c.value
+			r := &TxnRequest{Compare: []Compare{cmp}}
+			rd := &engineRead{r: e.db, rev: e.rev, compactRev: e.compactRev}
+			b.ReportAllocs()
+			for range b.N {
+				resp, err := rd.readTxn(r, 128, nil)
+				if err != nil || resp.Succeeded != c.succeeded {
+					b.Fatal(resp, err)
+				}
+			}
+		})
+	}
+}

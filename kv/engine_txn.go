@@ -2,6 +2,7 @@ package kv
 
 import (
 	"fmt"
+	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -66,6 +67,9 @@ func compareToPath(rd pebble.Reader, rev int64, r *TxnRequest, path []bool) ([]b
 
 // compare evaluates one compare at rev, as etcd's applyCompare does.
 func compare(rd pebble.Reader, c *Compare, rev int64) (bool, error) {
+	if _, single := parseRangeEnd(c.RangeEnd); c.Target == CompareValue && !single {
+		return compareValues(rd, c, rev)
+	}
 	found, holds := false, true
 	err := engineScan(rd, c.Key, c.RangeEnd, rev, c.Target == CompareValue, func(kv KeyValue) bool {
 		found = true
@@ -83,6 +87,90 @@ func compare(rd pebble.Reader, c *Compare, rev int64) (bool, error) {
 		return compareKV(c, &KeyValue{}), nil
 	}
 	return holds, nil
+}
+
+// compareValueBatchEntry is what a key of a batch of compareValues holds besides
+// its value, counted with the value against eagerValueBytes.
+const compareValueBatchEntry = int64(unsafe.Sizeof(rangeEntry{}))
+
+// compareValues is compare of the values of a range's keys. It compares the
+// inline values as its walk finds them, and reads the separated ones in batches,
+// each with one iterator in revision order (readSeparatedValues, as a range
+// does), rather than by a point read per value. A batch holds at most
+// eagerValueBytes of values and entries, so a compare over any range holds
+// little at once; the batches start at one key and double, so a compare that
+// fails early reads few values past the key that fails it. The outcome and any
+// error are those of reading and comparing the keys one by one in key order, the
+// walk stopping at the first that fails (compare): a batch's keys come before
+// any key the walk stopped at, so they are settled first.
+func compareValues(rd pebble.Reader, c *Compare, rev int64) (bool, error) {
+	found, holds := false, true
+	var batch []rangeEntry
+	var batchBytes int64
+	batchMax := 1
+	var valueErr error
+	lower, upper := rangeBounds(c.Key, c.RangeEnd)
+	err := engineAscend(rd, lower, upper, rev, func(_ []byte, modRev int64, sub uint32, rec *versionRecord) bool {
+		found = true
+		if !rec.separated {
+			holds = bytesCompareHolds(c, rec.value)
+			return holds
+		}
+		batch = append(batch, rangeEntry{kv: KeyValue{ModRevision: modRev}, valueLen: uint32(rec.separatedLen), sub: sub, separated: true})
+		batchBytes += int64(rec.separatedLen) + compareValueBatchEntry
+		if len(batch) < batchMax && batchBytes < eagerValueBytes {
+			return true
+		}
+		if len(batch) == batchMax { // not once the bytes bound the batches
+			batchMax *= 2
+		}
+		holds, valueErr = compareBatch(rd, c, batch)
+		clear(batch)
+		batch, batchBytes = batch[:0], 0
+		return holds && valueErr == nil
+	})
+	if valueErr != nil {
+		return false, valueErr
+	}
+	if len(batch) > 0 {
+		batchHolds, err := compareBatch(rd, c, batch)
+		if err != nil || !batchHolds {
+			return false, err
+		}
+	}
+	if err != nil {
+		return false, err
+	}
+	// etcd: a missing key has no value to compare, not an empty one.
+	return found && holds, nil
+}
+
+// bytesCompareHolds is compareKV of a value compare of a key whose value is v.
+func bytesCompareHolds(c *Compare, v []byte) bool {
+	kv := KeyValue{Value: v}
+	return compareKV(c, &kv)
+}
+
+// compareBatch compares the separated values of batch, keys of a range in key
+// order, read in one pass (readSeparatedValues). If the pass fails, it compares
+// them again in key order, reading by a point read each value the pass did not,
+// so that the outcome or the error is that of the first key, in key order, that
+// fails to read or to compare.
+func compareBatch(r pebble.Reader, c *Compare, batch []rangeEntry) (bool, error) {
+	passErr := readSeparatedValues(r, batch)
+	for i := range batch {
+		e := &batch[i]
+		if passErr != nil && e.needsValue() {
+			var err error
+			if e.kv.Value, err = readValueFrom(r, e.kv.ModRevision, e.sub, int(e.valueLen)); err != nil {
+				return false, err
+			}
+		}
+		if !compareKV(c, &e.kv) {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // checkPath makes etcd's checks that depend on the store along the path.
