@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -33,8 +34,14 @@ import (
 //     a serializable read of the last written key at the revision of that write. The
 //     log must have been compacted for the leader to send a snapshot rather than the
 //     whole log, so the harness writes small puts until the cluster has passed
-//     --snapshot-count entries (both systems take their first snapshot then, and
-//     compact their logs to snapshot-catchup-entries, set to half of it, behind it).
+//     twice --snapshot-count entries: etcd takes its snapshots at every multiple of
+//     it, a raftkv member its first one earlier by its rank among the members
+//     times --snapshot-count over their number (so that members do not compact at
+//     once) and the later ones every --snapshot-count entries after that, and each
+//     compacts its log to snapshot-catchup-entries, set to half of it, behind the
+//     snapshot. A first snapshot less than that past the log's start truncates
+//     nothing (the highest ranked of three takes it at a third of the count), so
+//     one count is not enough: by twice the count every member has truncated.
 //     The member is removed again afterwards.
 //   - memory-cap: stop a follower and start it again on its data with its memory
 //     capped (memcap.go), then read every key of the data set back from it
@@ -238,7 +245,7 @@ func runDataSystem(ctx context.Context, d *dataOptions, spec clusterSpec, self s
 	fmt.Fprintf(os.Stderr, "  loaded in %.1fs (members' CPU %.0f µs/key, largest member %.1f MiB)\n",
 		run.Load.Seconds, run.Load.CPUMicrosPerKey, run.Load.PeakRSSMiB)
 	if d.scenarios["catch-up"] {
-		if err := fillToRevision(ctx, c, int64(d.snapshotCount+d.snapshotCount/10+10)); err != nil {
+		if err := fillToRevision(ctx, c, int64(2*d.snapshotCount+d.snapshotCount/10+10)); err != nil {
 			return run, err
 		}
 	}
@@ -536,6 +543,12 @@ func catchUpNewMember(ctx context.Context, c *cluster, keys int, timeout time.Du
 	if readErr == nil {
 		r.FirstReadSeconds = round3(at.Sub(started).Seconds())
 		r.SinceAddSeconds = round3(at.Sub(added).Seconds())
+		if line := snapshotReceivedLine[c.spec.system]; !logHas(m.logPath, line) {
+			// The leader still had the whole log and sent it: not what this
+			// scenario measures.
+			readErr = fmt.Errorf("caught up without a snapshot (no %q in %s): the leader's log was not compacted", line, m.logPath)
+			r.Error = readErr.Error()
+		}
 	} else {
 		r.Error = readErr.Error()
 		if errors.Is(readErr, errMemberExited) {
@@ -558,6 +571,19 @@ func catchUpNewMember(ctx context.Context, c *cluster, keys int, timeout time.Du
 	}
 	_, err = c.waitLeader(ctx, 30*time.Second)
 	return r, err
+}
+
+// snapshotReceivedLine is what each system logs when a snapshot from its leader
+// has arrived.
+var snapshotReceivedLine = map[string]string{
+	"etcd":   "receiving database snapshot",
+	"raftkv": "snapshot body received",
+}
+
+// logHas reports whether the log at path holds s.
+func logHas(path, s string) bool {
+	b, err := os.ReadFile(path)
+	return err == nil && bytes.Contains(b, []byte(s))
 }
 
 // addMember adds a voter with peerURL, trying again for up to 30s while the leader

@@ -127,11 +127,13 @@ func (m newestVersion) record() versionRecord {
 // of a put's cost (BenchmarkEnginePut). The versions are in a slice of slots that
 // the map indexes, so that a write updates the slot its lookup found without
 // another map operation or allocation (set); when full it evicts a slot drawn at
-// random. Random, not the oldest insert: keys put in a cycle longer than the
-// cache (bench/'s put-100k-keys cycles through 100,000 keys, the default holds
-// 65,536) come back just after a first-in-first-out cache evicted them, and
-// none hits, where random eviction keeps 40% (BenchmarkEnginePutCycling); on
-// keys drawn at random the two hold the same. What it holds changes no answer,
+// random. Random, not the oldest insert: keys put over and over in a cycle
+// longer than the cache (100,000 keys against the default 65,536) come back
+// just after a first-in-first-out cache evicted them, and none hits, where
+// random eviction keeps 40% (BenchmarkEnginePutCycling); on keys drawn at
+// random the two hold the same. (bench/'s put-100k-keys cycles through 100,000
+// keys but puts each about once in its window: first writes, which no cache
+// holds.) What it holds changes no answer,
 // only how fast one comes. Only writes
 // use it, under the Store's write lock. Compaction may drop a key's newest
 // version only if that is a tombstone, which the cache already treats as no

@@ -450,19 +450,19 @@ func (s *Server) closeAll() {
 func (s *Server) applyLoop() {
 	var (
 		lastSnapshot = s.sm.store.AppliedIndex()
-		// undo puts lastSnapshot back if the snapshot in flight fails; no new one
-		// starts before retryAt.
-		undo    uint64
-		retryAt uint64
 		// phase brings this member's first snapshot forward (snapshotPhase).
 		phase = snapshotPhase(s.id, s.sm.members(), s.cfg.SnapshotCount)
+		// undo and undoPhase put lastSnapshot and phase back if the snapshot in
+		// flight fails; no new one starts before retryAt.
+		undo, undoPhase uint64
+		retryAt         uint64
 	)
 	for msg := range s.node.Apply() {
 		s.terms.set(msg.Term)
 		s.sm.store.SetTerm(msg.Term)
 		if s.snapshotFailed.Swap(false) {
 			// As if it had not been started, but wait a little before the next try.
-			lastSnapshot = undo
+			lastSnapshot, phase = undo, undoPhase
 			retryAt = msg.Index + min(s.cfg.SnapshotCount, 1000)
 		}
 		switch msg.Type {
@@ -501,7 +501,8 @@ func (s *Server) applyLoop() {
 				retryAt = msg.Index + min(s.cfg.SnapshotCount, 1000)
 				continue
 			}
-			undo, lastSnapshot, phase = lastSnapshot, msg.Index, 0
+			undo, undoPhase = lastSnapshot, phase
+			lastSnapshot, phase = msg.Index, 0
 		}
 	}
 }
