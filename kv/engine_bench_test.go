@@ -180,20 +180,27 @@ func BenchmarkEngineBytesPerKey(b *testing.B) {
 	}
 }
 
+// benchEngineShuffled returns an engine holding keys keys with 1 KiB values of
+// random bytes (separated, at the default size), written in an order drawn from
+// seed, so that revision order is not key order, and a value's buffer of that size.
+func benchEngineShuffled(b *testing.B, keys int, seed uint64) (*engine, []byte) {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	value := make([]byte, 1024)
+	e := benchEngineOf(b, engineConfig{}, rng.Perm(keys), value, func(v []byte) {
+		for j := range v {
+			v[j] = byte(rng.Uint32())
+		}
+	})
+	return e, value
+}
+
 // BenchmarkEngineRangeOutOfKeyOrder reads every value of 20,000 keys whose 1 KiB
 // values the engine keeps separated, in ranges that do not return keys in the
 // order of the walk that found them: by descending key, and by value (which
 // collects every value before it sorts); and a DeleteRange with prev_kv.
 func BenchmarkEngineRangeOutOfKeyOrder(b *testing.B) {
 	const keys = 20_000
-	rng := rand.New(rand.NewPCG(3, 3))
-	value := make([]byte, 1024)
-	// Keys are written in random order, so that revision order is not key order.
-	e := benchEngineOf(b, engineConfig{}, rng.Perm(keys), value, func(v []byte) {
-		for j := range v {
-			v[j] = byte(rng.Uint32())
-		}
-	})
+	e, value := benchEngineShuffled(b, keys, 3)
 	all := RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}}
 	for _, c := range []struct {
 		name string
@@ -235,13 +242,7 @@ func BenchmarkEngineRangeOutOfKeyOrder(b *testing.B) {
 // value, and one that fails at the first key.
 func BenchmarkEngineTxnCompareValueRange(b *testing.B) {
 	const keys = 20_000
-	rng := rand.New(rand.NewPCG(4, 4))
-	value := make([]byte, 1024)
-	e := benchEngineOf(b, engineConfig{}, rng.Perm(keys), value, func(v []byte) {
-		for j := range v {
-			v[j] = byte(rng.Uint32())
-		}
-	})
+	e, _ := benchEngineShuffled(b, keys, 4)
 	all := Compare{Key: []byte{0}, RangeEnd: []byte{0}, Target: CompareValue}
 	for _, c := range []struct {
 		name      string
