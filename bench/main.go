@@ -323,7 +323,6 @@ func buildRaftkv(ctx context.Context, dir string) (string, error) {
 	return out, nil
 }
 
-// runSystem starts one cluster, runs every selected workload against it, and stops it.
 // roundOrder is the order the systems run in round: as listed in odd rounds,
 // reversed in even ones. Whichever system runs second in a round has done better
 // on this machine (two builds of raftkv, each second in turn: get-lin 5-20% more
@@ -339,6 +338,7 @@ func roundOrder(systems []string, round int) []string {
 	return r
 }
 
+// runSystem starts one cluster, runs every selected workload against it, and stops it.
 func runSystem(ctx context.Context, opts *options, spec clusterSpec, round int) (*systemRun, error) {
 	fmt.Fprintf(os.Stderr, "round %d/%d %s: starting 3 members ... ", round, opts.rounds, spec.system)
 	start := time.Now()

@@ -133,8 +133,7 @@ func (m newestVersion) record() versionRecord {
 // random eviction keeps 40% (BenchmarkEnginePutCycling); on keys drawn at
 // random the two hold the same. (bench/'s put-100k-keys cycles through 100,000
 // keys but puts each about once in its window: first writes, which no cache
-// holds.) What it holds changes no answer,
-// only how fast one comes. Only writes
+// holds.) What it holds changes no answer, only how fast one comes. Only writes
 // use it, under the Store's write lock. Compaction may drop a key's newest
 // version only if that is a tombstone, which the cache already treats as no
 // version at all.
