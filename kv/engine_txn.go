@@ -70,6 +70,12 @@ func compare(rd pebble.Reader, c *Compare, rev int64) (bool, error) {
 	if _, single := parseRangeEnd(c.RangeEnd); c.Target == CompareValue && !single {
 		return compareValues(rd, c, rev)
 	}
+	return compareByScan(rd, c, rev)
+}
+
+// compareByScan is compare by a walk of the range that reads each key's value in
+// key order (by a point read if separated), stopping at the first key that fails.
+func compareByScan(rd pebble.Reader, c *Compare, rev int64) (bool, error) {
 	found, holds := false, true
 	err := engineScan(rd, c.Key, c.RangeEnd, rev, c.Target == CompareValue, func(kv KeyValue) bool {
 		found = true
@@ -101,7 +107,7 @@ const compareValueBatchEntry = int64(unsafe.Sizeof(rangeEntry{}))
 // little at once; the batches start at one key and double, so a compare that
 // fails early reads few values past the key that fails it. The outcome and any
 // error are those of reading and comparing the keys one by one in key order, the
-// walk stopping at the first that fails (compare): a batch's keys come before
+// walk stopping at the first that fails (compareByScan): a batch's keys come before
 // any key the walk stopped at, so they are settled first.
 func compareValues(rd pebble.Reader, c *Compare, rev int64) (bool, error) {
 	found, holds := false, true
@@ -113,7 +119,7 @@ func compareValues(rd pebble.Reader, c *Compare, rev int64) (bool, error) {
 	err := engineAscend(rd, lower, upper, rev, func(_ []byte, modRev int64, sub uint32, rec *versionRecord) bool {
 		found = true
 		if !rec.separated {
-			holds = bytesCompareHolds(c, rec.value)
+			holds = compareKV(c, &KeyValue{Value: rec.value})
 			return holds
 		}
 		batch = append(batch, rangeEntry{kv: KeyValue{ModRevision: modRev}, valueLen: uint32(rec.separatedLen), sub: sub, separated: true})
@@ -143,12 +149,6 @@ func compareValues(rd pebble.Reader, c *Compare, rev int64) (bool, error) {
 	}
 	// etcd: a missing key has no value to compare, not an empty one.
 	return found && holds, nil
-}
-
-// bytesCompareHolds is compareKV of a value compare of a key whose value is v.
-func bytesCompareHolds(c *Compare, v []byte) bool {
-	kv := KeyValue{Value: v}
-	return compareKV(c, &kv)
 }
 
 // compareBatch compares the separated values of batch, keys of a range in key

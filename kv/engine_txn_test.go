@@ -12,7 +12,7 @@ import (
 
 // A value compare over a range reads its separated values in batches, each in
 // revision order (compareValues); these tests hold it to the walk that read each
-// value by a point read in key order (compareByPointReads).
+// value by a point read in key order (compareByScan).
 
 // compareRangeKeys is how many keys the tests' ranges hold: enough for several
 // batches of compareValues, the later ones bounded by their bytes.
@@ -34,22 +34,6 @@ func compareTestEngine(t *testing.T, rng *rand.Rand, base []byte) (*engine, map[
 }
 
 func compareTestKey(i int) []byte { return fmt.Appendf(nil, "k%03d", i) }
-
-// compareByPointReads is compare as it was before compareValues: the walk reads
-// each key's value in key order, by a point read if separated, and stops at the
-// first key that fails the compare.
-func compareByPointReads(rd pebble.Reader, c *Compare, rev int64) (bool, error) {
-	found, holds := false, true
-	err := engineScan(rd, c.Key, c.RangeEnd, rev, true, func(kv KeyValue) bool {
-		found = true
-		holds = compareKV(c, &kv)
-		return holds
-	})
-	if err != nil {
-		return false, err
-	}
-	return found && holds, nil
-}
 
 // modelCompare is the value compare c over model, etcd's: it holds if the range
 // has a key and every key in it passes.
@@ -249,7 +233,7 @@ func TestCompareValueRangeAgreesWithPointReads(t *testing.T) {
 		if rng.IntN(4) == 0 {
 			c.Key, c.RangeEnd = []byte("k"), []byte("l")
 		}
-		want, wantErr := compareByPointReads(e.db, &c, e.rev)
+		want, wantErr := compareByScan(e.db, &c, e.rev)
 		got, err := compare(e.db, &c, e.rev)
 		if got != want || errors.Is(err, ErrCorruptEngine) != errors.Is(wantErr, ErrCorruptEngine) || (err == nil) != (wantErr == nil) {
 			t.Fatalf("trial %d: compare %d over [%s, %s) with %.8q: %v, %v; point reads give %v, %v",
