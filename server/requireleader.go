@@ -49,7 +49,9 @@ func (s *Server) hasLeader() bool { return s.node.Observe().Lead != 0 }
 // requireLeaderUnary refuses a unary call that requires a leader while this member
 // knows none.
 func (s *Server) requireLeaderUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if requiresLeader(ctx) && !s.hasLeader() {
+	// hasLeader first: a few atomic loads, where requiresLeader's lookup scans
+	// every header of the call when the key is absent, as it is on most calls.
+	if !s.hasLeader() && requiresLeader(ctx) {
 		return nil, rpctypes.ErrGRPCNoLeader
 	}
 	return handler(ctx, req)
