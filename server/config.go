@@ -166,6 +166,12 @@ type Config struct {
 	// files, if set, holds the log's and the store's files in place of the
 	// operating system's: crash tests (crash_test.go).
 	files *memberFiles
+	// snapshotHook, if set, is called as a local snapshot starts at applied index
+	// index, before compactLog; an error it returns fails that snapshot as
+	// compactLog's would, and compactLog does not run. Tests only
+	// (snapshot_retry_test.go): no failure of compactLog that the member survives
+	// can be provoked from outside.
+	snapshotHook func(index uint64) error
 }
 
 // Defaults, matching etcd's where etcd has one.

@@ -515,7 +515,13 @@ func (s *Server) startSnapshot(index uint64) error {
 	s.goTracked(func() {
 		defer s.snapshotting.Store(false)
 		started := time.Now()
-		err := s.compactLog()
+		var err error
+		if s.cfg.snapshotHook != nil {
+			err = s.cfg.snapshotHook(index) // tests only
+		}
+		if err == nil {
+			err = s.compactLog()
+		}
 		s.metrics.snapshotSave.Observe(time.Since(started).Seconds())
 		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, kv.ErrEngineFailed) || errors.Is(err, storage.ErrFailed) {
 			s.stopOnFatal(err) // the store or the storage failed: nothing more is durable
