@@ -102,7 +102,10 @@
 // with deduplication if a retry must not apply twice. A command given to Forward has
 // no index: recognise it by content. ProposeUntil and ForwardUntil also give up when
 // a channel closes, so that many proposals can share one deadline instead of a
-// context each.
+// context each. ProposeAsync is ProposeUntil that returns once the command is queued
+// and hands the index and term (or the refusal) to a function the run loop calls,
+// before the entry can commit: the caller waits once, for the application, not
+// first for the index.
 //
 // Durability. When Start returns, the entry is in the leader's memory only; the run
 // loop writes it to Storage with the next batch. Start says nothing about this node's
@@ -153,9 +156,9 @@
 //
 // The apply goroutine. The application reads Apply on a goroutine of its own and may
 // call any method of the Node from it: Snapshot, State, Observe, ReportUnreachable and
-// ReportSnapshot never wait; Start, Propose, ProposeUntil, Forward, ForwardUntil,
-// ReadIndex, Status, Step, ProposeConfChange, TransferLeadership, MembershipStatus
-// and MembershipAt wait only for the run loop, which never waits on the application (a full apply queue
+// ReportSnapshot never wait; Start, Propose, ProposeUntil, ProposeAsync, Forward,
+// ForwardUntil, ReadIndex, Status, Step, ProposeConfChange, TransferLeadership,
+// MembershipStatus and MembershipAt wait only for the run loop, which never waits on the application (a full apply queue
 // holds back committed entries, never the run loop); Stop closes Apply without
 // waiting for it to be read. The one thing that goroutine must not do is wait, in
 // itself, for an entry it has yet to apply (for example, the index ReadIndex

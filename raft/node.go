@@ -127,6 +127,17 @@ type proposal struct {
 	// forward: send to the leader if this node is not it (Node.Forward).
 	forward bool
 	reply   chan proposalResult
+	// done, if set, takes the result instead of reply (ProposeAsync).
+	done func(index, term uint64, err error)
+}
+
+// answer gives p its result: on reply, or to done.
+func (p *proposal) answer(r proposalResult) {
+	if p.done != nil {
+		p.done(r.index, r.term, r.err)
+		return
+	}
+	p.reply <- r
 }
 
 type proposalResult struct {
@@ -277,6 +288,61 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (index, term uint64, err
 // context of its own (the server's RequestTimeout).
 func (n *Node) ProposeUntil(ctx context.Context, deadline <-chan struct{}, cmd []byte) (index, term uint64, err error) {
 	return n.submit(ctx, deadline, proposal{data: cmd})
+}
+
+// ProposeAsync is ProposeUntil that does not wait for the run loop to append the
+// command: it returns once the command is queued for the run loop (or with the
+// reason it could not be: ErrNotLeader, ErrStopped, the context's error, or
+// context.DeadlineExceeded once deadline closes), and the run loop then calls done
+// exactly once with the index and term the command was given, or with the error
+// Propose would have returned. The caller has a goroutine fewer to wake and one
+// blocking select fewer per command (measured: submit's two selects were 4% of a
+// leader's CPU under bench's put-1000c, most of it in the locks of the channels
+// every proposal shares). done runs on the node's run loop, before the entry can
+// be written or sent, so it must return at once and must not call the Node; if the
+// node stops with the command still queued, done gets ErrStopped.
+func (n *Node) ProposeAsync(ctx context.Context, deadline <-chan struct{}, cmd []byte, done func(index, term uint64, err error)) error {
+	if !n.isLeader.Load() {
+		return ErrNotLeader
+	}
+	p := proposal{data: cmd, done: done}
+	select {
+	case n.propc <- p: // the common case: room in the queue, and one channel locked
+	default:
+		select {
+		case n.propc <- p:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline:
+			return context.DeadlineExceeded
+		case <-n.done:
+			return ErrStopped
+		}
+	}
+	select {
+	case <-n.done:
+		// The run loop may have ended, and refused what it found queued, before p
+		// was queued: p is then refused here (see refuseQueued).
+		n.refuseQueued()
+	default:
+	}
+	return nil
+}
+
+// refuseQueued answers every proposal still queued with ErrStopped, once the run
+// loop has ended (n.done is closed). The run loop calls it as it ends, and
+// ProposeAsync after queueing one when it finds the loop ended: a proposal queued
+// before the loop's call ended is taken by that call, and one queued after it is
+// taken by its sender's, so none waits for an answer that never comes.
+func (n *Node) refuseQueued() {
+	for {
+		select {
+		case p := <-n.propc:
+			p.answer(proposalResult{err: ErrStopped})
+		default:
+			return
+		}
+	}
 }
 
 // submit hands p to the run loop and waits for its index and term, until ctx is done
@@ -451,6 +517,7 @@ func (n *Node) Err() error {
 // run is the node's one goroutine that touches the core.
 func (n *Node) run() {
 	defer n.wg.Done()
+	defer n.refuseQueued() // after done closes: deferred calls run last first
 	defer close(n.done)
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
@@ -645,13 +712,13 @@ func (n *Node) run() {
 func (n *Node) propose(p proposal) {
 	if p.conf != nil {
 		index, term, err := n.rn.ProposeConfChange(*p.conf)
-		p.reply <- proposalResult{index: index, term: term, err: err}
+		p.answer(proposalResult{index: index, term: term, err: err})
 		return
 	}
 	if p.forward {
-		p.reply <- proposalResult{err: n.rn.Forward(p.data)}
+		p.answer(proposalResult{err: n.rn.Forward(p.data)})
 		return
 	}
 	index, term, err := n.rn.Propose(p.data)
-	p.reply <- proposalResult{index: index, term: term, err: err}
+	p.answer(proposalResult{index: index, term: term, err: err})
 }

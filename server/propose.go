@@ -15,9 +15,10 @@ import (
 // This file is the write path: a request becomes a proposal, the proposal an entry
 // in the log, and the entry a result the request waits for.
 //
-// On the leader a proposal follows the seed's rule: Propose returns the index it will
-// take, and the request completes only if the entry applied at that index is its own;
-// if another one is, leadership was lost and the client hears "leader changed".
+// On the leader a proposal follows the seed's rule: the run loop gives the index it
+// will take (to the wait registry, raft.Node.ProposeAsync), and the request completes
+// only if the entry applied at that index is its own; if another one is, leadership
+// was lost and the client hears "leader changed".
 //
 // A follower forwards the proposal to the leader, which gives no index back. If the
 // leader dies with it, nothing would ever tell the follower, and the request would
@@ -90,11 +91,21 @@ func (s *Server) proposeWaiting(pc proposalContext, kind byte, payload []byte) (
 	defer s.waits.cancel(seq)
 
 	data := encodeEnvelope(envelope{kind: kind, proposer: s.proposer, seq: seq, payload: payload})
-	index, _, err := s.node.ProposeUntil(pc.req, pc.deadline.Done(), data)
+	// The run loop tells the registry the index it gives the entry (or why it
+	// refused it), before the entry can apply: the request waits once, for its
+	// result, not first for its index (raft.Node.ProposeAsync).
+	err := s.node.ProposeAsync(pc.req, pc.deadline.Done(), data, func(index, _ uint64, err error) {
+		s.waits.proposed(seq, index, err)
+	})
+	if err == nil {
+		res, werr := s.wait(pc, wt, nil)
+		var refused notProposedError
+		if !errors.As(werr, &refused) {
+			return res, werr
+		}
+		err = refused.err
+	}
 	switch {
-	case err == nil:
-		s.waits.expectAt(seq, index)
-		return s.wait(pc, wt, nil)
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrProposalDropped):
 		// ErrProposalDropped: this leader is handing leadership off (thesis §3.10) and
 		// takes no proposal until it is done; forwarding waits for the new leader.
@@ -124,6 +135,12 @@ func (s *Server) proposeResending(pc proposalContext, wt *waiter, kind byte, seq
 			"why", resend.why)
 	}
 }
+
+// notProposedError: wait stopped because the run loop refused the proposal (err),
+// which is then not in the log.
+type notProposedError struct{ err error }
+
+func (e notProposedError) Error() string { return "server: not proposed: " + e.err.Error() }
 
 // errResend: wait stopped because the proposal should be sent again.
 var errResend = errors.New("server: send the proposal again")
@@ -155,6 +172,8 @@ func (s *Server) wait(pc proposalContext, wt *waiter, resend *resendTrigger) (kv
 		select {
 		case res := <-wt.ch:
 			switch {
+			case res.notProposed != nil:
+				return kv.Result{}, notProposedError{res.notProposed}
 			case res.lost:
 				return kv.Result{}, errLostEntry
 			case errors.Is(res.result.Err, kv.ErrProposalExpired):

@@ -34,6 +34,8 @@ type applyResult struct {
 	result kv.Result
 	// lost: another entry took the index this request was proposed at.
 	lost bool
+	// notProposed: the leader's run loop refused the request (proposed).
+	notProposed error
 }
 
 func newWaitRegistry() *waitRegistry {
@@ -70,10 +72,24 @@ func (w *waitRegistry) lowestPending() uint64 {
 }
 
 // expectAt records the index Start returned for request id.
-func (w *waitRegistry) expectAt(id, index uint64) {
+func (w *waitRegistry) expectAt(id, index uint64) { w.proposed(id, index, nil) }
+
+// proposed records what the leader's run loop did with request id: the index it
+// gave the entry, or err, why it refused it, which the request's waiter gets. It is
+// called on the run loop (raft.Node.ProposeAsync), before the entry can apply. A
+// request that has stopped waiting (cancel) is no longer here, and nothing is
+// recorded for it.
+func (w *waitRegistry) proposed(id, index uint64, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if _, ok := w.mu.byID[id]; ok {
+	wt, ok := w.mu.byID[id]
+	switch {
+	case !ok:
+	case err != nil:
+		// The entry is not in the log, so no result of its own can come for the
+		// waiter's one slot until the request sends it again.
+		wt.ch <- applyResult{notProposed: err}
+	default:
 		w.mu.byIndex[index] = id
 	}
 }
