@@ -103,8 +103,8 @@
 // no index: recognise it by content. ProposeUntil and ForwardUntil also give up when
 // a channel closes, so that many proposals can share one deadline instead of a
 // context each. ProposeAsync is ProposeUntil that returns once the command is queued
-// and hands the index and term (or the refusal) to a function the run loop calls,
-// before the entry can commit: the caller waits once, for the application, not
+// and hands the index and term (or the refusal) to a function the run loop calls
+// (after a stop, a later ProposeAsync call may), before the entry can commit: the caller waits once, for the application, not
 // first for the index.
 //
 // Durability. When Start returns, the entry is in the leader's memory only; the run

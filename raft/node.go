@@ -299,8 +299,10 @@ func (n *Node) ProposeUntil(ctx context.Context, deadline <-chan struct{}, cmd [
 // blocking select fewer per command (measured: submit's two selects were 4% of a
 // leader's CPU under bench's put-1000c, most of it in the locks of the channels
 // every proposal shares). done runs on the node's run loop, before the entry can
-// be written or sent, so it must return at once and must not call the Node; if the
-// node stops with the command still queued, done gets ErrStopped.
+// be written or sent, so it must return at once and must not call the Node. If the
+// node stops with the command still queued, done gets ErrStopped, then perhaps on
+// the goroutine of a ProposeAsync call (its own or another's) that found the node
+// stopped: done must not take a lock its caller may hold while calling ProposeAsync.
 func (n *Node) ProposeAsync(ctx context.Context, deadline <-chan struct{}, cmd []byte, done func(index, term uint64, err error)) error {
 	if !n.isLeader.Load() {
 		return ErrNotLeader

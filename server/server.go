@@ -475,6 +475,7 @@ func (s *Server) applyLoop() {
 				panic(fmt.Sprintf("server: restoring snapshot at index %d: %v", msg.Index, err))
 			}
 			s.tokens.clear() // issued by entries this member may never have applied
+			s.waits.snapshotApplied(msg.Index)
 			s.leasesRestored()
 			s.syncPeers()
 			lastSnapshot = msg.Index

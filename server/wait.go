@@ -86,11 +86,30 @@ func (w *waitRegistry) proposed(id, index uint64, err error) {
 	switch {
 	case !ok:
 	case err != nil:
-		// The entry is not in the log, so no result of its own can come for the
-		// waiter's one slot until the request sends it again.
-		wt.ch <- applyResult{notProposed: err}
+		// The slot is empty: the entry is not in the log, so no result of its
+		// own can have come, and the request sends it again only after taking
+		// this. Never block here all the same: this runs on the raft run loop,
+		// which a blocked send would stall for the whole member.
+		select {
+		case wt.ch <- applyResult{notProposed: err}:
+		default:
+		}
 	default:
 		w.mu.byIndex[index] = id
+	}
+}
+
+// snapshotApplied forgets the indexes expected at or below index, which a snapshot
+// from the leader has replaced: no entry will apply at them here. Their requests
+// cannot tell whether their entries are in the snapshot, and wait for their
+// deadline, as they did before; only the records go.
+func (w *waitRegistry) snapshotApplied(index uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := range w.mu.byIndex {
+		if i <= index {
+			delete(w.mu.byIndex, i)
+		}
 	}
 }
 
