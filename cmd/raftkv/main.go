@@ -103,8 +103,7 @@ func (a *app) newRootCommand() *cobra.Command {
 			"their defaults get a quarter of the limit, and unless GOMEMLIMIT is set the Go runtime's\n" +
 			"soft memory limit is 90% of what the limit leaves beside the engine. The engine's memory\n" +
 			"comes from one malloc arena (glibc's per-thread arenas nearly doubled it) unless\n" +
-			"MALLOC_ARENA_MAX is set. Unless GOGC is set, the member runs with GOGC=150 (less\n" +
-			"collection for 12-15 MiB more heap; see cmd/raftkv/gcpercent.go).",
+			"MALLOC_ARENA_MAX is set.",
 		Args: rootArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.serve(cmd, serve)

@@ -351,7 +351,6 @@ func (a *app) serve(cmd *cobra.Command, f *serveFlags) error {
 		"name", cfg.Name, "data-dir", cfg.DataDir, "listen-client-urls", cfg.ListenClientURLs, "listen-peer-urls", cfg.ListenPeerURLs)
 	// After the flags are checked: it sizes only what they leave at the default.
 	applyMemoryLimit(&cfg, a.environ)
-	applyGCPercent(a.environ)
 	srv, err := server.New(cfg)
 	if err != nil {
 		return err
