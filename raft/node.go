@@ -307,19 +307,8 @@ func (n *Node) ProposeAsync(ctx context.Context, deadline <-chan struct{}, cmd [
 	if !n.isLeader.Load() {
 		return ErrNotLeader
 	}
-	p := proposal{data: cmd, done: done}
-	select {
-	case n.propc <- p: // the common case: room in the queue, and one channel locked
-	default:
-		select {
-		case n.propc <- p:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-deadline:
-			return context.DeadlineExceeded
-		case <-n.done:
-			return ErrStopped
-		}
+	if err := n.enqueue(ctx, deadline, proposal{data: cmd, done: done}); err != nil {
+		return err
 	}
 	select {
 	case <-n.done:
@@ -329,6 +318,25 @@ func (n *Node) ProposeAsync(ctx context.Context, deadline <-chan struct{}, cmd [
 	default:
 	}
 	return nil
+}
+
+// enqueue hands p to the run loop's queue, until ctx is done or deadline closes.
+func (n *Node) enqueue(ctx context.Context, deadline <-chan struct{}, p proposal) error {
+	select {
+	case n.propc <- p: // the common case: room in the queue, and one channel locked
+		return nil
+	default:
+	}
+	select {
+	case n.propc <- p:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-deadline:
+		return context.DeadlineExceeded
+	case <-n.done:
+		return ErrStopped
+	}
 }
 
 // refuseQueued answers every proposal still queued with ErrStopped, once the run
@@ -355,14 +363,8 @@ func (n *Node) submit(ctx context.Context, deadline <-chan struct{}, p proposal)
 	}
 	reply := make(chan proposalResult, 1)
 	p.reply = reply
-	select {
-	case n.propc <- p:
-	case <-ctx.Done():
-		return 0, 0, ctx.Err()
-	case <-deadline:
-		return 0, 0, context.DeadlineExceeded
-	case <-n.done:
-		return 0, 0, ErrStopped
+	if err := n.enqueue(ctx, deadline, p); err != nil {
+		return 0, 0, err
 	}
 	select {
 	case res := <-reply:
@@ -390,14 +392,8 @@ func (n *Node) Forward(ctx context.Context, cmd []byte) error {
 // deadline closes (see ProposeUntil).
 func (n *Node) ForwardUntil(ctx context.Context, deadline <-chan struct{}, cmd []byte) error {
 	reply := make(chan proposalResult, 1)
-	select {
-	case n.propc <- proposal{data: cmd, forward: true, reply: reply}:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-deadline:
-		return context.DeadlineExceeded
-	case <-n.done:
-		return ErrStopped
+	if err := n.enqueue(ctx, deadline, proposal{data: cmd, forward: true, reply: reply}); err != nil {
+		return err
 	}
 	select {
 	case res := <-reply:
