@@ -312,8 +312,8 @@ func (n *Node) ProposeAsync(ctx context.Context, deadline <-chan struct{}, cmd [
 	}
 	select {
 	case <-n.done:
-		// The run loop may have ended, and refused what it found queued, before p
-		// was queued: p is then refused here (see refuseQueued).
+		// The run loop may have ended, and refused what it found queued, before
+		// this command was queued: it is then refused here (see refuseQueued).
 		n.refuseQueued()
 	default:
 	}
