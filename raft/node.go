@@ -322,13 +322,21 @@ func (n *Node) ProposeAsync(ctx context.Context, deadline <-chan struct{}, cmd [
 
 // enqueue hands p to the run loop's queue, until ctx is done or deadline closes.
 func (n *Node) enqueue(ctx context.Context, deadline <-chan struct{}, p proposal) error {
+	return sendToLoop(n, n.propc, p, ctx, deadline)
+}
+
+// sendToLoop puts v on ch, a queue the run loop empties: at once if ch has room,
+// even when ctx has ended (the common case, and a select that locks ch alone);
+// otherwise it waits for room until ctx is done, deadline closes (nil: never) or
+// the node stops.
+func sendToLoop[T any](n *Node, ch chan<- T, v T, ctx context.Context, deadline <-chan struct{}) error {
 	select {
-	case n.propc <- p: // the common case: room in the queue, and one channel locked
+	case ch <- v:
 		return nil
 	default:
 	}
 	select {
-	case n.propc <- p:
+	case ch <- v:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -446,19 +454,7 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 // loop empties the inbox without waiting on the application, so Step may be called
 // from the apply goroutine (a transport does not usually need to).
 func (n *Node) Step(ctx context.Context, m Message) error {
-	select {
-	case n.recvc <- m:
-		return nil
-	default:
-	}
-	select {
-	case n.recvc <- m:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-n.done:
-		return ErrStopped
-	}
+	return sendToLoop(n, n.recvc, m, ctx, nil)
 }
 
 // ReportUnreachable tells the node that a message to peer id could not be sent, so
