@@ -374,15 +374,22 @@ func (n *Node) submit(ctx context.Context, deadline <-chan struct{}, p proposal)
 	if err := n.enqueue(ctx, deadline, p); err != nil {
 		return 0, 0, err
 	}
+	res := n.awaitReply(ctx, deadline, reply)
+	return res.index, res.term, res.err
+}
+
+// awaitReply waits for the run loop's answer to a queued proposal, or for ctx, the
+// deadline or the node to end first; those answer with no index.
+func (n *Node) awaitReply(ctx context.Context, deadline <-chan struct{}, reply <-chan proposalResult) proposalResult {
 	select {
 	case res := <-reply:
-		return res.index, res.term, res.err
+		return res
 	case <-ctx.Done():
-		return 0, 0, ctx.Err()
+		return proposalResult{err: ctx.Err()}
 	case <-deadline:
-		return 0, 0, context.DeadlineExceeded
+		return proposalResult{err: context.DeadlineExceeded}
 	case <-n.done:
-		return 0, 0, ErrStopped
+		return proposalResult{err: ErrStopped}
 	}
 }
 
@@ -403,16 +410,7 @@ func (n *Node) ForwardUntil(ctx context.Context, deadline <-chan struct{}, cmd [
 	if err := n.enqueue(ctx, deadline, proposal{data: cmd, forward: true, reply: reply}); err != nil {
 		return err
 	}
-	select {
-	case res := <-reply:
-		return res.err
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-deadline:
-		return context.DeadlineExceeded
-	case <-n.done:
-		return ErrStopped
-	}
+	return n.awaitReply(ctx, deadline, reply).err
 }
 
 // State returns the current term and whether this node believes it is the leader. It
