@@ -2,9 +2,11 @@ package kv
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -189,35 +191,65 @@ func (w *engineWrite) putRequest(p *PutRequest) (*PutResponse, error) {
 
 // deleteRangeRequest is etcd's DeleteRange: PrevKvs are read before the
 // delete, and the header revision is the write's only if it changed something.
+// With prev_kv its walk builds the answer's PrevKvs, in key order, and notes
+// where the separated values are, read after it in one pass in revision order
+// (readSeparated), not one point read each in key order. Without, it keeps only
+// what the tombstones need.
 func (w *engineWrite) deleteRangeRequest(d *DeleteRangeRequest) (*DeleteRangeResponse, error) {
-	resp := &DeleteRangeResponse{}
-	var entries []rangeEntry
+	var prevKvs []KeyValue
+	var separated []separatedAt
+	var deleted []leasedKey
 	lower, upper := rangeBounds(d.Key, d.RangeEnd)
 	err := engineAscend(w.reader(), lower, upper, w.readRev(), func(prefix []byte, modRev int64, sub uint32, rec *versionRecord) bool {
-		entries = append(entries, rangeEntry{kv: rec.keyValue(unescapeKey(prefix), modRev, d.PrevKv),
-			valueLen: uint32(rec.valueLen()), sub: sub, separated: rec.separated})
+		key := unescapeKey(prefix)
+		if !d.PrevKv {
+			deleted = append(deleted, leasedKey{key: key, lease: rec.lease})
+			return true
+		}
+		if rec.separated && rec.separatedLen > 0 {
+			separated = append(separated, separatedAt{at: len(prevKvs), sub: sub, valueLen: uint32(rec.separatedLen)})
+		}
+		prevKvs = append(prevKvs, rec.keyValue(key, modRev, true))
 		return true
 	})
-	if err == nil && d.PrevKv {
-		// The separated values in one pass in revision order, not one point read
-		// each in key order.
-		err = readSeparatedValues(w.reader(), entries)
+	if err == nil {
+		slices.SortFunc(separated, func(x, y separatedAt) int {
+			if c := cmp.Compare(prevKvs[x.at].ModRevision, prevKvs[y.at].ModRevision); c != 0 {
+				return c
+			}
+			return cmp.Compare(x.sub, y.sub)
+		})
+		err = readSeparated(w.reader(), len(separated), func(j int) (int64, uint32, uint32, *[]byte) {
+			s, kv := &separated[j], &prevKvs[separated[j].at]
+			return kv.ModRevision, s.sub, s.valueLen, &kv.Value
+		})
 	}
 	if err != nil {
 		return nil, err
 	}
-	for i := range entries {
-		w.tombstone(entries[i].kv.Key, entries[i].kv.Lease)
+	for i := range deleted {
+		w.tombstone(deleted[i].key, deleted[i].lease)
 	}
-	resp.Deleted = int64(len(entries))
-	if d.PrevKv && len(entries) > 0 {
-		resp.PrevKvs = make([]KeyValue, len(entries))
-		for i := range entries {
-			resp.PrevKvs[i] = entries[i].kv
-		}
+	for i := range prevKvs {
+		w.tombstone(prevKvs[i].Key, prevKvs[i].Lease)
 	}
+	resp := &DeleteRangeResponse{Deleted: int64(len(deleted) + len(prevKvs)), PrevKvs: prevKvs}
 	resp.Header.Revision = w.readRev()
 	return resp, nil
+}
+
+// separatedAt locates the separated value (engine_keys.go) of a DeleteRange's
+// PrevKvs[at]: the change at its ModRevision and sub, of valueLen bytes.
+type separatedAt struct {
+	at            int
+	sub, valueLen uint32
+}
+
+// leasedKey is a key a DeleteRange without prev_kv deletes, with the lease its
+// tombstone detaches it from.
+type leasedKey struct {
+	key   []byte
+	lease int64
 }
 
 // leaseCheckpoint mirrors state.leaseCheckpoint: each checkpoint of a lease that

@@ -195,15 +195,6 @@ func readSeparatedValues(r pebble.Reader, entries []rangeEntry) error {
 			at = append(at, i)
 		}
 	}
-	if len(at) == 1 { // one point read is as cheap
-		e := &entries[at[0]]
-		var err error
-		e.kv.Value, err = readValueFrom(r, e.kv.ModRevision, e.sub, int(e.valueLen))
-		return err
-	}
-	if len(at) == 0 {
-		return nil
-	}
 	slices.SortFunc(at, func(a, b int) int {
 		x, y := &entries[a], &entries[b]
 		if c := cmp.Compare(x.kv.ModRevision, y.kv.ModRevision); c != 0 {
@@ -211,14 +202,34 @@ func readSeparatedValues(r pebble.Reader, entries []rangeEntry) error {
 		}
 		return cmp.Compare(x.sub, y.sub)
 	})
+	return readSeparated(r, len(at), func(j int) (int64, uint32, uint32, *[]byte) {
+		e := &entries[at[j]]
+		return e.kv.ModRevision, e.sub, e.valueLen, &e.kv.Value
+	})
+}
+
+// readSeparated reads n separated values, the j-th that of the change at revision
+// rev.sub, of valueLen bytes, into *dst (value(j)), with one iterator, which only
+// seeks forward: the caller orders them by revision. It stops at the first read
+// that fails, its *dst set to nil. One value is a point read, as cheap.
+func readSeparated(r pebble.Reader, n int, value func(j int) (rev int64, sub, valueLen uint32, dst *[]byte)) error {
+	if n == 0 {
+		return nil
+	}
+	if n == 1 {
+		rev, sub, valueLen, dst := value(0)
+		var err error
+		*dst, err = readValueFrom(r, rev, sub, int(valueLen))
+		return err
+	}
 	it, err := r.NewIter(&pebble.IterOptions{LowerBound: []byte{engineValuePrefix}, UpperBound: []byte{engineValuePrefix + 1}})
 	if err != nil {
 		return err
 	}
 	defer it.Close()
-	for _, i := range at {
-		e := &entries[i]
-		if e.kv.Value, err = readValue(it, true, e.kv.ModRevision, e.sub, int(e.valueLen)); err != nil {
+	for j := range n {
+		rev, sub, valueLen, dst := value(j)
+		if *dst, err = readValue(it, true, rev, sub, int(valueLen)); err != nil {
 			return err
 		}
 	}

@@ -1,7 +1,9 @@
 package kv
 
 import (
+	"bytes"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -78,6 +80,72 @@ func TestDeleteOfNothingKeepsRevision(t *testing.T) {
 	mustDelete(t, s, "a", "")
 	if again := mustDelete(t, s, "a", ""); again.Deleted != 0 || s.Revision() != 3 {
 		t.Fatalf("second delete: %+v, revision %d", again, s.Revision())
+	}
+}
+
+// TestDeleteRangePrevKvsMixedValues checks the exact answer of a DeleteRange with
+// prev_kv over inline values and separated ones (SeparateValueBytes, default 128),
+// whose revision order is not their key order, a key with a lease, and a key
+// deleted before (not counted, not in PrevKvs): every previous KeyValue in key
+// order with its value, the revision of the delete, one delete event a key, and
+// the lease no longer holding its key.
+func TestDeleteRangePrevKvsMixedValues(t *testing.T) {
+	s := newTestStore(t, Config{})
+	big := func(c byte, n int) string { return string(bytes.Repeat([]byte{c}, n)) }
+	if res := apply(t, s, &Command{LeaseGrant: &LeaseGrantRequest{ID: 7, TTL: 60}}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	mustPut(t, s, "b", big('b', 200)) // rev 2
+	mustPut(t, s, "d", big('d', 128)) // rev 3
+	mustPut(t, s, "c", "vc")          // rev 4
+	mustPut(t, s, "a", "va")          // rev 5
+	mustPut(t, s, "b", big('B', 300)) // rev 6: b's value now after d's
+	mustDelete(t, s, "c", "")         // rev 7: c gone before the range's delete
+	if res := apply(t, s, &Command{Put: &PutRequest{Key: []byte("e"), Value: []byte("ve"), Lease: 7}}); res.Err != nil {
+		t.Fatal(res.Err) // rev 8
+	}
+	mustPut(t, s, "z", big('z', 130)) // rev 9, outside the range
+	res := apply(t, s, &Command{DeleteRange: &DeleteRangeRequest{Key: []byte("a"), RangeEnd: []byte("f"), PrevKv: true}})
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	want := &DeleteRangeResponse{Header: ResponseHeader{Revision: 10}, Deleted: 4, PrevKvs: []KeyValue{
+		{Key: []byte("a"), CreateRevision: 5, ModRevision: 5, Version: 1, Value: []byte("va")},
+		{Key: []byte("b"), CreateRevision: 2, ModRevision: 6, Version: 2, Value: []byte(big('B', 300))},
+		{Key: []byte("d"), CreateRevision: 3, ModRevision: 3, Version: 1, Value: []byte(big('d', 128))},
+		{Key: []byte("e"), CreateRevision: 8, ModRevision: 8, Version: 1, Value: []byte("ve"), Lease: 7},
+	}}
+	if !reflect.DeepEqual(res.DeleteRange, want) {
+		t.Fatalf("delete [a,f) with prev_kv:\n got %+v\nwant %+v", res.DeleteRange, want)
+	}
+	if s.Revision() != 10 {
+		t.Fatalf("revision %d after the delete, want 10", s.Revision())
+	}
+	left := mustRange(t, s, &RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}})
+	if strings.Join(keysOf(left.Kvs), ",") != "z" {
+		t.Fatalf("keys left %q, want z", keysOf(left.Kvs))
+	}
+	ev, err := s.Events(&EventsRequest{FromRevision: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range ev.Events {
+		if e.Type != EventDelete || e.Kv.ModRevision != 10 {
+			t.Fatalf("event %+v, want a delete at revision 10", e)
+		}
+		got = append(got, string(e.Kv.Key))
+	}
+	if strings.Join(got, ",") != "a,b,d,e" {
+		t.Fatalf("delete events for %q, want a,b,d,e", got)
+	}
+	if keys := s.LeaseKeys(7); len(keys) != 0 {
+		t.Fatalf("lease 7 still holds %q", keys)
+	}
+	// Nothing left to delete: no revision, no PrevKvs.
+	res = apply(t, s, &Command{DeleteRange: &DeleteRangeRequest{Key: []byte("a"), RangeEnd: []byte("f"), PrevKv: true}})
+	if res.Err != nil || !reflect.DeepEqual(res.DeleteRange, &DeleteRangeResponse{Header: ResponseHeader{Revision: 10}}) {
+		t.Fatalf("delete of nothing: %+v %v", res.DeleteRange, res.Err)
 	}
 }
 
