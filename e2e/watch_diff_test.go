@@ -139,12 +139,6 @@ func (r *watchRecord) caughtUp(rev int64) bool {
 	return r.closed || r.canceled || r.lastProgress >= rev || r.lastRev >= rev || r.startRev > rev
 }
 
-func (r *watchRecord) summary() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return fmt.Sprintf("created at %d, %d events, compacted at %d, canceled %v %q", r.created, len(r.events), r.compactRev, r.canceled, r.cancelReason)
-}
-
 // watchPair is one watch opened on both servers, each on a stream of its own (a
 // progress request is answered only when every watch of its stream is synced and
 // past its start revision, and a watch may start in the future).

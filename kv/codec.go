@@ -117,17 +117,6 @@ const (
 	maxTxnListLen = maxTxnOpsCap
 )
 
-// Flag bits.
-const (
-	flagPrevKv       = 1 << 0
-	flagIgnoreValue  = 1 << 1
-	flagIgnoreLease  = 1 << 2
-	flagSerializable = 1 << 0
-	flagKeysOnly     = 1 << 1
-	flagCountOnly    = 1 << 2
-	flagPhysical     = 1 << 0
-)
-
 // Encode returns the command's wire form. It fails only on a malformed command:
 // no request or several, a txn op with several, or txns nested too deep.
 func (c *Command) Encode() ([]byte, error) {

@@ -742,17 +742,6 @@ func (w *engineWrite) put(key, value []byte, lease int64) (int64, error) {
 	return rev, nil
 }
 
-// delete ends key's generation at the write's revision if the key is live, and
-// reports whether it was.
-func (w *engineWrite) delete(key []byte) (bool, error) {
-	prev, found, err := w.newest(key)
-	if err != nil || !found || prev.tombstone {
-		return false, err
-	}
-	w.tombstone(key, prev.lease)
-	return true, nil
-}
-
 // tombstone ends the generation of key, live with lease, without reading it.
 func (w *engineWrite) tombstone(key []byte, lease int64) {
 	if lease != 0 {
@@ -1147,21 +1136,4 @@ func recordBytesTo(it *pebble.Iterator, end []byte) int64 {
 		n += int64(len(it.Key()) + len(it.Value()))
 	}
 	return n
-}
-
-// advance records an entry that changes nothing in the engine (a no-op, or a
-// command that failed) as applied.
-func (e *engine) advance(appliedIndex uint64) error {
-	w := e.beginWrite()
-	return w.commit(appliedIndex)
-}
-
-// deleteRange deletes the keys of etcd's range [key, rangeEnd) live at the
-// write's read revision, in key order, and returns how many.
-func (w *engineWrite) deleteRange(key, rangeEnd []byte) (int64, error) {
-	resp, err := w.deleteRangeRequest(&DeleteRangeRequest{Key: key, RangeEnd: rangeEnd})
-	if err != nil {
-		return 0, err
-	}
-	return resp.Deleted, nil
 }

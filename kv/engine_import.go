@@ -26,9 +26,8 @@ type importedState struct {
 
 // importer writes an import's records in batches.
 type importer struct {
-	e   *engine
-	b   *pebble.Batch
-	buf []byte
+	e *engine
+	b *pebble.Batch
 	// live counts the bytes of the version, value and change records
 	// (engine.live), and changes the change records written.
 	live, changes int64

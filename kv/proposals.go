@@ -81,8 +81,6 @@ func newProposalTable(maxProposers, maxResults int) proposalTable {
 	return proposalTable{maxProposers: maxProposers, maxResults: maxResults, byProposer: map[uint64]*proposer{}}
 }
 
-func (t *proposalTable) len() int { return len(t.byProposer) }
-
 // lookup finds id's proposer, adding it (and evicting the least recently used one
 // if the table is full) if it is new, raises its floor to id.LowestPending, and
 // marks it used.

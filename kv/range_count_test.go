@@ -53,9 +53,7 @@ func testRangeCountsAgainstFreshWalks(t *testing.T, seed uint64) {
 	}
 	snapshots := [][]byte{}
 	type pager struct {
-		r    RangeRequest
-		rev  int64 // the revision of the first page, if the pages give none
-		more bool
+		r RangeRequest
 	}
 	var pages, known int
 	for step := range 300 {

@@ -81,7 +81,7 @@ func (c *testCluster) waitMembership(want Membership, ids ...uint64) {
 func TestNodeMembershipLifecycle(t *testing.T) {
 	checkNoGoroutineLeak(t)
 	c := newWrappedTestCluster(t, 3, nil, func(c *testCluster) { c.joined = map[uint64]bool{4: true} })
-	lead, index := c.propose([]byte("one"))
+	_, index := c.propose([]byte("one"))
 	c.waitApplied(index, []byte("one"), c.peers...)
 
 	c.storages[4] = NewMemoryStorage()
@@ -101,6 +101,7 @@ func TestNodeMembershipLifecycle(t *testing.T) {
 
 	// The leader shows the learner caught up: its match is the leader's.
 	deadline := time.Now().Add(10 * time.Second)
+	var lead uint64
 	for {
 		lead = c.waitLeader()
 		st := c.nodes[lead].MembershipStatus()
