@@ -270,7 +270,9 @@ func formatTable(r *report) string {
 		e, k := w.Etcd, w.Raftkv
 		ratio := "-"
 		if w.RatioRequestsPerSec > 0 {
-			ratio = fmt.Sprintf("%.2fx", w.RatioRequestsPerSec)
+			// From the rates, not from RatioRequestsPerSec, which is rounded to 3
+			// places already: 1.2446 would print as 1.25.
+			ratio = fmt.Sprintf("%.2fx", k.RequestsPerSec/e.RequestsPerSec)
 		}
 		fmt.Fprintf(&b, row, w.Name,
 			rps(e), lat(e, func(s *summary) float64 { return s.P50Ms }), lat(e, func(s *summary) float64 { return s.P99Ms }),

@@ -176,3 +176,16 @@ func TestRoundOrderAlternates(t *testing.T) {
 		t.Fatalf("one system in round 2: %v", got)
 	}
 }
+
+// TestFormatTableRoundsTheRatioOnce: 22,269 against 17,893 req/s is 1.2446x; the
+// ratio kept in the JSON, 1.245, must not be rounded again to 1.25x.
+func TestFormatTableRoundsTheRatioOnce(t *testing.T) {
+	r := &report{Rounds: 1, Runs: []*systemRun{testRun("etcd", 1, 17893, 1, 2, 50), testRun("raftkv", 1, 22269, 1, 2, 30)}}
+	r.summarize(workloads[:1])
+	if got := r.Workloads[0].RatioRequestsPerSec; got != 1.245 {
+		t.Errorf("ratio in the JSON %v, want 1.245", got)
+	}
+	if out := formatTable(r); !strings.Contains(out, " 1.24x") || strings.Contains(out, "1.25x") {
+		t.Errorf("the table's ratio is not 1.24x:\n%s", out)
+	}
+}
