@@ -548,6 +548,8 @@ type engineWrite struct {
 	// buf, keyBuf and changeBuf are scratch for the records' bytes, which the
 	// batch copies, and seekBuf for the seek key of newest.
 	buf, keyBuf, changeBuf, seekBuf []byte
+	// droppedSeqs is scratch for the proposal results applyOnce deletes.
+	droppedSeqs []uint64
 	// slotHint is the newestCache slot of the key newest last looked up, for the
 	// change that follows it (-1 if none).
 	slotHint int32

@@ -85,13 +85,14 @@ func newProposalTable(maxProposers, maxResults int) proposalTable {
 // if the table is full) if it is new, raises its floor to id.LowestPending, and
 // marks it used.
 func (t *proposalTable) lookup(id ProposalID) *proposer {
-	p, _ := t.lookupEvicting(id)
+	p, _, _ := t.lookupEvicting(id, nil)
 	return p
 }
 
 // lookupEvicting is lookup that also returns the id of the proposer it evicted to
-// make room, 0 if none (proposer ids are not 0).
-func (t *proposalTable) lookupEvicting(id ProposalID) (_ *proposer, evicted uint64) {
+// make room, 0 if none (proposer ids are not 0), and dropped with the numbers of
+// the results that raising the floor dropped appended.
+func (t *proposalTable) lookupEvicting(id ProposalID, dropped []uint64) (_ *proposer, evicted uint64, _ []uint64) {
 	p := t.byProposer[id.Proposer]
 	if p == nil {
 		if len(t.byProposer) >= t.maxProposers {
@@ -107,14 +108,14 @@ func (t *proposalTable) lookupEvicting(id ProposalID) (_ *proposer, evicted uint
 		t.unlink(p)
 		t.pushFront(p)
 	}
-	p.raiseFloor(id.LowestPending)
-	return p, evicted
+	return p, evicted, p.raiseFloor(id.LowestPending, dropped)
 }
 
-// raiseFloor moves the floor up to lowest and drops the results below it.
-func (p *proposer) raiseFloor(lowest uint64) {
+// raiseFloor moves the floor up to lowest and drops the results below it,
+// appending their numbers to dropped.
+func (p *proposer) raiseFloor(lowest uint64, dropped []uint64) []uint64 {
 	if lowest <= p.lowest {
-		return
+		return dropped
 	}
 	p.lowest = lowest
 	i, _ := slices.BinarySearchFunc(p.results, lowest, func(r proposalResult, seq uint64) int {
@@ -126,7 +127,11 @@ func (p *proposer) raiseFloor(lowest uint64) {
 		}
 		return 0
 	})
+	for _, r := range p.results[:i] {
+		dropped = append(dropped, r.seq)
+	}
 	p.results = slices.Delete(p.results, 0, i)
+	return dropped
 }
 
 // find returns the result of proposal seq, if it applied and is kept.
@@ -143,13 +148,15 @@ func (p *proposer) find(seq uint64) (int, bool) {
 }
 
 // record keeps the result of proposal seq, which was not in the table, dropping the
-// lowest result (and raising the floor past it) if the proposer has too many.
-func (p *proposer) record(seq uint64, result Result, maxResults int) {
+// lowest result (and raising the floor past it) if the proposer has too many; it
+// returns dropped with the number of a result it dropped appended.
+func (p *proposer) record(seq uint64, result Result, maxResults int, dropped []uint64) []uint64 {
 	i, _ := p.find(seq)
 	p.results = slices.Insert(p.results, i, proposalResult{seq: seq, result: result})
 	if len(p.results) > maxResults {
-		p.raiseFloor(p.results[0].seq + 1)
+		dropped = p.raiseFloor(p.results[0].seq+1, dropped)
 	}
+	return dropped
 }
 
 func (t *proposalTable) pushFront(p *proposer) {
