@@ -1095,26 +1095,29 @@ func (w *engineWrite) compact(rev int64) error {
 	if err != nil {
 		return err
 	}
-	history.First()
-	w.live -= recordBytesTo(history, nil)
+	var run deletedRun
+	for valid := history.First(); valid; valid = history.Next() {
+		run.add(history.Key())
+		w.live -= int64(len(history.Key()) + len(history.Value()))
+	}
 	if err := history.Close(); err != nil {
 		return err
 	}
-	_ = b.DeleteRange([]byte{engineChangePrefix}, changeKey(rev, 0), nil)
+	run.delete(b)
 	w.compactRev, w.compacts = rev, true
 	return nil
 }
 
-// dropVersions deletes in b the version records from it's position up to end,
-// by one range delete, and the value records of the separated values among
-// them, one by one (a key's values are spread across the revisions); and
-// returns the bytes of all those records: it reads what it counts, as etcd's
-// compaction does.
+// dropVersions deletes in b the version records from it's position up to end
+// (deletedRun), and the value records of the separated values among them, one by
+// one (a key's values are spread across the revisions); and returns the bytes of
+// all those records: it reads what it counts, as etcd's compaction does.
 func dropVersions(b *pebble.Batch, it *pebble.Iterator, end []byte) (int64, error) {
-	_ = b.DeleteRange(it.Key(), end, nil)
+	var run deletedRun
 	var n int64
 	var vk [13]byte
 	for valid := it.Valid(); valid && bytes.Compare(it.Key(), end) < 0; valid = it.Next() {
+		run.add(it.Key())
 		n += int64(len(it.Key()) + len(it.Value()))
 		if v := it.Value(); len(v) > 0 && v[0] == recordPutSeparated {
 			rec, err := decodeVersionRecord(v)
@@ -1126,16 +1129,49 @@ func dropVersions(b *pebble.Batch, it *pebble.Iterator, end []byte) (int64, erro
 			n += int64(len(vk) + rec.separatedLen)
 		}
 	}
+	run.delete(b)
 	return n, it.Error()
 }
 
-// recordBytesTo returns the bytes of the records from it's position up to end
-// (the iterator's bound if nil), which compaction drops: it reads what it counts,
-// as etcd's compaction does.
-func recordBytesTo(it *pebble.Iterator, end []byte) int64 {
-	var n int64
-	for valid := it.Valid(); valid && (end == nil || bytes.Compare(it.Key(), end) < 0); valid = it.Next() {
-		n += int64(len(it.Key()) + len(it.Value()))
+// deletedRun is a run of consecutive records a compaction deletes (a key's
+// older versions, the history below the compaction revision): one by one while
+// the run is short, else by one range delete from its first record to just past
+// its last, which ends where the records that earlier compactions deleted begin.
+//
+// Range deletes must be few and must not overlap: pebble fragments a memtable's
+// range deletions into lists it rebuilds after each new one, in memory quadratic
+// in the number that overlap. With a range delete per key and one for the
+// history, each from the start of its records, a compaction after every write
+// cost 184 s and 249 GB of allocations over 5,000 writes; with range deletes that
+// end at the run's last record, 9.8 s and 4.3 GB; with short runs deleted one by
+// one, as here, 2.1 s and 3 MB (TestFrequentCompactionsAreCheap).
+type deletedRun struct {
+	keys        [][]byte // while at most maxPointDeletes
+	first, last []byte
+	n           int
+}
+
+// maxPointDeletes is the longest run deleted record by record.
+const maxPointDeletes = 16
+
+func (r *deletedRun) add(key []byte) {
+	if r.n == 0 {
+		r.first = append(r.first[:0], key...)
 	}
-	return n
+	r.last = append(r.last[:0], key...)
+	if r.n < maxPointDeletes {
+		r.keys = append(r.keys, append([]byte(nil), key...))
+	}
+	r.n++
+}
+
+// delete writes the run's deletion to b.
+func (r *deletedRun) delete(b *pebble.Batch) {
+	if r.n > maxPointDeletes {
+		_ = b.DeleteRange(r.first, append(r.last, 0x00), nil)
+		return
+	}
+	for _, k := range r.keys {
+		_ = b.Delete(k, nil)
+	}
 }

@@ -23,8 +23,8 @@ import (
 // stored inverted, so that a key's versions sort newest first: one SeekGE to
 // 'k' esc(key) 0x00 0x01 ^rev 0x00000000 lands on the newest version at or below
 // rev, the read etcd's treeIndex answers in memory. The history is keyed by
-// revision, so Events reads it in order, and compaction drops its prefix with one
-// range delete.
+// revision, so Events reads it in order, and compaction drops the records below
+// its revision (deletedRun in engine.go: record by record, or one range delete).
 //
 // Separated values (layout format 2): a put whose value is at least the engine's
 // separation size (engineConfig.SeparateValueBytes) keeps only the value's length

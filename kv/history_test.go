@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -354,5 +355,49 @@ func TestIsCompaction(t *testing.T) {
 	}
 	if IsCompaction(nil) || IsCompaction([]byte{commandVersion}) {
 		t.Error("IsCompaction of a truncated command is true")
+	}
+}
+
+// TestFrequentCompactionsAreCheap: a compaction after every write (a client may
+// send one) must not make each later one costlier. Each compaction once wrote a
+// range deletion per key from the key's oldest record, and one of the history
+// from its start, overlapping those of every compaction before it; pebble's
+// fragments of a memtable's overlapping range deletions grow quadratically, and
+// are rebuilt after each new one: 5,000 writes took 184 s and 249 GB of
+// allocations. The history and each key's versions still read back right.
+func TestFrequentCompactionsAreCheap(t *testing.T) {
+	s, err := OpenStore(Config{}, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const n = 2000
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := 0; i < n; i++ {
+		mustPut(t, s, fmt.Sprintf("k%d", i%10), fmt.Sprint(i))
+		if res := apply(t, s, &Command{Compact: &CompactionRequest{Revision: s.Revision()}}); res.Err != nil {
+			t.Fatalf("compaction %d: %v", i, res.Err)
+		}
+	}
+	if _, err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	// 1-2 MB with short runs deleted record by record.
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 64<<20 {
+		t.Errorf("%d writes, each followed by a compaction, allocated %d MB", n, alloc>>20)
+	}
+	resp, err := s.Range(&RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")})
+	if err != nil || len(resp.Kvs) != 10 {
+		t.Fatalf("range after the compactions: %v, %+v", err, resp)
+	}
+	for i, kv := range resp.Kvs {
+		if want := fmt.Sprint(n - 10 + i); string(kv.Value) != want || kv.Version != n/10 {
+			t.Errorf("key %s: value %q version %d, want %q version %d", kv.Key, kv.Value, kv.Version, want, n/10)
+		}
+	}
+	if _, err := s.Range(&RangeRequest{Key: []byte("k0"), Revision: s.Revision() - 1}); err != ErrCompacted {
+		t.Errorf("a range below the last compaction: %v, want ErrCompacted", err)
 	}
 }

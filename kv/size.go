@@ -45,7 +45,7 @@ func (s *Store) Sizes() Sizes {
 }
 
 // Defragment has pebble compact the whole key space now, so that what MVCC
-// compaction dropped (range deletes) leaves the engine's tables, and
+// compaction dropped (its deletions) leaves the engine's tables, and
 // Sizes.TotalBytes falls to about the live data: etcd's Defragment, which
 // rewrites its file. Apply goes on
 // meanwhile; it takes time in proportion to the data.
