@@ -267,6 +267,16 @@ func (c *cluster) leader(ctx context.Context) (*member, error) {
 	return leader, nil
 }
 
+// notLeader returns the first member that is not leader, nil if none.
+func (c *cluster) notLeader(leader *member) *member {
+	for _, m := range c.members {
+		if m != leader {
+			return m
+		}
+	}
+	return nil
+}
+
 // waitLeader retries leader for up to timeout, for a cluster that may be electing.
 func (c *cluster) waitLeader(ctx context.Context, timeout time.Duration) (*member, error) {
 	deadline := time.Now().Add(timeout)

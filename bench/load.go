@@ -38,7 +38,7 @@ const (
 
 // workload is one row of the table.
 type workload struct {
-	letter      string // the issues' (a)..(j)
+	letter      string // the issues' (a)..(j), then (l) and (m); (k) is bigWorkload
 	name        string
 	description string
 	op          opKind
@@ -46,6 +46,10 @@ type workload struct {
 	conns       int // clientv3 clients (gRPC connections) they share
 	keySpace    int // puts cycle through this many keys; gets pick one at random
 	getPercent  int // for opMixed
+	// viaFollower sends the requests to a follower, which forwards each write to
+	// the leader and answers once it has applied it, as clients that spread their
+	// requests over every member's endpoint do.
+	viaFollower bool
 }
 
 const (
@@ -59,16 +63,18 @@ const (
 )
 
 var workloads = []workload{
-	{"a", "put-1c", "put, 1 client on 1 connection", opPut, 1, 1, readKeySpace, 0},
-	{"b", "put-100c", "put, 100 clients on 10 connections", opPut, 100, 10, readKeySpace, 0},
-	{"c", "put-1000c", "put, 1000 clients on 100 connections", opPut, 1000, 100, readKeySpace, 0},
-	{"d", "get-lin-100c", "linearizable get, 100 clients on 10 connections", opGetLinearizable, 100, 10, readKeySpace, 0},
-	{"e", "get-ser-100c", "serializable get, 100 clients on 10 connections", opGetSerializable, 100, 10, readKeySpace, 0},
-	{"f", "put-100k-keys", "put, 100 clients on 10 connections, cycling through 100,000 distinct keys", opPut, 100, 10, 100_000, 0},
-	{"g", "mixed-90get", "90% linearizable get / 10% put, 100 clients on 10 connections", opMixed, 100, 10, readKeySpace, 90},
-	{"h", "watch-latency", "1 writer, 1,000 watchers of one key on 10 connections: put until all have the event", opWatchLatency, 1000, 10, 1, 0},
-	{"i", "watch-fanout", "10,000 watchers over 1,000 keys on 20 connections, 1,000 puts/s: events delivered", opWatchFanout, 10000, 20, readKeySpace, 0},
-	{"j", "lease-keepalive", "keep-alives of 10,000 leases by 10 clients, one stream each with 100 in flight", opLeaseKeepAlive, 10, 10, 10_000, 0},
+	{"a", "put-1c", "put, 1 client on 1 connection", opPut, 1, 1, readKeySpace, 0, false},
+	{"b", "put-100c", "put, 100 clients on 10 connections", opPut, 100, 10, readKeySpace, 0, false},
+	{"c", "put-1000c", "put, 1000 clients on 100 connections", opPut, 1000, 100, readKeySpace, 0, false},
+	{"d", "get-lin-100c", "linearizable get, 100 clients on 10 connections", opGetLinearizable, 100, 10, readKeySpace, 0, false},
+	{"e", "get-ser-100c", "serializable get, 100 clients on 10 connections", opGetSerializable, 100, 10, readKeySpace, 0, false},
+	{"f", "put-100k-keys", "put, 100 clients on 10 connections, cycling through 100,000 distinct keys", opPut, 100, 10, 100_000, 0, false},
+	{"g", "mixed-90get", "90% linearizable get / 10% put, 100 clients on 10 connections", opMixed, 100, 10, readKeySpace, 90, false},
+	{"h", "watch-latency", "1 writer, 1,000 watchers of one key on 10 connections: put until all have the event", opWatchLatency, 1000, 10, 1, 0, false},
+	{"i", "watch-fanout", "10,000 watchers over 1,000 keys on 20 connections, 1,000 puts/s: events delivered", opWatchFanout, 10000, 20, readKeySpace, 0, false},
+	{"j", "lease-keepalive", "keep-alives of 10,000 leases by 10 clients, one stream each with 100 in flight", opLeaseKeepAlive, 10, 10, 10_000, 0, false},
+	{"l", "put-1c-fwd", "put, 1 client on 1 connection to a follower, which forwards each to the leader", opPut, 1, 1, readKeySpace, 0, true},
+	{"m", "put-100c-fwd", "put, 100 clients on 10 connections to a follower, which forwards each to the leader", opPut, 100, 10, readKeySpace, 0, true},
 }
 
 // bigWorkload is (k), the big data set then mixed reads and writes. It is not part of
@@ -77,7 +83,7 @@ var workloads = []workload{
 func bigWorkload(keys int) workload {
 	return workload{"k", "big-" + bigLabel(keys) + "-1k",
 		fmt.Sprintf("load %d keys of 1 KiB (not timed as requests), then 80%% serializable get / 20%% put of random ones of them, 100 clients on 10 connections; not in \"all\"", keys),
-		opBigMixed, 100, 10, keys, 80}
+		opBigMixed, 100, 10, keys, 80, false}
 }
 
 // isBigWorkloadName says whether a --workloads entry names the big workload.
@@ -116,7 +122,7 @@ func selectWorkloads(list string, bigKeys int) ([]workload, error) {
 			for _, known := range workloads {
 				names = append(names, known.name)
 			}
-			return nil, fmt.Errorf("--workloads: unknown workload %q; use letters a-k or names %s,%s", w, strings.Join(names, ","), bigWorkload(defaultBigKeys).name)
+			return nil, fmt.Errorf("--workloads: unknown workload %q; use letters a-m or names %s,%s", w, strings.Join(names, ","), bigWorkload(defaultBigKeys).name)
 		}
 	}
 	var out []workload

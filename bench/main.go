@@ -69,7 +69,7 @@ func parseOptions(args []string) (*options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.BoolVar(&o.quick, "quick", false, "short runs for CI: 2s per workload after 0.5s of warm-up")
 	fs.IntVar(&o.rounds, "rounds", 1, "run each system this many times, the order reversed every other round (use an even N); the table shows medians")
-	workloadList := fs.String("workloads", "all", "comma-separated workloads to run, by letter (a-k) or name; \"all\" is a-j, \"all,big\" adds k")
+	workloadList := fs.String("workloads", "all", "comma-separated workloads to run, by letter (a-m) or name; \"all\" is all but k, \"all,big\" adds k")
 	systemList := fs.String("systems", "etcd,raftkv", "which systems to run: etcd, raftkv or both")
 	fs.StringVar(&o.jsonPath, "json", "bench-result.json", "write the results as JSON to this file; empty for none")
 	fs.BoolVar(&o.keepData, "keep-data", false, "keep the members' data dirs and logs (printed at the end) instead of deleting them")
@@ -470,7 +470,11 @@ func runWorkload(ctx context.Context, opts *options, c *cluster, w workload, lea
 			}
 		},
 	}
-	res, err := runLoad(ctx, w, leader.endpoint(), opts.timing, hooks)
+	endpoint := leader.endpoint()
+	if f := c.notLeader(leader); w.viaFollower && f != nil {
+		endpoint = f.endpoint()
+	}
+	res, err := runLoad(ctx, w, endpoint, opts.timing, hooks)
 	profiles.Wait()
 	if err != nil {
 		return nil, nil, err

@@ -259,7 +259,7 @@ func formatTable(r *report) string {
 	if r.Quick {
 		mode = " (--quick)"
 	}
-	fmt.Fprintf(&b, "raftkv vs etcd%s: 3 members each on loopback, fsync on, clients send to the leader\n", mode)
+	fmt.Fprintf(&b, "raftkv vs etcd%s: 3 members each on loopback, fsync on, clients send to the leader (to a follower in the -fwd rows)\n", mode)
 	fmt.Fprintf(&b, "%gs per workload after %gs of warm-up, %s; %d CPUs, load average %s at start, %s at end\n\n",
 		r.DurationSeconds, r.WarmupSeconds, rounds, r.Machine.CPUs, r.Machine.LoadAvgAtStart, r.Machine.LoadAvgAtEnd)
 

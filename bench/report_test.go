@@ -145,8 +145,11 @@ func TestSelectWorkloads(t *testing.T) {
 		t.Errorf("an unknown workload gave %v, want an error naming it", err)
 	}
 	all, _ := selectWorkloads("", defaultBigKeys)
-	if len(all) != 10 {
-		t.Errorf("an empty list selected %d workloads, want all 10", len(all))
+	if len(all) != 12 || all[11].name != "put-100c-fwd" || !all[11].viaFollower || all[0].viaFollower {
+		t.Errorf("an empty list selected %d workloads, want all 12, put-100c-fwd through a follower last", len(all))
+	}
+	if l, err := selectWorkloads("l", defaultBigKeys); err != nil || len(l) != 1 || l[0].name != "put-1c-fwd" || !l[0].viaFollower {
+		t.Errorf("--workloads l selected %v, %v; want put-1c-fwd, through a follower", l, err)
 	}
 }
 

@@ -386,10 +386,8 @@ func (c *cluster) follower(ctx context.Context) (*member, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, m := range c.members {
-		if m != leader {
-			return m, nil
-		}
+	if m := c.notLeader(leader); m != nil {
+		return m, nil
 	}
 	return nil, errors.New("the cluster has no follower")
 }
