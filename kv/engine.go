@@ -640,7 +640,8 @@ func (e *engine) begin(b *pebble.Batch, blind bool) *engineWrite {
 	}
 	w.pending.reset()
 	*w = engineWrite{e: e, b: b, beginRev: e.rev, blind: blind, inUse: true, slotHint: -1,
-		pending: w.pending, buf: w.buf[:0], keyBuf: w.keyBuf[:0], changeBuf: w.changeBuf[:0], seekBuf: w.seekBuf[:0]}
+		pending: w.pending, buf: w.buf[:0], keyBuf: w.keyBuf[:0], changeBuf: w.changeBuf[:0], seekBuf: w.seekBuf[:0],
+		droppedSeqs: w.droppedSeqs[:0]}
 	return w
 }
 
@@ -1151,6 +1152,27 @@ type deletedRun struct {
 	n           int
 }
 
+// keyAfter returns the least key above k that splits as pebble requires
+// (engineComparer): k and a 0x00 for a key that is its own prefix (the history's),
+// but for a version key the next version key of the same user key (the 12-byte
+// suffix plus one), or past the last, the user key's prefixEnd. k and a 0x00 would
+// still sort among the key's versions while Split took it whole, out of the
+// prefix order pebble's seeks rely on (its invariant checks, on under -race,
+// panic on such a range deletion's end).
+func keyAfter(k []byte) []byte {
+	n := engineComparer.Split(k)
+	if n == len(k) {
+		return append(append([]byte(nil), k...), 0x00)
+	}
+	next := append([]byte(nil), k...)
+	for i := len(next) - 1; i >= n; i-- {
+		if next[i]++; next[i] != 0 {
+			return next
+		}
+	}
+	return prefixEnd(k[:n])
+}
+
 // maxPointDeletes is the longest run deleted record by record.
 const maxPointDeletes = 16
 
@@ -1168,7 +1190,7 @@ func (r *deletedRun) add(key []byte) {
 // delete writes the run's deletion to b.
 func (r *deletedRun) delete(b *pebble.Batch) {
 	if r.n > maxPointDeletes {
-		_ = b.DeleteRange(r.first, append(r.last, 0x00), nil)
+		_ = b.DeleteRange(r.first, keyAfter(r.last), nil)
 		return
 	}
 	for _, k := range r.keys {
