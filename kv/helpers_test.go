@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -183,4 +184,13 @@ func keyHistories(t testing.TB, s *Store) []*KeyHistory {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// bytesAllocated returns the bytes the process allocated while f ran.
+func bytesAllocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
 }

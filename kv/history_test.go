@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -373,21 +372,20 @@ func TestFrequentCompactionsAreCheap(t *testing.T) {
 	}
 	defer s.Close()
 	const n = 2000
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	for i := 0; i < n; i++ {
-		mustPut(t, s, fmt.Sprintf("k%d", i%10), fmt.Sprint(i))
-		if res := apply(t, s, &Command{Compact: &CompactionRequest{Revision: s.Revision()}}); res.Err != nil {
-			t.Fatalf("compaction %d: %v", i, res.Err)
+	alloc := bytesAllocated(func() {
+		for i := 0; i < n; i++ {
+			mustPut(t, s, fmt.Sprintf("k%d", i%10), fmt.Sprint(i))
+			if res := apply(t, s, &Command{Compact: &CompactionRequest{Revision: s.Revision()}}); res.Err != nil {
+				t.Fatalf("compaction %d: %v", i, res.Err)
+			}
 		}
-	}
-	if _, err := s.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	runtime.ReadMemStats(&after)
+		if _, err := s.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	})
 	// 1-2 MB with short runs deleted record by record (71 MB with pebble's
 	// invariant checks on: -race, -tags invariants); 25.6 GB before.
-	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 512<<20 {
+	if alloc > 512<<20 {
 		t.Errorf("%d writes, each followed by a compaction, allocated %d MB", n, alloc>>20)
 	}
 	resp, err := s.Range(&RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")})
