@@ -40,7 +40,8 @@ func TestSizes(t *testing.T) {
 			if _, err := s.Flush(); err != nil {
 				t.Fatal(err)
 			}
-			if flushed := s.Sizes(); flushed.InUseBytes < 20*1000 || flushed.TotalBytes < flushed.InUseBytes {
+			flushed := s.Sizes()
+			if flushed.InUseBytes < 20*1000 || flushed.TotalBytes < flushed.InUseBytes {
 				t.Fatalf("flushed: %+v, want at least %d bytes in use, and in total", flushed, 20*1000)
 			}
 			// Compacting to now drops nine revisions of "key" and the deleted "a".
@@ -54,16 +55,15 @@ func TestSizes(t *testing.T) {
 				t.Fatalf("compacted to 10 keys of 1000 bytes: %+v", after)
 			}
 			// Defragment has pebble drop what the range deletes cover now: the
-			// total falls near what is in use.
-			if _, err := s.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			beforeDefrag := s.Sizes()
+			// total falls from the flushed tables' to near what is in use. (Not
+			// measured from just before Defragment: pebble may already have
+			// dropped the covered tables in a background delete-only
+			// compaction, as it did once in CI under -tags invariants.)
 			if err := s.Defragment(); err != nil {
 				t.Fatal(err)
 			}
-			if defragged := s.Sizes(); defragged.TotalBytes >= beforeDefrag.TotalBytes || defragged.TotalBytes > 3*defragged.InUseBytes {
-				t.Fatalf("Defragment took the total from %d to %d bytes, with %d in use", beforeDefrag.TotalBytes, defragged.TotalBytes, defragged.InUseBytes)
+			if defragged := s.Sizes(); defragged.TotalBytes >= flushed.TotalBytes || 2*defragged.TotalBytes > 3*defragged.InUseBytes {
+				t.Fatalf("Defragment took the total from %d (flushed, before compaction) to %d bytes, with %d in use; want under 1.5 times in use", flushed.TotalBytes, defragged.TotalBytes, defragged.InUseBytes)
 			}
 			snap, err := s.Snapshot()
 			if err != nil {
