@@ -357,6 +357,7 @@ func authSteps() []authStep {
 // the response's content, or the same error text as clientv3 reports it, after its
 // own retries and re-authentications.
 func TestAuthDifferential(t *testing.T) {
+	t.Parallel()
 	members := startRaftkv(t, 3, 50)
 	targets := []*authTarget{
 		{name: "etcd", endpoint: startEtcd(t), clients: map[string]*clientv3.Client{}},

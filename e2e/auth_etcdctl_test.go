@@ -11,6 +11,7 @@ import (
 // a 3-member raftkv cluster, and requires the same output, errors and exit status
 // from both.
 func TestEtcdctlAuth(t *testing.T) {
+	t.Parallel()
 	bin := etcdctlBinary(t)
 	members := startRaftkv(t, 3, 1000)
 	var raftkvEndpoints []string

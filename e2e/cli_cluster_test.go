@@ -246,6 +246,7 @@ func putWithin(cli *clientv3.Client, key, value string, timeout time.Duration) e
 // supervisor reports it with its pid and the signal, the survivors keep taking
 // writes, and the member comes back with a new pid and catches up.
 func TestClusterRestartsAKilledMember(t *testing.T) {
+	t.Parallel()
 	c := startSupervisedCluster(t, false)
 	cli := newClient(t, c.endpoints()...)
 	if err := putWithin(cli, "before", "1", 20*time.Second); err != nil {
@@ -294,6 +295,7 @@ func TestClusterRestartsAKilledMember(t *testing.T) {
 // ports; with --no-restart, two killed members stay down and the other three keep
 // serving.
 func TestClusterOfFiveWithoutRestart(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("the 5-member cluster is skipped with -short")
 	}
@@ -327,6 +329,7 @@ func TestClusterOfFiveWithoutRestart(t *testing.T) {
 // TestClusterStopsEveryMemberOnSignal: SIGTERM or SIGINT to the supervisor stops
 // every member and the supervisor exits 0.
 func TestClusterStopsEveryMemberOnSignal(t *testing.T) {
+	t.Parallel()
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			c := startSupervisedCluster(t, false)
@@ -349,6 +352,7 @@ func TestClusterStopsEveryMemberOnSignal(t *testing.T) {
 // TestClusterMembersDieWithTheSupervisor: a supervisor killed with SIGKILL cannot
 // stop its members; they stop by themselves (parent-death signal, pipe EOF).
 func TestClusterMembersDieWithTheSupervisor(t *testing.T) {
+	t.Parallel()
 	c := startSupervisedCluster(t, false)
 	if err := c.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -361,6 +365,7 @@ func TestClusterMembersDieWithTheSupervisor(t *testing.T) {
 // background and stopped with "kill PID" (SIGTERM to go run, which dies without
 // passing it on) leaves neither the supervisor nor a member running.
 func TestClusterUnderGoRunStopsOnSIGTERM(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("compiles raftkv with go run; skipped with -short")
 	}

@@ -40,6 +40,7 @@ func etcdHelpFlags(t *testing.T) []etcdHelpFlag {
 // TestReadmeMapsEveryEtcdFlag: README.md's table of etcd's flags has a row for every
 // flag etcd's own --help lists (the cmd/raftkv tests hold the table to the code).
 func TestReadmeMapsEveryEtcdFlag(t *testing.T) {
+	t.Parallel()
 	readme, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
@@ -60,6 +61,7 @@ func TestReadmeMapsEveryEtcdFlag(t *testing.T) {
 // flags it ignores; one naming a certificate without its key is refused with the
 // reason.
 func TestEtcdCommandLineStartsAMember(t *testing.T) {
+	t.Parallel()
 	var args []string
 	for _, f := range etcdHelpFlags(t) {
 		switch {

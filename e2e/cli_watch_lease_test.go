@@ -13,6 +13,7 @@ import (
 // beside them against the same 3-member cluster: each pair must print the same
 // (a granted lease's id aside, which the server picks).
 func TestRaftkvCLIPrintsAsEtcdctl(t *testing.T) {
+	t.Parallel()
 	members := startRaftkv(t, 3, 0)
 	var eps []string
 	for _, m := range members {

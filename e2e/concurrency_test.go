@@ -72,6 +72,7 @@ func requireAcquired(t *testing.T, done <-chan error, what string) time.Duration
 }
 
 func TestConcurrencyMutex(t *testing.T) {
+	t.Parallel()
 	members := startRaftkv(t, 3, 0)
 	// Each client on its own member: a follower forwards the writes, and serves the
 	// watch that waits for the holder's key to go.
@@ -155,6 +156,7 @@ func TestConcurrencyMutex(t *testing.T) {
 }
 
 func TestConcurrencyElection(t *testing.T) {
+	t.Parallel()
 	members := startRaftkv(t, 3, 0)
 	cli := func(i int) *clientv3.Client { return newClient(t, hostPort(members[i%3].clientURL)) }
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -252,6 +254,7 @@ func TestConcurrencyElection(t *testing.T) {
 // consistent read set, through every member; the total must be conserved and no
 // balance go negative, on raftkv as on etcd.
 func TestConcurrencySTM(t *testing.T) {
+	t.Parallel()
 	members := startRaftkv(t, 3, 0)
 	var eps []string
 	for _, m := range members {

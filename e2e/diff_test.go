@@ -32,6 +32,7 @@ var (
 // count, more, errors), except the header's cluster id, member id and raft term.
 // raftkv's kv package promises etcd's semantics exactly; this holds it to that.
 func TestDifferential(t *testing.T) {
+	t.Parallel()
 	seed := *diffSeed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())

@@ -141,6 +141,7 @@ func waitDiskFullExit(t *testing.T, m *procMember, small string, timeout time.Du
 // full stops the same way; once space is freed the member restarts and serves every
 // write made meanwhile.
 func TestDiskFullStopsMemberAndItCatchesUp(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		walOnly bool

@@ -19,6 +19,7 @@ import (
 // observe) against an embedded etcd and a 3-member raftkv cluster; both must behave
 // and print the same, which the test spells out.
 func TestEtcdctlLockAndElect(t *testing.T) {
+	t.Parallel()
 	bin := etcdctlBinary(t)
 	members := startRaftkv(t, 3, 0)
 	var eps []string

@@ -56,6 +56,7 @@ func (e etcdctl) expect(stdin, want string, args ...string) {
 // TestEtcdctl drives the real etcdctl, built from go.mod's tool dependency, against a
 // 3-member cluster of raftkv processes and compares its output with what etcd gives.
 func TestEtcdctl(t *testing.T) {
+	t.Parallel()
 	bin := etcdctlBinary(t)
 	c := startProcCluster(t, 3)
 	ctl := etcdctl{t: t, bin: bin, endpoints: c.endpoints()}

@@ -17,6 +17,7 @@ import (
 // it again to the new one; before that, such a write waited for the whole request
 // timeout (7s) and failed.
 func TestWritesThroughFollowersDuringFailover(t *testing.T) {
+	t.Parallel()
 	c := startProcCluster(t, 3)
 	for round := range 2 {
 		lead := c.leader(10 * time.Second)

@@ -95,6 +95,7 @@ func verifyAcked(t *testing.T, m *procMember, prefix string, acked map[string]st
 // not on the survivors, nor on the old leader once it is restarted. The 5-member
 // cluster loses a second leader after the first.
 func TestLeaderFailover(t *testing.T) {
+	t.Parallel()
 	for _, n := range []int{3, 5} {
 		t.Run(fmt.Sprintf("members=%d", n), func(t *testing.T) {
 			if n == 5 && testing.Short() {
@@ -205,6 +206,7 @@ func names(ms []*procMember) []string {
 // clients are writing, restarts them on their data dirs, and requires every
 // acknowledged write to be there: what was acknowledged was on a majority's disk.
 func TestKillAllAndRestart(t *testing.T) {
+	t.Parallel()
 	c := startProcCluster(t, 3)
 	acked := newAckedWrites()
 	allEndpoints := newClient(t, c.endpoints()...)
@@ -261,6 +263,7 @@ func TestKillAllAndRestart(t *testing.T) {
 // --snapshot-count 100, that the log it missed is compacted away; restarted, it must
 // catch up by a snapshot from the leader and serve every key from its own state.
 func TestSnapshotCatchUp(t *testing.T) {
+	t.Parallel()
 	c := startProcCluster(t, 3, "--snapshot-count", "100")
 	lead := c.leader(10 * time.Second)
 	var lagger *procMember

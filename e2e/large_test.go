@@ -16,6 +16,7 @@ import (
 // default 1.5 MiB, and gRPC's limit 512 KiB above it) into an embedded etcd and into
 // raftkv, in a txn and plain, and requires the same answers.
 func TestLargeRequests(t *testing.T) {
+	t.Parallel()
 	oracle := newClient(t, startEtcd(t))
 	members := startRaftkv(t, 3, 0)
 	lead, follow := leader(t, members), follower(t, members)

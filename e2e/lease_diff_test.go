@@ -42,6 +42,7 @@ const leaseCheckpointInterval = 2 * time.Second
 // restart took plus a checkpoint interval, since a restarted leader counts a lease
 // down from its last checkpoint.
 func TestLeaseDifferential(t *testing.T) {
+	t.Parallel()
 	seed := *leaseSeed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())

@@ -18,6 +18,7 @@ import (
 // embedded etcd, and requires the same output from both, once each side's lease id is
 // written <id> and the remaining TTL checked to be close.
 func TestEtcdctlLease(t *testing.T) {
+	t.Parallel()
 	bin := etcdctlBinary(t)
 	c := startProcCluster(t, 3)
 	sides := []*leaseCtl{

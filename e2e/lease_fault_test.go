@@ -71,6 +71,7 @@ func keepAlive(t *testing.T, cli *clientv3.Client, id clientv3.LeaseID) (stop fu
 // when the leader dies in between, within TTL plus one election timeout of a new
 // leader being elected.
 func TestLeaseExpiresWhenNotKeptAlive(t *testing.T) {
+	t.Parallel()
 	c := startProcCluster(t, 3)
 	cli := newClient(t, c.endpoints()...)
 	const ttl = 3
@@ -139,6 +140,7 @@ func waitKeysGone(t *testing.T, cli *clientv3.Client, prefix string, timeout tim
 // being SIGKILLed three times over (each new leader gives every lease a fresh TTL plus
 // an election timeout before expiring any), and so do its keys.
 func TestLeaseSurvivesLeaderKills(t *testing.T) {
+	t.Parallel()
 	c := startProcCluster(t, 3)
 	cli := newClient(t, c.endpoints()...)
 	// clientv3 gives a lease up when no keep-alive is answered for a TTL: 8s leaves

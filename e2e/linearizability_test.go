@@ -124,6 +124,7 @@ var kvModel = porcupine.Model{
 // with SIGKILL (sometimes two at once) and restarts them, and checks the history with
 // porcupine.
 func TestLinearizability(t *testing.T) {
+	t.Parallel()
 	duration := *linDuration
 	if duration == 0 {
 		duration = 15 * time.Second

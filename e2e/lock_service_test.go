@@ -25,6 +25,7 @@ import (
 // response (headers' ids and terms aside) and every error, including a lock and a
 // campaign that wait for the holder to let go, and an Observe stream.
 func TestLockAndElectionServices(t *testing.T) {
+	t.Parallel()
 	etcd := startEtcd(t, func(cfg *embed.Config) { cfg.TickMs, cfg.ElectionMs = 10, 100 })
 	members := startRaftkv(t, 3, 0)
 	var transcripts [2][]string

@@ -18,6 +18,7 @@ var catchupMiB = flag.Int("members.catchup-mib", 0, "TestMemberLearnerCatchUpTim
 // election). A figure, not a check: it is skipped unless the flag
 // is set, e.g. go test -run TestMemberLearnerCatchUpTime -members.catchup-mib 256.
 func TestMemberLearnerCatchUpTime(t *testing.T) {
+	t.Parallel()
 	if *catchupMiB <= 0 {
 		t.Skip("set -members.catchup-mib to measure")
 	}

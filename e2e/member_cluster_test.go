@@ -13,6 +13,7 @@ import (
 // with status 3 and the supervisor says so instead of restarting it, and the other
 // two keep taking writes.
 func TestClusterLeavesARemovedMemberDown(t *testing.T) {
+	t.Parallel()
 	c := startSupervisedCluster(t, false, "--members", "3")
 	cli := newClient(t, c.endpoints()...)
 	victim := c.member("infra3")

@@ -20,6 +20,7 @@ import (
 // caught up, a peer URL in use, a second learner, bad URLs, unknown and removed ids,
 // promoting a voter, updating and removing the learner, adding a voter.
 func TestMembershipParityWithEtcd(t *testing.T) {
+	t.Parallel()
 	etcd := newClient(t, startEtcd(t))
 	raftkv := newClient(t, hostPort(startRaftkv(t, 1, 0)[0].clientURL))
 	ports := freePorts(t, 4)

@@ -43,6 +43,7 @@ func addVoter(t *testing.T, c *procCluster, cli *clientv3.Client, name string, l
 // an empty data dir, each removed one exits with status 3, and the history is
 // linearizable with no acknowledged write lost.
 func TestMemberGrowAndShrinkUnderLoad(t *testing.T) {
+	t.Parallel()
 	c := startProcCluster(t, 1)
 	w := startMemberWorkload(t, c.endpoints())
 	admin := newClient(t, c.endpoints()...)
@@ -89,6 +90,7 @@ func TestMemberGrowAndShrinkUnderLoad(t *testing.T) {
 // one on a new port, start it with the ETCD_ variables etcdctl printed and an empty
 // data dir. Clients run throughout.
 func TestMemberReplaceKilledMember(t *testing.T) {
+	t.Parallel()
 	c := startProcCluster(t, 3)
 	w := startMemberWorkload(t, c.endpoints())
 	time.Sleep(time.Second)
@@ -146,6 +148,7 @@ func withoutFlags(args []string, names ...string) []string {
 // Remove the leader: it goes on leading until its removal commits, then steps down
 // and exits with status 3; the other two elect a leader and clients go on.
 func TestMemberRemoveTheLeader(t *testing.T) {
+	t.Parallel()
 	c := startProcCluster(t, 3)
 	w := startMemberWorkload(t, c.endpoints())
 	time.Sleep(time.Second)
@@ -180,6 +183,7 @@ func TestMemberRemoveTheLeader(t *testing.T) {
 // snapshot (the leader sends one), is refused promotion until then with etcd's
 // error, and is promoted; clients run throughout.
 func TestMemberLearnerCatchesUpBySnapshotAndIsPromoted(t *testing.T) {
+	t.Parallel()
 	c := startProcCluster(t, 3, "--snapshot-count", "100")
 	w := startMemberWorkload(t, c.endpoints())
 	for i := range 600 {

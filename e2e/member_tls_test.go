@@ -15,6 +15,7 @@ import (
 // URL with its own certificate), the new member asks for the cluster over an https://
 // peer URL, catches up and takes writes; then it is removed and exits with status 3.
 func TestMemberJoinOverMutualTLS(t *testing.T) {
+	t.Parallel()
 	pki := newClusterPKI(t, "cluster-ca")
 	clientTLS := pki.clientTLS(t, "alice")
 	c := startHTTPSProcCluster(t, 3, clientTLS, func(i int, name string) []string {

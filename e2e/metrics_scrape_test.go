@@ -21,6 +21,7 @@ import (
 // that follow the cluster, /health answers, and a member that lost its quorum says
 // so at once.
 func TestMetricsScrapeOfRaftkvProcesses(t *testing.T) {
+	t.Parallel()
 	const n = 3
 	c := &procCluster{t: t, bin: raftkvBinary(t)}
 	dir := t.TempDir()
@@ -126,6 +127,7 @@ func TestMetricsScrapeOfRaftkvProcesses(t *testing.T) {
 
 // A bad --metrics or --listen-metrics-urls stops the member at once, saying why.
 func TestMetricsFlagsRefuseBadValues(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		args []string
 		want string

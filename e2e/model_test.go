@@ -10,6 +10,7 @@ import (
 // passing TestLinearizability means the history was checked, not that the model
 // accepts anything.
 func TestKVModel(t *testing.T) {
+	t.Parallel()
 	op := func(client int, in linInput, call int64, out linOutput, ret int64) porcupine.Operation {
 		return porcupine.Operation{ClientId: client, Input: in, Call: call, Output: out, Return: ret}
 	}

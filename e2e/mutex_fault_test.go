@@ -39,6 +39,7 @@ type mutexHold struct {
 // overlap in revisions, the counter must not lose an increment, and the lock must
 // keep changing hands after every kill.
 func TestMutexUnderKills(t *testing.T) {
+	t.Parallel()
 	duration := *mutexFaultsDuration
 	if duration == 0 {
 		duration = 20 * time.Second

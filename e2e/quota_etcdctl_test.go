@@ -15,6 +15,7 @@ import (
 // alarm disarm clears the alarm and puts work again. etcdctl prints the same for
 // both, once member ids and revisions are masked.
 func TestEtcdctlQuotaNoSpace(t *testing.T) {
+	t.Parallel()
 	const quota = "262144"
 	bin := etcdctlBinary(t)
 	etcdEP := startEtcd(t, func(cfg *embed.Config) { cfg.QuotaBackendBytes = 262144 })

@@ -19,6 +19,7 @@ import (
 // revision, version and lease, at the backup's revision, with the history after the
 // compaction revision; and the new cluster, of a new cluster id, takes writes.
 func TestEtcdctlSnapshotSaveRestore(t *testing.T) {
+	t.Parallel()
 	src := startProcCluster(t, 3)
 	cli := src.members[0].client
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

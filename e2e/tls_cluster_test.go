@@ -104,6 +104,7 @@ func startHTTPSProcCluster(t *testing.T, n int, clientTLS *tls.Config, args func
 // and clientv3 with a tls.Config does too; etcdctl without a client certificate, or
 // with one of another CA, is refused and writes nothing.
 func TestEtcdctlOverMutualTLS(t *testing.T) {
+	t.Parallel()
 	pki := newClusterPKI(t, "cluster-ca")
 	c := startHTTPSProcCluster(t, 3, pki.clientTLS(t, "alice"), func(i int, name string) []string {
 		return pki.mutualTLSArgs(t, name)
@@ -160,6 +161,7 @@ func TestEtcdctlOverMutualTLS(t *testing.T) {
 // connections and say why in their logs, and, a quorum without it, elect a leader and
 // take writes; it never learns them.
 func TestPeerOfAnotherCAIsKeptOut(t *testing.T) {
+	t.Parallel()
 	pki, rogue := newClusterPKI(t, "cluster-ca"), newClusterPKI(t, "rogue-ca")
 	c := startHTTPSProcCluster(t, 3, pki.clientTLS(t, "alice"), func(i int, name string) []string {
 		args := pki.mutualTLSArgs(t, name)
@@ -204,6 +206,7 @@ func TestPeerOfAnotherCAIsKeptOut(t *testing.T) {
 // member exits with status 2 and one line naming the flag, the file and the reason,
 // and leaves no data dir behind.
 func TestBadTLSInputExitsAtStart(t *testing.T) {
+	t.Parallel()
 	pki := newClusterPKI(t, "ca")
 	cert, key := pki.issue(t, "m1")
 	_, otherKey := pki.issue(t, "other")
@@ -254,6 +257,7 @@ func TestBadTLSInputExitsAtStart(t *testing.T) {
 // --insecure-skip-tls-verify, a plaintext client does not, and the same --dir is
 // refused without --tls.
 func TestClusterWithTLS(t *testing.T) {
+	t.Parallel()
 	c := startSupervisedCluster(t, false, "--tls")
 	if !strings.Contains(c.stdout.String(), "https://127.0.0.1:") || !strings.Contains(c.stdout.String(), "--insecure-skip-tls-verify put foo bar") {
 		t.Fatalf("the banner shows no https:// URL or TLS flag:\n%s", c.stdout.String())

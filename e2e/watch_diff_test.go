@@ -31,6 +31,7 @@ var (
 // differently (that depends on when each server reads), but on raftkv no revision
 // is ever split between two responses.
 func TestWatchDifferential(t *testing.T) {
+	t.Parallel()
 	seed := *watchDiffSeed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())

@@ -124,6 +124,7 @@ func (p *watchProc) expect(t *testing.T, what, want string) {
 // interactive) against an embedded etcd and a 3-member raftkv cluster of processes;
 // each must print the same, which the test spells out.
 func TestEtcdctlWatch(t *testing.T) {
+	t.Parallel()
 	bin := etcdctlBinary(t)
 	etcdEndpoint := startEtcd(t)
 	c := startProcCluster(t, 3)

@@ -98,6 +98,7 @@ func (w *faultWatcher) run(ctx context.Context, turns <-chan struct{}) {
 // without a gap, and each key's last event matching a final linearizable Range;
 // and every member's watcher of all keys must have seen the same events.
 func TestWatchUnderFaults(t *testing.T) {
+	t.Parallel()
 	duration := *watchFaultsDuration
 	if duration == 0 {
 		duration = 20 * time.Second

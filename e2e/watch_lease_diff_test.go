@@ -27,6 +27,7 @@ var (
 // now with the events of lease revokes (a lease's keys deleted at one revision) and
 // keys' lease ids in the events.
 func TestWatchLeaseDifferential(t *testing.T) {
+	t.Parallel()
 	seed := *mixedSeed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
