@@ -19,6 +19,7 @@ import (
 // itself, Defragment and Hash succeed; no alarm on a new cluster. Single members, so
 // that both answer from the leader.
 func TestMaintenanceAnswersAsEtcd(t *testing.T) {
+	t.Parallel()
 	etcdEP := startEtcd(t, func(cfg *embed.Config) { cfg.TickMs, cfg.ElectionMs = 10, 100 })
 	raftkv := startRaftkv(t, 1, 0)
 	script := func(cli *clientv3.Client, ep string) string {
