@@ -39,6 +39,9 @@
 // engine that fails a write (a full disk) or a read (an I/O error, a corrupt
 // block) stops the store: the read fails, Apply returns ErrEngineFailed, wrapping
 // the cause, from then on, and Store.Failed is closed so that the member stops.
+// Once an Apply has been refused, Range and Txn fail too: the member's applied
+// index may pass the refused entry before it stops, and a linearizable read must
+// not answer from a state without it.
 //
 // Memory: the engine's block cache (CacheBytes, default 64 MiB) and two memtables
 // (MemTableBytes each, default 32 MiB), newestCache (the newest version of up to

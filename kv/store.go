@@ -143,8 +143,9 @@ func (s *Store) Close() error {
 
 // Failed is closed once the storage engine has failed: a write, a read, or
 // pebble's background work (a flush or a compaction). The store then applies
-// nothing more, and the member must stop (Failure says why); reads may go on
-// failing or not, as the damage lies.
+// nothing more, and the member must stop (Failure says why). Range and Txn fail
+// too once an Apply has been refused; before that, they answer from a state that
+// holds every entry applied (or fail, as the damage lies).
 func (s *Store) Failed() <-chan struct{} {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -445,6 +446,13 @@ func (s *Store) beginRead(check func(st *state) error) (*storeRead, error) {
 		return nil, ErrClosed
 	}
 	st := s.mu.st
+	if st.failed != nil {
+		// An entry the engine refused is missing from this state, while the
+		// member's applied index (which a linearizable read waits for) may have
+		// moved past it before the member stops: answering would be a stale
+		// read (chaos seed 9127, a full disk).
+		return nil, st.failed
+	}
 	if check != nil {
 		if err := check(st); err != nil {
 			return nil, err

@@ -167,6 +167,15 @@ func TestStoreStopsOnFullDisk(t *testing.T) {
 	if s.AppliedIndex() != index {
 		t.Fatalf("a failed store moved its applied index from %d to %d", index, s.AppliedIndex())
 	}
+	// The refused put is not in the store, and the member may count its entry
+	// applied before it stops: a read must fail, not answer without it (chaos
+	// seed 9127 saw a linearizable get answer a value overwritten before it began).
+	if resp, err := s.Range(&RangeRequest{Key: []byte("k")}); !errors.Is(err, ErrEngineFailed) {
+		t.Fatalf("Range after a refused Apply: %v, %v; want ErrEngineFailed", resp, err)
+	}
+	if resp, err := s.Txn(&TxnRequest{Success: []RequestOp{{Range: &RangeRequest{Key: []byte("k")}}}}); !errors.Is(err, ErrEngineFailed) {
+		t.Fatalf("read-only Txn after a refused Apply: %v, %v; want ErrEngineFailed", resp, err)
+	}
 }
 
 // Without a Flush, a background flush that fails stops Apply too.
