@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -93,13 +96,37 @@ func waitServing(t *testing.T, clientURL string) {
 // still 1 when it returns. mutate, if given, changes each member's config.
 func startRaftkv(t *testing.T, n int, snapshotCount uint64, mutate ...func(*server.Config)) []*inProcessMember {
 	t.Helper()
-	ports := freePorts(t, 2*n)
 	dir := t.TempDir()
+	// A port freePorts found free can be taken before the member binds it (CI
+	// saw it twice for TestAuthDifferential, with the tests parallel, cause not
+	// found): the cluster then starts again on other ports.
+	for attempt := 1; ; attempt++ {
+		members, err := startRaftkvOn(freePorts(t, 2*n), filepath.Join(dir, fmt.Sprint(attempt)), n, snapshotCount, mutate)
+		if err != nil && (errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")) && attempt < 3 {
+			t.Logf("attempt %d: %v; starting again on other ports", attempt, err)
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range members {
+			t.Cleanup(m.srv.Stop)
+		}
+		for _, m := range members {
+			waitServing(t, m.clientURL)
+		}
+		return members
+	}
+}
+
+// startRaftkvOn starts n members on ports (client and peer port of each) with their
+// data under dir; if one fails, it stops those it started and returns the error.
+func startRaftkvOn(ports []int, dir string, n int, snapshotCount uint64, mutate []func(*server.Config)) ([]*inProcessMember, error) {
 	initial := map[string][]string{}
 	for i := range n {
 		initial[fmt.Sprintf("m%d", i)] = []string{fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1])}
 	}
-	members := make([]*inProcessMember, n)
+	members := make([]*inProcessMember, 0, n)
 	for i := range n {
 		name := fmt.Sprintf("m%d", i)
 		clientURL := fmt.Sprintf("http://127.0.0.1:%d", ports[2*i])
@@ -119,15 +146,14 @@ func startRaftkv(t *testing.T, n int, snapshotCount uint64, mutate ...func(*serv
 		}
 		srv, err := server.New(cfg)
 		if err != nil {
-			t.Fatalf("starting raftkv member %s: %v", name, err)
+			for _, m := range members {
+				m.srv.Stop()
+			}
+			return nil, fmt.Errorf("starting raftkv member %s: %w", name, err)
 		}
-		t.Cleanup(srv.Stop)
-		members[i] = &inProcessMember{cfg: cfg, srv: srv, clientURL: clientURL}
+		members = append(members, &inProcessMember{cfg: cfg, srv: srv, clientURL: clientURL})
 	}
-	for _, m := range members {
-		waitServing(t, m.clientURL)
-	}
-	return members
+	return members, nil
 }
 
 // follower returns a member that is not the leader.
