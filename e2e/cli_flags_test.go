@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"raftkv/internal/testport"
 )
 
 // etcdHelpFlag is one flag of `etcd --help`, with the default the help prints ("" if
@@ -77,7 +79,7 @@ func TestEtcdCommandLineStartsAMember(t *testing.T) {
 			args = append(args, "--"+f.name+"=")
 		}
 	}
-	ports := freePorts(t, 2)
+	ports := testport.Free(t, 2)
 	dir := t.TempDir()
 	client, peer := fmt.Sprintf("http://127.0.0.1:%d", ports[0]), fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	args = append(args, "--data-dir", filepath.Join(dir, "data"), "--listen-client-urls", client, "--advertise-client-urls", client,

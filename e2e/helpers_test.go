@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -79,47 +78,6 @@ func raftkvBinary(t *testing.T) string { return buildBinary(t, "raftkv", "raftkv
 
 func etcdctlBinary(t *testing.T) string {
 	return buildBinary(t, "etcdctl", "go.etcd.io/etcd/etcdctl/v3")
-}
-
-// freePorts returns n loopback ports that were free a moment ago, none of them
-// returned before in this run. The tests run in parallel, and a port picked by
-// listening on :0 and closing lies in the kernel's ephemeral range
-// (ip_local_port_range, 32768-60999 by default), where another test's listener on
-// :0 could take it before the member binds it: CI once failed so ("bind: address
-// already in use" for TestAuthDifferential). These come from below that range,
-// which nothing else here draws from, through one cursor, so that no two tests
-// are given the same port; each is checked free by binding it.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	ports.mu.Lock()
-	defer ports.mu.Unlock()
-	var out []int
-	for tries := 0; len(out) < n; tries++ {
-		if tries == portsLast-portsFirst {
-			t.Fatalf("finding %d free ports: only %d of the %d from %d to %d were free", n, len(out), portsLast-portsFirst, portsFirst, portsLast)
-		}
-		if ports.next < portsFirst || ports.next >= portsLast {
-			// Two e2e runs at once on one machine start apart.
-			ports.next = portsFirst + os.Getpid()%1000*10
-		}
-		p := ports.next
-		ports.next++
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			continue // in use, by something outside this run
-		}
-		l.Close()
-		out = append(out, p)
-	}
-	return out
-}
-
-// The ports freePorts hands out: below the kernel's ephemeral range.
-const portsFirst, portsLast = 20000, 32000
-
-var ports struct {
-	mu   sync.Mutex
-	next int
 }
 
 // newClient returns a clientv3 client of the endpoints, closed when the test ends.

@@ -15,6 +15,8 @@ import (
 
 	"github.com/anishathalye/porcupine"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"raftkv/internal/testport"
 )
 
 // Helpers of the membership tests (member_*_test.go): a workload that runs through
@@ -125,7 +127,7 @@ func (w *memberWorkload) finish(m *procMember) {
 // newJoiner returns a member with fresh ports and data dir, not started, joining
 // with --initial-cluster-state existing and the --initial-cluster given.
 func (c *procCluster) newJoiner(name, initialCluster string, extraArgs ...string) *procMember {
-	ports := freePorts(c.t, 2)
+	ports := testport.Free(c.t, 2)
 	m := &procMember{
 		name:      name,
 		clientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]),

@@ -12,6 +12,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/status"
+
+	"raftkv/internal/testport"
 )
 
 // The same membership operations against an embedded etcd and a raftkv member (each a
@@ -25,7 +27,7 @@ func TestMembershipParityWithEtcd(t *testing.T) {
 	// (CI: "leader changed" where etcd answered). It runs alone, before the others.
 	etcd := newClient(t, startEtcd(t))
 	raftkv := newClient(t, hostPort(startRaftkv(t, 1, 0)[0].clientURL))
-	ports := freePorts(t, 4)
+	ports := testport.Free(t, 4)
 	url := func(i int) string { return fmt.Sprintf("http://127.0.0.1:%d", ports[i]) }
 
 	type step struct {

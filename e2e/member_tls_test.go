@@ -8,6 +8,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"raftkv/internal/testport"
 )
 
 // A member joins a cluster whose peers and clients speak mutual TLS: MemberAdd
@@ -29,7 +31,7 @@ func TestMemberJoinOverMutualTLS(t *testing.T) {
 			break
 		}
 	}
-	ports := freePorts(t, 2)
+	ports := testport.Free(t, 2)
 	joiner := c.newJoiner("m4", "", pki.mutualTLSArgs(t, "m4")...)
 	joiner.clientURL = fmt.Sprintf("https://127.0.0.1:%d", ports[0])
 	joiner.peerURL = fmt.Sprintf("https://127.0.0.1:%d", ports[1])

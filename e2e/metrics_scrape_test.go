@@ -14,6 +14,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"raftkv/internal/testport"
 )
 
 // TestMetricsScrapeOfRaftkvProcesses scrapes real raftkv processes through
@@ -25,7 +27,7 @@ func TestMetricsScrapeOfRaftkvProcesses(t *testing.T) {
 	const n = 3
 	c := &procCluster{t: t, bin: raftkvBinary(t)}
 	dir := t.TempDir()
-	ports := freePorts(t, 3*n)
+	ports := testport.Free(t, 3*n)
 	var initial []string
 	metricsURLs := map[*procMember]string{}
 	for i := range n {

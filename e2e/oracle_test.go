@@ -12,6 +12,7 @@ import (
 
 	"go.etcd.io/etcd/server/v3/embed"
 
+	"raftkv/internal/testport"
 	"raftkv/server"
 )
 
@@ -20,7 +21,7 @@ import (
 // mutate, if given, changes the config before the start.
 func startEtcd(t *testing.T, mutate ...func(*embed.Config)) string {
 	t.Helper()
-	ports := freePorts(t, 2)
+	ports := testport.Free(t, 2)
 	clientURL, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", ports[0]))
 	peerURL, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", ports[1]))
 	cfg := embed.NewConfig()
@@ -96,11 +97,11 @@ func waitServing(t *testing.T, clientURL string) {
 func startRaftkv(t *testing.T, n int, snapshotCount uint64, mutate ...func(*server.Config)) []*inProcessMember {
 	t.Helper()
 	dir := t.TempDir()
-	// A port freePorts found free can be taken before the member binds it (CI
+	// A port testport.Free found free can be taken before the member binds it (CI
 	// saw it twice for TestAuthDifferential, with the tests parallel, cause not
 	// found): the cluster then starts again on other ports.
 	for attempt := 1; ; attempt++ {
-		members, err := startRaftkvOn(freePorts(t, 2*n), filepath.Join(dir, fmt.Sprint(attempt)), n, snapshotCount, mutate)
+		members, err := startRaftkvOn(testport.Free(t, 2*n), filepath.Join(dir, fmt.Sprint(attempt)), n, snapshotCount, mutate)
 		if errors.Is(err, syscall.EADDRINUSE) && attempt < 3 {
 			t.Logf("attempt %d: %v; starting again on other ports", attempt, err)
 			continue

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"raftkv/internal/testport"
 )
 
 // procCluster is a raftkv cluster of child processes running the built binary on
@@ -58,7 +60,7 @@ func startProcClusterWith(t *testing.T, n int, setup func(i int, m *procMember) 
 	t.Helper()
 	c := &procCluster{t: t, bin: raftkvBinary(t)}
 	dir := t.TempDir()
-	ports := freePorts(t, 2*n)
+	ports := testport.Free(t, 2*n)
 	var initial []string
 	for i := range n {
 		m := &procMember{

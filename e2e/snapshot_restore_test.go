@@ -11,6 +11,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"raftkv/internal/testport"
 )
 
 // A backup taken with etcdctl snapshot save from a raftkv cluster, restored with
@@ -84,7 +86,7 @@ func TestEtcdctlSnapshotSaveRestore(t *testing.T) {
 		t.Fatalf("raftkv snapshot status does not show revision %d and compaction %d:\n%s", want.Header.Revision, compactAt, status)
 	}
 
-	ports := freePorts(t, 6)
+	ports := testport.Free(t, 6)
 	dst := &procCluster{t: t, bin: src.bin}
 	var initial []string
 	for i := range 3 {

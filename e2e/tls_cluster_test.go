@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"raftkv/internal/testpki"
+	"raftkv/internal/testport"
 )
 
 // clusterPKI is a CA and the certificate files of a test: one per member (for
@@ -61,7 +62,7 @@ func startHTTPSProcCluster(t *testing.T, n int, clientTLS *tls.Config, args func
 	t.Helper()
 	c := &procCluster{t: t, bin: raftkvBinary(t)}
 	dir := t.TempDir()
-	ports := freePorts(t, 2*n)
+	ports := testport.Free(t, 2*n)
 	var initial []string
 	for i := range n {
 		m := &procMember{
@@ -226,7 +227,7 @@ func TestBadTLSInputExitsAtStart(t *testing.T) {
 		{[]string{"--cert-file", cert, "--key-file", key, "--tls-min-version", "TLS1.0"}, `--tls-min-version "TLS1.0": use TLS1.2 or TLS1.3`},
 		{nil, "--listen-client-urls https://127.0.0.1:"},
 	} {
-		ports := freePorts(t, 2)
+		ports := testport.Free(t, 2)
 		dataDir := filepath.Join(t.TempDir(), "data")
 		args := append([]string{"--data-dir", dataDir,
 			"--listen-client-urls", fmt.Sprintf("https://127.0.0.1:%d", ports[0]), "--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", ports[1])}, tc.args...)

@@ -6,6 +6,8 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"raftkv/internal/testport"
 )
 
 // With client certificates only (no token), a membership change sent to a follower
@@ -42,7 +44,7 @@ func TestMembershipChangeThroughAFollowerUnderCertAuth(t *testing.T) {
 	}
 
 	cluster := pb.NewClusterClient(follower.conn)
-	ports := freePorts(t, 2)
+	ports := testport.Free(t, 2)
 	add, err := cluster.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{fmt.Sprintf("https://127.0.0.1:%d", ports[0])}, IsLearner: true})
 	if err != nil {
 		t.Fatalf("root's certificate adds a learner through a follower: %v", err)

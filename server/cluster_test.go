@@ -12,6 +12,8 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"raftkv/internal/testport"
 )
 
 // joiningMember returns the config of a member to add to the cluster of members,
@@ -19,7 +21,7 @@ import (
 // members and itself.
 func joiningMember(t *testing.T, members []*testMember, name string) *testMember {
 	t.Helper()
-	ports := freePorts(t, 2)
+	ports := testport.Free(t, 2)
 	peer := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	client := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	initial := map[string][]string{name: {peer}}
@@ -136,7 +138,7 @@ func TestMemberAddJoinPromoteRemove(t *testing.T) {
 	}
 	_, err = cluster1.MemberRemove(ctx, &pb.MemberRemoveRequest{ID: 999})
 	wantStatus(t, "remove an unknown id through the follower", err, rpctypes.ErrGRPCMemberNotFound)
-	newPeer := fmt.Sprintf("http://127.0.0.1:%d", freePorts(t, 1)[0])
+	newPeer := fmt.Sprintf("http://127.0.0.1:%d", testport.Free(t, 1)[0])
 	_, err = cluster1.MemberUpdate(ctx, &pb.MemberUpdateRequest{ID: 777, PeerURLs: []string{newPeer}})
 	wantStatus(t, "update an unknown id through the follower", err, rpctypes.ErrGRPCMemberNotFound)
 	removed, err := cluster1.MemberRemove(ctx, &pb.MemberRemoveRequest{ID: newID})

@@ -13,6 +13,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
+	"raftkv/internal/testport"
 	"raftkv/storage"
 )
 
@@ -61,7 +62,7 @@ func (c *crashPoint) ack(key int) {
 // compaction every few entries so that crashes land around the engine's flush and the
 // log's truncation.
 func crashConfig(t *testing.T, dir string, files *memberFiles) Config {
-	ports := freePorts(t, 2)
+	ports := testport.Free(t, 2)
 	client, peer := fmt.Sprintf("http://127.0.0.1:%d", ports[0]), fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	return Config{
 		Name: "a", DataDir: dir, ListenClientURLs: []string{client}, AdvertiseClientURLs: []string{client},
@@ -141,6 +142,7 @@ func TestCrashAtEveryWriteKeepsAcknowledgedPuts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a member per crash point")
 	}
+	t.Parallel() // mostly starting and stopping members: it overlaps the keepalive test
 	const puts = 24
 	step := 5
 	if v, err := strconv.Atoi(os.Getenv("RAFTKV_CRASH_STEP")); err == nil && v > 0 {

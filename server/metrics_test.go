@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"raftkv/internal/testport"
 )
 
 // scrape reads url's Prometheus text exposition.
@@ -181,7 +183,7 @@ func TestMetricsOfThreeMembers(t *testing.T) {
 // --metrics extensive adds gRPC's handling-time histograms; the metrics listener
 // serves /metrics and the health endpoints, but neither gRPC nor pprof.
 func TestMetricsListenerAndExtensive(t *testing.T) {
-	ports := freePorts(t, 1)
+	ports := testport.Free(t, 1)
 	metricsURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	m := startTestCluster(t, 1, func(c *Config) {
 		c.ListenMetricsURLs = []string{metricsURL}

@@ -14,6 +14,8 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
+
+	"raftkv/internal/testport"
 )
 
 // On https:// URLs with mutual TLS, the client port serves gRPC and, to an HTTP/1.1
@@ -21,7 +23,7 @@ import (
 // /metrics over HTTP/2 or HTTP/1.1.
 func TestMetricsAndHealthOverTLS(t *testing.T) {
 	pki := newTestPKI(t, "cluster CA")
-	metricsURL := fmt.Sprintf("https://127.0.0.1:%d", freePorts(t, 1)[0])
+	metricsURL := fmt.Sprintf("https://127.0.0.1:%d", testport.Free(t, 1)[0])
 	clientTLS := pki.clientTLS(t, "prometheus")
 	m := startHTTPSCluster(t, 1, clientTLS, func(i int, c *Config) {
 		c.ClientTLS = pki.mutualTLS(t, c.Name)

@@ -14,12 +14,13 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"raftkv/internal/testport"
 	"raftkv/version"
 )
 
 // oneMemberConfig is the Config of a single member on free loopback ports.
 func oneMemberConfig(t *testing.T, dataDir string) Config {
-	ports := freePorts(t, 2)
+	ports := testport.Free(t, 2)
 	peer := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	client := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	return Config{
@@ -73,7 +74,7 @@ func TestPortInUseLeavesNothingBehind(t *testing.T) {
 			}
 			// The other port is free again: a member starts on it at once.
 			if which == "client" {
-				cfg.ListenClientURLs = []string{fmt.Sprintf("http://127.0.0.1:%d", freePorts(t, 1)[0])}
+				cfg.ListenClientURLs = []string{fmt.Sprintf("http://127.0.0.1:%d", testport.Free(t, 1)[0])}
 				cfg.AdvertiseClientURLs = cfg.ListenClientURLs
 				srv, err := New(cfg)
 				if err != nil {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"raftkv/internal/testport"
 )
 
 // saveBackup streams Maintenance.Snapshot from m into path, as etcdctl snapshot save
@@ -116,7 +118,7 @@ func TestBackupRestoresIntoNewCluster(t *testing.T) {
 	}
 
 	// A new cluster on new ports.
-	ports := freePorts(t, 6)
+	ports := testport.Free(t, 6)
 	initial := map[string][]string{}
 	for i := range 3 {
 		initial[fmt.Sprintf("r%d", i)] = []string{fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1])}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,26 +18,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-)
 
-// freePorts returns n loopback ports that were free a moment ago.
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ports []int
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
-}
+	"raftkv/internal/testport"
+)
 
 type testMember struct {
 	cfg    Config
@@ -50,7 +32,7 @@ type testMember struct {
 // startTestCluster starts n members in this process on loopback.
 func startTestCluster(t testing.TB, n int, mutate func(*Config)) []*testMember {
 	t.Helper()
-	ports := freePorts(t, 2*n)
+	ports := testport.Free(t, 2*n)
 	dir := t.TempDir()
 	initial := map[string][]string{}
 	for i := range n {
@@ -385,7 +367,7 @@ func TestSnapshotDue(t *testing.T) {
 }
 
 func TestExistingClusterStateNeedsData(t *testing.T) {
-	ports := freePorts(t, 2)
+	ports := testport.Free(t, 2)
 	peer := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	client := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	_, err := New(Config{

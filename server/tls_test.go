@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"raftkv/internal/testpki"
+	"raftkv/internal/testport"
 )
 
 // testPKI is a CA with a certificate for each member (peer and client API alike, for
@@ -60,7 +61,7 @@ func (p *testPKI) clientTLS(t testing.TB, cn string) *tls.Config {
 // TLS settings mutate gives each (by index), and clients using clientTLS.
 func startHTTPSCluster(t testing.TB, n int, clientTLS *tls.Config, mutate func(i int, c *Config)) []*testMember {
 	t.Helper()
-	ports := freePorts(t, 2*n)
+	ports := testport.Free(t, 2*n)
 	dir := t.TempDir()
 	initial := map[string][]string{}
 	for i := range n {
@@ -245,7 +246,7 @@ func TestTLSBadInputRefusedAtStart(t *testing.T) {
 			[]string{"need --peer-client-cert-auth"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ports := freePorts(t, 2)
+			ports := testport.Free(t, 2)
 			client, peer := fmt.Sprintf("https://127.0.0.1:%d", ports[0]), fmt.Sprintf("https://127.0.0.1:%d", ports[1])
 			dataDir := filepath.Join(t.TempDir(), "data")
 			cfg := Config{

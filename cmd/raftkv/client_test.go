@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"raftkv/internal/testport"
 	"raftkv/server"
 )
 
@@ -28,7 +28,7 @@ type testMember struct {
 // until every member serves a linearizable read.
 func startMembers(t *testing.T, n int) []*testMember {
 	t.Helper()
-	ports := freePorts(t, 2*n)
+	ports := testport.Free(t, 2*n)
 	dir := t.TempDir()
 	initial := map[string][]string{}
 	for i := range n {
@@ -117,29 +117,10 @@ func dialTest(t *testing.T, endpoint string) *grpc.ClientConn {
 	return conn
 }
 
-// freePorts returns n loopback ports that were free a moment ago.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	var listeners []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		listeners = append(listeners, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range listeners {
-		l.Close()
-	}
-	return ports
-}
-
 // deadEndpoints returns n loopback endpoints where nothing listens.
 func deadEndpoints(t *testing.T, n int) []string {
 	var eps []string
-	for _, p := range freePorts(t, n) {
+	for _, p := range testport.Free(t, n) {
 		eps = append(eps, fmt.Sprintf("127.0.0.1:%d", p))
 	}
 	return eps

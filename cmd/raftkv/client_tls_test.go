@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"raftkv/internal/testpki"
+	"raftkv/internal/testport"
 	"raftkv/server"
 )
 
@@ -20,7 +21,7 @@ func TestClientCommandsOverTLS(t *testing.T) {
 	caFile := ca.WriteFile(t, dir, "ca")
 	memberCert, memberKey := ca.Issue(t, "m1", "127.0.0.1").WriteFiles(t, dir, "m1")
 	clientCert, clientKey := ca.Issue(t, "alice").WriteFiles(t, dir, "alice")
-	ports := freePorts(t, 2)
+	ports := testport.Free(t, 2)
 	clientURL, peerURL := fmt.Sprintf("https://127.0.0.1:%d", ports[0]), fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	memberTLS := server.TLSInfo{CertFile: memberCert, KeyFile: memberKey, TrustedCAFile: caFile, ClientCertAuth: true}
 	srv, err := server.New(server.Config{

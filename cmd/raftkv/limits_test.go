@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 
+	"raftkv/internal/testport"
 	"raftkv/server"
 )
 
@@ -43,7 +44,7 @@ func TestStartOnFullDiskIsOneLineAndExitsDiskFull(t *testing.T) {
 	f.Close()
 
 	for start := 1; start <= 2; start++ {
-		ports := freePorts(t, 2)
+		ports := testport.Free(t, 2)
 		client, peer := fmt.Sprintf("http://127.0.0.1:%d", ports[0]), fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 		_, stderr, code := runCLI(t, nil, "--name", "m1", "--data-dir", filepath.Join(small, "m1"),
 			"--listen-client-urls", client, "--advertise-client-urls", client,
@@ -67,7 +68,7 @@ func TestStartOnFullDiskIsOneLineAndExitsDiskFull(t *testing.T) {
 // A member whose WAL fails its checks is refused at start with one line naming the
 // file, the offset and the reason, and what to do; never rebuilt silently.
 func TestStartOnCorruptWALNamesTheFile(t *testing.T) {
-	ports := freePorts(t, 2)
+	ports := testport.Free(t, 2)
 	client, peer := fmt.Sprintf("http://127.0.0.1:%d", ports[0]), fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	dataDir := filepath.Join(t.TempDir(), "m1")
 	args := []string{"--name", "m1", "--data-dir", dataDir,

@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"raftkv/internal/testport"
 )
 
 // The member commands print etcdctl's sentences and table, and member add prints how
@@ -26,7 +28,7 @@ func TestMemberCommands(t *testing.T) {
 			t.Fatalf("member list row %q", l)
 		}
 	}
-	newPeer := fmt.Sprintf("http://127.0.0.1:%d", freePorts(t, 1)[0])
+	newPeer := fmt.Sprintf("http://127.0.0.1:%d", testport.Free(t, 1)[0])
 	stdout, stderr, code = run("member", "add", "m4", "--peer-urls", newPeer, "--learner")
 	m := regexp.MustCompile(`^Member ([0-9a-f ]{16}) added as learner to cluster ([0-9a-f ]{16})\n\n`).FindStringSubmatch(stdout)
 	if code != 0 || m == nil {
@@ -51,7 +53,7 @@ func TestMemberCommands(t *testing.T) {
 	if code != exitError || !strings.Contains(stderr, "etcdserver: Peer URLs already exists") {
 		t.Fatalf("add a peer URL in use: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
-	otherPeer := fmt.Sprintf("http://127.0.0.1:%d", freePorts(t, 1)[0])
+	otherPeer := fmt.Sprintf("http://127.0.0.1:%d", testport.Free(t, 1)[0])
 	stdout, stderr, code = run("member", "update", id, "--peer-urls", otherPeer)
 	if code != 0 || stdout != fmt.Sprintf("Member %16s updated in cluster %s\n", id, m[2]) {
 		t.Fatalf("member update: exit %d, stdout %q, stderr %q", code, stdout, stderr)
