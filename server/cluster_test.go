@@ -308,6 +308,7 @@ func TestMembershipChangesOneAtATime(t *testing.T) {
 // Under auth, membership changes need the root role, as etcd's
 // checkMembershipOperationPermission; MemberList needs a user.
 func TestMembershipChangesNeedRoot(t *testing.T) {
+	t.Parallel() // it mostly waits
 	members := startTestCluster(t, 1, nil)
 	ctx := testCtx(t)
 	auth := pb.NewAuthClient(members[0].conn)

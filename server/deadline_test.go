@@ -66,7 +66,7 @@ func TestRequestDeadlinesShareAWindow(t *testing.T) {
 // election timeout is long (3 s), so that the lone leader stays leader while its
 // proposals wait for a commit that cannot come.
 func TestWriteWithoutQuorumTimesOut(t *testing.T) {
-	t.Parallel() // it waits on timeouts
+	t.Parallel() // it mostly waits
 	const requestTimeout = 700 * time.Millisecond
 	members := startTestCluster(t, 3, func(c *Config) {
 		c.RequestTimeout = requestTimeout

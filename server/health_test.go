@@ -54,7 +54,7 @@ func TestHealthEndpointsOfHealthyMember(t *testing.T) {
 // A member that lost its quorum says so within about healthTimeout, far sooner than
 // a request's timeout, rather than keep a probe waiting; its local checks still pass.
 func TestHealthOfMemberWithoutQuorum(t *testing.T) {
-	t.Parallel() // it waits on timeouts
+	t.Parallel() // it mostly waits
 	const requestTimeout = 30 * time.Second
 	members := startTestCluster(t, 3, func(c *Config) { c.RequestTimeout = requestTimeout })
 	retry(t, func(ctx context.Context) error {

@@ -162,6 +162,7 @@ func TestLeaseForwardServiceChecksItsCaller(t *testing.T) {
 // A lease expires and its keys go with auth enabled, whoever may write them: the
 // lessor's revoke is the member's own command, not a user's.
 func TestLeaseExpiresWithAuthEnabled(t *testing.T) {
+	t.Parallel() // it mostly waits
 	members := startTestCluster(t, 3, func(c *Config) { c.BcryptCost = 4 })
 	leader := promotedLeader(t, members)
 	ctx := testCtx(t)

@@ -156,6 +156,7 @@ func TestLeaseServiceOnEveryMember(t *testing.T) {
 // A lease nobody keeps alive is revoked by the leader, its keys with it, within its
 // TTL and a little; one kept alive through a follower is not.
 func TestLeaseExpiry(t *testing.T) {
+	t.Parallel() // it mostly waits
 	members := startTestCluster(t, 3, nil)
 	leader := promotedLeader(t, members)
 	f := followersOf(members, leader)[0]
@@ -205,6 +206,7 @@ func TestLeaseExpiry(t *testing.T) {
 // Leases, their keys and their checkpoints survive a restart of every member, with a
 // snapshot in between, and a restarted cluster keeps the lease alive and revokes it.
 func TestLeasesSurviveRestart(t *testing.T) {
+	t.Parallel() // it mostly waits
 	members := startTestCluster(t, 3, func(c *Config) {
 		c.SnapshotCount = 10
 		c.LeaseCheckpointInterval = time.Second

@@ -16,6 +16,7 @@ import (
 // write app/, locks and campaigns under app/; under other/ she is denied, and a
 // caller with no token is refused as etcd refuses it, with nothing written.
 func TestLockAndElectionActAsTheCaller(t *testing.T) {
+	t.Parallel() // it mostly waits
 	m := startTestCluster(t, 1, nil)[0]
 	ctx := testCtx(t)
 	auth := pb.NewAuthClient(m.conn)

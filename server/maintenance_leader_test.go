@@ -56,7 +56,7 @@ func TestMoveLeader(t *testing.T) {
 // returns a follower leads, with an election timeout (2s) far longer than it would
 // take, so the new leader was not elected by a timeout.
 func TestStoppingLeaderHandsOff(t *testing.T) {
-	t.Parallel() // it waits on timeouts
+	t.Parallel() // it mostly waits
 	members := startTestCluster(t, 3, func(c *Config) {
 		c.HeartbeatInterval = 20 * time.Millisecond
 		c.ElectionTimeout = 2 * time.Second

@@ -19,7 +19,7 @@ import (
 // store's keys) would answer from a state without that entry while the member stops.
 // Done is closed, but nobody stops the member here, so it goes on taking requests.
 func TestRefusedEntryIsNotApplied(t *testing.T) {
-	t.Parallel() // it waits on timeouts
+	t.Parallel() // it mostly waits
 	var failing atomic.Bool
 	storeFS := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
 		if failing.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite {

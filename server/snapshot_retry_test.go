@@ -82,6 +82,7 @@ func quiesce(t *testing.T, leader, m *testMember) uint64 {
 // SnapshotCount at most 1000, retryAt is past both and the phase could not be
 // seen.
 func TestFailedLocalSnapshotRetriesOnSchedule(t *testing.T) {
+	t.Parallel() // it mostly waits
 	const (
 		count    = 1800 // SnapshotCount
 		catchUp  = 50   // SnapshotCatchUpEntries

@@ -230,6 +230,7 @@ func TestWatchCompactionAndStop(t *testing.T) {
 // fills first, then the hub's queue), and when the client reads again it gets every
 // event in order.
 func TestWatchClientStopsReading(t *testing.T) {
+	t.Parallel() // it mostly waits
 	m := startTestCluster(t, 1, nil)[0]
 	retry(t, func(ctx context.Context) error {
 		_, err := m.client.Put(ctx, &pb.PutRequest{Key: []byte("warm"), Value: []byte("up")})
