@@ -246,7 +246,9 @@ func (s *Server) execute(index uint64, data []byte) (envelope, kv.Result) {
 		// Recorded as applied, with no effect, so that a copy of it that applies
 		// after the alarm is cleared does not write what its client was told failed.
 		id := kv.ProposalID{Proposer: env.proposer, Seq: env.seq, LowestPending: env.lowestPending}
-		s.sm.store.ApplyOnce(index, id, noEffectCommand)
+		if r := s.sm.store.ApplyOnce(index, id, noEffectCommand); errors.Is(r.Err, kv.ErrEngineFailed) {
+			s.storeFailed(index, r.Err)
+		}
 		return env, kv.Result{Err: refused}
 	case refused != nil:
 		res = kv.Result{Err: refused}

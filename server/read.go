@@ -107,7 +107,9 @@ func (s *Server) readRound() error {
 			continue
 		}
 		if err == nil {
-			if err := s.applied.wait(ctx, index); err != nil {
+			if err := s.applied.wait(ctx, index); errors.Is(err, errStopped) {
+				return err
+			} else if err != nil {
 				return s.contextError(ctx)
 			}
 			return nil

@@ -29,12 +29,20 @@ func TestRefusedEntryIsNotApplied(t *testing.T) {
 	}))
 	m := &testMember{cfg: crashConfig(t, t.TempDir(), &memberFiles{log: storage.NewMemFS(), store: storeFS})}
 	m.cfg.SnapshotCount = 10_000 // no flush of the member's own during the test
+	// The read round of the lease read below waits for an index that never comes;
+	// Stop must end that wait, not wait out the round's RequestTimeout.
+	m.cfg.RequestTimeout = 30 * time.Second
 	srv, err := New(m.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.connect(t, srv)
-	defer m.stop()
+	stopped := false
+	defer func() {
+		if !stopped {
+			m.stop()
+		}
+	}()
 	retry(t, func(ctx context.Context) error {
 		_, err := m.client.Put(ctx, &pb.PutRequest{Key: []byte("a"), Value: []byte("1")})
 		return err
@@ -75,5 +83,11 @@ func TestRefusedEntryIsNotApplied(t *testing.T) {
 	case <-srv.Done():
 	default:
 		t.Fatal("the member is not stopping after its store refused an entry")
+	}
+	start := time.Now()
+	m.stop()
+	stopped = true
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("Stop took %v: it waited out a read round's RequestTimeout (%v)", took, m.cfg.RequestTimeout)
 	}
 }

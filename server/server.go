@@ -250,7 +250,7 @@ func (s *Server) open(ids []uint64) error {
 func (s *Server) start(ids []uint64) error {
 	cfg := s.cfg
 	var err error
-	s.applied = newAppliedNotifier(s.startApplied)
+	s.applied = newAppliedNotifier(s.startApplied, s.stopc)
 	s.proposer, s.terms = newProposerID(), newAppliedTerm()
 	s.tokens, s.authLimits, s.bcrypt = newSimpleTokens(cfg.AuthTokenTTL, maxSimpleTokens), newAuthLimiter(), make(chan struct{}, bcryptSlots)
 	s.watches = watch.NewHub(s.sm.store, watch.Config{ProgressNotifyInterval: cfg.WatchProgressNotifyInterval, Logger: s.logger})

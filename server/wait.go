@@ -186,6 +186,10 @@ func (a *appliedTerm) get() (uint64, <-chan struct{}) {
 
 // appliedNotifier lets readers wait until the applied index reaches a read point.
 type appliedNotifier struct {
+	// stopped (the member's stopc) ends every wait with errStopped: a stopping
+	// member may never apply the index (after its store refused an entry, say, the
+	// apply loop counts none applied), and Stop waits for the read loop.
+	stopped <-chan struct{}
 	mu      sync.Mutex
 	index   uint64
 	changed chan struct{}
@@ -194,8 +198,8 @@ type appliedNotifier struct {
 	waited bool
 }
 
-func newAppliedNotifier(index uint64) *appliedNotifier {
-	return &appliedNotifier{index: index, changed: make(chan struct{})}
+func newAppliedNotifier(index uint64, stopped <-chan struct{}) *appliedNotifier {
+	return &appliedNotifier{index: index, changed: make(chan struct{}), stopped: stopped}
 }
 
 func (a *appliedNotifier) set(index uint64) {
@@ -215,7 +219,8 @@ func (a *appliedNotifier) get() uint64 {
 	return a.index
 }
 
-// wait returns once the applied index is at least index.
+// wait returns once the applied index is at least index, or ctx's error, or
+// errStopped once the member stops.
 func (a *appliedNotifier) wait(ctx context.Context, index uint64) error {
 	for {
 		a.mu.Lock()
@@ -229,6 +234,8 @@ func (a *appliedNotifier) wait(ctx context.Context, index uint64) error {
 		case <-changed:
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-a.stopped:
+			return errStopped
 		}
 	}
 }
