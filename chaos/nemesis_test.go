@@ -171,7 +171,7 @@ func (n *nemesis) run(duration time.Duration) []faultRecord {
 			HealTook: healed.Sub(healStart), Observed: observed, start: faultStart}
 		rec.WriteRecovery = n.waitWrite(healed, kind)
 		rec.recovered = healed.Add(rec.WriteRecovery)
-		rec.MemberRecovery = n.waitMembers(healed, kind, f.victims)
+		rec.MemberRecovery = n.waitMembers(healed, kind, f.victims, f.mayStop)
 		n.checkRunning(f.mayStop)
 		msg := fmt.Sprintf("nemesis %6.1fs: healed %s in %v; then a write after %v, every victim answering after %v",
 			time.Since(n.start).Seconds(), kind, rec.HealTook.Round(time.Millisecond),
@@ -392,8 +392,12 @@ func (n *nemesis) waitWrite(healed time.Time, kind faultKind) time.Duration {
 }
 
 // waitMembers returns the time from healed until every victim answered a
-// linearizable read through its own endpoint: it has rejoined and caught up.
-func (n *nemesis) waitMembers(healed time.Time, kind faultKind, victims []*member) time.Duration {
+// linearizable read through its own endpoint: it has rejoined and caught up. A
+// victim the fault may stop that exits only after the heal (it was still stopping:
+// handing its leadership off, letting requests in flight finish) is started again
+// here; seed 20261205 had a full disk's member exit 2 s after the heal looked, and
+// nothing started it again.
+func (n *nemesis) waitMembers(healed time.Time, kind faultKind, victims, mayStop []*member) time.Duration {
 	for _, m := range victims {
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -401,6 +405,12 @@ func (n *nemesis) waitMembers(healed time.Time, kind faultKind, victims []*membe
 			cancel()
 			if err == nil {
 				break
+			}
+			if slices.Contains(mayStop, m) {
+				if status, code := n.c.state(m); status == "exited" {
+					n.c.t.Logf("nemesis: %s exited with code %d after the heal of %s (%s); starting it again", m.name, code, kind, n.c.panicLine(m))
+					n.c.start(m)
+				}
 			}
 			if time.Since(healed) > recoveryTimeout {
 				n.c.t.Fatalf("%s answered no read within %v after the heal of %s: %v", m.name, recoveryTimeout, kind, err)
@@ -412,10 +422,17 @@ func (n *nemesis) waitMembers(healed time.Time, kind faultKind, victims []*membe
 }
 
 // checkRunning restarts, and records as a crash, any member that stopped though no
-// fault could stop it.
+// fault could stop it; a member the fault may stop that has exited is restarted
+// without being recorded.
 func (n *nemesis) checkRunning(mayStop []*member) {
 	for _, m := range n.c.members {
 		status, code := n.c.state(m)
+		if slices.Contains(mayStop, m) && status == "exited" {
+			// The fault may stop it, late too (waitMembers): not a crash.
+			n.c.t.Logf("nemesis: %s exited with code %d after answering (%s); starting it again", m.name, code, n.c.panicLine(m))
+			n.c.start(m)
+			continue
+		}
 		if status == "running" || slices.Contains(mayStop, m) {
 			continue
 		}

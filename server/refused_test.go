@@ -74,17 +74,24 @@ func TestRefusedEntryIsNotApplied(t *testing.T) {
 	if applied := srv.applied.get(); applied > storeApplied {
 		t.Fatalf("the member counts index %d applied; its store holds entries up to %d only", applied, storeApplied)
 	}
-	ctx, cancel = context.WithTimeout(context.Background(), time.Second)
+	// The read fails at once (the member is stopping), rather than holding the
+	// member's stop up while it waits for its context.
+	ctx, cancel = context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	start := time.Now()
 	if resp, err := leases.LeaseTimeToLive(ctx, &pb.LeaseTimeToLiveRequest{ID: lease}); err == nil {
 		t.Fatalf("a linearizable lease read answered (TTL %d) past an entry the store refused", resp.TTL)
+	} else if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("a lease read past an entry the store refused failed only after %v (%v), at its deadline", took, err)
+	} else {
+		t.Logf("the lease read failed after %v: %v", took.Round(time.Millisecond), err)
 	}
 	select {
 	case <-srv.Done():
-	default:
-		t.Fatal("the member is not stopping after its store refused an entry")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the member is not stopping 10 s after its store refused an entry")
 	}
-	start := time.Now()
+	start = time.Now()
 	m.stop()
 	stopped = true
 	if took := time.Since(start); took > 10*time.Second {

@@ -658,5 +658,6 @@ func (sm *stateMachine) membership() raft.Membership {
 // entry applied (storeRefused), so no read waits its way past the gap.
 func (s *Server) storeFailed(index uint64, err error) {
 	s.storeRefused.Store(true) // before the apply loop would count index applied
+	s.applied.halt()           // reads waiting for an index from here on fail now
 	s.stopOnFatal(fmt.Errorf("server: the store failed to apply entry %d: %w", index, err))
 }

@@ -186,21 +186,28 @@ func (a *appliedTerm) get() (uint64, <-chan struct{}) {
 
 // appliedNotifier lets readers wait until the applied index reaches a read point.
 type appliedNotifier struct {
-	// stopped (the member's stopc) ends every wait with errStopped: a stopping
-	// member may never apply the index (after its store refused an entry, say, the
-	// apply loop counts none applied), and Stop waits for the read loop.
-	stopped <-chan struct{}
-	mu      sync.Mutex
-	index   uint64
-	changed chan struct{}
+	// stopped (the member's stopc) and halted (closed by halt, once the store
+	// refused an entry: the apply loop then counts none applied) end every wait
+	// with errStopped, since the index may never come: Stop waits for the read
+	// loop, and the requests in flight hold the member's stop up to its grace
+	// period.
+	stopped  <-chan struct{}
+	halted   chan struct{}
+	haltOnce sync.Once
+	mu       sync.Mutex
+	index    uint64
+	changed  chan struct{}
 	// waited: a reader holds changed. The apply loop closes and replaces the
 	// channel only then, so applying an entry with no reader waiting allocates nothing.
 	waited bool
 }
 
 func newAppliedNotifier(index uint64, stopped <-chan struct{}) *appliedNotifier {
-	return &appliedNotifier{index: index, changed: make(chan struct{}), stopped: stopped}
+	return &appliedNotifier{index: index, changed: make(chan struct{}), stopped: stopped, halted: make(chan struct{})}
 }
+
+// halt ends every wait, now and later, with errStopped.
+func (a *appliedNotifier) halt() { a.haltOnce.Do(func() { close(a.halted) }) }
 
 func (a *appliedNotifier) set(index uint64) {
 	a.mu.Lock()
@@ -220,7 +227,7 @@ func (a *appliedNotifier) get() uint64 {
 }
 
 // wait returns once the applied index is at least index, or ctx's error, or
-// errStopped once the member stops.
+// errStopped once the member stops or its store refused an entry (halt).
 func (a *appliedNotifier) wait(ctx context.Context, index uint64) error {
 	for {
 		a.mu.Lock()
@@ -235,6 +242,8 @@ func (a *appliedNotifier) wait(ctx context.Context, index uint64) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-a.stopped:
+			return errStopped
+		case <-a.halted:
 			return errStopped
 		}
 	}
