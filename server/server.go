@@ -52,9 +52,6 @@ type Server struct {
 	// snapshotFailed tells the apply loop the last compaction failed.
 	snapshotting   atomic.Bool
 	snapshotFailed atomic.Bool
-	// storeRefused is set once the store refused an entry (storeFailed): the apply
-	// loop then counts no entry applied, the refused one included.
-	storeRefused atomic.Bool
 	// snapshotsOut holds the log back for the snapshots this member sends
 	// (snapshot.go).
 	snapshotsOut outboundSnapshots
@@ -494,8 +491,8 @@ func (s *Server) applyLoop() {
 		case raft.ApplyConfChange:
 			s.applyConfChange(msg)
 		}
-		if s.storeRefused.Load() {
-			// The store does not hold this entry (or one before it) and the member is
+		if s.applied.isHalted() {
+			// The store refused this entry or one before it, and the member is
 			// stopping (storeFailed): a read that waits for its index, a key's or a
 			// lease's, must not be answered from a state without it.
 			continue

@@ -655,9 +655,9 @@ func (sm *stateMachine) membership() raft.Membership {
 // engine refuses every later write (kv.ErrEngineFailed), and a member that went on
 // would answer from a state the others have moved past (stopOnFatal; a full disk's
 // is the one line the member stops with). From index on, the apply loop counts no
-// entry applied (storeRefused), so no read waits its way past the gap.
+// entry applied and reads waiting for an index fail (appliedNotifier.halt), so no
+// read waits its way past the gap.
 func (s *Server) storeFailed(index uint64, err error) {
-	s.storeRefused.Store(true) // before the apply loop would count index applied
-	s.applied.halt()           // reads waiting for an index from here on fail now
+	s.applied.halt() // before the apply loop would count index applied
 	s.stopOnFatal(fmt.Errorf("server: the store failed to apply entry %d: %w", index, err))
 }

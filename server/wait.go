@@ -187,10 +187,10 @@ func (a *appliedTerm) get() (uint64, <-chan struct{}) {
 // appliedNotifier lets readers wait until the applied index reaches a read point.
 type appliedNotifier struct {
 	// stopped (the member's stopc) and halted (closed by halt, once the store
-	// refused an entry: the apply loop then counts none applied) end every wait
-	// with errStopped, since the index may never come: Stop waits for the read
-	// loop, and the requests in flight hold the member's stop up to its grace
-	// period.
+	// refused an entry: the apply loop then counts none applied, isHalted) end
+	// every wait with errStopped, since the index may never come: Stop waits for
+	// the read loop, and the requests in flight hold the member's stop up to its
+	// grace period.
 	stopped  <-chan struct{}
 	halted   chan struct{}
 	haltOnce sync.Once
@@ -206,8 +206,19 @@ func newAppliedNotifier(index uint64, stopped <-chan struct{}) *appliedNotifier 
 	return &appliedNotifier{index: index, changed: make(chan struct{}), stopped: stopped, halted: make(chan struct{})}
 }
 
-// halt ends every wait, now and later, with errStopped.
+// halt stops the applied index where it is and ends every wait, now and later,
+// with errStopped: the store refused an entry, so no later index is applied.
 func (a *appliedNotifier) halt() { a.haltOnce.Do(func() { close(a.halted) }) }
+
+// isHalted reports whether halt was called.
+func (a *appliedNotifier) isHalted() bool {
+	select {
+	case <-a.halted:
+		return true
+	default:
+		return false
+	}
+}
 
 func (a *appliedNotifier) set(index uint64) {
 	a.mu.Lock()
