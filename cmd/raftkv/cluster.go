@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -56,7 +57,7 @@ func (a *app) newClusterCommand() *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.IntVar(&opts.members, "members", 3, fmt.Sprintf("Number of members, 1 to %d.", maxLocalMembers))
-	fs.IntVar(&opts.basePort, "base-port", 2379, "Client port of the first member; see above for the others. 0 picks free ports\n(the same again when --dir holds a cluster that ran on free ports).")
+	fs.IntVar(&opts.basePort, "base-port", 2379, "Client port of the first member; see above for the others. 0 picks free ports\n(from 10000-19999; the same again when --dir holds a cluster that ran on free ports).")
 	fs.StringVar(&opts.dir, "dir", "raftkv-cluster", "Directory for the members' data dirs, their pid files and the cluster's layout.")
 	fs.BoolVar(&opts.noRestart, "no-restart", false, "Leave a member that exits down instead of restarting it.")
 	fs.BoolVar(&opts.tls, "tls", false, "Serve clients and peers on https:// URLs with self-signed certificates (--auto-tls,\n--peer-auto-tls): encrypted, not authenticated. Clients need --insecure-skip-tls-verify.")
@@ -94,7 +95,13 @@ func localPorts(n, basePort int) (client, peer []int, err error) {
 	return client, peer, nil
 }
 
-// freeLocalPorts returns 2n loopback ports that were free a moment ago.
+// freeLocalPorts returns 2n loopback ports that were free a moment ago. They come
+// from below the kernel's ephemeral port range (ip_local_port_range), where every
+// outgoing connection and every other program's listener on port 0 takes its port:
+// one of those could take a port picked there between this check and the member's
+// bind, and the member would fail with "address already in use" (seen with tests
+// running side by side). On a system whose range leaves no room below it, the
+// kernel picks (port 0).
 func freeLocalPorts(n int) (client, peer []int, err error) {
 	var listeners []net.Listener
 	defer func() {
@@ -102,7 +109,17 @@ func freeLocalPorts(n int) (client, peer []int, err error) {
 			l.Close()
 		}
 	}()
-	for range 2 * n {
+	first, last := freePortsFirst, min(freePortsEnd, ephemeralPortsStart())
+	if last-first >= 1000 {
+		start := rand.IntN(last - first)
+		for i := 0; i < last-first && len(listeners) < 2*n; i++ {
+			port := first + (start+i)%(last-first)
+			if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+				listeners = append(listeners, l)
+			}
+		}
+	}
+	for len(listeners) < 2*n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, nil, fmt.Errorf("finding a free port: %v", err)
@@ -114,6 +131,27 @@ func freeLocalPorts(n int) (client, peer []int, err error) {
 		peer = append(peer, listeners[2*i+1].Addr().(*net.TCPAddr).Port)
 	}
 	return client, peer, nil
+}
+
+// freeLocalPorts picks from [freePortsFirst, freePortsEnd): above the registered
+// services' usual ports, and below the range the tests' own port picker hands out
+// (internal/testport, from 20000), so that e2e tests running beside a cluster
+// started this way never pick its ports.
+const freePortsFirst, freePortsEnd = 10000, 20000
+
+// ephemeralPortsStart returns the first port of the kernel's ephemeral range, or
+// the usual default (Linux's 32768) if it cannot be read.
+func ephemeralPortsStart() int {
+	const linuxDefault = 32768
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return linuxDefault
+	}
+	var lo, hi int
+	if _, err := fmt.Sscan(string(b), &lo, &hi); err != nil || lo <= 0 {
+		return linuxDefault
+	}
+	return lo
 }
 
 const layoutFile = "cluster.json"
