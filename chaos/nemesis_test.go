@@ -303,6 +303,10 @@ func (n *nemesis) fillDisk() fault {
 	}}
 }
 
+// exitDiskFull is the exit status of a member that stopped on a full disk
+// (cmd/raftkv's exitDiskFull).
+const exitDiskFull = 4
+
 // fillUntilFull writes zeros to a new file at path until the file system has no room
 // left, and returns how many bytes it wrote.
 func fillUntilFull(path string) (int64, error) {
@@ -393,10 +397,11 @@ func (n *nemesis) waitWrite(healed time.Time, kind faultKind) time.Duration {
 
 // waitMembers returns the time from healed until every victim answered a
 // linearizable read through its own endpoint: it has rejoined and caught up. A
-// victim the fault may stop that exits only after the heal (it was still stopping:
-// handing its leadership off, letting requests in flight finish) is started again
-// here; seed 20261205 had a full disk's member exit 2 s after the heal looked, and
-// nothing started it again.
+// disk-full victim that stops on its full disk (exit status 4) only after the heal
+// looked (it was still stopping: handing its leadership off, letting requests in
+// flight finish) is started again here; seed 20261205 had m5 exit 2 s after the
+// heal looked, and nothing started it again. Any other exit is left for the run to
+// fail on, as a victim that never answers.
 func (n *nemesis) waitMembers(healed time.Time, kind faultKind, victims, mayStop []*member) time.Duration {
 	for _, m := range victims {
 		for {
@@ -406,9 +411,9 @@ func (n *nemesis) waitMembers(healed time.Time, kind faultKind, victims, mayStop
 			if err == nil {
 				break
 			}
-			if slices.Contains(mayStop, m) {
-				if status, code := n.c.state(m); status == "exited" {
-					n.c.t.Logf("nemesis: %s exited with code %d after the heal of %s (%s); starting it again", m.name, code, kind, n.c.panicLine(m))
+			if kind == diskFull && slices.Contains(mayStop, m) {
+				if status, code := n.c.state(m); status == "exited" && code == exitDiskFull {
+					n.c.t.Logf("nemesis: %s stopped on its full disk after the heal (%s); starting it again", m.name, n.c.panicLine(m))
 					n.c.start(m)
 				}
 			}
@@ -422,14 +427,14 @@ func (n *nemesis) waitMembers(healed time.Time, kind faultKind, victims, mayStop
 }
 
 // checkRunning restarts, and records as a crash, any member that stopped though no
-// fault could stop it; a member the fault may stop that has exited is restarted
-// without being recorded.
+// fault could stop it; a member the fault may stop that has stopped on a full disk
+// (exit status 4) is restarted without being recorded.
 func (n *nemesis) checkRunning(mayStop []*member) {
 	for _, m := range n.c.members {
 		status, code := n.c.state(m)
-		if slices.Contains(mayStop, m) && status == "exited" {
-			// The fault may stop it, late too (waitMembers): not a crash.
-			n.c.t.Logf("nemesis: %s exited with code %d after answering (%s); starting it again", m.name, code, n.c.panicLine(m))
+		if slices.Contains(mayStop, m) && status == "exited" && code == exitDiskFull {
+			// Stopped on a full disk, late (see waitMembers): not a crash.
+			n.c.t.Logf("nemesis: %s stopped on its full disk after answering (%s); starting it again", m.name, n.c.panicLine(m))
 			n.c.start(m)
 			continue
 		}

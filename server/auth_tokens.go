@@ -231,7 +231,7 @@ func (s *Server) sender(ctx context.Context) (kv.AuthInfo, error) {
 // awaitTokenEntry waits, within the request timeout, until this member has applied
 // the entry that issued token (an index the token names). A token that does not
 // parse, or names an entry that does not come within the timeout, is left to
-// tokenUser to refuse.
+// tokenUser to refuse; a member that stops meanwhile returns errStopped.
 func (s *Server) awaitTokenEntry(ctx context.Context, token string) error {
 	_, index, ok := parseToken(token)
 	if !ok || s.applied.get() >= index {
@@ -239,7 +239,11 @@ func (s *Server) awaitTokenEntry(ctx context.Context, token string) error {
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	if err := s.applied.wait(wctx, index); err != nil && ctx.Err() != nil {
+	err := s.applied.wait(wctx, index)
+	switch {
+	case errors.Is(err, errStopped):
+		return err // the member is stopping: "server stopped", not an invalid token
+	case err != nil && ctx.Err() != nil:
 		return s.contextError(ctx)
 	}
 	return nil

@@ -21,7 +21,9 @@ type fatalStop struct {
 // returns and closes Done, once; a later call is ignored (the first cause is the one
 // to fix). It logs nothing: the owner of the member (cmd/raftkv's serve) stops it and
 // prints Err as the one line the member stops with, so saying it here too would say
-// it twice. The caller must not go on applying: return from the loop that failed.
+// it twice. The caller must not go on as if the failed write had happened: a loop
+// that failed returns, and the apply loop, after a refused entry, counts no entry
+// applied from there on (storeFailed).
 //
 // A member stopped for a full disk loses nothing acknowledged (what it acknowledged
 // is in its WAL, synced before the failed write) and, once space is freed and it is

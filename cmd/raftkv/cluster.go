@@ -57,7 +57,7 @@ func (a *app) newClusterCommand() *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.IntVar(&opts.members, "members", 3, fmt.Sprintf("Number of members, 1 to %d.", maxLocalMembers))
-	fs.IntVar(&opts.basePort, "base-port", 2379, "Client port of the first member; see above for the others. 0 picks free ports\n(from 10000-19999; the same again when --dir holds a cluster that ran on free ports).")
+	fs.IntVar(&opts.basePort, "base-port", 2379, "Client port of the first member; see above for the others. 0 picks free ports\n(from 10000-19999 when the kernel's ephemeral range starts above them; the same again\nwhen --dir holds a cluster that ran on free ports).")
 	fs.StringVar(&opts.dir, "dir", "raftkv-cluster", "Directory for the members' data dirs, their pid files and the cluster's layout.")
 	fs.BoolVar(&opts.noRestart, "no-restart", false, "Leave a member that exits down instead of restarting it.")
 	fs.BoolVar(&opts.tls, "tls", false, "Serve clients and peers on https:// URLs with self-signed certificates (--auto-tls,\n--peer-auto-tls): encrypted, not authenticated. Clients need --insecure-skip-tls-verify.")
@@ -133,10 +133,10 @@ func freeLocalPorts(n int) (client, peer []int, err error) {
 	return client, peer, nil
 }
 
-// freeLocalPorts picks from [freePortsFirst, freePortsEnd): above the registered
-// services' usual ports, and below the range the tests' own port picker hands out
-// (internal/testport, from 20000), so that e2e tests running beside a cluster
-// started this way never pick its ports.
+// freePortsFirst and freePortsEnd bound the ports freeLocalPorts picks: above the
+// registered services' usual ports, and below the range the tests' own port picker
+// hands out (internal/testport, from 20000), so that e2e tests running beside a
+// cluster started this way never pick its ports.
 const freePortsFirst, freePortsEnd = 10000, 20000
 
 // ephemeralPortsStart returns the first port of the kernel's ephemeral range, or
