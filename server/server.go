@@ -493,8 +493,8 @@ func (s *Server) applyLoop() {
 		}
 		if s.applied.isHalted() {
 			// The store refused this entry or one before it, and the member is
-			// stopping (storeFailed): a read that waits for its index, a key's or a
-			// lease's, must not be answered from a state without it.
+			// stopping (storeFailed): the applied index stays where it was (set
+			// would ignore it), and there is nothing for watchers or a snapshot.
 			continue
 		}
 		s.applied.set(msg.Index)

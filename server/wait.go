@@ -220,7 +220,11 @@ func (a *appliedNotifier) isHalted() bool {
 	}
 }
 
+// set records index as applied, unless halt was called: then the index stays.
 func (a *appliedNotifier) set(index uint64) {
+	if a.isHalted() {
+		return
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.index = index
