@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"syscall"
 	"testing"
 
 	"raftkv/raft"
@@ -203,4 +204,72 @@ func runWorkload(t *testing.T, fsys FS, opts Options, ops []workOp) (state, int)
 		}
 	}
 	return readState(t, s), len(ops)
+}
+
+// A process killed between a WAL write and its fsync leaves the record in the page
+// cache: the next Open reads it as sound, and Raft may hand its entries out as
+// durable. Open syncs what it recovered, so a power loss after that start keeps them.
+func TestOpenSyncsWhatAKilledProcessLeftUnsynced(t *testing.T) {
+	mem := NewMemFS()
+	fsys := NewFaultFS(mem)
+	opts, _ := testOptions(t, MinSegmentSize)
+	s := mustOpen(t, fsys, "data", opts)
+	if err := s.Save(raft.HardState{Term: 1, Vote: 1, Commit: 5}, makeEntries(1, 5, 1, 100)); err != nil {
+		t.Fatal(err)
+	}
+	fsys.FailNth(OpSync, 1, syscall.EIO) // the kill: written, never synced
+	if err := s.Save(raft.HardState{Term: 1, Vote: 1, Commit: 8}, makeEntries(6, 3, 1, 100)); err == nil {
+		t.Fatal("the save whose fsync failed succeeded")
+	}
+	s.Close()
+	if mem.UnsyncedOps() == 0 {
+		t.Fatal("the failed save left nothing unsynced; the test needs a write in the page cache")
+	}
+
+	s = mustOpen(t, mem, "data", opts) // the restart, on the page cache
+	if last, _ := s.LastIndex(); last != 8 {
+		t.Fatalf("after the restart the log ends at %d, want 8 (the unsynced records read back)", last)
+	}
+	s.Close()
+	mem.Crash() // then a power loss
+	s = mustOpen(t, mem, "data", opts)
+	defer s.Close()
+	if last, _ := s.LastIndex(); last != 8 {
+		t.Fatalf("after a power loss following the restart the log ends at %d, want 8", last)
+	}
+}
+
+// The same for a directory entry: a process killed after it renamed a new segment
+// into place and before it synced the WAL directory leaves a segment the next Open
+// appends to; Open syncs the directory, so a power loss after that keeps it.
+func TestOpenSyncsADirectoryAKilledProcessLeftUnsynced(t *testing.T) {
+	mem := NewMemFS()
+	fsys := NewFaultFS(mem)
+	opts, _ := testOptions(t, MinSegmentSize)
+	s := mustOpen(t, fsys, "data", opts)
+	fsys.FailNth(OpSyncDir, 1, syscall.EIO) // the kill: at the first roll's directory sync
+	var last uint64
+	for first := uint64(1); first < 200; first += 10 {
+		if err := s.Save(raft.HardState{Term: 1, Vote: 1, Commit: first - 1}, makeEntries(first, 10, 1, 100)); err != nil {
+			break
+		}
+		last = first + 9
+	}
+	s.Close()
+	if fsys.Calls(OpSyncDir) == 0 || last >= 199 {
+		t.Fatalf("no roll failed its directory sync (%d syncdirs, saved to %d); the test needs one", fsys.Calls(OpSyncDir), last)
+	}
+
+	s = mustOpen(t, mem, "data", opts) // the restart, on the page cache
+	end, _ := s.LastIndex()
+	if err := s.Save(raft.HardState{Term: 1, Vote: 1, Commit: end}, makeEntries(end+1, 3, 1, 100)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	mem.Crash() // then a power loss
+	s = mustOpen(t, mem, "data", opts)
+	defer s.Close()
+	if got, _ := s.LastIndex(); got != end+3 {
+		t.Fatalf("after a power loss following the restart the log ends at %d, want %d (acknowledged)", got, end+3)
+	}
 }

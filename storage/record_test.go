@@ -158,10 +158,10 @@ func FuzzRecoverSegment(f *testing.F) {
 			file.WriteAt(content, 0)
 			file.Close()
 		}
-		seg := append(segmentInit(testClusterID, seed, 1, segmentStart{}), data[1:]...)
+		seg := append(segmentInit(testClusterID, 0, seed, 1, segmentStart{}), data[1:]...)
 		write(1, seg)
 		if twoSegments {
-			write(2, segmentInit(testClusterID, seed, 2, segmentStart{prevEnd: uint64(len(seg))}))
+			write(2, segmentInit(testClusterID, 0, seed, 2, segmentStart{prevEnd: uint64(len(seg))}))
 		}
 		s, err := Open(fsys, "/d", opts)
 		if err != nil {

@@ -43,8 +43,12 @@ type walRecovery struct {
 	lastEnd   int64  // where its sound records end
 	lastClean bool   // nothing but zeros after lastEnd: appends can continue there
 	// oldFormatBelow: the segments numbered below it are of format 1 (segment.go);
-	// the rest, and every one made from now on, of the current format.
+	// the rest, and every one made from now on, of a later format.
 	oldFormatBelow uint64
+	// memberID is the member the segments' headers name (format 3), and
+	// memberSegment the first segment that names it; 0 and "" if none does.
+	memberID      uint64
+	memberSegment string
 }
 
 // segmentFile is a segment being recovered.
@@ -54,6 +58,7 @@ type segmentFile struct {
 	f        File
 	size     int64
 	version  uint32 // format version (segment.go)
+	memberID uint64 // the member its header names, or 0
 	start    segmentStart
 	startEnd int64 // where the start record ends
 	end      int64 // where the records end, as the next segment says (not for the last)
@@ -68,8 +73,8 @@ func recoverWAL(fsys FS, dataDir, dir string, clusterID uint64, logger *slog.Log
 	var segs []*segmentFile
 	for _, name := range sortedNames(names) {
 		seq, ok := parseSegmentName(name)
-		if !ok && name == lockFileName {
-			continue // a WAL dir of its own (Options.WALDir) has a lock
+		if !ok && IsBookkeeping(name) {
+			continue // a lock (a WAL dir of its own), the member record
 		}
 		if !ok {
 			logger.Warn("ignoring a file in the WAL directory that is not a segment", "file", filepath.Join(dir, name))
@@ -95,15 +100,26 @@ func recoverWAL(fsys FS, dataDir, dir string, clusterID uint64, logger *slog.Log
 	}
 	seed := clusterSeed(clusterID)
 	oldFormatBelow := segs[len(segs)-1].seq + 1
+	rec := &walRecovery{}
 	for i, s := range segs {
 		if err := openSegment(fsys, s, i == 0, dataDir, clusterID, seed); err != nil {
 			return nil, err
 		}
-		if s.version == segmentVersion {
-			oldFormatBelow = min(oldFormatBelow, s.seq)
-		} else if s.seq > oldFormatBelow {
+		if i > 0 && s.version < segs[i-1].version {
 			return nil, corruptf(s.path, 8, "a segment of format %d after one of format %d: formats only move forward",
-				s.version, segmentVersion)
+				s.version, segs[i-1].version)
+		}
+		if s.version >= 2 {
+			oldFormatBelow = min(oldFormatBelow, s.seq)
+		}
+		// Every segment that names a member names the same one: a segment of
+		// another member's WAL holds that member's votes.
+		if s.memberID != 0 && rec.memberID != 0 && s.memberID != rec.memberID {
+			return nil, corruptf(s.path, 36, "segment of member %x in a WAL whose segment %s is of member %x",
+				s.memberID, rec.memberSegment, rec.memberID)
+		}
+		if s.memberID != 0 && rec.memberID == 0 {
+			rec.memberID, rec.memberSegment = s.memberID, s.path
 		}
 	}
 
@@ -120,7 +136,6 @@ func recoverWAL(fsys FS, dataDir, dir string, clusterID uint64, logger *slog.Log
 	// records are replayed into rec; the last segment is scanned meanwhile on a
 	// goroutine of its own, through a window of its own, then replayed. Both are
 	// joined before the files close.
-	rec := &walRecovery{}
 	last := segs[len(segs)-1]
 	var tail lastSegment
 	var tailDone sync.WaitGroup
@@ -182,7 +197,7 @@ func openSegment(fsys FS, s *segmentFile, first bool, dataDir string, clusterID 
 	if h.seq != s.seq {
 		return corruptf(s.path, 24, "header says segment %d, the name says %d", h.seq, s.seq)
 	}
-	s.version = h.version
+	s.version, s.memberID = h.version, h.memberID
 	r, status := readRecord(head, segmentHeaderSize, seed, maxSegmentStartPayload)
 	if status != recordOK || r.typ != recSegmentStart {
 		return corruptf(s.path, segmentHeaderSize, "no segment start record after the header (%v, %v)", status, r.typ)

@@ -18,8 +18,10 @@ import (
 //	12  u32  zero
 //	16  u64  cluster id
 //	24  u64  sequence number (the same as in the name)
-//	32  u32  CRC-32C of bytes [0, 32)
-//	36  [28] zero
+//	32  u32  CRC-32C of bytes [0, 32), and from format 3 on of bytes [36, 64) after them
+//	36  u64  member id (format 3; zero if the WAL was opened without one, and in
+//	         formats 1 and 2)
+//	44  [20] zero
 //
 // then a segmentStart record, then records up to the segment's end; the preallocated
 // space after the last record reads as zeros, and the file may end anywhere after
@@ -28,14 +30,17 @@ import (
 // never meets a half-made one.
 //
 // The format version says how batch records encode entries and hard states (see
-// record.go): format 2 in raft's encodings, which begin with their own version byte;
-// format 1, what raftkv wrote before those were versioned, in the same fields without
-// that byte. New segments are of format 2. Format 1 segments are still read, so a data
+// record.go), and what the header holds: format 1, what raftkv wrote before raft's
+// encodings were versioned, encodes them without their version byte; formats 2 and 3
+// in raft's encodings, which begin with their own version byte; format 3 names the
+// member whose log and votes the segment holds, so that a segment of another member
+// is refused wherever it turns up (the member record, walmember.go, covers only the
+// directory). New segments are of format 3. Older segments are still read, so a data
 // dir written before keeps opening; they are never appended to (Open starts a new
-// segment after one), and none follows a segment of format 2.
+// segment after one), and formats only move forward from one segment to the next.
 const (
 	segmentHeaderSize = 64
-	segmentVersion    = 2
+	segmentVersion    = 3
 	segmentExt        = ".wal"
 )
 
@@ -61,7 +66,7 @@ func parseSegmentName(name string) (uint64, bool) {
 	return seq, true
 }
 
-func appendSegmentHeader(b []byte, clusterID, seq uint64) []byte {
+func appendSegmentHeader(b []byte, clusterID, memberID, seq uint64) []byte {
 	start := len(b)
 	b = append(b, make([]byte, segmentHeaderSize)...)
 	h := b[start:]
@@ -69,12 +74,24 @@ func appendSegmentHeader(b []byte, clusterID, seq uint64) []byte {
 	binary.LittleEndian.PutUint32(h[8:12], segmentVersion)
 	binary.LittleEndian.PutUint64(h[16:24], clusterID)
 	binary.LittleEndian.PutUint64(h[24:32], seq)
-	binary.LittleEndian.PutUint32(h[32:36], crc32.Checksum(h[:32], castagnoli))
+	binary.LittleEndian.PutUint64(h[36:44], memberID)
+	binary.LittleEndian.PutUint32(h[32:36], segmentHeaderChecksum(h, segmentVersion))
 	return b
+}
+
+// segmentHeaderChecksum is the checksum a header h of format version holds at
+// [32, 36): of the bytes before it, and from format 3 on of those after it too.
+func segmentHeaderChecksum(h []byte, version uint32) uint32 {
+	sum := crc32.Checksum(h[:32], castagnoli)
+	if version >= 3 {
+		sum = crc32.Update(sum, castagnoli, h[36:segmentHeaderSize])
+	}
+	return sum
 }
 
 type segmentHeader struct {
 	clusterID uint64
+	memberID  uint64 // 0 if the segment names none
 	seq       uint64
 	version   uint32
 }
@@ -88,27 +105,42 @@ func parseSegmentHeader(b []byte) (segmentHeader, string) {
 	if [8]byte(h[0:8]) != segmentMagic {
 		return segmentHeader{}, fmt.Sprintf("no segment magic (found %q): not a WAL segment", h[0:8])
 	}
-	if crc32.Checksum(h[:32], castagnoli) != binary.LittleEndian.Uint32(h[32:36]) {
-		return segmentHeader{}, "segment header fails its checksum"
-	}
-	if !allZero(h[12:16]) || !allZero(h[36:]) {
-		return segmentHeader{}, "reserved bytes of the segment header are not zero"
-	}
+	sum := binary.LittleEndian.Uint32(h[32:36])
 	v := binary.LittleEndian.Uint32(h[8:12])
 	if v < oldestSegmentVersion || v > segmentVersion {
+		// A version this build does not know, or a damaged one: the checksum of
+		// either layout tells which.
+		if sum != segmentHeaderChecksum(h, 2) && sum != segmentHeaderChecksum(h, 3) {
+			return segmentHeader{}, "segment header fails its checksum"
+		}
 		return segmentHeader{}, fmt.Sprintf("segment format version %d, this build reads versions %d to %d; was it written by a later raftkv?",
 			v, oldestSegmentVersion, segmentVersion)
 	}
-	return segmentHeader{
+	if sum != segmentHeaderChecksum(h, v) {
+		return segmentHeader{}, "segment header fails its checksum"
+	}
+	reserved := h[36:]
+	if v >= 3 {
+		reserved = h[44:]
+	}
+	if !allZero(h[12:16]) || !allZero(reserved) {
+		return segmentHeader{}, "reserved bytes of the segment header are not zero"
+	}
+	out := segmentHeader{
 		clusterID: binary.LittleEndian.Uint64(h[16:24]),
 		seq:       binary.LittleEndian.Uint64(h[24:32]),
 		version:   v,
-	}, ""
+	}
+	if v >= 3 {
+		out.memberID = binary.LittleEndian.Uint64(h[36:44])
+	}
+	return out, ""
 }
 
-// segmentInit returns the first bytes of a new segment: header and start record.
-func segmentInit(clusterID uint64, seed uint32, seq uint64, start segmentStart) []byte {
-	b := appendSegmentHeader(make([]byte, 0, maxSegmentInit), clusterID, seq)
+// segmentInit returns the first bytes of a new segment of member memberID (0:
+// unknown): header and start record.
+func segmentInit(clusterID, memberID uint64, seed uint32, seq uint64, start segmentStart) []byte {
+	b := appendSegmentHeader(make([]byte, 0, maxSegmentInit), clusterID, memberID, seq)
 	return appendSegmentStartRecord(b, seed, start)
 }
 

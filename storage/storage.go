@@ -5,7 +5,9 @@
 // A data dir holds a LOCK file (flock: one node at a time), wal/ with the segments
 // (segment.go, record.go) and snap/ with the snapshot files (snapshot.go). The WAL may
 // live in a directory of its own instead (Options.WALDir, e.g. on a faster disk); it
-// then has a LOCK file too, and the data dir records where it is (walDirMarker).
+// then has a LOCK file too, and the data dir records where it is (walDirMarker). With
+// Options.MemberID the WAL dir records the member whose log and votes it holds, and a
+// WAL of another member is refused (walmember.go).
 //
 // Memory does not grow with the log's bytes. Of the entries after the latest snapshot
 // only the newest stay in memory (the log cache, Options.LogCacheBytes); Entries reads
@@ -35,6 +37,7 @@
 package storage
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -72,6 +75,9 @@ type Options struct {
 	// ClusterID is stamped in every WAL segment and snapshot, and seeds every record
 	// checksum: a data dir of another cluster is refused. Required (non-zero).
 	ClusterID uint64
+	// MemberID, if set, is recorded in the WAL dir the first time, and Open refuses
+	// a WAL dir that records another member: its votes are not this node's.
+	MemberID uint64
 	// SegmentSize is the size of a WAL segment, in bytes, which it is preallocated
 	// to if the file system has four times that free (else by a quarter of the free
 	// space at a time); it also bounds the size of one entry. Default
@@ -289,6 +295,10 @@ func (s *Storage) recover(opts Options, began time.Time) error {
 	if err != nil {
 		return err
 	}
+	// After the cluster check: a WAL of another cluster is refused as such first.
+	if err := s.checkWALMember(opts.MemberID, rec); err != nil {
+		return err
+	}
 	if rec.fresh {
 		files, err := listSnapshots(s.fs, s.snapDir)
 		if err != nil {
@@ -315,7 +325,7 @@ func (s *Storage) recover(opts Options, began time.Time) error {
 	s.mu.confIndexes = rec.confIndexes()
 
 	w := &wal{
-		fs: s.fs, dir: walDir, clusterID: s.clusterID, seed: clusterSeed(s.clusterID),
+		fs: s.fs, dir: walDir, clusterID: s.clusterID, memberID: cmp.Or(opts.MemberID, rec.memberID), seed: clusterSeed(s.clusterID),
 		segmentSize: opts.SegmentSize, maxEntrySize: int(opts.SegmentSize) - maxSegmentInit - batchRecordOverhead,
 		logger: s.logger, oldFormatBelow: rec.oldFormatBelow, onFlush: opts.OnWALFlush,
 	}
@@ -326,6 +336,22 @@ func (s *Storage) recover(opts Options, began time.Time) error {
 	s.wal = w
 	if err := s.loadCache(rec.tailLen(s.cacheBytes)); err != nil {
 		return err
+	}
+	// What recovery read may have been in the page cache only, left by a process
+	// that was killed before its fsync: make it durable before anything is taken
+	// as such (Raft hands out committed entries up to the log's durable end, and a
+	// new segment names where the old one's records end).
+	// The same for the directories' entries: a segment or snapshot renamed into
+	// place by a process killed before it synced the directory.
+	for _, seg := range w.mu.segments {
+		if err := syncFile(s.fs, w.segmentPath(seg.seq)); err != nil {
+			return err
+		}
+	}
+	for _, d := range []string{walDir, s.snapDir} {
+		if err := s.fs.SyncDir(d); err != nil {
+			return fatalError(s.fs, "fsync of", d, 0, err)
+		}
 	}
 	var tickets []uint64
 	switch {
@@ -606,4 +632,20 @@ func (s *Storage) Snapshot() (raft.Snapshot, error) {
 			return raft.Snapshot{}, fmt.Errorf("storage: reading snapshot %d back: %w", meta.Index, err)
 		}
 	}
+}
+
+// syncFile makes what path holds durable.
+func syncFile(fsys FS, path string) error {
+	f, err := fsys.OpenReadWrite(path)
+	if err != nil {
+		return fmt.Errorf("storage: opening %s to sync it: %w", path, err)
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fatalError(fsys, "fsync of", path, 0, err)
+	}
+	return nil
 }

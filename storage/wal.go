@@ -34,12 +34,13 @@ type wal struct {
 	fs           FS
 	dir          string
 	clusterID    uint64
+	memberID     uint64 // stamped in new segments' headers; 0 if not known
 	seed         uint32
 	segmentSize  int64
 	maxEntrySize int // the largest encoded entry a batch record in an empty segment holds
 	logger       *slog.Logger
 	// oldFormatBelow: segments numbered below it are of format 1 (segment.go), the
-	// rest of the current format. Set by Open, never changed after.
+	// rest of a later one. Set by Open, never changed after.
 	oldFormatBelow uint64
 	// onFlush is Options.OnWALFlush, or nil.
 	onFlush func(written int, write, fsync time.Duration)
@@ -155,7 +156,7 @@ func (w *wal) rollLocked() {
 	next := w.mu.seq + 1
 	start := w.mu.state
 	start.prevEnd = uint64(w.mu.offset)
-	init := segmentInit(w.clusterID, w.seed, next, start)
+	init := segmentInit(w.clusterID, w.memberID, w.seed, next, start)
 	w.mu.chunks = append(w.mu.chunks, walChunk{newSeq: next, init: init, data: w.bufferLocked()})
 	w.mu.seq = next
 	w.mu.offset = int64(len(init))

@@ -71,48 +71,64 @@ func (s *Storage) useWALDir(walDir string) error {
 
 // readWALDirMarker returns the WAL dir the data dir recorded, or "" if none.
 func (s *Storage) readWALDirMarker() (string, error) {
-	names, err := s.fs.List(s.dir)
-	if err != nil {
-		return "", fmt.Errorf("storage: listing data dir: %w", err)
-	}
-	found := false
-	for _, name := range names {
-		found = found || name == walDirMarker
-	}
-	if !found {
-		return "", nil
-	}
 	path := filepath.Join(s.dir, walDirMarker)
-	f, err := s.fs.Open(path)
-	if err != nil {
-		return "", fmt.Errorf("storage: opening %s: %w", path, err)
+	dir, found, err := readMarker(s.fs, path, "a WAL dir record")
+	if err != nil || !found {
+		return "", err
 	}
-	defer f.Close()
-	size, err := f.Size()
-	if err != nil || size > 4096 {
-		return "", fmt.Errorf("storage: %s is not a WAL dir record (%d bytes, %v)", path, size, err)
-	}
-	buf := make([]byte, size)
-	if _, err := f.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
-		return "", fmt.Errorf("storage: reading %s: %w", path, err)
-	}
-	dir := strings.TrimSpace(string(buf))
 	if !filepath.IsAbs(dir) {
 		return "", fmt.Errorf("storage: %s records %q, not an absolute path; write the WAL dir's path in it", path, dir)
 	}
 	return dir, nil
 }
 
-// writeWALDirMarker records walDir in the data dir, durably: a temporary file,
-// synced, renamed into place, and the directory synced.
+// writeWALDirMarker records walDir in the data dir.
 func (s *Storage) writeWALDirMarker(walDir string) error {
-	path := filepath.Join(s.dir, walDirMarker)
-	tmp := path + tmpSuffix
-	f, err := s.fs.Create(tmp)
-	if err != nil {
+	if err := writeMarker(s.fs, s.dir, walDirMarker, walDir); err != nil {
 		return fmt.Errorf("storage: recording the WAL dir: %w", err)
 	}
-	_, err = f.WriteAt([]byte(walDir+"\n"), 0)
+	return nil
+}
+
+// readMarker reads a small text file that records one value (what names it in
+// errors), trimmed; found is false if there is no such file.
+func readMarker(fsys FS, path, what string) (value string, found bool, err error) {
+	names, err := fsys.List(filepath.Dir(path))
+	if err != nil {
+		return "", false, fmt.Errorf("storage: listing %s: %w", filepath.Dir(path), err)
+	}
+	for _, name := range names {
+		found = found || name == filepath.Base(path)
+	}
+	if !found {
+		return "", false, nil
+	}
+	f, err := fsys.Open(path)
+	if err != nil {
+		return "", false, fmt.Errorf("storage: opening %s: %w", path, err)
+	}
+	defer f.Close()
+	size, err := f.Size()
+	if err != nil || size > 4096 {
+		return "", false, fmt.Errorf("storage: %s is not %s (%d bytes, %v)", path, what, size, err)
+	}
+	buf := make([]byte, size)
+	if _, err := f.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
+		return "", false, fmt.Errorf("storage: reading %s: %w", path, err)
+	}
+	return strings.TrimSpace(string(buf)), true, nil
+}
+
+// writeMarker records value in dir/name, durably: a temporary file, synced, renamed
+// into place, and the directory synced.
+func writeMarker(fsys FS, dir, name, value string) error {
+	path := filepath.Join(dir, name)
+	tmp := path + tmpSuffix
+	f, err := fsys.Create(tmp)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteAt([]byte(value+"\n"), 0)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -120,13 +136,14 @@ func (s *Storage) writeWALDirMarker(walDir string) error {
 		err = cerr
 	}
 	if err == nil {
-		err = s.fs.Rename(tmp, path)
-	}
-	if err == nil {
-		err = s.fs.SyncDir(s.dir)
+		err = fsys.Rename(tmp, path)
 	}
 	if err != nil {
-		return fmt.Errorf("storage: recording the WAL dir in %s: %w", path, err)
+		_ = fsys.Remove(tmp) // a failed write leaves no file behind
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := fsys.SyncDir(dir); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -53,33 +54,48 @@ func TestWriteFormat1DataDir(t *testing.T) {
 	}
 }
 
-// TestOpenFormat1DataDir opens a data dir written in format 1, reads everything back
-// (most entries from the old segments), writes on it, and opens it again with segments
-// of both formats.
-func TestOpenFormat1DataDir(t *testing.T) {
+// testdata/format2 is the same workload written at commit 2116cca, the last before
+// segments named their member (format 3): segments of format 2, preallocated to the
+// test's 4 KiB.
+
+// TestOpenOlderFormatDataDirs opens the data dirs written in formats 1 and 2, reads
+// everything back (most entries from the old segments), writes on each, and opens it
+// again with segments of both formats: the new ones of the current format, naming the
+// member they were written as.
+func TestOpenOlderFormatDataDirs(t *testing.T) {
+	for _, version := range []uint32{1, 2} {
+		t.Run(fmt.Sprintf("format%d", version), func(t *testing.T) {
+			testOpenOlderFormatDataDir(t, version)
+		})
+	}
+}
+
+func testOpenOlderFormatDataDir(t *testing.T, version uint32) {
 	dir := filepath.Join(t.TempDir(), "data")
-	if err := os.CopyFS(dir, os.DirFS("testdata/format1")); err != nil {
+	if err := os.CopyFS(dir, os.DirFS(fmt.Sprintf("testdata/format%d", version))); err != nil {
 		t.Fatal(err)
 	}
 	segs, err := filepath.Glob(filepath.Join(dir, "wal", "*.wal"))
 	if err != nil || len(segs) < 2 {
-		t.Fatalf("testdata/format1 holds segments %v (%v); want several", segs, err)
+		t.Fatalf("testdata/format%d holds segments %v (%v); want several", version, segs, err)
 	}
 	for _, seg := range segs {
 		b, err := os.ReadFile(seg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if h, problem := parseSegmentHeader(b); problem != "" || h.version != 1 {
-			t.Fatalf("%s: version %d (%s); the test data must be of format 1", seg, h.version, problem)
+		if h, problem := parseSegmentHeader(b); problem != "" || h.version != version {
+			t.Fatalf("%s: version %d (%s); the test data must be of format %d", seg, h.version, problem, version)
 		}
 	}
 
 	want := &model{}
 	format1Workload(t, mustOpen(t, NewMemFS(), "scratch", format1Options(t)), want)
-	s := mustOpen(t, NewOSFS(), dir, format1Options(t))
+	opts := format1Options(t)
+	opts.MemberID = 0xa1
+	s := mustOpen(t, NewOSFS(), dir, opts)
 	if got := readState(t, s); !equalState(got, want.state()) {
-		t.Fatalf("format 1 data dir reads as\n%v\nwant\n%v", got, want.state())
+		t.Fatalf("format %d data dir reads as\n%v\nwant\n%v", version, got, want.state())
 	}
 	// New writes go to a segment of the current format, after the old ones.
 	saveWithModel(t, s, want, raft.HardState{Term: 4, Vote: 1, Commit: 85}, makeEntries(86, 30, 4, 90))
@@ -94,11 +110,11 @@ func TestOpenFormat1DataDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h, problem := parseSegmentHeader(b); problem != "" || h.version != segmentVersion {
-		t.Fatalf("the newest segment has version %d (%s), want %d", h.version, problem, segmentVersion)
+	if h, problem := parseSegmentHeader(b); problem != "" || h.version != segmentVersion || h.memberID != 0xa1 {
+		t.Fatalf("the newest segment has version %d, member %x (%s), want %d, a1", h.version, h.memberID, problem, segmentVersion)
 	}
 
-	s = mustOpen(t, NewOSFS(), dir, format1Options(t))
+	s = mustOpen(t, NewOSFS(), dir, opts)
 	defer s.Close()
 	if got := readState(t, s); !equalState(got, want.state()) {
 		t.Fatalf("after writing on it, the data dir reads as\n%v\nwant\n%v", got, want.state())
