@@ -182,7 +182,7 @@ func (e *engine) writeTables(br byteReader, wholeStream bool, dir string) ([]str
 	}
 	paths, err := tables.finish()
 	if err == nil {
-		err = syncDir(fs, dir)
+		err = SyncDir(fs, dir)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("kv: writing a snapshot's tables in %q: %w", dir, err)
@@ -190,7 +190,8 @@ func (e *engine) writeTables(br byteReader, wholeStream bool, dir string) ([]str
 	return paths, nil
 }
 
-func syncDir(fs vfs.FS, dir string) error {
+// SyncDir makes the entries of dir, on fs, durable.
+func SyncDir(fs vfs.FS, dir string) error {
 	d, err := fs.OpenDir(dir)
 	if err != nil {
 		return err

@@ -39,8 +39,9 @@
 // term is durable (a leader elected by its own vote, the only voter, has it written in
 // the same Ready that makes it leader). Every other message, of this
 // Ready and of later ones, waits until every write queued before it is durable; then
-// the driver sends them, in order, and calls AckDurable with the last entry written,
-// which is when a leader counts its own copy.
+// the driver sends them, in order, and calls AckDurable with the mark of the last
+// write made durable (Ready.DurableMark), which is when a leader counts its own copy
+// and when any node may hand out the committed entries that write holds.
 //
 // A leader tells followers of a new commit index in the next append it sends them
 // (§5.3), not in an empty append of its own, which would double the messages per
@@ -109,11 +110,12 @@
 //
 // Durability. When Start returns, the entry is in the leader's memory only; the run
 // loop writes it to Storage with the next batch. Start says nothing about this node's
-// disk. An entry is durable on a majority once it commits, which is by the time
-// Apply delivers it; that majority need not include this node yet (committed entries
-// are applied while this node's own write may still be in flight, see the Ready
-// loop). A crash before commitment may lose the entry; a crash after may lose only
-// the application's state, which the node re-delivers on restart.
+// disk. An entry is durable on a majority once it commits, and in this node's own log
+// by the time Apply delivers it (Ready.CommittedEntries stops at what this node's
+// write made durable), so the application's state, whenever it makes it durable, is
+// never ahead of the log it restarts with. A crash before commitment may lose the
+// entry; a crash after may lose only the application's state, which the node
+// re-delivers on restart.
 //
 // Restart. Config.Applied is the last index whose effect the application's durable
 // state already holds (0: it holds nothing). The node delivers what that state lacks:

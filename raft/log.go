@@ -18,6 +18,23 @@ type raftLog struct {
 	applying uint64
 	// applied is the highest index the driver has applied (lastApplied, Figure 2).
 	applied uint64
+	// durable is the highest index up to which this node's own log, as it is now,
+	// is known durable: what Storage held at start (Open syncs what it recovered),
+	// raised by AckDurable, lowered when entries after it are replaced, and the
+	// snapshot's index once a received snapshot replaces the log (the driver
+	// persists it before applying it). Committed entries are handed out for
+	// applying only up to it, so an application's state, which it may make durable
+	// at any time, never holds an entry its own log could lose in a crash: after a
+	// restart the state is never ahead of the log, and a state that is, is of another
+	// log (not this node's, or not its latest).
+	durable uint64
+	// epoch counts the appends and snapshots that replaced entries of the log
+	// (§5.3, §7). A write's acknowledgement raises durable only if no such change
+	// came after the write was handed out (DurableMark): an entry replaced and later
+	// written again under the same index and term would else be taken as durable on
+	// the acknowledgement of its first write, while a write of its replacement, in
+	// between, may be what the disk holds.
+	epoch uint64
 
 	// maxApplyingBytes limits the committed entries handed out at once.
 	maxApplyingBytes uint64
@@ -38,6 +55,8 @@ func newLog(storage LogReader, maxApplyingBytes uint64) (*raftLog, error) {
 		committed:        first - 1,
 		applying:         first - 1,
 		applied:          first - 1,
+		durable:          last,
+		epoch:            1, // a DurableMark not taken from a Ready has epoch 0
 		maxApplyingBytes: maxApplyingBytes,
 	}, nil
 }
@@ -192,7 +211,11 @@ func (l *raftLog) append(ents ...Entry) uint64 {
 	if after := ents[0].Index - 1; after < l.committed {
 		panic(fmt.Sprintf("raft: appending after %d would overwrite committed index %d", after, l.committed))
 	}
+	if ents[0].Index <= l.lastIndex() {
+		l.epoch++
+	}
 	l.unstable.truncateAndAppend(ents)
+	l.durable = min(l.durable, ents[0].Index-1)
 	return l.lastIndex()
 }
 
@@ -264,7 +287,20 @@ func (l *raftLog) entries(i, maxBytes uint64) ([]Entry, error) {
 
 // hasNextCommittedEnts reports whether committed entries wait to be applied.
 func (l *raftLog) hasNextCommittedEnts() bool {
-	return l.committed > l.applying && l.applying+1 >= l.firstIndex()
+	return l.appliable() > l.applying && l.applying+1 >= l.firstIndex()
+}
+
+// appliable is the last index that may be handed out for applying: committed, and
+// durable in this node's own log (see durable).
+func (l *raftLog) appliable() uint64 { return min(l.committed, l.durable) }
+
+// durableTo records that a write handed out in epoch, whose last entry is index of
+// term, is durable: the log up to index is, unless entries were replaced since (see
+// epoch; the term check is the same rule's second line of defence).
+func (l *raftLog) durableTo(index, term, epoch uint64) {
+	if epoch == l.epoch && index > l.durable && l.matchTerm(index, term) {
+		l.durable = index
+	}
 }
 
 // nextCommittedEnts returns committed entries not yet handed out for applying.
@@ -272,9 +308,10 @@ func (l *raftLog) nextCommittedEnts() []Entry {
 	if !l.hasNextCommittedEnts() {
 		return nil
 	}
-	ents, err := l.slice(l.applying+1, l.committed+1, l.maxApplyingBytes)
+	hi := l.appliable()
+	ents, err := l.slice(l.applying+1, hi+1, l.maxApplyingBytes)
 	if err != nil {
-		panic(fmt.Sprintf("raft: committed entries [%d,%d] unavailable: %v", l.applying+1, l.committed, err))
+		panic(fmt.Sprintf("raft: committed entries [%d,%d] unavailable: %v", l.applying+1, hi, err))
 	}
 	return ents
 }
@@ -309,5 +346,9 @@ func (l *raftLog) snapshot() (Snapshot, error) {
 // "discard the entire log").
 func (l *raftLog) restore(s Snapshot) {
 	l.committed = s.Index
+	// The driver persists the snapshot before it hands it to the application (Ready);
+	// the entries after it are durable once acknowledged.
+	l.durable = s.Index
+	l.epoch++
 	l.unstable.restore(s)
 }

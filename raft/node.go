@@ -84,14 +84,15 @@ type Node struct {
 	// persistPending counts the items queued to the persist goroutine that it has
 	// not finished with.
 	persistPending atomic.Int64
-	// inlineDurable is the last entry of a write the run loop waited for itself,
+	// inlineDurable is the mark of a write the run loop waited for itself,
 	// for AckDurable after AdvanceQueued (run loop only).
-	inlineDurable [2]uint64
+	inlineDurable DurableMark
 	// persistFailed is closed when the persist goroutine stops on a write error.
 	persistFailed chan struct{}
 	durable       struct {
 		sync.Mutex
-		index, term, ticket uint64
+		mark   DurableMark
+		ticket uint64
 		// hardStateTerm is the term of the last HardState made durable.
 		hardStateTerm uint64
 	}
@@ -481,7 +482,12 @@ func (n *Node) Status() Status {
 	reply := make(chan Status, 1)
 	select {
 	case n.statusc <- reply:
-		return <-reply
+		select {
+		case st := <-reply:
+			return st
+		case <-n.done: // the run loop stopped inside the call (see onLoop)
+			return Status{ID: n.cfg.ID}
+		}
 	case <-n.done:
 		return Status{ID: n.cfg.ID}
 	}
@@ -593,9 +599,9 @@ func (n *Node) run() {
 			n.checkTransfers(ticks)
 			if n.async != nil {
 				n.rn.AdvanceQueued(rd)
-				if d := n.inlineDurable; d[0] != 0 {
-					n.inlineDurable = [2]uint64{}
-					n.rn.AckDurable(d[0], d[1])
+				if d := n.inlineDurable; d.Index != 0 {
+					n.inlineDurable = DurableMark{}
+					n.rn.AckDurable(d)
 				}
 			} else {
 				n.rn.Advance(rd)
@@ -685,11 +691,11 @@ func (n *Node) run() {
 				return // the persist goroutine's write failed
 			}
 			n.durable.Lock()
-			index, term := n.durable.index, n.durable.term
+			mark := n.durable.mark
 			durableTicket := n.durable.ticket
 			n.durableTerm = max(n.durableTerm, n.durable.hardStateTerm)
 			n.durable.Unlock()
-			n.rn.AckDurable(index, term)
+			n.rn.AckDurable(mark)
 			k := 0
 			for k < len(n.queuedTickets) && n.queuedTickets[k] <= durableTicket {
 				k++

@@ -84,13 +84,18 @@ func (n *Node) MembershipAt(index uint64) (Membership, error) {
 }
 
 // onLoop runs fn on the run loop, which runs it at once, and returns once it has; it
-// returns false, without running fn, if the node has stopped.
+// returns false if the node has stopped, before fn ran or inside it (a failed read of
+// the log panics there, and the run loop stops, stopIfStorageFailed).
 func (n *Node) onLoop(fn func()) bool {
 	done := make(chan struct{})
 	select {
 	case n.queryc <- func() { fn(); close(done) }:
-		<-done
-		return true
+		select {
+		case <-done:
+			return true
+		case <-n.done:
+			return false
+		}
 	case <-n.done:
 		return false
 	}

@@ -17,10 +17,12 @@ import (
 //     before any of them leaves: a leader that needed others' votes made it durable
 //     before asking for them, and one elected by its own vote alone (the only voter,
 //     with learners to send to) holds them back, with the rest, until it is;
-//   - committed entries go to the application before this Ready's write: they are
-//     durable on a majority already (that is what committed means), so applying them
-//     does not wait for the next batch's fsync. A crash loses only the application's
-//     in-memory state, which is rebuilt from storage.
+//   - committed entries go to the application before this Ready's write: the core
+//     hands out only entries already durable in this node's log (written by an
+//     earlier Ready; RawNode.AckDurable), so applying them does not wait for this
+//     batch's fsync, and the application's state, which it may make durable at any
+//     time, is never ahead of the log after a crash. A received snapshot goes to
+//     the application only once persisted, for the same reason.
 //
 // Votes and acknowledgements still leave only after the write.
 func (n *Node) handleReady(rd Ready) error {
@@ -31,16 +33,16 @@ func (n *Node) handleReady(rd Ready) error {
 	if len(early) > 0 {
 		n.transport.Send(early)
 	}
-	n.queueApply(rd)
 	if !rd.Snapshot.IsEmpty() {
 		if err := n.storage.ApplySnapshot(rd.Snapshot); err != nil {
 			return fmt.Errorf("raft: persisting snapshot at index %d: %w", rd.Snapshot.Index, err)
 		}
 	}
+	n.queueApply(rd)
 	hs, ok := n.hardStateToSave(rd)
 	write := ok || len(rd.Entries) > 0
 	if n.async != nil {
-		return n.queueWrite(hs, write, rd.Entries, late)
+		return n.queueWrite(hs, write, rd.Entries, rd.DurableMark(), late)
 	}
 	if write {
 		if err := n.storage.Save(hs, rd.Entries); err != nil {
@@ -61,9 +63,9 @@ func (n *Node) handleReady(rd Ready) error {
 type persistItem struct {
 	ticket uint64
 	msgs   []Message
-	// index and term of the last entry written, if any; hardStateTerm the term of
-	// the HardState written, if any.
-	index, term   uint64
+	// mark names the entries written, if any (Ready.DurableMark); hardStateTerm is
+	// the term of the HardState written, if any.
+	mark          DurableMark
 	hardStateTerm uint64
 }
 
@@ -71,7 +73,7 @@ type persistItem struct {
 // goroutine what waits for it. Every late message goes through the queue, even with
 // nothing to write: an acknowledgement may name entries that an earlier, queued write
 // holds, so it may leave only once that write is durable.
-func (n *Node) queueWrite(hs HardState, write bool, ents []Entry, late []Message) error {
+func (n *Node) queueWrite(hs HardState, write bool, ents []Entry, mark DurableMark, late []Message) error {
 	var item persistItem
 	if write {
 		t, err := n.async.SaveAsync(hs, ents)
@@ -86,11 +88,9 @@ func (n *Node) queueWrite(hs HardState, write bool, ents []Entry, late []Message
 		if t != 0 {
 			n.queuedTickets = append(n.queuedTickets, t)
 		}
-		if k := len(ents); k > 0 {
-			item.index, item.term = ents[k-1].Index, ents[k-1].Term
-		}
+		item.mark = mark
 	}
-	if item.ticket == 0 && item.index == 0 && len(late) == 0 {
+	if item.ticket == 0 && item.mark.Index == 0 && len(late) == 0 {
 		return nil
 	}
 	if n.persistPending.Load() == 0 && len(n.recvc) == 0 && len(n.propc) == 0 {
@@ -109,8 +109,8 @@ func (n *Node) queueWrite(hs HardState, write bool, ents []Entry, late []Message
 		}
 		n.queuedTickets = n.queuedTickets[:0]
 		n.durableTerm = max(n.durableTerm, item.hardStateTerm)
-		if item.index != 0 {
-			n.inlineDurable = [2]uint64{item.index, item.term}
+		if item.mark.Index != 0 {
+			n.inlineDurable = item.mark
 		}
 		return nil
 	}
@@ -149,11 +149,12 @@ func (n *Node) persist() {
 				drained = true
 			}
 		}
-		var ticket, index, term, hardStateTerm uint64
+		var ticket, hardStateTerm uint64
+		var mark DurableMark
 		for _, it := range batch {
 			ticket = max(ticket, it.ticket)
-			if it.index != 0 {
-				index, term = it.index, it.term
+			if it.mark.Index != 0 {
+				mark = it.mark
 			}
 			hardStateTerm = max(hardStateTerm, it.hardStateTerm)
 		}
@@ -174,8 +175,8 @@ func (n *Node) persist() {
 		}
 		if ticket != 0 {
 			n.durable.Lock()
-			if index != 0 {
-				n.durable.index, n.durable.term = index, term
+			if mark.Index != 0 {
+				n.durable.mark = mark
 			}
 			n.durable.ticket = ticket
 			n.durable.hardStateTerm = max(n.durable.hardStateTerm, hardStateTerm)

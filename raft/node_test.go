@@ -710,16 +710,23 @@ func (s *failingStorage) LastIndex() (uint64, error) {
 	return s.MemoryStorage.LastIndex()
 }
 
-// TestNodeStopsWhenItsStorageFailedElsewhere: a Storage can fail from outside the
-// Node (the application's snapshot write on a full disk); the Node's next read of the
-// log then fails, and the Node stops with the Storage's failure instead of panicking.
-func TestNodeStopsWhenItsStorageFailedElsewhere(t *testing.T) {
-	checkNoGoroutineLeak(t)
+// startOnFailingStorage starts a single-voter Node on a failingStorage.
+func startOnFailingStorage(t *testing.T) (*Node, *failingStorage) {
+	t.Helper()
 	st := &failingStorage{MemoryStorage: NewMemoryStorage()}
 	node, err := NewNode(Config{ID: 1, Peers: []uint64{1}, Storage: st, TickInterval: time.Millisecond, ElectionTicks: 10}, NewLocalNetwork().Transport(1))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return node, st
+}
+
+// TestNodeStopsWhenItsStorageFailedElsewhere: a Storage can fail from outside the
+// Node (the application's snapshot write on a full disk); the Node's next read of the
+// log then fails, and the Node stops with the Storage's failure instead of panicking.
+func TestNodeStopsWhenItsStorageFailedElsewhere(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	node, st := startOnFailingStorage(t)
 	defer node.Stop()
 	for {
 		if _, _, isLeader := node.Start([]byte("x")); isLeader {
@@ -734,6 +741,35 @@ func TestNodeStopsWhenItsStorageFailedElsewhere(t *testing.T) {
 	case <-node.Done():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the node did not stop after its storage failed")
+	}
+	if err := node.Err(); !errors.Is(err, diskFull) {
+		t.Fatalf("Err() = %v, want the storage's failure", err)
+	}
+}
+
+// A call the run loop runs for a caller (MembershipAt, MembershipStatus) returns when
+// the run loop stops inside it: a read of a failed Storage panics there, and the Node
+// stops (seen in server's follower crash test: Stop waited forever for a log
+// compaction whose MembershipAt the stopped run loop would never finish).
+func TestOnLoopReturnsWhenTheRunLoopStopsInsideIt(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	node, st := startOnFailingStorage(t)
+	defer node.Stop()
+	diskFull := errors.New("no space left on device")
+	ran := make(chan bool, 1)
+	go func() {
+		ran <- node.onLoop(func() {
+			st.failed.Store(&diskFull)
+			panic("raft: storage read failed: no space left on device")
+		})
+	}()
+	select {
+	case ok := <-ran:
+		if ok {
+			t.Fatal("onLoop reported a function done that the stop cut short")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("onLoop still waits for a run loop that stopped inside the function")
 	}
 	if err := node.Err(); !errors.Is(err, diskFull) {
 		t.Fatalf("Err() = %v, want the storage's failure", err)

@@ -24,10 +24,33 @@ type Ready struct {
 	// Snapshot, when not empty, was received from the leader: persist it, then give it
 	// to the application before CommittedEntries.
 	Snapshot Snapshot
-	// CommittedEntries are committed and ready to apply, in index order.
+	// CommittedEntries are committed and ready to apply, in index order. They are
+	// also durable in this node's own log (written by an earlier Ready, and reported
+	// by Advance or AckDurable), so the application may apply them while this
+	// Ready's write runs, and a state it makes durable never gets ahead of the log.
 	CommittedEntries []Entry
 	// Messages go out only after HardState, Entries and Snapshot are durable.
 	Messages []Message
+
+	// epoch is the log's epoch when the Ready was made (raftLog.epoch).
+	epoch uint64
+}
+
+// DurableMark names a Ready's write of its Entries for AckDurable: their last entry,
+// and which version of the log they were written for. Take it from the Ready
+// (Ready.DurableMark); a mark made otherwise is never taken as durable.
+type DurableMark struct {
+	Index, Term uint64
+	epoch       uint64
+}
+
+// DurableMark is the mark of rd's write of its Entries; zero if it has none.
+func (rd *Ready) DurableMark() DurableMark {
+	n := len(rd.Entries)
+	if n == 0 {
+		return DurableMark{}
+	}
+	return DurableMark{Index: rd.Entries[n-1].Index, Term: rd.Entries[n-1].Term, epoch: rd.epoch}
 }
 
 // Status is a snapshot of a core's state for observers and tests. (MembershipStatus
@@ -221,6 +244,7 @@ func (rn *RawNode) Ready() Ready {
 		Entries:    r.log.unstable.entries,
 		Messages:   r.msgs,
 		ReadStates: r.readStates,
+		epoch:      r.log.epoch,
 	}
 	if !rn.holdCommitted {
 		rd.CommittedEntries = r.log.nextCommittedEnts()
@@ -248,8 +272,8 @@ func (rn *RawNode) Ready() Ready {
 // durable and its committed entries applied.
 func (rn *RawNode) Advance(rd Ready) {
 	rn.AdvanceQueued(rd)
-	if n := len(rd.Entries); n > 0 {
-		rn.AckDurable(rd.Entries[n-1].Index, rd.Entries[n-1].Term)
+	if len(rd.Entries) > 0 {
+		rn.AckDurable(rd.DurableMark())
 	}
 }
 
@@ -276,13 +300,17 @@ func (rn *RawNode) AdvanceQueued(rd Ready) {
 	}
 }
 
-// AckDurable records that the log up to entry index, of term term, is durable. A
-// leader counts its own copy towards a majority only then (Figure 2: a server
-// responds only after persisting; thesis §10.2.1 lets the leader's write overlap its
-// sends, not the count). An entry since replaced (its term no longer matches) is
-// ignored: what was durable then is not the log now.
-func (rn *RawNode) AckDurable(index, term uint64) {
+// AckDurable records that the write m names (Ready.DurableMark), and every write
+// before it, is durable. A leader counts its own copy towards a majority only then
+// (Figure 2: a server responds only after persisting; thesis §10.2.1 lets the
+// leader's write overlap its sends, not the count). Every node hands committed
+// entries to the application only up to what is durable (Ready.CommittedEntries). A
+// write whose entries were since replaced, or that came before a change of the log
+// that replaced entries, says nothing of the log now and raises nothing.
+func (rn *RawNode) AckDurable(m DurableMark) {
 	r := rn.raft
+	index, term := m.Index, m.Term
+	r.log.durableTo(index, term, m.epoch)
 	if r.state == StateLeader && r.log.matchTerm(index, term) {
 		if r.progress[r.id].maybeUpdate(index) && r.maybeCommit() {
 			r.commitAdvanced()

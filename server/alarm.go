@@ -237,10 +237,10 @@ func putCost(p *kv.PutRequest) int64 { return int64(len(p.Key)+len(p.Value)) + p
 // checkQuota is etcd's quota check before a write is proposed: a command that needs
 // space and would take the store past --quota-backend-bytes raises the NOSPACE
 // alarm for this member and is refused. The store's size here is the bytes in use
-// (kv.Sizes.InUseBytes: live values and the index), not counting the garbage
-// compaction left in the value log, which the store rewrites away by itself (at
-// most the live bytes plus 4 MiB), so compaction alone makes room again and
-// Defragment has nothing to do.
+// (kv.Sizes.InUseBytes: the records the store holds, counted as they are written
+// and as MVCC compaction drops them), not the engine's files, which keep what
+// compaction dropped until pebble's own compactions or a Defragment reclaim it; so
+// compaction alone makes room again, as etcd's in-use bytes fall at compaction.
 func (s *Server) checkQuota(ctx context.Context, cmd *kv.Command) error {
 	var cost int64
 	switch {
@@ -308,9 +308,10 @@ func (m *maintenanceService) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb
 
 // Defragment returns the space compaction freed to the file system at once
 // (kv.Store.Defragment: pebble compacts its whole key space), root only under auth
-// as etcd's. Like etcd's, it holds up applying while it runs. The space quota counts
-// the bytes in use, which shrink as the engine drops what compaction's range deletes
-// cover: at once after a defragment, else when pebble's own compactions reach them.
+// as etcd's. Like etcd's, it holds up applying while it runs. It shrinks the
+// engine's files (kv.Sizes.TotalBytes), which else shrink when pebble's own
+// compactions reach what MVCC compaction dropped; the space quota counts the bytes
+// in use, which fell at the compaction already.
 func (m *maintenanceService) Defragment(ctx context.Context, r *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
 	if err := m.s.requireAdmin(ctx); err != nil {
 		return nil, err

@@ -248,6 +248,23 @@ func waitConnected(t *testing.T, members []*testMember) {
 	})
 }
 
+// waitAppliedEverywhere waits until every running member has applied what the
+// leader has: a request without a token is checked against the member's own
+// applied auth state, as etcd checks it (requireAuthInfo), so a follower that has
+// not yet applied an auth enable still takes it, in etcd too.
+func waitAppliedEverywhere(t *testing.T, members []*testMember, leader *testMember) {
+	t.Helper()
+	index := leader.srv.applied.get()
+	retry(t, func(context.Context) error {
+		for _, m := range members {
+			if m.srv != nil && m.srv.applied.get() < index {
+				return fmt.Errorf("%s has applied %d of the leader's %d", m.cfg.Name, m.srv.applied.get(), index)
+			}
+		}
+		return nil
+	})
+}
+
 // waitStarted waits until m lists n members with names.
 func waitStarted(t *testing.T, m *testMember, n int) {
 	t.Helper()

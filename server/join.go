@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"raftkv/storage"
 	"raftkv/transport"
 )
 
@@ -173,7 +174,9 @@ func (s *Server) useBootstrap(rec *bootstrapRecord) ([]uint64, error) {
 	return voters, nil
 }
 
-// hasState reports whether the data dir (or the WAL dir) holds a log or snapshots.
+// hasState reports whether the data dir (or the WAL dir) holds a log or snapshots:
+// storage's own records (its locks, the WAL's member record, temporary files) do
+// not count, so a first start that failed after writing one joins again.
 func hasState(cfg Config) bool {
 	dirs := []string{filepath.Join(cfg.DataDir, "member", "wal"), filepath.Join(cfg.DataDir, "member", "snap")}
 	if cfg.WALDir != "" {
@@ -181,8 +184,13 @@ func hasState(cfg Config) bool {
 	}
 	for _, d := range dirs {
 		entries, err := os.ReadDir(d)
-		if err == nil && len(entries) > 0 {
-			return true
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if !storage.IsBookkeeping(e.Name()) {
+				return true
+			}
 		}
 	}
 	return false

@@ -20,8 +20,9 @@ func (m *maintenanceService) Status(ctx context.Context, r *pb.StatusRequest) (*
 	}
 	st := m.s.node.Status()
 	// etcd reports its bbolt file and the part of it in use; the store's counterpart
-	// is its value log and index (kv.Sizes). The WAL is not part of it, as etcd's is
-	// not of its database size. Tools divide by it, so it is never 0.
+	// is its engine's tables and the records in use (kv.Sizes). The WAL is not part
+	// of it, as etcd's is not of its database size. Tools divide by it, so it is
+	// never 0.
 	sizes := m.s.sm.store.Sizes()
 	resp := &pb.StatusResponse{
 		DbSize:      max(sizes.TotalBytes, 1),

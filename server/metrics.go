@@ -169,7 +169,7 @@ func newMetricsCollector(s *Server) *metricsCollector {
 		buildInfo: desc("raftkv_build_info", "raftkv's own version, the etcd API version it speaks and the git commit it was built from; always 1.",
 			"version", "etcd_api_version", "git_sha"),
 		dbTotalSize: desc("etcd_mvcc_db_total_size_in_bytes",
-			"Total size of the underlying database physically allocated in bytes (raftkv: the value log and the index)."),
+			"Total size of the underlying database physically allocated in bytes (raftkv: the storage engine's tables and its memtables' unflushed writes)."),
 		dbTotalSizeInUse: desc("etcd_mvcc_db_total_size_in_use_in_bytes",
 			"Total size of the underlying database logically in use in bytes (raftkv: without compaction's garbage)."),
 		keys:              desc("etcd_debugging_mvcc_keys_total", "Total number of keys."),

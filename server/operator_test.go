@@ -272,3 +272,90 @@ func TestForceNewClusterRecoversFromLostQuorum(t *testing.T) {
 		survivor.cfg.ForceNewCluster = false // the recorded membership holds without it
 	}
 }
+
+// A member whose WAL dir holds another member's WAL (here b's segments copied over
+// a's, both of one cluster, so every cluster and term check passes) is refused: that
+// log holds b's votes, which a would take for its own. (A member started on another
+// member's data dir is that member, as in etcd: the data dir names it.)
+func TestMemberRefusesAnotherMembersWAL(t *testing.T) {
+	walRoot := t.TempDir()
+	members := startTestCluster(t, 3, func(c *Config) { c.WALDir = filepath.Join(walRoot, c.Name) })
+	retry(t, func(ctx context.Context) error {
+		_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+		return err
+	})
+	for _, m := range members {
+		m.stop()
+	}
+	a, b := members[0], members[1]
+	bRecord, err := os.ReadFile(filepath.Join(b.cfg.WALDir, "member"))
+	if err != nil {
+		t.Fatalf("b's WAL dir has no member record: %v", err)
+	}
+	bID := strings.TrimSpace(string(bRecord))
+	// b's WAL, its member record included, in place of a's.
+	names, err := os.ReadDir(a.cfg.WALDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if err := os.Remove(filepath.Join(a.cfg.WALDir, n.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names, err = os.ReadDir(b.cfg.WALDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		data, err := os.ReadFile(filepath.Join(b.cfg.WALDir, n.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(a.cfg.WALDir, n.Name()), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, err := New(a.cfg)
+	if err == nil {
+		srv.Stop()
+		t.Fatalf("member %s started on member %s's WAL", a.cfg.Name, b.cfg.Name)
+	}
+	if want := "the log and votes of member " + bID; !strings.Contains(err.Error(), want) {
+		t.Fatalf("refusal %q does not say %q", err, want)
+	}
+	b.start(t) // b still starts on its own
+	retry(t, func(ctx context.Context) error {
+		_, err := b.client.Range(ctx, &pb.RangeRequest{Key: []byte("k"), Serializable: true})
+		return err
+	})
+}
+
+// A data dir whose WAL and snapshot dirs hold only storage's own records (the WAL's
+// member record, a lock, a temp file), as a first start that failed after writing
+// one leaves it, holds no state: a member joining with it asks the cluster again
+// instead of bootstrapping from --initial-cluster.
+func TestHasStateIgnoresStoragesOwnRecords(t *testing.T) {
+	cfg := Config{DataDir: t.TempDir(), WALDir: filepath.Join(t.TempDir(), "wal")}
+	wal, snap := filepath.Join(cfg.DataDir, "member", "wal"), filepath.Join(cfg.DataDir, "member", "snap")
+	for _, d := range []string{wal, snap, cfg.WALDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{filepath.Join(wal, "member"), filepath.Join(wal, "member.tmp"), filepath.Join(cfg.WALDir, "LOCK"),
+		filepath.Join(cfg.WALDir, "member"), filepath.Join(snap, "x.snap.tmp")} {
+		if err := os.WriteFile(f, []byte("1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if hasState(cfg) {
+		t.Fatal("a data dir with only storage's own records counts as holding state")
+	}
+	if err := os.WriteFile(filepath.Join(cfg.WALDir, "0000000000000001.wal"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if !hasState(cfg) {
+		t.Fatal("a WAL dir with a segment does not count as holding state")
+	}
+}

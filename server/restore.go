@@ -140,7 +140,7 @@ func Restore(cfg RestoreConfig) (res RestoreResult, err error) {
 	if _, err := sm.store.Flush(); err != nil {
 		return res, err
 	}
-	st, err := storage.Open(storage.NewOSFS(), memberDir, storage.Options{ClusterID: res.ClusterID, Logger: cfg.Logger})
+	st, err := storage.Open(storage.NewOSFS(), memberDir, storage.Options{ClusterID: res.ClusterID, MemberID: res.MemberID, Logger: cfg.Logger})
 	if err != nil {
 		return res, err
 	}

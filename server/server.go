@@ -205,7 +205,7 @@ func (s *Server) open(ids []uint64) error {
 		}
 	}
 	s.storage, err = storage.Open(cfg.logFS(), filepath.Join(cfg.DataDir, "member"),
-		storage.Options{ClusterID: s.clusterID, Logger: s.logger, WALDir: cfg.WALDir, OnWALFlush: s.metrics.observeWALFlush})
+		storage.Options{ClusterID: s.clusterID, MemberID: s.id, Logger: s.logger, WALDir: cfg.WALDir, OnWALFlush: s.metrics.observeWALFlush})
 	if err != nil {
 		return err
 	}

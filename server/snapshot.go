@@ -7,11 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"raftkv/kv"
 	"raftkv/raft"
@@ -38,7 +39,8 @@ import (
 //     is made durable, and the tables are removed. Neither end holds more than a
 //     chunk, and a table's index, in memory.
 //   - Entries the store already holds (its applied index is past the Raft snapshot's,
-//     or it was flushed past the log, see reconcileStore) are skipped by the store
+//     as a body the leader sent at its own applied index is, see reconcileStore) are
+//     skipped by the store
 //     (kv.ErrAlreadyApplied); the member list and alarms are idempotent sets
 //     replayed in order, so they end where the store's record has them.
 //
@@ -72,6 +74,12 @@ const (
 	metaServerState = "server"
 	// metaClusterID is the store record holding the cluster id it belongs to.
 	metaClusterID = "cluster"
+	// metaRestoredFrom is the store record of the received snapshot it was last
+	// restored from: the snapshot's Raft index and the applied index of the body
+	// (the leader's store at its own applied index, past the snapshot's), 8 bytes
+	// big-endian each. Until this member's log holds the entries in between, its
+	// store is ahead of its log for this reason alone (reconcileStore).
+	metaRestoredFrom = "restored-from"
 )
 
 func storeDir(memberDir string) string   { return filepath.Join(memberDir, storeDirName) }
@@ -215,14 +223,14 @@ func (sm *stateMachine) restore(index uint64, data []byte) error {
 // and removes it (and older ones).
 func (sm *stateMachine) restoreReceived(index uint64, name string) error {
 	path := filepath.Join(inboundDir(sm.dir), name)
-	if _, err := os.Stat(path); err != nil {
+	if _, err := sm.fs.Stat(path); err != nil {
 		return fmt.Errorf("server: the snapshot at index %d that the leader sent is missing: %w", index, err)
 	}
 	var err error
 	if strings.HasSuffix(name, inboundTablesSuffix) {
 		err = sm.store.RestoreFromTables(path)
 	} else {
-		err = restoreStreamFile(sm.store, path)
+		err = restoreStreamFile(sm.fs, sm.store, path)
 	}
 	if err != nil {
 		return fmt.Errorf("server: restoring the snapshot at index %d from %s: %w", index, path, err)
@@ -233,12 +241,16 @@ func (sm *stateMachine) restoreReceived(index uint64, name string) error {
 	if err := sm.loadServerState(nil); err != nil {
 		return err
 	}
+	restored := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, index), sm.store.AppliedIndex())
+	if err := sm.store.SetMeta(metaRestoredFrom, restored); err != nil {
+		return err
+	}
 	if _, err := sm.store.Flush(); err != nil {
 		return err
 	}
 	// Only bodies up to this one: the transport may have saved a newer one (or be
 	// writing it) while this one was restored, and Raft hands that over next.
-	removeInbound(sm.dir, func(n string) bool {
+	sm.removeInbound(func(n string) bool {
 		i, ok := inboundIndex(n)
 		return ok && i <= index
 	})
@@ -247,8 +259,8 @@ func (sm *stateMachine) restoreReceived(index uint64, name string) error {
 
 // restoreStreamFile restores store from a stream body saved whole in a file, as
 // members before the tables saved them.
-func restoreStreamFile(store *kv.Store, path string) error {
-	f, err := os.Open(path)
+func restoreStreamFile(fs vfs.FS, store *kv.Store, path string) error {
+	f, err := fs.Open(path)
 	if err != nil {
 		return err
 	}
@@ -286,17 +298,21 @@ func inboundIndex(name string) (uint64, bool) {
 }
 
 // removeInbound removes the bodies in kv-in that drop says to.
-func removeInbound(memberDir string, drop func(name string) bool) {
-	entries, err := os.ReadDir(inboundDir(memberDir))
+func (sm *stateMachine) removeInbound(drop func(name string) bool) {
+	dir := inboundDir(sm.dir)
+	names, err := sm.fs.List(dir)
 	if err != nil {
 		return
 	}
-	for _, e := range entries {
-		if drop(e.Name()) {
-			_ = os.RemoveAll(filepath.Join(inboundDir(memberDir), e.Name()))
+	for _, name := range names {
+		if drop(name) {
+			_ = sm.fs.RemoveAll(filepath.Join(dir, name))
 		}
 	}
 }
+
+// syncInbound makes kv-in's entries durable.
+func (sm *stateMachine) syncInbound() error { return kv.SyncDir(sm.fs, inboundDir(sm.dir)) }
 
 // snapshotStream is the transport's SnapshotStream: the body of a snapshot this
 // member sends to node to is its store, streamed as of its current applied index
@@ -414,7 +430,12 @@ func (o *outboundSnapshots) limit(index uint64, progress []raft.PeerProgress, no
 // nothing.
 func (s *Server) receiveSnapshot(from uint64, snap raft.Snapshot, body io.Reader) ([]byte, error) {
 	dir := inboundDir(s.sm.dir)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := s.sm.fs.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	// kv-in's own entry, made by the first body: a crash must not lose the
+	// directory of a body the log names once Raft persists the snapshot.
+	if err := kv.SyncDir(s.sm.fs, s.sm.dir); err != nil {
 		return nil, err
 	}
 	name := inboundName(snap)
@@ -426,17 +447,17 @@ func (s *Server) receiveSnapshot(from uint64, snap raft.Snapshot, body io.Reader
 		return nil, fmt.Errorf("server: receiving the snapshot at index %d from %x after %d bytes: %w", snap.Index, from, n, err)
 	}
 	final := filepath.Join(dir, name)
-	if _, err := os.Stat(final); err == nil {
+	if _, err := s.sm.fs.Stat(final); err == nil {
 		// The same snapshot, received before and not yet applied (the apply loop
 		// may be ingesting it now): that body serves as well as this one.
-		_ = os.RemoveAll(tmp)
+		_ = s.sm.fs.RemoveAll(tmp)
 		return receivedSnapshotData(name), nil
 	}
-	if err := os.Rename(tmp, final); err != nil {
-		_ = os.RemoveAll(tmp)
+	if err := s.sm.fs.Rename(tmp, final); err != nil {
+		_ = s.sm.fs.RemoveAll(tmp)
 		return nil, err
 	}
-	if err := syncDir(dir); err != nil {
+	if err := s.sm.syncInbound(); err != nil {
 		return nil, err
 	}
 	s.logger.Info("snapshot body received", "index", snap.Index, "term", snap.Term, "from", hexID(from), "bytes", n)
@@ -444,8 +465,8 @@ func (s *Server) receiveSnapshot(from uint64, snap raft.Snapshot, body io.Reader
 }
 
 // compactLog is a local snapshot: it makes the store durable and truncates the log
-// up to the applied index that is now durable (and stored in the log: a follower
-// may apply entries before it has written them), less SnapshotCatchUpEntries, and
+// up to the applied index that is now durable (and stored in the log: a store
+// restored from a leader's body may be past it), less SnapshotCatchUpEntries, and
 // no further than a snapshot this member is sending (outboundSnapshots). The kept
 // entries serve a follower that is a little behind, or that installed a snapshot
 // while writes went on, from the log: as etcd keeps them (its compaction index is
@@ -464,6 +485,11 @@ func (s *Server) compactLog() error {
 	index := min(durable, last)
 	if err := s.recordDurableSnapshot(index); err != nil {
 		return err
+	}
+	if durable > last {
+		// A store restored from a leader's body, past the log: the received snapshot
+		// stays the log's newest until the log catches up (reconcileStore).
+		return nil
 	}
 	if index <= s.cfg.SnapshotCatchUpEntries {
 		return nil
@@ -542,13 +568,17 @@ func (s *Server) recordDurableSnapshot(index uint64) error {
 //   - A store of another cluster is refused.
 //   - A store behind a local snapshot lost what the log was truncated past: refused
 //     (it was replaced, or the file system lost flushed data).
-//   - A store ahead of the log is legitimate: a follower applies committed entries
-//     before its own write of them (raft/node_ready.go), and the engine may flush
-//     them before a crash loses that write; a store restored from a leader's body is
-//     at or past that snapshot. The entries it holds are committed, so the log
-//     restarts after them: a snapshot marker at the store's applied index and term.
-//     A store whose applied term is below the log's last term is of another history
-//     and refused.
+//   - A store ahead of the log is refused, with one exception: Raft hands a member
+//     only entries durable in its own log, and a received snapshot only once
+//     persisted (raft/node_ready.go), so applying never gets the store ahead of its
+//     log. A store that is was applied from another log: a WAL of another data dir,
+//     an older copy of this one, or a file system that lost synced writes; and that
+//     log's hard state (term, vote) is not the one this member promised from (Raft
+//     §5.2: one vote per term). The exception: a store restored from the body of
+//     the received snapshot the log ends with (metaRestoredFrom) is the leader's
+//     store at the leader's applied index, past the snapshot's, until the log holds
+//     the entries in between; those are committed, so the log restarts after the
+//     store, at its applied index and term.
 //   - A store within the log must agree with it on the term of its applied entry.
 func (s *Server) reconcileStore() (uint64, error) {
 	st := s.sm.store
@@ -587,7 +617,7 @@ func (s *Server) reconcileStore() (uint64, error) {
 			return 0, err
 		}
 		// Bodies of snapshots that are not the stored one were superseded.
-		removeInbound(s.sm.dir, func(n string) bool { return kind != snapReceived || n != name || applied >= snap.Index })
+		s.sm.removeInbound(func(n string) bool { return kind != snapReceived || n != name || applied >= snap.Index })
 		if applied < snap.Index {
 			switch kind {
 			case snapLocal:
@@ -595,7 +625,7 @@ func (s *Server) reconcileStore() (uint64, error) {
 					"once the store was durable there: the store lost data (replaced, or a file system that lost flushed writes); "+
 					"restore the member from a backup or remove and re-add it", dir, applied, snap.Index)
 			case snapReceived:
-				if _, err := os.Stat(filepath.Join(inboundDir(s.sm.dir), name)); err != nil {
+				if _, err := s.sm.fs.Stat(filepath.Join(inboundDir(s.sm.dir), name)); err != nil {
 					return 0, fmt.Errorf("server: the snapshot at index %d the leader sent is to be restored from %s: %w",
 						snap.Index, filepath.Join(inboundDir(s.sm.dir), name), err)
 				}
@@ -603,7 +633,7 @@ func (s *Server) reconcileStore() (uint64, error) {
 			return applied, nil // Raft hands the snapshot over first
 		}
 	} else {
-		removeInbound(s.sm.dir, func(string) bool { return true })
+		s.sm.removeInbound(func(string) bool { return true })
 	}
 	if applied == 0 {
 		return 0, nil
@@ -613,6 +643,13 @@ func (s *Server) reconcileStore() (uint64, error) {
 		if err != nil {
 			return 0, err
 		}
+		if !restoredFromLogsSnapshot(st, snap, applied) {
+			return 0, fmt.Errorf("server: the store in %s has applied index %d of term %d, past the log's end at %d of term %d: "+
+				"a member applies only what its own log holds durably, so the log in %s is not the one the store was applied from "+
+				"(another data dir's, an older copy of this one, or a file system that lost synced writes; or a crash of a build "+
+				"before this rule); restore the member from a backup or remove and re-add it",
+				dir, applied, term, last, lastTerm, s.storage.WALDir())
+		}
 		if term < lastTerm {
 			return 0, fmt.Errorf("server: the store in %s has applied index %d of term %d, past the log's end at %d of term %d: "+
 				"a later index cannot have an earlier term, so the store and the log are of different histories", dir, applied, term, last, lastTerm)
@@ -621,8 +658,8 @@ func (s *Server) reconcileStore() (uint64, error) {
 		if err != nil {
 			return 0, err
 		}
-		s.logger.Warn("the store is ahead of the log (a crash lost the log's last write after the store flushed): "+
-			"the log restarts after the store", "store_applied", applied, "log_last", last, "term", term)
+		s.logger.Info("the store, restored from the leader's snapshot body, is ahead of the log: the log restarts after the store",
+			"store_applied", applied, "log_last", last, "snapshot", snap.Index, "term", term)
 		return applied, nil
 	}
 	if term != 0 && applied > snap.Index {
@@ -636,6 +673,29 @@ func (s *Server) reconcileStore() (uint64, error) {
 		}
 	}
 	return applied, nil
+}
+
+// restoredFromLogsSnapshot reports whether a store at applied index applied is just
+// what the leader's body it was last restored from left (metaRestoredFrom), and the
+// log's newest snapshot, snap, is a received one at or past that body's snapshot
+// (a later one may be persisted and not yet restored). A store that applied anything
+// since, applied it from entries its own log held durably, and is not ahead of a log
+// that is its own; compactLog truncates nothing while the store is ahead, so the
+// received snapshot stays the log's newest until the log catches up.
+func restoredFromLogsSnapshot(st *kv.Store, snap raft.Snapshot, applied uint64) bool {
+	if snap.IsEmpty() {
+		return false
+	}
+	kind, _, err := snapshotKind(snap.Data)
+	if err != nil || kind != snapReceived {
+		return false
+	}
+	got, err := st.Meta(metaRestoredFrom)
+	if err != nil || len(got) != 16 {
+		return false
+	}
+	from, body := binary.BigEndian.Uint64(got[:8]), binary.BigEndian.Uint64(got[8:])
+	return from <= snap.Index && applied == body
 }
 
 // membership is the Raft configuration the member list gives.

@@ -6,9 +6,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"raftkv/kv"
 	"raftkv/raft"
@@ -79,27 +80,20 @@ func wantRefused(t *testing.T, err error, words ...string) {
 	}
 }
 
-// TestReconcileStoreAheadOfLog: a store flushed past the log's end (a follower applies
-// committed entries before its own write; a crash lost that write) is kept, and the
-// log restarts after it.
+// TestReconcileStoreAheadOfLog: a store past the log's end was applied from another
+// log (a member applies only entries durable in its own log): refused, naming the
+// store, the WAL and both ends, and nothing is rewritten.
 func TestReconcileStoreAheadOfLog(t *testing.T) {
 	f := newReconcileFixture(t)
 	f.logEntries(t, 1, 3, 2)
 	f.applyPuts(t, 1, 8, 2)
-	applied, err := f.s.reconcileStore()
-	if err != nil || applied != 8 {
-		t.Fatalf("reconcileStore = %d, %v; want 8, nil", applied, err)
+	_, err := f.s.reconcileStore()
+	wantRefused(t, err, storeDir(f.dir), f.s.storage.WALDir(), "applied index 8 of term 2", "end at 3 of term 2")
+	if snap, err := f.s.storage.Snapshot(); err != nil || !snap.IsEmpty() {
+		t.Fatalf("after the refusal the log has snapshot %+v (%v); want none", snap, err)
 	}
-	snap, err := f.s.storage.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := raft.Membership{Voters: []uint64{1, 2}, Learners: []uint64{3}}
-	if snap.Index != 8 || snap.Term != 2 || !reflect.DeepEqual(snap.Membership, want) {
-		t.Fatalf("the log restarts at snapshot %d term %d %+v; want 8 term 2 %+v", snap.Index, snap.Term, snap.Membership, want)
-	}
-	if first, _ := f.s.storage.FirstIndex(); first != 9 {
-		t.Fatalf("the log's first index is %d, want 9", first)
+	if last, _ := f.s.storage.LastIndex(); last != 3 {
+		t.Fatalf("after the refusal the log ends at %d, want 3", last)
 	}
 }
 
@@ -187,6 +181,81 @@ func TestReconcileStoreReceivedSnapshot(t *testing.T) {
 	if entries, _ := os.ReadDir(inboundDir(f.dir)); len(entries) != 0 {
 		t.Fatalf("kv-in holds %d files after the restore, want none", len(entries))
 	}
+
+	// Stopped now, before its log holds entries 11 and 12, the member's store is
+	// ahead of its log because the leader's body was: its next start keeps it, and
+	// the log restarts after it.
+	applied, err = f.s.reconcileStore()
+	if err != nil || applied != 12 {
+		t.Fatalf("reconcileStore after restoring the body at 12 of snapshot 10 = %d, %v; want 12, nil", applied, err)
+	}
+	if got, err := f.s.storage.Snapshot(); err != nil || got.Index != 12 || got.Term != 1 {
+		t.Fatalf("the log restarts at snapshot %d term %d (%v); want 12 term 1", got.Index, got.Term, err)
+	}
+}
+
+// A store ahead of a log whose newest snapshot is a received one is kept only if it
+// is just what the body it was last restored from left, and that body's snapshot is
+// at or before the log's newest: an older copy of the WAL behind a store that went on
+// applying is refused.
+func TestReconcileStoreAheadOfAReceivedSnapshot(t *testing.T) {
+	restored := func(t *testing.T) *reconcileFixture {
+		f := newReconcileFixture(t)
+		leader := newReconcileFixture(t)
+		leader.applyPuts(t, 1, 12, 1)
+		if err := os.MkdirAll(inboundDir(f.dir), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		first := raft.Snapshot{Index: 10, Term: 1, Membership: raft.Membership{Voters: []uint64{1}}}
+		first.Data = receivedSnapshotData(inboundName(first))
+		receiveBody(t, leader, f, inboundName(first))
+		if err := f.s.storage.ApplySnapshot(first); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.s.sm.restore(first.Index, first.Data); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	received := func(index uint64) raft.Snapshot {
+		snap := raft.Snapshot{Index: index, Term: 1, Membership: raft.Membership{Voters: []uint64{1}}}
+		snap.Data = receivedSnapshotData(inboundName(snap))
+		return snap
+	}
+	t.Run("the log's newest snapshot is older than the body's", func(t *testing.T) {
+		f := newReconcileFixture(t)
+		leader := newReconcileFixture(t)
+		leader.applyPuts(t, 1, 12, 1)
+		if err := os.MkdirAll(inboundDir(f.dir), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		first := received(10)
+		receiveBody(t, leader, f, inboundName(first))
+		if err := f.s.sm.restore(first.Index, first.Data); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.s.storage.ApplySnapshot(received(8)); err != nil {
+			t.Fatal(err)
+		}
+		_, err := f.s.reconcileStore()
+		wantRefused(t, err, storeDir(f.dir), "applied index 12 of term 1", "end at 8 of term 1")
+	})
+	t.Run("the store applied past the body", func(t *testing.T) {
+		f := restored(t)
+		f.applyPuts(t, 13, 40, 1) // then the WAL was swapped for a copy taken before
+		_, err := f.s.reconcileStore()
+		wantRefused(t, err, storeDir(f.dir), f.s.storage.WALDir(), "applied index 40 of term 1", "end at 10 of term 1")
+	})
+	t.Run("a later snapshot persisted and not yet restored", func(t *testing.T) {
+		f := restored(t)
+		if err := f.s.storage.ApplySnapshot(received(11)); err != nil {
+			t.Fatal(err)
+		}
+		applied, err := f.s.reconcileStore()
+		if err != nil || applied != 12 {
+			t.Fatalf("reconcileStore = %d, %v; want 12, nil", applied, err)
+		}
+	})
 }
 
 // TestRestoreReceivedKeepsNewerBodies: a leader may send a second snapshot while the
@@ -289,5 +358,38 @@ func TestInboundIndex(t *testing.T) {
 		if (want < 0) == ok || (ok && int64(got) != want) {
 			t.Errorf("inboundIndex(%q) = %d, %v; want %d", name, got, ok, want)
 		}
+	}
+}
+
+// A received body survives a crash once receiveSnapshot returns, the first one too,
+// which creates kv-in: Raft persists the snapshot naming it next, and a member whose
+// log names a body it lost cannot start.
+func TestReceivedBodySurvivesACrash(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	dir := "/member"
+	sm, err := newStateMachine(kv.Config{}, dir, []member{{ID: 1, Name: "a"}}, mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sm.store.Close() })
+	s := &Server{sm: sm, logger: slog.New(slog.DiscardHandler)}
+	leader := newReconcileFixture(t)
+	leader.applyPuts(t, 1, 12, 1)
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := leader.s.sm.store.WriteSnapshot(pw)
+		pw.CloseWithError(err)
+	}()
+	data, err := s.receiveSnapshot(2, raft.Snapshot{Index: 10, Term: 1}, pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, name, err := snapshotKind(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := mem.CrashClone(vfs.CrashCloneCfg{})
+	if _, err := img.Stat(filepath.Join(inboundDir(dir), name)); err != nil {
+		t.Fatalf("the body the snapshot names is gone after a crash: %v", err)
 	}
 }

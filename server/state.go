@@ -20,6 +20,9 @@ type stateMachine struct {
 	// dir is the member directory: the engine is in dir/kv, snapshots received from
 	// a leader wait in dir/kv-in (snapshot.go).
 	dir string
+	// fs is the file system of the engine and of kv-in, whose tables the engine
+	// writes and ingests: the OS's unless a test gives another.
+	fs vfs.FS
 	// alarms are the raised alarms (alarm.go).
 	alarms alarmTable
 	mu     struct {
@@ -36,7 +39,10 @@ func newStateMachine(cfg kv.Config, memberDir string, initial []member, fs vfs.F
 	if err != nil {
 		return nil, err
 	}
-	sm := &stateMachine{store: store, dir: memberDir}
+	if fs == nil {
+		fs = vfs.Default
+	}
+	sm := &stateMachine{store: store, dir: memberDir, fs: fs}
 	if err := sm.loadServerState(initial); err != nil {
 		_ = store.Close()
 		return nil, err

@@ -28,6 +28,8 @@ type diskWrite struct {
 	isWrite bool
 	hs      raft.HardState
 	ents    []raft.Entry
+	// mark names the write for AckDurable.
+	mark raft.DurableMark
 	// ticket is the AsyncStorage's, over a StorageFactory's storage.
 	ticket uint64
 	held   []heldMessage
@@ -183,7 +185,7 @@ func (c *Cluster) queueWrite(n *node, rd *raft.Ready) (wrote, ok bool) {
 		return false, false
 	}
 	// The core may reuse the Ready's slice; the write keeps its own.
-	w := diskWrite{isWrite: true, hs: rd.HardState, ents: slices.Clone(rd.Entries)}
+	w := diskWrite{isWrite: true, hs: rd.HardState, ents: slices.Clone(rd.Entries), mark: rd.DurableMark()}
 	if d.store != nil {
 		ticket, err := d.store.SaveAsync(rd.HardState, rd.Entries)
 		if err != nil {
@@ -345,7 +347,7 @@ func (c *Cluster) syncTo(n *node, cut int) bool {
 // behind them that wrote nothing, and reports the last entry written to the core.
 func (c *Cluster) release(n *node) {
 	d := n.disk
-	var index, term uint64
+	var mark raft.DurableMark
 	k := 0
 	for ; k < len(d.queue) && (k < d.synced || !d.queue[k].isWrite); k++ {
 		w := &d.queue[k]
@@ -357,15 +359,14 @@ func (c *Cluster) release(n *node) {
 			c.transmit(n, h.m, true)
 		}
 		if len(w.ents) > 0 {
-			last := w.ents[len(w.ents)-1]
-			index, term = last.Index, last.Term
+			mark = w.mark
 		}
 	}
 	clear(d.queue[:k])
 	d.queue = d.queue[k:]
 	d.synced = max(d.synced-k, 0)
-	if index != 0 && c.err == nil {
-		n.rn.AckDurable(index, term)
+	if mark.Index != 0 && c.err == nil {
+		n.rn.AckDurable(mark)
 	}
 }
 

@@ -509,6 +509,22 @@ func (c *Cluster) applyReady(n *node, rd *raft.Ready) bool {
 			c.counters.SnapshotsToJoined++
 		}
 	}
+	if n.disk != nil {
+		// A node applies only entries durable in its own log (raft.Ready): an
+		// application's state may be durable at any moment, and must never be ahead
+		// of the log it restarts with.
+		for _, e := range rd.CommittedEntries {
+			term, err := n.disk.durable.Term(e.Index)
+			if errors.Is(err, raft.ErrCompacted) {
+				continue // in the durable snapshot
+			}
+			if err != nil || term != e.Term {
+				c.violate("durability", "node %d: committed entry %d of term %d handed out for applying while its own durable log holds term %d (%v)",
+					n.id, e.Index, e.Term, term, err)
+				return false
+			}
+		}
+	}
 	for _, e := range rd.CommittedEntries {
 		if !c.applyEntry(n, e) {
 			return false
