@@ -100,7 +100,8 @@ type faultRecord struct {
 	// its heal in which the clients had no write acknowledged: how long the fault
 	// kept the cluster from taking writes.
 	Outage time.Duration `json:"outage_ns"`
-	// Observed is what the heal found (a member that had exited, and why).
+	// Observed is what the heal found (a member that had exited, and why), and
+	// what became of a disk-full victim that exited only after the heal looked.
 	Observed string `json:"observed,omitempty"`
 
 	start, recovered time.Time
@@ -171,8 +172,18 @@ func (n *nemesis) run(duration time.Duration) []faultRecord {
 			HealTook: healed.Sub(healStart), Observed: observed, start: faultStart}
 		rec.WriteRecovery = n.waitWrite(healed, kind)
 		rec.recovered = healed.Add(rec.WriteRecovery)
-		rec.MemberRecovery = n.waitMembers(healed, kind, f.victims, f.mayStop)
-		n.checkRunning(f.mayStop)
+		var late []string
+		rec.MemberRecovery, late = n.waitMembers(healed, kind, f.victims, f.mayStop)
+		late = append(late, n.checkRunning(f.mayStop)...)
+		if len(late) > 0 {
+			// The heal saw such a victim still running; the record also says
+			// what became of it.
+			if observed != "" {
+				late = append([]string{observed}, late...)
+			}
+			observed = strings.Join(late, "; ")
+			rec.Observed = observed
+		}
 		msg := fmt.Sprintf("nemesis %6.1fs: healed %s in %v; then a write after %v, every victim answering after %v",
 			time.Since(n.start).Seconds(), kind, rec.HealTook.Round(time.Millisecond),
 			rec.WriteRecovery.Round(time.Millisecond), rec.MemberRecovery.Round(time.Millisecond))
@@ -401,8 +412,10 @@ func (n *nemesis) waitWrite(healed time.Time, kind faultKind) time.Duration {
 // looked (it was still stopping: handing its leadership off, letting requests in
 // flight finish) is started again here; seed 20261205 had m5 exit 2 s after the
 // heal looked, and nothing started it again. Any other exit is left for the run to
-// fail on, as a victim that never answers.
-func (n *nemesis) waitMembers(healed time.Time, kind faultKind, victims, mayStop []*member) time.Duration {
+// fail on, as a victim that never answers. It returns, besides the time, a line
+// for each victim it started again.
+func (n *nemesis) waitMembers(healed time.Time, kind faultKind, victims, mayStop []*member) (time.Duration, []string) {
+	var late []string
 	for _, m := range victims {
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -413,8 +426,7 @@ func (n *nemesis) waitMembers(healed time.Time, kind faultKind, victims, mayStop
 			}
 			if kind == diskFull && slices.Contains(mayStop, m) {
 				if status, code := n.c.state(m); status == "exited" && code == exitDiskFull {
-					n.c.t.Logf("nemesis: %s stopped on its full disk after the heal (%s); starting it again", m.name, n.c.panicLine(m))
-					n.c.start(m)
+					late = append(late, n.startAgainAfterDiskFull(m, code, ""))
 				}
 			}
 			if time.Since(healed) > recoveryTimeout {
@@ -423,19 +435,20 @@ func (n *nemesis) waitMembers(healed time.Time, kind faultKind, victims, mayStop
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	return time.Since(healed)
+	return time.Since(healed), late
 }
 
 // checkRunning restarts, and records as a crash, any member that stopped though no
 // fault could stop it; a member the fault may stop that has stopped on a full disk
-// (exit status 4) is restarted without being recorded.
-func (n *nemesis) checkRunning(mayStop []*member) {
+// (exit status 4) is restarted without being recorded as a crash, and returned as
+// a line for the fault's record.
+func (n *nemesis) checkRunning(mayStop []*member) []string {
+	var late []string
 	for _, m := range n.c.members {
 		status, code := n.c.state(m)
 		if slices.Contains(mayStop, m) && status == "exited" && code == exitDiskFull {
 			// Stopped on a full disk, late (see waitMembers): not a crash.
-			n.c.t.Logf("nemesis: %s stopped on its full disk after answering (%s); starting it again", m.name, n.c.panicLine(m))
-			n.c.start(m)
+			late = append(late, n.startAgainAfterDiskFull(m, code, " after answering"))
 			continue
 		}
 		if status == "running" || slices.Contains(mayStop, m) {
@@ -448,4 +461,15 @@ func (n *nemesis) checkRunning(mayStop []*member) {
 			n.c.start(m)
 		}
 	}
+	return late
+}
+
+// startAgainAfterDiskFull starts again a victim that stopped on its full disk after
+// the heal looked, and returns the line the fault's record gets for it; when says
+// at what point it was found stopped ("" right after the heal).
+func (n *nemesis) startAgainAfterDiskFull(m *member, code int, when string) string {
+	line := fmt.Sprintf("%s then exited with code %d%s: %s", m.name, code, when, n.c.panicLine(m))
+	n.c.t.Logf("nemesis: %s; starting it again", line)
+	n.c.start(m)
+	return line
 }

@@ -81,8 +81,14 @@ func view(cli *clientv3.Client, serializable bool) (string, error) {
 	for _, kv := range all.Kvs {
 		fmt.Fprintf(&b, "%s create %d mod %d version %d\n", kv.Key, kv.CreateRevision, kv.ModRevision, kv.Version)
 	}
-	// At the same revision, so that the two reads see one state.
-	values, err := cli.Get(ctx, keyPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev), clientv3.WithSerializable())
+	// At the same revision, so that the two reads see one state. A client of several
+	// members may send this read to another member than the first: read
+	// linearizably unless asked not to, so that it has applied rev.
+	valueOpts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithRev(rev)}
+	if serializable {
+		valueOpts = append(valueOpts, clientv3.WithSerializable())
+	}
+	values, err := cli.Get(ctx, keyPrefix, valueOpts...)
 	if err != nil {
 		return "", err
 	}

@@ -49,7 +49,7 @@ func TestDifferential(t *testing.T) {
 					ops /= 5
 				}
 			}
-			t.Logf("seed %d, %d operations; replay with: go test -run 'TestDifferential/members=%d' -diff.seed=%d -diff.ops=%d",
+			logReplay(t, "seed %d, %d operations; replay with: go test -run 'TestDifferential/members=%d' -diff.seed=%d -diff.ops=%d",
 				seed, ops, run.members, seed, ops)
 			oracle := newClient(t, startEtcd(t))
 			// Snapshots every 300 entries, so restarts restore the store from a

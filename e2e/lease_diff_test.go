@@ -59,7 +59,7 @@ func TestLeaseDifferential(t *testing.T) {
 					ops /= 5
 				}
 			}
-			t.Logf("seed %d, %d operations; replay with: go test -run 'TestLeaseDifferential/members=%d' -lease.seed=%d -lease.ops=%d",
+			logReplay(t, "seed %d, %d operations; replay with: go test -run 'TestLeaseDifferential/members=%d' -lease.seed=%d -lease.ops=%d",
 				seed, ops, run.members, seed, ops)
 			// etcd with raftkv's test timings, so that both raise a TTL to the same
 			// minimum: 3*10/2 heartbeats of 10ms, rounded up to 1s.

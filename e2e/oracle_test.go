@@ -5,12 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"raftkv/internal/testport"
 	"raftkv/server"
@@ -33,7 +37,14 @@ func startEtcd(t *testing.T, mutate ...func(*embed.Config)) string {
 	cfg.AdvertisePeerUrls = []url.URL{*peerURL}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	// Only a crash of the oracle is worth printing; shutdown logs errors that are not.
+	// A fatal log ends the whole test binary before any test's t.Log is printed, so
+	// the hook names the test and how to replay it (logReplay) first.
 	cfg.LogLevel = "panic"
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(
+		zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(os.Stderr), zap.PanicLevel),
+		zap.AddCaller(), zap.WithFatalHook(oracleFatal{test: t.Name()})))
 	// The oracle never restarts, so its fsyncs buy nothing but time.
 	cfg.UnsafeNoFsync = true
 	for _, m := range mutate {
@@ -52,6 +63,34 @@ func startEtcd(t *testing.T, mutate ...func(*embed.Config)) string {
 		t.Fatal("embedded etcd was not ready within 30s")
 	}
 	return clientURL.Host
+}
+
+// replays holds, by test name, the command that replays a seeded test that runs an
+// oracle (logReplay), for oracleFatal to print.
+var replays sync.Map
+
+// logReplay logs how to replay the test's seeded run, and keeps it for oracleFatal.
+func logReplay(t *testing.T, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	t.Log(msg)
+	replays.Store(t.Name(), msg)
+	t.Cleanup(func() { replays.Delete(t.Name()) })
+}
+
+// oracleFatal runs when the embedded etcd logs at fatal level, which is one of its
+// own defects (e2e/README.md lists those met so far): it says which test's oracle
+// died and how to replay that test, then ends the process as zap would.
+type oracleFatal struct{ test string }
+
+func (o oracleFatal) OnWrite(ce *zapcore.CheckedEntry, _ []zapcore.Field) {
+	replay, _ := replays.Load(o.test)
+	if replay == nil {
+		replay = "(the test logged no replay command)"
+	}
+	fmt.Fprintf(os.Stderr, "e2e: the embedded etcd of %s stopped the test binary with a fatal error (%q, above); %s\n",
+		o.test, ce.Message, replay)
+	os.Exit(1)
 }
 
 // inProcessMember is one raftkv member run with server.New in the test process.

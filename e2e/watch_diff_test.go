@@ -48,7 +48,7 @@ func TestWatchDifferential(t *testing.T) {
 					ops /= 5
 				}
 			}
-			t.Logf("seed %d, %d writes; replay with: go test -run 'TestWatchDifferential/members=%d' -watchdiff.seed=%d -watchdiff.ops=%d",
+			logReplay(t, "seed %d, %d writes; replay with: go test -run 'TestWatchDifferential/members=%d' -watchdiff.seed=%d -watchdiff.ops=%d",
 				seed, ops, run.members, seed, ops)
 			oracle := newClient(t, startEtcd(t))
 			members := startRaftkv(t, run.members, 300)

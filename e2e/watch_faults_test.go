@@ -196,10 +196,16 @@ func TestWatchUnderFaults(t *testing.T) {
 	c.waitWritable(c.members, 30*time.Second)
 	t.Logf("%d writes acknowledged, %d failed or unknown, %d kills", acked.Load(), failed.Load(), kills)
 
-	// The final state, and a fence: a put every watcher of all keys must reach.
-	fence, err := writers.Put(ctx, "f/fence", "end")
-	if err != nil {
-		t.Fatal(err)
+	// The final state, after a fence for each kind of watcher: a put of a key it
+	// watches, which it must reach. The watchers of every key reach the last.
+	fences := map[string]int64{}
+	for _, f := range []struct{ watched, key string }{{"f/", "f/fence"}, {"f/0/", "f/0/fence"}, {"f/1/3", "f/1/3"}} {
+		resp, err := writers.Put(ctx, f.key, "end")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fences[f.watched] = resp.Header.Revision
+		fences["f/"] = resp.Header.Revision
 	}
 	final, err := writers.Get(ctx, "f/", clientv3.WithPrefix())
 	if err != nil {
@@ -211,8 +217,8 @@ func TestWatchUnderFaults(t *testing.T) {
 	}
 	err = eventually(30*time.Second, 50*time.Millisecond, func() error {
 		for _, w := range watchers {
-			if w.prefix && w.key == "f/" && w.next() <= fence.Header.Revision {
-				return fmt.Errorf("%s has not reached revision %d", w.name, fence.Header.Revision)
+			if fence := fences[w.key]; w.next() <= fence {
+				return fmt.Errorf("%s has not reached its fence at revision %d", w.name, fence)
 			}
 		}
 		return nil
@@ -220,9 +226,6 @@ func TestWatchUnderFaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The other watchers have seen everything up to the fence too (it is ordered
-	// after their keys' last write); give them a moment to deliver.
-	time.Sleep(500 * time.Millisecond)
 	cancel()
 	wg.Wait()
 

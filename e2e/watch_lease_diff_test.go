@@ -44,7 +44,7 @@ func TestWatchLeaseDifferential(t *testing.T) {
 					ops /= 5
 				}
 			}
-			t.Logf("seed %d, %d operations; replay with: go test -run 'TestWatchLeaseDifferential/members=%d' -mixed.seed=%d -mixed.ops=%d",
+			logReplay(t, "seed %d, %d operations; replay with: go test -run 'TestWatchLeaseDifferential/members=%d' -mixed.seed=%d -mixed.ops=%d",
 				seed, ops, run.members, seed, ops)
 			// etcd with raftkv's test timings, so that both raise a TTL to the same
 			// minimum (see TestLeaseDifferential).

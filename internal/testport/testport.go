@@ -8,7 +8,11 @@
 // port (e2e CI failed so, "bind: address already in use"). Free hands out ports from
 // below that range, through one cursor per process, so that no two tests of a run
 // are given the same port, each checked free by binding it. Processes that run at
-// once (go test runs packages side by side) start their cursors apart.
+// once (go test runs packages side by side) start their cursors apart, and each
+// port handed out stays reserved for its process until the process exits (on
+// Linux, an abstract unix socket named after the port; reserve_linux.go): a member
+// stopped and started again on its ports by one test binary cannot lose one to
+// another test binary's Free in between.
 package testport
 
 import (
@@ -50,9 +54,13 @@ func Free(t testing.TB, n int) []int {
 		}
 		p := cursor.next
 		cursor.next++
+		if !reserve(p) {
+			continue // handed out by Free in another process that is still running
+		}
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 		if err != nil {
-			continue // in use, by something outside this process
+			release(p) // in use, by something outside this process: not handed out
+			continue
 		}
 		l.Close()
 		out = append(out, p)
