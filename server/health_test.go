@@ -15,10 +15,17 @@ import (
 // ?verbose, ?exclude= and one check by its path.
 func TestHealthEndpointsOfHealthyMember(t *testing.T) {
 	members := startTestCluster(t, 3, nil)
+	// The put needs only two members, so members[1] may not have heard from the
+	// leader when it returns (CI once saw "RAFT NO LEADER" here). Stopping
+	// members[1] for the put makes that the case every time; once it has applied
+	// the put, it knows the leader that committed it.
+	members[1].stop()
 	retry(t, func(ctx context.Context) error {
 		_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
 		return err
 	})
+	members[1].start(t)
+	waitAppliedEverywhere(t, members, leaderOf(t, members))
 	base := members[1].cfg.ListenClientURLs[0]
 	for _, tc := range []struct {
 		path     string
