@@ -139,7 +139,7 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // If wholeStream, r must end with the stream. Otherwise it is read no further
 // than the stream's end if it is an io.ByteReader (a bufio.Reader, say), and may
 // be read past it if not.
-func (e *engine) restore(r io.Reader, wholeStream bool) error {
+func (e *engine) restore(r io.Reader, wholeStream bool, rec *RestoreRecord) error {
 	br, ok := r.(byteReader)
 	if !ok {
 		br = bufio.NewReader(r)
@@ -156,7 +156,7 @@ func (e *engine) restore(r io.Reader, wholeStream bool) error {
 	if err != nil {
 		return err
 	}
-	return e.replaceWithTables(paths)
+	return e.replaceWithTables(paths, rec)
 }
 
 // writeTables writes the records of the stream br (past its header) into new
@@ -218,8 +218,9 @@ func (e *engine) markRestoring() error {
 }
 
 // replaceWithTables ingests the tables of a snapshot into an engine that
-// markRestoring cleared, removes the marker and makes the result durable.
-func (e *engine) replaceWithTables(paths []string) error {
+// markRestoring cleared, removes the marker, sets rec if it is not nil (in the
+// same batch, so that one flush makes both durable) and makes the result durable.
+func (e *engine) replaceWithTables(paths []string, rec *RestoreRecord) error {
 	// The deletion goes to disk with the marker, and the old records' files are
 	// dropped (whole, mostly: the range deletion covers them), so that the tables
 	// land in the bottom level rather than over the deletion.
@@ -235,6 +236,15 @@ func (e *engine) replaceWithTables(paths []string) error {
 	b := e.db.NewBatch()
 	defer b.Close()
 	_ = b.Delete(metaRestoring, nil)
+	if rec != nil {
+		pos, err := e.getMeta(metaPosition)
+		applied, n := binary.Varint(pos)
+		if err != nil || n <= 0 || applied < 0 {
+			return fmt.Errorf("%w: engine snapshot holds no applied index (position record %x, %v)", ErrCorruptSnapshot, pos, err)
+		}
+		value := binary.BigEndian.AppendUint64(append([]byte(nil), rec.Value...), uint64(applied))
+		_ = b.Set(serverMetaKey(rec.Name), value, nil)
+	}
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("kv: finishing a snapshot restore in %q: %w", e.dir, err)
 	}

@@ -61,7 +61,7 @@ func BenchmarkEngineSnapshotRestore(b *testing.B) {
 		}
 		b.StartTimer()
 		began = time.Now()
-		err = dst.RestoreFrom(f)
+		err = dst.RestoreFrom(f, nil)
 		restoreSecs += time.Since(began).Seconds()
 		f.Close()
 		if err != nil {

@@ -38,7 +38,7 @@ func TestEngineRestoreIngestsTables(t *testing.T) {
 	dst := openTestEngine(t, t.TempDir(), nil)
 	defer dst.close()
 	flushedBefore := dst.db.Metrics().Levels[0].TableBytesFlushed
-	if err := dst.restore(bytes.NewReader(stream.Bytes()), true); err != nil {
+	if err := dst.restore(bytes.NewReader(stream.Bytes()), true, nil); err != nil {
 		t.Fatal(err)
 	}
 	if dst.appliedIndex != 2000 {
@@ -78,7 +78,7 @@ func TestEngineRestoreIngestsTables(t *testing.T) {
 	if err := writeEngineChunk(&out, nil); err != nil {
 		t.Fatal(err)
 	}
-	err := dst.restore(bytes.NewReader(out.Bytes()), true)
+	err := dst.restore(bytes.NewReader(out.Bytes()), true, nil)
 	if !errors.Is(err, ErrCorruptSnapshot) || !strings.Contains(err.Error(), "out of order") {
 		t.Fatalf("restore of records out of order: %v, want ErrCorruptSnapshot saying so", err)
 	}
@@ -136,7 +136,7 @@ func TestStoreSnapshotTables(t *testing.T) {
 	if err != nil || n != int64(len(stream)) {
 		t.Fatalf("WriteSnapshotTables = %d, %v; want %d bytes", n, err, len(stream))
 	}
-	if err := dst.RestoreFromTables(dir); err != nil {
+	if err := dst.RestoreFromTables(dir, nil); err != nil {
 		t.Fatal(err)
 	}
 	if dst.AppliedIndex() != src.AppliedIndex() {

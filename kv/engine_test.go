@@ -564,7 +564,7 @@ func TestEngineReadsFormat1(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dst.close()
-	if err := dst.restore(bytes.NewReader(raw), true); err != nil {
+	if err := dst.restore(bytes.NewReader(raw), true, nil); err != nil {
 		t.Fatalf("restore of a format 1 stream: %v", err)
 	}
 	if kv, ok, err := dst.get([]byte("a"), dst.rev, true); err != nil || !ok || !bytes.Equal(kv.Value, big) {
@@ -609,7 +609,7 @@ func TestEngineSnapshotRestores(t *testing.T) {
 	}
 	dir := t.TempDir()
 	dst := openTestEngine(t, dir, nil)
-	if err := dst.restore(bytes.NewReader(stream.Bytes()), true); err != nil {
+	if err := dst.restore(bytes.NewReader(stream.Bytes()), true, nil); err != nil {
 		t.Fatal(err)
 	}
 	if dst.appliedIndex != atSnapshot {
@@ -628,7 +628,7 @@ func TestEngineSnapshotRestores(t *testing.T) {
 	// Damage one byte in the middle: the chunk's CRC catches it.
 	bad := bytes.Clone(stream.Bytes())
 	bad[len(bad)/2] ^= 0x40
-	if err := dst.restore(bytes.NewReader(bad), true); !errors.Is(err, ErrCorruptSnapshot) {
+	if err := dst.restore(bytes.NewReader(bad), true, nil); !errors.Is(err, ErrCorruptSnapshot) {
 		t.Fatalf("restore of a damaged stream: %v, want ErrCorruptSnapshot", err)
 	}
 	// Had part of the restore reached the disk (a memtable flushed), the marker went
@@ -643,10 +643,10 @@ func TestEngineSnapshotRestores(t *testing.T) {
 	// A cut stream fails the same way; a whole one then restores the engine.
 	again := openTestEngineAllowingRestore(t, dir)
 	defer again.close()
-	if err := again.restore(bytes.NewReader(stream.Bytes()[:stream.Len()-3]), true); !errors.Is(err, ErrCorruptSnapshot) {
+	if err := again.restore(bytes.NewReader(stream.Bytes()[:stream.Len()-3]), true, nil); !errors.Is(err, ErrCorruptSnapshot) {
 		t.Fatalf("restore of a cut stream: %v, want ErrCorruptSnapshot", err)
 	}
-	if err := again.restore(bytes.NewReader(stream.Bytes()), true); err != nil {
+	if err := again.restore(bytes.NewReader(stream.Bytes()), true, nil); err != nil {
 		t.Fatal(err)
 	}
 	(&engineModel{t: t, ref: want, index: atSnapshot}).checkReads(again)

@@ -48,7 +48,7 @@ func (s *Store) WriteSnapshot(w io.Writer) (int64, error) {
 // data.
 func (s *Store) Restore(data []byte) error {
 	if bytes.HasPrefix(data, []byte(engineSnapshotMagic)) {
-		return s.restoreFrom(bytes.NewReader(data), true)
+		return s.restoreFrom(bytes.NewReader(data), true, nil)
 	}
 	old, err := decodeOldSnapshot(data, s.cfg)
 	if err != nil {
@@ -70,12 +70,24 @@ func (s *Store) Restore(data []byte) error {
 // change if its header is wrong); past the header, it leaves the store refusing
 // Apply, and its engine refused by OpenStore, until a restore succeeds. r is read
 // no further than the stream's end if it is an io.ByteReader (wrap a network
-// stream in a bufio.Reader); otherwise it may be read past it.
-func (s *Store) RestoreFrom(r io.Reader) error {
-	return s.restoreFrom(r, false)
+// stream in a bufio.Reader); otherwise it may be read past it. A non-nil rec is
+// written in the batch that ends the restore (see RestoreRecord).
+func (s *Store) RestoreFrom(r io.Reader, rec *RestoreRecord) error {
+	return s.restoreFrom(r, false, rec)
 }
 
-func (s *Store) restoreFrom(r io.Reader, wholeStream bool) error {
+// RestoreRecord is a server record (SetMeta) that a restore writes in the batch
+// that ends it: Value followed by the restored state's applied index (8 bytes,
+// big-endian). The engine keeps no log of its own, so the flush that ends the
+// restore makes the record durable together with the restored state: a crash
+// leaves both or neither. (A record set after the restore returns could be lost
+// to a crash that the restored state, flushed first, survives.)
+type RestoreRecord struct {
+	Name  string
+	Value []byte
+}
+
+func (s *Store) restoreFrom(r io.Reader, wholeStream bool, rec *RestoreRecord) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.mu.closed {
@@ -83,7 +95,7 @@ func (s *Store) restoreFrom(r io.Reader, wholeStream bool) error {
 	}
 	st := s.mu.st
 	term := st.e.term
-	if err := st.e.restore(r, wholeStream); err != nil {
+	if err := st.e.restore(r, wholeStream, rec); err != nil {
 		st.cutOff(err)
 		return err
 	}

@@ -44,8 +44,9 @@ func (s *Store) WriteSnapshotTables(r io.Reader, dir string) (int64, error) {
 // wrote in dir, as RestoreFrom does with a stream: afterwards AppliedIndex and
 // AppliedTerm are the stream's. The tables are linked into the engine; dir is the
 // caller's to remove. A failure past the start leaves the store refusing Apply,
-// and its engine refused by OpenStore, until a restore succeeds.
-func (s *Store) RestoreFromTables(dir string) error {
+// and its engine refused by OpenStore, until a restore succeeds. A non-nil rec is
+// written in the batch that ends the restore (see RestoreRecord).
+func (s *Store) RestoreFromTables(dir string, rec *RestoreRecord) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.mu.closed {
@@ -68,7 +69,7 @@ func (s *Store) RestoreFromTables(dir string) error {
 	term := st.e.term
 	err = st.e.markRestoring()
 	if err == nil {
-		err = st.e.replaceWithTables(paths)
+		err = st.e.replaceWithTables(paths, rec)
 	}
 	if err != nil {
 		st.cutOff(err)

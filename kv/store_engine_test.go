@@ -89,7 +89,7 @@ func TestOpenStoreRefusesBrokenEngines(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := s.RestoreFrom(bytes.NewReader(snap[:len(snap)/2])); !errors.Is(err, ErrCorruptSnapshot) {
+		if err := s.RestoreFrom(bytes.NewReader(snap[:len(snap)/2]), nil); !errors.Is(err, ErrCorruptSnapshot) {
 			t.Fatalf("restore of half a stream: %v", err)
 		}
 		s.mu.st.e.db.Flush() // what a background flush may do before a crash

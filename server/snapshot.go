@@ -226,11 +226,14 @@ func (sm *stateMachine) restoreReceived(index uint64, name string) error {
 	if _, err := sm.fs.Stat(path); err != nil {
 		return fmt.Errorf("server: the snapshot at index %d that the leader sent is missing: %w", index, err)
 	}
+	// The record of what the body left goes to disk with the restored state
+	// (reconcileStore trusts a store ahead of the log only with it).
+	rec := &kv.RestoreRecord{Name: metaRestoredFrom, Value: binary.BigEndian.AppendUint64(nil, index)}
 	var err error
 	if strings.HasSuffix(name, inboundTablesSuffix) {
-		err = sm.store.RestoreFromTables(path)
+		err = sm.store.RestoreFromTables(path, rec)
 	} else {
-		err = restoreStreamFile(sm.fs, sm.store, path)
+		err = restoreStreamFile(sm.fs, sm.store, path, rec)
 	}
 	if err != nil {
 		return fmt.Errorf("server: restoring the snapshot at index %d from %s: %w", index, path, err)
@@ -239,10 +242,6 @@ func (sm *stateMachine) restoreReceived(index uint64, name string) error {
 		return fmt.Errorf("server: the snapshot at index %d in %s holds a store applied only to %d", index, path, a)
 	}
 	if err := sm.loadServerState(nil); err != nil {
-		return err
-	}
-	restored := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, index), sm.store.AppliedIndex())
-	if err := sm.store.SetMeta(metaRestoredFrom, restored); err != nil {
 		return err
 	}
 	if _, err := sm.store.Flush(); err != nil {
@@ -259,13 +258,13 @@ func (sm *stateMachine) restoreReceived(index uint64, name string) error {
 
 // restoreStreamFile restores store from a stream body saved whole in a file, as
 // members before the tables saved them.
-func restoreStreamFile(fs vfs.FS, store *kv.Store, path string) error {
+func restoreStreamFile(fs vfs.FS, store *kv.Store, path string, rec *kv.RestoreRecord) error {
 	f, err := fs.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	return store.RestoreFrom(f)
+	return store.RestoreFrom(f, rec)
 }
 
 // The suffixes of the bodies in kv-in: a directory of tables

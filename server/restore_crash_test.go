@@ -1,0 +1,193 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"raftkv/kv"
+	"raftkv/raft"
+	"raftkv/storage"
+)
+
+// A member that crashes at any write while it restores a body the leader sent
+// starts again: its store is either the one before the restore, behind the log's
+// received snapshot, whose body Raft then hands over again, or the restored one,
+// ahead of the log by exactly what the body left, with the record that says so
+// (metaRestoredFrom). The record once went to disk in a flush after the restored
+// state's own, and a crash between the two left a store ahead of the log with no
+// record: refused at every start, its body already removed.
+func TestCrashWhileRestoringAReceivedBody(t *testing.T) {
+	leader := newReconcileFixture(t)
+	leader.applyPuts(t, 1, 12, 1) // the body: the leader's store at 12, past the snapshot's 10
+	var body bytes.Buffer
+	if _, err := leader.s.sm.store.WriteSnapshot(&body); err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range []string{inboundTablesSuffix, inboundStreamSuffix} {
+		t.Run(kind, func(t *testing.T) {
+			points, cutOff := 0, 0
+			for at := 1; ; at++ {
+				crashed, refused := crashWhileRestoring(t, body.Bytes(), kind, at)
+				if !crashed {
+					break
+				}
+				points++
+				if refused {
+					cutOff++
+				}
+			}
+			if points < 5 {
+				t.Fatalf("the restore made %d writes; the test crashes it at none of the steps it means to", points)
+			}
+			t.Logf("%d crash points; at %d of them the store was refused as cut off and removed", points, cutOff)
+		})
+	}
+}
+
+// crashWhileRestoring restores body, saved in kv-in as kind, into a follower
+// whose log ends with the received snapshot at 10, crashes the store's file system
+// at its at-th write of the restore, and checks the start after it. It returns
+// whether the restore made at writes, and whether the store was refused as cut
+// off.
+func crashWhileRestoring(t *testing.T, body []byte, kind string, at int) (crashed, cutOff bool) {
+	t.Helper()
+	const dir = "/member"
+	members := []member{{ID: 1, Name: "a"}, {ID: 2, Name: "b"}, {ID: 3, Name: "c", IsLearner: true}}
+	mem := vfs.NewCrashableMem()
+	var (
+		mu     sync.Mutex
+		armed  bool
+		writes int
+		image  *vfs.MemFS
+	)
+	fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if armed && op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
+			if writes++; writes == at {
+				image = mem.CrashClone(vfs.CrashCloneCfg{})
+			}
+		}
+		return nil
+	}))
+	sm, err := newStateMachine(kv.Config{}, dir, members, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sm.store.Close()
+	walDir := t.TempDir()
+	st, err := storage.Open(storage.NewOSFS(), walDir, storage.Options{ClusterID: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+
+	// The body as receiveSnapshot leaves it: synced in kv-in, the log's newest
+	// snapshot naming it. (A stream saved whole is what members before the
+	// tables left there.)
+	snap := raft.Snapshot{Index: 10, Term: 1, Membership: raft.Membership{Voters: []uint64{1, 2}, Learners: []uint64{3}}}
+	name := fmt.Sprintf("%016x-%016x%s", snap.Term, snap.Index, kind)
+	s := &Server{clusterID: 7, storage: st, sm: sm, logger: slog.New(slog.DiscardHandler)}
+	if kind == inboundTablesSuffix {
+		data, err := s.receiveSnapshot(2, snap, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, got, _ := snapshotKind(data); got != name {
+			t.Fatalf("receiveSnapshot named the body %q, want %q", got, name)
+		}
+	} else {
+		if err := fs.MkdirAll(inboundDir(dir), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		f, err := fs.Create(filepath.Join(inboundDir(dir), name), vfs.WriteCategoryUnspecified)
+		if err == nil {
+			_, err = f.Write(body)
+		}
+		if err == nil {
+			err = f.Sync()
+		}
+		if err == nil {
+			err = f.Close()
+		}
+		if err == nil {
+			err = kv.SyncDir(fs, dir)
+		}
+		if err == nil {
+			err = sm.syncInbound()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	snap.Data = receivedSnapshotData(name)
+	if err := st.ApplySnapshot(snap); err != nil {
+		t.Fatal(err)
+	}
+
+	mu.Lock()
+	armed = true
+	mu.Unlock()
+	if err := sm.restore(snap.Index, snap.Data); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	mu.Lock()
+	img := image
+	mu.Unlock()
+	if img == nil {
+		return false, false
+	}
+
+	// The start after the crash: the store on what the crash left, the log as it was.
+	sm2, err := newStateMachine(kv.Config{}, dir, members, img)
+	if err != nil {
+		// Cut off between clearing the engine and ingesting the body: the store
+		// is refused, and what its message says to do must work: remove it, and
+		// the member restores the body again.
+		if !errors.Is(err, kv.ErrCorruptEngine) || !strings.Contains(err.Error(), "remove the directory and let the member catch up") {
+			t.Fatalf("crash at write %d of the restore: the store does not open: %v", at, err)
+		}
+		if err := img.RemoveAll(storeDir(dir)); err != nil {
+			t.Fatal(err)
+		}
+		if sm2, err = newStateMachine(kv.Config{}, dir, members, img); err != nil {
+			t.Fatalf("crash at write %d of the restore: the store does not open once removed: %v", at, err)
+		}
+		cutOff = true
+	}
+	defer sm2.store.Close()
+	s = &Server{clusterID: 7, storage: st, sm: sm2, logger: slog.New(slog.DiscardHandler)}
+	applied, err := s.reconcileStore()
+	if err != nil {
+		t.Fatalf("crash at write %d of the restore: the start is refused: %v", at, err)
+	}
+	switch {
+	case applied < snap.Index:
+		// Raft hands the snapshot over first: its body must still be there.
+		if err := sm2.restore(snap.Index, snap.Data); err != nil {
+			t.Fatalf("crash at write %d of the restore: restoring again: %v", at, err)
+		}
+	case applied != 12:
+		t.Fatalf("crash at write %d of the restore: the store starts at applied index %d; want below 10 or the body's 12", at, applied)
+	}
+	for i := 1; i <= 12; i++ {
+		key := fmt.Appendf(nil, "k%d", i)
+		resp, err := sm2.store.Range(&kv.RangeRequest{Key: key})
+		if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v" {
+			t.Fatalf("crash at write %d of the restore: after the start, key %s reads %+v, %v", at, key, resp, err)
+		}
+	}
+	if a := sm2.store.AppliedIndex(); a != 12 {
+		t.Fatalf("crash at write %d of the restore: the store ends at applied index %d, want 12", at, a)
+	}
+	return true, cutOff
+}
