@@ -92,7 +92,9 @@
 // SnapshotView.WriteTo); Store.RestoreFrom reads one a chunk at a time into
 // sstables that it ingests (the records come in key order), so neither end holds
 // more than a chunk and a table's index. An engine whose restore was cut off is
-// refused at OpenStore. Store.Restore also imports the full-state snapshot format
+// refused at OpenStore (ErrRestoreCutOff); OpenStoreToRestoreFS opens it to restore
+// into it again. A RestoreRecord given to a restore is written in the batch that
+// ends it, so it becomes durable with the restored state. Store.Restore also imports the full-state snapshot format
 // of the previous release (formats 1 to 5), so old data dirs upgrade. A
 // SnapshotView also serves backups and hashes (EachKey, export.go), and
 // Store.Import builds a store from such an export.

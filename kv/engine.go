@@ -381,8 +381,8 @@ func (e *engine) loadMeta() error {
 		return err
 	}
 	if restoring != nil {
-		return fmt.Errorf("%w: engine in %q was cut off while a snapshot was restored into it; restore a snapshot again, or remove the directory and let the member catch up",
-			ErrCorruptEngine, e.dir)
+		return fmt.Errorf("%w: engine in %q; restore a snapshot again, or remove the directory and let the member catch up",
+			ErrRestoreCutOff, e.dir)
 	}
 	format, err := e.getMeta(metaFormat)
 	if err != nil {

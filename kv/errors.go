@@ -62,6 +62,11 @@ var (
 	// ErrCorruptEngine: a record in the storage engine does not decode, or the
 	// engine's meta records are inconsistent. Wrapped with the record and reason.
 	ErrCorruptEngine = errors.New("kv: corrupt engine data")
+	// ErrRestoreCutOff: the engine was cut off while a snapshot was restored
+	// into it (a crash between the clearing of its records and the end of the
+	// restore). It wraps ErrCorruptEngine; OpenStoreToRestoreFS opens such an
+	// engine to restore into it again.
+	ErrRestoreCutOff = fmt.Errorf("%w: a snapshot restore into it was cut off", ErrCorruptEngine)
 	// ErrInvalidConfig: a Config field is out of range. Wrapped with the field.
 	ErrInvalidConfig = errors.New("kv: invalid config")
 )

@@ -19,12 +19,14 @@ import (
 )
 
 // A member that crashes at any write while it restores a body the leader sent
-// starts again: its store is either the one before the restore, behind the log's
-// received snapshot, whose body Raft then hands over again, or the restored one,
-// ahead of the log by exactly what the body left, with the record that says so
-// (metaRestoredFrom). The record once went to disk in a flush after the restored
-// state's own, and a crash between the two left a store ahead of the log with no
-// record: refused at every start, its body already removed.
+// starts again: its store is the one before the restore, behind the log's received
+// snapshot, whose body Raft then hands over again; or the restored one, ahead of the
+// log by exactly what the body left, with the record that says so
+// (metaRestoredFrom); or one cut off between clearing its records and the end of the
+// restore, which the start restores from the body again. The record once went to
+// disk in a flush after the restored state's own, and a crash between the two left
+// a store ahead of the log with no record: refused at every start, its body already
+// removed. A cut-off store was refused too, until its directory was removed by hand.
 func TestCrashWhileRestoringAReceivedBody(t *testing.T) {
 	leader := newReconcileFixture(t)
 	leader.applyPuts(t, 1, 12, 1) // the body: the leader's store at 12, past the snapshot's 10
@@ -48,7 +50,10 @@ func TestCrashWhileRestoringAReceivedBody(t *testing.T) {
 			if points < 5 {
 				t.Fatalf("the restore made %d writes; the test crashes it at none of the steps it means to", points)
 			}
-			t.Logf("%d crash points; at %d of them the store was refused as cut off and removed", points, cutOff)
+			if cutOff == 0 {
+				t.Fatalf("no crash point cut the restore off between clearing the store and its end")
+			}
+			t.Logf("%d crash points; at %d of them the store was cut off and the start restored the body again", points, cutOff)
 		})
 	}
 }
@@ -147,25 +152,33 @@ func crashWhileRestoring(t *testing.T, body []byte, kind string, at int) (crashe
 		return false, false
 	}
 
-	// The start after the crash: the store on what the crash left, the log as it was.
-	sm2, err := newStateMachine(kv.Config{}, dir, members, img)
-	if err != nil {
-		// Cut off between clearing the engine and ingesting the body: the store
-		// is refused, and what its message says to do must work: remove it, and
-		// the member restores the body again.
-		if !errors.Is(err, kv.ErrCorruptEngine) || !strings.Contains(err.Error(), "remove the directory and let the member catch up") {
-			t.Fatalf("crash at write %d of the restore: the store does not open: %v", at, err)
-		}
-		if err := img.RemoveAll(storeDir(dir)); err != nil {
+	// The start after the crash: the store on what the crash left, the log as it
+	// was. A store cut off between clearing its records and the end of the
+	// restore opens only to restore the body again, which the start does; without
+	// the body it is refused.
+	discard := slog.New(slog.DiscardHandler)
+	if probe, err := kv.OpenStoreFS(kv.Config{}, storeDir(dir), img.CrashClone(vfs.CrashCloneCfg{})); err == nil {
+		probe.Close()
+	} else if errors.Is(err, kv.ErrRestoreCutOff) {
+		cutOff = true
+		noBody := img.CrashClone(vfs.CrashCloneCfg{})
+		if err := noBody.RemoveAll(filepath.Join(inboundDir(dir), name)); err != nil {
 			t.Fatal(err)
 		}
-		if sm2, err = newStateMachine(kv.Config{}, dir, members, img); err != nil {
-			t.Fatalf("crash at write %d of the restore: the store does not open once removed: %v", at, err)
+		s = &Server{clusterID: 7, storage: st, logger: discard}
+		if _, err := s.openStateMachine(kv.Config{}, dir, members, noBody); !errors.Is(err, kv.ErrRestoreCutOff) || !strings.Contains(err.Error(), "that the log names is gone") {
+			t.Fatalf("crash at write %d of the restore, the body then removed: the start says %v; want the store refused as cut off, the body gone", at, err)
 		}
-		cutOff = true
+	} else {
+		t.Fatalf("crash at write %d of the restore: the store does not open: %v", at, err)
+	}
+	s = &Server{clusterID: 7, storage: st, logger: discard}
+	sm2, err := s.openStateMachine(kv.Config{}, dir, members, img)
+	if err != nil {
+		t.Fatalf("crash at write %d of the restore: the state machine does not open: %v", at, err)
 	}
 	defer sm2.store.Close()
-	s = &Server{clusterID: 7, storage: st, sm: sm2, logger: slog.New(slog.DiscardHandler)}
+	s.sm = sm2
 	applied, err := s.reconcileStore()
 	if err != nil {
 		t.Fatalf("crash at write %d of the restore: the start is refused: %v", at, err)

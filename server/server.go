@@ -219,7 +219,7 @@ func (s *Server) open(ids []uint64) error {
 	for _, m := range s.peers {
 		initial = append(initial, m)
 	}
-	s.sm, err = newStateMachine(kv.Config{MaxTxnOps: cfg.MaxTxnOps, MaxCommandBytes: cfg.MaxRequestBytes + 4096,
+	s.sm, err = s.openStateMachine(kv.Config{MaxTxnOps: cfg.MaxTxnOps, MaxCommandBytes: cfg.MaxRequestBytes + 4096,
 		CacheBytes: cfg.BackendCacheBytes, MemTableBytes: cfg.BackendMemTableBytes, SeparateValueBytes: cfg.BackendSeparateValueBytes},
 		filepath.Join(cfg.DataDir, "member"), initial, cfg.storeFS())
 	if err != nil {

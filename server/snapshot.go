@@ -256,6 +256,46 @@ func (sm *stateMachine) restoreReceived(index uint64, name string) error {
 	return nil
 }
 
+// openStateMachine opens the member's state machine in memberDir (newStateMachine).
+// A store that a crash cut off while it restored a snapshot body the leader sent
+// (kv.ErrRestoreCutOff) is restored again from that body, if the log's newest
+// snapshot names it and it is still in kv-in: the start then goes on as after that
+// restore (reconcileStore). Any other store cut off mid-restore is refused.
+func (s *Server) openStateMachine(cfg kv.Config, memberDir string, initial []member, fs vfs.FS) (*stateMachine, error) {
+	sm, err := newStateMachine(cfg, memberDir, initial, fs)
+	if !errors.Is(err, kv.ErrRestoreCutOff) {
+		return sm, err
+	}
+	cutOff := err
+	snap, err := s.storage.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	kind, name, err := snapshotKind(snap.Data)
+	if snap.IsEmpty() || err != nil || kind != snapReceived {
+		return nil, fmt.Errorf("%w; the log names no snapshot body the leader sent to restore it from", cutOff)
+	}
+	if fs == nil {
+		fs = vfs.Default
+	}
+	path := filepath.Join(inboundDir(memberDir), name)
+	if _, err := fs.Stat(path); err != nil {
+		return nil, fmt.Errorf("%w; the body of the snapshot at index %d that the log names is gone: %w", cutOff, snap.Index, err)
+	}
+	store, err := kv.OpenStoreToRestoreFS(cfg, storeDir(memberDir), fs)
+	if err != nil {
+		return nil, err
+	}
+	s.logger.Warn("the store was cut off while it restored a snapshot the leader sent; restoring it again from the body",
+		"store", storeDir(memberDir), "snapshot", snap.Index, "body", path)
+	sm = &stateMachine{store: store, dir: memberDir, fs: fs}
+	if err := sm.restoreReceived(snap.Index, name); err != nil {
+		_ = store.Close()
+		return nil, err
+	}
+	return sm, nil
+}
+
 // restoreStreamFile restores store from a stream body saved whole in a file, as
 // members before the tables saved them.
 func restoreStreamFile(fs vfs.FS, store *kv.Store, path string, rec *kv.RestoreRecord) error {
