@@ -682,11 +682,15 @@ func (s *Server) reconcileStore() (uint64, error) {
 		if err != nil {
 			return 0, err
 		}
-		if !restoredFromLogsSnapshot(st, snap, applied) {
+		// A store restored from the leader's body that the log names, or one
+		// that a build before this rule left (see below), is trusted ahead.
+		restored := restoredFromLogsSnapshot(st, snap, applied)
+		olderBuild := !restored && s.storage.OlderBuildsWAL()
+		if !restored && !olderBuild {
 			return 0, fmt.Errorf("server: the store in %s has applied index %d of term %d, past the log's end at %d of term %d: "+
 				"a member applies only what its own log holds durably, so the log in %s is not the one the store was applied from "+
-				"(another data dir's, an older copy of this one, or a file system that lost synced writes; or a crash of a build "+
-				"before this rule); restore the member from a backup or remove and re-add it",
+				"(another data dir's, an older copy of this one, or a file system that lost synced writes); "+
+				"restore the member from a backup or remove and re-add it",
 				dir, applied, term, last, lastTerm, s.storage.WALDir())
 		}
 		if term < lastTerm {
@@ -697,8 +701,18 @@ func (s *Server) reconcileStore() (uint64, error) {
 		if err != nil {
 			return 0, err
 		}
-		s.logger.Info("the store, restored from the leader's snapshot body, is ahead of the log: the log restarts after the store",
-			"store_applied", applied, "log_last", last, "snapshot", snap.Index, "term", term)
+		if olderBuild {
+			// A build before the rule applied committed entries before its own
+			// write of them, and recorded no restored-from: its store may be ahead
+			// after a crash, or after a clean stop soon after a received snapshot.
+			// Accepted as that build accepted it, on this first start alone.
+			s.logger.Warn("the store is ahead of the log, which only a build before this one has written: "+
+				"such a build could leave it so; the log restarts after the store (accepted on this first start of this build alone)",
+				"store", dir, "store_applied", applied, "log_last", last, "wal", s.storage.WALDir())
+		} else {
+			s.logger.Info("the store, restored from the leader's snapshot body, is ahead of the log: the log restarts after the store",
+				"store_applied", applied, "log_last", last, "snapshot", snap.Index, "term", term)
+		}
 		return applied, nil
 	}
 	if term != 0 && applied > snap.Index {

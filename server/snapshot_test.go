@@ -393,3 +393,68 @@ func TestReceivedBodySurvivesACrash(t *testing.T) {
 		t.Fatalf("the body the snapshot names is gone after a crash: %v", err)
 	}
 }
+
+// testdata/olderbuild is a member's WAL as the last build before the store-ahead
+// rule wrote it (c9374b3, segments of format 2): entries 1 to 3 of term 2,
+// committed, in cluster 7. Written with storage.Open and Save on that commit.
+
+// A store ahead of a log that only a build before the rule wrote is what such a
+// build could leave (it applied committed entries before its own write of them), so
+// on the first start of this build on that log it is accepted as that build accepted
+// it, the log restarting after the store; from then on the rule holds.
+func TestReconcileStoreAheadOfAnOlderBuildsLog(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS("testdata/olderbuild")); err != nil {
+		t.Fatal(err)
+	}
+	open := func() *reconcileFixture {
+		st, err := storage.Open(storage.NewOSFS(), dir, storage.Options{ClusterID: 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sm, err := newStateMachine(kv.Config{}, dir, []member{{ID: 1, Name: "a"}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &reconcileFixture{s: &Server{clusterID: 7, storage: st, sm: sm, logger: slog.New(slog.DiscardHandler)}, dir: dir}
+	}
+	closeFixture := func(f *reconcileFixture) {
+		if err := f.s.sm.store.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.s.storage.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	f := open()
+	if !f.s.storage.OlderBuildsWAL() {
+		t.Fatal("storage does not report testdata/olderbuild as written by an older build")
+	}
+	if last, err := f.s.storage.LastIndex(); err != nil || last != 3 {
+		t.Fatalf("testdata/olderbuild's log ends at %d (%v), want 3", last, err)
+	}
+	f.applyPuts(t, 1, 8, 2)
+	if _, err := f.s.sm.store.Flush(); err != nil { // as the older build left it: on disk
+		t.Fatal(err)
+	}
+	if applied, err := f.s.reconcileStore(); err != nil || applied != 8 {
+		t.Fatalf("first start on an older build's log: reconcileStore = %d, %v; want 8, nil", applied, err)
+	}
+	if snap, err := f.s.storage.Snapshot(); err != nil || snap.Index != 8 || snap.Term != 2 {
+		t.Fatalf("the log restarts at snapshot %d of term %d (%v); want 8 of term 2", snap.Index, snap.Term, err)
+	}
+	f.applyPuts(t, 9, 12, 2) // this build's own log then falls behind its store
+	if _, err := f.s.sm.store.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	closeFixture(f)
+
+	f = open()
+	defer closeFixture(f)
+	if f.s.storage.OlderBuildsWAL() {
+		t.Fatal("storage still reports the log as an older build's after this build wrote to it")
+	}
+	_, err := f.s.reconcileStore()
+	wantRefused(t, err, storeDir(dir), f.s.storage.WALDir(), "applied index 12 of term 2", "end at 8 of term 2")
+}

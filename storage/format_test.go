@@ -90,12 +90,19 @@ func testOpenOlderFormatDataDir(t *testing.T, version uint32) {
 	}
 
 	want := &model{}
-	format1Workload(t, mustOpen(t, NewMemFS(), "scratch", format1Options(t)), want)
+	scratch := mustOpen(t, NewMemFS(), "scratch", format1Options(t))
+	if scratch.OlderBuildsWAL() {
+		t.Fatal("a new WAL is reported as an older build's")
+	}
+	format1Workload(t, scratch, want)
 	opts := format1Options(t)
 	opts.MemberID = 0xa1
 	s := mustOpen(t, NewOSFS(), dir, opts)
 	if got := readState(t, s); !equalState(got, want.state()) {
 		t.Fatalf("format %d data dir reads as\n%v\nwant\n%v", version, got, want.state())
+	}
+	if !s.OlderBuildsWAL() {
+		t.Fatalf("a WAL of format %d alone is not reported as an older build's", version)
 	}
 	// New writes go to a segment of the current format, after the old ones.
 	saveWithModel(t, s, want, raft.HardState{Term: 4, Vote: 1, Commit: 85}, makeEntries(86, 30, 4, 90))
@@ -116,6 +123,9 @@ func testOpenOlderFormatDataDir(t *testing.T, version uint32) {
 
 	s = mustOpen(t, NewOSFS(), dir, opts)
 	defer s.Close()
+	if s.OlderBuildsWAL() {
+		t.Fatal("a WAL this build wrote on is still reported as an older build's")
+	}
 	if got := readState(t, s); !equalState(got, want.state()) {
 		t.Fatalf("after writing on it, the data dir reads as\n%v\nwant\n%v", got, want.state())
 	}

@@ -42,6 +42,9 @@ type walRecovery struct {
 	lastSeq   uint64 // the last segment
 	lastEnd   int64  // where its sound records end
 	lastClean bool   // nothing but zeros after lastEnd: appends can continue there
+	// olderFormat: the last segment is of a format before segmentVersion, so no
+	// build that writes this format has appended to the WAL yet.
+	olderFormat bool
 	// oldFormatBelow: the segments numbered below it are of format 1 (segment.go);
 	// the rest, and every one made from now on, of a later format.
 	oldFormatBelow uint64
@@ -152,6 +155,7 @@ func recoverWAL(fsys FS, dataDir, dir string, clusterID uint64, logger *slog.Log
 	// Appends continue in the last segment only if it is of the current format;
 	// after a segment of format 1, Open starts a new one.
 	rec.lastClean = tail.clean && last.version == segmentVersion
+	rec.olderFormat = last.version < segmentVersion
 	if err := replaySegment(last, tail.end, len(segs) == 1, seed, false, &rec.replay); err != nil {
 		return nil, err
 	}

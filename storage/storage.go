@@ -158,6 +158,8 @@ type Storage struct {
 	walDir  string
 	walLock io.Closer
 	wal     *wal
+	// olderBuildsWAL: see OlderBuildsWAL.
+	olderBuildsWAL bool
 
 	// snapMu serializes installing a snapshot (ApplySnapshot, which writes its file
 	// between checking the log and updating it) with committing one of this node's
@@ -323,6 +325,7 @@ func (s *Storage) recover(opts Options, began time.Time) error {
 	}
 	s.mu.log = rec.index(snap.Index)
 	s.mu.confIndexes = rec.confIndexes()
+	s.olderBuildsWAL = !rec.fresh && rec.olderFormat
 
 	w := &wal{
 		fs: s.fs, dir: walDir, clusterID: s.clusterID, memberID: cmp.Or(opts.MemberID, rec.memberID), seed: clusterSeed(s.clusterID),

@@ -55,6 +55,12 @@ func (s *Storage) checkWALMember(id uint64, rec *walRecovery) error {
 // WALDir is the directory that holds the WAL's segments.
 func (s *Storage) WALDir() string { return s.walDir }
 
+// OlderBuildsWAL reports whether the WAL, as Open found it, ended in a segment of a
+// format before the one this build writes (3): only older builds had written to
+// it, and this is the first start on it of a build of this format. (Open then
+// starts a segment of the current format, so at the next start it is false.)
+func (s *Storage) OlderBuildsWAL() bool { return s.olderBuildsWAL }
+
 // IsBookkeeping reports whether a file of a WAL or snapshot directory is one of
 // storage's own records rather than a log segment or a snapshot: a lock, the member
 // record, or a temporary file a crash left. A directory with nothing else holds no
