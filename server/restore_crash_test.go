@@ -169,6 +169,17 @@ func crashWhileRestoring(t *testing.T, body []byte, kind string, at int) (crashe
 		if _, err := s.openStateMachine(kv.Config{}, dir, members, noBody); !errors.Is(err, kv.ErrRestoreCutOff) || !strings.Contains(err.Error(), "that the log names is gone") {
 			t.Fatalf("crash at write %d of the restore, the body then removed: the start says %v; want the store refused as cut off, the body gone", at, err)
 		}
+		// Nor does a log that names no received snapshot let it open.
+		other, err := storage.Open(storage.NewOSFS(), t.TempDir(), storage.Options{ClusterID: 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s = &Server{clusterID: 7, storage: other, logger: discard}
+		_, err = s.openStateMachine(kv.Config{}, dir, members, img.CrashClone(vfs.CrashCloneCfg{}))
+		other.Close()
+		if !errors.Is(err, kv.ErrRestoreCutOff) || !strings.Contains(err.Error(), "the log names no snapshot body the leader sent") {
+			t.Fatalf("crash at write %d of the restore, a log without the snapshot: the start says %v; want the store refused as cut off, no body named", at, err)
+		}
 	} else {
 		t.Fatalf("crash at write %d of the restore: the store does not open: %v", at, err)
 	}
