@@ -43,7 +43,7 @@ func runFollowerUntilCrash(t *testing.T, cp *crashPoint, n int) *followerCrash {
 		}
 		return armed.Load() && cp.write()
 	})
-	cp.store = vfs.NewCrashableMem()
+	cp.store = newLinkGuard(vfs.NewCrashableMem())
 	storeFS := errorfs.Wrap(cp.store, errorfs.InjectorFunc(func(op errorfs.Op) error {
 		if armed.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
 			cp.write()

@@ -25,7 +25,7 @@ type crashPoint struct {
 	mu         sync.Mutex
 	at, writes int
 	crashed    bool
-	store      *vfs.MemFS // live
+	store      linkGuard  // live
 	image      *vfs.MemFS // the store's files as the crash left them
 	acked      []int      // keys acknowledged, in order
 	ackedThen  int        // len(acked) at the crash
@@ -35,6 +35,34 @@ type crashPoint struct {
 	// onCrash, if set, runs at the crash: it ends the put in flight, which would
 	// else wait out its timeout on a member whose writes no longer land.
 	onCrash func()
+}
+
+// linkGuard is a crashable MemFS whose crash clones never deadlock against a link:
+// pebble's MemFS.Link read-locks its clone lock twice (again inside its walk), so a
+// CrashClone that starts between the two waits for the first and blocks the second
+// for good (TestCrashWhileRestoringAReceivedBody hung so: an ingest's link, and a
+// clone at a background removal). Links hold mu's read lock around the whole call;
+// crashClone takes its write lock first.
+type linkGuard struct {
+	vfs.FS
+	mem *vfs.MemFS
+	mu  *sync.RWMutex
+}
+
+func newLinkGuard(mem *vfs.MemFS) linkGuard { return linkGuard{FS: mem, mem: mem, mu: &sync.RWMutex{}} }
+
+func (g linkGuard) Link(oldname, newname string) error {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.FS.Link(oldname, newname)
+}
+
+// crashClone is the files as a crash now would leave them, taken while no link is
+// under way.
+func (g linkGuard) crashClone() *vfs.MemFS {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.mem.CrashClone(vfs.CrashCloneCfg{})
 }
 
 func (c *crashPoint) write() bool {
@@ -48,7 +76,7 @@ func (c *crashPoint) write() bool {
 		return false
 	}
 	c.crashed = true
-	c.image = c.store.CrashClone(vfs.CrashCloneCfg{})
+	c.image = c.store.crashClone()
 	c.ackedThen = len(c.acked)
 	if c.onCrash != nil {
 		c.onCrash()
@@ -89,7 +117,7 @@ func runUntilCrash(t *testing.T, dir string, cp *crashPoint, n int) *storage.Mem
 	logMem := storage.NewMemFS()
 	logFS := storage.NewFaultFS(logMem)
 	logFS.CrashWhen(func(storage.Op, string) bool { return cp.write() })
-	cp.store = vfs.NewCrashableMem()
+	cp.store = newLinkGuard(vfs.NewCrashableMem())
 	storeFS := errorfs.Wrap(cp.store, errorfs.InjectorFunc(func(op errorfs.Op) error {
 		if op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
 			// After the crash the store's writes go on to the live files, which the

@@ -67,7 +67,7 @@ func crashWhileRestoring(t *testing.T, body []byte, kind string, at int) (crashe
 	t.Helper()
 	const dir = "/member"
 	members := []member{{ID: 1, Name: "a"}, {ID: 2, Name: "b"}, {ID: 3, Name: "c", IsLearner: true}}
-	mem := vfs.NewCrashableMem()
+	mem := newLinkGuard(vfs.NewCrashableMem())
 	var (
 		mu     sync.Mutex
 		armed  bool
@@ -79,7 +79,7 @@ func crashWhileRestoring(t *testing.T, body []byte, kind string, at int) (crashe
 		defer mu.Unlock()
 		if armed && op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
 			if writes++; writes == at {
-				image = mem.CrashClone(vfs.CrashCloneCfg{})
+				image = mem.crashClone()
 			}
 		}
 		return nil
@@ -116,7 +116,7 @@ func crashWhileRestoring(t *testing.T, body []byte, kind string, at int) (crashe
 		}
 		f, err := fs.Create(filepath.Join(inboundDir(dir), name), vfs.WriteCategoryUnspecified)
 		if err == nil {
-			_, err = f.Write(body)
+			_, err = f.Write(bytes.Clone(body)) // under invariants (and -race) MemFS scrambles what it was given
 		}
 		if err == nil {
 			err = f.Sync()
