@@ -705,9 +705,10 @@ func (s *Server) reconcileStore() (uint64, error) {
 			// A build before the rule applied committed entries before its own
 			// write of them, and recorded no restored-from: its store may be ahead
 			// after a crash, or after a clean stop soon after a received snapshot.
-			// Accepted as that build accepted it, on this first start alone.
+			// Accepted as that build accepted it, until this build first writes to
+			// the log (ApplySnapshot, next, does).
 			s.logger.Warn("the store is ahead of the log, which only a build before this one has written: "+
-				"such a build could leave it so; the log restarts after the store (accepted on this first start of this build alone)",
+				"such a build could leave it so; the log restarts after the store (accepted until this build first writes to the log)",
 				"store", dir, "store_applied", applied, "log_last", last, "wal", s.storage.WALDir())
 		} else {
 			s.logger.Info("the store, restored from the leader's snapshot body, is ahead of the log: the log restarts after the store",

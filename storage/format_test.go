@@ -104,6 +104,15 @@ func testOpenOlderFormatDataDir(t *testing.T, version uint32) {
 	if !s.OlderBuildsWAL() {
 		t.Fatalf("a WAL of format %d alone is not reported as an older build's", version)
 	}
+	// Open started a segment of the current format, but nothing was written: a
+	// start that stops here leaves the WAL an older build's.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, NewOSFS(), dir, opts)
+	if !s.OlderBuildsWAL() {
+		t.Fatalf("a WAL of format %d is no longer reported as an older build's after an open and a close that wrote nothing", version)
+	}
 	// New writes go to a segment of the current format, after the old ones.
 	saveWithModel(t, s, want, raft.HardState{Term: 4, Vote: 1, Commit: 85}, makeEntries(86, 30, 4, 90))
 	if err := s.Close(); err != nil {

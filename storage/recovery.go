@@ -42,8 +42,8 @@ type walRecovery struct {
 	lastSeq   uint64 // the last segment
 	lastEnd   int64  // where its sound records end
 	lastClean bool   // nothing but zeros after lastEnd: appends can continue there
-	// olderFormat: the last segment is of a format before segmentVersion, so no
-	// build that writes this format has appended to the WAL yet.
+	// olderFormat: the first segment is of a format before segmentVersion (an
+	// older build wrote it; formats only move forward).
 	olderFormat bool
 	// oldFormatBelow: the segments numbered below it are of format 1 (segment.go);
 	// the rest, and every one made from now on, of a later format.
@@ -155,7 +155,7 @@ func recoverWAL(fsys FS, dataDir, dir string, clusterID uint64, logger *slog.Log
 	// Appends continue in the last segment only if it is of the current format;
 	// after a segment of format 1, Open starts a new one.
 	rec.lastClean = tail.clean && last.version == segmentVersion
-	rec.olderFormat = last.version < segmentVersion
+	rec.olderFormat = segs[0].version < segmentVersion
 	if err := replaySegment(last, tail.end, len(segs) == 1, seed, false, &rec.replay); err != nil {
 		return nil, err
 	}
@@ -339,6 +339,7 @@ func replaySegment(s *segmentFile, end int64, first bool, seed uint32, verify bo
 			if hs != nil {
 				r.hs = *hs
 			}
+			r.currentFormatRecords = r.currentFormatRecords || s.version == segmentVersion
 		case recSnapshot:
 			m, err := decodeSnapMarker(rec.payload)
 			if err != nil {
@@ -347,6 +348,7 @@ func replaySegment(s *segmentFile, end int64, first bool, seed uint32, verify bo
 			if err := r.marker(m, s.seq, loc); err != nil {
 				return err
 			}
+			r.currentFormatRecords = r.currentFormatRecords || s.version == segmentVersion
 		default:
 			return corruptf(s.path, off, "a %v record in the middle of a segment", rec.typ)
 		}

@@ -48,6 +48,10 @@ type replay struct {
 
 	segments       []segmentInfo
 	lastInstallSeq uint64
+	// currentFormatRecords: a segment of the current format holds a record past
+	// its start (entries, a hard state or a snapshot marker): a build of this
+	// format has written to the WAL.
+	currentFormatRecords bool
 }
 
 // lastIndex is the index of the last entry, or the base if there is none.

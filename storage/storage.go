@@ -325,7 +325,7 @@ func (s *Storage) recover(opts Options, began time.Time) error {
 	}
 	s.mu.log = rec.index(snap.Index)
 	s.mu.confIndexes = rec.confIndexes()
-	s.olderBuildsWAL = !rec.fresh && rec.olderFormat
+	s.olderBuildsWAL = !rec.fresh && rec.olderFormat && !rec.currentFormatRecords
 
 	w := &wal{
 		fs: s.fs, dir: walDir, clusterID: s.clusterID, memberID: cmp.Or(opts.MemberID, rec.memberID), seed: clusterSeed(s.clusterID),

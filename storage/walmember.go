@@ -55,10 +55,13 @@ func (s *Storage) checkWALMember(id uint64, rec *walRecovery) error {
 // WALDir is the directory that holds the WAL's segments.
 func (s *Storage) WALDir() string { return s.walDir }
 
-// OlderBuildsWAL reports whether the WAL, as Open found it, ended in a segment of a
-// format before the one this build writes (3): only older builds had written to
-// it, and this is the first start on it of a build of this format. (Open then
-// starts a segment of the current format, so at the next start it is false.)
+// OlderBuildsWAL reports whether, as Open found it, only older builds had written
+// records to the WAL: it has segments of a format before the one this build writes
+// (3), and no record past a segment's start in one of format 3. Open itself starts a
+// segment of format 3 on such a WAL but writes no record in it (unless it adopts a
+// snapshot file whose record was lost), so a start that fails before anything is
+// appended leaves it true; the first entry, hard state or snapshot this build
+// appends ends it.
 func (s *Storage) OlderBuildsWAL() bool { return s.olderBuildsWAL }
 
 // IsBookkeeping reports whether a file of a WAL or snapshot directory is one of
