@@ -93,18 +93,38 @@ func NewStore(cfg Config) (*Store, error) {
 }
 
 func openStore(cfg Config, dir string, fs vfs.FS) (*Store, error) {
+	return openStoreMode(cfg, dir, fs, false)
+}
+
+// openStoreMode opens the store in dir; toRestore also opens one whose engine a
+// restore was cut off in (OpenStoreToRestoreFS).
+func openStoreMode(cfg Config, dir string, fs vfs.FS, toRestore bool) (*Store, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	e, err := openEngine(dir, cfg.engineConfig(fs))
+	e, err := openEngineMode(dir, cfg.engineConfig(fs), toRestore)
 	if err != nil {
 		return nil, err
 	}
-	st, err := loadState(cfg, e)
+	var restoring []byte
+	if toRestore {
+		if restoring, err = e.getMeta(metaRestoring); err == nil && restoring != nil {
+			// What the cut-off restore left (nothing, or some of the snapshot's
+			// records) goes, so that the tables below read as an empty store's.
+			err = e.markRestoring()
+		}
+	}
+	var st *state
+	if err == nil {
+		st, err = loadState(cfg, e)
+	}
 	if err != nil {
 		_ = e.close()
 		return nil, err
+	}
+	if restoring != nil {
+		st.failed = fmt.Errorf("%w: engine in %q; it must be restored before use", ErrRestoreCutOff, dir)
 	}
 	s := &Store{cfg: cfg}
 	s.mu.st = st
