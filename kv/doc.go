@@ -94,10 +94,10 @@
 // more than a chunk and a table's index. An engine whose restore was cut off is
 // refused at OpenStore (ErrRestoreCutOff); OpenStoreToRestoreFS opens it to restore
 // into it again. A RestoreRecord given to a restore is written in the batch that
-// ends it, so it becomes durable with the restored state. Store.Restore also imports the full-state snapshot format
-// of the previous release (formats 1 to 5), so old data dirs upgrade. A
-// SnapshotView also serves backups and hashes (EachKey, export.go), and
-// Store.Import builds a store from such an export.
+// ends it, so it becomes durable with the restored state. Store.Restore also
+// imports the full-state snapshot format of the previous release (formats 1 to 5),
+// so old data dirs upgrade. A SnapshotView also serves backups and hashes (EachKey,
+// export.go), and Store.Import builds a store from such an export.
 //
 // The engine's randomized tests (engine_test.go) check it against a small
 // test-only reference store (ref_test.go); the semantics tests (store_test.go,
