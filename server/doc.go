@@ -28,9 +28,14 @@
 // snapshot being sent or its receiver's log until that has caught up; a snapshot is a marker, and a
 // lagging follower is streamed the engine itself (transport's
 // SnapshotStream/SnapshotReceiver), which it writes into sstables as it arrives and
-// ingests, with a chunk in memory at each end. A restart opens the engine and replays the log after its applied
-// index, once reconcileStore has checked that the two are of one history. A full
-// disk or a failed engine stops the member with one line (fatal.go).
+// ingests, with a chunk in memory at each end. A member applies only entries its
+// own log holds durably, so a restart refuses a store ahead of its log, except the
+// body of a received snapshot (recorded with it, metaRestoredFrom) and a store an
+// older build left (storage.OlderBuildsWAL); a store that a crash cut off inside
+// a restore is restored again from the body the log names (openStateMachine). A
+// restart opens the engine and replays the log after its applied index, once
+// reconcileStore has checked that the two are of one history. A full disk or a
+// failed engine stops the member with one line (fatal.go).
 //
 // Operator settings follow etcd's flags (Config): a WAL dir of its own (WALDir),
 // auto-compaction in etcd's periodic and revision modes (compactor.go), disaster
