@@ -38,6 +38,10 @@ type PeerProgress struct {
 	RecentActive bool
 	// State is how the leader replicates to it: "Probe", "Replicate" or "Snapshot".
 	State string
+	// PendingSnapshot is the index of the snapshot sent to it in state Snapshot,
+	// from the moment the leader chose it (the log after it must stay until the
+	// node has it); 0 in the other states.
+	PendingSnapshot uint64
 }
 
 // ProposeConfChange appends a configuration change to the leader's log and returns the
@@ -76,6 +80,9 @@ func (rn *RawNode) MembershipStatus() MembershipStatus {
 			ID: id, IsVoter: conf.IsVoter(id), IsLearner: conf.IsLearner(id),
 			Match: pr.match, Next: pr.next, RecentActive: pr.recentActive, State: pr.state.String(),
 		})
+		if pr.state == progressSnapshot {
+			st.Progress[len(st.Progress)-1].PendingSnapshot = pr.pendingSnapshot
+		}
 	}
 	return st
 }

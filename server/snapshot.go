@@ -439,6 +439,11 @@ func (o *outboundSnapshots) limit(index uint64, progress []raft.PeerProgress, no
 	match := make(map[uint64]uint64, len(progress))
 	for _, p := range progress {
 		match[p.ID] = p.Match
+		if p.PendingSnapshot > 0 {
+			// Chosen by Raft, and maybe not yet asked for by the transport, which
+			// dials the receiver first: no pin yet (TestOutboundSnapshotsLimitHoldsAChosenSnapshot).
+			index = min(index, p.PendingSnapshot)
+		}
 	}
 	for to, pin := range o.pins {
 		if pin.sentAt.IsZero() {

@@ -228,6 +228,23 @@ func TestOutboundSnapshotsLimit(t *testing.T) {
 	}
 }
 
+// A snapshot Raft has chosen to send holds the log from that moment, before the
+// transport has dialed the receiver and asked for the body (the pin starts only
+// then): a compaction in between once truncated past it, and the receiver needed a
+// second snapshot (TestSnapshotUnderWritesConverges saw 3 in one CI run, "sending
+// snapshot 700 match=2 next=663" while 662 was on its way).
+func TestOutboundSnapshotsLimitHoldsAChosenSnapshot(t *testing.T) {
+	var o outboundSnapshots
+	progress := []raft.PeerProgress{{ID: 1, Match: 900, State: "Replicate"}, {ID: 2, Match: 2, Next: 3, State: "Snapshot", PendingSnapshot: 662}}
+	if got := o.limit(1000, progress, time.Now()); got != 662 {
+		t.Fatalf("a peer in state Snapshot for the snapshot at 662, no body asked for yet: limit %d, want 662", got)
+	}
+	progress[1].State, progress[1].PendingSnapshot = "Probe", 0
+	if got := o.limit(1000, progress, time.Now()); got != 1000 {
+		t.Fatalf("the peer back in state Probe: limit %d, want 1000", got)
+	}
+}
+
 // SnapshotCatchUpEntries defaults to etcd's 5000, or SnapshotCount if that is
 // smaller; a value set is taken as it is, as etcd takes it.
 func TestSnapshotCatchUpEntriesDefault(t *testing.T) {
