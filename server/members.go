@@ -111,6 +111,42 @@ func (s *Server) peerUpdated(m member) {
 	}
 }
 
+// startingPeers is whom the transport dials at start, and which members it refuses
+// as removed. member/cluster.json names the members the data dir was made with and
+// is never rewritten, so it alone would leave out every member added since, and
+// refuse no member removed since: a cluster whose members were replaced one by one
+// would, once all restarted, not reach the members that now make its quorum. The
+// store's member list holds every change applied up to its applied index, so it is
+// laid over the file's; the changes the log holds past that index are applied again
+// by the apply loop, which updates the transport as each applies.
+func (s *Server) startingPeers() (addrs map[uint64]string, removed []uint64, err error) {
+	addrs = map[uint64]string{}
+	for id, m := range s.peers {
+		if m.isRemoved || id == s.id || len(m.PeerURLs) == 0 {
+			continue
+		}
+		if addrs[id], err = peerAddr(m.PeerURLs[0]); err != nil {
+			return nil, nil, err
+		}
+	}
+	for _, m := range s.sm.allMembers() {
+		switch {
+		case m.ID == s.id:
+		case m.isRemoved:
+			delete(addrs, m.ID)
+			removed = append(removed, m.ID)
+		case len(m.PeerURLs) > 0:
+			addr, err := peerAddr(m.PeerURLs[0])
+			if err != nil {
+				s.logger.Warn("cannot dial a member at its peer URL", "member", hexID(m.ID), "peer_urls", m.PeerURLs, "err", err)
+				continue
+			}
+			addrs[m.ID] = addr
+		}
+	}
+	return addrs, removed, nil
+}
+
 // syncPeers points the transport at the member list a snapshot installed: members
 // dialled at their peer URLs, removed ones refused. A peer the list does not name is
 // left alone: it may be a member added after the snapshot, whose addition the log

@@ -253,16 +253,9 @@ func (s *Server) start(ids []uint64) error {
 	s.watches = watch.NewHub(s.sm.store, watch.Config{ProgressNotifyInterval: cfg.WatchProgressNotifyInterval, Logger: s.logger})
 	s.initLeases()
 
-	peerAddrs := map[uint64]string{}
-	for id, m := range s.peers {
-		if m.isRemoved || id == s.id || len(m.PeerURLs) == 0 {
-			continue
-		}
-		addr, err := peerAddr(m.PeerURLs[0])
-		if err != nil {
-			return err
-		}
-		peerAddrs[id] = addr
+	peerAddrs, removed, err := s.startingPeers()
+	if err != nil {
+		return err
 	}
 	tickInterval := cfg.HeartbeatInterval
 	electionTicks := int(cfg.ElectionTimeout / tickInterval)
@@ -288,6 +281,9 @@ func (s *Server) start(ids []uint64) error {
 			}}, h)
 		if err != nil {
 			return nil, err
+		}
+		for _, id := range removed {
+			t.RemovePeer(id)
 		}
 		s.transport = t
 		return t, nil
