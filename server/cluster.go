@@ -325,8 +325,8 @@ func (c *clusterService) add(ctx context.Context, peerURLs []string, isLearner b
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var m member
-	var waitDurable bool
-	err := c.changeWaiting(ctx, &waitDurable, func() (raft.ConfChange, []byte, error) {
+	var durableOn []uint64
+	err := c.changeWaiting(ctx, &durableOn, func() (raft.ConfChange, []byte, error) {
 		ms, err := c.state()
 		if err != nil {
 			return raft.ConfChange{}, nil, err
@@ -361,10 +361,14 @@ func (c *clusterService) add(ctx context.Context, peerURLs []string, isLearner b
 		// The configuration with the new voter is in effect once appended (§4.1): if
 		// the voters heard from are not a quorum of it, the change commits only
 		// once the new member runs, which it can only do after this call has
-		// answered. So the call answers once the change is durable in this leader's
-		// log (etcd, which switches configuration at apply, answers at once), and
-		// a joining member hears of itself before it commits (pendingJoin).
-		waitDurable = !isLearner && ms.countActive() < quorum(len(ms.st.Voters)+1)
+		// answered. So the call answers once the change is durable on a quorum of
+		// the voters before it (etcd, which switches configuration at apply,
+		// answers once it commits under those), and a joining member hears of
+		// itself before it commits (pendingJoin).
+		durableOn = nil
+		if !isLearner && ms.countActive() < quorum(len(ms.st.Voters)+1) {
+			durableOn = slices.Clone(ms.st.Voters)
+		}
 		c.s.pendingJoin.Store(&m)
 		c.s.peerUpdated(m) // the leader must reach it before the change applies
 		return raft.ConfChange{Type: typ, NodeID: m.ID}, m.encode(), nil
@@ -481,17 +485,33 @@ func (c *clusterService) update(ctx context.Context, id uint64, peerURLs []strin
 	return res.Err
 }
 
-// waitDurable waits until this leader's own log holds index durably (its Match).
-func (c *clusterService) waitDurable(ctx context.Context, index uint64) error {
+// waitDurable waits until the configuration change this leader appended at index is
+// durable on a quorum of voters, the voters of the configuration before it. Then no
+// leader can be elected without it, as for an entry committed under that
+// configuration (§5.4): a candidate whose log lacks it needs the votes of a quorum of
+// voters, one of whom holds it and refuses. For a cluster of one that is this
+// leader's own durable write. A follower's Match counts only what it acknowledged
+// after its fsync.
+func (c *clusterService) waitDurable(ctx context.Context, index, term uint64, voters []uint64) error {
 	for {
 		st := c.s.node.MembershipStatus()
 		if st.Progress == nil {
 			return errLostEntry
 		}
+		switch t, err := c.s.storage.Term(index); {
+		case errors.Is(err, raft.ErrCompacted):
+			return nil // in a snapshot, so committed
+		case err == nil && t != term:
+			return errLostEntry // cut from the log, another entry in its place
+		}
+		durable := 0
 		for _, p := range st.Progress {
-			if p.ID == c.s.id && p.Match >= index {
-				return nil
+			if p.Match >= index && slices.Contains(voters, p.ID) {
+				durable++
 			}
+		}
+		if durable >= quorum(len(voters)) {
+			return nil
 		}
 		select {
 		case <-time.After(c.s.cfg.HeartbeatInterval / 4):
@@ -510,9 +530,10 @@ func (c *clusterService) change(ctx context.Context, prepare func() (raft.ConfCh
 	return c.changeWaiting(ctx, nil, prepare)
 }
 
-// changeWaiting is change; if prepare sets *waitDurable, it waits only until the
-// change is durable in this leader's log.
-func (c *clusterService) changeWaiting(ctx context.Context, waitDurable *bool, prepare func() (raft.ConfChange, []byte, error)) error {
+// changeWaiting is change; if prepare sets *durableOn to the voters before the
+// change, it waits only until the change is durable on a quorum of them
+// (waitDurable).
+func (c *clusterService) changeWaiting(ctx context.Context, durableOn *[]uint64, prepare func() (raft.ConfChange, []byte, error)) error {
 	s := c.s
 	for {
 		cc, rec, err := prepare()
@@ -521,10 +542,10 @@ func (c *clusterService) changeWaiting(ctx context.Context, waitDurable *bool, p
 		}
 		seq, wt := s.waits.register()
 		cc.Context = encodeEnvelope(envelope{kind: kindConf, proposer: s.proposer, seq: seq, payload: rec})
-		index, _, err := s.node.ProposeConfChange(ctx, cc)
-		if err == nil && waitDurable != nil && *waitDurable {
+		index, term, err := s.node.ProposeConfChange(ctx, cc)
+		if err == nil && durableOn != nil && *durableOn != nil {
 			s.waits.cancel(seq)
-			return c.waitDurable(ctx, index)
+			return c.waitDurable(ctx, index, term, *durableOn)
 		}
 		if err == nil {
 			s.waits.expectAt(seq, index)
