@@ -277,10 +277,38 @@ type memberState struct {
 	active  map[uint64]bool
 }
 
-func (c *clusterService) state() (memberState, error) {
+// state is the leader's view that a change is checked against. It waits until the
+// latest configuration change in the log has committed and applied here, so that
+// the member list the checks read (peer URLs in use, who is a learner, who exists)
+// is that of the configuration in effect: etcd checks a change as it applies, this
+// leader before it proposes, and the change before may have committed without having
+// applied yet. (A voter added below quorum is answered while still uncommitted, see
+// waitDurable: a change made then would also replace the joining member's pendingJoin.)
+func (c *clusterService) state(ctx context.Context) (memberState, error) {
 	st := c.s.node.MembershipStatus()
+	for st.Progress != nil && !st.Committed {
+		select {
+		case <-time.After(c.s.cfg.HeartbeatInterval / 4):
+		case <-ctx.Done():
+			return memberState{}, c.s.contextError(ctx)
+		case <-c.s.stopc:
+			return memberState{}, errStopped
+		}
+		st = c.s.node.MembershipStatus()
+	}
 	if st.Progress == nil {
 		return memberState{}, errNotLeaderForMembers
+	}
+	if applied := c.s.applied.get(); applied < st.Index {
+		if err := c.s.applied.wait(ctx, st.Index); err != nil {
+			if ctx.Err() != nil {
+				return memberState{}, c.s.contextError(ctx)
+			}
+			return memberState{}, err
+		}
+		if st = c.s.node.MembershipStatus(); st.Progress == nil {
+			return memberState{}, errNotLeaderForMembers
+		}
 	}
 	ms := memberState{st: st, started: map[uint64]bool{}, active: map[uint64]bool{}}
 	for _, m := range c.s.sm.members() {
@@ -327,7 +355,7 @@ func (c *clusterService) add(ctx context.Context, peerURLs []string, isLearner b
 	var m member
 	var durableOn []uint64
 	err := c.changeWaiting(ctx, &durableOn, func() (raft.ConfChange, []byte, error) {
-		ms, err := c.state()
+		ms, err := c.state(ctx)
 		if err != nil {
 			return raft.ConfChange{}, nil, err
 		}
@@ -394,13 +422,13 @@ func (c *clusterService) remove(ctx context.Context, id uint64) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.change(ctx, func() (raft.ConfChange, []byte, error) {
+		ms, err := c.state(ctx)
+		if err != nil {
+			return raft.ConfChange{}, nil, err
+		}
 		m, ok := c.s.sm.member(id)
 		if !ok {
 			return raft.ConfChange{}, nil, errMemberNotFound
-		}
-		ms, err := c.state()
-		if err != nil {
-			return raft.ConfChange{}, nil, err
 		}
 		if !c.s.cfg.DisableStrictReconfigCheck && !m.IsLearner {
 			members, started := ms.countStarted(id)
@@ -420,7 +448,7 @@ func (c *clusterService) promote(ctx context.Context, id uint64) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.change(ctx, func() (raft.ConfChange, []byte, error) {
-		ms, err := c.state()
+		ms, err := c.state(ctx)
 		if err != nil {
 			return raft.ConfChange{}, nil, err
 		}
@@ -461,6 +489,9 @@ func (c *clusterService) promote(ctx context.Context, id uint64) error {
 func (c *clusterService) update(ctx context.Context, id uint64, peerURLs []string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if _, err := c.state(ctx); err != nil {
+		return err
+	}
 	if _, ok := c.s.sm.member(id); !ok {
 		return errMemberNotFound
 	}
@@ -473,9 +504,6 @@ func (c *clusterService) update(ctx context.Context, id uint64, peerURLs []strin
 				return rpctypes.ErrGRPCPeerURLExist
 			}
 		}
-	}
-	if _, err := c.state(); err != nil {
-		return err
 	}
 	rec := member{ID: id, PeerURLs: slices.Clone(peerURLs)}
 	res, err := c.s.propose(ctx, kindMemberUpdate, rec.encode())

@@ -172,6 +172,10 @@ type Config struct {
 	// (snapshot_retry_test.go): no failure of compactLog that the member survives
 	// can be provoked from outside.
 	snapshotHook func(index uint64) error
+	// applyHook, if set, is called before each entry from the log applies, on the
+	// apply loop: a test blocks in it to hold the applied index behind the commit
+	// index (cluster_applied_test.go). Tests only.
+	applyHook func(index uint64)
 }
 
 // Defaults, matching etcd's where etcd has one.

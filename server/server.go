@@ -454,6 +454,9 @@ func (s *Server) applyLoop() {
 		retryAt         uint64
 	)
 	for msg := range s.node.Apply() {
+		if s.cfg.applyHook != nil {
+			s.cfg.applyHook(msg.Index) // tests only
+		}
 		s.terms.set(msg.Term)
 		s.sm.store.SetTerm(msg.Term)
 		if s.snapshotFailed.Swap(false) {
