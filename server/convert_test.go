@@ -1,7 +1,6 @@
 package server
 
 import (
-	"math"
 	"testing"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -9,20 +8,6 @@ import (
 
 	"raftkv/kv"
 )
-
-// Range skips sizing a request exactly when its key, range end and unknown fields
-// leave room for maxRangeRequestFixedBytes; the bound must hold for the largest
-// encoding of every other field.
-func TestRangeRequestFixedBytesBound(t *testing.T) {
-	big := make([]byte, 1<<20)
-	r := &pb.RangeRequest{Key: big, RangeEnd: big, Limit: -1, Revision: -1,
-		SortOrder: pb.RangeRequest_SortOrder(math.MaxInt32), SortTarget: pb.RangeRequest_SortTarget(math.MinInt32),
-		Serializable: true, KeysOnly: true, CountOnly: true,
-		MinModRevision: math.MinInt64, MaxModRevision: -1, MinCreateRevision: -1, MaxCreateRevision: math.MinInt64}
-	if fixed := proto.Size(r) - 2*len(big); fixed > maxRangeRequestFixedBytes {
-		t.Fatalf("a RangeRequest encodes %d bytes besides its key and range end; maxRangeRequestFixedBytes is %d", fixed, maxRangeRequestFixedBytes)
-	}
-}
 
 // rangeToPB builds answers of one key or none in one allocation; they must be the
 // same messages the general path builds.

@@ -30,14 +30,9 @@ type kvService struct {
 }
 
 func (k *kvService) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
-	// The key, the range end and fields unknown to us are all of a RangeRequest that
-	// can be large; the rest cannot take more than maxRangeRequestFixedBytes. Only a
-	// request near the limit pays for sizing it exactly.
-	if len(r.Key)+len(r.RangeEnd)+len(r.ProtoReflect().GetUnknown())+maxRangeRequestFixedBytes > k.s.cfg.MaxRequestBytes {
-		if err := k.checkSize(r); err != nil {
-			return nil, err
-		}
-	}
+	// No --max-request-bytes check: as in etcd, it bounds what is proposed through
+	// Raft, and a read is not; gRPC's own limit (MaxRequestBytes plus
+	// grpcOverheadBytes) still bounds the request.
 	if !r.Serializable {
 		if err := k.s.linearizableRead(ctx); err != nil {
 			return nil, toGRPC(err)
@@ -73,9 +68,7 @@ func (k *kvService) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (
 func (k *kvService) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
 	txn := txnFromPB(r)
 	if kv.IsTxnReadOnly(txn) {
-		if err := k.checkSize(r); err != nil {
-			return nil, err
-		}
+		// Not proposed, so not held to --max-request-bytes (as Range).
 		if err := k.s.sm.store.Check(&kv.Command{Txn: txn}); err != nil {
 			return nil, toGRPC(err)
 		}
@@ -186,11 +179,6 @@ func sameKind(cmd *kv.Command, res kv.Result) (resKind string, same bool) {
 	}
 	return "request of another kind", false
 }
-
-// maxRangeRequestFixedBytes bounds the encoding of a RangeRequest without its key
-// and range end: 13 fields of at most a 1-byte tag and a 10-byte varint (a length,
-// for the key and range end) each, rounded up.
-const maxRangeRequestFixedBytes = 13 * 12
 
 func (k *kvService) checkSize(req proto.Message) error {
 	if proto.Size(req) > k.s.cfg.MaxRequestBytes {

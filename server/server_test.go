@@ -136,6 +136,30 @@ func TestClusterPutGetOnEveryMember(t *testing.T) {
 	}
 }
 
+// --max-request-bytes bounds what is proposed through Raft, as in etcd: a Range or
+// a read-only Txn larger than it is served (gRPC's limit, grpcOverheadBytes above
+// it, still applies), a write of that size is refused.
+func TestReadsAreNotHeldToMaxRequestBytes(t *testing.T) {
+	members := startTestCluster(t, 1, func(c *Config) { c.MaxRequestBytes = 4096 })
+	c := members[0].client
+	ctx := testCtx(t)
+	key := make([]byte, 8192)
+	if _, err := c.Range(ctx, &pb.RangeRequest{Key: key}); err != nil {
+		t.Fatalf("Range with an 8 KiB key, --max-request-bytes 4096: %v", err)
+	}
+	txn := &pb.TxnRequest{
+		Compare: []*pb.Compare{{Key: key, Target: pb.Compare_VERSION, Result: pb.Compare_EQUAL}},
+		Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestRange{RequestRange: &pb.RangeRequest{Key: key}}}},
+	}
+	if resp, err := c.Txn(ctx, txn); err != nil || !resp.Succeeded {
+		t.Fatalf("read-only Txn with an 8 KiB key, --max-request-bytes 4096: %v, %v", resp, err)
+	}
+	txn.Success = []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte("k")}}}}
+	if _, err := c.Txn(ctx, txn); status.Convert(err).Message() != status.Convert(rpctypes.ErrGRPCRequestTooLarge).Message() {
+		t.Fatalf("Txn with a put and an 8 KiB compare key: %v, want %v", err, rpctypes.ErrGRPCRequestTooLarge)
+	}
+}
+
 func TestBadRequestsRefusedWithEtcdErrors(t *testing.T) {
 	members := startTestCluster(t, 1, func(c *Config) { c.MaxRequestBytes = 4096 })
 	c := members[0].client
