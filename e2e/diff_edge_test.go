@@ -382,6 +382,11 @@ func edgeCases() []edgeCase {
 		{name: "watch fragment of 3.2 MiB of replayed events", transcript: watchFragment},
 		{name: "alarm transcript", transcript: alarmTranscript},
 		{name: "watch stream transcript", transcript: watchTranscript},
+		{name: "range with a 1.6 MiB key (under gRPC's limit, over --max-request-bytes)", call: edgeRange(&pb.RangeRequest{Key: []byte(strings.Repeat("k", 1_600_000))})},
+		{name: "read-only txn with a 1.6 MiB compare key", call: edgeTxn(&pb.TxnRequest{
+			Compare: []*pb.Compare{cmpVersionBytes(strings.Repeat("k", 1_600_000))}, Success: []*pb.RequestOp{edgeOpRange(&pb.RangeRequest{Key: []byte("a")})}})},
+		{name: "alarm: activate an alarm already raised", transcript: alarmActivateTwice},
+		{name: "alarm: an alarm type outside the enum", transcript: alarmUnknownType},
 		{name: "final whole store", call: edgeRange(&pb.RangeRequest{Key: edgeAll, RangeEnd: edgeAll})},
 	}
 }
@@ -391,11 +396,6 @@ func edgeCases() []edgeCase {
 func edgeDivergentCases() []edgeCase {
 	return []edgeCase{
 		{name: "watch: progress request on a stream holding a compacted watch", transcript: watchProgressWithCompactedWatch},
-		{name: "range with a 1.6 MiB key (under gRPC's limit, over --max-request-bytes)", call: edgeRange(&pb.RangeRequest{Key: []byte(strings.Repeat("k", 1_600_000))})},
-		{name: "read-only txn with a 1.6 MiB compare key", call: edgeTxn(&pb.TxnRequest{
-			Compare: []*pb.Compare{cmpVersionBytes(strings.Repeat("k", 1_600_000))}, Success: []*pb.RequestOp{edgeOpRange(&pb.RangeRequest{Key: []byte("a")})}})},
-		{name: "alarm: activate an alarm already raised", transcript: alarmActivateTwice},
-		{name: "alarm: an alarm type outside the enum", transcript: alarmUnknownType},
 		{name: "range stream (clientv3 GetStream) of every key", call: edgeGetStream("", clientv3.WithPrefix())},
 		{name: "range stream with limit 2", call: edgeGetStream("", clientv3.WithPrefix(), clientv3.WithLimit(2))},
 		{name: "range stream sorted by value", call: edgeGetStream("", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByValue, clientv3.SortAscend))},
@@ -842,11 +842,6 @@ func TestDiffEdge(t *testing.T) {
 //     the client): etcd never answers, raftkv does;
 //   - a progress request while another watch starts in the future: etcd drops it,
 //     raftkv answers it later (here when that watch is canceled);
-//   - a Range, or a read-only Txn, of 1.6 MiB: etcd serves it (reads are not
-//     proposed, only gRPC's 2 MiB limit applies), raftkv says "request is too large";
-//   - an alarm activated twice: etcd answers with the alarm, raftkv with none;
-//   - an alarm type outside the enum: raftkv answers the activation but never lists
-//     or deactivates it;
 //   - RangeStream (clientv3 GetStream): raftkv does not serve it, so neither its
 //     answers nor its errors (sort, revision filters, compacted) are etcd's.
 func TestDiffEdgeKnownDivergences(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,11 @@ import (
 //
 // A refused command is decided at apply time from the replicated set, never from a
 // member's local view, so the members stay identical.
+
+// maxAlarmType is the largest alarm type kept. etcd keeps an alarm of any type a
+// client raises, NOSPACE and CORRUPT being the two it acts on, so this is the
+// enum's range (int32), not its named values.
+const maxAlarmType = math.MaxInt32
 
 // kindAlarm carries an alarm change: action(1) memberID(uvarint) alarm(uvarint).
 // Its number is far from the kinds other work may add.
@@ -129,7 +135,7 @@ func decodeAlarms(data []byte) (map[alarmKey]struct{}, []byte, error) {
 		if member, data, ok = readUvarint(data); ok {
 			alarm, data, ok = readUvarint(data)
 		}
-		if !ok || alarm > uint64(pb.AlarmType_CORRUPT) {
+		if !ok || alarm > maxAlarmType {
 			return nil, nil, fmt.Errorf("server: snapshot alarm record is corrupt")
 		}
 		set[alarmKey{member, pb.AlarmType(alarm)}] = struct{}{}
@@ -163,7 +169,7 @@ func (s *Server) applyAlarmChange(index uint64, payload []byte) {
 	if ok {
 		alarm, _, ok = readUvarint(rest)
 	}
-	if !ok || alarm > uint64(pb.AlarmType_CORRUPT) || (action != pb.AlarmRequest_ACTIVATE && action != pb.AlarmRequest_DEACTIVATE) {
+	if !ok || alarm > maxAlarmType || (action != pb.AlarmRequest_ACTIVATE && action != pb.AlarmRequest_DEACTIVATE) {
 		s.logger.Error("skipping malformed alarm entry", "index", index)
 		return
 	}
@@ -300,7 +306,9 @@ func (m *maintenanceService) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb
 		return nil, toGRPC(err)
 	}
 	resp := &pb.AlarmResponse{Header: s.header().pb(s.sm.store.Revision())}
-	if had != (r.Action == pb.AlarmRequest_ACTIVATE) {
+	// As etcd's: an activation answers the alarm, raised now or before; a
+	// deactivation answers it only if it was raised.
+	if r.Action == pb.AlarmRequest_ACTIVATE || had {
 		resp.Alarms = []*pb.AlarmMember{{MemberID: r.MemberID, Alarm: r.Alarm}}
 	}
 	return resp, nil
