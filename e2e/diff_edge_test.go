@@ -387,6 +387,11 @@ func edgeCases() []edgeCase {
 			Compare: []*pb.Compare{cmpVersionBytes(strings.Repeat("k", 1_600_000))}, Success: []*pb.RequestOp{edgeOpRange(&pb.RangeRequest{Key: []byte("a")})}})},
 		{name: "alarm: activate an alarm already raised", transcript: alarmActivateTwice},
 		{name: "alarm: an alarm type outside the enum", transcript: alarmUnknownType},
+		{name: "range stream (clientv3 GetStream) of every key", call: edgeGetStream("", clientv3.WithPrefix())},
+		{name: "range stream with limit 2", call: edgeGetStream("", clientv3.WithPrefix(), clientv3.WithLimit(2))},
+		{name: "range stream sorted by value", call: edgeGetStream("", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByValue, clientv3.SortAscend))},
+		{name: "range stream with min_mod_revision", call: edgeGetStream("", clientv3.WithPrefix(), clientv3.WithMinModRev(3))},
+		{name: "range stream of one key at a compacted revision", call: edgeGetStream("a", clientv3.WithRev(2))},
 		{name: "final whole store", call: edgeRange(&pb.RangeRequest{Key: edgeAll, RangeEnd: edgeAll})},
 	}
 }
@@ -396,11 +401,6 @@ func edgeCases() []edgeCase {
 func edgeDivergentCases() []edgeCase {
 	return []edgeCase{
 		{name: "watch: progress request on a stream holding a compacted watch", transcript: watchProgressWithCompactedWatch},
-		{name: "range stream (clientv3 GetStream) of every key", call: edgeGetStream("", clientv3.WithPrefix())},
-		{name: "range stream with limit 2", call: edgeGetStream("", clientv3.WithPrefix(), clientv3.WithLimit(2))},
-		{name: "range stream sorted by value", call: edgeGetStream("", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByValue, clientv3.SortAscend))},
-		{name: "range stream with min_mod_revision", call: edgeGetStream("", clientv3.WithPrefix(), clientv3.WithMinModRev(3))},
-		{name: "range stream of one key at a compacted revision", call: edgeGetStream("a", clientv3.WithRev(2))},
 		{name: "watch: progress request while a watch starts in the future, then that watch canceled", transcript: watchProgressDeferred},
 	}
 }
@@ -842,8 +842,6 @@ func TestDiffEdge(t *testing.T) {
 //     the client): etcd never answers, raftkv does;
 //   - a progress request while another watch starts in the future: etcd drops it,
 //     raftkv answers it later (here when that watch is canceled);
-//   - RangeStream (clientv3 GetStream): raftkv does not serve it, so neither its
-//     answers nor its errors (sort, revision filters, compacted) are etcd's.
 func TestDiffEdgeKnownDivergences(t *testing.T) {
 	t.Parallel()
 	if os.Getenv("RAFTKV_DIFF_EDGE_ALL") != "1" {

@@ -1,7 +1,7 @@
 // Package server is one raftkv member: a raft.Node over durable storage and the peer
 // transport, the kv state machine it applies to, and the etcd v3 gRPC API on top.
 //
-// It serves KV (Range, Put, DeleteRange, Txn, Compact), Watch, Lease (LeaseGrant,
+// It serves KV (Range, RangeStream, Put, DeleteRange, Txn, Compact), Watch, Lease (LeaseGrant,
 // LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases), Auth, Maintenance (all
 // but Downgrade), Cluster (cluster.go: membership changes on the leader, with etcd's
 // checks; members.go, join.go: applying them, joining, removal), and etcd's Lock and

@@ -26,7 +26,7 @@ import (
 // servedMethods lists, per service, the methods raftkv implements. Every one named
 // here must be implemented by the service's type; registerServices checks.
 var servedMethods = map[string][]string{
-	"etcdserverpb.KV": {"Range", "Put", "DeleteRange", "Txn", "Compact"},
+	"etcdserverpb.KV": {"Range", "RangeStream", "Put", "DeleteRange", "Txn", "Compact"},
 	"etcdserverpb.Auth": {"AuthEnable", "AuthDisable", "AuthStatus", "Authenticate", "UserAdd", "UserGet", "UserList",
 		"UserDelete", "UserChangePassword", "UserGrantRole", "UserRevokeRole", "RoleAdd", "RoleGet", "RoleList",
 		"RoleDelete", "RoleGrantPermission", "RoleRevokePermission"},

@@ -29,7 +29,7 @@ func TestUnservedMethodsSayWhatIsServed(t *testing.T) {
 	// Maintenance's list follows servedMethods, which grows as issue 14 lands.
 	servedList := "Auth (AuthDisable, AuthEnable, AuthStatus, Authenticate, RoleAdd, RoleDelete, RoleGet, " +
 		"RoleGrantPermission, RoleList, RoleRevokePermission, UserAdd, UserChangePassword, UserDelete, UserGet, " +
-		"UserGrantRole, UserList, UserRevokeRole), Cluster (MemberAdd, MemberList, MemberPromote, MemberRemove, MemberUpdate), KV (Compact, DeleteRange, Put, Range, Txn), " +
+		"UserGrantRole, UserList, UserRevokeRole), Cluster (MemberAdd, MemberList, MemberPromote, MemberRemove, MemberUpdate), KV (Compact, DeleteRange, Put, Range, RangeStream, Txn), " +
 		"Lease (LeaseGrant, LeaseKeepAlive, LeaseLeases, LeaseRevoke, LeaseTimeToLive), Maintenance (" +
 		strings.Join(slices.Sorted(slices.Values(servedMethods["etcdserverpb.Maintenance"])), ", ") + "), Watch (Watch), " +
 		"Election (Campaign, Leader, Observe, Proclaim, Resign), Lock (Lock, Unlock)"
