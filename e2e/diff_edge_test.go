@@ -1,12 +1,12 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -392,16 +392,9 @@ func edgeCases() []edgeCase {
 		{name: "range stream sorted by value", call: edgeGetStream("", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByValue, clientv3.SortAscend))},
 		{name: "range stream with min_mod_revision", call: edgeGetStream("", clientv3.WithPrefix(), clientv3.WithMinModRev(3))},
 		{name: "range stream of one key at a compacted revision", call: edgeGetStream("a", clientv3.WithRev(2))},
-		{name: "final whole store", call: edgeRange(&pb.RangeRequest{Key: edgeAll, RangeEnd: edgeAll})},
-	}
-}
-
-// edgeDivergentCases are cases on which raftkv answers otherwise than etcd; each is
-// described in TestDiffEdgeKnownDivergences.
-func edgeDivergentCases() []edgeCase {
-	return []edgeCase{
 		{name: "watch: progress request on a stream holding a compacted watch", transcript: watchProgressWithCompactedWatch},
 		{name: "watch: progress request while a watch starts in the future, then that watch canceled", transcript: watchProgressDeferred},
+		{name: "final whole store", call: edgeRange(&pb.RangeRequest{Key: edgeAll, RangeEnd: edgeAll})},
 	}
 }
 
@@ -618,6 +611,10 @@ func (a *alarmScript) say(step string, m proto.Message, err error) {
 				al.MemberID = 1
 			}
 		}
+		// etcd lists alarms from a map: their order is not part of the answer.
+		slices.SortFunc(r.Alarms, func(x, y *pb.AlarmMember) int {
+			return cmp.Or(cmp.Compare(x.MemberID, y.MemberID), cmp.Compare(x.Alarm, y.Alarm))
+		})
 		if r.Header != nil {
 			r.Header.ClusterId, r.Header.MemberId, r.Header.RaftTerm = 0, 0, 0
 		}
@@ -632,7 +629,7 @@ func (a *alarmScript) alarm(step string, action pb.AlarmRequest_AlarmAction, mem
 }
 
 // alarmActivateTwice: etcd's AlarmStore.Activate returns the alarm already raised,
-// and etcd answers with it; raftkv answers with no alarm.
+// and etcd answers with it.
 func alarmActivateTwice(ctx context.Context, t *testing.T, cli *clientv3.Client, side string) string {
 	a := newAlarmScript(ctx, t, cli, side)
 	a.alarm("activate NOSPACE", pb.AlarmRequest_ACTIVATE, a.self, pb.AlarmType_NOSPACE)
@@ -641,9 +638,8 @@ func alarmActivateTwice(ctx context.Context, t *testing.T, cli *clientv3.Client,
 	return strings.Join(a.out, "\n")
 }
 
-// alarmUnknownType: an alarm type outside the enum (9) is raised and listed by
-// both, but raftkv's list loses it after a NOSPACE alarm of the same member is
-// raised and cleared.
+// alarmUnknownType: an alarm type outside the enum (9) is kept, listed and cleared
+// like the named ones, beside a NOSPACE alarm of the same member.
 func alarmUnknownType(ctx context.Context, t *testing.T, cli *clientv3.Client, side string) string {
 	a := newAlarmScript(ctx, t, cli, side)
 	a.alarm("activate alarm type 9", pb.AlarmRequest_ACTIVATE, a.self, 9)
@@ -660,35 +656,8 @@ func alarmUnknownType(ctx context.Context, t *testing.T, cli *clientv3.Client, s
 // alarmTranscript raises and clears alarms through the Maintenance API, with
 // writes, reads and lease grants between: the member's own id is written "self".
 func alarmTranscript(ctx context.Context, t *testing.T, cli *clientv3.Client, side string) string {
-	mc := pb.NewMaintenanceClient(cli.ActiveConnection())
-	st, err := cli.Get(ctx, "a")
-	if err != nil {
-		t.Fatalf("%s: %v", side, err)
-	}
-	self := st.Header.MemberId
-	var out []string
-	say := func(step string, m proto.Message, err error) {
-		if err != nil {
-			out = append(out, fmt.Sprintf("%s: %s", step, errString(err)))
-			return
-		}
-		if r, ok := m.(*pb.AlarmResponse); ok {
-			for _, a := range r.Alarms {
-				if a.MemberID == self {
-					a.MemberID = 1
-				}
-			}
-		}
-		normalizeLeaseResponse(m, identity)
-		if r, ok := m.(*pb.AlarmResponse); ok && r.Header != nil {
-			r.Header.ClusterId, r.Header.MemberId, r.Header.RaftTerm = 0, 0, 0
-		}
-		out = append(out, fmt.Sprintf("%s: %s", step, strings.ReplaceAll(format(m), "\n", " ")))
-	}
-	alarm := func(step string, action pb.AlarmRequest_AlarmAction, member uint64, kind pb.AlarmType) {
-		r, err := mc.Alarm(ctx, &pb.AlarmRequest{Action: action, MemberID: member, Alarm: kind}, grpc.WaitForReady(true))
-		say(step, r, err)
-	}
+	as := newAlarmScript(ctx, t, cli, side)
+	self, say, alarm := as.self, as.say, as.alarm
 	put := func(step, key string) {
 		r, err := edgeKV(cli).Put(ctx, &pb.PutRequest{Key: []byte(key), Value: []byte("v")})
 		say(step, r, err)
@@ -724,14 +693,13 @@ func alarmTranscript(ctx context.Context, t *testing.T, cli *clientv3.Client, si
 	alarm("deactivate NOSPACE for self", pb.AlarmRequest_DEACTIVATE, self, pb.AlarmType_NOSPACE)
 	put("put after NOSPACE", "alarm/3")
 	alarm("get at the end", pb.AlarmRequest_GET, 0, pb.AlarmType_NONE)
-	return strings.Join(out, "\n")
+	return strings.Join(as.out, "\n")
 }
 
 // watchProgressWithCompactedWatch: a watch created at a compacted revision gets its
 // compaction response and stays on the stream (the client does not cancel it).
 // etcd 3.7.3 then answers no progress request on the stream (the watcher is in
-// neither its synced nor its unsynced group, progressIfSync returns false);
-// raftkv skips compacted watchers and answers.
+// neither its synced nor its unsynced group, progressIfSync returns false).
 func watchProgressWithCompactedWatch(ctx context.Context, t *testing.T, cli *clientv3.Client, side string) string {
 	w := newWatchScript(ctx, t, cli, side)
 	w.put("put w", "w", "1")
@@ -744,9 +712,8 @@ func watchProgressWithCompactedWatch(ctx context.Context, t *testing.T, cli *cli
 
 // watchProgressDeferred: a progress request while a watch on the stream starts in
 // the future. etcd 3.7.3 drops it (RequestProgressAll finds a watcher not synced,
-// and nothing remembers the request); raftkv keeps it and answers once every
-// watcher is synced, here when the future watch is canceled (with no watch left
-// on the stream, raftkv answers none either).
+// and nothing remembers the request), so nothing answers it, even once the future
+// watch is canceled.
 func watchProgressDeferred(ctx context.Context, t *testing.T, cli *clientv3.Client, side string) string {
 	w := newWatchScript(ctx, t, cli, side)
 	w.create("create from now", &pb.WatchCreateRequest{Key: []byte("w")})
@@ -834,18 +801,4 @@ func TestDiffEdge(t *testing.T) {
 			runEdgeCases(t, members, edgeCases())
 		})
 	}
-}
-
-// TestDiffEdgeKnownDivergences holds the edge cases raftkv answers otherwise than
-// etcd 3.7.3, until they are fixed; it runs only with RAFTKV_DIFF_EDGE_ALL=1:
-//   - a progress request on a stream holding a watch canceled by compaction (not by
-//     the client): etcd never answers, raftkv does;
-//   - a progress request while another watch starts in the future: etcd drops it,
-//     raftkv answers it later (here when that watch is canceled);
-func TestDiffEdgeKnownDivergences(t *testing.T) {
-	t.Parallel()
-	if os.Getenv("RAFTKV_DIFF_EDGE_ALL") != "1" {
-		t.Skip("known divergences from etcd; set RAFTKV_DIFF_EDGE_ALL=1 to run them")
-	}
-	runEdgeCases(t, 1, edgeDivergentCases())
 }

@@ -352,9 +352,9 @@ func (h *Hub) catchUp() bool {
 
 // answerProgress answers the streams' on-demand progress requests whose watchers
 // are all synced and past their start revision: the hub's position then is a
-// revision every watcher of the stream has all events up to, and none after.
-// Requests of streams with a watcher behind wait for it (etcd 3.7 drops them, and
-// the client must ask again).
+// revision every watcher of the stream has all events up to, and none after. A
+// request was taken only if its stream was synced as it arrived (RequestProgress);
+// it waits here only while the hub dispatches the revisions up to the store's.
 func (h *Hub) answerProgress() {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -166,22 +166,26 @@ func TestProgressRequest(t *testing.T) {
 	f.step()
 	wantResponses(t, "synced", drain(s), "progress -1 @2")
 
-	// Behind (a full queue): the answer waits until it has caught up, and then
-	// names a revision it has every event up to.
+	// Behind (a full queue): as in etcd 3.7, the request is dropped, not kept;
+	// once the watcher has caught up, the next one is answered with a revision it
+	// has every event up to.
 	f.put("a", "2")
 	f.step() // queued
 	f.put("a", "3")
 	f.step() // does not fit: unsynced
 	s.RequestProgress()
 	f.step()
-	wantResponses(t, "one response, then the progress waits", []string{describe(next(t, s))}, "0 @3: PUT a=2@3")
+	wantResponses(t, "one response, and the request dropped", []string{describe(next(t, s))}, "0 @3: PUT a=2@3")
 	f.put("b", "1")
 	f.step()
-	wantResponses(t, "caught up", drain(s), "0 @5: PUT a=3@4")
-	f.step() // room for the answer now
-	wantResponses(t, "answered", drain(s), "progress -1 @5")
+	wantResponses(t, "caught up, no answer to the dropped request", drain(s), "0 @5: PUT a=3@4")
+	f.step()
+	wantResponses(t, "still none", drain(s))
+	s.RequestProgress()
+	f.step()
+	wantResponses(t, "asked again", drain(s), "progress -1 @5")
 
-	// A watcher starting in the future holds the answer back until the store
+	// A watcher starting past the store's revision: dropped too, until the store
 	// reaches its start.
 	f.create(s, CreateRequest{Key: []byte("a"), StartRevision: 7})
 	s.RequestProgress()
@@ -191,7 +195,35 @@ func TestProgressRequest(t *testing.T) {
 	wantResponses(t, "future start", drain(s), "created 1 @5")
 	f.put("b", "3") // 7
 	f.step()
-	wantResponses(t, "reached", drain(s), "progress -1 @7")
+	wantResponses(t, "reached, the request was dropped", drain(s))
+	s.RequestProgress()
+	f.step()
+	wantResponses(t, "asked again", drain(s), "progress -1 @7")
+}
+
+// A watcher told that its start was compacted holds every progress request of its
+// stream back, as etcd 3.7's: it is never synced again, until the client cancels it.
+func TestProgressRequestWithACompactedWatcher(t *testing.T) {
+	f := newFixture(t, Config{}, true)
+	f.put("a", "1")
+	f.put("a", "2")
+	f.step()
+	f.compact(3)
+	s := f.hub.NewStream()
+	f.create(s, CreateRequest{Key: []byte("a")})
+	f.create(s, CreateRequest{Key: []byte("a"), StartRevision: 2})
+	f.step()
+	drain(s)
+	s.RequestProgress()
+	f.step()
+	wantResponses(t, "a compacted watcher on the stream", drain(s))
+	if err := s.Cancel(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	drain(s)
+	s.RequestProgress()
+	f.step()
+	wantResponses(t, "after the client canceled it", drain(s), "progress -1 @3")
 }
 
 func TestProgressNotify(t *testing.T) {

@@ -217,16 +217,32 @@ func (s *Stream) Cancel(ctx context.Context, id int64) error {
 }
 
 // RequestProgress asks for a progress response (watch id -1) for all the stream's
-// watchers. It is queued once every watcher has all events up to the revision it
-// names; a stream with no watcher gets none, as in etcd.
+// watchers. As etcd 3.7 does, it is dropped, not kept for later, if a watcher of
+// the stream is not synced as the request arrives: one catching up, one told its
+// start was compacted (until the client cancels it), or one whose start revision
+// is past the store's revision; the client asks again. Otherwise it is queued once
+// the hub has dispatched every event up to the revision it names (the hub may be
+// a few revisions behind the store); a stream with no watcher gets none, as in etcd.
 func (s *Stream) RequestProgress() {
 	h := s.hub
 	h.mu.Lock()
-	if !h.mu.closed {
+	if !h.mu.closed && s.syncedForProgressLocked(h.history.Revision()) {
 		h.mu.progressWanted[s] = struct{}{}
 	}
 	h.mu.Unlock()
 	h.Notify()
+}
+
+// syncedForProgressLocked is etcd's test for answering a progress request, at the
+// store's revision rev: every watcher of the stream is synced and starts at or
+// before rev.
+func (s *Stream) syncedForProgressLocked(rev int64) bool {
+	for _, w := range s.watchers {
+		if w.state != stateSynced || w.startRev > rev {
+			return false
+		}
+	}
+	return true
 }
 
 // allSyncedLocked reports whether every live watcher of the stream has every event
