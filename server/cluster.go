@@ -359,12 +359,14 @@ func (c *clusterService) add(ctx context.Context, peerURLs []string, isLearner b
 		if err != nil {
 			return raft.ConfChange{}, nil, err
 		}
-		if !c.s.cfg.DisableStrictReconfigCheck && !isLearner {
+		if !c.s.cfg.DisableStrictReconfigCheck {
 			members, started := ms.countStarted(0)
 			members++ // the new member, not started
-			if !(started == 1 && members == 2) && started < quorum(members) {
+			if !isLearner && !(started == 1 && members == 2) && started < quorum(members) {
 				return raft.ConfChange{}, nil, rpctypes.ErrGRPCMemberNotEnoughStarted
 			}
+			// For a learner too, as etcd's mayAddMember: the leader must reach a
+			// quorum of the voters plus one.
 			if len(ms.st.Voters) > 1 && ms.countActive() < quorum(len(ms.st.Voters)+1) {
 				return raft.ConfChange{}, nil, rpctypes.ErrGRPCUnhealthy
 			}

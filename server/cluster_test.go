@@ -183,6 +183,9 @@ func TestStrictReconfigCheck(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	_, err := cluster.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{"http://127.0.0.1:1"}})
 	wantStatus(t, "add a voter with 2 of 3 up", err, rpctypes.ErrGRPCUnhealthy)
+	// A learner too, as etcd's check: the leader reaches 2, a quorum of 3+1 is 3.
+	_, err = cluster.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{"http://127.0.0.1:1"}, IsLearner: true})
+	wantStatus(t, "add a learner with 2 of 3 up", err, rpctypes.ErrGRPCUnhealthy)
 	var third *testMember
 	for _, m := range members {
 		if m != leader && m != down {
@@ -194,8 +197,8 @@ func TestStrictReconfigCheck(t *testing.T) {
 	if _, err := cluster.MemberRemove(ctx, &pb.MemberRemoveRequest{ID: downID}); err != nil {
 		t.Fatalf("removing the member that is down: %v", err)
 	}
-	// Two voters, both up: a learner needs no check; adding a voter that never
-	// starts is refused unless the check is off.
+	// Two voters, both up: a learner passes the check (2 reached, a quorum of
+	// 2+1); adding a voter that never starts is refused unless the check is off.
 	if _, err := cluster.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{"http://127.0.0.1:2"}, IsLearner: true}); err != nil {
 		t.Fatalf("adding a learner: %v", err)
 	}
