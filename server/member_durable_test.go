@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -55,4 +56,44 @@ func TestMemberAddToAClusterOfOneAnswersOnceDurable(t *testing.T) {
 	if len(resp.Members) != 2 {
 		t.Fatalf("MemberAdd lists %d members, want 2", len(resp.Members))
 	}
+}
+
+// A voter added while one follower is down is answered once the leader and the
+// other follower hold it; if the leader then fails before the addition commits,
+// the follower that holds it needs the new member's vote (a quorum of four) and
+// had learnt of it only from its log. The new member must still be able to join
+// through that follower, and the follower dial it, so that the cluster commits
+// the addition and serves again without the old leader.
+func TestMemberAddedAsTheLeaderFailsJoinsThroughAFollower(t *testing.T) {
+	members := startTestCluster(t, 3, func(c *Config) { c.DisableStrictReconfigCheck = true })
+	waitStarted(t, members[0], 3)
+	waitConnected(t, members)
+	leader := leaderOf(t, members)
+	followers := followersOf(members, leader)
+	holder, down := followers[0], followers[1]
+	down.stop()
+	joiner := joiningMember(t, []*testMember{holder, leader}, "m3")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := pb.NewClusterClient(leader.conn).MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: joiner.cfg.ListenPeerURLs}); err != nil {
+		t.Fatalf("adding a voter with 2 of 3 voters running: %v", err)
+	}
+	leader.stop()
+	down.start(t)
+	joiner.cfg.InitialCluster = map[string][]string{joiner.cfg.Name: joiner.cfg.ListenPeerURLs, holder.cfg.Name: holder.cfg.ListenPeerURLs}
+	joiner.start(t)
+	retry(t, func(ctx context.Context) error {
+		_, err := holder.client.Put(ctx, &pb.PutRequest{Key: []byte("after"), Value: []byte("v")})
+		return err
+	})
+	retry(t, func(ctx context.Context) error {
+		list, err := pb.NewClusterClient(holder.conn).MemberList(ctx, &pb.MemberListRequest{Linearizable: true})
+		if err != nil {
+			return err
+		}
+		if m := memberNamed(list.Members, joiner.srv.ID()); m == nil || m.Name != joiner.cfg.Name {
+			return fmt.Errorf("the new member is not listed as started: %v", list.Members)
+		}
+		return nil
+	})
 }

@@ -188,11 +188,16 @@ func (s *Server) removedFromCluster(why string) {
 // every member record, the removed ones too.
 func (s *Server) clusterInfo() []byte {
 	members := s.sm.allMembers()
-	if p := s.pendingJoin.Load(); p != nil && !slices.ContainsFunc(members, func(m member) bool { return m.ID == p.ID }) {
+	listed := func(id uint64) bool { return slices.ContainsFunc(members, func(m member) bool { return m.ID == id }) }
+	if p := s.pendingJoin.Load(); p != nil && !listed(p.ID) {
 		// Added, not applied yet: the member may be joining to make it commit.
 		if st := s.node.MembershipStatus(); st.IsMember(p.ID) {
 			members = append(members, *p)
 		}
+	}
+	// The same, for an addition this member did not propose (pending_member.go).
+	if m, ok := s.unappliedAdd(); ok && !listed(m.ID) {
+		members = append(members, m)
 	}
 	return encodeMembers(members)
 }

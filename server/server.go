@@ -299,6 +299,7 @@ func (s *Server) start(ids []uint64) error {
 	s.goTracked(s.readLoop)
 	s.goTracked(s.runLessor)
 	s.goTracked(s.monitorLeader)
+	s.goTracked(s.dialUnappliedAdds)
 	unknown := &unserved{}
 	s.grpc = newGRPCServer(cfg, unknown.handle, listenerTLS{logger: s.logger}, append(s.metrics.grpcOptions(),
 		grpc.ChainUnaryInterceptor(s.requireLeaderUnary), grpc.ChainStreamInterceptor(s.requireLeaderStream))...)

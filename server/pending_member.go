@@ -1,0 +1,70 @@
+package server
+
+import (
+	"math"
+	"time"
+
+	"raftkv/raft"
+)
+
+// A member's configuration is the latest in its log, applied or not (thesis §4.1),
+// but its member list and its transport's peers follow what has applied. Between
+// the two, a member added by an entry not yet committed is a voter this member may
+// need for a quorum and cannot reach, and that cannot join through it. Only the
+// leader that proposed the addition knew better (pendingJoin, and the address it
+// dials at once). If that leader fails before the entry commits, the next leader
+// needs the new member's vote (a quorum of the configuration with it) and neither
+// knows its address nor tells it who it is. So every member reads the added
+// member's record from the entry in its own log: its transport dials it, and a
+// joining member hears of it.
+
+// unappliedAdd returns the member that the latest configuration entry in this
+// member's log adds, if that entry has not applied here yet.
+func (s *Server) unappliedAdd() (member, bool) {
+	st := s.node.MembershipStatus()
+	if st.Index == 0 || st.Index <= s.applied.get() {
+		return member{}, false
+	}
+	ents, err := s.storage.Entries(st.Index, st.Index+1, math.MaxUint64)
+	if err != nil || len(ents) != 1 || ents[0].Type != raft.EntryConfChange {
+		return member{}, false
+	}
+	var ce raft.ConfEntry
+	if err := ce.Unmarshal(ents[0].Data); err != nil {
+		return member{}, false
+	}
+	cc := ce.Change
+	if (cc.Type != raft.ConfChangeAddVoter && cc.Type != raft.ConfChangeAddLearner) || !ce.Membership.IsMember(cc.NodeID) {
+		return member{}, false
+	}
+	env, err := decodeEnvelope(cc.Context)
+	if err != nil || env.kind != kindConf {
+		return member{}, false
+	}
+	m, _, err := decodeMember(env.payload)
+	if err != nil {
+		return member{}, false
+	}
+	m.ID, m.IsLearner = cc.NodeID, cc.Type == raft.ConfChangeAddLearner
+	m.Name, m.ClientURLs = "", nil // published once it runs
+	return m, true
+}
+
+// dialUnappliedAdds points the transport at the member an unapplied configuration
+// entry adds, checked every election timeout: within one of this member appending
+// the entry (from a leader, or found in its log at start). A leader that fails
+// first is noticed only after an election timeout too.
+func (s *Server) dialUnappliedAdds() {
+	ticker := time.NewTicker(s.cfg.ElectionTimeout)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ticker.C:
+		case <-s.stopc:
+			return
+		}
+		if m, ok := s.unappliedAdd(); ok {
+			s.peerUpdated(m)
+		}
+	}
+}
