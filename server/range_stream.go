@@ -15,8 +15,10 @@ import (
 // the range in chunks, each a Range of the next keys at one revision, so that no
 // single message holds the whole answer. Merged (proto.Merge), the chunks are the
 // answer Range would give: each chunk carries the next keys; the last one alone
-// carries the header, More and Count. The revision is the store's when the stream
-// starts (or the one asked for), so writes made while it runs are not seen.
+// carries the header, More and Count. The chunks read at the revision asked for, or
+// else at the store's revision as the stream starts, so writes made while it runs
+// are not seen; the header names the store's revision as the stream starts, as
+// Range's names the store's revision.
 //
 // As etcd's, it sorts only by key ascending and has no revision filters: either
 // asked for is Unimplemented, after Range's own checks (empty key, a sort option
@@ -50,22 +52,28 @@ func (k *kvService) RangeStream(r *pb.RangeRequest, rs pb.KV_RangeStreamServer) 
 	}
 	target := rangeStreamChunkBytes(k.s.cfg.MaxRequestBytes)
 	chunk := int64(rangeStreamFirstChunk)
-	var sent int64 // keys sent in the chunks before this one
+	var (
+		sent      int64 // keys sent in the chunks before this one
+		headerRev int64 // the store's revision as the stream starts, as Range's header
+	)
 	for {
 		req.Limit = min(chunk, total-sent)
 		resp, err := k.s.sm.store.RangeAs(sender, req, int64(k.s.cfg.MaxResponseBytes))
 		if err != nil {
 			return toGRPC(err)
 		}
-		if req.Revision == 0 {
-			req.Revision = resp.Header.Revision // every later chunk reads here
+		if headerRev == 0 {
+			headerRev = resp.Header.Revision
+			if req.Revision == 0 {
+				req.Revision = headerRev // every later chunk reads here
+			}
 		}
 		out := &pb.RangeResponse{Kvs: kvsToPB(resp.Kvs)}
 		n := int64(len(resp.Kvs))
 		last := !resp.More || sent+n >= total
 		if last {
 			// resp.Count counts the range from this chunk's first key on.
-			out.Header, out.More, out.Count = k.s.header().pb(req.Revision), resp.More, sent+resp.Count
+			out.Header, out.More, out.Count = k.s.header().pb(headerRev), resp.More, sent+resp.Count
 		}
 		if err := rs.Send(&pb.RangeStreamResponse{RangeResponse: out}); err != nil {
 			return err

@@ -84,10 +84,17 @@ func TestRangeStreamMergesToRange(t *testing.T) {
 			proto.Merge(merged, c)
 		}
 		want := proto.Clone(tc.req).(*pb.RangeRequest)
-		want.Revision = merged.GetHeader().GetRevision()
+		if want.Revision == 0 {
+			want.Revision = merged.GetHeader().GetRevision()
+		}
 		got, err := kvc.Range(ctx, want)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// The header names the store's revision, as Range's does, whatever the
+		// revision read; no write came between the two.
+		if got.Header.Revision != merged.Header.Revision {
+			t.Errorf("%s: the stream's header names revision %d, Range's %d", tc.name, merged.Header.Revision, got.Header.Revision)
 		}
 		got.Header = merged.Header // both name this member and term
 		if !proto.Equal(merged, got) {
