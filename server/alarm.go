@@ -32,10 +32,19 @@ import (
 // A refused command is decided at apply time from the replicated set, never from a
 // member's local view, so the members stay identical.
 
-// maxAlarmType is the largest alarm type kept. etcd keeps an alarm of any type a
-// client raises, NOSPACE and CORRUPT being the two it acts on, so this is the
-// enum's range (int32), not its named values.
-const maxAlarmType = math.MaxInt32
+// Alarm types are encoded as their int32's 32 bits (uint32), so that NOSPACE and
+// CORRUPT keep the encoding they always had and every other type a client may
+// raise, negative ones too, is kept: etcd keeps an alarm of any type, NOSPACE and
+// CORRUPT being the two it acts on. A build before this one skipped types above
+// CORRUPT as malformed and refuses a snapshot holding one (README: upgrading).
+func alarmTypeBits(t pb.AlarmType) uint64 { return uint64(uint32(t)) }
+
+func alarmTypeOfBits(v uint64) (pb.AlarmType, bool) {
+	if v > math.MaxUint32 {
+		return 0, false
+	}
+	return pb.AlarmType(int32(uint32(v))), true
+}
 
 // kindAlarm carries an alarm change: action(1) memberID(uvarint) alarm(uvarint).
 // Its number is far from the kinds other work may add.
@@ -118,7 +127,7 @@ func (t *alarmTable) encode(b []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(alarms)))
 	for _, a := range alarms {
 		b = binary.AppendUvarint(b, a.MemberID)
-		b = binary.AppendUvarint(b, uint64(a.Alarm))
+		b = binary.AppendUvarint(b, alarmTypeBits(a.Alarm))
 	}
 	return b
 }
@@ -131,14 +140,15 @@ func decodeAlarms(data []byte) (map[alarmKey]struct{}, []byte, error) {
 	}
 	set := map[alarmKey]struct{}{}
 	for range n {
-		var member, alarm uint64
+		var member, bits uint64
 		if member, data, ok = readUvarint(data); ok {
-			alarm, data, ok = readUvarint(data)
+			bits, data, ok = readUvarint(data)
 		}
-		if !ok || alarm > maxAlarmType {
+		alarm, typeOK := alarmTypeOfBits(bits)
+		if !ok || !typeOK {
 			return nil, nil, fmt.Errorf("server: snapshot alarm record is corrupt")
 		}
-		set[alarmKey{member, pb.AlarmType(alarm)}] = struct{}{}
+		set[alarmKey{member, alarm}] = struct{}{}
 	}
 	return set, data, nil
 }
@@ -154,7 +164,7 @@ func (t *alarmTable) replace(set map[alarmKey]struct{}) {
 func encodeAlarmChange(action pb.AlarmRequest_AlarmAction, k alarmKey) []byte {
 	b := []byte{byte(action)}
 	b = binary.AppendUvarint(b, k.member)
-	return binary.AppendUvarint(b, uint64(k.alarm))
+	return binary.AppendUvarint(b, alarmTypeBits(k.alarm))
 }
 
 // applyAlarmChange applies a kindAlarm entry's payload.
@@ -165,15 +175,16 @@ func (s *Server) applyAlarmChange(index uint64, payload []byte) {
 	}
 	action := pb.AlarmRequest_AlarmAction(payload[0])
 	member, rest, ok := readUvarint(payload[1:])
-	var alarm uint64
+	var bits uint64
 	if ok {
-		alarm, _, ok = readUvarint(rest)
+		bits, _, ok = readUvarint(rest)
 	}
-	if !ok || alarm > maxAlarmType || (action != pb.AlarmRequest_ACTIVATE && action != pb.AlarmRequest_DEACTIVATE) {
+	alarm, typeOK := alarmTypeOfBits(bits)
+	if !ok || !typeOK || (action != pb.AlarmRequest_ACTIVATE && action != pb.AlarmRequest_DEACTIVATE) {
 		s.logger.Error("skipping malformed alarm entry", "index", index)
 		return
 	}
-	k := alarmKey{member, pb.AlarmType(alarm)}
+	k := alarmKey{member, alarm}
 	if s.sm.alarms.apply(action, k) {
 		s.logger.Warn("alarm "+map[bool]string{true: "raised", false: "cleared"}[action == pb.AlarmRequest_ACTIVATE],
 			"alarm", k.alarm.String(), "alarm_member", fmt.Sprintf("%x", k.member), "index", index)
