@@ -2,6 +2,7 @@ package server
 
 import (
 	"math"
+	"slices"
 	"time"
 
 	"raftkv/raft"
@@ -65,6 +66,12 @@ func (s *Server) dialUnappliedAdds() {
 		}
 		if m, ok := s.unappliedAdd(); ok {
 			s.peerUpdated(m)
+			// The addition and a removal of the member may both have applied since
+			// unappliedAdd read the log: UpdatePeer took it off the removed set, so
+			// put it back (a removal applied after this point refuses it itself).
+			if slices.ContainsFunc(s.sm.allMembers(), func(r member) bool { return r.ID == m.ID && r.isRemoved }) {
+				s.transport.RemovePeer(m.ID)
+			}
 		}
 	}
 }
