@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -22,13 +23,12 @@ import (
 //     linearizable, so it checks that a quorum answers; ?serializable=true reads
 //     locally and skips the leader check, checking this member alone.
 //   - /livez: the member serves local reads (serializable_read).
-//   - /readyz: no corruption alarm (data_corruption), local reads (serializable_read)
-//     and a quorum (linearizable_read).
+//   - /readyz: no corruption alarm (data_corruption), local reads (serializable_read),
+//     a quorum (linearizable_read), and not a learner (non_learner).
 //
 // /livez and /readyz answer "ok" with 200, with each check's line first under
 // ?verbose, or each check's line with 503 if one failed; ?exclude=NAME leaves a check
-// out, and /readyz/NAME runs one alone. etcd's non_learner check is not served:
-// raftkv has no learners.
+// out, and /readyz/NAME runs one alone.
 //
 // None of them waits on Raft for longer than healthTimeout: a member that lost its
 // quorum answers unhealthy within it, not after a client request's timeout (etcd
@@ -89,6 +89,12 @@ func newHealthEndpoints(s *Server, registry *prometheus.Registry) *healthEndpoin
 		}},
 		serializable,
 		{"linearizable_read", func(ctx context.Context) error { return s.healthRead(ctx, false) }},
+		{"non_learner", func(context.Context) error {
+			if s.learner.Load() {
+				return errors.New("not supported for learner")
+			}
+			return nil
+		}},
 	}
 	return h
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"raftkv/version"
 )
@@ -39,9 +40,19 @@ func (m *maintenanceService) Status(ctx context.Context, r *pb.StatusRequest) (*
 		RaftIndex:        st.Commit,
 		RaftTerm:         st.Term,
 		RaftAppliedIndex: m.s.applied.get(),
+		IsLearner:        m.s.learner.Load(),
+		// etcd's --quota-backend-bytes as configured (the default filled in; below
+		// 0, no quota), which etcdctl endpoint status prints as QUOTA.
+		DbSizeQuota: m.s.cfg.QuotaBackendBytes,
+		// As etcd's, which has a downgrade to report; raftkv never downgrades.
+		DowngradeInfo: &pb.DowngradeInfo{Enabled: false},
 	}
-	// As etcd: the raised alarms, in the protobuf text of each AlarmMember
-	// (etcdctl endpoint status prints them as ERRORS).
+	// As etcd: "no leader" while the member knows none, then the raised alarms, in
+	// the protobuf text of each AlarmMember (etcdctl endpoint status prints them as
+	// ERRORS).
+	if st.Lead == 0 {
+		resp.Errors = append(resp.Errors, rpctypes.ErrNoLeader.Error())
+	}
 	for _, a := range m.s.activeAlarms() {
 		resp.Errors = append(resp.Errors, a.String())
 	}

@@ -70,6 +70,9 @@ func (s *Server) applyConfChange(msg raft.ApplyMsg) {
 			s.transport.RemovePeer(cc.NodeID)
 		}
 	}
+	if cc.NodeID == s.id {
+		s.noteOwnRole()
+	}
 	s.applyServerState(msg.Index, kv.Result{})
 	s.waits.applied(msg.Index, env.proposer != 0 && env.proposer == s.proposer, env.seq, kv.Result{})
 	if cc.Type == raft.ConfChangeRemove && cc.NodeID == s.id {

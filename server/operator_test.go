@@ -106,16 +106,32 @@ func TestStatusReportsStoreSizeAndAPIVersion(t *testing.T) {
 	members := startTestCluster(t, 1, nil)
 	maint := pb.NewMaintenanceClient(members[0].conn)
 	var empty *pb.StatusResponse
+	noLeaderSeen := false
 	retry(t, func(ctx context.Context) error {
 		var err error
-		empty, err = maint.Status(ctx, &pb.StatusRequest{})
+		if empty, err = maint.Status(ctx, &pb.StatusRequest{}); err == nil && empty.Leader == 0 {
+			// As etcd's: "no leader" heads the errors until one is elected.
+			if len(empty.Errors) == 0 || empty.Errors[0] != "etcdserver: no leader" {
+				t.Fatalf("Status without a leader: errors %q, want etcd's no leader first", empty.Errors)
+			}
+			noLeaderSeen = true
+			return fmt.Errorf("no leader yet")
+		}
 		return err
 	})
+	t.Logf("a Status without a leader seen: %v", noLeaderSeen)
 	if empty.DbSize > 64<<10 || empty.DbSize < 1 {
 		t.Fatalf("empty store: DbSize %d, want between 1 and 64 KiB", empty.DbSize)
 	}
 	if empty.Version != version.APIVersion || empty.StorageVersion == "" {
 		t.Fatalf("Version %q StorageVersion %q, want %q and a storage version", empty.Version, empty.StorageVersion, version.APIVersion)
+	}
+	// As etcd's: the quota as configured (here the default), a downgrade that is
+	// not enabled, not a learner, no errors with a leader.
+	if empty.DbSizeQuota != DefaultQuotaBackendBytes || empty.DowngradeInfo == nil || empty.DowngradeInfo.Enabled ||
+		empty.IsLearner || len(empty.Errors) != 0 {
+		t.Fatalf("DbSizeQuota %d, DowngradeInfo %v, IsLearner %v, Errors %q; want %d, not enabled, false, none",
+			empty.DbSizeQuota, empty.DowngradeInfo, empty.IsLearner, empty.Errors, int64(DefaultQuotaBackendBytes))
 	}
 	value := make([]byte, 64<<10)
 	for i := range 32 {

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -49,6 +50,9 @@ func (s *Server) hasLeader() bool { return s.node.Observe().Lead != 0 }
 // requireLeaderUnary refuses a unary call that requires a leader while this member
 // knows none.
 func (s *Server) requireLeaderUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if s.learner.Load() && !servedByLearner(req) {
+		return nil, rpctypes.ErrGRPCNotSupportedForLearner
+	}
 	// hasLeader first: a few atomic loads, where requiresLeader's lookup scans
 	// every header of the call when the key is absent, as it is on most calls.
 	if !s.hasLeader() && requiresLeader(ctx) {
@@ -60,7 +64,10 @@ func (s *Server) requireLeaderUnary(ctx context.Context, req any, _ *grpc.UnaryS
 // requireLeaderStream refuses a stream that requires a leader while this member knows
 // none, and otherwise registers it with the monitor; a stream the monitor ended
 // returns "no leader", whatever its handler returned.
-func (s *Server) requireLeaderStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+func (s *Server) requireLeaderStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if s.learner.Load() && info.FullMethod != snapshotMethod {
+		return rpctypes.ErrGRPCNotSupportedForLearner
+	}
 	if !requiresLeader(ss.Context()) {
 		return handler(srv, ss)
 	}
@@ -114,4 +121,28 @@ func (s *Server) monitorLeader() {
 		}
 		s.leaderStreams.mu.Unlock()
 	}
+}
+
+// A learner serves what etcd's does (v3.4 on): Status, serializable Range and the
+// Snapshot stream. Everything else is refused with etcd's "rpc not supported for
+// learner", before the other checks, as etcd's interceptors do; a client then uses
+// another member. The role is the applied one (Server.learner, noteOwnRole).
+func servedByLearner(req any) bool {
+	switch r := req.(type) {
+	case *pb.StatusRequest:
+		return true
+	case *pb.RangeRequest:
+		return r.Serializable
+	}
+	return false
+}
+
+// snapshotMethod is the one stream a learner serves.
+const snapshotMethod = "/etcdserverpb.Maintenance/Snapshot"
+
+// noteOwnRole records whether this member is a learner, from its applied member
+// list: at start, and after each configuration change or snapshot applies.
+func (s *Server) noteOwnRole() {
+	m, ok := s.sm.member(s.id)
+	s.learner.Store(ok && m.IsLearner)
 }

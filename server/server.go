@@ -111,6 +111,9 @@ type Server struct {
 	// pendingJoin is the member the leader's last MemberAdd proposed, until it
 	// applies: a joining member asking this one hears of it (clusterInfo).
 	pendingJoin atomic.Pointer[member]
+	// learner says this member is a learner in its applied member list: it then
+	// serves only what etcd's learners serve (servedByLearner).
+	learner atomic.Bool
 
 	stopOnce sync.Once
 	stopc    chan struct{}
@@ -252,6 +255,7 @@ func (s *Server) start(ids []uint64) error {
 	s.tokens, s.authLimits, s.bcrypt = newSimpleTokens(cfg.AuthTokenTTL, maxSimpleTokens), newAuthLimiter(), make(chan struct{}, bcryptSlots)
 	s.watches = watch.NewHub(s.sm.store, watch.Config{ProgressNotifyInterval: cfg.WatchProgressNotifyInterval, Logger: s.logger})
 	s.initLeases()
+	s.noteOwnRole()
 
 	peerAddrs, removed, err := s.startingPeers()
 	if err != nil {
@@ -478,6 +482,7 @@ func (s *Server) applyLoop() {
 			s.waits.snapshotApplied(msg.Index)
 			s.leasesRestored()
 			s.syncPeers()
+			s.noteOwnRole()
 			lastSnapshot = msg.Index
 		case raft.ApplyNoOp:
 			if r := s.sm.store.Apply(msg.Index, nil); errors.Is(r.Err, kv.ErrEngineFailed) {
