@@ -221,7 +221,8 @@ func format(m proto.Message) string {
 }
 
 // normalizeHeaders clears what may differ between two servers with the same data:
-// the ids in every header, including the headers nested in txn responses.
+// the ids in the response's header. The headers nested in a txn's responses are
+// compared whole: etcd fills only their revision.
 func normalizeHeaders(m proto.Message) {
 	clear := func(h *pb.ResponseHeader) {
 		if h != nil {
@@ -239,17 +240,5 @@ func normalizeHeaders(m proto.Message) {
 		clear(r.Header)
 	case *pb.TxnResponse:
 		clear(r.Header)
-		for _, op := range r.Responses {
-			switch u := op.Response.(type) {
-			case *pb.ResponseOp_ResponseRange:
-				normalizeHeaders(u.ResponseRange)
-			case *pb.ResponseOp_ResponsePut:
-				normalizeHeaders(u.ResponsePut)
-			case *pb.ResponseOp_ResponseDeleteRange:
-				normalizeHeaders(u.ResponseDeleteRange)
-			case *pb.ResponseOp_ResponseTxn:
-				normalizeHeaders(u.ResponseTxn)
-			}
-		}
 	}
 }

@@ -338,5 +338,5 @@ func (m *maintenanceService) Defragment(ctx context.Context, r *pb.DefragmentReq
 	if err := m.s.sm.store.Defragment(); err != nil {
 		return nil, toGRPC(err)
 	}
-	return &pb.DefragmentResponse{Header: m.s.header().pb(m.s.sm.store.Revision())}, nil
+	return &pb.DefragmentResponse{}, nil // no header, as etcd's
 }

@@ -78,7 +78,8 @@ func (c *clusterService) MemberList(ctx context.Context, r *pb.MemberListRequest
 	return &pb.MemberListResponse{Header: c.header(), Members: c.list()}, nil
 }
 
-func (c *clusterService) header() *pb.ResponseHeader { return c.s.header().pb(c.s.sm.store.Revision()) }
+// header is etcd's Cluster service header: cluster, member and term, no revision.
+func (c *clusterService) header() *pb.ResponseHeader { return c.s.header().pb(0) }
 
 // list is the member list as etcd's Members: by id, learners flagged, a member not
 // yet started with no name and no client URLs.

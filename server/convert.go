@@ -143,9 +143,13 @@ func deleteToPB(h header, r *kv.DeleteRangeResponse) *pb.DeleteRangeResponse {
 	return &pb.DeleteRangeResponse{Header: h.pb(r.Header.Revision), Deleted: r.Deleted, PrevKvs: kvsToPB(r.PrevKvs)}
 }
 
+// txnToPB converts a txn's answer. Only its own header names the cluster, member and
+// term: as etcd's, the headers of the responses inside it carry their revision
+// alone (a nested txn's none), so h is the zero header below the top.
 func txnToPB(h header, r *kv.TxnResponse) *pb.TxnResponse {
 	out := &pb.TxnResponse{Header: h.pb(r.Header.Revision), Succeeded: r.Succeeded,
 		Responses: make([]*pb.ResponseOp, len(r.Responses))}
+	h = header{}
 	for i, op := range r.Responses {
 		switch {
 		case op.Range != nil:

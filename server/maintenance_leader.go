@@ -35,7 +35,7 @@ func (m *maintenanceService) MoveLeader(ctx context.Context, r *pb.MoveLeaderReq
 	if err := m.s.moveLeader(ctx, r.TargetID); err != nil {
 		return nil, err
 	}
-	return &pb.MoveLeaderResponse{Header: m.s.header().pb(m.s.sm.store.Revision())}, nil
+	return &pb.MoveLeaderResponse{}, nil // no header, as etcd's
 }
 
 func (s *Server) moveLeader(ctx context.Context, target uint64) error {

@@ -66,7 +66,8 @@ func (m *maintenanceService) Snapshot(r *pb.SnapshotRequest, stream pb.Maintenan
 		}
 		sent += n
 		remaining := uint64(max(body-sent, 0))
-		if err := stream.Send(&pb.SnapshotResponse{Header: s.header().pb(rev), RemainingBytes: remaining, Blob: buf,
+		// No header, as etcd's.
+		if err := stream.Send(&pb.SnapshotResponse{RemainingBytes: remaining, Blob: buf,
 			Version: storageVer}); err != nil {
 			return err
 		}
