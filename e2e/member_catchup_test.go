@@ -79,11 +79,19 @@ func TestMemberLearnerCatchUpTime(t *testing.T) {
 		}
 		t.Logf("%s's snapshot log lines:\n%s", m.name, strings.Join(lines, "\n"))
 	}
-	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	got, err := learner.client.Get(ctx, "big/", clientv3WithPrefixCountOnly()...)
-	if err != nil || got.Count != int64(keys) {
-		t.Fatalf("the promoted learner holds %v keys (%v), want %d", got.Count, err, keys)
+	// The promotion answered on members[0]; the learner serves a linearizable read
+	// once it has applied it too (until then it refuses it, as etcd's learners do).
+	err = eventually(30*time.Second, 50*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		got, err := learner.client.Get(ctx, "big/", clientv3WithPrefixCountOnly()...)
+		if err == nil && got.Count != int64(keys) {
+			return fmt.Errorf("the promoted learner holds %d keys, want %d", got.Count, keys)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"raftkv/raft"
 )
@@ -251,7 +252,16 @@ func (c *clusterService) onLeader(ctx context.Context, method string, r, resp pr
 			answer, err = s.transport.Request(ctx, lead, request)
 			if err == nil {
 				err = decodeAnswer(answer, resp)
-				if st, ok := status.FromError(err); err == nil || (ok && st.Code() != codes.Unavailable && st.Code() != codes.DeadlineExceeded) {
+				if err == nil {
+					// The leader's answer, under this member's header: etcd's names the
+					// member that served the call.
+					m := resp.ProtoReflect()
+					if fd := m.Descriptor().Fields().ByName("header"); fd != nil {
+						m.Set(fd, protoreflect.ValueOfMessage(c.header().ProtoReflect()))
+					}
+					return nil
+				}
+				if st, ok := status.FromError(err); ok && st.Code() != codes.Unavailable && st.Code() != codes.DeadlineExceeded {
 					return err // the leader's answer
 				}
 			}

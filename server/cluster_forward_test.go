@@ -53,6 +53,11 @@ func TestMembershipChangeThroughAFollowerUnderCertAuth(t *testing.T) {
 	if len(add.Members) != 4 || !add.Member.IsLearner {
 		t.Fatalf("MemberAdd answered %+v; want 4 members, the new one a learner", add)
 	}
+	// As etcd's: the header names the member that served the call, not the leader
+	// it forwarded the change to, and no revision.
+	if h := add.Header; h.MemberId != follower.srv.ID() || h.Revision != 0 || h.ClusterId != follower.srv.ClusterID() {
+		t.Fatalf("MemberAdd through a follower: header %v, want member %x, cluster %x, no revision", h, follower.srv.ID(), follower.srv.ClusterID())
+	}
 	newURL := fmt.Sprintf("https://127.0.0.1:%d", ports[1])
 	if _, err := cluster.MemberUpdate(ctx, &pb.MemberUpdateRequest{ID: id, PeerURLs: []string{newURL}}); err != nil {
 		t.Fatalf("root's certificate updates the learner through a follower: %v", err)

@@ -8,6 +8,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -55,6 +56,11 @@ func TestLearnerServesOnlyWhatEtcdsServes(t *testing.T) {
 		_, err = stream.Recv()
 	}
 	refused("RangeStream", err)
+	// Not an etcd method: Unimplemented, as on any member (etcd's gRPC server
+	// answers it before its learner check).
+	if err := invokeAny(t, learner.conn, "/no.Such/Method"); status.Code(err) != codes.Unimplemented {
+		t.Errorf("an unknown method on a learner: %v, want Unimplemented", err)
+	}
 
 	retry(t, func(ctx context.Context) error {
 		resp, err := kv.Range(ctx, &pb.RangeRequest{Key: []byte("k"), Serializable: true})

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
@@ -65,7 +66,7 @@ func (s *Server) requireLeaderUnary(ctx context.Context, req any, _ *grpc.UnaryS
 // none, and otherwise registers it with the monitor; a stream the monitor ended
 // returns "no leader", whatever its handler returned.
 func (s *Server) requireLeaderStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if s.learner.Load() && info.FullMethod != snapshotMethod {
+	if s.learner.Load() && info.FullMethod != snapshotMethod && isEtcdService(info.FullMethod) {
 		return rpctypes.ErrGRPCNotSupportedForLearner
 	}
 	if !requiresLeader(ss.Context()) {
@@ -135,6 +136,16 @@ func servedByLearner(req any) bool {
 		return r.Serializable
 	}
 	return false
+}
+
+// isEtcdService reports whether fullMethod belongs to a service of the etcd API. A
+// call to any other reaches the unknown-service handler through the stream
+// interceptor and is answered Unimplemented there, on a learner too, as etcd's
+// gRPC server answers it before any interceptor.
+func isEtcdService(fullMethod string) bool {
+	service, _, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	_, ok := servedMethods[service]
+	return ok
 }
 
 // snapshotMethod is the one stream a learner serves.

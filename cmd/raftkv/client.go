@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
@@ -241,6 +242,15 @@ func retryable(err error) bool {
 	return code == codes.Unavailable || code == codes.DeadlineExceeded
 }
 
+// learnerRefused reports a learner's refusal ("rpc not supported for learner"): it
+// comes before the call runs, so even a write may go to the next endpoint, as
+// etcdctl's does.
+func learnerRefused(err error) bool {
+	st := status.Convert(err)
+	want := status.Convert(rpctypes.ErrGRPCNotSupportedForLearner)
+	return st.Code() == want.Code() && st.Message() == want.Message()
+}
+
 // first runs call against the endpoints in order until one serves it, within
 // --command-timeout in all. A call that failed after its request was sent goes to
 // the next endpoint only if isRead: a write might have been applied already.
@@ -263,7 +273,7 @@ func (c *clientFlags) first(cmd *cobra.Command, isRead bool, call func(ctx conte
 		}
 		errs = append(errs, endpointError{ep, c.rpcError(err)})
 		var de *dialError
-		if !errors.As(err, &de) && !(isRead && retryable(err)) {
+		if !errors.As(err, &de) && !(isRead && retryable(err)) && !learnerRefused(err) {
 			return errs
 		}
 	}

@@ -111,7 +111,7 @@ var etcdFlags = []etcdFlag{
 	{name: "compaction-batch-limit", etcdDefault: "1000", why: notTunable + ": a compaction applies as one entry"},
 	{name: "warning-apply-duration", etcdDefault: "100ms", why: notTunable},
 	{name: "bootstrap-defrag-threshold-megabytes", etcdDefault: "0", why: noBbolt},
-	{name: "max-learners", etcdDefault: "1", why: "raftkv has no learners yet"},
+	{name: "max-learners", etcdDefault: "1", why: "raftkv allows one learner at a time, etcd's default"},
 	{name: "compaction-sleep-interval", why: notTunable},
 	{name: "downgrade-check-time", why: "raftkv has no downgrade protocol"},
 	// Unsafe
