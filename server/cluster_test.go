@@ -148,14 +148,7 @@ func TestMemberAddJoinPromoteRemove(t *testing.T) {
 	if len(removed.Members) != 1 || removed.Members[0].ID != m0.srv.ID() {
 		t.Fatalf("after the removal: %v", removed.Members)
 	}
-	select {
-	case <-joiner.srv.Done():
-	case <-time.After(10 * time.Second):
-		t.Fatal("the removed member did not stop")
-	}
-	if err := joiner.srv.Err(); !errors.Is(err, ErrRemoved) {
-		t.Fatalf("the removed member's Err = %v, want ErrRemoved", err)
-	}
+	waitStoppedAsRemoved(t, joiner, "the removed member")
 	retry(t, func(ctx context.Context) error {
 		_, err := m0.client.Put(ctx, &pb.PutRequest{Key: []byte("after"), Value: []byte("v")})
 		return err
@@ -269,6 +262,19 @@ func waitAppliedEverywhere(t *testing.T, members []*testMember, leader *testMemb
 }
 
 // waitStarted waits until m lists n members with names.
+// waitStoppedAsRemoved waits up to 10 s for m to stop on its own with ErrRemoved.
+func waitStoppedAsRemoved(t *testing.T, m *testMember, who string) {
+	t.Helper()
+	select {
+	case <-m.srv.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s did not stop", who)
+	}
+	if err := m.srv.Err(); !errors.Is(err, ErrRemoved) {
+		t.Fatalf("%s: Err = %v, want ErrRemoved", who, err)
+	}
+}
+
 func waitStarted(t *testing.T, m *testMember, n int) {
 	t.Helper()
 	cluster := pb.NewClusterClient(m.conn)
@@ -422,14 +428,7 @@ func TestRemovedWhileDownStopsOnRestartAndDisturbsNobody(t *testing.T) {
 	}
 	termBefore, _ := leader.srv.leader()
 	victim.start(t)
-	select {
-	case <-victim.srv.Done():
-	case <-time.After(10 * time.Second):
-		t.Fatal("the removed member, restarted, did not stop")
-	}
-	if err := victim.srv.Err(); !errors.Is(err, ErrRemoved) {
-		t.Fatalf("Err = %v, want ErrRemoved", err)
-	}
+	waitStoppedAsRemoved(t, victim, "the removed member, restarted,")
 	// Give it the time of several elections to do harm, had it not stopped.
 	time.Sleep(time.Second)
 	for _, m := range members {

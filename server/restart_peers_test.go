@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -91,12 +90,5 @@ func TestRemovedMemberIsRefusedByMembersRestartedSinceItsRemoval(t *testing.T) {
 		}
 	}
 	victim.start(t)
-	select {
-	case <-victim.srv.Done():
-	case <-time.After(10 * time.Second):
-		t.Fatal("the removed member, started after the others restarted, did not stop")
-	}
-	if err := victim.srv.Err(); !errors.Is(err, ErrRemoved) {
-		t.Fatalf("Err = %v, want ErrRemoved", err)
-	}
+	waitStoppedAsRemoved(t, victim, "the removed member, started after the others restarted,")
 }
