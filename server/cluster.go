@@ -294,16 +294,12 @@ type memberState struct {
 // is that of the configuration in effect: etcd checks a change as it applies, this
 // leader before it proposes, and the change before may have committed without having
 // applied yet. (A voter added below quorum is answered while still uncommitted, see
-// waitDurable: a change made then would also replace the joining member's pendingJoin.)
+// waitDurable.)
 func (c *clusterService) state(ctx context.Context) (memberState, error) {
 	st := c.s.node.MembershipStatus()
 	for st.Progress != nil && !st.Committed {
-		select {
-		case <-time.After(c.s.cfg.HeartbeatInterval / 4):
-		case <-ctx.Done():
-			return memberState{}, c.s.contextError(ctx)
-		case <-c.s.stopc:
-			return memberState{}, errStopped
+		if err := c.pause(ctx); err != nil {
+			return memberState{}, err
 		}
 		st = c.s.node.MembershipStatus()
 	}
@@ -405,12 +401,11 @@ func (c *clusterService) add(ctx context.Context, peerURLs []string, isLearner b
 		// answered. So the call answers once the change is durable on a quorum of
 		// the voters before it (etcd, which switches configuration at apply,
 		// answers once it commits under those), and a joining member hears of
-		// itself before it commits (pendingJoin).
+		// itself before it commits (unappliedAdd).
 		durableOn = nil
 		if !isLearner && ms.countActive() < quorum(len(ms.st.Voters)+1) {
 			durableOn = slices.Clone(ms.st.Voters)
 		}
-		c.s.pendingJoin.Store(&m)
 		c.s.peerUpdated(m) // the leader must reach it before the change applies
 		return raft.ConfChange{Type: typ, NodeID: m.ID}, m.encode(), nil
 	})
@@ -554,13 +549,22 @@ func (c *clusterService) waitDurable(ctx context.Context, index, term uint64, vo
 		if durable >= quorum(len(voters)) {
 			return nil
 		}
-		select {
-		case <-time.After(c.s.cfg.HeartbeatInterval / 4):
-		case <-ctx.Done():
-			return c.s.contextError(ctx)
-		case <-c.s.stopc:
-			return errStopped
+		if err := c.pause(ctx); err != nil {
+			return err
 		}
+	}
+}
+
+// pause waits a quarter of a heartbeat between two looks at the leader's
+// membership status, or returns ctx's error, or errStopped.
+func (c *clusterService) pause(ctx context.Context) error {
+	select {
+	case <-time.After(c.s.cfg.HeartbeatInterval / 4):
+		return nil
+	case <-ctx.Done():
+		return c.s.contextError(ctx)
+	case <-c.s.stopc:
+		return errStopped
 	}
 }
 

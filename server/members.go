@@ -53,9 +53,6 @@ func (s *Server) applyConfChange(msg raft.ApplyMsg) {
 		env = envelope{}
 	}
 	rec.ID = cc.NodeID
-	if p := s.pendingJoin.Load(); p != nil && p.ID == cc.NodeID {
-		s.pendingJoin.CompareAndSwap(p, nil)
-	}
 	switch cc.Type {
 	case raft.ConfChangeAddVoter, raft.ConfChangeAddLearner:
 		rec.IsLearner = cc.Type == raft.ConfChangeAddLearner
@@ -191,15 +188,9 @@ func (s *Server) removedFromCluster(why string) {
 // every member record, the removed ones too.
 func (s *Server) clusterInfo() []byte {
 	members := s.sm.allMembers()
-	listed := func(id uint64) bool { return slices.ContainsFunc(members, func(m member) bool { return m.ID == id }) }
-	if p := s.pendingJoin.Load(); p != nil && !listed(p.ID) {
-		// Added, not applied yet: the member may be joining to make it commit.
-		if st := s.node.MembershipStatus(); st.IsMember(p.ID) {
-			members = append(members, *p)
-		}
-	}
-	// The same, for an addition this member did not propose (pending_member.go).
-	if m, ok := s.unappliedAdd(); ok && !listed(m.ID) {
+	// Added by an entry not applied yet: the member may be joining to make it
+	// commit (pending_member.go).
+	if m, ok := s.unappliedAdd(); ok && !slices.ContainsFunc(members, func(r member) bool { return r.ID == m.ID }) {
 		members = append(members, m)
 	}
 	return encodeMembers(members)

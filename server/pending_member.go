@@ -2,7 +2,6 @@ package server
 
 import (
 	"math"
-	"slices"
 	"time"
 
 	"raftkv/raft"
@@ -12,8 +11,8 @@ import (
 // but its member list and its transport's peers follow what has applied. Between
 // the two, a member added by an entry not yet committed is a voter this member may
 // need for a quorum and cannot reach, and that cannot join through it. Only the
-// leader that proposed the addition knew better (pendingJoin, and the address it
-// dials at once). If that leader fails before the entry commits, the next leader
+// leader that proposed the addition would know better (it dials the address at
+// once). If that leader fails before the entry commits, the next leader
 // needs the new member's vote (a quorum of the configuration with it) and neither
 // knows its address nor tells it who it is. So every member reads the added
 // member's record from the entry in its own log: its transport dials it, and a
@@ -69,7 +68,7 @@ func (s *Server) dialUnappliedAdds() {
 			// The addition and a removal of the member may both have applied since
 			// unappliedAdd read the log: UpdatePeer took it off the removed set, so
 			// put it back (a removal applied after this point refuses it itself).
-			if slices.ContainsFunc(s.sm.allMembers(), func(r member) bool { return r.ID == m.ID && r.isRemoved }) {
+			if r, ok := s.sm.anyMember(m.ID); ok && r.isRemoved {
 				s.transport.RemovePeer(m.ID)
 			}
 		}

@@ -108,9 +108,6 @@ type Server struct {
 	done    chan struct{}
 	// fatal is the error that stopped the member, if stopOnFatal did (fatal.go).
 	fatal fatalStop
-	// pendingJoin is the member the leader's last MemberAdd proposed, until it
-	// applies: a joining member asking this one hears of it (clusterInfo).
-	pendingJoin atomic.Pointer[member]
 	// learner says this member is a learner in its applied member list: it then
 	// serves only what etcd's learners serve (servedByLearner).
 	learner atomic.Bool
