@@ -55,6 +55,37 @@ func TestRemovedPeerIsRefusedAndTold(t *testing.T) {
 	})
 }
 
+// A forgotten peer: node 1 stops sending to it and its goroutines end, as for a
+// removed one, but its streams are still taken (it was never a member, so it was
+// not removed) and it is not told it was removed.
+func TestForgottenPeerIsNotRefused(t *testing.T) {
+	var removedBy atomic.Uint64
+	nodes := startCluster(t, []uint64{1, 2, 3}, func(c *Config) {
+		if c.ID == 3 {
+			c.OnRemoved = func(by uint64) { removedBy.Store(by) }
+		}
+	})
+	waitConnected(t, nodes)
+	goroutinesBefore := runtime.NumGoroutine()
+	nodes[1].tr.ForgetPeer(3)
+	if _, ok := nodes[1].tr.Stats().Peers[3]; ok {
+		t.Fatal("peer 3 still in node 1's stats after ForgetPeer")
+	}
+	waitFor(t, 5*time.Second, "node 1's writer to 3 gone", func() bool { return runtime.NumGoroutine() < goroutinesBefore })
+	waitFor(t, 5*time.Second, "node 3's message reaching node 1", func() bool {
+		nodes[3].tr.Send([]raft.Message{appMsg(3, 1, 5, nil)})
+		for _, m := range nodes[1].h.messages() {
+			if m.From == 3 && m.Index == 5 {
+				return true
+			}
+		}
+		return false
+	})
+	if by := removedBy.Load(); by != 0 {
+		t.Fatalf("node 3 was told by node %d that it was removed", by)
+	}
+}
+
 // A joining node asks any member what the cluster is, whatever cluster id and node id
 // it has: it gets the cluster id and the member's ClusterInfo.
 func TestFetchCluster(t *testing.T) {

@@ -265,10 +265,18 @@ func (t *Transport) UpdatePeer(id uint64, addr string) error {
 // and probe goroutines end. From then on a stream from id is refused, telling it that
 // it was removed (Config.OnRemoved on its side), and its live inbound stream is
 // closed, until UpdatePeer adds it back.
-func (t *Transport) RemovePeer(id uint64) {
+func (t *Transport) RemovePeer(id uint64) { t.dropPeer(id, true) }
+
+// ForgetPeer stops sending to peer id and drops what is queued for it, as RemovePeer
+// does, but without refusing its streams: for a peer dialled ahead of an addition
+// that never took effect (its log entry was cut), which was never a member and so
+// was not removed either.
+func (t *Transport) ForgetPeer(id uint64) { t.dropPeer(id, false) }
+
+func (t *Transport) dropPeer(id uint64, refuse bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if id != t.cfg.ID && id != 0 {
+	if refuse && id != t.cfg.ID && id != 0 {
 		t.mu.removed[id] = true
 		if conn := t.mu.inbound[id]; conn != nil {
 			closeNow(conn)
