@@ -406,7 +406,7 @@ func (c *clusterService) add(ctx context.Context, peerURLs []string, isLearner b
 		if !isLearner && ms.countActive() < quorum(len(ms.st.Voters)+1) {
 			durableOn = slices.Clone(ms.st.Voters)
 		}
-		c.s.peerUpdated(m) // the leader must reach it before the change applies
+		c.s.dialAhead(m) // the leader must reach it before the change applies
 		return raft.ConfChange{Type: typ, NodeID: m.ID}, m.encode(), nil
 	})
 	return m, err

@@ -97,3 +97,69 @@ func TestMemberAddedAsTheLeaderFailsJoinsThroughAFollower(t *testing.T) {
 		return nil
 	})
 }
+
+// An addition that never commits: the leader appends it with both followers down,
+// and stops. The followers come back, elect one of themselves and write on. The old
+// leader, started alone, finds the unapplied addition in its log and dials the
+// member it adds; once the followers run again its log is behind theirs (§5.4.1),
+// the new leader cuts the entry from it (§5.3), and it must stop dialling a member
+// that was never added.
+func TestMemberWhoseAdditionWasCutIsNoLongerDialled(t *testing.T) {
+	members := startTestCluster(t, 3, func(c *Config) { c.DisableStrictReconfigCheck = true })
+	waitStarted(t, members[0], 3)
+	waitConnected(t, members)
+	oldLeader := leaderOf(t, members)
+	followers := followersOf(members, oldLeader)
+	known := map[uint64]bool{}
+	for _, m := range members {
+		known[m.srv.ID()] = true
+	}
+	for _, f := range followers {
+		f.stop()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_, err := pb.NewClusterClient(oldLeader.conn).MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{"http://127.0.0.1:1"}})
+	cancel()
+	if err == nil {
+		t.Fatal("a voter added with only the leader running was answered as added")
+	}
+	added := uint64(0)
+	for id := range oldLeader.srv.transport.Stats().Peers {
+		if !known[id] {
+			added = id
+		}
+	}
+	if added == 0 {
+		t.Fatal("the leader does not dial the member it is adding")
+	}
+	oldLeader.stop()
+
+	for _, f := range followers {
+		f.start(t)
+	}
+	retry(t, func(ctx context.Context) error {
+		_, err := followers[0].client.Put(ctx, &pb.PutRequest{Key: []byte("after"), Value: []byte("v")})
+		return err
+	})
+	for _, f := range followers {
+		f.stop()
+	}
+	oldLeader.start(t)
+	dialled := func() bool { _, ok := oldLeader.srv.transport.Stats().Peers[added]; return ok }
+	if err := waitFor(5*time.Second, dialled); err != nil {
+		t.Fatal("restarted with the addition unapplied in its log, the old leader does not dial the added member")
+	}
+	for _, f := range followers {
+		f.start(t)
+	}
+	retry(t, func(ctx context.Context) error {
+		resp, err := oldLeader.client.Range(ctx, &pb.RangeRequest{Key: []byte("after"), Serializable: true})
+		if err == nil && len(resp.Kvs) == 0 {
+			err = fmt.Errorf("the old leader does not have the new leader's write yet")
+		}
+		return err
+	})
+	if err := waitFor(5*time.Second, func() bool { return !dialled() }); err != nil {
+		t.Fatalf("the old leader still dials member %x, whose addition was cut from its log", added)
+	}
+}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"math"
+	"sync"
 	"time"
 
 	"raftkv/raft"
@@ -50,6 +51,29 @@ func (s *Server) unappliedAdd() (member, bool) {
 	return m, true
 }
 
+// dialledAhead is the set of members the transport dials before their addition
+// has applied here: the one the latest unapplied configuration entry adds, and the
+// one a leader's MemberAdd is about to propose. An addition that never commits (a
+// new leader cuts the entry from this member's log) leaves such a peer dialled; the
+// set is how dialUnappliedAdds finds and forgets it.
+type dialledAhead struct {
+	mu  sync.Mutex
+	ids map[uint64]time.Time // when first dialled ahead
+}
+
+// dialAhead points the transport at member m before its addition applies here.
+func (s *Server) dialAhead(m member) {
+	s.ahead.mu.Lock()
+	if s.ahead.ids == nil {
+		s.ahead.ids = map[uint64]time.Time{}
+	}
+	if _, ok := s.ahead.ids[m.ID]; !ok {
+		s.ahead.ids[m.ID] = time.Now()
+	}
+	s.ahead.mu.Unlock()
+	s.peerUpdated(m)
+}
+
 // dialUnappliedAdds points the transport at the member an unapplied configuration
 // entry adds, checked every election timeout: within one of this member appending
 // the entry (from a leader, or found in its log at start). A leader that fails
@@ -63,8 +87,9 @@ func (s *Server) dialUnappliedAdds() {
 		case <-s.stopc:
 			return
 		}
-		if m, ok := s.unappliedAdd(); ok {
-			s.peerUpdated(m)
+		m, ok := s.unappliedAdd()
+		if ok {
+			s.dialAhead(m)
 			// The addition and a removal of the member may both have applied since
 			// unappliedAdd read the log: UpdatePeer took it off the removed set, so
 			// put it back (a removal applied after this point refuses it itself).
@@ -72,5 +97,34 @@ func (s *Server) dialUnappliedAdds() {
 				s.transport.RemovePeer(m.ID)
 			}
 		}
+		s.forgetAbandonedAdds(m.ID, time.Now().Add(-2*s.cfg.ElectionTimeout))
+	}
+}
+
+// forgetAbandonedAdds stops dialling the members dialled ahead before cutoff whose
+// addition neither applied here nor is the unapplied one (pending): their entry was
+// cut from the log, or the leader's proposal never made it there. An addition that
+// applies is the apply loop's from then on (it dials or refuses the member).
+func (s *Server) forgetAbandonedAdds(pending uint64, cutoff time.Time) {
+	s.ahead.mu.Lock()
+	defer s.ahead.mu.Unlock()
+	for id, since := range s.ahead.ids {
+		if _, applied := s.sm.anyMember(id); applied {
+			delete(s.ahead.ids, id)
+			continue
+		}
+		if id == pending || since.After(cutoff) {
+			continue
+		}
+		delete(s.ahead.ids, id)
+		s.transport.ForgetPeer(id)
+		// The addition may have committed behind a later configuration entry and
+		// applied since the check above; the apply loop dialled it before or after
+		// ForgetPeer, so dial it again in case it was before.
+		if r, ok := s.sm.anyMember(id); ok && !r.isRemoved {
+			s.peerUpdated(r)
+			continue
+		}
+		s.logger.Info("no longer dialling a member whose addition did not take effect", "member", hexID(id))
 	}
 }

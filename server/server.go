@@ -39,6 +39,7 @@ type Server struct {
 	// it was never used; MemberList lists only them.
 	forcedVoters []uint64
 	logger       *slog.Logger
+	ahead        dialledAhead // members dialled before their addition applies (pending_member.go)
 
 	storage   *storage.Storage
 	transport *transport.Transport
