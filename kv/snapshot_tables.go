@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"sort"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // A member that receives a snapshot from its leader writes the stream into
@@ -42,8 +44,8 @@ func (s *Store) WriteSnapshotTables(r io.Reader, dir string) (int64, error) {
 
 // RestoreFromTables replaces the store's state with the tables WriteSnapshotTables
 // wrote in dir, as RestoreFrom does with a stream: afterwards AppliedIndex and
-// AppliedTerm are the stream's. The tables are linked into the engine; dir is the
-// caller's to remove. A failure past the start leaves the store refusing Apply,
+// AppliedTerm are the stream's. The tables are linked into the engine, and dir
+// keeps them (linkForIngest): it is the caller's to remove. A failure past the start leaves the store refusing Apply,
 // and its engine refused by OpenStore, until a restore succeeds. A non-nil rec is
 // written in the batch that ends the restore (see RestoreRecord).
 func (s *Store) RestoreFromTables(dir string, rec *RestoreRecord) error {
@@ -67,15 +69,43 @@ func (s *Store) RestoreFromTables(dir string, rec *RestoreRecord) error {
 		return fmt.Errorf("%w: %q holds no tables", ErrCorruptSnapshot, dir)
 	}
 	term := st.e.term
-	err = st.e.markRestoring()
+	links, err := st.e.linkForIngest(paths)
+	defer func() { _ = fs.RemoveAll(st.e.restoreDir()) }()
 	if err == nil {
-		err = st.e.replaceWithTables(paths, rec)
+		err = st.e.markRestoring()
+	}
+	if err == nil {
+		err = st.e.replaceWithTables(links, rec)
 	}
 	if err != nil {
 		st.cutOff(err)
 		return err
 	}
 	return s.reload(st, term)
+}
+
+// linkForIngest hard-links the tables at paths into the engine's restore directory,
+// made afresh, and returns the links. pebble's Ingest removes the files it is
+// given; the tables in dir must outlive the restore, which a crash may cut off
+// once the store is cleared, and which the next start then runs again from them.
+// Where the file system has no hard links, the tables are copied (and synced).
+func (e *engine) linkForIngest(paths []string) ([]string, error) {
+	fs := e.opts.FS
+	dir := e.restoreDir()
+	if err := fs.RemoveAll(dir); err != nil {
+		return nil, fmt.Errorf("kv: removing %q, left by an earlier restore: %w", dir, err)
+	}
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("kv: making %q for a snapshot's tables: %w", dir, err)
+	}
+	links := make([]string, len(paths))
+	for i, path := range paths {
+		links[i] = fs.PathJoin(dir, fs.PathBase(path))
+		if err := vfs.LinkOrCopy(fs, path, links[i]); err != nil {
+			return nil, fmt.Errorf("kv: linking the snapshot's table %q into %q: %w", path, dir, err)
+		}
+	}
+	return links, nil
 }
 
 type countingReader struct {

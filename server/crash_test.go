@@ -65,6 +65,53 @@ func (g linkGuard) crashClone() *vfs.MemFS {
 	return g.mem.CrashClone(vfs.CrashCloneCfg{})
 }
 
+// killClone is the files as a killed process leaves them: every write and every
+// change to a directory is there, synced or not, for the kernel still holds them
+// (a crash clone drops what was not synced, a directory's removals included). All
+// of it is synced in the clone, so that its own crash clones keep it. Taken while
+// no link is under way.
+func (g linkGuard) killClone(t testing.TB) *vfs.MemFS {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := vfs.NewCrashableMem()
+	if err := copyTree(g.mem, out, "/"); err != nil {
+		t.Fatalf("copying the files as a kill leaves them: %v", err)
+	}
+	return out
+}
+
+// copyTree copies dir and everything under it from src to dst, synced.
+func copyTree(src, dst vfs.FS, dir string) error {
+	if err := dst.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	names, err := src.List(dir)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		path := src.PathJoin(dir, name)
+		info, err := src.Stat(path)
+		if err != nil {
+			return err
+		}
+		if info.IsDir() {
+			err = copyTree(src, dst, path)
+		} else {
+			err = vfs.CopyAcrossFS(src, path, dst, path)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	d, err := dst.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
 func (c *crashPoint) write() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -27,6 +27,9 @@ import (
 // disk in a flush after the restored state's own, and a crash between the two left
 // a store ahead of the log with no record: refused at every start, its body already
 // removed. A cut-off store was refused too, until its directory was removed by hand.
+// Each crash is a power cut (what was not synced is lost) and a kill (nothing is
+// lost): pebble's ingest removed the body's tables, and a kill after it, before the
+// restore's end was flushed, left a cut-off store and no body to restore it from.
 func TestCrashWhileRestoringAReceivedBody(t *testing.T) {
 	leader := newReconcileFixture(t)
 	leader.applyPuts(t, 1, 12, 1) // the body: the leader's store at 12, past the snapshot's 10
@@ -34,11 +37,19 @@ func TestCrashWhileRestoringAReceivedBody(t *testing.T) {
 	if _, err := leader.s.sm.store.WriteSnapshot(&body); err != nil {
 		t.Fatal(err)
 	}
-	for _, kind := range []string{inboundTablesSuffix, inboundStreamSuffix} {
-		t.Run(kind, func(t *testing.T) {
+	for _, c := range []struct {
+		kind string
+		kill bool
+	}{{inboundTablesSuffix, false}, {inboundStreamSuffix, false}, {inboundTablesSuffix, true}, {inboundStreamSuffix, true}} {
+		name := c.kind + "/power-cut"
+		if c.kill {
+			name = c.kind + "/kill"
+		}
+		kind := c.kind
+		t.Run(name, func(t *testing.T) {
 			points, cutOff := 0, 0
 			for at := 1; ; at++ {
-				crashed, refused := crashWhileRestoring(t, body.Bytes(), kind, at)
+				crashed, refused := crashWhileRestoring(t, body.Bytes(), kind, at, c.kill)
 				if !crashed {
 					break
 				}
@@ -60,10 +71,11 @@ func TestCrashWhileRestoringAReceivedBody(t *testing.T) {
 
 // crashWhileRestoring restores body, saved in kv-in as kind, into a follower
 // whose log ends with the received snapshot at 10, crashes the store's file system
-// at its at-th write of the restore, and checks the start after it. It returns
+// at its at-th write of the restore (a kill if kill, else a power cut), and checks
+// the start after it. It returns
 // whether the restore made at writes, and whether the store was refused as cut
 // off.
-func crashWhileRestoring(t *testing.T, body []byte, kind string, at int) (crashed, cutOff bool) {
+func crashWhileRestoring(t *testing.T, body []byte, kind string, at int, kill bool) (crashed, cutOff bool) {
 	t.Helper()
 	const dir = "/member"
 	members := []member{{ID: 1, Name: "a"}, {ID: 2, Name: "b"}, {ID: 3, Name: "c", IsLearner: true}}
@@ -79,7 +91,11 @@ func crashWhileRestoring(t *testing.T, body []byte, kind string, at int) (crashe
 		defer mu.Unlock()
 		if armed && op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
 			if writes++; writes == at {
-				image = mem.crashClone()
+				if kill {
+					image = mem.killClone(t)
+				} else {
+					image = mem.crashClone()
+				}
 			}
 		}
 		return nil
