@@ -28,7 +28,10 @@ type Hub struct {
 	wake  chan struct{}
 	stopc chan struct{}
 	done  chan struct{}
-	mu    struct {
+	// beforeCreateLock, if set (by tests), runs in Stream.Create between its
+	// check for room and its taking of mu.
+	beforeCreateLock func()
+	mu               struct {
 		sync.Mutex
 		// pos is the revision up to which the synced watchers have been handed
 		// their events.

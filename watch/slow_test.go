@@ -283,3 +283,20 @@ func TestCloseEndsStreams(t *testing.T) {
 		t.Fatal("Create on a closed stream succeeded")
 	}
 }
+
+// A stream that closes while a Create on it is between its check that the stream
+// is open and its taking of the hub's lock: the watcher must not join the hub,
+// where nothing would ever take it out (it read history at every revision, for
+// good). The stream is closed as its handler returns, which may be while its
+// receiving goroutine is in a Create.
+func TestCreateRacingCloseLeavesNoWatcher(t *testing.T) {
+	f := newFixture(t, Config{}, false)
+	s := f.hub.NewStream()
+	f.hub.beforeCreateLock = s.Close
+	if err := s.Create(context.Background(), CreateRequest{Key: []byte("a")}); err == nil {
+		t.Fatal("Create on a stream closed under it succeeded")
+	}
+	if st := f.hub.Stats(); st.Streams != 0 || st.Synced != 0 || st.Unsynced != 0 {
+		t.Fatalf("after a Create racing Close: %+v; want no stream and no watcher", st)
+	}
+}

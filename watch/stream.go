@@ -123,8 +123,16 @@ func (s *Stream) Create(ctx context.Context, r CreateRequest) error {
 		return err
 	}
 	h := s.hub
+	if h.beforeCreateLock != nil {
+		h.beforeCreateLock()
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if _, open := h.mu.streams[s]; !open {
+		// Closed since waitControlRoom looked: a watcher added now would stay in
+		// the hub for good, for nothing takes a closed stream's watchers out.
+		return errStreamClosed
+	}
 	rev := h.history.Revision()
 	refuse := func(err error) error {
 		s.queueControl(Response{WatchID: -1, Created: true, Canceled: true, CancelReason: err.Error(), Revision: rev})
@@ -226,7 +234,7 @@ func (s *Stream) Cancel(ctx context.Context, id int64) error {
 func (s *Stream) RequestProgress() {
 	h := s.hub
 	h.mu.Lock()
-	if !h.mu.closed && s.syncedForProgressLocked(h.history.Revision()) {
+	if _, open := h.mu.streams[s]; open && s.syncedForProgressLocked(h.history.Revision()) {
 		h.mu.progressWanted[s] = struct{}{}
 	}
 	h.mu.Unlock()
