@@ -19,16 +19,18 @@ import (
 // segment is only ever followed by another once it was synced, so any failure there
 // is damage, not a crash.
 //
-// In the last segment a crash can leave a torn write. Writes not yet synced reach the
-// disk in order (the model MemFS implements), so a torn tail is a bad record followed
-// by nothing: after the last sound record there is at most one bad record (its header
+// In the last segment a crash can leave a torn write. A disk that persists unsynced
+// writes in order (the model MemFS implements) leaves a bad record followed by
+// nothing: after the last sound record there is at most one bad record (its header
 // torn, or its payload), then only the zeros of the preallocated space. Recovery cuts
 // that off and starts with the sound prefix, which holds at least every record that
-// was synced. A bad record followed by anything else (another record, stray bytes)
-// cannot come from a torn append: that is damage, and recovery refuses to start,
-// naming the file and offset, rather than drop what follows. (A disk that persisted
-// unsynced writes out of order could leave such a hole after a power loss; recovery
-// then fails closed, refusing rather than guessing which records were synced.)
+// was synced. A power loss may also persist them out of order (a later page, not an
+// earlier one), which leaves a bad record with a whole sector of zeros in it or after
+// it, then data: that is cut off too (zeroSector), as etcd's WAL cuts a record
+// holding a zeroed sector. A bad record followed by anything else (another record,
+// stray bytes) and no such sector cannot come from a crash: that is damage, and
+// recovery refuses to start, naming the file and offset, rather than drop what
+// follows.
 //
 // A bit flip inside the very last record looks exactly like a torn write and is cut
 // off with it, and so would a record of another cluster spliced onto the very end (its
@@ -256,9 +258,19 @@ func scanLastSegment(s *segmentFile, seed uint32, logger *slog.Logger) (end int6
 	if err != nil {
 		return 0, false, err
 	}
+	hole := int64(-1)
+	if next >= 0 {
+		if hole, err = zeroSector(s, off, next); err != nil {
+			return 0, false, err
+		}
+	}
 	switch {
 	case next < 0 && status == recordEnd:
 		clean = true
+	case next >= 0 && hole >= 0:
+		logger.Warn("cutting off a write torn by a power loss at the end of the WAL: a sector of it never reached the disk, "+
+			"and what was written after it was never reported durable either",
+			"file", s.path, "offset", off, "problem", status.String(), "zero_sector", hole, "data_after", next)
 	case next >= 0 && status == recordEnd:
 		return 0, false, corruptf(s.path, off, "no record here but data at offset %d, so it is not a write torn by a crash", next)
 	case next >= 0:
@@ -268,6 +280,35 @@ func scanLastSegment(s *segmentFile, seed uint32, logger *slog.Logger) (end int6
 			"file", s.path, "offset", off, "problem", status.String())
 	}
 	return off, clean, nil
+}
+
+// sectorSize is the unit a disk writes whole, or not at all, in a power loss: the
+// smallest there is, as etcd's WAL assumes (minSectorSize).
+const sectorSize = 512
+
+// zeroSector returns the offset of the first sector-aligned sector of zeros in the
+// segment between from and to, or -1 if there is none. After a bad record, such a
+// sector with data after it is the mark of a write a power loss tore out of order
+// (the page cache wrote a later page and not an earlier one; the space was
+// preallocated as zeros). The flusher writes its records in file order and reports
+// them durable only after the fdatasync that follows, which persists every page
+// written before it. So a sector that never reached the disk was written after the
+// last fdatasync that completed, and so was everything after it: none of it was
+// reported durable, and it is cut off as a torn tail is. A bit flip leaves no such
+// sector (unless a record's payload holds 512 zeros just there, which makes it look
+// torn: etcd's WAL, whose rule this is, takes the same risk), and stays refused.
+func zeroSector(s *segmentFile, from, to int64) (int64, error) {
+	first := (from + sectorSize - 1) / sectorSize * sectorSize
+	buf := make([]byte, sectorSize)
+	for at := first; at+sectorSize <= to; at += sectorSize {
+		if _, err := s.f.ReadAt(buf, at); err != nil && !errors.Is(err, io.EOF) {
+			return 0, fmt.Errorf("storage: reading WAL segment %s: %w", s.path, err)
+		}
+		if allZero(buf) {
+			return at, nil
+		}
+	}
+	return -1, nil
 }
 
 // firstNonZero returns the offset of the first non-zero byte of the segment at or
