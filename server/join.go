@@ -88,7 +88,7 @@ func writeBootstrap(dataDir string, rec *bootstrapRecord) error {
 		return err
 	}
 	path := bootstrapPath(dataDir)
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := mkdirDurably(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
 	return writeFileDurably(path, append(data, '\n'))

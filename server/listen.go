@@ -70,6 +70,21 @@ func listenHint(err error) string {
 	return ""
 }
 
+// mkdirDurably creates dir and any missing parents, with perm, and syncs the
+// parent of each one it made, so that a crash right after cannot lose them.
+func mkdirDurably(dir string, perm os.FileMode) error {
+	missing := missingDirs(dir)
+	if err := os.MkdirAll(dir, perm); err != nil {
+		return err
+	}
+	for _, d := range missing {
+		if err := syncDir(filepath.Dir(d)); err != nil {
+			return fmt.Errorf("fsync of %s: %w", filepath.Dir(d), err)
+		}
+	}
+	return nil
+}
+
 // missingDirs returns dir and those of its parents that do not exist, outermost
 // first, so that a failed start can remove what it created.
 func missingDirs(dir string) []string {

@@ -112,7 +112,7 @@ func Restore(cfg RestoreConfig) (res RestoreResult, err error) {
 		}
 	}()
 	memberDir := filepath.Join(cfg.DataDir, "member")
-	if err := os.MkdirAll(memberDir, 0o700); err != nil {
+	if err := mkdirDurably(memberDir, 0o700); err != nil {
 		return res, err
 	}
 	initial := make([]member, 0, len(peers))
