@@ -321,17 +321,31 @@ func (c *clusterService) state(ctx context.Context) (memberState, error) {
 	for _, m := range c.s.sm.members() {
 		ms.started[m.ID] = m.Name != ""
 	}
-	// Connected as etcd's transport says it (ActiveSince): the stream to the member
-	// is up. Raft's RecentActive would do too but flickers: CheckQuorum clears it
-	// every election timeout until the member's next answer.
+	// Connected as etcd's strict check counts it (isConnectedSince): the stream to
+	// the member has been up for healthInterval, so that one that flaps does not
+	// count. Raft's RecentActive would not do: CheckQuorum clears it every election
+	// timeout until the member's next answer.
 	connected := c.s.transport.Stats().Peers
+	upBefore := time.Now().Add(-c.s.healthInterval())
 	for _, p := range st.Progress {
-		ms.active[p.ID] = p.ID == c.s.id || connected[p.ID].IsConnected
+		peer := connected[p.ID]
+		ms.active[p.ID] = p.ID == c.s.id || (peer.IsConnected && peer.ConnectedSince.Before(upBefore))
 	}
 	return ms, nil
 }
 
 func quorum(n int) int { return n/2 + 1 }
+
+// healthInterval is how long a stream to a peer must have been up for the strict
+// reconfiguration check to count the peer as connected: etcd's HealthInterval.
+const strictCheckHealthInterval = 5 * time.Second
+
+func (s *Server) healthInterval() time.Duration {
+	if s.cfg.peerHealthInterval != 0 {
+		return s.cfg.peerHealthInterval
+	}
+	return strictCheckHealthInterval
+}
 
 func (ms memberState) countStarted(skip uint64) (members, started int) {
 	for _, id := range ms.st.Voters {

@@ -197,6 +197,34 @@ func TestStrictReconfigCheck(t *testing.T) {
 	}
 }
 
+// The strict check counts a peer as connected only once its stream has been up for
+// the health interval (etcd's HealthInterval, 5 s; 2 s here): right after the
+// streams come up, a learner is refused as etcd refuses it, and taken once the
+// interval has passed.
+func TestStrictReconfigCheckWantsStreamsUpForTheHealthInterval(t *testing.T) {
+	const interval = 2 * time.Second
+	members := startTestCluster(t, 3, func(c *Config) { c.peerHealthInterval = interval })
+	waitStarted(t, members[0], 3)
+	waitConnected(t, members)
+	leader := leaderOf(t, members)
+	newest := time.Time{}
+	for _, p := range leader.srv.transport.Stats().Peers {
+		if p.ConnectedSince.After(newest) {
+			newest = p.ConnectedSince
+		}
+	}
+	cluster := pb.NewClusterClient(leader.conn)
+	ctx := testCtx(t)
+	_, err := cluster.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{"http://127.0.0.1:1"}, IsLearner: true})
+	if time.Since(newest) < interval-100*time.Millisecond { // else this machine was too slow to ask in time
+		wantStatus(t, "add a learner right after the streams came up", err, rpctypes.ErrGRPCUnhealthy)
+	}
+	time.Sleep(time.Until(newest.Add(interval + 100*time.Millisecond)))
+	if _, err := cluster.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{"http://127.0.0.1:2"}, IsLearner: true}); err != nil {
+		t.Fatalf("adding a learner with every stream up for the health interval: %v", err)
+	}
+}
+
 // A member that was added and never started (never published its name) counts
 // against the quorum of started members: with two of five voters never started, a
 // sixth voter is refused with etcd's "not enough started members" (before the check

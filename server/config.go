@@ -176,6 +176,10 @@ type Config struct {
 	// apply loop: a test blocks in it to hold the applied index behind the commit
 	// index (cluster_applied_test.go). Tests only.
 	applyHook func(index uint64)
+	// peerHealthInterval, if not zero, replaces strictCheckHealthInterval: how long a stream
+	// to a peer must have been up for the strict reconfiguration check to count the
+	// peer as connected. Tests only: most change the membership right after start.
+	peerHealthInterval time.Duration
 }
 
 // Defaults, matching etcd's where etcd has one.

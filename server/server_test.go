@@ -50,6 +50,7 @@ func startTestCluster(t testing.TB, n int, mutate func(*Config)) []*testMember {
 			InitialCluster:      initial,
 			HeartbeatInterval:   10 * time.Millisecond,
 			ElectionTimeout:     100 * time.Millisecond,
+			peerHealthInterval:  time.Nanosecond, // a stream up counts at once
 		}
 		if mutate != nil {
 			mutate(&cfg)

@@ -116,3 +116,24 @@ func TestFetchCluster(t *testing.T) {
 		t.Fatal("a stream of another cluster reached node 1")
 	}
 }
+
+// ConnectedSince is when the stream now up came up (etcd's ActiveSince, which its
+// strict reconfiguration check reads), and the zero time once it is down.
+func TestConnectedSince(t *testing.T) {
+	began := time.Now()
+	nodes := startCluster(t, []uint64{1, 2}, nil)
+	waitConnected(t, nodes)
+	since := nodes[1].tr.Stats().Peers[2].ConnectedSince
+	if since.Before(began) || since.After(time.Now()) {
+		t.Fatalf("ConnectedSince = %v; want between the start %v and now", since, began)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if again := nodes[1].tr.Stats().Peers[2].ConnectedSince; !again.Equal(since) {
+		t.Fatalf("ConnectedSince moved from %v to %v with the stream up all along", since, again)
+	}
+	nodes[2].tr.Close()
+	waitFor(t, 5*time.Second, "node 1's stream to 2 down", func() bool {
+		st := nodes[1].tr.Stats().Peers[2]
+		return !st.IsConnected && st.ConnectedSince.IsZero()
+	})
+}

@@ -59,6 +59,7 @@ type peer struct {
 	lastUnreachable atomic.Int64
 
 	isConnected     atomic.Bool
+	connectedSince  atomic.Int64 // Unix ns when the stream now up came up; 0 if none is
 	sent            atomic.Uint64
 	sentBytes       atomic.Uint64
 	receivedBytes   atomic.Uint64
@@ -123,6 +124,7 @@ func (p *peer) stats() PeerStats {
 	return PeerStats{
 		Addr:            p.addr(),
 		IsConnected:     p.isConnected.Load(),
+		ConnectedSince:  unixNanoTime(p.connectedSince.Load()),
 		Sent:            p.sent.Load(),
 		SentBytes:       p.sentBytes.Load(),
 		ReceivedBytes:   p.receivedBytes.Load(),
@@ -271,9 +273,11 @@ func (p *peer) stream(conn net.Conn, addr string) error {
 	}
 	ctx, cancel := context.WithCancelCause(p.ctx)
 	defer cancel(nil)
+	p.connectedSince.Store(time.Now().UnixNano())
 	p.isConnected.Store(true)
 	defer func() {
 		p.isConnected.Store(false)
+		p.connectedSince.Store(0)
 		p.setConn(nil, "")
 	}()
 
@@ -447,4 +451,12 @@ func ackTimeout(cfg *Config, kind streamKind) time.Duration {
 		return max(cfg.AckTimeout, cfg.IOTimeout)
 	}
 	return cfg.AckTimeout
+}
+
+// unixNanoTime is the time ns Unix nanoseconds name, or the zero time for 0.
+func unixNanoTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }

@@ -317,8 +317,10 @@ type Stats struct {
 type PeerStats struct {
 	// Addr is the address dialled.
 	Addr string
-	// IsConnected says whether a stream to the peer is up.
-	IsConnected bool
+	// IsConnected says whether a stream to the peer is up, and ConnectedSince since
+	// when (etcd's ActiveSince); it is the zero time while none is.
+	IsConnected    bool
+	ConnectedSince time.Time
 	// Sent counts messages encoded onto a stream. SentBytes counts their frames'
 	// bytes and those of the snapshots' frames as they are written (as etcd's
 	// peer_sent_bytes_total counts snapshots). The last of them may be lost if the
