@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -527,7 +528,11 @@ func (n *Node) run() {
 	var commitc <-chan time.Time
 
 	var (
-		readSeq uint64
+		// readSeq numbers the read rounds; it starts anywhere, so that a round's
+		// answer that reaches a later run of this node (sent to the run before a
+		// restart, or released by a heartbeat answer of the new run) matches none
+		// of its rounds: its index may predate writes acknowledged since.
+		readSeq = rand.Uint64()
 		ticks   uint64
 		// readsWaiting have asked but not yet been given to the core. At most one
 		// round is in flight (readsInFlight, from readSeq, started at tick
