@@ -210,6 +210,10 @@ const (
 	// MaxMaxResponseBytes is the largest MaxResponseBytes: gRPC's message limit,
 	// 2 GiB - 1, less room for the response's header.
 	MaxMaxResponseBytes = 2047 << 20
+	// MaxMaxRequestBytes is the largest MaxRequestBytes: a Raft append carries up to
+	// MaxRequestBytes plus 512 KiB of entries, and the peer transport's frames, sized
+	// at twice that (peerFrameBytes), stop at 1 GiB.
+	MaxMaxRequestBytes = 512<<20 - grpcOverheadBytes
 )
 
 func (c Config) withDefaults() Config {
@@ -327,6 +331,10 @@ func (c Config) Validate() error {
 	}
 	if c.MaxRequestBytes < 1024 {
 		return fmt.Errorf("--max-request-bytes %d is too small; use at least 1024", c.MaxRequestBytes)
+	}
+	if c.MaxRequestBytes > MaxMaxRequestBytes {
+		return fmt.Errorf("--max-request-bytes %d is too large: a Raft message must carry one request, and "+
+			"peer messages stop at 1 GiB; use at most %d (etcd suggests at most 10 MiB)", c.MaxRequestBytes, MaxMaxRequestBytes)
 	}
 	if c.WatchProgressNotifyInterval < 0 {
 		return fmt.Errorf("--watch-progress-notify-interval %v is negative; give a duration such as 10m",

@@ -261,12 +261,13 @@ func (s *Server) start(ids []uint64) error {
 	}
 	tickInterval := cfg.HeartbeatInterval
 	electionTicks := int(cfg.ElectionTimeout / tickInterval)
+	maxSizePerMsg := max(raft.DefaultMaxSizePerMsg, uint64(cfg.MaxRequestBytes)+grpcOverheadBytes)
 	nodeCfg := raft.Config{
 		ID: s.id, Peers: ids, Storage: &sendingStorage{Storage: s.storage, s: s}, Applied: s.startApplied,
 		TickInterval: tickInterval, HeartbeatTicks: 1, ElectionTicks: electionTicks,
 		RandSeed: time.Now().UnixNano(), Logger: s.logger,
 		// One append must be able to carry the largest request a client may send.
-		MaxSizePerMsg: max(raft.DefaultMaxSizePerMsg, uint64(cfg.MaxRequestBytes)+grpcOverheadBytes),
+		MaxSizePerMsg: maxSizePerMsg,
 		// The leader reads the entries it sends from the WAL on its run loop: bound
 		// what it reads for one follower before it acknowledges (a learner catching
 		// up after a snapshot had it read ~400 MB at once, past the election timeout).
@@ -276,6 +277,7 @@ func (s *Server) start(ids []uint64) error {
 	// the node from the start.
 	s.node, err = raft.NewNode(nodeCfg, func(h raft.Handler) (raft.Transport, error) {
 		t, err := transport.New(transport.Config{ID: s.id, ClusterID: s.clusterID, Peers: peerAddrs, TLS: s.tls.peerDial, Logger: s.logger,
+			MaxFrameBytes: peerFrameBytes(maxSizePerMsg),
 			OnRoundTrip: s.metrics.observeRoundTrip, ClusterInfo: s.clusterInfo, OnRequest: s.answerMemberRequest,
 			SnapshotStream: s.snapshotStream, SnapshotReceiver: s.receiveSnapshot,
 			OnRemoved: func(by uint64) {
@@ -324,6 +326,17 @@ func (s *Server) start(ids []uint64) error {
 // MaxRequestBytes, as etcd does, so an oversized request reaches our check and gets
 // etcd's "request is too large" rather than a transport error.
 const grpcOverheadBytes = 512 * 1024
+
+// peerFrameBytes is the peer transport's frame limit for appends of up to
+// maxSizePerMsg bytes of entries: room for their encoding (Raft counts 24 bytes of
+// overhead an entry; an append of many small ones may take more), at least the
+// transport's default. A message over it would be dropped at every resend, and
+// the follower would never get the entry: --max-request-bytes above 16 MiB less
+// 512 KiB stalled every write after such a request. The peers' limits must agree
+// (each refuses a larger frame), hence the same --max-request-bytes on every member.
+func peerFrameBytes(maxSizePerMsg uint64) int {
+	return max(transport.DefaultMaxFrameBytes, int(2*maxSizePerMsg))
+}
 
 func (s *Server) goTracked(fn func()) {
 	s.wg.Add(1)
