@@ -277,8 +277,8 @@ func (s *Server) start(ids []uint64) error {
 	// the node from the start.
 	s.node, err = raft.NewNode(nodeCfg, func(h raft.Handler) (raft.Transport, error) {
 		t, err := transport.New(transport.Config{ID: s.id, ClusterID: s.clusterID, Peers: peerAddrs, TLS: s.tls.peerDial, Logger: s.logger,
-			MaxFrameBytes: peerFrameBytes(maxSizePerMsg),
-			OnRoundTrip: s.metrics.observeRoundTrip, ClusterInfo: s.clusterInfo, OnRequest: s.answerMemberRequest,
+			MaxFrameBytes: peerFrameBytes(maxSizePerMsg), OnRoundTrip: s.metrics.observeRoundTrip,
+			ClusterInfo: s.clusterInfo, OnRequest: s.answerMemberRequest,
 			SnapshotStream: s.snapshotStream, SnapshotReceiver: s.receiveSnapshot,
 			OnRemoved: func(by uint64) {
 				s.removedFromCluster(fmt.Sprintf("member %x refuses its streams as those of a removed member", by))
