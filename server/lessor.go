@@ -394,7 +394,7 @@ func (l *lessor) isPrimary() (uint64, bool) {
 
 // applied follows an applied command's effect on the leases. exists reports whether
 // kv holds a lease (a grant answered from the session table may name a lease
-// revoked since).
+// revoked since, a revoke so answered one granted again since).
 func (l *lessor) applied(res *kv.Result, exists func(id int64) bool) {
 	if res.LeaseGrant == nil && res.LeaseRevoke == nil && res.LeaseCheckpoint == nil {
 		return
@@ -416,7 +416,9 @@ func (l *lessor) applied(res *kv.Result, exists func(id int64) bool) {
 		l.fileExpiryLocked(lt, lt.expiry)
 		l.scheduleCheckpointLocked(lt, now)
 	case res.LeaseRevoke != nil:
-		if lt := l.mu.leases[res.LeaseRevoke.ID]; lt != nil {
+		// A revoke answered from the session table (a retry) may name a lease
+		// granted again since: that one lives on.
+		if lt := l.mu.leases[res.LeaseRevoke.ID]; lt != nil && !exists(lt.id) {
 			delete(l.mu.leases, lt.id)
 			if lt.revoked != nil {
 				close(lt.revoked)
