@@ -197,3 +197,25 @@ func TestApplyOnceRisingFloorIsCheap(t *testing.T) {
 		t.Errorf("a copy below the floor after reopening: %v, want ErrProposalExpired", res.Err)
 	}
 }
+
+// A refused copy applies nothing and makes a later copy apply nothing; a refused
+// copy of a proposal that an earlier copy applied returns that copy's result.
+func TestRefuseOnce(t *testing.T) {
+	s := newTestStore(t, Config{})
+	id := ProposalID{Proposer: 7, Seq: 1, LowestPending: 1}
+	if res, earlier := s.RefuseOnce(s.AppliedIndex()+1, id); earlier || res.Err != nil {
+		t.Fatalf("first copy refused: %+v, earlier %v; want no earlier copy", res, earlier)
+	}
+	if res := applyOnce(t, s, id, "a"); res.Err != nil || res.Put != nil || s.Revision() != 1 || get(t, s, "a", 0) != nil {
+		t.Fatalf("a copy after the refused one: %+v at revision %d; want nothing applied", res, s.Revision())
+	}
+	applied := applyOnce(t, s, ProposalID{Proposer: 7, Seq: 2, LowestPending: 1}, "b")
+	if applied.Err != nil || applied.Put == nil || s.Revision() != 2 {
+		t.Fatalf("seq 2: %+v at revision %d", applied, s.Revision())
+	}
+	res, earlier := s.RefuseOnce(s.AppliedIndex()+1, ProposalID{Proposer: 7, Seq: 2, LowestPending: 1})
+	if !earlier || !reflect.DeepEqual(res, applied) || s.Revision() != 2 {
+		t.Fatalf("a refused copy of seq 2, applied before: %+v, earlier %v, revision %d; want the first copy's %+v",
+			res, earlier, s.Revision(), applied)
+	}
+}

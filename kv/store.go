@@ -304,6 +304,29 @@ func (s *Store) ApplyOnce(index uint64, id ProposalID, data []byte) Result {
 	return res
 }
 
+// RefuseOnce is ApplyOnce for a copy of proposal id that the caller refuses (a
+// raised alarm refuses writes): it applies nothing, and records the proposal as
+// applied with no effect, so that a later copy, applying after the refusal is
+// lifted, writes nothing its client was told failed. If a copy applied before this
+// one, its Result stands and is returned with earlier set: that copy's client was
+// told it succeeded (a member that installed a snapshot past the first copy waits
+// for a later one).
+func (s *Store) RefuseOnce(index uint64, id ProposalID) (res Result, earlier bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.mu.st
+	if res, ok := st.admit(index); !ok {
+		return res, false
+	}
+	if id.Proposer == 0 {
+		return st.advance(index, Result{Err: ErrInvalidCommand}), false
+	}
+	if p := st.proposals.byProposer[id.Proposer]; p != nil && id.Seq >= p.lowest {
+		_, earlier = p.find(id.Seq)
+	}
+	return st.applyCommand(index, &Command{Txn: &TxnRequest{}}, &id), earlier
+}
+
 // admit refuses an entry the store has applied, or any once the engine failed.
 func (st *state) admit(index uint64) (Result, bool) {
 	if st.failed == nil {

@@ -235,15 +235,6 @@ func txnPuts(t *kv.TxnRequest) int64 {
 	return n
 }
 
-// noEffectCommand is an empty Txn: applying it changes nothing.
-var noEffectCommand = func() []byte {
-	b, err := (&kv.Command{Txn: &kv.TxnRequest{}}).Encode()
-	if err != nil {
-		panic(err)
-	}
-	return b
-}()
-
 // putCostOverhead is what a revision costs beyond its key and value: etcd's quota
 // counts 256 bytes per key for bbolt's pages; ours is the index's revision entry and
 // the key's, rounded up.

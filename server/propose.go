@@ -245,9 +245,15 @@ func (s *Server) execute(index uint64, data []byte) (envelope, kv.Result) {
 	case refused != nil && env.resendable:
 		// Recorded as applied, with no effect, so that a copy of it that applies
 		// after the alarm is cleared does not write what its client was told failed.
+		// A copy that applied before this one (on a member that installed a
+		// snapshot past it, and so waits for this one) keeps its answer.
 		id := kv.ProposalID{Proposer: env.proposer, Seq: env.seq, LowestPending: env.lowestPending}
-		if r := s.sm.store.ApplyOnce(index, id, noEffectCommand); errors.Is(r.Err, kv.ErrEngineFailed) {
+		r, earlier := s.sm.store.RefuseOnce(index, id)
+		if errors.Is(r.Err, kv.ErrEngineFailed) {
 			s.storeFailed(index, r.Err)
+		}
+		if earlier {
+			return env, r
 		}
 		return env, kv.Result{Err: refused}
 	case refused != nil:
