@@ -341,8 +341,8 @@ func quorum(n int) int { return n/2 + 1 }
 const strictCheckHealthInterval = 5 * time.Second
 
 func (s *Server) healthInterval() time.Duration {
-	if s.cfg.peerHealthInterval != 0 {
-		return s.cfg.peerHealthInterval
+	if s.cfg.StrictReconfigHealthInterval != 0 {
+		return s.cfg.StrictReconfigHealthInterval
 	}
 	return strictCheckHealthInterval
 }

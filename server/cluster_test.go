@@ -203,7 +203,7 @@ func TestStrictReconfigCheck(t *testing.T) {
 // interval has passed.
 func TestStrictReconfigCheckWantsStreamsUpForTheHealthInterval(t *testing.T) {
 	const interval = 2 * time.Second
-	members := startTestCluster(t, 3, func(c *Config) { c.peerHealthInterval = interval })
+	members := startTestCluster(t, 3, func(c *Config) { c.StrictReconfigHealthInterval = interval })
 	waitStarted(t, members[0], 3)
 	waitConnected(t, members)
 	leader := leaderOf(t, members)

@@ -58,6 +58,11 @@ type Config struct {
 	// default): the refusal of a membership change that would leave the cluster
 	// without a quorum of started and connected members (cluster.go).
 	DisableStrictReconfigCheck bool
+	// StrictReconfigHealthInterval is how long a peer's stream from the leader must
+	// have been up for the strict check to count the peer as connected: etcd's
+	// HealthInterval, fixed at 5 s there, and the default (0) here. No flag sets
+	// it; tests and embedders that change the membership right after a start do.
+	StrictReconfigHealthInterval time.Duration
 	// InitialClusterToken makes the cluster id of two clusters with the same members
 	// differ.
 	InitialClusterToken string
@@ -176,10 +181,6 @@ type Config struct {
 	// apply loop: a test blocks in it to hold the applied index behind the commit
 	// index (cluster_applied_test.go). Tests only.
 	applyHook func(index uint64)
-	// peerHealthInterval, if not zero, replaces strictCheckHealthInterval: how long a stream
-	// to a peer must have been up for the strict reconfiguration check to count the
-	// peer as connected. Tests only: most change the membership right after start.
-	peerHealthInterval time.Duration
 }
 
 // Defaults, matching etcd's where etcd has one.
@@ -328,6 +329,9 @@ func (c Config) Validate() error {
 	if c.HeartbeatInterval <= 0 || c.ElectionTimeout < 5*c.HeartbeatInterval {
 		return fmt.Errorf("--election-timeout %v must be at least 5 times --heartbeat-interval %v (10x is usual)",
 			c.ElectionTimeout, c.HeartbeatInterval)
+	}
+	if c.StrictReconfigHealthInterval < 0 {
+		return fmt.Errorf("StrictReconfigHealthInterval %v is negative; use 0 for etcd's 5s", c.StrictReconfigHealthInterval)
 	}
 	if c.MaxRequestBytes < 1024 {
 		return fmt.Errorf("--max-request-bytes %d is too small; use at least 1024", c.MaxRequestBytes)

@@ -42,15 +42,15 @@ func startTestCluster(t testing.TB, n int, mutate func(*Config)) []*testMember {
 	for i := range n {
 		client := fmt.Sprintf("http://127.0.0.1:%d", ports[2*i])
 		cfg := Config{
-			Name:                fmt.Sprintf("m%d", i),
-			DataDir:             filepath.Join(dir, fmt.Sprintf("m%d", i)),
-			ListenClientURLs:    []string{client},
-			AdvertiseClientURLs: []string{client},
-			ListenPeerURLs:      initial[fmt.Sprintf("m%d", i)],
-			InitialCluster:      initial,
-			HeartbeatInterval:   10 * time.Millisecond,
-			ElectionTimeout:     100 * time.Millisecond,
-			peerHealthInterval:  time.Nanosecond, // a stream up counts at once
+			Name:                         fmt.Sprintf("m%d", i),
+			DataDir:                      filepath.Join(dir, fmt.Sprintf("m%d", i)),
+			ListenClientURLs:             []string{client},
+			AdvertiseClientURLs:          []string{client},
+			ListenPeerURLs:               initial[fmt.Sprintf("m%d", i)],
+			InitialCluster:               initial,
+			HeartbeatInterval:            10 * time.Millisecond,
+			ElectionTimeout:              100 * time.Millisecond,
+			StrictReconfigHealthInterval: time.Nanosecond, // a stream up counts at once
 		}
 		if mutate != nil {
 			mutate(&cfg)

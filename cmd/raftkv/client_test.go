@@ -47,6 +47,8 @@ func startMembers(t *testing.T, n int) []*testMember {
 			InitialCluster:      initial,
 			HeartbeatInterval:   10 * time.Millisecond,
 			ElectionTimeout:     100 * time.Millisecond,
+			// Membership changes right after the start: a stream up counts at once.
+			StrictReconfigHealthInterval: time.Nanosecond,
 		})
 		if err != nil {
 			t.Fatalf("starting %s: %v", name, err)
