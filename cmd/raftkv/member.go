@@ -210,13 +210,13 @@ func (a *app) newMemberListCommand(c *clientFlags) *cobra.Command {
 		Use:   "list",
 		Short: "list the members: id, status, name, peer and client URLs, learner or not",
 		Long: "A member added but not started yet is listed as unstarted, with no name and no client URLs.\n" +
-			"--consistency l asks the leader for the latest list (etcdctl's flag); the default, s, is the\n" +
-			"endpoint's own list.",
+			"--consistency l (the default, as etcdctl's) asks the leader for the latest list; s is the\n" +
+			"endpoint's own list, which a member cut off from the leader still answers.",
 		Args: exactArgs(),
 	}
 	c.register(cmd, "table", "simple", "json")
 	var consistency string
-	cmd.Flags().StringVar(&consistency, "consistency", "s", "Linearizable (l) or serializable (s), as etcdctl's member list.")
+	cmd.Flags().StringVar(&consistency, "consistency", "l", "Linearizable (l) or serializable (s), as etcdctl's member list.")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		switch consistency {
 		case "l":

@@ -73,3 +73,20 @@ func TestMemberCommands(t *testing.T) {
 		t.Fatalf("member add without --peer-urls: exit %d, stderr %q", code, stderr)
 	}
 }
+
+// member list asks the leader by default (--consistency l, as etcdctl 3.7's): a
+// member cut off from its quorum cannot answer it, and answers its own list with
+// --consistency s.
+func TestMemberListIsLinearizableByDefault(t *testing.T) {
+	members := startMembers(t, 3)
+	members[1].srv.Stop()
+	members[2].srv.Stop()
+	args := []string{"--endpoints", members[0].endpoint, "--command-timeout", "1s", "member", "list", "-w", "simple"}
+	if stdout, stderr, code := runCLI(t, nil, args...); code == 0 {
+		t.Fatalf("member list with no quorum and no --consistency: exit 0, stdout %q, stderr %q; want it to fail as a linearizable list", stdout, stderr)
+	}
+	stdout, stderr, code := runCLI(t, nil, append(args, "--consistency", "s")...)
+	if code != 0 || strings.Count(stdout, ", started, ") != 3 {
+		t.Fatalf("member list --consistency s with no quorum: exit %d, stdout %q, stderr %q; want the member's own list of 3", code, stdout, stderr)
+	}
+}
