@@ -127,14 +127,13 @@ func writeFileDurably(path string, data []byte) error {
 
 // recordOf is the record of the member list s holds now.
 func (s *Server) recordOf(joined bool) *bootstrapRecord {
-	rec := &bootstrapRecord{ClusterID: hexID(s.clusterID), MemberID: hexID(s.id), Joined: joined}
-	ids := make([]uint64, 0, len(s.peers))
-	for id := range s.peers {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		m := s.peers[id]
+	return newBootstrapRecord(s.clusterID, s.id, joined, s.peers)
+}
+
+func newBootstrapRecord(clusterID, self uint64, joined bool, peers map[uint64]member) *bootstrapRecord {
+	rec := &bootstrapRecord{ClusterID: hexID(clusterID), MemberID: hexID(self), Joined: joined}
+	for _, id := range slices.Sorted(maps.Keys(peers)) {
+		m := peers[id]
 		rec.Members = append(rec.Members, bootstrapPeer{ID: hexID(id), Name: m.Name, PeerURLs: m.PeerURLs,
 			IsLearner: m.IsLearner, IsRemoved: m.isRemoved})
 	}

@@ -152,6 +152,11 @@ func Restore(cfg RestoreConfig) (res RestoreResult, err error) {
 	if err != nil {
 		return res, err
 	}
+	// The member's identity is the restore's, as etcdutl's is: its start reads it
+	// and ignores --initial-cluster and the other bootstrap flags (join.go).
+	if err = writeBootstrap(cfg.DataDir, newBootstrapRecord(res.ClusterID, res.MemberID, false, peers)); err != nil {
+		return res, err
+	}
 	res.Revision, res.Keys = info.Revision, info.TotalKeys
 	return res, nil
 }

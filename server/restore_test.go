@@ -143,9 +143,13 @@ func TestBackupRestoresIntoNewCluster(t *testing.T) {
 	for i := range 3 {
 		name := fmt.Sprintf("r%d", i)
 		client := fmt.Sprintf("http://127.0.0.1:%d", ports[2*i])
+		// Started with another --initial-cluster-token than the restore's: the
+		// restored data dir names its cluster and member, as etcdutl's does, and the
+		// start ignores the bootstrap flags (it refused the data dir as another
+		// cluster's before).
 		cfg := Config{Name: name, DataDir: filepath.Join(dir, name), ListenClientURLs: []string{client},
 			AdvertiseClientURLs: []string{client}, ListenPeerURLs: initial[name], InitialCluster: initial,
-			HeartbeatInterval: 10 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond}
+			InitialClusterToken: "not-the-restores", HeartbeatInterval: 10 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond}
 		res, err := Restore(RestoreConfig{BackupPath: backup, DataDir: cfg.DataDir, Name: name, InitialCluster: initial,
 			InitialAdvertisePeerURLs: initial[name]})
 		if err != nil {

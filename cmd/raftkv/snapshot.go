@@ -132,7 +132,7 @@ func (a *app) newSnapshotRestoreCommand() *cobra.Command {
 				cfg.Name = "default"
 			}
 			if peerURLs == "" {
-				peerURLs = "http://localhost:2380"
+				peerURLs = "http://127.0.0.1:2380"
 			}
 			cfg.InitialAdvertisePeerURLs = splitURLs(peerURLs)
 			if initialCluster == "" {
@@ -166,7 +166,7 @@ func (a *app) newSnapshotRestoreCommand() *cobra.Command {
 	fs.StringVar(&cfg.Name, "name", "default", "Human-readable name for this member.")
 	fs.StringVar(&initialCluster, "initial-cluster", "", "Initial cluster configuration: name=peerURL,... (default: ${name}=${initial-advertise-peer-urls}).")
 	fs.StringVar(&cfg.InitialClusterToken, "initial-cluster-token", server.DefaultInitialClusterToken, "Initial cluster token for the new cluster.")
-	fs.StringVar(&peerURLs, "initial-advertise-peer-urls", "http://localhost:2380", "This member's peer URLs, as in --initial-cluster.")
+	fs.StringVar(&peerURLs, "initial-advertise-peer-urls", "http://127.0.0.1:2380", "This member's peer URLs, as in --initial-cluster; the default is a member's own.")
 	fs.BoolVar(&cfg.SkipHashCheck, "skip-hash-check", false, "Restore without checking the backup's SHA-256 trailer (needed for a file without one).")
 	fs.IntVar(&cfg.BackendSeparateValueBytes, "backend-separate-value-bytes", 0, "The --backend-separate-value-bytes the member will run with: restored values of at least\nthis many bytes are stored apart from their keys' version records (0: 128; -1: none).")
 	return cmd
