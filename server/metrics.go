@@ -140,7 +140,7 @@ func hexID(id uint64) string { return fmt.Sprintf("%x", id) }
 type metricsCollector struct {
 	s *Server
 
-	hasLeader, isLeader, leaderChanges                                      *prometheus.Desc
+	hasLeader, isLeader, isLearner, leaderChanges, quotaBackendBytes        *prometheus.Desc
 	proposalsCommitted, proposalsApplied, proposalsPending, proposalsFailed *prometheus.Desc
 	serverID, serverVersion, goVersion, buildInfo                           *prometheus.Desc
 	dbTotalSize, dbTotalSizeInUse, keys, currentRevision, compactRevision   *prometheus.Desc
@@ -155,6 +155,8 @@ func newMetricsCollector(s *Server) *metricsCollector {
 		s:                  s,
 		hasLeader:          desc("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not."),
 		isLeader:           desc("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise."),
+		isLearner:          desc("etcd_server_is_learner", "Whether or not this member is a learner. 1 if is, 0 otherwise."),
+		quotaBackendBytes:  desc("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes."),
 		leaderChanges:      desc("etcd_server_leader_changes_seen_total", "The number of leader changes seen."),
 		proposalsCommitted: desc("etcd_server_proposals_committed_total", "The total number of consensus proposals committed."),
 		proposalsApplied:   desc("etcd_server_proposals_applied_total", "The total number of consensus proposals applied."),
@@ -182,7 +184,7 @@ func newMetricsCollector(s *Server) *metricsCollector {
 }
 
 func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.hasLeader, c.isLeader, c.leaderChanges,
+	for _, d := range []*prometheus.Desc{c.hasLeader, c.isLeader, c.isLearner, c.leaderChanges, c.quotaBackendBytes,
 		c.proposalsCommitted, c.proposalsApplied, c.proposalsPending, c.proposalsFailed,
 		c.serverID, c.serverVersion, c.goVersion, c.buildInfo,
 		c.dbTotalSize, c.dbTotalSizeInUse, c.keys, c.currentRevision, c.compactRevision,
@@ -202,6 +204,8 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	o := s.node.Observe()
 	gauge(c.hasLeader, boolFloat(o.Lead != 0))
 	gauge(c.isLeader, boolFloat(o.IsLeader))
+	gauge(c.isLearner, boolFloat(s.learner.Load()))
+	gauge(c.quotaBackendBytes, float64(s.cfg.QuotaBackendBytes))
 	counter(c.leaderChanges, float64(o.LeaderChanges))
 	// etcd exports these two as gauges set to the commit and applied indices.
 	gauge(c.proposalsCommitted, float64(o.Commit))

@@ -148,6 +148,8 @@ func TestMetricsOfThreeMembers(t *testing.T) {
 		check("etcd_server_proposals_committed_total", func(v float64) bool { return v >= committedBefore+puts })
 		check("etcd_server_id", func(v float64) bool { return v == 1 }, "server_id", hexID(m.srv.ID()))
 		check("etcd_server_version", func(v float64) bool { return v == 1 })
+		check("etcd_server_is_learner", func(v float64) bool { return v == 0 })
+		check("etcd_server_quota_backend_bytes", func(v float64) bool { return v == DefaultQuotaBackendBytes })
 		check("etcd_disk_wal_fsync_duration_seconds", positive)
 		check("etcd_disk_wal_write_bytes_total", positive)
 		check("etcd_mvcc_db_total_size_in_bytes", positive)
