@@ -26,10 +26,7 @@ import (
 //
 // Votes and acknowledgements still leave only after the write.
 func (n *Node) handleReady(rd Ready) error {
-	early, late := splitLeaderMessages(rd.Messages)
-	if len(early) > 0 && early[0].Term > n.durableTerm {
-		early, late = nil, rd.Messages
-	}
+	early, late := splitLeaderMessages(rd.Messages, n.durableTerm)
 	if len(early) > 0 {
 		n.transport.Send(early)
 	}
@@ -238,13 +235,22 @@ func (n *Node) hardStateToSave(rd Ready) (HardState, bool) {
 
 // splitLeaderMessages separates the messages only a leader sends (appends, heartbeats,
 // snapshots), which may leave before the Ready is persisted, from the answers (votes,
-// acknowledgements) that must wait for it. It keeps each group's order.
-func splitLeaderMessages(msgs []Message) (early, late []Message) {
+// acknowledgements) that must wait for it. It keeps each group's order. The leader's
+// may leave early only if they claim no term above durableTerm, the term known
+// durable here: otherwise every message waits.
+func splitLeaderMessages(msgs []Message, durableTerm uint64) (early, late []Message) {
 	for _, m := range msgs {
 		if m.Type == MsgApp || m.Type == MsgHeartbeat || m.Type == MsgSnap {
 			early = append(early, m)
 		} else {
 			late = append(late, m)
+		}
+	}
+	// One Ready may hold a leader's messages of two terms (a lone voter that
+	// stepped down and won again in one batch): all wait if any term is not durable.
+	for _, m := range early {
+		if m.Term > durableTerm {
+			return nil, msgs
 		}
 	}
 	return early, late

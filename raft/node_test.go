@@ -394,7 +394,7 @@ func TestSplitLeaderMessagesKeepsOrder(t *testing.T) {
 		{Type: MsgApp, To: 2}, {Type: MsgVoteResp, To: 3}, {Type: MsgHeartbeat, To: 3},
 		{Type: MsgAppResp, To: 2}, {Type: MsgSnap, To: 2},
 	}
-	early, late := splitLeaderMessages(msgs)
+	early, late := splitLeaderMessages(msgs, 0)
 	want := func(ms []Message, types ...MessageType) {
 		t.Helper()
 		if len(ms) != len(types) {
@@ -406,6 +406,15 @@ func TestSplitLeaderMessagesKeepsOrder(t *testing.T) {
 			}
 		}
 	}
+	want(early, MsgApp, MsgHeartbeat, MsgSnap)
+	want(late, MsgVoteResp, MsgAppResp)
+	// A leader's messages of a term not yet durable wait, all of them, also when
+	// the first is of a durable term.
+	msgs[0].Term, msgs[2].Term, msgs[4].Term = 5, 6, 6
+	early, late = splitLeaderMessages(msgs, 5)
+	want(early)
+	want(late, MsgApp, MsgVoteResp, MsgHeartbeat, MsgAppResp, MsgSnap)
+	early, late = splitLeaderMessages(msgs, 6)
 	want(early, MsgApp, MsgHeartbeat, MsgSnap)
 	want(late, MsgVoteResp, MsgAppResp)
 }
