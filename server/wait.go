@@ -23,6 +23,10 @@ type waitRegistry struct {
 		lowest  uint64
 		byID    map[uint64]*waiter
 		byIndex map[uint64]uint64 // index -> request number expected there
+		// applied is the last index applied, and snapshot the last one a snapshot
+		// from the leader applied at: a request proposed at an index between the
+		// two learns at once what became of its entry (see proposed).
+		applied, snapshot uint64
 	}
 }
 
@@ -94,7 +98,25 @@ func (w *waitRegistry) proposed(id, index uint64, err error) {
 		case wt.ch <- applyResult{notProposed: err}:
 		default:
 		}
+	case index <= w.mu.snapshot:
+		// A snapshot replaced the entry at index before the index was known
+		// here: as for the requests snapshotApplied forgets, nothing tells
+		// whether it was this one, and the request waits for its deadline.
+	case index <= w.mu.applied:
+		// The entry at index applied before the index was known here (a leader
+		// change between Propose and this call): had it been this request, the
+		// request would have had its result and left byID.
+		delete(w.mu.byID, id)
+		wt.ch <- applyResult{lost: true}
 	default:
+		if other, ok := w.mu.byIndex[index]; ok && other != id {
+			// A leader proposing at an index where an earlier request of this
+			// member was expected cut that request's entry from its log.
+			if owt, ok := w.mu.byID[other]; ok {
+				delete(w.mu.byID, other)
+				owt.ch <- applyResult{lost: true}
+			}
+		}
 		w.mu.byIndex[index] = id
 	}
 }
@@ -106,6 +128,7 @@ func (w *waitRegistry) proposed(id, index uint64, err error) {
 func (w *waitRegistry) snapshotApplied(index uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.mu.applied, w.mu.snapshot = max(w.mu.applied, index), max(w.mu.snapshot, index)
 	for i := range w.mu.byIndex {
 		if i <= index {
 			delete(w.mu.byIndex, i)
@@ -125,6 +148,7 @@ func (w *waitRegistry) cancel(id uint64) {
 func (w *waitRegistry) applied(index uint64, mine bool, id uint64, res kv.Result) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.mu.applied = max(w.mu.applied, index)
 	if expected, ok := w.mu.byIndex[index]; ok {
 		delete(w.mu.byIndex, index)
 		if !mine || expected != id {

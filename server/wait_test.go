@@ -55,3 +55,50 @@ func TestWaitRegistryAnswers(t *testing.T) {
 		t.Error("an index recorded for a cancelled request")
 	}
 }
+
+// A request whose index is known only after the entry there applied (a leader
+// change between Propose and expectAt) hears "lost" at once, and leaves no record
+// behind; one whose index a snapshot covered is not recorded either. A leader that
+// proposes at an index where an earlier request of this member was expected cut
+// that request's entry: the earlier request hears "lost".
+func TestWaitRegistryLateAndReusedIndexes(t *testing.T) {
+	w := newWaitRegistry()
+	w.applied(20, false, 0, kv.Result{})
+	late, wtLate := w.register()
+	w.proposed(late, 20, nil)
+	select {
+	case got := <-wtLate.ch:
+		if !got.lost {
+			t.Errorf("proposed at 20 after another entry applied there: got %+v, want lost", got)
+		}
+	default:
+		t.Error("proposed at 20 after another entry applied there: no answer; the request would wait for its deadline")
+	}
+
+	w.snapshotApplied(30)
+	covered, wtCovered := w.register()
+	w.proposed(covered, 25, nil)
+	select {
+	case got := <-wtCovered.ch:
+		t.Errorf("proposed at 25, which a snapshot covered: got %+v, want no answer (it cannot tell)", got)
+	default:
+	}
+
+	first, wtFirst := w.register()
+	second, _ := w.register()
+	w.proposed(first, 31, nil)
+	w.proposed(second, 31, nil)
+	select {
+	case got := <-wtFirst.ch:
+		if !got.lost {
+			t.Errorf("a later proposal at the same index 31: the first got %+v, want lost", got)
+		}
+	default:
+		t.Error("a later proposal at the same index 31: the first request heard nothing")
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.mu.byIndex) != 1 || w.mu.byIndex[31] != second {
+		t.Errorf("indexes expected: %v; want only 31 for the second request", w.mu.byIndex)
+	}
+}
