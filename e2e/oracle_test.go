@@ -25,6 +25,24 @@ import (
 // mutate, if given, changes the config before the start.
 func startEtcd(t *testing.T, mutate ...func(*embed.Config)) string {
 	t.Helper()
+	// A port another process took between testport's check and etcd's bind (seen
+	// once, after a go test ./... loop): start again on other ports, as startRaftkv
+	// does.
+	for attempt := 1; ; attempt++ {
+		host, err := startEtcdOnce(t, mutate...)
+		if err == nil {
+			return host
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || attempt == 3 {
+			t.Fatalf("starting embedded etcd: %v", err)
+		}
+		t.Logf("starting embedded etcd (attempt %d): %v; again on other ports", attempt, err)
+	}
+}
+
+// startEtcdOnce is startEtcd's one attempt; an error is one of the start itself.
+func startEtcdOnce(t *testing.T, mutate ...func(*embed.Config)) (string, error) {
+	t.Helper()
 	ports := testport.Free(t, 2)
 	clientURL, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", ports[0]))
 	peerURL, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", ports[1]))
@@ -52,7 +70,7 @@ func startEtcd(t *testing.T, mutate ...func(*embed.Config)) string {
 	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
-		t.Fatalf("starting embedded etcd: %v", err)
+		return "", err
 	}
 	t.Cleanup(e.Close)
 	select {
@@ -62,7 +80,7 @@ func startEtcd(t *testing.T, mutate ...func(*embed.Config)) string {
 	case <-time.After(30 * time.Second):
 		t.Fatal("embedded etcd was not ready within 30s")
 	}
-	return clientURL.Host
+	return clientURL.Host, nil
 }
 
 // replays holds, by test name, the command that replays a seeded test that runs an
