@@ -9,6 +9,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"raftkv/kv"
 )
 
 // RangeStream answers etcd 3.7's streamed Range (clientv3's GetStream): the keys of
@@ -56,9 +58,14 @@ func (k *kvService) RangeStream(r *pb.RangeRequest, rs pb.KV_RangeStreamServer) 
 		sent      int64 // keys sent in the chunks before this one
 		headerRev int64 // the store's revision as the stream starts, as Range's header
 	)
+	// Permission is checked once, with the first chunk, as etcd checks it once for
+	// the stream (doSerialize); the later chunks read unchecked, and an auth change
+	// made meanwhile fails the stream only after its last chunk, as etcd's does.
+	reader := sender
 	for {
 		req.Limit = min(chunk, total-sent)
-		resp, err := k.s.sm.store.RangeAs(sender, req, int64(k.s.cfg.MaxResponseBytes))
+		resp, err := k.s.sm.store.RangeAs(reader, req, int64(k.s.cfg.MaxResponseBytes))
+		reader = kv.AuthInfo{Member: true}
 		if err != nil {
 			return toGRPC(err)
 		}
@@ -79,6 +86,9 @@ func (k *kvService) RangeStream(r *pb.RangeRequest, rs pb.KV_RangeStreamServer) 
 			return err
 		}
 		if last {
+			if _, rev := k.s.sm.store.AuthStatus(); sender.Revision != 0 && sender.Revision != rev {
+				return rpctypes.ErrGRPCAuthOldRevision
+			}
 			return nil
 		}
 		sent += n
