@@ -146,6 +146,9 @@ func (s *Store) rangeAsCached(sender AuthInfo, r *RangeRequest, maxResponseBytes
 		return pointRangeProbe{}
 	}
 	st := s.mu.st
+	if st.failed != nil {
+		return pointRangeProbe{err: st.failed, answered: true} // as beginRead: no stale read
+	}
 	if err := st.auth.checkOp(sender, r.Key, r.RangeEnd, false); err != nil {
 		return pointRangeProbe{err: err, answered: true}
 	}

@@ -148,6 +148,11 @@ func TestStoreStopsOnFullDisk(t *testing.T) {
 	for i := range 100 {
 		apply(t, s, &Command{Put: &PutRequest{Key: []byte{byte(i)}, Value: value}})
 	}
+	for range 2 { // RangeAs's second read is answered from the point-read caches
+		if resp, err := s.RangeAs(AuthInfo{}, &RangeRequest{Key: []byte{5}}, 0); err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("Range of a key put: %v, %v", resp, err)
+		}
+	}
 	full.Store(true)
 	_, err := s.Flush()
 	if !errors.Is(err, ErrEngineFailed) || !errors.Is(err, syscall.ENOSPC) {
@@ -172,6 +177,10 @@ func TestStoreStopsOnFullDisk(t *testing.T) {
 	// seed 9127 saw a linearizable get answer a value overwritten before it began).
 	if resp, err := s.Range(&RangeRequest{Key: []byte("k")}); !errors.Is(err, ErrEngineFailed) {
 		t.Fatalf("Range after a refused Apply: %v, %v; want ErrEngineFailed", resp, err)
+	}
+	if resp, err := s.RangeAs(AuthInfo{}, &RangeRequest{Key: []byte{5}}, 0); !errors.Is(err, ErrEngineFailed) {
+		t.Fatalf("RangeAs of a cached key after a refused Apply: %d keys, %v; want ErrEngineFailed, not the cache's answer",
+			len(resp.Kvs), err)
 	}
 	if resp, err := s.Txn(&TxnRequest{Success: []RequestOp{{Range: &RangeRequest{Key: []byte("k")}}}}); !errors.Is(err, ErrEngineFailed) {
 		t.Fatalf("read-only Txn after a refused Apply: %v, %v; want ErrEngineFailed", resp, err)
