@@ -39,6 +39,10 @@ type engine struct {
 	dir string
 	// opts are the options db was opened with: restore writes tables for it.
 	opts *pebble.Options
+	// restoring is set once markRestoring has cleared the records, until
+	// replaceWithTables has made the new state durable: a restore that fails
+	// between the two leaves no consistent state, marker or not (cutOff).
+	restoring bool
 	// rev is the revision of the last write (1 for an empty store, as in etcd).
 	rev int64
 	// compactRev is the last compaction's revision, -1 before the first.

@@ -213,6 +213,7 @@ func (e *engine) markRestoring() error {
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("kv: clearing the storage engine in %q for a snapshot: %w", e.dir, err)
 	}
+	e.restoring = true
 	e.newestCache.reset()
 	return nil
 }
@@ -233,6 +234,11 @@ func (e *engine) replaceWithTables(paths []string, rec *RestoreRecord) error {
 	if err := e.db.Ingest(context.Background(), paths); err != nil {
 		return fmt.Errorf("kv: ingesting the snapshot's tables into the storage engine in %q: %w", e.dir, err)
 	}
+	// Checked while the marker is still there: an engine reopened after the marker
+	// went would take a missing format record for an empty engine.
+	if format, err := e.getMeta(metaFormat); err != nil || format == nil {
+		return fmt.Errorf("%w: engine snapshot holds no layout format record (%v)", ErrCorruptSnapshot, err)
+	}
 	b := e.db.NewBatch()
 	defer b.Close()
 	_ = b.Delete(metaRestoring, nil)
@@ -248,9 +254,6 @@ func (e *engine) replaceWithTables(paths []string, rec *RestoreRecord) error {
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("kv: finishing a snapshot restore in %q: %w", e.dir, err)
 	}
-	if format, err := e.getMeta(metaFormat); err != nil || format == nil {
-		return fmt.Errorf("%w: engine snapshot holds no layout format record (%v)", ErrCorruptSnapshot, err)
-	}
 	if err := e.loadMeta(); err != nil {
 		return err
 	}
@@ -258,6 +261,7 @@ func (e *engine) replaceWithTables(paths []string, rec *RestoreRecord) error {
 	if _, err := e.flush(); err != nil {
 		return err
 	}
+	e.restoring = false
 	return nil
 }
 

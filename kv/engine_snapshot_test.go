@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -150,4 +151,76 @@ func TestStoreSnapshotTables(t *testing.T) {
 		t.Fatalf("a key of the store before the restore survived it: %+v, %v", r, err)
 	}
 	mustPut(t, dst, "after", "v") // the store applies on
+}
+
+// A restore that fails after the marker that says a restore is under way is gone
+// (here: a stream without the layout format record, which is checked in the batch
+// that ends the restore) leaves the store refusing Apply, not applying on the
+// stream's records with the old revision and tables.
+func TestRestoreFailingAtItsEndCutsTheStoreOff(t *testing.T) {
+	src := newTestStore(t, Config{})
+	mustPut(t, src, "a", "1")
+	var snap bytes.Buffer
+	if _, err := src.WriteSnapshot(&snap); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(&snap)
+	if err := readEngineSnapshotHeader(br); err != nil {
+		t.Fatal(err)
+	}
+	var body []byte
+	dropped := false
+	if err := readEngineSnapshot(br, true, func(k, v []byte) error {
+		if bytes.Equal(k, metaFormat) {
+			dropped = true
+			return nil
+		}
+		body = binary.AppendUvarint(body, uint64(len(k)))
+		body = append(body, k...)
+		body = binary.AppendUvarint(body, uint64(len(v)))
+		body = append(body, v...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !dropped {
+		t.Fatal("the snapshot has no layout format record to drop")
+	}
+	var bad bytes.Buffer
+	bad.Write(binary.AppendUvarint([]byte(engineSnapshotMagic), engineFormat))
+	if err := writeEngineChunk(&bad, body); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeEngineChunk(&bad, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	dst, err := OpenStore(Config{}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { dst.Close() }()
+	for _, k := range []string{"b", "c", "d", "e", "f"} {
+		mustPut(t, dst, k, "old")
+	}
+	if err := dst.RestoreFrom(&bad, nil); !errors.Is(err, ErrCorruptSnapshot) {
+		t.Fatalf("restoring a stream without its format record: %v; want ErrCorruptSnapshot", err)
+	}
+	data, err := (&Command{Put: &PutRequest{Key: []byte("g"), Value: []byte("v")}}).Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := dst.Apply(dst.AppliedIndex()+1, data); res.Err == nil {
+		t.Fatalf("a put applied at revision %d on a store whose restore failed at its end; want it refused", res.Put.Header.Revision)
+	}
+	// Nor is it taken for an empty engine when opened again (the marker went to
+	// disk with the flush before the ingest).
+	dst.Close()
+	if again, err := OpenStore(Config{}, dir); !errors.Is(err, ErrRestoreCutOff) {
+		if err == nil {
+			again.Close()
+		}
+		t.Fatalf("reopening the store whose restore failed at its end: %v; want ErrRestoreCutOff", err)
+	}
 }

@@ -105,7 +105,9 @@ func (s *Store) restoreFrom(r io.Reader, wholeStream bool, rec *RestoreRecord) e
 // cutOff stops the store after a restore or an import failed with err, if it
 // had begun to replace the state: the store then holds no consistent state.
 func (st *state) cutOff(err error) {
-	if restoring, rerr := st.e.getMeta(metaRestoring); rerr != nil || restoring != nil {
+	// The marker goes in the batch that ends the restore, before the checks and
+	// the flush that follow it: restoring covers a failure there too.
+	if restoring, rerr := st.e.getMeta(metaRestoring); st.e.restoring || rerr != nil || restoring != nil {
 		st.failed = fmt.Errorf("kv: a restore into the engine in %q was cut off; the store holds no consistent state until a restore succeeds: %w", st.e.dir, err)
 	}
 }
