@@ -133,6 +133,27 @@ func freeLocalPorts(n int) (client, peer []int, err error) {
 	return client, peer, nil
 }
 
+// checkPortsFree refuses a plan whose ports another process listens on. A member
+// that cannot bind its port exits and is restarted for good, while clients given
+// the cluster's endpoints would reach that other process: a member of another
+// cluster, a leader that is none of this cluster's.
+func checkPortsFree(plan []localMember) error {
+	for _, m := range plan {
+		for _, u := range []struct{ what, url string }{{"client", m.ClientURL}, {"peer", m.PeerURL}} {
+			addr := endpointAddr(u.url)
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				_, port, _ := net.SplitHostPort(addr)
+				return fmt.Errorf("%s (%s's %s URL) cannot be listened on: %v; another process has it "+
+					"(ss -ltnp 'sport = :%s' names it): stop it, or start the cluster on other ports "+
+					"(--base-port 0 picks free ones)", addr, m.Name, u.what, err, port)
+			}
+			l.Close()
+		}
+	}
+	return nil
+}
+
 // freePortsFirst and freePortsEnd bound the ports freeLocalPorts picks: above the
 // registered services' usual ports, and below the range the tests' own port picker
 // hands out (internal/testport, from 20000), so that e2e tests running beside a
@@ -218,23 +239,31 @@ func planCluster(opts clusterOptions) ([]localMember, error) {
 			"or use another --dir, or remove %s to start afresh",
 			opts.dir, len(saved), strings.Join(was, ", "), opts.members, opts.basePort, opts.dir)
 	}
-	if err := os.MkdirAll(opts.dir, 0o755); err != nil {
-		return nil, err
+	return plan, nil
+}
+
+// saveLayout records plan in --dir, for planCluster at the next start.
+func saveLayout(dir string, plan []localMember) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
 	}
 	data, err := json.MarshalIndent(plan, "", "  ")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
-		return nil, err
-	}
-	return plan, nil
+	return os.WriteFile(filepath.Join(dir, layoutFile), append(data, '\n'), 0o644)
 }
 
 func (a *app) runCluster(opts clusterOptions) error {
 	plan, err := planCluster(opts)
 	if err != nil {
 		return &usageError{err}
+	}
+	if err := checkPortsFree(plan); err != nil {
+		return err
+	}
+	if err := saveLayout(opts.dir, plan); err != nil {
+		return err
 	}
 	self, err := os.Executable()
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 
 	"raftkv/internal/testport"
@@ -41,5 +42,30 @@ func TestFreeLocalPortsBelowTheEphemeralRange(t *testing.T) {
 			continue
 		}
 		l.Close()
+	}
+}
+
+// A cluster whose port another process listens on is refused before any member
+// starts, naming the address, the member and what to do: a member that cannot bind
+// was restarted for good, and "raftkv cluster: ready" named the other process's
+// leader.
+func TestClusterRefusesATakenPort(t *testing.T) {
+	ports := testport.Free(t, 4)
+	plan := []localMember{
+		{Name: "infra1", ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), PeerURL: fmt.Sprintf("http://127.0.0.1:%d", ports[1])},
+		{Name: "infra2", ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2]), PeerURL: fmt.Sprintf("http://127.0.0.1:%d", ports[3])},
+	}
+	if err := checkPortsFree(plan); err != nil {
+		t.Fatalf("free ports: %v", err)
+	}
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", ports[3]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	err = checkPortsFree(plan)
+	want := fmt.Sprintf("127.0.0.1:%d (infra2's peer URL) cannot be listened on", ports[3])
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "--base-port 0") {
+		t.Fatalf("a taken port: %v; want an error saying %q and what to do", err, want)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
 )
 
 // Restart policy: a member that exits is started again after firstRestartDelay; one
@@ -311,14 +312,13 @@ func (s *supervisor) announceLeader(ctx context.Context) {
 			conn, err := c.dial(callCtx, m.endpoint())
 			if err == nil {
 				st, err := pb.NewMaintenanceClient(conn).Status(callCtx, &pb.StatusRequest{})
-				conn.Close()
-				if err == nil {
-					if st.Leader != 0 && st.Leader == st.Header.GetMemberId() {
-						cancel()
-						s.printf("raftkv cluster: ready; the leader is %s (pid %s)", m.Name, readPid(m.pidFile))
-						return
-					}
+				if err == nil && st.Leader != 0 && st.Leader == st.Header.GetMemberId() && isMember(callCtx, conn, st.Leader, m.PeerURL) {
+					conn.Close()
+					cancel()
+					s.printf("raftkv cluster: ready; the leader is %s (pid %s)", m.Name, readPid(m.pidFile))
+					return
 				}
+				conn.Close()
 			}
 			cancel()
 		}
@@ -329,6 +329,21 @@ func (s *supervisor) announceLeader(ctx context.Context) {
 		}
 	}
 	s.printf("raftkv cluster: no leader after %v; see the members' logs above", readyWait)
+}
+
+// isMember reports whether the member that answers on conn, id, is the one this
+// cluster runs on peerURL, and not another process on its client port.
+func isMember(ctx context.Context, conn *grpc.ClientConn, id uint64, peerURL string) bool {
+	list, err := pb.NewClusterClient(conn).MemberList(ctx, &pb.MemberListRequest{})
+	if err != nil {
+		return false
+	}
+	for _, m := range list.Members {
+		if m.ID == id {
+			return slices.Contains(m.PeerURLs, peerURL)
+		}
+	}
+	return false
 }
 
 func readPid(path string) string {
