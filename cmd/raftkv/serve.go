@@ -70,7 +70,8 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.listenClient, "listen-client-urls", "http://127.0.0.1:2379", "List of URLs to listen on for client gRPC traffic (the etcd v3 API).")
 	fs.IntVar(&f.maxTxnOps, "max-txn-ops", server.DefaultMaxTxnOps, "Maximum number of operations permitted in a transaction.")
 	fs.IntVar(&f.maxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes, "Maximum client request size in bytes the server will accept.")
-	fs.IntVar(&f.maxResponseBytes, "max-response-bytes", 0, "Most bytes of keys and values one Range response may carry; a larger range answers part\nof the keys with more=true (page on with the last key). 0: raftkv's default.")
+	fs.IntVar(&f.maxResponseBytes, "max-response-bytes", 0, "Most bytes of keys and values one Range response may carry; a larger range is refused\n"+
+		fmt.Sprintf("(ResourceExhausted): read it in pages, with a limit or a narrower range (0: %d MiB).", server.DefaultMaxResponseBytes>>20))
 	setGroup(fs, groupMember, "name", "data-dir", "wal-dir", "snapshot-count", "snapshot-catchup-entries", "heartbeat-interval", "election-timeout",
 		"listen-peer-urls", "listen-client-urls", "max-txn-ops", "max-request-bytes", "max-response-bytes")
 
