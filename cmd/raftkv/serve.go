@@ -404,8 +404,11 @@ func watchSupervisor(fd int, stop chan<- string) {
 	}
 }
 
-// durationValue is a duration flag that also takes a whole number of nanoseconds,
-// the form etcd's YAML config file gives durations in (600000000000 for 10m).
+// durationValue is a duration flag: a number with a unit (10m, 30s, 500ms), or 0.
+// A bare number other than 0 is refused, as etcd refuses it on its command line and
+// in its environment: it would mean nanoseconds, never what was meant ("5" for a
+// 5ns ticker). etcd's YAML config file gives durations as whole nanoseconds
+// (600000000000 for 10m); applyConfigKey turns such a number into a duration first.
 type durationValue struct{ d *time.Duration }
 
 func (v durationValue) String() string {
@@ -416,9 +419,8 @@ func (v durationValue) String() string {
 }
 
 func (v durationValue) Set(s string) error {
-	if ns, err := strconv.ParseInt(s, 10, 64); err == nil {
-		*v.d = time.Duration(ns)
-		return nil
+	if s != "0" && strings.ContainsAny(s, "0123456789") && strings.Trim(s, "+-.0123456789") == "" {
+		return fmt.Errorf("%q has no unit; give e.g. %ss, %sm or %sms (0 for none)", s, s, s, s)
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
