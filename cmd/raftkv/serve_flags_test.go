@@ -1,10 +1,14 @@
 package main
 
 import (
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"raftkv/internal/testport"
 )
 
 // TestMaxResponseBytesHelp: --max-response-bytes's help says what the member does
@@ -72,5 +76,29 @@ func TestDurationFlagsRefuseABareNumber(t *testing.T) {
 	writeFile(t, file, "corrupt-check-time: \"5\"\n")
 	if _, _, err := parseServe([]string{"--config-file", file}, nil); err == nil || !strings.Contains(err.Error(), `"5" has no unit`) {
 		t.Errorf("config file corrupt-check-time: \"5\" (a string, which etcd refuses too): %v", err)
+	}
+}
+
+// TestBackendSizesAreRefusedBeforeTheDataDir: a store engine size out of range is a
+// usage error (exit 2) that names the flag, the value and the range, and the member
+// does not create its data dir first.
+func TestBackendSizesAreRefusedBeforeTheDataDir(t *testing.T) {
+	for _, tc := range []struct {
+		flag, value, want string
+	}{
+		{"--backend-cache-bytes", "-1", "Error: --backend-cache-bytes -1 is out of range; give between 1048576 (1 MiB) and 1099511627776 (1 TiB) bytes, or 0 for the default (64 MiB)\n"},
+		{"--backend-memtable-bytes", "1", "Error: --backend-memtable-bytes 1 is out of range; give between 1048576 (1 MiB) and 1073741824 (1 GiB) bytes, or 0 for the default (32 MiB)\n"},
+		{"--backend-separate-value-bytes", "-7", "Error: --backend-separate-value-bytes -7 is out of range; give a size in bytes (1 or more), 0 for the default (128) or -1 to keep every value with its version\n"},
+	} {
+		ports := testport.Free(t, 2)
+		client, peer := fmt.Sprintf("http://127.0.0.1:%d", ports[0]), fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+		dataDir := filepath.Join(t.TempDir(), "member")
+		_, stderr, code := runCLI(t, nil, "--data-dir", dataDir, "--listen-client-urls", client, "--listen-peer-urls", peer, tc.flag, tc.value)
+		if code != exitBadArgs || stderr != tc.want+"Run 'raftkv --help' for usage.\n" {
+			t.Errorf("%s %s: exit %d, stderr\n%q\nwant exit %d and\n%q", tc.flag, tc.value, code, stderr, exitBadArgs, tc.want)
+		}
+		if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
+			t.Errorf("%s %s: the data dir exists after the refusal (stat: %v)", tc.flag, tc.value, err)
+		}
 	}
 }
