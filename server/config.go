@@ -402,6 +402,9 @@ func mib(n int64) string {
 
 // hostPort returns the host:port of an http:// or https:// URL.
 func hostPort(raw string) (string, error) {
+	if !strings.Contains(raw, "://") {
+		return "", fmt.Errorf("URL %q has no scheme; add http:// or https:// (with TLS), e.g. http://%s", raw, strings.TrimPrefix(raw, "//"))
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", fmt.Errorf("URL %q does not parse: %v", raw, err)

@@ -164,6 +164,9 @@ func splitURLs(s string) []string {
 // before the member touches its data dir (the server checks the rest).
 func checkURLs(flag, list string) error {
 	for _, raw := range splitURLs(list) {
+		if err := needScheme(raw); err != nil {
+			return fmt.Errorf("--%s: %v", flag, err)
+		}
 		u, err := url.Parse(raw)
 		if err != nil {
 			return fmt.Errorf("--%s: %q is not a URL: %v", flag, raw, err)
@@ -175,6 +178,16 @@ func checkURLs(flag, list string) error {
 		}
 	}
 	return nil
+}
+
+// needScheme refuses a URL written without its scheme ("127.0.0.1:2379"), which Go's
+// url.Parse refuses in words that do not say what is missing, or takes the host for
+// the scheme ("localhost:2379").
+func needScheme(raw string) error {
+	if strings.Contains(raw, "://") {
+		return nil
+	}
+	return fmt.Errorf("%q has no scheme; add http:// or https:// (with TLS), e.g. http://%s", raw, strings.TrimPrefix(raw, "//"))
 }
 
 // config turns the flags into a server.Config, checking what the server cannot: the

@@ -102,3 +102,23 @@ func TestBackendSizesAreRefusedBeforeTheDataDir(t *testing.T) {
 		}
 	}
 }
+
+// TestURLWithoutSchemeSaysToAddOne: a URL flag written as host:port is refused with
+// what to add, not Go's "first path segment in URL cannot contain colon" (nor with
+// the host taken for a scheme).
+func TestURLWithoutSchemeSaysToAddOne(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--listen-client-urls", "127.0.0.1:2379"}, `--listen-client-urls: "127.0.0.1:2379" has no scheme; add http:// or https:// (with TLS), e.g. http://127.0.0.1:2379`},
+		{[]string{"--listen-peer-urls", "localhost:2380"}, `--listen-peer-urls: "localhost:2380" has no scheme; add http:// or https://`},
+		{[]string{"--initial-cluster", "default=127.0.0.1:2380"}, `--initial-cluster: "127.0.0.1:2380" has no scheme; add http:// or https://`},
+		{[]string{"--advertise-client-urls", "http://127.0.0.1:2379,10.0.0.1:2379"}, `--advertise-client-urls: "10.0.0.1:2379" has no scheme`},
+	} {
+		_, _, err := parseServe(tc.args, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v; want an error containing %q", tc.args, err, tc.want)
+		}
+	}
+}
