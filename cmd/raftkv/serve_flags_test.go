@@ -122,3 +122,36 @@ func TestURLWithoutSchemeSaysToAddOne(t *testing.T) {
 		}
 	}
 }
+
+// TestNumberFlagsSayWhatNumberTheyWant: a size with a unit, a negative count or a
+// duration given to a millisecond flag is refused with the flag, the value and the
+// plain number wanted, not strconv's "invalid syntax"; plain numbers still work.
+func TestNumberFlagsSayWhatNumberTheyWant(t *testing.T) {
+	for _, tc := range []struct {
+		args, env []string
+		want      string
+	}{
+		{args: []string{"--quota-backend-bytes", "8GB"}, want: `invalid argument "8GB" for "--quota-backend-bytes" flag: "8GB" has a unit; give a plain number of bytes, e.g. 8589934592 for 8 GiB`},
+		{args: []string{"--backend-cache-bytes", "64MiB"}, want: `"64MiB" has a unit; give a plain number of bytes, e.g. 67108864 for 64 MiB`},
+		{args: []string{"--max-request-bytes=2M"}, want: `"2M" has a unit; give a plain number of bytes, e.g. 2097152 for 2 MiB`},
+		{args: []string{"--snapshot-count", "-1"}, want: `invalid argument "-1" for "--snapshot-count" flag: "-1" is negative; give a plain number of entries, 0 or more`},
+		{args: []string{"--snapshot-count", "10k"}, want: `"10k" is not a plain number of entries; give digits only, without a unit`},
+		{args: []string{"--heartbeat-interval", "100ms"}, want: `"100ms" is not a plain number of milliseconds`},
+		{args: []string{"--auth-token-ttl", "5m"}, want: `"5m" is not a plain number of seconds`},
+		{args: []string{"--max-response-bytes", "99999999999999999999"}, want: `is too large; give a number of bytes up to`},
+		{env: []string{"ETCD_QUOTA_BACKEND_BYTES=8G"}, want: `ETCD_QUOTA_BACKEND_BYTES="8G" is not a valid --quota-backend-bytes (int64): `},
+		{env: []string{"ETCD_QUOTA_BACKEND_BYTES=8G"}, want: `"8G" has a unit; give a plain number of bytes, e.g. 8589934592 for 8 GiB`},
+	} {
+		// --log-level loud fails after the numbers are read: nothing starts.
+		stdout, stderr, code := runCLI(t, tc.env, append(tc.args, "--log-level", "loud")...)
+		if code != exitBadArgs || !strings.Contains(stderr, tc.want) || strings.Contains(stderr, "strconv") || stdout != "" {
+			t.Errorf("%q %q: exit %d, stderr %q; want exit %d and %q", tc.args, tc.env, code, stderr, exitBadArgs, tc.want)
+		}
+	}
+	cfg, _, err := parseServe([]string{"--quota-backend-bytes", "8589934592", "--backend-separate-value-bytes", "-1",
+		"--snapshot-count", "0x10", "--heartbeat-interval", "50", "--election-timeout", "500", "--auth-token-ttl", "60"}, nil)
+	if err != nil || cfg.QuotaBackendBytes != 8<<30 || cfg.BackendSeparateValueBytes != -1 || cfg.SnapshotCount != 16 ||
+		cfg.HeartbeatInterval != 50*time.Millisecond || cfg.ElectionTimeout != 500*time.Millisecond || cfg.AuthTokenTTL != time.Minute {
+		t.Errorf("plain numbers: %v; %+v", err, cfg)
+	}
+}
