@@ -155,3 +155,27 @@ func TestNumberFlagsSayWhatNumberTheyWant(t *testing.T) {
 		t.Errorf("plain numbers: %v; %+v", err, cfg)
 	}
 }
+
+// TestMemberPeerURLsAreCheckedBeforeTheCall: member add and update check --peer-urls
+// themselves and say what is wrong (exit 2), rather than sending them and printing
+// the server's "given member URLs are invalid".
+func TestMemberPeerURLsAreCheckedBeforeTheCall(t *testing.T) {
+	dead := deadEndpoints(t, 1)[0]
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"member", "add", "x", "--peer-urls", "10.0.0.4:2380"}, `--peer-urls: "10.0.0.4:2380" has no scheme; add http:// or https:// (with TLS), e.g. http://10.0.0.4:2380`},
+		{[]string{"member", "add", "x", "--peer-urls", "http://10.0.0.4:2380,10.0.0.5:2380"}, `"10.0.0.5:2380" has no scheme`},
+		{[]string{"member", "add", "x", "--peer-urls", "http://10.0.0.4"}, `"http://10.0.0.4" needs a host and a port`},
+		{[]string{"member", "add", "x", "--peer-urls", "http://10.0.0.4:2380/peer"}, `has more than scheme://host:port`},
+		{[]string{"member", "add", "x", "--peer-urls", "unix://10.0.0.4:2380"}, `scheme "unix" is not served; use http:// or https://`},
+		{[]string{"member", "add", "x", "--peer-urls", "http://10.0.0.4:70000"}, `port 70000 in "http://10.0.0.4:70000" is not a TCP port`},
+		{[]string{"member", "update", "8e9e05c52164694d", "--peer-urls", "10.0.0.4:2380"}, `--peer-urls: "10.0.0.4:2380" has no scheme`},
+	} {
+		stdout, stderr, code := runCLI(t, nil, append(tc.args, "--endpoints", dead, "--dial-timeout", "100ms")...)
+		if code != exitBadArgs || !strings.Contains(stderr, tc.want) || stdout != "" {
+			t.Errorf("%q: exit %d, stderr %q; want exit %d and %q", tc.args, code, stderr, exitBadArgs, tc.want)
+		}
+	}
+}
