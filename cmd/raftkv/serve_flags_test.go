@@ -179,3 +179,24 @@ func TestMemberPeerURLsAreCheckedBeforeTheCall(t *testing.T) {
 		}
 	}
 }
+
+// TestMalformedEndpointIsNamed: an endpoint that is not host:port is refused before
+// any dial with what is wrong (exit 2), not gRPC's "name resolver error: produced
+// zero addresses".
+func TestMalformedEndpointIsNamed(t *testing.T) {
+	dead := deadEndpoints(t, 1)[0]
+	for _, tc := range []struct {
+		endpoints, want string
+	}{
+		{"http//bad", `--endpoints "http//bad" is malformed: missing port in address; give host:port, http://host:port or https://host:port`},
+		{dead + ",http//bad", `--endpoints "http//bad" is malformed`},
+		{"http://127.0.0.1:99999", `--endpoints "http://127.0.0.1:99999" is malformed: port "99999" is not a TCP port`},
+		{":2379", `--endpoints ":2379" is malformed: no host`},
+		{"127.0.0.1:2379/v3", `--endpoints "127.0.0.1:2379/v3" is malformed`},
+	} {
+		stdout, stderr, code := runCLI(t, nil, "get", "foo", "--endpoints", tc.endpoints, "--dial-timeout", "100ms")
+		if code != exitBadArgs || !strings.Contains(stderr, tc.want) || stdout != "" {
+			t.Errorf("--endpoints %q: exit %d, stderr %q; want exit %d and %q", tc.endpoints, code, stderr, exitBadArgs, tc.want)
+		}
+	}
+}
