@@ -30,6 +30,19 @@ const (
 	maxCommandBytesCap    = 64 << 20
 )
 
+// The engine's sizes as a caller may check them before opening a store (the
+// server's flags): Config.CacheBytes and Config.MemTableBytes are 0 (the default)
+// or between MinEngineBytes and their maximum; Config.SeparateValueBytes is 0 (the
+// default), -1 (none) or a size in bytes.
+const (
+	MinEngineBytes            = minEngineBytes
+	MaxCacheBytes             = maxEngineCacheBytes
+	MaxMemTableBytes          = maxEngineMemTableBytes
+	DefaultCacheBytes         = defaultEngineCacheBytes
+	DefaultMemTableBytes      = defaultEngineMemTableBytes
+	DefaultSeparateValueBytes = defaultSeparateValueBytes
+)
+
 // Config holds the limits of the state machine. A zero field takes its default.
 // Every replica must use the same Config: the limits decide which commands fail
 // and which sessions are evicted, so they are part of the replicated state.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"raftkv/kv"
 	"raftkv/storage"
 	"raftkv/watch"
 )
@@ -282,6 +283,9 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return fmt.Errorf("--data-dir is empty; give a directory for the member's data")
 	}
+	if err := c.validateBackend(); err != nil {
+		return err
+	}
 	if c.CorruptCheckTime < 0 {
 		return fmt.Errorf("--corrupt-check-time %v is negative; give a duration, or 0 for no periodic check", c.CorruptCheckTime)
 	}
@@ -366,8 +370,45 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// validateBackend checks the store engine's sizes here, before the data dir is
+// touched: the store checks them only as it opens.
+func (c Config) validateBackend() error {
+	for _, b := range []struct {
+		flag       string
+		value, max int64
+		def        int64
+	}{
+		{"--backend-cache-bytes", c.BackendCacheBytes, kv.MaxCacheBytes, kv.DefaultCacheBytes},
+		{"--backend-memtable-bytes", c.BackendMemTableBytes, kv.MaxMemTableBytes, kv.DefaultMemTableBytes},
+	} {
+		if b.value != 0 && (b.value < kv.MinEngineBytes || b.value > b.max) {
+			return fmt.Errorf("%s %d is out of range; give between %d (%s) and %d (%s) bytes, or 0 for the default (%s)",
+				b.flag, b.value, kv.MinEngineBytes, mib(kv.MinEngineBytes), b.max, mib(b.max), mib(b.def))
+		}
+	}
+	if c.BackendSeparateValueBytes < -1 {
+		return fmt.Errorf("--backend-separate-value-bytes %d is out of range; give a size in bytes (1 or more), "+
+			"0 for the default (%d) or -1 to keep every value with its version", c.BackendSeparateValueBytes, kv.DefaultSeparateValueBytes)
+	}
+	return nil
+}
+
+// mib writes a size in bytes in MiB, GiB or TiB.
+func mib(n int64) string {
+	switch {
+	case n >= 1<<40 && n%(1<<40) == 0:
+		return fmt.Sprintf("%d TiB", n>>40)
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	}
+	return fmt.Sprintf("%d MiB", n>>20)
+}
+
 // hostPort returns the host:port of an http:// or https:// URL.
 func hostPort(raw string) (string, error) {
+	if !strings.Contains(raw, "://") {
+		return "", fmt.Errorf("URL %q has no scheme; add http:// or https:// (with TLS), e.g. http://%s", raw, strings.TrimPrefix(raw, "//"))
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", fmt.Errorf("URL %q does not parse: %v", raw, err)

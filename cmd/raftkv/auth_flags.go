@@ -24,7 +24,7 @@ type authFlags struct {
 
 func (f *authFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.token, "auth-token", "simple", "Specify auth token type: 'simple', tokens each member keeps in memory (JWT is not served).")
-	fs.IntVar(&f.ttlSeconds, "auth-token-ttl", int(server.DefaultAuthTokenTTL/time.Second), "The lifetime in seconds of an unused auth token, renewed by each use.")
+	numberVar(fs, &f.ttlSeconds, "auth-token-ttl", int(server.DefaultAuthTokenTTL/time.Second), "seconds", "The lifetime in seconds of an unused auth token, renewed by each use.")
 	fs.IntVar(&f.bcryptCost, "bcrypt-cost", server.DefaultBcryptCost, "Specify bcrypt algorithm cost factor for auth password hashing (4 to 31).")
 	setGroup(fs, groupAuth, servedAuthFlags...)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -102,6 +104,9 @@ func (c *clientFlags) begin(cmd *cobra.Command) error {
 		default:
 			c.tls.secure[addr] = c.tls.isGiven
 		}
+		if err := checkEndpoint(addr); err != nil {
+			return usageErrorf("--endpoints %q is malformed: %v; give host:port, http://host:port or https://host:port", ep, err)
+		}
 		eps = append(eps, addr)
 	}
 	if len(eps) == 0 {
@@ -113,6 +118,27 @@ func (c *clientFlags) begin(cmd *cobra.Command) error {
 	}
 	if c.maxRecvBytes < 1024 {
 		return usageErrorf("--max-recv-bytes %d is too small; use at least 1024", c.maxRecvBytes)
+	}
+	return nil
+}
+
+// checkEndpoint checks an endpoint's host:port, which gRPC would otherwise take as a
+// name to resolve and fail on with "produced zero addresses".
+func checkEndpoint(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	switch {
+	case err != nil:
+		if ae, ok := err.(*net.AddrError); ok {
+			return errors.New(ae.Err)
+		}
+		return err
+	case host == "":
+		return errors.New("no host")
+	case strings.ContainsAny(host, "/?#@ "):
+		return fmt.Errorf("%q is not a host name or address", host)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port %q is not a TCP port (1-65535)", port)
 	}
 	return nil
 }

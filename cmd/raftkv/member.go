@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/url"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -47,11 +48,16 @@ func parseMemberID(arg string) (uint64, error) {
 	return id, nil
 }
 
-// splitMemberURLs reads a comma-separated --peer-urls.
+// splitMemberURLs reads a comma-separated --peer-urls, and checks each URL as the
+// server will (scheme://host:port and nothing more), so that a mistake is named
+// here rather than answered with the server's "given member URLs are invalid".
 func splitMemberURLs(flag, v string) ([]string, error) {
 	var urls []string
 	for _, u := range strings.Split(v, ",") {
 		if u = strings.TrimSpace(u); u != "" {
+			if err := checkMemberURL(u); err != nil {
+				return nil, usageErrorf("--%s: %v", flag, err)
+			}
 			urls = append(urls, u)
 		}
 	}
@@ -59,6 +65,29 @@ func splitMemberURLs(flag, v string) ([]string, error) {
 		return nil, usageErrorf("%s is required: the new member's peer URLs, e.g. --%s http://10.0.0.4:2380", flag, flag)
 	}
 	return urls, nil
+}
+
+// checkMemberURL checks a member's peer URL: http:// or https://, a host and a port,
+// no path, query or fragment.
+func checkMemberURL(raw string) error {
+	if err := needScheme(raw); err != nil {
+		return err
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%q is not a URL: %v", raw, err)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("%q: scheme %q is not served; use http:// or https://", raw, u.Scheme)
+	case u.Hostname() == "" || u.Port() == "":
+		return fmt.Errorf("%q needs a host and a port, like http://10.0.0.4:2380", raw)
+	case u.Path != "" || u.RawQuery != "" || u.Fragment != "":
+		return fmt.Errorf("%q has more than scheme://host:port; give only that, like http://10.0.0.4:2380", raw)
+	}
+	if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port %s in %q is not a TCP port; use 1-65535", u.Port(), raw)
+	}
+	return nil
 }
 
 func (a *app) newMemberAddCommand(c *clientFlags) *cobra.Command {

@@ -62,15 +62,16 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.dataDir, "data-dir", "", "Path to the data directory.")
 	setHelpDefault(fs, "data-dir", "${name}.raftkv")
 	fs.StringVar(&f.walDir, "wal-dir", "", "Path to a dedicated WAL directory (e.g. on a disk of its own); empty keeps the WAL in the data directory.")
-	fs.Uint64Var(&f.snapshotCount, "snapshot-count", server.DefaultSnapshotCount, "Number of applied entries between log compactions: each makes the store durable and drops the log before it.")
-	fs.Uint64Var(&f.snapshotCatchUpEntries, "snapshot-catchup-entries", 0, "Number of entries for a slow follower to catch up after compacting the raft storage entries\n(0: 5000, or --snapshot-count if lower).")
-	fs.IntVar(&f.heartbeatMs, "heartbeat-interval", int(server.DefaultHeartbeatInterval/time.Millisecond), "Time (in milliseconds) of a heartbeat interval.")
-	fs.IntVar(&f.electionMs, "election-timeout", int(server.DefaultElectionTimeout/time.Millisecond), "Time (in milliseconds) for an election to timeout; each timeout is drawn from [t, 2t).")
+	numberVar(fs, &f.snapshotCount, "snapshot-count", server.DefaultSnapshotCount, "entries", "Number of applied entries between log compactions: each makes the store durable and drops the log before it.")
+	numberVar(fs, &f.snapshotCatchUpEntries, "snapshot-catchup-entries", 0, "entries", "Number of entries for a slow follower to catch up after compacting the raft storage entries\n(0: 5000, or --snapshot-count if lower).")
+	numberVar(fs, &f.heartbeatMs, "heartbeat-interval", int(server.DefaultHeartbeatInterval/time.Millisecond), "milliseconds", "Time (in milliseconds) of a heartbeat interval.")
+	numberVar(fs, &f.electionMs, "election-timeout", int(server.DefaultElectionTimeout/time.Millisecond), "milliseconds", "Time (in milliseconds) for an election to timeout; each timeout is drawn from [t, 2t).")
 	fs.StringVar(&f.listenPeer, "listen-peer-urls", "http://127.0.0.1:2380", "List of URLs to listen on for peer traffic.")
 	fs.StringVar(&f.listenClient, "listen-client-urls", "http://127.0.0.1:2379", "List of URLs to listen on for client gRPC traffic (the etcd v3 API).")
-	fs.IntVar(&f.maxTxnOps, "max-txn-ops", server.DefaultMaxTxnOps, "Maximum number of operations permitted in a transaction.")
-	fs.IntVar(&f.maxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes, "Maximum client request size in bytes the server will accept.")
-	fs.IntVar(&f.maxResponseBytes, "max-response-bytes", 0, "Most bytes of keys and values one Range response may carry; a larger range answers part\nof the keys with more=true (page on with the last key). 0: raftkv's default.")
+	numberVar(fs, &f.maxTxnOps, "max-txn-ops", server.DefaultMaxTxnOps, "operations", "Maximum number of operations permitted in a transaction.")
+	numberVar(fs, &f.maxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes, "bytes", "Maximum client request size in bytes the server will accept.")
+	numberVar(fs, &f.maxResponseBytes, "max-response-bytes", 0, "bytes", "Most bytes of keys and values one Range response may carry; a larger range is refused\n"+
+		fmt.Sprintf("(ResourceExhausted): read it in pages, with a limit or a narrower range (0: %d MiB).", server.DefaultMaxResponseBytes>>20))
 	setGroup(fs, groupMember, "name", "data-dir", "wal-dir", "snapshot-count", "snapshot-catchup-entries", "heartbeat-interval", "election-timeout",
 		"listen-peer-urls", "listen-client-urls", "max-txn-ops", "max-request-bytes", "max-response-bytes")
 
@@ -86,10 +87,10 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.autoCompactionMode, "auto-compaction-mode", "periodic", "How to read --auto-compaction-retention: 'periodic' (a duration, hours if no unit, e.g. '5m')\nor 'revision' (a number of revisions).")
 	fs.StringVar(&f.autoCompactionRetention, "auto-compaction-retention", "0", "Auto compaction retention; 0 disables auto compaction.")
 	fs.BoolVar(&f.forceNewCluster, "force-new-cluster", false, "Start this member, with its data, as the only member of a new cluster: recovery after a lost quorum.")
-	fs.Int64Var(&f.quotaBackendBytes, "quota-backend-bytes", 0, "Space quota in bytes of the store in use: past it writes fail and the NOSPACE alarm is raised\n(0: etcd's default, 2 GiB; below 0: none).")
-	fs.Int64Var(&f.backendCacheBytes, "backend-cache-bytes", 0, "Bytes of the store engine's block cache: with the memtables, all of the store's memory\nthat grows with use, whatever the data's size (0: 64 MiB, or an eighth of the cgroup's memory\nlimit if that is below 512 MiB).")
-	fs.Int64Var(&f.backendMemTableBytes, "backend-memtable-bytes", 0, "Bytes of one of the store engine's two write buffers (memtables), flushed to disk when full\n(0: 32 MiB, or a sixteenth of the cgroup's memory limit if that is below 512 MiB).")
-	fs.IntVar(&f.backendSeparateValueBytes, "backend-separate-value-bytes", 0, "Values of at least this many bytes are stored apart from their keys' version records, so that\nwalks over keys (a paged range's count, an MVCC compaction) skip them (0: 128; -1: none).")
+	numberVar(fs, &f.quotaBackendBytes, "quota-backend-bytes", 0, "bytes", "Space quota in bytes of the store in use: past it writes fail and the NOSPACE alarm is raised\n(0: etcd's default, 2 GiB; below 0: none).")
+	numberVar(fs, &f.backendCacheBytes, "backend-cache-bytes", 0, "bytes", "Bytes of the store engine's block cache: with the memtables, all of the store's memory\nthat grows with use, whatever the data's size (0: 64 MiB, or an eighth of the cgroup's memory\nlimit if that is below 512 MiB).")
+	numberVar(fs, &f.backendMemTableBytes, "backend-memtable-bytes", 0, "bytes", "Bytes of one of the store engine's two write buffers (memtables), flushed to disk when full\n(0: 32 MiB, or a sixteenth of the cgroup's memory limit if that is below 512 MiB).")
+	numberVar(fs, &f.backendSeparateValueBytes, "backend-separate-value-bytes", 0, "bytes", "Values of at least this many bytes are stored apart from their keys' version records, so that\nwalks over keys (a paged range's count, an MVCC compaction) skip them (0: 128; -1: none).")
 	fs.BoolVar(&f.initialCorruptCheck, "initial-corrupt-check", false, "Once caught up after starting, compare this member's HashKV with the others' (a mismatch raises CORRUPT).")
 	fs.Var(durationValue{&f.corruptCheckTime}, "corrupt-check-time", "Duration of time between cluster corruption check passes (the leader's; 0: none).")
 	setHelpDefault(fs, "corrupt-check-time", "0s")
@@ -97,7 +98,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	// (and 3.6's for --snapshot-catchup-entries, which 3.7 dropped).
 	fs.BoolVar(&f.initialCorruptCheck, "experimental-initial-corrupt-check", false, "")
 	fs.Var(durationValue{&f.corruptCheckTime}, "experimental-corrupt-check-time", "")
-	fs.Uint64Var(&f.snapshotCatchUpEntries, "experimental-snapshot-catchup-entries", 0, "")
+	numberVar(fs, &f.snapshotCatchUpEntries, "experimental-snapshot-catchup-entries", 0, "entries", "")
 	for old, repl := range map[string]string{"experimental-initial-corrupt-check": "--initial-corrupt-check",
 		"experimental-corrupt-check-time":       "--corrupt-check-time",
 		"experimental-snapshot-catchup-entries": "--snapshot-catchup-entries"} {
@@ -163,6 +164,9 @@ func splitURLs(s string) []string {
 // before the member touches its data dir (the server checks the rest).
 func checkURLs(flag, list string) error {
 	for _, raw := range splitURLs(list) {
+		if err := needScheme(raw); err != nil {
+			return fmt.Errorf("--%s: %v", flag, err)
+		}
 		u, err := url.Parse(raw)
 		if err != nil {
 			return fmt.Errorf("--%s: %q is not a URL: %v", flag, raw, err)
@@ -174,6 +178,16 @@ func checkURLs(flag, list string) error {
 		}
 	}
 	return nil
+}
+
+// needScheme refuses a URL written without its scheme ("127.0.0.1:2379"), which Go's
+// url.Parse refuses in words that do not say what is missing, or takes the host for
+// the scheme ("localhost:2379").
+func needScheme(raw string) error {
+	if strings.Contains(raw, "://") {
+		return nil
+	}
+	return fmt.Errorf("%q has no scheme; add http:// or https:// (with TLS), e.g. http://%s", raw, strings.TrimPrefix(raw, "//"))
 }
 
 // config turns the flags into a server.Config, checking what the server cannot: the
@@ -403,8 +417,11 @@ func watchSupervisor(fd int, stop chan<- string) {
 	}
 }
 
-// durationValue is a duration flag that also takes a whole number of nanoseconds,
-// the form etcd's YAML config file gives durations in (600000000000 for 10m).
+// durationValue is a duration flag: a number with a unit (10m, 30s, 500ms), or 0.
+// A bare number other than 0 is refused, as etcd refuses it on its command line and
+// in its environment: it would mean nanoseconds, never what was meant ("5" for a
+// 5ns ticker). etcd's YAML config file gives durations as whole nanoseconds
+// (600000000000 for 10m); applyConfigKey turns such a number into a duration first.
 type durationValue struct{ d *time.Duration }
 
 func (v durationValue) String() string {
@@ -415,9 +432,8 @@ func (v durationValue) String() string {
 }
 
 func (v durationValue) Set(s string) error {
-	if ns, err := strconv.ParseInt(s, 10, 64); err == nil {
-		*v.d = time.Duration(ns)
-		return nil
+	if s != "0" && strings.ContainsAny(s, "0123456789") && strings.Trim(s, "+-.0123456789") == "" {
+		return fmt.Errorf("%q has no unit; give e.g. %ss, %sm or %sms (0 for none)", s, s, s, s)
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {

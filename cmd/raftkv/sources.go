@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
@@ -172,6 +173,10 @@ func applyConfigKey(fs *pflag.FlagSet, path, key, flag string, raw any, origin m
 	value, err := yamlScalar(raw)
 	if err != nil {
 		return nil, fmt.Errorf("--config-file %s: %s: %v", path, key, err)
+	}
+	if n, isInt := raw.(int); isInt && f.Value.Type() == (durationValue{}).Type() {
+		// etcd's YAML durations are whole nanoseconds (a time.Duration in JSON).
+		value = time.Duration(n).String()
 	}
 	if f.Changed {
 		return []string{fmt.Sprintf("--%s %q from %s overrides %s: %q in --config-file %s (etcd would ignore everything but the file)",
