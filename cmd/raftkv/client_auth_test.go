@@ -88,6 +88,7 @@ func TestClientUserFlags(t *testing.T) {
 		{[]string{"put", "app/x", "2"}, "etcdserver: user name is empty (InvalidArgument)"},
 		{[]string{"get", "app/x"}, "etcdserver: user name is empty (InvalidArgument)"},
 		{[]string{"status"}, "etcdserver: user name is empty (InvalidArgument)"},
+		{[]string{"status"}, "the members run with authentication on: give --user NAME:PASSWORD"},
 	} {
 		stdout, stderr, code := runCLI(t, nil, append([]string{"--endpoints", eps}, c.args...)...)
 		if code != exitError || !strings.Contains(stderr, c.want) {

@@ -71,7 +71,7 @@ func (f *clientTLSFlags) hint(err error, isTLS bool) string {
 	case strings.Contains(msg, "first record does not look like a TLS handshake"):
 		return "; the member serves plaintext: use an http:// endpoint, or leave out the TLS flags"
 	case !isTLS && (strings.Contains(msg, "EOF") || strings.Contains(msg, "connection reset")):
-		return "; if the member serves TLS, use an https:// endpoint or give --cacert"
+		return "; if the member serves TLS, use an https:// endpoint and give --cacert (--insecure-skip-tls-verify for --auto-tls members)"
 	case isTLS && f.cert == "" && (strings.Contains(msg, "EOF") || strings.Contains(msg, "connection reset") || strings.Contains(msg, "broken pipe")):
 		// With TLS 1.3 the client may finish first and learn of the refusal only as a
 		// closed connection.

@@ -39,6 +39,11 @@ func (a *app) newStatusCommand(c *clientFlags) *cobra.Command {
 			for _, r := range rows {
 				errs = append(errs, endpointError{r.Endpoint, r.err})
 			}
+			for _, r := range rows {
+				if msg := fmt.Sprint(r.err); strings.Contains(msg, "user name is empty") || strings.Contains(msg, "invalid auth token") {
+					return fmt.Errorf("%w\nthe members run with authentication on: give --user NAME:PASSWORD (or --user NAME and --password)", errs)
+				}
+			}
 			if !c.endpointsGiven {
 				return fmt.Errorf("%w\nis a member running? Start one with 'raftkv' or a local cluster with 'raftkv cluster', or give --endpoints", errs)
 			}
