@@ -57,6 +57,13 @@ type Options struct {
 	// members (the leader too), replace a voter, transfer leadership (see
 	// membership.go).
 	ConfChanges bool
+	// StaleRate is the probability that a message in flight when its receiver or its
+	// sender crashes is not lost with the crash. Such a message reaches the receiver's
+	// next incarnation: at once if the receiver is up again when it arrives (the
+	// network delivered it late); if the receiver is down then, once it restarts,
+	// with a fresh delay (the sender's transport kept it queued and delivers it on
+	// reconnecting), unless the sender crashes first. Zero loses them all.
+	StaleRate float64
 }
 
 // ErrStorageCrash, wrapped in an error from a storage write, says the storage crashed
@@ -158,6 +165,9 @@ type node struct {
 	disk *asyncDisk
 	// crashAt, if set, crashes the node at that point of its next Ready.
 	crashAt crashPoint
+	// parked holds, while the node is down, messages sent to an earlier incarnation
+	// that its peers' transports keep for it (Options.StaleRate).
+	parked []parkedMsg
 	// pendingProposals maps an index to the client command proposed there.
 	pendingProposals map[uint64]*proposal
 	// pendingReads maps a ReadIndex request context to the read waiting for it.
@@ -357,6 +367,7 @@ func (c *Cluster) start(n *node) {
 	// Nodes tick at the same rate but out of phase, as real clocks would.
 	inc := n.incarnation
 	c.after(time.Duration(c.rng.Int64N(int64(c.opts.TickInterval)))+1, func() { c.tick(n, inc) })
+	c.releaseParked(n)
 	c.handleReady(n)
 }
 

@@ -8,9 +8,10 @@ import (
 // Crashes and restarts: what a node loses, what it keeps, and the points inside Ready
 // handling where a crash can hit.
 
-// Crash stops node id at once: the core, the application and every message to or from
-// it in flight are lost; its storage, which holds exactly what it made durable, stays
-// (in AsyncWrites mode, writes still queued are lost with the rest).
+// Crash stops node id at once: the core and the application are lost, and every
+// message to or from it in flight but for those Options.StaleRate keeps (network.go);
+// its storage, which holds exactly what it made durable, stays (in AsyncWrites mode,
+// writes still queued are lost with the rest).
 func (c *Cluster) Crash(id uint64) {
 	n := c.node(id)
 	if n.rn == nil {

@@ -14,10 +14,17 @@
 // apply, Advance; or, with asynchronous writes (below), as raft.Node pipelines it.
 //
 // The network (NetConfig) loses, duplicates, delays and reorders messages, and
-// partitions the nodes into arbitrary groups. A crash drops the RawNode, the application
-// and every message to or from the node still in flight, and keeps its MemoryStorage,
-// which holds exactly what the node made durable; a crash can also hit in the middle of
-// a Ready, after persisting but before sending, or after sending but before applying.
+// partitions the nodes into arbitrary groups. A crash drops the RawNode and the
+// application, and keeps its MemoryStorage, which holds exactly what the node made
+// durable; a crash can also hit in the middle of a Ready, after persisting but before
+// sending, or after sending but before applying. A message in flight to or from the
+// node when it crashes is lost with it, or, with probability Options.StaleRate, is not:
+// it reaches the receiver's next incarnation, late from the network if the receiver
+// is up again when it arrives, or, if the receiver is down, from the queue of the
+// sender's transport once the receiver restarts (unless the sender crashed first). A
+// message sent to a node that is down is queued the same way at that rate (up to 64
+// per sender). Queued messages leave on the restart with fresh delays, so they may be
+// reordered and duplicated like any other.
 // A restart is raft.NewRawNode on the same storage, with the application rebuilt from
 // the storage's snapshot.
 //
@@ -107,6 +114,7 @@
 //	go test ./sim -run TestSimulate -duration=300s        # longer runs per seed
 //	go test ./sim -run TestSimulate -writes=async         # every seed with AsyncWrites (or sync)
 //	go test ./sim -run TestSimulate -confchanges=on       # every seed with configuration changes (or off)
+//	go test ./sim -run TestSimulate -stale=0              # every message in flight lost with a crash (drawn per seed: 0.25, 0.5 or 1)
 //
 // A failing seed prints its violation and the command that replays it. The scenario
 // tests (TestInitialElection, TestFigure8Unreliable, ...) mirror the MIT 6.824 Raft lab

@@ -85,6 +85,9 @@ func RandomOptions(seed int64) Options {
 	// Drawn last, so that the other draws of a seed are those it had before.
 	opts.AsyncWrites = rng.IntN(2) == 0
 	opts.ConfChanges = rng.IntN(2) == 0
+	// Drawn after those, for the same reason: messages in flight across a crash
+	// survive it at one of these rates, never all lost as before.
+	opts.StaleRate = []float64{0.25, 0.5, 1}[rng.IntN(3)]
 	if opts.ConfChanges && disablePreVote && disableCheckQuorum {
 		// A removed server that never learned of its removal can force elections
 		// without both (thesis §4.2.3): raftkv documents that it needs one of them.

@@ -49,6 +49,11 @@ type NetStats struct {
 	Dropped int
 	// Duplicated counts the extra copies the network made.
 	Duplicated int
+	// StaleDelivered counts, by raft.MessageType, messages stepped into a node
+	// although their sender or receiver crashed since they were sent
+	// (Options.StaleRate); StaleParked those held for a receiver that was down.
+	StaleDelivered [32]int
+	StaleParked    int
 }
 
 // TotalSent is the number of messages of every type handed to the network.
@@ -169,9 +174,14 @@ func (c *Cluster) transmit(from *node, m raft.Message, held bool) {
 	}
 	to := c.nodes[m.To-1]
 	if to.rn == nil || !c.net.connected(from.id, to.id) {
+		c.reportLater(from, m.To, true, snapReportFor(m, true))
+		if to.rn == nil && c.keepStale() {
+			// The sender's transport keeps it queued for the peer that is down.
+			c.park(to, copyMessage(m), from.incarnation)
+			return
+		}
 		c.net.stats.Dropped++
 		c.tracef("drop %v (unreachable)", m)
-		c.reportLater(from, m.To, true, snapReportFor(m, true))
 		return
 	}
 	if c.net.cfg.LossRate > 0 && c.rng.Float64() < c.net.cfg.LossRate {
@@ -186,25 +196,57 @@ func (c *Cluster) transmit(from *node, m raft.Message, held bool) {
 		c.net.stats.Duplicated++
 	}
 	for i := range copies {
-		msg := copyMessage(m)
-		isFirst := i == 0
-		fromInc, toInc := from.incarnation, to.incarnation
-		c.queue.push(c.now+c.delay(), func() { c.deliver(msg, fromInc, toInc, isFirst) })
+		c.enqueue(copyMessage(m), from.incarnation, to.incarnation, i == 0, false)
 	}
 }
 
-// deliver steps a message into its recipient, unless either end crashed since it was
-// sent or a partition now separates them.
-func (c *Cluster) deliver(m raft.Message, fromInc, toInc uint64, isFirst bool) {
+// enqueue puts one copy of m on the wire, to arrive after a delay drawn from the
+// message model. fromInc and toInc are the incarnations it was sent from and to;
+// report says the sender's transport tells the sender how a snapshot went (the first
+// copy of a message the sender's current incarnation sent); parked says it was held
+// for toInc while that incarnation's node was down.
+func (c *Cluster) enqueue(m raft.Message, fromInc, toInc uint64, report, parked bool) {
+	c.queue.push(c.now+c.delay(), func() { c.deliver(m, fromInc, toInc, report, parked) })
+}
+
+// deliver steps a message into its recipient, unless a partition now separates them.
+// A message whose sender or receiver crashed since it was sent is lost, unless it is
+// kept (Options.StaleRate): then it reaches the receiver's current incarnation if that
+// is up, as a late message from the network would; if the receiver is down, the
+// sender's transport holds it until the receiver restarts (park), and loses it if the
+// sender crashes first.
+func (c *Cluster) deliver(m raft.Message, fromInc, toInc uint64, report, parked bool) {
 	from, to := c.nodes[m.From-1], c.nodes[m.To-1]
-	isSnap := m.Type == raft.MsgSnap && isFirst
-	if from.incarnation != fromInc {
-		// The sender crashed after sending: the crash takes its in-flight messages.
-		c.net.stats.Dropped++
-		c.tracef("drop %v (sender crashed)", m)
-		return
+	senderCrashed, receiverCrashed := from.incarnation != fromInc, to.incarnation != toInc
+	isSnap := m.Type == raft.MsgSnap && report && !senderCrashed
+	stale := parked || senderCrashed || receiverCrashed
+	if senderCrashed || receiverCrashed {
+		if isSnap {
+			// The sender's transport saw the stream break when the receiver went down.
+			c.reportLater(from, to.id, false, snapFailed)
+			isSnap = false
+		}
+		if !c.keepStale() {
+			c.net.stats.Dropped++
+			if senderCrashed {
+				// The sender crashed after sending: the crash takes its in-flight messages.
+				c.tracef("drop %v (sender crashed)", m)
+			} else {
+				c.tracef("drop %v (receiver crashed)", m)
+			}
+			return
+		}
+		if to.rn == nil {
+			if senderCrashed {
+				c.net.stats.Dropped++
+				c.tracef("drop %v (sender crashed, receiver down)", m)
+				return
+			}
+			c.park(to, m, fromInc)
+			return
+		}
 	}
-	if to.incarnation != toInc || to.rn == nil || !c.net.connected(from.id, to.id) {
+	if to.rn == nil || !c.net.connected(from.id, to.id) {
 		c.net.stats.Dropped++
 		c.tracef("drop %v (receiver down or cut off)", m)
 		if isSnap {
@@ -213,13 +255,84 @@ func (c *Cluster) deliver(m raft.Message, fromInc, toInc uint64, isFirst bool) {
 		return
 	}
 	c.net.stats.Delivered++
-	c.tracef("recv %v", m)
+	if stale {
+		c.net.stats.StaleDelivered[m.Type%32]++
+		c.tracef("recv %v (stale: sender incarnation %d, now %d; receiver incarnation %d, now %d; parked %v)",
+			m, fromInc, from.incarnation, toInc, to.incarnation, parked)
+	} else {
+		c.tracef("recv %v", m)
+	}
 	if err := to.rn.Step(m); err != nil {
 		c.tracef("n%d step %v: %v", to.id, m.Type, err)
 	}
 	c.handleReady(to)
 	if isSnap {
 		c.reportLater(from, to.id, false, snapDone)
+	}
+}
+
+// keepStale draws whether a message in flight when one of its ends crashed survives.
+// It draws nothing when Options.StaleRate is 0, so that such runs replay as before.
+func (c *Cluster) keepStale() bool {
+	rate := c.opts.StaleRate
+	return rate > 0 && (rate >= 1 || c.rng.Float64() < rate)
+}
+
+// parkedMsg is a message for a node that is down, held by its sender's transport:
+// fromInc is the sender's incarnation, whose crash loses it.
+type parkedMsg struct {
+	m       raft.Message
+	fromInc uint64
+}
+
+// parkedPerSender bounds how many messages one sender's transport keeps for a peer
+// that is down; the rest are dropped, as from a full send buffer.
+const parkedPerSender = 64
+
+// park holds m for node to, down, until it restarts.
+func (c *Cluster) park(to *node, m raft.Message, fromInc uint64) {
+	held := 0
+	for _, p := range to.parked {
+		if p.m.From == m.From {
+			held++
+		}
+	}
+	if held >= parkedPerSender {
+		c.net.stats.Dropped++
+		c.tracef("drop %v (receiver down, sender's queue for it full)", m)
+		return
+	}
+	c.net.stats.StaleParked++
+	c.tracef("park %v (receiver down)", m)
+	to.parked = append(to.parked, parkedMsg{m: m, fromInc: fromInc})
+}
+
+// releaseParked runs as node n restarts: every message parked for it whose sender has
+// not crashed since goes back on the wire, each with its own delay (so reordering
+// applies) and, at DuplicateRate, a second copy, as a transport reconnecting and
+// flushing its queue through the network would.
+func (c *Cluster) releaseParked(n *node) {
+	parked := n.parked
+	n.parked = nil
+	for _, p := range parked {
+		from := c.nodes[p.m.From-1]
+		if from.incarnation != p.fromInc {
+			c.net.stats.Dropped++
+			c.tracef("drop %v (parked, sender crashed)", p.m)
+			continue
+		}
+		copies := 1
+		if c.net.cfg.DuplicateRate > 0 && c.rng.Float64() < c.net.cfg.DuplicateRate {
+			copies = 2
+			c.net.stats.Duplicated++
+		}
+		for i := range copies {
+			m := p.m
+			if i > 0 {
+				m = copyMessage(p.m)
+			}
+			c.enqueue(m, p.fromInc, n.incarnation, false, true)
+		}
 	}
 }
 

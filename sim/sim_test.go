@@ -19,7 +19,15 @@ var (
 	flagDuration  = flag.Duration("duration", 100*time.Second, "virtual time each TestSimulate seed runs under faults")
 	flagWrites    = flag.String("writes", "mixed", "how nodes persist: sync, async (Options.AsyncWrites), or mixed (TestSimulate draws it per seed; scenario tests use sync)")
 	flagConf      = flag.String("confchanges", "mixed", "configuration changes among TestSimulate's faults: on, off, or mixed (drawn per seed: half the seeds)")
+	flagStale     = flag.Float64("stale", -1, "Options.StaleRate for TestSimulate's seeds: the chance a message in flight survives a crash of either end (negative: drawn per seed; 0: every such message lost)")
 )
+
+// applyStaleFlag sets opts.StaleRate as -stale says, leaving it as drawn if negative.
+func applyStaleFlag(opts *Options) {
+	if *flagStale >= 0 {
+		opts.StaleRate = *flagStale
+	}
+}
 
 // applyConfFlag sets opts.ConfChanges as -confchanges says, leaving it as drawn for
 // mixed.
@@ -68,6 +76,9 @@ func replayCommand(test string, seed int64) string {
 	if *flagConf != "mixed" && test == "TestSimulate" {
 		cmd += " -confchanges=" + *flagConf
 	}
+	if *flagStale >= 0 && test == "TestSimulate" {
+		cmd += fmt.Sprintf(" -stale=%v", *flagStale)
+	}
 	return cmd
 }
 
@@ -106,6 +117,7 @@ func runSeed(t *testing.T, seed int64) {
 		o.Trace = trace
 		applyWritesFlag(o)
 		applyConfFlag(o)
+		applyStaleFlag(o)
 	}
 	if _, err := Simulate(seed, *flagDuration, configure); err != nil {
 		t.Fatalf("%v\nreplay: %s", err, replayCommand("TestSimulate", seed))
