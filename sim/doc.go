@@ -107,7 +107,7 @@
 // (RunChaos), at least 100 virtual seconds each. Its flags:
 //
 //	go test ./sim -run TestSimulate                       # 100 seeds; 16 under -race or -short
-//	go test ./sim -run TestSimulate -seeds=300            # what CI runs
+//	go test ./sim -run TestSimulate -seeds=1000           # what CI runs
 //	go test ./sim -run TestSimulate -seeds=10000 -timeout=0   # the long run
 //	go test ./sim -run TestSimulate -seeds=1000 -seedstart=5000
 //	go test ./sim -run TestSimulate -seed=42 -simtrace      # replay one seed with a full trace
