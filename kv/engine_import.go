@@ -131,6 +131,7 @@ func (e *engine) importState(st importedState, next func() (*KeyHistory, error))
 		return fmt.Errorf("kv: clearing the storage engine in %q for an import: %w", e.dir, err)
 	}
 	b.Close()
+	e.restoring = true
 	e.newestCache.reset()
 	im := &importer{e: e, b: e.db.NewBatch()}
 	defer func() { im.b.Close() }()
@@ -266,8 +267,11 @@ func (e *engine) importState(st importedState, next func() (*KeyHistory, error))
 	if err := e.loadMeta(); err != nil {
 		return err
 	}
-	_, err := e.flush()
-	return err
+	if _, err := e.flush(); err != nil {
+		return err
+	}
+	e.restoring = false
+	return nil
 }
 
 // checkPlaces commits what the import wrote so far and fails if two changes
