@@ -26,7 +26,35 @@ func (s *Server) unappliedAdd() (member, bool) {
 	if st.Index == 0 || st.Index <= s.applied.get() {
 		return member{}, false
 	}
-	ents, err := s.storage.Entries(st.Index, st.Index+1, math.MaxUint64)
+	return s.addedAt(st.Index)
+}
+
+// unappliedAdds returns the members that the configuration entries in this
+// member's log past its applied index add: the latest one's, and those of
+// earlier ones committed and not yet applied here (one change at a time means
+// each commits before the next is proposed, but applying may lag).
+func (s *Server) unappliedAdds() []member {
+	indexes, err := s.storage.ConfEntryIndexes()
+	if err != nil {
+		return nil
+	}
+	applied := s.applied.get()
+	var adds []member
+	for _, i := range indexes {
+		if i <= applied {
+			continue
+		}
+		if m, ok := s.addedAt(i); ok {
+			adds = append(adds, m)
+		}
+	}
+	return adds
+}
+
+// addedAt returns the member the configuration entry at index adds, if it is an
+// addition.
+func (s *Server) addedAt(index uint64) (member, bool) {
+	ents, err := s.storage.Entries(index, index+1, math.MaxUint64)
 	if err != nil || len(ents) != 1 || ents[0].Type != raft.EntryConfChange {
 		return member{}, false
 	}
@@ -87,25 +115,26 @@ func (s *Server) dialUnappliedAdds() {
 		case <-s.stopc:
 			return
 		}
-		m, ok := s.unappliedAdd()
-		if ok {
+		pending := map[uint64]bool{}
+		for _, m := range s.unappliedAdds() {
+			pending[m.ID] = true
 			s.dialAhead(m)
 			// The addition and a removal of the member may both have applied since
-			// unappliedAdd read the log: UpdatePeer took it off the removed set, so
+			// unappliedAdds read the log: UpdatePeer took it off the removed set, so
 			// put it back (a removal applied after this point refuses it itself).
 			if r, ok := s.sm.anyMember(m.ID); ok && r.isRemoved {
 				s.transport.RemovePeer(m.ID)
 			}
 		}
-		s.forgetAbandonedAdds(m.ID, time.Now().Add(-2*s.cfg.ElectionTimeout))
+		s.forgetAbandonedAdds(pending, time.Now().Add(-2*s.cfg.ElectionTimeout))
 	}
 }
 
 // forgetAbandonedAdds stops dialling the members dialled ahead before cutoff whose
-// addition neither applied here nor is the unapplied one (pending): their entry was
-// cut from the log, or the leader's proposal never made it there. An addition that
-// applies is the apply loop's from then on (it dials or refuses the member).
-func (s *Server) forgetAbandonedAdds(pending uint64, cutoff time.Time) {
+// addition neither applied here nor is in the log unapplied (pending): their entry
+// was cut from the log, or the leader's proposal never made it there. An addition
+// that applies is the apply loop's from then on (it dials or refuses the member).
+func (s *Server) forgetAbandonedAdds(pending map[uint64]bool, cutoff time.Time) {
 	s.ahead.mu.Lock()
 	defer s.ahead.mu.Unlock()
 	for id, since := range s.ahead.ids {
@@ -113,7 +142,7 @@ func (s *Server) forgetAbandonedAdds(pending uint64, cutoff time.Time) {
 			delete(s.ahead.ids, id)
 			continue
 		}
-		if id == pending || since.After(cutoff) {
+		if pending[id] || since.After(cutoff) {
 			continue
 		}
 		delete(s.ahead.ids, id)
