@@ -268,8 +268,11 @@ func scanLastSegment(s *segmentFile, seed uint32, logger *slog.Logger) (end int6
 	case next < 0 && status == recordEnd:
 		clean = true
 	case next >= 0 && hole >= 0:
-		logger.Warn("cutting off a write torn by a power loss at the end of the WAL: a sector of it never reached the disk, "+
-			"and what was written after it was never reported durable either",
+		// Error, not Warn: media damage to a synced record whose payload holds a
+		// zeroed sector would look the same (see zeroSector). The bytes stay in the
+		// segment file, which a new segment now follows, until the log is compacted.
+		logger.Error("cutting off a write torn by a power loss at the end of the WAL: a sector of it never reached the disk, "+
+			"and what was written after it was never reported durable either; the bytes stay in the file",
 			"file", s.path, "offset", off, "problem", status.String(), "zero_sector", hole, "data_after", next)
 	case next >= 0 && status == recordEnd:
 		return 0, false, corruptf(s.path, off, "no record here but data at offset %d, so it is not a write torn by a crash", next)
