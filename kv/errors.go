@@ -71,6 +71,15 @@ var (
 	ErrInvalidConfig = errors.New("kv: invalid config")
 )
 
+// ErrRefusedNoSpace and ErrRefusedCorrupt are the results of a write the server
+// refused because the NOSPACE or CORRUPT alarm was raised when it applied
+// (RefuseOnce): recorded as the proposal's result, so that every copy of it gets
+// the answer its client got. The server answers them as etcd's errors.
+var (
+	ErrRefusedNoSpace = errors.New("etcdserver: mvcc: database space exceeded")
+	ErrRefusedCorrupt = errors.New("etcdserver: corrupt cluster")
+)
+
 // resultErrors lists every error a Result can carry, so that session responses
 // can be written into snapshots as a small code. The position is the code: append
 // only, never reorder. Code 0 is "no error".
@@ -112,6 +121,9 @@ var resultErrors = []error{
 	ErrAuthOldRevision,
 	ErrNoPasswordUser,
 	ErrAuthPasswordChecked,
+	// Alarms' refusals (RefuseOnce).
+	ErrRefusedNoSpace,
+	ErrRefusedCorrupt,
 }
 
 // errorCode returns the snapshot code of err, which must be one of resultErrors.

@@ -198,24 +198,39 @@ func TestApplyOnceRisingFloorIsCheap(t *testing.T) {
 	}
 }
 
-// A refused copy applies nothing and makes a later copy apply nothing; a refused
-// copy of a proposal that an earlier copy applied returns that copy's result.
+// A refused copy applies nothing, and a later copy applies nothing either and gets
+// the same refusal; a refused copy of a proposal that an earlier copy applied
+// returns that copy's result.
 func TestRefuseOnce(t *testing.T) {
 	s := newTestStore(t, Config{})
 	id := ProposalID{Proposer: 7, Seq: 1, LowestPending: 1}
-	if res, earlier := s.RefuseOnce(s.AppliedIndex()+1, id); earlier || res.Err != nil {
-		t.Fatalf("first copy refused: %+v, earlier %v; want no earlier copy", res, earlier)
+	if res := s.RefuseOnce(s.AppliedIndex()+1, id, ErrRefusedNoSpace); res.Err != ErrRefusedNoSpace {
+		t.Fatalf("first copy refused: %+v; want ErrRefusedNoSpace", res)
 	}
-	if res := applyOnce(t, s, id, "a"); res.Err != nil || res.Put != nil || s.Revision() != 1 || get(t, s, "a", 0) != nil {
-		t.Fatalf("a copy after the refused one: %+v at revision %d; want nothing applied", res, s.Revision())
+	if res := applyOnce(t, s, id, "a"); res.Err != ErrRefusedNoSpace || s.Revision() != 1 || get(t, s, "a", 0) != nil {
+		t.Fatalf("a copy after the refused one: %+v at revision %d; want the refusal, nothing applied", res, s.Revision())
+	}
+	if res := s.RefuseOnce(s.AppliedIndex()+1, id, ErrRefusedCorrupt); res.Err != ErrRefusedNoSpace {
+		t.Fatalf("a copy refused again: %+v; want the first refusal", res)
 	}
 	applied := applyOnce(t, s, ProposalID{Proposer: 7, Seq: 2, LowestPending: 1}, "b")
 	if applied.Err != nil || applied.Put == nil || s.Revision() != 2 {
 		t.Fatalf("seq 2: %+v at revision %d", applied, s.Revision())
 	}
-	res, earlier := s.RefuseOnce(s.AppliedIndex()+1, ProposalID{Proposer: 7, Seq: 2, LowestPending: 1})
-	if !earlier || !reflect.DeepEqual(res, applied) || s.Revision() != 2 {
-		t.Fatalf("a refused copy of seq 2, applied before: %+v, earlier %v, revision %d; want the first copy's %+v",
-			res, earlier, s.Revision(), applied)
+	res := s.RefuseOnce(s.AppliedIndex()+1, ProposalID{Proposer: 7, Seq: 2, LowestPending: 1}, ErrRefusedNoSpace)
+	if !reflect.DeepEqual(res, applied) || s.Revision() != 2 {
+		t.Fatalf("a refused copy of seq 2, applied before: %+v, revision %d; want the first copy's %+v", res, s.Revision(), applied)
+	}
+	// The refusal is replicated state: it survives a snapshot.
+	var snap bytes.Buffer
+	if _, err := s.WriteSnapshot(&snap); err != nil {
+		t.Fatal(err)
+	}
+	r := newTestStore(t, Config{})
+	if err := r.RestoreFrom(&snap, nil); err != nil {
+		t.Fatal(err)
+	}
+	if res := applyOnce(t, r, id, "a"); res.Err != ErrRefusedNoSpace {
+		t.Fatalf("a copy after a snapshot holding the refusal: %+v; want the refusal", res)
 	}
 }

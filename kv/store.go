@@ -304,27 +304,31 @@ func (s *Store) ApplyOnce(index uint64, id ProposalID, data []byte) Result {
 	return res
 }
 
-// RefuseOnce is ApplyOnce for a copy of proposal id that the caller refuses (a
-// raised alarm refuses writes): it applies nothing, and records the proposal as
-// applied with no effect, so that a later copy, applying after the refusal is
-// lifted, writes nothing its client was told failed. If a copy applied before this
-// one, its Result stands and is returned with earlier set: that copy's client was
-// told it succeeded (a member that installed a snapshot past the first copy waits
-// for a later one).
-func (s *Store) RefuseOnce(index uint64, id ProposalID) (res Result, earlier bool) {
+// RefuseOnce is ApplyOnce for a copy of proposal id that the caller refuses with
+// refusal, ErrRefusedNoSpace or ErrRefusedCorrupt (a raised alarm refuses
+// writes): it applies nothing and records refusal as the proposal's result, so
+// that a later copy, applying after the alarm is cleared, writes nothing its
+// client was told failed, and gets the same refusal. If a copy applied before
+// this one, its Result stands and is returned: that copy's client was told it (a
+// member that installed a snapshot past the first copy waits for a later one).
+// A client's session is left as it was: a retry of the request is a request anew.
+func (s *Store) RefuseOnce(index uint64, id ProposalID, refusal error) Result {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.mu.st
 	if res, ok := st.admit(index); !ok {
-		return res, false
+		return res
 	}
-	if id.Proposer == 0 {
-		return st.advance(index, Result{Err: ErrInvalidCommand}), false
+	if _, ok := errorCode(refusal); id.Proposer == 0 || !ok || refusal == nil {
+		return st.advance(index, Result{Err: ErrInvalidCommand})
 	}
-	if p := st.proposals.byProposer[id.Proposer]; p != nil && id.Seq >= p.lowest {
-		_, earlier = p.find(id.Seq)
+	w := st.e.beginBlindWrite()
+	st.index = index
+	res := w.applyOnce(&st.proposals, id, index, func() Result { return Result{Err: refusal} })
+	if err := w.commit(index); err != nil {
+		return Result{Err: st.fail(err)}
 	}
-	return st.applyCommand(index, &Command{Txn: &TxnRequest{}}, &id), earlier
+	return res
 }
 
 // admit refuses an entry the store has applied, or any once the engine failed.

@@ -205,10 +205,10 @@ func (t *alarmTable) refusedByAlarm(payload []byte) error {
 	}
 	if corrupt && (cmd.Put != nil || cmd.DeleteRange != nil || cmd.Txn != nil || cmd.Compact != nil ||
 		cmd.LeaseGrant != nil || cmd.LeaseRevoke != nil) {
-		return rpctypes.ErrGRPCCorrupt
+		return kv.ErrRefusedCorrupt
 	}
 	if nospace && needsSpace(cmd) {
-		return rpctypes.ErrGRPCNoSpace
+		return kv.ErrRefusedNoSpace
 	}
 	return nil
 }

@@ -217,6 +217,10 @@ func toGRPC(err error) error {
 		return err
 	}
 	switch {
+	case errors.Is(err, kv.ErrRefusedNoSpace):
+		return rpctypes.ErrGRPCNoSpace
+	case errors.Is(err, kv.ErrRefusedCorrupt):
+		return rpctypes.ErrGRPCCorrupt
 	case errors.Is(err, kv.ErrEmptyKey):
 		return rpctypes.ErrGRPCEmptyKey
 	case errors.Is(err, kv.ErrKeyNotFound):

@@ -246,16 +246,14 @@ func (s *Server) execute(index uint64, data []byte) (envelope, kv.Result) {
 		// Recorded as applied, with no effect, so that a copy of it that applies
 		// after the alarm is cleared does not write what its client was told failed.
 		// A copy that applied before this one (on a member that installed a
-		// snapshot past it, and so waits for this one) keeps its answer.
+		// snapshot past it, and so waits for this one) keeps its answer; else
+		// every copy gets the refusal.
 		id := kv.ProposalID{Proposer: env.proposer, Seq: env.seq, LowestPending: env.lowestPending}
-		r, earlier := s.sm.store.RefuseOnce(index, id)
+		r := s.sm.store.RefuseOnce(index, id, refused)
 		if errors.Is(r.Err, kv.ErrEngineFailed) {
 			s.storeFailed(index, r.Err)
 		}
-		if earlier {
-			return env, r
-		}
-		return env, kv.Result{Err: refused}
+		return env, r
 	case refused != nil:
 		res = kv.Result{Err: refused}
 	case env.kind == kindAlarm:
