@@ -59,8 +59,13 @@ func newAuthLimiter() *authLimiter {
 	return l
 }
 
-// clientAddr is the IP a call comes from, or "" if unknown.
+// clientAddr is the IP a call comes from, or "" if unknown: through the JSON
+// gateway, the HTTP client's, so that one client's wrong passwords do not hold up
+// every other's.
 func clientAddr(ctx context.Context) string {
+	if addr, ok := gatewayClientAddr(ctx); ok {
+		return addr
+	}
 	p, ok := peer.FromContext(ctx)
 	if !ok || p.Addr == nil {
 		return ""

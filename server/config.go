@@ -155,6 +155,9 @@ type Config struct {
 	// Metrics is MetricsBasic (the default) or MetricsExtensive, which adds the gRPC
 	// handling-time histograms (etcd's --metrics).
 	Metrics string
+	// DisableGRPCGateway turns off etcd's JSON gateway (/v3/… on the client URLs,
+	// gateway.go), which is on by default as in etcd (--enable-grpc-gateway).
+	DisableGRPCGateway bool
 	// EnablePprof serves net/http/pprof under /debug/pprof/ on the client URLs
 	// (etcd's --enable-pprof).
 	EnablePprof bool

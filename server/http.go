@@ -48,9 +48,17 @@ func (s *Server) listenMetrics() error {
 	return err
 }
 
-// httpHandler returns the HTTP endpoints; withPprof adds /debug/pprof/.
-func (s *Server) httpHandler(withPprof bool) http.Handler {
+// httpHandler returns the HTTP endpoints; client adds those only the client URLs
+// serve: the JSON gateway under /v3/ (and /v3beta/), and with --enable-pprof,
+// /debug/pprof/.
+func (s *Server) httpHandler(client bool) http.Handler {
 	mux := http.NewServeMux()
+	if client && s.gateway != nil {
+		gw := s.gateway.handler(s)
+		mux.Handle("/v3/", gw)
+		mux.Handle("/v3beta/", gw)
+	}
+	withPprof := client && s.cfg.EnablePprof
 	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{
 		// A collector's error costs the scrape only the metric that failed.
 		ErrorHandling: promhttp.ContinueOnError,
@@ -69,7 +77,7 @@ func (s *Server) httpHandler(withPprof bool) http.Handler {
 // serveClients serves gRPC and HTTP on every client listener, and HTTP on every
 // metrics listener.
 func (s *Server) serveClients() {
-	clientHTTP := &http.Server{Handler: s.httpHandler(s.cfg.EnablePprof), ReadHeaderTimeout: clientSniffTimeout}
+	clientHTTP := &http.Server{Handler: s.httpHandler(true), ReadHeaderTimeout: clientSniffTimeout}
 	metricsHTTP := &http.Server{Handler: s.httpHandler(false), ReadHeaderTimeout: clientSniffTimeout}
 	s.httpServers = append(s.httpServers, clientHTTP, metricsHTTP)
 	for _, l := range s.clientListens {

@@ -59,6 +59,16 @@ func TestMetricsAndHealthOverTLS(t *testing.T) {
 			t.Errorf("GET %s: %s over %s, body %.200q; want 200 over %s with %q", tc.url, resp.Status, resp.Proto, body, tc.wantProto, tc.wantBody)
 		}
 	}
+	// The JSON gateway over https://, HTTP/1.1 as every HTTP client of a client URL.
+	resp, err := http1.Post(m.cfg.ListenClientURLs[0]+"/v3/kv/range", "application/json", strings.NewReader(`{"key":"aw=="}`))
+	if err != nil {
+		t.Fatalf("POST /v3/kv/range over TLS: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"value":"dg=="`) {
+		t.Errorf("POST /v3/kv/range over TLS: %s %s", resp.Status, body)
+	}
 	// A client without a certificate is refused by the TLS layer before any HTTP.
 	noCert := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: pki.clientTLS(t, ""), TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}}

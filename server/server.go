@@ -101,6 +101,7 @@ type Server struct {
 	metrics        *serverMetrics
 	health         *healthEndpoints
 	httpServers    []*http.Server
+	gateway        *gateway // etcd's JSON gateway on the client URLs, nil if off (gateway.go)
 	metricsListens []net.Listener
 
 	// removal stops the member once it was removed from the cluster (members.go);
@@ -313,6 +314,11 @@ func (s *Server) start(ids []uint64) error {
 	s.registerLeaseForward()
 	s.metrics.registerServer(s)
 	s.health = newHealthEndpoints(s, s.metrics.registry)
+	if !cfg.DisableGRPCGateway {
+		if err := s.startGateway(); err != nil {
+			return err
+		}
+	}
 	s.serveClients()
 	s.goTracked(s.publishMember)
 	s.startCompactor()
@@ -394,10 +400,15 @@ func (s *Server) Stop() {
 }
 
 func (s *Server) closeAll() {
-	s.stopHTTP()
 	if s.watches != nil {
-		// Ends the watch streams, which would otherwise hold up GracefulStop.
+		// Ends the watch streams, which would otherwise hold up GracefulStop,
+		// and the gateway's /v3/watch requests, which would hold up stopHTTP.
 		s.watches.Close()
+	}
+	s.stopHTTP()
+	if s.gateway != nil {
+		// No HTTP request is left to call through it.
+		s.gateway.close()
 	}
 	if s.grpc != nil {
 		// Let in-flight requests finish for a moment, then cut them off.

@@ -16,7 +16,7 @@ var servedEtcdFlags = []string{
 	"initial-advertise-peer-urls", "initial-cluster", "initial-cluster-state", "initial-cluster-token",
 	"advertise-client-urls", "auto-compaction-retention", "auto-compaction-mode",
 	"log-level", "log-format", "log-outputs", "force-new-cluster", "config-file", "version",
-	"listen-metrics-urls", "metrics", "enable-pprof", "watch-progress-notify-interval", "strict-reconfig-check",
+	"listen-metrics-urls", "metrics", "enable-pprof", "enable-grpc-gateway", "watch-progress-notify-interval", "strict-reconfig-check",
 	"quota-backend-bytes", "corrupt-check-time", "snapshot-catchup-entries",
 	// and servedTLSFlags and servedAuthFlags, added by init
 }
@@ -40,18 +40,18 @@ type etcdFlag struct {
 }
 
 const (
-	noSelfDial  = "raftkv never dials its own client URLs (etcd does, for its gateway), so it presents no client certificate"
-	noDiscovery = "raftkv has no discovery service: list the members in --initial-cluster"
-	noGateway   = "raftkv serves the etcd API over gRPC only, without etcd's JSON gateway (its HTTP endpoints are /metrics, /health, /livez, /readyz and /debug/pprof)"
-	noBbolt     = "raftkv's store does not use bbolt"
-	ownRetain   = "raftkv prunes old snapshots and the WAL segments a snapshot covers by itself"
-	notTunable  = "not tunable in raftkv"
+	noSelfDial    = "raftkv never dials its own client URLs (etcd does, for its gateway), so it presents no client certificate"
+	noDiscovery   = "raftkv has no discovery service: list the members in --initial-cluster"
+	oneClientPort = "raftkv serves HTTP (the JSON gateway, /metrics, the health endpoints) beside gRPC on every client URL, told apart per connection at no cost to gRPC; list the URL in --listen-client-urls"
+	noBbolt       = "raftkv's store does not use bbolt"
+	ownRetain     = "raftkv prunes old snapshots and the WAL segments a snapshot covers by itself"
+	notTunable    = "not tunable in raftkv"
 )
 
 var etcdFlags = []etcdFlag{
 	// Member
 	{name: "initial-election-tick-advance", etcdDefault: "true", isBool: true, why: notTunable + ": a member's first election timeout is drawn like every other, from [t, 2t)"},
-	{name: "listen-client-http-urls", refused: true, why: noGateway},
+	{name: "listen-client-http-urls", refused: true, why: oneClientPort},
 	{name: "max-snapshots", etcdDefault: "5", why: ownRetain},
 	{name: "max-wals", etcdDefault: "5", why: ownRetain},
 	{name: "memory-mlock", etcdDefault: "false", isBool: true, why: "raftkv does not lock its pages in memory"},
@@ -64,7 +64,6 @@ var etcdFlags = []etcdFlag{
 	{name: "grpc-keepalive-timeout", etcdDefault: "20s", why: notTunable + ": raftkv uses etcd's default, 20s"},
 	{name: "socket-reuse-port", etcdDefault: "false", isBool: true, why: notTunable},
 	{name: "socket-reuse-address", etcdDefault: "false", isBool: true, why: notTunable},
-	{name: "enable-grpc-gateway", etcdDefault: "true", isBool: true, why: noGateway},
 	{name: "raft-read-timeout", etcdDefault: "5s", why: notTunable + ": peer streams have their own timeouts"},
 	{name: "raft-write-timeout", etcdDefault: "5s", why: notTunable + ": peer streams have their own timeouts"},
 	{name: "feature-gates", why: "raftkv has no feature gates"},
@@ -92,8 +91,8 @@ var etcdFlags = []etcdFlag{
 	// Security
 	{name: "client-cert-file", why: noSelfDial},
 	{name: "client-key-file", why: noSelfDial},
-	{name: "cors", etcdDefault: "*", why: noGateway},
-	{name: "host-whitelist", etcdDefault: "*", why: noGateway},
+	{name: "cors", etcdDefault: "*", why: "raftkv's JSON gateway allows every origin, as etcd's default does"},
+	{name: "host-whitelist", etcdDefault: "*", why: "raftkv accepts any Host header, as etcd's default does"},
 	// Auth
 	// Logging
 	{name: "logger", etcdDefault: "zap", why: "raftkv logs with log/slog; --log-format chooses text or JSON"},

@@ -59,6 +59,18 @@ func TestServeMonitoringFlags(t *testing.T) {
 		strings.Join(cfg.ListenMetricsURLs, ",") != "http://127.0.0.1:9379,http://127.0.0.1:9380" {
 		t.Fatalf("metrics %q, pprof %v, metrics URLs %v", cfg.Metrics, cfg.EnablePprof, cfg.ListenMetricsURLs)
 	}
+	// The JSON gateway is on unless turned off, as in etcd; ETCD_ENABLE_GRPC_GATEWAY too.
+	if cfg, _, err := parseServe(nil, nil); err != nil || cfg.DisableGRPCGateway {
+		t.Fatalf("default: gateway off %v, err %v", cfg.DisableGRPCGateway, err)
+	}
+	for _, tc := range []struct{ args, env []string }{
+		{[]string{"--enable-grpc-gateway=false"}, nil},
+		{nil, []string{"ETCD_ENABLE_GRPC_GATEWAY=false"}},
+	} {
+		if cfg, warnings, err := parseServe(tc.args, tc.env); err != nil || len(warnings) > 0 || !cfg.DisableGRPCGateway {
+			t.Errorf("%v %v: gateway off %v, warnings %q, err %v", tc.args, tc.env, cfg.DisableGRPCGateway, warnings, err)
+		}
+	}
 	if _, _, err := parseServe([]string{"--metrics", "all"}, nil); err == nil || !strings.Contains(err.Error(), `--metrics "all": use "basic" or "extensive"`) {
 		t.Errorf("--metrics all: %v", err)
 	}

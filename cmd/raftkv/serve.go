@@ -49,7 +49,7 @@ type serveFlags struct {
 	tls                                  tlsFlags
 	auth                                 authFlags
 	listenMetrics, metrics               string
-	enablePprof                          bool
+	enablePprof, enableGRPCGateway       bool
 	logLevel, logFormat, logOutputs      string
 	configFile                           string
 	// supervisorFD is the read end of a pipe from "raftkv cluster": the member stops
@@ -132,6 +132,8 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.metrics, "metrics", server.MetricsBasic, "Set level of detail for exported metrics, specify 'extensive' to include gRPC handling-time histograms.")
 	fs.BoolVar(&f.enablePprof, "enable-pprof", false, "Enable runtime profiling data via HTTP server. Address is at client URL + \"/debug/pprof/\"")
 	setGroup(fs, groupMonitoring, "listen-metrics-urls", "metrics", "enable-pprof")
+	fs.BoolVar(&f.enableGRPCGateway, "enable-grpc-gateway", true, "Serve etcd's JSON gateway (POST /v3/kv/range and the rest) on the client URLs, as etcd does.")
+	setGroup(fs, groupMember, "enable-grpc-gateway")
 
 	fs.StringVar(&f.logLevel, "log-level", "info", "Log level: debug, info, warn or error (etcd's panic and fatal mean error).")
 	fs.StringVar(&f.logFormat, "log-format", "console", "Log format: console (key=value text; 'text' too) or json.")
@@ -279,6 +281,7 @@ func (f *serveFlags) config() (server.Config, error) {
 		ListenMetricsURLs:           splitURLs(f.listenMetrics),
 		Metrics:                     f.metrics,
 		EnablePprof:                 f.enablePprof,
+		DisableGRPCGateway:          !f.enableGRPCGateway,
 		Logger:                      logger,
 	}
 	if err := f.tls.apply(&cfg); err != nil {
