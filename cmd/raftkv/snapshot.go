@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 
 	"raftkv/server"
+	"raftkv/storage"
 )
 
 // The snapshot commands: etcdctl snapshot save and etcdutl snapshot restore|status,
@@ -59,26 +60,13 @@ func (a *app) newSnapshotSaveCommand(c *clientFlags) *cobra.Command {
 		if err := os.Rename(part, path); err != nil {
 			return err
 		}
-		if err := syncDir(filepath.Dir(path)); err != nil {
+		if err := storage.NewOSFS().SyncDir(filepath.Dir(path)); err != nil {
 			return fmt.Errorf("%s: saved, but the fsync of its directory failed: %w", path, err)
 		}
 		fmt.Fprintf(a.stdout, "Snapshot saved at %s\n", path)
 		return nil
 	}
 	return cmd
-}
-
-// syncDir makes the entries of dir durable: the saved file's name, after the rename.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // saveSnapshot writes the Snapshot stream to path, synced, and returns its size.
