@@ -251,6 +251,29 @@ func runEtcdctl(t *testing.T, endpoints []string, args ...string) (string, error
 	return string(out), err
 }
 
+// untilHealthyEnough runs a membership change until it succeeds or fails with
+// anything but etcd's "unhealthy cluster", for up to 20 s: with
+// --strict-reconfig-check the leader counts a member as connected only once its
+// stream has been up for 5 s, as etcd's does, so a change right after a start (or
+// after a member came back) is refused at first. out is the change's output, if it
+// has one.
+func untilHealthyEnough(change func() (out string, err error)) (string, error) {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := change()
+		if err == nil || !strings.Contains(out+fmt.Sprint(err), "unhealthy cluster") || time.Now().After(deadline) {
+			return out, err
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// runEtcdctlChange is runEtcdctl for a membership change (untilHealthyEnough).
+func runEtcdctlChange(t *testing.T, endpoints []string, args ...string) (string, error) {
+	t.Helper()
+	return untilHealthyEnough(func() (string, error) { return runEtcdctl(t, endpoints, args...) })
+}
+
 func runningEndpoints(c *procCluster) []string {
 	var out []string
 	for _, m := range c.members {

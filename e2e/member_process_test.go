@@ -75,7 +75,7 @@ func TestMemberGrowAndShrinkUnderLoad(t *testing.T) {
 		}
 		w.setEndpoints(keep)
 		admin.SetEndpoints(keep...)
-		out, err := runEtcdctl(t, keep, "member", "remove", fmt.Sprintf("%x", id))
+		out, err := runEtcdctlChange(t, keep, "member", "remove", fmt.Sprintf("%x", id))
 		if err != nil || !strings.Contains(out, fmt.Sprintf("Member %16x removed from cluster", id)) {
 			t.Fatalf("etcdctl member remove %x: %v\n%s", id, err, out)
 		}
@@ -100,12 +100,12 @@ func TestMemberReplaceKilledMember(t *testing.T) {
 	live := []string{hostPort(c.members[0].clientURL), hostPort(c.members[1].clientURL)}
 	w.setEndpoints(live)
 	time.Sleep(500 * time.Millisecond)
-	out, err := runEtcdctl(t, live, "member", "remove", fmt.Sprintf("%x", deadID))
+	out, err := runEtcdctlChange(t, live, "member", "remove", fmt.Sprintf("%x", deadID))
 	if err != nil {
 		t.Fatalf("etcdctl member remove of the killed member: %v\n%s", err, out)
 	}
 	fresh := c.newJoiner("m4", "")
-	out, err = runEtcdctl(t, live, "member", "add", "m4", "--peer-urls", fresh.peerURL)
+	out, err = runEtcdctlChange(t, live, "member", "add", "m4", "--peer-urls", fresh.peerURL)
 	if err != nil {
 		t.Fatalf("etcdctl member add: %v\n%s", err, out)
 	}
@@ -194,7 +194,7 @@ func TestMemberLearnerCatchesUpBySnapshotAndIsPromoted(t *testing.T) {
 	lead := c.leader(10 * time.Second)
 	leadLog := fileSize(lead.logPath)
 	learner := c.newJoiner("m4", "", "--snapshot-count", "100")
-	out, err := runEtcdctl(t, c.endpoints()[:3], "member", "add", "m4", "--peer-urls", learner.peerURL, "--learner")
+	out, err := runEtcdctlChange(t, c.endpoints()[:3], "member", "add", "m4", "--peer-urls", learner.peerURL, "--learner")
 	if err != nil || !strings.Contains(out, "added as learner to cluster") {
 		t.Fatalf("etcdctl member add --learner: %v\n%s", err, out)
 	}

@@ -45,9 +45,14 @@ func TestMemberJoinOverMutualTLS(t *testing.T) {
 	t.Cleanup(func() { cli.Close() })
 	joiner.client = cli
 
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	resp, err := via.client.MemberAdd(ctx, []string{joiner.peerURL})
-	cancel()
+	var resp *clientv3.MemberAddResponse
+	_, err = untilHealthyEnough(func() (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		var err error
+		resp, err = via.client.MemberAdd(ctx, []string{joiner.peerURL})
+		return "", err
+	})
 	if err != nil {
 		t.Fatalf("MemberAdd through the follower %s: %v", via.name, err)
 	}
@@ -56,7 +61,7 @@ func TestMemberJoinOverMutualTLS(t *testing.T) {
 	c.waitWritable([]*procMember{joiner}, 30*time.Second)
 	waitListed(t, lead.client, "m1", "m2", "m3", "m4")
 
-	ctx, cancel = context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	_, err = via.client.MemberRemove(ctx, resp.Member.ID)
 	cancel()
 	if err != nil {
