@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"math"
 	"net"
 	"net/http"
@@ -102,7 +103,7 @@ func (s *Server) startGateway() error {
 // --cors "*".
 func (g *gateway) handler(s *Server) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS != nil && s.cfg.ClientTLS.ClientCertAuth && authEnabled(s) && hasCommonName(r) {
+		if st := tlsStateOf(r); st != nil && s.cfg.ClientTLS.ClientCertAuth && authEnabled(s) && hasCommonName(st) {
 			// The gateway's calls carry no certificate: rather than serve as
 			// nobody a client that believes its certificate names it, refuse it,
 			// as etcd does.
@@ -121,8 +122,21 @@ func (g *gateway) handler(s *Server) http.Handler {
 			r.URL.Path = "/v3/" + rest
 			r.URL.RawPath = ""
 		}
+		if r.URL.Path != "/v3/watch" && r.URL.Path != "/v3/lease/keepalive" {
+			// A request's body bounded before it is read whole and decoded (gRPC
+			// would refuse it only then): the largest request in JSON, its bytes
+			// in base64, with room for the field names. The two streams carry
+			// many small requests over their life, each bounded by gRPC's limit.
+			r.Body = http.MaxBytesReader(w, r.Body, gatewayMaxBodyBytes(s.cfg.MaxRequestBytes))
+		}
 		g.mux.ServeHTTP(w, r)
 	})
+}
+
+// gatewayMaxBodyBytes bounds a gateway request's body: twice the largest request
+// gRPC takes, which holds its bytes in base64 (4/3) and JSON's field names.
+func gatewayMaxBodyBytes(maxRequestBytes int) int64 {
+	return 2 * int64(maxRequestBytes+grpcOverheadBytes)
 }
 
 func authEnabled(s *Server) bool {
@@ -132,8 +146,8 @@ func authEnabled(s *Server) bool {
 
 // hasCommonName reports whether the HTTP client presented a verified certificate
 // with a common name.
-func hasCommonName(r *http.Request) bool {
-	for _, chain := range r.TLS.VerifiedChains {
+func hasCommonName(st *tls.ConnectionState) bool {
+	for _, chain := range st.VerifiedChains {
 		if len(chain) > 0 && chain[0].Subject.CommonName != "" {
 			return true
 		}

@@ -213,3 +213,18 @@ func TestGatewayDisabled(t *testing.T) {
 		t.Fatalf("/livez: %d", code)
 	}
 }
+
+// A request body is bounded before it is read whole: one far over what gRPC takes
+// is refused at the gateway, not decoded into memory first.
+func TestGatewayBoundsTheRequestBody(t *testing.T) {
+	members := startTestCluster(t, 1, func(c *Config) { c.MaxRequestBytes = 4096 })
+	base := members[0].cfg.ListenClientURLs[0]
+	big := `{"key":"` + strings.Repeat("QUFB", int(gatewayMaxBodyBytes(4096))/4+1) + `"}`
+	code, body := gatewayPost(t, base, "/v3/kv/range", big, "")
+	if code == http.StatusOK || !strings.Contains(body, "too large") {
+		t.Fatalf("a %d-byte body over the gateway's bound: %d %.200s; want it refused as too large", len(big), code, body)
+	}
+	if code, body := gatewayPost(t, base, "/v3/kv/put", `{"key":"aw==","value":"dg=="}`, ""); code != http.StatusOK {
+		t.Fatalf("a small put after it: %d %s", code, body)
+	}
+}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
@@ -77,7 +78,19 @@ func (s *Server) httpHandler(client bool) http.Handler {
 // serveClients serves gRPC and HTTP on every client listener, and HTTP on every
 // metrics listener.
 func (s *Server) serveClients() {
-	clientHTTP := &http.Server{Handler: s.httpHandler(true), ReadHeaderTimeout: clientSniffTimeout}
+	clientHTTP := &http.Server{Handler: s.httpHandler(true), ReadHeaderTimeout: clientSniffTimeout,
+		// http.Server fills in Request.TLS only for a *tls.Conn; cmux hands it
+		// its own wrapper, so the TLS state travels in the context (tlsStateOf).
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if mc, ok := c.(*cmux.MuxConn); ok {
+				c = muxConn{mc}
+			}
+			if tc := findTLSConn(c); tc != nil {
+				st := tc.ConnectionState()
+				return context.WithValue(ctx, tlsStateKey{}, &st)
+			}
+			return ctx
+		}}
 	metricsHTTP := &http.Server{Handler: s.httpHandler(false), ReadHeaderTimeout: clientSniffTimeout}
 	s.httpServers = append(s.httpServers, clientHTTP, metricsHTTP)
 	for _, l := range s.clientListens {
@@ -110,6 +123,18 @@ func (s *Server) stopHTTP() {
 	for _, l := range s.metricsListens {
 		_ = l.Close()
 	}
+}
+
+type tlsStateKey struct{}
+
+// tlsStateOf returns the TLS state of the client connection r came on, or nil for
+// plaintext.
+func tlsStateOf(r *http.Request) *tls.ConnectionState {
+	if r.TLS != nil {
+		return r.TLS
+	}
+	st, _ := r.Context().Value(tlsStateKey{}).(*tls.ConnectionState)
+	return st
 }
 
 // netConnListener hands out cmux's connections with the connection they wrap

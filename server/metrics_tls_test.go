@@ -108,3 +108,42 @@ func TestClientCertCommonNameThroughCmux(t *testing.T) {
 		t.Fatalf("the handler behind cmux saw %q, want alice", got)
 	}
 }
+
+// With --client-cert-auth and auth on, a gateway request from a client whose
+// certificate names a user is refused, as etcd refuses it: the gateway's own calls
+// carry no certificate, so it would be served as nobody (or as the token's user).
+// The check never ran: http.Server fills in Request.TLS only for a *tls.Conn, and
+// cmux hands it a wrapper.
+func TestGatewayRefusesACommonNameUnderClientCertAuth(t *testing.T) {
+	pki := newTestPKI(t, "cluster CA")
+	clientTLS := pki.clientTLS(t, "root")
+	m := startHTTPSCluster(t, 1, clientTLS, func(i int, c *Config) {
+		c.ClientTLS = pki.mutualTLS(t, c.Name)
+		c.PeerTLS = pki.mutualTLS(t, c.Name)
+	})[0]
+	auth := pb.NewAuthClient(m.conn)
+	for _, step := range []func(ctx context.Context) error{
+		func(ctx context.Context) error {
+			_, err := auth.UserAdd(ctx, &pb.AuthUserAddRequest{Name: "root", Password: "rootpw"})
+			return err
+		},
+		func(ctx context.Context) error {
+			_, err := auth.UserGrantRole(ctx, &pb.AuthUserGrantRoleRequest{User: "root", Role: "root"})
+			return err
+		},
+		func(ctx context.Context) error { _, err := auth.AuthEnable(ctx, &pb.AuthEnableRequest{}); return err },
+	} {
+		retry(t, step)
+	}
+	http1 := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: clientTLS.Clone(), TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}}
+	resp, err := http1.Post(m.cfg.ListenClientURLs[0]+"/v3/kv/range", "application/json", strings.NewReader(`{"key":"aw=="}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "CommonName of client sending a request against gateway will be ignored") {
+		t.Fatalf("a gateway request with a certificate naming root: %s %s; want 400 and etcd's CommonName refusal", resp.Status, body)
+	}
+}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -20,9 +21,12 @@ type waitRegistry struct {
 		next uint64
 		// lowest is a cursor: no request numbered below it is waiting. See
 		// lowestPending.
-		lowest  uint64
-		byID    map[uint64]*waiter
-		byIndex map[uint64]uint64 // index -> request number expected there
+		lowest uint64
+		byID   map[uint64]*waiter
+		// byIndex holds, by index, the requests expected there: more than one
+		// when this member proposed at an index again (its entry there cut), and
+		// whichever entry applies decides for them all.
+		byIndex map[uint64][]uint64
 		// applied is the last index applied, and snapshot the last one a snapshot
 		// from the leader applied at: a request proposed at an index between the
 		// two learns at once what became of its entry (see proposed).
@@ -46,7 +50,7 @@ func newWaitRegistry() *waitRegistry {
 	w := &waitRegistry{}
 	w.mu.next, w.mu.lowest = 1, 1
 	w.mu.byID = map[uint64]*waiter{}
-	w.mu.byIndex = map[uint64]uint64{}
+	w.mu.byIndex = map[uint64][]uint64{}
 	return w
 }
 
@@ -109,11 +113,13 @@ func (w *waitRegistry) proposed(id, index uint64, err error) {
 		delete(w.mu.byID, id)
 		wt.ch <- applyResult{lost: true}
 	default:
-		// An earlier request of this member expected here is not told anything:
-		// its entry, cut from this member's log, may still commit through another
+		// An earlier request of this member expected here stays expected: its
+		// entry, cut from this member's log, may still commit through another
 		// leader's, and a late expectAt may name an index a newer request took.
 		// What applies at index decides, by id (applied).
-		w.mu.byIndex[index] = id
+		if !slices.Contains(w.mu.byIndex[index], id) {
+			w.mu.byIndex[index] = append(w.mu.byIndex[index], id)
+		}
 	}
 }
 
@@ -145,8 +151,7 @@ func (w *waitRegistry) applied(index uint64, mine bool, id uint64, res kv.Result
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.mu.applied = max(w.mu.applied, index)
-	if expected, ok := w.mu.byIndex[index]; ok {
-		delete(w.mu.byIndex, index)
+	for _, expected := range w.mu.byIndex[index] {
 		if !mine || expected != id {
 			if wt, ok := w.mu.byID[expected]; ok {
 				delete(w.mu.byID, expected)
@@ -154,6 +159,7 @@ func (w *waitRegistry) applied(index uint64, mine bool, id uint64, res kv.Result
 			}
 		}
 	}
+	delete(w.mu.byIndex, index)
 	if !mine {
 		return
 	}

@@ -86,8 +86,8 @@ func TestWaitRegistryLateAndReusedIndexes(t *testing.T) {
 	}
 
 	// A second request proposed at an index where a first was expected: the first
-	// is not told "lost" (its entry may still commit through another leader);
-	// whichever applies there decides.
+	// is not told "lost" then (its entry may still commit through another
+	// leader); whichever applies there decides, for both.
 	first, wtFirst := w.register()
 	second, wtSecond := w.register()
 	w.proposed(first, 31, nil)
@@ -98,6 +98,18 @@ func TestWaitRegistryLateAndReusedIndexes(t *testing.T) {
 	}
 	if got := <-wtSecond.ch; !got.lost {
 		t.Errorf("the first request's entry applied at 31: the second got %+v, want lost", got)
+	}
+	// And when the later one's entry applies, the earlier one hears at once.
+	third, wtThird := w.register()
+	fourth, wtFourth := w.register()
+	w.proposed(third, 32, nil)
+	w.proposed(fourth, 32, nil)
+	w.applied(32, true, fourth, kv.Result{Put: &kv.PutResponse{}})
+	if got := <-wtThird.ch; !got.lost {
+		t.Errorf("the later request's entry applied at 32: the earlier got %+v, want lost", got)
+	}
+	if got := <-wtFourth.ch; got.lost || got.result.Put == nil {
+		t.Errorf("the later request's entry applied at 32: it got %+v, want its result", got)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -91,8 +91,8 @@ var etcdFlags = []etcdFlag{
 	// Security
 	{name: "client-cert-file", why: noSelfDial},
 	{name: "client-key-file", why: noSelfDial},
-	{name: "cors", etcdDefault: "*", why: "raftkv's JSON gateway allows every origin, as etcd's default does"},
-	{name: "host-whitelist", etcdDefault: "*", why: "raftkv accepts any Host header, as etcd's default does"},
+	{name: "cors", etcdDefault: "*", refused: true, why: "raftkv's JSON gateway allows every origin, as etcd's default does, and has no check to narrow it; turn the gateway off (--enable-grpc-gateway=false) where web pages must not reach it"},
+	{name: "host-whitelist", etcdDefault: "*", refused: true, why: "raftkv accepts any Host header, as etcd's default does, and has no check to narrow it; turn the gateway off (--enable-grpc-gateway=false) against DNS rebinding"},
 	// Auth
 	// Logging
 	{name: "logger", etcdDefault: "zap", why: "raftkv logs with log/slog; --log-format chooses text or JSON"},
