@@ -190,12 +190,7 @@ func (c *Cluster) transmit(from *node, m raft.Message, held bool) {
 		c.reportLater(from, m.To, false, snapReportFor(m, true))
 		return
 	}
-	copies := 1
-	if c.net.cfg.DuplicateRate > 0 && c.rng.Float64() < c.net.cfg.DuplicateRate {
-		copies = 2
-		c.net.stats.Duplicated++
-	}
-	for i := range copies {
+	for i := range c.copies() {
 		c.enqueue(copyMessage(m), from.incarnation, to.incarnation, i == 0, false)
 	}
 }
@@ -321,12 +316,7 @@ func (c *Cluster) releaseParked(n *node) {
 			c.tracef("drop %v (parked, sender crashed)", p.m)
 			continue
 		}
-		copies := 1
-		if c.net.cfg.DuplicateRate > 0 && c.rng.Float64() < c.net.cfg.DuplicateRate {
-			copies = 2
-			c.net.stats.Duplicated++
-		}
-		for i := range copies {
+		for i := range c.copies() {
 			m := p.m
 			if i > 0 {
 				m = copyMessage(p.m)
@@ -334,6 +324,16 @@ func (c *Cluster) releaseParked(n *node) {
 			c.enqueue(m, p.fromInc, n.incarnation, false, true)
 		}
 	}
+}
+
+// copies draws how many copies of a message the network delivers: two at
+// DuplicateRate, else one.
+func (c *Cluster) copies() int {
+	if c.net.cfg.DuplicateRate > 0 && c.rng.Float64() < c.net.cfg.DuplicateRate {
+		c.net.stats.Duplicated++
+		return 2
+	}
+	return 1
 }
 
 // snapReport is what the transport tells a leader about a snapshot it sent.
