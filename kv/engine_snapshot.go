@@ -165,11 +165,8 @@ func (e *engine) restore(r io.Reader, wholeStream bool, rec *RestoreRecord) erro
 // fails with ErrCorruptSnapshot.
 func (e *engine) writeTables(br byteReader, wholeStream bool, dir string) ([]string, error) {
 	fs := e.opts.FS
-	if err := fs.RemoveAll(dir); err != nil {
-		return nil, fmt.Errorf("kv: removing %q, left by an earlier restore: %w", dir, err)
-	}
-	if err := fs.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("kv: writing a snapshot's tables: %w", err)
+	if err := freshDir(fs, dir); err != nil {
+		return nil, err
 	}
 	// The bottom level's options (compression, filters); but the tables may land
 	// above it, over the marker, so not as a table of the lowest level.
@@ -188,6 +185,17 @@ func (e *engine) writeTables(br byteReader, wholeStream bool, dir string) ([]str
 		return nil, fmt.Errorf("kv: writing a snapshot's tables in %q: %w", dir, err)
 	}
 	return paths, nil
+}
+
+// freshDir makes dir empty and new, removing what an earlier restore left there.
+func freshDir(fs vfs.FS, dir string) error {
+	if err := fs.RemoveAll(dir); err != nil {
+		return fmt.Errorf("kv: removing %q, left by an earlier restore: %w", dir, err)
+	}
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("kv: making %q for a snapshot's tables: %w", dir, err)
+	}
+	return nil
 }
 
 // SyncDir makes the entries of dir, on fs, durable.

@@ -92,11 +92,8 @@ func (s *Store) RestoreFromTables(dir string, rec *RestoreRecord) error {
 func (e *engine) linkForIngest(paths []string) ([]string, error) {
 	fs := e.opts.FS
 	dir := e.restoreDir()
-	if err := fs.RemoveAll(dir); err != nil {
-		return nil, fmt.Errorf("kv: removing %q, left by an earlier restore: %w", dir, err)
-	}
-	if err := fs.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("kv: making %q for a snapshot's tables: %w", dir, err)
+	if err := freshDir(fs, dir); err != nil {
+		return nil, err
 	}
 	links := make([]string, len(paths))
 	for i, path := range paths {
