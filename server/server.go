@@ -530,6 +530,7 @@ func (s *Server) applyLoop() {
 			continue
 		}
 		if !s.snapshotting.Load() && msg.Index >= retryAt && snapshotDue(msg.Index-lastSnapshot+phase, s.cfg.SnapshotCount) {
+			s.removeStaleInbound(msg.Index)
 			if err := s.startSnapshot(msg.Index); err != nil {
 				s.logger.Error("snapshot failed", "index", msg.Index, "err", err)
 				retryAt = msg.Index + min(s.cfg.SnapshotCount, 1000)

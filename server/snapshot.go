@@ -350,6 +350,28 @@ func (sm *stateMachine) removeInbound(drop func(name string) bool) {
 	}
 }
 
+// removeStaleInbound removes the bodies in kv-in of snapshots at or below applied,
+// the index this member has applied. Raft installs a snapshot only past its commit
+// index, which is at or past applied, so such a body will never be restored: it is
+// one Raft refused as stale when it arrived (a leader sent it twice, or the member
+// caught up from the log while it was on its way), which nothing else removes
+// before the next restore or restart, and which can be as large as the store. A
+// body that was restored is removed by the restore itself (restoreReceived). The
+// apply loop calls this as it starts a local snapshot, every SnapshotCount entries,
+// as etcd releases the snapshot files it received when it saves a snapshot. It
+// runs on the apply loop, which is also the only one to restore a body.
+func (s *Server) removeStaleInbound(applied uint64) {
+	s.sm.removeInbound(func(name string) bool {
+		i, ok := inboundIndex(name)
+		if !ok || i > applied {
+			return false
+		}
+		s.logger.Info("removing a snapshot body that Raft did not install: the member applied past it",
+			"body", filepath.Join(inboundDir(s.sm.dir), name), "snapshot", i, "applied", applied)
+		return true
+	})
+}
+
 // syncInbound makes kv-in's entries durable.
 func (sm *stateMachine) syncInbound() error { return kv.SyncDir(sm.fs, inboundDir(sm.dir)) }
 

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
@@ -464,4 +465,48 @@ func TestReconcileStoreAheadOfAnOlderBuildsLog(t *testing.T) {
 	}
 	_, err := f.s.reconcileStore()
 	wantRefused(t, err, storeDir(dir), f.s.storage.WALDir(), "applied index 12 of term 2", "end at 8 of term 2")
+}
+
+// A body Raft refused as stale (its snapshot at or below the member's commit index
+// when it arrived) used to stay in kv-in until the next restore or restart, and a
+// body is as large as the store. The apply loop now removes it when it next starts
+// a local snapshot; bodies of later snapshots and bodies still arriving stay.
+func TestStaleReceivedBodyIsRemovedAtTheNextSnapshot(t *testing.T) {
+	members := startTestCluster(t, 3, func(c *Config) { c.SnapshotCount = 20 })
+	leader := waitForLeader(t, members)
+	follower := members[0]
+	if follower == leader {
+		follower = members[1]
+	}
+	dir := inboundDir(follower.srv.sm.dir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(dir, inboundName(raft.Snapshot{Index: 3, Term: 1}))
+	later := filepath.Join(dir, inboundName(raft.Snapshot{Index: 1 << 40, Term: 1}))
+	arriving := filepath.Join(dir, ".recv-123")
+	for _, p := range []string{stale, later, arriving} {
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(p, "000001.sst"), []byte("table"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	putKeys(t, leader, "k", 0, 50, []byte("v"))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(stale); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stale body %s is still in kv-in after 50 writes with --snapshot-count 20", filepath.Base(stale))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, p := range []string{later, arriving} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s was removed: %v", filepath.Base(p), err)
+		}
+	}
 }
