@@ -62,7 +62,8 @@ func newProposerID() uint64 {
 func (s *Server) propose(ctx context.Context, kind byte, payload []byte) (kv.Result, error) {
 	s.metrics.proposalsPending.Add(1)
 	defer s.metrics.proposalsPending.Add(-1)
-	res, err := s.proposeWaiting(proposalContext{req: ctx, deadline: s.deadlines.get(time.Now())}, kind, payload)
+	now := time.Now()
+	res, err := s.proposeWaiting(proposalContext{req: ctx, deadline: s.deadlines.get(now), start: now}, kind, payload)
 	if err != nil {
 		s.metrics.proposalsFailed.Add(1)
 	}
@@ -71,15 +72,17 @@ func (s *Server) propose(ctx context.Context, kind byte, payload []byte) (kv.Res
 
 // proposalContext is what ends a proposal's wait: its request's context (the client
 // went away, or its own deadline passed) or the RequestTimeout deadline it shares
-// with the proposals that started with it (deadline.go).
+// with the proposals that started with it (deadline.go). start is when the request
+// began, for the error a timeout gives (proposeCtxError).
 type proposalContext struct {
 	req      context.Context
 	deadline context.Context
+	start    time.Time
 }
 
 // requestContext is the proposalContext of a wait that ctx alone bounds.
 func requestContext(ctx context.Context) proposalContext {
-	return proposalContext{req: ctx, deadline: ctx}
+	return proposalContext{req: ctx, deadline: ctx, start: time.Now()}
 }
 
 // proposeWaiting is propose, counted.
@@ -185,9 +188,9 @@ func (s *Server) wait(pc proposalContext, wt *waiter, resend *resendTrigger) (kv
 			resend.why = "no answer in " + (resendAfterElections * s.cfg.ElectionTimeout).String()
 			return kv.Result{}, errResend
 		case <-pc.req.Done():
-			return kv.Result{}, s.contextError(pc.req)
+			return kv.Result{}, s.proposeCtxError(pc.req.Err(), pc.start)
 		case <-pc.deadline.Done():
-			return kv.Result{}, s.contextError(pc.deadline)
+			return kv.Result{}, s.proposeCtxError(pc.deadline.Err(), pc.start)
 		case <-s.stopc:
 			return kv.Result{}, errStopped
 		}

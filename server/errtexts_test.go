@@ -1,0 +1,110 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// The errors a write or read gets when its wait ends are etcd 3.7's
+// (etcdserver.parseProposeCtxErr, read.requestCurrentIndex, raft.Node.Propose,
+// v3rpc.togRPCError).
+
+// A write that raft took, whose leader then stepped down with no successor, times out
+// with "request timed out" (etcd's parseProposeCtxErr with no leader known), not
+// "no leader".
+func TestWriteTimesOutAfterLeaderStepsDown(t *testing.T) {
+	const requestTimeout = 1500 * time.Millisecond
+	members := startTestCluster(t, 3, func(c *Config) {
+		c.RequestTimeout = requestTimeout
+		c.HeartbeatInterval = 20 * time.Millisecond
+		c.ElectionTimeout = 200 * time.Millisecond
+	})
+	retry(t, func(ctx context.Context) error {
+		_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+		return err
+	})
+	lone := leaderOf(t, members)
+	for _, m := range followersOf(members, lone) {
+		m.stop()
+	}
+	// Proposed while this member still leads (it steps down one election timeout
+	// after it last heard from a quorum: CheckQuorum).
+	_, err := lone.client.Put(context.Background(), &pb.PutRequest{Key: []byte("k"), Value: []byte("gone")})
+	if _, l := lone.srv.leader(); l != 0 {
+		t.Fatalf("the lone member still knows leader %d after RequestTimeout; the test checked nothing", l)
+	}
+	if st, _ := status.FromError(err); st.Code() != codes.Unavailable || st.Message() != rpctypes.ErrorDesc(rpctypes.ErrGRPCTimeout) {
+		t.Errorf("write whose leader stepped down: got %v, want %v", err, rpctypes.ErrGRPCTimeout)
+	}
+}
+
+// proposeCtxError gives etcd's variants of a timeout: "possibly due to previous
+// leader failure" for a request that started within two election timeouts before
+// this member was elected, "possibly due to connection lost" when the stream to the
+// leader (or, on the leader, to a quorum) was not up for the whole wait; and etcd's
+// "request cancelled" for a request whose client went away.
+func TestProposeCtxErrorVariants(t *testing.T) {
+	members := startTestCluster(t, 3, nil)
+	retry(t, func(ctx context.Context) error {
+		_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+		return err
+	})
+	lead := leaderOf(t, members)
+	follower := followersOf(members, lead)[0]
+	et := lead.cfg.ElectionTimeout
+	retry(t, func(ctx context.Context) error {
+		for _, m := range []*testMember{lead, follower} {
+			if _, l := m.srv.leader(); l != lead.srv.id {
+				return errors.New("a member does not know the leader yet")
+			}
+		}
+		for _, m := range members {
+			if m == lead {
+				continue
+			}
+			if p := lead.srv.transport.Stats().Peers[m.srv.id]; !p.IsConnected {
+				return errors.New("the leader's streams are not all up yet")
+			}
+		}
+		if p := follower.srv.transport.Stats().Peers[lead.srv.id]; !p.IsConnected {
+			return errors.New("the follower's stream to the leader is not up yet")
+		}
+		return nil
+	})
+	elected := lead.srv.node.Observe().ElectedAt
+	if elected.IsZero() {
+		t.Fatal("the leader's ElectedAt is zero")
+	}
+	dl := context.DeadlineExceeded
+	longAgo := time.Now().Add(-time.Hour) // before any stream was up, and any election
+	for _, c := range []struct {
+		name   string
+		m      *testMember
+		err    error
+		start  time.Time
+		want   error
+		status error
+	}{
+		{"canceled", follower, context.Canceled, time.Now(), errCanceled, rpctypes.ErrGRPCCanceled},
+		{"leader, started just before its election", lead, dl, elected.Add(-et), errTimeoutDueToLeaderFail, rpctypes.ErrGRPCTimeoutDueToLeaderFail},
+		{"leader, connected to a quorum throughout", lead, dl, time.Now(), errTimeout, rpctypes.ErrGRPCTimeout},
+		{"leader, started before its streams were up", lead, dl, longAgo, errTimeoutDueToConnectionLost, rpctypes.ErrGRPCTimeoutDueToConnectionLost},
+		{"follower, connected to the leader throughout", follower, dl, time.Now(), errTimeout, rpctypes.ErrGRPCTimeout},
+		{"follower, started before its stream to the leader was up", follower, dl, longAgo, errTimeoutDueToConnectionLost, rpctypes.ErrGRPCTimeoutDueToConnectionLost},
+	} {
+		got := c.m.srv.proposeCtxError(c.err, c.start)
+		if !errors.Is(got, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
+		}
+		if g := toGRPC(got); g != c.status {
+			t.Errorf("%s: gRPC status %v, want %v", c.name, g, c.status)
+		}
+	}
+}
