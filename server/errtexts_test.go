@@ -10,11 +10,72 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"raftkv/kv"
 )
 
 // The errors a write or read gets when its wait ends are etcd 3.7's
 // (etcdserver.parseProposeCtxErr, read.requestCurrentIndex, raft.Node.Propose,
 // v3rpc.togRPCError).
+
+// loneMember starts three members, stops two followers, and returns the third once it
+// knows no leader.
+func loneMember(t *testing.T, mutate func(*Config)) *testMember {
+	t.Helper()
+	members := startTestCluster(t, 3, mutate)
+	retry(t, func(ctx context.Context) error {
+		_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+		return err
+	})
+	lead := leaderOf(t, members)
+	lone := followersOf(members, lead)[0]
+	// Followers first, so that the leader has no one to hand leadership to.
+	for _, m := range followersOf(members, lead) {
+		if m != lone {
+			m.stop()
+		}
+	}
+	lead.stop()
+	retry(t, func(ctx context.Context) error {
+		if _, l := lone.srv.leader(); l != 0 {
+			return errors.New("the lone member still knows a leader")
+		}
+		return nil
+	})
+	return lone
+}
+
+// A member that knows no leader hands a write to no one: as etcd's raft.Node.Propose
+// while no leader is known, the write ends with its context's error, DeadlineExceeded
+// once RequestTimeout passes and Canceled if its client goes, not "no leader".
+func TestWriteWithoutLeaderEndsWithContextError(t *testing.T) {
+	const requestTimeout = 500 * time.Millisecond
+	lone := loneMember(t, func(c *Config) { c.RequestTimeout = requestTimeout })
+
+	start := time.Now()
+	_, err := lone.client.Put(context.Background(), &pb.PutRequest{Key: []byte("k"), Value: []byte("w")})
+	if st, _ := status.FromError(err); st.Code() != codes.DeadlineExceeded || st.Message() != context.DeadlineExceeded.Error() {
+		t.Errorf("write on a member without a leader: got %v, want code DeadlineExceeded, %q", err, context.DeadlineExceeded)
+	}
+	if took := time.Since(start); took < requestTimeout {
+		t.Errorf("write on a member without a leader failed after %v, before RequestTimeout %v", took, requestTimeout)
+	}
+
+	payload, err := (&kv.Command{Put: &kv.PutRequest{Key: []byte("k"), Value: []byte("c")}}).Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start = time.Now()
+	_, err = lone.srv.propose(ctx, kindKV, payload)
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("write canceled while no leader is known: got %v, want %v", err, context.Canceled)
+	}
+	if took := time.Since(start); took >= requestTimeout {
+		t.Errorf("write canceled after 100ms returned after %v, the whole RequestTimeout", took)
+	}
+}
 
 // A write that raft took, whose leader then stepped down with no successor, times out
 // with "request timed out" (etcd's parseProposeCtxErr with no leader known), not

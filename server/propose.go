@@ -85,10 +85,18 @@ func requestContext(ctx context.Context) proposalContext {
 	return proposalContext{req: ctx, deadline: ctx, start: time.Now()}
 }
 
+// err is the error of whichever of pc's contexts ended, nil if neither did.
+func (pc proposalContext) err() error {
+	if err := pc.req.Err(); err != nil {
+		return err
+	}
+	return pc.deadline.Err()
+}
+
 // proposeWaiting is propose, counted.
 func (s *Server) proposeWaiting(pc proposalContext, kind byte, payload []byte) (kv.Result, error) {
-	if pc.req.Err() != nil {
-		return kv.Result{}, s.contextError(pc.req) // the client has gone: propose nothing
+	if err := pc.req.Err(); err != nil {
+		return kv.Result{}, err // the client has gone: propose nothing (etcd's raft.Node.Propose says ctx.Err())
 	}
 	seq, wt := s.waits.register()
 	defer s.waits.cancel(seq)
@@ -126,6 +134,11 @@ func (s *Server) proposeResending(pc proposalContext, wt *waiter, kind byte, seq
 			resendable: true, lowestPending: s.waits.lowestPending()})
 		sentTerm, err := s.forward(pc, data)
 		if err != nil {
+			if sends > 1 && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+				// An earlier copy went to a leader: as in etcd, the request ended
+				// waiting for a proposal raft took.
+				return kv.Result{}, s.proposeCtxError(err, pc.start)
+			}
 			return kv.Result{}, err
 		}
 		resend := &resendTrigger{s: s, sentTerm: sentTerm, timer: time.NewTimer(resendAfter)}
@@ -202,19 +215,27 @@ func (s *Server) wait(pc proposalContext, wt *waiter, resend *resendTrigger) (kv
 // attempt that went through: the term of the leader it went to, or an older one (a
 // term read too early costs at most one needless copy; one read too late could miss
 // a change of leader).
+//
+// If pc ends before the data is handed over it returns pc's context error, as etcd's
+// raft.Node.Propose does while no leader is known (the gRPC status is then
+// DeadlineExceeded or Canceled); the caller turns it into a timeout if an earlier
+// copy went to a leader.
 func (s *Server) forward(pc proposalContext, data []byte) (term uint64, err error) {
 	for {
 		term, _ = s.node.State()
 		err := s.node.ForwardUntil(pc.req, pc.deadline.Done(), data)
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return 0, pc.err()
+		}
 		if !errors.Is(err, raft.ErrProposalDropped) {
 			return term, s.raftError(err)
 		}
 		select {
 		case <-time.After(s.cfg.HeartbeatInterval):
 		case <-pc.req.Done():
-			return 0, errNoLeader
+			return 0, pc.err()
 		case <-pc.deadline.Done():
-			return 0, errNoLeader
+			return 0, pc.err()
 		case <-s.stopc:
 			return 0, errStopped
 		}
