@@ -77,6 +77,24 @@ func TestWriteWithoutLeaderEndsWithContextError(t *testing.T) {
 	}
 }
 
+// A linearizable read that gets no read point within RequestTimeout fails with
+// "request timed out", leader or not (etcd's requestCurrentIndex); one whose own
+// context ends first returns that context's error (LinearizableReadNotify).
+func TestReadWithoutLeaderTimesOut(t *testing.T) {
+	lone := loneMember(t, func(c *Config) { c.RequestTimeout = 500 * time.Millisecond })
+
+	_, err := lone.client.Range(context.Background(), &pb.RangeRequest{Key: []byte("k")})
+	if st, _ := status.FromError(err); st.Code() != codes.Unavailable || st.Message() != rpctypes.ErrorDesc(rpctypes.ErrGRPCTimeout) {
+		t.Errorf("linearizable read on a member without a leader: got %v, want %v", err, rpctypes.ErrGRPCTimeout)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := lone.srv.linearizableRead(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("linearizable read whose own deadline passed: got %v, want %v", err, context.DeadlineExceeded)
+	}
+}
+
 // A write that raft took, whose leader then stepped down with no successor, times out
 // with "request timed out" (etcd's parseProposeCtxErr with no leader known), not
 // "no leader".
