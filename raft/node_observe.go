@@ -1,6 +1,9 @@
 package raft
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // Observation is what a Node's run loop last published about itself, for monitoring:
 // the leader it knows, its commitIndex, and how often the leader changed. Unlike
@@ -20,11 +23,18 @@ type Observation struct {
 	// the one it knew before, a first leader included: a leader lost and found
 	// again counts once more. It is etcd's leader_changes_seen_total.
 	LeaderChanges uint64
+	// ElectedAt is when this node last became leader (its run loop published the
+	// change), the zero time if it never did; it keeps its value after the node
+	// steps down. It is etcd's leadElectedTime, which tells a request that timed
+	// out whether it started while the previous leader was failing.
+	ElectedAt time.Time
 }
 
 // observed holds what Observe returns, written by the run loop only.
 type observed struct {
 	lead, commit, leaderChanges atomic.Uint64
+	// electedAt is ElectedAt in Unix nanoseconds, 0 for never.
+	electedAt atomic.Int64
 }
 
 // publish records what a Ready says about the leader and the commitIndex.
@@ -32,6 +42,9 @@ func (o *observed) publish(soft *SoftState, hard HardState) {
 	if soft != nil {
 		if soft.Lead != 0 && soft.Lead != o.lead.Load() {
 			o.leaderChanges.Add(1)
+			if soft.State == StateLeader {
+				o.electedAt.Store(time.Now().UnixNano())
+			}
 		}
 		o.lead.Store(soft.Lead)
 	}
@@ -48,5 +61,14 @@ func (n *Node) Observe() Observation {
 		IsLeader:      n.isLeader.Load(),
 		Commit:        n.observed.commit.Load(),
 		LeaderChanges: n.observed.leaderChanges.Load(),
+		ElectedAt:     unixNanoTime(n.observed.electedAt.Load()),
 	}
+}
+
+// unixNanoTime is the time of ns Unix nanoseconds, the zero time for 0.
+func unixNanoTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }

@@ -7,7 +7,8 @@ import (
 
 // Observe reports the leader, the commitIndex and the leader changes without the run
 // loop: every member learns the leader, the commitIndex covers a committed command,
-// and a failover counts as one more leader change on the survivors.
+// and a failover counts as one more leader change on the survivors. ElectedAt says
+// when a leader took office.
 func TestNodeObserve(t *testing.T) {
 	checkNoGoroutineLeak(t)
 	c := newTestCluster(t, 3)
@@ -27,7 +28,11 @@ func TestNodeObserve(t *testing.T) {
 			t.Errorf("node %d: Observe says term %d, State %d", id, o.Term, term)
 		}
 		changesBefore[id] = o.LeaderChanges
+		if id == lead && o.ElectedAt.IsZero() {
+			t.Errorf("leader %d: ElectedAt is zero", id)
+		}
 	}
+	firstElected := c.nodes[lead].Observe().ElectedAt
 
 	c.net.Isolate(lead)
 	c.stop(lead)
@@ -37,6 +42,9 @@ func TestNodeObserve(t *testing.T) {
 		o := waitObservation(t, c.nodes[id], func(o Observation) bool { return o.Lead == newLead && o.Commit >= index })
 		if o.LeaderChanges <= changesBefore[id] {
 			t.Errorf("node %d: leader changed from %d to %d, but LeaderChanges stayed %d", id, lead, newLead, o.LeaderChanges)
+		}
+		if id == newLead && !o.ElectedAt.After(firstElected) {
+			t.Errorf("new leader %d: ElectedAt %v, not after the first leader's %v", id, o.ElectedAt, firstElected)
 		}
 	}
 }

@@ -105,7 +105,11 @@ func newHealthEndpoints(s *Server, registry *prometheus.Registry) *healthEndpoin
 // fails with "no leader" or "request timed out".
 func (s *Server) healthRead(ctx context.Context, serializable bool) error {
 	if !serializable {
-		if err := s.linearizableRead(ctx); err != nil {
+		if err := s.linearizableRead(ctx); errors.Is(err, context.DeadlineExceeded) {
+			// healthTimeout, shorter than RequestTimeout, passed first: name the
+			// likely cause rather than the probe's own deadline.
+			return s.contextError(ctx)
+		} else if err != nil {
 			return err
 		}
 	}

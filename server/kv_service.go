@@ -255,6 +255,12 @@ func toGRPC(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, errTimeout):
 		return rpctypes.ErrGRPCTimeout
+	case errors.Is(err, errTimeoutDueToLeaderFail):
+		return rpctypes.ErrGRPCTimeoutDueToLeaderFail
+	case errors.Is(err, errTimeoutDueToConnectionLost):
+		return rpctypes.ErrGRPCTimeoutDueToConnectionLost
+	case errors.Is(err, errCanceled):
+		return rpctypes.ErrGRPCCanceled
 	case errors.Is(err, errLostEntry):
 		return rpctypes.ErrGRPCLeaderChanged
 	case errors.Is(err, errStopped):

@@ -62,7 +62,8 @@ func newProposerID() uint64 {
 func (s *Server) propose(ctx context.Context, kind byte, payload []byte) (kv.Result, error) {
 	s.metrics.proposalsPending.Add(1)
 	defer s.metrics.proposalsPending.Add(-1)
-	res, err := s.proposeWaiting(proposalContext{req: ctx, deadline: s.deadlines.get(time.Now())}, kind, payload)
+	now := time.Now()
+	res, err := s.proposeWaiting(proposalContext{req: ctx, deadline: s.deadlines.get(now), start: now}, kind, payload)
 	if err != nil {
 		s.metrics.proposalsFailed.Add(1)
 	}
@@ -71,21 +72,31 @@ func (s *Server) propose(ctx context.Context, kind byte, payload []byte) (kv.Res
 
 // proposalContext is what ends a proposal's wait: its request's context (the client
 // went away, or its own deadline passed) or the RequestTimeout deadline it shares
-// with the proposals that started with it (deadline.go).
+// with the proposals that started with it (deadline.go). start is when the request
+// began, for the error a timeout gives (proposeCtxError).
 type proposalContext struct {
 	req      context.Context
 	deadline context.Context
+	start    time.Time
 }
 
 // requestContext is the proposalContext of a wait that ctx alone bounds.
 func requestContext(ctx context.Context) proposalContext {
-	return proposalContext{req: ctx, deadline: ctx}
+	return proposalContext{req: ctx, deadline: ctx, start: time.Now()}
+}
+
+// err is the error of whichever of pc's contexts ended, nil if neither did.
+func (pc proposalContext) err() error {
+	if err := pc.req.Err(); err != nil {
+		return err
+	}
+	return pc.deadline.Err()
 }
 
 // proposeWaiting is propose, counted.
 func (s *Server) proposeWaiting(pc proposalContext, kind byte, payload []byte) (kv.Result, error) {
-	if pc.req.Err() != nil {
-		return kv.Result{}, s.contextError(pc.req) // the client has gone: propose nothing
+	if err := pc.req.Err(); err != nil {
+		return kv.Result{}, err // the client has gone: propose nothing (etcd's raft.Node.Propose says ctx.Err())
 	}
 	seq, wt := s.waits.register()
 	defer s.waits.cancel(seq)
@@ -123,6 +134,11 @@ func (s *Server) proposeResending(pc proposalContext, wt *waiter, kind byte, seq
 			resendable: true, lowestPending: s.waits.lowestPending()})
 		sentTerm, err := s.forward(pc, data)
 		if err != nil {
+			if sends > 1 && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+				// An earlier copy went to a leader: as in etcd, the request ended
+				// waiting for a proposal raft took.
+				return kv.Result{}, s.proposeCtxError(err, pc.start)
+			}
 			return kv.Result{}, err
 		}
 		resend := &resendTrigger{s: s, sentTerm: sentTerm, timer: time.NewTimer(resendAfter)}
@@ -185,9 +201,9 @@ func (s *Server) wait(pc proposalContext, wt *waiter, resend *resendTrigger) (kv
 			resend.why = "no answer in " + (resendAfterElections * s.cfg.ElectionTimeout).String()
 			return kv.Result{}, errResend
 		case <-pc.req.Done():
-			return kv.Result{}, s.contextError(pc.req)
+			return kv.Result{}, s.proposeCtxError(pc.req.Err(), pc.start)
 		case <-pc.deadline.Done():
-			return kv.Result{}, s.contextError(pc.deadline)
+			return kv.Result{}, s.proposeCtxError(pc.deadline.Err(), pc.start)
 		case <-s.stopc:
 			return kv.Result{}, errStopped
 		}
@@ -199,19 +215,27 @@ func (s *Server) wait(pc proposalContext, wt *waiter, resend *resendTrigger) (kv
 // attempt that went through: the term of the leader it went to, or an older one (a
 // term read too early costs at most one needless copy; one read too late could miss
 // a change of leader).
+//
+// If pc ends before the data is handed over it returns pc's context error, as etcd's
+// raft.Node.Propose does while no leader is known (the gRPC status is then
+// DeadlineExceeded or Canceled); the caller turns it into a timeout if an earlier
+// copy went to a leader.
 func (s *Server) forward(pc proposalContext, data []byte) (term uint64, err error) {
 	for {
 		term, _ = s.node.State()
 		err := s.node.ForwardUntil(pc.req, pc.deadline.Done(), data)
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return 0, pc.err()
+		}
 		if !errors.Is(err, raft.ErrProposalDropped) {
 			return term, s.raftError(err)
 		}
 		select {
 		case <-time.After(s.cfg.HeartbeatInterval):
 		case <-pc.req.Done():
-			return 0, errNoLeader
+			return 0, pc.err()
 		case <-pc.deadline.Done():
-			return 0, errNoLeader
+			return 0, pc.err()
 		case <-s.stopc:
 			return 0, errStopped
 		}

@@ -67,14 +67,17 @@ func (r *readBatcher) take() *readBatch {
 }
 
 // linearizableRead waits until this member has applied everything committed before
-// the call (thesis §6.4: ReadIndex, then wait for apply).
+// the call (thesis §6.4: ReadIndex, then wait for apply). As etcd's
+// LinearizableReadNotify, it returns ctx's own error if ctx ends first (the gRPC
+// status is then Canceled or DeadlineExceeded), and the round's error otherwise:
+// "request timed out" if RequestTimeout passed first, leader or none.
 func (s *Server) linearizableRead(ctx context.Context) error {
 	b := s.reads.join()
 	select {
 	case <-b.done:
 		return b.err
 	case <-ctx.Done():
-		return s.contextError(ctx)
+		return ctx.Err()
 	case <-s.stopc:
 		return errStopped
 	}
@@ -96,7 +99,9 @@ func (s *Server) readLoop() {
 	}
 }
 
-// readRound gets a read index and waits until it is applied, within RequestTimeout.
+// readRound gets a read index and waits until it is applied, within RequestTimeout,
+// or fails with errTimeout (etcd's requestCurrentIndex, whose timer ends a round with
+// no answer, a leader known or not, with ErrTimeout).
 func (s *Server) readRound() error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 	defer cancel()
@@ -110,7 +115,7 @@ func (s *Server) readRound() error {
 			if err := s.applied.wait(ctx, index); errors.Is(err, errStopped) {
 				return err
 			} else if err != nil {
-				return s.contextError(ctx)
+				return errTimeout
 			}
 			return nil
 		}
@@ -122,10 +127,7 @@ func (s *Server) readRound() error {
 		select {
 		case <-time.After(s.cfg.HeartbeatInterval / 2):
 		case <-ctx.Done():
-			if errors.Is(err, raft.ErrNotLeader) {
-				return errNoLeader
-			}
-			return s.contextError(ctx)
+			return errTimeout
 		case <-s.stopc:
 			return errStopped
 		}

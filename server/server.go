@@ -604,12 +604,17 @@ func (s *Server) header() header {
 	return header{clusterID: s.clusterID, memberID: s.id, raftTerm: term}
 }
 
-// Errors a write or read can end with besides the state machine's own.
+// Errors a write or read can end with besides the state machine's own: etcd's
+// (etcdserver/errors), with its texts.
 var (
 	errNoLeader  = errors.New("etcdserver: no leader")
 	errTimeout   = errors.New("etcdserver: request timed out")
 	errLostEntry = errors.New("etcdserver: leader changed")
 	errStopped   = errors.New("etcdserver: server stopped")
+	errCanceled  = errors.New("etcdserver: request cancelled")
+
+	errTimeoutDueToLeaderFail     = errors.New("etcdserver: request timed out, possibly due to previous leader failure")
+	errTimeoutDueToConnectionLost = errors.New("etcdserver: request timed out, possibly due to connection lost")
 )
 
 func (s *Server) raftError(err error) error {
@@ -636,6 +641,60 @@ func (s *Server) contextError(ctx context.Context) error {
 		return errTimeout
 	}
 	return ctx.Err()
+}
+
+// proposeCtxError is etcd's parseProposeCtxErr: what a proposal that raft took tells
+// its client when err (its request's context error, or that of its RequestTimeout)
+// ends its wait. start is when the request began. A cancellation is "request
+// cancelled"; a deadline is "request timed out", which names its likely cause when
+// this member was elected shortly after the request began (the previous leader had
+// failed), or when this member's stream to its leader (or, if it leads, to a quorum
+// of the members) was not up for the whole wait. With no leader known it is the plain
+// timeout, as in etcd.
+func (s *Server) proposeCtxError(err error, start time.Time) error {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return errCanceled
+	case !errors.Is(err, context.DeadlineExceeded):
+		return err
+	}
+	o := s.node.Observe()
+	if elected := o.ElectedAt; start.After(elected.Add(-2*s.cfg.ElectionTimeout)) && start.Before(elected) {
+		return errTimeoutDueToLeaderFail
+	}
+	switch o.Lead {
+	case 0:
+	case s.id:
+		if !s.connectedToQuorumSince(start) {
+			return errTimeoutDueToConnectionLost
+		}
+	default:
+		if !connectedSince(s.transport.Stats().Peers[o.Lead], start) {
+			return errTimeoutDueToConnectionLost
+		}
+	}
+	return errTimeout
+}
+
+// connectedToQuorumSince reports whether this member's streams to a quorum of the
+// members, itself counted, have been up since t (etcd's isConnectedToQuorumSince,
+// which counts every member, learners too).
+func (s *Server) connectedToQuorumSince(t time.Time) bool {
+	peers := s.transport.Stats().Peers
+	members := s.sm.members()
+	connected := 0
+	for _, m := range members {
+		if m.ID == s.id || connectedSince(peers[m.ID], t) {
+			connected++
+		}
+	}
+	return connected >= quorum(len(members))
+}
+
+// connectedSince reports whether the stream p describes has been up since t (etcd's
+// isConnectedSince).
+func connectedSince(p transport.PeerStats, t time.Time) bool {
+	return p.IsConnected && p.ConnectedSince.Before(t)
 }
 
 var errTooManyRequests = errors.New("etcdserver: too many requests")

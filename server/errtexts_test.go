@@ -1,0 +1,189 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"raftkv/kv"
+)
+
+// The errors a write or read gets when its wait ends are etcd 3.7's
+// (etcdserver.parseProposeCtxErr, read.requestCurrentIndex, raft.Node.Propose,
+// v3rpc.togRPCError).
+
+// loneMember starts three members, stops two followers, and returns the third once it
+// knows no leader.
+func loneMember(t *testing.T, mutate func(*Config)) *testMember {
+	t.Helper()
+	members := startTestCluster(t, 3, mutate)
+	retry(t, func(ctx context.Context) error {
+		_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+		return err
+	})
+	lead := leaderOf(t, members)
+	lone := followersOf(members, lead)[0]
+	// Followers first, so that the leader has no one to hand leadership to.
+	for _, m := range followersOf(members, lead) {
+		if m != lone {
+			m.stop()
+		}
+	}
+	lead.stop()
+	retry(t, func(ctx context.Context) error {
+		if _, l := lone.srv.leader(); l != 0 {
+			return errors.New("the lone member still knows a leader")
+		}
+		return nil
+	})
+	return lone
+}
+
+// A member that knows no leader hands a write to no one: as etcd's raft.Node.Propose
+// while no leader is known, the write ends with its context's error, DeadlineExceeded
+// once RequestTimeout passes and Canceled if its client goes, not "no leader".
+func TestWriteWithoutLeaderEndsWithContextError(t *testing.T) {
+	const requestTimeout = 500 * time.Millisecond
+	lone := loneMember(t, func(c *Config) { c.RequestTimeout = requestTimeout })
+
+	start := time.Now()
+	_, err := lone.client.Put(context.Background(), &pb.PutRequest{Key: []byte("k"), Value: []byte("w")})
+	if st, _ := status.FromError(err); st.Code() != codes.DeadlineExceeded || st.Message() != context.DeadlineExceeded.Error() {
+		t.Errorf("write on a member without a leader: got %v, want code DeadlineExceeded, %q", err, context.DeadlineExceeded)
+	}
+	if took := time.Since(start); took < requestTimeout {
+		t.Errorf("write on a member without a leader failed after %v, before RequestTimeout %v", took, requestTimeout)
+	}
+
+	payload, err := (&kv.Command{Put: &kv.PutRequest{Key: []byte("k"), Value: []byte("c")}}).Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start = time.Now()
+	_, err = lone.srv.propose(ctx, kindKV, payload)
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("write canceled while no leader is known: got %v, want %v", err, context.Canceled)
+	}
+	if took := time.Since(start); took >= requestTimeout {
+		t.Errorf("write canceled after 100ms returned after %v, the whole RequestTimeout", took)
+	}
+}
+
+// A linearizable read that gets no read point within RequestTimeout fails with
+// "request timed out", leader or not (etcd's requestCurrentIndex); one whose own
+// context ends first returns that context's error (LinearizableReadNotify).
+func TestReadWithoutLeaderTimesOut(t *testing.T) {
+	lone := loneMember(t, func(c *Config) { c.RequestTimeout = 500 * time.Millisecond })
+
+	_, err := lone.client.Range(context.Background(), &pb.RangeRequest{Key: []byte("k")})
+	if st, _ := status.FromError(err); st.Code() != codes.Unavailable || st.Message() != rpctypes.ErrorDesc(rpctypes.ErrGRPCTimeout) {
+		t.Errorf("linearizable read on a member without a leader: got %v, want %v", err, rpctypes.ErrGRPCTimeout)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := lone.srv.linearizableRead(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("linearizable read whose own deadline passed: got %v, want %v", err, context.DeadlineExceeded)
+	}
+}
+
+// A write that raft took, whose leader then stepped down with no successor, times out
+// with "request timed out" (etcd's parseProposeCtxErr with no leader known), not
+// "no leader".
+func TestWriteTimesOutAfterLeaderStepsDown(t *testing.T) {
+	const requestTimeout = 1500 * time.Millisecond
+	members := startTestCluster(t, 3, func(c *Config) {
+		c.RequestTimeout = requestTimeout
+		c.HeartbeatInterval = 20 * time.Millisecond
+		c.ElectionTimeout = 200 * time.Millisecond
+	})
+	retry(t, func(ctx context.Context) error {
+		_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+		return err
+	})
+	lone := leaderOf(t, members)
+	for _, m := range followersOf(members, lone) {
+		m.stop()
+	}
+	// Proposed while this member still leads (it steps down one election timeout
+	// after it last heard from a quorum: CheckQuorum).
+	_, err := lone.client.Put(context.Background(), &pb.PutRequest{Key: []byte("k"), Value: []byte("gone")})
+	if _, l := lone.srv.leader(); l != 0 {
+		t.Fatalf("the lone member still knows leader %d after RequestTimeout; the test checked nothing", l)
+	}
+	if st, _ := status.FromError(err); st.Code() != codes.Unavailable || st.Message() != rpctypes.ErrorDesc(rpctypes.ErrGRPCTimeout) {
+		t.Errorf("write whose leader stepped down: got %v, want %v", err, rpctypes.ErrGRPCTimeout)
+	}
+}
+
+// proposeCtxError gives etcd's variants of a timeout: "possibly due to previous
+// leader failure" for a request that started within two election timeouts before
+// this member was elected, "possibly due to connection lost" when the stream to the
+// leader (or, on the leader, to a quorum) was not up for the whole wait; and etcd's
+// "request cancelled" for a request whose client went away.
+func TestProposeCtxErrorVariants(t *testing.T) {
+	members := startTestCluster(t, 3, nil)
+	retry(t, func(ctx context.Context) error {
+		_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+		return err
+	})
+	lead := leaderOf(t, members)
+	follower := followersOf(members, lead)[0]
+	et := lead.cfg.ElectionTimeout
+	retry(t, func(ctx context.Context) error {
+		for _, m := range []*testMember{lead, follower} {
+			if _, l := m.srv.leader(); l != lead.srv.id {
+				return errors.New("a member does not know the leader yet")
+			}
+		}
+		for _, m := range members {
+			if m == lead {
+				continue
+			}
+			if p := lead.srv.transport.Stats().Peers[m.srv.id]; !p.IsConnected {
+				return errors.New("the leader's streams are not all up yet")
+			}
+		}
+		if p := follower.srv.transport.Stats().Peers[lead.srv.id]; !p.IsConnected {
+			return errors.New("the follower's stream to the leader is not up yet")
+		}
+		return nil
+	})
+	elected := lead.srv.node.Observe().ElectedAt
+	if elected.IsZero() {
+		t.Fatal("the leader's ElectedAt is zero")
+	}
+	dl := context.DeadlineExceeded
+	longAgo := time.Now().Add(-time.Hour) // before any stream was up, and any election
+	for _, c := range []struct {
+		name   string
+		m      *testMember
+		err    error
+		start  time.Time
+		want   error
+		status error
+	}{
+		{"canceled", follower, context.Canceled, time.Now(), errCanceled, rpctypes.ErrGRPCCanceled},
+		{"leader, started just before its election", lead, dl, elected.Add(-et), errTimeoutDueToLeaderFail, rpctypes.ErrGRPCTimeoutDueToLeaderFail},
+		{"leader, connected to a quorum throughout", lead, dl, time.Now(), errTimeout, rpctypes.ErrGRPCTimeout},
+		{"leader, started before its streams were up", lead, dl, longAgo, errTimeoutDueToConnectionLost, rpctypes.ErrGRPCTimeoutDueToConnectionLost},
+		{"follower, connected to the leader throughout", follower, dl, time.Now(), errTimeout, rpctypes.ErrGRPCTimeout},
+		{"follower, started before its stream to the leader was up", follower, dl, longAgo, errTimeoutDueToConnectionLost, rpctypes.ErrGRPCTimeoutDueToConnectionLost},
+	} {
+		got := c.m.srv.proposeCtxError(c.err, c.start)
+		if !errors.Is(got, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
+		}
+		if g := toGRPC(got); g != c.status {
+			t.Errorf("%s: gRPC status %v, want %v", c.name, g, c.status)
+		}
+	}
+}
