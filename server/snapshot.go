@@ -359,7 +359,10 @@ func (sm *stateMachine) removeInbound(drop func(name string) bool) {
 // body that was restored is removed by the restore itself (restoreReceived). The
 // apply loop calls this as it starts a local snapshot, every SnapshotCount entries,
 // as etcd releases the snapshot files it received when it saves a snapshot. It
-// runs on the apply loop, which is also the only one to restore a body.
+// runs on the apply loop, which is also the only one to restore a body. applied must
+// be the index the loop applied, not the store's applied index: a store restored
+// from a body is past the log, and Raft may still install a later snapshot below
+// the store's index, whose body must stay.
 func (s *Server) removeStaleInbound(applied uint64) {
 	s.sm.removeInbound(func(name string) bool {
 		i, ok := inboundIndex(name)

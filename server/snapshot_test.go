@@ -504,6 +504,10 @@ func TestStaleReceivedBodyIsRemovedAtTheNextSnapshot(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// Past another snapshot, so that a pass that removed them after the stale one
+	// would have run to its end.
+	putKeys(t, leader, "k", 50, 100, []byte("v"))
+	waitKeyCount(t, follower, "k", 100)
 	for _, p := range []string{later, arriving} {
 		if _, err := os.Stat(p); err != nil {
 			t.Errorf("%s was removed: %v", filepath.Base(p), err)
