@@ -67,8 +67,8 @@ type Node struct {
 	reportc chan Message
 
 	// applyq carries committed batches from the run loop to the delivery goroutine,
-	// which hands them to the application on applyc and pokes applyWake each time it
-	// takes one, so the run loop looks again at whether to hold committed entries.
+	// which hands them to the application on applyc and pokes applyWake when it takes
+	// one from a queue the run loop found full, so the run loop hands out what it held.
 	applyq    applyQueue
 	applyWake chan struct{}
 	applyc    chan ApplyMsg
@@ -572,7 +572,7 @@ func (n *Node) run() {
 			readsWaiting = nil
 		}
 
-		n.rn.holdCommitted = n.applyq.full()
+		n.rn.holdCommitted = n.applyq.hold()
 		if n.rn.HasReady() {
 			rd := n.rn.Ready()
 			if err := n.handleReady(rd); err != nil {

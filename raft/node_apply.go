@@ -168,6 +168,9 @@ type applyQueue struct {
 	mu    struct {
 		sync.Mutex
 		batches [][]ApplyMsg
+		// holding: the run loop found the queue full (hold) and holds committed
+		// entries back until pop makes room and wakes it.
+		holding bool
 	}
 }
 
@@ -175,11 +178,16 @@ func newApplyQueue(limit int) applyQueue {
 	return applyQueue{limit: limit, ready: make(chan struct{}, 1)}
 }
 
-// full reports whether the run loop must hold committed entries back.
-func (q *applyQueue) full() bool {
+// hold reports whether the run loop must hold committed entries back (the queue is
+// full), and if so records that it does, so that the pop that makes room says to
+// wake it. The delivery goroutine used to wake the run loop after every batch it
+// took, full queue or not: a wake-up of the run loop per committed batch that almost
+// never found anything held.
+func (q *applyQueue) hold() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.mu.batches) >= q.limit
+	q.mu.holding = len(q.mu.batches) >= q.limit
+	return q.mu.holding
 }
 
 // push queues batch, which begins with a snapshot or holds only entries.
@@ -204,17 +212,21 @@ func (q *applyQueue) push(batch []ApplyMsg) {
 
 // pop takes the oldest batch, or returns nil if none is queued. The delivery goroutine
 // pops until nil after each wake-up, so a token left by a batch it already took only
-// costs a look at an empty queue.
-func (q *applyQueue) pop() []ApplyMsg {
+// costs a look at an empty queue. wake says the run loop holds committed entries back
+// (hold) and there is room for them now: the caller must wake it.
+func (q *applyQueue) pop() (batch []ApplyMsg, wake bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.mu.batches) == 0 {
-		return nil
+		return nil, false
 	}
-	batch := q.mu.batches[0]
+	batch = q.mu.batches[0]
 	q.mu.batches[0] = nil
 	q.mu.batches = q.mu.batches[1:]
-	return batch
+	if q.mu.holding && len(q.mu.batches) < q.limit {
+		q.mu.holding, wake = false, true
+	}
+	return batch, wake
 }
 
 // queueApply hands rd's snapshot and committed entries to the delivery goroutine.
@@ -265,11 +277,17 @@ func (n *Node) deliver() {
 		case <-n.done:
 			return
 		}
-		for batch := n.applyq.pop(); batch != nil; batch = n.applyq.pop() {
-			// The queue has room again: let the run loop hand out what it held.
-			select {
-			case n.applyWake <- struct{}{}:
-			default:
+		for {
+			batch, wake := n.applyq.pop()
+			if batch == nil {
+				break
+			}
+			if wake {
+				// The queue has room again: let the run loop hand out what it held.
+				select {
+				case n.applyWake <- struct{}{}:
+				default:
+				}
 			}
 			for _, msg := range batch {
 				select {

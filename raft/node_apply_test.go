@@ -219,27 +219,35 @@ func TestApplyQueueBound(t *testing.T) {
 		}
 	}
 	q.push(ents(1))
-	if q.full() {
-		t.Fatal("full with 1 of 2 batches")
+	if q.hold() {
+		t.Fatal("holds with 1 of 2 batches")
 	}
+	if _, wake := q.pop(); wake {
+		t.Fatal("a pop wakes the run loop, which holds nothing back")
+	}
+	q.push(ents(1))
 	q.push(ents(2))
-	if !q.full() {
-		t.Fatal("not full with 2 of 2 batches")
+	if !q.hold() {
+		t.Fatal("does not hold with 2 of 2 batches")
 	}
 	q.push(snap(10))
 	check("a snapshot past the limit", 1, 2, 10)
 	q.push(snap(20))
 	check("a second snapshot", 1, 2, 20)
-	if b := q.pop(); b[0].Index != 1 {
-		t.Fatalf("popped %d, want 1", b[0].Index)
+	if b, wake := q.pop(); b[0].Index != 1 || wake {
+		t.Fatalf("popped %d (wake %v), want 1 with the queue still full", b[0].Index, wake)
 	}
-	q.pop()
+	if _, wake := q.pop(); !wake {
+		t.Fatal("the pop that made room does not wake the run loop holding entries back")
+	}
 	q.push(ents(21))
 	check("entries after the snapshot", 20, 21)
 	q.push(snap(30))
 	check("a snapshot replacing a queued one and the entries after it", 30)
-	q.pop()
-	if b := q.pop(); b != nil {
+	if _, wake := q.pop(); wake {
+		t.Fatal("woken twice for one hold")
+	}
+	if b, _ := q.pop(); b != nil {
 		t.Fatalf("popped %v from an empty queue", b)
 	}
 }
