@@ -3,6 +3,7 @@ package raft
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -406,13 +407,19 @@ func (n *Node) Forward(ctx context.Context, cmd []byte) error {
 }
 
 // ForwardUntil is Forward that also gives up, with context.DeadlineExceeded, once
-// deadline closes (see ProposeUntil).
+// deadline closes (see ProposeUntil). A context error alone means the command was
+// never queued; one that wraps ErrProposalPending too means it was queued and the
+// wait for the run loop ended first, so it may still be forwarded.
 func (n *Node) ForwardUntil(ctx context.Context, deadline <-chan struct{}, cmd []byte) error {
 	reply := make(chan proposalResult, 1)
 	if err := n.enqueue(ctx, deadline, proposal{data: cmd, forward: true, reply: reply}); err != nil {
 		return err
 	}
-	return n.awaitReply(ctx, deadline, reply).err
+	err := n.awaitReply(ctx, deadline, reply).err
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %w", ErrProposalPending, err)
+	}
+	return err
 }
 
 // State returns the current term and whether this node believes it is the leader. It

@@ -33,8 +33,10 @@ type Observation struct {
 // observed holds what Observe returns, written by the run loop only.
 type observed struct {
 	lead, commit, leaderChanges atomic.Uint64
-	// electedAt is ElectedAt in Unix nanoseconds, 0 for never.
-	electedAt atomic.Int64
+	// electedAt is ElectedAt, nil for never. A time.Time, not Unix nanoseconds: it
+	// keeps the monotonic clock reading, so comparing it with a request's start is
+	// not fooled by a step of the wall clock.
+	electedAt atomic.Pointer[time.Time]
 }
 
 // publish records what a Ready says about the leader and the commitIndex.
@@ -43,7 +45,8 @@ func (o *observed) publish(soft *SoftState, hard HardState) {
 		if soft.Lead != 0 && soft.Lead != o.lead.Load() {
 			o.leaderChanges.Add(1)
 			if soft.State == StateLeader {
-				o.electedAt.Store(time.Now().UnixNano())
+				now := time.Now()
+				o.electedAt.Store(&now)
 			}
 		}
 		o.lead.Store(soft.Lead)
@@ -61,14 +64,14 @@ func (n *Node) Observe() Observation {
 		IsLeader:      n.isLeader.Load(),
 		Commit:        n.observed.commit.Load(),
 		LeaderChanges: n.observed.leaderChanges.Load(),
-		ElectedAt:     unixNanoTime(n.observed.electedAt.Load()),
+		ElectedAt:     n.observed.electedAtTime(),
 	}
 }
 
-// unixNanoTime is the time of ns Unix nanoseconds, the zero time for 0.
-func unixNanoTime(ns int64) time.Time {
-	if ns == 0 {
-		return time.Time{}
+// electedAtTime is ElectedAt: the zero time if this node never led.
+func (o *observed) electedAtTime() time.Time {
+	if t := o.electedAt.Load(); t != nil {
+		return *t
 	}
-	return time.Unix(0, ns)
+	return time.Time{}
 }

@@ -389,6 +389,58 @@ func TestNodeForwardFromFollower(t *testing.T) {
 	}
 }
 
+// A Forward whose wait ends while its command is still queued says so
+// (ErrProposalPending): the run loop takes and forwards it later, so the caller must
+// not report it as never proposed. One refused before it was queued does not.
+func TestNodeForwardUntilQueuedButUnansweredIsPending(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	c := newTestCluster(t, 3)
+	lead, index := c.propose([]byte("first"))
+	c.waitApplied(index, []byte("first"), c.peers...)
+	follower := c.nodes[c.others(lead)[0]]
+
+	release := make(chan struct{})
+	busy := make(chan struct{})
+	go follower.onLoop(func() { close(busy); <-release })
+	<-busy // the run loop runs the function and takes nothing else meanwhile
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err := follower.ForwardUntil(ctx, nil, []byte("queued"))
+	close(release)
+	if !errors.Is(err, ErrProposalPending) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("ForwardUntil queued behind a busy run loop: %v, want ErrProposalPending wrapping the deadline", err)
+	}
+	// The command was queued, and still commits.
+	deadline := time.Now().Add(10 * time.Second)
+	for found := false; !found; {
+		for i := index + 1; i <= index+3; i++ {
+			if cmd, ok := c.appliedAt(lead, i); ok && string(cmd) == "queued" {
+				found = true
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the queued command never applied")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+
+	// With the run loop busy again and its queue full, a cancelled Forward is
+	// refused before it is queued.
+	release = make(chan struct{})
+	busy = make(chan struct{})
+	go follower.onLoop(func() { close(busy); <-release })
+	<-busy
+	defer close(release)
+	for len(follower.propc) < cap(follower.propc) {
+		follower.propc <- proposal{data: []byte("filler"), forward: true, reply: make(chan proposalResult, 1)}
+	}
+	done, cancelDone := context.WithCancel(context.Background())
+	cancelDone()
+	if err := follower.ForwardUntil(done, nil, []byte("refused")); !errors.Is(err, context.Canceled) || errors.Is(err, ErrProposalPending) {
+		t.Fatalf("ForwardUntil refused before it queued: %v, want context.Canceled alone", err)
+	}
+}
+
 func TestSplitLeaderMessagesKeepsOrder(t *testing.T) {
 	msgs := []Message{
 		{Type: MsgApp, To: 2}, {Type: MsgVoteResp, To: 3}, {Type: MsgHeartbeat, To: 3},

@@ -65,8 +65,8 @@ type serverMetrics struct {
 	grpc *grpcMetrics
 
 	// proposalsPending counts the proposals of this member waiting to apply;
-	// proposalsFailed counts those that ended in an error (no leader, timeout,
-	// leader changed, stopped), as etcd counts them.
+	// proposalsFailed counts those that ended in an error (timeout, no leader,
+	// leader changed, stopped, cancelled), as etcd counts them.
 	proposalsPending atomic.Int64
 	proposalsFailed  atomic.Uint64
 }

@@ -218,12 +218,18 @@ func (s *Server) wait(pc proposalContext, wt *waiter, resend *resendTrigger) (kv
 //
 // If pc ends before the data is handed over it returns pc's context error, as etcd's
 // raft.Node.Propose does while no leader is known (the gRPC status is then
-// DeadlineExceeded or Canceled); the caller turns it into a timeout if an earlier
-// copy went to a leader.
+// DeadlineExceeded or Canceled, on which clientv3 sends the request again); the
+// caller turns it into a timeout if an earlier copy went to a leader. If pc ends
+// while the data waits in the node's queue, the run loop may still forward it: that
+// is a timeout too (Unavailable, which clientv3 does not resend for a write), never
+// the context's error, or a client could apply one write twice.
 func (s *Server) forward(pc proposalContext, data []byte) (term uint64, err error) {
 	for {
 		term, _ = s.node.State()
 		err := s.node.ForwardUntil(pc.req, pc.deadline.Done(), data)
+		if errors.Is(err, raft.ErrProposalPending) {
+			return 0, s.proposeCtxError(pc.err(), pc.start)
+		}
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return 0, pc.err()
 		}
