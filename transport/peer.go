@@ -121,10 +121,14 @@ func (p *peer) setConn(conn net.Conn, addr string) bool {
 }
 
 func (p *peer) stats() PeerStats {
+	// The stream sets its start before the flag and clears the flag before its start:
+	// read as connected only with a start, so that a read across a disconnect never
+	// says connected since the zero time.
+	since := p.connectedSince.Load()
 	return PeerStats{
 		Addr:            p.addr(),
-		IsConnected:     p.isConnected.Load(),
-		ConnectedSince:  unixNanoTime(p.connectedSince.Load()),
+		IsConnected:     since != 0 && p.isConnected.Load(),
+		ConnectedSince:  unixNanoTime(since),
 		Sent:            p.sent.Load(),
 		SentBytes:       p.sentBytes.Load(),
 		ReceivedBytes:   p.receivedBytes.Load(),
