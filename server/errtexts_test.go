@@ -3,6 +3,9 @@ package server
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"raftkv/kv"
+	"raftkv/storage"
 )
 
 // The errors a write or read gets when its wait ends are etcd 3.7's
@@ -186,4 +190,117 @@ func TestProposeCtxErrorVariants(t *testing.T) {
 			t.Errorf("%s: gRPC status %v, want %v", c.name, g, c.status)
 		}
 	}
+}
+
+// A write forwarded by a follower whose run loop is busy (here in a WAL sync that
+// does not return) waits in the Node's queue; when RequestTimeout ends its wait, the
+// run loop may still forward it, and it commits once the sync returns. So it ends
+// with etcd's "request timed out" (Unavailable, which clientv3 does not send again
+// for a write), never with its context's DeadlineExceeded, on which clientv3 would
+// send the write again and it could apply twice.
+func TestForwardedWriteStillQueuedTimesOut(t *testing.T) {
+	const requestTimeout = 500 * time.Millisecond
+	gates := map[string]*syncGate{}
+	members := startTestCluster(t, 3, func(c *Config) {
+		c.RequestTimeout = requestTimeout
+		g := &syncGate{FS: storage.NewOSFS(), open: make(chan struct{})}
+		close(g.open)
+		gates[c.Name] = g
+		c.files = &memberFiles{log: g}
+	})
+	retry(t, func(ctx context.Context) error {
+		_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+		return err
+	})
+	lead := leaderOf(t, members)
+	follower := followersOf(members, lead)[0]
+	gate := gates[follower.cfg.Name]
+	gate.close()
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			gate.release()
+		}
+	}
+	defer release()
+
+	// The follower's next append blocks its run loop in the sync.
+	if _, err := lead.client.Put(context.Background(), &pb.PutRequest{Key: []byte("k"), Value: []byte("v2")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitFor(5*time.Second, func() bool { return gate.blocked.Load() > 0 }); err != nil {
+		t.Fatal("the follower's WAL sync never blocked")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := follower.client.Put(ctx, &pb.PutRequest{Key: []byte("queued"), Value: []byte("x")})
+	if st, _ := status.FromError(err); st.Code() != codes.Unavailable || !strings.HasPrefix(st.Message(), "etcdserver: request timed out") {
+		t.Fatalf("write queued behind a busy run loop: got %v, want Unavailable, etcdserver: request timed out", err)
+	}
+	release()
+	// It was not lost: the run loop forwards it once the sync returns.
+	retry(t, func(ctx context.Context) error {
+		resp, err := lead.client.Range(ctx, &pb.RangeRequest{Key: []byte("queued")})
+		if err == nil && resp.Count != 1 {
+			err = errors.New("the queued write has not applied yet")
+		}
+		return err
+	})
+}
+
+// syncGate is a log file system whose files' Sync waits while the gate is closed.
+type syncGate struct {
+	storage.FS
+	mu      sync.Mutex
+	open    chan struct{}
+	blocked atomic.Int64
+}
+
+func (g *syncGate) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.open = make(chan struct{})
+}
+
+func (g *syncGate) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	close(g.open)
+}
+
+func (g *syncGate) wait() {
+	g.mu.Lock()
+	open := g.open
+	g.mu.Unlock()
+	g.blocked.Add(1)
+	defer g.blocked.Add(-1)
+	<-open
+}
+
+func (g *syncGate) Create(name string) (storage.File, error) {
+	f, err := g.FS.Create(name)
+	return g.wrap(f, err)
+}
+
+func (g *syncGate) OpenReadWrite(name string) (storage.File, error) {
+	f, err := g.FS.OpenReadWrite(name)
+	return g.wrap(f, err)
+}
+
+func (g *syncGate) wrap(f storage.File, err error) (storage.File, error) {
+	if err != nil {
+		return nil, err
+	}
+	return gatedFile{File: f, g: g}, nil
+}
+
+type gatedFile struct {
+	storage.File
+	g *syncGate
+}
+
+func (f gatedFile) Sync() error {
+	f.g.wait()
+	return f.File.Sync()
 }
