@@ -71,19 +71,11 @@ func TestRequestDeadlinesShareAWindow(t *testing.T) {
 func TestWriteWithoutQuorumTimesOut(t *testing.T) {
 	t.Parallel() // it mostly waits
 	const requestTimeout = 700 * time.Millisecond
-	members := startTestCluster(t, 3, func(c *Config) {
+	lone := loneLeader(t, func(c *Config) {
 		c.RequestTimeout = requestTimeout
 		c.HeartbeatInterval = 100 * time.Millisecond
 		c.ElectionTimeout = 3 * time.Second
 	})
-	retry(t, func(ctx context.Context) error {
-		_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
-		return err
-	})
-	lone := leaderOf(t, members)
-	for _, m := range followersOf(members, lone) {
-		m.stop()
-	}
 
 	payload, err := (&kv.Command{Put: &kv.PutRequest{Key: []byte("k"), Value: []byte("gone")}}).Encode()
 	if err != nil {

@@ -49,6 +49,22 @@ func loneMember(t *testing.T, mutate func(*Config)) *testMember {
 	return lone
 }
 
+// loneLeader starts three members, writes once, stops the leader's followers and
+// returns the leader, which still leads until its election timeout passes.
+func loneLeader(t *testing.T, mutate func(*Config)) *testMember {
+	t.Helper()
+	members := startTestCluster(t, 3, mutate)
+	retry(t, func(ctx context.Context) error {
+		_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+		return err
+	})
+	lead := leaderOf(t, members)
+	for _, m := range followersOf(members, lead) {
+		m.stop()
+	}
+	return lead
+}
+
 // A member that knows no leader hands a write to no one: as etcd's raft.Node.Propose
 // while no leader is known, the write ends with its context's error, DeadlineExceeded
 // once RequestTimeout passes and Canceled if its client goes, not "no leader".
@@ -104,19 +120,11 @@ func TestReadWithoutLeaderTimesOut(t *testing.T) {
 // "no leader".
 func TestWriteTimesOutAfterLeaderStepsDown(t *testing.T) {
 	const requestTimeout = 1500 * time.Millisecond
-	members := startTestCluster(t, 3, func(c *Config) {
+	lone := loneLeader(t, func(c *Config) {
 		c.RequestTimeout = requestTimeout
 		c.HeartbeatInterval = 20 * time.Millisecond
 		c.ElectionTimeout = 200 * time.Millisecond
 	})
-	retry(t, func(ctx context.Context) error {
-		_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
-		return err
-	})
-	lone := leaderOf(t, members)
-	for _, m := range followersOf(members, lone) {
-		m.stop()
-	}
 	// Proposed while this member still leads (it steps down one election timeout
 	// after it last heard from a quorum: CheckQuorum).
 	_, err := lone.client.Put(context.Background(), &pb.PutRequest{Key: []byte("k"), Value: []byte("gone")})
