@@ -22,9 +22,9 @@ import (
 // (etcdserver.parseProposeCtxErr, read.requestCurrentIndex, raft.Node.Propose,
 // v3rpc.togRPCError).
 
-// loneMember starts three members, stops two followers, and returns the third once it
-// knows no leader.
-func loneMember(t *testing.T, mutate func(*Config)) *testMember {
+// startWithLeader starts three members and returns them and their leader, once a
+// write has gone through.
+func startWithLeader(t *testing.T, mutate func(*Config)) ([]*testMember, *testMember) {
 	t.Helper()
 	members := startTestCluster(t, 3, mutate)
 	retry(t, func(ctx context.Context) error {
@@ -32,6 +32,14 @@ func loneMember(t *testing.T, mutate func(*Config)) *testMember {
 		return err
 	})
 	lead := leaderOf(t, members)
+	return members, lead
+}
+
+// loneMember starts three members, stops two followers, and returns the third once it
+// knows no leader.
+func loneMember(t *testing.T, mutate func(*Config)) *testMember {
+	t.Helper()
+	members, lead := startWithLeader(t, mutate)
 	lone := followersOf(members, lead)[0]
 	// Followers first, so that the leader has no one to hand leadership to.
 	for _, m := range followersOf(members, lead) {
@@ -53,12 +61,7 @@ func loneMember(t *testing.T, mutate func(*Config)) *testMember {
 // returns the leader, which still leads until its election timeout passes.
 func loneLeader(t *testing.T, mutate func(*Config)) *testMember {
 	t.Helper()
-	members := startTestCluster(t, 3, mutate)
-	retry(t, func(ctx context.Context) error {
-		_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
-		return err
-	})
-	lead := leaderOf(t, members)
+	members, lead := startWithLeader(t, mutate)
 	for _, m := range followersOf(members, lead) {
 		m.stop()
 	}
@@ -209,18 +212,13 @@ func TestProposeCtxErrorVariants(t *testing.T) {
 func TestForwardedWriteStillQueuedTimesOut(t *testing.T) {
 	const requestTimeout = 500 * time.Millisecond
 	gates := map[string]*syncGate{}
-	members := startTestCluster(t, 3, func(c *Config) {
+	members, lead := startWithLeader(t, func(c *Config) {
 		c.RequestTimeout = requestTimeout
 		g := &syncGate{FS: storage.NewOSFS(), open: make(chan struct{})}
 		close(g.open)
 		gates[c.Name] = g
 		c.files = &memberFiles{log: g}
 	})
-	retry(t, func(ctx context.Context) error {
-		_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
-		return err
-	})
-	lead := leaderOf(t, members)
 	follower := followersOf(members, lead)[0]
 	gate := gates[follower.cfg.Name]
 	gate.close()
