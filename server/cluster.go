@@ -329,7 +329,7 @@ func (c *clusterService) state(ctx context.Context) (memberState, error) {
 	upBefore := time.Now().Add(-c.s.healthInterval())
 	for _, p := range st.Progress {
 		peer := connected[p.ID]
-		ms.active[p.ID] = p.ID == c.s.id || (peer.IsConnected && peer.ConnectedSince.Before(upBefore))
+		ms.active[p.ID] = p.ID == c.s.id || connectedSince(peer, upBefore)
 	}
 	return ms, nil
 }

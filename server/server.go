@@ -691,10 +691,10 @@ func (s *Server) connectedToQuorumSince(t time.Time) bool {
 	return connected >= quorum(len(members))
 }
 
-// connectedSince reports whether the stream p describes has been up since t (etcd's
-// isConnectedSince).
+// connectedSince reports whether the stream p describes has been up since before t
+// (etcd's isConnectedSince).
 func connectedSince(p transport.PeerStats, t time.Time) bool {
-	return p.IsConnected && !p.ConnectedSince.IsZero() && p.ConnectedSince.Before(t)
+	return p.IsConnected && p.ConnectedSince.Before(t)
 }
 
 var errTooManyRequests = errors.New("etcdserver: too many requests")
