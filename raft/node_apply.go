@@ -156,11 +156,11 @@ func (n *Node) createSnapshot(s snapshotRequest) error {
 // applyQueue holds the batches the run loop has handed over and the delivery
 // goroutine has not taken yet. push never blocks. The bound, Config.MaxApplyBatches,
 // is kept by the run loop, which holds committed entries back in the core while the
-// queue is full (applyQueue.hold): they stay in the log, where they are anyway. A snapshot from the
-// leader cannot be held back (the core installs it as it steps the message), so it
-// is queued even when the queue is full; if a snapshot is still queued when another
-// arrives, the newer replaces it and the batches after it, which it covers. The queue
-// thus holds at most MaxApplyBatches+1 batches.
+// queue is full (applyQueue.hold): they stay in the log, where they are anyway. A
+// snapshot from the leader cannot be held back (the core installs it as it steps the
+// message), so it is queued even when the queue is full; if a snapshot is still
+// queued when another arrives, the newer replaces it and the batches after it, which
+// it covers. The queue thus holds at most MaxApplyBatches+1 batches.
 type applyQueue struct {
 	limit int
 	// ready has a token while batches wait: the delivery goroutine's wake-up.
