@@ -115,23 +115,39 @@ func (s *Server) handOffLeadership() {
 
 // handOff is handOffLeadership's work, on a goroutine of its own.
 func (s *Server) handOff() {
-	live := false
-	for _, p := range s.node.MembershipStatus().Progress {
-		if p.ID != s.id && p.IsVoter && p.RecentActive {
-			live = true
-		}
-	}
-	if !live {
+	to := s.handOffTarget()
+	if to == raft.None {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*s.cfg.ElectionTimeout)
 	defer cancel()
 	started := time.Now()
-	if err := s.node.TransferLeadership(ctx, raft.None); err != nil {
+	if err := s.node.TransferLeadership(ctx, to); err != nil {
 		s.logger.Warn("leadership hand-off before stopping failed; stopping anyway", "err", err,
 			"took", time.Since(started))
 		return
 	}
 	_, lead := s.leader()
 	s.logger.Info("handed leadership off before stopping", "to", lead, "took", time.Since(started))
+}
+
+// handOffTarget is the voter to hand leadership to before stopping: of the others
+// heard from in the last election timeout and whose stream from this member is up
+// now, the one with the longest log; raft.None if there is none. Heard from alone
+// would not do: a member stopped a moment ago still counts as heard from, and a
+// transfer to it only failed after three election timeouts (every member of
+// "raftkv cluster" stopped one after another: the last leader standing waited 3 s
+// and warned).
+func (s *Server) handOffTarget() uint64 {
+	peers := s.transport.Stats().Peers
+	to, match := raft.None, uint64(0)
+	for _, p := range s.node.MembershipStatus().Progress {
+		if p.ID == s.id || !p.IsVoter || !p.RecentActive || !peers[p.ID].IsConnected {
+			continue
+		}
+		if to == raft.None || p.Match > match {
+			to, match = p.ID, p.Match
+		}
+	}
+	return to
 }

@@ -96,6 +96,44 @@ func TestStoppingLeaderHandsOff(t *testing.T) {
 	}
 }
 
+// A stopping leader hands leadership only to a follower whose stream is up: members
+// stopped one after another (as "raftkv cluster" stops them) each stop at once. A
+// follower stopped a moment before still counts as heard from, and the last leader
+// standing used to try to hand off to it, stopping only after three election
+// timeouts (6s here) with a warning.
+func TestMembersStoppedInTurnStopAtOnce(t *testing.T) {
+	t.Parallel() // it mostly waits
+	const electionTimeout = 2 * time.Second
+	members := startTestCluster(t, 3, func(c *Config) {
+		c.HeartbeatInterval = 20 * time.Millisecond
+		c.ElectionTimeout = electionTimeout
+	})
+	retry(t, func(ctx context.Context) error {
+		_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("a"), Value: []byte("1")})
+		return err
+	})
+	leader := leaderOf(t, members)
+	followers := followersOf(members, leader)
+	followers[0].stop()
+	stopQuickly := func(m *testMember, what string) {
+		t.Helper()
+		started := time.Now()
+		m.stop()
+		if took := time.Since(started); took > electionTimeout/2 {
+			t.Fatalf("%s took %v to stop (election timeout %v)", what, took, electionTimeout)
+		}
+	}
+	stopQuickly(leader, "the leader, with one follower stopped")
+	err := waitFor(time.Second, func() bool {
+		_, isLeader := followers[1].srv.node.State()
+		return isLeader
+	})
+	if err != nil {
+		t.Fatal("the live follower does not lead within 1s of the leader's stop: the hand-off went elsewhere")
+	}
+	stopQuickly(followers[1], "the last member, leading with both others stopped")
+}
+
 // Writes sent while leadership moves all succeed: a leader that is handing
 // leadership off refuses proposals (§3.10), and the server sends them on to the new
 // leader rather than failing them.

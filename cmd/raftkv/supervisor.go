@@ -220,30 +220,32 @@ func (s *supervisor) running() int {
 	return n
 }
 
-// stopAll sends SIGTERM to every running member and waits for them, killing the
-// ones still running after stopGrace.
+// stopAll stops the running members one after another: SIGTERM, then a wait for the
+// member to exit, killing it if it still runs after stopGrace. One at a time, because
+// a leader that stops hands leadership to a follower whose stream is up
+// (Server.handOffTarget): stopped together, the leader tried to hand off to members
+// that were stopping too, and waited three election timeouts before it gave up; in
+// turn, each leader hands off to a member still running and the last stops alone,
+// and every member stops at once.
 func (s *supervisor) stopAll() {
 	for _, m := range s.members {
-		if m.cmd != nil {
-			_ = m.cmd.Process.Signal(syscall.SIGTERM)
+		if m.cmd == nil {
+			continue
 		}
-	}
-	grace := time.After(stopGrace)
-	for s.running() > 0 {
-		select {
-		case e := <-s.exits:
-			if e.m.cmd == e.cmd {
-				e.m.cmd = nil
-				os.Remove(e.m.pidFile)
-			}
-		case <-grace:
-			for _, m := range s.members {
-				if m.cmd != nil {
-					s.printf("member %s (pid %d) still runs %v after SIGTERM; killing it", m.Name, m.cmd.Process.Pid, stopGrace)
-					_ = m.cmd.Process.Kill()
+		_ = m.cmd.Process.Signal(syscall.SIGTERM)
+		grace := time.After(stopGrace)
+		for m.cmd != nil {
+			select {
+			case e := <-s.exits:
+				if e.m.cmd == e.cmd {
+					e.m.cmd = nil
+					os.Remove(e.m.pidFile)
 				}
+			case <-grace:
+				s.printf("member %s (pid %d) still runs %v after SIGTERM; killing it", m.Name, m.cmd.Process.Pid, stopGrace)
+				_ = m.cmd.Process.Kill()
+				grace = nil
 			}
-			grace = nil
 		}
 	}
 	s.printf("raftkv cluster: every member stopped")
