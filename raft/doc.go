@@ -67,7 +67,7 @@
 //     and, on the leader, each member's matchIndex; MembershipAt(index) the
 //     configuration a snapshot at index records.
 //   - TransferLeadership(ctx, to) hands leadership to voter to, or with None to the
-//     most up-to-date voter (a leader shutting down).
+//     most up-to-date voter.
 //   - Stop stops every goroutine.
 //
 // NewNode makes the node's Transport itself, by calling the NewTransport function it

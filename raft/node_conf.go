@@ -32,8 +32,9 @@ func (n *Node) ProposeConfChange(ctx context.Context, cc ConfChange) (index, ter
 
 // TransferLeadership hands leadership to voter to (thesis §3.10): the leader stops
 // taking proposals, brings to's log up to its own, and tells it to campaign at once. With
-// to None it picks the voter with the most up-to-date log, which is what a leader that
-// is shutting down wants. It returns nil once this node sees to as leader;
+// to None it picks the voter with the most up-to-date log (an application that knows
+// which members are reachable, as a stopping server does, may choose to itself). It
+// returns nil once this node sees to as leader;
 // ErrTransferFailed if the transfer was abandoned (to did not win within an election
 // timeout) or another node won; ErrNotLeader, ErrBadTransferee (to is not a voter), or
 // ctx's error. A transfer whose caller gave up goes on until it completes or an

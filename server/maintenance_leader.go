@@ -86,11 +86,11 @@ func (s *Server) isVoter(id uint64) bool {
 }
 
 // handOffLeadership is what a leader does before it stops (as etcd's Stop does): it
-// hands leadership to the voter with the most up-to-date log, so the cluster gets a
-// new leader at once rather than one election timeout after the old one goes quiet.
-// It does nothing unless this member leads and some other voter was heard from in
-// the last election timeout (a transfer to a dead member would only delay the stop),
-// and it waits at most three election timeouts: then the member stops anyway.
+// hands leadership to a live voter (handOffTarget), so the cluster gets a new leader
+// at once rather than one election timeout after the old one goes quiet. It does
+// nothing unless this member leads and some other voter is live (a transfer to a
+// dead member would only delay the stop), and it waits at most three election
+// timeouts: then the member stops anyway.
 func (s *Server) handOffLeadership() {
 	if s.node == nil {
 		return

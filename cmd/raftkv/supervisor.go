@@ -221,19 +221,20 @@ func (s *supervisor) running() int {
 }
 
 // stopAll stops the running members one after another: SIGTERM, then a wait for the
-// member to exit, killing it if it still runs after stopGrace. One at a time, because
-// a leader that stops hands leadership to a follower whose stream is up
-// (Server.handOffTarget): stopped together, the leader tried to hand off to members
-// that were stopping too, and waited three election timeouts before it gave up; in
-// turn, each leader hands off to a member still running and the last stops alone,
-// and every member stops at once.
+// member to exit. One at a time, because a leader that stops hands leadership to a
+// follower whose stream is up (Server.handOffTarget): stopped together, the leader
+// tried to hand off to members that were stopping too, and waited three election
+// timeouts before it gave up; in turn, each leader hands off to a member still
+// running and the last stops alone, and every member stops at once. The whole stop
+// has stopGrace: then every member still running, signalled yet or not, is killed
+// (each is crash-safe: what it acknowledged is in its log).
 func (s *supervisor) stopAll() {
+	grace := time.After(stopGrace)
 	for _, m := range s.members {
 		if m.cmd == nil {
 			continue
 		}
 		_ = m.cmd.Process.Signal(syscall.SIGTERM)
-		grace := time.After(stopGrace)
 		for m.cmd != nil {
 			select {
 			case e := <-s.exits:
@@ -242,13 +243,22 @@ func (s *supervisor) stopAll() {
 					os.Remove(e.m.pidFile)
 				}
 			case <-grace:
-				s.printf("member %s (pid %d) still runs %v after SIGTERM; killing it", m.Name, m.cmd.Process.Pid, stopGrace)
-				_ = m.cmd.Process.Kill()
+				s.killRunning()
 				grace = nil
 			}
 		}
 	}
 	s.printf("raftkv cluster: every member stopped")
+}
+
+// killRunning kills every member still running, saying so.
+func (s *supervisor) killRunning() {
+	for _, m := range s.members {
+		if m.cmd != nil {
+			s.printf("member %s (pid %d) still runs %v into the stop; killing it", m.Name, m.cmd.Process.Pid, stopGrace)
+			_ = m.cmd.Process.Kill()
+		}
+	}
 }
 
 func (s *supervisor) printf(format string, args ...any) {
