@@ -27,17 +27,7 @@ func gatewayPost(t *testing.T, base, path, body, token string) (int, string) {
 	if token != "" {
 		req.Header.Set("Authorization", token)
 	}
-	client := http.Client{Timeout: 15 * time.Second}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatalf("POST %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("POST %s: reading the body: %v", path, err)
-	}
-	return resp.StatusCode, string(b)
+	return doHTTP(t, 15*time.Second, req)
 }
 
 // isGatewayError reports whether an answer is the gateway's error: status code

@@ -227,15 +227,27 @@ func TestPprofOnlyWhenEnabled(t *testing.T) {
 // health check's.
 func httpGet(t testing.TB, url string) (int, string) {
 	t.Helper()
-	client := http.Client{Timeout: 30 * time.Second}
-	resp, err := client.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
+		t.Fatal(err)
+	}
+	status, body := doHTTP(t, 30*time.Second, req)
+	return status, strings.TrimSuffix(body, "\n")
+}
+
+// doHTTP sends req with a client of the given timeout and returns the status and
+// the whole body, failing t if either cannot be had.
+func doHTTP(t testing.TB, timeout time.Duration, req *http.Request) (int, string) {
+	t.Helper()
+	client := http.Client{Timeout: timeout}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("GET %s: reading the body: %v", url, err)
+		t.Fatalf("%s %s: reading the body: %v", req.Method, req.URL, err)
 	}
-	return resp.StatusCode, strings.TrimSuffix(string(body), "\n")
+	return resp.StatusCode, string(body)
 }
