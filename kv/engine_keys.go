@@ -80,6 +80,35 @@ var engineComparer = func() *pebble.Comparer {
 	return &c
 }()
 
+// engineSpanPolicy ends each table pebble writes, in a flush or a compaction,
+// at the bounds of the change records and of the separated values, so that no
+// table holds those with records of another kind. Without it every flushed
+// table spanned the whole key space, from the change records to the values,
+// and overlapped every table below it: each compaction out of L0 rewrote the
+// whole base level, values included, at a cost that grew with the data. Both
+// kinds are keyed by revision, so a new table of either overlaps no older one,
+// and pebble leaves it in L0 or moves it down without writing it again; only
+// the version records and the small kinds (meta, leases, sessions, proposals),
+// which every flush overlaps, are merged. Measured (bench put-1000c after
+// put-1c and put-100c, 3 members, 2 CPUs): an L0 compaction wrote 4 MB of L0
+// and the 3 MB of L6 again (0.4 s on each member, all three within 0.75 s) and
+// the slowest 1% of puts fell in those windows; with the bounds, 2 MB and 0.6
+// MB, and p99 167-177 → 152 ms. Only these four bounds, not one per kind: a
+// range deletion over the whole key space (markRestoring) becomes a table per
+// range between bounds when flushed, 255 of them with a bound at every byte.
+// The policy itself is pebble's default everywhere.
+func engineSpanPolicy(start []byte) (pebble.SpanPolicy, []byte, error) {
+	for _, bound := range engineTableBounds {
+		if len(start) == 0 || start[0] < bound {
+			return pebble.SpanPolicy{}, []byte{bound}, nil
+		}
+	}
+	return pebble.SpanPolicy{}, nil, nil
+}
+
+// engineTableBounds are the keys engineSpanPolicy ends tables at, in order.
+var engineTableBounds = [...]byte{engineChangePrefix, engineChangePrefix + 1, engineValuePrefix, engineValuePrefix + 1}
+
 const (
 	engineVersionPrefix = 'k'
 	engineChangePrefix  = 'h'
