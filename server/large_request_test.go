@@ -18,7 +18,14 @@ func TestRequestLargerThanTheDefaultPeerFrameCommits(t *testing.T) {
 	if testing.Short() {
 		t.Skip("moves 18 MiB to each of two followers")
 	}
-	members := startTestCluster(t, 3, func(c *Config) { c.MaxRequestBytes = 20 << 20 })
+	// The default timing, not the tests' 100 ms election timeout: a follower's
+	// heartbeats wait behind the 18 MiB append on its stream and its fsync of it,
+	// which on a loaded machine took longer than that, and the put failed with
+	// "leader changed" (a .ci/run beside other work).
+	members := startTestCluster(t, 3, func(c *Config) {
+		c.MaxRequestBytes = 20 << 20
+		c.HeartbeatInterval, c.ElectionTimeout = DefaultHeartbeatInterval, DefaultElectionTimeout
+	})
 	retry(t, func(ctx context.Context) error {
 		_, err := members[0].client.Put(ctx, &pb.PutRequest{Key: []byte("before"), Value: []byte("v")})
 		return err
