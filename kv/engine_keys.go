@@ -100,7 +100,7 @@ var engineComparer = func() *pebble.Comparer {
 // (TestEngineCompactionsPastTheL0FileLimit); in bench put-1000c after put-1c
 // and put-100c (3 members, 2 CPUs) an L0 compaction wrote 2.5 MB in 0.1 s
 // instead of 6.6 MB in 0.4 s, on each member, and those windows had held
-// nearly all of the slowest 1% of puts. Only these four bounds, not one per
+// half of the slowest 1% of puts. Only these four bounds, not one per
 // kind: a range deletion over the whole key space (markRestoring) is flushed
 // as a table per range between bounds, which would be 255 tables with a bound
 // at every byte. The policy itself is pebble's default everywhere.
