@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -121,8 +122,34 @@ func (s *Server) handOff() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*s.cfg.ElectionTimeout)
 	defer cancel()
+	// The target's stream going down ends the wait: a member stopped a moment ago
+	// can still read as connected when the target is picked (its connection's close
+	// not yet seen), and raft gives up a transfer to it only after an election
+	// timeout.
+	var targetGone atomic.Bool
+	go func() {
+		tick := time.NewTicker(s.cfg.HeartbeatInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if !s.transport.Stats().Peers[to].IsConnected {
+					targetGone.Store(true)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
 	started := time.Now()
 	if err := s.node.TransferLeadership(ctx, to); err != nil {
+		if targetGone.Load() {
+			s.logger.Info("leadership hand-off before stopping abandoned: the member it went to is gone; stopping",
+				"to", hexID(to), "took", time.Since(started))
+			return
+		}
 		s.logger.Warn("leadership hand-off before stopping failed; stopping anyway", "err", err,
 			"took", time.Since(started))
 		return

@@ -10,6 +10,8 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"raftkv/storage"
 )
 
 // MoveLeader answers as etcd's does: a follower refuses with "not leader", the leader
@@ -199,5 +201,69 @@ func TestWritesDuringMoveLeaderSucceed(t *testing.T) {
 	}
 	if len(failed) > 0 {
 		t.Fatalf("%d writes failed while leadership moved, first: %v", len(failed), failed[0])
+	}
+}
+
+// A hand-off whose target goes away during the transfer ends when the target's
+// stream goes down, not after raft's election timeout. The member the last
+// leader standing picked could still read as connected at the pick, stopped a
+// moment before, and the stop waited 5 s for it (a .ci/run of
+// TestMembersStoppedInTurnStopAtOnce). Here the target is picked while it lives
+// but cannot act (its WAL sync held), then its transport closes.
+func TestHandOffEndsWhenTheTargetGoes(t *testing.T) {
+	t.Parallel() // it mostly waits
+	const electionTimeout = 5 * time.Second
+	gates := map[string]*syncGate{}
+	members, lead := startWithLeader(t, func(c *Config) {
+		c.HeartbeatInterval = 20 * time.Millisecond
+		c.ElectionTimeout = electionTimeout
+		g := &syncGate{FS: storage.NewOSFS(), open: make(chan struct{})}
+		close(g.open)
+		gates[c.Name] = g
+		c.files = &memberFiles{log: g}
+	})
+	followers := followersOf(members, lead)
+	other, target := followers[0], followers[1]
+	otherID := other.srv.id
+	other.stop()
+	if err := waitFor(5*time.Second, func() bool {
+		return !lead.srv.transport.Stats().Peers[otherID].IsConnected
+	}); err != nil {
+		t.Fatal("the leader's stream to the stopped follower still reads as up after 5s")
+	}
+	gate := gates[target.cfg.Name]
+	gate.close()
+	defer gate.release()
+	// The target's next append blocks its run loop in the sync: it cannot act on
+	// the transfer.
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, _ = lead.client.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v2")})
+	}()
+	if err := waitFor(5*time.Second, func() bool { return gate.blocked.Load() > 0 }); err != nil {
+		t.Fatal("the target's WAL sync never blocked")
+	}
+	if got := lead.srv.handOffTarget(); got != target.srv.id {
+		t.Fatalf("hand-off target %x, want the live follower %x", got, target.srv.id)
+	}
+	done := make(chan time.Duration, 1)
+	go func() {
+		started := time.Now()
+		lead.srv.handOff()
+		done <- time.Since(started)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	gone := time.Now()
+	if err := target.srv.transport.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case took := <-done:
+		if since := time.Since(gone); since > electionTimeout/2 {
+			t.Fatalf("the hand-off ended %v after its target's transport closed (%v in all; election timeout %v)", since, took, electionTimeout)
+		}
+	case <-time.After(3 * electionTimeout):
+		t.Fatal("the hand-off did not end within three election timeouts")
 	}
 }
