@@ -122,10 +122,15 @@ func (s *Server) handOff() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*s.cfg.ElectionTimeout)
 	defer cancel()
-	// The target's stream going down ends the wait: a member stopped a moment ago
-	// can still read as connected when the target is picked (its connection's close
-	// not yet seen), and raft gives up a transfer to it only after an election
-	// timeout.
+	// The target going away ends the wait: a member stopped a moment ago can still
+	// read as connected when the target is picked (its connection's close not yet
+	// seen), and raft gives up a transfer to it only after an election timeout.
+	// Gone is a stream that is down and a dial that failed since the pick, not a
+	// stream that is down alone: a live target's stream may break and be dialed
+	// again (a write deadline), and raft resends the transfer on the target's
+	// next reply. Ending the wait does not end raft's transfer: the leader refuses
+	// proposals until the node stops, as it would have.
+	picked := s.transport.Stats().Peers[to].DialFailures
 	var targetGone atomic.Bool
 	go func() {
 		tick := time.NewTicker(s.cfg.HeartbeatInterval)
@@ -135,7 +140,7 @@ func (s *Server) handOff() {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				if !s.transport.Stats().Peers[to].IsConnected {
+				if p := s.transport.Stats().Peers[to]; !p.IsConnected && p.DialFailures > picked {
 					targetGone.Store(true)
 					cancel()
 					return

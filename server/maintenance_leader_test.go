@@ -234,8 +234,8 @@ func TestHandOffEndsWhenTheTargetGoes(t *testing.T) {
 	gate := gates[target.cfg.Name]
 	gate.close()
 	defer gate.release()
-	// The target's next append blocks its run loop in the sync: it cannot act on
-	// the transfer.
+	// The target's next append holds its WAL write in the sync: its replies and
+	// any vote it would ask for wait behind it, so it cannot complete the transfer.
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -244,16 +244,30 @@ func TestHandOffEndsWhenTheTargetGoes(t *testing.T) {
 	if err := waitFor(5*time.Second, func() bool { return gate.blocked.Load() > 0 }); err != nil {
 		t.Fatal("the target's WAL sync never blocked")
 	}
-	if got := lead.srv.handOffTarget(); got != target.srv.id {
-		t.Fatalf("hand-off target %x, want the live follower %x", got, target.srv.id)
+	// Hand off until the transfer to the target has begun: handOff does nothing
+	// if it finds no target, as when the leader's quorum check has just cleared
+	// what it heard from the target.
+	var done chan time.Duration
+	transferring := func() bool { return lead.srv.node.Status().LeadTransferee == target.srv.id }
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if time.Now().After(deadline) {
+			t.Fatal("the leader began no transfer to its live follower in 5s")
+		}
+		done = make(chan time.Duration, 1)
+		go func(done chan<- time.Duration) {
+			started := time.Now()
+			lead.srv.handOff()
+			done <- time.Since(started)
+		}(done)
+		if err := waitFor(time.Second, func() bool { return transferring() || len(done) > 0 }); err != nil {
+			t.Fatal("handOff neither began a transfer nor returned in 1s")
+		}
+		if transferring() {
+			break
+		}
+		<-done // no target this time
+		time.Sleep(20 * time.Millisecond)
 	}
-	done := make(chan time.Duration, 1)
-	go func() {
-		started := time.Now()
-		lead.srv.handOff()
-		done <- time.Since(started)
-	}()
-	time.Sleep(200 * time.Millisecond)
 	gone := time.Now()
 	if err := target.srv.transport.Close(); err != nil {
 		t.Fatal(err)
