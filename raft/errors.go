@@ -12,11 +12,11 @@ var (
 	// ErrProposalDropped: the proposal was not appended (no leader known, a leadership
 	// transfer is under way, or the node is stopping). Retry later or elsewhere.
 	ErrProposalDropped = errors.New("raft: proposal dropped")
-	// ErrProposalPending: the wait for the run loop to take a queued proposal ended
-	// (its context or deadline) first. The proposal stays queued and the run loop may
-	// still append or forward it, so its outcome is unknown; the error wraps the
-	// context's too (Node.ForwardUntil).
-	ErrProposalPending = errors.New("raft: proposal still queued, its outcome unknown")
+	// ErrProposalPending: the wait for a forwarded proposal ended (its context or
+	// deadline) just as the run loop took it and handed it to the leader, too late
+	// to withdraw it: it may still commit, so its outcome is unknown. The error
+	// wraps the context's too (Node.ForwardUntil).
+	ErrProposalPending = errors.New("raft: proposal forwarded as its wait ended, its outcome unknown")
 	// ErrTooManyUncommitted: the leader already holds Config.MaxUncommittedEntriesBytes
 	// of entries that have not committed; back off and retry.
 	ErrTooManyUncommitted = errors.New("raft: too many uncommitted entries")

@@ -132,6 +132,10 @@ type proposal struct {
 	reply   chan proposalResult
 	// done, if set, takes the result instead of reply (ProposeAsync).
 	done func(index, term uint64, err error)
+	// claim, if set, lets its proposer withdraw the proposal while it is queued
+	// (ForwardUntil): the run loop and the proposer each try to set it, and the run
+	// loop acts on the proposal only if it sets it first.
+	claim *atomic.Bool
 }
 
 // answer gives p its result: on reply, or to done.
@@ -407,19 +411,35 @@ func (n *Node) Forward(ctx context.Context, cmd []byte) error {
 }
 
 // ForwardUntil is Forward that also gives up, with context.DeadlineExceeded, once
-// deadline closes (see ProposeUntil). A context error alone means the command was
-// never queued; one that wraps ErrProposalPending too means it was queued and the
-// wait for the run loop ended first, so it may still be forwarded.
+// deadline closes (see ProposeUntil). A context error alone means the command will
+// never be forwarded: it was not queued, or it was withdrawn from the queue before
+// the run loop took it, or the run loop dropped it (no leader known). One that
+// wraps ErrProposalPending too means the run loop handed it to the leader as the
+// wait ended, so it may still commit. (etcd's Node.Propose waits on an unbuffered
+// channel, so a proposal its context ends is never taken: the withdrawal gives
+// the queue the same rule.)
 func (n *Node) ForwardUntil(ctx context.Context, deadline <-chan struct{}, cmd []byte) error {
 	reply := make(chan proposalResult, 1)
-	if err := n.enqueue(ctx, deadline, proposal{data: cmd, forward: true, reply: reply}); err != nil {
+	claim := new(atomic.Bool)
+	if err := n.enqueue(ctx, deadline, proposal{data: cmd, forward: true, reply: reply, claim: claim}); err != nil {
 		return err
 	}
 	err := n.awaitReply(ctx, deadline, reply).err
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%w: %w", ErrProposalPending, err)
+	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return err
 	}
-	return err
+	if claim.CompareAndSwap(false, true) {
+		return err // withdrawn: the run loop will skip it
+	}
+	// The run loop took it and answers at once: propose does not block.
+	select {
+	case r := <-reply:
+		if errors.Is(r.err, ErrProposalDropped) {
+			return err
+		}
+	case <-n.done:
+	}
+	return fmt.Errorf("%w: %w", ErrProposalPending, err)
 }
 
 // State returns the current term and whether this node believes it is the leader. It
@@ -720,6 +740,9 @@ func (n *Node) run() {
 }
 
 func (n *Node) propose(p proposal) {
+	if p.claim != nil && !p.claim.CompareAndSwap(false, true) {
+		return // withdrawn by its proposer
+	}
 	if p.conf != nil {
 		index, term, err := n.rn.ProposeConfChange(*p.conf)
 		p.answer(proposalResult{index: index, term: term, err: err})

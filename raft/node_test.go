@@ -389,10 +389,13 @@ func TestNodeForwardFromFollower(t *testing.T) {
 	}
 }
 
-// A Forward whose wait ends while its command is still queued says so
-// (ErrProposalPending): the run loop takes and forwards it later, so the caller must
-// not report it as never proposed. One refused before it was queued does not.
-func TestNodeForwardUntilQueuedButUnansweredIsPending(t *testing.T) {
+// A Forward whose wait ends while its command is still queued withdraws it: it
+// ends with its context's error alone, and the run loop, once free, skips the
+// command, which never commits (as etcd's Propose, whose channel is unbuffered,
+// never takes a proposal whose context ended). Before, the run loop took and
+// forwarded it later, and the caller had to report an unknown outcome. One
+// refused before it was queued ends the same way.
+func TestNodeForwardUntilQueuedIsWithdrawn(t *testing.T) {
 	checkNoGoroutineLeak(t)
 	c := newTestCluster(t, 3)
 	lead, index := c.propose([]byte("first"))
@@ -407,21 +410,32 @@ func TestNodeForwardUntilQueuedButUnansweredIsPending(t *testing.T) {
 	defer cancel()
 	err := follower.ForwardUntil(ctx, nil, []byte("queued"))
 	close(release)
-	if !errors.Is(err, ErrProposalPending) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("ForwardUntil queued behind a busy run loop: %v, want ErrProposalPending wrapping the deadline", err)
+	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrProposalPending) {
+		t.Fatalf("ForwardUntil queued behind a busy run loop: %v, want context.DeadlineExceeded alone", err)
 	}
-	// The command was queued, and still commits.
+	// The run loop is free again: a command the follower forwards after the
+	// withdrawn one commits, and the withdrawn one, queued before it on the same
+	// node, is not among the entries before it.
+	if err := follower.ForwardUntil(context.Background(), nil, []byte("after")); err != nil {
+		t.Fatalf("forward after the withdrawal: %v", err)
+	}
 	deadline := time.Now().Add(10 * time.Second)
-	for found := false; !found; {
-		for i := index + 1; i <= index+3; i++ {
-			if cmd, ok := c.appliedAt(lead, i); ok && string(cmd) == "queued" {
-				found = true
+	afterIndex := uint64(0)
+	for afterIndex == 0 {
+		for i := index + 1; i <= index+5; i++ {
+			if cmd, ok := c.appliedAt(lead, i); ok && string(cmd) == "after" {
+				afterIndex = i
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the queued command never applied")
+			t.Fatal("the command forwarded after the withdrawal never applied")
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+	for i := index + 1; i < afterIndex; i++ {
+		if cmd, ok := c.appliedAt(lead, i); ok && string(cmd) == "queued" {
+			t.Fatalf("the withdrawn command applied at index %d", i)
+		}
 	}
 
 	// With the run loop busy again and its queue full, a cancelled Forward is

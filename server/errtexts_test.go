@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -204,12 +203,13 @@ func TestProposeCtxErrorVariants(t *testing.T) {
 }
 
 // A write forwarded by a follower whose run loop is busy (here in a WAL sync that
-// does not return) waits in the Node's queue; when RequestTimeout ends its wait, the
-// run loop may still forward it, and it commits once the sync returns. So it ends
-// with etcd's "request timed out" (Unavailable, which clientv3 does not send again
-// for a write), never with its context's DeadlineExceeded, on which clientv3 would
-// send the write again and it could apply twice.
-func TestForwardedWriteStillQueuedTimesOut(t *testing.T) {
+// does not return) waits in the Node's queue; when RequestTimeout ends its wait it is
+// withdrawn from the queue (raft's ForwardUntil), so it ends with its context's
+// DeadlineExceeded, as etcd's raft.Node.Propose does, and never applies: clientv3
+// may send it again on that code, and it must not apply twice. Before the
+// withdrawal the run loop forwarded it once the sync returned, and it had to end
+// with "request timed out".
+func TestForwardedWriteStillQueuedIsWithdrawn(t *testing.T) {
 	const requestTimeout = 500 * time.Millisecond
 	gates := map[string]*syncGate{}
 	members, lead := startWithLeader(t, func(c *Config) {
@@ -241,18 +241,23 @@ func TestForwardedWriteStillQueuedTimesOut(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := follower.client.Put(ctx, &pb.PutRequest{Key: []byte("queued"), Value: []byte("x")})
-	if st, _ := status.FromError(err); st.Code() != codes.Unavailable || !strings.HasPrefix(st.Message(), "etcdserver: request timed out") {
-		t.Fatalf("write queued behind a busy run loop: got %v, want Unavailable, etcdserver: request timed out", err)
+	if st, _ := status.FromError(err); st.Code() != codes.DeadlineExceeded || st.Message() != context.DeadlineExceeded.Error() {
+		t.Fatalf("write queued behind a busy run loop: got %v, want DeadlineExceeded, %q", err, context.DeadlineExceeded)
 	}
 	release()
-	// It was not lost: the run loop forwards it once the sync returns.
+	// A write the follower forwards after the sync returns applies; the withdrawn
+	// one, queued before it, does not.
 	retry(t, func(ctx context.Context) error {
-		resp, err := lead.client.Range(ctx, &pb.RangeRequest{Key: []byte("queued")})
-		if err == nil && resp.Count != 1 {
-			err = errors.New("the queued write has not applied yet")
-		}
+		_, err := follower.client.Put(ctx, &pb.PutRequest{Key: []byte("later"), Value: []byte("y")})
 		return err
 	})
+	resp, err := lead.client.Range(context.Background(), &pb.RangeRequest{Key: []byte("queued")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Count != 0 {
+		t.Fatalf("the withdrawn write applied: %v", resp.Kvs)
+	}
 }
 
 // syncGate is a log file system whose files' Sync waits while the gate is closed.

@@ -220,9 +220,11 @@ func (s *Server) wait(pc proposalContext, wt *waiter, resend *resendTrigger) (kv
 // raft.Node.Propose does while no leader is known (the gRPC status is then
 // DeadlineExceeded or Canceled, on which clientv3 sends the request again); the
 // caller turns it into a timeout if an earlier copy went to a leader. If pc ends
-// while the data waits in the node's queue, the run loop may still forward it: that
-// is a timeout too (Unavailable, which clientv3 does not resend for a write), never
-// the context's error, or a client could apply one write twice.
+// while the data waits in the node's queue, ForwardUntil withdraws it, and it ends
+// with the context's error too. If the run loop handed it to the leader just as pc
+// ended (raft.ErrProposalPending), it may still commit: that is a timeout
+// (Unavailable, which clientv3 does not resend for a write), never the context's
+// error, or a client could apply one write twice.
 func (s *Server) forward(pc proposalContext, data []byte) (term uint64, err error) {
 	for {
 		term, _ = s.node.State()
