@@ -413,11 +413,12 @@ func (n *Node) Forward(ctx context.Context, cmd []byte) error {
 // ForwardUntil is Forward that also gives up, with context.DeadlineExceeded, once
 // deadline closes (see ProposeUntil). A context error alone means the command will
 // never be forwarded: it was not queued, or it was withdrawn from the queue before
-// the run loop took it, or the run loop dropped it (no leader known). One that
-// wraps ErrProposalPending too means the run loop handed it to the leader as the
-// wait ended, so it may still commit. (etcd's Node.Propose waits on an unbuffered
-// channel, so a proposal its context ends is never taken: the withdrawal gives
-// the queue the same rule.)
+// the run loop took it, or the run loop refused it (no leader known, too large).
+// One that wraps ErrProposalPending too means the run loop handed it to the leader
+// as the wait ended, so it may still commit. (etcd's Node.Propose waits on an
+// unbuffered channel, so a proposal whose context ended before the run loop took
+// it is not taken; the withdrawal gives the queue that rule, and is stricter: etcd
+// can still answer the context's error for one its run loop took.)
 func (n *Node) ForwardUntil(ctx context.Context, deadline <-chan struct{}, cmd []byte) error {
 	reply := make(chan proposalResult, 1)
 	claim := new(atomic.Bool)
@@ -431,13 +432,20 @@ func (n *Node) ForwardUntil(ctx context.Context, deadline <-chan struct{}, cmd [
 	if claim.CompareAndSwap(false, true) {
 		return err // withdrawn: the run loop will skip it
 	}
-	// The run loop took it and answers at once: propose does not block.
+	// The run loop took it and answers at once: propose does not block. Any error
+	// it answers means nothing was appended or sent.
+	var r proposalResult
 	select {
-	case r := <-reply:
-		if errors.Is(r.err, ErrProposalDropped) {
-			return err
+	case r = <-reply:
+	default:
+		select {
+		case r = <-reply:
+		case <-n.done:
+			return fmt.Errorf("%w: %w", ErrProposalPending, err)
 		}
-	case <-n.done:
+	}
+	if r.err != nil {
+		return err
 	}
 	return fmt.Errorf("%w: %w", ErrProposalPending, err)
 }
