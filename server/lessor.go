@@ -104,6 +104,13 @@ type leaseTimer struct {
 	// checkpointed says kv holds a remaining TTL for the lease, which a renewal
 	// clears so that a new leader counts from the full TTL again.
 	checkpointed bool
+	// checkpointPending says a checkpoint of the lease's remaining TTL, taken by tick,
+	// is on its way through Raft. A renewal waits for it (renew): restarting the TTL
+	// before it applies would let it land after and undo the renewal for a later
+	// leader. checkpointSettled, made on demand by a waiting renewal, is closed when
+	// the checkpoint applied or was given up (settleCheckpoints).
+	checkpointPending bool
+	checkpointSettled chan struct{}
 	// revoked is closed when the lease's revoke applies; made on demand by a renewal
 	// that found the lease expired and waits for it.
 	revoked chan struct{}
@@ -166,29 +173,61 @@ func (l *lessor) dispatch(ctx context.Context, wg *sync.WaitGroup, expired []int
 	for i, id := range expired {
 		select {
 		case l.revokeq <- id:
+			continue
 		default:
-			// The workers are behind: try the rest at the next tick.
-			l.retryRevokes(expired[i:])
-			return
 		}
+		// The workers are behind: try the rest at the next tick.
+		l.retryRevokes(expired[i:])
+		break
 	}
 	if len(checkpoints) == 0 {
 		return
 	}
-	select {
-	case l.checkpointing <- struct{}{}:
-	default:
-		return // a batch is in flight; tick did not take any (see tick)
-	}
+	// tick takes checkpoints only while no batch is in flight, and only this
+	// goroutine starts one, so the token is free.
+	l.checkpointing <- struct{}{}
 	wg.Go(func() {
 		defer func() { <-l.checkpointing }()
-		for _, cps := range checkpoints {
-			if _, err := l.propose.proposeLease(ctx, &kv.Command{LeaseCheckpoint: &kv.LeaseCheckpointRequest{Checkpoints: cps}}); err != nil {
-				l.logger.Debug("lease checkpoint not proposed", "leases", len(cps), "err", err)
-				return
-			}
-		}
+		l.proposeCheckpoints(ctx, checkpoints)
 	})
+}
+
+// proposeCheckpoints proposes a batch of checkpoints taken by tick, one entry at a
+// time, and settles each entry's leases once it applied or was given up.
+func (l *lessor) proposeCheckpoints(ctx context.Context, entries [][]kv.LeaseCheckpoint) {
+	for i, cps := range entries {
+		if _, err := l.propose.proposeLease(ctx, &kv.Command{LeaseCheckpoint: &kv.LeaseCheckpointRequest{Checkpoints: cps}}); err != nil {
+			l.logger.Debug("lease checkpoint not proposed", "leases", len(cps), "err", err)
+			for _, rest := range entries[i:] {
+				l.settleCheckpoints(rest, true)
+			}
+			return
+		}
+		l.settleCheckpoints(cps, false)
+	}
+}
+
+// settleCheckpoints ends the wait of renewals on the leases of cps. uncertain says
+// the entry may still apply, later (its proposal failed after it entered the log):
+// the leases then count as checkpointed, so that their next renewal proposes a
+// clearing, which the log orders after it.
+func (l *lessor) settleCheckpoints(cps []kv.LeaseCheckpoint, uncertain bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, cp := range cps {
+		lt := l.mu.leases[cp.ID]
+		if lt == nil || !lt.checkpointPending {
+			continue
+		}
+		lt.checkpointPending = false
+		if uncertain {
+			lt.checkpointed = true
+		}
+		if lt.checkpointSettled != nil {
+			close(lt.checkpointSettled)
+			lt.checkpointSettled = nil
+		}
+	}
 }
 
 func (l *lessor) revokeWorker(ctx context.Context) {
@@ -285,6 +324,7 @@ func (l *lessor) dueCheckpointsLocked(now time.Time) [][]kv.LeaseCheckpoint {
 		if remaining >= lt.ttl {
 			continue
 		}
+		lt.checkpointPending = true
 		cps = append(cps, kv.LeaseCheckpoint{ID: lt.id, RemainingTTL: remaining})
 	}
 	if len(cps) > 0 {
@@ -467,54 +507,76 @@ func (l *lessor) restored(leases []kv.LeaseInfo) {
 // lease that expired is being revoked: renew waits for the revoke and answers
 // kv.ErrLeaseNotFound, or errNotPrimary if the lessor is demoted first (the revoke may
 // not happen then; the caller asks the new leader), or errTimeout after two revoke
-// attempts. A lease with a checkpoint has it
-// cleared through Raft first, so that a new leader would count it from its full TTL.
+// attempts.
+//
+// A later leader counts a lease from its last checkpoint in kv (promote), so a
+// renewal must leave none behind it in the log: a lease with a checkpoint has it
+// cleared through Raft first, and one whose checkpoint is still on its way waits
+// for it to apply, then clears it. (etcd restarts the TTL at once while a
+// checkpoint may still be in flight; when it applies after the renewal, a later
+// leader expires the lease up to a checkpoint interval early.)
 func (l *lessor) renew(ctx context.Context, id int64) (int64, error) {
-	l.mu.Lock()
-	lt, err := l.lookupLocked(id)
-	if err != nil {
-		l.mu.Unlock()
-		return 0, err
-	}
-	now := l.clock.Now()
-	if now.Before(lt.expiry) && !lt.checkpointed {
-		// The common case, in one critical section.
-		lt.expiry = now.Add(time.Duration(lt.ttl) * time.Second)
-		l.mu.Unlock()
-		return lt.ttl, nil
-	}
-	if !now.Before(lt.expiry) {
-		if lt.revoked == nil {
-			lt.revoked = make(chan struct{})
+	for {
+		l.mu.Lock()
+		lt, err := l.lookupLocked(id)
+		if err != nil {
+			l.mu.Unlock()
+			return 0, err
 		}
-		revoked, demoted := lt.revoked, l.mu.demoted
-		l.mu.Unlock()
-		// The revoke is retried every revokeRetry while this lessor is primary.
-		wait := time.NewTimer(2 * l.cfg.revokeRetry)
-		defer wait.Stop()
-		select {
-		case <-revoked:
-			return 0, kv.ErrLeaseNotFound
-		case <-demoted:
-			return 0, errNotPrimary
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-wait.C:
-			return 0, errTimeout
+		now := l.clock.Now()
+		switch {
+		case !now.Before(lt.expiry):
+			if lt.revoked == nil {
+				lt.revoked = make(chan struct{})
+			}
+			revoked, demoted := lt.revoked, l.mu.demoted
+			l.mu.Unlock()
+			return 0, l.awaitRevoke(ctx, revoked, demoted)
+		case lt.checkpointPending:
+			if lt.checkpointSettled == nil {
+				lt.checkpointSettled = make(chan struct{})
+			}
+			settled, demoted := lt.checkpointSettled, l.mu.demoted
+			l.mu.Unlock()
+			select {
+			case <-settled:
+			case <-demoted:
+				return 0, errNotPrimary
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+		case lt.checkpointed:
+			l.mu.Unlock()
+			clearing := &kv.LeaseCheckpointRequest{Checkpoints: []kv.LeaseCheckpoint{{ID: id}}}
+			if _, err := l.propose.proposeLease(ctx, &kv.Command{LeaseCheckpoint: clearing}); err != nil {
+				return 0, err
+			}
+			// Applied, the clearing reset checkpointed (applied); the next round
+			// restarts the TTL unless another checkpoint was taken meanwhile.
+		default:
+			// The common case, in one critical section.
+			lt.expiry = now.Add(time.Duration(lt.ttl) * time.Second)
+			l.mu.Unlock()
+			return lt.ttl, nil
 		}
 	}
-	l.mu.Unlock()
-	clearing := &kv.LeaseCheckpointRequest{Checkpoints: []kv.LeaseCheckpoint{{ID: id}}}
-	if _, err := l.propose.proposeLease(ctx, &kv.Command{LeaseCheckpoint: clearing}); err != nil {
-		return 0, err
+}
+
+// awaitRevoke waits for the revoke of an expired lease, which is retried every
+// revokeRetry while this lessor is primary.
+func (l *lessor) awaitRevoke(ctx context.Context, revoked, demoted <-chan struct{}) error {
+	wait := time.NewTimer(2 * l.cfg.revokeRetry)
+	defer wait.Stop()
+	select {
+	case <-revoked:
+		return kv.ErrLeaseNotFound
+	case <-demoted:
+		return errNotPrimary
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-wait.C:
+		return errTimeout
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if lt, err = l.lookupLocked(id); err != nil {
-		return 0, err
-	}
-	lt.expiry = l.clock.Now().Add(time.Duration(lt.ttl) * time.Second)
-	return lt.ttl, nil
 }
 
 func (l *lessor) lookupLocked(id int64) (*leaseTimer, error) {

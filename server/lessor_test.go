@@ -41,6 +41,7 @@ type fakeProposer struct {
 	leader  bool
 	term    uint64
 	applied []*kv.Command
+	fail    error
 }
 
 func (p *fakeProposer) isLeader(term uint64) bool {
@@ -51,9 +52,20 @@ func (p *fakeProposer) isLeader(term uint64) bool {
 
 func (p *fakeProposer) proposeLease(_ context.Context, cmd *kv.Command) (kv.Result, error) {
 	p.mu.Lock()
+	if err := p.fail; err != nil {
+		p.mu.Unlock()
+		return kv.Result{}, err
+	}
 	p.applied = append(p.applied, cmd)
 	p.mu.Unlock()
 	return p.apply(cmd), nil
+}
+
+// failWith makes proposals fail with err, or succeed again if err is nil.
+func (p *fakeProposer) failWith(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fail = err
 }
 
 func (p *fakeProposer) apply(cmd *kv.Command) kv.Result {
@@ -282,9 +294,8 @@ func TestLessorCheckpoints(t *testing.T) {
 	if !reflect.DeepEqual(cps, want) {
 		t.Fatalf("checkpoints %v, want %v", cps, want)
 	}
-	for _, entry := range cps {
-		p.apply(&kv.Command{LeaseCheckpoint: &kv.LeaseCheckpointRequest{Checkpoints: entry}})
-	}
+	l.proposeCheckpoints(context.Background(), cps)
+	p.proposed()
 	if info, _ := p.store.Lease(1); info.RemainingTTL != 90 {
 		t.Fatalf("kv holds %+v after the checkpoint", info)
 	}
@@ -309,6 +320,104 @@ func TestLessorCheckpoints(t *testing.T) {
 	clk.advance(testCheckpointInterval - time.Second)
 	if _, cps := l.tick(); !reflect.DeepEqual(cps, [][]kv.LeaseCheckpoint{{{ID: 1, RemainingTTL: 91}}}) {
 		t.Fatalf("second checkpoint %v", cps)
+	}
+}
+
+// A renewal while a checkpoint is on its way through Raft waits for it and clears
+// it: restarted at once, the TTL would be undone for a later leader by the
+// checkpoint applying after it (found by TestLeaseDifferential/members=1, where the
+// restarted member counted a lease renewed just before from an older checkpoint).
+func TestLessorRenewWaitsForCheckpointInFlight(t *testing.T) {
+	l, clk, p := newTestLessor(t)
+	l.promote(1, nil)
+	p.grant(1, 100)
+	clk.advance(testCheckpointInterval)
+	_, cps := l.tick()
+	if !reflect.DeepEqual(cps, [][]kv.LeaseCheckpoint{{{ID: 1, RemainingTTL: 90}}}) {
+		t.Fatalf("checkpoints %v", cps)
+	}
+	renewed := make(chan error, 1)
+	go func() {
+		_, err := l.renew(context.Background(), 1)
+		renewed <- err
+	}()
+	select {
+	case err := <-renewed:
+		t.Fatalf("renewal answered (%v) before the checkpoint in flight applied", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	l.proposeCheckpoints(context.Background(), cps)
+	if err := <-renewed; err != nil {
+		t.Fatal(err)
+	}
+	var order []int64
+	for _, cmd := range p.proposed() {
+		for _, cp := range cmd.LeaseCheckpoint.Checkpoints {
+			order = append(order, cp.RemainingTTL)
+		}
+	}
+	if !slices.Equal(order, []int64{90, 0}) {
+		t.Fatalf("remaining TTLs proposed %v, want the checkpoint (90) then its clearing (0)", order)
+	}
+	// A later leader counts the lease from its full TTL, as the renewal promised.
+	info, _ := p.store.Lease(1)
+	if info.RemainingTTL != 0 {
+		t.Fatalf("kv holds %+v after the renewal", info)
+	}
+	next, _, _ := newTestLessor(t)
+	next.promote(2, []kv.LeaseInfo{info})
+	if left, _, err := next.remaining(1); err != nil || left != testExtend+100*time.Second {
+		t.Fatalf("a later leader gives the lease %v (%v), want %v", left, err, testExtend+100*time.Second)
+	}
+}
+
+// A checkpoint whose proposal failed may still apply later, so its lease's next
+// renewal clears it (the clearing comes after it in the log) instead of restarting
+// the TTL at once.
+func TestLessorRenewAfterFailedCheckpointClearsIt(t *testing.T) {
+	l, clk, p := newTestLessor(t)
+	l.promote(1, nil)
+	p.grant(1, 100)
+	clk.advance(testCheckpointInterval)
+	_, cps := l.tick()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	p.failWith(context.Canceled)
+	l.proposeCheckpoints(ctx, cps)
+	p.failWith(nil)
+	p.proposed()
+	if _, err := l.renew(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	got := p.proposed()
+	if len(got) != 1 || got[0].LeaseCheckpoint == nil ||
+		!reflect.DeepEqual(got[0].LeaseCheckpoint.Checkpoints, []kv.LeaseCheckpoint{{ID: 1}}) {
+		t.Fatalf("renewal proposed %+v, want one checkpoint clearing lease 1", got)
+	}
+	// Cleared, the next renewal proposes nothing.
+	if _, err := l.renew(context.Background(), 1); err != nil || len(p.proposed()) != 0 {
+		t.Fatalf("second renewal: %v, proposed something", err)
+	}
+}
+
+// A renewal waiting for a checkpoint ends when the lessor is demoted.
+func TestLessorRenewWaitingForCheckpointEndsAtDemotion(t *testing.T) {
+	l, clk, p := newTestLessor(t)
+	l.promote(1, nil)
+	p.grant(1, 100)
+	clk.advance(testCheckpointInterval)
+	if _, cps := l.tick(); len(cps) != 1 {
+		t.Fatalf("checkpoints %v", cps)
+	}
+	renewed := make(chan error, 1)
+	go func() {
+		_, err := l.renew(context.Background(), 1)
+		renewed <- err
+	}()
+	time.Sleep(10 * time.Millisecond)
+	l.demote()
+	if err := <-renewed; !errors.Is(err, errNotPrimary) {
+		t.Fatalf("renewal ended with %v, want errNotPrimary", err)
 	}
 }
 
