@@ -208,9 +208,11 @@ func (l *lessor) proposeCheckpoints(ctx context.Context, entries [][]kv.LeaseChe
 }
 
 // settleCheckpoints ends the wait of renewals on the leases of cps. uncertain says
-// the entry may still apply, later (its proposal failed after it entered the log):
-// the leases then count as checkpointed, so that their next renewal proposes a
-// clearing, which the log orders after it.
+// the entry's proposal failed: it may have been queued and still apply (a proposal
+// that failed after queueing is appended later), so the leases count as
+// checkpointed and their next renewal proposes a clearing, which the proposal queue
+// orders after it. (Entries after a failed one were never proposed: for their leases
+// this costs one clearing.)
 func (l *lessor) settleCheckpoints(cps []kv.LeaseCheckpoint, uncertain bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -459,10 +461,7 @@ func (l *lessor) applied(res *kv.Result, exists func(id int64) bool) {
 		// A revoke answered from the session table (a retry) may name a lease
 		// granted again since: that one lives on.
 		if lt := l.mu.leases[res.LeaseRevoke.ID]; lt != nil && !exists(lt.id) {
-			delete(l.mu.leases, lt.id)
-			if lt.revoked != nil {
-				close(lt.revoked)
-			}
+			l.dropLocked(lt)
 		}
 	case res.LeaseCheckpoint != nil:
 		for _, cp := range res.LeaseCheckpoint.Checkpoints {
@@ -496,11 +495,24 @@ func (l *lessor) restored(leases []kv.LeaseInfo) {
 		kept[info.ID] = lt
 	}
 	for id, lt := range l.mu.leases {
-		if kept[id] == nil && lt.revoked != nil {
-			close(lt.revoked)
+		if kept[id] == nil {
+			l.dropLocked(lt)
 		}
 	}
 	l.mu.leases = kept
+}
+
+// dropLocked forgets a lease that is gone, waking the renewals waiting on it.
+func (l *lessor) dropLocked(lt *leaseTimer) {
+	delete(l.mu.leases, lt.id)
+	if lt.revoked != nil {
+		close(lt.revoked)
+		lt.revoked = nil
+	}
+	if lt.checkpointSettled != nil {
+		close(lt.checkpointSettled)
+		lt.checkpointSettled = nil
+	}
 }
 
 // renew mirrors etcd's lessor.Renew: it restarts the lease's TTL and returns it. A
@@ -509,13 +521,51 @@ func (l *lessor) restored(leases []kv.LeaseInfo) {
 // not happen then; the caller asks the new leader), or errTimeout after two revoke
 // attempts.
 //
-// A later leader counts a lease from its last checkpoint in kv (promote), so a
-// renewal must leave none behind it in the log: a lease with a checkpoint has it
-// cleared through Raft first, and one whose checkpoint is still on its way waits
-// for it to apply, then clears it. (etcd restarts the TTL at once while a
-// checkpoint may still be in flight; when it applies after the renewal, a later
-// leader expires the lease up to a checkpoint interval early.)
+// A later leader counts a lease from its last checkpoint in kv (promote), so renew
+// answers only once no checkpoint from before the renewal is left to apply: a lease
+// with a checkpoint in kv has it cleared through Raft, and one whose checkpoint is
+// still on its way waits for it to apply, then clears it. The TTL restarts in memory
+// at once, as in etcd, so the wait never lets the lease expire, and a checkpoint
+// taken meanwhile holds the renewed TTL. (etcd answers at once, while a checkpoint
+// may still be in flight; when it applies after the renewal, a later leader expires
+// the lease up to a checkpoint interval early.)
 func (l *lessor) renew(ctx context.Context, id int64) (int64, error) {
+	l.mu.Lock()
+	lt, err := l.lookupLocked(id)
+	if err != nil {
+		l.mu.Unlock()
+		return 0, err
+	}
+	now := l.clock.Now()
+	if !now.Before(lt.expiry) {
+		if lt.revoked == nil {
+			lt.revoked = make(chan struct{})
+		}
+		revoked, demoted := lt.revoked, l.mu.demoted
+		l.mu.Unlock()
+		return 0, l.awaitRevoke(ctx, revoked, demoted)
+	}
+	lt.expiry = now.Add(time.Duration(lt.ttl) * time.Second)
+	if !lt.checkpointPending && !lt.checkpointed {
+		// The common case, in one critical section.
+		l.mu.Unlock()
+		return lt.ttl, nil
+	}
+	l.mu.Unlock()
+	return l.clearCheckpoint(ctx, id)
+}
+
+// clearCheckpoint waits for a checkpoint of the lease still on its way through Raft,
+// if any, then clears the lease's checkpoint in kv through Raft, and returns the
+// lease's TTL. Each checkpoint entry's proposal ends within the request timeout
+// (settleCheckpoints); the timer is a bound of the wait's own.
+func (l *lessor) clearCheckpoint(ctx context.Context, id int64) (int64, error) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
 		l.mu.Lock()
 		lt, err := l.lookupLocked(id)
@@ -523,27 +573,24 @@ func (l *lessor) renew(ctx context.Context, id int64) (int64, error) {
 			l.mu.Unlock()
 			return 0, err
 		}
-		now := l.clock.Now()
 		switch {
-		case !now.Before(lt.expiry):
-			if lt.revoked == nil {
-				lt.revoked = make(chan struct{})
-			}
-			revoked, demoted := lt.revoked, l.mu.demoted
-			l.mu.Unlock()
-			return 0, l.awaitRevoke(ctx, revoked, demoted)
 		case lt.checkpointPending:
 			if lt.checkpointSettled == nil {
 				lt.checkpointSettled = make(chan struct{})
 			}
 			settled, demoted := lt.checkpointSettled, l.mu.demoted
 			l.mu.Unlock()
+			if timer == nil {
+				timer = time.NewTimer(2 * maxCheckpointEntriesPerTick * l.cfg.revokeRetry)
+			}
 			select {
 			case <-settled:
 			case <-demoted:
 				return 0, errNotPrimary
 			case <-ctx.Done():
 				return 0, ctx.Err()
+			case <-timer.C:
+				return 0, errTimeout
 			}
 		case lt.checkpointed:
 			l.mu.Unlock()
@@ -552,10 +599,8 @@ func (l *lessor) renew(ctx context.Context, id int64) (int64, error) {
 				return 0, err
 			}
 			// Applied, the clearing reset checkpointed (applied); the next round
-			// restarts the TTL unless another checkpoint was taken meanwhile.
+			// answers unless another checkpoint was taken meanwhile.
 		default:
-			// The common case, in one critical section.
-			lt.expiry = now.Add(time.Duration(lt.ttl) * time.Second)
 			l.mu.Unlock()
 			return lt.ttl, nil
 		}

@@ -421,6 +421,57 @@ func TestLessorRenewWaitingForCheckpointEndsAtDemotion(t *testing.T) {
 	}
 }
 
+// A renewal restarts the TTL in memory at once, so a lease does not expire while its
+// renewal waits for a checkpoint, and one revoked meanwhile ends the wait.
+func TestLessorRenewWaitingForCheckpoint(t *testing.T) {
+	l, clk, p := newTestLessor(t)
+	l.promote(1, nil)
+	p.grant(1, 100)
+	p.grant(2, 100)
+	clk.advance(testCheckpointInterval)
+	_, cps := l.tick()
+	if len(cps) != 1 || len(cps[0]) != 2 {
+		t.Fatalf("checkpoints %v, want one entry for both leases", cps)
+	}
+	renew := func(id int64) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			_, err := l.renew(context.Background(), id)
+			done <- err
+		}()
+		return done
+	}
+	renewed1, renewed2 := renew(1), renew(2)
+	time.Sleep(20 * time.Millisecond)
+	// Past both leases' expiry before the renewals, the renewed one lives on; the
+	// batch's token is held, as while dispatch proposes it.
+	l.checkpointing <- struct{}{}
+	clk.advance(95 * time.Second)
+	if expired := expiredAfter(t, l); len(expired) != 0 {
+		t.Fatalf("leases %v expired while their renewals waited", expired)
+	}
+	<-l.checkpointing
+	if left, _, err := l.remaining(1); err != nil || left != 5*time.Second {
+		t.Fatalf("lease 1 has %v left (%v), want the renewal's 100s less the 95s since", left, err)
+	}
+	p.apply(&kv.Command{LeaseRevoke: &kv.LeaseRevokeRequest{ID: 2}})
+	if err := <-renewed2; !errors.Is(err, kv.ErrLeaseNotFound) {
+		t.Fatalf("renewal of the revoked lease ended with %v, want ErrLeaseNotFound", err)
+	}
+	select {
+	case err := <-renewed1:
+		t.Fatalf("renewal of lease 1 answered (%v) before its checkpoint applied", err)
+	default:
+	}
+	l.proposeCheckpoints(context.Background(), cps)
+	if err := <-renewed1; err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := p.store.Lease(1); info.RemainingTTL != 0 {
+		t.Fatalf("kv holds %+v after the renewal", info)
+	}
+}
+
 func TestLessorCheckpointBatches(t *testing.T) {
 	l, clk, p := newTestLessor(t)
 	l.promote(1, nil)
