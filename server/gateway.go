@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/gorilla/websocket"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	etcdgw "go.etcd.io/etcd/api/v3/etcdserverpb/gw"
 	electiongw "go.etcd.io/etcd/server/v3/etcdserver/api/v3election/v3electionpb/gw"
@@ -47,6 +48,8 @@ type gateway struct {
 	listener *bufconn.Listener
 	conn     *grpc.ClientConn
 	mux      *runtime.ServeMux
+	// websockets are the calls made over websockets (gateway_ws.go).
+	websockets gatewayWebsockets
 }
 
 // startGateway serves the in-memory connection with the member's gRPC server and
@@ -122,6 +125,10 @@ func (g *gateway) handler(s *Server) http.Handler {
 			r.URL.Path = "/v3/" + rest
 			r.URL.RawPath = ""
 		}
+		if websocket.IsWebSocketUpgrade(r) {
+			g.serveWebsocket(w, r, gatewayMaxBodyBytes(s.cfg.MaxRequestBytes))
+			return
+		}
 		if r.URL.Path != "/v3/watch" && r.URL.Path != "/v3/lease/keepalive" {
 			// A request's body bounded before it is read whole and decoded (gRPC
 			// would refuse it only then): the largest request in JSON, its bytes
@@ -160,6 +167,8 @@ func hasCommonName(st *tls.ConnectionState) bool {
 func (g *gateway) close() {
 	_ = g.conn.Close()
 	_ = g.listener.Close()
+	// Hijacked, the websockets are not the HTTP server's to end.
+	g.websockets.close()
 }
 
 // gatewayListener hands the gRPC server the gateway's in-memory connections, which
