@@ -48,6 +48,7 @@ type gateway struct {
 	listener *bufconn.Listener
 	conn     *grpc.ClientConn
 	mux      *runtime.ServeMux
+	jsonpb   *runtime.JSONPb // the mux's decoder of requests
 	// websockets are the calls made over websockets (gateway_ws.go).
 	websockets gatewayWebsockets
 }
@@ -73,11 +74,12 @@ func (s *Server) startGateway() error {
 	}
 	// etcd's marshaler: proto field names (create_revision), unset fields left
 	// out, unknown request fields ignored.
+	jsonpb := &runtime.JSONPb{
+		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false},
+		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
+	}
 	mux := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard,
-		&runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
-			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false},
-			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
-		}}))
+		&runtime.HTTPBodyMarshaler{Marshaler: jsonpb}))
 	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
 		etcdgw.RegisterKVHandler,
 		etcdgw.RegisterWatchHandler,
@@ -96,7 +98,7 @@ func (s *Server) startGateway() error {
 			return err
 		}
 	}
-	s.gateway = &gateway{listener: l, conn: conn, mux: mux}
+	s.gateway = &gateway{listener: l, conn: conn, mux: mux, jsonpb: jsonpb}
 	s.goTracked(func() { _ = s.grpc.Serve(gatewayListener{l}) })
 	return nil
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -9,8 +10,11 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gorilla/websocket"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/protobuf/proto"
 )
 
 // The gateway over websockets, as etcd serves it (its wsproxy, from
@@ -29,6 +33,9 @@ import (
 // a hijacked connection), and logs through logrus. Here a message is bounded as a
 // request body is (gatewayMaxBodyBytes), the member's Stop ends and waits for every
 // websocket, and nothing is logged per connection.
+
+// gatewayWSCloseWait bounds the write of a close frame to a client.
+const gatewayWSCloseWait = time.Second
 
 // gatewayWSCookie is the cookie wsproxy takes a token from.
 const gatewayWSCookie = "token"
@@ -67,19 +74,31 @@ func (ws *gatewayWebsockets) done(c *websocket.Conn) {
 	ws.wg.Done()
 }
 
+// open returns how many websockets are open.
+func (ws *gatewayWebsockets) open() int {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return len(ws.conns)
+}
+
 // close ends every websocket and waits until their handlers have returned.
 func (ws *gatewayWebsockets) close() {
 	ws.mu.Lock()
 	ws.closed = true
+	conns := make([]*websocket.Conn, 0, len(ws.conns))
 	for c := range ws.conns {
-		_ = c.Close()
+		conns = append(conns, c)
 	}
 	ws.mu.Unlock()
+	for _, c := range conns {
+		closeWebsocket(c, websocket.CloseGoingAway)
+	}
 	ws.wg.Wait()
 }
 
 // serveWebsocket upgrades r and relays between the websocket and the gateway's
-// handler for r's path until either side ends.
+// handler for r's path until the call ends, the client goes, or the member stops;
+// it closes the websocket with 1000 when the call ends, 1001 at Stop.
 func (g *gateway) serveWebsocket(w http.ResponseWriter, r *http.Request, maxMessageBytes int64) {
 	var answer http.Header
 	protocol := r.Header.Get("Sec-WebSocket-Protocol")
@@ -95,11 +114,10 @@ func (g *gateway) serveWebsocket(w http.ResponseWriter, r *http.Request, maxMess
 		return // the upgrader answered the client with the error
 	}
 	if !g.websockets.add(conn) {
-		_ = conn.Close()
+		closeWebsocket(conn, websocket.CloseGoingAway)
 		return
 	}
 	defer g.websockets.done(conn)
-	defer conn.Close()
 	conn.SetReadLimit(maxMessageBytes)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -108,12 +126,19 @@ func (g *gateway) serveWebsocket(w http.ResponseWriter, r *http.Request, maxMess
 	answers, answersW := io.Pipe()
 	call, err := http.NewRequestWithContext(ctx, http.MethodPost, r.URL.String(), requests)
 	if err != nil {
+		closeWebsocket(conn, websocket.CloseInternalServerErr)
 		return
 	}
 	// The client's address, for the password-attempt limiter (gatewayClientAddr).
 	call.RemoteAddr = r.RemoteAddr
-	if token, ok := strings.CutPrefix(protocol, "Bearer,"); ok {
-		call.Header.Set("Authorization", "Bearer "+strings.TrimSpace(token))
+	if protocol != "" {
+		// As wsproxy: "Bearer, <token>" anywhere in the header is the token, and a
+		// header without one sends an empty token (refused with auth enabled).
+		token := ""
+		if _, t, ok := strings.Cut(protocol, "Bearer,"); ok {
+			token = "Bearer " + strings.TrimSpace(t)
+		}
+		call.Header.Set("Authorization", token)
 	}
 	if c, err := r.Cookie(gatewayWSCookie); err == nil {
 		call.Header.Set("Authorization", "Bearer "+c.Value)
@@ -132,33 +157,9 @@ func (g *gateway) serveWebsocket(w http.ResponseWriter, r *http.Request, maxMess
 		defer answersW.Close()
 		g.mux.ServeHTTP(&websocketAnswers{w: answersW, header: http.Header{}}, call)
 	})
-	// A method that takes one request reads the body to its end before it calls
-	// (etcd's gateway does): its body ends after the first message. (Through
-	// etcd's wsproxy such a call never answers.)
-	bidi := r.URL.Path == "/v3/watch" || r.URL.Path == "/v3/lease/keepalive"
 	wg.Go(func() {
-		// The client's messages, one request per line of the call's body.
 		defer cancel()
-		for {
-			_, msg, err := conn.ReadMessage()
-			if err != nil {
-				_ = requestsW.CloseWithError(io.EOF)
-				return
-			}
-			msg = append(msg, '\n')
-			if _, err := requestsW.Write(msg); err != nil {
-				return
-			}
-			if !bidi {
-				_ = requestsW.Close()
-				// Read on, so that pings are answered and a close is seen.
-				for {
-					if _, _, err := conn.ReadMessage(); err != nil {
-						return
-					}
-				}
-			}
-		}
+		g.relayRequests(conn, r.URL.Path, requestsW)
 	})
 	// The call's answers, one message per line; ends when the call returns or the
 	// client goes (cancel ends the call).
@@ -178,6 +179,67 @@ func (g *gateway) serveWebsocket(w http.ResponseWriter, r *http.Request, maxMess
 	// by the gateway).
 	_ = requestsW.Close()
 	// Ends the read loop if the client is still connected.
+	closeWebsocket(conn, websocket.CloseNormalClosure)
+}
+
+// relayRequests writes the client's messages into the call's body, one request per
+// line, until the client goes or the call stops reading. Then it reads on, so that
+// pings are answered and the client's close is seen.
+//
+// The gateway's handler reads a stream's requests until one does not decode; then
+// it stops reading, and a write of the next would block forever, with nobody
+// reading the websocket any more. So a stream's message is decoded here first, as
+// the handler will: one that does not decode is still passed on (the handler logs
+// it and ends the stream's sending side, as etcd's does), and ends the body. A
+// method that takes one request reads the body to its end before it calls (etcd's
+// gateway does): its body ends after the first message. (Through etcd's wsproxy
+// such a call never answers.)
+func (g *gateway) relayRequests(conn *websocket.Conn, path string, body *io.PipeWriter) {
+	defer func() {
+		_ = body.Close()
+		for {
+			if _, _, err := conn.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	var stream func() proto.Message
+	switch path {
+	case "/v3/watch":
+		stream = func() proto.Message { return &pb.WatchRequest{} }
+	case "/v3/lease/keepalive":
+		stream = func() proto.Message { return &pb.LeaseKeepAliveRequest{} }
+	}
+	for {
+		_, msg, err := conn.ReadMessage()
+		if err != nil {
+			return
+		}
+		decodes := stream != nil && g.decodes(msg, stream)
+		if _, err := body.Write(append(msg, '\n')); err != nil || !decodes {
+			return
+		}
+	}
+}
+
+// decodes reports whether every JSON value in msg decodes as a request of the
+// stream, as the gateway's handler will decode them.
+func (g *gateway) decodes(msg []byte, request func() proto.Message) bool {
+	dec := g.jsonpb.NewDecoder(bytes.NewReader(msg))
+	for {
+		switch err := dec.Decode(request()); {
+		case errors.Is(err, io.EOF):
+			return true
+		case err != nil:
+			return false
+		}
+	}
+}
+
+// closeWebsocket sends the client a close frame with code, then closes conn.
+func closeWebsocket(conn *websocket.Conn, code int) {
+	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""),
+		time.Now().Add(gatewayWSCloseWait))
 	_ = conn.Close()
 }
 

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -124,6 +123,11 @@ func TestGatewayWebsocketToken(t *testing.T) {
 	if got, _ := watch(http.Header{"Cookie": {"token=" + token}})["result"].(map[string]any); got["created"] != true {
 		t.Fatalf("watch with the token in a cookie: %v", got)
 	}
+	// A subprotocol that is no token sends an empty one, as wsproxy does.
+	if got, _ := watch(http.Header{"Sec-WebSocket-Protocol": {"graphql-ws"}})["result"].(map[string]any); got["canceled"] != true ||
+		!strings.Contains(fmt.Sprint(got["cancel_reason"]), "etcdserver: invalid auth token") {
+		t.Fatalf("watch with another subprotocol: %v, want it canceled as etcd's: invalid auth token", got)
+	}
 	if got, _ := watch(nil)["result"].(map[string]any); got["canceled"] != true ||
 		!strings.Contains(fmt.Sprint(got["cancel_reason"]), "etcdserver: user name is empty") {
 		t.Fatalf("watch without a token: %v, want it canceled as etcd's: user name is empty", got)
@@ -147,6 +151,30 @@ func TestGatewayWebsocketLimitsAndStop(t *testing.T) {
 		t.Fatalf("after a message over the limit: %v, want close 1009 (message too big)", err)
 	}
 
+	// A watch whose client sent a request that does not decode, then another, then
+	// left: the stream's sending side ended at the bad one (as etcd's), and the
+	// websocket still sees the client go.
+	bad := dialGatewayWS(t, base, "/v3/watch", nil)
+	for _, m := range []string{`{"create_request":{"key":"Zm9v"}}`, `{"create_request":{"key":"not base64!"}}`, `{"create_request":{"key":"Zm9w"}}`} {
+		if err := bad.WriteMessage(websocket.TextMessage, []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readWS(t, bad)
+	_ = bad.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+	_ = bad.Close()
+	gw := &members[0].srv.gateway.websockets
+	deadline := time.Now().Add(10 * time.Second)
+	for gw.open() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d websockets still open 10s after their clients left", gw.open())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// Stop ends a watch and a range whose one request has not come yet, each with a
+	// close frame.
+	idle := dialGatewayWS(t, base, "/v3/kv/range", nil)
 	open := dialGatewayWS(t, base, "/v3/watch", nil)
 	if err := open.WriteMessage(websocket.TextMessage, []byte(`{"create_request":{"key":"Zm9v"}}`)); err != nil {
 		t.Fatal(err)
@@ -162,13 +190,15 @@ func TestGatewayWebsocketLimitsAndStop(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("Stop did not return with a websocket open")
 	}
-	// The watch's end may come as a last message first.
-	_ = open.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var err error
-	for err == nil {
-		_, _, err = open.ReadMessage()
-	}
-	if netErr := (interface{ Timeout() bool })(nil); errors.As(err, &netErr) && netErr.Timeout() {
-		t.Fatalf("after Stop the websocket read %v, want it closed", err)
+	for _, c := range []*websocket.Conn{open, idle} {
+		// The watch's end may come as a last message first.
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var err error
+		for err == nil {
+			_, _, err = c.ReadMessage()
+		}
+		if !websocket.IsCloseError(err, websocket.CloseGoingAway, websocket.CloseNormalClosure) {
+			t.Fatalf("after Stop the websocket of %s read %v, want a close", c.RemoteAddr(), err)
+		}
 	}
 }
