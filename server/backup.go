@@ -153,9 +153,11 @@ func writeBackup(w io.Writer, view *kv.SnapshotView) (int64, error) {
 // BackupInfo is what a backup says of itself (raftkv snapshot status).
 type BackupInfo struct {
 	// Hash is the backup's SHA-256 trailer; Size its bytes, trailer included.
-	Hash                      []byte
-	Size                      int64
-	Version                   uint64
+	Hash    []byte
+	Size    int64
+	Version uint64
+	// Format is "raftkv" for raftkv's backups, "etcd" for etcd's database.
+	Format                    string
 	Revision, CompactRevision int64
 	TotalKeys                 uint64
 	Leases                    []kv.LeaseInfo
@@ -171,6 +173,9 @@ type backupReader struct {
 	pending     []byte
 	keysRead    uint64
 	done        bool
+	// etcdKeys are the histories of an etcd backup (backup_etcd.go), which nextKey
+	// hands out in turn; r is nil then.
+	etcdKeys []*kv.KeyHistory
 }
 
 // openBackup opens the backup at path, checks its checksum (unless skipHashCheck),
@@ -180,7 +185,7 @@ func openBackup(path string, skipHashCheck bool) (*os.File, *backupReader, error
 	if err != nil {
 		return nil, nil, err
 	}
-	br, err := readBackupHeader(f, skipHashCheck)
+	br, err := readBackupHeader(f, path, skipHashCheck)
 	if err != nil {
 		f.Close()
 		return nil, nil, fmt.Errorf("%s: %w", path, err)
@@ -188,7 +193,7 @@ func openBackup(path string, skipHashCheck bool) (*os.File, *backupReader, error
 	return f, br, nil
 }
 
-func readBackupHeader(f *os.File, skipHashCheck bool) (*backupReader, error) {
+func readBackupHeader(f *os.File, path string, skipHashCheck bool) (*backupReader, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -219,10 +224,17 @@ func readBackupHeader(f *os.File, skipHashCheck bool) (*backupReader, error) {
 		}
 	}
 	br := &backupReader{r: bufio.NewReaderSize(io.NewSectionReader(f, 0, body), 256<<10)}
-	br.info.Hash, br.info.Size = trailer, size
+	br.info.Hash, br.info.Size, br.info.Format = trailer, size, "raftkv"
+	if head, err := br.r.Peek(20); err == nil && isBboltFile(head) {
+		br.r = nil
+		if err := readEtcdBackup(path, br); err != nil {
+			return nil, err
+		}
+		return br, nil
+	}
 	magic := make([]byte, len(backupMagic))
 	if _, err := io.ReadFull(br.r, magic); err != nil || string(magic) != backupMagic {
-		return nil, fmt.Errorf("%w: no %q header (an etcd bbolt snapshot cannot be restored into raftkv)", errBadBackup, backupMagic[:13])
+		return nil, fmt.Errorf("%w: neither a %q header nor an etcd database", errBadBackup, backupMagic[:13])
 	}
 	kind, p, err := br.next()
 	if err != nil {
@@ -283,6 +295,16 @@ func (br *backupReader) next() (byte, []byte, error) {
 func (br *backupReader) nextKey() (*kv.KeyHistory, error) {
 	if br.done {
 		return nil, nil
+	}
+	if br.r == nil {
+		if len(br.etcdKeys) == 0 {
+			br.done = true
+			return nil, nil
+		}
+		h := br.etcdKeys[0]
+		br.etcdKeys[0], br.etcdKeys = nil, br.etcdKeys[1:]
+		br.keysRead++
+		return h, nil
 	}
 	kind, p, err := br.next()
 	if err != nil {

@@ -112,7 +112,9 @@ func (a *app) newSnapshotRestoreCommand() *cobra.Command {
 		Short: "build a data dir for one member of a new cluster from a backup (etcdutl snapshot restore)",
 		Long: "Run it once per member, each with its own --name and --data-dir and the same --initial-cluster\n" +
 			"and --initial-cluster-token, then start each member with those flags. The new cluster has a\n" +
-			"new cluster id, the store as of the backup's revision, and the membership --initial-cluster gives.",
+			"new cluster id, the store as of the backup's revision, and the membership --initial-cluster gives.\n" +
+			"FILE is a backup of raftkv's or of etcd's (etcdctl snapshot save against etcd): restoring etcd's\n" +
+			"migrates its keys with their history, leases, users and roles into raftkv.",
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.BackupPath = args[0]

@@ -1,0 +1,211 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+
+	"raftkv/internal/testport"
+	"raftkv/server"
+)
+
+// A backup of etcd (clientv3's Snapshot, as etcdctl snapshot save takes it),
+// restored into raftkv with server.Restore (raftkv snapshot restore), gives back
+// what etcd held: every key as of the backup and at each revision the compaction
+// kept, with create and mod revisions, versions and leases; the compaction
+// revision; the leases, their TTLs and keys; the users, roles and permissions, auth
+// enabled at etcd's auth revision, and the passwords (a user logs in with hers).
+func TestRestoreMigratesAnEtcdBackup(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	etcdHost := startEtcd(t, func(cfg *embed.Config) { cfg.TickMs, cfg.ElectionMs = 10, 100 })
+	cli := newClient(t, etcdHost)
+	must := func(_ any, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	short, err := cli.Grant(ctx, 600)
+	must(nil, err)
+	long, err := cli.Grant(ctx, 3000)
+	must(nil, err)
+	for i := range 240 {
+		key := fmt.Sprintf("key/%02d", i%40)
+		switch {
+		case i%17 == 5:
+			must(cli.Delete(ctx, key))
+		case i%23 == 7:
+			// One revision of three changes, in that order (sub-revisions).
+			must(cli.Txn(ctx).Then(clientv3.OpPut(key, "txn"), clientv3.OpDelete(fmt.Sprintf("key/%02d", (i+1)%40)),
+				clientv3.OpPut("other/"+key, "t")).Commit())
+		case i%11 == 3:
+			must(cli.Put(ctx, key, fmt.Sprint("short-", i), clientv3.WithLease(short.ID)))
+		case i%13 == 4:
+			must(cli.Put(ctx, key, fmt.Sprint("long-", i), clientv3.WithLease(long.ID)))
+		default:
+			must(cli.Put(ctx, key, fmt.Sprint("v", i)))
+		}
+		if i == 150 {
+			resp, err := cli.Get(ctx, "key/00")
+			must(nil, err)
+			must(cli.Compact(ctx, resp.Header.Revision-20))
+		}
+	}
+	must(cli.RoleAdd(ctx, "root"))
+	must(cli.UserAdd(ctx, "root", "rootpw"))
+	must(cli.UserGrantRole(ctx, "root", "root"))
+	must(cli.RoleAdd(ctx, "reader"))
+	must(cli.RoleGrantPermission(ctx, "reader", "key/", clientv3.GetPrefixRangeEnd("key/"), clientv3.PermissionType(clientv3.PermRead)))
+	must(cli.RoleGrantPermission(ctx, "reader", "other/key/00", "", clientv3.PermissionType(clientv3.PermReadWrite)))
+	must(cli.UserAdd(ctx, "alice", "alicepw"))
+	must(cli.UserGrantRole(ctx, "alice", "reader"))
+	must(cli.UserAddWithOptions(ctx, "bob", "", &clientv3.UserAddOptions{NoPassword: true}))
+	must(cli.AuthEnable(ctx))
+
+	etcdRoot := newAuthClient(t, etcdHost, "root", "rootpw")
+	backup := filepath.Join(t.TempDir(), "etcd.db")
+	rc, err := etcdRoot.Snapshot(ctx)
+	must(nil, err)
+	f, err := os.Create(backup)
+	must(nil, err)
+	_, err = io.Copy(f, rc)
+	must(nil, err)
+	must(nil, f.Close())
+
+	ports := testport.Free(t, 2)
+	dir := t.TempDir()
+	initial := map[string][]string{"m0": {fmt.Sprintf("http://127.0.0.1:%d", ports[1])}}
+	res, err := server.Restore(server.RestoreConfig{BackupPath: backup, DataDir: filepath.Join(dir, "m0"), Name: "m0",
+		InitialCluster: initial, InitialAdvertisePeerURLs: initial["m0"], Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("restoring etcd's backup: %v", err)
+	}
+	members, err := startRaftkvOn(ports, dir, 1, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(members[0].srv.Stop)
+	raftkvRoot := newAuthClient(t, hostPort(members[0].clientURL), "root", "rootpw")
+	if err := eventually(20*time.Second, 50*time.Millisecond, func() error {
+		_, err := raftkvRoot.Get(ctx, "key/00")
+		return err
+	}); err != nil {
+		t.Fatalf("the restored member does not serve root: %v", err)
+	}
+
+	want, err := etcdRoot.Get(ctx, "", clientv3.WithFromKey())
+	must(nil, err)
+	if res.Revision != want.Header.Revision {
+		t.Fatalf("restore says revision %d, etcd is at %d", res.Revision, want.Header.Revision)
+	}
+	status, err := etcdRoot.Status(ctx, etcdHost)
+	must(nil, err)
+	// Every revision from the last down to the first the compaction dropped.
+	compared, compacted := 0, false
+	for rev := status.Header.Revision; rev >= 1 && !compacted; rev-- {
+		w, werr := etcdRoot.Get(ctx, "", clientv3.WithFromKey(), clientv3.WithRev(rev))
+		g, gerr := raftkvRoot.Get(ctx, "", clientv3.WithFromKey(), clientv3.WithRev(rev))
+		if (werr == nil) != (gerr == nil) || (werr != nil && werr.Error() != gerr.Error()) {
+			t.Fatalf("revision %d: etcd %v, raftkv %v", rev, werr, gerr)
+		}
+		if werr != nil {
+			if !errors.Is(werr, rpctypes.ErrCompacted) {
+				t.Fatalf("revision %d: etcd %v", rev, werr)
+			}
+			compacted = true
+			continue
+		}
+		compared++
+		if g.Header.Revision != w.Header.Revision || !reflect.DeepEqual(g.Kvs, w.Kvs) || g.Count != w.Count {
+			t.Fatalf("revision %d: raftkv's %d keys at %d differ from etcd's %d at %d", rev, len(g.Kvs), g.Header.Revision, len(w.Kvs), w.Header.Revision)
+		}
+	}
+	if !compacted || compared < 50 {
+		t.Fatalf("compared %d revisions (compacted ones reached: %v); the test's history is too short", compared, compacted)
+	}
+	t.Logf("%d revisions the same on both, then both compacted; %d keys at %d", compared, len(want.Kvs), want.Header.Revision)
+	for _, id := range []clientv3.LeaseID{short.ID, long.ID} {
+		w, err := etcdRoot.TimeToLive(ctx, id, clientv3.WithAttachedKeys())
+		must(nil, err)
+		g, err := raftkvRoot.TimeToLive(ctx, id, clientv3.WithAttachedKeys())
+		must(nil, err)
+		slices.SortFunc(w.Keys, func(a, b []byte) int { return slices.Compare(a, b) })
+		slices.SortFunc(g.Keys, func(a, b []byte) int { return slices.Compare(a, b) })
+		if g.GrantedTTL != w.GrantedTTL || !reflect.DeepEqual(g.Keys, w.Keys) || g.TTL <= 0 || g.TTL > g.GrantedTTL {
+			t.Fatalf("lease %x: raftkv TTL %d of %d, %d keys; etcd TTL %d of %d, %d keys", id, g.TTL, g.GrantedTTL, len(g.Keys), w.TTL, w.GrantedTTL, len(w.Keys))
+		}
+	}
+	wantUsers, err := etcdRoot.UserList(ctx)
+	must(nil, err)
+	gotUsers, err := raftkvRoot.UserList(ctx)
+	must(nil, err)
+	if !slices.Equal(gotUsers.Users, wantUsers.Users) {
+		t.Fatalf("users: raftkv %v, etcd %v", gotUsers.Users, wantUsers.Users)
+	}
+	for _, u := range wantUsers.Users {
+		w, err := etcdRoot.UserGet(ctx, u)
+		must(nil, err)
+		g, err := raftkvRoot.UserGet(ctx, u)
+		must(nil, err)
+		if !slices.Equal(g.Roles, w.Roles) {
+			t.Fatalf("user %s: roles %v on raftkv, %v on etcd", u, g.Roles, w.Roles)
+		}
+	}
+	for _, r := range []string{"root", "reader"} {
+		w, err := etcdRoot.RoleGet(ctx, r)
+		must(nil, err)
+		g, err := raftkvRoot.RoleGet(ctx, r)
+		must(nil, err)
+		if fmt.Sprint(g.Perm) != fmt.Sprint(w.Perm) {
+			t.Fatalf("role %s: permissions %v on raftkv, %v on etcd", r, g.Perm, w.Perm)
+		}
+	}
+	wantAuth, err := etcdRoot.AuthStatus(ctx)
+	must(nil, err)
+	gotAuth, err := raftkvRoot.AuthStatus(ctx)
+	must(nil, err)
+	if !gotAuth.Enabled || gotAuth.AuthRevision != wantAuth.AuthRevision {
+		t.Fatalf("auth status: raftkv enabled %v at revision %d, etcd enabled at %d", gotAuth.Enabled, gotAuth.AuthRevision, wantAuth.AuthRevision)
+	}
+	// alice logs in with her password, reads what her role lets her, no more.
+	alice := newAuthClient(t, hostPort(members[0].clientURL), "alice", "alicepw")
+	if _, err := alice.Get(ctx, "key/01"); err != nil {
+		t.Fatalf("alice reading key/01 on raftkv: %v", err)
+	}
+	if _, err := alice.Put(ctx, "key/01", "no"); !errors.Is(err, rpctypes.ErrPermissionDenied) {
+		t.Fatalf("alice writing key/01 on raftkv: %v, want permission denied", err)
+	}
+	// The restored cluster takes writes, from the next revision.
+	put, err := raftkvRoot.Put(ctx, "after", "restore")
+	must(nil, err)
+	if put.Header.Revision != want.Header.Revision+1 {
+		t.Fatalf("the first write after the restore is at revision %d, want %d", put.Header.Revision, want.Header.Revision+1)
+	}
+}
+
+// newAuthClient is newClient with a user's credentials.
+func newAuthClient(t *testing.T, endpoint, user, password string) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 2 * time.Second,
+		Username: user, Password: password, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatalf("clientv3.New(%s as %s): %v", endpoint, user, err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
