@@ -173,14 +173,14 @@ type backupReader struct {
 	pending     []byte
 	keysRead    uint64
 	done        bool
-	// etcdKeys are the histories of an etcd backup (backup_etcd.go), which nextKey
-	// hands out in turn; r is nil then.
-	etcdKeys []*kv.KeyHistory
+	// etcd is an etcd backup's database (backup_etcd.go), whose keys nextKey hands
+	// out; r is nil then.
+	etcd *etcdBackup
 }
 
 // openBackup opens the backup at path, checks its checksum (unless skipHashCheck),
-// and reads its header. Close the file when done.
-func openBackup(path string, skipHashCheck bool) (*os.File, *backupReader, error) {
+// and reads its header. Close it when done.
+func openBackup(path string, skipHashCheck bool) (io.Closer, *backupReader, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, err
@@ -190,7 +190,20 @@ func openBackup(path string, skipHashCheck bool) (*os.File, *backupReader, error
 		f.Close()
 		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return f, br, nil
+	return backupFile{f, br}, br, nil
+}
+
+// backupFile closes a backup's file, and an etcd backup's database.
+type backupFile struct {
+	f  *os.File
+	br *backupReader
+}
+
+func (b backupFile) Close() error {
+	if b.br.etcd != nil {
+		b.br.etcd.close()
+	}
+	return b.f.Close()
 }
 
 func readBackupHeader(f *os.File, path string, skipHashCheck bool) (*backupReader, error) {
@@ -296,13 +309,12 @@ func (br *backupReader) nextKey() (*kv.KeyHistory, error) {
 	if br.done {
 		return nil, nil
 	}
-	if br.r == nil {
-		if len(br.etcdKeys) == 0 {
+	if br.etcd != nil {
+		h, err := br.etcd.next()
+		if h == nil || err != nil {
 			br.done = true
-			return nil, nil
+			return h, err
 		}
-		h := br.etcdKeys[0]
-		br.etcdKeys[0], br.etcdKeys = nil, br.etcdKeys[1:]
 		br.keysRead++
 		return h, nil
 	}
@@ -398,10 +410,10 @@ func (d *byteDecoder) varint() int64 {
 	return v
 }
 
-// ReadBackupInfo reads the backup at path whole, checking its checksum and every
-// record, and says what it holds.
-func ReadBackupInfo(path string) (BackupInfo, error) {
-	f, br, err := openBackup(path, false)
+// ReadBackupInfo reads the backup at path whole, checking its checksum (unless
+// skipHashCheck) and every record, and says what it holds.
+func ReadBackupInfo(path string, skipHashCheck bool) (BackupInfo, error) {
+	f, br, err := openBackup(path, skipHashCheck)
 	if err != nil {
 		return BackupInfo{}, err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -13,12 +14,13 @@ import (
 	"go.etcd.io/etcd/api/v3/authpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/server/v3/lease/leasepb"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"raftkv/kv"
 )
 
-// An etcd backup (etcdctl snapshot save against etcd, or a copy of an etcd
+// An etcd backup (etcdctl snapshot save against etcd, or a copy of a stopped etcd
 // member's member/snap/db with --skip-hash-check) is etcd's bbolt database: what
 // restore migrates from etcd into a new raftkv cluster. It is read with bbolt, in
 // etcd's schema (go.etcd.io/etcd/server/v3/storage/schema):
@@ -26,16 +28,25 @@ import (
 //   - bucket "key": one record per change, keyed by its revision (8 bytes main,
 //     '_', 8 bytes sub, and a 't' for a delete), holding an mvccpb.KeyValue; what
 //     etcd's compactions left is each key's retained history;
-//   - bucket "meta": "finishedCompactRev", the compaction revision (a revision's
-//     17 bytes);
+//   - bucket "meta": "finishedCompactRev" and "scheduledCompactRev", the
+//     compaction revisions (a revision's 17 bytes);
 //   - bucket "lease": leasepb.Lease by id;
 //   - buckets "auth" ("authEnabled", "authRevision"), "authUsers" and "authRoles"
 //     (authpb.User, authpb.Role), whose password hashes are bcrypt's, as raftkv's.
 //
 // The membership, alarms and cluster version are not carried over: a restore
-// starts a new cluster, as etcdutl's does. The histories are gathered in memory,
-// as bbolt keeps them in revision order and Import takes them in key order: a
-// migration needs memory about the size of the data kept (keys, values, history).
+// starts a new cluster, as etcdutl's does.
+//
+// bbolt keeps the changes in revision order and Import takes keys in key order. A
+// first pass reads only each record's key (protowire, the value left in place) and
+// gathers every key's revisions, 16 bytes each, in memory; nextKey then reads one
+// key's records at a time, in the read transaction held open meanwhile. The
+// compaction is applied as etcd's own restart would finish it: a backup taken while
+// a compaction was under way (scheduledCompactRev past finishedCompactRev) still
+// holds some of what it drops.
+
+// errBadEtcdBackup: the etcd database cannot be migrated as it is.
+var errBadEtcdBackup = errors.New("not a usable etcd backup")
 
 // bboltMagic is bbolt's magic number, in the meta page at the start of the file
 // (after a 16-byte page header), little-endian.
@@ -50,94 +61,250 @@ func isBboltFile(head []byte) bool {
 	return len(head) >= 20 && binary.LittleEndian.Uint32(head[16:20]) == bboltMagic
 }
 
-// readEtcdBackup reads the etcd database at path into br: the store's header in
-// br.info, the keys' histories, in key order, for nextKey.
-func readEtcdBackup(path string, br *backupReader) error {
-	db, err := bbolt.Open(path, 0o400, &bbolt.Options{ReadOnly: true, Timeout: time.Second})
-	if err != nil {
-		return fmt.Errorf("%w: an etcd database that bbolt cannot open: %v", errBadBackup, err)
-	}
-	defer db.Close()
-	return db.View(func(tx *bbolt.Tx) error {
-		info := &br.info
-		info.Version, info.Format = backupVersion, "etcd"
-		if b := tx.Bucket([]byte("meta")); b != nil {
-			if v := b.Get([]byte("finishedCompactRev")); v != nil {
-				if len(v) != etcdRevBytes {
-					return fmt.Errorf("%w: etcd's finishedCompactRev has %d bytes, not %d", errBadBackup, len(v), etcdRevBytes)
-				}
-				info.CompactRevision = int64(binary.BigEndian.Uint64(v))
-			}
-		}
-		keys := tx.Bucket([]byte("key"))
-		if keys == nil {
-			return fmt.Errorf("%w: an etcd database without its key bucket", errBadBackup)
-		}
-		histories, rev, err := etcdHistories(keys)
-		if err != nil {
-			return err
-		}
-		// A compaction past the last change (every key deleted before it) leaves
-		// etcd at the compaction revision, as etcd's own restart does.
-		info.Revision = max(rev, info.CompactRevision, 1)
-		br.etcdKeys, info.TotalKeys = histories, uint64(len(histories))
-		if info.Leases, err = etcdLeases(tx.Bucket([]byte("lease"))); err != nil {
-			return err
-		}
-		info.AuthState, err = etcdAuthState(tx)
-		return err
-	})
+// etcdRev is one change of etcd's key bucket.
+type etcdRev struct {
+	main      int64
+	sub       uint32
+	tombstone bool
 }
 
-// etcdHistories gathers the key bucket's changes into each key's history, sorted by
-// key, and returns the last change's revision.
-func etcdHistories(b *bbolt.Bucket) ([]*kv.KeyHistory, int64, error) {
-	byKey := map[string]*kv.KeyHistory{}
+// bucketKey is the change's key in etcd's key bucket.
+func (r etcdRev) bucketKey() []byte {
+	k := binary.BigEndian.AppendUint64(make([]byte, 0, etcdRevBytes+1), uint64(r.main))
+	k = append(k, '_')
+	k = binary.BigEndian.AppendUint64(k, uint64(r.sub))
+	if r.tombstone {
+		k = append(k, 't')
+	}
+	return k
+}
+
+// etcdBackup is an etcd database open for reading, with every key's changes.
+type etcdBackup struct {
+	db   *bbolt.DB
+	tx   *bbolt.Tx
+	keys *bbolt.Bucket
+	// order lists the keys in key order; revs holds each one's changes, in
+	// revision order, as the compaction leaves them.
+	order []string
+	revs  map[string][]etcdRev
+}
+
+func (e *etcdBackup) close() {
+	if e.tx != nil {
+		_ = e.tx.Rollback()
+	}
+	_ = e.db.Close()
+}
+
+// readEtcdBackup opens the etcd database at path and reads into br.info what it
+// holds; br.nextKey then hands out its keys' histories. A damaged database, which
+// bbolt meets with a panic, is refused with an error.
+func readEtcdBackup(path string, br *backupReader) (err error) {
+	db, err := bbolt.Open(path, 0o400, &bbolt.Options{ReadOnly: true, Timeout: time.Second})
+	switch {
+	case errors.Is(err, bbolt.ErrTimeout):
+		return fmt.Errorf("%w: the etcd database is locked by another process (an etcd running on it?): "+
+			"stop it, or take a backup with etcdctl snapshot save", errBadEtcdBackup)
+	case err != nil:
+		return fmt.Errorf("%w: bbolt cannot open the etcd database: %v", errBadEtcdBackup, err)
+	}
+	e := &etcdBackup{db: db}
+	defer func() {
+		if err != nil {
+			e.close()
+		}
+	}()
+	defer recoverDamagedEtcd(&err)
+	if e.tx, err = db.Begin(false); err != nil {
+		return fmt.Errorf("%w: %v", errBadEtcdBackup, err)
+	}
+	info := &br.info
+	info.Version, info.Format = backupVersion, "etcd"
+	var finished, scheduled int64
+	if b := e.tx.Bucket([]byte("meta")); b != nil {
+		if finished, err = etcdMetaRev(b, "finishedCompactRev"); err != nil {
+			return err
+		}
+		if scheduled, err = etcdMetaRev(b, "scheduledCompactRev"); err != nil {
+			return err
+		}
+	}
+	// A compaction scheduled and not finished is finished at etcd's next start.
+	info.CompactRevision = max(finished, scheduled)
+	if e.keys = e.tx.Bucket([]byte("key")); e.keys == nil {
+		return fmt.Errorf("%w: the etcd database has no key bucket", errBadEtcdBackup)
+	}
+	last, err := e.gather(info.CompactRevision)
+	if err != nil {
+		return err
+	}
+	// A compaction past the last change (every key deleted before it) leaves etcd
+	// at the compaction revision, as etcd's own restart does.
+	info.Revision = max(last, info.CompactRevision, 1)
+	info.TotalKeys = uint64(len(e.order))
+	if info.Leases, err = etcdLeases(e.tx.Bucket([]byte("lease"))); err != nil {
+		return err
+	}
+	if info.AuthState, err = etcdAuthState(e.tx); err != nil {
+		return err
+	}
+	br.etcd = e
+	return nil
+}
+
+// recoverDamagedEtcd turns bbolt's panic on a damaged page into an error.
+func recoverDamagedEtcd(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%w: the etcd database is damaged (%v); take a new backup with etcdctl snapshot save", errBadEtcdBackup, r)
+	}
+}
+
+// etcdMetaRev reads a revision from etcd's meta bucket; 0 if absent.
+func etcdMetaRev(b *bbolt.Bucket, name string) (int64, error) {
+	v := b.Get([]byte(name))
+	if v == nil {
+		return 0, nil
+	}
+	if len(v) != etcdRevBytes {
+		return 0, fmt.Errorf("%w: etcd's %s has %d bytes, not %d", errBadEtcdBackup, name, len(v), etcdRevBytes)
+	}
+	return int64(binary.BigEndian.Uint64(v)), nil
+}
+
+// gather reads every change's key and revision, leaves each key the changes a
+// compaction at compactRev keeps, and returns the last change's revision.
+func (e *etcdBackup) gather(compactRev int64) (int64, error) {
+	e.revs = map[string][]etcdRev{}
 	var last int64
-	err := b.ForEach(func(k, v []byte) error {
+	err := e.keys.ForEach(func(k, v []byte) error {
 		tombstone := len(k) == etcdRevBytes+1 && k[etcdRevBytes] == 't'
 		if (len(k) != etcdRevBytes && !tombstone) || k[8] != '_' {
-			return fmt.Errorf("%w: etcd key bucket record %x is not a revision", errBadBackup, k)
+			return fmt.Errorf("%w: etcd's key bucket holds %x, which is not a revision", errBadEtcdBackup, k)
 		}
-		main, sub := int64(binary.BigEndian.Uint64(k)), binary.BigEndian.Uint64(k[9:])
-		var r mvccpb.KeyValue
-		if err := proto.Unmarshal(v, &r); err != nil {
-			return fmt.Errorf("%w: etcd change at revision %d: %v", errBadBackup, main, err)
+		r := etcdRev{main: int64(binary.BigEndian.Uint64(k)), tombstone: tombstone}
+		sub := binary.BigEndian.Uint64(k[9:])
+		if sub > uint64(^uint32(0)) {
+			return fmt.Errorf("%w: etcd's change %d_%d has a sub-revision past 2^32", errBadEtcdBackup, r.main, sub)
 		}
-		if main < last || sub > uint64(^uint32(0)) {
-			return fmt.Errorf("%w: etcd change at revision %d_%d is out of order", errBadBackup, main, sub)
+		r.sub = uint32(sub)
+		key, err := etcdRecordKey(v)
+		if err != nil {
+			return fmt.Errorf("%w: etcd's change at revision %d: %v", errBadEtcdBackup, r.main, err)
 		}
-		last = main
-		h := byKey[string(r.Key)]
-		if h == nil {
-			h = &kv.KeyHistory{Key: slices.Clone(r.Key)}
-			byKey[string(r.Key)] = h
-		}
-		open := len(h.Generations) > 0 && h.Generations[len(h.Generations)-1].TombstoneRevision == 0
-		switch {
-		case tombstone && !open:
-			return fmt.Errorf("%w: etcd deletes key %q at revision %d, which has no put before it", errBadBackup, r.Key, main)
-		case tombstone:
-			g := &h.Generations[len(h.Generations)-1]
-			g.TombstoneRevision, g.TombstoneSub = main, uint32(sub)
-		default:
-			if !open {
-				h.Generations = append(h.Generations, kv.KeyGeneration{CreateRevision: r.CreateRevision, FirstVersion: r.Version})
-			}
-			g := &h.Generations[len(h.Generations)-1]
-			g.Revisions = append(g.Revisions, kv.KeyRevision{ModRevision: main, Sub: uint32(sub), Lease: r.Lease, Value: slices.Clone(r.Value)})
-		}
+		e.revs[string(key)] = append(e.revs[string(key)], r)
+		last = r.main
 		return nil
 	})
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
-	out := make([]*kv.KeyHistory, 0, len(byKey))
-	for _, h := range byKey {
-		out = append(out, h)
+	for key, revs := range e.revs {
+		if kept := compactEtcdRevs(revs, compactRev); len(kept) > 0 {
+			e.revs[key] = kept
+			e.order = append(e.order, key)
+		} else {
+			delete(e.revs, key)
+		}
 	}
-	slices.SortFunc(out, func(a, b *kv.KeyHistory) int { return bytes.Compare(a.Key, b.Key) })
-	return out, last, nil
+	slices.Sort(e.order)
+	return last, nil
+}
+
+// compactEtcdRevs returns what a compaction at compactRev keeps of one key's
+// changes, as raftkv keeps a history (kv.KeyHistory): a lifetime that ended at or
+// before it goes whole, and of the others the last put at or before it and all
+// after. A delete with no put before it is dropped too: since etcd 3.6 a
+// compaction at a delete's revision keeps the delete and drops the put (a watch
+// from exactly the compaction revision would see that delete in etcd; raftkv keeps
+// no lifetime without a put).
+func compactEtcdRevs(revs []etcdRev, compactRev int64) []etcdRev {
+	var out, life []etcdRev // life: the lifetime being read, puts then its delete
+	flush := func() {
+		if len(life) == 0 {
+			return
+		}
+		if end := life[len(life)-1]; end.tombstone && end.main <= compactRev {
+			life = life[:0]
+			return
+		}
+		first := 0
+		for i, r := range life {
+			if !r.tombstone && r.main <= compactRev {
+				first = i
+			}
+		}
+		out = append(out, life[first:]...)
+		life = life[:0]
+	}
+	for _, r := range revs {
+		if r.tombstone && len(life) == 0 {
+			continue
+		}
+		life = append(life, r)
+		if r.tombstone {
+			flush()
+		}
+	}
+	flush()
+	return out
+}
+
+// etcdRecordKey returns the key of an mvccpb.KeyValue (field 1), leaving the rest
+// of the record unread.
+func etcdRecordKey(v []byte) ([]byte, error) {
+	for len(v) > 0 {
+		num, typ, n := protowire.ConsumeTag(v)
+		if n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		v = v[n:]
+		if num == 1 && typ == protowire.BytesType {
+			key, n := protowire.ConsumeBytes(v)
+			if n < 0 {
+				return nil, protowire.ParseError(n)
+			}
+			return key, nil
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, v); n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		v = v[n:]
+	}
+	return nil, errors.New("the record names no key")
+}
+
+// next returns the next key's history, nil after the last.
+func (e *etcdBackup) next() (h *kv.KeyHistory, err error) {
+	if len(e.order) == 0 {
+		return nil, nil
+	}
+	defer recoverDamagedEtcd(&err)
+	key := e.order[0]
+	e.order = e.order[1:]
+	revs := e.revs[key]
+	delete(e.revs, key)
+	h = &kv.KeyHistory{Key: []byte(key)}
+	for _, r := range revs {
+		v := e.keys.Get(r.bucketKey())
+		var rec mvccpb.KeyValue
+		if v == nil || proto.Unmarshal(v, &rec) != nil || string(rec.Key) != key {
+			return nil, fmt.Errorf("%w: etcd's change of %q at revision %d cannot be read again", errBadEtcdBackup, key, r.main)
+		}
+		open := len(h.Generations) > 0 && h.Generations[len(h.Generations)-1].TombstoneRevision == 0
+		switch {
+		case r.tombstone:
+			g := &h.Generations[len(h.Generations)-1] // compactEtcdRevs left a put before it
+			g.TombstoneRevision, g.TombstoneSub = r.main, r.sub
+		default:
+			if !open {
+				h.Generations = append(h.Generations, kv.KeyGeneration{CreateRevision: rec.CreateRevision, FirstVersion: rec.Version})
+			}
+			g := &h.Generations[len(h.Generations)-1]
+			g.Revisions = append(g.Revisions, kv.KeyRevision{ModRevision: r.main, Sub: r.sub, Lease: rec.Lease, Value: rec.Value})
+		}
+	}
+	return h, nil
 }
 
 // etcdLeases reads etcd's lease bucket.
@@ -149,7 +316,7 @@ func etcdLeases(b *bbolt.Bucket) ([]kv.LeaseInfo, error) {
 	err := b.ForEach(func(k, v []byte) error {
 		var l leasepb.Lease
 		if err := proto.Unmarshal(v, &l); err != nil {
-			return fmt.Errorf("%w: etcd lease %x: %v", errBadBackup, k, err)
+			return fmt.Errorf("%w: etcd's lease %x: %v", errBadEtcdBackup, k, err)
 		}
 		out = append(out, kv.LeaseInfo{ID: l.ID, TTL: l.TTL, RemainingTTL: l.RemainingTTL})
 		return nil
@@ -172,7 +339,7 @@ func etcdAuthState(tx *bbolt.Tx) ([]byte, error) {
 		err := b.ForEach(func(k, v []byte) error {
 			var u authpb.User
 			if err := proto.Unmarshal(v, &u); err != nil {
-				return fmt.Errorf("%w: etcd user %q: %v", errBadBackup, k, err)
+				return fmt.Errorf("%w: etcd's user %q: %v", errBadEtcdBackup, k, err)
 			}
 			a.Users = append(a.Users, kv.AuthImportUser{Name: string(u.Name), PasswordHash: u.Password,
 				NoPassword: u.Options.GetNoPassword(), Roles: u.Roles})
@@ -186,7 +353,7 @@ func etcdAuthState(tx *bbolt.Tx) ([]byte, error) {
 		err := b.ForEach(func(k, v []byte) error {
 			var r authpb.Role
 			if err := proto.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("%w: etcd role %q: %v", errBadBackup, k, err)
+				return fmt.Errorf("%w: etcd's role %q: %v", errBadEtcdBackup, k, err)
 			}
 			role := kv.AuthImportRole{Name: string(r.Name)}
 			for _, p := range r.KeyPermission {
@@ -204,7 +371,7 @@ func etcdAuthState(tx *bbolt.Tx) ([]byte, error) {
 	}
 	state, err := kv.EncodeAuthState(a)
 	if err != nil {
-		return nil, fmt.Errorf("%w: etcd's %s", errBadBackup, strings.TrimPrefix(err.Error(), "auth state: "))
+		return nil, fmt.Errorf("%w: etcd's %s", errBadEtcdBackup, strings.TrimPrefix(err.Error(), "auth state: "))
 	}
 	return state, nil
 }

@@ -80,7 +80,7 @@ func TestDamagedBackupRefused(t *testing.T) {
 	if err := readAll(path); err != nil {
 		t.Fatalf("the intact backup: %v", err)
 	}
-	if _, err := ReadBackupInfo(path); err != nil {
+	if _, err := ReadBackupInfo(path, false); err != nil {
 		t.Fatalf("the intact backup with its checksum: %v", err)
 	}
 	body := len(good) - 32
@@ -101,7 +101,7 @@ func TestDamagedBackupRefused(t *testing.T) {
 		damaged := bytes.Clone(good)
 		damaged[i] ^= 0x5a
 		write(damaged)
-		if _, err := ReadBackupInfo(path); !errors.Is(err, errBadBackup) {
+		if _, err := ReadBackupInfo(path, false); !errors.Is(err, errBadBackup) {
 			t.Fatalf("byte %d changed: checksum check says %v", i, err)
 		}
 		if err := readAll(path); err != nil {

@@ -108,7 +108,7 @@ func TestBackupRestoresIntoNewCluster(t *testing.T) {
 	if size%512 != 32 {
 		t.Fatalf("backup of %d bytes: not a multiple of 512 plus the 32-byte SHA-256 etcdctl looks for", size)
 	}
-	info, err := ReadBackupInfo(backup)
+	info, err := ReadBackupInfo(backup, false)
 	if err != nil {
 		t.Fatal(err)
 	}

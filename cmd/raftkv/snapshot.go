@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -163,28 +164,39 @@ func (a *app) newSnapshotRestoreCommand() *cobra.Command {
 }
 
 func (a *app) newSnapshotStatusCommand() *cobra.Command {
-	var writeOut string
+	var (
+		writeOut      string
+		skipHashCheck bool
+	)
 	cmd := &cobra.Command{
 		Use:   "status FILE",
-		Short: "check a backup and show its hash, revision, keys and size (etcdutl snapshot status)",
-		Args:  exactArgs("FILE"),
+		Short: "check a backup (raftkv's or etcd's) and show its hash, revision, keys and size (etcdutl snapshot status)",
+		Long: "TOTAL KEYS counts the keys with history in the backup (etcdutl counts the records of every bucket);\n" +
+			"HASH is the first 4 bytes of the SHA-256 trailer (etcdutl prints a CRC-32 of the buckets), - for a file\n" +
+			"without one; FORMAT is raftkv or etcd.",
+		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			info, err := server.ReadBackupInfo(args[0])
+			info, err := server.ReadBackupInfo(args[0], skipHashCheck)
 			if err != nil {
 				return err
 			}
-			// etcdutl prints a 32-bit hash; ours is the first 4 bytes of the SHA-256.
-			hash := uint32(info.Hash[0])<<24 | uint32(info.Hash[1])<<16 | uint32(info.Hash[2])<<8 | uint32(info.Hash[3])
+			hash, hashNum := "-", uint32(0)
+			if len(info.Hash) >= 4 {
+				hash, hashNum = fmt.Sprintf("%x", info.Hash[:4]), binary.BigEndian.Uint32(info.Hash)
+			}
 			if writeOut == "json" {
-				return printJSON(a.stdout, map[string]any{"hash": hash, "revision": info.Revision, "totalKey": info.TotalKeys,
-					"totalSize": info.Size, "compactRevision": info.CompactRevision, "sha256": fmt.Sprintf("%x", info.Hash)})
+				// A number, as etcdutl's.
+				return printJSON(a.stdout, map[string]any{"hash": hashNum, "revision": info.Revision, "totalKey": info.TotalKeys,
+					"totalSize": info.Size, "compactRevision": info.CompactRevision, "sha256": fmt.Sprintf("%x", info.Hash),
+					"format": info.Format})
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "HASH\tREVISION\tTOTAL KEYS\tTOTAL SIZE\tCOMPACT REVISION")
-			fmt.Fprintf(tw, "%x\t%d\t%d\t%s\t%d\n", hash, info.Revision, info.TotalKeys, humanBytes(info.Size), info.CompactRevision)
+			fmt.Fprintln(tw, "HASH\tREVISION\tTOTAL KEYS\tTOTAL SIZE\tCOMPACT REVISION\tFORMAT")
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%d\t%s\n", hash, info.Revision, info.TotalKeys, humanBytes(info.Size), info.CompactRevision, info.Format)
 			return tw.Flush()
 		},
 	}
 	cmd.Flags().StringVarP(&writeOut, "write-out", "w", "table", "Output format: table or json.")
+	cmd.Flags().BoolVar(&skipHashCheck, "skip-hash-check", false, "Read a backup without checking its SHA-256 trailer (needed for a file without one, such as a copy of etcd's member/snap/db).")
 	return cmd
 }
