@@ -112,6 +112,48 @@ func (p *fakeProposer) grant(id, ttl int64) {
 	}
 }
 
+// renewAsync renews lease id in the background; its error comes on the channel.
+func renewAsync(l *lessor, id int64) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := l.renew(context.Background(), id)
+		done <- err
+	}()
+	return done
+}
+
+// renewClears renews lease id and requires the renewal to propose one clearing of
+// its checkpoint, kv to hold none after, and the next renewal to propose nothing.
+func renewClears(t *testing.T, l *lessor, p *fakeProposer, id int64) {
+	t.Helper()
+	if _, err := l.renew(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	got := p.proposed()
+	if len(got) != 1 || got[0].LeaseCheckpoint == nil ||
+		!reflect.DeepEqual(got[0].LeaseCheckpoint.Checkpoints, []kv.LeaseCheckpoint{{ID: id}}) {
+		t.Fatalf("renewal proposed %+v, want one checkpoint clearing lease %d", got, id)
+	}
+	if info, _ := p.store.Lease(id); info.RemainingTTL != 0 {
+		t.Fatalf("kv holds %+v after the renewal", info)
+	}
+	if _, err := l.renew(context.Background(), id); err != nil || len(p.proposed()) != 0 {
+		t.Fatalf("second renewal: %v, proposed something", err)
+	}
+}
+
+// renewEndsAtDemotion renews lease id, which must wait, demotes the lessor, and
+// requires the renewal to end with errNotPrimary.
+func renewEndsAtDemotion(t *testing.T, l *lessor, id int64) {
+	t.Helper()
+	renewed := renewAsync(l, id)
+	time.Sleep(10 * time.Millisecond)
+	l.demote()
+	if err := <-renewed; !errors.Is(err, errNotPrimary) {
+		t.Fatalf("renewal across demotion ended with %v, want errNotPrimary", err)
+	}
+}
+
 func expiredAfter(t *testing.T, l *lessor) []int64 {
 	t.Helper()
 	expired, _ := l.tick()
@@ -191,11 +233,7 @@ func TestLessorRevokeRetryAndOrdering(t *testing.T) {
 	if got := expiredAfter(t, l); got != nil {
 		t.Fatalf("offered %v again before revokeRetry", got)
 	}
-	renewed := make(chan error, 1)
-	go func() {
-		_, err := l.renew(context.Background(), 2)
-		renewed <- err
-	}()
+	renewed := renewAsync(l, 2)
 	p.apply(&kv.Command{LeaseRevoke: &kv.LeaseRevokeRequest{ID: 2}})
 	if err := <-renewed; !errors.Is(err, kv.ErrLeaseNotFound) {
 		t.Fatalf("renew of an expired lease, then revoked: %v", err)
@@ -268,15 +306,7 @@ func TestLessorRenewOfExpiredLeaseWhenDemoted(t *testing.T) {
 	l.promote(1, nil)
 	p.grant(1, 5)
 	clk.advance(5 * time.Second)
-	renewed := make(chan error, 1)
-	go func() {
-		_, err := l.renew(context.Background(), 1)
-		renewed <- err
-	}()
-	l.demote()
-	if err := <-renewed; !errors.Is(err, errNotPrimary) {
-		t.Fatalf("renew of an expired lease across demotion: %v", err)
-	}
+	renewEndsAtDemotion(t, l, 1)
 }
 
 func TestLessorCheckpoints(t *testing.T) {
@@ -301,21 +331,7 @@ func TestLessorCheckpoints(t *testing.T) {
 	}
 	// A renewal clears the checkpoint through Raft before it restarts the TTL.
 	clk.advance(time.Second)
-	if _, err := l.renew(context.Background(), 1); err != nil {
-		t.Fatal(err)
-	}
-	got := p.proposed()
-	if len(got) != 1 || got[0].LeaseCheckpoint == nil ||
-		!reflect.DeepEqual(got[0].LeaseCheckpoint.Checkpoints, []kv.LeaseCheckpoint{{ID: 1}}) {
-		t.Fatalf("renewal proposed %+v, want one checkpoint clearing lease 1", got)
-	}
-	if info, _ := p.store.Lease(1); info.RemainingTTL != 0 {
-		t.Fatalf("kv holds %+v after the renewal", info)
-	}
-	// The next renewal has nothing to clear.
-	if _, err := l.renew(context.Background(), 1); err != nil || len(p.proposed()) != 0 {
-		t.Fatalf("second renewal: %v, proposed something", err)
-	}
+	renewClears(t, l, p, 1)
 	// It is checkpointed again an interval after the last one.
 	clk.advance(testCheckpointInterval - time.Second)
 	if _, cps := l.tick(); !reflect.DeepEqual(cps, [][]kv.LeaseCheckpoint{{{ID: 1, RemainingTTL: 91}}}) {
@@ -336,11 +352,7 @@ func TestLessorRenewWaitsForCheckpointInFlight(t *testing.T) {
 	if !reflect.DeepEqual(cps, [][]kv.LeaseCheckpoint{{{ID: 1, RemainingTTL: 90}}}) {
 		t.Fatalf("checkpoints %v", cps)
 	}
-	renewed := make(chan error, 1)
-	go func() {
-		_, err := l.renew(context.Background(), 1)
-		renewed <- err
-	}()
+	renewed := renewAsync(l, 1)
 	select {
 	case err := <-renewed:
 		t.Fatalf("renewal answered (%v) before the checkpoint in flight applied", err)
@@ -386,18 +398,7 @@ func TestLessorRenewAfterFailedCheckpointClearsIt(t *testing.T) {
 	l.proposeCheckpoints(ctx, cps)
 	p.failWith(nil)
 	p.proposed()
-	if _, err := l.renew(context.Background(), 1); err != nil {
-		t.Fatal(err)
-	}
-	got := p.proposed()
-	if len(got) != 1 || got[0].LeaseCheckpoint == nil ||
-		!reflect.DeepEqual(got[0].LeaseCheckpoint.Checkpoints, []kv.LeaseCheckpoint{{ID: 1}}) {
-		t.Fatalf("renewal proposed %+v, want one checkpoint clearing lease 1", got)
-	}
-	// Cleared, the next renewal proposes nothing.
-	if _, err := l.renew(context.Background(), 1); err != nil || len(p.proposed()) != 0 {
-		t.Fatalf("second renewal: %v, proposed something", err)
-	}
+	renewClears(t, l, p, 1)
 }
 
 // A renewal waiting for a checkpoint ends when the lessor is demoted.
@@ -409,16 +410,7 @@ func TestLessorRenewWaitingForCheckpointEndsAtDemotion(t *testing.T) {
 	if _, cps := l.tick(); len(cps) != 1 {
 		t.Fatalf("checkpoints %v", cps)
 	}
-	renewed := make(chan error, 1)
-	go func() {
-		_, err := l.renew(context.Background(), 1)
-		renewed <- err
-	}()
-	time.Sleep(10 * time.Millisecond)
-	l.demote()
-	if err := <-renewed; !errors.Is(err, errNotPrimary) {
-		t.Fatalf("renewal ended with %v, want errNotPrimary", err)
-	}
+	renewEndsAtDemotion(t, l, 1)
 }
 
 // A renewal restarts the TTL in memory at once, so a lease does not expire while its
@@ -433,15 +425,7 @@ func TestLessorRenewWaitingForCheckpoint(t *testing.T) {
 	if len(cps) != 1 || len(cps[0]) != 2 {
 		t.Fatalf("checkpoints %v, want one entry for both leases", cps)
 	}
-	renew := func(id int64) <-chan error {
-		done := make(chan error, 1)
-		go func() {
-			_, err := l.renew(context.Background(), id)
-			done <- err
-		}()
-		return done
-	}
-	renewed1, renewed2 := renew(1), renew(2)
+	renewed1, renewed2 := renewAsync(l, 1), renewAsync(l, 2)
 	time.Sleep(20 * time.Millisecond)
 	// Past both leases' expiry before the renewals, the renewed one lives on; the
 	// batch's token is held, as while dispatch proposes it.
