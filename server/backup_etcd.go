@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -116,6 +117,9 @@ func readEtcdBackup(path string, br *backupReader) (err error) {
 		}
 	}()
 	defer recoverDamagedEtcd(&err)
+	// A page id past the file's end makes bbolt read outside its mapping: a fault,
+	// which is fatal unless it panics instead.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	if e.tx, err = db.Begin(false); err != nil {
 		return fmt.Errorf("%w: %v", errBadEtcdBackup, err)
 	}
@@ -153,7 +157,8 @@ func readEtcdBackup(path string, br *backupReader) (err error) {
 	return nil
 }
 
-// recoverDamagedEtcd turns bbolt's panic on a damaged page into an error.
+// recoverDamagedEtcd turns bbolt's panic on a damaged page (an assertion, or a fault
+// under debug.SetPanicOnFault) into an error.
 func recoverDamagedEtcd(err *error) {
 	if r := recover(); r != nil {
 		*err = fmt.Errorf("%w: the etcd database is damaged (%v); take a new backup with etcdctl snapshot save", errBadEtcdBackup, r)
@@ -279,7 +284,13 @@ func (e *etcdBackup) next() (h *kv.KeyHistory, err error) {
 	if len(e.order) == 0 {
 		return nil, nil
 	}
+	defer func() {
+		if err != nil {
+			h = nil
+		}
+	}()
 	defer recoverDamagedEtcd(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	key := e.order[0]
 	e.order = e.order[1:]
 	revs := e.revs[key]

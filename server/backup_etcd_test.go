@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -189,8 +190,34 @@ func TestEtcdBackupUnfinishedCompaction(t *testing.T) {
 	}
 }
 
-// A damaged database is refused with an error, not bbolt's panic.
+// A damaged database is refused with an error, not bbolt's panic: pages scribbled
+// over (an assertion in bbolt), or a branch page naming a page far past the file's
+// end (a memory fault).
 func TestEtcdBackupDamaged(t *testing.T) {
+	t.Run("scribbled", func(t *testing.T) {
+		testEtcdBackupDamaged(t, func(data []byte) {
+			// The pages after the two meta pages and the freelist.
+			for i := 4 * 4096; i < len(data); i++ {
+				data[i] = 0xAB
+			}
+		})
+	})
+	t.Run("page past the end", func(t *testing.T) {
+		testEtcdBackupDamaged(t, func(data []byte) {
+			for at := 4096; at+4096 <= len(data); at += 4096 {
+				// A branch page (flags 0x01 after its 8-byte id): its first
+				// element's child page id (16 bytes of header, then pos and ksize).
+				if binary.LittleEndian.Uint16(data[at+8:]) == 0x01 {
+					binary.LittleEndian.PutUint64(data[at+16+8:], 1<<30)
+					return
+				}
+			}
+			t.Fatal("no branch page in the database")
+		})
+	})
+}
+
+func testEtcdBackupDamaged(t *testing.T, damage func(data []byte)) {
 	path := writeEtcdDB(t, func(tx *bbolt.Tx) error {
 		keys, _ := tx.CreateBucket([]byte("key"))
 		for i := range 2000 {
@@ -199,16 +226,14 @@ func TestEtcdBackupDamaged(t *testing.T) {
 		}
 		return nil
 	})
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, _ := f.Stat()
-	// Scribble over the pages after the two meta pages and the freelist.
-	if _, err := f.WriteAt(bytes.Repeat([]byte{0xAB}, int(st.Size())-4*4096), 4*4096); err != nil {
+	damage(data)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f.Close()
 	c, br, err := openBackup(path, true)
 	for err == nil {
 		var h *kv.KeyHistory
