@@ -33,7 +33,41 @@ func TestRestoreMigratesAnEtcdBackup(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	etcdHost := startEtcd(t, func(cfg *embed.Config) { cfg.TickMs, cfg.ElectionMs = 10, 100 })
-	cli := newClient(t, etcdHost)
+	leases := writeMigrationData(t, ctx, newClient(t, etcdHost))
+	etcdRoot := newAuthClient(t, etcdHost, "root", "rootpw")
+	backup := saveBackup(t, ctx, etcdRoot)
+	info, err := server.ReadBackupInfo(backup, false)
+	if err != nil || info.Format != "etcd" || info.CompactRevision == 0 {
+		t.Fatalf("reading etcd's backup: %+v, %v", info, err)
+	}
+
+	ports := testport.Free(t, 2)
+	dir := t.TempDir()
+	initial := map[string][]string{"m0": {fmt.Sprintf("http://127.0.0.1:%d", ports[1])}}
+	res, err := server.Restore(server.RestoreConfig{BackupPath: backup, DataDir: filepath.Join(dir, "m0"), Name: "m0",
+		InitialCluster: initial, InitialAdvertisePeerURLs: initial["m0"], Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("restoring etcd's backup: %v", err)
+	}
+	members, err := startRaftkvOn(ports, dir, 1, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(members[0].srv.Stop)
+	raftkvHost := hostPort(members[0].clientURL)
+	if res.Revision != info.Revision {
+		t.Fatalf("restore says revision %d, status %d", res.Revision, info.Revision)
+	}
+	compareMigrated(t, ctx, etcdRoot, raftkvHost, leases)
+}
+
+// writeMigrationData writes, through cli, the history the migration tests carry
+// from one system to the other: 240 puts, deletes and txns of three changes over 40
+// keys, some on two leases, a compaction at a delete's revision (etcd 3.6 on keeps
+// that delete and drops the put before it), then users with a password and without,
+// root, a role with two permissions, and auth enabled. It returns the leases.
+func writeMigrationData(t *testing.T, ctx context.Context, cli *clientv3.Client) []clientv3.LeaseID {
+	t.Helper()
 	must := func(_ any, err error) {
 		t.Helper()
 		if err != nil {
@@ -61,8 +95,6 @@ func TestRestoreMigratesAnEtcdBackup(t *testing.T) {
 			must(cli.Put(ctx, key, fmt.Sprint("v", i)))
 		}
 		if i == 150 {
-			// Compacted at a delete's revision: etcd keeps the delete and drops the
-			// put before it (etcd 3.6 on).
 			must(cli.Put(ctx, "gone", "soon"))
 			del, err := cli.Delete(ctx, "gone")
 			must(nil, err)
@@ -79,127 +111,130 @@ func TestRestoreMigratesAnEtcdBackup(t *testing.T) {
 	must(cli.UserGrantRole(ctx, "alice", "reader"))
 	must(cli.UserAddWithOptions(ctx, "bob", "", &clientv3.UserAddOptions{NoPassword: true}))
 	must(cli.AuthEnable(ctx))
+	return []clientv3.LeaseID{short.ID, long.ID}
+}
 
-	etcdRoot := newAuthClient(t, etcdHost, "root", "rootpw")
-	backup := filepath.Join(t.TempDir(), "etcd.db")
-	rc, err := etcdRoot.Snapshot(ctx)
-	must(nil, err)
-	f, err := os.Create(backup)
-	must(nil, err)
-	_, err = io.Copy(f, rc)
-	must(nil, err)
-	must(nil, f.Close())
-
-	info, err := server.ReadBackupInfo(backup, false)
-	if err != nil || info.Format != "etcd" || info.CompactRevision == 0 {
-		t.Fatalf("reading etcd's backup: %+v, %v", info, err)
-	}
-
-	ports := testport.Free(t, 2)
-	dir := t.TempDir()
-	initial := map[string][]string{"m0": {fmt.Sprintf("http://127.0.0.1:%d", ports[1])}}
-	res, err := server.Restore(server.RestoreConfig{BackupPath: backup, DataDir: filepath.Join(dir, "m0"), Name: "m0",
-		InitialCluster: initial, InitialAdvertisePeerURLs: initial["m0"], Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatalf("restoring etcd's backup: %v", err)
-	}
-	members, err := startRaftkvOn(ports, dir, 1, 0, nil)
+// saveBackup saves a backup through cli (Maintenance.Snapshot, as etcdctl snapshot
+// save) into a file, and returns its path.
+func saveBackup(t *testing.T, ctx context.Context, cli *clientv3.Client) string {
+	t.Helper()
+	backup := filepath.Join(t.TempDir(), "backup.db")
+	rc, err := cli.Snapshot(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(members[0].srv.Stop)
-	raftkvRoot := newAuthClient(t, hostPort(members[0].clientURL), "root", "rootpw")
+	defer rc.Close()
+	f, err := os.Create(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(f, rc); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return backup
+}
+
+// compareMigrated compares, as root, the system a backup came from (src) with the
+// one it was restored into (at dstHost): every revision the compaction
+// kept and the compacted one before, the leases' TTLs and keys, the users, roles
+// and auth revision; then a user logs in with her password on dst and is held to
+// her role, and dst's next write comes at the next revision.
+func compareMigrated(t *testing.T, ctx context.Context, src *clientv3.Client, dstHost string, leases []clientv3.LeaseID) {
+	t.Helper()
+	must := func(_ any, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	dst := newAuthClient(t, dstHost, "root", "rootpw")
 	if err := eventually(20*time.Second, 50*time.Millisecond, func() error {
-		_, err := raftkvRoot.Get(ctx, "key/00")
+		_, err := dst.Get(ctx, "key/00")
 		return err
 	}); err != nil {
 		t.Fatalf("the restored member does not serve root: %v", err)
 	}
-
-	want, err := etcdRoot.Get(ctx, "", clientv3.WithFromKey())
-	must(nil, err)
-	if res.Revision != want.Header.Revision || info.Revision != want.Header.Revision {
-		t.Fatalf("restore says revision %d, status %d, etcd is at %d", res.Revision, info.Revision, want.Header.Revision)
-	}
-	status, err := etcdRoot.Status(ctx, etcdHost)
+	want, err := src.Get(ctx, "", clientv3.WithFromKey())
 	must(nil, err)
 	// Every revision from the last down to the first the compaction dropped.
 	compared, compacted := 0, false
-	for rev := status.Header.Revision; rev >= 1 && !compacted; rev-- {
-		w, werr := etcdRoot.Get(ctx, "", clientv3.WithFromKey(), clientv3.WithRev(rev))
-		g, gerr := raftkvRoot.Get(ctx, "", clientv3.WithFromKey(), clientv3.WithRev(rev))
+	for rev := want.Header.Revision; rev >= 1 && !compacted; rev-- {
+		w, werr := src.Get(ctx, "", clientv3.WithFromKey(), clientv3.WithRev(rev))
+		g, gerr := dst.Get(ctx, "", clientv3.WithFromKey(), clientv3.WithRev(rev))
 		if (werr == nil) != (gerr == nil) || (werr != nil && werr.Error() != gerr.Error()) {
-			t.Fatalf("revision %d: etcd %v, raftkv %v", rev, werr, gerr)
+			t.Fatalf("revision %d: source %v, restored %v", rev, werr, gerr)
 		}
 		if werr != nil {
 			if !errors.Is(werr, rpctypes.ErrCompacted) {
-				t.Fatalf("revision %d: etcd %v", rev, werr)
+				t.Fatalf("revision %d: source %v", rev, werr)
 			}
 			compacted = true
 			continue
 		}
 		compared++
 		if g.Header.Revision != w.Header.Revision || !reflect.DeepEqual(g.Kvs, w.Kvs) || g.Count != w.Count {
-			t.Fatalf("revision %d: raftkv's %d keys at %d differ from etcd's %d at %d", rev, len(g.Kvs), g.Header.Revision, len(w.Kvs), w.Header.Revision)
+			t.Fatalf("revision %d: the restored %d keys at %d differ from the source's %d at %d", rev, len(g.Kvs), g.Header.Revision, len(w.Kvs), w.Header.Revision)
 		}
 	}
 	if !compacted || compared < 50 {
 		t.Fatalf("compared %d revisions (compacted ones reached: %v); the test's history is too short", compared, compacted)
 	}
 	t.Logf("%d revisions the same on both, then both compacted; %d keys at %d", compared, len(want.Kvs), want.Header.Revision)
-	for _, id := range []clientv3.LeaseID{short.ID, long.ID} {
-		w, err := etcdRoot.TimeToLive(ctx, id, clientv3.WithAttachedKeys())
+	for _, id := range leases {
+		w, err := src.TimeToLive(ctx, id, clientv3.WithAttachedKeys())
 		must(nil, err)
-		g, err := raftkvRoot.TimeToLive(ctx, id, clientv3.WithAttachedKeys())
+		g, err := dst.TimeToLive(ctx, id, clientv3.WithAttachedKeys())
 		must(nil, err)
 		slices.SortFunc(w.Keys, func(a, b []byte) int { return slices.Compare(a, b) })
 		slices.SortFunc(g.Keys, func(a, b []byte) int { return slices.Compare(a, b) })
 		if g.GrantedTTL != w.GrantedTTL || !reflect.DeepEqual(g.Keys, w.Keys) || g.TTL <= 0 || g.TTL > g.GrantedTTL {
-			t.Fatalf("lease %x: raftkv TTL %d of %d, %d keys; etcd TTL %d of %d, %d keys", id, g.TTL, g.GrantedTTL, len(g.Keys), w.TTL, w.GrantedTTL, len(w.Keys))
+			t.Fatalf("lease %x: restored TTL %d of %d, %d keys; source TTL %d of %d, %d keys", id, g.TTL, g.GrantedTTL, len(g.Keys), w.TTL, w.GrantedTTL, len(w.Keys))
 		}
 	}
-	wantUsers, err := etcdRoot.UserList(ctx)
+	wantUsers, err := src.UserList(ctx)
 	must(nil, err)
-	gotUsers, err := raftkvRoot.UserList(ctx)
+	gotUsers, err := dst.UserList(ctx)
 	must(nil, err)
 	if !slices.Equal(gotUsers.Users, wantUsers.Users) {
-		t.Fatalf("users: raftkv %v, etcd %v", gotUsers.Users, wantUsers.Users)
+		t.Fatalf("users: restored %v, source %v", gotUsers.Users, wantUsers.Users)
 	}
 	for _, u := range wantUsers.Users {
-		w, err := etcdRoot.UserGet(ctx, u)
+		w, err := src.UserGet(ctx, u)
 		must(nil, err)
-		g, err := raftkvRoot.UserGet(ctx, u)
+		g, err := dst.UserGet(ctx, u)
 		must(nil, err)
 		if !slices.Equal(g.Roles, w.Roles) {
-			t.Fatalf("user %s: roles %v on raftkv, %v on etcd", u, g.Roles, w.Roles)
+			t.Fatalf("user %s: roles %v restored, %v at the source", u, g.Roles, w.Roles)
 		}
 	}
 	for _, r := range []string{"root", "reader"} {
-		w, err := etcdRoot.RoleGet(ctx, r)
+		w, err := src.RoleGet(ctx, r)
 		must(nil, err)
-		g, err := raftkvRoot.RoleGet(ctx, r)
+		g, err := dst.RoleGet(ctx, r)
 		must(nil, err)
 		if fmt.Sprint(g.Perm) != fmt.Sprint(w.Perm) {
-			t.Fatalf("role %s: permissions %v on raftkv, %v on etcd", r, g.Perm, w.Perm)
+			t.Fatalf("role %s: permissions %v restored, %v at the source", r, g.Perm, w.Perm)
 		}
 	}
-	wantAuth, err := etcdRoot.AuthStatus(ctx)
+	wantAuth, err := src.AuthStatus(ctx)
 	must(nil, err)
-	gotAuth, err := raftkvRoot.AuthStatus(ctx)
+	gotAuth, err := dst.AuthStatus(ctx)
 	must(nil, err)
 	if !gotAuth.Enabled || gotAuth.AuthRevision != wantAuth.AuthRevision {
-		t.Fatalf("auth status: raftkv enabled %v at revision %d, etcd enabled at %d", gotAuth.Enabled, gotAuth.AuthRevision, wantAuth.AuthRevision)
+		t.Fatalf("auth status: restored enabled %v at revision %d, source enabled at %d", gotAuth.Enabled, gotAuth.AuthRevision, wantAuth.AuthRevision)
 	}
 	// alice logs in with her password, reads what her role lets her, no more.
-	alice := newAuthClient(t, hostPort(members[0].clientURL), "alice", "alicepw")
+	alice := newAuthClient(t, dstHost, "alice", "alicepw")
 	if _, err := alice.Get(ctx, "key/01"); err != nil {
-		t.Fatalf("alice reading key/01 on raftkv: %v", err)
+		t.Fatalf("alice reading key/01 after the restore: %v", err)
 	}
 	if _, err := alice.Put(ctx, "key/01", "no"); !errors.Is(err, rpctypes.ErrPermissionDenied) {
-		t.Fatalf("alice writing key/01 on raftkv: %v, want permission denied", err)
+		t.Fatalf("alice writing key/01 after the restore: %v, want permission denied", err)
 	}
-	// The restored cluster takes writes, from the next revision.
-	put, err := raftkvRoot.Put(ctx, "after", "restore")
+	put, err := dst.Put(ctx, "after", "restore")
 	must(nil, err)
 	if put.Header.Revision != want.Header.Revision+1 {
 		t.Fatalf("the first write after the restore is at revision %d, want %d", put.Header.Revision, want.Header.Revision+1)

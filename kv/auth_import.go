@@ -66,3 +66,29 @@ func EncodeAuthState(a AuthImport) ([]byte, error) {
 	}
 	return e.buf, nil
 }
+
+// DecodeAuthState is EncodeAuthState's inverse: the users, roles and permissions,
+// the enabled flag and the auth revision of ImportHeader.AuthState's bytes (a
+// backup's), users and roles in name order. Nil bytes are auth never used.
+func DecodeAuthState(b []byte) (AuthImport, error) {
+	st := newAuthState()
+	if b != nil {
+		d := decoder{buf: b, copyBytes: true}
+		d.authState(&st)
+		d.end()
+		if d.err != nil {
+			return AuthImport{}, fmt.Errorf("%w: auth state: %v", ErrCorruptSnapshot, d.err)
+		}
+	}
+	a := AuthImport{Enabled: st.enabled, Revision: st.revision}
+	for _, name := range sortedNames(st.users) {
+		u := st.users[name]
+		a.Users = append(a.Users, AuthImportUser{Name: u.name, PasswordHash: slices.Clone(u.password), NoPassword: u.noPassword,
+			Roles: slices.Clone(u.roles)})
+	}
+	for _, name := range sortedNames(st.roles) {
+		r := st.roles[name]
+		a.Roles = append(a.Roles, AuthImportRole{Name: r.name, Perms: slices.Clone(r.perms)})
+	}
+	return a, nil
+}

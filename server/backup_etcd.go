@@ -125,7 +125,7 @@ func readEtcdBackup(path string, br *backupReader) (err error) {
 	}
 	info := &br.info
 	info.Version, info.Format = backupVersion, "etcd"
-	var finished, scheduled int64
+	finished, scheduled := int64(-1), int64(-1) // etcd's compactMainRev before any compaction
 	if b := e.tx.Bucket([]byte("meta")); b != nil {
 		if finished, err = etcdMetaRev(b, "finishedCompactRev"); err != nil {
 			return err
@@ -165,11 +165,11 @@ func recoverDamagedEtcd(err *error) {
 	}
 }
 
-// etcdMetaRev reads a revision from etcd's meta bucket; 0 if absent.
+// etcdMetaRev reads a revision from etcd's meta bucket; -1 if absent.
 func etcdMetaRev(b *bbolt.Bucket, name string) (int64, error) {
 	v := b.Get([]byte(name))
 	if v == nil {
-		return 0, nil
+		return -1, nil
 	}
 	if len(v) != etcdRevBytes {
 		return 0, fmt.Errorf("%w: etcd's %s has %d bytes, not %d", errBadEtcdBackup, name, len(v), etcdRevBytes)

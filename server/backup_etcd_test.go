@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -249,4 +250,83 @@ func testEtcdBackupDamaged(t *testing.T, damage func(data []byte)) {
 		t.Fatalf("got %v, want errBadEtcdBackup", err)
 	}
 	t.Log(err)
+}
+
+// histories reads every key's history of the backup at path.
+func histories(t *testing.T, path string) (BackupInfo, []*kv.KeyHistory) {
+	t.Helper()
+	c, br, err := openBackup(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var out []*kv.KeyHistory
+	for {
+		h, err := br.nextKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h == nil {
+			return br.info, out
+		}
+		out = append(out, h)
+	}
+}
+
+// A raftkv backup written as etcd's database reads back as the same store: every
+// key's history with its changes' places in their revisions, the revision, the
+// compaction revision and the leases. A backup of format 1, without those places,
+// and an existing output file are refused.
+func TestWriteEtcdBackupRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "backup.db")
+	if err := os.WriteFile(src, backupOf(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	view, err := revisionStore(t).SnapshotView()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	_, err = writeBackup(&b, view)
+	view.Release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	subs := filepath.Join(dir, "subs.db")
+	if err := os.WriteFile(subs, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{src, subs} {
+		out := path + ".etcd"
+		info, err := WriteEtcdBackup(path, out, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantInfo, want := histories(t, path)
+		gotInfo, got := histories(t, out)
+		if gotInfo.Format != "etcd" || gotInfo.Revision != wantInfo.Revision || gotInfo.CompactRevision != wantInfo.CompactRevision ||
+			!slices.Equal(gotInfo.Leases, wantInfo.Leases) || info.Revision != wantInfo.Revision {
+			t.Fatalf("%s written as etcd's reads back as %+v, want %+v", path, gotInfo, wantInfo)
+		}
+		gotAuth, err1 := kv.DecodeAuthState(gotInfo.AuthState)
+		wantAuth, err2 := kv.DecodeAuthState(wantInfo.AuthState)
+		if err1 != nil || err2 != nil || !reflect.DeepEqual(gotAuth, wantAuth) {
+			t.Fatalf("%s written as etcd's: auth %+v (%v), want %+v (%v)", path, gotAuth, err1, wantAuth, err2)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s written as etcd's: the histories differ\n got %+v\nwant %+v", path, got, want)
+		}
+		if _, err := WriteEtcdBackup(path, out, false); err == nil || !strings.Contains(err.Error(), "exists") {
+			t.Fatalf("writing over %s: %v, want it refused", out, err)
+		}
+	}
+	out := filepath.Join(dir, "v1.etcd")
+	if _, err := WriteEtcdBackup(filepath.Join("testdata", "backup-v1.db"), out, true); err == nil ||
+		!strings.Contains(err.Error(), "does not keep the order of a revision's changes") {
+		t.Fatalf("a format-1 backup: %v, want it refused", err)
+	}
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused conversion left %s behind (%v)", out, err)
+	}
 }

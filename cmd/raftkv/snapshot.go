@@ -28,7 +28,31 @@ func (a *app) newSnapshotCommand(c *clientFlags) *cobra.Command {
 		Short: "save a backup of the store, show what one holds, restore one into a new cluster",
 		Args:  exactArgs(),
 	}
-	cmd.AddCommand(a.newSnapshotSaveCommand(c), a.newSnapshotRestoreCommand(), a.newSnapshotStatusCommand())
+	cmd.AddCommand(a.newSnapshotSaveCommand(c), a.newSnapshotRestoreCommand(), a.newSnapshotStatusCommand(),
+		a.newSnapshotToEtcdCommand())
+	return cmd
+}
+
+func (a *app) newSnapshotToEtcdCommand() *cobra.Command {
+	var skipHashCheck bool
+	cmd := &cobra.Command{
+		Use:   "to-etcd BACKUP OUT",
+		Short: "write a raftkv backup as etcd's database, for etcdutl snapshot restore (the way back to etcd)",
+		Long: "OUT, which must not exist, gets every key with its retained history, the compaction revision,\n" +
+			"the leases, users, roles and permissions of BACKUP, in etcd's bbolt schema with a SHA-256 trailer:\n" +
+			"the file etcdctl snapshot save writes against etcd. Restore it with etcdutl snapshot restore OUT ...",
+		Args: exactArgs("BACKUP", "OUT"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			info, err := server.WriteEtcdBackup(args[0], args[1], skipHashCheck)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "wrote %s: etcd's database at revision %d (%d keys, compacted at %d)\n",
+				args[1], info.Revision, info.TotalKeys, info.CompactRevision)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&skipHashCheck, "skip-hash-check", false, "Read a backup without checking its SHA-256 trailer.")
 	return cmd
 }
 
