@@ -326,7 +326,25 @@ func TestWriteEtcdBackupRoundTrip(t *testing.T) {
 		!strings.Contains(err.Error(), "does not keep the order of a revision's changes") {
 		t.Fatalf("a format-1 backup: %v, want it refused", err)
 	}
-	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("a refused conversion left %s behind (%v)", out, err)
+	for _, left := range []string{out, out + ".partial"} {
+		if _, err := os.Stat(left); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("a refused conversion left %s behind (%v)", left, err)
+		}
+	}
+	// One that fails while writing (its source damaged past the header) leaves
+	// nothing either.
+	data := backupOf(t)
+	damaged := filepath.Join(dir, "damaged.db")
+	if err := os.WriteFile(damaged, data[:100], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out = filepath.Join(dir, "damaged.etcd")
+	if _, err := WriteEtcdBackup(damaged, out, true); err == nil {
+		t.Fatal("a backup cut short converted")
+	}
+	for _, left := range []string{out, out + ".partial"} {
+		if _, err := os.Stat(left); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("a failed conversion left %s behind (%v)", left, err)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"go.etcd.io/bbolt"
 	"go.etcd.io/etcd/api/v3/authpb"
@@ -35,7 +36,8 @@ const etcdStorageVersion = "3.6.0"
 
 // WriteEtcdBackup reads the raftkv backup at src (checking its checksum unless
 // skipHashCheck) and writes it to dst, which must not exist, as an etcd backup.
-// On an error dst is removed.
+// It writes dst.partial first and renames it to dst once whole and synced, so a
+// dst is never a part of one; on an error the partial file is removed.
 func WriteEtcdBackup(src, dst string, skipHashCheck bool) (info BackupInfo, err error) {
 	c, br, err := openBackup(src, skipHashCheck)
 	if err != nil {
@@ -56,12 +58,22 @@ func WriteEtcdBackup(src, dst string, skipHashCheck bool) (info BackupInfo, err 
 	case !errors.Is(err, os.ErrNotExist):
 		return info, err
 	}
+	partial := dst + ".partial"
 	defer func() {
 		if err != nil {
-			_ = os.Remove(dst)
+			_ = os.Remove(partial)
 		}
 	}()
-	db, err := bbolt.Open(dst, 0o600, &bbolt.Options{NoSync: true, NoFreelistSync: true})
+	// O_EXCL: a partial file left by a crashed run, or another run's, is not
+	// written over; the error names it.
+	f, err := os.OpenFile(partial, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return info, fmt.Errorf("%w (remove it if no conversion is running)", err)
+	}
+	if err := f.Close(); err != nil {
+		return info, err
+	}
+	db, err := bbolt.Open(partial, 0o600, &bbolt.Options{NoSync: true, NoFreelistSync: true})
 	if err != nil {
 		return info, err
 	}
@@ -69,17 +81,16 @@ func WriteEtcdBackup(src, dst string, skipHashCheck bool) (info BackupInfo, err 
 		_ = db.Close()
 		return info, fmt.Errorf("%s: %w", src, err)
 	}
-	if err := db.Sync(); err != nil {
-		_ = db.Close()
-		return info, err
-	}
 	if err := db.Close(); err != nil {
 		return info, err
 	}
-	if err := appendSHA256(dst); err != nil {
+	if err := appendSHA256(partial); err != nil {
 		return info, err
 	}
-	return br.info, nil
+	if err := os.Rename(partial, dst); err != nil {
+		return info, err
+	}
+	return br.info, syncDir(filepath.Dir(dst))
 }
 
 // writeEtcdState writes br's state into db in etcd's schema.
@@ -224,8 +235,9 @@ func writeEtcdAuth(tx *bbolt.Tx, state []byte) error {
 	return nil
 }
 
-// appendSHA256 appends the SHA-256 of the file at path to it, and syncs it: the
-// trailer etcdctl snapshot save writes and etcdutl snapshot restore checks.
+// appendSHA256 appends the SHA-256 of the file at path to it, and syncs the file
+// whole: the trailer etcdctl snapshot save writes and etcdutl snapshot restore
+// checks.
 func appendSHA256(path string) error {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
