@@ -317,6 +317,29 @@ func TestWriteEtcdBackupRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("%s written as etcd's: the histories differ\n got %+v\nwant %+v", path, got, want)
 		}
+		// etcd's own readers' encodings, beyond what raftkv's reader accepts.
+		db, err := bbolt.Open(out, 0o400, &bbolt.Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = db.View(func(tx *bbolt.Tx) error {
+			if v := tx.Bucket([]byte("auth")).Get([]byte("authRevision")); len(v) != 8 {
+				return fmt.Errorf("authRevision %x, want 8 bytes as etcd writes it", v)
+			}
+			if v := tx.Bucket([]byte("meta")).Get([]byte("storageVersion")); string(v) != "3.6.0" {
+				return fmt.Errorf("storageVersion %q", v)
+			}
+			for _, name := range []string{"members", "members_removed", "cluster", "alarm"} {
+				if tx.Bucket([]byte(name)) == nil {
+					return fmt.Errorf("no %s bucket", name)
+				}
+			}
+			return nil
+		})
+		db.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", out, err)
+		}
 		if _, err := WriteEtcdBackup(path, out, false); err == nil || !strings.Contains(err.Error(), "exists") {
 			t.Fatalf("writing over %s: %v, want it refused", out, err)
 		}

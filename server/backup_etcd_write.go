@@ -24,11 +24,18 @@ import (
 // keys' histories go to etcd's key bucket by revision, the compaction revision to
 // its meta bucket (finished, so etcd's start has nothing to resume), with
 // storageVersion 3.6 (etcd 3.6 and 3.7 read it; etcdutl adds the consistent
-// index and the membership); the leases and the auth state to their buckets.
+// index and the membership); the leases and the auth state to their buckets. The
+// changes go in in key order, not etcd's revision order, so bbolt's pages are
+// fuller in etcd's own files: etcdctl defrag after the restore shrinks it.
 
-// etcdWriteBatch bounds one bbolt transaction of WriteEtcdBackup: its changes'
-// bytes.
-const etcdWriteBatch = 16 << 20
+// etcdWriteBatch and etcdWriteBatchChanges bound one bbolt transaction of
+// WriteEtcdBackup: its changes' bytes, and their number (etcd's own batch limit).
+// The changes come in key order and go to a bucket kept by revision, so each may
+// dirty a page of its own.
+const (
+	etcdWriteBatch        = 16 << 20
+	etcdWriteBatchChanges = 10000
+)
 
 // etcdStorageVersion is the storage version WriteEtcdBackup records: the first
 // that has one (etcd 3.6), which later versions migrate from.
@@ -87,7 +94,11 @@ func WriteEtcdBackup(src, dst string, skipHashCheck bool) (info BackupInfo, err 
 	if err := appendSHA256(partial); err != nil {
 		return info, err
 	}
-	if err := os.Rename(partial, dst); err != nil {
+	// A link, not a rename: it fails if dst was made meanwhile.
+	if err := os.Link(partial, dst); err != nil {
+		return info, err
+	}
+	if err := os.Remove(partial); err != nil {
 		return info, err
 	}
 	return br.info, syncDir(filepath.Dir(dst))
@@ -156,7 +167,7 @@ func writeEtcdState(db *bbolt.DB, br *backupReader) error {
 			return err
 		}
 		batch = append(batch, change{r, rec})
-		if size += len(rec); size >= etcdWriteBatch {
+		if size += len(rec); size >= etcdWriteBatch || len(batch) >= etcdWriteBatchChanges {
 			return flush()
 		}
 		return nil
@@ -203,9 +214,8 @@ func writeEtcdAuth(tx *bbolt.Tx, state []byte) error {
 	if err := auth.Put([]byte("authEnabled"), enabled); err != nil {
 		return err
 	}
-	// etcd writes the auth revision in a revision's 17 bytes, and reads the first 8.
-	rev := binary.BigEndian.AppendUint64(make([]byte, 0, etcdRevBytes), a.Revision)
-	if err := auth.Put([]byte("authRevision"), append(rev, make([]byte, etcdRevBytes-8)...)); err != nil {
+	// 8 bytes, big-endian, as etcd's UnsafeSaveAuthRevision.
+	if err := auth.Put([]byte("authRevision"), binary.BigEndian.AppendUint64(nil, a.Revision)); err != nil {
 		return err
 	}
 	users, roles := tx.Bucket([]byte("authUsers")), tx.Bucket([]byte("authRoles"))
