@@ -40,7 +40,7 @@ import (
 //
 // bbolt keeps the changes in revision order and Import takes keys in key order. A
 // first pass reads only each record's key (protowire, the value left in place) and
-// gathers every key's revisions, 16 bytes each, in memory; nextKey then reads one
+// sorts the changes by key outside memory (etcdChangeSort); nextKey then reads one
 // key's records at a time, in the read transaction held open meanwhile. The
 // compaction is applied as etcd's own restart would finish it: a backup taken while
 // a compaction was under way (scheduledCompactRev past finishedCompactRev) still
@@ -80,18 +80,22 @@ func (r etcdRev) bucketKey() []byte {
 	return k
 }
 
-// etcdBackup is an etcd database open for reading, with every key's changes.
+// etcdBackup is an etcd database open for reading, with every key's changes
+// sorted by key.
 type etcdBackup struct {
 	db   *bbolt.DB
 	tx   *bbolt.Tx
 	keys *bbolt.Bucket
-	// order lists the keys in key order; revs holds each one's changes, in
-	// revision order, as the compaction leaves them.
-	order []string
-	revs  map[string][]etcdRev
+	// sorted holds the changes by key (etcdChangeSort); compactRev is the
+	// compaction applied to each key's as it is read.
+	sorted     *etcdChangeSort
+	compactRev int64
 }
 
 func (e *etcdBackup) close() {
+	if e.sorted != nil {
+		e.sorted.close()
+	}
 	if e.tx != nil {
 		_ = e.tx.Rollback()
 	}
@@ -139,14 +143,15 @@ func readEtcdBackup(path string, br *backupReader) (err error) {
 	if e.keys = e.tx.Bucket([]byte("key")); e.keys == nil {
 		return fmt.Errorf("%w: the etcd database has no key bucket", errBadEtcdBackup)
 	}
-	last, err := e.gather(info.CompactRevision)
+	e.compactRev = info.CompactRevision
+	last, keys, err := e.gather()
 	if err != nil {
 		return err
 	}
 	// A compaction past the last change (every key deleted before it) leaves etcd
 	// at the compaction revision, as etcd's own restart does.
 	info.Revision = max(last, info.CompactRevision, 1)
-	info.TotalKeys = uint64(len(e.order))
+	info.TotalKeys = keys
 	if info.Leases, err = etcdLeases(e.tx.Bucket([]byte("lease"))); err != nil {
 		return err
 	}
@@ -177,12 +182,13 @@ func etcdMetaRev(b *bbolt.Bucket, name string) (int64, error) {
 	return int64(binary.BigEndian.Uint64(v)), nil
 }
 
-// gather reads every change's key and revision, leaves each key the changes a
-// compaction at compactRev keeps, and returns the last change's revision.
-func (e *etcdBackup) gather(compactRev int64) (int64, error) {
-	e.revs = map[string][]etcdRev{}
-	var last int64
-	err := e.keys.ForEach(func(k, v []byte) error {
+// gather sorts every change by key, and returns the last change's revision and
+// the number of keys the compaction leaves a history.
+func (e *etcdBackup) gather() (last int64, keys uint64, err error) {
+	if e.sorted, err = newEtcdChangeSort(); err != nil {
+		return 0, 0, err
+	}
+	err = e.keys.ForEach(func(k, v []byte) error {
 		tombstone := len(k) == etcdRevBytes+1 && k[etcdRevBytes] == 't'
 		if (len(k) != etcdRevBytes && !tombstone) || k[8] != '_' {
 			return fmt.Errorf("%w: etcd's key bucket holds %x, which is not a revision", errBadEtcdBackup, k)
@@ -197,23 +203,28 @@ func (e *etcdBackup) gather(compactRev int64) (int64, error) {
 		if err != nil {
 			return fmt.Errorf("%w: etcd's change at revision %d: %v", errBadEtcdBackup, r.main, err)
 		}
-		e.revs[string(key)] = append(e.revs[string(key)], r)
 		last = r.main
-		return nil
+		return e.sorted.add(key, r)
 	})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	for key, revs := range e.revs {
-		if kept := compactEtcdRevs(revs, compactRev); len(kept) > 0 {
-			e.revs[key] = kept
-			e.order = append(e.order, key)
-		} else {
-			delete(e.revs, key)
+	if err := e.sorted.rewind(); err != nil {
+		return 0, 0, err
+	}
+	for {
+		key, revs, err := e.sorted.next()
+		if err != nil {
+			return 0, 0, err
+		}
+		if key == nil {
+			break
+		}
+		if len(compactEtcdRevs(revs, e.compactRev)) > 0 {
+			keys++
 		}
 	}
-	slices.Sort(e.order)
-	return last, nil
+	return last, keys, e.sorted.rewind()
 }
 
 // compactEtcdRevs returns what a compaction at compactRev keeps of one key's
@@ -281,9 +292,6 @@ func etcdRecordKey(v []byte) ([]byte, error) {
 
 // next returns the next key's history, nil after the last.
 func (e *etcdBackup) next() (h *kv.KeyHistory, err error) {
-	if len(e.order) == 0 {
-		return nil, nil
-	}
 	defer func() {
 		if err != nil {
 			h = nil
@@ -291,10 +299,15 @@ func (e *etcdBackup) next() (h *kv.KeyHistory, err error) {
 	}()
 	defer recoverDamagedEtcd(&err)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	key := e.order[0]
-	e.order = e.order[1:]
-	revs := e.revs[key]
-	delete(e.revs, key)
+	var revs []etcdRev
+	var k []byte
+	for len(revs) == 0 {
+		if k, revs, err = e.sorted.next(); err != nil || k == nil {
+			return nil, err
+		}
+		revs = compactEtcdRevs(revs, e.compactRev)
+	}
+	key := string(k)
 	h = &kv.KeyHistory{Key: []byte(key)}
 	for _, r := range revs {
 		v := e.keys.Get(r.bucketKey())

@@ -48,8 +48,12 @@ func (a *app) newSnapshotToEtcdCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "wrote %s: etcd's database at revision %d (%d keys, compacted at %d)\n",
-				args[1], info.Revision, info.TotalKeys, info.CompactRevision)
+			compacted := "never compacted"
+			if info.CompactRevision > 0 {
+				compacted = fmt.Sprintf("compacted at %d", info.CompactRevision)
+			}
+			fmt.Fprintf(a.stdout, "wrote %s: etcd's database at revision %d (%d keys, %s)\n",
+				args[1], info.Revision, info.TotalKeys, compacted)
 			return nil
 		},
 	}
