@@ -165,7 +165,11 @@ func readEtcdBackup(path string, br *backupReader) (err error) {
 // recoverDamagedEtcd turns bbolt's panic on a damaged page (an assertion, or a fault
 // under debug.SetPanicOnFault) into an error.
 func recoverDamagedEtcd(err *error) {
-	if r := recover(); r != nil {
+	switch r := recover().(type) {
+	case nil:
+	case sortFatal:
+		*err = fmt.Errorf("sorting etcd's changes by key: %s", r)
+	default:
 		*err = fmt.Errorf("%w: the etcd database is damaged (%v); take a new backup with etcdctl snapshot save", errBadEtcdBackup, r)
 	}
 }
@@ -213,11 +217,11 @@ func (e *etcdBackup) gather() (last int64, keys uint64, err error) {
 		return 0, 0, err
 	}
 	for {
-		key, revs, err := e.sorted.next()
+		_, revs, ok, err := e.sorted.next()
 		if err != nil {
 			return 0, 0, err
 		}
-		if key == nil {
+		if !ok {
 			break
 		}
 		if len(compactEtcdRevs(revs, e.compactRev)) > 0 {
@@ -302,7 +306,8 @@ func (e *etcdBackup) next() (h *kv.KeyHistory, err error) {
 	var revs []etcdRev
 	var k []byte
 	for len(revs) == 0 {
-		if k, revs, err = e.sorted.next(); err != nil || k == nil {
+		var ok bool
+		if k, revs, ok, err = e.sorted.next(); err != nil || !ok {
 			return nil, err
 		}
 		revs = compactEtcdRevs(revs, e.compactRev)

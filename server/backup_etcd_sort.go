@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -28,6 +30,31 @@ type etcdChangeSort struct {
 	// key and revs are the group the iterator is at.
 	key  []byte
 	revs []etcdRev
+	// failed holds pebble's first background error (a flush that found the disk
+	// full, which pebble would retry for ever): every call then fails with it.
+	failed atomic.Pointer[error]
+}
+
+// etcdSortDirs are the sorts' directories that exist, for RemoveTempFiles.
+var etcdSortDirs sync.Map
+
+// RemoveTempFiles removes the temporary directories of etcd backups being read:
+// for a command interrupted by a signal, which ends before it closes them.
+func RemoveTempFiles() {
+	etcdSortDirs.Range(func(dir, _ any) bool {
+		_ = os.RemoveAll(dir.(string))
+		etcdSortDirs.Delete(dir)
+		return true
+	})
+}
+
+// err returns the sort's background failure, if any.
+func (s *etcdChangeSort) err() error {
+	if p := s.failed.Load(); p != nil {
+		return fmt.Errorf("sorting etcd's changes by key in %s failed (set TMPDIR to a disk with room for "+
+			"about the keys' bytes plus 20 bytes per change): %w", s.dir, *p)
+	}
+	return nil
 }
 
 const (
@@ -43,18 +70,26 @@ func newEtcdChangeSort() (*etcdChangeSort, error) {
 	if err != nil {
 		return nil, fmt.Errorf("a temporary directory to sort etcd's changes by key (set TMPDIR to another disk?): %w", err)
 	}
+	s := &etcdChangeSort{dir: dir}
+	etcdSortDirs.Store(dir, true)
 	cache := pebble.NewCache(etcdSortCache)
 	defer cache.Unref()
-	db, err := pebble.Open(dir, &pebble.Options{DisableWAL: true, MemTableSize: etcdSortMemTable, Cache: cache, Logger: sortLogger{}})
+	db, err := pebble.Open(dir, &pebble.Options{DisableWAL: true, MemTableSize: etcdSortMemTable, Cache: cache, Logger: sortLogger{},
+		EventListener: &pebble.EventListener{BackgroundError: func(err error) { s.failed.CompareAndSwap(nil, &err) }}})
 	if err != nil {
 		_ = os.RemoveAll(dir)
+		etcdSortDirs.Delete(dir)
 		return nil, err
 	}
-	return &etcdChangeSort{dir: dir, db: db, batch: db.NewBatch()}, nil
+	s.db, s.batch = db, db.NewBatch()
+	return s, nil
 }
 
 // add records one change of key.
 func (s *etcdChangeSort) add(key []byte, r etcdRev) error {
+	if err := s.err(); err != nil {
+		return err
+	}
 	k := make([]byte, 0, len(key)+2+13)
 	for _, b := range key {
 		if b == 0 {
@@ -81,6 +116,9 @@ func (s *etcdChangeSort) add(key []byte, r etcdRev) error {
 }
 
 func (s *etcdChangeSort) commit() error {
+	if err := s.err(); err != nil {
+		return err
+	}
 	if err := s.batch.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("sorting etcd's changes in %s: %w", s.dir, err)
 	}
@@ -109,16 +147,19 @@ func (s *etcdChangeSort) rewind() error {
 	return nil
 }
 
-// next returns the next key and its changes, in revision order; nil at the end.
-// Both are valid until the next call.
-func (s *etcdChangeSort) next() ([]byte, []etcdRev, error) {
+// next returns the next key and its changes, in revision order; ok is false at the
+// end. Both are valid until the next call.
+func (s *etcdChangeSort) next() (key []byte, revs []etcdRev, ok bool, err error) {
+	if err := s.err(); err != nil {
+		return nil, nil, false, err
+	}
 	s.key, s.revs = s.key[:0], s.revs[:0]
 	var prefix []byte
 	for ; s.it.Valid(); s.it.Next() {
 		k := s.it.Key()
 		end := terminatorAt(k)
 		if end < 0 || len(k)-end-2 != 13 {
-			return nil, nil, fmt.Errorf("sorting etcd's changes: record %x is malformed", k)
+			return nil, nil, false, fmt.Errorf("sorting etcd's changes: record %x is malformed", k)
 		}
 		if prefix == nil {
 			prefix = append([]byte(nil), k[:end+2]...)
@@ -135,12 +176,12 @@ func (s *etcdChangeSort) next() ([]byte, []etcdRev, error) {
 		s.revs = append(s.revs, etcdRev{main: int64(binary.BigEndian.Uint64(rest)), sub: binary.BigEndian.Uint32(rest[8:]), tombstone: rest[12] == 1})
 	}
 	if err := s.it.Error(); err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	if prefix == nil {
-		return nil, nil, nil
+		return nil, nil, false, nil
 	}
-	return s.key, s.revs, nil
+	return s.key, s.revs, true, nil
 }
 
 // terminatorAt returns where the escaped key of record k ends (its 0x00 0x01), or
@@ -158,16 +199,21 @@ func terminatorAt(k []byte) int {
 	return -1
 }
 
-// close ends the sort and removes its directory.
+// close ends the sort and removes its directory. After a background failure the
+// store is not closed (pebble's Close would wait for the flush it retries); the
+// command ends soon after.
 func (s *etcdChangeSort) close() {
-	if s.it != nil {
-		_ = s.it.Close()
+	if s.err() == nil {
+		if s.it != nil {
+			_ = s.it.Close()
+		}
+		_ = s.batch.Close()
+		_ = s.db.Close()
 	}
-	_ = s.batch.Close()
-	_ = s.db.Close()
 	if err := os.RemoveAll(s.dir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		slog.Warn("removing the directory that sorted etcd's changes", "dir", s.dir, "err", err)
 	}
+	etcdSortDirs.Delete(s.dir)
 }
 
 // sortLogger keeps pebble's informational lines out of the command's output.
@@ -178,5 +224,9 @@ func (sortLogger) Errorf(format string, args ...any) {
 	slog.Error("pebble: " + fmt.Sprintf(format, args...))
 }
 func (sortLogger) Fatalf(format string, args ...any) {
-	panic("pebble: " + fmt.Sprintf(format, args...))
+	panic(sortFatal("pebble: " + fmt.Sprintf(format, args...)))
 }
+
+// sortFatal is the panic of a fatal error in the sort's store, which
+// recoverDamagedEtcd does not take for damage in the etcd database.
+type sortFatal string

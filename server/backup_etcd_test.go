@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -369,5 +370,57 @@ func TestWriteEtcdBackupRoundTrip(t *testing.T) {
 		if _, err := os.Stat(left); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("a failed conversion left %s behind (%v)", left, err)
 		}
+	}
+}
+
+// The sort gives back every key in byte order, empty and 0x00/0xFF bytes
+// included, each with its changes in revision order.
+func TestEtcdChangeSortOrder(t *testing.T) {
+	s, err := newEtcdChangeSort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := s.dir
+	keys := [][]byte{{}, {0}, {0, 0}, {0, 1}, {0, 0xFF}, {1}, {0xFF}, {0xFF, 0}, []byte("a"), []byte("a\x00b"), []byte("ab")}
+	want := map[string][]etcdRev{}
+	for i := range 300 {
+		k := keys[(i*7)%len(keys)]
+		r := etcdRev{main: int64(i + 2), sub: uint32(i % 3), tombstone: i%5 == 0}
+		if err := s.add(k, r); err != nil {
+			t.Fatal(err)
+		}
+		want[string(k)] = append(want[string(k)], r)
+	}
+	if err := s.rewind(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for {
+		k, revs, ok, err := s.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		got = append(got, string(k))
+		if !slices.Equal(revs, want[string(k)]) {
+			t.Fatalf("key %q: changes %v, want %v", k, revs, want[string(k)])
+		}
+	}
+	wantKeys := slices.Sorted(maps.Keys(want))
+	if !slices.Equal(got, wantKeys) {
+		t.Fatalf("keys %q, want %q", got, wantKeys)
+	}
+	// A failure in the background fails the calls that follow, naming TMPDIR.
+	failure := errors.New("no space left on device")
+	s.failed.Store(&failure)
+	if err := s.add([]byte("x"), etcdRev{main: 1}); err == nil || !strings.Contains(err.Error(), "TMPDIR") {
+		t.Fatalf("add after a background failure: %v", err)
+	}
+	s.failed.Store(nil)
+	s.close()
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the sort left %s (%v)", dir, err)
 	}
 }

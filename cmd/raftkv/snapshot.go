@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -33,6 +35,24 @@ func (a *app) newSnapshotCommand(c *clientFlags) *cobra.Command {
 	return cmd
 }
 
+// untilInterrupted runs fn, a command's work on backup files. On SIGINT or SIGTERM
+// it removes the temporary files of an etcd backup being read (which fn would
+// remove only as it returns) and returns at once, the command then exiting.
+func untilInterrupted(fn func() error) error {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		return err
+	case s := <-sig:
+		server.RemoveTempFiles()
+		return fmt.Errorf("interrupted by %v", s)
+	}
+}
+
 func (a *app) newSnapshotToEtcdCommand() *cobra.Command {
 	var skipHashCheck bool
 	cmd := &cobra.Command{
@@ -44,7 +64,11 @@ func (a *app) newSnapshotToEtcdCommand() *cobra.Command {
 			"then etcdctl defrag shrinks the database, which this writes in key order rather than etcd's.",
 		Args: exactArgs("BACKUP", "OUT"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			info, err := server.WriteEtcdBackup(args[0], args[1], skipHashCheck)
+			var info server.BackupInfo
+			err := untilInterrupted(func() (err error) {
+				info, err = server.WriteEtcdBackup(args[0], args[1], skipHashCheck)
+				return err
+			})
 			if err != nil {
 				return err
 			}
@@ -172,7 +196,11 @@ func (a *app) newSnapshotRestoreCommand() *cobra.Command {
 			if cfg.DataDir == "" {
 				cfg.DataDir = cfg.Name + ".raftkv"
 			}
-			res, err := server.Restore(cfg)
+			var res server.RestoreResult
+			err := untilInterrupted(func() (err error) {
+				res, err = server.Restore(cfg)
+				return err
+			})
 			if err != nil {
 				return err
 			}
@@ -205,7 +233,11 @@ func (a *app) newSnapshotStatusCommand() *cobra.Command {
 			"without one; FORMAT is raftkv or etcd.",
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			info, err := server.ReadBackupInfo(args[0], skipHashCheck)
+			var info server.BackupInfo
+			err := untilInterrupted(func() (err error) {
+				info, err = server.ReadBackupInfo(args[0], skipHashCheck)
+				return err
+			})
 			if err != nil {
 				return err
 			}
