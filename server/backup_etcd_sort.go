@@ -13,83 +13,161 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// etcdChangeSort sorts an etcd backup's changes by key, then revision: etcd keeps
-// them by revision, and Import takes keys in key order. It is an external sort
-// through a pebble store of its own in a temporary directory ($TMPDIR), so its
-// memory is bounded by the store's memtable and cache, whatever the number of keys
-// and changes. Measured on an etcd database of a million keys of 1 KiB (1.39 GB):
-// a map of the keys' changes peaked at 452 MB of anonymous memory, this sort at
-// 118 MB, the restore taking 11.2 and 13.1 s. Each change is one record: the key,
-// escaped so that its order is kept (0x00 as 0x00 0xFF, ended by 0x00 0x01), then
-// the revision (main, sub, tombstone mark); no value.
-type etcdChangeSort struct {
+// tempSorted is a pebble store of its own in a temporary directory ($TMPDIR) that
+// sorts records by key: an external sort, its memory bounded by the store's
+// memtables and cache whatever the number of records. etcdChangeSort sorts an etcd
+// backup's changes by key with it, WriteEtcdBackup a raftkv backup's by revision.
+type tempSorted struct {
 	dir   string
+	what  string // what it sorts, for its errors
 	db    *pebble.DB
 	batch *pebble.Batch
 	it    *pebble.Iterator
-	// key and revs are the group the iterator is at.
-	key  []byte
-	revs []etcdRev
 	// failed holds pebble's first background error (a flush that found the disk
 	// full, which pebble would retry for ever): every call then fails with it.
 	failed atomic.Pointer[error]
 }
 
-// etcdSortDirs are the sorts' directories that exist, for RemoveTempFiles.
-var etcdSortDirs sync.Map
+// tempSortedDirs are the sorts' directories that exist, for RemoveTempFiles.
+var tempSortedDirs sync.Map
 
-// RemoveTempFiles removes the temporary directories of etcd backups being read:
-// for a command interrupted by a signal, which ends before it closes them.
+// RemoveTempFiles removes the temporary directories of etcd backups being read or
+// written: for a command interrupted by a signal, which ends before it closes them.
 func RemoveTempFiles() {
-	etcdSortDirs.Range(func(dir, _ any) bool {
+	tempSortedDirs.Range(func(dir, _ any) bool {
 		_ = os.RemoveAll(dir.(string))
-		etcdSortDirs.Delete(dir)
+		tempSortedDirs.Delete(dir)
 		return true
 	})
 }
 
+const (
+	// tempSortedMemTable and tempSortedCache size a sort's pebble store.
+	tempSortedMemTable = 16 << 20
+	tempSortedCache    = 8 << 20
+	// tempSortedBatch and tempSortedBatchBytes bound one batch of records: a batch
+	// much larger than the memtable is kept whole in memory until flushed (one of
+	// 65,536 values of 1 KiB took the heap to 750 MB).
+	tempSortedBatch      = 1 << 16
+	tempSortedBatchBytes = 4 << 20
+)
+
+// newTempSorted opens a sort of what (for its errors).
+func newTempSorted(what string) (*tempSorted, error) {
+	dir, err := os.MkdirTemp("", "raftkv-etcd-sort-")
+	if err != nil {
+		return nil, fmt.Errorf("a temporary directory to sort %s (set TMPDIR to another disk?): %w", what, err)
+	}
+	t := &tempSorted{dir: dir, what: what}
+	tempSortedDirs.Store(dir, true)
+	cache := pebble.NewCache(tempSortedCache)
+	defer cache.Unref()
+	db, err := pebble.Open(dir, &pebble.Options{DisableWAL: true, MemTableSize: tempSortedMemTable, Cache: cache, Logger: sortLogger{},
+		EventListener: &pebble.EventListener{BackgroundError: func(err error) { t.failed.CompareAndSwap(nil, &err) }}})
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		tempSortedDirs.Delete(dir)
+		return nil, err
+	}
+	t.db, t.batch = db, db.NewBatch()
+	return t, nil
+}
+
 // err returns the sort's background failure, if any.
-func (s *etcdChangeSort) err() error {
-	if p := s.failed.Load(); p != nil {
-		return fmt.Errorf("sorting etcd's changes by key in %s failed (set TMPDIR to a disk with room for "+
-			"about the keys' bytes plus 20 bytes per change): %w", s.dir, *p)
+func (t *tempSorted) err() error {
+	if p := t.failed.Load(); p != nil {
+		return fmt.Errorf("sorting %s in %s failed (set TMPDIR to a disk with more room): %w", t.what, t.dir, *p)
 	}
 	return nil
 }
 
-const (
-	// etcdSortMemTable and etcdSortCache size the sort's pebble store.
-	etcdSortMemTable = 16 << 20
-	etcdSortCache    = 8 << 20
-	// etcdSortBatch is how many changes go to the store in one batch.
-	etcdSortBatch = 1 << 16
-)
+// set records k with value v.
+func (t *tempSorted) set(k, v []byte) error {
+	if err := t.err(); err != nil {
+		return err
+	}
+	if err := t.batch.Set(k, v, nil); err != nil {
+		return err
+	}
+	if t.batch.Count() >= tempSortedBatch || t.batch.Len() >= tempSortedBatchBytes {
+		return t.commit()
+	}
+	return nil
+}
+
+func (t *tempSorted) commit() error {
+	if err := t.err(); err != nil {
+		return err
+	}
+	if err := t.batch.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("sorting %s in %s: %w", t.what, t.dir, err)
+	}
+	t.batch.Reset()
+	return nil
+}
+
+// rewind commits what set left and puts t.it at the first record.
+func (t *tempSorted) rewind() error {
+	if t.batch.Count() > 0 {
+		if err := t.commit(); err != nil {
+			return err
+		}
+	}
+	if t.it != nil {
+		if err := t.it.Close(); err != nil {
+			return err
+		}
+	}
+	it, err := t.db.NewIter(nil)
+	if err != nil {
+		return err
+	}
+	t.it = it
+	t.it.First()
+	return nil
+}
+
+// close ends the sort and removes its directory. After a background failure the
+// store is not closed (pebble's Close would wait for the flush it retries); the
+// command ends soon after.
+func (t *tempSorted) close() {
+	if t.err() == nil {
+		if t.it != nil {
+			_ = t.it.Close()
+		}
+		_ = t.batch.Close()
+		_ = t.db.Close()
+	}
+	if err := os.RemoveAll(t.dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		slog.Warn("removing a temporary directory", "dir", t.dir, "err", err)
+	}
+	tempSortedDirs.Delete(t.dir)
+}
+
+// etcdChangeSort sorts an etcd backup's changes by key, then revision: etcd keeps
+// them by revision, and Import takes keys in key order. Measured on an etcd
+// database of a million keys of 1 KiB (1.39 GB): a map of the keys' changes peaked
+// at 452 MB of anonymous memory, this sort at 118 MB, the restore taking 11.2 and
+// 13.1 s. Each change is one record: the key, escaped so that its order is kept
+// (0x00 as 0x00 0xFF, ended by 0x00 0x01), then the revision (main, sub, tombstone
+// mark); no value.
+type etcdChangeSort struct {
+	*tempSorted
+	// key and revs are the group the iterator is at.
+	key  []byte
+	revs []etcdRev
+}
 
 func newEtcdChangeSort() (*etcdChangeSort, error) {
-	dir, err := os.MkdirTemp("", "raftkv-etcd-sort-")
+	t, err := newTempSorted("etcd's changes by key (about the keys' bytes plus 20 bytes per change)")
 	if err != nil {
-		return nil, fmt.Errorf("a temporary directory to sort etcd's changes by key (set TMPDIR to another disk?): %w", err)
-	}
-	s := &etcdChangeSort{dir: dir}
-	etcdSortDirs.Store(dir, true)
-	cache := pebble.NewCache(etcdSortCache)
-	defer cache.Unref()
-	db, err := pebble.Open(dir, &pebble.Options{DisableWAL: true, MemTableSize: etcdSortMemTable, Cache: cache, Logger: sortLogger{},
-		EventListener: &pebble.EventListener{BackgroundError: func(err error) { s.failed.CompareAndSwap(nil, &err) }}})
-	if err != nil {
-		_ = os.RemoveAll(dir)
-		etcdSortDirs.Delete(dir)
 		return nil, err
 	}
-	s.db, s.batch = db, db.NewBatch()
-	return s, nil
+	return &etcdChangeSort{tempSorted: t}, nil
 }
 
 // add records one change of key.
 func (s *etcdChangeSort) add(key []byte, r etcdRev) error {
-	if err := s.err(); err != nil {
-		return err
-	}
 	k := make([]byte, 0, len(key)+2+13)
 	for _, b := range key {
 		if b == 0 {
@@ -106,45 +184,7 @@ func (s *etcdChangeSort) add(key []byte, r etcdRev) error {
 	} else {
 		k = append(k, 0)
 	}
-	if err := s.batch.Set(k, nil, nil); err != nil {
-		return err
-	}
-	if s.batch.Count() >= etcdSortBatch {
-		return s.commit()
-	}
-	return nil
-}
-
-func (s *etcdChangeSort) commit() error {
-	if err := s.err(); err != nil {
-		return err
-	}
-	if err := s.batch.Commit(pebble.NoSync); err != nil {
-		return fmt.Errorf("sorting etcd's changes in %s: %w", s.dir, err)
-	}
-	s.batch.Reset()
-	return nil
-}
-
-// rewind commits what add left and goes back to the first key.
-func (s *etcdChangeSort) rewind() error {
-	if s.batch.Count() > 0 {
-		if err := s.commit(); err != nil {
-			return err
-		}
-	}
-	if s.it != nil {
-		if err := s.it.Close(); err != nil {
-			return err
-		}
-	}
-	it, err := s.db.NewIter(nil)
-	if err != nil {
-		return err
-	}
-	s.it = it
-	s.it.First()
-	return nil
+	return s.set(k, nil)
 }
 
 // next returns the next key and its changes, in revision order; ok is false at the
@@ -197,23 +237,6 @@ func terminatorAt(k []byte) int {
 		i++ // 0x00 0xFF
 	}
 	return -1
-}
-
-// close ends the sort and removes its directory. After a background failure the
-// store is not closed (pebble's Close would wait for the flush it retries); the
-// command ends soon after.
-func (s *etcdChangeSort) close() {
-	if s.err() == nil {
-		if s.it != nil {
-			_ = s.it.Close()
-		}
-		_ = s.batch.Close()
-		_ = s.db.Close()
-	}
-	if err := os.RemoveAll(s.dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		slog.Warn("removing the directory that sorted etcd's changes", "dir", s.dir, "err", err)
-	}
-	etcdSortDirs.Delete(s.dir)
 }
 
 // sortLogger keeps pebble's informational lines out of the command's output.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"go.etcd.io/bbolt"
 	"go.etcd.io/etcd/api/v3/authpb"
@@ -24,14 +25,10 @@ import (
 // keys' histories go to etcd's key bucket by revision, the compaction revision to
 // its meta bucket (finished, so etcd's start has nothing to resume), with
 // storageVersion 3.6 (etcd 3.6 and 3.7 read it; etcdutl adds the consistent
-// index and the membership); the leases and the auth state to their buckets. The
-// changes go in in key order, not etcd's revision order, so bbolt's pages are
-// fuller in etcd's own files: etcdctl defrag after the restore shrinks it.
+// index and the membership); the leases and the auth state to their buckets.
 
 // etcdWriteBatch and etcdWriteBatchChanges bound one bbolt transaction of
 // WriteEtcdBackup: its changes' bytes, and their number (etcd's own batch limit).
-// The changes come in key order and go to a bucket kept by revision, so each may
-// dirty a page of its own.
 const (
 	etcdWriteBatch        = 16 << 20
 	etcdWriteBatchChanges = 10000
@@ -141,36 +138,20 @@ func writeEtcdState(db *bbolt.DB, br *backupReader) error {
 	if err != nil {
 		return err
 	}
-	// The histories, in transactions of about etcdWriteBatch bytes.
-	type change struct {
-		rev etcdRev
-		rec []byte
-	}
-	var batch []change
-	size := 0
-	flush := func() error {
-		err := db.Update(func(tx *bbolt.Tx) error {
-			b := tx.Bucket([]byte("key"))
-			for _, c := range batch {
-				if err := b.Put(c.rev.bucketKey(), c.rec); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		batch, size = batch[:0], 0
+	// The histories come by key; etcd keeps them by revision. They are sorted by
+	// revision outside memory first (tempSorted), then appended to the key bucket
+	// in order, its pages filled as etcd fills its own.
+	sorted, err := newTempSorted("the backup's changes by revision (about the backup's size)")
+	if err != nil {
 		return err
 	}
+	defer sorted.close()
 	add := func(r etcdRev, kv *mvccpb.KeyValue) error {
 		rec, err := proto.Marshal(kv)
 		if err != nil {
 			return err
 		}
-		batch = append(batch, change{r, rec})
-		if size += len(rec); size >= etcdWriteBatch || len(batch) >= etcdWriteBatchChanges {
-			return flush()
-		}
-		return nil
+		return sorted.set(r.bucketKey(), rec)
 	}
 	for {
 		h, err := br.nextKey()
@@ -197,7 +178,35 @@ func writeEtcdState(db *bbolt.DB, br *backupReader) error {
 			}
 		}
 	}
-	return flush()
+	if err := sorted.rewind(); err != nil {
+		return err
+	}
+	// In transactions of at most etcdWriteBatch bytes and etcdWriteBatchChanges
+	// changes.
+	for sorted.it.Valid() {
+		err := db.Update(func(tx *bbolt.Tx) error {
+			b := tx.Bucket([]byte("key"))
+			b.FillPercent = 1 // appended in order: leave no room in full pages
+			for n, size := 0, 0; sorted.it.Valid() && n < etcdWriteBatchChanges && size < etcdWriteBatch; sorted.it.Next() {
+				v, err := sorted.it.ValueAndErr()
+				if err != nil {
+					return err
+				}
+				if err := b.Put(slices.Clone(sorted.it.Key()), slices.Clone(v)); err != nil {
+					return err
+				}
+				n, size = n+1, size+len(v)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if err := sorted.it.Error(); err != nil {
+		return err
+	}
+	return sorted.err()
 }
 
 // writeEtcdAuth writes the store's auth state into etcd's auth buckets.

@@ -60,8 +60,8 @@ func (a *app) newSnapshotToEtcdCommand() *cobra.Command {
 		Short: "write a raftkv backup as etcd's database, for etcdutl snapshot restore (the way back to etcd)",
 		Long: "OUT, which must not exist, gets every key with its retained history, the compaction revision,\n" +
 			"the leases, users, roles and permissions of BACKUP, in etcd's bbolt schema with a SHA-256 trailer:\n" +
-			"the file etcdctl snapshot save writes against etcd. Restore it with etcdutl snapshot restore OUT ...;\n" +
-			"then etcdctl defrag shrinks the database, which this writes in key order rather than etcd's.",
+			"the file etcdctl snapshot save writes against etcd. Restore it with etcdutl snapshot restore OUT ...\n" +
+			"It sorts the changes by revision in a temporary directory under $TMPDIR (about BACKUP's size).",
 		Args: exactArgs("BACKUP", "OUT"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var info server.BackupInfo
