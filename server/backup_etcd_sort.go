@@ -28,17 +28,21 @@ type tempSorted struct {
 	failed atomic.Pointer[error]
 }
 
-// tempSortedDirs are the sorts' directories that exist, for RemoveTempFiles.
-var tempSortedDirs sync.Map
+// tempSortedDirs are the sorts' directories that exist, and tempFiles the
+// partial outputs being written (WriteEtcdBackup), for RemoveTempFiles.
+var tempSortedDirs, tempFiles sync.Map
 
-// RemoveTempFiles removes the temporary directories of etcd backups being read or
-// written: for a command interrupted by a signal, which ends before it closes them.
+// RemoveTempFiles removes the temporary directories and partial files of etcd
+// backups being read or written: for a command interrupted by a signal, which ends
+// before it removes them itself.
 func RemoveTempFiles() {
-	tempSortedDirs.Range(func(dir, _ any) bool {
-		_ = os.RemoveAll(dir.(string))
-		tempSortedDirs.Delete(dir)
-		return true
-	})
+	for _, m := range []*sync.Map{&tempSortedDirs, &tempFiles} {
+		m.Range(func(path, _ any) bool {
+			_ = os.RemoveAll(path.(string))
+			m.Delete(path)
+			return true
+		})
+	}
 }
 
 const (

@@ -424,3 +424,78 @@ func TestEtcdChangeSortOrder(t *testing.T) {
 		t.Fatalf("the sort left %s (%v)", dir, err)
 	}
 }
+
+// A backup of 25,000 changes, more than one bbolt transaction and one sort batch,
+// written as etcd's: its key bucket in strictly increasing revision order, its
+// histories as the backup's, and nothing left in TMPDIR, after a success or a
+// source cut short.
+func TestWriteEtcdBackupLarge(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	s, err := kv.NewStore(kv.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 25000 {
+		cmd := &kv.Command{Put: &kv.PutRequest{Key: fmt.Appendf(nil, "k%05d", (i*7919)%3000), Value: bytes.Repeat([]byte{byte(i)}, 300)}}
+		if res := s.ApplyCommand(s.AppliedIndex()+1, cmd); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	view, err := s.SnapshotView()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	_, err = writeBackup(&b, view)
+	view.Release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	src, out := filepath.Join(dir, "backup.db"), filepath.Join(dir, "etcd.db")
+	if err := os.WriteFile(src, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WriteEtcdBackup(src, out, false); err != nil {
+		t.Fatal(err)
+	}
+	_, want := histories(t, src)
+	_, got := histories(t, out)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%d histories read back, %d written; they differ", len(got), len(want))
+	}
+	db, err := bbolt.Open(out, 0o400, &bbolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	err = db.View(func(tx *bbolt.Tx) error {
+		var prev []byte
+		return tx.Bucket([]byte("key")).ForEach(func(k, _ []byte) error {
+			if prev != nil && bytes.Compare(prev, k) >= 0 {
+				return fmt.Errorf("key bucket out of order at %x", k)
+			}
+			prev, n = slices.Clone(k), n+1
+			return nil
+		})
+	})
+	db.Close()
+	if err != nil || n != 25000 {
+		t.Fatalf("key bucket: %d changes (%v), want 25000 in order", n, err)
+	}
+	cut := filepath.Join(dir, "cut.db")
+	if err := os.WriteFile(cut, b.Bytes()[:b.Len()*2/3], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WriteEtcdBackup(cut, filepath.Join(dir, "cut.etcd"), true); err == nil {
+		t.Fatal("a backup cut short converted")
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Fatalf("TMPDIR holds %v after the conversions", left)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cut.etcd.partial")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a failed conversion left its partial file (%v)", err)
+	}
+}

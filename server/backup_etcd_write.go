@@ -67,7 +67,16 @@ func WriteEtcdBackup(src, dst string, skipHashCheck bool) (info BackupInfo, err 
 		if err != nil {
 			_ = os.Remove(partial)
 		}
+		tempFiles.Delete(partial)
 	}()
+	defer func() {
+		// A fatal error of a sort's store (sortLogger) is an error here too, so
+		// that the partial file goes.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("writing %s: %v", dst, r)
+		}
+	}()
+	tempFiles.Store(partial, true)
 	// O_EXCL: a partial file left by a crashed run, or another run's, is not
 	// written over; the error names it.
 	f, err := os.OpenFile(partial, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
@@ -140,7 +149,7 @@ func writeEtcdState(db *bbolt.DB, br *backupReader) error {
 	}
 	// The histories come by key; etcd keeps them by revision. They are sorted by
 	// revision outside memory first (tempSorted), then appended to the key bucket
-	// in order, its pages filled as etcd fills its own.
+	// in order, its pages filled.
 	sorted, err := newTempSorted("the backup's changes by revision (about the backup's size)")
 	if err != nil {
 		return err
@@ -186,7 +195,7 @@ func writeEtcdState(db *bbolt.DB, br *backupReader) error {
 	for sorted.it.Valid() {
 		err := db.Update(func(tx *bbolt.Tx) error {
 			b := tx.Bucket([]byte("key"))
-			b.FillPercent = 1 // appended in order: leave no room in full pages
+			b.FillPercent = 1 // appended in order, and etcd only appends to this bucket
 			for n, size := 0, 0; sorted.it.Valid() && n < etcdWriteBatchChanges && size < etcdWriteBatch; sorted.it.Next() {
 				v, err := sorted.it.ValueAndErr()
 				if err != nil {
