@@ -253,6 +253,21 @@ func testEtcdBackupDamaged(t *testing.T, damage func(data []byte)) {
 	t.Log(err)
 }
 
+// backupBytes returns a backup of s, as Maintenance.Snapshot writes it.
+func backupBytes(t *testing.T, s *kv.Store) []byte {
+	t.Helper()
+	view, err := s.SnapshotView()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer view.Release()
+	var b bytes.Buffer
+	if _, err := writeBackup(&b, view); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
 // histories reads every key's history of the backup at path.
 func histories(t *testing.T, path string) (BackupInfo, []*kv.KeyHistory) {
 	t.Helper()
@@ -284,18 +299,8 @@ func TestWriteEtcdBackupRoundTrip(t *testing.T) {
 	if err := os.WriteFile(src, backupOf(t), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	view, err := revisionStore(t).SnapshotView()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b bytes.Buffer
-	_, err = writeBackup(&b, view)
-	view.Release()
-	if err != nil {
-		t.Fatal(err)
-	}
 	subs := filepath.Join(dir, "subs.db")
-	if err := os.WriteFile(subs, b.Bytes(), 0o600); err != nil {
+	if err := os.WriteFile(subs, backupBytes(t, revisionStore(t)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, path := range []string{src, subs} {
@@ -443,19 +448,10 @@ func TestWriteEtcdBackupLarge(t *testing.T) {
 			t.Fatal(res.Err)
 		}
 	}
-	view, err := s.SnapshotView()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b bytes.Buffer
-	_, err = writeBackup(&b, view)
-	view.Release()
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := backupBytes(t, s)
 	dir := t.TempDir()
 	src, out := filepath.Join(dir, "backup.db"), filepath.Join(dir, "etcd.db")
-	if err := os.WriteFile(src, b.Bytes(), 0o600); err != nil {
+	if err := os.WriteFile(src, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := WriteEtcdBackup(src, out, false); err != nil {
@@ -486,7 +482,7 @@ func TestWriteEtcdBackupLarge(t *testing.T) {
 		t.Fatalf("key bucket: %d changes (%v), want 25000 in order", n, err)
 	}
 	cut := filepath.Join(dir, "cut.db")
-	if err := os.WriteFile(cut, b.Bytes()[:b.Len()*2/3], 0o600); err != nil {
+	if err := os.WriteFile(cut, b[:len(b)*2/3], 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := WriteEtcdBackup(cut, filepath.Join(dir, "cut.etcd"), true); err == nil {
