@@ -253,21 +253,6 @@ func testEtcdBackupDamaged(t *testing.T, damage func(data []byte)) {
 	t.Log(err)
 }
 
-// backupBytes returns a backup of s, as Maintenance.Snapshot writes it.
-func backupBytes(t *testing.T, s *kv.Store) []byte {
-	t.Helper()
-	view, err := s.SnapshotView()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer view.Release()
-	var b bytes.Buffer
-	if _, err := writeBackup(&b, view); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
-}
-
 // histories reads every key's history of the backup at path.
 func histories(t *testing.T, path string) (BackupInfo, []*kv.KeyHistory) {
 	t.Helper()

@@ -33,6 +33,12 @@ func backupOf(t *testing.T) []byte {
 	}
 	apply(&kv.Command{DeleteRange: &kv.DeleteRangeRequest{Key: []byte("k1")}})
 	apply(&kv.Command{Compact: &kv.CompactionRequest{Revision: 6}})
+	return backupBytes(t, s)
+}
+
+// backupBytes returns a backup of s, as Maintenance.Snapshot writes it.
+func backupBytes(t *testing.T, s *kv.Store) []byte {
+	t.Helper()
 	view, err := s.SnapshotView()
 	if err != nil {
 		t.Fatal(err)
@@ -200,18 +206,8 @@ func TestBackupKeepsTheOrderOfARevisionsChanges(t *testing.T) {
 	if got := eventsAt(t, src, 3); !slices.Equal(got, want) {
 		t.Fatalf("the source's revision 3: %v, want %v", got, want)
 	}
-	view, err := src.SnapshotView()
-	if err != nil {
-		t.Fatal(err)
-	}
 	path := filepath.Join(t.TempDir(), "backup.db")
-	var b bytes.Buffer
-	_, err = writeBackup(&b, view)
-	view.Release()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
+	if err := os.WriteFile(path, backupBytes(t, src), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if got := eventsAt(t, importBackup(t, path), 3); !slices.Equal(got, want) {
