@@ -165,10 +165,11 @@ func (l *leaseService) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiv
 	return resp, nil
 }
 
-// LeaseLeases lists the leases, in id order, after a ReadIndex round: unlike etcd,
-// which lists what its member has applied, it lists every lease granted before the
-// call on whichever member it reaches. With auth enabled it needs read permission on
-// every key of every lease, as etcd's.
+// LeaseLeases lists the leases after a ReadIndex round: unlike etcd, which lists what
+// its member has applied, it lists every lease granted before the call on whichever
+// member it reaches. The leader lists them as etcd's does, the soonest to expire
+// first; other members, which do not track expiry, in id order (lessor.orderByExpiry).
+// With auth enabled it needs read permission on every key of every lease, as etcd's.
 func (l *leaseService) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
 	if err := l.s.linearizableRead(ctx); err != nil {
 		return nil, toGRPC(err)
@@ -181,6 +182,7 @@ func (l *leaseService) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest
 	if err != nil {
 		return nil, toGRPC(err)
 	}
+	l.s.lessor.orderByExpiry(leases)
 	resp := &pb.LeaseLeasesResponse{Header: l.s.header().pb(l.s.sm.store.Revision()), Leases: make([]*pb.LeaseStatus, len(leases))}
 	for i, info := range leases {
 		resp.Leases[i] = &pb.LeaseStatus{ID: info.ID}

@@ -359,3 +359,46 @@ func checkLeaseForwarding(t *testing.T, members []*testMember) {
 		t.Fatalf("keep-alive through a follower over TLS: %+v %v", resp, err)
 	}
 }
+
+// LeaseLeases on the leader lists the leases as etcd's does, the soonest to expire
+// first (etcd's lessor.Leases), and a keep-alive moves a lease back; a follower,
+// which does not track expiry, lists them in id order.
+func TestLeaseLeasesSoonestExpiryFirst(t *testing.T) {
+	members := startTestCluster(t, 3, nil)
+	leader := promotedLeader(t, members)
+	// Granted in this order: the TTLs, not the ids or the order of grants, decide.
+	for _, g := range []struct{ id, ttl int64 }{{1, 300}, {2, 100}, {3, 200}, {4, 100}} {
+		grant(t, leader, g.id, g.ttl)
+	}
+	list := func(m *testMember) []int64 {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, err := pb.NewLeaseClient(m.conn).LeaseLeases(ctx, &pb.LeaseLeasesRequest{})
+		if err != nil {
+			t.Fatalf("LeaseLeases on %s: %v", m.cfg.Name, err)
+		}
+		var ids []int64
+		for _, l := range resp.Leases {
+			ids = append(ids, l.ID)
+		}
+		return ids
+	}
+	if got, want := list(leader), []int64{2, 4, 3, 1}; !slices.Equal(got, want) {
+		t.Fatalf("leases on the leader: %v, want %v (by expiry)", got, want)
+	}
+	// Renewed, lease 2 now expires after lease 4, granted later with the same TTL.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if resp, err := keepAliveOnce(ctx, leader, 2); err != nil || resp.TTL != 100 {
+		t.Fatalf("keep-alive of lease 2: %+v %v", resp, err)
+	}
+	if got, want := list(leader), []int64{4, 2, 3, 1}; !slices.Equal(got, want) {
+		t.Fatalf("leases on the leader after renewing 2: %v, want %v", got, want)
+	}
+	for _, f := range followersOf(members, leader) {
+		if got, want := list(f), []int64{1, 2, 3, 4}; !slices.Equal(got, want) {
+			t.Fatalf("leases on follower %s: %v, want %v (by id)", f.cfg.Name, got, want)
+		}
+	}
+}

@@ -646,6 +646,31 @@ func (l *lessor) remaining(id int64) (time.Duration, int64, error) {
 	return lt.expiry.Sub(l.clock.Now()), lt.ttl, nil
 }
 
+// orderByExpiry sorts leases, given in id order, as etcd's lessor lists them
+// (lessor.Leases): the soonest to expire first, and leases that expire together in id
+// order. Only the primary knows when leases expire; on any other member every lease
+// counts as never expiring, as on etcd's, so the order stays by id. A lease the
+// lessor does not know yet goes last.
+func (l *lessor) orderByExpiry(leases []kv.LeaseInfo) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.mu.primary {
+		return
+	}
+	slices.SortStableFunc(leases, func(a, b kv.LeaseInfo) int {
+		la, lb := l.mu.leases[a.ID], l.mu.leases[b.ID]
+		switch {
+		case la == nil && lb == nil:
+			return 0
+		case la == nil:
+			return 1
+		case lb == nil:
+			return -1
+		}
+		return la.expiry.Compare(lb.expiry)
+	})
+}
+
 // timedLease is a lease id filed at a time.
 type timedLease struct {
 	id int64
