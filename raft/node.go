@@ -102,6 +102,9 @@ type Node struct {
 	// a leader's messages go out before its write only in a term already durable.
 	durableTerm   uint64
 	queuedTickets []uint64
+	// sentBeforeFsync: the run loop has handed messages to the transport since it
+	// last yielded (yieldToSenders). Run loop only.
+	sentBeforeFsync bool
 
 	term     atomic.Uint64
 	isLeader atomic.Bool
