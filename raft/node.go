@@ -227,7 +227,7 @@ func NewNode(cfg Config, newTransport NewTransport) (*Node, error) {
 			return nil, fmt.Errorf("raft: reading snapshot: %w", err)
 		}
 		if !snap.IsEmpty() {
-			n.applyq.push([]ApplyMsg{n.snapshotMsg(snap)})
+			n.applyq.push([]ApplyMsg{n.snapshotMsg(snap)}, n.applyc)
 		}
 	}
 	if n.transport, err = newTransport(n); err != nil {

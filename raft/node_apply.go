@@ -171,6 +171,9 @@ type applyQueue struct {
 		// holding: the run loop found the queue full (hold) and holds committed
 		// entries back until pop makes room and wakes it.
 		holding bool
+		// delivering: the delivery goroutine holds a batch that pop gave it and
+		// may not have put all of on the Apply channel yet.
+		delivering bool
 	}
 }
 
@@ -190,9 +193,23 @@ func (q *applyQueue) hold() bool {
 	return q.mu.holding
 }
 
-// push queues batch, which begins with a snapshot or holds only entries.
-func (q *applyQueue) push(batch []ApplyMsg) {
+// push queues batch, which begins with a snapshot or holds only entries. If nothing
+// is queued, the delivery goroutine holds no batch and out (the Apply channel) has
+// room for the whole batch, push puts it on out itself: the order is kept, since
+// every earlier batch is on out already, and nothing blocks, since only the delivery
+// goroutine, which is idle, sends there too. That saves waking the delivery
+// goroutine, a hand-off on the way from commit to the application, whenever the
+// application keeps up. With one client (bench's put-1c), commit to apply took
+// about 10 µs through it.
+func (q *applyQueue) push(batch []ApplyMsg, out chan<- ApplyMsg) {
 	q.mu.Lock()
+	if len(q.mu.batches) == 0 && !q.mu.delivering && cap(out)-len(out) >= len(batch) {
+		for _, msg := range batch {
+			out <- msg
+		}
+		q.mu.Unlock()
+		return
+	}
 	if batch[0].Type == ApplySnapshot {
 		for i, queued := range q.mu.batches {
 			if queued[0].Type == ApplySnapshot {
@@ -217,6 +234,7 @@ func (q *applyQueue) push(batch []ApplyMsg) {
 func (q *applyQueue) pop() (batch []ApplyMsg, wake bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.mu.delivering = len(q.mu.batches) > 0
 	if len(q.mu.batches) == 0 {
 		return nil, false
 	}
@@ -256,7 +274,7 @@ func (n *Node) queueApply(rd Ready) {
 		}
 		batch = append(batch, msg)
 	}
-	n.applyq.push(batch)
+	n.applyq.push(batch, n.applyc)
 }
 
 // snapshotMsg is the ApplyMsg that delivers snap.

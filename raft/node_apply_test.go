@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -200,6 +201,7 @@ func TestNodeRunLoopIgnoresStalledApplication(t *testing.T) {
 
 // TestApplyQueueBound: committed batches fill the queue to its limit; a snapshot goes
 // in past it, and replaces a snapshot still queued together with what follows it.
+// (With no Apply channel to put them on, push always queues.)
 func TestApplyQueueBound(t *testing.T) {
 	q := newApplyQueue(2)
 	ents := func(i uint64) []ApplyMsg { return []ApplyMsg{{Type: ApplyCommand, Index: i}} }
@@ -218,21 +220,21 @@ func TestApplyQueueBound(t *testing.T) {
 			t.Fatalf("%s: queued %v, want %v", what, got, want)
 		}
 	}
-	q.push(ents(1))
+	q.push(ents(1), nil)
 	if q.hold() {
 		t.Fatal("holds with 1 of 2 batches")
 	}
 	if _, wake := q.pop(); wake {
 		t.Fatal("a pop wakes the run loop, which holds nothing back")
 	}
-	q.push(ents(1))
-	q.push(ents(2))
+	q.push(ents(1), nil)
+	q.push(ents(2), nil)
 	if !q.hold() {
 		t.Fatal("does not hold with 2 of 2 batches")
 	}
-	q.push(snap(10))
+	q.push(snap(10), nil)
 	check("a snapshot past the limit", 1, 2, 10)
-	q.push(snap(20))
+	q.push(snap(20), nil)
 	check("a second snapshot", 1, 2, 20)
 	if b, wake := q.pop(); b[0].Index != 1 || wake {
 		t.Fatalf("popped %d (wake %v), want 1 with the queue still full", b[0].Index, wake)
@@ -240,15 +242,87 @@ func TestApplyQueueBound(t *testing.T) {
 	if _, wake := q.pop(); !wake {
 		t.Fatal("the pop that made room does not wake the run loop holding entries back")
 	}
-	q.push(ents(21))
+	q.push(ents(21), nil)
 	check("entries after the snapshot", 20, 21)
-	q.push(snap(30))
+	q.push(snap(30), nil)
 	check("a snapshot replacing a queued one and the entries after it", 30)
 	if _, wake := q.pop(); wake {
 		t.Fatal("woken twice for one hold")
 	}
 	if b, _ := q.pop(); b != nil {
 		t.Fatalf("popped %v from an empty queue", b)
+	}
+}
+
+// TestApplyQueueHandsOverWhenIdle: push puts a batch on the Apply channel itself only
+// while nothing is queued, the delivery goroutine holds no batch, and the channel has
+// room for all of it; otherwise it queues it, and the channel sees every entry once,
+// in order.
+func TestApplyQueueHandsOverWhenIdle(t *testing.T) {
+	q := newApplyQueue(4)
+	out := make(chan ApplyMsg, 3)
+	batch := func(first, n uint64) []ApplyMsg {
+		var b []ApplyMsg
+		for i := range n {
+			b = append(b, ApplyMsg{Type: ApplyCommand, Index: first + i})
+		}
+		return b
+	}
+	queuedBatches := func() int {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return len(q.mu.batches)
+	}
+	var got []uint64
+	drain := func() {
+		for len(out) > 0 {
+			got = append(got, (<-out).Index)
+		}
+	}
+
+	q.push(batch(1, 2), out) // idle, room for 2 of 3: handed over
+	if len(out) != 2 || queuedBatches() != 0 {
+		t.Fatalf("idle push: %d on the channel, %d batches queued; want 2 and 0", len(out), queuedBatches())
+	}
+	q.push(batch(3, 2), out) // room for 1 only: queued
+	if len(out) != 2 || queuedBatches() != 1 {
+		t.Fatalf("push with too little room: %d on the channel, %d queued; want 2 and 1", len(out), queuedBatches())
+	}
+	drain()
+	q.push(batch(5, 1), out) // room now, but a batch is queued: queued behind it
+	if len(out) != 0 || queuedBatches() != 2 {
+		t.Fatalf("push behind a queued batch: %d on the channel, %d queued; want 0 and 2", len(out), queuedBatches())
+	}
+	// The delivery goroutine takes batch 3-4 and puts it on the channel, then takes
+	// batch 5, the last queued, and has not put it on the channel yet: the queue is
+	// empty, but a push now must still wait behind batch 5.
+	held, _ := q.pop()
+	for _, msg := range held {
+		out <- msg
+	}
+	drain()
+	held, _ = q.pop()
+	q.push(batch(6, 1), out)
+	if len(out) != 0 || queuedBatches() != 1 {
+		t.Fatalf("push while the delivery goroutine holds a batch: %d on the channel, %d queued; want 0 and 1",
+			len(out), queuedBatches())
+	}
+	for _, msg := range held {
+		out <- msg
+	}
+	drain()
+	for b, _ := q.pop(); b != nil; b, _ = q.pop() {
+		for _, msg := range b {
+			out <- msg
+		}
+		drain()
+	}
+	// Delivery idle again (the last pop found nothing): the next push goes straight
+	// to the channel.
+	q.push(batch(7, 1), out)
+	drain()
+	if want := []uint64{1, 2, 3, 4, 5, 6, 7}; !slices.Equal(got, want) {
+		t.Fatalf("the Apply channel saw %v, want %v", got, want)
 	}
 }
 
