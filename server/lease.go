@@ -167,8 +167,9 @@ func (l *leaseService) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiv
 
 // LeaseLeases lists the leases after a ReadIndex round: unlike etcd, which lists what
 // its member has applied, it lists every lease granted before the call on whichever
-// member it reaches. The leader lists them as etcd's does, the soonest to expire
-// first; other members, which do not track expiry, in id order (lessor.orderByExpiry).
+// member it reaches. The leader, once its lessor is promoted, lists them as etcd's
+// does, the soonest to expire first; other members, which do not track expiry, in id
+// order, where etcd's order is unspecified (lessor.orderByExpiry).
 // With auth enabled it needs read permission on every key of every lease, as etcd's.
 func (l *leaseService) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
 	if err := l.s.linearizableRead(ctx); err != nil {

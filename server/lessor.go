@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"container/heap"
 	"context"
 	"errors"
@@ -647,28 +648,49 @@ func (l *lessor) remaining(id int64) (time.Duration, int64, error) {
 }
 
 // orderByExpiry sorts leases, given in id order, as etcd's lessor lists them
-// (lessor.Leases): the soonest to expire first, and leases that expire together in id
-// order. Only the primary knows when leases expire; on any other member every lease
-// counts as never expiring, as on etcd's, so the order stays by id. A lease the
-// lessor does not know yet goes last.
+// (lessor.Leases): the soonest to expire first. Leases that expire together stay in
+// id order (etcd's order among them is unspecified), and one the lessor does not know
+// yet goes last (etcd's unset expiry counts as never). Only the primary knows when
+// leases expire: on any other member, where etcd counts every lease as never expiring
+// and lists them in no particular order, the order stays by id. The lessor's mutex,
+// which keep-alives and the apply loop take, is held only to read the expiries, as
+// etcd's copies its leases under its lock and sorts them after.
 func (l *lessor) orderByExpiry(leases []kv.LeaseInfo) {
+	type expiring struct {
+		at   int64 // nanoseconds after the first lease's expiry; math.MaxInt64 for unknown
+		info kv.LeaseInfo
+	}
+	byExpiry := make([]expiring, len(leases))
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if !l.mu.primary {
+		l.mu.Unlock()
 		return
 	}
-	slices.SortStableFunc(leases, func(a, b kv.LeaseInfo) int {
-		la, lb := l.mu.leases[a.ID], l.mu.leases[b.ID]
-		switch {
-		case la == nil && lb == nil:
-			return 0
-		case la == nil:
-			return 1
-		case lb == nil:
-			return -1
+	var base time.Time
+	for i, info := range leases {
+		byExpiry[i] = expiring{at: math.MaxInt64, info: info}
+		lt := l.mu.leases[info.ID]
+		if lt == nil {
+			continue
 		}
-		return la.expiry.Compare(lb.expiry)
+		if base.IsZero() {
+			base = lt.expiry
+		}
+		// Durations from one base keep the monotonic clock's order. Two TTLs
+		// differ by at most kv.MaxLeaseTTL (285 years), within the 292 years a
+		// Duration holds; Sub saturates beyond, which would only tie them.
+		byExpiry[i].at = int64(lt.expiry.Sub(base))
+	}
+	l.mu.Unlock()
+	slices.SortFunc(byExpiry, func(a, b expiring) int {
+		if c := cmp.Compare(a.at, b.at); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.info.ID, b.info.ID)
 	})
+	for i := range byExpiry {
+		leases[i] = byExpiry[i].info
+	}
 }
 
 // timedLease is a lease id filed at a time.
