@@ -32,6 +32,7 @@ func (n *Node) handleReady(rd Ready) error {
 		n.send(early)
 	}
 	if !rd.Snapshot.IsEmpty() {
+		n.yieldToSenders()
 		if err := n.storage.ApplySnapshot(rd.Snapshot); err != nil {
 			return fmt.Errorf("raft: persisting snapshot at index %d: %w", rd.Snapshot.Index, err)
 		}
