@@ -70,6 +70,8 @@ type Node struct {
 	// applyq carries committed batches from the run loop to the delivery goroutine,
 	// which hands them to the application on applyc and pokes applyWake when it takes
 	// one from a queue the run loop found full, so the run loop hands out what it held.
+	// While the delivery goroutine is idle and applyc has room, the run loop puts a
+	// batch on applyc itself (applyQueue.push).
 	applyq    applyQueue
 	applyWake chan struct{}
 	applyc    chan ApplyMsg
@@ -515,8 +517,8 @@ func (n *Node) ReportSnapshot(id uint64, failed bool) {
 
 // Status returns the core's state. The run loop answers it, and never waits on the
 // application to do so, so it may be called from the apply goroutine. Applied in it
-// counts the entries handed to the apply queue, which the application may not have
-// read yet.
+// counts the entries handed over for applying (queued, or on the Apply channel),
+// which the application may not have read yet.
 func (n *Node) Status() Status {
 	reply := make(chan Status, 1)
 	select {

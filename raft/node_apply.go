@@ -248,7 +248,8 @@ func (q *applyQueue) pop() (batch []ApplyMsg, wake bool) {
 	return batch, wake
 }
 
-// queueApply hands rd's snapshot and committed entries to the delivery goroutine.
+// queueApply hands rd's snapshot and committed entries to the delivery goroutine, or
+// puts them on the Apply channel itself when it can (applyQueue.push).
 func (n *Node) queueApply(rd Ready) {
 	size := len(rd.CommittedEntries)
 	if !rd.Snapshot.IsEmpty() {

@@ -660,12 +660,12 @@ func (l *lessor) orderByExpiry(leases []kv.LeaseInfo) {
 		at   int64 // nanoseconds after the first lease's expiry; math.MaxInt64 for unknown
 		info kv.LeaseInfo
 	}
-	byExpiry := make([]expiring, len(leases))
 	l.mu.Lock()
 	if !l.mu.primary {
 		l.mu.Unlock()
 		return
 	}
+	byExpiry := make([]expiring, len(leases))
 	var base time.Time
 	for i, info := range leases {
 		byExpiry[i] = expiring{at: math.MaxInt64, info: info}
