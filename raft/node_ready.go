@@ -167,8 +167,16 @@ func (n *Node) persist() {
 		select {
 		case item := <-n.persistq:
 			batch = append(batch[:0], item)
-		case <-n.stopc:
-			return
+		default:
+			// About to block: the writers the last Send woke run meanwhile, and
+			// need no yield before the next wait.
+			sent = false
+			select {
+			case item := <-n.persistq:
+				batch = append(batch[:0], item)
+			case <-n.stopc:
+				return
+			}
 		}
 		for drained := false; !drained; {
 			select {
