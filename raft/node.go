@@ -105,7 +105,8 @@ type Node struct {
 	durableTerm   uint64
 	queuedTickets []uint64
 	// sentBeforeFsync: the run loop has handed messages to the transport since it
-	// last yielded (yieldToSenders). Run loop only.
+	// last yielded (yieldToSenders) or last went to wait with no input queued (when
+	// the writers Send woke ran anyway). Run loop only.
 	sentBeforeFsync bool
 
 	term     atomic.Uint64
@@ -666,7 +667,7 @@ func (n *Node) run() {
 			// on meanwhile.
 			propc = nil
 		}
-		if len(propc) == 0 && len(n.recvc) == 0 && len(n.readc) == 0 {
+		if len(propc) == 0 && len(n.recvc) == 0 && len(n.readc) == 0 && len(n.durablec) == 0 && len(n.applyWake) == 0 {
 			// The select below is likely to block, and while it does the writers
 			// that the last Sends woke run: a yield before the next fsync would be
 			// wasted (Gosched wakes an idle thread; on put-1c a follower's stale

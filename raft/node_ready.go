@@ -67,7 +67,8 @@ func (n *Node) send(msgs []Message) {
 }
 
 // yieldToSenders lets the goroutines that the run loop's last Sends woke run, if any
-// Send came since it last yielded, before the run loop blocks in an fsync. A Transport
+// Send came since it last yielded or went to wait for input (sentBeforeFsync), before
+// the run loop blocks in an fsync. A Transport
 // commonly writes on a goroutine of its own per peer, which Send wakes and Go's
 // scheduler queues on this processor (P), the last one woken next in line; a run loop
 // that went straight into the fsync would leave them there until the system monitor
@@ -160,7 +161,8 @@ func (n *Node) persist() {
 	var (
 		batch []persistItem
 		msgs  []Message
-		// sent: this goroutine has sent since it last waited for a write.
+		// sent: this goroutine has sent since it last yielded or found its
+		// queue empty (and so blocked, letting the writers run).
 		sent bool
 	)
 	for {
