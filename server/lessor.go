@@ -657,8 +657,9 @@ func (l *lessor) remaining(id int64) (time.Duration, int64, error) {
 // etcd's copies its leases under its lock and sorts them after.
 func (l *lessor) orderByExpiry(leases []kv.LeaseInfo) {
 	type expiring struct {
-		at   int64 // nanoseconds after the first lease's expiry; math.MaxInt64 for unknown
-		info kv.LeaseInfo
+		at    time.Time
+		known bool // false for a lease the lessor does not know yet
+		info  kv.LeaseInfo
 	}
 	l.mu.Lock()
 	if !l.mu.primary {
@@ -666,25 +667,24 @@ func (l *lessor) orderByExpiry(leases []kv.LeaseInfo) {
 		return
 	}
 	byExpiry := make([]expiring, len(leases))
-	var base time.Time
 	for i, info := range leases {
-		byExpiry[i] = expiring{at: math.MaxInt64, info: info}
-		lt := l.mu.leases[info.ID]
-		if lt == nil {
-			continue
+		byExpiry[i].info = info
+		if lt := l.mu.leases[info.ID]; lt != nil {
+			byExpiry[i].at, byExpiry[i].known = lt.expiry, true
 		}
-		if base.IsZero() {
-			base = lt.expiry
-		}
-		// Durations from one base keep the monotonic clock's order. Two TTLs
-		// differ by at most kv.MaxLeaseTTL (285 years), within the 292 years a
-		// Duration holds; Sub saturates beyond, which would only tie them.
-		byExpiry[i].at = int64(lt.expiry.Sub(base))
 	}
 	l.mu.Unlock()
 	slices.SortFunc(byExpiry, func(a, b expiring) int {
-		if c := cmp.Compare(a.at, b.at); c != 0 {
-			return c
+		switch {
+		case a.known != b.known:
+			if a.known {
+				return -1
+			}
+			return 1
+		case a.known:
+			if c := a.at.Compare(b.at); c != 0 {
+				return c
+			}
 		}
 		return cmp.Compare(a.info.ID, b.info.ID)
 	})
