@@ -46,10 +46,10 @@ func TestRaftkvCLIPrintsAsEtcdctl(t *testing.T) {
 	// follower in no fixed order), so two tools that each pick a member may differ.
 	sameAtOne := func(args ...string) string {
 		t.Helper()
-		a, _, errA := etcdctl{t: t, bin: ctl.bin, endpoints: eps[:1]}.run("", args...)
-		b, _, errB := etcdctl{t: t, bin: rkv.bin, endpoints: eps[:1]}.run("", args...)
+		a, stderrA, errA := etcdctl{t: t, bin: ctl.bin, endpoints: eps[:1]}.run("", args...)
+		b, stderrB, errB := etcdctl{t: t, bin: rkv.bin, endpoints: eps[:1]}.run("", args...)
 		if errA != nil || errB != nil || a != b {
-			t.Fatalf("%s at %s:\netcdctl printed (%v)\n%s\nraftkv printed (%v)\n%s", strings.Join(args, " "), eps[0], errA, a, errB, b)
+			t.Fatalf("%s at %s:\netcdctl printed (%v)\n%s%s\nraftkv printed (%v)\n%s%s", strings.Join(args, " "), eps[0], errA, a, stderrA, errB, b, stderrB)
 		}
 		return a
 	}
