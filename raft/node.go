@@ -104,10 +104,9 @@ type Node struct {
 	// a leader's messages go out before its write only in a term already durable.
 	durableTerm   uint64
 	queuedTickets []uint64
-	// sentBeforeFsync: the run loop has handed messages to the transport since it
-	// last yielded (yieldToSenders) or last went to wait with no input queued (when
-	// the writers Send woke ran anyway). Run loop only.
-	sentBeforeFsync bool
+	// sendYield: the run loop's Sends since it last yielded before an fsync or
+	// went to wait for input (senderYield). Run loop only.
+	sendYield senderYield
 
 	term     atomic.Uint64
 	isLeader atomic.Bool
@@ -668,11 +667,8 @@ func (n *Node) run() {
 			propc = nil
 		}
 		if len(propc) == 0 && len(n.recvc) == 0 && len(n.readc) == 0 && len(n.durablec) == 0 && len(n.applyWake) == 0 {
-			// The select below is likely to block, and while it does the writers
-			// that the last Sends woke run: a yield before the next fsync would be
-			// wasted (Gosched wakes an idle thread; on put-1c a follower's stale
-			// yield cost 14 µs between its step and its fsync).
-			n.sentBeforeFsync = false
+			// The select below is likely to block.
+			n.sendYield.waiting()
 		}
 		select {
 		case <-commitc:

@@ -139,7 +139,7 @@ func (n *Node) createSnapshot(s snapshotRequest) error {
 		n.logger("raft: ignoring snapshot whose configuration is unknown", "index", s.index, "err", err)
 		return nil
 	}
-	n.yieldToSenders() // the writes below fsync
+	n.sendYield.beforeFsync() // the writes below fsync
 	if hs := n.pendingHardState; !hs.IsEmpty() {
 		// A snapshot is of committed entries; storage may check that against the
 		// commit index it holds, so write the one not yet written.

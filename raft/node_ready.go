@@ -32,7 +32,7 @@ func (n *Node) handleReady(rd Ready) error {
 		n.send(early)
 	}
 	if !rd.Snapshot.IsEmpty() {
-		n.yieldToSenders()
+		n.sendYield.beforeFsync()
 		if err := n.storage.ApplySnapshot(rd.Snapshot); err != nil {
 			return fmt.Errorf("raft: persisting snapshot at index %d: %w", rd.Snapshot.Index, err)
 		}
@@ -44,7 +44,7 @@ func (n *Node) handleReady(rd Ready) error {
 		return n.queueWrite(hs, write, rd.Entries, rd.DurableMark(), late)
 	}
 	if write {
-		n.yieldToSenders()
+		n.sendYield.beforeFsync()
 		if err := n.storage.Save(hs, rd.Entries); err != nil {
 			return fmt.Errorf("raft: persisting %d entries and HardState %+v: %w", len(rd.Entries), hs, err)
 		}
@@ -60,27 +60,43 @@ func (n *Node) handleReady(rd Ready) error {
 }
 
 // send hands msgs to the transport from the run loop, which yields before its next
-// fsync (yieldToSenders).
+// fsync (senderYield).
 func (n *Node) send(msgs []Message) {
 	n.transport.Send(msgs)
-	n.sentBeforeFsync = true
+	n.sendYield.sent()
 }
 
-// yieldToSenders lets the goroutines that the run loop's last Sends woke run, if any
-// Send came since it last yielded or went to wait for input (sentBeforeFsync), before
-// the run loop blocks in an fsync. A Transport commonly writes on a goroutine of its
-// own per peer, which Send wakes and Go's scheduler queues on this processor (P), the
-// last one woken next in line; a run loop that went straight into the fsync would
-// leave them there until the system monitor took the P back or an idle thread woke to
-// steal them. Yielding puts the run loop on the global queue, so the P runs them
-// first, and the appends (or the acknowledgements) leave before the fsync instead of
-// after it. On bench's put-1c, a leader's append reached the socket about 100 µs after
-// Send without the yield and about 30 µs with it. Side by side (bench/, 3 rounds each),
-// the yields here and in persist did 14% more requests on put-1c, 18% on put-100c,
-// 11% on put-1000c and 9% on get-lin-100c than none.
-func (n *Node) yieldToSenders() {
-	if n.sentBeforeFsync {
-		n.sentBeforeFsync = false
+// senderYield is kept by each goroutine that both hands messages to the transport and
+// waits for fsyncs (the run loop, persist): it lets the goroutines that its last Sends
+// woke run before it blocks in an fsync, if any Send came since it last yielded or
+// went to wait for input. A Transport commonly writes on a goroutine of its own per
+// peer, which Send wakes and Go's scheduler queues on this processor (P), the last one
+// woken next in line; a goroutine that went straight into the fsync would leave them
+// there until the system monitor took the P back or an idle thread woke to steal them.
+// Yielding puts it on the global queue, so the P runs them first, and the appends (or
+// the acknowledgements) leave before the fsync instead of after it. On bench's put-1c,
+// a leader's append reached the socket about 100 µs after Send without the yield and
+// about 30 µs with it. Side by side (bench/, 3 rounds each), the yields did 14% more
+// requests on put-1c, 18% on put-100c, 11% on put-1000c and 9% on get-lin-100c than
+// none. A yield is a scheduling hint only: what is written and sent before and after
+// each fsync does not change.
+type senderYield struct {
+	pending bool // a Send since the last yield or wait for input
+}
+
+// sent records a Send.
+func (y *senderYield) sent() { y.pending = true }
+
+// waiting records that the goroutine is about to block for input: the writers its
+// Sends woke run meanwhile, and a yield before the next fsync would be wasted (Gosched
+// wakes an idle thread; on put-1c a follower's stale yield cost 14 µs between its step
+// and its fsync).
+func (y *senderYield) waiting() { y.pending = false }
+
+// beforeFsync yields if a Send is pending.
+func (y *senderYield) beforeFsync() {
+	if y.pending {
+		y.pending = false
 		runtime.Gosched()
 	}
 }
@@ -126,7 +142,7 @@ func (n *Node) queueWrite(hs HardState, write bool, ents []Entry, mark DurableMa
 		// (bench/, 3 rounds) this did as well with one client and 5-20% better
 		// with 100 and 1000 clients and on linearizable reads.
 		if item.ticket != 0 {
-			n.yieldToSenders()
+			n.sendYield.beforeFsync()
 			if err := n.async.WaitDurable(item.ticket); err != nil {
 				return fmt.Errorf("raft: waiting for a write to be durable: %w", err)
 			}
@@ -160,18 +176,14 @@ func (n *Node) persist() {
 	var (
 		batch []persistItem
 		msgs  []Message
-		// sent: this goroutine has sent since it last yielded or found its
-		// queue empty (and so blocked, letting the writers run).
-		sent bool
+		yield senderYield
 	)
 	for {
 		select {
 		case item := <-n.persistq:
 			batch = append(batch[:0], item)
 		default:
-			// About to block: the writers the last Send woke run meanwhile, and
-			// need no yield before the next wait.
-			sent = false
+			yield.waiting()
 			select {
 			case item := <-n.persistq:
 				batch = append(batch[:0], item)
@@ -197,12 +209,7 @@ func (n *Node) persist() {
 			hardStateTerm = max(hardStateTerm, it.hardStateTerm)
 		}
 		if ticket != 0 {
-			if sent {
-				// As the run loop's yieldToSenders: let the writers that the
-				// last Send woke run before this fsync.
-				sent = false
-				runtime.Gosched()
-			}
+			yield.beforeFsync()
 			if err := n.async.WaitDurable(ticket); err != nil {
 				n.fail(fmt.Errorf("raft: waiting for a write to be durable: %w", err))
 				close(n.persistFailed)
@@ -216,7 +223,7 @@ func (n *Node) persist() {
 		}
 		if len(msgs) > 0 {
 			n.transport.Send(msgs)
-			sent = true
+			yield.sent()
 		}
 		if ticket != 0 {
 			n.durable.Lock()
