@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -16,6 +17,7 @@ type gatedStorage struct {
 	n       uint64
 	gate    chan struct{} // non-nil while held
 	waiting chan struct{} // closed once a WaitDurable blocks on the gate
+	waits   atomic.Int64  // WaitDurable calls
 }
 
 func (s *gatedStorage) SaveAsync(hs HardState, ents []Entry) (uint64, error) {
@@ -29,6 +31,7 @@ func (s *gatedStorage) SaveAsync(hs HardState, ents []Entry) (uint64, error) {
 }
 
 func (s *gatedStorage) WaitDurable(uint64) error {
+	s.waits.Add(1)
 	s.mu.Lock()
 	gate, waiting := s.gate, s.waiting
 	if gate != nil && waiting != nil {
@@ -151,5 +154,47 @@ func TestProposeUntilGivesUpWhileTheRunLoopIsBusy(t *testing.T) {
 	// The run loop takes proposals again.
 	if _, _, err := node.ProposeUntil(context.Background(), nil, []byte("after")); err != nil {
 		t.Fatalf("ProposeUntil once the write is durable: %v", err)
+	}
+}
+
+// Once Stop is called, the persist goroutine waits for no further write: what is
+// still queued when the write it waits for ends is left (nothing waits for its
+// acknowledgements, and the storage keeps or drops it as a crash would), so Stop
+// returns after at most the one wait under way, not after one per queued write.
+// The goroutine is driven directly here: through a Node, whether a write goes to it
+// or is waited for by the run loop itself depends on what input is waiting.
+func TestPersistWaitsForNoQueuedWriteAfterStop(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	st := &gatedStorage{MemoryStorage: NewMemoryStorage()}
+	n := &Node{
+		async:         st,
+		persistq:      make(chan persistItem, 4),
+		stopc:         make(chan struct{}),
+		durablec:      make(chan struct{}, 1),
+		persistFailed: make(chan struct{}),
+	}
+	waiting := st.hold()
+	n.wg.Add(1)
+	go n.persist()
+	for ticket := uint64(1); ticket <= 3; ticket++ {
+		n.persistPending.Add(1)
+		n.persistq <- persistItem{ticket: ticket, mark: DurableMark{Index: ticket, Term: 1}}
+		if ticket == 1 {
+			select {
+			case <-waiting:
+			case <-time.After(10 * time.Second):
+				st.release()
+				t.Fatal("the persist goroutine did not wait for the first write within 10s")
+			}
+		}
+	}
+	close(n.stopc)
+	st.release()
+	n.wg.Wait()
+	if got := st.waits.Load(); got != 1 {
+		t.Fatalf("the persist goroutine waited %d times, with 2 writes queued behind the first when Stop came; want only the 1 wait under way", got)
+	}
+	if n.durable.ticket != 1 {
+		t.Fatalf("durable ticket %d, want 1: the write under way ends as it would without Stop", n.durable.ticket)
 	}
 }

@@ -170,7 +170,9 @@ func (n *Node) queueWrite(hs HardState, write bool, ents []Entry, mark DurableMa
 
 // persist waits for queued writes to become durable, in order, then sends what waited
 // for them and tells the run loop how far the log is durable. One wait covers every
-// write queued so far (the storage commits them as a group).
+// write queued so far (the storage commits them as a group). After Stop it starts no
+// new wait: nothing reads what the writes still queued would make durable, and the
+// storage keeps or drops them as a crash would.
 func (n *Node) persist() {
 	defer n.wg.Done()
 	var (
@@ -179,6 +181,11 @@ func (n *Node) persist() {
 		yield senderYield
 	)
 	for {
+		select {
+		case <-n.stopc:
+			return
+		default:
+		}
 		select {
 		case item := <-n.persistq:
 			batch = append(batch[:0], item)
