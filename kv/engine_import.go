@@ -113,12 +113,14 @@ func checkKeyHistory(h *KeyHistory, rev int64) error {
 	return nil
 }
 
-// importState replaces the engine's records with the state described: st, and
-// the keys' histories next returns in key order (nil after the last). The
-// changes of one revision go into the history at the sub-revisions the histories
-// carry (st.hdr.WithSubs), or else in key order. It is flushed when
-// it returns. On an error the engine is left marked as restoring.
-func (e *engine) importState(st importedState, next func() (*KeyHistory, error)) error {
+// importState replaces the engine's records with the state described: st, the
+// keys' histories next returns in key order (nil after the last), and the deletes
+// at the compaction revision that deletes returns (nil after the last; deletes may
+// be nil). The changes of one revision go into the history at the sub-revisions
+// the histories and deletes carry (st.hdr.WithSubs), or else in key order, the
+// deletes after the histories. It is flushed when it returns. On an error the
+// engine is left marked as restoring.
+func (e *engine) importState(st importedState, next func() (*KeyHistory, error), deletes func() (*CompactionDelete, error)) error {
 	hdr := &st.hdr
 	if err := checkImportHeader(hdr); err != nil {
 		return err
@@ -191,25 +193,8 @@ func (e *engine) importState(st importedState, next func() (*KeyHistory, error))
 		}
 		prevKey = append(prevKey[:0], h.Key...)
 		keys++
-		// place returns the sub-revision a change is written at: the one it
-		// carries, or the next in key order.
-		place := func(carried uint32) (uint32, error) {
-			if hdr.WithSubs {
-				if carried == 1<<32-1 {
-					return 0, fmt.Errorf("%w: key %q: sub-revision %d out of range", ErrCorruptSnapshot, h.Key, carried)
-				}
-				return carried, nil
-			}
-			if sub == 1<<32-1 {
-				return 0, fmt.Errorf("%w: more than 2^32-1 changes to import", ErrCorruptSnapshot)
-			}
-			sub++
-			return sub - 1, nil
-		}
-		change := func(rev int64, at uint32, kind byte) error {
-			im.changes++
-			return im.set(changeKey(rev, at), append([]byte{kind}, h.Key...))
-		}
+		place := func(carried uint32) (uint32, error) { return im.place(&sub, hdr.WithSubs, h.Key, carried) }
+		change := func(rev int64, at uint32, kind byte) error { return im.change(h.Key, rev, at, kind) }
 		for gi := range h.Generations {
 			g := &h.Generations[gi]
 			for ri := range g.Revisions {
@@ -254,6 +239,25 @@ func (e *engine) importState(st importedState, next func() (*KeyHistory, error))
 			}
 		}
 	}
+	for deletes != nil {
+		d, err := deletes()
+		if err != nil {
+			return err
+		}
+		if d == nil {
+			break
+		}
+		if len(d.Key) == 0 || hdr.CompactRevision < 1 {
+			return fmt.Errorf("%w: a delete of key %q at compaction revision %d", ErrCorruptSnapshot, d.Key, hdr.CompactRevision)
+		}
+		at, err := im.place(&sub, hdr.WithSubs, d.Key, d.Sub)
+		if err != nil {
+			return err
+		}
+		if err := im.change(d.Key, hdr.CompactRevision, at, recordTombstone); err != nil {
+			return err
+		}
+	}
 	if err := im.checkPlaces(); err != nil {
 		return err
 	}
@@ -272,6 +276,28 @@ func (e *engine) importState(st importedState, next func() (*KeyHistory, error))
 	}
 	e.restoring = false
 	return nil
+}
+
+// place returns the sub-revision a change of key is written at: the one it
+// carries (withSubs), or the next after *sub, the last one given out.
+func (im *importer) place(sub *uint32, withSubs bool, key []byte, carried uint32) (uint32, error) {
+	if withSubs {
+		if carried == 1<<32-1 {
+			return 0, fmt.Errorf("%w: key %q: sub-revision %d out of range", ErrCorruptSnapshot, key, carried)
+		}
+		return carried, nil
+	}
+	if *sub == 1<<32-1 {
+		return 0, fmt.Errorf("%w: more than 2^32-1 changes to import", ErrCorruptSnapshot)
+	}
+	*sub++
+	return *sub - 1, nil
+}
+
+// change writes the change record of key's put or delete (kind) at (rev, at).
+func (im *importer) change(key []byte, rev int64, at uint32, kind byte) error {
+	im.changes++
+	return im.set(changeKey(rev, at), append([]byte{kind}, key...))
 }
 
 // checkPlaces commits what the import wrote so far and fails if two changes

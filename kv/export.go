@@ -137,6 +137,35 @@ func (v *SnapshotView) Leases() ([]LeaseInfo, error) {
 	return out, nil
 }
 
+// CompactionDelete is a delete made at the compaction revision. Its key's history
+// (EachKey) holds nothing at or below that revision, as the compaction dropped the
+// lifetime the delete ended, but etcd keeps the delete: a watch from exactly the
+// compaction revision reports it. Sub is its place among the revision's changes.
+type CompactionDelete struct {
+	Key []byte
+	Sub uint32
+}
+
+// EachCompactionDelete calls fn with every delete made at the compaction revision,
+// in the order the revision made them, until fn returns an error, which it
+// returns. It holds one delete at a time; the key is fn's to keep.
+func (v *SnapshotView) EachCompactionDelete(fn func(d CompactionDelete) error) error {
+	if v.compactRev < 1 {
+		return nil
+	}
+	var fnErr error
+	err := readChanges(v.snap.snap, v.compactRev, v.compactRev, func(c engineChange) bool {
+		if c.deleted {
+			fnErr = fn(CompactionDelete{Key: c.key, Sub: c.sub})
+		}
+		return fnErr == nil
+	})
+	if err != nil {
+		return v.e.readFailed(engineReadFailed("the changes at the compaction revision", err))
+	}
+	return fnErr
+}
+
 // KeyCount returns the number of keys with retained history in the view.
 func (v *SnapshotView) KeyCount() int { return int(v.keys) }
 
@@ -240,13 +269,15 @@ type ImportHeader struct {
 	WithSubs bool
 }
 
-// Import replaces the store's state with the one described: hdr, and the keys'
-// histories that next returns in key order, nil after the last. Sessions and
+// Import replaces the store's state with the one described: hdr, the keys'
+// histories that next returns in key order, nil after the last, and the deletes at
+// the compaction revision that deletes returns, nil after the last (deletes may be
+// nil for none; EachCompactionDelete lists a view's). Sessions and
 // proposals start empty (a restored store is the start of a new cluster). Every
 // history is checked as a snapshot's is. On an error in hdr the store is
 // unchanged; on one in a history it is left refusing Apply, and its engine
 // refused by OpenStore, until a restore or an import succeeds.
-func (s *Store) Import(hdr ImportHeader, next func() (*KeyHistory, error)) error {
+func (s *Store) Import(hdr ImportHeader, next func() (*KeyHistory, error), deletes func() (*CompactionDelete, error)) error {
 	auth := newAuthState()
 	if hdr.AuthState != nil {
 		d := decoder{buf: hdr.AuthState, copyBytes: true}
@@ -256,5 +287,5 @@ func (s *Store) Import(hdr ImportHeader, next func() (*KeyHistory, error)) error
 			return fmt.Errorf("%w: auth state: %v", ErrCorruptSnapshot, d.err)
 		}
 	}
-	return s.importState(importedState{hdr: hdr, auth: &auth}, next)
+	return s.importState(importedState{hdr: hdr, auth: &auth}, next, deletes)
 }

@@ -2,6 +2,7 @@ package kv
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -37,9 +38,9 @@ func TestExportImportRoundTrip(t *testing.T) {
 	mustAuth(t, src, AuthInfo{}, &AuthRequest{Op: UserAdd, Name: "alice", PasswordHash: []byte("hash-alice")})
 	mustAuth(t, src, AuthInfo{}, &AuthRequest{Op: AuthEnable})
 
-	hdr, keys := exportStore(t, src)
+	hdr, keys, dels := exportStore(t, src)
 	dst := newTestStore(t, Config{})
-	importInto(t, dst, hdr, keys)
+	importInto(t, dst, hdr, keys, dels)
 	if dst.Revision() != src.Revision() || dst.CompactRevision() != src.CompactRevision() {
 		t.Fatalf("imported revision %d compacted %d, source %d compacted %d",
 			dst.Revision(), dst.CompactRevision(), src.Revision(), src.CompactRevision())
@@ -65,8 +66,8 @@ func TestExportImportRoundTrip(t *testing.T) {
 	if !srcOn || dstOn != srcOn || dstRev != srcRev || err != nil || len(users) != 2 {
 		t.Fatalf("auth after import: enabled %v at %d (source %v at %d), users %v (%v)", dstOn, dstRev, srcOn, srcRev, users, err)
 	}
-	hdr2, keys2 := exportStore(t, dst)
-	if !reflect.DeepEqual(hdr, hdr2) || !reflect.DeepEqual(keys, keys2) {
+	hdr2, keys2, dels2 := exportStore(t, dst)
+	if !reflect.DeepEqual(hdr, hdr2) || !reflect.DeepEqual(keys, keys2) || !reflect.DeepEqual(dels, dels2) {
 		t.Fatalf("re-export differs:\n%+v\n%+v", hdr, hdr2)
 	}
 }
@@ -99,7 +100,7 @@ func TestImportRefusesBadHistory(t *testing.T) {
 			}
 			i++
 			return keys[i-1], nil
-		})
+		}, nil)
 		if err == nil {
 			t.Errorf("%s: imported", name)
 		}
@@ -110,7 +111,7 @@ func TestImportRefusesBadHistory(t *testing.T) {
 			t.Fatalf("%s: a store cut off in an import flushed", name)
 		}
 		// A good import makes it a store again.
-		err = s.Import(ImportHeader{AppliedIndex: 9, Revision: 5, CompactRevision: -1}, func() (*KeyHistory, error) { return nil, nil })
+		err = s.Import(ImportHeader{AppliedIndex: 9, Revision: 5, CompactRevision: -1}, func() (*KeyHistory, error) { return nil, nil }, nil)
 		if err != nil || s.Revision() != 5 || s.AppliedIndex() != 9 {
 			t.Fatalf("%s: a good import after a refused one: %v, revision %d", name, err, s.Revision())
 		}
@@ -130,7 +131,7 @@ func TestImportRefusesBadHistory(t *testing.T) {
 			}
 			bad++
 			return keys[bad-1], nil
-		})
+		}, nil)
 		if _, err := cut.Flush(); err == nil {
 			t.Fatalf("%s: flushed a store cut off in an import", name)
 		}
@@ -145,9 +146,9 @@ func TestImportRefusesBadHistory(t *testing.T) {
 	}
 }
 
-// exportStore returns s's state as Import takes it: the header and every key's
-// history.
-func exportStore(t *testing.T, s *Store) (ImportHeader, []*KeyHistory) {
+// exportStore returns s's state as Import takes it: the header, every key's
+// history and the deletes at the compaction revision.
+func exportStore(t *testing.T, s *Store) (ImportHeader, []*KeyHistory, []CompactionDelete) {
 	t.Helper()
 	view, err := s.SnapshotView()
 	if err != nil {
@@ -164,22 +165,40 @@ func exportStore(t *testing.T, s *Store) (ImportHeader, []*KeyHistory) {
 	if err := view.EachKey(func(h *KeyHistory) error { keys = append(keys, h); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	return hdr, keys
-}
-
-// importInto imports hdr and keys into dst, failing the test on an error.
-func importInto(t *testing.T, dst *Store, hdr ImportHeader, keys []*KeyHistory) {
-	t.Helper()
-	i := 0
-	if err := dst.Import(hdr, func() (*KeyHistory, error) {
-		if i == len(keys) {
-			return nil, nil
-		}
-		i++
-		return keys[i-1], nil
-	}); err != nil {
+	var dels []CompactionDelete
+	if err := view.EachCompactionDelete(func(d CompactionDelete) error { dels = append(dels, d); return nil }); err != nil {
 		t.Fatal(err)
 	}
+	return hdr, keys, dels
+}
+
+// importInto imports hdr, keys and dels into dst, failing the test on an error.
+func importInto(t *testing.T, dst *Store, hdr ImportHeader, keys []*KeyHistory, dels []CompactionDelete) {
+	t.Helper()
+	if err := dst.Import(hdr, listed(keys), listed(ptrs(dels))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// listed returns an Import iterator over items, nil after the last.
+func listed[T any](items []*T) func() (*T, error) {
+	return func() (*T, error) {
+		if len(items) == 0 {
+			return nil, nil
+		}
+		it := items[0]
+		items = items[1:]
+		return it, nil
+	}
+}
+
+// ptrs returns pointers to items' elements.
+func ptrs[T any](items []T) []*T {
+	out := make([]*T, len(items))
+	for i := range items {
+		out[i] = &items[i]
+	}
+	return out
 }
 
 // TestImportRefusesTwoChangesInOnePlace: histories carried with their
@@ -199,8 +218,67 @@ func TestImportRefusesTwoChangesInOnePlace(t *testing.T) {
 		h := histories[0]
 		histories = histories[1:]
 		return h, nil
-	})
+	}, nil)
 	if !errors.Is(err, ErrCorruptSnapshot) || !strings.Contains(err.Error(), "share a revision and sub-revision") {
 		t.Fatalf("import of two changes at revision 2.0: %v, want ErrCorruptSnapshot", err)
+	}
+}
+
+// A delete at the compaction revision leaves nothing in its key's history, but
+// etcd keeps it for a watch from exactly that revision: an export lists it
+// (EachCompactionDelete), and an import puts it back in its place among the
+// revision's changes.
+func TestExportImportKeepsDeletesAtCompaction(t *testing.T) {
+	src := newTestStore(t, Config{})
+	mustPut(t, src, "a", "1")                                                           // 2
+	mustPut(t, src, "b", "1")                                                           // 3
+	mustTxn(t, src, &TxnRequest{Success: []RequestOp{putOp("c", "1"), delOp("a", "")}}) // 4
+	mustPut(t, src, "y", "1")                                                           // 5
+	// The from-key delete takes x, put just before it, and y.
+	mustTxn(t, src, &TxnRequest{Success: []RequestOp{putOp("x", "1"), delOp("w", "\x00"), putOp("e", "1")}}) // 6
+	mustPut(t, src, "a", "2")                                                                                // 7
+	for _, c := range []struct {
+		compact int64
+		dels    string
+		events  string
+	}{
+		{4, "a@4.1", "PUT c=1@4 DELETE a@4 PUT y=1@5 PUT x=1@6 DELETE x@6 DELETE y@6 PUT e=1@6 PUT a=2@7"},
+		{6, "x@6.1 y@6.2", "DELETE x@6 DELETE y@6 PUT e=1@6 PUT a=2@7"},
+	} {
+		apply(t, src, &Command{Compact: &CompactionRequest{Revision: c.compact}})
+		hdr, keys, dels := exportStore(t, src)
+		var got []string
+		for _, d := range dels {
+			got = append(got, fmt.Sprintf("%s@%d.%d", d.Key, hdr.CompactRevision, d.Sub))
+		}
+		if strings.Join(got, " ") != c.dels {
+			t.Fatalf("compacted at %d: deletes at the compaction revision %q, want %q", c.compact, got, c.dels)
+		}
+		dst := newTestStore(t, Config{})
+		importInto(t, dst, hdr, keys, dels)
+		for _, prev := range []bool{false, true} {
+			want := mustEvents(t, src, &EventsRequest{FromRevision: c.compact, PrevKv: prev})
+			have := mustEvents(t, dst, &EventsRequest{FromRevision: c.compact, PrevKv: prev})
+			if describeEvents(want.Events) != c.events || !reflect.DeepEqual(want.Events, have.Events) {
+				t.Fatalf("compacted at %d, events from there (prev_kv %v):\nsource   %s\nimported %s\nwant     %s",
+					c.compact, prev, describeEvents(want.Events), describeEvents(have.Events), c.events)
+			}
+		}
+	}
+
+	// A delete at the compaction revision needs a compaction, and a key.
+	for name, c := range map[string]struct {
+		compact int64
+		del     CompactionDelete
+	}{
+		"no compaction": {-1, CompactionDelete{Key: []byte("a")}},
+		"empty key":     {2, CompactionDelete{}},
+	} {
+		dst := newTestStore(t, Config{})
+		err := dst.Import(ImportHeader{AppliedIndex: 3, Revision: 3, CompactRevision: c.compact, WithSubs: true},
+			listed[KeyHistory](nil), listed([]*CompactionDelete{&c.del}))
+		if !errors.Is(err, ErrCorruptSnapshot) {
+			t.Errorf("%s: import of a delete at the compaction revision: %v, want ErrCorruptSnapshot", name, err)
+		}
 	}
 }

@@ -83,8 +83,8 @@ func testRangeCountsAgainstFreshWalks(t *testing.T, seed uint64) {
 				}
 			}
 		case 6:
-			hdr, histories := exportStore(t, s)
-			importInto(t, s, hdr, histories) // the same histories, a new state
+			hdr, histories, dels := exportStore(t, s)
+			importInto(t, s, hdr, histories, dels) // the same histories, a new state
 		}
 		// A paged read of a range, with a write (or not) between its pages.
 		var p pager
@@ -139,8 +139,8 @@ func testRangeCountsAgainstFreshWalks(t *testing.T, seed uint64) {
 				}
 			}
 			if rng.IntN(30) == 0 {
-				hdr, histories := exportStore(t, s)
-				importInto(t, s, hdr, histories)
+				hdr, histories, dels := exportStore(t, s)
+				importInto(t, s, hdr, histories, dels)
 			}
 			if rng.IntN(30) == 0 && len(snapshots) > 0 {
 				if err := s.Restore(snapshots[rng.IntN(len(snapshots))]); err != nil {

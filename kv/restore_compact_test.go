@@ -50,8 +50,8 @@ func TestRestoreThenCompactReadsAgree(t *testing.T) {
 					}
 				} else {
 					log = append(log, "import")
-					hdr, histories := exportStore(t, other)
-					importInto(t, s, hdr, histories)
+					hdr, histories, dels := exportStore(t, other)
+					importInto(t, s, hdr, histories, dels)
 				}
 				other.Close()
 			}

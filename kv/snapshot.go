@@ -61,7 +61,7 @@ func (s *Store) Restore(data []byte) error {
 		}
 		i++
 		return old.keys[i-1], nil
-	})
+	}, nil)
 }
 
 // RestoreFrom replaces the store's state with the engine snapshot stream r, a
@@ -129,7 +129,7 @@ func (s *Store) reload(st *state, term uint64) error {
 
 // importState replaces the store's state, as Import and Restore of an old
 // snapshot do.
-func (s *Store) importState(imported importedState, next func() (*KeyHistory, error)) error {
+func (s *Store) importState(imported importedState, next func() (*KeyHistory, error), deletes func() (*CompactionDelete, error)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.mu.closed {
@@ -140,7 +140,7 @@ func (s *Store) importState(imported importedState, next func() (*KeyHistory, er
 	if err := checkImportHeader(&imported.hdr); err != nil {
 		return err
 	}
-	if err := st.e.importState(imported, next); err != nil {
+	if err := st.e.importState(imported, next, deletes); err != nil {
 		st.cutOff(err)
 		return err
 	}

@@ -30,12 +30,15 @@ import (
 //	          tombstoneSub:uvarint: a generation of the key starts
 //	'R'     = modRevision:varint lease:varint sub:uvarint value: a put of the
 //	          generation
+//	'D'     = sub:uvarint key: a delete at the compaction revision, after the
+//	          keys (kv.CompactionDelete), in the order the revision made them
 //	'E'     = nKeys:uvarint: the end, with the key count again
 //
 // The subs (kv.KeyRevision.Sub) are each change's place in its revision, so that a
 // restored store replays a txn's changes in the order it made them; format 1, which
 // restore still reads, had none, and its changes of one revision come back in key
-// order.
+// order. The 'D' records came with format 3: a restore of format 1 or 2 has no
+// deletes at the compaction revision, which a watch from exactly there reports.
 //
 // Records are small (one value at most), so neither side holds more than one key's
 // history. padding is zero bytes up to a multiple of 512 bytes, and sha256 is the
@@ -45,9 +48,11 @@ import (
 // are not in a backup: a restored store starts a new cluster, with new proposers.
 const (
 	backupMagic   = "RAFTKV-BACKUP\n"
-	backupVersion = 2
-	// backupVersionNoSubs is the format before the subs, which restore reads too.
-	backupVersionNoSubs = 1
+	backupVersion = 3
+	// backupVersionNoSubs is the format before the subs, and backupVersionNoDeletes
+	// the one before the 'D' records, which restore reads too.
+	backupVersionNoSubs    = 1
+	backupVersionNoDeletes = 2
 	// backupAlign is the multiple of which a backup's body is (etcd's sector size).
 	backupAlign = 512
 	// maxBackupRecord bounds one record: a key and a value, with room to spare, or
@@ -135,6 +140,13 @@ func writeBackup(w io.Writer, view *kv.SnapshotView) (int64, error) {
 	if err != nil {
 		return bw.written, err
 	}
+	err = view.EachCompactionDelete(func(d kv.CompactionDelete) error {
+		bw.record('D', binary.AppendUvarint(p[:0], uint64(d.Sub)), d.Key)
+		return bw.err
+	})
+	if err != nil {
+		return bw.written, err
+	}
 	bw.record('E', binary.AppendUvarint(p[:0], keys), nil)
 	if pad := bw.written % backupAlign; pad != 0 {
 		bw.raw(make([]byte, backupAlign-pad))
@@ -172,7 +184,8 @@ type backupReader struct {
 	pendingKind byte
 	pending     []byte
 	keysRead    uint64
-	done        bool
+	keysDone    bool // nextKey has returned nil
+	done        bool // the end record is read
 	// etcd is an etcd backup's database (backup_etcd.go), whose keys nextKey hands
 	// out; r is nil then.
 	etcd *etcdBackup
@@ -259,8 +272,8 @@ func readBackupHeader(f *os.File, path string, skipHashCheck bool) (*backupReade
 	d := byteDecoder{b: p}
 	info := &br.info
 	info.Version = d.uvarint()
-	if d.err == nil && info.Version != backupVersion && info.Version != backupVersionNoSubs {
-		return nil, fmt.Errorf("%w: format version %d; this raftkv reads versions %d and %d", errBadBackup, info.Version, backupVersionNoSubs, backupVersion)
+	if d.err == nil && (info.Version < backupVersionNoSubs || info.Version > backupVersion) {
+		return nil, fmt.Errorf("%w: format version %d; this raftkv reads versions %d to %d", errBadBackup, info.Version, backupVersionNoSubs, backupVersion)
 	}
 	info.Revision, info.CompactRevision, info.TotalKeys = d.varint(), d.varint(), d.uvarint()
 	n := d.uvarint()
@@ -303,16 +316,16 @@ func (br *backupReader) next() (byte, []byte, error) {
 	return kind, p, nil
 }
 
-// nextKey returns the next key's history, nil after the last (the end record, whose
-// count it checks, followed by nothing but padding).
+// nextKey returns the next key's history, nil after the last; nextDelete then reads
+// on.
 func (br *backupReader) nextKey() (*kv.KeyHistory, error) {
-	if br.done {
+	if br.keysDone {
 		return nil, nil
 	}
 	if br.etcd != nil {
 		h, err := br.etcd.next()
 		if h == nil || err != nil {
-			br.done = true
+			br.keysDone = true
 			return h, err
 		}
 		br.keysRead++
@@ -323,16 +336,9 @@ func (br *backupReader) nextKey() (*kv.KeyHistory, error) {
 		return nil, err
 	}
 	switch kind {
-	case 'E':
-		d := byteDecoder{b: p}
-		if n := d.uvarint(); d.err != nil || n != br.keysRead || n != br.info.TotalKeys {
-			return nil, fmt.Errorf("%w: it ends after %d keys, its header says %d", errBadBackup, br.keysRead, br.info.TotalKeys)
-		}
-		rest, _ := io.ReadAll(br.r)
-		if len(rest) >= backupAlign || bytes.ContainsFunc(rest, func(r rune) bool { return r != 0 }) {
-			return nil, fmt.Errorf("%w: %d bytes other than padding follow its end", errBadBackup, len(rest))
-		}
-		br.done = true
+	case 'D', 'E':
+		br.pendingKind, br.pending = kind, p
+		br.keysDone = true
 		return nil, nil
 	case 'K':
 	default:
@@ -372,6 +378,57 @@ func (br *backupReader) nextKey() (*kv.KeyHistory, error) {
 			return nil, fmt.Errorf("%w: key %q: record %q is malformed", errBadBackup, h.Key, kind)
 		}
 	}
+}
+
+// nextDelete returns the next delete at the compaction revision, once nextKey has
+// returned nil; nil after the last (the end record, whose count it checks, followed
+// by nothing but padding).
+func (br *backupReader) nextDelete() (*kv.CompactionDelete, error) {
+	switch {
+	case br.done:
+		return nil, nil
+	case !br.keysDone:
+		return nil, errors.New("server: a backup's deletes read before its keys")
+	case br.etcd != nil:
+		d, err := br.etcd.nextDelete()
+		if d == nil || err != nil {
+			br.done = true
+		}
+		return d, err
+	}
+	kind, p, err := br.next()
+	if err != nil {
+		return nil, err
+	}
+	d := byteDecoder{b: p}
+	switch {
+	case kind == 'D' && br.info.Version > backupVersionNoDeletes:
+		del := &kv.CompactionDelete{Sub: d.sub(), Key: d.b}
+		if d.err != nil || len(del.Key) == 0 {
+			return nil, fmt.Errorf("%w: record %q is malformed", errBadBackup, kind)
+		}
+		return del, nil
+	case kind == 'E':
+		if n := d.uvarint(); d.err != nil || n != br.keysRead || n != br.info.TotalKeys {
+			return nil, fmt.Errorf("%w: it ends after %d keys, its header says %d", errBadBackup, br.keysRead, br.info.TotalKeys)
+		}
+		rest, _ := io.ReadAll(br.r)
+		if len(rest) >= backupAlign || bytes.ContainsFunc(rest, func(r rune) bool { return r != 0 }) {
+			return nil, fmt.Errorf("%w: %d bytes other than padding follow its end", errBadBackup, len(rest))
+		}
+		br.done = true
+		return nil, nil
+	default:
+		return nil, fmt.Errorf("%w: record %q after the keys", errBadBackup, kind)
+	}
+}
+
+// importInto imports the backup into store as the state at appliedIndex.
+func (br *backupReader) importInto(store *kv.Store, appliedIndex uint64) error {
+	info := &br.info
+	return store.Import(kv.ImportHeader{AppliedIndex: appliedIndex, Revision: info.Revision,
+		CompactRevision: info.CompactRevision, Leases: info.Leases, AuthState: info.AuthState,
+		WithSubs: info.Version != backupVersionNoSubs}, br.nextKey, br.nextDelete)
 }
 
 // byteDecoder reads varints off b.
@@ -424,6 +481,15 @@ func ReadBackupInfo(path string, skipHashCheck bool) (BackupInfo, error) {
 			return BackupInfo{}, fmt.Errorf("%s: %w", path, err)
 		}
 		if h == nil {
+			break
+		}
+	}
+	for {
+		d, err := br.nextDelete()
+		if err != nil {
+			return BackupInfo{}, fmt.Errorf("%s: %w", path, err)
+		}
+		if d == nil {
 			return br.info, nil
 		}
 	}

@@ -90,6 +90,8 @@ type etcdBackup struct {
 	// compaction applied to each key's as it is read.
 	sorted     *etcdChangeSort
 	compactRev int64
+	// deletes reads the changes at the compaction revision, for nextDelete.
+	deletes *bbolt.Cursor
 }
 
 func (e *etcdBackup) close() {
@@ -235,9 +237,9 @@ func (e *etcdBackup) gather() (last int64, keys uint64, err error) {
 // changes, as raftkv keeps a history (kv.KeyHistory): a lifetime that ended at or
 // before it goes whole, and of the others the last put at or before it and all
 // after. A delete with no put before it is dropped too: since etcd 3.6 a
-// compaction at a delete's revision keeps the delete and drops the put (a watch
-// from exactly the compaction revision would see that delete in etcd; raftkv keeps
-// no lifetime without a put).
+// compaction at a delete's revision keeps the delete and drops the put, and
+// nextDelete hands out those at the compaction revision, which a watch from
+// exactly there reports.
 func compactEtcdRevs(revs []etcdRev, compactRev int64) []etcdRev {
 	var out, life []etcdRev // life: the lifetime being read, puts then its delete
 	flush := func() {
@@ -268,6 +270,41 @@ func compactEtcdRevs(revs []etcdRev, compactRev int64) []etcdRev {
 	}
 	flush()
 	return out
+}
+
+// nextDelete returns the next delete at the compaction revision, nil after the
+// last: etcd keeps it (its key's history, compactEtcdRevs, does not), and a watch
+// from exactly the compaction revision reports it. They come from etcd's key
+// bucket, which holds the changes in the order of their revisions.
+func (e *etcdBackup) nextDelete() (d *kv.CompactionDelete, err error) {
+	defer func() {
+		if err != nil {
+			d = nil
+		}
+	}()
+	defer recoverDamagedEtcd(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	if e.compactRev < 1 {
+		return nil, nil
+	}
+	var k, v []byte
+	if e.deletes == nil {
+		e.deletes = e.keys.Cursor()
+		k, v = e.deletes.Seek(etcdRev{main: e.compactRev}.bucketKey())
+	} else {
+		k, v = e.deletes.Next()
+	}
+	for ; k != nil && int64(binary.BigEndian.Uint64(k)) == e.compactRev; k, v = e.deletes.Next() {
+		if len(k) != etcdRevBytes+1 || k[etcdRevBytes] != 't' {
+			continue
+		}
+		key, err := etcdRecordKey(v)
+		if err != nil || len(key) == 0 {
+			return nil, fmt.Errorf("%w: etcd's delete at revision %d cannot be read again", errBadEtcdBackup, e.compactRev)
+		}
+		return &kv.CompactionDelete{Key: bytes.Clone(key), Sub: uint32(binary.BigEndian.Uint64(k[9:]))}, nil
+	}
+	return nil, nil
 }
 
 // etcdRecordKey returns the key of an mvccpb.KeyValue (field 1), leaving the rest

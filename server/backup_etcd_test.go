@@ -253,24 +253,41 @@ func testEtcdBackupDamaged(t *testing.T, damage func(data []byte)) {
 	t.Log(err)
 }
 
-// histories reads every key's history of the backup at path.
-func histories(t *testing.T, path string) (BackupInfo, []*kv.KeyHistory) {
+// backupContents is what a backup holds besides its header.
+type backupContents struct {
+	Keys    []*kv.KeyHistory
+	Deletes []kv.CompactionDelete // at the compaction revision
+}
+
+// histories reads every key's history of the backup at path, and the deletes at
+// its compaction revision.
+func histories(t *testing.T, path string) (BackupInfo, backupContents) {
 	t.Helper()
 	c, br, err := openBackup(path, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	var out []*kv.KeyHistory
+	var out backupContents
 	for {
 		h, err := br.nextKey()
 		if err != nil {
 			t.Fatal(err)
 		}
 		if h == nil {
+			break
+		}
+		out.Keys = append(out.Keys, h)
+	}
+	for {
+		d, err := br.nextDelete()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d == nil {
 			return br.info, out
 		}
-		out = append(out, h)
+		out.Deletes = append(out.Deletes, *d)
 	}
 }
 
@@ -307,6 +324,9 @@ func TestWriteEtcdBackupRoundTrip(t *testing.T) {
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("%s written as etcd's: the histories differ\n got %+v\nwant %+v", path, got, want)
+		}
+		if path == src && len(want.Deletes) == 0 {
+			t.Fatalf("%s holds no delete at its compaction revision to write", path)
 		}
 		// etcd's own readers' encodings, beyond what raftkv's reader accepts.
 		db, err := bbolt.Open(out, 0o400, &bbolt.Options{ReadOnly: true})
@@ -445,7 +465,7 @@ func TestWriteEtcdBackupLarge(t *testing.T) {
 	_, want := histories(t, src)
 	_, got := histories(t, out)
 	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("%d histories read back, %d written; they differ", len(got), len(want))
+		t.Fatalf("%d histories read back, %d written; they differ", len(got.Keys), len(want.Keys))
 	}
 	db, err := bbolt.Open(out, 0o400, &bbolt.Options{ReadOnly: true})
 	if err != nil {

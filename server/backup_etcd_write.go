@@ -187,6 +187,19 @@ func writeEtcdState(db *bbolt.DB, br *backupReader) error {
 			}
 		}
 	}
+	// The deletes at the compaction revision, which etcd keeps too.
+	for {
+		d, err := br.nextDelete()
+		if err != nil {
+			return err
+		}
+		if d == nil {
+			break
+		}
+		if err := add(etcdRev{main: br.info.CompactRevision, sub: d.Sub, tombstone: true}, &mvccpb.KeyValue{Key: d.Key}); err != nil {
+			return err
+		}
+	}
 	if err := sorted.rewind(); err != nil {
 		return err
 	}

@@ -13,8 +13,8 @@ import (
 	"raftkv/kv"
 )
 
-// backupOf returns a backup of a small store with puts, a delete, a compaction and
-// a lease.
+// backupOf returns a backup of a small store with puts, a delete, a compaction at
+// the delete's revision, puts after it, and a lease.
 func backupOf(t *testing.T) []byte {
 	t.Helper()
 	s, err := kv.NewStore(kv.Config{})
@@ -31,8 +31,11 @@ func backupOf(t *testing.T) []byte {
 	for i := range 12 {
 		apply(&kv.Command{Put: &kv.PutRequest{Key: fmt.Appendf(nil, "k%d", i%4), Value: bytes.Repeat([]byte{byte(i)}, i), Lease: int64(9 * (i % 2))}})
 	}
-	apply(&kv.Command{DeleteRange: &kv.DeleteRangeRequest{Key: []byte("k1")}})
-	apply(&kv.Command{Compact: &kv.CompactionRequest{Revision: 6}})
+	apply(&kv.Command{DeleteRange: &kv.DeleteRangeRequest{Key: []byte("k1")}}) // 14
+	apply(&kv.Command{Compact: &kv.CompactionRequest{Revision: 14}})
+	for i := range 4 {
+		apply(&kv.Command{Put: &kv.PutRequest{Key: fmt.Appendf(nil, "k%d", i%2), Value: []byte{byte(i)}}})
+	}
 	return backupBytes(t, s)
 }
 
@@ -60,7 +63,16 @@ func readAll(path string) error {
 	defer f.Close()
 	for {
 		h, err := br.nextKey()
-		if err != nil || h == nil {
+		if err != nil {
+			return err
+		}
+		if h == nil {
+			break
+		}
+	}
+	for {
+		d, err := br.nextDelete()
+		if err != nil || d == nil {
 			return err
 		}
 	}
@@ -122,9 +134,7 @@ func TestDamagedBackupRefused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		info := br.info
-		if err := s.Import(kv.ImportHeader{AppliedIndex: 1, Revision: info.Revision, CompactRevision: info.CompactRevision,
-			Leases: info.Leases, AuthState: info.AuthState}, br.nextKey); err == nil {
+		if err := br.importInto(s, 1); err == nil {
 			imported++
 		}
 		s.Close()
@@ -170,9 +180,7 @@ func importBackup(t *testing.T, path string) *kv.Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	info := br.info
-	if err := s.Import(kv.ImportHeader{AppliedIndex: 1, Revision: info.Revision, CompactRevision: info.CompactRevision,
-		Leases: info.Leases, AuthState: info.AuthState, WithSubs: info.Version != backupVersionNoSubs}, br.nextKey); err != nil {
+	if err := br.importInto(s, 1); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -284,5 +292,37 @@ func TestRestoreSeparatesValuesAsTheMemberWill(t *testing.T) {
 	if d := sepSizes.InUseBytes - inlineSizes.InUseBytes; d < int64(14*big) || d > int64(16*big) {
 		t.Fatalf("bytes in use: %d with separated values, %d inline (%d more), want about 15 more for each of the %d values of 128 bytes and more",
 			sepSizes.InUseBytes, inlineSizes.InUseBytes, d, big)
+	}
+}
+
+// A delete at the compaction revision, which its key's history no longer holds,
+// survives a backup and its restore, and the way through etcd's database and
+// back, as etcd keeps it: a watch from exactly the compaction revision reports it.
+func TestBackupKeepsTheDeletesAtTheCompactionRevision(t *testing.T) {
+	src := revisionStore(t) // revision 3: PUT c=3, PUT b=2, DELETE a
+	if res := src.ApplyCommand(src.AppliedIndex()+1, &kv.Command{Compact: &kv.CompactionRequest{Revision: 3}}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	want := []string{"PUT c=3", "PUT b=2", "DELETE a"}
+	if got := eventsAt(t, src, 3); !slices.Equal(got, want) {
+		t.Fatalf("the source's revision 3, compacted there: %v, want %v", got, want)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "backup.db")
+	if err := os.WriteFile(path, backupBytes(t, src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	etcd := filepath.Join(dir, "etcd.db")
+	if _, err := WriteEtcdBackup(path, etcd, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, etcd} {
+		restored := importBackup(t, p)
+		if got := eventsAt(t, restored, 3); !slices.Equal(got, want) {
+			t.Fatalf("restored from %s, revision 3: %v, want %v", filepath.Base(p), got, want)
+		}
+		if restored.CompactRevision() != 3 {
+			t.Fatalf("restored from %s: compaction revision %d, want 3", filepath.Base(p), restored.CompactRevision())
+		}
 	}
 }

@@ -40,7 +40,7 @@ func flipValueByte(t *testing.T, s *Server) {
 		}
 		i++
 		return keys[i-1], nil
-	}); err != nil {
+	}, nil); err != nil {
 		t.Fatal(err)
 	}
 }

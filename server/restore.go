@@ -125,10 +125,7 @@ func Restore(cfg RestoreConfig) (res RestoreResult, err error) {
 	}
 	defer sm.store.Close()
 	info := br.info
-	err = sm.store.Import(kv.ImportHeader{AppliedIndex: restoreIndex, Revision: info.Revision,
-		CompactRevision: info.CompactRevision, Leases: info.Leases, AuthState: info.AuthState,
-		WithSubs: info.Version != backupVersionNoSubs}, br.nextKey)
-	if err != nil {
+	if err = br.importInto(sm.store, restoreIndex); err != nil {
 		return res, fmt.Errorf("%s: %w", cfg.BackupPath, err)
 	}
 	if err := sm.store.SetMeta(metaServerState, sm.encodeServerState()); err != nil {
