@@ -114,6 +114,26 @@ func writeMigrationData(t *testing.T, ctx context.Context, cli *clientv3.Client)
 	return []clientv3.LeaseID{short.ID, long.ID}
 }
 
+// watchUntil watches every key through cli from revision from and returns the
+// events up to revision last.
+func watchUntil(t *testing.T, ctx context.Context, cli *clientv3.Client, from, last int64) []*clientv3.Event {
+	t.Helper()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var evs []*clientv3.Event
+	for resp := range cli.Watch(clientv3.WithRequireLeader(wctx), "", clientv3.WithFromKey(), clientv3.WithRev(from)) {
+		if err := resp.Err(); err != nil {
+			t.Fatalf("watch from %d: %v", from, err)
+		}
+		evs = append(evs, resp.Events...)
+		if len(evs) > 0 && evs[len(evs)-1].Kv.ModRevision >= last {
+			return evs
+		}
+	}
+	t.Fatalf("watch from %d ended after %d events, before revision %d", from, len(evs), last)
+	return nil
+}
+
 // saveBackup saves a backup through cli (Maintenance.Snapshot, as etcdctl snapshot
 // save) into a file, and returns its path.
 func saveBackup(t *testing.T, ctx context.Context, cli *clientv3.Client) string {
@@ -139,7 +159,8 @@ func saveBackup(t *testing.T, ctx context.Context, cli *clientv3.Client) string 
 
 // compareMigrated compares, as root, the system a backup came from (src) with the
 // one it was restored into (at dstHost): every revision the compaction
-// kept and the compacted one before, the leases' TTLs and keys, the users, roles
+// kept and the compacted one before, the events a watch from exactly the compaction
+// revision reports (the delete made there included), the leases' TTLs and keys, the users, roles
 // and auth revision; then a user logs in with her password on dst and is held to
 // her role, and dst's next write comes at the next revision.
 func compareMigrated(t *testing.T, ctx context.Context, src *clientv3.Client, dstHost string, leases []clientv3.LeaseID) {
@@ -160,7 +181,7 @@ func compareMigrated(t *testing.T, ctx context.Context, src *clientv3.Client, ds
 	want, err := src.Get(ctx, "", clientv3.WithFromKey())
 	must(nil, err)
 	// Every revision from the last down to the first the compaction dropped.
-	compared, compacted := 0, false
+	compared, compacted, compactRev := 0, false, int64(0)
 	for rev := want.Header.Revision; rev >= 1 && !compacted; rev-- {
 		w, werr := src.Get(ctx, "", clientv3.WithFromKey(), clientv3.WithRev(rev))
 		g, gerr := dst.Get(ctx, "", clientv3.WithFromKey(), clientv3.WithRev(rev))
@@ -171,7 +192,7 @@ func compareMigrated(t *testing.T, ctx context.Context, src *clientv3.Client, ds
 			if !errors.Is(werr, rpctypes.ErrCompacted) {
 				t.Fatalf("revision %d: source %v", rev, werr)
 			}
-			compacted = true
+			compacted, compactRev = true, rev+1
 			continue
 		}
 		compared++
@@ -183,6 +204,15 @@ func compareMigrated(t *testing.T, ctx context.Context, src *clientv3.Client, ds
 		t.Fatalf("compared %d revisions (compacted ones reached: %v); the test's history is too short", compared, compacted)
 	}
 	t.Logf("%d revisions the same on both, then both compacted; %d keys at %d", compared, len(want.Kvs), want.Header.Revision)
+	wantEvs := watchUntil(t, ctx, src, compactRev, want.Header.Revision)
+	gotEvs := watchUntil(t, ctx, dst, compactRev, want.Header.Revision)
+	if !reflect.DeepEqual(gotEvs, wantEvs) {
+		t.Fatalf("a watch from the compaction revision %d: restored %d events, source %d; they differ:\n%v\n%v",
+			compactRev, len(gotEvs), len(wantEvs), gotEvs, wantEvs)
+	}
+	if len(wantEvs) == 0 || wantEvs[0].Type != clientv3.EventTypeDelete || wantEvs[0].Kv.ModRevision != compactRev {
+		t.Fatalf("a watch from the compaction revision %d begins with %v, not the delete made there", compactRev, wantEvs[:min(1, len(wantEvs))])
+	}
 	for _, id := range leases {
 		w, err := src.TimeToLive(ctx, id, clientv3.WithAttachedKeys())
 		must(nil, err)
