@@ -239,6 +239,12 @@ func (e *engine) importState(st importedState, next func() (*KeyHistory, error),
 			}
 		}
 	}
+	if deletes != nil {
+		// The keys' versions are read back below.
+		if err := im.commit(); err != nil {
+			return err
+		}
+	}
 	for deletes != nil {
 		d, err := deletes()
 		if err != nil {
@@ -249,6 +255,15 @@ func (e *engine) importState(st importedState, next func() (*KeyHistory, error),
 		}
 		if len(d.Key) == 0 || hdr.CompactRevision < 1 {
 			return fmt.Errorf("%w: a delete of key %q at compaction revision %d", ErrCorruptSnapshot, d.Key, hdr.CompactRevision)
+		}
+		// The delete ended the key's lifetime at the compaction revision, which
+		// the compaction dropped: no version of the key is left at or below it.
+		if alive, err := im.versionAtOrBelow(d.Key, hdr.CompactRevision); err != nil || alive {
+			if err == nil {
+				err = fmt.Errorf("%w: key %q is deleted at the compaction revision %d and its history keeps a version at or below it",
+					ErrCorruptSnapshot, d.Key, hdr.CompactRevision)
+			}
+			return err
 		}
 		at, err := im.place(&sub, hdr.WithSubs, d.Key, d.Sub)
 		if err != nil {
@@ -294,6 +309,21 @@ func (im *importer) place(sub *uint32, withSubs bool, key []byte, carried uint32
 	return *sub - 1, nil
 }
 
+// versionAtOrBelow reports whether the engine holds a version of key at or below
+// rev, from what the import committed.
+func (im *importer) versionAtOrBelow(key []byte, rev int64) (bool, error) {
+	prefix := versionPrefix(nil, key)
+	it, err := im.e.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return false, err
+	}
+	found := it.SeekGE(prefixSeekKey(nil, prefix, rev))
+	if err := it.Close(); err != nil {
+		return false, fmt.Errorf("kv: reading back the import in %q: %w", im.e.dir, err)
+	}
+	return found, nil
+}
+
 // change writes the change record of key's put or delete (kind) at (rev, at).
 func (im *importer) change(key []byte, rev int64, at uint32, kind byte) error {
 	im.changes++
@@ -321,7 +351,7 @@ func (im *importer) checkPlaces() error {
 		return fmt.Errorf("kv: reading back the import in %q: %w", im.e.dir, err)
 	}
 	if n != im.changes {
-		return fmt.Errorf("%w: %d changes imported into %d places: histories of two keys share a revision and sub-revision", ErrCorruptSnapshot, im.changes, n)
+		return fmt.Errorf("%w: %d changes imported into %d places: two changes (of the keys' histories or the deletes at the compaction revision) share a revision and sub-revision", ErrCorruptSnapshot, im.changes, n)
 	}
 	return nil
 }

@@ -266,19 +266,34 @@ func TestExportImportKeepsDeletesAtCompaction(t *testing.T) {
 		}
 	}
 
-	// A delete at the compaction revision needs a compaction, and a key.
+	// A delete at the compaction revision needs a compaction, a key, and no
+	// version of the key left at or below it (the compaction dropped the lifetime
+	// it ended).
+	b := &KeyHistory{Key: []byte("b"), Generations: []KeyGeneration{{CreateRevision: 2, FirstVersion: 1,
+		Revisions: []KeyRevision{{ModRevision: 2, Value: []byte("1")}}}}}
 	for name, c := range map[string]struct {
 		compact int64
+		keys    []*KeyHistory
 		del     CompactionDelete
 	}{
-		"no compaction": {-1, CompactionDelete{Key: []byte("a")}},
-		"empty key":     {2, CompactionDelete{}},
+		"no compaction":                {-1, nil, CompactionDelete{Key: []byte("a")}},
+		"empty key":                    {2, nil, CompactionDelete{}},
+		"alive at the compaction":      {3, []*KeyHistory{b}, CompactionDelete{Key: []byte("b"), Sub: 1}},
+		"alive at the compaction, too": {2, []*KeyHistory{b}, CompactionDelete{Key: []byte("b"), Sub: 1}},
 	} {
 		dst := newTestStore(t, Config{})
 		err := dst.Import(ImportHeader{AppliedIndex: 3, Revision: 3, CompactRevision: c.compact, WithSubs: true},
-			listed[KeyHistory](nil), listed([]*CompactionDelete{&c.del}))
+			listed(c.keys), listed([]*CompactionDelete{&c.del}))
 		if !errors.Is(err, ErrCorruptSnapshot) {
 			t.Errorf("%s: import of a delete at the compaction revision: %v, want ErrCorruptSnapshot", name, err)
 		}
+	}
+	// Deleted at the compaction revision, alive again after it: taken.
+	b.Generations[0].CreateRevision, b.Generations[0].Revisions[0].ModRevision = 3, 3
+	dst := newTestStore(t, Config{})
+	err := dst.Import(ImportHeader{AppliedIndex: 3, Revision: 3, CompactRevision: 2, WithSubs: true},
+		listed([]*KeyHistory{b}), listed([]*CompactionDelete{{Key: []byte("b"), Sub: 1}}))
+	if err != nil {
+		t.Fatalf("import of b deleted at 2 and put at 3: %v", err)
 	}
 }

@@ -183,6 +183,7 @@ func TestPersistWaitsForNoQueuedWriteAfterStop(t *testing.T) {
 			select {
 			case <-waiting:
 			case <-time.After(10 * time.Second):
+				close(n.stopc)
 				st.release()
 				t.Fatal("the persist goroutine did not wait for the first write within 10s")
 			}

@@ -403,11 +403,11 @@ func (br *backupReader) nextDelete() (*kv.CompactionDelete, error) {
 	d := byteDecoder{b: p}
 	switch {
 	case kind == 'D' && br.info.Version > backupVersionNoDeletes:
-		del := &kv.CompactionDelete{Sub: d.sub(), Key: d.b}
-		if d.err != nil || len(del.Key) == 0 {
-			return nil, fmt.Errorf("%w: record %q is malformed", errBadBackup, kind)
+		sub := d.sub()
+		if d.err != nil || len(d.b) == 0 || br.info.CompactRevision < 1 {
+			return nil, fmt.Errorf("%w: record %q is malformed (or the backup has no compaction for it)", errBadBackup, kind)
 		}
-		return del, nil
+		return &kv.CompactionDelete{Key: d.b, Sub: sub}, nil
 	case kind == 'E':
 		if n := d.uvarint(); d.err != nil || n != br.keysRead || n != br.info.TotalKeys {
 			return nil, fmt.Errorf("%w: it ends after %d keys, its header says %d", errBadBackup, br.keysRead, br.info.TotalKeys)

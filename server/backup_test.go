@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -323,6 +324,66 @@ func TestBackupKeepsTheDeletesAtTheCompactionRevision(t *testing.T) {
 		}
 		if restored.CompactRevision() != 3 {
 			t.Fatalf("restored from %s: compaction revision %d, want 3", filepath.Base(p), restored.CompactRevision())
+		}
+	}
+}
+
+// handBackup returns a backup of no keys at revision 3, of the given format and
+// compaction revision, with the records deletes writes between the auth state and
+// the end.
+func handBackup(version uint64, compactRev int64, deletes func(bw *backupWriter)) []byte {
+	var b bytes.Buffer
+	bw := newBackupWriter(&b)
+	var p []byte
+	p = binary.AppendUvarint(p, version)
+	p = binary.AppendVarint(p, 3)
+	p = binary.AppendVarint(p, compactRev)
+	p = binary.AppendUvarint(p, 0) // keys
+	p = binary.AppendUvarint(p, 0) // leases
+	bw.record('H', p, nil)
+	bw.record('A', nil, nil)
+	deletes(bw)
+	bw.record('E', binary.AppendUvarint(nil, 0), nil)
+	if pad := bw.written % backupAlign; pad != 0 {
+		bw.raw(make([]byte, backupAlign-pad))
+	}
+	bw.raw(bw.sha.Sum(nil))
+	if err := bw.w.Flush(); err != nil {
+		panic(err)
+	}
+	return b.Bytes()
+}
+
+// The 'D' records (format 3) are checked as they are read: each needs a key, a
+// sub-revision and a compaction to be at; a format-2 backup has none.
+func TestBackupDeleteRecordsChecked(t *testing.T) {
+	del := func(sub uint64, key string) func(bw *backupWriter) {
+		return func(bw *backupWriter) { bw.record('D', binary.AppendUvarint(nil, sub), []byte(key)) }
+	}
+	path := filepath.Join(t.TempDir(), "backup.db")
+	for _, c := range []struct {
+		name       string
+		version    uint64
+		compactRev int64
+		deletes    func(bw *backupWriter)
+		ok         bool
+	}{
+		{"a delete at the compaction revision", backupVersion, 2, del(0, "a"), true},
+		{"no delete", backupVersion, -1, func(*backupWriter) {}, true},
+		{"no compaction", backupVersion, -1, del(0, "a"), false},
+		{"no key", backupVersion, 2, del(0, ""), false},
+		{"a sub-revision past 2^32-2", backupVersion, 2, del(1<<32-1, "a"), false},
+		{"in a format-2 backup", backupVersionNoDeletes, 2, del(0, "a"), false},
+	} {
+		if err := os.WriteFile(path, handBackup(c.version, c.compactRev, c.deletes), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := ReadBackupInfo(path, false)
+		if c.ok && err != nil {
+			t.Errorf("%s: %v", c.name, err)
+		}
+		if !c.ok && !errors.Is(err, errBadBackup) {
+			t.Errorf("%s: %v, want it refused as not a valid backup", c.name, err)
 		}
 	}
 }
