@@ -93,14 +93,7 @@ func TestImportRefusesBadHistory(t *testing.T) {
 		},
 		"no revisions": {{Key: []byte("a"), Generations: []KeyGeneration{{CreateRevision: 2, FirstVersion: 1}}}},
 	} {
-		i := 0
-		err := s.Import(ImportHeader{Revision: 5, CompactRevision: -1}, func() (*KeyHistory, error) {
-			if i == len(keys) {
-				return nil, nil
-			}
-			i++
-			return keys[i-1], nil
-		}, nil)
+		err := s.Import(ImportHeader{Revision: 5, CompactRevision: -1}, listed(keys), nil)
 		if err == nil {
 			t.Errorf("%s: imported", name)
 		}
@@ -111,7 +104,7 @@ func TestImportRefusesBadHistory(t *testing.T) {
 			t.Fatalf("%s: a store cut off in an import flushed", name)
 		}
 		// A good import makes it a store again.
-		err = s.Import(ImportHeader{AppliedIndex: 9, Revision: 5, CompactRevision: -1}, func() (*KeyHistory, error) { return nil, nil }, nil)
+		err = s.Import(ImportHeader{AppliedIndex: 9, Revision: 5, CompactRevision: -1}, listed[KeyHistory](nil), nil)
 		if err != nil || s.Revision() != 5 || s.AppliedIndex() != 9 {
 			t.Fatalf("%s: a good import after a refused one: %v, revision %d", name, err, s.Revision())
 		}
@@ -119,19 +112,12 @@ func TestImportRefusesBadHistory(t *testing.T) {
 			t.Fatalf("%s: put after a good import: %v", name, res.Err)
 		}
 		// The refused import's engine, cut off, is refused at open.
-		bad := 0
 		cut, err := OpenStore(Config{}, t.TempDir())
 		if err != nil {
 			t.Fatal(err)
 		}
 		cutDir := cut.mu.st.e.dir
-		_ = cut.Import(ImportHeader{Revision: 5, CompactRevision: -1}, func() (*KeyHistory, error) {
-			if bad == len(keys) {
-				return nil, nil
-			}
-			bad++
-			return keys[bad-1], nil
-		}, nil)
+		_ = cut.Import(ImportHeader{Revision: 5, CompactRevision: -1}, listed(keys), nil)
 		if _, err := cut.Flush(); err == nil {
 			t.Fatalf("%s: flushed a store cut off in an import", name)
 		}
@@ -211,14 +197,7 @@ func TestImportRefusesTwoChangesInOnePlace(t *testing.T) {
 		{Key: []byte("a"), Generations: []KeyGeneration{{CreateRevision: 2, FirstVersion: 1, Revisions: []KeyRevision{{ModRevision: 2, Sub: 0, Value: []byte("AAAA")}}}}},
 		{Key: []byte("b"), Generations: []KeyGeneration{{CreateRevision: 2, FirstVersion: 1, Revisions: []KeyRevision{{ModRevision: 2, Sub: 0, Value: []byte("BBBB")}}}}},
 	}
-	err := s.Import(ImportHeader{AppliedIndex: 5, Revision: 2, CompactRevision: -1, WithSubs: true}, func() (*KeyHistory, error) {
-		if len(histories) == 0 {
-			return nil, nil
-		}
-		h := histories[0]
-		histories = histories[1:]
-		return h, nil
-	}, nil)
+	err := s.Import(ImportHeader{AppliedIndex: 5, Revision: 2, CompactRevision: -1, WithSubs: true}, listed(histories), nil)
 	if !errors.Is(err, ErrCorruptSnapshot) || !strings.Contains(err.Error(), "share a revision and sub-revision") {
 		t.Fatalf("import of two changes at revision 2.0: %v, want ErrCorruptSnapshot", err)
 	}
