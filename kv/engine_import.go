@@ -31,6 +31,11 @@ type importer struct {
 	// live counts the bytes of the version, value and change records
 	// (engine.live), and changes the change records written.
 	live, changes int64
+	// withSubs: the changes carry their sub-revisions (ImportHeader.WithSubs);
+	// without them sub, the last one given out, numbers them across keys, so
+	// that a revision's changes are in key order.
+	withSubs bool
+	sub      uint32
 }
 
 func (im *importer) set(k, v []byte) error {
@@ -135,7 +140,7 @@ func (e *engine) importState(st importedState, next func() (*KeyHistory, error),
 	b.Close()
 	e.restoring = true
 	e.newestCache.reset()
-	im := &importer{e: e, b: e.db.NewBatch()}
+	im := &importer{e: e, b: e.db.NewBatch(), withSubs: hdr.WithSubs}
 	defer func() { im.b.Close() }()
 	granted := map[int64]bool{}
 	for _, l := range hdr.Leases {
@@ -171,9 +176,6 @@ func (e *engine) importState(st importedState, next func() (*KeyHistory, error),
 			}
 		})
 	}
-	// sub numbers the changes across keys, so that a revision's changes are in
-	// key order.
-	var sub uint32
 	var keys int64
 	var prevKey []byte
 	var rec []byte
@@ -193,14 +195,12 @@ func (e *engine) importState(st importedState, next func() (*KeyHistory, error),
 		}
 		prevKey = append(prevKey[:0], h.Key...)
 		keys++
-		place := func(carried uint32) (uint32, error) { return im.place(&sub, hdr.WithSubs, h.Key, carried) }
-		change := func(rev int64, at uint32, kind byte) error { return im.change(h.Key, rev, at, kind) }
 		for gi := range h.Generations {
 			g := &h.Generations[gi]
 			for ri := range g.Revisions {
 				r := &g.Revisions[ri]
 				v := versionRecord{createRevision: g.CreateRevision, version: g.FirstVersion + int64(ri), lease: r.Lease, value: r.Value}
-				at, err := place(r.Sub)
+				at, err := im.place(h.Key, r.Sub)
 				if err != nil {
 					return err
 				}
@@ -214,20 +214,20 @@ func (e *engine) importState(st importedState, next func() (*KeyHistory, error),
 				if err := im.set(versionKey(nil, h.Key, r.ModRevision, at), rec); err != nil {
 					return err
 				}
-				if err := change(r.ModRevision, at, recordPut); err != nil {
+				if err := im.change(h.Key, r.ModRevision, at, recordPut); err != nil {
 					return err
 				}
 			}
 			if g.TombstoneRevision != 0 {
 				rec = (&versionRecord{tombstone: true}).appendTo(rec[:0])
-				at, err := place(g.TombstoneSub)
+				at, err := im.place(h.Key, g.TombstoneSub)
 				if err != nil {
 					return err
 				}
 				if err := im.set(versionKey(nil, h.Key, g.TombstoneRevision, at), rec); err != nil {
 					return err
 				}
-				if err := change(g.TombstoneRevision, at, recordTombstone); err != nil {
+				if err := im.change(h.Key, g.TombstoneRevision, at, recordTombstone); err != nil {
 					return err
 				}
 			} else if lease := g.Revisions[len(g.Revisions)-1].Lease; lease != 0 && granted[lease] {
@@ -265,7 +265,7 @@ func (e *engine) importState(st importedState, next func() (*KeyHistory, error),
 			}
 			return err
 		}
-		at, err := im.place(&sub, hdr.WithSubs, d.Key, d.Sub)
+		at, err := im.place(d.Key, d.Sub)
 		if err != nil {
 			return err
 		}
@@ -294,19 +294,19 @@ func (e *engine) importState(st importedState, next func() (*KeyHistory, error),
 }
 
 // place returns the sub-revision a change of key is written at: the one it
-// carries (withSubs), or the next after *sub, the last one given out.
-func (im *importer) place(sub *uint32, withSubs bool, key []byte, carried uint32) (uint32, error) {
-	if withSubs {
+// carries (withSubs), or the next in key order.
+func (im *importer) place(key []byte, carried uint32) (uint32, error) {
+	if im.withSubs {
 		if carried == 1<<32-1 {
 			return 0, fmt.Errorf("%w: key %q: sub-revision %d out of range", ErrCorruptSnapshot, key, carried)
 		}
 		return carried, nil
 	}
-	if *sub == 1<<32-1 {
+	if im.sub == 1<<32-1 {
 		return 0, fmt.Errorf("%w: more than 2^32-1 changes to import", ErrCorruptSnapshot)
 	}
-	*sub++
-	return *sub - 1, nil
+	im.sub++
+	return im.sub - 1, nil
 }
 
 // versionAtOrBelow reports whether the engine holds a version of key at or below
