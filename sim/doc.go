@@ -96,7 +96,9 @@
 // after its removal committed; a snapshot records the configuration committed at its
 // index. Liveness: whenever a majority (of every configuration that may be in effect)
 // is connected and stable, a leader among it must commit a fresh proposal on every
-// member within Options.LivenessBound (10 virtual seconds). At the end of a run every
+// member within Options.LivenessBound (10 virtual seconds; 300 for the tenth of
+// TestSimulate's seeds that turn PreVote off, where candidates that cannot win
+// still raise terms: RandomOptions says why). At the end of a run every
 // fault is healed, the whole cluster must pass the same liveness check, and every
 // acknowledged command must be in the log of every member of the final configuration
 // at its index.

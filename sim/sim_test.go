@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,6 +123,55 @@ func runSeed(t *testing.T, seed int64) {
 	if _, err := Simulate(seed, *flagDuration, configure); err != nil {
 		t.Fatalf("%v\nreplay: %s", err, replayCommand("TestSimulate", seed))
 	}
+}
+
+// TestSimulateNoPreVoteStaleVoters replays seed 7309691, which failed the liveness
+// check when seeds without PreVote had 60 s to elect: after a heal, the only node
+// that could win (the longest log) was not in two voters' older configuration, so
+// their elections never reached it, and it campaigned at terms they had used
+// already. It won 75 s after the heal. The seed must pass, and still be the case it
+// was kept for: PreVote off, and an election slower than the old bound.
+func TestSimulateNoPreVoteStaleVoters(t *testing.T) {
+	const seed = 7309691
+	var cfg raft.Config
+	opts := RandomOptions(seed)
+	opts.Configure(&cfg)
+	if !cfg.DisablePreVote || !opts.ConfChanges {
+		t.Fatalf("seed %d draws PreVote off %v, configuration changes %v: RandomOptions changed, find another seed", seed, cfg.DisablePreVote, opts.ConfChanges)
+	}
+	var b traceBuffer
+	if _, err := Simulate(seed, 100*time.Second, func(o *Options) { o.Trace = &b }); err != nil {
+		t.Fatalf("%v\nreplay: %s", err, replayCommand(t.Name(), seed))
+	}
+	slowest := slowestProbe(t, b.String())
+	t.Logf("slowest liveness probe: %v", slowest)
+	if slowest <= 60*time.Second {
+		t.Fatalf("the slowest election took %v, not over the old 60 s bound: the seed no longer reproduces the stale voters' race; find another seed that does", slowest)
+	}
+}
+
+// slowestProbe returns the longest time a liveness probe of trace took, from its
+// start ("must commit by") to its "ok".
+func slowestProbe(t *testing.T, trace string) time.Duration {
+	started := map[string]time.Duration{}
+	var slowest time.Duration
+	for _, line := range strings.Split(trace, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[1] != "liveness" || f[2] != "probe" {
+			continue
+		}
+		at, err := time.ParseDuration(f[0])
+		if err != nil {
+			t.Fatalf("trace line %q: %v", line, err)
+		}
+		switch id := f[3]; {
+		case strings.Contains(line, "must commit by"):
+			started[id] = at
+		case len(f) == 5 && f[4] == "ok":
+			slowest = max(slowest, at-started[id])
+		}
+	}
+	return slowest
 }
 
 // TestSimulateIsDeterministic runs one seed twice and requires identical traces: replay
