@@ -68,10 +68,11 @@ func RandomOptions(seed int64) Options {
 		// time out first: a race it loses with probability 1-1/k per round among k
 		// nodes. Worse after configuration changes: voters whose configuration is
 		// older than the winner's never send it their requests, so it learns their
-		// terms only from the answers to its own, and wins only if its timer runs out
-		// twice between two of their elections (seed 7309691: two such voters, 75 s
-		// from the heal to a leader, TestSimulateNoPreVoteStaleVoters). Allow far
-		// more rounds; the server always runs PreVote.
+		// terms only from the answers to its own (or from campaigns of voters of its
+		// own configuration), and wins only when one of its timeouts passes with no
+		// election of theirs (seed 7309691: two such voters, a leader 75 s after a
+		// partition left a majority connected; TestSimulateNoPreVoteStaleVoters).
+		// Allow far more rounds; the server always runs PreVote.
 		opts.LivenessBound = 300 * time.Second
 	}
 	opts.Configure = func(cfg *raft.Config) {

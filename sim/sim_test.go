@@ -126,10 +126,10 @@ func runSeed(t *testing.T, seed int64) {
 }
 
 // TestSimulateNoPreVoteStaleVoters replays seed 7309691, which failed the liveness
-// check when seeds without PreVote had 60 s to elect: after a heal, the only node
-// that could win (the longest log) was not in two voters' older configuration, so
-// their elections never reached it, and it campaigned at terms they had used
-// already. It won 75 s after the heal. The seed must pass, and still be the case it
+// check when seeds without PreVote had 60 s to elect: once a partition left a
+// majority connected, the only node that could win (the longest log) was not in two
+// voters' older configuration, so their elections never reached it, and it
+// campaigned at terms they had used already. It won 75 s later. The seed must pass, and still be the case it
 // was kept for: PreVote off, and an election slower than the old bound.
 func TestSimulateNoPreVoteStaleVoters(t *testing.T) {
 	const seed = 7309691
@@ -141,7 +141,7 @@ func TestSimulateNoPreVoteStaleVoters(t *testing.T) {
 	}
 	var b traceBuffer
 	if _, err := Simulate(seed, 100*time.Second, func(o *Options) { o.Trace = &b }); err != nil {
-		t.Fatalf("%v\nreplay: %s", err, replayCommand(t.Name(), seed))
+		t.Fatalf("%v\nreplay: %s", err, replayCommand("TestSimulate", seed))
 	}
 	slowest := slowestProbe(t, b.String())
 	t.Logf("slowest liveness probe: %v", slowest)
@@ -168,7 +168,11 @@ func slowestProbe(t *testing.T, trace string) time.Duration {
 		case strings.Contains(line, "must commit by"):
 			started[id] = at
 		case len(f) == 5 && f[4] == "ok":
-			slowest = max(slowest, at-started[id])
+			from, ok := started[id]
+			if !ok {
+				t.Fatalf("trace line %q: no start of probe %s before it", line, id)
+			}
+			slowest = max(slowest, at-from)
 		}
 	}
 	return slowest
