@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -53,11 +54,16 @@ func TestRaftkvCLIPrintsAsEtcdctl(t *testing.T) {
 		return sameAt(eps, args...)
 	}
 	// A member lists leases in its own order (the leader by expiry, a follower by
-	// id; etcd's follower in no fixed order), so both tools list them through the
-	// same member: two that each picked one might differ.
+	// id; etcd's follower in no fixed order), and member 0 may change role between
+	// the two tools' calls: both list through it, and their lines are compared
+	// sorted.
 	listLeases := func() string {
 		t.Helper()
-		return sameAt(eps[:1], "lease", "list")
+		a, b := bothAt(eps[:1], "lease", "list")
+		if sortedLines(a) != sortedLines(b) {
+			t.Fatalf("lease list:\netcdctl printed\n%s\nraftkv printed\n%s", a, b)
+		}
+		return a
 	}
 
 	granted := regexp.MustCompile(`^lease ([0-9a-f]{16}) granted with TTL\(100s\)\n$`)
@@ -105,4 +111,11 @@ func TestRaftkvCLIPrintsAsEtcdctl(t *testing.T) {
 	if err := rkvWatch.interrupt(t); err != nil {
 		t.Fatalf("raftkv watch exited with %v on SIGINT; want status 0", err)
 	}
+}
+
+// sortedLines returns s with its lines sorted.
+func sortedLines(s string) string {
+	lines := strings.Split(s, "\n")
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
 }
