@@ -129,8 +129,9 @@ func runSeed(t *testing.T, seed int64) {
 // check when seeds without PreVote had 60 s to elect: once a partition left a
 // majority connected, the only node that could win (the longest log) was not in two
 // voters' older configuration, so their elections never reached it, and it
-// campaigned at terms they had used already. It won 75 s later. The seed must pass, and still be the case it
-// was kept for: PreVote off, and an election slower than the old bound.
+// campaigned at terms they had used already. It won 75 s later. The seed must
+// pass, and still be the case it was kept for: PreVote off, and an election slower
+// than the old bound.
 func TestSimulateNoPreVoteStaleVoters(t *testing.T) {
 	const seed = 7309691
 	var cfg raft.Config
