@@ -108,10 +108,10 @@ const (
 	commandVersionSender = 2
 )
 
-// Decoding limits. A txn nests at most maxTxnDepth deep, which MaxTxnOps
-// allows anyway (each level spends at least one op of its parent's budget), and
-// bounds the decoder's recursion. A list longer than maxTxnListLen would fail
-// ErrTooManyOps under any Config, so it is refused before allocating for it.
+// Decoding limits. A txn nests at most maxTxnDepth deep (checkTxnRequest refuses a
+// deeper one, whatever MaxTxnOps), which bounds the decoder's recursion. A list
+// longer than maxTxnListLen would fail ErrTooManyOps under any Config; a list is also
+// refused before allocating for it when the bytes left cannot hold it (count).
 const (
 	maxTxnDepth   = 1024
 	maxTxnListLen = maxTxnOpsCap

@@ -2,6 +2,7 @@ package kv
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
@@ -23,7 +24,10 @@ const (
 	// (1.5 MiB) so that any request etcd accepts fits, with room for our framing.
 	DefaultMaxCommandBytes = 2 << 20
 
-	maxTxnOpsCap          = maxTxnDepth - 1
+	// maxTxnOpsCap is no real cap, as etcd has none: a txn is bounded by the
+	// request's size, and one nested more than maxTxnDepth deep is refused whatever
+	// the limit (checkTxnRequest).
+	maxTxnOpsCap          = math.MaxInt32
 	maxSessionsCap        = 1 << 22
 	maxProposersCap       = 1 << 16
 	maxProposalResultsCap = 1 << 22
@@ -49,7 +53,8 @@ const (
 type Config struct {
 	// MaxTxnOps bounds the compares, success ops and failure ops of one txn, each
 	// counted separately, exactly as etcd's --max-txn-ops does (a nested txn gets
-	// what its parent left). Default 128, at most 1023.
+	// what its parent left). Default 128. Whatever the limit, a txn nests at most
+	// 1024 deep.
 	MaxTxnOps int
 	// MaxSessions bounds the exactly-once session table. When a new client would
 	// exceed it, the session used least recently (in log order) is dropped; a

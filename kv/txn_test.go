@@ -320,6 +320,41 @@ func TestTxnRequestChecks(t *testing.T) {
 	}
 }
 
+// TestTxnOpsAboveTheDecodersDepth: etcd caps --max-txn-ops nowhere, so a limit above
+// 1023 works (a txn of 2,000 puts applies and reads back), while a txn nested deeper
+// than the codec carries is refused as too many operations, not accepted and then
+// failed at encoding.
+func TestTxnOpsAboveTheDecodersDepth(t *testing.T) {
+	s := newTestStore(t, Config{MaxTxnOps: 5000})
+	puts := make([]RequestOp, 2000)
+	for i := range puts {
+		puts[i] = putOp(fmt.Sprintf("k%04d", i), "v")
+	}
+	res := apply(t, s, &Command{Txn: &TxnRequest{Success: puts}})
+	if res.Err != nil {
+		t.Fatalf("txn of 2000 puts under MaxTxnOps 5000: %v", res.Err)
+	}
+	if got := mustRange(t, s, &RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), CountOnly: true}).Count; got != 2000 {
+		t.Fatalf("count after the txn: %d, want 2000", got)
+	}
+	nest := func(depth int) *Command {
+		txn := &TxnRequest{}
+		for range depth - 1 {
+			txn = &TxnRequest{Success: []RequestOp{{Txn: txn}}}
+		}
+		return &Command{Txn: txn}
+	}
+	if err := s.Check(nest(maxTxnDepth)); err != nil {
+		t.Fatalf("txn nested %d deep: %v", maxTxnDepth, err)
+	}
+	if _, err := nest(maxTxnDepth).Encode(); err != nil {
+		t.Fatalf("encoding a txn nested %d deep: %v", maxTxnDepth, err)
+	}
+	if err := s.Check(nest(maxTxnDepth + 1)); err != ErrTooManyOps {
+		t.Fatalf("txn nested %d deep: %v, want %v", maxTxnDepth+1, err, ErrTooManyOps)
+	}
+}
+
 func TestTxnDuplicateKeys(t *testing.T) {
 	s := newTestStore(t, Config{})
 	nested := func(then, els []RequestOp) RequestOp {

@@ -95,10 +95,17 @@ func checkTxn(r *TxnRequest, maxTxnOps int) error {
 }
 
 // checkTxnRequest mirrors etcd: the limit counts the longest of compares,
-// success and failure, and a nested txn may use only what its parent left.
+// success and failure, and a nested txn may use only what its parent left. Unlike
+// etcd it also refuses a txn nested more than maxTxnDepth deep (as too many
+// operations), which the codec cannot carry; each level spends at least one op of
+// its parent's budget, so only a --max-txn-ops above 1023 lets one through.
 func checkTxnRequest(r *TxnRequest, maxTxnOps int) error {
+	return checkTxnAtDepth(r, maxTxnOps, 1)
+}
+
+func checkTxnAtDepth(r *TxnRequest, maxTxnOps, depth int) error {
 	opc := max(len(r.Compare), len(r.Success), len(r.Failure))
-	if opc > maxTxnOps {
+	if opc > maxTxnOps || depth > maxTxnDepth {
 		return ErrTooManyOps
 	}
 	for i := range r.Compare {
@@ -108,7 +115,7 @@ func checkTxnRequest(r *TxnRequest, maxTxnOps int) error {
 	}
 	for _, ops := range [2][]RequestOp{r.Success, r.Failure} {
 		for i := range ops {
-			if err := checkRequestOp(&ops[i], maxTxnOps-opc); err != nil {
+			if err := checkRequestOp(&ops[i], maxTxnOps-opc, depth); err != nil {
 				return err
 			}
 		}
@@ -116,7 +123,7 @@ func checkTxnRequest(r *TxnRequest, maxTxnOps int) error {
 	return nil
 }
 
-func checkRequestOp(op *RequestOp, maxTxnOps int) error {
+func checkRequestOp(op *RequestOp, maxTxnOps, depth int) error {
 	switch op.kind() {
 	case opRange:
 		return checkRange(op.Range)
@@ -125,7 +132,7 @@ func checkRequestOp(op *RequestOp, maxTxnOps int) error {
 	case opDeleteRange:
 		return checkDeleteRange(op.DeleteRange)
 	case opTxn:
-		return checkTxnRequest(op.Txn, maxTxnOps)
+		return checkTxnAtDepth(op.Txn, maxTxnOps, depth+1)
 	case opEmpty:
 		return ErrKeyNotFound // etcd's answer to an empty op
 	default:
