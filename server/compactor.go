@@ -70,7 +70,7 @@ func parseAutoCompaction(mode, retention string) (autoCompaction, error) {
 	case err == nil:
 		// A bare number is hours in periodic mode, as in etcd.
 		if n > int64(1<<63-1)/int64(time.Hour) {
-			return a, fmt.Errorf("--auto-compaction-retention %s hours is too long", retention)
+			return a, fmt.Errorf("--auto-compaction-retention %s hours is too long; give at most %d hours", retention, int64(1<<63-1)/int64(time.Hour))
 		}
 		a.period = time.Duration(n) * time.Hour
 	case mode == CompactionRevision:

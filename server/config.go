@@ -5,6 +5,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
+	"net"
 	"net/url"
 	"slices"
 	"strconv"
@@ -187,6 +190,10 @@ type Config struct {
 	applyHook func(index uint64)
 }
 
+// MaxElectionTimeoutMs is etcd's bound on --election-timeout (its maxElectionMs):
+// a longer one would leave a cluster without a leader for minutes after a crash.
+const MaxElectionTimeoutMs = 50000
+
 // Defaults, matching etcd's where etcd has one.
 const (
 	DefaultName              = "default"
@@ -295,18 +302,31 @@ func (c Config) Validate() error {
 	for _, group := range []struct {
 		flag string
 		urls []string
+		bind bool
 	}{
-		{"--listen-client-urls", c.ListenClientURLs},
-		{"--advertise-client-urls", c.AdvertiseClientURLs},
-		{"--listen-peer-urls", c.ListenPeerURLs},
-		{"--listen-metrics-urls", c.ListenMetricsURLs},
+		{"--listen-client-urls", c.ListenClientURLs, true},
+		{"--advertise-client-urls", c.AdvertiseClientURLs, false},
+		{"--listen-peer-urls", c.ListenPeerURLs, true},
+		{"--listen-metrics-urls", c.ListenMetricsURLs, true},
 	} {
 		if len(group.urls) == 0 && group.flag != "--listen-metrics-urls" {
 			return fmt.Errorf("%s is empty; give at least one URL like http://127.0.0.1:2379", group.flag)
 		}
+		check := memberURLHostPort
+		if group.bind {
+			check = bindURLHostPort
+		}
+		seen := map[string]string{}
 		for _, u := range group.urls {
-			if _, err := hostPort(u); err != nil {
+			addr, err := check(u)
+			if err != nil {
 				return fmt.Errorf("%s: %w", group.flag, err)
+			}
+			if group.bind {
+				if prev, dup := seen[addr]; dup {
+					return fmt.Errorf("%s lists %s twice (%s and %s); give each address once", group.flag, addr, prev, u)
+				}
+				seen[addr] = u
 			}
 		}
 	}
@@ -320,18 +340,30 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--initial-cluster has no member named %q (--name); add %s=<peer URL> or fix --name",
 			c.Name, c.Name)
 	}
+	owner := map[string]string{}
+	for _, name := range slices.Sorted(maps.Keys(c.InitialCluster)) {
+		for _, u := range c.InitialCluster[name] {
+			if other, dup := owner[u]; dup && other != name {
+				return fmt.Errorf("initial cluster has duplicate url %s (members %q and %q in --initial-cluster); give each member its own peer URL", u, other, name)
+			}
+			owner[u] = name
+		}
+	}
 	for name, urls := range c.InitialCluster {
 		if len(urls) == 0 {
 			return fmt.Errorf("--initial-cluster: member %q has no peer URL", name)
 		}
 		for _, u := range urls {
-			if _, err := hostPort(u); err != nil {
+			if _, err := memberURLHostPort(u); err != nil {
 				return fmt.Errorf("--initial-cluster: member %q: %w", name, err)
 			}
 		}
 	}
 	if c.InitialClusterState != "new" && c.InitialClusterState != "existing" {
 		return fmt.Errorf("--initial-cluster-state is %q; use \"new\" or \"existing\"", c.InitialClusterState)
+	}
+	if c.ElectionTimeout > MaxElectionTimeoutMs*time.Millisecond {
+		return fmt.Errorf("--election-timeout[%dms] is too long, and should be set less than %dms", c.ElectionTimeout.Milliseconds(), MaxElectionTimeoutMs)
 	}
 	if c.HeartbeatInterval <= 0 || c.ElectionTimeout < 5*c.HeartbeatInterval {
 		return fmt.Errorf("--election-timeout %v must be at least 5 times --heartbeat-interval %v (10x is usual)",
@@ -354,8 +386,8 @@ func (c Config) Validate() error {
 	if c.Metrics != MetricsBasic && c.Metrics != MetricsExtensive {
 		return fmt.Errorf("--metrics %q: use %q or %q", c.Metrics, MetricsBasic, MetricsExtensive)
 	}
-	if c.MaxTxnOps < 1 {
-		return fmt.Errorf("--max-txn-ops %d must be at least 1", c.MaxTxnOps)
+	if c.MaxTxnOps < 1 || c.MaxTxnOps > math.MaxInt32 {
+		return fmt.Errorf("--max-txn-ops %d is out of range; give between 1 and %d (0 for the default, %d)", c.MaxTxnOps, math.MaxInt32, DefaultMaxTxnOps)
 	}
 	if _, err := parseAutoCompaction(c.AutoCompactionMode, c.AutoCompactionRetention); err != nil {
 		return err
@@ -442,13 +474,39 @@ func peerAddr(raw string) (string, error) {
 }
 
 // memberURLHostPort checks a member's peer URL as etcd's types.NewURLs does: http://
-// or https://, a host and a port, no path, query or fragment.
+// or https://, a host and a port, and (stricter than etcd, which refuses only a path)
+// no path, query, fragment or user: two spellings of one address would give one
+// member two ids, or two members one address.
 func memberURLHostPort(raw string) (string, error) {
 	u, err := url.Parse(raw)
-	if err == nil && (u.Path != "" || u.RawQuery != "" || u.Fragment != "") {
-		return "", fmt.Errorf("URL %q has a path, query or fragment; give only scheme://host:port", raw)
+	if err == nil {
+		switch {
+		case u.Path != "":
+			return "", fmt.Errorf("URL must not contain a path: %s; give only scheme://host:port", raw)
+		case u.RawQuery != "" || u.Fragment != "" || u.User != nil || u.ForceQuery:
+			return "", fmt.Errorf("URL must not contain a query, fragment or user: %s; give only scheme://host:port", raw)
+		}
 	}
 	return hostPort(raw)
+}
+
+// bindURLHostPort checks a URL to listen on: a member URL whose host is an IP
+// address or localhost, as etcd's checkBindURLs requires: a name would be resolved
+// once, at start, to whatever address it had then.
+func bindURLHostPort(raw string) (string, error) {
+	addr, err := memberURLHostPort(raw)
+	if err != nil {
+		return "", err
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("URL address does not have the form \"host:port\": %s", raw)
+	}
+	if host != "localhost" && net.ParseIP(host) == nil {
+		return "", fmt.Errorf("expected IP in URL for binding (%s); listen on an IP address (0.0.0.0 for all), "+
+			"and advertise the name with --advertise-client-urls or --initial-advertise-peer-urls", raw)
+	}
+	return addr, nil
 }
 
 // memberID derives a member's id from its peer URLs and the cluster token, as etcd

@@ -151,6 +151,9 @@ func New(cfg Config) (*Server, error) {
 	for _, w := range s.tls.warnings {
 		s.logger.Warn(w)
 	}
+	if err := checkDataDirs(cfg); err != nil {
+		return nil, err
+	}
 	// The ports first: a port in use is the likeliest mistake, and must be reported
 	// before anything is written to the data dir.
 	err = s.listen()

@@ -78,6 +78,15 @@ var (
 
 func (s tlsSide) flag(name string) string { return "--" + s.prefix + name }
 
+// checkFlag names a flag about checking the other side's certificate: the client
+// side's carry "client-" (--client-crl-file), the peer side's "peer-".
+func (s tlsSide) checkFlag(name string) string {
+	if s.prefix == "" {
+		return "--client-" + name
+	}
+	return s.flag(name)
+}
+
 // tlsConfigs are the tls.Configs a member serves and dials with; nil where no URL
 // needs one.
 type tlsConfigs struct {
@@ -343,14 +352,14 @@ func (c Config) peerDialTLS(dialHTTPS []string, v tlsVersions, peerServer *tls.C
 func connectionChecks(side tlsSide, info TLSInfo) (func(tls.ConnectionState) error, error) {
 	var checks []func(tls.ConnectionState) error
 	if info.CRLFile != "" {
-		if _, err := readCRL(side.flag("crl-file"), info.CRLFile); err != nil {
+		if _, err := readCRL(side.checkFlag("crl-file"), info.CRLFile); err != nil {
 			return nil, err
 		}
-		checks = append(checks, func(cs tls.ConnectionState) error { return checkRevoked(side.flag("crl-file"), info.CRLFile, cs) })
+		checks = append(checks, func(cs tls.ConnectionState) error { return checkRevoked(side.checkFlag("crl-file"), info.CRLFile, cs) })
 	}
 	if len(info.AllowedCNs) > 0 && len(info.AllowedHostnames) > 0 {
-		return nil, fmt.Errorf("%s %v and %s %v: give one or the other", side.flag("cert-allowed-cn"), info.AllowedCNs,
-			side.flag("cert-allowed-hostname"), info.AllowedHostnames)
+		return nil, fmt.Errorf("%s %v and %s %v: give one or the other", side.checkFlag("cert-allowed-cn"), info.AllowedCNs,
+			side.checkFlag("cert-allowed-hostname"), info.AllowedHostnames)
 	}
 	if len(info.AllowedCNs)+len(info.AllowedHostnames) > 0 {
 		if info.TrustedCAFile == "" && !info.ClientCertAuth {
