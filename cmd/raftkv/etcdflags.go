@@ -164,7 +164,8 @@ func checkEtcdFlags(fs *pflag.FlagSet, origin map[string]string) (warnings []str
 		}
 		value := f.Value.String()
 		if e.refused && !sameValue(value, e.etcdDefault, e.isBool) {
-			return nil, fmt.Errorf("--%s %q (from %s) cannot be served: %s", e.name, value, origin[e.name], e.why)
+			return nil, fmt.Errorf("--%s %q (from %s) cannot be served: %s; drop it, or give etcd's default, %s",
+				e.name, value, origin[e.name], e.why, e.etcdDefault)
 		}
 		warnings = append(warnings, fmt.Sprintf("--%s %q (from %s) is accepted for etcd compatibility and ignored: %s",
 			e.name, value, origin[e.name], e.why))

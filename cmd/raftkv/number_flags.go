@@ -90,3 +90,25 @@ func (v numberValue[T]) refuse(s string, err error) error {
 	}
 	return fmt.Errorf("%q is not a plain number of %s; give digits only, without a unit", s, v.what)
 }
+
+// boolValue is a member's boolean flag that refuses a value other than true or false
+// in those words, not strconv's ("strconv.ParseBool: parsing ...").
+type boolValue struct{ pflag.Value }
+
+func (v boolValue) Set(s string) error {
+	if err := v.Value.Set(s); err != nil {
+		return fmt.Errorf("%q is not true or false; give one of them (a bare flag means true)", s)
+	}
+	return nil
+}
+
+func (v boolValue) IsBoolFlag() bool { return true }
+
+// plainBools wraps every boolean flag of fs in boolValue.
+func plainBools(fs *pflag.FlagSet) {
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Value.Type() == "bool" {
+			f.Value = boolValue{f.Value}
+		}
+	})
+}

@@ -62,14 +62,14 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.dataDir, "data-dir", "", "Path to the data directory.")
 	setHelpDefault(fs, "data-dir", "${name}.raftkv")
 	fs.StringVar(&f.walDir, "wal-dir", "", "Path to a dedicated WAL directory (e.g. on a disk of its own); empty keeps the WAL in the data directory.")
-	numberVar(fs, &f.snapshotCount, "snapshot-count", server.DefaultSnapshotCount, "entries", "Number of applied entries between log compactions: each makes the store durable and drops the log before it.")
+	numberVar(fs, &f.snapshotCount, "snapshot-count", server.DefaultSnapshotCount, "entries", "Number of applied entries between log compactions: each makes the store durable and drops the log before it\n(0: the default).")
 	numberVar(fs, &f.snapshotCatchUpEntries, "snapshot-catchup-entries", 0, "entries", "Number of entries for a slow follower to catch up after compacting the raft storage entries\n(0: 5000, or --snapshot-count if lower).")
 	numberVar(fs, &f.heartbeatMs, "heartbeat-interval", int(server.DefaultHeartbeatInterval/time.Millisecond), "milliseconds", "Time (in milliseconds) of a heartbeat interval.")
 	numberVar(fs, &f.electionMs, "election-timeout", int(server.DefaultElectionTimeout/time.Millisecond), "milliseconds", "Time (in milliseconds) for an election to timeout; each timeout is drawn from [t, 2t).")
 	fs.StringVar(&f.listenPeer, "listen-peer-urls", "http://127.0.0.1:2380", "List of URLs to listen on for peer traffic.")
 	fs.StringVar(&f.listenClient, "listen-client-urls", "http://127.0.0.1:2379", "List of URLs to listen on for client gRPC traffic (the etcd v3 API).")
-	numberVar(fs, &f.maxTxnOps, "max-txn-ops", server.DefaultMaxTxnOps, "operations", "Maximum number of operations permitted in a transaction.")
-	numberVar(fs, &f.maxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes, "bytes", "Maximum client request size in bytes the server will accept.")
+	numberVar(fs, &f.maxTxnOps, "max-txn-ops", server.DefaultMaxTxnOps, "operations", "Maximum number of operations permitted in a transaction (0: the default).")
+	numberVar(fs, &f.maxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes, "bytes", "Maximum client request size in bytes the server will accept (0: the default).")
 	numberVar(fs, &f.maxResponseBytes, "max-response-bytes", 0, "bytes", "Most bytes of keys and values one Range response may carry; a larger range is refused\n"+
 		fmt.Sprintf("(ResourceExhausted): read it in pages, with a limit or a narrower range (0: %d MiB).", server.DefaultMaxResponseBytes>>20))
 	setGroup(fs, groupMember, "name", "data-dir", "wal-dir", "snapshot-count", "snapshot-catchup-entries", "heartbeat-interval", "election-timeout",
@@ -122,7 +122,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	f.leaseCheckpointInterval = server.DefaultLeaseCheckpointInterval
 	fs.Var(durationValue{&f.leaseCheckpointInterval}, "lease-checkpoint-interval",
 		"How often the leader records through Raft the remaining TTL of each lease with more than that\n"+
-			"left, so that a new leader counts it down from there rather than from its full TTL; at least 1s.")
+			"left, so that a new leader counts it down from there rather than from its full TTL; at least 1s (0: 5m).")
 	setHelpDefault(fs, "lease-checkpoint-interval", "5m")
 	setGroup(fs, groupWatchLease, "watch-progress-notify-interval", "lease-checkpoint-interval")
 
@@ -148,6 +148,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 		panic(err)
 	}
 	registerEtcdFlags(fs)
+	plainBools(fs)
 }
 
 const supervisorFDFlag = "supervisor-fd"
@@ -204,6 +205,9 @@ func (f *serveFlags) config() (server.Config, error) {
 	if f.initialAdvertisePeer == "" {
 		f.initialAdvertisePeer = f.listenPeer
 	}
+	if f.name == "" {
+		return server.Config{}, fmt.Errorf("--name is empty; give the member a name, the one --initial-cluster lists it under (default %q)", server.DefaultName)
+	}
 	if f.initialCluster == "" {
 		f.initialCluster = f.name + "=" + f.initialAdvertisePeer
 	}
@@ -235,6 +239,14 @@ func (f *serveFlags) config() (server.Config, error) {
 	}
 	if f.heartbeatMs <= 0 || f.electionMs <= 0 {
 		return server.Config{}, fmt.Errorf("--heartbeat-interval %d and --election-timeout %d must be positive milliseconds", f.heartbeatMs, f.electionMs)
+	}
+	// Checked here, in milliseconds, before they become durations (which a huge
+	// number would overflow); the server checks the ratio of the two.
+	if f.electionMs > server.MaxElectionTimeoutMs {
+		return server.Config{}, fmt.Errorf("--election-timeout[%dms] is too long, and should be set less than %dms", f.electionMs, server.MaxElectionTimeoutMs)
+	}
+	if f.heartbeatMs > f.electionMs {
+		return server.Config{}, fmt.Errorf("--election-timeout %dms must be at least 5 times --heartbeat-interval %dms (10x is usual)", f.electionMs, f.heartbeatMs)
 	}
 	if f.maxResponseBytes < 0 {
 		return server.Config{}, fmt.Errorf("--max-response-bytes %d is negative; use 0 for the default or a number of bytes", f.maxResponseBytes)
@@ -301,7 +313,12 @@ func checkAutoCompaction(mode, retention string) error {
 		if _, err := strconv.ParseUint(retention, 10, 63); err == nil {
 			return nil // a bare number is hours, as in etcd
 		}
-		if d, err := time.ParseDuration(retention); err != nil || d < 0 {
+		d, err := time.ParseDuration(retention)
+		if err != nil && strings.Trim(retention, "0123456789.nsuµmh") == "" && strings.ContainsAny(retention, "nsuµmh") {
+			// The syntax of a duration, whose value does not fit one.
+			return fmt.Errorf("--auto-compaction-retention %q is too long; give at most %v", retention, time.Duration(1<<63-1).Truncate(time.Hour))
+		}
+		if err != nil || d < 0 {
 			return fmt.Errorf("--auto-compaction-retention %q is not a duration; with --auto-compaction-mode periodic use e.g. '1h', '30m' or '5' (hours), 0 for off", retention)
 		}
 	case "revision":
@@ -350,32 +367,35 @@ func (a *app) serve(cmd *cobra.Command, f *serveFlags) error {
 	if err := checkClientBoolFlags(cmd.Flags()); err != nil {
 		return &usageError{err}
 	}
-	warnings, err := applySources(cmd.Flags(), a.environ)
+	warnings, origin, err := applySourcesFrom(cmd.Flags(), a.environ)
 	if err != nil {
 		return &usageError{err}
 	}
 	cfg, err := f.config()
 	if err != nil {
-		return &usageError{err}
+		return &usageError{withOrigin(err, origin)}
 	}
 	for _, w := range warnings {
 		cfg.Logger.Warn(w)
 	}
 	if err := cfg.Validate(); err != nil {
-		return &usageError{err}
+		return &usageError{withOrigin(err, origin)}
 	}
 	cfg.Logger.Info("starting raftkv", "version", version.Version, "etcd-api", version.APIVersion, "git-sha", version.GitSHA(),
 		"name", cfg.Name, "data-dir", cfg.DataDir, "listen-client-urls", cfg.ListenClientURLs, "listen-peer-urls", cfg.ListenPeerURLs)
 	// After the flags are checked: it sizes only what they leave at the default.
 	applyMemoryLimit(&cfg, a.environ)
-	srv, err := server.New(cfg)
-	if err != nil {
-		return err
-	}
-	stop := make(chan string, 1)
+	// The signals are caught before the member starts: a start can wait (a join
+	// waits for the cluster up to 20 s), and a SIGTERM then must say why the member
+	// went away.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
+	srv, err := startMember(cfg, sigs)
+	if err != nil {
+		return withOrigin(err, origin)
+	}
+	stop := make(chan string, 1)
 	if f.supervisorFD >= 0 {
 		// The member's output is a pipe to the supervisor. Once the supervisor is
 		// gone, a write to it must fail rather than kill the member with SIGPIPE
@@ -395,6 +415,34 @@ func (a *app) serve(cmd *cobra.Command, f *serveFlags) error {
 	}
 	srv.Stop()
 	return nil
+}
+
+// startMember starts the member with server.New. A signal that arrives first is
+// logged and then delivered again with its default action, so the process ends as
+// an unhandled SIGTERM would: what server.New has written is as safe as after a kill.
+func startMember(cfg server.Config, sigs chan os.Signal) (*server.Server, error) {
+	type started struct {
+		srv *server.Server
+		err error
+	}
+	done := make(chan started, 1)
+	go func() {
+		srv, err := server.New(cfg)
+		done <- started{srv, err}
+	}()
+	select {
+	case r := <-done:
+		return r.srv, r.err
+	case sig := <-sigs:
+		cfg.Logger.Info("shutting down while starting: the member stops as if killed; a restart on its data dir goes on from what it wrote", "signal", sig.String())
+		signal.Reset(sig)
+		if p, err := os.FindProcess(os.Getpid()); err == nil {
+			_ = p.Signal(sig)
+		}
+		for {
+			time.Sleep(time.Second) // until the signal ends the process
+		}
+	}
 }
 
 // watchSupervisor reads the pipe "raftkv cluster" handed the member until it ends:

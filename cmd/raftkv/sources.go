@@ -29,7 +29,15 @@ import (
 // It returns the warnings to log once the logger exists, and the first setting
 // that cannot be applied as an error that names its source.
 func applySources(fs *pflag.FlagSet, environ []string) (warnings []string, err error) {
-	origin := map[string]string{}
+	warnings, _, err = applySourcesFrom(fs, environ)
+	return warnings, err
+}
+
+// applySourcesFrom is applySources that also returns where each flag set other than
+// on the command line took its value: the environment variable, or "--config-file
+// PATH".
+func applySourcesFrom(fs *pflag.FlagSet, environ []string) (warnings []string, origin map[string]string, err error) {
+	origin = map[string]string{}
 	fs.Visit(func(f *pflag.Flag) { origin[f.Name] = "the command line" })
 
 	env := map[string]string{}
@@ -63,7 +71,7 @@ func applySources(fs *pflag.FlagSet, environ []string) (warnings []string, err e
 		origin[f.Name] = key
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, k := range slices.Sorted(maps.Keys(env)) {
 		if (strings.HasPrefix(k, "RAFTKV_") || strings.HasPrefix(k, "ETCD_")) && !used[k] && env[k] != "" {
@@ -74,15 +82,53 @@ func applySources(fs *pflag.FlagSet, environ []string) (warnings []string, err e
 	if path := fs.Lookup("config-file").Value.String(); path != "" {
 		fileWarnings, err := applyConfigFile(fs, path, origin)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		warnings = append(warnings, fileWarnings...)
 	}
 	etcdWarnings, err := checkEtcdFlags(fs, origin)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return append(warnings, etcdWarnings...), nil
+	for name, from := range origin {
+		if from == "the command line" {
+			delete(origin, name)
+		}
+	}
+	return append(warnings, etcdWarnings...), origin, nil
+}
+
+// withOrigin adds to an error about the member's settings where each flag it names
+// took its value, for those not given on the command line: "--listen-client-urls:
+// ... (--listen-client-urls is from ETCD_LISTEN_CLIENT_URLS)".
+func withOrigin(err error, origin map[string]string) error {
+	msg := err.Error()
+	var from []string
+	for _, name := range slices.Sorted(maps.Keys(origin)) {
+		if mentionsFlag(msg, name) && !strings.Contains(msg, origin[name]) {
+			from = append(from, fmt.Sprintf("--%s is from %s", name, origin[name]))
+		}
+	}
+	if len(from) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (%s)", err, strings.Join(from, "; "))
+}
+
+// mentionsFlag reports whether msg names --name as a whole flag, not as the start of
+// a longer one (--name in --name-foo).
+func mentionsFlag(msg, name string) bool {
+	flag := "--" + name
+	for rest := msg; ; {
+		i := strings.Index(rest, flag)
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+len(flag):]
+		if rest == "" || !(rest[0] == '-' || rest[0] >= 'a' && rest[0] <= 'z') {
+			return true
+		}
+	}
 }
 
 // settable reports whether a flag can come from the environment or a file: every

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -20,7 +21,7 @@ type tlsFlags struct {
 	clientAllowedCNs       []string
 	peerAllowedCNs         []string
 	peerAllowedHostnames   []string
-	selfSignedCertValidity uint
+	selfSignedCertValidity uint64
 	cipherSuites           []string
 	tlsMinVersion          string
 	tlsMaxVersion          string
@@ -57,7 +58,7 @@ func (f *tlsFlags) register(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&f.peerAllowedHostnames, "peer-cert-allowed-hostname", nil, "Comma-separated list of allowed SAN hostnames for inter-peer TLS authentication.")
 	fs.BoolVar(&f.peer.AutoTLS, "peer-auto-tls", false, "Peer TLS using generated self-signed certificates (encrypted, not authenticated: for tests).")
 	fs.BoolVar(&f.peer.SkipClientSANVerify, "peer-skip-client-san-verification", false, "Skip the check that a peer's certificate names the address it connects from.")
-	fs.UintVar(&f.selfSignedCertValidity, "self-signed-cert-validity", 1, "The validity period of the client and peer certificates of --auto-tls and --peer-auto-tls, unit is year.")
+	numberVar(fs, &f.selfSignedCertValidity, "self-signed-cert-validity", 1, "years", "The validity period of the client and peer certificates of --auto-tls and --peer-auto-tls, unit is year.")
 	fs.StringVar(&f.peer.CRLFile, "peer-crl-file", "", "Path to the peer certificate revocation list file; a revoked peer is refused.")
 	fs.StringSliceVar(&f.cipherSuites, "cipher-suites", nil, "Comma-separated list of supported TLS 1.2 cipher suites between client/server and peers, by Go's names\n(empty: Go's defaults).")
 	fs.StringVar(&f.tlsMinVersion, "tls-min-version", "TLS1.2", "Minimum TLS version supported by raftkv: TLS1.2 or TLS1.3.")
@@ -73,6 +74,11 @@ func (f *tlsFlags) apply(cfg *server.Config) error {
 	if f.selfSignedCertValidity == 0 {
 		return fmt.Errorf("--self-signed-cert-validity 0: a certificate must be valid for at least 1 year")
 	}
+	// A certificate's dates end at year 9999 (X.509's GeneralizedTime).
+	if most := uint64(9999 - time.Now().Year() - 1); f.selfSignedCertValidity > most {
+		return fmt.Errorf("--self-signed-cert-validity %d years would end past 9999, the last year a certificate can name; use at most %d",
+			f.selfSignedCertValidity, most)
+	}
 	cfg.ClientTLS, cfg.PeerTLS = f.client, f.peer
 	cfg.ClientTLS.AllowedHostnames = trimAll(f.clientAllowedHostnames)
 	cfg.ClientTLS.AllowedCNs = trimAll(f.clientAllowedCNs)
@@ -80,7 +86,7 @@ func (f *tlsFlags) apply(cfg *server.Config) error {
 	cfg.PeerTLS.AllowedHostnames = trimAll(f.peerAllowedHostnames)
 	cfg.CipherSuites = trimAll(f.cipherSuites)
 	cfg.TLSMinVersion, cfg.TLSMaxVersion = f.tlsMinVersion, f.tlsMaxVersion
-	cfg.SelfSignedCertValidity = f.selfSignedCertValidity
+	cfg.SelfSignedCertValidity = uint(f.selfSignedCertValidity)
 	return nil
 }
 
