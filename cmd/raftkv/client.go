@@ -58,11 +58,12 @@ func (c *clientFlags) register(cmd *cobra.Command, outputs ...string) {
 	fs := cmd.Flags()
 	fs.StringSliceVar(&c.endpoints, "endpoints", defaultEndpoints, "Comma-separated gRPC endpoints (host:port) of the members to ask; the first that answers serves the command.")
 	setHelpDefault(fs, "endpoints", strings.Join(defaultEndpoints, ","))
-	fs.DurationVar(&c.dialTimeout, "dial-timeout", defaultDialTimeout, "How long to wait for a connection to one endpoint before trying the next.")
-	fs.DurationVar(&c.commandTimeout, "command-timeout", defaultCommandTimeout, "How long the whole command may take, over every endpoint it tries.")
+	c.dialTimeout, c.commandTimeout = defaultDialTimeout, defaultCommandTimeout
+	fs.Var(timeoutValue{durationValue{&c.dialTimeout}}, "dial-timeout", "How long to wait for a connection to one endpoint before trying the next.")
+	fs.Var(timeoutValue{durationValue{&c.commandTimeout}}, "command-timeout", "How long the whole command may take, over every endpoint it tries.")
 	fs.StringVarP(&c.writeOut, "write-out", "w", "", "Output format: "+strings.Join(outputs, " or ")+".")
 	setHelpDefault(fs, "write-out", outputs[0])
-	fs.IntVar(&c.maxRecvBytes, "max-recv-bytes", defaultMaxRecvBytes, "Largest response message the client accepts, in bytes.")
+	numberVar(fs, &c.maxRecvBytes, "max-recv-bytes", defaultMaxRecvBytes, "bytes", "Largest response message the client accepts, in bytes.")
 	setGroup(fs, groupClient, "endpoints", "dial-timeout", "command-timeout", "write-out", "max-recv-bytes")
 	c.tls.register(fs)
 	c.auth.register(fs)
@@ -77,6 +78,18 @@ func (c *clientFlags) register(cmd *cobra.Command, outputs ...string) {
 		}
 		return usageErrorf("-w %q: %s prints %s", c.writeOut, cmd.CommandPath(), strings.Join(outputs, " or "))
 	}
+}
+
+// timeoutValue is a client command's timeout flag: a member's durationValue, whose
+// refusal of a bare number does not offer 0, which a timeout cannot be (begin
+// refuses it).
+type timeoutValue struct{ durationValue }
+
+func (v timeoutValue) Set(s string) error {
+	if s != "0" && strings.ContainsAny(s, "0123456789") && strings.Trim(s, "+-.0123456789") == "" {
+		return fmt.Errorf("%q has no unit; give e.g. %ss, %sm or %sms", s, s, s, s)
+	}
+	return v.durationValue.Set(s)
 }
 
 func (c *clientFlags) begin(cmd *cobra.Command) error {

@@ -216,7 +216,7 @@ func (a *app) newSnapshotRestoreCommand() *cobra.Command {
 	fs.StringVar(&cfg.InitialClusterToken, "initial-cluster-token", server.DefaultInitialClusterToken, "Initial cluster token for the new cluster.")
 	fs.StringVar(&peerURLs, "initial-advertise-peer-urls", "http://127.0.0.1:2380", "This member's peer URLs, as in --initial-cluster; the default is a member's own.")
 	fs.BoolVar(&cfg.SkipHashCheck, "skip-hash-check", false, "Restore without checking the backup's SHA-256 trailer (needed for a file without one).")
-	fs.IntVar(&cfg.BackendSeparateValueBytes, "backend-separate-value-bytes", 0, "The --backend-separate-value-bytes the member will run with: restored values of at least\nthis many bytes are stored apart from their keys' version records (0: 128; -1: none).")
+	numberVar(fs, &cfg.BackendSeparateValueBytes, "backend-separate-value-bytes", 0, "bytes", "The --backend-separate-value-bytes the member will run with: restored values of at least\nthis many bytes are stored apart from their keys' version records (0: 128; -1: none).")
 	return cmd
 }
 
