@@ -168,6 +168,9 @@ type endpointErrors []endpointError
 
 func (e endpointErrors) Error() string {
 	if len(e) == 1 {
+		if e.allRefused() {
+			return fmt.Sprintf("%s: %v\n%s", e[0].endpoint, e[0].err, strings.Replace(noMemberHint, "these endpoints", "this endpoint", 1))
+		}
 		return fmt.Sprintf("%s: %v", e[0].endpoint, e[0].err)
 	}
 	var b strings.Builder
@@ -175,7 +178,25 @@ func (e endpointErrors) Error() string {
 	for _, x := range e {
 		fmt.Fprintf(&b, "\n  %s: %v", x.endpoint, x.err)
 	}
+	if e.allRefused() {
+		b.WriteString("\n" + noMemberHint)
+	}
 	return b.String()
+}
+
+// noMemberHint is what to do when no endpoint has a member listening.
+const noMemberHint = "no member is running at these endpoints: start a local cluster with 'raftkv cluster' " +
+	"(or one member with 'raftkv'), or point --endpoints at a running member's client URLs"
+
+// allRefused reports whether every endpoint refused the connection: nothing
+// listens there, as opposed to a member that is slow, down mid-call or misconfigured.
+func (e endpointErrors) allRefused() bool {
+	for _, x := range e {
+		if !strings.Contains(x.err.Error(), "connection refused") {
+			return false
+		}
+	}
+	return len(e) > 0
 }
 
 // dialError is a connection that never came up: the request was not sent, so any
@@ -231,13 +252,23 @@ func (c *clientFlags) connect(ctx context.Context, ep string) (*grpc.ClientConn,
 			if err == nil {
 				err = errors.New("the connection failed")
 			}
-			return nil, &dialError{fmt.Errorf("cannot connect: %s%s", dialReason(err), c.tls.hint(err, c.tls.secure[ep]))}
+			return nil, &dialError{fmt.Errorf("cannot connect: %s%s%s", dialReason(err), c.tls.hint(err, c.tls.secure[ep]), notClientAPIHint(err))}
 		}
 		if !conn.WaitForStateChange(dialCtx, state) {
 			conn.Close()
 			return nil, &dialError{fmt.Errorf("no connection within --dial-timeout %v", c.dialTimeout)}
 		}
 	}
+}
+
+// notClientAPIHint says what to do about an address that answered, but not with gRPC:
+// most likely a member's peer URL, which speaks HTTP/2 of its own.
+func notClientAPIHint(err error) string {
+	if !strings.Contains(err.Error(), "not a settings frame") {
+		return ""
+	}
+	return "; this address does not serve the client API: it may be a member's peer URL " +
+		"(a member's client URLs are its --advertise-client-urls, port 2379 by default)"
 }
 
 // dialReason cuts gRPC's wrapping off a dial error: "dial tcp 127.0.0.1:2379:
