@@ -30,20 +30,11 @@ func (a *app) newLeaseCommand(c *clientFlags) *cobra.Command {
 		Long: "A lease ends after its TTL unless kept alive, and the keys put with it (put --lease in\n" +
 			"etcdctl, or clientv3.WithLease) are deleted with it. Lease ids are hexadecimal, as\n" +
 			"etcdctl prints and reads them.",
-		Args: leaseSubcommandArgs,
+		Args: subcommandArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(a.newLeaseGrantCommand(c), a.newLeaseRevokeCommand(c), a.newLeaseListCommand(c), a.newLeaseKeepAliveCommand(c))
 	return cmd
-}
-
-// leaseSubcommandArgs refuses "raftkv lease" followed by a word that is no
-// subcommand; with no word at all, the help is printed.
-func leaseSubcommandArgs(cmd *cobra.Command, args []string) error {
-	if len(args) > 0 {
-		return usageErrorf("unknown command %q for %s (commands: grant, revoke, list, keep-alive)", args[0], cmd.CommandPath())
-	}
-	return nil
 }
 
 // parseLeaseID reads a lease id as etcdctl does: hexadecimal, without 0x.

@@ -26,12 +26,7 @@ func (a *app) newMemberCommand(c *clientFlags) *cobra.Command {
 		Long: "Membership changes go to the leader, one at a time. To replace a failed member: remove it, add\n" +
 			"the new one (add prints how to start it), then start it on an empty data dir. Member ids are\n" +
 			"hexadecimal, as 'raftkv member list' prints them.",
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usageErrorf("unknown command %q for %s (commands: add, remove, update, promote, list)", args[0], cmd.CommandPath())
-			}
-			return nil
-		},
+		Args: subcommandArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(a.newMemberAddCommand(c), a.newMemberRemoveCommand(c), a.newMemberUpdateCommand(c),

@@ -29,9 +29,10 @@ import (
 // and one saved here are the same bytes.
 func (a *app) newSnapshotCommand(c *clientFlags) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "snapshot",
-		Short: "save a backup of the store, show what one holds, restore one into a new cluster",
-		Args:  exactArgs(),
+		Use:   "snapshot <subcommand>",
+		Short: "save a backup of the store, check one (status), restore one into a new cluster, or write one as etcd's database (to-etcd)",
+		Args:  subcommandArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(a.newSnapshotSaveCommand(c), a.newSnapshotRestoreCommand(), a.newSnapshotStatusCommand(),
 		a.newSnapshotToEtcdCommand())
