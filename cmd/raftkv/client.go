@@ -58,11 +58,12 @@ func (c *clientFlags) register(cmd *cobra.Command, outputs ...string) {
 	fs := cmd.Flags()
 	fs.StringSliceVar(&c.endpoints, "endpoints", defaultEndpoints, "Comma-separated gRPC endpoints (host:port) of the members to ask; the first that answers serves the command.")
 	setHelpDefault(fs, "endpoints", strings.Join(defaultEndpoints, ","))
-	fs.DurationVar(&c.dialTimeout, "dial-timeout", defaultDialTimeout, "How long to wait for a connection to one endpoint before trying the next.")
-	fs.DurationVar(&c.commandTimeout, "command-timeout", defaultCommandTimeout, "How long the whole command may take, over every endpoint it tries.")
+	c.dialTimeout, c.commandTimeout = defaultDialTimeout, defaultCommandTimeout
+	fs.Var(timeoutValue{durationValue{&c.dialTimeout}}, "dial-timeout", "How long to wait for a connection to one endpoint before trying the next.")
+	fs.Var(timeoutValue{durationValue{&c.commandTimeout}}, "command-timeout", "How long the whole command may take, over every endpoint it tries.")
 	fs.StringVarP(&c.writeOut, "write-out", "w", "", "Output format: "+strings.Join(outputs, " or ")+".")
 	setHelpDefault(fs, "write-out", outputs[0])
-	fs.IntVar(&c.maxRecvBytes, "max-recv-bytes", defaultMaxRecvBytes, "Largest response message the client accepts, in bytes.")
+	numberVar(fs, &c.maxRecvBytes, "max-recv-bytes", defaultMaxRecvBytes, "bytes", "Largest response message the client accepts, in bytes.")
 	setGroup(fs, groupClient, "endpoints", "dial-timeout", "command-timeout", "write-out", "max-recv-bytes")
 	c.tls.register(fs)
 	c.auth.register(fs)
@@ -77,6 +78,18 @@ func (c *clientFlags) register(cmd *cobra.Command, outputs ...string) {
 		}
 		return usageErrorf("-w %q: %s prints %s", c.writeOut, cmd.CommandPath(), strings.Join(outputs, " or "))
 	}
+}
+
+// timeoutValue is a client command's timeout flag: a member's durationValue, whose
+// refusal of a bare number does not offer 0, which a timeout cannot be (begin
+// refuses it).
+type timeoutValue struct{ durationValue }
+
+func (v timeoutValue) Set(s string) error {
+	if s != "0" && strings.ContainsAny(s, "0123456789") && strings.Trim(s, "+-.0123456789") == "" {
+		return fmt.Errorf("%q has no unit; give e.g. %ss, %sm or %sms", s, s, s, s)
+	}
+	return v.durationValue.Set(s)
 }
 
 func (c *clientFlags) begin(cmd *cobra.Command) error {
@@ -155,6 +168,9 @@ type endpointErrors []endpointError
 
 func (e endpointErrors) Error() string {
 	if len(e) == 1 {
+		if e.allRefused() {
+			return fmt.Sprintf("%s: %v\n%s", e[0].endpoint, e[0].err, strings.Replace(noMemberHint, "these endpoints", "this endpoint", 1))
+		}
 		return fmt.Sprintf("%s: %v", e[0].endpoint, e[0].err)
 	}
 	var b strings.Builder
@@ -162,7 +178,25 @@ func (e endpointErrors) Error() string {
 	for _, x := range e {
 		fmt.Fprintf(&b, "\n  %s: %v", x.endpoint, x.err)
 	}
+	if e.allRefused() {
+		b.WriteString("\n" + noMemberHint)
+	}
 	return b.String()
+}
+
+// noMemberHint is what to do when no endpoint has a member listening.
+const noMemberHint = "no member is running at these endpoints: start a local cluster with 'raftkv cluster' " +
+	"(or one member with 'raftkv'), or point --endpoints at a running member's client URLs"
+
+// allRefused reports whether every endpoint refused the connection: nothing
+// listens there, as opposed to a member that is slow, down mid-call or misconfigured.
+func (e endpointErrors) allRefused() bool {
+	for _, x := range e {
+		if !strings.Contains(x.err.Error(), "connection refused") {
+			return false
+		}
+	}
+	return len(e) > 0
 }
 
 // dialError is a connection that never came up: the request was not sent, so any
@@ -218,13 +252,23 @@ func (c *clientFlags) connect(ctx context.Context, ep string) (*grpc.ClientConn,
 			if err == nil {
 				err = errors.New("the connection failed")
 			}
-			return nil, &dialError{fmt.Errorf("cannot connect: %s%s", dialReason(err), c.tls.hint(err, c.tls.secure[ep]))}
+			return nil, &dialError{fmt.Errorf("cannot connect: %s%s%s", dialReason(err), c.tls.hint(err, c.tls.secure[ep]), notClientAPIHint(err))}
 		}
 		if !conn.WaitForStateChange(dialCtx, state) {
 			conn.Close()
 			return nil, &dialError{fmt.Errorf("no connection within --dial-timeout %v", c.dialTimeout)}
 		}
 	}
+}
+
+// notClientAPIHint says what to do about an address that answered, but not with gRPC:
+// most likely a member's peer URL, which speaks HTTP/2 of its own.
+func notClientAPIHint(err error) string {
+	if !strings.Contains(err.Error(), "not a settings frame") {
+		return ""
+	}
+	return "; this address does not serve the client API: it may be a member's peer URL " +
+		"(a member's client URLs are its --advertise-client-urls, port 2379 by default)"
 }
 
 // dialReason cuts gRPC's wrapping off a dial error: "dial tcp 127.0.0.1:2379:

@@ -3,10 +3,12 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
@@ -86,10 +88,13 @@ func (f *clientTLSFlags) hint(err error, isTLS bool) string {
 // would read "get" as the flag's value. A member refuses them (checkClientBoolFlags).
 var clientBoolFlags = []string{"insecure-skip-tls-verify"}
 
-func registerClientBoolFlags(fs *pflag.FlagSet) {
+// registerClientBoolFlags adds clientBoolFlags to root, hidden, once its commands are
+// added: each flag's usage is the refusal checkClientBoolFlags gives, naming the
+// commands that take it.
+func registerClientBoolFlags(root *cobra.Command) {
 	for _, name := range clientBoolFlags {
-		fs.Bool(name, false, "A client command's flag.")
-		if err := fs.MarkHidden(name); err != nil {
+		root.Flags().Bool(name, false, "--"+name+" is"+strings.TrimPrefix(flagOfCommandsHint(root, "--"+name), "; --"+name+" is"))
+		if err := root.Flags().MarkHidden(name); err != nil {
 			panic(err)
 		}
 	}
@@ -99,7 +104,7 @@ func registerClientBoolFlags(fs *pflag.FlagSet) {
 func checkClientBoolFlags(fs *pflag.FlagSet) error {
 	for _, name := range clientBoolFlags {
 		if f := fs.Lookup(name); f != nil && f.Changed {
-			return fmt.Errorf("--%s is a flag of the client commands (put, get, del, watch, lease, status), not of a member", name)
+			return errors.New(f.Usage)
 		}
 	}
 	return nil

@@ -52,7 +52,7 @@ func TestClientCommandsOverTLS(t *testing.T) {
 	if stdout, stderr, code := runCLI(t, nil, "--insecure-skip-tls-verify", "--endpoints", hostPort, "--cert", clientCert, "--key", clientKey, "get", "foo"); code != 0 || stdout != "foo\nbar\n" {
 		t.Fatalf("get --insecure-skip-tls-verify before the command: exit %d\n%s%s", code, stdout, stderr)
 	}
-	if _, stderr, code := runCLI(t, nil, "--insecure-skip-tls-verify"); code != 2 || !strings.Contains(stderr, "a flag of the client commands") {
+	if _, stderr, code := runCLI(t, nil, "--insecure-skip-tls-verify"); code != 2 || !strings.Contains(stderr, "a flag of the commands (put, get, del, watch, lease, status, member, snapshot save)") {
 		t.Fatalf("a member given --insecure-skip-tls-verify: exit %d\n%s", code, stderr)
 	}
 	// A bare host:port takes TLS when the TLS flags are given.

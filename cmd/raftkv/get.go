@@ -43,8 +43,8 @@ func (a *app) newGetCommand(c *clientFlags) *cobra.Command {
 	}
 	c.register(cmd, "simple", "json")
 	r.register(cmd, "Get")
-	cmd.Flags().Int64Var(&limit, "limit", 0, "Most keys to print; 0 for no limit.")
-	cmd.Flags().Int64Var(&rev, "rev", 0, "Read at this revision; 0 for the newest.")
+	numberVar(cmd.Flags(), &limit, "limit", 0, "keys", "Most keys to print; 0 for no limit.")
+	numberVar(cmd.Flags(), &rev, "rev", 0, "revisions", "Read at this revision; 0 for the newest.")
 	cmd.Flags().BoolVar(&keysOnly, "keys-only", false, "Print only the keys.")
 	cmd.Flags().BoolVar(&valueOnly, "print-value-only", false, "Print only the values.")
 	cmd.Flags().StringVar(&consistency, "consistency", "l", "Linearizable (l) or serializable (s): a serializable read is served by the member asked, without a quorum.")

@@ -36,6 +36,12 @@ func setGroup(fs *pflag.FlagSet, group string, names ...string) {
 // help prints a command's help in etcd's layout: each flag as --name 'default' on its
 // own line, its meaning indented below, grouped under headings.
 func (a *app) help(cmd *cobra.Command, _ []string) {
+	// "raftkv lease foo --help" reaches here with the help flag before any check of
+	// the word: refuse it as "raftkv lease foo" would be.
+	if args := cmd.Flags().Args(); len(args) > 0 && cmd.HasAvailableSubCommands() {
+		a.helpErr = unknownCommand(cmd, args[0])
+		return
+	}
 	w := cmd.OutOrStdout()
 	if cmd.HasParent() {
 		fmt.Fprintf(w, "%s: %s\n\nUsage:\n  %s\n", cmd.CommandPath(), cmd.Short, cmd.UseLine())

@@ -8,12 +8,15 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
+
+	"raftkv/kv"
 )
 
 // The lease commands print what etcdctl's lease commands print, in its formats: a
@@ -27,20 +30,11 @@ func (a *app) newLeaseCommand(c *clientFlags) *cobra.Command {
 		Long: "A lease ends after its TTL unless kept alive, and the keys put with it (put --lease in\n" +
 			"etcdctl, or clientv3.WithLease) are deleted with it. Lease ids are hexadecimal, as\n" +
 			"etcdctl prints and reads them.",
-		Args: leaseSubcommandArgs,
+		Args: subcommandArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(a.newLeaseGrantCommand(c), a.newLeaseRevokeCommand(c), a.newLeaseListCommand(c), a.newLeaseKeepAliveCommand(c))
 	return cmd
-}
-
-// leaseSubcommandArgs refuses "raftkv lease" followed by a word that is no
-// subcommand; with no word at all, the help is printed.
-func leaseSubcommandArgs(cmd *cobra.Command, args []string) error {
-	if len(args) > 0 {
-		return usageErrorf("unknown command %q for %s (commands: grant, revoke, list, keep-alive)", args[0], cmd.CommandPath())
-	}
-	return nil
 }
 
 // parseLeaseID reads a lease id as etcdctl does: hexadecimal, without 0x.
@@ -63,10 +57,24 @@ func (a *app) newLeaseGrantCommand(c *clientFlags) *cobra.Command {
 	}
 	c.register(cmd, "simple", "json")
 	cmd.Flags().StringVar(&idArg, "id", "", "The lease id to grant, in hexadecimal; by default the server picks one.")
+	// A negative TTL reaches the flag parser first, as a shorthand flag ("-5").
+	cmd.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		if _, word, ok := strings.Cut(err.Error(), "' in "); ok && strings.HasPrefix(err.Error(), "unknown shorthand flag: '") {
+			if _, isNumber := strconv.ParseInt(word, 10, 64); isNumber == nil {
+				return negativeTTL(word)
+			}
+		}
+		return &usageError{err}
+	})
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		ttl, err := strconv.ParseInt(args[0], 10, 64)
-		if err != nil {
-			return usageErrorf("bad TTL %q: give a whole number of seconds", args[0])
+		switch {
+		case err != nil && errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(args[0], "-"), err == nil && ttl > kv.MaxLeaseTTL:
+			return usageErrorf("bad TTL %s: etcdserver: too large lease TTL; the most is %d seconds", args[0], kv.MaxLeaseTTL)
+		case err != nil:
+			return usageErrorf("bad TTL %q: give a whole number of seconds, e.g. 60", args[0])
+		case ttl < 0:
+			return negativeTTL(args[0])
 		}
 		var id int64
 		if idArg != "" {
@@ -90,6 +98,11 @@ func (a *app) newLeaseGrantCommand(c *clientFlags) *cobra.Command {
 		})
 	}
 	return cmd
+}
+
+// negativeTTL refuses a TTL below 0: etcdctl's "bad TTL", with what a TTL is.
+func negativeTTL(arg string) error {
+	return usageErrorf("bad TTL %s: a lease's TTL is a positive number of seconds, e.g. raftkv lease grant 60", arg)
 }
 
 func (a *app) newLeaseRevokeCommand(c *clientFlags) *cobra.Command {

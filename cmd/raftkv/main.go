@@ -5,7 +5,7 @@
 //	                                environment variables, or etcd's --config-file
 //	raftkv cluster [--members N]    a local cluster on etcd's ports; a member that dies
 //	                                is restarted, and none outlives the supervisor
-//	raftkv put|get|del|watch|lease|status ...
+//	raftkv put|get|del|watch|lease|status|member|snapshot ...
 //	                                client commands; their flags (--endpoints, -w)
 //	                                go before or after the command
 //
@@ -63,6 +63,9 @@ func usageErrorf(format string, args ...any) error {
 type app struct {
 	stdout, stderr io.Writer
 	environ        []string
+	// helpErr is a request for help that named no command ("raftkv lease foo
+	// --help"): the help func cannot return an error, so it leaves it here for run.
+	helpErr error
 }
 
 // run executes the command line args and returns the process exit code. An error is
@@ -73,12 +76,19 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	root := a.newRootCommand()
 	root.SetArgs(args)
 	cmd, err := root.ExecuteC()
+	if err == nil && a.helpErr != nil {
+		err = a.helpErr
+	}
 	if err == nil {
 		return 0
 	}
 	fmt.Fprintf(stderr, "Error: %v\n", err)
 	if ue := (*usageError)(nil); errors.As(err, &ue) {
-		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+		helpPath := cmd.CommandPath()
+		if uc := (*unknownCommandError)(nil); errors.As(err, &uc) {
+			helpPath = uc.parent // "raftkv help foo" ran help, but raftkv's help lists the commands
+		}
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", helpPath)
 		return exitBadArgs
 	}
 	if errors.Is(err, server.ErrRemoved) {
@@ -118,15 +128,141 @@ func (a *app) newRootCommand() *cobra.Command {
 	root.SetVersionTemplate(strings.ReplaceAll(version.String(), "{{", "{{`{{`}}"))
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	root.SetFlagErrorFunc(rootFlagError)
 	root.SetHelpFunc(a.help)
+	root.SetHelpCommand(a.newHelpCommand())
 	serve.register(root.Flags())
 	root.Flags().BoolP("version", "", false, "Print the version and exit.")
 	setGroup(root.Flags(), groupOther, "version")
-	registerClientBoolFlags(root.Flags())
 	root.AddCommand(a.commands(&clientFlags{auth: clientAuthFlags{askPassword: askPasswordOn(a.stderr)}})...)
+	registerClientBoolFlags(root)
 	return root
 }
+
+// newHelpCommand is cobra's "help [command]", refusing a command that does not
+// exist as running it would, where cobra's prints the root's help and exits 0.
+func (a *app) newHelpCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [command]",
+		Short: "show a command's help",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			target, rest, err := cmd.Root().Find(args)
+			if err == nil && len(rest) > 0 && target.HasSubCommands() {
+				err = unknownCommand(target, rest[0])
+			}
+			if err != nil {
+				return err
+			}
+			return target.Help()
+		},
+	}
+}
+
+// rootFlagError makes a flag error a usage error; for a client command's flag given
+// with no command ("raftkv --endpoints x"), it says which commands take it.
+func rootFlagError(cmd *cobra.Command, err error) error {
+	if cmd.HasParent() {
+		return &usageError{err}
+	}
+	msg := err.Error()
+	var flag string
+	if name, ok := strings.CutPrefix(msg, "unknown flag: --"); ok {
+		flag = "--" + name
+	} else if _, in, ok := strings.Cut(msg, "' in -"); ok && strings.HasPrefix(msg, "unknown shorthand flag: '") {
+		flag = "-" + in[:1]
+	}
+	if flag == "" {
+		return &usageError{err}
+	}
+	return usageErrorf("%v%s", err, flagOfCommandsHint(cmd, flag))
+}
+
+// flagOfCommandsHint says which commands take flag ("--endpoints", "-w"), a flag the
+// member refused: "; --endpoints is a flag of the commands (put, get, ...), not of
+// the member ...". It is empty for a flag no command takes.
+func flagOfCommandsHint(root *cobra.Command, flag string) string {
+	cmds := clientCommands(root, strings.TrimLeft(flag, "-"))
+	if len(cmds) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; %s is a flag of the commands (%s), not of the member raftkv starts without one: "+
+		"give it with a command, e.g. raftkv %s ... %s ...",
+		flag, strings.Join(cmds, ", "), cmds[0], flag)
+}
+
+// clientCommands are the commands under root that take the flag name (long, or one
+// letter for a shorthand), by their path below root: "get", "lease grant". A command
+// whose subcommands all take it is named alone: "lease", not each of its own.
+func clientCommands(root *cobra.Command, name string) []string {
+	var names []string
+	for _, c := range root.Commands() {
+		if !c.IsAvailableCommand() {
+			continue
+		}
+		if !c.HasSubCommands() {
+			if takesFlag(c, name) {
+				names = append(names, c.Name())
+			}
+			continue
+		}
+		sub := clientCommands(c, name)
+		if len(sub) == len(availableCommands(c)) {
+			names = append(names, c.Name())
+			continue
+		}
+		for _, s := range sub {
+			names = append(names, c.Name()+" "+s)
+		}
+	}
+	return names
+}
+
+func takesFlag(c *cobra.Command, name string) bool {
+	if len(name) == 1 {
+		return c.Flags().ShorthandLookup(name) != nil
+	}
+	return c.Flags().Lookup(name) != nil
+}
+
+// availableCommands are the names of cmd's subcommands that the help lists.
+func availableCommands(cmd *cobra.Command) []string {
+	var names []string
+	for _, c := range cmd.Commands() {
+		if c.IsAvailableCommand() {
+			names = append(names, c.Name())
+		}
+	}
+	return names
+}
+
+// subcommandArgs refuses a word after a command that has subcommands when it is none
+// of them, as cobra refuses one after the root; with no word, the command's RunE
+// prints its help.
+func subcommandArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return unknownCommand(cmd, args[0])
+	}
+	return nil
+}
+
+// unknownCommand is cobra's error for an unknown command word, with the commands
+// there are and the nearest one.
+func unknownCommand(cmd *cobra.Command, word string) error {
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = cmd.Root().SuggestionsMinimumDistance
+	}
+	hint := ""
+	if s := cmd.SuggestionsFor(word); len(s) > 0 {
+		hint = fmt.Sprintf("; did you mean %q?", s[0])
+	}
+	return &usageError{&unknownCommandError{fmt.Sprintf("unknown command %q for %q%s (commands: %s)",
+		word, cmd.CommandPath(), hint, strings.Join(availableCommands(cmd), ", ")), cmd.CommandPath()}}
+}
+
+// unknownCommandError is a word that is none of parent's subcommands.
+type unknownCommandError struct{ msg, parent string }
+
+func (e *unknownCommandError) Error() string { return e.msg }
 
 // commands are raftkv's subcommands; the help lists them in this order. The client
 // commands share one clientFlags (only one command runs).
@@ -150,17 +286,11 @@ func rootArgs(cmd *cobra.Command, args []string) error {
 	if len(args) == 0 {
 		return nil
 	}
-	var names []string
-	for _, c := range cmd.Commands() {
-		if c.IsAvailableCommand() {
-			names = append(names, c.Name())
-		}
-	}
 	hint := ""
 	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
 		hint = fmt.Sprintf("; did you mean %q?", s[0])
 	}
-	return usageErrorf("unknown command %q%s (commands: %s; flags start with --)", args[0], hint, strings.Join(names, ", "))
+	return usageErrorf("unknown command %q%s (commands: %s; flags start with --)", args[0], hint, strings.Join(availableCommands(cmd), ", "))
 }
 
 // exactArgs is cobra.ExactArgs as a usage error that names the arguments.

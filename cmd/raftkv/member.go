@@ -26,12 +26,7 @@ func (a *app) newMemberCommand(c *clientFlags) *cobra.Command {
 		Long: "Membership changes go to the leader, one at a time. To replace a failed member: remove it, add\n" +
 			"the new one (add prints how to start it), then start it on an empty data dir. Member ids are\n" +
 			"hexadecimal, as 'raftkv member list' prints them.",
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usageErrorf("unknown command %q for %s (commands: add, remove, update, promote, list)", args[0], cmd.CommandPath())
-			}
-			return nil
-		},
+		Args: subcommandArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(a.newMemberAddCommand(c), a.newMemberRemoveCommand(c), a.newMemberUpdateCommand(c),
@@ -51,7 +46,9 @@ func parseMemberID(arg string) (uint64, error) {
 // splitMemberURLs reads a comma-separated --peer-urls, and checks each URL as the
 // server will (scheme://host:port and nothing more), so that a mistake is named
 // here rather than answered with the server's "given member URLs are invalid".
-func splitMemberURLs(flag, v string) ([]string, error) {
+// whose says whose URLs they are, for the error when there are none: "the new
+// member's", "the member's new".
+func splitMemberURLs(flag, v, whose string) ([]string, error) {
 	var urls []string
 	for _, u := range strings.Split(v, ",") {
 		if u = strings.TrimSpace(u); u != "" {
@@ -62,7 +59,7 @@ func splitMemberURLs(flag, v string) ([]string, error) {
 		}
 	}
 	if len(urls) == 0 {
-		return nil, usageErrorf("%s is required: the new member's peer URLs, e.g. --%s http://10.0.0.4:2380", flag, flag)
+		return nil, usageErrorf("member peer urls not provided: give --%s with %s peer URLs, e.g. --%s http://10.0.0.4:2380", flag, whose, flag)
 	}
 	return urls, nil
 }
@@ -105,7 +102,7 @@ func (a *app) newMemberAddCommand(c *clientFlags) *cobra.Command {
 	cmd.Flags().StringVar(&peerURLs, "peer-urls", "", "Comma-separated peer URLs of the new member.")
 	cmd.Flags().BoolVar(&isLearner, "learner", false, "Add the member as a learner: it gets the log but does not vote until promoted.")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		urls, err := splitMemberURLs("peer-urls", peerURLs)
+		urls, err := splitMemberURLs("peer-urls", peerURLs, "the new member's")
 		if err != nil {
 			return err
 		}
@@ -205,7 +202,7 @@ func (a *app) newMemberUpdateCommand(c *clientFlags) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		urls, err := splitMemberURLs("peer-urls", peerURLs)
+		urls, err := splitMemberURLs("peer-urls", peerURLs, "the member's new")
 		if err != nil {
 			return err
 		}

@@ -69,7 +69,7 @@ func TestMemberCommands(t *testing.T) {
 	if _, stderr, code = run("member", "remove", "xyz"); code != exitBadArgs || !strings.Contains(stderr, `bad member ID "xyz"`) {
 		t.Fatalf("member remove xyz: exit %d, stderr %q", code, stderr)
 	}
-	if _, stderr, code = run("member", "add", "m6"); code != exitBadArgs || !strings.Contains(stderr, "peer-urls is required") {
+	if _, stderr, code = run("member", "add", "m6"); code != exitBadArgs || !strings.Contains(stderr, "member peer urls not provided: give --peer-urls with the new member's peer URLs") {
 		t.Fatalf("member add without --peer-urls: exit %d, stderr %q", code, stderr)
 	}
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 
+	"raftkv/kv"
 	"raftkv/server"
 	"raftkv/storage"
 )
@@ -26,9 +29,10 @@ import (
 // and one saved here are the same bytes.
 func (a *app) newSnapshotCommand(c *clientFlags) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "snapshot",
-		Short: "save a backup of the store, show what one holds, restore one into a new cluster",
-		Args:  exactArgs(),
+		Use:   "snapshot <subcommand>",
+		Short: "save a backup of the store, check one (status), restore one into a new cluster, or write one as etcd's database (to-etcd)",
+		Args:  subcommandArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(a.newSnapshotSaveCommand(c), a.newSnapshotRestoreCommand(), a.newSnapshotStatusCommand(),
 		a.newSnapshotToEtcdCommand())
@@ -64,13 +68,16 @@ func (a *app) newSnapshotToEtcdCommand() *cobra.Command {
 			"It sorts the changes by revision in a temporary directory under $TMPDIR (about BACKUP's size).",
 		Args: exactArgs("BACKUP", "OUT"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkBackupPath(args[0]); err != nil {
+				return err
+			}
 			var info server.BackupInfo
 			err := untilInterrupted(func() (err error) {
 				info, err = server.WriteEtcdBackup(args[0], args[1], skipHashCheck)
 				return err
 			})
 			if err != nil {
-				return err
+				return rewordHashHint(err, "convert", "converts")
 			}
 			compacted := "never compacted"
 			if info.CompactRevision > 0 {
@@ -97,12 +104,23 @@ func (a *app) newSnapshotSaveCommand(c *clientFlags) *cobra.Command {
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		path := args[0]
 		part := path + ".part"
+		if err := checkSaveTarget(path, part); err != nil {
+			return err
+		}
 		var size int64
+		var fileErr error // a failure of the local file, which no other endpoint mends
 		err := c.first(cmd, true, func(ctx context.Context, conn *grpc.ClientConn) error {
 			var err error
-			size, err = saveSnapshot(ctx, conn, part)
+			size, fileErr, err = saveSnapshot(ctx, conn, part)
+			if fileErr != nil {
+				return fileErr
+			}
 			return err
 		})
+		if fileErr != nil {
+			_ = os.Remove(part)
+			return fmt.Errorf("cannot write the backup to %s: %v", path, fileErr)
+		}
 		if err != nil {
 			_ = os.Remove(part)
 			return err
@@ -123,36 +141,118 @@ func (a *app) newSnapshotSaveCommand(c *clientFlags) *cobra.Command {
 	return cmd
 }
 
+// checkDataDir refuses a --data-dir that restore cannot create, a file or a path
+// under one, before the backup is read.
+func checkDataDir(dir string) error {
+	for p := dir; ; p = filepath.Dir(p) {
+		if st, err := os.Stat(p); err == nil {
+			switch {
+			case st.IsDir():
+				return nil
+			case p == dir:
+				return usageErrorf("--data-dir %q is a file, not a directory; restore creates the data dir: name one that does not exist", dir)
+			}
+			return usageErrorf("--data-dir %q cannot be created: %s is a file; name a data dir whose parents are directories", dir, p)
+		}
+		if filepath.Dir(p) == p {
+			return nil
+		}
+	}
+}
+
+// checkBackupPath refuses a backup FILE that is a directory, which the backup
+// reader would call a file of the wrong size.
+func checkBackupPath(path string) error {
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return usageErrorf("%s is a directory, not a backup; give the file raftkv or etcdctl snapshot save wrote", path)
+	}
+	return nil
+}
+
+// rewordHashHint puts the command's own verb in the backup reader's advice to pass
+// --skip-hash-check, which is worded for snapshot restore ("to restore it
+// unchecked", "restores it anyway").
+func rewordHashHint(err error, verb, verbs string) error {
+	msg := err.Error()
+	reworded := strings.NewReplacer("to restore it unchecked", "to "+verb+" it unchecked",
+		"--skip-hash-check restores it anyway", "--skip-hash-check "+verbs+" it anyway").Replace(msg)
+	if reworded == msg {
+		return err
+	}
+	return &rewordedError{reworded, err}
+}
+
+// rewordedError is err with another text; errors.Is and As still see err.
+type rewordedError struct {
+	msg string
+	err error
+}
+
+func (e *rewordedError) Error() string { return e.msg }
+func (e *rewordedError) Unwrap() error { return e.err }
+
+// checkSaveTarget refuses a FILE that snapshot save cannot write, before any
+// endpoint is dialled: its directory missing or not a directory, FILE a directory,
+// or the directory not writable (the temporary FILE.part is created there).
+func checkSaveTarget(path, part string) error {
+	dir := filepath.Dir(path)
+	switch st, err := os.Stat(dir); {
+	case errors.Is(err, fs.ErrNotExist):
+		return usageErrorf("cannot save to %s: directory %s does not exist; create it, or give a path in an existing directory", path, dir)
+	case err != nil:
+		return fmt.Errorf("cannot save to %s: %v", path, err)
+	case !st.IsDir():
+		return usageErrorf("cannot save to %s: %s is not a directory; give a path in a directory", path, dir)
+	}
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return usageErrorf("cannot save to %s: it is a directory; give a file name, e.g. %s", path, filepath.Join(path, "snapshot.db"))
+	}
+	f, err := os.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("cannot save to %s: cannot create a file in %s: %v", path, dir, unwrapPath(err))
+	}
+	return f.Close()
+}
+
 // saveSnapshot writes the Snapshot stream to path, synced, and returns its size.
-func saveSnapshot(ctx context.Context, conn *grpc.ClientConn, path string) (int64, error) {
+// fileErr is a failure to write path; err, one of the stream.
+func saveSnapshot(ctx context.Context, conn *grpc.ClientConn, path string) (size int64, fileErr, err error) {
 	stream, err := pb.NewMaintenanceClient(conn).Snapshot(ctx, &pb.SnapshotRequest{})
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return 0, err
+		return 0, unwrapPath(err), nil
 	}
 	defer f.Close()
-	var size int64
 	for {
 		resp, err := stream.Recv()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return size, err
+			return size, nil, err
 		}
 		n, err := f.Write(resp.Blob)
 		size += int64(n)
 		if err != nil {
-			return size, err
+			return size, unwrapPath(err), nil
 		}
 	}
 	if err := f.Sync(); err != nil {
-		return size, err
+		return size, unwrapPath(err), nil
 	}
-	return size, f.Close()
+	return size, unwrapPath(f.Close()), nil
+}
+
+// unwrapPath strips the *fs.PathError of a write to FILE.part, which names the
+// temporary file rather than the FILE the user gave.
+func unwrapPath(err error) error {
+	if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 func (a *app) newSnapshotRestoreCommand() *cobra.Command {
@@ -171,6 +271,11 @@ func (a *app) newSnapshotRestoreCommand() *cobra.Command {
 			"migrates its keys with their history, leases, users and roles into raftkv.",
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if cfg.BackendSeparateValueBytes < -1 {
+				// The member's own refusal of the flag (server.Config's check).
+				return usageErrorf("--backend-separate-value-bytes %d is out of range; give a size in bytes (1 or more), "+
+					"0 for the default (%d) or -1 to keep every value with its version", cfg.BackendSeparateValueBytes, kv.DefaultSeparateValueBytes)
+			}
 			cfg.BackupPath = args[0]
 			if cfg.Name == "" {
 				cfg.Name = "default"
@@ -196,6 +301,12 @@ func (a *app) newSnapshotRestoreCommand() *cobra.Command {
 			if cfg.DataDir == "" {
 				cfg.DataDir = cfg.Name + ".raftkv"
 			}
+			if err := checkDataDir(cfg.DataDir); err != nil {
+				return err
+			}
+			if err := checkBackupPath(cfg.BackupPath); err != nil {
+				return err
+			}
 			var res server.RestoreResult
 			err := untilInterrupted(func() (err error) {
 				res, err = server.Restore(cfg)
@@ -216,7 +327,7 @@ func (a *app) newSnapshotRestoreCommand() *cobra.Command {
 	fs.StringVar(&cfg.InitialClusterToken, "initial-cluster-token", server.DefaultInitialClusterToken, "Initial cluster token for the new cluster.")
 	fs.StringVar(&peerURLs, "initial-advertise-peer-urls", "http://127.0.0.1:2380", "This member's peer URLs, as in --initial-cluster; the default is a member's own.")
 	fs.BoolVar(&cfg.SkipHashCheck, "skip-hash-check", false, "Restore without checking the backup's SHA-256 trailer (needed for a file without one).")
-	fs.IntVar(&cfg.BackendSeparateValueBytes, "backend-separate-value-bytes", 0, "The --backend-separate-value-bytes the member will run with: restored values of at least\nthis many bytes are stored apart from their keys' version records (0: 128; -1: none).")
+	numberVar(fs, &cfg.BackendSeparateValueBytes, "backend-separate-value-bytes", 0, "bytes", "The --backend-separate-value-bytes the member will run with: restored values of at least\nthis many bytes are stored apart from their keys' version records (0: 128; -1: none).")
 	return cmd
 }
 
@@ -232,6 +343,12 @@ func (a *app) newSnapshotStatusCommand() *cobra.Command {
 			"HASH is the first 4 bytes of the SHA-256 trailer (etcdutl prints a CRC-32 of the buckets), - for a file\n" +
 			"without one; FORMAT is raftkv or etcd.",
 		Args: exactArgs("FILE"),
+		PreRunE: func(cmd *cobra.Command, args []string) error {
+			if writeOut != "table" && writeOut != "json" {
+				return usageErrorf("-w %q: %s prints table or json", writeOut, cmd.CommandPath())
+			}
+			return checkBackupPath(args[0])
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var info server.BackupInfo
 			err := untilInterrupted(func() (err error) {
@@ -239,7 +356,7 @@ func (a *app) newSnapshotStatusCommand() *cobra.Command {
 				return err
 			})
 			if err != nil {
-				return err
+				return rewordHashHint(err, "read", "reads")
 			}
 			hash, hashNum := "-", uint32(0)
 			if len(info.Hash) >= 4 {

@@ -44,7 +44,7 @@ func (a *app) newStatusCommand(c *clientFlags) *cobra.Command {
 					return fmt.Errorf("%w\nthe members run with authentication on: give --user NAME:PASSWORD (or --user NAME and --password)", errs)
 				}
 			}
-			if !c.endpointsGiven {
+			if !c.endpointsGiven && !errs.allRefused() { // a refusal everywhere has the hint already
 				return fmt.Errorf("%w\nis a member running? Start one with 'raftkv' or a local cluster with 'raftkv cluster', or give --endpoints", errs)
 			}
 			return errs

@@ -40,7 +40,7 @@ func (a *app) newWatchCommand(c *clientFlags) *cobra.Command {
 	}
 	c.register(cmd, "simple")
 	r.register(cmd, "Watch")
-	cmd.Flags().Int64Var(&rev, "rev", 0, "Revision to start watching from; 0 for the changes from now on.")
+	numberVar(cmd.Flags(), &rev, "rev", 0, "revisions", "Revision to start watching from; 0 for the changes from now on.")
 	cmd.Flags().BoolVar(&prevKV, "prev-kv", false, "Print each event's previous key and value.")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		key, end, err := r.keys(args)
