@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -56,13 +57,44 @@ func (a *app) newClusterCommand() *cobra.Command {
 		},
 	}
 	fs := cmd.Flags()
-	fs.IntVar(&opts.members, "members", 3, fmt.Sprintf("Number of members, 1 to %d.", maxLocalMembers))
-	fs.IntVar(&opts.basePort, "base-port", 2379, "Client port of the first member; see above for the others. 0 picks free ports\n(from 10000-19999 when the kernel's ephemeral range starts above them; the same again\nwhen --dir holds a cluster that ran on free ports).")
+	opts.members, opts.basePort = 3, 2379
+	fs.Var(wholeNumberValue{&opts.members, fmt.Sprintf("give a number of members from 1 to %d", maxLocalMembers)},
+		"members", fmt.Sprintf("Number of members, 1 to %d.", maxLocalMembers))
+	fs.Var(wholeNumberValue{&opts.basePort, "give a port from 1 to 65535, or 0 for free ports"},
+		"base-port", "Client port of the first member; see above for the others. 0 picks free ports\n(from 10000-19999 when the kernel's ephemeral range starts above them; the same again\nwhen --dir holds a cluster that ran on free ports).")
 	fs.StringVar(&opts.dir, "dir", "raftkv-cluster", "Directory for the members' data dirs, their pid files and the cluster's layout.")
 	fs.BoolVar(&opts.noRestart, "no-restart", false, "Leave a member that exits down instead of restarting it.")
 	fs.BoolVar(&opts.tls, "tls", false, "Serve clients and peers on https:// URLs with self-signed certificates (--auto-tls,\n--peer-auto-tls): encrypted, not authenticated. Clients need --insecure-skip-tls-verify.")
 	return cmd
 }
+
+// wholeNumberValue is an int flag whose refusal of a value that is no number says
+// which numbers the flag takes: pflag's own says only strconv.ParseInt: parsing
+// "abc": invalid syntax. The range itself is checked where the other flags are known
+// (planCluster, localPorts). Its Type is pflag's, so the help reads as before.
+type wholeNumberValue struct {
+	p *int
+	// want says what to give instead, as the error says it.
+	want string
+}
+
+func (v wholeNumberValue) String() string {
+	if v.p == nil {
+		return "0"
+	}
+	return strconv.Itoa(*v.p)
+}
+
+func (v wholeNumberValue) Set(s string) error {
+	n, err := strconv.ParseInt(s, 0, strconv.IntSize)
+	if err != nil {
+		return fmt.Errorf("%q is not a whole number; %s", s, v.want)
+	}
+	*v.p = int(n)
+	return nil
+}
+
+func (wholeNumberValue) Type() string { return "int" }
 
 // localMember is one member of the local cluster as cluster.json records it.
 type localMember struct {
