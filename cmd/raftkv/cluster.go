@@ -112,17 +112,33 @@ func (m localMember) isTLS() bool { return strings.HasPrefix(m.ClientURL, "https
 // first member on basePort, member k on basePort + 10000*k, each peer port one above
 // its client port. etcd's Procfile uses 2379, 22379 and 32379; 42379 and 52379 go on
 // in the same way.
+//
+// The advice of its refusal fits the value: a base port below 1 needs a higher one,
+// one that puts the last member above 65535 a lower one, and a --members that fits
+// no base port (7: 10000*7 is past 65535) needs free ports.
 func localPorts(n, basePort int) (client, peer []int, err error) {
+	highest := 65534 // the highest base port that leaves room for the last peer port
+	if n > 1 {
+		highest -= 10000 * n
+	}
 	for k := 1; k <= n; k++ {
 		c := basePort
 		if k > 1 {
 			c = basePort + 10000*k
 		}
-		if c < 1 || c+1 > 65535 {
-			return nil, nil, fmt.Errorf("--members %d with --base-port %d puts infra%d on port %d, outside 1-65535; use a lower --base-port, or 0 for free ports",
-				n, basePort, k, c)
+		if c >= 1 && c+1 <= 65535 {
+			client, peer = append(client, c), append(peer, c+1)
+			continue
 		}
-		client, peer = append(client, c), append(peer, c+1)
+		advice := fmt.Sprintf("use a --base-port from 1 to %d, or 0 for free ports", highest)
+		switch {
+		case highest < 1:
+			advice = fmt.Sprintf("no --base-port fits %d members on this layout; use --base-port 0 for free ports", n)
+		case basePort > highest:
+			advice = fmt.Sprintf("use --base-port %d or lower, or 0 for free ports", highest)
+		}
+		return nil, nil, fmt.Errorf("--members %d with --base-port %d puts infra%d on ports %d and %d (client, peer), outside 1-65535; %s",
+			n, basePort, k, c, c+1, advice)
 	}
 	return client, peer, nil
 }

@@ -5,6 +5,29 @@ import (
 	"testing"
 )
 
+// The advice of an out-of-range --base-port fits its value: a negative one needs a
+// positive one (it said "use a lower --base-port"), one too high a lower one, and 7
+// members fit no base port.
+func TestClusterBasePortAdviceFitsTheValue(t *testing.T) {
+	for _, tc := range []struct {
+		members, basePort int
+		want, notWant     string
+	}{
+		{3, -1, "--members 3 with --base-port -1 puts infra1 on ports -1 and 0 (client, peer), outside 1-65535; use a --base-port from 1 to 35534, or 0 for free ports", "lower"},
+		{3, 60000, "puts infra2 on ports 80000 and 80001 (client, peer), outside 1-65535; use --base-port 35534 or lower, or 0 for free ports", ""},
+		{1, 65535, "puts infra1 on ports 65535 and 65536 (client, peer), outside 1-65535; use --base-port 65534 or lower", ""},
+		{7, 2379, "no --base-port fits 7 members on this layout; use --base-port 0 for free ports", "lower"},
+	} {
+		_, _, err := localPorts(tc.members, tc.basePort)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || (tc.notWant != "" && strings.Contains(err.Error(), tc.notWant)) {
+			t.Errorf("--members %d --base-port %d: %v; want %q", tc.members, tc.basePort, err, tc.want)
+		}
+	}
+	if client, _, err := localPorts(3, 35534); err != nil || client[2] != 65534 {
+		t.Errorf("--base-port 35534, the highest for 3 members: %v %v", client, err)
+	}
+}
+
 // A --members or --base-port that is no number says the flag, the value and the
 // numbers it takes, not strconv's words.
 func TestClusterNumberFlagsSayTheirRange(t *testing.T) {
