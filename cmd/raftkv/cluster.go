@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 )
@@ -225,6 +226,30 @@ func ephemeralPortsStart() int {
 
 const layoutFile = "cluster.json"
 
+// checkClusterDir refuses a --dir that cannot hold a cluster, a file or a path
+// through one, in the words of the flag: reading cluster.json there said only
+// "open afile/cluster.json: not a directory". A missing --dir is fine (saveLayout
+// creates it).
+func checkClusterDir(dir string) error {
+	const advice = "give a directory for the members' data (raftkv cluster creates it if missing)"
+	for path := dir; ; path = filepath.Dir(path) {
+		info, err := os.Stat(path)
+		switch {
+		case err == nil && info.IsDir():
+			return nil
+		case err == nil && path == dir:
+			return fmt.Errorf("--dir %s is a file, not a directory; %s", dir, advice)
+		case err == nil:
+			return fmt.Errorf("--dir %s is inside %s, a file, not a directory; %s", dir, path, advice)
+		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
+			return fmt.Errorf("--dir %s: %v; %s", dir, err, advice)
+		}
+		if filepath.Dir(path) == path {
+			return nil
+		}
+	}
+}
+
 // planCluster decides the members' names and URLs. A --dir that already holds a
 // cluster keeps its layout: its members' ids and cluster id derive from their peer
 // URLs, so other ports would make every data dir refuse to open. Asking for another
@@ -238,7 +263,7 @@ func planCluster(opts clusterOptions) ([]localMember, error) {
 	switch data, err := os.ReadFile(path); {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
-		return nil, err
+		return nil, fmt.Errorf("--dir %s: %v; give a directory raftkv cluster can read and write", opts.dir, err)
 	default:
 		if err := json.Unmarshal(data, &saved); err != nil || len(saved) == 0 {
 			return nil, fmt.Errorf("%s is not a cluster layout (%v); remove it, or use another --dir", path, err)
@@ -303,6 +328,9 @@ func saveLayout(dir string, plan []localMember) error {
 }
 
 func (a *app) runCluster(opts clusterOptions) error {
+	if err := checkClusterDir(opts.dir); err != nil {
+		return &usageError{err}
+	}
 	plan, err := planCluster(opts)
 	if err != nil {
 		return &usageError{err}
@@ -311,7 +339,7 @@ func (a *app) runCluster(opts clusterOptions) error {
 		return err
 	}
 	if err := saveLayout(opts.dir, plan); err != nil {
-		return err
+		return fmt.Errorf("--dir %s: %v; give a directory raftkv cluster can write", opts.dir, err)
 	}
 	self, err := os.Executable()
 	if err != nil {

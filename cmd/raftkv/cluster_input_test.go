@@ -1,9 +1,48 @@
 package main
 
 import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"raftkv/internal/testport"
 )
+
+// takenBasePort returns a --base-port for a 1-member cluster whose client port this
+// test listens on: a command line that passed every check before the port check
+// would be refused there, not start members (the test binary, under os.Executable).
+func takenBasePort(t *testing.T) string {
+	t.Helper()
+	port := testport.Free(t, 1)[0]
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return strconv.Itoa(port)
+}
+
+// A --dir that is a file, or a path through one, is refused in the flag's words,
+// not as "open afile/cluster.json: not a directory".
+func TestClusterRefusesADirThatIsAFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "afile")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for dir, want := range map[string]string{
+		file:                       fmt.Sprintf("Error: --dir %s is a file, not a directory; give a directory", file),
+		filepath.Join(file, "sub"): fmt.Sprintf("Error: --dir %s is inside %s, a file, not a directory; give a directory", filepath.Join(file, "sub"), file),
+	} {
+		stdout, stderr, code := runCLI(t, nil, "cluster", "--members", "1", "--base-port", takenBasePort(t), "--dir", dir)
+		if code != exitBadArgs || !strings.HasPrefix(stderr, want) || stdout != "" {
+			t.Errorf("--dir %s: exit %d, stdout %q, stderr\n%s\nwant exit %d and stderr starting\n%s", dir, code, stdout, stderr, exitBadArgs, want)
+		}
+	}
+}
 
 // The advice of an out-of-range --base-port fits its value: a negative one needs a
 // positive one (it said "use a lower --base-port"), one too high a lower one, and 7
