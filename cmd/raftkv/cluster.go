@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -250,6 +251,92 @@ func checkClusterDir(dir string) error {
 	}
 }
 
+// supervisorPidFile holds, in --dir beside its members' <name>.pid, the pid of the
+// "raftkv cluster" that runs the cluster there: a second one on the same --dir finds
+// it (checkDirNotRunning).
+const supervisorPidFile = "cluster.pid"
+
+// checkDirNotRunning refuses a --dir whose cluster already runs. A second supervisor
+// would start members on the data dirs the running members hold; with --base-port 0
+// it said only that their ports were taken, and advised --base-port 0.
+func checkDirNotRunning(dir string) error {
+	supervisor := livePid(filepath.Join(dir, supervisorPidFile))
+	var members, memberPids []string
+	pidFiles, _ := filepath.Glob(filepath.Join(dir, "*.pid"))
+	for _, path := range pidFiles {
+		pid := livePid(path)
+		if pid == 0 || filepath.Base(path) == supervisorPidFile {
+			continue
+		}
+		members = append(members, fmt.Sprintf("%s (pid %d)", strings.TrimSuffix(filepath.Base(path), ".pid"), pid))
+		memberPids = append(memberPids, strconv.Itoa(pid))
+		if supervisor == 0 {
+			// A supervisor that wrote no cluster.pid (an older raftkv) is the
+			// members' parent.
+			supervisor = raftkvParent(pid)
+		}
+	}
+	switch {
+	case supervisor != 0:
+		with := ""
+		if len(members) > 0 {
+			with = ", with members " + strings.Join(members, ", ")
+		}
+		return fmt.Errorf("--dir %s is in use: raftkv cluster (pid %d) runs its cluster%s; use that cluster, "+
+			"or stop it (Ctrl-C in its terminal, or kill %d) before starting it again, or use another --dir",
+			dir, supervisor, with, supervisor)
+	case len(members) > 0:
+		return fmt.Errorf("--dir %s is in use: its members %s run without a raftkv cluster; stop them (kill %s), or use another --dir",
+			dir, strings.Join(members, ", "), strings.Join(memberPids, " "))
+	}
+	return nil
+}
+
+// livePid returns the pid in the pid file at path if that process runs and, where
+// /proc tells, is a raftkv; otherwise 0. A supervisor that was killed leaves its
+// pid files behind, and the system may since have given their pids to other
+// programs.
+func livePid(path string) int {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 0 || pid == os.Getpid() {
+		return 0 // this process took the pid of a supervisor that was killed
+	}
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return 0
+	}
+	if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && !strings.Contains(string(cmdline), "raftkv") {
+		return 0 // another program, or a zombie (its cmdline is empty)
+	}
+	return pid
+}
+
+// raftkvParent returns the parent of process pid if /proc names one that is a
+// raftkv, otherwise 0.
+func raftkvParent(pid int) int {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+	_, rest, ok := strings.Cut(string(stat[bytes.LastIndexByte(stat, ')')+1:]), " ")
+	fields := strings.Fields(rest)
+	if !ok || len(fields) < 2 {
+		return 0
+	}
+	ppid, err := strconv.Atoi(fields[1])
+	if err != nil || ppid <= 1 {
+		return 0
+	}
+	if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", ppid)); err != nil || !strings.Contains(string(cmdline), "raftkv") {
+		return 0
+	}
+	return ppid
+}
+
 // planCluster decides the members' names and URLs. A --dir that already holds a
 // cluster keeps its layout: its members' ids and cluster id derive from their peer
 // URLs, so other ports would make every data dir refuse to open. Asking for another
@@ -331,6 +418,9 @@ func (a *app) runCluster(opts clusterOptions) error {
 	if err := checkClusterDir(opts.dir); err != nil {
 		return &usageError{err}
 	}
+	if err := checkDirNotRunning(opts.dir); err != nil {
+		return err
+	}
 	plan, err := planCluster(opts)
 	if err != nil {
 		return &usageError{err}
@@ -341,6 +431,11 @@ func (a *app) runCluster(opts clusterOptions) error {
 	if err := saveLayout(opts.dir, plan); err != nil {
 		return fmt.Errorf("--dir %s: %v; give a directory raftkv cluster can write", opts.dir, err)
 	}
+	pidFile := filepath.Join(opts.dir, supervisorPidFile)
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return fmt.Errorf("--dir %s: %v; give a directory raftkv cluster can write", opts.dir, err)
+	}
+	defer os.Remove(pidFile)
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("cannot find raftkv's own executable to start the members: %v", err)

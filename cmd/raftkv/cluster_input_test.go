@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -41,6 +42,63 @@ func TestClusterRefusesADirThatIsAFile(t *testing.T) {
 		if code != exitBadArgs || !strings.HasPrefix(stderr, want) || stdout != "" {
 			t.Errorf("--dir %s: exit %d, stdout %q, stderr\n%s\nwant exit %d and stderr starting\n%s", dir, code, stdout, stderr, exitBadArgs, want)
 		}
+	}
+}
+
+// A --dir whose cluster runs is refused with the running supervisor's pid and how to
+// stop it; before, with --base-port 0, only its ports were said to be taken. The
+// supervisor is found by its cluster.pid or, without one (an older raftkv), as its
+// members' parent; a pid file whose process is gone (a supervisor that was killed)
+// does not count.
+func TestClusterRefusesADirThatRuns(t *testing.T) {
+	dir := t.TempDir()
+	// A process named raftkv stands for the running supervisor and its member, and
+	// this test's process for the member's parent.
+	running := exec.Command("/bin/sleep", "60")
+	running.Args[0] = "raftkv"
+	if err := running.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		running.Process.Kill()
+		running.Wait()
+	})
+	pid := running.Process.Pid
+	writePids := func(pids map[string]int) {
+		t.Helper()
+		for _, f := range []string{supervisorPidFile, "infra1.pid"} {
+			os.Remove(filepath.Join(dir, f))
+		}
+		for f, pid := range pids {
+			if err := os.WriteFile(filepath.Join(dir, f), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	for _, tc := range []struct {
+		pids       map[string]int
+		supervisor int
+	}{
+		{map[string]int{supervisorPidFile: pid, "infra1.pid": pid}, pid},
+		{map[string]int{"infra1.pid": pid}, os.Getpid()},
+	} {
+		writePids(tc.pids)
+		_, stderr, code := runCLI(t, nil, "cluster", "--members", "1", "--base-port", takenBasePort(t), "--dir", dir)
+		want := fmt.Sprintf("Error: --dir %s is in use: raftkv cluster (pid %d) runs its cluster, with members infra1 (pid %d); "+
+			"use that cluster, or stop it (Ctrl-C in its terminal, or kill %d)", dir, tc.supervisor, pid, tc.supervisor)
+		if code == 0 || !strings.HasPrefix(stderr, want) {
+			t.Errorf("pid files %v: exit %d, stderr\n%s\nwant it to start with\n%s", tc.pids, code, stderr, want)
+		}
+	}
+
+	gone := exec.Command("/bin/sh", "-c", "exit 0")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	writePids(map[string]int{supervisorPidFile: gone.Process.Pid, "infra1.pid": gone.Process.Pid})
+	if err := checkDirNotRunning(dir); err != nil {
+		t.Errorf("pid files of a process that exited: %v", err)
 	}
 }
 
