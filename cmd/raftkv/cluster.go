@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/rand/v2"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // clusterOptions are the flags of "raftkv cluster".
@@ -337,6 +339,98 @@ func raftkvParent(pid int) int {
 	return ppid
 }
 
+// clusterSetFlags are the member flags "raftkv cluster" cannot pass on after "--",
+// with why: those runCluster sets for each member itself, which the same value for
+// every member would override, and those that cannot be the same for every member.
+var clusterSetFlags = []struct{ flag, why string }{
+	{"name", "raftkv cluster names its members infra1, infra2, ..."},
+	{"data-dir", "raftkv cluster keeps each member's data in --dir/<name>; use --dir"},
+	{"wal-dir", "every member would write its WAL to that one directory (each keeps it in its data dir under --dir)"},
+	{"listen-client-urls", "raftkv cluster gives each member its URLs from --base-port (0 for free ports)"},
+	{"advertise-client-urls", "raftkv cluster gives each member its URLs from --base-port (0 for free ports)"},
+	{"listen-peer-urls", "raftkv cluster gives each member its URLs from --base-port (0 for free ports)"},
+	{"initial-advertise-peer-urls", "raftkv cluster gives each member its URLs from --base-port (0 for free ports)"},
+	{"initial-cluster", "raftkv cluster starts its members as one cluster of --members members"},
+	{"initial-cluster-state", "raftkv cluster starts its members as one new cluster, and restarts them on their data"},
+	{"initial-cluster-token", "raftkv cluster starts its members as one cluster of --members members"},
+	{"force-new-cluster", "every member would start a cluster of its own"},
+	{"auto-tls", "use raftkv cluster --tls"},
+	{"peer-auto-tls", "use raftkv cluster --tls"},
+	{supervisorFDFlag, "raftkv cluster hands each member its own"},
+}
+
+// memberFlagSet returns the member's flags as "raftkv" parses them (newRootCommand),
+// help and version included, with the values they set.
+func memberFlagSet() (*pflag.FlagSet, *serveFlags) {
+	f := &serveFlags{}
+	flags := pflag.NewFlagSet("raftkv", pflag.ContinueOnError)
+	flags.SetOutput(io.Discard)
+	f.register(flags)
+	flags.Bool("version", false, "")
+	flags.BoolP("help", "h", false, "")
+	registerClientBoolFlags(flags)
+	return flags, f
+}
+
+// checkMemberArgs refuses, before any member starts, flags after "--" that every
+// member would refuse or that raftkv cluster cannot pass on (clusterSetFlags). A
+// member that cannot parse its command line exits with status 2 as soon as it
+// starts, on every restart.
+func checkMemberArgs(args []string) error {
+	const help = "raftkv --help lists the member flags"
+	flags, _ := memberFlagSet()
+	if err := flags.Parse(args); err != nil {
+		return fmt.Errorf("member flags after \"--\": %v (%s)", err, help)
+	}
+	if rest := flags.Args(); len(rest) > 0 {
+		return fmt.Errorf("member flags after \"--\": %q is no flag; a member takes flags only (%s)", rest[0], help)
+	}
+	for _, name := range []string{"help", "version"} {
+		if flags.Changed(name) {
+			return fmt.Errorf("member flags after \"--\": --%s would make every member print it and exit; run raftkv --%s", name, name)
+		}
+	}
+	if err := checkClientBoolFlags(flags); err != nil {
+		return fmt.Errorf("member flags after \"--\": %v", err)
+	}
+	for _, set := range clusterSetFlags {
+		if flags.Changed(set.flag) {
+			return fmt.Errorf("member flag --%s cannot be given after \"--\": %s; remove it", set.flag, set.why)
+		}
+	}
+	return nil
+}
+
+// checkMemberConfig runs a member's own checks of its command line args (without
+// the executable), the environment and --config-file, as serve does before it
+// starts the server, and refuses a flag of clusterSetFlags that args leave unset
+// and the environment or the config file set for every member.
+func checkMemberConfig(args, environ []string) error {
+	const fix = "fix the flags after \"--\", the RAFTKV_ or ETCD_ environment variables or the --config-file (raftkv --help lists the member flags)"
+	flags, f := memberFlagSet()
+	if err := flags.Parse(args); err != nil {
+		return fmt.Errorf("the members would refuse their command line: %v; %s", err, fix)
+	}
+	fromArgs := map[string]bool{}
+	flags.Visit(func(fl *pflag.Flag) { fromArgs[fl.Name] = true })
+	if _, err := applySources(flags, environ); err != nil {
+		return fmt.Errorf("the members would refuse to start: %v; %s", err, fix)
+	}
+	for _, set := range clusterSetFlags {
+		if flags.Changed(set.flag) && !fromArgs[set.flag] {
+			return fmt.Errorf("--%s is set for every member by the environment or the --config-file: %s; unset it there", set.flag, set.why)
+		}
+	}
+	cfg, err := f.config()
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
+		return fmt.Errorf("the members would refuse to start: %v; %s", err, fix)
+	}
+	return nil
+}
+
 // planCluster decides the members' names and URLs. A --dir that already holds a
 // cluster keeps its layout: its members' ids and cluster id derive from their peer
 // URLs, so other ports would make every data dir refuse to open. Asking for another
@@ -414,7 +508,13 @@ func saveLayout(dir string, plan []localMember) error {
 	return os.WriteFile(filepath.Join(dir, layoutFile), append(data, '\n'), 0o644)
 }
 
+// runCluster checks everything it can before the first member starts: a member
+// that cannot start is restarted for good, and a wrong --dir or flag after "--" is
+// better said once, by the flag's name, than by every member.
 func (a *app) runCluster(opts clusterOptions) error {
+	if err := checkMemberArgs(opts.memberArgs); err != nil {
+		return &usageError{err}
+	}
 	if err := checkClusterDir(opts.dir); err != nil {
 		return &usageError{err}
 	}
@@ -425,17 +525,6 @@ func (a *app) runCluster(opts clusterOptions) error {
 	if err != nil {
 		return &usageError{err}
 	}
-	if err := checkPortsFree(plan); err != nil {
-		return err
-	}
-	if err := saveLayout(opts.dir, plan); err != nil {
-		return fmt.Errorf("--dir %s: %v; give a directory raftkv cluster can write", opts.dir, err)
-	}
-	pidFile := filepath.Join(opts.dir, supervisorPidFile)
-	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-		return fmt.Errorf("--dir %s: %v; give a directory raftkv cluster can write", opts.dir, err)
-	}
-	defer os.Remove(pidFile)
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("cannot find raftkv's own executable to start the members: %v", err)
@@ -467,5 +556,19 @@ func (a *app) runCluster(opts clusterOptions) error {
 			restartDelay: firstRestartDelay,
 		})
 	}
+	if err := checkMemberConfig(s.members[0].args[1:], a.environ); err != nil {
+		return &usageError{err}
+	}
+	if err := checkPortsFree(plan); err != nil {
+		return err
+	}
+	if err := saveLayout(opts.dir, plan); err != nil {
+		return fmt.Errorf("--dir %s: %v; give a directory raftkv cluster can write", opts.dir, err)
+	}
+	pidFile := filepath.Join(opts.dir, supervisorPidFile)
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return fmt.Errorf("--dir %s: %v; give a directory raftkv cluster can write", opts.dir, err)
+	}
+	defer os.Remove(pidFile)
 	return s.run()
 }

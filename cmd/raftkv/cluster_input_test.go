@@ -27,6 +27,46 @@ func takenBasePort(t *testing.T) string {
 	return strconv.Itoa(port)
 }
 
+// Flags after "--" that every member would refuse, or that raftkv cluster sets for
+// each member itself, are refused before any member starts, with the member's own
+// words and what to do. Members given them exited with status 2 and were restarted
+// for good.
+func TestClusterRefusesMemberFlagsBeforeStarting(t *testing.T) {
+	for _, tc := range []struct {
+		environ []string
+		args    []string
+		want    string
+	}{
+		{nil, []string{"--snapshot-count", "abc"}, `member flags after "--": invalid argument "abc" for "--snapshot-count" flag: "abc" is not a plain number of entries`},
+		{nil, []string{"--no-such-flag"}, `member flags after "--": unknown flag: --no-such-flag (raftkv --help lists the member flags)`},
+		{nil, []string{"put"}, `member flags after "--": "put" is no flag`},
+		{nil, []string{"--help"}, `member flags after "--": --help would make every member print it and exit`},
+		{nil, []string{"--name", "foo"}, `member flag --name cannot be given after "--": raftkv cluster names its members infra1, infra2, ...; remove it`},
+		{nil, []string{"--data-dir", "x"}, `member flag --data-dir cannot be given after "--"`},
+		{nil, []string{"--wal-dir", "x"}, `member flag --wal-dir cannot be given after "--": every member would write its WAL to that one directory`},
+		{nil, []string{"--listen-client-urls=http://127.0.0.1:9"}, `member flag --listen-client-urls cannot be given after "--"`},
+		{nil, []string{"--initial-cluster", "a=http://127.0.0.1:9"}, `member flag --initial-cluster cannot be given after "--"`},
+		{nil, []string{"--initial-cluster-state", "existing"}, `member flag --initial-cluster-state cannot be given after "--"`},
+		{nil, []string{"--initial-cluster-token", "t"}, `member flag --initial-cluster-token cannot be given after "--"`},
+		{nil, []string{"--auto-tls"}, `member flag --auto-tls cannot be given after "--": use raftkv cluster --tls`},
+		{nil, []string{"--" + supervisorFDFlag, "5"}, `member flag --supervisor-fd cannot be given after "--"`},
+		// The member's config check, not only its parse.
+		{nil, []string{"--election-timeout", "10"}, `the members would refuse to start: --election-timeout 10ms must be at least 5 times --heartbeat-interval 100ms`},
+		{[]string{"RAFTKV_SNAPSHOT_COUNT=x"}, nil, `the members would refuse to start: environment variable RAFTKV_SNAPSHOT_COUNT="x" is not a valid --snapshot-count`},
+		{[]string{"ETCD_WAL_DIR=/tmp/w"}, nil, `--wal-dir is set for every member by the environment or the --config-file`},
+	} {
+		dir := filepath.Join(t.TempDir(), "c")
+		args := append([]string{"cluster", "--members", "1", "--base-port", takenBasePort(t), "--dir", dir, "--"}, tc.args...)
+		stdout, stderr, code := runCLI(t, tc.environ, args...)
+		if code != exitBadArgs || !strings.Contains(stderr, "Error: "+tc.want) || stdout != "" {
+			t.Errorf("%q %q: exit %d, stdout %q, stderr\n%s\nwant exit %d and stderr with\n%s", tc.environ, tc.args, code, stdout, stderr, exitBadArgs, tc.want)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("%q: --dir exists after the refusal (stat: %v)", tc.args, err)
+		}
+	}
+}
+
 // A --dir that is a file, or a path through one, is refused in the flag's words,
 // not as "open afile/cluster.json: not a directory".
 func TestClusterRefusesADirThatIsAFile(t *testing.T) {
