@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -8,7 +9,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"raftkv/internal/testport"
 )
@@ -64,6 +67,47 @@ func TestClusterRefusesMemberFlagsBeforeStarting(t *testing.T) {
 		if _, err := os.Stat(dir); !os.IsNotExist(err) {
 			t.Errorf("%q: --dir exists after the refusal (stat: %v)", tc.args, err)
 		}
+	}
+}
+
+// A member that exits with status 2 refused its command line, which a restart gives
+// it again: the supervisor stops the others and returns, naming the member and its
+// error, instead of restarting it for good.
+func TestClusterStopsOnAMemberUsageError(t *testing.T) {
+	dir := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	s := newSupervisor(&app{stdout: &stdout, stderr: &stderr}, clusterOptions{})
+	for i, script := range []string{"exec sleep 60", "echo 'Error: unknown flag: --bogus' >&2; exit 2"} {
+		name := fmt.Sprintf("infra%d", i+1)
+		s.members = append(s.members, &supervisedMember{
+			// Port 1: nothing answers announceLeader there.
+			localMember:  localMember{Name: name, ClientURL: "http://127.0.0.1:1", PeerURL: "http://127.0.0.1:1"},
+			dataDir:      filepath.Join(dir, name),
+			pidFile:      filepath.Join(dir, name+".pid"),
+			args:         []string{"/bin/sh", "-c", script},
+			restartDelay: firstRestartDelay,
+		})
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.run() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(15 * time.Second):
+		// run stops on SIGINT, which it catches.
+		_ = syscall.Kill(os.Getpid(), syscall.SIGINT)
+		<-done
+		t.Fatalf("the supervisor still runs 15s after a member's usage error; its output:\n%s", stdout.String())
+	}
+	want := `member infra2 refused its command line: unknown flag: --bogus; fix the flags after "--"`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("run: %v; want an error with %q", err, want)
+	}
+	if s.running() != 0 {
+		t.Errorf("%d members still run after run returned", s.running())
+	}
+	if out := stdout.String(); !strings.Contains(out, "exited: exit status 2: it refused its command line") || strings.Contains(out, "restarting in") {
+		t.Errorf("the supervisor's output does not say why it stops, or restarts the member:\n%s", out)
 	}
 }
 
