@@ -1,18 +1,23 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // clusterOptions are the flags of "raftkv cluster".
@@ -56,13 +61,44 @@ func (a *app) newClusterCommand() *cobra.Command {
 		},
 	}
 	fs := cmd.Flags()
-	fs.IntVar(&opts.members, "members", 3, fmt.Sprintf("Number of members, 1 to %d.", maxLocalMembers))
-	fs.IntVar(&opts.basePort, "base-port", 2379, "Client port of the first member; see above for the others. 0 picks free ports\n(from 10000-19999 when the kernel's ephemeral range starts above them; the same again\nwhen --dir holds a cluster that ran on free ports).")
+	opts.members, opts.basePort = 3, 2379
+	fs.Var(wholeNumberValue{&opts.members, fmt.Sprintf("give a number of members from 1 to %d", maxLocalMembers)},
+		"members", fmt.Sprintf("Number of members, 1 to %d.", maxLocalMembers))
+	fs.Var(wholeNumberValue{&opts.basePort, "give a port from 1 to 65535, or 0 for free ports"},
+		"base-port", "Client port of the first member; see above for the others. 0 picks free ports\n(from 10000-19999 when the kernel's ephemeral range starts above them; the same again\nwhen --dir holds a cluster that ran on free ports).")
 	fs.StringVar(&opts.dir, "dir", "raftkv-cluster", "Directory for the members' data dirs, their pid files and the cluster's layout.")
 	fs.BoolVar(&opts.noRestart, "no-restart", false, "Leave a member that exits down instead of restarting it.")
 	fs.BoolVar(&opts.tls, "tls", false, "Serve clients and peers on https:// URLs with self-signed certificates (--auto-tls,\n--peer-auto-tls): encrypted, not authenticated. Clients need --insecure-skip-tls-verify.")
 	return cmd
 }
+
+// wholeNumberValue is an int flag whose refusal of a value that is no number says
+// which numbers the flag takes: pflag's own says only strconv.ParseInt: parsing
+// "abc": invalid syntax. The range itself is checked where the other flags are known
+// (planCluster, localPorts). Its Type is pflag's, so the help reads as before.
+type wholeNumberValue struct {
+	p *int
+	// want says what to give instead, as the error says it.
+	want string
+}
+
+func (v wholeNumberValue) String() string {
+	if v.p == nil {
+		return "0"
+	}
+	return strconv.Itoa(*v.p)
+}
+
+func (v wholeNumberValue) Set(s string) error {
+	n, err := strconv.ParseInt(s, 0, strconv.IntSize)
+	if err != nil {
+		return fmt.Errorf("%q is not a whole number; %s", s, v.want)
+	}
+	*v.p = int(n)
+	return nil
+}
+
+func (wholeNumberValue) Type() string { return "int" }
 
 // localMember is one member of the local cluster as cluster.json records it.
 type localMember struct {
@@ -80,17 +116,33 @@ func (m localMember) isTLS() bool { return strings.HasPrefix(m.ClientURL, "https
 // first member on basePort, member k on basePort + 10000*k, each peer port one above
 // its client port. etcd's Procfile uses 2379, 22379 and 32379; 42379 and 52379 go on
 // in the same way.
+//
+// The advice of its refusal fits the value: a base port below 1 needs a higher one,
+// one that puts the last member above 65535 a lower one, and a --members that fits
+// no base port (7: 10000*7 is past 65535) needs free ports.
 func localPorts(n, basePort int) (client, peer []int, err error) {
+	highest := 65534 // the highest base port that leaves room for the last peer port
+	if n > 1 {
+		highest -= 10000 * n
+	}
 	for k := 1; k <= n; k++ {
 		c := basePort
 		if k > 1 {
 			c = basePort + 10000*k
 		}
-		if c < 1 || c+1 > 65535 {
-			return nil, nil, fmt.Errorf("--members %d with --base-port %d puts infra%d on port %d, outside 1-65535; use a lower --base-port, or 0 for free ports",
-				n, basePort, k, c)
+		if c >= 1 && c+1 <= 65535 {
+			client, peer = append(client, c), append(peer, c+1)
+			continue
 		}
-		client, peer = append(client, c), append(peer, c+1)
+		advice := fmt.Sprintf("use a --base-port from 1 to %d, or 0 for free ports", highest)
+		switch {
+		case highest < 1:
+			advice = fmt.Sprintf("no --base-port fits %d members on this layout; use --base-port 0 for free ports", n)
+		case basePort > highest:
+			advice = fmt.Sprintf("use --base-port %d or lower, or 0 for free ports", highest)
+		}
+		return nil, nil, fmt.Errorf("--members %d with --base-port %d puts infra%d on ports %d and %d (client, peer), outside 1-65535; %s",
+			n, basePort, k, c, c+1, advice)
 	}
 	return client, peer, nil
 }
@@ -177,6 +229,208 @@ func ephemeralPortsStart() int {
 
 const layoutFile = "cluster.json"
 
+// checkClusterDir refuses a --dir that cannot hold a cluster, a file or a path
+// through one, in the words of the flag: reading cluster.json there said only
+// "open afile/cluster.json: not a directory". A missing --dir is fine (saveLayout
+// creates it).
+func checkClusterDir(dir string) error {
+	const advice = "give a directory for the members' data (raftkv cluster creates it if missing)"
+	for path := dir; ; path = filepath.Dir(path) {
+		info, err := os.Stat(path)
+		switch {
+		case err == nil && info.IsDir():
+			return nil
+		case err == nil && path == dir:
+			return fmt.Errorf("--dir %s is a file, not a directory; %s", dir, advice)
+		case err == nil:
+			return fmt.Errorf("--dir %s is inside %s, a file, not a directory; %s", dir, path, advice)
+		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
+			return fmt.Errorf("--dir %s: %v; %s", dir, err, advice)
+		}
+		if filepath.Dir(path) == path {
+			return nil
+		}
+	}
+}
+
+// supervisorPidFile holds, in --dir beside its members' <name>.pid, the pid of the
+// "raftkv cluster" that runs the cluster there: a second one on the same --dir finds
+// it (checkDirNotRunning).
+const supervisorPidFile = "cluster.pid"
+
+// checkDirNotRunning refuses a --dir whose cluster already runs. A second supervisor
+// would start members on the data dirs the running members hold; with --base-port 0
+// it said only that their ports were taken, and advised --base-port 0.
+func checkDirNotRunning(dir string) error {
+	supervisor := livePid(filepath.Join(dir, supervisorPidFile))
+	var members, memberPids []string
+	pidFiles, _ := filepath.Glob(filepath.Join(dir, "*.pid"))
+	for _, path := range pidFiles {
+		pid := livePid(path)
+		if pid == 0 || filepath.Base(path) == supervisorPidFile {
+			continue
+		}
+		members = append(members, fmt.Sprintf("%s (pid %d)", strings.TrimSuffix(filepath.Base(path), ".pid"), pid))
+		memberPids = append(memberPids, strconv.Itoa(pid))
+		if supervisor == 0 {
+			// A supervisor that wrote no cluster.pid (an older raftkv) is the
+			// members' parent.
+			supervisor = raftkvParent(pid)
+		}
+	}
+	switch {
+	case supervisor != 0:
+		with := ""
+		if len(members) > 0 {
+			with = ", with members " + strings.Join(members, ", ")
+		}
+		return fmt.Errorf("--dir %s is in use: raftkv cluster (pid %d) runs its cluster%s; use that cluster, "+
+			"or stop it (Ctrl-C in its terminal, or kill %d) before starting it again, or use another --dir",
+			dir, supervisor, with, supervisor)
+	case len(members) > 0:
+		return fmt.Errorf("--dir %s is in use: its members %s run without a raftkv cluster; stop them (kill %s), or use another --dir",
+			dir, strings.Join(members, ", "), strings.Join(memberPids, " "))
+	}
+	return nil
+}
+
+// livePid returns the pid in the pid file at path if that process runs and, where
+// /proc tells, is a raftkv; otherwise 0. A supervisor that was killed leaves its
+// pid files behind, and the system may since have given their pids to other
+// programs.
+func livePid(path string) int {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 0 || pid == os.Getpid() {
+		return 0 // this process took the pid of a supervisor that was killed
+	}
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return 0
+	}
+	if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && !strings.Contains(string(cmdline), "raftkv") {
+		return 0 // another program, or a zombie (its cmdline is empty)
+	}
+	return pid
+}
+
+// raftkvParent returns the parent of process pid if /proc names one that is a
+// raftkv, otherwise 0.
+func raftkvParent(pid int) int {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+	_, rest, ok := strings.Cut(string(stat[bytes.LastIndexByte(stat, ')')+1:]), " ")
+	fields := strings.Fields(rest)
+	if !ok || len(fields) < 2 {
+		return 0
+	}
+	ppid, err := strconv.Atoi(fields[1])
+	if err != nil || ppid <= 1 {
+		return 0
+	}
+	if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", ppid)); err != nil || !strings.Contains(string(cmdline), "raftkv") {
+		return 0
+	}
+	return ppid
+}
+
+// clusterSetFlags are the member flags "raftkv cluster" cannot pass on after "--",
+// with why: those runCluster sets for each member itself, which the same value for
+// every member would override, and those that cannot be the same for every member.
+var clusterSetFlags = []struct{ flag, why string }{
+	{"name", "raftkv cluster names its members infra1, infra2, ..."},
+	{"data-dir", "raftkv cluster keeps each member's data in --dir/<name>; use --dir"},
+	{"wal-dir", "every member would write its WAL to that one directory (each keeps it in its data dir under --dir)"},
+	{"listen-client-urls", "raftkv cluster gives each member its URLs from --base-port (0 for free ports)"},
+	{"advertise-client-urls", "raftkv cluster gives each member its URLs from --base-port (0 for free ports)"},
+	{"listen-peer-urls", "raftkv cluster gives each member its URLs from --base-port (0 for free ports)"},
+	{"initial-advertise-peer-urls", "raftkv cluster gives each member its URLs from --base-port (0 for free ports)"},
+	{"initial-cluster", "raftkv cluster starts its members as one cluster of --members members"},
+	{"initial-cluster-state", "raftkv cluster starts its members as one new cluster, and restarts them on their data"},
+	{"initial-cluster-token", "raftkv cluster starts its members as one cluster of --members members"},
+	{"force-new-cluster", "every member would start a cluster of its own"},
+	{"auto-tls", "use raftkv cluster --tls"},
+	{"peer-auto-tls", "use raftkv cluster --tls"},
+	{supervisorFDFlag, "raftkv cluster hands each member its own"},
+}
+
+// memberFlagSet returns the member's flags as "raftkv" parses them (newRootCommand),
+// help and version included, with the values they set.
+func memberFlagSet() (*pflag.FlagSet, *serveFlags) {
+	f := &serveFlags{}
+	flags := pflag.NewFlagSet("raftkv", pflag.ContinueOnError)
+	flags.SetOutput(io.Discard)
+	f.register(flags)
+	flags.Bool("version", false, "")
+	flags.BoolP("help", "h", false, "")
+	registerClientBoolFlags(flags)
+	return flags, f
+}
+
+// checkMemberArgs refuses, before any member starts, flags after "--" that every
+// member would refuse or that raftkv cluster cannot pass on (clusterSetFlags). A
+// member that cannot parse its command line exits with status 2 as soon as it
+// starts, on every restart.
+func checkMemberArgs(args []string) error {
+	const help = "raftkv --help lists the member flags"
+	flags, _ := memberFlagSet()
+	if err := flags.Parse(args); err != nil {
+		return fmt.Errorf("member flags after \"--\": %v (%s)", err, help)
+	}
+	if rest := flags.Args(); len(rest) > 0 {
+		return fmt.Errorf("member flags after \"--\": %q is no flag; a member takes flags only (%s)", rest[0], help)
+	}
+	for _, name := range []string{"help", "version"} {
+		if flags.Changed(name) {
+			return fmt.Errorf("member flags after \"--\": --%s would make every member print it and exit; run raftkv --%s", name, name)
+		}
+	}
+	if err := checkClientBoolFlags(flags); err != nil {
+		return fmt.Errorf("member flags after \"--\": %v", err)
+	}
+	for _, set := range clusterSetFlags {
+		if flags.Changed(set.flag) {
+			return fmt.Errorf("member flag --%s cannot be given after \"--\": %s; remove it", set.flag, set.why)
+		}
+	}
+	return nil
+}
+
+// checkMemberConfig runs a member's own checks of its command line args (without
+// the executable), the environment and --config-file, as serve does before it
+// starts the server, and refuses a flag of clusterSetFlags that args leave unset
+// and the environment or the config file set for every member.
+func checkMemberConfig(args, environ []string) error {
+	const fix = "fix the flags after \"--\", the RAFTKV_ or ETCD_ environment variables or the --config-file (raftkv --help lists the member flags)"
+	flags, f := memberFlagSet()
+	if err := flags.Parse(args); err != nil {
+		return fmt.Errorf("the members would refuse their command line: %v; %s", err, fix)
+	}
+	fromArgs := map[string]bool{}
+	flags.Visit(func(fl *pflag.Flag) { fromArgs[fl.Name] = true })
+	if _, err := applySources(flags, environ); err != nil {
+		return fmt.Errorf("the members would refuse to start: %v; %s", err, fix)
+	}
+	for _, set := range clusterSetFlags {
+		if flags.Changed(set.flag) && !fromArgs[set.flag] {
+			return fmt.Errorf("--%s is set for every member by the environment or the --config-file: %s; unset it there", set.flag, set.why)
+		}
+	}
+	cfg, err := f.config()
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
+		return fmt.Errorf("the members would refuse to start: %v; %s", err, fix)
+	}
+	return nil
+}
+
 // planCluster decides the members' names and URLs. A --dir that already holds a
 // cluster keeps its layout: its members' ids and cluster id derive from their peer
 // URLs, so other ports would make every data dir refuse to open. Asking for another
@@ -190,7 +444,7 @@ func planCluster(opts clusterOptions) ([]localMember, error) {
 	switch data, err := os.ReadFile(path); {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
-		return nil, err
+		return nil, fmt.Errorf("--dir %s: %v; give a directory raftkv cluster can read and write", opts.dir, err)
 	default:
 		if err := json.Unmarshal(data, &saved); err != nil || len(saved) == 0 {
 			return nil, fmt.Errorf("%s is not a cluster layout (%v); remove it, or use another --dir", path, err)
@@ -254,16 +508,22 @@ func saveLayout(dir string, plan []localMember) error {
 	return os.WriteFile(filepath.Join(dir, layoutFile), append(data, '\n'), 0o644)
 }
 
+// runCluster checks everything it can before the first member starts: a member
+// that cannot start is restarted for good, and a wrong --dir or flag after "--" is
+// better said once, by the flag's name, than by every member.
 func (a *app) runCluster(opts clusterOptions) error {
+	if err := checkMemberArgs(opts.memberArgs); err != nil {
+		return &usageError{err}
+	}
+	if err := checkClusterDir(opts.dir); err != nil {
+		return &usageError{err}
+	}
+	if err := checkDirNotRunning(opts.dir); err != nil {
+		return err
+	}
 	plan, err := planCluster(opts)
 	if err != nil {
 		return &usageError{err}
-	}
-	if err := checkPortsFree(plan); err != nil {
-		return err
-	}
-	if err := saveLayout(opts.dir, plan); err != nil {
-		return err
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -296,5 +556,19 @@ func (a *app) runCluster(opts clusterOptions) error {
 			restartDelay: firstRestartDelay,
 		})
 	}
+	if err := checkMemberConfig(s.members[0].args[1:], a.environ); err != nil {
+		return &usageError{err}
+	}
+	if err := checkPortsFree(plan); err != nil {
+		return err
+	}
+	if err := saveLayout(opts.dir, plan); err != nil {
+		return fmt.Errorf("--dir %s: %v; give a directory raftkv cluster can write", opts.dir, err)
+	}
+	pidFile := filepath.Join(opts.dir, supervisorPidFile)
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return fmt.Errorf("--dir %s: %v; give a directory raftkv cluster can write", opts.dir, err)
+	}
+	defer os.Remove(pidFile)
 	return s.run()
 }

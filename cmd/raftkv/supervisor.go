@@ -26,7 +26,9 @@ import (
 // that exits again within flappingRun of its start waits twice as long each time, up
 // to maxRestartDelay, so that a member that cannot start (a bad flag after "--", a
 // data dir it refuses) does not spin. A member that exits with exitRemoved (it was
-// removed from the cluster) is left down.
+// removed from the cluster) is left down. One that exits with exitBadArgs refused
+// its command line, environment or config file, which every restart would give it
+// again: the supervisor stops the cluster and exits, saying which member and why.
 const (
 	firstRestartDelay = 2 * time.Second
 	maxRestartDelay   = 30 * time.Second
@@ -77,6 +79,9 @@ type memberExit struct {
 	m     *supervisedMember
 	cmd   *exec.Cmd
 	state *os.ProcessState
+	// lastError is the member's last "Error: ..." line, its reason for exiting
+	// with a status of its own.
+	lastError string
 }
 
 func newSupervisor(a *app, opts clusterOptions) *supervisor {
@@ -147,6 +152,16 @@ func (s *supervisor) run() error {
 				}
 				continue
 			}
+			if e.state.ExitCode() == exitBadArgs {
+				why := strings.TrimPrefix(e.lastError, "Error: ")
+				if why == "" {
+					why = "see its output above"
+				}
+				s.printf("%s: it refused its command line, and a restart would give it the same; stopping %d members", how, s.running())
+				s.stopAll()
+				return fmt.Errorf("member %s refused its command line: %s; fix the flags after \"--\", "+
+					"the RAFTKV_ or ETCD_ environment variables or the --config-file", e.m.Name, why)
+			}
 			if s.noRestart {
 				s.printf("%s; left down (--no-restart)", how)
 				if s.running() == 0 {
@@ -205,7 +220,8 @@ func (s *supervisor) start(m *supervisedMember) error {
 	}
 	go func() {
 		_ = cmd.Wait()
-		s.exits <- memberExit{m: m, cmd: cmd, state: cmd.ProcessState}
+		// Wait returns once the member's output is copied: w is written no more.
+		s.exits <- memberExit{m: m, cmd: cmd, state: cmd.ProcessState, lastError: w.lastError}
 	}()
 	return nil
 }
@@ -386,6 +402,9 @@ type prefixWriter struct {
 	prefix  string
 	w       io.Writer
 	partial []byte
+	// lastError is the last line that starts with "Error: ", as run prints a
+	// command's error.
+	lastError string
 }
 
 func (p *prefixWriter) Write(b []byte) (int, error) {
@@ -396,6 +415,9 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 			return len(b), nil
 		}
 		fmt.Fprintf(p.w, "%s%s\n", p.prefix, p.partial[:i])
+		if bytes.HasPrefix(p.partial[:i], []byte("Error: ")) {
+			p.lastError = string(p.partial[:i])
+		}
 		p.partial = p.partial[i+1:]
 	}
 }
