@@ -368,7 +368,9 @@ func memberFlagSet() (*pflag.FlagSet, *serveFlags) {
 	f.register(flags)
 	flags.Bool("version", false, "")
 	flags.BoolP("help", "h", false, "")
-	registerClientBoolFlags(flags)
+	for _, name := range clientBoolFlags {
+		flags.Bool(name, false, "--"+name+" is a flag of the client commands, not of a member")
+	}
 	return flags, f
 }
 
