@@ -109,6 +109,9 @@ func printFlagGroups(w io.Writer, fs *pflag.FlagSet) {
 				name = "-" + f.Shorthand + ", " + name
 			}
 			def := f.DefValue
+			if def == "[]" {
+				def = "" // an empty list, shown as etcd shows it
+			}
 			if d := f.Annotations[defaultAnnotation]; len(d) > 0 {
 				def = d[0]
 			}
