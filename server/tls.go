@@ -363,8 +363,16 @@ func connectionChecks(side tlsSide, info TLSInfo) (func(tls.ConnectionState) err
 	}
 	if len(info.AllowedCNs)+len(info.AllowedHostnames) > 0 {
 		if info.TrustedCAFile == "" && !info.ClientCertAuth {
-			return nil, fmt.Errorf("allowed names for %s certificates need %s (and %s) to have a verified certificate to check",
-				strings.TrimSuffix(side.prefix, "-"), side.flag("client-cert-auth"), side.flag("trusted-ca-file"))
+			flag, names := side.checkFlag("cert-allowed-cn"), info.AllowedCNs
+			if len(names) == 0 {
+				flag, names = side.checkFlag("cert-allowed-hostname"), info.AllowedHostnames
+			}
+			who := "client"
+			if side.prefix != "" {
+				who = "peer"
+			}
+			return nil, fmt.Errorf("%s %s needs %s (and %s): without them no %s certificate is verified, so there is no name to check; add them, or drop %s",
+				flag, strings.Join(names, ","), side.flag("client-cert-auth"), side.flag("trusted-ca-file"), who, flag)
 		}
 		checks = append(checks, func(cs tls.ConnectionState) error { return checkAllowedNames(info, cs) })
 	}

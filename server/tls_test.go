@@ -243,7 +243,11 @@ func TestTLSBadInputRefusedAtStart(t *testing.T) {
 		{"allowed CN without client auth", func(c *Config) {
 			c.PeerTLS.ClientCertAuth, c.PeerTLS.TrustedCAFile, c.PeerTLS.AllowedCNs = false, "", []string{"m1"}
 		},
-			[]string{"need --peer-client-cert-auth"}},
+			[]string{"--peer-cert-allowed-cn m1 needs --peer-client-cert-auth (and --peer-trusted-ca-file)", "drop --peer-cert-allowed-cn"}},
+		{"allowed hostname without client auth", func(c *Config) {
+			c.ClientTLS.ClientCertAuth, c.ClientTLS.TrustedCAFile, c.ClientTLS.AllowedHostnames = false, "", []string{"a.example", "b.example"}
+		},
+			[]string{"--client-cert-allowed-hostname a.example,b.example needs --client-cert-auth", "no client certificate is verified"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ports := testport.Free(t, 2)
