@@ -312,7 +312,7 @@ func (c Config) Validate() error {
 		if len(group.urls) == 0 && group.flag != "--listen-metrics-urls" {
 			return fmt.Errorf("%s is empty; give at least one URL like http://127.0.0.1:2379", group.flag)
 		}
-		check := memberURLHostPort
+		check := urlHostPort
 		if group.bind {
 			check = bindURLHostPort
 		}
@@ -473,28 +473,31 @@ func peerAddr(raw string) (string, error) {
 	return addr, nil
 }
 
-// memberURLHostPort checks a member's peer URL as etcd's types.NewURLs does: http://
-// or https://, a host and a port, and (stricter than etcd, which refuses only a path)
-// no path, query, fragment or user: two spellings of one address would give one
-// member two ids, or two members one address.
-func memberURLHostPort(raw string) (string, error) {
-	u, err := url.Parse(raw)
-	if err == nil {
-		switch {
-		case u.Path != "":
-			return "", fmt.Errorf("URL must not contain a path: %s; give only scheme://host:port", raw)
-		case u.RawQuery != "" || u.Fragment != "" || u.User != nil || u.ForceQuery:
-			return "", fmt.Errorf("URL must not contain a query, fragment or user: %s; give only scheme://host:port", raw)
-		}
+// urlHostPort checks a URL as etcd's types.NewURLs does: http:// or https://, a
+// host and a port, and no path.
+func urlHostPort(raw string) (string, error) {
+	if u, err := url.Parse(raw); err == nil && u.Path != "" {
+		return "", fmt.Errorf("URL must not contain a path: %s; give only scheme://host:port", raw)
 	}
 	return hostPort(raw)
+}
+
+// memberURLHostPort checks a member's peer URL: urlHostPort, and (stricter than etcd)
+// no query, fragment or user either, since a member's id derives from its peer URLs as
+// written: two spellings of one address would give one member two ids, or two
+// members one address.
+func memberURLHostPort(raw string) (string, error) {
+	if u, err := url.Parse(raw); err == nil && (u.RawQuery != "" || u.Fragment != "" || u.User != nil || u.ForceQuery) {
+		return "", fmt.Errorf("URL must not contain a query, fragment or user: %s; give only scheme://host:port", raw)
+	}
+	return urlHostPort(raw)
 }
 
 // bindURLHostPort checks a URL to listen on: a member URL whose host is an IP
 // address or localhost, as etcd's checkBindURLs requires: a name would be resolved
 // once, at start, to whatever address it had then.
 func bindURLHostPort(raw string) (string, error) {
-	addr, err := memberURLHostPort(raw)
+	addr, err := urlHostPort(raw)
 	if err != nil {
 		return "", err
 	}

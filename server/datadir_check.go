@@ -41,10 +41,17 @@ func checkDataDir(flag, dir string) error {
 			}
 			return fmt.Errorf("cannot access data directory: %s %s: %s is a file, not a directory; give a path under a directory", flag, dir, d)
 		case err == nil:
-			// W_OK|X_OK: create and open files in it.
+			// W_OK|X_OK: create and open files in it. access(2) answers for the
+			// real uid without capabilities, so a refusal is checked by creating
+			// a file there, as etcd's IsDirWriteable does.
 			if aerr := syscall.Access(d, 0x2|0x1); aerr != nil {
-				return fmt.Errorf("cannot access data directory: %s %s: %s is not writable by this user (%v); "+
-					"give a directory it may write to, or fix the permissions", flag, dir, d, aerr)
+				probe, perr := os.CreateTemp(d, ".raftkv-probe-*")
+				if perr != nil {
+					return fmt.Errorf("cannot access data directory: %s %s: %s is not writable by this user (%v); "+
+						"give a directory it may write to, or fix the permissions", flag, dir, d, aerr)
+				}
+				probe.Close()
+				os.Remove(probe.Name())
 			}
 			return nil
 		case !os.IsNotExist(err) && !errors.Is(err, syscall.ENOTDIR):

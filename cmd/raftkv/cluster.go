@@ -567,10 +567,50 @@ func (a *app) runCluster(opts clusterOptions) error {
 	if err := saveLayout(opts.dir, plan); err != nil {
 		return fmt.Errorf("--dir %s: %v; give a directory raftkv cluster can write", opts.dir, err)
 	}
-	pidFile := filepath.Join(opts.dir, supervisorPidFile)
-	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-		return fmt.Errorf("--dir %s: %v; give a directory raftkv cluster can write", opts.dir, err)
+	release, err := claimDir(opts.dir)
+	if err != nil {
+		return err
 	}
-	defer os.Remove(pidFile)
+	defer release()
 	return s.run()
+}
+
+// claimDir writes this supervisor's pid to --dir's cluster.pid, unless another live
+// supervisor holds it: the file appears whole or not at all (a link of a written
+// temporary file, which fails if the name exists), so of two supervisors started on
+// one --dir at once only one gets it. A pid file left by a supervisor that was killed
+// is taken over. release removes the file if it still names this process.
+func claimDir(dir string) (release func(), err error) {
+	path := filepath.Join(dir, supervisorPidFile)
+	mine := strconv.Itoa(os.Getpid()) + "\n"
+	tmp, err := os.CreateTemp(dir, supervisorPidFile+".*")
+	if err == nil {
+		_, err = tmp.WriteString(mine)
+		if cerr := tmp.Close(); err == nil {
+			err = cerr
+		}
+		defer os.Remove(tmp.Name())
+	}
+	for attempt := 0; err == nil; attempt++ {
+		if err = os.Link(tmp.Name(), path); err == nil || !errors.Is(err, os.ErrExist) || attempt > 0 {
+			break
+		}
+		if inUse := checkDirNotRunning(dir); inUse != nil {
+			return nil, inUse
+		}
+		err = os.Remove(path) // its supervisor is gone
+	}
+	if errors.Is(err, os.ErrExist) {
+		if inUse := checkDirNotRunning(dir); inUse != nil {
+			return nil, inUse
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--dir %s: %v; give a directory raftkv cluster can write", dir, err)
+	}
+	return func() {
+		if data, err := os.ReadFile(path); err == nil && string(data) == mine {
+			os.Remove(path)
+		}
+	}, nil
 }

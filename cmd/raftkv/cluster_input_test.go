@@ -111,6 +111,41 @@ func TestClusterStopsOnAMemberUsageError(t *testing.T) {
 	}
 }
 
+// TestClusterRestartsAMemberThatPanicked: a Go panic exits with status 2 too, but
+// prints no "Error: " line; the member is restarted, as any crash is, and the cluster
+// is not stopped for it.
+func TestClusterRestartsAMemberThatPanicked(t *testing.T) {
+	dir := t.TempDir()
+	var stdout, stderr lockedBuffer
+	s := newSupervisor(&app{stdout: &stdout, stderr: &stderr}, clusterOptions{})
+	for i, script := range []string{"exec sleep 60", "echo 'panic: boom' >&2; echo 'goroutine 1 [running]:' >&2; exit 2"} {
+		name := fmt.Sprintf("infra%d", i+1)
+		s.members = append(s.members, &supervisedMember{
+			localMember:  localMember{Name: name, ClientURL: "http://127.0.0.1:1", PeerURL: "http://127.0.0.1:1"},
+			dataDir:      filepath.Join(dir, name),
+			pidFile:      filepath.Join(dir, name+".pid"),
+			args:         []string{"/bin/sh", "-c", script},
+			restartDelay: firstRestartDelay,
+		})
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.run() }()
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(stdout.String(), "restarting in") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the supervisor stopped after a member's panic: %v\n%s", err, stdout.String())
+	default:
+	}
+	_ = syscall.Kill(os.Getpid(), syscall.SIGINT) // run stops on SIGINT, which it catches
+	<-done
+	if out := stdout.String(); !strings.Contains(out, "exited: exit status 2; restarting in") || strings.Contains(out, "refused its command line") {
+		t.Errorf("a panicked member was not restarted as a crash:\n%s", out)
+	}
+}
+
 // A --dir that is a file, or a path through one, is refused in the flag's words,
 // not as "open afile/cluster.json: not a directory".
 func TestClusterRefusesADirThatIsAFile(t *testing.T) {
@@ -220,5 +255,40 @@ func TestClusterNumberFlagsSayTheirRange(t *testing.T) {
 		if code != exitBadArgs || !strings.HasPrefix(stderr, tc.want+"\n") || stdout != "" {
 			t.Errorf("%s %s: exit %d, stdout %q, stderr\n%s\nwant exit %d and\n%s", flag, tc.value, code, stdout, stderr, exitBadArgs, tc.want)
 		}
+	}
+}
+
+// TestClaimDirTakesOverAStalePidFile: cluster.pid left by a supervisor that is gone is
+// replaced by this one's pid, and releasing it removes only a file that still names
+// this process (not one another supervisor wrote since).
+func TestClaimDirTakesOverAStalePidFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, supervisorPidFile)
+	writeFile(t, path, "999999999\n")
+	release, err := claimDir(dir)
+	if err != nil {
+		t.Fatalf("claiming a --dir with a stale cluster.pid: %v", err)
+	}
+	if data, _ := os.ReadFile(path); string(data) != fmt.Sprintf("%d\n", os.Getpid()) {
+		t.Fatalf("cluster.pid holds %q, want this process's pid", data)
+	}
+	writeFile(t, path, "12345\n") // another supervisor's, say
+	release()
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("release removed a cluster.pid that names another process: %v", err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	release, err = claimDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("release left this process's cluster.pid: %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, supervisorPidFile+".*")); len(left) > 0 {
+		t.Fatalf("temporary files left behind: %v", left)
 	}
 }

@@ -164,8 +164,11 @@ func checkEtcdFlags(fs *pflag.FlagSet, origin map[string]string) (warnings []str
 		}
 		value := f.Value.String()
 		if e.refused && !sameValue(value, e.etcdDefault, e.isBool) {
-			return nil, fmt.Errorf("--%s %q (from %s) cannot be served: %s; drop it, or give etcd's default, %s",
-				e.name, value, origin[e.name], e.why, e.etcdDefault)
+			fix := "drop it"
+			if e.etcdDefault != "" {
+				fix += ", or give etcd's default, " + e.etcdDefault
+			}
+			return nil, fmt.Errorf("--%s %q (from %s) cannot be served: %s; %s", e.name, value, origin[e.name], e.why, fix)
 		}
 		warnings = append(warnings, fmt.Sprintf("--%s %q (from %s) is accepted for etcd compatibility and ignored: %s",
 			e.name, value, origin[e.name], e.why))

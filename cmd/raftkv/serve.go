@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -314,7 +315,7 @@ func checkAutoCompaction(mode, retention string) error {
 			return nil // a bare number is hours, as in etcd
 		}
 		d, err := time.ParseDuration(retention)
-		if err != nil && strings.Trim(retention, "0123456789.nsuµmh") == "" && strings.ContainsAny(retention, "nsuµmh") {
+		if err != nil && durationSyntax.MatchString(retention) {
 			// The syntax of a duration, whose value does not fit one.
 			return fmt.Errorf("--auto-compaction-retention %q is too long; give at most %v", retention, time.Duration(1<<63-1).Truncate(time.Hour))
 		}
@@ -330,6 +331,10 @@ func checkAutoCompaction(mode, retention string) error {
 	}
 	return nil
 }
+
+// durationSyntax is time.ParseDuration's syntax (without a sign): a value it matches
+// that ParseDuration refuses is too long for a time.Duration.
+var durationSyntax = regexp.MustCompile(`^((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+$`)
 
 func (f *serveFlags) logger() (*slog.Logger, error) {
 	var level slog.Level
@@ -435,13 +440,20 @@ func startMember(cfg server.Config, sigs chan os.Signal) (*server.Server, error)
 		return r.srv, r.err
 	case sig := <-sigs:
 		cfg.Logger.Info("shutting down while starting: the member stops as if killed; a restart on its data dir goes on from what it wrote", "signal", sig.String())
+		signal.Stop(sigs)
 		signal.Reset(sig)
 		if p, err := os.FindProcess(os.Getpid()); err == nil {
 			_ = p.Signal(sig)
 		}
-		for {
-			time.Sleep(time.Second) // until the signal ends the process
+		// A signal that was ignored when the process started (SIGINT for a shell's
+		// background job) is ignored again once reset: exit as it would have ended it.
+		time.Sleep(2 * time.Second)
+		code := 1
+		if n, ok := sig.(syscall.Signal); ok {
+			code = 128 + int(n)
 		}
+		os.Exit(code)
+		return nil, nil
 	}
 }
 

@@ -37,16 +37,19 @@ func TestServeRefusesBadInputInTheFlagsWords(t *testing.T) {
 		{args: []string{"--self-signed-cert-validity", "100000"}, want: "--self-signed-cert-validity 100000 years would end past 9999"},
 		{args: []string{"--self-signed-cert-validity", "-1"}, want: `"-1" is negative`},
 		{args: []string{"--auto-compaction-retention", "3000000h"}, want: `--auto-compaction-retention "3000000h" is too long; give at most 2562047h0m0s`},
+		{args: []string{"--auto-compaction-retention", "1.2.3h"}, want: `--auto-compaction-retention "1.2.3h" is not a duration`},
+		{args: []string{"--auto-compaction-retention", "h"}, want: `--auto-compaction-retention "h" is not a duration`},
+		{args: []string{"--discovery", "http://127.0.0.1:1/x"}, want: "; drop it\n"},
 		{args: []string{"--pre-vote=false"}, want: "drop it, or give etcd's default, true"},
 		// A trailing slash made a second member of this one: two spellings, two ids.
 		{args: []string{"--initial-cluster", "default=http://127.0.0.1:2380,b=http://127.0.0.1:2380/"},
 			want: `--initial-cluster: member "b": URL must not contain a path: http://127.0.0.1:2380/`},
 		{args: []string{"--listen-peer-urls", "http://127.0.0.1:2380/", "--initial-advertise-peer-urls", "http://127.0.0.1:2380"},
 			want: "--listen-peer-urls: URL must not contain a path: http://127.0.0.1:2380/"},
-		{args: []string{"--listen-client-urls", "http://user:pw@127.0.0.1:2379"},
-			want: "--listen-client-urls: URL must not contain a query, fragment or user: http://user:pw@127.0.0.1:2379"},
-		{args: []string{"--advertise-client-urls", "http://127.0.0.1:2379?x=1"},
-			want: "--advertise-client-urls: URL must not contain a query, fragment or user"},
+		{args: []string{"--initial-cluster", "default=http://127.0.0.1:2380,b=http://user:pw@127.0.0.1:2390"},
+			want: `--initial-cluster: member "b": URL must not contain a query, fragment or user: http://user:pw@127.0.0.1:2390`},
+		{args: []string{"--advertise-client-urls", "http://127.0.0.1:2379/v3"},
+			want: "--advertise-client-urls: URL must not contain a path: http://127.0.0.1:2379/v3"},
 		{args: []string{"--listen-client-urls", "http://example.invalid:2379"},
 			want: "--listen-client-urls: expected IP in URL for binding (http://example.invalid:2379)"},
 		{args: []string{"--listen-client-urls", "http://127.0.0.1:2379,http://127.0.0.1:2379"},
@@ -119,42 +122,61 @@ func TestDataDirThatIsAFileIsNamed(t *testing.T) {
 // TestSignalWhileStartingIsLogged: a SIGTERM while the member starts (here a join,
 // which waits for the cluster) ends it as the signal would, after one log line
 // saying so; it once ended it with no word at all, the handler being installed only
-// once the member had started.
+// once the member had started. A SIGINT that the process was started ignoring (a
+// shell's background job) ends it too, with status 130, rather than being ignored
+// again once the handler is reset.
 func TestSignalWhileStartingIsLogged(t *testing.T) {
 	if os.Getenv("RAFTKV_TEST_MEMBER") == "1" {
 		os.Exit(run(strings.Fields(os.Getenv("RAFTKV_TEST_ARGS")), os.Environ(), os.Stdout, os.Stderr))
 	}
-	ports := testport.Free(t, 3)
-	dir := t.TempDir()
-	args := fmt.Sprintf("--name n2 --data-dir %s --initial-cluster-state existing "+
-		"--initial-cluster n1=http://127.0.0.1:%d,n2=http://127.0.0.1:%d "+
-		"--listen-peer-urls http://127.0.0.1:%[3]d --initial-advertise-peer-urls http://127.0.0.1:%[3]d "+
-		"--listen-client-urls http://127.0.0.1:%d", filepath.Join(dir, "n2"), ports[0], ports[1], ports[2])
-	cmd := exec.Command(os.Args[0], "-test.run=^TestSignalWhileStartingIsLogged$")
-	cmd.Env = append(os.Environ(), "RAFTKV_TEST_MEMBER=1", "RAFTKV_TEST_ARGS="+args)
-	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// n1 is not there, so the join waits; signal once the member has begun it.
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(stderr.String(), "starting raftkv") && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	time.Sleep(300 * time.Millisecond)
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	err := cmd.Wait()
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) {
-		t.Fatalf("the member exited with %v after SIGTERM; want its end by the signal\n%s", err, stderr.String())
-	}
-	if ws, ok := exit.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
-		t.Errorf("the member ended with %v, not by SIGTERM\n%s", exit, stderr.String())
-	}
-	if !strings.Contains(stderr.String(), "shutting down while starting") {
-		t.Errorf("no log line for the signal:\n%s", stderr.String())
+	for _, tc := range []struct {
+		sig     syscall.Signal
+		ignored bool
+	}{{syscall.SIGTERM, false}, {syscall.SIGINT, true}} {
+		ports := testport.Free(t, 3)
+		args := fmt.Sprintf("--name n2 --data-dir %s --initial-cluster-state existing "+
+			"--initial-cluster n1=http://127.0.0.1:%d,n2=http://127.0.0.1:%d "+
+			"--listen-peer-urls http://127.0.0.1:%[3]d --initial-advertise-peer-urls http://127.0.0.1:%[3]d "+
+			"--listen-client-urls http://127.0.0.1:%d", filepath.Join(t.TempDir(), "n2"), ports[0], ports[1], ports[2])
+		cmd := exec.Command(os.Args[0], "-test.run=^TestSignalWhileStartingIsLogged$")
+		if tc.ignored {
+			cmd = exec.Command("/bin/sh", "-c", `trap '' INT; exec "$0" "$@"`, os.Args[0], "-test.run=^TestSignalWhileStartingIsLogged$")
+		}
+		cmd.Env = append(os.Environ(), "RAFTKV_TEST_MEMBER=1", "RAFTKV_TEST_ARGS="+args)
+		stderr := &lockedBuffer{}
+		cmd.Stderr = stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// n1 is not there, so the join waits; signal once the member has begun it.
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(stderr.String(), "starting raftkv") && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if err := cmd.Process.Signal(tc.sig); err != nil {
+			t.Fatal(err)
+		}
+		waited := make(chan error, 1)
+		go func() { waited <- cmd.Wait() }()
+		var err error
+		select {
+		case err = <-waited:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-waited
+			t.Fatalf("%v (ignored at start: %v): the member still runs 15s later\n%s", tc.sig, tc.ignored, stderr.String())
+		}
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) {
+			t.Fatalf("%v: the member exited with %v; want its end by the signal\n%s", tc.sig, err, stderr.String())
+		}
+		ws, _ := exit.Sys().(syscall.WaitStatus)
+		if byTheSignal := ws.Signaled() && ws.Signal() == tc.sig; !byTheSignal && ws.ExitStatus() != 128+int(tc.sig) {
+			t.Errorf("%v (ignored at start: %v): the member ended with %v", tc.sig, tc.ignored, exit)
+		}
+		if !strings.Contains(stderr.String(), "shutting down while starting") {
+			t.Errorf("%v: no log line for the signal:\n%s", tc.sig, stderr.String())
+		}
 	}
 }

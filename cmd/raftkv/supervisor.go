@@ -152,11 +152,10 @@ func (s *supervisor) run() error {
 				}
 				continue
 			}
-			if e.state.ExitCode() == exitBadArgs {
+			// A usage error is status 2 with an "Error: " line; a Go panic or fatal
+			// runtime error is status 2 too, without one, and is restarted below.
+			if e.state.ExitCode() == exitBadArgs && e.lastError != "" {
 				why := strings.TrimPrefix(e.lastError, "Error: ")
-				if why == "" {
-					why = "see its output above"
-				}
 				s.printf("%s: it refused its command line, and a restart would give it the same; stopping %d members", how, s.running())
 				s.stopAll()
 				return fmt.Errorf("member %s refused its command line: %s; fix the flags after \"--\", "+
