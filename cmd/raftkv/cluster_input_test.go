@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -70,14 +69,13 @@ func TestClusterRefusesMemberFlagsBeforeStarting(t *testing.T) {
 	}
 }
 
-// A member that exits with status 2 refused its command line, which a restart gives
-// it again: the supervisor stops the others and returns, naming the member and its
-// error, instead of restarting it for good.
-func TestClusterStopsOnAMemberUsageError(t *testing.T) {
+// shellSupervisor returns a supervisor (not yet run) of members that are shell
+// scripts, and the buffer of its output.
+func shellSupervisor(t *testing.T, scripts ...string) (*supervisor, *lockedBuffer) {
 	dir := t.TempDir()
-	var stdout, stderr bytes.Buffer
-	s := newSupervisor(&app{stdout: &stdout, stderr: &stderr}, clusterOptions{})
-	for i, script := range []string{"exec sleep 60", "echo 'Error: unknown flag: --bogus' >&2; exit 2"} {
+	stdout := &lockedBuffer{}
+	s := newSupervisor(&app{stdout: stdout, stderr: &lockedBuffer{}}, clusterOptions{})
+	for i, script := range scripts {
 		name := fmt.Sprintf("infra%d", i+1)
 		s.members = append(s.members, &supervisedMember{
 			// Port 1: nothing answers announceLeader there.
@@ -88,6 +86,14 @@ func TestClusterStopsOnAMemberUsageError(t *testing.T) {
 			restartDelay: firstRestartDelay,
 		})
 	}
+	return s, stdout
+}
+
+// A member that exits with status 2 refused its command line, which a restart gives
+// it again: the supervisor stops the others and returns, naming the member and its
+// error, instead of restarting it for good.
+func TestClusterStopsOnAMemberUsageError(t *testing.T) {
+	s, stdout := shellSupervisor(t, "exec sleep 60", "echo 'Error: unknown flag: --bogus' >&2; exit 2")
 	done := make(chan error, 1)
 	go func() { done <- s.run() }()
 	var err error
@@ -115,19 +121,7 @@ func TestClusterStopsOnAMemberUsageError(t *testing.T) {
 // prints no "Error: " line; the member is restarted, as any crash is, and the cluster
 // is not stopped for it.
 func TestClusterRestartsAMemberThatPanicked(t *testing.T) {
-	dir := t.TempDir()
-	var stdout, stderr lockedBuffer
-	s := newSupervisor(&app{stdout: &stdout, stderr: &stderr}, clusterOptions{})
-	for i, script := range []string{"exec sleep 60", "echo 'panic: boom' >&2; echo 'goroutine 1 [running]:' >&2; exit 2"} {
-		name := fmt.Sprintf("infra%d", i+1)
-		s.members = append(s.members, &supervisedMember{
-			localMember:  localMember{Name: name, ClientURL: "http://127.0.0.1:1", PeerURL: "http://127.0.0.1:1"},
-			dataDir:      filepath.Join(dir, name),
-			pidFile:      filepath.Join(dir, name+".pid"),
-			args:         []string{"/bin/sh", "-c", script},
-			restartDelay: firstRestartDelay,
-		})
-	}
+	s, stdout := shellSupervisor(t, "exec sleep 60", "echo 'panic: boom' >&2; echo 'goroutine 1 [running]:' >&2; exit 2")
 	done := make(chan error, 1)
 	go func() { done <- s.run() }()
 	deadline := time.Now().Add(15 * time.Second)
