@@ -82,6 +82,19 @@ func TestRaftkvCLIPrintsAsEtcdctl(t *testing.T) {
 	same("put", "--lease="+ids[1], "cli/b", "2")
 	same("lease", "keep-alive", "--once", ids[0])
 	same("get", "--prefix", "cli/")
+	// timetolive, with the keys and as JSON, through one member (the JSON names the
+	// member that answers): the remaining seconds may tick between the two tools'
+	// calls.
+	ticks := regexp.MustCompile(`remaining\(\d+s\)|"ttl":\d+`)
+	for _, args := range [][]string{{"lease", "timetolive", "--keys", ids[1]}, {"-w", "json", "lease", "timetolive", "--keys", ids[1]}} {
+		a, b := bothAt(eps[:1], args...)
+		if ticks.ReplaceAllString(a, "N") != ticks.ReplaceAllString(b, "N") || !strings.Contains(a, "granted") && !strings.Contains(a, `"granted-ttl":100`) {
+			t.Fatalf("%s:\netcdctl printed\n%s\nraftkv printed\n%s", strings.Join(args, " "), a, b)
+		}
+	}
+	if a, _ := both("lease", "timetolive", "--keys", ids[1]); !strings.Contains(a, "granted with TTL(100s)") || !strings.Contains(a, "attached keys([cli/b])") {
+		t.Fatalf("lease timetolive --keys printed %q", a)
+	}
 
 	// A watch of each from the first put, with --prev-kv; then a revoke through
 	// each tool (deleting a key) and a delete: the same events. (raftkv takes
@@ -96,6 +109,9 @@ func TestRaftkvCLIPrintsAsEtcdctl(t *testing.T) {
 	ctlWatch := startEtcdctlWatch(t, ctl.bin, eps, "--prefix", "cli/", "--prev-kv", from)
 	rkvWatch := startEtcdctlWatch(t, rkv.bin, eps, "--prefix", "cli/", "--prev-kv", from)
 	ctl.expect("", "lease "+ids[1]+" revoked\n", "lease", "revoke", ids[1]) // deletes cli/b
+	if a := same("lease", "timetolive", ids[1]); a != "lease "+ids[1]+" already expired\n" {
+		t.Fatalf("lease timetolive of a revoked lease printed %q", a)
+	}
 	same("put", "cli/a", "3")
 	// The puts without --lease took cli/a off its lease: the revoke deletes nothing.
 	rkv.expect("", "lease "+ids[0]+" revoked\n", "lease", "revoke", ids[0])

@@ -12,7 +12,7 @@ import (
 func TestClientInputUnknownSubcommand(t *testing.T) {
 	checkClientInput(t, []clientInputCase{
 		{[]string{"snapshot", "foo"}, exitBadArgs, []string{`unknown command "foo" for "raftkv snapshot" (commands: save, restore, status, to-etcd)`, "Run 'raftkv snapshot --help'"}, nil},
-		{[]string{"lease", "timetolive", "--help"}, exitBadArgs, []string{`unknown command "timetolive" for "raftkv lease"`}, nil},
+		{[]string{"lease", "ttl", "--help"}, exitBadArgs, []string{`unknown command "ttl" for "raftkv lease"`}, nil},
 		{[]string{"member", "lst", "-h"}, exitBadArgs, []string{`unknown command "lst" for "raftkv member"; did you mean "list"?`}, nil},
 		{[]string{"foo", "--help"}, exitBadArgs, []string{`unknown command "foo" for "raftkv"`}, nil},
 		{[]string{"help", "foo"}, exitBadArgs, []string{`unknown command "foo" for "raftkv" (commands: cluster, put,`, "Run 'raftkv --help'"}, nil},

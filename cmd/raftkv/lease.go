@@ -26,14 +26,15 @@ import (
 func (a *app) newLeaseCommand(c *clientFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "lease <subcommand>",
-		Short: "grant, revoke, list and keep alive leases",
+		Short: "grant, revoke, list, inspect and keep alive leases",
 		Long: "A lease ends after its TTL unless kept alive, and the keys put with it (put --lease in\n" +
 			"etcdctl, or clientv3.WithLease) are deleted with it. Lease ids are hexadecimal, as\n" +
 			"etcdctl prints and reads them.",
 		Args: subcommandArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(a.newLeaseGrantCommand(c), a.newLeaseRevokeCommand(c), a.newLeaseListCommand(c), a.newLeaseKeepAliveCommand(c))
+	cmd.AddCommand(a.newLeaseGrantCommand(c), a.newLeaseRevokeCommand(c), a.newLeaseTimeToLiveCommand(c), a.newLeaseListCommand(c),
+		a.newLeaseKeepAliveCommand(c))
 	return cmd
 }
 
@@ -127,6 +128,57 @@ func (a *app) newLeaseRevokeCommand(c *clientFlags) *cobra.Command {
 			}
 			fmt.Fprintf(a.stdout, "lease %016x revoked\n", id)
 			return nil
+		})
+	}
+	return cmd
+}
+
+func (a *app) newLeaseTimeToLiveCommand(c *clientFlags) *cobra.Command {
+	var keys bool
+	cmd := &cobra.Command{
+		Use:   "timetolive ID",
+		Short: "print a lease's granted and remaining TTL",
+		Long: "Prints what etcdctl lease timetolive prints: the TTL the lease was granted and the seconds it has\n" +
+			"left, or that it already expired (or never was).",
+		Args: exactArgs("ID"),
+	}
+	c.register(cmd, "simple", "json")
+	cmd.Flags().BoolVar(&keys, "keys", false, "Also print the keys attached to the lease.")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		id, err := parseLeaseID(args[0])
+		if err != nil {
+			return err
+		}
+		return c.first(cmd, true, func(ctx context.Context, conn *grpc.ClientConn) error {
+			resp, err := pb.NewLeaseClient(conn).LeaseTimeToLive(ctx, &pb.LeaseTimeToLiveRequest{ID: id, Keys: keys})
+			if err != nil {
+				return err
+			}
+			if c.writeOut == "json" {
+				// etcdctl prints clientv3's response: the header's fields at the
+				// top, then these.
+				return printJSON(a.stdout, struct {
+					*pb.ResponseHeader
+					ID         int64    `json:"id"`
+					TTL        int64    `json:"ttl"`
+					GrantedTTL int64    `json:"granted-ttl"`
+					Keys       [][]byte `json:"keys"`
+				}{resp.Header, resp.ID, resp.TTL, resp.GrantedTTL, resp.Keys})
+			}
+			if resp.GrantedTTL == 0 && resp.TTL == -1 {
+				_, err := fmt.Fprintf(a.stdout, "lease %016x already expired\n", resp.ID)
+				return err
+			}
+			line := fmt.Sprintf("lease %016x granted with TTL(%ds), remaining(%ds)", resp.ID, resp.GrantedTTL, resp.TTL)
+			if keys {
+				names := make([]string, len(resp.Keys))
+				for i, k := range resp.Keys {
+					names[i] = string(k)
+				}
+				line += fmt.Sprintf(", attached keys(%v)", names)
+			}
+			_, err = fmt.Fprintln(a.stdout, line)
+			return err
 		})
 	}
 	return cmd

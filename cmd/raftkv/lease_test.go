@@ -30,6 +30,10 @@ func TestLeaseCommands(t *testing.T) {
 		t.Fatalf("lease list printed %q; want found N leases, then each id", stdout)
 	}
 	cli("lease 00000000000000ab keepalived with TTL(60)\n", "lease", "keep-alive", "--once", "ab")
+	stdout, _, _ = runCLI(t, nil, "--endpoints", ep, "lease", "timetolive", "--keys", "ab")
+	if !regexp.MustCompile(`^lease 00000000000000ab granted with TTL\(60s\), remaining\((59|60)s\), attached keys\(\[l/a\]\)\n$`).MatchString(stdout) {
+		t.Fatalf("lease timetolive --keys ab printed %q", stdout)
+	}
 
 	// The short lease lives as long as it is kept alive, and is reported gone once
 	// revoked.
@@ -53,6 +57,7 @@ func TestLeaseCommands(t *testing.T) {
 
 	cli("lease 00000000000000ab revoked\n", "lease", "revoke", "ab")
 	cli("", "get", "l/a")
+	cli("lease 00000000000000ab already expired\n", "lease", "timetolive", "ab")
 	stdout, stderr, code = runCLI(t, nil, "--endpoints", ep, "lease", "revoke", "ab")
 	if code != exitError || stdout != "" || !strings.Contains(stderr, "etcdserver: requested lease not found") {
 		t.Fatalf("revoking a revoked lease: exit %d, stdout %q, stderr %q", code, stdout, stderr)
