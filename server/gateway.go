@@ -115,10 +115,7 @@ func (g *gateway) handler(s *Server) http.Handler {
 			http.Error(w, "CommonName of client sending a request against gateway will be ignored and not used as expected", http.StatusBadRequest)
 			return
 		}
-		h := w.Header()
-		h.Add("Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE")
-		h.Add("Access-Control-Allow-Origin", "*")
-		h.Add("Access-Control-Allow-Headers", "accept, content-type, authorization")
+		addCORSHeaders(w.Header())
 		if r.Method == http.MethodOptions {
 			w.WriteHeader(http.StatusOK)
 			return

@@ -3,25 +3,34 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
+	"expvar"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/soheilhy/cmux"
+	etcdversion "go.etcd.io/etcd/api/v3/version"
+
+	"raftkv/version"
 )
 
 // The client port serves gRPC and HTTP/1.1 on one listener, as etcd does: cmux reads
 // the first bytes of each new connection and hands those that open with HTTP/2's
 // preface to the gRPC server, everything else to the HTTP server (/metrics, /health,
-// /livez, /readyz and, with --enable-pprof, /debug/pprof/). The choice is made once
-// per connection, so a gRPC call costs what it did: its connection is the accepted
-// one behind a reader that has handed back the sniffed bytes. (gRPC's own ServeHTTP,
+// /livez, /readyz, /version, /debug/vars and, with --enable-pprof, /debug/pprof/).
+// The choice is made once per connection, so a gRPC call costs what it did: its
+// connection is the accepted one behind a reader that has handed back the sniffed
+// bytes. (gRPC's own ServeHTTP,
 // the other way etcd offers, runs every call through net/http's HTTP/2 server,
 // several times slower.) --listen-metrics-urls adds listeners that serve the same
-// HTTP endpoints, without pprof, and no gRPC.
+// HTTP endpoints, without /version, /debug/ and gRPC.
 //
 // On an https:// URL the sniffing comes after the TLS handshake (the listener is a
 // tls.NewListener, listen.go): gRPC gets the decrypted connection and finds the
@@ -65,6 +74,10 @@ func (s *Server) httpHandler(client bool) http.Handler {
 		ErrorHandling: promhttp.ContinueOnError,
 	}))
 	s.health.install(mux)
+	if client {
+		mux.HandleFunc("/version", serveVersion)
+		mux.HandleFunc("/debug/vars", serveVars)
+	}
 	if withPprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -72,7 +85,75 @@ func (s *Server) httpHandler(client bool) http.Handler {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	return mux
+	if !client {
+		return mux
+	}
+	// etcd sends the CORS headers of its default --cors "*" on every path of its
+	// client URLs, and answers OPTIONS (a browser's preflight) with 200 on each: a
+	// dashboard on another origin reads /health and /metrics. The gateway under /v3/
+	// does both itself, after its own check.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; s.gateway != nil && (strings.HasPrefix(p, "/v3/") || strings.HasPrefix(p, "/v3beta/")) {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		addCORSHeaders(w.Header())
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// addCORSHeaders adds the headers of etcd's default --cors "*".
+func addCORSHeaders(h http.Header) {
+	h.Add("Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE")
+	h.Add("Access-Control-Allow-Origin", "*")
+	h.Add("Access-Control-Allow-Headers", "accept, content-type, authorization")
+}
+
+// serveVersion answers /version as etcd does: the etcd release whose API raftkv
+// speaks, and the cluster and storage versions it reports in Status (major.minor.0).
+func serveVersion(w http.ResponseWriter, r *http.Request) {
+	if !allowGet(w, r) {
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	b, _ := json.Marshal(&etcdversion.Versions{Server: version.APIVersion, Cluster: storageVersion(version.APIVersion),
+		Storage: storageVersion(version.APIVersion)})
+	_, _ = w.Write(b)
+}
+
+// serveVars answers /debug/vars as etcd does: the process's expvar variables
+// (cmdline, memstats, and file_descriptor_limit, which etcd publishes).
+func serveVars(w http.ResponseWriter, r *http.Request) {
+	if !allowGet(w, r) {
+		return
+	}
+	publishVars.Do(func() {
+		expvar.Publish("file_descriptor_limit", expvar.Func(func() any {
+			var lim syscall.Rlimit
+			_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+			return lim.Cur
+		}))
+	})
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	expvar.Handler().ServeHTTP(w, r)
+}
+
+// publishVars publishes the expvar variables etcd adds, once per process.
+var publishVars sync.Once
+
+// allowGet refuses a method other than GET as etcd's allowMethod does: 405 with
+// Allow: GET.
+func allowGet(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method == http.MethodGet {
+		return true
+	}
+	w.Header().Set("Allow", http.MethodGet)
+	http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+	return false
 }
 
 // serveClients serves gRPC and HTTP on every client listener, and HTTP on every
