@@ -116,7 +116,7 @@ func addCORSHeaders(h http.Header) {
 // serveVersion answers /version as etcd does: the etcd release whose API raftkv
 // speaks, and the cluster and storage versions it reports in Status (major.minor.0).
 func serveVersion(w http.ResponseWriter, r *http.Request) {
-	if !allowGet(w, r) {
+	if !onlyGET(w, r) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -128,7 +128,7 @@ func serveVersion(w http.ResponseWriter, r *http.Request) {
 // serveVars answers /debug/vars as etcd does: the process's expvar variables
 // (cmdline, memstats, and file_descriptor_limit, which etcd publishes).
 func serveVars(w http.ResponseWriter, r *http.Request) {
-	if !allowGet(w, r) {
+	if !onlyGET(w, r) {
 		return
 	}
 	publishVars.Do(func() {
@@ -144,17 +144,6 @@ func serveVars(w http.ResponseWriter, r *http.Request) {
 
 // publishVars publishes the expvar variables etcd adds, once per process.
 var publishVars sync.Once
-
-// allowGet refuses a method other than GET as etcd's allowMethod does: 405 with
-// Allow: GET.
-func allowGet(w http.ResponseWriter, r *http.Request) bool {
-	if r.Method == http.MethodGet {
-		return true
-	}
-	w.Header().Set("Allow", http.MethodGet)
-	http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
-	return false
-}
 
 // serveClients serves gRPC and HTTP on every client listener, and HTTP on every
 // metrics listener.
