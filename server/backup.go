@@ -192,13 +192,14 @@ type backupReader struct {
 }
 
 // openBackup opens the backup at path, checks its checksum (unless skipHashCheck),
-// and reads its header. Close it when done.
-func openBackup(path string, skipHashCheck bool) (io.Closer, *backupReader, error) {
+// and reads its header. Close it when done. verb is what the caller does with it
+// ("restore", "read", "convert"), for the advice to pass --skip-hash-check.
+func openBackup(path string, skipHashCheck bool, verb string) (io.Closer, *backupReader, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, err
 	}
-	br, err := readBackupHeader(f, path, skipHashCheck)
+	br, err := readBackupHeader(f, path, skipHashCheck, verb)
 	if err != nil {
 		f.Close()
 		return nil, nil, fmt.Errorf("%s: %w", path, err)
@@ -219,7 +220,7 @@ func (b backupFile) Close() error {
 	return b.f.Close()
 }
 
-func readBackupHeader(f *os.File, path string, skipHashCheck bool) (*backupReader, error) {
+func readBackupHeader(f *os.File, path string, skipHashCheck bool, verb string) (*backupReader, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -228,7 +229,7 @@ func readBackupHeader(f *os.File, path string, skipHashCheck bool) (*backupReade
 	hasHash := size%backupAlign == sha256.Size
 	if !hasHash && !skipHashCheck {
 		return nil, fmt.Errorf("%w: the file carries no SHA-256 trailer (%d bytes is not a multiple of %d plus %d); "+
-			"pass --skip-hash-check to restore it unchecked", errBadBackup, size, backupAlign, sha256.Size)
+			"pass --skip-hash-check to %s it unchecked", errBadBackup, size, backupAlign, sha256.Size, verb)
 	}
 	body := size
 	var trailer []byte
@@ -246,7 +247,7 @@ func readBackupHeader(f *os.File, path string, skipHashCheck bool) (*backupReade
 		}
 		if got := h.Sum(nil); !bytes.Equal(got, trailer) {
 			return nil, fmt.Errorf("%w: SHA-256 of its contents is %x, its trailer says %x; the file is damaged "+
-				"(--skip-hash-check restores it anyway)", errBadBackup, got, trailer)
+				"(--skip-hash-check %ss it anyway)", errBadBackup, got, trailer, verb)
 		}
 	}
 	br := &backupReader{r: bufio.NewReaderSize(io.NewSectionReader(f, 0, body), 256<<10)}
@@ -470,7 +471,7 @@ func (d *byteDecoder) varint() int64 {
 // ReadBackupInfo reads the backup at path whole, checking its checksum (unless
 // skipHashCheck) and every record, and says what it holds.
 func ReadBackupInfo(path string, skipHashCheck bool) (BackupInfo, error) {
-	f, br, err := openBackup(path, skipHashCheck)
+	f, br, err := openBackup(path, skipHashCheck, "read")
 	if err != nil {
 		return BackupInfo{}, err
 	}

@@ -61,7 +61,7 @@ func TestEtcdBackupHistories(t *testing.T) {
 		putChange(t, keys, 7, 0, false, &mvccpb.KeyValue{Key: []byte("a"), Value: []byte("new"), CreateRevision: 7, ModRevision: 7, Version: 1, Lease: 9})
 		return meta.Put([]byte("finishedCompactRev"), etcdRev{main: 5, sub: 0, tombstone: false}.bucketKey())
 	})
-	f, br, err := openBackup(path, true)
+	f, br, err := openBackup(path, true, "read")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestEtcdBackupHistories(t *testing.T) {
 		meta, _ := tx.CreateBucket([]byte("meta"))
 		return meta.Put([]byte("finishedCompactRev"), etcdRev{main: 40, sub: 0, tombstone: false}.bucketKey())
 	})
-	f2, br, err := openBackup(path, true)
+	f2, br, err := openBackup(path, true, "read")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func TestEtcdBackupRefused(t *testing.T) {
 		}, "auth is enabled without a root user"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			f, _, err := openBackup(writeEtcdDB(t, c.fill), true)
+			f, _, err := openBackup(writeEtcdDB(t, c.fill), true, "read")
 			if err == nil {
 				f.Close()
 			}
@@ -175,7 +175,7 @@ func TestEtcdBackupUnfinishedCompaction(t *testing.T) {
 		}
 		return meta.Put([]byte("scheduledCompactRev"), etcdRev{main: 5}.bucketKey())
 	})
-	f, br, err := openBackup(path, true)
+	f, br, err := openBackup(path, true, "read")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +236,7 @@ func testEtcdBackupDamaged(t *testing.T, damage func(data []byte)) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, br, err := openBackup(path, true)
+	c, br, err := openBackup(path, true, "read")
 	for err == nil {
 		var h *kv.KeyHistory
 		if h, err = br.nextKey(); h == nil && err == nil {
@@ -263,7 +263,7 @@ type backupContents struct {
 // its compaction revision.
 func histories(t *testing.T, path string) (BackupInfo, backupContents) {
 	t.Helper()
-	c, br, err := openBackup(path, false)
+	c, br, err := openBackup(path, false, "read")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,7 +43,7 @@ const etcdStorageVersion = "3.6.0"
 // It writes dst.partial first and renames it to dst once whole and synced, so a
 // dst is never a part of one; on an error the partial file is removed.
 func WriteEtcdBackup(src, dst string, skipHashCheck bool) (info BackupInfo, err error) {
-	c, br, err := openBackup(src, skipHashCheck)
+	c, br, err := openBackup(src, skipHashCheck, "convert")
 	if err != nil {
 		return info, err
 	}

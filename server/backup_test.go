@@ -109,7 +109,7 @@ func TestDamagedBackupRefused(t *testing.T) {
 			continue
 		}
 		// Still well formed: Import checks what it says, or takes it.
-		f, br, err := openBackup(path, true)
+		f, br, err := openBackup(path, true, "read")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -153,7 +153,7 @@ func revisionStore(t *testing.T) *kv.Store {
 // importBackup imports the backup at path into a new store, as restore does.
 func importBackup(t *testing.T, path string) *kv.Store {
 	t.Helper()
-	f, br, err := openBackup(path, false)
+	f, br, err := openBackup(path, false, "read")
 	if err != nil {
 		t.Fatal(err)
 	}

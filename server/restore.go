@@ -97,7 +97,7 @@ func Restore(cfg RestoreConfig) (res RestoreResult, err error) {
 	slices.Sort(ids)
 	res.MemberID, res.ClusterID = memberID(urls, cfg.InitialClusterToken), clusterID(ids, cfg.InitialClusterToken)
 
-	f, br, err := openBackup(cfg.BackupPath, cfg.SkipHashCheck)
+	f, br, err := openBackup(cfg.BackupPath, cfg.SkipHashCheck, "restore")
 	if err != nil {
 		return res, err
 	}

@@ -77,7 +77,7 @@ func (a *app) newSnapshotToEtcdCommand() *cobra.Command {
 				return err
 			})
 			if err != nil {
-				return rewordHashHint(err, "convert", "converts")
+				return err
 			}
 			compacted := "never compacted"
 			if info.CompactRevision > 0 {
@@ -168,28 +168,6 @@ func checkBackupPath(path string) error {
 	}
 	return nil
 }
-
-// rewordHashHint puts the command's own verb in the backup reader's advice to pass
-// --skip-hash-check, which is worded for snapshot restore ("to restore it
-// unchecked", "restores it anyway").
-func rewordHashHint(err error, verb, verbs string) error {
-	msg := err.Error()
-	reworded := strings.NewReplacer("to restore it unchecked", "to "+verb+" it unchecked",
-		"--skip-hash-check restores it anyway", "--skip-hash-check "+verbs+" it anyway").Replace(msg)
-	if reworded == msg {
-		return err
-	}
-	return &rewordedError{reworded, err}
-}
-
-// rewordedError is err with another text; errors.Is and As still see err.
-type rewordedError struct {
-	msg string
-	err error
-}
-
-func (e *rewordedError) Error() string { return e.msg }
-func (e *rewordedError) Unwrap() error { return e.err }
 
 // checkSaveTarget refuses a FILE that snapshot save cannot write, before any
 // endpoint is dialled: its directory missing or not a directory, FILE a directory,
@@ -356,7 +334,7 @@ func (a *app) newSnapshotStatusCommand() *cobra.Command {
 				return err
 			})
 			if err != nil {
-				return rewordHashHint(err, "read", "reads")
+				return err
 			}
 			hash, hashNum := "-", uint32(0)
 			if len(info.Hash) >= 4 {
