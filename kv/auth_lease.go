@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -25,14 +26,16 @@ func (a *authState) checkLeaseAuth(sender AuthInfo, r pebble.Reader, id int64, w
 	if id == 0 || a.checkAdmin(sender) == nil {
 		return nil
 	}
-	keys, err := leaseKeysOf(r, id)
-	if err != nil {
+	var denied error
+	err := eachLeaseKey(r, id, func(k []byte) error {
+		denied = a.checkOp(sender, k, nil, write)
+		return denied
+	})
+	switch {
+	case denied != nil:
+		return denied
+	case err != nil:
 		return engineReadFailed(fmt.Sprintf("the keys of lease %d", id), err)
-	}
-	for _, k := range keys {
-		if err := a.checkOp(sender, k, nil, write); err != nil {
-			return err
-		}
 	}
 	return nil
 }
@@ -65,8 +68,9 @@ func (s *Store) CheckLeaseRenew(sender AuthInfo, id int64) error {
 
 // LeaseKeysAs is LeaseKeys for sender, checked as etcd's checkLeaseTimeToLive: with
 // auth enabled a user, and unless it has the root role, read permission on every
-// key it returns.
-func (s *Store) LeaseKeysAs(sender AuthInfo, id int64) ([][]byte, error) {
+// key it returns. Keys that would take more than limit bytes of the response (none
+// if limit <= 0) are refused with a *ResponseTooLargeError naming the lease.
+func (s *Store) LeaseKeysAs(sender AuthInfo, id, limit int64) ([][]byte, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	st := s.mu.st
@@ -77,7 +81,10 @@ func (s *Store) LeaseKeysAs(sender AuthInfo, id int64) ([][]byte, error) {
 			return nil, st.e.readFailed(err)
 		}
 	}
-	keys, err := st.e.leaseKeys(id)
+	keys, err := st.e.leaseKeysLimited(id, limit)
+	if errors.Is(err, ErrResponseTooLarge) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, st.e.readFailed(engineReadFailed(fmt.Sprintf("the keys of lease %d", id), err))
 	}

@@ -154,7 +154,7 @@ func TestLeaseReadsChecked(t *testing.T) {
 		if err := s.CheckLeaseRenew(c.sender, c.id); !errors.Is(err, c.renew) {
 			t.Errorf("renew by %s: %v, want %v", what, err, c.renew)
 		}
-		keys, err := s.LeaseKeysAs(c.sender, c.id)
+		keys, err := s.LeaseKeysAs(c.sender, c.id, 0)
 		got := joinKeys(keys)
 		if err != nil {
 			got = err.Error()
@@ -183,7 +183,7 @@ func TestLeaseReadsChecked(t *testing.T) {
 	if err := s.CheckLeaseRenew(nobody, 1); err != nil {
 		t.Fatalf("renew with auth disabled: %v", err)
 	}
-	if keys, err := s.LeaseKeysAs(nobody, 1); err != nil || joinKeys(keys) != "app/a" {
+	if keys, err := s.LeaseKeysAs(nobody, 1, 0); err != nil || joinKeys(keys) != "app/a" {
 		t.Fatalf("keys with auth disabled: %q, %v", joinKeys(keys), err)
 	}
 	if _, err := s.LeasesAs(nobody); err != nil {
@@ -200,4 +200,28 @@ func joinKeys(keys [][]byte) string {
 		out += string(k)
 	}
 	return out
+}
+
+// A lease's keys are listed within the response's budget: each key costs its bytes
+// field in LeaseTimeToLiveResponse, and one past the limit refuses the listing
+// with a *ResponseTooLargeError naming the lease, rather than building it.
+func TestLeaseKeysWithinLimit(t *testing.T) {
+	s := newTestStore(t, Config{})
+	mustGrant(t, s, 9, 60)
+	for i := range 10 {
+		putWithLease(t, s, fmt.Sprintf("key%02d", i), 9) // 5 bytes: 7 in the field
+	}
+	if keys, err := s.LeaseKeysAs(AuthInfo{}, 9, 70); err != nil || len(keys) != 10 {
+		t.Fatalf("10 keys of 7 bytes each within 70: %d keys, %v", len(keys), err)
+	}
+	_, err := s.LeaseKeysAs(AuthInfo{}, 9, 69)
+	var tooLarge *ResponseTooLargeError
+	if !errors.As(err, &tooLarge) || tooLarge.Lease != 9 || tooLarge.Bytes != 70 || tooLarge.Limit != 69 {
+		t.Fatalf("10 keys of 7 bytes each within 69: %v (%+v), want a ResponseTooLargeError for lease 9 of 70 bytes", err, tooLarge)
+	}
+	select {
+	case <-s.Failed():
+		t.Fatal("a refused listing stopped the store")
+	default:
+	}
 }

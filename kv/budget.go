@@ -27,9 +27,16 @@ type ResponseTooLargeError struct {
 	// SortByValue: the range sorts by value, so every value in it (before the
 	// limit cuts any) would be read into memory.
 	SortByValue bool
+	// Lease, if not 0: the response lists the keys attached to this lease
+	// (LeaseTimeToLive with keys), and Bytes counts them.
+	Lease int64
 }
 
 func (e *ResponseTooLargeError) Error() string {
+	if e.Lease != 0 {
+		return fmt.Sprintf("kv: the keys of lease %d would take at least %d bytes of the response, over the limit of %d bytes",
+			e.Lease, e.Bytes, e.Limit)
+	}
 	if e.SortByValue {
 		return fmt.Sprintf("kv: sorting the range by value needs its %d bytes of key-values in memory, over the limit of %d bytes",
 			e.Bytes, e.Limit)

@@ -80,22 +80,55 @@ func (e *engine) leases() ([]LeaseInfo, error) {
 	return out, it.Error()
 }
 
-// leaseKeys returns the keys attached to lease id, in key order.
+// leaseKeysOf returns the keys attached to lease id, in key order.
 func leaseKeysOf(r pebble.Reader, id int64) ([][]byte, error) {
+	var keys [][]byte
+	err := eachLeaseKey(r, id, func(k []byte) error {
+		keys = append(keys, bytes.Clone(k))
+		return nil
+	})
+	return keys, err
+}
+
+// eachLeaseKey calls fn with each key attached to lease id, in key order, until fn
+// fails; the key is valid only during the call. So a check over a lease's keys
+// holds one at a time, however many the lease has.
+func eachLeaseKey(r pebble.Reader, id int64, fn func(key []byte) error) error {
 	prefix := attachPrefix(id)
 	it, err := r.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixSuccessor(prefix)})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer it.Close()
-	var keys [][]byte
 	for valid := it.First(); valid; valid = it.Next() {
-		keys = append(keys, bytes.Clone(it.Key()[len(prefix):]))
+		if err := fn(it.Key()[len(prefix):]); err != nil {
+			return err
+		}
 	}
-	return keys, it.Error()
+	return it.Error()
 }
 
 func (e *engine) leaseKeys(id int64) ([][]byte, error) { return leaseKeysOf(e.db, id) }
+
+// leaseKeysLimited is leaseKeys with the response's budget: a
+// *ResponseTooLargeError (its Lease set) as soon as the keys, in a
+// LeaseTimeToLiveResponse's repeated keys field, would pass limit bytes (no limit
+// if limit <= 0), so that listing a lease with millions of keys builds no answer
+// larger than a Range may.
+func (e *engine) leaseKeysLimited(id, limit int64) ([][]byte, error) {
+	budget := newBudget(limit)
+	var keys [][]byte
+	err := eachLeaseKey(e.db, id, func(k []byte) error {
+		if err := budget.take(1 + varintSize(uint64(len(k))) + int64(len(k))); err != nil {
+			tooLarge := err.(*ResponseTooLargeError)
+			tooLarge.Lease = id
+			return tooLarge
+		}
+		keys = append(keys, bytes.Clone(k))
+		return nil
+	})
+	return keys, err
+}
 
 // prefixSuccessor returns the least key above every key with prefix p (p is not
 // all 0xff).

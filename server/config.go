@@ -81,7 +81,8 @@ type Config struct {
 	// MaxTxnOps limits the operations in one Txn. Default 128, as in etcd.
 	MaxTxnOps int
 	// MaxResponseBytes bounds the key-values of one Range response, or of all the
-	// ranges of one read-only Txn, in bytes of their encoding, so that a range over
+	// ranges of one read-only Txn, or the keys of one LeaseTimeToLive answer, in
+	// bytes of their encoding, so that a range over
 	// a large store cannot make the member build a response of any size in memory: a
 	// larger one is refused (ResourceExhausted, naming the size, the limit and the
 	// remedy) before any value is read. Default DefaultMaxResponseBytes (512 MiB);

@@ -291,6 +291,11 @@ func toGRPC(err error) error {
 // the code gRPC gives a message over its own limit, which is what etcd answers past
 // 2 GiB; the message says what to do instead.
 func responseTooLarge(e *kv.ResponseTooLargeError) error {
+	if e.Lease != 0 {
+		return status.Errorf(codes.ResourceExhausted,
+			"raftkv: the keys of lease %x would take at least %d bytes of the response, over --max-response-bytes (%d); "+
+				"ask for the lease's time to live without its keys (no --keys), or raise --max-response-bytes", e.Lease, e.Bytes, e.Limit)
+	}
 	what := fmt.Sprintf("the response would carry %d bytes of keys and values", e.Bytes)
 	if e.SortByValue {
 		what = fmt.Sprintf("sorting by value would read %d bytes of keys and values into memory", e.Bytes)

@@ -55,7 +55,7 @@ func (s *Server) leaseKeysFor(ctx context.Context, id int64) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.sm.store.LeaseKeysAs(sender, id)
+	return s.sm.store.LeaseKeysAs(sender, id, int64(s.cfg.MaxResponseBytes))
 }
 
 // withForwardedToken is ctx with the caller's token, if it has one, on the calls

@@ -198,6 +198,36 @@ func TestRangeOverMaxResponseBytesRefused(t *testing.T) {
 	}
 }
 
+// LeaseTimeToLive with keys is bounded as a Range is: a lease whose keys would take
+// more than MaxResponseBytes of the answer is refused with ResourceExhausted,
+// naming the lease in hex as etcdctl prints it, the sizes and what to do; its TTL
+// alone is still answered.
+func TestLeaseKeysOverMaxResponseBytesRefused(t *testing.T) {
+	members := startTestCluster(t, 1, func(c *Config) { c.MaxRequestBytes, c.MaxResponseBytes = 4096, 64<<10 })
+	m := members[0]
+	grant(t, m, 0x2a, 60)
+	key := make([]byte, 4000)
+	for i := range 20 {
+		copy(key, fmt.Sprintf("k%02d", i))
+		retry(t, func(ctx context.Context) error {
+			_, err := m.client.Put(ctx, &pb.PutRequest{Key: key, Lease: 0x2a})
+			return err
+		})
+	}
+	ctx := context.Background()
+	leases := pb.NewLeaseClient(m.conn)
+	_, err := leases.LeaseTimeToLive(ctx, &pb.LeaseTimeToLiveRequest{ID: 0x2a, Keys: true})
+	st := status.Convert(err)
+	if st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "the keys of lease 2a") ||
+		!strings.Contains(st.Message(), "over --max-response-bytes (65536)") || !strings.Contains(st.Message(), "without its keys") {
+		t.Fatalf("20 keys of 4000 bytes with a 64 KiB limit: %v; want ResourceExhausted naming the lease, the limit and the remedy", err)
+	}
+	resp, err := leases.LeaseTimeToLive(ctx, &pb.LeaseTimeToLiveRequest{ID: 0x2a})
+	if err != nil || resp.TTL <= 0 || len(resp.Keys) != 0 {
+		t.Fatalf("the same lease without keys: %v, %v", resp, err)
+	}
+}
+
 func TestMaxResponseBytesValidated(t *testing.T) {
 	for _, tc := range []struct{ request, response int }{{4096, 4095}, {0, 1 << 20}, {0, MaxMaxResponseBytes + 1}} {
 		cfg := oneMemberConfig(t, t.TempDir())

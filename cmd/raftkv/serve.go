@@ -71,8 +71,9 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.listenClient, "listen-client-urls", "http://127.0.0.1:2379", "List of URLs to listen on for client gRPC traffic (the etcd v3 API).")
 	numberVar(fs, &f.maxTxnOps, "max-txn-ops", server.DefaultMaxTxnOps, "operations", "Maximum number of operations permitted in a transaction (0: the default).")
 	numberVar(fs, &f.maxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes, "bytes", "Maximum client request size in bytes the server will accept (0: the default).")
-	numberVar(fs, &f.maxResponseBytes, "max-response-bytes", 0, "bytes", "Most bytes of keys and values one Range response may carry; a larger range is refused\n"+
-		fmt.Sprintf("(ResourceExhausted): read it in pages, with a limit or a narrower range (0: %d MiB).", server.DefaultMaxResponseBytes>>20))
+	numberVar(fs, &f.maxResponseBytes, "max-response-bytes", 0, "bytes", "Most bytes of keys and values one Range response may carry, or of keys one lease's\n"+
+		"time-to-live --keys answer; a larger one is refused (ResourceExhausted): read a range\n"+
+		fmt.Sprintf("in pages, with a limit or a narrower range (0: %d MiB).", server.DefaultMaxResponseBytes>>20))
 	setGroup(fs, groupMember, "name", "data-dir", "wal-dir", "snapshot-count", "snapshot-catchup-entries", "heartbeat-interval", "election-timeout",
 		"listen-peer-urls", "listen-client-urls", "max-txn-ops", "max-request-bytes", "max-response-bytes")
 
