@@ -28,8 +28,10 @@ type gatewayCall struct {
 // The JSON gateway answers the requests etcd's users curl as etcd's does: the same
 // status codes and JSON bodies (header ids aside) for puts, ranges by key and
 // prefix, a delete, a txn, a lease's grant, time-to-live and revoke, the member
-// list's and status's shape, refused requests (an empty key, a body that is not
-// JSON, an unknown path, a GET where a POST is wanted), and a watch's stream.
+// list's and status's shape, a downgrade's cancel, refused requests (an empty key, a
+// body that is not JSON, an unknown path, a GET where a POST is wanted, downgrades
+// to a target that is not a version or not the one below, of an unknown action), and
+// a watch's stream.
 func TestGatewayAnswersAsEtcd(t *testing.T) {
 	t.Parallel()
 	etcdURL := "http://" + startEtcd(t, func(cfg *embed.Config) { cfg.TickMs, cfg.ElectionMs = 10, 100 })
@@ -63,7 +65,12 @@ func TestGatewayAnswersAsEtcd(t *testing.T) {
 		{"POST", "/v3/cluster/member/list", `{}`, true},
 		{"POST", "/v3/maintenance/status", `{}`, true},
 		{"POST", "/v3/auth/status", `{}`, false},
+		{"POST", "/v3/maintenance/downgrade", `{"action":"CANCEL"}`, false},
 		// Refused.
+		{"POST", "/v3/maintenance/downgrade", ``, false},
+		{"POST", "/v3/maintenance/downgrade", `{"action":"VALIDATE","version":"v3.6"}`, false},
+		{"POST", "/v3/maintenance/downgrade", `{"action":"ENABLE","version":"3.5"}`, false},
+		{"POST", "/v3/maintenance/downgrade", `{"action":7,"version":"3.6"}`, false},
 		{"POST", "/v3/kv/put", fmt.Sprintf(`{"value":%q}`, b64("no key")), false},
 		{"POST", "/v3/kv/range", `{"key":`, false},
 		{"POST", "/v3/kv/range", `{"key":"not base64!"}`, false},

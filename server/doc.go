@@ -2,12 +2,13 @@
 // transport, the kv state machine it applies to, and the etcd v3 gRPC API on top.
 //
 // It serves KV (Range, RangeStream, Put, DeleteRange, Txn, Compact), Watch, Lease (LeaseGrant,
-// LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases), Auth, Maintenance (all
-// but Downgrade), Cluster (cluster.go: membership changes on the leader, with etcd's
+// LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases), Auth, Maintenance
+// (Downgrade only checks a request as etcd does and refuses to downgrade,
+// downgrade.go), Cluster (cluster.go: membership changes on the leader, with etcd's
 // checks; members.go, join.go: applying them, joining, removal), and etcd's Lock and
 // Election services
 // (lock_service.go: clientv3's concurrency recipes run on an in-process client of
-// the member's own handlers, local_client.go). Every other method of the etcd API
+// the member's own handlers, local_client.go). Any other method
 // answers Unimplemented with a message that names it, says why, and lists what is
 // served (unserved.go).
 //

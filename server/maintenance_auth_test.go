@@ -11,7 +11,7 @@ import (
 
 // Under auth the maintenance calls need what etcd's do: Status and listing the
 // alarms any user, everything else (Snapshot, Hash, HashKV, MoveLeader, Defragment,
-// changing alarms) the root role; root gets them all.
+// changing alarms, Downgrade) the root role; root gets them all.
 func TestMaintenanceNeedsRootUnderAuth(t *testing.T) {
 	members := startTestCluster(t, 1, func(c *Config) { c.BcryptCost = 4 })
 	ctx := testCtx(t)
@@ -41,6 +41,10 @@ func TestMaintenanceNeedsRootUnderAuth(t *testing.T) {
 		"Defragment": func(ctx context.Context) error { _, err := mc.Defragment(ctx, &pb.DefragmentRequest{}); return err },
 		"MoveLeader": func(ctx context.Context) error {
 			_, err := mc.MoveLeader(ctx, &pb.MoveLeaderRequest{TargetID: members[0].srv.ID()})
+			return err
+		},
+		"Downgrade CANCEL": func(ctx context.Context) error {
+			_, err := mc.Downgrade(ctx, &pb.DowngradeRequest{Action: pb.DowngradeRequest_CANCEL})
 			return err
 		},
 		"Alarm DEACTIVATE": func(ctx context.Context) error {

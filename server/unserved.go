@@ -31,7 +31,7 @@ var servedMethods = map[string][]string{
 		"UserDelete", "UserChangePassword", "UserGrantRole", "UserRevokeRole", "RoleAdd", "RoleGet", "RoleList",
 		"RoleDelete", "RoleGrantPermission", "RoleRevokePermission"},
 	"etcdserverpb.Lease":       {"LeaseGrant", "LeaseRevoke", "LeaseKeepAlive", "LeaseTimeToLive", "LeaseLeases"},
-	"etcdserverpb.Maintenance": {"Status", "Alarm", "MoveLeader", "Hash", "HashKV", "Snapshot", "Defragment"},
+	"etcdserverpb.Maintenance": {"Status", "Alarm", "MoveLeader", "Hash", "HashKV", "Snapshot", "Defragment", "Downgrade"},
 	"etcdserverpb.Cluster":     {"MemberAdd", "MemberRemove", "MemberUpdate", "MemberList", "MemberPromote"},
 	"etcdserverpb.Watch":       {"Watch"},
 	"v3lockpb.Lock":            {"Lock", "Unlock"},
@@ -41,9 +41,7 @@ var servedMethods = map[string][]string{
 // unservedReasons says why a service or one of its methods is not served. A method's
 // own reason ("Service/Method") wins over its service's. When a service is
 // implemented, it is registered in registerServices and its line here goes.
-var unservedReasons = map[string]string{
-	"etcdserverpb.Maintenance/Downgrade": "raftkv has a single storage version, so there is nothing to downgrade to",
-}
+var unservedReasons = map[string]string{}
 
 // registerServices registers raftkv's services on g, each with only its served
 // methods.
