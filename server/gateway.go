@@ -79,7 +79,14 @@ func (s *Server) startGateway() error {
 		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
 	}
 	mux := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard,
-		&runtime.HTTPBodyMarshaler{Marshaler: jsonpb}))
+		&runtime.HTTPBodyMarshaler{Marshaler: jsonpb}),
+		runtime.WithErrorHandler(func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler,
+			w http.ResponseWriter, r *http.Request, err error) {
+			if b, ok := r.Body.(*gatewayBody); ok && b.over {
+				err = b.tooLarge()
+			}
+			runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
+		}))
 	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
 		etcdgw.RegisterKVHandler,
 		etcdgw.RegisterWatchHandler,
@@ -128,12 +135,16 @@ func (g *gateway) handler(s *Server) http.Handler {
 			g.serveWebsocket(w, r, gatewayMaxBodyBytes(s.cfg.MaxRequestBytes))
 			return
 		}
-		if r.URL.Path != "/v3/watch" && r.URL.Path != "/v3/lease/keepalive" {
+		bound := gatewayMaxBodyBytes(s.cfg.MaxRequestBytes)
+		if r.URL.Path == "/v3/watch" || r.URL.Path == "/v3/lease/keepalive" {
+			// The two streams carry many requests over their life: each is
+			// bounded as a unary call's body is (gateway_limit.go).
+			r.Body = readCloser{newJSONMessageLimiter(r.Body, bound), r.Body}
+		} else {
 			// A request's body bounded before it is read whole and decoded (gRPC
 			// would refuse it only then): the largest request in JSON, its bytes
-			// in base64, with room for the field names. The two streams carry
-			// many small requests over their life, each bounded by gRPC's limit.
-			r.Body = http.MaxBytesReader(w, r.Body, gatewayMaxBodyBytes(s.cfg.MaxRequestBytes))
+			// in base64, with room for the field names.
+			r.Body = &gatewayBody{body: r.Body, left: bound, bound: bound, limit: s.cfg.MaxRequestBytes + grpcOverheadBytes}
 		}
 		g.mux.ServeHTTP(w, r)
 	})

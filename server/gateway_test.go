@@ -8,10 +8,12 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc/codes"
 
 	"raftkv/internal/testport"
 )
@@ -211,10 +213,40 @@ func TestGatewayBoundsTheRequestBody(t *testing.T) {
 	base := members[0].cfg.ListenClientURLs[0]
 	big := `{"key":"` + strings.Repeat("QUFB", int(gatewayMaxBodyBytes(4096))/4+1) + `"}`
 	code, body := gatewayPost(t, base, "/v3/kv/range", big, "")
-	if code == http.StatusOK || !strings.Contains(body, "too large") {
-		t.Fatalf("a %d-byte body over the gateway's bound: %d %.200s; want it refused as too large", len(big), code, body)
+	bound := gatewayMaxBodyBytes(4096)
+	want := fmt.Sprintf("grpc: received message larger than max (a JSON body over the gateway's bound of %d bytes vs. %d); "+
+		"the gateway takes a request of at most --max-request-bytes, in JSON with its bytes in base64", bound, 4096+grpcOverheadBytes)
+	// etcd answers a request over gRPC's limit so: 429, ResourceExhausted.
+	if !isGatewayError(code, body, http.StatusTooManyRequests, int(codes.ResourceExhausted), want) {
+		t.Fatalf("a %d-byte body over the gateway's bound: %d %.300s; want 429, code 8, %q", len(big), code, body, want)
 	}
 	if code, body := gatewayPost(t, base, "/v3/kv/put", `{"key":"aw==","value":"dg=="}`, ""); code != http.StatusOK {
 		t.Fatalf("a small put after it: %d %s", code, body)
+	}
+}
+
+// A watch stream's body is bounded a request at a time: one endless request is cut
+// at the gateway's bound, so the member stops reading the body (without the bound,
+// the handler's decoder would buffer it for as long as the client sends).
+func TestGatewayBoundsEachRequestOfAStream(t *testing.T) {
+	members := startTestCluster(t, 1, func(c *Config) { c.MaxRequestBytes = 4096 })
+	base := members[0].cfg.ListenClientURLs[0]
+	for _, path := range []string{"/v3/watch", "/v3/lease/keepalive"} {
+		sent := &countingReader{r: io.MultiReader(strings.NewReader(`{"create_request":{"key":"`), infiniteX{})}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, sent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+		}
+		<-ctx.Done()
+		cancel()
+		// The bound, and what the sockets' buffers between them hold.
+		if n, most := atomic.LoadInt64(&sent.n), gatewayMaxBodyBytes(4096)+32<<20; n > most {
+			t.Errorf("%s: the member read %d bytes of one endless request in 3 s, want at most %d", path, n, most)
+		}
 	}
 }
