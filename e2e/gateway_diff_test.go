@@ -86,6 +86,21 @@ func TestGatewayAnswersAsEtcd(t *testing.T) {
 		}
 	}
 
+	// A body over raftkv's bound (4 MiB at the default --max-request-bytes) is
+	// refused as etcd refuses the request it decodes to: the same status and
+	// gRPC code; the message's sizes differ (see README, The JSON gateway).
+	big := gatewayCall{"POST", "/v3/kv/put", fmt.Sprintf(`{"key":%q,"value":%q}`, b64("big"), strings.Repeat("QUFB", 5<<20/4)), false}
+	wantBigCode, wantBig := gatewayDo(t, etcdURL, big)
+	gotBigCode, gotBig := gatewayDo(t, raftkvURL, big)
+	var wantErr, gotErr struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	}
+	if json.Unmarshal([]byte(wantBig), &wantErr) != nil || json.Unmarshal([]byte(gotBig), &gotErr) != nil ||
+		gotBigCode != wantBigCode || gotErr.Code != wantErr.Code || !strings.HasPrefix(gotErr.Message, "grpc: received message larger than max (") {
+		t.Errorf("a 5 MiB put:\nraftkv %d %.300s\netcd   %d %.300s", gotBigCode, gotBig, wantBigCode, wantBig)
+	}
+
 	// A watch from revision 2: the stream's first objects, the created one and
 	// the put of foo at 2.
 	body := fmt.Sprintf(`{"create_request":{"key":%q,"start_revision":"2"}}`, b64("foo"))
