@@ -205,6 +205,16 @@ func testConfig(id uint64, peers map[uint64]string, logs *logCapture) Config {
 	}
 }
 
+// knownPeers returns peers for a Config of a node that tests reach with raw streams
+// from ids: a node takes streams only from its peers. Their addresses are dead.
+func knownPeers(t testing.TB, ids ...uint64) map[uint64]string {
+	peers := map[uint64]string{}
+	for _, id := range ids {
+		peers[id] = deadAddr(t)
+	}
+	return peers
+}
+
 // startNode starts a Transport for cfg serving on l; the test closes it at the end.
 func startNode(t testing.TB, cfg Config, l net.Listener) *testNode {
 	t.Helper()

@@ -75,11 +75,15 @@ func (t *Transport) serveConn(conn net.Conn) {
 		return
 	}
 
-	err = t.readMessages(t.ctx, bufio.NewReaderSize(conn, readBufferBytes), hs.from)
+	stall := &stallReader{conn: conn, timeout: t.cfg.IOTimeout}
+	err = t.readMessages(t.ctx, bufio.NewReaderSize(stall, readBufferBytes), stall, hs.from)
 	logger := t.logger.With("peer", hexID(hs.from), "remote", remote)
 	switch {
 	case t.ctx.Err() != nil:
 		// Closing: every stream ends this way.
+	case errors.Is(err, errStalled):
+		t.streamsBroken.Add(1)
+		logger.Warn("transport: closing inbound stream: the peer stopped in the middle of a frame", "err", err)
 	case errors.Is(err, ErrFrameTooLarge) || errors.Is(err, ErrCorruptFrame):
 		t.streamsBroken.Add(1)
 		logger.Warn("transport: closing inbound stream on a bad frame", "err", err)
@@ -151,9 +155,11 @@ func (t *Transport) removeInbound(from uint64, conn net.Conn) {
 }
 
 // readMessages decodes message frames from r, a stream from peer from, and hands each
-// to the handler, until the stream ends, a frame is bad, or the handler fails.
-func (t *Transport) readMessages(ctx context.Context, r io.Reader, from uint64) error {
-	fr := frameReader{r: r, maxPayload: t.cfg.MaxFrameBytes}
+// to the handler, until the stream ends, a frame is bad, or the handler fails. If
+// stall is not nil, r is a *bufio.Reader reading from it, and a frame that stops
+// arriving part way fails with errStalled.
+func (t *Transport) readMessages(ctx context.Context, r io.Reader, stall *stallReader, from uint64) error {
+	fr := frameReader{r: r, maxPayload: t.cfg.MaxFrameBytes, stall: stall}
 	// The bytes received are counted on the peer's outbound side, looked up once per
 	// stream; a stream from a node that is not a peer (yet) is not counted.
 	var receivedBytes *atomic.Uint64

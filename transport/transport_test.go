@@ -165,7 +165,7 @@ func TestWriterBatchesQueuedMessages(t *testing.T) {
 	}
 	tr2, _ := New(Config{ID: 2, ClusterID: testClusterID}, newFakeHandler())
 	defer tr2.Close()
-	if err := tr2.readMessages(context.Background(), &conn.buf, 1); !errors.Is(err, io.EOF) {
+	if err := tr2.readMessages(context.Background(), &conn.buf, nil, 1); !errors.Is(err, io.EOF) {
 		t.Fatalf("reading back the stream: %v", err)
 	}
 	checkInOrder(t, tr2.h.(*fakeHandler).messages(), 1, 0, n)
