@@ -115,6 +115,15 @@ func (t *Transport) checkHandshake(hs handshake) error {
 	if hs.from == t.cfg.ID {
 		return fmt.Errorf("%w: stream claims to come from node %d, which is this node; two nodes share an id", ErrHandshake, hs.from)
 	}
+	if (*t.peers.Load())[hs.from] == nil {
+		// Only members reach this node: a stream from anyone else would take a
+		// place in the inbound streams, and its snapshots disk, for nothing. A
+		// member just added is a peer once this node applies its addition (or sees
+		// it in its log, or proposed it: the server dials it ahead); until then its
+		// dialler retries with backoff, as after any refusal.
+		return fmt.Errorf("%w: node %x is not a member of cluster %x as node %x knows it; a member just added is taken once node %x has applied its addition",
+			ErrHandshake, hs.from, t.cfg.ClusterID, t.cfg.ID, t.cfg.ID)
+	}
 	return nil
 }
 
@@ -132,11 +141,13 @@ func writeStatus(conn net.Conn, refusal error) error {
 
 // addInbound records conn as the live message stream from peer from, closing the one
 // it replaces: a peer that redials has given up on the old stream, which may be half
-// open. It reports false if the Transport is closed.
+// open. It reports false if the Transport is closed or from is no longer a peer
+// (removed or forgotten since its handshake was checked), so that the inbound
+// streams are never more than the peers.
 func (t *Transport) addInbound(from uint64, conn net.Conn) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.mu.isClosed || t.mu.removed[from] {
+	if t.mu.isClosed || t.mu.removed[from] || (*t.peers.Load())[from] == nil {
 		return false
 	}
 	if old := t.mu.inbound[from]; old != nil {

@@ -121,7 +121,7 @@ func TestOneSnapshotAtATime(t *testing.T) {
 }
 
 func TestCorruptSnapshotStreams(t *testing.T) {
-	n1 := startNode(t, testConfig(1, nil, newLogCapture()), listen(t))
+	n1 := startNode(t, testConfig(1, knownPeers(t, 2), newLogCapture()), listen(t))
 	header := func(m raft.Message, size uint64) []byte {
 		return rawFrame(frameSnapHeader, encodeSnapHeader(m, snapBodyData, size))
 	}

@@ -297,7 +297,7 @@ func TestSenderDropsOversizedMessage(t *testing.T) {
 }
 
 func TestUpdateAndRemovePeer(t *testing.T) {
-	n2 := startNode(t, testConfig(2, nil, newLogCapture()), listen(t))
+	n2 := startNode(t, testConfig(2, knownPeers(t, 1), newLogCapture()), listen(t))
 	n1 := startNode(t, testConfig(1, map[uint64]string{2: deadAddr(t)}, newLogCapture()), listen(t))
 	waitFor(t, 5*time.Second, "a failed dial", func() bool { return n1.tr.Stats().Peers[2].DialFailures > 0 })
 	if err := n1.tr.UpdatePeer(2, n2.addr); err != nil {
