@@ -39,4 +39,9 @@ var (
 	// errStalled: a frame began to arrive on a message stream and the rest did not
 	// come within Config.IOTimeout (stallReader); the stream is closed.
 	errStalled = errors.New("transport: peer stalled in the middle of a frame")
+	// errSnapshotBusy: a snapshot stream refused at its handshake because one from
+	// the same sender is still being received, or maxSnapshotReceives are. The
+	// sender's dial fails with ErrHandshake and this text; it reports the snapshot
+	// failed, and its Raft sends another later.
+	errSnapshotBusy = errors.New("busy with other snapshots")
 )

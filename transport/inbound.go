@@ -53,6 +53,15 @@ func (t *Transport) serveConn(conn net.Conn) {
 		t.answerCluster(conn, hs.from)
 		return
 	}
+	if hs.kind == streamSnapshot {
+		if err := t.startReceivingSnapshot(hs.from); err != nil {
+			t.snapshotsRefused.Add(1)
+			t.logger.Warn("transport: refusing inbound snapshot stream", "peer", hexID(hs.from), "remote", remote, "err", err)
+			writeStatus(conn, err)
+			return
+		}
+		defer t.doneReceivingSnapshot(hs.from)
+	}
 	if hs.kind == streamMessages {
 		// Registered before the dialler hears it was accepted, so that of two streams
 		// from one peer the one accepted last is the one kept.
@@ -155,6 +164,38 @@ func (t *Transport) addInbound(from uint64, conn net.Conn) bool {
 	}
 	t.mu.inbound[from] = conn
 	return true
+}
+
+// maxSnapshotReceives bounds the snapshots received at once. Only a leader sends
+// snapshots, one at a time to each follower; two leave room for a leader's to
+// start while its deposed predecessor's is still on its way. Each may take
+// Config.MaxSnapshotBytes of disk (the server writes a temporary directory).
+const maxSnapshotReceives = 2
+
+// startReceivingSnapshot takes a place for a snapshot from peer from, or says why
+// there is none: one from that peer is already coming (its sender gave up on it
+// and redialled, and it ends within IOTimeout of the sender's silence), or
+// maxSnapshotReceives are. The sender's dial fails with the reason, which it logs;
+// it reports the snapshot failed, and its Raft sends another later.
+func (t *Transport) startReceivingSnapshot(from uint64) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.mu.snapshotsIn[from]:
+		return fmt.Errorf("%w: node %x is still receiving a snapshot from node %x; send it again once that one has ended",
+			errSnapshotBusy, t.cfg.ID, from)
+	case len(t.mu.snapshotsIn) >= maxSnapshotReceives:
+		return fmt.Errorf("%w: node %x is receiving %d snapshots, as many as it takes at once; send it again once one has ended",
+			errSnapshotBusy, t.cfg.ID, len(t.mu.snapshotsIn))
+	}
+	t.mu.snapshotsIn[from] = true
+	return nil
+}
+
+func (t *Transport) doneReceivingSnapshot(from uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.mu.snapshotsIn, from)
 }
 
 func (t *Transport) removeInbound(from uint64, conn net.Conn) {

@@ -62,6 +62,9 @@ type Transport struct {
 		// their streams are refused, so a removed node never reaches this one's
 		// Raft (membership.go).
 		removed map[uint64]bool
+		// snapshotsIn holds the peers whose snapshot is being received, at most
+		// maxSnapshotReceives (startReceivingSnapshot).
+		snapshotsIn map[uint64]bool
 	}
 	// isRemoved is set once a peer refused this node as removed (OnRemoved).
 	isRemoved atomic.Bool
@@ -94,6 +97,7 @@ func New(cfg Config, h Handler) (*Transport, error) {
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.mu.inbound = map[uint64]net.Conn{}
 	t.mu.removed = map[uint64]bool{}
+	t.mu.snapshotsIn = map[uint64]bool{}
 	peers := make(map[uint64]*peer, len(cfg.Peers))
 	for id, addr := range cfg.Peers {
 		if id != cfg.ID {
