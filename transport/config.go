@@ -83,7 +83,9 @@ type Config struct {
 	// DialTimeout bounds a dial and its handshake. Default 5s.
 	DialTimeout time.Duration
 	// IOTimeout bounds each write to a peer that makes no progress, each read of a
-	// snapshot in transfer, and the wait for a snapshot's acknowledgement. Default 10s.
+	// snapshot in transfer, each read of the rest of a message frame that has begun
+	// to arrive (a stream idle between frames has no deadline), and the wait for a
+	// snapshot's acknowledgement. Default 10s.
 	IOTimeout time.Duration
 	// AckTimeout bounds how long bytes written to a peer's stream may stay
 	// unacknowledged by the peer's TCP stack before the stream is closed and

@@ -8,7 +8,8 @@
 // travels on the sender's stream and its answer on the receiver's. The dialer opens
 // with a fixed 30-byte handshake (magic "RKVP", protocol version, stream kind, cluster
 // id, its own id, the id it means to reach); the receiver answers with a status frame
-// and refuses, saying why, a stream of another cluster or one meant for another node.
+// and refuses, saying why, a stream of another cluster, one meant for another node, or
+// one from a node that is not one of its peers (see Membership).
 //
 // After the handshake come frames:
 //
@@ -21,6 +22,14 @@
 // checksum, of an unknown type, not decoding as a message, addressed to another node
 // or claiming another sender) closes that stream and logs the reason; the dialer
 // reconnects. Decoding never panics; FuzzReadFrame checks that.
+//
+// A frame's length is a claim until its bytes arrive: a reader allocates a large
+// payload in steps as it comes (64 KiB first, growing fourfold), so a peer that sends
+// a header and stalls costs a step, not MaxFrameBytes. A message stream may be idle
+// for as long as its peer has nothing to say, but once a frame has begun to arrive
+// each read of the rest must return within Config.IOTimeout, or the stream is closed
+// (logged at WARN). The deadline is set only for a frame not already whole in the
+// read buffer, so a stream of small messages sets none.
 //
 // Besides Raft's streams, Request asks a peer a question and waits for its answer
 // (Config.OnRequest), on a connection of kind "request" with the same handshake and
@@ -63,7 +72,10 @@
 // while it writes, stops, and logs the reason. The sender then calls
 // Handler.ReportSnapshot with the outcome. One snapshot at a time goes to each peer;
 // a MsgSnap that comes while one is on its way is dropped unreported (the one in
-// flight reports).
+// flight reports). A receiver takes one snapshot at a time from each peer and two in
+// all (a leader's, and its deposed predecessor's still on its way); it refuses
+// another at the handshake, saying why, and the sender logs the reason and reports
+// the snapshot failed, so that its Raft sends another later.
 //
 // Where the body comes from and goes to is the application's choice. With
 // Config.SnapshotStream and SnapshotReceiver set (on every member), the header
@@ -82,8 +94,12 @@
 // # Membership
 //
 // UpdatePeer and RemovePeer follow the cluster's configuration as the server applies
-// it. A removed peer's streams are refused with a reason its own transport
-// recognises (Config.OnRemoved), so a node removed while cut off learns it. A node
+// it, and a node takes streams only from its peers: a made-up sender id is refused at
+// the handshake, naming it, and takes no place among the inbound streams. A member
+// just added is taken once the receiver's UpdatePeer has added it; until then its
+// dialler is refused and retries with backoff, as after any refusal. A removed
+// peer's streams are refused with a reason its own transport recognises
+// (Config.OnRemoved), so a node removed while cut off learns it. A node
 // joining a running cluster asks a member what the cluster is (FetchCluster, a
 // stream of kind "cluster" answered with the cluster id and Config.ClusterInfo).
 // See membership.go.

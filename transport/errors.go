@@ -35,4 +35,13 @@ var (
 	// ErrRequestRefused: the receiver of a Request refused it (its OnRequest failed,
 	// or it answers no requests). The error carries the receiver's reason.
 	ErrRequestRefused = errors.New("transport: request refused by the receiver")
+
+	// errStalled: a frame began to arrive on a message stream and the rest did not
+	// come within Config.IOTimeout (stallReader); the stream is closed.
+	errStalled = errors.New("transport: peer stalled in the middle of a frame")
+	// errSnapshotBusy: a snapshot stream refused at its handshake because one from
+	// the same sender is still being received, or maxSnapshotReceives are. The
+	// sender's dial fails with ErrHandshake and this text; it reports the snapshot
+	// failed, and its Raft sends another later.
+	errSnapshotBusy = errors.New("busy with other snapshots")
 )

@@ -3,9 +3,13 @@ package transport
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
+	"net"
+	"os"
+	"time"
 	"unicode/utf8"
 
 	"raftkv/raft"
@@ -14,7 +18,8 @@ import (
 // This file is the wire format: the handshake that opens a stream, the frames that
 // follow, and the payloads of the frames that are not plain messages. The package doc
 // draws the layout. Every reader here bounds what it allocates by a limit checked
-// before allocating, and none of them panics on any input.
+// before allocating, allocates a large payload only as its bytes arrive
+// (payloadStep), and none of them panics on any input.
 
 // frameType says what a frame's payload holds.
 type frameType uint8
@@ -121,8 +126,23 @@ type frameHeader struct {
 type frameReader struct {
 	r          io.Reader
 	maxPayload int
-	hdr        [frameHeaderLen]byte
+	// stall, if set, is the connection under r, which is then a *bufio.Reader over
+	// it: next bounds the wait for the rest of a frame that has begun to arrive
+	// (stallReader).
+	stall *stallReader
+	hdr   [frameHeaderLen]byte
 }
+
+// payloadStep bounds what a reader allocates for a payload ahead of its bytes: a
+// frame header's length is only a claim until the bytes arrive. A payload that is
+// larger and not yet in the read buffer is read into a buffer that starts at
+// payloadStep and grows fourfold each time it fills, so a frame holds at most about
+// four times the bytes that came (and never more than its length): a peer that
+// sends a header claiming 16 MiB and nothing after it costs 64 KiB, not 16 MiB.
+const payloadStep = 64 << 10
+
+// payloadGrowth is the factor by which a payload's buffer grows once it is full.
+const payloadGrowth = 4
 
 // readHeader reads the next frame header. It returns io.EOF if the stream ends cleanly
 // between frames, ErrFrameTooLarge or ErrCorruptFrame for a header it refuses.
@@ -145,33 +165,144 @@ func (fr *frameReader) readHeader() (frameHeader, error) {
 	return h, nil
 }
 
-// readPayload reads h's payload into dst, which must be h.length bytes long, and
-// checks it against the header's checksum.
-func (fr *frameReader) readPayload(h frameHeader, dst []byte) error {
-	if _, err := io.ReadFull(fr.r, dst); err != nil {
+// readPayload reads h's payload and checks it against the header's checksum. It
+// reads into buf if buf's capacity holds the payload, else into a new buffer,
+// grown in steps as the bytes arrive if the payload is large (payloadStep), and
+// returns the payload.
+func (fr *frameReader) readPayload(h frameHeader, buf []byte) ([]byte, error) {
+	var err error
+	switch {
+	case cap(buf) >= h.length:
+		buf = buf[:h.length]
+		_, err = io.ReadFull(fr.r, buf)
+	case h.length <= payloadStep || fr.buffered() >= h.length:
+		// All of it is here already, or it is small: the common case, one
+		// allocation of the exact size.
+		buf = make([]byte, h.length)
+		_, err = io.ReadFull(fr.r, buf)
+	default:
+		buf, err = readGrowing(fr.r, h.length, max(payloadStep, fr.buffered()))
+	}
+	if err != nil {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return fmt.Errorf("%w: stream ends inside a %s frame of %d bytes", ErrCorruptFrame, h.typ, h.length)
+			return nil, fmt.Errorf("%w: stream ends inside a %s frame of %d bytes", ErrCorruptFrame, h.typ, h.length)
 		}
-		return err
+		return nil, err
 	}
-	if got := frameChecksum(h.typ, dst); got != h.crc {
-		return fmt.Errorf("%w: %s frame of %d bytes has checksum %08x, header says %08x", ErrCorruptFrame, h.typ, h.length, got, h.crc)
+	if got := frameChecksum(h.typ, buf); got != h.crc {
+		return nil, fmt.Errorf("%w: %s frame of %d bytes has checksum %08x, header says %08x", ErrCorruptFrame, h.typ, h.length, got, h.crc)
 	}
-	return nil
+	return buf, nil
+}
+
+// readGrowing reads length bytes from r into a buffer of first bytes' capacity that
+// grows by payloadGrowth each time it fills. Its errors are io.ReadFull's.
+func readGrowing(r io.Reader, length, first int) ([]byte, error) {
+	buf := make([]byte, 0, min(length, first))
+	for len(buf) < length {
+		if len(buf) == cap(buf) {
+			grown := make([]byte, len(buf), min(length, payloadGrowth*cap(buf)))
+			copy(grown, buf)
+			buf = grown
+		}
+		n, err := io.ReadFull(r, buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err != nil {
+			if err == io.EOF && len(buf) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return buf, nil
+}
+
+// buffered returns how many bytes r holds already read from the connection.
+func (fr *frameReader) buffered() int {
+	if br, ok := fr.r.(*bufio.Reader); ok {
+		return br.Buffered()
+	}
+	return 0
 }
 
 // next reads the next frame into a freshly allocated payload, which the caller owns:
 // a decoded message aliases it.
 func (fr *frameReader) next() (frameType, []byte, error) {
+	if fr.stall != nil {
+		if err := fr.stall.startFrame(fr.r.(*bufio.Reader)); err != nil {
+			return 0, nil, err
+		}
+	}
 	h, err := fr.readHeader()
+	var payload []byte
+	if err == nil {
+		payload, err = fr.readPayload(h, nil)
+	}
+	if fr.stall != nil {
+		err = fr.stall.endFrame(err)
+	}
 	if err != nil {
 		return 0, nil, err
 	}
-	payload := make([]byte, h.length)
-	if err := fr.readPayload(h, payload); err != nil {
-		return 0, nil, err
-	}
 	return h.typ, payload, nil
+}
+
+// stallReader is the connection under a message stream's read buffer. An idle
+// stream is fine (two followers may have nothing to say to each other for hours),
+// so no deadline bounds the wait for a frame to start; but once a frame has begun to
+// arrive, each read of the rest must return within timeout, or the stream is closed
+// (errStalled): a peer that sent a header and stalled holds nothing for long.
+//
+// The deadline costs nothing in the common case: startFrame arms it only if the
+// frame is not already whole in the read buffer, so a stream of small messages,
+// which arrive many to a read, never sets one.
+type stallReader struct {
+	conn    net.Conn
+	timeout time.Duration
+	// armed: a frame has started and is not all in the buffer; each read from the
+	// connection sets the deadline.
+	armed bool
+}
+
+func (r *stallReader) Read(b []byte) (int, error) {
+	if r.armed {
+		if err := r.conn.SetReadDeadline(time.Now().Add(r.timeout)); err != nil {
+			return 0, err
+		}
+	}
+	return r.conn.Read(b)
+}
+
+// startFrame waits, without a deadline, for the first byte of the next frame in br,
+// which reads from r, and then arms the deadline unless the whole frame is in br.
+func (r *stallReader) startFrame(br *bufio.Reader) error {
+	if _, err := br.Peek(1); err != nil {
+		return err
+	}
+	if n := br.Buffered(); n >= frameHeaderLen {
+		hdr, _ := br.Peek(frameHeaderLen)
+		if uint64(n-frameHeaderLen) >= uint64(binary.BigEndian.Uint32(hdr)) {
+			return nil
+		}
+	}
+	r.armed = true
+	return nil
+}
+
+// endFrame disarms the deadline once a frame has been read, and turns a deadline
+// that passed inside the frame into errStalled.
+func (r *stallReader) endFrame(err error) error {
+	if !r.armed {
+		return err
+	}
+	r.armed = false
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("%w: no bytes for %v in the middle of a frame", errStalled, r.timeout)
+		}
+		return err
+	}
+	return r.conn.SetReadDeadline(time.Time{})
 }
 
 // decodeMessage decodes a message frame's payload. m aliases payload.

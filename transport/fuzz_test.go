@@ -81,7 +81,7 @@ func FuzzReadFrame(f *testing.F) {
 		}
 
 		// The message stream reader, as node 1 reading from node 2.
-		if err := tr.readMessages(context.Background(), bytes.NewReader(in), 2); !isExpected(err) {
+		if err := tr.readMessages(context.Background(), bytes.NewReader(in), nil, 2); !isExpected(err) {
 			t.Fatalf("readMessages: undocumented error %v", err)
 		}
 		// The snapshot stream reader.

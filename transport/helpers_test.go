@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -203,6 +204,39 @@ func testConfig(id uint64, peers map[uint64]string, logs *logCapture) Config {
 		MaxBackoff:  100 * time.Millisecond,
 		Logger:      slog.New(logs),
 	}
+}
+
+// knownPeers returns peers for a Config of a node that tests reach with raw streams
+// from ids: a node takes streams only from its peers. Their addresses are dead.
+func knownPeers(t testing.TB, ids ...uint64) map[uint64]string {
+	peers := map[uint64]string{}
+	for _, id := range ids {
+		peers[id] = deadAddr(t)
+	}
+	return peers
+}
+
+// dialRaw dials node as node from with a handshake of the given kind and returns
+// the connection and the node's answer: nil if it accepted the stream.
+func dialRaw(t *testing.T, node *testNode, from uint64, kind streamKind) (net.Conn, error) {
+	t.Helper()
+	conn, err := net.Dial("tcp", node.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	hs := handshake{kind: kind, clusterID: testClusterID, from: from, to: node.id}.marshal()
+	if _, err := conn.Write(hs[:]); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	err = readStatus(&frameReader{r: conn, maxPayload: maxStatusBytes})
+	conn.SetReadDeadline(time.Time{})
+	var refused *errRefused
+	if err != nil && !errors.As(err, &refused) {
+		t.Fatalf("handshake: %v, want an answer", err)
+	}
+	return conn, err
 }
 
 // startNode starts a Transport for cfg serving on l; the test closes it at the end.

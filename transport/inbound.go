@@ -53,6 +53,15 @@ func (t *Transport) serveConn(conn net.Conn) {
 		t.answerCluster(conn, hs.from)
 		return
 	}
+	if hs.kind == streamSnapshot {
+		if err := t.startReceivingSnapshot(hs.from); err != nil {
+			t.snapshotsRefused.Add(1)
+			t.logger.Warn("transport: refusing inbound snapshot stream", "peer", hexID(hs.from), "remote", remote, "err", err)
+			writeStatus(conn, err)
+			return
+		}
+		defer t.doneReceivingSnapshot(hs.from)
+	}
 	if hs.kind == streamMessages {
 		// Registered before the dialler hears it was accepted, so that of two streams
 		// from one peer the one accepted last is the one kept.
@@ -75,11 +84,15 @@ func (t *Transport) serveConn(conn net.Conn) {
 		return
 	}
 
-	err = t.readMessages(t.ctx, bufio.NewReaderSize(conn, readBufferBytes), hs.from)
+	stall := &stallReader{conn: conn, timeout: t.cfg.IOTimeout}
+	err = t.readMessages(t.ctx, bufio.NewReaderSize(stall, readBufferBytes), stall, hs.from)
 	logger := t.logger.With("peer", hexID(hs.from), "remote", remote)
 	switch {
 	case t.ctx.Err() != nil:
 		// Closing: every stream ends this way.
+	case errors.Is(err, errStalled):
+		t.streamsBroken.Add(1)
+		logger.Warn("transport: closing inbound stream: the peer stopped in the middle of a frame", "err", err)
 	case errors.Is(err, ErrFrameTooLarge) || errors.Is(err, ErrCorruptFrame):
 		t.streamsBroken.Add(1)
 		logger.Warn("transport: closing inbound stream on a bad frame", "err", err)
@@ -111,6 +124,15 @@ func (t *Transport) checkHandshake(hs handshake) error {
 	if hs.from == t.cfg.ID {
 		return fmt.Errorf("%w: stream claims to come from node %d, which is this node; two nodes share an id", ErrHandshake, hs.from)
 	}
+	if (*t.peers.Load())[hs.from] == nil {
+		// Only members reach this node: a stream from anyone else would take a
+		// place in the inbound streams, and its snapshots disk, for nothing. A
+		// member just added is a peer once this node applies its addition (or sees
+		// it in its log, or proposed it: the server dials it ahead); until then its
+		// dialler retries with backoff, as after any refusal.
+		return fmt.Errorf("%w: node %x is not a member of cluster %x as node %x knows it; a member just added is taken once node %x has applied its addition",
+			ErrHandshake, hs.from, t.cfg.ClusterID, t.cfg.ID, t.cfg.ID)
+	}
 	return nil
 }
 
@@ -128,11 +150,13 @@ func writeStatus(conn net.Conn, refusal error) error {
 
 // addInbound records conn as the live message stream from peer from, closing the one
 // it replaces: a peer that redials has given up on the old stream, which may be half
-// open. It reports false if the Transport is closed.
+// open. It reports false if the Transport is closed or from is no longer a peer
+// (removed or forgotten since its handshake was checked), so that the inbound
+// streams are never more than the peers.
 func (t *Transport) addInbound(from uint64, conn net.Conn) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.mu.isClosed || t.mu.removed[from] {
+	if t.mu.isClosed || t.mu.removed[from] || (*t.peers.Load())[from] == nil {
 		return false
 	}
 	if old := t.mu.inbound[from]; old != nil {
@@ -140,6 +164,38 @@ func (t *Transport) addInbound(from uint64, conn net.Conn) bool {
 	}
 	t.mu.inbound[from] = conn
 	return true
+}
+
+// maxSnapshotReceives bounds the snapshots received at once. Only a leader sends
+// snapshots, one at a time to each follower; two leave room for a leader's to
+// start while its deposed predecessor's is still on its way. Each may take
+// Config.MaxSnapshotBytes of disk (the server writes a temporary directory).
+const maxSnapshotReceives = 2
+
+// startReceivingSnapshot takes a place for a snapshot from peer from, or says why
+// there is none: one from that peer is already coming (its sender gave up on it
+// and redialled, and it ends within IOTimeout of the sender's silence), or
+// maxSnapshotReceives are. The sender's dial fails with the reason, which it logs;
+// it reports the snapshot failed, and its Raft sends another later.
+func (t *Transport) startReceivingSnapshot(from uint64) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.mu.snapshotsIn[from]:
+		return fmt.Errorf("%w: node %x is still receiving a snapshot from node %x; send it again once that one has ended",
+			errSnapshotBusy, t.cfg.ID, from)
+	case len(t.mu.snapshotsIn) >= maxSnapshotReceives:
+		return fmt.Errorf("%w: node %x is receiving %d snapshots, as many as it takes at once; send it again once one has ended",
+			errSnapshotBusy, t.cfg.ID, len(t.mu.snapshotsIn))
+	}
+	t.mu.snapshotsIn[from] = true
+	return nil
+}
+
+func (t *Transport) doneReceivingSnapshot(from uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.mu.snapshotsIn, from)
 }
 
 func (t *Transport) removeInbound(from uint64, conn net.Conn) {
@@ -151,9 +207,11 @@ func (t *Transport) removeInbound(from uint64, conn net.Conn) {
 }
 
 // readMessages decodes message frames from r, a stream from peer from, and hands each
-// to the handler, until the stream ends, a frame is bad, or the handler fails.
-func (t *Transport) readMessages(ctx context.Context, r io.Reader, from uint64) error {
-	fr := frameReader{r: r, maxPayload: t.cfg.MaxFrameBytes}
+// to the handler, until the stream ends, a frame is bad, or the handler fails. If
+// stall is not nil, r is a *bufio.Reader reading from it, and a frame that stops
+// arriving part way fails with errStalled.
+func (t *Transport) readMessages(ctx context.Context, r io.Reader, stall *stallReader, from uint64) error {
+	fr := frameReader{r: r, maxPayload: t.cfg.MaxFrameBytes, stall: stall}
 	// The bytes received are counted on the peer's outbound side, looked up once per
 	// stream; a stream from a node that is not a peer (yet) is not counted.
 	var receivedBytes *atomic.Uint64

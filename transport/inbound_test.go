@@ -98,7 +98,7 @@ func readRefusal(t *testing.T, conn net.Conn) string {
 }
 
 func TestBadInboundFramesCloseStream(t *testing.T) {
-	n1 := startNode(t, testConfig(1, nil, newLogCapture()), listen(t))
+	n1 := startNode(t, testConfig(1, knownPeers(t, 2), newLogCapture()), listen(t))
 	good := rawFrame(frameMessage, encodeMsg(appMsg(2, 1, 1, []byte("ok"))))
 	badCRC := rawFrame(frameMessage, encodeMsg(appMsg(2, 1, 2, []byte("ok"))))
 	badCRC[len(badCRC)-1] ^= 0x40
@@ -156,7 +156,7 @@ func TestBadInboundFramesCloseStream(t *testing.T) {
 }
 
 func TestBadHandshakesRefused(t *testing.T) {
-	n1 := startNode(t, testConfig(1, nil, newLogCapture()), listen(t))
+	n1 := startNode(t, testConfig(1, knownPeers(t, 2), newLogCapture()), listen(t))
 	valid := handshake{kind: streamMessages, clusterID: testClusterID, from: 2, to: 1}.marshal()
 	with := func(i int, b byte) []byte {
 		hs := valid
@@ -197,7 +197,7 @@ func TestBadHandshakesRefused(t *testing.T) {
 }
 
 func TestNewerStreamReplacesOlder(t *testing.T) {
-	n1 := startNode(t, testConfig(1, nil, newLogCapture()), listen(t))
+	n1 := startNode(t, testConfig(1, knownPeers(t, 2), newLogCapture()), listen(t))
 	old := rawStream(t, n1, 2, streamMessages)
 	defer old.Close()
 	fresh := rawStream(t, n1, 2, streamMessages)

@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -56,9 +57,10 @@ func TestRemovedPeerIsRefusedAndTold(t *testing.T) {
 }
 
 // A forgotten peer: node 1 stops sending to it and its goroutines end, as for a
-// removed one, but its streams are still taken (it was never a member, so it was
-// not removed) and it is not told it was removed.
-func TestForgottenPeerIsNotRefused(t *testing.T) {
+// removed one, and its streams are refused as those of any node that is not a peer;
+// but it was never a member, so it was not removed, and it is not told it was.
+// UpdatePeer lets it back in.
+func TestForgottenPeerIsNotRefusedAsRemoved(t *testing.T) {
 	var removedBy atomic.Uint64
 	nodes := startCluster(t, []uint64{1, 2, 3}, func(c *Config) {
 		if c.ID == 3 {
@@ -72,10 +74,83 @@ func TestForgottenPeerIsNotRefused(t *testing.T) {
 		t.Fatal("peer 3 still in node 1's stats after ForgetPeer")
 	}
 	waitFor(t, 5*time.Second, "node 1's writer to 3 gone", func() bool { return runtime.NumGoroutine() < goroutinesBefore })
+	waitFor(t, 5*time.Second, "node 3's stream refused", func() bool {
+		return nodes[1].logs.find("refusing inbound stream", "node 3 is not a member of cluster c1") != ""
+	})
+	if err := nodes[1].tr.UpdatePeer(3, nodes[3].addr); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, 5*time.Second, "node 3's message reaching node 1", func() bool {
 		nodes[3].tr.Send([]raft.Message{appMsg(3, 1, 5, nil)})
 		for _, m := range nodes[1].h.messages() {
 			if m.From == 3 && m.Index == 5 {
+				return true
+			}
+		}
+		return false
+	})
+	if by := removedBy.Load(); by != 0 {
+		t.Fatalf("node 3 was told by node %d that it was removed", by)
+	}
+}
+
+// A node takes streams of every kind but the cluster query only from its peers: a
+// made-up sender id, with the right cluster id, is refused at the handshake and
+// named in the refusal and the log, and takes no place among the inbound streams.
+func TestUnknownSenderRefused(t *testing.T) {
+	n1 := startNode(t, testConfig(1, knownPeers(t, 2), newLogCapture()), listen(t))
+	for _, kind := range []streamKind{streamMessages, streamSnapshot, streamRequest, streamProbe} {
+		t.Run(kind.String(), func(t *testing.T) {
+			_, err := dialRaw(t, n1, 0x77, kind)
+			if err == nil || !strings.Contains(err.Error(), "node 77 is not a member of cluster c1") {
+				t.Fatalf("a %s stream from an unknown node: %v, want it refused as not a member", kind, err)
+			}
+		})
+	}
+	if n1.logs.find("WARN", "refusing inbound stream", "node 77 is not a member") == "" {
+		t.Fatal("the refusal was not logged with the sender's id")
+	}
+	if got := n1.tr.Stats().StreamsRefused; got != 4 {
+		t.Fatalf("StreamsRefused %d, want 4", got)
+	}
+	n1.tr.mu.Lock()
+	inbound := len(n1.tr.mu.inbound)
+	n1.tr.mu.Unlock()
+	if inbound != 0 {
+		t.Fatalf("%d inbound streams registered for refused senders", inbound)
+	}
+}
+
+// A member just added: a node that knows it (its addition applied there before it
+// started) takes its first stream; one that learns of it later refuses it until then
+// and takes it at the dialler's next try after, without telling it it was removed.
+func TestNewMemberAccepted(t *testing.T) {
+	nodes := startCluster(t, []uint64{1, 2}, nil)
+	waitConnected(t, nodes)
+	l3 := listen(t)
+	addr3 := l3.Addr().String()
+	// Node 2 applied the addition of node 3 before node 3 started; node 1 has not.
+	if err := nodes[2].tr.UpdatePeer(3, addr3); err != nil {
+		t.Fatal(err)
+	}
+	var removedBy atomic.Uint64
+	cfg3 := testConfig(3, map[uint64]string{1: nodes[1].addr, 2: nodes[2].addr}, newLogCapture())
+	cfg3.OnRemoved = func(by uint64) { removedBy.Store(by) }
+	n3 := startNode(t, cfg3, l3)
+	waitFor(t, 5*time.Second, "node 3's stream to node 2", func() bool { return n3.tr.Stats().Peers[2].IsConnected })
+	if st := n3.tr.Stats().Peers[2]; st.DialFailures != 0 {
+		t.Fatalf("node 3's dials to node 2, which knows it: %+v; want none refused", st)
+	}
+	waitFor(t, 5*time.Second, "node 1 refusing node 3", func() bool {
+		return nodes[1].logs.find("refusing inbound stream", "node 3 is not a member") != ""
+	})
+	if err := nodes[1].tr.UpdatePeer(3, addr3); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "node 3's message reaching node 1", func() bool {
+		n3.tr.Send([]raft.Message{appMsg(3, 1, 9, nil)})
+		for _, m := range nodes[1].h.messages() {
+			if m.From == 3 && m.Index == 9 {
 				return true
 			}
 		}

@@ -92,15 +92,14 @@ func (b *snapBody) nextFrame() error {
 			return fmt.Errorf("%w: snapshot at index %d goes past %d bytes (%d received, a chunk of %d next), node %d accepts at most %d; raise its MaxSnapshotBytes",
 				ErrSnapshotTooLarge, b.index, b.limit, b.total, h.length, b.nodeID, b.limit)
 		}
-		if cap(b.chunk) < h.length {
-			// At most the frame limit; the sender's chunks are all of one size
-			// but the last, so this happens once.
-			b.chunk = make([]byte, h.length)
-		}
-		b.chunk = b.chunk[:h.length]
-		if err := b.fr.readPayload(h, b.chunk); err != nil {
+		// The buffer is reused: the sender's chunks are all of one size but the
+		// last, so it is allocated once (and grows with the bytes of the first
+		// chunk as they arrive, not with what its header claims).
+		chunk, err := b.fr.readPayload(h, b.chunk[:0])
+		if err != nil {
 			return err
 		}
+		b.chunk = chunk
 		b.countFrame(h.length)
 		b.total += uint64(h.length)
 		b.crc = crc32.Update(b.crc, castagnoli, b.chunk)
@@ -111,7 +110,7 @@ func (b *snapBody) nextFrame() error {
 			return fmt.Errorf("%w: snapshot end frame of %d bytes, want %d", ErrCorruptFrame, h.length, snapEndLen)
 		}
 		var end [snapEndLen]byte
-		if err := b.fr.readPayload(h, end[:]); err != nil {
+		if _, err := b.fr.readPayload(h, end[:]); err != nil {
 			return err
 		}
 		b.countFrame(h.length)
@@ -128,8 +127,8 @@ func (b *snapBody) nextFrame() error {
 		if h.length > maxReasonBytes {
 			return fmt.Errorf("%w: snapshot abort frame of %d bytes, limit %d", ErrCorruptFrame, h.length, maxReasonBytes)
 		}
-		reason := make([]byte, h.length)
-		if err := b.fr.readPayload(h, reason); err != nil {
+		reason, err := b.fr.readPayload(h, nil)
+		if err != nil {
 			return err
 		}
 		return fmt.Errorf("%w after %d bytes: %s", ErrSnapshotAborted, b.total, reason)

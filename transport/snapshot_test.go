@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bytes"
+	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
 	"strings"
@@ -121,7 +122,7 @@ func TestOneSnapshotAtATime(t *testing.T) {
 }
 
 func TestCorruptSnapshotStreams(t *testing.T) {
-	n1 := startNode(t, testConfig(1, nil, newLogCapture()), listen(t))
+	n1 := startNode(t, testConfig(1, knownPeers(t, 2), newLogCapture()), listen(t))
 	header := func(m raft.Message, size uint64) []byte {
 		return rawFrame(frameSnapHeader, encodeSnapHeader(m, snapBodyData, size))
 	}
@@ -172,5 +173,61 @@ func TestCorruptSnapshotStreams(t *testing.T) {
 				t.Fatalf("a corrupt snapshot reached the handler")
 			}
 		})
+	}
+}
+
+// A node receives one snapshot at a time from a sender and maxSnapshotReceives in
+// all; it refuses another at the handshake, saying why, and the sender logs the
+// reason, reports the snapshot failed, and gets the next one through once the
+// receiver is free.
+func TestConcurrentSnapshotReceivesBounded(t *testing.T) {
+	nodes := startCluster(t, []uint64{1, 2, 3, 4}, nil)
+	n1 := nodes[1]
+	// Streams that hold their places: their handshakes are accepted and they send
+	// no header (the receiver waits IOTimeout for it).
+	from2, err := dialRaw(t, n1, 2, streamSnapshot)
+	if err != nil {
+		t.Fatalf("the first snapshot stream from node 2: %v", err)
+	}
+	if _, err := dialRaw(t, n1, 2, streamSnapshot); err == nil || !strings.Contains(err.Error(), "node 1 is still receiving a snapshot from node 2") {
+		t.Fatalf("a second snapshot stream from node 2: %v, want it refused", err)
+	}
+	from3, err := dialRaw(t, n1, 3, streamSnapshot)
+	if err != nil {
+		t.Fatalf("a snapshot stream from node 3 beside node 2's: %v", err)
+	}
+	defer from3.Close()
+	if _, err := dialRaw(t, n1, 4, streamSnapshot); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("node 1 is receiving %d snapshots", maxSnapshotReceives)) {
+		t.Fatalf("a snapshot stream from node 4 beside %d others: %v, want it refused", maxSnapshotReceives, err)
+	}
+	if n1.logs.find("WARN", "refusing inbound snapshot stream", "peer=4", "receiving 2 snapshots") == "" {
+		t.Fatal("the receiver did not log the refusal")
+	}
+
+	// The real node 2 sends a snapshot while its place is taken: refused, logged,
+	// reported failed.
+	nodes[2].tr.Send([]raft.Message{snapMsg(2, 1, []byte("snapshot data"))})
+	waitFor(t, 5*time.Second, "the refused snapshot's report", func() bool { return len(nodes[2].h.snapshotReports()) == 1 })
+	if r := nodes[2].h.snapshotReports()[0]; !r.isFailed {
+		t.Fatalf("report %+v, want failed", r)
+	}
+	if nodes[2].logs.find("WARN", "sending snapshot failed", "still receiving a snapshot from node 2") == "" {
+		t.Fatal("the sender did not log why its snapshot was refused")
+	}
+	// Once the stream holding the place ends, the next snapshot goes through.
+	from2.Close()
+	waitFor(t, 5*time.Second, "node 2's next snapshot delivered", func() bool {
+		// Dropped while one is on its way; refused again if it comes before the
+		// receiver has seen the stream holding the place end.
+		nodes[2].tr.Send([]raft.Message{snapMsg(2, 1, []byte("snapshot data"))})
+		for _, m := range n1.h.messages() {
+			if m.Type == raft.MsgSnap && m.From == 2 {
+				return true
+			}
+		}
+		return false
+	})
+	if st := n1.tr.Stats(); st.SnapshotsReceived == 0 || st.SnapshotsRefused < 3 {
+		t.Fatalf("receiver stats %+v; want a snapshot received and at least 3 refused", st)
 	}
 }

@@ -62,6 +62,9 @@ type Transport struct {
 		// their streams are refused, so a removed node never reaches this one's
 		// Raft (membership.go).
 		removed map[uint64]bool
+		// snapshotsIn holds the peers whose snapshot is being received, at most
+		// maxSnapshotReceives (startReceivingSnapshot).
+		snapshotsIn map[uint64]bool
 	}
 	// isRemoved is set once a peer refused this node as removed (OnRemoved).
 	isRemoved atomic.Bool
@@ -94,6 +97,7 @@ func New(cfg Config, h Handler) (*Transport, error) {
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.mu.inbound = map[uint64]net.Conn{}
 	t.mu.removed = map[uint64]bool{}
+	t.mu.snapshotsIn = map[uint64]bool{}
 	peers := make(map[uint64]*peer, len(cfg.Peers))
 	for id, addr := range cfg.Peers {
 		if id != cfg.ID {
@@ -268,9 +272,10 @@ func (t *Transport) UpdatePeer(id uint64, addr string) error {
 func (t *Transport) RemovePeer(id uint64) { t.dropPeer(id, true) }
 
 // ForgetPeer stops sending to peer id and drops what is queued for it, as RemovePeer
-// does, but without refusing its streams: for a peer dialled ahead of an addition
+// does, but without refusing it as removed: for a peer dialled ahead of an addition
 // that never took effect (its log entry was cut), which was never a member and so
-// was not removed either.
+// was not removed either. Its streams are refused as those of any node that is not
+// a peer, without the reason that tells a node it was removed.
 func (t *Transport) ForgetPeer(id uint64) { t.dropPeer(id, false) }
 
 func (t *Transport) dropPeer(id uint64, refuse bool) {
@@ -278,10 +283,11 @@ func (t *Transport) dropPeer(id uint64, refuse bool) {
 	defer t.mu.Unlock()
 	if refuse && id != t.cfg.ID && id != 0 {
 		t.mu.removed[id] = true
-		if conn := t.mu.inbound[id]; conn != nil {
-			closeNow(conn)
-			delete(t.mu.inbound, id)
-		}
+	}
+	// Either way it is no peer now, and its streams are refused (checkHandshake).
+	if conn := t.mu.inbound[id]; conn != nil {
+		closeNow(conn)
+		delete(t.mu.inbound, id)
 	}
 	peers := *t.peers.Load()
 	p := peers[id]

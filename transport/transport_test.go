@@ -165,7 +165,7 @@ func TestWriterBatchesQueuedMessages(t *testing.T) {
 	}
 	tr2, _ := New(Config{ID: 2, ClusterID: testClusterID}, newFakeHandler())
 	defer tr2.Close()
-	if err := tr2.readMessages(context.Background(), &conn.buf, 1); !errors.Is(err, io.EOF) {
+	if err := tr2.readMessages(context.Background(), &conn.buf, nil, 1); !errors.Is(err, io.EOF) {
 		t.Fatalf("reading back the stream: %v", err)
 	}
 	checkInOrder(t, tr2.h.(*fakeHandler).messages(), 1, 0, n)
@@ -297,7 +297,7 @@ func TestSenderDropsOversizedMessage(t *testing.T) {
 }
 
 func TestUpdateAndRemovePeer(t *testing.T) {
-	n2 := startNode(t, testConfig(2, nil, newLogCapture()), listen(t))
+	n2 := startNode(t, testConfig(2, knownPeers(t, 1), newLogCapture()), listen(t))
 	n1 := startNode(t, testConfig(1, map[uint64]string{2: deadAddr(t)}, newLogCapture()), listen(t))
 	waitFor(t, 5*time.Second, "a failed dial", func() bool { return n1.tr.Stats().Peers[2].DialFailures > 0 })
 	if err := n1.tr.UpdatePeer(2, n2.addr); err != nil {
