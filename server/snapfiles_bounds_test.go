@@ -38,3 +38,37 @@ func TestWriteEtcdBackupKeepsAnotherPartial(t *testing.T) {
 		t.Fatalf("RemoveTempFiles removed another conversion's partial file: %v", err)
 	}
 }
+
+// A restore that fails into an existing empty --data-dir leaves it empty (it
+// removes the member/ it made, not only directories it made the data dir with), so
+// that running it again is not refused as "exists and is not empty", and the
+// retry with a whole backup succeeds.
+func TestRestoreFailedIntoEmptyDataDirLeavesItEmpty(t *testing.T) {
+	dir := t.TempDir()
+	data := backupOf(t)
+	// Cut past the header, in the records: the restore fails once it has made
+	// member/ and begun the store.
+	cut := filepath.Join(dir, "cut.db")
+	if err := os.WriteFile(cut, data[:100], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	whole := filepath.Join(dir, "backup.db")
+	if err := os.WriteFile(whole, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dataDir := filepath.Join(dir, "data")
+	if err := os.Mkdir(dataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	initial := map[string][]string{"r0": {"http://127.0.0.1:2380"}}
+	if _, err := Restore(RestoreConfig{BackupPath: cut, DataDir: dataDir, Name: "r0", InitialCluster: initial,
+		SkipHashCheck: true}); err == nil {
+		t.Fatal("a backup cut short restored")
+	}
+	if left, err := os.ReadDir(dataDir); err != nil || len(left) != 0 {
+		t.Fatalf("a failed restore into the empty %s left %v (%v) in it", dataDir, left, err)
+	}
+	if _, err := Restore(RestoreConfig{BackupPath: whole, DataDir: dataDir, Name: "r0", InitialCluster: initial}); err != nil {
+		t.Fatalf("restoring again after a failed restore: %v", err)
+	}
+}
