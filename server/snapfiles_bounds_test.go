@@ -1,11 +1,17 @@
 package server
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 )
 
 // A conversion that finds dst.partial already there (another conversion's, still
@@ -71,4 +77,68 @@ func TestRestoreFailedIntoEmptyDataDirLeavesItEmpty(t *testing.T) {
 	if _, err := Restore(RestoreConfig{BackupPath: whole, DataDir: dataDir, Name: "r0", InitialCluster: initial}); err != nil {
 		t.Fatalf("restoring again after a failed restore: %v", err)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// A body a kill or power loss cut off while it was received (kv-in/.recv-<rand>:
+// a directory of tables, or a file of an older version) is removed when the member
+// starts, with a log line naming it and its size; a whole body stays for its
+// snapshot.
+func TestStartRemovesCutOffReceives(t *testing.T) {
+	logs := &syncBuffer{}
+	m := startTestCluster(t, 1, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})[0]
+	retry(t, func(ctx context.Context) error {
+		_, err := m.client.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+		return err
+	})
+	m.stop()
+	in := inboundDir(filepath.Join(m.cfg.DataDir, "member"))
+	cutDir := filepath.Join(in, ".recv-0123456789abcdef")
+	cutFile := filepath.Join(in, ".recv-4711") // an older version's
+	if err := os.MkdirAll(cutDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range []string{filepath.Join(cutDir, "000001.sst"), filepath.Join(cutDir, "000002.sst"), cutFile} {
+		if err := os.WriteFile(p, make([]byte, 1000*(i+1)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.start(t)
+	for _, p := range []string{cutDir, cutFile} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s is still in kv-in after a start (%v)", p, err)
+		}
+	}
+	out := logs.String()
+	for _, want := range []string{cutDir + " bytes=3000", cutFile + " bytes=3000"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the start logged no removal of %q:\n%s", want, out)
+		}
+	}
+	retry(t, func(ctx context.Context) error {
+		resp, err := m.client.Range(ctx, &pb.RangeRequest{Key: []byte("k")})
+		if err == nil && resp.Count != 1 {
+			t.Fatalf("k: %d keys after the restart", resp.Count)
+		}
+		return err
+	})
 }
