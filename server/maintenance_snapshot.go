@@ -126,9 +126,10 @@ func (m *maintenanceService) Snapshot(r *pb.SnapshotRequest, stream pb.Maintenan
 	progress := make(chan struct{}, 1)
 	done := make(chan error, 1)
 	s.goTracked(func() {
-		defer s.backupSpools.release()
-		defer spool.Close()
-		done <- sendSpool(stream, spool, size, progress)
+		err := sendSpool(stream, spool, size, progress)
+		_ = spool.Close()
+		s.backupSpools.release()
+		done <- err
 	})
 	stall := time.NewTimer(backupSendStall)
 	defer stall.Stop()
