@@ -41,7 +41,8 @@ const etcdStorageVersion = "3.6.0"
 // WriteEtcdBackup reads the raftkv backup at src (checking its checksum unless
 // skipHashCheck) and writes it to dst, which must not exist, as an etcd backup.
 // It writes dst.partial first and renames it to dst once whole and synced, so a
-// dst is never a part of one; on an error the partial file is removed.
+// dst is never a part of one; on an error the partial file it created is removed
+// (one that was there before, another run's, is left alone).
 func WriteEtcdBackup(src, dst string, skipHashCheck bool) (info BackupInfo, err error) {
 	c, br, err := openBackup(src, skipHashCheck, "convert")
 	if err != nil {
@@ -63,6 +64,14 @@ func WriteEtcdBackup(src, dst string, skipHashCheck bool) (info BackupInfo, err 
 		return info, err
 	}
 	partial := dst + ".partial"
+	// O_EXCL: a partial file left by a crashed run, or another run's, is not
+	// written over, nor removed (it may be another conversion's, running): the
+	// error names it. Only a file this call created is removed on an error.
+	f, err := os.OpenFile(partial, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return info, fmt.Errorf("%w (remove it if no conversion is running)", err)
+	}
+	tempFiles.Store(partial, true)
 	defer func() {
 		if err != nil {
 			_ = os.Remove(partial)
@@ -76,13 +85,6 @@ func WriteEtcdBackup(src, dst string, skipHashCheck bool) (info BackupInfo, err 
 			err = fmt.Errorf("writing %s: %v", dst, r)
 		}
 	}()
-	tempFiles.Store(partial, true)
-	// O_EXCL: a partial file left by a crashed run, or another run's, is not
-	// written over; the error names it.
-	f, err := os.OpenFile(partial, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return info, fmt.Errorf("%w (remove it if no conversion is running)", err)
-	}
 	if err := f.Close(); err != nil {
 		return info, err
 	}

@@ -33,7 +33,8 @@
 // own log holds durably, so a restart refuses a store ahead of its log, except the
 // body of a received snapshot (recorded with it, metaRestoredFrom) and a store an
 // older build left (storage.OlderBuildsWAL); a store that a crash cut off inside
-// a restore is restored again from the body the log names (openStateMachine). A
+// a restore is restored again from the body the log names (openStateMachine), and
+// a body whose receiving a crash cut off is removed (removeCutReceives). A
 // restart opens the engine and replays the log after its applied index, once
 // reconcileStore has checked that the two are of one history. A full disk or a
 // failed engine stops the member with one line (fatal.go).

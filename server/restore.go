@@ -60,7 +60,8 @@ type RestoreResult struct {
 // the compaction revision, leases and auth), with the membership cfg's flags give.
 // The member is then started with those same flags. Like etcdutl, it refuses a
 // data dir that exists and is not empty, and a backup whose checksum does not
-// match; on error it leaves no data dir behind.
+// match; on error it leaves no data dir behind (in an existing empty one, nothing
+// it wrote).
 func Restore(cfg RestoreConfig) (res RestoreResult, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -103,15 +104,16 @@ func Restore(cfg RestoreConfig) (res RestoreResult, err error) {
 	}
 	defer f.Close()
 
-	created := missingDirs(cfg.DataDir)
+	// Everything restore writes is under member/ (the bootstrap record too): on an
+	// error, remove the topmost directory it made, the data dir itself or, in an
+	// existing empty one, member/, so that the same restore can be run again.
+	memberDir := filepath.Join(cfg.DataDir, "member")
+	created := missingDirs(memberDir)
 	defer func() {
-		if err != nil {
-			for _, dir := range created {
-				_ = os.RemoveAll(dir)
-			}
+		if err != nil && len(created) > 0 {
+			_ = os.RemoveAll(created[0])
 		}
 	}()
-	memberDir := filepath.Join(cfg.DataDir, "member")
 	if err := mkdirDurably(memberDir, 0o700); err != nil {
 		return res, err
 	}

@@ -56,6 +56,9 @@ type Server struct {
 	// snapshotsOut holds the log back for the snapshots this member sends
 	// (snapshot.go).
 	snapshotsOut outboundSnapshots
+	// backupSpools bounds the Maintenance.Snapshot copies on disk
+	// (maintenance_snapshot.go).
+	backupSpools spoolSlots
 	// durableSnap is the snapshot a leader sends: at the store's durable applied
 	// index, past the log's truncation point (sendingStorage).
 	durableSnap atomic.Pointer[raft.Snapshot]

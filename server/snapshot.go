@@ -256,12 +256,15 @@ func (sm *stateMachine) restoreReceived(index uint64, name string) error {
 	return nil
 }
 
-// openStateMachine opens the member's state machine in memberDir (newStateMachine).
+// openStateMachine opens the member's state machine in memberDir (newStateMachine),
+// once the bodies a crash cut off while they were received are removed
+// (removeCutReceives).
 // A store that a crash cut off while it restored a snapshot body the leader sent
 // (kv.ErrRestoreCutOff) is restored again from that body, if the log's newest
 // snapshot names it and it is still in kv-in: the start then goes on as after that
 // restore (reconcileStore). Any other store cut off mid-restore is refused.
 func (s *Server) openStateMachine(cfg kv.Config, memberDir string, initial []member, fs vfs.FS) (*stateMachine, error) {
+	s.removeCutReceives(memberDir, fs)
 	sm, err := newStateMachine(cfg, memberDir, initial, fs)
 	if !errors.Is(err, kv.ErrRestoreCutOff) {
 		return sm, err
@@ -294,6 +297,61 @@ func (s *Server) openStateMachine(cfg kv.Config, memberDir string, initial []mem
 		return nil, err
 	}
 	return sm, nil
+}
+
+// inboundReceivingPrefix starts the name in kv-in of a body being received
+// (receiveSnapshot), renamed to its inboundName once whole and synced.
+const inboundReceivingPrefix = ".recv-"
+
+// removeCutReceives removes from kv-in the bodies a kill or power loss cut off
+// while they were being received: ".recv-" directories of tables (a file of an
+// older version), each up to the store's size. No snapshot names them (their
+// names are no inboundName, and validInboundName refuses a snapshot that would),
+// so nothing else ever removes them, as storage removes its own *.tmp files when
+// it opens. The start calls it before the transport can receive a body; a failure
+// to remove one is logged, not fatal.
+func (s *Server) removeCutReceives(memberDir string, fs vfs.FS) {
+	if fs == nil {
+		fs = vfs.Default
+	}
+	dir := inboundDir(memberDir)
+	names, err := fs.List(dir)
+	if err != nil {
+		return // no kv-in: no body was ever received
+	}
+	for _, name := range names {
+		if !strings.HasPrefix(name, inboundReceivingPrefix) {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		size := treeSize(fs, path)
+		if err := fs.RemoveAll(path); err != nil {
+			s.logger.Warn("could not remove a snapshot body whose receiving was cut off", "body", path, "bytes", size, "err", err)
+			continue
+		}
+		s.logger.Info("removed a snapshot body whose receiving was cut off (by a crash or a kill)", "body", path, "bytes", size)
+	}
+}
+
+// treeSize is the size of the files at path, a file or a directory (one level of
+// files, as WriteSnapshotTables writes; deeper ones are counted too).
+func treeSize(fs vfs.FS, path string) int64 {
+	info, err := fs.Stat(path)
+	if err != nil {
+		return 0
+	}
+	if !info.IsDir() {
+		return info.Size()
+	}
+	names, err := fs.List(path)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, name := range names {
+		n += treeSize(fs, filepath.Join(path, name))
+	}
+	return n
 }
 
 // restoreStreamFile restores store from a stream body saved whole in a file, as
@@ -510,7 +568,7 @@ func (s *Server) receiveSnapshot(from uint64, snap raft.Snapshot, body io.Reader
 	name := inboundName(snap)
 	var random [8]byte
 	_, _ = rand.Read(random[:])
-	tmp := filepath.Join(dir, fmt.Sprintf(".recv-%x", random))
+	tmp := filepath.Join(dir, fmt.Sprintf("%s%x", inboundReceivingPrefix, random))
 	n, err := s.sm.store.WriteSnapshotTables(body, tmp)
 	if err != nil {
 		return nil, fmt.Errorf("server: receiving the snapshot at index %d from %x after %d bytes: %w", snap.Index, from, n, err)
