@@ -1,14 +1,12 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -79,30 +77,12 @@ func TestRestoreFailedIntoEmptyDataDirLeavesItEmpty(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // A body a kill or power loss cut off while it was received (kv-in/.recv-<rand>:
 // a directory of tables, or a file of an older version) is removed when the member
 // starts, with a log line naming it and its size; a whole body stays for its
 // snapshot.
 func TestStartRemovesCutOffReceives(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &lockedBuffer{}
 	m := startTestCluster(t, 1, func(c *Config) {
 		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	})[0]

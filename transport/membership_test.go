@@ -45,15 +45,7 @@ func TestRemovedPeerIsRefusedAndTold(t *testing.T) {
 	if err := nodes[1].tr.UpdatePeer(3, nodes[3].addr); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "node 3 reaching node 1 again", func() bool {
-		nodes[3].tr.Send([]raft.Message{appMsg(3, 1, 7, nil)})
-		for _, m := range nodes[1].h.messages() {
-			if m.From == 3 && m.Index == 7 {
-				return true
-			}
-		}
-		return false
-	})
+	sendUntilDelivered(t, nodes[3], nodes[1], 3, 7, "node 3 reaching node 1 again")
 }
 
 // A forgotten peer: node 1 stops sending to it and its goroutines end, as for a
@@ -80,15 +72,7 @@ func TestForgottenPeerIsNotRefusedAsRemoved(t *testing.T) {
 	if err := nodes[1].tr.UpdatePeer(3, nodes[3].addr); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "node 3's message reaching node 1", func() bool {
-		nodes[3].tr.Send([]raft.Message{appMsg(3, 1, 5, nil)})
-		for _, m := range nodes[1].h.messages() {
-			if m.From == 3 && m.Index == 5 {
-				return true
-			}
-		}
-		return false
-	})
+	sendUntilDelivered(t, nodes[3], nodes[1], 3, 5, "node 3's message reaching node 1")
 	if by := removedBy.Load(); by != 0 {
 		t.Fatalf("node 3 was told by node %d that it was removed", by)
 	}
@@ -147,15 +131,7 @@ func TestNewMemberAccepted(t *testing.T) {
 	if err := nodes[1].tr.UpdatePeer(3, addr3); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "node 3's message reaching node 1", func() bool {
-		n3.tr.Send([]raft.Message{appMsg(3, 1, 9, nil)})
-		for _, m := range nodes[1].h.messages() {
-			if m.From == 3 && m.Index == 9 {
-				return true
-			}
-		}
-		return false
-	})
+	sendUntilDelivered(t, n3, nodes[1], 3, 9, "node 3's message reaching node 1")
 	if by := removedBy.Load(); by != 0 {
 		t.Fatalf("node 3 was told by node %d that it was removed", by)
 	}
@@ -210,5 +186,20 @@ func TestConnectedSince(t *testing.T) {
 	waitFor(t, 5*time.Second, "node 1's stream to 2 down", func() bool {
 		st := nodes[1].tr.Stats().Peers[2]
 		return !st.IsConnected && st.ConnectedSince.IsZero()
+	})
+}
+
+// sendUntilDelivered sends an append from node from to node to again until to's
+// handler has taken it (its streams may be refused at first), or fails the test.
+func sendUntilDelivered(t *testing.T, from, to *testNode, fromID uint64, index uint64, what string) {
+	t.Helper()
+	waitFor(t, 5*time.Second, what, func() bool {
+		from.tr.Send([]raft.Message{appMsg(fromID, 1, index, nil)})
+		for _, m := range to.h.messages() {
+			if m.From == fromID && m.Index == index {
+				return true
+			}
+		}
+		return false
 	})
 }
