@@ -139,7 +139,13 @@ func (g *gateway) handler(s *Server) http.Handler {
 		if r.URL.Path == "/v3/watch" || r.URL.Path == "/v3/lease/keepalive" {
 			// The two streams carry many requests over their life: each is
 			// bounded as a unary call's body is (gateway_limit.go).
-			r.Body = readCloser{newJSONMessageLimiter(r.Body, bound), r.Body}
+			limiter := newJSONMessageLimiter(r.Body, bound)
+			path, remote := r.URL.Path, r.RemoteAddr
+			limiter.onCut = func() {
+				s.logger.Warn("gateway: a request on a stream passed the gateway's bound; reading the stream stopped",
+					"path", path, "remote", remote, "bound", bound)
+			}
+			r.Body = readCloser{limiter, r.Body}
 		} else {
 			// A request's body bounded before it is read whole and decoded (gRPC
 			// would refuse it only then): the largest request in JSON, its bytes

@@ -62,15 +62,18 @@ var errStreamMessageTooLarge = errors.New("http: request body too large")
 // a json.Decoder, which buffers a whole value before gRPC's own limit sees it, so
 // one endless value would grow the member's heap without bound. It follows the
 // JSON's nesting and strings byte by byte (4.7 ns a byte, against 41 for the
-// decoder that reads the same bytes: BenchmarkJSONMessageLimiter) and fails the read once a value
-// passes limit bytes; the whitespace between values is not counted. A
-// hand-written scanner because the bound must hold before the decoder buffers the
+// decoder that reads the same bytes: BenchmarkJSONMessageLimiter) and fails the
+// read once a value, with the whitespace before it, passes limit bytes. The
+// generated handler then only closes the call's sending side and tells grpclog, so
+// onCut lets the member log it. A hand-written scanner because the bound must hold before the decoder buffers the
 // value: a json.Decoder of our own in front would buffer it first.
 type jsonMessageLimiter struct {
 	r     io.Reader
 	limit int64
 
-	n        int64 // bytes of the current value so far
+	onCut func() // called once, when a value passes the limit
+
+	n        int64 // bytes of the current value so far, and the whitespace before it
 	depth    int   // open objects and arrays
 	inValue  bool  // a value has begun and not yet ended
 	inString bool
@@ -94,25 +97,30 @@ func (l *jsonMessageLimiter) Read(p []byte) (int, error) {
 			// stays, since a json.Decoder that finds a whole value in what it
 			// read drops the error that came with it and reads again.
 			l.err = fmt.Errorf("%w: one request of the stream passed %d bytes", errStreamMessageTooLarge, l.limit)
+			if l.onCut != nil {
+				l.onCut()
+			}
 			return i, l.err
 		}
 	}
 	return n, err
 }
 
-// scan takes one byte and reports whether the current value is still within the
-// limit.
+// scan takes one byte and reports whether the current value, with the whitespace
+// before it, is still within the limit. The whitespace counts: a json.Decoder keeps
+// what precedes a value in its buffer until the value is decoded, so endless spaces
+// would grow it as an endless value does.
 func (l *jsonMessageLimiter) scan(b byte) bool {
-	if !l.inValue {
-		switch b {
-		case ' ', '\t', '\r', '\n':
-			return true
-		}
-		l.inValue, l.n = true, 0
-	}
 	l.n++
 	if l.n > l.limit {
 		return false
+	}
+	space := b == ' ' || b == '\t' || b == '\r' || b == '\n'
+	if !l.inValue {
+		if space {
+			return true
+		}
+		l.inValue = true
 	}
 	switch {
 	case l.inString:
@@ -123,7 +131,7 @@ func (l *jsonMessageLimiter) scan(b byte) bool {
 			l.escaped = true
 		case b == '"':
 			l.inString = false
-			l.inValue = l.depth > 0
+			l.endUnlessNested()
 		}
 	case b == '"':
 		l.inString = true
@@ -133,10 +141,18 @@ func (l *jsonMessageLimiter) scan(b byte) bool {
 		if l.depth > 0 {
 			l.depth--
 		}
-		l.inValue = l.depth > 0
-	case l.depth == 0 && (b == ' ' || b == '\t' || b == '\r' || b == '\n'):
+		l.endUnlessNested()
+	case l.depth == 0 && space:
 		// The end of a top-level number or literal.
-		l.inValue = false
+		l.endUnlessNested()
 	}
 	return true
+}
+
+// endUnlessNested ends the current value, and starts the count of the next, if the
+// byte just scanned closed the outermost level.
+func (l *jsonMessageLimiter) endUnlessNested() {
+	if l.depth == 0 {
+		l.inValue, l.n = false, 0
+	}
 }

@@ -21,9 +21,11 @@ func TestJSONMessageLimiter(t *testing.T) {
 		values     int  // decoded before the end
 		tooLarge   bool // the read fails with errStreamMessageTooLarge
 	}{
-		{"many small values", strings.Repeat(small+"\n", 1000), 52, 1000, false},
+		{"many small values", strings.Repeat(small+"\n", 1000), 53, 1000, false},
 		{"one value a byte over", small, 51, 0, true},
-		{"whitespace between values is free", strings.Repeat(small+strings.Repeat(" ", 100), 3), 52, 3, false},
+		{"whitespace before a value counts", strings.Repeat(small+strings.Repeat(" ", 100), 3), 152, 3, false},
+		{"whitespace past the bound is cut", strings.Repeat(small+strings.Repeat(" ", 100), 3), 151, 1, true},
+		{"whitespace before the first value", strings.Repeat("\n", 60) + small, 100, 0, true},
 		{"escapes and brackets inside a string", `{"k":"\"}{[\\"}` + ` {"k":"x"}`, 15, 2, false},
 		{"a nested value counts whole", `{"a":{"b":{"c":"` + strings.Repeat("x", 200) + `"}}}`, 100, 0, true},
 		{"a long top-level number", strings.Repeat("1", 200), 100, 0, true},
@@ -50,10 +52,30 @@ func TestJSONMessageLimiter(t *testing.T) {
 	}
 }
 
+// Endless whitespace after a value is cut as an endless value is: the decoder
+// would hold it while it waits for the next value.
+func TestJSONMessageLimiterEndlessWhitespace(t *testing.T) {
+	counting := &countingReader{r: io.MultiReader(strings.NewReader(`{"k":"v"}`), infiniteByte(' '))}
+	cut := 0
+	l := newJSONMessageLimiter(counting, 1<<20)
+	l.onCut = func() { cut++ }
+	dec := json.NewDecoder(l)
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		t.Fatalf("the value before the spaces: %v", err)
+	}
+	if err := dec.Decode(&v); !errors.Is(err, errStreamMessageTooLarge) || cut != 1 {
+		t.Fatalf("endless spaces: %v, onCut called %d times; want errStreamMessageTooLarge and one call", err, cut)
+	}
+	if counting.n > 2<<20 {
+		t.Fatalf("read %d bytes of endless spaces with a 1 MiB bound", counting.n)
+	}
+}
+
 // An endless value is cut at the bound, having read no more than the bound and one
 // read's buffer: the decoder behind it never holds more.
 func TestJSONMessageLimiterEndlessValue(t *testing.T) {
-	endless := io.MultiReader(strings.NewReader(`{"key":"`), infiniteX{})
+	endless := io.MultiReader(strings.NewReader(`{"key":"`), infiniteByte('x'))
 	counting := &countingReader{r: endless}
 	dec := json.NewDecoder(newJSONMessageLimiter(counting, 1<<20))
 	var v any
@@ -65,11 +87,12 @@ func TestJSONMessageLimiterEndlessValue(t *testing.T) {
 	}
 }
 
-type infiniteX struct{}
+// infiniteByte reads as the byte repeated without end.
+type infiniteByte byte
 
-func (infiniteX) Read(p []byte) (int, error) {
+func (b infiniteByte) Read(p []byte) (int, error) {
 	for i := range p {
-		p[i] = 'x'
+		p[i] = byte(b)
 	}
 	return len(p), nil
 }

@@ -231,8 +231,21 @@ func TestGatewayBoundsTheRequestBody(t *testing.T) {
 func TestGatewayBoundsEachRequestOfAStream(t *testing.T) {
 	members := startTestCluster(t, 1, func(c *Config) { c.MaxRequestBytes = 4096 })
 	base := members[0].cfg.ListenClientURLs[0]
-	for _, path := range []string{"/v3/watch", "/v3/lease/keepalive"} {
-		sent := &countingReader{r: io.MultiReader(strings.NewReader(`{"create_request":{"key":"`), infiniteX{})}
+	for _, c := range []struct {
+		path string
+		body func() io.Reader
+	}{
+		{"/v3/watch", func() io.Reader {
+			return io.MultiReader(strings.NewReader(`{"create_request":{"key":"`), infiniteByte('x'))
+		}},
+		{"/v3/lease/keepalive", func() io.Reader { return io.MultiReader(strings.NewReader(`{"ID":"`), infiniteByte('1')) }},
+		// The decoder holds the spaces before a value as it holds a value.
+		{"/v3/watch", func() io.Reader {
+			return io.MultiReader(strings.NewReader(`{"create_request":{"key":"YQ=="}}`), infiniteByte(' '))
+		}},
+	} {
+		path := c.path
+		sent := &countingReader{r: c.body()}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, sent)
 		if err != nil {

@@ -81,7 +81,10 @@ func readSnapshot(stream pb.Maintenance_SnapshotClient) (int64, error) {
 // files close, and a waiting caller then gets its whole backup.
 func TestSnapshotSpoolsBoundedAndStalledStreamsEnded(t *testing.T) {
 	defer func(d time.Duration) { backupSendStall = d }(backupSendStall)
-	backupSendStall = 2 * time.Second
+	// Long enough that the stalled streams outlive the short call below, which
+	// has a deadline of its own long enough for the server's answer to beat it
+	// (the server gives up a tenth early) on a loaded machine.
+	backupSendStall = 8 * time.Second
 	m, mc := backupMember(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -102,7 +105,7 @@ func TestSnapshotSpoolsBoundedAndStalledStreamsEnded(t *testing.T) {
 	}
 
 	// One more, with a short deadline: it waits, spools nothing, and says why.
-	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	short, cancelShort := context.WithTimeout(ctx, 4*time.Second)
 	defer cancelShort()
 	stream, err := mc.Snapshot(short, &pb.SnapshotRequest{})
 	if err == nil {
@@ -126,7 +129,9 @@ func TestSnapshotSpoolsBoundedAndStalledStreamsEnded(t *testing.T) {
 	if err != nil || n < 2<<20 {
 		t.Fatalf("the waiting Snapshot read %d bytes: %v", n, err)
 	}
-	if waited := time.Since(started); waited < backupSendStall/2 {
+	// It began at least 4 s into the stalled streams' 8 s, so it waited for
+	// their end unless it took a slot they held.
+	if waited := time.Since(started); waited < time.Second {
 		t.Fatalf("the waiting Snapshot was served after %v, before the stalled streams were ended", waited)
 	}
 	for i, s := range stalled {

@@ -24,7 +24,7 @@
 // reconnects. Decoding never panics; FuzzReadFrame checks that.
 //
 // A frame's length is a claim until its bytes arrive: a reader allocates a large
-// payload in steps as it comes (64 KiB first, growing fourfold), so a peer that sends
+// payload in steps as it comes (half MaxFrameBytes first, growing fourfold), so a peer that sends
 // a header and stalls costs a step, not MaxFrameBytes. A message stream may be idle
 // for as long as its peer has nothing to say, but once a frame has begun to arrive
 // each read of the rest must return within Config.IOTimeout, or the stream is closed

@@ -19,7 +19,7 @@ import (
 // follow, and the payloads of the frames that are not plain messages. The package doc
 // draws the layout. Every reader here bounds what it allocates by a limit checked
 // before allocating, allocates a large payload only as its bytes arrive
-// (payloadStep), and none of them panics on any input.
+// (frameReader.payloadStep), and none of them panics on any input.
 
 // frameType says what a frame's payload holds.
 type frameType uint8
@@ -135,11 +135,18 @@ type frameReader struct {
 
 // payloadStep bounds what a reader allocates for a payload ahead of its bytes: a
 // frame header's length is only a claim until the bytes arrive. A payload that is
-// larger and not yet in the read buffer is read into a buffer that starts at
-// payloadStep and grows fourfold each time it fills, so a frame holds at most about
-// four times the bytes that came (and never more than its length): a peer that
-// sends a header claiming 16 MiB and nothing after it costs 64 KiB, not 16 MiB.
-const payloadStep = 64 << 10
+// larger and not yet in the read buffer is read into a buffer that starts at the
+// step and grows fourfold each time it fills, so a frame holds at most about four
+// times the bytes that came (and never more than its length): a peer that sends a
+// header claiming the frame limit and nothing after it costs a step, and only a
+// peer can (a stranger is refused at the handshake). The step is half the reader's
+// frame limit, at least minPayloadStep: the server sets the limit to twice Raft's
+// MaxSizePerMsg, so an append of any size Raft sends is read as before, into one
+// buffer of its size, without the copies of a growing one.
+func (fr *frameReader) payloadStep() int { return max(minPayloadStep, fr.maxPayload/2) }
+
+// minPayloadStep is the least payloadStep.
+const minPayloadStep = 64 << 10
 
 // payloadGrowth is the factor by which a payload's buffer grows once it is full.
 const payloadGrowth = 4
@@ -175,13 +182,13 @@ func (fr *frameReader) readPayload(h frameHeader, buf []byte) ([]byte, error) {
 	case cap(buf) >= h.length:
 		buf = buf[:h.length]
 		_, err = io.ReadFull(fr.r, buf)
-	case h.length <= payloadStep || fr.buffered() >= h.length:
+	case h.length <= fr.payloadStep() || fr.buffered() >= h.length:
 		// All of it is here already, or it is small: the common case, one
 		// allocation of the exact size.
 		buf = make([]byte, h.length)
 		_, err = io.ReadFull(fr.r, buf)
 	default:
-		buf, err = readGrowing(fr.r, h.length, max(payloadStep, fr.buffered()))
+		buf, err = readGrowing(fr.r, h.length, max(fr.payloadStep(), fr.buffered()))
 	}
 	if err != nil {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {

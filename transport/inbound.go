@@ -114,15 +114,15 @@ func (t *Transport) checkHandshake(hs handshake) error {
 		return fmt.Errorf("%w: node %x %s", ErrHandshake, hs.from, removedReason)
 	}
 	if hs.clusterID != t.cfg.ClusterID {
-		return fmt.Errorf("%w: stream from node %d of cluster %x, this is cluster %x; check the peer addresses and the cluster id",
+		return fmt.Errorf("%w: stream from node %x of cluster %x, this is cluster %x; check the peer addresses and the cluster id",
 			ErrHandshake, hs.from, hs.clusterID, t.cfg.ClusterID)
 	}
 	if hs.to != t.cfg.ID {
-		return fmt.Errorf("%w: node %d dialled node %d, but this is node %d; check node %d's peer addresses",
+		return fmt.Errorf("%w: node %x dialled node %x, but this is node %x; check node %x's peer addresses",
 			ErrHandshake, hs.from, hs.to, t.cfg.ID, hs.from)
 	}
 	if hs.from == t.cfg.ID {
-		return fmt.Errorf("%w: stream claims to come from node %d, which is this node; two nodes share an id", ErrHandshake, hs.from)
+		return fmt.Errorf("%w: stream claims to come from node %x, which is this node; two nodes share an id", ErrHandshake, hs.from)
 	}
 	if (*t.peers.Load())[hs.from] == nil {
 		// Only members reach this node: a stream from anyone else would take a
@@ -130,7 +130,8 @@ func (t *Transport) checkHandshake(hs handshake) error {
 		// member just added is a peer once this node applies its addition (or sees
 		// it in its log, or proposed it: the server dials it ahead); until then its
 		// dialler retries with backoff, as after any refusal.
-		return fmt.Errorf("%w: node %x is not a member of cluster %x as node %x knows it; a member just added is taken once node %x has applied its addition",
+		return fmt.Errorf("%w: node %x is not a member of cluster %x as node %x knows it; a member just added is taken "+
+			"once node %x has applied its addition, else check the dialling member's id and its --initial-cluster",
 			ErrHandshake, hs.from, t.cfg.ClusterID, t.cfg.ID, t.cfg.ID)
 	}
 	return nil
