@@ -44,7 +44,9 @@
 // dialling side, and the stream handshake and frames then run inside it unchanged.
 // Which certificates are accepted is for the tls.Config to say (the server builds it
 // from etcd's --peer-* flags); a refused handshake is logged at WARN with the remote
-// address and the reason, on both sides.
+// address and the reason, on both sides. Whoever reaches the port sets the rate of
+// refusals, so each distinct reason is logged at most once every 10 s, the next line
+// counting those left out (refusal_log.go); Stats.StreamsRefused counts them all.
 //
 // # Sending
 //

@@ -381,3 +381,20 @@ func leakedGoroutines() []string {
 	}
 	return leaked
 }
+
+// count returns how many lines hold every one of parts.
+func (c *logCapture) count(parts ...string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+next:
+	for _, line := range *c.lines {
+		for _, p := range parts {
+			if !strings.Contains(line, p) {
+				continue next
+			}
+		}
+		n++
+	}
+	return n
+}

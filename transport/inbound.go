@@ -45,7 +45,7 @@ func (t *Transport) serveConn(conn net.Conn) {
 	}
 	if err != nil {
 		t.streamsRefused.Add(1)
-		t.logger.Warn("transport: refusing inbound stream", "remote", remote, "err", err)
+		t.refusals.warn(t.logger, err.Error(), "transport: refusing inbound stream", "remote", remote, "err", err)
 		writeStatus(conn, err)
 		return
 	}
@@ -56,7 +56,7 @@ func (t *Transport) serveConn(conn net.Conn) {
 	if hs.kind == streamSnapshot {
 		if err := t.startReceivingSnapshot(hs.from); err != nil {
 			t.snapshotsRefused.Add(1)
-			t.logger.Warn("transport: refusing inbound snapshot stream", "peer", hexID(hs.from), "remote", remote, "err", err)
+			t.refusals.warn(t.logger, err.Error(), "transport: refusing inbound snapshot stream", "peer", hexID(hs.from), "remote", remote, "err", err)
 			writeStatus(conn, err)
 			return
 		}

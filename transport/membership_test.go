@@ -203,3 +203,30 @@ func sendUntilDelivered(t *testing.T, from, to *testNode, fromID uint64, index u
 		return false
 	})
 }
+
+// A stranger that redials as fast as it likes is refused every time, and counted
+// every time, but its refusal is logged once per refusalLogEvery, the next line
+// saying how many were left out.
+func TestRepeatedRefusalsLoggedOnce(t *testing.T) {
+	defer func(d time.Duration) { refusalLogEvery = d }(refusalLogEvery)
+	refusalLogEvery = time.Hour
+	n1 := startNode(t, testConfig(1, knownPeers(t, 2), newLogCapture()), listen(t))
+	for range 20 {
+		if _, err := dialRaw(t, n1, 0x77, streamProbe); err == nil {
+			t.Fatal("a stranger's probe was taken")
+		}
+	}
+	if got := n1.tr.Stats().StreamsRefused; got != 20 {
+		t.Fatalf("StreamsRefused %d, want 20", got)
+	}
+	if n := n1.logs.count("refusing inbound stream", "node 77 is not a member"); n != 1 {
+		t.Fatalf("20 refusals of one stranger logged %d times, want once", n)
+	}
+	refusalLogEvery = 0
+	if _, err := dialRaw(t, n1, 0x77, streamProbe); err == nil {
+		t.Fatal("a stranger's probe was taken")
+	}
+	if n1.logs.find("node 77 is not a member", "same_refusals_not_logged=19") == "" {
+		t.Fatal("the next refusal logged does not say 19 were left out")
+	}
+}

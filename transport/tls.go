@@ -64,11 +64,11 @@ func (t *Transport) acceptTLS(conn net.Conn) bool {
 	t.streamsRefused.Add(1)
 	var recordErr tls.RecordHeaderError
 	if errors.As(err, &recordErr) {
-		t.logger.Warn("transport: refusing inbound connection: it does not speak TLS, and this peer listener is https://; "+
+		t.refusals.warn(t.logger, "not TLS", "transport: refusing inbound connection: it does not speak TLS, and this peer listener is https://; "+
 			"give every member an https:// URL for this member in --initial-cluster", "remote", conn.RemoteAddr().String())
 		return false
 	}
-	t.logger.Warn("transport: refusing inbound connection: TLS handshake failed", "remote", conn.RemoteAddr().String(), "err", err)
+	t.refusals.warn(t.logger, err.Error(), "transport: refusing inbound connection: TLS handshake failed", "remote", conn.RemoteAddr().String(), "err", err)
 	return false
 }
 

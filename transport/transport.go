@@ -73,6 +73,7 @@ type Transport struct {
 	received          atomic.Uint64
 	streamsAccepted   atomic.Uint64
 	streamsRefused    atomic.Uint64
+	refusals          refusalLog
 	streamsBroken     atomic.Uint64
 	snapshotsReceived atomic.Uint64
 	snapshotsRefused  atomic.Uint64
