@@ -1,8 +1,13 @@
 package server
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -156,4 +161,39 @@ func containsAny(s string, subs []string) bool {
 		}
 	}
 	return false
+}
+
+// An HTTP/1.1 keep-alive connection that carries no request for httpIdleTimeout is
+// closed by the member, so clients that never close theirs hold nothing for good.
+func TestIdleHTTPConnectionsClosed(t *testing.T) {
+	defer func(d time.Duration) { httpIdleTimeout = d }(httpIdleTimeout)
+	httpIdleTimeout = 300 * time.Millisecond
+	members := startTestCluster(t, 1, nil)
+	u, err := url.Parse(members[0].cfg.ListenClientURLs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprintf(conn, "GET /version HTTP/1.1\r\nHost: %s\r\n\r\n", u.Host); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Close {
+		t.Fatalf("GET /version: %d, close %v; want 200 on a kept-alive connection", resp.StatusCode, resp.Close)
+	}
+	// Idle now: the member closes the connection, well before this deadline.
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := br.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("an idle keep-alive connection: read %d bytes, %v; want the member to close it (EOF)", n, err)
+	}
 }

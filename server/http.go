@@ -45,6 +45,13 @@ import (
 // being sniffed, so this is also how long a silent client can delay it.
 const clientSniffTimeout = 5 * time.Second
 
+// httpIdleTimeout closes an HTTP/1.1 keep-alive connection that has carried no
+// request for this long, so that clients that never close theirs do not hold a
+// goroutine and a file descriptor each for good (net/http keeps one forever with
+// neither IdleTimeout nor ReadTimeout set). A stream in progress (a watch over the
+// gateway) is a request, not idle.
+var httpIdleTimeout = 2 * time.Minute
+
 // httpShutdownTimeout bounds how long Stop lets HTTP requests in flight finish. A
 // health check waits at most healthTimeout.
 const httpShutdownTimeout = healthTimeout + time.Second
@@ -148,7 +155,7 @@ var publishVars sync.Once
 // serveClients serves gRPC and HTTP on every client listener, and HTTP on every
 // metrics listener.
 func (s *Server) serveClients() {
-	clientHTTP := &http.Server{Handler: s.httpHandler(true), ReadHeaderTimeout: clientSniffTimeout,
+	clientHTTP := &http.Server{Handler: s.httpHandler(true), ReadHeaderTimeout: clientSniffTimeout, IdleTimeout: httpIdleTimeout,
 		// http.Server fills in Request.TLS only for a *tls.Conn; cmux hands it
 		// its own wrapper, so the TLS state travels in the context (tlsStateOf).
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
@@ -161,7 +168,7 @@ func (s *Server) serveClients() {
 			}
 			return ctx
 		}}
-	metricsHTTP := &http.Server{Handler: s.httpHandler(false), ReadHeaderTimeout: clientSniffTimeout}
+	metricsHTTP := &http.Server{Handler: s.httpHandler(false), ReadHeaderTimeout: clientSniffTimeout, IdleTimeout: httpIdleTimeout}
 	s.httpServers = append(s.httpServers, clientHTTP, metricsHTTP)
 	for _, l := range s.clientListens {
 		m := cmux.New(l)
