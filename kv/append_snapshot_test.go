@@ -8,10 +8,7 @@ import (
 // AppendSnapshot after a prefix appends exactly what Snapshot returns, and the
 // appended part restores.
 func TestAppendSnapshotMatchesSnapshot(t *testing.T) {
-	s, err := NewStore(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newTestStoreOn(t, Config{}, "mem")
 	for i, k := range []string{"a", "b", "a"} {
 		if res := s.ApplyCommand(uint64(i+1), &Command{Put: &PutRequest{Key: []byte(k), Value: []byte{byte(i)}}}); res.Err != nil {
 			t.Fatal(res.Err)
@@ -28,7 +25,7 @@ func TestAppendSnapshotMatchesSnapshot(t *testing.T) {
 	if !bytes.Equal(framed[len("prefix"):], whole) {
 		t.Fatal("AppendSnapshot's bytes differ from Snapshot's")
 	}
-	restored, _ := NewStore(Config{})
+	restored := newTestStoreOn(t, Config{}, "mem")
 	if err := restored.Restore(framed[len("prefix"):]); err != nil {
 		t.Fatal(err)
 	}

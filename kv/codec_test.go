@@ -175,7 +175,11 @@ func FuzzDecodeCommand(f *testing.F) {
 			t.Fatalf("second decode: %v, equal %v", err, reflect.DeepEqual(cmd, cmd2))
 		}
 		// Whatever decodes must also apply without panicking.
-		s, _ := NewStore(Config{})
+		s, err := NewStore(Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
 		s.Apply(1, data)
 	})
 }

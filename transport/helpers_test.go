@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"raftkv/raft"
 )
@@ -342,44 +342,10 @@ func snapMsg(from, to uint64, data []byte) raft.Message {
 	}
 }
 
-// TestMain fails the run if any test left a goroutine of this package behind: every
-// Transport the tests start is closed, and Close must stop everything it started.
+// TestMain fails the run if any test left a goroutine behind: every Transport the
+// tests start is closed, and Close must stop everything it started.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		deadline := time.Now().Add(5 * time.Second)
-		leaked := leakedGoroutines()
-		for len(leaked) > 0 && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-			leaked = leakedGoroutines()
-		}
-		if len(leaked) > 0 {
-			fmt.Fprintf(os.Stderr, "%d goroutines left behind by the tests:\n\n%s\n", len(leaked), strings.Join(leaked, "\n\n"))
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// leakedGoroutines returns the stacks of goroutines running code of this package,
-// other than the caller's.
-func leakedGoroutines() []string {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	var leaked []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "raftkv/transport.") && !strings.Contains(g, "leakedGoroutines") {
-			leaked = append(leaked, g)
-		}
-	}
-	return leaked
+	goleak.VerifyTestMain(m)
 }
 
 // count returns how many lines hold every one of parts.
