@@ -39,7 +39,10 @@ var (
 	backupSendStall = 3 * time.Minute
 	// backupSpoolReserve is the free space a spool leaves on the data dir's file
 	// system, for the WAL's next segments (64 MiB each, when the WAL shares it)
-	// and the store's flushes: a full disk stops the member.
+	// and the store's flushes: a full disk stops the member. On a file system
+	// smaller than 1 GiB it is an eighth of its size (spoolReserve), as the WAL's
+	// preallocation shrinks with the free space, so that a small volume can still
+	// hold a backup.
 	backupSpoolReserve int64 = 128 << 20
 	// backupSpoolCheckBytes is how often, in bytes written, a spool checks the
 	// free space again (other writers use it too).
@@ -161,8 +164,8 @@ func (s *Server) spoolBackup(ctx context.Context) (spool *os.File, size, rev int
 	need := s.sm.store.InUseBytes() + backupAlign + 32
 	if u, err := diskUsage(dir); err != nil {
 		s.logger.Warn("reading the data dir's free space failed; spooling the backup unchecked", "dir", dir, "err", err)
-	} else if u.Free-backupSpoolReserve < need {
-		return nil, 0, 0, started, spoolNoSpace(dir, need, u.Free)
+	} else if u.Free-spoolReserve(u) < need {
+		return nil, 0, 0, started, spoolNoSpace(dir, need, spoolReserve(u), u.Free)
 	}
 	f, err := os.CreateTemp(dir, "backup-*.spool")
 	if err != nil {
@@ -193,7 +196,7 @@ func (s *Server) spoolBackup(ctx context.Context) (spool *os.File, size, rev int
 			if u, uerr := diskUsage(dir); uerr == nil {
 				free = u.Free
 			}
-			return nil, 0, 0, started, spoolNoSpace(dir, max(need, g.written), free)
+			return nil, 0, 0, started, spoolNoSpace(dir, max(need, g.written), 0, free)
 		}
 		return nil, 0, 0, started, toGRPC(err)
 	}
@@ -204,13 +207,22 @@ func (s *Server) spoolBackup(ctx context.Context) (spool *os.File, size, rev int
 	return f, size, rev, started, nil
 }
 
+// spoolReserve is the free space a spool leaves on the file system u describes:
+// backupSpoolReserve, or an eighth of a file system smaller than eight times it.
+func spoolReserve(u storage.DiskUsage) int64 {
+	if u.Total > 0 {
+		return min(backupSpoolReserve, u.Total/8)
+	}
+	return backupSpoolReserve
+}
+
 // spoolNoSpace is the answer to a Snapshot whose copy of the store does not fit.
-func spoolNoSpace(dir string, need, free int64) error {
+func spoolNoSpace(dir string, need, reserve, free int64) error {
 	return status.Errorf(codes.ResourceExhausted,
 		"etcdserver: no space for the snapshot: its copy of the store needs about %d bytes in %s, "+
 			"and %d more are kept free for the WAL and the store, but the file system has %d available; "+
 			"free space there, or take the snapshot from another member",
-		need, dir, backupSpoolReserve, free)
+		need, dir, reserve, free)
 }
 
 // errSpoolNoSpace is a spool stopped as the file system ran short.
@@ -231,8 +243,8 @@ type spaceGuard struct {
 func (g *spaceGuard) Write(p []byte) (int, error) {
 	if g.written+int64(len(p)) >= g.next {
 		g.next = g.written + int64(len(p)) + backupSpoolCheckBytes
-		if u, err := diskUsage(g.dir); err == nil && u.Free-int64(len(p)) < backupSpoolReserve {
-			return 0, &errSpoolNoSpace{grpc: spoolNoSpace(g.dir, max(g.need, g.written+int64(len(p))), u.Free)}
+		if u, err := diskUsage(g.dir); err == nil && u.Free-int64(len(p)) < spoolReserve(u) {
+			return 0, &errSpoolNoSpace{grpc: spoolNoSpace(g.dir, max(g.need, g.written+int64(len(p))), spoolReserve(u), u.Free)}
 		}
 	}
 	n, err := g.w.Write(p)

@@ -198,4 +198,16 @@ func TestSnapshotRefusedWithoutSpace(t *testing.T) {
 	if n, err := readSnapshot(stream); err != nil || n < 2<<20 {
 		t.Fatalf("a Snapshot with room, after the refusals: %d bytes, %v", n, err)
 	}
+	// A small volume keeps an eighth of itself free, not backupSpoolReserve: a
+	// 256 MiB one with 96 MiB free takes a backup of a few MiB.
+	diskUsage = func(string) (storage.DiskUsage, error) {
+		return storage.DiskUsage{Total: 256 << 20, Free: 96 << 20}, nil
+	}
+	stream, err = mc.Snapshot(ctx, &pb.SnapshotRequest{})
+	if err == nil {
+		_, err = readSnapshot(stream)
+	}
+	if err != nil {
+		t.Fatalf("a Snapshot on a 256 MiB volume with 96 MiB free: %v", err)
+	}
 }
