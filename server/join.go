@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"raftkv/internal/durable"
 	"raftkv/storage"
 	"raftkv/transport"
 )
@@ -91,39 +92,9 @@ func writeBootstrap(dataDir string, rec *bootstrapRecord) error {
 	if err := mkdirDurably(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	return writeFileDurably(path, append(data, '\n'))
+	return durable.WriteFile(path, append(data, '\n'), 0o644)
 }
 
-// writeFileDurably writes data to path through a synced temporary file, renamed into
-// place, and syncs the directory.
-func writeFileDurably(path string, data []byte) error {
-	tmp := path + ".tmp"
-	err := func() error {
-		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-		if err != nil {
-			return err
-		}
-		_, err = f.Write(data)
-		if err == nil {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Rename(tmp, path)
-		}
-		if err == nil {
-			err = syncDir(filepath.Dir(path))
-		}
-		return err
-	}()
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
-}
 
 // recordOf is the record of the member list s holds now.
 func (s *Server) recordOf(joined bool) *bootstrapRecord {

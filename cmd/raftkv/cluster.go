@@ -18,6 +18,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"raftkv/internal/durable"
 )
 
 // clusterOptions are the flags of "raftkv cluster".
@@ -498,16 +500,26 @@ func planCluster(opts clusterOptions) ([]localMember, error) {
 	return plan, nil
 }
 
-// saveLayout records plan in --dir, for planCluster at the next start.
+// saveLayout records plan in --dir, for planCluster at the next start. --dir is
+// made durably (its parent synced: the members sync only from their own data dirs
+// down, so a power loss could otherwise drop --dir and their data with it), and
+// the file is written only when it changes, through a synced temporary file
+// renamed into place: a crash while it is written leaves the old layout whole,
+// never a truncated file the next start would refuse.
 func saveLayout(dir string, plan []localMember) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := durable.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	data, err := json.MarshalIndent(plan, "", "  ")
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, layoutFile), append(data, '\n'), 0o644)
+	data = append(data, '\n')
+	path := filepath.Join(dir, layoutFile)
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		return nil
+	}
+	return durable.WriteFile(path, data, 0o644)
 }
 
 // runCluster checks everything it can before the first member starts: a member
