@@ -95,7 +95,6 @@ func writeBootstrap(dataDir string, rec *bootstrapRecord) error {
 	return durable.WriteFile(path, append(data, '\n'), 0o644)
 }
 
-
 // recordOf is the record of the member list s holds now.
 func (s *Server) recordOf(joined bool) *bootstrapRecord {
 	return newBootstrapRecord(s.clusterID, s.id, joined, s.peers)
