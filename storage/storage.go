@@ -257,8 +257,13 @@ func (s *Storage) closeLocks() error {
 	return err
 }
 
-// makeDir creates dir and any missing parents, and makes each new directory's entry
-// durable in its parent.
+// makeDir creates dir and any missing parents, and makes their entries durable: each
+// new directory's in its parent and, at every Open, dir's own in its parent whether or
+// not this call created it. A process killed between MkdirAll and the parent's fsync,
+// or whose fsync failed there, left an entry a power loss can still drop, and the
+// next Open finds the directory in place: without the sync it would put its WAL,
+// synced, in a directory that may vanish. (A missing ancestor above dir is synced
+// into its parent only by the call that creates it.)
 func makeDir(fsys FS, dir string) error {
 	var missing []string
 	for d := dir; ; d = filepath.Dir(d) {
@@ -267,11 +272,12 @@ func makeDir(fsys FS, dir string) error {
 		}
 		missing = append(missing, d)
 	}
-	if len(missing) == 0 {
-		return nil
-	}
-	if err := fsys.MkdirAll(dir); err != nil {
-		return fmt.Errorf("storage: creating %s: %w", dir, err)
+	if len(missing) > 0 {
+		if err := fsys.MkdirAll(dir); err != nil {
+			return fmt.Errorf("storage: creating %s: %w", dir, err)
+		}
+	} else {
+		missing = []string{dir} // exists: sync its entry all the same
 	}
 	for _, d := range slices.Backward(missing) {
 		if err := fsys.SyncDir(filepath.Dir(d)); err != nil {
