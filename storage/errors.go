@@ -174,5 +174,5 @@ func fatalError(fsys FS, what, path string, needed int64, cause error) error {
 		return NewNoSpaceError(fsys, what, path, needed, cause)
 	}
 	return fmt.Errorf("%w: %s %s: %w; the node must stop: after a failed write or sync the disk's contents are unknown, "+
-		"restart it to recover from what was synced", ErrFailed, what, path, cause)
+		"restart it to recover from what the disk holds (recovery reads the WAL back from the disk, not the page cache)", ErrFailed, what, path, cause)
 }

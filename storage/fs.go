@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"slices"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // FS is the seam between storage and the file system: every call the WAL and the
@@ -71,11 +73,19 @@ type File interface {
 	Preallocate(size int64) error
 	// Size returns the file's length in bytes.
 	Size() (int64, error)
+	// DropCache evicts the file's clean cached pages, like posix_fadvise(2) with
+	// POSIX_FADV_DONTNEED, so that the next reads come from the disk. Call it after
+	// a Sync that succeeded: after a failed writeback Linux may keep the pages it
+	// could not write cached and marked clean, and a later fsync then succeeds
+	// without writing them; dropping them makes reads show what the disk holds.
+	// An implementation without a page cache makes it a no-op.
+	DropCache() error
 }
 
 // NewOSFS returns the FS of the operating system. Sync is fdatasync(2), Preallocate is
-// fallocate(2) (or ftruncate where fallocate is unsupported), SyncDir fsyncs the
-// directory, and Lock is flock(2).
+// fallocate(2) (or ftruncate where fallocate is unsupported), DropCache is
+// posix_fadvise(2) with POSIX_FADV_DONTNEED, SyncDir fsyncs the directory, and Lock
+// is flock(2).
 func NewOSFS() FS { return osFS{} }
 
 type osFS struct{}
@@ -229,6 +239,17 @@ func (o *osFile) Preallocate(size int64) error {
 		return o.f.Truncate(size)
 	}
 	return err
+}
+
+func (o *osFile) DropCache() error {
+	return o.control("fadvise", func(fd uintptr) error {
+		for {
+			err := unix.Fadvise(int(fd), 0, 0, unix.FADV_DONTNEED)
+			if err != unix.EINTR {
+				return err
+			}
+		}
+	})
 }
 
 func (o *osFile) Size() (int64, error) {

@@ -89,6 +89,14 @@ func (f *memFile) Sync() error {
 	return nil
 }
 
+// DropCache implements File. MemFS has no page cache apart from its live state, and
+// after a Sync that state is the durable one for this file: nothing to drop.
+func (f *memFile) DropCache() error {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	return f.checkLocked("fadvise")
+}
+
 func (f *memFile) Preallocate(size int64) error {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()

@@ -176,8 +176,13 @@ func scanLast(s *segmentFile, seed uint32, logger *slog.Logger) lastSegment {
 	return lastSegment{end: end, clean: clean, err: err}
 }
 
-// openSegment opens a segment and checks its header and start record.
+// openSegment opens a segment and checks its header and start record. It first
+// syncs the segment and drops its cached pages (syncAndDropCache), so that every
+// read of it during recovery comes from the disk.
 func openSegment(fsys FS, s *segmentFile, first bool, dataDir string, clusterID uint64, seed uint32) error {
+	if err := syncAndDropCache(fsys, s.path); err != nil {
+		return err
+	}
 	f, err := fsys.Open(s.path)
 	if err != nil {
 		return fmt.Errorf("storage: opening WAL segment: %w", err)

@@ -28,7 +28,11 @@
 //
 // Failure policy: a failed write or sync is fatal. The Storage logs it once and
 // refuses every later call with that first error (wrapping ErrFailed); the node must
-// stop and restart, and recovers what was synced. A full disk (ENOSPC) is a
+// stop and restart, and recovers what the disk holds: after a failed fsync Linux may
+// keep the pages it could not write cached and marked clean (so a later fsync
+// succeeds without writing them), and recovery therefore syncs each WAL segment and
+// drops its cached pages (File.DropCache) before it reads it, so that what did not
+// reach the disk is cut off as a torn tail is after a power loss. A full disk (ENOSPC) is a
 // *NoSpaceError (ErrDiskFull), which says what is full, how much was needed and is
 // free, and what to do: the Storage does not log it, the member stops with it as its
 // one line. WAL segments are preallocated by what the free space allows (wal.reserve),
@@ -253,8 +257,13 @@ func (s *Storage) closeLocks() error {
 	return err
 }
 
-// makeDir creates dir and any missing parents, and makes each new directory's entry
-// durable in its parent.
+// makeDir creates dir and any missing parents, and makes their entries durable: each
+// new directory's in its parent and, at every Open, dir's own in its parent whether or
+// not this call created it. A process killed between MkdirAll and the parent's fsync,
+// or whose fsync failed there, left an entry a power loss can still drop, and the
+// next Open finds the directory in place: without the sync it would put its WAL,
+// synced, in a directory that may vanish. (A missing ancestor above dir is synced
+// into its parent only by the call that creates it.)
 func makeDir(fsys FS, dir string) error {
 	var missing []string
 	for d := dir; ; d = filepath.Dir(d) {
@@ -263,11 +272,12 @@ func makeDir(fsys FS, dir string) error {
 		}
 		missing = append(missing, d)
 	}
-	if len(missing) == 0 {
-		return nil
-	}
-	if err := fsys.MkdirAll(dir); err != nil {
-		return fmt.Errorf("storage: creating %s: %w", dir, err)
+	if len(missing) > 0 {
+		if err := fsys.MkdirAll(dir); err != nil {
+			return fmt.Errorf("storage: creating %s: %w", dir, err)
+		}
+	} else {
+		missing = []string{dir} // exists: sync its entry all the same
 	}
 	for _, d := range slices.Backward(missing) {
 		if err := fsys.SyncDir(filepath.Dir(d)); err != nil {
@@ -340,17 +350,10 @@ func (s *Storage) recover(opts Options, began time.Time) error {
 	if err := s.loadCache(rec.tailLen(s.cacheBytes)); err != nil {
 		return err
 	}
-	// What recovery read may have been in the page cache only, left by a process
-	// that was killed before its fsync: make it durable before anything is taken
-	// as such (Raft hands out committed entries up to the log's durable end, and a
-	// new segment names where the old one's records end).
-	// The same for the directories' entries: a segment or snapshot renamed into
-	// place by a process killed before it synced the directory.
-	for _, seg := range w.mu.segments {
-		if err := syncFile(s.fs, w.segmentPath(seg.seq)); err != nil {
-			return err
-		}
-	}
+	// Recovery synced each segment and dropped its cached pages before reading it
+	// (openSegment): what it replayed is what the disk holds. The same for the
+	// directories' entries: a segment or snapshot renamed into place by a process
+	// killed before it synced the directory.
 	for _, d := range []string{walDir, s.snapDir} {
 		if err := s.fs.SyncDir(d); err != nil {
 			return fatalError(s.fs, "fsync of", d, 0, err)
@@ -637,18 +640,26 @@ func (s *Storage) Snapshot() (raft.Snapshot, error) {
 	}
 }
 
-// syncFile makes what path holds durable.
-func syncFile(fsys FS, path string) error {
+// syncAndDropCache fsyncs the file at path, then drops its cached pages, so that
+// what is read of it next comes from the disk. Recovery does this to each WAL
+// segment before it reads it:
+//   - a process killed before its fsync left dirty pages: the fsync writes them,
+//     and dropping them loses nothing;
+//   - a node stopped after a failed fsync (fsyncgate): Linux may keep the pages it
+//     failed to write cached and marked clean, so this fsync succeeds without
+//     writing them. Reading them from the cache would replay entries the disk does
+//     not hold; read from the disk, the record CRCs cut them off as a torn tail.
+func syncAndDropCache(fsys FS, path string) error {
 	f, err := fsys.OpenReadWrite(path)
 	if err != nil {
 		return fmt.Errorf("storage: opening %s to sync it: %w", path, err)
 	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	defer f.Close()
+	if err := f.Sync(); err != nil {
 		return fatalError(fsys, "fsync of", path, 0, err)
+	}
+	if err := f.DropCache(); err != nil {
+		return fmt.Errorf("storage: dropping the cached pages of %s before reading it back: %w", path, err)
 	}
 	return nil
 }
