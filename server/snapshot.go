@@ -576,8 +576,14 @@ func (s *Server) receiveSnapshot(from uint64, snap raft.Snapshot, body io.Reader
 	final := filepath.Join(dir, name)
 	if _, err := s.sm.fs.Stat(final); err == nil {
 		// The same snapshot, received before and not yet applied (the apply loop
-		// may be ingesting it now): that body serves as well as this one.
+		// may be ingesting it now): that body serves as well as this one, once
+		// its name in kv-in is durable. An earlier receive whose sync failed
+		// removed it (below), but a sync of kv-in here costs little and answers
+		// for the name whatever left it.
 		_ = s.sm.fs.RemoveAll(tmp)
+		if err := s.sm.syncInbound(); err != nil {
+			return nil, s.failedInboundSync(snap, final, err)
+		}
 		return receivedSnapshotData(name), nil
 	}
 	if err := s.sm.fs.Rename(tmp, final); err != nil {
@@ -585,10 +591,24 @@ func (s *Server) receiveSnapshot(from uint64, snap raft.Snapshot, body io.Reader
 		return nil, err
 	}
 	if err := s.sm.syncInbound(); err != nil {
-		return nil, err
+		return nil, s.failedInboundSync(snap, final, err)
 	}
 	s.logger.Info("snapshot body received", "index", snap.Index, "term", snap.Term, "from", hexID(from), "bytes", n)
 	return receivedSnapshotData(name), nil
+}
+
+// failedInboundSync handles a failed fsync of kv-in after a body took its final
+// name: whether the name is durable is unknown, and a later sync need not say
+// (the kernel may have dropped the dirty state with the error). The body is
+// removed, so that a resend of the snapshot writes and syncs it afresh rather
+// than answering from a name that may not survive a power cut, and the receive
+// fails, so that Raft persists no marker naming it. As for any failed sync of
+// the member's state, the member stops (stopOnFatal).
+func (s *Server) failedInboundSync(snap raft.Snapshot, final string, err error) error {
+	_ = s.sm.fs.RemoveAll(final)
+	err = fmt.Errorf("server: fsync of %s after receiving the snapshot at index %d: %w", inboundDir(s.sm.dir), snap.Index, err)
+	s.stopOnFatal(err)
+	return err
 }
 
 // compactLog is a local snapshot: it makes the store durable and truncates the log
