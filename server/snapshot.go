@@ -579,10 +579,12 @@ func (s *Server) receiveSnapshot(from uint64, snap raft.Snapshot, body io.Reader
 		// may be ingesting it now): that body serves as well as this one, once
 		// its name in kv-in is durable. An earlier receive whose sync failed
 		// removed it (below), but a sync of kv-in here costs little and answers
-		// for the name whatever left it.
+		// for the name whatever left it. If it fails the body stays: an earlier
+		// receive may have answered with it, and Raft persisted the marker, or
+		// the apply loop may be ingesting it; the member stops.
 		_ = s.sm.fs.RemoveAll(tmp)
 		if err := s.sm.syncInbound(); err != nil {
-			return nil, s.failedInboundSync(snap, final, err)
+			return nil, s.failedInboundSync(snap, "", err)
 		}
 		return receivedSnapshotData(name), nil
 	}
@@ -604,8 +606,12 @@ func (s *Server) receiveSnapshot(from uint64, snap raft.Snapshot, body io.Reader
 // than answering from a name that may not survive a power cut, and the receive
 // fails, so that Raft persists no marker naming it. As for any failed sync of
 // the member's state, the member stops (stopOnFatal).
+//
+// final is "" where the body must stay (the "already there" branch).
 func (s *Server) failedInboundSync(snap raft.Snapshot, final string, err error) error {
-	_ = s.sm.fs.RemoveAll(final)
+	if final != "" {
+		_ = s.sm.fs.RemoveAll(final)
+	}
 	err = fmt.Errorf("server: fsync of %s after receiving the snapshot at index %d: %w", inboundDir(s.sm.dir), snap.Index, err)
 	s.stopOnFatal(err)
 	return err
