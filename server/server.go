@@ -186,6 +186,12 @@ func New(cfg Config) (*Server, error) {
 // --force-new-cluster if one is recorded or asked for (membership.go).
 func (s *Server) open(ids []uint64) error {
 	cfg := s.cfg
+	// The data dir's own entry, synced at every start: a start killed between
+	// making it and syncing its parent left it not durable, and this start finds
+	// it (mkdirDurably). member/ is synced the same way by writeBootstrap.
+	if err := mkdirDurably(cfg.DataDir, 0o755); err != nil {
+		return err
+	}
 	boot, err := readBootstrap(cfg.DataDir)
 	if err != nil {
 		return err
