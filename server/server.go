@@ -182,6 +182,10 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// testHookAfterStorageOpen, if set, runs in open right after storage.Open: a test
+// fails the start there to leave the data dir as a crash would.
+var testHookAfterStorageOpen func() error
+
 // open opens the storage and starts the member, with the membership forced by
 // --force-new-cluster if one is recorded or asked for (membership.go).
 func (s *Server) open(ids []uint64) error {
@@ -207,6 +211,16 @@ func (s *Server) open(ids []uint64) error {
 		if boot, err = s.join(); err != nil {
 			return err
 		}
+		// The record before the log: storage.Open makes a WAL of the joined
+		// cluster durable, and a restart that found it without the record would
+		// skip the join (hasState), take the cluster id from the flags, and refuse
+		// that WAL until the data dir was wiped. The record claims only what the
+		// join established (the cluster, this member's id, the members, and
+		// Joined: no bootstrap configuration): a restart that finds it with no
+		// log starts with an empty one, as this start does.
+		if err := writeBootstrap(cfg.DataDir, boot); err != nil {
+			return err
+		}
 		ids, joining = nil, true
 	}
 	forced, err := readMembership(cfg.DataDir)
@@ -222,6 +236,11 @@ func (s *Server) open(ids []uint64) error {
 		storage.Options{ClusterID: s.clusterID, MemberID: s.id, Logger: s.logger, WALDir: cfg.WALDir, OnWALFlush: s.metrics.observeWALFlush})
 	if err != nil {
 		return err
+	}
+	if testHookAfterStorageOpen != nil {
+		if err := testHookAfterStorageOpen(); err != nil {
+			return err
+		}
 	}
 	if boot == nil {
 		boot = s.recordOf(false)
