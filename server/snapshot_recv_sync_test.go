@@ -3,7 +3,6 @@ package server
 import (
 	"errors"
 	"io"
-	"log/slog"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -29,15 +28,7 @@ func TestReceivedBodyAfterAFailedSyncIsNotKept(t *testing.T) {
 		}
 		return nil
 	}))
-	sm, err := newStateMachine(kv.Config{}, dir, []member{{ID: 1, Name: "a"}}, fs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sm.store.Close() })
-	s := &Server{sm: sm, logger: slog.New(slog.DiscardHandler)}
-	s.fatal.c = make(chan struct{})
-	leader := newReconcileFixture(t)
-	leader.applyPuts(t, 1, 12, 1)
+	s, leader := snapshotReceiver(t, dir, fs)
 	snap := raft.Snapshot{Index: 10, Term: 1}
 	receive := func() ([]byte, error) {
 		pr, pw := io.Pipe()
@@ -76,15 +67,7 @@ func TestReceivedBodyAfterAFailedSyncIsNotKept(t *testing.T) {
 func TestReceivedBodyAlreadyThereIsSynced(t *testing.T) {
 	mem := vfs.NewCrashableMem()
 	dir := "/member"
-	sm, err := newStateMachine(kv.Config{}, dir, []member{{ID: 1, Name: "a"}}, mem)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sm.store.Close() })
-	s := &Server{sm: sm, logger: slog.New(slog.DiscardHandler)}
-	s.fatal.c = make(chan struct{})
-	leader := newReconcileFixture(t)
-	leader.applyPuts(t, 1, 12, 1)
+	s, leader := snapshotReceiver(t, dir, mem)
 	snap := raft.Snapshot{Index: 10, Term: 1}
 	if err := mem.MkdirAll(inboundDir(dir), 0o700); err != nil {
 		t.Fatal(err)
@@ -99,7 +82,7 @@ func TestReceivedBodyAlreadyThereIsSynced(t *testing.T) {
 		pw.CloseWithError(err)
 	}()
 	final := filepath.Join(inboundDir(dir), inboundName(snap))
-	if _, err := sm.store.WriteSnapshotTables(pr, final); err != nil {
+	if _, err := s.sm.store.WriteSnapshotTables(pr, final); err != nil {
 		t.Fatal(err)
 	}
 	pr, pw = io.Pipe()

@@ -368,14 +368,7 @@ func TestInboundIndex(t *testing.T) {
 func TestReceivedBodySurvivesACrash(t *testing.T) {
 	mem := vfs.NewCrashableMem()
 	dir := "/member"
-	sm, err := newStateMachine(kv.Config{}, dir, []member{{ID: 1, Name: "a"}}, mem)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sm.store.Close() })
-	s := &Server{sm: sm, logger: slog.New(slog.DiscardHandler)}
-	leader := newReconcileFixture(t)
-	leader.applyPuts(t, 1, 12, 1)
+	s, leader := snapshotReceiver(t, dir, mem)
 	pr, pw := io.Pipe()
 	go func() {
 		_, err := leader.s.sm.store.WriteSnapshot(pw)
@@ -513,4 +506,21 @@ func TestStaleReceivedBodyIsRemovedAtTheNextSnapshot(t *testing.T) {
 			t.Errorf("%s was removed: %v", filepath.Base(p), err)
 		}
 	}
+}
+
+// snapshotReceiver returns a server of one member whose state machine is in dir on
+// fs, to receive snapshot bodies, and a leader's fixture with 12 puts applied to
+// send them from.
+func snapshotReceiver(t *testing.T, dir string, fs vfs.FS) (*Server, *reconcileFixture) {
+	t.Helper()
+	sm, err := newStateMachine(kv.Config{}, dir, []member{{ID: 1, Name: "a"}}, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sm.store.Close() })
+	s := &Server{sm: sm, logger: slog.New(slog.DiscardHandler)}
+	s.fatal.c = make(chan struct{})
+	leader := newReconcileFixture(t)
+	leader.applyPuts(t, 1, 12, 1)
+	return s, leader
 }
