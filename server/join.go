@@ -89,7 +89,7 @@ func writeBootstrap(dataDir string, rec *bootstrapRecord) error {
 		return err
 	}
 	path := bootstrapPath(dataDir)
-	if err := mkdirDurably(filepath.Dir(path), 0o755); err != nil {
+	if err := durable.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
 	return durable.WriteFile(path, append(data, '\n'), 0o644)

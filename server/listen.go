@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 )
@@ -70,36 +69,6 @@ func listenHint(err error) string {
 	}
 	return ""
 }
-
-// mkdirDurably creates dir and any missing parents, with perm, and syncs the
-// parent of each one it made, so that a crash right after cannot lose them. It
-// syncs dir and dir's parent even when dir exists already: a process killed
-// between a MkdirAll and the sync of the parent left a directory whose entry
-// may not be durable, and the next start finds it and would otherwise never
-// sync it, so a later power cut could drop the whole directory with what was
-// since written and synced in it.
-func mkdirDurably(dir string, perm os.FileMode) error {
-	dir = filepath.Clean(dir)
-	missing := missingDirs(dir)
-	if err := os.MkdirAll(dir, perm); err != nil {
-		return err
-	}
-	toSync := []string{dir}
-	for _, d := range append(missing, dir) {
-		if p := filepath.Dir(d); !slices.Contains(toSync, p) {
-			toSync = append(toSync, p)
-		}
-	}
-	for _, d := range toSync {
-		if err := syncDirHook(d); err != nil {
-			return fmt.Errorf("fsync of %s: %w", d, err)
-		}
-	}
-	return nil
-}
-
-// syncDirHook is syncDir, for mkdirDurably; tests replace it to see what it syncs.
-var syncDirHook = syncDir
 
 // missingDirs returns dir and those of its parents that do not exist, outermost
 // first, so that a failed start can remove what it created.

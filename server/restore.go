@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"raftkv/internal/durable"
 	"raftkv/kv"
 	"raftkv/raft"
 	"raftkv/storage"
@@ -114,7 +115,7 @@ func Restore(cfg RestoreConfig) (res RestoreResult, err error) {
 			_ = os.RemoveAll(created[0])
 		}
 	}()
-	if err := mkdirDurably(memberDir, 0o700); err != nil {
+	if err := durable.MkdirAll(memberDir, 0o700); err != nil {
 		return res, err
 	}
 	initial := make([]member, 0, len(peers))

@@ -17,6 +17,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"raftkv/internal/durable"
 	"raftkv/kv"
 	"raftkv/raft"
 	"raftkv/storage"
@@ -192,8 +193,8 @@ func (s *Server) open(ids []uint64) error {
 	cfg := s.cfg
 	// The data dir's own entry, synced at every start: a start killed between
 	// making it and syncing its parent left it not durable, and this start finds
-	// it (mkdirDurably). member/ is synced the same way by writeBootstrap.
-	if err := mkdirDurably(cfg.DataDir, 0o755); err != nil {
+	// it (durable.MkdirAll). member/ is synced the same way by writeBootstrap.
+	if err := durable.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return err
 	}
 	boot, err := readBootstrap(cfg.DataDir)

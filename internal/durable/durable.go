@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"raftkv/storage"
 )
@@ -51,8 +52,12 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 	return nil
 }
 
-// MkdirAll creates dir and any missing parents with perm, and syncs the parent of
-// each directory it made and of dir itself.
+// MkdirAll creates dir and any missing parents with perm, and syncs dir, the
+// parent of each directory it made, and dir's parent even when dir exists
+// already: a process killed between a mkdir and the sync of its parent left a
+// directory whose entry may not be durable, and the next start finds it and would
+// otherwise never sync it, so a later power loss could drop the whole directory
+// with what was since written and synced in it.
 func MkdirAll(dir string, perm os.FileMode) error {
 	dir = filepath.Clean(dir)
 	var missing []string
@@ -65,19 +70,23 @@ func MkdirAll(dir string, perm os.FileMode) error {
 	if err := os.MkdirAll(dir, perm); err != nil {
 		return err
 	}
-	synced := map[string]bool{}
+	toSync := []string{dir}
 	for _, d := range append(missing, dir) {
-		parent := filepath.Dir(d)
-		if synced[parent] {
-			continue
+		if p := filepath.Dir(d); !slices.Contains(toSync, p) {
+			toSync = append(toSync, p)
 		}
-		synced[parent] = true
-		if err := SyncDir(parent); err != nil {
-			return fmt.Errorf("fsync of %s: %w", parent, err)
+	}
+	for _, d := range toSync {
+		if err := syncDir(d); err != nil {
+			return fmt.Errorf("fsync of %s: %w", d, err)
 		}
 	}
 	return nil
 }
 
 // SyncDir makes dir's entries durable.
-func SyncDir(dir string) error { return storage.NewOSFS().SyncDir(dir) }
+func SyncDir(dir string) error { return syncDir(dir) }
+
+// syncDir is the operating system's directory fsync; tests replace it to see what
+// is synced.
+var syncDir = func(dir string) error { return storage.NewOSFS().SyncDir(dir) }

@@ -3,6 +3,7 @@ package durable
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -56,5 +57,41 @@ func TestMkdirAll(t *testing.T) {
 	}
 	if err := MkdirAll(filepath.Join(blocker, "x"), 0o700); err == nil {
 		t.Fatal("MkdirAll under a file succeeded")
+	}
+}
+
+// MkdirAll syncs the directory and its parent even when the directory is there
+// already: a start killed between a mkdir and the parent's sync left an entry that
+// is not durable, and the next start must sync it. On a fresh path it syncs the
+// parent of each directory it made, and the directory.
+func TestMkdirAllSyncsAnExistingDirAndItsParent(t *testing.T) {
+	root := t.TempDir()
+	dataDir := filepath.Join(root, "data")
+	member := filepath.Join(dataDir, "member")
+	if err := os.MkdirAll(member, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var synced []string
+	old := syncDir
+	syncDir = func(dir string) error { synced = append(synced, dir); return old(dir) }
+	t.Cleanup(func() { syncDir = old })
+
+	if err := MkdirAll(member, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{member, dataDir} {
+		if !slices.Contains(synced, want) {
+			t.Errorf("MkdirAll(%s) on an existing dir synced %q, not %s", member, synced, want)
+		}
+	}
+	synced = nil
+	fresh := filepath.Join(root, "x", "y")
+	if err := MkdirAll(fresh, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{fresh, filepath.Join(root, "x"), root} {
+		if !slices.Contains(synced, want) {
+			t.Errorf("MkdirAll(%s) synced %q, not %s", fresh, synced, want)
+		}
 	}
 }
