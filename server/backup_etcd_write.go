@@ -16,6 +16,7 @@ import (
 	"go.etcd.io/etcd/server/v3/lease/leasepb"
 	"google.golang.org/protobuf/proto"
 
+	"raftkv/internal/durable"
 	"raftkv/kv"
 )
 
@@ -109,7 +110,7 @@ func WriteEtcdBackup(src, dst string, skipHashCheck bool) (info BackupInfo, err 
 	if err := os.Remove(partial); err != nil {
 		return info, err
 	}
-	return br.info, syncDir(filepath.Dir(dst))
+	return br.info, durable.SyncDir(filepath.Dir(dst))
 }
 
 // writeEtcdState writes br's state into db in etcd's schema.

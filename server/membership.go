@@ -8,8 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-
-	"raftkv/storage"
 )
 
 // --force-new-cluster, etcd's disaster recovery: a member restarted with it becomes
@@ -66,9 +64,6 @@ func readMembership(dataDir string) (*membership, error) {
 	}
 	return m, nil
 }
-
-// syncDir makes dir's entries durable (storage's operating-system FS).
-func syncDir(dir string) error { return storage.NewOSFS().SyncDir(dir) }
 
 // useMembership makes m the member's cluster: its id, and its voters as the peers.
 // It returns the voters.

@@ -19,9 +19,9 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 
+	"raftkv/internal/durable"
 	"raftkv/kv"
 	"raftkv/server"
-	"raftkv/storage"
 )
 
 // The snapshot commands: etcdctl snapshot save and etcdutl snapshot restore|status,
@@ -132,7 +132,7 @@ func (a *app) newSnapshotSaveCommand(c *clientFlags) *cobra.Command {
 		if err := os.Rename(part, path); err != nil {
 			return err
 		}
-		if err := storage.NewOSFS().SyncDir(filepath.Dir(path)); err != nil {
+		if err := durable.SyncDir(filepath.Dir(path)); err != nil {
 			return fmt.Errorf("%s: saved, but the fsync of its directory failed: %w", path, err)
 		}
 		fmt.Fprintf(a.stdout, "Snapshot saved at %s\n", path)
