@@ -59,6 +59,13 @@ type Config struct {
 	// not heard from a majority within an election timeout steps down, and followers
 	// that hear from a live leader ignore vote requests (thesis §4.2.3).
 	DisableCheckQuorum bool
+	// ReadIndexToAll has every ReadIndex round's heartbeats go to all followers, as
+	// etcd's raft does. By default a round asks only the followers that completed
+	// the last round's quorum (one of two with 3 voters), and the next regular
+	// heartbeat asks the rest if one of them does not answer; with ReadIndexToAll a
+	// round waits for the fastest majority instead of a fixed one, at a heartbeat and
+	// an answer more per extra follower.
+	ReadIndexToAll bool
 
 	// MaxSizePerMsg limits the bytes of entries in one append message. Default 1 MiB.
 	MaxSizePerMsg uint64

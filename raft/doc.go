@@ -61,7 +61,9 @@
 //   - Snapshot(index, data) lets the log up to index be discarded.
 //   - ReadIndex(ctx) returns a read point confirmed by a heartbeat round: once the
 //     application has applied it, a local read is linearizable. One round is in
-//     flight per node at a time; reads that arrive during it share the next.
+//     flight per node at a time; reads that arrive during it share the next. The
+//     leader asks only the followers that completed the last round's quorum; the
+//     next regular heartbeat asks every follower, should one of them be lost.
 //   - ProposeConfChange(ctx, cc) adds a voter or a learner, promotes a learner or
 //     removes a member, one at a time; MembershipStatus() shows the configuration
 //     and, on the leader, each member's matchIndex; MembershipAt(index) the

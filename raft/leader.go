@@ -180,16 +180,53 @@ func (r *raft) sendSnapshot(to uint64, pr *progress) bool {
 // bcastHeartbeat sends heartbeats carrying ctx, the newest pending ReadIndex request.
 func (r *raft) bcastHeartbeat(ctx []byte) {
 	for _, id := range r.progressIDs {
-		if id == r.id {
-			continue
+		if id != r.id {
+			r.sendHeartbeat(id, ctx)
 		}
-		// A follower may not commit past what it is known to hold: send
-		// min(matchIndex, commitIndex).
-		pr := r.progress[id]
-		commit := min(pr.match, r.log.committed)
-		r.send(Message{To: id, Type: MsgHeartbeat, Commit: commit, Context: ctx})
-		pr.sentCommit = max(pr.sentCommit, commit)
 	}
+}
+
+func (r *raft) sendHeartbeat(id uint64, ctx []byte) {
+	// A follower may not commit past what it is known to hold: send
+	// min(matchIndex, commitIndex).
+	pr := r.progress[id]
+	commit := min(pr.match, r.log.committed)
+	r.send(Message{To: id, Type: MsgHeartbeat, Commit: commit, Context: ctx})
+	pr.sentCommit = max(pr.sentCommit, commit)
+}
+
+// readHeartbeat starts the heartbeat round of a ReadIndex request. Thesis §6.4 needs
+// answers from a majority, not from every follower, so when the last round's quorum
+// is known (readPeers: the followers that completed it) and still makes a quorum of
+// the voters, only they are asked; a 3-voter leader then sends one heartbeat a round
+// instead of two, and the slower follower no longer wakes to answer a round that
+// was already over. If one of them does not answer, the next regular heartbeat,
+// which carries the newest pending request to every follower (tickHeartbeat), lets
+// any quorum complete the round, and its answerers become the new readPeers: a lost
+// follower delays one round by at most a heartbeat interval.
+func (r *raft) readHeartbeat(ctx []byte) {
+	if r.readIndexToAll || !r.readPeersQuorum() {
+		r.bcastHeartbeat(ctx)
+		return
+	}
+	for _, id := range r.readPeers {
+		r.sendHeartbeat(id, ctx)
+	}
+}
+
+// readPeersQuorum reports whether readPeers are all still voters and, with the
+// leader, a quorum of them: a configuration change since may have removed one, or
+// need more.
+func (r *raft) readPeersQuorum() bool {
+	if len(r.readPeers) == 0 || !slices.Contains(r.conf.Voters, r.id) {
+		return false
+	}
+	for _, id := range r.readPeers {
+		if id == r.id || !slices.Contains(r.conf.Voters, id) || r.progress[id] == nil {
+			return false
+		}
+	}
+	return 1+len(r.readPeers) >= r.quorum()
 }
 
 // maybeCommit sets commitIndex to the highest index replicated on a majority of the
@@ -361,12 +398,21 @@ func (r *raft) handleReadIndex(m Message) error {
 	if !r.reads.add(m, r.log.committed, r.id) {
 		return ErrProposalDropped
 	}
-	r.bcastHeartbeat(m.Context)
+	r.readHeartbeat(m.Context)
 	return nil
 }
 
 func (r *raft) ackRead(from uint64, ctx []byte) {
 	released := r.reads.ack(from, ctx, r.hasQuorum)
+	if len(released) > 0 {
+		// The followers that made this round's quorum are asked first next time.
+		r.readPeers = r.readPeers[:0]
+		for _, id := range r.conf.Voters {
+			if id != r.id && released[len(released)-1].acks[id] {
+				r.readPeers = append(r.readPeers, id)
+			}
+		}
+	}
 	for _, rs := range released {
 		r.releaseRead(rs.req, rs.index)
 	}

@@ -47,6 +47,9 @@ type raft struct {
 	msgs       []Message
 	readStates []ReadState
 	reads      readQueue
+	// readPeers are the followers whose answers completed the last ReadIndex
+	// round's quorum: the next round's heartbeats go to them alone (readHeartbeat).
+	readPeers []uint64
 
 	// electionElapsed counts ticks since the last reset: since the leader was last
 	// heard from (follower), since the election began (candidate), or since the last
@@ -59,8 +62,9 @@ type raft struct {
 	electionTicks             int
 	heartbeatTicks            int
 
-	preVote     bool
-	checkQuorum bool
+	preVote        bool
+	checkQuorum    bool
+	readIndexToAll bool
 
 	maxMsgSize         uint64
 	maxInflight        int
@@ -114,6 +118,7 @@ func newRaft(c Config) (*raft, error) {
 		heartbeatTicks:     c.HeartbeatTicks,
 		preVote:            !c.DisablePreVote,
 		checkQuorum:        !c.DisableCheckQuorum,
+		readIndexToAll:     c.ReadIndexToAll,
 		maxMsgSize:         c.MaxSizePerMsg,
 		maxInflight:        c.MaxInflightMsgs,
 		maxInflightBytes:   c.MaxInflightBytes,
@@ -194,6 +199,7 @@ func (r *raft) reset(term uint64) {
 	r.heartbeatElapsed = 0
 	clear(r.votes)
 	r.reads.reset()
+	r.readPeers = r.readPeers[:0]
 	r.uncommittedSize = 0
 	r.needBroadcast = false
 	r.commitUnsent = false

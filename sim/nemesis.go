@@ -70,8 +70,9 @@ func RandomOptions(seed int64) Options {
 		// older than the winner's never send it their requests, so it learns their
 		// terms only from the answers to its own (or from campaigns of voters of its
 		// own configuration), and wins only when one of its timeouts passes with no
-		// election of theirs (seed 7309691: two such voters, a leader 75 s after a
-		// partition left a majority connected; TestSimulateNoPreVoteStaleVoters).
+		// election of theirs (seed 7309691, with etcd's read rounds to every
+		// follower: two such voters, a leader 75 s after a partition left a majority
+		// connected; TestSimulateNoPreVoteStaleVoters).
 		// Allow far more rounds; the server always runs PreVote.
 		opts.LivenessBound = 300 * time.Second
 	}
