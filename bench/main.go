@@ -70,7 +70,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.BoolVar(&o.quick, "quick", false, "short runs for CI: 2s per workload after 0.5s of warm-up")
 	fs.IntVar(&o.rounds, "rounds", 1, "run each system this many times, the order reversed every other round (use an even N); the table shows medians")
 	workloadList := fs.String("workloads", "all", "comma-separated workloads to run, by letter (a-m) or name; \"all\" is all but k, \"all,big\" adds k")
-	systemList := fs.String("systems", "etcd,raftkv", "which systems to run: etcd, raftkv or both")
+	systemList := fs.String("systems", "etcd,raftkv", "which systems to run, comma-separated: etcd, raftkv, and "+floorSystem+"\n"+
+		"(members that answer puts and gets from memory: the most a server on grpc-go reaches here; see README)")
 	fs.StringVar(&o.jsonPath, "json", "bench-result.json", "write the results as JSON to this file; empty for none")
 	fs.BoolVar(&o.keepData, "keep-data", false, "keep the members' data dirs and logs (printed at the end) instead of deleting them")
 	duration := fs.Duration("duration", 0, "measured time per workload (default 10s, or 2s with --quick)")
@@ -132,10 +133,21 @@ func parseOptions(args []string) (*options, error) {
 	}
 	for _, s := range strings.Split(*systemList, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "etcd", "raftkv":
+		case "etcd", "raftkv", floorSystem:
 			o.systems = append(o.systems, s)
 		default:
-			return nil, fmt.Errorf("--systems: unknown system %q; use etcd, raftkv or etcd,raftkv", s)
+			return nil, fmt.Errorf("--systems: unknown system %q; use etcd, raftkv, %s or a comma-separated list of them", s, floorSystem)
+		}
+	}
+	if slices.Contains(o.systems, floorSystem) {
+		if o.rollingRestart || o.data != nil {
+			return nil, fmt.Errorf("--systems %s: the floor serves the put and get workloads only, not --rolling-restart or --data-scenarios", floorSystem)
+		}
+		for _, w := range o.workloads {
+			if !floorServes(w.op) {
+				return nil, fmt.Errorf("--systems %s: the floor answers puts and gets only, so it cannot run workload %s (%s); drop one of them",
+					floorSystem, w.letter, w.name)
+			}
 		}
 	}
 	o.timing = loadTiming{warmup: 2 * time.Second, duration: 10 * time.Second}
@@ -262,6 +274,14 @@ func benchMain(ctx context.Context, opts *options, tmp string) error {
 		rep.Machine.RaftkvServer = "binary built from ../cmd/raftkv"
 	}
 
+	if slices.Contains(opts.systems, floorSystem) {
+		bin, err := buildFloor(ctx, tmp)
+		if err != nil {
+			return err
+		}
+		commands[floorSystem] = memberCommand{path: bin}
+	}
+
 	if opts.rollingRestart {
 		return runRollingRestart(ctx, opts, commands, tmp)
 	}
@@ -270,12 +290,16 @@ func benchMain(ctx context.Context, opts *options, tmp string) error {
 	}
 	for round := 1; round <= opts.rounds; round++ {
 		for _, system := range roundOrder(opts.systems, round) {
+			extra := workloadClusterArgs(opts.workloads)
+			if system == floorSystem {
+				extra = floorArgs
+			}
 			run, err := runSystem(ctx, opts, clusterSpec{
 				system:    system,
 				command:   commands[system],
 				dir:       filepath.Join(tmp, fmt.Sprintf("r%d-%s", round, system)),
 				pprofPort: opts.cpuProfileDir != "",
-				extraArgs: workloadClusterArgs(opts.workloads),
+				extraArgs: extra,
 			}, round)
 			if err != nil {
 				return fmt.Errorf("round %d, %s: %w", round, system, err)
@@ -302,22 +326,31 @@ func benchMain(ctx context.Context, opts *options, tmp string) error {
 	return nil
 }
 
-// buildRaftkv builds ../cmd/raftkv into dir through the replace directive in go.mod,
-// from this module's source directory when it can be found (so that "go run ." works
-// from anywhere), else from the working directory.
+// buildRaftkv builds ../cmd/raftkv into dir through the replace directive in go.mod.
 func buildRaftkv(ctx context.Context, dir string) (string, error) {
-	out := filepath.Join(dir, "raftkv")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "raftkv/cmd/raftkv")
+	bin, err := buildPackage(ctx, dir, "raftkv/cmd/raftkv", "raftkv")
+	if err != nil {
+		return "", fmt.Errorf("%w\nrun from the bench directory, or give --raftkv-bin", err)
+	}
+	return bin, nil
+}
+
+// buildPackage builds the program pkg into dir/name, from this module's source
+// directory when it can be found (so that "go run ." works from anywhere), else from
+// the working directory.
+func buildPackage(ctx context.Context, dir, pkg, name string) (string, error) {
+	out := filepath.Join(dir, name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
 	if _, file, _, ok := runtime.Caller(0); ok {
 		if _, err := os.Stat(filepath.Join(filepath.Dir(file), "go.mod")); err == nil {
 			cmd.Dir = filepath.Dir(file)
 		}
 	}
 	start := time.Now()
-	fmt.Fprintf(os.Stderr, "building raftkv/cmd/raftkv ... ")
+	fmt.Fprintf(os.Stderr, "building %s ... ", pkg)
 	if output, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintln(os.Stderr)
-		return "", fmt.Errorf("go build raftkv/cmd/raftkv (in %q): %v\n%s\nrun from the bench directory, or give --raftkv-bin", cmd.Dir, err, output)
+		return "", fmt.Errorf("go build %s (in %q): %v\n%s", pkg, cmd.Dir, err, output)
 	}
 	fmt.Fprintf(os.Stderr, "%.1fs\n", time.Since(start).Seconds())
 	return out, nil

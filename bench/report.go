@@ -38,8 +38,13 @@ type workloadSummary struct {
 	Description string   `json:"description"`
 	Etcd        *summary `json:"etcd,omitempty"`
 	Raftkv      *summary `json:"raftkv,omitempty"`
+	// Floor is the gRPC floor's (floor.go), when it ran.
+	Floor *summary `json:"grpc_floor,omitempty"`
 	// RatioRequestsPerSec is raftkv's throughput over etcd's: above 1, raftkv is faster.
 	RatioRequestsPerSec float64 `json:"ratio_requests_per_s,omitempty"`
+	// FloorRatioRequestsPerSec is the floor's throughput over etcd's: about the most
+	// that a server on grpc-go reaches over etcd on this machine under this load.
+	FloorRatioRequestsPerSec float64 `json:"grpc_floor_ratio_requests_per_s,omitempty"`
 }
 
 type summary struct {
@@ -139,7 +144,7 @@ func (r *report) summarize(selected []workload) {
 	r.Workloads = nil
 	for _, w := range selected {
 		ws := workloadSummary{Name: w.name, Description: w.description}
-		for _, system := range []string{"etcd", "raftkv"} {
+		for _, system := range []string{"etcd", "raftkv", floorSystem} {
 			var rps, p50, p99, cpu, cpuPerReq, genPerReq, rss []float64
 			var loadSec, loadCPU, loadCPUPerKey, loadRSS []float64
 			var loadKeys int
@@ -182,14 +187,22 @@ func (r *report) summarize(selected []workload) {
 				s.DataLoad = &dataLoad{Keys: loadKeys, Seconds: median(loadSec), CPUSeconds: median(loadCPU),
 					CPUMicrosPerKey: median(loadCPUPerKey), PeakRSSMiB: median(loadRSS)}
 			}
-			if system == "etcd" {
+			switch system {
+			case "etcd":
 				ws.Etcd = s
-			} else {
+			case "raftkv":
 				ws.Raftkv = s
+			default:
+				ws.Floor = s
 			}
 		}
-		if ws.Etcd != nil && ws.Raftkv != nil && ws.Etcd.RequestsPerSec > 0 {
-			ws.RatioRequestsPerSec = round3(ws.Raftkv.RequestsPerSec / ws.Etcd.RequestsPerSec)
+		if ws.Etcd != nil && ws.Etcd.RequestsPerSec > 0 {
+			if ws.Raftkv != nil {
+				ws.RatioRequestsPerSec = round3(ws.Raftkv.RequestsPerSec / ws.Etcd.RequestsPerSec)
+			}
+			if ws.Floor != nil {
+				ws.FloorRatioRequestsPerSec = round3(ws.Floor.RequestsPerSec / ws.Etcd.RequestsPerSec)
+			}
 		}
 		r.Workloads = append(r.Workloads, ws)
 	}
@@ -315,6 +328,7 @@ func formatTable(r *report) string {
 		}
 	}
 	b.WriteString("\n")
+	b.WriteString(formatFloorTable(r))
 
 	const footRow = "%-34s %-26s %-26s\n"
 	fmt.Fprintf(&b, footRow, "per system", "etcd", "raftkv")
@@ -333,6 +347,40 @@ func formatTable(r *report) string {
 		resField(raftkv, func(s *resourceSummary) string { return joinFloats(s.CPUSecondsByMember, "%.1f") }))
 	b.WriteString("CPU seconds are summed over the measured windows of every workload run\n")
 	return trimLineEnds(b.String())
+}
+
+// formatFloorTable renders the gRPC floor's rows (floor.go) beside etcd's and
+// raftkv's ratios, or nothing if the floor did not run.
+func formatFloorTable(r *report) string {
+	var b strings.Builder
+	const row = "%-15s %12s %8s %8s %8s %11s %12s\n"
+	for _, w := range r.Workloads {
+		f := w.Floor
+		if f == nil {
+			continue
+		}
+		if b.Len() == 0 {
+			fmt.Fprintf(&b, row, "grpc-floor", "req/s", "p99", "µs/req", "gen µs", "floor/etcd", "raftkv/etcd")
+		}
+		floorRatio, raftkvRatio := "-", "-"
+		if e := w.Etcd; e != nil && e.RequestsPerSec > 0 {
+			floorRatio = fmt.Sprintf("%.2fx", f.RequestsPerSec/e.RequestsPerSec)
+			if k := w.Raftkv; k != nil {
+				raftkvRatio = fmt.Sprintf("%.2fx", k.RequestsPerSec/e.RequestsPerSec)
+			}
+		}
+		fmt.Fprintf(&b, row, w.Name, rps(f), lat(f, func(s *summary) float64 { return s.P99Ms }),
+			cpuPerReq(f), genPerReq(f), floorRatio, raftkvRatio)
+		if f.Errors > 0 {
+			fmt.Fprintf(&b, "note: %s: %s had %d failed requests (see the JSON for the first error)\n", w.Name, floorSystem, f.Errors)
+		}
+	}
+	if b.Len() == 0 {
+		return ""
+	}
+	b.WriteString("grpc-floor: members that answer every put and get from memory on grpc-go, no Raft, store or disk;\n")
+	b.WriteString("µs/req is what gRPC alone costs per request here; floor/etcd is about the most a server on grpc-go reaches over etcd\n\n")
+	return b.String()
 }
 
 // trimLineEnds drops the padding that fixed-width columns leave at the end of lines.
