@@ -4,18 +4,15 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/http/pprof"
 	"net/url"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
 
+	"raftkv/bench/internal/pprofserve"
 	"raftkv/server"
 )
 
@@ -68,7 +65,7 @@ func runEtcdMember(args []string) int {
 		cfg.SnapshotCatchUpEntries = *catchUpEntries
 	}
 	cfg.QuotaBackendBytes = *quotaBytes
-	if err := servePprof(*pprofAddr); err != nil {
+	if err := pprofserve.Serve(*pprofAddr); err != nil {
 		fmt.Fprintf(os.Stderr, "etcd-member: %v\n", err)
 		return 1
 	}
@@ -119,7 +116,7 @@ func runRaftkvMember(args []string) int {
 		}
 		cluster[n] = append(cluster[n], u)
 	}
-	if err := servePprof(*pprofAddr); err != nil {
+	if err := pprofserve.Serve(*pprofAddr); err != nil {
 		fmt.Fprintf(os.Stderr, "raftkv-member: %v\n", err)
 		return 1
 	}
@@ -150,22 +147,4 @@ func runRaftkvMember(args []string) int {
 		fmt.Fprintf(os.Stderr, "raftkv-member: member stopped: %v\n", err)
 		return 1
 	}
-}
-
-// servePprof serves the runtime profiles on addr in the background; the harness
-// fetches /debug/pprof/profile?seconds=N over each measured window.
-func servePprof(addr string) error {
-	if addr == "" {
-		return nil
-	}
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("--pprof-addr %s: %w", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(l) }() // lives as long as the member process
-	return nil
 }

@@ -12,19 +12,18 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/pprof"
 	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
 	"strings"
 	"syscall"
-	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"google.golang.org/grpc"
+
+	"raftkv/bench/internal/pprofserve"
 )
 
 func main() { os.Exit(run(os.Args[1:])) }
@@ -132,16 +131,9 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "grpcfloor: --listen-client-urls %q is not a URL with a host:port\n", *clientURL)
 		return 2
 	}
-	if *pprofAddr != "" {
-		pl, err := net.Listen("tcp", *pprofAddr)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "grpcfloor: --pprof-addr %s: %v\n", *pprofAddr, err)
-			return 1
-		}
-		mux := http.NewServeMux()
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		go func() { _ = (&http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}).Serve(pl) }() // lives as long as the process
+	if err := pprofserve.Serve(*pprofAddr); err != nil {
+		fmt.Fprintf(os.Stderr, "grpcfloor: %v\n", err)
+		return 1
 	}
 	l, err := net.Listen("tcp", u.Host)
 	if err != nil {
