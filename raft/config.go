@@ -61,11 +61,19 @@ type Config struct {
 	DisableCheckQuorum bool
 	// ReadIndexToAll has every ReadIndex round's heartbeats go to all followers, as
 	// etcd's raft does. By default a round asks only the followers that completed
-	// the last round's quorum (one of two with 3 voters), and the next regular
-	// heartbeat asks the rest if one of them does not answer; with ReadIndexToAll a
+	// the last round's quorum (one of two with 3 voters), and the Node's hedge
+	// (ReadIndexHedgeDelay) or the next regular heartbeat asks the rest if one of
+	// them does not answer; with ReadIndexToAll a
 	// round waits for the fastest majority instead of a fixed one, at a heartbeat and
 	// an answer more per extra follower.
 	ReadIndexToAll bool
+	// ReadIndexHedgeDelay is how long a leader's Node waits for a ReadIndex round
+	// that asked only the last round's quorum (see ReadIndexToAll) before asking the
+	// other followers too (RawNode.HedgeReadIndex): a follower of that quorum that is
+	// slow or lost then delays reads by this much rather than until the next
+	// heartbeat. Default TickInterval/20 (5ms at the default tick), at least 1µs.
+	// Node only.
+	ReadIndexHedgeDelay time.Duration
 
 	// MaxSizePerMsg limits the bytes of entries in one append message. Default 1 MiB.
 	MaxSizePerMsg uint64
@@ -122,6 +130,13 @@ func defaultCommitDelay(tick time.Duration) time.Duration {
 	return max(min(tick/50, 2*time.Millisecond), time.Microsecond)
 }
 
+// defaultReadIndexHedgeDelay is ReadIndexHedgeDelay's default for a tick: a
+// twentieth of it, at least 1µs. A round on loopback or a LAN takes well under a
+// millisecond, and a heartbeat interval is meant to be many round trips long.
+func defaultReadIndexHedgeDelay(tick time.Duration) time.Duration {
+	return max(tick/20, time.Microsecond)
+}
+
 // withDefaults returns a copy of c with zero limits replaced by the defaults.
 func (c Config) withDefaults() Config {
 	if c.ElectionTicks == 0 {
@@ -153,6 +168,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CommitDelay == 0 {
 		c.CommitDelay = defaultCommitDelay(c.TickInterval)
+	}
+	if c.ReadIndexHedgeDelay == 0 {
+		c.ReadIndexHedgeDelay = defaultReadIndexHedgeDelay(c.TickInterval)
 	}
 	if c.RandSeed == 0 {
 		c.RandSeed = int64(c.ID)
@@ -198,6 +216,10 @@ func (c Config) Validate() error {
 	if c.CommitDelay < 0 || c.CommitDelay > c.TickInterval {
 		return fmt.Errorf("raft config: CommitDelay %v must be between 0 (the default, %v) and TickInterval %v: a heartbeat carries the commit index anyway",
 			c.CommitDelay, defaultCommitDelay(c.TickInterval), c.TickInterval)
+	}
+	if c.ReadIndexHedgeDelay < 0 || c.ReadIndexHedgeDelay > c.TickInterval {
+		return fmt.Errorf("raft config: ReadIndexHedgeDelay %v must be between 0 (the default, %v) and TickInterval %v: the next heartbeat asks every follower anyway",
+			c.ReadIndexHedgeDelay, defaultReadIndexHedgeDelay(c.TickInterval), c.TickInterval)
 	}
 	if c.Storage == nil {
 		return fmt.Errorf("raft config: Storage is nil; pass raft.NewMemoryStorage() or a durable storage")

@@ -62,8 +62,9 @@
 //   - ReadIndex(ctx) returns a read point confirmed by a heartbeat round: once the
 //     application has applied it, a local read is linearizable. One round is in
 //     flight per node at a time; reads that arrive during it share the next. The
-//     leader asks only the followers that completed the last round's quorum; the
-//     next regular heartbeat asks every follower, should one of them be lost.
+//     leader asks only the followers that completed the last round's quorum, and
+//     the others too once the round has been out for ReadIndexHedgeDelay, should
+//     one of them be slow or lost.
 //   - ProposeConfChange(ctx, cc) adds a voter or a learner, promotes a learner or
 //     removes a member, one at a time; MembershipStatus() shows the configuration
 //     and, on the leader, each member's matchIndex; MembershipAt(index) the

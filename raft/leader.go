@@ -203,15 +203,35 @@ func (r *raft) sendHeartbeat(id uint64, ctx []byte) {
 // was already over. If one of them does not answer, the next regular heartbeat,
 // which carries the newest pending request to every follower (tickHeartbeat), lets
 // any quorum complete the round, and its answerers become the new readPeers: a lost
-// follower delays one round by at most a heartbeat interval.
+// follower delays one round by at most a heartbeat interval, and by less where the
+// Node hedges (hedgeRead).
 func (r *raft) readHeartbeat(ctx []byte) {
 	if r.readIndexToAll || !r.readPeersQuorum() {
+		r.readAsked = r.readAsked[:0]
 		r.bcastHeartbeat(ctx)
 		return
 	}
+	r.readAsked = append(r.readAsked[:0], r.readPeers...)
 	for _, id := range r.readPeers {
 		r.sendHeartbeat(id, ctx)
 	}
+}
+
+// hedgeRead asks the followers that the newest pending ReadIndex round skipped
+// (readHeartbeat asked readPeers alone), so that any quorum can complete it: a
+// slow or lost follower of the last quorum then holds reads up only until the
+// Node's hedge, not until the next heartbeat.
+func (r *raft) hedgeRead() {
+	ctx := r.reads.lastContext()
+	if r.state != StateLeader || ctx == nil || len(r.readAsked) == 0 {
+		return
+	}
+	for _, id := range r.progressIDs {
+		if id != r.id && !slices.Contains(r.readAsked, id) {
+			r.sendHeartbeat(id, ctx)
+		}
+	}
+	r.readAsked = r.readAsked[:0]
 }
 
 // readPeersQuorum reports whether readPeers are all still voters and, with the

@@ -566,6 +566,12 @@ func (n *Node) run() {
 	commitTimer.Stop()
 	defer commitTimer.Stop()
 	var commitc <-chan time.Time
+	// hedgeTimer runs while a read round is out (RawNode.HedgeReadIndex); hedgec is
+	// its channel then, else nil.
+	hedgeTimer := time.NewTimer(time.Hour)
+	hedgeTimer.Stop()
+	defer hedgeTimer.Stop()
+	var hedgec <-chan time.Time
 
 	var (
 		// readSeq numbers the read rounds; it starts anywhere, so that a round's
@@ -608,6 +614,8 @@ func (n *Node) run() {
 				answerReads(readsWaiting, readResult{err: err})
 			} else {
 				readsInFlight, roundStarted = readsWaiting, ticks
+				hedgeTimer.Reset(n.cfg.ReadIndexHedgeDelay)
+				hedgec = hedgeTimer.C
 			}
 			readsWaiting = nil
 		}
@@ -630,6 +638,8 @@ func (n *Node) run() {
 				}
 				answerReads(readsInFlight, res)
 				readsInFlight = nil
+				hedgeTimer.Stop()
+				hedgec = nil
 			}
 			n.observed.publish(rd.SoftState, rd.HardState)
 			if rd.SoftState != nil {
@@ -674,6 +684,11 @@ func (n *Node) run() {
 		case <-commitc:
 			commitc = nil
 			n.rn.SendCommit()
+		case <-hedgec:
+			hedgec = nil
+			if readsInFlight != nil {
+				n.rn.HedgeReadIndex()
+			}
 		case <-ticker.C:
 			n.rn.Tick()
 			ticks++

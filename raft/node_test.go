@@ -48,6 +48,8 @@ type testCluster struct {
 	asyncDelay time.Duration
 	// tick is the nodes' TickInterval; 5ms unless set.
 	tick time.Duration
+	// config, if set, changes each node's Config before it starts.
+	config func(*Config)
 	// joined are nodes started with no Peers, to join the running cluster.
 	joined map[uint64]bool
 }
@@ -117,8 +119,12 @@ func (c *testCluster) start(id, applied uint64) {
 	if c.joined[id] {
 		peers = nil
 	}
-	node, err := NewNode(Config{ID: id, Peers: peers, Storage: st, Applied: applied,
-		TickInterval: tick, RandSeed: int64(id)*7919 + time.Now().UnixNano()}, newTransport)
+	cfg := Config{ID: id, Peers: peers, Storage: st, Applied: applied,
+		TickInterval: tick, RandSeed: int64(id)*7919 + time.Now().UnixNano()}
+	if c.config != nil {
+		c.config(&cfg)
+	}
+	node, err := NewNode(cfg, newTransport)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -349,6 +355,8 @@ func TestConfigValidate(t *testing.T) {
 		{Config{ID: 1, Peers: []uint64{1}}, "Storage is nil"},
 		{Config{ID: 1, Peers: []uint64{1}, Storage: st, CommitDelay: time.Second}, "CommitDelay 1s must be between"},
 		{Config{ID: 1, Peers: []uint64{1}, Storage: st, CommitDelay: -time.Millisecond}, "CommitDelay -1ms must be between"},
+		{Config{ID: 1, Peers: []uint64{1}, Storage: st, ReadIndexHedgeDelay: time.Second}, "ReadIndexHedgeDelay 1s must be between 0 (the default, 5ms)"},
+		{Config{ID: 1, Peers: []uint64{1}, Storage: st, ReadIndexHedgeDelay: -time.Millisecond}, "ReadIndexHedgeDelay -1ms must be between"},
 		{Config{ID: 1, Peers: []uint64{1}, Storage: st, MaxSizePerMsg: 10 << 20, MaxUncommittedEntriesBytes: 1 << 20}, "below MaxSizePerMsg"},
 	} {
 		err := tc.cfg.Validate()

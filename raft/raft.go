@@ -50,6 +50,9 @@ type raft struct {
 	// readPeers are the followers whose answers completed the last ReadIndex
 	// round's quorum: the next round's heartbeats go to them alone (readHeartbeat).
 	readPeers []uint64
+	// readAsked are the followers the newest round's heartbeats went to when they
+	// went to readPeers alone; nil when every follower was asked (hedgeRead).
+	readAsked []uint64
 
 	// electionElapsed counts ticks since the last reset: since the leader was last
 	// heard from (follower), since the election began (candidate), or since the last
@@ -200,6 +203,7 @@ func (r *raft) reset(term uint64) {
 	clear(r.votes)
 	r.reads.reset()
 	r.readPeers = r.readPeers[:0]
+	r.readAsked = r.readAsked[:0]
 	r.uncommittedSize = 0
 	r.needBroadcast = false
 	r.commitUnsent = false
@@ -299,6 +303,7 @@ func (r *raft) tickHeartbeat() {
 	r.tickTransfer()
 	if r.heartbeatElapsed >= r.heartbeatTicks {
 		r.heartbeatElapsed = 0
+		r.readAsked = r.readAsked[:0] // the pending round, if any, goes to everyone
 		r.bcastHeartbeat(r.reads.lastContext())
 	}
 }

@@ -330,6 +330,13 @@ func (rn *RawNode) HasUnsentCommit() bool { return rn.raft.commitUnsent }
 // heartbeat.
 func (rn *RawNode) SendCommit() { rn.raft.sendCommit() }
 
+// HedgeReadIndex asks every follower that the newest pending ReadIndex round did
+// not ask (it asks the last round's quorum alone unless Config.ReadIndexToAll), so
+// that any quorum of answers completes it. The Node calls it when a round has been
+// out for Config.ReadIndexHedgeDelay; it does nothing on a follower, with no round
+// pending, or if every follower was asked.
+func (rn *RawNode) HedgeReadIndex() { rn.raft.hedgeRead() }
+
 // Status returns the core's current state.
 func (rn *RawNode) Status() Status {
 	r := rn.raft

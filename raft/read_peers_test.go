@@ -2,9 +2,13 @@ package raft
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // readRoundHeartbeats starts a ReadIndex round with ctx on the leader and returns the
@@ -112,5 +116,128 @@ func TestReadIndexToAllAsksEveryFollower(t *testing.T) {
 		if !nw.released(lead, ctx) {
 			t.Fatalf("round %d not released", i)
 		}
+	}
+}
+
+// hedgeHeartbeats has the leader hedge its pending ReadIndex round and returns the
+// followers the hedge's heartbeats went to, delivering every message (a cut link drops
+// it).
+func (nw *testNetwork) hedgeHeartbeats(lead uint64) []uint64 {
+	nw.t.Helper()
+	nw.nodes[lead].HedgeReadIndex()
+	var to []uint64
+	for _, m := range nw.collect() {
+		if m.Type == MsgHeartbeat && m.From == lead {
+			to = append(to, m.To)
+		}
+		if !nw.cut[[2]uint64{m.From, m.To}] {
+			_ = nw.nodes[m.To].Step(m)
+		}
+	}
+	nw.settle()
+	return to
+}
+
+// A round that asked only the last quorum, one of which does not answer, is
+// completed by the hedge, which asks the followers the round skipped, without
+// waiting for the next heartbeat; a second hedge, or one of a round that asked
+// everyone, sends nothing.
+func TestReadIndexHedgeAsksTheSkippedFollowers(t *testing.T) {
+	for _, n := range []int{3, 5} {
+		t.Run(fmt.Sprintf("%d voters", n), func(t *testing.T) {
+			nw := newTestNetwork(t, n, nil)
+			lead := nw.electLeader()
+			if _, _, err := nw.nodes[lead].Propose([]byte("w")); err != nil {
+				t.Fatal(err)
+			}
+			nw.settle()
+			quorum := n/2 + 1
+
+			everyone := nw.readRoundHeartbeats(lead, []byte("r1"))
+			if !nw.released(lead, []byte("r1")) {
+				t.Fatal("first round not released")
+			}
+			if to := nw.hedgeHeartbeats(lead); len(to) != 0 {
+				t.Fatalf("hedging after a round that asked everyone sent heartbeats to %v", to)
+			}
+			peers := nw.readRoundHeartbeats(lead, []byte("r2"))
+			if !nw.released(lead, []byte("r2")) {
+				t.Fatal("second round not released")
+			}
+
+			lost := peers[0]
+			nw.isolate(lost)
+			if to := nw.readRoundHeartbeats(lead, []byte("r3")); !slices.Equal(to, peers) {
+				t.Fatalf("third round's heartbeats went to %v, want %v", to, peers)
+			}
+			if nw.released(lead, []byte("r3")) {
+				t.Fatal("third round released without a quorum's answers")
+			}
+			skipped := slices.DeleteFunc(slices.Clone(everyone), func(id uint64) bool { return slices.Contains(peers, id) })
+			to := nw.hedgeHeartbeats(lead)
+			slices.Sort(to)
+			if !slices.Equal(to, skipped) {
+				t.Fatalf("the hedge's heartbeats went to %v, want the %d followers the round skipped, %v", to, n-quorum, skipped)
+			}
+			if !nw.released(lead, []byte("r3")) {
+				t.Fatal("third round not released by the hedge")
+			}
+			if to := nw.hedgeHeartbeats(lead); len(to) != 0 {
+				t.Fatalf("a second hedge sent heartbeats to %v", to)
+			}
+			if to := nw.readRoundHeartbeats(lead, []byte("r4")); len(to) != quorum-1 || slices.Contains(to, lost) {
+				t.Fatalf("fourth round's heartbeats went to %v, want %d followers without %d", to, quorum-1, lost)
+			}
+		})
+	}
+}
+
+// The Node hedges a round that is out for ReadIndexHedgeDelay: with the follower
+// that completed the last round silent to read rounds, each read completes within a
+// few milliseconds, not at the next heartbeat (100ms apart here).
+func TestNodeReadIndexHedgesASilentFollower(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	var silent atomic.Uint64 // the follower whose answers to read rounds are dropped
+	c := newWrappedTestCluster(t, 3, func(_ uint64, tr Transport) Transport {
+		return filterTransport{next: tr, drop: func(m Message) bool {
+			return m.Type == MsgHeartbeatResp && len(m.Context) > 0 && m.From == silent.Load()
+		}}
+	}, func(c *testCluster) {
+		c.tick = 100 * time.Millisecond
+		c.config = func(cfg *Config) { cfg.ReadIndexHedgeDelay = time.Millisecond }
+	})
+	lead, index := c.propose([]byte("w"))
+	c.waitApplied(index, []byte("w"), c.peers...)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	read := func() time.Duration {
+		began := time.Now()
+		for {
+			got, err := c.nodes[lead].ReadIndex(ctx)
+			if err == nil {
+				if got < index {
+					t.Fatalf("read index %d below the applied write at %d", got, index)
+				}
+				return time.Since(began)
+			}
+			if !errors.Is(err, ErrReadIndexNotReady) {
+				t.Fatal(err)
+			}
+			time.Sleep(5 * time.Millisecond)
+			began = time.Now()
+		}
+	}
+	read()
+	// Silence each follower in turn, so that half the rounds ask only a silent one.
+	followers := c.others(lead)
+	var took []time.Duration
+	for i := range 10 {
+		silent.Store(followers[i%2])
+		took = append(took, read())
+	}
+	t.Logf("reads took %v", took)
+	if slow := slices.IndexFunc(took, func(d time.Duration) bool { return d > 60*time.Millisecond }); slow >= 0 {
+		t.Fatalf("read %d took %v with follower %d silent: the round waited for a heartbeat instead of hedging (all: %v)",
+			slow, took[slow], followers[slow%2], took)
 	}
 }

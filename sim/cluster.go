@@ -107,10 +107,13 @@ func (o Options) withDefaults() Options {
 //
 // A Cluster is not safe for concurrent use; run many clusters in parallel instead.
 type Cluster struct {
-	opts  Options
-	rng   *rand.Rand
-	now   time.Duration
-	queue eventQueue
+	opts Options
+	rng  *rand.Rand
+	// hedgeRng draws the read hedges' delays (scheduleHedge), apart from rng so that
+	// every other draw of a seed is what it was before hedges were simulated.
+	hedgeRng *rand.Rand
+	now      time.Duration
+	queue    eventQueue
 	// nodes[id-1] is node id: the bootstrap members 1..Options.Nodes, then every node
 	// added since, removed ones included (they keep running, to show they disrupt
 	// nothing). peers are the bootstrap members.
@@ -178,6 +181,8 @@ type node struct {
 	leaderTerm uint64
 	// commitScheduled: a SendCommit is due, as the Node's commit timer would run it.
 	commitScheduled bool
+	// hedgeScheduled: a HedgeReadIndex is due, as the Node's hedge timer would run it.
+	hedgeScheduled bool
 	// joined: the node was added to a running cluster; it starts with no Peers.
 	joined bool
 	// removed: a committed configuration entry removed it. candidaciesAfterRemoval
@@ -206,6 +211,7 @@ func NewCluster(opts Options) *Cluster {
 	c := &Cluster{
 		opts:        opts,
 		rng:         rand.New(rand.NewPCG(uint64(opts.Seed), 0x5eed5eed)),
+		hedgeRng:    rand.New(rand.NewPCG(uint64(opts.Seed), 0x4ed9e)),
 		trace:       opts.Trace,
 		readResults: map[string]uint64{},
 	}
@@ -363,6 +369,7 @@ func (c *Cluster) start(n *node) {
 	n.lastState = raft.StateFollower
 	n.leaderTerm = 0
 	n.commitScheduled = false
+	n.hedgeScheduled = false
 	c.tracef("n%d up: hs=%+v snapshot=%d applied=%d", n.id, hs, snap.Index, n.app.applied)
 	// Nodes tick at the same rate but out of phase, as real clocks would.
 	inc := n.incarnation
@@ -504,6 +511,31 @@ func (c *Cluster) scheduleSendCommit(n *node) {
 		n.commitScheduled = false
 		n.rn.SendCommit()
 		c.handleReady(n)
+	})
+}
+
+// scheduleHedge does what the Node's hedge timer does: a ReadIndex round still out a
+// moment later asks the followers it skipped (raft.Config.ReadIndexHedgeDelay), here
+// after up to a tenth of a tick, drawn from hedgeRng. The node's Ready is handled
+// after the hedge only if the hedge alone made one, so that a hedge with nothing to
+// send changes nothing else of the run.
+func (c *Cluster) scheduleHedge(n *node) {
+	if c.err != nil || n.rn == nil || n.hedgeScheduled {
+		return
+	}
+	n.hedgeScheduled = true
+	inc := n.incarnation
+	c.after(time.Duration(c.hedgeRng.Int64N(int64(c.opts.TickInterval)/10))+1, func() {
+		if n.incarnation != inc || n.rn == nil {
+			return
+		}
+		n.hedgeScheduled = false
+		had := n.rn.HasReady()
+		n.rn.HedgeReadIndex()
+		if !had && n.rn.HasReady() {
+			c.tracef("n%d hedges its read round", n.id)
+			c.handleReady(n)
+		}
 	})
 }
 

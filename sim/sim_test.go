@@ -295,7 +295,7 @@ func TestSimulateAsyncExercisesPipeline(t *testing.T) {
 func TestSimulateExercisesConfChanges(t *testing.T) {
 	var total Counters
 	acks := 0
-	for seed := int64(1); seed <= 6; seed++ {
+	for seed := int64(1); seed <= 8; seed++ {
 		c, err := Simulate(seed, 100*time.Second, func(o *Options) { o.ConfChanges = true })
 		if err != nil {
 			t.Fatalf("%v\nreplay: %s", err, replayCommand("TestSimulate", seed)+" -confchanges=on")
@@ -314,7 +314,7 @@ func TestSimulateExercisesConfChanges(t *testing.T) {
 		acks += len(c.Acks())
 		t.Logf("seed %d: final configuration %v of %d nodes started", seed, c.Membership(), c.Size())
 	}
-	t.Logf("over 6 seeds: %+v, %d acks", total, acks)
+	t.Logf("over 8 seeds: %+v, %d acks", total, acks)
 	cc := total.ConfChangesCommitted
 	if cc[raft.ConfChangeAddVoter] == 0 || cc[raft.ConfChangeAddLearner] == 0 || cc[raft.ConfChangePromote] == 0 ||
 		cc[raft.ConfChangeRemove] == 0 || total.NodesAdded == 0 || total.LeaderRemovals == 0 || total.Transfers == 0 ||
