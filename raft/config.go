@@ -63,15 +63,15 @@ type Config struct {
 	// etcd's raft does. By default a round asks only the followers that completed
 	// the last round's quorum (one of two with 3 voters), and the Node's hedge
 	// (ReadIndexHedgeDelay) or the next regular heartbeat asks the rest if one of
-	// them does not answer; with ReadIndexToAll a
-	// round waits for the fastest majority instead of a fixed one, at a heartbeat and
-	// an answer more per extra follower.
+	// them does not answer; with ReadIndexToAll a round waits for the fastest
+	// majority instead of a fixed one, at a heartbeat and an answer more per extra
+	// follower.
 	ReadIndexToAll bool
-	// ReadIndexHedgeDelay is how long a leader's Node waits for a ReadIndex round
-	// that asked only the last round's quorum (see ReadIndexToAll) before asking the
-	// other followers too (RawNode.HedgeReadIndex): a follower of that quorum that is
-	// slow or lost then delays reads by this much rather than until the next
-	// heartbeat. Default TickInterval/20 (5ms at the default tick), at least 1µs.
+	// ReadIndexHedgeDelay is how long a leader's Node lets a read wait on a round
+	// that asked only the last round's quorum (see ReadIndexToAll), its own read or
+	// one a follower forwarded, before asking the other followers too
+	// (RawNode.ReadToHedge, HedgeReadIndex): a follower of that quorum that is slow
+	// or lost then delays reads by this much rather than until the next heartbeat. Default TickInterval/20 (5ms at the default tick), at least 1µs.
 	// Node only.
 	ReadIndexHedgeDelay time.Duration
 

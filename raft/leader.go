@@ -217,6 +217,16 @@ func (r *raft) readHeartbeat(ctx []byte) {
 	}
 }
 
+// readToHedge returns the context of the oldest ReadIndex request this leader waits
+// on if a hedge could complete it sooner, that is if the newest round asked readPeers
+// alone; nil otherwise. An answer to the newest round releases every older request.
+func (r *raft) readToHedge() []byte {
+	if r.state != StateLeader || len(r.readAsked) == 0 || len(r.reads.pending) == 0 {
+		return nil
+	}
+	return r.reads.pending[0].req.Context
+}
+
 // hedgeRead asks the followers that the newest pending ReadIndex round skipped
 // (readHeartbeat asked readPeers alone), so that any quorum can complete it: a
 // slow or lost follower of the last quorum then holds reads up only until the

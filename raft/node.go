@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -566,12 +567,14 @@ func (n *Node) run() {
 	commitTimer.Stop()
 	defer commitTimer.Stop()
 	var commitc <-chan time.Time
-	// hedgeTimer runs while a read round is out (RawNode.HedgeReadIndex); hedgec is
-	// its channel then, else nil.
+	// hedgeTimer runs while the leader's core waits on a read that a hedge could
+	// complete sooner (RawNode.ReadToHedge), from any member: hedgeFor is that read's
+	// context, and hedgec the timer's channel then, else nil.
 	hedgeTimer := time.NewTimer(time.Hour)
 	hedgeTimer.Stop()
 	defer hedgeTimer.Stop()
 	var hedgec <-chan time.Time
+	var hedgeFor []byte
 
 	var (
 		// readSeq numbers the read rounds; it starts anywhere, so that a round's
@@ -614,8 +617,6 @@ func (n *Node) run() {
 				answerReads(readsWaiting, readResult{err: err})
 			} else {
 				readsInFlight, roundStarted = readsWaiting, ticks
-				hedgeTimer.Reset(n.cfg.ReadIndexHedgeDelay)
-				hedgec = hedgeTimer.C
 			}
 			readsWaiting = nil
 		}
@@ -638,8 +639,6 @@ func (n *Node) run() {
 				}
 				answerReads(readsInFlight, res)
 				readsInFlight = nil
-				hedgeTimer.Stop()
-				hedgec = nil
 			}
 			n.observed.publish(rd.SoftState, rd.HardState)
 			if rd.SoftState != nil {
@@ -676,6 +675,19 @@ func (n *Node) run() {
 			// on meanwhile.
 			propc = nil
 		}
+		// A read waiting on a round that asked only the last round's quorum is
+		// hedged once it has waited ReadIndexHedgeDelay, whichever member it came
+		// from; the timer starts again for the next such read.
+		if ctx := n.rn.ReadToHedge(); ctx == nil {
+			if hedgec != nil {
+				hedgeTimer.Stop()
+				hedgec = nil
+			}
+		} else if hedgec == nil || !bytes.Equal(ctx, hedgeFor) {
+			hedgeFor = append(hedgeFor[:0], ctx...)
+			hedgeTimer.Reset(n.cfg.ReadIndexHedgeDelay)
+			hedgec = hedgeTimer.C
+		}
 		if len(propc) == 0 && len(n.recvc) == 0 && len(n.readc) == 0 && len(n.durablec) == 0 && len(n.applyWake) == 0 {
 			// The select below is likely to block.
 			n.sendYield.waiting()
@@ -686,7 +698,7 @@ func (n *Node) run() {
 			n.rn.SendCommit()
 		case <-hedgec:
 			hedgec = nil
-			if readsInFlight != nil {
+			if bytes.Equal(n.rn.ReadToHedge(), hedgeFor) {
 				n.rn.HedgeReadIndex()
 			}
 		case <-ticker.C:

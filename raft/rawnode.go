@@ -332,10 +332,16 @@ func (rn *RawNode) SendCommit() { rn.raft.sendCommit() }
 
 // HedgeReadIndex asks every follower that the newest pending ReadIndex round did
 // not ask (it asks the last round's quorum alone unless Config.ReadIndexToAll), so
-// that any quorum of answers completes it. The Node calls it when a round has been
-// out for Config.ReadIndexHedgeDelay; it does nothing on a follower, with no round
-// pending, or if every follower was asked.
+// that any quorum of answers completes it. The Node calls it when the request that
+// ReadToHedge names has waited Config.ReadIndexHedgeDelay; it does nothing on a
+// follower, with no request pending, or if every follower was asked.
 func (rn *RawNode) HedgeReadIndex() { rn.raft.hedgeRead() }
+
+// ReadToHedge returns the context of the oldest ReadIndex request that a leader
+// waits on, whatever member it came from, if HedgeReadIndex could complete it
+// sooner; nil if there is none or every follower was asked. The context is the
+// request's own; callers copy it to keep it.
+func (rn *RawNode) ReadToHedge() []byte { return rn.raft.readToHedge() }
 
 // Status returns the core's current state.
 func (rn *RawNode) Status() Status {

@@ -192,9 +192,10 @@ func TestReadIndexHedgeAsksTheSkippedFollowers(t *testing.T) {
 	}
 }
 
-// The Node hedges a round that is out for ReadIndexHedgeDelay: with the follower
-// that completed the last round silent to read rounds, each read completes within a
-// few milliseconds, not at the next heartbeat (100ms apart here).
+// The leader's Node hedges a round that is out for ReadIndexHedgeDelay, for its own
+// reads and for those a follower forwards: with the follower that completed the last
+// round silent to read rounds, each read completes within a few milliseconds, not at
+// the next heartbeat (100ms apart here).
 func TestNodeReadIndexHedgesASilentFollower(t *testing.T) {
 	checkNoGoroutineLeak(t)
 	var silent atomic.Uint64 // the follower whose answers to read rounds are dropped
@@ -210,10 +211,10 @@ func TestNodeReadIndexHedgesASilentFollower(t *testing.T) {
 	c.waitApplied(index, []byte("w"), c.peers...)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	read := func() time.Duration {
+	read := func(at uint64) time.Duration {
 		began := time.Now()
 		for {
-			got, err := c.nodes[lead].ReadIndex(ctx)
+			got, err := c.nodes[at].ReadIndex(ctx)
 			if err == nil {
 				if got < index {
 					t.Fatalf("read index %d below the applied write at %d", got, index)
@@ -227,17 +228,19 @@ func TestNodeReadIndexHedgesASilentFollower(t *testing.T) {
 			began = time.Now()
 		}
 	}
-	read()
-	// Silence each follower in turn, so that half the rounds ask only a silent one.
+	read(lead)
 	followers := c.others(lead)
-	var took []time.Duration
-	for i := range 10 {
-		silent.Store(followers[i%2])
-		took = append(took, read())
-	}
-	t.Logf("reads took %v", took)
-	if slow := slices.IndexFunc(took, func(d time.Duration) bool { return d > 60*time.Millisecond }); slow >= 0 {
-		t.Fatalf("read %d took %v with follower %d silent: the round waited for a heartbeat instead of hedging (all: %v)",
-			slow, took[slow], followers[slow%2], took)
+	for _, at := range []uint64{lead, followers[0]} {
+		// Silence each follower in turn, so that every round asks only a silent one.
+		var took []time.Duration
+		for i := range 10 {
+			silent.Store(followers[i%2])
+			took = append(took, read(at))
+		}
+		t.Logf("reads on node %d (leader %d) took %v", at, lead, took)
+		if slow := slices.IndexFunc(took, func(d time.Duration) bool { return d > 60*time.Millisecond }); slow >= 0 {
+			t.Fatalf("read %d on node %d took %v with follower %d silent: the round waited for a heartbeat instead of hedging (all: %v)",
+				slow, at, took[slow], followers[slow%2], took)
+		}
 	}
 }

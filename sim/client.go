@@ -180,7 +180,6 @@ func (c *Cluster) issueRead(cl *client, n *node) {
 	n.pendingReads[r.ctx] = r
 	c.after(c.opts.ClientTimeout, func() { c.finishRead(r) })
 	c.handleReady(n)
-	c.scheduleHedge(n)
 }
 
 // readDone checks a read point against the reads waiting for it.

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -181,8 +182,9 @@ type node struct {
 	leaderTerm uint64
 	// commitScheduled: a SendCommit is due, as the Node's commit timer would run it.
 	commitScheduled bool
-	// hedgeScheduled: a HedgeReadIndex is due, as the Node's hedge timer would run it.
-	hedgeScheduled bool
+	// hedgeFor is the read a HedgeReadIndex is due for (RawNode.ReadToHedge), as the
+	// Node's hedge timer would run it; nil for none.
+	hedgeFor []byte
 	// joined: the node was added to a running cluster; it starts with no Peers.
 	joined bool
 	// removed: a committed configuration entry removed it. candidaciesAfterRemoval
@@ -369,7 +371,7 @@ func (c *Cluster) start(n *node) {
 	n.lastState = raft.StateFollower
 	n.leaderTerm = 0
 	n.commitScheduled = false
-	n.hedgeScheduled = false
+	n.hedgeFor = nil
 	c.tracef("n%d up: hs=%+v snapshot=%d applied=%d", n.id, hs, snap.Index, n.app.applied)
 	// Nodes tick at the same rate but out of phase, as real clocks would.
 	inc := n.incarnation
@@ -460,6 +462,7 @@ func (c *Cluster) CommittedIndex() uint64 { return uint64(len(c.check.committed)
 // handleReady drives node n through every Ready it has, in the order the contract in
 // raft/rawnode.go demands, checking invariants at each stage.
 func (c *Cluster) handleReady(n *node) {
+	defer c.scheduleHedge(n)
 	defer c.scheduleSendCommit(n)
 	for c.err == nil && n.rn != nil && n.rn.HasReady() {
 		rd := n.rn.Ready()
@@ -514,22 +517,27 @@ func (c *Cluster) scheduleSendCommit(n *node) {
 	})
 }
 
-// scheduleHedge does what the Node's hedge timer does: a ReadIndex round still out a
-// moment later asks the followers it skipped (raft.Config.ReadIndexHedgeDelay), here
-// after up to a tenth of a tick, drawn from hedgeRng. The node's Ready is handled
-// after the hedge only if the hedge alone made one, so that a hedge with nothing to
-// send changes nothing else of the run.
+// scheduleHedge does what the Node's hedge timer does: a leader whose oldest waiting
+// read could be completed sooner by a hedge (RawNode.ReadToHedge), whichever node it
+// came from, hedges it a moment later if it still waits (raft.Config.
+// ReadIndexHedgeDelay), here after up to a tenth of a tick drawn from hedgeRng. The
+// node's Ready is handled after the hedge only if the hedge alone made one, so that a
+// hedge with nothing to send changes nothing else of the run.
 func (c *Cluster) scheduleHedge(n *node) {
-	if c.err != nil || n.rn == nil || n.hedgeScheduled {
+	if c.err != nil || n.rn == nil {
 		return
 	}
-	n.hedgeScheduled = true
+	ctx := n.rn.ReadToHedge()
+	if ctx == nil || bytes.Equal(ctx, n.hedgeFor) {
+		return
+	}
+	n.hedgeFor = bytes.Clone(ctx)
+	due := n.hedgeFor
 	inc := n.incarnation
 	c.after(time.Duration(c.hedgeRng.Int64N(int64(c.opts.TickInterval)/10))+1, func() {
-		if n.incarnation != inc || n.rn == nil {
+		if n.incarnation != inc || n.rn == nil || !bytes.Equal(n.rn.ReadToHedge(), due) {
 			return
 		}
-		n.hedgeScheduled = false
 		had := n.rn.HasReady()
 		n.rn.HedgeReadIndex()
 		if !had && n.rn.HasReady() {
