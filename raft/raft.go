@@ -51,7 +51,7 @@ type raft struct {
 	// round's quorum: the next round's heartbeats go to them alone (readHeartbeat).
 	readPeers []uint64
 	// readAsked are the followers the newest round's heartbeats went to when they
-	// went to readPeers alone; nil when every follower was asked (hedgeRead).
+	// went to readPeers alone; empty when every follower was asked (hedgeRead).
 	readAsked []uint64
 
 	// electionElapsed counts ticks since the last reset: since the leader was last
