@@ -19,9 +19,17 @@ func (nw *testNetwork) readRoundHeartbeats(lead uint64, ctx []byte) []uint64 {
 	if err := nw.nodes[lead].ReadIndex(ctx); err != nil {
 		nw.t.Fatal(err)
 	}
+	return nw.deliverHeartbeats(lead, ctx)
+}
+
+// deliverHeartbeats delivers every message the nodes have to send (a cut link drops
+// it), settles the network, and returns the followers that lead's heartbeats went to:
+// those carrying ctx, or all of them for a nil ctx.
+func (nw *testNetwork) deliverHeartbeats(lead uint64, ctx []byte) []uint64 {
+	nw.t.Helper()
 	var to []uint64
 	for _, m := range nw.collect() {
-		if m.Type == MsgHeartbeat && m.From == lead && bytes.Equal(m.Context, ctx) {
+		if m.Type == MsgHeartbeat && m.From == lead && (ctx == nil || bytes.Equal(m.Context, ctx)) {
 			to = append(to, m.To)
 		}
 		if !nw.cut[[2]uint64{m.From, m.To}] {
@@ -30,6 +38,34 @@ func (nw *testNetwork) readRoundHeartbeats(lead uint64, ctx []byte) []uint64 {
 	}
 	nw.settle()
 	return to
+}
+
+// stallRoundOnALostPeer cuts off peers[0], the first of the followers that completed
+// the last round, and starts a round with ctx, which must ask peers alone and wait
+// for want of a quorum's answers. It returns the lost follower.
+func (nw *testNetwork) stallRoundOnALostPeer(lead uint64, peers []uint64, ctx []byte) uint64 {
+	nw.t.Helper()
+	lost := peers[0]
+	nw.isolate(lost)
+	if to := nw.readRoundHeartbeats(lead, ctx); !slices.Equal(to, peers) {
+		nw.t.Fatalf("round %s's heartbeats went to %v, want %v", ctx, to, peers)
+	}
+	if nw.released(lead, ctx) {
+		nw.t.Fatalf("round %s released without a quorum's answers", ctx)
+	}
+	return lost
+}
+
+// leaderWithAWrite is a network of n nodes whose leader has committed a write of its
+// term, so that it may serve ReadIndex requests.
+func leaderWithAWrite(t *testing.T, n int) (*testNetwork, uint64) {
+	nw := newTestNetwork(t, n, nil)
+	lead := nw.electLeader()
+	if _, _, err := nw.nodes[lead].Propose([]byte("w")); err != nil {
+		t.Fatal(err)
+	}
+	nw.settle()
+	return nw, lead
 }
 
 // released reports whether the leader has handed out the read state of ctx, and
@@ -47,12 +83,7 @@ func (nw *testNetwork) released(lead uint64, ctx []byte) bool {
 func TestReadIndexRoundAsksTheLastQuorum(t *testing.T) {
 	for _, n := range []int{3, 5} {
 		t.Run(fmt.Sprintf("%d voters", n), func(t *testing.T) {
-			nw := newTestNetwork(t, n, nil)
-			lead := nw.electLeader()
-			if _, _, err := nw.nodes[lead].Propose([]byte("w")); err != nil {
-				t.Fatal(err)
-			}
-			nw.settle()
+			nw, lead := leaderWithAWrite(t, n)
 			quorum := n/2 + 1
 
 			// The first round knows no quorum yet: every follower is asked.
@@ -74,14 +105,7 @@ func TestReadIndexRoundAsksTheLastQuorum(t *testing.T) {
 
 			// One of them is lost: the round waits for the next heartbeat, which
 			// asks every follower, and completes without it.
-			lost := peers[0]
-			nw.isolate(lost)
-			if to := nw.readRoundHeartbeats(lead, []byte("r3")); !slices.Equal(to, peers) {
-				t.Fatalf("third round's heartbeats went to %v, want %v", to, peers)
-			}
-			if nw.released(lead, []byte("r3")) {
-				t.Fatal("third round released without a quorum's answers")
-			}
+			lost := nw.stallRoundOnALostPeer(lead, peers, []byte("r3"))
 			nw.nodes[lead].Tick() // HeartbeatTicks is 1
 			nw.settle()
 			if !nw.released(lead, []byte("r3")) {
@@ -120,22 +144,11 @@ func TestReadIndexToAllAsksEveryFollower(t *testing.T) {
 }
 
 // hedgeHeartbeats has the leader hedge its pending ReadIndex round and returns the
-// followers the hedge's heartbeats went to, delivering every message (a cut link drops
-// it).
+// followers the hedge's heartbeats went to, delivering every message.
 func (nw *testNetwork) hedgeHeartbeats(lead uint64) []uint64 {
 	nw.t.Helper()
 	nw.nodes[lead].HedgeReadIndex()
-	var to []uint64
-	for _, m := range nw.collect() {
-		if m.Type == MsgHeartbeat && m.From == lead {
-			to = append(to, m.To)
-		}
-		if !nw.cut[[2]uint64{m.From, m.To}] {
-			_ = nw.nodes[m.To].Step(m)
-		}
-	}
-	nw.settle()
-	return to
+	return nw.deliverHeartbeats(lead, nil)
 }
 
 // A round that asked only the last quorum, one of which does not answer, is
@@ -145,12 +158,7 @@ func (nw *testNetwork) hedgeHeartbeats(lead uint64) []uint64 {
 func TestReadIndexHedgeAsksTheSkippedFollowers(t *testing.T) {
 	for _, n := range []int{3, 5} {
 		t.Run(fmt.Sprintf("%d voters", n), func(t *testing.T) {
-			nw := newTestNetwork(t, n, nil)
-			lead := nw.electLeader()
-			if _, _, err := nw.nodes[lead].Propose([]byte("w")); err != nil {
-				t.Fatal(err)
-			}
-			nw.settle()
+			nw, lead := leaderWithAWrite(t, n)
 			quorum := n/2 + 1
 
 			everyone := nw.readRoundHeartbeats(lead, []byte("r1"))
@@ -165,14 +173,7 @@ func TestReadIndexHedgeAsksTheSkippedFollowers(t *testing.T) {
 				t.Fatal("second round not released")
 			}
 
-			lost := peers[0]
-			nw.isolate(lost)
-			if to := nw.readRoundHeartbeats(lead, []byte("r3")); !slices.Equal(to, peers) {
-				t.Fatalf("third round's heartbeats went to %v, want %v", to, peers)
-			}
-			if nw.released(lead, []byte("r3")) {
-				t.Fatal("third round released without a quorum's answers")
-			}
+			lost := nw.stallRoundOnALostPeer(lead, peers, []byte("r3"))
 			skipped := slices.DeleteFunc(slices.Clone(everyone), func(id uint64) bool { return slices.Contains(peers, id) })
 			to := nw.hedgeHeartbeats(lead)
 			slices.Sort(to)
