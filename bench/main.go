@@ -70,8 +70,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.BoolVar(&o.quick, "quick", false, "short runs for CI: 2s per workload after 0.5s of warm-up")
 	fs.IntVar(&o.rounds, "rounds", 1, "run each system this many times, the order reversed every other round (use an even N); the table shows medians")
 	workloadList := fs.String("workloads", "all", "comma-separated workloads to run, by letter (a-m) or name; \"all\" is all but k, \"all,big\" adds k")
-	systemList := fs.String("systems", "etcd,raftkv", "which systems to run, comma-separated: etcd, raftkv, and "+floorSystem+"\n"+
-		"(members that answer puts and gets from memory: the most a server on grpc-go reaches here; see README)")
+	systemList := fs.String("systems", "etcd,raftkv", "which systems to run, comma-separated: etcd, raftkv, "+floorSystem+"\n"+
+		"(the gRPC floor: members that answer puts and gets from memory on grpc-go, what gRPC alone costs; see README)")
 	fs.StringVar(&o.jsonPath, "json", "bench-result.json", "write the results as JSON to this file; empty for none")
 	fs.BoolVar(&o.keepData, "keep-data", false, "keep the members' data dirs and logs (printed at the end) instead of deleting them")
 	duration := fs.Duration("duration", 0, "measured time per workload (default 10s, or 2s with --quick)")
