@@ -26,7 +26,11 @@ import (
 	"raftkv/bench/internal/pprofserve"
 )
 
-func main() { os.Exit(run(os.Args[1:])) }
+func main() {
+	debug.SetGCPercent(-1)
+	debug.SetMemoryLimit(heapBytes)
+	os.Exit(run(os.Args[1:]))
+}
 
 // heapBytes is the Go heap the floor grows to before it collects garbage: the
 // collector runs only at this soft limit (GOGC off), so the floor spends next to
@@ -115,8 +119,6 @@ func run(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	debug.SetGCPercent(-1)
-	debug.SetMemoryLimit(heapBytes)
 	id, err := memberID(*name, *initialCluster)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "grpcfloor: %v\n", err)
