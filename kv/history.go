@@ -27,9 +27,10 @@ type Event struct {
 
 // IsCompaction reports whether data, an encoded Command, is a compaction, without
 // decoding it: the server lets its watchers take the history a compaction drops
-// before applying one.
+// before applying one. Both formats carry the kind second: the command of an
+// authenticated client (version 2, with its sender) is a compaction like any other.
 func IsCompaction(data []byte) bool {
-	return len(data) >= 2 && data[0] == commandVersion && opKind(data[1]) == opCompact
+	return len(data) >= 2 && (data[0] == commandVersion || data[0] == commandVersionSender) && opKind(data[1]) == opCompact
 }
 
 // eventOverheadBytes approximates the memory of an Event beside its keys and

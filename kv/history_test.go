@@ -344,6 +344,9 @@ func TestIsCompaction(t *testing.T) {
 		{&Command{Put: &PutRequest{Key: []byte("k")}}, false},
 		{&Command{DeleteRange: &DeleteRangeRequest{Key: []byte("k")}}, false},
 		{&Command{Txn: &TxnRequest{}}, false},
+		// With auth on, the command carries its sender in format version 2.
+		{&Command{Sender: AuthInfo{User: "root", Revision: 3}, Compact: &CompactionRequest{Revision: 5}}, true},
+		{&Command{Sender: AuthInfo{User: "root", Revision: 3}, Put: &PutRequest{Key: []byte("k")}}, false},
 	} {
 		data, err := c.cmd.Encode()
 		if err != nil {
