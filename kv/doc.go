@@ -31,8 +31,9 @@
 // kept in a record of its own keyed by revision, apart from its key's version
 // record, so that walks over the keys (a paged range's count, a compaction) do not
 // read values. Each applied entry is one pebble batch with its applied
-// index, committed without a sync and without pebble's WAL: the raft log is the
-// durability. Store.Flush makes what was applied durable and returns the applied
+// index, or, between BeginGroup and EndGroup, consecutive plain puts share one
+// (no answer changes: their one read sees the batch's earlier puts), committed
+// without a sync and without pebble's WAL: the raft log is the durability. Store.Flush makes what was applied durable and returns the applied
 // index it covers (Apply goes on while it writes: it holds the lock only to start
 // the flush); after a crash the store opens at its last flush and the log is
 // replayed from there, so the log may be truncated only up to a flushed index. An

@@ -68,6 +68,9 @@ type engine struct {
 	bg *backgroundError
 	// w is the write the engine reuses, one entry after another.
 	w engineWrite
+	// open is the write of a group of entries not yet committed (state.open),
+	// nil if none: no other write may begin until it commits.
+	open *engineWrite
 }
 
 // backgroundError is the engine's first failure: an error pebble reported from
@@ -533,7 +536,9 @@ func (e *engine) waitFlush(flushed <-chan struct{}) error {
 
 // engineWrite is the batch of one applied entry: its changes share one revision,
 // beginRev+1, which the store's revision moves to only if something changed (as
-// etcd's storeTxnWrite does), and it commits with the entry's index.
+// etcd's storeTxnWrite does), and it commits with the entry's index. A group's
+// write (state.open) holds several entries, each begun by nextEntry, and commits
+// with the last one's index.
 type engineWrite struct {
 	e        *engine
 	b        *pebble.Batch
@@ -641,6 +646,10 @@ const pendingArenaMax = 64 << 10
 
 // begin starts a write on b, reusing the engine's write when it is free.
 func (e *engine) begin(b *pebble.Batch, blind bool) *engineWrite {
+	if e.open != nil {
+		// Its batch would commit after this one, moving the applied index back.
+		panic("kv: an engine write begun while a group of entries is open (state.commitOpen first)")
+	}
 	w := &e.w
 	if w.inUse {
 		w = &engineWrite{}
@@ -650,6 +659,18 @@ func (e *engine) begin(b *pebble.Batch, blind bool) *engineWrite {
 		pending: w.pending, buf: w.buf[:0], keyBuf: w.keyBuf[:0], changeBuf: w.changeBuf[:0], seekBuf: w.seekBuf[:0],
 		droppedSeqs: w.droppedSeqs[:0]}
 	return w
+}
+
+// nextEntry begins the next entry of a group's write: its changes get the
+// revision after the last entry's, if that changed anything. Its reads still go
+// around the batch (it is blind): groupable admits only commands whose one read
+// is newest, which sees the group's own changes through pending.
+func (w *engineWrite) nextEntry() {
+	if w.sub > 0 {
+		w.beginRev++
+		w.sub = 0
+	}
+	w.slotHint = -1
 }
 
 // end ends the write, whose batch is closed.
@@ -796,8 +817,9 @@ func (w *engineWrite) commit(appliedIndex uint64) error {
 	defer w.b.Close()
 	e := w.e
 	rev, compactRev, applied, term, keys, live := e.rev, e.compactRev, e.appliedIndex, e.appliedTerm, e.keys, e.live
+	e.rev = w.beginRev // past a group's earlier entries (nextEntry)
 	if w.sub > 0 {
-		e.rev = w.beginRev + 1
+		e.rev++
 	}
 	if w.compacts {
 		e.compactRev = w.compactRev

@@ -33,6 +33,12 @@ func IsCompaction(data []byte) bool {
 	return len(data) >= 2 && (data[0] == commandVersion || data[0] == commandVersionSender) && opKind(data[1]) == opCompact
 }
 
+// IsPut reports whether data, an encoded Command, is a put, without decoding it:
+// the server groups consecutive puts into one engine batch (Store.BeginGroup).
+func IsPut(data []byte) bool {
+	return len(data) >= 2 && (data[0] == commandVersion || data[0] == commandVersionSender) && opKind(data[1]) == opPut
+}
+
 // eventOverheadBytes approximates the memory of an Event beside its keys and
 // values: the struct, a KeyValue for PrevKv, and a pointer to it in a response.
 const eventOverheadBytes = 200

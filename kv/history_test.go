@@ -334,6 +334,7 @@ func kvEqual(a, b KeyValue) bool {
 		a.ModRevision == b.ModRevision && a.Version == b.Version && a.Lease == b.Lease
 }
 
+// TestIsCompaction checks IsCompaction and IsPut.
 func TestIsCompaction(t *testing.T) {
 	for _, c := range []struct {
 		cmd  *Command
@@ -355,9 +356,12 @@ func TestIsCompaction(t *testing.T) {
 		if got := IsCompaction(data); got != c.want {
 			t.Errorf("IsCompaction(%+v) = %v, want %v", c.cmd, got, c.want)
 		}
+		if got := IsPut(data); got != (c.cmd.Put != nil) {
+			t.Errorf("IsPut(%+v) = %v, want %v", c.cmd, got, !got)
+		}
 	}
-	if IsCompaction(nil) || IsCompaction([]byte{commandVersion}) {
-		t.Error("IsCompaction of a truncated command is true")
+	if IsCompaction(nil) || IsCompaction([]byte{commandVersion}) || IsPut(nil) || IsPut([]byte{commandVersion}) {
+		t.Error("IsCompaction or IsPut of a truncated command is true")
 	}
 }
 

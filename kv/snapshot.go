@@ -94,6 +94,9 @@ func (s *Store) restoreFrom(r io.Reader, wholeStream bool, rec *RestoreRecord) e
 		return ErrClosed
 	}
 	st := s.mu.st
+	if err := st.commitOpen(); err != nil {
+		return err
+	}
 	term := st.e.term
 	if err := st.e.restore(r, wholeStream, rec); err != nil {
 		st.cutOff(err)
@@ -136,6 +139,9 @@ func (s *Store) importState(imported importedState, next func() (*KeyHistory, er
 		return ErrClosed
 	}
 	st := s.mu.st
+	if err := st.commitOpen(); err != nil {
+		return err
+	}
 	term := st.e.term
 	if err := checkImportHeader(&imported.hdr); err != nil {
 		return err

@@ -52,6 +52,13 @@ type state struct {
 	// put is what Apply decodes a put into: on the stack it would move to the
 	// heap (the decoded command points to it), an allocation per put.
 	put PutRequest
+	// grouping says BeginGroup was called and EndGroup not yet: groupable
+	// commands join open, one batch for consecutive entries, not committed
+	// until a command that is not groupable, any other write, or EndGroup.
+	// openIndex is the last entry open holds.
+	grouping  bool
+	open      *engineWrite
+	openIndex uint64
 }
 
 // Result is the outcome of one applied command: the response matching its
@@ -158,7 +165,12 @@ func (s *Store) Close() error {
 	}
 	s.mu.closed = true
 	s.reads.Wait()
-	return s.mu.st.e.close()
+	st := s.mu.st
+	if err := st.commitOpen(); err != nil {
+		_ = st.e.close()
+		return err
+	}
+	return st.e.close()
 }
 
 // Failed is closed once the storage engine has failed: a write, a read, or
@@ -238,6 +250,34 @@ func (s *Store) AppliedTerm() uint64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.mu.st.e.appliedTerm
+}
+
+// BeginGroup lets the entries applied from now on until EndGroup share one engine
+// batch where that changes no answer: plain puts (no lease, prev_kv,
+// ignore_value or ignore_lease; groupable). Committing a batch has a cost of its
+// own in pebble, beside the records it holds, and each batch records the applied
+// index again: BenchmarkApplyGroupedPuts (256-byte values on 1,000 keys, pebble's
+// flushes and compactions included) took 5.0-5.2 µs of CPU a put one batch an
+// entry, 3.4-4.0 in batches of 8 and 3.0-3.9 in batches of 32. The group commits, with its last entry's
+// index, before any other entry applies and at EndGroup; until then the store
+// answers reads, AppliedIndex and Revision from the state before the group, so
+// the caller must not answer for a grouped entry before EndGroup returns nil. A
+// crash before the commit loses the whole group, which the raft log applies again.
+func (s *Store) BeginGroup() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mu.st.grouping = true
+}
+
+// EndGroup commits the group BeginGroup began, if it holds any entry, and ends
+// it. An error is the engine's failure (ErrEngineFailed): none of the group's
+// entries is applied, and the store applies nothing more.
+func (s *Store) EndGroup() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.mu.st
+	st.grouping = false
+	return st.commitOpen()
 }
 
 // Apply applies the committed log entry at index. data is an encoded Command;
@@ -322,6 +362,9 @@ func (s *Store) RefuseOnce(index uint64, id ProposalID, refusal error) Result {
 	if _, ok := errorCode(refusal); id.Proposer == 0 || !ok || refusal == nil {
 		return st.advance(index, Result{Err: ErrInvalidCommand})
 	}
+	if err := st.commitOpen(); err != nil {
+		return Result{Err: err}
+	}
 	w := st.e.beginBlindWrite()
 	st.index = index
 	res := w.applyOnce(&st.proposals, id, index, func() Result { return Result{Err: refusal} })
@@ -341,10 +384,41 @@ func (st *state) admit(index uint64) (Result, bool) {
 	if st.failed != nil {
 		return Result{Err: st.failed}, false
 	}
-	if index <= st.e.appliedIndex {
+	if index <= st.e.appliedIndex || (st.open != nil && index <= st.openIndex) {
 		return Result{Err: ErrAlreadyApplied}, false
 	}
 	return Result{}, true
+}
+
+// commitOpen commits the open group's batch, if any.
+func (st *state) commitOpen() error {
+	w := st.open
+	if w == nil {
+		return nil
+	}
+	st.open, st.e.open = nil, nil
+	if err := w.commit(st.openIndex); err != nil {
+		return st.fail(err)
+	}
+	return nil
+}
+
+// dropOpen drops the open group's batch, if any, after an engine failure.
+func (st *state) dropOpen() {
+	if w := st.open; w != nil {
+		st.open, st.e.open = nil, nil
+		w.abort()
+	}
+}
+
+// groupable says cmd may share a batch with the entries before it: its batch is
+// blind (reads go around it), and its one read of the engine is newest, which
+// sees the group's changes through the write's pending versions. A lease's
+// check reads the lease's keys, prev_kv and the ignore options read the key's
+// value, and a txn reads its own writes, so those commit alone.
+func groupable(cmd *Command) bool {
+	p := cmd.Put
+	return p != nil && p.Lease == 0 && !p.PrevKv && !p.IgnoreValue && !p.IgnoreLease
 }
 
 // decode decodes data into cmd, and a put into put; ok is false (with the result
@@ -365,6 +439,9 @@ func (st *state) decode(data []byte, cmd *Command, put *PutRequest) (Result, boo
 // advance records entry index, which changes nothing else, as applied, and
 // returns res.
 func (st *state) advance(index uint64, res Result) Result {
+	if err := st.commitOpen(); err != nil {
+		return Result{Err: err}
+	}
 	w := st.e.beginBlindWrite()
 	if err := w.commit(index); err != nil {
 		return Result{Err: st.fail(err)}
@@ -391,11 +468,24 @@ func isEngineError(err error) bool {
 // proposal table if once is set, and the session table: a retry is answered from
 // the tables, anything else executed and its result recorded.
 func (st *state) applyCommand(index uint64, cmd *Command, once *ProposalID) Result {
+	grouped := st.grouping && groupable(cmd)
 	var w *engineWrite
-	if cmd.Txn != nil {
-		w = st.e.beginWrite() // a txn reads its own writes
-	} else {
-		w = st.e.beginBlindWrite()
+	switch {
+	case grouped && st.open != nil:
+		w = st.open
+		w.nextEntry()
+	default:
+		if err := st.commitOpen(); err != nil {
+			return Result{Err: err}
+		}
+		if cmd.Txn != nil {
+			w = st.e.beginWrite() // a txn reads its own writes
+		} else {
+			w = st.e.beginBlindWrite()
+		}
+		if grouped {
+			st.open, st.e.open = w, w
+		}
 	}
 	st.index = index
 	var engineErr error
@@ -415,8 +505,16 @@ func (st *state) applyCommand(index uint64, cmd *Command, once *ProposalID) Resu
 		res = session()
 	}
 	if engineErr != nil {
-		w.abort()
+		if grouped {
+			st.dropOpen() // the group's earlier entries with it: the store stops
+		} else {
+			w.abort()
+		}
 		return Result{Err: st.fail(engineErr)}
+	}
+	if grouped {
+		st.openIndex = index
+		return res
 	}
 	if err := w.commit(index); err != nil {
 		return Result{Err: st.fail(err)}
@@ -643,6 +741,9 @@ func (s *Store) ApplyMeta(index uint64, name string, value []byte) error {
 	if res, ok := st.admit(index); !ok {
 		return res.Err
 	}
+	if err := st.commitOpen(); err != nil {
+		return err
+	}
 	w := st.e.beginBlindWrite()
 	_ = w.b.Set(serverMetaKey(name), value, nil)
 	if err := w.commit(index); err != nil {
@@ -662,6 +763,9 @@ func (s *Store) SetMeta(name string, value []byte) error {
 	st := s.mu.st
 	if st.failed != nil {
 		return st.failed
+	}
+	if err := st.commitOpen(); err != nil {
+		return err
 	}
 	b := st.e.db.NewBatch()
 	defer b.Close()

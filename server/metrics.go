@@ -54,6 +54,9 @@ type serverMetrics struct {
 	walWrite      prometheus.Histogram
 	walWriteBytes prometheus.Gauge
 	snapshotSave  prometheus.Histogram
+	// applyGroup is raftkv_apply_group_entries: the put entries each engine batch
+	// of the apply loop held (apply_group.go).
+	applyGroup prometheus.Histogram
 	// peerRTT is etcd_network_peer_round_trip_time_seconds; observers holds its
 	// child for each peer (uint64 → prometheus.Observer), made for the initial peers
 	// before the transport starts and for a member added later on its first
@@ -96,6 +99,11 @@ func newServerMetrics(metricsLevel string, peers []uint64) *serverMetrics {
 			Help:    "The total latency distributions of save called by snapshot.",
 			Buckets: diskBuckets,
 		}),
+		applyGroup: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "raftkv_apply_group_entries",
+			Help:    "Put entries applied in one storage engine batch, which commits once for all of them.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 7), // 1 to maxApplyGroup
+		}),
 		peerRTT: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "etcd_network_peer_round_trip_time_seconds",
 			Help:    "Round-Trip-Time histogram between peers",
@@ -106,7 +114,7 @@ func newServerMetrics(metricsLevel string, peers []uint64) *serverMetrics {
 	for _, id := range peers {
 		m.observers.Store(id, m.peerRTT.WithLabelValues(hexID(id)))
 	}
-	m.registry.MustRegister(m.walFsync, m.walWrite, m.walWriteBytes, m.snapshotSave, m.peerRTT, m.grpc,
+	m.registry.MustRegister(m.walFsync, m.walWrite, m.walWriteBytes, m.snapshotSave, m.applyGroup, m.peerRTT, m.grpc,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

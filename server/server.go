@@ -87,6 +87,9 @@ type Server struct {
 	proposer uint64
 	// terms tells forwarded proposals that a newer term's entry has applied.
 	terms *appliedTerm
+	// group is the apply loop's open group of put entries (apply_group.go); only
+	// the apply loop touches it.
+	group applyGroup
 	// Authentication (auth.go): this member's simple tokens, its count of wrong
 	// passwords per client address, and the slots for bcrypt work.
 	tokens     *simpleTokens
@@ -512,9 +515,15 @@ func (s *Server) applyLoop() {
 		undo, undoPhase uint64
 		retryAt         uint64
 	)
-	for msg := range s.node.Apply() {
+	applyc := s.node.Apply()
+	defer s.endApplyGroup()
+	for msg := range applyc {
 		if s.cfg.applyHook != nil {
 			s.cfg.applyHook(msg.Index) // tests only
+		}
+		grouped := s.group.joins(msg)
+		if !grouped {
+			s.endApplyGroup() // before this entry, and before its term is set
 		}
 		s.terms.set(msg.Term)
 		s.sm.store.SetTerm(msg.Term)
@@ -545,6 +554,14 @@ func (s *Server) applyLoop() {
 			s.waits.applied(msg.Index, false, 0, kv.Result{})
 			s.leaderApplied(msg.Term)
 		case raft.ApplyCommand:
+			if grouped {
+				s.applyGrouped(msg)
+				if len(applyc) > 0 {
+					continue // the next entry ends the group or joins it
+				}
+				s.endApplyGroup()
+				break
+			}
 			s.flushWatchesBeforeCompaction(msg.Command)
 			s.applyCommand(msg.Index, msg.Command)
 		case raft.ApplyConfChange:
