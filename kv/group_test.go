@@ -2,10 +2,16 @@ package kv
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"strings"
+	"sync/atomic"
 	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 )
 
 // groupEntry is one log entry of TestGroupedApplyMatchesOneByOne: a command, or
@@ -257,5 +263,68 @@ func BenchmarkApplyGroupedPuts(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// An engine failure in a group's entry drops the whole group: EndGroup reports
+// it, so that the caller answers none of the group's entries as applied, and the
+// store reopens at the state before the group.
+func TestGroupDroppedByAnEngineFailure(t *testing.T) {
+	var failing atomic.Bool
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if failing.Load() && (op.Kind == errorfs.OpFileRead || op.Kind == errorfs.OpFileReadAt) && strings.HasSuffix(op.Path, ".sst") {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	s, err := openStore(Config{}, "/group", fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Enough keys that the files hold version records in blocks that opening
+	// them does not read.
+	for i := range 5000 {
+		mustPut(t, s, fmt.Sprintf("k%04d", i), strings.Repeat("v", 100))
+	}
+	if _, err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Reopened, no key's newest version is in memory: a put seeks it in the files.
+	if s, err = openStore(Config{}, "/group", fs); err != nil {
+		t.Fatal(err)
+	}
+	applied, rev := s.AppliedIndex(), s.Revision()
+	put := func(index uint64, key string) Result {
+		t.Helper()
+		data, err := (&Command{Put: &PutRequest{Key: []byte(key), Value: []byte("new")}}).Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Apply(index, data)
+	}
+	s.BeginGroup()
+	if res := put(applied+1, "k0000"); res.Err != nil {
+		t.Fatalf("first put of the group: %v", res.Err)
+	}
+	failing.Store(true)
+	// A key in the middle: the blocks at the ends (the first put's, and those by
+	// the meta records that opening read) are in the cache.
+	if res := put(applied+2, "k2500"); !errors.Is(res.Err, ErrEngineFailed) {
+		t.Fatalf("a put whose seek fails: %v, want ErrEngineFailed", res.Err)
+	}
+	if err := s.EndGroup(); !errors.Is(err, ErrEngineFailed) {
+		t.Fatalf("EndGroup after an entry of the group failed: %v, want ErrEngineFailed", err)
+	}
+	failing.Store(false)
+	_ = s.Close()
+	if s, err = openStore(Config{}, "/group", fs); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.AppliedIndex() != applied || s.Revision() != rev {
+		t.Fatalf("reopened at applied %d, revision %d; want the state before the group: %d, %d", s.AppliedIndex(), s.Revision(), applied, rev)
 	}
 }
