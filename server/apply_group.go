@@ -16,7 +16,8 @@ import (
 // other entry applies (a no-op, a snapshot, a membership change, any command
 // but a put) and when the channel is empty, so a lone put still commits at once.
 // Every grouped entry's answer (waits.applied, and the lease and auth hooks) waits
-// for that commit: no client hears of an entry a crash could still lose.
+// for that commit, until which this member's reads do not see the group: a client
+// told of its put reads it back here, as when each entry committed on its own.
 const (
 	maxApplyGroup      = 64
 	maxApplyGroupBytes = 4 << 20
