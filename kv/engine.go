@@ -68,8 +68,8 @@ type engine struct {
 	bg *backgroundError
 	// w is the write the engine reuses, one entry after another.
 	w engineWrite
-	// open is the write of a group of entries not yet committed (state.open),
-	// nil if none: no other write may begin until it commits.
+	// open is the write of a group of entries not yet committed (Store.BeginGroup),
+	// nil if none: no other write may begin until it commits (state.commitOpen).
 	open *engineWrite
 }
 
@@ -537,7 +537,7 @@ func (e *engine) waitFlush(flushed <-chan struct{}) error {
 // engineWrite is the batch of one applied entry: its changes share one revision,
 // beginRev+1, which the store's revision moves to only if something changed (as
 // etcd's storeTxnWrite does), and it commits with the entry's index. A group's
-// write (state.open) holds several entries, each begun by nextEntry, and commits
+// write (engine.open) holds several entries, each begun by nextEntry, and commits
 // with the last one's index.
 type engineWrite struct {
 	e        *engine

@@ -53,11 +53,11 @@ type state struct {
 	// heap (the decoded command points to it), an allocation per put.
 	put PutRequest
 	// grouping says BeginGroup was called and EndGroup not yet: groupable
-	// commands join open, one batch for consecutive entries, not committed
-	// until a command that is not groupable, any other write, or EndGroup.
-	// openIndex is the last entry open holds.
+	// commands join the engine's open write (engine.open), one batch for
+	// consecutive entries, not committed until a command that is not
+	// groupable, any other write, or EndGroup. openIndex is the last entry the
+	// open write holds.
 	grouping  bool
-	open      *engineWrite
 	openIndex uint64
 }
 
@@ -389,7 +389,7 @@ func (st *state) admit(index uint64) (Result, bool) {
 	if st.failed != nil {
 		return Result{Err: st.failed}, false
 	}
-	if index <= st.e.appliedIndex || (st.open != nil && index <= st.openIndex) {
+	if index <= st.e.appliedIndex || (st.e.open != nil && index <= st.openIndex) {
 		return Result{Err: ErrAlreadyApplied}, false
 	}
 	return Result{}, true
@@ -397,11 +397,11 @@ func (st *state) admit(index uint64) (Result, bool) {
 
 // commitOpen commits the open group's batch, if any.
 func (st *state) commitOpen() error {
-	w := st.open
+	w := st.e.open
 	if w == nil {
 		return nil
 	}
-	st.open, st.e.open = nil, nil
+	st.e.open = nil
 	if err := w.commit(st.openIndex); err != nil {
 		return st.fail(err)
 	}
@@ -410,8 +410,8 @@ func (st *state) commitOpen() error {
 
 // dropOpen drops the open group's batch, if any, after an engine failure.
 func (st *state) dropOpen() {
-	if w := st.open; w != nil {
-		st.open, st.e.open = nil, nil
+	if w := st.e.open; w != nil {
+		st.e.open = nil
 		w.abort()
 	}
 }
@@ -476,8 +476,8 @@ func (st *state) applyCommand(index uint64, cmd *Command, once *ProposalID) Resu
 	grouped := st.grouping && groupable(cmd)
 	var w *engineWrite
 	switch {
-	case grouped && st.open != nil:
-		w = st.open
+	case grouped && st.e.open != nil:
+		w = st.e.open
 		w.nextEntry()
 	default:
 		if err := st.commitOpen(); err != nil {
@@ -489,7 +489,7 @@ func (st *state) applyCommand(index uint64, cmd *Command, once *ProposalID) Resu
 			w = st.e.beginBlindWrite()
 		}
 		if grouped {
-			st.open, st.e.open = w, w
+			st.e.open = w
 		}
 	}
 	st.index = index
