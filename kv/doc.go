@@ -33,9 +33,10 @@
 // read values. Each applied entry is one pebble batch with its applied
 // index, or, between BeginGroup and EndGroup, consecutive plain puts share one
 // (no answer changes: their one read sees the batch's earlier puts), committed
-// without a sync and without pebble's WAL: the raft log is the durability. Store.Flush makes what was applied durable and returns the applied
-// index it covers (Apply goes on while it writes: it holds the lock only to start
-// the flush); after a crash the store opens at its last flush and the log is
+// without a sync and without pebble's WAL: the raft log is the durability.
+// Store.Flush makes what was applied durable and returns the applied index it
+// covers (Apply goes on while it writes: it holds the lock only to start the
+// flush); after a crash the store opens at its last flush and the log is
 // replayed from there, so the log may be truncated only up to a flushed index. An
 // engine that fails a write (a full disk) or a read (an I/O error, a corrupt
 // block) stops the store: the read fails, Apply returns ErrEngineFailed, wrapping
