@@ -9,9 +9,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-
-	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 )
 
 // groupEntry is one log entry of TestGroupedApplyMatchesOneByOne: a command, or
@@ -271,12 +268,7 @@ func BenchmarkApplyGroupedPuts(b *testing.B) {
 // store reopens at the state before the group.
 func TestGroupDroppedByAnEngineFailure(t *testing.T) {
 	var failing atomic.Bool
-	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if failing.Load() && (op.Kind == errorfs.OpFileRead || op.Kind == errorfs.OpFileReadAt) && strings.HasSuffix(op.Path, ".sst") {
-			return errorfs.ErrInjected
-		}
-		return nil
-	}))
+	fs := tableReadsFailWhile(&failing)
 	s, err := openStore(Config{}, "/group", fs)
 	if err != nil {
 		t.Fatal(err)

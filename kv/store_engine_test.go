@@ -401,12 +401,7 @@ func TestFailedReadStopsTheStore(t *testing.T) {
 	for name, read := range reads {
 		t.Run(name, func(t *testing.T) {
 			var failing atomic.Bool
-			fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
-				if failing.Load() && (op.Kind == errorfs.OpFileRead || op.Kind == errorfs.OpFileReadAt) && strings.HasSuffix(op.Path, ".sst") {
-					return errorfs.ErrInjected
-				}
-				return nil
-			}))
+			fs := tableReadsFailWhile(&failing)
 			s, err := openStore(Config{}, "/damaged", fs)
 			if err != nil {
 				t.Fatal(err)
@@ -460,4 +455,15 @@ func TestFailedReadStopsTheStore(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tableReadsFailWhile returns a file system in memory whose reads of table files
+// fail (errorfs.ErrInjected) while failing is set.
+func tableReadsFailWhile(failing *atomic.Bool) vfs.FS {
+	return errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if failing.Load() && (op.Kind == errorfs.OpFileRead || op.Kind == errorfs.OpFileReadAt) && strings.HasSuffix(op.Path, ".sst") {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
 }
