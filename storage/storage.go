@@ -68,10 +68,13 @@ const (
 	// Options.SnapshotsToKeep is 0.
 	DefaultSnapshotsToKeep = 2
 	// DefaultLogCacheBytes is Options.LogCacheBytes when it is 0. At 15,000
-	// 256-byte puts a second it holds the last half second or so, which is what
-	// replication and applying read; on bench/'s put workloads 2 MiB rather than
-	// 8 MiB took 11 MiB off the leader's peak RSS.
-	DefaultLogCacheBytes = 2 << 20
+	// 256-byte puts a second it holds the last quarter second or so, which is
+	// what replication and applying read. On bench/'s put workloads 2 MiB rather
+	// than 8 MiB took 11 MiB off the leader's peak RSS, and 1 MiB rather than 2
+	// took 1.6-3.6 MiB more at put-1c and 3-4 MiB at put-100c and put-1000c
+	// (twice the entries' bytes: the collector lets the heap grow to twice what
+	// is live), with no more CPU per put beyond the runs' spread.
+	DefaultLogCacheBytes = 1 << 20
 )
 
 // Options configures Open. Zero values take the defaults.
@@ -96,7 +99,7 @@ type Options struct {
 	// encoding: the newest entries (those being replicated and applied) stay there,
 	// older ones are read back from the WAL when asked for. Entries not yet durable
 	// are always kept, so the bound can be exceeded while writes wait for a flush.
-	// Default DefaultLogCacheBytes (2 MiB).
+	// Default DefaultLogCacheBytes (1 MiB).
 	LogCacheBytes int64
 	// WALDir, if set, is where the WAL segments live instead of <dir>/wal. The data
 	// dir records it when it is first used, and Open refuses a WALDir (or none) that
