@@ -269,25 +269,14 @@ func BenchmarkApplyGroupedPuts(b *testing.B) {
 func TestGroupDroppedByAnEngineFailure(t *testing.T) {
 	var failing atomic.Bool
 	fs := tableReadsFailWhile(&failing)
-	s, err := openStore(Config{}, "/group", fs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Enough keys that the files hold version records in blocks that opening
-	// them does not read.
-	for i := range 5000 {
-		mustPut(t, s, fmt.Sprintf("k%04d", i), strings.Repeat("v", 100))
-	}
-	if _, err := s.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	// Reopened, no key's newest version is in memory: a put seeks it in the files.
-	if s, err = openStore(Config{}, "/group", fs); err != nil {
-		t.Fatal(err)
-	}
+	// Reopened, no key's newest version is in memory: a put seeks it in the
+	// files. Enough keys that the files hold version records in blocks that
+	// opening them does not read.
+	s := reopenedCold(t, fs, "/group", func(s *Store) {
+		for i := range 5000 {
+			mustPut(t, s, fmt.Sprintf("k%04d", i), strings.Repeat("v", 100))
+		}
+	})
 	applied, rev := s.AppliedIndex(), s.Revision()
 	put := func(index uint64, key string) Result {
 		t.Helper()
@@ -312,7 +301,8 @@ func TestGroupDroppedByAnEngineFailure(t *testing.T) {
 	}
 	failing.Store(false)
 	_ = s.Close()
-	if s, err = openStore(Config{}, "/group", fs); err != nil {
+	s, err := openStore(Config{}, "/group", fs)
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()

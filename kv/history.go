@@ -29,14 +29,20 @@ type Event struct {
 // decoding it: the server lets its watchers take the history a compaction drops
 // before applying one. Both formats carry the kind second: the command of an
 // authenticated client (version 2, with its sender) is a compaction like any other.
-func IsCompaction(data []byte) bool {
-	return len(data) >= 2 && (data[0] == commandVersion || data[0] == commandVersionSender) && opKind(data[1]) == opCompact
-}
+func IsCompaction(data []byte) bool { return peekKind(data) == opCompact }
 
 // IsPut reports whether data, an encoded Command, is a put, without decoding it:
 // the server groups consecutive puts into one engine batch (Store.BeginGroup).
-func IsPut(data []byte) bool {
-	return len(data) >= 2 && (data[0] == commandVersion || data[0] == commandVersionSender) && opKind(data[1]) == opPut
+func IsPut(data []byte) bool { return peekKind(data) == opPut }
+
+// peekKind returns the kind of the encoded Command data, read from its second
+// byte as Command.decode reads it, or opMany (no command's kind) if data is too
+// short or of a format this build does not read.
+func peekKind(data []byte) opKind {
+	if len(data) < 2 || (data[0] != commandVersion && data[0] != commandVersionSender) {
+		return opMany
+	}
+	return opKind(data[1])
 }
 
 // eventOverheadBytes approximates the memory of an Event beside its keys and

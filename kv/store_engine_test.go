@@ -402,34 +402,23 @@ func TestFailedReadStopsTheStore(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			var failing atomic.Bool
 			fs := tableReadsFailWhile(&failing)
-			s, err := openStore(Config{}, "/damaged", fs)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := range 100 {
-				mustPut(t, s, fmt.Sprintf("k%04d", i), strings.Repeat("v", 100))
-			}
-			if _, err := s.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			// Leases in a table of their own, in more blocks than the one that
-			// opening the store reads (the applied index, after them).
-			for id := range int64(300) {
-				if res := apply(t, s, &Command{LeaseGrant: &LeaseGrantRequest{ID: id + 1, TTL: 60}}); res.Err != nil {
-					t.Fatal(res.Err)
-				}
-			}
-			if _, err := s.Flush(); err != nil {
-				t.Fatal(err)
-			}
 			// Reopened, the store holds no block of the keys in memory: a read goes
 			// to the files.
-			if err := s.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if s, err = openStore(Config{}, "/damaged", fs); err != nil {
-				t.Fatal(err)
-			}
+			s := reopenedCold(t, fs, "/damaged", func(s *Store) {
+				for i := range 100 {
+					mustPut(t, s, fmt.Sprintf("k%04d", i), strings.Repeat("v", 100))
+				}
+				if _, err := s.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				// Leases in a table of their own, in more blocks than the one that
+				// opening the store reads (the applied index, after them).
+				for id := range int64(300) {
+					if res := apply(t, s, &Command{LeaseGrant: &LeaseGrantRequest{ID: id + 1, TTL: 60}}); res.Err != nil {
+						t.Fatal(res.Err)
+					}
+				}
+			})
 			defer s.Close()
 			select {
 			case <-s.Failed():
@@ -437,7 +426,7 @@ func TestFailedReadStopsTheStore(t *testing.T) {
 			default:
 			}
 			failing.Store(true)
-			err = read(s)
+			err := read(s)
 			if !errors.Is(err, ErrEngineFailed) || !errors.Is(err, errorfs.ErrInjected) || !strings.Contains(err.Error(), `"/damaged"`) {
 				t.Fatalf("read from a failing disk: %v; want ErrEngineFailed wrapping the injected error, naming the engine's directory", err)
 			}
@@ -466,4 +455,26 @@ func tableReadsFailWhile(failing *atomic.Bool) vfs.FS {
 		}
 		return nil
 	}))
+}
+
+// reopenedCold opens a store in dir on fs, lets fill write to it, flushes and
+// closes it, and opens it again: nothing fill wrote is in memory, so reads of it
+// go to the files.
+func reopenedCold(t *testing.T, fs vfs.FS, dir string, fill func(*Store)) *Store {
+	t.Helper()
+	s, err := openStore(Config{}, dir, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill(s)
+	if _, err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = openStore(Config{}, dir, fs); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
