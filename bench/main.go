@@ -536,7 +536,9 @@ func runWorkload(ctx context.Context, opts *options, c *cluster, w workload, lea
 		wr.LeaderChanged = true
 	}
 	var cpu float64
+	var switches uint64
 	for i, m := range c.members {
+		switches += after[i].switches - min(before[i].switches, after[i].switches)
 		usage := memberUsage{
 			Name: m.name, IsLeader: m == leader,
 			CPUSeconds: round2(after[i].cpuSeconds() - before[i].cpuSeconds()),
@@ -549,6 +551,7 @@ func runWorkload(ctx context.Context, opts *options, c *cluster, w workload, lea
 	wr.CPUSeconds = round2(cpu)
 	if res.requests > 0 {
 		wr.CPUMicrosPerRequest = round2(cpu * 1e6 / float64(res.requests))
+		wr.SwitchesPerRequest = round2(float64(switches) / float64(res.requests))
 		// The load generator is this process (members in it too with --cpuprofile).
 		wr.LoadGenMicrosPerRequest = round2((genAfter.cpuSeconds() - genBefore.cpuSeconds()) * 1e6 / float64(res.requests))
 	}

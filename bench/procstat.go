@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 )
 
@@ -15,6 +16,9 @@ const clockTicksPerSecond = 100
 type procSample struct {
 	cpuTicks   uint64 // utime + stime, in clock ticks
 	peakRSSKiB uint64 // VmHWM: the resident set's high-water mark since start
+	// switches counts the context switches of the process's threads alive now,
+	// voluntary (a thread that blocked) and not (one the kernel preempted).
+	switches uint64
 }
 
 func (s procSample) cpuSeconds() float64 { return float64(s.cpuTicks) / clockTicksPerSecond }
@@ -37,7 +41,37 @@ func readProc(pid int) (procSample, error) {
 	if err != nil {
 		return procSample{}, fmt.Errorf("/proc/%d/status: %w", pid, err)
 	}
-	return procSample{cpuTicks: ticks, peakRSSKiB: hwm}, nil
+	return procSample{cpuTicks: ticks, peakRSSKiB: hwm, switches: threadSwitches(pid)}, nil
+}
+
+// threadSwitches sums the context switches of pid's threads (/proc/<pid>/task/*/status;
+// the process's own status counts its first thread only). A thread that has exited
+// takes its count with it; Go's runtime keeps its threads, so over a measured window
+// that loses little. 0 if /proc has no task directory.
+func threadSwitches(pid int) uint64 {
+	statuses, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	var total uint64
+	for _, path := range statuses {
+		status, err := os.ReadFile(path)
+		if err != nil {
+			continue // the thread exited since the glob
+		}
+		total += parseStatusCount(status, "voluntary_ctxt_switches") + parseStatusCount(status, "nonvoluntary_ctxt_switches")
+	}
+	return total
+}
+
+// parseStatusCount returns the number of a "key:\t123" line of a status file, or 0.
+func parseStatusCount(status []byte, key string) uint64 {
+	for line := range bytes.Lines(status) {
+		name, rest, ok := bytes.Cut(line, []byte(":"))
+		if !ok || string(name) != key {
+			continue
+		}
+		n, _ := strconv.ParseUint(string(bytes.TrimSpace(rest)), 10, 64)
+		return n
+	}
+	return 0
 }
 
 // parseStatCPUTicks returns utime+stime (fields 14 and 15) of a /proc/<pid>/stat line.

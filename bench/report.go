@@ -55,8 +55,10 @@ type summary struct {
 	CPUMicrosPerRequest float64 `json:"cpu_us_per_request"`
 	// LoadGenMicrosPerRequest: the load generator's CPU per request.
 	LoadGenMicrosPerRequest float64 `json:"loadgen_cpu_us_per_request"`
-	PeakRSSMiB              float64 `json:"peak_rss_mib"`
-	Errors                  int64   `json:"errors"` // over all rounds
+	// SwitchesPerRequest: the members' context switches per request.
+	SwitchesPerRequest float64 `json:"context_switches_per_request"`
+	PeakRSSMiB         float64 `json:"peak_rss_mib"`
+	Errors             int64   `json:"errors"` // over all rounds
 	// DataLoad is the big workload's loading (the median of each field), if any.
 	DataLoad *dataLoad `json:"data_load,omitempty"`
 }
@@ -106,9 +108,12 @@ type workloadRun struct {
 	CPUMicrosPerRequest float64 `json:"cpu_us_per_request"`
 	// LoadGenMicrosPerRequest is the load generator's own CPU per request (with
 	// --cpuprofile the raftkv members run in its process and are counted too).
-	LoadGenMicrosPerRequest float64       `json:"loadgen_cpu_us_per_request"`
-	PeakRSSMiB              float64       `json:"peak_rss_mib"` // the largest member's VmHWM at the window's end
-	Members                 []memberUsage `json:"members"`
+	LoadGenMicrosPerRequest float64 `json:"loadgen_cpu_us_per_request"`
+	// SwitchesPerRequest is the members' context switches (every thread's, voluntary
+	// and not) over the window per request: each is a thread put to sleep or woken.
+	SwitchesPerRequest float64       `json:"context_switches_per_request"`
+	PeakRSSMiB         float64       `json:"peak_rss_mib"` // the largest member's VmHWM at the window's end
+	Members            []memberUsage `json:"members"`
 	// DataLoad is the big workload's loading of its data set, before the warm-up.
 	DataLoad *dataLoad `json:"data_load,omitempty"`
 	Profiles []string  `json:"profiles,omitempty"`
@@ -145,7 +150,7 @@ func (r *report) summarize(selected []workload) {
 	for _, w := range selected {
 		ws := workloadSummary{Name: w.name, Description: w.description}
 		for _, system := range []string{"etcd", "raftkv", floorSystem} {
-			var rps, p50, p99, cpu, cpuPerReq, genPerReq, rss []float64
+			var rps, p50, p99, cpu, cpuPerReq, genPerReq, switchesPerReq, rss []float64
 			var loadSec, loadCPU, loadCPUPerKey, loadRSS []float64
 			var loadKeys int
 			var errs int64
@@ -163,6 +168,7 @@ func (r *report) summarize(selected []workload) {
 					cpu = append(cpu, wr.CPUSeconds)
 					cpuPerReq = append(cpuPerReq, wr.CPUMicrosPerRequest)
 					genPerReq = append(genPerReq, wr.LoadGenMicrosPerRequest)
+					switchesPerReq = append(switchesPerReq, wr.SwitchesPerRequest)
 					rss = append(rss, wr.PeakRSSMiB)
 					errs += wr.Errors
 					if l := wr.DataLoad; l != nil {
@@ -180,8 +186,8 @@ func (r *report) summarize(selected []workload) {
 			s := &summary{
 				RequestsPerSec: median(rps), P50Ms: median(p50), P99Ms: median(p99),
 				CPUSeconds: median(cpu), CPUMicrosPerRequest: median(cpuPerReq), PeakRSSMiB: median(rss),
-				LoadGenMicrosPerRequest: median(genPerReq),
-				Errors:                  errs,
+				LoadGenMicrosPerRequest: median(genPerReq), SwitchesPerRequest: median(switchesPerReq),
+				Errors: errs,
 			}
 			if len(loadSec) > 0 {
 				s.DataLoad = &dataLoad{Keys: loadKeys, Seconds: median(loadSec), CPUSeconds: median(loadCPU),
@@ -315,6 +321,7 @@ func formatTable(r *report) string {
 	b.WriteString("CPU s: all three members over the measured window; µs/req: that CPU per request;\n")
 	b.WriteString("gen µs: the load generator's own CPU per request (it shares the machine's CPUs);\n")
 	b.WriteString("RSS MiB: the largest member's peak resident set so far (VmHWM)\n")
+	b.WriteString(formatSwitchesTable(r))
 	for _, w := range r.Workloads {
 		for _, sys := range []struct {
 			name string
@@ -347,6 +354,41 @@ func formatTable(r *report) string {
 		resField(raftkv, func(s *resourceSummary) string { return joinFloats(s.CPUSecondsByMember, "%.1f") }))
 	b.WriteString("CPU seconds are summed over the measured windows of every workload run\n")
 	return trimLineEnds(b.String())
+}
+
+// formatSwitchesTable renders the members' context switches per request, a line
+// per workload, or nothing if no run counted any (a system without /proc). On a
+// small virtual machine a switch costs the kernel several µs, a good part of the
+// CPU per request at low load (bench/README, "Where the rest goes").
+func formatSwitchesTable(r *report) string {
+	var b strings.Builder
+	const row = "%-15s %14s %16s %12s\n"
+	for _, w := range r.Workloads {
+		e, k := w.Etcd, w.Raftkv
+		if (e == nil || e.SwitchesPerRequest == 0) && (k == nil || k.SwitchesPerRequest == 0) {
+			continue
+		}
+		if b.Len() == 0 {
+			fmt.Fprintf(&b, row, "switches", "etcd per req", "raftkv per req", "etcd/raftkv")
+		}
+		ratio := "-"
+		if e != nil && k != nil && k.SwitchesPerRequest > 0 {
+			ratio = fmt.Sprintf("%.2fx", e.SwitchesPerRequest/k.SwitchesPerRequest)
+		}
+		fmt.Fprintf(&b, row, w.Name, switchesPerReq(e), switchesPerReq(k), ratio)
+	}
+	if b.Len() == 0 {
+		return ""
+	}
+	b.WriteString("switches: context switches of all three members' threads (voluntary and not) per request\n")
+	return b.String()
+}
+
+func switchesPerReq(s *summary) string {
+	if s == nil || s.SwitchesPerRequest == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", s.SwitchesPerRequest)
 }
 
 // formatFloorTable renders the gRPC floor's rows (floor.go) beside etcd's and

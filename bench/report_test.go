@@ -192,3 +192,27 @@ func TestFormatTableRoundsTheRatioOnce(t *testing.T) {
 		t.Errorf("the table's ratio is not 1.24x:\n%s", out)
 	}
 }
+
+func TestFormatTableShowsSwitchesPerRequest(t *testing.T) {
+	etcd, raftkv := testRun("etcd", 1, 900, 1.0, 2.0, 50), testRun("raftkv", 1, 1800, 0.5, 1.0, 30)
+	etcd.Workloads[0].SwitchesPerRequest, raftkv.Workloads[0].SwitchesPerRequest = 62.4, 48
+	r := &report{Rounds: 1, Runs: []*systemRun{etcd, raftkv}}
+	r.summarize(workloads[:1])
+	out := formatTable(r)
+	var row string
+	for l := range strings.Lines(out) {
+		if strings.HasPrefix(l, "put-1c ") && strings.Contains(l, "62.4") {
+			row = l
+		}
+	}
+	if row == "" || !strings.Contains(row, "48.0") || !strings.Contains(row, "1.30x") {
+		t.Fatalf("no switches row with 62.4, 48.0 and 1.30x in:\n%s", out)
+	}
+
+	// Runs that counted none (no /proc) print no switches table.
+	r = &report{Rounds: 1, Runs: []*systemRun{testRun("etcd", 1, 900, 1.0, 2.0, 50), testRun("raftkv", 1, 1800, 0.5, 1.0, 30)}}
+	r.summarize(workloads[:1])
+	if out := formatTable(r); strings.Contains(out, "switches") {
+		t.Fatalf("a switches table with nothing counted:\n%s", out)
+	}
+}
