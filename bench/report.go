@@ -312,13 +312,14 @@ func formatTable(r *report) string {
 	}
 
 	b.WriteString("\n")
-	const cpuRow = "%-15s %12s %8s %8s %8s %14s %8s %8s %8s\n"
-	fmt.Fprintf(&b, cpuRow, "servers", "etcd CPU s", "µs/req", "gen µs", "RSS MiB", "raftkv CPU s", "µs/req", "gen µs", "RSS MiB")
+	const cpuRow = "%-15s %12s %8s %8s %8s %14s %8s %8s %8s %10s\n"
+	fmt.Fprintf(&b, cpuRow, "servers", "etcd CPU s", "µs/req", "gen µs", "RSS MiB", "raftkv CPU s", "µs/req", "gen µs", "RSS MiB", "µs ratio")
 	for _, w := range r.Workloads {
 		fmt.Fprintf(&b, cpuRow, w.Name, cpuSec(w.Etcd), cpuPerReq(w.Etcd), genPerReq(w.Etcd), rssMiB(w.Etcd),
-			cpuSec(w.Raftkv), cpuPerReq(w.Raftkv), genPerReq(w.Raftkv), rssMiB(w.Raftkv))
+			cpuSec(w.Raftkv), cpuPerReq(w.Raftkv), genPerReq(w.Raftkv), rssMiB(w.Raftkv), cpuRatio(w.Etcd, w.Raftkv))
 	}
 	b.WriteString("CPU s: all three members over the measured window; µs/req: that CPU per request;\n")
+	b.WriteString("µs ratio: etcd's members' µs/req over raftkv's, the throughput ratio the members alone would allow\n")
 	b.WriteString("gen µs: the load generator's own CPU per request (it shares the machine's CPUs);\n")
 	b.WriteString("RSS MiB: the largest member's peak resident set so far (VmHWM)\n")
 	b.WriteString(formatSwitchesTable(r))
@@ -467,6 +468,16 @@ func cpuPerReq(s *summary) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.0f", s.CPUMicrosPerRequest)
+}
+
+// cpuRatio is etcd's members' CPU per request over raftkv's: what the throughput
+// ratio would be if the members had the CPUs to themselves (the load generator
+// shares them, so the measured ratio lies between this and 1).
+func cpuRatio(etcd, raftkv *summary) string {
+	if etcd == nil || raftkv == nil || etcd.RequestsPerSec == 0 || raftkv.RequestsPerSec == 0 || raftkv.CPUMicrosPerRequest == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", etcd.CPUMicrosPerRequest/raftkv.CPUMicrosPerRequest)
 }
 
 func rssMiB(s *summary) string {

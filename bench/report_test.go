@@ -216,3 +216,28 @@ func TestFormatTableShowsSwitchesPerRequest(t *testing.T) {
 		t.Fatalf("a switches table with nothing counted:\n%s", out)
 	}
 }
+
+func TestServersTableShowsTheCPURatio(t *testing.T) {
+	// 1 CPU second over 880 and 1,760 requests a second: 1,136 and 568 µs a request.
+	r := &report{Rounds: 1, Runs: []*systemRun{testRun("etcd", 1, 880, 1.1, 2.0, 50), testRun("raftkv", 1, 1760, 0.85, 12.5, 30)}}
+	r.summarize(workloads[:1])
+	out := formatTable(r)
+	var header, row string
+	for l := range strings.Lines(out) {
+		l = strings.TrimSuffix(l, "\n")
+		if strings.HasPrefix(l, "servers ") {
+			header = l
+		} else if header != "" && row == "" && strings.HasPrefix(l, "put-1c ") {
+			row = l
+		}
+	}
+	if header == "" || row == "" || !strings.HasSuffix(header, "µs ratio") {
+		t.Fatalf("no servers header ending in the ratio, or no row, in:\n%s", out)
+	}
+	if !strings.HasSuffix(row, " 2.00x") || utf8.RuneCountInString(row) != utf8.RuneCountInString(header) {
+		t.Errorf("servers row %q: want it to end in 2.00x, as wide as its header %q", row, header)
+	}
+	if got := cpuRatio(r.Workloads[0].Etcd, nil); got != "-" {
+		t.Errorf("the ratio with no raftkv run = %q, want -", got)
+	}
+}
