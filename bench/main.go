@@ -538,6 +538,7 @@ func runWorkload(ctx context.Context, opts *options, c *cluster, w workload, lea
 	var cpu float64
 	var switches uint64
 	for i, m := range c.members {
+		// A thread that exited in the window takes its count with it: never below 0.
 		switches += after[i].switches - min(before[i].switches, after[i].switches)
 		usage := memberUsage{
 			Name: m.name, IsLeader: m == leader,

@@ -319,9 +319,9 @@ func formatTable(r *report) string {
 			cpuSec(w.Raftkv), cpuPerReq(w.Raftkv), genPerReq(w.Raftkv), rssMiB(w.Raftkv), cpuRatio(w.Etcd, w.Raftkv))
 	}
 	b.WriteString("CPU s: all three members over the measured window; µs/req: that CPU per request;\n")
-	b.WriteString("µs ratio: etcd's members' µs/req over raftkv's, the throughput ratio the members alone would allow\n")
 	b.WriteString("gen µs: the load generator's own CPU per request (it shares the machine's CPUs);\n")
-	b.WriteString("RSS MiB: the largest member's peak resident set so far (VmHWM)\n")
+	b.WriteString("RSS MiB: the largest member's peak resident set so far (VmHWM);\n")
+	b.WriteString("µs ratio: etcd's members' µs/req over raftkv's, the throughput ratio the members alone would allow\n")
 	b.WriteString(formatSwitchesTable(r))
 	for _, w := range r.Workloads {
 		for _, sys := range []struct {
@@ -360,7 +360,8 @@ func formatTable(r *report) string {
 // formatSwitchesTable renders the members' context switches per request, a line
 // per workload, or nothing if no run counted any (a system without /proc). On a
 // small virtual machine a switch costs the kernel several µs, a good part of the
-// CPU per request at low load (bench/README, "Where the rest goes").
+// CPU per request at low load (bench/README, "Context switches, and the wake-ups
+// tried").
 func formatSwitchesTable(r *report) string {
 	var b strings.Builder
 	const row = "%-15s %14s %16s %12s\n"
@@ -471,8 +472,10 @@ func cpuPerReq(s *summary) string {
 }
 
 // cpuRatio is etcd's members' CPU per request over raftkv's: what the throughput
-// ratio would be if the members had the CPUs to themselves (the load generator
-// shares them, so the measured ratio lies between this and 1).
+// ratio would be if the members had the CPUs to themselves. The load generator
+// shares them, so the measured ratio is about (etcd's µs + its generator's) over
+// (raftkv's + its generator's): between 1 and this one when the generator costs
+// the same against both.
 func cpuRatio(etcd, raftkv *summary) string {
 	if etcd == nil || raftkv == nil || etcd.RequestsPerSec == 0 || raftkv.RequestsPerSec == 0 || raftkv.CPUMicrosPerRequest == 0 {
 		return "-"
