@@ -65,3 +65,17 @@ func TestFloorTable(t *testing.T) {
 		t.Errorf("a table without the floor mentions it:\n%s", table)
 	}
 }
+
+// TestInterleaveOptions: --interleave runs with the workloads and is refused with
+// the scenarios that run one system at a time.
+func TestInterleaveOptions(t *testing.T) {
+	o, err := parseOptions([]string{"--interleave", "--workloads", "a,b", "--rounds", "2"})
+	if err != nil || !o.interleave {
+		t.Fatalf("--interleave with workloads: %+v, %v", o, err)
+	}
+	for _, args := range [][]string{{"--interleave", "--rolling-restart"}, {"--interleave", "--data-scenarios", "restart"}} {
+		if _, err := parseOptions(args); err == nil || !strings.Contains(err.Error(), "--interleave") {
+			t.Errorf("parseOptions(%q) = %v, want an error naming --interleave", args, err)
+		}
+	}
+}

@@ -44,8 +44,11 @@ func main() {
 }
 
 type options struct {
-	quick         bool
-	rounds        int
+	quick  bool
+	rounds int
+	// interleave keeps every system's cluster up through a round and runs each
+	// workload on all of them in turn, instead of all workloads on one system first.
+	interleave    bool
 	workloads     []workload
 	systems       []string
 	jsonPath      string
@@ -69,6 +72,9 @@ func parseOptions(args []string) (*options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.BoolVar(&o.quick, "quick", false, "short runs for CI: 2s per workload after 0.5s of warm-up")
 	fs.IntVar(&o.rounds, "rounds", 1, "run each system this many times, the order reversed every other round (use an even N); the table shows medians")
+	fs.BoolVar(&o.interleave, "interleave", false, "keep every system's cluster up through a round and run each workload on all of them in turn\n"+
+		"(the order reversed from one workload to the next), so that a system's and etcd's figures for a workload come\n"+
+		"seconds apart, not minutes: on a machine whose speed drifts, the ratios move less (see README)")
 	workloadList := fs.String("workloads", "all", "comma-separated workloads to run, by letter (a-m) or name; \"all\" is all but k, \"all,big\" adds k")
 	systemList := fs.String("systems", "etcd,raftkv", "which systems to run, comma-separated: etcd, raftkv, "+floorSystem+"\n"+
 		"(the gRPC floor: members that answer puts and gets from memory on grpc-go, what gRPC alone costs; see README)")
@@ -159,6 +165,9 @@ func parseOptions(args []string) (*options, error) {
 	}
 	if *warmup >= 0 {
 		o.timing.warmup = *warmup
+	}
+	if o.interleave && (o.rollingRestart || o.data != nil) {
+		return nil, errors.New("--interleave runs the workloads of every system in turn; --rolling-restart and --data-scenarios run one system at a time: drop one of them")
 	}
 	if o.cpuProfileDir != "" {
 		if o.data != nil {
@@ -288,19 +297,30 @@ func benchMain(ctx context.Context, opts *options, tmp string) error {
 	if opts.data != nil {
 		return runDataScenarios(ctx, opts, commands, tmp)
 	}
+	spec := func(system string, round int) clusterSpec {
+		extra := workloadClusterArgs(opts.workloads)
+		if system == floorSystem {
+			extra = floorArgs
+		}
+		return clusterSpec{
+			system:    system,
+			command:   commands[system],
+			dir:       filepath.Join(tmp, fmt.Sprintf("r%d-%s", round, system)),
+			pprofPort: opts.cpuProfileDir != "",
+			extraArgs: extra,
+		}
+	}
 	for round := 1; round <= opts.rounds; round++ {
-		for _, system := range roundOrder(opts.systems, round) {
-			extra := workloadClusterArgs(opts.workloads)
-			if system == floorSystem {
-				extra = floorArgs
+		if opts.interleave {
+			runs, err := runInterleaved(ctx, opts, roundOrder(opts.systems, round), spec, round)
+			if err != nil {
+				return fmt.Errorf("round %d: %w", round, err)
 			}
-			run, err := runSystem(ctx, opts, clusterSpec{
-				system:    system,
-				command:   commands[system],
-				dir:       filepath.Join(tmp, fmt.Sprintf("r%d-%s", round, system)),
-				pprofPort: opts.cpuProfileDir != "",
-				extraArgs: extra,
-			}, round)
+			rep.Runs = append(rep.Runs, runs...)
+			continue
+		}
+		for _, system := range roundOrder(opts.systems, round) {
+			run, err := runSystem(ctx, opts, spec(system, round), round)
 			if err != nil {
 				return fmt.Errorf("round %d, %s: %w", round, system, err)
 			}
@@ -361,8 +381,9 @@ func buildPackage(ctx context.Context, dir, pkg, name string) (string, error) {
 // on this machine (two builds of raftkv, each second in turn: get-lin 5-20% more
 // requests per second and fewer CPU µs per request as the second), so a fixed
 // order favours one system in every round; with an even number of rounds each
-// runs second as often as the other.
-func roundOrder(systems []string, round int) []string {
+// runs second as often as the other. An interleaved round (runInterleaved) orders
+// the systems for its i-th workload as roundOrder does round i+1.
+func roundOrder[T any](systems []T, round int) []T {
 	if round%2 == 1 {
 		return systems
 	}
@@ -373,6 +394,67 @@ func roundOrder(systems []string, round int) []string {
 
 // runSystem starts one cluster, runs every selected workload against it, and stops it.
 func runSystem(ctx context.Context, opts *options, spec clusterSpec, round int) (*systemRun, error) {
+	s, err := startSession(ctx, opts, spec, round)
+	if err != nil {
+		return nil, err
+	}
+	defer s.stop(ctx)
+	for _, w := range opts.workloads {
+		if err := s.runWorkload(ctx, w); err != nil {
+			return nil, err
+		}
+	}
+	return s.finish(ctx), nil
+}
+
+// runInterleaved starts a cluster of every system in systems, runs each selected
+// workload on all of them in turn, the order reversed from one workload to the
+// next, and stops them: each workload's figures for the systems are seconds apart.
+// The clusters not being measured idle meanwhile (heartbeats only).
+func runInterleaved(ctx context.Context, opts *options, systems []string, spec func(string, int) clusterSpec, round int) ([]*systemRun, error) {
+	sessions := make([]*session, 0, len(systems))
+	defer func() {
+		for _, s := range sessions {
+			s.stop(ctx)
+		}
+	}()
+	for _, system := range systems {
+		s, err := startSession(ctx, opts, spec(system, round), round)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", system, err)
+		}
+		sessions = append(sessions, s)
+	}
+	for i, w := range opts.workloads {
+		// The first workload in the round's order, the next reversed, and so on:
+		// no system is always measured right after another's load.
+		for _, s := range roundOrder(sessions, i+1) {
+			if err := s.runWorkload(ctx, w); err != nil {
+				return nil, fmt.Errorf("%s: %w", s.spec.system, err)
+			}
+		}
+	}
+	runs := make([]*systemRun, 0, len(sessions))
+	for _, s := range sessions {
+		runs = append(runs, s.finish(ctx))
+	}
+	return runs, nil
+}
+
+// session is one system's cluster through a round: started and preloaded, then
+// measured one workload at a time.
+type session struct {
+	opts        *options
+	spec        clusterSpec
+	round       int
+	c           *cluster
+	run         *systemRun
+	cpuByMember map[string]float64
+	last        []procSample
+}
+
+// startSession starts spec's cluster, waits for a leader and preloads the read keys.
+func startSession(ctx context.Context, opts *options, spec clusterSpec, round int) (*session, error) {
 	fmt.Fprintf(os.Stderr, "round %d/%d %s: starting 3 members ... ", round, opts.rounds, spec.system)
 	start := time.Now()
 	c, err := startCluster(ctx, spec)
@@ -380,80 +462,95 @@ func runSystem(ctx context.Context, opts *options, spec clusterSpec, round int) 
 		fmt.Fprintln(os.Stderr)
 		return nil, err
 	}
-	defer func() {
-		// An interrupted run kills at once; a finished one lets members shut down.
-		grace := 5 * time.Second
-		if ctx.Err() != nil {
-			grace = 0
-		}
-		stopStart := time.Now()
-		c.stop(grace)
-		fmt.Fprintf(os.Stderr, "  stopped in %.1fs\n", time.Since(stopStart).Seconds())
-		if !opts.keepData {
-			os.RemoveAll(spec.dir) // a full run writes hundreds of MiB per cluster
-		}
-	}()
-	run := &systemRun{Round: round, System: spec.system, StartSeconds: math.Round(time.Since(start).Seconds()*100) / 100}
+	s := &session{opts: opts, spec: spec, round: round, c: c, cpuByMember: map[string]float64{},
+		run: &systemRun{Round: round, System: spec.system, StartSeconds: math.Round(time.Since(start).Seconds()*100) / 100}}
 	leader, err := c.waitLeader(ctx, 30*time.Second)
+	if err == nil {
+		fmt.Fprintf(os.Stderr, "ready in %.1fs, leader %s\n", s.run.StartSeconds, leader.name)
+		if err = preload(ctx, leader.endpoint(), readKeySpace); err != nil {
+			err = fmt.Errorf("preloading %d keys: %w", readKeySpace, err)
+		}
+	}
 	if err != nil {
+		s.stop(ctx)
 		return nil, err
 	}
-	fmt.Fprintf(os.Stderr, "ready in %.1fs, leader %s\n", run.StartSeconds, leader.name)
-	if err := preload(ctx, leader.endpoint(), readKeySpace); err != nil {
-		return nil, fmt.Errorf("preloading %d keys: %w", readKeySpace, err)
-	}
+	return s, nil
+}
 
-	cpuByMember := map[string]float64{}
-	var last []procSample
-	for _, w := range opts.workloads {
-		leader, err := c.waitLeader(ctx, 30*time.Second)
-		if err != nil {
-			return nil, err
-		}
-		var loaded *dataLoad
-		if w.op == opBigMixed {
-			if loaded, err = loadBigMeasured(ctx, c, leader, w.keySpace); err != nil {
-				return nil, fmt.Errorf("%s: %w", w.name, err)
-			}
-			fmt.Fprintf(os.Stderr, "  %-14s loaded %d keys in %.1fs (%.0f keys/s, members' CPU %.0f µs/key, rss %.1f MiB)\n", w.name,
-				w.keySpace, loaded.Seconds, float64(w.keySpace)/loaded.Seconds, loaded.CPUMicrosPerKey, loaded.PeakRSSMiB)
-		}
-		wr, samples, err := runWorkload(ctx, opts, c, w, leader, round)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", w.name, err)
-		}
-		wr.DataLoad = loaded
-		run.Workloads = append(run.Workloads, wr)
-		for _, m := range wr.Members {
-			cpuByMember[m.Name] += m.CPUSeconds
-		}
-		last = samples
-		fmt.Fprintf(os.Stderr, "  %-14s %8.0f req/s  p50 %-7s p99 %-7s cpu %5.2fs  rss %5.1f MiB",
-			w.name, wr.RequestsPerSec, formatLatency(wr.P50Ms), formatLatency(wr.P99Ms), wr.CPUSeconds, wr.PeakRSSMiB)
-		if wr.Errors > 0 {
-			fmt.Fprintf(os.Stderr, "  %d errors, first: %s", wr.Errors, wr.FirstError)
-		}
-		if wr.LeaderChanged {
-			fmt.Fprintf(os.Stderr, "  (leader changed)")
-		}
-		fmt.Fprintln(os.Stderr)
+// stop stops the session's cluster and, unless --keep-data, removes its data.
+func (s *session) stop(ctx context.Context) {
+	// An interrupted run kills at once; a finished one lets members shut down.
+	grace := 5 * time.Second
+	if ctx.Err() != nil {
+		grace = 0
 	}
+	stopStart := time.Now()
+	s.c.stop(grace)
+	fmt.Fprintf(os.Stderr, "  %s stopped in %.1fs\n", s.spec.system, time.Since(stopStart).Seconds())
+	if !s.opts.keepData {
+		os.RemoveAll(s.spec.dir) // a full run writes hundreds of MiB per cluster
+	}
+}
 
-	// Members leader first, then by name, so that per-member columns line up across rounds.
-	finalLeader, _ := c.leader(ctx)
-	for i, m := range c.members {
-		if last == nil {
+// runWorkload measures w on the session's cluster and adds it to the session's run.
+func (s *session) runWorkload(ctx context.Context, w workload) error {
+	c := s.c
+	leader, err := c.waitLeader(ctx, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	var loaded *dataLoad
+	if w.op == opBigMixed {
+		if loaded, err = loadBigMeasured(ctx, c, leader, w.keySpace); err != nil {
+			return fmt.Errorf("%s: %w", w.name, err)
+		}
+		fmt.Fprintf(os.Stderr, "  %-14s loaded %d keys in %.1fs (%.0f keys/s, members' CPU %.0f µs/key, rss %.1f MiB)\n", w.name,
+			w.keySpace, loaded.Seconds, float64(w.keySpace)/loaded.Seconds, loaded.CPUMicrosPerKey, loaded.PeakRSSMiB)
+	}
+	wr, samples, err := runWorkload(ctx, s.opts, c, w, leader, s.round)
+	if err != nil {
+		return fmt.Errorf("%s: %w", w.name, err)
+	}
+	wr.DataLoad = loaded
+	s.run.Workloads = append(s.run.Workloads, wr)
+	for _, m := range wr.Members {
+		s.cpuByMember[m.Name] += m.CPUSeconds
+	}
+	s.last = samples
+	label := w.name
+	if s.opts.interleave {
+		label = s.spec.system + " " + w.name
+	}
+	fmt.Fprintf(os.Stderr, "  %-14s %8.0f req/s  p50 %-7s p99 %-7s cpu %5.2fs  rss %5.1f MiB",
+		label, wr.RequestsPerSec, formatLatency(wr.P50Ms), formatLatency(wr.P99Ms), wr.CPUSeconds, wr.PeakRSSMiB)
+	if wr.Errors > 0 {
+		fmt.Fprintf(os.Stderr, "  %d errors, first: %s", wr.Errors, wr.FirstError)
+	}
+	if wr.LeaderChanged {
+		fmt.Fprintf(os.Stderr, "  (leader changed)")
+	}
+	fmt.Fprintln(os.Stderr)
+	return nil
+}
+
+// finish returns the session's run with its members' totals, leader first, then
+// by name, so that per-member columns line up across rounds.
+func (s *session) finish(ctx context.Context) *systemRun {
+	finalLeader, _ := s.c.leader(ctx)
+	for i, m := range s.c.members {
+		if s.last == nil {
 			break
 		}
-		total := memberTotal{Name: m.name, IsLeader: m == finalLeader, CPUSeconds: round2(cpuByMember[m.name]),
-			LifetimeCPUSeconds: round2(last[i].cpuSeconds()), PeakRSSMiB: round2(kibToMiB(last[i].peakRSSKiB))}
+		total := memberTotal{Name: m.name, IsLeader: m == finalLeader, CPUSeconds: round2(s.cpuByMember[m.name]),
+			LifetimeCPUSeconds: round2(s.last[i].cpuSeconds()), PeakRSSMiB: round2(kibToMiB(s.last[i].peakRSSKiB))}
 		if total.IsLeader {
-			run.Members = append([]memberTotal{total}, run.Members...)
+			s.run.Members = append([]memberTotal{total}, s.run.Members...)
 		} else {
-			run.Members = append(run.Members, total)
+			s.run.Members = append(s.run.Members, total)
 		}
 	}
-	return run, nil
+	return s.run
 }
 
 // runWorkload runs w against the leader and samples every member's CPU and memory at
