@@ -49,12 +49,7 @@ func TestFloorTable(t *testing.T) {
 	if !strings.Contains(table, "floor/etcd") {
 		t.Fatalf("no floor table in:\n%s", table)
 	}
-	var row string
-	for _, line := range strings.Split(table, "\n") {
-		if strings.HasPrefix(line, "put-1c") && strings.Contains(line, "1800") {
-			row = line
-		}
-	}
+	row := tableRow(table, "put-1c", "1800")
 	if f := strings.Fields(row); len(f) != 7 || f[5] != "1.80x" || f[6] != "1.50x" {
 		t.Errorf("floor row %q, want put-1c 1800 ... 1.80x 1.50x", row)
 	}

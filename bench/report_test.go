@@ -199,12 +199,7 @@ func TestFormatTableShowsSwitchesPerRequest(t *testing.T) {
 	r := &report{Rounds: 1, Runs: []*systemRun{etcd, raftkv}}
 	r.summarize(workloads[:1])
 	out := formatTable(r)
-	var row string
-	for l := range strings.Lines(out) {
-		if strings.HasPrefix(l, "put-1c ") && strings.Contains(l, "62.4") {
-			row = l
-		}
-	}
+	row := tableRow(out, "put-1c ", "62.4")
 	if row == "" || !strings.Contains(row, "48.0") || !strings.Contains(row, "1.30x") {
 		t.Fatalf("no switches row with 62.4, 48.0 and 1.30x in:\n%s", out)
 	}
@@ -222,15 +217,8 @@ func TestServersTableShowsTheCPURatio(t *testing.T) {
 	r := &report{Rounds: 1, Runs: []*systemRun{testRun("etcd", 1, 880, 1.1, 2.0, 50), testRun("raftkv", 1, 1760, 0.85, 12.5, 30)}}
 	r.summarize(workloads[:1])
 	out := formatTable(r)
-	var header, row string
-	for l := range strings.Lines(out) {
-		l = strings.TrimSuffix(l, "\n")
-		if strings.HasPrefix(l, "servers ") {
-			header = l
-		} else if header != "" && row == "" && strings.HasPrefix(l, "put-1c ") {
-			row = l
-		}
-	}
+	header := tableRow(out, "servers ", "")
+	row := tableRow(out[strings.Index(out, header):], "put-1c ", "")
 	if header == "" || row == "" || !strings.HasSuffix(header, "µs ratio") {
 		t.Fatalf("no servers header ending in the ratio, or no row, in:\n%s", out)
 	}
@@ -240,4 +228,15 @@ func TestServersTableShowsTheCPURatio(t *testing.T) {
 	if got := cpuRatio(r.Workloads[0].Etcd, nil); got != "-" {
 		t.Errorf("the ratio with no raftkv run = %q, want -", got)
 	}
+}
+
+// tableRow returns the first line of out that starts with prefix and holds want,
+// without its newline, or "" if none does.
+func tableRow(out, prefix, want string) string {
+	for l := range strings.Lines(out) {
+		if l = strings.TrimSuffix(l, "\n"); strings.HasPrefix(l, prefix) && strings.Contains(l, want) {
+			return l
+		}
+	}
+	return ""
 }
