@@ -429,9 +429,15 @@ func runInterleaved(ctx context.Context, opts *options, systems []string, spec f
 		// The first workload in the round's order, the next reversed, and so on:
 		// no system is always measured right after another's load.
 		for _, s := range roundOrder(sessions, i+1) {
+			othersBefore, start := othersCPUSeconds(sessions, s), time.Now()
 			if err := s.runWorkload(ctx, w); err != nil {
 				return nil, fmt.Errorf("%s: %w", s.spec.system, err)
 			}
+			// What the idle clusters took of the machine meanwhile (background
+			// flushes and compactions after their own last workload, heartbeats):
+			// CPU taken from the one being measured.
+			wr := s.run.Workloads[len(s.run.Workloads)-1]
+			wr.IdleClustersCPUShare = round3((othersCPUSeconds(sessions, s) - othersBefore) / time.Since(start).Seconds())
 		}
 	}
 	runs := make([]*systemRun, 0, len(sessions))
@@ -439,6 +445,23 @@ func runInterleaved(ctx context.Context, opts *options, systems []string, spec f
 		runs = append(runs, s.finish(ctx))
 	}
 	return runs, nil
+}
+
+// othersCPUSeconds sums the CPU seconds used so far by the members of every session
+// but s (a member that cannot be read counts 0).
+func othersCPUSeconds(sessions []*session, s *session) float64 {
+	var total float64
+	for _, o := range sessions {
+		if o == s {
+			continue
+		}
+		for _, m := range o.c.members {
+			if p, err := readProc(m.cmd.Process.Pid); err == nil {
+				total += p.cpuSeconds()
+			}
+		}
+	}
+	return total
 }
 
 // session is one system's cluster through a round: started and preloaded, then

@@ -111,9 +111,13 @@ type workloadRun struct {
 	LoadGenMicrosPerRequest float64 `json:"loadgen_cpu_us_per_request"`
 	// SwitchesPerRequest is the members' context switches (every thread's, voluntary
 	// and not) over the window per request: each is a thread put to sleep or woken.
-	SwitchesPerRequest float64       `json:"context_switches_per_request"`
-	PeakRSSMiB         float64       `json:"peak_rss_mib"` // the largest member's VmHWM at the window's end
-	Members            []memberUsage `json:"members"`
+	SwitchesPerRequest float64 `json:"context_switches_per_request"`
+	// IdleClustersCPUShare, in an interleaved round (--interleave), is the CPU the
+	// other systems' clusters used while this workload ran here, warm-up included,
+	// in CPUs (0.05: 5% of one CPU).
+	IdleClustersCPUShare float64       `json:"idle_clusters_cpu_share,omitempty"`
+	PeakRSSMiB           float64       `json:"peak_rss_mib"` // the largest member's VmHWM at the window's end
+	Members              []memberUsage `json:"members"`
 	// DataLoad is the big workload's loading of its data set, before the warm-up.
 	DataLoad *dataLoad `json:"data_load,omitempty"`
 	Profiles []string  `json:"profiles,omitempty"`
@@ -323,6 +327,7 @@ func formatTable(r *report) string {
 	b.WriteString("RSS MiB: the largest member's peak resident set so far (VmHWM);\n")
 	b.WriteString("µs ratio: etcd's members' µs/req over raftkv's, the throughput ratio the members alone would allow\n")
 	b.WriteString(formatSwitchesTable(r))
+	b.WriteString(formatIdleShare(r))
 	for _, w := range r.Workloads {
 		for _, sys := range []struct {
 			name string
@@ -384,6 +389,27 @@ func formatSwitchesTable(r *report) string {
 	}
 	b.WriteString("switches: context switches of all three members' threads (voluntary and not) per request\n")
 	return b.String()
+}
+
+// formatIdleShare says, for an interleaved run, the most CPU the clusters not being
+// measured took while one was, and where: work they had left from their own last
+// workload (flushes, compactions) comes out of the measured system's share of the
+// machine. Nothing for a run that did not interleave.
+func formatIdleShare(r *report) string {
+	var worst *workloadRun
+	var where *systemRun
+	for _, run := range r.Runs {
+		for _, wr := range run.Workloads {
+			if wr.IdleClustersCPUShare > 0 && (worst == nil || wr.IdleClustersCPUShare > worst.IdleClustersCPUShare) {
+				worst, where = wr, run
+			}
+		}
+	}
+	if worst == nil {
+		return ""
+	}
+	return fmt.Sprintf("interleaved: the clusters not being measured used at most %.1f%% of a CPU meanwhile (during %s's %s, round %d)\n",
+		worst.IdleClustersCPUShare*100, where.System, worst.Workload, where.Round)
 }
 
 func switchesPerReq(s *summary) string {

@@ -240,3 +240,18 @@ func tableRow(out, prefix, want string) string {
 	}
 	return ""
 }
+
+func TestFormatIdleShareNamesTheWorstTurn(t *testing.T) {
+	etcd, raftkv := testRun("etcd", 2, 900, 1.0, 2.0, 50), testRun("raftkv", 2, 1800, 0.5, 1.0, 30)
+	etcd.Workloads[0].IdleClustersCPUShare, raftkv.Workloads[0].IdleClustersCPUShare = 0.012, 0.087
+	r := &report{Rounds: 1, Runs: []*systemRun{etcd, raftkv}}
+	r.summarize(workloads[:1])
+	if line := tableRow(formatTable(r), "interleaved:", ""); !strings.Contains(line, "8.7% of a CPU") || !strings.Contains(line, "raftkv's put-1c, round 2") {
+		t.Errorf("idle line %q, want 8.7%% during raftkv's put-1c in round 2", line)
+	}
+	r = &report{Rounds: 1, Runs: []*systemRun{testRun("etcd", 1, 900, 1.0, 2.0, 50)}}
+	r.summarize(workloads[:1])
+	if out := formatTable(r); strings.Contains(out, "interleaved") {
+		t.Errorf("a run that did not interleave has an idle line:\n%s", out)
+	}
+}
