@@ -13,6 +13,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"raftkv/bench/internal/pprofserve"
+	"raftkv/internal/procs"
 	"raftkv/server"
 )
 
@@ -90,7 +91,8 @@ func runEtcdMember(args []string) int {
 // runRaftkvMember serves one raftkv member in this process. The harness uses it instead
 // of the raftkv binary only with --cpuprofile, because the binary has no pprof endpoint.
 // It takes the raftkv binary's flags that the harness passes, and leaves everything
-// else at server's defaults, which are the binary's defaults too.
+// else at server's defaults, which are the binary's defaults too; it runs the
+// binary's GOMAXPROCS governor (internal/procs) as the binary does by default.
 func runRaftkvMember(args []string) int {
 	fs := flag.NewFlagSet("bench raftkv-member", flag.ContinueOnError)
 	name := fs.String("name", "", "member name, as in --initial-cluster")
@@ -135,6 +137,9 @@ func runRaftkvMember(args []string) int {
 		fmt.Fprintf(os.Stderr, "raftkv-member: %v\n", err)
 		return 1
 	}
+	// As the binary does by default (--adaptive-gomaxprocs).
+	stopProcs, _ := procs.Start(procs.Config{}, os.Environ())
+	defer stopProcs()
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	select {

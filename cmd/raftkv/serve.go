@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"raftkv/internal/procs"
 	"raftkv/server"
 	"raftkv/version"
 	"raftkv/watch"
@@ -44,6 +46,7 @@ type serveFlags struct {
 	backendMemTableBytes                 int64
 	backendSeparateValueBytes            int
 	initialCorruptCheck                  bool
+	adaptiveGOMAXPROCS                   bool
 	corruptCheckTime                     time.Duration
 	watchProgressNotifyInterval          time.Duration
 	leaseCheckpointInterval              time.Duration
@@ -108,8 +111,12 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 			panic(err)
 		}
 	}
+	fs.BoolVar(&f.adaptiveGOMAXPROCS, "adaptive-gomaxprocs", true, "Run the Go scheduler on one thread (GOMAXPROCS=1) while the member uses less than 0.6 of a CPU,\n"+
+		"on the runtime's default again as soon as it needs more: it spares a lightly loaded member\n"+
+		"(a follower) the wake-ups of idle threads. Off if the GOMAXPROCS variable is set.")
 	setGroup(fs, groupOperations, "auto-compaction-mode", "auto-compaction-retention", "force-new-cluster",
-		"quota-backend-bytes", "backend-cache-bytes", "backend-memtable-bytes", "backend-separate-value-bytes", "initial-corrupt-check", "corrupt-check-time")
+		"quota-backend-bytes", "backend-cache-bytes", "backend-memtable-bytes", "backend-separate-value-bytes", "initial-corrupt-check", "corrupt-check-time",
+		"adaptive-gomaxprocs")
 
 	f.watchProgressNotifyInterval = watch.DefaultProgressNotifyInterval
 	fs.Var(durationValue{&f.watchProgressNotifyInterval}, "watch-progress-notify-interval",
@@ -400,6 +407,13 @@ func (a *app) serve(cmd *cobra.Command, f *serveFlags) error {
 	srv, err := startMember(cfg, sigs)
 	if err != nil {
 		return withOrigin(err, origin)
+	}
+	if f.adaptiveGOMAXPROCS {
+		stopProcs, on := procs.Start(procs.Config{Logger: cfg.Logger}, a.environ)
+		defer stopProcs()
+		if !on {
+			cfg.Logger.Info("--adaptive-gomaxprocs is off: GOMAXPROCS is set, or the process has one CPU", "gomaxprocs", runtime.GOMAXPROCS(0))
+		}
 	}
 	stop := make(chan string, 1)
 	if f.supervisorFD >= 0 {
