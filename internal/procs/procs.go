@@ -16,10 +16,14 @@
 // CPU (a leader under 100 clients) goes back to every P within a few samples.
 //
 // The rule, with hysteresis so that a member near the line does not flip: drop to
-// one P once the process's CPU use (user and system, getrusage) has averaged below
-// Config.Low CPUs over Config.LowFor; go back to the runtime's default
-// (runtime.SetDefaultGOMAXPROCS, which follows the CPU count and a cgroup's CPU
-// limit) once it has averaged above Config.High over Config.HighFor at one P. A
+// one P once the process's CPU use (user and system, getrusage, sampled every
+// Config.SlowInterval) has averaged below Config.Low CPUs over Config.LowFor; go
+// back to the runtime's default (runtime.SetDefaultGOMAXPROCS, which follows the
+// CPU count and a cgroup's CPU limit) once it has averaged above Config.High over
+// Config.HighFor at one P (sampled every Config.Interval). The rise is quick
+// because work that needs more than one CPU waits meanwhile: a leader at one P
+// under one client that flushes its engine delayed one put by 38-43 ms with a
+// 50 ms HighFor, against a slowest put of 12-15 ms on two Ps. A
 // rise that comes within four times the wait after a drop doubles the wait before
 // the next drop, up to Config.MaxLowFor, so a load that alternates costs a switch
 // per MaxLowFor at most; a later rise sets it back to Config.LowFor. Each switch stops the world for tens of microseconds.
@@ -36,8 +40,12 @@ import (
 
 // Config tunes the governor; the zero value of a field selects its default.
 type Config struct {
-	// Interval is how often the process's CPU use is sampled. Default 25 ms.
+	// Interval is how often the process's CPU use is sampled at one P, where a
+	// rise must come soon. Default 10 ms.
 	Interval time.Duration
+	// SlowInterval is how often it is sampled on more than one P, where only a
+	// drop, after LowFor, is decided. Default 100 ms.
+	SlowInterval time.Duration
 	// Low is the CPU use, in CPUs, below which the process drops to one P.
 	// Default 0.6.
 	Low float64
@@ -49,7 +57,7 @@ type Config struct {
 	// High is the CPU use at one P above which the process goes back to every P.
 	// Default 0.85.
 	High float64
-	// HighFor is how long the use must stay above High on average. Default 50 ms.
+	// HighFor is how long the use must stay above High on average. Default 20 ms.
 	HighFor time.Duration
 	// Logger gets a debug line at each switch; nil discards them.
 	Logger *slog.Logger
@@ -57,7 +65,10 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.Interval <= 0 {
-		c.Interval = 25 * time.Millisecond
+		c.Interval = 10 * time.Millisecond
+	}
+	if c.SlowInterval <= 0 {
+		c.SlowInterval = 100 * time.Millisecond
 	}
 	if c.Low <= 0 {
 		c.Low = 0.6
@@ -72,7 +83,7 @@ func (c Config) withDefaults() Config {
 		c.High = 0.85
 	}
 	if c.HighFor <= 0 {
-		c.HighFor = 50 * time.Millisecond
+		c.HighFor = 20 * time.Millisecond
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -116,7 +127,14 @@ type ticker func(time.Duration) *time.Ticker
 
 func start(cfg Config, h runtimeHooks, newTicker ticker) (stop func()) {
 	quit, done := make(chan struct{}), make(chan struct{})
-	t := newTicker(cfg.Interval)
+	interval := func() time.Duration {
+		if h.procs() == 1 {
+			return cfg.Interval
+		}
+		return cfg.SlowInterval
+	}
+	every := interval()
+	t := newTicker(every)
 	go func() {
 		defer close(done)
 		defer t.Stop()
@@ -130,6 +148,10 @@ func start(cfg Config, h runtimeHooks, newTicker ticker) (stop func()) {
 				return
 			case now := <-t.C:
 				g.sample(now)
+				if d := interval(); d != every {
+					every = d
+					t.Reset(every)
+				}
 			}
 		}
 	}()

@@ -58,9 +58,9 @@ func TestStaysOnEveryProcAboveLow(t *testing.T) {
 	now := time.Unix(0, 0)
 	g := newTestGovernor(f, now)
 	// 0.7 CPUs on average, in bursts: below Low in half the samples.
-	for range 200 {
-		now = run(g, f, now, 0.2, 25*time.Millisecond)
-		now = run(g, f, now, 1.2, 25*time.Millisecond)
+	for range 500 {
+		now = run(g, f, now, 0.2, g.cfg.Interval)
+		now = run(g, f, now, 1.2, g.cfg.Interval)
 	}
 	if len(f.switches) != 0 {
 		t.Fatalf("switched %v at an average of 0.7 CPUs, above Low (0.6)", f.switches)
@@ -76,14 +76,14 @@ func TestRisesWhenBusyAtOneProc(t *testing.T) {
 		t.Fatalf("procs %d after 2.1 s at 0.2 CPUs", f.procs)
 	}
 	// One busy sample (a collection) is not a rise.
-	now = run(g, f, now, 1.0, 25*time.Millisecond)
+	now = run(g, f, now, 1.0, g.cfg.Interval)
 	now = run(g, f, now, 0.2, 500*time.Millisecond)
 	if f.procs != 1 {
 		t.Fatalf("rose to %d procs on one busy sample", f.procs)
 	}
-	run(g, f, now, 0.95, 50*time.Millisecond)
+	run(g, f, now, 0.95, g.cfg.HighFor)
 	if f.procs != 2 || len(f.switches) != 2 {
-		t.Fatalf("procs %d, switches %v after 50 ms at 0.95 CPUs on one proc; want back to 2", f.procs, f.switches)
+		t.Fatalf("procs %d, switches %v after %v at 0.95 CPUs on one proc; want back to 2", f.procs, f.switches, g.cfg.HighFor)
 	}
 }
 
@@ -104,10 +104,14 @@ func TestFlappingDoublesTheWaitBeforeTheNextDrop(t *testing.T) {
 		if took := now.Sub(start); took < wantWait || took > wantWait+g.cfg.Interval {
 			t.Fatalf("round %d: dropped after %v; want %v", round, took, wantWait)
 		}
-		// Busy right after the drop: a rise, and the next wait doubles, up to a minute.
-		now = run(g, f, now, 1.0, 50*time.Millisecond)
-		if f.procs != 2 {
-			t.Fatalf("round %d: no rise", round)
+		// Busy right after the drop: a rise within HighFor, and the next wait
+		// doubles, up to a minute.
+		busy := now
+		for f.procs != 2 {
+			now = run(g, f, now, 1.0, g.cfg.Interval)
+			if now.Sub(busy) > g.cfg.HighFor+g.cfg.Interval {
+				t.Fatalf("round %d: no rise after %v busy", round, now.Sub(busy))
+			}
 		}
 		wantWait = min(2*wantWait, time.Minute)
 	}
@@ -116,7 +120,7 @@ func TestFlappingDoublesTheWaitBeforeTheNextDrop(t *testing.T) {
 		now = run(g, f, now, 0.1, g.cfg.Interval)
 	}
 	now = run(g, f, now, 0.1, 10*time.Minute)
-	run(g, f, now, 1.0, 50*time.Millisecond)
+	run(g, f, now, 1.0, g.cfg.HighFor)
 	if f.procs != 2 || g.lowFor != 2*time.Second {
 		t.Fatalf("after a 10-minute drop and a rise: procs %d, wait %v; want 2 and 2s", f.procs, g.lowFor)
 	}
