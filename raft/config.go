@@ -67,6 +67,17 @@ type Config struct {
 	// majority instead of a fixed one, at a heartbeat and an answer more per extra
 	// follower.
 	ReadIndexToAll bool
+	// AppendToAll sends each new entry to every follower at once, as the Raft paper
+	// does (§5.3). By default a leader sends new entries at once only to the
+	// followers whose acknowledgements completed the last commit's quorum (one of
+	// two with 3 voters), and to the others a CommitDelay later, gathered, with the
+	// commit index (RawNode.SendCommit): a write then costs one follower, not two,
+	// a message, a disk write and an fsync, and the other does them once for what
+	// arrived in the delay. Commits need no more than that quorum; a follower of it
+	// that is slow or lost delays them by CommitDelay at most, since the others get
+	// the entries then and their acknowledgements complete the quorum (and make
+	// them the new one). The followers out of the quorum lag by about CommitDelay.
+	AppendToAll bool
 	// ReadIndexHedgeDelay is how long a leader's Node lets a read wait on a round
 	// that asked only the last round's quorum (see ReadIndexToAll), its own read or
 	// one a follower forwarded, before asking the other followers too

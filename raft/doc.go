@@ -50,6 +50,14 @@
 // later (the Node after Config.CommitDelay), and the next heartbeat carries the
 // commit index in any case.
 //
+// New entries likewise go at once only to the followers whose acknowledgements
+// completed the last commit's quorum (one of two with 3 voters); the others get
+// them with that SendCommit, gathered, so that a write costs one follower a disk
+// write and an fsync, not two, and one fewer message each way. A follower of that
+// quorum that goes silent delays commits by CommitDelay at most: the others'
+// acknowledgements then complete the quorum, and they become the ones sent to first.
+// Config.AppendToAll sends every entry to every follower at once (§5.3).
+//
 // # The Node
 //
 // Node runs that loop for you with a real clock (Config.TickInterval), a Storage and a

@@ -60,8 +60,18 @@ func (r *raft) flushBroadcast() {
 // append, or at the latest when the Node calls SendCommit, a moment later
 // (commitUnsent), or in the next heartbeat.
 func (r *raft) bcastCommit() {
+	deferring := r.deferringAppends()
 	for _, id := range r.progressIDs {
 		if id == r.id {
+			continue
+		}
+		if deferring && !slices.Contains(r.writePeers, id) {
+			pr := r.progress[id]
+			if pr.awaitsCommit != 0 && pr.awaitsCommit <= r.log.committed && !pr.isPaused() {
+				r.sendAppend(id) // it forwarded a proposal now committed: its client waits
+				continue
+			}
+			r.deferAppend(id)
 			continue
 		}
 		if r.maybeSendAppend(id, false) {
@@ -89,17 +99,78 @@ func (r *raft) sendCommit() {
 	if r.state != StateLeader {
 		return
 	}
+	deferred := r.appendsDeferred
+	r.appendsDeferred = false
 	for _, id := range r.progressIDs {
-		if id != r.id && r.progress[id].sentCommit < r.log.committed {
+		if id == r.id {
+			continue
+		}
+		if r.progress[id].sentCommit < r.log.committed {
 			r.sendAppend(id)
+		} else if deferred {
+			r.maybeSendAppend(id, false)
 		}
 	}
 }
 
+// bcastAppend sends new entries to the followers: to all of them, or, when
+// deferringAppends, to writePeers now and to the others with the next SendCommit.
 func (r *raft) bcastAppend() {
+	deferring := r.deferringAppends()
 	for _, id := range r.progressIDs {
-		if id != r.id {
-			r.sendAppend(id)
+		if id == r.id {
+			continue
+		}
+		if deferring && !slices.Contains(r.writePeers, id) {
+			r.deferAppend(id)
+			continue
+		}
+		r.sendAppend(id)
+	}
+}
+
+// deferringAppends reports whether new entries go to writePeers first (see
+// Config.AppendToAll): they must still be voters that, with the leader, make a
+// quorum, each replicating, with room in flight, and heard from lately; else every
+// follower gets them at once.
+func (r *raft) deferringAppends() bool {
+	if r.appendToAll || len(r.writePeers) == 0 || len(r.writePeers)+1 >= len(r.progressIDs) ||
+		!slices.Contains(r.conf.Voters, r.id) {
+		return false
+	}
+	for _, id := range r.writePeers {
+		pr := r.progress[id]
+		if id == r.id || pr == nil || !slices.Contains(r.conf.Voters, id) ||
+			pr.state != progressReplicate || pr.isPaused() || !pr.recentActive {
+			return false
+		}
+	}
+	return 1+len(r.writePeers) >= r.quorum()
+}
+
+// deferLagEntries: a follower outside writePeers that lacks this many entries or
+// more (one restarted, or a learner catching up) gets them as its acknowledgements
+// come, flow control allowing, rather than a message per CommitDelay.
+const deferLagEntries = 64
+
+// deferAppend leaves a follower outside writePeers for the next SendCommit, which
+// the Node calls CommitDelay after HasUnsentCommit turns true.
+func (r *raft) deferAppend(id uint64) {
+	pr := r.progress[id]
+	if pr.next <= r.log.lastIndex() || pr.sentCommit < r.log.committed {
+		r.appendsDeferred = true
+		r.commitUnsent = true
+	}
+}
+
+// noteWritePeers records, when an acknowledgement from from has just advanced the
+// commit index, the followers that hold it: the quorum that completed this commit,
+// to which the next entries go first. from is among them.
+func (r *raft) noteWritePeers(from uint64) {
+	r.writePeers = r.writePeers[:0]
+	for _, id := range r.conf.Voters {
+		if id != r.id && (id == from || r.progress[id].match >= r.log.committed) {
+			r.writePeers = append(r.writePeers, id)
 		}
 	}
 }
@@ -342,6 +413,7 @@ func stepLeader(r *raft, m Message) error {
 			pr.inflights.freeLE(m.Index)
 		}
 		if r.maybeCommit() {
+			r.noteWritePeers(m.From)
 			r.commitAdvanced()
 			if r.state != StateLeader {
 				return nil // it committed its own removal and stepped down
@@ -349,8 +421,14 @@ func stepLeader(r *raft, m Message) error {
 		} else if wasPaused {
 			r.sendAppend(m.From)
 		}
-		// Keep the pipe full while the follower lags and flow control allows.
-		for r.maybeSendAppend(m.From, false) {
+		if r.deferringAppends() && !slices.Contains(r.writePeers, m.From) &&
+			pr.next+deferLagEntries > r.log.lastIndex() {
+			// Its next entries go with the next SendCommit, gathered.
+			r.deferAppend(m.From)
+		} else {
+			// Keep the pipe full while the follower lags and flow control allows.
+			for r.maybeSendAppend(m.From, false) {
+			}
 		}
 		r.maybeSendTimeoutNow(m.From)
 	case MsgHeartbeatResp:

@@ -68,6 +68,12 @@ type raft struct {
 	preVote        bool
 	checkQuorum    bool
 	readIndexToAll bool
+	// appendToAll: Config.AppendToAll. writePeers are the followers whose
+	// acknowledgements completed the last commit's quorum: new entries go to them
+	// at once, and to the others with the next SendCommit (appendsDeferred set).
+	appendToAll     bool
+	writePeers      []uint64
+	appendsDeferred bool
 
 	maxMsgSize         uint64
 	maxInflight        int
@@ -122,6 +128,7 @@ func newRaft(c Config) (*raft, error) {
 		preVote:            !c.DisablePreVote,
 		checkQuorum:        !c.DisableCheckQuorum,
 		readIndexToAll:     c.ReadIndexToAll,
+		appendToAll:        c.AppendToAll,
 		maxMsgSize:         c.MaxSizePerMsg,
 		maxInflight:        c.MaxInflightMsgs,
 		maxInflightBytes:   c.MaxInflightBytes,
@@ -204,6 +211,8 @@ func (r *raft) reset(term uint64) {
 	r.reads.reset()
 	r.readPeers = r.readPeers[:0]
 	r.readAsked = r.readAsked[:0]
+	r.writePeers = r.writePeers[:0]
+	r.appendsDeferred = false
 	r.uncommittedSize = 0
 	r.needBroadcast = false
 	r.commitUnsent = false

@@ -18,6 +18,10 @@ type testNetwork struct {
 	sent     int
 	// readStates collects each node's Ready.ReadStates.
 	readStates map[uint64][]ReadState
+	// holdCommits keeps settle from calling SendCommit on a leader that holds a
+	// commit index or deferred appends back (HasUnsentCommit), as the Node does a
+	// CommitDelay later: tests of what is held back set it.
+	holdCommits bool
 }
 
 func newTestNetwork(t *testing.T, n int, mutate func(*Config)) *testNetwork {
@@ -97,6 +101,17 @@ func (nw *testNetwork) settle() {
 			}
 		}
 		msgs := nw.collect()
+		if !busy && !nw.holdCommits {
+			for _, id := range nw.ids {
+				if rn := nw.nodes[id]; rn != nil && rn.HasUnsentCommit() {
+					rn.SendCommit() // the Node's commit timer, run once all else is quiet
+					busy = true
+				}
+			}
+			if busy {
+				continue
+			}
+		}
 		if !busy {
 			return
 		}
@@ -201,7 +216,15 @@ func TestThreeNodesReplicate(t *testing.T) {
 // than costing an empty append per follower per write; the next append carries it
 // when there is one, and a follower that forwarded the proposal hears at once.
 func TestCommitIndexRidesTheNextAppend(t *testing.T) {
-	nw, lead := newElectedNetwork(t, 3)
+	// Every append to every follower at once (AppendToAll), so that both hear of
+	// each entry; TestAppendsGoToTheLastCommitsQuorumFirst covers the default.
+	nw := newTestNetwork(t, 3, func(c *Config) { c.AppendToAll = true })
+	nw.tickAll(30)
+	lead := nw.leader()
+	if lead == 0 {
+		t.Fatal("no leader after 30 ticks")
+	}
+	nw.holdCommits = true
 	followers := []uint64{}
 	for _, id := range nw.ids {
 		if id != lead {

@@ -1,0 +1,168 @@
+package raft
+
+import (
+	"bytes"
+	"testing"
+)
+
+// TestAppendsGoToTheLastCommitsQuorumFirst: a leader sends a new entry at once only
+// to the followers whose acknowledgements completed the last commit (writePeers),
+// and to the others with the next SendCommit, gathered with the commit index. A
+// write peer that stops answering delays commits only until then: the other
+// follower's acknowledgement completes the quorum and it becomes the write peer.
+func TestAppendsGoToTheLastCommitsQuorumFirst(t *testing.T) {
+	nw, lead := newElectedNetwork(t, 3)
+	nw.holdCommits = true
+	r := nw.nodes[lead].raft
+	if len(r.writePeers) != 1 {
+		t.Fatalf("write peers %v after the election's entry committed; want the one follower that completed it", r.writePeers)
+	}
+	writer := r.writePeers[0]
+	var other uint64
+	for _, id := range nw.ids {
+		if id != lead && id != writer {
+			other = id
+		}
+	}
+	lastOf := func(id uint64) uint64 { return nw.nodes[id].raft.log.lastIndex() }
+
+	index, _, err := nw.nodes[lead].Propose([]byte("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sentBefore := nw.sent
+	nw.settle()
+	if got := nw.sent - sentBefore; got != 2 {
+		t.Fatalf("%d messages for one write; want 2, an append to the write peer and its acknowledgement", got)
+	}
+	if c := nw.nodes[lead].Status().Commit; c != index {
+		t.Fatalf("leader commit %d, want %d: the write peer's acknowledgement makes a quorum", c, index)
+	}
+	if lastOf(writer) != index || lastOf(other) >= index {
+		t.Fatalf("logs end at %d (write peer) and %d (other); want %d and less", lastOf(writer), lastOf(other), index)
+	}
+	if !nw.nodes[lead].HasUnsentCommit() {
+		t.Fatal("HasUnsentCommit false while an append is deferred")
+	}
+	// A second write before the deferred send: the other follower gets both in one
+	// append.
+	index2, _, err := nw.nodes[lead].Propose([]byte("b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw.settle()
+	sentBefore = nw.sent
+	nw.nodes[lead].SendCommit()
+	nw.settle()
+	if lastOf(other) != index2 || nw.nodes[other].Status().Commit != index2 {
+		t.Fatalf("after SendCommit the other follower's log ends at %d, commit %d; want %d and %d",
+			lastOf(other), nw.nodes[other].Status().Commit, index2, index2)
+	}
+	// One append with both entries to the other follower and its acknowledgement;
+	// the write peer hears the commit index with an (empty) append and answers.
+	if got := nw.sent - sentBefore; got != 4 {
+		t.Fatalf("%d messages for the deferred send; want 4", got)
+	}
+
+	// The write peer goes silent: a write waits for the deferred send, whose
+	// acknowledgement commits it and makes the other follower the write peer.
+	nw.cut[[2]uint64{lead, writer}] = true
+	index3, _, err := nw.nodes[lead].Propose([]byte("c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw.settle()
+	if c := nw.nodes[lead].Status().Commit; c >= index3 {
+		t.Fatalf("commit %d with the write peer cut off and nothing sent to the other", c)
+	}
+	nw.nodes[lead].SendCommit()
+	nw.settle()
+	if c := nw.nodes[lead].Status().Commit; c != index3 {
+		t.Fatalf("commit %d after the deferred send; want %d", c, index3)
+	}
+	if len(r.writePeers) != 1 || r.writePeers[0] != other {
+		t.Fatalf("write peers %v; want [%d], whose acknowledgement completed the last commit", r.writePeers, other)
+	}
+	index4, _, err := nw.nodes[lead].Propose([]byte("d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw.settle()
+	if c := nw.nodes[lead].Status().Commit; c != index4 || lastOf(other) != index4 {
+		t.Fatalf("commit %d, new write peer's log at %d; want %d: entries go to it at once now", c, lastOf(other), index4)
+	}
+}
+
+// TestAppendsToEveryoneWithoutAWriteQuorum: with five voters the write peers are the
+// two followers that completed the last commit; with AppendToAll, or before any
+// commit of this term, every follower gets each entry at once.
+func TestAppendsToEveryoneWithoutAWriteQuorum(t *testing.T) {
+	nw, lead := newElectedNetwork(t, 5)
+	nw.holdCommits = true
+	r := nw.nodes[lead].raft
+	if len(r.writePeers) < 2 {
+		t.Fatalf("write peers %v of five voters; want at least two", r.writePeers)
+	}
+	if _, _, err := nw.nodes[lead].Propose([]byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	sentBefore := nw.sent
+	nw.settle()
+	if got, want := nw.sent-sentBefore, 2*len(r.writePeers); got != want {
+		t.Fatalf("%d messages for one write with write peers %v; want %d", got, r.writePeers, want)
+	}
+
+	all := newTestNetwork(t, 3, func(c *Config) { c.AppendToAll = true })
+	all.tickAll(30)
+	all.holdCommits = true
+	l := all.leader()
+	if _, _, err := all.nodes[l].Propose([]byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	sentBefore = all.sent
+	all.settle()
+	if got := all.sent - sentBefore; got != 4 {
+		t.Fatalf("AppendToAll: %d messages for one write; want 4, an append and an answer per follower", got)
+	}
+}
+
+// TestALaggingFollowerCatchesUpWithoutWaitingForSendCommit: a follower outside the
+// write quorum that lacks deferLagEntries entries or more is sent them as its
+// acknowledgements come, not one append per CommitDelay; the last few wait for
+// the next SendCommit.
+func TestALaggingFollowerCatchesUpWithoutWaitingForSendCommit(t *testing.T) {
+	nw, lead := newElectedNetwork(t, 3)
+	nw.holdCommits = true
+	r := nw.nodes[lead].raft
+	writer := r.writePeers[0]
+	var other uint64
+	for _, id := range nw.ids {
+		if id != lead && id != writer {
+			other = id
+		}
+	}
+	nw.isolate(other)
+	// 300 entries of 16 KiB: about five appends of MaxSizePerMsg (1 MiB).
+	for i := range 300 {
+		if _, _, err := nw.nodes[lead].Propose(bytes.Repeat([]byte{byte(i)}, 16<<10)); err != nil {
+			t.Fatal(err)
+		}
+		nw.settle()
+	}
+	nw.heal()
+	last := r.log.lastIndex()
+	before := nw.nodes[other].raft.log.lastIndex()
+	// One heartbeat: its answer starts the catch-up.
+	nw.nodes[lead].Tick()
+	nw.settle()
+	got := nw.nodes[other].raft.log.lastIndex()
+	if got+deferLagEntries < last || got <= before {
+		t.Fatalf("the follower's log went from %d to %d of %d after one heartbeat; want within %d entries of the end",
+			before, got, last, deferLagEntries)
+	}
+	nw.nodes[lead].SendCommit()
+	nw.settle()
+	if got := nw.nodes[other].raft.log.lastIndex(); got != last {
+		t.Fatalf("the follower's log ends at %d after SendCommit, want %d", got, last)
+	}
+}
