@@ -35,14 +35,16 @@ func run(g *governor, f *fakeRuntime, now time.Time, use float64, d time.Duratio
 	return now
 }
 
-func newTestGovernor(f *fakeRuntime, now time.Time) *governor {
-	return newGovernor(Config{}.withDefaults(), f.hooks(), now)
+// newTestGovernor is a governor with the default Config on a fake process of two
+// Ps, and the time it starts at.
+func newTestGovernor() (*fakeRuntime, *governor, time.Time) {
+	f := &fakeRuntime{procs: 2, def: 2}
+	now := time.Unix(0, 0)
+	return f, newGovernor(Config{}.withDefaults(), f.hooks(), now), now
 }
 
 func TestDropsToOneProcAfterLowForBelowLow(t *testing.T) {
-	f := &fakeRuntime{procs: 2, def: 2}
-	now := time.Unix(0, 0)
-	g := newTestGovernor(f, now)
+	f, g, now := newTestGovernor()
 	now = run(g, f, now, 0.3, 1900*time.Millisecond)
 	if f.procs != 2 {
 		t.Fatalf("dropped to %d procs after 1.9 s at 0.3 CPUs; LowFor is 2 s", f.procs)
@@ -54,9 +56,7 @@ func TestDropsToOneProcAfterLowForBelowLow(t *testing.T) {
 }
 
 func TestStaysOnEveryProcAboveLow(t *testing.T) {
-	f := &fakeRuntime{procs: 2, def: 2}
-	now := time.Unix(0, 0)
-	g := newTestGovernor(f, now)
+	f, g, now := newTestGovernor()
 	// 0.7 CPUs on average, in bursts: below Low in half the samples.
 	for range 500 {
 		now = run(g, f, now, 0.2, g.cfg.Interval)
@@ -68,9 +68,7 @@ func TestStaysOnEveryProcAboveLow(t *testing.T) {
 }
 
 func TestRisesWhenBusyAtOneProc(t *testing.T) {
-	f := &fakeRuntime{procs: 2, def: 2}
-	now := time.Unix(0, 0)
-	g := newTestGovernor(f, now)
+	f, g, now := newTestGovernor()
 	now = run(g, f, now, 0.2, 2100*time.Millisecond)
 	if f.procs != 1 {
 		t.Fatalf("procs %d after 2.1 s at 0.2 CPUs", f.procs)
@@ -88,9 +86,7 @@ func TestRisesWhenBusyAtOneProc(t *testing.T) {
 }
 
 func TestFlappingDoublesTheWaitBeforeTheNextDrop(t *testing.T) {
-	f := &fakeRuntime{procs: 2, def: 2}
-	now := time.Unix(0, 0)
-	g := newTestGovernor(f, now)
+	f, g, now := newTestGovernor()
 	wantWait := 2 * time.Second
 	for round := range 7 {
 		// Below Low until the drop: it takes the current wait.
