@@ -169,7 +169,7 @@ func (r *raft) deferAppend(id uint64) {
 func (r *raft) noteWritePeers(from uint64) {
 	r.writePeers = r.writePeers[:0]
 	for _, id := range r.conf.Voters {
-		if id != r.id && (id == from || r.progress[id].match >= r.log.committed) {
+		if pr := r.progress[id]; id != r.id && pr != nil && (id == from || pr.match >= r.log.committed) {
 			r.writePeers = append(r.writePeers, id)
 		}
 	}

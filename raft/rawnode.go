@@ -318,16 +318,19 @@ func (rn *RawNode) AckDurable(m DurableMark) {
 	}
 }
 
-// HasUnsentCommit reports whether a leader holds back a commit index from some
-// follower (see SendCommit).
+// HasUnsentCommit reports whether a leader holds back a commit index, or entries,
+// from some follower (see SendCommit).
 func (rn *RawNode) HasUnsentCommit() bool { return rn.raft.commitUnsent }
 
-// SendCommit sends the commit index to the followers not yet told it. A leader
-// tells followers of a new commit index with the next append it sends them, so
-// that a write costs one message per follower rather than two; the application
-// calls SendCommit a moment after HasUnsentCommit turns true (the Node after
-// CommitDelay), so that followers apply without waiting for more writes or the next
-// heartbeat.
+// SendCommit sends the commit index to the followers not yet told it, and the
+// entries held back from the followers outside the last commit's quorum (see
+// Config.AppendToAll). A leader tells followers of a new commit index with the next
+// append it sends them, so that a write costs one message per follower rather than
+// two, and sends new entries at once only to that quorum; the application calls
+// SendCommit a moment after HasUnsentCommit turns true (the Node after
+// CommitDelay), so that the other followers get the entries, and all of them apply,
+// without waiting for more writes or the next heartbeat (whose answers also
+// bring a lagging follower its entries).
 func (rn *RawNode) SendCommit() { rn.raft.sendCommit() }
 
 // HedgeReadIndex asks every follower that the newest pending ReadIndex round did
