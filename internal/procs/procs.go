@@ -35,6 +35,7 @@ package procs
 import (
 	"log/slog"
 	"runtime"
+	"strings"
 	"time"
 )
 
@@ -112,20 +113,17 @@ var realHooks = runtimeHooks{
 // the governor off, and Start says so with enabled false.
 func Start(cfg Config, environ []string) (stop func(), enabled bool) {
 	for _, kv := range environ {
-		if len(kv) > len("GOMAXPROCS=") && kv[:len("GOMAXPROCS=")] == "GOMAXPROCS=" {
-			return func() {}, false
+		if v, ok := strings.CutPrefix(kv, "GOMAXPROCS="); ok && v != "" {
+			return func() {}, false // the runtime, too, takes an empty value for none
 		}
 	}
 	if !supported || runtime.GOMAXPROCS(0) <= 1 {
 		return func() {}, false
 	}
-	return start(cfg.withDefaults(), realHooks, time.NewTicker), true
+	return start(cfg.withDefaults(), realHooks), true
 }
 
-// ticker is time.NewTicker's shape, for tests.
-type ticker func(time.Duration) *time.Ticker
-
-func start(cfg Config, h runtimeHooks, newTicker ticker) (stop func()) {
+func start(cfg Config, h runtimeHooks) (stop func()) {
 	quit, done := make(chan struct{}), make(chan struct{})
 	interval := func() time.Duration {
 		if h.procs() == 1 {
@@ -134,7 +132,7 @@ func start(cfg Config, h runtimeHooks, newTicker ticker) (stop func()) {
 		return cfg.SlowInterval
 	}
 	every := interval()
-	t := newTicker(every)
+	t := time.NewTicker(every)
 	go func() {
 		defer close(done)
 		defer t.Stop()
