@@ -137,7 +137,6 @@ func runRaftkvMember(args []string) int {
 		fmt.Fprintf(os.Stderr, "raftkv-member: %v\n", err)
 		return 1
 	}
-	// As the binary does by default (--adaptive-gomaxprocs).
 	stopProcs, _ := procs.Start(procs.Config{}, os.Environ())
 	defer stopProcs()
 	sigs := make(chan os.Signal, 1)

@@ -26,7 +26,8 @@
 // 50 ms HighFor, against a slowest put of 12-15 ms on two Ps. A
 // rise that comes within four times the wait after a drop doubles the wait before
 // the next drop, up to Config.MaxLowFor, so a load that alternates costs a switch
-// per MaxLowFor at most; a later rise sets it back to Config.LowFor. Each switch stops the world for tens of microseconds.
+// per MaxLowFor at most; a later rise sets it back to Config.LowFor. Each switch
+// stops the world for tens of microseconds.
 //
 // A process whose GOMAXPROCS the operator set (the GOMAXPROCS environment
 // variable) or whose default is already one P is left alone.
@@ -191,18 +192,20 @@ func (g *governor) sample(now time.Time) {
 	if u.wall <= 0 {
 		return
 	}
-	g.window = append(g.window, u)
-	// Keep what the longer average needs.
-	var wall time.Duration
-	for i := len(g.window) - 1; i >= 0; i-- {
-		wall += g.window[i].wall
-		if wall >= max(g.lowFor, g.cfg.HighFor) {
-			g.window = g.window[i:]
-			break
-		}
+	// One average is taken in each state, over HighFor at one P and over lowFor
+	// on more: the window keeps what that one needs (it is emptied at a switch).
+	atOne := g.h.procs() == 1
+	span := g.lowFor
+	if atOne {
+		span = g.cfg.HighFor
 	}
-	if g.h.procs() == 1 {
-		if use, full := g.average(g.cfg.HighFor); full && use > g.cfg.High {
+	g.window = append(g.window, u)
+	use, full, from := g.average(span)
+	if from > 0 {
+		g.window = g.window[:copy(g.window, g.window[from:])]
+	}
+	if atOne {
+		if full && use > g.cfg.High {
 			if !g.droppedAt.IsZero() && now.Sub(g.droppedAt) < 4*g.lowFor {
 				g.lowFor = min(2*g.lowFor, g.cfg.MaxLowFor)
 			} else {
@@ -215,7 +218,7 @@ func (g *governor) sample(now time.Time) {
 		}
 		return
 	}
-	if use, full := g.average(g.lowFor); full && use < g.cfg.Low {
+	if full && use < g.cfg.Low {
 		g.h.setOne()
 		g.droppedAt = now
 		g.window = g.window[:0]
@@ -224,15 +227,16 @@ func (g *governor) sample(now time.Time) {
 }
 
 // average is the CPU use, in CPUs, over the newest samples that span at least
-// span; full is false if the samples do not reach back that far yet.
-func (g *governor) average(span time.Duration) (use float64, full bool) {
+// span, and from the first of them; full is false if the samples do not reach
+// back that far yet.
+func (g *governor) average(span time.Duration) (use float64, full bool, from int) {
 	var cpu, wall time.Duration
 	for i := len(g.window) - 1; i >= 0; i-- {
 		cpu += g.window[i].cpu
 		wall += g.window[i].wall
 		if wall >= span {
-			return float64(cpu) / float64(wall), true
+			return float64(cpu) / float64(wall), true, i
 		}
 	}
-	return 0, false
+	return 0, false, 0
 }
