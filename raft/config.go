@@ -73,10 +73,13 @@ type Config struct {
 	// two with 3 voters), and to the others a CommitDelay later, gathered, with the
 	// commit index (RawNode.SendCommit): a write then costs one follower, not two,
 	// a message, a disk write and an fsync, and the other does them once for what
-	// arrived in the delay. Commits need no more than that quorum; a follower of it
-	// that is slow or lost delays them by CommitDelay at most, since the others get
+	// arrived in the delay, or in five CommitDelays while the quorum keeps up (a
+	// SendCommit then holds them back once, RawNode.HoldsAppends). Commits need no
+	// more than that quorum; a follower of it that is slow or lost delays them by a
+	// CommitDelay (five for an entry appended during a hold), since the others get
 	// the entries then and their acknowledgements complete the quorum (and make
-	// them the new one). The followers out of the quorum lag by about CommitDelay.
+	// them the new one). The followers out of the quorum lag by up to five
+	// CommitDelays.
 	AppendToAll bool
 	// ReadIndexHedgeDelay is how long a leader's Node lets a read wait on a round
 	// that asked only the last round's quorum (see ReadIndexToAll), its own read or

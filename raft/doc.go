@@ -53,10 +53,16 @@
 // New entries likewise go at once only to the followers whose acknowledgements
 // completed the last commit's quorum (one of two with 3 voters); the others get
 // them with that SendCommit, gathered, so that a write costs one follower a disk
-// write and an fsync, not two, and one fewer message each way. A follower of that
-// quorum that goes silent delays commits by CommitDelay at most: the others'
-// acknowledgements then complete the quorum, and they become the ones sent to first.
-// Config.AppendToAll sends every entry to every follower at once (§5.3).
+// write and an fsync, not two, and one fewer message each way. While that quorum
+// keeps up (it has committed the entry whose deferral began the wait), SendCommit
+// holds the others' entries back once more (HoldsAppends), and the driver calls it
+// again CommitHoldDelay later (the Node after four CommitDelays): at one client
+// the others then get one append per ten milliseconds, not one per two. A follower
+// of that quorum that goes silent delays commits by CommitDelay, or by five for an
+// entry appended during a hold: the others' acknowledgements then complete the
+// quorum, and they become the ones sent to first. A follower outside it that asks
+// for a read point gets its entries with the answer. Config.AppendToAll sends every
+// entry to every follower at once (§5.3).
 //
 // # The Node
 //

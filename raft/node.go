@@ -664,7 +664,11 @@ func (n *Node) run() {
 		}
 
 		if commitc == nil && n.rn.HasUnsentCommit() {
-			commitTimer.Reset(n.cfg.CommitDelay)
+			if n.rn.HoldsAppends() {
+				commitTimer.Reset(CommitHoldDelay(n.cfg.CommitDelay))
+			} else {
+				commitTimer.Reset(n.cfg.CommitDelay)
+			}
 			commitc = commitTimer.C
 		}
 		propc := n.propc

@@ -74,6 +74,11 @@ type raft struct {
 	appendToAll     bool
 	writePeers      []uint64
 	appendsDeferred bool
+	// deferredFrom is the leader's last index when appendsDeferred was last set;
+	// holdingAppends is set while a SendCommit holds the deferred entries back
+	// (see holdDeferred).
+	deferredFrom   uint64
+	holdingAppends bool
 
 	maxMsgSize         uint64
 	maxInflight        int
@@ -213,6 +218,7 @@ func (r *raft) reset(term uint64) {
 	r.readAsked = r.readAsked[:0]
 	r.writePeers = r.writePeers[:0]
 	r.appendsDeferred = false
+	r.deferredFrom, r.holdingAppends = 0, false
 	r.uncommittedSize = 0
 	r.needBroadcast = false
 	r.commitUnsent = false

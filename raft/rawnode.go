@@ -3,6 +3,7 @@ package raft
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Ready is what the core asks its driver to do, all of it data (the core performs no
@@ -330,8 +331,23 @@ func (rn *RawNode) HasUnsentCommit() bool { return rn.raft.commitUnsent }
 // SendCommit a moment after HasUnsentCommit turns true (the Node after
 // CommitDelay), so that the other followers get the entries, and all of them apply,
 // without waiting for more writes or the next heartbeat (whose answers also
-// bring a lagging follower its entries).
+// bring a lagging follower its entries). It may hold those entries back once
+// (HoldsAppends).
 func (rn *RawNode) SendCommit() { rn.raft.sendCommit() }
+
+// HoldsAppends reports whether the last SendCommit held the entries deferred for
+// the followers outside the last commit's quorum back: HasUnsentCommit stays true,
+// and the application calls SendCommit again after CommitHoldDelay, which sends
+// them (the Node does). A SendCommit holds them while that quorum keeps up,
+// having committed the entry whose deferral began the wait.
+func (rn *RawNode) HoldsAppends() bool { return rn.raft.holdingAppends }
+
+// CommitHoldDelay is how long the application waits, after a SendCommit that held
+// appends back (HoldsAppends), before it calls SendCommit again: commitDelay times
+// appendHoldDelays.
+func CommitHoldDelay(commitDelay time.Duration) time.Duration {
+	return commitDelay * appendHoldDelays
+}
 
 // HedgeReadIndex asks every follower that the newest pending ReadIndex round did
 // not ask (it asks the last round's quorum alone unless Config.ReadIndexToAll), so

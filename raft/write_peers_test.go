@@ -44,8 +44,9 @@ func TestAppendsGoToTheLastCommitsQuorumFirst(t *testing.T) {
 	if !nw.nodes[lead].HasUnsentCommit() {
 		t.Fatal("HasUnsentCommit false while an append is deferred")
 	}
-	// A second write before the deferred send: the other follower gets both in one
-	// append.
+	// A second write before the deferred send. The write peer keeps up, so the
+	// next SendCommit holds the other follower's entries back (and tells the write
+	// peer the commit index), and the one after sends both in one append.
 	index2, _, err := nw.nodes[lead].Propose([]byte("b"))
 	if err != nil {
 		t.Fatal(err)
@@ -54,18 +55,33 @@ func TestAppendsGoToTheLastCommitsQuorumFirst(t *testing.T) {
 	sentBefore = nw.sent
 	nw.nodes[lead].SendCommit()
 	nw.settle()
+	if lastOf(other) >= index || !nw.nodes[lead].HasUnsentCommit() || !nw.nodes[lead].HoldsAppends() {
+		t.Fatalf("first SendCommit: the other follower's log ends at %d (want below %d), HasUnsentCommit %v and HoldsAppends %v (want true)",
+			lastOf(other), index, nw.nodes[lead].HasUnsentCommit(), nw.nodes[lead].HoldsAppends())
+	}
+	if got := nw.sent - sentBefore; got != 2 {
+		t.Fatalf("%d messages while the deferred entries were held; want 2, the commit index to the write peer and its answer", got)
+	}
+	if c := nw.nodes[writer].Status().Commit; c != index2 {
+		t.Fatalf("write peer's commit %d after SendCommit; want %d", c, index2)
+	}
+	sentBefore = nw.sent
+	nw.nodes[lead].SendCommit()
+	nw.settle()
 	if lastOf(other) != index2 || nw.nodes[other].Status().Commit != index2 {
 		t.Fatalf("after SendCommit the other follower's log ends at %d, commit %d; want %d and %d",
 			lastOf(other), nw.nodes[other].Status().Commit, index2, index2)
 	}
-	// One append with both entries to the other follower and its acknowledgement;
-	// the write peer hears the commit index with an (empty) append and answers.
-	if got := nw.sent - sentBefore; got != 4 {
-		t.Fatalf("%d messages for the deferred send; want 4", got)
+	if got := nw.sent - sentBefore; got != 2 {
+		t.Fatalf("%d messages for the deferred send; want 2, one append with both entries and its answer", got)
+	}
+	if nw.nodes[lead].HasUnsentCommit() || nw.nodes[lead].HoldsAppends() {
+		t.Fatal("HasUnsentCommit or HoldsAppends true after the deferred send")
 	}
 
-	// The write peer goes silent: a write waits for the deferred send, whose
-	// acknowledgement commits it and makes the other follower the write peer.
+	// The write peer goes silent: a write waits for the deferred send, which
+	// does not hold (the entry whose deferral began the wait is not committed);
+	// the other follower's acknowledgement commits it and makes it the write peer.
 	nw.cut[[2]uint64{lead, writer}] = true
 	index3, _, err := nw.nodes[lead].Propose([]byte("c"))
 	if err != nil {
@@ -164,5 +180,50 @@ func TestALaggingFollowerCatchesUpWithoutWaitingForSendCommit(t *testing.T) {
 	nw.settle()
 	if got := nw.nodes[other].raft.log.lastIndex(); got != last {
 		t.Fatalf("the follower's log ends at %d after SendCommit, want %d", got, last)
+	}
+}
+
+// TestAFollowersReadGetsTheHeldEntriesAtOnce: a follower outside the write quorum
+// that asks for a read point gets, with the answer, the entries and commit index it
+// needs to serve the read, rather than after the SendCommits that hold them back.
+func TestAFollowersReadGetsTheHeldEntriesAtOnce(t *testing.T) {
+	nw, lead := newElectedNetwork(t, 3)
+	nw.holdCommits = true
+	r := nw.nodes[lead].raft
+	writer := r.writePeers[0]
+	var other uint64
+	for _, id := range nw.ids {
+		if id != lead && id != writer {
+			other = id
+		}
+	}
+	// A read round on the leader: the next asks only the follower that answered
+	// (read_peers_test.go), so that the other follower hears no heartbeat, whose
+	// answer would bring it its entries anyway.
+	if err := nw.nodes[lead].ReadIndex([]byte("r0")); err != nil {
+		t.Fatal(err)
+	}
+	nw.settle()
+	if len(r.readPeers) != 1 || r.readPeers[0] != writer {
+		t.Fatalf("read peers %v; want [%d], the write peer", r.readPeers, writer)
+	}
+	index, _, err := nw.nodes[lead].Propose([]byte("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw.settle()
+	if got := nw.nodes[other].raft.log.lastIndex(); got >= index {
+		t.Fatalf("the other follower's log ends at %d before any SendCommit; want below %d", got, index)
+	}
+	if err := nw.nodes[other].ReadIndex([]byte("r1")); err != nil {
+		t.Fatal(err)
+	}
+	nw.settle()
+	rs := nw.readStates[other]
+	if len(rs) != 1 || rs[0].Index != index {
+		t.Fatalf("read states %+v on the follower; want one at %d", rs, index)
+	}
+	if got, c := nw.nodes[other].raft.log.lastIndex(), nw.nodes[other].Status().Commit; got != index || c != index {
+		t.Fatalf("the follower's log ends at %d, commit %d, with its read point %d; want both at it", got, c, index)
 	}
 }
