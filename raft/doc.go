@@ -56,7 +56,7 @@
 // write and an fsync, not two, and one fewer message each way. While that quorum
 // keeps up (it has committed the entry whose deferral began the wait), SendCommit
 // holds the others' entries back once more (HoldsAppends), and the driver calls it
-// again CommitHoldDelay later (the Node after four CommitDelays): at one client
+// again SendCommitAfter later (the Node after four CommitDelays): at one client
 // the others then get one append per ten milliseconds, not one per two. A follower
 // of that quorum that goes silent delays commits by CommitDelay, or by five for an
 // entry appended during a hold: the others' acknowledgements then complete the

@@ -104,7 +104,7 @@ func (r *raft) sendCommit() {
 	hold := deferred && r.holdDeferred()
 	if hold {
 		r.holdingAppends = true
-		r.commitUnsent = true // the Node calls again, after CommitDelay*appendHoldDelays
+		r.commitUnsent = true // the Node calls again, SendCommitAfter later
 	} else {
 		r.appendsDeferred = false
 		r.holdingAppends = false

@@ -664,11 +664,7 @@ func (n *Node) run() {
 		}
 
 		if commitc == nil && n.rn.HasUnsentCommit() {
-			if n.rn.HoldsAppends() {
-				commitTimer.Reset(CommitHoldDelay(n.cfg.CommitDelay))
-			} else {
-				commitTimer.Reset(n.cfg.CommitDelay)
-			}
+			commitTimer.Reset(n.rn.SendCommitAfter(n.cfg.CommitDelay))
 			commitc = commitTimer.C
 		}
 		propc := n.propc

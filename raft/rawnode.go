@@ -337,16 +337,19 @@ func (rn *RawNode) SendCommit() { rn.raft.sendCommit() }
 
 // HoldsAppends reports whether the last SendCommit held the entries deferred for
 // the followers outside the last commit's quorum back: HasUnsentCommit stays true,
-// and the application calls SendCommit again after CommitHoldDelay, which sends
-// them (the Node does). A SendCommit holds them while that quorum keeps up,
-// having committed the entry whose deferral began the wait.
+// and the next SendCommit, SendCommitAfter later, sends them. A SendCommit holds
+// them while that quorum keeps up, having committed the entry whose deferral began
+// the wait.
 func (rn *RawNode) HoldsAppends() bool { return rn.raft.holdingAppends }
 
-// CommitHoldDelay is how long the application waits, after a SendCommit that held
-// appends back (HoldsAppends), before it calls SendCommit again: commitDelay times
-// appendHoldDelays.
-func CommitHoldDelay(commitDelay time.Duration) time.Duration {
-	return commitDelay * appendHoldDelays
+// SendCommitAfter is how long the application waits, once HasUnsentCommit turns
+// true, before it calls SendCommit: commitDelay (the Node's Config.CommitDelay), or
+// four times that after a SendCommit that held appends back (HoldsAppends).
+func (rn *RawNode) SendCommitAfter(commitDelay time.Duration) time.Duration {
+	if rn.raft.holdingAppends {
+		return commitDelay * appendHoldDelays
+	}
+	return commitDelay
 }
 
 // HedgeReadIndex asks every follower that the newest pending ReadIndex round did

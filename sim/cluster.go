@@ -500,8 +500,8 @@ func (c *Cluster) handleReady(n *node) {
 
 // scheduleSendCommit does what the Node's commit timer does: a leader holding a
 // commit index back from a follower sends it a moment later (raft.Config.CommitDelay),
-// here up to a tenth of a tick, drawn from the seed, and raft.CommitHoldDelay of
-// that after a SendCommit that held appends back (RawNode.HoldsAppends).
+// here up to a tenth of a tick, drawn from the seed (RawNode.SendCommitAfter of it,
+// which is longer after a SendCommit that held appends back).
 func (c *Cluster) scheduleSendCommit(n *node) {
 	if c.err != nil || n.rn == nil || n.commitScheduled || !n.rn.HasUnsentCommit() {
 		return
@@ -509,10 +509,7 @@ func (c *Cluster) scheduleSendCommit(n *node) {
 	n.commitScheduled = true
 	inc := n.incarnation
 	delay := time.Duration(c.rng.Int64N(int64(c.opts.TickInterval)/10)) + 1
-	if n.rn.HoldsAppends() {
-		delay = raft.CommitHoldDelay(delay)
-	}
-	c.after(delay, func() {
+	c.after(n.rn.SendCommitAfter(delay), func() {
 		if n.incarnation != inc || n.rn == nil {
 			return
 		}
