@@ -109,13 +109,12 @@ func (r *raft) sendCommit() {
 		r.appendsDeferred = false
 		r.holdingAppends = false
 	}
-	last := r.log.lastIndex()
 	for _, id := range r.progressIDs {
 		if id == r.id {
 			continue
 		}
 		pr := r.progress[id]
-		if hold && pr.next+deferLagEntries > last && !slices.Contains(r.writePeers, id) {
+		if hold && !r.catchingUp(pr) && !slices.Contains(r.writePeers, id) {
 			continue // its commit index goes with its entries
 		}
 		if pr.sentCommit < r.log.committed {
@@ -175,7 +174,7 @@ func (r *raft) deferringAppends() bool {
 	}
 	for _, id := range r.writePeers {
 		pr := r.progress[id]
-		if id == r.id || pr == nil || !slices.Contains(r.conf.Voters, id) ||
+		if pr == nil || !slices.Contains(r.conf.Voters, id) ||
 			pr.state != progressReplicate || pr.isPaused() || !pr.recentActive {
 			return false
 		}
@@ -187,6 +186,10 @@ func (r *raft) deferringAppends() bool {
 // more (one restarted, or a learner catching up) gets them as its acknowledgements
 // come, flow control allowing, rather than a message per CommitDelay.
 const deferLagEntries = 64
+
+// catchingUp reports whether a follower lacks deferLagEntries entries or more:
+// neither deferred nor held, it gets them as flow control allows.
+func (r *raft) catchingUp(pr *progress) bool { return pr.next+deferLagEntries <= r.log.lastIndex() }
 
 // deferAppend leaves a follower outside writePeers for the next SendCommit, which
 // the Node calls CommitDelay after HasUnsentCommit turns true.
@@ -459,8 +462,7 @@ func stepLeader(r *raft, m Message) error {
 		} else if wasPaused {
 			r.sendAppend(m.From)
 		}
-		if r.deferringAppends() && !slices.Contains(r.writePeers, m.From) &&
-			pr.next+deferLagEntries > r.log.lastIndex() {
+		if r.deferringAppends() && !slices.Contains(r.writePeers, m.From) && !r.catchingUp(pr) {
 			// Its next entries go with the next SendCommit, gathered.
 			r.deferAppend(m.From)
 		} else {
