@@ -17,6 +17,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"raftkv/kv"
+	"raftkv/raft"
 	"raftkv/storage"
 	"raftkv/watch"
 )
@@ -189,6 +190,10 @@ type Config struct {
 	// apply loop: a test blocks in it to hold the applied index behind the commit
 	// index (cluster_applied_test.go). Tests only.
 	applyHook func(index uint64)
+	// raftHook, if set, adjusts the Raft node's configuration before it starts.
+	// Tests only: one that counts on a follower applying the entries one at a time
+	// sets raft.Config.AppendToAll (snapshot_retry_test.go).
+	raftHook func(*raft.Config)
 }
 
 // MaxElectionTimeoutMs is etcd's bound on --election-timeout (its maxElectionMs):

@@ -309,6 +309,9 @@ func (s *Server) start(ids []uint64) error {
 		// up after a snapshot had it read ~400 MB at once, past the election timeout).
 		MaxInflightBytes: max(maxInflightBytes, 4*(uint64(cfg.MaxRequestBytes)+grpcOverheadBytes)),
 	}
+	if s.cfg.raftHook != nil {
+		s.cfg.raftHook(&nodeCfg) // tests only
+	}
 	// The node makes its transport once it can take messages, so the transport has
 	// the node from the start.
 	s.node, err = raft.NewNode(nodeCfg, func(h raft.Handler) (raft.Transport, error) {
