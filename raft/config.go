@@ -65,7 +65,8 @@ type Config struct {
 	// (ReadIndexHedgeDelay) or the next regular heartbeat asks the rest if one of
 	// them does not answer; with ReadIndexToAll a round waits for the fastest
 	// majority instead of a fixed one, at a heartbeat and an answer more per extra
-	// follower.
+	// follower. The raftkv member sets it with --raft-read-index-to-all
+	// (server.Config.ReadIndexToAll).
 	ReadIndexToAll bool
 	// AppendToAll sends each new entry to every follower at once, as the Raft paper
 	// does (§5.3). By default a leader sends new entries at once only to the
@@ -79,7 +80,8 @@ type Config struct {
 	// CommitDelay (five for an entry appended during a hold), since the others get
 	// the entries then and their acknowledgements complete the quorum (and make
 	// them the new one). The followers out of the quorum lag by up to five
-	// CommitDelays.
+	// CommitDelays. The raftkv member sets it with --raft-append-to-all
+	// (server.Config.AppendToAll).
 	AppendToAll bool
 	// ReadIndexHedgeDelay is how long a leader's Node lets a read wait on a round
 	// that asked only the last round's quorum (see ReadIndexToAll), its own read or

@@ -17,7 +17,6 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"raftkv/kv"
-	"raftkv/raft"
 	"raftkv/storage"
 	"raftkv/watch"
 )
@@ -76,6 +75,20 @@ type Config struct {
 	// election timeout, drawn at random from [ElectionTimeout, 2*ElectionTimeout).
 	HeartbeatInterval time.Duration
 	ElectionTimeout   time.Duration
+	// AppendToAll sends each new entry to every follower at once, as the Raft paper
+	// and etcd do (raft.Config.AppendToAll; --raft-append-to-all): a commit then
+	// waits for the fastest majority, at a message, a WAL write and an fsync more
+	// per write on every other follower. By default the leader sends a new entry at
+	// once only to the followers that completed the last commit's quorum, and to
+	// the others gathered, 2 to 10 ms later; a follower of that quorum that slows
+	// down then delays commits by up to a CommitDelay (2 ms) before the others
+	// complete the quorum in its place.
+	AppendToAll bool
+	// ReadIndexToAll has every linearizable read's round of heartbeats ask all the
+	// followers, as etcd does (raft.Config.ReadIndexToAll;
+	// --raft-read-index-to-all), rather than only those that answered the last
+	// round, with the others asked 5 ms later if one of them has not answered.
+	ReadIndexToAll bool
 
 	// MaxRequestBytes limits a client request. Default 1.5 MiB, as in etcd.
 	MaxRequestBytes int
@@ -190,10 +203,6 @@ type Config struct {
 	// apply loop: a test blocks in it to hold the applied index behind the commit
 	// index (cluster_applied_test.go). Tests only.
 	applyHook func(index uint64)
-	// raftHook, if set, adjusts the Raft node's configuration before it starts.
-	// Tests only: one that counts on a follower applying the entries one at a time
-	// sets raft.Config.AppendToAll (snapshot_retry_test.go).
-	raftHook func(*raft.Config)
 }
 
 // MaxElectionTimeoutMs is etcd's bound on --election-timeout (its maxElectionMs):

@@ -295,23 +295,8 @@ func (s *Server) start(ids []uint64) error {
 	if err != nil {
 		return err
 	}
-	tickInterval := cfg.HeartbeatInterval
-	electionTicks := int(cfg.ElectionTimeout / tickInterval)
-	maxSizePerMsg := max(raft.DefaultMaxSizePerMsg, uint64(cfg.MaxRequestBytes)+grpcOverheadBytes)
-	nodeCfg := raft.Config{
-		ID: s.id, Peers: ids, Storage: &sendingStorage{Storage: s.storage, s: s}, Applied: s.startApplied,
-		TickInterval: tickInterval, HeartbeatTicks: 1, ElectionTicks: electionTicks,
-		RandSeed: time.Now().UnixNano(), Logger: s.logger,
-		// One append must be able to carry the largest request a client may send.
-		MaxSizePerMsg: maxSizePerMsg,
-		// The leader reads the entries it sends from the WAL on its run loop: bound
-		// what it reads for one follower before it acknowledges (a learner catching
-		// up after a snapshot had it read ~400 MB at once, past the election timeout).
-		MaxInflightBytes: max(maxInflightBytes, 4*(uint64(cfg.MaxRequestBytes)+grpcOverheadBytes)),
-	}
-	if s.cfg.raftHook != nil {
-		s.cfg.raftHook(&nodeCfg) // tests only
-	}
+	nodeCfg := s.raftConfig(ids)
+	maxSizePerMsg := nodeCfg.MaxSizePerMsg
 	// The node makes its transport once it can take messages, so the transport has
 	// the node from the start.
 	s.node, err = raft.NewNode(nodeCfg, func(h raft.Handler) (raft.Transport, error) {
@@ -370,6 +355,27 @@ func (s *Server) start(ids []uint64) error {
 // MaxRequestBytes, as etcd does, so an oversized request reaches our check and gets
 // etcd's "request is too large" rather than a transport error.
 const grpcOverheadBytes = 512 * 1024
+
+// raftConfig is the Raft node's configuration for a member of the voters ids.
+func (s *Server) raftConfig(ids []uint64) raft.Config {
+	cfg := s.cfg
+	tickInterval := cfg.HeartbeatInterval
+	electionTicks := int(cfg.ElectionTimeout / tickInterval)
+	maxSizePerMsg := max(raft.DefaultMaxSizePerMsg, uint64(cfg.MaxRequestBytes)+grpcOverheadBytes)
+	return raft.Config{
+		ID: s.id, Peers: ids, Storage: &sendingStorage{Storage: s.storage, s: s}, Applied: s.startApplied,
+		TickInterval: tickInterval, HeartbeatTicks: 1, ElectionTicks: electionTicks,
+		RandSeed: time.Now().UnixNano(), Logger: s.logger,
+		// One append must be able to carry the largest request a client may send.
+		MaxSizePerMsg: maxSizePerMsg,
+		// The leader reads the entries it sends from the WAL on its run loop: bound
+		// what it reads for one follower before it acknowledges (a learner catching
+		// up after a snapshot had it read ~400 MB at once, past the election timeout).
+		MaxInflightBytes: max(maxInflightBytes, 4*(uint64(cfg.MaxRequestBytes)+grpcOverheadBytes)),
+		AppendToAll:      cfg.AppendToAll,
+		ReadIndexToAll:   cfg.ReadIndexToAll,
+	}
+}
 
 // peerFrameBytes is the peer transport's frame limit for appends of up to
 // maxSizePerMsg bytes of entries: room for their encoding (Raft counts 24 bytes of

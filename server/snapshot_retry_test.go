@@ -14,8 +14,6 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-
-	"raftkv/raft"
 )
 
 // snapshotProbe is a member's Config.snapshotHook. Once active, it reports the
@@ -100,10 +98,10 @@ func TestFailedLocalSnapshotRetriesOnSchedule(t *testing.T) {
 		probes[c.Name] = p
 		c.snapshotHook = p.hook
 		// Every entry to every follower as it is written: a follower outside the
-		// last commit's quorum gets them gathered (raft.Config.AppendToAll), and
+		// last commit's quorum gets them gathered (Config.AppendToAll), and
 		// applies the due index in a group with the next, which starts the snapshot
 		// at the group's last (601 for 600, in 2 of 8 runs).
-		c.raftHook = func(rc *raft.Config) { rc.AppendToAll = true }
+		c.AppendToAll = true
 	})
 	for _, p := range probes {
 		t.Cleanup(p.close) // before the members stop (cleanups run last first)

@@ -419,6 +419,31 @@ func TestServeTLSFlags(t *testing.T) {
 	}
 }
 
+// TestServeRaftFlags: --raft-append-to-all and --raft-read-index-to-all reach
+// server.Config (off by default) from the command line, the environment and a config
+// file.
+func TestServeRaftFlags(t *testing.T) {
+	check := func(what string, args, env []string, appendToAll, readIndexToAll bool) {
+		t.Helper()
+		cfg, _, err := parseServe(args, env)
+		if err != nil || cfg.AppendToAll != appendToAll || cfg.ReadIndexToAll != readIndexToAll {
+			t.Errorf("%s: AppendToAll %v, ReadIndexToAll %v, %v; want %v and %v", what, cfg.AppendToAll, cfg.ReadIndexToAll, err, appendToAll, readIndexToAll)
+		}
+	}
+	check("defaults", nil, nil, false, false)
+	check("flags", []string{"--raft-append-to-all", "--raft-read-index-to-all"}, nil, true, true)
+	check("one flag", []string{"--raft-read-index-to-all=true"}, nil, false, true)
+	check("environment", nil, []string{"RAFTKV_RAFT_APPEND_TO_ALL=true"}, true, false)
+	file := filepath.Join(t.TempDir(), "etcd.yaml")
+	if err := os.WriteFile(file, []byte("raft-append-to-all: true\nraft-read-index-to-all: false\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	check("config file", []string{"--config-file", file}, nil, true, false)
+	if _, _, err := parseServe([]string{"--raft-append-to-all=sometimes"}, nil); err == nil {
+		t.Error("--raft-append-to-all=sometimes was taken")
+	}
+}
+
 // TestServeWatchAndLeaseFlags: --watch-progress-notify-interval (and etcd 3.5's
 // --experimental- name for it) and --lease-checkpoint-interval reach server.Config
 // from the command line, the environment and a config file (whose durations etcd

@@ -47,6 +47,7 @@ type serveFlags struct {
 	backendSeparateValueBytes            int
 	initialCorruptCheck                  bool
 	adaptiveGOMAXPROCS                   bool
+	raftAppendToAll, raftReadIndexToAll  bool
 	corruptCheckTime                     time.Duration
 	watchProgressNotifyInterval          time.Duration
 	leaseCheckpointInterval              time.Duration
@@ -77,8 +78,14 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	numberVar(fs, &f.maxResponseBytes, "max-response-bytes", 0, "bytes", "Most bytes of keys and values one Range response may carry, or of keys one lease's\n"+
 		"time-to-live --keys answer; a larger one is refused (ResourceExhausted): read a range\n"+
 		fmt.Sprintf("in pages, with a limit or a narrower range (0: %d MiB).", server.DefaultMaxResponseBytes>>20))
+	fs.BoolVar(&f.raftAppendToAll, "raft-append-to-all", false, "Send each new log entry to every follower at once, as etcd does: a commit waits for the\n"+
+		"fastest majority, at a message, a WAL write and an fsync more per write on the other followers\n"+
+		"(default: at once only to the followers that completed the last commit, to the others gathered,\n"+
+		"2 to 10 ms later).")
+	fs.BoolVar(&f.raftReadIndexToAll, "raft-read-index-to-all", false, "Ask every follower in each linearizable read's round of heartbeats, as etcd does\n"+
+		"(default: only those that answered the last round, the others 5 ms later if one is silent).")
 	setGroup(fs, groupMember, "name", "data-dir", "wal-dir", "snapshot-count", "snapshot-catchup-entries", "heartbeat-interval", "election-timeout",
-		"listen-peer-urls", "listen-client-urls", "max-txn-ops", "max-request-bytes", "max-response-bytes")
+		"listen-peer-urls", "listen-client-urls", "max-txn-ops", "max-request-bytes", "max-response-bytes", "raft-append-to-all", "raft-read-index-to-all")
 
 	fs.StringVar(&f.initialAdvertisePeer, "initial-advertise-peer-urls", "", "List of this member's peer URLs to advertise to the rest of the cluster (default: --listen-peer-urls).")
 	fs.StringVar(&f.initialCluster, "initial-cluster", "", "Initial cluster configuration for bootstrapping: name=peerURL,... (default: ${name}=${initial-advertise-peer-urls}).")
@@ -292,6 +299,8 @@ func (f *serveFlags) config() (server.Config, error) {
 		InitialClusterToken:         f.initialClusterToken,
 		HeartbeatInterval:           time.Duration(f.heartbeatMs) * time.Millisecond,
 		ElectionTimeout:             time.Duration(f.electionMs) * time.Millisecond,
+		AppendToAll:                 f.raftAppendToAll,
+		ReadIndexToAll:              f.raftReadIndexToAll,
 		MaxRequestBytes:             f.maxRequestBytes,
 		MaxTxnOps:                   f.maxTxnOps,
 		MaxResponseBytes:            f.maxResponseBytes,
