@@ -80,14 +80,15 @@ type Config struct {
 	// waits for the fastest majority, at a message, a WAL write and an fsync more
 	// per write on every other follower. By default the leader sends a new entry at
 	// once only to the followers that completed the last commit's quorum, and to
-	// the others gathered, 2 to 10 ms later; a follower of that quorum that slows
-	// down then delays commits by up to a CommitDelay (2 ms) before the others
-	// complete the quorum in its place.
+	// the others gathered, up to 10 ms later; a follower of that quorum that slows
+	// down then delays commits by up to a CommitDelay (a fiftieth of the heartbeat
+	// interval, at most 2 ms) before the others complete the quorum in its place.
 	AppendToAll bool
 	// ReadIndexToAll has every linearizable read's round of heartbeats ask all the
 	// followers, as etcd does (raft.Config.ReadIndexToAll;
 	// --raft-read-index-to-all), rather than only those that answered the last
-	// round, with the others asked 5 ms later if one of them has not answered.
+	// round, with the others asked if one of them has not answered within a
+	// twentieth of the heartbeat interval (5 ms at its default).
 	ReadIndexToAll bool
 
 	// MaxRequestBytes limits a client request. Default 1.5 MiB, as in etcd.

@@ -81,9 +81,10 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.raftAppendToAll, "raft-append-to-all", false, "Send each new log entry to every follower at once, as etcd does: a commit waits for the\n"+
 		"fastest majority, at a message, a WAL write and an fsync more per write on the other followers\n"+
 		"(default: at once only to the followers that completed the last commit, to the others gathered,\n"+
-		"2 to 10 ms later).")
+		"up to 10 ms later).")
 	fs.BoolVar(&f.raftReadIndexToAll, "raft-read-index-to-all", false, "Ask every follower in each linearizable read's round of heartbeats, as etcd does\n"+
-		"(default: only those that answered the last round, the others 5 ms later if one is silent).")
+		"(default: only those that answered the last round, and the others if one of them is silent\n"+
+		"for a twentieth of --heartbeat-interval, 5 ms at its default).")
 	setGroup(fs, groupMember, "name", "data-dir", "wal-dir", "snapshot-count", "snapshot-catchup-entries", "heartbeat-interval", "election-timeout",
 		"listen-peer-urls", "listen-client-urls", "max-txn-ops", "max-request-bytes", "max-response-bytes", "raft-append-to-all", "raft-read-index-to-all")
 
